@@ -1,0 +1,23 @@
+"""Every event type lvsbus knows, declared once. Importing this package fills ``lvsbus.events.REGISTRY``.
+
+One module a concern; each declares its types with ``lvsbus.events.declare``. Names are stable dotted
+words; observations and decisions are past-tense facts (``router.role_changed``), effects a core
+asks its shell to carry out are imperative (``pulse.send_heartbeat``). Never change a declared
+version: add version N+1 with an upcaster from N, and keep N declared so old logs still decode.
+The JSON Schemas in ``schemas/`` are generated from these declarations (``lvsbus schemas export``);
+a test fails when they drift apart.
+"""
+from importlib import import_module
+
+from ..events import REGISTRY
+
+MODULES = ("bus", "timer", "config", "supervisor", "router", "health", "lvsd", "ipvs", "demo")
+
+for _name in MODULES:
+    try:
+        import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as _exc:  # a concern not written yet
+        if _exc.name != f"{__name__}.{_name}":
+            raise
+
+__all__ = ["REGISTRY"]

@@ -1,0 +1,70 @@
+"""Events of the bus itself: the broker and the log."""
+from ..events import declare
+from ..schema import Enum, Int, Nullable, Str
+
+NAME = Str(max_len=64, min_len=1)
+
+declare(
+    "bus.broker_started", 1,
+    {
+        "epoch": Str(max_len=64, doc="random id of this broker run; changes on every restart"),
+        "resumed_from": Int(min=0, doc="last seq found in the log at start (0: empty log)"),
+        "recovery": Str(max_len=1024, doc="what opening the log found (torn tail cut, corruption)"),
+    },
+    doc="The broker started and resumed the sequence from its log.",
+)
+declare(
+    "bus.broker_stopping", 1,
+    {"reason": Str(max_len=256)},
+    doc="The broker is stopping cleanly.",
+)
+declare(
+    "bus.frame_rejected", 1,
+    {
+        "reason": Enum(
+            "malformed", "unknown_type", "unknown_version", "bad_payload", "too_large", "unknown_envelope",
+            "not_allowed", "seq_mismatch", "bad_name",
+            doc="short cause, stable for alerting",
+        ),
+        "detail": Str(max_len=1024, doc="human-readable explanation"),
+        "peer": Str(max_len=128, doc="who sent it (service name, or the socket identity as hex)"),
+        "size": Int(min=0, doc="frame size in bytes"),
+        "count": Int(min=1, doc="rejections so far in this broker run"),
+    },
+    doc="A frame on the bus was refused: it was not a valid event. The sender is told; nothing else changes.",
+)
+declare(
+    "bus.subscriber_lagged", 1,
+    {
+        "subscriber": NAME,
+        "first_dropped": Int(min=1),
+        "last_dropped": Int(min=1),
+        "dropped": Int(min=1, doc="events not delivered live; the subscriber reads them from the log"),
+    },
+    doc="A subscriber hit its high-water mark; the broker dropped live delivery for it and told it to catch up from the log.",
+)
+declare(
+    "bus.client_joined", 1,
+    {"client": NAME, "subscriptions": Str(max_len=1024), "pid": Nullable(Int(min=0))},
+    doc="A service said hello to the broker (at start, and again after a broker restart).",
+)
+declare(
+    "log.write_failed", 1,
+    {
+        "errno": Int(min=0),
+        "error": Str(max_len=512),
+        "first_seq": Int(min=1),
+        "count": Int(min=1),
+    },
+    doc="The broker could not append to its log (disk full, I/O error). The events were still delivered but are not durable; publishers get no ack for them.",
+)
+declare(
+    "log.write_recovered", 1,
+    {"lost_from": Int(min=1), "lost_to": Int(min=1)},
+    doc="Appending works again; seqs lost_from..lost_to were delivered but never recorded.",
+)
+declare(
+    "log.snapshot_written", 1,
+    {"service": NAME, "at_seq": Int(min=0), "bytes": Int(min=0)},
+    doc="A service saved a snapshot of its core state as of a seq.",
+)

@@ -1,0 +1,263 @@
+"""The event envelope, the registry of event types and versions, and the msgpack codec.
+
+Every event on the bus and in the log is one ``Event``:
+
+    seq      global sequence number, assigned by the router's broker (contiguous from 1)
+    node     the router whose broker recorded it
+    source   the service that published it (pulse, lvsd, nanny, ipvs, broker, ...)
+    type     stable dotted name, e.g. ``router.role_changed`` (never a Python path)
+    version  integer schema version of the payload as it was written
+    mono_ns  CLOCK_MONOTONIC of the recording broker, ns: the only clock a core sees
+    wall_ns  wall clock of the recording broker, ns: metadata for humans and timelines only
+    cause    seq of the event that caused this one (None for observations)
+    payload  a dict that matches the schema of (type, version)
+
+The body stored in the log and carried on the bus is the msgpack array
+``[ENVELOPE_VERSION, seq, node, source, type, version, mono_ns, wall_ns, cause, payload]``.
+
+Stored events are never rewritten: an event written as version 1 stays version 1 on disk. On read,
+``decode`` validates it against the version-1 schema and then upcasts the payload, step by step, to
+the latest version the code knows, so cores only ever see the latest shape (as eventsourcing's
+``upcast_v1_v2``).
+
+Pure: no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
+
+import msgpack
+
+from .schema import Field, SchemaError, Struct
+
+ENVELOPE_VERSION = 1
+
+# Limits on what a peer may send us (frames larger than this are refused before decoding).
+MAX_NAME = 64
+MAX_TYPE = 96
+
+
+class Event(NamedTuple):
+    seq: int
+    node: str
+    source: str
+    type: str
+    version: int
+    mono_ns: int
+    wall_ns: int
+    cause: int | None
+    payload: dict
+
+    def short(self) -> str:
+        return f"#{self.seq} {self.type} v{self.version} from {self.source}@{self.node}"
+
+
+class DecodeError(ValueError):
+    """A frame or record that is not a valid event. ``reason`` is a short machine-friendly word."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+Upcaster = Callable[[dict], dict]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    version: int
+    payload: Struct
+    doc: str
+    upcast: Upcaster | None = field(default=None, compare=False)  # from version - 1 to this one
+
+    @property
+    def schema_id(self) -> str:
+        return f"{self.type}.v{self.version}"
+
+    def json_schema(self) -> dict:
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"urn:lvsbus:event:{self.type}:{self.version}",
+            "title": f"{self.type} v{self.version}",
+            "description": self.doc,
+            "x-lvsbus-type": self.type,
+            "x-lvsbus-version": self.version,
+            **{k: v for k, v in self.payload.json_schema().items() if k != "description"},
+        }
+
+
+class Registry:
+    """Every event type and version the code knows. One global instance, ``REGISTRY``."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, dict[int, EventSpec]] = {}
+        self._latest: dict[str, EventSpec] = {}
+
+    def declare(
+        self,
+        type: str,
+        version: int,
+        payload: Mapping[str, Field] | Struct,
+        doc: str,
+        optional: tuple[str, ...] = (),
+        upcast: Upcaster | None = None,
+    ) -> EventSpec:
+        if not _valid_type_name(type):
+            raise ValueError(f"bad event type name {type!r}: use lowercase dotted words, e.g. router.role_changed")
+        struct = payload if isinstance(payload, Struct) else Struct(payload, optional=optional)
+        versions = self._specs.setdefault(type, {})
+        if version in versions:
+            raise ValueError(f"{type} v{version} declared twice")
+        if version != 1 and (version - 1) not in versions:
+            raise ValueError(f"{type} v{version} declared before v{version - 1}")
+        if version > 1 and upcast is None:
+            raise ValueError(f"{type} v{version} needs an upcaster from v{version - 1}")
+        spec = EventSpec(type, version, struct, doc, upcast)
+        versions[version] = spec
+        if type not in self._latest or self._latest[type].version < version:
+            self._latest[type] = spec
+        return spec
+
+    def latest(self, type: str) -> EventSpec:
+        return self._latest[type]
+
+    def get(self, type: str, version: int) -> EventSpec | None:
+        versions = self._specs.get(type)
+        return versions.get(version) if versions else None
+
+    def __contains__(self, type: str) -> bool:
+        return type in self._latest
+
+    def all_specs(self) -> Iterator[EventSpec]:
+        for type in sorted(self._specs):
+            for version in sorted(self._specs[type]):
+                yield self._specs[type][version]
+
+    def types(self) -> list[str]:
+        return sorted(self._latest)
+
+    def validate(self, type: str, version: int, payload: Any) -> EventSpec:
+        """Check (type, version, payload); raise DecodeError. Returns the spec of that version."""
+        versions = self._specs.get(type)
+        if versions is None:
+            raise DecodeError("unknown_type", f"unknown event type {_clip(type)!r}")
+        spec = versions.get(version)
+        if spec is None:
+            raise DecodeError(
+                "unknown_version", f"{type} has no version {version!r} (known: {sorted(versions)})"
+            )
+        try:
+            spec.payload.check(payload, "payload")
+        except SchemaError as exc:
+            raise DecodeError("bad_payload", f"{type} v{version}: {exc}") from None
+        return spec
+
+    def upcast(self, type: str, version: int, payload: dict) -> tuple[int, dict]:
+        latest = self._latest[type].version
+        versions = self._specs[type]
+        while version < latest:
+            version += 1
+            payload = versions[version].upcast(payload)  # type: ignore[misc]
+        return version, payload
+
+
+def _valid_type_name(name: str) -> bool:
+    if not (3 <= len(name) <= MAX_TYPE) or "." not in name:
+        return False
+    for part in name.split("."):
+        if not part or not part[0].isalpha() or not all(c.islower() or c.isdigit() or c == "_" for c in part):
+            return False
+    return True
+
+
+def _clip(s: Any, n: int = 80) -> str:
+    s = str(s)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+REGISTRY = Registry()
+declare = REGISTRY.declare
+
+
+# ---------------------------------------------------------------------------------------------
+# codec
+
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+
+
+def encode(event: Event) -> bytes:
+    """The body of an event, as stored in the log and carried to subscribers."""
+    return msgpack.packb(
+        [
+            ENVELOPE_VERSION,
+            event.seq,
+            event.node,
+            event.source,
+            event.type,
+            event.version,
+            event.mono_ns,
+            event.wall_ns,
+            event.cause,
+            event.payload,
+        ],
+        use_bin_type=True,
+    )
+
+
+def decode(body: bytes, seq: int | None = None, registry: Registry = REGISTRY, upcast: bool = True) -> Event:
+    """Decode and validate one stored body. ``seq``: the seq the framing says it has (checked).
+
+    Raises DecodeError; never returns an event that breaks its schema.
+    """
+    try:
+        raw = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise DecodeError("malformed", f"not msgpack: {type(exc).__name__}: {_clip(exc)}") from None
+    if type(raw) is not list or len(raw) != 10:
+        raise DecodeError("malformed", "an envelope is a 10-item array")
+    ev, rseq, node, source, type_, version, mono_ns, wall_ns, cause, payload = raw
+    if ev != ENVELOPE_VERSION:
+        raise DecodeError("unknown_envelope", f"envelope version {_clip(ev)!r}, this code reads {ENVELOPE_VERSION}")
+    if type(rseq) is not int or rseq < 1:
+        raise DecodeError("malformed", f"bad seq {_clip(rseq)!r}")
+    if seq is not None and rseq != seq:
+        raise DecodeError("seq_mismatch", f"record framed as seq {seq} holds seq {rseq}")
+    if type(node) is not str or not 0 < len(node) <= MAX_NAME:
+        raise DecodeError("malformed", f"bad node {_clip(node)!r}")
+    if type(source) is not str or not 0 < len(source) <= MAX_NAME:
+        raise DecodeError("malformed", f"bad source {_clip(source)!r}")
+    if type(type_) is not str or type(version) is not int:
+        raise DecodeError("malformed", "type must be a string and version an integer")
+    if type(mono_ns) is not int or type(wall_ns) is not int:
+        raise DecodeError("malformed", "timestamps must be integers (ns)")
+    if cause is not None and (type(cause) is not int or cause < 1):
+        raise DecodeError("malformed", f"bad cause {_clip(cause)!r}")
+    registry.validate(type_, version, payload)
+    if upcast:
+        version, payload = registry.upcast(type_, version, payload)
+    return Event(rseq, node, source, type_, version, mono_ns, wall_ns, cause, payload)
+
+
+def iter_types(events: Iterator[Event], prefixes: tuple[str, ...]) -> Iterator[Event]:
+    for e in events:
+        if e.type.startswith(prefixes):
+            yield e
+
+
+def matches(type_: str, prefixes: tuple[str, ...]) -> bool:
+    """Subscription matching: a prefix matches the type exactly, or as a dotted prefix ("router." or "router")."""
+    for p in prefixes:
+        if p == "" or type_ == p or (type_.startswith(p) and (p.endswith(".") or type_[len(p)] == ".")):
+            return True
+    return False
