@@ -1,0 +1,1321 @@
+"""The event log: an append-only, segmented store of ``(seq, body)`` records.
+
+The log does not know the event format; it stores opaque bodies with their sequence numbers.
+
+Record framing (also used by the broker to forward batches over ZeroMQ)::
+
+    <IIQ  body length (u32), crc32 (u32), seq (u64)   then   body
+
+The CRC is ``zlib.crc32`` over the 8 little-endian seq bytes followed by the body, which are the
+contiguous bytes ``frame[8:]``.
+
+On disk: segment files ``<first_seq:020d>.seg`` in one directory, each starting with a 16-byte
+file header (``b"LVSBLOG\\0"``, u32 version 1, u32 reserved), then records with contiguous seqs.
+Beside each segment a sparse index ``<first_seq:020d>.idx`` of ``<QQ`` (seq, offset) entries, a
+hint verified on use.
+
+Public API: ``frame``, ``iter_frames``, ``parse_frames``, ``EventLog`` (writer), ``LogReader``,
+``Durability``, ``Retention``, ``check``, and the errors ``CorruptRecord``, ``SeqUnavailable``,
+``LogWriteError``.
+"""
+from __future__ import annotations
+
+import bisect
+import errno as _errno
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+__all__ = [
+    "HEADER",
+    "HEADER_SIZE",
+    "MAX_BODY_BYTES",
+    "SEGMENT_MAGIC",
+    "CorruptRecord",
+    "SeqUnavailable",
+    "LogWriteError",
+    "Durability",
+    "Retention",
+    "Recovery",
+    "EventLog",
+    "LogReader",
+    "CheckReport",
+    "SegmentCheck",
+    "frame",
+    "frame_batch",
+    "iter_frames",
+    "parse_frames",
+    "check",
+    "rebuild_index",
+    "segment_name",
+    "list_segments",
+]
+
+HEADER = struct.Struct("<IIQ")
+HEADER_SIZE = HEADER.size  # 16
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a length above this is "impossible": corruption, not a partial write
+
+SEGMENT_MAGIC = b"LVSBLOG\0"
+SEGMENT_VERSION = 1
+SEGMENT_HEADER = struct.Struct("<8sII")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 16
+_SEGMENT_HEADER_BYTES = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0)
+
+INDEX_ENTRY = struct.Struct("<QQ")
+INDEX_EVERY_RECORDS = 1024
+INDEX_EVERY_BYTES = 256 * 1024
+
+READ_CHUNK = 1024 * 1024
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+_SEG_RE = re.compile(r"^(\d{20})\.seg$")
+_crc32 = zlib.crc32
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+
+
+class CorruptRecord(Exception):
+    """A record (or segment header) that fails its CRC, has an impossible length or breaks seq
+    continuity. Never returned as data."""
+
+    def __init__(self, segment: str | None, offset: int, reason: str):
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+        where = f"{segment}@{offset}" if segment is not None else f"offset {offset}"
+        super().__init__(f"corrupt record at {where}: {reason}")
+
+
+class SeqUnavailable(LookupError):
+    """The requested seq is older than the oldest retained record."""
+
+    def __init__(self, seq: int, first_available: int):
+        self.seq = seq
+        self.first_available = first_available
+        super().__init__(f"seq {seq} is no longer in the log; first available seq is {first_available}")
+
+
+class LogWriteError(OSError):
+    """Writing to the log failed (ENOSPC, EIO, ...). The log was left consistent: nothing of the
+    failed call is in it (unless the error came from fsync, see ``durable_seq``)."""
+
+    def __init__(self, errno: int, message: str, filename: str | None = None):
+        super().__init__(errno, message, filename)
+
+
+# --------------------------------------------------------------------------------------------
+# framing
+
+
+def frame(seq: int, body: bytes) -> bytes:
+    """One framed record: header + body."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"body of {len(body)} bytes exceeds MAX_BODY_BYTES")
+    return _pack_header(len(body), _crc32(body, _crc32(seq.to_bytes(8, "little"))), seq) + bytes(body)
+
+
+def frame_batch(records: Iterable[tuple[int, bytes]]) -> bytes:
+    """Many framed records concatenated (the broker's forwarding batch)."""
+    parts: list = []
+    ap = parts.append
+    for seq, body in records:
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError(f"body of {len(body)} bytes exceeds MAX_BODY_BYTES")
+        ap(_pack_header(len(body), _crc32(body, _crc32(seq.to_bytes(8, "little"))), seq))
+        ap(body)
+    return b"".join(parts)
+
+
+def _scan(buf: bytes, pos: int, n: int) -> tuple[list, int, str | None]:
+    """Parse complete records in ``buf[pos:n]``.
+
+    Returns (records, stop, error): ``stop`` is the offset of the first byte not consumed (a
+    partial record, the end, or the bad record); ``error`` is None or why the record at ``stop``
+    is bad. The hot loop of the reader and of the broker's batch decoding.
+    """
+    out: list = []
+    ap = out.append
+    unpack = _unpack_header
+    crc32 = _crc32
+    mv = memoryview(buf)
+    limit = n - HEADER_SIZE
+    while pos <= limit:
+        length, crc, seq = unpack(buf, pos)
+        end = pos + HEADER_SIZE + length
+        if end > n:
+            if length > MAX_BODY_BYTES:
+                return out, pos, f"impossible length {length}"
+            break
+        if crc32(mv[pos + 8:end]) != crc:
+            if length > MAX_BODY_BYTES:
+                return out, pos, f"impossible length {length}"
+            return out, pos, "crc mismatch"
+        ap((seq, buf[pos + HEADER_SIZE:end]))
+        pos = end
+    return out, pos, None
+
+
+def parse_frames(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[list[tuple[int, bytes]], int]:
+    """Parse every complete record from ``offset``: returns ``(records, consumed)`` where
+    ``consumed`` is the offset just after the last complete record (a trailing partial record is
+    left unconsumed). Raises ``CorruptRecord`` on a bad CRC or an impossible length."""
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
+    records, stop, error = _scan(buf, offset, len(buf))
+    if error is not None:
+        raise CorruptRecord(None, stop, error)
+    return records, stop
+
+
+def iter_frames(buf: bytes | bytearray | memoryview, offset: int = 0) -> Iterator[tuple[int, bytes, int]]:
+    """Yield ``(seq, body, next_offset)`` for each complete record; stops cleanly at a trailing
+    partial record (the generator's return value is the offset where it stopped). Raises
+    ``CorruptRecord`` on a bad CRC or an impossible length."""
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
+    n = len(buf)
+    mv = memoryview(buf)
+    pos = offset
+    while pos + HEADER_SIZE <= n:
+        length, crc, seq = _unpack_header(buf, pos)
+        if length > MAX_BODY_BYTES:
+            raise CorruptRecord(None, pos, f"impossible length {length}")
+        end = pos + HEADER_SIZE + length
+        if end > n:
+            break
+        if _crc32(mv[pos + 8:end]) != crc:
+            raise CorruptRecord(None, pos, "crc mismatch")
+        yield seq, buf[pos + HEADER_SIZE:end], end
+        pos = end
+    return pos
+
+
+def _valid_at(buf: bytes, pos: int, n: int, min_seq: int = 0, max_seq: int | None = None) -> int | None:
+    """If a complete, CRC-valid record starts at ``pos`` (with min_seq <= seq <= max_seq), return
+    its seq, else None."""
+    if pos + HEADER_SIZE > n:
+        return None
+    length, crc, seq = _unpack_header(buf, pos)
+    if length > MAX_BODY_BYTES or pos + HEADER_SIZE + length > n:
+        return None
+    if seq < min_seq or (max_seq is not None and seq > max_seq):
+        return None
+    if _crc32(memoryview(buf)[pos + 8:pos + HEADER_SIZE + length]) != crc:
+        return None
+    return seq
+
+
+def _resync(buf: bytes, pos: int, n: int, min_seq: int) -> int | None:
+    """Scan forward from ``pos`` for the next offset holding a valid record with seq >= min_seq
+    (plausible for this segment). Returns the offset or None."""
+    max_seq = min_seq + (n - pos) // HEADER_SIZE + 1
+    unpack = _unpack_header
+    limit = n - HEADER_SIZE
+    mv = memoryview(buf)
+    p = pos
+    while p <= limit:
+        length, crc, seq = unpack(buf, p)
+        if min_seq <= seq <= max_seq and length <= MAX_BODY_BYTES:
+            end = p + HEADER_SIZE + length
+            if end <= n and _crc32(mv[p + 8:end]) == crc:
+                return p
+        p += 1
+    return None
+
+
+@dataclass
+class _Run:
+    """Result of validating a segment's records from some offset."""
+
+    end: int  # offset after the last good record of the contiguous run
+    next_seq: int  # seq expected after the run
+    count: int
+    error: str | None  # None: clean end or partial tail; else why the record at ``end`` is bad
+    partial: bool  # stopped at an incomplete record (bytes after ``end``)
+    index: list  # (seq, offset) entries built while scanning
+
+
+def _validate_run(buf: bytes, pos: int, n: int, expect: int, index_state: list | None = None) -> _Run:
+    unpack = _unpack_header
+    crc32 = _crc32
+    mv = memoryview(buf)
+    limit = n - HEADER_SIZE
+    count = 0
+    index: list = []
+    if index_state is None:
+        index_state = [expect, pos]
+    last_idx_seq, last_idx_off = index_state
+    while pos <= limit:
+        length, crc, seq = unpack(buf, pos)
+        end = pos + HEADER_SIZE + length
+        if length > MAX_BODY_BYTES:
+            return _Run(pos, expect, count, f"impossible length {length}", False, index)
+        if end > n:
+            return _Run(pos, expect, count, None, True, index)
+        if crc32(mv[pos + 8:end]) != crc:
+            return _Run(pos, expect, count, "crc mismatch", False, index)
+        if seq != expect:
+            return _Run(pos, expect, count, f"seq {seq} where {expect} was expected", False, index)
+        if seq - last_idx_seq >= INDEX_EVERY_RECORDS or pos - last_idx_off >= INDEX_EVERY_BYTES:
+            index.append((seq, pos))
+            last_idx_seq, last_idx_off = seq, pos
+        expect += 1
+        count += 1
+        pos = end
+    index_state[0], index_state[1] = last_idx_seq, last_idx_off
+    return _Run(pos, expect, count, None, pos < n, index)
+
+
+# --------------------------------------------------------------------------------------------
+# segments and index files
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.seg"
+
+
+def _index_path(seg_path: str) -> str:
+    return seg_path[:-4] + ".idx"
+
+
+def list_segments(directory: str) -> list[tuple[int, str]]:
+    """Sorted ``(first_seq, path)`` of the segment files in ``directory``."""
+    out = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        m = _SEG_RE.match(name)
+        if m:
+            out.append((int(m.group(1)), os.path.join(directory, name)))
+    out.sort()
+    return out
+
+
+def _check_segment_header(data: bytes, path: str) -> None:
+    if len(data) < SEGMENT_HEADER_SIZE:
+        raise CorruptRecord(path, 0, f"segment header truncated ({len(data)} bytes)")
+    magic, version, _reserved = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptRecord(path, 0, f"bad segment magic {magic!r}")
+    if version != SEGMENT_VERSION:
+        raise CorruptRecord(path, 0, f"unsupported segment format version {version}")
+
+
+def _read_index(seg_path: str) -> list[tuple[int, int]]:
+    try:
+        with open(_index_path(seg_path), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    usable = len(data) - len(data) % INDEX_ENTRY.size
+    return [e for e in INDEX_ENTRY.iter_unpack(data[:usable])]
+
+
+def _write_index_file(seg_path: str, entries: Sequence[tuple[int, int]]) -> None:
+    tmp = _index_path(seg_path) + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(INDEX_ENTRY.pack(s, o) for s, o in entries))
+    os.replace(tmp, _index_path(seg_path))
+
+
+def rebuild_index(seg_path: str) -> int:
+    """Rebuild the index of one segment from its records (up to the first bad one). Returns the
+    number of entries written."""
+    with open(seg_path, "rb") as f:
+        data = f.read()
+    _check_segment_header(data, seg_path)
+    first = int(os.path.basename(seg_path)[:20])
+    run = _validate_run(data, SEGMENT_HEADER_SIZE, len(data), first)
+    _write_index_file(seg_path, run.index)
+    return len(run.index)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# policies
+
+
+_DURABILITY_MODES = ("always", "group", "none")
+
+
+@dataclass(frozen=True)
+class Durability:
+    """When appended records are fsynced.
+
+    ``always``: fsync in every append call. ``group``: a background thread fsyncs at most every
+    ``interval_ms`` (sooner when ``max_records`` are pending). ``none``: never fsync (a killed
+    process loses nothing already written; a machine crash may).
+    """
+
+    mode: str = "group"
+    interval_ms: float = 1.0
+    max_records: int = 1000
+
+    def __post_init__(self):
+        if self.mode not in _DURABILITY_MODES:
+            raise ValueError(f"durability mode must be one of {_DURABILITY_MODES}, not {self.mode!r}")
+        if self.interval_ms < 0 or self.max_records < 1:
+            raise ValueError("interval_ms must be >= 0 and max_records >= 1")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which sealed segments ``apply_retention`` deletes (oldest first)."""
+
+    max_bytes: int | None = None
+    max_age_s: float | None = None
+
+
+@dataclass
+class Recovery:
+    """What opening the log found in its last segment."""
+
+    segment: str | None = None
+    records: int = 0  # valid records found in the last segment
+    torn_offset: int | None = None  # where the torn tail was cut
+    torn_bytes_cut: int = 0
+    corruption: list[CorruptRecord] = field(default_factory=list)
+    new_segment: str | None = None  # started after corruption (the corrupt segment is sealed)
+    header_repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.torn_bytes_cut and not self.corruption and not self.header_repaired
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+
+
+class EventLog:
+    """The writer of one log directory. One writer per directory (not enforced across processes
+    beyond an advisory ``fcntl`` lock)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        durability: Durability = Durability("group"),
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        retention: Retention = Retention(),
+        logger=None,
+        first_seq: int = 1,
+        on_durable: Callable[[int], None] | None = None,
+    ):
+        if first_seq < 1:
+            raise ValueError("first_seq must be >= 1")
+        self.directory = os.fspath(directory)
+        self.durability = durability
+        self.segment_bytes = int(segment_bytes)
+        self.retention = retention
+        if logger is None:
+            import structlog  # imported here: a process that passes its own logger starts faster
+
+            logger = structlog.get_logger("lvsbus.log")
+        self.log = logger
+        self._initial_first_seq = first_seq
+        self._on_durable = on_durable
+        self._fd: int | None = None
+        self._idx_fd: int | None = None
+        self._closed = True
+        self._broken: str | None = None
+        self._pipe: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self.recovery = Recovery()
+        self.open()
+
+    # ---- opening and recovery
+
+    def open(self) -> None:
+        if not self._closed:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock_dir()
+        self._durable_cond = threading.Condition()
+        self._fd_lock = threading.Lock()
+        self._sync_error: OSError | None = None
+        self._stop = False
+        self._wake = threading.Event()
+        self._urgent = threading.Event()
+        segs = list_segments(self.directory)
+        self.recovery = Recovery()
+        if not segs:
+            self._create_segment(self._initial_first_seq)
+            self._next_seq = self._initial_first_seq
+        else:
+            self._recover(segs)
+        self._written_seq = self._next_seq - 1
+        self._durable_seq = self._next_seq - 1
+        self._closed = False
+        if self.durability.mode == "group":
+            self._thread = threading.Thread(target=self._sync_loop, name="lvsbus-log-fsync", daemon=True)
+            self._thread.start()
+
+    def _lock_dir(self) -> None:
+        import fcntl
+
+        self._lock_fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise RuntimeError(f"log directory {self.directory} is open by another writer") from None
+
+    def _recover(self, segs: list[tuple[int, str]]) -> None:
+        first, path = segs[-1]
+        rec = self.recovery
+        rec.segment = path
+        with open(path, "rb") as f:
+            data = f.read()
+        n = len(data)
+        if n < SEGMENT_HEADER_SIZE or (data[:SEGMENT_HEADER_SIZE] != _SEGMENT_HEADER_BYTES and not data[:8].strip(b"\0")):
+            # A segment whose creation was torn (short or zeroed header): nothing in it can be a
+            # record that was ever acknowledged, since the header is written and synced first.
+            if n <= SEGMENT_HEADER_SIZE or not data.strip(b"\0"):
+                self.log.warning("log.segment_header_repaired", segment=path, bytes=n)
+                rec.header_repaired = True
+                with open(path, "r+b") as f:
+                    f.truncate(0)
+                    f.write(_SEGMENT_HEADER_BYTES)
+                    f.flush()
+                    os.fsync(f.fileno())
+                data = _SEGMENT_HEADER_BYTES
+                n = len(data)
+        _check_segment_header(data, path)
+        run = _validate_run(data, SEGMENT_HEADER_SIZE, n, first)
+        rec.records = run.count
+        index = list(run.index)
+        good_end = run.end
+        highest = run.next_seq - 1
+        if run.end < n:
+            # Either a torn tail (nothing valid after it) or corruption in the middle.
+            bad_at = run.end
+            reason = run.error or "truncated record"
+            resync = _resync(data, bad_at + 1, n, run.next_seq)
+            if resync is None:
+                cut = n - bad_at
+                self.log.warning(
+                    "log.torn_tail_cut", segment=path, offset=bad_at, bytes_cut=cut, reason=reason,
+                    last_seq=highest,
+                )
+                rec.torn_offset = bad_at
+                rec.torn_bytes_cut = cut
+                with open(path, "r+b") as f:
+                    f.truncate(bad_at)
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                err = CorruptRecord(path, bad_at, reason)
+                rec.corruption.append(err)
+                self.log.error(
+                    "log.corrupt_record", segment=path, offset=bad_at, reason=reason,
+                    next_valid_offset=resync, last_good_seq=highest,
+                )
+                # Walk the rest of the segment (more corruption may follow) to find the highest
+                # valid seq and the end of the last valid record; keep everything valid.
+                pos = resync
+                while True:
+                    seq0 = _valid_at(data, pos, n)
+                    run2 = _validate_run(data, pos, n, seq0 if seq0 is not None else 0)
+                    if run2.count:
+                        highest = max(highest, run2.next_seq - 1)
+                        good_end = run2.end
+                    if run2.end >= n:
+                        break
+                    nxt = _resync(data, run2.end + 1, n, highest + 1)
+                    if nxt is None:
+                        break
+                    reason2 = run2.error or "truncated record"
+                    rec.corruption.append(CorruptRecord(path, run2.end, reason2))
+                    self.log.error("log.corrupt_record", segment=path, offset=run2.end, reason=reason2,
+                                   next_valid_offset=nxt)
+                    pos = nxt
+                if good_end < n:
+                    cut = n - good_end
+                    self.log.warning("log.torn_tail_cut", segment=path, offset=good_end, bytes_cut=cut,
+                                     reason="after corruption")
+                    rec.torn_offset = good_end
+                    rec.torn_bytes_cut = cut
+                    with open(path, "r+b") as f:
+                        f.truncate(good_end)
+                        f.flush()
+                        os.fsync(f.fileno())
+                # Seal the corrupt segment; continue in a new one after the highest valid seq.
+                self._next_seq = highest + 1
+                self._create_segment(highest + 1)
+                rec.new_segment = self._seg_path
+                self.log.error("log.segment_sealed_after_corruption", segment=path,
+                               new_segment=self._seg_path, next_seq=highest + 1)
+                return
+        # Reopen the last segment for appending, with a fresh index.
+        self._seg_path = path
+        self._seg_first = first
+        self._next_seq = run.next_seq
+        self._size = good_end
+        try:
+            _write_index_file(path, index)
+        except OSError as exc:
+            self.log.warning("log.index_write_failed", segment=path, error=str(exc))
+        self._idx_last = index[-1] if index else (first, SEGMENT_HEADER_SIZE)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _create_segment(self, first_seq: int) -> None:
+        path = os.path.join(self.directory, segment_name(first_seq))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        idx_fd = None
+        try:
+            _write_all(fd, _SEGMENT_HEADER_BYTES)
+            idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            if self.durability.mode != "none":
+                os.fsync(fd)
+                _fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            if idx_fd is not None:
+                os.close(idx_fd)
+            for p in (path, _index_path(path)):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+            raise
+        self._fd = fd
+        self._idx_fd = idx_fd
+        self._seg_path = path
+        self._seg_first = first_seq
+        self._size = SEGMENT_HEADER_SIZE
+        self._idx_last = (first_seq, SEGMENT_HEADER_SIZE)
+
+    # ---- properties
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def last_seq(self) -> int:
+        """The last appended seq (0 for an empty log starting at 1)."""
+        return self._next_seq - 1
+
+    @property
+    def durable_seq(self) -> int:
+        return self._durable_seq
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest retained seq (``next_seq`` when the log holds no record)."""
+        segs = list_segments(self.directory)
+        if not segs:
+            return self._next_seq
+        return min(segs[0][0], self._next_seq)
+
+    @property
+    def active_segment(self) -> str:
+        return self._seg_path
+
+    # ---- appending
+
+    def append(self, seq: int, body: bytes) -> None:
+        self.append_batch(((seq, body),))
+
+    def append_batch(self, records: Sequence[tuple[int, bytes]]) -> None:
+        """Append records with contiguous seqs starting at ``next_seq``, in one ``os.write``.
+        Raises ValueError (nothing written) on a wrong seq, LogWriteError on a write error
+        (nothing of this batch remains in the log)."""
+        if self._closed:
+            raise ValueError("log is closed")
+        if self._broken is not None or self._sync_error is not None:
+            self._repair()
+        if self._size >= self.segment_bytes:
+            self._rotate()
+        expect = self._next_seq
+        pos = self._size
+        idx_seq, idx_off = self._idx_last
+        parts: list = []
+        ap = parts.append
+        pack = _pack_header
+        crc32 = _crc32
+        idx_entries = None
+        for seq, body in records:
+            if seq != expect:
+                raise ValueError(f"append of seq {seq}, but the next seq is {expect}")
+            length = len(body)
+            if length > MAX_BODY_BYTES:
+                raise ValueError(f"body of {length} bytes exceeds MAX_BODY_BYTES")
+            if seq - idx_seq >= INDEX_EVERY_RECORDS or pos - idx_off >= INDEX_EVERY_BYTES:
+                if idx_entries is None:
+                    idx_entries = []
+                idx_entries.append((seq, pos))
+                idx_seq, idx_off = seq, pos
+            ap(pack(length, crc32(body, crc32(seq.to_bytes(8, "little"))), seq))
+            ap(body)
+            pos += HEADER_SIZE + length
+            expect += 1
+        if expect == self._next_seq:
+            return
+        data = b"".join(parts)
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            self._undo_partial_write(exc)
+        self._size = pos
+        self._next_seq = expect
+        last = expect - 1
+        self._written_seq = last
+        if idx_entries is not None:
+            self._idx_last = (idx_seq, idx_off)
+            self._write_index_entries(idx_entries)
+        mode = self.durability.mode
+        if mode == "group":
+            if last - self._durable_seq >= self.durability.max_records:
+                if not self._urgent.is_set():
+                    self._urgent.set()
+            if not self._wake.is_set():
+                self._wake.set()
+        elif mode == "always":
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._sync_error = exc
+                raise LogWriteError(exc.errno or _errno.EIO, f"fsync failed: {exc.strerror}", self._seg_path) from exc
+            self._publish_durable(last)
+        else:
+            self._durable_seq = last
+            if self._pipe is not None or self._on_durable is not None:
+                self._publish_durable(last)
+
+    def _undo_partial_write(self, exc: OSError) -> None:
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc2:
+            self._broken = f"could not truncate back after a failed write: {exc2}"
+            self.log.error("log.write_failed_truncate_failed", segment=self._seg_path, offset=self._size,
+                           error=str(exc), truncate_error=str(exc2))
+        else:
+            self.log.warning("log.write_failed", segment=self._seg_path, offset=self._size, error=str(exc),
+                             errno=exc.errno)
+        raise LogWriteError(exc.errno or _errno.EIO, f"append failed: {exc.strerror or exc}", self._seg_path) from exc
+
+    def _repair(self) -> None:
+        if self._sync_error is not None:
+            exc = self._sync_error
+            raise LogWriteError(exc.errno or _errno.EIO, f"an earlier fsync failed: {exc.strerror or exc}; "
+                                "reopen the log", self._seg_path)
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc:
+            raise LogWriteError(exc.errno or _errno.EIO, f"log is inconsistent and cannot be repaired: {exc}",
+                                self._seg_path) from exc
+        self._broken = None
+
+    def _write_index_entries(self, entries: list) -> None:
+        if self._idx_fd is None:
+            return
+        data = b"".join(INDEX_ENTRY.pack(s, o) for s, o in entries)
+        try:
+            _write_all(self._idx_fd, data)
+        except OSError as exc:
+            # The index is a hint: drop it for this segment rather than fail the append.
+            self.log.warning("log.index_write_failed", segment=self._seg_path, error=str(exc))
+            try:
+                os.close(self._idx_fd)
+                os.unlink(_index_path(self._seg_path))
+            except OSError:
+                pass
+            self._idx_fd = None
+
+    def _rotate(self) -> None:
+        old_fd, old_idx, old_path = self._fd, self._idx_fd, self._seg_path
+        with self._fd_lock:  # wait for an fsync of the old segment in progress
+            if self.durability.mode != "none":
+                try:
+                    os.fsync(old_fd)
+                    if old_idx is not None:
+                        os.fsync(old_idx)
+                except OSError as exc:
+                    self._sync_error = exc
+                    raise LogWriteError(exc.errno or _errno.EIO, f"fsync failed: {exc.strerror}", old_path) from exc
+            try:
+                self._create_segment(self._next_seq)
+            except OSError as exc:
+                self._fd, self._idx_fd, self._seg_path = old_fd, old_idx, old_path
+                self.log.warning("log.rotate_failed", segment=old_path, error=str(exc))
+                raise LogWriteError(exc.errno or _errno.EIO, f"could not start a new segment: {exc.strerror or exc}",
+                                    old_path) from exc
+            os.close(old_fd)
+            if old_idx is not None:
+                os.close(old_idx)
+        if self.durability.mode != "none":
+            self._publish_durable(self._written_seq)
+        self.log.info("log.segment_rotated", sealed=old_path, segment=self._seg_path, first_seq=self._seg_first)
+        if self.retention.max_bytes is not None or self.retention.max_age_s is not None:
+            self.apply_retention()
+
+    # ---- durability
+
+    def _publish_durable(self, seq: int) -> None:
+        with self._durable_cond:
+            if seq <= self._durable_seq and self.durability.mode != "none":
+                return
+            self._durable_seq = seq
+            self._durable_cond.notify_all()
+        if self._pipe is not None:
+            try:
+                os.write(self._pipe[1], b"\x01")
+            except (BlockingIOError, OSError):
+                pass
+        if self._on_durable is not None:
+            try:
+                self._on_durable(seq)
+            except Exception as exc:  # a callback must not break the fsync thread
+                self.log.error("log.on_durable_failed", error=repr(exc))
+
+    def _sync_loop(self) -> None:
+        interval = self.durability.interval_ms / 1000.0
+        max_records = self.durability.max_records
+        wake, urgent = self._wake, self._urgent
+        while True:
+            wake.wait()
+            wake.clear()
+            if self._stop:
+                return
+            if interval > 0 and self._written_seq - self._durable_seq < max_records:
+                urgent.wait(interval)
+            urgent.clear()
+            self._fsync_now()
+            if self._stop:
+                return
+
+    def _fsync_now(self, force: bool = False) -> None:
+        with self._fd_lock:
+            seq = self._written_seq
+            if self._fd is None or (seq <= self._durable_seq and not force):
+                return
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._sync_error = exc
+                self.log.error("log.fsync_failed", segment=self._seg_path, error=str(exc), errno=exc.errno)
+                with self._durable_cond:
+                    self._durable_cond.notify_all()
+                return
+        self._publish_durable(seq)
+
+    def sync(self) -> int:
+        """fsync now; returns the durable seq."""
+        if self._closed:
+            return self._durable_seq
+        if self._sync_error is not None:
+            self._repair()
+        self._fsync_now(force=True)
+        if self._sync_error is not None:
+            self._repair()
+        return self._durable_seq
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until ``durable_seq >= seq``; False on timeout (or a failed fsync)."""
+        if self._durable_seq >= seq:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._durable_cond:
+            while self._durable_seq < seq:
+                if self._sync_error is not None or self._closed:
+                    return False
+                if deadline is None:
+                    self._durable_cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._durable_cond.wait(left)
+        return True
+
+    def durable_fd(self) -> int:
+        """A readable fd that becomes readable when ``durable_seq`` advances (a pipe: drain it
+        with ``drain_durable_fd``), for a zmq poller."""
+        if self._pipe is None:
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._pipe = (r, w)
+        return self._pipe[0]
+
+    def drain_durable_fd(self) -> int:
+        """Empty the durable pipe; returns the current ``durable_seq``."""
+        if self._pipe is not None:
+            try:
+                while os.read(self._pipe[0], 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return self._durable_seq
+
+    # ---- retention
+
+    def apply_retention(self, now_wall: float | None = None) -> list[str]:
+        """Delete whole sealed segments, oldest first, while the log exceeds ``max_bytes`` or the
+        segment is older than ``max_age_s``. Never the active segment. Returns the deleted paths."""
+        max_bytes, max_age = self.retention.max_bytes, self.retention.max_age_s
+        if max_bytes is None and max_age is None:
+            return []
+        now = time.time() if now_wall is None else now_wall
+        segs = list_segments(self.directory)
+        sizes = {}
+        for _, p in segs:
+            try:
+                sizes[p] = os.path.getsize(p)
+            except FileNotFoundError:
+                sizes[p] = 0
+        total = sum(sizes.values())
+        deleted = []
+        for first, path in segs:
+            if path == self._seg_path or first >= self._seg_first:
+                break
+            too_big = max_bytes is not None and total > max_bytes
+            too_old = False
+            if max_age is not None:
+                try:
+                    too_old = os.path.getmtime(path) < now - max_age
+                except FileNotFoundError:
+                    too_old = True
+            if not (too_big or too_old):
+                break
+            for p in (path, _index_path(path)):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+            total -= sizes[path]
+            deleted.append(path)
+            self.log.info("log.segment_deleted", segment=path, bytes=sizes[path],
+                          reason="max_bytes" if too_big else "max_age")
+        return deleted
+
+    # ---- closing
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._thread is not None:
+            self._stop = True
+            self._wake.set()
+            self._urgent.set()
+            self._thread.join()
+            self._thread = None
+        try:
+            if self.durability.mode != "none" and self._sync_error is None:
+                with self._fd_lock:
+                    os.fsync(self._fd)
+                    if self._idx_fd is not None:
+                        os.fsync(self._idx_fd)
+                self._publish_durable(self._written_seq)
+        finally:
+            self._closed = True
+            with self._durable_cond:
+                self._durable_cond.notify_all()
+            for fd in (self._fd, self._idx_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._idx_fd = None
+            if self._pipe is not None:
+                os.close(self._pipe[0])
+                os.close(self._pipe[1])
+                self._pipe = None
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> "EventLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def reader(self) -> "LogReader":
+        return LogReader(self.directory)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    n = os.write(fd, data)
+    if n < len(data):
+        mv = memoryview(data)
+        while n < len(data):
+            w = os.write(fd, mv[n:])
+            if w == 0:
+                raise OSError(_errno.EIO, "write returned 0")
+            n += w
+
+
+# --------------------------------------------------------------------------------------------
+# reader
+
+
+class _Cursor:
+    """Reads one segment forward from a file offset, in big chunks."""
+
+    def __init__(self, reader: "LogReader", first_seq: int, path: str):
+        self.reader = reader
+        self.first_seq = first_seq
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        head = os.pread(self.fd, SEGMENT_HEADER_SIZE, 0)
+        reader.bytes_read += len(head)
+        try:
+            _check_segment_header(head, path)
+        except CorruptRecord as exc:
+            if len(head) < SEGMENT_HEADER_SIZE:
+                # A segment being created right now: treat it as empty until its header appears.
+                self.pos = 0
+                self.expect = first_seq
+                self.pending = b""
+                return
+            self.close()
+            raise exc
+        self.pos = SEGMENT_HEADER_SIZE  # file offset of self.pending[0]
+        self.expect = first_seq
+        self.pending = b""
+
+    def seek_seq(self, seq: int) -> None:
+        """Position at the record ``seq`` (or before it) using the index when it checks out."""
+        if seq <= self.first_seq or self.pos < SEGMENT_HEADER_SIZE:
+            return
+        entries = _read_index(self.path)
+        self.reader.bytes_read += len(entries) * INDEX_ENTRY.size
+        if not entries:
+            return
+        keys = [e[0] for e in entries]
+        i = bisect.bisect_right(keys, seq) - 1
+        tried = 0
+        while i >= 0 and tried < 3:
+            eseq, eoff = entries[i]
+            if self.first_seq < eseq <= seq and eoff >= SEGMENT_HEADER_SIZE and self._verify(eseq, eoff):
+                self.pos = eoff
+                self.expect = eseq
+                return
+            tried += 1
+            i -= 1
+        self.reader.index_misses += 1
+
+    def _verify(self, seq: int, off: int) -> bool:
+        head = os.pread(self.fd, HEADER_SIZE, off)
+        self.reader.bytes_read += len(head)
+        if len(head) < HEADER_SIZE:
+            return False
+        length, crc, hseq = HEADER.unpack(head)
+        if hseq != seq or length > MAX_BODY_BYTES:
+            return False
+        rest = os.pread(self.fd, length, off + HEADER_SIZE)
+        self.reader.bytes_read += len(rest)
+        if len(rest) != length:
+            return False
+        return _crc32(rest, _crc32(head[8:])) == crc
+
+    def read_some(self) -> list:
+        """Complete records after the current position (possibly empty at the end). Raises
+        CorruptRecord at a bad record, after nothing of it is returned."""
+        if self.pos < SEGMENT_HEADER_SIZE:
+            head = os.pread(self.fd, SEGMENT_HEADER_SIZE, 0)
+            if len(head) < SEGMENT_HEADER_SIZE:
+                return []
+            _check_segment_header(head, self.path)
+            self.pos = SEGMENT_HEADER_SIZE
+        while True:
+            chunk = os.pread(self.fd, READ_CHUNK, self.pos + len(self.pending))
+            if not chunk:
+                return []
+            self.reader.bytes_read += len(chunk)
+            data = self.pending + chunk if self.pending else chunk
+            records, stop, error = _scan(data, 0, len(data))
+            if records:
+                if records[0][0] != self.expect or records[-1][0] != self.expect + len(records) - 1:
+                    self._seq_error(records)
+                self.expect += len(records)
+            if error is not None:
+                self.pending = b""
+                off = self.pos + stop
+                self.pos = off
+                self.bad = (off, error)
+                if records:
+                    return records  # the next call raises
+                raise CorruptRecord(self.path, off, error)
+            self.pos += stop
+            self.pending = data[stop:]
+            if records:
+                return records
+            if len(chunk) < READ_CHUNK:
+                return []
+
+    def _seq_error(self, records: list) -> None:
+        expect = self.expect
+        for seq, _ in records:
+            if seq != expect:
+                raise CorruptRecord(self.path, -1, f"seq {seq} where {expect} was expected")
+            expect += 1
+
+    @property
+    def has_leftover(self) -> bool:
+        return bool(self.pending)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class LogReader:
+    """Reads a log directory (safe while a writer in another process appends and rotates)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = os.fspath(directory)
+        self.bytes_read = 0  # statistics, for tests and benchmarks
+        self.index_misses = 0
+
+    def segments(self) -> list[tuple[int, str]]:
+        return list_segments(self.directory)
+
+    def first_seq(self) -> int | None:
+        segs = self.segments()
+        return segs[0][0] if segs else None
+
+    def read(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Records ``from_seq..to_seq`` (inclusive; to the current end when None). Raises
+        SeqUnavailable now if ``from_seq`` is older than the oldest retained record."""
+        batches = self.read_batches(from_seq, to_seq)
+        return (rec for batch in batches for rec in batch)
+
+    def follow(self, from_seq: int = 1, poll_interval: float = 0.05,
+               stop: Callable[[], bool] | None = None) -> Iterator[tuple[int, bytes]]:
+        """Records from ``from_seq`` as the log grows, until ``stop()`` returns true (checked when
+        idle)."""
+        batches = self.read_batches(from_seq, None, follow=True, poll_interval=poll_interval, stop=stop)
+        return (rec for batch in batches for rec in batch)
+
+    def read_batches(self, from_seq: int = 1, to_seq: int | None = None, follow: bool = False,
+                     poll_interval: float = 0.05, stop: Callable[[], bool] | None = None) -> Iterator[list]:
+        """Like ``read``/``follow`` but yields lists of records (cheaper per record)."""
+        if from_seq < 1:
+            raise ValueError("from_seq must be >= 1")
+        segs = self.segments()
+        if segs and from_seq < segs[0][0]:
+            raise SeqUnavailable(from_seq, segs[0][0])
+        return self._gen(from_seq, to_seq, follow, poll_interval, stop, segs)
+
+    def _open_at(self, segs, from_seq) -> _Cursor | None:
+        while True:
+            if not segs:
+                return None
+            if from_seq < segs[0][0]:
+                raise SeqUnavailable(from_seq, segs[0][0])
+            i = bisect.bisect_right([s for s, _ in segs], from_seq) - 1
+            first, path = segs[i]
+            try:
+                cur = _Cursor(self, first, path)
+            except FileNotFoundError:  # deleted by retention meanwhile
+                segs = self.segments()
+                continue
+            cur.seek_seq(from_seq)
+            return cur
+
+    def _gen(self, from_seq, to_seq, follow, poll_interval, stop, segs):
+        cur = None
+        try:
+            while cur is None:
+                cur = self._open_at(segs, from_seq)
+                if cur is None:
+                    if not follow or (stop is not None and stop()):
+                        return
+                    time.sleep(poll_interval)
+                    segs = self.segments()
+            while True:
+                records = cur.read_some()
+                if records:
+                    if records[0][0] < from_seq:
+                        skip = from_seq - records[0][0]
+                        records = records[skip:]
+                        if not records:
+                            continue
+                    if to_seq is not None and records[-1][0] >= to_seq:
+                        keep = to_seq - records[0][0] + 1
+                        if keep > 0:
+                            yield records[:keep]
+                        return
+                    yield records
+                    continue
+                # At the end of this segment for now. Is there a next one?
+                nxt = self._next_segment(cur)
+                if nxt is not None:
+                    # The writer seals a segment before creating the next: read its rest once more.
+                    records = cur.read_some()
+                    if records:
+                        if records[0][0] < from_seq:
+                            records = records[from_seq - records[0][0]:]
+                        if to_seq is not None and records and records[-1][0] >= to_seq:
+                            keep = to_seq - records[0][0] + 1
+                            if keep > 0:
+                                yield records[:keep]
+                            return
+                        if records:
+                            yield records
+                        continue
+                    if cur.has_leftover:
+                        raise CorruptRecord(cur.path, cur.pos, "truncated record at the end of a sealed segment")
+                    first, path = nxt
+                    if first != cur.expect:
+                        raise CorruptRecord(path, 0, f"segment starts at seq {first}, expected {cur.expect} "
+                                                     f"after {cur.path}")
+                    cur.close()
+                    try:
+                        cur = _Cursor(self, first, path)
+                    except FileNotFoundError:
+                        segs = self.segments()
+                        raise SeqUnavailable(first, segs[0][0] if segs else first) from None
+                    continue
+                if not follow or (stop is not None and stop()):
+                    return
+                time.sleep(poll_interval)
+        finally:
+            if cur is not None:
+                cur.close()
+
+    def _next_segment(self, cur: _Cursor):
+        segs = self.segments()
+        for first, path in segs:
+            if first > cur.first_seq:
+                return first, path
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# check
+
+
+@dataclass
+class SegmentCheck:
+    path: str
+    first_seq: int
+    last_seq: int | None = None  # highest valid seq found
+    records: int = 0
+    bytes: int = 0
+    corrupt: list[tuple[int, str]] = field(default_factory=list)  # (offset, reason)
+    torn_tail: tuple[int, int] | None = None  # (offset, bytes) of an incomplete last record
+    index: str = "ok"  # ok | missing | stale (n bad entries)
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt
+
+
+@dataclass
+class CheckReport:
+    directory: str
+    segments: list[SegmentCheck] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+    first_seq: int | None = None
+    last_seq: int | None = None
+    records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.gaps and all(s.ok for s in self.segments)
+
+    def corrupt_offsets(self) -> list[tuple[str, int, str]]:
+        return [(s.path, off, why) for s in self.segments for off, why in s.corrupt]
+
+    def format(self) -> str:
+        lines = [f"log {self.directory}: {len(self.segments)} segments, {self.records} records, "
+                 f"seq {self.first_seq}..{self.last_seq}: {'OK' if self.ok else 'PROBLEMS'}"]
+        for s in self.segments:
+            line = (f"  {os.path.basename(s.path)}: seq {s.first_seq}..{s.last_seq} {s.records} records "
+                    f"{s.bytes} bytes, index {s.index}")
+            lines.append(line)
+            for off, why in s.corrupt:
+                lines.append(f"    CORRUPT at offset {off}: {why}")
+            if s.torn_tail:
+                lines.append(f"    torn tail at offset {s.torn_tail[0]} ({s.torn_tail[1]} bytes)")
+        for g in self.gaps:
+            lines.append(f"  GAP: {g}")
+        return "\n".join(lines)
+
+
+def check(directory: str | os.PathLike) -> CheckReport:
+    """Verify every segment: record CRCs, seq continuity within and across segments, indexes."""
+    directory = os.fspath(directory)
+    report = CheckReport(directory)
+    segs = list_segments(directory)
+    prev_last: int | None = None
+    for i, (first, path) in enumerate(segs):
+        sc = SegmentCheck(path, first)
+        report.segments.append(sc)
+        with open(path, "rb") as f:
+            data = f.read()
+        n = len(data)
+        sc.bytes = n
+        is_last = i == len(segs) - 1
+        try:
+            _check_segment_header(data, path)
+        except CorruptRecord as exc:
+            sc.corrupt.append((0, exc.reason))
+            continue
+        if prev_last is not None and first != prev_last + 1:
+            report.gaps.append(f"{os.path.basename(path)} starts at seq {first}, previous segment ends at {prev_last}")
+        pos, expect = SEGMENT_HEADER_SIZE, first
+        highest = first - 1
+        index: list = []
+        while True:
+            run = _validate_run(data, pos, n, expect, [expect, pos] if pos == SEGMENT_HEADER_SIZE else None)
+            if pos == SEGMENT_HEADER_SIZE:
+                index = run.index
+            sc.records += run.count
+            if run.count:
+                highest = run.next_seq - 1
+            if run.end >= n:
+                break
+            nxt = _resync(data, run.end + 1, n, highest + 1)
+            if nxt is None:
+                if run.error is None and is_last:
+                    sc.torn_tail = (run.end, n - run.end)
+                elif run.error is None:
+                    sc.corrupt.append((run.end, "truncated record at the end of a sealed segment"))
+                elif is_last:  # a bad last record with nothing valid after it: a torn write
+                    sc.torn_tail = (run.end, n - run.end)
+                else:
+                    sc.corrupt.append((run.end, run.error))
+                break
+            sc.corrupt.append((run.end, run.error or "truncated record"))
+            pos = nxt
+            expect = _valid_at(data, nxt, n)  # type: ignore[assignment]
+        sc.last_seq = highest if highest >= first else None
+        report.records += sc.records
+        if report.first_seq is None and sc.records:
+            report.first_seq = first
+        if sc.records:
+            report.last_seq = highest
+        prev_last = highest
+        # index check
+        idx_path = _index_path(path)
+        if not os.path.exists(idx_path):
+            sc.index = "missing" if index else "ok"
+        else:
+            bad = 0
+            entries = _read_index(path)
+            for eseq, eoff in entries:
+                if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
+                    bad += 1
+            if os.path.getsize(idx_path) % INDEX_ENTRY.size:
+                bad += 1
+            sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
+    return report
