@@ -1,0 +1,104 @@
+"""lvsbus configuration: one immutable settings model, read from Piranha's lvs.cf or native TOML.
+
+    from lvsbus.config import load
+    loaded = load("/etc/sysconfig/ha/lvs.cf")     # LoadedConfig: .config, .warnings, .source
+    cfg = loaded.config
+
+Nothing here does I/O at import time, and only ``load`` touches the file system (builtin ``open``):
+pure cores may import this package and ``lvsbus.config.model``.
+"""
+from __future__ import annotations
+
+from .diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
+from .lvscf import loads_lvscf
+from .model import (
+    SCHEDULERS,
+    Check,
+    CheckKind,
+    Config,
+    ConfigError,
+    FailoverService,
+    Forwarding,
+    Heartbeat,
+    IpvsTimeouts,
+    Issue,
+    LoadedConfig,
+    NatRouter,
+    Notify,
+    Protocol,
+    RealServer,
+    Router,
+    ServiceType,
+    Severity,
+    SyncDaemon,
+    VirtualService,
+    check_port,
+    effective_check,
+    from_dict,
+    identify_local_router,
+    server_port,
+    to_dict,
+)
+from .native import loads_toml, render_toml
+from .validate import validate
+
+__all__ = [
+    "SCHEDULERS", "Check", "CheckKind", "Config", "ConfigDiff", "ConfigError", "FailoverService",
+    "Forwarding", "Heartbeat", "IpvsTimeouts", "Issue", "LoadedConfig", "NatRouter", "Notify",
+    "Protocol", "RealServer", "RealServerChange", "Router", "ServiceType", "Severity", "SyncDaemon",
+    "VirtualService", "VirtualServiceChange", "check_port", "detect_format", "diff",
+    "effective_check", "from_dict", "identify_local_router", "load", "loads", "loads_lvscf",
+    "loads_toml", "render_toml", "server_port", "to_dict", "validate",
+]
+
+
+def detect_format(path: str, text: str) -> str:
+    """``"toml"`` for a ``.toml`` file, ``"lvscf"`` for ``.cf``; otherwise by content: a TOML table
+    header (``[virtual.x]``, ``[heartbeat]``...) or a quoted value means TOML, an lvs.cf block
+    (``virtual NAME {``) or a bare value means lvs.cf."""
+    lower = path.lower()
+    if lower.endswith(".toml"):
+        return "toml"
+    if lower.endswith(".cf"):
+        return "lvscf"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            return "toml"
+        if line.endswith("{"):
+            return "lvscf"
+        if "=" in line:
+            value = line.split("=", 1)[1].strip()
+            if value[:1] in ('"', "[", "{") or value in ("true", "false"):
+                return "toml"
+    return "lvscf"
+
+
+def loads(text: str, filename: str = "<config>", format: str | None = None) -> LoadedConfig:
+    """Parse and validate config text in either form (``format``: "toml", "lvscf" or None to detect)."""
+    fmt = format or detect_format(filename, text)
+    if fmt == "toml":
+        return loads_toml(text, filename)
+    return loads_lvscf(text, filename)
+
+
+def load(path: str, format: str | None = None) -> LoadedConfig:
+    """Read, parse and validate a config file (``.toml`` -> native, else lvs.cf unless the content is
+    TOML). Raises ConfigError (every error, with file and line); an unreadable file is a
+    ConfigError too."""
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError([Issue(key="", message=f"cannot read the file: {exc.strerror or exc}",
+                                 file=path)]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([Issue(key="", message="the file is not UTF-8 text", file=path,
+                                 line=line)]) from None
+    return loads(text, path, format)

@@ -1,0 +1,241 @@
+"""``lvsbus check-config``, ``lvsbus config convert`` and ``lvsbus config diff``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TextIO
+
+from . import load
+from .diff import diff
+from .model import Check, CheckKind, Config, ConfigError, Issue, LoadedConfig, server_port
+from .native import render_toml
+
+__all__ = ["add_commands", "describe"]
+
+_FORMATS = ("auto", "lvscf", "toml")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    fmt_help = "file format: lvscf (Piranha lvs.cf), toml (native), or auto (default: .toml " \
+               "extension or TOML content means native, anything else lvs.cf)"
+
+    p = subparsers.add_parser(
+        "check-config",
+        help="validate a config file and print what would run",
+        description="Read FILE (Piranha lvs.cf or native TOML), validate it, and print the routers, "
+                    "heartbeat, virtual services, real servers and health checks it would run, then "
+                    "any warnings (obsolete lvs.cf keywords, advice). Exits 0 when the file is "
+                    "valid, 1 with every error listed as FILE:LINE: KEY: MESSAGE when it is not "
+                    "(like keepalived -t).",
+    )
+    p.add_argument("file", metavar="FILE", help="the config file, e.g. /etc/sysconfig/ha/lvs.cf")
+    p.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
+    p.add_argument("--json", action="store_true",
+                   help="print the validated model as JSON (the config-loaded event payload) "
+                        "instead of the summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+    p.set_defaults(func=_cmd_check)
+
+    cfg = subparsers.add_parser(
+        "config", help="convert lvs.cf to TOML, diff two configs",
+        description="Configuration tools. See 'lvsbus config COMMAND --help'.",
+    )
+    sub = cfg.add_subparsers(dest="config_command", metavar="COMMAND")
+    cfg.set_defaults(func=lambda args: (cfg.print_help(), 2)[1])
+
+    c = sub.add_parser(
+        "convert", help="print the native TOML equivalent of a config file",
+        description="Read FILE (usually a Piranha lvs.cf), validate it, and print the equivalent "
+                    "native TOML on standard output. Loading the printed TOML gives exactly the "
+                    "same settings. Warnings go to standard error.",
+    )
+    c.add_argument("file", metavar="FILE", help="the config file to convert")
+    c.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
+    c.set_defaults(func=_cmd_convert)
+
+    d = sub.add_parser(
+        "diff", help="show what reloading NEW over OLD would change",
+        description="Validate OLD and NEW and print the reload diff: virtual services and real "
+                    "servers added (+), removed (-), changed (~, with the fields) and unchanged "
+                    "(=, they keep their health state and kernel entries), heartbeat and global "
+                    "changes, and VIPs to add or remove. Exits 0 when both files are valid.",
+    )
+    d.add_argument("old", metavar="OLD", help="the running config file")
+    d.add_argument("new", metavar="NEW", help="the new config file")
+    d.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
+    d.add_argument("--json", action="store_true", help="print the diff as JSON (the event payload)")
+    d.set_defaults(func=_cmd_diff)
+
+
+def _load(path: str, fmt: str, err: TextIO) -> LoadedConfig | None:
+    try:
+        return load(path, None if fmt == "auto" else fmt)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {_issue(issue)}", file=err)
+        n = len(exc.issues)
+        print(f"{path}: invalid, {n} error{'s' if n != 1 else ''}", file=err)
+        return None
+
+
+def _issue(i: Issue) -> str:
+    return str(i)
+
+
+def _print_warnings(loaded: LoadedConfig, out: TextIO) -> None:
+    for w in loaded.warnings:
+        print(f"warning: {_issue(w)}", file=out)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.file, args.format, sys.stderr)
+    if loaded is None:
+        return 1
+    if args.json:
+        from .model import to_dict
+
+        print(json.dumps(to_dict(loaded.config), indent=2))
+    elif not args.quiet:
+        print(describe(loaded))
+    _print_warnings(loaded, sys.stdout if not args.json else sys.stderr)
+    if not args.json:
+        n = len(loaded.warnings)
+        print(f"{loaded.source}: valid ({n} warning{'s' if n != 1 else ''})")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    loaded = _load(args.file, args.format, sys.stderr)
+    if loaded is None:
+        return 1
+    _print_warnings(loaded, sys.stderr)
+    header = (f"lvsbus native configuration, converted from {loaded.source}\n"
+              "by 'lvsbus config convert'. Times are in seconds. See docs/config.md.")
+    sys.stdout.write(render_toml(loaded.config, header=header))
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    old = _load(args.old, args.format, sys.stderr)
+    new = _load(args.new, args.format, sys.stderr)
+    if old is None or new is None:
+        return 1
+    d = diff(old.config, new.config)
+    if args.json:
+        print(json.dumps(d.to_dict(), indent=2))
+    elif d.is_empty:
+        print("no changes")
+    else:
+        print("\n".join(d.lines()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _secs(x: float) -> str:
+    return f"{x:g}s"
+
+
+def _describe_check(chk: Check) -> str:
+    parts = [chk.kind.value, f"every {_secs(chk.interval)}", f"timeout {_secs(chk.timeout)}",
+             f"rise {chk.rise}", f"fall {chk.fall}"]
+    if chk.port is not None:
+        parts.append(f"port {chk.port}")
+    k = chk.kind
+    if k is CheckKind.TCP_SEND_EXPECT:
+        parts += [f"send {chk.send!r}", f"expect {chk.expect!r}" + (" (regex)" if chk.regex else "")]
+    elif k in (CheckKind.HTTP, CheckKind.HTTPS):
+        parts += [f"GET {chk.path}", "status " + "/".join(map(str, chk.status))]
+        if chk.body_regex:
+            parts.append(f"body ~ {chk.body_regex!r}")
+        if chk.host:
+            parts.append(f"Host {chk.host}")
+    elif k is CheckKind.UDP:
+        parts += [f"payload {chk.payload!r}", f"expect {chk.expect!r}"]
+    elif k is CheckKind.PROGRAM:
+        parts.append(f"run {chk.command!r}")
+        if chk.expect:
+            parts.append(f"output ~ {chk.expect!r}")
+        if chk.exit_code is not None or not chk.expect:
+            parts.append(f"exit {chk.exit_code or 0}")
+    return ", ".join(parts)
+
+
+def _addr(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def describe(loaded: LoadedConfig) -> str:
+    """What would run, for people: routers, heartbeat, virtual services, real servers, checks."""
+    cfg: Config = loaded.config
+    out = [f"{loaded.source}: {loaded.format} file, service {cfg.service.value}, "
+           f"serial {cfg.serial_no}"]
+    out.append("routers:")
+    for r in cfg.routers:
+        line = f"  {r.name}: {r.address}"
+        if r.device:
+            line += f" dev {r.device}"
+        if r.private_address:
+            line += f", private {r.private_address}" + (f" dev {r.private_device}"
+                                                          if r.private_device else "")
+        if r.shared_address:
+            line += f", shared {r.shared_address}"
+        out.append(line + f", priority {r.priority}")
+    hb = cfg.heartbeat
+    out.append(f"heartbeat: {'on' if hb.enabled else 'off'}, udp port {hb.port}, keepalive "
+               f"{_secs(hb.keepalive)}, deadtime {_secs(hb.deadtime)}, "
+               f"{'preempt' + (f' after {_secs(hb.preempt_delay)}' if hb.preempt_delay else '') if hb.preempt else 'no preempt'}, "
+               f"gratuitous ARP x{hb.garp_repeat}"
+               + (f" every {_secs(hb.garp_refresh)}" if hb.garp_refresh else "")
+               + f", key {hb.key_file}")
+    if cfg.nat_router:
+        nr = cfg.nat_router
+        out.append(f"nat router: {nr.address}" + (f"/{nr.prefixlen}" if nr.prefixlen is not None else "")
+                   + (f" dev {nr.label or nr.device}" if nr.device else ""))
+    if cfg.sync_daemon.enabled:
+        out.append(f"sync daemon: {cfg.sync_daemon.interface}, id {cfg.sync_daemon.sync_id}")
+    if cfg.metrics_address:
+        out.append(f"metrics: {cfg.metrics_address}")
+    out.append(f"virtual services: {len(cfg.virtual_services)}")
+    for vs in cfg.virtual_services:
+        if vs.fwmark is not None:
+            key = f"fwmark {vs.fwmark} (VIP {vs.address})"
+        else:
+            key = f"{_addr(vs.address, vs.port)}/{vs.protocol.value}"
+        line = f"  {vs.name}: {key}"
+        if vs.device:
+            line += f" dev {vs.label or vs.device}"
+        line += f", {vs.scheduler}, {vs.forwarding.value}"
+        if vs.persistence:
+            line += f", persistent {vs.persistence}s"
+            if vs.persistence_prefixlen is not None:
+                line += f" /{vs.persistence_prefixlen}"
+        if vs.quiesce:
+            line += ", quiesce"
+        if vs.sorry_server:
+            line += f", sorry server {vs.sorry_server}" + (
+                f":{vs.sorry_server_port}" if vs.sorry_server_port else "")
+        if vs.quorum != 1 or vs.hysteresis:
+            line += f", quorum {vs.quorum}±{vs.hysteresis}"
+        if not vs.active:
+            line += " [inactive]"
+        out.append(line)
+        out.append(f"    check: {_describe_check(vs.check)}")
+        for rs in vs.servers:
+            sl = f"    server {rs.name}: {_addr(rs.address, server_port(vs, rs))}, weight {rs.weight}"
+            if rs.upper_threshold or rs.lower_threshold:
+                sl += f", thresholds {rs.lower_threshold}..{rs.upper_threshold}"
+            if not rs.active:
+                sl += " [inactive]"
+            out.append(sl)
+            if rs.check is not None:
+                out.append(f"      check: {_describe_check(rs.check)}")
+    if cfg.failover_services:
+        out.append(f"failover services: {len(cfg.failover_services)}")
+        for fs in cfg.failover_services:
+            out.append(f"  {fs.name}: {_addr(fs.address, fs.port)}"
+                       + (f" dev {fs.label or fs.device}" if fs.device else "")
+                       + f", timeout {_secs(fs.timeout)}, reentry {_secs(fs.reentry)}"
+                       + ("" if fs.active else " [inactive]"))
+    return "\n".join(out)

@@ -1,0 +1,628 @@
+"""Reader for Piranha's lvs.cf (``/etc/sysconfig/ha/lvs.cf``). Pure: takes text, not a path.
+
+The file is read the way Piranha's lvsconfig.c read it (``key = value`` lines, ``#`` comment lines,
+``virtual NAME {`` / ``server NAME {`` / ``failover NAME {`` blocks closed by ``}``, values quoted
+with ``"`` or ``'``), then mapped onto the native shape and built by the same builder as TOML, so
+both forms give the same model and the same validation. Errors carry the lvs.cf line and keyword.
+
+Piranha mapping of health checks (nanny): ``interval`` = the global ``keepalive``;
+``fall`` = ceil(timeout / interval); ``rise`` = ceil(reentry / interval) (each at least 1);
+the probe ``timeout`` = min(timeout, interval).
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import ConfigError, Issue, LoadedConfig, Severity
+from .native import config_from_mapping, suggest
+
+__all__ = ["loads_lvscf", "GLOBAL_KEYS", "VIRTUAL_KEYS", "SERVER_KEYS", "FAILOVER_KEYS", "OBSOLETE"]
+
+GLOBAL_KEYS = (
+    "serial_no", "service", "primary", "primary_private", "primary_shared", "backup",
+    "backup_private", "backup_shared", "backup_active", "heartbeat", "heartbeat_port", "keepalive",
+    "deadtime", "network", "nat_router", "nat_nmask", "syncdaemon", "syncd_iface", "syncd_id",
+    "tcp_timeout", "tcpfin_timeout", "udp_timeout", "active_cmd", "inactive_cmd", "monitor_links",
+    "hard_shutdown", "ipvsadm", "rsh_command", "sync", "debug_level", "reservation_conflict_action",
+)
+VIRTUAL_KEYS = (
+    "address", "vip_nmask", "active", "port", "protocol", "fwmark", "scheduler", "persistent",
+    "pmask", "sorry_server", "timeout", "reentry", "quiesce_server", "send", "expect", "use_regex",
+    "send_program", "load_monitor", "client_monitor",
+)
+SERVER_KEYS = ("address", "active", "weight", "port")
+FAILOVER_KEYS = (
+    "address", "vip_nmask", "active", "timeout", "reentry", "port", "send", "expect", "start_cmd",
+    "stop_cmd",
+)
+BLOCK_KEYS = {"": GLOBAL_KEYS, "virtual": VIRTUAL_KEYS, "server": SERVER_KEYS,
+              "failover": FAILOVER_KEYS}
+CHILD_BLOCKS = {"": ("virtual", "failover"), "virtual": ("server",), "server": (), "failover": ()}
+
+#: keywords accepted with a warning: what lvsbus does instead
+OBSOLETE = {
+    "rsh_command": "lvsbus does not copy lvs.cf between routers with rsh/ssh; distribute the file "
+                   "with your configuration management (both routers read the same file)",
+    "sync": "lvsbus does not synchronise the config file between routers; distribute it with your "
+            "configuration management",
+    "ipvsadm": "lvsbus programs IPVS over netlink and never runs ipvsadm",
+    "client_monitor": "lvsbus runs its own health checker (nanny) inside the router; there is no "
+                      "external monitor program",
+    "load_monitor": "Piranha's rup/ruptime load-based weights are obsolete: lvsbus keeps the "
+                    "configured weights; use a program check or per-server weights",
+}
+
+_STRING_KEYS = {"send", "expect", "send_program", "active_cmd", "inactive_cmd", "start_cmd",
+                "stop_cmd", "debug_level", "rsh_command", "ipvsadm", "client_monitor",
+                "load_monitor", "sync"}
+
+#: the few service names Piranha's getservbyname() lookup was used for
+PORT_NAMES = {
+    "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "dns": 53, "http": 80,
+    "www": 80, "pop3": 110, "ntp": 123, "imap": 143, "snmp": 161, "ldap": 389, "https": 443,
+    "smtps": 465, "submission": 587, "ldaps": 636, "imaps": 993, "pop3s": 995, "mysql": 3306,
+    "postgresql": 5432,
+}
+
+_BLOCK_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+(\S+?)\s*(\{)?\s*$")
+
+
+@dataclass
+class _Entry:
+    key: str
+    value: str
+    quoted: bool
+    line: int
+
+
+@dataclass
+class _Block:
+    kind: str
+    name: str
+    line: int
+    entries: list[_Entry] = field(default_factory=list)
+    children: list["_Block"] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.issues: list[Issue] = []
+        self.loc: dict[str, tuple[int, str]] = {}
+
+    def err(self, line: int | None, key: str, msg: str, suggestion: str | None = None) -> None:
+        self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
+                                 suggestion=suggestion))
+
+    def warn(self, line: int | None, key: str, msg: str) -> None:
+        self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
+                                 severity=Severity.WARNING))
+
+    # ---- pass 1: lines into blocks ------------------------------------------------------------
+    def parse(self, text: str) -> _Block:
+        root = _Block("", "", 0)
+        stack = [root]
+        pending: _Block | None = None  # a block header waiting for its '{'
+        skipping = 0  # depth inside an unknown block
+        for no, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if pending is not None:
+                if line == "{":
+                    stack[-1].children.append(pending)
+                    stack.append(pending)
+                    pending = None
+                    continue
+                self.err(pending.line, _dotted(stack[1:] + [pending]),
+                         f"'{pending.kind} {pending.name}' must be followed by '{{'")
+                pending = None
+            if skipping:
+                skipping += line.endswith("{") - (line == "}")
+                continue
+            if line == "}":
+                if len(stack) == 1:
+                    self.err(no, "}", "'}' without an open block")
+                else:
+                    stack.pop()
+                continue
+            if "=" in line and not line.endswith("{"):
+                key, _, value = line.partition("=")
+                key = key.strip()
+                value, quoted = _value(value)
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                    self.err(no, key or "=", "expected 'keyword = value'")
+                    continue
+                stack[-1].entries.append(_Entry(key, value, quoted, no))
+                continue
+            m = _BLOCK_RE.match(line)
+            if m:
+                kind, name, brace = m.group(1), m.group(2), m.group(3)
+                cur = stack[-1]
+                allowed = CHILD_BLOCKS[cur.kind]
+                if kind not in allowed:
+                    where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
+                    every = ("virtual", "server", "failover")
+                    hint = suggest(kind, allowed) or (None if kind in every else suggest(kind, every))
+                    what = (f"a '{kind}' block is not allowed {where}"
+                            if kind in every else f"unknown block '{kind}' {where}")
+                    self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
+                                               if allowed else ": no blocks are allowed here"), hint)
+                    skipping = 1 if brace else 0
+                    continue
+                blk = _Block(kind, name, no)
+                if brace:
+                    cur.children.append(blk)
+                    stack.append(blk)
+                else:
+                    pending = blk
+                continue
+            first = line.split()[0]
+            self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
+                                "'failover NAME {' or '}'",
+                     suggest(first, BLOCK_KEYS[stack[-1].kind]))
+        if pending is not None:
+            self.err(pending.line, _dotted(stack[1:] + [pending]),
+                     f"'{pending.kind} {pending.name}' must be followed by '{{'")
+        for blk in stack[1:]:
+            self.err(blk.line, _dotted([blk]), f"block '{blk.kind} {blk.name}' opened here is never "
+                                                "closed with '}'")
+        return root
+
+    # ---- pass 2: blocks into native-shaped data -----------------------------------------------
+    def entries(self, blk: _Block, prefix: str) -> dict[str, _Entry]:
+        allowed = BLOCK_KEYS[blk.kind]
+        out: dict[str, _Entry] = {}
+        for e in blk.entries:
+            shown = f"{prefix}{e.key}"
+            if e.key not in allowed:
+                elsewhere = [k for k, keys in BLOCK_KEYS.items() if e.key in keys and k != blk.kind]
+                where = f"'{blk.kind} {blk.name}'" if blk.kind else "the global section"
+                msg = f"unknown keyword '{e.key}' in {where}"
+                if elsewhere:
+                    place = elsewhere[0] or "global"
+                    msg += f": '{e.key}' belongs in a {place} block" if elsewhere[0] else \
+                        f": '{e.key}' is a global keyword, put it before the blocks"
+                self.err(e.line, shown, msg, None if elsewhere else suggest(e.key, allowed))
+                continue
+            if e.key in out:
+                self.err(e.line, shown, f"given twice (first at line {out[e.key].line})")
+                continue
+            out[e.key] = e
+            if e.key in OBSOLETE and not (e.key == "load_monitor" and e.value.lower() in ("", "none")):
+                self.warn(e.line, shown, f"obsolete keyword, ignored: {OBSOLETE[e.key]}")
+        return out
+
+    def at(self, path: str, e: _Entry, shown: str) -> None:
+        self.loc.setdefault(path, (e.line, shown))
+
+
+def _dotted(blocks: list[_Block]) -> str:
+    return ".".join(f"{b.kind}.{b.name}" for b in blocks)
+
+
+def _value(text: str) -> tuple[str, bool]:
+    text = text.strip()
+    if text[:1] in ("'", '"'):
+        q = text[0]
+        end = text.find(q, 1)
+        if end > 0 and (not text[end + 1:].strip() or text[end + 1:].strip().startswith("#")):
+            return text[1:end], True
+        return text, False
+    hash_at = re.search(r"\s#", text)
+    if hash_at:
+        text = text[: hash_at.start()].rstrip()
+    return text, False
+
+
+_ESCAPES = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+
+
+def _unescape(s: str) -> str:
+    """nanny's send/expect escapes: \\r \\n \\t \\\\ \\" \\' \\0."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), s)
+
+
+class _Conv:
+    """Value converters with lvs.cf wording; each returns (ok, value) and reports on failure."""
+
+    def __init__(self, r: _Reader):
+        self.r = r
+
+    def int(self, e: _Entry, shown: str, what: str = "an integer") -> tuple[bool, int]:
+        try:
+            return True, int(e.value, 0)
+        except ValueError:
+            try:
+                return True, int(e.value, 10)
+            except ValueError:
+                self.r.err(e.line, shown, f"{e.value!r} must be {what}")
+                return False, 0
+
+    def num(self, e: _Entry, shown: str) -> tuple[bool, float]:
+        try:
+            v = float(e.value)
+            if math.isfinite(v):
+                return True, v
+        except ValueError:
+            pass
+        self.r.err(e.line, shown, f"{e.value!r} must be a number of seconds")
+        return False, 0.0
+
+    def bool(self, e: _Entry, shown: str) -> tuple[bool, bool]:
+        v = e.value.strip().lower()
+        if v in ("1", "yes", "true", "on"):
+            return True, True
+        if v in ("0", "no", "false", "off"):
+            return True, False
+        self.r.err(e.line, shown, f"{e.value!r} must be 0 or 1")
+        return False, False
+
+    def port(self, e: _Entry, shown: str) -> tuple[bool, int]:
+        v = e.value.strip()
+        if v.lower() in PORT_NAMES:
+            return True, PORT_NAMES[v.lower()]
+        try:
+            return True, int(v, 10)
+        except ValueError:
+            self.r.err(e.line, shown, f"{e.value!r} must be a port number 1..65535 or a service "
+                                      f"name ({', '.join(sorted(PORT_NAMES))})")
+            return False, 0
+
+    def netmask(self, e: _Entry, shown: str) -> tuple[bool, int]:
+        v = e.value.strip().lstrip("/")
+        if v.isdigit():
+            return True, int(v)
+        try:
+            net = ipaddress.ip_network(f"0.0.0.0/{v}")
+            return True, net.prefixlen
+        except ValueError:
+            self.r.err(e.line, shown, f"{e.value!r} is not a netmask: give a dotted mask with "
+                                      "contiguous ones (255.255.255.0) or a prefix length (24)")
+            return False, 0
+
+    def address_dev(self, e: _Entry, shown: str, need_dev: bool = False) -> dict[str, Any] | None:
+        parts = e.value.split()
+        if not parts or len(parts) > 2:
+            self.r.err(e.line, shown, f"{e.value!r} must be 'IP DEVICE', like '192.0.2.10 eth0:1'")
+            return None
+        out: dict[str, Any] = {"address": parts[0]}
+        if len(parts) == 2:
+            dev = parts[1]
+            if ":" in dev:
+                out["device"], out["label"] = dev.split(":", 1)[0], dev
+            else:
+                out["device"] = dev
+        elif need_dev:
+            self.r.err(e.line, shown, f"{e.value!r} needs a device: 'IP DEVICE', like "
+                                      "'192.0.2.254 eth1:1'")
+        return out
+
+
+def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
+    """Parse and validate lvs.cf text. Raises ConfigError listing every error (with line)."""
+    r = _Reader(filename)
+    root = r.parse(text)
+    c = _Conv(r)
+    data: dict[str, Any] = {}
+    g = r.entries(root, "")
+
+    def put(path: str, target: dict, key: str, value: Any, e: _Entry, shown: str) -> None:
+        target[key] = value
+        r.at(path, e, shown)
+
+    def simple(key: str, target: dict, tkey: str, path: str, conv: str) -> None:
+        e = g.get(key)
+        if e is None:
+            return
+        if conv == "str":
+            ok, v = True, e.value
+        else:
+            ok, v = getattr(c, conv)(e, key)
+        if ok:
+            put(path, target, tkey, v, e, key)
+
+    simple("serial_no", data, "serial_no", "serial_no", "int")
+    simple("service", data, "service", "service", "str")
+    simple("hard_shutdown", data, "hard_shutdown", "hard_shutdown", "bool")
+    simple("debug_level", data, "debug_level", "debug_level", "str")
+    simple("reservation_conflict_action", data, "reservation_conflict_action",
+           "reservation_conflict_action", "str")
+    if "reservation_conflict_action" in g:
+        e = g["reservation_conflict_action"]
+        r.warn(e.line, e.key, "kept but not acted on: lvsbus does no SCSI reservation; fencing is "
+                              "by the authenticated stop command over both heartbeat links")
+
+    # routers
+    routers: dict[str, dict[str, Any]] = {}
+    backup_active = False
+    if "backup_active" in g:
+        ok, backup_active = c.bool(g["backup_active"], "backup_active")
+    for role, prio in (("primary", 200), ("backup", 100)):
+        if role == "backup" and not backup_active:
+            for k in ("backup", "backup_private", "backup_shared"):
+                if k in g:
+                    r.warn(g[k].line, k, "ignored: backup_active is not 1, so there is no backup "
+                                          "router (set backup_active = 1 to use it)")
+            continue
+        if role not in g:
+            if role == "backup":
+                r.err(g["backup_active"].line, "backup_active", "backup_active = 1 needs "
+                                                               "'backup = IP'")
+            continue
+        rt: dict[str, Any] = {"priority": prio}
+        for suffix, fieldname in (("", "address"), ("_private", "private_address"),
+                                  ("_shared", "shared_address")):
+            e = g.get(role + suffix)
+            if e is not None:
+                put(f"router.{role}.{fieldname}", rt, fieldname, e.value.strip(), e, e.key)
+        if "address" in rt:
+            r.loc.setdefault(f"router.{role}", (g[role].line, role))
+            routers[role] = rt
+    if "primary" not in g:
+        r.err(None, "primary", "the primary router's address is missing: add 'primary = IP'")
+    data["router"] = routers
+
+    hb: dict[str, Any] = {}
+    for key, tkey, conv in (("heartbeat", "enabled", "bool"), ("heartbeat_port", "port", "port"),
+                            ("keepalive", "keepalive", "num"), ("deadtime", "deadtime", "num"),
+                            ("monitor_links", "monitor_links", "bool")):
+        simple(key, hb, tkey, f"heartbeat.{tkey}", conv)
+    data["heartbeat"] = hb
+    keepalive = hb.get("keepalive", 2.0)
+
+    ipvs: dict[str, Any] = {}
+    for proto in ("tcp", "tcpfin", "udp"):
+        simple(f"{proto}_timeout", ipvs, proto, f"ipvs_timeouts.{proto}", "int")
+    data["ipvs_timeouts"] = ipvs
+    sync: dict[str, Any] = {}
+    simple("syncdaemon", sync, "enabled", "sync_daemon.enabled", "bool")
+    simple("syncd_iface", sync, "interface", "sync_daemon.interface", "str")
+    simple("syncd_id", sync, "sync_id", "sync_daemon.sync_id", "int")
+    data["sync_daemon"] = sync
+    notify: dict[str, Any] = {}
+    simple("active_cmd", notify, "active_cmd", "notify.active_cmd", "str")
+    simple("inactive_cmd", notify, "inactive_cmd", "notify.inactive_cmd", "str")
+    data["notify"] = notify
+
+    if "nat_router" in g:
+        e = g["nat_router"]
+        nr = c.address_dev(e, "nat_router", need_dev=True)
+        if nr is not None:
+            for k in nr:
+                r.at(f"nat_router.{k}", e, "nat_router")
+            r.at("nat_router", e, "nat_router")
+            if "nat_nmask" in g:
+                ok, plen = c.netmask(g["nat_nmask"], "nat_nmask")
+                if ok:
+                    put("nat_router.prefixlen", nr, "prefixlen", plen, g["nat_nmask"], "nat_nmask")
+            data["nat_router"] = nr
+    elif "nat_nmask" in g:
+        r.warn(g["nat_nmask"].line, "nat_nmask", "ignored: there is no nat_router")
+
+    forwarding = "nat"
+    if "network" in g:
+        e = g["network"]
+        if e.value in ("direct", "nat", "tunnel"):
+            forwarding = e.value
+        else:
+            r.err(e.line, "network", f"{e.value!r} must be direct, nat or tunnel",
+                  suggest(e.value, ("direct", "nat", "tunnel")))
+
+    # virtual services and failover services
+    virtuals: dict[str, Any] = {}
+    failovers: dict[str, Any] = {}
+    for blk in root.children:
+        if blk.kind == "virtual":
+            if blk.name in virtuals:
+                r.err(blk.line, f"virtual.{blk.name}", f"virtual service '{blk.name}' is defined "
+                                                         "twice")
+                continue
+            virtuals[blk.name] = _virtual(r, c, blk, keepalive, forwarding, g.get("network"),
+                                          g.get("keepalive"))
+        elif blk.kind == "failover":
+            if blk.name in failovers:
+                r.err(blk.line, f"failover.{blk.name}", f"failover service '{blk.name}' is defined "
+                                                          "twice")
+                continue
+            failovers[blk.name] = _failover(r, c, blk)
+    data["virtual"] = virtuals
+    data["failover"] = failovers
+
+    def locate(path: str) -> tuple[int | None, str]:
+        probe = path
+        while probe:
+            if probe in r.loc:
+                line, shown = r.loc[probe]
+                return line, (shown if probe == path else path)
+            probe = probe.rpartition(".")[0]
+        return None, path
+
+    errors = [i for i in r.issues if i.severity is Severity.ERROR]
+    warnings = [i for i in r.issues if i.severity is Severity.WARNING]
+    try:
+        cfg, more = config_from_mapping(data, filename=filename, locate=locate,
+                                        return_warnings=True)
+    except ConfigError as exc:
+        raise ConfigError(_sorted(errors + list(exc.issues))) from None
+    if errors:
+        raise ConfigError(_sorted(errors))
+    return LoadedConfig(config=cfg, warnings=tuple(_sorted(warnings + more)), source=filename,
+                        format="lvscf")
+
+
+def _sorted(issues: list[Issue]) -> list[Issue]:
+    return sorted(issues, key=lambda i: (i.line is None, i.line or 0))
+
+
+def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: str,
+             network_entry: _Entry | None, keepalive_entry: _Entry | None) -> dict[str, Any]:
+    base = f"virtual.{blk.name}"
+    pre = f"{base}."
+    v = r.entries(blk, pre)
+    out: dict[str, Any] = {"forwarding": forwarding}
+    r.loc.setdefault(base, (blk.line, base))
+    if network_entry is not None:
+        r.at(f"{base}.forwarding", network_entry, "network")
+
+    def put(path_key: str, value: Any, e: _Entry) -> None:
+        out[path_key] = value
+        r.at(f"{base}.{path_key}", e, pre + e.key)
+
+    if "address" in v:
+        e = v["address"]
+        ad = c.address_dev(e, pre + "address")
+        if ad:
+            for k, val in ad.items():
+                put(k, val, e)
+    else:
+        r.err(blk.line, base, "has no 'address = IP DEVICE'")
+        out["address"] = "0.0.0.0"
+    for key, tkey, conv in (("vip_nmask", "vip_prefixlen", "netmask"), ("active", "active", "bool"),
+                            ("port", "port", "port"), ("fwmark", "fwmark", "int"),
+                            ("persistent", "persistence", "int"),
+                            ("pmask", "persistence_prefixlen", "netmask"),
+                            ("quiesce_server", "quiesce", "bool")):
+        if key in v:
+            ok, val = getattr(c, conv)(v[key], pre + key)
+            if ok:
+                put(tkey, val, v[key])
+    if "protocol" in v:
+        e = v["protocol"]
+        if e.value in ("tcp", "udp"):
+            put("protocol", e.value, e)
+        elif e.value == "sctp":
+            r.err(e.line, pre + "protocol", "sctp cannot be given in lvs.cf (Piranha had tcp and "
+                                            "udp): convert the file to TOML to use SCTP")
+        else:
+            r.err(e.line, pre + "protocol", f"{e.value!r} must be tcp or udp",
+                  suggest(e.value, ("tcp", "udp")))
+    if "scheduler" in v:
+        put("scheduler", v["scheduler"].value.strip(), v["scheduler"])
+    if "sorry_server" in v:
+        e = v["sorry_server"]
+        parts = e.value.replace(":", " ", 1).split() if e.value.count(":") == 1 else e.value.split()
+        put("sorry_server", parts[0] if parts else "", e)
+        if len(parts) == 2:
+            ok, port = c.port(_Entry(e.key, parts[1], False, e.line), pre + e.key)
+            if ok:
+                put("sorry_server_port", port, e)
+
+    # the check
+    interval = float(keepalive)
+    timeout, reentry = 10.0, 180.0
+    check: dict[str, Any] = {"interval": interval}
+    if keepalive_entry is not None:
+        r.at(f"{base}.check.interval", keepalive_entry, "keepalive")
+    for key in ("timeout", "reentry"):
+        if key in v:
+            ok, val = c.num(v[key], pre + key)
+            if ok and val <= 0 and key == "timeout":
+                r.err(v[key].line, pre + key, f"{v[key].value!r} must be more than 0 seconds")
+            elif ok and val < 0:
+                r.err(v[key].line, pre + key, f"{v[key].value!r} must be 0 or more seconds")
+            elif ok:
+                if key == "timeout":
+                    timeout = val
+                else:
+                    reentry = val
+    if interval > 0:
+        check["fall"] = max(1, math.ceil(timeout / interval - 1e-9))
+        check["rise"] = max(1, math.ceil(reentry / interval - 1e-9))
+        check["timeout"] = min(timeout, interval)
+    for path_key, key in (("fall", "timeout"), ("timeout", "timeout"), ("rise", "reentry")):
+        if key in v:
+            r.at(f"{base}.check.{path_key}", v[key], pre + key)
+    send = _unescape(v["send"].value) if "send" in v else ""
+    expect = _unescape(v["expect"].value) if "expect" in v else ""
+    regex = False
+    if "use_regex" in v:
+        ok, regex = c.bool(v["use_regex"], pre + "use_regex")
+        r.at(f"{base}.check.regex", v["use_regex"], pre + "use_regex")
+    proto = out.get("protocol", "tcp")
+    if "send_program" in v:
+        e = v["send_program"]
+        check.update(kind="program", command=e.value, expect=expect, regex=regex)
+        r.at(f"{base}.check.command", e, pre + "send_program")
+        r.at(f"{base}.check.kind", e, pre + "send_program")
+        if "send" in v:
+            r.warn(v["send"].line, pre + "send", "ignored: send_program is given, and its output "
+                                                 "is matched against expect")
+    elif proto == "udp":
+        check.update(kind="udp", payload=send, expect=expect, regex=regex)
+    elif send or expect:
+        check.update(kind="tcp_send_expect", send=send, expect=expect, regex=regex)
+    else:
+        check.update(kind="tcp_connect")
+    for key in ("send", "expect"):
+        if key in v:
+            r.at(f"{base}.check.{key}", v[key], pre + key)
+            r.at(f"{base}.check.payload" if key == "send" else f"{base}.check.kind", v[key],
+                 pre + key)
+    r.at(f"{base}.check", _Entry("", "", False, blk.line), base)
+    out["check"] = check
+
+    servers: dict[str, Any] = {}
+    for child in blk.children:
+        sbase = f"{base}.server.{child.name}"
+        spre = sbase + "."
+        if child.name in servers:
+            r.err(child.line, sbase, f"real server '{child.name}' is defined twice in "
+                                     f"'virtual {blk.name}'")
+            continue
+        s = r.entries(child, spre)
+        r.loc.setdefault(sbase, (child.line, sbase))
+        srv: dict[str, Any] = {}
+        if "address" in s:
+            srv["address"] = s["address"].value.strip()
+            r.at(f"{sbase}.address", s["address"], spre + "address")
+        else:
+            r.err(child.line, sbase, "has no 'address = IP'")
+            srv["address"] = "0.0.0.0"
+        for key, conv in (("active", "bool"), ("weight", "int"), ("port", "port")):
+            if key in s:
+                ok, val = getattr(c, conv)(s[key], spre + key)
+                if ok:
+                    srv[key] = val
+                    r.at(f"{sbase}.{key}", s[key], spre + key)
+        servers[child.name] = srv
+    out["server"] = servers
+    return out
+
+
+def _failover(r: _Reader, c: _Conv, blk: _Block) -> dict[str, Any]:
+    base = f"failover.{blk.name}"
+    pre = base + "."
+    f = r.entries(blk, pre)
+    r.loc.setdefault(base, (blk.line, base))
+    out: dict[str, Any] = {}
+    if "address" in f:
+        ad = c.address_dev(f["address"], pre + "address")
+        if ad:
+            out.update(ad)
+            for k in ad:
+                r.at(f"{base}.{k}", f["address"], pre + "address")
+    else:
+        r.err(blk.line, base, "has no 'address = IP DEVICE'")
+        out["address"] = "0.0.0.0"
+    for key, tkey, conv in (("vip_nmask", "vip_prefixlen", "netmask"), ("active", "active", "bool"),
+                            ("port", "port", "port"), ("timeout", "timeout", "num"),
+                            ("reentry", "reentry", "num")):
+        if key in f:
+            ok, val = getattr(c, conv)(f[key], pre + key)
+            if ok:
+                out[tkey] = val
+                r.at(f"{base}.{tkey}", f[key], pre + key)
+    for key in ("send", "expect"):
+        if key in f:
+            out[key] = _unescape(f[key].value)
+            r.at(f"{base}.{key}", f[key], pre + key)
+    for key in ("start_cmd", "stop_cmd"):
+        if key in f:
+            out[key] = f[key].value
+            r.at(f"{base}.{key}", f[key], pre + key)
+    return out

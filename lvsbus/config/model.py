@@ -1,0 +1,430 @@
+"""The settings model: one immutable tree that both readers (lvs.cf and TOML) produce.
+
+Pure: this module imports nothing that does I/O. pulse, lvsd and nanny cores import it.
+
+Units: every duration is a ``float`` in seconds (``keepalive = 0.1`` is 100 ms). Addresses are
+``str`` in their normalised ``ipaddress`` form (``2001:db8::1``, never ``2001:DB8:0::1``).
+Netmasks are prefix lengths (``int``). Optional values are ``None`` when unset, and every field that
+may be ``None`` has ``None`` as its default, so "absent" and "default" are the same thing in every
+serialised form (TOML cannot say ``null``).
+
+``to_dict(cfg)`` gives plain msgpack-able data (the payload of the config-loaded event);
+``from_dict(d)`` rebuilds and re-validates it: ``from_dict(to_dict(c)) == c``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "SCHEDULERS",
+    "ServiceType",
+    "Protocol",
+    "Forwarding",
+    "CheckKind",
+    "Severity",
+    "Issue",
+    "ConfigError",
+    "Check",
+    "RealServer",
+    "VirtualService",
+    "FailoverService",
+    "Router",
+    "Heartbeat",
+    "IpvsTimeouts",
+    "SyncDaemon",
+    "Notify",
+    "NatRouter",
+    "Config",
+    "LoadedConfig",
+    "to_dict",
+    "from_dict",
+    "effective_check",
+    "server_port",
+    "check_port",
+    "identify_local_router",
+    "ip_family",
+]
+
+#: IPVS schedulers the kernel ships (``twos`` since Linux 5.5, ``mh`` since 4.18).
+SCHEDULERS: tuple[str, ...] = (
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+)
+
+
+class ServiceType(str, enum.Enum):
+    """lvs.cf ``service``: which set of services the routers run."""
+
+    LVS = "lvs"
+    FOS = "fos"
+
+
+class Protocol(str, enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+
+class Forwarding(str, enum.Enum):
+    """IPVS forwarding method (lvs.cf ``network``): direct routing, IP-IP tunnel, masquerading."""
+
+    DIRECT = "direct"
+    TUNNEL = "tunnel"
+    NAT = "nat"
+
+
+class CheckKind(str, enum.Enum):
+    TCP_CONNECT = "tcp_connect"
+    TCP_SEND_EXPECT = "tcp_send_expect"
+    HTTP = "http"
+    HTTPS = "https"
+    UDP = "udp"
+    PROGRAM = "program"
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One error or warning: where (file, line, dotted key path), what is wrong and what is allowed."""
+
+    key: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    suggestion: str | None = None
+    severity: Severity = Severity.ERROR
+
+    def __str__(self) -> str:
+        where = self.file or "<config>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        if self.suggestion:
+            text += f" (did you mean '{self.suggestion}'?)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "message": self.message, "file": self.file, "line": self.line,
+            "suggestion": self.suggestion, "severity": self.severity.value,
+        }
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``issues`` lists every error found (not only the first)."""
+
+    def __init__(self, issues: list[Issue] | tuple[Issue, ...]):
+        self.issues: tuple[Issue, ...] = tuple(issues)
+        count = len(self.issues)
+        head = f"{count} configuration error{'s' if count != 1 else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  {i}" for i in self.issues))
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """How nanny probes a real server.
+
+    Passing ``rise`` probes in a row bring a server up, failing ``fall`` probes in a row take it down;
+    a probe starts every ``interval`` seconds and gives up after ``timeout`` seconds.
+    """
+
+    kind: CheckKind = CheckKind.TCP_CONNECT
+    interval: float = 2.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    #: probe this port instead of the real server's port
+    port: int | None = None
+    #: tcp_send_expect: bytes sent (a str, encoded UTF-8); program: unused
+    send: str = ""
+    #: tcp_send_expect / udp / program: reply (or program output) must contain this ("" = any)
+    expect: str = ""
+    #: ``expect`` is a regular expression (lvs.cf ``use_regex``)
+    regex: bool = False
+    #: http/https
+    path: str = "/"
+    status: tuple[int, ...] = (200,)
+    body_regex: str | None = None
+    host: str | None = None
+    #: udp: the datagram sent
+    payload: str = ""
+    #: program: command line, ``%h`` = real server address, ``%p`` = port
+    command: str = ""
+    #: program: required exit status; None = 0 when ``expect`` is empty, not checked otherwise
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RealServer:
+    name: str
+    address: str
+    #: None = the virtual service's port
+    port: int | None = None
+    weight: int = 1
+    active: bool = True
+    #: IPVS connection thresholds, 0 = no limit
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+    #: None = the virtual service's check
+    check: Check | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualService:
+    name: str
+    address: str
+    #: VIP device (``eth0``) and label (``eth0:1``); None = not declared
+    device: str | None = None
+    label: str | None = None
+    vip_prefixlen: int | None = None
+    active: bool = True
+    #: service port; for fwmark services the port nanny checks (IPVS has no port for them)
+    port: int = 80
+    protocol: Protocol = Protocol.TCP
+    fwmark: int | None = None
+    scheduler: str = "wlc"
+    forwarding: Forwarding = Forwarding.NAT
+    #: persistence timeout in seconds, 0 = not persistent
+    persistence: int = 0
+    persistence_prefixlen: int | None = None
+    sorry_server: str | None = None
+    sorry_server_port: int | None = None
+    #: a failed server gets weight 0 (existing connections drain) instead of removal
+    quiesce: bool = False
+    #: minimum total weight of healthy servers for the service to be up (keepalived's quorum)
+    quorum: int = 1
+    hysteresis: int = 0
+    check: Check = field(default_factory=Check)
+    servers: tuple[RealServer, ...] = ()
+
+    @property
+    def family(self) -> int:
+        return ip_family(self.address)
+
+    def server(self, name: str) -> RealServer | None:
+        for rs in self.servers:
+            if rs.name == name:
+                return rs
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverService:
+    """A Piranha FOS service: the active router starts it and owns its VIP; the backup watches it."""
+
+    name: str
+    address: str
+    device: str | None = None
+    label: str | None = None
+    vip_prefixlen: int | None = None
+    active: bool = True
+    port: int = 80
+    #: seconds the service may be unreachable before failover
+    timeout: float = 10.0
+    #: seconds it must answer before it counts as back
+    reentry: float = 180.0
+    send: str = ""
+    expect: str = ""
+    start_cmd: str | None = None
+    stop_cmd: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """One LVS router. The same file serves every router; ``identify_local_router`` picks ours."""
+
+    name: str
+    address: str
+    private_address: str | None = None
+    #: Piranha's ``primary_shared``/``backup_shared``: an address on a shared heartbeat network
+    shared_address: str | None = None
+    priority: int = 100
+    device: str | None = None
+    private_device: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    enabled: bool = True
+    port: int = 539
+    keepalive: float = 2.0
+    deadtime: float = 5.0
+    key_file: str = "/etc/lvsbus/heartbeat.key"
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    #: check the link state of the heartbeat devices (lvs.cf ``monitor_links``)
+    monitor_links: bool = False
+    #: gratuitous ARPs sent for each VIP on becoming active, and re-sent every ``garp_refresh`` s (0 = never)
+    garp_repeat: int = 5
+    garp_refresh: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsTimeouts:
+    """IPVS connection timeouts in seconds; 0 leaves the kernel's value."""
+
+    tcp: int = 0
+    tcpfin: int = 0
+    udp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDaemon:
+    enabled: bool = False
+    interface: str = "eth0"
+    sync_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Commands run on role changes: lvs.cf's active_cmd/inactive_cmd, and a keepalived-style script
+    called as ``notify INSTANCE NAME MASTER|BACKUP|FAULT PRIORITY``."""
+
+    active_cmd: str | None = None
+    inactive_cmd: str | None = None
+    notify: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NatRouter:
+    """The real servers' default gateway for NAT, moved with the VIPs (lvs.cf ``nat_router``)."""
+
+    address: str
+    device: str | None = None
+    label: str | None = None
+    prefixlen: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    service: ServiceType = ServiceType.LVS
+    serial_no: int = 0
+    routers: tuple[Router, ...] = ()
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    ipvs_timeouts: IpvsTimeouts = field(default_factory=IpvsTimeouts)
+    sync_daemon: SyncDaemon = field(default_factory=SyncDaemon)
+    notify: Notify = field(default_factory=Notify)
+    nat_router: NatRouter | None = None
+    #: lvs.cf ``hard_shutdown``: stop the router if a service (lvsd, nanny) cannot be restarted
+    hard_shutdown: bool = True
+    #: Prometheus-style metrics listener ``HOST:PORT``; None = off
+    metrics_address: str | None = None
+    debug_level: str | None = None
+    #: Piranha SCSI reservation option (``nothing``/``preempt``); kept, not acted on
+    reservation_conflict_action: str | None = None
+    virtual_services: tuple[VirtualService, ...] = ()
+    failover_services: tuple[FailoverService, ...] = ()
+
+    def virtual(self, name: str) -> VirtualService | None:
+        for vs in self.virtual_services:
+            if vs.name == name:
+                return vs
+        return None
+
+    def router(self, name: str) -> Router | None:
+        for r in self.routers:
+            if r.name == name:
+                return r
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """What a reader returns: the config, the warnings (obsolete keywords, advice) and where from."""
+
+    config: Config
+    warnings: tuple[Issue, ...] = ()
+    source: str = "<config>"
+    #: "lvscf" or "toml"
+    format: str = "toml"
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers the services use
+
+
+def ip_family(address: str) -> int:
+    """4 or 6."""
+    return ipaddress.ip_address(address).version
+
+
+def server_port(vs: VirtualService, rs: RealServer) -> int:
+    """The port IPVS forwards to on ``rs``."""
+    return vs.port if rs.port is None else rs.port
+
+
+def effective_check(vs: VirtualService, rs: RealServer) -> Check:
+    """The check nanny runs for ``rs``: its override, else the virtual service's."""
+    return vs.check if rs.check is None else rs.check
+
+
+def check_port(vs: VirtualService, rs: RealServer) -> int:
+    """The port nanny probes for ``rs``."""
+    chk = effective_check(vs, rs)
+    return chk.port if chk.port is not None else server_port(vs, rs)
+
+
+def identify_local_router(cfg: Config, local_addresses: set[str] | frozenset[str]) -> Router:
+    """The router this host is, from the addresses configured on it (any of a router's public,
+    private or shared addresses). Raises ConfigError when no router or several routers match."""
+    local: set[str] = set()
+    for a in local_addresses:
+        try:
+            local.add(str(ipaddress.ip_address(a.split("/")[0].split("%")[0])))
+        except ValueError:
+            continue
+    matches = []
+    for r in cfg.routers:
+        own = {a for a in (r.address, r.private_address, r.shared_address) if a}
+        if own & local:
+            matches.append(r)
+    if len(matches) == 1:
+        return matches[0]
+    described = ", ".join(
+        f"{r.name} ({', '.join(a for a in (r.address, r.private_address, r.shared_address) if a)})"
+        for r in cfg.routers
+    ) or "none"
+    if not matches:
+        msg = (f"none of this host's addresses ({', '.join(sorted(local)) or 'none'}) belongs to a "
+               f"configured router; routers: {described}")
+    else:
+        msg = (f"this host's addresses match several routers ({', '.join(r.name for r in matches)}); "
+               "each router needs its own public/private addresses")
+    raise ConfigError([Issue(key="routers", message=msg)])
+
+
+# --------------------------------------------------------------------------------------------------
+# plain-data form
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The whole model as str/int/float/bool/None/list/dict (msgpack- and JSON-able).
+
+    Routers, virtual services, real servers and failover services are lists (order is kept).
+    """
+    return _plain(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``to_dict`` output (lists or tuples both accepted) and re-validate it.
+    Raises ConfigError."""
+    from .native import config_from_mapping  # local import: native imports this module
+
+    return config_from_mapping(data, filename="<dict>", lists=True)

@@ -1,0 +1,516 @@
+"""The native form (TOML) and the one builder every reader goes through. Pure (no file access).
+
+Layout of a native file (every key optional unless said; see docs/config.md)::
+
+    service = "lvs"                  # top-level scalars: Config fields
+    [router.NAME]                    # one table a router
+    [heartbeat]  [ipvs_timeouts]  [sync_daemon]  [notify]  [nat_router]
+    [virtual.NAME]                   # one table a virtual service
+    [virtual.NAME.check]             # its check
+    [virtual.NAME.server.NAME]       # one table a real server
+    [virtual.NAME.server.NAME.check] # per-server override, merged over the virtual's check
+    [failover.NAME]
+
+``config_from_mapping`` builds and validates a Config from that shape or from ``to_dict`` output
+(lists under ``routers``/``virtual_services``/``servers``/``failover_services``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import ipaddress
+import math
+import re
+import tomllib
+from typing import Any, Callable
+
+from .model import (
+    Check,
+    CheckKind,
+    Config,
+    ConfigError,
+    FailoverService,
+    Forwarding,
+    Heartbeat,
+    IpvsTimeouts,
+    Issue,
+    LoadedConfig,
+    NatRouter,
+    Notify,
+    Protocol,
+    RealServer,
+    Router,
+    ServiceType,
+    Severity,
+    SyncDaemon,
+    VirtualService,
+    to_dict,
+)
+from .validate import validate
+
+__all__ = ["config_from_mapping", "loads_toml", "render_toml", "TomlLocator", "Locate"]
+
+#: maps a dotted key path to (line or None, key as the operator wrote it)
+Locate = Callable[[str], tuple["int | None", str]]
+
+_ENUMS: dict[str, type[enum.Enum]] = {
+    "ServiceType": ServiceType, "Protocol": Protocol, "Forwarding": Forwarding, "CheckKind": CheckKind,
+}
+_NESTED: dict[str, type] = {
+    "Heartbeat": Heartbeat, "IpvsTimeouts": IpvsTimeouts, "SyncDaemon": SyncDaemon,
+    "Notify": Notify, "NatRouter": NatRouter, "Check": Check,
+}
+#: list-valued fields: dict-form key -> (native table name, item class)
+_LISTS: dict[str, tuple[str, type]] = {
+    "routers": ("router", Router),
+    "virtual_services": ("virtual", VirtualService),
+    "failover_services": ("failover", FailoverService),
+    "servers": ("server", RealServer),
+}
+_TABLE_TO_LIST = {v[0]: k for k, v in _LISTS.items()}
+_ADDRESS_FIELDS = {"address", "private_address", "shared_address", "sorry_server"}
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _type_of(f: dataclasses.Field) -> tuple[str, bool]:
+    t = str(f.type)
+    optional = t.endswith(" | None")
+    return (t[: -len(" | None")] if optional else t), optional
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str | None:
+    found = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+class _Builder:
+    def __init__(self, filename: str, locate: Locate | None):
+        self.filename = filename
+        self.locate = locate
+        self.issues: list[Issue] = []
+
+    def issue(self, path: str, msg: str, suggestion: str | None = None,
+              severity: Severity = Severity.ERROR) -> None:
+        line, shown = self.locate(path) if self.locate else (None, path)
+        self.issues.append(Issue(key=shown, message=msg, file=self.filename, line=line,
+                                 suggestion=suggestion, severity=severity))
+
+    # scalars ---------------------------------------------------------------------------------
+    def scalar(self, path: str, tname: str, value: Any, fieldname: str) -> tuple[bool, Any]:
+        if tname == "bool":
+            if isinstance(value, bool):
+                return True, value
+            self.issue(path, f"{value!r} must be true or false")
+        elif tname == "int":
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True, value
+            self.issue(path, f"{value!r} must be an integer")
+        elif tname == "float":
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return True, float(value)
+            self.issue(path, f"{value!r} must be a number of seconds (like 2 or 0.5)")
+        elif tname == "str":
+            if isinstance(value, str):
+                if fieldname in _ADDRESS_FIELDS:
+                    try:
+                        return True, str(ipaddress.ip_address(value))
+                    except ValueError:
+                        pass  # validate() says what is wrong
+                return True, value
+            self.issue(path, f"{value!r} must be a string")
+        elif tname == "tuple[int, ...]":
+            if isinstance(value, (list, tuple)) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return True, tuple(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True, (value,)
+            self.issue(path, f"{value!r} must be a list of integers, like [200, 301]")
+        elif tname in _ENUMS:
+            enum_cls = _ENUMS[tname]
+            allowed = [m.value for m in enum_cls]
+            if isinstance(value, str) and value in allowed:
+                return True, enum_cls(value)
+            self.issue(path, f"{value!r} is not allowed: one of {', '.join(allowed)}",
+                       suggest(str(value), allowed))
+        else:  # pragma: no cover - a model field type this builder does not know
+            raise TypeError(f"unsupported field type {tname} at {path}")
+        return False, None
+
+    # dataclasses -----------------------------------------------------------------------------
+    def build(self, cls: type, data: Any, path: str, extra: dict[str, Any] | None = None,
+              skip: set[str] | None = None) -> Any:
+        fields = _fields(cls)
+        extra = dict(extra or {})
+        skip = skip or set()
+        if not isinstance(data, dict):
+            self.issue(path, f"must be a table of settings, not {type(data).__name__}")
+            data = {}
+        known = set(fields) - set(extra) - skip
+        kwargs: dict[str, Any] = dict(extra)
+        for key in data:
+            if key in skip:
+                continue
+            if key not in known:
+                if key in extra:
+                    self.issue(f"{path}.{key}", "is set by the table header, not a key")
+                else:
+                    self.issue(f"{path}.{key}", f"unknown key in {_what(path)}: allowed keys are "
+                                                f"{', '.join(sorted(known))}", suggest(str(key), known))
+        for name, f in fields.items():
+            if name in extra or name in skip:
+                continue
+            p = f"{path}.{name}" if path else name
+            tname, optional = _type_of(f)
+            value = data.get(name)
+            if value is None:
+                if not _has_default(f):
+                    self.issue(p, "is required")
+                    kwargs[name] = _placeholder(tname)
+                continue
+            if tname in _NESTED:
+                kwargs[name] = self.build(_NESTED[tname], value, p)
+                continue
+            if name in _LISTS:
+                continue  # handled by the caller
+            ok, conv = self.scalar(p, tname, value, name)
+            if ok:
+                kwargs[name] = conv
+            elif not _has_default(f):
+                kwargs[name] = _placeholder(tname)
+        for name in list(kwargs):
+            if name not in fields:
+                del kwargs[name]
+        return cls(**kwargs)
+
+    def items(self, data: Any, list_key: str, path: str) -> list[tuple[str, dict]]:
+        """(name, table) pairs from list form (to_dict) or name-keyed table form (TOML)."""
+        table_name = _LISTS[list_key][0]
+        p = f"{path}.{table_name}" if path else table_name
+        out: list[tuple[str, dict]] = []
+        if isinstance(data, dict):
+            for name, table in data.items():
+                if not isinstance(table, dict):
+                    self.issue(f"{p}.{name}", f"must be a table [{p}.{name}] of settings")
+                    continue
+                if "name" in table:
+                    self.issue(f"{p}.{name}.name", "is set by the table header, not a key")
+                    table = {k: v for k, v in table.items() if k != "name"}
+                out.append((str(name), table))
+        elif isinstance(data, (list, tuple)):
+            for i, table in enumerate(data):
+                if not isinstance(table, dict) or not isinstance(table.get("name"), str):
+                    self.issue(f"{p}[{i}]", "must be a table with a string 'name'")
+                    continue
+                out.append((table["name"], {k: v for k, v in table.items() if k != "name"}))
+        else:
+            self.issue(p, f"must be tables [{p}.NAME]")
+        return out
+
+
+def _what(path: str) -> str:
+    return f"[{path}]" if path else "the top level"
+
+
+def _placeholder(tname: str) -> Any:
+    return {"str": "", "int": 0, "float": 0.0, "bool": False}.get(tname)
+
+
+def _normalise_native(data: dict[str, Any]) -> dict[str, Any]:
+    """TOML table names (router, virtual, server, failover) -> model list keys."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _TABLE_TO_LIST:
+            out[_TABLE_TO_LIST[key]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
+                        locate: Locate | None = None, lists: bool = False,
+                        return_warnings: bool = False) -> Any:
+    """Build and validate a Config from native-shaped data. Raises ConfigError with every error.
+
+    ``lists``: data is ``to_dict`` output (lists) rather than TOML tables (both are accepted
+    either way). With ``return_warnings`` returns ``(config, warnings)``.
+    """
+    b = _Builder(filename, locate)
+    if not isinstance(data, dict):
+        raise ConfigError([Issue(key="", message="the configuration must be a table", file=filename)])
+    data = _normalise_native(data)
+    cfg_fields = _fields(Config)
+    routers = [b.build(Router, t, f"router.{n}", extra={"name": n})
+               for n, t in b.items(data.get("routers", {}), "routers", "")]
+    virtuals = []
+    for vname, vt in b.items(data.get("virtual_services", {}), "virtual_services", ""):
+        vp = f"virtual.{vname}"
+        vt = _normalise_native(vt) if isinstance(vt, dict) else vt
+        check = b.build(Check, vt.get("check") or {}, f"{vp}.check") if isinstance(vt, dict) else Check()
+        servers = []
+        if isinstance(vt, dict):
+            for sname, st in b.items(vt.get("servers", {}), "servers", vp):
+                sp = f"{vp}.server.{sname}"
+                scheck = None
+                if isinstance(st, dict) and st.get("check") is not None:
+                    override = st["check"]
+                    if isinstance(override, dict):
+                        merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
+                        merged.update(override)
+                        override = merged
+                    scheck = b.build(Check, override, f"{sp}.check")
+                servers.append(b.build(RealServer, st, sp, extra={"name": sname, "check": scheck},
+                                       skip={"check"}))
+        virtuals.append(b.build(VirtualService, vt, vp,
+                                extra={"name": vname, "check": check, "servers": tuple(servers)},
+                                skip={"check", "servers"}))
+    failovers = [b.build(FailoverService, t, f"failover.{n}", extra={"name": n})
+                 for n, t in b.items(data.get("failover_services", {}), "failover_services", "")]
+    top = {k: v for k, v in data.items() if k not in _LISTS}
+    cfg = b.build(Config, top, "", extra={"routers": tuple(routers),
+                                          "virtual_services": tuple(virtuals),
+                                          "failover_services": tuple(failovers)})
+    # validation issues on keys that already failed to convert are noise: drop them
+    failed = {i.key for i in b.issues}
+    for issue in validate(cfg):
+        line, shown = locate(issue.key) if locate else (None, issue.key)
+        if shown in failed and issue.severity is Severity.ERROR:
+            continue
+        b.issues.append(dataclasses.replace(issue, file=filename, line=line, key=shown))
+    errors = [i for i in b.issues if i.severity is Severity.ERROR]
+    warnings = [i for i in b.issues if i.severity is Severity.WARNING]
+    if errors:
+        raise ConfigError(errors)
+    return (cfg, warnings) if return_warnings else cfg
+
+
+def to_dict_check(chk: Check) -> dict[str, Any]:
+    d = {f.name: getattr(chk, f.name) for f in dataclasses.fields(chk)}
+    d["kind"] = chk.kind.value
+    d["status"] = list(chk.status)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML reading and line finding
+
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _split_key(text: str) -> list[str] | None:
+    """Split a TOML dotted key (``a."b.c".d``) into parts; None if it does not parse."""
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        if text[i] in "\"'":
+            q = text[i]
+            j = i + 1
+            buf = []
+            while j < n and text[j] != q:
+                if q == '"' and text[j] == "\\" and j + 1 < n:
+                    buf.append(text[j + 1])
+                    j += 2
+                    continue
+                buf.append(text[j])
+                j += 1
+            parts.append("".join(buf))
+            i = j + 1
+        else:
+            m = _BARE.match(text, i)
+            if not m:
+                return None
+            parts.append(m.group(0))
+            i = m.end()
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n:
+            if text[i] != ".":
+                return None
+            i += 1
+    return parts
+
+
+class TomlLocator:
+    """Best-effort line numbers for dotted key paths, by scanning the TOML text."""
+
+    def __init__(self, text: str):
+        self.lines: dict[str, int] = {}
+        table: list[str] = []
+        in_multiline: str | None = None
+        for no, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if in_multiline:
+                if in_multiline in line:
+                    in_multiline = None
+                continue
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                inner = line.lstrip("[").split("]", 1)[0]
+                parts = _split_key(inner)
+                if parts is not None:
+                    table = parts
+                    self.lines.setdefault(".".join(table), no)
+                continue
+            if "=" in line:
+                key = line.split("=", 1)[0]
+                parts = _split_key(key)
+                if parts:
+                    self.lines.setdefault(".".join(table + parts), no)
+                rest = line.split("=", 1)[1]
+                for q in ('"""', "'''"):
+                    if rest.count(q) == 1:
+                        in_multiline = q
+
+    def __call__(self, path: str) -> tuple[int | None, str]:
+        probe = path
+        while probe:
+            if probe in self.lines:
+                return self.lines[probe], path
+            probe = probe.rpartition(".")[0]
+        return None, path
+
+
+def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
+    m = re.search(r"line (\d+)", str(exc))
+    return int(m.group(1)) if m else None
+
+
+def loads_toml(text: str, filename: str = "<toml>") -> LoadedConfig:
+    """Parse and validate native TOML text. Raises ConfigError listing every error."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Issue(key="", message=f"not valid TOML: {exc}", file=filename,
+                                 line=_toml_error_line(exc))]) from None
+    cfg, warnings = config_from_mapping(data, filename=filename, locate=TomlLocator(text),
+                                        return_warnings=True)
+    return LoadedConfig(config=cfg, warnings=tuple(warnings), source=filename, format="toml")
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML writing
+
+def _toml_str(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        r = repr(v)
+        return r if any(c in r for c in ".en") else r + ".0"
+    if isinstance(v, str):
+        return _toml_str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE.fullmatch(k) else _toml_str(k)
+
+
+def _scalars(d: dict[str, Any]) -> list[str]:
+    return [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items()
+            if v is not None and not isinstance(v, dict) and not (
+                isinstance(v, list) and v and isinstance(v[0], dict))]
+
+
+_CHECK_COMMON = ("kind", "interval", "timeout", "rise", "fall")
+_CHECK_RELEVANT = {
+    "tcp_connect": (),
+    "tcp_send_expect": ("send", "expect", "regex"),
+    "http": ("path", "status", "body_regex", "host"),
+    "https": ("path", "status", "body_regex", "host"),
+    "udp": ("payload", "expect", "regex"),
+    "program": ("command", "expect", "regex", "exit_code"),
+}
+_CHECK_DEFAULTS = to_dict_check(Check())
+
+
+def _check_table(d: dict[str, Any]) -> dict[str, Any]:
+    """A check's keys for writing: the common ones, the ones its kind uses, and any other that
+    differs from its default (so the text re-loads to an equal model)."""
+    relevant = _CHECK_COMMON + _CHECK_RELEVANT.get(d["kind"], ())
+    return {k: v for k, v in d.items() if k in relevant or v != _CHECK_DEFAULTS.get(k)}
+
+
+def _table(out: list[str], header: list[str], d: dict[str, Any], comment: str | None = None) -> None:
+    if not any(v is not None for v in d.values()):
+        return
+    out.append("")
+    if comment:
+        out.append(f"# {comment}")
+    out.append("[" + ".".join(_toml_key(h) for h in header) + "]")
+    out.extend(_scalars(d))
+
+
+def render_toml(cfg: Config, header: str | None = None) -> str:
+    """The native TOML text of ``cfg``: every value written (None left out), so ``loads_toml``
+    of the result gives an equal Config."""
+    d = to_dict(cfg)
+    out: list[str] = []
+    if header:
+        out.extend(f"# {line}" if line else "#" for line in header.splitlines())
+    out.extend(_scalars({k: v for k, v in d.items() if k not in _LISTS}))
+    for r in d["routers"]:
+        _table(out, ["router", r["name"]], {k: v for k, v in r.items() if k != "name"})
+    for name, comment in (("heartbeat", "heartbeat between routers; times in seconds"),
+                          ("ipvs_timeouts", "IPVS connection timeouts, seconds (0 = kernel default)"),
+                          ("sync_daemon", "IPVS connection sync daemon"),
+                          ("notify", "commands run on role changes"),
+                          ("nat_router", "gateway of the real servers in NAT, moves with the VIPs")):
+        if d.get(name) is not None:
+            _table(out, [name], d[name], comment)
+    for vs in d["virtual_services"]:
+        vname = vs["name"]
+        _table(out, ["virtual", vname], {k: v for k, v in vs.items()
+                                         if k not in ("name", "check", "servers")})
+        _table(out, ["virtual", vname, "check"], _check_table(vs["check"]))
+        for rs in vs["servers"]:
+            _table(out, ["virtual", vname, "server", rs["name"]],
+                   {k: v for k, v in rs.items() if k not in ("name", "check")})
+            if rs["check"] is not None:
+                _table(out, ["virtual", vname, "server", rs["name"], "check"],
+                       _check_table(rs["check"]))
+    for fs in d["failover_services"]:
+        _table(out, ["failover", fs["name"]], {k: v for k, v in fs.items() if k != "name"})
+    return "\n".join(out).lstrip("\n") + "\n"

@@ -1,0 +1,391 @@
+"""Range checks and cross-checks on a built model. Pure.
+
+``validate(cfg)`` returns every problem as an ``Issue`` whose ``key`` is a dotted path in the native
+(TOML) naming (``virtual.web.server.r1.weight``); the readers turn paths into file lines.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from .model import (
+    SCHEDULERS,
+    Check,
+    CheckKind,
+    Config,
+    Forwarding,
+    Issue,
+    Protocol,
+    ServiceType,
+    Severity,
+)
+
+__all__ = ["validate", "NAME_RE", "DEVICE_RE", "LIMITS"]
+
+#: names of routers, virtual services, real servers, failover services
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+#: Linux interface names (IFNAMSIZ 16 incl. NUL), with an optional ``:label`` alias
+DEVICE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
+
+#: (low, high) inclusive ranges, documented in docs/config.md
+LIMITS: dict[str, tuple[float, float]] = {
+    "port": (1, 65535),
+    "weight": (0, 65535),
+    "priority": (1, 255),
+    "keepalive": (0.01, 3600),
+    "deadtime": (0.02, 86400),
+    "preempt_delay": (0, 3600),
+    "garp_repeat": (1, 100),
+    "garp_refresh": (0, 86400),
+    "ipvs_timeout": (0, 2147483),
+    "sync_id": (0, 255),
+    "fwmark": (1, 4294967295),
+    "persistence": (0, 2147483),
+    "threshold": (0, 4294967295),
+    "interval": (0.01, 3600),
+    "timeout": (0.01, 3600),
+    "rise_fall": (1, 10000),
+    "quorum": (0, 4294967295),
+    "exit_code": (0, 255),
+    "serial_no": (0, 2**63 - 1),
+    "fos_time": (0.01, 86400),
+}
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def err(self, key: str, msg: str) -> None:
+        self.issues.append(Issue(key=key, message=msg))
+
+    def warn(self, key: str, msg: str) -> None:
+        self.issues.append(Issue(key=key, message=msg, severity=Severity.WARNING))
+
+    def range(self, key: str, value: float | None, limit: str, note: str = "") -> bool:
+        if value is None:
+            return True
+        lo, hi = LIMITS[limit]
+        if not lo <= value <= hi:
+            self.err(key, f"{value!r} is out of range: must be {_fmt(lo)}..{_fmt(hi)}"
+                          + (f" ({note})" if note else ""))
+            return False
+        return True
+
+    def address(self, key: str, value: str | None, *, unicast: bool = True) -> ipaddress._BaseAddress | None:
+        if value is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            self.err(key, f"{value!r} is not an IP address: give an IPv4 (192.0.2.10) or IPv6 "
+                          "(2001:db8::10) address; host names are not resolved")
+            return None
+        if unicast and (ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"))):
+            self.err(key, f"{value} cannot be used here: give a unicast address")
+            return None
+        return ip
+
+    def name(self, key: str, value: str) -> None:
+        if not NAME_RE.match(value or ""):
+            self.err(key, f"{value!r} is not a valid name: use 1-64 letters, digits, '_' or '-', "
+                          "not starting with '-'")
+
+    def device(self, key: str, device: str | None, label: str | None) -> None:
+        if device is not None and not DEVICE_RE.match(device):
+            self.err(key.rsplit(".", 1)[0] + ".device" if key.endswith(".label") else key,
+                     f"{device!r} is not an interface name (1-15 characters, no spaces, '/' or ':')")
+        if label is not None:
+            lkey = key.rsplit(".", 1)[0] + ".label"
+            if device is None:
+                self.err(lkey, "a label needs its device (label 'eth0:1' belongs to device 'eth0')")
+            elif not label.startswith(device + ":") or not LABEL_RE.match(label):
+                self.err(lkey, f"{label!r} must be the device name, ':' and a suffix, like "
+                               f"'{device}:1', at most 15 characters")
+
+    def prefix(self, key: str, value: int | None, family: int | None) -> None:
+        if value is None or family is None:
+            return
+        top = 32 if family == 4 else 128
+        if not 0 <= value <= top:
+            self.err(key, f"{value} is not a prefix length for IPv{family}: must be 0..{top}")
+
+
+def _check(o: _Out, path: str, chk: Check) -> None:
+    o.range(f"{path}.interval", chk.interval, "interval")
+    o.range(f"{path}.timeout", chk.timeout, "timeout")
+    if chk.timeout > chk.interval:
+        o.err(f"{path}.timeout", f"{chk.timeout:g} s is longer than the check interval "
+                                 f"({chk.interval:g} s): a probe must end before the next starts")
+    o.range(f"{path}.rise", chk.rise, "rise_fall")
+    o.range(f"{path}.fall", chk.fall, "rise_fall")
+    if chk.port is not None:
+        o.range(f"{path}.port", chk.port, "port")
+    for key, pattern in (("expect", chk.expect if chk.regex else None), ("body_regex", chk.body_regex)):
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                o.err(f"{path}.{key}", f"{pattern!r} is not a valid regular expression: {exc}")
+    kind = chk.kind
+    if kind is CheckKind.TCP_SEND_EXPECT and not (chk.send or chk.expect):
+        o.err(f"{path}.kind", "tcp_send_expect needs 'send' or 'expect' (or both); use "
+                              "tcp_connect for a plain connect check")
+    if kind in (CheckKind.HTTP, CheckKind.HTTPS):
+        if not chk.path.startswith("/"):
+            o.err(f"{path}.path", f"{chk.path!r} must be an absolute URL path starting with '/'")
+        if not chk.status:
+            o.err(f"{path}.status", "give at least one expected HTTP status code (100..599)")
+        for code in chk.status:
+            if not 100 <= code <= 599:
+                o.err(f"{path}.status", f"{code} is not an HTTP status code: must be 100..599")
+    if kind is CheckKind.PROGRAM:
+        if not chk.command.strip():
+            o.err(f"{path}.command", "a program check needs a command (%h = address, %p = port)")
+        if chk.exit_code is not None:
+            o.range(f"{path}.exit_code", chk.exit_code, "exit_code")
+    if chk.host is not None and (not chk.host or any(c.isspace() for c in chk.host)):
+        o.err(f"{path}.host", f"{chk.host!r} is not a valid Host header value")
+
+
+def validate(cfg: Config) -> list[Issue]:
+    """Every error and warning in ``cfg`` (errors have ``severity == ERROR``)."""
+    o = _Out()
+    o.range("serial_no", cfg.serial_no, "serial_no")
+
+    # routers ----------------------------------------------------------------------------------
+    router_devices: set[str] = set()
+    seen_router_names: set[str] = set()
+    seen_router_addr: dict[str, str] = {}
+    if not cfg.routers:
+        o.err("router", "no router is configured: give at least one (lvs.cf: 'primary = IP')")
+    for r in cfg.routers:
+        p = f"router.{r.name}"
+        o.name(p, r.name)
+        if r.name in seen_router_names:
+            o.err(p, f"router {r.name!r} is defined twice")
+        seen_router_names.add(r.name)
+        for fname in ("address", "private_address", "shared_address"):
+            value = getattr(r, fname)
+            ip = o.address(f"{p}.{fname}", value)
+            if ip is not None:
+                other = seen_router_addr.get(str(ip))
+                if other is not None:
+                    o.err(f"{p}.{fname}", f"{ip} is already the address of {other}: every router "
+                                          "address must be distinct")
+                seen_router_addr[str(ip)] = f"router {r.name}"
+        o.range(f"{p}.priority", r.priority, "priority")
+        for fname in ("device", "private_device"):
+            dev = getattr(r, fname)
+            if dev is not None:
+                o.device(f"{p}.{fname}", dev, None)
+                router_devices.add(dev)
+    prios: dict[int, str] = {}
+    for r in cfg.routers:
+        if r.priority in prios:
+            o.err(f"router.{r.name}.priority", f"priority {r.priority} is also {prios[r.priority]}'s:"
+                                               " router priorities must differ")
+        prios.setdefault(r.priority, r.name)
+
+    # heartbeat --------------------------------------------------------------------------------
+    hb = cfg.heartbeat
+    o.range("heartbeat.port", hb.port, "port")
+    ok = o.range("heartbeat.keepalive", hb.keepalive, "keepalive")
+    ok = o.range("heartbeat.deadtime", hb.deadtime, "deadtime") and ok
+    if ok:
+        if hb.deadtime < 2 * hb.keepalive:
+            o.err("heartbeat.deadtime", f"{hb.deadtime:g} s must be at least twice keepalive "
+                                        f"({hb.keepalive:g} s), so one lost heartbeat does not "
+                                        f"fail over; 3x or more ({3 * hb.keepalive:g} s) is advised")
+        elif hb.deadtime < 3 * hb.keepalive:
+            o.warn("heartbeat.deadtime", f"{hb.deadtime:g} s is under 3x keepalive "
+                                         f"({3 * hb.keepalive:g} s): two lost heartbeats cause a "
+                                         "failover")
+    if not hb.key_file.startswith("/"):
+        o.err("heartbeat.key_file", f"{hb.key_file!r} must be an absolute path")
+    o.range("heartbeat.preempt_delay", hb.preempt_delay, "preempt_delay")
+    o.range("heartbeat.garp_repeat", hb.garp_repeat, "garp_repeat")
+    o.range("heartbeat.garp_refresh", hb.garp_refresh, "garp_refresh")
+
+    # globals ----------------------------------------------------------------------------------
+    for fname in ("tcp", "tcpfin", "udp"):
+        o.range(f"ipvs_timeouts.{fname}", getattr(cfg.ipvs_timeouts, fname), "ipvs_timeout",
+                "0 = the kernel's default")
+    o.device("sync_daemon.interface", cfg.sync_daemon.interface, None)
+    o.range("sync_daemon.sync_id", cfg.sync_daemon.sync_id, "sync_id")
+    for fname in ("active_cmd", "inactive_cmd", "notify"):
+        cmd = getattr(cfg.notify, fname)
+        if cmd is not None and not cmd.strip():
+            o.err(f"notify.{fname}", "is empty: give a command or leave the key out")
+    if cfg.metrics_address is not None:
+        _metrics(o, cfg.metrics_address)
+    if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
+        o.err("reservation_conflict_action", f"{cfg.reservation_conflict_action!r}: must be "
+                                             "'nothing' or 'preempt'")
+    if cfg.nat_router is not None:
+        nr = cfg.nat_router
+        ip = o.address("nat_router.address", nr.address)
+        o.device("nat_router.device", nr.device, nr.label)
+        o.prefix("nat_router.prefixlen", nr.prefixlen, ip.version if ip else None)
+        if router_devices and nr.device is not None and nr.device not in router_devices:
+            o.err("nat_router.device", f"{nr.device!r} is not a device of any router "
+                                       f"({', '.join(sorted(router_devices))})")
+
+    # virtual services -------------------------------------------------------------------------
+    names: set[str] = set()
+    keys: dict[tuple, str] = {}
+    any_nat = False
+    for vs in cfg.virtual_services:
+        p = f"virtual.{vs.name}"
+        o.name(p, vs.name)
+        if vs.name in names:
+            o.err(p, f"virtual service {vs.name!r} is defined twice")
+        names.add(vs.name)
+        vip = o.address(f"{p}.address", vs.address)
+        fam = vip.version if vip else None
+        o.device(f"{p}.device", vs.device, vs.label)
+        if vs.device is not None and router_devices and vs.device not in router_devices:
+            o.err(f"{p}.device", f"{vs.device!r} is not a device of any router "
+                                 f"(declared: {', '.join(sorted(router_devices))})")
+        if vs.vip_prefixlen is not None:
+            o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, fam)
+        all_ports_ok = vs.fwmark is not None or vs.persistence > 0
+        if vs.port == 0 and not all_ports_ok:
+            o.err(f"{p}.port", "0 (all ports) is only allowed for a persistent or fwmark service: "
+                               "give a port 1..65535")
+        elif vs.port != 0:
+            o.range(f"{p}.port", vs.port, "port", "0 = all ports, for persistent or fwmark services")
+        if vs.fwmark is not None:
+            o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
+        if vs.scheduler not in SCHEDULERS:
+            o.err(f"{p}.scheduler", f"{vs.scheduler!r} is not an IPVS scheduler: one of "
+                                    f"{', '.join(SCHEDULERS)}")
+        o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
+        if vs.persistence_prefixlen is not None:
+            o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
+            if vs.persistence == 0:
+                o.warn(f"{p}.persistence_prefixlen", "has no effect: the service is not persistent")
+        if vs.sorry_server is not None:
+            sorry = o.address(f"{p}.sorry_server", vs.sorry_server)
+            if sorry is not None and fam is not None and sorry.version != fam \
+                    and vs.forwarding is not Forwarding.TUNNEL:
+                o.err(f"{p}.sorry_server", f"{sorry} is IPv{sorry.version} but the VIP is IPv{fam}: "
+                                           "mixed families need forwarding = 'tunnel'")
+        if vs.sorry_server_port is not None:
+            o.range(f"{p}.sorry_server_port", vs.sorry_server_port, "port")
+            if vs.sorry_server is None:
+                o.err(f"{p}.sorry_server_port", "is set without sorry_server")
+        o.range(f"{p}.quorum", vs.quorum, "quorum")
+        if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
+            o.err(f"{p}.hysteresis", f"{vs.hysteresis} must be 0..quorum-1 ({max(vs.quorum - 1, 0)})")
+        if vs.forwarding is Forwarding.NAT and vs.active:
+            any_nat = True
+        if vip is not None:
+            if vs.fwmark is not None:
+                key: tuple = ("fwmark", fam, vs.fwmark)
+                what = f"fwmark {vs.fwmark} (IPv{fam})"
+            else:
+                key = ("vip", str(vip), vs.protocol, vs.port)
+                what = f"{vip} port {vs.port}/{vs.protocol.value}"
+            if key in keys:
+                o.err(p, f"duplicate virtual service: {what} is already virtual {keys[key]!r}")
+            else:
+                keys[key] = vs.name
+        _check(o, f"{p}.check", vs.check)
+        if vs.protocol is Protocol.UDP and vs.check.kind in (
+                CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
+            o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
+                                      "TCP port of the same number")
+        _servers(o, p, vs, fam)
+
+    if any_nat and cfg.nat_router is None and cfg.service is ServiceType.LVS:
+        o.warn("nat_router", "NAT services are configured but no nat_router: the real servers need "
+                             "a gateway address that moves with the active router")
+    if cfg.service is ServiceType.FOS and not cfg.failover_services:
+        o.warn("service", "service = fos but no failover service is defined")
+
+    # failover services ------------------------------------------------------------------------
+    fnames: set[str] = set()
+    for fs in cfg.failover_services:
+        p = f"failover.{fs.name}"
+        o.name(p, fs.name)
+        if fs.name in fnames:
+            o.err(p, f"failover service {fs.name!r} is defined twice")
+        fnames.add(fs.name)
+        ip = o.address(f"{p}.address", fs.address)
+        o.device(f"{p}.device", fs.device, fs.label)
+        if fs.vip_prefixlen is not None:
+            o.prefix(f"{p}.vip_prefixlen", fs.vip_prefixlen, ip.version if ip else None)
+        o.range(f"{p}.port", fs.port, "port")
+        o.range(f"{p}.timeout", fs.timeout, "fos_time")
+        o.range(f"{p}.reentry", fs.reentry, "fos_time")
+        if cfg.service is ServiceType.FOS and fs.active:
+            for fname in ("start_cmd", "stop_cmd"):
+                if not (getattr(fs, fname) or "").strip():
+                    o.err(f"{p}.{fname}", "an active failover service needs start_cmd and stop_cmd")
+    return o.issues
+
+
+def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
+    seen: set[str] = set()
+    endpoints: dict[tuple, str] = {}
+    if vs.active and not vs.servers and vs.sorry_server is None:
+        o.warn(p, "has no real servers and no sorry server: it will reject every connection")
+    for rs in vs.servers:
+        rp = f"{p}.server.{rs.name}"
+        o.name(rp, rs.name)
+        if rs.name in seen:
+            o.err(rp, f"real server {rs.name!r} is defined twice in virtual {vs.name!r}")
+        seen.add(rs.name)
+        ip = o.address(f"{rp}.address", rs.address)
+        if ip is not None and fam is not None and ip.version != fam \
+                and vs.forwarding is not Forwarding.TUNNEL:
+            o.err(f"{rp}.address", f"{ip} is IPv{ip.version} but the VIP is IPv{fam}: mixed "
+                                   "families need forwarding = 'tunnel'")
+        if rs.port is not None:
+            if rs.port == 0:
+                o.err(f"{rp}.port", "0 is not a real server port: must be 1..65535 (leave it out "
+                                    "to use the virtual service's port)")
+            else:
+                o.range(f"{rp}.port", rs.port, "port")
+            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and vs.port != 0:
+                o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
+                                     "can rewrite ports; direct/tunnel forward to the service port")
+        o.range(f"{rp}.weight", rs.weight, "weight")
+        o.range(f"{rp}.upper_threshold", rs.upper_threshold, "threshold")
+        o.range(f"{rp}.lower_threshold", rs.lower_threshold, "threshold")
+        if rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
+            o.err(f"{rp}.lower_threshold", f"{rs.lower_threshold} must not exceed upper_threshold "
+                                           f"({rs.upper_threshold})")
+        if rs.check is not None:
+            _check(o, f"{rp}.check", rs.check)
+        chk = rs.check or vs.check
+        port = rs.port if rs.port is not None else vs.port
+        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0:
+            o.err(f"{rp}.port", "the service listens on all ports (port 0), so the check needs a "
+                                "port: set the server's port or check.port")
+        if ip is not None:
+            ep = (str(ip), rs.port if rs.port is not None else vs.port)
+            if ep in endpoints:
+                o.err(f"{rp}.address", f"{ip} port {ep[1]} is already real server "
+                                       f"{endpoints[ep]!r} of this virtual service")
+            endpoints[ep] = rs.name
+
+
+def _metrics(o: _Out, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    ok = bool(sep) and port.isdigit() and 1 <= int(port) <= 65535
+    if ok:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            ok = False
+    if not ok:
+        o.err("metrics_address", f"{value!r} must be ADDRESS:PORT, like '127.0.0.1:9539' or "
+                                 "'[::1]:9539'")
