@@ -1,6 +1,6 @@
 """Events of the bus itself: the broker and the log."""
 from ..events import declare
-from ..schema import Enum, Int, Nullable, Str
+from ..schema import Enum, Int, List, Nullable, Str
 
 NAME = Str(max_len=64, min_len=1)
 
@@ -46,7 +46,18 @@ declare(
 declare(
     "bus.client_joined", 1,
     {"client": NAME, "subscriptions": Str(max_len=1024), "pid": Nullable(Int(min=0))},
+    doc="A service said hello to the broker (at start, and again after a broker restart). "
+    "v1 carried the subscriptions joined by commas.",
+)
+declare(
+    "bus.client_joined", 2,
+    {
+        "client": NAME,
+        "subscriptions": List(Str(max_len=96), max_items=64, doc="type prefixes delivered to it"),
+        "pid": Nullable(Int(min=0)),
+    },
     doc="A service said hello to the broker (at start, and again after a broker restart).",
+    upcast=lambda p: {**p, "subscriptions": [s for s in p["subscriptions"].split(",") if s]},
 )
 declare(
     "log.write_failed", 1,

@@ -1,0 +1,811 @@
+"""The recorded bus: one broker per router, which numbers, records, then forwards every event.
+
+    service --P--> broker: validate -> assign seq + stamp clocks -> append to log -> forward --D--> subscribers
+                              (ack --A--> publisher once the record is durable, if it asked)
+
+Sockets: one ZeroMQ ROUTER socket at ``ipc://RUN_DIR/bus.sock``; RUN_DIR is created 0700, so only
+root reaches it (directory permissions are the authentication over ipc). Optionally a second
+ROUTER socket on tcp:// with CurveZMQ (encrypted and authenticated with allowed client keys):
+remote clients there may only subscribe (``lvsbus events tail --connect``); a publish from them is
+refused and counted.
+
+Wire protocol (multipart frames; bodies msgpack):
+
+    client -> broker
+      H  {"name", "subs": [prefix...], "pid"}      hello: who I am, what I want delivered
+      P  name, [ack_id, [[type, version, cause, payload], ...]]
+                                                 publish a batch; ack_id 0 = no ack wanted
+      B                                          bye
+    broker -> client
+      D  framed records (the log's framing)      delivery, in log order
+      A  [ack_id, first_seq, last_seq]           these seqs are durable in the log
+      R  [ack_id, reason, detail]                an event of that batch was refused
+      L  [first_dropped, last_dropped]           you were over the high-water mark: read those from the log
+      T  [epoch, last_seq]                       tick (liveness; a new epoch = a restarted broker)
+      W                                          who are you? (I do not know you: send H again)
+
+Slow subscribers: the broker never blocks on one. A delivery that would exceed a subscriber's
+high-water mark is dropped for that subscriber only; the broker remembers the dropped range, tells
+the subscriber with an L frame as soon as it can, and records ``bus.subscriber_lagged``. The client
+library then reads the missing range from the log (same machine) and resumes live delivery with no
+gap and no duplicate. A restarted broker resumes the sequence from the log; clients notice the new
+epoch in its ticks (or its W), say hello again and catch up from the log the same way, and resend
+publishes that were never acknowledged.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import msgpack
+import structlog
+import zmq
+
+from . import catalog  # noqa: F401  (fills the registry)
+from .events import REGISTRY, DecodeError, Event, decode, matches
+from .log import Durability, EventLog, LogReader, LogWriteError, frame, parse_frames
+
+log = structlog.get_logger("lvsbus.bus")
+
+MAX_FRAME = 4 * 1024 * 1024
+TICK_S = 0.2
+DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
+
+
+def socket_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "bus.sock")
+
+
+def endpoint(run_dir: str) -> str:
+    return "ipc://" + socket_path(run_dir)
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+
+
+@dataclass
+class _Client:
+    ident: bytes
+    name: str
+    subs: tuple[str, ...]
+    remote: bool
+    lag_from: int = 0  # first seq dropped and not yet told (0: not lagging)
+    lag_to: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class BrokerStats:
+    received: int = 0
+    recorded: int = 0
+    rejected: int = 0
+    lagged: int = 0
+    write_failures: int = 0
+
+
+@dataclass
+class CurveServer:
+    """A tcp:// endpoint with CurveZMQ: the broker's secret key and a directory of allowed client public keys."""
+
+    endpoint: str
+    server_secret_file: str
+    authorized_dir: str
+
+
+class Broker:
+    """One router's broker. ``run()`` loops until ``stop()`` (or a signal handler calls it)."""
+
+    def __init__(
+        self,
+        node: str,
+        run_dir: str,
+        log_dir: str,
+        durability: Durability | None = None,
+        sndhwm: int = DEFAULT_SNDHWM,
+        curve: CurveServer | None = None,
+        segment_bytes: int | None = None,
+        retention=None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.node = node
+        self.run_dir = run_dir
+        self.epoch = secrets.token_hex(8)
+        self.stats = BrokerStats()
+        self._stop = False
+        self._clients: dict[bytes, _Client] = {}
+        self._route_cache: dict[str, tuple[_Client, ...]] = {}
+        self._pending_acks: list[tuple[int, bytes, int, int]] = []  # (last_seq, ident, ack_id, first_seq)
+        self._last_mono = 0
+        self._unrecorded: list[tuple[int, bytes]] = []  # records delivered but not yet written (disk trouble)
+        self._unrecorded_from = 0
+        self._next_retry = 0.0
+        self._batch: list[list] = []  # [type, version, cause, payload, source] waiting to be recorded
+        self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
+        self._draining = False
+
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        kwargs: dict[str, Any] = {"durability": durability or Durability("group")}
+        if segment_bytes:
+            kwargs["segment_bytes"] = segment_bytes
+        if retention is not None:
+            kwargs["retention"] = retention
+        self.log = EventLog(log_dir, **kwargs)
+        self._seq = self.log.last_seq
+
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self._router_socket(sndhwm)
+        path = socket_path(run_dir)
+        if os.path.exists(path):
+            os.unlink(path)  # a previous broker died; the directory lock is the log's
+        self.sock.bind("ipc://" + path)
+        os.chmod(path, 0o600)
+        self.remote: zmq.Socket | None = None
+        self._auth = None
+        if curve is not None:
+            self.remote = self._router_socket(sndhwm)
+            self._setup_curve(self.remote, curve)
+        resumed = self._seq
+        self._emit(
+            "bus.broker_started",
+            {"epoch": self.epoch, "resumed_from": resumed, "recovery": str(getattr(self.log, "recovery", ""))[:1024]},
+        )
+        log.info("broker_started", node=node, epoch=self.epoch, resumed_from=resumed, endpoint=endpoint(run_dir))
+
+    # -- sockets -------------------------------------------------------------------------------
+
+    def _router_socket(self, sndhwm: int) -> zmq.Socket:
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.SNDHWM, sndhwm)
+        s.setsockopt(zmq.RCVHWM, 100_000)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+        return s
+
+    def _setup_curve(self, sock: zmq.Socket, curve: CurveServer) -> None:
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        public, secret = zmq.auth.load_certificate(curve.server_secret_file)
+        if secret is None:
+            raise ValueError(f"{curve.server_secret_file} holds no secret key")
+        self._auth = ThreadAuthenticator(self.ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=curve.authorized_dir)
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+        sock.bind(curve.endpoint)
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self, ready: Callable[[], None] | None = None) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        if self.remote is not None:
+            poller.register(self.remote, zmq.POLLIN)
+        dfd = self.log.durable_fd()
+        poller.register(dfd, zmq.POLLIN)
+        next_tick = time.monotonic()
+        if ready:
+            ready()
+        try:
+            while not self._stop:
+                timeout = max(0.0, next_tick - time.monotonic())
+                events = dict(poller.poll(timeout * 1000))
+                if self.sock in events:
+                    self._drain(self.sock, remote=False)
+                if self.remote is not None and self.remote in events:
+                    self._drain(self.remote, remote=True)
+                if dfd in events:
+                    self.log.drain_durable_fd()
+                if self._pending_acks:
+                    self._send_acks()
+                now = time.monotonic()
+                if self._unrecorded and now >= self._next_retry:
+                    self._retry_unrecorded(now)
+                if now >= next_tick:
+                    self._tick()
+                    next_tick = now + TICK_S
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.sock.closed:
+            return
+        try:
+            self._emit("bus.broker_stopping", {"reason": "stop requested"})
+        except Exception:  # closing must not fail on a full disk
+            pass
+        self.log.close()
+        self._send_acks()
+        self.sock.close(0)
+        if self.remote is not None:
+            self.remote.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+        log.info("broker_stopped", node=self.node, last_seq=self._seq)
+
+    def _drain(self, sock: zmq.Socket, remote: bool, budget: int = 512) -> None:
+        """Take up to ``budget`` messages off the socket, record them as one batch, forward.
+
+        Events the broker itself emits meanwhile (a rejection) join the same batch in arrival
+        order, so the log order is the order things happened."""
+        self._draining = True
+        try:
+            for _ in range(budget):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                self._on_message(sock, frames, remote, self._batch, self._acks)
+        finally:
+            self._draining = False
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, acks = self._batch, self._acks
+            self._batch, self._acks = [], []
+            self._record(batch, acks)
+
+    def _on_message(self, sock, frames: list[bytes], remote: bool, batch: list, acks: list) -> None:
+        ident = frames[0]
+        kind = frames[1] if len(frames) > 1 else b""
+        client = self._clients.get(ident)
+        if kind == b"P" and len(frames) == 4:
+            if remote:
+                self._reject(sock, ident, 0, "not_allowed", "remote clients may only subscribe", len(frames[3]))
+                return
+            self.stats.received += 1
+            try:
+                source = frames[2].decode()
+                if not 0 < len(source) <= 64:
+                    raise ValueError
+            except ValueError:
+                self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
+                return
+            try:
+                ack_id, items = _unpack(frames[3])
+                if type(ack_id) is not int or type(items) is not list:
+                    raise ValueError
+            except Exception:
+                self._reject(sock, ident, 0, "malformed", "a publish is [ack_id, [items]]", len(frames[3]))
+                return
+            accepted = 0
+            for item in items:
+                if type(item) is not list or len(item) != 4:
+                    self._reject(sock, ident, ack_id, "malformed", "an item is [type, version, cause, payload]", 0)
+                    continue
+                type_, version, cause, payload = item
+                if cause is not None and (type(cause) is not int or cause < 1):
+                    self._reject(sock, ident, ack_id, "malformed", f"bad cause {cause!r:.40}", 0)
+                    continue
+                try:
+                    REGISTRY.validate(type_, version, payload)
+                except DecodeError as exc:
+                    self._reject(sock, ident, ack_id, exc.reason, exc.detail, 0)
+                    continue
+                batch.append([type_, version, cause, payload, source])
+                accepted += 1
+            if ack_id and accepted:
+                acks.append((ident, ack_id, len(batch) - 1))
+            if client is None and not remote:
+                self._send(sock, ident, [b"W"])
+            return
+        if kind == b"H" and len(frames) == 3:
+            try:
+                hello = _unpack(frames[2])
+                name = hello["name"]
+                subs = tuple(hello.get("subs", ()))
+                if type(name) is not str or not 0 < len(name) <= 64 or not all(type(s) is str for s in subs):
+                    raise ValueError
+            except Exception:
+                self._reject(sock, ident, 0, "malformed", "hello is {name, subs, pid}", len(frames[2]))
+                return
+            self._clients[ident] = _Client(ident, name, subs, remote)
+            self._route_cache.clear()
+            pid = hello.get("pid")
+            self._emit(
+                "bus.client_joined",
+                {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
+            )
+            self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
+            return
+        if kind == b"B":
+            if self._clients.pop(ident, None) is not None:
+                self._route_cache.clear()
+            return
+        self._reject(sock, ident, 0, "malformed", f"unknown frame kind {kind[:8]!r}", sum(map(len, frames)))
+
+    def _reject(self, sock, ident: bytes, ack_id: int, reason: str, detail: str, size: int) -> None:
+        self.stats.rejected += 1
+        client = self._clients.get(ident)
+        peer = client.name if client else ident.hex()[:32]
+        log.warning("frame_rejected", reason=reason, detail=detail[:200], peer=peer)
+        self._send(sock, ident, [b"R", _pack([ack_id, reason, detail[:1024]])])
+        self._emit(
+            "bus.frame_rejected",
+            {"reason": reason, "detail": detail[:1024], "peer": peer, "size": size, "count": self.stats.rejected},
+        )
+
+    def _send(self, sock, ident: bytes, frames: list[bytes]) -> bool:
+        try:
+            sock.send_multipart([ident, *frames], zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                if self._clients.pop(ident, None) is not None:
+                    self._route_cache.clear()
+                return False
+            raise
+
+    # -- recording and forwarding --------------------------------------------------------------
+
+    def _emit(self, type_: str, payload: dict, cause: int | None = None) -> None:
+        """Record and forward an event of the broker's own (in the batch being drained, if any)."""
+        version = REGISTRY.latest(type_).version
+        REGISTRY.validate(type_, version, payload)
+        self._batch.append([type_, version, cause, payload, "broker"])
+        if not self._draining:
+            self._flush()
+
+    def _record(self, batch: list[list], acks: list[tuple[bytes, int, int]]) -> None:
+        mono = time.monotonic_ns()
+        if mono < self._last_mono:
+            mono = self._last_mono
+        self._last_mono = mono
+        wall = time.time_ns()
+        node = self.node
+        packb = msgpack.packb
+        seq = self._seq
+        first = seq + 1
+        records: list[tuple[int, bytes]] = []
+        types: list[str] = []
+        for type_, version, cause, payload, source in batch:
+            seq += 1
+            records.append((seq, packb([1, seq, node, source, type_, version, mono, wall, cause, payload], use_bin_type=True)))
+            types.append(type_)
+        self._seq = seq
+        self.stats.recorded += len(records)
+        self._append(records)
+        for ident, ack_id, idx in acks:
+            self._pending_acks.append((first + idx, ident, ack_id, first))
+        self._forward(records, types)
+
+    def _append(self, records: list[tuple[int, bytes]]) -> None:
+        if self._unrecorded:
+            self._unrecorded.extend(records)
+            return
+        try:
+            self.log.append_batch(records)
+        except LogWriteError as exc:
+            self._on_write_failure(exc, records)
+
+    def _on_write_failure(self, exc: OSError, records: list[tuple[int, bytes]]) -> None:
+        self.stats.write_failures += 1
+        self._unrecorded = list(records)
+        self._unrecorded_from = records[0][0]
+        self._next_retry = time.monotonic() + 1.0
+        log.error("log_write_failed", errno=exc.errno, error=str(exc), first_seq=records[0][0])
+        # Delivered live (the router keeps working), recorded when the disk takes it again.
+        self._emit_unrecorded(
+            "log.write_failed",
+            {"errno": exc.errno or 0, "error": str(exc)[:512], "first_seq": records[0][0], "count": len(records)},
+        )
+
+    def _emit_unrecorded(self, type_: str, payload: dict) -> None:
+        self._seq += 1
+        body = msgpack.packb(
+            [1, self._seq, self.node, "broker", type_, REGISTRY.latest(type_).version, time.monotonic_ns(), time.time_ns(), None, payload],
+            use_bin_type=True,
+        )
+        self._unrecorded.append((self._seq, body))
+        self._forward([(self._seq, body)], [type_])
+
+    def _retry_unrecorded(self, now: float) -> None:
+        try:
+            self.log.append_batch(self._unrecorded)
+        except LogWriteError:
+            self._next_retry = now + 1.0
+            if len(self._unrecorded) > 1_000_000:
+                log.error("log_backlog_large", records=len(self._unrecorded))
+            return
+        log.info("log_write_recovered", records=len(self._unrecorded), first_seq=self._unrecorded_from)
+        self._unrecorded = []
+
+    def _routes(self, type_: str) -> tuple[_Client, ...]:
+        r = self._route_cache.get(type_)
+        if r is None:
+            r = tuple(c for c in self._clients.values() if c.subs and matches(type_, c.subs))
+            self._route_cache[type_] = r
+        return r
+
+    def _forward(self, records: list[tuple[int, bytes]], types: list[str]) -> None:
+        if not self._clients:
+            return
+        per: dict[bytes, list[bytes]] = {}
+        seqs: dict[bytes, tuple[int, int]] = {}
+        routes = self._routes
+        for (seq, body), type_ in zip(records, types):
+            for c in routes(type_):
+                lst = per.get(c.ident)
+                if lst is None:
+                    per[c.ident] = [frame(seq, body)]
+                    seqs[c.ident] = (seq, seq)
+                else:
+                    lst.append(frame(seq, body))
+                    seqs[c.ident] = (seqs[c.ident][0], seq)
+        for ident, frames in per.items():
+            c = self._clients.get(ident)
+            if c is None:
+                continue
+            sock = self.remote if c.remote else self.sock
+            first, last = seqs[ident]
+            if c.lag_from and not self._tell_lag(sock, c):
+                c.lag_to = last
+                c.dropped += len(frames)
+                continue
+            if not self._send(sock, ident, [b"D", b"".join(frames)]):
+                if ident in self._clients:
+                    if not c.lag_from:
+                        c.lag_from = first
+                    c.lag_to = last
+                    c.dropped += len(frames)
+
+    def _tell_lag(self, sock, c: _Client) -> bool:
+        if not self._send(sock, c.ident, [b"L", _pack([c.lag_from, c.lag_to])]):
+            return False
+        first, last, dropped = c.lag_from, c.lag_to, c.dropped
+        c.lag_from = c.lag_to = c.dropped = 0
+        self.stats.lagged += 1
+        log.warning("subscriber_lagged", subscriber=c.name, first_dropped=first, last_dropped=last, dropped=dropped)
+        self._emit("bus.subscriber_lagged", {"subscriber": c.name, "first_dropped": first, "last_dropped": last, "dropped": dropped})
+        return True
+
+    def _send_acks(self) -> None:
+        durable = self.log.durable_seq if not self._unrecorded else min(self.log.durable_seq, self._unrecorded_from - 1)
+        keep = []
+        for item in self._pending_acks:
+            last, ident, ack_id, first = item
+            if last <= durable:
+                c = self._clients.get(ident)
+                sock = self.remote if (c and c.remote) else self.sock
+                self._send(sock, ident, [b"A", _pack([ack_id, first, last])])
+            else:
+                keep.append(item)
+        self._pending_acks = keep
+
+    def _tick(self) -> None:
+        msg = [b"T", _pack([self.epoch, self._seq])]
+        for c in list(self._clients.values()):
+            sock = self.remote if c.remote else self.sock
+            if c.lag_from:
+                self._tell_lag(sock, c)
+            self._send(sock, c.ident, msg)
+        self.log.apply_retention()
+
+
+# ---------------------------------------------------------------------------------------------
+# clients
+
+
+class BusError(RuntimeError):
+    pass
+
+
+class PublishRefused(BusError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class _ClientCore:
+    """What the sync and the asyncio clients share: message handling, gap repair, resend state.
+
+    It does file I/O (reading the log to catch up), but no socket I/O: the clients feed it the
+    messages they receive and send what it returns.
+    """
+
+    def __init__(self, name: str, subs: Iterable[str], log_dir: str | None, from_seq: int | None) -> None:
+        self.name = name
+        self.subs = tuple(subs)
+        self.log_dir = log_dir
+        self.epoch: str | None = None
+        self.last_delivered = 0 if from_seq is None else from_seq - 1
+        self.gap_from = from_seq  # first seq that may be missing and must come from the log
+        self.broker_seq = 0
+        self.last_tick = time.monotonic()
+        self.rejections: list[tuple[int, str, str]] = []
+        self.acked: dict[int, tuple[int, int]] = {}
+        self.lags = 0
+
+    def hello(self) -> list[bytes]:
+        return [b"H", _pack({"name": self.name, "subs": list(self.subs), "pid": os.getpid()})]
+
+    def publish_frames(self, items: list[list], ack_id: int = 0) -> list[bytes]:
+        return [b"P", self.name.encode(), _pack([ack_id, items])]
+
+    def handle(self, frames: list[bytes]) -> tuple[list[Event], bool]:
+        """Returns (events to deliver in order, whether to send hello again)."""
+        kind = frames[0]
+        if kind == b"D":
+            records, used = parse_frames(frames[1])
+            if used != len(frames[1]):
+                raise BusError("broker sent a partial delivery frame")
+            out: list[Event] = []
+            if self.gap_from is not None and records:
+                out.extend(self._catch_up(records[0][0] - 1))
+            for seq, body in records:
+                if seq > self.last_delivered:
+                    ev = decode(body, seq)
+                    out.append(ev)
+                    self.last_delivered = seq
+            return out, False
+        if kind == b"T":
+            epoch, last = _unpack(frames[1])
+            self.last_tick = time.monotonic()
+            self.broker_seq = last
+            rehello = False
+            if self.epoch is not None and epoch != self.epoch:
+                # a new broker: events recorded after our last one may never have reached us
+                if self.gap_from is None:
+                    self.gap_from = self.last_delivered + 1
+                rehello = True
+            self.epoch = epoch
+            if self.gap_from is not None:
+                return self._catch_up(last), rehello
+            return [], rehello
+        if kind == b"L":
+            first, last = _unpack(frames[1])
+            self.lags += 1
+            if self.gap_from is None or first < self.gap_from:
+                self.gap_from = max(first, self.last_delivered + 1)
+            return self._catch_up(last), False
+        if kind == b"A":
+            ack_id, first, last = _unpack(frames[1])
+            self.acked[ack_id] = (first, last)
+            return [], False
+        if kind == b"R":
+            ack_id, reason, detail = _unpack(frames[1])
+            self.rejections.append((ack_id, reason, detail))
+            return [], False
+        if kind == b"W":
+            return [], True
+        raise BusError(f"unknown message kind {kind[:8]!r} from broker")
+
+    def _catch_up(self, to_seq: int) -> list[Event]:
+        """Deliver from the log everything we may have missed, up to ``to_seq``."""
+        start = self.gap_from
+        if start is None:
+            return []
+        if start > to_seq:
+            return []
+        if self.log_dir is None:
+            raise BusError("lost events from the bus and no log_dir to catch up from")
+        out = []
+        reader = LogReader(self.log_dir)
+        for seq, body in reader.read(max(start, self.last_delivered + 1), to_seq):
+            ev = decode(body, seq)
+            if matches(ev.type, self.subs):
+                out.append(ev)
+            self.last_delivered = seq
+        if self.last_delivered >= to_seq:
+            self.gap_from = None
+        else:
+            self.gap_from = self.last_delivered + 1
+        return out
+
+
+def _item(type_: str, payload: dict, cause: int | None, version: int | None) -> list:
+    return [type_, version if version is not None else REGISTRY.latest(type_).version, cause, payload]
+
+
+class BusClient:
+    """Blocking client: publish, and receive subscribed events in log order with no gap."""
+
+    def __init__(
+        self,
+        run_dir: str,
+        name: str,
+        subs: Iterable[str] = (),
+        log_dir: str | None = None,
+        from_seq: int | None = None,
+        context: zmq.Context | None = None,
+        connect: str | None = None,
+        curve: tuple[bytes, bytes, bytes] | None = None,
+    ) -> None:
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        if curve is not None:
+            client_public, client_secret, server_public = curve
+            self.sock.curve_publickey = client_public
+            self.sock.curve_secretkey = client_secret
+            self.sock.curve_serverkey = server_public
+        self.sock.connect(connect or endpoint(run_dir))
+        self.core = _ClientCore(name, subs, log_dir, from_seq)
+        self._queue: deque[Event] = deque()
+        self._ack_id = 0
+        self.sock.send_multipart(self.core.hello())
+
+    def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
+        self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]))
+
+    def publish_many(self, items: Iterable[tuple[str, dict]], ack: bool = False) -> int:
+        batch = [_item(t, p, None, None) for t, p in items]
+        ack_id = 0
+        if ack:
+            self._ack_id += 1
+            ack_id = self._ack_id
+        self.sock.send_multipart(self.core.publish_frames(batch, ack_id))
+        return ack_id
+
+    def publish_acked(
+        self, type_: str, payload: dict, cause: int | None = None, timeout: float = 5.0, version: int | None = None
+    ) -> int:
+        """Publish and wait until the broker says it is durable in the log. Returns its seq.
+
+        Resent after a broker restart; raises TimeoutError when no broker acknowledges in time, and
+        PublishRefused when the broker refuses the event."""
+        self._ack_id += 1
+        ack_id = self._ack_id
+        frames = self.core.publish_frames([_item(type_, payload, cause, version)], ack_id)
+        epoch = self.core.epoch
+        self.sock.send_multipart(frames)
+        deadline = time.monotonic() + timeout
+        while True:
+            if ack_id in self.core.acked:
+                return self.core.acked.pop(ack_id)[1]
+            for rid, reason, detail in self.core.rejections:
+                if rid == ack_id:
+                    raise PublishRefused(reason, detail)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no acknowledgement for {type_} within {timeout}s")
+            self._pump(min(left, 0.1))
+            if self.core.epoch != epoch and epoch is not None:
+                epoch = self.core.epoch
+                self.sock.send_multipart(frames)
+
+    def _pump(self, timeout: float) -> bool:
+        if not self.sock.poll(int(timeout * 1000)):
+            if time.monotonic() - self.core.last_tick > 5 * TICK_S:
+                self.sock.send_multipart(self.core.hello())
+                self.core.last_tick = time.monotonic()
+            return False
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            events, rehello = self.core.handle(frames)
+            self._queue.extend(events)
+            if rehello:
+                self.sock.send_multipart(self.core.hello())
+
+    def _wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._queue:
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            self._pump(left)
+        return True
+
+    def recv(self, timeout: float | None = None) -> Event | None:
+        """The next subscribed event, or None after ``timeout`` seconds."""
+        return self._queue.popleft() if self._wait(timeout) else None
+
+    def recv_batch(self, timeout: float | None = None) -> list[Event]:
+        """Everything available now (waiting up to ``timeout`` for the first)."""
+        if not self._wait(timeout):
+            return []
+        out = list(self._queue)
+        self._queue.clear()
+        return out
+
+    def iter(self, timeout: float | None = None) -> Iterator[Event]:
+        while True:
+            ev = self.recv(timeout)
+            if ev is None:
+                return
+            yield ev
+
+    def close(self) -> None:
+        try:
+            self.sock.send_multipart([b"B"], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        self.sock.close()
+
+
+class AsyncBusClient:
+    """asyncio client for service shells (zmq.asyncio)."""
+
+    def __init__(
+        self,
+        run_dir: str,
+        name: str,
+        subs: Iterable[str] = (),
+        log_dir: str | None = None,
+        from_seq: int | None = None,
+    ) -> None:
+        import zmq.asyncio
+
+        self.ctx = zmq.asyncio.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.connect(endpoint(run_dir))
+        self.core = _ClientCore(name, subs, log_dir, from_seq)
+        self._queue: list[Event] = []
+        self._ack_id = 0
+        self._unacked: dict[int, list[bytes]] = {}
+
+    async def start(self) -> None:
+        await self.sock.send_multipart(self.core.hello())
+
+    def publish_nowait(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
+        self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]), zmq.NOBLOCK)
+
+    async def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
+        await self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]))
+
+    async def publish_batch(self, items: list[tuple[str, dict, int | None]]) -> None:
+        if items:
+            await self.sock.send_multipart(self.core.publish_frames([_item(t, p, c, None) for t, p, c in items]))
+
+    async def recv_batch(self, timeout: float | None = None) -> list[Event]:
+        """Wait for the next events (all that are ready), or [] after ``timeout``."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._queue:
+            left = 0.5 if deadline is None else min(0.5, deadline - loop.time())
+            if left <= 0:
+                return []
+            if await self.sock.poll(int(left * 1000)):
+                while True:
+                    try:
+                        frames = await self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    events, rehello = self.core.handle(frames)
+                    self._queue.extend(events)
+                    if rehello:
+                        await self.sock.send_multipart(self.core.hello())
+                        for frames_ in self._unacked.values():
+                            await self.sock.send_multipart(frames_)
+            elif time.monotonic() - self.core.last_tick > 5 * TICK_S:
+                await self.sock.send_multipart(self.core.hello())
+                self.core.last_tick = time.monotonic()
+        out, self._queue = self._queue, []
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.send_multipart([b"B"], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        self.sock.close()
