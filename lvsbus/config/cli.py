@@ -214,8 +214,8 @@ def describe(loaded: LoadedConfig) -> str:
         if vs.quiesce:
             line += ", quiesce"
         if vs.sorry_server:
-            line += f", sorry server {vs.sorry_server}" + (
-                f":{vs.sorry_server_port}" if vs.sorry_server_port else "")
+            line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
+                                         if vs.sorry_server_port else vs.sorry_server)
         if vs.quorum != 1 or vs.hysteresis:
             line += f", quorum {vs.quorum}±{vs.hysteresis}"
         if not vs.active:

@@ -92,7 +92,7 @@ class _Reader:
     def __init__(self, filename: str):
         self.filename = filename
         self.issues: list[Issue] = []
-        self.loc: dict[str, tuple[int, str]] = {}
+        self.loc: dict[str, tuple[int | None, str]] = {}
 
     def err(self, line: int | None, key: str, msg: str, suggestion: str | None = None) -> None:
         self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
@@ -365,6 +365,7 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
             routers[role] = rt
     if "primary" not in g:
         r.err(None, "primary", "the primary router's address is missing: add 'primary = IP'")
+        r.loc["router"] = (None, "primary")  # validate()'s "no router" is this same error
     data["router"] = routers
 
     hb: dict[str, Any] = {}
@@ -372,6 +373,7 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
                             ("keepalive", "keepalive", "num"), ("deadtime", "deadtime", "num"),
                             ("monitor_links", "monitor_links", "bool")):
         simple(key, hb, tkey, f"heartbeat.{tkey}", conv)
+    hb.setdefault("deadtime", 5.0)  # Piranha's default (the native default is 6, 3x keepalive)
     data["heartbeat"] = hb
     keepalive = hb.get("keepalive", 2.0)
 

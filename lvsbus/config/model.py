@@ -255,7 +255,8 @@ class Heartbeat:
     enabled: bool = True
     port: int = 539
     keepalive: float = 2.0
-    deadtime: float = 5.0
+    #: native default 3x keepalive; lvs.cf's default is Piranha's 5
+    deadtime: float = 6.0
     key_file: str = "/etc/lvsbus/heartbeat.key"
     preempt: bool = True
     preempt_delay: float = 0.0

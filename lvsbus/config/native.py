@@ -168,8 +168,9 @@ class _Builder:
                 if key in extra:
                     self.issue(f"{path}.{key}", "is set by the table header, not a key")
                 else:
+                    shown = known | (skip & set(fields))
                     self.issue(f"{path}.{key}", f"unknown key in {_what(path)}: allowed keys are "
-                                                f"{', '.join(sorted(known))}", suggest(str(key), known))
+                                                f"{', '.join(sorted(shown))}", suggest(str(key), shown))
         for name, f in fields.items():
             if name in extra or name in skip:
                 continue
@@ -290,8 +291,9 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
         if shown in failed and issue.severity is Severity.ERROR:
             continue
         b.issues.append(dataclasses.replace(issue, file=filename, line=line, key=shown))
-    errors = [i for i in b.issues if i.severity is Severity.ERROR]
-    warnings = [i for i in b.issues if i.severity is Severity.WARNING]
+    ordered = sorted(b.issues, key=lambda i: (i.line is None, i.line or 0))
+    errors = [i for i in ordered if i.severity is Severity.ERROR]
+    warnings = [i for i in ordered if i.severity is Severity.WARNING]
     if errors:
         raise ConfigError(errors)
     return (cfg, warnings) if return_warnings else cfg

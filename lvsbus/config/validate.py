@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 
@@ -61,8 +62,8 @@ class _Out:
     def __init__(self) -> None:
         self.issues: list[Issue] = []
 
-    def err(self, key: str, msg: str) -> None:
-        self.issues.append(Issue(key=key, message=msg))
+    def err(self, key: str, msg: str, suggestion: str | None = None) -> None:
+        self.issues.append(Issue(key=key, message=msg, suggestion=suggestion))
 
     def warn(self, key: str, msg: str) -> None:
         self.issues.append(Issue(key=key, message=msg, severity=Severity.WARNING))
@@ -263,8 +264,9 @@ def validate(cfg: Config) -> list[Issue]:
         if vs.fwmark is not None:
             o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
         if vs.scheduler not in SCHEDULERS:
+            close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
             o.err(f"{p}.scheduler", f"{vs.scheduler!r} is not an IPVS scheduler: one of "
-                                    f"{', '.join(SCHEDULERS)}")
+                                    f"{', '.join(SCHEDULERS)}", close[0] if close else None)
         o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
         if vs.persistence_prefixlen is not None:
             o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
