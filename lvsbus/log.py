@@ -406,8 +406,14 @@ class Recovery:
 
 
 class EventLog:
-    """The writer of one log directory. One writer per directory (not enforced across processes
-    beyond an advisory ``fcntl`` lock)."""
+    """The writer of one log directory (one writer per directory: an ``flock`` on ``.lock``).
+
+    ``append``/``append_batch``/``apply_retention``/``close`` belong to one thread (the broker's);
+    ``durable_seq``, ``wait_durable``, ``durable_fd``/``drain_durable_fd`` may be used from any
+    thread. ``on_durable(seq)`` is called from the fsync thread in group mode (keep it short).
+    A batch always goes to one segment, so a segment may exceed ``segment_bytes`` by one batch;
+    rotation happens at the start of the next append.
+    """
 
     def __init__(
         self,
@@ -485,10 +491,12 @@ class EventLog:
         with open(path, "rb") as f:
             data = f.read()
         n = len(data)
-        if n < SEGMENT_HEADER_SIZE or (data[:SEGMENT_HEADER_SIZE] != _SEGMENT_HEADER_BYTES and not data[:8].strip(b"\0")):
-            # A segment whose creation was torn (short or zeroed header): nothing in it can be a
-            # record that was ever acknowledged, since the header is written and synced first.
-            if n <= SEGMENT_HEADER_SIZE or not data.strip(b"\0"):
+        header_bad = None
+        if data[:SEGMENT_HEADER_SIZE] != _SEGMENT_HEADER_BYTES:
+            resync0 = _resync(data, SEGMENT_HEADER_SIZE, n, first) if n > SEGMENT_HEADER_SIZE else None
+            if resync0 is None:
+                # A segment whose creation was torn (short, zeroed or partial header) and holds no
+                # valid record: start it afresh.
                 self.log.warning("log.segment_header_repaired", segment=path, bytes=n)
                 rec.header_repaired = True
                 with open(path, "r+b") as f:
@@ -498,8 +506,16 @@ class EventLog:
                     os.fsync(f.fileno())
                 data = _SEGMENT_HEADER_BYTES
                 n = len(data)
-        _check_segment_header(data, path)
-        run = _validate_run(data, SEGMENT_HEADER_SIZE, n, first)
+            else:
+                try:
+                    _check_segment_header(data, path)
+                    header_bad = "bad segment header"
+                except CorruptRecord as exc:
+                    header_bad = exc.reason
+        if header_bad is None:
+            run = _validate_run(data, SEGMENT_HEADER_SIZE, n, first)
+        else:  # valid records behind a damaged file header: treat the header as a corrupt record
+            run = _Run(0, first, 0, header_bad, False, [])
         rec.records = run.count
         index = list(run.index)
         good_end = run.end
@@ -508,7 +524,7 @@ class EventLog:
             # Either a torn tail (nothing valid after it) or corruption in the middle.
             bad_at = run.end
             reason = run.error or "truncated record"
-            resync = _resync(data, bad_at + 1, n, run.next_seq)
+            resync = _resync(data, max(bad_at + 1, SEGMENT_HEADER_SIZE), n, run.next_seq)
             if resync is None:
                 cut = n - bad_at
                 self.log.warning(
@@ -1048,7 +1064,6 @@ class _Cursor:
                 self.pending = b""
                 off = self.pos + stop
                 self.pos = off
-                self.bad = (off, error)
                 if records:
                     return records  # the next call raises
                 raise CorruptRecord(self.path, off, error)

@@ -1,0 +1,95 @@
+"""Benchmark of lvsbus.log: append throughput per durability policy, frame parsing, reading.
+
+Prints one figure a line, ``name=value unit``. 100-byte bodies. Temporary files go under a temp
+directory that is deleted at the end. Run: ``python bench/log.py [--seconds 2]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lvsbus.log import Durability, EventLog, LogReader, frame_batch, parse_frames  # noqa: E402
+
+BODY = bytes(range(100))
+
+
+class _Quiet:
+    def debug(self, *a, **k): pass
+    info = warning = error = debug
+
+
+def bench_append(base: str, mode: str, seconds: float, batch: int) -> tuple[float, float, int]:
+    d = tempfile.mkdtemp(dir=base)
+    log = EventLog(d, durability=Durability(mode), logger=_Quiet())
+    n = 1
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    try:
+        while True:
+            log.append_batch([(s, BODY) for s in range(n, n + batch)])
+            n += batch
+            if (n & 0x3FF) < batch and time.perf_counter() > deadline:
+                break
+        elapsed = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        log.sync()
+        lag = time.perf_counter() - t1
+    finally:
+        log.close()
+    return (n - 1) / elapsed, lag, n - 1
+
+
+def bench_parse(seconds: float) -> float:
+    buf = frame_batch((s, BODY) for s in range(1, 10001))
+    count = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        records, consumed = parse_frames(buf)
+        count += len(records)
+    return count / (time.perf_counter() - t0)
+
+
+def bench_read(base: str, seconds: float) -> tuple[float, int]:
+    d = tempfile.mkdtemp(dir=base)
+    with EventLog(d, durability=Durability("none"), logger=_Quiet()) as log:
+        n = 1
+        for _ in range(1000):
+            log.append_batch([(s, BODY) for s in range(n, n + 1000)])
+            n += 1000
+    total = n - 1
+    count = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in LogReader(d).read(1):
+            count += 1
+    elapsed = time.perf_counter() - t0
+    return count / elapsed, total
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=2.0)
+    args = p.parse_args()
+    base = tempfile.mkdtemp(prefix="lvsbus-bench-log-")
+    try:
+        for mode, batch in (("none", 1000), ("none", 100), ("none", 1), ("group", 1000), ("group", 100),
+                            ("group", 1), ("always", 1000), ("always", 1)):
+            rate, lag, n = bench_append(base, mode, args.seconds, batch)
+            suffix = "" if batch == 1000 else f"_batch{batch}"
+            print(f"append_{mode}{suffix}_records_per_s={rate:.0f} records/s", flush=True)
+        print(f"parse_frames_records_per_s={bench_parse(args.seconds):.0f} records/s", flush=True)
+        rate, total = bench_read(base, args.seconds)
+        print(f"read_records_per_s={rate:.0f} records/s", flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
