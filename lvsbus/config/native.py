@@ -165,12 +165,14 @@ class _Builder:
             if key in skip:
                 continue
             if key not in known:
-                if key in extra:
-                    self.issue(f"{path}.{key}", "is set by the table header, not a key")
+                kp = f"{path}.{key}" if path else str(key)
+                if key in extra and key not in _LISTS:
+                    self.issue(kp, "is set by the table header, not a key")
                 else:
-                    shown = known | (skip & set(fields))
-                    self.issue(f"{path}.{key}", f"unknown key in {_what(path)}: allowed keys are "
-                                                f"{', '.join(sorted(shown))}", suggest(str(key), shown))
+                    shown = {_LISTS[k][0] if k in _LISTS else k
+                             for k in known | (skip & set(fields)) | (set(extra) & set(_LISTS))}
+                    self.issue(kp, f"unknown key {_what(path)}: allowed keys are "
+                                   f"{', '.join(sorted(shown))}", suggest(str(key), shown))
         for name, f in fields.items():
             if name in extra or name in skip:
                 continue
@@ -223,7 +225,7 @@ class _Builder:
 
 
 def _what(path: str) -> str:
-    return f"[{path}]" if path else "the top level"
+    return f"in [{path}]" if path else "at the top level"
 
 
 def _placeholder(tname: str) -> Any:
@@ -243,11 +245,12 @@ def _normalise_native(data: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                         locate: Locate | None = None, lists: bool = False,
-                        return_warnings: bool = False) -> Any:
+                        return_warnings: bool = False, failed: set[str] | None = None) -> Any:
     """Build and validate a Config from native-shaped data. Raises ConfigError with every error.
 
     ``lists``: data is ``to_dict`` output (lists) rather than TOML tables (both are accepted
-    either way). With ``return_warnings`` returns ``(config, warnings)``.
+    either way). With ``return_warnings`` returns ``(config, warnings)``. ``failed``: keys (as
+    shown) a reader already reported errors for; validation errors on them are not repeated.
     """
     b = _Builder(filename, locate)
     if not isinstance(data, dict):
@@ -285,7 +288,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                                           "virtual_services": tuple(virtuals),
                                           "failover_services": tuple(failovers)})
     # validation issues on keys that already failed to convert are noise: drop them
-    failed = {i.key for i in b.issues}
+    failed = {i.key for i in b.issues} | (failed or set())
     for issue in validate(cfg):
         line, shown = locate(issue.key) if locate else (None, issue.key)
         if shown in failed and issue.severity is Severity.ERROR:
