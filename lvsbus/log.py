@@ -74,6 +74,7 @@ READ_CHUNK = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 
 _SEG_RE = re.compile(r"^(\d{20})\.seg$")
+_NONZERO = re.compile(rb"[^\x00]")
 _crc32 = zlib.crc32
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
@@ -228,6 +229,14 @@ def _resync(buf: bytes, pos: int, n: int, min_seq: int) -> int | None:
             end = p + HEADER_SIZE + length
             if end <= n and _crc32(mv[p + 8:end]) == crc:
                 return p
+        elif not (length or crc or seq):
+            # 16 zero bytes (a zero-filled tail): skip the run; a record's header has a non-zero
+            # byte (its seq), so none can start more than 15 bytes before the run ends.
+            m = _NONZERO.search(buf, p + HEADER_SIZE)
+            if m is None:
+                return None
+            p = max(p + 1, m.start() - (HEADER_SIZE - 1))
+            continue
         p += 1
     return None
 
@@ -1334,3 +1343,21 @@ def check(directory: str | os.PathLike) -> CheckReport:
                 bad += 1
             sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# operator command: ``lvsbus log check DIR`` (for lvsbus.cli's COMMAND_MODULES)
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("log", help="inspect an event log")
+    sub = p.add_subparsers(dest="log_command", metavar="LOG_COMMAND", required=True)
+    c = sub.add_parser("check", help="verify every segment: CRCs, seq continuity, indexes, torn tail")
+    c.add_argument("directory")
+    c.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args) -> int:
+    report = check(args.directory)
+    print(report.format())
+    return 0 if report.ok else 1

@@ -523,6 +523,13 @@ def test_torn_tail_is_cut_with_a_log_line(tmp_path):
         assert log.recovery.torn_bytes_cut == 5000 and log.next_seq == 52
     assert any(e["event"] == "log.torn_tail_cut" for e in logs)
     assert check(tmp_path).ok
+    # a large zero-filled tail (a file extended by a crash) is skipped quickly, not byte by byte
+    with open(seg, "ab") as f:
+        f.write(frame(52, b"half")[:9] + b"\0" * (8 << 20))
+    t0 = time.perf_counter()
+    with opened(tmp_path, durability=NONE) as log:
+        assert log.recovery.torn_bytes_cut == 9 + (8 << 20) and log.next_seq == 52
+    assert time.perf_counter() - t0 < 2.0
 
 
 def test_corrupt_record_in_the_middle(tmp_path):
@@ -608,3 +615,23 @@ def test_check_report(tmp_path):
     assert not report.ok and report.gaps and "starts at seq" in report.gaps[0]
     with pytest.raises(CorruptRecord):
         list(LogReader(tmp_path).read(1))
+
+
+def test_log_check_command(tmp_path, capsys):
+    import argparse
+
+    from lvsbus import log as logmod
+
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 10)
+    parser = argparse.ArgumentParser()
+    logmod.add_commands(parser.add_subparsers())
+    args = parser.parse_args(["log", "check", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "10 records" in capsys.readouterr().out
+    (first, seg), = list_segments(tmp_path)
+    with open(seg, "r+b") as f:
+        f.seek(SEGMENT_HEADER_SIZE + HEADER_SIZE)
+        f.write(b"\xff\xfe")
+    assert args.func(args) == 1
+    assert "CORRUPT" in capsys.readouterr().out
