@@ -1,0 +1,863 @@
+"""pulse's pure core: the router role FSM (INIT, BACKUP, ACTIVE, FAULT, STOPPED), peer tracking
+per (peer, link), the election among N routers, fencing, split-brain resolution and preemption.
+
+Sans-IO: no socket, no clock, no randomness, no logging. "Now" is ``event.mono_ns``; the core asks
+for a ``timer.fired`` with ``next_deadline``. Inputs (recorded events): ``config.loaded``,
+``pulse.started``, ``pulse.heartbeat_received``, ``pulse.fence_received``, ``pulse.link_changed``,
+``router.shutdown_requested``, ``timer.fired``. Outputs: decisions (``router.role_changed``,
+``pulse.peer_dead``...) and effects for the shell (``pulse.send_heartbeat``, ``pulse.take_vips``...),
+declared in ``lvsbus/catalog/router.py``. The rules are written down in docs/pulse.md.
+
+The role table is data (``ROLE_STATES``, ``ROLE_TRANSITIONS``) driving one shared ``transitions``
+Machine built at import; a trigger is fired only when the role changes (heartbeats that change
+nothing never touch the Machine). ``role_fsm_dot()`` renders the same data as Graphviz dot.
+
+The state is mutated in place and returned (the core loop owns it); ``snapshot``/``restore`` copy it.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from transitions import Machine, MachineError
+
+from lvsbus.core import Core, Effect
+from lvsbus.events import Event
+
+# ---------------------------------------------------------------------------------------------
+# the role FSM, as data: the one place the transition table lives
+
+INIT, BACKUP, ACTIVE, FAULT, STOPPED = "INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"
+ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
+
+#: (trigger, sources, dest, conditions (model method names, all must hold), what fires it)
+ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
+    ("start", (INIT,), BACKUP, ("has_config", "has_started"),
+     "config.loaded and pulse.started both seen; listen for deadtime"),
+    ("take_over", (BACKUP,), ACTIVE, ("done_listening", "any_link_up"),
+     "best live candidate and no live active peer (peer dead, left or stepped down), "
+     "or outranks the active peer with preempt on for preempt_delay"),
+    ("step_down", (ACTIVE,), BACKUP, (),
+     "valid fence received, or split brain lost to a higher (priority, address)"),
+    ("fault", (BACKUP, ACTIVE), FAULT, ("all_links_down",),
+     "every configured heartbeat link reported down"),
+    ("recover", (FAULT,), BACKUP, ("any_link_up",),
+     "a heartbeat link came back up; listen for deadtime again"),
+    ("stop", (INIT, BACKUP, ACTIVE, FAULT), STOPPED, (),
+     "router.shutdown_requested (a final leaving heartbeat hands over at once)"),
+)
+
+MACHINE = Machine(
+    model=[],
+    states=list(ROLE_STATES),
+    transitions=[
+        {"trigger": t, "source": list(src), "dest": dst, "conditions": list(cond)}
+        for t, src, dst, cond, _doc in ROLE_TRANSITIONS
+    ],
+    initial=INIT,
+    auto_transitions=False,
+    model_attribute="role",
+)
+
+
+def role_fsm_dot() -> str:
+    """The role table as Graphviz dot text (``lvsbus fsm router --dot``), from ROLE_TRANSITIONS."""
+    out = [
+        "digraph pulse_role {",
+        "  rankdir=LR;",
+        '  node [shape=box, style=rounded, fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+        "  __start [shape=point];",
+        f"  __start -> {INIT};",
+    ]
+    for s in ROLE_STATES:
+        extra = ", peripheries=2" if s == STOPPED else ""
+        out.append(f'  {s} [label="{s}"{extra}];')
+    for trigger, sources, dest, conds, _doc in ROLE_TRANSITIONS:
+        label = trigger + (f"\\n[{' and '.join(conds)}]" if conds else "")
+        for src in sources:
+            out.append(f'  {src} -> {dest} [label="{label}"];')
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# settings: what pulse needs from the config model
+
+LINKS = ("public", "private")
+_NS = 1_000_000_000
+_NOTIFY_STATE = {ACTIVE: "MASTER", BACKUP: "BACKUP", FAULT: "FAULT", STOPPED: "STOP"}
+
+
+def _addr_key(address: str) -> tuple[int, int]:
+    ip = ipaddress.ip_address(address)
+    return (ip.version, int(ip))
+
+
+@dataclass(frozen=True, slots=True)
+class RouterInfo:
+    name: str
+    address: str
+    private_address: str | None
+    priority: int
+
+    def address_on(self, link: str) -> str | None:
+        return self.address if link == "public" else self.private_address
+
+
+@dataclass(frozen=True, slots=True)
+class Vip:
+    address: str
+    prefixlen: int
+    family: str
+    device: str | None
+    label: str | None
+    owner: str
+
+    def payload(self) -> dict:
+        return {
+            "address": self.address, "prefixlen": self.prefixlen, "family": self.family,
+            "device": self.device, "label": self.label, "owner": self.owner,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PulseSettings:
+    local: str
+    routers: tuple[RouterInfo, ...]
+    vips: tuple[Vip, ...]
+    port: int = 539
+    heartbeat_enabled: bool = True
+    keepalive_ns: int = 2 * _NS
+    deadtime_ns: int = 5 * _NS
+    preempt: bool = True
+    preempt_delay_ns: int = 0
+    garp_repeat: int = 5
+    garp_refresh_ns: int = 0
+    garp_interval_ms: int = 200
+    active_cmd: str | None = None
+    inactive_cmd: str | None = None
+    notify_cmd: str | None = None
+    notify_timeout_ms: int = 30_000
+
+    @property
+    def me(self) -> RouterInfo:
+        for r in self.routers:
+            if r.name == self.local:
+                return r
+        raise KeyError(self.local)  # pragma: no cover - the adapter guarantees it
+
+    def router(self, name: str) -> RouterInfo | None:
+        for r in self.routers:
+            if r.name == name:
+                return r
+        return None
+
+    def local_links(self) -> tuple[str, ...]:
+        return ("public", "private") if self.me.private_address else ("public",)
+
+    def pair_links(self, peer: RouterInfo) -> tuple[str, ...]:
+        """The links a heartbeat to/from ``peer`` travels: public, and private when both have one."""
+        if self.me.private_address and peer.private_address:
+            return ("public", "private")
+        return ("public",)
+
+    def destinations(self, only: str | None = None) -> list[dict]:
+        me = self.me
+        out = []
+        for r in self.routers:
+            if r.name == self.local or (only is not None and r.name != only):
+                continue
+            for link in self.pair_links(r):
+                out.append({
+                    "peer": r.name, "link": link, "address": r.address_on(link),
+                    "local_address": me.address_on(link),
+                })
+        return out
+
+    def to_plain(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["routers"] = [[r.name, r.address, r.private_address, r.priority] for r in self.routers]
+        d["vips"] = [[v.address, v.prefixlen, v.family, v.device, v.label, v.owner] for v in self.vips]
+        return d
+
+    @classmethod
+    def from_plain(cls, d: dict) -> PulseSettings:
+        d = dict(d)
+        d["routers"] = tuple(RouterInfo(*r) for r in d["routers"])
+        d["vips"] = tuple(Vip(*v) for v in d["vips"])
+        return cls(**d)
+
+
+def _ns(seconds: Any, what: str, minimum: float = 0.0) -> int:
+    if type(seconds) not in (int, float) or seconds != seconds or seconds < minimum:
+        raise ValueError(f"{what} must be a number of seconds >= {minimum}, got {seconds!r}")
+    return int(round(seconds * _NS))
+
+
+def _vip(address: str, prefixlen: Any, device: Any, label: Any, owner: str, default_device: str | None) -> Vip:
+    ip = ipaddress.ip_address(address)
+    full = 32 if ip.version == 4 else 128
+    plen = full if prefixlen is None else int(prefixlen)
+    if not 0 <= plen <= full:
+        raise ValueError(f"VIP {address}: prefix length {plen} out of range")
+    if device is None and label:
+        device = str(label).split(":", 1)[0]
+    return Vip(str(ip), plen, f"ipv{ip.version}", device or default_device, label or None, owner)
+
+
+def _settings_from_config(payload: dict) -> PulseSettings:
+    """Read pulse's settings from a ``config.loaded`` payload.
+
+    ``payload["model"]`` is ``lvsbus.config.to_dict(cfg)`` (lvsbus/config/model.py); it is read as
+    plain data, with these keys: ``routers[].{name, address, private_address, priority, device}``,
+    ``heartbeat.{enabled, port, keepalive, deadtime, preempt, preempt_delay, garp_repeat,
+    garp_refresh}`` (and, if present, ``garp_interval``), ``notify.{active_cmd, inactive_cmd,
+    notify}`` (and ``notify_timeout``), ``virtual_services[]`` / ``failover_services[]``
+    ``.{name, address, device, label, vip_prefixlen, active}``, ``nat_router.{address, device,
+    label, prefixlen}``; ``payload["local_router"]`` names this router.
+    Raises KeyError, TypeError or ValueError for something unusable.
+    """
+    model = payload["model"]
+    local = payload["local_router"]
+    routers = []
+    seen: set[str] = set()
+    for r in model.get("routers") or ():
+        name = r["name"]
+        if name in seen:
+            raise ValueError(f"router {name!r} is listed twice")
+        seen.add(name)
+        prio = r.get("priority", 100)
+        if type(prio) is not int or not 0 <= prio <= 65535:
+            raise ValueError(f"router {name}: priority {prio!r} is not an integer 0..65535")
+        addr = str(ipaddress.ip_address(r["address"]))
+        priv = r.get("private_address")
+        routers.append(RouterInfo(name, addr, str(ipaddress.ip_address(priv)) if priv else None, prio))
+    me = next((r for r in routers if r.name == local), None)
+    if me is None:
+        raise ValueError(f"local router {local!r} is not among the configured routers {sorted(seen)}")
+    default_device = next((r.get("device") for r in model["routers"] if r["name"] == local), None)
+    hb = model.get("heartbeat") or {}
+    nt = model.get("notify") or {}
+
+    vips: dict[str, Vip] = {}
+    owners: dict[str, list[str]] = {}
+    for group in ("virtual_services", "failover_services"):
+        for vs in model.get(group) or ():
+            if not vs.get("active", True):
+                continue
+            v = _vip(vs["address"], vs.get("vip_prefixlen"), vs.get("device"), vs.get("label"), "", default_device)
+            vips.setdefault(v.address, v)
+            owners.setdefault(v.address, []).append(vs["name"])
+    nat = model.get("nat_router")
+    if nat:
+        v = _vip(nat["address"], nat.get("prefixlen"), nat.get("device"), nat.get("label"), "", default_device)
+        vips.setdefault(v.address, v)
+        owners.setdefault(v.address, []).append("nat_router")
+    vip_list = tuple(
+        Vip(v.address, v.prefixlen, v.family, v.device, v.label, ",".join(owners[a])[:256]) for a, v in vips.items()
+    )
+
+    keepalive = _ns(hb.get("keepalive", 2.0), "heartbeat.keepalive", 0.001)
+    deadtime = _ns(hb.get("deadtime", 5.0), "heartbeat.deadtime", 0.001)
+    if deadtime < keepalive:
+        raise ValueError("heartbeat.deadtime must be at least heartbeat.keepalive")
+    port = hb.get("port", 539)
+    repeat = hb.get("garp_repeat", 5)
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise ValueError(f"heartbeat.port {port!r} is not a port")
+    if type(repeat) is not int or not 0 <= repeat <= 1000:
+        raise ValueError(f"heartbeat.garp_repeat {repeat!r} is not 0..1000")
+    return PulseSettings(
+        local=local,
+        routers=tuple(routers),
+        vips=vip_list,
+        port=port,
+        heartbeat_enabled=bool(hb.get("enabled", True)),
+        keepalive_ns=keepalive,
+        deadtime_ns=deadtime,
+        preempt=bool(hb.get("preempt", True)),
+        preempt_delay_ns=_ns(hb.get("preempt_delay", 0.0), "heartbeat.preempt_delay"),
+        garp_repeat=max(1, repeat),
+        garp_refresh_ns=_ns(hb.get("garp_refresh", 0.0) or 0.0, "heartbeat.garp_refresh"),
+        garp_interval_ms=_ns(hb.get("garp_interval", 0.2), "heartbeat.garp_interval") // 1_000_000,
+        active_cmd=nt.get("active_cmd") or None,
+        inactive_cmd=nt.get("inactive_cmd") or None,
+        notify_cmd=nt.get("notify") or None,
+        notify_timeout_ms=_ns(nt.get("notify_timeout", 30.0), "notify.notify_timeout") // 1_000_000,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# state
+
+
+class PeerLink:
+    __slots__ = ("last_heard", "last_seq", "degraded")
+
+    def __init__(self, last_heard: int | None = None, last_seq: int | None = None, degraded: bool = False):
+        self.last_heard = last_heard
+        self.last_seq = last_seq
+        self.degraded = degraded
+
+
+class Peer:
+    """What this router knows about one peer."""
+
+    __slots__ = ("role", "priority", "epoch", "alive", "left", "alive_since", "last_heard", "split", "links")
+
+    def __init__(self, priority: int, links: tuple[str, ...]):
+        self.role: str = INIT  # as last reported
+        self.priority = priority  # as last reported (config until heard)
+        self.epoch: int | None = None
+        self.alive = False  # heard on some link within deadtime, and not left
+        self.left = False  # sent a leaving heartbeat (graceful shutdown)
+        self.alive_since = 0
+        self.last_heard: int | None = None
+        self.split = False  # seen ACTIVE while we were ACTIVE (resolved once per episode)
+        self.links: dict[str, PeerLink] = {link: PeerLink() for link in links}
+
+    def to_plain(self) -> list:
+        return [
+            self.role, self.priority, self.epoch, self.alive, self.left, self.alive_since, self.last_heard,
+            self.split, {k: [v.last_heard, v.last_seq, v.degraded] for k, v in self.links.items()},
+        ]
+
+    @classmethod
+    def from_plain(cls, d: list) -> Peer:
+        p = cls(d[1], ())
+        p.role, p.priority, p.epoch, p.alive, p.left, p.alive_since, p.last_heard, p.split = d[:8]
+        p.links = {k: PeerLink(*v) for k, v in d[8].items()}
+        return p
+
+
+class PulseState:
+    """The model of the role FSM (``role`` is the Machine's attribute) plus what pulse knows."""
+
+    _PLAIN = (
+        "role", "epoch", "hostname", "seq", "now", "next_hb", "listen_until", "preempt_since",
+        "preempt_hold_until", "garp_next", "links_up", "last_active", "ignored", "rejected_configs",
+    )
+
+    def __init__(self) -> None:
+        self.role = INIT
+        self.settings: PulseSettings | None = None
+        self.epoch: int | None = None  # ours, from pulse.started
+        self.hostname = ""
+        self.seq = 0  # our datagram sequence (heartbeats and fences)
+        self.now = 0  # mono_ns of the event being decided
+        self.next_hb: int | None = None
+        self.listen_until: int | None = None
+        self.preempt_since: int | None = None
+        self.preempt_hold_until = 0
+        self.garp_next: int | None = None
+        self.links_up: dict[str, bool] = {}
+        self.peers: dict[str, Peer] = {}
+        self.last_active: str | None = None  # the peer last known to be active
+        self.ignored = 0
+        self.rejected_configs = 0
+
+    # FSM conditions (named in ROLE_TRANSITIONS)
+    def has_config(self) -> bool:
+        return self.settings is not None
+
+    def has_started(self) -> bool:
+        return self.epoch is not None
+
+    def done_listening(self) -> bool:
+        return self.listen_until is None or self.now >= self.listen_until
+
+    def all_links_down(self) -> bool:
+        links = self.settings.local_links() if self.settings else LINKS
+        return not any(self.links_up.get(link, True) for link in links)
+
+    def any_link_up(self) -> bool:
+        return not self.all_links_down()
+
+    def __repr__(self) -> str:
+        return f"<PulseState {self.role} peers={list(self.peers)}>"
+
+
+def _fire(state: PulseState, trigger: str) -> bool:
+    """Fire one trigger of the shared Machine on ``state``; False when not allowed (guards or source)."""
+    try:
+        return MACHINE.events[trigger].trigger(state)
+    except MachineError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# the core
+
+OUTPUTS = frozenset({
+    "router.role_changed", "pulse.peer_alive", "pulse.peer_dead", "pulse.peer_restarted",
+    "pulse.link_degraded", "pulse.link_restored", "pulse.split_brain_resolved", "pulse.heartbeat_ignored",
+    "pulse.config_rejected",
+    "pulse.send_heartbeat", "pulse.send_fence", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp",
+    "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify",
+})
+
+
+class PulseCore(Core[PulseState]):
+    name: ClassVar[str] = "pulse"
+    inputs: ClassVar[tuple[str, ...]] = (
+        "config.loaded", "pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
+        "pulse.link_changed", "router.shutdown_requested", "timer.fired",
+    )
+    outputs: ClassVar[frozenset[str]] = OUTPUTS
+
+    def initial(self) -> PulseState:
+        return PulseState()
+
+    # -- snapshots -------------------------------------------------------------------------
+    def snapshot(self, state: PulseState) -> dict:
+        d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
+        d["links_up"] = dict(state.links_up)
+        d["settings"] = state.settings.to_plain() if state.settings else None
+        d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
+        return {"v": 1, "state": d}
+
+    def restore(self, data: dict) -> PulseState:
+        d = data["state"]
+        st = PulseState()
+        for k in PulseState._PLAIN:
+            setattr(st, k, d[k])
+        st.links_up = dict(d["links_up"])
+        st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
+        st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
+        return st
+
+    # -- deadlines -------------------------------------------------------------------------
+    def next_deadline(self, st: PulseState) -> int | None:
+        s = st.settings
+        if s is None or st.role in (INIT, STOPPED):
+            return None
+        due: list[int] = []
+        if st.role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None:
+            due.append(st.next_hb)
+        if st.role == BACKUP:
+            if st.listen_until is not None and st.listen_until > st.now:
+                due.append(st.listen_until)
+            if st.preempt_since is not None:
+                due.append(st.preempt_since + s.preempt_delay_ns)
+        if st.role == ACTIVE and st.garp_next is not None:
+            due.append(st.garp_next)
+        dt = s.deadtime_ns
+        for p in st.peers.values():
+            if not p.alive:
+                continue
+            due.append(p.last_heard + dt)  # type: ignore[operator]
+            for pl in p.links.values():
+                if not pl.degraded:
+                    due.append(max(pl.last_heard or 0, p.alive_since) + dt)
+        return min(due) if due else None
+
+    # -- decide ----------------------------------------------------------------------------
+    def decide(self, st: PulseState, event: Event) -> tuple[PulseState, list]:
+        if st.role == STOPPED:
+            return st, []
+        if event.mono_ns > st.now:
+            st.now = event.mono_ns
+        out: list[Effect] = []
+        t = event.type
+        p = event.payload
+        if t == "pulse.heartbeat_received":
+            self._on_heartbeat(st, p, out)
+        elif t == "timer.fired":
+            pass
+        elif t == "pulse.fence_received":
+            self._on_fence(st, p, out)
+        elif t == "pulse.link_changed":
+            st.links_up[p["link"]] = p["up"]
+            self._check_links(st, out)
+        elif t == "config.loaded":
+            self._on_config(st, p, out)
+        elif t == "pulse.started":
+            # a restarted shell (the core restored from a snapshot) brings a new epoch: adopt it
+            st.epoch = p["epoch"]
+            st.hostname = p["hostname"]
+            if st.role == INIT:
+                self._try_start(st, out)
+        elif t == "router.shutdown_requested":
+            self._shutdown(st, p, out)
+            return st, out
+        else:
+            return st, []
+        if st.settings is not None and st.role not in (INIT, STOPPED):
+            self._advance(st, out)
+            self._elect(st, out)
+            self._tick(st, out)
+        return st, out
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _ignore(self, st: PulseState, kind: str, p: dict, reason: str, last_seq: int | None, out: list) -> None:
+        st.ignored += 1
+        out.append(Effect("pulse.heartbeat_ignored", {
+            "datagram": kind, "peer": p["peer"], "link": p["link"], "reason": reason, "seq": p["seq"],
+            "last_seq": last_seq, "epoch": p["epoch"], "count": st.ignored,
+        }))
+
+    def _accept(self, st: PulseState, kind: str, p: dict, out: list) -> Peer | None:
+        """Sequence, epoch and identity checks shared by heartbeats and fences; records the datagram
+        as proof of life on its link. None: ignored (and counted)."""
+        s = st.settings
+        name, link = p["peer"], p["link"]
+        if s is None:
+            self._ignore(st, kind, p, "not_configured", None, out)
+            return None
+        if name == s.local:
+            self._ignore(st, kind, p, "self", None, out)
+            return None
+        peer = st.peers.get(name)
+        if peer is None or link not in peer.links:
+            self._ignore(st, kind, p, "unknown_peer", None, out)
+            return None
+        if kind == "fence" and p["target"] != s.local:
+            self._ignore(st, kind, p, "not_for_us", None, out)
+            return None
+        pl = peer.links[link]
+        epoch = p["epoch"]
+        if peer.epoch is not None and epoch < peer.epoch:
+            self._ignore(st, kind, p, "stale_epoch", pl.last_seq, out)
+            return None
+        if peer.epoch is None or epoch > peer.epoch:
+            if peer.epoch is not None:
+                out.append(Effect("pulse.peer_restarted", {"peer": name, "old_epoch": peer.epoch, "new_epoch": epoch}))
+            peer.epoch = epoch
+            for other in peer.links.values():
+                other.last_seq = None
+        elif pl.last_seq is not None and p["seq"] <= pl.last_seq:
+            self._ignore(st, kind, p, "stale_seq", pl.last_seq, out)
+            return None
+        now = st.now
+        pl.last_seq = p["seq"]
+        pl.last_heard = now
+        peer.last_heard = now
+        if pl.degraded:
+            pl.degraded = False
+            out.append(Effect("pulse.link_restored", {"peer": name, "link": link}))
+        return peer
+
+    def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
+        if not peer.alive:
+            peer.alive = True
+            peer.left = False
+            peer.alive_since = st.now
+            out.append(Effect("pulse.peer_alive", {
+                "peer": name, "link": link, "role": peer.role, "priority": peer.priority, "epoch": peer.epoch,
+            }))
+
+    def _on_heartbeat(self, st: PulseState, p: dict, out: list) -> None:
+        peer = self._accept(st, "heartbeat", p, out)
+        if peer is None:
+            return
+        name = p["peer"]
+        peer.priority = p["priority"]
+        peer.role = p["role"]
+        if p["leaving"]:
+            if not peer.left:
+                peer.left = True
+                peer.alive = False
+                out.append(Effect("pulse.peer_dead", {
+                    "peer": name, "cause": "left", "role": peer.role, "last_heard_ns": st.now,
+                }))
+            peer.split = False
+            return
+        self._mark_alive(st, name, peer, p["link"], out)
+        if peer.role != ACTIVE:
+            peer.split = False
+            return
+        if st.role != ACTIVE:
+            st.last_active = name
+            return
+        if not peer.split:  # both active: resolve once per episode
+            peer.split = True
+            self._split_brain(st, name, peer, out)
+
+    def _on_fence(self, st: PulseState, p: dict, out: list) -> None:
+        peer = self._accept(st, "fence", p, out)
+        if peer is None:
+            return
+        name = p["peer"]
+        # a valid fence is proof that its sender is alive and has taken over
+        peer.role = ACTIVE
+        peer.left = False
+        self._mark_alive(st, name, peer, p["link"], out)
+        st.last_active = name
+        if st.role == ACTIVE:
+            self._step_down(st, "step_down", BACKUP, "fenced", name, out)
+            # damping: a one-way partition must not make the pair fence each other at heartbeat speed
+            st.preempt_hold_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
+
+    def _on_config(self, st: PulseState, p: dict, out: list) -> None:
+        try:
+            new = _settings_from_config(p)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            st.rejected_configs += 1
+            out.append(Effect("pulse.config_rejected", {
+                "error": f"{type(exc).__name__}: {exc}"[:1024], "count": st.rejected_configs,
+            }))
+            return
+        old = st.settings
+        st.settings = new
+        peers: dict[str, Peer] = {}
+        for r in new.routers:
+            if r.name == new.local:
+                continue
+            links = new.pair_links(r)
+            peer = st.peers.get(r.name)
+            if peer is None:
+                peer = Peer(r.priority, links)
+            else:
+                peer.links = {link: peer.links.get(link) or PeerLink() for link in links}
+            peers[r.name] = peer
+        st.peers = peers
+        if st.last_active not in peers:
+            st.last_active = None
+        if st.role == INIT:
+            self._try_start(st, out)
+        elif st.role == ACTIVE and old is not None and old.vips != new.vips:
+            old_set = {v.address: v for v in old.vips}
+            new_set = {v.address: v for v in new.vips}
+            gone = [v.payload() for a, v in old_set.items() if new_set.get(a) != v]
+            added = [v.payload() for a, v in new_set.items() if old_set.get(a) != v]
+            if gone:
+                out.append(Effect("pulse.release_vips", {"vips": gone, "reason": "config"}))
+            if added:
+                out.append(Effect("pulse.take_vips", {"vips": added, "reason": "config"}))
+                out.append(self._garp(new, added, new.garp_repeat, "config"))
+        if st.role != INIT:
+            self._check_links(st, out)
+
+    def _try_start(self, st: PulseState, out: list) -> None:
+        if not _fire(st, "start"):
+            return
+        s = st.settings
+        assert s is not None
+        st.listen_until = st.now + s.deadtime_ns
+        st.next_hb = st.now
+        # a fresh start holds no VIP: remove any a crashed run left behind (idempotent)
+        if s.vips:
+            out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in s.vips], "reason": "started"}))
+        self._role_changed(st, INIT, BACKUP, "started", None, out)
+        self._check_links(st, out)
+
+    def _check_links(self, st: PulseState, out: list) -> None:
+        if st.role in (BACKUP, ACTIVE) and st.all_links_down():
+            old = st.role
+            if old == ACTIVE:
+                self._step_down(st, "fault", FAULT, "all_links_down", None, out)
+            elif _fire(st, "fault"):
+                self._role_changed(st, old, FAULT, "all_links_down", None, out)
+            st.preempt_since = None
+        elif st.role == FAULT and _fire(st, "recover"):
+            st.listen_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
+            st.next_hb = st.now
+            self._role_changed(st, FAULT, BACKUP, "link_up", None, out)
+
+    def _shutdown(self, st: PulseState, p: dict, out: list) -> None:
+        old = st.role
+        s = st.settings
+        if old == ACTIVE:
+            self._step_down(st, "stop", STOPPED, "shutdown", None, out, heartbeat=False)
+        elif _fire(st, "stop"):
+            self._role_changed(st, old, STOPPED, "shutdown", None, out)
+        if s is not None and old in (BACKUP, ACTIVE) and s.heartbeat_enabled:
+            # the final heartbeat: peers take over at once instead of waiting for deadtime
+            out.append(self._heartbeat(st, leaving=True))
+        st.next_hb = st.listen_until = st.preempt_since = st.garp_next = None
+
+    # -- time ------------------------------------------------------------------------------
+    def _advance(self, st: PulseState, out: list) -> None:
+        """Everything about peers that is due at st.now: deaths and degraded links."""
+        now = st.now
+        dt = st.settings.deadtime_ns  # type: ignore[union-attr]
+        for name, peer in st.peers.items():
+            if not peer.alive:
+                continue
+            if now - peer.last_heard >= dt:  # type: ignore[operator]
+                peer.alive = False
+                peer.split = False
+                out.append(Effect("pulse.peer_dead", {
+                    "peer": name, "cause": "silent", "role": peer.role, "last_heard_ns": peer.last_heard,
+                }))
+                continue
+            for link, pl in peer.links.items():
+                if pl.degraded:
+                    continue
+                since = max(pl.last_heard or 0, peer.alive_since)
+                if now - since >= dt:
+                    pl.degraded = True
+                    out.append(Effect("pulse.link_degraded", {"peer": name, "link": link, "silent_ns": now - since}))
+
+    def _tick(self, st: PulseState, out: list) -> None:
+        s = st.settings
+        now = st.now
+        if st.role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None and now >= st.next_hb:  # type: ignore[union-attr]
+            out.append(self._heartbeat(st))
+            nxt = st.next_hb + s.keepalive_ns  # type: ignore[union-attr]
+            st.next_hb = nxt if nxt > now else now + s.keepalive_ns  # type: ignore[union-attr]
+        if st.role == ACTIVE and st.garp_next is not None and now >= st.garp_next:
+            out.append(self._garp(s, [v.payload() for v in s.vips], 1, "refresh"))  # type: ignore[union-attr]
+            nxt = st.garp_next + s.garp_refresh_ns  # type: ignore[union-attr]
+            st.garp_next = nxt if nxt > now else now + s.garp_refresh_ns  # type: ignore[union-attr]
+
+    # -- the election ----------------------------------------------------------------------
+    @staticmethod
+    def rank(priority: int, address: str) -> tuple[int, tuple[int, int]]:
+        """Who wins: the higher priority, then the higher address (as VRRP)."""
+        return (priority, _addr_key(address))
+
+    def _peer_rank(self, st: PulseState, name: str, peer: Peer) -> tuple:
+        r = st.settings.router(name)  # type: ignore[union-attr]
+        return self.rank(peer.priority, r.address)  # type: ignore[union-attr]
+
+    def _my_rank(self, st: PulseState) -> tuple:
+        me = st.settings.me  # type: ignore[union-attr]
+        return self.rank(me.priority, me.address)
+
+    def _elect(self, st: PulseState, out: list) -> None:
+        """A BACKUP takes over when it is the best live candidate and no live peer is active, or
+        (preempt) when it outranks every live peer, an active one included, for preempt_delay."""
+        if st.role != BACKUP or not st.done_listening():
+            st.preempt_since = None
+            return
+        s = st.settings
+        assert s is not None
+        mine = self._my_rank(st)
+        actives = []
+        for name, peer in st.peers.items():
+            if not peer.alive or peer.role not in (BACKUP, ACTIVE):
+                continue
+            if self._peer_rank(st, name, peer) > mine:
+                st.preempt_since = None
+                return  # a better live router: it is the one to be active
+            if peer.role == ACTIVE:
+                actives.append(name)
+        if actives:
+            if not s.preempt or st.now < st.preempt_hold_until:
+                st.preempt_since = None
+                return
+            if st.preempt_since is None:
+                st.preempt_since = st.now
+            if st.now - st.preempt_since < s.preempt_delay_ns:
+                return
+            self._take_over(st, "preempt", actives[0], actives, out)
+            return
+        st.preempt_since = None
+        old = st.last_active
+        old_peer = st.peers.get(old) if old else None
+        if old_peer is None:
+            reason, target = "no_active", None
+        elif old_peer.left:
+            reason, target = "peer_left", old
+        elif not old_peer.alive:
+            reason, target = "peer_dead", old
+        else:
+            reason, target = "peer_stepped_down", old
+        self._take_over(st, reason, target, [target] if target else [], out)
+
+    def _split_brain(self, st: PulseState, name: str, peer: Peer, out: list) -> None:
+        s = st.settings
+        me = s.me  # type: ignore[union-attr]
+        lost = self._peer_rank(st, name, peer) > self._my_rank(st)
+        winner, loser = (name, me.name) if lost else (me.name, name)
+        wp, lp = (peer.priority, me.priority) if lost else (me.priority, peer.priority)
+        out.append(Effect("pulse.split_brain_resolved", {
+            "winner": winner, "loser": loser, "winner_priority": wp, "loser_priority": lp,
+            "this_router_stays": not lost,
+        }))
+        if lost:
+            st.last_active = name
+            self._step_down(st, "step_down", BACKUP, "split_brain", name, out)
+        else:  # re-announce at once so no client keeps the loser's MAC
+            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "split_brain"))  # type: ignore[union-attr]
+
+    # -- role changes and their effects ----------------------------------------------------
+    def _take_over(self, st: PulseState, reason: str, peer: str | None, fence: list, out: list) -> None:
+        if not _fire(st, "take_over"):
+            return
+        s = st.settings
+        assert s is not None
+        vips = [v.payload() for v in s.vips]
+        self._role_changed(st, BACKUP, ACTIVE, reason, peer, out, notify=False)
+        out.append(Effect("pulse.take_vips", {"vips": vips, "reason": reason}))
+        out.append(self._garp(s, vips, s.garp_repeat, "takeover"))
+        for target in dict.fromkeys(fence):
+            if target and target != s.local and s.router(target) is not None:
+                st.seq += 1
+                out.append(Effect("pulse.send_fence", {
+                    "node": s.local, "target": target, "epoch": st.epoch, "seq": st.seq, "reason": reason,
+                    "port": s.port, "destinations": s.destinations(only=target),
+                }))
+        out.append(Effect("pulse.start_lvsd", {"reason": reason}))
+        self._notify(st, BACKUP, ACTIVE, out)
+        st.last_active = None
+        st.preempt_since = None
+        st.garp_next = st.now + s.garp_refresh_ns if s.garp_refresh_ns else None
+        for p in st.peers.values():
+            p.split = False
+        self._heartbeat_now(st, out)
+
+    def _step_down(
+        self, st: PulseState, trigger: str, dest: str, reason: str, peer: str | None, out: list,
+        heartbeat: bool = True,
+    ) -> None:
+        if not _fire(st, trigger):
+            return
+        s = st.settings
+        out.append(Effect("pulse.stop_lvsd", {"reason": reason}))
+        if s is not None:
+            out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in s.vips], "reason": reason}))
+        self._role_changed(st, ACTIVE, dest, reason, peer, out)
+        st.garp_next = None
+        st.preempt_since = None
+        if heartbeat and dest == BACKUP:
+            self._heartbeat_now(st, out)
+
+    def _role_changed(
+        self, st: PulseState, old: str, new: str, reason: str, peer: str | None, out: list, notify: bool = True,
+    ) -> None:
+        s = st.settings
+        out.append(Effect("router.role_changed", {
+            "node": s.local if s else (st.hostname or "unknown")[:64],
+            "old": old, "new": new, "reason": reason,
+            "priority": s.me.priority if s else 0, "epoch": st.epoch or 0, "peer": peer,
+        }))
+        if notify:
+            self._notify(st, old, new, out)
+
+    def _notify(self, st: PulseState, old: str, new: str, out: list) -> None:
+        s = st.settings
+        if s is None:
+            return
+        common = {"role": new, "old_role": old, "timeout_ms": s.notify_timeout_ms}
+        if new == ACTIVE and s.active_cmd:
+            out.append(Effect("pulse.run_notify", {"kind": "active_cmd", "command": s.active_cmd, "args": [], **common}))
+        if old == ACTIVE and new != ACTIVE and s.inactive_cmd:
+            out.append(Effect("pulse.run_notify", {"kind": "inactive_cmd", "command": s.inactive_cmd, "args": [], **common}))
+        if s.notify_cmd and new in _NOTIFY_STATE:
+            args = ["INSTANCE", s.local, _NOTIFY_STATE[new], str(s.me.priority)]
+            out.append(Effect("pulse.run_notify", {"kind": "notify", "command": s.notify_cmd, "args": args, **common}))
+
+    def _heartbeat(self, st: PulseState, leaving: bool = False) -> Effect:
+        s = st.settings
+        assert s is not None
+        st.seq += 1
+        return Effect("pulse.send_heartbeat", {
+            "node": s.local, "role": st.role, "priority": s.me.priority, "epoch": st.epoch, "seq": st.seq,
+            "leaving": leaving, "port": s.port, "destinations": s.destinations(),
+        })
+
+    def _heartbeat_now(self, st: PulseState, out: list) -> None:
+        s = st.settings
+        if s is not None and s.heartbeat_enabled:
+            out.append(self._heartbeat(st))
+            st.next_hb = st.now + s.keepalive_ns
+
+    @staticmethod
+    def _garp(s: PulseSettings, vips: list, repeat: int, reason: str) -> Effect:
+        return Effect("pulse.send_garp", {
+            "vips": vips, "repeat": max(1, repeat), "interval_ms": s.garp_interval_ms, "reason": reason,
+        })

@@ -1,0 +1,158 @@
+"""The heartbeat/fence datagram format: round trips, every rejection reason, and a property test that
+garbage and bit flips are always a WireError, never another exception."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.pulse import wire
+from services.pulse.wire import (
+    MAX_DATAGRAM, Fence, Heartbeat, WireError, check_key_mode, decode_datagram, encode_fence,
+    encode_heartbeat, key_from_secret,
+)
+
+KEY = key_from_secret(b"correct horse battery staple\n")
+OTHER = key_from_secret(b"another secret, also 16+ bytes")
+HB = Heartbeat(node="lvs1", role="ACTIVE", priority=200, epoch=1_700_000_000, seq=42, leaving=False)
+FENCE = Fence(node="lvs2", target="lvs1", epoch=7, seq=9, reason="peer_dead")
+
+
+def _forge(kind: int, body: object, key: bytes = KEY, version: int = wire.VERSION, magic: bytes = wire.MAGIC) -> bytes:
+    """A correctly MACed datagram around an arbitrary body (what a buggy but keyed peer could send)."""
+    msg = wire._HEADER.pack(magic, version, kind) + msgpack.packb(body, use_bin_type=True)
+    return msg + hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def test_heartbeat_round_trip():
+    data = encode_heartbeat(KEY, HB)
+    assert data[:4] == b"LVSP" and data[4] == 1 and data[5] == wire.KIND_HEARTBEAT
+    assert decode_datagram(KEY, data) == HB
+    assert decode_datagram(KEY, encode_heartbeat(KEY, HB._asdict() | {"leaving": True})).leaving is True
+    assert len(data) < 200
+
+
+def test_fence_round_trip():
+    data = encode_fence(KEY, FENCE)
+    got = decode_datagram(KEY, data)
+    assert isinstance(got, Fence) and got == FENCE
+
+
+def test_the_mac_covers_header_and_body():
+    data = encode_heartbeat(KEY, HB)
+    msg = data[:-32]
+    assert data[-32:] == hmac.new(KEY, msg, hashlib.sha256).digest()
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda: encode_heartbeat(OTHER, HB), "bad_mac"),
+        (lambda: encode_heartbeat(KEY, HB)[:-1] + bytes([encode_heartbeat(KEY, HB)[-1] ^ 1]), "bad_mac"),
+        (lambda: b"", "malformed"),
+        (lambda: b"LVSP\x01\x01" + b"\0" * 20, "malformed"),
+        (lambda: b"XXXX" + encode_heartbeat(KEY, HB)[4:], "malformed"),
+        (lambda: _forge(1, HB._asdict(), version=2), "wrong_version"),
+        (lambda: b"\0" * (MAX_DATAGRAM + 1), "too_large"),
+        (lambda: _forge(3, HB._asdict()), "malformed"),  # unknown kind
+        (lambda: _forge(1, [1, 2, 3]), "malformed"),  # not a map
+        (lambda: _forge(1, HB._asdict() | {"extra": 1}), "malformed"),
+        (lambda: _forge(1, {k: v for k, v in HB._asdict().items() if k != "seq"}), "malformed"),
+        (lambda: _forge(1, HB._asdict() | {"seq": -1}), "malformed"),
+        (lambda: _forge(1, HB._asdict() | {"seq": True}), "malformed"),  # bool is not an int here
+        (lambda: _forge(1, HB._asdict() | {"role": "MASTER"}), "malformed"),
+        (lambda: _forge(1, HB._asdict() | {"node": ""}), "malformed"),
+        (lambda: _forge(2, FENCE._asdict() | {"target": 5}), "malformed"),
+        (lambda: _forge(1, FENCE._asdict()), "malformed"),  # a fence body in a heartbeat
+        (lambda: wire._HEADER.pack(wire.MAGIC, 1, 1) + b"\xc1" + hmac.new(KEY, wire._HEADER.pack(wire.MAGIC, 1, 1) + b"\xc1", hashlib.sha256).digest(), "malformed"),
+        (lambda: _forge(1, HB._asdict())[:-32] + b"\x00" + hmac.new(KEY, _forge(1, HB._asdict())[:-32] + b"\x00", hashlib.sha256).digest(), "malformed"),  # trailing byte
+    ],
+)
+def test_rejections(make, reason):
+    with pytest.raises(WireError) as exc:
+        decode_datagram(KEY, make())
+    assert exc.value.reason == reason
+
+
+def test_encode_refuses_bad_fields():
+    with pytest.raises(ValueError):
+        encode_heartbeat(KEY, HB._asdict() | {"priority": 70000})
+    with pytest.raises(ValueError):
+        encode_heartbeat(KEY, {"node": "x"})
+    with pytest.raises(ValueError):
+        encode_fence(KEY, FENCE._replace(reason="x" * 65))
+    # the largest valid fence still fits one datagram
+    big = encode_fence(KEY, FENCE._replace(reason="x" * 64, node="n" * 64, target="t" * 64))
+    assert len(big) <= MAX_DATAGRAM and decode_datagram(KEY, big).reason == "x" * 64
+
+
+def test_key_handling():
+    assert key_from_secret(b"0123456789abcdef\n") == key_from_secret(b"  0123456789abcdef")
+    assert key_from_secret(b"0123456789abcdef") != key_from_secret(b"0123456789abcdeF")
+    with pytest.raises(ValueError):
+        key_from_secret(b"short\n")
+    check_key_mode(0o100600)
+    check_key_mode(0o100400)
+    for bad in (0o100640, 0o100604, 0o100660, 0o100644):
+        with pytest.raises(ValueError):
+            check_key_mode(bad)
+
+
+VALID = [encode_heartbeat(KEY, HB), encode_fence(KEY, FENCE)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=MAX_DATAGRAM + 64))
+def test_random_bytes_are_always_wire_errors(data):
+    with pytest.raises(WireError):
+        decode_datagram(KEY, data)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    which=st.sampled_from([0, 1]),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=7)), min_size=1, max_size=8),
+)
+def test_bit_flips_of_a_valid_datagram_are_rejected(which, flips):
+    data = bytearray(VALID[which])
+    for pos, bit in flips:
+        data[pos % len(data)] ^= 1 << bit
+    if bytes(data) == VALID[which]:  # flips cancelled out
+        assert decode_datagram(KEY, bytes(data)) is not None
+        return
+    with pytest.raises(WireError):
+        decode_datagram(KEY, bytes(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=200), extra=st.binary(max_size=16))
+def test_truncated_or_extended_datagrams_are_rejected(cut, extra):
+    good = VALID[0]
+    data = good[: cut % len(good)] + extra
+    if data == good:
+        return
+    with pytest.raises(WireError):
+        decode_datagram(KEY, data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=8),
+    max_leaves=12,
+), kind=st.integers(min_value=0, max_value=255))
+def test_keyed_garbage_bodies_are_rejected_cleanly(body, kind):
+    """Even with a valid MAC (a buggy peer), an odd body is a WireError, never a crash."""
+    try:
+        data = _forge(kind, body)
+    except Exception:
+        return
+    try:
+        got = decode_datagram(KEY, data)
+    except WireError:
+        return
+    assert isinstance(got, (Heartbeat, Fence))
