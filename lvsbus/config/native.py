@@ -272,9 +272,16 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                 if isinstance(st, dict) and st.get("check") is not None:
                     override = st["check"]
                     if isinstance(override, dict):
-                        merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
-                        merged.update(override)
-                        override = merged
+                        override = dict(override)
+                        inherit = override.pop("inherit", True)
+                        if not isinstance(inherit, bool):
+                            b.issue(f"{sp}.check.inherit", f"{inherit!r} must be true (merge over "
+                                    "the virtual service's check) or false (replace it)")
+                            inherit = True
+                        if inherit:
+                            merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
+                            merged.update(override)
+                            override = merged
                     scheck = b.build(Check, override, f"{sp}.check")
                 servers.append(b.build(RealServer, st, sp, extra={"name": sname, "check": scheck},
                                        skip={"check"}))
@@ -478,6 +485,16 @@ def _check_table(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in relevant or v != _CHECK_DEFAULTS.get(k)}
 
 
+def _override_table(base: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
+    """A server's check table: the keys that differ from the virtual's check (it is merged over
+    it on reading), or, when an unset (None) value must override a set one, ``inherit = false``
+    and the whole check."""
+    changed = {k: v for k, v in check.items() if v != base.get(k)}
+    if any(v is None for v in changed.values()):
+        return {"inherit": False, **_check_table(check)}
+    return {"kind": check["kind"], **changed}
+
+
 def _table(out: list[str], header: list[str], d: dict[str, Any], comment: str | None = None) -> None:
     if not any(v is not None for v in d.values()):
         return
@@ -515,7 +532,7 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
                    {k: v for k, v in rs.items() if k not in ("name", "check")})
             if rs["check"] is not None:
                 _table(out, ["virtual", vname, "server", rs["name"], "check"],
-                       _check_table(rs["check"]))
+                       _override_table(vs["check"], rs["check"]))
     for fs in d["failover_services"]:
         _table(out, ["failover", fs["name"]], {k: v for k, v in fs.items() if k != "name"})
     return "\n".join(out).lstrip("\n") + "\n"
