@@ -1006,13 +1006,13 @@ class _Cursor:
                 # A segment being created right now: treat it as empty until its header appears.
                 self.pos = 0
                 self.expect = first_seq
-                self.pending = b""
+                self.leftover = 0
                 return
             self.close()
             raise exc
-        self.pos = SEGMENT_HEADER_SIZE  # file offset of self.pending[0]
+        self.pos = SEGMENT_HEADER_SIZE  # file offset of the first unconsumed byte
         self.expect = first_seq
-        self.pending = b""
+        self.leftover = 0  # bytes after pos at the last read (an incomplete record)
 
     def seek_seq(self, seq: int) -> None:
         """Position at the record ``seq`` (or before it) using the index when it checks out."""
@@ -1058,30 +1058,33 @@ class _Cursor:
                 return []
             _check_segment_header(head, self.path)
             self.pos = SEGMENT_HEADER_SIZE
+        # Always read from the first unconsumed byte: an incomplete tail is re-read rather than
+        # cached, since a recovering writer may cut it and write different records there.
+        size = READ_CHUNK
         while True:
-            chunk = os.pread(self.fd, READ_CHUNK, self.pos + len(self.pending))
-            if not chunk:
+            data = os.pread(self.fd, size, self.pos)
+            self.reader.bytes_read += len(data)
+            if not data:
+                self.leftover = 0
                 return []
-            self.reader.bytes_read += len(chunk)
-            data = self.pending + chunk if self.pending else chunk
             records, stop, error = _scan(data, 0, len(data))
             if records:
                 if records[0][0] != self.expect or records[-1][0] != self.expect + len(records) - 1:
                     self._seq_error(records)
                 self.expect += len(records)
+            self.pos += stop
+            self.leftover = len(data) - stop
             if error is not None:
-                self.pending = b""
-                off = self.pos + stop
-                self.pos = off
                 if records:
                     return records  # the next call raises
-                raise CorruptRecord(self.path, off, error)
-            self.pos += stop
-            self.pending = data[stop:]
+                raise CorruptRecord(self.path, self.pos, error)
             if records:
                 return records
-            if len(chunk) < READ_CHUNK:
-                return []
+            if len(data) < size:
+                return []  # an incomplete record at the end: not written yet
+            # a record bigger than the chunk: read all of it
+            length = _unpack_header(data, 0)[0]
+            size = max(size, HEADER_SIZE + length)
 
     def _seq_error(self, records: list) -> None:
         expect = self.expect
@@ -1092,7 +1095,7 @@ class _Cursor:
 
     @property
     def has_leftover(self) -> bool:
-        return bool(self.pending)
+        return self.leftover > 0
 
     def close(self) -> None:
         if self.fd is not None:

@@ -635,3 +635,82 @@ def test_log_check_command(tmp_path, capsys):
         f.write(b"\xff\xfe")
     assert args.func(args) == 1
     assert "CORRUPT" in capsys.readouterr().out
+
+
+def test_corrupt_record_in_a_sealed_segment(tmp_path):
+    with opened(tmp_path, durability=NONE, segment_bytes=2048) as log:
+        fill(log, 400, batch=5)
+    segs = list_segments(tmp_path)
+    first, seg = segs[2]
+    data = open(seg, "rb").read()
+    records, _ = parse_frames(data, SEGMENT_HEADER_SIZE)
+    off = SEGMENT_HEADER_SIZE + sum(HEADER_SIZE + len(b) for _, b in records[:3])
+    with open(seg, "r+b") as f:
+        f.seek(off + 5)  # inside the CRC field
+        f.write(b"\xaa")
+    got = []
+    with pytest.raises(CorruptRecord) as exc:
+        for r in LogReader(tmp_path).read(1):
+            got.append(r)
+    assert (exc.value.segment, exc.value.offset) == (seg, off)
+    assert [s for s, _ in got] == list(range(1, first + 3))
+    later = segs[4][0]
+    assert [s for s, _ in read_all(tmp_path, later)] == list(range(later, 401))
+    assert check(tmp_path).corrupt_offsets() == [(seg, off, "crc mismatch")]
+    # the writer only rescans the last segment; it opens and appends as usual
+    with opened(tmp_path, durability=NONE, segment_bytes=2048) as log:
+        assert log.recovery.clean and log.next_seq == 401
+
+
+def test_damaged_segment_header_with_records_behind_it(tmp_path):
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 20)
+    (first, seg), = list_segments(tmp_path)
+    with open(seg, "r+b") as f:
+        f.write(b"XXXX")
+    with capture_logs() as logs, opened(tmp_path, durability=NONE) as log:
+        assert [c.offset for c in log.recovery.corruption] == [0]
+        assert log.next_seq == 21  # records kept, a new segment started
+        log.append(21, b"new")
+    assert any(e["event"] == "log.corrupt_record" for e in logs)
+    with pytest.raises(CorruptRecord) as exc:
+        list(LogReader(tmp_path).read(1))
+    assert exc.value.offset == 0
+    assert read_all(tmp_path, 21) == [(21, b"new")]
+
+
+def test_records_bigger_than_the_read_chunk(tmp_path):
+    bodies = [os.urandom(n) for n in (10, 3 << 20, 5, 1 << 20, (1 << 20) - 20, 7)]
+    with opened(tmp_path, durability=NONE) as log:
+        log.append_batch([(i + 1, b) for i, b in enumerate(bodies)])
+    assert [b for _, b in read_all(tmp_path)] == bodies
+    assert [b for _, b in read_all(tmp_path, 4)] == bodies[3:]
+
+
+def test_follower_sees_records_written_over_a_cut_torn_tail(tmp_path):
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 5)
+    (first, seg), = list_segments(tmp_path)
+    with open(seg, "ab") as f:  # a crashed writer's incomplete record
+        f.write(frame(6, b"lost" * 20)[:40])
+    got = []
+    done = threading.Event()
+
+    def follow():
+        for r in LogReader(tmp_path).follow(1, poll_interval=0.005, stop=done.is_set):
+            got.append(r)
+            if len(got) == 8:
+                done.set()
+
+    t = threading.Thread(target=follow)
+    t.start()
+    try:
+        time.sleep(0.05)
+        assert len(got) == 5
+        with opened(tmp_path, durability=NONE) as log:  # recovery cuts the tail, new records go there
+            assert log.recovery.torn_bytes_cut == 40
+            log.append_batch([(6, b"six"), (7, b"seven"), (8, b"eight")])
+    finally:
+        t.join(5)
+        done.set()
+    assert got[5:] == [(6, b"six"), (7, b"seven"), (8, b"eight")]
