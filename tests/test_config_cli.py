@@ -1,0 +1,101 @@
+"""The lvsbus check-config / config convert / config diff commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lvsbus.cli import main
+from lvsbus.config import load, loads_toml
+
+LVSCF = Path(__file__).parent / "fixtures" / "lvscf"
+TOML = Path(__file__).parent / "fixtures" / "toml"
+
+
+def test_check_config_valid(capsys):
+    assert main(["check-config", str(LVSCF / "nat_router.cf")]) == 0
+    out = capsys.readouterr().out
+    assert "routers:\n  primary: 192.0.2.1, priority 200\n  backup: 192.0.2.2, priority 100" in out
+    assert "nat router: 10.10.0.254/24 dev eth1:1" in out
+    assert "  http: 192.0.2.80:80/tcp dev eth0:1, wrr, nat" in out
+    assert "    check: tcp_send_expect, every 2s, timeout 2s, rise 90, fall 5" in out
+    assert "    server app3: 10.10.0.13:8080, weight 1 [inactive]" in out
+    assert "  dns: 192.0.2.53:53/udp dev eth0:2, rr, nat" in out
+    assert out.rstrip().endswith("valid (0 warnings)")
+
+
+def test_check_config_shows_warnings(capsys):
+    assert main(["check-config", str(LVSCF / "sorry_server.cf")]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {LVSCF / 'sorry_server.cf'}:12: ipvsadm: obsolete keyword" in out
+    assert "sorry server 203.0.113.99" in out
+    assert "valid (6 warnings)" in out
+
+
+def test_check_config_invalid_lists_every_error(capsys):
+    assert main(["check-config", str(LVSCF / "broken_many.cf")]) == 1
+    captured = capsys.readouterr()
+    errors = [l for l in captured.err.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 6
+    assert errors[1] == (f"error: {LVSCF / 'broken_many.cf'}:4: netwrok: unknown keyword 'netwrok' in "
+                         "the global section (did you mean 'network'?)")
+    assert "invalid, 6 errors" in captured.err
+    assert captured.out == ""
+
+
+def test_check_config_json(capsys):
+    assert main(["check-config", "--json", str(TOML / "ipv6.toml")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["virtual_services"][0]["address"] == "2001:db8:0:1::80"
+
+
+def test_check_config_missing_file(capsys, tmp_path):
+    assert main(["check-config", str(tmp_path / "nope.cf")]) == 1
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_convert_prints_loadable_toml(capsys):
+    assert main(["config", "convert", str(LVSCF / "fwmark.cf")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# lvsbus native configuration, converted from ")
+    assert "[virtual.webshop]" in out and "fwmark = 80" in out
+    assert loads_toml(out, "converted.toml").config == load(str(LVSCF / "fwmark.cf")).config
+
+
+def test_convert_sends_warnings_to_stderr(capsys):
+    assert main(["config", "convert", str(LVSCF / "sorry_server.cf")]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" not in captured.out and "rsh_command" in captured.err
+
+
+def test_diff(capsys, tmp_path):
+    old = (LVSCF / "nat_router.cf").read_text()
+    new = old.replace("weight = 50", "weight = 60").replace("virtual dns {", "virtual dns2 {")
+    (tmp_path / "old.cf").write_text(old)
+    (tmp_path / "new.cf").write_text(new)
+    assert main(["config", "diff", str(tmp_path / "old.cf"), str(tmp_path / "new.cf")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "+ virtual dns2" in out and "- virtual dns" in out
+    assert "~ virtual http: real servers" in out
+    assert "    ~ server app2: weight" in out
+    assert "    = servers unchanged: app1, app3" in out
+    assert "= virtual unchanged: https" in out
+    assert main(["config", "diff", "--json", str(tmp_path / "old.cf"), str(tmp_path / "old.cf")]) == 0
+    assert json.loads(capsys.readouterr().out)["is_empty"] is True
+    assert main(["config", "diff", str(tmp_path / "old.cf"), str(tmp_path / "old.cf")]) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+
+
+@pytest.mark.parametrize("argv", [["check-config", "--help"], ["config", "convert", "--help"],
+                                  ["config", "diff", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    assert "usage: lvsbus" in capsys.readouterr().out
+
+
+def test_config_without_subcommand_prints_help(capsys):
+    assert main(["config"]) == 2
+    assert "convert" in capsys.readouterr().out

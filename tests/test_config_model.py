@@ -1,0 +1,105 @@
+"""The model: immutable, pure (no I/O imports), helpers for the services."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lvsbus.config.model as model
+from lvsbus.config import (
+    Check,
+    ConfigError,
+    RealServer,
+    VirtualService,
+    check_port,
+    effective_check,
+    identify_local_router,
+    loads_toml,
+    server_port,
+)
+
+PURE = ("model.py", "validate.py", "native.py", "lvscf.py", "diff.py", "__init__.py")
+IO_MODULES = {"time", "socket", "os", "subprocess", "random", "structlog", "pathlib", "shutil",
+              "threading", "asyncio", "zmq", "pyroute2", "logging", "uuid", "datetime", "sys"}
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_no_io_imports(name):
+    tree = ast.parse((Path(model.__file__).parent / name).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert not imported & IO_MODULES
+
+
+def test_importing_the_model_loads_no_io_module():
+    code = ("import sys; before = set(sys.modules); import lvsbus.config.model, lvsbus.config; "
+            "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in "
+            "{'socket', 'subprocess', 'random', 'structlog', 'zmq', 'pyroute2', 'asyncio', 'logging'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_frozen_slots_tuples():
+    for cls in (model.Config, model.VirtualService, model.RealServer, model.Check, model.Router,
+                model.Heartbeat, model.FailoverService, model.NatRouter):
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+        assert hasattr(cls, "__slots__")
+        for f in dataclasses.fields(cls):
+            assert "list" not in str(f.type) and "dict" not in str(f.type), (cls, f.name)
+    vs = VirtualService("v", "192.0.2.1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        vs.port = 81  # type: ignore[misc]
+    hash(loads_toml('[router.a]\naddress = "192.0.2.1"\n').config)
+
+
+TWO = """
+[router.lvs1]
+address = "192.0.2.1"
+private_address = "10.9.0.1"
+priority = 200
+[router.lvs2]
+address = "192.0.2.2"
+shared_address = "2001:db8::2"
+priority = 100
+"""
+
+
+def test_identify_local_router():
+    cfg = loads_toml(TWO).config
+    assert identify_local_router(cfg, {"127.0.0.1", "192.0.2.1/24"}).name == "lvs1"
+    assert identify_local_router(cfg, {"10.9.0.1"}).name == "lvs1"
+    assert identify_local_router(cfg, {"2001:DB8:0::2", "fe80::1%eth0"}).name == "lvs2"
+    with pytest.raises(ConfigError) as none:
+        identify_local_router(cfg, {"127.0.0.1", "not-an-ip"})
+    assert "none of this host's addresses" in str(none.value) and "lvs1 (192.0.2.1, 10.9.0.1)" in str(none.value)
+    with pytest.raises(ConfigError) as several:
+        identify_local_router(cfg, {"192.0.2.1", "192.0.2.2"})
+    assert "several routers (lvs1, lvs2)" in str(several.value)
+
+
+def test_server_helpers():
+    vcheck = Check(port=8081)
+    own = Check(rise=9)
+    vs = VirtualService("v", "192.0.2.1", port=443, check=vcheck,
+                        servers=(RealServer("a", "10.0.0.1"), RealServer("b", "10.0.0.2", port=8443, check=own)))
+    a, b = vs.servers
+    assert server_port(vs, a) == 443 and server_port(vs, b) == 8443
+    assert effective_check(vs, a) is vcheck and effective_check(vs, b) is own
+    assert check_port(vs, a) == 8081 and check_port(vs, b) == 8443
+
+
+def test_config_error_lists_every_issue():
+    with pytest.raises(ConfigError) as info:
+        loads_toml('[router.a]\naddress = "x"\npriority = 0\n', "t.toml")
+    text = str(info.value)
+    assert text.startswith("2 configuration errors:")
+    assert "t.toml:2: router.a.address:" in text and "t.toml:3: router.a.priority:" in text
+    assert info.value.issues[0].to_dict()["severity"] == "error"
