@@ -443,14 +443,15 @@ class PulseCore(Core[PulseState]):
                 due.append(st.preempt_since + s.preempt_delay_ns)
         if st.role == ACTIVE and st.garp_next is not None:
             due.append(st.garp_next)
-        dt = s.deadtime_ns
+        dt, ka = s.deadtime_ns, s.keepalive_ns
         for p in st.peers.values():
             if not p.alive:
                 continue
             due.append(p.last_heard + dt)  # type: ignore[operator]
             for pl in p.links.values():
-                if not pl.degraded:
-                    due.append(max(pl.last_heard or 0, p.alive_since) + dt)
+                since = max(pl.last_heard or 0, p.alive_since)
+                if not pl.degraded and p.last_heard - since >= ka:  # type: ignore[operator]
+                    due.append(since + dt)  # (otherwise a heartbeat on another link comes first)
         return min(due) if due else None
 
     # -- decide ----------------------------------------------------------------------------
@@ -587,8 +588,9 @@ class PulseCore(Core[PulseState]):
         st.last_active = name
         if st.role == ACTIVE:
             self._step_down(st, "step_down", BACKUP, "fenced", name, out)
-            # damping: a one-way partition must not make the pair fence each other at heartbeat speed
-            st.preempt_hold_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
+        # damping: after a valid fence, no preemption for deadtime, so that a one-way partition
+        # cannot make two routers fence each other at heartbeat speed
+        st.preempt_hold_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
 
     def _on_config(self, st: PulseState, p: dict, out: list) -> None:
         try:
@@ -673,6 +675,7 @@ class PulseCore(Core[PulseState]):
         """Everything about peers that is due at st.now: deaths and degraded links."""
         now = st.now
         dt = st.settings.deadtime_ns  # type: ignore[union-attr]
+        ka = st.settings.keepalive_ns  # type: ignore[union-attr]
         for name, peer in st.peers.items():
             if not peer.alive:
                 continue
@@ -687,7 +690,10 @@ class PulseCore(Core[PulseState]):
                 if pl.degraded:
                     continue
                 since = max(pl.last_heard or 0, peer.alive_since)
-                if now - since >= dt:
+                # silent for deadtime while another link carried newer heartbeats (a keepalive's
+                # worth newer: the copies of one heartbeat arrive a few ms apart, and a peer that
+                # just died must give peer_dead, not a degraded link first)
+                if now - since >= dt and peer.last_heard - since >= ka:  # type: ignore[operator]
                     pl.degraded = True
                     out.append(Effect("pulse.link_degraded", {"peer": name, "link": link, "silent_ns": now - since}))
 

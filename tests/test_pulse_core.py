@@ -1,0 +1,870 @@
+"""pulse's pure core: the role FSM, election, failover, fencing, split brain, preemption.
+
+Two kinds of driver:
+* ``Node``: one core fed hand-built events (seq and mono_ns stamped by the helper); every input and
+  every output is validated against the event catalog, so the payloads are the declared contract;
+* ``Cluster``: two or three cores wired over an in-memory network (h11's ConnectionPair idea): a
+  ``pulse.send_heartbeat`` / ``pulse.send_fence`` effect becomes the receivers'
+  ``pulse.heartbeat_received`` / ``pulse.fence_received`` 1 ms later, a fake clock advances, and a
+  node gets ``timer.fired`` when its ``next_deadline`` passes. Links can be cut per pair and link,
+  nodes can crash.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import msgpack
+import pytest
+
+import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.core import Effect, run_core
+from lvsbus.events import REGISTRY, Event
+from services.pulse.core import (
+    ACTIVE, BACKUP, FAULT, INIT, MACHINE, ROLE_STATES, ROLE_TRANSITIONS, STOPPED, PulseCore,
+    _settings_from_config, role_fsm_dot,
+)
+
+S = 1_000_000_000
+MS = 1_000_000
+KEEPALIVE = 1 * S
+DEADTIME = 3 * S
+LATENCY = 1 * MS
+
+ROUTERS = {
+    "lvs1": ("10.0.0.1", "192.168.0.1", 200),
+    "lvs2": ("10.0.0.2", "192.168.0.2", 100),
+    "lvs3": ("10.0.0.3", "192.168.0.3", 50),
+}
+
+
+def make_model(names=("lvs1", "lvs2"), priorities=None, private=True, **heartbeat) -> dict:
+    """A config model as lvsbus.config.to_dict() gives it (the keys pulse reads)."""
+    priorities = priorities or {}
+    hb = {
+        "enabled": True, "port": 539, "keepalive": 1.0, "deadtime": 3.0, "key_file": "/etc/lvsbus/hb.key",
+        "preempt": True, "preempt_delay": 0.0, "monitor_links": True, "garp_repeat": 3, "garp_refresh": 0.0,
+    }
+    hb.update(heartbeat)
+    return {
+        "service": "lvs",
+        "routers": [
+            {
+                "name": n, "address": ROUTERS[n][0], "private_address": ROUTERS[n][1] if private else None,
+                "shared_address": None, "priority": priorities.get(n, ROUTERS[n][2]), "device": "eth0",
+                "private_device": "eth1",
+            }
+            for n in names
+        ],
+        "heartbeat": hb,
+        "notify": {"active_cmd": "/usr/local/bin/up", "inactive_cmd": "/usr/local/bin/down", "notify": "/usr/local/bin/notify"},
+        "nat_router": {"address": "192.168.100.254", "device": "eth1", "label": "eth1:1", "prefixlen": 24},
+        "virtual_services": [
+            {"name": "web", "address": "10.0.0.100", "device": "eth0", "label": "eth0:1", "vip_prefixlen": 24,
+             "active": True, "port": 80},
+            {"name": "web-tls", "address": "10.0.0.100", "device": "eth0", "label": "eth0:1", "vip_prefixlen": 24,
+             "active": True, "port": 443},
+            {"name": "web6", "address": "2001:DB8::100", "device": None, "label": None, "vip_prefixlen": None,
+             "active": True, "port": 80},
+            {"name": "off", "address": "10.0.0.200", "device": "eth0", "label": None, "vip_prefixlen": None,
+             "active": False, "port": 80},
+        ],
+        "failover_services": [],
+    }
+
+
+def config_payload(local: str, model: dict, reload: bool = False) -> dict:
+    return {
+        "path": "/etc/lvsbus/lvs.toml", "format": "toml", "digest": "0" * 64, "model": model, "warnings": [],
+        "local_router": local, "reload": reload, "diff": {},
+    }
+
+
+def check(type_: str, payload: dict) -> None:
+    REGISTRY.validate(type_, REGISTRY.latest(type_).version, payload)
+
+
+def types(effects, only=None) -> list[str]:
+    return [e.type for e in effects if only is None or e.type in only]
+
+
+ROLE_EFFECTS = {
+    "router.role_changed", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp", "pulse.send_fence",
+    "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify",
+}
+
+
+def of(effects, type_) -> list[dict]:
+    return [e.payload for e in effects if e.type == type_]
+
+
+class Node:
+    """One core, fed hand-built events; inputs and outputs are checked against the catalog."""
+
+    def __init__(self, name: str = "lvs1", core: PulseCore | None = None, state=None):
+        self.name = name
+        self.core = core or PulseCore()
+        self.state = state if state is not None else self.core.initial()
+        self.seq = itertools.count(1)
+        self.inputs: list[Event] = []
+        self.outputs: list[tuple[int, list[Effect]]] = []
+
+    @property
+    def role(self) -> str:
+        return self.state.role
+
+    def feed(self, type_: str, payload: dict, now: int, source: str = "pulse") -> list[Effect]:
+        check(type_, payload)
+        ev = Event(next(self.seq), self.name, source, type_, 1, now, now, None, payload)
+        assert self.core.accepts(ev), ev.short()
+        self.inputs.append(ev)
+        self.state, effects = self.core.decide(self.state, ev)
+        for e in effects:
+            assert e.type in self.core.outputs, e.type
+            check(e.type, e.payload)
+        self.outputs.append((now, effects))
+        return effects
+
+    # shorthands
+    def configure(self, model: dict, now: int = 0) -> list[Effect]:
+        return self.feed("config.loaded", config_payload(self.name, model), now, source="config")
+
+    def start(self, now: int = 0, epoch: int = 1) -> list[Effect]:
+        return self.feed("pulse.started", {"epoch": epoch, "hostname": self.name, "addresses": [], "key_loaded": True}, now)
+
+    def timer(self, now: int) -> list[Effect]:
+        return self.feed("timer.fired", {"service": "pulse", "deadline_ns": now}, now, source="pulse")
+
+    def hb(self, peer: str, now: int, seq: int, role: str = BACKUP, link: str = "public", epoch: int = 1,
+           priority: int | None = None, leaving: bool = False) -> list[Effect]:
+        return self.feed("pulse.heartbeat_received", {
+            "link": link, "peer": peer, "address": ROUTERS[peer][0 if link == "public" else 1], "role": role,
+            "priority": ROUTERS[peer][2] if priority is None else priority, "epoch": epoch, "seq": seq,
+            "leaving": leaving,
+        }, now)
+
+    def fence(self, peer: str, now: int, seq: int, target: str | None = None, link: str = "public",
+              epoch: int = 1) -> list[Effect]:
+        return self.feed("pulse.fence_received", {
+            "link": link, "peer": peer, "address": ROUTERS[peer][0], "target": target or self.name,
+            "epoch": epoch, "seq": seq, "reason": "peer_dead",
+        }, now)
+
+    def link(self, link: str, up: bool, now: int) -> list[Effect]:
+        return self.feed("pulse.link_changed", {"link": link, "up": up, "device": None}, now)
+
+    def shutdown(self, now: int, graceful: bool = True) -> list[Effect]:
+        return self.feed("router.shutdown_requested", {"reason": "SIGTERM", "graceful": graceful}, now, source="supervisor")
+
+    def all_effects(self) -> list[Effect]:
+        return [e for _, effs in self.outputs for e in effs]
+
+    def role_changes(self) -> list[tuple[str, str, str]]:
+        return [(p["old"], p["new"], p["reason"]) for p in of(self.all_effects(), "router.role_changed")]
+
+
+class Cluster:
+    """Cores wired over an in-memory network with a fake clock."""
+
+    def __init__(self, names=("lvs1", "lvs2"), model: dict | None = None, **heartbeat):
+        self.model = model or make_model(names, **heartbeat)
+        self.nodes = {n: Node(n) for n in names}
+        self.now = 0
+        self.queue: list = []
+        self.counter = itertools.count()
+        self.cut: set[tuple[frozenset, str]] = set()
+        self.crashed: set[str] = set()
+        self.trace: list[tuple[int, str, str, dict]] = []  # (time, node, type, payload) of outputs
+
+    def roles(self) -> dict[str, str]:
+        return {n: node.role for n, node in self.nodes.items()}
+
+    def active(self) -> list[str]:
+        return sorted(n for n, node in self.nodes.items() if node.role == ACTIVE and n not in self.crashed)
+
+    def start(self, name: str, at: int | None = None, epoch: int = 1) -> None:
+        at = self.now if at is None else at
+        self._push(at, name, "config.loaded", config_payload(name, self.model))
+        self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True})
+
+    def cut_link(self, a: str, b: str, link: str) -> None:
+        self.cut.add((frozenset((a, b)), link))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def crash(self, name: str) -> None:
+        self.crashed.add(name)
+
+    def _push(self, at: int, node: str, type_: str, payload: dict) -> None:
+        heapq.heappush(self.queue, (at, next(self.counter), node, type_, payload))
+
+    def _deliver(self, node: Node, type_: str, payload: dict) -> None:
+        source = {"config.loaded": "config", "router.shutdown_requested": "supervisor"}.get(type_, "pulse")
+        effects = node.feed(type_, payload, self.now, source=source)
+        for e in effects:
+            self.trace.append((self.now, node.name, e.type, e.payload))
+            if e.type == "pulse.send_heartbeat":
+                for d in e.payload["destinations"]:
+                    if (frozenset((node.name, d["peer"])), d["link"]) in self.cut:
+                        continue
+                    p = e.payload
+                    self._push(self.now + LATENCY, d["peer"], "pulse.heartbeat_received", {
+                        "link": d["link"], "peer": node.name, "address": d["local_address"], "role": p["role"],
+                        "priority": p["priority"], "epoch": p["epoch"], "seq": p["seq"], "leaving": p["leaving"],
+                    })
+            elif e.type == "pulse.send_fence":
+                for d in e.payload["destinations"]:
+                    if (frozenset((node.name, d["peer"])), d["link"]) in self.cut:
+                        continue
+                    p = e.payload
+                    self._push(self.now + LATENCY, d["peer"], "pulse.fence_received", {
+                        "link": d["link"], "peer": node.name, "address": d["local_address"], "target": p["target"],
+                        "epoch": p["epoch"], "seq": p["seq"], "reason": p["reason"],
+                    })
+
+    def run_until(self, t: int) -> None:
+        same_time = 0
+        while True:
+            deadlines = []
+            for name, node in self.nodes.items():
+                if name in self.crashed:
+                    continue
+                d = node.core.next_deadline(node.state)
+                if d is not None:
+                    deadlines.append((max(d, self.now), name))
+            candidates = [q[0] for q in self.queue] + [d for d, _ in deadlines]
+            if not candidates:
+                self.now = t
+                return
+            nxt = min(candidates)
+            if nxt > t:
+                self.now = t
+                return
+            same_time = same_time + 1 if nxt == self.now else 0
+            assert same_time < 1000, "a core keeps asking for a deadline it does not consume"
+            self.now = nxt
+            while self.queue and self.queue[0][0] == nxt:
+                _, _, name, type_, payload = heapq.heappop(self.queue)
+                if name not in self.crashed:
+                    self._deliver(self.nodes[name], type_, payload)
+            for d, name in sorted(deadlines):
+                node = self.nodes[name]
+                nd = node.core.next_deadline(node.state)
+                if d == nxt and nd is not None and nd <= self.now and name not in self.crashed:
+                    self._deliver(node, "timer.fired", {"service": "pulse", "deadline_ns": nd})
+
+    def outputs_of(self, name: str, type_: str) -> list[tuple[int, dict]]:
+        return [(t, p) for t, n, ty, p in self.trace if n == name and ty == type_]
+
+    def last_heard(self, receiver: str, sender: str) -> int:
+        return max(e.mono_ns for e in self.nodes[receiver].inputs
+                   if e.type == "pulse.heartbeat_received" and e.payload["peer"] == sender)
+
+
+def steady_pair(**heartbeat) -> Cluster:
+    c = Cluster(**heartbeat)
+    c.start("lvs1")
+    c.start("lvs2")
+    c.run_until(10 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# the table, the Machine and the diagram
+
+
+def test_transition_table_is_the_machine():
+    assert tuple(MACHINE.states) == ROLE_STATES
+    got = {(t, s, tr.dest) for t, ev in MACHINE.events.items() for s, trs in ev.transitions.items() for tr in trs}
+    want = {(t, s, d) for t, srcs, d, _c, _doc in ROLE_TRANSITIONS for s in srcs}
+    assert got == want
+    assert MACHINE.models == []  # one shared Machine; states are not registered in it (no leak)
+
+
+def test_dot_diagram_comes_from_the_table():
+    dot = role_fsm_dot()
+    assert dot.startswith("digraph pulse_role {") and dot.rstrip().endswith("}")
+    for trigger, sources, dest, conds, _doc in ROLE_TRANSITIONS:
+        for s in sources:
+            line = [ln for ln in dot.splitlines() if ln.strip().startswith(f"{s} -> {dest} ") and trigger in ln]
+            assert line, (s, dest, trigger)
+            for c in conds:
+                assert c in line[0]
+    for s in ROLE_STATES:
+        assert f"  {s} [" in dot
+
+
+def test_settings_adapter_reads_the_model():
+    s = _settings_from_config(config_payload("lvs2", make_model()))
+    assert s.local == "lvs2" and s.me.priority == 100
+    assert s.keepalive_ns == S and s.deadtime_ns == 3 * S and s.garp_repeat == 3
+    vips = {v.address: v for v in s.vips}
+    # two services on one VIP give one address; an inactive service none; the NAT router moves too
+    assert set(vips) == {"10.0.0.100", "2001:db8::100", "192.168.100.254"}
+    assert vips["10.0.0.100"].owner == "web,web-tls" and vips["10.0.0.100"].label == "eth0:1"
+    assert vips["2001:db8::100"].family == "ipv6" and vips["2001:db8::100"].prefixlen == 128
+    assert vips["2001:db8::100"].device == "eth0"  # the router's device when the VIP names none
+    assert vips["192.168.100.254"].owner == "nat_router" and vips["192.168.100.254"].device == "eth1"
+    assert s.local_links() == ("public", "private")
+    with pytest.raises(ValueError):
+        _settings_from_config(config_payload("nobody", make_model()))
+    with pytest.raises(ValueError):
+        _settings_from_config(config_payload("lvs1", make_model(keepalive=5.0, deadtime=1.0)))
+
+
+def test_bad_config_is_rejected_and_counted_and_the_old_one_stays():
+    n = Node("lvs1")
+    n.configure(make_model())
+    eff = n.feed("config.loaded", config_payload("ghost", make_model()), 1, source="config")
+    assert types(eff) == ["pulse.config_rejected"] and eff[0].payload["count"] == 1
+    assert n.state.settings.local == "lvs1"
+    n.start(2)
+    assert n.role == BACKUP
+
+
+# ---------------------------------------------------------------------------------------------
+# single core
+
+
+def test_start_needs_config_and_started_in_either_order():
+    a = Node("lvs1")
+    assert a.configure(make_model()) == [] and a.role == INIT
+    assert a.core.next_deadline(a.state) is None
+    eff = a.start(5)
+    assert a.role == BACKUP
+    assert types(eff)[:2] == ["pulse.release_vips", "router.role_changed"]
+    assert of(eff, "router.role_changed")[0] | {} == {
+        "node": "lvs1", "old": INIT, "new": BACKUP, "reason": "started", "priority": 200, "epoch": 1, "peer": None,
+    }
+    hb = of(eff, "pulse.send_heartbeat")
+    assert len(hb) == 1 and hb[0]["role"] == BACKUP and hb[0]["seq"] == 1
+    assert {(d["peer"], d["link"], d["address"], d["local_address"]) for d in hb[0]["destinations"]} == {
+        ("lvs2", "public", "10.0.0.2", "10.0.0.1"), ("lvs2", "private", "192.168.0.2", "192.168.0.1"),
+    }
+    b = Node("lvs2")
+    b.start(0)
+    assert b.role == INIT
+    b.configure(make_model(), 1)
+    assert b.role == BACKUP
+
+
+def test_alone_becomes_active_after_listening_for_deadtime_not_before():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    assert n.core.next_deadline(n.state) == KEEPALIVE  # the first heartbeat went out with the start
+    for t in range(1, 3):
+        n.timer(t * S)
+        assert n.role == BACKUP
+    n.timer(DEADTIME - 1)
+    assert n.role == BACKUP
+    eff = n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    assert of(eff, "router.role_changed")[0]["reason"] == "no_active"
+    assert "pulse.send_fence" not in types(eff)  # nobody was active before
+
+
+def test_takeover_effects_in_order_with_complete_payloads():
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs1", 1 * S, 1, ACTIVE)
+    n.hb("lvs1", 1 * S + 1, 1, ACTIVE, link="private")
+    eff = n.timer(1 * S + DEADTIME)
+    assert n.role == BACKUP and types(eff) == ["pulse.send_heartbeat"]  # silent on public only: not dead
+    eff = n.timer(1 * S + 1 + DEADTIME)  # lvs1 silent on both links for deadtime
+    assert types(eff)[:1] == ["pulse.peer_dead"]  # and no link_degraded before it
+    assert types(eff, ROLE_EFFECTS) == [
+        "router.role_changed", "pulse.take_vips", "pulse.send_garp", "pulse.send_fence",
+        "pulse.start_lvsd", "pulse.run_notify", "pulse.run_notify",
+    ]
+    rc = of(eff, "router.role_changed")[0]
+    assert (rc["old"], rc["new"], rc["reason"], rc["peer"]) == (BACKUP, ACTIVE, "peer_dead", "lvs1")
+    vips = of(eff, "pulse.take_vips")[0]["vips"]
+    assert {v["address"] for v in vips} == {"10.0.0.100", "2001:db8::100", "192.168.100.254"}
+    garp = of(eff, "pulse.send_garp")[0]
+    assert garp["repeat"] == 3 and garp["reason"] == "takeover" and garp["vips"] == vips
+    fence = of(eff, "pulse.send_fence")[0]
+    assert fence["target"] == "lvs1" and fence["port"] == 539 and fence["node"] == "lvs2"
+    assert {(d["link"], d["address"]) for d in fence["destinations"]} == {("public", "10.0.0.1"), ("private", "192.168.0.1")}
+    notes = of(eff, "pulse.run_notify")
+    assert [(x["kind"], x["command"], x["args"]) for x in notes] == [
+        ("active_cmd", "/usr/local/bin/up", []),
+        ("notify", "/usr/local/bin/notify", ["INSTANCE", "lvs2", "MASTER", "100"]),
+    ]
+    # the new role is announced at once
+    assert of(eff, "pulse.send_heartbeat")[-1]["role"] == ACTIVE
+    # heartbeat and fence share one sequence
+    assert fence["seq"] < of(eff, "pulse.send_heartbeat")[-1]["seq"]
+
+
+def test_fence_while_active_steps_down_and_a_fence_for_another_is_ignored():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    eff = n.fence("lvs2", DEADTIME + 10, seq=5, target="lvs3")
+    assert n.role == ACTIVE and of(eff, "pulse.heartbeat_ignored")[0]["reason"] == "not_for_us"
+    eff = n.fence("lvs2", DEADTIME + 20, seq=6)
+    assert n.role == BACKUP
+    assert types(eff, ROLE_EFFECTS) == [
+        "pulse.stop_lvsd", "pulse.release_vips", "router.role_changed", "pulse.run_notify", "pulse.run_notify",
+    ]
+    assert of(eff, "router.role_changed")[0]["reason"] == "fenced"
+    kinds = [x["kind"] for x in of(eff, "pulse.run_notify")]
+    assert kinds == ["inactive_cmd", "notify"]
+    assert of(eff, "pulse.run_notify")[1]["args"][2] == "BACKUP"
+    # the same fence again (replayed) is stale, and a fence to a backup changes nothing
+    eff = n.fence("lvs2", DEADTIME + 30, seq=6)
+    assert of(eff, "pulse.heartbeat_ignored")[0]["reason"] == "stale_seq"
+    eff = n.fence("lvs2", DEADTIME + 40, seq=7)
+    assert n.role == BACKUP and "router.role_changed" not in types(eff)
+
+
+def test_stale_sequence_is_ignored_counted_and_changes_nothing():
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs1", 100 * MS, 5, BACKUP)
+    n.hb("lvs1", 101 * MS, 5, BACKUP, link="private")  # same datagram on the other link: fine
+    before = n.core.snapshot(n.state)
+    for i, seq in enumerate((5, 4, 0)):
+        eff = n.hb("lvs1", 200 * MS, seq, ACTIVE, priority=255)  # a replayed/forged-looking old one
+        ign = of(eff, "pulse.heartbeat_ignored")
+        assert len(ign) == 1 and ign[0]["reason"] == "stale_seq" and ign[0]["last_seq"] == 5
+        assert ign[0]["count"] == i + 1
+    after = n.core.snapshot(n.state)
+    assert after["state"].pop("ignored") == 3 and before["state"].pop("ignored") == 0
+    after["state"]["now"] = before["state"]["now"]
+    assert after == before  # nothing but the counter moved
+    eff = n.hb("lvs1", 300 * MS, 6, BACKUP)
+    assert "pulse.heartbeat_ignored" not in types(eff)
+
+
+def test_new_epoch_is_a_restart_old_epoch_is_stale():
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs1", 1 * S, 100, epoch=10)
+    eff = n.hb("lvs1", 2 * S, 1, epoch=11)
+    assert of(eff, "pulse.peer_restarted") == [{"peer": "lvs1", "old_epoch": 10, "new_epoch": 11}]
+    assert "pulse.heartbeat_ignored" not in types(eff)
+    eff = n.hb("lvs1", 2 * S + 1, 1, epoch=11, link="private")  # seq restarted on every link
+    assert "pulse.heartbeat_ignored" not in types(eff)
+    eff = n.hb("lvs1", 3 * S, 101, epoch=10)
+    assert of(eff, "pulse.heartbeat_ignored")[0]["reason"] == "stale_epoch"
+
+
+@pytest.mark.parametrize("who, reason", [("lvs1", "self"), ("lvs3", "unknown_peer")])
+def test_heartbeats_from_self_or_strangers_are_ignored(who, reason):
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    eff = n.hb(who, 1, 1, ACTIVE)
+    assert of(eff, "pulse.heartbeat_ignored")[0]["reason"] == reason and n.role == BACKUP
+
+
+def test_heartbeat_before_config_is_ignored():
+    n = Node("lvs1")
+    eff = n.hb("lvs2", 1, 1)
+    assert of(eff, "pulse.heartbeat_ignored")[0]["reason"] == "not_configured"
+
+
+def test_timers_late_early_or_twice_do_only_what_is_due():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    assert n.core.next_deadline(n.state) == KEEPALIVE
+    assert n.timer(KEEPALIVE - 1) == []  # early: nothing due
+    eff = n.timer(KEEPALIVE)
+    assert types(eff) == ["pulse.send_heartbeat"]
+    assert n.timer(KEEPALIVE) == []  # twice: nothing more
+    eff = n.timer(KEEPALIVE + 2 * S + 500 * MS)  # late by several ticks: listen ended, one heartbeat
+    assert n.role == ACTIVE
+    assert len(of(eff, "pulse.send_heartbeat")) == 1
+    assert n.core.next_deadline(n.state) == KEEPALIVE + 2 * S + 500 * MS + KEEPALIVE
+
+
+def test_garp_refresh_while_active():
+    n = Node("lvs1")
+    n.configure(make_model(garp_refresh=10.0))
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    garps = []
+    for t in range(DEADTIME, DEADTIME + 31 * S, S):
+        garps += [(t, g) for g in of(n.timer(t), "pulse.send_garp")]
+    assert [t for t, _ in garps] == [DEADTIME + 10 * S, DEADTIME + 20 * S, DEADTIME + 30 * S]
+    assert all(g["reason"] == "refresh" and g["repeat"] == 1 and len(g["vips"]) == 3 for _, g in garps)
+
+
+def test_fault_when_every_link_is_down_and_back():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    assert n.link("private", False, 3 * S + 500 * MS) == [] and n.role == ACTIVE  # one link down: still fine
+    eff = n.link("public", False, 4 * S + 500 * MS)
+    assert n.role == FAULT
+    assert types(eff)[:3] == ["pulse.stop_lvsd", "pulse.release_vips", "router.role_changed"]
+    assert of(eff, "router.role_changed")[0]["reason"] == "all_links_down"
+    assert of(eff, "pulse.run_notify")[-1]["args"][2] == "FAULT"
+    assert "pulse.send_heartbeat" not in types(n.timer(10 * S))
+    eff = n.link("private", True, 20 * S)
+    assert n.role == BACKUP and of(eff, "router.role_changed")[0]["reason"] == "link_up"
+    n.timer(20 * S + DEADTIME - 1)
+    assert n.role == BACKUP  # listens again before taking over
+    n.timer(20 * S + DEADTIME)
+    assert n.role == ACTIVE
+
+
+def test_config_reload_while_active_moves_only_the_changed_vips():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    model = make_model()
+    model["virtual_services"] = [vs for vs in model["virtual_services"] if vs["name"] != "web6"]
+    model["virtual_services"].append({"name": "api", "address": "10.0.0.101", "device": "eth0", "label": None,
+                                      "vip_prefixlen": 24, "active": True})
+    eff = n.feed("config.loaded", config_payload("lvs1", model, reload=True), 4 * S, source="config")
+    assert n.role == ACTIVE
+    assert [v["address"] for v in of(eff, "pulse.release_vips")[0]["vips"]] == ["2001:db8::100"]
+    assert [v["address"] for v in of(eff, "pulse.take_vips")[0]["vips"]] == ["10.0.0.101"]
+    assert of(eff, "pulse.send_garp")[0]["reason"] == "config"
+
+
+# ---------------------------------------------------------------------------------------------
+# a table over (state, input) pairs
+
+def _in_role(role: str) -> Node:
+    """lvs1 in ``role``, with lvs2 (lower priority) heard recently (seq 10 or 11 so far)."""
+    n = Node("lvs1")
+    if role == INIT:
+        return n
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs2", 2 * S, 10, BACKUP)
+    if role in (ACTIVE, FAULT, BACKUP):
+        n.timer(DEADTIME)
+    if role == FAULT:
+        n.link("public", False, DEADTIME + 1)
+        n.link("private", False, DEADTIME + 1)
+    if role == STOPPED:
+        n.shutdown(DEADTIME)
+    if role == BACKUP:
+        n.fence("lvs2", DEADTIME + 1, seq=11)  # lvs2 took over: lvs1 is a backup, out of listening
+    assert n.role == role
+    return n
+
+
+T = 4 * S + 500 * MS  # lvs2 is still alive (heard at 2 s or later, deadtime 3 s)
+INPUTS = {
+    "hb_backup_lower": lambda n: n.hb("lvs2", T, 50, BACKUP),
+    "hb_active_lower": lambda n: n.hb("lvs2", T, 50, ACTIVE),
+    "hb_active_higher": lambda n: n.hb("lvs2", T, 50, ACTIVE, priority=250),
+    "hb_leaving": lambda n: n.hb("lvs2", T, 50, STOPPED, leaving=True),
+    "fence": lambda n: n.fence("lvs2", T, seq=50),
+    "fence_stale": lambda n: n.fence("lvs2", T, seq=5),
+    "links_down": lambda n: (n.link("public", False, T), n.link("private", False, T))[-1],
+    "link_up": lambda n: n.link("public", True, T),
+    "shutdown": lambda n: n.shutdown(T),
+    "timer": lambda n: n.timer(T),
+}
+
+# role after (state, input)
+EXPECTED = {
+    INIT: dict.fromkeys(INPUTS, INIT) | {"shutdown": STOPPED},
+    BACKUP: {
+        # lvs1 outranks lvs2 (200 > 100) but was just fenced by it: no preemption for deadtime
+        "hb_backup_lower": ACTIVE, "hb_active_lower": BACKUP, "hb_active_higher": BACKUP, "hb_leaving": ACTIVE,
+        "fence": BACKUP, "fence_stale": BACKUP, "links_down": FAULT, "link_up": BACKUP, "shutdown": STOPPED,
+        "timer": BACKUP,
+    },
+    ACTIVE: {
+        "hb_backup_lower": ACTIVE, "hb_active_lower": ACTIVE, "hb_active_higher": BACKUP, "hb_leaving": ACTIVE,
+        "fence": BACKUP, "fence_stale": ACTIVE, "links_down": FAULT, "link_up": ACTIVE, "shutdown": STOPPED,
+        "timer": ACTIVE,
+    },
+    FAULT: dict.fromkeys(INPUTS, FAULT) | {"link_up": BACKUP, "shutdown": STOPPED},
+    STOPPED: dict.fromkeys(INPUTS, STOPPED),
+}
+
+
+@pytest.mark.parametrize("role", ROLE_STATES)
+@pytest.mark.parametrize("name", list(INPUTS))
+def test_state_input_table(role, name):
+    n = _in_role(role)
+    INPUTS[name](n)
+    assert n.role == EXPECTED[role][name], (role, name)
+    if role == STOPPED:
+        assert n.outputs[-1][1] == []  # a stopped core says nothing more
+    if name == "fence_stale" and role != INIT and role != STOPPED:
+        assert of(n.outputs[-1][1], "pulse.heartbeat_ignored")[0]["reason"] == "stale_seq"
+
+
+# ---------------------------------------------------------------------------------------------
+# cores wired together
+
+
+def test_two_routers_starting_together_elect_exactly_one_the_higher():
+    c = Cluster()
+    c.start("lvs1")
+    c.start("lvs2")
+    c.run_until(DEADTIME - 1)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": BACKUP}  # both still listening
+    c.run_until(60 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    assert c.nodes["lvs2"].role_changes() == [(INIT, BACKUP, "started")]  # never active, not even briefly
+    assert c.nodes["lvs1"].role_changes() == [(INIT, BACKUP, "started"), (BACKUP, ACTIVE, "no_active")]
+
+
+def test_equal_priorities_are_broken_by_the_higher_address():
+    c = Cluster(model=make_model(priorities={"lvs1": 100, "lvs2": 100}))
+    c.start("lvs2")
+    c.start("lvs1")
+    c.run_until(30 * S)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}  # 10.0.0.2 > 10.0.0.1
+
+
+def test_routers_starting_apart_the_first_takes_over_the_second_preempts():
+    c = Cluster()
+    c.start("lvs2")  # the lower one first
+    c.run_until(10 * S)
+    assert c.roles()["lvs2"] == ACTIVE and c.roles()["lvs1"] == INIT
+    c.start("lvs1")
+    c.run_until(10 * S + DEADTIME - 1)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}  # listening first
+    c.run_until(10 * S + DEADTIME + 10 * MS)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    assert c.nodes["lvs2"].role_changes()[-1] == (ACTIVE, BACKUP, "fenced")
+    assert c.nodes["lvs1"].role_changes()[-1] == (BACKUP, ACTIVE, "preempt")
+    c.run_until(60 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}  # and it stays so
+
+
+def test_nopreempt_keeps_the_running_active():
+    c = Cluster(preempt=False)
+    c.start("lvs2")
+    c.run_until(10 * S)
+    c.start("lvs1")
+    c.run_until(120 * S)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}
+    assert c.nodes["lvs1"].role_changes() == [(INIT, BACKUP, "started")]
+
+
+def test_preempt_delay_is_waited_out():
+    c = Cluster(preempt_delay=20.0)
+    c.start("lvs2")
+    c.run_until(10 * S)
+    c.start("lvs1")
+    listen_end = 10 * S + DEADTIME
+    c.run_until(listen_end + 20 * S - 1)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}
+    c.run_until(listen_end + 20 * S + 10 * MS)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+
+
+def test_active_dies_backup_takes_over_after_deadtime_not_before():
+    c = steady_pair()
+    c.crash("lvs1")
+    c.run_until(c.now + 50 * MS)  # heartbeats already in flight land
+    last = c.last_heard("lvs2", "lvs1")
+    c.run_until(last + DEADTIME - 1)
+    assert c.nodes["lvs2"].role == BACKUP
+    c.run_until(last + DEADTIME)
+    assert c.nodes["lvs2"].role == ACTIVE
+    assert c.nodes["lvs2"].role_changes()[-1] == (BACKUP, ACTIVE, "peer_dead")
+    took = [t for t, p in c.outputs_of("lvs2", "router.role_changed") if p["new"] == ACTIVE]
+    assert took == [last + DEADTIME]
+    (t, fence), = c.outputs_of("lvs2", "pulse.send_fence")
+    assert fence["target"] == "lvs1" and {d["link"] for d in fence["destinations"]} == {"public", "private"}
+    assert not c.outputs_of("lvs2", "pulse.link_degraded")  # a dead peer is not a degraded link
+
+
+def test_one_link_silent_degrades_but_never_fails_over():
+    c = steady_pair()
+    t0 = c.now
+    c.cut_link("lvs1", "lvs2", "private")
+    c.run_until(t0 + 5 * DEADTIME)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    for name, peer in (("lvs1", "lvs2"), ("lvs2", "lvs1")):
+        deg = c.outputs_of(name, "pulse.link_degraded")
+        assert [(p["peer"], p["link"]) for _, p in deg] == [(peer, "private")]  # once, not every tick
+        assert deg[0][0] - t0 >= DEADTIME - KEEPALIVE and deg[0][0] - t0 <= DEADTIME + KEEPALIVE
+        assert not c.outputs_of(name, "pulse.peer_dead")
+    assert [p["reason"] for _, p in c.outputs_of("lvs2", "router.role_changed")] == ["started"]
+    c.heal()
+    c.run_until(c.now + 2 * KEEPALIVE)
+    for name, peer in (("lvs1", "lvs2"), ("lvs2", "lvs1")):
+        assert [(p["peer"], p["link"]) for _, p in c.outputs_of(name, "pulse.link_restored")] == [(peer, "private")]
+
+
+def test_healed_partition_leaves_exactly_one_active_which_reannounces():
+    c = Cluster()
+    for link in ("public", "private"):
+        c.cut_link("lvs1", "lvs2", link)
+    c.start("lvs1")
+    c.start("lvs2")
+    c.run_until(20 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": ACTIVE}  # partitioned: both took over
+    t0 = c.now
+    c.heal()
+    c.run_until(t0 + KEEPALIVE + 10 * MS)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    (t1, sb1), = c.outputs_of("lvs1", "pulse.split_brain_resolved")
+    assert sb1 == {"winner": "lvs1", "loser": "lvs2", "winner_priority": 200, "loser_priority": 100,
+                   "this_router_stays": True}
+    garps = [(t, p) for t, p in c.outputs_of("lvs1", "pulse.send_garp") if p["reason"] == "split_brain"]
+    assert [t for t, _ in garps] == [t1] and garps[0][1]["repeat"] == 3  # at once, on detection
+    assert c.nodes["lvs2"].role_changes()[-1] == (ACTIVE, BACKUP, "split_brain")
+    released = [t for t, p in c.outputs_of("lvs2", "pulse.release_vips") if p["reason"] == "split_brain"]
+    assert len(released) == 1
+    c.run_until(t0 + 30 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    assert len(c.outputs_of("lvs1", "pulse.split_brain_resolved")) == 1
+
+
+def test_graceful_leave_hands_over_at_once():
+    c = steady_pair()
+    t0 = c.now + 300 * MS
+    c._push(t0, "lvs1", "router.shutdown_requested", {"reason": "SIGTERM", "graceful": True})
+    c.run_until(t0 + 10 * MS)
+    assert c.roles() == {"lvs1": STOPPED, "lvs2": ACTIVE}
+    out = [ty for t, n, ty, _ in c.trace if n == "lvs1" and t == t0]
+    assert [ty for ty in out if ty in ROLE_EFFECTS | {"pulse.send_heartbeat"}] == [
+        "pulse.stop_lvsd", "pulse.release_vips", "router.role_changed", "pulse.run_notify", "pulse.run_notify",
+        "pulse.send_heartbeat",
+    ]
+    (_, final), = c.outputs_of("lvs1", "pulse.send_heartbeat")[-1:]
+    assert final["leaving"] is True and final["role"] == STOPPED
+    took = [t for t, p in c.outputs_of("lvs2", "router.role_changed") if p["new"] == ACTIVE]
+    assert took == [t0 + LATENCY]  # one network hop, not deadtime
+    assert c.nodes["lvs2"].role_changes()[-1] == (BACKUP, ACTIVE, "peer_left")
+    assert c.nodes["lvs1"].core.next_deadline(c.nodes["lvs1"].state) is None
+    c.run_until(t0 + 60 * S)
+    assert c.roles() == {"lvs1": STOPPED, "lvs2": ACTIVE}
+
+
+def test_restarted_peer_with_a_new_epoch_is_accepted():
+    c = steady_pair()
+    c.crash("lvs2")
+    c.run_until(c.now + 1 * S)
+    # lvs2 comes back as a fresh process: new epoch, sequence from 1
+    c.crashed.discard("lvs2")
+    c.nodes["lvs2"] = Node("lvs2")
+    c.start("lvs2", epoch=2)
+    c.run_until(c.now + 10 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    assert [p["new_epoch"] for _, p in c.outputs_of("lvs1", "pulse.peer_restarted")] == [2]
+    assert not [p for _, p in c.outputs_of("lvs1", "pulse.heartbeat_ignored")]
+
+
+def test_three_routers_only_the_best_backup_takes_over():
+    c = Cluster(names=("lvs1", "lvs2", "lvs3"))
+    for n in ("lvs3", "lvs2", "lvs1"):
+        c.start(n)
+    c.run_until(20 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP, "lvs3": BACKUP}
+    c.crash("lvs1")
+    c.run_until(c.now + 10 * DEADTIME)
+    assert c.active() == ["lvs2"]
+    assert [r for r in c.nodes["lvs3"].role_changes() if r[1] == ACTIVE] == []  # never, not even briefly
+    (_, fence), = c.outputs_of("lvs2", "pulse.send_fence")
+    assert fence["target"] == "lvs1"
+    # and when lvs2 dies too, lvs3 is the last candidate
+    c.crash("lvs2")
+    c.run_until(c.now + 2 * DEADTIME)
+    assert c.active() == ["lvs3"]
+
+
+def test_three_routers_fault_on_the_best_backup_lets_the_next_one_take_over():
+    c = Cluster(names=("lvs1", "lvs2", "lvs3"))
+    for n in ("lvs1", "lvs2", "lvs3"):
+        c.start(n)
+    c.run_until(20 * S)
+    for link in ("public", "private"):
+        c._push(c.now, "lvs2", "pulse.link_changed", {"link": link, "up": False, "device": None})
+        for other in ("lvs1", "lvs3"):
+            c.cut_link("lvs2", other, link)
+    c.crash("lvs1")
+    c.run_until(c.now + 10 * DEADTIME)
+    assert c.roles()["lvs2"] == FAULT
+    assert c.active() == ["lvs3"]
+
+
+def test_fault_in_a_pair_moves_the_vips_to_the_other():
+    c = steady_pair()
+    for link in ("public", "private"):
+        c._push(c.now, "lvs1", "pulse.link_changed", {"link": link, "up": False, "device": None})
+        c.cut_link("lvs1", "lvs2", link)
+    c.run_until(c.now + 2 * DEADTIME)
+    assert c.roles() == {"lvs1": FAULT, "lvs2": ACTIVE}
+    t0 = c.now
+    c.heal()
+    c._push(t0, "lvs1", "pulse.link_changed", {"link": "public", "up": True, "device": None})
+    c.run_until(t0 + 10 * MS)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}
+    c.run_until(t0 + DEADTIME + 10 * MS)  # listened, then preempts (preempt is on)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+
+
+# ---------------------------------------------------------------------------------------------
+# snapshots, replay, determinism
+
+
+def _scenario() -> Cluster:
+    c = Cluster(names=("lvs1", "lvs2", "lvs3"), garp_refresh=5.0)
+    c.start("lvs2")
+    c.run_until(7 * S)
+    c.start("lvs1")
+    c.start("lvs3")
+    c.cut_link("lvs1", "lvs3", "private")
+    c.run_until(30 * S)
+    c.crash("lvs1")
+    c.run_until(45 * S)
+    return c
+
+
+def test_same_events_give_the_same_effects():
+    a, b = _scenario(), _scenario()
+    assert a.trace == b.trace
+    assert len(a.trace) > 100
+    # and a fresh core fed one node's recorded inputs gives exactly its recorded outputs (replay)
+    for name, node in a.nodes.items():
+        core = PulseCore()
+        got = [step.effects for _, step in run_core(core, core.initial(), node.inputs)]
+        assert got == [effs for _, effs in node.outputs], name
+
+
+def test_snapshot_restore_mid_run_behaves_identically():
+    c = _scenario()
+    node = c.nodes["lvs2"]
+    for cut in (5, len(node.inputs) // 3, len(node.inputs) // 2, len(node.inputs) - 3):
+        core = PulseCore()
+        state = core.initial()
+        for ev in node.inputs[:cut]:
+            state, _ = core.decide(state, ev)
+        data = msgpack.unpackb(msgpack.packb(core.snapshot(state), use_bin_type=True), raw=False)
+        restored = core.restore(data)
+        assert core.snapshot(restored) == core.snapshot(state)
+        assert core.next_deadline(restored) == core.next_deadline(state)
+        after = []
+        for ev in node.inputs[cut:]:
+            restored, effs = core.decide(restored, ev)
+            after.append(effs)
+        assert after == [effs for _, effs in node.outputs[cut:]], cut
+
+
+def test_a_snapshot_is_a_copy():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    snap = n.core.snapshot(n.state)
+    n.hb("lvs2", 1 * S, 1, BACKUP)
+    assert snap != n.core.snapshot(n.state)
+    assert n.core.restore(snap).peers["lvs2"].alive is False
