@@ -103,3 +103,18 @@ def test_config_error_lists_every_issue():
     assert text.startswith("2 configuration errors:")
     assert "t.toml:2: router.a.address:" in text and "t.toml:3: router.a.priority:" in text
     assert info.value.issues[0].to_dict()["severity"] == "error"
+
+
+def test_from_dict_revalidates():
+    from lvsbus.config import from_dict, to_dict
+
+    cfg = loads_toml('[router.a]\naddress = "192.0.2.1"\n[virtual.v]\naddress = "192.0.2.9"\n'
+                     '[virtual.v.server.s]\naddress = "192.0.2.10"\n').config
+    d = to_dict(cfg)
+    assert isinstance(d["virtual_services"], list) and d["virtual_services"][0]["protocol"] == "tcp"
+    d["virtual_services"][0]["servers"][0]["weight"] = 70000
+    d["heartbeat"]["keepalive"] = "2"
+    with pytest.raises(ConfigError) as info:
+        from_dict(d)
+    assert {(i.key, i.file) for i in info.value.issues} == {
+        ("virtual.v.server.s.weight", "<dict>"), ("heartbeat.keepalive", "<dict>")}

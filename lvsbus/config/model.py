@@ -428,4 +428,4 @@ def from_dict(data: dict[str, Any]) -> Config:
     Raises ConfigError."""
     from .native import config_from_mapping  # local import: native imports this module
 
-    return config_from_mapping(data, filename="<dict>", lists=True)
+    return config_from_mapping(data, filename="<dict>")

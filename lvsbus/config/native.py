@@ -244,12 +244,13 @@ def _normalise_native(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
-                        locate: Locate | None = None, lists: bool = False,
+                        locate: Locate | None = None,
                         return_warnings: bool = False, failed: set[str] | None = None) -> Any:
     """Build and validate a Config from native-shaped data. Raises ConfigError with every error.
 
-    ``lists``: data is ``to_dict`` output (lists) rather than TOML tables (both are accepted
-    either way). With ``return_warnings`` returns ``(config, warnings)``. ``failed``: keys (as
+    ``data`` may be TOML-shaped (name-keyed tables ``router``, ``virtual``, ``server``,
+    ``failover``) or ``to_dict`` output (lists under ``routers``, ``virtual_services``, ``servers``,
+    ``failover_services``). With ``return_warnings`` returns ``(config, warnings)``. ``failed``: keys (as
     shown) a reader already reported errors for; validation errors on them are not repeated.
     """
     b = _Builder(filename, locate)
