@@ -1158,6 +1158,7 @@ class LogReader:
             return cur
 
     def _gen(self, from_seq, to_seq, follow, poll_interval, stop, segs):
+        known = [segs]
         cur = None
         try:
             while cur is None:
@@ -1183,7 +1184,7 @@ class LogReader:
                     yield records
                     continue
                 # At the end of this segment for now. Is there a next one?
-                nxt = self._next_segment(cur)
+                nxt = self._next_segment(cur, known)
                 if nxt is not None:
                     # The writer seals a segment before creating the next: read its rest once more.
                     records = cur.read_some()
@@ -1218,12 +1219,15 @@ class LogReader:
             if cur is not None:
                 cur.close()
 
-    def _next_segment(self, cur: _Cursor):
-        segs = self.segments()
-        for first, path in segs:
-            if first > cur.first_seq:
-                return first, path
-        return None
+    def _next_segment(self, cur: _Cursor, known: list):
+        """The segment after ``cur``: from the last listing ``known[0]``, else from a fresh one
+        (the writer may have rotated since; the new listing is kept in ``known[0]``)."""
+        i = bisect.bisect_right(known[0], (cur.first_seq, "\uffff"))
+        if i < len(known[0]):
+            return known[0][i]
+        known[0] = self.segments()
+        i = bisect.bisect_right(known[0], (cur.first_seq, "\uffff"))
+        return known[0][i] if i < len(known[0]) else None
 
 
 # --------------------------------------------------------------------------------------------
