@@ -261,3 +261,8 @@ def test_backup_active_without_backup_router_warns():
     # Piranha's default deadtime 5 with keepalive 2 is under 3x: advised, not refused
     assert [(w.line, w.key) for w in loaded.warnings] == [(2, "backup"), (None, "heartbeat.deadtime")]
     assert loaded.config.heartbeat.deadtime == 5.0
+
+
+def test_crlf_line_endings_read_like_lf():
+    text = (FIX / "direct_routing.cf").read_text()
+    assert loads_lvscf(text.replace("\n", "\r\n"), "crlf.cf").config == loads_lvscf(text, "lf.cf").config

@@ -27,6 +27,8 @@ def test_ipv6_https_service():
     loaded = load(str(FIX / "ipv6.toml"))
     cfg = loaded.config
     assert loaded.format == "toml" and loaded.warnings == ()
+    import hashlib
+    assert loaded.digest == hashlib.sha256((FIX / "ipv6.toml").read_bytes()).hexdigest()
     assert cfg.serial_no == 2024112601
     assert cfg.metrics_address == "[::1]:9539"
     assert cfg.routers[0] == Router("lvs1", "2001:db8:0:1::1", private_address="fd00::1",

@@ -9,6 +9,9 @@ pure cores may import this package and ``lvsbus.config.model``.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 from .diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
 from .lvscf import loads_lvscf
 from .model import (
@@ -79,9 +82,8 @@ def detect_format(path: str, text: str) -> str:
 def loads(text: str, filename: str = "<config>", format: str | None = None) -> LoadedConfig:
     """Parse and validate config text in either form (``format``: "toml", "lvscf" or None to detect)."""
     fmt = format or detect_format(filename, text)
-    if fmt == "toml":
-        return loads_toml(text, filename)
-    return loads_lvscf(text, filename)
+    loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
+    return dataclasses.replace(loaded, digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 def load(path: str, format: str | None = None) -> LoadedConfig:
@@ -101,4 +103,5 @@ def load(path: str, format: str | None = None) -> LoadedConfig:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Issue(key="", message="the file is not UTF-8 text", file=path,
                                  line=line)]) from None
-    return loads(text, path, format)
+    loaded = loads(text, path, format)
+    return dataclasses.replace(loaded, digest=hashlib.sha256(raw).hexdigest())

@@ -345,6 +345,8 @@ class LoadedConfig:
     source: str = "<config>"
     #: "lvscf" or "toml"
     format: str = "toml"
+    #: sha256 (hex) of the file's bytes as read (of the UTF-8 text for ``loads``)
+    digest: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
