@@ -45,6 +45,23 @@ def bench_append(base: str, mode: str, seconds: float, batch: int) -> tuple[floa
     return (n - 1) / elapsed, lag, n - 1
 
 
+def bench_group_latency(base: str, seconds: float) -> tuple[float, float]:
+    """Time from append return to durable_seq covering it (interval 1 ms), one record at a time."""
+    d = tempfile.mkdtemp(dir=base)
+    lat = []
+    with EventLog(d, durability=Durability("group", interval_ms=1.0), logger=_Quiet()) as log:
+        deadline = time.perf_counter() + seconds
+        n = 1
+        while time.perf_counter() < deadline:
+            log.append(n, BODY)
+            t0 = time.perf_counter()
+            log.wait_durable(n, timeout=5)
+            lat.append(time.perf_counter() - t0)
+            n += 1
+    lat.sort()
+    return lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
+
+
 def bench_parse(seconds: float) -> float:
     buf = frame_batch((s, BODY) for s in range(1, 10001))
     count = 0
@@ -83,6 +100,9 @@ def main() -> int:
             rate, lag, n = bench_append(base, mode, args.seconds, batch)
             suffix = "" if batch == 1000 else f"_batch{batch}"
             print(f"append_{mode}{suffix}_records_per_s={rate:.0f} records/s", flush=True)
+        p50, p99 = bench_group_latency(base, args.seconds / 2)
+        print(f"group_commit_durable_latency_p50_ms={p50:.3f} ms", flush=True)
+        print(f"group_commit_durable_latency_p99_ms={p99:.3f} ms", flush=True)
         print(f"parse_frames_records_per_s={bench_parse(args.seconds):.0f} records/s", flush=True)
         rate, total = bench_read(base, args.seconds)
         print(f"read_records_per_s={rate:.0f} records/s", flush=True)
