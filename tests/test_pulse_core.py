@@ -11,6 +11,7 @@ Two kinds of driver:
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 
@@ -18,6 +19,9 @@ import msgpack
 import pytest
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.config import (
+    Config, Forwarding, Heartbeat, NatRouter, Notify, RealServer, Router, VirtualService, to_dict,
+)
 from lvsbus.core import Effect, run_core
 from lvsbus.events import REGISTRY, Event
 from services.pulse.core import (
@@ -38,39 +42,34 @@ ROUTERS = {
 }
 
 
-def make_model(names=("lvs1", "lvs2"), priorities=None, private=True, **heartbeat) -> dict:
-    """A config model as lvsbus.config.to_dict() gives it (the keys pulse reads)."""
+def make_config(names=("lvs1", "lvs2"), priorities=None, private=True, **heartbeat) -> Config:
     priorities = priorities or {}
-    hb = {
-        "enabled": True, "port": 539, "keepalive": 1.0, "deadtime": 3.0, "key_file": "/etc/lvsbus/hb.key",
-        "preempt": True, "preempt_delay": 0.0, "monitor_links": True, "garp_repeat": 3, "garp_refresh": 0.0,
-    }
+    hb = {"keepalive": 1.0, "deadtime": 3.0, "monitor_links": True, "garp_repeat": 3}
     hb.update(heartbeat)
-    return {
-        "service": "lvs",
-        "routers": [
-            {
-                "name": n, "address": ROUTERS[n][0], "private_address": ROUTERS[n][1] if private else None,
-                "shared_address": None, "priority": priorities.get(n, ROUTERS[n][2]), "device": "eth0",
-                "private_device": "eth1",
-            }
+    rs = (RealServer("a", "192.168.100.10"),)
+    return Config(
+        routers=tuple(
+            Router(n, ROUTERS[n][0], ROUTERS[n][1] if private else None, priority=priorities.get(n, ROUTERS[n][2]),
+                   device="eth0", private_device="eth1" if private else None)
             for n in names
-        ],
-        "heartbeat": hb,
-        "notify": {"active_cmd": "/usr/local/bin/up", "inactive_cmd": "/usr/local/bin/down", "notify": "/usr/local/bin/notify"},
-        "nat_router": {"address": "192.168.100.254", "device": "eth1", "label": "eth1:1", "prefixlen": 24},
-        "virtual_services": [
-            {"name": "web", "address": "10.0.0.100", "device": "eth0", "label": "eth0:1", "vip_prefixlen": 24,
-             "active": True, "port": 80},
-            {"name": "web-tls", "address": "10.0.0.100", "device": "eth0", "label": "eth0:1", "vip_prefixlen": 24,
-             "active": True, "port": 443},
-            {"name": "web6", "address": "2001:DB8::100", "device": None, "label": None, "vip_prefixlen": None,
-             "active": True, "port": 80},
-            {"name": "off", "address": "10.0.0.200", "device": "eth0", "label": None, "vip_prefixlen": None,
-             "active": False, "port": 80},
-        ],
-        "failover_services": [],
-    }
+        ),
+        heartbeat=Heartbeat(**hb),
+        notify=Notify(active_cmd="/usr/local/bin/up", inactive_cmd="/usr/local/bin/down", notify="/usr/local/bin/notify"),
+        nat_router=NatRouter("192.168.100.254", device="eth1", label="eth1:1", prefixlen=24),
+        virtual_services=(
+            VirtualService("web", "10.0.0.100", device="eth0", label="eth0:1", vip_prefixlen=24, port=80, servers=rs),
+            VirtualService("web-tls", "10.0.0.100", device="eth0", label="eth0:1", vip_prefixlen=24, port=443,
+                           servers=rs),
+            VirtualService("web6", "2001:db8::100", port=80, forwarding=Forwarding.DIRECT,
+                           servers=(RealServer("a", "2001:db8::10"),)),
+            VirtualService("off", "10.0.0.200", active=False, port=80),
+        ),
+    )
+
+
+def make_model(names=("lvs1", "lvs2"), priorities=None, private=True, **heartbeat) -> dict:
+    """A config model as the config.loaded event carries it (lvsbus.config.to_dict)."""
+    return to_dict(make_config(names, priorities, private, **heartbeat))
 
 
 def config_payload(local: str, model: dict, reload: bool = False) -> dict:
@@ -527,10 +526,11 @@ def test_config_reload_while_active_moves_only_the_changed_vips():
     n.configure(make_model())
     n.start(0)
     n.timer(DEADTIME)
-    model = make_model()
-    model["virtual_services"] = [vs for vs in model["virtual_services"] if vs["name"] != "web6"]
-    model["virtual_services"].append({"name": "api", "address": "10.0.0.101", "device": "eth0", "label": None,
-                                      "vip_prefixlen": 24, "active": True})
+    cfg = make_config()
+    model = to_dict(dataclasses.replace(cfg, virtual_services=(
+        *(vs for vs in cfg.virtual_services if vs.name != "web6"),
+        VirtualService("api", "10.0.0.101", device="eth0", vip_prefixlen=24, servers=cfg.virtual_services[0].servers),
+    )))
     eff = n.feed("config.loaded", config_payload("lvs1", model, reload=True), 4 * S, source="config")
     assert n.role == ACTIVE
     assert [v["address"] for v in of(eff, "pulse.release_vips")[0]["vips"]] == ["2001:db8::100"]
@@ -623,12 +623,15 @@ def test_two_routers_starting_together_elect_exactly_one_the_higher():
     assert c.nodes["lvs1"].role_changes() == [(INIT, BACKUP, "started"), (BACKUP, ACTIVE, "no_active")]
 
 
-def test_equal_priorities_are_broken_by_the_higher_address():
-    c = Cluster(model=make_model(priorities={"lvs1": 100, "lvs2": 100}))
-    c.start("lvs2")
-    c.start("lvs1")
-    c.run_until(30 * S)
-    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}  # 10.0.0.2 > 10.0.0.1
+@pytest.mark.parametrize("reported, becomes", [(100, ACTIVE), (101, BACKUP), (99, ACTIVE)])
+def test_equal_priorities_are_broken_by_the_higher_address(reported, becomes):
+    # the config refuses equal priorities, but a peer reports its own (a reload in progress)
+    n = Node("lvs2")  # priority 100, 10.0.0.2
+    n.configure(make_model())
+    n.start(0)
+    for i, t in enumerate(range(0, DEADTIME + 1, 500 * MS)):
+        n.hb("lvs1", t, i + 1, BACKUP, priority=reported)  # 10.0.0.1
+    assert n.role == becomes
 
 
 def test_routers_starting_apart_the_first_takes_over_the_second_preempts():
@@ -868,3 +871,22 @@ def test_a_snapshot_is_a_copy():
     n.hb("lvs2", 1 * S, 1, BACKUP)
     assert snap != n.core.snapshot(n.state)
     assert n.core.restore(snap).peers["lvs2"].alive is False
+
+
+def test_heartbeats_that_change_nothing_fire_no_trigger(monkeypatch):
+    import services.pulse.core as pc
+
+    fired = []
+    real = pc._fire
+    monkeypatch.setattr(pc, "_fire", lambda st, trigger: fired.append(trigger) or real(st, trigger))
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    assert fired == ["start"]
+    seq = itertools.count(1)
+    for t in range(100 * MS, 20 * S, 100 * MS):  # 10 a second on each link, for 20 s
+        n.hb("lvs1", t, next(seq), ACTIVE)
+        n.hb("lvs1", t + 1, next(seq), ACTIVE, link="private")
+    assert fired == ["start"] and n.role == BACKUP
+    n.hb("lvs1", 20 * S, next(seq), ACTIVE, leaving=True)
+    assert fired == ["start", "take_over"] and n.role == ACTIVE

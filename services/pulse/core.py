@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from transitions import Machine, MachineError
 
+from lvsbus.config import Config, from_dict
 from lvsbus.core import Core, Effect
 from lvsbus.events import Event
 
@@ -196,96 +197,81 @@ def _ns(seconds: Any, what: str, minimum: float = 0.0) -> int:
     return int(round(seconds * _NS))
 
 
-def _vip(address: str, prefixlen: Any, device: Any, label: Any, owner: str, default_device: str | None) -> Vip:
+def _vip(address: str, prefixlen: int | None, device: str | None, label: str | None, default_device: str | None) -> Vip:
     ip = ipaddress.ip_address(address)
     full = 32 if ip.version == 4 else 128
     plen = full if prefixlen is None else int(prefixlen)
     if not 0 <= plen <= full:
         raise ValueError(f"VIP {address}: prefix length {plen} out of range")
     if device is None and label:
-        device = str(label).split(":", 1)[0]
-    return Vip(str(ip), plen, f"ipv{ip.version}", device or default_device, label or None, owner)
+        device = label.split(":", 1)[0]
+    return Vip(str(ip), plen, f"ipv{ip.version}", device or default_device, label or None, "")
 
 
 def _settings_from_config(payload: dict) -> PulseSettings:
-    """Read pulse's settings from a ``config.loaded`` payload.
+    """pulse's settings from a ``config.loaded`` payload: ``model`` is ``lvsbus.config.to_dict(cfg)``,
+    rebuilt (and re-validated) with ``lvsbus.config.from_dict``; ``local_router`` names this router.
+    Raises ValueError (ConfigError is one) or KeyError/TypeError for something unusable."""
+    return _settings_from_model(from_dict(payload["model"]), payload["local_router"])
 
-    ``payload["model"]`` is ``lvsbus.config.to_dict(cfg)`` (lvsbus/config/model.py); it is read as
-    plain data, with these keys: ``routers[].{name, address, private_address, priority, device}``,
-    ``heartbeat.{enabled, port, keepalive, deadtime, preempt, preempt_delay, garp_repeat,
-    garp_refresh}`` (and, if present, ``garp_interval``), ``notify.{active_cmd, inactive_cmd,
-    notify}`` (and ``notify_timeout``), ``virtual_services[]`` / ``failover_services[]``
-    ``.{name, address, device, label, vip_prefixlen, active}``, ``nat_router.{address, device,
-    label, prefixlen}``; ``payload["local_router"]`` names this router.
-    Raises KeyError, TypeError or ValueError for something unusable.
-    """
-    model = payload["model"]
-    local = payload["local_router"]
-    routers = []
-    seen: set[str] = set()
-    for r in model.get("routers") or ():
-        name = r["name"]
-        if name in seen:
-            raise ValueError(f"router {name!r} is listed twice")
-        seen.add(name)
-        prio = r.get("priority", 100)
-        if type(prio) is not int or not 0 <= prio <= 65535:
-            raise ValueError(f"router {name}: priority {prio!r} is not an integer 0..65535")
-        addr = str(ipaddress.ip_address(r["address"]))
-        priv = r.get("private_address")
-        routers.append(RouterInfo(name, addr, str(ipaddress.ip_address(priv)) if priv else None, prio))
-    me = next((r for r in routers if r.name == local), None)
+
+def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
+    """What pulse reads of the model: ``routers[].{name, address, private_address, priority,
+    device}``, ``heartbeat.{enabled, port, keepalive, deadtime, preempt, preempt_delay, garp_repeat,
+    garp_refresh}``, ``notify.{active_cmd, inactive_cmd, notify}``, the active
+    ``virtual_services[]`` and ``failover_services[]`` ``.{name, address, device, label,
+    vip_prefixlen}`` and ``nat_router.{address, device, label, prefixlen}``."""
+    me = cfg.router(local)
     if me is None:
-        raise ValueError(f"local router {local!r} is not among the configured routers {sorted(seen)}")
-    default_device = next((r.get("device") for r in model["routers"] if r["name"] == local), None)
-    hb = model.get("heartbeat") or {}
-    nt = model.get("notify") or {}
-
+        raise ValueError(f"local router {local!r} is not among the configured routers "
+                         f"{[r.name for r in cfg.routers]}")
+    routers = tuple(
+        RouterInfo(r.name, str(ipaddress.ip_address(r.address)),
+                   str(ipaddress.ip_address(r.private_address)) if r.private_address else None, int(r.priority))
+        for r in cfg.routers
+    )
+    if len({r.name for r in routers}) != len(routers):
+        raise ValueError("a router is listed twice")
     vips: dict[str, Vip] = {}
     owners: dict[str, list[str]] = {}
-    for group in ("virtual_services", "failover_services"):
-        for vs in model.get(group) or ():
-            if not vs.get("active", True):
-                continue
-            v = _vip(vs["address"], vs.get("vip_prefixlen"), vs.get("device"), vs.get("label"), "", default_device)
-            vips.setdefault(v.address, v)
-            owners.setdefault(v.address, []).append(vs["name"])
-    nat = model.get("nat_router")
-    if nat:
-        v = _vip(nat["address"], nat.get("prefixlen"), nat.get("device"), nat.get("label"), "", default_device)
+    services = [*cfg.virtual_services, *cfg.failover_services]
+    for vs in services:
+        if not vs.active:
+            continue
+        v = _vip(vs.address, vs.vip_prefixlen, vs.device, vs.label, me.device)
+        vips.setdefault(v.address, v)
+        owners.setdefault(v.address, []).append(vs.name)
+    if cfg.nat_router is not None:
+        nat = cfg.nat_router
+        v = _vip(nat.address, nat.prefixlen, nat.device, nat.label, me.device)
         vips.setdefault(v.address, v)
         owners.setdefault(v.address, []).append("nat_router")
     vip_list = tuple(
         Vip(v.address, v.prefixlen, v.family, v.device, v.label, ",".join(owners[a])[:256]) for a, v in vips.items()
     )
-
-    keepalive = _ns(hb.get("keepalive", 2.0), "heartbeat.keepalive", 0.001)
-    deadtime = _ns(hb.get("deadtime", 5.0), "heartbeat.deadtime", 0.001)
+    hb, nt = cfg.heartbeat, cfg.notify
+    keepalive = _ns(hb.keepalive, "heartbeat.keepalive", 0.001)
+    deadtime = _ns(hb.deadtime, "heartbeat.deadtime", 0.001)
     if deadtime < keepalive:
         raise ValueError("heartbeat.deadtime must be at least heartbeat.keepalive")
-    port = hb.get("port", 539)
-    repeat = hb.get("garp_repeat", 5)
-    if type(port) is not int or not 1 <= port <= 65535:
-        raise ValueError(f"heartbeat.port {port!r} is not a port")
-    if type(repeat) is not int or not 0 <= repeat <= 1000:
-        raise ValueError(f"heartbeat.garp_repeat {repeat!r} is not 0..1000")
     return PulseSettings(
         local=local,
-        routers=tuple(routers),
+        routers=routers,
         vips=vip_list,
-        port=port,
-        heartbeat_enabled=bool(hb.get("enabled", True)),
+        port=int(hb.port),
+        heartbeat_enabled=bool(hb.enabled),
         keepalive_ns=keepalive,
         deadtime_ns=deadtime,
-        preempt=bool(hb.get("preempt", True)),
-        preempt_delay_ns=_ns(hb.get("preempt_delay", 0.0), "heartbeat.preempt_delay"),
-        garp_repeat=max(1, repeat),
-        garp_refresh_ns=_ns(hb.get("garp_refresh", 0.0) or 0.0, "heartbeat.garp_refresh"),
-        garp_interval_ms=_ns(hb.get("garp_interval", 0.2), "heartbeat.garp_interval") // 1_000_000,
-        active_cmd=nt.get("active_cmd") or None,
-        inactive_cmd=nt.get("inactive_cmd") or None,
-        notify_cmd=nt.get("notify") or None,
-        notify_timeout_ms=_ns(nt.get("notify_timeout", 30.0), "notify.notify_timeout") // 1_000_000,
+        preempt=bool(hb.preempt),
+        preempt_delay_ns=_ns(hb.preempt_delay, "heartbeat.preempt_delay"),
+        garp_repeat=max(1, int(hb.garp_repeat)),
+        garp_refresh_ns=_ns(hb.garp_refresh or 0.0, "heartbeat.garp_refresh"),
+        # not in the model (yet): the pause between repeated ARPs and the notify timeout
+        garp_interval_ms=_ns(getattr(hb, "garp_interval", 0.2), "heartbeat.garp_interval") // 1_000_000,
+        active_cmd=nt.active_cmd or None,
+        inactive_cmd=nt.inactive_cmd or None,
+        notify_cmd=nt.notify or None,
+        notify_timeout_ms=_ns(getattr(nt, "timeout", 30.0), "notify.timeout") // 1_000_000,
     )
 
 
@@ -633,7 +619,7 @@ class PulseCore(Core[PulseState]):
             self._check_links(st, out)
 
     def _try_start(self, st: PulseState, out: list) -> None:
-        if not _fire(st, "start"):
+        if not (st.has_config() and st.has_started()) or not _fire(st, "start"):
             return
         s = st.settings
         assert s is not None
