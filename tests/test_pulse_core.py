@@ -890,3 +890,64 @@ def test_heartbeats_that_change_nothing_fire_no_trigger(monkeypatch):
     assert fired == ["start"] and n.role == BACKUP
     n.hb("lvs1", 20 * S, next(seq), ACTIVE, leaving=True)
     assert fired == ["start", "take_over"] and n.role == ACTIVE
+
+
+def test_a_fence_holds_preemption_for_deadtime_then_preempt_resumes():
+    n = _in_role(BACKUP)  # fenced by lvs2 at DEADTIME + 1
+    fenced_at = DEADTIME + 1
+    assert n.core.next_deadline(n.state) <= fenced_at + DEADTIME
+    took = None
+    seq = itertools.count(100)
+    t = fenced_at
+    while t < fenced_at + 3 * DEADTIME and took is None:
+        d = n.core.next_deadline(n.state)
+        hb_t = t + 500 * MS
+        if d is not None and d <= hb_t:
+            t = max(d, t)
+            n.timer(t)
+        else:
+            t = hb_t
+            n.hb("lvs2", t, next(seq), ACTIVE)
+        if n.role == ACTIVE:
+            took = t
+    assert took == fenced_at + DEADTIME
+    assert n.role_changes()[-1] == (BACKUP, ACTIVE, "preempt")
+
+
+def test_service_restart_keeps_the_role_and_adopts_the_new_epoch():
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    state = n.core.restore(n.core.snapshot(n.state))  # the supervisor restarts pulse from a snapshot
+    n2 = Node("lvs1", state=state)
+    eff = n2.start(DEADTIME + 100 * MS, epoch=2)
+    assert n2.role == ACTIVE and "router.role_changed" not in types(eff)
+    n2.timer(DEADTIME + KEEPALIVE)
+    assert of(n2.outputs[-1][1], "pulse.send_heartbeat")[0]["epoch"] == 2
+
+
+@pytest.mark.parametrize("how", ["after_shutdown", "after_reboot"])
+def test_a_new_run_starts_over(how):
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs2", 1 * S, 1, BACKUP)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    if how == "after_shutdown":
+        n.shutdown(100 * S)
+        assert n.role == STOPPED
+        eff = n.start(200 * S, epoch=2)
+    else:  # rebooted without a clean stop: the monotonic clock starts again near zero
+        eff = n.start(1 * S, epoch=2)
+    assert n.role == BACKUP
+    old = STOPPED if how == "after_shutdown" else ACTIVE
+    assert n.role_changes()[-2:] == [(old, INIT, "started"), (INIT, BACKUP, "started")]
+    assert "pulse.release_vips" in types(eff)
+    assert not n.state.peers["lvs2"].alive  # nothing from the old run is trusted
+    t0 = n.inputs[-1].mono_ns
+    n.timer(t0 + DEADTIME - 1)
+    assert n.role == BACKUP
+    n.timer(t0 + DEADTIME)
+    assert n.role == ACTIVE

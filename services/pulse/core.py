@@ -47,6 +47,8 @@ ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], 
      "a heartbeat link came back up; listen for deadtime again"),
     ("stop", (INIT, BACKUP, ACTIVE, FAULT), STOPPED, (),
      "router.shutdown_requested (a final leaving heartbeat hands over at once)"),
+    ("restart", (BACKUP, ACTIVE, FAULT, STOPPED), INIT, (),
+     "pulse.started after STOPPED, or with a monotonic clock that went back (a reboot): start over"),
 )
 
 MACHINE = Machine(
@@ -427,6 +429,8 @@ class PulseCore(Core[PulseState]):
                 due.append(st.listen_until)
             if st.preempt_since is not None:
                 due.append(st.preempt_since + s.preempt_delay_ns)
+            if st.preempt_hold_until > st.now:
+                due.append(st.preempt_hold_until)
         if st.role == ACTIVE and st.garp_next is not None:
             due.append(st.garp_next)
         dt, ka = s.deadtime_ns, s.keepalive_ns
@@ -442,6 +446,9 @@ class PulseCore(Core[PulseState]):
 
     # -- decide ----------------------------------------------------------------------------
     def decide(self, st: PulseState, event: Event) -> tuple[PulseState, list]:
+        if event.type == "pulse.started" and (st.role == STOPPED or event.mono_ns < st.now):
+            st, out = self._restart(st, event)
+            return st, out
         if st.role == STOPPED:
             return st, []
         if event.mono_ns > st.now:
@@ -476,6 +483,29 @@ class PulseCore(Core[PulseState]):
             self._elect(st, out)
             self._tick(st, out)
         return st, out
+
+    def _restart(self, st: PulseState, event: Event) -> tuple[PulseState, list]:
+        """A new run of the router: after a shutdown, or after a reboot (mono_ns went back, so every
+        time this state holds is meaningless). Keep the settings and the counters, forget the rest."""
+        old = st.role
+        out: list[Effect] = []
+        if old != INIT and _fire(st, "restart"):
+            self._role_changed(st, old, INIT, "started", None, out)
+        fresh = PulseState()
+        fresh.settings, fresh.ignored, fresh.rejected_configs = st.settings, st.ignored, st.rejected_configs
+        fresh.seq = st.seq  # peers compare seqs per epoch; keeping ours growing costs nothing
+        if fresh.settings is not None:
+            fresh.peers = {r.name: Peer(r.priority, fresh.settings.pair_links(r))
+                           for r in fresh.settings.routers if r.name != fresh.settings.local}
+        fresh.now = event.mono_ns
+        fresh.epoch = event.payload["epoch"]
+        fresh.hostname = event.payload["hostname"]
+        self._try_start(fresh, out)
+        if fresh.role != INIT:
+            self._advance(fresh, out)
+            self._elect(fresh, out)
+            self._tick(fresh, out)
+        return fresh, out
 
     # -- inputs ----------------------------------------------------------------------------
     def _ignore(self, st: PulseState, kind: str, p: dict, reason: str, last_seq: int | None, out: list) -> None:
