@@ -951,3 +951,16 @@ def test_a_new_run_starts_over(how):
     assert n.role == BACKUP
     n.timer(t0 + DEADTIME)
     assert n.role == ACTIVE
+
+
+def test_docs_list_every_transition():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "pulse.md").read_text()
+    rows = [ln for ln in doc.splitlines() if ln.startswith("| `")]
+    for trigger, sources, dest, conds, _doc in ROLE_TRANSITIONS:
+        row = [r for r in rows if r.startswith(f"| `{trigger}` |")]
+        assert row, trigger
+        cells = [c.strip() for c in row[0].split("|")]
+        assert cells[2] == ", ".join(sources) and cells[3] == dest, trigger
+        assert cells[4] == ", ".join(f"`{c}`" for c in conds), trigger
