@@ -14,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import os
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import (
@@ -964,3 +967,87 @@ def test_docs_list_every_transition():
         cells = [c.strip() for c in row[0].split("|")]
         assert cells[2] == ", ".join(sources) and cells[3] == dest, trigger
         assert cells[4] == ", ".join(f"`{c}`" for c in conds), trigger
+
+
+@pytest.mark.parametrize("module", ["services/pulse/core.py", "services/pulse/wire.py"])
+def test_pulse_core_and_wire_import_no_io_module(module):
+    import ast
+    from pathlib import Path
+
+    forbidden = {"socket", "time", "os", "random", "subprocess", "logging", "structlog", "zmq", "pyroute2",
+                 "uuid", "datetime", "asyncio", "threading", "select", "selectors", "pathlib", "shutil"}
+    tree = ast.parse((Path(__file__).resolve().parent.parent / module).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert not imported & forbidden, imported & forbidden
+
+
+# ---------------------------------------------------------------------------------------------
+# seeded fault schedules: whatever happened, once the network is whole again exactly one router
+# is active, and (preempt on) it is the best live one
+
+
+NAMES3 = ("lvs1", "lvs2", "lvs3")
+ACTION = hst.one_of(
+    hst.tuples(hst.just("crash"), hst.sampled_from(NAMES3)),
+    hst.tuples(hst.just("revive"), hst.sampled_from(NAMES3)),
+    hst.tuples(hst.just("cut"), hst.sampled_from([("lvs1", "lvs2"), ("lvs1", "lvs3"), ("lvs2", "lvs3")]),
+               hst.sampled_from(["public", "private"])),
+    hst.tuples(hst.just("heal")),
+    hst.tuples(hst.just("links_down"), hst.sampled_from(NAMES3)),
+    hst.tuples(hst.just("links_up"), hst.sampled_from(NAMES3)),
+    hst.tuples(hst.just("shutdown"), hst.sampled_from(NAMES3)),
+    hst.tuples(hst.just("wait")),
+)
+
+
+@settings(max_examples=int(os.environ.get("PULSE_EXAMPLES", "40")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=hst.lists(hst.tuples(ACTION, hst.integers(min_value=0, max_value=4 * S)), max_size=10),
+       preempt=hst.booleans())
+def test_after_any_fault_schedule_exactly_one_active(actions, preempt):
+    c = Cluster(names=NAMES3, preempt=preempt)
+    epochs = dict.fromkeys(NAMES3, 1)
+    for n in NAMES3:
+        c.start(n)
+    c.run_until(5 * S)
+    isolated: set[str] = set()
+    for action, gap in actions:
+        kind = action[0]
+        if kind == "crash":
+            c.crash(action[1])
+        elif kind == "revive" and (action[1] in c.crashed or c.nodes[action[1]].role == STOPPED):
+            n = action[1]
+            c.crashed.discard(n)
+            epochs[n] += 1
+            c.nodes[n] = Node(n)
+            c.start(n, epoch=epochs[n])
+        elif kind == "cut":
+            c.cut_link(*action[1], action[2])
+        elif kind == "heal":
+            c.heal()
+        elif kind in ("links_down", "links_up"):
+            n, up = action[1], kind == "links_up"
+            (isolated.discard if up else isolated.add)(n)
+            for link in ("public", "private"):
+                c._push(c.now, n, "pulse.link_changed", {"link": link, "up": up, "device": None})
+        elif kind == "shutdown":
+            c._push(c.now, action[1], "router.shutdown_requested", {"reason": "test", "graceful": True})
+        c.run_until(c.now + gap + 1)
+    # the network is whole again
+    c.heal()
+    for n in isolated:
+        for link in ("public", "private"):
+            c._push(c.now, n, "pulse.link_changed", {"link": link, "up": True, "device": None})
+    c.run_until(c.now + 4 * DEADTIME)
+    live = [n for n in NAMES3 if n not in c.crashed and c.nodes[n].role != STOPPED]
+    active = c.active()
+    if live:
+        assert len(active) == 1, (c.roles(), c.crashed)
+        if preempt:
+            assert active == [min(live)]  # lvs1 > lvs2 > lvs3 by priority
+    else:
+        assert active == []
