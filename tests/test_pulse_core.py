@@ -649,6 +649,10 @@ def test_routers_starting_apart_the_first_takes_over_the_second_preempts():
     assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
     assert c.nodes["lvs2"].role_changes()[-1] == (ACTIVE, BACKUP, "fenced")
     assert c.nodes["lvs1"].role_changes()[-1] == (BACKUP, ACTIVE, "preempt")
+    # both hold the VIPs only for the fence's trip over the network
+    (took, _), = [(t, p) for t, p in c.outputs_of("lvs1", "pulse.take_vips") if p["reason"] == "preempt"]
+    (released, _), = [(t, p) for t, p in c.outputs_of("lvs2", "pulse.release_vips") if p["reason"] == "fenced"]
+    assert released - took == LATENCY
     c.run_until(60 * S)
     assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}  # and it stays so
 

@@ -202,7 +202,7 @@ declare(
         "peer": NAME,
         "link": LINK,
         "reason": Enum(
-            "stale_seq", "stale_epoch", "unknown_peer", "self", "not_configured", "not_for_us", "stopped",
+            "stale_seq", "stale_epoch", "unknown_peer", "self", "not_configured", "not_for_us",
             doc="stale_seq: not newer than the last one on that link (replay, reorder, duplicate)",
         ),
         "seq": SEQ,
