@@ -451,8 +451,9 @@ def test_new_epoch_is_a_restart_old_epoch_is_stale():
     n.configure(make_model())
     n.start(0)
     n.hb("lvs1", 1 * S, 100, epoch=10)
-    eff = n.hb("lvs1", 2 * S, 1, epoch=11)
+    eff = n.hb("lvs1", 2 * S, 1, ACTIVE, epoch=11)
     assert of(eff, "pulse.peer_restarted") == [{"peer": "lvs1", "old_epoch": 10, "new_epoch": 11}]
+    assert n.state.peers["lvs1"].role == ACTIVE  # what a new run says counts, though its seq is low
     assert "pulse.heartbeat_ignored" not in types(eff)
     eff = n.hb("lvs1", 2 * S + 1, 1, epoch=11, link="private")  # seq restarted on every link
     assert "pulse.heartbeat_ignored" not in types(eff)
@@ -900,24 +901,31 @@ def test_heartbeats_that_change_nothing_fire_no_trigger(monkeypatch):
 
 
 def test_a_fence_holds_preemption_for_deadtime_then_preempt_resumes():
-    n = _in_role(BACKUP)  # fenced by lvs2 at DEADTIME + 1
-    fenced_at = DEADTIME + 1
-    assert n.core.next_deadline(n.state) <= fenced_at + DEADTIME
+    deadtime = 3 * S + 500 * MS  # not a multiple of keepalive: the hold's own deadline must wake the core
+    n = Node("lvs1")
+    n.configure(make_model(deadtime=3.5))
+    n.start(0)
+    n.timer(deadtime)
+    fenced_at = deadtime + 300 * MS
+    n.fence("lvs2", fenced_at, seq=1)
+    assert n.role == BACKUP
     took = None
     seq = itertools.count(100)
     t = fenced_at
-    while t < fenced_at + 3 * DEADTIME and took is None:
+    while t < fenced_at + 3 * deadtime and took is None:
         d = n.core.next_deadline(n.state)
-        hb_t = t + 500 * MS
+        hb_t = t + 700 * MS
         if d is not None and d <= hb_t:
             t = max(d, t)
             n.timer(t)
         else:
             t = hb_t
-            n.hb("lvs2", t, next(seq), ACTIVE)
+            k = next(seq)
+            n.hb("lvs2", t, k, ACTIVE)
+            n.hb("lvs2", t, k, ACTIVE, link="private")
         if n.role == ACTIVE:
             took = t
-    assert took == fenced_at + DEADTIME
+    assert took == fenced_at + deadtime
     assert n.role_changes()[-1] == (BACKUP, ACTIVE, "preempt")
 
 
@@ -1055,3 +1063,36 @@ def test_after_any_fault_schedule_exactly_one_active(actions, preempt):
             assert active == [min(live)]  # lvs1 > lvs2 > lvs3 by priority
     else:
         assert active == []
+
+
+def test_an_older_datagram_on_a_slower_link_proves_life_but_changes_no_belief():
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE  # alone
+    n.hb("lvs1", 4 * S, 11, BACKUP)  # lvs1 (higher) appears, as a backup
+    eff = n.hb("lvs1", 4 * S + 5 * MS, 10, ACTIVE, link="private")  # an older one, late on the other link
+    assert "pulse.heartbeat_ignored" not in types(eff)  # new on its link: fine, it proves life
+    assert n.state.peers["lvs1"].role == BACKUP and n.role == ACTIVE  # but no split brain from old news
+    assert not n.state.peers["lvs1"].links["private"].degraded
+
+
+def test_a_peer_that_left_stays_gone_for_its_epoch():
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs1", 1 * S, 9, ACTIVE)
+    n.hb("lvs1", 1 * S + 1, 9, ACTIVE, link="private")
+    eff = n.hb("lvs1", 2 * S, 11, STOPPED, leaving=True)
+    assert n.role == BACKUP  # still listening (deadtime after its start)
+    assert of(eff, "pulse.peer_dead")[0]["cause"] == "left"
+    n.hb("lvs1", 2 * S + 1, 11, STOPPED, leaving=True, link="private")  # the other copy
+    n.hb("lvs1", 2 * S + 2, 10, ACTIVE, link="private")  # an older one, late
+    assert not n.state.peers["lvs1"].alive
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE and n.role_changes()[-1] == (BACKUP, ACTIVE, "peer_left")
+    assert [p["cause"] for p in of(n.all_effects(), "pulse.peer_dead")] == ["left"]
+    # it comes back as a new run
+    eff = n.hb("lvs1", 10 * S, 1, BACKUP, epoch=2)
+    assert n.state.peers["lvs1"].alive and types(eff)[:2] == ["pulse.peer_restarted", "pulse.peer_alive"]

@@ -293,12 +293,13 @@ class PeerLink:
 class Peer:
     """What this router knows about one peer."""
 
-    __slots__ = ("role", "priority", "epoch", "alive", "left", "alive_since", "last_heard", "split", "links")
+    __slots__ = ("role", "priority", "epoch", "newest", "alive", "left", "alive_since", "last_heard", "split", "links")
 
     def __init__(self, priority: int, links: tuple[str, ...]):
         self.role: str = INIT  # as last reported
         self.priority = priority  # as last reported (config until heard)
         self.epoch: int | None = None
+        self.newest: int | None = None  # the highest seq accepted in this epoch, over every link
         self.alive = False  # heard on some link within deadtime, and not left
         self.left = False  # sent a leaving heartbeat (graceful shutdown)
         self.alive_since = 0
@@ -308,15 +309,15 @@ class Peer:
 
     def to_plain(self) -> list:
         return [
-            self.role, self.priority, self.epoch, self.alive, self.left, self.alive_since, self.last_heard,
-            self.split, {k: [v.last_heard, v.last_seq, v.degraded] for k, v in self.links.items()},
+            self.role, self.priority, self.epoch, self.newest, self.alive, self.left, self.alive_since,
+            self.last_heard, self.split, {k: [v.last_heard, v.last_seq, v.degraded] for k, v in self.links.items()},
         ]
 
     @classmethod
     def from_plain(cls, d: list) -> Peer:
         p = cls(d[1], ())
-        p.role, p.priority, p.epoch, p.alive, p.left, p.alive_since, p.last_heard, p.split = d[:8]
-        p.links = {k: PeerLink(*v) for k, v in d[8].items()}
+        p.role, p.priority, p.epoch, p.newest, p.alive, p.left, p.alive_since, p.last_heard, p.split = d[:9]
+        p.links = {k: PeerLink(*v) for k, v in d[9].items()}
         return p
 
 
@@ -515,38 +516,43 @@ class PulseCore(Core[PulseState]):
             "last_seq": last_seq, "epoch": p["epoch"], "count": st.ignored,
         }))
 
-    def _accept(self, st: PulseState, kind: str, p: dict, out: list) -> Peer | None:
+    def _accept(self, st: PulseState, kind: str, p: dict, out: list) -> tuple[Peer | None, bool]:
         """Sequence, epoch and identity checks shared by heartbeats and fences; records the datagram
-        as proof of life on its link. None: ignored (and counted)."""
+        as proof of life on its link. Returns (None, False) when ignored (and counted), else the peer
+        and whether the datagram is the newest this peer has sent (seq above every seq seen on any
+        link): only the newest may change what we believe of the peer (its role, priority, leaving).
+        An older one (the other link's copy of the same datagram, or a slower link) proves life only."""
         s = st.settings
         name, link = p["peer"], p["link"]
         if s is None:
             self._ignore(st, kind, p, "not_configured", None, out)
-            return None
+            return None, False
         if name == s.local:
             self._ignore(st, kind, p, "self", None, out)
-            return None
+            return None, False
         peer = st.peers.get(name)
         if peer is None or link not in peer.links:
             self._ignore(st, kind, p, "unknown_peer", None, out)
-            return None
+            return None, False
         if kind == "fence" and p["target"] != s.local:
             self._ignore(st, kind, p, "not_for_us", None, out)
-            return None
+            return None, False
         pl = peer.links[link]
         epoch = p["epoch"]
         if peer.epoch is not None and epoch < peer.epoch:
             self._ignore(st, kind, p, "stale_epoch", pl.last_seq, out)
-            return None
+            return None, False
         if peer.epoch is None or epoch > peer.epoch:
             if peer.epoch is not None:
                 out.append(Effect("pulse.peer_restarted", {"peer": name, "old_epoch": peer.epoch, "new_epoch": epoch}))
             peer.epoch = epoch
+            peer.newest = None
+            peer.left = False
             for other in peer.links.values():
                 other.last_seq = None
         elif pl.last_seq is not None and p["seq"] <= pl.last_seq:
             self._ignore(st, kind, p, "stale_seq", pl.last_seq, out)
-            return None
+            return None, False
         now = st.now
         pl.last_seq = p["seq"]
         pl.last_heard = now
@@ -554,7 +560,10 @@ class PulseCore(Core[PulseState]):
         if pl.degraded:
             pl.degraded = False
             out.append(Effect("pulse.link_restored", {"peer": name, "link": link}))
-        return peer
+        fresh = peer.newest is None or p["seq"] > peer.newest
+        if fresh:
+            peer.newest = p["seq"]
+        return peer, fresh
 
     def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
         if not peer.alive:
@@ -566,10 +575,14 @@ class PulseCore(Core[PulseState]):
             }))
 
     def _on_heartbeat(self, st: PulseState, p: dict, out: list) -> None:
-        peer = self._accept(st, "heartbeat", p, out)
+        peer, fresh = self._accept(st, "heartbeat", p, out)
         if peer is None:
             return
         name = p["peer"]
+        if not fresh:
+            if not peer.left:  # a peer that said goodbye stays gone for the rest of its epoch
+                self._mark_alive(st, name, peer, p["link"], out)
+            return
         peer.priority = p["priority"]
         peer.role = p["role"]
         if p["leaving"]:
@@ -593,10 +606,14 @@ class PulseCore(Core[PulseState]):
             self._split_brain(st, name, peer, out)
 
     def _on_fence(self, st: PulseState, p: dict, out: list) -> None:
-        peer = self._accept(st, "fence", p, out)
+        peer, fresh = self._accept(st, "fence", p, out)
         if peer is None:
             return
         name = p["peer"]
+        if not fresh:  # the other link's copy, or older than what the peer has said since
+            if not peer.left:
+                self._mark_alive(st, name, peer, p["link"], out)
+            return
         # a valid fence is proof that its sender is alive and has taken over
         peer.role = ACTIVE
         peer.left = False
@@ -611,7 +628,7 @@ class PulseCore(Core[PulseState]):
     def _on_config(self, st: PulseState, p: dict, out: list) -> None:
         try:
             new = _settings_from_config(p)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except Exception as exc:  # the model is input: anything wrong in it is counted, never fatal
             st.rejected_configs += 1
             out.append(Effect("pulse.config_rejected", {
                 "error": f"{type(exc).__name__}: {exc}"[:1024], "count": st.rejected_configs,
