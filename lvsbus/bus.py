@@ -31,6 +31,12 @@ library then reads the missing range from the log (same machine) and resumes liv
 gap and no duplicate. A restarted broker resumes the sequence from the log; clients notice the new
 epoch in its ticks (or its W), say hello again and catch up from the log the same way, and resend
 publishes that were never acknowledged.
+
+Delivery guarantees: every recorded event reaches every subscriber whose prefixes match, once and
+in log order (live, or from the log after a lag or a broker restart). A publish acknowledged with
+A is durable and never lost. A publish in flight when the broker dies is resent by the client
+after the restart, so it may be recorded twice (at-least-once): observations are idempotent for
+the cores, and service outputs are published without acknowledgement, so they are never resent.
 """
 from __future__ import annotations
 
@@ -54,6 +60,7 @@ log = structlog.get_logger("lvsbus.bus")
 
 MAX_FRAME = 4 * 1024 * 1024
 TICK_S = 0.2
+MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
 
 
@@ -253,6 +260,8 @@ class Broker:
                 except zmq.Again:
                     break
                 self._on_message(sock, frames, remote, self._batch, self._acks)
+                if len(self._batch) >= MAX_BATCH:
+                    break
         finally:
             self._draining = False
             self._flush()
@@ -630,11 +639,12 @@ class BusClient:
         context: zmq.Context | None = None,
         connect: str | None = None,
         curve: tuple[bytes, bytes, bytes] | None = None,
+        rcvhwm: int = 1000,
     ) -> None:
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         if curve is not None:
             client_public, client_secret, server_public = curve
@@ -645,7 +655,13 @@ class BusClient:
         self.core = _ClientCore(name, subs, log_dir, from_seq)
         self._queue: deque[Event] = deque()
         self._ack_id = 0
-        self.sock.send_multipart(self.core.hello())
+        self._hello()
+
+    def _hello(self) -> None:
+        try:
+            self.sock.send_multipart(self.core.hello(), zmq.NOBLOCK)
+        except zmq.Again:  # no broker connected (yet): the tick watchdog says hello again
+            pass
 
     def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
         self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]))
@@ -689,7 +705,7 @@ class BusClient:
     def _pump(self, timeout: float) -> bool:
         if not self.sock.poll(int(timeout * 1000)):
             if time.monotonic() - self.core.last_tick > 5 * TICK_S:
-                self.sock.send_multipart(self.core.hello())
+                self._hello()
                 self.core.last_tick = time.monotonic()
             return False
         while True:
@@ -700,7 +716,7 @@ class BusClient:
             events, rehello = self.core.handle(frames)
             self._queue.extend(events)
             if rehello:
-                self.sock.send_multipart(self.core.hello())
+                self._hello()
 
     def _wait(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -748,13 +764,14 @@ class AsyncBusClient:
         subs: Iterable[str] = (),
         log_dir: str | None = None,
         from_seq: int | None = None,
+        rcvhwm: int = 1000,
     ) -> None:
         import zmq.asyncio
 
         self.ctx = zmq.asyncio.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.connect(endpoint(run_dir))
         self.core = _ClientCore(name, subs, log_dir, from_seq)

@@ -26,6 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="group",
         help="fsync policy: group commit every ~1 ms (default), fsync every append, or never",
     )
+    p.add_argument("--sndhwm", type=int, default=2000, help="delivery batches queued per subscriber before dropping (it then catches up from the log)")
     p.add_argument("--curve-endpoint", help="also serve read-only subscribers on this tcp:// endpoint, with CurveZMQ")
     p.add_argument("--curve-secret", help="the broker's secret key file (from `lvsbus keys generate`)")
     p.add_argument("--curve-authorized", help="directory of client public keys allowed on the tcp endpoint")
@@ -102,7 +103,7 @@ def cmd_broker(args) -> int:
             print("lvsbus broker: --curve-endpoint needs --curve-secret and --curve-authorized", file=sys.stderr)
             return 2
         curve = CurveServer(args.curve_endpoint, args.curve_secret, args.curve_authorized)
-    broker = Broker(args.node, dirs.run, dirs.log, Durability(args.durability), curve=curve)
+    broker = Broker(args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve)
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())
     broker.run(ready=lambda: print(f"broker ready on ipc://{dirs.run}/bus.sock", file=sys.stderr, flush=True))
@@ -217,7 +218,7 @@ def cmd_log_check(args) -> int:
     from .log import check
 
     report = check(args.dir)
-    print(report)
+    print(report.format() if hasattr(report, "format") else report)
     return 0 if getattr(report, "ok", True) else 1
 
 

@@ -1,0 +1,245 @@
+"""The recorded bus against a real broker process: order, refusals, slow subscribers, SIGKILL, CurveZMQ."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from lvsbus import catalog  # noqa: F401
+from lvsbus.bus import BusClient
+from lvsbus.events import decode
+from lvsbus.log import LogReader
+from lvsbus.paths import StateDirs
+
+
+class BrokerProc:
+    def __init__(self, state: Path, *extra: str) -> None:
+        self.dirs = StateDirs(str(state))
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "BrokerProc":
+        sock = Path(self.dirs.run) / "bus.sock"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lvsbus.cli", "broker", "--node", "t1", "--state-dir", self.dirs.root, *self.extra],
+            stderr=subprocess.PIPE,
+            env={**os.environ, "LVSBUS_LOG_FORMAT": "json"},
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            line = self.proc.stderr.readline().decode()
+            if "broker ready" in line:
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"broker did not start: {line}{self.proc.stderr.read().decode()[-2000:]}")
+        assert sock.exists()
+        # keep draining stderr so the broker never blocks on a full pipe
+        import threading
+
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: [self.lines.append(l.decode()) for l in self.proc.stderr], daemon=True).start()
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def events(self):
+        return [decode(body, seq) for seq, body in LogReader(self.dirs.log).read(1)]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    procs = []
+
+    def make(*extra, state=None):
+        b = BrokerProc(state or tmp_path / "state", *extra)
+        procs.append(b)
+        return b.start()
+
+    yield make
+    for b in procs:
+        b.kill()
+
+
+def client(b: BrokerProc, name: str, subs=(), **kw) -> BusClient:
+    return BusClient(b.dirs.run, name, subs=subs, log_dir=b.dirs.log, **kw)
+
+
+def wait_joined(c: BusClient, timeout=5.0):
+    """Wait until the broker has answered our hello (its first tick)."""
+    deadline = time.monotonic() + timeout
+    while c.core.epoch is None:
+        assert time.monotonic() < deadline, "broker never answered hello"
+        c._pump(0.05)
+
+
+def test_events_are_numbered_recorded_and_delivered_in_log_order(broker):
+    b = broker()
+    sub = client(b, "sub", subs=("timer.",))
+    p1, p2 = client(b, "p1"), client(b, "p2")
+    for c in (sub, p1, p2):
+        wait_joined(c)
+    for i in range(200):
+        (p1 if i % 3 else p2).publish("timer.fired", {"service": "s", "deadline_ns": i})
+    last = p1.publish_acked("timer.fired", {"service": "s", "deadline_ns": 999})
+    got = []
+    while len(got) < 201:
+        e = sub.recv(5)
+        assert e is not None, f"only {len(got)} delivered"
+        got.append(e)
+    assert [e.seq for e in got] == sorted(e.seq for e in got)
+    assert got[-1].seq == last
+    logged = [e for e in b.events() if e.type == "timer.fired"]
+    assert logged == got  # the log is exactly what the subscriber saw
+    # per-publisher order is kept
+    assert [e.payload["deadline_ns"] for e in got if e.source == "p2"] == [i for i in range(200) if not i % 3]
+    assert all(e.node == "t1" for e in got)
+    assert all(e.mono_ns <= f.mono_ns for e, f in zip(got, got[1:]))
+
+
+def test_garbage_from_a_peer_is_refused_counted_and_the_broker_runs_on(broker):
+    b = broker()
+    rnd = random.Random(7)
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect("ipc://" + b.dirs.run + "/bus.sock")
+    garbage = [
+        [b"P", b"evil", b"\xc1\xc1\xc1"],
+        [b"P", b"evil", msgpack.packb([0, [["timer.fired", 1, None, {"service": 5}]]])],
+        [b"P", b"evil", msgpack.packb([0, [["no.such", 1, None, {}]]])],
+        [b"P", b"evil", msgpack.packb([0, [["timer.fired", 7, None, {}]]])],
+        [b"P", b"evil", msgpack.packb([0, "x"])],
+        [b"P", b"\xff\xfe", msgpack.packb([0, []])],
+        [b"H", b"\x00"],
+        [b"Q"],
+        [],
+    ] + [[rnd.randbytes(rnd.randint(0, 40)) for _ in range(rnd.randint(1, 4))] for _ in range(200)]
+    for frames in garbage:
+        if frames:
+            raw.send_multipart(frames)
+        else:
+            raw.send(b"")
+    raw.close()
+    c = client(b, "good")
+    seq = c.publish_acked("timer.fired", {"service": "s", "deadline_ns": 1}, timeout=10)
+    assert b.proc.poll() is None
+    rejected = [e for e in b.events() if e.type == "bus.frame_rejected"]
+    reasons = {e.payload["reason"] for e in rejected}
+    assert {"malformed", "bad_payload", "unknown_type", "unknown_version", "bad_name"} <= reasons
+    assert rejected[-1].payload["count"] == len(rejected) >= 9
+    assert any('"frame_rejected"' in line for line in b.lines)
+
+
+def test_a_slow_subscriber_is_dropped_live_and_catches_up_from_the_log(broker):
+    b = broker("--sndhwm", "4")
+    slow = client(b, "slow", subs=("timer.",), rcvhwm=4)
+    pub = client(b, "pub")
+    wait_joined(slow)
+    wait_joined(pub)
+    n = 100_000
+    for start in range(0, n, 10):
+        pub.publish_many([("timer.fired", {"service": "s", "deadline_ns": i}) for i in range(start, start + 10)])
+    pub.publish_acked("timer.fired", {"service": "s", "deadline_ns": n}, timeout=20)
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < n + 1 and time.monotonic() < deadline:
+        got.extend(slow.recv_batch(1.0))
+    values = [e.payload["deadline_ns"] for e in got]
+    assert values == list(range(n + 1)), "gap or duplicate after catching up"
+    assert slow.core.lags >= 1, "the subscriber was never over its high-water mark: the test proves nothing"
+    lagged = [e for e in b.events() if e.type == "bus.subscriber_lagged"]
+    assert lagged and lagged[0].payload["subscriber"] == "slow"
+    assert b.proc.poll() is None
+
+
+def test_broker_killed_and_restarted_resumes_the_sequence_and_clients_reconnect(broker, tmp_path):
+    b = broker()
+    sub = client(b, "sub", subs=("timer.",))
+    pub = client(b, "pub")
+    wait_joined(sub)
+    acked = [pub.publish_acked("timer.fired", {"service": "s", "deadline_ns": i}) for i in range(50)]
+    for i in range(50, 80):
+        pub.publish("timer.fired", {"service": "s", "deadline_ns": i})
+    time.sleep(0.1)
+    b.kill()
+    before = b.events()
+    assert {e.seq for e in before} >= set(acked)  # every acknowledged event survived SIGKILL
+    b2 = broker(state=tmp_path / "state")
+    started = [e for e in b2.events() if e.type == "bus.broker_started"]
+    assert started[-1].payload["resumed_from"] == before[-1].seq
+    assert started[-1].seq == before[-1].seq + 1
+    # the same client objects go on, with no manual help
+    seq = pub.publish_acked("timer.fired", {"service": "s", "deadline_ns": 1000}, timeout=10)
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not got or got[-1].seq < seq):
+        got.extend(sub.recv_batch(0.5))
+    values = [e.payload["deadline_ns"] for e in got]
+    # no gap, in order; a publish in flight across the crash is resent, so it may be there twice
+    # (at-least-once across a broker crash: see lvsbus/bus.py)
+    assert values[:80] == list(range(80)) and set(values[80:]) == {1000} and len(values) <= 82, values[75:]
+    seqs = [e.seq for e in b2.events()]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_curve_endpoint_serves_authorized_keys_only(broker, tmp_path):
+    from lvsbus.cli import main
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    for name in ("broker", "ops", "intruder"):
+        assert main(["keys", "generate", "--dir", str(keys), "--name", name]) == 0
+    assert (keys / "ops.key_secret").stat().st_mode & 0o777 == 0o600
+    allowed.mkdir()
+    (allowed / "ops.key").write_bytes((keys / "ops.key").read_bytes())
+    port = _free_port()
+    ep = f"tcp://127.0.0.1:{port}"
+    b = broker("--curve-endpoint", ep, "--curve-secret", str(keys / "broker.key_secret"), "--curve-authorized", str(allowed))
+    import zmq.auth
+
+    server_pub, _ = zmq.auth.load_certificate(str(keys / "broker.key"))
+
+    def remote(name):
+        pub, sec = zmq.auth.load_certificate(str(keys / f"{name}.key_secret"))
+        return BusClient("", name, subs=("timer.",), connect=ep, curve=(pub, sec, server_pub))
+
+    ok, bad = remote("ops"), remote("intruder")
+    wait_joined(ok)
+    local = client(b, "local")
+    local.publish_acked("timer.fired", {"service": "s", "deadline_ns": 5})
+    e = ok.recv(5)
+    assert e is not None and e.payload["deadline_ns"] == 5
+    assert bad.recv(1.5) is None and bad.core.epoch is None  # refused: not even a tick
+    # remote clients may not publish
+    ok.publish("timer.fired", {"service": "s", "deadline_ns": 6})
+    time.sleep(0.3)
+    ok._pump(0.5)
+    assert any(r[1] == "not_allowed" for r in ok.core.rejections)
+    assert not any(e.type == "timer.fired" and e.payload["deadline_ns"] == 6 for e in b.events())
+    assert any(e.type == "bus.client_joined" and e.payload["client"] == "ops" for e in b.events())
+    assert not any(e.type == "bus.client_joined" and e.payload["client"] == "intruder" for e in b.events())
