@@ -1,0 +1,222 @@
+"""The IPVS table as data: what lvsd desires and what the applier reads back from the kernel.
+
+Pure (no I/O): lvsd's core builds ``Table`` values, the applier's core diffs two of them, and both
+travel on the bus as plain dicts (``to_dict`` / ``from_dict``).
+
+Identity:
+* a virtual service is keyed by ``ServiceKey``: (family, protocol, address, port) or, for a
+  firewall-mark service, (family, fwmark). Its string form is what operators know from ipvsadm:
+  ``tcp:10.0.0.1:80``, ``udp:[2001:db8::1]:53``, ``sctp:10.0.0.1:9``, ``fwm:inet:5``.
+* a real server (destination) is keyed by (address, port) inside its service: ``10.0.1.2:80``,
+  ``[2001:db8::2]:80``.
+Everything else (scheduler, persistence, weights, forwarding method, thresholds) is an attribute
+that can be edited in place, without removing the entry.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping
+
+FAMILIES = ("inet", "inet6")
+PROTOCOLS = ("tcp", "udp", "sctp")
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
+FORWARDING = ("direct", "tunnel", "nat")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    family: str  # inet | inet6
+    protocol: str  # tcp | udp | sctp | fwmark
+    address: str  # "" for fwmark services
+    port: int  # 0 for fwmark services (and for persistent all-ports services)
+    fwmark: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family {self.family!r}: one of {FAMILIES}")
+        if self.fwmark:
+            if self.protocol != "fwmark" or self.address or self.port:
+                raise ValueError("a firewall-mark service has protocol 'fwmark', no address and no port")
+            if not 0 < self.fwmark < 2**32:
+                raise ValueError(f"fwmark {self.fwmark} out of range 1..4294967295")
+        else:
+            if self.protocol not in PROTOCOLS:
+                raise ValueError(f"protocol {self.protocol!r}: one of {PROTOCOLS}")
+            ip = ipaddress.ip_address(self.address)
+            if (ip.version == 6) != (self.family == "inet6"):
+                raise ValueError(f"address {self.address} does not match family {self.family}")
+            if not 0 <= self.port <= 65535:
+                raise ValueError(f"port {self.port} out of range 0..65535")
+
+    @classmethod
+    def tcp(cls, address: str, port: int, protocol: str = "tcp") -> "ServiceKey":
+        family = "inet6" if ":" in address else "inet"
+        return cls(family, protocol, str(ipaddress.ip_address(address)), port)
+
+    @classmethod
+    def mark(cls, fwmark: int, family: str = "inet") -> "ServiceKey":
+        return cls(family, "fwmark", "", 0, fwmark)
+
+    def __str__(self) -> str:
+        if self.fwmark:
+            return f"fwm:{self.family}:{self.fwmark}"
+        host = f"[{self.address}]" if self.family == "inet6" else self.address
+        return f"{self.protocol}:{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ServiceKey":
+        kind, _, rest = text.partition(":")
+        if kind == "fwm":
+            family, _, mark = rest.partition(":")
+            return cls.mark(int(mark), family)
+        host, _, port = rest.rpartition(":")
+        return cls.tcp(host.strip("[]"), int(port), kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    key: ServiceKey
+    scheduler: str = "wlc"
+    persistence: int = 0  # seconds; 0 = not persistent
+    netmask: int = 32  # persistence granularity as a prefix length (ipvsadm -M); 128 for inet6
+    flags: tuple[str, ...] = ()  # e.g. "sh-fallback", "sh-port", "mh-fallback", "mh-port"
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler {self.scheduler!r}: one of {', '.join(SCHEDULERS)}")
+        if not 0 <= self.persistence <= 2**31:
+            raise ValueError(f"persistence {self.persistence} out of range")
+        limit = 128 if self.key.family == "inet6" else 32
+        if not 0 <= self.netmask <= limit:
+            raise ValueError(f"netmask /{self.netmask} out of range 0..{limit}")
+
+
+@dataclass(frozen=True, slots=True)
+class Dest:
+    address: str
+    port: int
+    forwarding: str = "nat"
+    weight: int = 1
+    upper: int = 0  # connection thresholds; 0 = none
+    lower: int = 0
+
+    def __post_init__(self) -> None:
+        ipaddress.ip_address(self.address)
+        if self.forwarding not in FORWARDING:
+            raise ValueError(f"forwarding {self.forwarding!r}: one of {FORWARDING}")
+        if not 0 <= self.weight <= 65535:
+            raise ValueError(f"weight {self.weight} out of range 0..65535")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} out of range")
+
+    @property
+    def key(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    service: Service
+    dests: Mapping[str, Dest] = field(default_factory=dict)  # Dest.key -> Dest
+
+
+class Table:
+    """An immutable IPVS table: ServiceKey -> Entry. Cheap to copy-on-write with ``with_*``."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[ServiceKey, Entry] | None = None) -> None:
+        self._entries: dict[ServiceKey, Entry] = dict(entries or {})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Table) and self._entries == other._entries
+
+    def __repr__(self) -> str:
+        return f"Table({len(self._entries)} services, {sum(len(e.dests) for e in self._entries.values())} dests)"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: ServiceKey) -> bool:
+        return key in self._entries
+
+    def __getitem__(self, key: ServiceKey) -> Entry:
+        return self._entries[key]
+
+    def get(self, key: ServiceKey) -> Entry | None:
+        return self._entries.get(key)
+
+    def keys(self) -> Iterable[ServiceKey]:
+        return self._entries.keys()
+
+    def items(self) -> Iterable[tuple[ServiceKey, Entry]]:
+        return self._entries.items()
+
+    def with_service(self, service: Service, dests: Iterable[Dest] | None = None) -> "Table":
+        entries = dict(self._entries)
+        old = entries.get(service.key)
+        if dests is None:
+            d = dict(old.dests) if old else {}
+        else:
+            d = {x.key: x for x in dests}
+        entries[service.key] = Entry(service, d)
+        return Table(entries)
+
+    def without_service(self, key: ServiceKey) -> "Table":
+        entries = dict(self._entries)
+        entries.pop(key, None)
+        return Table(entries)
+
+    def with_dest(self, key: ServiceKey, dest: Dest) -> "Table":
+        entries = dict(self._entries)
+        e = entries[key]
+        d = dict(e.dests)
+        d[dest.key] = dest
+        entries[key] = Entry(e.service, d)
+        return Table(entries)
+
+    def without_dest(self, key: ServiceKey, dest_key: str) -> "Table":
+        entries = dict(self._entries)
+        e = entries[key]
+        d = dict(e.dests)
+        d.pop(dest_key, None)
+        entries[key] = Entry(e.service, d)
+        return Table(entries)
+
+    # -- plain data ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        out = {}
+        for key in sorted(self._entries):
+            e = self._entries[key]
+            s = e.service
+            out[str(key)] = {
+                "scheduler": s.scheduler,
+                "persistence": s.persistence,
+                "netmask": s.netmask,
+                "flags": list(s.flags),
+                "dests": {
+                    dk: {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
+                    for dk, d in sorted(e.dests.items())
+                },
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Table":
+        entries = {}
+        for ks, v in data.items():
+            key = ServiceKey.parse(ks)
+            svc = Service(key, v["scheduler"], v["persistence"], v["netmask"], tuple(v.get("flags", ())))
+            dests = {}
+            for dk, dv in v["dests"].items():
+                host, _, port = dk.rpartition(":")
+                d = Dest(host.strip("[]"), int(port), dv["forwarding"], dv["weight"], dv.get("upper", 0), dv.get("lower", 0))
+                dests[d.key] = d
+            entries[key] = Entry(svc, dests)
+        return cls(entries)
+
+
+__all__ = ["ServiceKey", "Service", "Dest", "Entry", "Table", "SCHEDULERS", "FORWARDING", "PROTOCOLS", "replace"]
