@@ -1,0 +1,182 @@
+"""The I/O shell's engine: runs one pure core on the bus, with timers, effects and snapshots.
+
+    bus (log order) --> core.decide --> outputs published (source = core, cause = input seq)
+                                    \\-> shell executes each effect (execute callback)
+    core.next_deadline --> a timer --> ``timer.fired`` published --> back through the bus
+
+Restart: the runtime loads the core's latest snapshot (taken at a seq), reads the log after it
+and feeds it to the core. Outputs for inputs the previous run already answered (their outputs are
+in the log) are recomputed but neither published nor executed again, so a restarted service does
+not flap anything; the shell reconciles the world on start (``on_start``), as the applier dumps the
+kernel table. Then it follows the bus live, with no gap between the two.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Awaitable, Callable
+
+import msgpack
+import structlog
+
+from . import catalog  # noqa: F401
+from .bus import AsyncBusClient
+from .core import Core, Effect
+from .events import Event, decode
+from .log import LogReader
+from .paths import StateDirs
+from .snapshot import SnapshotStore
+
+log = structlog.get_logger("lvsbus.runtime")
+
+Execute = Callable[[Effect, Event], "Awaitable[None] | None"]
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        core: Core,
+        dirs: StateDirs,
+        execute: Execute | None = None,
+        run_start_seq: int = 1,
+        snapshot_every: int = 5000,
+        extra_subs: tuple[str, ...] = (),
+    ) -> None:
+        self.core = core
+        self.dirs = dirs
+        self.execute = execute
+        self.run_start_seq = run_start_seq
+        self.snapshot_every = snapshot_every
+        self.snapshots = SnapshotStore(dirs.snapshots)
+        self.state: Any = None
+        self.last_seq = 0  # the last event seq the core has seen (fed or skipped)
+        self.answered_upto = 0  # inputs up to here were already answered by an earlier run
+        self._since_snapshot = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: int | None = None
+        self._published_deadline: int | None = None
+        self.subs = tuple(dict.fromkeys(core.inputs + ("timer.fired",) + extra_subs))
+        self.client: AsyncBusClient | None = None
+        self.on_event: Callable[[Event], None] | None = None  # shells may watch every input too
+
+    # -- start: snapshot + log ---------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Restore the core from its snapshot and the log; returns the first seq to follow live."""
+        snap = self.snapshots.latest(self.core.name)
+        if snap is not None and snap[0] >= self.run_start_seq - 1:
+            seq, body = snap
+            self.state = self.core.restore(msgpack.unpackb(body, raw=False, strict_map_key=False))
+            self.last_seq = seq
+            log.info("restored_snapshot", service=self.core.name, seq=seq)
+        else:
+            self.state = self.core.initial()
+            self.last_seq = self.run_start_seq - 1
+        # what has the previous run of this core already answered?
+        reader = LogReader(self.dirs.log)
+        tail: list[Event] = []
+        for seq, body in reader.read(self.last_seq + 1):
+            ev = decode(body, seq)
+            if self.core.is_output(ev) and ev.cause is not None:
+                self.answered_upto = max(self.answered_upto, ev.cause)
+            tail.append(ev)
+        for ev in tail:
+            self._feed(ev, replaying=True)
+        if tail:
+            log.info("recovered_from_log", service=self.core.name, events=len(tail), answered_upto=self.answered_upto)
+        return self.last_seq + 1
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, on_start: Callable[[], Any] | None = None) -> None:
+        from_seq = self.recover()
+        self.client = AsyncBusClient(self.dirs.run, self.core.name, subs=self.subs, log_dir=self.dirs.log, from_seq=from_seq)
+        await self.client.start()
+        if on_start is not None:
+            r = on_start()
+            if inspect.isawaitable(r):
+                await r
+        self._arm_timer()
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                recv = asyncio.ensure_future(self.client.recv_batch(1.0))
+                done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    break
+                for ev in recv.result():
+                    await self._handle(ev)
+                self._arm_timer()
+        finally:
+            stopper.cancel()
+            if self._timer:
+                self._timer.cancel()
+            self.save_snapshot()
+            self.client.close()
+
+    async def _handle(self, ev: Event) -> None:
+        effects = self._feed(ev, replaying=False)
+        if self.on_event is not None:
+            self.on_event(ev)
+        for eff in effects:
+            self.client.publish_nowait(eff.type, eff.payload, cause=ev.seq)
+            if self.execute is not None:
+                try:
+                    r = self.execute(eff, ev)
+                    if inspect.isawaitable(r):
+                        await r
+                except Exception:  # an effect that fails must not kill the service: its shell reports it
+                    log.exception("effect_failed", service=self.core.name, type=eff.type, seq=ev.seq)
+
+    def _feed(self, ev: Event, replaying: bool) -> list[Effect]:
+        if ev.seq <= self.last_seq:
+            return []
+        self.last_seq = ev.seq
+        if not self.core.accepts(ev):
+            return []
+        self.state, effects = self.core.decide(self.state, ev)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every:
+            self.save_snapshot()
+        if replaying or ev.seq <= self.answered_upto:
+            return []  # already answered by the run before a restart
+        return effects
+
+    def save_snapshot(self) -> None:
+        if self.state is None or self.last_seq < 1:
+            return
+        try:
+            body = msgpack.packb(self.core.snapshot(self.state), use_bin_type=True)
+            self.snapshots.save(self.core.name, self.last_seq, body)
+            self._since_snapshot = 0
+        except OSError as exc:  # a full disk costs a longer restart, not the service
+            log.error("snapshot_failed", service=self.core.name, error=str(exc))
+
+    # -- time --------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline(self.state)
+        if deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is None:
+            return
+        delay = max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._fire, deadline)
+
+    def _fire(self, deadline: int) -> None:
+        self._timer = None  # _timer_deadline stays: this deadline is done until the core asks for another
+        if self._published_deadline == deadline or self.client is None:
+            return
+        self._published_deadline = deadline
+        self.client.publish_nowait("timer.fired", {"service": self.core.name, "deadline_ns": deadline})
+
+    def publish(self, type_: str, payload: dict) -> None:
+        """An observation of the shell's (cause None)."""
+        assert self.client is not None
+        self.client.publish_nowait(type_, payload)
