@@ -14,6 +14,10 @@ import sys
 COMMAND_MODULES = (
     "lvsbus.buscli",
     "lvsbus.config.cli",
+    "lvsbus.routercli",  # router, status, fsm
+    "services.ipvs.cli",  # ipvs save / show
+    "tools.replay",  # replay, simulate
+    "lvsbus.democli",  # demo
 )
 
 
