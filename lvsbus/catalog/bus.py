@@ -79,3 +79,12 @@ declare(
     {"service": NAME, "at_seq": Int(min=0), "bytes": Int(min=0)},
     doc="A service saved a snapshot of its core state as of a seq.",
 )
+declare(
+    "bus.probe", 1,
+    {
+        "sent_ns": Int(min=0, doc="publisher's CLOCK_MONOTONIC when sent"),
+        "n": Int(min=0, doc="probe number"),
+        "pad": Str(max_len=4096, doc="padding to a realistic event size"),
+    },
+    doc="A probe for measuring the bus (bench/bus.py) and for drills; no service acts on it.",
+)

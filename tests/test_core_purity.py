@@ -1,0 +1,87 @@
+"""A pure core imports no I/O: no module it reaches (inside lvsbus/ and services/) imports a
+clock, a socket, netlink, randomness, asyncio, logging or a process module.
+
+Static: follows the import statements of our own modules from each core module, so that even
+`time` (already loaded by the interpreter at start) is caught.
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+from services.cores import CORES
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = {
+    "zmq", "socket", "pyroute2", "time", "random", "asyncio", "structlog", "logging", "subprocess",
+    "threading", "os", "select", "selectors", "uuid", "secrets", "datetime", "signal", "uvloop", "ssl",
+}
+OURS = ("lvsbus", "services", "tools")
+
+
+def module_path(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.exists():
+            return p
+    return None
+
+
+def imports_of(name: str) -> set[str]:
+    path = module_path(name)
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module
+            out.add(mod)
+            for a in node.names:  # "from pkg import module"
+                if module_path(f"{mod}.{a.name}"):
+                    out.add(f"{mod}.{a.name}")
+    return out
+
+
+def reachable(start: str) -> dict[str, str]:
+    """Every module reachable from start -> the module that imported it."""
+    seen = {start: ""}
+    todo = [start]
+    while todo:
+        mod = todo.pop()
+        for imp in imports_of(mod):
+            if imp not in seen:
+                seen[imp] = mod
+                if imp.split(".")[0] in OURS and module_path(imp):
+                    # a package's __init__ is executed too
+                    parts = imp.split(".")
+                    for i in range(1, len(parts)):
+                        parent = ".".join(parts[:i])
+                        if parent not in seen and module_path(parent):
+                            seen[parent] = imp
+                            todo.append(parent)
+                    todo.append(imp)
+    return seen
+
+
+PURE = [CORES[n].split(":")[0] for n in CORES if module_path(CORES[n].split(":")[0])] + [
+    "lvsbus.core", "lvsbus.events", "lvsbus.schema", "lvsbus.ipvs_table", "lvsbus.config.model",
+]
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_core_reaches_no_io_module(module):
+    seen = reachable(module)
+    bad = {m: by for m, by in seen.items() if m.split(".")[0] in FORBIDDEN}
+    assert not bad, f"{module} reaches I/O modules: " + ", ".join(f"{m} (imported by {by})" for m, by in bad.items())
+
+
+def test_the_check_can_fail():
+    seen = reachable("lvsbus.bus")
+    assert "zmq" in seen and "time" in seen
