@@ -59,6 +59,7 @@ class ServiceRuntime:
         self.subs = tuple(dict.fromkeys(core.inputs + ("timer.fired",) + extra_subs))
         self.client: AsyncBusClient | None = None
         self.on_event: Callable[[Event], None] | None = None  # shells may watch every input too
+        self._pending: list[tuple[Event, list[Effect]]] = []
 
     # -- start: snapshot + log ---------------------------------------------------------------
 
@@ -81,8 +82,7 @@ class ServiceRuntime:
             if self.core.is_output(ev) and ev.cause is not None:
                 self.answered_upto = max(self.answered_upto, ev.cause)
             tail.append(ev)
-        for ev in tail:
-            self._feed(ev, replaying=True)
+        self._pending = [(ev, effs) for ev in tail if (effs := self._feed(ev))]
         if tail:
             log.info("recovered_from_log", service=self.core.name, events=len(tail), answered_upto=self.answered_upto)
         return self.last_seq + 1
@@ -97,6 +97,9 @@ class ServiceRuntime:
             r = on_start()
             if inspect.isawaitable(r):
                 await r
+        pending, self._pending = self._pending, []
+        for ev, effects in pending:  # inputs recorded while this service was down
+            await self._run_effects(ev, effects)
         self._arm_timer()
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -117,9 +120,12 @@ class ServiceRuntime:
             self.client.close()
 
     async def _handle(self, ev: Event) -> None:
-        effects = self._feed(ev, replaying=False)
+        effects = self._feed(ev)
         if self.on_event is not None:
             self.on_event(ev)
+        await self._run_effects(ev, effects)
+
+    async def _run_effects(self, ev: Event, effects: list[Effect]) -> None:
         for eff in effects:
             self.client.publish_nowait(eff.type, eff.payload, cause=ev.seq)
             if self.execute is not None:
@@ -130,7 +136,7 @@ class ServiceRuntime:
                 except Exception:  # an effect that fails must not kill the service: its shell reports it
                     log.exception("effect_failed", service=self.core.name, type=eff.type, seq=ev.seq)
 
-    def _feed(self, ev: Event, replaying: bool) -> list[Effect]:
+    def _feed(self, ev: Event) -> list[Effect]:
         if ev.seq <= self.last_seq:
             return []
         self.last_seq = ev.seq
@@ -140,7 +146,7 @@ class ServiceRuntime:
         self._since_snapshot += 1
         if self._since_snapshot >= self.snapshot_every:
             self.save_snapshot()
-        if replaying or ev.seq <= self.answered_upto:
+        if ev.seq <= self.answered_upto:
             return []  # already answered by the run before a restart
         return effects
 
