@@ -34,9 +34,11 @@ publishes that were never acknowledged.
 
 Delivery guarantees: every recorded event reaches every subscriber whose prefixes match, once and
 in log order (live, or from the log after a lag or a broker restart). A publish acknowledged with
-A is durable and never lost. A publish in flight when the broker dies is resent by the client
-after the restart, so it may be recorded twice (at-least-once): observations are idempotent for
-the cores, and service outputs are published without acknowledgement, so they are never resent.
+A is durable and never lost. A publish awaiting its ack when the broker dies is resent by the
+client after the restart with the same (nonce, ack_id), and the new broker drops it if the copy
+sent before the crash reached it. Only a publish the old broker had recorded but not yet acked
+can be recorded twice (at-least-once): observations are idempotent for the cores, and service
+outputs are published without acknowledgement, so they are never resent.
 """
 from __future__ import annotations
 
@@ -62,6 +64,20 @@ MAX_FRAME = 4 * 1024 * 1024
 TICK_S = 0.2
 MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
+
+
+def _recovery_summary(log_: EventLog) -> str:
+    r = getattr(log_, "recovery", None)
+    if r is None:
+        return ""
+    parts = [f"records={r.records}"]
+    if r.torn_bytes_cut:
+        parts.append(f"torn_tail_cut={r.torn_bytes_cut}B@{r.torn_offset}")
+    if r.corruption:
+        parts.append(f"corrupt_records={len(r.corruption)} (readers stop there; see lvsbus log check)")
+    if r.new_segment:
+        parts.append(f"new_segment={os.path.basename(r.new_segment)}")
+    return " ".join(parts)[:1024]
 
 
 def socket_path(run_dir: str) -> str:
@@ -139,6 +155,7 @@ class Broker:
         self._batch: list[list] = []  # [type, version, cause, payload, source] waiting to be recorded
         self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
         self._draining = False
+        self._dedup: dict[bytes, tuple[int, int, int]] = {}  # client nonce -> (last ack_id, first, last seq)
 
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.chmod(run_dir, 0o700)
@@ -165,7 +182,7 @@ class Broker:
         resumed = self._seq
         self._emit(
             "bus.broker_started",
-            {"epoch": self.epoch, "resumed_from": resumed, "recovery": str(getattr(self.log, "recovery", ""))[:1024]},
+            {"epoch": self.epoch, "resumed_from": resumed, "recovery": _recovery_summary(self.log)},
         )
         log.info("broker_started", node=node, epoch=self.epoch, resumed_from=resumed, endpoint=endpoint(run_dir))
 
@@ -289,12 +306,22 @@ class Broker:
                 self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
                 return
             try:
-                ack_id, items = _unpack(frames[3])
-                if type(ack_id) is not int or type(items) is not list:
+                msg = _unpack(frames[3])
+                ack_id, items = msg[0], msg[1]
+                nonce = msg[2] if len(msg) > 2 else b""
+                if type(ack_id) is not int or type(items) is not list or type(nonce) is not bytes or len(msg) > 3:
                     raise ValueError
             except Exception:
-                self._reject(sock, ident, 0, "malformed", "a publish is [ack_id, [items]]", len(frames[3]))
+                self._reject(sock, ident, 0, "malformed", "a publish is [ack_id, [items], nonce]", len(frames[3]))
                 return
+            if ack_id and nonce:
+                # a resend (after a broker restart) of a batch this broker already recorded
+                done = self._dedup.get(nonce)
+                if done is not None and ack_id <= done[0]:
+                    if ack_id == done[0]:
+                        self._pending_acks.append((done[2], ident, ack_id, done[1]))
+                    return
+            first_index = len(batch)
             accepted = 0
             for item in items:
                 if type(item) is not list or len(item) != 4:
@@ -313,6 +340,10 @@ class Broker:
                 accepted += 1
             if ack_id and accepted:
                 acks.append((ident, ack_id, len(batch) - 1))
+                if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
+                    self._dedup[nonce] = (ack_id, self._seq + first_index + 1, self._seq + len(batch))
+                    if len(self._dedup) > 10_000:
+                        self._dedup.pop(next(iter(self._dedup)))
             if client is None and not remote:
                 self._send(sock, ident, [b"W"])
             return
@@ -544,11 +575,14 @@ class _ClientCore:
         self.rejections: list[tuple[int, str, str]] = []
         self.acked: dict[int, tuple[int, int]] = {}
         self.lags = 0
+        self.nonce = os.urandom(8)
 
     def hello(self) -> list[bytes]:
         return [b"H", _pack({"name": self.name, "subs": list(self.subs), "pid": os.getpid()})]
 
     def publish_frames(self, items: list[list], ack_id: int = 0) -> list[bytes]:
+        if ack_id:  # the nonce lets the broker drop a resend of a batch it already recorded
+            return [b"P", self.name.encode(), _pack([ack_id, items, self.nonce])]
         return [b"P", self.name.encode(), _pack([ack_id, items])]
 
     def handle(self, frames: list[bytes]) -> tuple[list[Event], bool]:
@@ -574,7 +608,7 @@ class _ClientCore:
             rehello = False
             if self.epoch is not None and epoch != self.epoch:
                 # a new broker: events recorded after our last one may never have reached us
-                if self.gap_from is None:
+                if self.gap_from is None and self.subs:
                     self.gap_from = self.last_delivered + 1
                 rehello = True
             self.epoch = epoch
@@ -602,7 +636,8 @@ class _ClientCore:
     def _catch_up(self, to_seq: int) -> list[Event]:
         """Deliver from the log everything we may have missed, up to ``to_seq``."""
         start = self.gap_from
-        if start is None:
+        if start is None or not self.subs:
+            self.gap_from = None
             return []
         if start > to_seq:
             return []
@@ -655,9 +690,14 @@ class BusClient:
         self.core = _ClientCore(name, subs, log_dir, from_seq)
         self._queue: deque[Event] = deque()
         self._ack_id = 0
+        self._last_hello = 0.0
         self._hello()
 
     def _hello(self) -> None:
+        now = time.monotonic()
+        if now - self._last_hello < 0.25:  # a W and a new epoch usually come together: one hello will do
+            return
+        self._last_hello = now
         try:
             self.sock.send_multipart(self.core.hello(), zmq.NOBLOCK)
         except zmq.Again:  # no broker connected (yet): the tick watchdog says hello again
