@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install everything, then run the demo LVS cluster on this machine (root: it builds network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo.sh: run as root (sudo bash scripts/demo.sh): the demo builds network namespaces and moves IP addresses" >&2
+  exit 1
+fi
+bash scripts/setup.sh
+exec lvsbus demo "$@"
