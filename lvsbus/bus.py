@@ -155,6 +155,7 @@ class Broker:
         self._batch: list[list] = []  # [type, version, cause, payload, source] waiting to be recorded
         self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
         self._draining = False
+        self._failure_note: dict | None = None
         self._dedup: dict[bytes, tuple[int, int, int]] = {}  # client nonce -> (last ack_id, first, last seq)
 
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
@@ -428,6 +429,9 @@ class Broker:
         for ident, ack_id, idx in acks:
             self._pending_acks.append((first + idx, ident, ack_id, first))
         self._forward(records, types)
+        if self._failure_note is not None:
+            note, self._failure_note = self._failure_note, None
+            self._emit_unrecorded("log.write_failed", note)
 
     def _append(self, records: list[tuple[int, bytes]]) -> None:
         if self._unrecorded:
@@ -444,11 +448,9 @@ class Broker:
         self._unrecorded_from = records[0][0]
         self._next_retry = time.monotonic() + 1.0
         log.error("log_write_failed", errno=exc.errno, error=str(exc), first_seq=records[0][0])
-        # Delivered live (the router keeps working), recorded when the disk takes it again.
-        self._emit_unrecorded(
-            "log.write_failed",
-            {"errno": exc.errno or 0, "error": str(exc)[:512], "first_seq": records[0][0], "count": len(records)},
-        )
+        # Delivered live (the router keeps working), recorded when the disk takes it again. The
+        # failure event itself goes out after these records (see _record), to keep seq order.
+        self._failure_note = {"errno": exc.errno or 0, "error": str(exc)[:512], "first_seq": records[0][0], "count": len(records)}
 
     def _emit_unrecorded(self, type_: str, payload: dict) -> None:
         self._seq += 1
@@ -468,7 +470,9 @@ class Broker:
                 log.error("log_backlog_large", records=len(self._unrecorded))
             return
         log.info("log_write_recovered", records=len(self._unrecorded), first_seq=self._unrecorded_from)
+        lost_to = self._unrecorded[-1][0]
         self._unrecorded = []
+        self._emit("log.write_recovered", {"backlog_from": self._unrecorded_from, "backlog_to": lost_to})
 
     def _routes(self, type_: str) -> tuple[_Client, ...]:
         r = self._route_cache.get(type_)

@@ -242,3 +242,51 @@ def test_curve_endpoint_serves_authorized_keys_only(broker, tmp_path):
     assert not any(e.type == "timer.fired" and e.payload["deadline_ns"] == 6 for e in b.events())
     assert any(e.type == "bus.client_joined" and e.payload["client"] == "ops" for e in b.events())
     assert not any(e.type == "bus.client_joined" and e.payload["client"] == "intruder" for e in b.events())
+
+
+def test_disk_full_is_reported_and_survived(broker, tmp_path):
+    """The log's disk fills up: events are still delivered, the failure is an event, no ack is
+    given for what is not durable; when space returns, the backlog is written and acks flow."""
+    state = tmp_path / "small"
+    state.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        b = broker(state=state)
+        sub = client(b, "sub", subs=("bus.", "log."))
+        pub = client(b, "pub")
+        wait_joined(sub)
+        filler = state / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # fill the disk
+        try:
+            for chunk in (65536, 4096, 512, 16):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        for i in range(300):
+            pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
+        with pytest.raises(TimeoutError):
+            pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 300, "pad": ""}, timeout=1.0)
+        got = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.type == "log.write_failed" for e in got):
+            got.extend(sub.recv_batch(0.3))
+        assert any(e.type == "log.write_failed" for e in got), "the failure was not delivered as an event"
+        probes = [e.payload["n"] for e in got if e.type == "bus.probe"]
+        assert probes[:300] == list(range(300)), "events were not delivered while the disk was full"
+        assert b.proc.poll() is None
+        filler.unlink()  # space comes back
+        seq = pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 301, "pad": ""}, timeout=10)
+        logged = b.events()
+        seqs = [e.seq for e in logged]
+        assert seqs == list(range(1, len(seqs) + 1)) and seq in seqs, "a seq is missing from the log"
+        assert any(e.type == "log.write_recovered" for e in logged)
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"][:300] == list(range(300))
+        b.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)

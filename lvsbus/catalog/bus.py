@@ -71,8 +71,8 @@ declare(
 )
 declare(
     "log.write_recovered", 1,
-    {"lost_from": Int(min=1), "lost_to": Int(min=1)},
-    doc="Appending works again; seqs lost_from..lost_to were delivered but never recorded.",
+    {"backlog_from": Int(min=1), "backlog_to": Int(min=1)},
+    doc="Appending works again; seqs backlog_from..backlog_to, delivered live while the disk refused them, are now recorded.",
 )
 declare(
     "log.snapshot_written", 1,
