@@ -26,6 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="group",
         help="fsync policy: group commit every ~1 ms (default), fsync every append, or never",
     )
+    p.add_argument("--segment-mb", type=float, default=64, help="rotate log segments at this size (default %(default)s MiB)")
+    p.add_argument("--retain-mb", type=float, default=4096, help="delete the oldest segments past this total (default %(default)s MiB; 0 = keep all)")
+    p.add_argument("--retain-days", type=float, default=14, help="delete segments older than this (default %(default)s days; 0 = keep all)")
     p.add_argument("--sndhwm", type=int, default=2000, help="delivery batches queued per subscriber before dropping (it then catches up from the log)")
     p.add_argument("--curve-endpoint", help="also serve read-only subscribers on this tcp:// endpoint, with CurveZMQ")
     p.add_argument("--curve-secret", help="the broker's secret key file (from `lvsbus keys generate`)")
@@ -103,7 +106,15 @@ def cmd_broker(args) -> int:
             print("lvsbus broker: --curve-endpoint needs --curve-secret and --curve-authorized", file=sys.stderr)
             return 2
         curve = CurveServer(args.curve_endpoint, args.curve_secret, args.curve_authorized)
-    broker = Broker(args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve)
+    from .log import Retention
+
+    retention = Retention(
+        max_bytes=int(args.retain_mb * 2**20) or None, max_age_s=args.retain_days * 86400 or None
+    )
+    broker = Broker(
+        args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
+        segment_bytes=int(args.segment_mb * 2**20), retention=retention,
+    )
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())
     broker.run(ready=lambda: print(f"broker ready on ipc://{dirs.run}/bus.sock", file=sys.stderr, flush=True))
