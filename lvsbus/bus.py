@@ -665,6 +665,34 @@ def _item(type_: str, payload: dict, cause: int | None, version: int | None) -> 
     return [type_, version if version is not None else REGISTRY.latest(type_).version, cause, payload]
 
 
+def _dealer(ctx: zmq.Context, connect: str, rcvhwm: int, curve: tuple[bytes, bytes, bytes] | None = None) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
+    sock.connect(connect)
+    return sock
+
+
+def _close(sock: zmq.Socket) -> None:
+    if sock.closed:
+        return
+    try:
+        r = sock.send_multipart([b"B"], zmq.NOBLOCK)
+        if hasattr(r, "add_done_callback"):
+            r.add_done_callback(_log_send_error)
+    except zmq.ZMQError:
+        pass
+    sock.close()
+
+
+def _log_send_error(fut) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("bus_send_failed", error=str(fut.exception()))
+
+
 class BusClient:
     """Blocking client: publish, and receive subscribed events in log order with no gap."""
 
@@ -681,16 +709,7 @@ class BusClient:
         rcvhwm: int = 1000,
     ) -> None:
         self.ctx = context or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        self.sock.setsockopt(zmq.SNDHWM, 100_000)
-        if curve is not None:
-            client_public, client_secret, server_public = curve
-            self.sock.curve_publickey = client_public
-            self.sock.curve_secretkey = client_secret
-            self.sock.curve_serverkey = server_public
-        self.sock.connect(connect or endpoint(run_dir))
+        self.sock = _dealer(self.ctx, connect or endpoint(run_dir), rcvhwm, curve)
         self.core = _ClientCore(name, subs, log_dir, from_seq)
         self._queue: deque[Event] = deque()
         self._ack_id = 0
@@ -791,15 +810,14 @@ class BusClient:
             yield ev
 
     def close(self) -> None:
-        try:
-            self.sock.send_multipart([b"B"], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
-        self.sock.close()
+        _close(self.sock)
 
 
 class AsyncBusClient:
-    """asyncio client for service shells (zmq.asyncio)."""
+    """asyncio client for service shells (zmq.asyncio).
+
+    ``publish_nowait`` never blocks and never reorders: items published in one turn of the event
+    loop go out together as one batch (one frame), in order, right after that turn."""
 
     def __init__(
         self,
@@ -813,28 +831,33 @@ class AsyncBusClient:
         import zmq.asyncio
 
         self.ctx = zmq.asyncio.Context.instance()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        self.sock.setsockopt(zmq.SNDHWM, 100_000)
-        self.sock.connect(endpoint(run_dir))
+        self.sock = _dealer(self.ctx, endpoint(run_dir), rcvhwm)
         self.core = _ClientCore(name, subs, log_dir, from_seq)
         self._queue: list[Event] = []
-        self._ack_id = 0
-        self._unacked: dict[int, list[bytes]] = {}
+        self._outbox: list[list] = []
+        self._flush_scheduled = False
 
     async def start(self) -> None:
         await self.sock.send_multipart(self.core.hello())
 
     def publish_nowait(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
-        self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]), zmq.NOBLOCK)
+        self._outbox.append(_item(type_, payload, cause, version))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            import asyncio
+
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        items, self._outbox = self._outbox, []
+        if items and not self.sock.closed:
+            # pyzmq's asyncio socket queues sends in order when it cannot send at once
+            self.sock.send_multipart(self.core.publish_frames(items)).add_done_callback(_log_send_error)
 
     async def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
+        self._flush()
         await self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]))
-
-    async def publish_batch(self, items: list[tuple[str, dict, int | None]]) -> None:
-        if items:
-            await self.sock.send_multipart(self.core.publish_frames([_item(t, p, c, None) for t, p, c in items]))
 
     async def recv_batch(self, timeout: float | None = None) -> list[Event]:
         """Wait for the next events (all that are ready), or [] after ``timeout``."""
@@ -856,8 +879,6 @@ class AsyncBusClient:
                     self._queue.extend(events)
                     if rehello:
                         await self.sock.send_multipart(self.core.hello())
-                        for frames_ in self._unacked.values():
-                            await self.sock.send_multipart(frames_)
             elif time.monotonic() - self.core.last_tick > 5 * TICK_S:
                 await self.sock.send_multipart(self.core.hello())
                 self.core.last_tick = time.monotonic()
@@ -865,8 +886,4 @@ class AsyncBusClient:
         return out
 
     def close(self) -> None:
-        try:
-            self.sock.send_multipart([b"B"], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
-        self.sock.close()
+        _close(self.sock)
