@@ -1,0 +1,287 @@
+"""lvsd's pure core: folds the config and nanny's health events into the desired IPVS table.
+
+Inputs (recorded events): ``config.loaded``, ``health.real_server_up``, ``health.real_server_down``,
+``health.state_changed``, ``lvsd.started`` (its shell started) and ``pulse.start_lvsd``.
+Outputs: ``lvsd.table_desired`` (the whole table: on start, on config change, on start_lvsd) and
+``lvsd.table_delta`` (the ops from the previous table to the next, one per health event that
+changes the table; the envelope's cause is that health event's seq).
+
+Policy (keepalived's ipwrapper layer; the applier only translates to netlink):
+
+* a virtual service is in the table when it is active; its real servers are the active ones;
+* a real server is *in service* when nanny says UP or FALLING (not yet fall failures in a row);
+  one that is not is removed, or kept with weight 0 when the virtual service has ``quiesce``;
+* quorum: the service is *up* while the total configured weight of its in-service servers is at
+  least ``quorum`` (default 1); with ``hysteresis`` h it goes down below ``quorum - h`` and comes
+  back up at ``quorum + h``;
+* sorry server: while the service is down (with the default quorum 1: no real server in service)
+  and a sorry server is configured, the sorry server is the one destination (the real servers
+  are removed, or weight 0 with quiesce) and it is removed again as soon as quorum is back.
+  Without a sorry server, a service below quorum keeps whatever servers are in service.
+
+Sans-IO, deterministic; the state is mutated in place and returned (snapshot/restore copy it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lvsbus.config import Config, ConfigError, from_dict
+from lvsbus.config.model import VirtualService, ip_family
+from lvsbus.core import Core, Effect
+from lvsbus.events import Event
+from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
+from services.nanny.core import plan
+
+IN_SERVICE = frozenset({"UP", "FALLING"})
+
+
+def service_key(vs: VirtualService) -> ServiceKey:
+    family = "inet6" if ip_family(vs.address) == 6 else "inet"
+    if vs.fwmark:
+        return ServiceKey.mark(vs.fwmark, family)
+    return ServiceKey.tcp(vs.address, vs.port, vs.protocol.value)
+
+
+class Layout:
+    """What the config says about one active virtual service, precomputed once a config (the
+    Dest values are built here, so a health event costs dict work, not validation)."""
+
+    __slots__ = ("name", "key", "service", "servers", "sorry", "quiesce", "quorum", "hysteresis")
+
+    def __init__(self, vs: VirtualService) -> None:
+        self.name = vs.name
+        self.key = service_key(vs)
+        netmask = vs.persistence_prefixlen
+        if netmask is None:
+            netmask = 128 if self.key.family == "inet6" else 32
+        self.service = Service(self.key, vs.scheduler, vs.persistence, netmask)
+        fwd = vs.forwarding.value
+        #: (health id, weight, dest when in service, dest when quiesced)
+        self.servers: list[tuple[str, int, Dest, Dest]] = []
+        for rs in vs.servers:
+            if not rs.active:
+                continue
+            port = vs.port if rs.port is None else rs.port
+            up = Dest(rs.address, port, fwd, rs.weight, rs.upper_threshold, rs.lower_threshold)
+            zero = Dest(rs.address, port, fwd, 0, rs.upper_threshold, rs.lower_threshold)
+            self.servers.append((f"{vs.name}/{rs.name}", rs.weight, up, zero))
+        self.sorry = None
+        if vs.sorry_server:
+            port = vs.sorry_server_port if vs.sorry_server_port is not None else vs.port
+            self.sorry = Dest(vs.sorry_server, port, fwd, 1)
+        self.quiesce, self.quorum, self.hysteresis = vs.quiesce, vs.quorum, vs.hysteresis
+
+    def quorum_up(self, health: dict[str, str], was_up: bool | None) -> bool:
+        total = 0
+        for id_, weight, _u, _z in self.servers:
+            if health.get(id_) in IN_SERVICE:
+                total += weight
+        if was_up is None:
+            return total >= self.quorum
+        if was_up:
+            return total >= self.quorum - self.hysteresis
+        return total >= self.quorum + self.hysteresis
+
+    def dests(self, health: dict[str, str], up: bool) -> dict[str, Dest]:
+        use_sorry = not up and self.sorry is not None
+        out: dict[str, Dest] = {}
+        for id_, _w, d_up, d_zero in self.servers:
+            if not use_sorry and health.get(id_) in IN_SERVICE:
+                out[d_up.key] = d_up
+            elif self.quiesce:
+                out[d_zero.key] = d_zero
+        if use_sorry:
+            out.setdefault(self.sorry.key, self.sorry)
+        return out
+
+
+def _service_attrs(s: Service) -> dict:
+    return {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
+
+
+def _dest_attrs(d: Dest) -> dict:
+    return {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
+
+
+def entry_ops(key: ServiceKey, old: Entry | None, new: Entry | None) -> list[dict]:
+    """Ops taking one service from ``old`` to ``new`` (None = absent). Order: the service first,
+    then dest additions and edits before deletions (a service never goes empty in between)."""
+    ks = str(key)
+    if new is None:
+        return [] if old is None else [{"op": "del_service", "service": ks, "dest": None, "attrs": {}}]
+    ops: list[dict] = []
+    if old is None:
+        ops.append({"op": "add_service", "service": ks, "dest": None, "attrs": _service_attrs(new.service)})
+        old_dests: Any = {}
+    else:
+        old_dests = old.dests
+        if old.service != new.service:
+            ops.append({"op": "edit_service", "service": ks, "dest": None, "attrs": _service_attrs(new.service)})
+    dels = []
+    for dk, d in new.dests.items():
+        o = old_dests.get(dk)
+        if o is None:
+            ops.append({"op": "add_dest", "service": ks, "dest": dk, "attrs": _dest_attrs(d)})
+        elif o != d:
+            ops.append({"op": "edit_dest", "service": ks, "dest": dk, "attrs": _dest_attrs(d)})
+    for dk in old_dests:
+        if dk not in new.dests:
+            dels.append({"op": "del_dest", "service": ks, "dest": dk, "attrs": {}})
+    return ops + dels
+
+
+def table_ops(old: Table, new: Table) -> list[dict]:
+    """Ops taking table ``old`` to ``new``: deleted services first, then each service in key order."""
+    ops = [op for k in sorted(old.keys()) if k not in new for op in entry_ops(k, old[k], None)]
+    for k in sorted(new.keys()):
+        ops += entry_ops(k, old.get(k), new[k])
+    return ops
+
+
+def apply_ops(table: Table, ops: list[dict]) -> Table:
+    """Fold ops into a table (what an applier does with a delta; tests use it to check deltas)."""
+    for op in ops:
+        kind, key = op["op"], ServiceKey.parse(op["service"])
+        a = op["attrs"]
+        if kind in ("add_service", "edit_service"):
+            table = table.with_service(Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a["flags"])))
+        elif kind == "del_service":
+            table = table.without_service(key)
+        elif kind in ("add_dest", "edit_dest"):
+            host, _, port = op["dest"].rpartition(":")
+            table = table.with_dest(key, Dest(host.strip("[]"), int(port), a["forwarding"], a["weight"], a["upper"], a["lower"]))
+        elif kind == "del_dest":
+            table = table.without_dest(key, op["dest"])
+    return table
+
+
+class LvsdState:
+    __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config")
+
+    def __init__(self) -> None:
+        self.digest = ""
+        self.model: dict | None = None
+        self.layouts: dict[str, Layout] = {}  # active virtual services, config order
+        self.checks: dict[str, tuple] = {}  # health id -> (address, probed port, Check): a change resets health
+        self.health: dict[str, str] = {}  # health id -> nanny's state (absent = INIT)
+        self.quorum: dict[str, bool] = {}  # virtual name -> quorum up
+        self.table = Table()
+        self.version = 0
+        self.bad_config = 0
+
+    def __repr__(self) -> str:
+        return f"LvsdState(v{self.version} {self.table!r})"
+
+
+class LvsdCore(Core[LvsdState]):
+    name = "lvsd"
+    inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
+              "lvsd.started", "pulse.start_lvsd")
+    outputs = frozenset({"lvsd.table_desired", "lvsd.table_delta", "lvsd.config_rejected"})
+
+    def initial(self) -> LvsdState:
+        return LvsdState()
+
+    def decide(self, state: LvsdState, event: Event) -> tuple[LvsdState, list[Effect]]:
+        out: list[Effect] = []
+        t = event.type
+        p = event.payload
+        if t == "health.real_server_up":
+            self._health(state, p, "UP", f"{p['virtual']}/{p['server']} up ({p['reason']})", out)
+        elif t == "health.real_server_down":
+            self._health(state, p, "DOWN", f"{p['virtual']}/{p['server']} down ({p['reason']}: {p['detail']})", out)
+        elif t == "health.state_changed":
+            self._health(state, p, p["new"], f"{p['virtual']}/{p['server']} {p['new']} ({p['reason']})", out)
+        elif t == "config.loaded":
+            self._config(state, p, out)
+        elif t == "lvsd.started":
+            self._full(state, "started", out)
+        elif t == "pulse.start_lvsd":
+            self._full(state, "start_lvsd", out)
+        return state, out
+
+    # -- health ------------------------------------------------------------------------------
+
+    def _health(self, st: LvsdState, p: dict, new: str, reason: str, out: list) -> None:
+        id_ = f"{p['virtual']}/{p['server']}"
+        if id_ not in st.checks:
+            return  # not (or no longer) in the config
+        st.health[id_] = new
+        lay = st.layouts.get(p["virtual"])
+        if lay is None:
+            return  # an inactive virtual service
+        was = st.quorum.get(lay.name)
+        up = lay.quorum_up(st.health, was)
+        st.quorum[lay.name] = up
+        old = st.table.get(lay.key)
+        entry = Entry(lay.service, lay.dests(st.health, up))
+        ops = entry_ops(lay.key, old, entry)
+        if not ops:
+            return
+        if was is not None and was != up:
+            reason += "; quorum " + ("back: real servers in" if up else "lost") + (
+                ", sorry server " + ("out" if up else "in") if lay.sorry is not None else "")
+        st.table = st.table.with_service(entry.service, entry.dests.values())
+        st.version += 1
+        out.append(Effect("lvsd.table_delta", {
+            "version": st.version, "base_version": st.version - 1, "ops": ops, "reason": reason[:512],
+            "virtual": p["virtual"], "server": p["server"],
+        }))
+
+    # -- config and full tables ---------------------------------------------------------------
+
+    def _config(self, st: LvsdState, p: dict, out: list) -> None:
+        try:
+            cfg = from_dict(p["model"])
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            st.bad_config += 1
+            out.append(Effect("lvsd.config_rejected", {"error": str(exc)[:1024], "count": st.bad_config}))
+            return
+        self._apply_config(st, cfg, p["model"], p["digest"])
+        self._full(st, "config", out)
+
+    @staticmethod
+    def _apply_config(st: LvsdState, cfg: Config, model: dict, digest: str) -> None:
+        checks = {}
+        for id_, _v, _s, address, _port, probe, chk, _enabled in plan(cfg):
+            checks[id_] = (address, probe, chk)
+        # a pair whose check changed starts over in nanny (INIT): forget its health here too
+        health = {i: s for i, s in st.health.items() if i in checks and st.checks.get(i) == checks[i]}
+        st.checks, st.health = checks, health
+        st.layouts = {vs.name: Layout(vs) for vs in cfg.virtual_services if vs.active}
+        st.quorum = {n: q for n, q in st.quorum.items() if n in st.layouts}
+        st.model, st.digest = model, digest
+
+    def build(self, st: LvsdState) -> Table:
+        entries = {}
+        for lay in st.layouts.values():
+            up = lay.quorum_up(st.health, st.quorum.get(lay.name))
+            st.quorum[lay.name] = up
+            entries[lay.key] = Entry(lay.service, lay.dests(st.health, up))
+        return Table(entries)
+
+    def _full(self, st: LvsdState, reason: str, out: list) -> None:
+        if st.model is None:
+            return  # no config yet: nothing to desire (the applier leaves the kernel alone)
+        st.table = self.build(st)
+        st.version += 1
+        out.append(Effect("lvsd.table_desired", {
+            "version": st.version, "table": st.table.to_dict(), "reason": reason, "digest": st.digest,
+            "services": len(st.table), "dests": sum(len(e.dests) for _k, e in st.table.items()),
+        }))
+
+    # -- snapshots --------------------------------------------------------------------------------
+
+    def snapshot(self, st: LvsdState) -> Any:
+        return {"digest": st.digest, "model": st.model, "health": dict(st.health), "quorum": dict(st.quorum),
+                "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config}
+
+    def restore(self, data: Any) -> LvsdState:
+        st = LvsdState()
+        if data["model"] is not None:
+            self._apply_config(st, from_dict(data["model"]), data["model"], data["digest"])
+        st.health = dict(data["health"])
+        st.quorum = dict(data["quorum"])
+        st.table = Table.from_dict(data["table"])
+        st.version, st.bad_config = data["version"], data["bad_config"]
+        return st

@@ -1,0 +1,295 @@
+"""nanny's pure core: one health machine per (virtual service, real server), fed only by recorded
+events: ``config.loaded`` and ``health.check_results`` batches.
+
+Sans-IO: no socket, no clock, no randomness, no logging. The shell schedules and runs the checks
+(the schedule is the shell's); the verdict is the core's: it folds each batch of results into the
+machines and outputs ``health.real_server_up`` / ``health.real_server_down`` (and
+``health.state_changed`` for the other moves), so a replay of the log sees exactly what nanny saw.
+
+The health table is data (``HEALTH_STATES``, ``HEALTH_TRANSITIONS``) driving ONE shared
+``transitions`` Machine built at import, with a single cursor model: a machine's state lives in a
+small slotted ``Health`` object (~0.3 KB), and a transition is fired on the shared Machine (which
+refuses anything the table does not allow) only when the state changes. The per-result fast path
+(``Health.step``) only counts passes and failures: 10,000 results cost ~10-20 ms of CPU, not
+10,000 triggers. ``health_fsm_dot()`` renders the table.
+
+Counts: ``rise`` passes in a row bring a server UP (Piranha's reentry maps onto rise), ``fall``
+failures in a row take an UP server DOWN (keepalived's retry maps onto fall). A server that was
+never UP (INIT, RISING) is DOWN at its first failure: it is not in the table anyway, and an
+unreachable server should be known as DOWN at once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from transitions import Machine
+
+from lvsbus.config import Config, ConfigError, check_port, effective_check, from_dict, server_port
+from lvsbus.config.model import Check
+from lvsbus.core import Core, Effect
+from lvsbus.events import Event
+
+# ---------------------------------------------------------------------------------------------
+# the health FSM, as data: the one place the transition table lives
+
+INIT, RISING, UP, FALLING, DOWN, DISABLED = "INIT", "RISING", "UP", "FALLING", "DOWN", "DISABLED"
+HEALTH_STATES: tuple[str, ...] = (INIT, RISING, UP, FALLING, DOWN, DISABLED)
+_LIVE = (INIT, RISING, UP, FALLING, DOWN)
+
+#: (trigger, sources, dest, reason (health event), what fires it)
+HEALTH_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, str, str], ...] = (
+    ("pass_first", (INIT, DOWN), RISING, "first_check_passed", "a check passed, fewer than rise in a row"),
+    ("rise", (INIT, RISING, DOWN), UP, "checks_passed", "rise checks passed in a row"),
+    ("fail_early", (INIT, RISING), DOWN, "first_check_failed", "a check failed before the server was ever UP"),
+    ("fail_first", (UP,), FALLING, "check_failing", "a check failed, fewer than fall in a row"),
+    ("recover", (FALLING,), UP, "check_recovered", "a check passed before fall failures in a row"),
+    ("fall", (UP, FALLING), DOWN, "checks_failed", "fall checks failed in a row"),
+    ("disable", _LIVE, DISABLED, "disabled", "the config made the server or its virtual service inactive"),
+    ("enable", (DISABLED,), INIT, "enabled", "the config made it active again"),
+    ("reset", (RISING, UP, FALLING, DOWN), INIT, "check_changed", "a reload changed its check, address or port"),
+)
+_REASON = {t[0]: t[3] for t in HEALTH_TRANSITIONS}
+
+
+class _Cursor:
+    """The one model of the shared Machine: a transition loads a Health's state into it, fires, and
+    reads the new state back. The Machine validates every move against HEALTH_TRANSITIONS."""
+
+    state = INIT
+
+
+_CURSOR = _Cursor()
+MACHINE = Machine(
+    model=_CURSOR,
+    states=list(HEALTH_STATES),
+    transitions=[{"trigger": t, "source": list(src), "dest": dst} for t, src, dst, _r, _d in HEALTH_TRANSITIONS],
+    initial=INIT,
+    auto_transitions=False,
+)
+
+
+def health_fsm_dot() -> str:
+    """The health table as Graphviz dot text, from HEALTH_TRANSITIONS."""
+    out = ["digraph nanny_health {", "  rankdir=LR;", '  node [shape=box, style=rounded];', "  __start [shape=point];",
+           f"  __start -> {INIT};"]
+    for trigger, sources, dest, _r, _doc in HEALTH_TRANSITIONS:
+        for src in sources:
+            out.append(f'  {src} -> {dest} [label="{trigger}"];')
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+class Health:
+    """One (virtual service, real server) machine: its state and its counts. Small on purpose."""
+
+    __slots__ = ("id", "virtual", "server", "address", "port", "check", "rise", "fall", "state", "passes", "fails",
+                 "detail")
+
+    def __init__(self, id: str, virtual: str, server: str, address: str, port: int, check: tuple,
+                 rise: int, fall: int, state: str = INIT) -> None:
+        self.id, self.virtual, self.server, self.address, self.port = id, virtual, server, address, port
+        self.check = check  # (address, probed port, Check): a change resets the machine
+        self.rise, self.fall, self.state = rise, fall, state
+        self.passes = 0
+        self.fails = 0
+        self.detail = "ok"
+
+    def step(self, ok: bool) -> str | None:
+        """Count one result; the trigger to fire, or None when the state stays (the fast path)."""
+        s = self.state
+        if ok:
+            self.fails = 0
+            self.passes += 1
+            if s == UP:
+                return None
+            if s == FALLING:
+                return "recover"
+            if s == DISABLED:
+                return None
+            if self.passes >= self.rise:
+                return "rise"
+            return None if s == RISING else "pass_first"
+        self.passes = 0
+        self.fails += 1
+        if s == DOWN or s == DISABLED:
+            return None
+        if s == INIT or s == RISING:
+            return "fail_early"
+        if self.fails >= self.fall:
+            return "fall"
+        return "fail_first" if s == UP else None
+
+
+def fire(h: Health, trigger: str) -> str:
+    """Move ``h`` by ``trigger`` on the shared Machine (raises MachineError if the table forbids
+    it); returns the old state."""
+    old = h.state
+    _CURSOR.state = old
+    getattr(_CURSOR, trigger)()
+    h.state = _CURSOR.state
+    return old
+
+
+# ---------------------------------------------------------------------------------------------
+# the config -> machines
+
+
+def check_id(virtual: str, server: str) -> str:
+    return f"{virtual}/{server}"
+
+
+def plan(cfg: Config) -> list[tuple[str, str, str, str, int, int, Check, bool]]:
+    """Every (virtual service, real server) pair of ``cfg``: what the core tracks and the shell
+    checks. Pure and deterministic (config order)."""
+    out = []
+    for vs in cfg.virtual_services:
+        for rs in vs.servers:
+            out.append((check_id(vs.name, rs.name), vs.name, rs.name, rs.address, server_port(vs, rs),
+                        check_port(vs, rs), effective_check(vs, rs), vs.active and rs.active))
+    return out
+
+
+class NannyState:
+    __slots__ = ("digest", "model", "config", "machines", "bad_config", "stale_results", "unknown_results",
+                 "results")
+
+    def __init__(self) -> None:
+        self.digest = ""
+        self.model: dict | None = None
+        self.config: Config | None = None
+        self.machines: dict[str, Health] = {}
+        self.bad_config = 0
+        self.stale_results = 0  # results scheduled under another config (a reload in between)
+        self.unknown_results = 0  # ids not in the config (a removed server)
+        self.results = 0
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for h in self.machines.values():
+            counts[h.state] = counts.get(h.state, 0) + 1
+        return f"NannyState({self.digest[:8]} {counts})"
+
+
+def _server(h: Health) -> dict:
+    return {"virtual": h.virtual, "server": h.server, "address": h.address, "port": h.port}
+
+
+def _change(h: Health, trigger: str, out: list) -> None:
+    old = fire(h, trigger)
+    reason = _REASON[trigger]
+    new = h.state
+    if new == UP:
+        out.append(Effect("health.real_server_up", {**_server(h), "reason": reason, "previous": old,
+                                                     "passes": h.passes, "detail": h.detail}))
+    elif new == DOWN:
+        out.append(Effect("health.real_server_down", {**_server(h), "reason": reason, "previous": old,
+                                                       "failures": h.fails, "detail": h.detail}))
+    else:
+        out.append(Effect("health.state_changed", {**_server(h), "old": old, "new": new, "reason": reason,
+                                                    "detail": h.detail if trigger in ("pass_first", "fail_first") else None}))
+
+
+class NannyCore(Core[NannyState]):
+    name = "nanny"
+    inputs = ("config.loaded", "health.check_results")
+    outputs = frozenset({"health.real_server_up", "health.real_server_down", "health.state_changed",
+                         "health.config_rejected"})
+
+    def initial(self) -> NannyState:
+        return NannyState()
+
+    def decide(self, state: NannyState, event: Event) -> tuple[NannyState, list[Effect]]:
+        out: list[Effect] = []
+        t = event.type
+        if t == "health.check_results":
+            self._fold(state, event.payload, out)
+        elif t == "config.loaded":
+            self._config(state, event.payload, out)
+        return state, out
+
+    # -- results: the hot path ------------------------------------------------------------------
+
+    def _fold(self, st: NannyState, p: dict, out: list) -> None:
+        ids = p["ids"]
+        if p["digest"] != st.digest:
+            st.stale_results += len(ids)
+            return
+        oks, details = p["ok"], p["detail"]
+        machines = st.machines
+        st.results += len(ids)
+        for i in range(len(ids)):
+            h = machines.get(ids[i])
+            if h is None:
+                st.unknown_results += 1
+                continue
+            h.detail = details[i]
+            trigger = h.step(oks[i])
+            if trigger is not None:
+                _change(h, trigger, out)
+
+    # -- config ---------------------------------------------------------------------------------
+
+    def _config(self, st: NannyState, p: dict, out: list) -> None:
+        try:
+            cfg = from_dict(p["model"])
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            st.bad_config += 1
+            out.append(Effect("health.config_rejected", {"error": str(exc)[:1024], "count": st.bad_config}))
+            return
+        self._apply_config(st, cfg, p["model"], p["digest"], out)
+
+    def _apply_config(self, st: NannyState, cfg: Config, model: dict, digest: str, out: list | None) -> None:
+        old = st.machines
+        new: dict[str, Health] = {}
+        for id_, vname, sname, address, port, probe, chk, enabled in plan(cfg):
+            key = (address, probe, chk)
+            h = old.get(id_)
+            if h is None:
+                h = Health(id_, vname, sname, address, port, key, chk.rise, chk.fall, INIT if enabled else DISABLED)
+            else:
+                h.address, h.port = address, port
+                if h.check != key:  # keepalived: a changed check starts over; unchanged pairs keep their state
+                    h.check, h.rise, h.fall = key, chk.rise, chk.fall
+                    h.passes = h.fails = 0
+                    if h.state not in (INIT, DISABLED):
+                        self._emit(h, "reset", out)
+                if not enabled and h.state != DISABLED:
+                    self._emit(h, "disable", out)
+                elif enabled and h.state == DISABLED:
+                    h.passes = h.fails = 0
+                    self._emit(h, "enable", out)
+            new[id_] = h
+        st.machines = new
+        st.config, st.model, st.digest = cfg, model, digest
+
+    @staticmethod
+    def _emit(h: Health, trigger: str, out: list | None) -> None:
+        if out is None:
+            fire(h, trigger)
+        else:
+            _change(h, trigger, out)
+
+    # -- snapshots --------------------------------------------------------------------------------
+
+    def snapshot(self, st: NannyState) -> Any:
+        return {
+            "digest": st.digest, "model": st.model,
+            "counts": [st.bad_config, st.stale_results, st.unknown_results, st.results],
+            "machines": [[h.id, h.state, h.passes, h.fails, h.detail] for h in st.machines.values()],
+        }
+
+    def restore(self, data: Any) -> NannyState:
+        st = NannyState()
+        st.bad_config, st.stale_results, st.unknown_results, st.results = data["counts"]
+        if data["model"] is not None:
+            self._apply_config(st, from_dict(data["model"]), data["model"], data["digest"], None)
+        for id_, state, passes, fails, detail in data["machines"]:
+            h = st.machines.get(id_)
+            if h is not None:
+                h.state, h.passes, h.fails, h.detail = state, passes, fails, detail
+        return st
+
+
+def states(st: NannyState) -> dict[str, str]:
+    """id -> state (tests, status)."""
+    return {i: h.state for i, h in st.machines.items()}
