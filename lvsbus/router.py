@@ -1,0 +1,528 @@
+"""``lvsbus router``: one router's process tree, in the foreground (systemd Type=notify).
+
+    lvsbus router (this supervisor)
+      ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
+      ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N
+      ├── nanny         (when services/nanny exists; always)
+      ├── lvsd, ipvs    (when they exist; only while pulse is ACTIVE)
+
+Start: load and validate the config (exit 1 with every error), find which router this host is from
+its addresses, check the heartbeat key file, start the broker and wait until it is ready, publish
+``config.loaded`` (acknowledged: its seq is the run start seq every service gets), start the
+services, then ``READY=1`` to systemd.
+
+lvsd and the applier follow pulse's effect events: the supervisor subscribes to
+``pulse.start_lvsd`` / ``pulse.stop_lvsd`` on the bus and starts or stops those processes itself
+(no extra event type: the effect already is the command, and it is in the log).
+
+Supervision: a child that dies is restarted (the first time at once, then with exponential
+backoff) and ``router.service_restarted`` is published; its state comes back from its snapshot and
+the log. The VIPs are not touched while pulse is down. More than ``MAX_RESTARTS`` restarts of one
+service within ``RESTART_WINDOW`` seconds is a restart loop: the router steps down
+(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1.
+
+Signals (handlers only set flags; the loop wakes through a wakeup fd):
+SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over (its final
+leaving heartbeat) and exits; the other children are stopped by PID, then the broker.
+SIGHUP: reload. An invalid file gives ``config.reload_refused`` and the running config stays; a
+valid one gives ``config.loaded`` with ``reload = true`` and the diff.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+import structlog
+
+from . import catalog  # noqa: F401
+from .config import ConfigError, LoadedConfig, diff, identify_local_router, load, to_dict
+from .paths import StateDirs
+
+log = structlog.get_logger("lvsbus.router")
+
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+BACKOFF_BASE = 0.2
+BACKOFF_MAX = 5.0
+HANDOVER_TIMEOUT = 3.0
+STOP_TIMEOUT = 3.0
+BROKER_READY_TIMEOUT = 15.0
+
+#: services started as children, in order: (name, module, when)
+#: when: "always", or "active" (only while pulse is ACTIVE)
+SERVICES = (
+    ("pulse", "services.pulse", "always"),
+    ("nanny", "services.nanny", "always"),
+    ("lvsd", "services.lvsd", "active"),
+    ("ipvs", "services.ipvs", "active"),
+)
+
+
+def _service_exists(module: str) -> bool:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.exists(os.path.join(root, *module.split("."), "__main__.py"))
+
+
+def sd_notify(message: str) -> bool:
+    """Tell systemd (``$NOTIFY_SOCKET``) something, e.g. ``READY=1``. False when not under systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.warning("sd_notify_failed", error=str(exc))
+        return False
+
+
+def _pdeathsig() -> None:
+    """In the child: die with the supervisor (a SIGKILLed supervisor leaves no orphan)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) -> dict:
+    return {
+        "path": os.path.abspath(loaded.source)[:4096],
+        "format": "lvs.cf" if loaded.format == "lvscf" else loaded.format,
+        "digest": loaded.digest,
+        "model": to_dict(loaded.config),
+        "warnings": [str(w)[:1024] for w in loaded.warnings][:1000],
+        "local_router": local,
+        "reload": reload,
+        "diff": diff_,
+    }
+
+
+def check_key_file(path: str) -> str | None:
+    """None when the heartbeat key file is usable, else why not."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"heartbeat key file {path}: {exc.strerror}"
+    if st.st_mode & 0o077:
+        return f"heartbeat key file {path} has mode {st.st_mode & 0o777:04o}: it must be 0600 or stricter (chmod 600 {path})"
+    return None
+
+
+def config_vips(cfg) -> list[tuple[str, int, str | None]]:
+    """(address, prefixlen, device) of every VIP the config gives pulse (for the last-resort release)."""
+    me_dev = None
+    out = []
+    items = [(vs.address, vs.vip_prefixlen, vs.device or (vs.label.split(":")[0] if vs.label else None))
+             for vs in (*cfg.virtual_services, *cfg.failover_services)]
+    if cfg.nat_router is not None:
+        n = cfg.nat_router
+        items.append((n.address, n.prefixlen, n.device or (n.label.split(":")[0] if n.label else None)))
+    for address, plen, dev in items:
+        ip = ipaddress.ip_address(address)
+        out.append((str(ip), plen if plen is not None else (32 if ip.version == 4 else 128), dev or me_dev))
+    return out
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str], capture: bool = False) -> None:
+        self.name = name
+        self.argv = argv
+        self.capture = capture
+        self.proc: subprocess.Popen | None = None
+        self.wanted = False
+        self.restarts: deque[float] = deque()
+        self.attempt = 0
+        self.start_at: float | None = None  # a restart scheduled at this monotonic time
+        self.last_exit = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.capture else None,
+            preexec_fn=_pdeathsig,
+            close_fds=True,
+            # a session of its own: a signal to the supervisor's process group (a terminal's ^C,
+            # KillMode=control-group) reaches the supervisor only, which stops the children in
+            # order; PR_SET_PDEATHSIG still takes them down if the supervisor is killed
+            start_new_session=True,
+        )
+        self.wanted = True
+        self.start_at = None
+        log.info("service_started", service=self.name, pid=self.proc.pid)
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                self.proc.send_signal(sig)  # type: ignore[union-attr]
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, wait, then SIGKILL: by PID, this child only."""
+        self.wanted = False
+        self.start_at = None
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            log.warning("service_kill", service=self.name, pid=self.pid)
+            self.signal(signal.SIGKILL)
+            self.proc.wait(5)  # type: ignore[union-attr]
+        log.info("service_stopped", service=self.name, exit=_exit_text(self.proc.returncode))  # type: ignore[union-attr]
+
+
+class Router:
+    def __init__(self, config_path: str, state_dir: str, python: str = sys.executable) -> None:
+        self.config_path = config_path
+        self.dirs = StateDirs(state_dir)
+        self.python = python
+        self.loaded: LoadedConfig | None = None
+        self.local = ""
+        self.run_start_seq = 0
+        self.client = None
+        self.children: dict[str, Child] = {}
+        self.broker: Child | None = None
+        self._flags: set[str] = set()
+        self._wake_r = self._wake_w = -1
+        self.active = False  # pulse said start_lvsd (and not stop_lvsd since)
+        self.exit_code = 0
+
+    # -- start -------------------------------------------------------------------------------
+
+    def prepare(self) -> int:
+        """Config, local router, key file. Prints every problem; returns the exit status (0 = go)."""
+        from . import netutil
+
+        try:
+            self.loaded = load(self.config_path)
+        except ConfigError as exc:
+            print(f"lvsbus router: {self.config_path}: invalid configuration:", file=sys.stderr)
+            for issue in exc.issues:
+                print(f"  {issue}", file=sys.stderr)
+            return 1
+        cfg = self.loaded.config
+        try:
+            me = identify_local_router(cfg, netutil.local_addresses())
+        except ConfigError as exc:
+            print(f"lvsbus router: {self.config_path}: {'; '.join(i.message for i in exc.issues)}", file=sys.stderr)
+            return 1
+        self.local = me.name
+        if cfg.heartbeat.enabled:
+            problem = check_key_file(cfg.heartbeat.key_file)
+            if problem:
+                print(f"lvsbus router: {problem}", file=sys.stderr)
+                return 1
+        for w in self.loaded.warnings:
+            log.warning("config_warning", warning=str(w))
+        return 0
+
+    def _start_broker(self) -> None:
+        b = Child("broker", [self.python, "-m", "lvsbus.cli", "broker", "--node", self.local,
+                             "--state-dir", self.dirs.root], capture=True)
+        b.start()
+        self.broker = b
+        deadline = time.monotonic() + BROKER_READY_TIMEOUT
+        assert b.proc is not None and b.proc.stderr is not None
+        seen = []
+        while True:
+            line = b.proc.stderr.readline().decode(errors="replace")
+            if line:
+                sys.stderr.write(line)
+                seen.append(line)
+            if "broker ready" in line:
+                break
+            if (not line and b.proc.poll() is not None) or time.monotonic() > deadline:
+                raise RuntimeError("the broker did not start: " + "".join(seen[-20:]))
+
+        def forward(stream) -> None:
+            for raw in stream:
+                try:
+                    sys.stderr.write(raw.decode(errors="replace"))
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
+
+        threading.Thread(target=forward, args=(b.proc.stderr,), daemon=True, name="broker-stderr").start()
+
+    def _restart_broker(self) -> None:
+        self._start_broker()
+
+    def _service_child(self, name: str, module: str) -> Child:
+        return Child(name, [self.python, "-m", module, "--state-dir", self.dirs.root,
+                            "--config", os.path.abspath(self.config_path), "--run-start-seq", str(self.run_start_seq)])
+
+    def run(self) -> int:
+        code = self.prepare()
+        if code:
+            return code
+        self.dirs.make()
+        self._install_signals()
+        try:
+            self._start_broker()
+        except RuntimeError as exc:
+            print(f"lvsbus router: {exc}", file=sys.stderr)
+            return 1
+        from .bus import BusClient
+
+        self.client = BusClient(
+            self.dirs.run, "router",
+            subs=("pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips", "pulse.release_vips"),
+            log_dir=self.dirs.log,
+        )
+        assert self.loaded is not None
+        self.run_start_seq = self.client.publish_acked(
+            "config.loaded", config_payload(self.loaded, self.local, False, {}), timeout=10.0)
+        log.info("config_loaded", seq=self.run_start_seq, router=self.local, digest=self.loaded.digest[:12])
+        for name, module, when in SERVICES:
+            if not _service_exists(module):
+                continue
+            child = self._service_child(name, module)
+            self.children[name] = child
+            if when == "always":
+                child.start()
+        sd_notify(f"READY=1\nSTATUS=router {self.local}, run from seq {self.run_start_seq}\nMAINPID={os.getpid()}")
+        log.info("router_ready", router=self.local, run_start_seq=self.run_start_seq,
+                 services=[n for n, c in self.children.items() if c.wanted])
+        try:
+            self._loop()
+        finally:
+            self._stop_all()
+        return self.exit_code
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+        def flag(name: str) -> Callable:
+            return lambda *_: self._flags.add(name)
+
+        signal.signal(signal.SIGTERM, flag("term"))
+        signal.signal(signal.SIGINT, flag("term"))
+        signal.signal(signal.SIGHUP, flag("hup"))
+        signal.signal(signal.SIGCHLD, flag("chld"))
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(self.client.sock, zmq.POLLIN)  # type: ignore[union-attr]
+        poller.register(self._wake_r, zmq.POLLIN)
+        while True:
+            if "term" in self._flags:
+                self._shutdown("SIGTERM", graceful=True)
+                return
+            if "hup" in self._flags:
+                self._flags.discard("hup")
+                self.reload()
+            self._flags.discard("chld")
+            if not self._supervise():
+                return
+            timeout = 0.5
+            now = time.monotonic()
+            for c in self._all_children():
+                if c.start_at is not None:
+                    timeout = min(timeout, max(0.0, c.start_at - now))
+            ready = dict(poller.poll(timeout * 1000))
+            if self._wake_r in ready:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            # pump the bus (also keeps the client's liveness watchdog going)
+            for ev in self.client.recv_batch(0.001):  # type: ignore[union-attr]
+                self._on_event(ev)
+
+    def _all_children(self) -> list[Child]:
+        return ([self.broker] if self.broker else []) + list(self.children.values())
+
+    def _on_event(self, ev) -> None:
+        if ev.type == "pulse.start_lvsd":
+            self.active = True
+            for name in ("lvsd", "ipvs"):
+                c = self.children.get(name)
+                if c is not None and not c.alive():
+                    c.restarts.clear()
+                    c.start()
+        elif ev.type == "pulse.stop_lvsd":
+            self.active = False
+            for name in ("ipvs", "lvsd"):
+                c = self.children.get(name)
+                if c is not None:
+                    c.stop()
+        elif ev.type == "router.role_changed":
+            p = ev.payload
+            log.info("role_changed", seq=ev.seq, old=p["old"], new=p["new"], reason=p["reason"])
+            sd_notify(f"STATUS=router {self.local}: {p['new']} ({p['reason']})")
+
+    def _supervise(self) -> bool:
+        """Restart dead children; False when a restart loop made the router step down."""
+        now = time.monotonic()
+        for c in self._all_children():
+            if not c.wanted:
+                continue
+            if c.alive():
+                continue
+            if c.start_at is None:  # just died
+                code = c.proc.returncode if c.proc else None
+                c.last_exit = _exit_text(code)
+                while c.restarts and now - c.restarts[0] > RESTART_WINDOW:
+                    c.restarts.popleft()
+                if len(c.restarts) >= MAX_RESTARTS:
+                    log.error("restart_loop", service=c.name, restarts=len(c.restarts), window_s=RESTART_WINDOW,
+                              last_exit=c.last_exit)
+                    print(f"lvsbus router: {c.name} died {len(c.restarts) + 1} times within "
+                          f"{RESTART_WINDOW:g} s (last: {c.last_exit}); stepping down", file=sys.stderr)
+                    c.wanted = False
+                    self.exit_code = 1
+                    self._shutdown(f"restart loop: {c.name}", graceful=False)
+                    return False
+                delay = 0.0 if not c.restarts else min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (len(c.restarts) - 1))
+                c.restarts.append(now)
+                c.attempt += 1
+                c.start_at = now + delay
+                log.warning("service_died", service=c.name, exit=c.last_exit, restart_in_s=delay, attempt=c.attempt)
+            if now >= c.start_at:
+                if c is self.broker:
+                    try:
+                        self._restart_broker()
+                    except RuntimeError as exc:
+                        log.error("broker_restart_failed", error=str(exc))
+                        c.start_at = None
+                        continue
+                else:
+                    c.start()
+                self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt, "exit": c.last_exit[:256]})
+        return True
+
+    def _publish(self, type_: str, payload: dict, acked: bool = False) -> int | None:
+        try:
+            if acked:
+                return self.client.publish_acked(type_, payload, timeout=2.0)  # type: ignore[union-attr]
+            self.client.publish(type_, payload)  # type: ignore[union-attr]
+        except Exception as exc:  # the bus is down: the log line is all we have
+            log.error("publish_failed", type=type_, error=str(exc))
+        return None
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        from . import netutil
+
+        old = self.loaded
+        assert old is not None
+        try:
+            new = load(self.config_path)
+            me = identify_local_router(new.config, netutil.local_addresses())
+            problem = check_key_file(new.config.heartbeat.key_file) if new.config.heartbeat.enabled else None
+            if problem:
+                raise ConfigError([dataclasses.replace(_issue(problem))])
+        except ConfigError as exc:
+            errors = [str(i)[:2048] for i in exc.issues][:1000]
+            log.error("reload_refused", path=self.config_path, errors=errors, kept_digest=old.digest)
+            self._publish("config.reload_refused", {"path": os.path.abspath(self.config_path)[:4096],
+                                                    "errors": errors, "kept_digest": old.digest})
+            return False
+        d = diff(old.config, new.config).to_dict()
+        seq = self._publish("config.loaded", config_payload(new, me.name, True, d), acked=True)
+        self.loaded = new
+        log.info("config_reloaded", seq=seq, digest=new.digest[:12])
+        return True
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def _shutdown(self, reason: str, graceful: bool) -> None:
+        log.info("shutdown_requested", reason=reason, graceful=graceful)
+        sd_notify("STOPPING=1")
+        for c in self.children.values():
+            c.start_at = None
+        self._publish("router.shutdown_requested", {"reason": reason[:256], "graceful": graceful}, acked=True)
+        pulse = self.children.get("pulse")
+        if pulse is not None and pulse.alive():
+            pulse.wanted = False
+            try:
+                pulse.proc.wait(HANDOVER_TIMEOUT)  # type: ignore[union-attr]
+                log.info("pulse_handed_over", exit=_exit_text(pulse.proc.returncode))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                log.warning("pulse_handover_timeout", timeout_s=HANDOVER_TIMEOUT)
+        self._release_vips()
+
+    def _release_vips(self) -> None:
+        """Last resort: a stopping router holds no VIP (pulse released them if it could)."""
+        from . import netutil
+
+        if self.loaded is None:
+            return
+        for address, plen, dev in config_vips(self.loaded.config):
+            try:
+                if netutil.del_address(address, plen, dev):
+                    log.warning("vip_released_by_supervisor", address=address)
+            except Exception as exc:
+                log.error("vip_release_failed", address=address, error=str(exc))
+
+    def _stop_all(self) -> None:
+        for name in ("ipvs", "lvsd", "nanny", "pulse"):
+            c = self.children.get(name)
+            if c is not None:
+                c.stop()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.broker is not None:
+            self.broker.stop()
+        log.info("router_stopped", router=self.local, exit_code=self.exit_code)
+
+
+def _issue(message: str):
+    from .config import Issue
+
+    return Issue(key="heartbeat.key_file", message=message)
+
+
+def main(config: str, state_dir: str) -> int:
+    from . import logs
+
+    logs.setup(service="router")
+    return Router(config, state_dir).run()

@@ -1,0 +1,201 @@
+"""Subcommands ``router`` (the supervisor), ``status`` (role, peers, links, VIPs from the log) and
+``fsm`` (the role state machine as a table or Graphviz dot)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+from .paths import DEFAULT_STATE_DIR, StateDirs
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "router",
+        help="run this router (broker, pulse, nanny, lvsd, applier) in the foreground",
+        description="Run one LVS router: validate the config, find which router this host is, start the "
+        "broker and the services as supervised child processes. SIGTERM hands over and stops; SIGHUP "
+        "reloads the config. Under systemd (Type=notify) it reports READY=1.",
+    )
+    r.add_argument("--config", required=True, help="lvs.cf or native TOML file")
+    r.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="state directory (default %(default)s)")
+    r.set_defaults(func=cmd_router)
+
+    s = sub.add_parser(
+        "status",
+        help="this router's role, peers, heartbeat links and VIPs",
+        description="Read the tail of the event log (no daemon needed) and print the role, each peer "
+        "with the age of its last heartbeat on each link, and the VIPs held.",
+    )
+    s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    f = sub.add_parser("fsm", help="print a state machine").add_subparsers(dest="fsm_cmd", metavar="MACHINE")
+    fr = f.add_parser("router", help="pulse's role FSM (INIT, BACKUP, ACTIVE, FAULT, STOPPED)")
+    fr.add_argument("--dot", action="store_true", help="Graphviz dot instead of a table")
+    fr.set_defaults(func=cmd_fsm_router)
+
+
+def cmd_router(args) -> int:
+    from .router import main
+
+    return main(args.config, args.state_dir)
+
+
+def cmd_fsm_router(args) -> int:
+    core = importlib.import_module("services.pulse.core")
+    if args.dot:
+        sys.stdout.write(core.role_fsm_dot())
+        return 0
+    rows = [("trigger", "from", "to", "conditions", "fired when")]
+    for trigger, sources, dest, conds, doc in core.ROLE_TRANSITIONS:
+        rows.append((trigger, ", ".join(sources), dest, " and ".join(conds) or "-", doc))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
+    """Fold the current run (from the last ``config.loaded`` with reload false) out of the log."""
+    from . import catalog  # noqa: F401
+    from .events import decode
+    from .log import LogReader
+
+    reader = LogReader(StateDirs(state_dir).log)
+    segs = reader.segments()
+    if not segs:
+        raise FileNotFoundError(f"no event log under {StateDirs(state_dir).log}")
+    events = []
+    for i in range(len(segs) - 1, -1, -1):  # walk back segment by segment to the run's start
+        first = segs[i][0]
+        chunk = [decode(body, seq) for seq, body in reader.read(first, segs[i + 1][0] - 1 if i + 1 < len(segs) else None)]
+        events = chunk + events
+        if any(e.type == "config.loaded" and not e.payload["reload"] for e in chunk):
+            break
+    start = max((k for k, e in enumerate(events) if e.type == "config.loaded" and not e.payload["reload"]), default=0)
+    events = events[start:]
+    now = now_mono_ns if now_mono_ns is not None else time.monotonic_ns()
+    st: dict = {
+        "router": None, "role": "UNKNOWN", "role_reason": None, "role_since_wall_ns": None, "run_start_seq": None,
+        "last_seq": events[-1].seq if events else 0, "running": None, "peers": {}, "vips": [],
+        "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
+        "heartbeats_ignored": 0, "service_restarts": {}, "config_digest": None, "reload_refused": 0,
+    }
+    vips: dict[str, dict] = {}
+    for e in events:
+        p = e.payload
+        t = e.type
+        if t == "config.loaded":
+            model = p["model"]
+            if not p["reload"]:
+                st["run_start_seq"] = e.seq
+            st["router"] = p["local_router"]
+            st["config_digest"] = p["digest"]
+            st["deadtime_s"] = model["heartbeat"]["deadtime"]
+            st["keepalive_s"] = model["heartbeat"]["keepalive"]
+            for r in model["routers"]:
+                if r["name"] != p["local_router"]:
+                    st["peers"].setdefault(r["name"], {
+                        "address": r["address"], "private_address": r.get("private_address"),
+                        "priority": r["priority"], "alive": False, "role": None, "links": {},
+                    })
+        elif t == "router.role_changed":
+            st["role"], st["role_reason"], st["role_since_wall_ns"] = p["new"], p["reason"], e.wall_ns
+        elif t == "pulse.heartbeat_received":
+            peer = st["peers"].get(p["peer"])
+            if peer is not None:
+                link = peer["links"].setdefault(p["link"], {"degraded": False})
+                link["last_heard_mono_ns"] = e.mono_ns
+                link["last_seq"] = p["seq"]
+                peer["role"] = p["role"]
+        elif t in ("pulse.peer_alive", "pulse.peer_dead"):
+            peer = st["peers"].get(p["peer"])
+            if peer is not None:
+                peer["alive"] = t == "pulse.peer_alive"
+        elif t in ("pulse.link_degraded", "pulse.link_restored"):
+            peer = st["peers"].get(p["peer"])
+            if peer is not None:
+                peer["links"].setdefault(p["link"], {})["degraded"] = t == "pulse.link_degraded"
+        elif t == "pulse.take_vips":
+            for v in p["vips"]:
+                vips[v["address"]] = v
+        elif t == "pulse.release_vips":
+            for v in p["vips"]:
+                vips.pop(v["address"], None)
+        elif t == "pulse.start_lvsd":
+            st["lvsd"] = True
+        elif t == "pulse.stop_lvsd":
+            st["lvsd"] = False
+        elif t == "pulse.datagram_rejected":
+            st["datagrams_rejected"] += 1
+        elif t == "pulse.heartbeat_ignored":
+            st["heartbeats_ignored"] = p["count"]
+        elif t == "router.service_restarted":
+            st["service_restarts"][p["service"]] = p["attempt"]
+        elif t == "config.reload_refused":
+            st["reload_refused"] += 1
+        elif t == "router.shutdown_requested":
+            st["running"] = False
+    dt = st["deadtime_s"]
+    for peer in st["peers"].values():
+        for link in peer["links"].values():
+            heard = link.get("last_heard_mono_ns")
+            if heard is not None:
+                age = (now - heard) / 1e9
+                link["age_s"] = round(age, 3)
+                link["healthy"] = dt is not None and age < dt and not link.get("degraded")
+            else:
+                link["age_s"] = None
+                link["healthy"] = False
+    try:
+        from . import netutil
+
+        local = netutil.local_addresses()
+    except Exception:
+        local = None
+    st["vips"] = [
+        {"address": a, "device": v["device"], "present": (a in local) if local is not None else None}
+        for a, v in sorted(vips.items())
+    ]
+    if st["running"] is None:
+        st["running"] = os.path.exists(os.path.join(StateDirs(state_dir).run, "bus.sock"))
+    return st
+
+
+def cmd_status(args) -> int:
+    try:
+        st = read_status(args.state_dir)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"lvsbus status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    print(f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}")
+    print(f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else ""))
+    print(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
+    if st["vips"]:
+        for v in st["vips"]:
+            mark = "" if v["present"] in (True, None) else "  (NOT on the interface!)"
+            print(f"vip      {v['address']} on {v['device']}{mark}")
+    else:
+        print("vip      none held")
+    for name, peer in sorted(st["peers"].items()):
+        print(f"peer     {name} {peer['address']} priority {peer['priority']}: "
+              f"{'alive' if peer['alive'] else 'dead'}, role {peer['role'] or '?'}")
+        for lname, link in sorted(peer["links"].items()):
+            age = "never" if link["age_s"] is None else f"{link['age_s']:.3f} s ago"
+            health = "ok" if link["healthy"] else ("DEGRADED" if link.get("degraded") else "silent")
+            print(f"  link   {lname:<8} last heartbeat {age}: {health}")
+    print(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
+          f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
+    return 0

@@ -1,0 +1,497 @@
+"""pulse's I/O shell: runs ``PulseCore`` on the bus and connects it to the world.
+
+    UDP datagrams on each link --decode + MAC--> pulse.heartbeat_received / pulse.fence_received
+                                  (anything bad: pulse.datagram_rejected, counted, never the core)
+    link state (netlink, polled every keepalive when monitor_links) --> pulse.link_changed
+    effects of the core --> UDP sends, VIPs (pyroute2), gratuitous ARP / unsolicited NA (raw
+    sockets, in background tasks), notify commands (asyncio subprocesses)
+
+``pulse.start_lvsd`` / ``pulse.stop_lvsd`` are not carried out here: the router supervisor
+subscribes to those effect events and starts or stops lvsd and the applier itself (it owns the
+processes).
+
+The boot epoch grows on every start: ``STATE_DIR/pulse.epoch`` holds the last one, and the new one
+is ``max(last + 1, wall-clock seconds)``, written (fsync, rename) before ``pulse.started`` goes out.
+
+Start-up reconciliation: a fresh run starts holding no VIP (the core's first decision is
+``pulse.release_vips``); a restart under a running router (the core restored ACTIVE from its
+snapshot and the log) makes sure the VIPs are there, and otherwise that they are not.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shlex
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from lvsbus import logs, netutil
+from lvsbus.config import ConfigError, identify_local_router, load
+from lvsbus.core import Effect
+from lvsbus.events import Event, decode
+from lvsbus.log import LogReader
+from lvsbus.paths import StateDirs
+from lvsbus.runtime import ServiceRuntime
+
+from . import wire
+from .core import ACTIVE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model
+
+log = structlog.get_logger("pulse")
+
+EPOCH_FILE = "pulse.epoch"
+#: at most this many pulse.datagram_rejected events a second (the rest are counted in the next one)
+REJECT_EVENTS_PER_S = 50
+
+
+class KeyFileError(RuntimeError):
+    pass
+
+
+def read_key(path: str) -> bytes:
+    """The HMAC key from the heartbeat key file; refuses a file group or others may read."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise KeyFileError(f"heartbeat key file {path}: {exc.strerror}") from None
+    try:
+        wire.check_key_mode(st.st_mode)
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: {exc} (chmod 600 {path})") from None
+    with open(path, "rb") as fh:
+        secret = fh.read()
+    try:
+        return wire.key_from_secret(secret)
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+
+
+def next_epoch(state_dir: str, now: float | None = None) -> int:
+    """Read, grow and durably store the boot epoch counter: ``max(last + 1, wall seconds)``."""
+    path = os.path.join(state_dir, EPOCH_FILE)
+    last = 0
+    try:
+        with open(path) as fh:
+            last = int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    epoch = max(last + 1, int(now if now is not None else time.time()))
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{epoch}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return epoch
+
+
+class PulseShell:
+    def __init__(self, state_dir: str, config_path: str, run_start_seq: int) -> None:
+        self.dirs = StateDirs(state_dir)
+        self.config_path = config_path
+        self.run_start_seq = run_start_seq
+        self.core = PulseCore()
+        self.runtime = ServiceRuntime(self.core, self.dirs, execute=self.execute, run_start_seq=run_start_seq)
+        self.runtime.on_event = self.on_event
+        self.stop = asyncio.Event()
+        self.key: bytes | None = None
+        self.key_file: str | None = None
+        self.monitor_links = False
+        self.settings: PulseSettings | None = None
+        self.socks: dict[str, socket.socket] = {}
+        self.devices: dict[str, str | None] = {}  # link -> device
+        self.link_state: dict[str, bool] = {}
+        self.rejected = 0
+        self._reject_window = (0.0, 0)
+        self._bg: set[asyncio.Task] = set()
+        self._garp_tasks: set[asyncio.Task] = set()
+        self._send_errors = 0
+        self._stopping = False
+        self._watch_task: asyncio.Task | None = None
+        # netlink calls run on one thread of their own (pyroute2's sync API cannot run on the loop's)
+        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+
+    async def _nl(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._netlink, fn, *args)
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _config_payload(self) -> dict | None:
+        """The config.loaded that started this run (its seq is the run start seq)."""
+        try:
+            for seq, body in LogReader(self.dirs.log).read(self.run_start_seq, self.run_start_seq):
+                ev = decode(body, seq)
+                if ev.type == "config.loaded":
+                    return ev.payload
+        except Exception as exc:  # fall back to the file
+            log.warning("run_start_event_unreadable", seq=self.run_start_seq, error=str(exc))
+        return None
+
+    def prepare(self) -> None:
+        """Everything that can fail before touching the bus: config, key."""
+        payload = self._config_payload()
+        if payload is not None:
+            model = payload["model"]
+            self.key_file = model["heartbeat"]["key_file"]
+            self.monitor_links = bool(model["heartbeat"].get("monitor_links"))
+            self.settings = _settings_from_config(payload)
+        else:
+            loaded = load(self.config_path)
+            cfg = loaded.config
+            local = identify_local_router(cfg, netutil.local_addresses())
+            self.key_file = cfg.heartbeat.key_file
+            self.monitor_links = cfg.heartbeat.monitor_links
+            self.settings = _settings_from_model(cfg, local.name)
+        self.key = read_key(self.key_file)
+
+    async def _open_sockets(self) -> None:
+        s = self.settings
+        assert s is not None
+        loop = asyncio.get_running_loop()
+        me = s.me
+        for link in s.local_links():
+            addr = me.address_on(link)
+            fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+            sock = socket.socket(fam, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xC0)  # CS6: network control
+            sock.setblocking(False)
+            sock.bind((addr, s.port))
+            self.socks[link] = sock
+            loop.add_reader(sock.fileno(), self._on_readable, link, sock)
+            self.devices[link] = self._configured_device(link) or await self._nl(netutil.device_of, addr)
+            log.info("link_socket", link=link, address=addr, port=s.port, device=self.devices[link])
+
+    def _configured_device(self, link: str) -> str | None:
+        payload = self._config_payload()
+        if payload is None:
+            return None
+        for r in payload["model"]["routers"]:
+            if r["name"] == self.settings.local:  # type: ignore[union-attr]
+                return r.get("device") if link == "public" else r.get("private_device")
+        return None
+
+    async def on_start(self) -> None:
+        st = self.runtime.state
+        if st is not None and st.settings is not None:
+            self.settings = st.settings
+        await self._open_sockets()
+        # reconcile the VIPs with what the core believes (a restart under a running router)
+        if st is not None and st.role == ACTIVE and self.settings is not None:
+            await self._nl(self._take, [v.payload() for v in self.settings.vips])
+            log.info("reconciled_vips", role=st.role, action="kept")
+        elif self.settings is not None and st is not None and st.role != "INIT":
+            await self._nl(self._release, [v.payload() for v in self.settings.vips])
+            log.info("reconciled_vips", role=st.role, action="released")
+        epoch = next_epoch(self.dirs.root)
+        addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
+        self.runtime.publish("pulse.started", {
+            "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
+            "key_loaded": self.key is not None,
+        })
+        log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
+        if self.monitor_links:
+            self._watch_task = asyncio.ensure_future(self._watch_links())
+
+    # -- datagrams in ------------------------------------------------------------------------
+
+    def _on_readable(self, link: str, sock: socket.socket) -> None:
+        for _ in range(256):
+            try:
+                data, addr = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("recv_error", link=link, error=str(exc))
+                return
+            self._datagram(link, data, addr[0])
+
+    def _datagram(self, link: str, data: bytes, src: str) -> None:
+        try:
+            msg = wire.decode_datagram(self.key, data)  # type: ignore[arg-type]
+        except wire.WireError as exc:
+            self._reject(exc.reason, link, src, len(data), exc.detail)
+            return
+        s = self.settings
+        peer = s.router(msg.node) if s else None
+        if peer is not None:
+            expected = peer.address_on(link)
+            if expected is not None and _norm(src) != expected:
+                self._reject("address_mismatch", link, src, len(data),
+                             f"{msg.node} sends from {expected} on {link}, not {src}")
+                return
+        if isinstance(msg, wire.Heartbeat):
+            log.debug("heartbeat_in", link=link, peer=msg.node, seq=msg.seq, role=msg.role)
+            self.runtime.publish("pulse.heartbeat_received", {
+                "link": link, "peer": msg.node, "address": _norm(src), "role": msg.role,
+                "priority": msg.priority, "epoch": msg.epoch, "seq": msg.seq, "leaving": msg.leaving,
+            })
+        else:
+            log.info("fence_in", link=link, peer=msg.node, target=msg.target, seq=msg.seq)
+            self.runtime.publish("pulse.fence_received", {
+                "link": link, "peer": msg.node, "address": _norm(src), "target": msg.target,
+                "epoch": msg.epoch, "seq": msg.seq, "reason": msg.reason,
+            })
+
+    def _reject(self, reason: str, link: str, src: str, size: int, detail: str) -> None:
+        self.rejected += 1
+        now = time.monotonic()
+        start, n = self._reject_window
+        if now - start >= 1.0:
+            start, n = now, 0
+        if n >= REJECT_EVENTS_PER_S:
+            self._reject_window = (start, n)
+            return
+        self._reject_window = (start, n + 1)
+        log.warning("datagram_rejected", reason=reason, link=link, address=src, size=size, count=self.rejected)
+        self.runtime.publish("pulse.datagram_rejected", {
+            "reason": reason, "link": link, "address": src[:64], "size": size, "detail": detail[:512],
+            "count": self.rejected,
+        })
+
+    # -- link state --------------------------------------------------------------------------
+
+    async def _watch_links(self) -> None:
+        s = self.settings
+        assert s is not None
+        st = self.runtime.state
+        known = dict(getattr(st, "links_up", {}) or {})
+        interval = max(0.02, s.keepalive_ns / 1e9)
+        while not self.stop.is_set():
+            try:
+                info = await self._nl(netutil.links)
+            except Exception as exc:  # netlink trouble: try again next time
+                log.warning("link_poll_failed", error=str(exc))
+                info = None
+            if info is not None:
+                for link, dev in self.devices.items():
+                    if dev is None:
+                        continue
+                    up = netutil.link_up(info.get(dev))
+                    if known.get(link, True) != up:
+                        known[link] = up
+                        log.info("link_changed", link=link, device=dev, up=up)
+                        self.runtime.publish("pulse.link_changed", {"link": link, "up": up, "device": dev})
+            await asyncio.sleep(interval)
+
+    # -- effects -----------------------------------------------------------------------------
+
+    def on_event(self, ev: Event) -> None:
+        if ev.type == "config.loaded" and ev.payload.get("reload"):
+            try:
+                self.settings = _settings_from_config(ev.payload)
+                self.key_file = ev.payload["model"]["heartbeat"]["key_file"]
+                self.key = read_key(self.key_file)
+            except Exception as exc:  # the core reports an unusable config; keep the old key
+                log.warning("reload_not_applied_to_shell", error=str(exc))
+        elif ev.type == "router.shutdown_requested":
+            self._spawn(self._finish())
+
+    async def _finish(self) -> None:
+        await asyncio.sleep(0)  # let this batch's effects (the leaving heartbeat) run first
+        pending = [t for t in self._bg if t is not asyncio.current_task() and t not in self._garp_tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        log.info("pulse_stopping", reason="shutdown requested")
+        self.stop.set()
+
+    def execute(self, eff: Effect, ev: Event) -> Any:
+        t, p = eff.type, eff.payload
+        if t == "pulse.send_heartbeat":
+            data = wire.encode_heartbeat(self.key, {  # type: ignore[arg-type]
+                "node": p["node"], "role": p["role"], "priority": p["priority"], "epoch": p["epoch"],
+                "seq": p["seq"], "leaving": p["leaving"],
+            })
+            self._send(data, p["port"], p["destinations"])
+            if p["leaving"]:
+                log.info("leaving_heartbeat_sent", seq=p["seq"])
+        elif t == "pulse.send_fence":
+            data = wire.encode_fence(self.key, {  # type: ignore[arg-type]
+                "node": p["node"], "target": p["target"], "epoch": p["epoch"], "seq": p["seq"],
+                "reason": p["reason"][:64],
+            })
+            self._send(data, p["port"], p["destinations"])
+            log.info("fence_sent", target=p["target"], seq=p["seq"])
+        elif t == "pulse.take_vips":
+            return self._nl(self._take, p["vips"])
+        elif t == "pulse.release_vips":
+            for task in list(self._garp_tasks):
+                task.cancel()
+            return self._nl(self._release, p["vips"])
+        elif t == "pulse.send_garp":
+            task = self._spawn(self._garp(p["vips"], p["repeat"], p["interval_ms"], p["reason"]))
+            self._garp_tasks.add(task)
+            task.add_done_callback(self._garp_tasks.discard)
+        elif t == "pulse.run_notify":
+            self._spawn(self._notify(p))
+        elif t in ("pulse.start_lvsd", "pulse.stop_lvsd"):
+            log.info(t.split(".")[1], reason=p["reason"], note="carried out by the router supervisor")
+        elif t == "router.role_changed":
+            log.info("role_changed", old=p["old"], new=p["new"], reason=p["reason"], peer=p["peer"])
+        elif t in ("pulse.peer_dead", "pulse.peer_alive", "pulse.link_degraded", "pulse.link_restored",
+                   "pulse.split_brain_resolved", "pulse.peer_restarted", "pulse.config_rejected"):
+            log.info(t.split(".", 1)[1], **{k: v for k, v in p.items() if k in ("peer", "link", "cause", "winner", "error")})
+        return None
+
+    def _send(self, data: bytes, port: int, destinations: list[dict]) -> None:
+        for d in destinations:
+            sock = self.socks.get(d["link"])
+            if sock is None:
+                continue
+            try:
+                sock.sendto(data, (d["address"], port))
+            except OSError as exc:  # a link down (ENETUNREACH, EHOSTUNREACH...): the peer will notice
+                self._send_errors += 1
+                if self._send_errors % 100 == 1:
+                    log.warning("send_failed", link=d["link"], address=d["address"], error=str(exc),
+                                count=self._send_errors)
+
+    def _vip_device(self, v: dict) -> str | None:
+        return v.get("device") or self.devices.get("public") or netutil.device_for_subnet(v["address"])
+
+    def _take(self, vips: list[dict]) -> None:
+        for v in vips:
+            dev = self._vip_device(v)
+            if dev is None:
+                log.error("vip_no_device", address=v["address"])
+                continue
+            try:
+                added = netutil.add_address(v["address"], v["prefixlen"], dev, v.get("label"))
+                log.info("vip_added" if added else "vip_already_present", address=v["address"], device=dev)
+            except (netutil.NetError, OSError) as exc:
+                log.error("vip_add_failed", address=v["address"], device=dev, error=str(exc))
+
+    def _release(self, vips: list[dict]) -> None:
+        for v in vips:
+            dev = self._vip_device(v)
+            try:
+                removed = netutil.del_address(v["address"], v["prefixlen"], dev)
+                if removed:
+                    log.info("vip_removed", address=v["address"], device=dev)
+            except (netutil.NetError, OSError) as exc:
+                log.error("vip_del_failed", address=v["address"], device=dev, error=str(exc))
+
+    async def _garp(self, vips: list[dict], repeat: int, interval_ms: int, reason: str) -> None:
+        vips = [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips]
+        for i in range(repeat):
+            errors = await self._nl(netutil.announce_once, vips)
+            if errors:
+                log.warning("garp_failed", errors=errors[:8], reason=reason)
+            elif i == 0:
+                log.info("garp_sent", vips=[v["address"] for v in vips], repeat=repeat, reason=reason)
+            if i + 1 < repeat:
+                await asyncio.sleep(interval_ms / 1000)
+
+    async def _notify(self, p: dict) -> None:
+        cmd = p["command"] + ("" if not p["args"] else " " + shlex.join(p["args"]))
+        start = time.monotonic()
+        exit_code, error = None, ""
+        try:
+            proc = await asyncio.create_subprocess_shell(
+                cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            )
+            try:
+                exit_code = await asyncio.wait_for(proc.wait(), timeout=max(0.001, p["timeout_ms"] / 1000))
+            except asyncio.TimeoutError:
+                error = f"timed out after {p['timeout_ms']} ms: killed"
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+        except OSError as exc:
+            error = f"could not run: {exc}"
+        ms = int((time.monotonic() - start) * 1000)
+        log.info("notify_finished", kind=p["kind"], exit_code=exit_code, duration_ms=ms, error=error)
+        if self.runtime.client is not None:
+            self.runtime.publish("pulse.notify_finished", {
+                "kind": p["kind"], "command": p["command"][:4096], "exit_code": exit_code,
+                "duration_ms": ms, "error": error[:1024],
+            })
+
+    def _spawn(self, coro, name: str | None = None) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return task
+
+    # -- main --------------------------------------------------------------------------------
+
+    def _on_signal(self, sig: int) -> None:
+        """SIGTERM reaching pulse itself (a whole process group signalled, KillMode=control-group):
+        hand over as a router shutdown would (the core steps down and sends the leaving heartbeat),
+        then stop; a second signal, or no answer within 2 s, stops at once."""
+        if self._stopping or self.runtime.client is None:
+            self.stop.set()
+            return
+        self._stopping = True
+        log.info("signal_handover", signal=signal.Signals(sig).name)
+        self.runtime.publish("router.shutdown_requested", {"reason": f"pulse got {signal.Signals(sig).name}", "graceful": True})
+        asyncio.get_running_loop().call_later(2.0, self.stop.set)
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self.runtime.run(self.stop, on_start=self.on_start)
+        finally:
+            for task in [*self._bg, *([self._watch_task] if self._watch_task else [])]:
+                task.cancel()
+            self._netlink.shutdown(wait=False)
+            for link, sock in self.socks.items():
+                loop.remove_reader(sock.fileno())
+                sock.close()
+        return 0
+
+
+def _norm(address: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(address.split("%")[0]))
+    except ValueError:
+        return address
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m services.pulse", description="pulse: the router role service")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run-start-seq", type=int, required=True)
+    args = ap.parse_args(argv)
+    logs.setup(service="pulse")
+    shell = PulseShell(args.state_dir, args.config, args.run_start_seq)
+    try:
+        shell.prepare()
+    except KeyFileError as exc:
+        log.error("key_file_refused", error=str(exc))
+        print(f"pulse: {exc}", file=__import__("sys").stderr)
+        return 2
+    except (ConfigError, ValueError, KeyError) as exc:
+        log.error("config_unusable", error=str(exc))
+        print(f"pulse: cannot use the configuration: {exc}", file=__import__("sys").stderr)
+        return 2
+    try:
+        return asyncio.run(shell.main())
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            print(f"pulse: cannot bind the heartbeat sockets: {exc}", file=__import__("sys").stderr)
+            return 2
+        raise
