@@ -1,0 +1,6 @@
+"""``python -m services.lvsd --state-dir DIR --config FILE --run-start-seq N``: lvsd's shell."""
+import sys
+
+from .shell import main
+
+sys.exit(main())

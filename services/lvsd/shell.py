@@ -1,0 +1,66 @@
+"""lvsd's I/O shell: the core on the bus, nothing else (its outputs are decisions the runtime
+publishes: ``lvsd.table_desired`` and ``lvsd.table_delta``; the IPVS applier acts on them).
+
+    python -m services.lvsd --state-dir DIR --config FILE --run-start-seq N
+
+The supervisor runs lvsd only while pulse says so (``pulse.start_lvsd``). On start the runtime
+folds the log (config and every health event nanny published on this router, also while it was
+the backup), then the shell publishes ``lvsd.started`` and the core answers it with the whole
+desired table: a warm start, with health already known. ``FILE`` is only checked at start; the
+config in force is the one in the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import structlog
+
+from lvsbus import logs
+from lvsbus.config import ConfigError, load
+from lvsbus.paths import StateDirs
+from lvsbus.runtime import ServiceRuntime
+
+from .core import LvsdCore
+
+log = structlog.get_logger("lvsd")
+
+
+class LvsdShell:
+    def __init__(self, state_dir: str, run_start_seq: int) -> None:
+        self.dirs = StateDirs(state_dir).make()
+        self.core = LvsdCore()
+        self.runtime = ServiceRuntime(self.core, self.dirs, run_start_seq=run_start_seq)
+        self.stop = asyncio.Event()
+
+    def on_start(self) -> None:
+        st = self.runtime.state
+        log.info("lvsd_started", version=st.version, health=len(st.health), services=len(st.table))
+        self.runtime.publish("lvsd.started", {"pid": os.getpid(), "epoch": time.monotonic_ns()})
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        await self.runtime.run(self.stop, on_start=self.on_start)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m services.lvsd", description="lvsd: the desired IPVS table")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run-start-seq", type=int, required=True)
+    args = ap.parse_args(argv)
+    logs.setup(service="lvsd")
+    try:
+        load(args.config)
+    except ConfigError as exc:
+        print(f"lvsd: cannot use the configuration: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(LvsdShell(args.state_dir, args.run_start_seq).main())

@@ -1,0 +1,6 @@
+"""``python -m services.nanny --state-dir DIR --config FILE --run-start-seq N``: nanny's shell."""
+import sys
+
+from .shell import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""nanny's I/O shell: runs every check of this router in one asyncio loop (uvloop when installed)
+and publishes the outcomes in batches; the core (on the same bus, through ``ServiceRuntime``)
+folds them into the health machines.
+
+    python -m services.nanny --state-dir DIR --config FILE --run-start-seq N
+
+* The schedule is the shell's: it is derived from the config the core is under (the
+  ``config.loaded`` events in the log, restored on restart), re-planned on every reload; checks
+  whose settings did not change keep their schedule.
+* Results leave as ``health.check_results`` every 50 ms, or every 2,000 results, tagged with the
+  config digest they were scheduled under (the core ignores a batch from another config).
+* Restart (after SIGKILL too): the runtime restores the core from its snapshot and the log, so the
+  machines keep their states and counts and the checks carry on: no UP server flaps.
+* nanny runs on the backup router too, so that health is already known in the log when lvsd
+  starts on a new active router.
+
+``FILE`` (``--config``) is read only to refuse an unusable file at start; the config in force is
+the one in the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import structlog
+import zmq
+
+from lvsbus import logs
+from lvsbus.config import ConfigError, load
+from lvsbus.paths import StateDirs
+from lvsbus.runtime import ServiceRuntime
+
+from .checks import Scheduler, new_loop, raise_nofile
+from .core import NannyCore, plan
+
+log = structlog.get_logger("nanny")
+
+FLUSH_S = 0.05
+FLUSH_N = 2000
+
+
+class NannyShell:
+    def __init__(self, state_dir: str, run_start_seq: int, checks: bool = True) -> None:
+        self.dirs = StateDirs(state_dir).make()
+        self.core = NannyCore()
+        self.runtime = ServiceRuntime(self.core, self.dirs, run_start_seq=run_start_seq)
+        self.runtime.on_event = self.on_event
+        self.checks = checks
+        self.stop = asyncio.Event()
+        self.sched: Scheduler | None = None
+        self.digest = ""
+        self._ids: list[str] = []
+        self._ok: list[bool] = []
+        self._lat: list[int] = []
+        self._detail: list[str] = []
+        self._late = 0
+        self._flusher: asyncio.TimerHandle | None = None
+        self.dropped = 0
+
+    # -- results -> batches ------------------------------------------------------------------
+
+    def on_result(self, id_: str, ok: bool, latency_us: int, detail: str, late_us: int) -> None:
+        self._ids.append(id_)
+        self._ok.append(ok)
+        self._lat.append(latency_us)
+        self._detail.append(detail)
+        if late_us > self._late:
+            self._late = late_us
+        if len(self._ids) >= FLUSH_N:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ids or self.runtime.client is None:
+            return
+        payload = {"digest": self.digest, "ids": self._ids, "ok": self._ok, "latency_us": self._lat,
+                   "detail": self._detail, "late_us": self._late}
+        self._ids, self._ok, self._lat, self._detail, self._late = [], [], [], [], 0
+        try:
+            self.runtime.publish("health.check_results", payload)
+        except zmq.ZMQError as exc:  # back-pressure: these results are lost; the next ones count
+            self.dropped += len(payload["ids"])
+            log.warning("results_dropped", count=len(payload["ids"]), error=str(exc))
+
+    def _tick(self) -> None:
+        self.flush()
+        self._flusher = asyncio.get_running_loop().call_later(FLUSH_S, self._tick)
+
+    # -- the schedule, from the core's config -----------------------------------------------
+
+    def replan(self) -> None:
+        st = self.runtime.state
+        if st is None or st.config is None or self.sched is None:
+            return
+        if st.digest == self.digest:
+            return
+        self.flush()  # results scheduled under the previous config leave tagged with it
+        self.digest = st.digest
+        specs = [(id_, address, probe, chk) for id_, _v, _s, address, _p, probe, chk, enabled in plan(st.config)
+                 if enabled]
+        raise_nofile(2 * len(specs) + 256)
+        self.sched.set_checks(specs)
+        log.info("checks_planned", checks=len(specs), digest=st.digest[:12])
+
+    def on_event(self, ev) -> None:
+        if ev.type == "config.loaded":
+            self.replan()
+
+    def on_start(self) -> None:
+        states: dict[str, int] = {}
+        for h in self.runtime.state.machines.values():
+            states[h.state] = states.get(h.state, 0) + 1
+        log.info("nanny_started", machines=len(self.runtime.state.machines), states=states, checks=self.checks)
+        if self.checks:
+            self.replan()
+            self.sched.start()
+        self._tick()
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        self.sched = Scheduler(self.on_result, loop)
+        try:
+            await self.runtime.run(self.stop, on_start=self.on_start)
+        finally:
+            self.sched.stop()
+            if self._flusher is not None:
+                self._flusher.cancel()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m services.nanny", description="nanny: health checks of real servers")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run-start-seq", type=int, required=True)
+    ap.add_argument("--no-checks", action="store_true", help="fold results published by someone else (benchmarks)")
+    args = ap.parse_args(argv)
+    logs.setup(service="nanny")
+    try:
+        load(args.config)
+    except ConfigError as exc:
+        print(f"nanny: cannot use the configuration: {exc}", file=sys.stderr)
+        return 2
+    shell = NannyShell(args.state_dir, args.run_start_seq, checks=not args.no_checks)
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(shell.main())
+    finally:
+        loop.close()
+        log.info("nanny_stopped", pid=os.getpid())

@@ -1,0 +1,221 @@
+"""End to end with real processes: a broker, nanny's and lvsd's shells (``python -m``), and real
+servers on loopback. Stop a server: DOWN and out of the desired table within fall x interval;
+start it: back after rise x interval; all down: the sorry server; nanny SIGKILLed and restarted:
+no flap; lvsd restarted: the same table, warm."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsbus import catalog  # noqa: F401
+from lvsbus.bus import BusClient
+from lvsbus.config import load, to_dict
+from lvsbus.events import decode
+from lvsbus.ipvs_table import ServiceKey, Table
+from lvsbus.log import LogReader
+from services.lvsd.core import apply_ops
+from tests.test_bus import BrokerProc
+
+ROOT = Path(__file__).resolve().parent.parent
+INTERVAL = 0.2
+RISE, FALL = 2, 2
+
+
+class Listener:
+    """A real server: a TCP listener on 127.0.0.1 that accepts and closes; stop() closes it."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+
+    def start(self) -> "Listener":
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.port = s.getsockname()[1]
+        self.sock = s
+        threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        return self
+
+    def _serve(self, s: socket.socket) -> None:
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            c.close()
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def write_config(path: Path, p1: int, p2: int, sorry: int) -> Path:
+    path.write_text(f"""
+[router.lvs1]
+address = "127.0.0.1"
+
+[virtual.web]
+address = "10.9.0.1"
+port = 80
+sorry_server = "127.0.0.1"
+sorry_server_port = {sorry}
+
+[virtual.web.check]
+kind = "tcp_connect"
+interval = {INTERVAL}
+timeout = {INTERVAL}
+rise = {RISE}
+fall = {FALL}
+
+[virtual.web.server.s1]
+address = "127.0.0.1"
+port = {p1}
+
+[virtual.web.server.s2]
+address = "127.0.0.1"
+port = {p2}
+""")
+    return path
+
+
+class Router:
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.tmp, self.config = tmp, config
+        self.broker = BrokerProc(tmp / "state").start()
+        self.dirs = self.broker.dirs
+        loaded = load(str(config))
+        c = BusClient(self.dirs.run, "supervisor")
+        self.run_start = c.publish_acked("config.loaded", {
+            "path": str(config), "format": loaded.format, "digest": loaded.digest, "model": to_dict(loaded.config),
+            "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
+        c.close()
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
+             "--run-start-seq", str(self.run_start)],
+            cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            p.send_signal(sig)
+            p.wait(10)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.kill(name, signal.SIGTERM)
+        self.broker.kill()
+
+    def events(self, prefix: str = ""):
+        return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(1)) if e.type.startswith(prefix)]
+
+    def table(self) -> tuple[Table | None, int]:
+        t, version = None, 0
+        for e in self.events("lvsd.table"):
+            if e.type == "lvsd.table_desired":
+                t, version = Table.from_dict(e.payload["table"]), e.payload["version"]
+            elif t is not None:
+                assert e.payload["base_version"] == version, "a delta that does not follow"
+                t, version = apply_ops(t, e.payload["ops"]), e.payload["version"]
+        return t, version
+
+    def dests(self) -> dict[str, int]:
+        t, _ = self.table()
+        if t is None or ServiceKey.tcp("10.9.0.1", 80) not in t:
+            return {}
+        return {k: d.weight for k, d in t[ServiceKey.tcp("10.9.0.1", 80)].dests.items()}
+
+    def wait(self, pred, timeout: float, what: str) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if pred():
+                return time.monotonic() - t0
+            time.sleep(0.02)
+        errs = "".join((self.tmp / f"{n}.err").read_text()[-1500:] for n in ("nanny", "lvsd") if (self.tmp / f"{n}.err").exists())
+        raise AssertionError(f"timed out waiting for {what}; dests={self.dests()}\n{errs}")
+
+
+@pytest.fixture
+def router(tmp_path):
+    made = []
+
+    def make(config):
+        r = Router(tmp_path, config)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
+    s1, s2 = Listener().start(), Listener().start()
+    sorry = Listener().start()
+    k1, k2, ks = f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", f"127.0.0.1:{sorry.port}"
+    r = router(write_config(tmp_path / "lvs.toml", s1.port, s2.port, sorry.port))
+    r.start("nanny")
+    r.start("lvsd")
+    r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 10, "both servers in the table")
+
+    # stop s1: DOWN within fall x interval (+ one interval of phase, + the batch and bus)
+    s1.stop()
+    took = r.wait(lambda: k1 not in r.dests(), 5, "s1 out of the table")
+    assert took <= (FALL + 1) * INTERVAL + 0.3, took
+    down = [e for e in r.events("health.real_server_down") if e.payload["server"] == "s1"]
+    assert down and down[-1].payload["reason"] == "checks_failed" and down[-1].payload["detail"] == "refused"
+    delta = [e for e in r.events("lvsd.table_delta")][-1]
+    assert delta.cause == down[-1].seq and delta.payload["ops"] == [
+        {"op": "del_dest", "service": "tcp:10.9.0.1:80", "dest": k1, "attrs": {}}]
+
+    # start it again: back after rise x interval
+    s1 = Listener(s1.port).start()
+    took = r.wait(lambda: k1 in r.dests(), 5, "s1 back")
+    assert took <= (RISE + 1) * INTERVAL + 0.3, took
+
+    # all down: the sorry server comes in, and goes again when one is back
+    s1.stop()
+    s2.stop()
+    r.wait(lambda: r.dests() == {ks: 1}, 5, "the sorry server alone")
+    s2 = Listener(s2.port).start()
+    r.wait(lambda: r.dests() == {k2: 1}, 5, "s2 back, sorry server out")
+    s1 = Listener(s1.port).start()
+    r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 5, "both back")
+
+    # nanny SIGKILLed and restarted: no health event, no table change
+    time.sleep(3 * INTERVAL)
+    before = len(r.events("health.real_server")) + len(r.events("health.state_changed"))
+    _, version = r.table()
+    r.kill("nanny")
+    time.sleep(0.3)
+    r.start("nanny")
+    r.wait(lambda: "nanny_started" in (tmp_path / "nanny.err").read_text(), 10, "nanny restarted")
+    n_results = len(r.events("health.check_results"))
+    time.sleep(8 * INTERVAL)
+    assert len(r.events("health.check_results")) > n_results, "the restarted nanny checks"
+    after = len(r.events("health.real_server")) + len(r.events("health.state_changed"))
+    assert after == before, [e.payload for e in r.events("health.")[-5:]]
+    assert r.table()[1] == version and r.dests() == {k1: 1, k2: 1}
+
+    # lvsd SIGKILLed and restarted: the same table again, in full (warm: health from the log)
+    r.kill("lvsd")
+    r.start("lvsd")
+    r.wait(lambda: r.table()[1] > version, 10, "lvsd's full table after restart")
+    last = r.events("lvsd.table")[-1]
+    assert last.type == "lvsd.table_desired" and last.payload["reason"] == "started"
+    assert r.dests() == {k1: 1, k2: 1}
+    for s in (s1, s2, sorry):
+        s.stop()
