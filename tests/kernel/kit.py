@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 DEFAULT_DIR = os.environ.get("LVSBUS_KIT_DIR", "/var/cache/lvsbus-kit")
-KIT_VERSION = "3"  # bump when the layout or the init script changes
+KIT_VERSION = "4"  # bump when the layout or the init script changes
 #: modules the initramfs loads itself (everything else auto-loads through modprobe once chrooted)
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 
@@ -173,11 +173,17 @@ rm -rf /new/lib/modules/$KVER; mkdir -p /new/lib/modules
 ln -s KITDIR/kernel/lib/modules/$KVER /new/lib/modules/$KVER
 echo KITDIR/sbin/modprobe > /new/proc/sys/kernel/modprobe
 hostname lvsbus-vm
-chroot /new /bin/sh -c '. /mnt/out/env; cd "$LVSBUS_VM_CWD" && exec /bin/sh /mnt/out/cmd'
-echo $? > /new/mnt/out/rc
-sync
-umount /new/mnt/out 2>/dev/null
-poweroff -f
+# stage 2 runs as PID 1 inside the new root, so the kernel's usermode helpers (modprobe) see it too
+mkdir -p /new/.lvsbus-kit
+cp /bin/busybox /new/.lvsbus-kit/busybox
+cat > /new/.lvsbus-kit/init2 <<'EOS'
+/.lvsbus-kit/busybox sh -c '. /mnt/out/env; cd "$LVSBUS_VM_CWD" && exec /bin/sh /mnt/out/cmd'
+echo $? > /mnt/out/rc
+/.lvsbus-kit/busybox sync
+/.lvsbus-kit/busybox umount /mnt/out
+/.lvsbus-kit/busybox poweroff -f
+EOS
+exec switch_root /new /.lvsbus-kit/busybox sh /.lvsbus-kit/init2
 """
 
 

@@ -1,0 +1,438 @@
+"""The IPVS applier's pure core: the minimal operations that make the kernel table the desired one.
+
+What ipvsadm was to Piranha: lvsd decides the table (weights, quiescing, sorry servers are its
+policy), the applier only makes the kernel equal to it.
+
+* ``plan(actual, desired, managed)`` is the diff: a minimal, ordered list of ops (the same op
+  dicts as lvsd's deltas, ``{"op", "service", "dest", "attrs"}``): deletions of destinations, then
+  deletions of services, then service edits and additions, then destination edits and additions.
+  Every service attribute the model has (scheduler, persistence, netmask, flags) and every
+  destination attribute (forwarding, weight, thresholds) can be edited in place in IPVS
+  (IPVS_CMD_SET_SERVICE / SET_DEST), so nothing is ever deleted and re-added for an attribute
+  change: the identity is the key (family, protocol, address, port | fwmark) and a different key
+  is a different service. ``REPLACE_ATTRS`` lists attributes that would need a delete + add
+  (none today: keep it in one place if the model grows, e.g. a persistence engine).
+* Managed entries: lvsbus manages a kernel service when its key is one of the config's virtual
+  services (active or not) or was ever in a desired table this core saw. Any other service in the
+  kernel (another tool's) is left alone, with its destinations, unless the shell was started with
+  ``--flush-unmanaged`` (recorded in ``ipvs.started``). Within a managed service every destination
+  is managed.
+* ``ApplierCore`` folds ``lvsd.table_desired`` / ``lvsd.table_delta`` (desired), ``config.loaded``
+  (managed keys, IPVS timeouts, sync daemon) and ``router.role_changed`` (sync daemon role) with
+  the shell's observations (``ipvs.started``, ``ipvs.table_read``, ``ipvs.batch_applied``,
+  ``ipvs.unavailable``, ``timer.fired``) into effects: ``ipvs.read_table`` (dump the kernel) and
+  ``ipvs.apply`` (a batch of ops). The kernel is dumped on start and after any failed op, and the
+  next batch is planned from that dump plus the batches the shell will still execute after it.
+
+Pure: no I/O, no clock (time is ``event.mono_ns``), no pyroute2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from lvsbus.config import Config, ConfigError, from_dict
+from lvsbus.core import Core, Effect
+from lvsbus.events import Event
+from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
+
+Op = dict  # {"op": kind, "service": key string, "dest": dest key | None, "attrs": {...}}
+
+SERVICE_OPS = ("add_service", "edit_service", "del_service")
+DEST_OPS = ("add_dest", "edit_dest", "del_dest")
+GLOBAL_OPS = ("set_timeouts", "start_daemon", "stop_daemon")
+OP_KINDS = SERVICE_OPS + DEST_OPS + GLOBAL_OPS
+#: service attributes that IPVS cannot edit in place (a change means delete + add). None today.
+REPLACE_ATTRS: tuple[str, ...] = ()
+
+RETRY_MIN_NS = 1_000_000_000
+RETRY_MAX_NS = 60_000_000_000
+
+
+def service_attrs(s: Service) -> dict:
+    return {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
+
+
+def dest_attrs(d: Dest) -> dict:
+    return {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
+
+
+def parse_dest_key(dk: str) -> tuple[str, int]:
+    host, _, port = dk.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------------------------------
+# the diff
+
+
+def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | Iterable[ServiceKey] | None = None,
+         flush_unmanaged: bool = False) -> list[Op]:
+    """The minimal ordered ops turning ``actual`` into ``desired`` for the managed services.
+
+    ``managed``: a predicate or a set of keys; services of ``desired`` are always managed. None:
+    only the desired ones. A service in ``actual`` that is not managed is left alone (with its
+    destinations) unless ``flush_unmanaged``.
+    """
+    if managed is None:
+        is_managed: Callable[[ServiceKey], bool] = lambda k: False  # noqa: E731
+    elif callable(managed):
+        is_managed = managed
+    else:
+        keys = frozenset(managed)
+        is_managed = keys.__contains__
+    del_dests: list[Op] = []
+    del_services: list[Op] = []
+    services: list[Op] = []
+    dests: list[Op] = []
+    for key in sorted(actual.keys()):
+        if key in desired:
+            continue
+        if flush_unmanaged or is_managed(key):
+            del_services.append({"op": "del_service", "service": str(key), "dest": None, "attrs": {}})
+    for key in sorted(desired.keys()):
+        want = desired[key]
+        have = actual.get(key)
+        ks = str(key)
+        if have is not None and any(getattr(have.service, a) != getattr(want.service, a) for a in REPLACE_ATTRS):
+            del_services.append({"op": "del_service", "service": ks, "dest": None, "attrs": {}})
+            have = None
+        if have is None:
+            services.append({"op": "add_service", "service": ks, "dest": None, "attrs": service_attrs(want.service)})
+            have_dests: Any = {}
+        else:
+            have_dests = have.dests
+            if have.service != want.service:
+                services.append({"op": "edit_service", "service": ks, "dest": None, "attrs": service_attrs(want.service)})
+            for dk in sorted(have_dests):
+                if dk not in want.dests:
+                    del_dests.append({"op": "del_dest", "service": ks, "dest": dk, "attrs": {}})
+        for dk in sorted(want.dests):
+            d = want.dests[dk]
+            o = have_dests.get(dk)
+            if o is None:
+                dests.append({"op": "add_dest", "service": ks, "dest": dk, "attrs": dest_attrs(d)})
+            elif o != d:
+                dests.append({"op": "edit_dest", "service": ks, "dest": dk, "attrs": dest_attrs(d)})
+    return del_dests + del_services + services + dests
+
+
+def apply_ops(table: Table, ops: Iterable[Op], strict: bool = True) -> Table:
+    """The pure simulator: ``ops`` folded into ``table`` as the kernel would. ``strict``: an add of
+    something present, or an edit/delete of something absent, raises ``KeyError`` (as the kernel
+    refuses it with EEXIST/ENOENT); otherwise such an op is skipped."""
+    entries = dict(table.items())
+    for op in ops:
+        try:
+            _apply_one(entries, op)
+        except KeyError:
+            if strict:
+                raise
+    return Table(entries)
+
+
+def _apply_one(entries: dict, op: Op) -> None:
+    kind = op["op"]
+    if kind in GLOBAL_OPS:
+        return
+    key = ServiceKey.parse(op["service"])
+    a = op["attrs"]
+    if kind == "add_service" or kind == "edit_service":
+        if (kind == "add_service") == (key in entries):
+            raise KeyError(f"{kind} {key}: {'exists' if key in entries else 'no such service'}")
+        svc = Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())))
+        old = entries.get(key)
+        entries[key] = Entry(svc, old.dests if old else {})
+        return
+    if key not in entries:
+        raise KeyError(f"{kind} {key}: no such service")
+    if kind == "del_service":
+        del entries[key]
+        return
+    e = entries[key]
+    dk = op["dest"]
+    d = dict(e.dests)
+    if kind == "del_dest":
+        if dk not in d:
+            raise KeyError(f"del_dest {key} {dk}: no such destination")
+        del d[dk]
+    else:
+        if (kind == "add_dest") == (dk in d):
+            raise KeyError(f"{kind} {key} {dk}: {'exists' if dk in d else 'no such destination'}")
+        host, port = parse_dest_key(dk)
+        nd = Dest(host, port, a["forwarding"], a["weight"], a.get("upper", 0), a.get("lower", 0))
+        d[nd.key] = nd
+    entries[key] = Entry(e.service, d)
+
+
+def plan_globals(actual_timeouts: dict | None, want_timeouts: dict, actual_daemons: list[dict] | None,
+                 want_daemons: list[dict]) -> list[Op]:
+    """Ops for the IPVS timeouts (0 = leave the kernel's value) and the sync daemons."""
+    ops: list[Op] = []
+    if any(want_timeouts.values()):
+        have = actual_timeouts or {}
+        if any(v and have.get(k) != v for k, v in want_timeouts.items()):
+            ops.append({"op": "set_timeouts", "service": "", "dest": None, "attrs": dict(want_timeouts)})
+    have_d = {d["state"]: d for d in (actual_daemons or [])}
+    want_d = {d["state"]: d for d in want_daemons}
+    for state in ("master", "backup"):
+        h, w = have_d.get(state), want_d.get(state)
+        if h is not None and (w is None or _daemon_differs(h, w)):
+            ops.append({"op": "stop_daemon", "service": "", "dest": None, "attrs": {"state": state}})
+        if w is not None and (h is None or _daemon_differs(h, w)):
+            ops.append({"op": "start_daemon", "service": "", "dest": None, "attrs": dict(w)})
+    return ops
+
+
+def _daemon_differs(a: dict, b: dict) -> bool:
+    return (a.get("ifname"), a.get("syncid")) != (b.get("ifname"), b.get("syncid"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the config's table (ipvsadm --save of a config, no running router needed)
+
+
+def desired_from_config(cfg: Config) -> Table:
+    """The table ``cfg`` asks for with every active real server in service (lvsd's own layout of a
+    virtual service, so the two cannot disagree)."""
+    from services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
+
+    entries = {}
+    for vs in cfg.virtual_services:
+        if not vs.active:
+            continue
+        lay = Layout(vs)
+        entries[lay.key] = Entry(lay.service, {up.key: up for _id, _w, up, _zero in lay.servers})
+    return Table(entries)
+
+
+def managed_keys(cfg: Config) -> set[ServiceKey]:
+    from services.lvsd.core import service_key
+
+    return {service_key(vs) for vs in cfg.virtual_services}
+
+
+# ---------------------------------------------------------------------------------------------
+# ipvsadm --save format
+
+
+def _ipvsadm_service(key: ServiceKey) -> str:
+    if key.fwmark:
+        return f"-f {key.fwmark}" + (" -6" if key.family == "inet6" else "")
+    flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}[key.protocol]
+    host = f"[{key.address}]" if key.family == "inet6" else key.address
+    return f"{flag} {host}:{key.port}"
+
+
+FWD_FLAG = {"direct": "-g", "tunnel": "-i", "nat": "-m"}
+
+
+def save_lines(table: Table) -> list[str]:
+    """The table as ``ipvsadm --save -n`` prints it (one ``-A`` per service, one ``-a`` per real server)."""
+    out = []
+    for key in sorted(table.keys()):
+        e = table[key]
+        s = e.service
+        svc = _ipvsadm_service(key)
+        line = f"-A {svc} -s {s.scheduler}"
+        if s.persistence:
+            line += f" -p {s.persistence}"
+            full = 128 if key.family == "inet6" else 32
+            if s.netmask != full:
+                if key.family == "inet6":
+                    line += f" -M {s.netmask}"
+                else:
+                    import ipaddress
+
+                    line += f" -M {ipaddress.IPv4Network(f'0.0.0.0/{s.netmask}').netmask}"
+        if s.flags:
+            line += " -b " + ",".join(s.flags)
+        out.append(line)
+        for dk in sorted(e.dests):
+            d = e.dests[dk]
+            line = f"-a {svc} -r {d.key} {FWD_FLAG[d.forwarding]} -w {d.weight}"
+            if d.forwarding == "tunnel":
+                line += " --tun-type ipip"  # ipvsadm >= 1.30 prints (and restores) the tunnel type
+            if d.upper:
+                line += f" -x {d.upper}"
+            if d.lower:
+                line += f" -y {d.lower}"
+            out.append(line)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the core
+
+
+@dataclass
+class ApplierState:
+    desired: Table | None = None  # None until lvsd's first table: the kernel is not touched before
+    version: int = 0  # lvsd's table version
+    expected: Table | None = None  # what the kernel holds once every emitted batch is applied
+    timeouts_have: dict | None = None
+    daemons_have: list | None = None
+    timeouts_want: dict = field(default_factory=lambda: {"tcp": 0, "tcpfin": 0, "udp": 0})
+    sync: dict | None = None  # config's sync daemon {ifname, syncid} when enabled
+    role: str = "INIT"
+    managed: set = field(default_factory=set)  # ServiceKey
+    flush_unmanaged: bool = False
+    batch: int = 0  # last batch number emitted
+    request: int = 0  # last read request number emitted
+    reads: dict = field(default_factory=dict)  # read request -> batch number when it was asked for
+    pending: list = field(default_factory=list)  # [(batch, ops)] emitted, not yet confirmed
+    started: bool = False
+    available: bool = True
+    attempts: int = 0
+    retry_at: int | None = None
+    gaps: int = 0
+
+
+class ApplierCore(Core[ApplierState]):
+    name = "ipvs"
+    inputs = ("config.loaded", "lvsd.table_desired", "lvsd.table_delta", "router.role_changed",
+              "ipvs.started", "ipvs.table_read", "ipvs.batch_applied", "ipvs.unavailable")
+    outputs = frozenset({"ipvs.apply", "ipvs.read_table"})
+
+    def initial(self) -> ApplierState:
+        return ApplierState()
+
+    def next_deadline(self, state: ApplierState) -> int | None:
+        return state.retry_at
+
+    def decide(self, st: ApplierState, ev: Event) -> tuple[ApplierState, list[Effect]]:
+        t, p = ev.type, ev.payload
+        if t == "lvsd.table_desired":
+            st.desired = Table.from_dict(p["table"])
+            st.version = p["version"]
+            st.managed |= set(st.desired.keys())
+            return st, self._reconcile(st, "table_desired")
+        if t == "lvsd.table_delta":
+            if st.desired is None or p["base_version"] != st.version:
+                st.gaps += 1  # wait for the next full table (lvsd sends one on start and on config)
+                return st, []
+            from services.lvsd.core import apply_ops as lvsd_apply
+
+            st.desired = lvsd_apply(st.desired, p["ops"])
+            st.version = p["version"]
+            st.managed |= set(st.desired.keys())
+            return st, self._reconcile(st, "table_delta")
+        if t == "config.loaded":
+            try:
+                cfg = from_dict(p["model"])
+            except (ConfigError, KeyError, TypeError, ValueError):
+                return st, []
+            st.managed |= managed_keys(cfg)
+            to = cfg.ipvs_timeouts
+            st.timeouts_want = {"tcp": to.tcp, "tcpfin": to.tcpfin, "udp": to.udp}
+            sd = cfg.sync_daemon
+            st.sync = {"ifname": sd.interface, "syncid": sd.sync_id} if sd.enabled else None
+            return st, self._reconcile(st, "config")
+        if t == "router.role_changed":
+            st.role = p["new"]
+            return st, self._reconcile(st, "role")
+        if t == "ipvs.started":
+            st.started = True
+            st.flush_unmanaged = bool(p.get("flush_unmanaged", False))
+            st.available, st.attempts, st.retry_at = True, 0, None
+            st.pending.clear()  # a new shell: what the old one did not apply is in the dump, or lost
+            return st, [self._read(st, "started")]
+        if t == "ipvs.table_read":
+            base = st.reads.pop(p["request"], None)
+            if base is None:
+                return st, []
+            st.available, st.attempts, st.retry_at = True, 0, None
+            st.pending = [(b, ops) for b, ops in st.pending if b > base]
+            exp = Table.from_dict(p["table"])
+            for _b, ops in st.pending:
+                exp = apply_ops(exp, ops, strict=False)
+            st.expected = exp
+            st.timeouts_have = dict(p["timeouts"]) if p["timeouts"] is not None else None
+            st.daemons_have = list(p["daemons"])
+            return st, self._reconcile(st, "reconcile")
+        if t == "ipvs.batch_applied":
+            st.pending = [(b, ops) for b, ops in st.pending if b > p["batch"]]
+            if p["failed"]:
+                st.expected = None  # unknown until the next dump
+                return st, [self._read(st, "op_failed")]
+            return st, []
+        if t == "ipvs.unavailable":
+            st.reads.pop(p.get("request", -1), None)
+            st.available = False
+            st.expected = None
+            st.attempts += 1
+            delay = min(RETRY_MAX_NS, RETRY_MIN_NS << min(st.attempts - 1, 6))
+            st.retry_at = ev.mono_ns + delay
+            return st, []
+        if t == "timer.fired":
+            if st.retry_at is not None and ev.mono_ns >= st.retry_at:
+                st.retry_at = None
+                return st, [self._read(st, "retry")]
+            return st, []
+        return st, []
+
+    def _read(self, st: ApplierState, reason: str) -> Effect:
+        st.request += 1
+        st.reads[st.request] = st.batch
+        return Effect("ipvs.read_table", {"request": st.request, "reason": reason})
+
+    def _want_daemons(self, st: ApplierState) -> list[dict]:
+        if st.sync is None:
+            return []
+        if st.role == "ACTIVE":
+            return [{"state": "master", **st.sync}]
+        if st.role == "BACKUP":
+            return [{"state": "backup", **st.sync}]
+        return []
+
+    def _reconcile(self, st: ApplierState, reason: str) -> list[Effect]:
+        if st.expected is None or st.reads:
+            return []  # no dump yet, or one on its way: plan when it arrives
+        ops = plan_globals(st.timeouts_have, st.timeouts_want, st.daemons_have, self._want_daemons(st))
+        if st.desired is not None:
+            managed = st.managed
+            ops += plan(st.expected, st.desired, lambda k: k in managed, st.flush_unmanaged)
+        if not ops:
+            return []
+        st.batch += 1
+        st.pending.append((st.batch, ops))
+        if st.desired is not None:
+            st.expected = apply_ops(st.expected, ops, strict=False)
+        # what the globals will be once applied
+        for op in ops:
+            if op["op"] == "set_timeouts":
+                st.timeouts_have = {k: (v or (st.timeouts_have or {}).get(k, 0)) for k, v in op["attrs"].items()}
+            elif op["op"] == "start_daemon":
+                st.daemons_have = [d for d in (st.daemons_have or []) if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
+            elif op["op"] == "stop_daemon":
+                st.daemons_have = [d for d in (st.daemons_have or []) if d["state"] != op["attrs"]["state"]]
+        return [Effect("ipvs.apply", {"batch": st.batch, "ops": ops, "reason": reason, "version": st.version})]
+
+    # snapshots: plain data
+    def snapshot(self, st: ApplierState) -> Any:
+        return {
+            "desired": st.desired.to_dict() if st.desired is not None else None,
+            "version": st.version,
+            "expected": st.expected.to_dict() if st.expected is not None else None,
+            "timeouts_have": st.timeouts_have, "daemons_have": st.daemons_have,
+            "timeouts_want": st.timeouts_want, "sync": st.sync, "role": st.role,
+            "managed": sorted(str(k) for k in st.managed), "flush_unmanaged": st.flush_unmanaged,
+            "batch": st.batch, "request": st.request,
+            "reads": [[k, v] for k, v in st.reads.items()],
+            "pending": [[b, ops] for b, ops in st.pending],
+            "started": st.started, "available": st.available, "attempts": st.attempts,
+            "retry_at": st.retry_at, "gaps": st.gaps,
+        }
+
+    def restore(self, d: Any) -> ApplierState:
+        return ApplierState(
+            desired=Table.from_dict(d["desired"]) if d["desired"] is not None else None,
+            version=d["version"],
+            expected=Table.from_dict(d["expected"]) if d["expected"] is not None else None,
+            timeouts_have=d["timeouts_have"], daemons_have=d["daemons_have"],
+            timeouts_want=d["timeouts_want"], sync=d["sync"], role=d["role"],
+            managed={ServiceKey.parse(k) for k in d["managed"]}, flush_unmanaged=d["flush_unmanaged"],
+            batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
+            pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],
+            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"],
+        )
