@@ -1,0 +1,238 @@
+"""LvsdCore, pure: the desired table from config and health; deltas; quiesce; sorry server;
+quorum with hysteresis; reloads; warm start; snapshots; deltas always fold to the full table."""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import msgpack
+import pytest
+
+from lvsbus.config import Check, Config, Forwarding, Protocol, RealServer, Router, VirtualService, to_dict
+from lvsbus.events import Event
+from lvsbus.ipvs_table import Dest, ServiceKey, Table
+from services.lvsd.core import LvsdCore, apply_ops, table_ops
+
+KEY = "tcp:192.0.2.80:80"
+
+
+def vs(n=3, weights=None, **kw) -> VirtualService:
+    weights = weights or [1] * n
+    servers = tuple(RealServer(name=f"s{i}", address=f"10.0.0.{i + 1}", weight=weights[i]) for i in range(n))
+    return VirtualService(**{"name": "web", "address": "192.0.2.80", "port": 80, "servers": servers, **kw})
+
+
+def config(*vss) -> Config:
+    return Config(routers=(Router(name="lvs1", address="192.0.2.1"),), virtual_services=vss)
+
+
+class Lvsd:
+    def __init__(self, cfg: Config, start=True):
+        self.core = LvsdCore()
+        self.st = self.core.initial()
+        self.seq = 0
+        self.table: Table | None = None
+        self.version = 0
+        self.config(cfg)
+        if start:
+            self.feed("lvsd.started", {"pid": 1, "epoch": 1})
+
+    def feed(self, type_, payload):
+        self.seq += 1
+        self.st, out = self.core.decide(self.st, Event(self.seq, "n1", "x", type_, 1, self.seq, 0, None, payload))
+        for e in out:  # what the applier does with them
+            if e.type == "lvsd.table_desired":
+                self.table, self.version = Table.from_dict(e.payload["table"]), e.payload["version"]
+            elif e.type == "lvsd.table_delta":
+                assert e.payload["base_version"] == self.version
+                self.table, self.version = apply_ops(self.table, e.payload["ops"]), e.payload["version"]
+        if self.table is not None:
+            assert self.table == self.st.table  # deltas fold to exactly the core's table
+        return out
+
+    def config(self, cfg, digest="d1"):
+        return self.feed("config.loaded", {"model": to_dict(cfg), "digest": digest, "path": "x", "format": "toml",
+                                           "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
+
+    def up(self, server, virtual="web"):
+        return self.feed("health.real_server_up", {"virtual": virtual, "server": server, "address": "x", "port": 1,
+                                                   "reason": "checks_passed", "previous": "RISING", "passes": 2, "detail": "ok"})
+
+    def down(self, server, virtual="web"):
+        return self.feed("health.real_server_down", {"virtual": virtual, "server": server, "address": "x", "port": 1,
+                                                     "reason": "checks_failed", "previous": "FALLING", "failures": 3,
+                                                     "detail": "refused"})
+
+    def changed(self, server, new, virtual="web"):
+        return self.feed("health.state_changed", {"virtual": virtual, "server": server, "address": "x", "port": 1,
+                                                  "old": "UP", "new": new, "reason": "check_failing", "detail": None})
+
+    def dests(self, key=KEY):
+        return {k: d.weight for k, d in self.table[ServiceKey.parse(key)].dests.items()}
+
+
+def test_full_table_on_config_and_start_then_deltas_per_health_event():
+    cfg = config(vs(3, weights=[1, 2, 3], scheduler="wrr", forwarding=Forwarding.DIRECT, persistence=300,
+                    persistence_prefixlen=24))
+    l = Lvsd(cfg, start=False)
+    assert l.version == 1 and l.dests() == {}  # nothing known yet: no real server
+    svc = l.table[ServiceKey.parse(KEY)].service
+    assert (svc.scheduler, svc.persistence, svc.netmask) == ("wrr", 300, 24)
+    out = l.up("s1")
+    assert [e.type for e in out] == ["lvsd.table_delta"]
+    p = out[0].payload
+    assert p["ops"] == [{"op": "add_dest", "service": KEY, "dest": "10.0.0.2:80",
+                         "attrs": {"forwarding": "direct", "weight": 2, "upper": 0, "lower": 0}}]
+    assert (p["version"], p["base_version"], p["virtual"], p["server"]) == (3 - 1, 1, "web", "s1")
+    assert "web/s1 up" in p["reason"]
+    assert l.up("s1") == []  # no change, no delta
+    l.up("s0")
+    assert l.changed("s0", "FALLING") == []  # FALLING is still in service
+    out = l.down("s0")
+    assert out[0].payload["ops"] == [{"op": "del_dest", "service": KEY, "dest": "10.0.0.1:80", "attrs": {}}]
+    assert l.dests() == {"10.0.0.2:80": 2}
+    out = l.feed("lvsd.started", {"pid": 2, "epoch": 2})
+    assert out[0].type == "lvsd.table_desired" and out[0].payload["reason"] == "started"
+    assert out[0].payload["dests"] == 1 and out[0].payload["services"] == 1
+    assert l.feed("pulse.start_lvsd", {"reason": "peer_dead"})[0].payload["reason"] == "start_lvsd"
+
+
+def test_quiesce_keeps_failed_servers_with_weight_zero():
+    l = Lvsd(config(vs(2, weights=[5, 5], quiesce=True)))
+    assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0}
+    out = l.up("s0")
+    assert out[0].payload["ops"][0]["op"] == "edit_dest" and l.dests()["10.0.0.1:80"] == 5
+    l.down("s0")
+    assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0}
+
+
+def test_sorry_server_in_when_none_is_up_and_out_when_one_is_back():
+    l = Lvsd(config(vs(2, sorry_server="192.0.2.99", sorry_server_port=8080)))
+    assert l.dests() == {"192.0.2.99:8080": 1}
+    out = l.up("s0")
+    ops = out[0].payload["ops"]
+    assert [o["op"] for o in ops] == ["add_dest", "del_dest"]  # the real server first: never empty
+    assert ops[1]["dest"] == "192.0.2.99:8080" and "sorry server out" in out[0].payload["reason"]
+    l.up("s1")
+    l.down("s0")
+    assert l.dests() == {"10.0.0.2:80": 1}
+    out = l.down("s1")
+    assert [o["op"] for o in out[0].payload["ops"]] == ["add_dest", "del_dest"]
+    assert l.dests() == {"192.0.2.99:8080": 1} and "quorum lost" in out[0].payload["reason"]
+
+
+def test_sorry_server_with_quiesce_keeps_real_servers_at_weight_zero():
+    l = Lvsd(config(vs(2, sorry_server="192.0.2.99", quiesce=True)))
+    assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0, "192.0.2.99:80": 1}
+    l.up("s1")
+    assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 1}
+
+
+def test_quorum_with_hysteresis():
+    # quorum 3, hysteresis 1: up at total weight >= 4, down below 2
+    l = Lvsd(config(vs(5, quorum=3, hysteresis=1, sorry_server="192.0.2.99")))
+    sorry = {"192.0.2.99:80": 1}
+    for s in ("s0", "s1", "s2"):
+        l.up(s)
+        assert l.dests() == sorry, s  # 3 < quorum + hysteresis
+    l.up("s3")
+    assert set(l.dests()) == {f"10.0.0.{i}:80" for i in (1, 2, 3, 4)}
+    l.down("s3")
+    l.down("s2")
+    assert len(l.dests()) == 2 and "192.0.2.99:80" not in l.dests()  # 2 >= quorum - hysteresis: still up
+    l.down("s1")
+    assert l.dests() == sorry  # 1 < 2: down
+    l.up("s1")
+    l.up("s2")
+    assert l.dests() == sorry  # 3: not yet back
+    l.up("s4")
+    assert "192.0.2.99:80" not in l.dests() and len(l.dests()) == 4
+
+
+def test_quorum_lost_without_sorry_server_keeps_the_servers_in_service():
+    l = Lvsd(config(vs(3, quorum=2)))
+    l.up("s0")
+    assert l.dests() == {"10.0.0.1:80": 1}
+
+
+def test_keys_fwmark_udp_ipv6_and_inactive_entries():
+    cfg = config(
+        vs(2, name="mark", address="192.0.2.81", fwmark=5, scheduler="sh"),
+        vs(1, name="dns", address="2001:db8::53", port=53, protocol=Protocol.UDP, forwarding=Forwarding.TUNNEL),
+        vs(1, name="off", address="192.0.2.82", active=False),
+        dataclasses.replace(vs(2, name="web"), servers=(RealServer(name="s0", address="10.0.0.1", port=8080),
+                                                        RealServer(name="s1", address="10.0.0.2", active=False))),
+    )
+    l = Lvsd(cfg)
+    assert sorted(str(k) for k in l.table.keys()) == sorted(["fwm:inet:5", "udp:[2001:db8::53]:53", KEY])
+    l.up("s0", "mark")
+    l.up("s0", "dns")
+    l.up("s0")
+    assert l.up("s1") == [] and l.up("s0", "off") == []
+    assert l.dests("fwm:inet:5") == {"10.0.0.1:80": 1}
+    assert l.table[ServiceKey.parse("udp:[2001:db8::53]:53")].service.netmask == 128
+    assert l.dests() == {"10.0.0.1:8080": 1}
+
+
+def test_reload_keeps_health_of_unchanged_servers_and_forgets_changed_checks():
+    cfg = config(vs(3))
+    l = Lvsd(cfg)
+    for s in ("s0", "s1", "s2"):
+        l.up(s)
+    v = cfg.virtual_services[0]
+    servers = list(v.servers)
+    servers[1] = dataclasses.replace(servers[1], check=Check(kind=v.check.kind, interval=3.0))
+    servers[2] = dataclasses.replace(servers[2], weight=9)
+    out = l.config(config(dataclasses.replace(v, servers=tuple(servers))), digest="d2")
+    assert out[0].type == "lvsd.table_desired" and out[0].payload["reason"] == "config"
+    assert out[0].payload["digest"] == "d2"
+    assert l.dests() == {"10.0.0.1:80": 1, "10.0.0.3:80": 9}
+
+
+def test_a_bad_config_is_rejected_and_the_table_stays():
+    l = Lvsd(config(vs(1)))
+    l.up("s0")
+    before = l.st.table
+    out = l.feed("config.loaded", {"model": {"virtual_services": 3}, "digest": "bad"})
+    assert [e.type for e in out] == ["lvsd.config_rejected"] and l.st.table == before
+
+
+def test_snapshot_restore_keeps_table_version_and_hysteresis():
+    l = Lvsd(config(vs(4, quorum=2, hysteresis=1, sorry_server="192.0.2.99")))
+    for s in ("s0", "s1", "s2"):
+        l.up(s)
+    l.down("s2")  # 2: still up thanks to the hysteresis
+    data = msgpack.unpackb(msgpack.packb(l.core.snapshot(l.st)), raw=False, strict_map_key=False)
+    st = l.core.restore(data)
+    assert st.table == l.st.table and st.version == l.st.version and st.quorum == {"web": True}
+    l.st = st
+    assert l.down("s1")[0].payload["base_version"] == data["version"]
+    assert l.dests() == {"10.0.0.1:80": 1}  # 1: not below quorum - hysteresis
+    l.down("s0")
+    assert l.dests() == {"192.0.2.99:80": 1}
+
+
+def test_random_health_sequences_fold_to_the_full_table():
+    rnd = random.Random(7)
+    cfg = config(vs(6, weights=[1, 2, 3, 1, 2, 3], quorum=4, hysteresis=2, sorry_server="192.0.2.99"),
+                 vs(3, name="q", address="192.0.2.90", quiesce=True))
+    l = Lvsd(cfg)
+    for _ in range(400):
+        virtual, n = rnd.choice([("web", 6), ("q", 3)])
+        server = f"s{rnd.randrange(n)}"
+        rnd.choice([l.up, l.down, lambda s, v: l.changed(s, "FALLING"), lambda s, v: l.changed(s, "INIT")])(server, virtual)
+    # a fresh core fed the same health in one go desires the same table (modulo hysteresis history)
+    out = l.feed("lvsd.started", {"pid": 1, "epoch": 9})
+    assert Table.from_dict(out[0].payload["table"]) == l.table
+
+
+def test_table_ops_between_any_two_tables():
+    a = Table().with_service(l_svc := Table.from_dict({KEY: {"scheduler": "wlc", "persistence": 0, "netmask": 32,
+                                                              "flags": [], "dests": {}}})[ServiceKey.parse(KEY)].service,
+                             [Dest("10.0.0.1", 80), Dest("10.0.0.2", 80, weight=3)])
+    b = Table().with_service(dataclasses.replace(l_svc, scheduler="rr"), [Dest("10.0.0.2", 80, weight=4), Dest("10.0.0.3", 80)])
+    b = b.with_service(dataclasses.replace(l_svc, key=ServiceKey.tcp("192.0.2.9", 443)), [])
+    ops = table_ops(a, b)
+    assert apply_ops(a, ops) == b
+    assert apply_ops(b, table_ops(b, Table())) == Table()
+    assert [o["op"] for o in ops] == ["edit_service", "add_dest", "edit_dest", "del_dest", "add_service"]  # key order
