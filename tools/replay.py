@@ -1,0 +1,938 @@
+"""Replay router logs through the same pure cores the services run: verify, timeline, what-if.
+
+    lvsbus replay LOG... --verify            every logged decision and effect comes out identical
+    lvsbus replay LOG... --timeline [--html FILE]   one incident timeline over several routers
+    lvsbus replay LOG --what-if CONFIG       the decisions that change under another config
+    lvsbus replay LOG...                     the events themselves (filtered), as text or --json
+    lvsbus simulate --seed N | --seeds A-B   see tools/simulate.py
+
+A LOG is a log directory (a router's ``STATE_DIR/log``) or a state directory that holds ``log/``.
+
+Verify (``verify``): for every core in ``services.cores.available()``, state = ``initial()``; the
+log's events are fed in seq order through ``lvsbus.core.run_core`` (the one loop the runtime and
+the simulator use), and each input's effects must equal the logged outputs of that core (source =
+the core's name, type in its ``outputs``) with cause = that input's seq, in order, type and
+payload equal. A logged output that no input explains, one that differs, or one that is missing
+is a divergence; the first is reported as (seq, type, expected, got).
+
+* The whole log is fed from its first record with one state per core, which is what a runtime
+  that restores its snapshot and re-reads the log after it computes (``run_start_seq`` 1): a core
+  that restarted mid-log is seamless. ``--fresh-per-run`` starts every core from ``initial()`` at
+  each ``bus.broker_started`` instead (a router that does not carry core state across its runs).
+* A log whose start was deleted by retention: ``--from-snapshot STATE_DIR/snapshots`` restores
+  each core from its newest snapshot the log still covers and feeds the log after it; without
+  one, each core starts from ``initial()`` at the first ``bus.broker_started`` still in the log,
+  and outputs caused by earlier inputs are not checked (the report says so).
+* Every input is fully decoded and validated (the log is a trust boundary). An output is first
+  compared as unpacked: when it equals, field for field, what our own core computed, it cannot be
+  anything but that value, so it skips the schema walk; anything else is decoded and validated
+  before it is reported.
+
+Pure functions return report objects; ``add_commands`` wires the CLI (``lvsbus.cli`` lists this
+module).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import difflib
+import html
+import json
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import msgpack
+
+import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.core import Core, Effect, run_core
+from lvsbus.events import ENVELOPE_VERSION, REGISTRY, DecodeError, Event, decode, matches
+from lvsbus.log import LogReader, SeqUnavailable
+from services.cores import available
+
+NS = 1_000_000_000
+
+
+def log_dir(path: str) -> str:
+    """A log directory, given either it or the state directory holding ``log/``."""
+    sub = os.path.join(path, "log")
+    if os.path.isdir(sub) and not any(n.endswith(".seg") for n in os.listdir(path)):
+        return sub
+    return path
+
+
+def make_cores(names: Iterable[str] | None = None) -> list[Core]:
+    cores = available()
+    return [cls() for n, cls in cores.items() if names is None or n in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+@dataclass
+class Divergence:
+    seq: int  # the logged event where replay and log part ways (or the input whose output is missing)
+    type: str
+    core: str
+    reason: str
+    expected: Any = None  # what the core computes: {"type", "payload", "cause"}
+    got: Any = None  # what the log holds
+
+    def describe(self) -> str:
+        return (f"seq {self.seq} {self.type} ({self.core}): {self.reason}\n"
+                f"  expected: {_short(self.expected)}\n  got:      {_short(self.got)}")
+
+    def to_json(self) -> dict:
+        return {"seq": self.seq, "type": self.type, "core": self.core, "reason": self.reason,
+                "expected": self.expected, "got": self.got}
+
+
+@dataclass
+class VerifyReport:
+    log: str
+    cores: list[str]
+    events: int = 0
+    inputs: int = 0  # events fed to some core
+    outputs: int = 0  # logged outputs compared
+    first_seq: int = 0
+    last_seq: int = 0
+    notes: list[str] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.divergences
+
+    def format(self) -> str:
+        rate = f", {self.events / self.seconds:,.0f} events/s" if self.seconds else ""
+        head = (f"{self.log}: seqs {self.first_seq}..{self.last_seq}, {self.events} events, {self.inputs} inputs, "
+                f"{self.outputs} outputs checked, cores {', '.join(self.cores) or '(none)'}{rate}")
+        lines = [head] + [f"  note: {n}" for n in self.notes]
+        if self.ok:
+            lines.append("  identical: every logged decision and effect comes out the same")
+        else:
+            lines.append("  DIVERGES at " + self.divergences[0].describe().replace("\n", "\n  "))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"log": self.log, "ok": self.ok, "cores": self.cores, "events": self.events, "inputs": self.inputs,
+                "outputs": self.outputs, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "notes": self.notes, "divergences": [d.to_json() for d in self.divergences],
+                "seconds": round(self.seconds, 6)}
+
+
+def _short(v: Any, n: int = 600) -> str:
+    s = json.dumps(v, sort_keys=True, default=str) if v is not None else "(nothing)"
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def _plain(v: Any) -> Any:
+    """A payload as it reads back from msgpack (tuples become lists)."""
+    return msgpack.unpackb(msgpack.packb(v, use_bin_type=True), raw=False, strict_map_key=False)
+
+
+class _Verifier:
+    def __init__(self, directory: str, cores: list[Core], fresh_per_run: bool, snapshots: str | None,
+                 tail_ok: bool) -> None:
+        self.report = VerifyReport(directory, [c.name for c in cores])
+        self.cores = cores
+        self.fresh = fresh_per_run
+        self.snapshots = snapshots
+        self.tail_ok = tail_ok
+        self.states: list[Any] = [c.initial() for c in cores]
+        self.pending: list[deque] = [deque() for _ in cores]  # (cause seq, Effect) not yet seen in the log
+        self.start: list[int] = [0] * len(cores)  # a core is fed events with seq > start
+        self.out_index: dict[tuple[str, str], int] = {}
+        for i, c in enumerate(cores):
+            for t in c.outputs:
+                self.out_index[(c.name, t)] = i
+        self.custom_is_output = [type(c).is_output is not Core.is_output for c in cores]
+        self.latest = {t: REGISTRY.latest(t).version for t in REGISTRY.types()}
+
+    def fail(self, d: Divergence) -> None:
+        self.report.divergences.append(d)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _decode_batch(self, batch: list) -> list[Event] | None:
+        out_index, latest = self.out_index, self.latest
+        unpackb = msgpack.unpackb
+        evs = []
+        for seq, body in batch:
+            try:
+                raw = unpackb(body, raw=False, strict_map_key=True, use_list=True)
+            except Exception:
+                raw = None
+            if (type(raw) is list and len(raw) == 10 and raw[0] == ENVELOPE_VERSION and raw[1] == seq
+                    and (raw[3], raw[4]) in out_index and raw[5] == latest.get(raw[4])
+                    and type(raw[2]) is str and type(raw[6]) is int and type(raw[7]) is int
+                    and type(raw[8]) is int and type(raw[9]) is dict):
+                # an output: checked against the core's own value (see the module doc); decoded
+                # and validated in full only if it differs
+                evs.append(Event(seq, raw[2], raw[3], raw[4], raw[5], raw[6], raw[7], raw[8], raw[9]))
+                continue
+            try:
+                evs.append(decode(body, seq))
+            except DecodeError as exc:
+                self.fail(Divergence(seq, "?", "-", f"undecodable record: {exc}"))
+                return None
+        return evs
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, to_seq: int | None = None) -> VerifyReport:
+        rep = self.report
+        t0 = time.perf_counter()
+        reader = LogReader(rep.log)
+        first = reader.first_seq()
+        if first is None:
+            rep.notes.append("empty log")
+            return rep
+        rep.first_seq = first
+        waiting_for_start = False
+        if first > 1:
+            if self.snapshots:
+                self._restore_snapshots(first)
+            else:
+                waiting_for_start = True
+                rep.notes.append(f"the log starts at seq {first} (older records deleted by retention): cores start "
+                                 f"from initial() at the first bus.broker_started; outputs of earlier inputs are "
+                                 f"not checked (use --from-snapshot)")
+        for batch in reader.read_batches(first, to_seq):
+            evs = self._decode_batch(batch)
+            if evs is None:
+                break
+            rep.events += len(evs)
+            rep.last_seq = evs[-1].seq
+            if waiting_for_start:
+                for k, ev in enumerate(evs):
+                    if ev.type == "bus.broker_started":
+                        self.start = [ev.seq - 1] * len(self.cores)
+                        waiting_for_start = False
+                        evs = evs[k:]
+                        break
+                else:
+                    continue
+            for chunk in self._chunks(evs):
+                self._feed(chunk)
+                if not self._check_outputs(chunk):
+                    rep.seconds = time.perf_counter() - t0
+                    return rep
+        self._check_tail()
+        rep.seconds = time.perf_counter() - t0
+        return rep
+
+    def _chunks(self, evs: list[Event]) -> Iterator[list[Event]]:
+        if not self.fresh:
+            yield evs
+            return
+        k = 0
+        for j, ev in enumerate(evs):
+            if ev.type == "bus.broker_started" and j > k:
+                yield evs[k:j]
+                k = j
+            if ev.type == "bus.broker_started" and j == k:
+                self.states = [c.initial() for c in self.cores]
+        yield evs[k:]
+
+    def _feed(self, evs: list[Event]) -> None:
+        rep = self.report
+        for i, core in enumerate(self.cores):
+            start = self.start[i]
+            feed = evs if evs[0].seq > start else [e for e in evs if e.seq > start]
+            state = self.states[i]
+            pend = self.pending[i]
+            n = 0
+            for state, step in run_core(core, state, feed):
+                n += 1
+                if step.effects:
+                    seq = step.event.seq
+                    pend.extend((seq, e) for e in step.effects)
+            self.states[i] = state
+            rep.inputs += n
+
+    def _check_outputs(self, evs: list[Event]) -> bool:
+        out_index = self.out_index
+        custom = self.custom_is_output
+        for ev in evs:
+            i = out_index.get((ev.source, ev.type))
+            if i is None:
+                if any(custom) and any(c.is_output(ev) for k, c in enumerate(self.cores) if custom[k]):
+                    i = next(k for k, c in enumerate(self.cores) if custom[k] and c.is_output(ev))
+                else:
+                    continue
+            elif custom[i] and not self.cores[i].is_output(ev):
+                continue
+            core = self.cores[i]
+            if ev.cause is not None and ev.cause <= self.start[i]:
+                continue  # answered before the point replay starts from
+            self.report.outputs += 1
+            pend = self.pending[i]
+            got = {"type": ev.type, "cause": ev.cause, "payload": ev.payload}
+            if not pend:
+                self._fail_output(ev, core, "a logged output that no input explains: the core computes nothing here",
+                                  None, got)
+                return False
+            cause, eff = pend[0]
+            if cause == ev.cause and eff.type == ev.type and (eff.payload == ev.payload or _plain(eff.payload) == ev.payload):
+                pend.popleft()
+                continue
+            expected = {"type": eff.type, "cause": cause, "payload": _plain(eff.payload)}
+            if ev.cause is None or cause < ev.cause:
+                reason = f"the core's output for input #{cause} is missing from the log"
+            elif cause > ev.cause:
+                reason = f"a logged output for input #{ev.cause} that the core does not compute"
+            else:
+                reason = "the logged output differs from what the core computes"
+            self._fail_output(ev, core, reason, expected, got)
+            return False
+        return True
+
+    def _fail_output(self, ev: Event, core: Core, reason: str, expected: Any, got: Any) -> None:
+        try:  # an output that did not match is untrusted data: validate it before showing it
+            REGISTRY.validate(ev.type, ev.version, ev.payload)
+        except DecodeError as exc:
+            reason = f"invalid record ({exc}); {reason}"
+        self.fail(Divergence(ev.seq, ev.type, core.name, reason, expected, got))
+
+    def _check_tail(self) -> None:
+        for i, pend in enumerate(self.pending):
+            if pend:
+                cause, eff = pend[0]
+                if self.tail_ok:
+                    self.report.notes.append(f"{len(pend)} output(s) of {self.cores[i].name} not in the log yet "
+                                             f"(from input #{cause}): accepted with --tail-ok")
+                    continue
+                self.fail(Divergence(cause, eff.type, self.cores[i].name,
+                                     "the core's output is missing: the log ends without it",
+                                     {"type": eff.type, "cause": cause, "payload": _plain(eff.payload)}, None))
+                return
+
+    def _restore_snapshots(self, first: int) -> None:
+        from lvsbus.snapshot import SnapshotStore
+
+        store = SnapshotStore(self.snapshots)
+        for i, core in enumerate(self.cores):
+            usable = [s for s in store.seqs(core.name) if s >= first - 1]
+            if not usable:
+                self.report.notes.append(f"no snapshot of {core.name} at or after seq {first - 1}: "
+                                         f"it starts from initial() at seq {first}")
+                self.start[i] = first - 1
+                continue
+            seq = min(usable)
+            self.states[i] = core.restore(msgpack.unpackb(store.load(core.name, seq), raw=False, strict_map_key=False))
+            self.start[i] = seq
+            self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
+
+
+def verify(directory: str, cores: list[Core] | None = None, fresh_per_run: bool = False,
+           snapshots: str | None = None, tail_ok: bool = False, to_seq: int | None = None) -> VerifyReport:
+    """Replay one log through every available core and compare; see the module doc."""
+    return _Verifier(log_dir(directory), cores if cores is not None else make_cores(), fresh_per_run, snapshots,
+                     tail_ok).run(to_seq)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading with filters
+
+
+@dataclass
+class Filters:
+    from_seq: int | None = None
+    to_seq: int | None = None
+    since_ns: int | None = None  # wall clock
+    until_ns: int | None = None
+    types: tuple[str, ...] = ()  # type prefixes (lvsbus.events.matches)
+    services: tuple[str, ...] = ()  # sources
+
+    def keep(self, ev: Event) -> bool:
+        if self.from_seq is not None and ev.seq < self.from_seq:
+            return False
+        if self.to_seq is not None and ev.seq > self.to_seq:
+            return False
+        if self.since_ns is not None and ev.wall_ns < self.since_ns:
+            return False
+        if self.until_ns is not None and ev.wall_ns > self.until_ns:
+            return False
+        if self.types and not matches(ev.type, self.types):
+            return False
+        if self.services and ev.source not in self.services:
+            return False
+        return True
+
+
+def read_events(directory: str, filters: Filters | None = None) -> Iterator[Event]:
+    """Decoded (validated, upcast) events of one log, filtered."""
+    f = filters or Filters()
+    reader = LogReader(log_dir(directory))
+    first = reader.first_seq()
+    if first is None:
+        return
+    start = max(first, f.from_seq or 1)
+    try:
+        batches = reader.read_batches(start, f.to_seq)
+    except SeqUnavailable:
+        return
+    for batch in batches:
+        for seq, body in batch:
+            ev = decode(body, seq)
+            if f.keep(ev):
+                yield ev
+
+
+def event_json(ev: Event) -> dict:
+    return ev._asdict()
+
+
+# ---------------------------------------------------------------------------------------------
+# timeline
+
+#: what an incident timeline shows, by category; heartbeat chatter (send/receive/timer) is left out
+CATEGORY = {
+    "router.role_changed": "role",
+    "pulse.peer_dead": "heartbeat", "pulse.peer_alive": "heartbeat", "pulse.peer_restarted": "heartbeat",
+    "pulse.link_degraded": "heartbeat", "pulse.link_restored": "heartbeat", "pulse.split_brain_resolved": "role",
+    "pulse.send_fence": "fence", "pulse.fence_received": "fence",
+    "pulse.take_vips": "vip", "pulse.release_vips": "vip",
+    "pulse.link_changed": "link", "pulse.config_rejected": "config",
+    "pulse.start_lvsd": "lvsd", "pulse.stop_lvsd": "lvsd",
+    "bus.broker_started": "router", "pulse.started": "router", "router.service_restarted": "router",
+    "router.shutdown_requested": "router", "bus.client_joined": "bus",
+    "config.loaded": "config", "config.reload_refused": "config",
+    "health.real_server_up": "health", "health.real_server_down": "health", "health.state_changed": "health",
+    "health.config_rejected": "config", "lvsd.config_rejected": "config",
+    "lvsd.table_desired": "ipvs", "lvsd.table_delta": "ipvs", "ipvs.apply": "ipvs", "ipvs.op_failed": "ipvs",
+    "ipvs.unavailable": "ipvs", "lvsd.started": "router", "ipvs.started": "router",
+    "bus.frame_rejected": "bus", "bus.subscriber_lagged": "bus", "log.write_failed": "bus",
+    "log.write_recovered": "bus",
+}
+#: shown when a newer event type appears (other health/lvsd/ipvs events are chatter: check
+#: batches, per-op acknowledgements, table dumps)
+CATEGORY_PREFIX: tuple[tuple[str, str], ...] = ()
+
+
+def category(ev: Event) -> str | None:
+    c = CATEGORY.get(ev.type)
+    if c is not None:
+        return c
+    for prefix, cat in CATEGORY_PREFIX:
+        if ev.type.startswith(prefix):
+            return cat
+    return None
+
+
+def describe(ev: Event) -> str:
+    p, t = ev.payload, ev.type
+    vips = lambda: ", ".join(v["address"] for v in p.get("vips", []))  # noqa: E731
+    if t == "router.role_changed":
+        return f"{p['old']} -> {p['new']} ({p['reason']}{', peer ' + p['peer'] if p.get('peer') else ''})"
+    if t == "pulse.peer_dead":
+        return f"peer {p['peer']} dead ({p['cause']}, was {p['role']})"
+    if t == "pulse.peer_alive":
+        return f"peer {p['peer']} alive on {p['link']} ({p['role']}, epoch {p['epoch']})"
+    if t == "pulse.peer_restarted":
+        return f"peer {p['peer']} restarted (epoch {p['old_epoch']} -> {p['new_epoch']})"
+    if t == "pulse.link_degraded":
+        return f"{p['link']} link to {p['peer']} silent for {p['silent_ns'] / NS:.3f}s (degraded)"
+    if t == "pulse.link_restored":
+        return f"{p['link']} link to {p['peer']} restored"
+    if t == "pulse.split_brain_resolved":
+        return f"split brain: {p['winner']} stays active, {p['loser']} steps down"
+    if t == "pulse.send_fence":
+        return f"fence {p['target']} ({p['reason']}) over {len(p['destinations'])} link(s)"
+    if t == "pulse.fence_received":
+        return f"fenced by {p['peer']} on {p['link']} ({p['reason']})"
+    if t == "pulse.take_vips":
+        return f"take VIPs {vips()} ({p['reason']})"
+    if t == "pulse.release_vips":
+        return f"release VIPs {vips()} ({p['reason']})"
+    if t == "pulse.link_changed":
+        return f"{p['link']} link {'up' if p['up'] else 'DOWN'}"
+    if t in ("pulse.start_lvsd", "pulse.stop_lvsd"):
+        return f"{t.split('_')[0].split('.')[1]} lvsd ({p['reason']})"
+    if t == "bus.broker_started":
+        return f"broker started (resumed after seq {p['resumed_from']}{', ' + p['recovery'] if p['recovery'] else ''})"
+    if t == "pulse.started":
+        return f"pulse started (epoch {p['epoch']})"
+    if t == "router.service_restarted":
+        return f"{p['service']} restarted (attempt {p['attempt']}: {p['exit']})"
+    if t == "router.shutdown_requested":
+        return f"shutdown requested ({p['reason']})"
+    if t == "bus.client_joined":
+        subs = p["subscriptions"]
+        return f"{p['client']} joined the bus ({len(subs)} subscriptions: {', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''})"
+    if t == "config.loaded":
+        return f"config {'reloaded' if p['reload'] else 'loaded'} ({p['path']}, {p['digest'][:12]})"
+    if t == "health.real_server_up":
+        return f"real server {p['virtual']}/{p['server']} UP ({p['reason']}, was {p['previous']})"
+    if t == "health.real_server_down":
+        return f"real server {p['virtual']}/{p['server']} DOWN ({p['reason']}: {p['detail']}, was {p['previous']})"
+    if t == "health.state_changed":
+        return f"real server {p['virtual']}/{p['server']} {p['old']} -> {p['new']} ({p['reason']})"
+    if t == "lvsd.table_desired":
+        return f"desired table v{p['version']} ({p['reason']}): {p['services']} service(s), {p['dests']} real server(s)"
+    if t == "lvsd.table_delta":
+        return f"desired table v{p['version']}: {p['reason']} [{_ops(p['ops'])}]"
+    if t == "ipvs.apply":
+        return f"IPVS batch {p['batch']} ({p['reason']}, table v{p['version']}): {_ops(p['ops'])}"
+    if t == "ipvs.op_failed":
+        return f"IPVS op refused (errno {p['errno']}): {_ops([p['op']])}: {p['error']}"
+    if t == "ipvs.unavailable":
+        return f"IPVS unavailable (errno {p['errno']}): {p['error']}"
+    if t == "lvsd.started":
+        return "lvsd started"
+    if t == "ipvs.started":
+        return f"IPVS applier started (kernel {p['kernel']})"
+    if t == "config.reload_refused":
+        return f"config reload refused: {len(p['errors'])} error(s)"
+    if t == "pulse.config_rejected":
+        return f"pulse rejected the config: {p['error']}"
+    return f"{t} " + ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))[:200]
+
+
+def _ops(ops: list[dict]) -> str:
+    parts = [f"{o['op']} {o['service']}{' ' + o['dest'] if o.get('dest') else ''}" for o in ops[:6]]
+    return ", ".join(parts) + (f" (+{len(ops) - 6} more)" if len(ops) > 6 else "")
+
+
+@dataclass
+class Row:
+    wall_ns: int
+    node: str
+    seq: int
+    mono_ns: int
+    category: str
+    type: str
+    source: str
+    text: str
+    payload: dict
+
+    def to_json(self) -> dict:
+        return {"wall_ns": self.wall_ns, "time": fmt_wall(self.wall_ns), "node": self.node, "seq": self.seq,
+                "mono_ns": self.mono_ns, "category": self.category, "type": self.type, "source": self.source,
+                "text": self.text, "payload": self.payload}
+
+
+def fmt_wall(ns: int) -> str:
+    dt = _dt.datetime.fromtimestamp(ns // NS, _dt.timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S") + f".{(ns % NS) // 1_000_000:03d}"
+
+
+def timeline(logs: list[str], filters: Filters | None = None) -> list[Row]:
+    """The incident rows of several routers' logs, merged by wall clock (each with its own seq)."""
+    rows = []
+    for d in logs:
+        for ev in read_events(d, filters):
+            cat = category(ev)
+            if cat is None:
+                continue
+            rows.append(Row(ev.wall_ns, ev.node, ev.seq, ev.mono_ns, cat, ev.type, ev.source, describe(ev), ev.payload))
+    rows.sort(key=lambda r: (r.wall_ns, r.node, r.seq))
+    return rows
+
+
+def render_text(rows: list[Row]) -> str:
+    if not rows:
+        return "(no incident events)\n"
+    t0 = rows[0].wall_ns
+    wn = max(len(r.node) for r in rows)
+    lines = [f"{'wall clock (UTC)':23}  {'+s':>9}  {'router':{wn}}  {'seq':>7}  {'what':9}  detail"]
+    for r in rows:
+        lines.append(f"{fmt_wall(r.wall_ns):23}  {(r.wall_ns - t0) / NS:9.3f}  {r.node:{wn}}  {r.seq:7d}  "
+                     f"{r.category:9}  {r.text}")
+    return "\n".join(lines) + "\n"
+
+
+_ROLE_COLOR = {"INIT": "#d9d9d9", "BACKUP": "#9ecae1", "ACTIVE": "#31a354", "FAULT": "#e6550d",
+               "STOPPED": "#636363"}
+_MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fence": ("#de2d26", "cross"),
+         "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
+         "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
+         "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar")}
+
+
+def render_html(rows: list[Row], title: str = "lvsbus incident timeline") -> str:
+    """One self-contained page: inline CSS and SVG, no script, no network."""
+    esc = html.escape
+    nodes = sorted({r.node for r in rows})
+    t0 = rows[0].wall_ns if rows else 0
+    t1 = rows[-1].wall_ns if rows else 1
+    span = max(t1 - t0, NS)
+    width, left, lane, top = 1100, 90, 70, 30
+    plot = width - left - 20
+    x = lambda ns: left + (ns - t0) * plot / span  # noqa: E731
+    height = top + lane * len(nodes) + 40
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline">']
+    # time axis
+    step = _nice_step(span / NS)
+    k = 0
+    while k * step * NS <= span:
+        xx = x(t0 + int(k * step * NS))
+        svg.append(f'<line x1="{xx:.1f}" y1="{top - 8}" x2="{xx:.1f}" y2="{height - 30}" class="grid"/>')
+        svg.append(f'<text x="{xx:.1f}" y="{height - 14}" class="axis">+{k * step:g}s</text>')
+        k += 1
+    for li, node in enumerate(nodes):
+        y = top + li * lane
+        svg.append(f'<text x="6" y="{y + lane / 2:.0f}" class="lane">{esc(node)}</text>')
+        # role bands
+        role, since = "INIT", t0
+        mine = [r for r in rows if r.node == node]
+        for r in mine:
+            if r.type == "router.role_changed":
+                svg.append(_band(x(since), x(r.wall_ns), y, role))
+                role, since = r.payload["new"], r.wall_ns
+            elif r.type in ("bus.broker_started",) and role != "INIT":
+                svg.append(_band(x(since), x(r.wall_ns), y, role))
+                role, since = "INIT", r.wall_ns
+        svg.append(_band(x(since), x(t1), y, role))
+        for r in mine:
+            if r.category in ("bus", "config") and r.type != "config.loaded":
+                continue
+            svg.append(_mark(x(r.wall_ns), y + 38, r))
+    svg.append("</svg>")
+    legend = " ".join(f'<span class="sw" style="background:{c}"></span>{esc(n)}' for n, c in _ROLE_COLOR.items())
+    marks = " ".join(f'<span class="sw" style="background:{c}"></span>{esc(n)}' for n, (c, _) in _MARK.items())
+    table = ["<table><tr><th>wall clock (UTC)</th><th>+s</th><th>router</th><th>seq</th><th>what</th>"
+             "<th>detail</th></tr>"]
+    for r in rows:
+        table.append(f'<tr class="{esc(r.category)}"><td>{fmt_wall(r.wall_ns)}</td><td>{(r.wall_ns - t0) / NS:.3f}'
+                     f'</td><td>{esc(r.node)}</td><td>{r.seq}</td><td>{esc(r.category)}</td><td>{esc(r.text)}</td></tr>')
+    table.append("</table>")
+    css = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}"
+           "td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
+           "tr.role td,tr.fence td{font-weight:bold}.grid{stroke:#eee}.axis{font-size:11px;fill:#666}"
+           ".lane{font-size:14px;font-weight:bold}.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}"
+           ".band{opacity:.85}.bl{font-size:10px;fill:#fff}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>" + css
+            + "</style></head><body><h1>" + esc(title) + "</h1><p>" + f"{len(rows)} events, {len(nodes)} router(s), "
+            + f"{fmt_wall(t0)} .. {fmt_wall(t1)} UTC" + "</p><p>roles: " + legend + "</p><p>events: " + marks
+            + "</p>" + "\n".join(svg) + "\n" + "\n".join(table) + "</body></html>\n")
+
+
+def _band(x0: float, x1: float, y: int, role: str) -> str:
+    w = max(x1 - x0, 0.5)
+    label = f'<text x="{x0 + 3:.1f}" y="{y + 16}" class="bl">{role}</text>' if w > 50 else ""
+    return (f'<rect x="{x0:.1f}" y="{y + 4}" width="{w:.1f}" height="18" fill="{_ROLE_COLOR.get(role, "#ccc")}" '
+            f'class="band"><title>{role}</title></rect>{label}')
+
+
+def _mark(x: float, y: int, r: Row) -> str:
+    color, shape = _MARK.get(r.category, ("#000", "circle"))
+    tip = html.escape(f"{fmt_wall(r.wall_ns)} {r.node} #{r.seq} {r.text}")
+    if shape == "circle":
+        body = f'<circle cx="{x:.1f}" cy="{y}" r="5" fill="{color}"/>'
+    elif shape == "square":
+        body = f'<rect x="{x - 5:.1f}" y="{y - 5}" width="10" height="10" fill="{color}"/>'
+    elif shape == "triangle":
+        up = "release" not in r.type
+        pts = f"{x - 6:.1f},{y + 5} {x + 6:.1f},{y + 5} {x:.1f},{y - 6}" if up else \
+              f"{x - 6:.1f},{y - 5} {x + 6:.1f},{y - 5} {x:.1f},{y + 6}"
+        body = f'<polygon points="{pts}" fill="{color}"/>'
+    elif shape == "cross":
+        body = (f'<path d="M{x - 5:.1f},{y - 5} L{x + 5:.1f},{y + 5} M{x - 5:.1f},{y + 5} L{x + 5:.1f},{y - 5}" '
+                f'stroke="{color}" stroke-width="3"/>')
+    elif shape == "diamond":
+        body = f'<polygon points="{x:.1f},{y - 6} {x + 6:.1f},{y} {x:.1f},{y + 6} {x - 6:.1f},{y}" fill="{color}"/>'
+    else:
+        body = f'<rect x="{x - 1:.1f}" y="{y - 9}" width="2" height="18" fill="{color}"/>'
+    return f"<g><title>{tip}</title>{body}</g>"
+
+
+def _nice_step(seconds: float) -> float:
+    for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400):
+        if seconds / s <= 12:
+            return s
+    return 86400 * 7
+
+
+# ---------------------------------------------------------------------------------------------
+# what-if
+
+#: outputs that are chatter, not decisions: left out of the what-if comparison
+CHATTER = frozenset({"pulse.send_heartbeat", "pulse.heartbeat_ignored", "pulse.send_garp", "pulse.run_notify"})
+
+
+@dataclass
+class Decision:
+    mono_ns: int
+    wall_ns: int
+    core: str
+    type: str
+    text: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.core, self.type, self.text)
+
+
+@dataclass
+class WhatIfReport:
+    log: str
+    config: str
+    baseline: list[Decision]
+    alternative: list[Decision]
+    changes: list[dict]
+
+    def format(self) -> str:
+        t0 = min([d.mono_ns for d in self.baseline + self.alternative] or [0])
+        rel = lambda d: f"+{(d.mono_ns - t0) / NS:.3f}s"  # noqa: E731
+        lines = [f"what-if: {self.log} replayed under {self.config}",
+                 f"  {len(self.baseline)} decisions as recorded, {len(self.alternative)} under the new config"]
+        if not self.changes:
+            lines.append("  no decision changes")
+        for c in self.changes:
+            if c["change"] == "removed":
+                d = c["before"]
+                lines.append(f"  - {rel(d)} {d.type}: {d.text}   (would not happen)")
+            elif c["change"] == "added":
+                d = c["after"]
+                lines.append(f"  + {rel(d)} {d.type}: {d.text}   (would happen)")
+            else:
+                b, a = c["before"], c["after"]
+                lines.append(f"  ~ {b.type}: {b.text}   at {rel(b)} -> {rel(a)} ({(a.mono_ns - b.mono_ns) / NS:+.3f}s)")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        dj = lambda d: d and {"mono_ns": d.mono_ns, "wall_ns": d.wall_ns, "core": d.core, "type": d.type,  # noqa: E731
+                              "text": d.text}
+        return {"log": self.log, "config": self.config, "changes": [
+            {"change": c["change"], "before": dj(c.get("before")), "after": dj(c.get("after"))} for c in self.changes]}
+
+
+def _decisions(observations: list[Event], cores: list[Core], model: dict | None) -> list[Decision]:
+    """Feed recorded observations to fresh cores on an in-memory bus: timers fire exactly at each
+    core's deadline, outputs feed the other cores; returns the decisions (outputs but chatter)."""
+    states = [c.initial() for c in cores]
+    out: list[Decision] = []
+    seq = 0
+    last_mono, last_wall = 0, 0
+
+    def feed(ev: Event) -> None:
+        nonlocal seq
+        queue = deque([ev])
+        while queue:
+            e = queue.popleft()
+            for i, core in enumerate(cores):
+                for states[i], step in run_core(core, states[i], (e,)):
+                    for eff in step.effects:
+                        seq += 1
+                        oe = Event(seq, e.node, core.name, eff.type, REGISTRY.latest(eff.type).version, e.mono_ns,
+                                   e.wall_ns, e.seq, eff.payload)
+                        queue.append(oe)
+                        if eff.type not in CHATTER:
+                            out.append(Decision(e.mono_ns, e.wall_ns, core.name, eff.type, describe(oe)))
+
+    def timers_until(mono: int, node: str) -> None:
+        nonlocal seq
+        for _ in range(100_000):
+            due = [(d, i) for i, c in enumerate(cores) if (d := c.next_deadline(states[i])) is not None and d <= mono]
+            if not due:
+                return
+            d, i = min(due)
+            seq += 1
+            before = cores[i].next_deadline(states[i])
+            feed(Event(seq, node, cores[i].name, "timer.fired", 1, d, last_wall + (d - last_mono), None,
+                       {"service": cores[i].name, "deadline_ns": d}))
+            if cores[i].next_deadline(states[i]) == before:
+                return  # a deadline the core does not consume (as the runtime, fire it once)
+
+    for ev in observations:
+        if ev.mono_ns >= last_mono:
+            timers_until(ev.mono_ns, ev.node)
+        if model is not None and ev.type == "config.loaded":
+            ev = ev._replace(payload={**ev.payload, "model": model})
+        seq += 1
+        feed(ev._replace(seq=seq))
+        last_mono, last_wall = ev.mono_ns, ev.wall_ns
+    return out
+
+
+def what_if(directory: str, config_path: str, cores: list[Core] | None = None) -> WhatIfReport:
+    """Replay a log's observations under another config (every config.loaded carries it instead)
+    and list the decisions that change, as Pacemaker's crm_simulate. Peers' behaviour is taken as
+    recorded: their heartbeats arrive when they did, whatever this router now decides."""
+    from lvsbus.config import load, to_dict
+
+    cores = cores if cores is not None else make_cores()
+    outputs = {(c.name, t) for c in cores for t in c.outputs}
+    obs = [ev for ev in read_events(directory) if (ev.source, ev.type) not in outputs and ev.type != "timer.fired"]
+    model = to_dict(load(config_path).config)
+    before = _decisions(obs, make_cores([c.name for c in cores]), None)
+    after = _decisions(obs, make_cores([c.name for c in cores]), model)
+    changes: list[dict] = []
+    sm = difflib.SequenceMatcher(a=[d.key for d in before], b=[d.key for d in after], autojunk=False)
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op == "equal":
+            for b, a in zip(before[i1:i2], after[j1:j2]):
+                if abs(a.mono_ns - b.mono_ns) > 1_000_000:
+                    changes.append({"change": "moved", "before": b, "after": a})
+            continue
+        changes += [{"change": "removed", "before": b} for b in before[i1:i2]]
+        changes += [{"change": "added", "after": a} for a in after[j1:j2]]
+    changes.sort(key=lambda c: (c.get("before") or c.get("after")).mono_ns)
+    return WhatIfReport(directory, config_path, before, after, changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def _parse_time(s: str) -> int:
+    try:
+        return int(float(s) * NS)
+    except ValueError:
+        dt = _dt.datetime.fromisoformat(s)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=_dt.timezone.utc)
+        return int(dt.timestamp()) * NS + dt.microsecond * 1000
+
+
+def _filters(args) -> Filters:
+    return Filters(
+        from_seq=args.from_seq, to_seq=args.to_seq,
+        since_ns=_parse_time(args.since) if args.since else None,
+        until_ns=_parse_time(args.until) if args.until else None,
+        types=tuple(args.type or ()), services=tuple(args.service or ()),
+    )
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "replay", help="replay router logs through the cores: --verify, --timeline, --what-if CONFIG",
+        description="Replay router logs (LOG: a log directory, or a state directory holding log/) through the "
+        "same pure cores the services run.")
+    p.add_argument("logs", nargs="+", metavar="LOG")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--verify", action="store_true", help="check every logged decision and effect comes out identical")
+    mode.add_argument("--timeline", action="store_true", help="one incident timeline over all the logs, by wall clock")
+    mode.add_argument("--what-if", metavar="CONFIG", help="replay the inputs under another config; show what changes")
+    p.add_argument("--html", metavar="FILE", help="with --timeline: also write a self-contained HTML page")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--from-seq", type=int)
+    p.add_argument("--to-seq", type=int, help="also stops --verify there")
+    p.add_argument("--since", help="wall clock: ISO time (UTC if no zone) or seconds since the epoch")
+    p.add_argument("--until", help="wall clock, as --since")
+    p.add_argument("--type", action="append", metavar="PREFIX", help="only these event types (prefixes; repeat)")
+    p.add_argument("--service", action="append", metavar="NAME", help="only events from this source (repeat)")
+    p.add_argument("--fresh-per-run", action="store_true",
+                   help="--verify: start every core from initial() at each bus.broker_started")
+    p.add_argument("--from-snapshot", metavar="DIR", help="--verify: a log cut by retention starts from these snapshots")
+    p.add_argument("--tail-ok", action="store_true",
+                   help="--verify: outputs missing only at the very end of the log (still being written) are fine")
+    p.set_defaults(func=_cmd_replay)
+
+    s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
+    s.add_argument("--seed", type=int, help="one seed (reproduces a failing one exactly)")
+    s.add_argument("--seeds", metavar="A-B", help="a sweep of seeds, e.g. 0-999")
+    s.add_argument("--routers", type=int, default=2)
+    s.add_argument("--servers", type=int, default=3)
+    s.add_argument("--faults", metavar="FILE", help="a JSON fault schedule (as printed for a shrunk failure)")
+    s.add_argument("--logs", metavar="DIR", help="keep the logs here (one directory per seed and router)")
+    s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
+    s.add_argument("--golden", metavar="DIR", help="(re)write the golden incident logs and timelines into DIR")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_replay(args) -> int:
+    out = sys.stdout
+    if args.verify:
+        worst = 0
+        reports = []
+        for d in args.logs:
+            rep = verify(d, fresh_per_run=args.fresh_per_run, snapshots=args.from_snapshot, tail_ok=args.tail_ok,
+                         to_seq=args.to_seq)
+            reports.append(rep)
+            worst = max(worst, 0 if rep.ok else 1)
+            if not args.json:
+                out.write(rep.format() + "\n")
+        if args.json:
+            json.dump([r.to_json() for r in reports], out, indent=1, default=str)
+            out.write("\n")
+        return worst
+    if args.what_if:
+        if len(args.logs) != 1:
+            sys.stderr.write("--what-if takes one LOG\n")
+            return 2
+        rep = what_if(args.logs[0], args.what_if)
+        if args.json:
+            json.dump(rep.to_json(), out, indent=1)
+            out.write("\n")
+        else:
+            out.write(rep.format() + "\n")
+        return 0
+    filters = _filters(args)
+    if args.timeline:
+        rows = timeline(args.logs, filters)
+        if args.html:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(render_html(rows))
+        if args.json:
+            json.dump([r.to_json() for r in rows], out, indent=1)
+            out.write("\n")
+        else:
+            out.write(render_text(rows))
+        return 0
+    for d in args.logs:
+        for ev in read_events(d, filters):
+            if args.json:
+                out.write(json.dumps(event_json(ev), separators=(",", ":")) + "\n")
+            else:
+                out.write(f"{fmt_wall(ev.wall_ns)}  {ev.short()}  cause={ev.cause}  {_short(ev.payload, 200)}\n")
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from tools import simulate as sim
+
+    if args.golden:
+        for name in sim.GOLDEN:
+            res = sim.write_golden(name, args.golden)
+            logs = [res.logs[n] for n in sorted(res.logs)]
+            with open(os.path.join(args.golden, name, "timeline.txt"), "w", encoding="utf-8") as fh:
+                fh.write(render_text(timeline(logs)))
+            print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(args.golden, name)}")
+        return 0
+    faults = None
+    if args.faults:
+        with open(args.faults, encoding="utf-8") as fh:
+            faults = [sim.Fault.from_json(d) for d in json.load(fh)]
+    if args.seeds:
+        a, _, b = args.seeds.partition("-")
+        seeds = list(range(int(a), int(b or a) + 1))
+    else:
+        seeds = [args.seed if args.seed is not None else 0]
+    failed = 0
+    t0 = time.perf_counter()
+    for seed in seeds:
+        logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
+        kw = {"routers": args.routers, "servers": args.servers}
+        res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)
+        if res.ok:
+            if len(seeds) == 1:
+                print(res.summary())
+            continue
+        failed += 1
+        if not logs:  # rerun keeping the logs, for the report
+            logs = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"lvsbus-sim-seed-{seed}")
+            import shutil
+
+            shutil.rmtree(logs, ignore_errors=True)
+            res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)
+        print(res.summary())
+        if not args.no_shrink and res.faults:
+            small = sim.shrink(seed, res.faults, **kw)
+            path = os.path.join(logs, "shrunk-faults.json")
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump([f.to_json() for f in small], fh, indent=1)
+            print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
+            print(f"  reproduce: lvsbus simulate --seed {seed} --faults {path} --logs DIR")
+        print(f"  reproduce: lvsbus simulate --seed {seed} --logs DIR")
+    if len(seeds) > 1:
+        el = time.perf_counter() - t0
+        print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
+    return 1 if failed else 0

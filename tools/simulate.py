@@ -1,0 +1,957 @@
+"""A whole LVS cluster in one process: routers, links, clocks and seeded faults, driving the real cores.
+
+    from tools.simulate import Cluster, generate_faults
+    result = Cluster(seed=7, routers=2).run()      # SimResult: violations, log dirs, stats
+    result.ok, result.violations, result.logs
+
+What is simulated (everything a core does not see directly):
+
+* a clock per router: simulated time is one global ``t`` (ns); each router's CLOCK_MONOTONIC is
+  ``t`` seen through its own drift (ppm) and boot offset, and starts again near 0 after a reboot;
+  its wall clock can be stepped (NTP) without touching the monotonic one;
+* a broker per router: assigns seqs, stamps ``mono_ns``/``wall_ns`` from that router's clocks,
+  validates every event against the catalog (as the real broker does) and appends it to a real
+  log (``EventLog``, durability ``none``) in ``<log_root>/<router>/log``, so ``tools/replay.py``
+  reads it like any router's log;
+* a simulated shell per core, which executes its effects: pulse's ``send_heartbeat`` and
+  ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay,
+  reordering), the receiving router's shell publishes ``pulse.heartbeat_received`` /
+  ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
+  ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms;
+* timers exactly as ``lvsbus.runtime`` arms them: after every event the core's ``next_deadline`` is
+  (re)armed, and when it passes a ``timer.fired`` is published through the bus.
+
+Cores come from ``services.cores.available()`` and are fed through ``lvsbus.core.run_core``, the
+one loop the runtime and replay use. pulse is simulated now; nanny, lvsd and the applier plug in
+as ``SHELLS`` entries when their cores exist (their events are not in the catalog yet).
+
+Faults (``Fault``), scheduled from the seed by ``generate_faults``: router crash (a host crash:
+VIPs gone, monotonic clock restarts) and restart, service crash and restart (the core is restored
+from its snapshot; VIPs stay), link cut and heal per (pair, link), a NIC down (``pulse.link_changed``),
+packet loss, delay and reordering per link, a router stall (GC/VM pause), wall-clock steps and
+monotonic drift.
+
+Invariants, checked after every simulated instant (``Cluster.violations``):
+
+* at most one router holds a VIP, except inside the fencing window: two holders are allowed while
+  they cannot hear each other (no usable link, a stalled router, a dead pulse) and for at most
+  ``fencing_window_ns`` (deadtime + keepalive + the largest link delay) after they can again;
+* a router holds the VIPs if and only if its pulse core is ACTIVE (and then all of them);
+* after the faults stop and the cluster settles: exactly one router is ACTIVE, every other one is
+  BACKUP, the clients' ARP entry points at the active router;
+* no event is lost or reordered: each log reads back with contiguous seqs and the exact bytes the
+  broker wrote (a digest kept while writing);
+* (``verify=True``) every log passes ``tools.replay.verify``.
+
+Deterministic: the same seed (and fault list) gives the same logs byte for byte. A failing seed is
+shrunk (``shrink``) to the shortest fault schedule that still fails; ``lvsbus simulate --seed N``
+reproduces it, ``--faults FILE`` replays a given (e.g. shrunk) schedule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgpack
+
+import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.config import Config, Heartbeat, RealServer, Router, VirtualService, to_dict
+from lvsbus.core import Core, Effect, run_core
+from lvsbus.events import REGISTRY, Event, encode
+from lvsbus.ipvs_table import Table
+from lvsbus.log import Durability, EventLog, LogReader
+from services.cores import available
+
+S = 1_000_000_000
+MS = 1_000_000
+LINKS = ("public", "private")
+
+
+class _QuietLog:
+    """EventLog's logger, silent (the simulator opens and closes many logs)."""
+
+    def _noop(self, *a, **kw) -> None:
+        pass
+
+    debug = info = warning = error = exception = _noop
+
+
+# ---------------------------------------------------------------------------------------------
+# the cluster's configuration: a real Config model, as config.loaded carries it
+
+
+def router_names(n: int) -> list[str]:
+    return [f"lvs{i + 1}" for i in range(n)]
+
+
+def make_config(routers: int = 2, servers: int = 3, keepalive: float = 1.0, deadtime: float = 3.0,
+                **heartbeat: Any) -> Config:
+    """The simulated cluster's config: N routers on 10.0.0.0/24 (public) and 192.168.0.0/24
+    (private), priorities 200, 150, 100..., one virtual service on 10.0.0.100:80 with M real servers."""
+    hb = {"keepalive": keepalive, "deadtime": deadtime, "monitor_links": True, "garp_repeat": 2}
+    hb.update(heartbeat)
+    return Config(
+        routers=tuple(
+            Router(name, f"10.0.0.{i + 1}", f"192.168.0.{i + 1}", priority=max(1, 200 - 50 * i),
+                   device="eth0", private_device="eth1")
+            for i, name in enumerate(router_names(routers))
+        ),
+        heartbeat=Heartbeat(**hb),
+        virtual_services=(
+            VirtualService("web", "10.0.0.100", device="eth0", label="eth0:1", vip_prefixlen=24, port=80,
+                           servers=tuple(RealServer(f"rs{j + 1}", f"192.168.100.{10 + j}") for j in range(servers))),
+        ),
+    )
+
+
+def config_payload(model: dict, local: str, digest: str, reload: bool = False) -> dict:
+    return {
+        "path": "/etc/lvsbus/lvs.toml", "format": "toml", "digest": digest, "model": model, "warnings": [],
+        "local_router": local, "reload": reload, "diff": {},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# faults
+
+FAULT_KINDS = (
+    "router_crash",  # target router; the host goes down for duration (VIPs gone), then boots
+    "service_crash",  # target "router/service"; the process dies, restarts after duration (VIPs stay)
+    "link_cut",  # target "a-b/link"; no datagram passes for duration
+    "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse.link_changed)
+    "loss",  # target "a-b/link"; value: permille of datagrams lost, for duration
+    "delay",  # target "a-b/link"; value: extra delay up to this many ms (reorders), for duration
+    "stall",  # target router; the router freezes for duration (GC/VM pause), then catches up
+    "wall_step",  # target router; the wall clock steps by value ms (either way); no duration
+    "drift",  # target router; the monotonic clock runs value ppm fast (or slow), for duration
+    "server_fail",  # target real server; it refuses connections for duration (0: for good)
+    "server_flap",  # target real server; its checks pass and fail in turn, for duration
+    "slow_check",  # target real server; it answers too late (checks time out), for duration
+)
+SERVER_FAULTS = ("server_fail", "server_flap", "slow_check")
+
+
+@dataclass(frozen=True, order=True)
+class Fault:
+    at: int  # simulated ns since the start
+    kind: str
+    target: str
+    duration: int = 0
+    value: int = 0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Fault":
+        return cls(int(d["at"]), str(d["kind"]), str(d["target"]), int(d.get("duration", 0)), int(d.get("value", 0)))
+
+    def describe(self) -> str:
+        extra = {"loss": f" {self.value / 10:g}%", "delay": f" +{self.value}ms", "wall_step": f" {self.value:+d}ms",
+                 "drift": f" {self.value:+d}ppm"}.get(self.kind, "")
+        dur = f" for {self.duration / S:g}s" if self.duration else ""
+        return f"t={self.at / S:g}s {self.kind} {self.target}{extra}{dur}"
+
+
+def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int = 20 * S,
+                    max_faults: int = 5, kinds: tuple[str, ...] = FAULT_KINDS, servers: int = 3) -> list[Fault]:
+    """A fault schedule from the seed: 1..max_faults faults starting in [start, start + span), each
+    over by ``start + span`` so the cluster can settle after it."""
+    rng = random.Random(seed * 7919 + 17)
+    names = router_names(routers)
+    pairs = [f"{a}-{b}" for i, a in enumerate(names) for b in names[i + 1:]]
+    end = start + span
+    out = []
+    if not servers:
+        kinds = tuple(k for k in kinds if k not in SERVER_FAULTS)
+    for _ in range(rng.randint(1, max_faults)):
+        kind = rng.choice(kinds)
+        at = start + rng.randrange(0, span - S, MS * 10)
+        duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
+        value = 0
+        if kind in ("router_crash", "stall", "wall_step", "drift"):
+            target = rng.choice(names)
+        elif kind == "service_crash":
+            target = f"{rng.choice(names)}/pulse"
+            duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
+        elif kind == "nic_down":
+            target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
+        elif kind in SERVER_FAULTS:
+            target = f"rs{rng.randrange(servers) + 1}"
+            if kind == "server_fail" and rng.random() < 0.3:
+                duration = 0  # for good: the settled table must be without it
+        else:
+            target = f"{rng.choice(pairs)}/{rng.choice(LINKS)}"
+        if kind == "loss":
+            value = rng.choice((100, 300, 500, 900, 1000))
+        elif kind == "delay":
+            value = rng.choice((5, 50, 300, 900))
+        elif kind == "wall_step":
+            value, duration = rng.choice((-1, 1)) * rng.randrange(1, 3_600_000), 0
+        elif kind == "drift":
+            value = rng.choice((-1, 1)) * rng.randrange(10, 1000)
+        elif kind == "stall":
+            duration = min(rng.randrange(MS * 100, 8 * S, MS * 10), end - at)
+        out.append(Fault(at, kind, target, duration, value))
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the simulated parts
+
+
+class SimClock:
+    """One router's clocks. ``mono(t)``: boot offset + time since boot, drifting by ``ppm``."""
+
+    def __init__(self, boot_mono: int, wall_base: int) -> None:
+        self.ppm = 0
+        self.anchor_t = 0  # global time at the last rate change
+        self.anchor_mono = boot_mono
+        self.wall_offset = wall_base
+
+    def mono(self, t: int) -> int:
+        dt = t - self.anchor_t
+        return self.anchor_mono + dt + dt * self.ppm // 1_000_000
+
+    def wall(self, t: int) -> int:
+        return self.wall_offset + t
+
+    def set_rate(self, t: int, ppm: int) -> None:
+        self.anchor_mono = self.mono(t)
+        self.anchor_t = t
+        self.ppm = ppm
+
+    def reboot(self, t: int, boot_mono: int) -> None:
+        self.anchor_t, self.anchor_mono, self.ppm = t, boot_mono, 0
+
+    def global_time(self, mono: int, now: int) -> int:
+        """The earliest global time (>= now) at which this clock reads ``mono``."""
+        if mono <= self.mono(now):
+            return now
+        t = self.anchor_t + (mono - self.anchor_mono) * 1_000_000 // (1_000_000 + self.ppm)
+        while self.mono(t) < mono:
+            t += 1
+        return max(t, now)
+
+
+class SimService:
+    __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog")
+
+    def __init__(self, core: Core) -> None:
+        self.name = core.name
+        self.core = core
+        self.state = core.initial()
+        self.up = False
+        self.armed: int | None = None  # the deadline the runtime's timer is set for
+        self.timer_gen = 0
+        self.starts = 0
+        self.backlog: list[Event] = []  # inputs logged while the service was down
+
+
+class SimRouter:
+    def __init__(self, name: str, index: int, cores: list[Core], clock: SimClock, log_dir: str | None) -> None:
+        self.name = name
+        self.index = index
+        self.clock = clock
+        self.services = {c.name: SimService(c) for c in cores}
+        self.up = False
+        self.frozen_until = 0
+        self.epoch = 0  # pulse's persisted boot epoch counter
+        self.broker_runs = 0
+        self.vips: dict[str, dict] = {}  # address -> vip payload
+        self.nic_up = {link: True for link in LINKS}
+        self.log_dir = log_dir
+        self.log: EventLog | None = None
+        self.next_seq = 1
+        self.queue: deque[Event] = deque()
+        self.pending: list[tuple[int, bytes]] = []
+        self.digest = hashlib.blake2b(digest_size=16)
+        self.count = 0
+        # the simulated kernel: IPVS table, timeouts, sync daemons (gone with a host crash)
+        self.kernel = Table()
+        self.timeouts = {"tcp": 0, "tcpfin": 0, "udp": 0}
+        self.daemons: list[dict] = []
+        self.shell_gen: dict[str, int] = {}  # service -> run number of its shell (stale callbacks die)
+        self.flap: dict[str, int] = {}  # real server -> checks done while it flaps
+
+    def open_log(self) -> None:
+        if self.log_dir is not None and self.log is None:
+            self.log = EventLog(self.log_dir, durability=Durability("none"), logger=_QuietLog())
+            self.next_seq = self.log.next_seq
+
+    def flush(self) -> None:
+        if self.pending:
+            if self.log is not None:
+                self.log.append_batch(self.pending)
+            self.pending = []
+
+    def close_log(self) -> None:
+        self.flush()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+@dataclass
+class SimResult:
+    seed: int
+    faults: list[Fault]
+    violations: list[str]
+    logs: dict[str, str]  # router -> log directory ("" when logs were not kept)
+    events: int
+    failovers: int  # BACKUP -> ACTIVE transitions after the first election
+    sim_ns: int
+    roles: dict[str, str]
+    replay_errors: list[str] = field(default_factory=list)
+    advisories: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.replay_errors
+
+    def summary(self) -> str:
+        head = "ok" if self.ok else "FAILED"
+        lines = [f"seed {self.seed}: {head}: {self.events} events, {self.failovers} failovers, "
+                 f"{self.sim_ns / S:g}s simulated, roles {self.roles}"]
+        lines += [f"  fault: {f.describe()}" for f in self.faults]
+        lines += [f"  violation: {v}" for v in self.violations]
+        lines += [f"  replay: {v}" for v in self.replay_errors]
+        lines += [f"  advisory: {v}" for v in self.advisories]
+        lines += [f"  log {name}: {path}" for name, path in self.logs.items() if path]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cluster
+
+
+class Cluster:
+    """N routers wired by a simulated bus, network and clock; ``run()`` plays the fault schedule."""
+
+    def __init__(
+        self,
+        seed: int,
+        routers: int = 2,
+        servers: int = 3,
+        faults: list[Fault] | None = None,
+        log_root: str | None = None,
+        duration: int | None = None,
+        settle: int | None = None,
+        config: Config | None = None,
+        client_joined_version: int = 2,
+        check_invariants: bool = True,
+        validate: bool = True,
+        fencing_window_ns: int | None = None,
+    ) -> None:
+        self.seed = seed
+        self.config = config or make_config(routers, servers)
+        self.model = to_dict(self.config)
+        self.digest = hashlib.sha256(json.dumps(self.model, sort_keys=True).encode()).hexdigest()
+        names = [r.name for r in self.config.routers]
+        self.faults = sorted(faults) if faults is not None else generate_faults(
+            seed, len(names), servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+        hb = self.config.heartbeat
+        self.keepalive = int(hb.keepalive * S)
+        self.deadtime = int(hb.deadtime * S)
+        self.base_delay = (100_000, 900_000)  # one-way datagram delay, ns
+        max_extra = max([f.value for f in self.faults if f.kind == "delay"] or [0]) * MS
+        self.fencing_window_ns = (fencing_window_ns if fencing_window_ns is not None
+                                  else self.deadtime + self.keepalive + self.base_delay[1] + max_extra)
+        faults_end = max([f.at + f.duration for f in self.faults] or [0])
+        self.faults_end = faults_end
+        self.settle = settle if settle is not None else 3 * self.deadtime + 4 * self.keepalive + max_extra
+        self.duration = duration if duration is not None else max(faults_end, 6 * S) + self.settle
+        self.client_joined_version = client_joined_version
+        self.check = check_invariants
+        self.validate = validate
+        self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
+        self.t = 0
+        self.heap: list = []
+        self._order = 0
+        cores_by_name = available()
+        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs") if n in cores_by_name]
+        self.log_root = log_root
+        self.routers: dict[str, SimRouter] = {}
+        for i, name in enumerate(names):
+            clock = SimClock(boot_mono=(1000 + 37 * i + seed % 997) * S, wall_base=1_767_225_600 * S + i * 3 * MS)
+            log_dir = os.path.join(log_root, name, "log") if log_root is not None else None
+            cores = [cores_by_name[n]() for n in self.core_names]
+            self.routers[name] = SimRouter(name, i, cores, clock, log_dir)
+        # network: (frozenset pair, link) -> state
+        self.cut: dict[tuple[str, str, str], int] = {}  # (a, b, link) -> how many cut faults hold it
+        self.loss: dict[tuple[str, str, str], int] = {}  # permille
+        self.extra_delay: dict[tuple[str, str, str], int] = {}  # ms
+        self.arp_owner: dict[str, str] = {}  # vip -> router the clients send to
+        self.violations: list[str] = []
+        self.advisories: list[str] = []  # worth knowing, not (yet) an invariant: see docs/replay.md
+        self._dual_since: dict[str, int] = {}
+        self.failovers = 0
+        self._elected = False
+        self.events = 0
+        # real servers: what their checks would find
+        self.server_mode: dict[str, str] = {}  # name -> up | down | flap | slow
+        self.server_address: dict[str, str] = {}
+        for vs in self.config.virtual_services:
+            for rs in vs.servers:
+                self.server_mode[rs.name] = "up"
+                self.server_address[rs.name] = rs.address
+        self.check_plan: list[tuple[str, str]] = []  # (check id, real server name), nanny's order
+        self.check_interval = 2 * S
+        if "nanny" in cores_by_name:
+            from services.nanny.core import plan
+
+            self.check_plan = [(p[0], p[2]) for p in plan(self.config)]
+            vss = [vs for vs in self.config.virtual_services if vs.active]
+            if vss:
+                self.check_interval = int(vss[0].check.interval * S)
+                self.check_timeout_us = int(vss[0].check.timeout * 1_000_000)
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def _at(self, t: int, kind: str, *args: Any) -> None:
+        self._order += 1
+        heapq.heappush(self.heap, (t, self._order, kind, args))
+
+    def violation(self, text: str) -> None:
+        if len(self.violations) < 50:
+            self.violations.append(f"t={self.t / S:.6f}s {text}")
+
+    # -- the broker -----------------------------------------------------------------------------
+    def publish(self, r: SimRouter, source: str, type_: str, payload: dict, cause: int | None = None,
+                version: int | None = None) -> Event:
+        t = self.t
+        if version is None:
+            version = REGISTRY.latest(type_).version
+        if self.validate:
+            REGISTRY.validate(type_, version, payload)
+        ev = Event(r.next_seq, r.name, source, type_, version, r.clock.mono(t), r.clock.wall(t), cause, payload)
+        r.next_seq += 1
+        body = encode(ev)
+        r.pending.append((ev.seq, body))
+        r.digest.update(body)
+        r.count += 1
+        self.events += 1
+        if version != REGISTRY.latest(type_).version:  # an old-version event: cores see it upcast
+            v, p = REGISTRY.upcast(type_, version, payload)
+            ev = ev._replace(version=v, payload=p)
+        r.queue.append(ev)
+        return ev
+
+    def drain(self, r: SimRouter) -> None:
+        """Deliver every logged event to the router's cores, in seq order; run their effects."""
+        services = [s for s in r.services.values()]
+        while r.queue:
+            ev = r.queue.popleft()
+            for svc in services:
+                if not svc.up:
+                    if svc.core.accepts(ev):
+                        svc.backlog.append(ev)
+                    continue
+                for svc.state, step in run_core(svc.core, svc.state, (ev,)):
+                    for eff in step.effects:
+                        self.publish(r, svc.name, eff.type, eff.payload, cause=ev.seq)
+                        self.execute(r, svc, eff)
+        for svc in services:
+            if svc.up:
+                self._arm(r, svc)
+        r.flush()
+
+    def _arm(self, r: SimRouter, svc: SimService) -> None:
+        d = svc.core.next_deadline(svc.state)
+        if d == svc.armed:
+            return
+        svc.armed = d
+        svc.timer_gen += 1
+        if d is not None:
+            self._at(r.clock.global_time(d, self.t), "timer", r.name, svc.name, d, svc.timer_gen)
+
+    # -- the shells -----------------------------------------------------------------------------
+    def execute(self, r: SimRouter, svc: SimService, eff: Effect) -> None:
+        t, p = eff.type, eff.payload
+        if t == "pulse.send_heartbeat":
+            body = {"role": p["role"], "priority": p["priority"], "epoch": p["epoch"], "seq": p["seq"],
+                    "leaving": p["leaving"]}
+            for d in p["destinations"]:
+                self.send(r.name, d, "pulse.heartbeat_received", body)
+        elif t == "pulse.send_fence":
+            body = {"target": p["target"], "epoch": p["epoch"], "seq": p["seq"], "reason": p["reason"]}
+            for d in p["destinations"]:
+                self.send(r.name, d, "pulse.fence_received", body)
+        elif t == "pulse.take_vips":
+            for v in p["vips"]:
+                r.vips[v["address"]] = v
+        elif t == "pulse.release_vips":
+            for v in p["vips"]:
+                r.vips.pop(v["address"], None)
+        elif t == "pulse.send_garp":
+            for v in p["vips"]:
+                if v["address"] in r.vips:
+                    self.arp_owner[v["address"]] = r.name
+        elif t == "pulse.run_notify":
+            self._at(self.t + 3 * MS, "notify", r.name, {
+                "kind": p["kind"], "command": p["command"], "exit_code": 0, "duration_ms": 3, "error": "",
+            })
+        elif t == "ipvs.read_table":
+            self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "read", p)
+        elif t == "ipvs.apply":
+            self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "apply", p)
+        elif t == "router.role_changed" and p["new"] == "ACTIVE":
+            if self._elected:
+                self.failovers += 1
+            self._elected = True
+
+    def shell(self, r: SimRouter, what: str, p: Any) -> None:
+        """nanny's checks and the applier's netlink, simulated."""
+        if what == "checks":
+            ids, oks, lat, detail = [], [], [], []
+            for cid, server in self.check_plan:
+                mode = self.server_mode.get(server, "up")
+                if mode == "flap":
+                    n = r.flap[server] = r.flap.get(server, 0) + 1
+                    mode = "up" if n % 2 else "down"
+                ids.append(cid)
+                if mode == "up":
+                    oks.append(True), lat.append(300 + self.rng.randrange(700)), detail.append("ok")
+                elif mode == "down":
+                    oks.append(False), lat.append(150), detail.append("refused")
+                else:
+                    oks.append(False), lat.append(self.check_timeout_us), detail.append("timeout")
+            if ids:
+                self.publish(r, "nanny", "health.check_results", {
+                    "digest": self.digest, "ids": ids, "ok": oks, "latency_us": lat, "detail": detail, "late_us": 0,
+                })
+            self._at(self.t + self.check_interval, "shell", r.name, "nanny", r.shell_gen["nanny"], "checks", None)
+        elif what == "read":
+            table = r.kernel
+            self.publish(r, "ipvs", "ipvs.table_read", {
+                "request": p["request"], "table": table.to_dict(), "timeouts": dict(r.timeouts),
+                "daemons": [dict(d) for d in r.daemons], "services": len(table),
+                "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": 800,
+            })
+        elif what == "apply":
+            from services.ipvs.core import apply_ops
+
+            applied = failed = 0
+            for op in p["ops"]:
+                kind = op["op"]
+                try:
+                    if kind == "set_timeouts":
+                        r.timeouts = {k: (v or r.timeouts.get(k, 0)) for k, v in op["attrs"].items()}
+                    elif kind == "start_daemon":
+                        r.daemons = [d for d in r.daemons if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
+                    elif kind == "stop_daemon":
+                        r.daemons = [d for d in r.daemons if d["state"] != op["attrs"]["state"]]
+                    else:
+                        r.kernel = apply_ops(r.kernel, [op], strict=True)
+                except KeyError as exc:
+                    failed += 1
+                    errno = 17 if "exists" in str(exc) else 2
+                    self.publish(r, "ipvs", "ipvs.op_failed", {"batch": p["batch"], "op": op, "errno": errno,
+                                                               "error": str(exc)[:1024]})
+                    continue
+                applied += 1
+                self.publish(r, "ipvs", "ipvs.op_applied", {"batch": p["batch"], "op": op, "duration_us": 40})
+            self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
+                                                           "duration_us": 40 * (applied + failed)})
+
+    def send(self, sender: str, dest: dict, type_: str, body: dict) -> None:
+        peer, link = dest["peer"], dest["link"]
+        key = (sender, peer, link) if sender < peer else (peer, sender, link)
+        a, b = self.routers[sender], self.routers.get(peer)
+        if b is None or self.cut.get(key) or not a.nic_up[link] or not b.nic_up[link]:
+            return
+        loss = self.loss.get(key, 0)
+        rng = self.rng
+        if loss and rng.randrange(1000) < loss:
+            return
+        delay = rng.randrange(*self.base_delay)
+        extra = self.extra_delay.get(key, 0)
+        if extra:
+            delay += rng.randrange(extra * MS)
+        payload = {"link": link, "peer": sender, "address": dest["local_address"], **body}
+        self._at(self.t + delay, "dgram", peer, type_, payload)
+
+    # -- starting and stopping ------------------------------------------------------------------
+    def boot(self, r: SimRouter) -> None:
+        """The router starts: broker, config, services (each says hello), pulse's shell."""
+        r.up = True
+        r.broker_runs += 1
+        r.open_log()
+        self.publish(r, "broker", "bus.broker_started", {
+            "epoch": f"{self.seed:x}-{r.name}-{r.broker_runs}", "resumed_from": r.next_seq - 1, "recovery": "",
+        })
+        self.publish(r, "config", "config.loaded", config_payload(self.model, r.name, self.digest))
+        for svc in r.services.values():
+            self.start_service(r, svc)
+        self.drain(r)
+
+    def start_service(self, r: SimRouter, svc: SimService) -> None:
+        svc.up = True
+        svc.starts += 1
+        svc.armed = None
+        svc.timer_gen += 1
+        if svc.starts > 1:
+            # a restart (of the service, or of the whole router): the runtime restores the core
+            # from its snapshot and the log after it, which gives the state it had; a round trip
+            # through the snapshot format keeps that path honest. Then it answers the inputs
+            # recorded while it was down (lvsbus.runtime), with cause = each input's seq.
+            data = msgpack.unpackb(msgpack.packb(svc.core.snapshot(svc.state), use_bin_type=True), raw=False)
+            svc.state = svc.core.restore(data)
+            backlog, svc.backlog = svc.backlog, []
+            for svc.state, step in run_core(svc.core, svc.state, backlog):
+                for eff in step.effects:
+                    self.publish(r, svc.name, eff.type, eff.payload, cause=step.event.seq)
+                    self.execute(r, svc, eff)
+        subs = list(dict.fromkeys(svc.core.inputs + ("timer.fired",)))
+        if self.client_joined_version == 1:
+            self.publish(r, "broker", "bus.client_joined",
+                         {"client": svc.name, "subscriptions": ",".join(subs), "pid": 1000 + svc.starts}, version=1)
+        else:
+            self.publish(r, "broker", "bus.client_joined", {"client": svc.name, "subscriptions": subs,
+                                                             "pid": 1000 + svc.starts})
+        gen = r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
+        if svc.name == "pulse":
+            r.epoch += 1
+            self.publish(r, "pulse", "pulse.started", {
+                "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
+                "key_loaded": True,
+            })
+        elif svc.name == "nanny":
+            self._at(self.t + self.check_interval, "shell", r.name, "nanny", gen, "checks", None)
+        elif svc.name == "lvsd":
+            self.publish(r, "lvsd", "lvsd.started", {"pid": 2000 + svc.starts, "epoch": r.clock.mono(self.t)})
+        elif svc.name == "ipvs":
+            self.publish(r, "ipvs", "ipvs.started", {"pid": 3000 + svc.starts, "flush_unmanaged": False,
+                                                     "kernel": "6.1.0-sim"})
+
+    def crash_router(self, r: SimRouter) -> None:
+        r.up = False
+        for svc in r.services.values():
+            svc.up = False
+        r.vips.clear()  # the host went down: its addresses and its IPVS table went with it
+        r.kernel = Table()
+        r.timeouts = {"tcp": 0, "tcpfin": 0, "udp": 0}
+        r.daemons = []
+        r.queue.clear()
+        r.close_log()
+
+    # -- faults ---------------------------------------------------------------------------------
+    def _pair_key(self, target: str) -> tuple[str, str, str]:
+        pair, link = target.split("/")
+        a, b = pair.split("-")
+        return (a, b, link) if a < b else (b, a, link)
+
+    def fault(self, f: Fault, begin: bool) -> None:
+        k = f.kind
+        if k == "router_crash":
+            r = self.routers[f.target]
+            if begin and r.up:
+                self.crash_router(r)
+            elif not begin and not r.up:
+                r.clock.reboot(self.t, boot_mono=(5 + self.rng.randrange(10)) * S)
+                self.boot(r)
+        elif k == "service_crash":
+            rname, sname = f.target.split("/")
+            r = self.routers[rname]
+            svc = r.services.get(sname)
+            if svc is None or not r.up:
+                return
+            if begin and svc.up:
+                svc.up = False
+                svc.timer_gen += 1
+            elif not begin and not svc.up:
+                self.publish(r, "supervisor", "router.service_restarted",
+                             {"service": sname, "attempt": 1, "exit": "killed by signal 9"})
+                self.start_service(r, svc)
+                self.drain(r)
+        elif k in ("link_cut", "loss", "delay"):
+            key = self._pair_key(f.target)
+            table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
+            if k == "link_cut":
+                table[key] = table.get(key, 0) + (1 if begin else -1)
+            elif begin:
+                table[key] = max(table.get(key, 0), f.value)
+            else:
+                table.pop(key, None)
+        elif k == "nic_down":
+            rname, link = f.target.split("/")
+            r = self.routers[rname]
+            r.nic_up[link] = not begin
+            if r.up and r.services.get("pulse") is not None and r.services["pulse"].up:
+                self.publish(r, "pulse", "pulse.link_changed",
+                             {"link": link, "up": not begin, "device": "eth0" if link == "public" else "eth1"})
+                self.drain(r)
+        elif k in SERVER_FAULTS:
+            mode = {"server_fail": "down", "server_flap": "flap", "slow_check": "slow"}[k]
+            if begin:
+                self.server_mode[f.target] = mode
+            elif self.server_mode.get(f.target) == mode:
+                self.server_mode[f.target] = "up"
+        elif k == "stall":
+            r = self.routers[f.target]
+            if begin:
+                r.frozen_until = max(r.frozen_until, self.t + f.duration)
+        elif k == "wall_step":
+            self.routers[f.target].clock.wall_offset += f.value * MS
+        elif k == "drift":
+            self.routers[f.target].clock.set_rate(self.t, f.value if begin else 0)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, verify: bool = False) -> SimResult:
+        start_rng = random.Random(self.seed * 31 + 5)
+        for r in self.routers.values():
+            self._at(start_rng.randrange(0, 2 * S, MS), "boot", r.name)
+        for f in self.faults:
+            self._at(f.at, "fault", f, True)
+            if f.duration:
+                self._at(f.at + f.duration, "fault", f, False)
+        heap = self.heap
+        routers = self.routers
+        while heap and heap[0][0] <= self.duration:
+            t, _, kind, args = heapq.heappop(heap)
+            self.t = t
+            if kind == "dgram":
+                r = routers[args[0]]
+                if r.frozen_until > t:  # in the socket buffer until the router runs again
+                    self._at(r.frozen_until, kind, *args)
+                    continue
+                pulse = r.services.get("pulse")
+                if r.up and pulse is not None and pulse.up:
+                    self.publish(r, "pulse", args[1], args[2])
+                    self.drain(r)
+            elif kind == "timer":
+                r = routers[args[0]]
+                svc = r.services[args[1]]
+                if not (r.up and svc.up and svc.timer_gen == args[3]):
+                    continue
+                if r.frozen_until > t:
+                    self._at(r.frozen_until, kind, *args)
+                    continue
+                self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
+                self.drain(r)
+            elif kind == "fault":
+                self.fault(args[0], args[1])
+            elif kind == "boot":
+                self.boot(routers[args[0]])
+            elif kind == "shell":
+                r = routers[args[0]]
+                svc = r.services[args[1]]
+                if not (r.up and svc.up and r.shell_gen.get(args[1]) == args[2]):
+                    continue  # that shell run is gone
+                if r.frozen_until > t:
+                    self._at(r.frozen_until, kind, *args)
+                    continue
+                self.shell(r, args[3], args[4])
+                self.drain(r)
+            elif kind == "notify":
+                r = routers[args[0]]
+                if r.frozen_until > t:
+                    self._at(r.frozen_until, kind, *args)
+                    continue
+                if r.up:
+                    self.publish(r, "pulse", "pulse.notify_finished", args[1])
+                    self.drain(r)
+            if self.check:
+                self.check_vips()
+        self.t = self.duration
+        if self.check:
+            self.check_settled()
+        for r in routers.values():
+            r.close_log()
+        if self.check and self.log_root is not None:
+            self.check_logs()
+        result = SimResult(
+            seed=self.seed, faults=list(self.faults), violations=list(self.violations),
+            logs={n: (r.log_dir or "") for n, r in routers.items()}, events=self.events,
+            failovers=self.failovers, sim_ns=self.duration, roles=self.roles(), advisories=list(self.advisories),
+        )
+        if verify and self.log_root is not None:
+            from tools.replay import verify as replay_verify
+
+            for name, r in routers.items():
+                rep = replay_verify(r.log_dir)
+                if not rep.ok:
+                    result.replay_errors.append(f"{name}: {rep.divergences[0].describe()}")
+        return result
+
+    # -- invariants -----------------------------------------------------------------------------
+    def roles(self) -> dict[str, str]:
+        out = {}
+        for n, r in self.routers.items():
+            svc = r.services.get("pulse")
+            out[n] = (svc.state.role if svc is not None else "?") if r.up else "DOWN"
+        return out
+
+    def hears(self, a: SimRouter, b: SimRouter) -> bool:
+        """Whether a and b can exchange heartbeats now (at least one usable link, both running)."""
+        t = self.t
+        for r in (a, b):
+            p = r.services.get("pulse")
+            if not r.up or r.frozen_until > t or p is None or not p.up:
+                return False
+        for link in LINKS:
+            key = (a.name, b.name, link) if a.name < b.name else (b.name, a.name, link)
+            if (not self.cut.get(key) and a.nic_up[link] and b.nic_up[link] and self.loss.get(key, 0) < 500):
+                return True
+        return False
+
+    def check_vips(self) -> None:
+        t = self.t
+        holders: dict[str, list[SimRouter]] = {}
+        for r in self.routers.values():
+            if not r.up:
+                continue
+            pulse = r.services.get("pulse")
+            role = pulse.state.role if pulse is not None else None
+            if r.vips and role != "ACTIVE":
+                self.violation(f"{r.name} holds {sorted(r.vips)} but is {role}")
+            elif role == "ACTIVE" and pulse.state.settings is not None and \
+                    len(r.vips) != len(pulse.state.settings.vips):
+                self.violation(f"{r.name} is ACTIVE but holds {sorted(r.vips)}")
+            for a in r.vips:
+                holders.setdefault(a, []).append(r)
+        for vip, rs in holders.items():
+            if len(rs) < 2:
+                self._dual_since.pop(vip, None)
+                continue
+            connected = all(self.hears(x, y) for i, x in enumerate(rs) for y in rs[i + 1:])
+            if not connected:
+                self._dual_since[vip] = t  # allowed while they cannot hear each other
+                continue
+            since = self._dual_since.setdefault(vip, t)
+            if t - since > self.fencing_window_ns:
+                self.violation(f"{[r.name for r in rs]} all hold {vip} for {(t - since) / S:.3f}s "
+                               f"(fencing window {self.fencing_window_ns / S:g}s)")
+                self._dual_since[vip] = t  # report once a window
+
+    def check_settled(self) -> None:
+        if self.duration - self.faults_end < self.settle:
+            return
+        roles = self.roles()
+        active = [n for n, role in roles.items() if role == "ACTIVE"]
+        others = {n: role for n, role in roles.items() if role != "ACTIVE"}
+        if len(active) != 1 or any(role != "BACKUP" for role in others.values()):
+            self.violation(f"not settled after the faults stopped: roles {roles}")
+            return
+        holder = self.routers[active[0]]
+        for vip in holder.vips:
+            if self.arp_owner.get(vip) != holder.name:
+                self.advisories.append(f"t={self.t / S:.6f}s clients send {vip} to {self.arp_owner.get(vip)} "
+                                       f"(its last gratuitous ARP), the active router is {holder.name}")
+        if not {"nanny", "lvsd", "ipvs"} <= set(self.core_names):
+            return
+        from services.lvsd.core import service_key
+
+        healthy = {n for n, mode in self.server_mode.items() if mode == "up"}
+        for r in self.routers.values():
+            for vs in self.config.virtual_services:
+                if not vs.active:
+                    continue
+                entry = r.kernel.get(service_key(vs))
+                have = sorted(d.address for d in entry.dests.values() if d.weight > 0) if entry is not None else None
+                want = sorted(rs.address for rs in vs.servers if rs.active and rs.name in healthy)
+                if have != want:
+                    self.violation(f"{r.name}'s kernel table has {have} for {vs.name}, the healthy real servers "
+                                   f"are {want}")
+
+    def check_logs(self) -> None:
+        """No event lost or reordered: every log reads back contiguous from 1 with the same bytes."""
+        for r in self.routers.values():
+            digest = hashlib.blake2b(digest_size=16)
+            expect = 1
+            for seq, body in LogReader(r.log_dir).read():
+                if seq != expect:
+                    self.violation(f"{r.name}'s log jumps from seq {expect - 1} to {seq}")
+                    break
+                digest.update(body)
+                expect += 1
+            if expect - 1 != r.count or digest.digest() != r.digest.digest():
+                self.violation(f"{r.name}'s log holds {expect - 1} events, the broker wrote {r.count} "
+                               f"(or their bytes differ)")
+
+
+# ---------------------------------------------------------------------------------------------
+# running seeds, shrinking
+
+
+def run_seed(seed: int, log_root: str | None = None, faults: list[Fault] | None = None,
+             verify: bool = True, **kw: Any) -> SimResult:
+    keep = log_root is not None
+    root = log_root if keep else tempfile.mkdtemp(prefix=f"lvsbus-sim-{seed}-")
+    try:
+        res = Cluster(seed, faults=faults, log_root=root, **kw).run(verify=verify)
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    if not keep:
+        res.logs = {n: "" for n in res.logs}
+    return res
+
+
+def shrink(seed: int, faults: list[Fault], fails: Callable[[list[Fault]], bool] | None = None,
+           **kw: Any) -> list[Fault]:
+    """The shortest sub-schedule of ``faults`` that still fails (greedy delta debugging: drop
+    halves, then quarters..., then single faults, while the failure reproduces)."""
+    if fails is None:
+        def fails(fs: list[Fault]) -> bool:
+            return not run_seed(seed, faults=fs, **kw).ok
+    cur = list(faults)
+    n = 2
+    while len(cur) >= 1:
+        chunk = max(1, len(cur) // n)
+        removed = False
+        for i in range(0, len(cur), chunk):
+            trial = cur[:i] + cur[i + chunk:]
+            if trial != cur and fails(trial):
+                cur = trial
+                removed = True
+                break
+        if removed:
+            n = max(2, n - 1)
+            continue
+        if chunk == 1:
+            break
+        n = min(len(cur), n * 2)
+    return cur
+
+
+def sweep(seeds: range | list[int], **kw: Any) -> list[SimResult]:
+    return [run_seed(s, **kw) for s in seeds]
+
+
+# ---------------------------------------------------------------------------------------------
+# golden incidents: fixed scenarios whose logs are committed under tests/fixtures/logs
+
+GOLDEN: dict[str, dict] = {
+    # the active router's host dies (SIGKILL of everything, VIPs gone); the backup takes over
+    # after deadtime; the old active boots 8 s later and comes back as BACKUP... then preempts
+    "failover_after_crash": {"seed": 101, "faults": [Fault(8 * S, "router_crash", "lvs1", 8 * S)], "duration": 30 * S},
+    # both links between the routers are cut: both become active (split brain, allowed while
+    # they cannot hear each other); on heal the lower one steps down at the first heartbeat
+    "partition_heals": {"seed": 102, "faults": [Fault(8 * S, "link_cut", "lvs1-lvs2/public", 6 * S),
+                                                Fault(8 * S, "link_cut", "lvs1-lvs2/private", 6 * S)],
+                        "duration": 24 * S},
+    # the private link flaps (degraded, restored) while the public one carries on: no failover
+    "private_link_flap": {"seed": 103, "faults": [Fault(7 * S, "link_cut", "lvs1-lvs2/private", 5 * S),
+                                                  Fault(14 * S, "loss", "lvs1-lvs2/private", 4 * S, 1000)],
+                          "duration": 24 * S},
+    # an old log: written when bus.client_joined was version 1 (subscriptions comma-joined)
+    "old_client_joined_v1": {"seed": 104, "faults": [], "duration": 8 * S, "client_joined_version": 1},
+}
+
+
+def write_golden(name: str, root: str) -> SimResult:
+    spec = dict(GOLDEN[name])
+    seed = spec.pop("seed")
+    faults = spec.pop("faults")
+    dest = os.path.join(root, name)
+    shutil.rmtree(dest, ignore_errors=True)
+    return Cluster(seed, faults=faults, log_root=dest, **spec).run(verify=True)
