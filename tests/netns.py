@@ -24,11 +24,14 @@ Use it through the ``netns`` fixture (a factory) in a test module::
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import shutil
 import signal
+import socket as _socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +42,13 @@ PUBLIC, PRIVATE, NAT = "10.99.1", "10.99.2", "10.99.3"
 VIP = "10.99.1.50"
 NAT_VIP = "10.99.3.1"
 CLIENT = "10.99.1.100"
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _libc():
+    return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def netns_available() -> str | None:
@@ -157,6 +167,30 @@ class Topology:
     def heal(self, router: str, link: str) -> None:
         self._sh("ip", "-n", self.bridge_ns, "link", "set", self.port(router, link), "up")
 
+    def socket(self, short: str, family: int = _socket.AF_INET, type: int = _socket.SOCK_DGRAM, proto: int = 0) -> _socket.socket:
+        """A socket that lives in namespace ``short``, usable from the test process: it is created
+        on a helper thread that joined the namespace (setns is per thread)."""
+        result: list = []
+
+        def make() -> None:
+            try:
+                fd = os.open(f"/run/netns/{self.ns(short)}", os.O_RDONLY)
+                try:
+                    if _libc().setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns failed")
+                finally:
+                    os.close(fd)
+                result.append(_socket.socket(family, type, proto))
+            except BaseException as exc:  # handed to the caller
+                result.append(exc)
+
+        t = threading.Thread(target=make)
+        t.start()
+        t.join()
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
     # -- inspection --------------------------------------------------------------------------
 
     def neigh_mac(self, short: str, address: str) -> str | None:
@@ -198,12 +232,14 @@ class Topology:
 
 def router_toml(topo: Topology, key_file: str | Path, *, keepalive: float = 0.1, deadtime: float = 0.5,
                 port: int = 5390, preempt: bool = True, priorities: tuple[int, ...] = (200, 100),
-                monitor_links: bool = True, garp_repeat: int = 3, extra: str = "") -> str:
-    """A native TOML config for ``topo``'s routers with the VIP 10.99.1.50 on eth0."""
+                monitor_links: bool = True, garp_repeat: int = 3, private_link: bool = True,
+                extra: str = "") -> str:
+    """A native TOML config for ``topo``'s routers with the VIP 10.99.1.50 on eth0 (heartbeats on
+    the public link, and on the private one unless ``private_link`` is false)."""
     lines = ['service = "lvs"', ""]
     for i in range(1, topo.n_routers + 1):
         lines += [f"[router.r{i}]", f'address = "{topo.router_address(i)}"']
-        if topo.private:
+        if topo.private and private_link:
             lines += [f'private_address = "{topo.router_address(i, "private")}"', 'private_device = "eth1"']
         lines += [f"priority = {priorities[i - 1] if i <= len(priorities) else 50 - i}", 'device = "eth0"', ""]
     lines += [
@@ -228,6 +264,26 @@ def write_key(path: Path, secret: bytes = b"lvsbus-netns-test-secret-0123456789"
 def netns():
     """Factory: ``netns(routers=2, servers=0, private=True)`` builds a Topology; all are destroyed
     at teardown (also on failure)."""
+    reason = netns_available()
+    if reason:
+        pytest.skip(reason)
+    made: list[Topology] = []
+
+    def make(**kw) -> Topology:
+        topo = Topology(**kw)
+        made.append(topo)
+        return topo.build()
+
+    try:
+        yield make
+    finally:
+        for topo in made:
+            topo.destroy()
+
+
+@pytest.fixture(scope="module")
+def netns_module():
+    """The same factory, with topologies that live for the whole test module (build once, reuse)."""
     reason = netns_available()
     if reason:
         pytest.skip(reason)

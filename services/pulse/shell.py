@@ -119,6 +119,7 @@ class PulseShell:
         self._garp_tasks: set[asyncio.Task] = set()
         self._send_errors = 0
         self._stopping = False
+        self._outputs: dict[int, int] = {}  # shutdown seq -> outputs published for it
         self._watch_task: asyncio.Task | None = None
         # netlink calls run on one thread of their own (pyroute2's sync API cannot run on the loop's)
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
@@ -298,18 +299,43 @@ class PulseShell:
             except Exception as exc:  # the core reports an unusable config; keep the old key
                 log.warning("reload_not_applied_to_shell", error=str(exc))
         elif ev.type == "router.shutdown_requested":
-            self._spawn(self._finish())
+            self._spawn(self._finish(ev.seq))
 
-    async def _finish(self) -> None:
-        await asyncio.sleep(0)  # let this batch's effects (the leaving heartbeat) run first
+    async def _finish(self, seq: int) -> None:
+        """After a shutdown request: let this batch's effects run (the VIP release, the leaving
+        heartbeat), wait until those outputs are in the log (a process that exits right after a
+        publish may lose it: delivery is confirmed by reading the log, not by zmq's linger), let
+        notify commands finish, then stop."""
+        await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            want = self._outputs.get(seq, 0)
+            if want == 0 or self._recorded_outputs(seq) >= want:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            log.warning("outputs_not_recorded", cause=seq, executed=self._outputs.get(seq, 0))
         pending = [t for t in self._bg if t is not asyncio.current_task() and t not in self._garp_tasks]
         if pending:
             await asyncio.wait(pending, timeout=1.0)
         log.info("pulse_stopping", reason="shutdown requested")
         self.stop.set()
 
+    def _recorded_outputs(self, cause: int) -> int:
+        n = 0
+        try:
+            for seq, body in LogReader(self.dirs.log).read(cause):
+                ev = decode(body, seq)
+                if ev.cause == cause and self.core.is_output(ev):
+                    n += 1
+        except Exception:  # a log we cannot read: do not hold the shutdown on it
+            return 1 << 30
+        return n
+
     def execute(self, eff: Effect, ev: Event) -> Any:
         t, p = eff.type, eff.payload
+        if ev.type == "router.shutdown_requested":
+            self._outputs[ev.seq] = self._outputs.get(ev.seq, 0) + 1
         if t == "pulse.send_heartbeat":
             data = wire.encode_heartbeat(self.key, {  # type: ignore[arg-type]
                 "node": p["node"], "role": p["role"], "priority": p["priority"], "epoch": p["epoch"],

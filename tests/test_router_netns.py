@@ -1,0 +1,379 @@
+"""Two real ``lvsbus router`` processes in network namespaces: failover, handover, link faults,
+forged datagrams, a pulse restart under a running router, reload.
+
+Topology (tests/netns.py): a client and two routers on a public bridge, the routers also on a
+private bridge; VIP 10.99.1.50. A tiny UDP responder runs in each router namespace and answers
+with its router's name, so the client sees which router owns the VIP. Short timers for speed:
+keepalive 0.1 s, deadtime 0.5 s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsbus import catalog  # noqa: F401
+from lvsbus.events import decode
+from lvsbus.log import LogReader
+from services.pulse import wire
+from tests.netns import CLIENT, VIP, netns_module, router_mac, router_toml, write_key  # noqa: F401
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+KEEPALIVE, DEADTIME = 0.1, 0.5
+PORT = 5390
+RESPONDER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7))
+name = sys.argv[1].encode()
+while True:
+    data, addr = s.recvfrom(2048)
+    s.sendto(name + b" " + data, addr)
+"""
+
+
+@pytest.fixture(scope="module")
+def topo(netns_module):
+    t = netns_module(routers=2)
+    for r in t.routers:
+        t.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return t
+
+
+class Cluster:
+    """Both routers as real processes, with helpers to read their logs and probe the VIP."""
+
+    def __init__(self, topo, tmp: Path, **cfg) -> None:
+        self.topo = topo
+        self.tmp = tmp
+        key = write_key(tmp / "hb.key")
+        self.key = wire.key_from_secret(key.read_bytes())
+        cfg.setdefault("keepalive", KEEPALIVE)
+        cfg.setdefault("deadtime", DEADTIME)
+        self.cfg = cfg
+        self.config = tmp / "lvs.toml"
+        self.config.write_text(router_toml(topo, key, port=PORT, **cfg))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.client = topo.socket("c")
+        self.client.bind((CLIENT, 0))
+        self.nonce = 0
+        # a clean slate from the test before: no VIP, links up, no stale neighbour entry
+        for r in topo.routers:
+            topo.run(r, "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)
+            for link in ("public", "private"):
+                topo.heal(r, link)
+        topo.run("c", "ip", "neigh", "flush", "all", check=False)
+
+    def state(self, r: str) -> Path:
+        return self.tmp / r
+
+    def start(self, *routers: str) -> None:
+        for r in routers or self.topo.routers:
+            self.procs[r] = self.topo.popen(
+                r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(self.config), "--state-dir", str(self.state(r))],
+                stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{r}.err", "ab"), cwd=str(ROOT),
+                env={**os.environ, "LVSBUS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)},
+            )
+
+    def events(self, r: str, types: tuple[str, ...] | None = None) -> list:
+        out = []
+        try:
+            for seq, body in LogReader(self.state(r) / "log").read(1):
+                ev = decode(body, seq)
+                if types is None or ev.type in types:
+                    out.append(ev)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def role(self, r: str) -> str | None:
+        evs = self.events(r, ("router.role_changed",))
+        return evs[-1].payload["new"] if evs else None
+
+    def wait(self, cond, timeout: float, what: str, step: float = 0.02):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(step)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; roles {self.roles()}")
+
+    def roles(self) -> dict:
+        return {r: self.role(r) for r in self.topo.routers}
+
+    def wait_steady(self, active: str = "r1", timeout: float = 20.0) -> None:
+        self.wait(lambda: self.roles() == {r: ("ACTIVE" if r == active else "BACKUP") for r in self.topo.routers}
+                  and self.topo.has_address(active, VIP), timeout, f"{active} active")
+
+    def probe(self, timeout: float = 0.2) -> str | None:
+        """Ask the VIP who answers; the router's name or None."""
+        self.nonce += 1
+        msg = f"p{self.nonce}".encode()
+        self.client.settimeout(timeout)
+        try:
+            self.client.sendto(msg, (VIP, 7))
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                data, _ = self.client.recvfrom(2048)
+                name, _, body = data.partition(b" ")
+                if body == msg:
+                    return name.decode()
+        except (socket.timeout, OSError):
+            return None
+        return None
+
+    def wait_answer(self, r: str, timeout: float = 5.0) -> float:
+        t0 = time.monotonic()
+        self.wait(lambda: self.probe(0.05) == r, timeout, f"the VIP answered by {r}", step=0.0)
+        return time.monotonic() - t0
+
+    def err_lines(self, r: str) -> list[dict]:
+        out = []
+        for line in (self.tmp / f"{r}.err").read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def pid_of(self, r: str, service: str) -> int:
+        pids = [l["pid"] for l in self.err_lines(r) if l.get("event") == "service_started" and l.get("service") == service]
+        return pids[-1]
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for r, p in self.procs.items():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        self.client.close()
+
+
+@pytest.fixture
+def cluster(topo, tmp_path):
+    made = []
+
+    def make(**cfg) -> Cluster:
+        c = Cluster(topo, tmp_path, **cfg)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+def test_sigkill_of_the_active_router_fails_over(topo, cluster):
+    c = cluster()
+    c.start()
+    c.wait_steady("r1")
+    assert c.probe(1.0) == "r1"
+    assert topo.neigh_mac("c", VIP) == router_mac(1, 1)
+    assert not topo.has_address("r2", VIP)
+
+    t0 = time.monotonic()
+    os.killpg(c.procs["r1"].pid, signal.SIGKILL)  # the whole router: its children die with it
+    c.procs["r1"].wait(5)
+    # the machine is gone: so is its VIP (a SIGKILLed pulse cannot release it; a dead host holds nothing)
+    topo.run("r1", "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)
+    took = c.wait_answer("r2", timeout=DEADTIME * 8)
+    elapsed = time.monotonic() - t0
+    assert c.role("r2") == "ACTIVE"
+    assert topo.neigh_mac("c", VIP) == router_mac(2, 1)
+    assert elapsed < DEADTIME * 4, f"failover took {elapsed:.3f} s"
+
+    # r2's log holds the whole story: heartbeats, deadline timers, decisions, effects
+    evs = c.events("r2")
+    types = [e.type for e in evs]
+    for t in ("pulse.heartbeat_received", "timer.fired", "pulse.peer_dead", "router.role_changed",
+              "pulse.take_vips", "pulse.send_garp", "pulse.send_fence", "pulse.start_lvsd", "pulse.send_heartbeat"):
+        assert t in types, t
+    change = [e for e in evs if e.type == "router.role_changed" and e.payload["new"] == "ACTIVE"][-1]
+    assert change.payload["reason"] == "peer_dead" and change.payload["peer"] == "r1"
+    caused = {e.type for e in evs if e.cause == change.cause}
+    assert {"pulse.take_vips", "pulse.send_garp", "pulse.send_fence"} <= caused
+    assert took < DEADTIME * 8
+
+
+def test_graceful_stop_hands_over_well_under_deadtime(topo, cluster):
+    c = cluster()
+    c.start()
+    c.wait_steady("r1")
+    t0 = time.monotonic()
+    c.procs["r1"].send_signal(signal.SIGTERM)  # as systemd (KillMode=mixed): the supervisor only
+    c.wait(lambda: c.role("r2") == "ACTIVE", 3.0, "r2 active")
+    handover = time.monotonic() - t0
+    assert c.procs["r1"].wait(10) == 0
+    assert handover < DEADTIME / 2, f"handover took {handover:.3f} s"
+    assert not topo.has_address("r1", VIP)
+    c.wait_answer("r2")
+    left = [e for e in c.events("r2", ("pulse.peer_dead",))]
+    assert left and left[-1].payload["cause"] == "left"
+    r1 = c.events("r1", ("router.shutdown_requested", "router.role_changed"))
+    assert r1[-2].type == "router.shutdown_requested" and r1[-1].payload["new"] == "STOPPED", [(e.type, e.payload) for e in r1]
+
+
+def test_private_link_cut_degrades_and_never_fails_over(topo, cluster):
+    c = cluster()
+    c.start()
+    c.wait_steady("r1")
+    topo.cut("r1", "private")
+    c.wait(lambda: c.events("r2", ("pulse.link_degraded",)), 3.0, "link_degraded on r2")
+    time.sleep(DEADTIME * 2)
+    assert c.roles() == {"r1": "ACTIVE", "r2": "BACKUP"}
+    d = c.events("r2", ("pulse.link_degraded",))[-1].payload
+    assert d["peer"] == "r1" and d["link"] == "private"
+    assert c.probe(1.0) == "r1"
+    topo.heal("r1", "private")
+    c.wait(lambda: c.events("r2", ("pulse.link_restored",)), 3.0, "link_restored on r2")
+
+
+def test_public_link_cut_of_the_active_fails_over(topo, cluster):
+    # heartbeats on the public link only: the cut leaves the active with no link (FAULT, VIPs
+    # released) and the backup hears nothing from it. (With a private link as well, pulse's core
+    # only raises link_degraded: see docs/router.md, "public link cut".)
+    c = cluster(private_link=False)
+    c.start()
+    c.wait_steady("r1")
+    t0 = time.monotonic()
+    topo.cut("r1", "public")
+    c.wait(lambda: c.role("r1") == "FAULT", 3.0, "r1 FAULT")
+    c.wait_answer("r2", timeout=5.0)
+    assert time.monotonic() - t0 < DEADTIME * 6
+    assert not topo.has_address("r1", VIP)
+    assert topo.neigh_mac("c", VIP) == router_mac(2, 1)
+    topo.heal("r1", "public")  # back: r1 listens, then takes back (preempt)
+    c.wait_steady("r1", timeout=10)
+    c.wait_answer("r1")
+
+
+def test_both_links_cut_then_healed_exactly_one_active(topo, cluster):
+    c = cluster(monitor_links=False)  # r1 does not see its links go: a true split brain
+    c.start()
+    c.wait_steady("r1")
+    topo.cut("r1", "public")
+    topo.cut("r1", "private")
+    c.wait(lambda: c.role("r2") == "ACTIVE", 3.0, "r2 active while r1 is cut off")
+    assert c.role("r1") == "ACTIVE"  # r1 cannot know
+    topo.heal("r1", "public")
+    topo.heal("r1", "private")
+    time.sleep(DEADTIME * 4)
+    roles = c.roles()
+    active = [r for r, role in roles.items() if role == "ACTIVE"]
+    assert len(active) == 1, roles
+    assert any(e.type == "pulse.split_brain_resolved" for r in topo.routers for e in c.events(r))
+    holders = [r for r in topo.routers if topo.has_address(r, VIP)]
+    assert holders == active
+    c.wait_answer(active[0])
+
+
+def _raw_udp(topo, src: str, dst: str, port: int, payload: bytes) -> None:
+    """A UDP datagram from the client namespace with a forged source address."""
+    s = topo.socket("c", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        udp = struct.pack("!HHHH", port, port, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+        s.sendto(ip + udp, (dst, 0))
+    finally:
+        s.close()
+
+
+def test_forged_datagrams_change_nothing(topo, cluster):
+    c = cluster()
+    c.start()
+    c.wait_steady("r1")
+    r2_epoch = c.events("r1", ("pulse.heartbeat_received",))[-1].payload["epoch"]
+    forged = {"node": "r2", "role": "ACTIVE", "priority": 255, "epoch": r2_epoch + 1000, "seq": 1, "leaving": False}
+    bad_key = wire.encode_heartbeat(b"k" * 32, forged)
+    fence_bad_key = wire.encode_fence(b"k" * 32, {"node": "r2", "target": "r1", "epoch": r2_epoch + 1000, "seq": 1, "reason": "x"})
+    replay_old_seq = wire.encode_heartbeat(c.key, dict(forged, epoch=r2_epoch, seq=1))
+    replay_old_epoch = wire.encode_heartbeat(c.key, dict(forged, epoch=r2_epoch - 1, seq=10**6))
+    right_key_wrong_source = wire.encode_fence(c.key, {"node": "r2", "target": "r1", "epoch": r2_epoch, "seq": 10**9, "reason": "x"})
+    s = topo.socket("c")
+    try:
+        for _ in range(3):
+            for dst in ("10.99.1.11", "10.99.1.12"):
+                s.sendto(bad_key, (dst, PORT))
+                s.sendto(fence_bad_key, (dst, PORT))
+                s.sendto(b"\x00garbage" * 20, (dst, PORT))
+                s.sendto(b"LVSP\x09\x01" + b"x" * 60, (dst, PORT))
+                s.sendto(right_key_wrong_source, (dst, PORT))
+            # spoofed source (r2's own address): passes the shell, the core ignores it
+            _raw_udp(topo, "10.99.1.12", "10.99.1.11", PORT, replay_old_seq)
+            _raw_udp(topo, "10.99.1.12", "10.99.1.11", PORT, replay_old_epoch)
+    finally:
+        s.close()
+    time.sleep(DEADTIME * 2)
+    assert c.roles() == {"r1": "ACTIVE", "r2": "BACKUP"}
+    assert c.probe(1.0) == "r1"
+    rejected = c.events("r1", ("pulse.datagram_rejected",))
+    reasons = {e.payload["reason"] for e in rejected}
+    assert {"bad_mac", "malformed", "wrong_version", "address_mismatch"} <= reasons
+    assert rejected[-1].payload["count"] == 15
+    ignored = {e.payload["reason"] for e in c.events("r1", ("pulse.heartbeat_ignored",))}
+    assert {"stale_seq", "stale_epoch"} <= ignored
+    assert len(c.events("r2", ("pulse.datagram_rejected",))) == 15
+    # a rejected datagram never reaches the core as a heartbeat
+    assert not [e for e in c.events("r1", ("pulse.heartbeat_received",)) if e.payload["address"] == CLIENT]
+
+    # the status command reads the same story from the log
+    out = topo.run("r1", sys.executable, "-m", "lvsbus.cli", "status", "--state-dir", str(c.state("r1")), "--json").stdout
+    st = json.loads(out)
+    assert st["role"] == "ACTIVE" and st["vips"][0]["address"] == VIP and st["vips"][0]["present"]
+    assert st["peers"]["r2"]["alive"] and st["peers"]["r2"]["links"]["public"]["healthy"]
+    assert st["datagrams_rejected"] == 15
+
+
+def test_pulse_killed_under_a_running_router_is_restarted_and_the_vip_stays(topo, cluster):
+    # a restart must fit in deadtime: python + imports take a few hundred ms on a loaded 2-core box
+    c = cluster(keepalive=0.2, deadtime=3.0)
+    c.start()
+    c.wait_steady("r1", timeout=30)
+    old = c.pid_of("r1", "pulse")
+    os.kill(old, signal.SIGKILL)
+    t0 = time.monotonic()
+    vip_seen = []
+    while time.monotonic() - t0 < 4.0:
+        vip_seen.append(topo.has_address("r1", VIP) and not topo.has_address("r2", VIP))
+        time.sleep(0.05)
+    assert all(vip_seen), "the VIP moved or vanished during the pulse restart"
+    assert c.pid_of("r1", "pulse") != old
+    restarted = c.events("r1", ("router.service_restarted",))
+    assert restarted and restarted[-1].payload["service"] == "pulse" and "SIGKILL" in restarted[-1].payload["exit"]
+    assert c.roles() == {"r1": "ACTIVE", "r2": "BACKUP"}
+    assert not [e for e in c.events("r2", ("router.role_changed",)) if e.payload["new"] == "ACTIVE"]
+    assert c.events("r2", ("pulse.peer_restarted",))  # the new epoch was noticed
+    assert c.probe(1.0) == "r1"
+
+
+def test_sighup_reload_refuses_a_broken_file_and_applies_a_good_one(topo, cluster):
+    c = cluster()
+    c.start("r1")
+    c.wait(lambda: c.role("r1") == "ACTIVE", 20.0, "r1 active alone")
+    good = c.config.read_text()
+    c.config.write_text(good + "\n[virtual.broken]\naddress = \"not-an-ip\"\n")
+    c.procs["r1"].send_signal(signal.SIGHUP)
+    c.wait(lambda: c.events("r1", ("config.reload_refused",)), 5.0, "config.reload_refused")
+    c.config.write_text(good.replace("garp_repeat = 3", "garp_repeat = 2"))
+    c.procs["r1"].send_signal(signal.SIGHUP)
+    c.wait(lambda: [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]], 5.0, "config.loaded reload")
+    reloaded = [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]][-1]
+    assert reloaded.payload["diff"] != {} and reloaded.payload["format"] == "toml"
+    assert c.role("r1") == "ACTIVE" and c.procs["r1"].poll() is None
