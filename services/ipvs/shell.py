@@ -1,0 +1,167 @@
+"""The applier's I/O shell: carries out the core's ``ipvs.read_table`` and ``ipvs.apply`` effects
+through ``services.ipvs.netlink`` and publishes what the kernel said.
+
+    python -m services.ipvs --state-dir DIR --config FILE --run-start-seq N [--flush-unmanaged]
+
+* start: publish ``ipvs.started``; the core answers with ``ipvs.read_table``; the shell dumps the
+  kernel (``ipvs.table_read``) and the core plans the ops that make it exact (``ipvs.apply``);
+* every op: ``ipvs.op_applied`` or ``ipvs.op_failed`` {errno, error}; every batch:
+  ``ipvs.batch_applied``. A failed op makes the core ask for a new dump and reconcile;
+* no IPVS (a kernel without IP_VS, as on this project's CI hosts): ``ipvs.unavailable`` (an error
+  event); the core retries with backoff (1 s doubling to 60 s) and the router runs on.
+
+``FILE`` is only checked at start; the config in force is the one in the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import structlog
+
+from lvsbus import logs
+from lvsbus.config import ConfigError, load
+from lvsbus.core import Effect
+from lvsbus.events import Event
+from lvsbus.paths import StateDirs
+from lvsbus.runtime import ServiceRuntime
+
+from .core import ApplierCore
+
+log = structlog.get_logger("ipvs")
+
+YIELD_EVERY = 256  # ops between two turns of the event loop (the bus keeps flowing during a big batch)
+
+
+class ApplierShell:
+    def __init__(self, state_dir: str, run_start_seq: int, flush_unmanaged: bool = False) -> None:
+        self.dirs = StateDirs(state_dir).make()
+        self.core = ApplierCore()
+        self.runtime = ServiceRuntime(self.core, self.dirs, execute=self.execute, run_start_seq=run_start_seq)
+        self.flush_unmanaged = flush_unmanaged
+        self.stop = asyncio.Event()
+        self.ipvs = None
+        self._modprobed = False
+
+    # -- netlink ---------------------------------------------------------------------------
+
+    def _open(self):
+        from .netlink import Ipvs, Unavailable
+
+        if self.ipvs is not None:
+            return self.ipvs
+        try:
+            self.ipvs = Ipvs()
+        except Unavailable:
+            if self._modprobed:
+                raise
+            self._modprobed = True  # as keepalived does: load ip_vs once, then ask again
+            subprocess.run(["modprobe", "ip_vs"], capture_output=True, timeout=30)
+            self.ipvs = Ipvs()
+        return self.ipvs
+
+    def _close(self) -> None:
+        if self.ipvs is not None:
+            try:
+                self.ipvs.close()
+            except Exception:
+                pass
+            self.ipvs = None
+
+    # -- effects ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.runtime.publish("ipvs.started", {
+            "pid": os.getpid(), "flush_unmanaged": self.flush_unmanaged, "kernel": os.uname().release,
+        })
+
+    async def execute(self, eff: Effect, ev: Event) -> None:
+        if eff.type == "ipvs.read_table":
+            self.read_table(eff.payload["request"])
+        elif eff.type == "ipvs.apply":
+            await self.apply(eff.payload)
+
+    def read_table(self, request: int) -> None:
+        from .netlink import IpvsError
+
+        t0 = time.monotonic_ns()
+        try:
+            ipvs = self._open()
+            table = ipvs.dump()
+            timeouts = ipvs.timeouts()
+            daemons = ipvs.daemons()
+        except (IpvsError, OSError) as exc:
+            self._close()
+            code = getattr(exc, "errno", 0) or 0
+            log.error("ipvs_unavailable", errno=code, error=str(exc))
+            self.runtime.publish("ipvs.unavailable", {"request": request, "errno": code, "error": str(exc)[:1024]})
+            return
+        self.runtime.publish("ipvs.table_read", {
+            "request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
+            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()),
+            "duration_us": (time.monotonic_ns() - t0) // 1000,
+        })
+
+    async def apply(self, payload: dict) -> None:
+        from .netlink import IpvsError
+
+        batch = payload["batch"]
+        applied = failed = 0
+        t0 = time.monotonic_ns()
+        publish = self.runtime.publish
+        try:
+            ipvs = self._open()
+        except (IpvsError, OSError) as exc:
+            ipvs, err = None, exc
+        for i, op in enumerate(payload["ops"]):
+            t1 = time.monotonic_ns()
+            try:
+                if ipvs is None:
+                    raise err
+                ipvs.apply(op)
+            except (IpvsError, OSError) as exc:
+                failed += 1
+                code = getattr(exc, "errno", 0) or 0
+                log.warning("op_failed", batch=batch, op=op["op"], service=op["service"], dest=op["dest"], errno=code)
+                publish("ipvs.op_failed", {"batch": batch, "op": op, "errno": code, "error": str(exc)[:1024]})
+            else:
+                applied += 1
+                publish("ipvs.op_applied", {"batch": batch, "op": op, "duration_us": (time.monotonic_ns() - t1) // 1000})
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        publish("ipvs.batch_applied", {"batch": batch, "applied": applied, "failed": failed,
+                                       "duration_us": (time.monotonic_ns() - t0) // 1000})
+        log.info("batch_applied", batch=batch, applied=applied, failed=failed, reason=payload["reason"])
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        try:
+            await self.runtime.run(self.stop, on_start=self.on_start)
+        finally:
+            self._close()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m services.ipvs", description="ipvs: the IPVS applier")
+    ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--run-start-seq", type=int, required=True)
+    ap.add_argument("--flush-unmanaged", action="store_true",
+                    help="also delete kernel services lvsbus does not manage (another tool's)")
+    args = ap.parse_args(argv)
+    logs.setup(service="ipvs")
+    try:
+        load(args.config)
+    except ConfigError as exc:
+        print(f"ipvs: cannot use the configuration: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(ApplierShell(args.state_dir, args.run_start_seq, args.flush_unmanaged).main())

@@ -1,0 +1,254 @@
+"""The applier's pure core on the host (no IPVS here): plan minimality and order, idempotence,
+the simulator property (plan applied to actual gives desired), unmanaged entries untouched,
+ipvsadm --save golden lines, and ApplierCore's read/apply/retry cycle."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lvsbus import catalog  # noqa: F401
+from lvsbus.config import loads, to_dict
+from lvsbus.events import REGISTRY, Event
+from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+from services.ipvs.core import (ApplierCore, apply_ops, desired_from_config, plan, plan_globals, save_lines)
+
+K1 = ServiceKey.tcp("10.0.0.1", 80)
+K2 = ServiceKey.tcp("10.0.0.2", 53, "udp")
+KM = ServiceKey.mark(5)
+OTHER = ServiceKey.tcp("192.0.2.9", 25)
+
+
+def base() -> Table:
+    t = Table().with_service(Service(K1, "wlc"), [Dest("10.0.1.1", 80, "nat", 1), Dest("10.0.1.2", 80, "nat", 2)])
+    return t.with_service(Service(K2, "rr"), [Dest("10.0.1.3", 53, "direct", 1)])
+
+
+def test_empty_to_table_adds_services_before_dests():
+    ops = plan(Table(), base())
+    kinds = [o["op"] for o in ops]
+    assert kinds == ["add_service", "add_service", "add_dest", "add_dest", "add_dest"]
+    assert apply_ops(Table(), ops) == base()
+
+
+def test_one_weight_change_is_one_edit():
+    want = base().with_dest(K1, Dest("10.0.1.2", 80, "nat", 7))
+    assert plan(base(), want) == [{"op": "edit_dest", "service": str(K1), "dest": "10.0.1.2:80",
+                                   "attrs": {"forwarding": "nat", "weight": 7, "upper": 0, "lower": 0}}]
+
+
+def test_order_deletes_dests_then_services_then_adds():
+    actual = base()
+    want = Table().with_service(Service(K1, "rr"), [Dest("10.0.1.1", 80, "nat", 1), Dest("10.0.1.9", 80, "nat", 1)])
+    want = want.with_service(Service(KM, "wlc", 300, 24), [Dest("10.0.1.4", 0, "direct", 1)])
+    ops = plan(actual, want, managed={K1, K2})
+    assert [(o["op"], o["dest"]) for o in ops] == [
+        ("del_dest", "10.0.1.2:80"), ("del_service", None), ("add_service", None), ("edit_service", None),
+        ("add_dest", "10.0.1.4:0"), ("add_dest", "10.0.1.9:80")]  # keys in order: fwm:inet:5 sorts first
+    assert apply_ops(actual, ops) == want
+    assert plan(want, want, managed={K1, K2}) == []
+
+
+def test_unmanaged_left_alone_unless_flushed():
+    actual = base().with_service(Service(OTHER, "rr"), [Dest("192.0.2.10", 25, "direct", 1)])
+    ops = plan(actual, base(), managed={K1, K2})
+    assert ops == []
+    ops = plan(actual, base(), managed={K1, K2}, flush_unmanaged=True)
+    assert ops == [{"op": "del_service", "service": str(OTHER), "dest": None, "attrs": {}}]
+    # a managed service not desired any more goes
+    assert plan(base(), Table().with_service(Service(K1, "wlc"), base()[K1].dests.values()), managed={K1, K2}) == [
+        {"op": "del_service", "service": str(K2), "dest": None, "attrs": {}}]
+
+
+def test_globals():
+    want_t = {"tcp": 900, "tcpfin": 0, "udp": 60}
+    assert plan_globals({"tcp": 900, "tcpfin": 120, "udp": 60}, want_t, [], []) == []
+    assert plan_globals({"tcp": 100, "tcpfin": 120, "udp": 60}, want_t, [], [])[0]["op"] == "set_timeouts"
+    m = {"state": "master", "ifname": "eth1", "syncid": 3}
+    assert [o["op"] for o in plan_globals(None, {"tcp": 0, "tcpfin": 0, "udp": 0}, [], [m])] == ["start_daemon"]
+    b = {"state": "backup", "ifname": "eth1", "syncid": 3}
+    ops = plan_globals(None, {"tcp": 0, "tcpfin": 0, "udp": 0}, [m], [b])
+    assert [(o["op"], o["attrs"]["state"]) for o in ops] == [("stop_daemon", "master"), ("start_daemon", "backup")]
+
+
+# --- property: plan(actual, desired) applied to actual gives desired; unmanaged untouched ------
+
+ADDRS = [f"10.0.0.{i}" for i in range(1, 5)] + ["2001:db8::1"]
+DADDRS = [f"10.1.0.{i}" for i in range(1, 5)]
+
+
+@st.composite
+def tables(draw):
+    t = Table()
+    for addr in draw(st.lists(st.sampled_from(ADDRS), unique=True, max_size=4)):
+        proto = draw(st.sampled_from(["tcp", "udp", "sctp"]))
+        key = ServiceKey.tcp(addr, draw(st.sampled_from([80, 443])), proto)
+        v6 = key.family == "inet6"
+        svc = Service(key, draw(st.sampled_from(["rr", "wlc", "sh", "mh"])), draw(st.sampled_from([0, 300])),
+                      draw(st.sampled_from([128, 64] if v6 else [32, 24])))
+        daddrs = ["2001:db8::a", "2001:db8::b"] if v6 else DADDRS
+        dests = [Dest(a, draw(st.sampled_from([80, 8080])), draw(st.sampled_from(["nat", "direct", "tunnel"])),
+                      draw(st.integers(0, 3)), draw(st.sampled_from([0, 100])), 0)
+                 for a in draw(st.lists(st.sampled_from(daddrs), unique=True, max_size=3))]
+        t = t.with_service(svc, dests)
+    if draw(st.booleans()):
+        t = t.with_service(Service(ServiceKey.mark(draw(st.integers(1, 3))), "wlc"), [Dest("10.1.0.9", 0, "direct", 1)])
+    return t
+
+
+@settings(max_examples=300, deadline=None)
+@given(tables(), tables(), st.booleans())
+def test_plan_applied_gives_desired(actual, desired, all_managed):
+    managed = set(actual.keys()) if all_managed else set()
+    ops = plan(actual, desired, managed=managed)
+    got = apply_ops(actual, ops)  # strict: every op fits the state it is applied to
+    for k in desired.keys():
+        assert got[k] == desired[k]
+    for k in actual.keys():
+        if k not in desired:
+            if all_managed:
+                assert k not in got
+            else:
+                assert got[k] == actual[k]  # unmanaged: untouched
+    assert plan(got, desired, managed=managed) == []  # idempotent
+    # minimal: at most one op per service and per destination that differs
+    assert len(ops) <= len(set(actual.keys()) | set(desired.keys())) + sum(
+        len(e.dests) for _k, e in desired.items()) + sum(len(e.dests) for _k, e in actual.items())
+
+
+# --- ipvsadm --save golden -------------------------------------------------------------------
+
+def test_save_golden():
+    t = Table()
+    t = t.with_service(Service(ServiceKey.tcp("10.0.0.1", 80), "wlc"), [Dest("192.168.1.2", 80, "nat", 1), Dest("192.168.1.3", 8080, "nat", 3)])
+    t = t.with_service(Service(ServiceKey.tcp("10.0.0.1", 53, "udp"), "rr", 300, 24), [Dest("192.168.1.2", 53, "direct", 1)])
+    t = t.with_service(Service(ServiceKey.tcp("10.0.0.2", 9, "sctp"), "sh", 0, 32, ("sh-fallback", "sh-port")), [Dest("192.168.1.4", 9, "tunnel", 2, 100, 10)])
+    t = t.with_service(Service(ServiceKey.mark(7), "lc"), [Dest("192.168.1.5", 0, "direct", 1)])
+    t = t.with_service(Service(ServiceKey.tcp("2001:db8::1", 443), "mh", 600, 64), [Dest("2001:db8::2", 443, "direct", 1)])
+    assert save_lines(t) == [
+        "-A -f 7 -s lc",
+        "-a -f 7 -r 192.168.1.5:0 -g -w 1",
+        "-A --sctp-service 10.0.0.2:9 -s sh -b sh-fallback,sh-port",
+        "-a --sctp-service 10.0.0.2:9 -r 192.168.1.4:9 -i -w 2 --tun-type ipip -x 100 -y 10",
+        "-A -t 10.0.0.1:80 -s wlc",
+        "-a -t 10.0.0.1:80 -r 192.168.1.2:80 -m -w 1",
+        "-a -t 10.0.0.1:80 -r 192.168.1.3:8080 -m -w 3",
+        "-A -u 10.0.0.1:53 -s rr -p 300 -M 255.255.255.0",
+        "-a -u 10.0.0.1:53 -r 192.168.1.2:53 -g -w 1",
+        "-A -t [2001:db8::1]:443 -s mh -p 600 -M 64",
+        "-a -t [2001:db8::1]:443 -r [2001:db8::2]:443 -g -w 1",
+    ]
+
+
+CONFIG = """
+[router.lvs1]
+address = "192.0.2.1"
+
+[ipvs_timeouts]
+tcp = 900
+udp = 60
+
+[sync_daemon]
+enabled = true
+interface = "eth1"
+sync_id = 4
+
+[virtual.web]
+address = "10.0.0.1"
+port = 80
+scheduler = "wrr"
+forwarding = "direct"
+
+[virtual.web.server.a]
+address = "192.168.1.2"
+weight = 3
+
+[virtual.web.server.b]
+address = "192.168.1.3"
+active = false
+
+[virtual.off]
+address = "10.0.0.9"
+active = false
+"""
+
+
+def test_desired_from_config_and_save():
+    cfg = loads(CONFIG, "x.toml").config
+    assert save_lines(desired_from_config(cfg)) == ["-A -t 10.0.0.1:80 -s wrr", "-a -t 10.0.0.1:80 -r 192.168.1.2:80 -g -w 3"]
+
+
+# --- the core: read, plan, apply, fail, re-read, retry ---------------------------------------
+
+class Feed:
+    def __init__(self):
+        self.core = ApplierCore()
+        self.state = self.core.initial()
+        self.seq = 0
+
+    def __call__(self, type_, payload, source="x", mono=0):
+        self.seq += 1
+        REGISTRY.validate(type_, 1, payload)
+        ev = Event(self.seq, "n", source, type_, 1, mono, 0, None, payload)
+        assert self.core.accepts(ev)
+        self.state, effs = self.core.decide(self.state, ev)
+        for e in effs:
+            REGISTRY.validate(e.type, 1, e.payload)
+        snap = self.core.restore(self.core.snapshot(self.state))  # snapshots round-trip
+        assert self.core.snapshot(snap) == self.core.snapshot(self.state)
+        return effs
+
+
+def read(f, req, table, timeouts=None, daemons=()):
+    return f("ipvs.table_read", {"request": req, "table": table.to_dict(), "timeouts": timeouts or {"tcp": 900, "tcpfin": 120, "udp": 300},
+                                 "daemons": list(daemons), "services": len(table), "dests": 0, "duration_us": 1})
+
+
+def test_core_cycle():
+    f = Feed()
+    cfg = loads(CONFIG, "x.toml").config
+    assert f("config.loaded", {"path": "x", "format": "toml", "digest": "d", "model": to_dict(cfg), "warnings": [],
+                               "local_router": "lvs1", "reload": False, "diff": {}}) == []
+    assert f("lvsd.table_desired", {"version": 1, "table": base().to_dict(), "reason": "started", "digest": "d",
+                                    "services": 2, "dests": 3}) == []  # no dump yet: nothing
+    (eff,) = f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
+    assert eff.type == "ipvs.read_table" and eff.payload["request"] == 1
+    # the kernel holds a stale dest, a wrong weight and another tool's service
+    messy = base().with_dest(K1, Dest("10.0.1.2", 80, "nat", 9)).with_dest(K1, Dest("10.0.1.99", 80, "nat", 1))
+    messy = messy.with_service(Service(OTHER, "rr"), [])
+    (eff,) = read(f, 1, messy)
+    assert eff.type == "ipvs.apply"
+    ops = eff.payload["ops"]
+    assert [o["op"] for o in ops] == ["set_timeouts", "del_dest", "edit_dest"]  # timeouts: udp 300 -> 60
+    # role: the sync daemon starts as master on the active router
+    (eff,) = f("router.role_changed", {"node": "lvs1", "old": "BACKUP", "new": "ACTIVE", "reason": "peer_dead",
+                                      "priority": 100, "epoch": 1, "peer": None})
+    assert eff.payload["ops"] == [{"op": "start_daemon", "service": "", "dest": None,
+                                   "attrs": {"state": "master", "ifname": "eth1", "syncid": 4}}]
+    # a delta: one weight
+    (eff,) = f("lvsd.table_delta", {"version": 2, "base_version": 1, "reason": "x", "virtual": None, "server": None, "ops": [
+        {"op": "edit_dest", "service": str(K1), "dest": "10.0.1.1:80", "attrs": {"forwarding": "nat", "weight": 0, "upper": 0, "lower": 0}}]})
+    assert [o["op"] for o in eff.payload["ops"]] == ["edit_dest"]
+    # a delta that does not follow is ignored (the next full table fixes it)
+    assert f("lvsd.table_delta", {"version": 9, "base_version": 8, "reason": "x", "virtual": None, "server": None, "ops": []}) == []
+    # a failed op: re-read and reconcile
+    (eff,) = f("ipvs.batch_applied", {"batch": 3, "applied": 0, "failed": 1, "duration_us": 1})
+    assert eff.type == "ipvs.read_table"
+    want = f.state.desired
+    (eff,) = read(f, eff.payload["request"], Table(), daemons=[{"state": "master", "ifname": "eth1", "syncid": 4}],
+                  timeouts={"tcp": 900, "tcpfin": 120, "udp": 60})
+    assert apply_ops(Table(), eff.payload["ops"]) == want
+
+
+def test_unavailable_backoff():
+    f = Feed()
+    (eff,) = f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
+    deadlines = []
+    now = 0
+    for _ in range(9):
+        assert f("ipvs.unavailable", {"request": eff.payload["request"], "errno": 2, "error": "no IPVS"}, mono=now) == []
+        dl = f.core.next_deadline(f.state)
+        deadlines.append((dl - now) // 10**9)
+        now = dl
+        (eff,) = f("timer.fired", {"service": "ipvs", "deadline_ns": dl}, mono=now)
+        assert eff.type == "ipvs.read_table"
+    assert deadlines == [1, 2, 4, 8, 16, 32, 60, 60, 60]
