@@ -46,7 +46,7 @@ class Lvsd:
             elif e.type == "lvsd.table_delta":
                 assert e.payload["base_version"] == self.version
                 self.table, self.version = apply_ops(self.table, e.payload["ops"]), e.payload["version"]
-        if self.table is not None:
+        if self.table is not None and self.st.live:
             assert self.table == self.st.table  # deltas fold to exactly the core's table
         return out
 
@@ -75,6 +75,9 @@ def test_full_table_on_config_and_start_then_deltas_per_health_event():
     cfg = config(vs(3, weights=[1, 2, 3], scheduler="wrr", forwarding=Forwarding.DIRECT, persistence=300,
                     persistence_prefixlen=24))
     l = Lvsd(cfg, start=False)
+    assert l.table is None  # not live (not started): nothing published
+    out = l.feed("lvsd.started", {"pid": 1, "epoch": 1})
+    assert out[0].payload["reason"] == "started"
     assert l.version == 1 and l.dests() == {}  # nothing known yet: no real server
     svc = l.table[ServiceKey.parse(KEY)].service
     assert (svc.scheduler, svc.persistence, svc.netmask) == ("wrr", 300, 24)
@@ -238,3 +241,17 @@ def test_table_ops_between_any_two_tables():
     kinds = [o["op"] for o in ops]  # services in key order; in each, the service, adds and edits, then deletions
     assert kinds[0] == "edit_service" and sorted(kinds[1:3]) == ["add_dest", "edit_dest"]
     assert kinds[3:] == ["del_dest", "add_service"]
+
+
+def test_not_live_it_folds_silently_and_the_next_start_is_one_full_warm_table():
+    l = Lvsd(config(vs(3, sorry_server="192.0.2.99")))
+    l.up("s0")
+    assert l.feed("pulse.stop_lvsd", {"reason": "fenced"}) == []
+    # the backup period: health moves, a reload comes, nothing is published
+    assert l.up("s1") == [] and l.down("s0") == [] and l.up("s2") == []
+    assert l.config(config(vs(3, sorry_server="192.0.2.98")), digest="d2") == []
+    out = l.feed("pulse.start_lvsd", {"reason": "peer_dead"})
+    assert [e.type for e in out] == ["lvsd.table_desired"]
+    assert l.dests() == {"10.0.0.2:80": 1, "10.0.0.3:80": 1}
+    assert out[0].payload["version"] == 3  # versions only count what was published
+    assert l.down("s1")[0].payload["base_version"] == 3

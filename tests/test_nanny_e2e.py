@@ -167,9 +167,14 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
     sorry = Listener().start()
     k1, k2, ks = f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", f"127.0.0.1:{sorry.port}"
     r = router(write_config(tmp_path / "lvs.toml", s1.port, s2.port, sorry.port))
+    # nanny first (it runs on the backup too); lvsd starts later with health already known: warm
     r.start("nanny")
+    r.wait(lambda: len(r.events("health.real_server_up")) == 2, 10, "both servers UP")
     r.start("lvsd")
-    r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 10, "both servers in the table")
+    r.wait(lambda: r.table()[0] is not None, 10, "lvsd's first table")
+    first = r.events("lvsd.table")[0]
+    assert first.type == "lvsd.table_desired" and first.payload["reason"] == "started"
+    assert r.dests() == {k1: 1, k2: 1}
 
     # stop s1: DOWN within fall x interval (+ one interval of phase, + the batch and bus)
     s1.stop()
@@ -209,6 +214,13 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
     after = len(r.events("health.real_server")) + len(r.events("health.state_changed"))
     assert after == before, [e.payload for e in r.events("health.")[-5:]]
     assert r.table()[1] == version and r.dests() == {k1: 1, k2: 1}
+
+    # nanny stopped (SIGTERM: a snapshot) and restarted: no flap either
+    r.kill("nanny", signal.SIGTERM)
+    r.start("nanny")
+    time.sleep(8 * INTERVAL)
+    assert len(r.events("health.real_server")) + len(r.events("health.state_changed")) == before
+    assert r.table()[1] == version
 
     # lvsd SIGKILLed and restarted: the same table again, in full (warm: health from the log)
     r.kill("lvsd")

@@ -1,10 +1,16 @@
 """lvsd's pure core: folds the config and nanny's health events into the desired IPVS table.
 
 Inputs (recorded events): ``config.loaded``, ``health.real_server_up``, ``health.real_server_down``,
-``health.state_changed``, ``lvsd.started`` (its shell started) and ``pulse.start_lvsd``.
-Outputs: ``lvsd.table_desired`` (the whole table: on start, on config change, on start_lvsd) and
-``lvsd.table_delta`` (the ops from the previous table to the next, one per health event that
-changes the table; the envelope's cause is that health event's seq).
+``health.state_changed``, ``lvsd.started`` (its shell started), ``pulse.start_lvsd`` and
+``pulse.stop_lvsd``. Outputs: ``lvsd.table_desired`` (the whole table: on start, on config change,
+on start_lvsd) and ``lvsd.table_delta`` (the ops from the previous table to the next, one per health
+event that changes the table; the envelope's cause is that health event's seq).
+
+Live or not: the core always folds config and health, but it outputs only while *live*: from
+``lvsd.started`` or ``pulse.start_lvsd`` to ``pulse.stop_lvsd``. The runtime answers, on start,
+inputs recorded while the service was down; while this router was the backup (lvsd stopped), those
+are hours of health events, and a replay of them as deltas would walk the kernel through history.
+Not live, they only update the state, and the start answers with one full table: a warm start.
 
 Policy (keepalived's ipwrapper layer; the applier only translates to netlink):
 
@@ -156,7 +162,8 @@ def apply_ops(table: Table, ops: list[dict]) -> Table:
 
 
 class LvsdState:
-    __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config")
+    __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config",
+                 "live")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -168,6 +175,7 @@ class LvsdState:
         self.table = Table()
         self.version = 0
         self.bad_config = 0
+        self.live = False  # lvsd.started / pulse.start_lvsd seen, pulse.stop_lvsd not since
 
     def __repr__(self) -> str:
         return f"LvsdState(v{self.version} {self.table!r})"
@@ -176,7 +184,7 @@ class LvsdState:
 class LvsdCore(Core[LvsdState]):
     name = "lvsd"
     inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
-              "lvsd.started", "pulse.start_lvsd")
+              "lvsd.started", "pulse.start_lvsd", "pulse.stop_lvsd")
     outputs = frozenset({"lvsd.table_desired", "lvsd.table_delta", "lvsd.config_rejected"})
 
     def initial(self) -> LvsdState:
@@ -195,9 +203,13 @@ class LvsdCore(Core[LvsdState]):
         elif t == "config.loaded":
             self._config(state, p, out)
         elif t == "lvsd.started":
+            state.live = True
             self._full(state, "started", out)
         elif t == "pulse.start_lvsd":
+            state.live = True
             self._full(state, "start_lvsd", out)
+        elif t == "pulse.stop_lvsd":
+            state.live = False
         return state, out
 
     # -- health ------------------------------------------------------------------------------
@@ -213,15 +225,17 @@ class LvsdCore(Core[LvsdState]):
         was = st.quorum.get(lay.name)
         up = lay.quorum_up(st.health, was)
         st.quorum[lay.name] = up
+        if not st.live:
+            return  # folded (health, quorum); the next start builds and publishes the whole table
         old = st.table.get(lay.key)
         entry = Entry(lay.service, lay.dests(st.health, up))
         ops = entry_ops(lay.key, old, entry)
         if not ops:
             return
+        st.table = st.table.with_service(entry.service, entry.dests.values())
         if was is not None and was != up:
             reason += "; quorum " + ("back: real servers in" if up else "lost") + (
                 ", sorry server " + ("out" if up else "in") if lay.sorry is not None else "")
-        st.table = st.table.with_service(entry.service, entry.dests.values())
         st.version += 1
         out.append(Effect("lvsd.table_delta", {
             "version": st.version, "base_version": st.version - 1, "ops": ops, "reason": reason[:512],
@@ -264,6 +278,8 @@ class LvsdCore(Core[LvsdState]):
         if st.model is None:
             return  # no config yet: nothing to desire (the applier leaves the kernel alone)
         st.table = self.build(st)
+        if not st.live:
+            return
         st.version += 1
         out.append(Effect("lvsd.table_desired", {
             "version": st.version, "table": st.table.to_dict(), "reason": reason, "digest": st.digest,
@@ -274,7 +290,7 @@ class LvsdCore(Core[LvsdState]):
 
     def snapshot(self, st: LvsdState) -> Any:
         return {"digest": st.digest, "model": st.model, "health": dict(st.health), "quorum": dict(st.quorum),
-                "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config}
+                "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config, "live": st.live}
 
     def restore(self, data: Any) -> LvsdState:
         st = LvsdState()
@@ -283,5 +299,5 @@ class LvsdCore(Core[LvsdState]):
         st.health = dict(data["health"])
         st.quorum = dict(data["quorum"])
         st.table = Table.from_dict(data["table"])
-        st.version, st.bad_config = data["version"], data["bad_config"]
+        st.version, st.bad_config, st.live = data["version"], data["bad_config"], data["live"]
         return st
