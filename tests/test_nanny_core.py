@@ -203,3 +203,17 @@ def test_same_inputs_same_outputs():
             out += f.results(*[(f"s{i}", (i * 7 + k * 3) % 5 != 0) for i in range(20)])[0]
         return out
     assert go() == go()
+
+
+def test_docs_list_every_transition_and_detail_code():
+    from pathlib import Path
+
+    from lvsbus.catalog.health import DETAIL
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "nanny-lvsd.md").read_text()
+    for trigger, sources, dest, reason, _d in HEALTH_TRANSITIONS:
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{trigger}` |")), None)
+        assert row is not None, trigger
+        assert all(s in row for s in sources) and dest in row and reason in row, row
+    for code in DETAIL.values:
+        assert f"`{code}`" in doc, code
