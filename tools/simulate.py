@@ -57,6 +57,7 @@ import os
 import random
 import shutil
 import tempfile
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -73,6 +74,8 @@ from services.cores import available
 
 S = 1_000_000_000
 MS = 1_000_000
+NANNY_FLUSH = 50 * MS  # services/nanny/shell.py FLUSH_S
+SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
 LINKS = ("public", "private")
 
 
@@ -181,7 +184,7 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
         if kind in ("router_crash", "stall", "wall_step", "drift"):
             target = rng.choice(names)
         elif kind == "service_crash":
-            target = f"{rng.choice(names)}/pulse"
+            target = f"{rng.choice(names)}/{rng.choice(('pulse', 'nanny', 'lvsd', 'ipvs'))}"
             duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
         elif kind == "nic_down":
             target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
@@ -282,6 +285,11 @@ class SimRouter:
         self.daemons: list[dict] = []
         self.shell_gen: dict[str, int] = {}  # service -> run number of its shell (stale callbacks die)
         self.flap: dict[str, int] = {}  # real server -> checks done while it flaps
+        self.results: list[tuple] = []  # nanny's results waiting for the next flush
+        self.flush_armed = False
+        self.nanny_started = 0
+        self.active = False  # the supervisor's view: lvsd and the applier wanted (start_lvsd seen)
+        self.crashed: set[str] = set()  # services killed and not restarted yet
 
     def open_log(self) -> None:
         if self.log_dir is not None and self.log is None:
@@ -404,16 +412,13 @@ class Cluster:
             for rs in vs.servers:
                 self.server_mode[rs.name] = "up"
                 self.server_address[rs.name] = rs.address
-        self.check_plan: list[tuple[str, str]] = []  # (check id, real server name), nanny's order
-        self.check_interval = 2 * S
+        #: nanny's checks: (check id, real server, interval ns, timeout us), in nanny's plan order
+        self.check_plan: list[tuple[str, str, int, int]] = []
         if "nanny" in cores_by_name:
             from services.nanny.core import plan
 
-            self.check_plan = [(p[0], p[2]) for p in plan(self.config)]
-            vss = [vs for vs in self.config.virtual_services if vs.active]
-            if vss:
-                self.check_interval = int(vss[0].check.interval * S)
-                self.check_timeout_us = int(vss[0].check.timeout * 1_000_000)
+            self.check_plan = [(p[0], p[2], int(p[6].interval * S), int(p[6].timeout * 1_000_000))
+                               for p in plan(self.config) if p[7]]
 
     # -- scheduling ---------------------------------------------------------------------------
     def _at(self, t: int, kind: str, *args: Any) -> None:
@@ -503,6 +508,16 @@ class Cluster:
             self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "read", p)
         elif t == "ipvs.apply":
             self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "apply", p)
+        elif t == "pulse.start_lvsd":  # the router's supervisor starts lvsd and the applier
+            r.active = True
+            for name in ("lvsd", "ipvs"):
+                if name in r.services and not r.services[name].up:
+                    self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
+        elif t == "pulse.stop_lvsd":  # ... and stops them
+            r.active = False
+            for name in ("ipvs", "lvsd"):
+                if name in r.services:
+                    self._at(self.t, "stop", r.name, name, r.broker_runs)
         elif t == "router.role_changed" and p["new"] == "ACTIVE":
             if self._elected:
                 self.failovers += 1
@@ -510,25 +525,34 @@ class Cluster:
 
     def shell(self, r: SimRouter, what: str, p: Any) -> None:
         """nanny's checks and the applier's netlink, simulated."""
-        if what == "checks":
-            ids, oks, lat, detail = [], [], [], []
-            for cid, server in self.check_plan:
-                mode = self.server_mode.get(server, "up")
-                if mode == "flap":
-                    n = r.flap[server] = r.flap.get(server, 0) + 1
-                    mode = "up" if n % 2 else "down"
-                ids.append(cid)
-                if mode == "up":
-                    oks.append(True), lat.append(300 + self.rng.randrange(700)), detail.append("ok")
-                elif mode == "down":
-                    oks.append(False), lat.append(150), detail.append("refused")
-                else:
-                    oks.append(False), lat.append(self.check_timeout_us), detail.append("timeout")
-            if ids:
+        if what == "check":  # one check starts; its result comes back after its latency
+            cid, server, interval, timeout_us = p
+            mode = self.server_mode.get(server, "up")
+            if mode == "flap":
+                n = r.flap[server] = r.flap.get(server, 0) + 1
+                mode = "up" if n % 2 else "down"
+            if mode == "up":
+                res = (cid, True, 200 + self.rng.randrange(800), "ok")
+            elif mode == "down":
+                res = (cid, False, 150, "refused")
+            else:
+                res = (cid, False, timeout_us, "timeout")
+            gen = r.shell_gen["nanny"]
+            self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", gen, "result", res)
+            self._at(self.t + interval, "shell", r.name, "nanny", gen, "check", p)
+        elif what == "result":  # kept until the shell's next 50 ms flush
+            r.results.append(p)
+            if not r.flush_armed:
+                r.flush_armed = True
+                due = self.t + NANNY_FLUSH - (self.t - r.nanny_started) % NANNY_FLUSH
+                self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
+        elif what == "flush":
+            res, r.results, r.flush_armed = r.results, [], False
+            if res:
                 self.publish(r, "nanny", "health.check_results", {
-                    "digest": self.digest, "ids": ids, "ok": oks, "latency_us": lat, "detail": detail, "late_us": 0,
+                    "digest": self.digest, "ids": [x[0] for x in res], "ok": [x[1] for x in res],
+                    "latency_us": [x[2] for x in res], "detail": [x[3] for x in res], "late_us": 0,
                 })
-            self._at(self.t + self.check_interval, "shell", r.name, "nanny", r.shell_gen["nanny"], "checks", None)
         elif what == "read":
             table = r.kernel
             self.publish(r, "ipvs", "ipvs.table_read", {
@@ -581,42 +605,55 @@ class Cluster:
 
     # -- starting and stopping ------------------------------------------------------------------
     def boot(self, r: SimRouter) -> None:
-        """The router starts: broker, config, services (each says hello), pulse's shell."""
+        """The router starts (lvsbus/router.py): broker, ``config.loaded`` (its seq is the run start:
+        every core of this run starts from ``initial()`` there), then pulse and nanny; lvsd and the
+        applier only while pulse is ACTIVE."""
         r.up = True
+        r.active = False
         r.broker_runs += 1
         r.open_log()
+        for svc in r.services.values():
+            svc.state = svc.core.initial()
+            svc.backlog = []
+            svc.up = False
+            svc.starts = 0
         self.publish(r, "broker", "bus.broker_started", {
             "epoch": f"{self.seed:x}-{r.name}-{r.broker_runs}", "resumed_from": r.next_seq - 1, "recovery": "",
         })
-        self.publish(r, "config", "config.loaded", config_payload(self.model, r.name, self.digest))
-        for svc in r.services.values():
-            self.start_service(r, svc)
+        self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed"], 900)
+        self.publish(r, "router", "config.loaded", config_payload(self.model, r.name, self.digest))
+        for name in ("pulse", "nanny"):
+            if name in r.services:
+                self.start_service(r, r.services[name])
         self.drain(r)
 
+    def hello(self, r: SimRouter, client: str, subs: list[str], pid: int) -> None:
+        if self.client_joined_version == 1:
+            self.publish(r, "broker", "bus.client_joined",
+                         {"client": client, "subscriptions": ",".join(subs), "pid": pid}, version=1)
+        else:
+            self.publish(r, "broker", "bus.client_joined", {"client": client, "subscriptions": subs, "pid": pid})
+
     def start_service(self, r: SimRouter, svc: SimService) -> None:
+        """lvsbus.runtime's start: the core's state (restored from its snapshot when it ran before
+        in this router run), hello, the shell's start event, then the answers to the inputs
+        recorded while it was down (cause = each input's seq)."""
+        if svc.starts:
+            # the runtime restores the core from its snapshot and the log after it, which is the
+            # state it had; a round trip through the snapshot format keeps that path honest
+            data = msgpack.unpackb(msgpack.packb(svc.core.snapshot(svc.state), use_bin_type=True), raw=False)
+            svc.state = svc.core.restore(data)
         svc.up = True
         svc.starts += 1
         svc.armed = None
         svc.timer_gen += 1
-        if svc.starts > 1:
-            # a restart (of the service, or of the whole router): the runtime restores the core
-            # from its snapshot and the log after it, which gives the state it had; a round trip
-            # through the snapshot format keeps that path honest. Then it answers the inputs
-            # recorded while it was down (lvsbus.runtime), with cause = each input's seq.
-            data = msgpack.unpackb(msgpack.packb(svc.core.snapshot(svc.state), use_bin_type=True), raw=False)
-            svc.state = svc.core.restore(data)
-            backlog, svc.backlog = svc.backlog, []
-            for svc.state, step in run_core(svc.core, svc.state, backlog):
-                for eff in step.effects:
-                    self.publish(r, svc.name, eff.type, eff.payload, cause=step.event.seq)
-                    self.execute(r, svc, eff)
-        subs = list(dict.fromkeys(svc.core.inputs + ("timer.fired",)))
-        if self.client_joined_version == 1:
-            self.publish(r, "broker", "bus.client_joined",
-                         {"client": svc.name, "subscriptions": ",".join(subs), "pid": 1000 + svc.starts}, version=1)
-        else:
-            self.publish(r, "broker", "bus.client_joined", {"client": svc.name, "subscriptions": subs,
-                                                             "pid": 1000 + svc.starts})
+        backlog, svc.backlog = svc.backlog, []
+        answers = []
+        for svc.state, step in run_core(svc.core, svc.state, backlog):
+            if step.effects:
+                answers.append(step)
+        pid = {"pulse": 1000, "nanny": 1500, "lvsd": 2000, "ipvs": 3000}.get(svc.name, 4000) + r.broker_runs * 10 + svc.starts
+        self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
         gen = r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
         if svc.name == "pulse":
             r.epoch += 1
@@ -625,12 +662,26 @@ class Cluster:
                 "key_loaded": True,
             })
         elif svc.name == "nanny":
-            self._at(self.t + self.check_interval, "shell", r.name, "nanny", gen, "checks", None)
+            # the shell's schedule (services/nanny/checks.py): each check every interval, at a
+            # phase from the crc32 of its id; results leave in batches every 50 ms
+            r.results, r.flush_armed, r.nanny_started = [], False, self.t
+            for cid, server, interval, timeout_us in self.check_plan:
+                phase = int(zlib.crc32(cid.encode()) / 2**32 * interval)
+                due = phase + ((self.t - phase) // interval + 1) * interval
+                self._at(due, "shell", r.name, "nanny", gen, "check", (cid, server, interval, timeout_us))
         elif svc.name == "lvsd":
-            self.publish(r, "lvsd", "lvsd.started", {"pid": 2000 + svc.starts, "epoch": r.clock.mono(self.t)})
+            self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
-            self.publish(r, "ipvs", "ipvs.started", {"pid": 3000 + svc.starts, "flush_unmanaged": False,
-                                                     "kernel": "6.1.0-sim"})
+            self.publish(r, "ipvs", "ipvs.started", {"pid": pid, "flush_unmanaged": False, "kernel": "6.1.0-sim"})
+        for step in answers:
+            for eff in step.effects:
+                self.publish(r, svc.name, eff.type, eff.payload, cause=step.event.seq)
+                self.execute(r, svc, eff)
+
+    def stop_service(self, r: SimRouter, svc: SimService) -> None:
+        svc.up = False  # its state stays: the runtime saves a snapshot when it stops
+        svc.timer_gen += 1
+        r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
 
     def crash_router(self, r: SimRouter) -> None:
         r.up = False
@@ -641,6 +692,7 @@ class Cluster:
         r.timeouts = {"tcp": 0, "tcpfin": 0, "udp": 0}
         r.daemons = []
         r.queue.clear()
+        r.crashed.clear()
         r.close_log()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -665,13 +717,15 @@ class Cluster:
             if svc is None or not r.up:
                 return
             if begin and svc.up:
-                svc.up = False
-                svc.timer_gen += 1
-            elif not begin and not svc.up:
-                self.publish(r, "supervisor", "router.service_restarted",
-                             {"service": sname, "attempt": 1, "exit": "killed by signal 9"})
-                self.start_service(r, svc)
-                self.drain(r)
+                self.stop_service(r, svc)
+                r.crashed.add(sname)
+            elif not begin and sname in r.crashed:
+                r.crashed.discard(sname)
+                if not svc.up and (sname in ("pulse", "nanny") or r.active):  # the supervisor restarts it
+                    self.publish(r, "router", "router.service_restarted",
+                                 {"service": sname, "attempt": 1, "exit": "killed by signal 9"})
+                    self.start_service(r, svc)
+                    self.drain(r)
         elif k in ("link_cut", "loss", "delay"):
             key = self._pair_key(f.target)
             table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
@@ -741,6 +795,16 @@ class Cluster:
                 self.fault(args[0], args[1])
             elif kind == "boot":
                 self.boot(routers[args[0]])
+            elif kind in ("start", "stop"):
+                r = routers[args[0]]
+                svc = r.services[args[1]]
+                if not r.up or r.broker_runs != args[2]:
+                    continue
+                if kind == "start" and r.active and not svc.up and args[1] not in r.crashed:
+                    self.start_service(r, svc)
+                    self.drain(r)
+                elif kind == "stop" and not r.active and svc.up:
+                    self.stop_service(r, svc)
             elif kind == "shell":
                 r = routers[args[0]]
                 svc = r.services[args[1]]
@@ -851,7 +915,7 @@ class Cluster:
         from services.lvsd.core import service_key
 
         healthy = {n for n, mode in self.server_mode.items() if mode == "up"}
-        for r in self.routers.values():
+        for r in (holder,):  # the backup's table is left as it was (lvsd and the applier stopped)
             for vs in self.config.virtual_services:
                 if not vs.active:
                     continue
