@@ -231,3 +231,12 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
     assert r.dests() == {k1: 1, k2: 1}
     for s in (s1, s2, sorry):
         s.stop()
+
+    # replay: the log fed to fresh cores gives every logged health verdict and table, exactly
+    from services.lvsd.core import LvsdCore
+    from services.nanny.core import NannyCore
+    from tools.replay import verify
+
+    report = verify(r.dirs.root, cores=[NannyCore(), LvsdCore()])
+    print(report.format())
+    assert report.ok and report.outputs > 10, report.format()
