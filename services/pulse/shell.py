@@ -410,16 +410,29 @@ class PulseShell:
             except (netutil.NetError, OSError) as exc:
                 log.error("vip_del_failed", address=v["address"], device=dev, error=str(exc))
 
-    async def _garp(self, vips: list[dict], repeat: int, interval_ms: int, reason: str) -> None:
+    def _garp(self, vips: list[dict], repeat: int, interval_ms: int, reason: str):
+        """The announcements, in a background task. IPv4 with a known device needs no netlink: then
+        the first round goes out at once, from the loop's thread (raw-socket sends, ~0.1 ms), so it
+        leaves before the fence that makes the old active let go."""
         vips = [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips]
+        first = None
+        if all(v.get("device") and v.get("family", "ipv4") == "ipv4" for v in vips):
+            first = netutil.announce_once(vips)
+        return self._garp_rounds(vips, repeat, interval_ms, reason, first)
+
+    async def _garp_rounds(self, vips: list[dict], repeat: int, interval_ms: int, reason: str,
+                           first: list[str] | None) -> None:
         for i in range(repeat):
-            errors = await self._nl(netutil.announce_once, vips)
+            if i == 0 and first is not None:
+                errors = first
+            else:
+                if i:
+                    await asyncio.sleep(interval_ms / 1000)
+                errors = await self._nl(netutil.announce_once, vips)
             if errors:
                 log.warning("garp_failed", errors=errors[:8], reason=reason)
             elif i == 0:
                 log.info("garp_sent", vips=[v["address"] for v in vips], repeat=repeat, reason=reason)
-            if i + 1 < repeat:
-                await asyncio.sleep(interval_ms / 1000)
 
     async def _notify(self, p: dict) -> None:
         cmd = p["command"] + ("" if not p["args"] else " " + shlex.join(p["args"]))

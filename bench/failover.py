@@ -1,0 +1,337 @@
+"""Failover times of lvsbus (and keepalived's VRRP, when installed) in a namespace topology.
+
+    sudo python bench/failover.py [--runs 5] [--keepalive 0.1] [--deadtime 0.35] [--saturate 15]
+
+Topology: tests/netns.py (client, two routers on a public and a private bridge, VIP 10.99.1.50).
+A UDP responder on each router answers with its name; the client probes the VIP every
+``--probe-ms`` ms and we time, from the fault, the first answer from the backup:
+
+  sigkill   SIGKILL of the active router's whole process tree (and its VIP removed: a dead host)
+  linkcut   the active's public cable cut (heartbeats on the public link only, as VRRP)
+  graceful  SIGTERM of the active router (it hands over with a leaving heartbeat / priority 0)
+  takeback  the higher-priority router comes back (preempt): the longest answer gap seen
+
+Then false failovers: both routers steady while two busy loops saturate both cores, for each
+(keepalive, deadtime) pair in ``--saturate-pairs``; any role change is a false failover.
+
+Output: ``name=value unit`` lines (medians over ``--runs``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lvsbus import catalog  # noqa: E402,F401
+from lvsbus.events import decode  # noqa: E402
+from lvsbus.log import LogReader  # noqa: E402
+from tests.netns import CLIENT, VIP, Topology, netns_available, router_toml, write_key  # noqa: E402
+
+RESPONDER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7))
+name = sys.argv[1].encode()
+while True:
+    data, addr = s.recvfrom(2048)
+    s.sendto(name + b" " + data, addr)
+"""
+
+KEEPALIVED_CONF = """
+global_defs {{
+    router_id {name}
+    vrrp_version 3
+    vrrp_garp_master_delay 0
+    vrrp_garp_master_repeat 3
+    enable_script_security
+}}
+vrrp_instance VI_1 {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 51
+    priority {priority}
+    advert_int {advert}
+    virtual_ipaddress {{
+        {vip}/32 dev eth0
+    }}
+}}
+"""
+
+
+def out(name: str, value, unit: str = "") -> None:
+    print(f"{name}={value} {unit}".rstrip(), flush=True)
+
+
+class Prober:
+    def __init__(self, topo: Topology) -> None:
+        self.sock = topo.socket("c")
+        self.sock.bind((CLIENT, 0))
+        self.sock.setblocking(False)
+        self.n = 0
+
+    def _drain(self) -> list[str]:
+        names = []
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                return names
+            names.append(data.split(b" ", 1)[0].decode())
+
+    def first_from(self, who: str, t0: float, timeout: float, every: float) -> float | None:
+        """Probe every ``every`` s until ``who`` answers; seconds since ``t0`` (None: timeout)."""
+        self._drain()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.n += 1
+            try:
+                self.sock.sendto(b"%d" % self.n, (VIP, 7))
+            except OSError:
+                pass
+            select.select([self.sock], [], [], every)
+            if who in self._drain():
+                return time.monotonic() - t0
+        return None
+
+    def gaps(self, duration: float, every: float, stop_when=None) -> tuple[float, list[str]]:
+        """Probe for ``duration`` s; the longest time between two answers, and who answered."""
+        self._drain()
+        last = time.monotonic()
+        worst = 0.0
+        seen: list[str] = []
+        end = last + duration
+        while time.monotonic() < end:
+            self.n += 1
+            try:
+                self.sock.sendto(b"%d" % self.n, (VIP, 7))
+            except OSError:
+                pass
+            select.select([self.sock], [], [], every)
+            names = self._drain()
+            now = time.monotonic()
+            if names:
+                worst = max(worst, now - last)
+                last = now
+                seen.extend(names)
+                if stop_when and stop_when(names):
+                    break
+        return max(worst, time.monotonic() - last), seen
+
+
+class Pair:
+    """Two routers of one kind (lvsbus or keepalived) in the topology."""
+
+    def __init__(self, topo: Topology, tmp: Path, kind: str, keepalive: float, deadtime: float, private_link: bool) -> None:
+        self.topo, self.tmp, self.kind = topo, tmp, kind
+        self.keepalive, self.deadtime = keepalive, deadtime
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.run = 0
+        key = write_key(tmp / "hb.key")
+        self.config = tmp / "lvs.toml"
+        self.config.write_text(router_toml(topo, key, keepalive=keepalive, deadtime=deadtime, port=5391,
+                                           private_link=private_link, garp_repeat=3))
+        for r, prio in (("r1", 200), ("r2", 100)):
+            (tmp / f"ka-{r}.conf").write_text(KEEPALIVED_CONF.format(name=r, priority=prio, advert=keepalive, vip=VIP))
+
+    def state(self, r: str) -> Path:
+        return self.tmp / f"{self.kind}-{r}-{self.run}"
+
+    def start(self, r: str) -> None:
+        if self.kind == "lvsbus":
+            argv = [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(self.config), "--state-dir", str(self.state(r))]
+        else:
+            d = self.state(r)
+            d.mkdir(parents=True, exist_ok=True)
+            argv = ["keepalived", "--vrrp", "--dont-fork", "--log-console", "--no-syslog",
+                    "-f", str(self.tmp / f"ka-{r}.conf"), "-p", str(d / "ka.pid"), "-r", str(d / "vrrp.pid")]
+        self.procs[r] = self.topo.popen(r, argv, stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{self.kind}-{r}.err", "ab"),
+                                        cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT), "LVSBUS_LOG_FORMAT": "json"})
+
+    def has_vip(self, r: str) -> bool:
+        return self.topo.has_address(r, VIP)
+
+    def lvsbus_role(self, r: str) -> str | None:
+        role = None
+        try:
+            for seq, body in LogReader(self.state(r) / "log").read(1):
+                ev = decode(body, seq)
+                if ev.type == "router.role_changed":
+                    role = ev.payload["new"]
+        except FileNotFoundError:
+            return None
+        return role
+
+    def steady(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.has_vip("r1") and not self.has_vip("r2"):
+                if self.kind != "lvsbus" or (self.lvsbus_role("r1") == "ACTIVE" and self.lvsbus_role("r2") == "BACKUP"):
+                    time.sleep(self.deadtime)  # settle: the backup has heard the active for a while
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.kind}: r1 did not become active")
+
+    def fresh(self) -> None:
+        self.stop_all()
+        self.run += 1
+        for r in ("r1", "r2"):
+            self.topo.run(r, "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)
+            for link in ("public", "private"):
+                self.topo.heal(r, link)
+        self.topo.run("c", "ip", "neigh", "flush", "all", check=False)
+        self.start("r1")
+        self.start("r2")
+        self.steady()
+
+    def kill(self, r: str, sig: int) -> None:
+        p = self.procs[r]
+        if sig == signal.SIGKILL:
+            os.killpg(p.pid, signal.SIGKILL)
+        else:
+            p.send_signal(sig)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        self.procs.clear()
+
+
+def scenario(pair: Pair, prober: Prober, name: str, every: float) -> float | None:
+    topo = pair.topo
+    pair.fresh()
+    if prober.first_from("r1", time.monotonic(), 3.0, every) is None:
+        raise RuntimeError(f"{pair.kind}: the VIP does not answer from r1")
+    t0 = time.monotonic()
+    if name == "sigkill":
+        pair.kill("r1", signal.SIGKILL)
+        pair.procs["r1"].wait(5)
+        topo.run("r1", "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)  # a dead host holds nothing
+        return prober.first_from("r2", t0, 10.0, every)
+    if name == "linkcut":
+        topo.cut("r1", "public")
+        return prober.first_from("r2", t0, 10.0, every)
+    if name == "graceful":
+        pair.kill("r1", signal.SIGTERM)
+        return prober.first_from("r2", t0, 10.0, every)
+    if name == "takeback":
+        pair.kill("r1", signal.SIGTERM)
+        pair.procs["r1"].wait(10)
+        if prober.first_from("r2", time.monotonic(), 10.0, every) is None:
+            return None
+        pair.start("r1")
+        gap, seen = prober.gaps(15.0, every, stop_when=lambda names: "r1" in names)
+        return gap if "r1" in seen else None
+    raise ValueError(name)
+
+
+def saturated(topo: Topology, tmp: Path, keepalive: float, deadtime: float, seconds: float) -> int:
+    """Role changes (false failovers) of a steady lvsbus pair while both cores are saturated."""
+    pair = Pair(topo, tmp, "lvsbus", keepalive, deadtime, private_link=True)
+    pair.run = 1000 + int(keepalive * 1000) + int(deadtime * 10)
+    pair.fresh()
+    busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
+    try:
+        time.sleep(seconds)
+    finally:
+        for b in busy:
+            b.kill()  # by PID: only the loops this bench started
+            b.wait()
+    changes = 0
+    for r in ("r1", "r2"):
+        for seq, body in LogReader(pair.state(r) / "log").read(1):
+            ev = decode(body, seq)
+            if ev.type == "router.role_changed" and ev.payload["new"] == "ACTIVE" and ev.payload["reason"] != "no_active":
+                changes += 1
+    pair.stop_all()
+    return changes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--keepalive", type=float, default=0.1)
+    ap.add_argument("--deadtime", type=float, default=0.35, help="(VRRP's master-down for priority 100 at 0.1 s is ~0.36 s)")
+    ap.add_argument("--probe-ms", type=float, default=5.0)
+    ap.add_argument("--scenarios", default="sigkill,linkcut,graceful,takeback")
+    ap.add_argument("--saturate", type=float, default=15.0, help="seconds per pair under CPU load (0: skip)")
+    ap.add_argument("--saturate-pairs", default="0.1:0.35,0.1:0.5,0.2:1.0", help="keepalive:deadtime,...")
+    ap.add_argument("--no-keepalived", action="store_true")
+    ap.add_argument("--kinds", default="lvsbus,keepalived", help="which implementations to measure")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) and print it")
+    args = ap.parse_args()
+    reason = netns_available()
+    if reason:
+        print(f"skipped: {reason}", file=sys.stderr)
+        return 2
+    every = args.probe_ms / 1000
+    tmp = Path(tempfile.mkdtemp(prefix="lvsb-bench-"))
+    topo = Topology(routers=2).build()
+    try:
+        for r in topo.routers:
+            topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        prober = Prober(topo)
+        out("keepalive", args.keepalive, "s")
+        out("deadtime", args.deadtime, "s")
+        out("probe_interval", args.probe_ms, "ms")
+        out("runs", args.runs)
+        kinds = ["lvsbus"] if "lvsbus" in args.kinds.split(",") else []
+        if args.no_keepalived or "keepalived" not in args.kinds.split(","):
+            out("keepalived", "skipped")
+        elif shutil.which("keepalived"):
+            ver = subprocess.run(["keepalived", "--version"], capture_output=True, text=True)
+            out("keepalived_version", (ver.stderr or ver.stdout).split()[1])
+            kinds.append("keepalived")
+        else:
+            out("keepalived", "not_installed")
+        medians: dict[tuple[str, str], float] = {}
+        for name in args.scenarios.split(","):
+            for kind in kinds:
+                # link cut: heartbeats on the public link only (as VRRP): see docs/router.md
+                pair = Pair(topo, tmp, kind, args.keepalive, args.deadtime, private_link=(name != "linkcut"))
+                times = []
+                for _ in range(args.runs):
+                    t = scenario(pair, prober, name, every)
+                    if t is not None:
+                        times.append(t)
+                pair.stop_all()
+                if times:
+                    medians[(kind, name)] = statistics.median(times)
+                    out(f"{kind}_{name}_median", f"{medians[(kind, name)] * 1000:.1f}", "ms")
+                    out(f"{kind}_{name}_max", f"{max(times) * 1000:.1f}", "ms")
+                out(f"{kind}_{name}_failed_runs", args.runs - len(times))
+            if ("lvsbus", name) in medians and ("keepalived", name) in medians and medians[("keepalived", name)] > 0:
+                out(f"ratio_{name}_lvsbus_over_keepalived", f"{medians[('lvsbus', name)] / medians[('keepalived', name)]:.2f}")
+        if args.saturate > 0:
+            for pair_s in args.saturate_pairs.split(","):
+                ka, dt = (float(x) for x in pair_s.split(":"))
+                n = saturated(topo, tmp, ka, dt, args.saturate)
+                out(f"false_failovers_cpu_saturated_ka{ka}_dt{dt}", n, f"in {args.saturate:g} s")
+    finally:
+        topo.destroy()
+        if args.keep:
+            print(f"# logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
