@@ -240,3 +240,42 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
     report = verify(r.dirs.root, cores=[NannyCore(), LvsdCore()])
     print(report.format())
     assert report.ok and report.outputs > 10, report.format()
+
+
+def test_reload_keeps_unchanged_servers_and_quiesce_keeps_a_failed_one_at_weight_zero(tmp_path, router):
+    from lvsbus.config import diff
+
+    s1, s2, s2b = Listener().start(), Listener().start(), Listener().start()
+    k1, k2 = f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}"
+    cfg1 = write_config(tmp_path / "lvs.toml", s1.port, s2.port, 9)
+    r = router(cfg1)
+    r.start("nanny")
+    r.start("lvsd")
+    r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 10, "both servers in the table")
+    before = {e.seq for e in r.events("health.")} - {e.seq for e in r.events("health.check_results")}
+
+    # reload: quiesce on, and s2's check probes another port (its check changed: it starts over)
+    text = cfg1.read_text().replace('sorry_server_port = 9\n', 'sorry_server_port = 9\nquiesce = true\n')
+    text += f"\n[virtual.web.server.s2.check]\nport = {s2b.port}\n"
+    cfg2 = tmp_path / "lvs2.toml"
+    cfg2.write_text(text)
+    old, new = load(str(cfg1)), load(str(cfg2))
+    c = BusClient(r.dirs.run, "supervisor")
+    c.publish_acked("config.loaded", {
+        "path": str(cfg2), "format": new.format, "digest": new.digest, "model": to_dict(new.config), "warnings": [],
+        "local_router": "lvs1", "reload": True, "diff": diff(old.config, new.config).to_dict()})
+    c.close()
+    r.wait(lambda: any(e.payload.get("reason") == "config" for e in r.events("lvsd.table")), 5, "the reload's table")
+    full = [e for e in r.events("lvsd.table") if e.payload.get("reason") == "config"][0]
+    dests = full.payload["table"]["tcp:10.9.0.1:80"]["dests"]
+    assert {k: d["weight"] for k, d in dests.items()} == {k1: 1, k2: 0}  # s2 unknown again: quiesced
+    r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 5, "s2 back after rise on its new check")
+    changed = [e for e in r.events("health.") if e.type != "health.check_results" and e.seq not in before]
+    assert {e.payload["server"] for e in changed} == {"s2"}  # s1 kept its state: no event at all
+    assert changed[0].payload["reason"] == "check_changed"
+
+    # quiesce: a failed server stays in the table with weight 0
+    s1.stop()
+    r.wait(lambda: r.dests() == {k1: 0, k2: 1}, 5, "s1 quiesced")
+    for s in (s2, s2b):
+        s.stop()
