@@ -215,8 +215,6 @@ def run(args, cfg: Config, kb_core: float, kb_model: float) -> int:
         def q(p):
             return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else 0.0
 
-        import uvloop  # noqa: F401
-
         print(f"loop={type(loop).__module__.split('.')[0]}")
         print(f"servers={args.servers} count")
         print(f"interval={args.interval} s")
@@ -236,6 +234,7 @@ def run(args, cfg: Config, kb_core: float, kb_model: float) -> int:
         print(f"health_memory_per_server={kb_core:.2f} KB (NannyCore: slotted Health + one shared Machine)")
         print(f"transitions_model_per_server={kb_model:.2f} KB (for comparison: one Machine model per server)")
         print(f"health_memory_10000={kb_core * 10000 / 1024:.1f} MB")
+        print(f"loadavg_1m={os.getloadavg()[0]:.2f} (the machine's: other work competes for its {os.cpu_count()} cores)")
 
     loop.run_until_complete(go())
     loop.close()

@@ -6,7 +6,6 @@ import dataclasses
 import random
 
 import msgpack
-import pytest
 
 from lvsbus.config import Check, Config, Forwarding, Protocol, RealServer, Router, VirtualService, to_dict
 from lvsbus.events import Event

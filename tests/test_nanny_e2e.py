@@ -162,6 +162,7 @@ def router(tmp_path):
         r.close()
 
 
+@pytest.mark.slow
 def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
     s1, s2 = Listener().start(), Listener().start()
     sorry = Listener().start()
@@ -242,6 +243,7 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
     assert report.ok and report.outputs > 10, report.format()
 
 
+@pytest.mark.slow
 def test_reload_keeps_unchanged_servers_and_quiesce_keeps_a_failed_one_at_weight_zero(tmp_path, router):
     from lvsbus.config import diff
 
