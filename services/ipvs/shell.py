@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from concurrent.futures import ThreadPoolExecutor
+
 import structlog
 
 from lvsbus import logs
@@ -34,7 +36,7 @@ from .core import ApplierCore
 
 log = structlog.get_logger("ipvs")
 
-YIELD_EVERY = 256  # ops between two turns of the event loop (the bus keeps flowing during a big batch)
+CHUNK = 256  # ops per trip to the netlink thread (the bus keeps flowing during a big batch)
 
 
 class ApplierShell:
@@ -46,6 +48,11 @@ class ApplierShell:
         self.stop = asyncio.Event()
         self.ipvs = None
         self._modprobed = False
+        # pyroute2's sync sockets run their own event loop: keep them off asyncio's thread
+        self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+
+    async def _call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._netlink, fn, *args)
 
     # -- netlink ---------------------------------------------------------------------------
 
@@ -81,24 +88,24 @@ class ApplierShell:
 
     async def execute(self, eff: Effect, ev: Event) -> None:
         if eff.type == "ipvs.read_table":
-            self.read_table(eff.payload["request"])
+            await self.read_table(eff.payload["request"])
         elif eff.type == "ipvs.apply":
             await self.apply(eff.payload)
 
-    def read_table(self, request: int) -> None:
-        from .netlink import IpvsError
+    def _dump(self) -> tuple:
+        ipvs = self._open()
+        return ipvs.dump(), ipvs.timeouts(), ipvs.daemons()
 
+    async def read_table(self, request: int) -> None:
         t0 = time.monotonic_ns()
         try:
-            ipvs = self._open()
-            table = ipvs.dump()
-            timeouts = ipvs.timeouts()
-            daemons = ipvs.daemons()
-        except (IpvsError, OSError) as exc:
-            self._close()
+            table, timeouts, daemons = await self._call(self._dump)
+        except Exception as exc:  # IpvsError, OSError, anything pyroute2 raises: IPVS is not usable
+            await self._call(self._close)
             code = getattr(exc, "errno", 0) or 0
             log.error("ipvs_unavailable", errno=code, error=str(exc))
-            self.runtime.publish("ipvs.unavailable", {"request": request, "errno": code, "error": str(exc)[:1024]})
+            self.runtime.publish("ipvs.unavailable", {"request": request, "errno": code,
+                                                      "error": f"{type(exc).__name__}: {exc}"[:1024]})
             return
         self.runtime.publish("ipvs.table_read", {
             "request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
@@ -106,33 +113,41 @@ class ApplierShell:
             "duration_us": (time.monotonic_ns() - t0) // 1000,
         })
 
-    async def apply(self, payload: dict) -> None:
-        from .netlink import IpvsError
+    def _apply_chunk(self, ops: list) -> list:
+        """Runs on the netlink thread: [(errno or None, error, duration_us)] per op."""
+        out = []
+        try:
+            ipvs = self._open()
+        except Exception as exc:
+            code = getattr(exc, "errno", 0) or 0
+            return [(code, f"{type(exc).__name__}: {exc}", 0)] * len(ops)
+        for op in ops:
+            t1 = time.monotonic_ns()
+            try:
+                ipvs.apply(op)
+            except Exception as exc:
+                out.append((getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}", 0))
+            else:
+                out.append((None, "", (time.monotonic_ns() - t1) // 1000))
+        return out
 
+    async def apply(self, payload: dict) -> None:
         batch = payload["batch"]
+        ops = payload["ops"]
         applied = failed = 0
         t0 = time.monotonic_ns()
         publish = self.runtime.publish
-        try:
-            ipvs = self._open()
-        except (IpvsError, OSError) as exc:
-            ipvs, err = None, exc
-        for i, op in enumerate(payload["ops"]):
-            t1 = time.monotonic_ns()
-            try:
-                if ipvs is None:
-                    raise err
-                ipvs.apply(op)
-            except (IpvsError, OSError) as exc:
-                failed += 1
-                code = getattr(exc, "errno", 0) or 0
-                log.warning("op_failed", batch=batch, op=op["op"], service=op["service"], dest=op["dest"], errno=code)
-                publish("ipvs.op_failed", {"batch": batch, "op": op, "errno": code, "error": str(exc)[:1024]})
-            else:
-                applied += 1
-                publish("ipvs.op_applied", {"batch": batch, "op": op, "duration_us": (time.monotonic_ns() - t1) // 1000})
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)
+        for i in range(0, len(ops), CHUNK):
+            chunk = ops[i:i + CHUNK]
+            results = await self._call(self._apply_chunk, chunk)
+            for op, (code, error, us) in zip(chunk, results):
+                if code is None:
+                    applied += 1
+                    publish("ipvs.op_applied", {"batch": batch, "op": op, "duration_us": us})
+                else:
+                    failed += 1
+                    log.warning("op_failed", batch=batch, op=op["op"], service=op["service"], dest=op["dest"], errno=code, error=error)
+                    publish("ipvs.op_failed", {"batch": batch, "op": op, "errno": code, "error": error[:1024]})
         publish("ipvs.batch_applied", {"batch": batch, "applied": applied, "failed": failed,
                                        "duration_us": (time.monotonic_ns() - t0) // 1000})
         log.info("batch_applied", batch=batch, applied=applied, failed=failed, reason=payload["reason"])
@@ -144,7 +159,8 @@ class ApplierShell:
         try:
             await self.runtime.run(self.stop, on_start=self.on_start)
         finally:
-            self._close()
+            await self._call(self._close)
+            self._netlink.shutdown(wait=False)
         return 0
 
 
