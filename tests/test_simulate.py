@@ -1,0 +1,193 @@
+"""The cluster simulator (tools/simulate.py): determinism, the seed sweep, invariants that bite,
+shrinking, reproduction from the command line.
+
+The sweep runs a fixed range of seeds (every fault kind, 2 routers, 3 real servers, all available
+cores), and every simulated log must pass ``replay --verify``. A longer sweep is
+``lvsbus simulate --seeds 0-9999`` (docs/replay.md).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from lvsbus.cli import main as cli
+from tools.replay import verify
+from tools.simulate import (
+    FAULT_KINDS, GOLDEN, MS, S, Cluster, Fault, SimRouter, generate_faults, run_seed, shrink,
+)
+
+SWEEP = range(0, 200)
+
+
+def _files(root: str) -> dict[str, bytes]:
+    out = {}
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+def test_same_seed_gives_the_same_logs_byte_for_byte(tmp_path):
+    faults = [Fault(7 * S, "router_crash", "lvs1", 3 * S), Fault(12 * S, "loss", "lvs1-lvs2/public", 4 * S, 300),
+              Fault(13 * S, "delay", "lvs1-lvs2/private", 5 * S, 300), Fault(14 * S, "server_flap", "rs2", 4 * S)]
+    a = Cluster(11, faults=faults, log_root=str(tmp_path / "a")).run()
+    b = Cluster(11, faults=faults, log_root=str(tmp_path / "b")).run()
+    fa, fb = _files(str(tmp_path / "a")), _files(str(tmp_path / "b"))
+    assert fa.keys() == fb.keys() and len(fa) >= 4
+    assert fa == fb
+    assert a.events == b.events > 300
+    # and a different seed gives a different run
+    c = Cluster(12, faults=faults, log_root=str(tmp_path / "c")).run()
+    assert _files(str(tmp_path / "c")) != fa
+
+
+def test_generated_schedules_are_deterministic_and_cover_every_fault_kind():
+    assert generate_faults(5) == generate_faults(5)
+    kinds = {f.kind for s in range(300) for f in generate_faults(s)}
+    assert kinds == set(FAULT_KINDS)
+    f = generate_faults(5)[0]
+    assert Fault.from_json(json.loads(json.dumps(f.to_json()))) == f
+
+
+def test_seed_sweep_holds_every_invariant_and_every_log_replays():
+    failed = [r.summary() for r in (run_seed(s, verify=True) for s in SWEEP) if not r.ok]
+    assert not failed, "\n".join(failed)
+
+
+def test_three_routers():
+    for seed in range(20):
+        res = run_seed(seed, routers=3, verify=True)
+        assert res.ok, res.summary()
+        assert set(res.roles) == {"lvs1", "lvs2", "lvs3"}
+
+
+def test_a_failover_happens_and_settles(tmp_path):
+    res = Cluster(3, faults=[Fault(8 * S, "router_crash", "lvs1", 20 * S)], log_root=str(tmp_path),
+                  duration=20 * S).run(verify=True)
+    assert res.ok, res.summary()
+    assert res.failovers == 1
+    assert res.roles == {"lvs1": "DOWN", "lvs2": "ACTIVE"}
+
+
+def test_split_brain_beyond_the_fencing_window_is_a_violation():
+    # a healed partition resolves within a heartbeat; with a zero window that is already too long
+    partition = [Fault(8 * S, "link_cut", "lvs1-lvs2/public", 6 * S), Fault(8 * S, "link_cut", "lvs1-lvs2/private", 6 * S)]
+    res = Cluster(1, faults=partition, fencing_window_ns=0).run()
+    assert any("all hold 10.0.0.100" in v for v in res.violations), res.summary()
+    # the default window allows it: the routers could not hear each other while both held the VIP
+    assert Cluster(1, faults=partition).run().ok
+
+
+def test_a_lost_ipvs_operation_breaks_the_table_invariant(monkeypatch):
+    real = Cluster.shell
+
+    def lossy(self, r, what, p):
+        if what == "apply":  # the kernel silently drops every deletion
+            p = {**p, "ops": [op for op in p["ops"] if op["op"] != "del_dest"]}
+        return real(self, r, what, p)
+
+    monkeypatch.setattr(Cluster, "shell", lossy)
+    res = Cluster(2, faults=[Fault(8 * S, "server_fail", "rs2", 0)]).run()
+    assert any("kernel table has" in v and "192.168.100.11" in v for v in res.violations), res.summary()
+
+
+def test_a_lost_log_record_is_detected(tmp_path):
+    c = Cluster(4, faults=[], log_root=str(tmp_path), duration=10 * S)
+    assert c.run().ok
+    seg = os.path.join(c.routers["lvs2"].log_dir, "00000000000000000001.seg")
+    with open(seg, "r+b") as fh:  # the last record disappears (as a torn write would lose it)
+        size = fh.seek(0, 2)
+        fh.truncate(size - 5)
+    c.check_logs()
+    assert any("lvs2's log holds" in v for v in c.violations), c.violations
+
+
+def test_a_failing_schedule_shrinks_to_the_faults_that_matter():
+    noise = [Fault(7 * S, "drift", "lvs2", 3 * S, 200), Fault(9 * S, "server_flap", "rs1", 2 * S),
+             Fault(16 * S, "wall_step", "lvs1", 0, 5000), Fault(18 * S, "delay", "lvs1-lvs2/public", 2 * S, 5)]
+    partition = [Fault(8 * S, "link_cut", "lvs1-lvs2/public", 6 * S), Fault(8 * S, "link_cut", "lvs1-lvs2/private", 6 * S)]
+    faults = sorted(noise + partition)
+    runs = []
+
+    def fails(fs):
+        runs.append(len(fs))
+        return not Cluster(9, faults=fs, fencing_window_ns=0).run().ok
+
+    assert fails(faults)
+    small = shrink(9, faults, fails)
+    assert sorted(small) == sorted(partition)  # either cut alone leaves a link: no split brain
+    assert len(runs) < 40
+
+
+def test_a_failure_reproduces_exactly():
+    partition = [Fault(8 * S, "link_cut", "lvs1-lvs2/public", 6 * S), Fault(8 * S, "link_cut", "lvs1-lvs2/private", 6 * S)]
+    a = Cluster(21, faults=partition, fencing_window_ns=0).run()
+    b = Cluster(21, faults=partition, fencing_window_ns=0).run()
+    assert a.violations and a.violations == b.violations
+
+
+def test_stale_gratuitous_arp_is_reported_as_an_advisory():
+    """Seed 0: a split brain whose winner never sees the loser's ACTIVE heartbeat (reordered behind
+    its BACKUP one and a stale fence) leaves the clients' ARP entry on the loser: the winner does
+    not re-announce. Not one of the issue's invariants, so an advisory; see docs/replay.md."""
+    res = run_seed(0, verify=True)
+    assert res.ok
+    assert any("clients send 10.0.0.100 to lvs2" in a for a in res.advisories), res.summary()
+
+
+def test_every_simulated_log_passes_verify_with_service_restarts(tmp_path):
+    faults = [Fault(8 * S, "service_crash", "lvs1/pulse", 1 * S), Fault(9 * S, "service_crash", "lvs1/lvsd", 500 * MS),
+              Fault(10 * S, "service_crash", "lvs1/ipvs", 500 * MS), Fault(11 * S, "service_crash", "lvs2/nanny", 2 * S),
+              Fault(12 * S, "server_fail", "rs1", 3 * S)]
+    res = Cluster(6, faults=faults, log_root=str(tmp_path)).run()
+    assert res.ok, res.summary()
+    for path in res.logs.values():
+        rep = verify(path)
+        assert rep.ok, rep.format()
+
+
+def test_cli_simulate_reproduces_a_seed_and_a_schedule(tmp_path, capsys):
+    assert cli(["simulate", "--seed", "7", "--logs", str(tmp_path / "one")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed 7: ok")
+    first = _files(str(tmp_path / "one"))
+    assert cli(["simulate", "--seed", "7", "--logs", str(tmp_path / "two")]) == 0
+    assert _files(str(tmp_path / "two")) == first
+    sched = tmp_path / "faults.json"
+    sched.write_text(json.dumps([Fault(8 * S, "router_crash", "lvs2", 2 * S).to_json()]))
+    assert cli(["simulate", "--seed", "7", "--faults", str(sched)]) == 0
+    assert "router_crash lvs2" in capsys.readouterr().out
+    assert cli(["simulate", "--seeds", "0-4"]) == 0
+    assert "5 seeds, 0 failed" in capsys.readouterr().out
+
+
+def test_golden_scenarios_are_all_clean():
+    assert {"failover_after_crash", "partition_heals", "real_server_flap", "old_client_joined_v1"} <= set(GOLDEN)
+
+
+@pytest.mark.parametrize("kind", sorted(FAULT_KINDS))
+def test_each_fault_kind_alone(kind):
+    target = {"router_crash": "lvs1", "stall": "lvs1", "wall_step": "lvs2", "drift": "lvs2",
+              "service_crash": "lvs1/pulse", "nic_down": "lvs1/public", "server_fail": "rs1",
+              "server_flap": "rs1", "slow_check": "rs2"}.get(kind, "lvs1-lvs2/public")
+    value = {"loss": 1000, "delay": 300, "wall_step": -60_000, "drift": 500}.get(kind, 0)
+    res = run_seed(31, faults=[Fault(8 * S, kind, target, 0 if kind == "wall_step" else 5 * S, value)], verify=True)
+    assert res.ok, res.summary()
+
+
+def test_a_core_left_without_its_timer_is_caught(monkeypatch):
+    real = Cluster._arm
+
+    def forgetful(self, r, svc):
+        if svc.name == "pulse" and self.t > 8 * S:  # nobody's heartbeat timer fires any more
+            svc.armed = svc.core.next_deadline(svc.state)  # thinks it armed it, never fires
+            return
+        return real(self, r, svc)
+
+    monkeypatch.setattr(Cluster, "_arm", forgetful)
+    res = Cluster(2, faults=[]).run()
+    assert any("does not hear" in v for v in res.violations), res.summary()

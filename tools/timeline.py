@@ -1,0 +1,345 @@
+"""Incident timelines: several routers' logs merged by wall clock, as text, JSON or one HTML page.
+
+    lvsbus replay LOG... --timeline [--html FILE] [--json]
+
+Each row is one event that matters in an incident (role changes, heartbeats lost and found, fences,
+VIP moves, real-server health, desired-table and IPVS changes, restarts, config), shown with the
+router that recorded it and that router's own seq; heartbeat and check chatter is left out. The HTML
+page is self-contained: inline CSS and SVG (one lane per router, its role as coloured bands, one
+mark per event with a tooltip), no script, no network. ``read_events`` and ``Filters`` are the
+filtered reading shared with ``tools/replay.py``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.events import Event, decode, matches
+from lvsbus.log import LogReader, SeqUnavailable
+
+NS = 1_000_000_000
+
+def log_dir(path: str) -> str:
+    """A log directory, given either it or the state directory holding ``log/``."""
+    sub = os.path.join(path, "log")
+    if os.path.isdir(sub) and not any(n.endswith(".seg") for n in os.listdir(path)):
+        return sub
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# reading with filters
+
+
+@dataclass
+class Filters:
+    from_seq: int | None = None
+    to_seq: int | None = None
+    since_ns: int | None = None  # wall clock
+    until_ns: int | None = None
+    types: tuple[str, ...] = ()  # type prefixes (lvsbus.events.matches)
+    services: tuple[str, ...] = ()  # sources
+
+    def keep(self, ev: Event) -> bool:
+        if self.from_seq is not None and ev.seq < self.from_seq:
+            return False
+        if self.to_seq is not None and ev.seq > self.to_seq:
+            return False
+        if self.since_ns is not None and ev.wall_ns < self.since_ns:
+            return False
+        if self.until_ns is not None and ev.wall_ns > self.until_ns:
+            return False
+        if self.types and not matches(ev.type, self.types):
+            return False
+        if self.services and ev.source not in self.services:
+            return False
+        return True
+
+
+def read_events(directory: str, filters: Filters | None = None) -> Iterator[Event]:
+    """Decoded (validated, upcast) events of one log, filtered."""
+    f = filters or Filters()
+    reader = LogReader(log_dir(directory))
+    first = reader.first_seq()
+    if first is None:
+        return
+    start = max(first, f.from_seq or 1)
+    try:
+        batches = reader.read_batches(start, f.to_seq)
+    except SeqUnavailable:
+        return
+    for batch in batches:
+        for seq, body in batch:
+            ev = decode(body, seq)
+            if f.keep(ev):
+                yield ev
+
+
+def event_json(ev: Event) -> dict:
+    return ev._asdict()
+
+
+# ---------------------------------------------------------------------------------------------
+# timeline
+
+#: what an incident timeline shows, by category; heartbeat chatter (send/receive/timer) is left out
+CATEGORY = {
+    "router.role_changed": "role",
+    "pulse.peer_dead": "heartbeat", "pulse.peer_alive": "heartbeat", "pulse.peer_restarted": "heartbeat",
+    "pulse.link_degraded": "heartbeat", "pulse.link_restored": "heartbeat", "pulse.split_brain_resolved": "role",
+    "pulse.send_fence": "fence", "pulse.fence_received": "fence",
+    "pulse.take_vips": "vip", "pulse.release_vips": "vip",
+    "pulse.link_changed": "link", "pulse.config_rejected": "config",
+    "pulse.start_lvsd": "lvsd", "pulse.stop_lvsd": "lvsd",
+    "bus.broker_started": "router", "pulse.started": "router", "router.service_restarted": "router",
+    "router.shutdown_requested": "router", "bus.client_joined": "bus",
+    "config.loaded": "config", "config.reload_refused": "config",
+    "health.real_server_up": "health", "health.real_server_down": "health", "health.state_changed": "health",
+    "health.config_rejected": "config", "lvsd.config_rejected": "config",
+    "lvsd.table_desired": "ipvs", "lvsd.table_delta": "ipvs", "ipvs.apply": "ipvs", "ipvs.op_failed": "ipvs",
+    "ipvs.unavailable": "ipvs", "lvsd.started": "router", "ipvs.started": "router",
+    "bus.frame_rejected": "bus", "bus.subscriber_lagged": "bus", "log.write_failed": "bus",
+    "log.write_recovered": "bus",
+}
+#: shown when a newer event type appears (other health/lvsd/ipvs events are chatter: check
+#: batches, per-op acknowledgements, table dumps)
+CATEGORY_PREFIX: tuple[tuple[str, str], ...] = ()
+
+
+def category(ev: Event) -> str | None:
+    c = CATEGORY.get(ev.type)
+    if c is not None:
+        return c
+    for prefix, cat in CATEGORY_PREFIX:
+        if ev.type.startswith(prefix):
+            return cat
+    return None
+
+
+def describe(ev: Event) -> str:
+    p, t = ev.payload, ev.type
+    vips = lambda: ", ".join(v["address"] for v in p.get("vips", []))  # noqa: E731
+    if t == "router.role_changed":
+        return f"{p['old']} -> {p['new']} ({p['reason']}{', peer ' + p['peer'] if p.get('peer') else ''})"
+    if t == "pulse.peer_dead":
+        return f"peer {p['peer']} dead ({p['cause']}, was {p['role']})"
+    if t == "pulse.peer_alive":
+        return f"peer {p['peer']} alive on {p['link']} ({p['role']}, epoch {p['epoch']})"
+    if t == "pulse.peer_restarted":
+        return f"peer {p['peer']} restarted (epoch {p['old_epoch']} -> {p['new_epoch']})"
+    if t == "pulse.link_degraded":
+        return f"{p['link']} link to {p['peer']} silent for {p['silent_ns'] / NS:.3f}s (degraded)"
+    if t == "pulse.link_restored":
+        return f"{p['link']} link to {p['peer']} restored"
+    if t == "pulse.split_brain_resolved":
+        return f"split brain: {p['winner']} stays active, {p['loser']} steps down"
+    if t == "pulse.send_fence":
+        return f"fence {p['target']} ({p['reason']}) over {len(p['destinations'])} link(s)"
+    if t == "pulse.fence_received":
+        return f"fenced by {p['peer']} on {p['link']} ({p['reason']})"
+    if t == "pulse.take_vips":
+        return f"take VIPs {vips()} ({p['reason']})"
+    if t == "pulse.release_vips":
+        return f"release VIPs {vips()} ({p['reason']})"
+    if t == "pulse.link_changed":
+        return f"{p['link']} link {'up' if p['up'] else 'DOWN'}"
+    if t in ("pulse.start_lvsd", "pulse.stop_lvsd"):
+        return f"{t.split('_')[0].split('.')[1]} lvsd ({p['reason']})"
+    if t == "bus.broker_started":
+        return f"broker started (resumed after seq {p['resumed_from']}{', ' + p['recovery'] if p['recovery'] else ''})"
+    if t == "pulse.started":
+        return f"pulse started (epoch {p['epoch']})"
+    if t == "router.service_restarted":
+        return f"{p['service']} restarted (attempt {p['attempt']}: {p['exit']})"
+    if t == "router.shutdown_requested":
+        return f"shutdown requested ({p['reason']})"
+    if t == "bus.client_joined":
+        subs = p["subscriptions"]
+        return f"{p['client']} joined the bus ({len(subs)} subscriptions: {', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''})"
+    if t == "config.loaded":
+        return f"config {'reloaded' if p['reload'] else 'loaded'} ({p['path']}, {p['digest'][:12]})"
+    if t == "health.real_server_up":
+        return f"real server {p['virtual']}/{p['server']} UP ({p['reason']}, was {p['previous']})"
+    if t == "health.real_server_down":
+        return f"real server {p['virtual']}/{p['server']} DOWN ({p['reason']}: {p['detail']}, was {p['previous']})"
+    if t == "health.state_changed":
+        return f"real server {p['virtual']}/{p['server']} {p['old']} -> {p['new']} ({p['reason']})"
+    if t == "lvsd.table_desired":
+        return f"desired table v{p['version']} ({p['reason']}): {p['services']} service(s), {p['dests']} real server(s)"
+    if t == "lvsd.table_delta":
+        return f"desired table v{p['version']}: {p['reason']} [{_ops(p['ops'])}]"
+    if t == "ipvs.apply":
+        return f"IPVS batch {p['batch']} ({p['reason']}, table v{p['version']}): {_ops(p['ops'])}"
+    if t == "ipvs.op_failed":
+        return f"IPVS op refused (errno {p['errno']}): {_ops([p['op']])}: {p['error']}"
+    if t == "ipvs.unavailable":
+        return f"IPVS unavailable (errno {p['errno']}): {p['error']}"
+    if t == "lvsd.started":
+        return "lvsd started"
+    if t == "ipvs.started":
+        return f"IPVS applier started (kernel {p['kernel']})"
+    if t == "config.reload_refused":
+        return f"config reload refused: {len(p['errors'])} error(s)"
+    if t == "pulse.config_rejected":
+        return f"pulse rejected the config: {p['error']}"
+    return f"{t} " + ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))[:200]
+
+
+def _ops(ops: list[dict]) -> str:
+    parts = [f"{o['op']} {o['service']}{' ' + o['dest'] if o.get('dest') else ''}" for o in ops[:6]]
+    return ", ".join(parts) + (f" (+{len(ops) - 6} more)" if len(ops) > 6 else "")
+
+
+@dataclass
+class Row:
+    wall_ns: int
+    node: str
+    seq: int
+    mono_ns: int
+    category: str
+    type: str
+    source: str
+    text: str
+    payload: dict
+
+    def to_json(self) -> dict:
+        return {"wall_ns": self.wall_ns, "time": fmt_wall(self.wall_ns), "node": self.node, "seq": self.seq,
+                "mono_ns": self.mono_ns, "category": self.category, "type": self.type, "source": self.source,
+                "text": self.text, "payload": self.payload}
+
+
+def fmt_wall(ns: int) -> str:
+    dt = _dt.datetime.fromtimestamp(ns // NS, _dt.timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S") + f".{(ns % NS) // 1_000_000:03d}"
+
+
+def timeline(logs: list[str], filters: Filters | None = None) -> list[Row]:
+    """The incident rows of several routers' logs, merged by wall clock (each with its own seq)."""
+    rows = []
+    for d in logs:
+        for ev in read_events(d, filters):
+            cat = category(ev)
+            if cat is None:
+                continue
+            rows.append(Row(ev.wall_ns, ev.node, ev.seq, ev.mono_ns, cat, ev.type, ev.source, describe(ev), ev.payload))
+    rows.sort(key=lambda r: (r.wall_ns, r.node, r.seq))
+    return rows
+
+
+def render_text(rows: list[Row]) -> str:
+    if not rows:
+        return "(no incident events)\n"
+    t0 = rows[0].wall_ns
+    wn = max(len(r.node) for r in rows)
+    lines = [f"{'wall clock (UTC)':23}  {'+s':>9}  {'router':{wn}}  {'seq':>7}  {'what':9}  detail"]
+    for r in rows:
+        lines.append(f"{fmt_wall(r.wall_ns):23}  {(r.wall_ns - t0) / NS:9.3f}  {r.node:{wn}}  {r.seq:7d}  "
+                     f"{r.category:9}  {r.text}")
+    return "\n".join(lines) + "\n"
+
+
+_ROLE_COLOR = {"INIT": "#d9d9d9", "BACKUP": "#9ecae1", "ACTIVE": "#31a354", "FAULT": "#e6550d",
+               "STOPPED": "#636363"}
+_MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fence": ("#de2d26", "cross"),
+         "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
+         "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
+         "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar")}
+
+
+def render_html(rows: list[Row], title: str = "lvsbus incident timeline") -> str:
+    """One self-contained page: inline CSS and SVG, no script, no network."""
+    esc = html.escape
+    nodes = sorted({r.node for r in rows})
+    t0 = rows[0].wall_ns if rows else 0
+    t1 = rows[-1].wall_ns if rows else 1
+    span = max(t1 - t0, NS)
+    width, left, lane, top = 1100, 90, 70, 30
+    plot = width - left - 20
+    x = lambda ns: left + (ns - t0) * plot / span  # noqa: E731
+    height = top + lane * len(nodes) + 40
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline">']
+    # time axis
+    step = _nice_step(span / NS)
+    k = 0
+    while k * step * NS <= span:
+        xx = x(t0 + int(k * step * NS))
+        svg.append(f'<line x1="{xx:.1f}" y1="{top - 8}" x2="{xx:.1f}" y2="{height - 30}" class="grid"/>')
+        svg.append(f'<text x="{xx:.1f}" y="{height - 14}" class="axis">+{k * step:g}s</text>')
+        k += 1
+    for li, node in enumerate(nodes):
+        y = top + li * lane
+        svg.append(f'<text x="6" y="{y + lane / 2:.0f}" class="lane">{esc(node)}</text>')
+        # role bands
+        role, since = "INIT", t0
+        mine = [r for r in rows if r.node == node]
+        for r in mine:
+            if r.type == "router.role_changed":
+                svg.append(_band(x(since), x(r.wall_ns), y, role))
+                role, since = r.payload["new"], r.wall_ns
+            elif r.type in ("bus.broker_started",) and role != "INIT":
+                svg.append(_band(x(since), x(r.wall_ns), y, role))
+                role, since = "INIT", r.wall_ns
+        svg.append(_band(x(since), x(t1), y, role))
+        for r in mine:
+            if r.category in ("bus", "config") and r.type != "config.loaded":
+                continue
+            svg.append(_mark(x(r.wall_ns), y + 38, r))
+    svg.append("</svg>")
+    legend = " ".join(f'<span class="sw" style="background:{c}"></span>{esc(n)}' for n, c in _ROLE_COLOR.items())
+    marks = " ".join(f'<span class="sw" style="background:{c}"></span>{esc(n)}' for n, (c, _) in _MARK.items())
+    table = ["<table><tr><th>wall clock (UTC)</th><th>+s</th><th>router</th><th>seq</th><th>what</th>"
+             "<th>detail</th></tr>"]
+    for r in rows:
+        table.append(f'<tr class="{esc(r.category)}"><td>{fmt_wall(r.wall_ns)}</td><td>{(r.wall_ns - t0) / NS:.3f}'
+                     f'</td><td>{esc(r.node)}</td><td>{r.seq}</td><td>{esc(r.category)}</td><td>{esc(r.text)}</td></tr>')
+    table.append("</table>")
+    css = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}"
+           "td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
+           "tr.role td,tr.fence td{font-weight:bold}.grid{stroke:#eee}.axis{font-size:11px;fill:#666}"
+           ".lane{font-size:14px;font-weight:bold}.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}"
+           ".band{opacity:.85}.bl{font-size:10px;fill:#fff}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>" + css
+            + "</style></head><body><h1>" + esc(title) + "</h1><p>" + f"{len(rows)} events, {len(nodes)} router(s), "
+            + f"{fmt_wall(t0)} .. {fmt_wall(t1)} UTC" + "</p><p>roles: " + legend + "</p><p>events: " + marks
+            + "</p>" + "\n".join(svg) + "\n" + "\n".join(table) + "</body></html>\n")
+
+
+def _band(x0: float, x1: float, y: int, role: str) -> str:
+    w = max(x1 - x0, 0.5)
+    label = f'<text x="{x0 + 3:.1f}" y="{y + 16}" class="bl">{role}</text>' if w > 50 else ""
+    return (f'<rect x="{x0:.1f}" y="{y + 4}" width="{w:.1f}" height="18" fill="{_ROLE_COLOR.get(role, "#ccc")}" '
+            f'class="band"><title>{role}</title></rect>{label}')
+
+
+def _mark(x: float, y: int, r: Row) -> str:
+    color, shape = _MARK.get(r.category, ("#000", "circle"))
+    tip = html.escape(f"{fmt_wall(r.wall_ns)} {r.node} #{r.seq} {r.text}")
+    if shape == "circle":
+        body = f'<circle cx="{x:.1f}" cy="{y}" r="5" fill="{color}"/>'
+    elif shape == "square":
+        body = f'<rect x="{x - 5:.1f}" y="{y - 5}" width="10" height="10" fill="{color}"/>'
+    elif shape == "triangle":
+        up = "release" not in r.type
+        pts = f"{x - 6:.1f},{y + 5} {x + 6:.1f},{y + 5} {x:.1f},{y - 6}" if up else \
+              f"{x - 6:.1f},{y - 5} {x + 6:.1f},{y - 5} {x:.1f},{y + 6}"
+        body = f'<polygon points="{pts}" fill="{color}"/>'
+    elif shape == "cross":
+        body = (f'<path d="M{x - 5:.1f},{y - 5} L{x + 5:.1f},{y + 5} M{x - 5:.1f},{y + 5} L{x + 5:.1f},{y - 5}" '
+                f'stroke="{color}" stroke-width="3"/>')
+    elif shape == "diamond":
+        body = f'<polygon points="{x:.1f},{y - 6} {x + 6:.1f},{y} {x:.1f},{y + 6} {x - 6:.1f},{y}" fill="{color}"/>'
+    else:
+        body = f'<rect x="{x - 1:.1f}" y="{y - 9}" width="2" height="18" fill="{color}"/>'
+    return f"<g><title>{tip}</title>{body}</g>"
+
+
+def _nice_step(seconds: float) -> float:
+    for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400):
+        if seconds / s <= 12:
+            return s
+    return 86400 * 7
