@@ -1,0 +1,131 @@
+"""End to end through the real IPVS datapath, in the VM: a client namespace, a VIP on the router
+(the VM's root namespace), three real servers in namespaces serving HTTP behind NAT. nanny, lvsd
+and the applier run as real processes on a real bus. Traffic spreads by the scheduler (rr); a real
+server stops, nanny marks it DOWN, lvsd drops it, the applier removes it from the kernel, and no
+client request goes to it afterwards."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from lvsbus.ipvs_table import ServiceKey
+
+from .harness import Router, kernel_table
+
+VIP = "10.40.0.1"
+RS = {"rs1": "10.20.0.11", "rs2": "10.20.0.12", "rs3": "10.20.0.13"}
+
+CONFIG = f"""
+[router.lvs1]
+address = "10.30.0.1"
+
+[virtual.web]
+address = "{VIP}"
+port = 80
+scheduler = "rr"
+forwarding = "nat"
+
+[virtual.web.check]
+kind = "tcp_connect"
+interval = 0.5
+timeout = 0.5
+rise = 1
+fall = 2
+""" + "".join(f"""
+[virtual.web.server.{n}]
+address = "{a}"
+""" for n, a in RS.items())
+
+CLIENT = """
+import http.client, sys
+out = []
+for i in range(int(sys.argv[1])):
+    try:
+        c = http.client.HTTPConnection(sys.argv[2], 80, timeout=5)
+        c.request("GET", "/")
+        out.append(c.getresponse().read().decode().strip())
+        c.close()
+    except OSError as e:
+        out.append("ERR:" + type(e).__name__)
+print(" ".join(out))
+"""
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def topology(tmp_path):
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "link", "add", "br-rs", "type", "bridge")
+    sh("ip", "addr", "add", "10.20.0.1/24", "dev", "br-rs")
+    sh("ip", "link", "set", "br-rs", "up")
+    httpd = {}
+    for n, a in RS.items():
+        sh("ip", "netns", "add", n)
+        sh("ip", "link", "add", f"v-{n}", "type", "veth", "peer", "name", "eth0", "netns", n)
+        sh("ip", "link", "set", f"v-{n}", "master", "br-rs", "up")
+        sh("ip", "-n", n, "addr", "add", f"{a}/24", "dev", "eth0")
+        sh("ip", "-n", n, "link", "set", "eth0", "up")
+        sh("ip", "-n", n, "link", "set", "lo", "up")
+        sh("ip", "-n", n, "route", "add", "default", "via", "10.20.0.1")
+        www = tmp_path / n
+        www.mkdir()
+        (www / "index.html").write_text(n + "\n")
+        httpd[n] = subprocess.Popen(["ip", "netns", "exec", n, "busybox", "httpd", "-f", "-p", f"{a}:80", "-h", str(www)])
+    sh("ip", "netns", "add", "client")
+    sh("ip", "link", "add", "v-client", "type", "veth", "peer", "name", "eth0", "netns", "client")
+    sh("ip", "addr", "add", "10.30.0.1/24", "dev", "v-client")
+    sh("ip", "link", "set", "v-client", "up")
+    sh("ip", "-n", "client", "addr", "add", "10.30.0.2/24", "dev", "eth0")
+    sh("ip", "-n", "client", "link", "set", "eth0", "up")
+    sh("ip", "-n", "client", "route", "add", "default", "via", "10.30.0.1")
+    sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo")  # the VIP (pulse's job on a real router)
+    yield httpd
+    for p in httpd.values():
+        p.kill()
+    for n in [*RS, "client"]:
+        subprocess.run(["ip", "netns", "del", n], capture_output=True)
+    subprocess.run(["ip", "link", "del", "br-rs"], capture_output=True)
+    subprocess.run(["ip", "addr", "del", f"{VIP}/32", "dev", "lo"], capture_output=True)
+
+
+def requests(n: int) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", "client", sys.executable, "-c", CLIENT, str(n), VIP],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    return out.split()
+
+
+def test_nat_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(CONFIG)
+    r = Router(tmp_path, cfg)
+    try:
+        r.start("ipvs")
+        r.start("nanny")
+        r.start("lvsd")
+        key = ServiceKey.tcp(VIP, 80)
+
+        def dests():
+            t = kernel_table()
+            return set(t[key].dests) if key in t else set()
+
+        r.wait(lambda: dests() == {f"{a}:80" for a in RS.values()}, 120, "three real servers in the kernel", every=0.5)
+        got = Counter(requests(30))
+        assert got == Counter({"rs1": 10, "rs2": 10, "rs3": 10}), got  # rr: an exact third each
+
+        topology["rs2"].kill()  # rs2 stops serving
+        took = r.wait(lambda: f"{RS['rs2']}:80" not in dests(), 60, "rs2 removed from the kernel", every=0.25)
+        down = [e for e in r.events("health.real_server_down") if e.payload["server"] == "rs2"]
+        assert down, "nanny marked rs2 DOWN"
+        applied = [e for e in r.events("ipvs.op_applied") if e.payload["op"]["op"] == "del_dest"]
+        assert applied and applied[-1].payload["op"]["dest"] == f"{RS['rs2']}:80"
+        got = Counter(requests(30))
+        assert got == Counter({"rs1": 15, "rs3": 15}), got  # nothing to rs2, no failed request
+        print(f"rs2 out of the kernel {took:.1f}s after it stopped")
+    finally:
+        r.close()
