@@ -252,3 +252,52 @@ def test_unavailable_backoff():
         (eff,) = f("timer.fired", {"service": "ipvs", "deadline_ns": dl}, mono=now)
         assert eff.type == "ipvs.read_table"
     assert deadlines == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+
+
+# --- the shell on this host (no IPVS): an error event and retries, never a crash -------------
+
+def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from lvsbus.bus import BusClient
+    from lvsbus.events import decode
+    from lvsbus.log import LogReader
+    from services.ipvs.netlink import Ipvs, Unavailable
+    from tests.test_bus import BrokerProc
+
+    try:
+        Ipvs().close()
+        import pytest
+
+        pytest.skip("this kernel has IPVS: the kernel tier covers the shell")
+    except Unavailable:
+        pass
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(CONFIG)
+    broker = BrokerProc(tmp_path / "state").start()
+    c = BusClient(broker.dirs.run, "supervisor")
+    start = c.publish_acked("config.loaded", {"path": str(cfg), "format": "toml", "digest": "d",
+                                              "model": to_dict(loads(CONFIG, "x.toml").config), "warnings": [],
+                                              "local_router": "lvs1", "reload": False, "diff": {}})
+    c.close()
+    p = subprocess.Popen([sys.executable, "-m", "services.ipvs", "--state-dir", broker.dirs.root, "--config", str(cfg),
+                          "--run-start-seq", str(start)], stderr=subprocess.DEVNULL, env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            evs = [decode(b, s) for s, b in LogReader(broker.dirs.log).read(1)]
+            un = [e for e in evs if e.type == "ipvs.unavailable"]
+            if len(un) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(un) >= 2, [e.type for e in evs]
+        reads = [e for e in evs if e.type == "ipvs.read_table"]
+        assert [e.payload["reason"] for e in reads[:2]] == ["started", "retry"]
+        assert p.poll() is None, "the applier must keep running"
+    finally:
+        p.terminate()
+        p.wait(10)
+        broker.kill()

@@ -1,0 +1,75 @@
+"""The kernel tier, from the host: boot ONE VM with a Debian kernel that has IPVS (tests/kernel/kit.py)
+and run every in-VM test (tests/kernel/test_*.py) inside it; fail here with the in-VM failures.
+
+Needs root, qemu-system-x86 (installed here with apt-get when missing), busybox-static and
+network access to the Debian archive the first time (the kit is cached in /var/cache/lvsbus-kit).
+Skips, loudly, only when qemu cannot be installed or run at all.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.kernel import kit as kitmod
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def _ensure(binary: str, package: str) -> str | None:
+    if shutil.which(binary):
+        return None
+    if os.geteuid() != 0:
+        return f"{binary} missing and not root to apt-get install {package}"
+    p = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                       capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if p.returncode != 0 or not shutil.which(binary):
+        return f"apt-get install {package} failed: {p.stderr.strip()[-500:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def kit():
+    if os.geteuid() != 0:
+        pytest.skip("KERNEL TIER NOT RUN: needs root (apt-get download, dpkg -x, qemu with 9p of /)")
+    for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"),
+                            ("ipvsadm", "ipvsadm")):
+        why = _ensure(binary, package)
+        if why:
+            pytest.skip(f"KERNEL TIER NOT RUN: {why}")
+    try:
+        return kitmod.build(log=lambda m: print(m, file=sys.stderr))
+    except kitmod.KitError as exc:
+        pytest.fail(f"kernel kit could not be built: {exc}")
+
+
+def test_kernel_tier_in_vm(kit, tmp_path):
+    out = tmp_path / "out"
+    args = os.environ.get("LVSBUS_KERNEL_TESTS", "tests/kernel")
+    cmd = (f"{sys.executable} -m pytest -q -p no:cacheprovider --color=no -rA --durations=5 "
+           f"--junitxml=/mnt/out/junit.xml {args} > /mnt/out/pytest.log 2>&1")
+    res = kitmod.run(kit, cmd, str(out), cwd=str(ROOT), timeout=1800)
+    log = (out / "pytest.log").read_text(errors="replace") if (out / "pytest.log").exists() else ""
+    print(log[-6000:])
+    print(f"[kernel tier] VM ran {res.seconds:.1f}s, rc={res.rc}")
+    if res.rc is None:
+        pytest.fail(f"the VM never finished the tests (boot or qemu problem):\n{res.console[-4000:]}")
+    junit = out / "junit.xml"
+    assert junit.exists(), f"no junit report from the VM:\n{log[-4000:]}\n{res.console[-2000:]}"
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    tests = int(suite.get("tests", 0))
+    failures = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None or tc.find("error") is not None]
+    assert tests > 0, f"no in-VM test ran:\n{log[-4000:]}"
+    if failures or res.rc != 0:
+        details = "\n\n".join(
+            f"{tc.get('classname')}::{tc.get('name')}\n{(tc.find('failure') if tc.find('failure') is not None else tc.find('error')).get('message', '')}"
+            for tc in failures)
+        pytest.fail(f"{len(failures)} of {tests} in-VM tests failed (rc={res.rc}):\n{details}\n\n{log[-6000:]}")
