@@ -56,7 +56,9 @@ from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import ENVELOPE_VERSION, REGISTRY, DecodeError, Event, Registry, decode
 from lvsbus.log import LogReader
 from services.cores import available
-from tools.timeline import Filters, describe, fmt_wall, log_dir, read_events, render_html, render_text, timeline
+from tools.timeline import (
+    Filters, describe, event_json, fmt_wall, log_dir, read_events, render_html, render_text, timeline,
+)
 
 NS = 1_000_000_000
 

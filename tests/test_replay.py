@@ -1,0 +1,386 @@
+"""tools/replay.py and tools/timeline.py: verify, divergences, golden incidents, old logs,
+timelines (text, JSON, HTML), what-if, filters, retention, compiled payload checks."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from lvsbus.cli import main as cli
+from lvsbus.config import render_toml
+from lvsbus.core import run_core
+from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
+from lvsbus.log import Durability, EventLog, LogReader
+from lvsbus.snapshot import SnapshotStore
+from tools.replay import FAST_REGISTRY, compile_check, make_cores, verify, what_if
+from tools.simulate import GOLDEN, S, Cluster, Fault, make_config
+from tools.timeline import Filters, read_events, render_html, render_text, timeline
+
+GOLDEN_DIR = Path(__file__).parent / "fixtures" / "logs"
+
+
+class _Quiet:
+    def _n(self, *a, **k):
+        pass
+
+    debug = info = warning = error = exception = _n
+
+
+def golden_logs(name: str) -> list[str]:
+    d = GOLDEN_DIR / name
+    return [str(d / r / "log") for r in sorted(os.listdir(d)) if (d / r / "log").is_dir()]
+
+
+def records(log: str) -> list[tuple[int, bytes]]:
+    return list(LogReader(log).read())
+
+
+def write_log(path, recs, first_seq: int = 1) -> str:
+    log = EventLog(str(path), durability=Durability("none"), logger=_Quiet(), first_seq=first_seq)
+    log.append_batch(recs)
+    log.close()
+    return str(path)
+
+
+def rewrite(src: str, dest, change) -> str:
+    """A copy of ``src`` where ``change(raw envelope list)`` may edit one record (returns True when it did)."""
+    out = []
+    done = False
+    for seq, body in records(src):
+        raw = msgpack.unpackb(body, raw=False)
+        if not done and change(raw):
+            done = True
+            body = msgpack.packb(raw, use_bin_type=True)
+        out.append((seq, body))
+    assert done
+    return write_log(dest, out)
+
+
+def first(log: str, type_: str, **match) -> Event:
+    return next(e for e in read_events(log) if e.type == type_ and all(e.payload.get(k) == v for k, v in match.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_logs_replay_identically(name):
+    for log in golden_logs(name):
+        rep = verify(log)
+        assert rep.ok, rep.format()
+        assert rep.outputs > 10 and rep.inputs > 20 and rep.events == rep.last_seq
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_timelines(name):
+    text = render_text(timeline(golden_logs(name)))
+    expected = GOLDEN_DIR / name / "timeline.txt"
+    if os.environ.get("LVSBUS_UPDATE_GOLDEN"):
+        expected.write_text(text)
+    assert text == expected.read_text(), f"timeline of {name} changed: LVSBUS_UPDATE_GOLDEN=1 to accept (docs/replay.md)"
+
+
+def test_the_golden_incidents_show_what_they_are_about():
+    crash = render_text(timeline(golden_logs("failover_after_crash")))
+    assert re.search(r"lvs2 .* BACKUP -> ACTIVE \(peer_dead, peer lvs1\)", crash)
+    assert re.search(r"lvs2 .* fence lvs1 \(peer_dead\)", crash)
+    assert re.search(r"lvs1 .* broker started \(resumed after seq \d+\)", crash)
+    part = render_text(timeline(golden_logs("partition_heals")))
+    assert "split brain: lvs1 stays active, lvs2 steps down" in part
+    flap = render_text(timeline(golden_logs("real_server_flap")))
+    assert "real server web/rs3 DOWN (first_check_failed" in flap or "real server web/rs3 DOWN (checks_failed" in flap
+    assert re.search(r"del_dest tcp:10.0.0.100:80 192.168.100.12:80", flap)
+    assert "real server web/rs2 UP -> FALLING (check_failing)" in flap
+
+
+def test_an_old_log_with_version_1_events_replays():
+    log = golden_logs("old_client_joined_v1")[0]
+    olds = [(s, b) for s, b in records(log) if msgpack.unpackb(b, raw=False)[4] == "bus.client_joined"]
+    assert olds and all(msgpack.unpackb(b, raw=False)[5] == 1 for _, b in olds)  # stored as written: v1
+    assert REGISTRY.latest("bus.client_joined").version == 2
+    ev = decode(*reversed(olds[1]))
+    assert ev.version == 2 and isinstance(ev.payload["subscriptions"], list) and "config.loaded" in ev.payload["subscriptions"]
+    rep = verify(log)
+    assert rep.ok, rep.format()
+    assert "pulse joined the bus (7 subscriptions: config.loaded" in (GOLDEN_DIR / "old_client_joined_v1" / "timeline.txt").read_text()
+
+
+def test_a_changed_decision_is_the_first_divergence(tmp_path, capsys):
+    src = golden_logs("failover_after_crash")[1]  # lvs2
+    take = first(src, "pulse.take_vips")
+
+    def change(raw):
+        if raw[1] == take.seq:
+            raw[9]["reason"] = "preempt"
+            return True
+        return False
+
+    bad = rewrite(src, tmp_path / "log", change)
+    rep = verify(bad)
+    assert not rep.ok
+    d = rep.divergences[0]
+    assert (d.seq, d.type, d.core) == (take.seq, "pulse.take_vips", "pulse")
+    assert d.expected["payload"]["reason"] == "peer_dead" and d.got["payload"]["reason"] == "preempt"
+    assert cli(["replay", bad, "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"DIVERGES at seq {take.seq} pulse.take_vips (pulse)" in out and "expected:" in out and "got:" in out
+    assert cli(["replay", bad, "--verify", "--json"]) == 1
+    js = json.loads(capsys.readouterr().out)
+    assert js[0]["ok"] is False and js[0]["divergences"][0]["seq"] == take.seq
+
+
+def test_a_missing_output_is_a_divergence(tmp_path):
+    src = golden_logs("failover_after_crash")[1]
+    fence = first(src, "pulse.send_fence")
+
+    def change(raw):  # the fence never made it into the log: something else is there
+        if raw[1] == fence.seq:
+            raw[3:10] = ["ops", "bus.probe", 1, raw[6], raw[7], None, {"sent_ns": 0, "n": 1, "pad": ""}]
+            return True
+        return False
+
+    rep = verify(rewrite(src, tmp_path / "log", change))
+    d = rep.divergences[0]
+    assert d.expected["type"] == "pulse.send_fence" and d.expected["cause"] == fence.cause
+    assert d.seq > fence.seq  # found at the next output of pulse, which is not the fence
+
+
+def test_an_output_no_input_explains_is_a_divergence(tmp_path):
+    src = golden_logs("partition_heals")[0]
+    probe_at = next(e for e in read_events(src) if e.type == "bus.client_joined" and e.payload["client"] == "nanny")
+
+    def change(raw):
+        if raw[1] == probe_at.seq:
+            raw[3:10] = ["pulse", "pulse.start_lvsd", 1, raw[6], raw[7], 1, {"reason": "no_active"}]
+            return True
+        return False
+
+    rep = verify(rewrite(src, tmp_path / "log", change))
+    d = rep.divergences[0]
+    assert d.seq == probe_at.seq and d.type == "pulse.start_lvsd" and "does not compute" in d.reason
+
+
+def test_an_invalid_record_is_reported_not_replayed(tmp_path):
+    src = golden_logs("partition_heals")[0]
+    hb = first(src, "pulse.heartbeat_received")
+
+    def change(raw):
+        if raw[1] == hb.seq:
+            raw[9]["priority"] = "high"
+            return True
+        return False
+
+    rep = verify(rewrite(src, tmp_path / "log", change))
+    d = rep.divergences[0]
+    assert d.seq == hb.seq and "undecodable record" in d.reason and "priority" in d.reason
+
+
+def test_a_service_restart_mid_run_replays(tmp_path):
+    faults = [Fault(8 * S, "service_crash", "lvs1/pulse", 2 * S), Fault(11 * S, "service_crash", "lvs1/nanny", 1 * S)]
+    res = Cluster(8, faults=faults, log_root=str(tmp_path)).run()
+    assert res.ok, res.summary()
+    rep = verify(res.logs["lvs1"])
+    assert rep.ok and rep.runs == 1, rep.format()
+    assert any(e.type == "router.service_restarted" for e in read_events(res.logs["lvs1"]))
+
+
+def test_retention_cut_log_is_checked_from_the_next_run_start_or_from_snapshots(tmp_path):
+    src = golden_logs("failover_after_crash")[0]  # lvs1: two runs (it crashed and booted again)
+    recs = records(src)
+    starts = [e.seq for e in read_events(src) if e.type == "config.loaded"]
+    assert len(starts) == 2
+    cut = 20
+    log = write_log(tmp_path / "cut", recs[cut - 1:], first_seq=cut)
+    rep = verify(log)
+    assert rep.ok and rep.runs == 1 and "retention" in rep.notes[0], rep.format()
+    # with snapshots taken at seq cut-1 (as the runtime saves them), from the cut on
+    store = SnapshotStore(str(tmp_path / "snaps"))
+    evs = [e for e in read_events(src) if e.seq < cut]
+    for core in make_cores():
+        state = core.initial()
+        for state, _step in run_core(core, state, evs):
+            pass
+        store.save(core.name, cut - 1, msgpack.packb(core.snapshot(state), use_bin_type=True))
+    rep = verify(log, snapshots=str(tmp_path / "snaps"))
+    assert rep.ok and rep.runs == 1 and any("restored from its snapshot" in n for n in rep.notes), rep.format()
+    assert rep.outputs > verify(log).outputs  # the first run's tail is checked too
+
+
+def test_continuous_state_across_runs_is_not_what_the_router_does():
+    log = golden_logs("failover_after_crash")[0]
+    assert verify(log).ok
+    assert not verify(log, continuous=True).ok  # the runtime starts every core again at the run start
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled payload checks: never more lenient than the catalog's
+
+
+def _mutations(payload: dict, rng: random.Random):
+    pool = [None, -1, 0, 1, 2**70, -(2**70), "", "x", "a" * 5000, True, False, 1.5, float("nan"), [], [1], {},
+            {"x": 1}, b"b", ["x"] * 3, [{"address": "1.2.3.4"}]]
+    keys = list(payload)
+    for k in keys:
+        for v in pool:
+            yield {**payload, k: v}
+        yield {kk: vv for kk, vv in payload.items() if kk != k}
+        inner = payload[k]
+        if isinstance(inner, list) and inner:
+            for v in pool:
+                yield {**payload, k: [v] + inner[1:]}
+            if isinstance(inner[0], dict):
+                for ik in inner[0]:
+                    for v in rng.sample(pool, 6):
+                        yield {**payload, k: [{**inner[0], ik: v}] + inner[1:]}
+    yield {**payload, "extra": 1}
+    yield []
+
+
+def test_compiled_checks_agree_with_the_catalog():
+    samples: dict[tuple[str, int], dict] = {}
+    for name in GOLDEN:
+        for log in golden_logs(name):
+            for seq, body in records(log):
+                raw = msgpack.unpackb(body, raw=False)
+                samples.setdefault((raw[4], raw[5]), raw[9])
+    assert len(samples) > 30
+    rng = random.Random(5)
+    checked = 0
+    for (type_, version), payload in sorted(samples.items()):
+        spec = REGISTRY.get(type_, version)
+        fast = compile_check(spec.payload)
+        assert fast(payload), (type_, version)  # real payloads take the fast path
+        for p in _mutations(payload, rng):
+            try:
+                REGISTRY.validate(type_, version, p)
+                ok = True
+            except DecodeError:
+                ok = False
+            if fast(p):
+                assert ok, (type_, p)  # never accepts what the catalog refuses
+            checked += 1
+    assert checked > 2000
+
+
+def test_fast_registry_decodes_like_decode():
+    for seq, body in records(golden_logs("real_server_flap")[0]):
+        assert decode(body, seq, registry=FAST_REGISTRY) == decode(body, seq)
+    raw = msgpack.unpackb(records(golden_logs("real_server_flap")[0])[5][1], raw=False)
+    raw[9] = {"nonsense": 1}
+    with pytest.raises(DecodeError) as exc:
+        decode(msgpack.packb(raw), raw[1], registry=FAST_REGISTRY)
+    assert exc.value.reason == "bad_payload"
+
+
+# ---------------------------------------------------------------------------------------------
+# timeline
+
+
+def test_timeline_merges_routers_by_wall_clock_with_their_own_seqs():
+    rows = timeline(golden_logs("failover_after_crash"))
+    assert [r.wall_ns for r in rows] == sorted(r.wall_ns for r in rows)
+    assert {r.node for r in rows} == {"lvs1", "lvs2"}
+    for node in ("lvs1", "lvs2"):
+        seqs = [r.seq for r in rows if r.node == node]
+        assert seqs == sorted(seqs)
+    cats = {r.category for r in rows}
+    assert {"role", "heartbeat", "fence", "vip", "health", "ipvs", "router"} <= cats
+    assert not any(r.type in ("pulse.send_heartbeat", "pulse.heartbeat_received", "timer.fired",
+                              "health.check_results") for r in rows)
+
+
+def test_timeline_html_is_self_contained(tmp_path, capsys):
+    logs = golden_logs("failover_after_crash")
+    page = tmp_path / "incident.html"
+    assert cli(["replay", *logs, "--timeline", "--html", str(page)]) == 0
+    assert "BACKUP -> ACTIVE" in capsys.readouterr().out
+    html = page.read_text()
+    low = html.lower()
+    assert "<script" not in low and "src=" not in low and "@import" not in low and "url(" not in low
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html)  # the SVG namespace is a name, not a fetch
+    svg = ET.fromstring(html[html.index("<svg"):html.index("</svg>") + 6])
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "lvs1" in texts and "lvs2" in texts and "ACTIVE" in texts
+    titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}title")]
+    assert any("fence lvs1" in (t or "") for t in titles)
+    assert "<table>" in html and "take VIPs 10.0.0.100" in html
+
+
+def test_timeline_json_and_filters(capsys):
+    logs = golden_logs("failover_after_crash")
+    assert cli(["replay", *logs, "--timeline", "--json", "--type", "router.role_changed"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["type"] == "router.role_changed" for r in rows)
+    assert {"wall_ns", "time", "node", "seq", "category", "text", "payload"} <= set(rows[0])
+    assert cli(["replay", logs[1], "--json", "--from-seq", "10", "--to-seq", "30", "--service", "pulse"]) == 0
+    evs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert evs and all(10 <= e["seq"] <= 30 and e["source"] == "pulse" for e in evs)
+    t0 = rows[0]["wall_ns"]
+    kept = list(read_events(logs[0], Filters(since_ns=t0 + 5 * S, until_ns=t0 + 12 * S)))
+    assert kept and all(t0 + 5 * S <= e.wall_ns <= t0 + 12 * S for e in kept)
+
+
+def test_render_text_empty():
+    assert render_text([]) == "(no incident events)\n"
+    assert "<svg" in render_html([])
+
+
+# ---------------------------------------------------------------------------------------------
+# what-if
+
+
+def test_what_if_longer_deadtime_means_no_failover(tmp_path, capsys):
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(render_toml(make_config(deadtime=10.0)))
+    lvs2 = golden_logs("failover_after_crash")[1]
+    rep = what_if(lvs2, str(cfg))
+    gone = [c for c in rep.changes if c["change"] == "removed"]
+    assert any(c["before"].type == "router.role_changed" and "peer_dead" in c["before"].text for c in gone), rep.format()
+    assert any(c["before"].type == "pulse.send_fence" for c in gone)
+    assert cli(["replay", lvs2, "--what-if", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "BACKUP -> ACTIVE (peer_dead, peer lvs1)   (would not happen)" in out
+
+
+def test_what_if_same_config_changes_nothing(tmp_path):
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(render_toml(make_config()))
+    rep = what_if(golden_logs("real_server_flap")[0], str(cfg))
+    assert rep.changes == [] and len(rep.baseline) > 10
+
+
+def test_what_if_more_rise_checks_delays_real_servers(tmp_path):
+    base = make_config()
+    from dataclasses import replace
+
+    vs = base.virtual_services[0]
+    cfg = replace(base, virtual_services=(replace(vs, check=replace(vs.check, rise=4)),))
+    path = tmp_path / "lvs.toml"
+    path.write_text(render_toml(cfg))
+    rep = what_if(golden_logs("real_server_flap")[0], str(path))
+    moved = [c for c in rep.changes if c["change"] == "moved" and c["before"].type == "health.real_server_up"]
+    later = [c for c in rep.changes if c["change"] in ("moved", "removed", "added") and "UP" in
+             (c.get("before") or c.get("after")).text]
+    assert later, rep.format()
+    assert all(c["after"].mono_ns > c["before"].mono_ns for c in moved)
+    js = rep.to_json()
+    assert js["changes"] and {"change", "before", "after"} <= set(js["changes"][0])
+
+
+def test_replay_accepts_a_state_directory(tmp_path):
+    src = GOLDEN_DIR / "partition_heals" / "lvs1"
+    shutil.copytree(src, tmp_path / "lvs1")
+    assert verify(str(tmp_path / "lvs1")).ok
+
+
+def test_log_bodies_round_trip():  # the helper used above writes what the broker writes
+    for seq, body in records(golden_logs("partition_heals")[0])[:50]:
+        assert encode(decode(body, seq, upcast=False)) == body
