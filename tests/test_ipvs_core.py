@@ -301,3 +301,21 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
         p.terminate()
         p.wait(10)
         broker.kill()
+
+
+def test_big_plans_split_into_batches():
+    from services.ipvs.core import MAX_BATCH_OPS
+
+    f = Feed()
+    (eff,) = f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
+    read(f, eff.payload["request"], Table())
+    big = Table()
+    for i in range(1000):
+        big = big.with_service(Service(ServiceKey.tcp(f"10.9.{i // 250}.{i % 250 + 1}", 80), "rr"),
+                               [Dest(f"10.1.{j}.1", 80, "nat", 1) for j in range(10)])
+    effs = f("lvsd.table_desired", {"version": 1, "table": big.to_dict(), "reason": "started", "digest": "d",
+                                    "services": 1000, "dests": 10000})
+    assert [len(e.payload["ops"]) for e in effs] == [MAX_BATCH_OPS, MAX_BATCH_OPS, 11000 - 2 * MAX_BATCH_OPS]
+    assert [e.payload["batch"] for e in effs] == [1, 2, 3]
+    ops = [o for e in effs for o in e.payload["ops"]]
+    assert apply_ops(Table(), ops) == big

@@ -45,6 +45,8 @@ OP_KINDS = SERVICE_OPS + DEST_OPS + GLOBAL_OPS
 #: service attributes that IPVS cannot edit in place (a change means delete + add). None today.
 REPLACE_ATTRS: tuple[str, ...] = ()
 
+#: ops per ipvs.apply event (a bus frame is at most 4 MiB; an op is ~100-150 bytes of msgpack)
+MAX_BATCH_OPS = 4096
 RETRY_MIN_NS = 1_000_000_000
 RETRY_MAX_NS = 60_000_000_000
 
@@ -394,8 +396,6 @@ class ApplierCore(Core[ApplierState]):
             ops += plan(st.expected, st.desired, lambda k: k in managed, st.flush_unmanaged)
         if not ops:
             return []
-        st.batch += 1
-        st.pending.append((st.batch, ops))
         if st.desired is not None:
             st.expected = apply_ops(st.expected, ops, strict=False)
         # what the globals will be once applied
@@ -406,7 +406,13 @@ class ApplierCore(Core[ApplierState]):
                 st.daemons_have = [d for d in (st.daemons_have or []) if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
             elif op["op"] == "stop_daemon":
                 st.daemons_have = [d for d in (st.daemons_have or []) if d["state"] != op["attrs"]["state"]]
-        return [Effect("ipvs.apply", {"batch": st.batch, "ops": ops, "reason": reason, "version": st.version})]
+        effects = []
+        for i in range(0, len(ops), MAX_BATCH_OPS):
+            chunk = ops[i:i + MAX_BATCH_OPS]
+            st.batch += 1
+            st.pending.append((st.batch, chunk))
+            effects.append(Effect("ipvs.apply", {"batch": st.batch, "ops": chunk, "reason": reason, "version": st.version}))
+        return effects
 
     # snapshots: plain data
     def snapshot(self, st: ApplierState) -> Any:

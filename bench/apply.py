@@ -1,0 +1,160 @@
+"""The IPVS applier at scale, in the kernel-tier VM (a Debian kernel with IPVS under qemu/TCG):
+
+    python bench/apply.py [--services 1000] [--dests 10]       # on the host: boots the VM, runs itself in it
+    python bench/apply.py --in-vm ...                           # inside a kernel that has IPVS
+
+Figures, one a line (``name=value unit``):
+
+* plan_ms: the pure diff, empty -> full table;
+* netlink_ops_per_s: the full table from empty through ``services.ipvs.netlink`` (the applier's
+  netlink layer, one request an op, every field sent);
+* applier_ops_per_s: the same through the running applier (``python -m services.ipvs`` on a real
+  bus: lvsd.table_desired in, every op an ``ipvs.op_applied`` event, batch_applied out);
+* single_change_ms: one weight change on the full table, from the lvsd.table_delta being
+  recorded to the op_applied event (bus, core plan, netlink, event back), median of --changes;
+* ipvsadm_restore_ops_per_s: ``ipvsadm --restore`` of the same table (``lvsbus ipvs save``
+  output) in the same VM, and the ratio of the applier's rate to it.
+
+TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not absolute numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def table(services: int, dests: int):
+    from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+
+    entries = {}
+    t = Table()
+    for i in range(services):
+        k = ServiceKey.tcp(f"10.{100 + i // 62500}.{(i // 250) % 250}.{i % 250 + 1}", 80)
+        t = t.with_service(Service(k, "wlc"), [Dest(f"192.168.{j}.{i % 250 + 1}", 8000 + i // 250, "nat", 1) for j in range(dests)])
+    del entries
+    return t
+
+
+def in_vm(args) -> int:
+    from services.ipvs.core import plan, save_lines
+    from services.ipvs.netlink import Ipvs
+    from lvsbus.ipvs_table import Table
+
+    subprocess.run(["modprobe", "ip_vs"], check=True)
+    subprocess.run(["modprobe", "ip_vs_wlc"], check=True)
+    full = table(args.services, args.dests)
+    nops = len(full) + sum(len(e.dests) for _k, e in full.items())
+
+    t0 = time.perf_counter()
+    ops = plan(Table(), full)
+    print(f"plan_ms={(time.perf_counter() - t0) * 1000:.1f} ms ({len(ops)} ops)")
+
+    with Ipvs() as ipvs:
+        ipvs.flush()
+        t0 = time.perf_counter()
+        for op in ops:
+            ipvs.apply(op)
+        dt = time.perf_counter() - t0
+        print(f"netlink_ops_per_s={nops / dt:.0f} ops/s ({nops} ops in {dt:.2f} s)")
+        t0 = time.perf_counter()
+        got = ipvs.dump()
+        print(f"dump_ms={(time.perf_counter() - t0) * 1000:.0f} ms")
+        assert got == full, "the kernel table differs from the desired one"
+        ipvs.flush()
+
+    # ipvsadm --restore of the same table
+    text = "\n".join(save_lines(full)) + "\n"
+    t0 = time.perf_counter()
+    subprocess.run(["ipvsadm", "--restore"], input=text, text=True, check=True)
+    restore_dt = time.perf_counter() - t0
+    restore_rate = nops / restore_dt
+    print(f"ipvsadm_restore_ops_per_s={restore_rate:.0f} ops/s ({restore_dt:.2f} s)")
+    with Ipvs() as ipvs:
+        assert ipvs.dump() == full, "ipvsadm --restore gave another table"
+        ipvs.flush()
+    applier_rate, change_ms = through_applier(full, nops, args.changes)
+    print(f"applier_ops_per_s={applier_rate:.0f} ops/s")
+    print(f"single_change_ms={statistics.median(change_ms):.1f} ms (median of {len(change_ms)}; "
+          f"min {min(change_ms):.1f}, max {max(change_ms):.1f})")
+    print(f"ratio_applier_to_ipvsadm_restore={applier_rate / restore_rate:.2f}")
+    return 0
+
+
+def through_applier(full, nops: int, changes: int):
+    from tests.kernel.harness import Router
+    from lvsbus.ipvs_table import Dest
+    from services.ipvs.netlink import Ipvs
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-apply-"))
+    cfg = tmp / "lvs.toml"
+    cfg.write_text('[router.lvs1]\naddress = "127.0.0.1"\n')
+    r = Router(tmp, cfg)
+    try:
+        r.start("ipvs")
+        r.wait(lambda: r.events("ipvs.table_read"), 120, "the applier's first dump", every=0.2)
+        seq0 = r.publish_table(full)
+        r.wait(lambda: sum(e.payload["applied"] + e.payload["failed"] for e in r.events("ipvs.batch_applied", after=seq0)) >= nops,
+               3600, "the full table", every=1.0)
+        evs = r.events("", after=seq0 - 1)
+        t_in = evs[0].mono_ns
+        done = [e for e in evs if e.type == "ipvs.batch_applied"][-1]
+        failed = sum(e.payload["failed"] for e in evs if e.type == "ipvs.batch_applied")
+        assert failed == 0, f"{failed} ops failed"
+        rate = nops / ((done.mono_ns - t_in) / 1e9)
+        with Ipvs() as ipvs:
+            assert ipvs.dump() == full
+        key = sorted(full.keys())[len(full) // 2]
+        dk = sorted(full[key].dests)[0]
+        lat = []
+        version = r.version
+        for i in range(changes):
+            d = full[key].dests[dk]
+            w = 2 + i
+            op = {"op": "edit_dest", "service": str(key), "dest": dk,
+                  "attrs": {"forwarding": d.forwarding, "weight": w, "upper": 0, "lower": 0}}
+            seq = r.as_lvsd.publish_acked("lvsd.table_delta", {"version": version + 1, "base_version": version, "ops": [op],
+                                                               "reason": "bench", "virtual": None, "server": None})
+            version += 1
+            r.wait(lambda: r.events("ipvs.op_applied", after=seq), 60, "the weight change", every=0.01)
+            ev_in = r.events("lvsd.table_delta", after=seq - 1)[0]
+            ev_out = r.events("ipvs.op_applied", after=seq)[0]
+            lat.append((ev_out.mono_ns - ev_in.mono_ns) / 1e6)
+            time.sleep(0.2)
+        return rate, lat
+    finally:
+        r.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--dests", type=int, default=10)
+    ap.add_argument("--changes", type=int, default=5)
+    ap.add_argument("--in-vm", action="store_true")
+    args = ap.parse_args()
+    if args.in_vm:
+        return in_vm(args)
+    from tests.kernel import kit as kitmod
+
+    kit = kitmod.build(log=lambda m: print(m, file=sys.stderr))
+    out = tempfile.mkdtemp(prefix="bench-apply-vm-")
+    cmd = (f"{sys.executable} bench/apply.py --in-vm --services {args.services} --dests {args.dests} "
+           f"--changes {args.changes} > /mnt/out/bench.txt 2>&1")
+    res = kitmod.run(kit, cmd, out, cwd=str(ROOT), timeout=3600, memory_mb=2048)
+    text = Path(out, "bench.txt").read_text() if Path(out, "bench.txt").exists() else res.console[-3000:]
+    print(text, end="")
+    print(f"vm_seconds={res.seconds:.0f} s (qemu TCG, 1 vCPU)")
+    return 0 if res.rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
