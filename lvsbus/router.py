@@ -29,7 +29,6 @@ valid one gives ``config.loaded`` with ``reload = true`` and the diff.
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import signal
@@ -458,7 +457,7 @@ class Router:
             me = identify_local_router(new.config, netutil.local_addresses())
             problem = check_key_file(new.config.heartbeat.key_file) if new.config.heartbeat.enabled else None
             if problem:
-                raise ConfigError([dataclasses.replace(_issue(problem))])
+                raise ConfigError([_issue(problem)])
         except ConfigError as exc:
             errors = [str(i)[:2048] for i in exc.issues][:1000]
             log.error("reload_refused", path=self.config_path, errors=errors, kept_digest=old.digest)

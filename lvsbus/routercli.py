@@ -82,6 +82,11 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         if any(e.type == "config.loaded" and not e.payload["reload"] for e in chunk):
             break
     start = max((k for k, e in enumerate(events) if e.type == "config.loaded" and not e.payload["reload"]), default=0)
+    # the supervisor says hello just before it publishes config.loaded (and again after a broker restart)
+    supervisor_pid = None
+    for e in events:
+        if e.type == "bus.client_joined" and e.payload["client"] == "router" and e.payload.get("pid"):
+            supervisor_pid = e.payload["pid"]
     events = events[start:]
     now = now_mono_ns if now_mono_ns is not None else time.monotonic_ns()
     st: dict = {
@@ -145,6 +150,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["reload_refused"] += 1
         elif t == "router.shutdown_requested":
             st["running"] = False
+
     dt = st["deadtime_s"]
     for peer in st["peers"].values():
         for link in peer["links"].values():
@@ -166,8 +172,9 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         {"address": a, "device": v["device"], "present": (a in local) if local is not None else None}
         for a, v in sorted(vips.items())
     ]
-    if st["running"] is None:
-        st["running"] = os.path.exists(os.path.join(StateDirs(state_dir).run, "bus.sock"))
+    if st["running"] is None:  # no shutdown recorded: is the supervisor of this run still there?
+        st["running"] = supervisor_pid is not None and os.path.exists(f"/proc/{supervisor_pid}")
+    st["supervisor_pid"] = supervisor_pid
     return st
 
 

@@ -336,7 +336,7 @@ def test_forged_datagrams_change_nothing(topo, cluster):
     # the status command reads the same story from the log
     out = topo.run("r1", sys.executable, "-m", "lvsbus.cli", "status", "--state-dir", str(c.state("r1")), "--json").stdout
     st = json.loads(out)
-    assert st["role"] == "ACTIVE" and st["vips"][0]["address"] == VIP and st["vips"][0]["present"]
+    assert st["running"] and st["role"] == "ACTIVE" and st["vips"][0]["address"] == VIP and st["vips"][0]["present"]
     assert st["peers"]["r2"]["alive"] and st["peers"]["r2"]["links"]["public"]["healthy"]
     assert st["datagrams_rejected"] == 15
 
