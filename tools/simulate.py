@@ -456,6 +456,8 @@ class Cluster:
 
     def drain(self, r: SimRouter) -> None:
         """Deliver every logged event to the router's cores, in seq order; run their effects."""
+        if not r.queue:
+            return  # nothing new: no core's state (or deadline) changed
         services = [s for s in r.services.values()]
         while r.queue:
             ev = r.queue.popleft()
