@@ -205,11 +205,20 @@ class Row:
     source: str
     text: str
     payload: dict
+    #: on a broker start after earlier events: the wall clock of the last event before it (the
+    #: router, or at least its broker, was down in between)
+    silent_since_ns: int | None = None
 
     def to_json(self) -> dict:
         return {"wall_ns": self.wall_ns, "time": fmt_wall(self.wall_ns), "node": self.node, "seq": self.seq,
                 "mono_ns": self.mono_ns, "category": self.category, "type": self.type, "source": self.source,
-                "text": self.text, "payload": self.payload}
+                "text": self.text, "payload": self.payload, "silent_since_ns": self.silent_since_ns}
+
+
+class Timeline(list):
+    """The rows, plus each router's last event (its log may end before the others')."""
+
+    ends: dict[str, int]
 
 
 def fmt_wall(ns: int) -> str:
@@ -217,15 +226,24 @@ def fmt_wall(ns: int) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S") + f".{(ns % NS) // 1_000_000:03d}"
 
 
-def timeline(logs: list[str], filters: Filters | None = None) -> list[Row]:
+def timeline(logs: list[str], filters: Filters | None = None) -> Timeline:
     """The incident rows of several routers' logs, merged by wall clock (each with its own seq)."""
-    rows = []
+    f = filters or Filters()
+    rows = Timeline()
+    rows.ends = {}
     for d in logs:
-        for ev in read_events(d, filters):
+        last = None
+        for ev in read_events(d):
+            silent = last if ev.type == "bus.broker_started" and last is not None else None
+            last = ev.wall_ns
+            rows.ends[ev.node] = ev.wall_ns
             cat = category(ev)
-            if cat is None:
+            if cat is None or not f.keep(ev):
                 continue
-            rows.append(Row(ev.wall_ns, ev.node, ev.seq, ev.mono_ns, cat, ev.type, ev.source, describe(ev), ev.payload))
+            text = describe(ev)
+            if silent is not None:
+                text += f"; nothing logged for {(ev.wall_ns - silent) / NS:.3f}s before: the router was down"
+            rows.append(Row(ev.wall_ns, ev.node, ev.seq, ev.mono_ns, cat, ev.type, ev.source, text, ev.payload, silent))
     rows.sort(key=lambda r: (r.wall_ns, r.node, r.seq))
     return rows
 
@@ -243,14 +261,14 @@ def render_text(rows: list[Row]) -> str:
 
 
 _ROLE_COLOR = {"INIT": "#d9d9d9", "BACKUP": "#9ecae1", "ACTIVE": "#31a354", "FAULT": "#e6550d",
-               "STOPPED": "#636363"}
+               "STOPPED": "#636363", "DOWN": "#252525"}
 _MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fence": ("#de2d26", "cross"),
          "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
          "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
          "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar")}
 
 
-def render_html(rows: list[Row], title: str = "lvsbus incident timeline") -> str:
+def render_html(rows: list[Row] | Timeline, title: str = "lvsbus incident timeline") -> str:
     """One self-contained page: inline CSS and SVG, no script, no network."""
     esc = html.escape
     nodes = sorted({r.node for r in rows})
@@ -281,10 +299,15 @@ def render_html(rows: list[Row], title: str = "lvsbus incident timeline") -> str
             if r.type == "router.role_changed":
                 svg.append(_band(x(since), x(r.wall_ns), y, role))
                 role, since = r.payload["new"], r.wall_ns
-            elif r.type in ("bus.broker_started",) and role != "INIT":
-                svg.append(_band(x(since), x(r.wall_ns), y, role))
+            elif r.type == "bus.broker_started":
+                if r.silent_since_ns is not None and r.silent_since_ns >= since:
+                    svg.append(_band(x(since), x(r.silent_since_ns), y, role))
+                    svg.append(_band(x(r.silent_since_ns), x(r.wall_ns), y, "DOWN"))
+                elif role != "INIT":
+                    svg.append(_band(x(since), x(r.wall_ns), y, role))
                 role, since = "INIT", r.wall_ns
-        svg.append(_band(x(since), x(t1), y, role))
+        end = min(t1, getattr(rows, "ends", {}).get(node, t1))
+        svg.append(_band(x(since), x(max(end, since)), y, role))
         for r in mine:
             if r.category in ("bus", "config") and r.type != "config.loaded":
                 continue
