@@ -211,6 +211,15 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
     return sorted(out)
 
 
+def failover_schedule(seed: int, routers: int = 2) -> list[Fault]:
+    """A failover scenario: the seed's schedule plus a crash of the active router (lvs1, the
+    highest priority) at a seeded time, so every such scenario fails over (and usually preempts
+    back when lvs1 boots again). Used by bench/simulate.py and the test sweep."""
+    rng = random.Random(seed * 104729 + 3)
+    crash = Fault(rng.randrange(7 * S, 12 * S, MS), "router_crash", "lvs1", rng.randrange(3 * S, 9 * S, MS))
+    return sorted(generate_faults(seed, routers) + [crash])
+
+
 # ---------------------------------------------------------------------------------------------
 # the simulated parts
 
@@ -324,6 +333,7 @@ class SimResult:
     roles: dict[str, str]
     replay_errors: list[str] = field(default_factory=list)
     advisories: list[str] = field(default_factory=list)
+    outage_ns: int = 0  # after the cluster first served: time the clients could not be served
 
     @property
     def ok(self) -> bool:
@@ -332,7 +342,7 @@ class SimResult:
     def summary(self) -> str:
         head = "ok" if self.ok else "FAILED"
         lines = [f"seed {self.seed}: {head}: {self.events} events, {self.failovers} failovers, "
-                 f"{self.sim_ns / S:g}s simulated, roles {self.roles}"]
+                 f"{self.sim_ns / S:g}s simulated, clients unserved {self.outage_ns / S:.3f}s, roles {self.roles}"]
         lines += [f"  fault: {f.describe()}" for f in self.faults]
         lines += [f"  violation: {v}" for v in self.violations]
         lines += [f"  replay: {v}" for v in self.replay_errors]
@@ -405,6 +415,12 @@ class Cluster:
         self.violations: list[str] = []
         self.advisories: list[str] = []  # worth knowing, not (yet) an invariant: see docs/replay.md
         self.heard: dict[tuple[str, str], int] = {}  # (receiver, sender) -> when a datagram last arrived
+        # the clients: they send to the VIP's ARP owner; served when it holds the VIP, runs, and its
+        # kernel table has a healthy real server for the service
+        self.outage_ns = 0
+        self._served_once = False
+        self._serving = False
+        self._serving_since = 0
         self._dual_since: dict[str, int] = {}
         self.failovers = 0
         self._elected = False
@@ -416,6 +432,16 @@ class Cluster:
             for rs in vs.servers:
                 self.server_mode[rs.name] = "up"
                 self.server_address[rs.name] = rs.address
+        self.server_by_address = {a: n for n, a in self.server_address.items()}
+        self._client_services: list[tuple[str, Any]] = []
+        for vs in self.config.virtual_services:
+            if vs.active:
+                key = None
+                if "ipvs" in self.core_names:
+                    from services.lvsd.core import service_key
+
+                    key = service_key(vs)
+                self._client_services.append((vs.address, key))
         #: nanny's checks: (check id, real server, interval ns, timeout us), in nanny's plan order
         self.check_plan: list[tuple[str, str, int, int]] = []
         if "nanny" in cores_by_name:
@@ -835,6 +861,8 @@ class Cluster:
                     self.drain(r)
             if self.check:
                 self.check_vips()
+            self._clients(t)
+        self._clients(self.duration)
         self.t = self.duration
         if self.check:
             self.check_settled()
@@ -846,6 +874,7 @@ class Cluster:
             seed=self.seed, faults=list(self.faults), violations=list(self.violations),
             logs={n: (r.log_dir or "") for n, r in routers.items()}, events=self.events,
             failovers=self.failovers, sim_ns=self.duration, roles=self.roles(), advisories=list(self.advisories),
+            outage_ns=self.outage_ns,
         )
         if verify and self.log_root is not None:
             from tools.replay import verify as replay_verify
@@ -855,6 +884,31 @@ class Cluster:
                 if not rep.ok:
                     result.replay_errors.append(f"{name}: {rep.divergences[0].describe()}")
         return result
+
+    def _serving_now(self) -> bool:
+        t = self.t
+        for address, key in self._client_services:
+            owner = self.routers.get(self.arp_owner.get(address, ""))
+            if owner is None or not owner.up or owner.frozen_until > t or address not in owner.vips:
+                return False
+            if key is not None:
+                entry = owner.kernel.get(key)
+                if entry is None:
+                    return False
+                for d in entry.dests.values():
+                    if d.weight > 0 and self.server_mode.get(self.server_by_address.get(d.address, ""), "up") != "down":
+                        break
+                else:
+                    return False
+        return True
+
+    def _clients(self, t: int) -> None:
+        """Account the time since the last instant; then look at the cluster as it is now."""
+        if self._served_once and not self._serving:
+            self.outage_ns += t - self._serving_since
+        self._serving_since = t
+        self._serving = self._serving_now()
+        self._served_once = self._served_once or self._serving
 
     # -- invariants -----------------------------------------------------------------------------
     def roles(self) -> dict[str, str]:
