@@ -51,6 +51,7 @@ def in_vm(args) -> int:
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
     subprocess.run(["modprobe", "ip_vs_wlc"], check=True)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)  # no interface up: IPVS refuses every dest
     full = table(args.services, args.dests)
     nops = len(full) + sum(len(e.dests) for _k, e in full.items())
 

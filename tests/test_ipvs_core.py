@@ -319,3 +319,22 @@ def test_big_plans_split_into_batches():
     assert [e.payload["batch"] for e in effs] == [1, 2, 3]
     ops = [o for e in effs for o in e.payload["ops"]]
     assert apply_ops(Table(), ops) == big
+
+
+def test_netlink_encoder_matches_pyroute2():
+    """services.ipvs.netlink encodes requests itself (speed); byte for byte what pyroute2 encodes."""
+    from services.ipvs.netlink import encode_attrs, lvsmsg, op_request
+
+    t = base().with_service(Service(KM, "sh", 300, 24, ("sh-port",)), [Dest("10.0.1.4", 0, "tunnel", 2, 100, 10)])
+    t = t.with_service(Service(ServiceKey.tcp("2001:db8::1", 443), "mh", 600, 64), [Dest("2001:db8::2", 443, "direct", 1)])
+    ops = plan(Table(), t) + plan(t, Table(), managed=t.keys()) + [
+        {"op": "start_daemon", "service": "", "dest": None, "attrs": {"state": "backup", "ifname": "eth1", "syncid": 3}},
+        {"op": "stop_daemon", "service": "", "dest": None, "attrs": {"state": "master"}},
+        {"op": "set_timeouts", "service": "", "dest": None, "attrs": {"tcp": 900, "tcpfin": 0, "udp": 60}}]
+    for op in ops:
+        cmd, attrs, flags = op_request(op)
+        m = lvsmsg()
+        m["cmd"], m["version"], m["attrs"] = cmd, 1, attrs
+        m["header"]["type"], m["header"]["flags"], m["header"]["sequence_number"], m["header"]["pid"] = 30, flags, 1, 0
+        m.encode()
+        assert bytes(m.data)[20:] == encode_attrs(attrs), op

@@ -121,15 +121,15 @@ class ApplierShell:
         except Exception as exc:
             code = getattr(exc, "errno", 0) or 0
             return [(code, f"{type(exc).__name__}: {exc}", 0)] * len(ops)
-        for op in ops:
-            t1 = time.monotonic_ns()
-            try:
-                ipvs.apply(op)
-            except Exception as exc:
-                out.append((getattr(exc, "errno", 0) or 0, f"{type(exc).__name__}: {exc}", 0))
-            else:
-                out.append((None, "", (time.monotonic_ns() - t1) // 1000))
-        return out
+        t1 = time.monotonic_ns()
+        try:
+            codes = ipvs.apply_many(ops)
+        except Exception as exc:  # the socket itself failed: every op of the chunk is unknown
+            self._close()
+            code = getattr(exc, "errno", 0) or 0
+            return [(code, f"{type(exc).__name__}: {exc}", 0)] * len(ops)
+        us = (time.monotonic_ns() - t1) // 1000 // max(1, len(ops))  # per op, averaged over the send
+        return [(None, "", us) if c == 0 else (c, os.strerror(c), 0) for c in codes]
 
     async def apply(self, payload: dict) -> None:
         batch = payload["batch"]

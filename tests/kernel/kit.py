@@ -8,7 +8,8 @@ This machine's kernel (and CI's) is built without IPVS, so the applier's kernel 
   reach the host's root (virtio, 9p, overlay) and an ``/init`` script.
 * ``run(command)`` boots that kernel (``-kernel vmlinuz``, TCG, one CPU): ``/init`` mounts the
   host's ``/`` read-only over 9p under a tmpfs overlay, shares one writable host directory at
-  ``/mnt/out``, points ``/proc/sys/kernel/modprobe`` at the kit's modprobe (so ``ip_vs`` and its
+  ``/mnt/out``, brings ``lo`` up (with no interface up, IPVS refuses every real server address as
+  "not unicast"), points ``/proc/sys/kernel/modprobe`` at the kit's modprobe (so ``ip_vs`` and its
   schedulers auto-load), chroots and runs the command as a child of PID 1, writes its exit status
   to ``/mnt/out/rc`` and powers off.
 
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass
 
 DEFAULT_DIR = os.environ.get("LVSBUS_KIT_DIR", "/var/cache/lvsbus-kit")
-KIT_VERSION = "4"  # bump when the layout or the init script changes
+KIT_VERSION = "5"  # bump when the layout or the init script changes
 #: modules the initramfs loads itself (everything else auto-loads through modprobe once chrooted)
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 
@@ -177,6 +178,7 @@ hostname lvsbus-vm
 mkdir -p /new/.lvsbus-kit
 cp /bin/busybox /new/.lvsbus-kit/busybox
 cat > /new/.lvsbus-kit/init2 <<'EOS'
+/.lvsbus-kit/busybox ip link set lo up
 /.lvsbus-kit/busybox sh -c '. /mnt/out/env; cd "$LVSBUS_VM_CWD" && exec /bin/sh /mnt/out/cmd'
 echo $? > /mnt/out/rc
 /.lvsbus-kit/busybox sync
