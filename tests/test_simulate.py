@@ -203,3 +203,33 @@ def test_a_core_left_without_its_timer_is_caught(monkeypatch):
     monkeypatch.setattr(Cluster, "_arm", forgetful)
     res = Cluster(2, faults=[]).run()
     assert any("does not hear" in v for v in res.violations), res.summary()
+
+
+def test_cli_failing_seed_prints_seed_shrunk_schedule_and_logs(tmp_path, monkeypatch, capsys):
+    import tools.simulate as sim
+
+    noise = [Fault(7 * S, "drift", "lvs2", 3 * S, 200), Fault(9 * S, "server_flap", "rs1", 2 * S),
+             Fault(16 * S, "wall_step", "lvs1", 0, 5000)]
+    partition = [Fault(8 * S, "link_cut", "lvs1-lvs2/public", 6 * S), Fault(8 * S, "link_cut", "lvs1-lvs2/private", 6 * S)]
+    monkeypatch.setattr(sim, "generate_faults", lambda seed, *a, **k: sorted(noise + partition))
+    real_init = sim.Cluster.__init__
+
+    def strict(self, *a, **k):  # a cluster whose fencing window is zero: the healed partition fails
+        k["fencing_window_ns"] = 0
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(sim.Cluster, "__init__", strict)
+    assert cli(["simulate", "--seed", "9", "--logs", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("seed 9: FAILED")
+    assert "violation: t=14.000000s ['lvs1', 'lvs2'] all hold 10.0.0.100" in out
+    assert f"log lvs1: {tmp_path}/seed-9/lvs1/log" in out
+    assert "shrunk to 2 fault(s): t=8s link_cut lvs1-lvs2/private for 6s; t=8s link_cut lvs1-lvs2/public for 6s" in out
+    shrunk = tmp_path / "seed-9" / "shrunk-faults.json"
+    assert f"--faults {shrunk}" in out
+    # the shrunk schedule fails the same way, and so does the seed again
+    assert cli(["simulate", "--seed", "9", "--faults", str(shrunk), "--no-shrink"]) == 1
+    assert "all hold 10.0.0.100" in capsys.readouterr().out
+    assert cli(["simulate", "--seed", "9", "--json", "--no-shrink"]) == 1
+    js = json.loads(capsys.readouterr().out)
+    assert js["seed"] == 9 and not js["ok"] and js["violations"]

@@ -639,13 +639,13 @@ def add_commands(subparsers) -> None:
     s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
     s.add_argument("--seed", type=int, help="one seed (reproduces a failing one exactly)")
     s.add_argument("--seeds", metavar="A-B", help="a sweep of seeds, e.g. 0-999")
-    s.add_argument("--routers", type=int, default=2)
-    s.add_argument("--servers", type=int, default=3)
+    s.add_argument("--routers", type=int, default=2, help="routers in the cluster (default 2)")
+    s.add_argument("--servers", type=int, default=3, help="real servers of the virtual service (default 3)")
     s.add_argument("--faults", metavar="FILE", help="a JSON fault schedule (as printed for a shrunk failure)")
     s.add_argument("--logs", metavar="DIR", help="keep the logs here (one directory per seed and router)")
     s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
     s.add_argument("--golden", metavar="DIR", help="(re)write the golden incident logs and timelines into DIR")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object a seed (failing ones with their shrunk schedule)")
     s.set_defaults(func=_cmd_simulate)
 
 
@@ -696,6 +696,12 @@ def _cmd_replay(args) -> int:
     return 0
 
 
+def _sim_json(res) -> dict:
+    return {"seed": res.seed, "ok": res.ok, "violations": res.violations, "replay_errors": res.replay_errors,
+            "advisories": res.advisories, "faults": [f.to_json() for f in res.faults], "logs": res.logs,
+            "events": res.events, "failovers": res.failovers, "outage_ns": res.outage_ns, "roles": res.roles}
+
+
 def _cmd_simulate(args) -> int:
     from tools import simulate as sim
 
@@ -718,31 +724,40 @@ def _cmd_simulate(args) -> int:
         seeds = [args.seed if args.seed is not None else 0]
     failed = 0
     t0 = time.perf_counter()
+    kw = {"routers": args.routers, "servers": args.servers}
+    again = "".join(f" --{k} {v}" for k, v in kw.items() if v != {"routers": 2, "servers": 3}[k])
     for seed in seeds:
         logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
-        kw = {"routers": args.routers, "servers": args.servers}
         res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)
         if res.ok:
-            if len(seeds) == 1:
+            if args.json:
+                print(json.dumps(_sim_json(res)))
+            elif len(seeds) == 1:
                 print(res.summary())
             continue
         failed += 1
-        if not logs:  # rerun keeping the logs, for the report
-            logs = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"lvsbus-sim-seed-{seed}")
+        if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
             import shutil
+            import tempfile
 
+            logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
             shutil.rmtree(logs, ignore_errors=True)
             res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)
-        print(res.summary())
+        small = None
         if not args.no_shrink and res.faults:
             small = sim.shrink(seed, res.faults, **kw)
             path = os.path.join(logs, "shrunk-faults.json")
             with open(path, "w", encoding="utf-8") as fh:
                 json.dump([f.to_json() for f in small], fh, indent=1)
+        if args.json:
+            print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
+            continue
+        print(res.summary())
+        print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
+        if small is not None:
             print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
-            print(f"  reproduce: lvsbus simulate --seed {seed} --faults {path} --logs DIR")
-        print(f"  reproduce: lvsbus simulate --seed {seed} --logs DIR")
-    if len(seeds) > 1:
+            print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
+    if len(seeds) > 1 and not args.json:
         el = time.perf_counter() - t0
         print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
     return 1 if failed else 0
