@@ -50,13 +50,13 @@ def write_log(path, recs, first_seq: int = 1) -> str:
 
 
 def rewrite(src: str, dest, change) -> str:
-    """A copy of ``src`` where ``change(raw envelope list)`` may edit one record (returns True when it did)."""
+    """A copy of ``src`` where ``change(raw envelope list)`` may edit records (returns True when it did)."""
     out = []
-    done = False
+    done = 0
     for seq, body in records(src):
         raw = msgpack.unpackb(body, raw=False)
-        if not done and change(raw):
-            done = True
+        if change(raw):
+            done += 1
             body = msgpack.packb(raw, use_bin_type=True)
         out.append((seq, body))
     assert done
@@ -385,3 +385,35 @@ def test_replay_accepts_a_state_directory(tmp_path):
 def test_log_bodies_round_trip():  # the helper used above writes what the broker writes
     for seq, body in records(golden_logs("partition_heals")[0])[:50]:
         assert encode(decode(body, seq, upcast=False)) == body
+
+
+def test_a_corrupt_log_is_a_divergence_not_a_crash(tmp_path, capsys):
+    src = GOLDEN_DIR / "partition_heals" / "lvs1" / "log"
+    shutil.copytree(src, tmp_path / "log")
+    seg = tmp_path / "log" / "00000000000000000001.seg"
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit in the middle of the segment: a CRC mismatch
+    seg.write_bytes(bytes(data))
+    rep = verify(str(tmp_path / "log"))
+    assert not rep.ok and "cannot be read on" in rep.divergences[0].reason, rep.format()
+    assert rep.events > 10  # what came before was checked
+    assert cli(["replay", str(tmp_path / "nowhere"), "--verify"]) == 2
+    assert "no log directory" in capsys.readouterr().err
+
+
+def test_records_before_an_undecodable_one_are_checked_first(tmp_path):
+    src = golden_logs("failover_after_crash")[1]
+    take = first(src, "pulse.take_vips")
+    hb_after = next(e for e in read_events(src) if e.type == "pulse.heartbeat_received" and e.seq > take.seq)
+
+    def change(raw):  # two faults: a changed decision, and later a record that does not decode
+        if raw[1] == take.seq:
+            raw[9]["reason"] = "preempt"
+            return True
+        if raw[1] == hb_after.seq:
+            raw[9]["priority"] = "high"
+            return True
+        return False
+
+    rep = verify(rewrite(src, tmp_path / "log", change))
+    assert rep.divergences[0].seq == take.seq  # the first one, though both are in one read batch

@@ -53,7 +53,7 @@ import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus import schema as _schema
 from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, Registry, decode
-from lvsbus.log import LogReader
+from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
 from services.cores import available
 from tools.timeline import (
     Filters, describe, event_json, fmt_wall, log_dir, read_events, render_html, render_text, timeline,
@@ -255,16 +255,16 @@ class _Verifier:
         self.report.divergences.append(d)
 
     # -- reading ------------------------------------------------------------------------------
-    def _decode_batch(self, batch: list) -> list[Event] | None:
+    def _decode_batch(self, batch: list) -> tuple[list[Event], Divergence | None]:
+        """The batch's events up to the first record that does not decode (and that record's divergence)."""
         evs = []
         append = evs.append
         for seq, body in batch:
             try:
                 append(decode(body, seq, registry=FAST_REGISTRY))
             except DecodeError as exc:
-                self.fail(Divergence(seq, "?", "-", f"undecodable record: {exc}"))
-                return None
-        return evs
+                return evs, Divergence(seq, "?", "-", f"undecodable record: {exc}")
+        return evs, None
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, to_seq: int | None = None) -> VerifyReport:
@@ -284,26 +284,34 @@ class _Verifier:
                 waiting_for_start = True
                 rep.notes.append(f"the log starts at seq {first} (older records deleted by retention): checked from "
                                  f"the first router run start still in it (use --from-snapshot for the rest)")
-        for batch in reader.read_batches(first, to_seq):
-            evs = self._decode_batch(batch)
-            if evs is None:
-                break
-            rep.events += len(evs)
-            rep.last_seq = evs[-1].seq
-            if waiting_for_start:
-                for k, ev in enumerate(evs):
-                    if ev.type == "config.loaded" and not ev.payload["reload"]:
-                        self.start = [ev.seq - 1] * len(self.cores)
-                        waiting_for_start = False
-                        evs = evs[k:]
-                        break
-                else:
-                    continue
-            for chunk in self._chunks(evs):
-                self._feed(chunk)
-                if not self._check_outputs(chunk):
+        try:
+            for batch in reader.read_batches(first, to_seq):
+                evs, bad = self._decode_batch(batch)
+                if evs:
+                    rep.events += len(evs)
+                    rep.last_seq = evs[-1].seq
+                if waiting_for_start:
+                    for k, ev in enumerate(evs):
+                        if ev.type == "config.loaded" and not ev.payload["reload"]:
+                            self.start = [ev.seq - 1] * len(self.cores)
+                            waiting_for_start = False
+                            evs = evs[k:]
+                            break
+                    else:
+                        evs = []
+                for chunk in self._chunks(evs) if evs else ():
+                    self._feed(chunk)
+                    if not self._check_outputs(chunk):
+                        rep.seconds = time.perf_counter() - t0
+                        return rep
+                if bad is not None:  # everything before it was checked: this is the first divergence
+                    self.fail(bad)
                     rep.seconds = time.perf_counter() - t0
                     return rep
+        except (CorruptRecord, SeqUnavailable) as exc:
+            self.fail(Divergence(rep.last_seq + 1, "?", "-", f"the log cannot be read on: {exc}"))
+            rep.seconds = time.perf_counter() - t0
+            return rep
         self._check_tail()
         rep.seconds = time.perf_counter() - t0
         return rep
@@ -436,6 +444,8 @@ class _Verifier:
 def verify(directory: str, cores: list[Core] | None = None, continuous: bool = False,
            snapshots: str | None = None, to_seq: int | None = None) -> VerifyReport:
     """Replay one log through every available core and compare; see the module doc."""
+    if not os.path.isdir(log_dir(directory)):
+        raise FileNotFoundError(f"no log directory at {directory}")
     verifier = _Verifier(log_dir(directory), cores if cores is not None else make_cores(), continuous, snapshots)
     # replay allocates many short-lived, acyclic objects: a rarer young-generation collection is
     # ~10% faster (measured with bench/replay.py); the process's setting is restored afterwards
@@ -655,7 +665,11 @@ def _cmd_replay(args) -> int:
         worst = 0
         reports = []
         for d in args.logs:
-            rep = verify(d, continuous=args.continuous, snapshots=args.from_snapshot, to_seq=args.to_seq)
+            try:
+                rep = verify(d, continuous=args.continuous, snapshots=args.from_snapshot, to_seq=args.to_seq)
+            except FileNotFoundError as exc:
+                sys.stderr.write(f"lvsbus replay: {exc}\n")
+                return 2
             reports.append(rep)
             worst = max(worst, 0 if rep.ok else 1)
             if not args.json:
