@@ -159,6 +159,7 @@ class Child:
         self.attempt = 0
         self.start_at: float | None = None  # a restart scheduled at this monotonic time
         self.last_exit = ""
+        self.kill_at: float | None = None  # terminating: SIGKILL at this time if still alive
 
     @property
     def pid(self) -> int | None:
@@ -190,10 +191,30 @@ class Child:
             except ProcessLookupError:
                 pass
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (the loop goes on); ``reap`` escalates to SIGKILL later."""
+        self.wanted = False
+        self.start_at = None
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            self.kill_at = time.monotonic() + STOP_TIMEOUT
+
+    def reap(self, now: float) -> None:
+        if self.kill_at is None:
+            return
+        if not self.alive():
+            log.info("service_stopped", service=self.name, exit=_exit_text(self.proc.returncode))  # type: ignore[union-attr]
+            self.kill_at = None
+        elif now >= self.kill_at:
+            log.warning("service_kill", service=self.name, pid=self.pid)
+            self.signal(signal.SIGKILL)
+            self.kill_at = None
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM, wait, then SIGKILL: by PID, this child only."""
         self.wanted = False
         self.start_at = None
+        self.kill_at = None
         if not self.alive():
             return
         self.signal(signal.SIGTERM)
@@ -361,8 +382,9 @@ class Router:
             timeout = 0.5
             now = time.monotonic()
             for c in self._all_children():
-                if c.start_at is not None:
-                    timeout = min(timeout, max(0.0, c.start_at - now))
+                for at in (c.start_at, c.kill_at):
+                    if at is not None:
+                        timeout = min(timeout, max(0.0, at - now))
             ready = dict(poller.poll(timeout * 1000))
             if self._wake_r in ready:
                 try:
@@ -382,7 +404,11 @@ class Router:
             self.active = True
             for name in ("lvsd", "ipvs"):
                 c = self.children.get(name)
-                if c is not None and not c.alive():
+                if c is None:
+                    continue
+                if c.alive() and c.kill_at is not None:  # still stopping from a step-down just before
+                    c.stop()
+                if not c.alive():
                     c.restarts.clear()
                     c.start()
         elif ev.type == "pulse.stop_lvsd":
@@ -390,7 +416,7 @@ class Router:
             for name in ("ipvs", "lvsd"):
                 c = self.children.get(name)
                 if c is not None:
-                    c.stop()
+                    c.terminate()
         elif ev.type == "router.role_changed":
             p = ev.payload
             log.info("role_changed", seq=ev.seq, old=p["old"], new=p["new"], reason=p["reason"])
@@ -400,6 +426,7 @@ class Router:
         """Restart dead children; False when a restart loop made the router step down."""
         now = time.monotonic()
         for c in self._all_children():
+            c.reap(now)
             if not c.wanted:
                 continue
             if c.alive():

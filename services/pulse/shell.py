@@ -516,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-start-seq", type=int, required=True)
     args = ap.parse_args(argv)
     logs.setup(service="pulse")
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: every thread's stack on stderr
     shell = PulseShell(args.state_dir, args.config, args.run_start_seq)
     try:
         shell.prepare()
