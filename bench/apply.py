@@ -7,7 +7,7 @@ Figures, one a line (``name=value unit``):
 
 * plan_ms: the pure diff, empty -> full table;
 * netlink_ops_per_s: the full table from empty through ``services.ipvs.netlink`` (the applier's
-  netlink layer, one request an op, every field sent);
+  netlink layer: one request an op, every field sent, many requests a send, one ack each);
 * applier_ops_per_s: the same through the running applier (``python -m services.ipvs`` on a real
   bus: lvsd.table_desired in, every op an ``ipvs.op_applied`` event, batch_applied out);
 * single_change_ms: one weight change on the full table, from the lvsd.table_delta being
@@ -62,9 +62,9 @@ def in_vm(args) -> int:
     with Ipvs() as ipvs:
         ipvs.flush()
         t0 = time.perf_counter()
-        for op in ops:
-            ipvs.apply(op)
+        codes = ipvs.apply_many(ops)
         dt = time.perf_counter() - t0
+        assert not any(codes), f"{sum(1 for c in codes if c)} ops failed"
         print(f"netlink_ops_per_s={nops / dt:.0f} ops/s ({nops} ops in {dt:.2f} s)")
         t0 = time.perf_counter()
         got = ipvs.dump()

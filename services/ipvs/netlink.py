@@ -21,6 +21,7 @@ a firewall-mark service carries af and netmask but no address, protocol or port.
 from __future__ import annotations
 
 import errno as E
+import functools
 import ipaddress
 import socket
 import struct
@@ -168,9 +169,17 @@ def _nla(kind: int, payload: bytes) -> bytes:
     return struct.pack("HH", n, kind) + payload + b"\0" * (-n % 4)
 
 
+@functools.lru_cache(maxsize=65536)
+def _packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed
+
+
+_parse_key = functools.lru_cache(maxsize=65536)(ServiceKey.parse)
+
+
 def _value(fmt: str, v) -> bytes:
     if fmt == "addr":
-        return ipaddress.ip_address(v).packed
+        return _packed(v)
     if fmt == "z":
         return v.encode() + b"\0"
     if fmt == "flags":
@@ -412,7 +421,7 @@ def op_request(op: dict) -> tuple[int, list, int]:
     if kind == "stop_daemon":
         return genl.IPVS_CMD_DEL_DAEMON, [("IPVS_CMD_ATTR_DAEMON", {"attrs": [
             ("IPVS_DAEMON_ATTR_STATE", DAEMON_STATE[a["state"]])]})], REQ
-    key = ServiceKey.parse(op["service"])
+    key = _parse_key(op["service"])
     if kind in ("add_service", "edit_service"):
         svc = Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())))
         cmd, flags = (genl.IPVS_CMD_NEW_SERVICE, CREATE) if kind == "add_service" else (genl.IPVS_CMD_SET_SERVICE, CHANGE)
@@ -424,9 +433,13 @@ def op_request(op: dict) -> tuple[int, list, int]:
     svc_key = ("IPVS_CMD_ATTR_SERVICE", {"attrs": key_attrs(key)})
     if kind == "del_dest":
         return genl.IPVS_CMD_DEL_DEST, [svc_key, ("IPVS_CMD_ATTR_DEST", {"attrs": dest_key_attrs(host, int(port))})], REQ
-    d = Dest(host, int(port), a["forwarding"], a["weight"], a.get("upper", 0), a.get("lower", 0))
     cmd, flags = (genl.IPVS_CMD_NEW_DEST, CREATE) if kind == "add_dest" else (genl.IPVS_CMD_SET_DEST, CHANGE)
-    return cmd, [svc_key, ("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(d)})], flags
+    return cmd, [svc_key, ("IPVS_CMD_ATTR_DEST", {"attrs": dest_key_attrs(host, int(port)) + [
+        ("IPVS_DEST_ATTR_FWD_METHOD", FWD[a["forwarding"]]),
+        ("IPVS_DEST_ATTR_WEIGHT", a["weight"]),
+        ("IPVS_DEST_ATTR_U_THRESH", a.get("upper", 0)),
+        ("IPVS_DEST_ATTR_L_THRESH", a.get("lower", 0)),
+    ]})], flags
 
 
 def os_strerror(code: int) -> str:
