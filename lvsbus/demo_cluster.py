@@ -82,7 +82,6 @@ def config_toml(key: Path, keepalive: float, deadtime: float) -> str:
 class Demo:
     def __init__(self, args) -> None:
         self.args = args
-        self.short = bool(getattr(args, "short", False))
         self.work = Path(tempfile.mkdtemp(prefix="lvsbus-demo-"))
         self.topo = Topology(routers=2, servers=3)
         self.routers: dict[str, subprocess.Popen] = {}

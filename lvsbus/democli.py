@@ -27,7 +27,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", nargs="?", default="cluster", choices=("cluster", "bus"))
     p.add_argument("--keep", action="store_true", help="keep the state directory (logs) afterwards")
     p.add_argument("--out", default="demo-out", help="where to write the incident timeline (default %(default)s/)")
-    p.add_argument("--short", action="store_true", help="a shorter run (used by the test suite)")
     p.set_defaults(func=cmd_demo)
 
 
