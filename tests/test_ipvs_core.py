@@ -338,3 +338,10 @@ def test_netlink_encoder_matches_pyroute2():
         m["header"]["type"], m["header"]["flags"], m["header"]["sequence_number"], m["header"]["pid"] = 30, flags, 1, 0
         m.encode()
         assert bytes(m.data)[20:] == encode_attrs(attrs), op
+
+
+def test_plan_only_some_services():
+    want = base().with_dest(K1, Dest("10.0.1.2", 80, "nat", 7)).with_dest(K2, Dest("10.0.1.3", 53, "direct", 5))
+    ops = plan(base(), want, only={K1})
+    assert [(o["op"], o["service"]) for o in ops] == [("edit_dest", str(K1))]
+    assert plan(base(), want) == plan(base(), want, only={K1, K2})

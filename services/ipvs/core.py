@@ -69,12 +69,13 @@ def parse_dest_key(dk: str) -> tuple[str, int]:
 
 
 def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | Iterable[ServiceKey] | None = None,
-         flush_unmanaged: bool = False) -> list[Op]:
+         flush_unmanaged: bool = False, only: Iterable[ServiceKey] | None = None) -> list[Op]:
     """The minimal ordered ops turning ``actual`` into ``desired`` for the managed services.
 
     ``managed``: a predicate or a set of keys; services of ``desired`` are always managed. None:
     only the desired ones. A service in ``actual`` that is not managed is left alone (with its
-    destinations) unless ``flush_unmanaged``.
+    destinations) unless ``flush_unmanaged``. ``only``: look at these services and no others
+    (a delta touching one service of thousands costs one service's diff).
     """
     if managed is None:
         is_managed: Callable[[ServiceKey], bool] = lambda k: False  # noqa: E731
@@ -87,12 +88,19 @@ def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | 
     del_services: list[Op] = []
     services: list[Op] = []
     dests: list[Op] = []
-    for key in sorted(actual.keys()):
+    if only is not None:
+        keys = sorted(set(only))
+        actual_keys = [k for k in keys if k in actual]
+        desired_keys = [k for k in keys if k in desired]
+    else:
+        actual_keys = sorted(actual.keys())
+        desired_keys = sorted(desired.keys())
+    for key in actual_keys:
         if key in desired:
             continue
         if flush_unmanaged or is_managed(key):
             del_services.append({"op": "del_service", "service": str(key), "dest": None, "attrs": {}})
-    for key in sorted(desired.keys()):
+    for key in desired_keys:
         want = desired[key]
         have = actual.get(key)
         ks = str(key)
@@ -317,8 +325,10 @@ class ApplierCore(Core[ApplierState]):
 
             st.desired = lvsd_apply(st.desired, p["ops"])
             st.version = p["version"]
-            st.managed |= set(st.desired.keys())
-            return st, self._reconcile(st, "table_delta")
+            touched = {ServiceKey.parse(op["service"]) for op in p["ops"]}
+            st.managed |= touched
+            # the kernel (as expected) equals the previous desired table everywhere else
+            return st, self._reconcile(st, "table_delta", only=touched)
         if t == "config.loaded":
             try:
                 cfg = from_dict(p["model"])
@@ -387,13 +397,13 @@ class ApplierCore(Core[ApplierState]):
             return [{"state": "backup", **st.sync}]
         return []
 
-    def _reconcile(self, st: ApplierState, reason: str) -> list[Effect]:
+    def _reconcile(self, st: ApplierState, reason: str, only: set | None = None) -> list[Effect]:
         if st.expected is None or st.reads:
             return []  # no dump yet, or one on its way: plan when it arrives
         ops = plan_globals(st.timeouts_have, st.timeouts_want, st.daemons_have, self._want_daemons(st))
         if st.desired is not None:
             managed = st.managed
-            ops += plan(st.expected, st.desired, lambda k: k in managed, st.flush_unmanaged)
+            ops += plan(st.expected, st.desired, lambda k: k in managed, st.flush_unmanaged, only=only)
         if not ops:
             return []
         if st.desired is not None:
