@@ -71,7 +71,15 @@ def first(log: str, type_: str, **match) -> Event:
 # verify
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN))
+INCIDENTS = sorted(d.name for d in GOLDEN_DIR.iterdir() if d.is_dir())
+
+
+def test_every_simulated_golden_scenario_is_committed():
+    assert set(GOLDEN) <= set(INCIDENTS)
+    assert {"real_sigkill_failover", "real_partition_heals", "real_pulse_restart"} <= set(INCIDENTS)
+
+
+@pytest.mark.parametrize("name", INCIDENTS)
 def test_golden_logs_replay_identically(name):
     for log in golden_logs(name):
         rep = verify(log)
@@ -79,7 +87,7 @@ def test_golden_logs_replay_identically(name):
         assert rep.outputs > 10 and rep.inputs > 20 and rep.events == rep.last_seq
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN))
+@pytest.mark.parametrize("name", INCIDENTS)
 def test_golden_timelines(name):
     text = render_text(timeline(golden_logs(name)))
     expected = GOLDEN_DIR / name / "timeline.txt"
@@ -100,6 +108,14 @@ def test_the_golden_incidents_show_what_they_are_about():
     assert "real server web/rs3 DOWN (first_check_failed" in flap or "real server web/rs3 DOWN (checks_failed" in flap
     assert re.search(r"del_dest tcp:10.0.0.100:80 192.168.100.12:80", flap)
     assert "real server web/rs2 UP -> FALLING (check_failing)" in flap
+    # the same incidents from real runs (two lvsbus router processes in network namespaces)
+    kill = render_text(timeline(golden_logs("real_sigkill_failover")))
+    assert re.search(r"r2 .* BACKUP -> ACTIVE \(peer_dead, peer r1\)", kill) and re.search(r"r2 .* fence r1", kill)
+    real_part = render_text(timeline(golden_logs("real_partition_heals")))
+    assert re.search(r"r2 .* ACTIVE -> BACKUP \(split_brain, peer r1\)", real_part)
+    restart = render_text(timeline(golden_logs("real_pulse_restart")))
+    assert re.search(r"r1 .* pulse restarted \(attempt 1: killed by SIGKILL\)", restart)
+    assert re.search(r"r2 .* peer r1 restarted \(epoch", restart)
 
 
 def test_an_old_log_with_version_1_events_replays():
