@@ -652,7 +652,8 @@ class Cluster:
         self.publish(r, "broker", "bus.broker_started", {
             "epoch": f"{self.seed:x}-{r.name}-{r.broker_runs}", "resumed_from": r.next_seq - 1, "recovery": "",
         })
-        self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed"], 900)
+        self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips",
+                                 "pulse.release_vips"], 900)
         self.publish(r, "router", "config.loaded", config_payload(self.model, r.name, self.digest))
         for name in ("pulse", "nanny"):
             if name in r.services:
