@@ -394,20 +394,24 @@ class _Verifier:
                 continue  # answered before the point replay starts from
             self.report.outputs += 1
             pend = self.pending[i]
+            if pend:
+                cause, eff = pend[0]
+                if cause == ev.cause and eff.type == ev.type and (
+                        eff.payload == ev.payload or _plain(eff.payload) == ev.payload):
+                    pend.popleft()
+                    continue
             got = {"type": ev.type, "cause": ev.cause, "payload": ev.payload}
             if not pend:
                 self._fail_output(ev, core, "a logged output that no input explains: the core computes nothing here",
                                   None, got)
                 return False
-            cause, eff = pend[0]
-            if cause == ev.cause and eff.type == ev.type and (eff.payload == ev.payload or _plain(eff.payload) == ev.payload):
-                pend.popleft()
-                continue
             expected = {"type": eff.type, "cause": cause, "payload": _plain(eff.payload)}
             if ev.cause is None or cause < ev.cause:
                 reason = f"the core's output for input #{cause} is missing from the log"
             elif cause > ev.cause:
                 reason = f"a logged output for input #{ev.cause} that the core does not compute"
+            elif eff.type != ev.type:
+                reason = f"for input #{cause} the core computes {eff.type} next, the log has {ev.type}"
             else:
                 reason = "the logged output differs from what the core computes"
             self._fail_output(ev, core, reason, expected, got)
