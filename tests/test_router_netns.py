@@ -132,6 +132,9 @@ class Cluster:
                 self.wait(lambda: [e for e in self.events(r, ("pulse.heartbeat_received",))
                                    if e.payload["peer"] == active and e.payload["role"] == "ACTIVE"],
                           3.0, f"{r} hears {active} as ACTIVE")
+                # and has done its start-up listening (deadtime: no takeover of any kind before)
+                since = self.events(r, ("router.role_changed",))[-1].wall_ns / 1e9
+                time.sleep(max(0.0, since + self.cfg["deadtime"] + 0.05 - time.time()))
 
     def probe(self, timeout: float = 0.2) -> str | None:
         """Ask the VIP who answers; the router's name or None."""
