@@ -202,8 +202,9 @@ def cluster(topo, tmp_path):
         c.stop()
 
 
-def test_sigkill_of_the_active_router_fails_over(topo, cluster):
-    c = cluster()
+def test_sigkill_of_the_active_router_fails_over(topo, cluster, tmp_path):
+    notes = tmp_path / "notify.log"  # keepalived-style notify: INSTANCE NAME STATE PRIORITY
+    c = cluster(extra=f'\n[notify]\nnotify = "echo >> {notes}"\n')
     c.start()
     c.wait_steady("r1")
     assert c.probe(1.0) == "r1"
@@ -238,6 +239,10 @@ def test_sigkill_of_the_active_router_fails_over(topo, cluster):
     if (ROOT / "services" / "lvsd" / "__main__.py").exists():  # the supervisor follows pulse.start_lvsd
         c.wait(lambda: c.started("r2", "lvsd"), 5.0, "lvsd started on r2")
     caused = {e.type for e in evs if e.cause == change.cause}
+    c.wait(lambda: "INSTANCE r2 MASTER 100" in notes.read_text(), 3.0, "r2's notify MASTER")
+    assert "INSTANCE r1 MASTER 200" in notes.read_text() and "INSTANCE r2 BACKUP 100" in notes.read_text()
+    c.wait(lambda: c.events("r2", ("pulse.notify_finished",)), 3.0, "pulse.notify_finished")
+    assert all(e.payload["exit_code"] == 0 and not e.payload["error"] for e in c.events("r2", ("pulse.notify_finished",)))
     assert {"pulse.take_vips", "pulse.send_garp", "pulse.send_fence"} <= caused
     assert took < DEADTIME * 8
 
@@ -409,3 +414,65 @@ def test_sighup_reload_refuses_a_broken_file_and_applies_a_good_one(topo, cluste
     reloaded = [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]][-1]
     assert reloaded.payload["diff"] != {} and reloaded.payload["format"] == "toml"
     assert c.role("r1") == "ACTIVE" and c.procs["r1"].poll() is None
+
+
+def _capture(sock, want, timeout: float = 3.0) -> list[bytes]:
+    sock.settimeout(0.2)
+    got, end = [], time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            frame = sock.recv(2048)
+        except socket.timeout:
+            continue
+        if want(frame):
+            got.append(frame)
+    return got
+
+
+def test_gratuitous_arp_and_unsolicited_na_reach_the_client(topo):
+    """netutil's announcements as the client sees them on the wire (AF_PACKET capture)."""
+    arp = topo.socket("c", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    v6 = topo.socket("c", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+    try:
+        arp.bind(("eth0", 0))
+        v6.bind(("eth0", 0))
+        topo.run("r1", "ip", "-6", "addr", "add", "fd99:1::50/128", "dev", "eth0", "nodad")
+        code = ("import sys; sys.path.insert(0, %r); from lvsbus import netutil; "
+                "print(netutil.send_garp('eth0', '10.99.1.50'), netutil.send_unsolicited_na('eth0', 'fd99:1::50'))" % str(ROOT))
+        assert topo.run("r1", sys.executable, "-c", code).stdout.split() == ["2", "1"]
+        mac = bytes.fromhex(router_mac(1, 1).replace(":", ""))
+        vip = socket.inet_aton(VIP)
+        frames = _capture(arp, lambda f: f[6:12] == mac and f[28:32] == vip, timeout=1.0)
+        ops = sorted(struct.unpack("!H", f[20:22])[0] for f in frames)
+        assert ops == [1, 2]  # a request and a reply, both broadcast, sender = target = VIP
+        assert all(f[:6] == b"\xff" * 6 and f[38:42] == vip for f in frames)
+        target = socket.inet_pton(socket.AF_INET6, "fd99:1::50")
+        na = _capture(v6, lambda f: f[6:12] == mac and f[20] == 58 and f[54] == 136, timeout=1.0)
+        assert na, "no neighbour advertisement seen"
+        f = na[0]
+        assert f[0:6] == bytes.fromhex("333300000001")  # ff02::1
+        assert f[21] == 255  # hop limit
+        assert f[62:78] == target and f[78:80] == b"\x02\x01" and f[80:86] == mac
+        assert struct.unpack("!I", f[58:62])[0] & 0x20000000  # override
+    finally:
+        arp.close()
+        v6.close()
+        topo.run("r1", "ip", "-6", "addr", "del", "fd99:1::50/128", "dev", "eth0", check=False)
+
+
+def test_topology_with_real_servers(netns_module):
+    """The fixture's NAT side: servers behind the routers, for lvsd/nanny tests."""
+    t = netns_module(routers=2, servers=2)
+    assert t.has_address("s2", "10.99.3.102") and t.has_address("r1", "10.99.3.11")
+    assert "via 10.99.3.1" in t.run("s1", "ip", "route").stdout
+    srv = t.socket("s1")
+    cli = t.socket("r2")
+    try:
+        srv.bind(("10.99.3.101", 9999))
+        cli.sendto(b"hello", ("10.99.3.101", 9999))
+        srv.settimeout(2.0)
+        data, addr = srv.recvfrom(100)
+        assert data == b"hello" and addr[0] == "10.99.3.12"
+    finally:
+        srv.close()
+        cli.close()
