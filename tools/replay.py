@@ -490,8 +490,8 @@ class WhatIfReport:
     changes: list[dict]
 
     def format(self) -> str:
-        t0 = min([d.mono_ns for d in self.baseline + self.alternative] or [0])
-        rel = lambda d: f"+{(d.mono_ns - t0) / NS:.3f}s"  # noqa: E731
+        t0 = min([d.wall_ns for d in self.baseline + self.alternative] or [0])
+        rel = lambda d: f"+{(d.wall_ns - t0) / NS:.3f}s"  # noqa: E731  (wall clock: monotonic restarts with a reboot)
         lines = [f"what-if: {self.log} replayed under {self.config}",
                  f"  {len(self.baseline)} decisions as recorded, {len(self.alternative)} under the new config"]
         if not self.changes:
@@ -553,7 +553,9 @@ def _decisions(observations: list[Event], cores: list[Core], model: dict | None)
                 return  # a deadline the core does not consume (as the runtime, fire it once)
 
     for ev in observations:
-        if ev.mono_ns >= last_mono:
+        if ev.type == "config.loaded" and not ev.payload["reload"]:  # a router run starts: as verify
+            states[:] = [c.initial() for c in cores]
+        elif ev.mono_ns >= last_mono:
             timers_until(ev.mono_ns, ev.node)
         if model is not None and ev.type == "config.loaded":
             ev = ev._replace(payload={**ev.payload, "model": model})
@@ -599,7 +601,7 @@ def what_if(directory: str, config_path: str, cores: list[Core] | None = None) -
             continue
         changes += [{"change": "removed", "before": b} for b in before[i1:i2]]
         changes += [{"change": "added", "after": a} for a in after[j1:j2]]
-    changes.sort(key=lambda c: (c.get("before") or c.get("after")).mono_ns)
+    changes.sort(key=lambda c: (c.get("before") or c.get("after")).wall_ns)
     return WhatIfReport(directory, config_path, before, after, changes)
 
 
