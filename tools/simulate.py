@@ -13,23 +13,34 @@ What is simulated (everything a core does not see directly):
   validates every event against the catalog (as the real broker does) and appends it to a real
   log (``EventLog``, durability ``none``) in ``<log_root>/<router>/log``, so ``tools/replay.py``
   reads it like any router's log;
+* the router's lifecycle as ``lvsbus router`` runs it: broker, ``config.loaded`` (the run start:
+  every core starts from ``initial()`` there), pulse and nanny always, lvsd and the applier started
+  on ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; a
+  service that starts again is restored from its snapshot (through the snapshot format) and
+  answers the inputs logged while it was down, as ``lvsbus.runtime`` does;
 * a simulated shell per core, which executes its effects: pulse's ``send_heartbeat`` and
   ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay,
   reordering), the receiving router's shell publishes ``pulse.heartbeat_received`` /
   ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
-  ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms;
+  ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
+  checks each real server every interval at its crc32 phase and publishes the results in 50 ms
+  batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
+  what the kernel refuses: EEXIST, ENOENT);
 * timers exactly as ``lvsbus.runtime`` arms them: after every event the core's ``next_deadline`` is
-  (re)armed, and when it passes a ``timer.fired`` is published through the bus.
+  (re)armed, and when it passes a ``timer.fired`` is published through the bus;
+* clients: they send to the VIP's ARP owner, and are served when it runs, holds the VIP and has a
+  healthy real server in its kernel table; ``SimResult.outage_ns`` is the time they were not,
+  after the cluster first served.
 
-Cores come from ``services.cores.available()`` and are fed through ``lvsbus.core.run_core``, the
-one loop the runtime and replay use. pulse is simulated now; nanny, lvsd and the applier plug in
-as ``SHELLS`` entries when their cores exist (their events are not in the catalog yet).
+Cores come from ``services.cores.available()`` (pulse, nanny, lvsd, the applier: whichever exist)
+and are fed through ``lvsbus.core.run_core``, the one loop the runtime and replay use.
 
 Faults (``Fault``), scheduled from the seed by ``generate_faults``: router crash (a host crash:
-VIPs gone, monotonic clock restarts) and restart, service crash and restart (the core is restored
-from its snapshot; VIPs stay), link cut and heal per (pair, link), a NIC down (``pulse.link_changed``),
-packet loss, delay and reordering per link, a router stall (GC/VM pause), wall-clock steps and
-monotonic drift.
+VIPs and IPVS table gone, monotonic clock restarts) and restart, service crash and restart (the
+core is restored from its snapshot; VIPs stay), link cut and heal per (pair, link), a NIC down
+(``pulse.link_changed``), packet loss, delay and reordering per link, a router stall (GC/VM
+pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
+flapping, and answering too slowly (checks time out).
 
 Invariants, checked after every simulated instant (``Cluster.violations``):
 
