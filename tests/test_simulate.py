@@ -18,7 +18,7 @@ from tools.simulate import (
     FAULT_KINDS, GOLDEN, MS, S, Cluster, Fault, failover_schedule, generate_faults, run_seed, shrink,
 )
 
-SWEEP = range(0, 200)
+SWEEP = range(0, 300)
 
 
 def _files(root: str) -> dict[str, bytes]:
