@@ -79,6 +79,13 @@ class Router:
     def events(self, prefix: str = "", after: int = 0):
         return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(after + 1)) if e.type.startswith(prefix)]
 
+    def verify_replay(self, *names: str) -> None:
+        """Replay the log through these cores: every logged decision and effect must come out the same."""
+        from tools.replay import make_cores, verify
+
+        report = verify(self.dirs.root, cores=make_cores(names))
+        assert report.ok and report.outputs > 0, report.format()
+
     def wait(self, pred, timeout: float, what: str, every: float = 0.1) -> float:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:

@@ -109,6 +109,7 @@ def test_messy_start_one_reconcile_then_nothing(router):
     time.sleep(1.0)
     assert len(router.events("ipvs.apply")) == n_apply
     assert kernel_table() == want
+    router.verify_replay("ipvs")
 
 
 def test_sigkill_midway_then_exact(router):
@@ -130,3 +131,4 @@ def test_sigkill_midway_then_exact(router):
     # and the first batch's ops were not repeated: the second batch is the remainder
     applies = router.events("ipvs.apply")
     assert len(applies) == 2 and len(applies[1].payload["ops"]) < len(applies[0].payload["ops"])
+    router.verify_replay("ipvs")  # across the SIGKILL too

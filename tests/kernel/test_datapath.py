@@ -127,5 +127,6 @@ def test_nat_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
         got = Counter(requests(30))
         assert got == Counter({"rs1": 15, "rs3": 15}), got  # nothing to rs2, no failed request
         print(f"rs2 out of the kernel {took:.1f}s after it stopped")
+        r.verify_replay("nanny", "lvsd", "ipvs")
     finally:
         r.close()
