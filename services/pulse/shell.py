@@ -112,7 +112,6 @@ class PulseShell:
         self.settings: PulseSettings | None = None
         self.socks: dict[str, socket.socket] = {}
         self.devices: dict[str, str | None] = {}  # link -> device
-        self.link_state: dict[str, bool] = {}
         self.rejected = 0
         self._reject_window = (0.0, 0)
         self._bg: set[asyncio.Task] = set()
