@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import pytest
 
@@ -227,6 +228,8 @@ def test_cli_failing_seed_prints_seed_shrunk_schedule_and_logs(tmp_path, monkeyp
         real_init(self, *a, **k)
 
     monkeypatch.setattr(sim.Cluster, "__init__", strict)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where a failing seed's logs go without --logs
+    (tmp_path / "tmp").mkdir()
     assert cli(["simulate", "--seed", "9", "--logs", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("seed 9: FAILED")
@@ -241,3 +244,4 @@ def test_cli_failing_seed_prints_seed_shrunk_schedule_and_logs(tmp_path, monkeyp
     assert cli(["simulate", "--seed", "9", "--json", "--no-shrink"]) == 1
     js = json.loads(capsys.readouterr().out)
     assert js["seed"] == 9 and not js["ok"] and js["violations"]
+    assert js["logs"]["lvs1"] == str(tmp_path / "tmp" / "lvsbus-sim-seed-9" / "lvs1" / "log")
