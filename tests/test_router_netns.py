@@ -476,3 +476,22 @@ def test_topology_with_real_servers(netns_module):
     finally:
         srv.close()
         cli.close()
+
+
+def test_broker_killed_under_a_running_router_is_restarted(topo, cluster):
+    """The broker is supervised too; the services reconnect and catch up from the log. Timers go
+    through the bus, so a broker restart stalls heartbeats (~0.5 s here): deadtime 2 s."""
+    c = cluster(keepalive=0.2, deadtime=2.0)
+    c.start()
+    c.wait_steady("r1", timeout=30)
+    old = c.pid_of("r1", "broker")
+    os.kill(old, signal.SIGKILL)
+    c.wait(lambda: c.started("r1", "broker") == 2, 10.0, "a new broker")
+    c.wait(lambda: c.events("r1", ("router.service_restarted",)), 5.0, "router.service_restarted")
+    assert c.events("r1", ("router.service_restarted",))[-1].payload["service"] == "broker"
+    # pulse on r1 goes on: new heartbeats reach r2 and are recorded by r1's new broker
+    n = len(c.events("r1", ("pulse.send_heartbeat",)))
+    c.wait(lambda: len(c.events("r1", ("pulse.send_heartbeat",))) > n + 3, 5.0, "heartbeats after the restart")
+    assert c.roles() == {"r1": "ACTIVE", "r2": "BACKUP"}
+    assert topo.has_address("r1", VIP) and not topo.has_address("r2", VIP)
+    assert c.probe(1.0) == "r1"
