@@ -16,7 +16,6 @@ kernel's; the applier reports ``ipvs.unavailable`` and retries, as keepalived's 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .netns import CLIENT, NAT, NAT_VIP, VIP, Topology, netns_available, router_mac, write_key
+from .netns import NAT, NAT_VIP, VIP, Topology, netns_available, router_mac, write_key
 
 SERVER_PY = r"""
 import http.server, socketserver, sys

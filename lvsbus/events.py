@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import msgpack
 
-from .schema import Field, SchemaError, Struct
+from .schema import Field, SchemaError, Struct, compile_check
 
 ENVELOPE_VERSION = 1
 
@@ -95,6 +95,7 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, dict[int, EventSpec]] = {}
         self._latest: dict[str, EventSpec] = {}
+        self._fast: dict[tuple[str, int], tuple[Callable[[Any], bool], EventSpec]] = {}
 
     def declare(
         self,
@@ -117,6 +118,7 @@ class Registry:
             raise ValueError(f"{type} v{version} needs an upcaster from v{version - 1}")
         spec = EventSpec(type, version, struct, doc, upcast)
         versions[version] = spec
+        self._fast[(type, version)] = (compile_check(struct), spec)
         if type not in self._latest or self._latest[type].version < version:
             self._latest[type] = spec
         return spec
@@ -140,7 +142,16 @@ class Registry:
         return sorted(self._latest)
 
     def validate(self, type: str, version: int, payload: Any) -> EventSpec:
-        """Check (type, version, payload); raise DecodeError. Returns the spec of that version."""
+        """Check (type, version, payload); raise DecodeError. Returns the spec of that version.
+
+        Fast path: the payload schema compiled into one predicate (``compile_check``); only what it
+        does not accept goes through the field-by-field check, which gives the verdict and error."""
+        fast = self._fast.get((type, version)) if type.__class__ is str else None
+        if fast is not None and fast[0](payload):
+            return fast[1]
+        return self._validate_slow(type, version, payload)
+
+    def _validate_slow(self, type: str, version: int, payload: Any) -> EventSpec:
         versions = self._specs.get(type)
         if versions is None:
             raise DecodeError("unknown_type", f"unknown event type {_clip(type)!r}")

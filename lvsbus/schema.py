@@ -279,3 +279,67 @@ class Struct(Field):
                 "additionalProperties": False,
             }
         )
+
+
+def compile_check(field: Field):
+    """A predicate ``value -> bool``: True only where ``field.check`` would not raise.
+
+    Straight-line Python generated from the declaration (no error paths built): the fast path of
+    every validation. It may answer False where ``check`` passes (e.g. an optional field left
+    out); callers then run ``check`` for the verdict and the error. ``tests/test_replay.py``
+    checks on real and mutated events that it is never more lenient than ``check``."""
+    env: dict[str, Any] = {"_SE": SchemaError}
+    lines = ["def check(v0):"]
+    counter = [0]
+
+    def new(prefix: str) -> str:
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def emit(f: Field, var: str, ind: str) -> None:
+        t = type(f)
+        if t is Int:
+            cond = f"type({var}) is int"
+            if f.min is not None:
+                cond += f" and {var} >= {f.min!r}"
+            if f.max is not None:
+                cond += f" and {var} <= {f.max!r}"
+            lines.append(f"{ind}if not ({cond}): return False")
+        elif t is Str:
+            lines.append(f"{ind}if type({var}) is not str or not {f.min_len!r} <= len({var}) <= {f.max_len!r}: return False")
+        elif t is Bool:
+            lines.append(f"{ind}if type({var}) is not bool: return False")
+        elif t is Enum:
+            name = new("E")
+            env[name] = f._set
+            lines.append(f"{ind}if type({var}) is not str or {var} not in {name}: return False")
+        elif t is Nullable:
+            lines.append(f"{ind}if {var} is not None:")
+            emit(f.inner, var, ind + " ")
+        elif t is List:
+            item = new("v")
+            lines.append(f"{ind}if (type({var}) is not list and type({var}) is not tuple) or len({var}) > {f.max_items!r}: return False")
+            lines.append(f"{ind}for {item} in {var}:")
+            emit(f.item, item, ind + " ")
+        elif t is Struct:
+            # the fast path takes a payload with exactly the declared keys (every optional one
+            # present); anything else is left to the catalog's validator
+            allowed = new("A")
+            env[allowed] = f._allowed
+            lines.append(f"{ind}if type({var}) is not dict or {var}.keys() != {allowed}: return False")
+            for key, sub in f.fields.items():
+                val = new("v")
+                lines.append(f"{ind}{val} = {var}[{key!r}]")
+                emit(sub, val, ind)
+        else:  # any other field type (Json, Float, Bytes, Dict, a new one): its own check
+            name = new("F")
+            env[name] = f.check
+            lines.append(f"{ind}try:")
+            lines.append(f"{ind} {name}({var}, '')")
+            lines.append(f"{ind}except _SE:")
+            lines.append(f"{ind} return False")
+
+    emit(field, "v0", " ")
+    lines.append(" return True")
+    exec("\n".join(lines), env)  # noqa: S102 - code generated from the catalog's declarations only
+    return env["check"]

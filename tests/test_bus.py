@@ -141,7 +141,7 @@ def test_garbage_from_a_peer_is_refused_counted_and_the_broker_runs_on(broker):
             raw.send(b"")
     raw.close()
     c = client(b, "good")
-    seq = c.publish_acked("timer.fired", {"service": "s", "deadline_ns": 1}, timeout=10)
+    c.publish_acked("timer.fired", {"service": "s", "deadline_ns": 1}, timeout=10)  # still serving
     assert b.proc.poll() is None
     rejected = [e for e in b.events() if e.type == "bus.frame_rejected"]
     reasons = {e.payload["reason"] for e in rejected}

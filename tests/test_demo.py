@@ -1,5 +1,4 @@
 """The README's main job, run in the suite: the demo cluster end to end, and its timeline holds the failover."""
-import os
 import subprocess
 import sys
 

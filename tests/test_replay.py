@@ -19,7 +19,8 @@ from lvsbus.core import run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import SnapshotStore
-from tools.replay import FAST_REGISTRY, compile_check, make_cores, verify, what_if
+from lvsbus.schema import compile_check
+from tools.replay import FAST_REGISTRY, make_cores, verify, what_if
 from tools.simulate import GOLDEN, S, Cluster, Fault, make_config
 from tools.timeline import Filters, read_events, render_html, render_text, timeline
 

@@ -1,7 +1,6 @@
 """ServiceRuntime: a core on a real bus (broker thread, real sockets and log), timers, restart without repeats."""
 import asyncio
 import threading
-import time
 
 import pytest
 

@@ -42,7 +42,7 @@ def test_same_seed_gives_the_same_logs_byte_for_byte(tmp_path):
     assert fa == fb
     assert a.events == b.events > 300
     # and a different seed gives a different run
-    c = Cluster(12, faults=faults, log_root=str(tmp_path / "c")).run()
+    Cluster(12, faults=faults, log_root=str(tmp_path / "c")).run()
     assert _files(str(tmp_path / "c")) != fa
 
 

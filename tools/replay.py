@@ -28,7 +28,7 @@ a stopped service (lvsd on a backup) answers its inputs only when it runs again.
   ``--from-snapshot STATE_DIR/snapshots`` restores each core from its oldest snapshot the log still
   covers and checks from there.
 * Every record is decoded and validated before any core sees it (the log is a trust boundary),
-  with the catalog's schemas compiled into straight-line predicates (``CompiledRegistry``).
+  with the catalog's schemas compiled into straight-line predicates (``lvsbus.schema.compile_check``).
 
 Pure functions return report objects; ``add_commands`` wires the CLI (``lvsbus.cli`` lists this
 module).
@@ -38,7 +38,6 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import gc
-import html
 import json
 import os
 import sys
@@ -50,9 +49,8 @@ from typing import Any, Iterable, Iterator
 import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus import schema as _schema
-from lvsbus.core import Core, Effect, run_core
-from lvsbus.events import REGISTRY, DecodeError, Event, Registry, decode
+from lvsbus.core import Core, run_core
+from lvsbus.events import REGISTRY, DecodeError, Event, decode
 from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
 from services.cores import available
 from tools.timeline import (
@@ -67,100 +65,8 @@ def make_cores(names: Iterable[str] | None = None) -> list[Core]:
     return [cls() for n, cls in cores.items() if names is None or n in names]
 
 
-# ---------------------------------------------------------------------------------------------
-# fast payload validation: the catalog's own schemas, compiled
-
-
-class CompiledRegistry(Registry):
-    """``REGISTRY`` with each payload schema compiled into one straight-line Python predicate.
-
-    The predicates are generated from the same ``lvsbus.schema`` declarations (no second copy of
-    any schema), check the same rules without building error paths, and only ever answer "valid";
-    anything they do not accept goes to the catalog's own ``validate``, which raises the proper
-    error (a field type this compiler does not know is checked by its own ``check``). Used with
-    ``lvsbus.events.decode(body, seq, registry=...)``, so the envelope checks stay decode's.
-    ``tests/test_replay.py`` checks the predicates agree with the schemas on real and mutated events.
-    """
-
-    def __init__(self, base: Registry = REGISTRY) -> None:
-        super().__init__()
-        self.base = base
-        self._specs = base._specs
-        self._latest = base._latest
-        self._fast: dict[tuple[str, int], Any] = {}
-
-    def validate(self, type: str, version: int, payload: Any):  # noqa: A002 - Registry's signature
-        fn = self._fast.get((type, version))
-        if fn is None:
-            spec = self.base.get(type, version) if isinstance(type, str) else None
-            if spec is None:
-                return self.base.validate(type, version, payload)  # raises
-            fn = self._fast[(type, version)] = (compile_check(spec.payload), spec)
-        if fn[0](payload):
-            return fn[1]
-        return self.base.validate(type, version, payload)
-
-
-def compile_check(field: _schema.Field):
-    """A predicate ``value -> bool`` equivalent to ``field.check`` not raising."""
-    env: dict[str, Any] = {"_SE": _schema.SchemaError}
-    lines = ["def check(v0):"]
-    counter = [0]
-
-    def new(prefix: str) -> str:
-        counter[0] += 1
-        return f"{prefix}{counter[0]}"
-
-    def emit(f: _schema.Field, var: str, ind: str) -> None:
-        t = type(f)
-        if t is _schema.Int:
-            cond = f"type({var}) is int"
-            if f.min is not None:
-                cond += f" and {var} >= {f.min!r}"
-            if f.max is not None:
-                cond += f" and {var} <= {f.max!r}"
-            lines.append(f"{ind}if not ({cond}): return False")
-        elif t is _schema.Str:
-            lines.append(f"{ind}if type({var}) is not str or not {f.min_len!r} <= len({var}) <= {f.max_len!r}: return False")
-        elif t is _schema.Bool:
-            lines.append(f"{ind}if type({var}) is not bool: return False")
-        elif t is _schema.Enum:
-            name = new("E")
-            env[name] = f._set
-            lines.append(f"{ind}if type({var}) is not str or {var} not in {name}: return False")
-        elif t is _schema.Nullable:
-            lines.append(f"{ind}if {var} is not None:")
-            emit(f.inner, var, ind + " ")
-        elif t is _schema.List:
-            item = new("v")
-            lines.append(f"{ind}if (type({var}) is not list and type({var}) is not tuple) or len({var}) > {f.max_items!r}: return False")
-            lines.append(f"{ind}for {item} in {var}:")
-            emit(f.item, item, ind + " ")
-        elif t is _schema.Struct:
-            # the fast path takes a payload with exactly the declared keys (every optional one
-            # present); anything else is left to the catalog's validator
-            allowed = new("A")
-            env[allowed] = f._allowed
-            lines.append(f"{ind}if type({var}) is not dict or {var}.keys() != {allowed}: return False")
-            for key, sub in f.fields.items():
-                val = new("v")
-                lines.append(f"{ind}{val} = {var}[{key!r}]")
-                emit(sub, val, ind)
-        else:  # any other field type (Json, Float, Bytes, Dict, a new one): its own check
-            name = new("F")
-            env[name] = f.check
-            lines.append(f"{ind}try:")
-            lines.append(f"{ind} {name}({var}, '')")
-            lines.append(f"{ind}except _SE:")
-            lines.append(f"{ind} return False")
-
-    emit(field, "v0", " ")
-    lines.append(" return True")
-    exec("\n".join(lines), env)  # noqa: S102 - code generated from the catalog's declarations only
-    return env["check"]
-
-
-FAST_REGISTRY = CompiledRegistry()
+# payload validation is lvsbus.events' (compiled checks, lvsbus.schema.compile_check)
+FAST_REGISTRY = REGISTRY  # kept for callers and tests written against the old name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -257,7 +257,6 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
     if not isinstance(data, dict):
         raise ConfigError([Issue(key="", message="the configuration must be a table", file=filename)])
     data = _normalise_native(data)
-    cfg_fields = _fields(Config)
     routers = [b.build(Router, t, f"router.{n}", extra={"name": n})
                for n, t in b.items(data.get("routers", {}), "routers", "")]
     virtuals = []
