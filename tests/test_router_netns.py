@@ -408,12 +408,15 @@ def test_sighup_reload_refuses_a_broken_file_and_applies_a_good_one(topo, cluste
     c.config.write_text(good + "\n[virtual.broken]\naddress = \"not-an-ip\"\n")
     c.procs["r1"].send_signal(signal.SIGHUP)
     c.wait(lambda: c.events("r1", ("config.reload_refused",)), 5.0, "config.reload_refused")
-    c.config.write_text(good.replace("garp_repeat = 3", "garp_repeat = 2"))
+    c.config.write_text(good.replace("garp_repeat = 3", "garp_repeat = 2").replace(f"port = {PORT}", f"port = {PORT + 7}"))
     c.procs["r1"].send_signal(signal.SIGHUP)
     c.wait(lambda: [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]], 5.0, "config.loaded reload")
     reloaded = [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]][-1]
     assert reloaded.payload["diff"] != {} and reloaded.payload["format"] == "toml"
     assert c.role("r1") == "ACTIVE" and c.procs["r1"].poll() is None
+    # pulse's shell rebinds its heartbeat sockets to the new port
+    c.wait(lambda: f":{PORT + 7} " in topo.run("r1", "ss", "-uln").stdout, 3.0, "sockets on the new port")
+    assert f":{PORT} " not in topo.run("r1", "ss", "-uln").stdout
 
 
 def _capture(sock, want, timeout: float = 3.0) -> list[bytes]:

@@ -208,6 +208,19 @@ class PulseShell:
 
     # -- datagrams in ------------------------------------------------------------------------
 
+    async def _rebind(self) -> None:
+        """A reload changed the heartbeat port or this router's addresses: new sockets."""
+        loop = asyncio.get_running_loop()
+        for sock in self.socks.values():
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self.socks.clear()
+        try:
+            await self._open_sockets()
+            log.info("sockets_rebound", links=sorted(self.socks))
+        except OSError as exc:
+            log.error("rebind_failed", error=str(exc))
+
     def _on_readable(self, link: str, sock: socket.socket) -> None:
         for _ in range(256):
             try:
@@ -292,11 +305,15 @@ class PulseShell:
     def on_event(self, ev: Event) -> None:
         if ev.type == "config.loaded" and ev.payload.get("reload"):
             try:
-                self.settings = _settings_from_config(ev.payload)
-                self.key_file = ev.payload["model"]["heartbeat"]["key_file"]
-                self.key = read_key(self.key_file)
+                new = _settings_from_config(ev.payload)
+                key = read_key(ev.payload["model"]["heartbeat"]["key_file"])
             except Exception as exc:  # the core reports an unusable config; keep the old key
                 log.warning("reload_not_applied_to_shell", error=str(exc))
+                return
+            old, self.settings = self.settings, new
+            self.key_file, self.key = ev.payload["model"]["heartbeat"]["key_file"], key
+            if old is None or _bindings(old) != _bindings(new):
+                self._spawn(self._rebind())
         elif ev.type == "router.shutdown_requested":
             self._spawn(self._finish(ev.seq))
 
@@ -495,6 +512,10 @@ class PulseShell:
                 loop.remove_reader(sock.fileno())
                 sock.close()
         return 0
+
+
+def _bindings(s: PulseSettings) -> tuple:
+    return (s.port, tuple((link, s.me.address_on(link)) for link in s.local_links()))
 
 
 def _norm(address: str) -> str:
