@@ -517,7 +517,8 @@ def test_fault_when_every_link_is_down_and_back():
     assert of(eff, "router.role_changed")[0]["reason"] == "all_links_down"
     assert of(eff, "pulse.run_notify")[-1]["args"][2] == "FAULT"
     assert "pulse.send_heartbeat" not in types(n.timer(10 * S))
-    eff = n.link("private", True, 20 * S)
+    assert n.link("private", True, 15 * S) == [] and n.role == FAULT  # the VIPs' link is still down
+    eff = n.link("public", True, 20 * S)
     assert n.role == BACKUP and of(eff, "router.role_changed")[0]["reason"] == "link_up"
     n.timer(20 * S + DEADTIME - 1)
     assert n.role == BACKUP  # listens again before taking over
@@ -1096,3 +1097,25 @@ def test_a_peer_that_left_stays_gone_for_its_epoch():
     # it comes back as a new run
     eff = n.hb("lvs1", 10 * S, 1, BACKUP, epoch=2)
     assert n.state.peers["lvs1"].alive and types(eff)[:2] == ["pulse.peer_restarted", "pulse.peer_alive"]
+
+
+def test_public_link_down_alone_is_a_fault_private_alone_is_not():
+    """The VIPs live on the public link: an active that loses it steps down (FAULT) even while the
+    private link still carries heartbeats, so that the backup takes over; the backup hears the
+    FAULT role over the private link and takes over at once, without waiting for deadtime."""
+    n = Node("lvs1")
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    eff = n.link("public", False, 3 * S)
+    assert n.role == FAULT
+    assert types(eff)[:3] == ["pulse.stop_lvsd", "pulse.release_vips", "router.role_changed"]
+    assert of(eff, "router.role_changed")[0]["reason"] == "public_link_down"
+    eff = n.link("public", True, 5 * S)
+    assert n.role == BACKUP
+    m = Node("lvs1")
+    m.configure(make_model())
+    m.start(0)
+    m.timer(DEADTIME)
+    assert m.link("private", False, 3 * S) == [] and m.role == ACTIVE

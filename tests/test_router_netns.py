@@ -281,11 +281,11 @@ def test_private_link_cut_degrades_and_never_fails_over(topo, cluster):
     c.wait(lambda: c.events("r2", ("pulse.link_restored",)), 3.0, "link_restored on r2")
 
 
-def test_public_link_cut_of_the_active_fails_over(topo, cluster):
-    # heartbeats on the public link only: the cut leaves the active with no link (FAULT, VIPs
-    # released) and the backup hears nothing from it. (With a private link as well, pulse's core
-    # only raises link_degraded: see docs/router.md, "public link cut".)
-    c = cluster(private_link=False)
+@pytest.mark.parametrize("private_link", [False, True], ids=["public-only", "with-private"])
+def test_public_link_cut_of_the_active_fails_over(topo, cluster, private_link):
+    # the cut leaves the active without the VIPs' link: FAULT, VIPs released. With public-only
+    # heartbeats the backup hears nothing from it; with a private link it hears FAULT there.
+    c = cluster(private_link=private_link)
     c.start()
     c.wait_steady("r1")
     t0 = time.monotonic()

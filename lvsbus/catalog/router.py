@@ -39,6 +39,7 @@ ROLE_REASONS = Enum(
     "fenced",  # ACTIVE -> BACKUP: a valid fence from a peer that took over
     "split_brain",  # ACTIVE -> BACKUP: another router is active too and outranks this one
     "all_links_down",  # -> FAULT: every configured heartbeat link is down
+    "public_link_down",  # -> FAULT: the public link (the VIPs' and the clients') is down
     "link_up",  # FAULT -> BACKUP: a link came back
     "shutdown",  # -> STOPPED
     "config",  # a reload removed this router, or gave it nothing to do

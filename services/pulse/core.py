@@ -36,15 +36,15 @@ ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
 ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
     ("start", (INIT,), BACKUP, ("has_config", "has_started"),
      "config.loaded and pulse.started both seen; listen for deadtime"),
-    ("take_over", (BACKUP,), ACTIVE, ("done_listening", "any_link_up"),
+    ("take_over", (BACKUP,), ACTIVE, ("done_listening", "can_serve"),
      "best live candidate and no live active peer (peer dead, left or stepped down), "
      "or outranks the active peer with preempt on for preempt_delay"),
     ("step_down", (ACTIVE,), BACKUP, (),
      "valid fence received, or split brain lost to a higher (priority, address)"),
-    ("fault", (BACKUP, ACTIVE), FAULT, ("all_links_down",),
-     "every configured heartbeat link reported down"),
-    ("recover", (FAULT,), BACKUP, ("any_link_up",),
-     "a heartbeat link came back up; listen for deadtime again"),
+    ("fault", (BACKUP, ACTIVE), FAULT, ("link_fault",),
+     "the public link (where the VIPs live) is down, or every heartbeat link is"),
+    ("recover", (FAULT,), BACKUP, ("can_serve",),
+     "the public link is up again; listen for deadtime again"),
     ("stop", (INIT, BACKUP, ACTIVE, FAULT), STOPPED, (),
      "router.shutdown_requested (a final leaving heartbeat hands over at once)"),
     ("restart", (BACKUP, ACTIVE, FAULT, STOPPED), INIT, (),
@@ -361,8 +361,14 @@ class PulseState:
         links = self.settings.local_links() if self.settings else LINKS
         return not any(self.links_up.get(link, True) for link in links)
 
-    def any_link_up(self) -> bool:
-        return not self.all_links_down()
+    def link_fault(self) -> bool:
+        """This router cannot serve the VIPs: its public link (where they live and clients are)
+        is down, or no heartbeat link is up. Losing only the private link is a degraded link,
+        not a fault (keepalived's FAULT on a tracked interface)."""
+        return not self.links_up.get("public", True) or self.all_links_down()
+
+    def can_serve(self) -> bool:
+        return not self.link_fault()
 
     def __repr__(self) -> str:
         return f"<PulseState {self.role} peers={list(self.peers)}>"
@@ -679,12 +685,13 @@ class PulseCore(Core[PulseState]):
         self._check_links(st, out)
 
     def _check_links(self, st: PulseState, out: list) -> None:
-        if st.role in (BACKUP, ACTIVE) and st.all_links_down():
+        if st.role in (BACKUP, ACTIVE) and st.link_fault():
             old = st.role
+            reason = "all_links_down" if st.all_links_down() else "public_link_down"
             if old == ACTIVE:
-                self._step_down(st, "fault", FAULT, "all_links_down", None, out)
+                self._step_down(st, "fault", FAULT, reason, None, out)
             elif _fire(st, "fault"):
-                self._role_changed(st, old, FAULT, "all_links_down", None, out)
+                self._role_changed(st, old, FAULT, reason, None, out)
             st.preempt_since = None
         elif st.role == FAULT and _fire(st, "recover"):
             st.listen_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
