@@ -4,6 +4,8 @@ One module a concern; each declares its types with ``lvsbus.events.declare``. Na
 words; observations and decisions are past-tense facts (``router.role_changed``), effects a core
 asks its shell to carry out are imperative (``pulse.send_heartbeat``). Never change a declared
 version: add version N+1 with an upcaster from N, and keep N declared so old logs still decode.
+The one change allowed within a version is widening an enum (a new reason word): every record
+written before stays valid, and readers that do not know the word treat it as opaque text.
 The JSON Schemas in ``schemas/`` are generated from these declarations (``lvsbus schemas export``);
 a test fails when they drift apart.
 """
