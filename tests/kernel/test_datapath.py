@@ -1,5 +1,5 @@
 """End to end through the real IPVS datapath, in the VM: a client namespace, a VIP on the router
-(the VM's root namespace), three real servers in namespaces serving HTTP behind NAT. nanny, lvsd
+(the VM's root namespace), three real servers in namespaces serving HTTP, by NAT and by direct routing. nanny, lvsd
 and the applier run as real processes on a real bus. Traffic spreads by the scheduler (rr); a real
 server stops, nanny marks it DOWN, lvsd drops it, the applier removes it from the kernel, and no
 client request goes to it afterwards."""
@@ -26,7 +26,7 @@ address = "10.30.0.1"
 address = "{VIP}"
 port = 80
 scheduler = "rr"
-forwarding = "nat"
+forwarding = "FORWARDING"
 
 [virtual.web.check]
 kind = "tcp_connect"
@@ -58,8 +58,11 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-@pytest.fixture
-def topology(tmp_path):
+@pytest.fixture(params=["nat", "direct"])
+def topology(request, tmp_path):
+    # NAT: the real servers' gateway is the router. Direct routing: each real server also holds
+    # the VIP on lo (ARP silenced) and answers the client itself, through its gateway's routing.
+    forwarding = request.param
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
     sh("ip", "link", "add", "br-rs", "type", "bridge")
     sh("ip", "addr", "add", "10.20.0.1/24", "dev", "br-rs")
@@ -73,19 +76,29 @@ def topology(tmp_path):
         sh("ip", "-n", n, "link", "set", "eth0", "up")
         sh("ip", "-n", n, "link", "set", "lo", "up")
         sh("ip", "-n", n, "route", "add", "default", "via", "10.20.0.1")
+        if forwarding == "direct":
+            sh("ip", "-n", n, "addr", "add", f"{VIP}/32", "dev", "lo")
+            for k, v in (("arp_ignore", "1"), ("arp_announce", "2")):
+                sh("ip", "netns", "exec", n, "sysctl", "-qw", f"net.ipv4.conf.all.{k}={v}")
         www = tmp_path / n
         www.mkdir()
         (www / "index.html").write_text(n + "\n")
-        httpd[n] = subprocess.Popen(["ip", "netns", "exec", n, "busybox", "httpd", "-f", "-p", f"{a}:80", "-h", str(www)])
+        httpd[n] = subprocess.Popen(["ip", "netns", "exec", n, "busybox", "httpd", "-f", "-p", "80", "-h", str(www)])
     sh("ip", "netns", "add", "client")
     sh("ip", "link", "add", "v-client", "type", "veth", "peer", "name", "eth0", "netns", "client")
-    sh("ip", "addr", "add", "10.30.0.1/24", "dev", "v-client")
-    sh("ip", "link", "set", "v-client", "up")
-    sh("ip", "-n", "client", "addr", "add", "10.30.0.2/24", "dev", "eth0")
     sh("ip", "-n", "client", "link", "set", "eth0", "up")
-    sh("ip", "-n", "client", "route", "add", "default", "via", "10.30.0.1")
+    if forwarding == "nat":  # the client on its own network, routed through the router
+        sh("ip", "addr", "add", "10.30.0.1/24", "dev", "v-client")
+        sh("ip", "link", "set", "v-client", "up")
+        sh("ip", "-n", "client", "addr", "add", "10.30.0.2/24", "dev", "eth0")
+        sh("ip", "-n", "client", "route", "add", "default", "via", "10.30.0.1")
+    else:  # direct routing: the real servers answer the client themselves, on the shared LAN
+        # (a reply with the VIP as source coming back through the router would be a martian there)
+        sh("ip", "link", "set", "v-client", "master", "br-rs", "up")
+        sh("ip", "-n", "client", "addr", "add", "10.20.0.100/24", "dev", "eth0")
+        sh("ip", "-n", "client", "route", "add", f"{VIP}/32", "via", "10.20.0.1")
     sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo")  # the VIP (pulse's job on a real router)
-    yield httpd
+    yield forwarding, httpd
     for p in httpd.values():
         p.kill()
     for n in [*RS, "client"]:
@@ -100,9 +113,10 @@ def requests(n: int) -> list[str]:
     return out.split()
 
 
-def test_nat_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
+def test_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
+    forwarding, httpd = topology
     cfg = tmp_path / "lvs.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG.replace("FORWARDING", forwarding))
     r = Router(tmp_path, cfg)
     try:
         r.start("ipvs")
@@ -118,7 +132,8 @@ def test_nat_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
         got = Counter(requests(30))
         assert got == Counter({"rs1": 10, "rs2": 10, "rs3": 10}), got  # rr: an exact third each
 
-        topology["rs2"].kill()  # rs2 stops serving
+        assert {d.forwarding for d in kernel_table()[key].dests.values()} == {forwarding}
+        httpd["rs2"].kill()  # rs2 stops serving
         took = r.wait(lambda: f"{RS['rs2']}:80" not in dests(), 60, "rs2 removed from the kernel", every=0.25)
         down = [e for e in r.events("health.real_server_down") if e.payload["server"] == "rs2"]
         assert down, "nanny marked rs2 DOWN"
