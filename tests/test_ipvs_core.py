@@ -345,3 +345,51 @@ def test_plan_only_some_services():
     ops = plan(base(), want, only={K1})
     assert [(o["op"], o["service"]) for o in ops] == [("edit_dest", str(K1))]
     assert plan(base(), want) == plan(base(), want, only={K1, K2})
+
+
+# --- lvsbus ipvs save / show ------------------------------------------------------------------
+
+def _write_log(state_dir, events):
+    from lvsbus.events import encode
+    from lvsbus.log import EventLog
+    from lvsbus.paths import StateDirs
+
+    dirs = StateDirs(str(state_dir)).make()
+    log = EventLog(dirs.log)
+    try:
+        for i, (type_, source, payload) in enumerate(events, 1):
+            log.append(i, encode(Event(i, "n", source, type_, 1, i, i, None, payload)))
+        log.sync()
+    finally:
+        log.close()
+
+
+def test_cli_save_and_show_from_log(tmp_path, capsys):
+    from lvsbus.cli import main
+
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(CONFIG)
+    assert main(["ipvs", "save", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["-A -t 10.0.0.1:80 -s wrr", "-a -t 10.0.0.1:80 -r 192.168.1.2:80 -g -w 3"]
+    assert main(["ipvs", "save", "--state-dir", str(tmp_path / "none")]) == 1
+    capsys.readouterr()
+    edit = {"op": "edit_dest", "service": str(K1), "dest": "10.0.1.2:80", "attrs": {"forwarding": "nat", "weight": 0, "upper": 0, "lower": 0}}
+    _write_log(tmp_path / "state", [
+        ("lvsd.table_desired", "lvsd", {"version": 1, "table": base().to_dict(), "reason": "started", "digest": "d", "services": 2, "dests": 3}),
+        ("health.real_server_down", "nanny", {"virtual": "web", "server": "b", "address": "10.0.1.2", "port": 80, "reason": "checks_failed",
+                                              "previous": "FALLING", "failures": 3, "detail": "refused"}),
+        ("lvsd.table_delta", "lvsd", {"version": 2, "base_version": 1, "ops": [edit], "reason": "b down", "virtual": "web", "server": "b"}),
+    ])
+    assert main(["ipvs", "save", "--state-dir", str(tmp_path / "state")]) == 0
+    out = capsys.readouterr().out
+    assert "-a -t 10.0.0.1:80 -r 10.0.1.2:80 -m -w 0" in out
+    assert main(["ipvs", "show", "--state-dir", str(tmp_path / "state")]) == 0
+    out = capsys.readouterr().out
+    assert "# desired: lvsd table version 2" in out
+    assert "TCP  10.0.0.1:80 wlc" in out
+    assert any("10.0.1.2:80" in line and "DOWN" in line and "0/" in line for line in out.splitlines()), out
+    # this host has no IPVS: the actual side says so (on a kernel with IPVS it is the dump)
+    from services.ipvs.cli import actual_table
+
+    table, why = actual_table()
+    assert (table is None) == (why is not None)
