@@ -393,3 +393,29 @@ def test_cli_save_and_show_from_log(tmp_path, capsys):
 
     table, why = actual_table()
     assert (table is None) == (why is not None)
+
+
+def test_refused_again_and_again_backs_off():
+    f = Feed()
+    (eff,) = f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
+    read(f, eff.payload["request"], Table())
+    twos = Table().with_service(Service(K1, "twos"), [])  # a scheduler this kernel lacks
+    (eff,) = f("lvsd.table_desired", {"version": 1, "table": twos.to_dict(), "reason": "started", "digest": "d",
+                                      "services": 1, "dests": 0})
+    now = 0
+    (eff,) = f("ipvs.batch_applied", {"batch": eff.payload["batch"], "applied": 0, "failed": 1, "duration_us": 1}, mono=now)
+    assert eff.type == "ipvs.read_table" and eff.payload["reason"] == "op_failed"  # the first time: at once
+    (eff,) = read(f, eff.payload["request"], Table())
+    waits = []
+    for _ in range(4):
+        assert f("ipvs.batch_applied", {"batch": eff.payload["batch"], "applied": 0, "failed": 1, "duration_us": 1}, mono=now) == []
+        dl = f.core.next_deadline(f.state)
+        waits.append((dl - now) // 10**9)
+        now = dl
+        (eff,) = f("timer.fired", {"service": "ipvs", "deadline_ns": dl}, mono=now)
+        assert eff.payload["reason"] == "retry"
+        (eff,) = read(f, eff.payload["request"], Table())
+        assert eff.type == "ipvs.apply"
+    assert waits == [1, 2, 4, 8]
+    assert f("ipvs.batch_applied", {"batch": eff.payload["batch"], "applied": 1, "failed": 0, "duration_us": 1}) == []
+    assert f.state.fail_streak == 0 and f.core.next_deadline(f.state) is None

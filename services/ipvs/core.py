@@ -296,6 +296,7 @@ class ApplierState:
     attempts: int = 0
     retry_at: int | None = None
     gaps: int = 0
+    fail_streak: int = 0  # batches in a row with a refused op
 
 
 class ApplierCore(Core[ApplierState]):
@@ -353,7 +354,9 @@ class ApplierCore(Core[ApplierState]):
             base = st.reads.pop(p["request"], None)
             if base is None:
                 return st, []
-            st.available, st.attempts, st.retry_at = True, 0, None
+            st.available, st.attempts = True, 0
+            if st.fail_streak == 0:
+                st.retry_at = None
             st.pending = [(b, ops) for b, ops in st.pending if b > base]
             exp = Table.from_dict(p["table"])
             for _b, ops in st.pending:
@@ -364,9 +367,17 @@ class ApplierCore(Core[ApplierState]):
             return st, self._reconcile(st, "reconcile")
         if t == "ipvs.batch_applied":
             st.pending = [(b, ops) for b, ops in st.pending if b > p["batch"]]
-            if p["failed"]:
-                st.expected = None  # unknown until the next dump
+            if not p["failed"]:
+                st.fail_streak = 0
+                return st, []
+            st.expected = None  # unknown until the next dump
+            st.fail_streak += 1
+            if st.fail_streak == 1:
                 return st, [self._read(st, "op_failed")]
+            # the kernel keeps refusing (a scheduler module it lacks, a bad address): back off
+            # instead of re-planning the same refused ops in a loop
+            if st.retry_at is None:
+                st.retry_at = ev.mono_ns + min(RETRY_MAX_NS, RETRY_MIN_NS << min(st.fail_streak - 2, 6))
             return st, []
         if t == "ipvs.unavailable":
             st.reads.pop(p.get("request", -1), None)
@@ -437,7 +448,7 @@ class ApplierCore(Core[ApplierState]):
             "reads": [[k, v] for k, v in st.reads.items()],
             "pending": [[b, ops] for b, ops in st.pending],
             "started": st.started, "available": st.available, "attempts": st.attempts,
-            "retry_at": st.retry_at, "gaps": st.gaps,
+            "retry_at": st.retry_at, "gaps": st.gaps, "fail_streak": st.fail_streak,
         }
 
     def restore(self, d: Any) -> ApplierState:
@@ -450,5 +461,5 @@ class ApplierCore(Core[ApplierState]):
             managed={ServiceKey.parse(k) for k in d["managed"]}, flush_unmanaged=d["flush_unmanaged"],
             batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
             pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],
-            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"],
+            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"], fail_streak=d.get("fail_streak", 0),
         )
