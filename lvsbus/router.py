@@ -57,12 +57,13 @@ STOP_TIMEOUT = 3.0
 BROKER_READY_TIMEOUT = 15.0
 
 #: services started as children, in order: (name, module, when)
-#: when: "always", or "active" (only while pulse is ACTIVE)
+#: when: "always", "active" (only while pulse is ACTIVE), or "configured" (metrics: when an address is set)
 SERVICES = (
     ("pulse", "services.pulse", "always"),
     ("nanny", "services.nanny", "always"),
     ("lvsd", "services.lvsd", "active"),
     ("ipvs", "services.ipvs", "active"),
+    ("metrics", "services.metrics", "configured"),  # only with metrics_address in the config
 )
 
 
@@ -334,7 +335,7 @@ class Router:
                 continue
             child = self._service_child(name, module)
             self.children[name] = child
-            if when == "always":
+            if when == "always" or (when == "configured" and self.loaded.config.metrics_address):
                 child.start()
         sd_notify(f"READY=1\nSTATUS=router {self.local}, run from seq {self.run_start_seq}\nMAINPID={os.getpid()}")
         log.info("router_ready", router=self.local, run_start_seq=self.run_start_seq,
@@ -529,7 +530,7 @@ class Router:
                 log.error("vip_release_failed", address=address, error=str(exc))
 
     def _stop_all(self) -> None:
-        for name in ("ipvs", "lvsd", "nanny", "pulse"):
+        for name in ("metrics", "ipvs", "lvsd", "nanny", "pulse"):
             c = self.children.get(name)
             if c is not None:
                 c.stop()

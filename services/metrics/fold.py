@@ -1,0 +1,167 @@
+"""Pure: fold bus events into the router's metrics (no I/O; the shell serves them).
+
+Everything here is derived from recorded events, so the figures of any past moment can be
+recomputed from the log, and the endpoint needs no hooks inside the services.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lvsbus.events import Event
+
+#: histogram buckets of check latency, seconds (Prometheus convention: upper bounds)
+CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+SUBSCRIPTIONS = ("router.", "pulse.", "health.", "ipvs.", "bus.", "log.", "config.")
+
+
+@dataclass
+class Metrics:
+    role: str = "INIT"
+    failovers: int = 0  # times this router became ACTIVE
+    role_changes: Counter = field(default_factory=Counter)  # reason -> count
+    heartbeats_sent: Counter = field(default_factory=Counter)  # link -> datagrams
+    heartbeats_received: Counter = field(default_factory=Counter)  # link -> datagrams
+    links_degraded: Counter = field(default_factory=Counter)  # link -> times
+    peers_dead: int = 0
+    fences_sent: int = 0
+    fences_received: int = 0
+    rejected: Counter = field(default_factory=Counter)  # (where, reason) -> count
+    checks: Counter = field(default_factory=Counter)  # "ok" / "failed" -> count
+    check_latency_buckets: list = field(default_factory=lambda: [0] * (len(CHECK_BUCKETS) + 1))
+    check_latency_sum: float = 0.0
+    servers: dict = field(default_factory=dict)  # (virtual, server) -> "up" / "down"
+    ipvs_ops: int = 0
+    ipvs_failures: Counter = field(default_factory=Counter)  # errno -> count
+    ipvs_unavailable: int = 0
+    log_write_failures: int = 0
+    subscriber_lags: int = 0
+    last_seq: int = 0
+    last_mono_ns: int = 0
+    config_digest: str = ""
+
+    def apply(self, ev: Event) -> None:
+        self.last_seq, self.last_mono_ns = ev.seq, ev.mono_ns
+        t, p = ev.type, ev.payload
+        if t == "pulse.heartbeat_received":
+            self.heartbeats_received[p["link"]] += 1
+        elif t == "pulse.send_heartbeat":
+            for d in p["destinations"]:
+                self.heartbeats_sent[d["link"]] += 1
+        elif t == "health.check_results":
+            buckets = self.check_latency_buckets
+            for ok, us in zip(p["ok"], p["latency_us"]):
+                self.checks["ok" if ok else "failed"] += 1
+                s = us / 1e6
+                self.check_latency_sum += s
+                for i, bound in enumerate(CHECK_BUCKETS):
+                    if s <= bound:
+                        buckets[i] += 1
+                        break
+                else:
+                    buckets[-1] += 1
+        elif t == "router.role_changed":
+            self.role = p["new"]
+            self.role_changes[p["reason"]] += 1
+            if p["new"] == "ACTIVE":
+                self.failovers += 1
+        elif t == "health.real_server_up":
+            self.servers[(p["virtual"], p["server"])] = "up"
+        elif t == "health.real_server_down":
+            self.servers[(p["virtual"], p["server"])] = "down"
+        elif t == "pulse.link_degraded":
+            self.links_degraded[p["link"]] += 1
+        elif t == "pulse.peer_dead":
+            self.peers_dead += 1
+        elif t == "pulse.send_fence":
+            self.fences_sent += 1
+        elif t == "pulse.fence_received":
+            self.fences_received += 1
+        elif t == "pulse.datagram_rejected":
+            self.rejected[("heartbeat", p["reason"])] += 1
+        elif t == "pulse.heartbeat_ignored":
+            self.rejected[("heartbeat", p["reason"])] += 1
+        elif t == "bus.frame_rejected":
+            self.rejected[("bus", p["reason"])] += 1
+        elif t == "ipvs.op_applied":
+            self.ipvs_ops += 1
+        elif t == "ipvs.op_failed":
+            self.ipvs_ops += 1
+            self.ipvs_failures[str(p["errno"])] += 1
+        elif t == "ipvs.unavailable":
+            self.ipvs_unavailable += 1
+        elif t == "log.write_failed":
+            self.log_write_failures += 1
+        elif t == "bus.subscriber_lagged":
+            self.subscriber_lags += 1
+        elif t == "config.loaded":
+            self.config_digest = p["digest"]
+
+    def samples(self) -> list[tuple[str, str, str, dict, float]]:
+        """(name, type, help, labels, value) for every sample, Prometheus-style."""
+        out: list[tuple[str, str, str, dict, float]] = []
+
+        def add(name, kind, help_, value, **labels):
+            out.append((name, kind, help_, labels, float(value)))
+
+        for role in ("INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"):
+            add("lvsbus_role", "gauge", "1 for the router's current role", 1 if self.role == role else 0, role=role)
+        add("lvsbus_became_active_total", "counter", "times this router took the VIPs", self.failovers)
+        for reason, n in sorted(self.role_changes.items()):
+            add("lvsbus_role_changes_total", "counter", "role changes by reason", n, reason=reason)
+        for link, n in sorted(self.heartbeats_sent.items()):
+            add("lvsbus_heartbeats_sent_total", "counter", "heartbeat datagrams sent", n, link=link)
+        for link, n in sorted(self.heartbeats_received.items()):
+            add("lvsbus_heartbeats_received_total", "counter", "valid heartbeat datagrams received", n, link=link)
+        for link, n in sorted(self.links_degraded.items()):
+            add("lvsbus_link_degraded_total", "counter", "a link went silent while another carried heartbeats", n, link=link)
+        add("lvsbus_peers_dead_total", "counter", "peers declared dead (silent on every link)", self.peers_dead)
+        add("lvsbus_fences_sent_total", "counter", "fence commands sent", self.fences_sent)
+        add("lvsbus_fences_received_total", "counter", "valid fence commands received", self.fences_received)
+        for (where, reason), n in sorted(self.rejected.items()):
+            add("lvsbus_rejected_total", "counter", "frames and datagrams refused", n, where=where, reason=reason)
+        for result, n in sorted(self.checks.items()):
+            add("lvsbus_checks_total", "counter", "health checks finished", n, result=result)
+        cum = 0
+        for bound, n in zip(CHECK_BUCKETS, self.check_latency_buckets):
+            cum += n
+            add("lvsbus_check_latency_seconds_bucket", "histogram", "health check latency", cum, le=repr(bound))
+        cum += self.check_latency_buckets[-1]
+        add("lvsbus_check_latency_seconds_bucket", "histogram", "health check latency", cum, le="+Inf")
+        add("lvsbus_check_latency_seconds_count", "histogram", "health check latency", cum)
+        add("lvsbus_check_latency_seconds_sum", "histogram", "health check latency", self.check_latency_sum)
+        states = Counter(self.servers.values())
+        for state in ("up", "down"):
+            add("lvsbus_real_servers", "gauge", "real servers by health", states.get(state, 0), state=state)
+        add("lvsbus_ipvs_operations_total", "counter", "IPVS operations attempted", self.ipvs_ops)
+        for err, n in sorted(self.ipvs_failures.items()):
+            add("lvsbus_ipvs_operation_failures_total", "counter", "IPVS operations refused", n, errno=err)
+        add("lvsbus_ipvs_unavailable_total", "counter", "times IPVS could not be reached", self.ipvs_unavailable)
+        add("lvsbus_log_write_failures_total", "counter", "log appends that failed (disk full, I/O error)", self.log_write_failures)
+        add("lvsbus_subscriber_lags_total", "counter", "subscribers that fell behind and caught up from the log", self.subscriber_lags)
+        add("lvsbus_last_seq", "gauge", "the last event seq folded", self.last_seq)
+        return out
+
+
+def render(samples: list[tuple[str, str, str, dict, float]]) -> str:
+    """The Prometheus text exposition format (version 0.0.4)."""
+    lines = []
+    seen = set()
+    for name, kind, help_, labels, value in samples:
+        family = name
+        for suffix in ("_bucket", "_count", "_sum"):
+            if kind == "histogram" and name.endswith(suffix):
+                family = name[: -len(suffix)]
+        if family not in seen:
+            seen.add(family)
+            lines.append(f"# HELP {family} {help_}")
+            lines.append(f"# TYPE {family} {kind}")
+        lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        v = int(value) if value.is_integer() else value
+        lines.append(f"{name}{{{lab}}} {v}" if lab else f"{name} {v}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

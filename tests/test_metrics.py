@@ -1,0 +1,76 @@
+"""metrics: the fold over recorded events, and the endpoint of a real router pair."""
+import re
+import socket
+import sys
+import time
+
+import pytest
+
+from lvsbus.events import Event
+from services.metrics.fold import Metrics, render
+from tests.netns import netns, router_toml, write_key  # noqa: F401  (netns: the fixture)
+
+
+def ev(seq, type_, payload):
+    return Event(seq, "r1", "x", type_, 1, seq, seq, None, payload)
+
+
+def test_fold_counts_what_the_bus_recorded():
+    m = Metrics()
+    m.apply(ev(1, "router.role_changed", {"node": "r1", "old": "BACKUP", "new": "ACTIVE", "reason": "peer_dead",
+                                          "priority": 100, "epoch": 1, "peer": None}))
+    m.apply(ev(2, "pulse.heartbeat_received", {"link": "public"}))
+    m.apply(ev(3, "pulse.heartbeat_received", {"link": "private"}))
+    m.apply(ev(4, "health.check_results", {"ok": [True, False, True], "latency_us": [300, 2_000_000, 9_000_000]}))
+    m.apply(ev(5, "health.real_server_down", {"virtual": "web", "server": "s2"}))
+    m.apply(ev(6, "health.real_server_up", {"virtual": "web", "server": "s1"}))
+    m.apply(ev(7, "bus.frame_rejected", {"reason": "malformed"}))
+    m.apply(ev(8, "ipvs.op_failed", {"errno": 17}))
+    text = render(m.samples())
+    assert 'lvsbus_role{role="ACTIVE"} 1' in text and 'lvsbus_role{role="BACKUP"} 0' in text
+    assert "lvsbus_became_active_total 1" in text
+    assert 'lvsbus_heartbeats_received_total{link="private"} 1' in text
+    assert 'lvsbus_checks_total{result="failed"} 1' in text and 'lvsbus_checks_total{result="ok"} 2' in text
+    assert 'lvsbus_check_latency_seconds_bucket{le="0.0005"} 1' in text
+    assert 'lvsbus_check_latency_seconds_bucket{le="2.5"} 2' in text
+    assert 'lvsbus_check_latency_seconds_bucket{le="+Inf"} 3' in text
+    assert 'lvsbus_real_servers{state="down"} 1' in text and 'lvsbus_real_servers{state="up"} 1' in text
+    assert 'lvsbus_rejected_total{where="bus",reason="malformed"} 1' in text
+    assert 'lvsbus_ipvs_operation_failures_total{errno="17"} 1' in text
+    assert text.count("# TYPE lvsbus_check_latency_seconds histogram") == 1
+
+
+@pytest.mark.netns
+def test_endpoint_of_a_running_router(netns, tmp_path):
+
+    topo = netns(routers=2)
+    key = write_key(tmp_path / "key")
+    cfg = tmp_path / "lvsbus.toml"
+    text = router_toml(topo, key)
+    cfg.write_text(text.replace('service = "lvs"', 'service = "lvs"\nmetrics_address = "127.0.0.1:9539"', 1))
+    for r in ("r1", "r2"):
+        topo.popen(r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(cfg),
+                       "--state-dir", str(tmp_path / r)])
+    body = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        s = topo.socket("r1", type=socket.SOCK_STREAM)
+        try:
+            s.settimeout(1)
+            s.connect(("127.0.0.1", 9539))
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            chunks = []
+            while (c := s.recv(65536)):
+                chunks.append(c)
+            body = b"".join(chunks).decode()
+            if 'lvsbus_role{role="ACTIVE"} 1' in body and re.search(r'heartbeats_received_total\{link="private"\} [1-9]', body):
+                break
+        except OSError:
+            pass
+        finally:
+            s.close()
+        time.sleep(0.3)
+    assert body.startswith("HTTP/1.0 200"), body[:200]
+    assert 'lvsbus_role{role="ACTIVE"} 1' in body
+    assert re.search(r'lvsbus_heartbeats_sent_total\{link="public"\} [1-9]', body)
+    assert re.search(r'lvsbus_heartbeats_received_total\{link="private"\} [1-9]', body)
