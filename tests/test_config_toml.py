@@ -147,7 +147,7 @@ def test_defaults():
     cfg = loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\n[virtual.v.server.s]\n'
                      'address = "192.0.2.10"\n', "t.toml").config
     hb = cfg.heartbeat
-    assert (hb.port, hb.keepalive, hb.deadtime, hb.preempt, hb.garp_repeat) == (539, 2.0, 6.0, True, 5)
+    assert (hb.port, hb.keepalive, hb.deadtime, hb.preempt, hb.garp_repeat) == (539, 0.2, 1.0, True, 5)
     assert hb.key_file == "/etc/lvsbus/heartbeat.key"
     vs = cfg.virtual_services[0]
     assert (vs.port, vs.protocol, vs.scheduler, vs.forwarding) == (80, Protocol.TCP, "wlc", Forwarding.NAT)

@@ -373,9 +373,10 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
                             ("keepalive", "keepalive", "num"), ("deadtime", "deadtime", "num"),
                             ("monitor_links", "monitor_links", "bool")):
         simple(key, hb, tkey, f"heartbeat.{tkey}", conv)
-    hb.setdefault("deadtime", 5.0)  # Piranha's default (the native default is 6, 3x keepalive)
+    hb.setdefault("keepalive", 2.0)  # Piranha's defaults: lvs.cf keeps meaning what it meant
+    hb.setdefault("deadtime", 5.0)
     data["heartbeat"] = hb
-    keepalive = hb.get("keepalive", 2.0)
+    keepalive = hb["keepalive"]
 
     ipvs: dict[str, Any] = {}
     for proto in ("tcp", "tcpfin", "udp"):
