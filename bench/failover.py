@@ -1,6 +1,6 @@
 """Failover times of lvsbus (and keepalived's VRRP, when installed) in a namespace topology.
 
-    sudo python bench/failover.py [--runs 5] [--keepalive 0.1] [--deadtime 0.35] [--saturate 15]
+    sudo python bench/failover.py [--runs 5] [--keepalive 0.1] [--deadtime 0.25] [--saturate 15]
 
 Topology: tests/netns.py (client, two routers on a public and a private bridge, VIP 10.99.1.50).
 A UDP responder on each router answers with its name; the client probes the VIP every
@@ -271,7 +271,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--keepalive", type=float, default=0.1)
-    ap.add_argument("--deadtime", type=float, default=0.35, help="(VRRP's master-down for priority 100 at 0.1 s is ~0.36 s)")
+    ap.add_argument("--deadtime", type=float, default=0.25,
+                    help="lvsbus's deadtime (default %(default)s s: 2.5 intervals, no false failover under full CPU "
+                    "load here); VRRP's master-down at 0.1 s is 3 intervals + skew, ~0.36 s")
     ap.add_argument("--probe-ms", type=float, default=5.0)
     ap.add_argument("--scenarios", default="sigkill,linkcut,graceful,takeback")
     ap.add_argument("--saturate", type=float, default=15.0, help="seconds per pair under CPU load (0: skip)")
