@@ -186,3 +186,29 @@ class ServiceRuntime:
         """An observation of the shell's (cause None)."""
         assert self.client is not None
         self.client.publish_nowait(type_, payload)
+
+
+def service_arguments(name: str, description: str):
+    """The command line every service shares (the router starts each with these three)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
+    ap.add_argument("--state-dir", required=True, help="the router's state directory")
+    ap.add_argument("--config", required=True, help="the router's configuration file")
+    ap.add_argument("--run-start-seq", type=int, required=True,
+                    help="seq of the router run's config.loaded: the service's state starts there")
+    return ap
+
+
+def usable_config(name: str, path: str) -> bool:
+    """Load the config once up front so that a service refuses it with a clear line (exit 2)."""
+    import sys
+
+    from .config import ConfigError, load
+
+    try:
+        load(path)
+    except ConfigError as exc:
+        print(f"{name}: cannot use the configuration: {exc}", file=sys.stderr)
+        return False
+    return True

@@ -18,7 +18,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 
 from lvsbus import logs
-from lvsbus.config import ConfigError, load
 from lvsbus.core import Effect
 from lvsbus.events import Event
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime
+from lvsbus.runtime import ServiceRuntime, service_arguments, usable_config
 
 from .core import ApplierCore
 
@@ -115,7 +113,6 @@ class ApplierShell:
 
     def _apply_chunk(self, ops: list) -> list:
         """Runs on the netlink thread: [(errno or None, error, duration_us)] per op."""
-        out = []
         try:
             ipvs = self._open()
         except Exception as exc:
@@ -165,19 +162,11 @@ class ApplierShell:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m services.ipvs", description="ipvs: the IPVS applier")
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run-start-seq", type=int, required=True)
+    ap = service_arguments("ipvs", "ipvs: the IPVS applier")
     ap.add_argument("--flush-unmanaged", action="store_true",
                     help="also delete kernel services lvsbus does not manage (another tool's)")
     args = ap.parse_args(argv)
     logs.setup(service="ipvs")
-    try:
-        load(args.config)
-    except ConfigError as exc:
-        print(f"ipvs: cannot use the configuration: {exc}", file=sys.stderr)
+    if not usable_config("ipvs", args.config):
         return 2
     return asyncio.run(ApplierShell(args.state_dir, args.run_start_seq, args.flush_unmanaged).main())

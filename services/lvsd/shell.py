@@ -14,15 +14,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 
 import structlog
 
 from lvsbus import logs
-from lvsbus.config import ConfigError, load
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime
+from lvsbus.runtime import ServiceRuntime, service_arguments, usable_config
 
 from .core import LvsdCore
 
@@ -50,17 +48,9 @@ class LvsdShell:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m services.lvsd", description="lvsd: the desired IPVS table")
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run-start-seq", type=int, required=True)
+    ap = service_arguments("lvsd", "lvsd: the desired IPVS table")
     args = ap.parse_args(argv)
     logs.setup(service="lvsd")
-    try:
-        load(args.config)
-    except ConfigError as exc:
-        print(f"lvsd: cannot use the configuration: {exc}", file=sys.stderr)
+    if not usable_config("lvsd", args.config):
         return 2
     return asyncio.run(LvsdShell(args.state_dir, args.run_start_seq).main())

@@ -6,7 +6,6 @@ bus from the run's start (catching up from the log, so a restart loses no count)
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 
@@ -16,6 +15,7 @@ from lvsbus import logs
 from lvsbus.bus import AsyncBusClient
 from lvsbus.config import load
 from lvsbus.paths import StateDirs
+from lvsbus.runtime import service_arguments
 
 from .fold import SUBSCRIPTIONS, Metrics, render
 
@@ -64,12 +64,7 @@ async def serve(dirs: StateDirs, address: str, run_start_seq: int, stop: asyncio
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.metrics", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run-start-seq", type=int, default=1)
-    args = ap.parse_args(argv)
+    args = service_arguments("metrics", "metrics: the router's Prometheus endpoint").parse_args(argv)
     logs.setup(service="metrics")
     address = load(args.config).config.metrics_address
     if not address:

@@ -22,15 +22,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import structlog
 import zmq
 
 from lvsbus import logs
-from lvsbus.config import ConfigError, load
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime
+from lvsbus.runtime import ServiceRuntime, service_arguments, usable_config
 
 from .checks import Scheduler, new_loop, raise_nofile
 from .core import NannyCore, plan
@@ -132,19 +130,11 @@ class NannyShell:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m services.nanny", description="nanny: health checks of real servers")
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run-start-seq", type=int, required=True)
+    ap = service_arguments("nanny", "nanny: health checks of real servers")
     ap.add_argument("--no-checks", action="store_true", help="fold results published by someone else (benchmarks)")
     args = ap.parse_args(argv)
     logs.setup(service="nanny")
-    try:
-        load(args.config)
-    except ConfigError as exc:
-        print(f"nanny: cannot use the configuration: {exc}", file=sys.stderr)
+    if not usable_config("nanny", args.config):
         return 2
     shell = NannyShell(args.state_dir, args.run_start_seq, checks=not args.no_checks)
     loop = new_loop()

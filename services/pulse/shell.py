@@ -37,7 +37,7 @@ from lvsbus.core import Effect
 from lvsbus.events import Event, decode
 from lvsbus.log import LogReader
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime
+from lvsbus.runtime import ServiceRuntime, service_arguments
 
 from . import wire
 from .core import ACTIVE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model
@@ -528,12 +528,7 @@ def _norm(address: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m services.pulse", description="pulse: the router role service")
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--run-start-seq", type=int, required=True)
+    ap = service_arguments("pulse", "pulse: the router role service")
     args = ap.parse_args(argv)
     logs.setup(service="pulse")
     import faulthandler
