@@ -4,7 +4,9 @@
       ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
       ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N
       ├── nanny         (when services/nanny exists; always)
-      ├── lvsd, ipvs    (when they exist; only while pulse is ACTIVE)
+      ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
+      │                  and the connection sync daemon runs as backup on a backup router)
+      ├── lvsd          (only while pulse is ACTIVE)
 
 Start: load and validate the config (exit 1 with every error), find which router this host is from
 its addresses, check the heartbeat key file, start the broker and wait until it is ready, publish
@@ -62,7 +64,7 @@ SERVICES = (
     ("pulse", "services.pulse", "always"),
     ("nanny", "services.nanny", "always"),
     ("lvsd", "services.lvsd", "active"),
-    ("ipvs", "services.ipvs", "active"),
+    ("ipvs", "services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
     ("metrics", "services.metrics", "configured"),  # only with metrics_address in the config
 )
 
@@ -403,7 +405,7 @@ class Router:
     def _on_event(self, ev) -> None:
         if ev.type == "pulse.start_lvsd":
             self.active = True
-            for name in ("lvsd", "ipvs"):
+            for name in ("lvsd",):
                 c = self.children.get(name)
                 if c is None:
                     continue
@@ -414,7 +416,7 @@ class Router:
                     c.start()
         elif ev.type == "pulse.stop_lvsd":
             self.active = False
-            for name in ("ipvs", "lvsd"):
+            for name in ("lvsd",):
                 c = self.children.get(name)
                 if c is not None:
                     c.terminate()
