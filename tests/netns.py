@@ -25,10 +25,8 @@ from lvsbus.netns import (  # noqa: F401  (re-exported for the tests)
 )
 
 
-@pytest.fixture
-def netns():
-    """Factory: ``netns(routers=2, servers=0, private=True)`` builds a Topology; all are destroyed
-    at teardown (also on failure)."""
+def _factory():
+    """Yields ``make(**kw) -> Topology``; destroys every topology it made afterwards (also on failure)."""
     reason = netns_available()
     if reason:
         pytest.skip(reason)
@@ -44,23 +42,16 @@ def netns():
     finally:
         for topo in made:
             topo.destroy()
+
+
+@pytest.fixture
+def netns():
+    """Factory: ``netns(routers=2, servers=0, private=True)`` builds a Topology; all are destroyed
+    at teardown (also on failure)."""
+    yield from _factory()
 
 
 @pytest.fixture(scope="module")
 def netns_module():
     """The same factory, with topologies that live for the whole test module (build once, reuse)."""
-    reason = netns_available()
-    if reason:
-        pytest.skip(reason)
-    made: list[Topology] = []
-
-    def make(**kw) -> Topology:
-        topo = Topology(**kw)
-        made.append(topo)
-        return topo.build()
-
-    try:
-        yield make
-    finally:
-        for topo in made:
-            topo.destroy()
+    yield from _factory()
