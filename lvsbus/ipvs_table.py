@@ -219,4 +219,100 @@ class Table:
         return cls(entries)
 
 
-__all__ = ["ServiceKey", "Service", "Dest", "Entry", "Table", "SCHEDULERS", "FORWARDING", "PROTOCOLS", "replace"]
+# ---------------------------------------------------------------------------------------------
+# ops: the one change format, shared by lvsd's deltas (lvsd.table_delta) and the applier
+# (ipvs.apply): {"op", "service": str(ServiceKey), "dest": Dest.key or None, "attrs": {...}}
+
+SERVICE_OPS = ("add_service", "edit_service", "del_service")
+DEST_OPS = ("add_dest", "edit_dest", "del_dest")
+
+
+def service_attrs(s: Service) -> dict:
+    return {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
+
+
+def dest_attrs(d: Dest) -> dict:
+    return {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
+
+
+def parse_dest_key(dk: str) -> tuple[str, int]:
+    host, _, port = dk.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def entry_ops(key: ServiceKey, old: Entry | None, new: Entry | None) -> list[dict]:
+    """Ops taking one service from ``old`` to ``new`` (None = absent). Order: the service first,
+    then dest additions and edits before deletions (a service never goes empty in between)."""
+    ks = str(key)
+    if new is None:
+        return [] if old is None else [{"op": "del_service", "service": ks, "dest": None, "attrs": {}}]
+    ops: list[dict] = []
+    if old is None:
+        ops.append({"op": "add_service", "service": ks, "dest": None, "attrs": service_attrs(new.service)})
+        old_dests: Mapping[str, Dest] = {}
+    else:
+        old_dests = old.dests
+        if old.service != new.service:
+            ops.append({"op": "edit_service", "service": ks, "dest": None, "attrs": service_attrs(new.service)})
+    for dk in sorted(new.dests):
+        d, o = new.dests[dk], old_dests.get(dk)
+        if o is None:
+            ops.append({"op": "add_dest", "service": ks, "dest": dk, "attrs": dest_attrs(d)})
+        elif o != d:
+            ops.append({"op": "edit_dest", "service": ks, "dest": dk, "attrs": dest_attrs(d)})
+    ops += [{"op": "del_dest", "service": ks, "dest": dk, "attrs": {}} for dk in sorted(old_dests) if dk not in new.dests]
+    return ops
+
+
+def apply_ops(table: Table, ops: Iterable[dict], strict: bool = True) -> Table:
+    """The pure simulator: ``ops`` folded into ``table`` as the kernel would. ``strict``: an add of
+    something present, or an edit/delete of something absent, raises ``KeyError`` (as the kernel
+    refuses it with EEXIST/ENOENT); otherwise such an op is skipped."""
+    entries = dict(table.items())
+    for op in ops:
+        try:
+            _apply_one(entries, op)
+        except KeyError:
+            if strict:
+                raise
+    return Table(entries)
+
+
+def _apply_one(entries: dict, op: dict) -> None:
+    kind = op["op"]
+    if kind not in SERVICE_OPS and kind not in DEST_OPS:
+        return  # a global op (timeouts, sync daemon): not part of the table
+    key = ServiceKey.parse(op["service"])
+    a = op["attrs"]
+    if kind == "add_service" or kind == "edit_service":
+        if (kind == "add_service") == (key in entries):
+            raise KeyError(f"{kind} {key}: {'exists' if key in entries else 'no such service'}")
+        svc = Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())))
+        old = entries.get(key)
+        entries[key] = Entry(svc, old.dests if old else {})
+        return
+    if key not in entries:
+        raise KeyError(f"{kind} {key}: no such service")
+    if kind == "del_service":
+        del entries[key]
+        return
+    e = entries[key]
+    dk = op["dest"]
+    d = dict(e.dests)
+    if kind == "del_dest":
+        if dk not in d:
+            raise KeyError(f"del_dest {key} {dk}: no such destination")
+        del d[dk]
+    else:
+        if (kind == "add_dest") == (dk in d):
+            raise KeyError(f"{kind} {key} {dk}: {'exists' if dk in d else 'no such destination'}")
+        host, port = parse_dest_key(dk)
+        nd = Dest(host, port, a["forwarding"], a["weight"], a.get("upper", 0), a.get("lower", 0))
+        d[nd.key] = nd
+    entries[key] = Entry(e.service, d)
+
+
+__all__ = [
+    "ServiceKey", "Service", "Dest", "Entry", "Table", "SCHEDULERS", "FORWARDING", "PROTOCOLS", "replace",
+    "SERVICE_OPS", "DEST_OPS", "service_attrs", "dest_attrs", "parse_dest_key", "entry_ops", "apply_ops",
+]

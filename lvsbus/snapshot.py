@@ -17,6 +17,8 @@ import zlib
 
 import structlog
 
+from .log import _fsync_dir
+
 __all__ = ["SnapshotStore", "SnapshotCorrupt", "SNAPSHOT_MAGIC"]
 
 SNAPSHOT_MAGIC = b"LVSBSNP\0"
@@ -31,14 +33,6 @@ class SnapshotCorrupt(Exception):
         self.path = path
         self.reason = reason
         super().__init__(f"snapshot {path} is corrupt: {reason}")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotStore:

@@ -34,7 +34,7 @@ def desired_from_log(state_dir: str):
     from lvsbus.ipvs_table import Table
     from lvsbus.log import LogReader
     from lvsbus.paths import StateDirs
-    from services.lvsd.core import apply_ops
+    from lvsbus.ipvs_table import apply_ops
 
     table, version = None, 0
     health: dict[tuple[str, str, int], str] = {}
@@ -45,7 +45,7 @@ def desired_from_log(state_dir: str):
             table, version = Table.from_dict(ev.payload["table"]), ev.payload["version"]
         elif t == "lvsd.table_delta":
             if table is not None and ev.payload["base_version"] == version:
-                table, version = apply_ops(table, ev.payload["ops"]), ev.payload["version"]
+                table, version = apply_ops(table, ev.payload["ops"], strict=False), ev.payload["version"]
         elif t in ("health.real_server_up", "health.real_server_down", "health.state_changed"):
             p = ev.payload
             state = {"health.real_server_up": "UP", "health.real_server_down": "DOWN"}.get(t) or p["new"]

@@ -34,13 +34,15 @@ from typing import Any, Callable, Iterable
 from lvsbus.config import Config, ConfigError, from_dict
 from lvsbus.core import Core, Effect
 from lvsbus.events import Event
-from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
+from lvsbus.ipvs_table import (  # noqa: F401  (re-exported: the applier's tests and tools use them here)
+    DEST_OPS, SERVICE_OPS, Dest, Entry, Service, ServiceKey, Table, apply_ops, dest_attrs, parse_dest_key,
+    entry_ops, service_attrs,
+)
 
 Op = dict  # {"op": kind, "service": key string, "dest": dest key | None, "attrs": {...}}
 
-SERVICE_OPS = ("add_service", "edit_service", "del_service")
-DEST_OPS = ("add_dest", "edit_dest", "del_dest")
 GLOBAL_OPS = ("set_timeouts", "start_daemon", "stop_daemon")
+_PHASE = {"del_dest": 0, "del_service": 1, "add_service": 2, "edit_service": 2, "add_dest": 3, "edit_dest": 3}
 OP_KINDS = SERVICE_OPS + DEST_OPS + GLOBAL_OPS
 #: service attributes that IPVS cannot edit in place (a change means delete + add). None today.
 REPLACE_ATTRS: tuple[str, ...] = ()
@@ -49,19 +51,6 @@ REPLACE_ATTRS: tuple[str, ...] = ()
 MAX_BATCH_OPS = 4096
 RETRY_MIN_NS = 1_000_000_000
 RETRY_MAX_NS = 60_000_000_000
-
-
-def service_attrs(s: Service) -> dict:
-    return {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
-
-
-def dest_attrs(d: Dest) -> dict:
-    return {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
-
-
-def parse_dest_key(dk: str) -> tuple[str, int]:
-    host, _, port = dk.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,10 +73,6 @@ def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | 
     else:
         keys = frozenset(managed)
         is_managed = keys.__contains__
-    del_dests: list[Op] = []
-    del_services: list[Op] = []
-    services: list[Op] = []
-    dests: list[Op] = []
     if only is not None:
         keys = sorted(set(only))
         actual_keys = [k for k in keys if k in actual]
@@ -95,84 +80,18 @@ def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | 
     else:
         actual_keys = sorted(actual.keys())
         desired_keys = sorted(desired.keys())
+    ops: list[Op] = []
     for key in actual_keys:
-        if key in desired:
-            continue
-        if flush_unmanaged or is_managed(key):
-            del_services.append({"op": "del_service", "service": str(key), "dest": None, "attrs": {}})
+        if key not in desired and (flush_unmanaged or is_managed(key)):
+            ops += entry_ops(key, actual[key], None)
     for key in desired_keys:
-        want = desired[key]
-        have = actual.get(key)
-        ks = str(key)
+        want, have = desired[key], actual.get(key)
         if have is not None and any(getattr(have.service, a) != getattr(want.service, a) for a in REPLACE_ATTRS):
-            del_services.append({"op": "del_service", "service": ks, "dest": None, "attrs": {}})
+            ops += entry_ops(key, have, None)
             have = None
-        if have is None:
-            services.append({"op": "add_service", "service": ks, "dest": None, "attrs": service_attrs(want.service)})
-            have_dests: Any = {}
-        else:
-            have_dests = have.dests
-            if have.service != want.service:
-                services.append({"op": "edit_service", "service": ks, "dest": None, "attrs": service_attrs(want.service)})
-            for dk in sorted(have_dests):
-                if dk not in want.dests:
-                    del_dests.append({"op": "del_dest", "service": ks, "dest": dk, "attrs": {}})
-        for dk in sorted(want.dests):
-            d = want.dests[dk]
-            o = have_dests.get(dk)
-            if o is None:
-                dests.append({"op": "add_dest", "service": ks, "dest": dk, "attrs": dest_attrs(d)})
-            elif o != d:
-                dests.append({"op": "edit_dest", "service": ks, "dest": dk, "attrs": dest_attrs(d)})
-    return del_dests + del_services + services + dests
-
-
-def apply_ops(table: Table, ops: Iterable[Op], strict: bool = True) -> Table:
-    """The pure simulator: ``ops`` folded into ``table`` as the kernel would. ``strict``: an add of
-    something present, or an edit/delete of something absent, raises ``KeyError`` (as the kernel
-    refuses it with EEXIST/ENOENT); otherwise such an op is skipped."""
-    entries = dict(table.items())
-    for op in ops:
-        try:
-            _apply_one(entries, op)
-        except KeyError:
-            if strict:
-                raise
-    return Table(entries)
-
-
-def _apply_one(entries: dict, op: Op) -> None:
-    kind = op["op"]
-    if kind in GLOBAL_OPS:
-        return
-    key = ServiceKey.parse(op["service"])
-    a = op["attrs"]
-    if kind == "add_service" or kind == "edit_service":
-        if (kind == "add_service") == (key in entries):
-            raise KeyError(f"{kind} {key}: {'exists' if key in entries else 'no such service'}")
-        svc = Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())))
-        old = entries.get(key)
-        entries[key] = Entry(svc, old.dests if old else {})
-        return
-    if key not in entries:
-        raise KeyError(f"{kind} {key}: no such service")
-    if kind == "del_service":
-        del entries[key]
-        return
-    e = entries[key]
-    dk = op["dest"]
-    d = dict(e.dests)
-    if kind == "del_dest":
-        if dk not in d:
-            raise KeyError(f"del_dest {key} {dk}: no such destination")
-        del d[dk]
-    else:
-        if (kind == "add_dest") == (dk in d):
-            raise KeyError(f"{kind} {key} {dk}: {'exists' if dk in d else 'no such destination'}")
-        host, port = parse_dest_key(dk)
-        nd = Dest(host, port, a["forwarding"], a["weight"], a.get("upper", 0), a.get("lower", 0))
-        d[nd.key] = nd
-    entries[key] = Entry(e.service, d)
+        ops += entry_ops(key, have, want)
+    # the kernel's order: free destinations and services first, then create and edit
+    return sorted(ops, key=lambda op: _PHASE[op["op"]])
 
 
 def plan_globals(actual_timeouts: dict | None, want_timeouts: dict, actual_daemons: list[dict] | None,
@@ -322,9 +241,8 @@ class ApplierCore(Core[ApplierState]):
             if st.desired is None or p["base_version"] != st.version:
                 st.gaps += 1  # wait for the next full table (lvsd sends one on start and on config)
                 return st, []
-            from services.lvsd.core import apply_ops as lvsd_apply
 
-            st.desired = lvsd_apply(st.desired, p["ops"])
+            st.desired = apply_ops(st.desired, p["ops"], strict=False)
             st.version = p["version"]
             touched = {ServiceKey.parse(op["service"]) for op in p["ops"]}
             st.managed |= touched

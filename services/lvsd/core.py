@@ -35,7 +35,9 @@ from lvsbus.config import Config, ConfigError, from_dict
 from lvsbus.config.model import VirtualService, ip_family
 from lvsbus.core import Core, Effect
 from lvsbus.events import Event
-from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
+from lvsbus.ipvs_table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
+    Dest, Entry, Service, ServiceKey, Table, apply_ops, entry_ops, service_attrs,
+)
 from services.nanny.core import plan
 
 IN_SERVICE = frozenset({"UP", "FALLING"})
@@ -101,64 +103,12 @@ class Layout:
         return out
 
 
-def _service_attrs(s: Service) -> dict:
-    return {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
-
-
-def _dest_attrs(d: Dest) -> dict:
-    return {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
-
-
-def entry_ops(key: ServiceKey, old: Entry | None, new: Entry | None) -> list[dict]:
-    """Ops taking one service from ``old`` to ``new`` (None = absent). Order: the service first,
-    then dest additions and edits before deletions (a service never goes empty in between)."""
-    ks = str(key)
-    if new is None:
-        return [] if old is None else [{"op": "del_service", "service": ks, "dest": None, "attrs": {}}]
-    ops: list[dict] = []
-    if old is None:
-        ops.append({"op": "add_service", "service": ks, "dest": None, "attrs": _service_attrs(new.service)})
-        old_dests: Any = {}
-    else:
-        old_dests = old.dests
-        if old.service != new.service:
-            ops.append({"op": "edit_service", "service": ks, "dest": None, "attrs": _service_attrs(new.service)})
-    dels = []
-    for dk, d in new.dests.items():
-        o = old_dests.get(dk)
-        if o is None:
-            ops.append({"op": "add_dest", "service": ks, "dest": dk, "attrs": _dest_attrs(d)})
-        elif o != d:
-            ops.append({"op": "edit_dest", "service": ks, "dest": dk, "attrs": _dest_attrs(d)})
-    for dk in old_dests:
-        if dk not in new.dests:
-            dels.append({"op": "del_dest", "service": ks, "dest": dk, "attrs": {}})
-    return ops + dels
-
-
 def table_ops(old: Table, new: Table) -> list[dict]:
     """Ops taking table ``old`` to ``new``: deleted services first, then each service in key order."""
     ops = [op for k in sorted(old.keys()) if k not in new for op in entry_ops(k, old[k], None)]
     for k in sorted(new.keys()):
         ops += entry_ops(k, old.get(k), new[k])
     return ops
-
-
-def apply_ops(table: Table, ops: list[dict]) -> Table:
-    """Fold ops into a table (what an applier does with a delta; tests use it to check deltas)."""
-    for op in ops:
-        kind, key = op["op"], ServiceKey.parse(op["service"])
-        a = op["attrs"]
-        if kind in ("add_service", "edit_service"):
-            table = table.with_service(Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a["flags"])))
-        elif kind == "del_service":
-            table = table.without_service(key)
-        elif kind in ("add_dest", "edit_dest"):
-            host, _, port = op["dest"].rpartition(":")
-            table = table.with_dest(key, Dest(host.strip("[]"), int(port), a["forwarding"], a["weight"], a["upper"], a["lower"]))
-        elif kind == "del_dest":
-            table = table.without_dest(key, op["dest"])
-    return table
 
 
 class LvsdState:
