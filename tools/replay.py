@@ -9,8 +9,9 @@
 A LOG is a log directory (a router's ``STATE_DIR/log``) or a state directory that holds ``log/``.
 
 Verify (``verify``): for every core in ``services.cores.available()``, state = ``initial()``; the
-log's events are fed in seq order through ``lvsbus.core.run_core`` (the one loop the runtime and
-the simulator use), and each input's effects must equal the logged outputs of that core (source =
+log's events are fed in seq order to the cores that accept them (``Core.accepts``, asked once per
+kind of event, see ``_plan``: the loop of ``lvsbus.core.run_core`` flattened over all cores in one
+pass), and each input's effects must equal the logged outputs of that core (source =
 the core's name, type in its ``outputs``) with cause = that input's seq, in order, type and
 payload equal. A logged output that no input explains, one that differs, or one that is missing
 (a later input of the same core was answered) is a divergence; the first is reported as (seq,
@@ -27,8 +28,13 @@ a stopped service (lvsd on a backup) answers its inputs only when it runs again.
 * A log whose start was deleted by retention is checked from the first run start still in it;
   ``--from-snapshot STATE_DIR/snapshots`` restores each core from its oldest snapshot the log still
   covers and checks from there.
-* Every record is decoded and validated before any core sees it (the log is a trust boundary),
-  with the catalog's schemas compiled into straight-line predicates (``lvsbus.schema.compile_check``).
+* What is checked of each record: its framing and CRC (``lvsbus.log``), its envelope, and that its
+  (type, version) is one the catalog knows (older versions are upcast). Its payload was validated
+  by the broker before it was appended, and a (type, version)'s schema never changes (the catalog's
+  rule), so checking it again would only cost time (a fifth of replay's, measured): ``--strict``
+  does (the catalog's schemas compiled into straight-line predicates,
+  ``lvsbus.schema.compile_check``). A core that raises on a record is a divergence, named with the
+  record's schema errors if it has any: a hand-edited log cannot crash replay.
 
 Pure functions return report objects; ``add_commands`` wires the CLI (``lvsbus.cli`` lists this
 module).
@@ -50,7 +56,7 @@ import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.core import Core, run_core
-from lvsbus.events import REGISTRY, DecodeError, Event, decode
+from lvsbus.events import REGISTRY, DecodeError, Event, decode, decode_records
 from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
 from services.cores import available
 from tools.timeline import (
@@ -139,9 +145,11 @@ def _plain(v: Any) -> Any:
 
 
 class _Verifier:
-    def __init__(self, directory: str, cores: list[Core], continuous: bool, snapshots: str | None) -> None:
+    def __init__(self, directory: str, cores: list[Core], continuous: bool, snapshots: str | None,
+                 strict: bool = False) -> None:
         self.report = VerifyReport(directory, [c.name for c in cores])
         self.cores = cores
+        self.strict = strict
         self.continuous = continuous
         self.snapshots = snapshots
         self.states: list[Any] = [c.initial() for c in cores]
@@ -155,7 +163,7 @@ class _Verifier:
         # Core.accepts as written in lvsbus.core depends on (type, source) and, for timer.fired,
         # on the payload's service only: for cores that keep it, its answers are cached by that key
         self.default_accepts = [type(c).accepts is Core.accepts for c in cores]
-        self.accept_cache: dict[tuple, tuple[bool, ...]] = {}
+        self.plans: dict[tuple, tuple] = {}  # see _plan
 
     def fail(self, d: Divergence) -> None:
         self.report.divergences.append(d)
@@ -163,13 +171,9 @@ class _Verifier:
     # -- reading ------------------------------------------------------------------------------
     def _decode_batch(self, batch: list) -> tuple[list[Event], Divergence | None]:
         """The batch's events up to the first record that does not decode (and that record's divergence)."""
-        evs = []
-        append = evs.append
-        for seq, body in batch:
-            try:
-                append(decode(body, seq, registry=FAST_REGISTRY))
-            except DecodeError as exc:
-                return evs, Divergence(seq, "?", "-", f"undecodable record: {exc}")
+        evs, bad = decode_records(batch, validate=self.strict)
+        if bad is not None:
+            return evs, Divergence(bad[0], "?", "-", f"undecodable record: {bad[1]}")
         return evs, None
 
     # -- the loop -----------------------------------------------------------------------------
@@ -205,11 +209,9 @@ class _Verifier:
                             break
                     else:
                         evs = []
-                for chunk in self._chunks(evs) if evs else ():
-                    self._feed(chunk)
-                    if not self._check_outputs(chunk):
-                        rep.seconds = time.perf_counter() - t0
-                        return rep
+                if evs and not self._feed(evs):
+                    rep.seconds = time.perf_counter() - t0
+                    return rep
                 if bad is not None:  # everything before it was checked: this is the first divergence
                     self.fail(bad)
                     rep.seconds = time.perf_counter() - t0
@@ -222,19 +224,6 @@ class _Verifier:
         rep.seconds = time.perf_counter() - t0
         return rep
 
-    def _chunks(self, evs: list[Event]) -> Iterator[list[Event]]:
-        """Split at each router run's start (a ``config.loaded`` that is not a reload: the run start
-        seq every service's runtime starts from), where every core starts again from initial()."""
-        k = 0
-        for j, ev in enumerate(evs):
-            if ev.type == "config.loaded" and not ev.payload["reload"] and not self.continuous:
-                if j > k:
-                    yield evs[k:j]
-                    k = j
-                self._new_run(ev.seq)
-        if k < len(evs):
-            yield evs[k:]
-
     def _new_run(self, seq: int) -> None:
         for i, pend in enumerate(self.pending):
             if pend:
@@ -245,84 +234,122 @@ class _Verifier:
         self.states = [c.initial() for c in self.cores]
         self.report.runs += 1
 
-    def _split(self, evs: list[Event]) -> list[list[Event]]:
-        """Each core's share of ``evs``: what it may accept (its own ``accepts`` still decides)."""
-        cores = self.cores
-        n = len(cores)
-        cache = self.accept_cache
-        default = self.default_accepts
-        feeds: list[list[Event]] = [[] for _ in cores]
-        appends = [f.append for f in feeds]
-        rng = range(n)
-        for ev in evs:
-            key = (ev.type, ev.source, ev.payload.get("service") if ev.type == "timer.fired" else None)
-            mask = cache.get(key)
-            if mask is None:
-                mask = cache[key] = tuple(not default[i] or cores[i].accepts(ev) for i in rng)
-            for i in rng:
-                if mask[i]:
-                    appends[i](ev)
-        return feeds
+    def _plan(self, ev: Event) -> tuple:
+        """What the loop does with events like ``ev`` (same type and source, and for a
+        ``timer.fired`` the same service: all that ``Core.accepts`` and ``Core.is_output`` look at):
+        (cores that take it as input, cores whose ``accepts`` must still be asked, the index of
+        the core it is an output of or None, whether it may start a router run)."""
+        takers = tuple(i for i, c in enumerate(self.cores) if self.default_accepts[i] and c.accepts(ev))
+        ask = tuple(i for i in range(len(self.cores)) if not self.default_accepts[i])
+        out = self.out_index.get((ev.source, ev.type))
+        if out is not None and self.custom_is_output[out]:
+            out = -1  # ask is_output each time
+        elif out is None and any(self.custom_is_output):
+            out = -1
+        return takers, ask, out, ev.type == "config.loaded" and not self.continuous
 
-    def _feed(self, evs: list[Event]) -> None:
+    def _feed(self, evs: list[Event]) -> bool:
+        """One pass in log order: each event starts a router run (``_new_run``), goes to the cores
+        that take it (their effects join the outputs owed), and, when it is a core's output, must
+        be the next output that core owes. False at the first divergence (recorded)."""
         rep = self.report
-        feeds = self._split(evs)
-        for i, core in enumerate(self.cores):
-            start = self.start[i]
-            feed = feeds[i]
-            if feed and feed[0].seq <= start:
-                feed = [e for e in feed if e.seq > start]
-            state = self.states[i]
-            pend = self.pending[i]
-            n = 0
-            for state, step in run_core(core, state, feed):
-                n += 1
-                if step.effects:
-                    seq = step.event.seq
-                    pend.extend((seq, e) for e in step.effects)
-            self.states[i] = state
-            rep.inputs += n
-
-    def _check_outputs(self, evs: list[Event]) -> bool:
-        out_index = self.out_index
-        custom = self.custom_is_output
-        for ev in evs:
-            i = out_index.get((ev.source, ev.type))
-            if i is None:
-                if any(custom) and any(c.is_output(ev) for k, c in enumerate(self.cores) if custom[k]):
-                    i = next(k for k, c in enumerate(self.cores) if custom[k] and c.is_output(ev))
-                else:
-                    continue
-            elif custom[i] and not self.cores[i].is_output(ev):
-                continue
-            core = self.cores[i]
-            if ev.cause is not None and ev.cause <= self.start[i]:
-                continue  # answered before the point replay starts from
-            self.report.outputs += 1
-            pend = self.pending[i]
-            if pend:
-                cause, eff = pend[0]
-                if cause == ev.cause and eff.type == ev.type and (
-                        eff.payload == ev.payload or _plain(eff.payload) == ev.payload):
-                    pend.popleft()
-                    continue
-            got = {"type": ev.type, "cause": ev.cause, "payload": ev.payload}
-            if not pend:
-                self._fail_output(ev, core, "a logged output that no input explains: the core computes nothing here",
-                                  None, got)
-                return False
-            expected = {"type": eff.type, "cause": cause, "payload": _plain(eff.payload)}
-            if ev.cause is None or cause < ev.cause:
-                reason = f"the core's output for input #{cause} is missing from the log"
-            elif cause > ev.cause:
-                reason = f"a logged output for input #{ev.cause} that the core does not compute"
-            elif eff.type != ev.type:
-                reason = f"for input #{cause} the core computes {eff.type} next, the log has {ev.type}"
-            else:
-                reason = "the logged output differs from what the core computes"
-            self._fail_output(ev, core, reason, expected, got)
+        plans = self.plans
+        cores = self.cores
+        decides = [c.decide for c in cores]
+        states = self.states
+        pending = self.pending
+        start = self.start
+        inputs = 0
+        i = -1
+        ev = None
+        try:
+            for ev in evs:
+                t = ev.type
+                key = (t, ev.source, ev.payload.get("service")) if t == "timer.fired" else (t, ev.source)
+                plan = plans.get(key)
+                if plan is None:
+                    plan = plans[key] = self._plan(ev)
+                takers, ask, out, run_start = plan
+                if run_start and not ev.payload["reload"]:
+                    self._new_run(ev.seq)
+                    states = self.states
+                seq = ev.seq
+                for i in takers:
+                    if seq > start[i]:
+                        states[i], effects = decides[i](states[i], ev)
+                        inputs += 1
+                        if effects:
+                            pending[i].extend([(seq, e) for e in effects])
+                for i in ask:
+                    if seq > start[i] and cores[i].accepts(ev):
+                        states[i], effects = decides[i](states[i], ev)
+                        inputs += 1
+                        if effects:
+                            pending[i].extend([(seq, e) for e in effects])
+                i = -1
+                if out is not None and not self._check_output(ev, out):
+                    return False
+        except Exception as exc:  # noqa: BLE001 - a core raised: reported as the divergence it is
+            if i < 0 or ev is None:
+                raise
+            self._core_raised(cores[i], ev, exc)
             return False
+        finally:
+            rep.inputs += inputs
         return True
+
+    def _core_raised(self, core: Core, ev: Event, exc: Exception) -> None:
+        """A core raised on ``ev``: a record that breaks its schema (read unvalidated, see
+        ``strict``), or a bug in the core; either way the first divergence, named."""
+        try:
+            REGISTRY.validate(ev.type, ev.version, ev.payload)
+        except DecodeError as bad:
+            reason = f"the record breaks its schema ({bad}), and {core.name} raised on it"
+        else:
+            reason = f"{core.name} raised {type(exc).__name__}: {_short(str(exc), 300)}"
+        self.fail(Divergence(ev.seq, ev.type, core.name, reason))
+
+    def _check_output(self, ev: Event, i: int) -> bool:
+        """``ev`` is an output of core ``i`` (-1: ask the cores that define ``is_output``): it
+        must be the next output that core owes."""
+        if i < 0:
+            custom = self.custom_is_output
+            j = self.out_index.get((ev.source, ev.type))
+            if j is None:
+                i = next((k for k, c in enumerate(self.cores) if custom[k] and c.is_output(ev)), -1)
+                if i < 0:
+                    return True
+            elif custom[j] and not self.cores[j].is_output(ev):
+                return True
+            else:
+                i = j
+        core = self.cores[i]
+        if ev.cause is not None and ev.cause <= self.start[i]:
+            return True  # answered before the point replay starts from
+        self.report.outputs += 1
+        pend = self.pending[i]
+        if pend:
+            cause, eff = pend[0]
+            if cause == ev.cause and eff.type == ev.type and (
+                    eff.payload == ev.payload or _plain(eff.payload) == ev.payload):
+                pend.popleft()
+                return True
+        got = {"type": ev.type, "cause": ev.cause, "payload": ev.payload}
+        if not pend:
+            self._fail_output(ev, core, "a logged output that no input explains: the core computes nothing here",
+                              None, got)
+            return False
+        expected = {"type": eff.type, "cause": cause, "payload": _plain(eff.payload)}
+        if ev.cause is None or cause < ev.cause:
+            reason = f"the core's output for input #{cause} is missing from the log"
+        elif cause > ev.cause:
+            reason = f"a logged output for input #{ev.cause} that the core does not compute"
+        elif eff.type != ev.type:
+            reason = f"for input #{cause} the core computes {eff.type} next, the log has {ev.type}"
+        else:
+            reason = "the logged output differs from what the core computes"
+        self._fail_output(ev, core, reason, expected, got)
+        return False
 
     def _fail_output(self, ev: Event, core: Core, reason: str, expected: Any, got: Any) -> None:
         self.fail(Divergence(ev.seq, ev.type, core.name, reason, expected, got))
@@ -352,17 +379,27 @@ class _Verifier:
 
 
 def verify(directory: str, cores: list[Core] | None = None, continuous: bool = False,
-           snapshots: str | None = None, to_seq: int | None = None) -> VerifyReport:
-    """Replay one log through every available core and compare; see the module doc."""
+           snapshots: str | None = None, to_seq: int | None = None, strict: bool = False) -> VerifyReport:
+    """Replay one log through every available core and compare; see the module doc.
+    ``strict``: validate every payload against its schema as well (the broker did when it wrote it)."""
     if not os.path.isdir(log_dir(directory)):
         raise FileNotFoundError(f"no log directory at {directory}")
-    verifier = _Verifier(log_dir(directory), cores if cores is not None else make_cores(), continuous, snapshots)
+    verifier = _Verifier(log_dir(directory), cores if cores is not None else make_cores(), continuous, snapshots,
+                         strict)
     # replay allocates many short-lived, acyclic objects: a rarer young-generation collection is
     # ~10% faster (measured with bench/replay.py); the process's setting is restored afterwards
     old = gc.get_threshold()
     gc.set_threshold(max(old[0], 50_000), old[1], old[2])
     try:
-        return verifier.run(to_seq)
+        rep = verifier.run(to_seq)
+        if rep.divergences and not strict:
+            # name the root cause: a record before the divergence that breaks its schema, if any
+            again = _Verifier(verifier.report.log, cores if cores is not None else make_cores(), continuous,
+                              snapshots, strict=True).run(rep.divergences[0].seq)
+            if again.divergences:
+                again.notes.append("verified again with --strict up to the first divergence")
+                rep = again
+        return rep
     finally:
         gc.set_threshold(*old)
 
@@ -555,6 +592,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--continuous", action="store_true",
                    help="--verify: carry core state across router runs (default: initial() at each run's "
                         "config.loaded, as lvsbus.runtime does with its run start seq)")
+    p.add_argument("--strict", action="store_true",
+                   help="--verify: also check every payload against its schema (the broker did when it wrote "
+                        "the record; a record's CRC is always checked; ~25%% slower)")
     p.add_argument("--from-snapshot", metavar="DIR", help="--verify: a log cut by retention starts from these snapshots")
     p.set_defaults(func=_cmd_replay)
 
@@ -578,7 +618,8 @@ def _cmd_replay(args) -> int:
         reports = []
         for d in args.logs:
             try:
-                rep = verify(d, continuous=args.continuous, snapshots=args.from_snapshot, to_seq=args.to_seq)
+                rep = verify(d, continuous=args.continuous, snapshots=args.from_snapshot, to_seq=args.to_seq,
+                             strict=args.strict)
             except FileNotFoundError as exc:
                 sys.stderr.write(f"lvsbus replay: {exc}\n")
                 return 2

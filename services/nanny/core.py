@@ -214,16 +214,19 @@ class NannyCore(Core[NannyState]):
         if p["digest"] != st.digest:
             st.stale_results += len(ids)
             return
-        oks, details = p["ok"], p["detail"]
         machines = st.machines
         st.results += len(ids)
-        for i in range(len(ids)):
-            h = machines.get(ids[i])
+        for hid, ok, detail in zip(ids, p["ok"], p["detail"]):
+            h = machines.get(hid)
             if h is None:
                 st.unknown_results += 1
                 continue
-            h.detail = details[i]
-            trigger = h.step(oks[i])
+            h.detail = detail
+            if ok and h.state == UP:  # Health.step's answer for a server that stays up, inlined
+                h.fails = 0
+                h.passes += 1
+                continue
+            trigger = h.step(ok)
             if trigger is not None:
                 _change(h, trigger, out)
 

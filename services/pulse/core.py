@@ -17,7 +17,7 @@ The state is mutated in place and returned (the core loop owns it); ``snapshot``
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from transitions import Machine, MachineError
@@ -143,13 +143,20 @@ class PulseSettings:
     inactive_cmd: str | None = None
     notify_cmd: str | None = None
     notify_timeout_ms: int = 30_000
+    # derived once (settings are immutable): asked for on every event and every heartbeat
+    _me: RouterInfo | None = field(default=None, init=False, repr=False, compare=False)
+    _dests: tuple = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_me", next((r for r in self.routers if r.name == self.local), None))
+        if self._me is not None:
+            object.__setattr__(self, "_dests", tuple(self._destinations(None)))
 
     @property
     def me(self) -> RouterInfo:
-        for r in self.routers:
-            if r.name == self.local:
-                return r
-        raise KeyError(self.local)  # pragma: no cover - the adapter guarantees it
+        if self._me is None:  # pragma: no cover - the adapter guarantees it
+            raise KeyError(self.local)
+        return self._me
 
     def router(self, name: str) -> RouterInfo | None:
         for r in self.routers:
@@ -167,6 +174,13 @@ class PulseSettings:
         return ("public",)
 
     def destinations(self, only: str | None = None) -> list[dict]:
+        """Where a heartbeat (or, with ``only``, a fence) goes: one entry per peer and link.
+        The dicts are shared between calls: treat them as read-only."""
+        if only is None:
+            return list(self._dests)
+        return self._destinations(only)
+
+    def _destinations(self, only: str | None) -> list[dict]:
         me = self.me
         out = []
         for r in self.routers:
@@ -180,7 +194,7 @@ class PulseSettings:
         return out
 
     def to_plain(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         d["routers"] = [[r.name, r.address, r.private_address, r.priority] for r in self.routers]
         d["vips"] = [[v.address, v.prefixlen, v.family, v.device, v.label, v.owner] for v in self.vips]
         return d
