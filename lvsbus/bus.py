@@ -42,6 +42,7 @@ outputs are published without acknowledgement, so they are never resent.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import secrets
@@ -64,6 +65,11 @@ MAX_FRAME = 4 * 1024 * 1024
 TICK_S = 0.2
 MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
+LOG_STATS_S = 10.0  # bus.log_stats at most this often (0: never)
+#: bucket upper bounds of the log latency histograms in bus.log_stats, nanoseconds
+LOG_BOUNDS_NS = (10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+                 10_000_000, 25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000,
+                 2_500_000_000)
 
 
 def _recovery_summary(log_: EventLog) -> str:
@@ -116,6 +122,43 @@ class BrokerStats:
     write_failures: int = 0
 
 
+class _Latency:
+    """One histogram of nanosecond latencies (count, sum, max, bucket counts over LOG_BOUNDS_NS)."""
+
+    __slots__ = ("count", "sum", "max", "buckets")
+
+    def __init__(self) -> None:
+        self.count = self.sum = self.max = 0
+        self.buckets = [0] * (len(LOG_BOUNDS_NS) + 1)
+
+    def observe(self, ns: int) -> None:
+        self.count += 1
+        self.sum += ns
+        if ns > self.max:
+            self.max = ns
+        self.buckets[bisect.bisect_left(LOG_BOUNDS_NS, ns)] += 1
+
+
+class LogStats:
+    """What the broker measures of its log between two ``bus.log_stats`` events."""
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.records = 0
+        self.append = _Latency()
+        self.commit = _Latency()
+        self.own_records = 0  # records of the bus.log_stats event itself (an idle bus stays quiet)
+
+    def payload(self, now_ns: int, durability: str) -> dict:
+        a, c = self.append, self.commit
+        return {
+            "period_ms": max(0, now_ns - self.start_ns) // 1_000_000, "durability": durability,
+            "records": self.records, "bounds_ns": list(LOG_BOUNDS_NS),
+            "append_count": a.count, "append_sum_ns": a.sum, "append_max_ns": a.max, "append_buckets": a.buckets,
+            "commit_count": c.count, "commit_sum_ns": c.sum, "commit_max_ns": c.max, "commit_buckets": c.buckets,
+        }
+
+
 @dataclass
 class CurveServer:
     """A tcp:// endpoint with CurveZMQ: the broker's secret key and a directory of allowed client public keys."""
@@ -139,6 +182,7 @@ class Broker:
         segment_bytes: int | None = None,
         retention=None,
         context: zmq.Context | None = None,
+        log_stats_s: float = LOG_STATS_S,
     ) -> None:
         self.node = node
         self.run_dir = run_dir
@@ -157,6 +201,10 @@ class Broker:
         self._draining = False
         self._failure_note: dict | None = None
         self._dedup: dict[bytes, tuple[int, int, int]] = {}  # client nonce -> (last ack_id, first, last seq)
+        self.log_stats_s = log_stats_s
+        self._log_stats = LogStats(time.monotonic_ns())
+        self._next_log_stats = time.monotonic() + log_stats_s
+        self._committing: deque[tuple[int, int]] = deque(maxlen=100_000)  # (last seq of an append, monotonic ns it started)
 
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.chmod(run_dir, 0o700)
@@ -237,7 +285,7 @@ class Broker:
                 if self.remote is not None and self.remote in events:
                     self._drain(self.remote, remote=True)
                 if dfd in events:
-                    self.log.drain_durable_fd()
+                    self._observe_durable(self.log.drain_durable_fd())
                 if self._pending_acks:
                     self._send_acks()
                 now = time.monotonic()
@@ -438,9 +486,40 @@ class Broker:
             self._unrecorded.extend(records)
             return
         try:
-            self.log.append_batch(records)
+            self._timed_append(records)
         except LogWriteError as exc:
             self._on_write_failure(exc, records)
+
+    def _timed_append(self, records: list[tuple[int, bytes]]) -> None:
+        t0 = time.monotonic_ns()
+        self.log.append_batch(records)
+        t1 = time.monotonic_ns()
+        st = self._log_stats
+        st.records += len(records)
+        st.append.observe(t1 - t0)
+        self._committing.append((records[-1][0], t0))
+        if self.log.durable_seq >= records[-1][0]:  # durability "always" (fsynced in the append) or "none"
+            self._observe_durable(self.log.durable_seq, t1)
+
+    def _observe_durable(self, durable: int, now_ns: int | None = None) -> None:
+        """Appends up to ``durable`` are fsynced: their commit latency, as the broker sees it."""
+        q = self._committing
+        if not q or q[0][0] > durable:
+            return
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        commit = self._log_stats.commit
+        while q and q[0][0] <= durable:
+            commit.observe(now - q.popleft()[1])
+
+    def _publish_log_stats(self, now: float) -> None:
+        self._next_log_stats = now + self.log_stats_s
+        st = self._log_stats
+        if st.records <= st.own_records:
+            return  # nothing appended but the previous bus.log_stats: an idle bus stays quiet (the period goes on)
+        now_ns = time.monotonic_ns()
+        self._log_stats = LogStats(now_ns)
+        self._emit("bus.log_stats", st.payload(now_ns, self.log.durability.mode))
+        self._log_stats.own_records = self._log_stats.records
 
     def _on_write_failure(self, exc: OSError, records: list[tuple[int, bytes]]) -> None:
         self.stats.write_failures += 1
@@ -463,7 +542,7 @@ class Broker:
 
     def _retry_unrecorded(self, now: float) -> None:
         try:
-            self.log.append_batch(self._unrecorded)
+            self._timed_append(self._unrecorded)
         except LogWriteError:
             self._next_retry = now + 1.0
             if len(self._unrecorded) > 1_000_000:
@@ -544,6 +623,8 @@ class Broker:
                 self._tell_lag(sock, c)
             self._send(sock, c.ident, msg)
         self.log.apply_retention()
+        if self.log_stats_s > 0 and time.monotonic() >= self._next_log_stats:
+            self._publish_log_stats(time.monotonic())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--curve-endpoint", help="also serve read-only subscribers on this tcp:// endpoint, with CurveZMQ")
     p.add_argument("--curve-secret", help="the broker's secret key file (from `lvsbus keys generate`)")
     p.add_argument("--curve-authorized", help="directory of client public keys allowed on the tcp endpoint")
+    p.add_argument("--log-stats-s", type=float, default=10.0,
+                   help="record bus.log_stats (log append and commit latency histograms) every this many seconds "
+                   "while events are appended (default %(default)s; 0 = never)")
     p.set_defaults(func=cmd_broker)
 
     ev = sub.add_parser("events", help="watch or publish bus events").add_subparsers(dest="events_cmd", metavar="ACTION")
@@ -113,7 +116,7 @@ def cmd_broker(args) -> int:
     )
     broker = Broker(
         args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
-        segment_bytes=int(args.segment_mb * 2**20), retention=retention,
+        segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
     )
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())

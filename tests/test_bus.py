@@ -139,6 +139,10 @@ def test_garbage_from_a_peer_is_refused_counted_and_the_broker_runs_on(broker):
             raw.send_multipart(frames)
         else:
             raw.send(b"")
+    # close only once the broker has them: LINGER 0 drops what is still queued (flaky before)
+    deadline = time.monotonic() + 10
+    while sum(e.type == "bus.frame_rejected" for e in b.events()) < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
     raw.close()
     c = client(b, "good")
     c.publish_acked("timer.fired", {"service": "s", "deadline_ns": 1}, timeout=10)  # still serving
@@ -290,3 +294,48 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
         b.stop()
     finally:
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def test_log_stats_carry_the_append_and_commit_latency(broker):
+    """bus.log_stats: histograms of the log's append (one write a batch) and commit (until fsynced)
+    latency, recorded while the log is written, quiet while nothing else is; metrics folds them."""
+    from services.metrics.fold import Metrics, render
+
+    b = broker("--log-stats-s", "0.3")
+    sub = client(b, "sub", subs=("bus.log_stats",))
+    p = client(b, "p")
+    for c in (sub, p):
+        wait_joined(c)
+    for i in range(40):  # acked one at a time: each its own append and its own wait for the fsync
+        p.publish_acked("timer.fired", {"service": "s", "deadline_ns": i})
+    p.publish_many([("timer.fired", {"service": "s", "deadline_ns": i}) for i in range(500)], ack=True)
+    first = sub.recv(5)
+    assert first is not None and first.type == "bus.log_stats" and first.source == "broker"
+    time.sleep(1.0)  # three periods with nothing appended but the stats themselves
+    stats = [e for e in b.events() if e.type == "bus.log_stats"]
+    assert 1 <= len(stats) <= 3, [e.seq for e in stats]  # then quiet: an idle bus records nothing
+    last_seq = b.events()[-1].seq
+    for e in stats:
+        s = e.payload
+        assert s["durability"] == "group" and len(s["bounds_ns"]) + 1 == len(s["append_buckets"]) == len(s["commit_buckets"])
+        assert sum(s["append_buckets"]) == s["append_count"] and sum(s["commit_buckets"]) == s["commit_count"]
+        assert s["period_ms"] >= 250
+    total = {k: sum(e.payload[k] for e in stats) for k in ("records", "append_count", "append_sum_ns", "commit_count",
+                                                            "commit_sum_ns")}
+    assert total["records"] >= 540 and total["records"] <= last_seq
+    assert 41 <= total["append_count"] < total["records"]  # the 500 went in a few batches
+    assert total["commit_count"] >= 41
+    append_mean = total["append_sum_ns"] / total["append_count"]
+    commit_mean = total["commit_sum_ns"] / total["commit_count"]
+    assert 500 < append_mean < 50e6, append_mean  # a write: microseconds, not nothing, not seconds
+    assert append_mean < commit_mean < 1e9, (append_mean, commit_mean)  # + the group fsync (~1 ms interval)
+    print(f"log stats: {total}; append mean {append_mean / 1e3:.1f} us, commit mean {commit_mean / 1e3:.1f} us")
+    # folded by metrics into Prometheus histograms
+    m = Metrics()
+    for e in b.events():
+        m.apply(e)
+    text = render(m.samples())
+    assert f"lvsbus_log_append_seconds_count {total['append_count']}" in text
+    assert f"lvsbus_log_commit_seconds_count {total['commit_count']}" in text
+    assert f"lvsbus_log_records_total {total['records']}" in text
+    assert "# TYPE lvsbus_log_append_seconds histogram" in text

@@ -40,6 +40,40 @@ def test_fold_counts_what_the_bus_recorded():
     assert text.count("# TYPE lvsbus_check_latency_seconds histogram") == 1
 
 
+
+def test_fold_log_stats_into_append_and_commit_histograms():
+    from lvsbus.bus import LOG_BOUNDS_NS
+    from services.metrics.fold import LOG_BUCKETS
+
+    assert [b / 1e9 for b in LOG_BOUNDS_NS] == list(LOG_BUCKETS)  # bucket to bucket
+    n = len(LOG_BOUNDS_NS) + 1
+    a = [0] * n
+    a[0], a[1], a[-1] = 3, 1, 1  # <= 10 us, <= 25 us, above 2.5 s
+    c = [0] * n
+    c[6] = 5  # <= 1 ms
+    base = {"period_ms": 10_000, "durability": "group", "bounds_ns": list(LOG_BOUNDS_NS)}
+    m = Metrics()
+    m.apply(ev(1, "bus.log_stats", {**base, "records": 900, "append_count": 5, "append_sum_ns": 3_000_050_000,
+                                    "append_max_ns": 3_000_000_000, "append_buckets": a, "commit_count": 5,
+                                    "commit_sum_ns": 4_000_000, "commit_max_ns": 900_000, "commit_buckets": c}))
+    # another broker with other bounds (a future version of the broker): each count lands in the first
+    # bucket of ours at least as large as its own
+    m.apply(ev(2, "bus.log_stats", {**base, "records": 10, "bounds_ns": [20_000, 3_000_000], "append_count": 2,
+                                    "append_sum_ns": 40_000, "append_max_ns": 30_000, "append_buckets": [1, 1, 0],
+                                    "commit_count": 0, "commit_sum_ns": 0, "commit_max_ns": 0, "commit_buckets": [0, 0, 0]}))
+    text = render(m.samples())
+    assert 'lvsbus_log_append_seconds_bucket{le="1e-05"} 3' in text
+    assert 'lvsbus_log_append_seconds_bucket{le="2.5e-05"} 5' in text  # + the 25 us one + the other's 20 us one
+    assert 'lvsbus_log_append_seconds_bucket{le="0.005"} 6' in text  # the other's 3 ms one
+    assert 'lvsbus_log_append_seconds_bucket{le="2.5"} 6' in text
+    assert 'lvsbus_log_append_seconds_bucket{le="+Inf"} 7' in text and "lvsbus_log_append_seconds_count 7" in text
+    assert float(re.search(r"lvsbus_log_append_seconds_sum (\S+)", text).group(1)) == pytest.approx(3.00009)
+    assert 'lvsbus_log_commit_seconds_bucket{le="0.0005"} 0' in text and 'lvsbus_log_commit_seconds_bucket{le="0.001"} 5' in text
+    assert "lvsbus_log_commit_seconds_count 5" in text
+    assert float(re.search(r"lvsbus_log_commit_seconds_sum (\S+)", text).group(1)) == pytest.approx(0.004)
+    assert "lvsbus_log_records_total 910" in text
+    assert text.count("# TYPE lvsbus_log_append_seconds histogram") == 1
+
 @pytest.mark.netns
 def test_endpoint_of_a_running_router(netns, tmp_path):
 

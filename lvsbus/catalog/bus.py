@@ -88,3 +88,27 @@ declare(
     },
     doc="A probe for measuring the bus (bench/bus.py) and for drills; no service acts on it.",
 )
+
+_BUCKETS = List(Int(min=0), max_items=65, doc="observations per bucket (not cumulative): one per bound, then one above the last bound")
+declare(
+    "bus.log_stats", 1,
+    {
+        "period_ms": Int(min=0, doc="time covered: since the previous bus.log_stats, or since the broker started"),
+        "durability": Enum("group", "always", "none", doc="the log's fsync policy"),
+        "records": Int(min=0, doc="records appended in the period"),
+        "bounds_ns": List(Int(min=1), max_items=64, doc="upper bounds of the histogram buckets, nanoseconds, ascending"),
+        "append_count": Int(min=0, doc="appends: one os.write of a batch of records each"),
+        "append_sum_ns": Int(min=0),
+        "append_max_ns": Int(min=0),
+        "append_buckets": _BUCKETS,
+        "commit_count": Int(min=0, doc="appends that became durable (fsynced) in the period"),
+        "commit_sum_ns": Int(min=0, doc="sum of the times from the start of an append until its last record was "
+                             "durable, as the broker saw it (when the acknowledgements of that batch can go out)"),
+        "commit_max_ns": Int(min=0),
+        "commit_buckets": _BUCKETS,
+    },
+    doc="The broker's log latency since the previous one: how long each append (a batch, one write) took, and "
+    "how long until it was durable (group commit). Published every `lvsbus broker --log-stats-s` seconds "
+    "(10 by default) while anything else was appended. No core acts on it; metrics folds it into "
+    "lvsbus_log_append_seconds and lvsbus_log_commit_seconds.",
+)

@@ -12,6 +12,33 @@ from lvsbus.events import Event
 
 #: histogram buckets of check latency, seconds (Prometheus convention: upper bounds)
 CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: histogram buckets of the log's append and commit latency, seconds (the broker's, bus.log_stats)
+LOG_BUCKETS = (1e-05, 2.5e-05, 5e-05, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+               0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Histogram:
+    """Counts per bucket (not cumulative; the last one is above every bound) and the sum, seconds."""
+
+    bounds: tuple
+    buckets: list = field(default_factory=list)
+    sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.buckets:
+            self.buckets = [0] * (len(self.bounds) + 1)
+
+    def add(self, bounds_s: list, counts: list, sum_s: float) -> None:
+        """Fold counts bucketed by other bounds: each count goes to the first bucket of ours whose
+        bound is at least its own bucket's (the same bounds: bucket to bucket)."""
+        inf = float("inf")
+        for i, n in enumerate(counts):
+            if n:
+                upper = bounds_s[i] if i < len(bounds_s) else inf
+                j = next((k for k, b in enumerate(self.bounds) if b >= upper * (1 - 1e-9)), len(self.bounds))
+                self.buckets[j] += n
+        self.sum += sum_s
 
 SUBSCRIPTIONS = ("router.", "pulse.", "health.", "ipvs.", "bus.", "log.", "config.")
 
@@ -36,6 +63,9 @@ class Metrics:
     ipvs_failures: Counter = field(default_factory=Counter)  # errno -> count
     ipvs_unavailable: int = 0
     log_write_failures: int = 0
+    log_append: Histogram = field(default_factory=lambda: Histogram(LOG_BUCKETS))
+    log_commit: Histogram = field(default_factory=lambda: Histogram(LOG_BUCKETS))
+    log_records: int = 0
     subscriber_lags: int = 0
     last_seq: int = 0
     last_mono_ns: int = 0
@@ -93,6 +123,11 @@ class Metrics:
             self.ipvs_unavailable += 1
         elif t == "log.write_failed":
             self.log_write_failures += 1
+        elif t == "bus.log_stats":
+            bounds = [b / 1e9 for b in p["bounds_ns"]]
+            self.log_append.add(bounds, p["append_buckets"], p["append_sum_ns"] / 1e9)
+            self.log_commit.add(bounds, p["commit_buckets"], p["commit_sum_ns"] / 1e9)
+            self.log_records += p["records"]
         elif t == "bus.subscriber_lagged":
             self.subscriber_lags += 1
         elif t == "config.loaded":
@@ -123,14 +158,8 @@ class Metrics:
             add("lvsbus_rejected_total", "counter", "frames and datagrams refused", n, where=where, reason=reason)
         for result, n in sorted(self.checks.items()):
             add("lvsbus_checks_total", "counter", "health checks finished", n, result=result)
-        cum = 0
-        for bound, n in zip(CHECK_BUCKETS, self.check_latency_buckets):
-            cum += n
-            add("lvsbus_check_latency_seconds_bucket", "histogram", "health check latency", cum, le=repr(bound))
-        cum += self.check_latency_buckets[-1]
-        add("lvsbus_check_latency_seconds_bucket", "histogram", "health check latency", cum, le="+Inf")
-        add("lvsbus_check_latency_seconds_count", "histogram", "health check latency", cum)
-        add("lvsbus_check_latency_seconds_sum", "histogram", "health check latency", self.check_latency_sum)
+        histogram(add, "lvsbus_check_latency_seconds", "health check latency",
+                  Histogram(CHECK_BUCKETS, self.check_latency_buckets, self.check_latency_sum))
         states = Counter(self.servers.values())
         for state in ("up", "down"):
             add("lvsbus_real_servers", "gauge", "real servers by health", states.get(state, 0), state=state)
@@ -139,9 +168,28 @@ class Metrics:
             add("lvsbus_ipvs_operation_failures_total", "counter", "IPVS operations refused", n, errno=err)
         add("lvsbus_ipvs_unavailable_total", "counter", "times IPVS could not be reached", self.ipvs_unavailable)
         add("lvsbus_log_write_failures_total", "counter", "log appends that failed (disk full, I/O error)", self.log_write_failures)
+        histogram(add, "lvsbus_log_append_seconds", "time to append one batch of records to the event log (one write)",
+                  self.log_append)
+        histogram(add, "lvsbus_log_commit_seconds",
+                  "time from the start of an append until it is durable (fsynced; group commit): when acks go out",
+                  self.log_commit)
+        add("lvsbus_log_records_total", "counter", "records appended to the event log (counted in bus.log_stats)",
+            self.log_records)
         add("lvsbus_subscriber_lags_total", "counter", "subscribers that fell behind and caught up from the log", self.subscriber_lags)
         add("lvsbus_last_seq", "gauge", "the last event seq folded", self.last_seq)
         return out
+
+
+def histogram(add, name: str, help_: str, h: Histogram) -> None:
+    """A Prometheus histogram's samples: cumulative buckets, +Inf, count, sum."""
+    cum = 0
+    for bound, n in zip(h.bounds, h.buckets):
+        cum += n
+        add(f"{name}_bucket", "histogram", help_, cum, le=repr(bound))
+    cum += h.buckets[-1]
+    add(f"{name}_bucket", "histogram", help_, cum, le="+Inf")
+    add(f"{name}_count", "histogram", help_, cum)
+    add(f"{name}_sum", "histogram", help_, h.sum)
 
 
 def render(samples: list[tuple[str, str, str, dict, float]]) -> str:
