@@ -28,6 +28,11 @@ SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over
 leaving heartbeat) and exits; the other children are stopped by PID, then the broker.
 SIGHUP: reload. An invalid file gives ``config.reload_refused`` and the running config stays; a
 valid one gives ``config.loaded`` with ``reload = true`` and the diff.
+
+Privileges (``lvsbus.privileges``): run as root, the supervisor keeps its own and starts each
+child with only the capabilities that service needs (pulse: NET_ADMIN, NET_RAW, NET_BIND_SERVICE;
+the applier: NET_ADMIN; nanny: NET_RAW when a check runs a program; the rest: none), uid 0 and
+no_new_privs, dropped between fork and exec. ``--keep-privileges`` turns that off.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from typing import Callable
 import structlog
 
 from . import catalog  # noqa: F401
+from . import privileges
 from .config import ConfigError, LoadedConfig, diff, identify_local_router, load, to_dict
 from .paths import StateDirs
 
@@ -94,11 +100,12 @@ def sd_notify(message: str) -> bool:
 def _pdeathsig() -> None:
     """In the child: die with the supervisor (a SIGKILLed supervisor leaves no orphan)."""
     try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        _LIBC.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+_LIBC = privileges._lib()  # loaded here, not in the child between fork and exec
 
 
 def _exit_text(code: int | None) -> str:
@@ -152,10 +159,12 @@ def config_vips(cfg) -> list[tuple[str, int, str | None]]:
 
 
 class Child:
-    def __init__(self, name: str, argv: list[str], capture: bool = False) -> None:
+    def __init__(self, name: str, argv: list[str], capture: bool = False,
+                 dropper: privileges.Dropper | None = None) -> None:
         self.name = name
         self.argv = argv
         self.capture = capture
+        self.dropper = dropper  # None: the child runs with the supervisor's privileges
         self.proc: subprocess.Popen | None = None
         self.wanted = False
         self.restarts: deque[float] = deque()
@@ -163,6 +172,7 @@ class Child:
         self.start_at: float | None = None  # a restart scheduled at this monotonic time
         self.last_exit = ""
         self.kill_at: float | None = None  # terminating: SIGKILL at this time if still alive
+        self.start_error: str | None = None  # the last start failed before exec (the drop)
 
     @property
     def pid(self) -> int | None:
@@ -171,21 +181,35 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _preexec(self) -> None:
+        _pdeathsig()
+        if self.dropper is not None:
+            self.dropper()  # raises when it cannot drop: the child does not run
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE if self.capture else None,
-            preexec_fn=_pdeathsig,
-            close_fds=True,
-            # a session of its own: a signal to the supervisor's process group (a terminal's ^C,
-            # KillMode=control-group) reaches the supervisor only, which stops the children in
-            # order; PR_SET_PDEATHSIG still takes them down if the supervisor is killed
-            start_new_session=True,
-        )
         self.wanted = True
         self.start_at = None
-        log.info("service_started", service=self.name, pid=self.proc.pid)
+        self.start_error = None
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE if self.capture else None,
+                preexec_fn=self._preexec,
+                close_fds=True,
+                # a session of its own: a signal to the supervisor's process group (a terminal's ^C,
+                # KillMode=control-group) reaches the supervisor only, which stops the children in
+                # order; PR_SET_PDEATHSIG still takes them down if the supervisor is killed
+                start_new_session=True,
+            )
+        except subprocess.SubprocessError as exc:  # the drop failed in the child: it never ran
+            self.proc = None  # seen as a death by the supervision: restarted with backoff, then a restart loop
+            self.start_error = f"could not start: dropping privileges failed ({exc})"
+            log.error("service_start_failed", service=self.name, error=self.start_error,
+                      capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
+            return
+        log.info("service_started", service=self.name, pid=self.proc.pid,
+                 capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -231,10 +255,14 @@ class Child:
 
 
 class Router:
-    def __init__(self, config_path: str, state_dir: str, python: str = sys.executable) -> None:
+    def __init__(self, config_path: str, state_dir: str, python: str = sys.executable,
+                 keep_privileges: bool = False) -> None:
         self.config_path = config_path
         self.dirs = StateDirs(state_dir)
         self.python = python
+        self.keep_privileges = keep_privileges
+        self.drop = False  # children drop privileges (decided at start: root and not --keep-privileges)
+        self._caps: privileges.CapSets | None = None  # the supervisor's own, read at start
         self.loaded: LoadedConfig | None = None
         self.local = ""
         self.run_start_seq = 0
@@ -275,13 +303,71 @@ class Router:
             log.warning("config_warning", warning=str(w))
         return 0
 
+    # -- privileges --------------------------------------------------------------------------
+
+    def _plan_privileges(self) -> None:
+        """Decide whether the children drop privileges, and say what each keeps (one log line)."""
+        if self.keep_privileges:
+            log.warning("privileges_kept", reason="--keep-privileges: every service runs with the supervisor's privileges")
+            return
+        if os.geteuid() != 0:
+            log.info("privileges_kept", reason="not running as root: nothing to drop")
+            return
+        self.drop = True
+        self._caps = privileges.read()
+        assert self.loaded is not None
+        plans = {name: self._dropper(name).plan for name in ("broker", *(n for n, _m, _w in SERVICES))}  # type: ignore[union-attr]
+        kept = {name: privileges.describe(p.keep) for name, p in plans.items()}
+        for name, p in plans.items():
+            if p.missing:  # the supervisor itself lacks it (a bounded systemd unit): that service may fail
+                log.warning("privileges_missing", service=name, missing=privileges.describe(p.missing))
+        lowered = privileges.plan((), self._caps).bounding_lowered
+        log.info("privileges_dropped", kept=kept, uid=0, no_new_privs=True,
+                 bounding_set="lowered to the kept set" if lowered
+                 else "not lowered: the supervisor lacks CAP_SETPCAP (no_new_privs still stops a regain)",
+                 supervisor=privileges.describe(self._caps.effective))
+
+    def _dropper(self, name: str, config=None) -> privileges.Dropper | None:
+        if not self.drop:
+            return None
+        cfg = config if config is not None else (self.loaded.config if self.loaded else None)
+        return privileges.Dropper(privileges.service_caps(name, cfg), self._caps)
+
+    def _load_ip_vs(self) -> None:
+        """The applier runs without CAP_SYS_MODULE: load ip_vs for it (as keepalived does), best effort."""
+        if os.path.exists("/proc/net/ip_vs"):
+            return
+        try:
+            r = subprocess.run(["modprobe", "ip_vs"], capture_output=True, timeout=30)
+            log.info("ip_vs_loaded" if r.returncode == 0 else "ip_vs_not_loaded",
+                     detail=r.stderr.decode(errors="replace").strip()[:200])
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.info("ip_vs_not_loaded", detail=str(exc)[:200])
+
+    def _refresh_privileges(self, new_config) -> None:
+        """After a reload: a service whose set depends on the config (nanny and its check programs)
+        is restarted with the new set. A restart keeps every health state (snapshot + log)."""
+        if not self.drop:
+            return
+        for name, c in self.children.items():
+            d = self._dropper(name, new_config)
+            if c.dropper is None or d is None or d.plan.keep == c.dropper.plan.keep:
+                continue
+            log.info("service_privileges_changed", service=name, old=privileges.describe(c.dropper.plan.keep),
+                     new=privileges.describe(d.plan.keep))
+            c.dropper = d
+            if c.wanted and c.alive():
+                c.stop()
+                c.start()
+
     def _start_broker(self) -> None:
         b = Child("broker", [self.python, "-m", "lvsbus.cli", "broker", "--node", self.local,
-                             "--state-dir", self.dirs.root], capture=True)
+                             "--state-dir", self.dirs.root], capture=True, dropper=self._dropper("broker"))
         b.start()
         self.broker = b
         deadline = time.monotonic() + BROKER_READY_TIMEOUT
-        assert b.proc is not None and b.proc.stderr is not None
+        if b.proc is None or b.proc.stderr is None:
+            raise RuntimeError("the broker did not start (see service_start_failed)")
         seen = []
         while True:
             line = b.proc.stderr.readline().decode(errors="replace")
@@ -308,13 +394,17 @@ class Router:
 
     def _service_child(self, name: str, module: str) -> Child:
         return Child(name, [self.python, "-m", module, "--state-dir", self.dirs.root,
-                            "--config", os.path.abspath(self.config_path), "--run-start-seq", str(self.run_start_seq)])
+                            "--config", os.path.abspath(self.config_path), "--run-start-seq", str(self.run_start_seq)],
+                     dropper=self._dropper(name))
 
     def run(self) -> int:
         code = self.prepare()
         if code:
             return code
         self.dirs.make()
+        self._plan_privileges()
+        if self.drop and _service_exists("services.ipvs"):
+            self._load_ip_vs()
         self._install_signals()
         try:
             self._start_broker()
@@ -436,7 +526,7 @@ class Router:
                 continue
             if c.start_at is None:  # just died
                 code = c.proc.returncode if c.proc else None
-                c.last_exit = _exit_text(code)
+                c.last_exit = c.start_error or _exit_text(code)
                 while c.restarts and now - c.restarts[0] > RESTART_WINDOW:
                     c.restarts.popleft()
                 if len(c.restarts) >= MAX_RESTARTS:
@@ -498,6 +588,7 @@ class Router:
         seq = self._publish("config.loaded", config_payload(new, me.name, True, d), acked=True)
         self.loaded = new
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
+        self._refresh_privileges(new.config)
         return True
 
     # -- stop --------------------------------------------------------------------------------
@@ -550,8 +641,8 @@ def _issue(message: str):
     return Issue(key="heartbeat.key_file", message=message)
 
 
-def main(config: str, state_dir: str) -> int:
+def main(config: str, state_dir: str, keep_privileges: bool = False) -> int:
     from . import logs
 
     logs.setup(service="router")
-    return Router(config, state_dir).run()
+    return Router(config, state_dir, keep_privileges=keep_privileges).run()

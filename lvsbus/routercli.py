@@ -22,6 +22,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--config", required=True, help="lvs.cf or native TOML file")
     r.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="state directory (default %(default)s)")
+    r.add_argument("--keep-privileges", action="store_true",
+                   help="run every service with this process's privileges (debugging). By default, as root, "
+                   "each service keeps only the capabilities it needs (pulse: CAP_NET_ADMIN, CAP_NET_RAW, "
+                   "CAP_NET_BIND_SERVICE; the IPVS applier: CAP_NET_ADMIN; nanny: CAP_NET_RAW when a check "
+                   "runs a program; broker, lvsd, metrics: none), stays uid 0, and sets no_new_privs")
     r.set_defaults(func=cmd_router)
 
     s = sub.add_parser(
@@ -43,7 +48,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_router(args) -> int:
     from .router import main
 
-    return main(args.config, args.state_dir)
+    return main(args.config, args.state_dir, keep_privileges=args.keep_privileges)
 
 
 def cmd_fsm_router(args) -> int:
