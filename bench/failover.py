@@ -137,6 +137,7 @@ class Pair:
         self.keepalive, self.deadtime = keepalive, deadtime
         self.procs: dict[str, subprocess.Popen] = {}
         self.run = 0
+        self.kill_wall_ns = 0
         key = write_key(tmp / "hb.key")
         self.config = tmp / "lvs.toml"
         self.config.write_text(router_toml(topo, key, keepalive=keepalive, deadtime=deadtime, port=5391,
@@ -229,6 +230,7 @@ def scenario(pair: Pair, prober: Prober, name: str, every: float) -> float | Non
         topo.cut("r1", "public")
         return prober.first_from("r2", t0, 10.0, every)
     if name == "graceful":
+        pair.kill_wall_ns = time.time_ns()
         pair.kill("r1", signal.SIGTERM)
         return prober.first_from("r2", t0, 10.0, every)
     if name == "takeback":
@@ -240,6 +242,30 @@ def scenario(pair: Pair, prober: Prober, name: str, every: float) -> float | Non
         gap, seen = prober.gaps(15.0, every, stop_when=lambda names: "r1" in names)
         return gap if "r1" in seen else None
     raise ValueError(name)
+
+
+#: where a graceful handover's time goes: (label, router, predicate on its logged events)
+GRACEFUL_STAGES = (
+    ("shutdown_recorded", "r1", lambda e: e.type == "router.shutdown_requested"),
+    ("leaving_decided", "r1", lambda e: e.type == "pulse.send_heartbeat" and e.payload["leaving"]),
+    ("leaving_heard", "r2", lambda e: e.type == "pulse.heartbeat_received" and e.payload["leaving"]),
+    ("takeover_decided", "r2", lambda e: e.type == "pulse.take_vips"),
+)
+
+
+def graceful_stages(pair: Pair) -> dict[str, float]:
+    """ms from the SIGTERM to each stage, from the two routers' logs (one clock: same host)."""
+    out: dict[str, float] = {}
+    for label, r, pred in GRACEFUL_STAGES:
+        try:
+            for seq, body in LogReader(pair.state(r) / "log").read(1):
+                ev = decode(body, seq)
+                if ev.wall_ns >= pair.kill_wall_ns and pred(ev):
+                    out[label] = (ev.wall_ns - pair.kill_wall_ns) / 1e6
+                    break
+        except FileNotFoundError:
+            pass
+    return out
 
 
 def saturated(topo: Topology, tmp: Path, keepalive: float, deadtime: float, seconds: float, loops: int = 2) -> int:
@@ -313,11 +339,18 @@ def main() -> int:
                 # link cut: heartbeats on the public link only (as VRRP): see docs/router.md
                 pair = Pair(topo, tmp, kind, args.keepalive, args.deadtime, private_link=(name != "linkcut"))
                 times = []
+                stages: dict[str, list[float]] = {}
                 for _ in range(args.runs):
                     t = scenario(pair, prober, name, every)
                     if t is not None:
                         times.append(t)
+                    if kind == "lvsbus" and name == "graceful":
+                        for k, v in graceful_stages(pair).items():
+                            stages.setdefault(k, []).append(v)
                 pair.stop_all()
+                for label, _r, _p in GRACEFUL_STAGES:  # where the time goes (medians, ms from SIGTERM)
+                    if stages.get(label):
+                        out(f"{kind}_{name}_stage_{label}_median", f"{statistics.median(stages[label]):.1f}", "ms")
                 if times:
                     medians[(kind, name)] = statistics.median(times)
                     out(f"{kind}_{name}_median", f"{medians[(kind, name)] * 1000:.1f}", "ms")

@@ -181,18 +181,54 @@ def arp_frames(mac: bytes, ip: str) -> list[bytes]:
     return [request, reply]
 
 
+_packet_socks: dict[str, socket.socket] = {}
+_packet_lock = threading.Lock()
+
+
+def _packet_socket(device: str) -> socket.socket:
+    """A send-only packet socket on ``device``, kept open for the next announcement.
+
+    Protocol 0 (it receives nothing): binding a packet socket that has a protocol hooks it into
+    the receive path, and the kernel waits for an RCU grace period to do so (~16 ms measured
+    here, on the takeover's critical path); closing one waits again (8-24 ms), so it is kept."""
+    with _packet_lock:
+        s = _packet_socks.get(device)
+        if s is None:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                s.bind((device, 0))
+            except OSError:
+                s.close()
+                raise
+            _packet_socks[device] = s
+        return s
+
+
+def _drop_packet_socket(device: str) -> None:
+    with _packet_lock:
+        s = _packet_socks.pop(device, None)
+    if s is not None:
+        s.close()
+
+
 def send_garp(device: str, ip: str) -> int:
     """One gratuitous ARP request and one reply for ``ip`` out of ``device``. Returns frames sent."""
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-        s.bind((device, 0))
-        mac = s.getsockname()[4]
-        if len(mac) != 6:
-            raise NetError(f"{device} has no Ethernet address")
-        n = 0
-        for frame in arp_frames(mac, ip):
-            s.send(frame)
-            n += 1
-        return n
+    for attempt in (1, 2):
+        s = _packet_socket(device)
+        try:
+            mac = s.getsockname()[4]  # the device's address now (read at each call)
+            if len(mac) != 6:
+                raise NetError(f"{device} has no Ethernet address")
+            n = 0
+            for frame in arp_frames(mac, ip):
+                s.send(frame)
+                n += 1
+            return n
+        except OSError:
+            _drop_packet_socket(device)  # the device went away or was re-created: a new socket once
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def na_packet(mac: bytes, ip: str) -> bytes:

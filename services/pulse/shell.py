@@ -126,6 +126,16 @@ class PulseShell:
     async def _nl(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._netlink, fn, *args)
 
+    def _queue(self, fn, *args):
+        """Queue ``fn`` on the netlink thread and go on without waiting for it. That thread runs its
+        work in order, so the effects queued there happen in the order the core decided them (VIPs
+        added, then announced, then the old active fenced; on a shutdown, VIPs released, then the
+        leaving heartbeat), while the loop carries on with the next effects and inputs: a takeover
+        does not wait for the loop to be scheduled again between the address and the announcement."""
+        fut = self._netlink.submit(fn, *args)
+        fut.add_done_callback(_log_failure)
+        return fut
+
     # -- start -------------------------------------------------------------------------------
 
     def _config_payload(self) -> dict | None:
@@ -334,6 +344,10 @@ class PulseShell:
         pending = [t for t in self._bg if t is not asyncio.current_task() and t not in self._garp_tasks]
         if pending:
             await asyncio.wait(pending, timeout=1.0)
+        try:  # the VIPs' release and the leaving heartbeat, queued on the netlink thread, are done
+            await asyncio.wait_for(self._nl(lambda: None), timeout=2.0)
+        except asyncio.TimeoutError:
+            log.warning("netlink_queue_not_drained")
         log.info("pulse_stopping", reason="shutdown requested")
         self.stop.set()
 
@@ -357,24 +371,26 @@ class PulseShell:
                 "node": p["node"], "role": p["role"], "priority": p["priority"], "epoch": p["epoch"],
                 "seq": p["seq"], "leaving": p["leaving"],
             })
-            self._send(data, p["port"], p["destinations"])
-            if p["leaving"]:
-                log.info("leaving_heartbeat_sent", seq=p["seq"])
+            if p["leaving"]:  # after the VIPs' release queued before it
+                self._queue(self._send, data, p["port"], p["destinations"], "leaving_heartbeat_sent", p["seq"])
+            else:
+                self._send(data, p["port"], p["destinations"])
         elif t == "pulse.send_fence":
             data = wire.encode_fence(self.key, {  # type: ignore[arg-type]
                 "node": p["node"], "target": p["target"], "epoch": p["epoch"], "seq": p["seq"],
                 "reason": p["reason"][:64],
             })
-            self._send(data, p["port"], p["destinations"])
-            log.info("fence_sent", target=p["target"], seq=p["seq"])
+            self._queue(self._send, data, p["port"], p["destinations"], "fence_sent", p["seq"], p["target"])
         elif t == "pulse.take_vips":
-            return self._nl(self._take, p["vips"])
+            self._queue(self._take, p["vips"])
         elif t == "pulse.release_vips":
             for task in list(self._garp_tasks):
                 task.cancel()
-            return self._nl(self._release, p["vips"])
+            self._queue(self._release, p["vips"])
         elif t == "pulse.send_garp":
-            task = self._spawn(self._garp(p["vips"], p["repeat"], p["interval_ms"], p["reason"]))
+            vips = [dict(v, device=v.get("device") or self.devices.get("public")) for v in p["vips"]]
+            first = asyncio.wrap_future(self._queue(netutil.announce_once, vips))  # right behind the VIPs' add
+            task = self._spawn(self._garp_rounds(vips, p["repeat"], p["interval_ms"], p["reason"], first))
             self._garp_tasks.add(task)
             task.add_done_callback(self._garp_tasks.discard)
         elif t == "pulse.run_notify":
@@ -388,7 +404,11 @@ class PulseShell:
             log.info(t.split(".", 1)[1], **{k: v for k, v in p.items() if k in ("peer", "link", "cause", "winner", "error")})
         return None
 
-    def _send(self, data: bytes, port: int, destinations: list[dict]) -> None:
+    def _send(self, data: bytes, port: int, destinations: list[dict], what: str | None = None, seq: int = 0,
+              target: str | None = None) -> None:
+        """Send ``data`` to each destination (a socket's sendto: from the loop or the netlink thread)."""
+        if what is not None:
+            log.info(what, seq=seq, **({"target": target} if target else {}))
         for d in destinations:
             sock = self.socks.get(d["link"])
             if sock is None:
@@ -426,24 +446,15 @@ class PulseShell:
             except (netutil.NetError, OSError) as exc:
                 log.error("vip_del_failed", address=v["address"], device=dev, error=str(exc))
 
-    def _garp(self, vips: list[dict], repeat: int, interval_ms: int, reason: str):
-        """The announcements, in a background task. IPv4 with a known device needs no netlink: then
-        the first round goes out at once, from the loop's thread (raw-socket sends, ~0.1 ms), so it
-        leaves before the fence that makes the old active let go."""
-        vips = [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips]
-        first = None
-        if all(v.get("device") and v.get("family", "ipv4") == "ipv4" for v in vips):
-            first = netutil.announce_once(vips)
-        return self._garp_rounds(vips, repeat, interval_ms, reason, first)
-
     async def _garp_rounds(self, vips: list[dict], repeat: int, interval_ms: int, reason: str,
-                           first: list[str] | None) -> None:
-        for i in range(repeat):
-            if i == 0 and first is not None:
-                errors = first
+                           first: asyncio.Future) -> None:
+        """The announcements of one send_garp: the first round already queued on the netlink thread
+        (``first``), the others ``interval_ms`` apart, through the same thread."""
+        for i in range(max(1, repeat)):
+            if i == 0:
+                errors = await first
             else:
-                if i:
-                    await asyncio.sleep(interval_ms / 1000)
+                await asyncio.sleep(interval_ms / 1000)
                 errors = await self._nl(netutil.announce_once, vips)
             if errors:
                 log.warning("garp_failed", errors=errors[:8], reason=reason)
@@ -512,6 +523,14 @@ class PulseShell:
                 loop.remove_reader(sock.fileno())
                 sock.close()
         return 0
+
+
+def _log_failure(fut) -> None:
+    """Done-callback of work queued on the netlink thread: its own errors are logged where they
+    happen (vip_add_failed, send_failed...); anything else must not vanish with the future."""
+    if not fut.cancelled() and fut.exception() is not None:
+        exc = fut.exception()
+        log.error("effect_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _bindings(s: PulseSettings) -> tuple:
