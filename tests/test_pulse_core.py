@@ -1119,3 +1119,45 @@ def test_public_link_down_alone_is_a_fault_private_alone_is_not():
     m.start(0)
     m.timer(DEADTIME)
     assert m.link("private", False, 3 * S) == [] and m.role == ACTIVE
+
+
+def _active_alone(name: str = "lvs1") -> Node:
+    n = Node(name)
+    n.configure(make_model())
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    return n
+
+
+def test_late_news_of_an_active_peer_re_announces_once_a_deadtime_and_changes_nothing_else():
+    n = _active_alone()
+    t = DEADTIME + 100 * MS
+    n.hb("lvs2", t, 5, BACKUP)
+    n.hb("lvs2", t + 1, 5, BACKUP, link="private")
+    role, peers = n.role, n.core.snapshot(n.state)["state"]["peers"]
+    eff = n.hb("lvs2", t + 2, 4, ACTIVE)  # its ACTIVE heartbeat, overtaken by the BACKUP one
+    assert of(eff, "pulse.heartbeat_ignored")[0]["reason"] == "stale_seq"
+    assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_was_active"]
+    assert n.role == role and n.core.snapshot(n.state)["state"]["peers"] == peers
+    assert not of(n.fence("lvs2", t + 3, 3), "pulse.send_garp")  # within a deadtime: once
+    assert not of(n.hb("lvs2", t + DEADTIME, 2, BACKUP), "pulse.send_garp")  # late but not active
+    eff = n.fence("lvs2", t + 2 + DEADTIME, 3)  # a deadtime later a late fence counts again
+    assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_was_active"] and n.role == ACTIVE
+
+
+def test_a_peer_heard_again_while_active_gets_our_vips_announced_again():
+    n = _active_alone()
+    eff = n.hb("lvs2", DEADTIME + 100 * MS, 1, BACKUP)
+    assert of(eff, "pulse.peer_alive") and [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_returned"]
+    assert not of(n.hb("lvs2", DEADTIME + 101 * MS, 1, BACKUP, link="private"), "pulse.send_garp")  # alive already
+
+
+def test_pulse_restarted_while_active_announces_its_vips_again():
+    n = _active_alone()
+    eff = n.start(DEADTIME + 2 * S, epoch=2)  # the shell came back under the running router
+    assert n.role == ACTIVE and [g["reason"] for g in of(eff, "pulse.send_garp")] == ["restarted"]
+    b = Node("lvs2")
+    b.configure(make_model())
+    b.start(0)
+    assert not of(b.start(1 * S, epoch=2), "pulse.send_garp")  # a backup holds nothing to announce

@@ -265,7 +265,7 @@ declare(
         "vips": List(VIP, max_items=4096),
         "repeat": Int(min=1, max=1000, doc="datagrams per address"),
         "interval_ms": Int(min=0, max=60000, doc="pause between the repeats"),
-        "reason": Enum("takeover", "refresh", "split_brain", "config"),
+        "reason": Enum("takeover", "refresh", "split_brain", "config", "peer_returned", "restarted", "peer_was_active"),
     },
     doc="Announce the VIPs: gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6).",
 )

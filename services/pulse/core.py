@@ -360,6 +360,7 @@ class PulseState:
         self.last_active: str | None = None  # the peer last known to be active
         self.ignored = 0
         self.rejected_configs = 0
+        self.reannounce_after = 0  # no re-announcement for late news before (see _late_news)
 
     # FSM conditions (named in ROLE_TRANSITIONS)
     def has_config(self) -> bool:
@@ -423,6 +424,7 @@ class PulseCore(Core[PulseState]):
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
+        d["reannounce_after"] = state.reannounce_after
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
         return {"v": 1, "state": d}
@@ -433,6 +435,7 @@ class PulseCore(Core[PulseState]):
         for k in PulseState._PLAIN:
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
+        st.reannounce_after = d.get("reannounce_after", 0)  # absent from snapshots before it existed
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
         return st
@@ -494,6 +497,11 @@ class PulseCore(Core[PulseState]):
             st.hostname = p["hostname"]
             if st.role == INIT:
                 self._try_start(st, out)
+            elif st.role == ACTIVE and st.settings is not None and st.settings.vips:
+                # pulse was down a while (its shell keeps the VIPs): a peer may have taken over and
+                # moved the clients meanwhile, fences and heartbeats unheard: announce ours again
+                s = st.settings
+                out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "restarted"))
         elif t == "router.shutdown_requested":
             self._shutdown(st, p, out)
             return st, out
@@ -572,6 +580,7 @@ class PulseCore(Core[PulseState]):
                 other.last_seq = None
         elif pl.last_seq is not None and p["seq"] <= pl.last_seq:
             self._ignore(st, kind, p, "stale_seq", pl.last_seq, out)
+            self._late_news(st, kind, p, out)
             return None, False
         now = st.now
         pl.last_seq = p["seq"]
@@ -585,6 +594,18 @@ class PulseCore(Core[PulseState]):
             peer.newest = p["seq"]
         return peer, fresh
 
+    def _late_news(self, st: PulseState, kind: str, p: dict, out: list) -> None:
+        """A late datagram changes nothing we believe, but one saying the peer was active (a fence,
+        or an ACTIVE heartbeat: reordered behind its next ones, e.g. after it stepped down again)
+        means clients may have been sent its MAC while we hold the VIPs: announce ours again, at
+        most once a deadtime (a replayed old datagram can cost us no more than that)."""
+        s = st.settings
+        if st.role != ACTIVE or s is None or not s.vips or st.now < st.reannounce_after:
+            return
+        if kind == "fence" or p.get("role") == ACTIVE:
+            st.reannounce_after = st.now + s.deadtime_ns
+            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_was_active"))
+
     def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
         if not peer.alive:
             peer.alive = True
@@ -593,6 +614,13 @@ class PulseCore(Core[PulseState]):
             out.append(Effect("pulse.peer_alive", {
                 "peer": name, "link": link, "role": peer.role, "priority": peer.priority, "epoch": peer.epoch,
             }))
+            s = st.settings
+            if st.role == ACTIVE and peer.role != ACTIVE and s is not None and s.vips:
+                # a peer back while we are active may have held our VIPs meanwhile (a partition
+                # that healed, its active spell ended before we heard it: no split brain to see)
+                # and left clients with its MAC: announce ours again. An active peer is the split
+                # brain's business (_on_heartbeat), which re-announces when we stay.
+                out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_returned"))
 
     def _on_heartbeat(self, st: PulseState, p: dict, out: list) -> None:
         peer, fresh = self._accept(st, "heartbeat", p, out)
