@@ -2,7 +2,7 @@
 
     lvsbus router (this supervisor)
       ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
-      ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N
+      ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
       ├── nanny         (when services/nanny exists; always)
       ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
       │                  and the connection sync daemon runs as backup on a backup router)
@@ -12,6 +12,11 @@ Start: load and validate the config (exit 1 with every error), find which router
 its addresses, check the heartbeat key file, start the broker and wait until it is ready, publish
 ``config.loaded`` (acknowledged: its seq is the run start seq every service gets), start the
 services, then ``READY=1`` to systemd.
+
+The config in force is the one recorded: every service is started (and restarted) with
+``--config-seq``, the seq of the ``config.loaded`` in force (the run's, then the last reload
+accepted), and takes its config from that event, not from the file: a broken file whose reload was
+refused stays on disk without reaching a service that restarts later.
 
 lvsd and the applier follow pulse's effect events: the supervisor subscribes to
 ``pulse.start_lvsd`` / ``pulse.stop_lvsd`` on the bus and starts or stops those processes itself
@@ -27,7 +32,8 @@ Signals (handlers only set flags; the loop wakes through a wakeup fd):
 SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over (its final
 leaving heartbeat) and exits; the other children are stopped by PID, then the broker.
 SIGHUP: reload. An invalid file gives ``config.reload_refused`` and the running config stays; a
-valid one gives ``config.loaded`` with ``reload = true`` and the diff.
+valid one gives ``config.loaded`` with ``reload = true`` and the diff, and its seq becomes the
+``--config-seq`` of every later (re)start.
 
 Privileges (``lvsbus.privileges``): run as root, the supervisor keeps its own and starts each
 child with only the capabilities that service needs (pulse: NET_ADMIN, NET_RAW, NET_BIND_SERVICE;
@@ -266,6 +272,7 @@ class Router:
         self.loaded: LoadedConfig | None = None
         self.local = ""
         self.run_start_seq = 0
+        self.config_seq = 0  # the config.loaded in force: the run's, then the last accepted reload
         self.client = None
         self.children: dict[str, Child] = {}
         self.broker: Child | None = None
@@ -392,10 +399,15 @@ class Router:
     def _restart_broker(self) -> None:
         self._start_broker()
 
+    def _service_argv(self, module: str) -> list[str]:
+        """A service's command line: it takes its config from the config.loaded at ``--config-seq``
+        (the file is named for messages only), so a restart uses the config in force."""
+        return [self.python, "-m", module, "--state-dir", self.dirs.root,
+                "--config", os.path.abspath(self.config_path), "--run-start-seq", str(self.run_start_seq),
+                "--config-seq", str(self.config_seq)]
+
     def _service_child(self, name: str, module: str) -> Child:
-        return Child(name, [self.python, "-m", module, "--state-dir", self.dirs.root,
-                            "--config", os.path.abspath(self.config_path), "--run-start-seq", str(self.run_start_seq)],
-                     dropper=self._dropper(name))
+        return Child(name, self._service_argv(module), dropper=self._dropper(name))
 
     def run(self) -> int:
         code = self.prepare()
@@ -421,6 +433,7 @@ class Router:
         assert self.loaded is not None
         self.run_start_seq = self.client.publish_acked(
             "config.loaded", config_payload(self.loaded, self.local, False, {}), timeout=10.0)
+        self.config_seq = self.run_start_seq
         log.info("config_loaded", seq=self.run_start_seq, router=self.local, digest=self.loaded.digest[:12])
         for name, module, when in SERVICES:
             if not _service_exists(module):
@@ -586,10 +599,34 @@ class Router:
             return False
         d = diff(old.config, new.config).to_dict()
         seq = self._publish("config.loaded", config_payload(new, me.name, True, d), acked=True)
+        if seq is None:  # not acknowledged: the services take their config from the log, so neither do we
+            log.error("reload_not_recorded", path=self.config_path, kept_digest=old.digest,
+                      hint="the bus did not acknowledge config.loaded; send SIGHUP again")
+            return False
         self.loaded = new
+        self.config_seq = seq
+        for name, module, _when in SERVICES:  # every later (re)start of a service uses this config
+            c = self.children.get(name)
+            if c is not None:
+                c.argv = self._service_argv(module)
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
+        self._follow_metrics(old.config, new.config)
         self._refresh_privileges(new.config)
         return True
+
+    def _follow_metrics(self, old_cfg, new_cfg) -> None:
+        """metrics runs while the config sets ``metrics_address``: a reload that sets, changes or
+        removes it starts, restarts or stops the endpoint (a metrics process started under a config
+        without an address would exit at once, again and again: a restart loop)."""
+        c = self.children.get("metrics")
+        if c is None or old_cfg.metrics_address == new_cfg.metrics_address:
+            return
+        c.stop()
+        if new_cfg.metrics_address:
+            c.dropper = self._dropper("metrics", new_cfg)
+            c.restarts.clear()
+            c.start()
+        log.info("metrics_address_changed", old=old_cfg.metrics_address, new=new_cfg.metrics_address)
 
     # -- stop --------------------------------------------------------------------------------
 

@@ -9,12 +9,20 @@ and feeds it to the core. Outputs for inputs the previous run already answered (
 in the log) are recomputed but neither published nor executed again, so a restarted service does
 not flap anything; the shell reconciles the world on start (``on_start``), as the applier dumps the
 kernel table. Then it follows the bus live, with no gap between the two.
+
+Config: a service runs with the config the router accepted and recorded (``service_config``): the
+``config.loaded`` at ``--config-seq`` (the run start's, then the last reload the router accepted),
+never what the file holds now, so a broken file whose reload was refused cannot reach a service
+that restarts later. The file is read only when the log holds no config.loaded there (a service
+started by hand).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import time
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import msgpack
@@ -22,6 +30,7 @@ import structlog
 
 from . import catalog  # noqa: F401
 from .bus import AsyncBusClient
+from .config import Config, ConfigError, Issue, from_dict
 from .core import Core, Effect
 from .events import Event, decode
 from .log import LogReader
@@ -189,26 +198,86 @@ class ServiceRuntime:
 
 
 def service_arguments(name: str, description: str):
-    """The command line every service shares (the router starts each with these three)."""
+    """The command line every service shares (the router starts each with these four)."""
     import argparse
 
     ap = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
     ap.add_argument("--state-dir", required=True, help="the router's state directory")
-    ap.add_argument("--config", required=True, help="the router's configuration file")
+    ap.add_argument("--config", required=True,
+                    help="the router's configuration file: named in messages, read only when the log "
+                         "holds no config.loaded at --config-seq (a service started by hand)")
     ap.add_argument("--run-start-seq", type=int, required=True,
                     help="seq of the router run's config.loaded: the service's state starts there")
+    ap.add_argument("--config-seq", type=int, default=None,
+                    help="seq of the config.loaded in force (the run's, or the last reload the router "
+                         "accepted): the service runs with that config; default: --run-start-seq")
     return ap
 
 
-def usable_config(name: str, path: str) -> bool:
-    """Load the config once up front so that a service refuses it with a clear line (exit 2)."""
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The configuration a service starts with: the ``config.loaded`` the router accepted and
+    recorded, or (no such event in the log) the file, read and validated."""
+
+    config: Config
+    payload: dict | None  # the config.loaded payload (model, digest, path, format, local_router...); None: the file
+    seq: int | None  # its seq; None when read from the file
+    path: str  # the file it was read from (for messages)
+
+    @property
+    def digest(self) -> str:
+        return self.payload["digest"] if self.payload is not None else ""
+
+    @property
+    def source(self) -> str:
+        return f"config.loaded seq {self.seq} ({self.path})" if self.seq is not None else self.path
+
+
+def config_event(dirs: StateDirs, seq: int) -> dict | None:
+    """The payload of the ``config.loaded`` recorded at ``seq``; None when the log holds no such
+    event there (another type, not written yet, no log, retention)."""
+    try:
+        for s, body in LogReader(dirs.log).read(seq, seq):
+            ev = decode(body, s)
+            if s == seq and ev.type == "config.loaded":
+                return ev.payload
+    except Exception as exc:  # no log directory, a corrupt record, SeqUnavailable: the caller falls back
+        log.warning("config_event_unreadable", seq=seq, error=str(exc))
+    return None
+
+
+def config_in_force(dirs: StateDirs, run_start_seq: int, config_seq: int | None, path: str) -> ServiceConfig:
+    """The config a service runs with. Under a router: the ``config.loaded`` at ``config_seq`` (the
+    router passes the seq of the one in force: the run's, or the last reload it accepted), so a
+    restarted service never depends on what the file holds now (a broken file whose reload the
+    router refused stays on disk). Without ``config_seq``: the run start's. When the log holds no
+    config.loaded there (a service started by hand on a bare bus), the file, read and validated.
+    Raises ConfigError."""
+    from .config import load
+
+    seq = config_seq if config_seq is not None else run_start_seq
+    payload = config_event(dirs, seq)
+    if payload is None:
+        log.warning("config_from_file", seq=seq, path=path,
+                    reason="no config.loaded at this seq in the log: using the file")
+        return ServiceConfig(load(path).config, None, None, path)
+    where = f"config.loaded seq {seq} ({payload.get('path') or path})"
+    try:
+        cfg = from_dict(payload["model"])
+    except ConfigError as exc:
+        raise ConfigError([dataclasses.replace(i, file=where) for i in exc.issues]) from None
+    except Exception as exc:  # a model no reader wrote (the router records to_dict of a valid config)
+        raise ConfigError([Issue(key="", message=f"unusable model: {type(exc).__name__}: {exc}", file=where)]) from None
+    return ServiceConfig(cfg, payload, seq, payload.get("path") or path)
+
+
+def service_config(name: str, args) -> ServiceConfig | None:
+    """The config of a service started with ``service_arguments``; None after one clear line on
+    stderr when it cannot be used (the service then exits 2)."""
     import sys
 
-    from .config import ConfigError, load
-
     try:
-        load(path)
+        return config_in_force(StateDirs(args.state_dir), args.run_start_seq, args.config_seq, args.config)
     except ConfigError as exc:
         print(f"{name}: cannot use the configuration: {exc}", file=sys.stderr)
-        return False
-    return True
+        return None

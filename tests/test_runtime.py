@@ -106,3 +106,97 @@ def test_crash_without_snapshot_recovers_from_the_log_and_repeats_nothing(bus):
     run_for(NoSnap(Counter(), dirs), 0.2, during=lambda: probe(dirs, 2))
     _, outs = outputs(dirs)
     assert sorted(o.payload["count"] for o in outs) == [-1, 1, 2, 3, 4]  # state carried over, nothing answered twice
+
+
+# -- the config a service runs with: the recorded one, not the file ------------------------------
+
+GOOD = """
+[router.lvs1]
+address = "192.0.2.1"
+
+[heartbeat]
+garp_repeat = {garp}
+
+[virtual.web]
+address = "192.0.2.80"
+port = 80
+scheduler = "{scheduler}"
+
+[virtual.web.server.a]
+address = "10.0.0.11"
+"""
+
+
+def _publish_config(dirs, path, text, reload):
+    from lvsbus.config import loads, to_dict
+
+    loaded = loads(text, str(path))
+    c = BusClient(dirs.run, "router")
+    try:
+        return c.publish_acked("config.loaded", {
+            "path": str(path), "format": "toml", "digest": loaded.digest, "model": to_dict(loaded.config),
+            "warnings": [], "local_router": "lvs1", "reload": reload, "diff": {}})
+    finally:
+        c.close()
+
+
+def test_a_service_takes_the_accepted_config_from_the_log_not_the_broken_file(bus, tmp_path, capsys):
+    """Under a router the file may hold a typo whose reload was refused: a service (re)started
+    later runs with the config.loaded the router accepted (--config-seq), the last reload included."""
+    import argparse
+
+    from lvsbus.config import ConfigError
+    from lvsbus.runtime import config_in_force, service_arguments, service_config
+
+    dirs = bus
+    path = tmp_path / "lvs.toml"
+    path.write_text(GOOD.format(garp=3, scheduler="wlc"))
+    start = _publish_config(dirs, path, GOOD.format(garp=3, scheduler="wlc"), False)
+    probe(dirs, 3)  # other traffic between the run start and the reload
+    reloaded = _publish_config(dirs, path, GOOD.format(garp=2, scheduler="rr"), True)
+    path.write_text("[virtual.web\naddress = 'a typo after the accepted reload'\n")  # then refused by the router
+
+    sc = config_in_force(dirs, start, reloaded, str(path))
+    assert sc.seq == reloaded and sc.payload["reload"] is True and sc.path == str(path)
+    assert sc.config.virtual_services[0].scheduler == "rr" and sc.config.heartbeat.garp_repeat == 2
+    assert sc.digest == sc.payload["digest"] and f"seq {reloaded}" in sc.source
+    # no --config-seq (a service started by hand): the run start's config.loaded
+    first = config_in_force(dirs, start, None, str(path))
+    assert first.seq == start and first.config.virtual_services[0].scheduler == "wlc"
+
+    # the command line the router gives every service: --config-seq, optional
+    args = service_arguments("nanny", "x").parse_args(
+        ["--state-dir", dirs.root, "--config", str(path), "--run-start-seq", str(start), "--config-seq", str(reloaded)])
+    assert args.config_seq == reloaded and service_config("nanny", args).seq == reloaded
+    plain = service_arguments("nanny", "x").parse_args(
+        ["--state-dir", dirs.root, "--config", str(path), "--run-start-seq", str(start)])
+    assert plain.config_seq is None and service_config("nanny", plain).seq == start
+
+    # no config.loaded at that seq (a service by hand on a bare bus): the file, read and validated
+    other = start + 1  # a bus.probe
+    with pytest.raises(ConfigError) as exc:
+        config_in_force(dirs, other, None, str(path))
+    assert str(path) in str(exc.value)
+    assert service_config("lvsd", argparse.Namespace(state_dir=dirs.root, config=str(path), run_start_seq=other,
+                                                     config_seq=None)) is None
+    assert "lvsd: cannot use the configuration:" in capsys.readouterr().err
+    path.write_text(GOOD.format(garp=5, scheduler="sh"))
+    by_hand = config_in_force(dirs, other, None, str(path))
+    assert by_hand.seq is None and by_hand.payload is None and by_hand.config.virtual_services[0].scheduler == "sh"
+    assert config_in_force(dirs, 10_000, None, str(path)).seq is None  # not written (yet): the file too
+
+
+def test_an_unusable_recorded_config_is_refused_with_its_seq(bus, tmp_path):
+    from lvsbus.config import ConfigError
+    from lvsbus.runtime import config_in_force
+
+    dirs = bus
+    c = BusClient(dirs.run, "router")
+    seq = c.publish_acked("config.loaded", {
+        "path": "/etc/lvs.toml", "format": "toml", "digest": "d", "model": {"routers": [], "virtual": "x"},
+        "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
+    c.close()
+    (tmp_path / "lvs.toml").write_text(GOOD.format(garp=3, scheduler="wlc"))  # valid, but not what is in force
+    with pytest.raises(ConfigError) as exc:
+        config_in_force(dirs, seq, None, str(tmp_path / "lvs.toml"))
+    assert f"config.loaded seq {seq} (/etc/lvs.toml)" in str(exc.value)

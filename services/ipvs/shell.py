@@ -1,7 +1,7 @@
 """The applier's I/O shell: carries out the core's ``ipvs.read_table`` and ``ipvs.apply`` effects
 through ``services.ipvs.netlink`` and publishes what the kernel said.
 
-    python -m services.ipvs --state-dir DIR --config FILE --run-start-seq N [--flush-unmanaged]
+    python -m services.ipvs --state-dir DIR --config FILE --run-start-seq N [--config-seq M] [--flush-unmanaged]
 
 * start: publish ``ipvs.started``; the core answers with ``ipvs.read_table``; the shell dumps the
   kernel (``ipvs.table_read``) and the core plans the ops that make it exact (``ipvs.apply``);
@@ -10,7 +10,8 @@ through ``services.ipvs.netlink`` and publishes what the kernel said.
 * no IPVS (a kernel without IP_VS, as on this project's CI hosts): ``ipvs.unavailable`` (an error
   event); the core retries with backoff (1 s doubling to 60 s) and the router runs on.
 
-``FILE`` is only checked at start; the config in force is the one in the log.
+The config in force is the one in the log: at start the shell checks the ``config.loaded`` the
+router accepted (``--config-seq``), not ``FILE`` (read only when the log holds no such event).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from lvsbus import logs
 from lvsbus.core import Effect
 from lvsbus.events import Event
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, usable_config
+from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
 from .core import ApplierCore
 
@@ -167,6 +168,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="also delete kernel services lvsbus does not manage (another tool's)")
     args = ap.parse_args(argv)
     logs.setup(service="ipvs")
-    if not usable_config("ipvs", args.config):
+    if service_config("ipvs", args) is None:
         return 2
     return asyncio.run(ApplierShell(args.state_dir, args.run_start_seq, args.flush_unmanaged).main())

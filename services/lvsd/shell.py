@@ -1,13 +1,14 @@
 """lvsd's I/O shell: the core on the bus, nothing else (its outputs are decisions the runtime
 publishes: ``lvsd.table_desired`` and ``lvsd.table_delta``; the IPVS applier acts on them).
 
-    python -m services.lvsd --state-dir DIR --config FILE --run-start-seq N
+    python -m services.lvsd --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
 
 The supervisor runs lvsd only while pulse says so (``pulse.start_lvsd``). On start the runtime
 folds the log (config and every health event nanny published on this router, also while it was
 the backup), then the shell publishes ``lvsd.started`` and the core answers it with the whole
-desired table: a warm start, with health already known. ``FILE`` is only checked at start; the
-config in force is the one in the log.
+desired table: a warm start, with health already known. The config in force is the one in the
+log: at start the shell checks the ``config.loaded`` the router accepted (``--config-seq``), not
+``FILE`` (read only when the log holds no such event: lvsd started by hand).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import structlog
 
 from lvsbus import logs
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, usable_config
+from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
 from .core import LvsdCore
 
@@ -51,6 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = service_arguments("lvsd", "lvsd: the desired IPVS table")
     args = ap.parse_args(argv)
     logs.setup(service="lvsd")
-    if not usable_config("lvsd", args.config):
+    if service_config("lvsd", args) is None:
         return 2
     return asyncio.run(LvsdShell(args.state_dir, args.run_start_seq).main())

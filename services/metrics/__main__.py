@@ -1,8 +1,9 @@
-"""``python -m services.metrics --state-dir DIR --config FILE --run-start-seq N``
+"""``python -m services.metrics --state-dir DIR --config FILE --run-start-seq N [--config-seq M]``
 
 The router's Prometheus endpoint (``metrics_address = "HOST:PORT"`` in the config): it follows the
 bus from the run's start (catching up from the log, so a restart loses no count) and serves
-``GET /metrics`` in the text exposition format.
+``GET /metrics`` in the text exposition format. The address is the one of the config in force (the
+``config.loaded`` the router accepted, ``--config-seq``), not what ``FILE`` holds now.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import structlog
 
 from lvsbus import logs
 from lvsbus.bus import AsyncBusClient
-from lvsbus.config import load
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import service_arguments
+from lvsbus.runtime import service_arguments, service_config
 
 from .fold import SUBSCRIPTIONS, Metrics, render
 
@@ -66,7 +66,10 @@ async def serve(dirs: StateDirs, address: str, run_start_seq: int, stop: asyncio
 def main(argv: list[str] | None = None) -> int:
     args = service_arguments("metrics", "metrics: the router's Prometheus endpoint").parse_args(argv)
     logs.setup(service="metrics")
-    address = load(args.config).config.metrics_address
+    accepted = service_config("metrics", args)
+    if accepted is None:
+        return 2
+    address = accepted.config.metrics_address
     if not address:
         log.info("metrics_not_configured")
         return 0

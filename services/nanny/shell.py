@@ -2,7 +2,7 @@
 and publishes the outcomes in batches; the core (on the same bus, through ``ServiceRuntime``)
 folds them into the health machines.
 
-    python -m services.nanny --state-dir DIR --config FILE --run-start-seq N
+    python -m services.nanny --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
 
 * The schedule is the shell's: it is derived from the config the core is under (the
   ``config.loaded`` events in the log, restored on restart), re-planned on every reload; checks
@@ -14,8 +14,9 @@ folds them into the health machines.
 * nanny runs on the backup router too, so that health is already known in the log when lvsd
   starts on a new active router.
 
-``FILE`` (``--config``) is read only to refuse an unusable file at start; the config in force is
-the one in the log.
+The config in force is the one in the log: at start the shell checks the ``config.loaded`` the
+router accepted (``--config-seq``, ``runtime.service_config``), never what ``FILE`` holds now;
+``FILE`` is read only by a nanny started by hand on a log without that event.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import zmq
 
 from lvsbus import logs
 from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, usable_config
+from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
 from .checks import Scheduler, new_loop, raise_nofile
 from .core import NannyCore, plan
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-checks", action="store_true", help="fold results published by someone else (benchmarks)")
     args = ap.parse_args(argv)
     logs.setup(service="nanny")
-    if not usable_config("nanny", args.config):
+    if service_config("nanny", args) is None:
         return 2
     shell = NannyShell(args.state_dir, args.run_start_seq, checks=not args.no_checks)
     loop = new_loop()

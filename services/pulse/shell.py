@@ -98,10 +98,11 @@ def next_epoch(state_dir: str, now: float | None = None) -> int:
 
 
 class PulseShell:
-    def __init__(self, state_dir: str, config_path: str, run_start_seq: int) -> None:
+    def __init__(self, state_dir: str, config_path: str, run_start_seq: int, config_seq: int | None = None) -> None:
         self.dirs = StateDirs(state_dir)
         self.config_path = config_path
         self.run_start_seq = run_start_seq
+        self.config_seq = config_seq if config_seq is not None else run_start_seq  # the config.loaded in force
         self.core = PulseCore()
         self.runtime = ServiceRuntime(self.core, self.dirs, execute=self.execute, run_start_seq=run_start_seq)
         self.runtime.on_event = self.on_event
@@ -139,14 +140,14 @@ class PulseShell:
     # -- start -------------------------------------------------------------------------------
 
     def _config_payload(self) -> dict | None:
-        """The config.loaded that started this run (its seq is the run start seq)."""
+        """The config.loaded in force (the run's or the last accepted reload: ``--config-seq``)."""
         try:
-            for seq, body in LogReader(self.dirs.log).read(self.run_start_seq, self.run_start_seq):
+            for seq, body in LogReader(self.dirs.log).read(self.config_seq, self.config_seq):
                 ev = decode(body, seq)
                 if ev.type == "config.loaded":
                     return ev.payload
         except Exception as exc:  # fall back to the file
-            log.warning("run_start_event_unreadable", seq=self.run_start_seq, error=str(exc))
+            log.warning("run_start_event_unreadable", seq=self.config_seq, error=str(exc))
         return None
 
     def prepare(self) -> None:
@@ -322,6 +323,7 @@ class PulseShell:
                 return
             old, self.settings = self.settings, new
             self.key_file, self.key = ev.payload["model"]["heartbeat"]["key_file"], key
+            self.config_seq = ev.seq  # devices of a rebind come from this one
             if old is None or _bindings(old) != _bindings(new):
                 self._spawn(self._rebind())
         elif ev.type == "router.shutdown_requested":
@@ -553,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: every thread's stack on stderr
-    shell = PulseShell(args.state_dir, args.config, args.run_start_seq)
+    shell = PulseShell(args.state_dir, args.config, args.run_start_seq, args.config_seq)
     try:
         shell.prepare()
     except KeyFileError as exc:
