@@ -312,7 +312,8 @@ def decode_records(records: list[tuple[int, bytes]], registry: Registry = REGIST
             ):
                 fast = fast_get((type_, version))
                 if fast is not None and fast[2] and (fast[0](payload) if validate else payload.__class__ is dict):
-                    append(new(Event, (rseq, node, source, type_, version, mono_ns, wall_ns, cause, payload)))
+                    del raw[0]  # the envelope version: the rest is the Event, in order
+                    append(new(Event, raw))
                     continue
         try:
             append(decode(body, seq, registry, validate=validate))
