@@ -27,16 +27,16 @@ def test_fold_counts_what_the_bus_recorded():
     m.apply(ev(7, "bus.frame_rejected", {"reason": "malformed"}))
     m.apply(ev(8, "ipvs.op_failed", {"errno": 17}))
     text = render(m.samples())
-    assert 'lvsbus_role{role="ACTIVE"} 1' in text and 'lvsbus_role{role="BACKUP"} 0' in text
-    assert "lvsbus_became_active_total 1" in text
-    assert 'lvsbus_heartbeats_received_total{link="private"} 1' in text
-    assert 'lvsbus_checks_total{result="failed"} 1' in text and 'lvsbus_checks_total{result="ok"} 2' in text
-    assert 'lvsbus_check_latency_seconds_bucket{le="0.0005"} 1' in text
-    assert 'lvsbus_check_latency_seconds_bucket{le="2.5"} 2' in text
-    assert 'lvsbus_check_latency_seconds_bucket{le="+Inf"} 3' in text
-    assert 'lvsbus_real_servers{state="down"} 1' in text and 'lvsbus_real_servers{state="up"} 1' in text
-    assert 'lvsbus_rejected_total{where="bus",reason="malformed"} 1' in text
-    assert 'lvsbus_ipvs_operation_failures_total{errno="17"} 1' in text
+    assert 'lvsbus_role{role="ACTIVE"} 1.0' in text and 'lvsbus_role{role="BACKUP"} 0.0' in text
+    assert "lvsbus_became_active_total 1.0" in text
+    assert 'lvsbus_heartbeats_received_total{link="private"} 1.0' in text
+    assert 'lvsbus_checks_total{result="failed"} 1.0' in text and 'lvsbus_checks_total{result="ok"} 2.0' in text
+    assert 'lvsbus_check_latency_seconds_bucket{le="0.0005"} 1.0' in text
+    assert 'lvsbus_check_latency_seconds_bucket{le="2.5"} 2.0' in text
+    assert 'lvsbus_check_latency_seconds_bucket{le="+Inf"} 3.0' in text
+    assert 'lvsbus_real_servers{state="down"} 1.0' in text and 'lvsbus_real_servers{state="up"} 1.0' in text
+    assert 'lvsbus_rejected_total{reason="malformed",where="bus"} 1.0' in text
+    assert 'lvsbus_ipvs_operation_failures_total{errno="17"} 1.0' in text
     assert text.count("# TYPE lvsbus_check_latency_seconds histogram") == 1
 
 
@@ -62,16 +62,16 @@ def test_fold_log_stats_into_append_and_commit_histograms():
                                     "append_sum_ns": 40_000, "append_max_ns": 30_000, "append_buckets": [1, 1, 0],
                                     "commit_count": 0, "commit_sum_ns": 0, "commit_max_ns": 0, "commit_buckets": [0, 0, 0]}))
     text = render(m.samples())
-    assert 'lvsbus_log_append_seconds_bucket{le="1e-05"} 3' in text
-    assert 'lvsbus_log_append_seconds_bucket{le="2.5e-05"} 5' in text  # + the 25 us one + the other's 20 us one
-    assert 'lvsbus_log_append_seconds_bucket{le="0.005"} 6' in text  # the other's 3 ms one
-    assert 'lvsbus_log_append_seconds_bucket{le="2.5"} 6' in text
-    assert 'lvsbus_log_append_seconds_bucket{le="+Inf"} 7' in text and "lvsbus_log_append_seconds_count 7" in text
+    assert 'lvsbus_log_append_seconds_bucket{le="1e-05"} 3.0' in text
+    assert 'lvsbus_log_append_seconds_bucket{le="2.5e-05"} 5.0' in text  # + the 25 us one + the other's 20 us one
+    assert 'lvsbus_log_append_seconds_bucket{le="0.005"} 6.0' in text  # the other's 3 ms one
+    assert 'lvsbus_log_append_seconds_bucket{le="2.5"} 6.0' in text
+    assert 'lvsbus_log_append_seconds_bucket{le="+Inf"} 7.0' in text and "lvsbus_log_append_seconds_count 7.0" in text
     assert float(re.search(r"lvsbus_log_append_seconds_sum (\S+)", text).group(1)) == pytest.approx(3.00009)
-    assert 'lvsbus_log_commit_seconds_bucket{le="0.0005"} 0' in text and 'lvsbus_log_commit_seconds_bucket{le="0.001"} 5' in text
-    assert "lvsbus_log_commit_seconds_count 5" in text
+    assert 'lvsbus_log_commit_seconds_bucket{le="0.0005"} 0.0' in text and 'lvsbus_log_commit_seconds_bucket{le="0.001"} 5.0' in text
+    assert "lvsbus_log_commit_seconds_count 5.0" in text
     assert float(re.search(r"lvsbus_log_commit_seconds_sum (\S+)", text).group(1)) == pytest.approx(0.004)
-    assert "lvsbus_log_records_total 910" in text
+    assert "lvsbus_log_records_total 910.0" in text
     assert text.count("# TYPE lvsbus_log_append_seconds histogram") == 1
 
 @pytest.mark.netns
@@ -97,7 +97,7 @@ def test_endpoint_of_a_running_router(netns, tmp_path):
             while (c := s.recv(65536)):
                 chunks.append(c)
             body = b"".join(chunks).decode()
-            if 'lvsbus_role{role="ACTIVE"} 1' in body and re.search(r'heartbeats_received_total\{link="private"\} [1-9]', body):
+            if 'lvsbus_role{role="ACTIVE"} 1.0' in body and re.search(r'heartbeats_received_total\{link="private"\} [1-9]', body):
                 break
         except OSError:
             pass
@@ -105,6 +105,6 @@ def test_endpoint_of_a_running_router(netns, tmp_path):
             s.close()
         time.sleep(0.3)
     assert body.startswith("HTTP/1.0 200"), body[:200]
-    assert 'lvsbus_role{role="ACTIVE"} 1' in body
+    assert 'lvsbus_role{role="ACTIVE"} 1.0' in body
     assert re.search(r'lvsbus_heartbeats_sent_total\{link="public"\} [1-9]', body)
     assert re.search(r'lvsbus_heartbeats_received_total\{link="private"\} [1-9]', body)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CollectorRegistry, Metric
+from prometheus_client.exposition import generate_latest
+
 from lvsbus.events import Event
 
 #: histogram buckets of check latency, seconds (Prometheus convention: upper bounds)
@@ -193,23 +196,32 @@ def histogram(add, name: str, help_: str, h: Histogram) -> None:
 
 
 def render(samples: list[tuple[str, str, str, dict, float]]) -> str:
-    """The Prometheus text exposition format (version 0.0.4)."""
-    lines = []
-    seen = set()
+    """The Prometheus text exposition format (0.0.4), written by prometheus-client from the samples
+    (each family once: HELP, TYPE, then its samples; counters named ``..._total``)."""
+    families: dict[str, Metric] = {}
     for name, kind, help_, labels, value in samples:
         family = name
-        for suffix in ("_bucket", "_count", "_sum"):
-            if kind == "histogram" and name.endswith(suffix):
-                family = name[: -len(suffix)]
-        if family not in seen:
-            seen.add(family)
-            lines.append(f"# HELP {family} {help_}")
-            lines.append(f"# TYPE {family} {kind}")
-        lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        v = int(value) if value.is_integer() else value
-        lines.append(f"{name}{{{lab}}} {v}" if lab else f"{name} {v}")
-    return "\n".join(lines) + "\n"
+        if kind == "histogram":
+            for suffix in ("_bucket", "_count", "_sum"):
+                if name.endswith(suffix):
+                    family = name[: -len(suffix)]
+                    break
+        elif kind == "counter" and name.endswith("_total"):
+            family = name[: -len("_total")]  # the client's convention: the family without _total
+        m = families.get(family)
+        if m is None:
+            m = families[family] = Metric(family, help_, kind)
+        m.add_sample(name, {k: str(v) for k, v in labels.items()}, value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry).decode()
 
 
-def _escape(v: str) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _Families:
+    """A prometheus-client collector of metric families already computed (by ``Metrics.samples``)."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
