@@ -381,26 +381,25 @@ def test_retention_by_age(tmp_path):
 
 
 def test_group_commit(tmp_path):
+    # an append returns before its fsync: with a long interval nothing is durable until a sync
     seen = []
-    with opened(tmp_path, durability=Durability("group", interval_ms=50), on_durable=seen.append) as log:
+    with opened(tmp_path / "a", durability=Durability("group", interval_ms=60_000), on_durable=seen.append) as log:
         fd = log.durable_fd()
-        t0 = time.monotonic()
         log.append(1, b"a")
-        assert time.monotonic() - t0 < 0.04  # returned before the fsync
-        assert log.durable_seq == 0
+        assert log.durable_seq == 0 and seen == []
         assert select.select([fd], [], [], 0)[0] == []
-        assert log.wait_durable(1, timeout=2.0)
-        assert time.monotonic() - t0 < 1.0
-        assert log.durable_seq == 1 and seen == [1]
+        assert not log.wait_durable(1, timeout=0.05)
+        assert log.sync() == 1 and log.durable_seq == 1 and seen == [1]
         assert select.select([fd], [], [], 1.0)[0] == [fd]
         assert log.drain_durable_fd() == 1
         assert select.select([fd], [], [], 0)[0] == []
+    # the interval commits by itself (no timing upper bound asserted: the machine may be loaded)
+    with opened(tmp_path / "i", durability=Durability("group", interval_ms=50)) as log:
+        log.append(1, b"a")
+        assert log.wait_durable(1, timeout=5.0)
         assert not log.wait_durable(5, timeout=0.01)
         log.append_batch([(2, b"b"), (3, b"c")])
-        t0 = time.monotonic()
-        while log.durable_seq < 3 and time.monotonic() - t0 < 2:
-            time.sleep(0.002)
-        assert log.durable_seq == 3
+        assert log.wait_durable(3, timeout=5.0) and log.durable_seq == 3
         log.append(4, b"d")
         assert log.sync() == 4
     # max_records makes it sooner than the interval
