@@ -145,7 +145,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.in_vm:
         return in_vm(args)
-    from tests.kernel import kit as kitmod
+    from lvsbus import kit as kitmod
 
     kit = kitmod.build(log=lambda m: print(m, file=sys.stderr))
     out = tempfile.mkdtemp(prefix="bench-apply-vm-")
@@ -154,7 +154,7 @@ def main() -> int:
     res = kitmod.run(kit, cmd, out, cwd=str(ROOT), timeout=3600, memory_mb=2048)
     text = Path(out, "bench.txt").read_text() if Path(out, "bench.txt").exists() else res.console[-3000:]
     print(text, end="")
-    print(f"vm_seconds={res.seconds:.0f} s (qemu TCG, 1 vCPU)")
+    print(f"vm_seconds={res.seconds:.0f} s (qemu {kitmod.accel(kit).upper()}, 1 vCPU)")
     return 0 if res.rc == 0 else 1
 
 

@@ -1,53 +1,25 @@
-"""The kernel tier, from the host: boot ONE VM with a Debian kernel that has IPVS (tests/kernel/kit.py)
-and run every in-VM test (tests/kernel/test_*.py) inside it; fail here with the in-VM failures.
+"""The kernel tier, from the host: boot ONE VM with a Debian kernel that has IPVS (lvsbus/kit.py)
+and run every in-VM test (tests/kernel/test_*.py but test_host_*) inside it; fail here with the
+in-VM failures.
 
 Needs root, qemu-system-x86 (installed here with apt-get when missing), busybox-static and
-network access to the Debian archive the first time (the kit is cached in /var/cache/lvsbus-kit).
-Skips, loudly, only when qemu cannot be installed or run at all.
+network access to the Debian archive the first time (the kit is cached in /var/cache/lvsbus-kit;
+the ``kit`` fixture is in conftest.py). Skips, loudly, only when qemu cannot be installed or run.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.kernel import kit as kitmod
+from lvsbus import kit as kitmod
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
-pytestmark = pytest.mark.slow
-
-
-def _ensure(binary: str, package: str) -> str | None:
-    if shutil.which(binary):
-        return None
-    if os.geteuid() != 0:
-        return f"{binary} missing and not root to apt-get install {package}"
-    p = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
-                       capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if p.returncode != 0 or not shutil.which(binary):
-        return f"apt-get install {package} failed: {p.stderr.strip()[-500:]}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def kit():
-    if os.geteuid() != 0:
-        pytest.skip("KERNEL TIER NOT RUN: needs root (apt-get download, dpkg -x, qemu with 9p of /)")
-    for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"),
-                            ("ipvsadm", "ipvsadm")):
-        why = _ensure(binary, package)
-        if why:
-            pytest.skip(f"KERNEL TIER NOT RUN: {why}")
-    try:
-        return kitmod.build(log=lambda m: print(m, file=sys.stderr))
-    except kitmod.KitError as exc:
-        pytest.fail(f"kernel kit could not be built: {exc}")
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
 
 def test_kernel_tier_in_vm(kit, tmp_path):

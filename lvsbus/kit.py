@@ -1,21 +1,29 @@
-"""The kernel-tier kit: a Debian kernel that has IPVS, booted under qemu, running one command.
+"""The qemu kit: a Debian kernel that has IPVS, booted under qemu, running one command.
 
-This machine's kernel (and CI's) is built without IPVS, so the applier's kernel tests run in a VM:
+This machine's kernel (and CI's) is built without IPVS, so the applier's kernel tests
+(tests/kernel) and ``lvsbus demo`` (when the host kernel has no IPVS) run in a VM:
 
 * ``build()`` ``apt-get download``s Debian's kernel image (the one ``linux-image-amd64`` depends
   on) and kmod into a cache directory, unpacks them with ``dpkg -x`` (no system install), runs
   depmod on the unpacked modules, and writes a busybox initramfs holding the few modules needed to
   reach the host's root (virtio, 9p, overlay) and an ``/init`` script.
-* ``run(command)`` boots that kernel (``-kernel vmlinuz``, TCG, one CPU): ``/init`` mounts the
-  host's ``/`` read-only over 9p under a tmpfs overlay, shares one writable host directory at
-  ``/mnt/out``, brings ``lo`` up (with no interface up, IPVS refuses every real server address as
-  "not unicast"), points ``/proc/sys/kernel/modprobe`` at the kit's modprobe (so ``ip_vs`` and its
-  schedulers auto-load), chroots and runs the command as a child of PID 1, writes its exit status
-  to ``/mnt/out/rc`` and powers off.
+* ``boot(kit, command, out_dir)`` starts that kernel under qemu and returns at once (a ``Vm``:
+  ``wait()``, ``stop()``); ``run(...)`` boots and waits. ``/init`` mounts the host's ``/``
+  read-only over 9p under a tmpfs overlay (writes inside the VM, bytecode caches included, vanish
+  with it), shares one writable host directory at ``/mnt/out``, brings ``lo`` up (with no
+  interface up, IPVS refuses every real server address as "not unicast"), points
+  ``/proc/sys/kernel/modprobe`` at the kit's modprobe (so ``ip_vs`` and its schedulers auto-load),
+  chroots and runs the command as a child of PID 1, writes its exit status to ``/mnt/out/rc`` and
+  powers off.
+* Acceleration: KVM where ``/dev/kvm`` is usable and a KVM guest actually boots (probed once per
+  host kernel, the verdict cached in the kit directory: on this machine, itself a Firecracker
+  guest, ``/dev/kvm`` opens but a KVM guest never prints a byte), else TCG (software emulation,
+  ~12x slower than the host for Python). ``LVSBUS_KIT_ACCEL=tcg|kvm`` forces one. With
+  ``cpus > 1`` TCG runs one host thread per virtual CPU (MTTCG).
 
-CLI: ``python -m tests.kernel.kit build`` / ``python -m tests.kernel.kit run -- CMD...``.
+CLI: ``python -m lvsbus.kit build`` / ``python -m lvsbus.kit run -- CMD...``.
 The cache defaults to ``/var/cache/lvsbus-kit`` (``LVSBUS_KIT_DIR`` overrides it). Needs root
-(apt-get download, dpkg -x) and the packages qemu-system-x86, busybox-static, kmod, cpio.
+(apt-get download, dpkg -x) and the packages qemu-system-x86, busybox-static, kmod.
 """
 from __future__ import annotations
 
@@ -246,11 +254,135 @@ class Result:
     seconds: float
 
 
-def run(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, str] | None = None,
-        timeout: float = 1800, memory_mb: int = 1024, console_path: str | None = None) -> Result:
-    """Boot the VM, run ``command`` (a /bin/sh script text) in ``cwd`` inside it, return its status.
+def available() -> str | None:
+    """None when a VM can be booted here (once the kit is built), else why not."""
+    if os.geteuid() != 0:
+        return "needs root (apt-get download, dpkg -x, qemu sharing / over 9p)"
+    for binary, package in (("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static")):
+        if shutil.which(binary) is None:
+            return f"{binary} not found (apt-get install {package})"
+    return None
 
-    ``out_dir`` (host) is ``/mnt/out`` in the VM, writable: put results there.
+
+def _kvm_boots(kit: Kit, seconds: float = 8.0) -> bool:
+    """Does a KVM guest boot here? The bare kernel (no initrd) prints on its serial console within
+    a second under a working KVM; under a broken nested one it spins and never prints a byte."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        console = os.path.join(tmp, "console")
+        p = subprocess.Popen(
+            [qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "kvm",
+             "-cpu", "host", "-m", "256", "-kernel", kit.kernel, "-append", "console=ttyS0 panic=-1",
+             "-serial", f"file:{console}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and p.poll() is None:
+                if os.path.exists(console) and os.path.getsize(console) > 0:
+                    return True
+                time.sleep(0.1)
+            return os.path.exists(console) and os.path.getsize(console) > 0
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def accel(kit: Kit) -> str:
+    """``kvm`` or ``tcg``: ``LVSBUS_KIT_ACCEL`` if set, else KVM if it works here (probed once per
+    host kernel and cached in the kit directory)."""
+    want = os.environ.get("LVSBUS_KIT_ACCEL", "")
+    if want in ("kvm", "tcg"):
+        return want
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    stamp = os.path.join(kit.root, f"accel-{os.uname().release}")
+    try:
+        verdict = open(stamp).read().strip()
+        if verdict in ("kvm", "tcg"):
+            return verdict
+    except OSError:
+        pass
+    verdict = "kvm" if _kvm_boots(kit) else "tcg"
+    try:
+        with open(stamp, "w") as f:
+            f.write(verdict + "\n")
+    except OSError:
+        pass
+    return verdict
+
+
+class Vm:
+    """A booted VM running one command (see ``boot``)."""
+
+    def __init__(self, proc: subprocess.Popen, out_dir: str, console_path: str, qerr, accel: str,
+                 timeout: float) -> None:
+        self.proc, self.out_dir, self.console_path, self._qerr = proc, out_dir, console_path, qerr
+        self.accel = accel
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.note = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        if self.proc.poll() is None and time.monotonic() > self.deadline:
+            self.note = f"qemu killed after {self.deadline - self.started:.0f}s"
+            self.stop()
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Power the VM off now (SIGTERM to qemu, by PID; SIGKILL if it lingers)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def wait(self) -> Result:
+        """Wait for the command to finish and the VM to power off (or the timeout); stops the VM
+        when interrupted (KeyboardInterrupt is re-raised)."""
+        try:
+            while self.running():
+                try:
+                    self.proc.wait(max(0.1, min(1.0, self.deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
+        except BaseException:
+            self.stop()
+            raise
+        return self.result()
+
+    def result(self) -> Result:
+        seconds = time.monotonic() - self.started
+        try:
+            console = open(self.console_path, errors="replace").read()
+        except OSError:
+            console = ""
+        self._qerr.seek(0)
+        qerr = self._qerr.read().decode(errors="replace") + self.note
+        if qerr.strip():
+            console += "\n[qemu] " + qerr.strip()
+        try:
+            rc: int | None = int(open(os.path.join(self.out_dir, "rc")).read().strip())
+        except (OSError, ValueError):
+            rc = None
+        return Result(rc, console, seconds)
+
+
+def boot(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, str] | None = None,
+         timeout: float = 1800, memory_mb: int = 1024, console_path: str | None = None, cpus: int = 1) -> Vm:
+    """Boot the VM to run ``command`` (a /bin/sh script text) in ``cwd`` inside it; return at once.
+
+    ``out_dir`` (host) is ``/mnt/out`` in the VM, writable: put results there. The kit writes its
+    own files there too (``env``, ``cmd``, ``rc``, and ``console.log`` unless ``console_path``).
+    qemu runs in its own session, so a Ctrl-C at the terminal reaches the caller, who stops it.
     """
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
@@ -262,18 +394,24 @@ def run(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, str
         except FileNotFoundError:
             pass
     path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    full_env = {"PATH": path, "HOME": "/root",
-                "LANG": "C.UTF-8", "LVSBUS_IN_VM": "1", "LVSBUS_VM_CWD": cwd,
-                "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    # bytecode is written inside the VM (to the tmpfs overlay, gone at power-off): without it every
+    # process would compile the sources it imports again, seconds each under TCG
+    full_env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8", "LVSBUS_IN_VM": "1", "LVSBUS_VM_CWD": cwd,
+                "PYTHONDONTWRITEBYTECODE": "", **(env or {})}
     with open(os.path.join(out_dir, "env"), "w") as f:
         for k, v in full_env.items():
             f.write(f"export {k}={shlex.quote(v)}\n")
     with open(os.path.join(out_dir, "cmd"), "w") as f:
         f.write(command + "\n")
     console_path = console_path or os.path.join(out_dir, "console.log")
+    how = accel(kit)
+    if how == "kvm":
+        cpu = ["-accel", "kvm", "-cpu", "host"]
+    else:
+        cpu = ["-accel", "tcg,thread=multi" if cpus > 1 else "tcg", "-cpu", "max"]
     args = [
         qemu, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", str(memory_mb),
+        *cpu, "-smp", str(cpus), "-m", str(memory_mb),
         "-kernel", kit.kernel, "-initrd", kit.initrd,
         "-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init net.ifnames=0 mitigations=off",
         "-serial", f"file:{console_path}",
@@ -282,34 +420,32 @@ def run(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, str
         "-fsdev", f"local,id=out,path={out_dir},security_model=none,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
     ]
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        qerr = p.stderr
-    except subprocess.TimeoutExpired:
-        qerr = f"qemu killed after {timeout}s"
-    seconds = time.monotonic() - t0
-    try:
-        console = open(console_path, errors="replace").read()
-    except OSError:
-        console = ""
-    if qerr.strip():
-        console += "\n[qemu] " + qerr.strip()
-    try:
-        rc: int | None = int(open(os.path.join(out_dir, "rc")).read().strip())
-    except (OSError, ValueError):
-        rc = None
-    return Result(rc, console, seconds)
+    qerr = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=qerr,
+                            start_new_session=True)
+    return Vm(proc, out_dir, console_path, qerr, how, timeout)
+
+
+def run(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, str] | None = None,
+        timeout: float = 1800, memory_mb: int = 1024, console_path: str | None = None, cpus: int = 1) -> Result:
+    """Boot the VM, run ``command`` (a /bin/sh script text) in ``cwd`` inside it, return its status.
+
+    ``out_dir`` (host) is ``/mnt/out`` in the VM, writable: put results there.
+    """
+    return boot(kit, command, out_dir, cwd=cwd, env=env, timeout=timeout, memory_mb=memory_mb,
+                console_path=console_path, cpus=cpus).wait()
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.kernel.kit")
+    ap = argparse.ArgumentParser(prog="python -m lvsbus.kit")
     ap.add_argument("--dir", default=DEFAULT_DIR)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build")
     r = sub.add_parser("run")
     r.add_argument("--out", default=None)
     r.add_argument("--cwd", default=os.getcwd())
+    r.add_argument("--cpus", type=int, default=1)
+    r.add_argument("--memory", type=int, default=1024, help="MiB (default %(default)s)")
     r.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     kit = build(a.dir, log=lambda m: print(m, file=sys.stderr))
@@ -318,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd = a.command[1:] if a.command[:1] == ["--"] else a.command
     out = a.out or tempfile.mkdtemp(prefix="lvsbus-vm-")
-    res = run(kit, shlex.join(cmd), out, cwd=a.cwd)
+    res = run(kit, shlex.join(cmd), out, cwd=a.cwd, cpus=a.cpus, memory_mb=a.memory)
     sys.stdout.write(res.console)
     print(f"\n[kit] rc={res.rc} in {res.seconds:.1f}s (out: {out})", file=sys.stderr)
     return 1 if res.rc is None else res.rc
