@@ -22,11 +22,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="run a demo on this machine (root)",
         description="Demos. `cluster` (default): two LVS routers, three real servers and a client in network "
-        "namespaces; failover after SIGKILL; the incident replayed. `bus`: the recorded bus and its log alone.",
+        "namespaces; the client's requests through IPVS; failover after SIGKILL; the incident replayed. Where this "
+        "kernel has no IPVS, the cluster runs inside a qemu VM (Debian's kernel) unless --no-vm. "
+        "`bus`: the recorded bus and its log alone.",
     )
     p.add_argument("what", nargs="?", default="cluster", choices=("cluster", "bus"))
     p.add_argument("--keep", action="store_true", help="keep the state directory (logs) afterwards")
     p.add_argument("--out", default="demo-out", help="where to write the incident timeline (default %(default)s/)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--vm", action="store_true",
+                       help="cluster: run inside the qemu VM (Debian's kernel, with IPVS) even if this kernel has IPVS; "
+                       "fail if the VM cannot run. Default: the VM only where this kernel has no IPVS")
+    where.add_argument("--no-vm", action="store_true",
+                       help="cluster: never the VM; without IPVS here, show the table lvsd desires instead of the "
+                       "kernel's (no load balancing)")
+    p.add_argument("--quick", action="store_true", help="cluster: skip the replay --verify step (the test suite's run)")
+    p.add_argument("--vm-timeout", type=float, default=1200, help=argparse.SUPPRESS)
+    p.add_argument("--vm-cpus", type=int, default=0, help=argparse.SUPPRESS)  # 0: 2 where the host has 2+
     p.set_defaults(func=cmd_demo)
 
 

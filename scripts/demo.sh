@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything, then run the demo LVS cluster on this machine (root: it builds network namespaces).
+# Install everything, then run the demo LVS cluster (root: it builds network namespaces; where this
+# kernel has no IPVS they live inside a qemu VM with Debian's kernel, see README "The demo").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

@@ -15,7 +15,7 @@ def test_demo_cluster_fails_over_and_writes_the_timeline(tmp_path):
         pytest.skip(reason)
     out = tmp_path / "out"
     p = subprocess.Popen(
-        [sys.executable, "-m", "lvsbus.cli", "demo", "cluster", "--out", str(out)],
+        [sys.executable, "-m", "lvsbus.cli", "demo", "cluster", "--no-vm", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
