@@ -95,7 +95,9 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, dict[int, EventSpec]] = {}
         self._latest: dict[str, EventSpec] = {}
-        self._fast: dict[tuple[str, int], tuple[Callable[[Any], bool], EventSpec]] = {}
+        self._fast: dict[tuple[str, int], tuple[Callable[[Any], bool], EventSpec, bool]] = {}
+        #: type -> (its latest version, that version's compiled check): decode_records' lookup
+        self._fast_latest: dict[str, tuple[int, Callable[[Any], bool]]] = {}
 
     def declare(
         self,
@@ -124,6 +126,8 @@ class Registry:
                 if t == type:
                     self._fast[(t, v)] = (check, older, False)
         self._fast[(type, version)] = (compile_check(struct), spec, spec is self._latest[type])
+        latest = self._latest[type]
+        self._fast_latest[type] = (latest.version, self._fast[(type, latest.version)][0])
         return spec
 
     def latest(self, type: str) -> EventSpec:
@@ -292,7 +296,7 @@ def decode_records(records: list[tuple[int, bytes]], registry: Registry = REGIST
     which upcasts, takes the slow check or names the error. Replay's hot path."""
     out: list[Event] = []
     append = out.append
-    fast_get = registry._fast.get
+    latest_get = registry._fast_latest.get
     unpackb = _unpackb
     new = _event_new
     for seq, body in records:
@@ -310,8 +314,9 @@ def decode_records(records: list[tuple[int, bytes]], registry: Registry = REGIST
                 and mono_ns.__class__ is int and wall_ns.__class__ is int
                 and (cause is None or (cause.__class__ is int and cause >= 1))
             ):
-                fast = fast_get((type_, version))
-                if fast is not None and fast[2] and (fast[0](payload) if validate else payload.__class__ is dict):
+                fast = latest_get(type_)
+                if fast is not None and fast[0] == version and (
+                        fast[1](payload) if validate else payload.__class__ is dict):
                     del raw[0]  # the envelope version: the rest is the Event, in order
                     append(new(Event, raw))
                     continue

@@ -163,7 +163,7 @@ class _Verifier:
         # Core.accepts as written in lvsbus.core depends on (type, source) and, for timer.fired,
         # on the payload's service only: for cores that keep it, its answers are cached by that key
         self.default_accepts = [type(c).accepts is Core.accepts for c in cores]
-        self.plans: dict[tuple, tuple] = {}  # see _plan
+        self.plans: dict[str, dict] = {}  # type -> source (timer: (source, service)) -> _plan
 
     def fail(self, d: Divergence) -> None:
         self.report.divergences.append(d)
@@ -277,10 +277,14 @@ class _Verifier:
         try:
             for ev in evs:
                 t = ev.type
-                key = (t, ev.source, ev.payload.get("service")) if t == "timer.fired" else (t, ev.source)
-                plan = plans.get(key)
+                # plans by type, then by source (and for a timer, the service it is for)
+                by_source = plans.get(t)
+                if by_source is None:
+                    by_source = plans[t] = {}
+                key = (ev.source, ev.payload.get("service")) if t == "timer.fired" else ev.source
+                plan = by_source.get(key)
                 if plan is None:
-                    plan = plans[key] = self._plan(ev)
+                    plan = by_source[key] = self._plan(ev)
                 takers, ask, out, run_start = plan
                 if run_start and not ev.payload["reload"]:
                     self._new_run(ev.seq)
