@@ -65,11 +65,11 @@ def get(vip, timeout):
         s.close()
     return data.decode().split()[-1]
 mode, vip = sys.argv[1], sys.argv[2]
-if mode == "count":  # N requests one after the other: how many each real server answered
+if mode == "count":  # N requests one after the other (TIMEOUT s each): how many each real server answered
     seen = collections.Counter(); errors = 0
     for _ in range(int(sys.argv[3])):
         try:
-            seen[get(vip, 1.0)] += 1
+            seen[get(vip, float(sys.argv[4]))] += 1
         except Exception:
             errors += 1
     print(" ".join(f"{k}={v}" for k, v in sorted(seen.items())) + f" errors={errors}")
@@ -202,7 +202,7 @@ class Demo:
         )
 
     def client(self, n: int) -> str:
-        r = self.topo.run("c", sys.executable, "-c", CLIENT_PY, "count", VIP, str(n), check=False)
+        r = self.topo.run("c", sys.executable, "-c", CLIENT_PY, "count", VIP, str(n), str(self.pace.waits), check=False)
         return r.stdout.strip() or r.stderr.strip()[-200:]
 
     def ping(self) -> bool:
