@@ -253,6 +253,22 @@ GRACEFUL_STAGES = (
 )
 
 
+def table_after_takeover(pair: Pair) -> float | None:
+    """ms from the backup's takeover (pulse.start_lvsd recorded) to lvsd's desired table on it (the
+    applier programs the kernel from that): how long a new active router's IPVS table lags its VIP."""
+    start = None
+    try:
+        for seq, body in LogReader(pair.state("r2") / "log").read(1):
+            ev = decode(body, seq)
+            if ev.type == "pulse.start_lvsd":
+                start = ev.wall_ns
+            elif ev.type == "lvsd.table_desired" and start is not None:
+                return (ev.wall_ns - start) / 1e6
+    except FileNotFoundError:
+        pass
+    return None
+
+
 def graceful_stages(pair: Pair) -> dict[str, float]:
     """ms from the SIGTERM to each stage, from the two routers' logs (one clock: same host)."""
     out: dict[str, float] = {}
@@ -347,9 +363,13 @@ def main() -> int:
                     if kind == "lvsbus" and name == "graceful":
                         for k, v in graceful_stages(pair).items():
                             stages.setdefault(k, []).append(v)
+                    if kind == "lvsbus" and name in ("sigkill", "graceful"):
+                        lag = table_after_takeover(pair)
+                        if lag is not None:
+                            stages.setdefault("table_after_takeover", []).append(lag)
                 pair.stop_all()
-                for label, _r, _p in GRACEFUL_STAGES:  # where the time goes (medians, ms from SIGTERM)
-                    if stages.get(label):
+                for label in [lb for lb, _r, _p in GRACEFUL_STAGES] + ["table_after_takeover"]:
+                    if stages.get(label):  # where the time goes (medians, ms)
                         out(f"{kind}_{name}_stage_{label}_median", f"{statistics.median(stages[label]):.1f}", "ms")
                 if times:
                     medians[(kind, name)] = statistics.median(times)

@@ -6,7 +6,8 @@
       ├── nanny         (when services/nanny exists; always)
       ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
       │                  and the connection sync daemon runs as backup on a backup router)
-      ├── lvsd          (only while pulse is ACTIVE)
+      ├── lvsd          (active only while pulse is ACTIVE; a silent --standby otherwise, told
+      │                  to go on the takeover: no process start nor log fold on that path)
 
 Start: load and validate the config (exit 1 with every error), find which router this host is from
 its addresses, check the heartbeat key file, start the broker and wait until it is ready, publish
@@ -18,9 +19,9 @@ The config in force is the one recorded: every service is started (and restarted
 accepted), and takes its config from that event, not from the file: a broken file whose reload was
 refused stays on disk without reaching a service that restarts later.
 
-lvsd and the applier follow pulse's effect events: the supervisor subscribes to
-``pulse.start_lvsd`` / ``pulse.stop_lvsd`` on the bus and starts or stops those processes itself
-(no extra event type: the effect already is the command, and it is in the log).
+lvsd follows pulse's effect events: the supervisor subscribes to ``pulse.start_lvsd`` /
+``pulse.stop_lvsd`` on the bus and starts (tells its standby to go) or stops it itself (no extra
+event type: the effect already is the command, and it is in the log). See docs/router.md.
 
 Supervision: a child that dies is restarted (the first time at once, then with exponential
 backoff) and ``router.service_restarted`` is published; its state comes back from its snapshot and
@@ -71,7 +72,8 @@ STOP_TIMEOUT = 3.0
 BROKER_READY_TIMEOUT = 15.0
 
 #: services started as children, in order: (name, module, when)
-#: when: "always", "active" (only while pulse is ACTIVE), or "configured" (metrics: when an address is set)
+#: when: "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile), or
+#: "configured" (metrics: when an address is set)
 SERVICES = (
     ("pulse", "services.pulse", "always"),
     ("nanny", "services.nanny", "always"),
@@ -170,6 +172,7 @@ class Child:
         self.name = name
         self.argv = argv
         self.capture = capture
+        self.stdin_pipe = False  # a pipe to the child's stdin (lvsd's standby waits there for "go")
         self.dropper = dropper  # None: the child runs with the supervisor's privileges
         self.proc: subprocess.Popen | None = None
         self.wanted = False
@@ -199,7 +202,7 @@ class Child:
         try:
             self.proc = subprocess.Popen(
                 self.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL,
                 stderr=subprocess.PIPE if self.capture else None,
                 preexec_fn=self._preexec,
                 close_fds=True,
@@ -216,6 +219,17 @@ class Child:
             return
         log.info("service_started", service=self.name, pid=self.proc.pid,
                  capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
+
+    def tell(self, line: bytes) -> bool:
+        """Write a line to the child's stdin pipe; False when it cannot be (no pipe, or it died)."""
+        if not self.alive() or self.proc.stdin is None:  # type: ignore[union-attr]
+            return False
+        try:
+            self.proc.stdin.write(line)  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -279,6 +293,8 @@ class Router:
         self._flags: set[str] = set()
         self._wake_r = self._wake_w = -1
         self.active = False  # pulse said start_lvsd (and not stop_lvsd since)
+        self.lvsd_standby = False  # the lvsd process running is a --standby, waiting for "go"
+        self.stopping = False
         self.exit_code = 0
 
     # -- start -------------------------------------------------------------------------------
@@ -406,6 +422,22 @@ class Router:
                 "--config", os.path.abspath(self.config_path), "--run-start-seq", str(self.run_start_seq),
                 "--config-seq", str(self.config_seq)]
 
+    def _lvsd_argv(self, standby: bool) -> list[str]:
+        return self._service_argv("services.lvsd") + (["--standby"] if standby else [])
+
+    def _start_lvsd(self, standby: bool) -> None:
+        """lvsd, active, or as a standby: a process that has started, recovered and follows the bus
+        without publishing, so a takeover starts it with a line on its stdin (no process start, no
+        log to fold: ~0.3 s saved on this machine, more the longer the router ran as the backup)."""
+        c = self.children.get("lvsd")
+        if c is None:
+            return
+        c.argv = self._lvsd_argv(standby)
+        c.stdin_pipe = standby
+        c.restarts.clear()
+        c.start()
+        self.lvsd_standby = standby
+
     def _service_child(self, name: str, module: str) -> Child:
         return Child(name, self._service_argv(module), dropper=self._dropper(name))
 
@@ -442,6 +474,8 @@ class Router:
             self.children[name] = child
             if when == "always" or (when == "configured" and self.loaded.config.metrics_address):
                 child.start()
+            elif when == "active" and name == "lvsd":
+                self._start_lvsd(standby=True)
         sd_notify(f"READY=1\nSTATUS=router {self.local}, run from seq {self.run_start_seq}\nMAINPID={os.getpid()}")
         log.info("router_ready", router=self.local, run_start_seq=self.run_start_seq,
                  services=[n for n, c in self.children.items() if c.wanted])
@@ -508,21 +542,23 @@ class Router:
     def _on_event(self, ev) -> None:
         if ev.type == "pulse.start_lvsd":
             self.active = True
-            for name in ("lvsd",):
-                c = self.children.get(name)
-                if c is None:
-                    continue
+            c = self.children.get("lvsd")
+            if c is not None:
                 if c.alive() and c.kill_at is not None:  # still stopping from a step-down just before
                     c.stop()
-                if not c.alive():
-                    c.restarts.clear()
-                    c.start()
+                if self.lvsd_standby and c.kill_at is None and c.tell(b"go\n"):
+                    c.argv = self._lvsd_argv(standby=False)  # a crash from now on restarts it active
+                    c.stdin_pipe = False
+                    c.wanted = True
+                    self.lvsd_standby = False
+                    log.info("lvsd_standby_started", pid=c.pid, seq=ev.seq)
+                elif not c.alive():
+                    self._start_lvsd(standby=False)
         elif ev.type == "pulse.stop_lvsd":
             self.active = False
-            for name in ("lvsd",):
-                c = self.children.get(name)
-                if c is not None:
-                    c.terminate()
+            c = self.children.get("lvsd")
+            if c is not None:
+                c.terminate()  # a new standby is started once it is gone (_supervise)
         elif ev.type == "router.role_changed":
             p = ev.payload
             log.info("role_changed", seq=ev.seq, old=p["old"], new=p["new"], reason=p["reason"])
@@ -531,6 +567,10 @@ class Router:
     def _supervise(self) -> bool:
         """Restart dead children; False when a restart loop made the router step down."""
         now = time.monotonic()
+        c = self.children.get("lvsd")
+        if (c is not None and not self.active and not self.stopping and not c.wanted and not c.alive()
+                and c.kill_at is None):
+            self._start_lvsd(standby=True)  # the backup's lvsd, ready for the next takeover
         for c in self._all_children():
             c.reap(now)
             if not c.wanted:
@@ -608,7 +648,7 @@ class Router:
         for name, module, _when in SERVICES:  # every later (re)start of a service uses this config
             c = self.children.get(name)
             if c is not None:
-                c.argv = self._service_argv(module)
+                c.argv = self._lvsd_argv(self.lvsd_standby) if name == "lvsd" else self._service_argv(module)
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
         self._follow_metrics(old.config, new.config)
         self._refresh_privileges(new.config)
@@ -631,6 +671,7 @@ class Router:
     # -- stop --------------------------------------------------------------------------------
 
     def _shutdown(self, reason: str, graceful: bool) -> None:
+        self.stopping = True
         log.info("shutdown_requested", reason=reason, graceful=graceful)
         sd_notify("STOPPING=1")
         for c in self.children.values():

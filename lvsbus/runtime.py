@@ -98,10 +98,17 @@ class ServiceRuntime:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, on_start: Callable[[], Any] | None = None) -> None:
+    async def run(self, stop: asyncio.Event, on_start: Callable[[], Any] | None = None,
+                  go: asyncio.Event | None = None) -> None:
+        """Recover, then follow the bus. With ``go`` (a standby, see ``_standby``): fold the inputs
+        as they come, publishing and executing nothing, until ``go`` is set; then start as a
+        service that just recovered from the log would."""
         from_seq = self.recover()
         self.client = AsyncBusClient(self.dirs.run, self.core.name, subs=self.subs, log_dir=self.dirs.log, from_seq=from_seq)
         await self.client.start()
+        if go is not None and not await self._standby(stop, go):
+            self.client.close()
+            return
         if on_start is not None:
             r = on_start()
             if inspect.isawaitable(r):
@@ -127,6 +134,34 @@ class ServiceRuntime:
                 self._timer.cancel()
             self.save_snapshot()
             self.client.close()
+
+    async def _standby(self, stop: asyncio.Event, go: asyncio.Event) -> bool:
+        """A standby: the core follows the bus (its state current, its answers kept in
+        ``_pending``, no timer armed), so that starting it takes no log to fold: what ``recover``
+        would read at start is folded already. Nothing is published or executed, so the log is the
+        same as if the service had started at ``go`` and recovered from it. False: stopped first."""
+        waiter = asyncio.ensure_future(go.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        log.info("standby", service=self.core.name, last_seq=self.last_seq)
+        try:
+            while not go.is_set() and not stop.is_set():
+                recv = asyncio.ensure_future(self.client.recv_batch(1.0))  # type: ignore[union-attr]
+                done, _ = await asyncio.wait({recv, waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    continue
+                for ev in recv.result():
+                    effects = self._feed(ev)
+                    if effects:
+                        self._pending.append((ev, effects))
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if go.is_set() and not stop.is_set():
+            log.info("standby_go", service=self.core.name, last_seq=self.last_seq, answers_owed=len(self._pending))
+            return True
+        self.save_snapshot()
+        return False
 
     async def _handle(self, ev: Event) -> None:
         effects = self._feed(ev)

@@ -218,7 +218,7 @@ def test_sigkill_of_the_active_router_fails_over(topo, cluster, tmp_path):
     topo.run("r1", "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)
     took = c.wait_answer("r2", timeout=DEADTIME * 8)
     elapsed = time.monotonic() - t0
-    assert c.role("r2") == "ACTIVE"
+    c.wait(lambda: c.role("r2") == "ACTIVE", 3.0, "r2 ACTIVE in its log")  # effects run as published
     assert topo.neigh_mac("c", VIP) == router_mac(2, 1)
     assert elapsed < DEADTIME * 4, f"failover took {elapsed:.3f} s"
 
@@ -237,7 +237,10 @@ def test_sigkill_of_the_active_router_fails_over(topo, cluster, tmp_path):
     change = [e for e in evs if e.type == "router.role_changed" and e.payload["new"] == "ACTIVE"][-1]
     assert change.payload["reason"] == "peer_dead" and change.payload["peer"] == "r1"
     if (ROOT / "services" / "lvsd" / "__main__.py").exists():  # the supervisor follows pulse.start_lvsd
-        c.wait(lambda: c.started("r2", "lvsd"), 5.0, "lvsd started on r2")
+        c.wait(lambda: c.events("r2", ("lvsd.started",)), 5.0, "lvsd started on r2")
+        # the backup's standby lvsd was told to go: no new process on the takeover's path
+        assert c.started("r2", "lvsd") == 1
+        assert any(l.get("event") == "lvsd_standby_started" for l in c.err_lines("r2"))
     caused = {e.type for e in evs if e.cause == change.cause}
     c.wait(lambda: "INSTANCE r2 MASTER 100" in notes.read_text(), 3.0, "r2's notify MASTER")
     assert "INSTANCE r1 MASTER 200" in notes.read_text() and "INSTANCE r2 BACKUP 100" in notes.read_text()
@@ -259,6 +262,7 @@ def test_graceful_stop_hands_over_well_under_deadtime(topo, cluster):
     assert handover < DEADTIME / 2, f"handover took {handover:.3f} s"
     assert not topo.has_address("r1", VIP)
     c.wait_answer("r2")
+    c.wait(lambda: c.events("r2", ("pulse.peer_dead",)), 3.0, "r2's peer_dead in its log")
     left = [e for e in c.events("r2", ("pulse.peer_dead",))]
     assert left and left[-1].payload["cause"] == "left"
     r1 = c.events("r1", ("router.shutdown_requested", "router.role_changed"))
@@ -276,7 +280,8 @@ def test_private_link_cut_degrades_and_never_fails_over(topo, cluster):
     d = c.events("r2", ("pulse.link_degraded",))[-1].payload
     assert d["peer"] == "r1" and d["link"] == "private"
     assert c.probe(1.0) == "r1"
-    assert c.started("r2", "lvsd") == 0  # lvsd runs only on the active router
+    # lvsd is active only on the active router: the backup keeps a standby that publishes nothing
+    assert c.started("r2", "lvsd") == 1 and not c.events("r2", ("lvsd.started", "lvsd.table_desired"))
     topo.heal("r1", "private")
     c.wait(lambda: c.events("r2", ("pulse.link_restored",)), 3.0, "link_restored on r2")
 
