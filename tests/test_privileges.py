@@ -400,8 +400,7 @@ address = "192.168.1.1"
 
 
 @pytest.mark.skipif(os.environ.get("LVSBUS_IN_VM") != "1",
-                    reason="needs a kernel with IPVS: runs inside the kernel tier's VM "
-                    "(LVSBUS_KERNEL_TESTS='tests/kernel tests/test_privileges.py::test_applier_with_net_admin_only_in_the_vm')")
+                    reason="needs a kernel with IPVS: runs inside the kernel tier's VM (tests/kernel/test_host_tier.py)")
 def test_applier_with_net_admin_only_in_the_vm(tmp_path):
     """The applier under the router's drop (CAP_NET_ADMIN, nothing else, no_new_privs) dumps,
     reconciles and runs the sync daemon on a real IPVS; without CAP_NET_ADMIN IPVS refuses it."""
