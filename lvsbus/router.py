@@ -546,13 +546,17 @@ class Router:
             if c is not None:
                 if c.alive() and c.kill_at is not None:  # still stopping from a step-down just before
                     c.stop()
-                if self.lvsd_standby and c.kill_at is None and c.tell(b"go\n"):
-                    c.argv = self._lvsd_argv(standby=False)  # a crash from now on restarts it active
-                    c.stdin_pipe = False
-                    c.wanted = True
-                    self.lvsd_standby = False
-                    log.info("lvsd_standby_started", pid=c.pid, seq=ev.seq)
-                elif not c.alive():
+                if self.lvsd_standby and c.kill_at is None and c.alive():
+                    if c.tell(b"go\n"):
+                        c.argv = self._lvsd_argv(standby=False)  # a crash from now on restarts it active
+                        c.stdin_pipe = False
+                        c.wanted = True
+                        self.lvsd_standby = False
+                        log.info("lvsd_standby_started", pid=c.pid, seq=ev.seq)
+                        return
+                    log.warning("lvsd_standby_unreachable", pid=c.pid)  # its stdin is gone: an active one instead
+                    c.stop()
+                if not c.alive():
                     self._start_lvsd(standby=False)
         elif ev.type == "pulse.stop_lvsd":
             self.active = False

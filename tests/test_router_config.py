@@ -102,6 +102,66 @@ def test_reload_moves_every_services_config_seq_only_when_accepted_and_recorded(
     assert {_config_seq(c) for c in r.children.values()} == {r.client.seq}
 
 
+class FakeLvsd(Child):
+    """lvsd's child without a process: what the supervisor asks of it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__("lvsd", argv)
+        self.up = False
+        self.starts: list[list[str]] = []
+        self.told: list[bytes] = []
+        self.reachable = True
+
+    def alive(self) -> bool:
+        return self.up
+
+    def start(self) -> None:
+        self.wanted, self.up = True, True
+        self.starts.append(list(self.argv))
+
+    def tell(self, line: bytes) -> bool:
+        if self.up and self.reachable:
+            self.told.append(line)
+            return True
+        return False
+
+    def stop(self, timeout: float = 0) -> None:
+        self.wanted, self.up, self.kill_at = False, False, None
+
+    def terminate(self) -> None:  # and it exits at once
+        self.stop()
+
+
+def test_the_backup_keeps_a_standby_lvsd_that_a_takeover_tells_to_go(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(netutil, "local_addresses", lambda: {"127.0.0.1"})
+    path = tmp_path / "lvs.toml"
+    path.write_text(CONFIG.format(key=write_key(tmp_path / "hb.key"), garp=3))
+    r = Router(str(path), str(tmp_path / "s"))
+    assert r.prepare() == 0
+    r.client = FakeClient()
+    r.run_start_seq = r.config_seq = 40
+    lvsd = r.children["lvsd"] = FakeLvsd(r._service_argv("services.lvsd"))
+    ev = lambda t: SimpleNamespace(type=t, seq=50, payload={})  # noqa: E731
+
+    r._start_lvsd(standby=True)  # as run() does: the router starts as a backup
+    assert lvsd.starts[-1][-1] == "--standby" and lvsd.stdin_pipe and r.lvsd_standby
+    r._on_event(ev("pulse.start_lvsd"))  # the takeover: no new process, a line on its stdin
+    assert lvsd.told == [b"go\n"] and len(lvsd.starts) == 1 and not r.lvsd_standby
+    assert "--standby" not in lvsd.argv  # a crash from now on restarts it active
+    r._on_event(ev("pulse.stop_lvsd"))  # stepping down: it stops, and a new standby follows
+    assert not lvsd.alive()
+    assert r._supervise()
+    assert len(lvsd.starts) == 2 and lvsd.starts[-1][-1] == "--standby" and r.lvsd_standby
+    lvsd.reachable = False  # a standby that cannot be told: stopped, and an active one started
+    r._on_event(ev("pulse.start_lvsd"))
+    assert len(lvsd.starts) == 3 and "--standby" not in lvsd.starts[-1] and not r.lvsd_standby
+    r.stopping = True  # no standby while the router stops
+    r._on_event(ev("pulse.stop_lvsd"))
+    assert r._supervise() and len(lvsd.starts) == 3
+
+
 # -- a real router in a namespace -------------------------------------------------------------
 
 METRICS_1, METRICS_2 = 9539, 9541
