@@ -77,7 +77,7 @@ INCIDENTS = sorted(d.name for d in GOLDEN_DIR.iterdir() if d.is_dir())
 
 def test_every_simulated_golden_scenario_is_committed():
     assert set(GOLDEN) <= set(INCIDENTS)
-    assert {"real_sigkill_failover", "real_partition_heals", "real_pulse_restart"} <= set(INCIDENTS)
+    assert {"real_sigkill_failover", "real_partition_heals", "real_pulse_restart", "real_flapping_server"} <= set(INCIDENTS)
 
 
 @pytest.mark.parametrize("name", INCIDENTS)

@@ -503,3 +503,49 @@ def test_broker_killed_under_a_running_router_is_restarted(topo, cluster):
     assert c.roles() == {"r1": "ACTIVE", "r2": "BACKUP"}
     assert topo.has_address("r1", VIP) and not topo.has_address("r2", VIP)
     assert c.probe(1.0) == "r1"
+
+
+def test_a_real_server_flapping_leaves_and_rejoins_the_table(netns_module, tmp_path):
+    """A real server's echo service stops and starts twice under a running router pair: nanny on
+    each router sees it DOWN and UP again, and the active router's lvsd takes it out of the desired
+    table and puts it back; both logs replay identically. (Its logs are the golden incident
+    ``real_flapping_server``: tests/fixtures/logs/README.md.)"""
+    t = netns_module(routers=2, servers=1)
+    for r in t.routers:
+        t.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    c = Cluster(t, tmp_path)
+    c.config.write_text(c.config.read_text().replace(
+        '[virtual.echo.check]\nkind = "udp"', '[virtual.echo.check]\nkind = "udp"\ninterval = 0.2\ntimeout = 0.2\nrise = 2\nfall = 2'))
+    server = None
+
+    def serve() -> subprocess.Popen:
+        return t.popen("s1", [sys.executable, "-c", RESPONDER, "s1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def health(r: str) -> list[str]:
+        return [e.type.rsplit("_", 1)[1] for e in c.events(r, ("health.real_server_up", "health.real_server_down"))]
+
+    try:
+        server = serve()
+        c.start()
+        c.wait_steady("r1")
+        c.wait(lambda: health("r1")[-1:] == ["up"], 5.0, "s1 UP on r1")
+        for flap in range(2):
+            server.kill()  # by PID: the responder this test started
+            server.wait(5)
+            c.wait(lambda: health("r1")[-1:] == ["down"], 5.0, f"s1 DOWN on r1 (flap {flap})")
+            server = serve()
+            c.wait(lambda: health("r1")[-1:] == ["up"], 5.0, f"s1 UP on r1 (flap {flap})")
+        c.wait(lambda: health("r2")[-4:] == ["down", "up", "down", "up"], 5.0, "the same story on r2")
+        deltas = [(op["op"], e.payload["reason"]) for e in c.events("r1", ("lvsd.table_delta",)) for op in e.payload["ops"]]
+        assert [op for op, _ in deltas[-4:]] == ["del_dest", "add_dest", "del_dest", "add_dest"], deltas
+        assert not c.events("r2", ("lvsd.table_delta", "lvsd.table_desired"))  # the backup's lvsd is a standby
+    finally:
+        c.stop()
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait(5)
+    from tools.replay import verify
+
+    for r in t.routers:
+        rep = verify(str(c.state(r) / "log"))
+        assert rep.ok, rep.format()

@@ -179,9 +179,19 @@ class _Udp(asyncio.DatagramProtocol):
 
 async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Udp, remote_addr=(address, port))
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        transport.sendto((chk.payload or chk.send).encode())
+        sock.setblocking(False)
+        sock.connect((address, port))
+        # sent by the socket itself: asyncio's transport silently drops an empty datagram, and with
+        # no payload configured every check timed out (found by a real router pair in namespaces)
+        sock.send((chk.payload or chk.send).encode())
+    except OSError:
+        sock.close()
+        raise
+    transport, proto = await loop.create_datagram_endpoint(_Udp, sock=sock)
+    try:
         data = await proto.reply
         return (True, "ok") if m(data) else (False, "no_match")
     finally:
