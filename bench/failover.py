@@ -109,6 +109,7 @@ class Prober:
         self._drain()
         last = time.monotonic()
         worst = 0.0
+        self.worst_at = time.time_ns()  # wall clock when the longest gap began (to compare with logs)
         seen: list[str] = []
         end = last + duration
         while time.monotonic() < end:
@@ -121,7 +122,9 @@ class Prober:
             names = self._drain()
             now = time.monotonic()
             if names:
-                worst = max(worst, now - last)
+                if now - last > worst:
+                    worst = now - last
+                    self.worst_at = time.time_ns() - int(worst * 1e9)
                 last = now
                 seen.extend(names)
                 if stop_when and stop_when(names):
@@ -240,6 +243,8 @@ def scenario(pair: Pair, prober: Prober, name: str, every: float) -> float | Non
             return None
         pair.start("r1")
         gap, seen = prober.gaps(15.0, every, stop_when=lambda names: "r1" in names)
+        if os.environ.get("LVSBUS_BENCH_DEBUG"):
+            print(f"# takeback gap {gap * 1000:.1f} ms began at wall {prober.worst_at}", file=sys.stderr)
         return gap if "r1" in seen else None
     raise ValueError(name)
 
