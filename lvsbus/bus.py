@@ -751,6 +751,10 @@ def _dealer(ctx: zmq.Context, connect: str, rcvhwm: int, curve: tuple[bytes, byt
     sock.setsockopt(zmq.LINGER, 1000)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.SNDHWM, 100_000)
+    if connect.startswith("ipc://"):
+        # a restarted broker is reconnected to within 10 ms, not zmq's default 100: timers go
+        # through the bus, so the reconnection is part of pulse's pause during a broker restart
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
     if curve is not None:
         sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
     sock.connect(connect)
