@@ -610,7 +610,7 @@ def add_commands(subparsers) -> None:
                         "config.loaded, as lvsbus.runtime does with its run start seq)")
     p.add_argument("--strict", action="store_true",
                    help="--verify: also check every payload against its schema (the broker did when it wrote "
-                        "the record; a record's CRC is always checked; ~25%% slower)")
+                        "the record; a record's CRC is always checked; ~17%% slower)")
     p.add_argument("--from-snapshot", metavar="DIR", help="--verify: a log cut by retention starts from these snapshots")
     p.set_defaults(func=_cmd_replay)
 
