@@ -283,10 +283,12 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
         c.wait(lambda: c.role("r2") == "ACTIVE", 3.0, "r2 ACTIVE in its log")
         assert topo.has_address("r2", "10.99.1.50")
         from tests.netns import router_mac
+        from tests.test_router_netns import _capture
 
         mac = bytes.fromhex(router_mac(2, 1).replace(":", ""))
         vip = socket.inet_aton("10.99.1.50")
-        frames = _capture(arp, lambda f: f[6:12] == mac and f[12:14] == b"\x08\x06" and f[28:32] == vip == f[38:42])
+        frames = _capture(arp, lambda f: f[6:12] == mac and f[12:14] == b"\x08\x06" and f[28:32] == vip == f[38:42],
+                          enough=lambda got: len({struct.unpack("!H", g[20:22])[0] for g in got}) == 2)
         assert sorted({struct.unpack("!H", f[20:22])[0] for f in frames}) == [1, 2]  # request and reply
     finally:
         arp.close()
@@ -298,21 +300,6 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
     for service in SERVICES + ("lvsd",):
         _assert_kept(c, "r2", service, KEPT[service])
     c.wait(lambda: "r2 MASTER" in notes.read_text(), 5.0, "r2's notify")
-
-
-def _capture(sock, want, timeout: float = 3.0) -> list[bytes]:
-    sock.settimeout(0.2)
-    got, end = [], time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            f = sock.recv(2048)
-        except socket.timeout:
-            continue
-        if want(f):
-            got.append(f)
-            if len({struct.unpack("!H", g[20:22])[0] for g in got}) == 2:
-                break
-    return got
 
 
 @pytest.mark.netns

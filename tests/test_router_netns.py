@@ -424,7 +424,8 @@ def test_sighup_reload_refuses_a_broken_file_and_applies_a_good_one(topo, cluste
     assert f":{PORT} " not in topo.run("r1", "ss", "-uln").stdout
 
 
-def _capture(sock, want, timeout: float = 3.0) -> list[bytes]:
+def _capture(sock, want, timeout: float = 3.0, enough=None) -> list[bytes]:
+    """The frames ``want`` takes, read for ``timeout`` s (or until ``enough(frames)``)."""
     sock.settimeout(0.2)
     got, end = [], time.monotonic() + timeout
     while time.monotonic() < end:
@@ -434,6 +435,8 @@ def _capture(sock, want, timeout: float = 3.0) -> list[bytes]:
             continue
         if want(frame):
             got.append(frame)
+            if enough is not None and enough(got):
+                break
     return got
 
 
