@@ -56,7 +56,7 @@ import structlog
 import zmq
 
 from . import catalog  # noqa: F401  (fills the registry)
-from .events import REGISTRY, DecodeError, Event, decode, matches
+from .events import REGISTRY, DecodeError, Event, decode, decode_records, matches
 from .log import Durability, EventLog, LogReader, LogWriteError, frame, parse_frames
 
 log = structlog.get_logger("lvsbus.bus")
@@ -680,11 +680,13 @@ class _ClientCore:
             out: list[Event] = []
             if self.gap_from is not None and records:
                 out.extend(self._catch_up(records[0][0] - 1))
-            for seq, body in records:
-                if seq > self.last_delivered:
-                    ev = decode(body, seq)
-                    out.append(ev)
-                    self.last_delivered = seq
+            fresh = [r for r in records if r[0] > self.last_delivered]
+            evs, bad = decode_records(fresh)
+            out.extend(evs)
+            if evs:
+                self.last_delivered = evs[-1].seq
+            if bad is not None:
+                raise bad[1]
             return out, False
         if kind == b"T":
             epoch, last = _unpack(frames[1])

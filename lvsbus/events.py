@@ -25,7 +25,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import msgpack
 
@@ -244,27 +244,27 @@ def decode(body: bytes, seq: int | None = None, registry: Registry = REGISTRY, u
     each record's CRC is checked on read) that has measured the check too dear (replay, ~20% of its
     time). Such a reader must check the payload itself where it matters (``Registry.validate``).
 
-    The hot path of replay (every record goes through here): the envelope is checked in one
-    expression, the payload by the compiled check of its (type, version), and the error messages
-    are built only for a record that fails (``_envelope_error``, ``Registry._validate_slow``).
+    One record through ``decode_records`` (the checks are written once, there).
     """
+    evs, bad = decode_records(((seq, body),), registry, validate, upcast)
+    if bad is not None:
+        raise bad[1]
+    return evs[0]
+
+
+def _decode_one(body: bytes, seq: int | None, registry: Registry, upcast: bool, validate: bool) -> Event:
+    """``decode_records``' careful path for one record: garbage and bad envelopes named, another
+    version than the latest upcast, a payload the compiled check leaves to the catalog's validator."""
     try:
         raw = _unpackb(body)
     except Exception as exc:  # msgpack raises several types for garbage
         raise DecodeError("malformed", f"not msgpack: {type(exc).__name__}: {_clip(exc)}") from None
     if raw.__class__ is not list or len(raw) != 10:
         raise DecodeError("malformed", "an envelope is a 10-item array")
-    ev, rseq, node, source, type_, version, mono_ns, wall_ns, cause, payload = raw
-    if not (
-        ev.__class__ is int and ev == ENVELOPE_VERSION
-        and rseq.__class__ is int and rseq >= 1 and (seq is None or rseq == seq)
-        and node.__class__ is str and 0 < len(node) <= MAX_NAME
-        and source.__class__ is str and 0 < len(source) <= MAX_NAME
-        and type_.__class__ is str and version.__class__ is int
-        and mono_ns.__class__ is int and wall_ns.__class__ is int
-        and (cause is None or (cause.__class__ is int and cause >= 1))
-    ):
-        raise _envelope_error(raw, seq)
+    problem = _envelope_problem(raw, seq)
+    if problem is not None:
+        raise problem
+    _, rseq, node, source, type_, version, mono_ns, wall_ns, cause, payload = raw
     fast = registry._fast.get((type_, version))
     if fast is None:  # an unknown type or version: raises
         registry._validate_slow(type_, version, payload)
@@ -287,13 +287,15 @@ _unpackb = msgpack.unpackb
 _event_new = tuple.__new__
 
 
-def decode_records(records: list[tuple[int, bytes]], registry: Registry = REGISTRY,
-                   validate: bool = True) -> tuple[list[Event], tuple[int, DecodeError] | None]:
-    """``decode`` over ``(seq, body)`` records (as ``LogReader.read_batches`` gives them) in one
-    loop: the events up to the first record that does not decode, and that record's (seq, error),
-    or None. The same checks as ``decode``, inlined for the common record (the latest version of
-    its type, a payload the compiled check takes); anything else goes through ``decode`` itself,
-    which upcasts, takes the slow check or names the error. Replay's hot path."""
+def decode_records(records: Iterable[tuple[int | None, bytes]], registry: Registry = REGISTRY,
+                   validate: bool = True, upcast: bool = True) -> tuple[list[Event], tuple[int | None, DecodeError] | None]:
+    """Decode ``(seq, body)`` records (as ``LogReader.read_batches`` gives them) in one loop: the
+    events up to the first record that does not decode, and that record's (seq, error), or None.
+
+    The common record (the latest version of its type, its envelope right, a payload the compiled
+    check takes) is decoded inline: the envelope checked in one expression, no error message built.
+    Anything else goes through ``_decode_one``, which upcasts, takes the catalog's validator or
+    names the error. The hot path of replay and of the bus clients."""
     out: list[Event] = []
     append = out.append
     latest_get = registry._fast_latest.get
@@ -307,7 +309,7 @@ def decode_records(records: list[tuple[int, bytes]], registry: Registry = REGIST
         if raw.__class__ is list and len(raw) == 10:
             ev, rseq, node, source, type_, version, mono_ns, wall_ns, cause, payload = raw
             if (
-                ev.__class__ is int and ev == ENVELOPE_VERSION and rseq.__class__ is int and rseq == seq
+                ev.__class__ is int and ev == ENVELOPE_VERSION and rseq.__class__ is int and rseq == seq and rseq >= 1
                 and node.__class__ is str and 0 < len(node) <= MAX_NAME
                 and source.__class__ is str and 0 < len(source) <= MAX_NAME
                 and type_.__class__ is str and version.__class__ is int
@@ -321,14 +323,14 @@ def decode_records(records: list[tuple[int, bytes]], registry: Registry = REGIST
                     append(new(Event, raw))
                     continue
         try:
-            append(decode(body, seq, registry, validate=validate))
+            append(_decode_one(body, seq, registry, upcast, validate))
         except DecodeError as exc:
             return out, (seq, exc)
     return out, None
 
 
-def _envelope_error(raw: list, seq: int | None) -> DecodeError:
-    """The DecodeError for an envelope that ``decode``'s one-expression check refused."""
+def _envelope_problem(raw: list, seq: int | None) -> DecodeError | None:
+    """What is wrong with an envelope (a 10-item list), checked one field at a time; None: nothing."""
     ev, rseq, node, source, type_, version, mono_ns, wall_ns, cause, _ = raw
     if type(ev) is not int or ev != ENVELOPE_VERSION:
         return DecodeError("unknown_envelope", f"envelope version {_clip(ev)!r}, this code reads {ENVELOPE_VERSION}")
@@ -344,7 +346,9 @@ def _envelope_error(raw: list, seq: int | None) -> DecodeError:
         return DecodeError("malformed", "type must be a string and version an integer")
     if type(mono_ns) is not int or type(wall_ns) is not int:
         return DecodeError("malformed", "timestamps must be integers (ns)")
-    return DecodeError("malformed", f"bad cause {_clip(cause)!r}")
+    if cause is not None and (type(cause) is not int or cause < 1):
+        return DecodeError("malformed", f"bad cause {_clip(cause)!r}")
+    return None
 
 
 def iter_types(events: Iterator[Event], prefixes: tuple[str, ...]) -> Iterator[Event]:

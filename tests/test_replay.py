@@ -20,7 +20,7 @@ from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import SnapshotStore
 from lvsbus.schema import compile_check
-from tools.replay import FAST_REGISTRY, make_cores, verify, what_if
+from tools.replay import make_cores, verify, what_if
 from tools.simulate import GOLDEN, S, Cluster, Fault, make_config
 from tools.timeline import Filters, read_events, render_html, render_text, timeline
 
@@ -314,14 +314,36 @@ def test_compiled_checks_agree_with_the_catalog():
     assert checked > 2000
 
 
-def test_fast_registry_decodes_like_decode():
-    for seq, body in records(golden_logs("real_server_flap")[0]):
-        assert decode(body, seq, registry=FAST_REGISTRY) == decode(body, seq)
-    raw = msgpack.unpackb(records(golden_logs("real_server_flap")[0])[5][1], raw=False)
-    raw[9] = {"nonsense": 1}
-    with pytest.raises(DecodeError) as exc:
-        decode(msgpack.packb(raw), raw[1], registry=FAST_REGISTRY)
-    assert exc.value.reason == "bad_payload"
+def test_decode_records_decodes_like_the_careful_path_and_refuses_the_same():
+    """decode_records' inline path against _decode_one (field by field) on every golden record, in
+    both modes; and the records each refuses."""
+    from lvsbus.events import _decode_one, decode_records
+
+    n = 0
+    for name in INCIDENTS:
+        for log in golden_logs(name):
+            recs = records(log)
+            for validate in (True, False):
+                evs, bad = decode_records(recs, validate=validate)
+                assert bad is None and len(evs) == len(recs)
+                assert evs == [_decode_one(body, seq, REGISTRY, True, validate) for seq, body in recs]
+            n += len(recs)
+    assert n > 2000
+    seq, body = records(golden_logs("real_server_flap")[0])[5]
+    raw = msgpack.unpackb(body, raw=False)
+    bad_payload = raw[:9] + [{"nonsense": 1}]
+    for rec, reason in (((seq, msgpack.packb(bad_payload)), "bad_payload"), ((seq, b"\xc1"), "malformed"),
+                        ((seq + 1, body), "seq_mismatch"), ((seq, msgpack.packb(raw[:9])), "malformed")):
+        evs, bad = decode_records([(seq - 1, records(golden_logs("real_server_flap")[0])[4][1]), rec])
+        assert len(evs) == 1 and bad[0] == rec[0] and bad[1].reason == reason, (reason, bad)
+        with pytest.raises(DecodeError) as exc:
+            decode(rec[1], rec[0])
+        assert exc.value.reason == reason
+    # trusted: a payload of the wrong shape passes (the broker validated it), a non-dict does not
+    evs, bad = decode_records([(seq, msgpack.packb(bad_payload))], validate=False)
+    assert bad is None and evs[0].payload == {"nonsense": 1}
+    evs, bad = decode_records([(seq, msgpack.packb(raw[:9] + [[1]]))], validate=False)
+    assert bad is not None and bad[1].reason == "bad_payload"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,10 +71,6 @@ def make_cores(names: Iterable[str] | None = None) -> list[Core]:
     return [cls() for n, cls in cores.items() if names is None or n in names]
 
 
-# payload validation is lvsbus.events' (compiled checks, lvsbus.schema.compile_check)
-FAST_REGISTRY = REGISTRY  # kept for callers and tests written against the old name
-
-
 # ---------------------------------------------------------------------------------------------
 # verify
 
