@@ -482,3 +482,31 @@ def test_records_before_an_undecodable_one_are_checked_first(tmp_path):
 
     rep = verify(rewrite(src, tmp_path / "log", change))
     assert rep.divergences[0].seq == take.seq  # the first one, though both are in one read batch
+
+
+def test_cores_with_their_own_accepts_and_is_output_are_asked_each_time():
+    """A core may refine ``accepts`` / ``is_output`` beyond (type, source): replay's plans then ask
+    it for every event. The same pulse, its methods overridden (as a new core might), verifies the
+    same log with the same counts; one that refuses the heartbeats then diverges."""
+    from services.pulse.core import PulseCore
+
+    class Asked(PulseCore):
+        calls = 0
+
+        def accepts(self, event):
+            Asked.calls += 1
+            return super().accepts(event)
+
+        def is_output(self, event):
+            return super().is_output(event)
+
+    class Deaf(Asked):
+        def accepts(self, event):
+            return event.type != "pulse.heartbeat_received" and super().accepts(event)
+
+    log = golden_logs("partition_heals")[0]
+    plain = verify(log, cores=make_cores(["pulse"]))
+    asked = verify(log, cores=[Asked()])
+    assert plain.ok and asked.ok, asked.format()
+    assert (asked.inputs, asked.outputs) == (plain.inputs, plain.outputs) and Asked.calls >= asked.events
+    assert not verify(log, cores=[Deaf()]).ok

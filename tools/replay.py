@@ -245,16 +245,16 @@ class _Verifier:
     def _plan(self, ev: Event) -> tuple:
         """What the loop does with events like ``ev`` (same type and source, and for a
         ``timer.fired`` the same service: all that ``Core.accepts`` and ``Core.is_output`` look at):
-        (cores that take it as input, cores whose ``accepts`` must still be asked, the index of
-        the core it is an output of or None, whether it may start a router run)."""
-        takers = tuple(i for i, c in enumerate(self.cores) if self.default_accepts[i] and c.accepts(ev))
-        ask = tuple(i for i in range(len(self.cores)) if not self.default_accepts[i])
+        (the cores that take it as input, each with whether its own ``accepts`` must still be
+        asked, the index of the core it is an output of or None, whether it may start a router run)."""
+        takers = tuple((i, not self.default_accepts[i]) for i, c in enumerate(self.cores)
+                       if not self.default_accepts[i] or c.accepts(ev))  # (core, its accepts to ask each time)
         out = self.out_index.get((ev.source, ev.type))
         if out is not None and self.custom_is_output[out]:
             out = -1  # ask is_output each time
         elif out is None and any(self.custom_is_output):
             out = -1
-        return takers, ask, out, ev.type == "config.loaded" and not self.continuous
+        return takers, out, ev.type == "config.loaded" and not self.continuous
 
     def _feed(self, evs: list[Event]) -> bool:
         """One pass in log order: each event starts a router run (``_new_run``), goes to the cores
@@ -281,19 +281,13 @@ class _Verifier:
                 plan = by_source.get(key)
                 if plan is None:
                     plan = by_source[key] = self._plan(ev)
-                takers, ask, out, run_start = plan
+                takers, out, run_start = plan
                 if run_start and not ev.payload["reload"]:
                     self._new_run(ev.seq)
                     states = self.states
                 seq = ev.seq
-                for i in takers:
-                    if seq > start[i]:
-                        states[i], effects = decides[i](states[i], ev)
-                        inputs += 1
-                        if effects:
-                            pending[i].extend([(seq, e) for e in effects])
-                for i in ask:
-                    if seq > start[i] and cores[i].accepts(ev):
+                for i, ask in takers:
+                    if seq > start[i] and (not ask or cores[i].accepts(ev)):
                         states[i], effects = decides[i](states[i], ev)
                         inputs += 1
                         if effects:
