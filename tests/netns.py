@@ -55,3 +55,17 @@ def netns():
 def netns_module():
     """The same factory, with topologies that live for the whole test module (build once, reuse)."""
     yield from _factory()
+
+
+def json_lines(path) -> list[dict]:
+    """The JSON lines of a process's stderr (LVSBUS_LOG_FORMAT=json), other lines skipped."""
+    import json
+
+    out = []
+    for line in open(path, errors="replace").read().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out

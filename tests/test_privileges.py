@@ -200,11 +200,10 @@ NOTIFY = """#!/bin/sh
 
 @pytest.fixture(scope="module")
 def topo(netns_module):
-    from tests.test_router_netns import RESPONDER
+    from tests.test_router_netns import start_responders
 
     t = netns_module(routers=2)
-    for r in t.routers:
-        t.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(t, t.routers)
     return t
 
 

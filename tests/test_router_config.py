@@ -10,7 +10,6 @@ later (a crash, SIGKILL, lvsd on a takeover, nanny after a capability change) mu
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -26,7 +25,7 @@ from lvsbus import netutil
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from lvsbus.router import SERVICES, Child, Router
-from tests.netns import VIP, netns, router_toml, write_key  # noqa: F401
+from tests.netns import VIP, json_lines, netns, router_toml, write_key  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,14 +186,7 @@ class RouterProc:
         return [e for e in evs if not types or e.type in types]
 
     def lines(self) -> list[dict]:
-        out = []
-        for line in self.err.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return json_lines(self.err)
 
     def pids(self, service: str) -> list[int]:
         return [l["pid"] for l in self.lines() if l.get("event") == "service_started" and l.get("service") == service]

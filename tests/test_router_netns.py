@@ -24,7 +24,7 @@ from lvsbus import catalog  # noqa: F401
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from services.pulse import wire
-from tests.netns import CLIENT, VIP, netns_module, router_mac, router_toml, write_key  # noqa: F401
+from tests.netns import CLIENT, VIP, json_lines, netns_module, router_mac, router_toml, write_key  # noqa: F401
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -42,11 +42,16 @@ while True:
 """
 
 
+def start_responders(t, hosts) -> None:
+    """A UDP echo (port 7, answers with the host's name) on each of ``hosts``."""
+    for h in hosts:
+        t.popen(h, [sys.executable, "-c", RESPONDER, h], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="module")
 def topo(netns_module):
     t = netns_module(routers=2)
-    for r in t.routers:
-        t.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(t, t.routers)
     return t
 
 
@@ -159,14 +164,7 @@ class Cluster:
         return time.monotonic() - t0
 
     def err_lines(self, r: str) -> list[dict]:
-        out = []
-        for line in (self.tmp / f"{r}.err").read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
+        return json_lines(self.tmp / f"{r}.err")
 
     def started(self, r: str, service: str) -> int:
         return sum(1 for l in self.err_lines(r) if l.get("event") == "service_started" and l.get("service") == service)
@@ -514,8 +512,7 @@ def test_a_real_server_flapping_leaves_and_rejoins_the_table(netns_module, tmp_p
     table and puts it back; both logs replay identically. (Its logs are the golden incident
     ``real_flapping_server``: tests/fixtures/logs/README.md.)"""
     t = netns_module(routers=2, servers=1)
-    for r in t.routers:
-        t.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(t, t.routers)
     c = Cluster(t, tmp_path)
     c.config.write_text(c.config.read_text().replace(
         '[virtual.echo.check]\nkind = "udp"', '[virtual.echo.check]\nkind = "udp"\ninterval = 0.2\ntimeout = 0.2\nrise = 2\nfall = 2'))

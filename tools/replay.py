@@ -56,7 +56,7 @@ import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.core import Core, run_core
-from lvsbus.events import REGISTRY, DecodeError, Event, decode, decode_records
+from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
 from services.cores import available
 from tools.timeline import (
