@@ -389,7 +389,7 @@ class PulseShell:
             elif self._submitted != self._done:
                 # behind VIP changes still in flight: the first ACTIVE heartbeat of a takeover must
                 # not reach the old active (which then lets go) before our announcement reaches
-                # the clients (the takeback gap: 6.5 ms against keepalived's 2.6 ms)
+                # the clients
                 self._queue(self._send, data, p["port"], p["destinations"])
             else:
                 self._send(data, p["port"], p["destinations"])
