@@ -21,7 +21,6 @@ TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not abs
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -93,7 +92,6 @@ def in_vm(args) -> int:
 
 def through_applier(full, nops: int, changes: int):
     from tests.kernel.harness import Router
-    from lvsbus.ipvs_table import Dest
     from services.ipvs.netlink import Ipvs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-apply-"))

@@ -296,7 +296,7 @@ def compile_check(field: Field):
         counter[0] += 1
         return f"{prefix}{counter[0]}"
 
-    def emit(f: Field, var: str, ind: str) -> None:
+    def emit(f: Any, var: str, ind: str) -> None:  # Any: dispatched on type(f) below
         t = type(f)
         if t is Int:
             cond = f"type({var}) is int"

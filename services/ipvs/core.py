@@ -71,12 +71,12 @@ def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | 
     elif callable(managed):
         is_managed = managed
     else:
-        keys = frozenset(managed)
-        is_managed = keys.__contains__
+        managed_set = frozenset(managed)
+        is_managed = managed_set.__contains__
     if only is not None:
-        keys = sorted(set(only))
-        actual_keys = [k for k in keys if k in actual]
-        desired_keys = [k for k in keys if k in desired]
+        only_keys = sorted(set(only))
+        actual_keys = [k for k in only_keys if k in actual]
+        desired_keys = [k for k in only_keys if k in desired]
     else:
         actual_keys = sorted(actual.keys())
         desired_keys = sorted(desired.keys())

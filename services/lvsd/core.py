@@ -73,7 +73,7 @@ class Layout:
             up = Dest(rs.address, port, fwd, rs.weight, rs.upper_threshold, rs.lower_threshold)
             zero = Dest(rs.address, port, fwd, 0, rs.upper_threshold, rs.lower_threshold)
             self.servers.append((f"{vs.name}/{rs.name}", rs.weight, up, zero))
-        self.sorry = None
+        self.sorry: Dest | None = None
         if vs.sorry_server:
             port = vs.sorry_server_port if vs.sorry_server_port is not None else vs.port
             self.sorry = Dest(vs.sorry_server, port, fwd, 1)
@@ -98,7 +98,7 @@ class Layout:
                 out[d_up.key] = d_up
             elif self.quiesce:
                 out[d_zero.key] = d_zero
-        if use_sorry:
+        if use_sorry and self.sorry is not None:
             out.setdefault(self.sorry.key, self.sorry)
         return out
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
-from services.ipvs.core import apply_ops, plan, save_lines
+from services.ipvs.core import plan, save_lines
 from services.ipvs.netlink import IpvsError
 
 from .conftest import ipvsadm
