@@ -18,7 +18,7 @@ from lvsbus.config import render_toml
 from lvsbus.core import run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
 from lvsbus.log import Durability, EventLog, LogReader
-from lvsbus.snapshot import SnapshotStore
+from lvsbus.snapshot import SnapshotStore, encode_state
 from lvsbus.schema import compile_check
 from tools.replay import make_cores, verify, what_if
 from tools.simulate import GOLDEN, S, Cluster, Fault, make_config
@@ -252,7 +252,7 @@ def test_retention_cut_log_is_checked_from_the_next_run_start_or_from_snapshots(
         state = core.initial()
         for state, _step in run_core(core, state, evs):
             pass
-        store.save(core.name, cut - 1, msgpack.packb(core.snapshot(state), use_bin_type=True))
+        store.save(core.name, cut - 1, encode_state(core, state))
     rep = verify(log, snapshots=str(tmp_path / "snaps"))
     assert rep.ok and rep.runs == 1 and any("restored from its snapshot" in n for n in rep.notes), rep.format()
     assert rep.outputs > verify(log).outputs  # the first run's tail is checked too

@@ -368,7 +368,7 @@ class _Verifier:
                     f"#{pend[0][0]}): that service was stopped or still busy; it answers them when it runs again")
 
     def _restore_snapshots(self, first: int) -> None:
-        from lvsbus.snapshot import SnapshotStore
+        from lvsbus.snapshot import SnapshotStore, SnapshotVersionError, decode_state
 
         store = SnapshotStore(self.snapshots)
         for i, core in enumerate(self.cores):
@@ -379,7 +379,11 @@ class _Verifier:
                 self.start[i] = first - 1
                 continue
             seq = min(usable)
-            self.states[i] = core.restore(msgpack.unpackb(store.load(core.name, seq), raw=False, strict_map_key=False))
+            try:
+                fmt, body = store.read(core.name, seq)
+                self.states[i] = decode_state(core, body, fmt)
+            except SnapshotVersionError as exc:
+                raise SystemExit(f"replay: the snapshot of {core.name} at seq {seq} cannot be restored: {exc}") from None
             self.start[i] = seq
             self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
 

@@ -77,7 +77,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import Config, Heartbeat, RealServer, Router, VirtualService, to_dict
@@ -85,6 +84,7 @@ from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, Event, encode
 from lvsbus.ipvs_table import Table
 from lvsbus.log import Durability, EventLog, LogReader
+from lvsbus.snapshot import decode_state, encode_state
 from services.cores import available
 
 S = 1_000_000_000
@@ -686,8 +686,7 @@ class Cluster:
         if svc.starts:
             # the runtime restores the core from its snapshot and the log after it, which is the
             # state it had; a round trip through the snapshot format keeps that path honest
-            data = msgpack.unpackb(msgpack.packb(svc.core.snapshot(svc.state), use_bin_type=True), raw=False)
-            svc.state = svc.core.restore(data)
+            svc.state = decode_state(svc.core, encode_state(svc.core, svc.state))
         svc.up = True
         svc.starts += 1
         svc.armed = None

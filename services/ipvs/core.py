@@ -353,7 +353,10 @@ class ApplierCore(Core[ApplierState]):
             effects.append(Effect("ipvs.apply", {"batch": st.batch, "ops": chunk, "reason": reason, "version": st.version}))
         return effects
 
-    # snapshots: plain data
+    # snapshots: plain data. Version 1 lacked fail_streak before it existed; version 2 has it.
+    snapshot_version = 2
+    snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}}
+
     def snapshot(self, st: ApplierState) -> Any:
         return {
             "desired": st.desired.to_dict() if st.desired is not None else None,
@@ -379,5 +382,5 @@ class ApplierCore(Core[ApplierState]):
             managed={ServiceKey.parse(k) for k in d["managed"]}, flush_unmanaged=d["flush_unmanaged"],
             batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
             pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],
-            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"], fail_streak=d.get("fail_streak", 0),
+            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"], fail_streak=d["fail_streak"],
         )

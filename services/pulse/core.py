@@ -422,21 +422,25 @@ class PulseCore(Core[PulseState]):
         return PulseState()
 
     # -- snapshots -------------------------------------------------------------------------
+    # version 1: {"v": 1, "state": {...}}, reannounce_after absent before it existed; version 2:
+    # the state's fields alone, every one present
+    snapshot_version = 2
+    snapshot_upcasters = {1: lambda data: {"reannounce_after": 0, **data["state"]}}
+
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
         d["reannounce_after"] = state.reannounce_after
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
-        return {"v": 1, "state": d}
+        return d
 
-    def restore(self, data: dict) -> PulseState:
-        d = data["state"]
+    def restore(self, d: dict) -> PulseState:
         st = PulseState()
         for k in PulseState._PLAIN:
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
-        st.reannounce_after = d.get("reannounce_after", 0)  # absent from snapshots before it existed
+        st.reannounce_after = d["reannounce_after"]
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
         return st
