@@ -3,7 +3,7 @@
     lvsbus router (this supervisor)
       ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
       ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
-      ├── nanny         (when services/nanny exists; always)
+      ├── nanny         (always: checks run on the backup too, so a new active knows the health)
       ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
       │                  and the connection sync daemon runs as backup on a backup router)
       ├── lvsd          (active only while pulse is ACTIVE; a silent --standby otherwise, told

@@ -32,7 +32,7 @@ What is simulated (everything a core does not see directly):
   healthy real server in its kernel table; ``SimResult.outage_ns`` is the time they were not,
   after the cluster first served.
 
-Cores come from ``services.cores.available()`` (pulse, nanny, lvsd, the applier: whichever exist)
+Cores come from ``services.cores.available()`` (pulse, nanny, lvsd, the applier)
 and are fed through ``lvsbus.core.run_core``, the one loop the runtime and replay use.
 
 Faults (``Fault``), scheduled from the seed by ``generate_faults``: router crash (a host crash:

@@ -9,7 +9,8 @@ may be ``None`` has ``None`` as its default, so "absent" and "default" are the s
 serialised form (TOML cannot say ``null``).
 
 ``to_dict(cfg)`` gives plain msgpack-able data (the payload of the config-loaded event);
-``from_dict(d)`` rebuilds and re-validates it: ``from_dict(to_dict(c)) == c``.
+``lvsbus.config.native.from_dict(d)`` rebuilds and re-validates it: ``from_dict(to_dict(c)) == c``
+(it lives with the reader that validates, so this module imports no other module of the package).
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ __all__ = [
     "Config",
     "LoadedConfig",
     "to_dict",
-    "from_dict",
     "effective_check",
     "server_port",
     "check_port",
@@ -426,10 +426,3 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     """
     return _plain(cfg)
 
-
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from ``to_dict`` output (lists or tuples both accepted) and re-validate it.
-    Raises ConfigError."""
-    from .native import config_from_mapping  # local import: native imports this module
-
-    return config_from_mapping(data, filename="<dict>")
