@@ -19,7 +19,7 @@ def test_check_config_valid(capsys):
     assert "routers:\n  primary: 192.0.2.1, priority 200\n  backup: 192.0.2.2, priority 100" in out
     assert "nat router: 10.10.0.254/24 dev eth1:1" in out
     assert "  http: 192.0.2.80:80/tcp dev eth0:1, wrr, nat" in out
-    assert "    check: tcp_send_expect, every 2s, timeout 2s, rise 90, fall 5" in out
+    assert "    check: tcp_send_expect, every 2s, timeout 2s, rise 90 (1 at first start), fall 5" in out
     assert "    server app3: 10.10.0.13:8080, weight 1 [inactive]" in out
     assert "  dns: 192.0.2.53:53/udp dev eth0:2, rr, nat" in out
     assert out.rstrip().endswith("valid (0 warnings)")

@@ -416,15 +416,36 @@ def test_what_if_longer_deadtime_means_no_failover(tmp_path, capsys):
     assert "BACKUP -> ACTIVE (peer_dead, peer lvs1)   (would not happen)" in out
 
 
+def _as_recorded_v1(cfg):
+    """The golden simulated logs carry config.loaded v1: no initial_rise, and their cores asked
+    rise passes of a server with no history too (the v1 -> v2 upcaster says so: initial_rise = rise)."""
+    from dataclasses import replace
+
+    vs = cfg.virtual_services[0]
+    return replace(cfg, virtual_services=(replace(vs, check=replace(vs.check, initial_rise=vs.check.rise)),))
+
+
 def test_what_if_same_config_changes_nothing(tmp_path):
     cfg = tmp_path / "lvs.toml"
-    cfg.write_text(render_toml(make_config()))
+    cfg.write_text(render_toml(_as_recorded_v1(make_config())))
     rep = what_if(golden_logs("real_server_flap")[0], str(cfg))
     assert rep.changes == [] and len(rep.baseline) > 10
 
 
+def test_what_if_todays_default_brings_fresh_servers_in_after_one_pass(tmp_path):
+    """The v1 log under today's model default (initial_rise 1): every server enters at its first
+    passed check instead of its second; the server that failed later still needs rise."""
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(render_toml(make_config()))
+    rep = what_if(golden_logs("real_server_flap")[0], str(cfg))
+    gone = [c["before"].text for c in rep.changes if c["change"] == "removed"]
+    assert any("INIT -> RISING" in t for t in gone), rep.format()
+    assert all(c["after"].mono_ns < c["before"].mono_ns for c in rep.changes
+               if c["change"] == "moved" and c["before"].type == "health.real_server_up"), rep.format()
+
+
 def test_what_if_more_rise_checks_delays_real_servers(tmp_path):
-    base = make_config()
+    base = _as_recorded_v1(make_config())
     from dataclasses import replace
 
     vs = base.virtual_services[0]

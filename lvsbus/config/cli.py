@@ -139,7 +139,8 @@ def _secs(x: float) -> str:
 
 def _describe_check(chk: Check) -> str:
     parts = [chk.kind.value, f"every {_secs(chk.interval)}", f"timeout {_secs(chk.timeout)}",
-             f"rise {chk.rise}", f"fall {chk.fall}"]
+             f"rise {chk.rise}" + (f" ({chk.initial_rise} at first start)" if chk.initial_rise != chk.rise else ""),
+             f"fall {chk.fall}"]
     if chk.port is not None:
         parts.append(f"port {chk.port}")
     k = chk.kind
@@ -213,6 +214,8 @@ def describe(loaded: LoadedConfig) -> str:
                 line += f" /{vs.persistence_prefixlen}"
         if vs.quiesce:
             line += ", quiesce"
+        if vs.inhibit_on_failure:
+            line += ", inhibit_on_failure"
         if vs.sorry_server:
             line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
                                          if vs.sorry_server_port else vs.sorry_server)

@@ -125,6 +125,7 @@ def _check(o: _Out, path: str, chk: Check) -> None:
                                  f"({chk.interval:g} s): a probe must end before the next starts")
     o.range(f"{path}.rise", chk.rise, "rise_fall")
     o.range(f"{path}.fall", chk.fall, "rise_fall")
+    o.range(f"{path}.initial_rise", chk.initial_rise, "rise_fall")
     if chk.port is not None:
         o.range(f"{path}.port", chk.port, "port")
     for key, pattern in (("expect", chk.expect if chk.regex else None), ("body_regex", chk.body_regex)):
