@@ -164,6 +164,10 @@ class Check:
     command: str = ""
     #: program: required exit status; None = 0 when ``expect`` is empty, not checked otherwise
     exit_code: int | None = None
+    #: how ``send``, ``expect`` and ``payload`` become bytes: "utf-8", or "latin-1" (each character
+    #: U+0000..U+00FF is one byte: binary protocols; lvs.cf's \xHH / octal escapes that are not
+    #: UTF-8 give this)
+    encoding: str = "utf-8"
 
 
 @dataclass(frozen=True, slots=True)
