@@ -27,7 +27,11 @@ Supervision: a child that dies is restarted (the first time at once, then with e
 backoff) and ``router.service_restarted`` is published; its state comes back from its snapshot and
 the log. The VIPs are not touched while pulse is down. More than ``MAX_RESTARTS`` restarts of one
 service within ``RESTART_WINDOW`` seconds is a restart loop: the router steps down
-(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1.
+(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1. The config's
+``hard_shutdown`` (lvs.cf; Piranha's lvsd shut LVS down when a nanny died, unless it was 0) decides
+for nanny: with ``hard_shutdown = false`` a nanny restart loop does not step the router down; it
+runs on without health checks (the IPVS table stays as it was), ``router.service_abandoned`` is
+recorded and the log says manual action is needed; a reload (SIGHUP) tries nanny again.
 
 Signals (handlers only set flags; the loop wakes through a wakeup fd):
 SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over (its final
@@ -182,6 +186,7 @@ class Child:
         self.last_exit = ""
         self.kill_at: float | None = None  # terminating: SIGKILL at this time if still alive
         self.start_error: str | None = None  # the last start failed before exec (the drop)
+        self.abandoned = False  # a restart loop under hard_shutdown = false: not restarted until a reload
 
     @property
     def pid(self) -> int | None:
@@ -586,6 +591,8 @@ class Router:
                 c.last_exit = c.start_error or _exit_text(code)
                 while c.restarts and now - c.restarts[0] > RESTART_WINDOW:
                     c.restarts.popleft()
+                if len(c.restarts) >= MAX_RESTARTS and self._abandon(c):
+                    continue
                 if len(c.restarts) >= MAX_RESTARTS:
                     log.error("restart_loop", service=c.name, restarts=len(c.restarts), window_s=RESTART_WINDOW,
                               last_exit=c.last_exit)
@@ -611,6 +618,25 @@ class Router:
                 else:
                     c.start()
                 self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt, "exit": c.last_exit[:256]})
+        return True
+
+    def _abandon(self, c: Child) -> bool:
+        """A restart loop of nanny under ``hard_shutdown = false``: stop restarting it and stay up
+        (Piranha's lvsd: "nanny died! manual action needed!"). False: step down as for any service."""
+        if c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown:
+            return False
+        deaths = len(c.restarts) + 1
+        log.error("service_abandoned", service=c.name, restarts=len(c.restarts), window_s=RESTART_WINDOW,
+                  last_exit=c.last_exit, hint="hard_shutdown = false: no health checks; the IPVS table stays as it is")
+        print(f"lvsbus router: {c.name} died {deaths} times within {RESTART_WINDOW:g} s (last: {c.last_exit}); "
+              "hard_shutdown = 0: staying up without health checks, the IPVS table stays as it is. "
+              "Manual action needed: fix the cause (see its log), then reload (kill -HUP) to start it again",
+              file=sys.stderr)
+        c.wanted = False
+        c.abandoned = True
+        c.start_at = None
+        self._publish("router.service_abandoned", {"service": c.name, "restarts": len(c.restarts),
+                                                   "exit": c.last_exit[:256]})
         return True
 
     def _publish(self, type_: str, payload: dict, acked: bool = False) -> int | None:
@@ -654,6 +680,14 @@ class Router:
             if c is not None:
                 c.argv = self._lvsd_argv(self.lvsd_standby) if name == "lvsd" else self._service_argv(module)
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
+        for c in self.children.values():
+            if c.abandoned:  # the operator's manual action: try it again, with a fresh restart budget
+                c.abandoned = False
+                c.restarts.clear()
+                c.start()
+                self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt + 1,
+                                                           "exit": c.last_exit[:256]})
+                c.attempt += 1
         self._follow_metrics(old.config, new.config)
         self._refresh_privileges(new.config)
         return True
