@@ -145,14 +145,10 @@ def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) 
 
 
 def check_key_file(path: str) -> str | None:
-    """None when the heartbeat key file is usable, else why not."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"heartbeat key file {path}: {exc.strerror}"
-    if st.st_mode & 0o077:
-        return f"heartbeat key file {path} has mode {st.st_mode & 0o777:04o}: it must be 0600 or stricter (chmod 600 {path})"
-    return None
+    """None when the heartbeat key file is usable, else why not (and how to make one)."""
+    from .keyfile import key_file_problem
+
+    return key_file_problem(path)[0]
 
 
 def config_vips(cfg) -> list[tuple[str, int, str | None]]:
