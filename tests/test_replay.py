@@ -531,3 +531,21 @@ def test_cores_with_their_own_accepts_and_is_output_are_asked_each_time():
     assert plain.ok and asked.ok, asked.format()
     assert (asked.inputs, asked.outputs) == (plain.inputs, plain.outputs) and Asked.calls >= asked.events
     assert not verify(log, cores=[Deaf()]).ok
+
+
+def test_python_tools_replay_py_is_lvsbus_replay(tmp_path):
+    """The design's entry point runs the CLI (it used to import and exit 0 doing nothing, which
+    looked like a passed verification), from any directory, installed or not."""
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).resolve().parent.parent / "tools" / "replay.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = str(GOLDEN_DIR / "real_server_flap" / "lvs1")
+    r = subprocess.run([sys.executable, script, log, "--verify"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "identical: every logged decision" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, script, str(tmp_path / "missing"), "--verify"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "no log directory" in r.stderr
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("usage: lvsbus replay")

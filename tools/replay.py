@@ -52,6 +52,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packages, not the tools/ directory
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
@@ -734,3 +737,14 @@ def _cmd_simulate(args) -> int:
         el = time.perf_counter() - t0
         print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tools/replay.py ARGS`` is ``lvsbus replay ARGS`` (the design's entry point)."""
+    from lvsbus.cli import main as lvsbus_main
+
+    return lvsbus_main(["replay", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
