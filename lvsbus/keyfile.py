@@ -1,7 +1,7 @@
 """The heartbeat key file: what makes one usable, and how to make one (``lvsbus keys heartbeat``).
 
 pulse authenticates every heartbeat and fence with an HMAC keyed from this file's content
-(``services.pulse.wire.key_from_secret``: surrounding whitespace ignored, at least
+(``lvsbus_services.pulse.wire.key_from_secret``: surrounding whitespace ignored, at least
 ``MIN_SECRET`` bytes), so every router of a cluster needs the same file, readable by root only.
 The router refuses to start without a usable one; ``lvsbus check-config`` on a router host says
 so before; ``lvsbus keys heartbeat`` writes a fresh one.
@@ -12,7 +12,7 @@ import os
 import secrets
 import tempfile
 
-#: bytes a secret must hold after stripping whitespace (services.pulse.wire.key_from_secret)
+#: bytes a secret must hold after stripping whitespace (lvsbus_services.pulse.wire.key_from_secret)
 MIN_SECRET = 16
 #: random bytes in a generated key, written as hex
 GENERATED_BYTES = 32

@@ -2,7 +2,7 @@
 
     lvsbus router (this supervisor)
       ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
-      ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
+      ├── pulse         python -m lvsbus_services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
       ├── nanny         (when services/nanny exists; always)
       ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
       │                  and the connection sync daemon runs as backup on a backup router)
@@ -79,17 +79,21 @@ BROKER_READY_TIMEOUT = 15.0
 #: when: "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile), or
 #: "configured" (metrics: when an address is set)
 SERVICES = (
-    ("pulse", "services.pulse", "always"),
-    ("nanny", "services.nanny", "always"),
-    ("lvsd", "services.lvsd", "active"),
-    ("ipvs", "services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
-    ("metrics", "services.metrics", "configured"),  # only with metrics_address in the config
+    ("pulse", "lvsbus_services.pulse", "always"),
+    ("nanny", "lvsbus_services.nanny", "always"),
+    ("lvsd", "lvsbus_services.lvsd", "active"),
+    ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
+    ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
 )
 
 
 def _service_exists(module: str) -> bool:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.exists(os.path.join(root, *module.split("."), "__main__.py"))
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module + ".__main__") is not None
+    except ImportError:
+        return False
 
 
 def sd_notify(message: str) -> bool:
@@ -424,7 +428,7 @@ class Router:
                 "--config-seq", str(self.config_seq)]
 
     def _lvsd_argv(self, standby: bool) -> list[str]:
-        return self._service_argv("services.lvsd") + (["--standby"] if standby else [])
+        return self._service_argv("lvsbus_services.lvsd") + (["--standby"] if standby else [])
 
     def _start_lvsd(self, standby: bool) -> None:
         """lvsd, active, or as a standby: a process that has started, recovered and follows the bus
@@ -448,7 +452,7 @@ class Router:
             return code
         self.dirs.make()
         self._plan_privileges()
-        if self.drop and _service_exists("services.ipvs"):
+        if self.drop and _service_exists("lvsbus_services.ipvs"):
             self._load_ip_vs()
         self._install_signals()
         try:

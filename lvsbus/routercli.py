@@ -52,7 +52,7 @@ def cmd_router(args) -> int:
 
 
 def cmd_fsm_router(args) -> int:
-    core = importlib.import_module("services.pulse.core")
+    core = importlib.import_module("lvsbus_services.pulse.core")
     if args.dot:
         sys.stdout.write(core.role_fsm_dot())
         return 0

@@ -169,7 +169,7 @@ def test_keys_heartbeat_refuses_to_overwrite_unless_forced(tmp_path, capsys):
 
 def test_the_generated_key_is_one_pulse_accepts():
     from lvsbus.keyfile import GENERATED_BYTES, MIN_SECRET
-    from services.pulse import wire
+    from lvsbus_services.pulse import wire
 
     wire.key_from_secret(b"x" * MIN_SECRET)
     with pytest.raises(ValueError):

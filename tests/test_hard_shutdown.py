@@ -46,7 +46,7 @@ def test_hard_shutdown_decides_what_a_nanny_restart_loop_does(netns, tmp_path): 
     flag = tmp_path / "nanny-dies"
     flag.touch()
     fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *services.nanny*) [ -e {flag} ] && exit 3;; esac\n"
+    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *lvsbus_services.nanny*) [ -e {flag} ] && exit 3;; esac\n"
                     f"exec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
 

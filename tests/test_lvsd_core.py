@@ -10,7 +10,7 @@ import msgpack
 from lvsbus.config import Check, Config, Forwarding, Protocol, RealServer, Router, VirtualService, to_dict
 from lvsbus.events import Event
 from lvsbus.ipvs_table import Dest, ServiceKey, Table
-from services.lvsd.core import LvsdCore, apply_ops, table_ops
+from lvsbus_services.lvsd.core import LvsdCore, apply_ops, table_ops
 
 KEY = "tcp:192.0.2.80:80"
 

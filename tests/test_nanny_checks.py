@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from lvsbus.config import Check, CheckKind
-from services.nanny.checks import Scheduler, run_check
+from lvsbus_services.nanny.checks import Scheduler, run_check
 
 T = 0.5  # the checks' total timeout in these tests
 

@@ -10,7 +10,7 @@ from transitions import MachineError
 
 from lvsbus.config import Check, Config, RealServer, Router, VirtualService, diff, to_dict
 from lvsbus.events import Event
-from services.nanny.core import (
+from lvsbus_services.nanny.core import (
     DISABLED, DOWN, FALLING, HEALTH_STATES, HEALTH_TRANSITIONS, INIT, RISING, UP, Health, NannyCore, fire,
     health_fsm_dot, states,
 )

@@ -21,7 +21,7 @@ from lvsbus.config import load, to_dict
 from lvsbus.events import decode
 from lvsbus.ipvs_table import ServiceKey, Table
 from lvsbus.log import LogReader
-from services.lvsd.core import apply_ops
+from lvsbus_services.lvsd.core import apply_ops
 from tests.test_bus import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +106,7 @@ class Router:
 
     def start(self, name: str) -> None:
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
+            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
              "--run-start-seq", str(self.run_start)],
             cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
 
@@ -236,9 +236,9 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
         s.stop()
 
     # replay: the log fed to fresh cores gives every logged health verdict and table, exactly
-    from services.lvsd.core import LvsdCore
-    from services.nanny.core import NannyCore
-    from tools.replay import verify
+    from lvsbus_services.lvsd.core import LvsdCore
+    from lvsbus_services.nanny.core import NannyCore
+    from lvsbus_tools.replay import verify
 
     report = verify(r.dirs.root, cores=[NannyCore(), LvsdCore()])
     print(report.format())

@@ -20,9 +20,9 @@ from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import SnapshotStore
 from lvsbus.schema import compile_check
-from tools.replay import make_cores, verify, what_if
-from tools.simulate import GOLDEN, S, Cluster, Fault, make_config
-from tools.timeline import Filters, read_events, render_html, render_text, timeline
+from lvsbus_tools.replay import make_cores, verify, what_if
+from lvsbus_tools.simulate import GOLDEN, S, Cluster, Fault, make_config
+from lvsbus_tools.timeline import Filters, read_events, render_html, render_text, timeline
 
 GOLDEN_DIR = Path(__file__).parent / "fixtures" / "logs"
 
@@ -220,7 +220,7 @@ def test_a_record_a_core_raises_on_is_a_divergence_not_a_crash(tmp_path):
     d = rep.divergences[0]
     assert d.seq == hb.seq and "link" in d.reason, rep.format()
     # the core itself raising (here: unvalidated, the trusted path) is reported as such
-    from tools.replay import _Verifier, make_cores
+    from lvsbus_tools.replay import _Verifier, make_cores
 
     raw = _Verifier(log, make_cores(), False, None).run()
     d = raw.divergences[0]
@@ -509,7 +509,7 @@ def test_cores_with_their_own_accepts_and_is_output_are_asked_each_time():
     """A core may refine ``accepts`` / ``is_output`` beyond (type, source): replay's plans then ask
     it for every event. The same pulse, its methods overridden (as a new core might), verifies the
     same log with the same counts; one that refuses the heartbeats then diverges."""
-    from services.pulse.core import PulseCore
+    from lvsbus_services.pulse.core import PulseCore
 
     class Asked(PulseCore):
         calls = 0

@@ -8,7 +8,7 @@
 
 A LOG is a log directory (a router's ``STATE_DIR/log``) or a state directory that holds ``log/``.
 
-Verify (``verify``): for every core in ``services.cores.available()``, state = ``initial()``; the
+Verify (``verify``): for every core in ``lvsbus_services.cores.available()``, state = ``initial()``; the
 log's events are fed in seq order to the cores that accept them (``Core.accepts``, asked once per
 kind of event, see ``_plan``: the loop of ``lvsbus.core.run_core`` flattened over all cores in one
 pass), and each input's effects must equal the logged outputs of that core (source =
@@ -61,8 +61,8 @@ import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.core import Core, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
-from services.cores import available
-from tools.timeline import (
+from lvsbus_services.cores import available
+from lvsbus_tools.timeline import (
     Filters, describe, event_json, fmt_wall, log_dir, read_events, render_html, render_text, timeline,
 )
 
@@ -679,7 +679,7 @@ def _sim_json(res) -> dict:
 
 
 def _cmd_simulate(args) -> int:
-    from tools import simulate as sim
+    from lvsbus_tools import simulate as sim
 
     if args.golden:
         for name in sim.GOLDEN:

@@ -41,7 +41,7 @@ from lvsbus.events import Event
 from lvsbus.ipvs_table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
     Dest, Entry, Service, ServiceKey, Table, apply_ops, entry_ops, service_attrs,
 )
-from services.nanny.core import plan
+from lvsbus_services.nanny.core import plan
 
 IN_SERVICE = frozenset({"UP", "FALLING"})
 
