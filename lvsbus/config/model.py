@@ -133,7 +133,7 @@ class Check:
 
     Passing ``rise`` probes in a row bring a server up, failing ``fall`` probes in a row take it down;
     a probe starts every ``interval`` seconds and gives up after ``timeout`` seconds. A server with
-    no health history (first start, a router that restarts without it, a new server, a changed
+    no health history (first start, a router restart, which starts a new run, a new server, a changed
     check) needs ``initial_rise`` passes instead: Piranha's nanny put a server in after one passed
     check and asked for ``reentry`` only after it had failed.
     """

@@ -16,7 +16,7 @@ refuses anything the table does not allow) only when the state changes. The per-
 Counts: ``rise`` passes in a row bring a server UP after it has failed (Piranha's reentry maps
 onto rise), ``fall`` failures in a row take an UP server DOWN (keepalived's retry maps onto fall).
 A server with no health history (a machine that has seen no failure since it was created, reset
-by a changed check or enabled again: first start, or a router restart without a snapshot of it)
+by a changed check or enabled again: first start, or a router restart, a new run whose cores start empty)
 needs only ``initial_rise`` passes (default 1): Piranha's nanny started its count at the reentry
 threshold, so one passed check put a server in, and asked for reentry only after a failure. A
 server that was never UP (INIT, RISING) is DOWN at its first failure: it is not in the table
