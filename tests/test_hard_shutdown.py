@@ -89,6 +89,9 @@ def test_hard_shutdown_decides_what_a_nanny_restart_loop_does(netns, tmp_path): 
         assert not _events(state, "router.shutdown_requested")
         err = (tmp_path / "soft.err").read_text()
         assert "manual action needed" in err.lower(), err[-2000:]
+        from lvsbus.routercli import read_status
+
+        assert read_status(str(state))["abandoned"] == ["nanny"]  # `lvsbus status`: nanny NOT RUNNING
         restarts = len(_events(state, "router.service_restarted"))
         time.sleep(1.0)
         assert len(_events(state, "router.service_restarted")) == restarts  # no longer restarted
@@ -97,6 +100,7 @@ def test_hard_shutdown_decides_what_a_nanny_restart_loop_does(netns, tmp_path): 
         flag.unlink()
         p.send_signal(signal.SIGHUP)
         _wait(lambda: _events(state, "health.check_results"), 20, "nanny checking again after the reload")
+        assert read_status(str(state))["abandoned"] == []
         assert p.poll() is None
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0
