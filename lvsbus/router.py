@@ -680,16 +680,16 @@ class Router:
             if c is not None:
                 c.argv = self._lvsd_argv(self.lvsd_standby) if name == "lvsd" else self._service_argv(module)
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
-        for c in self.children.values():
-            if c.abandoned:  # the operator's manual action: try it again, with a fresh restart budget
-                c.abandoned = False
-                c.restarts.clear()
-                c.start()
-                self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt + 1,
-                                                           "exit": c.last_exit[:256]})
-                c.attempt += 1
         self._follow_metrics(old.config, new.config)
         self._refresh_privileges(new.config)
+        for c in self.children.values():
+            if c.abandoned:  # the operator's manual action: try it again (its new privileges), a fresh restart budget
+                c.abandoned = False
+                c.restarts.clear()
+                c.attempt += 1
+                c.start()
+                self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt,
+                                                           "exit": c.last_exit[:256]})
         return True
 
     def _follow_metrics(self, old_cfg, new_cfg) -> None:
