@@ -42,8 +42,8 @@ _LIVE = (INIT, RISING, UP, FALLING, DOWN)
 
 #: (trigger, sources, dest, reason (health event), what fires it)
 HEALTH_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, str, str], ...] = (
-    ("pass_first", (INIT, DOWN), RISING, "first_check_passed", "a check passed, fewer than rise in a row"),
-    ("rise", (INIT, RISING, DOWN), UP, "checks_passed", "rise checks passed in a row"),
+    ("pass_first", (INIT, DOWN), RISING, "first_check_passed", "a check passed, fewer than rise (initial_rise without history) in a row"),
+    ("rise", (INIT, RISING, DOWN), UP, "checks_passed", "rise checks (initial_rise without history) passed in a row"),
     ("fail_early", (INIT, RISING), DOWN, "first_check_failed", "a check failed before the server was ever UP"),
     ("fail_first", (UP,), FALLING, "check_failing", "a check failed, fewer than fall in a row"),
     ("recover", (FALLING,), UP, "check_recovered", "a check passed before fall failures in a row"),
