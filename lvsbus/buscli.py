@@ -71,6 +71,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dir", required=True)
     g.add_argument("--name", required=True)
     g.set_defaults(func=cmd_keys_generate)
+    h = k.add_parser(
+        "heartbeat",
+        help="make the heartbeat key file every router shares",
+        description="Write a fresh random heartbeat key (64 hex characters, one line) to FILE with mode "
+                    "0600. pulse authenticates heartbeats and fences with it, so copy the same file to "
+                    "every router (the path is the config's heartbeat key_file). An existing file is "
+                    "kept unless --force.",
+    )
+    h.add_argument("--out", metavar="FILE", default="/etc/lvsbus/heartbeat.key",
+                   help="where to write it (default %(default)s, the config's default key_file)")
+    h.add_argument("--force", action="store_true", help="replace an existing file (every router then needs the new one)")
+    h.set_defaults(func=cmd_keys_heartbeat)
 
     s = sub.add_parser("schemas", help="the JSON Schemas of every event").add_subparsers(dest="schemas_cmd", metavar="ACTION")
     x = s.add_parser("export", help="write schemas/ from the declarations in code")
@@ -203,6 +215,24 @@ def cmd_keys_generate(args) -> int:
     os.chmod(secret, 0o600)
     os.chmod(public, 0o644)
     print(f"public: {public}\nsecret: {secret} (0600)")
+    return 0
+
+
+def cmd_keys_heartbeat(args) -> int:
+    from .keyfile import write_heartbeat_key
+
+    try:
+        write_heartbeat_key(args.out, force=args.force)
+    except FileExistsError:
+        print(f"lvsbus keys heartbeat: {args.out} exists; kept (use --force to replace it, then copy the new "
+              "file to every router)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"lvsbus keys heartbeat: {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} (mode 0600, a random 256-bit key). Copy this same file to every router, to the "
+          f"path of the config's heartbeat key_file (e.g. scp -p {args.out} OTHER-ROUTER:{args.out}); routers "
+          "with different keys refuse each other's heartbeats.")
     return 0
 
 

@@ -2,7 +2,7 @@
 
     lvsbus router (this supervisor)
       ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
-      ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
+      ├── pulse         python -m lvsbus_services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
       ├── nanny         (always: checks run on the backup too, so a new active knows the health)
       ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
       │                  and the connection sync daemon runs as backup on a backup router)
@@ -27,7 +27,11 @@ Supervision: a child that dies is restarted (the first time at once, then with e
 backoff) and ``router.service_restarted`` is published; its state comes back from its snapshot and
 the log. The VIPs are not touched while pulse is down. More than ``MAX_RESTARTS`` restarts of one
 service within ``RESTART_WINDOW`` seconds is a restart loop: the router steps down
-(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1.
+(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1. The config's
+``hard_shutdown`` (lvs.cf; Piranha's lvsd shut LVS down when a nanny died, unless it was 0) decides
+for nanny: with ``hard_shutdown = false`` a nanny restart loop does not step the router down; it
+runs on without health checks (the IPVS table stays as it was), ``router.service_abandoned`` is
+recorded and the log says manual action is needed; a reload (SIGHUP) tries nanny again.
 
 Signals (handlers only set flags; the loop wakes through a wakeup fd):
 SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over (its final
@@ -75,17 +79,21 @@ BROKER_READY_TIMEOUT = 15.0
 #: when: "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile), or
 #: "configured" (metrics: when an address is set)
 SERVICES = (
-    ("pulse", "services.pulse", "always"),
-    ("nanny", "services.nanny", "always"),
-    ("lvsd", "services.lvsd", "active"),
-    ("ipvs", "services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
-    ("metrics", "services.metrics", "configured"),  # only with metrics_address in the config
+    ("pulse", "lvsbus_services.pulse", "always"),
+    ("nanny", "lvsbus_services.nanny", "always"),
+    ("lvsd", "lvsbus_services.lvsd", "active"),
+    ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
+    ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
 )
 
 
 def _service_exists(module: str) -> bool:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.exists(os.path.join(root, *module.split("."), "__main__.py"))
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module + ".__main__") is not None
+    except ImportError:
+        return False
 
 
 def sd_notify(message: str) -> bool:
@@ -141,14 +149,10 @@ def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) 
 
 
 def check_key_file(path: str) -> str | None:
-    """None when the heartbeat key file is usable, else why not."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"heartbeat key file {path}: {exc.strerror}"
-    if st.st_mode & 0o077:
-        return f"heartbeat key file {path} has mode {st.st_mode & 0o777:04o}: it must be 0600 or stricter (chmod 600 {path})"
-    return None
+    """None when the heartbeat key file is usable, else why not (and how to make one)."""
+    from .keyfile import key_file_problem
+
+    return key_file_problem(path)[0]
 
 
 def config_vips(cfg) -> list[tuple[str, int, str | None]]:
@@ -182,6 +186,7 @@ class Child:
         self.last_exit = ""
         self.kill_at: float | None = None  # terminating: SIGKILL at this time if still alive
         self.start_error: str | None = None  # the last start failed before exec (the drop)
+        self.abandoned = False  # a restart loop under hard_shutdown = false: not restarted until a reload
 
     @property
     def pid(self) -> int | None:
@@ -423,7 +428,7 @@ class Router:
                 "--config-seq", str(self.config_seq)]
 
     def _lvsd_argv(self, standby: bool) -> list[str]:
-        return self._service_argv("services.lvsd") + (["--standby"] if standby else [])
+        return self._service_argv("lvsbus_services.lvsd") + (["--standby"] if standby else [])
 
     def _start_lvsd(self, standby: bool) -> None:
         """lvsd, active, or as a standby: a process that has started, recovered and follows the bus
@@ -447,7 +452,7 @@ class Router:
             return code
         self.dirs.make()
         self._plan_privileges()
-        if self.drop and _service_exists("services.ipvs"):
+        if self.drop and _service_exists("lvsbus_services.ipvs"):
             self._load_ip_vs()
         self._install_signals()
         try:
@@ -586,6 +591,8 @@ class Router:
                 c.last_exit = c.start_error or _exit_text(code)
                 while c.restarts and now - c.restarts[0] > RESTART_WINDOW:
                     c.restarts.popleft()
+                if len(c.restarts) >= MAX_RESTARTS and self._abandon(c):
+                    continue
                 if len(c.restarts) >= MAX_RESTARTS:
                     log.error("restart_loop", service=c.name, restarts=len(c.restarts), window_s=RESTART_WINDOW,
                               last_exit=c.last_exit)
@@ -611,6 +618,25 @@ class Router:
                 else:
                     c.start()
                 self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt, "exit": c.last_exit[:256]})
+        return True
+
+    def _abandon(self, c: Child) -> bool:
+        """A restart loop of nanny under ``hard_shutdown = false``: stop restarting it and stay up
+        (Piranha's lvsd: "nanny died! manual action needed!"). False: step down as for any service."""
+        if c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown:
+            return False
+        deaths = len(c.restarts) + 1
+        log.error("service_abandoned", service=c.name, restarts=len(c.restarts), window_s=RESTART_WINDOW,
+                  last_exit=c.last_exit, hint="hard_shutdown = false: no health checks; the IPVS table stays as it is")
+        print(f"lvsbus router: {c.name} died {deaths} times within {RESTART_WINDOW:g} s (last: {c.last_exit}); "
+              "hard_shutdown = 0: staying up without health checks, the IPVS table stays as it is. "
+              "Manual action needed: fix the cause (see its log), then reload (kill -HUP) to start it again",
+              file=sys.stderr)
+        c.wanted = False
+        c.abandoned = True
+        c.start_at = None
+        self._publish("router.service_abandoned", {"service": c.name, "restarts": len(c.restarts),
+                                                   "exit": c.last_exit[:256]})
         return True
 
     def _publish(self, type_: str, payload: dict, acked: bool = False) -> int | None:
@@ -656,6 +682,14 @@ class Router:
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
         self._follow_metrics(old.config, new.config)
         self._refresh_privileges(new.config)
+        for c in self.children.values():
+            if c.abandoned:  # the operator's manual action: try it again (its new privileges), a fresh restart budget
+                c.abandoned = False
+                c.restarts.clear()
+                c.attempt += 1
+                c.start()
+                self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt,
+                                                           "exit": c.last_exit[:256]})
         return True
 
     def _follow_metrics(self, old_cfg, new_cfg) -> None:

@@ -52,7 +52,7 @@ def cmd_router(args) -> int:
 
 
 def cmd_fsm_router(args) -> int:
-    core = importlib.import_module("services.pulse.core")
+    core = importlib.import_module("lvsbus_services.pulse.core")
     if args.dot:
         sys.stdout.write(core.role_fsm_dot())
         return 0
@@ -98,7 +98,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         "router": None, "role": "UNKNOWN", "role_reason": None, "role_since_wall_ns": None, "run_start_seq": None,
         "last_seq": events[-1].seq if events else 0, "running": None, "peers": {}, "vips": [],
         "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
-        "heartbeats_ignored": 0, "service_restarts": {}, "config_digest": None, "reload_refused": 0,
+        "heartbeats_ignored": 0, "service_restarts": {}, "abandoned": [], "config_digest": None, "reload_refused": 0,
     }
     vips: dict[str, dict] = {}
     for e in events:
@@ -151,6 +151,11 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["heartbeats_ignored"] = p["count"]
         elif t == "router.service_restarted":
             st["service_restarts"][p["service"]] = p["attempt"]
+            if p["service"] in st["abandoned"]:
+                st["abandoned"].remove(p["service"])
+        elif t == "router.service_abandoned":
+            if p["service"] not in st["abandoned"]:
+                st["abandoned"].append(p["service"])
         elif t == "config.reload_refused":
             st["reload_refused"] += 1
         elif t == "router.shutdown_requested":
@@ -210,4 +215,7 @@ def cmd_status(args) -> int:
             print(f"  link   {lname:<8} last heartbeat {age}: {health}")
     print(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
           f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
+    for name in st["abandoned"]:
+        print(f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
+              "(fix it, then reload)")
     return 0

@@ -241,7 +241,7 @@ def service_arguments(name: str, description: str):
     """The command line every service shares (the router starts each with these four)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
+    ap = argparse.ArgumentParser(prog=f"python -m lvsbus_services.{name}", description=description)
     ap.add_argument("--state-dir", required=True, help="the router's state directory")
     ap.add_argument("--config", required=True,
                     help="the router's configuration file: named in messages, read only when the log "

@@ -10,10 +10,10 @@ from importlib import import_module
 from lvsbus.core import Core
 
 CORES = {
-    "pulse": "services.pulse.core:PulseCore",
-    "nanny": "services.nanny.core:NannyCore",
-    "lvsd": "services.lvsd.core:LvsdCore",
-    "ipvs": "services.ipvs.core:ApplierCore",
+    "pulse": "lvsbus_services.pulse.core:PulseCore",
+    "nanny": "lvsbus_services.nanny.core:NannyCore",
+    "lvsd": "lvsbus_services.lvsd.core:LvsdCore",
+    "ipvs": "lvsbus_services.ipvs.core:ApplierCore",
 }
 
 

@@ -396,7 +396,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
     subprocess.run(["modprobe", "ip_vs"], check=True)
     subprocess.run(["ip", "link", "add", "sync1", "type", "dummy"], capture_output=True)
     subprocess.run(["ip", "link", "set", "sync1", "up", "multicast", "on"], check=True)
-    probe = "from services.ipvs.netlink import Ipvs\nwith Ipvs() as x: print(len(x.dump()))"
+    probe = "from lvsbus_services.ipvs.netlink import Ipvs\nwith Ipvs() as x: print(len(x.dump()))"
     bare = subprocess.run([sys.executable, "-c", probe], preexec_fn=P.Dropper(()), capture_output=True, text=True, cwd=ROOT)
     assert bare.returncode != 0 and ("EPERM" in bare.stderr or "Operation not permitted" in bare.stderr
                                      or "errno 1" in bare.stderr.lower() or "(1," in bare.stderr), bare.stderr[-500:]
@@ -412,7 +412,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
         want = Table().with_service(Service(web, "wlc"), [Dest("192.168.1.1", 80, "nat", 1), Dest("192.168.1.2", 80, "nat", 3)])
         r.publish_table(want)
         r.procs["ipvs"] = subprocess.Popen(
-            [sys.executable, "-m", "services.ipvs", "--state-dir", r.dirs.root, "--config", str(cfg),
+            [sys.executable, "-m", "lvsbus_services.ipvs", "--state-dir", r.dirs.root, "--config", str(cfg),
              "--run-start-seq", str(r.run_start)],
             cwd=ROOT, stderr=open(tmp_path / "ipvs.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"},
             preexec_fn=P.Dropper(P.service_caps("ipvs")))

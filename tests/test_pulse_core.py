@@ -27,7 +27,7 @@ from lvsbus.config import (
 )
 from lvsbus.core import Effect, run_core
 from lvsbus.events import REGISTRY, Event
-from services.pulse.core import (
+from lvsbus_services.pulse.core import (
     ACTIVE, BACKUP, FAULT, INIT, MACHINE, ROLE_STATES, ROLE_TRANSITIONS, STOPPED, PulseCore,
     _settings_from_config, role_fsm_dot,
 )
@@ -883,7 +883,7 @@ def test_a_snapshot_is_a_copy():
 
 
 def test_heartbeats_that_change_nothing_fire_no_trigger(monkeypatch):
-    import services.pulse.core as pc
+    import lvsbus_services.pulse.core as pc
 
     fired = []
     real = pc._fire

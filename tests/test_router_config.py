@@ -141,7 +141,7 @@ def test_the_backup_keeps_a_standby_lvsd_that_a_takeover_tells_to_go(tmp_path, m
     assert r.prepare() == 0
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40
-    lvsd = r.children["lvsd"] = FakeLvsd(r._service_argv("services.lvsd"))
+    lvsd = r.children["lvsd"] = FakeLvsd(r._service_argv("lvsbus_services.lvsd"))
     ev = lambda t: SimpleNamespace(type=t, seq=50, payload={})  # noqa: E731
 
     r._start_lvsd(standby=True)  # as run() does: the router starts as a backup

@@ -23,7 +23,7 @@ import pytest
 from lvsbus import catalog  # noqa: F401
 from lvsbus.events import decode
 from lvsbus.log import LogReader
-from services.pulse import wire
+from lvsbus_services.pulse import wire
 from tests.netns import CLIENT, VIP, json_lines, netns_module, router_mac, router_toml, write_key  # noqa: F401
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -544,7 +544,7 @@ def test_a_real_server_flapping_leaves_and_rejoins_the_table(netns_module, tmp_p
         if server is not None and server.poll() is None:
             server.kill()
             server.wait(5)
-    from tools.replay import verify
+    from lvsbus_tools.replay import verify
 
     for r in t.routers:
         rep = verify(str(c.state(r) / "log"))

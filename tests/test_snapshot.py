@@ -135,7 +135,7 @@ def test_an_unknown_or_foreign_snapshot_is_refused(env, why):
     import msgpack
 
     from lvsbus.snapshot import SnapshotVersionError, decode_state
-    from services.pulse.core import PulseCore
+    from lvsbus_services.pulse.core import PulseCore
 
     with pytest.raises(SnapshotVersionError, match=why):
         decode_state(PulseCore(), msgpack.packb(env, use_bin_type=True))

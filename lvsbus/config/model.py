@@ -132,7 +132,10 @@ class Check:
     """How nanny probes a real server.
 
     Passing ``rise`` probes in a row bring a server up, failing ``fall`` probes in a row take it down;
-    a probe starts every ``interval`` seconds and gives up after ``timeout`` seconds.
+    a probe starts every ``interval`` seconds and gives up after ``timeout`` seconds. A server with
+    no health history (first start, a router restart, which starts a new run, a new server, a changed
+    check) needs ``initial_rise`` passes instead: Piranha's nanny put a server in after one passed
+    check and asked for ``reentry`` only after it had failed.
     """
 
     kind: CheckKind = CheckKind.TCP_CONNECT
@@ -140,6 +143,8 @@ class Check:
     timeout: float = 2.0
     rise: int = 2
     fall: int = 3
+    #: passes in a row that bring in a server with no health history (no failure seen yet)
+    initial_rise: int = 1
     #: probe this port instead of the real server's port
     port: int | None = None
     #: tcp_send_expect: bytes sent (a str, encoded UTF-8); program: unused
@@ -159,6 +164,10 @@ class Check:
     command: str = ""
     #: program: required exit status; None = 0 when ``expect`` is empty, not checked otherwise
     exit_code: int | None = None
+    #: how ``send``, ``expect`` and ``payload`` become bytes: "utf-8", or "latin-1" (each character
+    #: U+0000..U+00FF is one byte: binary protocols; lvs.cf's \xHH / octal escapes that are not
+    #: UTF-8 give this)
+    encoding: str = "utf-8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +205,13 @@ class VirtualService:
     persistence_prefixlen: int | None = None
     sorry_server: str | None = None
     sorry_server_port: int | None = None
-    #: a failed server gets weight 0 (existing connections drain) instead of removal
+    #: lvs.cf ``quiesce_server`` (Piranha's nanny -q): a server that was in the table and fails
+    #: gets weight 0 (existing connections drain) instead of removal, and its weight back when it
+    #: recovers; a server never in the table is not added at weight 0
     quiesce: bool = False
+    #: keepalived's ``inhibit_on_failure``: every real server not in service is in the table with
+    #: weight 0, from the start (also one that never passed a check)
+    inhibit_on_failure: bool = False
     #: minimum total weight of healthy servers for the service to be up (keepalived's quorum)
     quorum: int = 1
     hysteresis: int = 0
@@ -315,7 +329,9 @@ class Config:
     sync_daemon: SyncDaemon = field(default_factory=SyncDaemon)
     notify: Notify = field(default_factory=Notify)
     nat_router: NatRouter | None = None
-    #: lvs.cf ``hard_shutdown``: stop the router if a service (lvsd, nanny) cannot be restarted
+    #: lvs.cf ``hard_shutdown`` (Piranha's lvsd: a dead nanny shut LVS down): when nanny cannot be
+    #: restarted (a restart loop) the router steps down (true) or stays up without health checks,
+    #: the table frozen as it was, and says manual action is needed (false)
     hard_shutdown: bool = True
     #: Prometheus-style metrics listener ``HOST:PORT``; None = off
     metrics_address: str | None = None

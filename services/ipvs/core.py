@@ -124,7 +124,7 @@ def _daemon_differs(a: dict, b: dict) -> bool:
 def desired_from_config(cfg: Config) -> Table:
     """The table ``cfg`` asks for with every active real server in service (lvsd's own layout of a
     virtual service, so the two cannot disagree)."""
-    from services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
+    from lvsbus_services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
 
     entries = {}
     for vs in cfg.virtual_services:
@@ -136,7 +136,7 @@ def desired_from_config(cfg: Config) -> Table:
 
 
 def managed_keys(cfg: Config) -> set[ServiceKey]:
-    from services.lvsd.core import service_key
+    from lvsbus_services.lvsd.core import service_key
 
     return {service_key(vs) for vs in cfg.virtual_services}
 

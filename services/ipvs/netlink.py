@@ -387,7 +387,7 @@ class Ipvs:
     # -- writing ---------------------------------------------------------------------------
 
     def apply(self, op: dict) -> None:
-        """Carry out one op dict (``services.ipvs.core`` shape). Raises ``IpvsError`` with the errno."""
+        """Carry out one op dict (``lvsbus_services.ipvs.core`` shape). Raises ``IpvsError`` with the errno."""
         cmd, attrs, flags = op_request(op)
         self._request(cmd, attrs, flags)
 

@@ -1,7 +1,7 @@
 """The applier's I/O shell: carries out the core's ``ipvs.read_table`` and ``ipvs.apply`` effects
-through ``services.ipvs.netlink`` and publishes what the kernel said.
+through ``lvsbus_services.ipvs.netlink`` and publishes what the kernel said.
 
-    python -m services.ipvs --state-dir DIR --config FILE --run-start-seq N [--config-seq M] [--flush-unmanaged]
+    python -m lvsbus_services.ipvs --state-dir DIR --config FILE --run-start-seq N [--config-seq M] [--flush-unmanaged]
 
 * start: publish ``ipvs.started``; the core answers with ``ipvs.read_table``; the shell dumps the
   kernel (``ipvs.table_read``) and the core plans the ops that make it exact (``ipvs.apply``);
