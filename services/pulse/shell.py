@@ -543,6 +543,17 @@ class PulseShell:
         return 0
 
 
+def take_lock(state_dir: str) -> int:
+    """One pulse per router. A second one (the supervisor's warm spare) has imported everything by
+    now and waits here until the live pulse dies; then it reads its state (snapshot + log), binds
+    the heartbeat sockets and carries on: the peer sees a gap of milliseconds, not a start-up.
+    The fd stays open (close-on-exec: notify commands do not inherit it) for the process's life."""
+    from lvsbus import servicelock
+
+    return servicelock.acquire(StateDirs(state_dir).run, "pulse",
+                               on_wait=lambda: log.info("spare_waiting", service="pulse", pid=os.getpid()))
+
+
 def _log_failure(fut) -> None:
     """Done-callback of work queued on the netlink thread: its own errors are logged where they
     happen (vip_add_failed, send_failed...); anything else must not vanish with the future."""
@@ -571,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: every thread's stack on stderr
+    take_lock(args.state_dir)
     shell = PulseShell(args.state_dir, args.config, args.run_start_seq, args.config_seq)
     try:
         shell.prepare()
