@@ -249,6 +249,7 @@ class Child:
     def promote_spare(self) -> None:
         """The live process died and the spare (waiting on the lock) takes over: it is the live one now."""
         self.proc, self.spare = self.spare, None
+        log.info("service_started", service=self.name, pid=self.proc.pid, spare_took_over=True)  # type: ignore[union-attr]
 
     def kill_spare(self) -> None:
         """A spare waits on the lock and holds nothing else: SIGKILL, by PID, and reap it."""
@@ -822,8 +823,9 @@ def _issue(message: str):
     return Issue(key="heartbeat.key_file", message=message)
 
 
-def main(config: str, state_dir: str, keep_privileges: bool = False) -> int:
+def main(config: str, state_dir: str, keep_privileges: bool = False, limits: RestartLimits | None = None,
+         spares: bool = True) -> int:
     from . import logs
 
     logs.setup(service="router")
-    return Router(config, state_dir, keep_privileges=keep_privileges).run()
+    return Router(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares).run()
