@@ -112,7 +112,7 @@ def _alive(pid: int) -> bool:
 
 
 def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, keepalive: float = 0.1,
-             deadtime: float = 0.3, window: float = 1.0, say=lambda *_: None) -> dict:
+             deadtime: float = 0.3, window: float = 1.0, spares: bool = True, say=lambda *_: None) -> dict:
     """Start two routers in ``topo`` (r1 preferred), kill r1's pulse and broker (alternately) the
     given number of times, stop both routers. Returns the counts, the takeovers by r2, r1's role
     changes, and the longest gap between heartbeats of r1 recorded by r2 (any link, and per link)."""
@@ -126,7 +126,7 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
         errs[r] = ErrLog(tmp / f"{r}.err")
         procs[r] = topo.popen(
             r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(config), "--state-dir", str(tmp / r),
-                "--max-restarts", "1000", "--restart-window", str(window)],
+                "--max-restarts", "1000", "--restart-window", str(window), *([] if spares else ["--no-spares"])],
             stdout=subprocess.DEVNULL, stderr=open(tmp / f"{r}.err", "ab"), cwd=str(ROOT),
             env={**os.environ, "LVSBUS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
         )
@@ -154,7 +154,8 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
                 sp = err.last("spare_started", service)
                 return sp is not None and _alive(sp["pid"]) and err.has("spare_waiting", service, sp["pid"])
 
-            _wait(spare_ready, 30.0, f"a {service} spare waiting on r1 (kill {i + 1})")
+            if spares:
+                _wait(spare_ready, 30.0, f"a {service} spare waiting on r1 (kill {i + 1})")
             time.sleep(max(0.0, last_kill[service] + window + 0.05 - time.monotonic()))
             live = err.last("service_started", service)["pid"]
             os.kill(live, signal.SIGKILL)
@@ -186,6 +187,9 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
         out["restart_events"] = {s: sum(1 for e in restarts if e.payload["service"] == s) for s in ("pulse", "broker")}
         out["last_attempt"] = {s: max([e.payload["attempt"] for e in restarts if e.payload["service"] == s], default=0)
                                for s in ("pulse", "broker")}
+        st = subprocess.run([sys.executable, "-m", "lvsbus.cli", "status", "--state-dir", str(tmp / "r1"), "--json"],
+                            capture_output=True, text=True, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out["status_restarts"] = json.loads(st.stdout).get("service_restarts") if st.returncode == 0 else st.stderr
         out["merged_log_lines"] = len(errs["r1"].bad) + len(errs["r2"].poll() and errs["r2"].bad)
     finally:
         for p in procs.values():
