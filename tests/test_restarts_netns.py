@@ -15,7 +15,8 @@ import pytest
 from lvsbus import catalog  # noqa: F401
 from lvsbus.events import decode
 from lvsbus.log import LogReader
-from tests.netns import netns, router_toml, write_key  # noqa: F401
+from tests.netns import netns as _netns_fixture  # noqa: F401  (the fixture)
+from tests.netns import router_toml, write_key
 from tests.restarts import campaign
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
