@@ -43,6 +43,7 @@ no_new_privs, dropped between fork and exec. ``--keep-privileges`` turns that of
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import signal
@@ -151,13 +152,23 @@ def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) 
 
 
 def check_key_file(path: str) -> str | None:
-    """None when the heartbeat key file is usable, else why not."""
+    """None when the heartbeat key file is usable, else why not (a line that starts with its path)."""
+    issue = key_file_issue(path)
+    return None if issue is None else str(issue)
+
+
+def key_file_issue(path: str):
+    """The key file's problem as an Issue of that file (``PATH: heartbeat key file: ...``), or None."""
+    from .config import Issue
+
     try:
         st = os.stat(path)
     except OSError as exc:
-        return f"heartbeat key file {path}: {exc.strerror}"
+        hint = f"; create one with: lvsbus keys heartbeat --out {path}" if exc.errno == errno.ENOENT else ""
+        return Issue(key="", message=f"heartbeat key file: {exc.strerror}{hint}", file=path)
     if st.st_mode & 0o077:
-        return f"heartbeat key file {path} has mode {st.st_mode & 0o777:04o}: it must be 0600 or stricter (chmod 600 {path})"
+        return Issue(key="", file=path, message=f"heartbeat key file has mode {st.st_mode & 0o777:04o}: it must be "
+                     f"0600 or stricter (chmod 600 {path})")
     return None
 
 
@@ -729,9 +740,9 @@ class Router:
         try:
             new = load(self.config_path)
             me = identify_local_router(new.config, netutil.local_addresses())
-            problem = check_key_file(new.config.heartbeat.key_file) if new.config.heartbeat.enabled else None
+            problem = key_file_issue(new.config.heartbeat.key_file) if new.config.heartbeat.enabled else None
             if problem:
-                raise ConfigError([_issue(problem)])
+                raise ConfigError([problem])
         except ConfigError as exc:
             errors = [str(i)[:2048] for i in exc.issues][:1000]
             log.error("reload_refused", path=self.config_path, errors=errors, kept_digest=old.digest)
@@ -815,12 +826,6 @@ class Router:
         if self.broker is not None:
             self.broker.stop()
         log.info("router_stopped", router=self.local, exit_code=self.exit_code)
-
-
-def _issue(message: str):
-    from .config import Issue
-
-    return Issue(key="heartbeat.key_file", message=message)
 
 
 def main(config: str, state_dir: str, keep_privileges: bool = False, limits: RestartLimits | None = None,

@@ -58,7 +58,8 @@ def read_key(path: str) -> bytes:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise KeyFileError(f"heartbeat key file {path}: {exc.strerror}") from None
+        hint = f"; create one with: lvsbus keys heartbeat --out {path}" if exc.errno == errno.ENOENT else ""
+        raise KeyFileError(f"{path}: heartbeat key file: {exc.strerror}{hint}") from None
     try:
         wire.check_key_mode(st.st_mode)
     except ValueError as exc:
