@@ -23,11 +23,22 @@ lvsd follows pulse's effect events: the supervisor subscribes to ``pulse.start_l
 ``pulse.stop_lvsd`` on the bus and starts (tells its standby to go) or stops it itself (no extra
 event type: the effect already is the command, and it is in the log). See docs/router.md.
 
-Supervision: a child that dies is restarted (the first time at once, then with exponential
-backoff) and ``router.service_restarted`` is published; its state comes back from its snapshot and
-the log. The VIPs are not touched while pulse is down. More than ``MAX_RESTARTS`` restarts of one
-service within ``RESTART_WINDOW`` seconds is a restart loop: the router steps down
-(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1.
+Supervision: the decisions are ``lvsbus.supervision.RestartPolicy`` (pure, time as an argument):
+every death of a service's process counts for that service, whichever process it was (the broker
+too: its history no longer starts over with each new process). The next process comes at once,
+then after 0.2, 0.4, 0.8, 1.6 s... (at most 5 s) while earlier deaths are within ``RESTART_WINDOW``;
+the ``MAX_RESTARTS + 1``-th death within it is a restart loop: the router steps down
+(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1. Each death publishes
+``router.service_restarted`` {service, attempt (the service's count in this run), exit}.
+
+Warm spares (``SPARES``: the broker and pulse): besides the live process, a second one has started,
+imported everything and waits on the service's lock (``lvsbus.servicelock``: an flock the live
+one holds for its life). When the live one dies, even by SIGKILL, the kernel drops its lock and the
+spare carries on at once (recovers, binds, serves): pulse's heartbeats pause for tens of ms, not a
+Python start (0.3-0.5 s, more than a short deadtime). The supervisor then makes a new spare after
+the policy's delay, and only once the live one holds the lock (``/proc/locks``), so two never race
+for it. A spare that dies while it waits is a death of the service too. The VIPs are not touched
+while pulse is down.
 
 Signals (handlers only set flags; the loop wakes through a wakeup fd):
 SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over (its final
