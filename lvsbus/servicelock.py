@@ -19,6 +19,18 @@ def lock_path(run_dir: str, service: str) -> str:
     return os.path.join(run_dir, f"{service}.lock")
 
 
+def try_acquire(run_dir: str, service: str) -> int | None:
+    """The service's lock if nobody holds it (the fd, to keep open), else None."""
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    fd = os.open(lock_path(run_dir, service), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
 def acquire(run_dir: str, service: str, on_wait: Callable[[], None] | None = None) -> int:
     """Take the service's lock, waiting as long as another process holds it. Returns the fd: keep
     it open (close-on-exec, so no program the service runs inherits it) for the process's life.

@@ -151,8 +151,12 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
             err = errs["r1"]
 
             def spare_ready() -> bool:
-                sp = err.last("spare_started", service)
-                return sp is not None and _alive(sp["pid"]) and err.has("spare_waiting", service, sp["pid"])
+                """The spare started after the live process took over (not the one that just did),
+                waiting on the lock, alive."""
+                lines = err.poll()
+                live = max(i for i, l in enumerate(lines) if l.get("event") == "service_started" and l.get("service") == service)
+                sp = [l for l in lines[live:] if l.get("event") == "spare_started" and l.get("service") == service]
+                return bool(sp) and _alive(sp[-1]["pid"]) and err.has("spare_waiting", service, sp[-1]["pid"])
 
             if spares:
                 _wait(spare_ready, 30.0, f"a {service} spare waiting on r1 (kill {i + 1})")
