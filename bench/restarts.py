@@ -10,6 +10,7 @@ longest gap between r1's heartbeats as recorded by r2 (any link), then per link.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -29,6 +30,9 @@ def main() -> int:
     ap.add_argument("--keepalive", type=float, default=0.1)
     ap.add_argument("--deadtime", type=float, default=0.3)
     ap.add_argument("--window", type=float, default=1.0, help="--restart-window given to the routers")
+    ap.add_argument("--baseline-s", type=float, default=60.0,
+                    help="then the same pair for this long without any kill (what the load alone does); 0: skip")
+    ap.add_argument("--no-spares", action="store_true", help="routers without warm spares (the old restarts)")
     args = ap.parse_args()
     why = netns_available()
     if why:
@@ -36,10 +40,14 @@ def main() -> int:
         return 1
     topo = Topology(routers=2).build()
     t0 = time.monotonic()
+    base = None
     try:
         with tempfile.TemporaryDirectory(prefix="lvsbus-restarts-") as tmp:
-            r = campaign(topo, Path(tmp), args.pulse_kills, args.broker_kills, keepalive=args.keepalive,
-                         deadtime=args.deadtime, window=args.window, say=print)
+            r = campaign(topo, Path(tmp) / "kills", args.pulse_kills, args.broker_kills, keepalive=args.keepalive,
+                         deadtime=args.deadtime, window=args.window, spares=not args.no_spares, say=print)
+            if args.baseline_s > 0:
+                base = campaign(topo, Path(tmp) / "idle", 0, 0, keepalive=args.keepalive, deadtime=args.deadtime,
+                                idle_s=args.baseline_s)
     finally:
         topo.destroy()
     print(f"keepalive_s={args.keepalive}")
@@ -51,6 +59,11 @@ def main() -> int:
         print(f"max_heartbeat_gap_ms_{link}={g}")
     print(f"restart_events={r['restart_events']}")
     print(f"merged_log_lines={r['merged_log_lines']}")
+    print(f"measured_s={r['measured_s']}")
+    if base is not None:
+        for k in ("measured_s", "takeovers", "max_heartbeat_gap_ms", "gaps_over_deadtime"):
+            print(f"baseline_{k}={base[k]}")
+    print(f"load_average={' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"elapsed_s={time.monotonic() - t0:.0f}")
     return 0 if r["takeovers"] == 0 else 1
 

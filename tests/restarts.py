@@ -112,7 +112,8 @@ def _alive(pid: int) -> bool:
 
 
 def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, keepalive: float = 0.1,
-             deadtime: float = 0.3, window: float = 1.0, spares: bool = True, say=lambda *_: None) -> dict:
+             deadtime: float = 0.3, window: float = 1.0, spares: bool = True, idle_s: float = 0.0,
+             say=lambda *_: None) -> dict:
     """Start two routers in ``topo`` (r1 preferred), kill r1's pulse and broker (alternately) the
     given number of times, stop both routers. Returns the counts, the takeovers by r2, r1's role
     changes, and the longest gap between heartbeats of r1 recorded by r2 (any link, and per link)."""
@@ -172,7 +173,9 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
             _wait(lambda: restarts.recorded(service, attempt), 10.0, f"{service} restart {attempt} recorded")
             if (i + 1) % 20 == 0:
                 say(f"# {i + 1}/{len(plan)} kills")
+        time.sleep(idle_s)  # a baseline: the same pair, no kill
         time.sleep(deadtime + 0.5)
+        out["measured_s"] = round((time.time_ns() - start_ns) / 1e9, 1)
         changes = [e for e in events(tmp / "r2", ("router.role_changed",)) if e.wall_ns > start_ns]
         out["takeovers"] = sum(1 for e in changes if e.payload["new"] == "ACTIVE")
         out["r1_role_changes"] = sum(1 for e in events(tmp / "r1", ("router.role_changed",)) if e.wall_ns > start_ns)
@@ -194,6 +197,10 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
         st = subprocess.run([sys.executable, "-m", "lvsbus.cli", "status", "--state-dir", str(tmp / "r1"), "--json"],
                             capture_output=True, text=True, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
         out["status_restarts"] = json.loads(st.stdout).get("service_restarts") if st.returncode == 0 else st.stderr
+        for r in ("r1", "r2"):
+            rv = subprocess.run([sys.executable, "-m", "lvsbus.cli", "replay", str(tmp / r / "log"), "--verify"],
+                                capture_output=True, text=True, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+            out[f"replay_{r}"] = "identical" if rv.returncode == 0 and "identical" in rv.stdout else (rv.stdout + rv.stderr)[-1500:]
         out["merged_log_lines"] = len(errs["r1"].bad) + len(errs["r2"].poll() and errs["r2"].bad)
     finally:
         for p in procs.values():
