@@ -118,3 +118,120 @@ def test_a_spare_takes_the_lock_the_moment_the_holder_is_killed(tmp_path):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# -- the supervisor's shell over the policy: spares, promotion, backoff, step-down (no processes) --
+
+class FakeProc:
+    pids = iter(range(1000, 100000))
+
+    def __init__(self) -> None:
+        self.pid = next(FakeProc.pids)
+        self.returncode = None
+        self.stdin = self.stderr = None
+
+    def poll(self):
+        return self.returncode
+
+    def die(self, code: int = -9) -> None:
+        self.returncode = code
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+    def send_signal(self, sig) -> None:
+        self.returncode = -sig
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict]] = []
+
+    def publish(self, type_, payload):
+        self.published.append((type_, payload))
+
+    def publish_acked(self, type_, payload, timeout=None):
+        self.published.append((type_, payload))
+        return len(self.published)
+
+
+def _router(monkeypatch, tmp_path, clock):
+    from lvsbus import router as R
+
+    monkeypatch.setattr(R.Child, "_spawn", lambda self, what: FakeProc())
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
+    r = R.Router(str(tmp_path / "none.toml"), str(tmp_path / "s"))
+    r.client = FakeBus()
+    holders = {}
+    monkeypatch.setattr(R.servicelock, "holder", lambda run, name: holders.get(name))
+    c = R.Child("pulse", ["pulse"], spare=True)
+    r.children = {"pulse": c}
+    c.start()
+    c.spare_at = clock[0]
+    monkeypatch.setattr(r, "_shutdown", lambda reason, graceful: r._flags.add(f"shutdown:{reason}"))
+    return r, c, holders
+
+
+def test_a_spare_is_started_only_once_the_live_one_holds_the_lock_then_takes_over(monkeypatch, tmp_path):
+    clock = [100.0]
+    r, c, holders = _router(monkeypatch, tmp_path, clock)
+    assert r._supervise() and c.spare is None  # the live one has not taken the lock yet
+    holders["pulse"] = c.pid
+    assert r._supervise() and c.spare is not None
+    live, spare = c.proc, c.spare
+    live.die()
+    clock[0] += 0.01
+    assert r._supervise()
+    assert c.proc is spare and c.spare is None  # promoted at once, no process start
+    assert r.client.published[-1] == ("router.service_restarted", {"service": "pulse", "attempt": 1, "exit": "killed by SIGKILL"})
+    holders["pulse"] = spare.pid
+    assert r._supervise() and c.spare is not None  # next spare at once (first death in the window)
+    # the second death: the spare takes over, the next spare waits 0.2 s
+    second = c.spare
+    c.proc.die()
+    clock[0] += 1.0
+    r._supervise()
+    assert c.proc is second and c.spare is None and c.spare_at == pytest.approx(clock[0] + 0.2)
+    holders["pulse"] = second.pid
+    clock[0] += 0.1
+    r._supervise()
+    assert c.spare is None
+    clock[0] += 0.11
+    r._supervise()
+    assert c.spare is not None
+
+
+def test_deaths_faster_than_spares_leave_the_service_down_for_the_backoff_then_step_down(monkeypatch, tmp_path):
+    clock = [0.0]
+    r, c, holders = _router(monkeypatch, tmp_path, clock)
+    delays = []
+    for n in range(5):
+        c.proc.die(3)  # dies while no spare is ready (none: the live one never takes the lock here)
+        t0 = clock[0]
+        r._supervise()
+        while not c.alive():
+            clock[0] = round(clock[0] + 0.05, 3)
+            r._supervise()
+        delays.append(round(clock[0] - t0, 3))  # started again, as the live one, after the backoff
+    assert delays == pytest.approx([0.0, 0.2, 0.4, 0.8, 1.6], abs=0.051)  # the clock steps 0.05 s
+    assert [p["attempt"] for t, p in r.client.published if t == "router.service_restarted"] == [1, 2, 3, 4, 5]
+    c.proc.die(3)
+    assert not r._supervise()  # the 6th death within 60 s
+    assert "shutdown:restart loop: pulse" in r._flags and r.exit_code == 1
+
+
+def test_a_spare_that_dies_while_it_waits_is_a_death_of_the_service(monkeypatch, tmp_path):
+    clock = [0.0]
+    r, c, holders = _router(monkeypatch, tmp_path, clock)
+    holders["pulse"] = c.pid
+    r._supervise()
+    first = c.spare
+    first.die(3)
+    clock[0] += 0.5
+    r._supervise()
+    assert c.alive() and c.spare is not None and c.spare is not first  # the first death: a new one at once
+    assert r.client.published[-1] == ("router.service_restarted", {"service": "pulse", "attempt": 1, "exit": "spare: exit 3"})
+    assert r.policy.attempts("pulse") == 1
