@@ -55,10 +55,14 @@ def main() -> int:
     for k in ("pulse_kills", "broker_kills", "takeovers", "r1_role_changes", "max_heartbeat_gap_ms",
               "gaps_over_deadtime"):
         print(f"{k}={r[k]}")
+    for k in ("pulse_kill_gap_ms_median", "pulse_kill_gap_ms_max", "broker_kill_gap_ms_median", "broker_kill_gap_ms_max"):
+        print(f"{k}={r[k]}")
     for link, g in r["max_heartbeat_gap_ms_per_link"].items():
         print(f"max_heartbeat_gap_ms_{link}={g}")
     print(f"restart_events={r['restart_events']}")
     print(f"merged_log_lines={r['merged_log_lines']}")
+    print(f"replay_r1={r['replay_r1'].splitlines()[-1][:200] if r['replay_r1'] != 'identical' else 'identical'}")
+    print(f"replay_r2={r['replay_r2'].splitlines()[-1][:200] if r['replay_r2'] != 'identical' else 'identical'}")
     print(f"measured_s={r['measured_s']}")
     if base is not None:
         for k in ("measured_s", "takeovers", "max_heartbeat_gap_ms", "gaps_over_deadtime"):

@@ -9,6 +9,7 @@ out of the way: what is measured is whether a restart, with a spare ready, is se
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import signal
@@ -145,6 +146,7 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
         start_ns = time.time_ns()
         last_kill = {"pulse": 0.0, "broker": 0.0}
         restarts = _Recorded(tmp / "r1")
+        kills: list[tuple[str, int]] = []
         plan = []  # alternately
         for n in range(max(pulse_kills, broker_kills)):
             plan += (["pulse"] if n < pulse_kills else []) + (["broker"] if n < broker_kills else [])
@@ -165,6 +167,7 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
             live = err.last("service_started", service)["pid"]
             os.kill(live, signal.SIGKILL)
             last_kill[service] = time.monotonic()
+            kills.append((service, time.time_ns()))
             out[f"{service}_kills"] += 1
             _wait(lambda: err.last("service_started", service)["pid"] != live, 10.0, f"{service} back on r1")
             # and its restart recorded (a kill of the broker an instant later could lose the record:
@@ -190,6 +193,20 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
             per_link[link] = round(max(lg), 1) if lg else None
         out["max_heartbeat_gap_ms_per_link"] = per_link
         out["gaps_over_deadtime"] = sum(1 for g in gaps if g > deadtime * 1000)
+        # the interval between r1's heartbeats (recorded by r2) across each kill, by what was killed
+        walls = [b.wall_ns for b in beats]
+        for service in ("pulse", "broker"):
+            across = []
+            for s_, at in kills:
+                if s_ != service:
+                    continue
+                i = max(1, bisect.bisect_left(walls, at - 50_000_000))
+                j = bisect.bisect_left(walls, at + 1_000_000_000)
+                if i < j <= len(beats):
+                    across.append(max((beats[k].mono_ns - beats[k - 1].mono_ns) / 1e6 for k in range(i, j)))
+            across.sort()
+            out[f"{service}_kill_gap_ms_median"] = round(across[len(across) // 2], 1) if across else None
+            out[f"{service}_kill_gap_ms_max"] = round(across[-1], 1) if across else None
         restarts = events(tmp / "r1", ("router.service_restarted",))
         out["restart_events"] = {s: sum(1 for e in restarts if e.payload["service"] == s) for s in ("pulse", "broker")}
         out["last_attempt"] = {s: max([e.payload["attempt"] for e in restarts if e.payload["service"] == s], default=0)
