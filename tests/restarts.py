@@ -25,6 +25,8 @@ from lvsbus.netns import VIP, Topology, router_toml, write_key
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 5391
+#: at least this long between two kills (of either service): each kill's gap is its own
+SETTLE_S = 0.5
 
 
 class ErrLog:
@@ -59,6 +61,9 @@ class ErrLog:
             if line.get("event") == event and line.get("service") == service:
                 return line
         return None
+
+    def count(self, event: str, service: str) -> int:
+        return sum(1 for l in self.poll() if l.get("event") == event and l.get("service") == service)
 
     def has(self, event: str, service: str, pid: int) -> bool:
         return any(l.get("event") == event and l.get("service") == service and l.get("pid") == pid
@@ -163,8 +168,10 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
 
             if spares:
                 _wait(spare_ready, 30.0, f"a {service} spare waiting on r1 (kill {i + 1})")
-            time.sleep(max(0.0, last_kill[service] + window + 0.05 - time.monotonic()))
+            time.sleep(max(0.0, last_kill[service] + window + 0.05 - time.monotonic(),
+                           max(last_kill.values()) + SETTLE_S - time.monotonic()))
             live = err.last("service_started", service)["pid"]
+            deaths = err.count("service_died", service)
             os.kill(live, signal.SIGKILL)
             last_kill[service] = time.monotonic()
             kills.append((service, time.time_ns()))
@@ -172,6 +179,7 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
             _wait(lambda: err.last("service_started", service)["pid"] != live, 10.0, f"{service} back on r1")
             # and its restart recorded (a kill of the broker an instant later could lose the record:
             # the supervisor publishes it without waiting for an ack)
+            _wait(lambda: err.count("service_died", service) > deaths, 10.0, f"{service}'s death seen on r1")
             attempt = err.last("service_died", service)["attempt"]
             _wait(lambda: restarts.recorded(service, attempt), 10.0, f"{service} restart {attempt} recorded")
             if (i + 1) % 20 == 0:
@@ -201,7 +209,7 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
                 if s_ != service:
                     continue
                 i = max(1, bisect.bisect_left(walls, at - 50_000_000))
-                j = bisect.bisect_left(walls, at + 1_000_000_000)
+                j = bisect.bisect_left(walls, at + int(SETTLE_S * 1e9))
                 if i < j <= len(beats):
                     across.append(max((beats[k].mono_ns - beats[k - 1].mono_ns) / 1e6 for k in range(i, j)))
             across.sort()

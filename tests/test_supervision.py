@@ -123,7 +123,7 @@ def test_a_spare_takes_the_lock_the_moment_the_holder_is_killed(tmp_path):
 # -- the supervisor's shell over the policy: spares, promotion, backoff, step-down (no processes) --
 
 class FakeProc:
-    pids = iter(range(1000, 100000))
+    pids = iter(range(4_000_000_000, 4_000_100_000))  # no real process has these
 
     def __init__(self) -> None:
         self.pid = next(FakeProc.pids)
@@ -162,6 +162,7 @@ def _router(monkeypatch, tmp_path, clock):
     from lvsbus import router as R
 
     monkeypatch.setattr(R.Child, "_spawn", lambda self, what: FakeProc())
+    monkeypatch.setattr(R, "_renice", lambda pid, nice: None)  # fake PIDs: never touch a real process
     monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
     r = R.Router(str(tmp_path / "none.toml"), str(tmp_path / "s"))
     r.client = FakeBus()
