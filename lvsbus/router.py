@@ -236,7 +236,7 @@ class Child:
         self.spare: subprocess.Popen | None = None
         self.spare_at: float | None = None  # start a new spare at this time (once the live one holds the lock)
         self.pending_attempt = 0  # the restart scheduled at start_at is this service's attempt N
-        self.nice: int | None = HEARTBEAT_NICE if spare else None  # the live process's nice value
+        self.nice: int | None = HEARTBEAT_NICE if name in SPARES else None  # the live process's nice value
         self._spawn_nice: int | None = None
 
     @property
