@@ -199,7 +199,7 @@ NOTIFY = """#!/bin/sh
 
 
 @pytest.fixture(scope="module")
-def topo(netns_module):
+def topo(netns_module):  # noqa: F811  (the fixture)
     from tests.test_router_netns import start_responders
 
     t = netns_module(routers=2)

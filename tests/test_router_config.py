@@ -260,7 +260,7 @@ def _cmdline(pid: int) -> list[str]:
 
 @pytest.mark.netns
 @pytest.mark.slow
-def test_services_killed_after_a_refused_reload_come_back_with_the_accepted_config(netns, tmp_path):
+def test_services_killed_after_a_refused_reload_come_back_with_the_accepted_config(netns, tmp_path):  # noqa: F811  (the fixture)
     topo = netns(routers=1, private=False)
     key1 = write_key(tmp_path / "hb1.key")
     key2 = write_key(tmp_path / "hb2.key")
