@@ -460,6 +460,17 @@ class Router:
                  else "not lowered: the supervisor lacks CAP_SETPCAP (no_new_privs still stops a regain)",
                  supervisor=privileges.describe(self._caps.effective))
 
+    def _check_priority(self) -> None:
+        """pulse and the broker run at HEARTBEAT_NICE: that needs CAP_SYS_NICE (root has it; the
+        systemd unit grants it to the supervisor, no service keeps it). Say so when it is missing."""
+        try:
+            have = bool(privileges.read().effective >> privileges.CAP_NUMBERS["CAP_SYS_NICE"] & 1)
+        except Exception:
+            have = os.geteuid() == 0
+        if not have:
+            log.warning("heartbeat_priority_unchanged", nice=0,
+                        reason="no CAP_SYS_NICE: pulse and the broker run at the default priority")
+
     def _dropper(self, name: str, config=None) -> privileges.Dropper | None:
         if not self.drop:
             return None
@@ -564,6 +575,7 @@ class Router:
             return code
         self.dirs.make()
         self._plan_privileges()
+        self._check_priority()
         if self.drop and _service_exists("services.ipvs"):
             self._load_ip_vs()
         self._install_signals()
