@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from .paths import DEFAULT_STATE_DIR, StateDirs
 
@@ -115,6 +116,7 @@ def cmd_broker(args) -> int:
     from .log import Durability
 
     dirs = StateDirs(args.state_dir).make()
+    lock_fd = _take_broker_lock(dirs)  # noqa: F841  (held, open, for the process's life)
     curve = None
     if args.curve_endpoint:
         if not (args.curve_secret and args.curve_authorized):
@@ -126,14 +128,39 @@ def cmd_broker(args) -> int:
     retention = Retention(
         max_bytes=int(args.retain_mb * 2**20) or None, max_age_s=args.retain_days * 86400 or None
     )
-    broker = Broker(
-        args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
-        segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
-    )
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            broker = Broker(
+                args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
+                segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
+            )
+            break
+        except RuntimeError as exc:
+            # the broker we replace holds the log's own lock until the kernel has closed all its
+            # files, a moment after it dropped the broker lock
+            if "open by another writer" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())
-    broker.run(ready=lambda: print(f"broker ready on ipc://{dirs.run}/bus.sock", file=sys.stderr, flush=True))
+    line = f"broker ready on ipc://{dirs.run}/bus.sock\n".encode()
+    broker.run(ready=lambda: os.write(2, line))  # one write: a whole line, never merged with another's
     return 0
+
+
+def _take_broker_lock(dirs: StateDirs) -> int:
+    """One broker per state directory. A second one (the supervisor's warm spare) has imported
+    everything by now and waits here until the live broker dies: then it recovers the log tail,
+    binds the socket and serves (clients reconnect within 10 ms)."""
+    from . import servicelock
+
+    import structlog
+
+    def waiting() -> None:
+        structlog.get_logger("lvsbus.bus").info("spare_waiting", service="broker", pid=os.getpid())
+
+    return servicelock.acquire(dirs.run, "broker", on_wait=waiting)
 
 
 def format_event(ev, as_json: bool) -> str:

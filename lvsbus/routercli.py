@@ -27,6 +27,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "each service keeps only the capabilities it needs (pulse: CAP_NET_ADMIN, CAP_NET_RAW, "
                    "CAP_NET_BIND_SERVICE; the IPVS applier: CAP_NET_ADMIN; nanny: CAP_NET_RAW when a check "
                    "runs a program; broker, lvsd, metrics: none), stays uid 0, and sets no_new_privs")
+    r.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                   help="restarts of one service within --restart-window before the router steps down "
+                   "(default %(default)s; a warm spare taking over counts as a restart)")
+    r.add_argument("--restart-window", type=float, default=60.0, metavar="SECONDS",
+                   help="the window of --max-restarts and of the restart backoff (default %(default)s)")
+    r.add_argument("--no-spares", action="store_true",
+                   help="no warm spare for the broker and pulse: a dead one is started anew (0.3-0.5 s)")
     r.set_defaults(func=cmd_router)
 
     s = sub.add_parser(
@@ -48,7 +55,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_router(args) -> int:
     from .router import main
 
-    return main(args.config, args.state_dir, keep_privileges=args.keep_privileges)
+    from .supervision import RestartLimits
+
+    if args.max_restarts < 0 or not args.restart_window > 0:
+        print("lvsbus router: --max-restarts must be 0 or more and --restart-window above 0", file=sys.stderr)
+        return 2
+    return main(args.config, args.state_dir, keep_privileges=args.keep_privileges,
+                limits=RestartLimits(max_restarts=args.max_restarts, window_s=args.restart_window),
+                spares=not args.no_spares)
 
 
 def cmd_fsm_router(args) -> int:

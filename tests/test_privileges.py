@@ -199,7 +199,7 @@ NOTIFY = """#!/bin/sh
 
 
 @pytest.fixture(scope="module")
-def topo(netns_module):
+def topo(netns_module):  # noqa: F811  (the fixture)
     from tests.test_router_netns import start_responders
 
     t = netns_module(routers=2)
@@ -255,6 +255,14 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
     for r in topo.routers:
         for service in SERVICES + ("lvsd",):  # the backup's lvsd is its standby
             _assert_kept(c, r, service, KEPT[service])
+        for service in ("broker", "pulse"):  # the warm spares: the same set as the service they replace
+            c.wait(lambda: [l for l in c.err_lines(r) if l.get("event") == "spare_waiting" and l.get("service") == service],
+                   10.0, f"{r}'s {service} spare")
+            spare = [l["pid"] for l in c.err_lines(r) if l.get("event") == "spare_started" and l.get("service") == service][-1]
+            sets = _sets_of(spare)
+            want = P.CapSets(inheritable=0, permitted=KEPT[service], effective=KEPT[service], bounding=KEPT[service],
+                             ambient=0, no_new_privs=True)
+            assert sets and all(x == want for x in sets), f"{r} {service} spare (pid {spare}): {sets[0]} != {want}"
         sup = P.read(c.procs[r].pid)  # ip netns exec execs the router: its pid is the supervisor's
         assert sup.effective == mine.effective and sup.bounding == mine.bounding and not sup.no_new_privs
         line = [l for l in c.err_lines(r) if l.get("event") == "privileges_dropped"][-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from lvsbus.paths import DEFAULT_STATE_DIR
 
@@ -29,6 +30,51 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def desired_from_log(state_dir: str):
     """(latest desired Table or None, its version, health {(address, port, service key?) -> state})."""
+    table, version, health, _age = desired_with_age(state_dir)
+    return table, version, health
+
+
+@dataclass
+class TableAge:
+    """Where the desired table shown comes from: the event that last set it, and what came after."""
+
+    seq: int = 0  # the lvsd.table_desired / lvsd.table_delta that made it
+    wall_ns: int = 0
+    stopped_seq: int = 0  # a pulse.stop_lvsd after it: lvsd no longer active, the table not in force
+    stopped_wall_ns: int = 0
+    role: str | None = None  # this router's last role (router.role_changed), and since when
+    role_wall_ns: int = 0
+
+    def lines(self, version: int, now_ns: int) -> list[str]:
+        out = [f"# desired: lvsd table version {version}, recorded at seq {self.seq}, {_when(self.wall_ns)} "
+               f"({_ago(now_ns - self.wall_ns)} ago)"]
+        if self.stopped_seq:
+            out.append(f"# desired: lvsd was stopped after it (seq {self.stopped_seq}, {_ago(now_ns - self.stopped_wall_ns)} "
+                       "ago): this is the table of an earlier active period, not one in force")
+        if self.role is not None:
+            out.append(f"# role: {self.role} since {_when(self.role_wall_ns)} ({_ago(now_ns - self.role_wall_ns)} ago)")
+        return out
+
+
+def _when(wall_ns: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(wall_ns / 1e9, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _ago(ns: int) -> str:
+    s = max(0, ns) / 1e9
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def desired_with_age(state_dir: str):
+    """desired_from_log's three, and the TableAge of that table."""
     from lvsbus import catalog  # noqa: F401
     from lvsbus.events import decode
     from lvsbus.ipvs_table import Table
@@ -37,20 +83,28 @@ def desired_from_log(state_dir: str):
     from lvsbus.ipvs_table import apply_ops
 
     table, version = None, 0
+    age = TableAge()
     health: dict[tuple[str, str, int], str] = {}
     for seq, body in LogReader(StateDirs(state_dir).log).read(1):
         ev = decode(body, seq)
         t = ev.type
         if t == "lvsd.table_desired":
             table, version = Table.from_dict(ev.payload["table"]), ev.payload["version"]
+            age.seq, age.wall_ns, age.stopped_seq, age.stopped_wall_ns = seq, ev.wall_ns, 0, 0
         elif t == "lvsd.table_delta":
             if table is not None and ev.payload["base_version"] == version:
                 table, version = apply_ops(table, ev.payload["ops"], strict=False), ev.payload["version"]
+                age.seq, age.wall_ns, age.stopped_seq, age.stopped_wall_ns = seq, ev.wall_ns, 0, 0
+        elif t == "pulse.stop_lvsd":
+            if table is not None and not age.stopped_seq:
+                age.stopped_seq, age.stopped_wall_ns = seq, ev.wall_ns
+        elif t == "router.role_changed":
+            age.role, age.role_wall_ns = ev.payload["new"], ev.wall_ns
         elif t in ("health.real_server_up", "health.real_server_down", "health.state_changed"):
             p = ev.payload
             state = {"health.real_server_up": "UP", "health.real_server_down": "DOWN"}.get(t) or p["new"]
             health[(p["virtual"], p["address"], p["port"])] = state
-    return table, version, health
+    return table, version, health, age
 
 
 def cmd_save(args) -> int:
@@ -134,16 +188,19 @@ def show_lines(desired, actual, health: dict, why: str | None = None) -> list[st
 
 
 def cmd_show(args) -> int:
+    import time
+
     try:
-        desired, version, health = desired_from_log(args.state_dir)
+        desired, version, health, age = desired_with_age(args.state_dir)
     except OSError as exc:
         print(f"# desired: cannot read the log in {args.state_dir}: {exc}")
-        desired, version, health = None, 0, {}
+        desired, version, health, age = None, 0, {}, TableAge()
     actual, why = actual_table()
     if desired is None:
         print(f"# desired: no table from lvsd in {args.state_dir}")
     else:
-        print(f"# desired: lvsd table version {version}")
+        for line in age.lines(version, time.time_ns()):
+            print(line)
     for line in show_lines(desired, actual, health, why):
         print(line)
     return 0
