@@ -319,6 +319,8 @@ class Config:
     hard_shutdown: bool = True
     #: Prometheus-style metrics listener ``HOST:PORT``; None = off
     metrics_address: str | None = None
+    #: seconds between two reads of the IPVS traffic figures by the applier (``ipvs.stats``); 0 = off
+    ipvs_stats_interval: float = 2.0
     debug_level: str | None = None
     #: Piranha SCSI reservation option (``nothing``/``preempt``); kept, not acted on
     reservation_conflict_action: str | None = None
