@@ -268,3 +268,31 @@ def test_show_stats_falls_back_to_the_log(tmp_path, capsys, monkeypatch):
     assert out[0] == "# IPVS not available in this kernel (test): the figures the applier recorded, as of seq 1"
     assert out[3] == "TCP  10.0.0.1:80                         3       18       12     1200     1500"
     assert main(["ipvs", "show", "--stats", "--state-dir", str(tmp_path / "none")]) == 1
+
+
+def test_compiled_check_of_ipvs_stats_agrees_with_the_catalog():
+    """The broker's fast path (lvsbus.schema.compile_check, which now compiles Dict too) takes the
+    real payloads and never accepts what the field-by-field check refuses."""
+    from lvsbus.events import DecodeError
+    from lvsbus.schema import compile_check
+
+    spec = REGISTRY.get("ipvs.stats", 1)
+    fast = compile_check(spec.payload)
+    s = Sampler()
+    good = [s.observe(sample(3, 3, 1), 0, 2000), s.observe(mutate(sample(3, 3, 1), random.Random(1), 1.0), 1, 2000),
+            {"interval_ms": 0, "full": False, "services": {S1: None, S2: {"stats": None, "dests": {"10.0.1.2:80": None}}}}]
+    row12 = list(range(12))
+    bad = [{**good[2], "services": {1: None}},
+           {**good[2], "services": {S1: {"stats": row12, "dests": {2: row12}}}},
+           {**good[2], "services": {S1: {"stats": row12, "dests": {"x": [*row12, 1]}}}},
+           {**good[2], "services": {S1: {"stats": row12, "dests": {"x": [-1]}}}},
+           {**good[2], "services": {S1: {"stats": row12, "dests": []}}},
+           {**good[2], "services": {S1: {"stats": row12, "dests": {}, "more": 1}}},
+           {**good[2], "services": []}]
+    for p in good:
+        assert fast(p)
+        REGISTRY.validate("ipvs.stats", 1, p)
+    for p in bad:
+        assert not fast(p), p
+        with pytest.raises(DecodeError):
+            REGISTRY.validate("ipvs.stats", 1, p)

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 
 from lvsbus import logs
+from lvsbus.config import Config
 from lvsbus.core import Effect
 from lvsbus.events import Event
 from lvsbus.paths import StateDirs
@@ -43,6 +44,7 @@ from .core import ApplierCore
 
 log = structlog.get_logger("ipvs")
 
+DEFAULT_STATS_INTERVAL = Config().ipvs_stats_interval  # a config.loaded of a version before the key
 CHUNK = 256  # ops per trip to the netlink thread (the bus keeps flowing during a big batch)
 
 
@@ -168,7 +170,7 @@ class ApplierShell:
     def on_event(self, ev: Event) -> None:
         if ev.type == "config.loaded":
             model = ev.payload.get("model")
-            value = model.get("ipvs_stats_interval", 2.0) if isinstance(model, dict) else None
+            value = model.get("ipvs_stats_interval", DEFAULT_STATS_INTERVAL) if isinstance(model, dict) else None
             if isinstance(value, (int, float)) and value != self.stats_interval:
                 self.stats_interval = float(value)
                 self._stats_changed.set()
