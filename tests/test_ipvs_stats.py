@@ -296,3 +296,54 @@ def test_compiled_check_of_ipvs_stats_agrees_with_the_catalog():
         assert not fast(p), p
         with pytest.raises(DecodeError):
             REGISTRY.validate("ipvs.stats", 1, p)
+
+
+# --- the shell's loop (its netlink read replaced by a list of samples) ----------------------------
+
+def test_shell_samples_at_the_interval_and_follows_a_reload(tmp_path):
+    import asyncio
+
+    from services.ipvs.shell import DEFAULT_STATS_INTERVAL, ApplierShell
+
+    def config_loaded(model):
+        return Event(9, "r1", "router", "config.loaded", 1, 9, 9, None, {"model": model})
+
+    async def run():
+        shell = ApplierShell(str(tmp_path), 1, stats_interval=0.05)
+        a = {S1: (d(5), {"10.0.1.2:80": d(1)})}
+        b = {S1: (d(6), {"10.0.1.2:80": d(2)})}
+        samples = [a, a, b, b]
+        published, reads = [], []
+
+        def read():
+            reads.append(1)
+            return samples[min(len(reads), len(samples)) - 1]
+
+        shell._read_stats = read
+        shell.core_ready = lambda: True
+        shell.runtime.publish = lambda t, p: published.append((t, p))
+        task = asyncio.ensure_future(shell.stats_loop())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(reads) >= 4:
+                break
+        assert [p["full"] for _t, p in published] == [True, False]  # a, (a: nothing), b, (b: nothing)
+        assert published[1][1]["services"] == {S1: {"stats": list(d(6)), "dests": {"10.0.1.2:80": list(d(2))}}}
+        assert {p["interval_ms"] for _t, p in published} == {50}
+        shell.on_event(config_loaded({"ipvs_stats_interval": 0}))  # a reload turns the figures off
+        await asyncio.sleep(0.05)
+        n = len(reads)
+        await asyncio.sleep(0.3)
+        assert len(reads) == n and shell.stats_interval == 0
+        shell.on_event(config_loaded({"ipvs_stats_interval": 0.05}))  # and on again: a full sample first
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(published) > 2:
+                break
+        assert published[2][1]["full"] is True
+        shell.on_event(config_loaded({}))  # a model of a version before the key: the default
+        assert shell.stats_interval == DEFAULT_STATS_INTERVAL
+        shell.stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(run())
