@@ -159,6 +159,18 @@ def fold_events(events, fig: Figures | None = None) -> Figures:
     return fig
 
 
+def named_rows(fig: Figures) -> list[dict]:
+    """The figures as plain dicts, services in key order each followed by its real servers: {"service",
+    "server" ("" for the service's own row), and one key a FIELDS name} (for JSON and the console)."""
+    out = []
+    for svc in sorted(fig.services):
+        out.append({"service": svc, "server": "", **dict(zip(FIELDS, fig.services[svc]))})
+        dests = fig.dests.get(svc, {})
+        for d in sorted(dests):
+            out.append({"service": svc, "server": d, **dict(zip(FIELDS, dests[d]))})
+    return out
+
+
 def figures_from_sample(sample: Sample) -> Figures:
     return fold(Figures(), {"interval_ms": 0, "full": True, "services": changes(None, sample)})
 

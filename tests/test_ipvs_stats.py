@@ -108,6 +108,16 @@ def test_fold_from_the_middle_of_the_log_is_marked_incomplete_until_a_full_sampl
     assert fig.complete and set(fig.services) == {S2} and fig.samples == 2
 
 
+def test_named_rows_for_json():
+    from lvsbus.ipvs_stats import named_rows
+
+    fig = figures_from_sample({S1: (d(3, 1), {"10.0.1.2:80": d(3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 5)})})
+    assert named_rows(fig) == [
+        {"service": S1, "server": "", **dict.fromkeys(FIELDS, 0), "conns": 3, "inpkts": 1},
+        {"service": S1, "server": "10.0.1.2:80", **dict.fromkeys(FIELDS, 0), "conns": 3, "inpkts": 1, "active": 2,
+         "inactive": 5}]
+
+
 def test_fold_events_skips_other_types():
     p = {"interval_ms": 2000, "full": True, "services": {S1: {"stats": list(d(4)), "dests": {}}}}
     evs = [Event(1, "r1", "ipvs", "ipvs.started", 1, 1, 1, None, {}), Event(2, "r1", "ipvs", "ipvs.stats", 1, 2, 2, None, p)]
