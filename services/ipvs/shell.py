@@ -35,10 +35,9 @@ from lvsbus import logs
 from lvsbus.config import Config
 from lvsbus.core import Effect
 from lvsbus.events import Event
+from lvsbus.ipvs_stats import Sampler
 from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
-
-from lvsbus.ipvs_stats import Sampler
 
 from .core import ApplierCore
 
@@ -191,9 +190,13 @@ class ApplierShell:
                     log.debug("stats_read_failed", error=str(exc))
                     self.sampler.reset()
                 else:
-                    payload = self.sampler.observe(sample, time.monotonic_ns(), int(round(interval * 1000)))
-                    if payload is not None:
-                        self.runtime.publish("ipvs.stats", payload)
+                    try:
+                        payload = self.sampler.observe(sample, time.monotonic_ns(), int(round(interval * 1000)))
+                        if payload is not None:
+                            self.runtime.publish("ipvs.stats", payload)
+                    except Exception:  # a bug here must not stop the figures for good, nor the applier
+                        log.exception("stats_publish_failed")
+                        self.sampler.reset()
             else:
                 self.sampler.reset()
             if interval > 0:
