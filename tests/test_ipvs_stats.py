@@ -357,3 +357,19 @@ def test_shell_samples_at_the_interval_and_follows_a_reload(tmp_path):
         await asyncio.wait_for(task, 5)
 
     asyncio.run(run())
+
+
+def test_shell_reads_no_figures_while_a_batch_or_a_dump_is_under_way(tmp_path):
+    from services.ipvs.core import ApplierState
+    from services.ipvs.shell import ApplierShell
+
+    shell = ApplierShell(str(tmp_path), 1, stats_interval=1.0)
+    shell.runtime.client = object()  # started (the bus client exists)
+    shell.runtime.state = ApplierState(started=True)
+    assert shell.core_ready()
+    shell.runtime.state = ApplierState(started=True, pending=[(1, [])])
+    assert not shell.core_ready()
+    shell.runtime.state = ApplierState(started=True, reads={1: 0})
+    assert not shell.core_ready()
+    shell.runtime.state = ApplierState(started=True, available=False)
+    assert not shell.core_ready()

@@ -14,7 +14,7 @@ Traffic figures: every ``ipvs_stats_interval`` seconds (config; 0 = off; a reloa
 ``config.loaded`` changes it live) the shell reads every service's and real server's counters,
 rates and connection counts and publishes ``ipvs.stats`` with what changed since the previous
 read (``lvsbus.ipvs_stats.Sampler`` decides; nothing changed: nothing published). Not while IPVS
-is unavailable.
+is unavailable, nor while a batch or a dump is under way.
 
 The config in force is the one in the log: at start the shell checks the ``config.loaded`` the
 router accepted (``--config-seq``), not ``FILE`` (read only when the log holds no such event).
@@ -216,8 +216,11 @@ class ApplierShell:
                 next_at = loop.time()
 
     def core_ready(self) -> bool:
+        """IPVS is there and no batch or dump is under way (reconciling comes first: the figures
+        wait for the next tick)."""
         st = self.runtime.state
-        return st is not None and st.started and st.available and self.runtime.client is not None
+        return (st is not None and st.started and st.available and not st.pending and not st.reads
+                and self.runtime.client is not None)
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
