@@ -155,6 +155,10 @@ def kernel_stats():
         with Ipvs() as ipvs:
             return ipvs.stats(), None
     except IpvsError as exc:
+        import errno
+
+        if exc.errno == errno.EPERM:
+            return None, "no permission to read IPVS (root or CAP_NET_ADMIN)"
         return None, f"IPVS not available in this kernel ({exc})"
     except OSError as exc:
         return None, f"IPVS not available: {exc}"
