@@ -413,7 +413,13 @@ class Ipvs:
             key = service_from_attrs(sa).key
             af = struct.unpack("H", sa[1][:2])[0]
             dests = {}
-            for dtop in self._dump(genl.IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": key_attrs(key)})]):
+            try:
+                dtops = self._dump(genl.IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": key_attrs(key)})])
+            except IpvsError as exc:
+                if exc.errno == E.ESRCH:  # deleted since the service dump: not in this sample
+                    continue
+                raise
+            for dtop in dtops:
                 if 2 in dtop:
                     da = parse_attrs(dtop[2], 0, len(dtop[2]))
                     d = dest_from_attrs(da, af)
