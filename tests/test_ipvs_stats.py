@@ -191,9 +191,12 @@ def test_listing_sorts_services_as_ipvsadm_does():
 def _encoded_dest(stats_attr, stats, active=0, inactive=0):
     from pyroute2.netlink.generic import ipvs as genl
 
-    from services.ipvs.netlink import parse_attrs
+    from services.ipvs.netlink import lvsmsg, parse_attrs
 
-    m = genl.ipvsmsg()
+    # lvsmsg (pyroute2's ipvsmsg + the daemon and timeout attributes): pyroute2 caches a compiled
+    # attribute map on the class it first encodes, and a subclass encoded later would take the
+    # parent's (the timeouts as "hex"), so tests encode with lvsmsg only
+    m = lvsmsg()
     m["cmd"], m["version"] = genl.IPVS_CMD_NEW_DEST, 1
     m["attrs"] = [("IPVS_CMD_ATTR_DEST", {"attrs": [
         ("IPVS_DEST_ATTR_ADDR_FAMILY", 2), ("IPVS_DEST_ATTR_ADDR", "10.0.1.2"), ("IPVS_DEST_ATTR_PORT", 80),
