@@ -113,7 +113,8 @@ def test_a_missing_key_file_is_named_first_with_the_command_that_makes_one(tmp_p
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40
     gone = tmp_path / "gone.key"
-    want = f"{gone}: heartbeat key file: No such file or directory; create one with: lvsbus keys heartbeat --out {gone}"
+    want = (f"{gone}: heartbeat key file: No such file or directory; create one with: lvsbus keys heartbeat --out {gone} "
+            "(then copy that same file to every router)")
     path.write_text(CONFIG.format(key=gone, garp=3))
     assert not r.reload()
     kind, payload = r.client.published[-1]

@@ -5,6 +5,11 @@
 * ``lvsbus ipvs save [--state-dir DIR]``: the desired table lvsd last published on this router.
 * ``lvsbus ipvs show [--state-dir DIR]``: desired (from the log) beside actual (a netlink dump),
   like ``ipvsadm -Ln``, with each real server's health (nanny) and weights desired/actual.
+* ``lvsbus ipvs show --stats`` / ``--rate`` [``--exact``]: the traffic figures as ``ipvsadm -L -n
+  --stats`` / ``--rate`` print them, from the kernel by netlink; where IPVS cannot be read (not
+  the router host, no permission), the last figures the applier recorded in the log
+  (``ipvs.stats``), said so on a first ``#`` line.
+* ``lvsbus ipvs zero [SERVICE]``: zero the counters of every service, or of one (``ipvsadm -Z``).
 """
 from __future__ import annotations
 
@@ -24,7 +29,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.set_defaults(func=cmd_save)
     sh = s.add_parser("show", help="desired beside actual, like ipvsadm -Ln, with health and weights")
     sh.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    fig = sh.add_mutually_exclusive_group()
+    fig.add_argument("--stats", action="store_true", help="counters, as ipvsadm -L -n --stats")
+    fig.add_argument("--rate", action="store_true", help="rates, as ipvsadm -L -n --rate")
+    sh.add_argument("--exact", action="store_true", help="with --stats/--rate: every digit (no K, M, G)")
     sh.set_defaults(func=cmd_show)
+    z = s.add_parser("zero", help="zero the IPVS counters of every service or of one (ipvsadm -Z)")
+    z.add_argument("service", nargs="?", help="a service key: tcp:10.0.0.1:80, udp:[2001:db8::1]:53, fwm:inet:5")
+    z.set_defaults(func=cmd_zero)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -187,7 +199,101 @@ def show_lines(desired, actual, health: dict, why: str | None = None) -> list[st
     return out
 
 
+def kernel_stats():
+    """(Sample, None) from the kernel, or (None, why not)."""
+    try:
+        from .netlink import Ipvs, IpvsError
+    except ImportError as exc:
+        return None, f"pyroute2 missing: {exc}"
+    try:
+        with Ipvs() as ipvs:
+            return ipvs.stats(), None
+    except IpvsError as exc:
+        import errno
+
+        if exc.errno == errno.EPERM:
+            return None, "no permission to read IPVS (root or CAP_NET_ADMIN)"
+        return None, f"IPVS not available in this kernel ({exc})"
+    except OSError as exc:
+        return None, f"IPVS not available: {exc}"
+
+
+def stats_from_log(state_dir: str):
+    """(Figures folded from every ipvs.stats of the log, seq of the last one or 0)."""
+    from lvsbus import catalog  # noqa: F401
+    from lvsbus.events import decode
+    from lvsbus.ipvs_stats import Figures, fold
+    from lvsbus.log import LogReader
+    from lvsbus.paths import StateDirs
+
+    fig, last = Figures(), 0
+    for seq, body in LogReader(StateDirs(state_dir).log).read(1):
+        ev = decode(body, seq)
+        if ev.type == "ipvs.stats":
+            fold(fig, ev.payload)
+            last = seq
+    return fig, last
+
+
+def cmd_show_stats(args) -> int:
+    from lvsbus.ipvs_stats import figures_from_sample, listing
+
+    sample, why = kernel_stats()
+    if sample is not None:
+        fig = figures_from_sample(sample)
+    else:
+        try:
+            fig, last = stats_from_log(args.state_dir)
+        except OSError as exc:
+            print(f"lvsbus ipvs show: {why}; and cannot read the log in {args.state_dir}: {exc}", file=sys.stderr)
+            return 1
+        if not last:
+            print(f"lvsbus ipvs show: {why}; and no ipvs.stats in the log of {args.state_dir}", file=sys.stderr)
+            return 1
+        print(f"# {why}: the figures the applier recorded, as of seq {last}"
+              + ("" if fig.complete else " (no full sample in the log: rows unchanged since then show 0)"))
+    for line in listing(fig, rate=args.rate, exact=args.exact):
+        print(line)
+    return 0
+
+
+def cmd_zero(args) -> int:
+    from lvsbus.ipvs_table import ServiceKey
+
+    key = None
+    if args.service:
+        try:
+            key = ServiceKey.parse(args.service)
+        except (ValueError, KeyError) as exc:
+            print(f"lvsbus ipvs zero: {args.service!r} is not a service key like tcp:10.0.0.1:80, "
+                  f"udp:[2001:db8::1]:53 or fwm:inet:5 ({exc})", file=sys.stderr)
+            return 2
+    try:
+        from .netlink import Ipvs, IpvsError
+    except ImportError as exc:
+        print(f"lvsbus ipvs zero: pyroute2 missing: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with Ipvs() as ipvs:
+            ipvs.zero(key)
+    except IpvsError as exc:
+        import errno
+
+        what = f"no service {key} in the kernel" if exc.errno == errno.ESRCH else str(exc)
+        print(f"lvsbus ipvs zero: {what}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"lvsbus ipvs zero: IPVS not available: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_show(args) -> int:
+    if args.stats or args.rate:
+        return cmd_show_stats(args)
+    if args.exact:
+        print("lvsbus ipvs show: --exact goes with --stats or --rate", file=sys.stderr)
+        return 2
     import time
 
     try:
