@@ -97,12 +97,35 @@ def _setup_logs() -> None:
     logs.setup()
 
 
+def _broker_settings_problem(args) -> str | None:
+    """What is wrong with the broker's numeric options (None: nothing)."""
+    import math
+
+    for opt, value, least in (("--segment-mb", args.segment_mb, None), ("--retain-mb", args.retain_mb, 0),
+                              ("--retain-days", args.retain_days, 0), ("--log-stats-s", args.log_stats_s, 0)):
+        if not math.isfinite(value) or (least is None and value <= 0) or (least is not None and value < least):
+            return f"{opt} {value}: must be a {'positive' if least is None else 'non-negative'} number"
+    if args.sndhwm < 0:
+        return f"--sndhwm {args.sndhwm}: must be 0 (no limit) or more"
+    return None
+
+
 def cmd_broker(args) -> int:
-    _setup_logs()
-    from .bus import Broker, CurveServer
+    from .bus import Broker, BrokerSettingsError, CurveServer, check_broker_settings
     from .log import Durability
 
-    dirs = StateDirs(args.state_dir).make()
+    problem = _broker_settings_problem(args)
+    dirs = StateDirs(args.state_dir)
+    if problem is None:
+        try:
+            check_broker_settings(args.node, dirs.log, int(args.segment_mb * 2**20))
+        except BrokerSettingsError as exc:
+            problem = str(exc)
+    if problem is not None:
+        print(f"lvsbus broker: {problem}", file=sys.stderr)
+        return 2
+    _setup_logs()
+    dirs.make()
     curve = None
     if args.curve_endpoint:
         if not (args.curve_secret and args.curve_authorized):
@@ -114,13 +137,21 @@ def cmd_broker(args) -> int:
     retention = Retention(
         max_bytes=int(args.retain_mb * 2**20) or None, max_age_s=args.retain_days * 86400 or None
     )
-    broker = Broker(
-        args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
-        segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
-    )
+    try:
+        broker = Broker(
+            args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
+            segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
+        )
+    except (BrokerSettingsError, RuntimeError) as exc:  # RuntimeError: the log is open by another broker
+        print(f"lvsbus broker: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())
-    broker.run(ready=lambda: print(f"broker ready on ipc://{dirs.run}/bus.sock", file=sys.stderr, flush=True))
+    try:
+        broker.run(ready=lambda: print(f"broker ready on ipc://{dirs.run}/bus.sock", file=sys.stderr, flush=True))
+    except Exception as exc:  # recorded (bus.broker_stopping "crashed: ...") and logged with its traceback
+        print(f"lvsbus broker: crashed: {type(exc).__name__}: {exc}"[:500], file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,26 +194,75 @@ def cmd_tail(args) -> int:
         dirs.run, f"tail-{os.getpid()}", subs=subs, log_dir=None if args.connect else dirs.log,
         from_seq=args.from_seq, connect=args.connect, curve=curve,
     )
+    sock_path = None if args.connect else os.path.join(dirs.run, "bus.sock")
     n = 0
+    import time
+
+    start = last_event = time.monotonic()
+    skipped = 0
     try:
         while args.count is None or n < args.count:
-            ev = client.recv(args.timeout)
-            if ev is None:
+            ev = client.recv(0.2)
+            new = client.core.undecodable - skipped
+            if new:  # records no reader decodes: said (by seq), then passed
+                for seq, why in list(client.core.skipped)[-new:]:
+                    print(f"lvsbus events tail: #{seq} does not decode, skipped: {why}", file=sys.stderr, flush=True)
+                skipped = client.core.undecodable
+            now = time.monotonic()
+            if ev is not None:
+                print(format_event(ev, args.json), flush=True)
+                n += 1
+                last_event = now
+                continue
+            gone = _broker_gone(client.core, sock_path, now, start)
+            if gone:
+                print(f"lvsbus events tail: {gone}", file=sys.stderr)
+                return 1
+            if args.timeout is not None and now - last_event >= args.timeout:
                 break
-            print(format_event(ev, args.json), flush=True)
-            n += 1
     finally:
         client.close()
     return 0
 
 
+#: `events tail` says the broker is gone after this long without a word from it (it ticks every 0.2 s)
+TAIL_GONE_S = 3.0
+
+
+def _broker_gone(core, sock_path: str | None, now: float, start: float) -> str | None:
+    """Why the broker ``events tail`` follows is gone, or None: no word from it (not even a tick)
+    for TAIL_GONE_S, or (a local broker) its socket file removed, as a cleanly stopped broker does,
+    and not back within a second (a restart)."""
+    heard = core.last_heard or start
+    if sock_path is not None and not os.path.exists(sock_path) and now - heard > 1.0:
+        return f"the broker is gone (stopped: {sock_path} was removed)"
+    if now - heard > TAIL_GONE_S:
+        where = sock_path or "its endpoint"
+        return f"the broker is gone (no word from it at {where} for {now - heard:.1f} s)"
+    return None
+
+
 def cmd_emit(args) -> int:
     from .bus import BusClient, PublishRefused
 
+    from . import catalog  # noqa: F401  (fills the registry)
+    from .events import REGISTRY
+
+    if args.type not in REGISTRY:
+        print(f"lvsbus events emit: unknown event type {args.type!r} (see `lvsbus schemas list`)", file=sys.stderr)
+        return 2
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        print(f"lvsbus events emit: the payload is not JSON: {exc}", file=sys.stderr)
+        return 2
+    if type(payload) is not dict:
+        print(f"lvsbus events emit: the payload must be a JSON object, not {type(payload).__name__}", file=sys.stderr)
+        return 2
     dirs = StateDirs(args.state_dir)
     client = BusClient(dirs.run, args.name)
     try:
-        seq = client.publish_acked(args.type, json.loads(args.payload), timeout=5.0)
+        seq = client.publish_acked(args.type, payload, timeout=5.0)
     except PublishRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
