@@ -173,7 +173,10 @@ def format_event(ev, as_json: bool) -> str:
 
 
 def cmd_tail(args) -> int:
+    from . import logs
     from .bus import BusClient
+
+    logs.setup(level="error")  # stdout is the events; tail says itself (stderr) what it skips
 
     dirs = StateDirs(args.state_dir)
     subs = tuple(args.type) or ("",)
@@ -219,6 +222,10 @@ def cmd_tail(args) -> int:
                 print(f"lvsbus events tail: {gone}", file=sys.stderr)
                 return 1
             if args.timeout is not None and now - last_event >= args.timeout:
+                gone = _broker_gone(client.core, sock_path, now, start, quiet_s=1.0)
+                if gone:  # not a quiet bus: no broker (it ticks every 0.2 s)
+                    print(f"lvsbus events tail: {gone}", file=sys.stderr)
+                    return 1
                 break
     finally:
         client.close()
@@ -229,14 +236,14 @@ def cmd_tail(args) -> int:
 TAIL_GONE_S = 3.0
 
 
-def _broker_gone(core, sock_path: str | None, now: float, start: float) -> str | None:
+def _broker_gone(core, sock_path: str | None, now: float, start: float, quiet_s: float = TAIL_GONE_S) -> str | None:
     """Why the broker ``events tail`` follows is gone, or None: no word from it (not even a tick)
     for TAIL_GONE_S, or (a local broker) its socket file removed, as a cleanly stopped broker does,
     and not back within a second (a restart)."""
     heard = core.last_heard or start
     if sock_path is not None and not os.path.exists(sock_path) and now - heard > 1.0:
         return f"the broker is gone (stopped: {sock_path} was removed)"
-    if now - heard > TAIL_GONE_S:
+    if now - heard > quiet_s:
         where = sock_path or "its endpoint"
         return f"the broker is gone (no word from it at {where} for {now - heard:.1f} s)"
     return None
