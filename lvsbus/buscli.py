@@ -320,7 +320,31 @@ def cmd_log_check(args) -> int:
 
     report = check(args.dir)
     print(report.format() if hasattr(report, "format") else report)
-    return 0 if getattr(report, "ok", True) else 1
+    undecodable = _undecodable(args.dir)
+    for seq, exc in undecodable[:20]:
+        print(f"#{seq} does not decode (every reader skips it): {exc}")
+    if len(undecodable) > 20:
+        print(f"... and {len(undecodable) - 20} more records that do not decode")
+    if undecodable:
+        print(f"{len(undecodable)} record(s) with a right CRC do not decode")
+    return 0 if getattr(report, "ok", True) and not undecodable else 1
+
+
+def _undecodable(log_dir: str) -> list:
+    """(seq, DecodeError) of the records that are framed right but do not decode (a broker before
+    the exact type checks let a version of true through, docs/bus.md); stops quietly where the log
+    cannot be read on (the check above reports that)."""
+    from . import catalog  # noqa: F401
+    from .events import decodable
+    from .log import LogReader
+
+    skipped: list = []
+    try:
+        for _ in decodable(LogReader(log_dir).read(1), skipped):
+            pass
+    except Exception:  # corruption, a missing segment: check() has said so
+        pass
+    return skipped
 
 
 def cmd_log_dump(args) -> int:

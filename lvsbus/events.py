@@ -346,6 +346,18 @@ def decode_records(records: Iterable[tuple[int | None, bytes]], registry: Regist
     return out, None
 
 
+def decodable(records: Iterable[tuple[int | None, bytes]], skipped: list[tuple[int | None, DecodeError]],
+              registry: Registry = REGISTRY, validate: bool = True) -> Iterator[Event]:
+    """The events of ``(seq, body)`` records, in order, past any record that does not decode: each
+    such one is appended to ``skipped`` as (seq, error), for the caller to report by seq. Readers of
+    a log use it: a record an older broker let through must not stop them (docs/bus.md)."""
+    for seq, body in records:
+        try:
+            yield decode(body, seq, registry, validate=validate)
+        except DecodeError as exc:
+            skipped.append((seq, exc))
+
+
 def _envelope_problem(raw: list, seq: int | None) -> DecodeError | None:
     """What is wrong with an envelope (a 10-item list), checked one field at a time; None: nothing."""
     ev, rseq, node, source, type_, version, mono_ns, wall_ns, cause, _ = raw

@@ -444,3 +444,28 @@ def test_pulse_datagrams_of_every_kind_are_refused_with_a_reason_never_raised():
 def test_encode_round_trips_what_the_broker_accepts():
     ev = Event(1, "n", "s", "timer.fired", 1, 1, 1, None, dict(TIMER))
     assert decode_records([(1, encode(ev))]) == ([ev], None)
+
+
+def test_a_restarting_service_recovers_past_an_undecodable_record(tmp_path):
+    """A service restarting from the log (ServiceRuntime.recover) used to raise on it, every time:
+    a restart loop, then the router steps down."""
+    from lvsbus.runtime import ServiceRuntime
+    from tests.test_runtime import Counter
+
+    dirs = StateDirs(str(tmp_path / "s")).make()
+
+    def body(seq, version, n):
+        return msgpack.packb([1, seq, "n1", "p", "bus.probe", version, seq, seq, None, {"sent_ns": 0, "n": n, "pad": ""}])
+
+    with EventLog(dirs.log, durability=Durability("none")) as log:
+        log.append_batch([(1, body(1, 1, 0)), (2, body(2, True, 1)), (3, body(3, 1, 2))])
+    rt = ServiceRuntime(Counter(), dirs)
+    assert rt.recover() == 4
+    assert rt.state["count"] == 2  # the two probes that decode; the one in between skipped
+
+
+def test_log_check_names_a_record_that_does_not_decode(tmp_path):
+    log_dir = str(tmp_path / "log")
+    _poison_log(log_dir)
+    r = _cli("log", "check", log_dir)
+    assert r.returncode == 1 and "#2 does not decode" in r.stdout and "Traceback" not in r.stderr, (r.stdout, r.stderr)

@@ -30,7 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def desired_from_log(state_dir: str):
     """(latest desired Table or None, its version, health {(address, port, service key?) -> state})."""
     from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import decode
+    from lvsbus.events import decodable
     from lvsbus.ipvs_table import Table
     from lvsbus.log import LogReader
     from lvsbus.paths import StateDirs
@@ -38,8 +38,7 @@ def desired_from_log(state_dir: str):
 
     table, version = None, 0
     health: dict[tuple[str, str, int], str] = {}
-    for seq, body in LogReader(StateDirs(state_dir).log).read(1):
-        ev = decode(body, seq)
+    for ev in decodable(LogReader(StateDirs(state_dir).log).read(1), []):  # past undecodable records (docs/bus.md)
         t = ev.type
         if t == "lvsd.table_desired":
             table, version = Table.from_dict(ev.payload["table"]), ev.payload["version"]
