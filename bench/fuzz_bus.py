@@ -312,6 +312,7 @@ def fuzz_bus(n_frames: int, seed: int = 1, window: int = 200, big_every: int = 2
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RCVHWM, 100_000)
+        s.setsockopt(zmq.SNDTIMEO, 10_000)  # a dead broker: zmq.Again, then counted as a crash below
         s.connect(_endpoint(state))
         return s
 
@@ -326,18 +327,24 @@ def fuzz_bus(n_frames: int, seed: int = 1, window: int = 200, big_every: int = 2
     try:
         while sent < n_frames:
             k = min(window, n_frames - sent)
-            for _ in range(k):
-                if big_every and sent and sent % big_every == 0:
-                    sock.send_multipart([b"P", b"evil", big_publish_body(rnd, seeds)])
-                else:
-                    sock.send_multipart(frames(rnd, seeds))
-                sent += 1
+            try:
+                for _ in range(k):
+                    if big_every and sent and sent % big_every == 0:
+                        sock.send_multipart([b"P", b"evil", big_publish_body(rnd, seeds)])
+                    else:
+                        sock.send_multipart(frames(rnd, seeds))
+                    sent += 1
+            except zmq.Again:  # the broker is gone: its crash is counted below
+                pass
             # a legitimate acknowledged publish ends the window; its A comes after the window's R's
             ack_id += 1
             payload = {"service": "fuzz", "deadline_ns": ack_id}
             body = _pack([ack_id, [["timer.fired", 1, None, payload]], nonce])
             ts = time.monotonic()
-            sock.send_multipart([b"P", b"fuzz", body])
+            try:
+                sock.send_multipart([b"P", b"fuzz", body])
+            except zmq.Again:
+                pass
             deadline = ts + 30
             while True:
                 left = deadline - time.monotonic()
