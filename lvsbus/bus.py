@@ -46,6 +46,7 @@ import bisect
 import errno
 import os
 import secrets
+import stat
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -56,12 +57,20 @@ import structlog
 import zmq
 
 from . import catalog  # noqa: F401  (fills the registry)
-from .events import REGISTRY, DecodeError, Event, decode, decode_records, matches
+from .events import MAX_NAME, MAX_TYPE, REGISTRY, DecodeError, Event, decode, decode_records, matches
+from .schema import _shown
 from .log import Durability, EventLog, LogReader, LogWriteError, frame, parse_frames
 
 log = structlog.get_logger("lvsbus.bus")
 
 MAX_FRAME = 4 * 1024 * 1024
+#: bus.frame_rejected events (and warnings) at most this many a second; the rest are counted
+REJECT_EVENTS_PER_S = 200
+#: bad items of one frame examined; past that its other items are refused without a look (a
+#: frame of a million bad items held an acked publish back 26 s)
+MAX_BAD_ITEMS = 64
+MAX_NONCE = 32  # bytes of a publisher's nonce (the broker keeps the last 10,000)
+MAX_SUBS = 64  # prefixes a client may subscribe to (each at most MAX_TYPE characters)
 TICK_S = 0.2
 MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
@@ -102,6 +111,32 @@ def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
 
 
+def _parse_publish(body: bytes) -> tuple[int, int, msgpack.Unpacker, bytes]:
+    """A publish body ``[ack_id, [item...]]`` or ``[ack_id, [item...], nonce]``: (ack_id, the number
+    of items, an Unpacker positioned at the first item, nonce). Raises on anything else.
+
+    The items are walked over by msgpack's C code without building them (a frame of four million
+    empty lists takes seconds to build, 60 ms to walk); the broker builds them one at a time, and
+    stops after MAX_BAD_ITEMS bad ones."""
+    u = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, max_buffer_size=max(len(body), 1))
+    u.feed(body)
+    n = u.read_array_header()
+    if n not in (2, 3):
+        raise ValueError("a publish is a 2- or 3-item array")
+    ack_id = u.unpack()
+    items_at = u.tell()
+    u.skip()
+    nonce = u.unpack() if n == 3 else b""
+    if u.tell() != len(body):
+        raise ValueError("extra data after the publish")
+    if type(ack_id) is not int or type(nonce) is not bytes or len(nonce) > MAX_NONCE:
+        raise ValueError("bad ack_id or nonce")
+    items = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, max_buffer_size=max(len(body), 1))
+    items.feed(body[items_at:])
+    n_items = items.read_array_header()  # raises unless the items are an array
+    return ack_id, n_items, items, nonce
+
+
 @dataclass
 class _Client:
     ident: bytes
@@ -120,6 +155,7 @@ class BrokerStats:
     rejected: int = 0
     lagged: int = 0
     write_failures: int = 0
+    failed_frames: int = 0  # frames _on_message raised on (a bug), refused
 
 
 class _Latency:
@@ -168,6 +204,55 @@ class CurveServer:
     authorized_dir: str
 
 
+class BrokerSettingsError(ValueError):
+    """A setting the broker refuses at start (one line, for the command line)."""
+
+
+#: the smallest segment the broker accepts (a segment holds its header and at least one batch)
+MIN_SEGMENT_BYTES = 4096
+
+
+def check_broker_settings(node: Any, log_dir: str, segment_bytes: Any = None) -> None:
+    """Refuse, before anything is created, settings that would break the broker: a node name no
+    reader accepts on a record, a segment size that never records, and a last segment file in the
+    log directory that is not a segment of a log (the log's recovery would overwrite it)."""
+    if type(node) is not str or not 0 < len(node) <= MAX_NAME:
+        shown = f"{len(node)} characters" if type(node) is str else type(node).__name__
+        raise BrokerSettingsError(f"node name must be 1-{MAX_NAME} characters (got {shown})")
+    if segment_bytes is not None and (type(segment_bytes) is not int or segment_bytes < MIN_SEGMENT_BYTES):
+        raise BrokerSettingsError(f"segment size must be at least {MIN_SEGMENT_BYTES} bytes (got {segment_bytes!r})")
+    foreign = _foreign_last_segment(log_dir)
+    if foreign is not None:
+        raise BrokerSettingsError(foreign)
+
+
+def _foreign_last_segment(log_dir: str) -> str | None:
+    """What is wrong with the last segment file, if it is not a segment of a log at all: not a
+    header, not a torn creation (a prefix of the header, or zeros), no valid record anywhere in it.
+    The log's recovery would rewrite such a file as an empty segment."""
+    from .log import _SEGMENT_HEADER_BYTES, SEGMENT_HEADER_SIZE, _resync, list_segments
+
+    try:
+        segs = list_segments(log_dir)
+    except FileNotFoundError:
+        return None
+    if not segs:
+        return None
+    first, path = segs[-1]
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return f"{path}: cannot read it: {exc.strerror or exc}"
+    head = data[:SEGMENT_HEADER_SIZE]
+    if head == _SEGMENT_HEADER_BYTES[:len(head)] or not head.strip(b"\0"):
+        return None  # a segment (or one whose creation was torn)
+    if len(data) > SEGMENT_HEADER_SIZE and _resync(data, SEGMENT_HEADER_SIZE, len(data), first) is not None:
+        return None  # a damaged header before valid records: the log's recovery deals with it
+    return (f"{path} is not a segment of an lvsbus log (it starts with {data[:8]!r}): "
+            "move it out of the log directory")
+
+
 class Broker:
     """One router's broker. ``run()`` loops until ``stop()`` (or a signal handler calls it)."""
 
@@ -184,6 +269,7 @@ class Broker:
         context: zmq.Context | None = None,
         log_stats_s: float = LOG_STATS_S,
     ) -> None:
+        check_broker_settings(node, log_dir, segment_bytes)
         self.node = node
         self.run_dir = run_dir
         self.epoch = secrets.token_hex(8)
@@ -200,6 +286,9 @@ class Broker:
         self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
         self._draining = False
         self._failure_note: dict | None = None
+        self._reject_window = 0.0  # start (monotonic s) of the second REJECT_EVENTS_PER_S counts in
+        self._rejects_in_window = 0
+        self._rejects_unreported = 0  # refused frames past the limit in this window (no event, no warning)
         self._dedup: dict[bytes, tuple[int, int, int]] = {}  # client nonce -> (last ack_id, first, last seq)
         self.log_stats_s = log_stats_s
         self._log_stats = LogStats(time.monotonic_ns())
@@ -209,7 +298,7 @@ class Broker:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.chmod(run_dir, 0o700)
         kwargs: dict[str, Any] = {"durability": durability or Durability("group")}
-        if segment_bytes:
+        if segment_bytes is not None:
             kwargs["segment_bytes"] = segment_bytes
         if retention is not None:
             kwargs["retention"] = retention
@@ -294,15 +383,35 @@ class Broker:
                 if now >= next_tick:
                     self._tick()
                     next_tick = now + TICK_S
-        finally:
-            self.close()
+        except BaseException as exc:
+            # a crash (or an interrupt) is recorded and logged as what it is, never as a requested stop
+            if isinstance(exc, Exception):
+                reason = f"crashed: {type(exc).__name__}: {exc}"
+                log.critical("broker_crashed", node=self.node, reason=reason[:300], exc_info=True)
+            else:
+                reason = f"interrupted: {type(exc).__name__}"
+                log.warning("broker_interrupted", node=self.node, reason=reason)
+            self.close(reason)
+            raise
+        self.close()
 
-    def close(self) -> None:
+    def close(self, reason: str = "stop requested") -> None:
         if self.sock.closed:
             return
+        self._batch.clear()  # a crash may leave a batch half made: not recorded (nothing of it was acked)
+        self._acks.clear()
+        self._draining = False
         try:
-            self._emit("bus.broker_stopping", {"reason": "stop requested"})
+            self._emit("bus.broker_stopping", {"reason": reason[:256]})
         except Exception:  # closing must not fail on a full disk
+            log.error("broker_stopping_not_recorded", reason=reason[:300])
+        # the socket file goes (before the log's lock, which a successor takes before binding its
+        # own): `events tail` and clients then see that no broker is there
+        path = socket_path(self.run_dir)
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+        except OSError:
             pass
         self.log.close()
         self._send_acks()
@@ -325,7 +434,7 @@ class Broker:
                     frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
-                self._on_message(sock, frames, remote, self._batch, self._acks)
+                self._on_message_guarded(sock, frames, remote)
                 if len(self._batch) >= MAX_BATCH:
                     break
         finally:
@@ -337,6 +446,22 @@ class Broker:
             batch, acks = self._batch, self._acks
             self._batch, self._acks = [], []
             self._record(batch, acks)
+
+    def _on_message_guarded(self, sock, frames: list[bytes], remote: bool) -> None:
+        """``_on_message``, and should it raise (a bug: it refuses everything a client may send
+        with a reason), the frame is refused and nothing of it recorded: no frame stops the broker."""
+        batch, acks = self._batch, self._acks
+        nb, na, pending = len(batch), len(acks), len(self._pending_acks)
+        try:
+            self._on_message(sock, frames, remote, batch, acks)
+        except Exception as exc:
+            del batch[nb:], acks[na:], self._pending_acks[pending:]
+            self.stats.failed_frames += 1
+            ident = frames[0] if frames else b""
+            log.exception("frame_failed", peer=ident.hex()[:32], error=f"{type(exc).__name__}: {exc}"[:300])
+            self._reject(sock, ident, 0, "malformed",
+                         f"the broker failed on this frame ({type(exc).__name__}); it was not recorded",
+                         sum(map(len, frames)))
 
     def _on_message(self, sock, frames: list[bytes], remote: bool, batch: list, acks: list) -> None:
         ident = frames[0]
@@ -355,13 +480,10 @@ class Broker:
                 self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
                 return
             try:
-                msg = _unpack(frames[3])
-                ack_id, items = msg[0], msg[1]
-                nonce = msg[2] if len(msg) > 2 else b""
-                if type(ack_id) is not int or type(items) is not list or type(nonce) is not bytes or len(msg) > 3:
-                    raise ValueError
+                ack_id, n_items, items, nonce = _parse_publish(frames[3])
             except Exception:
-                self._reject(sock, ident, 0, "malformed", "a publish is [ack_id, [items], nonce]", len(frames[3]))
+                self._reject(sock, ident, 0, "malformed", f"a publish is [ack_id, [items], nonce of at most {MAX_NONCE} bytes]",
+                             len(frames[3]))
                 return
             if ack_id and nonce:
                 # a resend (after a broker restart) of a batch this broker already recorded
@@ -372,21 +494,50 @@ class Broker:
                     return
             first_index = len(batch)
             accepted = 0
-            for item in items:
-                if type(item) is not list or len(item) != 4:
-                    self._reject(sock, ident, ack_id, "malformed", "an item is [type, version, cause, payload]", 0)
-                    continue
-                type_, version, cause, payload = item
-                if cause is not None and (type(cause) is not int or cause < 1):
-                    self._reject(sock, ident, ack_id, "malformed", f"bad cause {cause!r:.40}", 0)
-                    continue
+            # Refusals cost a bounded amount a frame: one reply, one warning, one event for the
+            # whole frame (the first bad item named, the others counted), however many items it holds.
+            refused = 0
+            first_bad: tuple[int, str, str] | None = None
+            validate = REGISTRY.validate
+            unexamined = 0
+            for i in range(n_items):
+                if refused >= MAX_BAD_ITEMS:  # a broken frame: the rest is refused unexamined (not even built)
+                    unexamined = n_items - i
+                    refused += unexamined
+                    break
                 try:
-                    REGISTRY.validate(type_, version, payload)
-                except DecodeError as exc:
-                    self._reject(sock, ident, ack_id, exc.reason, exc.detail, 0)
-                    continue
-                batch.append([type_, version, cause, payload, source])
-                accepted += 1
+                    item = items.unpack()
+                except Exception:  # cannot happen: _parse_publish walked the whole frame
+                    unexamined = n_items - i
+                    refused += unexamined
+                    first_bad = first_bad or (i, "malformed", "an item is not msgpack")
+                    break
+                if item.__class__ is not list or len(item) != 4:
+                    problem = ("malformed", "an item is [type, version, cause, payload]")
+                else:
+                    type_, version, cause, payload = item
+                    if cause is not None and (cause.__class__ is not int or cause < 1):
+                        problem = ("malformed", f"bad cause {_shown(cause)}")
+                    else:
+                        try:
+                            validate(type_, version, payload)
+                        except DecodeError as exc:
+                            problem = (exc.reason, exc.detail)
+                        else:
+                            batch.append([type_, version, cause, payload, source])
+                            accepted += 1
+                            continue
+                refused += 1
+                if first_bad is None:
+                    first_bad = (i, *problem)
+            if first_bad is not None:
+                i, reason, detail = first_bad
+                if n_items > 1:
+                    detail = f"item {i} of {n_items}: {detail[:800]}"
+                    if refused > 1:
+                        detail += f" (and {refused - 1} more item(s) refused"
+                        detail += f"; {unexamined} past the first {MAX_BAD_ITEMS} bad ones unexamined)" if unexamined else ")"
+                self._reject(sock, ident, ack_id, reason, detail, len(frames[3]), refused)
             if ack_id and accepted:
                 acks.append((ident, ack_id, len(batch) - 1))
                 if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
@@ -401,10 +552,13 @@ class Broker:
                 hello = _unpack(frames[2])
                 name = hello["name"]
                 subs = tuple(hello.get("subs", ()))
-                if type(name) is not str or not 0 < len(name) <= 64 or not all(type(s) is str for s in subs):
+                if (type(name) is not str or not 0 < len(name) <= 64 or len(subs) > MAX_SUBS
+                        or not all(type(s) is str and len(s) <= MAX_TYPE for s in subs)):
                     raise ValueError
             except Exception:
-                self._reject(sock, ident, 0, "malformed", "hello is {name, subs, pid}", len(frames[2]))
+                self._reject(sock, ident, 0, "malformed",
+                             f"hello is {{name (1-64 characters), subs (at most {MAX_SUBS} prefixes of at most "
+                             f"{MAX_TYPE} characters), pid}}", len(frames[2]))
                 return
             self._clients[ident] = _Client(ident, name, subs, remote)
             self._route_cache.clear()
@@ -421,12 +575,24 @@ class Broker:
             return
         self._reject(sock, ident, 0, "malformed", f"unknown frame kind {kind[:8]!r}", sum(map(len, frames)))
 
-    def _reject(self, sock, ident: bytes, ack_id: int, reason: str, detail: str, size: int) -> None:
-        self.stats.rejected += 1
+    def _reject(self, sock, ident: bytes, ack_id: int, reason: str, detail: str, size: int, items: int = 1) -> None:
+        """Refuse one frame (``items``: how many of its items): one reply to the sender; and, up to
+        REJECT_EVENTS_PER_S a second, one warning and one ``bus.frame_rejected`` (its ``count``
+        counts every refusal, also those past the limit)."""
+        self.stats.rejected += items
         client = self._clients.get(ident)
         peer = client.name if client else ident.hex()[:32]
-        log.warning("frame_rejected", reason=reason, detail=detail[:200], peer=peer)
         self._send(sock, ident, [b"R", _pack([ack_id, reason, detail[:1024]])])
+        now = time.monotonic()
+        if now - self._reject_window >= 1.0:
+            if self._rejects_unreported:
+                log.warning("frames_rejected_unreported", frames=self._rejects_unreported, count=self.stats.rejected)
+            self._reject_window, self._rejects_in_window, self._rejects_unreported = now, 0, 0
+        if self._rejects_in_window >= REJECT_EVENTS_PER_S:
+            self._rejects_unreported += 1
+            return
+        self._rejects_in_window += 1
+        log.warning("frame_rejected", reason=reason, detail=detail[:200], peer=peer, count=self.stats.rejected)
         self._emit(
             "bus.frame_rejected",
             {"reason": reason, "detail": detail[:1024], "peer": peer, "size": size, "count": self.stats.rejected},
@@ -661,6 +827,9 @@ class _ClientCore:
         self.acked: dict[int, tuple[int, int]] = {}
         self.lags = 0
         self.nonce = os.urandom(8)
+        self.last_heard = 0.0  # monotonic time of the last message from the broker (0: none yet)
+        self.undecodable = 0  # records skipped because they do not decode (see _skip)
+        self.skipped: deque[tuple[int, str]] = deque(maxlen=100)
 
     def hello(self) -> list[bytes]:
         return [b"H", _pack({"name": self.name, "subs": list(self.subs), "pid": os.getpid()})]
@@ -672,6 +841,7 @@ class _ClientCore:
 
     def handle(self, frames: list[bytes]) -> tuple[list[Event], bool]:
         """Returns (events to deliver in order, whether to send hello again)."""
+        self.last_heard = time.monotonic()
         kind = frames[0]
         if kind == b"D":
             records, used = parse_frames(frames[1])
@@ -681,12 +851,15 @@ class _ClientCore:
             if self.gap_from is not None and records:
                 out.extend(self._catch_up(records[0][0] - 1))
             fresh = [r for r in records if r[0] > self.last_delivered]
-            evs, bad = decode_records(fresh)
-            out.extend(evs)
-            if evs:
-                self.last_delivered = evs[-1].seq
-            if bad is not None:
-                raise bad[1]
+            while fresh:
+                evs, bad = decode_records(fresh)
+                out.extend(evs)
+                if evs:
+                    self.last_delivered = evs[-1].seq
+                if bad is None:
+                    break
+                self._skip(*bad)
+                fresh = fresh[len(evs) + 1:]
             return out, False
         if kind == b"T":
             epoch, last = _unpack(frames[1])
@@ -720,6 +893,15 @@ class _ClientCore:
             return [], True
         raise BusError(f"unknown message kind {kind[:8]!r} from broker")
 
+    def _skip(self, seq: int, exc: DecodeError) -> None:
+        """A record no reader can decode (logged by a broker that let it through): skipped, with a
+        warning naming its seq, and counted (``undecodable``; the last few in ``skipped``)."""
+        self.last_delivered = max(self.last_delivered, seq)
+        self.undecodable += 1
+        self.skipped.append((seq, str(exc)[:300]))
+        log.warning("undecodable_record_skipped", client=self.name, seq=seq, reason=exc.reason, detail=str(exc)[:300],
+                    count=self.undecodable)
+
     def _catch_up(self, to_seq: int) -> list[Event]:
         """Deliver from the log everything we may have missed, up to ``to_seq``."""
         start = self.gap_from
@@ -733,7 +915,11 @@ class _ClientCore:
         out = []
         reader = LogReader(self.log_dir)
         for seq, body in reader.read(max(start, self.last_delivered + 1), to_seq):
-            ev = decode(body, seq)
+            try:
+                ev = decode(body, seq)
+            except DecodeError as exc:
+                self._skip(seq, exc)
+                continue
             if matches(ev.type, self.subs):
                 out.append(ev)
             self.last_delivered = seq

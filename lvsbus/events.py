@@ -153,24 +153,29 @@ class Registry:
 
         Fast path: the payload schema compiled into one predicate (``compile_check``); only what it
         does not accept goes through the field-by-field check, which gives the verdict and error."""
-        fast = self._fast.get((type, version)) if type.__class__ is str else None
+        if type.__class__ is not str or version.__class__ is not int:
+            # exact types (a bool or 1.0 hashes like 1, a list does not hash): what every reader takes
+            raise DecodeError("malformed", _type_version_problem(type, version))
+        fast = self._fast.get((type, version))
         if fast is not None and fast[0](payload):
             return fast[1]
         return self._validate_slow(type, version, payload)
 
     def _validate_slow(self, type: str, version: int, payload: Any) -> EventSpec:
+        if type.__class__ is not str or version.__class__ is not int:
+            raise DecodeError("malformed", _type_version_problem(type, version))
         versions = self._specs.get(type)
         if versions is None:
             raise DecodeError("unknown_type", f"unknown event type {_clip(type)!r}")
         spec = versions.get(version)
         if spec is None:
             raise DecodeError(
-                "unknown_version", f"{type} has no version {version!r} (known: {sorted(versions)})"
+                "unknown_version", f"{_clip(type)} has no version {version!r} (known: {sorted(versions)})"
             )
         try:
             spec.payload.check(payload, "payload")
         except SchemaError as exc:
-            raise DecodeError("bad_payload", f"{type} v{version}: {exc}") from None
+            raise DecodeError("bad_payload", f"{_clip(type)} v{version}: {_clip(exc, 900)}") from None
         return spec
 
     def upcast(self, type: str, version: int, payload: dict) -> tuple[int, dict]:
@@ -191,7 +196,19 @@ def _valid_type_name(name: str) -> bool:
     return True
 
 
+def _type_version_problem(type_: Any, version: Any) -> str:
+    if type_.__class__ is not str:
+        return f"the event type must be a string, not {type_.__class__.__name__}"
+    return f"the version of {_clip(type_)} must be an integer, not {version.__class__.__name__} {_clip(version, 40)}"
+
+
 def _clip(s: Any, n: int = 80) -> str:
+    """``s`` as text of at most ``n`` characters (a container by its type and size: the repr of a
+    deeply nested one would recurse past Python's limit, and of a large one cost its whole size)."""
+    if s.__class__ in (list, dict, tuple):
+        return f"<{s.__class__.__name__} of {len(s)}>"
+    if s.__class__ in (str, bytes) and len(s) > 4 * n:
+        s = s[: 4 * n]
     s = str(s)
     return s if len(s) <= n else s[:n] + "..."
 
@@ -327,6 +344,18 @@ def decode_records(records: Iterable[tuple[int | None, bytes]], registry: Regist
         except DecodeError as exc:
             return out, (seq, exc)
     return out, None
+
+
+def decodable(records: Iterable[tuple[int | None, bytes]], skipped: list[tuple[int | None, DecodeError]],
+              registry: Registry = REGISTRY, validate: bool = True) -> Iterator[Event]:
+    """The events of ``(seq, body)`` records, in order, past any record that does not decode: each
+    such one is appended to ``skipped`` as (seq, error), for the caller to report by seq. Readers of
+    a log use it: a record an older broker let through must not stop them (docs/bus.md)."""
+    for seq, body in records:
+        try:
+            yield decode(body, seq, registry, validate=validate)
+        except DecodeError as exc:
+            skipped.append((seq, exc))
 
 
 def _envelope_problem(raw: list, seq: int | None) -> DecodeError | None:

@@ -86,17 +86,18 @@ def cmd_fsm_router(args) -> int:
 def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
     """Fold the current run (from the last ``config.loaded`` with reload false) out of the log."""
     from . import catalog  # noqa: F401
-    from .events import decode
+    from .events import decodable
     from .log import LogReader
 
     reader = LogReader(StateDirs(state_dir).log)
+    skipped: list = []  # records that do not decode: left out, as every reader does (docs/bus.md)
     segs = reader.segments()
     if not segs:
         raise FileNotFoundError(f"no event log under {StateDirs(state_dir).log}")
     events = []
     for i in range(len(segs) - 1, -1, -1):  # walk back segment by segment to the run's start
         first = segs[i][0]
-        chunk = [decode(body, seq) for seq, body in reader.read(first, segs[i + 1][0] - 1 if i + 1 < len(segs) else None)]
+        chunk = list(decodable(reader.read(first, segs[i + 1][0] - 1 if i + 1 < len(segs) else None), skipped))
         events = chunk + events
         if any(e.type == "config.loaded" and not e.payload["reload"] for e in chunk):
             break

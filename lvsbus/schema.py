@@ -27,6 +27,17 @@ class SchemaError(ValueError):
 _MISSING = object()
 
 
+def _shown(value: Any) -> str:
+    """A value in an error message: a string or bytes clipped, anything else by its type (the repr
+    of a deeply nested container recurses past Python's limit, of a large one costs its size)."""
+    t = type(value)
+    if t is str or t is bytes:
+        return repr(value[:80]) + ("..." if len(value) > 80 else "")
+    if t is int or t is float or t is bool or value is None:
+        return repr(value)[:80]
+    return f"a {t.__name__}"
+
+
 class Field:
     doc: str = ""
 
@@ -149,7 +160,7 @@ class Enum(Field):
 
     def check(self, value: Any, path: str) -> None:
         if type(value) is not str or value not in self._set:
-            raise SchemaError(path, f"{value!r} is not one of {', '.join(self.values)}")
+            raise SchemaError(path, f"{_shown(value)} is not one of {', '.join(self.values)}")
 
     def json_schema(self) -> dict:
         return self._with_doc({"type": "string", "enum": list(self.values)})
@@ -201,7 +212,7 @@ class Dict(Field):
         check = self.value.check
         for k, v in value.items():
             if type(k) is not str:
-                raise SchemaError(path, f"key {k!r} is not a string")
+                raise SchemaError(path, f"key {_shown(k)} is not a string")
             check(v, f"{path}.{k}")
 
     def json_schema(self) -> dict:
@@ -228,7 +239,7 @@ class Json(Field):
         if t is dict:
             for k, v in value.items():
                 if type(k) is not str:
-                    raise SchemaError(path, f"key {k!r} is not a string")
+                    raise SchemaError(path, f"key {_shown(k)} is not a string")
                 self._walk(v, f"{path}.{k}", depth + 1)
         elif t is list or t is tuple:
             for i, v in enumerate(value):

@@ -88,7 +88,7 @@ def _ago(ns: int) -> str:
 def desired_with_age(state_dir: str):
     """desired_from_log's three, and the TableAge of that table."""
     from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import decode
+    from lvsbus.events import decodable
     from lvsbus.ipvs_table import Table
     from lvsbus.log import LogReader
     from lvsbus.paths import StateDirs
@@ -97,19 +97,18 @@ def desired_with_age(state_dir: str):
     table, version = None, 0
     age = TableAge()
     health: dict[tuple[str, str, int], str] = {}
-    for seq, body in LogReader(StateDirs(state_dir).log).read(1):
-        ev = decode(body, seq)
+    for ev in decodable(LogReader(StateDirs(state_dir).log).read(1), []):  # past undecodable records (docs/bus.md)
         t = ev.type
         if t == "lvsd.table_desired":
             table, version = Table.from_dict(ev.payload["table"]), ev.payload["version"]
-            age.seq, age.wall_ns, age.stopped_seq, age.stopped_wall_ns = seq, ev.wall_ns, 0, 0
+            age.seq, age.wall_ns, age.stopped_seq, age.stopped_wall_ns = ev.seq, ev.wall_ns, 0, 0
         elif t == "lvsd.table_delta":
             if table is not None and ev.payload["base_version"] == version:
                 table, version = apply_ops(table, ev.payload["ops"], strict=False), ev.payload["version"]
-                age.seq, age.wall_ns, age.stopped_seq, age.stopped_wall_ns = seq, ev.wall_ns, 0, 0
+                age.seq, age.wall_ns, age.stopped_seq, age.stopped_wall_ns = ev.seq, ev.wall_ns, 0, 0
         elif t == "pulse.stop_lvsd":
             if table is not None and not age.stopped_seq:
-                age.stopped_seq, age.stopped_wall_ns = seq, ev.wall_ns
+                age.stopped_seq, age.stopped_wall_ns = ev.seq, ev.wall_ns
         elif t == "router.role_changed":
             age.role, age.role_wall_ns = ev.payload["new"], ev.wall_ns
         elif t in ("health.real_server_up", "health.real_server_down", "health.state_changed"):

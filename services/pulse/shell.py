@@ -35,7 +35,7 @@ import structlog
 from lvsbus import logs, netutil, servicelock
 from lvsbus.config import ConfigError, identify_local_router, load
 from lvsbus.core import Effect
-from lvsbus.events import Event, decode
+from lvsbus.events import Event, decodable, decode
 from lvsbus.log import LogReader
 from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments
@@ -439,8 +439,7 @@ class PulseShell:
     def _recorded_outputs(self, cause: int) -> int:
         n = 0
         try:
-            for seq, body in LogReader(self.dirs.log).read(cause):
-                ev = decode(body, seq)
+            for ev in decodable(LogReader(self.dirs.log).read(cause), []):  # past undecodable records
                 if ev.cause == cause and self.core.is_output(ev):
                     n += 1
         except Exception:  # a log we cannot read: do not hold the shutdown on it
