@@ -119,7 +119,6 @@ class PulseShell:
         self._garp_tasks: set[asyncio.Task] = set()
         self._send_errors = 0
         self._stopping = False
-        self._outputs: dict[int, int] = {}  # shutdown seq -> outputs published for it
         self._watch_task: asyncio.Task | None = None
         # netlink calls run on one thread of their own (pyroute2's sync API cannot run on the loop's)
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
@@ -213,8 +212,13 @@ class PulseShell:
         await self._open_sockets()
         # reconcile the VIPs with what the core believes (a restart under a running router)
         if st is not None and st.role == ACTIVE and self.settings is not None:
-            await self._nl(self._take, [v.payload() for v in self.settings.vips])
-            log.info("reconciled_vips", role=st.role, action="kept")
+            added = await self._nl(self._take, [v.payload() for v in self.settings.vips])
+            if added:  # a takeover recorded whose effects did not run (pulse died after the record):
+                # the VIPs were missing, so the clients have not been told either
+                vips = [dict(v, device=v.get("device") or self.devices.get("public")) for v in added]
+                errors = await self._nl(netutil.announce_once, vips)
+                log.info("reconciled_vips_announced", vips=[v["address"] for v in added], errors=errors[:8])
+            log.info("reconciled_vips", role=st.role, action="added" if added else "kept")
         elif self.settings is not None and st is not None and st.role != "INIT":
             await self._nl(self._release, [v.payload() for v in self.settings.vips])
             log.info("reconciled_vips", role=st.role, action="released")
@@ -342,18 +346,14 @@ class PulseShell:
 
     async def _finish(self, seq: int) -> None:
         """After a shutdown request: let this batch's effects run (the VIP release, the leaving
-        heartbeat), wait until those outputs are in the log (a process that exits right after a
-        publish may lose it: delivery is confirmed by reading the log, not by zmq's linger), let
-        notify commands finish, then stop."""
+        heartbeat: they run once their records are durable, so none of them is lost when pulse
+        exits), let notify commands finish, then stop."""
         await asyncio.sleep(0.05)
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            want = self._outputs.get(seq, 0)
-            if want == 0 or self._recorded_outputs(seq) >= want:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            log.warning("outputs_not_recorded", cause=seq, executed=self._outputs.get(seq, 0))
+        while self.runtime.executed_upto < seq and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self.runtime.executed_upto < seq:
+            log.warning("outputs_not_recorded", cause=seq, note="the bus did not acknowledge them: not run")
         pending = [t for t in self._bg if t is not asyncio.current_task() and t not in self._garp_tasks]
         if pending:
             await asyncio.wait(pending, timeout=1.0)
@@ -364,21 +364,8 @@ class PulseShell:
         log.info("pulse_stopping", reason="shutdown requested")
         self.stop.set()
 
-    def _recorded_outputs(self, cause: int) -> int:
-        n = 0
-        try:
-            for seq, body in LogReader(self.dirs.log).read(cause):
-                ev = decode(body, seq)
-                if ev.cause == cause and self.core.is_output(ev):
-                    n += 1
-        except Exception:  # a log we cannot read: do not hold the shutdown on it
-            return 1 << 30
-        return n
-
     def execute(self, eff: Effect, ev: Event) -> Any:
         t, p = eff.type, eff.payload
-        if ev.type == "router.shutdown_requested":
-            self._outputs[ev.seq] = self._outputs.get(ev.seq, 0) + 1
         if t == "pulse.send_heartbeat":
             data = wire.encode_heartbeat(self.key, {  # type: ignore[arg-type]
                 "node": p["node"], "role": p["role"], "priority": p["priority"], "epoch": p["epoch"],
@@ -442,7 +429,9 @@ class PulseShell:
     def _vip_device(self, v: dict) -> str | None:
         return v.get("device") or self.devices.get("public") or netutil.device_for_subnet(v["address"])
 
-    def _take(self, vips: list[dict]) -> None:
+    def _take(self, vips: list[dict]) -> list[dict]:
+        """Add the VIPs; returns those that were missing."""
+        out = []
         for v in vips:
             dev = self._vip_device(v)
             if dev is None:
@@ -451,8 +440,11 @@ class PulseShell:
             try:
                 added = netutil.add_address(v["address"], v["prefixlen"], dev, v.get("label"))
                 log.info("vip_added" if added else "vip_already_present", address=v["address"], device=dev)
+                if added:
+                    out.append(v)
             except (netutil.NetError, OSError) as exc:
                 log.error("vip_add_failed", address=v["address"], device=dev, error=str(exc))
+        return out
 
     def _release(self, vips: list[dict]) -> None:
         for v in vips:
