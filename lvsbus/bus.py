@@ -205,6 +205,10 @@ class Broker:
         self._log_stats = LogStats(time.monotonic_ns())
         self._next_log_stats = time.monotonic() + log_stats_s
         self._committing: deque[tuple[int, int]] = deque(maxlen=100_000)  # (last seq of an append, monotonic ns it started)
+        # crash tests: LVSBUS_BROKER_FAULT=before_write:TYPE or after_write:TYPE: SIGKILL this
+        # broker when it records a batch holding an event of TYPE, before or after the write
+        point, _, ftype = os.environ.get("LVSBUS_BROKER_FAULT", "").partition(":")
+        self._fault = (point, ftype) if point in ("before_write", "after_write") and ftype else None
 
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.chmod(run_dir, 0o700)
@@ -476,7 +480,12 @@ class Broker:
             types.append(type_)
         self._seq = seq
         self.stats.recorded += len(records)
+        fault = self._fault is not None and self._fault[1] in types
+        if fault and self._fault[0] == "before_write":  # type: ignore[index]
+            os.kill(os.getpid(), 9)
         self._append(records)
+        if fault:
+            os.kill(os.getpid(), 9)
         for ident, ack_id, idx in acks:
             self._pending_acks.append((first + idx, ident, ack_id, first))
         self._forward(records, types)
