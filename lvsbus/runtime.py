@@ -111,10 +111,12 @@ class ServiceRuntime:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, on_start: Callable[[], Any] | None = None,
-                  go: asyncio.Event | None = None) -> None:
+                  go: asyncio.Event | None = None, on_caught_up: Callable[[], Any] | None = None) -> None:
         """Recover, then follow the bus. With ``go`` (a standby, see ``_standby``): fold the inputs
         as they come, publishing and executing nothing, until ``go`` is set; then start as a
-        service that just recovered from the log would."""
+        service that just recovered from the log would. ``on_caught_up`` runs once the answers
+        owed from the log are recorded and their effects run: the core's state then is what the
+        log says, and the shell may reconcile the world with it."""
         self._stop = stop
         from_seq = self.recover()
         self.client = AsyncBusClient(self.dirs.run, self.core.name, subs=self.subs, log_dir=self.dirs.log, from_seq=from_seq)
@@ -128,9 +130,18 @@ class ServiceRuntime:
                 await r
         pending, self._pending = self._pending, []
         if pending:  # inputs recorded while this service was down: their answers, as one batch
-            if await self._record(pending):
+            recorded = await self._record(pending)
+            if recorded is None:  # stopped while waiting: nothing ran, a restart recomputes them
+                self.save_snapshot()
+                self.client.close()
+                return
+            if recorded:
                 for ev, effects in pending:
                     await self._execute(ev, effects)
+        if on_caught_up is not None:
+            r = on_caught_up()
+            if inspect.isawaitable(r):
+                await r
         self._arm_timer()
         stopper = asyncio.ensure_future(stop.wait())
         try:

@@ -13,9 +13,13 @@ processes).
 The boot epoch grows on every start: ``STATE_DIR/pulse.epoch`` holds the last one, and the new one
 is ``max(last + 1, wall-clock seconds)``, written (fsync, rename) before ``pulse.started`` goes out.
 
+Effects run only once their records are durable in the log (``lvsbus.runtime``: write-ahead).
+
 Start-up reconciliation: a fresh run starts holding no VIP (the core's first decision is
 ``pulse.release_vips``); a restart under a running router (the core restored ACTIVE from its
-snapshot and the log) makes sure the VIPs are there, and otherwise that they are not.
+snapshot and the log), once the answers it owed are recorded and run, makes sure the VIPs are
+there (announcing those it had to add: a takeover recorded whose effects never ran), and otherwise
+that they are not.
 """
 from __future__ import annotations
 
@@ -210,7 +214,20 @@ class PulseShell:
         if st is not None and st.settings is not None:
             self.settings = st.settings
         await self._open_sockets()
-        # reconcile the VIPs with what the core believes (a restart under a running router)
+        epoch = next_epoch(self.dirs.root)
+        addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
+        self.runtime.publish("pulse.started", {
+            "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
+            "key_loaded": self.key is not None,
+        })
+        log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
+        if self.monitor_links:
+            self._watch_task = asyncio.ensure_future(self._watch_links())
+
+    async def on_caught_up(self) -> None:
+        """Reconcile the VIPs with the role the log records (a restart under a running router),
+        once the answers owed from the log are recorded and run: never ahead of the log."""
+        st = self.runtime.state
         if st is not None and st.role == ACTIVE and self.settings is not None:
             added = await self._nl(self._take, [v.payload() for v in self.settings.vips])
             if added:  # a takeover recorded whose effects did not run (pulse died after the record):
@@ -222,15 +239,6 @@ class PulseShell:
         elif self.settings is not None and st is not None and st.role != "INIT":
             await self._nl(self._release, [v.payload() for v in self.settings.vips])
             log.info("reconciled_vips", role=st.role, action="released")
-        epoch = next_epoch(self.dirs.root)
-        addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
-        self.runtime.publish("pulse.started", {
-            "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
-            "key_loaded": self.key is not None,
-        })
-        log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
-        if self.monitor_links:
-            self._watch_task = asyncio.ensure_future(self._watch_links())
 
     # -- datagrams in ------------------------------------------------------------------------
 
@@ -524,7 +532,7 @@ class PulseShell:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
-            await self.runtime.run(self.stop, on_start=self.on_start)
+            await self.runtime.run(self.stop, on_start=self.on_start, on_caught_up=self.on_caught_up)
         finally:
             for task in [*self._bg, *([self._watch_task] if self._watch_task else [])]:
                 task.cancel()
