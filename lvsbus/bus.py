@@ -63,6 +63,7 @@ log = structlog.get_logger("lvsbus.bus")
 
 MAX_FRAME = 4 * 1024 * 1024
 TICK_S = 0.2
+DEDUP_PER_CLIENT = 4096  # acknowledged batches remembered per client nonce (to drop a copy sent again)
 MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
 LOG_STATS_S = 10.0  # bus.log_stats at most this often (0: never)
@@ -200,7 +201,9 @@ class Broker:
         self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
         self._draining = False
         self._failure_note: dict | None = None
-        self._dedup: dict[bytes, tuple[int, int, int]] = {}  # client nonce -> (last ack_id, first, last seq)
+        # client nonce -> {ack_id: (first, last seq)} of the batches this broker recorded (the latest
+        # DEDUP_PER_CLIENT a client): a copy of one sent again is dropped and acknowledged
+        self._dedup: dict[bytes, dict[int, tuple[int, int]]] = {}
         self.log_stats_s = log_stats_s
         self._log_stats = LogStats(time.monotonic_ns())
         self._next_log_stats = time.monotonic() + log_stats_s
@@ -368,11 +371,12 @@ class Broker:
                 self._reject(sock, ident, 0, "malformed", "a publish is [ack_id, [items], nonce]", len(frames[3]))
                 return
             if ack_id and nonce:
-                # a resend (after a broker restart) of a batch this broker already recorded
-                done = self._dedup.get(nonce)
-                if done is not None and ack_id <= done[0]:
-                    if ack_id == done[0]:
-                        self._pending_acks.append((done[2], ident, ack_id, done[1]))
+                # a resend (after a broker restart) of a batch this broker already recorded (a copy
+                # queued in the client's socket reached it first)
+                seen = self._dedup.get(nonce)
+                done = seen.get(ack_id) if seen is not None else None
+                if done is not None:
+                    self._pending_acks.append((done[1], ident, ack_id, done[0]))
                     return
             first_index = len(batch)
             accepted = 0
@@ -394,9 +398,14 @@ class Broker:
             if ack_id and accepted:
                 acks.append((ident, ack_id, len(batch) - 1))
                 if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
-                    self._dedup[nonce] = (ack_id, self._seq + first_index + 1, self._seq + len(batch))
-                    if len(self._dedup) > 10_000:
-                        self._dedup.pop(next(iter(self._dedup)))
+                    seen = self._dedup.get(nonce)
+                    if seen is None:
+                        seen = self._dedup[nonce] = {}
+                        if len(self._dedup) > 10_000:
+                            self._dedup.pop(next(iter(self._dedup)))
+                    seen[ack_id] = (self._seq + first_index + 1, self._seq + len(batch))
+                    if len(seen) > DEDUP_PER_CLIENT:
+                        seen.pop(next(iter(seen)))
             if client is None and not remote:
                 self._send(sock, ident, [b"W"])
             return
@@ -1121,7 +1130,12 @@ class AsyncBusClient:
                     out.future.set_result((first, last))
                 continue
             self.resent += len(out.items) - n
-            self._send_batch(out.items[n:], out.future)
+            # under its own ack id: if a copy of it still queued in our socket reaches the new broker
+            # before this one (it was sent before), the broker records that one and drops this one
+            out.items, out.epoch = out.items[n:], self.core.epoch
+            out.floor = max(self.core.broker_seq, self.core.last_delivered, self._acked_to)
+            self._unacked[out.ack_id] = out
+            self._send(self.core.publish_frames(out.items, out.ack_id))
         log.info("publishes_reconciled", client=self.core.name, epoch=self.core.epoch, batches=len(stale),
                  recorded=sum(r[0] for r in recorded), resent=sum(len(o.items) - r[0] for o, r in zip(stale, recorded)))
 

@@ -18,7 +18,7 @@ Effects run only once their records are durable in the log (``lvsbus.runtime``: 
 Start-up reconciliation: a fresh run starts holding no VIP (the core's first decision is
 ``pulse.release_vips``); a restart under a running router (the core restored ACTIVE from its
 snapshot and the log), once the answers it owed are recorded and run, makes sure the VIPs are
-there (announcing those it had to add: a takeover recorded whose effects never ran), and otherwise
+there and announces them once (a takeover recorded whose effects did not all run), and otherwise
 that they are not.
 """
 from __future__ import annotations
@@ -229,13 +229,14 @@ class PulseShell:
         once the answers owed from the log are recorded and run: never ahead of the log."""
         st = self.runtime.state
         if st is not None and st.role == ACTIVE and self.settings is not None:
-            added = await self._nl(self._take, [v.payload() for v in self.settings.vips])
-            if added:  # a takeover recorded whose effects did not run (pulse died after the record):
-                # the VIPs were missing, so the clients have not been told either
-                vips = [dict(v, device=v.get("device") or self.devices.get("public")) for v in added]
-                errors = await self._nl(netutil.announce_once, vips)
-                log.info("reconciled_vips_announced", vips=[v["address"] for v in added], errors=errors[:8])
-            log.info("reconciled_vips", role=st.role, action="added" if added else "kept")
+            vips = [v.payload() for v in self.settings.vips]
+            added = await self._nl(self._take, vips)
+            # announced once: a takeover recorded whose effects did not all run (pulse died between
+            # the record and its gratuitous ARP) has not told the clients
+            errors = await self._nl(netutil.announce_once,
+                                    [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips])
+            log.info("reconciled_vips", role=st.role, action="added" if added else "kept", announced=not errors,
+                     errors=errors[:8])
         elif self.settings is not None and st is not None and st.role != "INIT":
             await self._nl(self._release, [v.payload() for v in self.settings.vips])
             log.info("reconciled_vips", role=st.role, action="released")
