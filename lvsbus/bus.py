@@ -13,8 +13,8 @@ Wire protocol (multipart frames; bodies msgpack):
 
     client -> broker
       H  {"name", "subs": [prefix...], "pid"}      hello: who I am, what I want delivered
-      P  name, [ack_id, [[type, version, cause, payload], ...]]
-                                                 publish a batch; ack_id 0 = no ack wanted
+      P  name, [ack_id, [[type, version, cause, payload], ...], nonce]
+                                                 publish a batch; ack_id 0 = no ack wanted (then no nonce)
       B                                          bye
     broker -> client
       D  framed records (the log's framing)      delivery, in log order
@@ -36,9 +36,13 @@ Delivery guarantees: every recorded event reaches every subscriber whose prefixe
 in log order (live, or from the log after a lag or a broker restart). A publish acknowledged with
 A is durable and never lost. A publish awaiting its ack when the broker dies is resent by the
 client after the restart with the same (nonce, ack_id), and the new broker drops it if the copy
-sent before the crash reached it. Only a publish the old broker had recorded but not yet acked
-can be recorded twice (at-least-once): observations are idempotent for the cores, and service
-outputs are published without acknowledgement, so they are never resent.
+sent before the crash reached it (it remembers each client's recorded ack ids). The asyncio client
+(services) first looks its unacknowledged batches up in the log (the new broker writes what a
+client sent before its hello before answering it) and sends again only what is not there: each
+item is recorded exactly once. The blocking client resends without looking, so a publish the old
+broker had recorded but not yet acked can be recorded twice by it (at-least-once: the
+supervisor's and the CLI's events). Services run their effects only once their outputs are
+acknowledged (``lvsbus.runtime``: write-ahead).
 """
 from __future__ import annotations
 
