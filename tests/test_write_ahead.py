@@ -224,3 +224,50 @@ def test_no_effect_of_a_step_runs_before_its_batch_is_acknowledged(procs, tmp_pa
         fault.unlink()
     finally:
         pub.close()
+
+
+def test_a_batch_sent_twice_under_its_ack_id_is_recorded_once_whatever_came_between(procs, tmp_path):
+    """A client's batch queued in its socket reaches a new broker, then the client's resend of it
+    (same nonce and ack id): the broker records it once and acknowledges both with its seqs, also
+    when a later batch of the same client came in between (it remembers ack ids, not the highest)."""
+    import msgpack
+    import zmq
+
+    dirs = StateDirs(str(tmp_path / "state")).make()
+    procs([sys.executable, "-m", "tests.helpers.toy_service", "broker", dirs.root], "broker ready")
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"ipc://{dirs.run}/bus.sock")
+    nonce = os.urandom(8)
+
+    def send(ack_id, n):
+        item = ["bus.probe", 1, None, {"sent_ns": 0, "n": n, "pad": ""}]
+        s.send_multipart([b"P", b"t", msgpack.packb([ack_id, [item], nonce], use_bin_type=True)])
+
+    def acks(k):
+        got = {}
+        deadline = time.monotonic() + 10
+        while len(got) < k and time.monotonic() < deadline:
+            if s.poll(100):
+                frames = s.recv_multipart()
+                if frames[0] == b"A":
+                    a, first, last = msgpack.unpackb(frames[1])
+                    got.setdefault(a, []).append((first, last))
+        return got
+
+    try:
+        send(5, 5)
+        send(6, 6)
+        send(5, 5)  # the resend of 5 after 6 was recorded
+        got = acks(2)
+        time.sleep(0.2)
+        got2 = acks(1) if len(got.get(5, [])) < 2 else {}
+        for a, v in got2.items():
+            got.setdefault(a, []).extend(v)
+    finally:
+        s.close()
+    probes = [e for e in _log(dirs) if e.type == "bus.probe"]
+    assert [e.payload["n"] for e in probes] == [5, 6]
+    # (an A's first seq is the first of the broker's whole write, not of the batch: only last is exact)
+    assert [x[1] for x in got[5]] == [probes[0].seq] * 2 and [x[1] for x in got[6]] == [probes[1].seq]
