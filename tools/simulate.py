@@ -40,7 +40,11 @@ VIPs and IPVS table gone, monotonic clock restarts) and restart, service crash a
 core is restored from its snapshot; VIPs stay), link cut and heal per (pair, link), a NIC down
 (``pulse.link_changed``), packet loss, delay and reordering per link, a router stall (GC/VM
 pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
-flapping, and answering too slowly (checks time out).
+flapping, answering too slowly (checks time out), and broker crashes at any instant (between two
+messages it receives, having written what it had received or not; restarted after the fault's
+duration). Services run write-ahead, as ``lvsbus.runtime``: a step's outputs are recorded, then
+its effects run; with no broker they wait, the lost ones are sent again and the written ones found
+(``lvsbus.bus.AsyncBusClient``), and a service that dies meanwhile answers those inputs again.
 
 Invariants, checked after every simulated instant (``Cluster.violations``):
 
@@ -56,6 +60,7 @@ Invariants, checked after every simulated instant (``Cluster.violations``):
   came from it: pulse re-announces after a split brain, also one it heard of late);
 * no event is lost or reordered: each log reads back with contiguous seqs and the exact bytes the
   broker wrote (a digest kept while writing);
+* every effect that ran is in the log, as its service's output for its input (write-ahead);
 * (``verify=True``) every log passes ``tools.replay.verify``.
 
 Deterministic: the same seed (and fault list) gives the same logs byte for byte. A failing seed is
