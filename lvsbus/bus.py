@@ -202,7 +202,7 @@ class Broker:
         self._unrecorded_from = 0
         self._next_retry = 0.0
         self._batch: list[list] = []  # [type, version, cause, payload, source] waiting to be recorded
-        self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
+        self._acks: list[tuple[bytes, int, int, int]] = []  # (ident, ack_id, index of its first, last item in _batch)
         self._draining = False
         self._failure_note: dict | None = None
         # client nonce -> {ack_id: (first, last seq)} of the batches this broker recorded (the latest
@@ -400,7 +400,7 @@ class Broker:
                 batch.append([type_, version, cause, payload, source])
                 accepted += 1
             if ack_id and accepted:
-                acks.append((ident, ack_id, len(batch) - 1))
+                acks.append((ident, ack_id, first_index, len(batch) - 1))
                 if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
                     seen = self._dedup.get(nonce)
                     if seen is None:
@@ -475,7 +475,7 @@ class Broker:
         if not self._draining:
             self._flush()
 
-    def _record(self, batch: list[list], acks: list[tuple[bytes, int, int]]) -> None:
+    def _record(self, batch: list[list], acks: list[tuple[bytes, int, int, int]]) -> None:
         mono = time.monotonic_ns()
         if mono < self._last_mono:
             mono = self._last_mono
@@ -499,8 +499,8 @@ class Broker:
         self._append(records)
         if fault:
             os.kill(os.getpid(), 9)
-        for ident, ack_id, idx in acks:
-            self._pending_acks.append((first + idx, ident, ack_id, first))
+        for ident, ack_id, i0, idx in acks:
+            self._pending_acks.append((first + idx, ident, ack_id, first + i0))
         self._forward(records, types)
         if self._failure_note is not None:
             note, self._failure_note = self._failure_note, None
