@@ -49,6 +49,7 @@ from .snapshot import SnapshotStore
 log = structlog.get_logger("lvsbus.runtime")
 
 Execute = Callable[[Effect, Event], "Awaitable[None] | None"]
+PUBLISH_CHUNK = 512  # outputs a frame at most
 
 
 class ServiceRuntime:
@@ -210,7 +211,10 @@ class ServiceRuntime:
         if not items:
             return True
         assert self.client is not None
-        fut = self.client.publish_durable(items)
+        # one frame for a decision step; a long backlog (answers owed after a restart) in several,
+        # well under the broker's frame limit
+        futs = [self.client.publish_durable(items[i:i + PUBLISH_CHUNK]) for i in range(0, len(items), PUBLISH_CHUNK)]
+        fut = futs[0] if len(futs) == 1 else asyncio.gather(*futs)
         await self._fault.reach("published", steps)
         if not fut.done():
             waits = {fut}

@@ -108,6 +108,27 @@ def test_crash_without_snapshot_recovers_from_the_log_and_repeats_nothing(bus):
     assert sorted(o.payload["count"] for o in outs) == [-1, 1, 2, 3, 4]  # state carried over, nothing answered twice
 
 
+def test_a_long_backlog_is_answered_in_several_frames_each_output_once(bus):
+    """More answers owed at start than one frame carries (runtime.PUBLISH_CHUNK): all recorded,
+    once, in order, and their effects run after."""
+    from lvsbus import runtime
+
+    dirs = bus
+    run_for(ServiceRuntime(Counter(), dirs), 0.2, during=lambda: probe(dirs, 1))
+    c = BusClient(dirs.run, "prober")
+    n = runtime.PUBLISH_CHUNK + 100
+    for i in range(n):  # while the service is down
+        c.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": ""})
+    c.publish_acked("bus.probe", {"sent_ns": 0, "n": n, "pad": ""})
+    c.close()
+    ran = []
+    run_for(ServiceRuntime(Counter(), dirs, execute=lambda eff, ev: ran.append(eff.payload["count"])), 1.0)
+    _, outs = outputs(dirs)
+    counts = [o.payload["count"] for o in outs]
+    assert [x for x in counts if x > 0] == list(range(1, n + 3))  # each answer recorded once, in order
+    assert ran == counts[1:]  # and run once, in log order (the second run's: all but the first)
+
+
 # -- the config a service runs with: the recorded one, not the file ------------------------------
 
 GOOD = """
