@@ -6,9 +6,9 @@
 Figures, one a line (``name=value unit``):
 
 * plan_ms: the pure diff, empty -> full table;
-* netlink_ops_per_s: the full table from empty through ``services.ipvs.netlink`` (the applier's
+* netlink_ops_per_s: the full table from empty through ``lvsbus_services.ipvs.netlink`` (the applier's
   netlink layer: one request an op, every field sent, many requests a send, one ack each);
-* applier_ops_per_s: the same through the running applier (``python -m services.ipvs`` on a real
+* applier_ops_per_s: the same through the running applier (``python -m lvsbus_services.ipvs`` on a real
   bus: lvsd.table_desired in, every op an ``ipvs.op_applied`` event, batch_applied out);
 * single_change_ms: one weight change on the full table, from the lvsd.table_delta being
   recorded to the op_applied event (bus, core plan, netlink, event back), median of --changes
@@ -21,7 +21,6 @@ TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not abs
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -46,8 +45,8 @@ def table(services: int, dests: int):
 
 
 def in_vm(args) -> int:
-    from services.ipvs.core import plan, save_lines
-    from services.ipvs.netlink import Ipvs
+    from lvsbus_services.ipvs.core import plan, save_lines
+    from lvsbus_services.ipvs.netlink import Ipvs
     from lvsbus.ipvs_table import Table
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
@@ -93,8 +92,7 @@ def in_vm(args) -> int:
 
 def through_applier(full, nops: int, changes: int):
     from tests.kernel.harness import Router
-    from lvsbus.ipvs_table import Dest
-    from services.ipvs.netlink import Ipvs
+    from lvsbus_services.ipvs.netlink import Ipvs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-apply-"))
     cfg = tmp / "lvs.toml"

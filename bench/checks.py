@@ -34,8 +34,8 @@ import msgpack  # noqa: E402
 
 from lvsbus.config import Check, Config, RealServer, Router, VirtualService, to_dict  # noqa: E402
 from lvsbus.events import Event  # noqa: E402
-from services.nanny.checks import Scheduler, new_loop, raise_nofile  # noqa: E402
-from services.nanny.core import NannyCore  # noqa: E402
+from lvsbus_services.nanny.checks import Scheduler, new_loop, raise_nofile  # noqa: E402
+from lvsbus_services.nanny.core import NannyCore  # noqa: E402
 
 BASE_PORT = 20000
 
@@ -99,7 +99,7 @@ def memory_figures(cfg: Config) -> tuple[float, float]:
     # the other way, for comparison: one transitions model object per server on a shared Machine
     from transitions import Machine
 
-    from services.nanny.core import HEALTH_STATES, HEALTH_TRANSITIONS
+    from lvsbus_services.nanny.core import HEALTH_STATES, HEALTH_TRANSITIONS
 
     class M:
         pass

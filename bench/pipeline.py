@@ -1,7 +1,7 @@
 """From a failed check to the desired-table delta at the applier's input, through real processes:
 
-    broker (python -m lvsbus.cli broker)   nanny (python -m services.nanny --no-checks)
-    lvsd (python -m services.lvsd)         this process: the check results' publisher and the applier
+    broker (python -m lvsbus.cli broker)   nanny (python -m lvsbus_services.nanny --no-checks)
+    lvsd (python -m lvsbus_services.lvsd)         this process: the check results' publisher and the applier
 
 This process publishes ``health.check_results`` batches as nanny's shell does (one server failing,
 then passing again; fall = rise = 1), nanny's core turns each into ``health.real_server_down`` /
@@ -81,7 +81,7 @@ def main() -> int:
         applier = BusClient(dirs.run, "applier", subs=("lvsd.table_desired", "lvsd.table_delta", "health.real_server_up", "health.real_server_down"))
         for name, extra in (("nanny", ["--no-checks"]), ("lvsd", [])):
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}", "--state-dir", dirs.root, "--config", str(cfg_path),
+                [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", dirs.root, "--config", str(cfg_path),
                  "--run-start-seq", str(run_start), *extra],
                 cwd=ROOT, stderr=open(tmp / f"{name}.err", "wb"), env={**os.environ, "LVSBUS_LOG_LEVEL": "warning"}))
         ids = [f"web/s{i}" for i in range(args.servers)]

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lvsbus.log import LogReader  # noqa: E402
 from lvsbus.events import decode, decode_records  # noqa: E402
-from tools.replay import verify  # noqa: E402
-from tools.simulate import S, Cluster, Fault  # noqa: E402
+from lvsbus_tools.replay import verify  # noqa: E402
+from lvsbus_tools.simulate import S, Cluster, Fault  # noqa: E402
 
 EVENTS_PER_SIM_S = 9.0  # lvs1's log with 20 real servers (measured); sizes the simulated duration
 

@@ -1,6 +1,6 @@
 """Benchmark of the cluster simulator: simulated failover scenarios per minute on one core.
 
-A scenario is one seed of ``tools.simulate``: two routers and three real servers start, the
+A scenario is one seed of ``lvsbus_tools.simulate``: two routers and three real servers start, the
 seed's fault schedule (1-5 faults of every kind) plays over 20 s, then the cluster settles; every
 invariant is checked as it runs and each router writes a real log. A *failover* scenario adds a
 crash of the active router at a seeded time to that schedule (so every one fails over, and
@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.simulate import failover_schedule, run_seed  # noqa: E402
+from lvsbus_tools.simulate import failover_schedule, run_seed  # noqa: E402
 
 
 def run(seeds, verify: bool, failover: bool) -> dict:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from .paths import DEFAULT_STATE_DIR, StateDirs
 
@@ -71,6 +72,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dir", required=True)
     g.add_argument("--name", required=True)
     g.set_defaults(func=cmd_keys_generate)
+    h = k.add_parser(
+        "heartbeat",
+        help="make the heartbeat key file every router shares",
+        description="Write a fresh random heartbeat key (64 hex characters, one line) to FILE with mode "
+                    "0600. pulse authenticates heartbeats and fences with it, so copy the same file to "
+                    "every router (the path is the config's heartbeat key_file). An existing file is "
+                    "kept unless --force.",
+    )
+    h.add_argument("--out", metavar="FILE", default="/etc/lvsbus/heartbeat.key",
+                   help="where to write it (default %(default)s, the config's default key_file)")
+    h.add_argument("--force", action="store_true", help="replace an existing file (every router then needs the new one)")
+    h.set_defaults(func=cmd_keys_heartbeat)
 
     s = sub.add_parser("schemas", help="the JSON Schemas of every event").add_subparsers(dest="schemas_cmd", metavar="ACTION")
     x = s.add_parser("export", help="write schemas/ from the declarations in code")
@@ -103,6 +116,7 @@ def cmd_broker(args) -> int:
     from .log import Durability
 
     dirs = StateDirs(args.state_dir).make()
+    lock_fd = _take_broker_lock(dirs)  # noqa: F841  (held, open, for the process's life)
     curve = None
     if args.curve_endpoint:
         if not (args.curve_secret and args.curve_authorized):
@@ -114,14 +128,39 @@ def cmd_broker(args) -> int:
     retention = Retention(
         max_bytes=int(args.retain_mb * 2**20) or None, max_age_s=args.retain_days * 86400 or None
     )
-    broker = Broker(
-        args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
-        segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
-    )
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            broker = Broker(
+                args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
+                segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
+            )
+            break
+        except RuntimeError as exc:
+            # the broker we replace holds the log's own lock until the kernel has closed all its
+            # files, a moment after it dropped the broker lock
+            if "open by another writer" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())
-    broker.run(ready=lambda: print(f"broker ready on ipc://{dirs.run}/bus.sock", file=sys.stderr, flush=True))
+    line = f"broker ready on ipc://{dirs.run}/bus.sock\n".encode()
+    broker.run(ready=lambda: os.write(2, line))  # one write: a whole line, never merged with another's
     return 0
+
+
+def _take_broker_lock(dirs: StateDirs) -> int:
+    """One broker per state directory. A second one (the supervisor's warm spare) has imported
+    everything by now and waits here until the live broker dies: then it recovers the log tail,
+    binds the socket and serves (clients reconnect within 10 ms)."""
+    from . import servicelock
+
+    import structlog
+
+    def waiting() -> None:
+        structlog.get_logger("lvsbus.bus").info("spare_waiting", service="broker", pid=os.getpid())
+
+    return servicelock.acquire(dirs.run, "broker", on_wait=waiting)
 
 
 def format_event(ev, as_json: bool) -> str:
@@ -203,6 +242,24 @@ def cmd_keys_generate(args) -> int:
     os.chmod(secret, 0o600)
     os.chmod(public, 0o644)
     print(f"public: {public}\nsecret: {secret} (0600)")
+    return 0
+
+
+def cmd_keys_heartbeat(args) -> int:
+    from .keyfile import write_heartbeat_key
+
+    try:
+        write_heartbeat_key(args.out, force=args.force)
+    except FileExistsError:
+        print(f"lvsbus keys heartbeat: {args.out} exists; kept (use --force to replace it, then copy the new "
+              "file to every router)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"lvsbus keys heartbeat: {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} (mode 0600, a random 256-bit key). Copy this same file to every router, to the "
+          f"path of the config's heartbeat key_file (e.g. scp -p {args.out} OTHER-ROUTER:{args.out}); routers "
+          "with different keys refuse each other's heartbeats.")
     return 0
 
 

@@ -15,8 +15,8 @@ COMMAND_MODULES = (
     "lvsbus.buscli",
     "lvsbus.config.cli",
     "lvsbus.routercli",  # router, status, fsm
-    "services.ipvs.cli",  # ipvs save / show
-    "tools.replay",  # replay, simulate
+    "lvsbus_services.ipvs.cli",  # ipvs save / show
+    "lvsbus_tools.replay",  # replay, simulate
     "lvsbus.democli",  # demo
 )
 

@@ -18,7 +18,7 @@ This module must stay importable by cores: it imports no I/O module (a test enfo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, Iterable, Iterator, NamedTuple, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar
 
 from .events import Event, matches
 
@@ -66,6 +66,13 @@ class Core(ABC, Generic[S]):
         return event.source == self.name and event.type in self.outputs
 
     # Snapshots: the state as plain msgpack-able data, and back. Default: the state is already that.
+    # Versioned like events: ``snapshot`` writes version ``snapshot_version``; ``restore`` reads
+    # exactly that version; an older one is upcast on read by ``snapshot_upcasters`` (version n ->
+    # a function turning a version-n snapshot into version n+1); a stored snapshot is never
+    # rewritten, and a version this code does not know is refused (lvsbus.snapshot.decode_state).
+    snapshot_version: ClassVar[int] = 1
+    snapshot_upcasters: ClassVar[Mapping[int, Callable[[Any], Any]]] = {}
+
     def snapshot(self, state: S) -> Any:
         return state
 

@@ -14,7 +14,8 @@ This machine's kernel (and CI's) is built without IPVS, so the applier's kernel 
   interface up, IPVS refuses every real server address as "not unicast"), points
   ``/proc/sys/kernel/modprobe`` at the kit's modprobe (so ``ip_vs`` and its schedulers auto-load),
   chroots and runs the command as a child of PID 1, writes its exit status to ``/mnt/out/rc`` and
-  powers off.
+  powers off. The VM's ``/tmp`` is its own tmpfs; host paths the command needs under
+  ``/tmp`` (a checkout cloned there) are bound back over it first (``hidden_by_vm_tmp``).
 * Acceleration: KVM where ``/dev/kvm`` is usable and a KVM guest actually boots (probed once per
   host kernel, the verdict cached in the kit directory: on this machine, itself a Firecracker
   guest, ``/dev/kvm`` opens but a KVM guest never prints a byte), else TCG (software emulation,
@@ -376,6 +377,36 @@ class Vm:
         return Result(rc, console, seconds)
 
 
+def hidden_by_vm_tmp(paths: list[str]) -> list[str]:
+    """The host paths among ``paths`` that the VM's own /tmp (a fresh tmpfs) would hide: a checkout
+    cloned under /tmp, a kit or a virtualenv there. Real paths, the outermost of nested ones."""
+    found: list[str] = []
+    for p in paths:
+        if not p:
+            continue
+        real = os.path.realpath(p)
+        if real.startswith("/tmp/") and os.path.exists(real):
+            found.append(real)
+    out: list[str] = []
+    for p in sorted(set(found)):
+        if not any(p.startswith(q + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _keep_prelude(keep: list[str], cwd: str) -> str:
+    """Shell lines that put the host's ``keep`` paths back over the VM's /tmp tmpfs: a plain (not
+    recursive) bind of / sees the overlay under that tmpfs (the host's /tmp, writable in the VM's
+    upper layer only), and each path is bound from there to where it was. Then the command's cwd."""
+    lines = ["# paths under /tmp on the host (lvsbus.kit.hidden_by_vm_tmp): the VM's /tmp tmpfs covers them",
+             "mkdir -p /.lvsbus-under && mount --bind / /.lvsbus-under || exit 97"]
+    for p in keep:
+        q = shlex.quote(p)
+        lines.append(f"mkdir -p {q} && mount --bind {shlex.quote('/.lvsbus-under' + p)} {q} || exit 97")
+    lines.append(f"cd {shlex.quote(cwd)} || exit 97")
+    return "\n".join(lines) + "\n"
+
+
 def boot(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, str] | None = None,
          timeout: float = 1800, memory_mb: int = 1024, console_path: str | None = None, cpus: int = 1) -> Vm:
     """Boot the VM to run ``command`` (a /bin/sh script text) in ``cwd`` inside it; return at once.
@@ -398,10 +429,15 @@ def boot(kit: Kit, command: str, out_dir: str, cwd: str = "/", env: dict[str, st
     # process would compile the sources it imports again, seconds each under TCG
     full_env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8", "LVSBUS_IN_VM": "1", "LVSBUS_VM_CWD": cwd,
                 "PYTHONDONTWRITEBYTECODE": "", **(env or {})}
+    keep = hidden_by_vm_tmp([cwd, kit.root, sys.prefix, *full_env.get("PYTHONPATH", "").split(":")])
+    if keep:
+        full_env["LVSBUS_VM_CWD"] = "/"  # stage 2 cds before the command; the command cds once the paths are back
     with open(os.path.join(out_dir, "env"), "w") as f:
         for k, v in full_env.items():
             f.write(f"export {k}={shlex.quote(v)}\n")
     with open(os.path.join(out_dir, "cmd"), "w") as f:
+        if keep:
+            f.write(_keep_prelude(keep, cwd))
         f.write(command + "\n")
     console_path = console_path or os.path.join(out_dir, "console.log")
     how = accel(kit)

@@ -15,6 +15,59 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class LineLogger:
+    """structlog's logger: each line goes out in one ``write(2)`` (line and newline together).
+
+    structlog's PrintLogger prints, and ``print`` writes the text and the newline separately when
+    stderr is unbuffered (``PYTHONUNBUFFERED``, ``python -u``): every service shares the
+    supervisor's stderr, so another process's line could land between the two and two lines
+    merge into one. One write per line keeps every line whole on a file opened with O_APPEND (the
+    kernel appends each write at once) and on a pipe for lines up to PIPE_BUF (4096 bytes), which
+    a write to a pipe never interleaves; journald's stream socket reads whole lines as well."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8", "backslashreplace")
+        try:
+            sys.stderr.flush()  # anything print()ed to stderr before goes first
+        except (OSError, ValueError):
+            pass
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+class _TextLineLogger(LineLogger):
+    """The same for a stderr that is no file (a test's capture): one ``write`` call per line."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def msg(self, message: str) -> None:
+        try:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+def _line_logger_factory(*_args) -> LineLogger:
+    try:
+        return LineLogger(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return _TextLineLogger(sys.stderr)
+
+
 def setup(level: str | None = None, json: bool | None = None, service: str | None = None) -> None:
     level = (level or os.environ.get("LVSBUS_LOG_LEVEL", "info")).lower()
     if json is None:
@@ -33,6 +86,6 @@ def setup(level: str | None = None, json: bool | None = None, service: str | Non
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_line_logger_factory,
         cache_logger_on_first_use=True,
     )

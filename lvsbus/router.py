@@ -2,8 +2,8 @@
 
     lvsbus router (this supervisor)
       ├── broker        python -m lvsbus.cli broker --node NAME --state-dir DIR
-      ├── pulse         python -m services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
-      ├── nanny         (when services/nanny exists; always)
+      ├── pulse         python -m lvsbus_services.pulse --state-dir DIR --config FILE --run-start-seq N --config-seq M
+      ├── nanny         (always: checks run on the backup too, so a new active knows the health)
       ├── ipvs          (always: the kernel is touched only once lvsd has published a table,
       │                  and the connection sync daemon runs as backup on a backup router)
       ├── lvsd          (active only while pulse is ACTIVE; a silent --standby otherwise, told
@@ -23,11 +23,28 @@ lvsd follows pulse's effect events: the supervisor subscribes to ``pulse.start_l
 ``pulse.stop_lvsd`` on the bus and starts (tells its standby to go) or stops it itself (no extra
 event type: the effect already is the command, and it is in the log). See docs/router.md.
 
-Supervision: a child that dies is restarted (the first time at once, then with exponential
-backoff) and ``router.service_restarted`` is published; its state comes back from its snapshot and
-the log. The VIPs are not touched while pulse is down. More than ``MAX_RESTARTS`` restarts of one
-service within ``RESTART_WINDOW`` seconds is a restart loop: the router steps down
-(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1.
+Supervision: the decisions are ``lvsbus.supervision.RestartPolicy`` (pure, time as an argument):
+every death of a service's process counts for that service, whichever process it was (the broker
+too: its history no longer starts over with each new process). The next process comes at once,
+then after 0.2, 0.4, 0.8, 1.6 s... (at most 5 s) while earlier deaths are within ``RESTART_WINDOW``;
+the ``MAX_RESTARTS + 1``-th death within it is a restart loop: the router steps down
+(``router.shutdown_requested`` {graceful: false}, VIPs released) and exits 1. Each death publishes
+``router.service_restarted`` {service, attempt (the service's count in this run), exit}.
+
+Warm spares (``SPARES``: the broker and pulse): besides the live process, a second one has started,
+imported everything and waits on the service's lock (``lvsbus.servicelock``: an flock the live
+one holds for its life). When the live one dies, even by SIGKILL, the kernel drops its lock and the
+spare carries on at once (recovers, binds, serves): pulse's heartbeats pause for tens of ms, not a
+Python start (0.3-0.5 s, more than a short deadtime). The supervisor then makes a new spare after
+the policy's delay, and only once the live one holds the lock (``/proc/locks``), so two never race
+for it. A spare that dies while it waits is a death of the service too. The VIPs are not touched
+while pulse is down.
+
+The config's ``hard_shutdown`` (lvs.cf; Piranha's lvsd shut LVS down when a nanny died, unless it
+was 0) decides for nanny: with ``hard_shutdown = false`` a nanny restart loop does not step the
+router down; it runs on without health checks (the IPVS table stays as it was),
+``router.service_abandoned`` is recorded and the log says manual action is needed; a reload
+(SIGHUP) tries nanny again.
 
 Signals (handlers only set flags; the loop wakes through a wakeup fd):
 SIGTERM/SIGINT: ``router.shutdown_requested`` {graceful: true}; pulse hands over (its final
@@ -51,22 +68,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 import structlog
 
 from . import catalog  # noqa: F401
-from . import privileges
+from . import privileges, servicelock
 from .config import ConfigError, LoadedConfig, diff, identify_local_router, load, to_dict
 from .paths import StateDirs
+from .supervision import GIVE_UP, RestartLimits, RestartPolicy
 
 log = structlog.get_logger("lvsbus.router")
 
-MAX_RESTARTS = 5
-RESTART_WINDOW = 60.0
-BACKOFF_BASE = 0.2
-BACKOFF_MAX = 5.0
+#: the restart policy's defaults (lvsbus.supervision; ``lvsbus router --max-restarts/--restart-window``)
+MAX_RESTARTS = RestartLimits().max_restarts
+RESTART_WINDOW = RestartLimits().window_s
+#: services that keep a warm spare (a second process blocked on the service's lock)
+SPARES = ("broker", "pulse")
+#: the heartbeat's path (pulse, and the broker its timers go through) runs at this nice value, so
+#: that a busy host (a spare importing, a check storm) delays heartbeats less; a spare waits at 0
+#: and is raised when it takes over
+HEARTBEAT_NICE = -10
 HANDOVER_TIMEOUT = 3.0
 STOP_TIMEOUT = 3.0
 BROKER_READY_TIMEOUT = 15.0
@@ -75,17 +97,21 @@ BROKER_READY_TIMEOUT = 15.0
 #: when: "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile), or
 #: "configured" (metrics: when an address is set)
 SERVICES = (
-    ("pulse", "services.pulse", "always"),
-    ("nanny", "services.nanny", "always"),
-    ("lvsd", "services.lvsd", "active"),
-    ("ipvs", "services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
-    ("metrics", "services.metrics", "configured"),  # only with metrics_address in the config
+    ("pulse", "lvsbus_services.pulse", "always"),
+    ("nanny", "lvsbus_services.nanny", "always"),
+    ("lvsd", "lvsbus_services.lvsd", "active"),
+    ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
+    ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
 )
 
 
 def _service_exists(module: str) -> bool:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.exists(os.path.join(root, *module.split("."), "__main__.py"))
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module + ".__main__") is not None
+    except ImportError:
+        return False
 
 
 def sd_notify(message: str) -> bool:
@@ -116,6 +142,29 @@ def _pdeathsig() -> None:
 _LIBC = privileges._lib()  # loaded here, not in the child between fork and exec
 
 
+def _renice(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` to ``nice`` (Linux: the value is per thread; threads made later
+    inherit the creating thread's)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:
+            pass  # gone, or not root
+
+
+def _write_err(raw: bytes) -> None:
+    """One line to our stderr in one write (no line of a child's split or merged with another's)."""
+    try:
+        while raw:
+            raw = raw[os.write(2, raw):]
+    except OSError:
+        pass
+
+
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "running"
@@ -141,14 +190,21 @@ def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) 
 
 
 def check_key_file(path: str) -> str | None:
-    """None when the heartbeat key file is usable, else why not."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"heartbeat key file {path}: {exc.strerror}"
-    if st.st_mode & 0o077:
-        return f"heartbeat key file {path} has mode {st.st_mode & 0o777:04o}: it must be 0600 or stricter (chmod 600 {path})"
-    return None
+    """None when the heartbeat key file is usable, else why not (a line that starts with its path)."""
+    issue = key_file_issue(path)
+    return None if issue is None else str(issue)
+
+
+def key_file_issue(path: str):
+    """The key file's problem as an Issue of that file (``PATH: heartbeat key file ...``, with the
+    command that makes one), or None."""
+    from .config import Issue
+    from .keyfile import key_file_problem
+
+    problem = key_file_problem(path)[0]
+    if problem is None:
+        return None
+    return Issue(key="", message=problem.replace(f"heartbeat key file {path}", "heartbeat key file", 1), file=path)
 
 
 def config_vips(cfg) -> list[tuple[str, int, str | None]]:
@@ -168,7 +224,7 @@ def config_vips(cfg) -> list[tuple[str, int, str | None]]:
 
 class Child:
     def __init__(self, name: str, argv: list[str], capture: bool = False,
-                 dropper: privileges.Dropper | None = None) -> None:
+                 dropper: privileges.Dropper | None = None, spare: bool = False) -> None:
         self.name = name
         self.argv = argv
         self.capture = capture
@@ -176,12 +232,19 @@ class Child:
         self.dropper = dropper  # None: the child runs with the supervisor's privileges
         self.proc: subprocess.Popen | None = None
         self.wanted = False
-        self.restarts: deque[float] = deque()
-        self.attempt = 0
         self.start_at: float | None = None  # a restart scheduled at this monotonic time
         self.last_exit = ""
         self.kill_at: float | None = None  # terminating: SIGKILL at this time if still alive
         self.start_error: str | None = None  # the last start failed before exec (the drop)
+        self.abandoned = False  # a restart loop under hard_shutdown = false: not restarted until a reload
+        # warm spare (broker, pulse): a second process, started and imported, blocked on the
+        # service's lock (lvsbus.servicelock) until the live one dies; see "Warm spares"
+        self.uses_spare = spare
+        self.spare: subprocess.Popen | None = None
+        self.spare_at: float | None = None  # start a new spare at this time (once the live one holds the lock)
+        self.pending_attempt = 0  # the restart scheduled at start_at is this service's attempt N
+        self.nice: int | None = HEARTBEAT_NICE if name in SPARES else None  # the live process's nice value
+        self._spawn_nice: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -190,20 +253,27 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def spare_alive(self) -> bool:
+        return self.spare is not None and self.spare.poll() is None
+
     def _preexec(self) -> None:
         _pdeathsig()
+        if self._spawn_nice is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, self._spawn_nice)  # before the drop: CAP_SYS_NICE
+            except OSError:
+                pass  # not root: the default priority
         if self.dropper is not None:
             self.dropper()  # raises when it cannot drop: the child does not run
 
-    def start(self) -> None:
-        self.wanted = True
-        self.start_at = None
+    def _spawn(self, what: str) -> subprocess.Popen | None:
         self.start_error = None
+        self._spawn_nice = self.nice if what == "service" else None
         try:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL,
-                stderr=subprocess.PIPE if self.capture else None,
+                stderr=subprocess.PIPE if self.capture and what == "service" else None,
                 preexec_fn=self._preexec,
                 close_fds=True,
                 # a session of its own: a signal to the supervisor's process group (a terminal's ^C,
@@ -212,13 +282,41 @@ class Child:
                 start_new_session=True,
             )
         except subprocess.SubprocessError as exc:  # the drop failed in the child: it never ran
-            self.proc = None  # seen as a death by the supervision: restarted with backoff, then a restart loop
             self.start_error = f"could not start: dropping privileges failed ({exc})"
-            log.error("service_start_failed", service=self.name, error=self.start_error,
+            log.error("service_start_failed", service=self.name, error=self.start_error, process=what,
                       capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
-            return
-        log.info("service_started", service=self.name, pid=self.proc.pid,
+            return None
+        log.info("service_started" if what == "service" else "spare_started", service=self.name, pid=proc.pid,
                  capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
+        return proc
+
+    def start(self) -> None:
+        self.wanted = True
+        self.start_at = None
+        self.proc = self._spawn("service")  # None: seen as a death by the supervision (restarted with backoff)
+
+    def start_spare(self) -> None:
+        self.spare_at = None
+        self.spare = self._spawn("spare")
+        if self.spare is None:  # the drop failed: a death of the service (_supervise)
+            self.spare = _FAILED_START
+
+    def promote_spare(self) -> None:
+        """The live process died and the spare (waiting on the lock) takes over: it is the live one now."""
+        self.proc, self.spare = self.spare, None
+        log.info("service_started", service=self.name, pid=self.proc.pid, spare_took_over=True)  # type: ignore[union-attr]
+        if self.nice is not None:
+            _renice(self.proc.pid, self.nice)  # type: ignore[union-attr]
+
+    def kill_spare(self) -> None:
+        """A spare waits on the lock and holds nothing else: SIGKILL, by PID, and reap it."""
+        sp, self.spare, self.spare_at = self.spare, None, None
+        if sp is not None and sp is not _FAILED_START and sp.poll() is None:
+            try:
+                sp.kill()
+                sp.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
 
     def tell(self, line: bytes) -> bool:
         """Write a line to the child's stdin pipe; False when it cannot be (no pipe, or it died)."""
@@ -242,6 +340,7 @@ class Child:
         """SIGTERM without waiting (the loop goes on); ``reap`` escalates to SIGKILL later."""
         self.wanted = False
         self.start_at = None
+        self.kill_spare()
         if self.alive():
             self.signal(signal.SIGTERM)
             self.kill_at = time.monotonic() + STOP_TIMEOUT
@@ -258,10 +357,12 @@ class Child:
             self.kill_at = None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM, wait, then SIGKILL: by PID, this child only."""
+        """SIGTERM, wait, then SIGKILL: by PID, this child only. The spare first (else it would
+        take the lock, and the service's place, as the live one exits)."""
         self.wanted = False
         self.start_at = None
         self.kill_at = None
+        self.kill_spare()
         if not self.alive():
             return
         self.signal(signal.SIGTERM)
@@ -274,9 +375,23 @@ class Child:
         log.info("service_stopped", service=self.name, exit=_exit_text(self.proc.returncode))  # type: ignore[union-attr]
 
 
+class _FailedStart:
+    """Stands for a spare whose start failed before exec (the privilege drop): dead, exit unknown."""
+
+    pid = None
+    returncode = None
+
+    def poll(self) -> int:
+        return 1
+
+
+_FAILED_START: Any = _FailedStart()
+
+
 class Router:
     def __init__(self, config_path: str, state_dir: str, python: str = sys.executable,
-                 keep_privileges: bool = False) -> None:
+                 keep_privileges: bool = False, limits: RestartLimits | None = None,
+                 spares: bool = True) -> None:
         self.config_path = config_path
         self.dirs = StateDirs(state_dir)
         self.python = python
@@ -296,6 +411,8 @@ class Router:
         self.lvsd_standby = False  # the lvsd process running is a --standby, waiting for "go"
         self.stopping = False
         self.exit_code = 0
+        self.policy = RestartPolicy(limits)
+        self.spares = spares
 
     # -- start -------------------------------------------------------------------------------
 
@@ -350,6 +467,17 @@ class Router:
                  else "not lowered: the supervisor lacks CAP_SETPCAP (no_new_privs still stops a regain)",
                  supervisor=privileges.describe(self._caps.effective))
 
+    def _check_priority(self) -> None:
+        """pulse and the broker run at HEARTBEAT_NICE: that needs CAP_SYS_NICE (root has it; the
+        systemd unit grants it to the supervisor, no service keeps it). Say so when it is missing."""
+        try:
+            have = bool(privileges.read().effective >> privileges.CAP_NUMBERS["CAP_SYS_NICE"] & 1)
+        except Exception:
+            have = os.geteuid() == 0
+        if not have:
+            log.warning("heartbeat_priority_unchanged", nice=0,
+                        reason="no CAP_SYS_NICE: pulse and the broker run at the default priority")
+
     def _dropper(self, name: str, config=None) -> privileges.Dropper | None:
         if not self.drop:
             return None
@@ -379,13 +507,22 @@ class Router:
             log.info("service_privileges_changed", service=name, old=privileges.describe(c.dropper.plan.keep),
                      new=privileges.describe(d.plan.keep))
             c.dropper = d
+            self._renew_spare(c)
             if c.wanted and c.alive():
                 c.stop()
                 c.start()
+                if c.uses_spare:
+                    c.spare_at = time.monotonic()
+
+    def _broker_argv(self) -> list[str]:
+        return [self.python, "-m", "lvsbus.cli", "broker", "--node", self.local, "--state-dir", self.dirs.root]
 
     def _start_broker(self) -> None:
-        b = Child("broker", [self.python, "-m", "lvsbus.cli", "broker", "--node", self.local,
-                             "--state-dir", self.dirs.root], capture=True, dropper=self._dropper("broker"))
+        """The run's first broker: started, and waited for ("broker ready" on its stderr, read here
+        and passed on line by line). Later ones (spares, restarts) are not waited for: they take
+        the broker's lock, then bind; the clients reconnect by themselves."""
+        b = Child("broker", self._broker_argv(), capture=True, dropper=self._dropper("broker"),
+                  spare=self.spares)
         b.start()
         self.broker = b
         deadline = time.monotonic() + BROKER_READY_TIMEOUT
@@ -393,27 +530,24 @@ class Router:
             raise RuntimeError("the broker did not start (see service_start_failed)")
         seen = []
         while True:
-            line = b.proc.stderr.readline().decode(errors="replace")
-            if line:
-                sys.stderr.write(line)
+            raw = b.proc.stderr.readline()
+            line = raw.decode(errors="replace")
+            if raw:
+                _write_err(raw)
                 seen.append(line)
             if "broker ready" in line:
                 break
             if (not line and b.proc.poll() is not None) or time.monotonic() > deadline:
                 raise RuntimeError("the broker did not start: " + "".join(seen[-20:]))
+        b.capture = False  # a restarted broker writes to our stderr itself, as every service does
 
         def forward(stream) -> None:
-            for raw in stream:
-                try:
-                    sys.stderr.write(raw.decode(errors="replace"))
-                    sys.stderr.flush()
-                except (OSError, ValueError):
-                    pass
+            for raw in stream:  # whole lines, one write each
+                _write_err(raw)
 
         threading.Thread(target=forward, args=(b.proc.stderr,), daemon=True, name="broker-stderr").start()
-
-    def _restart_broker(self) -> None:
-        self._start_broker()
+        if b.uses_spare:
+            b.spare_at = time.monotonic()
 
     def _service_argv(self, module: str) -> list[str]:
         """A service's command line: it takes its config from the config.loaded at ``--config-seq``
@@ -423,7 +557,7 @@ class Router:
                 "--config-seq", str(self.config_seq)]
 
     def _lvsd_argv(self, standby: bool) -> list[str]:
-        return self._service_argv("services.lvsd") + (["--standby"] if standby else [])
+        return self._service_argv("lvsbus_services.lvsd") + (["--standby"] if standby else [])
 
     def _start_lvsd(self, standby: bool) -> None:
         """lvsd, active, or as a standby: a process that has started, recovered and follows the bus
@@ -434,12 +568,13 @@ class Router:
             return
         c.argv = self._lvsd_argv(standby)
         c.stdin_pipe = standby
-        c.restarts.clear()
+        self.policy.forget("lvsd")
         c.start()
         self.lvsd_standby = standby
 
     def _service_child(self, name: str, module: str) -> Child:
-        return Child(name, self._service_argv(module), dropper=self._dropper(name))
+        return Child(name, self._service_argv(module), dropper=self._dropper(name),
+                     spare=self.spares and name in SPARES)
 
     def run(self) -> int:
         code = self.prepare()
@@ -447,7 +582,8 @@ class Router:
             return code
         self.dirs.make()
         self._plan_privileges()
-        if self.drop and _service_exists("services.ipvs"):
+        self._check_priority()
+        if self.drop and _service_exists("lvsbus_services.ipvs"):
             self._load_ip_vs()
         self._install_signals()
         try:
@@ -474,6 +610,8 @@ class Router:
             self.children[name] = child
             if when == "always" or (when == "configured" and self.loaded.config.metrics_address):
                 child.start()
+                if child.uses_spare:
+                    child.spare_at = time.monotonic()
             elif when == "active" and name == "lvsd":
                 self._start_lvsd(standby=True)
         sd_notify(f"READY=1\nSTATUS=router {self.local}, run from seq {self.run_start_seq}\nMAINPID={os.getpid()}")
@@ -525,6 +663,8 @@ class Router:
                 for at in (c.start_at, c.kill_at):
                     if at is not None:
                         timeout = min(timeout, max(0.0, at - now))
+                if c.spare_at is not None:  # due, it waits for the live one to hold the lock: look again soon
+                    timeout = min(timeout, max(0.02, c.spare_at - now))
             ready = dict(poller.poll(timeout * 1000))
             if self._wake_r in ready:
                 try:
@@ -569,7 +709,8 @@ class Router:
             sd_notify(f"STATUS=router {self.local}: {p['new']} ({p['reason']})")
 
     def _supervise(self) -> bool:
-        """Restart dead children; False when a restart loop made the router step down."""
+        """Restart dead children (the decisions are lvsbus.supervision's); keep the warm spares;
+        False when a restart loop made the router step down."""
         now = time.monotonic()
         c = self.children.get("lvsd")
         if (c is not None and not self.active and not self.stopping and not c.wanted and not c.alive()
@@ -579,39 +720,85 @@ class Router:
             c.reap(now)
             if not c.wanted:
                 continue
-            if c.alive():
-                continue
-            if c.start_at is None:  # just died
-                code = c.proc.returncode if c.proc else None
-                c.last_exit = c.start_error or _exit_text(code)
-                while c.restarts and now - c.restarts[0] > RESTART_WINDOW:
-                    c.restarts.popleft()
-                if len(c.restarts) >= MAX_RESTARTS:
-                    log.error("restart_loop", service=c.name, restarts=len(c.restarts), window_s=RESTART_WINDOW,
-                              last_exit=c.last_exit)
-                    print(f"lvsbus router: {c.name} died {len(c.restarts) + 1} times within "
-                          f"{RESTART_WINDOW:g} s (last: {c.last_exit}); stepping down", file=sys.stderr)
-                    c.wanted = False
-                    self.exit_code = 1
-                    self._shutdown(f"restart loop: {c.name}", graceful=False)
+            if c.spare is not None and c.spare.poll() is not None:
+                # a spare died while it waited (a broken install, a kill): a death of the service
+                exit_ = "spare: " + (c.start_error or _exit_text(c.spare.returncode))
+                c.spare = None
+                if not self._died(c, exit_, now, spare=True):
                     return False
-                delay = 0.0 if not c.restarts else min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (len(c.restarts) - 1))
-                c.restarts.append(now)
-                c.attempt += 1
-                c.start_at = now + delay
-                log.warning("service_died", service=c.name, exit=c.last_exit, restart_in_s=delay, attempt=c.attempt)
-            if now >= c.start_at:
-                if c is self.broker:
-                    try:
-                        self._restart_broker()
-                    except RuntimeError as exc:
-                        log.error("broker_restart_failed", error=str(exc))
-                        c.start_at = None
-                        continue
-                else:
-                    c.start()
-                self._publish("router.service_restarted", {"service": c.name, "attempt": c.attempt, "exit": c.last_exit[:256]})
+            if not c.alive() and c.start_at is None:  # the live process just died
+                exit_ = c.start_error if c.proc is None else _exit_text(c.proc.returncode)
+                if not self._died(c, exit_ or "", now, spare=False):
+                    return False
+            if c.start_at is not None and now >= c.start_at:  # no spare took over: start one now
+                c.start()
+                self._restarted(c)
+                if c.uses_spare and c.spare_at is None:
+                    c.spare_at = now
+            if (c.uses_spare and c.spare is None and c.spare_at is not None and now >= c.spare_at
+                    and c.alive() and servicelock.holder(self.dirs.run, c.name) == c.pid):
+                c.start_spare()  # only once the live one holds the lock: never two racing for it
         return True
+
+    def _died(self, c: Child, exit_: str, now: float, spare: bool) -> bool:
+        """One death of service ``c`` (its live process, or its spare): the policy decides."""
+        c.last_exit = exit_
+        d = self.policy.died(c.name, now)
+        if d.action == GIVE_UP and self._abandon(c, d.recent):
+            return True
+        if d.action == GIVE_UP:
+            lim = self.policy.limits
+            log.error("restart_loop", service=c.name, restarts=d.recent - 1, window_s=lim.window_s, last_exit=exit_)
+            print(f"lvsbus router: {c.name} died {d.recent} times within "
+                  f"{lim.window_s:g} s (last: {exit_}); stepping down", file=sys.stderr)
+            c.wanted = False
+            self.exit_code = 1
+            self._shutdown(f"restart loop: {c.name}", graceful=False)
+            return False
+        took_over = False
+        if not spare and c.spare_alive():
+            c.promote_spare()  # it has the lock by now, or within a few ms
+            took_over = True
+        log.warning("service_died", service=c.name, exit=exit_, attempt=d.attempt, recent=d.recent,
+                    **({"spare_took_over": c.pid} if took_over else {}),
+                    **({"spare_in_s": d.delay_s} if c.uses_spare and (took_over or spare) else {"restart_in_s": d.delay_s}))
+        if took_over or spare:
+            c.spare_at = now + d.delay_s
+            self._restarted(c, attempt=d.attempt)
+        else:
+            c.start_at = now + d.delay_s
+            c.pending_attempt = d.attempt
+        return True
+
+    def _abandon(self, c: Child, deaths: int) -> bool:
+        """A restart loop of nanny under ``hard_shutdown = false``: stop restarting it and stay up
+        (Piranha's lvsd: "nanny died! manual action needed!"). False: step down as for any service."""
+        if c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown:
+            return False
+        window = self.policy.limits.window_s
+        log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window,
+                  last_exit=c.last_exit, hint="hard_shutdown = false: no health checks; the IPVS table stays as it is")
+        print(f"lvsbus router: {c.name} died {deaths} times within {window:g} s (last: {c.last_exit}); "
+              "hard_shutdown = 0: staying up without health checks, the IPVS table stays as it is. "
+              "Manual action needed: fix the cause (see its log), then reload (kill -HUP) to start it again",
+              file=sys.stderr)
+        c.wanted = False
+        c.abandoned = True
+        c.start_at = None
+        self._publish("router.service_abandoned", {"service": c.name, "restarts": deaths - 1,
+                                                   "exit": c.last_exit[:256]})
+        return True
+
+    def _restarted(self, c: Child, attempt: int | None = None) -> None:
+        if attempt is None:
+            attempt = c.pending_attempt
+        self._publish("router.service_restarted", {"service": c.name, "attempt": attempt, "exit": c.last_exit[:256]})
+
+    def _renew_spare(self, c: Child) -> None:
+        """The spare was started with an older command line or privileges: a new one."""
+        if c.uses_spare and c.spare is not None:
+            c.kill_spare()
+            c.spare_at = time.monotonic()
 
     def _publish(self, type_: str, payload: dict, acked: bool = False) -> int | None:
         try:
@@ -632,9 +819,9 @@ class Router:
         try:
             new = load(self.config_path)
             me = identify_local_router(new.config, netutil.local_addresses())
-            problem = check_key_file(new.config.heartbeat.key_file) if new.config.heartbeat.enabled else None
+            problem = key_file_issue(new.config.heartbeat.key_file) if new.config.heartbeat.enabled else None
             if problem:
-                raise ConfigError([_issue(problem)])
+                raise ConfigError([problem])
         except ConfigError as exc:
             errors = [str(i)[:2048] for i in exc.issues][:1000]
             log.error("reload_refused", path=self.config_path, errors=errors, kept_digest=old.digest)
@@ -653,9 +840,17 @@ class Router:
             c = self.children.get(name)
             if c is not None:
                 c.argv = self._lvsd_argv(self.lvsd_standby) if name == "lvsd" else self._service_argv(module)
+                self._renew_spare(c)  # a spare started before would come up with the old config
         log.info("config_reloaded", seq=seq, digest=new.digest[:12])
         self._follow_metrics(old.config, new.config)
         self._refresh_privileges(new.config)
+        for c in self.children.values():
+            if c.abandoned:  # the operator's manual action: try it again (its new privileges), a fresh restart budget
+                c.abandoned = False
+                c.wanted = True
+                self.policy.forget(c.name)
+                c.start()
+                self._restarted(c, attempt=self.policy.attempts(c.name))
         return True
 
     def _follow_metrics(self, old_cfg, new_cfg) -> None:
@@ -668,7 +863,7 @@ class Router:
         c.stop()
         if new_cfg.metrics_address:
             c.dropper = self._dropper("metrics", new_cfg)
-            c.restarts.clear()
+            self.policy.forget("metrics")
             c.start()
         log.info("metrics_address_changed", old=old_cfg.metrics_address, new=new_cfg.metrics_address)
 
@@ -678,10 +873,12 @@ class Router:
         self.stopping = True
         log.info("shutdown_requested", reason=reason, graceful=graceful)
         sd_notify("STOPPING=1")
-        for c in self.children.values():
-            c.start_at = None
+        for c in self._all_children():
+            c.start_at = c.spare_at = None
         self._publish("router.shutdown_requested", {"reason": reason[:256], "graceful": graceful}, acked=True)
         pulse = self.children.get("pulse")
+        if pulse is not None:
+            pulse.kill_spare()  # else it would take pulse's place as pulse hands over and exits
         if pulse is not None and pulse.alive():
             pulse.wanted = False
             try:
@@ -717,14 +914,9 @@ class Router:
         log.info("router_stopped", router=self.local, exit_code=self.exit_code)
 
 
-def _issue(message: str):
-    from .config import Issue
-
-    return Issue(key="heartbeat.key_file", message=message)
-
-
-def main(config: str, state_dir: str, keep_privileges: bool = False) -> int:
+def main(config: str, state_dir: str, keep_privileges: bool = False, limits: RestartLimits | None = None,
+         spares: bool = True) -> int:
     from . import logs
 
     logs.setup(service="router")
-    return Router(config, state_dir, keep_privileges=keep_privileges).run()
+    return Router(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares).run()

@@ -27,6 +27,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "each service keeps only the capabilities it needs (pulse: CAP_NET_ADMIN, CAP_NET_RAW, "
                    "CAP_NET_BIND_SERVICE; the IPVS applier: CAP_NET_ADMIN; nanny: CAP_NET_RAW when a check "
                    "runs a program; broker, lvsd, metrics: none), stays uid 0, and sets no_new_privs")
+    r.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                   help="restarts of one service within --restart-window before the router steps down "
+                   "(default %(default)s; a warm spare taking over counts as a restart)")
+    r.add_argument("--restart-window", type=float, default=60.0, metavar="SECONDS",
+                   help="the window of --max-restarts and of the restart backoff (default %(default)s)")
+    r.add_argument("--no-spares", action="store_true",
+                   help="no warm spare for the broker and pulse: a dead one is started anew (0.3-0.5 s)")
     r.set_defaults(func=cmd_router)
 
     s = sub.add_parser(
@@ -48,11 +55,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_router(args) -> int:
     from .router import main
 
-    return main(args.config, args.state_dir, keep_privileges=args.keep_privileges)
+    from .supervision import RestartLimits
+
+    if args.max_restarts < 0 or not args.restart_window > 0:
+        print("lvsbus router: --max-restarts must be 0 or more and --restart-window above 0", file=sys.stderr)
+        return 2
+    return main(args.config, args.state_dir, keep_privileges=args.keep_privileges,
+                limits=RestartLimits(max_restarts=args.max_restarts, window_s=args.restart_window),
+                spares=not args.no_spares)
 
 
 def cmd_fsm_router(args) -> int:
-    core = importlib.import_module("services.pulse.core")
+    core = importlib.import_module("lvsbus_services.pulse.core")
     if args.dot:
         sys.stdout.write(core.role_fsm_dot())
         return 0
@@ -98,7 +112,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         "router": None, "role": "UNKNOWN", "role_reason": None, "role_since_wall_ns": None, "run_start_seq": None,
         "last_seq": events[-1].seq if events else 0, "running": None, "peers": {}, "vips": [],
         "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
-        "heartbeats_ignored": 0, "service_restarts": {}, "config_digest": None, "reload_refused": 0,
+        "heartbeats_ignored": 0, "service_restarts": {}, "abandoned": [], "config_digest": None, "reload_refused": 0,
     }
     vips: dict[str, dict] = {}
     for e in events:
@@ -151,6 +165,11 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["heartbeats_ignored"] = p["count"]
         elif t == "router.service_restarted":
             st["service_restarts"][p["service"]] = p["attempt"]
+            if p["service"] in st["abandoned"]:
+                st["abandoned"].remove(p["service"])
+        elif t == "router.service_abandoned":
+            if p["service"] not in st["abandoned"]:
+                st["abandoned"].append(p["service"])
         elif t == "config.reload_refused":
             st["reload_refused"] += 1
         elif t == "router.shutdown_requested":
@@ -210,4 +229,7 @@ def cmd_status(args) -> int:
             print(f"  link   {lname:<8} last heartbeat {age}: {health}")
     print(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
           f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
+    for name in st["abandoned"]:
+        print(f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
+              "(fix it, then reload)")
     return 0

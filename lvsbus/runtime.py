@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import msgpack
 import structlog
 
 from . import catalog  # noqa: F401
@@ -44,7 +43,7 @@ from .core import Core, Effect
 from .events import Event, decode
 from .log import LogReader
 from .paths import StateDirs
-from .snapshot import SnapshotStore
+from .snapshot import SnapshotStore, SnapshotVersionError, decode_state, encode_state
 
 log = structlog.get_logger("lvsbus.runtime")
 
@@ -87,13 +86,19 @@ class ServiceRuntime:
 
     def recover(self) -> int:
         """Restore the core from its snapshot and the log; returns the first seq to follow live."""
-        snap = self.snapshots.latest(self.core.name)
-        if snap is not None and snap[0] >= self.run_start_seq - 1:
-            seq, body = snap
-            self.state = self.core.restore(msgpack.unpackb(body, raw=False, strict_map_key=False))
+        self.state = None
+        for seq, fmt, body in self.snapshots.valid(self.core.name):
+            if seq < self.run_start_seq - 1:
+                break  # of an earlier router run: this run starts from its config.loaded
+            try:
+                self.state = decode_state(self.core, body, fmt)
+            except SnapshotVersionError as exc:  # never guessed at: an older one, or the log
+                log.error("snapshot_refused", service=self.core.name, seq=seq, reason=str(exc))
+                continue
             self.last_seq = seq
             log.info("restored_snapshot", service=self.core.name, seq=seq)
-        else:
+            break
+        if self.state is None:
             self.state = self.core.initial()
             self.last_seq = self.run_start_seq - 1
         # what has the previous run of this core already answered?
@@ -274,7 +279,7 @@ class ServiceRuntime:
         if self.state is None or self.last_seq < 1:
             return
         try:
-            body = msgpack.packb(self.core.snapshot(self.state), use_bin_type=True)
+            body = encode_state(self.core, self.state)
             self.snapshots.save(self.core.name, self.last_seq, body)
             self._since_snapshot = 0
         except OSError as exc:  # a full disk costs a longer restart, not the service
@@ -347,7 +352,7 @@ def service_arguments(name: str, description: str):
     """The command line every service shares (the router starts each with these four)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
+    ap = argparse.ArgumentParser(prog=f"python -m lvsbus_services.{name}", description=description)
     ap.add_argument("--state-dir", required=True, help="the router's state directory")
     ap.add_argument("--config", required=True,
                     help="the router's configuration file: named in messages, read only when the log "

@@ -296,7 +296,7 @@ def compile_check(field: Field):
         counter[0] += 1
         return f"{prefix}{counter[0]}"
 
-    def emit(f: Field, var: str, ind: str) -> None:
+    def emit(f: Any, var: str, ind: str) -> None:  # Any: dispatched on type(f) below
         t = type(f)
         if t is Int:
             cond = f"type({var}) is int"
@@ -321,6 +321,12 @@ def compile_check(field: Field):
             lines.append(f"{ind}if (type({var}) is not list and type({var}) is not tuple) or len({var}) > {f.max_items!r}: return False")
             lines.append(f"{ind}for {item} in {var}:")
             emit(f.item, item, ind + " ")
+        elif t is Dict:
+            key, item = new("k"), new("v")
+            lines.append(f"{ind}if type({var}) is not dict or len({var}) > {f.max_items!r}: return False")
+            lines.append(f"{ind}for {key}, {item} in {var}.items():")
+            lines.append(f"{ind} if type({key}) is not str: return False")
+            emit(f.value, item, ind + " ")
         elif t is Struct:
             # the fast path takes a payload with exactly the declared keys (every optional one
             # present); anything else is left to the catalog's validator
@@ -331,7 +337,7 @@ def compile_check(field: Field):
                 val = new("v")
                 lines.append(f"{ind}{val} = {var}[{key!r}]")
                 emit(sub, val, ind)
-        else:  # any other field type (Json, Float, Bytes, Dict, a new one): its own check
+        else:  # any other field type (Json, Float, Bytes, a new one): its own check
             name = new("F")
             env[name] = f.check
             lines.append(f"{ind}try:")

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Install everything, then run the whole test suite (unit, property, real-process, netns, kernel tier).
+# Install everything, lint and type-check, then run the whole test suite (unit, property,
+# real-process, netns, kernel tier).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=${PYTHON:-python3}
+# the linter and the type checker first (a few seconds): pyproject.toml says what each covers
+echo "lint: ruff check"
+"$PY" -m ruff check --no-cache .
+echo "types: mypy (the cores, the wire, the event spine)"
+"$PY" -m mypy --no-incremental
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"

@@ -1,6 +1,7 @@
 """Every service core, by name: what the runtime, replay and the simulator look up.
 
-Values are "module:Class"; a core whose module is not there (yet) is simply absent.
+Values are "module:Class". Every core is always there: one that cannot be imported is an error,
+never a core silently left out of a replay or a simulation.
 """
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from importlib import import_module
 from lvsbus.core import Core
 
 CORES = {
-    "pulse": "services.pulse.core:PulseCore",
-    "nanny": "services.nanny.core:NannyCore",
-    "lvsd": "services.lvsd.core:LvsdCore",
-    "ipvs": "services.ipvs.core:ApplierCore",
+    "pulse": "lvsbus_services.pulse.core:PulseCore",
+    "nanny": "lvsbus_services.nanny.core:NannyCore",
+    "lvsd": "lvsbus_services.lvsd.core:LvsdCore",
+    "ipvs": "lvsbus_services.ipvs.core:ApplierCore",
 }
 
 
@@ -22,12 +23,6 @@ def load(name: str) -> type[Core]:
 
 
 def available() -> dict[str, type[Core]]:
-    out = {}
-    for name in CORES:
-        try:
-            out[name] = load(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and CORES[name].startswith(exc.name):
-                continue
-            raise
-    return out
+    """Every core class by name (an ImportError propagates: a replay must fail loudly if a core
+    it needs is absent)."""
+    return {name: load(name) for name in CORES}

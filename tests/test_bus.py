@@ -299,7 +299,7 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
 def test_log_stats_carry_the_append_and_commit_latency(broker):
     """bus.log_stats: histograms of the log's append (one write a batch) and commit (until fsynced)
     latency, recorded while the log is written, quiet while nothing else is; metrics folds them."""
-    from services.metrics.fold import Metrics, render
+    from lvsbus_services.metrics.fold import Metrics, render
 
     b = broker("--log-stats-s", "0.3")
     sub = client(b, "sub", subs=("bus.log_stats",))

@@ -13,13 +13,23 @@ LVSCF = Path(__file__).parent / "fixtures" / "lvscf"
 TOML = Path(__file__).parent / "fixtures" / "toml"
 
 
+@pytest.fixture(autouse=True)
+def not_a_router_host(monkeypatch):
+    """check-config also checks this host as one of the config's routers (its heartbeat key file):
+    these tests are about the file, so this host is none of the fixtures' routers, whatever
+    addresses the machine running them has (some fixtures use 192.0.2.2 and fd00::2)."""
+    from lvsbus import netutil
+
+    monkeypatch.setattr(netutil, "local_addresses", lambda: {"203.0.113.254"})
+
+
 def test_check_config_valid(capsys):
     assert main(["check-config", str(LVSCF / "nat_router.cf")]) == 0
     out = capsys.readouterr().out
     assert "routers:\n  primary: 192.0.2.1, priority 200\n  backup: 192.0.2.2, priority 100" in out
     assert "nat router: 10.10.0.254/24 dev eth1:1" in out
     assert "  http: 192.0.2.80:80/tcp dev eth0:1, wrr, nat" in out
-    assert "    check: tcp_send_expect, every 2s, timeout 2s, rise 90, fall 5" in out
+    assert "    check: tcp_send_expect, every 2s, timeout 2s, rise 90 (1 at first start), fall 5" in out
     assert "    server app3: 10.10.0.13:8080, weight 1 [inactive]" in out
     assert "  dns: 192.0.2.53:53/udp dev eth0:2, rr, nat" in out
     assert out.rstrip().endswith("valid (0 warnings)")
@@ -99,3 +109,69 @@ def test_help(argv, capsys):
 def test_config_without_subcommand_prints_help(capsys):
     assert main(["config"]) == 2
     assert "convert" in capsys.readouterr().out
+
+
+# -- the heartbeat key file: check-config on a router host, and lvsbus keys heartbeat ----------
+
+
+def _router_host_config(tmp_path, key: Path) -> Path:
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(f'[router.lvs1]\naddress = "203.0.113.254"\n[heartbeat]\nkey_file = "{key}"\n')
+    return cfg
+
+
+def test_check_config_on_a_router_host_reports_a_missing_short_or_readable_key_file(tmp_path, capsys):
+    import os
+
+    key = tmp_path / "etc" / "heartbeat.key"
+    cfg = _router_host_config(tmp_path, key)
+    assert main(["check-config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"heartbeat key file {key}: No such file or directory" in err
+    assert f"lvsbus keys heartbeat --out {key}" in err and "router lvs1" in err
+    # the router's own refusal names the same command
+    assert main(["router", "--config", str(cfg), "--state-dir", str(tmp_path / "state")]) == 1
+    assert f"lvsbus keys heartbeat --out {key}" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()  # nothing started
+
+    assert main(["keys", "heartbeat", "--out", str(key)]) == 0
+    out = capsys.readouterr().out
+    assert "every router" in out
+    assert os.stat(key).st_mode & 0o777 == 0o600 and len(key.read_text().strip()) == 64
+    assert main(["check-config", str(cfg)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("valid (0 warnings)")
+
+    os.chmod(key, 0o640)
+    assert main(["check-config", str(cfg)]) == 1
+    assert "has mode 0640" in capsys.readouterr().err
+    os.chmod(key, 0o600)
+    key.write_text("short\n")
+    assert main(["check-config", str(cfg)]) == 1
+    assert "holds 5 bytes: at least 16" in capsys.readouterr().err
+    # a host that is not one of the routers checks the file only
+    other = tmp_path / "other.toml"
+    other.write_text(f'[router.far]\naddress = "198.51.100.9"\n[heartbeat]\nkey_file = "{tmp_path}/nope"\n')
+    assert main(["check-config", str(other)]) == 0
+
+
+def test_keys_heartbeat_refuses_to_overwrite_unless_forced(tmp_path, capsys):
+    import os
+
+    key = tmp_path / "hb.key"
+    assert main(["keys", "heartbeat", "--out", str(key)]) == 0
+    first = key.read_text()
+    assert main(["keys", "heartbeat", "--out", str(key)]) == 1
+    assert "exists; kept (use --force" in capsys.readouterr().err and key.read_text() == first
+    assert main(["keys", "heartbeat", "--out", str(key), "--force"]) == 0
+    assert key.read_text() != first and os.stat(key).st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["hb.key"]  # no temporary file left
+
+
+def test_the_generated_key_is_one_pulse_accepts():
+    from lvsbus.keyfile import GENERATED_BYTES, MIN_SECRET
+    from lvsbus_services.pulse import wire
+
+    wire.key_from_secret(b"x" * MIN_SECRET)
+    with pytest.raises(ValueError):
+        wire.key_from_secret(b"x" * (MIN_SECRET - 1))  # the same minimum as check-config's
+    assert GENERATED_BYTES * 2 >= MIN_SECRET

@@ -266,3 +266,58 @@ def test_backup_active_without_backup_router_warns():
 def test_crlf_line_endings_read_like_lf():
     text = (FIX / "direct_routing.cf").read_text()
     assert loads_lvscf(text.replace("\n", "\r\n"), "crlf.cf").config == loads_lvscf(text, "lf.cf").config
+
+
+# -- send/expect escapes: binary protocols in lvs.cf -------------------------------------------
+
+#: a DNS query for example.org A, ID 0xbeef (a byte above 0x7f: not UTF-8), RD set
+DNS_QUERY = (b"\xbe\xef\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03org\x00\x00\x01\x00\x01")
+
+
+def _escaped(data: bytes) -> str:
+    return "".join(f"\\x{b:02x}" if i % 2 else f"\\{b:03o}" for i, b in enumerate(data))  # both forms
+
+
+def _dns_cf(send: str, expect: str = "", extra: str = "") -> str:
+    return (BASE + "virtual dns {\n address = 10.0.0.5 eth0\n port = 53\n protocol = udp\n"
+            f" send = \"{send}\"\n" + (f" expect = \"{expect}\"\n" if expect else "") + extra +
+            " server s {\n address = 10.0.0.6\n }\n}\n")
+
+
+def test_hex_and_octal_escapes_write_a_dns_query_byte_for_byte():
+    cfg = loads_lvscf(_dns_cf(_escaped(DNS_QUERY), "\\xbe\\xef\\x81\\x80"), "dns.cf").config
+    chk = cfg.virtual_services[0].check
+    assert chk.kind is CheckKind.UDP and chk.encoding == "latin-1"
+    assert chk.payload.encode(chk.encoding) == DNS_QUERY
+    assert chk.expect.encode(chk.encoding) == b"\xbe\xef\x81\x80"
+    # the native form keeps the bytes exactly
+    assert loads_toml(render_toml(cfg), "t.toml").config == cfg
+
+
+def test_escapes_that_stay_utf8_keep_utf8_text_and_a_literal_non_ascii_character_its_utf8_bytes():
+    chk = loads_lvscf(_dns_cf("caf\\303\\251 \\x41\\0", "é"), "t.cf").config.virtual_services[0].check
+    assert chk.encoding == "utf-8" and chk.payload == "café A\0" and chk.expect == "é"
+    # one value not UTF-8: both are bytes, and the literal é is still its two UTF-8 bytes
+    chk = loads_lvscf(_dns_cf("\\xff", "é"), "t.cf").config.virtual_services[0].check
+    assert chk.encoding == "latin-1" and chk.expect.encode("latin-1") == "é".encode()
+
+
+@pytest.mark.parametrize("value,why", [
+    ("GET \\q", "unknown escape '\\q'"),
+    ("\\xZZ", "unknown escape '\\x without two hex digits'"),
+    ("\\400", "more than one byte"),
+    ("abc\\", "lone backslash"),
+])
+def test_an_unknown_escape_is_refused_with_its_line(value, why):
+    text = _dns_cf(value) if not value.endswith("\\") else _dns_cf("x").replace('send = "x"', f"send = {value}")
+    with pytest.raises(ConfigError) as exc:
+        loads_lvscf(text, "t.cf")
+    (issue,) = exc.value.issues
+    assert issue.key == "virtual.dns.send" and issue.line == text.splitlines().index(
+        next(ln for ln in text.splitlines() if ln.startswith(" send"))) + 1
+    assert why in issue.message, issue.message
+
+
+def test_a_regex_expect_keeps_the_regular_expressions_escapes():
+    chk = loads_lvscf(_dns_cf("PING\\r\\n", "^\\+PONG\\s\\d+\\r$", " use_regex = 1\n"), "t.cf").config.virtual_services[0].check
+    assert chk.regex and chk.expect == "^\\+PONG\\s\\d+\r$" and chk.payload == "PING\r\n"

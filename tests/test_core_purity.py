@@ -9,18 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from services.cores import CORES
+from lvsbus_services.cores import CORES
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "zmq", "socket", "pyroute2", "time", "random", "asyncio", "structlog", "logging", "subprocess",
     "threading", "os", "select", "selectors", "uuid", "secrets", "datetime", "signal", "uvloop", "ssl",
 }
-OURS = ("lvsbus", "services", "tools")
+OURS = ("lvsbus", "lvsbus_services", "lvsbus_tools")
+#: import name -> directory (lvsbus_services is services/, lvsbus_tools is tools/)
+DIRS = {"lvsbus_services": "services", "lvsbus_tools": "tools"}
 
 
 def module_path(name: str) -> Path | None:
-    base = ROOT.joinpath(*name.split("."))
+    parts = name.split(".")
+    base = ROOT.joinpath(DIRS.get(parts[0], parts[0]), *parts[1:])
     for p in (base.with_suffix(".py"), base / "__init__.py"):
         if p.exists():
             return p
@@ -71,7 +74,8 @@ def reachable(start: str) -> dict[str, str]:
 
 
 PURE = [CORES[n].split(":")[0] for n in CORES if module_path(CORES[n].split(":")[0])] + [
-    "lvsbus.core", "lvsbus.events", "lvsbus.schema", "lvsbus.ipvs_table", "lvsbus.config.model",
+    "lvsbus.core", "lvsbus.events", "lvsbus.schema", "lvsbus.ipvs_table", "lvsbus.ipvs_stats", "lvsbus.config.model",
+    "lvsbus_services.metrics.fold",
 ]
 
 

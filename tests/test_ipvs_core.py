@@ -10,7 +10,7 @@ from lvsbus import catalog  # noqa: F401
 from lvsbus.config import loads, to_dict
 from lvsbus.events import REGISTRY, Event
 from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
-from services.ipvs.core import (ApplierCore, apply_ops, desired_from_config, plan, plan_globals, save_lines)
+from lvsbus_services.ipvs.core import (ApplierCore, apply_ops, desired_from_config, plan, plan_globals, save_lines)
 
 K1 = ServiceKey.tcp("10.0.0.1", 80)
 K2 = ServiceKey.tcp("10.0.0.2", 53, "udp")
@@ -265,7 +265,7 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
     from lvsbus.bus import BusClient
     from lvsbus.events import decode
     from lvsbus.log import LogReader
-    from services.ipvs.netlink import Ipvs, Unavailable
+    from lvsbus_services.ipvs.netlink import Ipvs, Unavailable
     from tests.test_bus import BrokerProc
 
     try:
@@ -283,7 +283,7 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
                                               "model": to_dict(loads(CONFIG, "x.toml").config), "warnings": [],
                                               "local_router": "lvs1", "reload": False, "diff": {}})
     c.close()
-    p = subprocess.Popen([sys.executable, "-m", "services.ipvs", "--state-dir", broker.dirs.root, "--config", str(cfg),
+    p = subprocess.Popen([sys.executable, "-m", "lvsbus_services.ipvs", "--state-dir", broker.dirs.root, "--config", str(cfg),
                           "--run-start-seq", str(start)], stderr=subprocess.DEVNULL, env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
     try:
         deadline = time.monotonic() + 30
@@ -304,7 +304,7 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
 
 
 def test_big_plans_split_into_batches():
-    from services.ipvs.core import MAX_BATCH_OPS
+    from lvsbus_services.ipvs.core import MAX_BATCH_OPS
 
     f = Feed()
     (eff,) = f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
@@ -322,8 +322,8 @@ def test_big_plans_split_into_batches():
 
 
 def test_netlink_encoder_matches_pyroute2():
-    """services.ipvs.netlink encodes requests itself (speed); byte for byte what pyroute2 encodes."""
-    from services.ipvs.netlink import encode_attrs, lvsmsg, op_request
+    """lvsbus_services.ipvs.netlink encodes requests itself (speed); byte for byte what pyroute2 encodes."""
+    from lvsbus_services.ipvs.netlink import encode_attrs, lvsmsg, op_request
 
     t = base().with_service(Service(KM, "sh", 300, 24, ("sh-port",)), [Dest("10.0.1.4", 0, "tunnel", 2, 100, 10)])
     t = t.with_service(Service(ServiceKey.tcp("2001:db8::1", 443), "mh", 600, 64), [Dest("2001:db8::2", 443, "direct", 1)])
@@ -389,7 +389,7 @@ def test_cli_save_and_show_from_log(tmp_path, capsys):
     assert "TCP  10.0.0.1:80 wlc" in out
     assert any("10.0.1.2:80" in line and "DOWN" in line and "0/" in line for line in out.splitlines()), out
     # this host has no IPVS: the actual side says so (on a kernel with IPVS it is the dump)
-    from services.ipvs.cli import actual_table
+    from lvsbus_services.ipvs.cli import actual_table
 
     table, why = actual_table()
     assert (table is None) == (why is not None)

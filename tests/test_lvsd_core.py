@@ -10,7 +10,7 @@ import msgpack
 from lvsbus.config import Check, Config, Forwarding, Protocol, RealServer, Router, VirtualService, to_dict
 from lvsbus.events import Event
 from lvsbus.ipvs_table import Dest, ServiceKey, Table
-from services.lvsd.core import LvsdCore, apply_ops, table_ops
+from lvsbus_services.lvsd.core import LvsdCore, apply_ops, table_ops
 
 KEY = "tcp:192.0.2.80:80"
 
@@ -99,13 +99,32 @@ def test_full_table_on_config_and_start_then_deltas_per_health_event():
     assert l.feed("pulse.start_lvsd", {"reason": "peer_dead"})[0].payload["reason"] == "start_lvsd"
 
 
-def test_quiesce_keeps_failed_servers_with_weight_zero():
-    l = Lvsd(config(vs(2, weights=[5, 5], quiesce=True)))
+def test_inhibit_on_failure_keeps_every_server_not_in_service_at_weight_zero():
+    l = Lvsd(config(vs(2, weights=[5, 5], inhibit_on_failure=True)))
     assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0}
     out = l.up("s0")
     assert out[0].payload["ops"][0]["op"] == "edit_dest" and l.dests()["10.0.0.1:80"] == 5
     l.down("s0")
     assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0}
+
+
+def test_quiesce_is_piranhas_weight_zero_only_for_a_server_that_was_in():
+    """Piranha's nanny -q: the first time a server comes up it is added; when it fails it is set to
+    weight 0 (connections drain); when it comes back its weight is set again. A server never up is
+    not in the table."""
+    l = Lvsd(config(vs(2, weights=[5, 5], quiesce=True)))
+    assert l.dests() == {}
+    out = l.up("s0")
+    assert [o["op"] for o in out[0].payload["ops"]] == ["add_dest"] and l.dests() == {"10.0.0.1:80": 5}
+    out = l.down("s0")
+    assert [o["op"] for o in out[0].payload["ops"]] == ["edit_dest"] and l.dests() == {"10.0.0.1:80": 0}
+    out = l.up("s0")
+    assert [o["op"] for o in out[0].payload["ops"]] == ["edit_dest"] and l.dests() == {"10.0.0.1:80": 5}
+    assert l.down("s1") == [] and "10.0.0.2:80" not in l.dests()  # never up: not added at weight 0
+    # a snapshot keeps which servers were in
+    core = LvsdCore()
+    st = core.restore(msgpack.unpackb(msgpack.packb(core.snapshot(l.st))))
+    assert st.been_in == {"web/s0"}
 
 
 def test_sorry_server_in_when_none_is_up_and_out_when_one_is_back():
@@ -123,8 +142,8 @@ def test_sorry_server_in_when_none_is_up_and_out_when_one_is_back():
     assert l.dests() == {"192.0.2.99:8080": 1} and "quorum lost" in out[0].payload["reason"]
 
 
-def test_sorry_server_with_quiesce_keeps_real_servers_at_weight_zero():
-    l = Lvsd(config(vs(2, sorry_server="192.0.2.99", quiesce=True)))
+def test_sorry_server_with_inhibit_on_failure_keeps_real_servers_at_weight_zero():
+    l = Lvsd(config(vs(2, sorry_server="192.0.2.99", inhibit_on_failure=True)))
     assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0, "192.0.2.99:80": 1}
     l.up("s1")
     assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 1}
@@ -254,3 +273,20 @@ def test_not_live_it_folds_silently_and_the_next_start_is_one_full_warm_table():
     assert l.dests() == {"10.0.0.2:80": 1, "10.0.0.3:80": 1}
     assert out[0].payload["version"] == 3  # versions only count what was published
     assert l.down("s1")[0].payload["base_version"] == 3
+
+
+def test_config_loaded_v1_is_upcast_to_what_its_cores_did():
+    """v1 models: no initial_rise (rise applied at start too), and quiesce meant weight 0 for every
+    server not in service (v2's inhibit_on_failure)."""
+    from lvsbus import catalog  # noqa: F401
+    from lvsbus.events import REGISTRY
+
+    model = to_dict(config(vs(2, quiesce=True)))
+    for v in model["virtual_services"]:
+        del v["inhibit_on_failure"]
+        del v["check"]["initial_rise"]
+        v["check"]["rise"] = 7
+    version, p = REGISTRY.upcast("config.loaded", 1, {"model": model, "digest": "d"})
+    v = p["model"]["virtual_services"][0]
+    assert version == 2 and v["check"]["initial_rise"] == 7 and v["inhibit_on_failure"] is True and v["quiesce"] is False
+    assert REGISTRY.upcast("config.loaded", 1, {"model": {"virtual_services": 3}})[1]["model"] == {"virtual_services": 3}

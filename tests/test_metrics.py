@@ -7,7 +7,7 @@ import time
 import pytest
 
 from lvsbus.events import Event
-from services.metrics.fold import Metrics, render
+from lvsbus_services.metrics.fold import Metrics, render
 from tests.netns import netns, router_toml, write_key  # noqa: F401  (netns: the fixture)
 
 
@@ -43,7 +43,7 @@ def test_fold_counts_what_the_bus_recorded():
 
 def test_fold_log_stats_into_append_and_commit_histograms():
     from lvsbus.bus import LOG_BOUNDS_NS
-    from services.metrics.fold import LOG_BUCKETS
+    from lvsbus_services.metrics.fold import LOG_BUCKETS
 
     assert [b / 1e9 for b in LOG_BOUNDS_NS] == list(LOG_BUCKETS)  # bucket to bucket
     n = len(LOG_BOUNDS_NS) + 1

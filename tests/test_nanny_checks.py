@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from lvsbus.config import Check, CheckKind
-from services.nanny.checks import Scheduler, run_check
+from lvsbus_services.nanny.checks import Scheduler, run_check
 
 T = 0.5  # the checks' total timeout in these tests
 
@@ -297,3 +297,43 @@ def test_scheduler_never_runs_a_check_twice_at_once_and_keeps_unchanged_schedule
     assert sched.skipped >= 2
     a = [x for x in seen if x[0] == "v/a"]
     assert a and all(x[3] == "timeout" for x in a)
+
+
+# -- binary protocols: lvs.cf escapes reach the wire byte for byte -----------------------------
+
+
+class DnsLike(asyncio.DatagramProtocol):
+    """Answers only the exact query bytes, with a reply whose first bytes are the query's ID and
+    the response flags (what a DNS server would send)."""
+
+    def __init__(self, query: bytes):
+        self.query = query
+        self.seen: list[bytes] = []
+
+    def connection_made(self, transport):
+        self.t = transport
+
+    def datagram_received(self, data, addr):
+        self.seen.append(data)
+        if data == self.query:
+            self.t.sendto(data[:2] + b"\x81\x80" + data[4:], addr)
+
+
+def test_a_dns_query_written_with_escapes_in_lvs_cf_is_sent_byte_for_byte():
+    from lvsbus.config import loads_lvscf
+    from tests.test_config_lvscf import BASE, DNS_QUERY, _dns_cf, _escaped
+
+    cfg = loads_lvscf(_dns_cf(_escaped(DNS_QUERY), "\\xbe\\xef\\x81\\x80"), "dns.cf").config
+    assert BASE
+    c = cfg.virtual_services[0].check
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        t, proto = await loop.create_datagram_endpoint(lambda: DnsLike(DNS_QUERY), local_addr=("127.0.0.1", 0))
+        try:
+            return await run_check("127.0.0.1", t.get_extra_info("sockname")[1], c), proto.seen
+        finally:
+            t.close()
+
+    res, seen = run(go())
+    assert seen == [DNS_QUERY] and res == (True, "ok")

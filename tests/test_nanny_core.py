@@ -10,16 +10,18 @@ from transitions import MachineError
 
 from lvsbus.config import Check, Config, RealServer, Router, VirtualService, diff, to_dict
 from lvsbus.events import Event
-from services.nanny.core import (
+from lvsbus_services.nanny.core import (
     DISABLED, DOWN, FALLING, HEALTH_STATES, HEALTH_TRANSITIONS, INIT, RISING, UP, Health, NannyCore, fire,
     health_fsm_dot, states,
 )
 
 
-def make_config(n: int = 3, rise: int = 2, fall: int = 3, **vs_kw) -> Config:
+def make_config(n: int = 3, rise: int = 2, fall: int = 3, initial_rise: int | None = None, **vs_kw) -> Config:
+    """initial_rise None: the same as rise (these tests are about rise); the model's default (1) is
+    tested on its own below."""
     servers = tuple(RealServer(name=f"s{i}", address=f"10.0.0.{i + 1}", port=8080) for i in range(n))
-    vs = VirtualService(name="web", address="192.0.2.80", port=80, check=Check(rise=rise, fall=fall), servers=servers,
-                        **vs_kw)
+    chk = Check(rise=rise, fall=fall, initial_rise=rise if initial_rise is None else initial_rise)
+    vs = VirtualService(name="web", address="192.0.2.80", port=80, check=chk, servers=servers, **vs_kw)
     return Config(routers=(Router(name="lvs1", address="192.0.2.1"),), virtual_services=(vs,))
 
 
@@ -84,6 +86,7 @@ def test_health_table(state, passes, fails, ok, rise, fall, new, event):
     f = Feed(make_config(1, rise=rise, fall=fall))
     h = f.st.machines["web/s0"]
     h.state, h.passes, h.fails = state, passes, fails
+    h.fresh = state == INIT  # any other state implies history
     _, out = f.results(("s0", ok))
     assert h.state == new
     assert [e.type for e in out] == ([f"health.{event}"] if event else [])
@@ -217,3 +220,58 @@ def test_docs_list_every_transition_and_detail_code():
         assert all(s in row for s in sources) and dest in row and reason in row, row
     for code in DETAIL.values:
         assert f"`{code}`" in doc, code
+
+
+# -- reentry is for servers that failed: a server with no history enters after initial_rise ------
+
+
+def test_a_server_with_no_history_enters_after_one_pass_and_after_a_failure_needs_rise():
+    """Piranha's nanny (keepalive 2, reentry 180: rise 90): at first start one passed check puts a
+    server in; once it has failed, it must pass rise checks in a row again."""
+    f = Feed(make_config(2, rise=90, fall=1, initial_rise=1))
+    assert f.st.machines["web/s0"].initial_rise == 1  # the model's default
+    assert f.results(("s0", True))[0] == [("real_server_up", "s0", "checks_passed")]
+    assert f.results(("s0", False))[0] == [("real_server_down", "s0", "checks_failed")]
+    for _ in range(89):
+        f.results(("s0", True))
+    assert f.state("s0") == RISING
+    assert f.results(("s0", True))[0] == [("real_server_up", "s0", "checks_passed")]
+    # s1 fails its very first check: it has history from then on, so it needs the full rise
+    assert f.results(("s1", False))[0] == [("real_server_down", "s1", "first_check_failed")]
+    f.results(("s1", True))
+    assert f.state("s1") == RISING
+
+
+def test_the_model_default_is_one_pass_and_a_config_can_ask_for_more():
+    assert Check().initial_rise == 1
+    f = Feed(make_config(1, rise=5, fall=1, initial_rise=3))
+    f.results(("s0", True))
+    f.results(("s0", True))
+    assert f.state() == RISING
+    assert f.results(("s0", True))[0] == [("real_server_up", "s0", "checks_passed")]
+
+
+def test_a_changed_check_or_enabling_again_starts_without_history():
+    f = Feed(make_config(1, rise=10, fall=1, initial_rise=1))
+    f.results(("s0", True))
+    f.results(("s0", False))
+    assert f.state() == DOWN and not f.st.machines["web/s0"].fresh
+    cfg = make_config(1, rise=10, fall=1, initial_rise=1)
+    vs = cfg.virtual_services[0]
+    changed = dataclasses.replace(cfg, virtual_services=(dataclasses.replace(vs, check=dataclasses.replace(vs.check, port=81)),))
+    f.config(changed)
+    assert f.state() == INIT
+    assert f.results(("s0", True))[0] == [("real_server_up", "s0", "checks_passed")]
+
+
+def test_history_survives_a_snapshot_and_an_old_snapshot_without_it_is_read():
+    f = Feed(make_config(1, rise=10, fall=1, initial_rise=1))
+    f.results(("s0", True))
+    f.results(("s0", False))
+    core = NannyCore()
+    data = msgpack.unpackb(msgpack.packb(core.snapshot(f.st)))
+    st = core.restore(data)
+    assert st.machines["web/s0"].fresh is False
+    for row in data["machines"]:
+        del row[5:]  # the form written before history was kept
+    assert core.restore(data).machines["web/s0"].fresh is False  # DOWN: it has history

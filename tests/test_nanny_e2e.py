@@ -21,7 +21,7 @@ from lvsbus.config import load, to_dict
 from lvsbus.events import decode
 from lvsbus.ipvs_table import ServiceKey, Table
 from lvsbus.log import LogReader
-from services.lvsd.core import apply_ops
+from lvsbus_services.lvsd.core import apply_ops
 from tests.test_bus import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,8 @@ class Listener:
             self.sock = None
 
 
-def write_config(path: Path, p1: int, p2: int, sorry: int) -> Path:
+def write_config(path: Path, p1: int, p2: int, sorry: int, rise: int = RISE, initial_rise: int = RISE,
+                 vs_extra: str = "") -> Path:
     path.write_text(f"""
 [router.lvs1]
 address = "127.0.0.1"
@@ -70,12 +71,13 @@ address = "10.9.0.1"
 port = 80
 sorry_server = "127.0.0.1"
 sorry_server_port = {sorry}
-
+{vs_extra}
 [virtual.web.check]
 kind = "tcp_connect"
 interval = {INTERVAL}
 timeout = {INTERVAL}
-rise = {RISE}
+rise = {rise}
+initial_rise = {initial_rise}
 fall = {FALL}
 
 [virtual.web.server.s1]
@@ -104,7 +106,7 @@ class Router:
 
     def start(self, name: str) -> None:
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
+            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
              "--run-start-seq", str(self.run_start)],
             cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
 
@@ -234,9 +236,9 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
         s.stop()
 
     # replay: the log fed to fresh cores gives every logged health verdict and table, exactly
-    from services.lvsd.core import LvsdCore
-    from services.nanny.core import NannyCore
-    from tools.replay import verify
+    from lvsbus_services.lvsd.core import LvsdCore
+    from lvsbus_services.nanny.core import NannyCore
+    from lvsbus_tools.replay import verify
 
     report = verify(r.dirs.root, cores=[NannyCore(), LvsdCore()])
     print(report.format())
@@ -244,7 +246,7 @@ def test_down_up_sorry_and_restarts_without_flap(tmp_path, router):
 
 
 @pytest.mark.slow
-def test_reload_keeps_unchanged_servers_and_quiesce_keeps_a_failed_one_at_weight_zero(tmp_path, router):
+def test_reload_keeps_unchanged_servers_and_inhibit_on_failure_keeps_a_failed_one_at_weight_zero(tmp_path, router):
     from lvsbus.config import diff
 
     s1, s2, s2b = Listener().start(), Listener().start(), Listener().start()
@@ -256,8 +258,8 @@ def test_reload_keeps_unchanged_servers_and_quiesce_keeps_a_failed_one_at_weight
     r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 10, "both servers in the table")
     before = {e.seq for e in r.events("health.")} - {e.seq for e in r.events("health.check_results")}
 
-    # reload: quiesce on, and s2's check probes another port (its check changed: it starts over)
-    text = cfg1.read_text().replace('sorry_server_port = 9\n', 'sorry_server_port = 9\nquiesce = true\n')
+    # reload: inhibit_on_failure on, and s2's check probes another port (its check changed: it starts over)
+    text = cfg1.read_text().replace('sorry_server_port = 9\n', 'sorry_server_port = 9\ninhibit_on_failure = true\n')
     text += f"\n[virtual.web.server.s2.check]\nport = {s2b.port}\n"
     cfg2 = tmp_path / "lvs2.toml"
     cfg2.write_text(text)
@@ -270,14 +272,51 @@ def test_reload_keeps_unchanged_servers_and_quiesce_keeps_a_failed_one_at_weight
     r.wait(lambda: any(e.payload.get("reason") == "config" for e in r.events("lvsd.table")), 5, "the reload's table")
     full = [e for e in r.events("lvsd.table") if e.payload.get("reason") == "config"][0]
     dests = full.payload["table"]["tcp:10.9.0.1:80"]["dests"]
-    assert {k: d["weight"] for k, d in dests.items()} == {k1: 1, k2: 0}  # s2 unknown again: quiesced
+    assert {k: d["weight"] for k, d in dests.items()} == {k1: 1, k2: 0}  # s2 unknown again: weight 0
     r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 5, "s2 back after rise on its new check")
     changed = [e for e in r.events("health.") if e.type != "health.check_results" and e.seq not in before]
     assert {e.payload["server"] for e in changed} == {"s2"}  # s1 kept its state: no event at all
     assert changed[0].payload["reason"] == "check_changed"
 
-    # quiesce: a failed server stays in the table with weight 0
+    # inhibit_on_failure: a failed server stays in the table with weight 0
     s1.stop()
     r.wait(lambda: r.dests() == {k1: 0, k2: 1}, 5, "s1 quiesced")
     for s in (s2, s2b):
+        s.stop()
+
+
+@pytest.mark.slow
+def test_piranha_timing_one_pass_at_start_reentry_after_a_failure_and_quiesce(tmp_path, router):
+    """Piranha's nanny, with real processes: at start a server enters after one passed check (not
+    after reentry); once it has failed it must stay healthy for reentry (rise x interval) before it
+    is back; with quiesce (lvs.cf quiesce_server) the failed server stays at weight 0 meanwhile."""
+    rise = 15  # reentry 3 s at a 0.2 s keepalive
+    s1, s2 = Listener().start(), Listener().start()
+    k1, k2 = f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}"
+    cfg = write_config(tmp_path / "lvs.toml", s1.port, s2.port, 9, rise=rise, initial_rise=1,
+                       vs_extra="quiesce = true\n")
+    r = router(cfg)
+    r.start("lvsd")
+    r.wait(lambda: r.table()[0] is not None, 10, "lvsd's first table")
+    # quiesce: a server never in is not added at weight 0 (Piranha added it when up); the sorry server serves
+    assert r.dests() == {"127.0.0.1:9": 1}
+    r.start("nanny")
+    r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 10, "both servers in")
+    first = r.events("health.check_results")[0].mono_ns
+    ups = r.events("health.real_server_up")
+    assert len(ups) == 2 and all(e.payload["passes"] == 1 for e in ups)
+    assert max(e.mono_ns for e in ups) - first < rise * INTERVAL * 1e9 / 2  # far sooner than reentry
+
+    s1.stop()
+    r.wait(lambda: r.dests() == {k1: 0, k2: 1}, 5, "s1 quiesced at weight 0")
+    # nanny SIGKILLed and restarted by then: the server's history survives (snapshot + log of this run)
+    r.kill("nanny")
+    r.start("nanny")
+    s1 = Listener(s1.port).start()
+    t0 = time.monotonic()
+    took = r.wait(lambda: r.dests() == {k1: 1, k2: 1}, 15, "s1 back after reentry")
+    assert took >= (rise - 2) * INTERVAL, took  # it had failed: the full reentry, also after the restart
+    back = [e for e in r.events("health.real_server_up") if e.payload["server"] == "s1"][-1]
+    assert back.payload["passes"] == rise and back.payload["previous"] == "RISING", time.monotonic() - t0
+    for s in (s1, s2):
         s.stop()

@@ -199,7 +199,7 @@ NOTIFY = """#!/bin/sh
 
 
 @pytest.fixture(scope="module")
-def topo(netns_module):
+def topo(netns_module):  # noqa: F811  (the fixture)
     from tests.test_router_netns import start_responders
 
     t = netns_module(routers=2)
@@ -255,6 +255,14 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
     for r in topo.routers:
         for service in SERVICES + ("lvsd",):  # the backup's lvsd is its standby
             _assert_kept(c, r, service, KEPT[service])
+        for service in ("broker", "pulse"):  # the warm spares: the same set as the service they replace
+            c.wait(lambda: [l for l in c.err_lines(r) if l.get("event") == "spare_waiting" and l.get("service") == service],
+                   10.0, f"{r}'s {service} spare")
+            spare = [l["pid"] for l in c.err_lines(r) if l.get("event") == "spare_started" and l.get("service") == service][-1]
+            sets = _sets_of(spare)
+            want = P.CapSets(inheritable=0, permitted=KEPT[service], effective=KEPT[service], bounding=KEPT[service],
+                             ambient=0, no_new_privs=True)
+            assert sets and all(x == want for x in sets), f"{r} {service} spare (pid {spare}): {sets[0]} != {want}"
         sup = P.read(c.procs[r].pid)  # ip netns exec execs the router: its pid is the supervisor's
         assert sup.effective == mine.effective and sup.bounding == mine.bounding and not sup.no_new_privs
         line = [l for l in c.err_lines(r) if l.get("event") == "privileges_dropped"][-1]
@@ -396,7 +404,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
     subprocess.run(["modprobe", "ip_vs"], check=True)
     subprocess.run(["ip", "link", "add", "sync1", "type", "dummy"], capture_output=True)
     subprocess.run(["ip", "link", "set", "sync1", "up", "multicast", "on"], check=True)
-    probe = "from services.ipvs.netlink import Ipvs\nwith Ipvs() as x: print(len(x.dump()))"
+    probe = "from lvsbus_services.ipvs.netlink import Ipvs\nwith Ipvs() as x: print(len(x.dump()))"
     bare = subprocess.run([sys.executable, "-c", probe], preexec_fn=P.Dropper(()), capture_output=True, text=True, cwd=ROOT)
     assert bare.returncode != 0 and ("EPERM" in bare.stderr or "Operation not permitted" in bare.stderr
                                      or "errno 1" in bare.stderr.lower() or "(1," in bare.stderr), bare.stderr[-500:]
@@ -412,7 +420,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
         want = Table().with_service(Service(web, "wlc"), [Dest("192.168.1.1", 80, "nat", 1), Dest("192.168.1.2", 80, "nat", 3)])
         r.publish_table(want)
         r.procs["ipvs"] = subprocess.Popen(
-            [sys.executable, "-m", "services.ipvs", "--state-dir", r.dirs.root, "--config", str(cfg),
+            [sys.executable, "-m", "lvsbus_services.ipvs", "--state-dir", r.dirs.root, "--config", str(cfg),
              "--run-start-seq", str(r.run_start)],
             cwd=ROOT, stderr=open(tmp_path / "ipvs.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"},
             preexec_fn=P.Dropper(P.service_caps("ipvs")))

@@ -27,7 +27,7 @@ from lvsbus.config import (
 )
 from lvsbus.core import Effect, run_core
 from lvsbus.events import REGISTRY, Event
-from services.pulse.core import (
+from lvsbus_services.pulse.core import (
     ACTIVE, BACKUP, FAULT, INIT, MACHINE, ROLE_STATES, ROLE_TRANSITIONS, STOPPED, PulseCore,
     _settings_from_config, role_fsm_dot,
 )
@@ -439,8 +439,8 @@ def test_stale_sequence_is_ignored_counted_and_changes_nothing():
         assert len(ign) == 1 and ign[0]["reason"] == "stale_seq" and ign[0]["last_seq"] == 5
         assert ign[0]["count"] == i + 1
     after = n.core.snapshot(n.state)
-    assert after["state"].pop("ignored") == 3 and before["state"].pop("ignored") == 0
-    after["state"]["now"] = before["state"]["now"]
+    assert after.pop("ignored") == 3 and before.pop("ignored") == 0
+    after["now"] = before["now"]
     assert after == before  # nothing but the counter moved
     eff = n.hb("lvs1", 300 * MS, 6, BACKUP)
     assert "pulse.heartbeat_ignored" not in types(eff)
@@ -883,7 +883,7 @@ def test_a_snapshot_is_a_copy():
 
 
 def test_heartbeats_that_change_nothing_fire_no_trigger(monkeypatch):
-    import services.pulse.core as pc
+    import lvsbus_services.pulse.core as pc
 
     fired = []
     real = pc._fire
@@ -1135,11 +1135,11 @@ def test_late_news_of_an_active_peer_re_announces_once_a_deadtime_and_changes_no
     t = DEADTIME + 100 * MS
     n.hb("lvs2", t, 5, BACKUP)
     n.hb("lvs2", t + 1, 5, BACKUP, link="private")
-    role, peers = n.role, n.core.snapshot(n.state)["state"]["peers"]
+    role, peers = n.role, n.core.snapshot(n.state)["peers"]
     eff = n.hb("lvs2", t + 2, 4, ACTIVE)  # its ACTIVE heartbeat, overtaken by the BACKUP one
     assert of(eff, "pulse.heartbeat_ignored")[0]["reason"] == "stale_seq"
     assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_was_active"]
-    assert n.role == role and n.core.snapshot(n.state)["state"]["peers"] == peers
+    assert n.role == role and n.core.snapshot(n.state)["peers"] == peers
     assert not of(n.fence("lvs2", t + 3, 3), "pulse.send_garp")  # within a deadtime: once
     assert not of(n.hb("lvs2", t + DEADTIME, 2, BACKUP), "pulse.send_garp")  # late but not active
     eff = n.fence("lvs2", t + 2 + DEADTIME, 3)  # a deadtime later a late fence counts again

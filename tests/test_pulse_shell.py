@@ -19,8 +19,8 @@ from lvsbus.log import Durability, EventLog
 from lvsbus.netutil import arp_frames, na_packet
 from lvsbus.router import check_key_file, config_payload, sd_notify
 from lvsbus.routercli import read_status
-from services.pulse import shell, wire
-from services.pulse.core import role_fsm_dot
+from lvsbus_services.pulse import shell, wire
+from lvsbus_services.pulse.core import role_fsm_dot
 from tests.netns import netns, router_toml, write_key  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ class FakeRuntime:
 
 def _shell(tmp_path) -> shell.PulseShell:
     from lvsbus.config import loads
-    from services.pulse.core import _settings_from_model
+    from lvsbus_services.pulse.core import _settings_from_model
 
     class T:  # enough of a Topology for router_toml
         n_routers, private = 2, True
@@ -209,7 +209,7 @@ def test_a_restart_loop_steps_the_router_down(netns, tmp_path):
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(router_toml(topo, key, private_link=False, priorities=(200,)))
     fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *services.pulse*) exit 3;; esac\nexec {sys.executable} \"$@\"\n")
+    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *lvsbus_services.pulse*) exit 3;; esac\nexec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     topo.run("r1", "ip", "addr", "add", "10.99.1.50/32", "dev", "eth0")  # left behind by a crash
     code = (

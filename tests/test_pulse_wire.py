@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.pulse import wire
-from services.pulse.wire import (
+from lvsbus_services.pulse import wire
+from lvsbus_services.pulse.wire import (
     MAX_DATAGRAM, Fence, Heartbeat, WireError, check_key_mode, decode_datagram, encode_fence,
     encode_heartbeat, key_from_secret,
 )

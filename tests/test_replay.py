@@ -18,11 +18,11 @@ from lvsbus.config import render_toml
 from lvsbus.core import run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
 from lvsbus.log import Durability, EventLog, LogReader
-from lvsbus.snapshot import SnapshotStore
+from lvsbus.snapshot import SnapshotStore, encode_state
 from lvsbus.schema import compile_check
-from tools.replay import make_cores, verify, what_if
-from tools.simulate import GOLDEN, S, Cluster, Fault, make_config
-from tools.timeline import Filters, read_events, render_html, render_text, timeline
+from lvsbus_tools.replay import make_cores, verify, what_if
+from lvsbus_tools.simulate import GOLDEN, S, Cluster, Fault, make_config
+from lvsbus_tools.timeline import Filters, read_events, render_html, render_text, timeline
 
 GOLDEN_DIR = Path(__file__).parent / "fixtures" / "logs"
 
@@ -220,7 +220,7 @@ def test_a_record_a_core_raises_on_is_a_divergence_not_a_crash(tmp_path):
     d = rep.divergences[0]
     assert d.seq == hb.seq and "link" in d.reason, rep.format()
     # the core itself raising (here: unvalidated, the trusted path) is reported as such
-    from tools.replay import _Verifier, make_cores
+    from lvsbus_tools.replay import _Verifier, make_cores
 
     raw = _Verifier(log, make_cores(), False, None).run()
     d = raw.divergences[0]
@@ -252,7 +252,7 @@ def test_retention_cut_log_is_checked_from_the_next_run_start_or_from_snapshots(
         state = core.initial()
         for state, _step in run_core(core, state, evs):
             pass
-        store.save(core.name, cut - 1, msgpack.packb(core.snapshot(state), use_bin_type=True))
+        store.save(core.name, cut - 1, encode_state(core, state))
     rep = verify(log, snapshots=str(tmp_path / "snaps"))
     assert rep.ok and rep.runs == 1 and any("restored from its snapshot" in n for n in rep.notes), rep.format()
     assert rep.outputs > verify(log).outputs  # the first run's tail is checked too
@@ -416,15 +416,36 @@ def test_what_if_longer_deadtime_means_no_failover(tmp_path, capsys):
     assert "BACKUP -> ACTIVE (peer_dead, peer lvs1)   (would not happen)" in out
 
 
+def _as_recorded_v1(cfg):
+    """The golden simulated logs carry config.loaded v1: no initial_rise, and their cores asked
+    rise passes of a server with no history too (the v1 -> v2 upcaster says so: initial_rise = rise)."""
+    from dataclasses import replace
+
+    vs = cfg.virtual_services[0]
+    return replace(cfg, virtual_services=(replace(vs, check=replace(vs.check, initial_rise=vs.check.rise)),))
+
+
 def test_what_if_same_config_changes_nothing(tmp_path):
     cfg = tmp_path / "lvs.toml"
-    cfg.write_text(render_toml(make_config()))
+    cfg.write_text(render_toml(_as_recorded_v1(make_config())))
     rep = what_if(golden_logs("real_server_flap")[0], str(cfg))
     assert rep.changes == [] and len(rep.baseline) > 10
 
 
+def test_what_if_todays_default_brings_fresh_servers_in_after_one_pass(tmp_path):
+    """The v1 log under today's model default (initial_rise 1): every server enters at its first
+    passed check instead of its second; the server that failed later still needs rise."""
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(render_toml(make_config()))
+    rep = what_if(golden_logs("real_server_flap")[0], str(cfg))
+    gone = [c["before"].text for c in rep.changes if c["change"] == "removed"]
+    assert any("INIT -> RISING" in t for t in gone), rep.format()
+    assert all(c["after"].mono_ns < c["before"].mono_ns for c in rep.changes
+               if c["change"] == "moved" and c["before"].type == "health.real_server_up"), rep.format()
+
+
 def test_what_if_more_rise_checks_delays_real_servers(tmp_path):
-    base = make_config()
+    base = _as_recorded_v1(make_config())
     from dataclasses import replace
 
     vs = base.virtual_services[0]
@@ -488,7 +509,7 @@ def test_cores_with_their_own_accepts_and_is_output_are_asked_each_time():
     """A core may refine ``accepts`` / ``is_output`` beyond (type, source): replay's plans then ask
     it for every event. The same pulse, its methods overridden (as a new core might), verifies the
     same log with the same counts; one that refuses the heartbeats then diverges."""
-    from services.pulse.core import PulseCore
+    from lvsbus_services.pulse.core import PulseCore
 
     class Asked(PulseCore):
         calls = 0
@@ -510,3 +531,21 @@ def test_cores_with_their_own_accepts_and_is_output_are_asked_each_time():
     assert plain.ok and asked.ok, asked.format()
     assert (asked.inputs, asked.outputs) == (plain.inputs, plain.outputs) and Asked.calls >= asked.events
     assert not verify(log, cores=[Deaf()]).ok
+
+
+def test_python_tools_replay_py_is_lvsbus_replay(tmp_path):
+    """The design's entry point runs the CLI (it used to import and exit 0 doing nothing, which
+    looked like a passed verification), from any directory, installed or not."""
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).resolve().parent.parent / "tools" / "replay.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = str(GOLDEN_DIR / "real_server_flap" / "lvs1")
+    r = subprocess.run([sys.executable, script, log, "--verify"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and "identical: every logged decision" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, script, str(tmp_path / "missing"), "--verify"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "no log directory" in r.stderr
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("usage: lvsbus replay")

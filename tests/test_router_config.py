@@ -101,6 +101,32 @@ def test_reload_moves_every_services_config_seq_only_when_accepted_and_recorded(
     assert {_config_seq(c) for c in r.children.values()} == {r.client.seq}
 
 
+def test_a_missing_key_file_is_named_first_with_the_command_that_makes_one(tmp_path, monkeypatch, capsys):
+    """At start and on a reload, the message starts with the key file's path (it said '<config>:'
+    on a reload) and says how to make one."""
+    monkeypatch.setattr(netutil, "local_addresses", lambda: {"127.0.0.1"})
+    key = write_key(tmp_path / "hb.key")
+    path = tmp_path / "lvs.toml"
+    path.write_text(CONFIG.format(key=key, garp=3))
+    r = Router(str(path), str(tmp_path / "s"))
+    assert r.prepare() == 0
+    r.client = FakeClient()
+    r.run_start_seq = r.config_seq = 40
+    gone = tmp_path / "gone.key"
+    want = (f"{gone}: heartbeat key file: No such file or directory; create one with: lvsbus keys heartbeat --out {gone} "
+            "(then copy that same file to every router)")
+    path.write_text(CONFIG.format(key=gone, garp=3))
+    assert not r.reload()
+    kind, payload = r.client.published[-1]
+    assert kind == "config.reload_refused" and payload["errors"] == [want]
+    assert Router(str(path), str(tmp_path / "s2")).prepare() == 1
+    assert capsys.readouterr().err.strip() == f"lvsbus router: {want}"
+    gone.write_bytes(b"x" * 32)
+    os.chmod(gone, 0o644)
+    assert not r.reload()
+    assert r.client.published[-1][1]["errors"][0].startswith(f"{gone}: heartbeat key file has mode 0644")
+
+
 class FakeLvsd(Child):
     """lvsd's child without a process: what the supervisor asks of it."""
 
@@ -141,7 +167,7 @@ def test_the_backup_keeps_a_standby_lvsd_that_a_takeover_tells_to_go(tmp_path, m
     assert r.prepare() == 0
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40
-    lvsd = r.children["lvsd"] = FakeLvsd(r._service_argv("services.lvsd"))
+    lvsd = r.children["lvsd"] = FakeLvsd(r._service_argv("lvsbus_services.lvsd"))
     ev = lambda t: SimpleNamespace(type=t, seq=50, payload={})  # noqa: E731
 
     r._start_lvsd(standby=True)  # as run() does: the router starts as a backup
@@ -235,7 +261,7 @@ def _cmdline(pid: int) -> list[str]:
 
 @pytest.mark.netns
 @pytest.mark.slow
-def test_services_killed_after_a_refused_reload_come_back_with_the_accepted_config(netns, tmp_path):
+def test_services_killed_after_a_refused_reload_come_back_with_the_accepted_config(netns, tmp_path):  # noqa: F811  (the fixture)
     topo = netns(routers=1, private=False)
     key1 = write_key(tmp_path / "hb1.key")
     key2 = write_key(tmp_path / "hb2.key")

@@ -129,6 +129,27 @@ def test_a_long_backlog_is_answered_in_several_frames_each_output_once(bus):
     assert ran == counts[1:]  # and run once, in log order (the second run's: all but the first)
 
 
+def test_a_snapshot_of_a_newer_version_is_refused_and_the_log_used_instead(bus):
+    """A snapshot this code does not know (a newer lvsbus wrote it, then a downgrade) is never
+    guessed at: refused, said, and the state rebuilt from the log (the counts carry on)."""
+    import msgpack
+    from structlog.testing import capture_logs
+
+    from lvsbus.snapshot import SnapshotStore
+
+    dirs = bus
+    run_for(ServiceRuntime(Counter(), dirs), 0.2, during=lambda: probe(dirs, 2))
+    store = SnapshotStore(dirs.snapshots)
+    seq = store.seqs("counter")[-1]
+    body = msgpack.packb({"core": "counter", "v": 9, "state": {"count": 1000, "deadline": None}}, use_bin_type=True)
+    store.save("counter", seq + 1, body)
+    with capture_logs() as logs:
+        run_for(ServiceRuntime(Counter(), dirs), 0.2, during=lambda: probe(dirs, 1))
+    refused = [e for e in logs if e["event"] == "snapshot_refused"]
+    assert refused and "version 9" in refused[0]["reason"], logs
+    _, outs = outputs(dirs)
+    assert sorted(o.payload["count"] for o in outs) == [-1, 1, 2, 3]  # from the older snapshot / the log, not 1001
+
 # -- the config a service runs with: the recorded one, not the file ------------------------------
 
 GOOD = """

@@ -14,8 +14,8 @@ import tempfile
 import pytest
 
 from lvsbus.cli import main as cli
-from tools.replay import verify
-from tools.simulate import (
+from lvsbus_tools.replay import verify
+from lvsbus_tools.simulate import (
     FAULT_KINDS, GOLDEN, MS, S, Cluster, Fault, failover_schedule, generate_faults, run_seed, shrink,
 )
 
@@ -215,7 +215,7 @@ def test_a_core_left_without_its_timer_is_caught(monkeypatch):
 
 
 def test_cli_failing_seed_prints_seed_shrunk_schedule_and_logs(tmp_path, monkeypatch, capsys):
-    import tools.simulate as sim
+    import lvsbus_tools.simulate as sim
 
     noise = [Fault(7 * S, "drift", "lvs2", 3 * S, 200), Fault(9 * S, "server_flap", "rs1", 2 * S),
              Fault(16 * S, "wall_step", "lvs1", 0, 5000)]

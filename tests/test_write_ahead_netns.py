@@ -20,7 +20,7 @@ import pytest
 
 from tests.netns import VIP, netns_module  # noqa: F401
 from tests.test_router_netns import DEADTIME, ROOT, Cluster, start_responders
-from tools.replay import verify
+from lvsbus_tools.replay import verify
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

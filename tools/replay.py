@@ -8,7 +8,7 @@
 
 A LOG is a log directory (a router's ``STATE_DIR/log``) or a state directory that holds ``log/``.
 
-Verify (``verify``): for every core in ``services.cores.available()``, state = ``initial()``; the
+Verify (``verify``): for every core in ``lvsbus_services.cores.available()``, state = ``initial()``; the
 log's events are fed in seq order to the cores that accept them (``Core.accepts``, asked once per
 kind of event, see ``_plan``: the loop of ``lvsbus.core.run_core`` flattened over all cores in one
 pass), and each input's effects must equal the logged outputs of that core (source =
@@ -52,14 +52,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packages, not the tools/ directory
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.core import Core, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
-from services.cores import available
-from tools.timeline import (
+from lvsbus_services.cores import available
+from lvsbus_tools.timeline import (
     Filters, describe, event_json, fmt_wall, log_dir, read_events, render_html, render_text, timeline,
 )
 
@@ -368,7 +371,7 @@ class _Verifier:
                     f"#{pend[0][0]}): that service was stopped or still busy; it answers them when it runs again")
 
     def _restore_snapshots(self, first: int) -> None:
-        from lvsbus.snapshot import SnapshotStore
+        from lvsbus.snapshot import SnapshotStore, SnapshotVersionError, decode_state
 
         store = SnapshotStore(self.snapshots)
         for i, core in enumerate(self.cores):
@@ -379,7 +382,11 @@ class _Verifier:
                 self.start[i] = first - 1
                 continue
             seq = min(usable)
-            self.states[i] = core.restore(msgpack.unpackb(store.load(core.name, seq), raw=False, strict_map_key=False))
+            try:
+                fmt, body = store.read(core.name, seq)
+                self.states[i] = decode_state(core, body, fmt)
+            except SnapshotVersionError as exc:
+                raise SystemExit(f"replay: the snapshot of {core.name} at seq {seq} cannot be restored: {exc}") from None
             self.start[i] = seq
             self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
 
@@ -676,7 +683,7 @@ def _sim_json(res) -> dict:
 
 
 def _cmd_simulate(args) -> int:
-    from tools import simulate as sim
+    from lvsbus_tools import simulate as sim
 
     if args.golden:
         for name in sim.GOLDEN:
@@ -734,3 +741,14 @@ def _cmd_simulate(args) -> int:
         el = time.perf_counter() - t0
         print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tools/replay.py ARGS`` is ``lvsbus replay ARGS`` (the design's entry point)."""
+    from lvsbus.cli import main as lvsbus_main
+
+    return lvsbus_main(["replay", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

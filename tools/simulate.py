@@ -1,6 +1,6 @@
 """A whole LVS cluster in one process: routers, links, clocks and seeded faults, driving the real cores.
 
-    from tools.simulate import Cluster, generate_faults
+    from lvsbus_tools.simulate import Cluster, generate_faults
     result = Cluster(seed=7, routers=2).run()      # SimResult: violations, log dirs, stats
     result.ok, result.violations, result.logs
 
@@ -32,7 +32,7 @@ What is simulated (everything a core does not see directly):
   healthy real server in its kernel table; ``SimResult.outage_ns`` is the time they were not,
   after the cluster first served.
 
-Cores come from ``services.cores.available()`` (pulse, nanny, lvsd, the applier: whichever exist)
+Cores come from ``lvsbus_services.cores.available()`` (pulse, nanny, lvsd, the applier)
 and are fed through ``lvsbus.core.run_core``, the one loop the runtime and replay use.
 
 Faults (``Fault``), scheduled from the seed by ``generate_faults``: router crash (a host crash:
@@ -61,7 +61,7 @@ Invariants, checked after every simulated instant (``Cluster.violations``):
 * no event is lost or reordered: each log reads back with contiguous seqs and the exact bytes the
   broker wrote (a digest kept while writing);
 * every effect that ran is in the log, as its service's output for its input (write-ahead);
-* (``verify=True``) every log passes ``tools.replay.verify``.
+* (``verify=True``) every log passes ``lvsbus_tools.replay.verify``.
 
 Deterministic: the same seed (and fault list) gives the same logs byte for byte. A failing seed is
 shrunk (``shrink``) to the shortest fault schedule that still fails; ``lvsbus simulate --seed N``
@@ -84,13 +84,15 @@ from typing import Any, Callable
 
 import msgpack
 
+
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import Config, Heartbeat, RealServer, Router, VirtualService, to_dict
 from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, Event, encode
 from lvsbus.ipvs_table import Table
 from lvsbus.log import Durability, EventLog, LogReader
-from services.cores import available
+from lvsbus.snapshot import decode_state, encode_state
+from lvsbus_services.cores import available
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -499,14 +501,14 @@ class Cluster:
             if vs.active:
                 key = None
                 if "ipvs" in self.core_names:
-                    from services.lvsd.core import service_key
+                    from lvsbus_services.lvsd.core import service_key
 
                     key = service_key(vs)
                 self._client_services.append((vs.address, key))
         #: nanny's checks: (check id, real server, interval ns, timeout us), in nanny's plan order
         self.check_plan: list[tuple[str, str, int, int]] = []
         if "nanny" in cores_by_name:
-            from services.nanny.core import plan
+            from lvsbus_services.nanny.core import plan
 
             self.check_plan = [(p[0], p[2], int(p[6].interval * S), int(p[6].timeout * 1_000_000))
                                for p in plan(self.config) if p[7]]
@@ -762,7 +764,7 @@ class Cluster:
                 "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": 800,
             })
         elif what == "apply":
-            from services.ipvs.core import apply_ops
+            from lvsbus_services.ipvs.core import apply_ops
 
             applied = failed = 0
             for op in p["ops"]:
@@ -848,8 +850,7 @@ class Cluster:
         if svc.starts:
             # the runtime restores the core from its snapshot and the log after it, which is the
             # state it had; a round trip through the snapshot format keeps that path honest
-            data = msgpack.unpackb(msgpack.packb(svc.core.snapshot(svc.state), use_bin_type=True), raw=False)
-            svc.state = svc.core.restore(data)
+            svc.state = decode_state(svc.core, encode_state(svc.core, svc.state))
         svc.up = True
         svc.starts += 1
         svc.armed = None
@@ -1081,7 +1082,7 @@ class Cluster:
             outage_ns=self.outage_ns,
         )
         if verify and self.log_root is not None:
-            from tools.replay import verify as replay_verify
+            from lvsbus_tools.replay import verify as replay_verify
 
             for name, r in routers.items():
                 rep = replay_verify(r.log_dir)
@@ -1195,7 +1196,7 @@ class Cluster:
                                f"after the faults stopped, the active router is {holder.name}")
         if not {"nanny", "lvsd", "ipvs"} <= set(self.core_names):
             return
-        from services.lvsd.core import service_key
+        from lvsbus_services.lvsd.core import service_key
 
         healthy = {n for n, mode in self.server_mode.items() if mode == "up"}
         for r in (holder,):  # the backup's table is left as it was (lvsd and the applier stopped)

@@ -95,7 +95,7 @@ CATEGORY = {
     "pulse.take_vips": "vip", "pulse.release_vips": "vip",
     "pulse.link_changed": "link", "pulse.config_rejected": "config",
     "pulse.start_lvsd": "lvsd", "pulse.stop_lvsd": "lvsd",
-    "bus.broker_started": "router", "pulse.started": "router", "router.service_restarted": "router",
+    "bus.broker_started": "router", "pulse.started": "router", "router.service_restarted": "router", "router.service_abandoned": "router",
     "router.shutdown_requested": "router", "bus.client_joined": "bus",
     "config.loaded": "config", "config.reload_refused": "config",
     "health.real_server_up": "health", "health.real_server_down": "health", "health.state_changed": "health",
@@ -155,6 +155,8 @@ def describe(ev: Event) -> str:
         return f"pulse started (epoch {p['epoch']})"
     if t == "router.service_restarted":
         return f"{p['service']} restarted (attempt {p['attempt']}: {p['exit']})"
+    if t == "router.service_abandoned":
+        return f"{p['service']} abandoned after {p['restarts']} restarts ({p['exit']}): hard_shutdown is off, manual action needed"
     if t == "router.shutdown_requested":
         return f"shutdown requested ({p['reason']})"
     if t == "bus.client_joined":

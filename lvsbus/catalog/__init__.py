@@ -13,13 +13,9 @@ from importlib import import_module
 
 from ..events import REGISTRY
 
-MODULES = ("bus", "timer", "config", "supervisor", "router", "health", "lvsd", "ipvs", "demo")
+MODULES = ("bus", "timer", "config", "supervisor", "router", "health", "lvsd", "ipvs")
 
-for _name in MODULES:
-    try:
-        import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a concern not written yet
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+for _name in MODULES:  # every one exists: a missing module is an error, not an absent concern
+    import_module(f"{__name__}.{_name}")
 
 __all__ = ["REGISTRY"]

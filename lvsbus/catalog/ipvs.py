@@ -3,7 +3,8 @@
 * observations, published by the applier's shell: ``ipvs.started``, ``ipvs.table_read`` (a kernel
   dump), ``ipvs.op_applied`` / ``ipvs.op_failed`` (one per operation, with the errno),
   ``ipvs.batch_applied`` (a batch done), ``ipvs.unavailable`` (no IPVS in this kernel: an error,
-  retried with backoff);
+  retried with backoff), ``ipvs.stats`` (traffic figures, every ``ipvs_stats_interval``: only
+  what changed; see lvsbus/ipvs_stats.py);
 * effects of the applier's core: ``ipvs.read_table`` (dump the kernel table) and ``ipvs.apply``
   (carry out these operations, in order).
 
@@ -11,7 +12,7 @@ Replay checks the core's effects; the shell's op events say what the kernel did 
 See docs/ipvs.md.
 """
 from ..events import declare
-from ..schema import Bool, Enum, Int, Json, List, Nullable, Str, Struct
+from ..schema import Bool, Dict, Enum, Int, Json, List, Nullable, Str, Struct
 
 OP = Struct(
     {
@@ -93,4 +94,27 @@ declare(
     {"request": Int(min=0, doc="the read request that failed (0: none)"), "errno": ERRNO, "error": Str(max_len=1024)},
     doc="IPVS cannot be reached (kernel without IP_VS, module not loadable, no permission). "
         "An error: the applier retries with backoff, the rest of the router runs on.",
+)
+
+STATS_ROW = List(Int(min=0), max_items=12, doc="conns, inpkts, outpkts, inbytes, outbytes (counters since the entry was "
+                 "added or zeroed), cps, inpps, outpps, inbps, outbps (the kernel's per-second estimates), active, "
+                 "inactive (connections; a service's are its real servers' sums): lvsbus.ipvs_stats.FIELDS")
+declare(
+    "ipvs.stats", 1,
+    {
+        "interval_ms": Int(min=0, doc="the sampling interval in force (config ipvs_stats_interval)"),
+        "full": Bool(doc="true: every service and real server in the kernel (replaces every figure); false: only "
+                         "what changed since the previous ipvs.stats"),
+        "services": Dict(
+            Nullable(Struct({
+                "stats": Nullable(STATS_ROW, doc="the service's row; null: unchanged"),
+                "dests": Dict(Nullable(STATS_ROW), doc="real server key (ADDRESS:PORT) -> its row; null: gone; "
+                              "absent: unchanged"),
+            })),
+            doc="service key (tcp:10.0.0.1:80) -> its figures; null: the service is gone",
+        ),
+    },
+    doc="IPVS traffic figures read by netlink every ipvs_stats_interval seconds, absolute values (never deltas), "
+        "only the rows that changed (none changed: no event), a full sample first and at least every 10 minutes. "
+        "No core acts on it; lvsbus.ipvs_stats.fold gives the current figures, metrics folds it into lvsbus_ipvs_*.",
 )

@@ -37,12 +37,11 @@ from .model import (
     VirtualService,
     check_port,
     effective_check,
-    from_dict,
     identify_local_router,
     server_port,
     to_dict,
 )
-from .native import loads_toml, render_toml
+from .native import from_dict, loads_toml, render_toml
 from .validate import validate
 
 __all__ = [

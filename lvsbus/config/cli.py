@@ -88,10 +88,39 @@ def _print_warnings(loaded: LoadedConfig, out: TextIO) -> None:
         print(f"warning: {_issue(w)}", file=out)
 
 
+def _router_host_problems(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
+    """(errors, notes) about this host as a router of ``loaded``: on a host that is one of the
+    config's routers, what ``lvsbus router`` would refuse at start (the heartbeat key file)."""
+    from .. import netutil
+    from ..keyfile import key_file_problem
+    from .model import identify_local_router
+
+    cfg = loaded.config
+    try:
+        me = identify_local_router(cfg, netutil.local_addresses())
+    except ConfigError:
+        return [], []  # not a router host (a workstation checking a file): nothing local to check
+    if not cfg.heartbeat.enabled:
+        return [], []
+    problem, certain = key_file_problem(cfg.heartbeat.key_file)
+    if problem is None:
+        return [], []
+    text = f"{loaded.source}: heartbeat.key_file: {problem} (this host is router {me.name}: 'lvsbus router' would refuse to start)"
+    return ([text], []) if certain else ([], [text])
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args.file, args.format, sys.stderr)
     if loaded is None:
         return 1
+    errors, notes = _router_host_problems(loaded)
+    if errors:
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        print(f"{loaded.source}: the file is valid, but this router cannot start with it", file=sys.stderr)
+        return 1
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
     if args.json:
         from .model import to_dict
 
@@ -139,7 +168,8 @@ def _secs(x: float) -> str:
 
 def _describe_check(chk: Check) -> str:
     parts = [chk.kind.value, f"every {_secs(chk.interval)}", f"timeout {_secs(chk.timeout)}",
-             f"rise {chk.rise}", f"fall {chk.fall}"]
+             f"rise {chk.rise}" + (f" ({chk.initial_rise} at first start)" if chk.initial_rise != chk.rise else ""),
+             f"fall {chk.fall}"]
     if chk.port is not None:
         parts.append(f"port {chk.port}")
     k = chk.kind
@@ -213,6 +243,8 @@ def describe(loaded: LoadedConfig) -> str:
                 line += f" /{vs.persistence_prefixlen}"
         if vs.quiesce:
             line += ", quiesce"
+        if vs.inhibit_on_failure:
+            line += ", inhibit_on_failure"
         if vs.sorry_server:
             line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
                                          if vs.sorry_server_port else vs.sorry_server)

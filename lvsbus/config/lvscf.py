@@ -219,12 +219,51 @@ def _value(text: str) -> tuple[str, bool]:
     return text, False
 
 
-_ESCAPES = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+#: Piranha's nanny (convert_str): \\ \r \n \t \' \"; lvsbus adds \xHH and octal \N, \NN, \NNN
+#: (\0 is NUL) for binary protocols
+_ESCAPES = {"r": b"\r", "n": b"\n", "t": b"\t", "\\": b"\\", '"': b'"', "'": b"'"}
+_ESCAPE_RE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[0-7]{1,3}|.?)", re.S)
+KNOWN_ESCAPES = "\\r \\n \\t \\\\ \\\" \\' \\xHH (hex byte) \\NNN (octal byte, \\0 = NUL)"
 
 
-def _unescape(s: str) -> str:
-    """nanny's send/expect escapes: \\r \\n \\t \\\\ \\" \\' \\0."""
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), s)
+def _unescape_bytes(s: str, regex: bool = False) -> tuple[bytes, str | None]:
+    """The bytes a send/expect value stands for: literal text as UTF-8, escapes as bytes.
+    (bytes, None), or (b"", why) for an unknown escape. With ``regex`` (an expect under use_regex)
+    only Piranha's escapes are turned into bytes; any other backslash sequence is the regular
+    expression's (``\\d``, ``\\.``, ``\\x41``...) and kept, as Piranha's nanny kept it."""
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE_RE.finditer(s):
+        out += s[pos:m.start()].encode()
+        pos = m.end()
+        e = m.group(1)
+        if e in _ESCAPES:
+            out += _ESCAPES[e]
+        elif regex:
+            out += m.group(0).encode()
+        elif e[:1] == "x" and len(e) == 3:
+            out.append(int(e[1:], 16))
+        elif e[:1].isdigit() and e[0] in "01234567":
+            value = int(e, 8)
+            if value > 0o377:
+                return b"", f"escape '\\{e}' is more than one byte (octal 0..377)"
+            out.append(value)
+        elif not e:
+            return b"", "ends with a lone backslash (write \\\\ for one backslash)"
+        else:
+            shown = "\\" + e if e != "x" else "\\x without two hex digits"
+            return b"", f"unknown escape '{shown}'; known: {KNOWN_ESCAPES}"
+    out += s[pos:].encode()
+    return bytes(out), None
+
+
+def _texts(values: dict[str, bytes]) -> tuple[dict[str, str], str]:
+    """Byte values as the model's text and its encoding: UTF-8 text when all of them are valid
+    UTF-8, else every one decoded as latin-1 (one character a byte: exact bytes on the wire)."""
+    try:
+        return {k: v.decode("utf-8") for k, v in values.items()}, "utf-8"
+    except UnicodeDecodeError:
+        return {k: v.decode("latin-1") for k, v in values.items()}, "latin-1"
 
 
 class _Conv:
@@ -540,12 +579,23 @@ def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: st
     for path_key, key in (("fall", "timeout"), ("timeout", "timeout"), ("rise", "reentry")):
         if key in v:
             r.at(f"{base}.check.{path_key}", v[key], pre + key)
-    send = _unescape(v["send"].value) if "send" in v else ""
-    expect = _unescape(v["expect"].value) if "expect" in v else ""
     regex = False
     if "use_regex" in v:
         ok, regex = c.bool(v["use_regex"], pre + "use_regex")
         r.at(f"{base}.check.regex", v["use_regex"], pre + "use_regex")
+    raw: dict[str, bytes] = {}
+    for key in ("send", "expect"):
+        if key in v:
+            data, why = _unescape_bytes(v[key].value, regex=(key == "expect" and regex is True))
+            if why:
+                r.err(v[key].line, pre + key, why)
+            raw[key] = data
+    texts, encoding = _texts(raw)
+    send, expect = texts.get("send", ""), texts.get("expect", "")
+    if encoding != "utf-8":
+        check["encoding"] = encoding
+        for key in raw:
+            r.at(f"{base}.check.encoding", v[key], pre + key)
     proto = out.get("protocol", "tcp")
     if "send_program" in v:
         e = v["send_program"]
@@ -622,7 +672,13 @@ def _failover(r: _Reader, c: _Conv, blk: _Block) -> dict[str, Any]:
                 r.at(f"{base}.{tkey}", f[key], pre + key)
     for key in ("send", "expect"):
         if key in f:
-            out[key] = _unescape(f[key].value)
+            data, why = _unescape_bytes(f[key].value)
+            if why:
+                r.err(f[key].line, pre + key, why)
+            try:
+                out[key] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                r.err(f[key].line, pre + key, "a failover service's send/expect is text: its bytes must be UTF-8")
             r.at(f"{base}.{key}", f[key], pre + key)
     for key in ("start_cmd", "stop_cmd"):
         if key in f:

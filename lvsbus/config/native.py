@@ -49,7 +49,7 @@ from .model import (
 )
 from .validate import validate
 
-__all__ = ["config_from_mapping", "loads_toml", "render_toml", "TomlLocator", "Locate"]
+__all__ = ["config_from_mapping", "from_dict", "loads_toml", "render_toml", "TomlLocator", "Locate"]
 
 #: maps a dotted key path to (line or None, key as the operator wrote it)
 Locate = Callable[[str], tuple["int | None", str]]
@@ -241,6 +241,12 @@ def _normalise_native(data: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``lvsbus.config.model.to_dict`` output (lists or tuples both accepted)
+    and re-validate it. Raises ConfigError."""
+    return config_from_mapping(data, filename="<dict>")
 
 
 def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",

@@ -125,6 +125,14 @@ def _check(o: _Out, path: str, chk: Check) -> None:
                                  f"({chk.interval:g} s): a probe must end before the next starts")
     o.range(f"{path}.rise", chk.rise, "rise_fall")
     o.range(f"{path}.fall", chk.fall, "rise_fall")
+    o.range(f"{path}.initial_rise", chk.initial_rise, "rise_fall")
+    if chk.encoding not in ("utf-8", "latin-1"):
+        o.err(f"{path}.encoding", f"{chk.encoding!r} must be \"utf-8\" or \"latin-1\" (one character a byte)")
+    elif chk.encoding == "latin-1":
+        for key in ("send", "expect", "payload"):
+            if any(ord(ch) > 0xFF for ch in getattr(chk, key)):
+                o.err(f"{path}.{key}", "has a character above U+00FF: with encoding \"latin-1\" each character "
+                                       "is one byte (write bytes as \\u0000..\\u00ff)")
     if chk.port is not None:
         o.range(f"{path}.port", chk.port, "port")
     for key, pattern in (("expect", chk.expect if chk.regex else None), ("body_regex", chk.body_regex)):

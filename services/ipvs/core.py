@@ -71,12 +71,12 @@ def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | 
     elif callable(managed):
         is_managed = managed
     else:
-        keys = frozenset(managed)
-        is_managed = keys.__contains__
+        managed_set = frozenset(managed)
+        is_managed = managed_set.__contains__
     if only is not None:
-        keys = sorted(set(only))
-        actual_keys = [k for k in keys if k in actual]
-        desired_keys = [k for k in keys if k in desired]
+        only_keys = sorted(set(only))
+        actual_keys = [k for k in only_keys if k in actual]
+        desired_keys = [k for k in only_keys if k in desired]
     else:
         actual_keys = sorted(actual.keys())
         desired_keys = sorted(desired.keys())
@@ -124,7 +124,7 @@ def _daemon_differs(a: dict, b: dict) -> bool:
 def desired_from_config(cfg: Config) -> Table:
     """The table ``cfg`` asks for with every active real server in service (lvsd's own layout of a
     virtual service, so the two cannot disagree)."""
-    from services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
+    from lvsbus_services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
 
     entries = {}
     for vs in cfg.virtual_services:
@@ -136,7 +136,7 @@ def desired_from_config(cfg: Config) -> Table:
 
 
 def managed_keys(cfg: Config) -> set[ServiceKey]:
-    from services.lvsd.core import service_key
+    from lvsbus_services.lvsd.core import service_key
 
     return {service_key(vs) for vs in cfg.virtual_services}
 
@@ -353,7 +353,10 @@ class ApplierCore(Core[ApplierState]):
             effects.append(Effect("ipvs.apply", {"batch": st.batch, "ops": chunk, "reason": reason, "version": st.version}))
         return effects
 
-    # snapshots: plain data
+    # snapshots: plain data. Version 1 lacked fail_streak before it existed; version 2 has it.
+    snapshot_version = 2
+    snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}}
+
     def snapshot(self, st: ApplierState) -> Any:
         return {
             "desired": st.desired.to_dict() if st.desired is not None else None,
@@ -379,5 +382,5 @@ class ApplierCore(Core[ApplierState]):
             managed={ServiceKey.parse(k) for k in d["managed"]}, flush_unmanaged=d["flush_unmanaged"],
             batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
             pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],
-            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"], fail_streak=d.get("fail_streak", 0),
+            attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"], fail_streak=d["fail_streak"],
         )

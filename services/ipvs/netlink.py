@@ -30,6 +30,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NL
 from pyroute2.netlink.generic import GenericNetlinkSocket
 from pyroute2.netlink.generic import ipvs as genl
 
+from lvsbus.ipvs_stats import service_row
 from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
 
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
@@ -255,6 +256,39 @@ def dest_from_attrs(a: dict, svc_af: int) -> Dest:
                 _u32(a, 4), _u32(a, 5), _u32(a, 6))
 
 
+# stats: IPVS_SVC_ATTR_STATS 10 / STATS64 12, IPVS_DEST_ATTR_STATS 10 / STATS64 12, dest
+# ACTIVE_CONNS 7 / INACT_CONNS 8; inside, IPVS_STATS_ATTR_CONNS 1 .. OUTBPS 10 (PAD 11). In the
+# 32-bit form inbytes and outbytes (4, 5) are u64, the rest u32; in STATS64 every figure is u64.
+SVC_STATS, SVC_STATS64 = 10, 12
+DEST_STATS, DEST_STATS64, DEST_ACTIVE, DEST_INACT = 10, 12, 7, 8
+
+
+def stats_figures(a: dict, k32: int, k64: int) -> tuple:
+    """The 10 figures (conns, inpkts, outpkts, inbytes, outbytes, cps, inpps, outpps, inbps,
+    outbps) of a service's or dest's attributes; zeros for what the kernel did not send."""
+    raw = a.get(k64)
+    wide = raw is not None
+    if raw is None:
+        raw = a.get(k32)
+    if raw is None:
+        return (0,) * 10
+    s = parse_attrs(raw, 0, len(raw))
+    out = []
+    for i in range(1, 11):
+        v = s.get(i)
+        if not v:
+            out.append(0)
+        elif wide or i in (4, 5):
+            out.append(struct.unpack("Q", v[:8])[0] if len(v) >= 8 else struct.unpack("I", v[:4])[0])
+        else:
+            out.append(struct.unpack("I", v[:4])[0])
+    return tuple(out)
+
+
+def stats_row(figures10: tuple, active: int, inactive: int) -> tuple:
+    return tuple(figures10) + (active, inactive)
+
+
 # ---------------------------------------------------------------------------------------------
 # the socket
 
@@ -367,6 +401,38 @@ class Ipvs:
             entries[svc.key] = Entry(svc, dests)
         return Table(entries)
 
+    def stats(self) -> dict:
+        """The traffic figures of every service and real server: ``lvsbus.ipvs_stats`` Sample
+        {service key: (row, {dest key: row})}. 64-bit figures (IPVS_*_ATTR_STATS64, kernel
+        4.1+) when the kernel sends them, else the 32-bit ones."""
+        sample = {}
+        for top in self._dump(genl.IPVS_CMD_GET_SERVICE, []):
+            if 1 not in top:
+                continue
+            sa = parse_attrs(top[1], 0, len(top[1]))
+            key = service_from_attrs(sa).key
+            af = struct.unpack("H", sa[1][:2])[0]
+            dests = {}
+            try:
+                dtops = self._dump(genl.IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": key_attrs(key)})])
+            except IpvsError as exc:
+                if exc.errno == E.ESRCH:  # deleted since the service dump: not in this sample
+                    continue
+                raise
+            for dtop in dtops:
+                if 2 in dtop:
+                    da = parse_attrs(dtop[2], 0, len(dtop[2]))
+                    d = dest_from_attrs(da, af)
+                    dests[d.key] = stats_row(stats_figures(da, DEST_STATS, DEST_STATS64), _u32(da, DEST_ACTIVE), _u32(da, DEST_INACT))
+            sample[str(key)] = (service_row(stats_figures(sa, SVC_STATS, SVC_STATS64), list(dests.values())), dests)
+        return sample
+
+    def zero(self, key: ServiceKey | None = None) -> None:
+        """IPVS_CMD_ZERO: every counter of ``key`` (its real servers too), or of every service and
+        the totals (``ipvsadm -Z``). Raises ``IpvsError`` (ESRCH: no such service)."""
+        attrs = [] if key is None else [("IPVS_CMD_ATTR_SERVICE", {"attrs": key_attrs(key)})]
+        self._request(genl.IPVS_CMD_ZERO, attrs)
+
     def timeouts(self) -> dict:
         (top,) = self._dump(genl.IPVS_CMD_GET_CONFIG, [], REQ)
         return {"tcp": _u32(top, 4), "tcpfin": _u32(top, 5), "udp": _u32(top, 6)}
@@ -387,7 +453,7 @@ class Ipvs:
     # -- writing ---------------------------------------------------------------------------
 
     def apply(self, op: dict) -> None:
-        """Carry out one op dict (``services.ipvs.core`` shape). Raises ``IpvsError`` with the errno."""
+        """Carry out one op dict (``lvsbus_services.ipvs.core`` shape). Raises ``IpvsError`` with the errno."""
         cmd, attrs, flags = op_request(op)
         self._request(cmd, attrs, flags)
 

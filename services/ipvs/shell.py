@@ -1,7 +1,7 @@
 """The applier's I/O shell: carries out the core's ``ipvs.read_table`` and ``ipvs.apply`` effects
-through ``services.ipvs.netlink`` and publishes what the kernel said.
+through ``lvsbus_services.ipvs.netlink`` and publishes what the kernel said.
 
-    python -m services.ipvs --state-dir DIR --config FILE --run-start-seq N [--config-seq M] [--flush-unmanaged]
+    python -m lvsbus_services.ipvs --state-dir DIR --config FILE --run-start-seq N [--config-seq M] [--flush-unmanaged]
 
 * start: publish ``ipvs.started``; the core answers with ``ipvs.read_table``; the shell dumps the
   kernel (``ipvs.table_read``) and the core plans the ops that make it exact (``ipvs.apply``);
@@ -9,6 +9,12 @@ through ``services.ipvs.netlink`` and publishes what the kernel said.
   ``ipvs.batch_applied``. A failed op makes the core ask for a new dump and reconcile;
 * no IPVS (a kernel without IP_VS, as on this project's CI hosts): ``ipvs.unavailable`` (an error
   event); the core retries with backoff (1 s doubling to 60 s) and the router runs on.
+
+Traffic figures: every ``ipvs_stats_interval`` seconds (config; 0 = off; a reload's
+``config.loaded`` changes it live) the shell reads every service's and real server's counters,
+rates and connection counts and publishes ``ipvs.stats`` with what changed since the previous
+read (``lvsbus.ipvs_stats.Sampler`` decides; nothing changed: nothing published). Not while IPVS
+is unavailable, nor while a batch or a dump is under way.
 
 The config in force is the one in the log: at start the shell checks the ``config.loaded`` the
 router accepted (``--config-seq``), not ``FILE`` (read only when the log holds no such event).
@@ -26,8 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 
 from lvsbus import logs
+from lvsbus.config import Config
 from lvsbus.core import Effect
 from lvsbus.events import Event
+from lvsbus.ipvs_stats import Sampler
 from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
@@ -35,14 +43,20 @@ from .core import ApplierCore
 
 log = structlog.get_logger("ipvs")
 
+DEFAULT_STATS_INTERVAL = Config().ipvs_stats_interval  # a config.loaded of a version before the key
 CHUNK = 256  # ops per trip to the netlink thread (the bus keeps flowing during a big batch)
 
 
 class ApplierShell:
-    def __init__(self, state_dir: str, run_start_seq: int, flush_unmanaged: bool = False) -> None:
+    def __init__(self, state_dir: str, run_start_seq: int, flush_unmanaged: bool = False,
+                 stats_interval: float = 0.0) -> None:
         self.dirs = StateDirs(state_dir).make()
         self.core = ApplierCore()
         self.runtime = ServiceRuntime(self.core, self.dirs, execute=self.execute, run_start_seq=run_start_seq)
+        self.runtime.on_event = self.on_event
+        self.stats_interval = stats_interval
+        self.sampler = Sampler()
+        self._stats_changed = asyncio.Event()
         self.flush_unmanaged = flush_unmanaged
         self.stop = asyncio.Event()
         self.ipvs = None
@@ -150,13 +164,77 @@ class ApplierShell:
                                        "duration_us": (time.monotonic_ns() - t0) // 1000})
         log.info("batch_applied", batch=batch, applied=applied, failed=failed, reason=payload["reason"])
 
+    # -- traffic figures -------------------------------------------------------------------
+
+    def on_event(self, ev: Event) -> None:
+        if ev.type == "config.loaded":
+            model = ev.payload.get("model")
+            value = model.get("ipvs_stats_interval", DEFAULT_STATS_INTERVAL) if isinstance(model, dict) else None
+            if isinstance(value, (int, float)) and value != self.stats_interval:
+                self.stats_interval = float(value)
+                self._stats_changed.set()
+
+    def _read_stats(self) -> dict:
+        return self._open().stats()
+
+    async def stats_loop(self) -> None:
+        """Read the figures every interval while IPVS is there; publish what the sampler says."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self.stop.is_set():
+            interval = self.stats_interval
+            if interval > 0 and self.core_ready():
+                try:
+                    sample = await self._call(self._read_stats)
+                except Exception as exc:  # IPVS went away: read_table reports it; start over with a full sample
+                    log.debug("stats_read_failed", error=str(exc))
+                    self.sampler.reset()
+                else:
+                    try:
+                        payload = self.sampler.observe(sample, time.monotonic_ns(), int(round(interval * 1000)))
+                        if payload is not None:
+                            self.runtime.publish("ipvs.stats", payload)
+                    except Exception:  # a bug here must not stop the figures for good, nor the applier
+                        log.exception("stats_publish_failed")
+                        self.sampler.reset()
+            else:
+                self.sampler.reset()
+            if interval > 0:
+                next_at = max(next_at + interval, loop.time())  # a slow read skips ticks, never bunches them
+            else:
+                next_at = loop.time() + 3600
+            self._stats_changed.clear()
+            waits = [asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(self._stats_changed.wait())]
+            try:
+                _done, _ = await asyncio.wait(waits, timeout=max(0.0, next_at - loop.time()),
+                                              return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if self._stats_changed.is_set():
+                self.sampler.reset()
+                next_at = loop.time()
+
+    def core_ready(self) -> bool:
+        """IPVS is there and no batch or dump is under way (reconciling comes first: the figures
+        wait for the next tick)."""
+        st = self.runtime.state
+        return (st is not None and st.started and st.available and not st.pending and not st.reads
+                and self.runtime.client is not None)
+
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        stats = asyncio.ensure_future(self.stats_loop())
         try:
             await self.runtime.run(self.stop, on_start=self.on_start)
         finally:
+            self.stop.set()
+            try:
+                await stats
+            except Exception:
+                log.exception("stats_loop_failed")
             await self._call(self._close)
             self._netlink.shutdown(wait=False)
         return 0
@@ -168,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also delete kernel services lvsbus does not manage (another tool's)")
     args = ap.parse_args(argv)
     logs.setup(service="ipvs")
-    if service_config("ipvs", args) is None:
+    accepted = service_config("ipvs", args)
+    if accepted is None:
         return 2
-    return asyncio.run(ApplierShell(args.state_dir, args.run_start_seq, args.flush_unmanaged).main())
+    return asyncio.run(ApplierShell(args.state_dir, args.run_start_seq, args.flush_unmanaged,
+                                    accepted.config.ipvs_stats_interval).main())

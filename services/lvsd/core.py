@@ -16,13 +16,16 @@ Policy (keepalived's ipwrapper layer; the applier only translates to netlink):
 
 * a virtual service is in the table when it is active; its real servers are the active ones;
 * a real server is *in service* when nanny says UP or FALLING (not yet fall failures in a row);
-  one that is not is removed, or kept with weight 0 when the virtual service has ``quiesce``;
+  one that is not is removed, or kept with weight 0: with ``inhibit_on_failure`` (keepalived's)
+  always, also before it ever passed a check; with ``quiesce`` (lvs.cf ``quiesce_server``,
+  Piranha's nanny -q) once it has been in service since lvsd's core last saw its health start
+  over (a server never in the table is not added at weight 0, as Piranha's nanny did not);
 * quorum: the service is *up* while the total configured weight of its in-service servers is at
   least ``quorum`` (default 1); with ``hysteresis`` h it goes down below ``quorum - h`` and comes
   back up at ``quorum + h``;
 * sorry server: while the service is down (with the default quorum 1: no real server in service)
   and a sorry server is configured, the sorry server is the one destination (the real servers
-  are removed, or weight 0 with quiesce) and it is removed again as soon as quorum is back.
+  are removed, or weight 0 as above) and it is removed again as soon as quorum is back.
   Without a sorry server, a service below quorum keeps whatever servers are in service.
 
 Sans-IO, deterministic; the state is mutated in place and returned (snapshot/restore copy it).
@@ -38,7 +41,7 @@ from lvsbus.events import Event
 from lvsbus.ipvs_table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
     Dest, Entry, Service, ServiceKey, Table, apply_ops, entry_ops, service_attrs,
 )
-from services.nanny.core import plan
+from lvsbus_services.nanny.core import plan
 
 IN_SERVICE = frozenset({"UP", "FALLING"})
 
@@ -54,7 +57,7 @@ class Layout:
     """What the config says about one active virtual service, precomputed once a config (the
     Dest values are built here, so a health event costs dict work, not validation)."""
 
-    __slots__ = ("name", "key", "service", "servers", "sorry", "quiesce", "quorum", "hysteresis")
+    __slots__ = ("name", "key", "service", "servers", "sorry", "quiesce", "inhibit", "quorum", "hysteresis")
 
     def __init__(self, vs: VirtualService) -> None:
         self.name = vs.name
@@ -73,11 +76,12 @@ class Layout:
             up = Dest(rs.address, port, fwd, rs.weight, rs.upper_threshold, rs.lower_threshold)
             zero = Dest(rs.address, port, fwd, 0, rs.upper_threshold, rs.lower_threshold)
             self.servers.append((f"{vs.name}/{rs.name}", rs.weight, up, zero))
-        self.sorry = None
+        self.sorry: Dest | None = None
         if vs.sorry_server:
             port = vs.sorry_server_port if vs.sorry_server_port is not None else vs.port
             self.sorry = Dest(vs.sorry_server, port, fwd, 1)
-        self.quiesce, self.quorum, self.hysteresis = vs.quiesce, vs.quorum, vs.hysteresis
+        self.quiesce, self.inhibit = vs.quiesce, vs.inhibit_on_failure
+        self.quorum, self.hysteresis = vs.quorum, vs.hysteresis
 
     def quorum_up(self, health: dict[str, str], was_up: bool | None) -> bool:
         total = 0
@@ -90,15 +94,15 @@ class Layout:
             return total >= self.quorum - self.hysteresis
         return total >= self.quorum + self.hysteresis
 
-    def dests(self, health: dict[str, str], up: bool) -> dict[str, Dest]:
+    def dests(self, health: dict[str, str], up: bool, been_in: set[str] | frozenset[str] = frozenset()) -> dict[str, Dest]:
         use_sorry = not up and self.sorry is not None
         out: dict[str, Dest] = {}
         for id_, _w, d_up, d_zero in self.servers:
             if not use_sorry and health.get(id_) in IN_SERVICE:
                 out[d_up.key] = d_up
-            elif self.quiesce:
+            elif self.inhibit or (self.quiesce and id_ in been_in):
                 out[d_zero.key] = d_zero
-        if use_sorry:
+        if use_sorry and self.sorry is not None:
             out.setdefault(self.sorry.key, self.sorry)
         return out
 
@@ -113,7 +117,7 @@ def table_ops(old: Table, new: Table) -> list[dict]:
 
 class LvsdState:
     __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config",
-                 "live")
+                 "live", "been_in")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -126,6 +130,7 @@ class LvsdState:
         self.version = 0
         self.bad_config = 0
         self.live = False  # lvsd.started / pulse.start_lvsd seen, pulse.stop_lvsd not since
+        self.been_in: set[str] = set()  # health ids in service at least once since their health (re)started
 
     def __repr__(self) -> str:
         return f"LvsdState(v{self.version} {self.table!r})"
@@ -169,6 +174,10 @@ class LvsdCore(Core[LvsdState]):
         if id_ not in st.checks:
             return  # not (or no longer) in the config
         st.health[id_] = new
+        if new in IN_SERVICE:
+            st.been_in.add(id_)
+        elif new == "INIT" or new == "DISABLED":
+            st.been_in.discard(id_)  # its health starts over (a changed check, disabled): no history
         lay = st.layouts.get(p["virtual"])
         if lay is None:
             return  # an inactive virtual service
@@ -178,7 +187,7 @@ class LvsdCore(Core[LvsdState]):
         if not st.live:
             return  # folded (health, quorum); the next start builds and publishes the whole table
         old = st.table.get(lay.key)
-        entry = Entry(lay.service, lay.dests(st.health, up))
+        entry = Entry(lay.service, lay.dests(st.health, up, st.been_in))
         ops = entry_ops(lay.key, old, entry)
         if not ops:
             return
@@ -212,6 +221,7 @@ class LvsdCore(Core[LvsdState]):
         # a pair whose check changed starts over in nanny (INIT): forget its health here too
         health = {i: s for i, s in st.health.items() if i in checks and st.checks.get(i) == checks[i]}
         st.checks, st.health = checks, health
+        st.been_in = {i for i in st.been_in if i in health}
         st.layouts = {vs.name: Layout(vs) for vs in cfg.virtual_services if vs.active}
         st.quorum = {n: q for n, q in st.quorum.items() if n in st.layouts}
         st.model, st.digest = model, digest
@@ -221,7 +231,7 @@ class LvsdCore(Core[LvsdState]):
         for lay in st.layouts.values():
             up = lay.quorum_up(st.health, st.quorum.get(lay.name))
             st.quorum[lay.name] = up
-            entries[lay.key] = Entry(lay.service, lay.dests(st.health, up))
+            entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in))
         return Table(entries)
 
     def _full(self, st: LvsdState, reason: str, out: list) -> None:
@@ -240,7 +250,8 @@ class LvsdCore(Core[LvsdState]):
 
     def snapshot(self, st: LvsdState) -> Any:
         return {"digest": st.digest, "model": st.model, "health": dict(st.health), "quorum": dict(st.quorum),
-                "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config, "live": st.live}
+                "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config, "live": st.live,
+                "been_in": sorted(st.been_in)}
 
     def restore(self, data: Any) -> LvsdState:
         st = LvsdState()
@@ -250,4 +261,6 @@ class LvsdCore(Core[LvsdState]):
         st.quorum = dict(data["quorum"])
         st.table = Table.from_dict(data["table"])
         st.version, st.bad_config, st.live = data["version"], data["bad_config"], data["live"]
+        # a snapshot from before been_in was kept: a server in service now has been in
+        st.been_in = set(data.get("been_in", (i for i, s in st.health.items() if s in IN_SERVICE)))
         return st

@@ -1,7 +1,7 @@
 """lvsd's I/O shell: the core on the bus, nothing else (its outputs are decisions the runtime
 publishes: ``lvsd.table_desired`` and ``lvsd.table_delta``; the IPVS applier acts on them).
 
-    python -m services.lvsd --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
+    python -m lvsbus_services.lvsd --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
 
 The supervisor runs lvsd only while pulse says so (``pulse.start_lvsd``). On start the runtime
 folds the log (config and every health event nanny published on this router, also while it was

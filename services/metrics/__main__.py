@@ -1,4 +1,4 @@
-"""``python -m services.metrics --state-dir DIR --config FILE --run-start-seq N [--config-seq M]``
+"""``python -m lvsbus_services.metrics --state-dir DIR --config FILE --run-start-seq N [--config-seq M]``
 
 The router's Prometheus endpoint (``metrics_address = "HOST:PORT"`` in the config): it follows the
 bus from the run's start (catching up from the log, so a restart loses no count) and serves

@@ -12,6 +12,7 @@ from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
 
 from lvsbus.events import Event
+from lvsbus.ipvs_stats import Figures, fold as fold_ipvs_stats
 
 #: histogram buckets of check latency, seconds (Prometheus convention: upper bounds)
 CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -65,6 +66,7 @@ class Metrics:
     ipvs_ops: int = 0
     ipvs_failures: Counter = field(default_factory=Counter)  # errno -> count
     ipvs_unavailable: int = 0
+    ipvs_figures: Figures = field(default_factory=Figures)  # ipvs.stats folded: per service and real server
     log_write_failures: int = 0
     log_append: Histogram = field(default_factory=lambda: Histogram(LOG_BUCKETS))
     log_commit: Histogram = field(default_factory=lambda: Histogram(LOG_BUCKETS))
@@ -124,6 +126,8 @@ class Metrics:
             self.ipvs_failures[str(p["errno"])] += 1
         elif t == "ipvs.unavailable":
             self.ipvs_unavailable += 1
+        elif t == "ipvs.stats":
+            fold_ipvs_stats(self.ipvs_figures, p)
         elif t == "log.write_failed":
             self.log_write_failures += 1
         elif t == "bus.log_stats":
@@ -170,6 +174,7 @@ class Metrics:
         for err, n in sorted(self.ipvs_failures.items()):
             add("lvsbus_ipvs_operation_failures_total", "counter", "IPVS operations refused", n, errno=err)
         add("lvsbus_ipvs_unavailable_total", "counter", "times IPVS could not be reached", self.ipvs_unavailable)
+        ipvs_traffic(add, self.ipvs_figures)
         add("lvsbus_log_write_failures_total", "counter", "log appends that failed (disk full, I/O error)", self.log_write_failures)
         histogram(add, "lvsbus_log_append_seconds", "time to append one batch of records to the event log (one write)",
                   self.log_append)
@@ -181,6 +186,47 @@ class Metrics:
         add("lvsbus_subscriber_lags_total", "counter", "subscribers that fell behind and caught up from the log", self.subscriber_lags)
         add("lvsbus_last_seq", "gauge", "the last event seq folded", self.last_seq)
         return out
+
+
+def ipvs_traffic(add, fig: Figures) -> None:
+    """The kernel's IPVS figures (``ipvs.stats``), one series per service (``server=""``: the
+    virtual service's own counters, which keep the traffic of real servers since removed) and per
+    real server. Counters are the kernel's absolute values: ``ipvs zero`` (ipvsadm -Z) shows as a
+    counter reset; rates are the kernel's per-second estimates."""
+    rows = []
+    for svc in sorted(fig.services):
+        rows.append((svc, "", fig.services[svc]))
+        dests = fig.dests.get(svc, {})
+        for d in sorted(dests):
+            rows.append((svc, d, dests[d]))
+    for svc, server, r in rows:
+        add("lvsbus_ipvs_connections_total", "counter", "IPVS connections scheduled (the kernel's counter)", r[0],
+            service=svc, server=server)
+    for direction, i in (("in", 1), ("out", 2)):
+        for svc, server, r in rows:
+            add("lvsbus_ipvs_packets_total", "counter", "IPVS packets (the kernel's counter)", r[i],
+                service=svc, server=server, direction=direction)
+    for direction, i in (("in", 3), ("out", 4)):
+        for svc, server, r in rows:
+            add("lvsbus_ipvs_bytes_total", "counter", "IPVS bytes (the kernel's counter)", r[i],
+                service=svc, server=server, direction=direction)
+    for svc, server, r in rows:
+        add("lvsbus_ipvs_connection_rate", "gauge", "IPVS connections per second (the kernel's estimate)", r[5],
+            service=svc, server=server)
+    for direction, i in (("in", 6), ("out", 7)):
+        for svc, server, r in rows:
+            add("lvsbus_ipvs_packet_rate", "gauge", "IPVS packets per second (the kernel's estimate)", r[i],
+                service=svc, server=server, direction=direction)
+    for direction, i in (("in", 8), ("out", 9)):
+        for svc, server, r in rows:
+            add("lvsbus_ipvs_byte_rate", "gauge", "IPVS bytes per second (the kernel's estimate)", r[i],
+                service=svc, server=server, direction=direction)
+    for svc, server, r in rows:
+        add("lvsbus_ipvs_active_connections", "gauge", "IPVS active connections (a service's: its real servers' sum)",
+            r[10], service=svc, server=server)
+    for svc, server, r in rows:
+        add("lvsbus_ipvs_inactive_connections", "gauge",
+            "IPVS inactive connections (a service's: its real servers' sum)", r[11], service=svc, server=server)
 
 
 def histogram(add, name: str, help_: str, h: Histogram) -> None:

@@ -1,4 +1,4 @@
-"""``python -m services.nanny --state-dir DIR --config FILE --run-start-seq N``: nanny's shell."""
+"""``python -m lvsbus_services.nanny --state-dir DIR --config FILE --run-start-seq N``: nanny's shell."""
 import sys
 
 from .shell import main

@@ -64,8 +64,8 @@ class Matcher:
 
     __slots__ = ("text", "rx")
 
-    def __init__(self, expect: str, regex: bool) -> None:
-        self.text = expect.encode()
+    def __init__(self, expect: str, regex: bool, encoding: str = "utf-8") -> None:
+        self.text = expect.encode(encoding)
         self.rx = re.compile(self.text) if regex and expect else None
 
     def __call__(self, data: bytes) -> bool:
@@ -82,7 +82,7 @@ async def tcp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tu
     reader, writer = await asyncio.open_connection(address, port)
     try:
         if chk.send:
-            writer.write(chk.send.encode())
+            writer.write(chk.send.encode(chk.encoding))
             await writer.drain()
         if not chk.expect:
             return True, "ok"
@@ -186,7 +186,7 @@ async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tu
         sock.connect((address, port))
         # sent by the socket itself: asyncio's transport silently drops an empty datagram, and with
         # no payload configured every check timed out (found by a real router pair in namespaces)
-        sock.send((chk.payload or chk.send).encode())
+        sock.send((chk.payload or chk.send).encode(chk.encoding))
     except OSError:
         sock.close()
         raise
@@ -236,7 +236,7 @@ async def tcp_connect(address: str, port: int, chk: Check, m: Matcher) -> tuple[
 
 async def run_check(address: str, port: int, chk: Check, matcher: Matcher | None = None) -> tuple[bool, str]:
     """One check of any kind under its hard total timeout (chk.timeout seconds)."""
-    m = matcher or Matcher(chk.expect, chk.regex)
+    m = matcher or Matcher(chk.expect, chk.regex, chk.encoding)
     kind = chk.kind.value
     try:
         async with asyncio.timeout(chk.timeout):
@@ -272,7 +272,7 @@ class Spec:
 
     def __init__(self, id: str, address: str, port: int, check: Check) -> None:
         self.id, self.address, self.port, self.check = id, address, port, check
-        self.matcher = Matcher(check.expect, check.regex)
+        self.matcher = Matcher(check.expect, check.regex, check.encoding)
         self.interval = check.interval
         self.phase = (zlib.crc32(id.encode()) / 2**32) * check.interval
         self.due = 0.0

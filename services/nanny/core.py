@@ -13,10 +13,14 @@ refuses anything the table does not allow) only when the state changes. The per-
 (``Health.step``) only counts passes and failures: 10,000 results cost ~10-20 ms of CPU, not
 10,000 triggers. ``health_fsm_dot()`` renders the table.
 
-Counts: ``rise`` passes in a row bring a server UP (Piranha's reentry maps onto rise), ``fall``
-failures in a row take an UP server DOWN (keepalived's retry maps onto fall). A server that was
-never UP (INIT, RISING) is DOWN at its first failure: it is not in the table anyway, and an
-unreachable server should be known as DOWN at once.
+Counts: ``rise`` passes in a row bring a server UP after it has failed (Piranha's reentry maps
+onto rise), ``fall`` failures in a row take an UP server DOWN (keepalived's retry maps onto fall).
+A server with no health history (a machine that has seen no failure since it was created, reset
+by a changed check or enabled again: first start, or a router restart, a new run whose cores start empty)
+needs only ``initial_rise`` passes (default 1): Piranha's nanny started its count at the reentry
+threshold, so one passed check put a server in, and asked for reentry only after a failure. A
+server that was never UP (INIT, RISING) is DOWN at its first failure: it is not in the table
+anyway, and an unreachable server should be known as DOWN at once; from then on it has history.
 """
 from __future__ import annotations
 
@@ -38,8 +42,8 @@ _LIVE = (INIT, RISING, UP, FALLING, DOWN)
 
 #: (trigger, sources, dest, reason (health event), what fires it)
 HEALTH_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, str, str], ...] = (
-    ("pass_first", (INIT, DOWN), RISING, "first_check_passed", "a check passed, fewer than rise in a row"),
-    ("rise", (INIT, RISING, DOWN), UP, "checks_passed", "rise checks passed in a row"),
+    ("pass_first", (INIT, DOWN), RISING, "first_check_passed", "a check passed, fewer than rise (initial_rise without history) in a row"),
+    ("rise", (INIT, RISING, DOWN), UP, "checks_passed", "rise checks (initial_rise without history) passed in a row"),
     ("fail_early", (INIT, RISING), DOWN, "first_check_failed", "a check failed before the server was ever UP"),
     ("fail_first", (UP,), FALLING, "check_failing", "a check failed, fewer than fall in a row"),
     ("recover", (FALLING,), UP, "check_recovered", "a check passed before fall failures in a row"),
@@ -82,17 +86,18 @@ def health_fsm_dot() -> str:
 class Health:
     """One (virtual service, real server) machine: its state and its counts. Small on purpose."""
 
-    __slots__ = ("id", "virtual", "server", "address", "port", "check", "rise", "fall", "state", "passes", "fails",
-                 "detail")
+    __slots__ = ("id", "virtual", "server", "address", "port", "check", "rise", "fall", "initial_rise", "state",
+                 "passes", "fails", "detail", "fresh")
 
     def __init__(self, id: str, virtual: str, server: str, address: str, port: int, check: tuple,
-                 rise: int, fall: int, state: str = INIT) -> None:
+                 rise: int, fall: int, state: str = INIT, initial_rise: int = 1) -> None:
         self.id, self.virtual, self.server, self.address, self.port = id, virtual, server, address, port
         self.check = check  # (address, probed port, Check): a change resets the machine
-        self.rise, self.fall, self.state = rise, fall, state
+        self.rise, self.fall, self.state, self.initial_rise = rise, fall, state, initial_rise
         self.passes = 0
         self.fails = 0
         self.detail = "ok"
+        self.fresh = True  # no health history: no failure seen since INIT (initial_rise applies)
 
     def step(self, ok: bool) -> str | None:
         """Count one result; the trigger to fire, or None when the state stays (the fast path)."""
@@ -106,11 +111,13 @@ class Health:
                 return "recover"
             if s == DISABLED:
                 return None
-            if self.passes >= self.rise:
+            if self.passes >= (self.initial_rise if self.fresh else self.rise):
                 return "rise"
             return None if s == RISING else "pass_first"
         self.passes = 0
         self.fails += 1
+        if s != DISABLED:
+            self.fresh = False
         if s == DOWN or s == DISABLED:
             return None
         if s == INIT or s == RISING:
@@ -248,18 +255,21 @@ class NannyCore(Core[NannyState]):
             key = (address, probe, chk)
             h = old.get(id_)
             if h is None:
-                h = Health(id_, vname, sname, address, port, key, chk.rise, chk.fall, INIT if enabled else DISABLED)
+                h = Health(id_, vname, sname, address, port, key, chk.rise, chk.fall, INIT if enabled else DISABLED,
+                           chk.initial_rise)
             else:
                 h.address, h.port = address, port
                 if h.check != key:  # keepalived: a changed check starts over; unchanged pairs keep their state
-                    h.check, h.rise, h.fall = key, chk.rise, chk.fall
+                    h.check, h.rise, h.fall, h.initial_rise = key, chk.rise, chk.fall, chk.initial_rise
                     h.passes = h.fails = 0
+                    h.fresh = True
                     if h.state not in (INIT, DISABLED):
                         self._emit(h, "reset", out)
                 if not enabled and h.state != DISABLED:
                     self._emit(h, "disable", out)
                 elif enabled and h.state == DISABLED:
                     h.passes = h.fails = 0
+                    h.fresh = True
                     self._emit(h, "enable", out)
             new[id_] = h
         st.machines = new
@@ -278,7 +288,7 @@ class NannyCore(Core[NannyState]):
         return {
             "digest": st.digest, "model": st.model,
             "counts": [st.bad_config, st.stale_results, st.unknown_results, st.results],
-            "machines": [[h.id, h.state, h.passes, h.fails, h.detail] for h in st.machines.values()],
+            "machines": [[h.id, h.state, h.passes, h.fails, h.detail, h.fresh] for h in st.machines.values()],
         }
 
     def restore(self, data: Any) -> NannyState:
@@ -286,10 +296,12 @@ class NannyCore(Core[NannyState]):
         st.bad_config, st.stale_results, st.unknown_results, st.results = data["counts"]
         if data["model"] is not None:
             self._apply_config(st, from_dict(data["model"]), data["model"], data["digest"], None)
-        for id_, state, passes, fails, detail in data["machines"]:
+        for id_, state, passes, fails, detail, *rest in data["machines"]:
             h = st.machines.get(id_)
             if h is not None:
                 h.state, h.passes, h.fails, h.detail = state, passes, fails, detail
+                # a snapshot from before ``fresh`` was kept: only a machine still in INIT has no history
+                h.fresh = bool(rest[0]) if rest else state == INIT
         return st
 
 

@@ -2,7 +2,7 @@
 and publishes the outcomes in batches; the core (on the same bus, through ``ServiceRuntime``)
 folds them into the health machines.
 
-    python -m services.nanny --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
+    python -m lvsbus_services.nanny --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
 
 * The schedule is the shell's: it is derived from the config the core is under (the
   ``config.loaded`` events in the log, restored on restart), re-planned on every reload; checks

@@ -1,4 +1,4 @@
-"""``python -m services.pulse --state-dir DIR --config FILE --run-start-seq N``: pulse's shell."""
+"""``python -m lvsbus_services.pulse --state-dir DIR --config FILE --run-start-seq N``: pulse's shell."""
 import sys
 
 from .shell import main

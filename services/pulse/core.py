@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from transitions import Machine, MachineError
 
 from lvsbus.config import Config, from_dict
+from lvsbus.config.model import FailoverService, VirtualService
 from lvsbus.core import Core, Effect
 from lvsbus.events import Event
 
@@ -250,7 +251,7 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
         raise ValueError("a router is listed twice")
     vips: dict[str, Vip] = {}
     owners: dict[str, list[str]] = {}
-    services = [*cfg.virtual_services, *cfg.failover_services]
+    services: list[VirtualService | FailoverService] = [*cfg.virtual_services, *cfg.failover_services]
     for vs in services:
         if not vs.active:
             continue
@@ -421,21 +422,25 @@ class PulseCore(Core[PulseState]):
         return PulseState()
 
     # -- snapshots -------------------------------------------------------------------------
+    # version 1: {"v": 1, "state": {...}}, reannounce_after absent before it existed; version 2:
+    # the state's fields alone, every one present
+    snapshot_version = 2
+    snapshot_upcasters = {1: lambda data: {"reannounce_after": 0, **data["state"]}}
+
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
         d["reannounce_after"] = state.reannounce_after
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
-        return {"v": 1, "state": d}
+        return d
 
-    def restore(self, data: dict) -> PulseState:
-        d = data["state"]
+    def restore(self, d: dict) -> PulseState:
         st = PulseState()
         for k in PulseState._PLAIN:
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
-        st.reannounce_after = d.get("reannounce_after", 0)  # absent from snapshots before it existed
+        st.reannounce_after = d["reannounce_after"]
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
         return st
@@ -471,8 +476,7 @@ class PulseCore(Core[PulseState]):
     # -- decide ----------------------------------------------------------------------------
     def decide(self, st: PulseState, event: Event) -> tuple[PulseState, list]:
         if event.type == "pulse.started" and (st.role == STOPPED or event.mono_ns < st.now):
-            st, out = self._restart(st, event)
-            return st, out
+            return self._restart(st, event)
         if st.role == STOPPED:
             return st, []
         if event.mono_ns > st.now:
@@ -787,7 +791,7 @@ class PulseCore(Core[PulseState]):
             nxt = st.next_hb + s.keepalive_ns  # type: ignore[union-attr]
             st.next_hb = nxt if nxt > now else now + s.keepalive_ns  # type: ignore[union-attr]
         if st.role == ACTIVE and st.garp_next is not None and now >= st.garp_next:
-            out.append(self._garp(s, [v.payload() for v in s.vips], 1, "refresh"))  # type: ignore[union-attr]
+            out.append(self._garp(s, [v.payload() for v in s.vips], 1, "refresh"))  # type: ignore[union-attr,arg-type]
             nxt = st.garp_next + s.garp_refresh_ns  # type: ignore[union-attr]
             st.garp_next = nxt if nxt > now else now + s.garp_refresh_ns  # type: ignore[union-attr]
 
@@ -860,7 +864,7 @@ class PulseCore(Core[PulseState]):
             st.last_active = name
             self._step_down(st, "step_down", BACKUP, "split_brain", name, out)
         else:  # re-announce at once so no client keeps the loser's MAC
-            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "split_brain"))  # type: ignore[union-attr]
+            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "split_brain"))  # type: ignore[union-attr,arg-type]
 
     # -- role changes and their effects ----------------------------------------------------
     def _take_over(self, st: PulseState, reason: str, peer: str | None, fence: list, out: list) -> None:

@@ -29,13 +29,14 @@ import os
 import shlex
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
-from lvsbus import logs, netutil
+from lvsbus import logs, netutil, servicelock
 from lvsbus.config import ConfigError, identify_local_router, load
 from lvsbus.core import Effect
 from lvsbus.events import Event, decode
@@ -62,7 +63,8 @@ def read_key(path: str) -> bytes:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise KeyFileError(f"heartbeat key file {path}: {exc.strerror}") from None
+        hint = f"; create one with: lvsbus keys heartbeat --out {path}" if exc.errno == errno.ENOENT else ""
+        raise KeyFileError(f"{path}: heartbeat key file: {exc.strerror}{hint}") from None
     try:
         wire.check_key_mode(st.st_mode)
     except ValueError as exc:
@@ -130,6 +132,12 @@ class PulseShell:
         # written by one thread only: the loop's, the netlink thread's)
         self._submitted = 0
         self._done = 0
+        # a warm spare (see take_lock): started while another pulse holds the lock
+        self.spare = False
+        self._lock_fd: int | None = None
+        self._epoch: int | None = None  # reserved by a spare before it waits
+        self._scan_next = 0  # a spare: the first seq not yet scanned for the live pulse's answers
+        self._config_payload_cache: dict | None = None
 
     async def _nl(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._netlink, fn, *args)
@@ -155,10 +163,14 @@ class PulseShell:
 
     def _config_payload(self) -> dict | None:
         """The config.loaded in force (the run's or the last accepted reload: ``--config-seq``)."""
+        cached = self._config_payload_cache
+        if cached is not None and cached[0] == self.config_seq:
+            return cached[1]
         try:
             for seq, body in LogReader(self.dirs.log).read(self.config_seq, self.config_seq):
                 ev = decode(body, seq)
                 if ev.type == "config.loaded":
+                    self._config_payload_cache = (self.config_seq, ev.payload)  # type: ignore[assignment]
                     return ev.payload
         except Exception as exc:  # fall back to the file
             log.warning("run_start_event_unreadable", seq=self.config_seq, error=str(exc))
@@ -210,11 +222,13 @@ class PulseShell:
         return None
 
     async def on_start(self) -> None:
+        if self.spare:
+            self._take_over()
         st = self.runtime.state
         if st is not None and st.settings is not None:
             self.settings = st.settings
         await self._open_sockets()
-        epoch = next_epoch(self.dirs.root)
+        epoch = self._epoch if self._epoch is not None else next_epoch(self.dirs.root)
         addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
         self.runtime.publish("pulse.started", {
             "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
@@ -240,6 +254,64 @@ class PulseShell:
         elif self.settings is not None and st is not None and st.role != "INIT":
             await self._nl(self._release, [v.payload() for v in self.settings.vips])
             log.info("reconciled_vips", role=st.role, action="released")
+
+    # -- a warm spare ------------------------------------------------------------------------
+
+    async def _spare_wait(self, go: asyncio.Event) -> None:
+        """A spare: the runtime has recovered and follows the bus as a standby (its core current,
+        nothing published or executed); the epoch is reserved and the netlink socket open. Wait
+        for the lock (the live pulse's death), then let the runtime go (``on_start``)."""
+        loop = asyncio.get_running_loop()
+        while self.runtime.client is None:  # recover() is done once the runtime has its client
+            await asyncio.sleep(0.005)
+        # an answer to an input the runtime keeps comes after that input in the log
+        self._scan_next = min([ev.seq for ev, _e in self.runtime._pending] + [self.runtime.last_seq + 1])
+        self._epoch = next_epoch(self.dirs.root)  # durable before it is used: growing, as at a start
+        await self._nl(netutil.local_addresses)  # the netlink thread's socket, made now
+        log.info("spare_waiting", service="pulse", pid=os.getpid(), last_seq=self.runtime.last_seq)
+        got: asyncio.Future = loop.create_future()
+
+        def wait_lock() -> None:  # a daemon thread: a spare told to stop does not wait for it
+            fd = servicelock.acquire(self.dirs.run, "pulse")
+            loop.call_soon_threadsafe(lambda: got.done() or got.set_result(fd))
+
+        threading.Thread(target=wait_lock, daemon=True, name="pulse-lock").start()
+        while True:
+            done, _ = await asyncio.wait({got}, timeout=1.0)
+            if done:
+                break
+            self._scan_answers()  # the live pulse answers as it goes: keep the spare's debts small
+        self._lock_fd = got.result()
+        log.info("spare_took_over", service="pulse", pid=os.getpid(), last_seq=self.runtime.last_seq)
+        go.set()
+
+    def _scan_answers(self) -> None:
+        """The live pulse's answers in the log: inputs it answered are not owed by this spare (the
+        standby folds every input and keeps its answers until it goes), and a reload it applied
+        gives the key and settings this one must start with."""
+        answered = self.runtime.answered_upto
+        try:
+            for seq, body in LogReader(self.dirs.log).read(self._scan_next):
+                self._scan_next = seq + 1
+                ev = decode(body, seq)
+                if self.core.is_output(ev) and ev.cause is not None:
+                    answered = max(answered, ev.cause)
+                elif ev.type == "config.loaded" and ev.payload.get("reload") and seq > self.config_seq:
+                    try:
+                        self.settings = _settings_from_config(ev.payload)
+                        self.key_file = ev.payload["model"]["heartbeat"]["key_file"]
+                        self.key = read_key(self.key_file)  # type: ignore[arg-type]
+                        self.config_seq = seq
+                    except Exception as exc:
+                        log.warning("reload_not_applied_to_shell", error=str(exc))
+        except Exception as exc:
+            log.warning("spare_scan_failed", error=str(exc))
+        self.runtime.answered_upto = answered
+        self.runtime._pending = [(ev, effs) for ev, effs in self.runtime._pending if ev.seq > answered]
+
+    def _take_over(self) -> None:
+        self._scan_answers()
+        log.info("spare_answers_owed", count=len(self.runtime._pending), answered_upto=self.runtime.answered_upto)
 
     # -- datagrams in ------------------------------------------------------------------------
 
@@ -520,8 +592,8 @@ class PulseShell:
         """SIGTERM reaching pulse itself (a whole process group signalled, KillMode=control-group):
         hand over as a router shutdown would (the core steps down and sends the leaving heartbeat),
         then stop; a second signal, or no answer within 2 s, stops at once."""
-        if self._stopping or self.runtime.client is None:
-            self.stop.set()
+        if self._stopping or self.runtime.client is None or (self.spare and self._lock_fd is None):
+            self.stop.set()  # a spare that has not taken over just goes
             return
         self._stopping = True
         log.info("signal_handover", signal=signal.Signals(sig).name)
@@ -532,8 +604,12 @@ class PulseShell:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        go = None
+        if self.spare:
+            go = asyncio.Event()
+            self._spawn(self._spare_wait(go), name="spare-wait")
         try:
-            await self.runtime.run(self.stop, on_start=self.on_start, on_caught_up=self.on_caught_up)
+            await self.runtime.run(self.stop, on_start=self.on_start, go=go, on_caught_up=self.on_caught_up)
         finally:
             for task in [*self._bg, *([self._watch_task] if self._watch_task else [])]:
                 task.cancel()
@@ -572,7 +648,10 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: every thread's stack on stderr
+    lock_fd = servicelock.try_acquire(StateDirs(args.state_dir).run, "pulse")
     shell = PulseShell(args.state_dir, args.config, args.run_start_seq, args.config_seq)
+    shell._lock_fd = lock_fd
+    shell.spare = lock_fd is None  # another pulse is live: this one waits as its warm spare
     try:
         shell.prepare()
     except KeyFileError as exc:

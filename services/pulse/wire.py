@@ -153,6 +153,7 @@ def decode_datagram(key: bytes, data: bytes) -> Heartbeat | Fence:
     msg, mac = data[:-MAC_LEN], data[-MAC_LEN:]
     if not hmac.compare_digest(hmac.new(key, msg, hashlib.sha256).digest(), mac):
         raise WireError("bad_mac", "the MAC does not match (wrong key, or altered)")
+    cls: type[Heartbeat] | type[Fence]
     if kind == KIND_HEARTBEAT:
         spec, cls = HEARTBEAT_FIELDS, Heartbeat
     elif kind == KIND_FENCE:

@@ -33,7 +33,7 @@ def ip_vs_loaded():
 
 @pytest.fixture
 def ipvs():
-    from services.ipvs.netlink import Ipvs
+    from lvsbus_services.ipvs.netlink import Ipvs
 
     with Ipvs() as x:
         x.flush()

@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def kernel_table() -> Table:
-    from services.ipvs.netlink import Ipvs
+    from lvsbus_services.ipvs.netlink import Ipvs
 
     with Ipvs() as x:
         return x.dump()
 
 
 class Router:
-    """A broker plus services started with ``python -m services.NAME``; the test plays the rest."""
+    """A broker plus services started with ``python -m lvsbus_services.NAME``; the test plays the rest."""
 
     def __init__(self, tmp: Path, config: Path, local_router: str = "lvs1") -> None:
         self.tmp, self.config = tmp, config
@@ -57,7 +57,7 @@ class Router:
 
     def start(self, name: str, *extra: str) -> subprocess.Popen:
         p = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
+            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
              "--run-start-seq", str(self.run_start), *extra],
             cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
         self.procs[name] = p
@@ -81,7 +81,7 @@ class Router:
 
     def verify_replay(self, *names: str) -> None:
         """Replay the log through these cores: every logged decision and effect must come out the same."""
-        from tools.replay import make_cores, verify
+        from lvsbus_tools.replay import make_cores, verify
 
         report = verify(self.dirs.root, cores=make_cores(names))
         assert report.ok and report.outputs > 0, report.format()

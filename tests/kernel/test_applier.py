@@ -1,4 +1,4 @@
-"""The applier as a real process (python -m services.ipvs) on a real bus against a real IPVS:
+"""The applier as a real process (python -m lvsbus_services.ipvs) on a real bus against a real IPVS:
 reconcile from a messy start (one reconcile makes it exact, a second does nothing), unmanaged
 services left alone, timeouts and the sync daemon from the config and the role, and SIGKILL
 mid-way through a big batch followed by a restart that ends exact."""

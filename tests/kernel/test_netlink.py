@@ -1,4 +1,4 @@
-"""Every IPVS feature applied through services.ipvs.netlink, read back with pyroute2 (our dump)
+"""Every IPVS feature applied through lvsbus_services.ipvs.netlink, read back with pyroute2 (our dump)
 and with ipvsadm (-Ln / --save), and compared."""
 import os
 import re
@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
-from services.ipvs.core import apply_ops, plan, save_lines
-from services.ipvs.netlink import IpvsError
+from lvsbus_services.ipvs.core import plan, save_lines
+from lvsbus_services.ipvs.netlink import IpvsError
 
 from .conftest import ipvsadm
 

@@ -1,0 +1,74 @@
+"""The supervisor's restart decisions, pure: time is an argument, nothing here forks, waits or sleeps.
+
+``RestartPolicy.died(service, now)`` is asked once for every death of a service's process (the
+live one, or a warm spare that died while it waited), whichever process record it was: the
+history belongs to the service, so a crash-looping broker backs off and is bounded like pulse.
+
+    deaths of the service within ``window_s`` before this one:  0    1    2    3    4    >= max_restarts
+    the next process is started after (s):                      0    0.2  0.4  0.8  1.6  give up: step down
+
+With a warm spare (broker, pulse: see lvsbus/router.py) the service itself is back at once, by
+the spare; the delay above is when the *next spare* is started. A crash loop that kills spares
+faster than they are made leaves the service down until the delay ends, and ``max_restarts``
+deaths within the window make the router step down: that service truly cannot come back, and a
+failover to the peer is then the right outcome.
+
+The router's shell (``Router._supervise``) does only the I/O: it reports deaths, starts what this
+says when it says, and steps down when told.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+RESTART = "restart"
+GIVE_UP = "give_up"
+
+
+@dataclass(frozen=True)
+class RestartLimits:
+    max_restarts: int = 5  # restarts within window_s; one more death is a restart loop
+    window_s: float = 60.0
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0 or self.window_s <= 0 or self.backoff_base_s < 0 or self.backoff_max_s < 0:
+            raise ValueError(f"bad restart limits: {self}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # RESTART or GIVE_UP
+    delay_s: float  # RESTART: start the next process this long after the death
+    attempt: int  # RESTART: restarts of this service in this run, this one included (1 = the first)
+    recent: int  # deaths of this service within the window, this one included
+
+
+class RestartPolicy:
+    def __init__(self, limits: RestartLimits | None = None) -> None:
+        self.limits = limits or RestartLimits()
+        self._deaths: dict[str, deque[float]] = {}
+        self._attempts: dict[str, int] = {}
+
+    def died(self, service: str, now: float) -> Decision:
+        lim = self.limits
+        deaths = self._deaths.setdefault(service, deque())
+        while deaths and now - deaths[0] > lim.window_s:
+            deaths.popleft()
+        recent = len(deaths)
+        if recent >= lim.max_restarts:
+            return Decision(GIVE_UP, 0.0, self._attempts.get(service, 0), recent + 1)
+        delay = 0.0 if recent == 0 else min(lim.backoff_max_s, lim.backoff_base_s * 2 ** (recent - 1))
+        deaths.append(now)
+        self._attempts[service] = self._attempts.get(service, 0) + 1
+        return Decision(RESTART, delay, self._attempts[service], recent + 1)
+
+    def attempts(self, service: str) -> int:
+        """Restarts of ``service`` so far in this run."""
+        return self._attempts.get(service, 0)
+
+    def forget(self, service: str) -> None:
+        """The service was stopped on purpose (lvsd on a step-down, metrics moved by a reload): a
+        later start begins a new history. The run's restart count stays."""
+        self._deaths.pop(service, None)

@@ -1,0 +1,20 @@
+"""lvsbus.kit without booting: which host paths the VM's /tmp would hide, and the lines that put
+them back (the boot itself: tests/kernel/test_host_tmp_checkout.py)."""
+from __future__ import annotations
+
+from lvsbus.kit import _keep_prelude, hidden_by_vm_tmp
+
+
+def test_paths_under_tmp_are_kept_outermost_only(tmp_path):
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    kept = hidden_by_vm_tmp([str(inner), str(tmp_path / "a"), "/usr/lib", "", "/tmp/does-not-exist-lvsbus"])
+    assert kept == [str((tmp_path / "a").resolve())]
+    assert hidden_by_vm_tmp(["/", "/var/cache/lvsbus-kit"]) == []
+
+
+def test_the_prelude_binds_each_path_from_under_the_tmpfs_then_cds():
+    text = _keep_prelude(["/tmp/my clone"], "/tmp/my clone/sub")
+    assert "mount --bind / /.lvsbus-under" in text
+    assert "mkdir -p '/tmp/my clone' && mount --bind '/.lvsbus-under/tmp/my clone' '/tmp/my clone'" in text
+    assert text.rstrip().endswith("cd '/tmp/my clone/sub' || exit 97")
