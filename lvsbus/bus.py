@@ -13,8 +13,8 @@ Wire protocol (multipart frames; bodies msgpack):
 
     client -> broker
       H  {"name", "subs": [prefix...], "pid"}      hello: who I am, what I want delivered
-      P  name, [ack_id, [[type, version, cause, payload], ...]]
-                                                 publish a batch; ack_id 0 = no ack wanted
+      P  name, [ack_id, [[type, version, cause, payload], ...], nonce]
+                                                 publish a batch; ack_id 0 = no ack wanted (then no nonce)
       B                                          bye
     broker -> client
       D  framed records (the log's framing)      delivery, in log order
@@ -36,9 +36,13 @@ Delivery guarantees: every recorded event reaches every subscriber whose prefixe
 in log order (live, or from the log after a lag or a broker restart). A publish acknowledged with
 A is durable and never lost. A publish awaiting its ack when the broker dies is resent by the
 client after the restart with the same (nonce, ack_id), and the new broker drops it if the copy
-sent before the crash reached it. Only a publish the old broker had recorded but not yet acked
-can be recorded twice (at-least-once): observations are idempotent for the cores, and service
-outputs are published without acknowledgement, so they are never resent.
+sent before the crash reached it (it remembers each client's recorded ack ids). The asyncio client
+(services) first looks its unacknowledged batches up in the log (the new broker writes what a
+client sent before its hello before answering it) and sends again only what is not there: each
+item is recorded exactly once. The blocking client resends without looking, so a publish the old
+broker had recorded but not yet acked can be recorded twice by it (at-least-once: the
+supervisor's and the CLI's events). Services run their effects only once their outputs are
+acknowledged (``lvsbus.runtime``: write-ahead).
 """
 from __future__ import annotations
 
@@ -72,6 +76,7 @@ MAX_BAD_ITEMS = 64
 MAX_NONCE = 32  # bytes of a publisher's nonce (the broker keeps the last 10,000)
 MAX_SUBS = 64  # prefixes a client may subscribe to (each at most MAX_TYPE characters)
 TICK_S = 0.2
+DEDUP_PER_CLIENT = 4096  # acknowledged batches remembered per client nonce (to drop a copy sent again)
 MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
 LOG_STATS_S = 10.0  # bus.log_stats at most this often (0: never)
@@ -283,17 +288,23 @@ class Broker:
         self._unrecorded_from = 0
         self._next_retry = 0.0
         self._batch: list[list] = []  # [type, version, cause, payload, source] waiting to be recorded
-        self._acks: list[tuple[bytes, int, int]] = []  # (ident, ack_id, index of its last item in _batch)
+        self._acks: list[tuple[bytes, int, int, int]] = []  # (ident, ack_id, index of its first, last item in _batch)
         self._draining = False
         self._failure_note: dict | None = None
         self._reject_window = 0.0  # start (monotonic s) of the second REJECT_EVENTS_PER_S counts in
         self._rejects_in_window = 0
         self._rejects_unreported = 0  # refused frames past the limit in this window (no event, no warning)
-        self._dedup: dict[bytes, tuple[int, int, int]] = {}  # client nonce -> (last ack_id, first, last seq)
+        # client nonce -> {ack_id: (first, last seq)} of the batches this broker recorded (the latest
+        # DEDUP_PER_CLIENT a client): a copy of one sent again is dropped and acknowledged
+        self._dedup: dict[bytes, dict[int, tuple[int, int]]] = {}
         self.log_stats_s = log_stats_s
         self._log_stats = LogStats(time.monotonic_ns())
         self._next_log_stats = time.monotonic() + log_stats_s
         self._committing: deque[tuple[int, int]] = deque(maxlen=100_000)  # (last seq of an append, monotonic ns it started)
+        # crash tests: LVSBUS_BROKER_FAULT=before_write:TYPE or after_write:TYPE: SIGKILL this
+        # broker when it records a batch holding an event of TYPE, before or after the write
+        point, _, ftype = os.environ.get("LVSBUS_BROKER_FAULT", "").partition(":")
+        self._fault = (point, ftype) if point in ("before_write", "after_write") and ftype else None
 
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.chmod(run_dir, 0o700)
@@ -486,11 +497,12 @@ class Broker:
                              len(frames[3]))
                 return
             if ack_id and nonce:
-                # a resend (after a broker restart) of a batch this broker already recorded
-                done = self._dedup.get(nonce)
-                if done is not None and ack_id <= done[0]:
-                    if ack_id == done[0]:
-                        self._pending_acks.append((done[2], ident, ack_id, done[1]))
+                # a resend (after a broker restart) of a batch this broker already recorded (a copy
+                # queued in the client's socket reached it first)
+                seen = self._dedup.get(nonce)
+                done = seen.get(ack_id) if seen is not None else None
+                if done is not None:
+                    self._pending_acks.append((done[1], ident, ack_id, done[0]))
                     return
             first_index = len(batch)
             accepted = 0
@@ -539,11 +551,16 @@ class Broker:
                         detail += f"; {unexamined} past the first {MAX_BAD_ITEMS} bad ones unexamined)" if unexamined else ")"
                 self._reject(sock, ident, ack_id, reason, detail, len(frames[3]), refused)
             if ack_id and accepted:
-                acks.append((ident, ack_id, len(batch) - 1))
+                acks.append((ident, ack_id, first_index, len(batch) - 1))
                 if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
-                    self._dedup[nonce] = (ack_id, self._seq + first_index + 1, self._seq + len(batch))
-                    if len(self._dedup) > 10_000:
-                        self._dedup.pop(next(iter(self._dedup)))
+                    seen = self._dedup.get(nonce)
+                    if seen is None:
+                        seen = self._dedup[nonce] = {}
+                        if len(self._dedup) > 10_000:
+                            self._dedup.pop(next(iter(self._dedup)))
+                    seen[ack_id] = (self._seq + first_index + 1, self._seq + len(batch))
+                    if len(seen) > DEDUP_PER_CLIENT:
+                        seen.pop(next(iter(seen)))
             if client is None and not remote:
                 self._send(sock, ident, [b"W"])
             return
@@ -567,6 +584,9 @@ class Broker:
                 "bus.client_joined",
                 {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
             )
+            # what this client sent before its hello is written before the answer: a client that
+            # finds a new epoch there reads the log to tell its lost publishes from recorded ones
+            self._flush()
             self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
             return
         if kind == b"B":
@@ -621,7 +641,7 @@ class Broker:
         if not self._draining:
             self._flush()
 
-    def _record(self, batch: list[list], acks: list[tuple[bytes, int, int]]) -> None:
+    def _record(self, batch: list[list], acks: list[tuple[bytes, int, int, int]]) -> None:
         mono = time.monotonic_ns()
         if mono < self._last_mono:
             mono = self._last_mono
@@ -639,9 +659,14 @@ class Broker:
             types.append(type_)
         self._seq = seq
         self.stats.recorded += len(records)
+        fault = self._fault is not None and self._fault[1] in types
+        if fault and self._fault[0] == "before_write":  # type: ignore[index]
+            os.kill(os.getpid(), 9)
         self._append(records)
-        for ident, ack_id, idx in acks:
-            self._pending_acks.append((first + idx, ident, ack_id, first))
+        if fault:
+            os.kill(os.getpid(), 9)
+        for ident, ack_id, i0, idx in acks:
+            self._pending_acks.append((first + idx, ident, ack_id, first + i0))
         self._forward(records, types)
         if self._failure_note is not None:
             note, self._failure_note = self._failure_note, None
@@ -1086,11 +1111,32 @@ class BusClient:
         _close(self.sock)
 
 
+@dataclass
+class _Outgoing:
+    """A batch published and not acknowledged yet."""
+
+    ack_id: int
+    items: list[list]
+    floor: int  # every record of it gets a seq above this one
+    epoch: str | None  # the broker epoch it was sent under
+    future: Any = None  # resolved with (first_seq, last_seq) once durable (publish_durable)
+    rejected: int = 0
+
+
 class AsyncBusClient:
     """asyncio client for service shells (zmq.asyncio).
 
     ``publish_nowait`` never blocks and never reorders: items published in one turn of the event
-    loop go out together as one batch (one frame), in order, right after that turn."""
+    loop go out together as one batch (one frame), in order, right after that turn.
+    ``publish_durable`` sends a batch at once and returns a future resolved when the broker says
+    it is durable in the log: a shell runs an effect only after that (write-ahead).
+
+    A background task reads the socket all the time (also while the service awaits an
+    acknowledgement): deliveries are queued in order for ``recv_batch``, acknowledgements resolve
+    their futures. Every batch carries an ack id, so none is lost to a broker crash: on a new broker
+    epoch, the batches not acknowledged are looked up in the log (the new broker writes what it
+    received before it answers our hello) and only the items not recorded are sent again, so each
+    is recorded exactly once."""
 
     def __init__(
         self,
@@ -1109,9 +1155,36 @@ class AsyncBusClient:
         self._queue: list[Event] = []
         self._outbox: list[list] = []
         self._flush_scheduled = False
+        self._ack_id = 0
+        self._unacked: dict[int, _Outgoing] = {}  # in the order sent
+        self._acked_to = 0  # the highest seq acknowledged to us
+        self._ready: Any = None  # asyncio.Event: something in _queue (or an error)
+        self._reader: Any = None
+        self._error: BaseException | None = None
+        self.epochs = 0  # broker restarts seen
+        self.resent = 0  # items sent again after a broker restart (not found in the log)
+        self.found = 0  # items not acknowledged before a broker restart and found recorded
 
     async def start(self) -> None:
+        import asyncio
+
+        self._ready = asyncio.Event()
         await self.sock.send_multipart(self.core.hello())
+        self._reader = asyncio.ensure_future(self._read_loop())
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def _send(self, frames: list[bytes]) -> None:
+        if not self.sock.closed:
+            # pyzmq's asyncio socket queues sends in order when it cannot send at once
+            self.sock.send_multipart(frames).add_done_callback(_log_send_error)
+
+    def _send_batch(self, items: list[list], future: Any = None) -> None:
+        self._ack_id += 1
+        floor = max(self.core.broker_seq, self.core.last_delivered, self._acked_to)
+        out = _Outgoing(self._ack_id, items, floor, self.core.epoch, future)
+        self._unacked[out.ack_id] = out
+        self._send(self.core.publish_frames(items, out.ack_id))
 
     def publish_nowait(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
         self._outbox.append(_item(type_, payload, cause, version))
@@ -1124,39 +1197,184 @@ class AsyncBusClient:
     def _flush(self) -> None:
         self._flush_scheduled = False
         items, self._outbox = self._outbox, []
-        if items and not self.sock.closed:
-            # pyzmq's asyncio socket queues sends in order when it cannot send at once
-            self.sock.send_multipart(self.core.publish_frames(items)).add_done_callback(_log_send_error)
+        if items:
+            self._send_batch(items)
+
+    def publish_durable(self, items: Iterable[tuple[str, dict, int | None]]):
+        """Send ``(type, payload, cause)`` items now as one batch (after anything published with
+        ``publish_nowait`` before); returns a future resolved with ``(first_seq, last_seq)`` once
+        the broker says they are durable, or failed with PublishRefused when it refused them all
+        (then none is recorded). After a broker restart the items not recorded are sent again."""
+        import asyncio
+
+        self._flush()
+        fut = asyncio.get_running_loop().create_future()
+        if self._error is not None:
+            fut.set_exception(self._error)
+            return fut
+        self._send_batch([_item(t, p, c, None) for t, p, c in items], fut)
+        return fut
 
     async def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
         self._flush()
-        await self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]))
+        self._send_batch([_item(type_, payload, cause, version)])
+
+    @property
+    def unacked(self) -> int:
+        return sum(len(o.items) for o in self._unacked.values())
+
+    # -- reading ---------------------------------------------------------------------------
 
     async def recv_batch(self, timeout: float | None = None) -> list[Event]:
         """Wait for the next events (all that are ready), or [] after ``timeout``."""
         import asyncio
 
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not self._queue:
-            left = 0.5 if deadline is None else min(0.5, deadline - loop.time())
-            if left <= 0:
+        if not self._queue and self._error is None:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except asyncio.TimeoutError:
                 return []
-            if await self.sock.poll(int(left * 1000)):
-                while True:
-                    try:
-                        frames = await self.sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    events, rehello = self.core.handle(frames)
-                    self._queue.extend(events)
-                    if rehello:
-                        await self.sock.send_multipart(self.core.hello())
-            elif time.monotonic() - self.core.last_tick > 5 * TICK_S:
-                await self.sock.send_multipart(self.core.hello())
-                self.core.last_tick = time.monotonic()
+        if self._error is not None and not self._queue:
+            raise self._error
         out, self._queue = self._queue, []
         return out
 
+    async def _read_loop(self) -> None:
+        import asyncio
+
+        try:
+            while not self.sock.closed:
+                if await self.sock.poll(100):
+                    while True:
+                        try:
+                            frames = await self.sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_frames(frames)
+                elif time.monotonic() - self.core.last_tick > 5 * TICK_S:
+                    self._send(self.core.hello())
+                    self.core.last_tick = time.monotonic()
+        except asyncio.CancelledError:
+            raise
+        except zmq.ZMQError as exc:
+            if not self.sock.closed:
+                self._fail(exc)
+        except Exception as exc:  # a bad delivery (BusError, a decode error): the service's to see
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        for out in self._unacked.values():
+            if out.future is not None and not out.future.done():
+                out.future.set_exception(exc)
+        self._unacked.clear()
+        self._ready.set()
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        core = self.core
+        epoch = core.epoch
+        events, rehello = core.handle(frames)
+        kind = frames[0]
+        if kind == b"A":
+            for ack_id, (first, last) in core.acked.items():
+                self._acked_to = max(self._acked_to, last)
+                out = self._unacked.pop(ack_id, None)
+                if out is not None and out.future is not None and not out.future.done():
+                    out.future.set_result((first, last))
+            core.acked.clear()
+        elif kind == b"R":
+            for ack_id, reason, detail in core.rejections:
+                log.error("publish_refused", client=core.name, reason=reason, detail=str(detail)[:200])
+                out = self._unacked.get(ack_id)
+                if out is None:
+                    continue
+                out.rejected += 1
+                if out.rejected >= len(out.items):  # nothing of it was recorded: no ack will come
+                    del self._unacked[ack_id]
+                    if out.future is not None and not out.future.done():
+                        out.future.set_exception(PublishRefused(reason, detail))
+            core.rejections.clear()
+        if events:
+            self._queue.extend(events)
+            self._ready.set()
+        if rehello:
+            self._send(core.hello())
+        if epoch is not None and core.epoch != epoch:
+            self.epochs += 1
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        """A new broker: each batch sent under an older one and not acknowledged is either in the
+        log (the old broker wrote it, or the new one took it off our queue before our hello) or was
+        lost with the old broker. The log tells which; the lost items are sent again, in order."""
+        stale = [o for o in self._unacked.values() if o.epoch != self.core.epoch]
+        if not stale:
+            return
+        recorded = self._recorded(stale)
+        for out, (n, first, last) in zip(stale, recorded):
+            del self._unacked[out.ack_id]
+            self.found += n
+            if n >= len(out.items):
+                if out.future is not None and not out.future.done():
+                    out.future.set_result((first, last))
+                continue
+            self.resent += len(out.items) - n
+            # under its own ack id: if a copy of it still queued in our socket reaches the new broker
+            # before this one (it was sent before), the broker records that one and drops this one
+            out.items, out.epoch = out.items[n:], self.core.epoch
+            out.floor = max(self.core.broker_seq, self.core.last_delivered, self._acked_to)
+            self._unacked[out.ack_id] = out
+            self._send(self.core.publish_frames(out.items, out.ack_id))
+        log.info("publishes_reconciled", client=self.core.name, epoch=self.core.epoch, batches=len(stale),
+                 recorded=sum(r[0] for r in recorded), resent=sum(len(o.items) - r[0] for o, r in zip(stale, recorded)))
+
+    def _recorded(self, stale: list[_Outgoing]) -> list[tuple[int, int, int]]:
+        """For each batch: how many of its first items are in the log, and their seqs (first, last).
+
+        Our records are in the log in the order we sent them and a crash loses a suffix, so the
+        items up to the last one found are recorded (one the broker refused is never found: it is
+        not sent again either); the ones after it are not."""
+        flat: list[tuple[int, tuple]] = []
+        for b, out in enumerate(stale):
+            for it in out.items:
+                flat.append((b, (it[0], it[1], it[2], msgpack.packb(it[3], use_bin_type=True))))
+        seqs: dict[int, int] = {}
+        last_found = -1
+        if self.log_dir_usable():
+            try:
+                p = 0
+                for seq, body in LogReader(self.core.log_dir).read(min(o.floor for o in stale) + 1):  # type: ignore[arg-type]
+                    if p >= len(flat):
+                        break
+                    rec = msgpack.unpackb(body, raw=False, strict_map_key=False)
+                    if rec[3] != self.core.name:
+                        continue
+                    key = (rec[4], rec[5], rec[8], msgpack.packb(rec[9], use_bin_type=True))
+                    for q in range(p, min(len(flat), p + 256)):
+                        if flat[q][1] == key:
+                            seqs[q] = seq
+                            last_found, p = q, q + 1
+                            break
+            except Exception as exc:  # a log we cannot read: send again (at least once)
+                log.error("publish_reconcile_failed", client=self.core.name, error=str(exc))
+                seqs, last_found = {}, -1
+        out = []
+        q = 0
+        for b, o in enumerate(stale):
+            n = 0
+            found = [seqs[k] for k in range(q, q + len(o.items)) if k in seqs]
+            for k in range(q, q + len(o.items)):
+                if k <= last_found:
+                    n += 1
+            q += len(o.items)
+            out.append((n, found[0] if found else 0, found[-1] if found else 0))
+        return out
+
+    def log_dir_usable(self) -> bool:
+        return self.core.log_dir is not None and os.path.isdir(self.core.log_dir)
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
         _close(self.sock)

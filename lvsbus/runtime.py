@@ -4,6 +4,14 @@
                                     \\-> shell executes each effect (execute callback)
     core.next_deadline --> a timer --> ``timer.fired`` published --> back through the bus
 
+Write-ahead: the outputs of a delivered batch of inputs go to the broker as one batch, and their
+effects run only once the broker says that batch is durable in the log (one group commit, ~1 ms).
+So an effect that ran is always in the log; a crash before the acknowledgement leaves the outputs
+unrecorded and their effects not run: a broker that restarts gets them again (the client finds in
+the log what the old broker wrote and sends the rest, see ``AsyncBusClient``), a service that
+restarts recomputes them (below). While it waits, the service holds its effects and its next
+inputs; a stop request ends the wait without running them.
+
 Restart: the runtime loads the core's latest snapshot (taken at a seq), reads the log after it
 and feeds it to the core. Outputs for inputs the previous run already answered (their outputs are
 in the log) are recomputed but neither published nor executed again, so a restarted service does
@@ -21,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -28,7 +37,7 @@ from typing import Any, Awaitable, Callable
 import structlog
 
 from . import catalog  # noqa: F401
-from .bus import AsyncBusClient
+from .bus import AsyncBusClient, PublishRefused
 from .config import Config, ConfigError, Issue, from_dict
 from .core import Core, Effect
 from .events import Event, decodable, decode
@@ -39,6 +48,7 @@ from .snapshot import SnapshotStore, SnapshotVersionError, decode_state, encode_
 log = structlog.get_logger("lvsbus.runtime")
 
 Execute = Callable[[Effect, Event], "Awaitable[None] | None"]
+PUBLISH_CHUNK = 512  # outputs a frame at most
 
 
 class ServiceRuntime:
@@ -68,6 +78,9 @@ class ServiceRuntime:
         self.client: AsyncBusClient | None = None
         self.on_event: Callable[[Event], None] | None = None  # shells may watch every input too
         self._pending: list[tuple[Event, list[Effect]]] = []
+        self.executed_upto = 0  # the last input whose effects have run (or had none)
+        self._stop: asyncio.Event | None = None
+        self._fault = _FaultPoint.from_env(core.name)
 
     # -- start: snapshot + log ---------------------------------------------------------------
 
@@ -107,10 +120,13 @@ class ServiceRuntime:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, on_start: Callable[[], Any] | None = None,
-                  go: asyncio.Event | None = None) -> None:
+                  go: asyncio.Event | None = None, on_caught_up: Callable[[], Any] | None = None) -> None:
         """Recover, then follow the bus. With ``go`` (a standby, see ``_standby``): fold the inputs
         as they come, publishing and executing nothing, until ``go`` is set; then start as a
-        service that just recovered from the log would."""
+        service that just recovered from the log would. ``on_caught_up`` runs once the answers
+        owed from the log are recorded and their effects run: the core's state then is what the
+        log says, and the shell may reconcile the world with it."""
+        self._stop = stop
         from_seq = self.recover()
         self.client = AsyncBusClient(self.dirs.run, self.core.name, subs=self.subs, log_dir=self.dirs.log, from_seq=from_seq)
         await self.client.start()
@@ -122,8 +138,19 @@ class ServiceRuntime:
             if inspect.isawaitable(r):
                 await r
         pending, self._pending = self._pending, []
-        for ev, effects in pending:  # inputs recorded while this service was down
-            await self._run_effects(ev, effects)
+        if pending:  # inputs recorded while this service was down: their answers, as one batch
+            recorded = await self._record(pending)
+            if recorded is None:  # stopped while waiting: nothing ran, a restart recomputes them
+                self.save_snapshot()
+                self.client.close()
+                return
+            if recorded:
+                for ev, effects in pending:
+                    await self._execute(ev, effects)
+        if on_caught_up is not None:
+            r = on_caught_up()
+            if inspect.isawaitable(r):
+                await r
         self._arm_timer()
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -133,8 +160,7 @@ class ServiceRuntime:
                 if recv not in done:
                     recv.cancel()
                     break
-                for ev in recv.result():
-                    await self._handle(ev)
+                await self._step(recv.result())
                 self._arm_timer()
         finally:
             stopper.cancel()
@@ -171,15 +197,63 @@ class ServiceRuntime:
         self.save_snapshot()
         return False
 
-    async def _handle(self, ev: Event) -> None:
-        effects = self._feed(ev)
-        if self.on_event is not None:
-            self.on_event(ev)
-        await self._run_effects(ev, effects)
+    async def _step(self, evs: list[Event]) -> None:
+        """One delivered batch: fold every input, record all their outputs as one batch, then (once
+        durable) let the shell see each input and run its effects, in log order."""
+        steps = [(ev, self._feed(ev)) for ev in evs]
+        recorded = await self._record([s for s in steps if s[1]])
+        if recorded is None:
+            return  # stopped while waiting: nothing runs (a restart recomputes what is not in the log)
+        for ev, effects in steps:
+            if self.on_event is not None:
+                self.on_event(ev)
+            if recorded:
+                await self._execute(ev, effects)
+            self.executed_upto = ev.seq
 
-    async def _run_effects(self, ev: Event, effects: list[Effect]) -> None:
-        for eff in effects:
-            self.client.publish_nowait(eff.type, eff.payload, cause=ev.seq)
+    async def _record(self, steps: list[tuple[Event, list[Effect]]]) -> bool | None:
+        """Publish the outputs of ``steps`` as one batch and wait until it is durable. True: run
+        the effects; False: the broker refused them (nothing recorded: run nothing); None: the
+        service is stopping."""
+        items = [(eff.type, eff.payload, ev.seq) for ev, effects in steps for eff in effects]
+        if not items:
+            return True
+        assert self.client is not None
+        # one frame for a decision step; a long backlog (answers owed after a restart) in several,
+        # well under the broker's frame limit
+        futs = [self.client.publish_durable(items[i:i + PUBLISH_CHUNK]) for i in range(0, len(items), PUBLISH_CHUNK)]
+        fut = futs[0] if len(futs) == 1 else asyncio.gather(*futs)
+        await self._fault.reach("published", steps)
+        if not fut.done():
+            waits = {fut}
+            stopper = None
+            if self._stop is not None:
+                stopper = asyncio.ensure_future(self._stop.wait())
+                waits.add(stopper)
+            t0 = time.monotonic()
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if stopper is not None:
+                stopper.cancel()
+            if not fut.done():
+                fut.cancel()
+                log.warning("effects_not_run", service=self.core.name, outputs=len(items), cause=steps[0][0].seq,
+                            reason="stopping before their record was durable")
+                return None
+            waited = time.monotonic() - t0
+            if waited > 1.0:
+                log.warning("effects_held", service=self.core.name, outputs=len(items), held_s=round(waited, 3),
+                            reason="waited for the broker to record them")
+        try:
+            fut.result()
+        except PublishRefused as exc:
+            log.error("outputs_refused", service=self.core.name, outputs=len(items), cause=steps[0][0].seq,
+                      error=str(exc), note="not recorded, so their effects do not run")
+            return False
+        await self._fault.reach("acked", steps)
+        return True
+
+    async def _execute(self, ev: Event, effects: list[Effect]) -> None:
+        for i, eff in enumerate(effects):
             if self.execute is not None:
                 try:
                     r = self.execute(eff, ev)
@@ -187,6 +261,8 @@ class ServiceRuntime:
                         await r
                 except Exception:  # an effect that fails must not kill the service: its shell reports it
                     log.exception("effect_failed", service=self.core.name, type=eff.type, seq=ev.seq)
+            if i == 0:
+                await self._fault.reach("executed", [(ev, effects)])
 
     def _feed(self, ev: Event) -> list[Effect]:
         if ev.seq <= self.last_seq:
@@ -238,6 +314,41 @@ class ServiceRuntime:
         """An observation of the shell's (cause None)."""
         assert self.client is not None
         self.client.publish_nowait(type_, payload)
+
+
+class _FaultPoint:
+    """A deterministic fault point for crash tests (``LVSBUS_FAULT=service:effect_type:point:path``).
+
+    When a step of ``service`` has an output of ``effect_type`` and reaches ``point`` (``published``:
+    its batch sent, not acknowledged yet; ``acked``: durable, no effect run yet; ``executed``: the
+    step's first effect run), the runtime writes ``path`` and waits until the test removes it (the
+    test kills the broker, the service or both meanwhile). Once per ``path`` (``path.done``)."""
+
+    def __init__(self, service: str = "", type_: str = "", point: str = "", path: str = "") -> None:
+        self.service, self.type, self.point, self.path = service, type_, point, path
+
+    @classmethod
+    def from_env(cls, service: str) -> "_FaultPoint":
+        spec = os.environ.get("LVSBUS_FAULT", "")
+        parts = spec.split(":", 3)
+        if len(parts) != 4 or parts[0] != service:
+            return cls()
+        return cls(*parts)
+
+    async def reach(self, point: str, steps) -> None:
+        if point != self.point or not self.path:
+            return
+        if not any(eff.type == self.type for _ev, effects in steps for eff in effects):
+            return
+        if os.path.exists(self.path + ".done"):
+            return
+        with open(self.path + ".done", "w") as fh:
+            fh.write(point)
+        with open(self.path, "w") as fh:
+            fh.write(f"{self.service} {self.type} {point} {steps[0][0].seq}\n")
+        log.warning("fault_point", service=self.service, type=self.type, point=point, seq=steps[0][0].seq)
+        while os.path.exists(self.path):
+            await asyncio.sleep(0.002)
 
 
 def service_arguments(name: str, description: str):

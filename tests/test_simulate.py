@@ -193,9 +193,10 @@ def test_golden_scenarios_are_all_clean():
 def test_each_fault_kind_alone(kind):
     target = {"router_crash": "lvs1", "stall": "lvs1", "wall_step": "lvs2", "drift": "lvs2",
               "service_crash": "lvs1/pulse", "nic_down": "lvs1/public", "server_fail": "rs1",
-              "server_flap": "rs1", "slow_check": "rs2"}.get(kind, "lvs1-lvs2/public")
-    value = {"loss": 1000, "delay": 300, "wall_step": -60_000, "drift": 500}.get(kind, 0)
-    res = run_seed(31, faults=[Fault(8 * S, kind, target, 0 if kind == "wall_step" else 5 * S, value)], verify=True)
+              "server_flap": "rs1", "slow_check": "rs2", "broker_crash": "lvs1"}.get(kind, "lvs1-lvs2/public")
+    value = {"loss": 1000, "delay": 300, "wall_step": -60_000, "drift": 500, "broker_crash": 5}.get(kind, 0)
+    duration = {"wall_step": 0, "broker_crash": 300 * MS}.get(kind, 5 * S)
+    res = run_seed(31, faults=[Fault(8 * S, kind, target, duration, value)], verify=True)
     assert res.ok, res.summary()
 
 
@@ -244,3 +245,69 @@ def test_cli_failing_seed_prints_seed_shrunk_schedule_and_logs(tmp_path, monkeyp
     js = json.loads(capsys.readouterr().out)
     assert js["seed"] == 9 and not js["ok"] and js["violations"]
     assert js["logs"]["lvs1"] == str(tmp_path / "tmp" / "lvsbus-sim-seed-9" / "lvs1" / "log")
+
+
+def _takeover_time(seed: int, faults: list) -> int:
+    """When lvs2's pulse runs the effects of its takeover (simulated ns)."""
+    seen = []
+    real = Cluster.execute
+
+    def spy(self, r, svc, eff):
+        if eff.type == "router.role_changed" and eff.payload["new"] == "ACTIVE" and r.name == "lvs2":
+            seen.append(self.t)
+        return real(self, r, svc, eff)
+
+    Cluster.execute = spy
+    try:
+        assert Cluster(seed, faults=faults, duration=20 * S).run().ok
+    finally:
+        Cluster.execute = real
+    return seen[-1]
+
+
+def test_a_broker_crash_at_every_step_of_a_takeover(monkeypatch):
+    """Issue 19: the active router dies, and the backup's broker dies at each step of the takeover
+    (before the timer's record, before the decision's, after writing the decision and before
+    acknowledging it, after it), then restarts: every effect that ran is in the log, the log
+    verifies, and the backup holds the VIP and serves."""
+    crash = [Fault(8 * S, "router_crash", "lvs1", 30 * S)]
+    t = _takeover_time(5, crash)
+    through = set()
+    real_up = Cluster.broker_up
+
+    def watch(self, r):
+        through.update((kind, i[1]) for kind, items in (("resent", r.outbox), ("held", r.held)) for i in items)
+        return real_up(self, r)
+
+    monkeypatch.setattr(Cluster, "broker_up", watch)
+    for at in (t - 1 * MS, t - 20 * MS, t - 60 * MS):
+        for value in range(2, 12):
+            faults = crash + [Fault(at, "broker_crash", "lvs2", 250 * MS, value)]
+            res = Cluster(5, faults=faults, duration=20 * S, log_root=None).run()
+            assert res.ok, res.summary()
+            assert res.roles["lvs2"] == "ACTIVE", res.summary()
+            full = run_seed(5, faults=faults, duration=20 * S)  # with its logs: they replay
+            assert full.ok, full.summary()
+    # the crashes did hit the takeover's decision, both lost (sent again) and written, not acknowledged
+    assert ("resent", "pulse.take_vips") in through and ("held", "pulse.take_vips") in through, through
+
+
+def test_an_effect_run_before_its_record_is_caught(monkeypatch):
+    """The invariant bites: effects run as soon as they are published (no write-ahead), so those
+    of a decision the crashed broker never wrote ran with no record."""
+    def eager(self, r, svc, outputs):
+        for k, (cause, eff) in enumerate(outputs):
+            self.publish(r, svc.name, eff.type, eff.payload, cause=cause, eff=eff, message=k == 0)
+            self.run_effect(r, svc, cause, eff)
+
+    real_up = Cluster.broker_up
+
+    def forgetful(self, r):  # ... and what no broker wrote is lost, not sent again, as before the fix
+        r.outbox = [i for i in r.outbox if i[5] is None]
+        real_up(self, r)
+
+    monkeypatch.setattr(Cluster, "answer", eager)
+    monkeypatch.setattr(Cluster, "broker_up", forgetful)
+    failed = [r for r in (run_seed(s, faults=generate_faults(s, kinds=("broker_crash",))) for s in range(30))
+              if any("without their record" in v for v in r.violations)]
+    assert failed

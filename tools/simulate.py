@@ -40,7 +40,11 @@ VIPs and IPVS table gone, monotonic clock restarts) and restart, service crash a
 core is restored from its snapshot; VIPs stay), link cut and heal per (pair, link), a NIC down
 (``pulse.link_changed``), packet loss, delay and reordering per link, a router stall (GC/VM
 pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
-flapping, and answering too slowly (checks time out).
+flapping, answering too slowly (checks time out), and broker crashes at any instant (between two
+messages it receives, having written what it had received or not; restarted after the fault's
+duration). Services run write-ahead, as ``lvsbus.runtime``: a step's outputs are recorded, then
+its effects run; with no broker they wait, the lost ones are sent again and the written ones found
+(``lvsbus.bus.AsyncBusClient``), and a service that dies meanwhile answers those inputs again.
 
 Invariants, checked after every simulated instant (``Cluster.violations``):
 
@@ -56,6 +60,7 @@ Invariants, checked after every simulated instant (``Cluster.violations``):
   came from it: pulse re-announces after a split brain, also one it heard of late);
 * no event is lost or reordered: each log reads back with contiguous seqs and the exact bytes the
   broker wrote (a digest kept while writing);
+* every effect that ran is in the log, as its service's output for its input (write-ahead);
 * (``verify=True``) every log passes ``lvsbus_tools.replay.verify``.
 
 Deterministic: the same seed (and fault list) gives the same logs byte for byte. A failing seed is
@@ -76,6 +81,8 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import msgpack
 
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
@@ -154,6 +161,10 @@ FAULT_KINDS = (
     "server_fail",  # target real server; it refuses connections for duration (0: for good)
     "server_flap",  # target real server; its checks pass and fail in turn, for duration
     "slow_check",  # target real server; it answers too late (checks time out), for duration
+    # target router; its broker is SIGKILLed before the (value // 2)-th message it receives from then
+    # on (in the middle of whatever the router is doing), having written what it had received
+    # (odd value) or not (even); the supervisor restarts it after duration
+    "broker_crash",
 )
 SERVER_FAULTS = ("server_fail", "server_flap", "slow_check")
 
@@ -175,8 +186,12 @@ class Fault:
 
     def describe(self) -> str:
         extra = {"loss": f" {self.value / 10:g}%", "delay": f" +{self.value}ms", "wall_step": f" {self.value:+d}ms",
-                 "drift": f" {self.value:+d}ppm"}.get(self.kind, "")
+                 "drift": f" {self.value:+d}ppm",
+                 "broker_crash": f" before message {max(1, self.value // 2)}"
+                                 f"{' (what it received written)' if self.value % 2 else ''}"}.get(self.kind, "")
         dur = f" for {self.duration / S:g}s" if self.duration else ""
+        if self.kind == "broker_crash":
+            dur = f", restarted after {self.duration / S:g}s"
         return f"t={self.at / S:g}s {self.kind} {self.target}{extra}{dur}"
 
 
@@ -191,7 +206,14 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
     out = []
     if not servers:
         kinds = tuple(k for k in kinds if k not in SERVER_FAULTS)
-    for _ in range(rng.randint(1, max_faults)):
+    crashes = "broker_crash" in kinds
+    kinds = tuple(k for k in kinds if k != "broker_crash")  # drawn apart: the other kinds' draws stay as they were
+    if crashes:
+        brng = random.Random(seed * 6151 + 29)
+        for _ in range(brng.choice((0, 1, 1, 2)) if kinds else brng.randint(1, 3)):
+            out.append(Fault(start + brng.randrange(0, span - S, MS), "broker_crash", brng.choice(names),
+                             brng.randrange(20 * MS, 800 * MS, MS), brng.randrange(2, 80)))
+    for _ in range(rng.randint(1, max_faults) if kinds else 0):
         kind = rng.choice(kinds)
         at = start + rng.randrange(0, span - S, MS * 10)
         duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
@@ -271,7 +293,7 @@ class SimClock:
 
 
 class SimService:
-    __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog")
+    __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog", "owed")
 
     def __init__(self, core: Core) -> None:
         self.name = core.name
@@ -282,6 +304,9 @@ class SimService:
         self.timer_gen = 0
         self.starts = 0
         self.backlog: list[Event] = []  # inputs logged while the service was down
+        # outputs it computed and never got recorded (the broker was down when it died): its next
+        # start answers those inputs again, as the runtime does for inputs after ``answered_upto``
+        self.owed: list[tuple[int, Effect]] = []
 
 
 class SimRouter:
@@ -314,17 +339,42 @@ class SimRouter:
         self.nanny_started = 0
         self.active = False  # the supervisor's view: lvsd and the applier wanted (start_lvsd seen)
         self.crashed: set[str] = set()  # services killed and not restarted yet
+        # the broker and write-ahead: a record is written (durable) when the broker forwards it;
+        # an output's effect runs only once its record is written
+        self.broker_up = False
+        self.crash_in: int | None = None  # a broker crash due before the crash_in-th next message
+        self.crash_written = False  # ... after writing what it had received (else: lost)
+        self.written_seq = 0
+        self.pending_items: list[tuple] = []  # what each pending record was published as (to send again)
+        self.outbox: list[tuple] = []  # published while no broker runs: sent again when one does
+        self.held: list[tuple] = []  # written, effect not run: the broker died before acknowledging
+        self.reconcile_due = False  # pulse restarted with no broker: it reconciles once one runs
+        self.role_run = "INIT"  # the role of the last router.role_changed whose effects ran
+        self.executed: list[tuple] = []  # (service, cause, type, packed payload) of every effect run
 
     def open_log(self) -> None:
         if self.log_dir is not None and self.log is None:
             self.log = EventLog(self.log_dir, durability=Durability("none"), logger=_QuietLog())
             self.next_seq = self.log.next_seq
+        self.written_seq = self.next_seq - 1
 
-    def flush(self) -> None:
+    def flush(self, upto: int | None = None) -> None:
+        """Write what the broker received (up to seq ``upto``)."""
         if self.pending:
+            n = len(self.pending)
+            if upto is not None:
+                n = next((k for k, (seq, _b) in enumerate(self.pending) if seq > upto), n)
+                if n == 0:
+                    return
+            batch = self.pending[:n] if n < len(self.pending) else self.pending
             if self.log is not None:
-                self.log.append_batch(self.pending)
-            self.pending = []
+                self.log.append_batch(batch)
+            for _seq, body in batch:
+                self.digest.update(body)
+            self.count += len(batch)
+            self.written_seq = batch[-1][0]
+            self.pending = self.pending[n:]
+            self.pending_items = self.pending_items[n:]
 
     def close_log(self) -> None:
         self.flush()
@@ -407,6 +457,7 @@ class Cluster:
         self.check = check_invariants
         self.validate = validate
         self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
+        self.broker_restart_ns = 300 * MS  # a broker crash's restart time (its fault's duration)
         self.t = 0
         self.heap: list = []
         self._order = 0
@@ -473,18 +524,29 @@ class Cluster:
 
     # -- the broker -----------------------------------------------------------------------------
     def publish(self, r: SimRouter, source: str, type_: str, payload: dict, cause: int | None = None,
-                version: int | None = None) -> Event:
+                version: int | None = None, eff: Effect | None = None, message: bool = True) -> Event | None:
+        """The broker receives an event (``message``: the first of a client's message; a broker
+        crash falls between messages). No broker running: it waits in the publisher's queue and is
+        sent again when one runs (``lvsbus.bus.AsyncBusClient``); the broker's own are lost."""
         t = self.t
         if version is None:
             version = REGISTRY.latest(type_).version
+        item = (source, type_, payload, cause, version, eff, r.shell_gen.get(source, 0))
+        if r.crash_in is not None and message:
+            r.crash_in -= 1
+            if r.crash_in <= 0:
+                self.broker_crash(r)
+        if not r.broker_up:
+            if source != "broker":
+                r.outbox.append(item)
+            return None
         if self.validate:
             REGISTRY.validate(type_, version, payload)
         ev = Event(r.next_seq, r.name, source, type_, version, r.clock.mono(t), r.clock.wall(t), cause, payload)
         r.next_seq += 1
         body = encode(ev)
         r.pending.append((ev.seq, body))
-        r.digest.update(body)
-        r.count += 1
+        r.pending_items.append(item)
         self.events += 1
         if version != REGISTRY.latest(type_).version:  # an old-version event: cores see it upcast
             v, p = REGISTRY.upcast(type_, version, payload)
@@ -493,25 +555,103 @@ class Cluster:
         return ev
 
     def drain(self, r: SimRouter) -> None:
-        """Deliver every logged event to the router's cores, in seq order; run their effects."""
-        if not r.queue:
+        """Deliver every logged event to the router's cores, in seq order; record their outputs,
+        then run their effects (write-ahead, as ``lvsbus.runtime``)."""
+        if not r.queue or not r.broker_up:
             return  # nothing new: no core's state (or deadline) changed
         services = [s for s in r.services.values()]
         while r.queue:
             ev = r.queue.popleft()
+            if r.crash_in is not None:
+                r.flush(ev.seq)  # the broker forwards what it has written (only a crash due tells the difference)
+            if ev.source == "pulse" and ev.type in ("pulse.start_lvsd", "pulse.stop_lvsd"):
+                self.supervise(r, ev.type)  # the supervisor acts on the delivered record
             for svc in services:
                 if not svc.up:
                     if svc.core.accepts(ev):
                         svc.backlog.append(ev)
                     continue
                 for svc.state, step in run_core(svc.core, svc.state, (ev,)):
-                    for eff in step.effects:
-                        self.publish(r, svc.name, eff.type, eff.payload, cause=ev.seq)
-                        self.execute(r, svc, eff)
+                    if step.effects:
+                        self.answer(r, svc, [(ev.seq, eff) for eff in step.effects])
         for svc in services:
             if svc.up:
                 self._arm(r, svc)
+        if r.broker_up:
+            r.flush()
+
+    def answer(self, r: SimRouter, svc: SimService, outputs: list[tuple[int, Effect]]) -> None:
+        """A service's outputs, one message: recorded, then (acknowledged) their effects run. With
+        no broker (or one that dies before acknowledging) they wait, effects held."""
+        for k, (cause, eff) in enumerate(outputs):
+            self.publish(r, svc.name, eff.type, eff.payload, cause=cause, eff=eff, message=k == 0)
+        if not r.broker_up:
+            return
+        if r.crash_in is not None:
+            r.flush()
+            r.crash_in -= 1  # the acknowledgement is a message too: the broker may die before it
+            if r.crash_in <= 0:
+                self.broker_crash(r)
+                gen = r.shell_gen.get(svc.name, 0)
+                r.held.extend((svc.name, eff.type, eff.payload, cause, None, eff, gen) for cause, eff in outputs)
+                return
+        for cause, eff in outputs:
+            self.run_effect(r, svc, cause, eff)
+
+    def run_effect(self, r: SimRouter, svc: SimService, cause: int | None, eff: Effect) -> None:
+        if self.check:  # checked against the log at the end: every effect that ran is in it
+            r.executed.append((svc.name, cause, eff.type, msgpack.packb(eff.payload, use_bin_type=True)))
+        self.execute(r, svc, eff)
+
+    def broker_crash(self, r: SimRouter) -> None:
+        """The broker dies (SIGKILL) between two messages: what it had received and not written is
+        lost (its publishers send it again to the next broker, effects held meanwhile), or, after
+        writing it (``crash_written``), it is in the log and not acknowledged (effects held until the
+        publishers find it in the log at the next broker's start). The supervisor restarts it."""
+        r.broker_up = False
+        r.crash_in = None
+        if r.crash_written:
+            items = r.pending_items
+            r.flush()
+            r.held.extend(i for i in items if i[5] is not None)
+        else:
+            r.outbox = [i for i in r.pending_items if i[0] != "broker"] + r.outbox
+            r.pending, r.pending_items = [], []
+            r.next_seq = r.written_seq + 1
+            r.queue = deque(ev for ev in r.queue if ev.seq <= r.written_seq)  # written: delivered after the restart
+        self._at(self.t + self.broker_restart_ns, "broker_up", r.name, r.broker_runs)
+
+    def broker_up(self, r: SimRouter) -> None:
+        """The new broker: resumes from the log; each client says hello again, finds what the old
+        broker wrote and sends the rest; effects held run once their records are durable."""
+        r.broker_up = True
+        self.publish(r, "broker", "bus.broker_started", {
+            "epoch": f"{self.seed:x}-{r.name}-{r.broker_runs}-{r.next_seq}", "resumed_from": r.next_seq - 1,
+            "recovery": "",
+        })
+        held, r.held = r.held, []
+        items, r.outbox = r.outbox, []
+        run = [i for i in held if i[6] == r.shell_gen.get(i[0], 0)]
+        for i, item in enumerate(items):
+            source, type_, payload, cause, version, eff, gen = item
+            if gen != r.shell_gen.get(source, 0):
+                continue  # its publisher died meanwhile
+            first = i == 0 or items[i - 1][3] != cause or items[i - 1][0] != source
+            self.publish(r, source, type_, payload, cause=cause, version=version, eff=eff, message=first)
+            if eff is not None:
+                run.append(item)
+        if not r.broker_up:
+            return  # it died again
         r.flush()
+        for item in run:
+            svc = r.services.get(item[0])
+            if svc is not None and svc.up:
+                self.run_effect(r, svc, item[3], item[5])
+        pulse = r.services.get("pulse")
+        if r.reconcile_due and pulse is not None and pulse.up:  # its answers were waiting for this broker
+            self.reconcile_vips(r, pulse)
+        r.reconcile_due = False
+        self.drain(r)
 
     def _arm(self, r: SimRouter, svc: SimService) -> None:
         d = svc.core.next_deadline(svc.state)
@@ -552,20 +692,39 @@ class Cluster:
             self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "read", p)
         elif t == "ipvs.apply":
             self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "apply", p)
-        elif t == "pulse.start_lvsd":  # the router's supervisor starts lvsd and the applier
+        elif t == "router.role_changed":
+            r.role_run = p["new"]
+        if t == "router.role_changed" and p["new"] == "ACTIVE":
+            if self._elected:
+                self.failovers += 1
+            self._elected = True
+
+    def supervise(self, r: SimRouter, type_: str) -> None:
+        """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``."""
+        if type_ == "pulse.start_lvsd":  # it starts lvsd and the applier
             r.active = True
             for name in ("lvsd", "ipvs"):
                 if name in r.services and not r.services[name].up:
                     self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
-        elif t == "pulse.stop_lvsd":  # ... and stops them
+        else:  # ... and stops them
             r.active = False
             for name in ("ipvs", "lvsd"):
                 if name in r.services:
                     self._at(self.t, "stop", r.name, name, r.broker_runs)
-        elif t == "router.role_changed" and p["new"] == "ACTIVE":
-            if self._elected:
-                self.failovers += 1
-            self._elected = True
+
+    def reconcile_vips(self, r: SimRouter, svc: SimService) -> None:
+        """pulse's ``on_caught_up`` after a restart: the VIPs as its role says, announced when ACTIVE."""
+        st = svc.state
+        r.role_run = st.role
+        if st.settings is None:
+            return
+        if st.role == "ACTIVE":
+            for v in st.settings.vips:
+                r.vips[v.address] = v.payload()
+                self.arp_owner[v.address] = r.name
+        elif st.role != "INIT":
+            for v in st.settings.vips:
+                r.vips.pop(v.address, None)
 
     def shell(self, r: SimRouter, what: str, p: Any) -> None:
         """nanny's checks and the applier's netlink, simulated."""
@@ -656,9 +815,14 @@ class Cluster:
         r.active = False
         r.broker_runs += 1
         r.open_log()
+        r.broker_up = True
+        r.crash_in = None
+        r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
+        r.role_run = "INIT"
         for svc in r.services.values():
             svc.state = svc.core.initial()
             svc.backlog = []
+            svc.owed = []
             svc.up = False
             svc.starts = 0
         self.publish(r, "broker", "bus.broker_started", {
@@ -692,10 +856,9 @@ class Cluster:
         svc.armed = None
         svc.timer_gen += 1
         backlog, svc.backlog = svc.backlog, []
-        answers = []
+        answers, svc.owed = svc.owed, []  # first the inputs it had answered with nothing recorded
         for svc.state, step in run_core(svc.core, svc.state, backlog):
-            if step.effects:
-                answers.append(step)
+            answers.extend((step.event.seq, eff) for eff in step.effects)
         pid = {"pulse": 1000, "nanny": 1500, "lvsd": 2000, "ipvs": 3000}.get(svc.name, 4000) + r.broker_runs * 10 + svc.starts
         self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
         gen = r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
@@ -724,15 +887,23 @@ class Cluster:
             self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
             self.publish(r, "ipvs", "ipvs.started", {"pid": pid, "flush_unmanaged": False, "kernel": "6.1.0-sim"})
-        for step in answers:
-            for eff in step.effects:
-                self.publish(r, svc.name, eff.type, eff.payload, cause=step.event.seq)
-                self.execute(r, svc, eff)
+        if answers:
+            self.answer(r, svc, answers)
+        if svc.name == "pulse" and svc.starts > 1:  # on_caught_up: once its answers are recorded and run
+            if r.broker_up or not answers:
+                self.reconcile_vips(r, svc)
+            else:
+                r.reconcile_due = True
 
     def stop_service(self, r: SimRouter, svc: SimService) -> None:
         svc.up = False  # its state stays: the runtime saves a snapshot when it stops
         svc.timer_gen += 1
         r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
+        # its outputs not recorded (no broker): a restart finds those inputs unanswered in the log
+        owed = [i for i in r.outbox if i[0] == svc.name and i[5] is not None]
+        if owed:
+            svc.owed.extend((i[3], i[5]) for i in owed)
+            r.outbox = [i for i in r.outbox if i[0] != svc.name]
 
     def crash_router(self, r: SimRouter) -> None:
         r.up = False
@@ -744,6 +915,9 @@ class Cluster:
         r.daemons = []
         r.queue.clear()
         r.crashed.clear()
+        r.broker_up = False
+        r.crash_in = None
+        r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
         r.close_log()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -777,6 +951,14 @@ class Cluster:
                                  {"service": sname, "attempt": 1, "exit": "killed by signal 9"})
                     self.start_service(r, svc)
                     self.drain(r)
+        elif k == "broker_crash":
+            r = self.routers[f.target]
+            if begin and r.up and r.broker_up:
+                # value: the broker dies before the (value // 2)-th next message it receives, having
+                # written what it had received before (odd value) or not (even)
+                r.crash_in = max(1, f.value // 2)
+                r.crash_written = bool(f.value % 2)
+                self.broker_restart_ns = max(MS, f.duration)
         elif k in ("link_cut", "loss", "delay"):
             key = self._pair_key(f.target)
             table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
@@ -848,6 +1030,10 @@ class Cluster:
                 self.drain(r)
             elif kind == "fault":
                 self.fault(args[0], args[1])
+            elif kind == "broker_up":
+                r = routers[args[0]]
+                if r.up and r.broker_runs == args[1] and not r.broker_up:
+                    self.broker_up(r)
             elif kind == "boot":
                 self.boot(routers[args[0]])
             elif kind in ("start", "stop"):
@@ -942,8 +1128,8 @@ class Cluster:
         t = self.t
         for r in (a, b):
             p = r.services.get("pulse")
-            if not r.up or r.frozen_until > t or p is None or not p.up:
-                return False
+            if not r.up or r.frozen_until > t or p is None or not p.up or not r.broker_up:
+                return False  # (with no broker a router decides nothing: stalled)
         for link in LINKS:
             key = (a.name, b.name, link) if a.name < b.name else (b.name, a.name, link)
             if (not self.cut.get(key) and a.nic_up[link] and b.nic_up[link] and self.loss.get(key, 0) < 500):
@@ -958,9 +1144,11 @@ class Cluster:
                 continue
             pulse = r.services.get("pulse")
             role = pulse.state.role if pulse is not None else None
+            if pulse is not None and self.effects_held(r, pulse):
+                role = r.role_run  # its decisions wait for a broker: the world is as the last one run left it
             if r.vips and role != "ACTIVE":
                 self.violation(f"{r.name} holds {sorted(r.vips)} but is {role}")
-            elif role == "ACTIVE" and pulse.state.settings is not None and \
+            elif role == "ACTIVE" and pulse is not None and pulse.state.settings is not None and \
                     len(r.vips) != len(pulse.state.settings.vips):
                 self.violation(f"{r.name} is ACTIVE but holds {sorted(r.vips)}")
             for a in r.vips:
@@ -978,6 +1166,11 @@ class Cluster:
                 self.violation(f"{[r.name for r in rs]} all hold {vip} for {(t - since) / S:.3f}s "
                                f"(fencing window {self.fencing_window_ns / S:g}s)")
                 self._dual_since[vip] = t  # report once a window
+
+    @staticmethod
+    def effects_held(r: SimRouter, svc: SimService) -> bool:
+        return bool(svc.owed or (svc.name == "pulse" and r.reconcile_due) or any(
+            i[0] == svc.name and i[5] is not None for i in (*r.outbox, *r.held)))
 
     def check_settled(self) -> None:
         if self.duration - self.faults_end < self.settle:
@@ -1031,6 +1224,18 @@ class Cluster:
             if expect - 1 != r.count or digest.digest() != r.digest.digest():
                 self.violation(f"{r.name}'s log holds {expect - 1} events, the broker wrote {r.count} "
                                f"(or their bytes differ)")
+            # write-ahead: every effect that ran is in the log, as its service's output for its input
+            if r.executed:
+                logged = set()
+                for _seq, body in LogReader(r.log_dir).read():
+                    rec = msgpack.unpackb(body, raw=False, strict_map_key=False)
+                    if rec[8] is not None:
+                        logged.add((rec[3], rec[8], rec[4], msgpack.packb(rec[9], use_bin_type=True)))
+                missing = [x for x in r.executed if x not in logged]
+                if missing:
+                    svc, cause, type_, _p = missing[0]
+                    self.violation(f"{r.name}: {len(missing)} effect(s) ran without their record in the log, "
+                                   f"the first {svc}'s {type_} for input #{cause}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,9 +13,13 @@ processes).
 The boot epoch grows on every start: ``STATE_DIR/pulse.epoch`` holds the last one, and the new one
 is ``max(last + 1, wall-clock seconds)``, written (fsync, rename) before ``pulse.started`` goes out.
 
+Effects run only once their records are durable in the log (``lvsbus.runtime``: write-ahead).
+
 Start-up reconciliation: a fresh run starts holding no VIP (the core's first decision is
 ``pulse.release_vips``); a restart under a running router (the core restored ACTIVE from its
-snapshot and the log) makes sure the VIPs are there, and otherwise that they are not.
+snapshot and the log), once the answers it owed are recorded and run, makes sure the VIPs are
+there and announces them once (a takeover recorded whose effects did not all run), and otherwise
+that they are not.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import structlog
 from lvsbus import logs, netutil, servicelock
 from lvsbus.config import ConfigError, identify_local_router, load
 from lvsbus.core import Effect
-from lvsbus.events import Event, decodable, decode
+from lvsbus.events import Event, decode
 from lvsbus.log import LogReader
 from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments
@@ -121,7 +125,6 @@ class PulseShell:
         self._garp_tasks: set[asyncio.Task] = set()
         self._send_errors = 0
         self._stopping = False
-        self._outputs: dict[int, int] = {}  # shutdown seq -> outputs published for it
         self._watch_task: asyncio.Task | None = None
         # netlink calls run on one thread of their own (pyroute2's sync API cannot run on the loop's)
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
@@ -225,13 +228,6 @@ class PulseShell:
         if st is not None and st.settings is not None:
             self.settings = st.settings
         await self._open_sockets()
-        # reconcile the VIPs with what the core believes (a restart under a running router)
-        if st is not None and st.role == ACTIVE and self.settings is not None:
-            await self._nl(self._take, [v.payload() for v in self.settings.vips])
-            log.info("reconciled_vips", role=st.role, action="kept")
-        elif self.settings is not None and st is not None and st.role != "INIT":
-            await self._nl(self._release, [v.payload() for v in self.settings.vips])
-            log.info("reconciled_vips", role=st.role, action="released")
         epoch = self._epoch if self._epoch is not None else next_epoch(self.dirs.root)
         addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
         self.runtime.publish("pulse.started", {
@@ -241,6 +237,23 @@ class PulseShell:
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
         if self.monitor_links:
             self._watch_task = asyncio.ensure_future(self._watch_links())
+
+    async def on_caught_up(self) -> None:
+        """Reconcile the VIPs with the role the log records (a restart under a running router),
+        once the answers owed from the log are recorded and run: never ahead of the log."""
+        st = self.runtime.state
+        if st is not None and st.role == ACTIVE and self.settings is not None:
+            vips = [v.payload() for v in self.settings.vips]
+            added = await self._nl(self._take, vips)
+            # announced once: a takeover recorded whose effects did not all run (pulse died between
+            # the record and its gratuitous ARP) has not told the clients
+            errors = await self._nl(netutil.announce_once,
+                                    [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips])
+            log.info("reconciled_vips", role=st.role, action="added" if added else "kept", announced=not errors,
+                     errors=errors[:8])
+        elif self.settings is not None and st is not None and st.role != "INIT":
+            await self._nl(self._release, [v.payload() for v in self.settings.vips])
+            log.info("reconciled_vips", role=st.role, action="released")
 
     # -- a warm spare ------------------------------------------------------------------------
 
@@ -414,18 +427,14 @@ class PulseShell:
 
     async def _finish(self, seq: int) -> None:
         """After a shutdown request: let this batch's effects run (the VIP release, the leaving
-        heartbeat), wait until those outputs are in the log (a process that exits right after a
-        publish may lose it: delivery is confirmed by reading the log, not by zmq's linger), let
-        notify commands finish, then stop."""
+        heartbeat: they run once their records are durable, so none of them is lost when pulse
+        exits), let notify commands finish, then stop."""
         await asyncio.sleep(0.05)
         deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            want = self._outputs.get(seq, 0)
-            if want == 0 or self._recorded_outputs(seq) >= want:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            log.warning("outputs_not_recorded", cause=seq, executed=self._outputs.get(seq, 0))
+        while self.runtime.executed_upto < seq and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self.runtime.executed_upto < seq:
+            log.warning("outputs_not_recorded", cause=seq, note="the bus did not acknowledge them: not run")
         pending = [t for t in self._bg if t is not asyncio.current_task() and t not in self._garp_tasks]
         if pending:
             await asyncio.wait(pending, timeout=1.0)
@@ -436,20 +445,8 @@ class PulseShell:
         log.info("pulse_stopping", reason="shutdown requested")
         self.stop.set()
 
-    def _recorded_outputs(self, cause: int) -> int:
-        n = 0
-        try:
-            for ev in decodable(LogReader(self.dirs.log).read(cause), []):  # past undecodable records
-                if ev.cause == cause and self.core.is_output(ev):
-                    n += 1
-        except Exception:  # a log we cannot read: do not hold the shutdown on it
-            return 1 << 30
-        return n
-
     def execute(self, eff: Effect, ev: Event) -> Any:
         t, p = eff.type, eff.payload
-        if ev.type == "router.shutdown_requested":
-            self._outputs[ev.seq] = self._outputs.get(ev.seq, 0) + 1
         if t == "pulse.send_heartbeat":
             data = wire.encode_heartbeat(self.key, {  # type: ignore[arg-type]
                 "node": p["node"], "role": p["role"], "priority": p["priority"], "epoch": p["epoch"],
@@ -513,7 +510,9 @@ class PulseShell:
     def _vip_device(self, v: dict) -> str | None:
         return v.get("device") or self.devices.get("public") or netutil.device_for_subnet(v["address"])
 
-    def _take(self, vips: list[dict]) -> None:
+    def _take(self, vips: list[dict]) -> list[dict]:
+        """Add the VIPs; returns those that were missing."""
+        out = []
         for v in vips:
             dev = self._vip_device(v)
             if dev is None:
@@ -522,8 +521,11 @@ class PulseShell:
             try:
                 added = netutil.add_address(v["address"], v["prefixlen"], dev, v.get("label"))
                 log.info("vip_added" if added else "vip_already_present", address=v["address"], device=dev)
+                if added:
+                    out.append(v)
             except (netutil.NetError, OSError) as exc:
                 log.error("vip_add_failed", address=v["address"], device=dev, error=str(exc))
+        return out
 
     def _release(self, vips: list[dict]) -> None:
         for v in vips:
@@ -607,7 +609,7 @@ class PulseShell:
             go = asyncio.Event()
             self._spawn(self._spare_wait(go), name="spare-wait")
         try:
-            await self.runtime.run(self.stop, on_start=self.on_start, go=go)
+            await self.runtime.run(self.stop, on_start=self.on_start, go=go, on_caught_up=self.on_caught_up)
         finally:
             for task in [*self._bg, *([self._watch_task] if self._watch_task else [])]:
                 task.cancel()
