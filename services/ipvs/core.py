@@ -127,7 +127,7 @@ def desired_from_config(cfg: Config) -> Table:
     from lvsbus_services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
 
     entries = {}
-    for vs in cfg.virtual_services:
+    for vs in cfg.lvs_services():  # service = fos: none, an empty table
         if not vs.active:
             continue
         lay = Layout(vs)
@@ -138,7 +138,7 @@ def desired_from_config(cfg: Config) -> Table:
 def managed_keys(cfg: Config) -> set[ServiceKey]:
     from lvsbus_services.lvsd.core import service_key
 
-    return {service_key(vs) for vs in cfg.virtual_services}
+    return {service_key(vs) for vs in cfg.lvs_services()}  # service = fos: the applier manages nothing
 
 
 # ---------------------------------------------------------------------------------------------
