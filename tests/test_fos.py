@@ -238,3 +238,26 @@ def test_unused_blocks_are_warned_about_with_file_and_line(tmp_path):
 def test_pulse_accepts_its_new_input():
     ev = Event(1, "n", "nanny", "health.failover_changed", 1, 1, 0, None, {})
     assert PulseCore().accepts(ev)
+
+
+# -- metrics and timeline --------------------------------------------------------------------------
+
+def test_metrics_and_timeline_show_failover_health_and_commands():
+    from lvsbus_services.metrics.fold import Metrics, render
+    from lvsbus_tools.timeline import category, describe
+
+    changed = Event(1, "n", "nanny", "health.failover_changed", 1, 1, 0, None, {
+        "service": "web1", "address": "10.0.0.150", "port": 80, "old": "UP", "new": "DOWN",
+        "reason": "checks_failed", "detail": "refused", "count": 4})
+    done = Event(2, "n", "pulse", "pulse.failover_cmd_finished", 1, 2, 0, None, {
+        "service": "web1", "action": "start", "command": "x", "exit_code": 3, "duration_ms": 12,
+        "stderr_tail": "warming up\nport 80 busy\n", "error": ""})
+    m = Metrics()
+    m.apply(changed)
+    m.apply(done)
+    text = render(m.samples())
+    assert 'lvsbus_failover_service_up{service="web1"} 0' in text
+    assert 'lvsbus_failover_commands_total{action="start",result="failed",service="web1"} 1' in text
+    assert category(changed) == category(done) == "fos"
+    assert describe(changed) == "failover service web1 UP -> DOWN (checks_failed: refused)"
+    assert describe(done) == "start_cmd of web1 finished: exit 3 in 12 ms; stderr: port 80 busy"
