@@ -167,7 +167,7 @@ def test_nanny_plans_failover_services_in_fos_mode_only():
     assert [r[0] for r in rows] == ["fos/web1", "fos/ftp"]  # the virtual services are ignored
     _id, virtual, name, address, port, probe, chk, enabled = rows[0]
     assert (virtual, name, address, port, probe, enabled) == (FOS, "web1", "10.0.0.150", 80, 80, True)
-    assert chk.interval == 1.0 and chk.fall == 4 and chk.rise == 1 and chk.kind.value == "tcp_connect"
+    assert chk.interval == 1.0 and chk.fall == 5 and chk.rise == 1 and chk.kind.value == "tcp_connect"
     assert rows[1][-1] is False
     lvs = plan(dataclasses.replace(cfg, service=ServiceType.LVS))
     assert lvs and not any(r[0].startswith("fos/") for r in lvs)
@@ -189,8 +189,8 @@ def test_nanny_publishes_failover_health_as_its_own_event():
 
     out = results(True, 2)
     assert [(e.type, e.payload["new"]) for e in out] == [("health.failover_changed", "UP")]
-    seen = [e.payload["new"] for i in range(4) for e in results(False, 3 + i)]
-    assert seen == ["FALLING", "DOWN"]  # fall = ceil(timeout 4 / keepalive 1) = 4 failures
+    seen = [e.payload["new"] for i in range(5) for e in results(False, 3 + i)]
+    assert seen == ["FALLING", "DOWN"]  # fall = floor(timeout 4 / keepalive 1) + 1 = 5 failures: 4 s apart
 
 
 # -- lvsd, applier, ipvs save --------------------------------------------------------------------
@@ -261,3 +261,55 @@ def test_metrics_and_timeline_show_failover_health_and_commands():
     assert category(changed) == category(done) == "fos"
     assert describe(changed) == "failover service web1 UP -> DOWN (checks_failed: refused)"
     assert describe(done) == "start_cmd of web1 finished: exit 3 in 12 ms; stderr: port 80 busy"
+
+
+# -- the simulator knows fos mode ------------------------------------------------------------------
+
+def _sim():
+    from lvsbus_tools import simulate as sim
+    return sim
+
+
+def test_simulated_fos_kill_makes_the_backup_take_over_and_run_start_cmd(tmp_path):
+    sim = _sim()
+    c = sim.Cluster(5, fos=True, faults=[sim.Fault(10 * S, sim.FOS_KILL, "lvs1")], log_root=str(tmp_path),
+                    duration=18 * S, settle=0)
+    res = c.run(verify=True)
+    assert res.ok, res.summary()
+    assert res.roles == {"lvs1": BACKUP, "lvs2": ACTIVE}  # lvs1 still holds back (reentry 6 s)
+    assert c.fos_running == {"lvs1": {"web": False}, "lvs2": {"web": True}}
+    # killed at 10 s, DOWN when its failed checks span timeout (3 s: 4 checks, the first up to a
+    # keepalive after the kill), lvs2 serves right after
+    assert 3 * S < res.outage_ns < 4.5 * S, res.summary()
+    from lvsbus_tools.timeline import render_text, timeline
+    text = render_text(timeline([res.logs["lvs1"], res.logs["lvs2"]]))
+    assert "ACTIVE -> BACKUP (failover_service_failed" in text
+    assert "start_cmd of web finished: exit 0" in text
+
+
+def test_simulated_fos_sweep_holds_every_invariant():
+    sim = _sim()
+    results = [sim.run_seed(s, fos=True, verify=True) for s in range(0, 120)]
+    failed = [r.summary() for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
+    kills = [r for r in results if any(f.kind == sim.FOS_KILL for f in r.faults)]
+    first = [r for r in kills if r.faults[0].kind == sim.FOS_KILL and r.faults[0].target == "lvs1"]
+    assert first and all(r.failovers >= 1 for r in first)
+
+
+def test_an_active_that_does_not_give_up_is_caught(monkeypatch):
+    sim = _sim()
+    monkeypatch.setattr(PulseCore, "_check_failover", lambda self, st, out: None)
+    res = sim.Cluster(5, fos=True, faults=[sim.Fault(10 * S, sim.FOS_KILL, "lvs1")]).run()
+    assert any("does not run failover service web" in v for v in res.violations), res.summary()
+
+
+def test_a_start_without_stop_is_caught(monkeypatch):
+    sim = _sim()
+    monkeypatch.setattr(PulseCore, "_run_failover",
+                        staticmethod(lambda s, f, action, reason, out: None if action == "stop" else
+                                     out.append(__import__("lvsbus.core", fromlist=["Effect"]).Effect(
+                                         "pulse.run_failover", {"service": f[0], "action": action, "command": f[1],
+                                                                "reason": reason, "timeout_ms": 1000}))))
+    res = sim.Cluster(5, fos=True, faults=[sim.Fault(10 * S, sim.FOS_KILL, "lvs1")]).run()
+    assert any("has no stop_cmd" in v for v in res.violations), res.summary()

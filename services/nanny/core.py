@@ -154,12 +154,12 @@ FOS = "fos"
 def fos_check(cfg: Config, fs: FailoverService) -> Check:
     """How a failover service is checked, as Piranha's nanny did for fos: a TCP connect (or
     send/expect when ``send`` or ``expect`` is set) to its address and port every keepalive, each
-    probe given at most a keepalive; DOWN after ``timeout`` seconds of failures in a row
-    (fall = ceil(timeout / keepalive)); UP after one pass. ``reentry`` is pulse's business (how
+    probe given at most a keepalive; DOWN once its failures in a row span ``timeout`` seconds
+    (fall = floor(timeout / keepalive) + 1: at least timeout unreachable); UP after one pass. ``reentry`` is pulse's business (how
     long a router that gave up stays out of preemption), not a rise count: see docs/config.md."""
     ka = float(cfg.heartbeat.keepalive)
     kind = CheckKind.TCP_SEND_EXPECT if (fs.send or fs.expect) else CheckKind.TCP_CONNECT
-    fall = max(1, math.ceil(float(fs.timeout) / ka - 1e-9))
+    fall = int(math.floor(float(fs.timeout) / ka + 1e-9)) + 1
     return Check(kind=kind, interval=ka, timeout=min(ka, float(fs.timeout)), rise=1, fall=fall, initial_rise=1,
                  send=fs.send, expect=fs.expect)
 
