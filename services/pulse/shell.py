@@ -519,8 +519,10 @@ class PulseShell:
             })
 
     async def _failover_cmd(self, p: dict, after: asyncio.Future, prev: asyncio.Task | None) -> None:
-        """Run a failover service's start_cmd or stop_cmd; publish its exit status, duration and the
-        tail of its stderr (a file, not a pipe: a daemon it starts inherits stderr and lives on)."""
+        """Run a failover service's start_cmd or stop_cmd (environment: LVSBUS_ROUTER, this router's
+        name; LVSBUS_FAILOVER, the service's; LVSBUS_ACTION, start or stop); publish its exit status,
+        duration and the tail of its stderr (a file, not a pipe: a daemon it starts inherits stderr
+        and lives on)."""
         if prev is not None:
             await asyncio.wait([prev])
         await after
@@ -528,9 +530,11 @@ class PulseShell:
         exit_code, error, tail = None, "", b""
         with tempfile.TemporaryFile() as err:
             try:
+                env = {**os.environ, "LVSBUS_FAILOVER": p["service"], "LVSBUS_ACTION": p["action"],
+                       "LVSBUS_ROUTER": self.settings.local if self.settings is not None else ""}
                 proc = await asyncio.create_subprocess_shell(
                     p["command"], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=err, start_new_session=True,
+                    stderr=err, start_new_session=True, env=env,
                 )
                 try:
                     exit_code = await asyncio.wait_for(proc.wait(), timeout=max(0.001, p["timeout_ms"] / 1000))
