@@ -313,3 +313,35 @@ def test_a_start_without_stop_is_caught(monkeypatch):
                                                                 "reason": reason, "timeout_ms": 1000}))))
     res = sim.Cluster(5, fos=True, faults=[sim.Fault(10 * S, sim.FOS_KILL, "lvs1")]).run()
     assert any("has no stop_cmd" in v for v in res.violations), res.summary()
+
+
+def test_the_applier_stays_idle_in_fos_mode_and_wakes_up_when_the_config_says_lvs():
+    from lvsbus_services.ipvs.core import ApplierCore
+
+    core = ApplierCore()
+    st = core.initial()
+    seq = iter(range(1, 100))
+
+    def feed(type_, payload):
+        nonlocal st
+        n = next(seq)
+        st, out = core.decide(st, Event(n, "n", "x", type_, 1, n * S, 0, None, payload))
+        return [e.type for e in out]
+
+    def config(cfg):
+        return feed("config.loaded", {"model": to_dict(cfg), "digest": "d", "path": "x", "format": "toml",
+                                      "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
+
+    assert config(fos_config()) == []
+    assert feed("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "x"}) == []  # no dump, no retry
+    from lvsbus.ipvs_table import Table
+    assert feed("lvsd.table_desired", {"version": 1, "table": Table().to_dict(), "reason": "config", "digest": "d",
+                                       "services": 0, "dests": 0}) == []
+    assert core.next_deadline(st) is None
+    again = core.restore(core.snapshot(st))
+    assert again.idle is True
+    old = core.snapshot(st)
+    del old["idle"]
+    assert core.restore(core.snapshot_upcasters[2](old)).idle is False
+    # a reload to service = lvs: look at the kernel first
+    assert config(dataclasses.replace(fos_config(), service=ServiceType.LVS)) == ["ipvs.read_table"]

@@ -93,6 +93,7 @@ def test_a_killed_failover_service_makes_the_backup_take_over_and_serve(netns, t
         assert not c.events("r2", ("pulse.run_failover", "pulse.failover_cmd_finished"))  # the backup runs neither
         # no IPVS table in fos mode: lvsd's desired table is empty
         assert all(e.payload["services"] == 0 for e in c.events("r1", ("lvsd.table_desired",)))
+        assert not c.events("r1", ("ipvs.read_table", "ipvs.apply", "ipvs.unavailable"))  # the applier is idle
         c.wait(lambda: any(e.payload["new"] == "UP" for e in c.events("r1", ("health.failover_changed",))),
                5.0, "r1's nanny: web UP")
 
