@@ -138,6 +138,13 @@ def test_a_killed_failover_service_makes_the_backup_take_over_and_serve(netns, t
                               capture_output=True, text=True, timeout=60, cwd=str(ROOT),
                               env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
         assert f"failover web {VIP}:{FOS_PORT}: health UP, started here; last start_cmd: exit 0" in text
+        c.stop()
+        # replay re-runs both logs through the cores: every decision (giving up, start/stop) the same
+        from lvsbus_tools.replay import verify
+        for r in ("r1", "r2"):
+            rep = verify(str(c.state(r) / "log"))
+            assert rep.ok, rep.format()
+        assert [e.payload["action"] for e in c.events("r2", ("pulse.run_failover",))] == ["start", "stop"]
     finally:
         c.stop()
         for f in piddir.glob("*.pid"):  # a service left behind by a failed run
