@@ -1185,6 +1185,11 @@ GOLDEN: dict[str, dict] = {
     "real_server_flap": {"seed": 103, "faults": [Fault(8 * S, "server_flap", "rs2", 8 * S),
                                                  Fault(9 * S, "server_fail", "rs3", 6 * S)],
                          "duration": 22 * S},
+    # service = fos: lvs1's failover service is killed; its checks fail for timeout (3 s), lvs1 gives
+    # up (stop_cmd, VIPs released, priority 0 for reentry), lvs2 takes over and runs start_cmd;
+    # after reentry (6 s) lvs1 preempts back and runs start_cmd again
+    "fos_service_killed": {"seed": 105, "faults": [Fault(10 * S, FOS_KILL, "lvs1")], "duration": 26 * S,
+                           "fos": True},
     # an old log: written when bus.client_joined was version 1 (subscriptions comma-joined)
     "old_client_joined_v1": {"seed": 104, "faults": [], "duration": 6 * S, "client_joined_version": 1},
 }
