@@ -345,3 +345,12 @@ def test_the_applier_stays_idle_in_fos_mode_and_wakes_up_when_the_config_says_lv
     assert core.restore(core.snapshot_upcasters[2](old)).idle is False
     # a reload to service = lvs: look at the kernel first
     assert config(dataclasses.replace(fos_config(), service=ServiceType.LVS)) == ["ipvs.read_table"]
+
+
+def test_a_command_too_long_for_the_effect_is_a_config_error():
+    from lvsbus.config import validate
+    cfg = fos_config()
+    web = dataclasses.replace(cfg.failover_services[0], start_cmd="x" * 4097)
+    issues = validate(dataclasses.replace(cfg, failover_services=(web, cfg.failover_services[1])))
+    assert any(i.key == "failover.web1.start_cmd" and "longer than 4096" in i.message for i in issues)
+    assert not any("longer than" in i.message for i in validate(cfg))

@@ -348,6 +348,9 @@ def validate(cfg: Config) -> list[Issue]:
             for fname in ("start_cmd", "stop_cmd"):
                 if not (getattr(fs, fname) or "").strip():
                     o.err(f"{p}.{fname}", "an active failover service needs start_cmd and stop_cmd")
+        for fname in ("start_cmd", "stop_cmd"):
+            if len(getattr(fs, fname) or "") > 4096:  # pulse.run_failover carries at most 4096 characters
+                o.err(f"{p}.{fname}", "is longer than 4096 characters: put it in a script")
     return o.issues
 
 
