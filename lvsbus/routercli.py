@@ -114,6 +114,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         "last_seq": events[-1].seq if events else 0, "running": None, "peers": {}, "vips": [],
         "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
         "heartbeats_ignored": 0, "service_restarts": {}, "abandoned": [], "config_digest": None, "reload_refused": 0,
+        "service": "lvs", "failover": {},
     }
     vips: dict[str, dict] = {}
     for e in events:
@@ -127,6 +128,13 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["config_digest"] = p["digest"]
             st["deadtime_s"] = model["heartbeat"]["deadtime"]
             st["keepalive_s"] = model["heartbeat"]["keepalive"]
+            st["service"] = model.get("service", "lvs")
+            if st["service"] == "fos":  # service = fos: each failover service's health and commands
+                st["failover"] = {
+                    f["name"]: {**st["failover"].get(f["name"], {"health": "UNKNOWN", "detail": None,
+                                                                "running": False, "last_command": None}),
+                                "address": f["address"], "port": f["port"], "active": f["active"]}
+                    for f in model.get("failover_services", [])}
             for r in model["routers"]:
                 if r["name"] != p["local_router"]:
                     st["peers"].setdefault(r["name"], {
@@ -156,6 +164,18 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         elif t == "pulse.release_vips":
             for v in p["vips"]:
                 vips.pop(v["address"], None)
+        elif t == "health.failover_changed":
+            f = st["failover"].get(p["service"])
+            if f is not None:
+                f["health"], f["detail"] = p["new"], p["detail"]
+        elif t == "pulse.run_failover":
+            f = st["failover"].get(p["service"])
+            if f is not None:
+                f["running"] = p["action"] == "start"  # as far as pulse asked
+        elif t == "pulse.failover_cmd_finished":
+            f = st["failover"].get(p["service"])
+            if f is not None:
+                f["last_command"] = {k: p[k] for k in ("action", "exit_code", "duration_ms", "error", "stderr_tail")}
         elif t == "pulse.start_lvsd":
             st["lvsd"] = True
         elif t == "pulse.stop_lvsd":
@@ -214,7 +234,19 @@ def cmd_status(args) -> int:
         return 0
     print(f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}")
     print(f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else ""))
-    print(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
+    if st["service"] == "fos":
+        print("lvsd     none (service = fos: no IPVS table)")
+        for name, f in sorted(st["failover"].items()):
+            last = f["last_command"]
+            how = "" if last is None else (
+                f"; last {last['action']}_cmd: " + (last["error"] or f"exit {last['exit_code']}")
+                + f" in {last['duration_ms']} ms")
+            state = "inactive" if not f["active"] else (
+                f"health {f['health']}" + (f" ({f['detail']})" if f["detail"] and f["detail"] != "ok" else ""))
+            print(f"failover {name} {f['address']}:{f['port']}: {state}, "
+                  f"{'started here' if f['running'] else 'not started here'}{how}")
+    else:
+        print(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
     if st["vips"]:
         for v in st["vips"]:
             mark = "" if v["present"] in (True, None) else "  (NOT on the interface!)"

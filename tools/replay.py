@@ -622,6 +622,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--seeds", metavar="A-B", help="a sweep of seeds, e.g. 0-999")
     s.add_argument("--routers", type=int, default=2, help="routers in the cluster (default 2)")
     s.add_argument("--servers", type=int, default=3, help="real servers of the virtual service (default 3)")
+    s.add_argument("--fos", action="store_true",
+                   help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
     s.add_argument("--faults", metavar="FILE", help="a JSON fault schedule (as printed for a shrunk failure)")
     s.add_argument("--logs", metavar="DIR", help="keep the logs here (one directory per seed and router)")
     s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
@@ -712,6 +714,9 @@ def _cmd_simulate(args) -> int:
     t0 = time.perf_counter()
     kw = {"routers": args.routers, "servers": args.servers}
     again = "".join(f" --{k} {v}" for k, v in kw.items() if v != {"routers": 2, "servers": 3}[k])
+    if args.fos:
+        kw["fos"] = True
+        again += " --fos"
     for seed in seeds:
         logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
         res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)

@@ -86,7 +86,7 @@ import msgpack
 
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.config import Config, Heartbeat, RealServer, Router, VirtualService, to_dict
+from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
 from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, Event, encode
 from lvsbus.ipvs_table import Table
@@ -138,6 +138,19 @@ def make_config(routers: int = 2, servers: int = 3, keepalive: float = 1.0, dead
     )
 
 
+def make_fos_config(routers: int = 2, keepalive: float = 1.0, deadtime: float = 3.0, timeout: float = 3.0,
+                    reentry: float = 6.0, **heartbeat: Any) -> Config:
+    """``service = fos``: the same routers, no virtual service, one failover service ``web`` on
+    10.0.0.100:80 that each router's start_cmd starts and stop_cmd stops (simulated: see
+    ``Cluster.fos_running``)."""
+    base = make_config(routers, 0, keepalive, deadtime, **heartbeat)
+    return dataclasses.replace(base, service=ServiceType.FOS, virtual_services=(), failover_services=(
+        FailoverService("web", "10.0.0.100", device="eth0", label="eth0:1", vip_prefixlen=24, port=80,
+                        timeout=timeout, reentry=reentry, start_cmd="/etc/init.d/web start",
+                        stop_cmd="/etc/init.d/web stop"),
+    ))
+
+
 def config_payload(model: dict, local: str, digest: str, reload: bool = False) -> dict:
     return {
         "path": "/etc/lvsbus/lvs.toml", "format": "toml", "digest": digest, "model": model, "warnings": [],
@@ -166,6 +179,9 @@ FAULT_KINDS = (
     # (odd value) or not (even); the supervisor restarts it after duration
     "broker_crash",
 )
+#: service = fos (``Cluster(fos=True)``): no real server; the failover service can be killed
+FOS_KILL = "fos_kill"  # target router; its failover service process dies (until its next start_cmd)
+FOS_FAULT_KINDS = tuple(k for k in FAULT_KINDS if k not in ("server_fail", "server_flap", "slow_check")) + (FOS_KILL,)
 SERVER_FAULTS = ("server_fail", "server_flap", "slow_check")
 
 
@@ -218,7 +234,7 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
         at = start + rng.randrange(0, span - S, MS * 10)
         duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
         value = 0
-        if kind in ("router_crash", "stall", "wall_step", "drift"):
+        if kind in ("router_crash", "stall", "wall_step", "drift", FOS_KILL):
             target = rng.choice(names)
         elif kind == "service_crash":
             target = f"{rng.choice(names)}/{rng.choice(('pulse', 'nanny', 'lvsd', 'ipvs'))}"
@@ -241,6 +257,8 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
             value = rng.choice((-1, 1)) * rng.randrange(10, 1000)
         elif kind == "stall":
             duration = min(rng.randrange(MS * 100, 8 * S, MS * 10), end - at)
+        elif kind == FOS_KILL:
+            duration = 0
         out.append(Fault(at, kind, target, duration, value))
     return sorted(out)
 
@@ -434,14 +452,23 @@ class Cluster:
         check_invariants: bool = True,
         validate: bool = True,
         fencing_window_ns: int | None = None,
+        fos: bool = False,
     ) -> None:
         self.seed = seed
-        self.config = config or make_config(routers, servers)
+        if config is None:
+            config = make_fos_config(routers) if fos else make_config(routers, servers)
+        self.config = config
         self.model = to_dict(self.config)
         self.digest = hashlib.sha256(json.dumps(self.model, sort_keys=True).encode()).hexdigest()
         names = [r.name for r in self.config.routers]
-        self.faults = sorted(faults) if faults is not None else generate_faults(
-            seed, len(names), servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+        self.fos = {fs.name: fs for fs in self.config.fos_services() if fs.active}
+        if faults is not None:
+            self.faults = sorted(faults)
+        elif self.fos:
+            self.faults = generate_faults(seed, len(names), kinds=FOS_FAULT_KINDS, servers=0)
+        else:
+            self.faults = generate_faults(
+                seed, len(names), servers=sum(len(vs.servers) for vs in self.config.virtual_services))
         hb = self.config.heartbeat
         self.keepalive = int(hb.keepalive * S)
         self.deadtime = int(hb.deadtime * S)
@@ -452,6 +479,8 @@ class Cluster:
         faults_end = max([f.at + f.duration for f in self.faults] or [0])
         self.faults_end = faults_end
         self.settle = settle if settle is not None else 3 * self.deadtime + 4 * self.keepalive + max_extra
+        if self.fos and settle is None:  # a router that gave up stays out of preemption for reentry
+            self.settle += int(max(f.timeout + f.reentry for f in self.fos.values()) * S)
         self.duration = duration if duration is not None else max(faults_end, 6 * S) + self.settle
         self.client_joined_version = client_joined_version
         self.check = check_invariants
@@ -505,6 +534,13 @@ class Cluster:
 
                     key = service_key(vs)
                 self._client_services.append((vs.address, key))
+        for fs in self.fos.values():  # served when the VIP's owner runs the failover service
+            self._client_services.append((fs.address, ("fos", fs.name)))
+        # service = fos: the failover service processes (router -> service -> running), started by
+        # start_cmd, stopped by stop_cmd, killed by a fos_kill fault or a host crash; and what pulse
+        # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
+        self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
+        self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
         #: nanny's checks: (check id, real server, interval ns, timeout us), in nanny's plan order
         self.check_plan: list[tuple[str, str, int, int]] = []
         if "nanny" in cores_by_name:
@@ -684,6 +720,12 @@ class Cluster:
             for v in p["vips"]:
                 if v["address"] in r.vips:
                     self.arp_owner[v["address"]] = r.name
+        elif t == "pulse.run_failover":
+            asked = self.fos_asked[r.name]
+            if asked.get(p["service"], "stop") == p["action"]:
+                self.violation(f"{r.name}: {p['action']}_cmd of {p['service']} twice in a row (start/stop unpaired)")
+            asked[p["service"]] = p["action"]
+            self._at(self.t + 5 * MS, "fos_cmd", r.name, r.broker_runs, p["service"], p["action"], p["command"])
         elif t == "pulse.run_notify":
             self._at(self.t + 3 * MS, "notify", r.name, {
                 "kind": p["kind"], "command": p["command"], "exit_code": 0, "duration_ms": 3, "error": "",
@@ -731,6 +773,8 @@ class Cluster:
         if what == "check":  # one check starts; its result comes back after its latency
             cid, server, interval, timeout_us = p
             mode = self.server_mode.get(server, "up")
+            if server in self.fos and cid.startswith("fos/"):
+                mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
             if mode == "flap":
                 n = r.flap[server] = r.flap.get(server, 0) + 1
                 mode = "up" if n % 2 else "down"
@@ -788,6 +832,15 @@ class Cluster:
                 self.publish(r, "ipvs", "ipvs.op_applied", {"batch": p["batch"], "op": op, "duration_us": 40})
             self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
                                                            "duration_us": 40 * (applied + failed)})
+
+    def _fos_answers(self, r: SimRouter, fs: FailoverService) -> bool:
+        """A check of a failover service from ``r`` goes to its address: ``r`` itself when it holds
+        the VIP, otherwise the router the clients' ARP entry names (Piranha's backup watched the
+        service through the VIP). It answers when that router runs and its service process runs."""
+        holder = r if fs.address in r.vips else self.routers.get(self.arp_owner.get(fs.address, ""))
+        if holder is None or not holder.up or holder.frozen_until > self.t or fs.address not in holder.vips:
+            return False
+        return self.fos_running[holder.name].get(fs.name, False)
 
     def send(self, sender: str, dest: dict, type_: str, body: dict) -> None:
         peer, link = dest["peer"], dest["link"]
@@ -910,6 +963,8 @@ class Cluster:
         for svc in r.services.values():
             svc.up = False
         r.vips.clear()  # the host went down: its addresses and its IPVS table went with it
+        self.fos_running[r.name] = {}  # and its processes, the failover services among them
+        self.fos_asked[r.name] = {}
         r.kernel = Table()
         r.timeouts = {"tcp": 0, "tcpfin": 0, "udp": 0}
         r.daemons = []
@@ -988,6 +1043,9 @@ class Cluster:
                 r.frozen_until = max(r.frozen_until, self.t + f.duration)
         elif k == "wall_step":
             self.routers[f.target].clock.wall_offset += f.value * MS
+        elif k == FOS_KILL:
+            for name in self.fos_running[f.target]:
+                self.fos_running[f.target][name] = False
         elif k == "drift":
             self.routers[f.target].clock.set_rate(self.t, f.value if begin else 0)
 
@@ -1056,6 +1114,18 @@ class Cluster:
                     continue
                 self.shell(r, args[3], args[4])
                 self.drain(r)
+            elif kind == "fos_cmd":
+                r = routers[args[0]]
+                if r.frozen_until > t:
+                    self._at(r.frozen_until, kind, *args)
+                    continue
+                if r.up and r.broker_runs == args[1]:
+                    _name, _runs, service, action, command = args
+                    self.fos_running[r.name][service] = action == "start"
+                    self.publish(r, "pulse", "pulse.failover_cmd_finished", {
+                        "service": service, "action": action, "command": command, "exit_code": 0,
+                        "duration_ms": 5, "stderr_tail": "", "error": ""})
+                    self.drain(r)
             elif kind == "notify":
                 r = routers[args[0]]
                 if r.frozen_until > t:
@@ -1096,6 +1166,10 @@ class Cluster:
             owner = self.routers.get(self.arp_owner.get(address, ""))
             if owner is None or not owner.up or owner.frozen_until > t or address not in owner.vips:
                 return False
+            if isinstance(key, tuple):  # a failover service: its process runs on the VIP's owner
+                if not self.fos_running[owner.name].get(key[1], False):
+                    return False
+                continue
             if key is not None:
                 entry = owner.kernel.get(key)
                 if entry is None:
@@ -1153,6 +1227,10 @@ class Cluster:
                 self.violation(f"{r.name} is ACTIVE but holds {sorted(r.vips)}")
             for a in r.vips:
                 holders.setdefault(a, []).append(r)
+            if self.fos and role is not None and role != "ACTIVE":
+                started = sorted(n for n, a in self.fos_asked[r.name].items() if a == "start")
+                if started:
+                    self.violation(f"{r.name} is {role} but its start_cmd of {started} has no stop_cmd")
         for vip, rs in holders.items():
             if len(rs) < 2:
                 self._dual_since.pop(vip, None)
@@ -1190,6 +1268,13 @@ class Cluster:
             if deaf:
                 self.violation(f"{r.name} does not hear {deaf} after the faults stopped")
         holder = self.routers[active[0]]
+        for name in self.fos:  # a killed failover service made its router give up: it runs again
+            if not self.fos_running[holder.name].get(name, False):
+                self.violation(f"the active router {holder.name} does not run failover service {name} "
+                               "after the faults stopped")
+            for other in self.routers.values():
+                if other is not holder and self.fos_running[other.name].get(name, False):
+                    self.violation(f"failover service {name} runs on {other.name} too (not active)")
         for vip in holder.vips:  # once an advisory; an invariant since pulse re-announces on late news
             if self.arp_owner.get(vip) != holder.name:
                 self.violation(f"clients send {vip} to {self.arp_owner.get(vip)} (its last gratuitous ARP) "
@@ -1305,6 +1390,11 @@ GOLDEN: dict[str, dict] = {
     "real_server_flap": {"seed": 103, "faults": [Fault(8 * S, "server_flap", "rs2", 8 * S),
                                                  Fault(9 * S, "server_fail", "rs3", 6 * S)],
                          "duration": 22 * S},
+    # service = fos: lvs1's failover service is killed; its checks fail for timeout (3 s), lvs1 gives
+    # up (stop_cmd, VIPs released, priority 0 for reentry), lvs2 takes over and runs start_cmd;
+    # after reentry (6 s) lvs1 preempts back and runs start_cmd again
+    "fos_service_killed": {"seed": 105, "faults": [Fault(10 * S, FOS_KILL, "lvs1")], "duration": 26 * S,
+                           "fos": True},
     # an old log: written when bus.client_joined was version 1 (subscriptions comma-joined)
     "old_client_joined_v1": {"seed": 104, "faults": [], "duration": 6 * S, "client_joined_version": 1},
 }

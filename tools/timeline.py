@@ -100,6 +100,7 @@ CATEGORY = {
     "config.loaded": "config", "config.reload_refused": "config",
     "health.real_server_up": "health", "health.real_server_down": "health", "health.state_changed": "health",
     "health.config_rejected": "config", "lvsd.config_rejected": "config",
+    "health.failover_changed": "fos", "pulse.run_failover": "fos", "pulse.failover_cmd_finished": "fos",
     "lvsd.table_desired": "ipvs", "lvsd.table_delta": "ipvs", "ipvs.apply": "ipvs", "ipvs.op_failed": "ipvs",
     "ipvs.unavailable": "ipvs", "lvsd.started": "router", "ipvs.started": "router",
     "bus.frame_rejected": "bus", "bus.subscriber_lagged": "bus", "log.write_failed": "bus",
@@ -170,6 +171,15 @@ def describe(ev: Event) -> str:
         return f"real server {p['virtual']}/{p['server']} DOWN ({p['reason']}: {p['detail']}, was {p['previous']})"
     if t == "health.state_changed":
         return f"real server {p['virtual']}/{p['server']} {p['old']} -> {p['new']} ({p['reason']})"
+    if t == "health.failover_changed":
+        return f"failover service {p['service']} {p['old']} -> {p['new']} ({p['reason']}: {p['detail']})"
+    if t == "pulse.run_failover":
+        return f"run {p['action']}_cmd of {p['service']} ({p['reason']}): {p['command'][:80]}"
+    if t == "pulse.failover_cmd_finished":
+        how = p["error"] or f"exit {p['exit_code']}"
+        tail = p["stderr_tail"].strip().splitlines()[-1:] if p["stderr_tail"].strip() else []
+        return (f"{p['action']}_cmd of {p['service']} finished: {how} in {p['duration_ms']} ms"
+                + (f"; stderr: {tail[0][:120]}" if tail else ""))
     if t == "lvsd.table_desired":
         return f"desired table v{p['version']} ({p['reason']}): {p['services']} service(s), {p['dests']} real server(s)"
     if t == "lvsd.table_delta":
@@ -267,7 +277,7 @@ _ROLE_COLOR = {"INIT": "#d9d9d9", "BACKUP": "#9ecae1", "ACTIVE": "#31a354", "FAU
 _MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fence": ("#de2d26", "cross"),
          "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
          "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
-         "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar")}
+         "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar"), "fos": ("#2ca02c", "triangle")}
 
 
 def render_html(rows: list[Row] | Timeline, title: str = "lvsbus incident timeline") -> str:

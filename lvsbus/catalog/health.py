@@ -2,7 +2,7 @@
 
 * observation, published by nanny's shell: ``health.check_results`` (a batch of check outcomes,
   columnar, every ~50 ms or every N results: 10,000 checks/s are ~20 events/s, not 10,000);
-* decisions of nanny's core: ``health.real_server_up``, ``health.real_server_down`` (the verdicts
+* decisions of nanny's core: ``health.failover_changed`` (a failover service's machine, service = fos); ``health.real_server_up``, ``health.real_server_down`` (the verdicts
   lvsd acts on) and ``health.state_changed`` (every other change of the machine: RISING, FALLING,
   INIT, DISABLED). See docs/nanny-lvsd.md.
 """
@@ -99,4 +99,20 @@ declare(
     "health.config_rejected", 1,
     {"error": Str(max_len=1024), "count": Int(min=1)},
     doc="nanny's core could not use a config.loaded payload; the previous checks stay.",
+)
+
+declare(
+    "health.failover_changed", 1,
+    {
+        "service": NAME,
+        "address": Str(max_len=64, min_len=2),
+        "port": Int(min=0, max=65535),
+        "old": Nullable(STATE, doc="None when the machine was just created"),
+        "new": STATE,
+        "reason": REASON,
+        "detail": Nullable(DETAIL, doc="the last check's outcome"),
+        "count": Int(min=0, doc="checks passed (new UP/RISING) or failed (DOWN/FALLING) in a row"),
+    },
+    doc="A failover service's health machine moved (service = fos: nanny checks address:port every "
+    "keepalive; DOWN after timeout seconds unreachable). pulse gives up the active role on DOWN.",
 )

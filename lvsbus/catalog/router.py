@@ -4,13 +4,13 @@ Three kinds of event, by who publishes them:
 
 * observations, published by pulse's I/O shell: ``pulse.started``, ``pulse.heartbeat_received``,
   ``pulse.fence_received``, ``pulse.link_changed``, ``pulse.datagram_rejected``,
-  ``pulse.notify_finished``;
+  ``pulse.notify_finished``, ``pulse.failover_cmd_finished``;
 * decisions (past-tense facts) of pulse's core: ``router.role_changed``, ``pulse.peer_alive``,
   ``pulse.peer_dead``, ``pulse.peer_restarted``, ``pulse.link_degraded``, ``pulse.link_restored``,
   ``pulse.split_brain_resolved``, ``pulse.heartbeat_ignored``, ``pulse.config_rejected``;
 * effects (imperative commands the shell carries out): ``pulse.send_heartbeat``,
   ``pulse.take_vips``, ``pulse.release_vips``, ``pulse.send_garp``, ``pulse.send_fence``,
-  ``pulse.start_lvsd``, ``pulse.stop_lvsd``, ``pulse.run_notify``.
+  ``pulse.start_lvsd``, ``pulse.stop_lvsd``, ``pulse.run_notify``, ``pulse.run_failover``.
 
 Every effect carries all the shell needs (addresses, ports, devices, labels, repeat counts), so the
 shell never has to look at the config to carry one out. See docs/pulse.md.
@@ -43,6 +43,12 @@ ROLE_REASONS = Enum(
     "link_up",  # FAULT -> BACKUP: a link came back
     "shutdown",  # -> STOPPED
     "config",  # a reload removed this router, or gave it nothing to do
+    doc="why the role changed (stable, for alerting)",
+)
+#: version 2 of the reasons (router.role_changed, pulse.release_vips, pulse.stop_lvsd v2): one more
+ROLE_REASONS_2 = Enum(
+    *ROLE_REASONS.values,
+    "failover_service_failed",  # ACTIVE -> BACKUP: a failover service (service = fos) failed here: give up
     doc="why the role changed (stable, for alerting)",
 )
 
@@ -138,6 +144,19 @@ declare(
     },
     doc="A notify command the shell ran in the background has finished.",
 )
+declare(
+    "pulse.failover_cmd_finished", 1,
+    {
+        "service": NAME,
+        "action": Enum("start", "stop"),
+        "command": Str(max_len=4096),
+        "exit_code": Nullable(Int(), doc="None when it did not run or was killed at its timeout"),
+        "duration_ms": Int(min=0),
+        "stderr_tail": Str(max_len=1024, doc="the last bytes of its standard error (decoded, replaced)"),
+        "error": Str(max_len=1024, doc="empty when it ran to its end; otherwise why not (not found, timed out...)"),
+    },
+    doc="A failover service's start_cmd or stop_cmd has finished (its result, for replay and the timeline).",
+)
 
 # ---------------------------------------------------------------------------------------------
 # decisions (facts) of pulse's core
@@ -154,6 +173,20 @@ declare(
         "peer": Nullable(NAME, doc="the peer the change is about (dead, fencing, preempted...), if any"),
     },
     doc="This router's role changed.",
+)
+declare(
+    "router.role_changed", 2,
+    {
+        "node": NAME,
+        "old": ROLE,
+        "new": ROLE,
+        "reason": ROLE_REASONS_2,
+        "priority": PRIORITY,
+        "epoch": EPOCH,
+        "peer": Nullable(NAME, doc="the peer the change is about (dead, fencing, preempted...), if any"),
+    },
+    doc="This router's role changed. v2: the reason failover_service_failed.",
+    upcast=lambda p: p,
 )
 declare(
     "pulse.peer_alive", 1,
@@ -260,6 +293,13 @@ declare(
     doc="Remove each VIP from its interface. Idempotent: an address already gone is fine.",
 )
 declare(
+    "pulse.release_vips", 2,
+    {"vips": List(VIP, max_items=4096), "reason": ROLE_REASONS_2},
+    doc="Remove each VIP from its interface. Idempotent: an address already gone is fine. "
+    "v2: the reason failover_service_failed.",
+    upcast=lambda p: p,
+)
+declare(
     "pulse.send_garp", 1,
     {
         "vips": List(VIP, max_items=4096),
@@ -278,6 +318,24 @@ declare(
     "pulse.stop_lvsd", 1,
     {"reason": ROLE_REASONS},
     doc="Stop the lvs daemon on this router.",
+)
+declare(
+    "pulse.stop_lvsd", 2,
+    {"reason": ROLE_REASONS_2},
+    doc="Stop the lvs daemon on this router. v2: the reason failover_service_failed.",
+    upcast=lambda p: p,
+)
+declare(
+    "pulse.run_failover", 1,
+    {
+        "service": NAME,
+        "action": Enum("start", "stop", doc="start_cmd on becoming active, stop_cmd on leaving active"),
+        "command": Str(max_len=4096, doc="the configured start_cmd or stop_cmd, run with /bin/sh -c"),
+        "reason": ROLE_REASONS_2,
+        "timeout_ms": Int(min=0, doc="killed (its process group) after this long"),
+    },
+    doc="Run a failover service's start_cmd or stop_cmd (service = fos) in the background; the shell "
+    "publishes pulse.failover_cmd_finished with its result. Start commands run after the VIPs are added.",
 )
 declare(
     "pulse.run_notify", 1,

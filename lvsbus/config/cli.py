@@ -227,7 +227,9 @@ def describe(loaded: LoadedConfig) -> str:
         out.append(f"sync daemon: {cfg.sync_daemon.interface}, id {cfg.sync_daemon.sync_id}")
     if cfg.metrics_address:
         out.append(f"metrics: {cfg.metrics_address}")
-    out.append(f"virtual services: {len(cfg.virtual_services)}")
+    fos = cfg.service.value == "fos"
+    out.append(f"virtual services: {len(cfg.virtual_services)}"
+               + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))
     for vs in cfg.virtual_services:
         if vs.fwmark is not None:
             key = f"fwmark {vs.fwmark} (VIP {vs.address})"
@@ -264,10 +266,15 @@ def describe(loaded: LoadedConfig) -> str:
             if rs.check is not None:
                 out.append(f"      check: {_describe_check(rs.check)}")
     if cfg.failover_services:
-        out.append(f"failover services: {len(cfg.failover_services)}")
+        out.append(f"failover services: {len(cfg.failover_services)}"
+                   + ("" if fos else " [ignored: service = lvs]"))
         for fs in cfg.failover_services:
             out.append(f"  {fs.name}: {_addr(fs.address, fs.port)}"
                        + (f" dev {fs.label or fs.device}" if fs.device else "")
                        + f", timeout {_secs(fs.timeout)}, reentry {_secs(fs.reentry)}"
                        + ("" if fs.active else " [inactive]"))
+            if fos and fs.active:
+                check = "send/expect" if (fs.send or fs.expect) else "connect"
+                out.append(f"    check: tcp {check} every keepalive ({_secs(cfg.heartbeat.keepalive)}); "
+                           f"start_cmd {fs.start_cmd!r}, stop_cmd {fs.stop_cmd!r} on the active router")
     return "\n".join(out)

@@ -345,6 +345,16 @@ class Config:
     virtual_services: tuple[VirtualService, ...] = ()
     failover_services: tuple[FailoverService, ...] = ()
 
+    def lvs_services(self) -> tuple[VirtualService, ...]:
+        """The virtual services the routers run: all of them with ``service = lvs``, none with
+        ``service = fos`` (no IPVS table then; the validator warns that the blocks are ignored)."""
+        return self.virtual_services if self.service is ServiceType.LVS else ()
+
+    def fos_services(self) -> tuple[FailoverService, ...]:
+        """The failover services the routers run: all of them with ``service = fos``, none with
+        ``service = lvs`` (Piranha ran fos or lvsd, never both; the validator warns)."""
+        return self.failover_services if self.service is ServiceType.FOS else ()
+
     def virtual(self, name: str) -> VirtualService | None:
         for vs in self.virtual_services:
             if vs.name == name:

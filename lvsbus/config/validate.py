@@ -318,6 +318,16 @@ def validate(cfg: Config) -> list[Issue]:
                              "a gateway address that moves with the active router")
     if cfg.service is ServiceType.FOS and not cfg.failover_services:
         o.warn("service", "service = fos but no failover service is defined")
+    if cfg.service is ServiceType.FOS:
+        for vs in cfg.virtual_services:
+            o.warn(f"virtual.{vs.name}", f"service = fos: virtual service {vs.name!r} is ignored "
+                                         "(no IPVS table, no VIP, no checks in fos mode)")
+        if cfg.nat_router is not None:
+            o.warn("nat_router", "service = fos: nat_router is ignored (it serves LVS NAT only)")
+    else:
+        for fs in cfg.failover_services:
+            o.warn(f"failover.{fs.name}", f"service = lvs: failover service {fs.name!r} is ignored "
+                                          "(set service = fos to run it)")
 
     # failover services ------------------------------------------------------------------------
     fnames: set[str] = set()
@@ -338,6 +348,9 @@ def validate(cfg: Config) -> list[Issue]:
             for fname in ("start_cmd", "stop_cmd"):
                 if not (getattr(fs, fname) or "").strip():
                     o.err(f"{p}.{fname}", "an active failover service needs start_cmd and stop_cmd")
+        for fname in ("start_cmd", "stop_cmd"):
+            if len(getattr(fs, fname) or "") > 4096:  # pulse.run_failover carries at most 4096 characters
+                o.err(f"{p}.{fname}", "is longer than 4096 characters: put it in a script")
     return o.issues
 
 

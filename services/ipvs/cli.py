@@ -130,6 +130,10 @@ def cmd_save(args) -> int:
             print(f"lvsbus ipvs save: {exc}", file=sys.stderr)
             return 1
         table = desired_from_config(cfg)
+        if cfg.service.value == "fos":
+            print(f"lvsbus ipvs save: {args.config}: service = fos: failover services use no IPVS table "
+                  "(the applier manages nothing); nothing to print", file=sys.stderr)
+            return 0
     else:
         try:
             table, _v, _h = desired_from_log(args.state_dir)

@@ -127,7 +127,7 @@ def desired_from_config(cfg: Config) -> Table:
     from lvsbus_services.lvsd.core import Layout  # lvsd's policy owns what a virtual service becomes
 
     entries = {}
-    for vs in cfg.virtual_services:
+    for vs in cfg.lvs_services():  # service = fos: none, an empty table
         if not vs.active:
             continue
         lay = Layout(vs)
@@ -138,7 +138,7 @@ def desired_from_config(cfg: Config) -> Table:
 def managed_keys(cfg: Config) -> set[ServiceKey]:
     from lvsbus_services.lvsd.core import service_key
 
-    return {service_key(vs) for vs in cfg.virtual_services}
+    return {service_key(vs) for vs in cfg.lvs_services()}  # service = fos: the applier manages nothing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +216,7 @@ class ApplierState:
     retry_at: int | None = None
     gaps: int = 0
     fail_streak: int = 0  # batches in a row with a refused op
+    idle: bool = False  # service = fos: no IPVS at all (no dump, no op, no retry)
 
 
 class ApplierCore(Core[ApplierState]):
@@ -254,10 +255,16 @@ class ApplierCore(Core[ApplierState]):
             except (ConfigError, KeyError, TypeError, ValueError):
                 return st, []
             st.managed |= managed_keys(cfg)
+            was_idle, st.idle = st.idle, cfg.service.value == "fos"
+            if st.idle:  # failover services: the applier stays idle, the kernel untouched
+                st.retry_at = None
+                return st, []
             to = cfg.ipvs_timeouts
             st.timeouts_want = {"tcp": to.tcp, "tcpfin": to.tcpfin, "udp": to.udp}
             sd = cfg.sync_daemon
             st.sync = {"ifname": sd.interface, "syncid": sd.sync_id} if sd.enabled else None
+            if was_idle and st.started and not st.reads:  # back from fos mode: look at the kernel first
+                return st, [self._read(st, "config")]
             return st, self._reconcile(st, "config")
         if t == "router.role_changed":
             st.role = p["new"]
@@ -267,6 +274,8 @@ class ApplierCore(Core[ApplierState]):
             st.flush_unmanaged = bool(p.get("flush_unmanaged", False))
             st.available, st.attempts, st.retry_at = True, 0, None
             st.pending.clear()  # a new shell: what the old one did not apply is in the dump, or lost
+            if st.idle:
+                return st, []
             return st, [self._read(st, "started")]
         if t == "ipvs.table_read":
             base = st.reads.pop(p["request"], None)
@@ -306,7 +315,7 @@ class ApplierCore(Core[ApplierState]):
             st.retry_at = ev.mono_ns + delay
             return st, []
         if t == "timer.fired":
-            if st.retry_at is not None and ev.mono_ns >= st.retry_at:
+            if st.retry_at is not None and ev.mono_ns >= st.retry_at and not st.idle:
                 st.retry_at = None
                 return st, [self._read(st, "retry")]
             return st, []
@@ -327,7 +336,7 @@ class ApplierCore(Core[ApplierState]):
         return []
 
     def _reconcile(self, st: ApplierState, reason: str, only: set | None = None) -> list[Effect]:
-        if st.expected is None or st.reads:
+        if st.idle or st.expected is None or st.reads:
             return []  # no dump yet, or one on its way: plan when it arrives
         ops = plan_globals(st.timeouts_have, st.timeouts_want, st.daemons_have, self._want_daemons(st))
         if st.desired is not None:
@@ -353,9 +362,10 @@ class ApplierCore(Core[ApplierState]):
             effects.append(Effect("ipvs.apply", {"batch": st.batch, "ops": chunk, "reason": reason, "version": st.version}))
         return effects
 
-    # snapshots: plain data. Version 1 lacked fail_streak before it existed; version 2 has it.
-    snapshot_version = 2
-    snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}}
+    # snapshots: plain data. Version 1 lacked fail_streak before it existed; version 2 has it;
+    # version 3 has idle (service = fos)
+    snapshot_version = 3
+    snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}, 2: lambda d: {"idle": False, **d}}
 
     def snapshot(self, st: ApplierState) -> Any:
         return {
@@ -369,7 +379,7 @@ class ApplierCore(Core[ApplierState]):
             "reads": [[k, v] for k, v in st.reads.items()],
             "pending": [[b, ops] for b, ops in st.pending],
             "started": st.started, "available": st.available, "attempts": st.attempts,
-            "retry_at": st.retry_at, "gaps": st.gaps, "fail_streak": st.fail_streak,
+            "retry_at": st.retry_at, "gaps": st.gaps, "fail_streak": st.fail_streak, "idle": st.idle,
         }
 
     def restore(self, d: Any) -> ApplierState:
@@ -383,4 +393,5 @@ class ApplierCore(Core[ApplierState]):
             batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
             pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],
             attempts=d["attempts"], retry_at=d["retry_at"], gaps=d["gaps"], fail_streak=d["fail_streak"],
+            idle=d["idle"],
         )

@@ -222,7 +222,8 @@ class LvsdCore(Core[LvsdState]):
         health = {i: s for i, s in st.health.items() if i in checks and st.checks.get(i) == checks[i]}
         st.checks, st.health = checks, health
         st.been_in = {i for i in st.been_in if i in health}
-        st.layouts = {vs.name: Layout(vs) for vs in cfg.virtual_services if vs.active}
+        # service = fos: no virtual service is used, the desired table is empty (no IPVS at all)
+        st.layouts = {vs.name: Layout(vs) for vs in cfg.lvs_services() if vs.active}
         st.quorum = {n: q for n, q in st.quorum.items() if n in st.layouts}
         st.model, st.digest = model, digest
 

@@ -63,6 +63,8 @@ class Metrics:
     check_latency_buckets: list = field(default_factory=lambda: [0] * (len(CHECK_BUCKETS) + 1))
     check_latency_sum: float = 0.0
     servers: dict = field(default_factory=dict)  # (virtual, server) -> "up" / "down"
+    failover_health: dict = field(default_factory=dict)  # failover service -> nanny's state (service = fos)
+    failover_cmds: Counter = field(default_factory=Counter)  # (service, action, "ok"/"failed") -> count
     ipvs_ops: int = 0
     ipvs_failures: Counter = field(default_factory=Counter)  # errno -> count
     ipvs_unavailable: int = 0
@@ -105,6 +107,11 @@ class Metrics:
             self.servers[(p["virtual"], p["server"])] = "up"
         elif t == "health.real_server_down":
             self.servers[(p["virtual"], p["server"])] = "down"
+        elif t == "health.failover_changed":
+            self.failover_health[p["service"]] = p["new"]
+        elif t == "pulse.failover_cmd_finished":
+            ok = p["exit_code"] == 0 and not p["error"]
+            self.failover_cmds[(p["service"], p["action"], "ok" if ok else "failed")] += 1
         elif t == "pulse.link_degraded":
             self.links_degraded[p["link"]] += 1
         elif t == "pulse.peer_dead":
@@ -170,6 +177,12 @@ class Metrics:
         states = Counter(self.servers.values())
         for state in ("up", "down"):
             add("lvsbus_real_servers", "gauge", "real servers by health", states.get(state, 0), state=state)
+        for name, state in sorted(self.failover_health.items()):
+            add("lvsbus_failover_service_up", "gauge", "1 when nanny says the failover service is UP (service = fos)",
+                1 if state == "UP" else 0, service=name)
+        for (name, action, result), n in sorted(self.failover_cmds.items()):
+            add("lvsbus_failover_commands_total", "counter", "failover services' start_cmd/stop_cmd runs", n,
+                service=name, action=action, result=result)
         add("lvsbus_ipvs_operations_total", "counter", "IPVS operations attempted", self.ipvs_ops)
         for err, n in sorted(self.ipvs_failures.items()):
             add("lvsbus_ipvs_operation_failures_total", "counter", "IPVS operations refused", n, errno=err)

@@ -24,12 +24,13 @@ anyway, and an unreachable server should be known as DOWN at once; from then on 
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transitions import Machine
 
 from lvsbus.config import Config, ConfigError, check_port, effective_check, from_dict, server_port
-from lvsbus.config.model import Check
+from lvsbus.config.model import Check, CheckKind, FailoverService
 from lvsbus.core import Core, Effect
 from lvsbus.events import Event
 
@@ -145,14 +146,36 @@ def check_id(virtual: str, server: str) -> str:
     return f"{virtual}/{server}"
 
 
+#: the ``virtual`` of a failover service's machine (its id is ``fos/NAME``): with ``service = fos``
+#: there is no virtual service at all, so no pair id can collide with it
+FOS = "fos"
+
+
+def fos_check(cfg: Config, fs: FailoverService) -> Check:
+    """How a failover service is checked, as Piranha's nanny did for fos: a TCP connect (or
+    send/expect when ``send`` or ``expect`` is set) to its address and port every keepalive, each
+    probe given at most a keepalive; DOWN once its failures in a row span ``timeout`` seconds
+    (fall = floor(timeout / keepalive) + 1: at least timeout unreachable); UP after one pass. ``reentry`` is pulse's business (how
+    long a router that gave up stays out of preemption), not a rise count: see docs/config.md."""
+    ka = float(cfg.heartbeat.keepalive)
+    kind = CheckKind.TCP_SEND_EXPECT if (fs.send or fs.expect) else CheckKind.TCP_CONNECT
+    fall = int(math.floor(float(fs.timeout) / ka + 1e-9)) + 1
+    return Check(kind=kind, interval=ka, timeout=min(ka, float(fs.timeout)), rise=1, fall=fall, initial_rise=1,
+                 send=fs.send, expect=fs.expect)
+
+
 def plan(cfg: Config) -> list[tuple[str, str, str, str, int, int, Check, bool]]:
-    """Every (virtual service, real server) pair of ``cfg``: what the core tracks and the shell
-    checks. Pure and deterministic (config order)."""
+    """Every (virtual service, real server) pair of ``cfg`` (``service = lvs``) or every failover
+    service (``service = fos``, id ``fos/NAME``): what the core tracks and the shell checks. Pure and
+    deterministic (config order)."""
     out = []
-    for vs in cfg.virtual_services:
+    for vs in cfg.lvs_services():
         for rs in vs.servers:
             out.append((check_id(vs.name, rs.name), vs.name, rs.name, rs.address, server_port(vs, rs),
                         check_port(vs, rs), effective_check(vs, rs), vs.active and rs.active))
+    for fs in cfg.fos_services():
+        out.append((check_id(FOS, fs.name), FOS, fs.name, fs.address, fs.port, fs.port, fos_check(cfg, fs),
+                    fs.active))
     return out
 
 
@@ -185,7 +208,12 @@ def _change(h: Health, trigger: str, out: list) -> None:
     old = fire(h, trigger)
     reason = _REASON[trigger]
     new = h.state
-    if new == UP:
+    if h.virtual == FOS:  # a failover service: one event type for every move (pulse reads it)
+        out.append(Effect("health.failover_changed", {
+            "service": h.server, "address": h.address, "port": h.port, "old": old, "new": new, "reason": reason,
+            "detail": h.detail, "count": h.passes if new in (UP, RISING) else h.fails,
+        }))
+    elif new == UP:
         out.append(Effect("health.real_server_up", {**_server(h), "reason": reason, "previous": old,
                                                      "passes": h.passes, "detail": h.detail}))
     elif new == DOWN:
@@ -200,7 +228,7 @@ class NannyCore(Core[NannyState]):
     name = "nanny"
     inputs = ("config.loaded", "health.check_results")
     outputs = frozenset({"health.real_server_up", "health.real_server_down", "health.state_changed",
-                         "health.config_rejected"})
+                         "health.config_rejected", "health.failover_changed"})
 
     def initial(self) -> NannyState:
         return NannyState()

@@ -41,7 +41,8 @@ ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], 
      "best live candidate and no live active peer (peer dead, left or stepped down), "
      "or outranks the active peer with preempt on for preempt_delay"),
     ("step_down", (ACTIVE,), BACKUP, (),
-     "valid fence received, or split brain lost to a higher (priority, address)"),
+     "valid fence received, split brain lost to a higher (priority, address), "
+     "or a failover service failed here (service = fos)"),
     ("fault", (BACKUP, ACTIVE), FAULT, ("link_fault",),
      "the public link (where the VIPs live) is down, or every heartbeat link is"),
     ("recover", (FAULT,), BACKUP, ("can_serve",),
@@ -144,6 +145,8 @@ class PulseSettings:
     inactive_cmd: str | None = None
     notify_cmd: str | None = None
     notify_timeout_ms: int = 30_000
+    #: service = fos: the active failover services, (name, start_cmd, stop_cmd, timeout_ns, reentry_ns)
+    failover: tuple[tuple[str, str, str, int, int], ...] = ()
     # derived once (settings are immutable): asked for on every event and every heartbeat
     _me: RouterInfo | None = field(default=None, init=False, repr=False, compare=False)
     _dests: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -205,6 +208,7 @@ class PulseSettings:
         d = dict(d)
         d["routers"] = tuple(RouterInfo(*r) for r in d["routers"])
         d["vips"] = tuple(Vip(*v) for v in d["vips"])
+        d["failover"] = tuple(tuple(f) for f in d.get("failover", ()))
         return cls(**d)
 
 
@@ -251,14 +255,15 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
         raise ValueError("a router is listed twice")
     vips: dict[str, Vip] = {}
     owners: dict[str, list[str]] = {}
-    services: list[VirtualService | FailoverService] = [*cfg.virtual_services, *cfg.failover_services]
+    # service = lvs: the virtual services' VIPs and nat_router's; service = fos: the failover services'
+    services: list[VirtualService | FailoverService] = [*cfg.lvs_services(), *cfg.fos_services()]
     for vs in services:
         if not vs.active:
             continue
         v = _vip(vs.address, vs.vip_prefixlen, vs.device, vs.label, me.device)
         vips.setdefault(v.address, v)
         owners.setdefault(v.address, []).append(vs.name)
-    if cfg.nat_router is not None:
+    if cfg.nat_router is not None and cfg.service.value == "lvs":
         nat = cfg.nat_router
         v = _vip(nat.address, nat.prefixlen, nat.device, nat.label, me.device)
         vips.setdefault(v.address, v)
@@ -289,6 +294,11 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
         inactive_cmd=nt.inactive_cmd or None,
         notify_cmd=nt.notify or None,
         notify_timeout_ms=_ns(getattr(nt, "timeout", 30.0), "notify.timeout") // 1_000_000,
+        failover=tuple(
+            (fs.name, fs.start_cmd or "", fs.stop_cmd or "", _ns(fs.timeout, f"failover.{fs.name}.timeout"),
+             _ns(fs.reentry, f"failover.{fs.name}.reentry"))
+            for fs in cfg.fos_services() if fs.active
+        ),
     )
 
 
@@ -362,6 +372,12 @@ class PulseState:
         self.ignored = 0
         self.rejected_configs = 0
         self.reannounce_after = 0  # no re-announcement for late news before (see _late_news)
+        # service = fos (see _check_failover): each failover service's health as nanny last said
+        # (health.failover_changed), when this router last became ACTIVE, and until when a router
+        # that gave up (a failover service failed here) advertises priority 0
+        self.fos_health: dict[str, str] = {}
+        self.active_since: int | None = None
+        self.gave_up_until = 0
 
     # FSM conditions (named in ROLE_TRANSITIONS)
     def has_config(self) -> bool:
@@ -406,7 +422,7 @@ OUTPUTS = frozenset({
     "pulse.link_degraded", "pulse.link_restored", "pulse.split_brain_resolved", "pulse.heartbeat_ignored",
     "pulse.config_rejected",
     "pulse.send_heartbeat", "pulse.send_fence", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp",
-    "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify",
+    "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify", "pulse.run_failover",
 })
 
 
@@ -414,7 +430,7 @@ class PulseCore(Core[PulseState]):
     name: ClassVar[str] = "pulse"
     inputs: ClassVar[tuple[str, ...]] = (
         "config.loaded", "pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
-        "pulse.link_changed", "router.shutdown_requested", "timer.fired",
+        "pulse.link_changed", "router.shutdown_requested", "timer.fired", "health.failover_changed",
     )
     outputs: ClassVar[frozenset[str]] = OUTPUTS
 
@@ -424,13 +440,20 @@ class PulseCore(Core[PulseState]):
     # -- snapshots -------------------------------------------------------------------------
     # version 1: {"v": 1, "state": {...}}, reannounce_after absent before it existed; version 2:
     # the state's fields alone, every one present
-    snapshot_version = 2
-    snapshot_upcasters = {1: lambda data: {"reannounce_after": 0, **data["state"]}}
+    # version 3: fos_health, active_since, gave_up_until (service = fos)
+    snapshot_version = 3
+    snapshot_upcasters = {
+        1: lambda data: {"reannounce_after": 0, **data["state"]},
+        2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
+    }
 
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
         d["reannounce_after"] = state.reannounce_after
+        d["fos_health"] = dict(state.fos_health)
+        d["active_since"] = state.active_since
+        d["gave_up_until"] = state.gave_up_until
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
         return d
@@ -441,6 +464,9 @@ class PulseCore(Core[PulseState]):
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
         st.reannounce_after = d["reannounce_after"]
+        st.fos_health = dict(d["fos_health"])
+        st.active_since = d["active_since"]
+        st.gave_up_until = d["gave_up_until"]
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
         return st
@@ -462,6 +488,7 @@ class PulseCore(Core[PulseState]):
                 due.append(st.preempt_hold_until)
         if st.role == ACTIVE and st.garp_next is not None:
             due.append(st.garp_next)
+        due.extend(self._failover_deadlines(st))
         dt, ka = s.deadtime_ns, s.keepalive_ns
         for p in st.peers.values():
             if not p.alive:
@@ -509,10 +536,13 @@ class PulseCore(Core[PulseState]):
         elif t == "router.shutdown_requested":
             self._shutdown(st, p, out)
             return st, out
+        elif t == "health.failover_changed":
+            st.fos_health[p["service"]] = p["new"]
         else:
             return st, []
         if st.settings is not None and st.role not in (INIT, STOPPED):
             self._advance(st, out)
+            self._check_failover(st, out)
             self._elect(st, out)
             self._tick(st, out)
         return st, out
@@ -527,6 +557,7 @@ class PulseCore(Core[PulseState]):
         fresh = PulseState()
         fresh.settings, fresh.ignored, fresh.rejected_configs = st.settings, st.ignored, st.rejected_configs
         fresh.seq = st.seq  # peers compare seqs per epoch; keeping ours growing costs nothing
+        fresh.fos_health = dict(st.fos_health)  # nanny's verdicts stand until it says otherwise
         if fresh.settings is not None:
             fresh.peers = {r.name: Peer(r.priority, fresh.settings.pair_links(r))
                            for r in fresh.settings.routers if r.name != fresh.settings.local}
@@ -702,6 +733,9 @@ class PulseCore(Core[PulseState]):
         st.peers = peers
         if st.last_active not in peers:
             st.last_active = None
+        st.fos_health = {k: v for k, v in st.fos_health.items() if any(f[0] == k for f in new.failover)}
+        if st.role == ACTIVE and old is not None and old.failover != new.failover:
+            self._failover_reload(st, old, new, out)
         if st.role == INIT:
             self._try_start(st, out)
         elif st.role == ACTIVE and old is not None and old.vips != new.vips:
@@ -807,7 +841,15 @@ class PulseCore(Core[PulseState]):
 
     def _my_rank(self, st: PulseState) -> tuple:
         me = st.settings.me  # type: ignore[union-attr]
-        return self.rank(me.priority, me.address)
+        return self.rank(self._my_priority(st), me.address)
+
+    @staticmethod
+    def _my_priority(st: PulseState) -> int:
+        """The priority this router advertises and elects with: its own, or 0 for reentry seconds
+        after it gave up the active role because a failover service failed here (so that the peer
+        takes over and this router does not preempt it back at once; with no other candidate it
+        still takes over, see docs/pulse.md)."""
+        return 0 if st.now < st.gave_up_until else st.settings.me.priority  # type: ignore[union-attr]
 
     def _elect(self, st: PulseState, out: list) -> None:
         """A BACKUP takes over when it is the best live candidate and no live peer is active, or
@@ -884,6 +926,9 @@ class PulseCore(Core[PulseState]):
                     "port": s.port, "destinations": s.destinations(only=target),
                 }))
         out.append(Effect("pulse.start_lvsd", {"reason": reason}))
+        st.active_since = st.now
+        for f in s.failover:
+            self._run_failover(s, f, "start", reason, out)
         self._notify(st, BACKUP, ACTIVE, out)
         st.last_active = None
         st.preempt_since = None
@@ -900,7 +945,10 @@ class PulseCore(Core[PulseState]):
             return
         s = st.settings
         out.append(Effect("pulse.stop_lvsd", {"reason": reason}))
+        st.active_since = None
         if s is not None:
+            for f in s.failover:
+                self._run_failover(s, f, "stop", reason, out)
             out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in s.vips], "reason": reason}))
         self._role_changed(st, ACTIVE, dest, reason, peer, out)
         st.garp_next = None
@@ -933,12 +981,65 @@ class PulseCore(Core[PulseState]):
             args = ["INSTANCE", s.local, _NOTIFY_STATE[new], str(s.me.priority)]
             out.append(Effect("pulse.run_notify", {"kind": "notify", "command": s.notify_cmd, "args": args, **common}))
 
+    # -- failover services (service = fos) --------------------------------------------------
+    @staticmethod
+    def _run_failover(s: PulseSettings, f: tuple, action: str, reason: str, out: list) -> None:
+        name, start_cmd, stop_cmd, _timeout, _reentry = f
+        command = start_cmd if action == "start" else stop_cmd
+        if command:
+            out.append(Effect("pulse.run_failover", {
+                "service": name, "action": action, "command": command, "reason": reason,
+                "timeout_ms": s.notify_timeout_ms,
+            }))
+
+    def _failed_services(self, st: PulseState) -> list[tuple]:
+        """The failover services that failed on this ACTIVE router: nanny says DOWN (timeout seconds
+        of failed checks in a row) and it has been active for at least that service's timeout (a
+        service that was DOWN when this router took over, e.g. seen through the VIP while the old
+        active's copy was dying, gets timeout seconds to come up after its start_cmd)."""
+        s = st.settings
+        if st.role != ACTIVE or s is None or st.active_since is None:
+            return []
+        return [f for f in s.failover
+                if st.fos_health.get(f[0]) == "DOWN" and st.now - st.active_since >= f[3]]
+
+    def _check_failover(self, st: PulseState, out: list) -> None:
+        """Piranha's fos: a failed failover service on the active router makes it give up, so the
+        backup takes over (VIPs, start_cmd). This router advertises priority 0 for the longest
+        reentry of the failed services, so it does not preempt back at once (docs/pulse.md)."""
+        failed = self._failed_services(st)
+        if not failed:
+            return
+        st.gave_up_until = st.now + max(f[4] for f in failed)
+        self._step_down(st, "step_down", BACKUP, "failover_service_failed", None, out)
+
+    def _failover_deadlines(self, st: PulseState) -> list[int]:
+        s = st.settings
+        due: list[int] = []
+        if st.role == ACTIVE and s is not None and st.active_since is not None:
+            due.extend(st.active_since + f[3] for f in s.failover
+                       if st.fos_health.get(f[0]) == "DOWN" and st.now < st.active_since + f[3])
+        if st.role == BACKUP and st.gave_up_until > st.now:
+            due.append(st.gave_up_until)
+        return due
+
+    def _failover_reload(self, st: PulseState, old: PulseSettings, new: PulseSettings, out: list) -> None:
+        """A reload while ACTIVE: stop what is gone or changed (its old stop_cmd), start what is new."""
+        before = {f[0]: f for f in old.failover}
+        after = {f[0]: f for f in new.failover}
+        for name, f in before.items():
+            if after.get(name, (None,) * 5)[:3] != f[:3]:
+                self._run_failover(new, f, "stop", "config", out)
+        for name, f in after.items():
+            if before.get(name, (None,) * 5)[:3] != f[:3]:
+                self._run_failover(new, f, "start", "config", out)
+
     def _heartbeat(self, st: PulseState, leaving: bool = False) -> Effect:
         s = st.settings
         assert s is not None
         st.seq += 1
         return Effect("pulse.send_heartbeat", {
-            "node": s.local, "role": st.role, "priority": s.me.priority, "epoch": st.epoch, "seq": st.seq,
+            "node": s.local, "role": st.role, "priority": self._my_priority(st), "epoch": st.epoch, "seq": st.seq,
             "leaving": leaving, "port": s.port, "destinations": s.destinations(),
         })
 

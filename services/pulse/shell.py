@@ -29,6 +29,7 @@ import os
 import shlex
 import signal
 import socket
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,7 @@ class PulseShell:
         self.rejected = 0
         self._reject_window = (0.0, 0)
         self._bg: set[asyncio.Task] = set()
+        self._fos_last: dict[str, asyncio.Task] = {}  # each failover service's last command
         self._garp_tasks: set[asyncio.Task] = set()
         self._send_errors = 0
         self._stopping = False
@@ -437,7 +439,9 @@ class PulseShell:
             log.warning("outputs_not_recorded", cause=seq, note="the bus did not acknowledge them: not run")
         pending = [t for t in self._bg if t is not asyncio.current_task() and t not in self._garp_tasks]
         if pending:
-            await asyncio.wait(pending, timeout=1.0)
+            # a failover service's stop_cmd gets longer than a notify command: it stops the service
+            fos = [t for t in self._fos_last.values() if not t.done()]
+            await asyncio.wait(pending, timeout=10.0 if fos else 1.0)
         try:  # the VIPs' release and the leaving heartbeat, queued on the netlink thread, are done
             await asyncio.wait_for(self._nl(lambda: None), timeout=2.0)
         except asyncio.TimeoutError:
@@ -481,6 +485,13 @@ class PulseShell:
             task.add_done_callback(self._garp_tasks.discard)
         elif t == "pulse.run_notify":
             self._spawn(self._notify(p))
+        elif t == "pulse.run_failover":
+            # a start_cmd runs once the VIPs queued before it are on (its service may bind the VIP);
+            # one service's commands run one after the other (a stop finishes before the next start)
+            after = asyncio.wrap_future(self._queue(lambda: None))
+            prev = self._fos_last.get(p["service"])
+            task = self._spawn(self._failover_cmd(p, after, prev))
+            self._fos_last[p["service"]] = task
         elif t in ("pulse.start_lvsd", "pulse.stop_lvsd"):
             log.info(t.split(".")[1], reason=p["reason"], note="carried out by the router supervisor")
         elif t == "router.role_changed":
@@ -578,6 +589,51 @@ class PulseShell:
             self.runtime.publish("pulse.notify_finished", {
                 "kind": p["kind"], "command": p["command"][:4096], "exit_code": exit_code,
                 "duration_ms": ms, "error": error[:1024],
+            })
+
+    async def _failover_cmd(self, p: dict, after: asyncio.Future, prev: asyncio.Task | None) -> None:
+        """Run a failover service's start_cmd or stop_cmd (environment: LVSBUS_ROUTER, this router's
+        name; LVSBUS_FAILOVER, the service's; LVSBUS_ACTION, start or stop); publish its exit status,
+        duration and the tail of its stderr (a file, not a pipe: a daemon it starts inherits stderr
+        and lives on)."""
+        if prev is not None:
+            await asyncio.wait([prev])
+        await after
+        start = time.monotonic()
+        exit_code, error, tail = None, "", b""
+        with tempfile.TemporaryFile() as err:
+            try:
+                env = {**os.environ, "LVSBUS_FAILOVER": p["service"], "LVSBUS_ACTION": p["action"],
+                       "LVSBUS_ROUTER": self.settings.local if self.settings is not None else ""}
+                proc = await asyncio.create_subprocess_shell(
+                    p["command"], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=err, start_new_session=True, env=env,
+                )
+                try:
+                    exit_code = await asyncio.wait_for(proc.wait(), timeout=max(0.001, p["timeout_ms"] / 1000))
+                except asyncio.TimeoutError:
+                    error = f"timed out after {p['timeout_ms']} ms: killed"
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    await proc.wait()
+            except OSError as exc:
+                error = f"could not run: {exc}"
+            try:
+                size = err.seek(0, os.SEEK_END)
+                err.seek(max(0, size - 1024))
+                tail = err.read(1024)
+            except OSError:
+                pass
+        ms = int((time.monotonic() - start) * 1000)
+        stderr_tail = tail.decode("utf-8", "replace")[-1024:]
+        log.info("failover_cmd_finished", service=p["service"], action=p["action"], exit_code=exit_code,
+                 duration_ms=ms, error=error)
+        if self.runtime.client is not None:
+            self.runtime.publish("pulse.failover_cmd_finished", {
+                "service": p["service"], "action": p["action"], "command": p["command"][:4096],
+                "exit_code": exit_code, "duration_ms": ms, "stderr_tail": stderr_tail, "error": error[:1024],
             })
 
     def _spawn(self, coro, name: str | None = None) -> asyncio.Task:
