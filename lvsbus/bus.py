@@ -57,7 +57,7 @@ import zmq
 
 from . import catalog  # noqa: F401  (fills the registry)
 from .events import REGISTRY, DecodeError, Event, decode, decode_records, matches
-from .log import Durability, EventLog, LogReader, LogWriteError, frame, parse_frames
+from .log import Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
 
 log = structlog.get_logger("lvsbus.bus")
 
@@ -72,18 +72,21 @@ LOG_BOUNDS_NS = (10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2
                  2_500_000_000)
 
 
+BACKLOG_NAME = "log-backlog.spill"  # in the spill directory (the run directory unless told otherwise)
+STOP_FLUSH_S = 5.0  # a clean stop with a backlog keeps trying to write it this long, then spills it
+
+
 def _recovery_summary(log_: EventLog) -> str:
     r = getattr(log_, "recovery", None)
     if r is None:
         return ""
     parts = [f"records={r.records}"]
-    if r.torn_bytes_cut:
-        parts.append(f"torn_tail_cut={r.torn_bytes_cut}B@{r.torn_offset}")
-    if r.corruption:
-        parts.append(f"corrupt_records={len(r.corruption)} (readers stop there; see lvsbus log check)")
+    summary = r.summary()
+    if summary:
+        parts.append(summary)
     if r.new_segment:
         parts.append(f"new_segment={os.path.basename(r.new_segment)}")
-    return " ".join(parts)[:1024]
+    return "; ".join(parts)[:1024]
 
 
 def socket_path(run_dir: str) -> str:
@@ -183,8 +186,11 @@ class Broker:
         retention=None,
         context: zmq.Context | None = None,
         log_stats_s: float = LOG_STATS_S,
+        spill_dir: str | None = None,
+        stop_flush_s: float = STOP_FLUSH_S,
     ) -> None:
         self.node = node
+        self.stop_flush_s = stop_flush_s
         self.run_dir = run_dir
         self.epoch = secrets.token_hex(8)
         self.stats = BrokerStats()
@@ -213,8 +219,17 @@ class Broker:
             kwargs["segment_bytes"] = segment_bytes
         if retention is not None:
             kwargs["retention"] = retention
-        self.log = EventLog(log_dir, **kwargs)
+        # A backlog spilled at the last stop (the log's disk was full) is written first, when it follows the log.
+        self.spill_path = os.path.join(spill_dir or run_dir, BACKLOG_NAME)
+        self.log = EventLog(log_dir, backlog_file=self.spill_path, **kwargs)
         self._seq = self.log.last_seq
+        if self.log.recovery.backlog_left:  # not usable: keep it for the operator, out of the next spill's way
+            kept = f"{self.spill_path}.unused-{time.strftime('%Y%m%dT%H%M%S')}"
+            try:
+                os.replace(self.spill_path, kept)
+                log.error("log_backlog_file_not_used", path=kept)
+            except OSError:
+                pass
 
         self.ctx = context or zmq.Context.instance()
         self.sock = self._router_socket(sndhwm)
@@ -233,7 +248,36 @@ class Broker:
             "bus.broker_started",
             {"epoch": self.epoch, "resumed_from": resumed, "recovery": _recovery_summary(self.log)},
         )
+        self._emit_recovery()
         log.info("broker_started", node=node, epoch=self.epoch, resumed_from=resumed, endpoint=endpoint(run_dir))
+
+    def _emit_recovery(self) -> None:
+        """What opening the log found, as events after bus.broker_started (each also a log line
+        from lvsbus.log)."""
+        r = self.log.recovery
+        self._draining = True
+        try:
+            if r.torn_bytes_cut:
+                self._emit("log.tail_cut", {
+                    "segment": (r.segment or "")[-512:], "offset": r.torn_offset or 0, "bytes": r.torn_bytes_cut,
+                    "kind": r.cut_kind or "torn", "kept_in": (r.cut_copy or "")[-512:],
+                    "last_seq": max(0, r.cut_last_seq),
+                })
+            for c in r.corruption[:100]:
+                lost = c.lost or (None, None)
+                self._emit("log.corrupt_record", {
+                    "segment": (c.segment or "")[-512:], "offset": max(-1, c.offset), "reason": c.reason[:512],
+                    "first_unreadable": lost[0], "last_unreadable": lost[1],
+                })
+            if r.lost:
+                self._emit("log.gap", {
+                    "first_lost": r.lost[0], "last_lost": r.lost[1],
+                    "reason": "handed out (delivered live) but not written: the last broker stopped or died while "
+                              "the log's disk refused them and they could not be spilled; never reused",
+                })
+        finally:
+            self._draining = False
+            self._flush()
 
     # -- sockets -------------------------------------------------------------------------------
 
@@ -304,6 +348,8 @@ class Broker:
             self._emit("bus.broker_stopping", {"reason": "stop requested"})
         except Exception:  # closing must not fail on a full disk
             pass
+        if self._unrecorded:
+            self._save_backlog_at_stop()
         self.log.close()
         self._send_acks()
         self.sock.close(0)
@@ -481,9 +527,50 @@ class Broker:
             note, self._failure_note = self._failure_note, None
             self._emit_unrecorded("log.write_failed", note)
 
+    def _save_backlog_at_stop(self) -> None:
+        """A clean stop with records delivered but not written (the disk refused them): keep
+        trying for ``stop_flush_s``, then spill them to a file beside the socket (written into the
+        log at the next start); if that fails too, the assigned-seq mark makes the next start
+        declare them lost (log.gap) rather than reuse their seqs."""
+        deadline = time.monotonic() + self.stop_flush_s
+        while self._unrecorded:
+            now = time.monotonic()
+            self._retry_unrecorded(now)
+            if not self._unrecorded or now >= deadline:
+                break
+            time.sleep(min(0.2, max(0.0, deadline - now)))
+        if not self._unrecorded:
+            return
+        first, last = self._unrecorded[0][0], self._unrecorded[-1][0]
+        self.log.note_assigned(last, sync=True)
+        tmp = self.spill_path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                data = frame_batch(self._unrecorded)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.spill_path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            log.error("log_backlog_lost_at_stop", first_seq=first, last_seq=last, records=len(self._unrecorded),
+                      error=str(exc), note="the next start declares these seqs lost (log.gap); never reused")
+            return
+        log.error("log_backlog_spilled", path=self.spill_path, first_seq=first, last_seq=last,
+                  records=len(self._unrecorded), note="written into the log at the next start")
+        self._unrecorded = []
+
     def _append(self, records: list[tuple[int, bytes]]) -> None:
         if self._unrecorded:
             self._unrecorded.extend(records)
+            self.log.note_assigned(records[-1][0])
             return
         try:
             self._timed_append(records)
@@ -525,6 +612,8 @@ class Broker:
         self.stats.write_failures += 1
         self._unrecorded = list(records)
         self._unrecorded_from = records[0][0]
+        # these are delivered next: if they never reach the log, their seqs must never be reused
+        self.log.note_assigned(records[-1][0], sync=True)
         self._next_retry = time.monotonic() + 1.0
         log.error("log_write_failed", errno=exc.errno, error=str(exc), first_seq=records[0][0])
         # Delivered live (the router keeps working), recorded when the disk takes it again. The
@@ -538,6 +627,7 @@ class Broker:
             use_bin_type=True,
         )
         self._unrecorded.append((self._seq, body))
+        self.log.note_assigned(self._seq)
         self._forward([(self._seq, body)], [type_])
 
     def _retry_unrecorded(self, now: float) -> None:
@@ -731,7 +821,8 @@ class _ClientCore:
         if self.log_dir is None:
             raise BusError("lost events from the bus and no log_dir to catch up from")
         out = []
-        reader = LogReader(self.log_dir)
+        reader = LogReader(self.log_dir, skip_corrupt=True, on_problem=lambda p: log.error(
+            "log_record_unreadable", subscriber=self.name, error=str(p)))  # go past it, say so
         for seq, body in reader.read(max(start, self.last_delivered + 1), to_seq):
             ev = decode(body, seq)
             if matches(ev.type, self.subs):

@@ -479,6 +479,7 @@ class Recovery:
     torn_bytes_cut: int = 0
     cut_kind: str | None = None  # "torn" (an incomplete write, or zeros) or "corrupt" (complete records damaged)
     cut_copy: str | None = None  # the file keeping the cut bytes, beside the segment
+    cut_last_seq: int = 0  # the last valid seq before the cut
     corruption: list[CorruptRecord] = field(default_factory=list)
     new_segment: str | None = None  # started after corruption (the corrupt segment is sealed)
     header_repaired: bool = False
@@ -902,6 +903,7 @@ class EventLog:
         rec.torn_bytes_cut = cut
         rec.cut_kind = kind
         rec.cut_copy = copy
+        rec.cut_last_seq = highest
         with open(path, "r+b") as f:
             f.truncate(bad_at)
             f.flush()

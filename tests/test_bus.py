@@ -1,6 +1,7 @@
 """The recorded bus against a real broker process: order, refusals, slow subscribers, SIGKILL, CurveZMQ."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -294,6 +295,106 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
         b.stop()
     finally:
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str = "2m"):
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(filler: Path) -> None:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (65536, 4096, 512, 16, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def _stop_while_full(broker, state: Path, *extra: str):
+    """Start a broker on ``state`` (a small tmpfs), fill the disk, publish 300 probes (delivered
+    live, not written), stop the broker cleanly while the disk is still full, then free the disk.
+    Returns (subscriber still connected, publisher, the probes it saw, the broker's stderr lines)."""
+    b = broker("--stop-flush-s", "0.5", *extra, state=state)
+    sub = client(b, "sub", subs=("bus.probe", "log."))
+    pub = client(b, "pub")
+    wait_joined(sub)
+    _fill(state / "filler")
+    for i in range(300):
+        pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (len([e for e in got if e.type == "bus.probe"]) < 300
+                                           or not any(e.type == "log.write_failed" for e in got)):
+        got.extend(sub.recv_batch(0.3))
+    assert [e.payload["n"] for e in got if e.type == "bus.probe"] == list(range(300))
+    assert any(e.type == "log.write_failed" for e in got)
+    b.stop()
+    assert b.proc.returncode == 0
+    (state / "filler").unlink()  # space comes back before the next start
+    return b, sub, pub, got
+
+
+def test_a_stop_while_the_disk_is_full_loses_no_seq_to_reuse(broker, tmp_path):
+    """Issue 19: a clean stop with delivered-but-unwritten events, and nowhere to spill them: the
+    next broker declares their seqs lost (log.gap) instead of giving them to new events, so a
+    subscriber that stayed connected receives every new acknowledged event."""
+    with _tmpfs(tmp_path / "small") as state:
+        b, sub, pub, got = _stop_while_full(broker, state)  # the spill file would go to the same full disk
+        assert any("log_backlog_lost_at_stop" in line for line in b.lines), "".join(b.lines)[-3000:]
+        last_seen = max(e.seq for e in got)
+        b2 = broker(state=state)
+        acked = [pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 1000 + i, "pad": ""}, timeout=10)
+                 for i in range(20)]
+        assert min(acked) > last_seen, "a seq already delivered was given to a new event"
+        later = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([e for e in later if e.type == "bus.probe"]) < 20:
+            later.extend(sub.recv_batch(0.3))
+        assert [e.payload["n"] for e in later if e.type == "bus.probe"] == [1000 + i for i in range(20)]
+        gaps = [e for e in later if e.type == "log.gap"]
+        assert gaps and gaps[0].payload["last_lost"] >= last_seen, [e.type for e in later]
+        first_lost = gaps[0].payload["first_lost"]
+        logged = b2.events()
+        seqs = [e.seq for e in logged]
+        assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+        assert not [s for s in seqs if first_lost <= s <= gaps[0].payload["last_lost"]]
+        assert seqs == list(range(1, first_lost)) + list(range(gaps[0].payload["last_lost"] + 1, seqs[-1] + 1))
+        r = subprocess.run([sys.executable, "-m", "lvsbus.cli", "log", "check", b2.dirs.log], capture_output=True, text=True)
+        assert r.returncode == 0 and "declared gap" in r.stdout, r.stdout + r.stderr
+        b2.stop()
+
+
+def test_a_stop_while_the_disk_is_full_spills_the_backlog_and_the_next_start_writes_it(broker, tmp_path):
+    """With a spill directory on another filesystem, nothing delivered is lost at all."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with _tmpfs(tmp_path / "small") as state:
+        b, sub, pub, got = _stop_while_full(broker, state, "--spill-dir", str(spill))
+        assert (spill / "log-backlog.spill").exists(), "".join(b.lines)[-3000:]
+        b2 = broker("--spill-dir", str(spill), state=state)
+        assert not (spill / "log-backlog.spill").exists()
+        seq = pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 5000, "pad": ""}, timeout=10)
+        logged = b2.events()
+        seqs = [e.seq for e in logged]
+        assert seqs == list(range(1, seqs[-1] + 1)) and seq in seqs
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(300)) + [5000]
+        assert {e.seq for e in got} <= set(seqs)  # every event delivered live is in the log, same seq
+        by_seq = {e.seq: e for e in logged}
+        assert all(by_seq[e.seq].payload == e.payload for e in got)
+        assert not any(e.type == "log.gap" for e in logged)
+        b2.stop()
 
 
 def test_log_stats_carry_the_append_and_commit_latency(broker):
