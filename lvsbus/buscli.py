@@ -234,12 +234,12 @@ def cmd_schemas_list(args) -> int:
 
 
 def cmd_log_check(args) -> int:
-    from .log import NotALog, _describe_error, check
+    from .log import NotALog, describe_error, check
 
     try:
         report = check(args.dir)
     except (OSError, NotALog) as exc:
-        print(f"lvsbus log check: {_describe_error(exc)}", file=sys.stderr)
+        print(f"lvsbus log check: {describe_error(exc)}", file=sys.stderr)
         return 2
     print(report.format())
     return 0 if report.ok else 1
@@ -250,7 +250,7 @@ def cmd_log_dump(args) -> int:
     seq, segment, offset), and the dump goes on past it; exit 1 if there was any."""
     from . import catalog  # noqa: F401
     from .events import DecodeError, decode
-    from .log import LogReader, NotALog, SeqUnavailable, _describe_error, _open_log_dir
+    from .log import LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
 
     bad = 0
 
@@ -260,7 +260,7 @@ def cmd_log_dump(args) -> int:
         print(f"UNREADABLE {exc}", flush=True)
 
     try:
-        _open_log_dir(args.dir)
+        open_log_dir(args.dir)
         reader = LogReader(args.dir, skip_corrupt=True, on_problem=problem,
                            on_gap=lambda a, b: print(f"GAP seqs {a}..{b}: declared lost (handed out, never written)"))
         for seq, body in reader.read(max(args.from_seq or 1, reader.first_seq() or 1), args.to_seq):
@@ -272,7 +272,7 @@ def cmd_log_dump(args) -> int:
                 continue
             print(format_event(ev, args.json))
     except (OSError, NotALog, SeqUnavailable) as exc:
-        print(f"lvsbus log dump: {_describe_error(exc)}", file=sys.stderr)
+        print(f"lvsbus log dump: {describe_error(exc)}", file=sys.stderr)
         return 2
     if bad:
         print(f"lvsbus log dump: {bad} record(s) could not be read or decoded (see UNREADABLE/UNDECODABLE lines)",

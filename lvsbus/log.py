@@ -1464,6 +1464,24 @@ class _Cursor:
         self.pos += nxt
         self.expect = seq
 
+    def past_tail(self) -> bool:
+        """At the end of the log with bytes left that are no complete record: if valid records
+        follow them, the record there has a bad length (corruption, said; True: read on);
+        otherwise it is a torn tail (``reader.torn_tail``; False)."""
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, max(0, size - self.pos), self.pos)
+        nxt = _resync(data, 1, len(data), self.expect) if len(data) > 1 else None
+        if nxt is None:
+            self.reader.torn_tail = (self.path, self.pos, len(data))
+            return False
+        seq = _valid_at(data, nxt, len(data))
+        self.reader._problem(CorruptRecord(self.path, self.pos, "bad length (the record runs past its segment's end)",
+                                           (self.expect, seq - 1) if seq > self.expect else None))
+        self.pos += nxt
+        self.expect = seq
+        self.leftover = 0
+        return True
+
     def _seq_error(self, records: list) -> None:
         expect = self.expect
         for seq, _ in records:
@@ -1502,6 +1520,12 @@ class LogReader:
         self.on_gap = on_gap
         self.problems: list[CorruptRecord] = []
         self.gaps: list[tuple[int, int]] = []  # declared gaps crossed: (first lost seq, last)
+        #: skipping, at the end of a read: (segment, offset, bytes) of an incomplete last record
+        self.torn_tail: tuple[str, int, int] | None = None
+
+    def hwm(self) -> int:
+        """The writer's assigned-seq high-water mark (0: none): seqs up to it were handed out."""
+        return _read_hwm(self.directory)
 
     def _problem(self, exc: CorruptRecord) -> None:
         self.problems.append(exc)
@@ -1626,6 +1650,8 @@ class LogReader:
                                 from_seq = max(from_seq, expect)
                     continue
                 if not follow or (stop is not None and stop()):
+                    if self.skip_corrupt and cur.has_leftover and cur.past_tail():
+                        continue  # an impossible length, with valid records behind it
                     return
                 time.sleep(poll_interval)
         finally:
@@ -1711,7 +1737,7 @@ class NotALog(ValueError):
     """A path given as a log directory is not one (no segment file in it)."""
 
 
-def _open_log_dir(directory: str) -> list[str]:
+def open_log_dir(directory: str) -> list[str]:
     """The names in a log directory; one clear error (OSError or NotALog) when it is not one."""
     if not os.path.exists(directory):
         raise FileNotFoundError(_errno.ENOENT, "no such directory", directory)
@@ -1727,7 +1753,7 @@ def check(directory: str | os.PathLike) -> CheckReport:
     """Verify every segment: record CRCs, seq continuity within and across segments, indexes.
     Raises OSError or NotALog when ``directory`` is not a readable log directory."""
     directory = os.fspath(directory)
-    names = _open_log_dir(directory)
+    names = open_log_dir(directory)
     report = CheckReport(directory)
     report.hwm = _read_hwm(directory)
     report.cut_files = sorted(os.path.join(directory, n) for n in names if CUT_SUFFIX in n)
@@ -1819,13 +1845,13 @@ def _cmd_check(args) -> int:
     try:
         report = check(args.directory)
     except (OSError, NotALog) as exc:
-        print(f"lvsbus log check: {_describe_error(exc)}", file=sys.stderr)
+        print(f"lvsbus log check: {describe_error(exc)}", file=sys.stderr)
         return 2
     print(report.format())
     return 0 if report.ok else 1
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line for an error about a path (no traceback)."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"

@@ -460,10 +460,13 @@ def test_a_corrupt_log_is_a_divergence_not_a_crash(tmp_path, capsys):
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the middle of the segment: a CRC mismatch
     seg.write_bytes(bytes(data))
     rep = verify(str(tmp_path / "log"))
-    assert not rep.ok and "cannot be read on" in rep.divergences[0].reason, rep.format()
+    assert not rep.ok and "cannot be read here" in rep.divergences[0].reason, rep.format()
     assert rep.events > 10  # what came before was checked
+    # the reading went past the bad record, to count: one record of the log could not be read
+    assert (rep.records_read, rep.records_expected) == (136, 137), rep.format()
+    assert "seqs 65..65 unreadable" in rep.unreadable[0] and "136 of 137 records read" in rep.format()
     assert cli(["replay", str(tmp_path / "nowhere"), "--verify"]) == 2
-    assert "no log directory" in capsys.readouterr().err
+    assert "nowhere: no such directory" in capsys.readouterr().err
 
 
 def test_records_before_an_undecodable_one_are_checked_first(tmp_path):
