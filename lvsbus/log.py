@@ -600,6 +600,7 @@ class EventLog:
         assigned = max(hwm, self._assigned)
         if assigned > self._next_seq - 1:
             self._declare_gap(assigned)
+        self._note_hwm(self._next_seq - 1)  # a log from before the mark gets one now
         if self._fd is None:
             try:
                 self._start_segment()
