@@ -1465,7 +1465,7 @@ class _Cursor:
         self.pos += nxt
         self.expect = seq
 
-    def past_tail(self) -> bool:
+    def past_tail(self, sealed: bool = False) -> bool:
         """At the end of the log with bytes left that are no complete record: if valid records
         follow them, the record there has a bad length (corruption, said; True: read on);
         otherwise it is a torn tail (``reader.torn_tail``; False)."""
@@ -1473,7 +1473,8 @@ class _Cursor:
         data = os.pread(self.fd, max(0, size - self.pos), self.pos)
         nxt = _resync(data, 1, len(data), self.expect) if len(data) > 1 else None
         if nxt is None:
-            self.reader.torn_tail = (self.path, self.pos, len(data))
+            if not sealed:
+                self.reader.torn_tail = (self.path, self.pos, len(data))
             return False
         seq = _valid_at(data, nxt, len(data))
         self.reader._problem(CorruptRecord(self.path, self.pos, "bad length (the record runs past its segment's end)",
@@ -1623,11 +1624,14 @@ class LogReader:
                         continue
                     first, path = nxt
                     if cur.has_leftover:
+                        if self.skip_corrupt and cur.past_tail(sealed=True):
+                            continue  # a bad length, with valid records behind it
                         exc = CorruptRecord(cur.path, cur.pos, "truncated record at the end of a sealed segment",
                                             (cur.expect, first - 1) if first > cur.expect else None)
                         if not self.skip_corrupt:
                             raise CorruptRecord(cur.path, cur.pos, exc.reason)
                         self._problem(exc)
+                        cur.dead = True  # the seqs up to the next segment are said: no second report
                     expect, dead, prev = cur.expect, cur.dead, cur.path
                     cur.close()
                     try:
@@ -1703,8 +1707,17 @@ class CheckReport:
     cut_files: list[str] = field(default_factory=list)  # bytes cut at recovery, kept beside their segment
 
     @property
+    def missing(self) -> tuple[int, int] | None:
+        """Seqs the writer's mark says were handed out that the log does not hold: a truncated
+        log, or a writer with a backlog (the disk refused it)."""
+        last = self.last_seq if self.last_seq is not None else (self.segments[-1].first_seq - 1 if self.segments else 0)
+        if self.declared_gaps:
+            last = max(last, self.declared_gaps[-1][1])
+        return (last + 1, self.hwm) if self.hwm > last else None
+
+    @property
     def ok(self) -> bool:
-        return not self.gaps and all(s.ok for s in self.segments)
+        return not self.gaps and all(s.ok for s in self.segments) and self.missing is None
 
     def corrupt_offsets(self) -> list[tuple[str, int, str]]:
         return [(s.path, off, why) for s in self.segments for off, why in s.corrupt]
@@ -1726,9 +1739,11 @@ class CheckReport:
         for a, b in self.declared_gaps:
             lines.append(f"  declared gap: seqs {a}..{b} were handed out but never written (lost at a stop or "
                          "crash while the disk refused them; log.gap says so); not reused")
-        if self.last_seq is not None and self.hwm > self.last_seq:
-            lines.append(f"  note: seqs {self.last_seq + 1}..{self.hwm} were handed out and are not written yet "
-                         "(a writer with a backlog; declared lost if it stops before writing them)")
+        if self.missing is not None:
+            a, b = self.missing
+            lines.append(f"  MISSING: seqs {a}..{b} were handed out (the writer's mark) but are not in the log: "
+                         "a truncated log, or a writer whose disk refuses them (it declares them lost if it stops "
+                         "before writing them)")
         for c in self.cut_files:
             lines.append(f"  note: {os.path.basename(c)} holds bytes cut from its segment at recovery")
         return "\n".join(lines)
