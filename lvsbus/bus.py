@@ -46,6 +46,7 @@ import bisect
 import errno
 import os
 import secrets
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ import zmq
 
 from . import catalog  # noqa: F401  (fills the registry)
 from .events import REGISTRY, DecodeError, Event, decode, decode_records, matches
-from .log import Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
+from .log import CorruptRecord, Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
 
 log = structlog.get_logger("lvsbus.bus")
 
@@ -250,6 +251,32 @@ class Broker:
         )
         self._emit_recovery()
         log.info("broker_started", node=node, epoch=self.epoch, resumed_from=resumed, endpoint=endpoint(run_dir))
+        # Opening the log rescanned its last segment only: the sealed ones are checked in the
+        # background (their whole-file CRCs, at C speed), and what it finds becomes events.
+        self._scan_found: deque = deque()
+        self._scan = threading.Thread(target=self._scan_sealed, name="lvsbus-log-scan", daemon=True)
+        self._scan.start()
+
+    def _scan_sealed(self) -> None:
+        try:
+            res = self.log.scan_sealed(on_problem=self._scan_found.append, stop=lambda: self._stop)
+        except Exception as exc:  # a scan must not take the broker down
+            log.error("log_sealed_scan_failed", error=repr(exc))
+            return
+        self._scan_found.append(res)
+
+    def _report_scan(self) -> None:
+        while self._scan_found:
+            item = self._scan_found.popleft()
+            if isinstance(item, CorruptRecord):
+                lost = item.lost or (None, None)
+                self._emit("log.corrupt_record", {
+                    "segment": (item.segment or "")[-512:], "offset": max(-1, item.offset),
+                    "reason": item.reason[:512], "first_unreadable": lost[0], "last_unreadable": lost[1],
+                })
+            else:
+                log.info("log_sealed_scan_done", segments=item.segments, bytes=item.bytes, by_sum=item.by_sum,
+                         by_records=item.by_records, problems=len(item.problems), seconds=round(item.seconds, 3))
 
     def _emit_recovery(self) -> None:
         """What opening the log found, as events after bus.broker_started (each also a log line
@@ -706,6 +733,8 @@ class Broker:
         self._pending_acks = keep
 
     def _tick(self) -> None:
+        if self._scan_found:
+            self._report_scan()
         msg = [b"T", _pack([self.epoch, self._seq])]
         for c in list(self._clients.values()):
             sock = self.remote if c.remote else self.sock

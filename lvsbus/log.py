@@ -52,6 +52,8 @@ __all__ = [
     "iter_frames",
     "parse_frames",
     "check",
+    "check_segment",
+    "SealedScan",
     "NotALog",
     "rebuild_index",
     "segment_name",
@@ -432,6 +434,71 @@ def _fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+SUM_ENTRY = struct.Struct("<4sQI")  # magic, segment size, crc32 of the whole segment file
+SUM_MAGIC = b"LSUM"
+
+
+def _sum_path(seg_path: str) -> str:
+    return seg_path[:-4] + ".sum"
+
+
+def _write_sum(seg_path: str, size: int, crc: int, logger=None) -> None:
+    """A sealed segment's size and whole-file CRC, beside it: the start-up scan checks a sealed
+    segment with one C-speed pass (zlib.crc32, which lets other threads run)."""
+    tmp = _sum_path(seg_path) + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(SUM_ENTRY.pack(SUM_MAGIC, size, crc))
+        os.replace(tmp, _sum_path(seg_path))
+    except OSError as exc:
+        if logger is not None:
+            logger.warning("log.sum_write_failed", segment=seg_path, error=str(exc))
+
+
+def _read_sum(seg_path: str) -> tuple[int, int] | None:
+    try:
+        with open(_sum_path(seg_path), "rb") as f:
+            data = f.read(SUM_ENTRY.size + 1)
+    except OSError:
+        return None
+    if len(data) != SUM_ENTRY.size:
+        return None
+    magic, size, crc = SUM_ENTRY.unpack(data)
+    return (size, crc) if magic == SUM_MAGIC else None
+
+
+def _file_crc(path: str, chunk: int = 1 << 20) -> tuple[int, int]:
+    """(size, crc32) of a file, read in chunks (zlib.crc32 releases the GIL on big buffers)."""
+    crc = 0
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return size, crc
+            crc = _crc32(b, crc)
+            size += len(b)
+
+
+def check_segment(path: str, first: int, is_last: bool = False) -> "SegmentCheck":
+    """Record-level check of one segment (see ``check``)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return _check_data(path, first, data, is_last)[0]
+
+
+@dataclass
+class SealedScan:
+    """What ``EventLog.scan_sealed`` found."""
+
+    segments: int = 0
+    bytes: int = 0
+    by_sum: int = 0  # segments checked by their whole-file CRC alone
+    by_records: int = 0  # segments checked record by record (no or stale .sum, or a mismatch)
+    problems: list[CorruptRecord] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -836,6 +903,7 @@ class EventLog:
         self._seg_first = first
         self._next_seq = run.next_seq
         self._size = good_end
+        self._seg_crc = _crc32(memoryview(data)[:good_end])
         try:
             _write_index_file(path, index)
         except OSError as exc:
@@ -936,6 +1004,7 @@ class EventLog:
         self._seg_path = path
         self._seg_first = first_seq
         self._size = SEGMENT_HEADER_SIZE
+        self._seg_crc = _crc32(_SEGMENT_HEADER_GAP_BYTES if gap else _SEGMENT_HEADER_BYTES)
         self._idx_last = (first_seq, SEGMENT_HEADER_SIZE)
 
     # ---- properties
@@ -1018,6 +1087,7 @@ class EventLog:
             _write_all(self._fd, data)
         except OSError as exc:
             self._undo_partial_write(exc)
+        self._seg_crc = _crc32(data, self._seg_crc)
         self._size = pos
         self._next_seq = expect
         last = expect - 1
@@ -1091,6 +1161,7 @@ class EventLog:
 
     def _rotate(self) -> None:
         old_fd, old_idx, old_path = self._fd, self._idx_fd, self._seg_path
+        old_sum = (self._size, self._seg_crc)
         with self._fd_lock:  # wait for an fsync of the old segment in progress
             if self.durability.mode != "none":
                 try:
@@ -1110,6 +1181,7 @@ class EventLog:
             os.close(old_fd)
             if old_idx is not None:
                 os.close(old_idx)
+        _write_sum(old_path, *old_sum, self.log)
         if self.durability.mode != "none":
             self._publish_durable(self._written_seq)
         self.log.info("log.segment_rotated", sealed=old_path, segment=self._seg_path, first_seq=self._seg_first)
@@ -1213,6 +1285,47 @@ class EventLog:
                 pass
         return self._durable_seq
 
+    # ---- the start-up scan of sealed segments
+
+    def scan_sealed(self, on_problem: Callable[[CorruptRecord], None] | None = None,
+                    stop: Callable[[], bool] | None = None) -> SealedScan:
+        """Check every sealed segment (opening the log rescans only the last one). A segment
+        sealed by this code has a ``.sum`` (size, whole-file CRC32): one C-speed pass that lets
+        other threads run. Any other (an older log's, one sealed by recovery), or one whose sum
+        does not match, is checked record by record, and gets its ``.sum`` when clean. Meant for
+        a background thread at start (the broker runs it); safe while appends go on."""
+        t0 = time.monotonic()
+        out = SealedScan()
+        for first, path in list_segments(self.directory):
+            if stop is not None and stop():
+                break
+            if first >= self._seg_first or path == self._seg_path:
+                break
+            try:
+                size, crc = _file_crc(path)
+            except OSError:  # deleted by retention meanwhile
+                continue
+            out.segments += 1
+            out.bytes += size
+            if _read_sum(path) == (size, crc):
+                out.by_sum += 1
+                continue
+            out.by_records += 1
+            try:
+                sc = check_segment(path, first)
+            except OSError:
+                continue
+            for off, why in sc.corrupt:
+                exc = CorruptRecord(path, off, why)
+                out.problems.append(exc)
+                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by="sealed scan")
+                if on_problem is not None:
+                    on_problem(exc)
+            if not sc.corrupt:
+                _write_sum(path, size, crc, self.log)
+        out.seconds = time.monotonic() - t0
+        return out
+
     # ---- retention
 
     def apply_retention(self, now_wall: float | None = None) -> list[str]:
@@ -1243,7 +1356,7 @@ class EventLog:
                     too_old = True
             if not (too_big or too_old):
                 break
-            for p in (path, _index_path(path)):
+            for p in (path, _index_path(path), _sum_path(path)):
                 try:
                     os.unlink(p)
                 except FileNotFoundError:
@@ -1765,6 +1878,62 @@ def open_log_dir(directory: str) -> list[str]:
     return names
 
 
+def _check_data(path: str, first: int, data: bytes, is_last: bool) -> tuple["SegmentCheck", int, int]:
+    """Check one segment's bytes: (its SegmentCheck, header flags, highest valid seq)."""
+    sc = SegmentCheck(path, first)
+    n = len(data)
+    sc.bytes = n
+    flags = 0
+    try:
+        flags = _check_segment_header(data, path)
+    except CorruptRecord as exc:
+        sc.corrupt.append((0, exc.reason))
+        if n <= SEGMENT_HEADER_SIZE or _resync(data, SEGMENT_HEADER_SIZE, n, first) is None:
+            return sc, 0, first - 1
+    pos, expect = SEGMENT_HEADER_SIZE, first
+    if sc.corrupt:  # a bad header with records behind it
+        pos = _resync(data, SEGMENT_HEADER_SIZE, n, first)  # type: ignore[assignment]
+        expect = _valid_at(data, pos, n)  # type: ignore[assignment]
+    highest = first - 1
+    index: list = []
+    while True:
+        run = _validate_run(data, pos, n, expect, [expect, pos] if pos == SEGMENT_HEADER_SIZE else None)
+        if pos == SEGMENT_HEADER_SIZE:
+            index = run.index
+        sc.records += run.count
+        if run.count:
+            highest = run.next_seq - 1
+        if run.end >= n:
+            break
+        nxt = _resync(data, run.end + 1, n, highest + 1)
+        if nxt is None:
+            if is_last and _classify_tail(data, run.end, n) == "torn":
+                sc.torn_tail = (run.end, n - run.end)  # an incomplete last write (or zeros)
+            elif run.error is None:
+                sc.corrupt.append((run.end, "truncated record at the end of a sealed segment"))
+            else:  # a complete record that fails its check, with nothing valid after it
+                sc.corrupt.append((run.end, run.error))
+            break
+        sc.corrupt.append((run.end, run.error or "truncated record"))
+        pos = nxt
+        expect = _valid_at(data, nxt, n)  # type: ignore[assignment]
+    sc.last_seq = highest if highest >= first else None
+    # index check
+    idx_path = _index_path(path)
+    if not os.path.exists(idx_path):
+        sc.index = "missing" if index else "ok"
+    else:
+        bad = 0
+        entries = _read_index(path)
+        for eseq, eoff in entries:
+            if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
+                bad += 1
+        if os.path.getsize(idx_path) % INDEX_ENTRY.size:
+            bad += 1
+        sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
+    return sc, flags, highest
+
+
 def check(directory: str | os.PathLike) -> CheckReport:
     """Verify every segment: record CRCs, seq continuity within and across segments, indexes.
     Raises OSError or NotALog when ``directory`` is not a readable log directory."""
@@ -1776,72 +1945,22 @@ def check(directory: str | os.PathLike) -> CheckReport:
     segs = list_segments(directory)
     prev_last: int | None = None
     for i, (first, path) in enumerate(segs):
-        sc = SegmentCheck(path, first)
-        report.segments.append(sc)
         with open(path, "rb") as f:
             data = f.read()
-        n = len(data)
-        sc.bytes = n
-        is_last = i == len(segs) - 1
-        flags = 0
-        try:
-            flags = _check_segment_header(data, path)
-        except CorruptRecord as exc:
-            sc.corrupt.append((0, exc.reason))
-            if n <= SEGMENT_HEADER_SIZE or _resync(data, SEGMENT_HEADER_SIZE, n, first) is None:
-                continue
-        if prev_last is not None and first != prev_last + 1:
+        sc, flags, highest = _check_data(path, first, data, i == len(segs) - 1)
+        report.segments.append(sc)
+        if prev_last is not None and first != prev_last + 1 and not (sc.corrupt and sc.corrupt[0][0] == 0
+                                                                     and not sc.records):
             if flags & FLAG_GAP_BEFORE and first > prev_last + 1:
                 report.declared_gaps.append((prev_last + 1, first - 1))
             else:
                 report.gaps.append(f"{os.path.basename(path)} starts at seq {first}, previous segment ends at {prev_last}")
-        pos, expect = SEGMENT_HEADER_SIZE, first
-        if sc.corrupt:  # a bad header with records behind it
-            pos = _resync(data, SEGMENT_HEADER_SIZE, n, first)  # type: ignore[assignment]
-            expect = _valid_at(data, pos, n)  # type: ignore[assignment]
-        highest = first - 1
-        index: list = []
-        while True:
-            run = _validate_run(data, pos, n, expect, [expect, pos] if pos == SEGMENT_HEADER_SIZE else None)
-            if pos == SEGMENT_HEADER_SIZE:
-                index = run.index
-            sc.records += run.count
-            if run.count:
-                highest = run.next_seq - 1
-            if run.end >= n:
-                break
-            nxt = _resync(data, run.end + 1, n, highest + 1)
-            if nxt is None:
-                if is_last and _classify_tail(data, run.end, n) == "torn":
-                    sc.torn_tail = (run.end, n - run.end)  # an incomplete last write (or zeros)
-                elif run.error is None:
-                    sc.corrupt.append((run.end, "truncated record at the end of a sealed segment"))
-                else:  # a complete record that fails its check, with nothing valid after it
-                    sc.corrupt.append((run.end, run.error))
-                break
-            sc.corrupt.append((run.end, run.error or "truncated record"))
-            pos = nxt
-            expect = _valid_at(data, nxt, n)  # type: ignore[assignment]
-        sc.last_seq = highest if highest >= first else None
         report.records += sc.records
         if report.first_seq is None and sc.records:
             report.first_seq = first
         if sc.records:
             report.last_seq = highest
-        prev_last = max(highest, prev_last or 0) if prev_last is not None else highest
-        # index check
-        idx_path = _index_path(path)
-        if not os.path.exists(idx_path):
-            sc.index = "missing" if index else "ok"
-        else:
-            bad = 0
-            entries = _read_index(path)
-            for eseq, eoff in entries:
-                if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
-                    bad += 1
-            if os.path.getsize(idx_path) % INDEX_ENTRY.size:
-                bad += 1
-            sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
+        prev_last = max(highest, prev_last) if prev_last is not None else highest
     return report
 
 

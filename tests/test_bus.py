@@ -66,6 +66,9 @@ class BrokerProc:
     def events(self):
         return [decode(body, seq) for seq, body in LogReader(self.dirs.log).read(1)]
 
+    def events_skipping(self):
+        return [decode(body, seq) for seq, body in LogReader(self.dirs.log, skip_corrupt=True).read(1)]
+
 
 @pytest.fixture
 def broker(tmp_path):
@@ -395,6 +398,50 @@ def test_a_stop_while_the_disk_is_full_spills_the_backlog_and_the_next_start_wri
         assert all(by_seq[e.seq].payload == e.payload for e in got)
         assert not any(e.type == "log.gap" for e in logged)
         b2.stop()
+
+
+def test_what_opening_the_log_found_is_said_in_events(broker, tmp_path):
+    """A corrupt record in an old sealed segment (found by the background scan at start) and a
+    corrupt last record (cut, kept beside its segment, its seq not reused) become events."""
+    from lvsbus.log import HEADER_SIZE, SEGMENT_HEADER_SIZE, list_segments, parse_frames
+
+    b = broker("--segment-mb", "0.01")
+    pub = client(b, "pub")
+    for i in range(120):  # one at a time: a batch goes to one segment
+        pub.publish_acked("bus.probe", {"sent_ns": 0, "n": i, "pad": "z" * 400}, timeout=10)
+    b.stop()
+    segs = list_segments(b.dirs.log)
+    assert len(segs) > 4
+    assert all(os.path.exists(p[:-4] + ".sum") for _, p in segs[:-1])  # sealed with their whole-file CRC
+    old_first, old_seg = segs[1]
+    with open(old_seg, "r+b") as f:
+        f.seek(SEGMENT_HEADER_SIZE + HEADER_SIZE + 3)
+        c = f.read(1)
+        f.seek(SEGMENT_HEADER_SIZE + HEADER_SIZE + 3)
+        f.write(bytes([c[0] ^ 0x10]))
+    last_first, last_seg = segs[-1]
+    data = open(last_seg, "rb").read()
+    records, _ = parse_frames(data, SEGMENT_HEADER_SIZE)
+    last_seq = records[-1][0]
+    with open(last_seg, "r+b") as f:
+        f.seek(len(data) - 2)
+        f.write(b"\xff\xfe")
+    b2 = broker("--segment-mb", "0.01", state=tmp_path / "state")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        evs = b2.events_skipping()
+        if any(e.type == "log.corrupt_record" and e.payload["segment"] == old_seg for e in evs):
+            break
+        time.sleep(0.2)
+    found = [e for e in evs if e.type == "log.corrupt_record"]
+    assert [(e.payload["segment"], e.payload["offset"]) for e in found] == [(old_seg, SEGMENT_HEADER_SIZE)], found
+    cut = [e for e in evs if e.type == "log.tail_cut"]
+    assert len(cut) == 1 and cut[0].payload["kind"] == "corrupt" and os.path.exists(cut[0].payload["kept_in"])
+    gap = [e for e in evs if e.type == "log.gap"]
+    assert gap and gap[0].payload["first_lost"] <= last_seq <= gap[0].payload["last_lost"]
+    started = [e for e in evs if e.type == "bus.broker_started"][-1]
+    assert "corrupt tail cut" in started.payload["recovery"] and started.seq > last_seq
+    b2.stop()
 
 
 def test_log_stats_carry_the_append_and_commit_latency(broker):
