@@ -274,7 +274,7 @@ class Broker:
                     "segment": (item.segment or "")[-512:], "offset": max(-1, item.offset),
                     "reason": item.reason[:512], "first_unreadable": lost[0], "last_unreadable": lost[1],
                 })
-            else:
+            elif item.segments:
                 log.info("log_sealed_scan_done", segments=item.segments, bytes=item.bytes, by_sum=item.by_sum,
                          by_records=item.by_records, problems=len(item.problems), seconds=round(item.seconds, 3))
 
