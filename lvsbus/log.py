@@ -10,13 +10,17 @@ The CRC is ``zlib.crc32`` over the 8 little-endian seq bytes followed by the bod
 contiguous bytes ``frame[8:]``.
 
 On disk: segment files ``<first_seq:020d>.seg`` in one directory, each starting with a 16-byte
-file header (``b"LVSBLOG\\0"``, u32 version 1, u32 reserved), then records with contiguous seqs.
+file header (``b"LVSBLOG\\0"``, u32 version 1, u32 flags), then records with contiguous seqs.
 Beside each segment a sparse index ``<first_seq:020d>.idx`` of ``<QQ`` (seq, offset) entries, a
-hint verified on use.
+hint verified on use, and once sealed a ``.sum`` (size, whole-file CRC32) for the start-up scan.
+``assigned.hwm`` holds the highest seq ever handed out: seqs it covers that are not in the log are
+declared lost at open (the next segment has ``FLAG_GAP_BEFORE``) and never reused. Bytes recovery
+cuts are kept as ``<segment>.cut-<offset>``. docs/log.md tells the whole story.
 
-Public API: ``frame``, ``iter_frames``, ``parse_frames``, ``EventLog`` (writer), ``LogReader``,
-``Durability``, ``Retention``, ``check``, and the errors ``CorruptRecord``, ``SeqUnavailable``,
-``LogWriteError``.
+Public API: ``frame``, ``iter_frames``, ``parse_frames``, ``EventLog`` (writer), ``LogReader``
+(``skip_corrupt=True`` goes past corrupt records and says so), ``Durability``, ``Retention``,
+``check``, ``check_segment``, ``open_log_dir``, and the errors ``CorruptRecord``, ``SeqUnavailable``,
+``LogWriteError``, ``NotALog``.
 """
 from __future__ import annotations
 
@@ -53,6 +57,10 @@ __all__ = [
     "parse_frames",
     "check",
     "check_segment",
+    "open_log_dir",
+    "describe_error",
+    "FLAG_GAP_BEFORE",
+    "HWM_NAME",
     "SealedScan",
     "NotALog",
     "rebuild_index",
