@@ -10,7 +10,9 @@ crash). For each input:
 * the skipping reader, ``read_events`` (timeline, listings, what-if) and opening the log for
   writing (recovery) must not raise: any exception is counted in ``tracebacks``;
 * after recovery, every record whose bytes the mutation did not touch must still read back (else
-  ``acked_lost``), and the next seq must be above every seq the log ever held (else ``seq_reused``).
+  ``acked_lost``), and the next seq must be above every seq the log ever held (else ``seq_reused``);
+* every ``--verify-every``-th input also goes through ``replay --verify`` and ``log dump``: no
+  exception, and verify never says identical when a record changed (else ``verify_missed``).
 
 Prints ``name=value`` lines: ``logs=`` (inputs run), ``corruption_detected=`` (found / inputs that
 changed a record), ``tracebacks=``, ``acked_lost=``, ``seq_reused=``, ``undetected=``, ``rate=``.
@@ -57,6 +59,8 @@ class Counts:
     tracebacks: int = 0
     acked_lost: int = 0
     seq_reused: int = 0
+    verified: int = 0  # inputs also run through replay --verify and log dump
+    verify_missed: int = 0  # verify said identical on a log whose records changed
     examples: list = field(default_factory=list)  # the first failures, for a report
 
     def lines(self, seconds: float) -> list[str]:
@@ -69,6 +73,7 @@ class Counts:
             f"tracebacks={self.tracebacks}",
             f"acked_lost={self.acked_lost}",
             f"seq_reused={self.seq_reused}",
+            f"verify_missed={self.verify_missed}/{self.verified}",
             f"rate={self.logs / seconds if seconds else 0:.0f} inputs/s",
         ]
 
@@ -120,8 +125,22 @@ def mutate(rng: random.Random, data: bytes) -> tuple[bytes, int, int, str]:
     return data + b"\0" * extra, n, n, kind
 
 
+def _verify_and_dump(d: str) -> bool:
+    """replay --verify and log dump on the damaged log (their output discarded); verify's ok."""
+    import contextlib
+    import io
+
+    from lvsbus.buscli import cmd_log_dump
+    from tools.replay import verify
+
+    rep = verify(d)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        cmd_log_dump(argparse.Namespace(dir=d, from_seq=None, to_seq=None, json=False))
+    return rep.ok
+
+
 def run_one(work: str, base: str, layout: dict, originals: list, rng: random.Random, counts: Counts,
-            recover: bool) -> None:
+            recover: bool, verify: bool = False) -> None:
     from tools.timeline import read_events
 
     names = sorted(layout)
@@ -155,6 +174,19 @@ def run_one(work: str, base: str, layout: dict, originals: list, rng: random.Ran
             counts.examples.append(f"traceback reading {where}: {traceback.format_exc(limit=3)}")
         return
     same = back == originals and not reader.problems
+    if verify:
+        counts.verified += 1
+        try:
+            verified_ok = _verify_and_dump(d)
+        except Exception:
+            counts.tracebacks += 1
+            if len(counts.examples) < 5:
+                counts.examples.append(f"traceback in verify/dump of {where}: {traceback.format_exc(limit=3)}")
+            return
+        if changed and not same and verified_ok:
+            counts.verify_missed += 1
+            if len(counts.examples) < 5:
+                counts.examples.append(f"verify said identical after {where}")
     if changed:
         counts.changed += 1
         if found:
@@ -190,7 +222,7 @@ def run_one(work: str, base: str, layout: dict, originals: list, rng: random.Ran
 
 
 def fuzz(inputs: int, seed: int = 1, recover_every: int = 1, workdir: str | None = None,
-         progress: float = 0.0) -> tuple[Counts, float]:
+         progress: float = 0.0, verify_every: int = 0) -> tuple[Counts, float]:
     rng = random.Random(seed)
     top = tempfile.mkdtemp(prefix="lvsbus-fuzz-", dir=workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None))
     counts = Counts()
@@ -206,7 +238,8 @@ def fuzz(inputs: int, seed: int = 1, recover_every: int = 1, workdir: str | None
         i = 0
         while counts.logs < inputs:
             base, layout, originals = bases[i % len(bases)]
-            run_one(top, base, layout, originals, rng, counts, recover=(i % recover_every == 0))
+            run_one(top, base, layout, originals, rng, counts, recover=(i % recover_every == 0),
+                    verify=bool(verify_every) and i % verify_every == 0)
             i += 1
             if next_report is not None and time.perf_counter() >= next_report:
                 print(" ".join(counts.lines(time.perf_counter() - t0)), file=sys.stderr, flush=True)
@@ -226,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--recover-every", type=int, default=1, help="open the log for writing (recovery) every Nth input")
     p.add_argument("--progress", type=float, default=60.0, help="a progress line on stderr every this many seconds")
+    p.add_argument("--verify-every", type=int, default=50,
+                   help="also run replay --verify and log dump on every Nth input (0: never)")
     args = p.parse_args(argv)
-    counts, seconds = fuzz(args.inputs, args.seed, args.recover_every, progress=args.progress)
+    counts, seconds = fuzz(args.inputs, args.seed, args.recover_every, progress=args.progress,
+                           verify_every=args.verify_every)
     for line in counts.lines(seconds):
         print(line, flush=True)
     for ex in counts.examples:
         print("example:", ex)
-    bad = counts.undetected or counts.tracebacks or counts.acked_lost or counts.seq_reused
+    bad = counts.undetected or counts.tracebacks or counts.acked_lost or counts.seq_reused or counts.verify_missed
     return 1 if bad else 0
 
 
