@@ -256,6 +256,14 @@ def test_retention_cut_log_is_checked_from_the_next_run_start_or_from_snapshots(
     rep = verify(log, snapshots=str(tmp_path / "snaps"))
     assert rep.ok and rep.runs == 1 and any("restored from its snapshot" in n for n in rep.notes), rep.format()
     assert rep.outputs > verify(log).outputs  # the first run's tail is checked too
+    # a corrupt snapshot is said and not used (no traceback): that core starts from initial()
+    snap = tmp_path / "snaps" / "pulse" / f"{cut - 1:020d}.snap"
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 0xFF
+    snap.write_bytes(bytes(data))
+    rep = verify(log, snapshots=str(tmp_path / "snaps"))
+    assert any("pulse" in n and "crc mismatch" in n for n in rep.notes), rep.format()
+    assert any("no usable snapshot of pulse" in n for n in rep.notes), rep.format()
 
 
 def test_continuous_state_across_runs_is_not_what_the_router_does():

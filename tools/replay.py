@@ -417,7 +417,7 @@ class _Verifier:
                     f"#{pend[0][0]}): that service was stopped or still busy; it answers them when it runs again")
 
     def _restore_snapshots(self, first: int) -> None:
-        from lvsbus.snapshot import SnapshotStore
+        from lvsbus.snapshot import SnapshotCorrupt, SnapshotStore
 
         store = SnapshotStore(self.snapshots)
         for i, core in enumerate(self.cores):
@@ -427,10 +427,19 @@ class _Verifier:
                                          f"it starts from initial() at seq {first}")
                 self.start[i] = first - 1
                 continue
-            seq = min(usable)
-            self.states[i] = core.restore(msgpack.unpackb(store.load(core.name, seq), raw=False, strict_map_key=False))
-            self.start[i] = seq
-            self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
+            for seq in sorted(usable):
+                try:
+                    body = store.load(core.name, seq)
+                except (SnapshotCorrupt, OSError) as exc:  # said, and the next one is tried
+                    self.report.notes.append(f"{core.name}: {exc}: not used")
+                    continue
+                self.states[i] = core.restore(msgpack.unpackb(body, raw=False, strict_map_key=False))
+                self.start[i] = seq
+                self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
+                break
+            else:
+                self.report.notes.append(f"no usable snapshot of {core.name}: it starts from initial() at seq {first}")
+                self.start[i] = first - 1
 
 
 _READ_FAILURES = ("the log cannot be read", "only ")  # divergences of the reading, not of a record's content
