@@ -89,6 +89,9 @@ HWM_NAME = "assigned.hwm"
 HWM_MAGIC = b"LHWM"
 HWM_RECORD = struct.Struct("<4sQI")
 HWM_FILE_BYTES = 4096
+#: appends write the mark when it is this many seqs behind (and rotation and close always do): a
+#: record still in the log needs no mark; the mark matters for records cut later or never written
+HWM_EVERY = 256
 #: bytes cut from a segment's tail at recovery are kept beside it as ``<segment>.cut-<offset>``
 CUT_SUFFIX = ".cut-"
 
@@ -1100,7 +1103,7 @@ class EventLog:
         self._next_seq = expect
         last = expect - 1
         self._written_seq = last
-        if last > self._hwm:
+        if last - self._hwm >= HWM_EVERY:
             self._note_hwm(last)
         if idx_entries is not None:
             self._idx_last = (idx_seq, idx_off)
@@ -1190,6 +1193,7 @@ class EventLog:
             if old_idx is not None:
                 os.close(old_idx)
         _write_sum(old_path, *old_sum, self.log)
+        self._note_hwm(self._written_seq)
         if self.durability.mode != "none":
             self._publish_durable(self._written_seq)
         self.log.info("log.segment_rotated", sealed=old_path, segment=self._seg_path, first_seq=self._seg_first)
@@ -1386,6 +1390,7 @@ class EventLog:
             self._urgent.set()
             self._thread.join()
             self._thread = None
+        self._note_hwm(self._written_seq)
         try:
             if self.durability.mode != "none" and self._sync_error is None:
                 with self._fd_lock:
