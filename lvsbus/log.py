@@ -695,6 +695,7 @@ class EventLog:
         updated while the disk is full; a log without it (an older one) just has no mark."""
         self._hwm_fd = None
         self._hwm_failed = False
+        self._hwm_lock = threading.Lock()
         path = os.path.join(self.directory, HWM_NAME)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -713,14 +714,17 @@ class EventLog:
     def _note_hwm(self, seq: int) -> None:
         if seq <= self._hwm or self._hwm_fd is None:
             return
-        try:
-            os.pwrite(self._hwm_fd, _pack_hwm(seq), 0)
-        except OSError as exc:
-            if not self._hwm_failed:
-                self._hwm_failed = True
-                self.log.error("log.hwm_write_failed", seq=seq, error=str(exc))
-            return
-        self._hwm = seq
+        with self._hwm_lock:  # the appending thread and the fsync thread (group commit) both write it
+            if seq <= self._hwm:
+                return
+            try:
+                os.pwrite(self._hwm_fd, _pack_hwm(seq), 0)
+            except OSError as exc:
+                if not self._hwm_failed:
+                    self._hwm_failed = True
+                    self.log.error("log.hwm_write_failed", seq=seq, error=str(exc))
+                return
+            self._hwm = seq
 
     def note_assigned(self, seq: int, sync: bool = False) -> None:
         """Record that seqs up to ``seq`` were handed out (delivered live) although they are not
@@ -1249,6 +1253,7 @@ class EventLog:
                     self._durable_cond.notify_all()
                 return
         self._publish_durable(seq)
+        self._note_hwm(seq)  # off the append path: the mark follows the commits
 
     def sync(self) -> int:
         """fsync now; returns the durable seq."""
