@@ -444,6 +444,40 @@ def test_what_opening_the_log_found_is_said_in_events(broker, tmp_path):
     b2.stop()
 
 
+def test_a_subscriber_catching_up_goes_past_a_corrupt_record(broker, tmp_path):
+    """Issue 19: catch-up from the log used to stop for good at a corrupt record."""
+    from lvsbus.log import HEADER_SIZE, SEGMENT_HEADER_SIZE, list_segments, parse_frames
+
+    b = broker()
+    pub = client(b, "pub")
+    for i in range(30):
+        pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "p" * 50})
+    pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 30, "pad": ""}, timeout=10)
+    b.stop()
+    (first, seg), = list_segments(b.dirs.log)
+    records, _ = parse_frames(open(seg, "rb").read(), SEGMENT_HEADER_SIZE)
+    off = SEGMENT_HEADER_SIZE
+    for seq, body in records:
+        ev = decode(body, seq)
+        if ev.type == "bus.probe" and ev.payload["n"] == 10:
+            break
+        off += HEADER_SIZE + len(body)
+    with open(seg, "r+b") as f:
+        f.seek(off + HEADER_SIZE + 4)
+        c = f.read(1)
+        f.seek(off + HEADER_SIZE + 4)
+        f.write(bytes([c[0] ^ 0x08]))
+    b2 = broker(state=tmp_path / "state")
+    sub = client(b2, "late", subs=("bus.probe",), from_seq=1)
+    pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 31, "pad": ""}, timeout=10)
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not got or got[-1].payload["n"] != 31):
+        got.extend(sub.recv_batch(0.3))
+    assert [e.payload["n"] for e in got] == [n for n in range(32) if n != 10]
+    b2.stop()
+
+
 def test_log_stats_carry_the_append_and_commit_latency(broker):
     """bus.log_stats: histograms of the log's append (one write a batch) and commit (until fsynced)
     latency, recorded while the log is written, quiet while nothing else is; metrics folds them."""
