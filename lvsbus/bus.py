@@ -297,11 +297,14 @@ class Broker:
                     "first_unreadable": lost[0], "last_unreadable": lost[1],
                 })
             if r.lost:
-                self._emit("log.gap", {
-                    "first_lost": r.lost[0], "last_lost": r.lost[1],
-                    "reason": "handed out (delivered live) but not written: the last broker stopped or died while "
-                              "the log's disk refused them and they could not be spilled; never reused",
-                })
+                if r.torn_bytes_cut and r.torn_offset is not None:
+                    why = (f"cut from the damaged tail of {os.path.basename(r.segment or '')} at offset {r.torn_offset}"
+                           + (f" (kept in {os.path.basename(r.cut_copy)})" if r.cut_copy else ""))
+                else:
+                    why = ("delivered live while the log's disk refused them; the broker stopped or died before "
+                           "they could be written or spilled")
+                self._emit("log.gap", {"first_lost": r.lost[0], "last_lost": r.lost[1],
+                                       "reason": (why + "; never reused")[:512]})
         finally:
             self._draining = False
             self._flush()
