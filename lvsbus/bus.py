@@ -224,6 +224,19 @@ class Broker:
         self.spill_path = os.path.join(spill_dir or run_dir, BACKLOG_NAME)
         self.log = EventLog(log_dir, backlog_file=self.spill_path, **kwargs)
         self._seq = self.log.last_seq
+        self._spill_pending = False
+        pending = self.log.recovery.backlog_pending
+        if pending:  # the disk still refuses the spilled records: they are the backlog, written when it can
+            self._unrecorded = list(pending)
+            self._unrecorded_from = pending[0][0]
+            self._seq = pending[-1][0]
+            self._next_retry = time.monotonic() + 1.0
+            self._spill_pending = True
+            self.stats.write_failures += 1
+            err = self.log.recovery.backlog_error or (0, "")
+            log.error("log_write_failed", errno=err[0], error=err[1], first_seq=pending[0][0], spilled=len(pending))
+            self._failure_note = {"errno": err[0], "error": err[1][:512], "first_seq": pending[0][0],
+                                  "count": len(pending)}
         if self.log.recovery.backlog_left:  # not usable: keep it for the operator, out of the next spill's way
             kept = f"{self.spill_path}.unused-{time.strftime('%Y%m%dT%H%M%S')}"
             try:
@@ -671,6 +684,12 @@ class Broker:
         log.info("log_write_recovered", records=len(self._unrecorded), first_seq=self._unrecorded_from)
         lost_to = self._unrecorded[-1][0]
         self._unrecorded = []
+        if self._spill_pending:  # its records are in the log now
+            self._spill_pending = False
+            try:
+                os.unlink(self.spill_path)
+            except OSError:
+                pass
         self._emit("log.write_recovered", {"backlog_from": self._unrecorded_from, "backlog_to": lost_to})
 
     def _routes(self, type_: str) -> tuple[_Client, ...]:

@@ -565,6 +565,8 @@ class Recovery:
     lost: tuple[int, int] | None = None  # seqs handed out but not in the log: a declared gap, never reused
     backlog_restored: tuple[int, int] | None = None  # seqs written from a backlog file at open
     backlog_left: str | None = None  # a backlog file that could not be used (kept for the operator)
+    backlog_pending: list = field(default_factory=list)  # spilled records the disk still refuses (the caller keeps them)
+    backlog_error: tuple[int, str] | None = None  # (errno, message) of that refusal
 
     @property
     def clean(self) -> bool:
@@ -588,6 +590,9 @@ class Recovery:
             parts.append(f"backlog seqs {self.backlog_restored[0]}..{self.backlog_restored[1]} written from its spill file")
         if self.backlog_left:
             parts.append(f"backlog file {self.backlog_left} not used")
+        if self.backlog_pending:
+            parts.append(f"backlog seqs {self.backlog_pending[0][0]}..{self.backlog_pending[-1][0]} from its spill file "
+                         "not written yet (the disk still refuses them)")
         if self.lost:
             parts.append(f"seqs {self.lost[0]}..{self.lost[1]} were handed out but are not in the log: "
                          "a declared gap, not reused")
@@ -676,7 +681,16 @@ class EventLog:
         if self._backlog_file is not None:
             self._restore_backlog(self._backlog_file)
         assigned = max(hwm, self._assigned)
-        if assigned > self._next_seq - 1:
+        pending = self.recovery.backlog_pending
+        if pending and assigned > pending[-1][0]:
+            # seqs beyond the spilled records are missing too: they cannot be declared lost before
+            # the spilled ones are written, so those are given up (the file is kept) and all declared
+            self.recovery.backlog_pending = []
+            self.recovery.backlog_left = self._backlog_file
+            pending = []
+        if pending:
+            pass  # the next seqs are the spilled records', which the caller writes first
+        elif assigned > self._next_seq - 1:
             self._declare_gap(assigned)
         self._note_hwm(self._next_seq - 1)  # a log from before the mark gets one now
         if self._fd is None:
@@ -792,14 +806,20 @@ class EventLog:
                            first=records[0][0] if records else None, error=error or "",
                            note="kept for the operator; its seqs are declared lost if the mark covers them")
             return
+        i = 0
         try:
-            for i in range(0, len(records), 1024):
+            while i < len(records):
                 self.append_batch(records[i:i + 1024])
+                i += 1024
             if self.durability.mode != "none":
                 self.sync()
         except (LogWriteError, OSError) as exc:
-            self.recovery.backlog_left = path
-            self.log.error("log.backlog_not_written", path=path, error=str(exc))
+            # The disk still refuses them: the caller (the broker) keeps them as its backlog and
+            # writes them when it can; the file stays until then.
+            self.recovery.backlog_pending = records[i:]
+            self.recovery.backlog_error = (exc.errno or 0, str(exc))
+            self.log.error("log.backlog_not_written_yet", path=path, first_seq=records[i][0],
+                           last_seq=records[-1][0], error=str(exc))
             return
         self.recovery.backlog_restored = (records[0][0], records[-1][0])
         self.log.warning("log.backlog_restored", path=path, first_seq=records[0][0], last_seq=records[-1][0])

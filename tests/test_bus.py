@@ -400,6 +400,44 @@ def test_a_stop_while_the_disk_is_full_spills_the_backlog_and_the_next_start_wri
         b2.stop()
 
 
+def test_a_spilled_backlog_waits_while_the_disk_is_still_full_at_the_next_start(broker, tmp_path):
+    """The next start finds the disk still full: the spilled records become its backlog (nothing
+    declared lost), and are written, spill file removed, when space returns."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with _tmpfs(tmp_path / "small") as state:
+        b = broker("--stop-flush-s", "0.5", "--spill-dir", str(spill), state=state)
+        sub = client(b, "sub", subs=("bus.probe", "log."))
+        pub = client(b, "pub")
+        wait_joined(sub)
+        _fill(state / "filler")
+        for i in range(200):
+            pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
+        got = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([e for e in got if e.type == "bus.probe"]) < 200:
+            got.extend(sub.recv_batch(0.3))
+        b.stop()
+        assert (spill / "log-backlog.spill").exists()
+        b2 = broker("--spill-dir", str(spill), state=state)  # the disk is still full
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(e.type == "log.write_failed" for e in seen):
+            seen.extend(sub.recv_batch(0.3))
+        assert any(e.type == "log.write_failed" for e in seen), [e.type for e in seen]
+        assert (spill / "log-backlog.spill").exists()
+        (state / "filler").unlink()
+        seq = pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 999, "pad": ""}, timeout=15)
+        logged = b2.events()
+        seqs = [e.seq for e in logged]
+        assert seqs == list(range(1, seqs[-1] + 1)) and seq in seqs
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(200)) + [999]
+        assert not any(e.type == "log.gap" for e in logged)
+        assert any(e.type == "log.write_recovered" for e in logged)
+        assert not (spill / "log-backlog.spill").exists()
+        b2.stop()
+
+
 def test_what_opening_the_log_found_is_said_in_events(broker, tmp_path):
     """A corrupt record in an old sealed segment (found by the background scan at start) and a
     corrupt last record (cut, kept beside its segment, its seq not reused) become events."""
