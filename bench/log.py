@@ -145,20 +145,24 @@ def bench_sealed_scan(base: str, segments: int, segment_mb: float) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--scan", action="store_true", help="also the sealed-segment scan figures (writes "
+                   "--scan-segments x --scan-segment-mb of log)")
     p.add_argument("--scan-only", action="store_true", help="only the sealed-segment scan figures")
     p.add_argument("--scan-segments", type=int, default=4)
     p.add_argument("--scan-segment-mb", type=float, default=64)
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="lvsbus-bench-log-")
     try:
-        r = bench_sealed_scan(base, args.scan_segments, args.scan_segment_mb)
-        print(f"sealed_scan_by_sum_mb_per_s={r['sum_mb_s']:.0f} MB/s ({r['sum_segments']} segments of "
-              f"{args.scan_segment_mb:g} MiB; a Python thread alongside keeps {100 * r['sum_share']:.0f}% of its speed)",
-              flush=True)
-        print(f"sealed_scan_by_records_mb_per_s={r['records_mb_s']:.0f} MB/s ({r['records_per_s']:.0f} records/s; "
-              f"a Python thread alongside keeps {100 * r['records_share']:.0f}% of its speed)", flush=True)
-        if args.scan_only:
-            return 0
+        if args.scan or args.scan_only:
+            r = bench_sealed_scan(base, args.scan_segments, args.scan_segment_mb)
+            print(f"sealed_scan_by_sum_mb_per_s={r['sum_mb_s']:.0f} MB/s ({r['sum_segments']} segments of "
+                  f"{args.scan_segment_mb:g} MiB; a Python thread alongside keeps {100 * r['sum_share']:.0f}% "
+                  "of its speed)", flush=True)
+            print(f"sealed_scan_by_records_mb_per_s={r['records_mb_s']:.0f} MB/s ({r['records_per_s']:.0f} "
+                  f"records/s; a Python thread alongside keeps {100 * r['records_share']:.0f}% of its speed)",
+                  flush=True)
+            if args.scan_only:
+                return 0
         for mode, batch in (("none", 1000), ("none", 100), ("none", 1), ("group", 1000), ("group", 100),
                             ("group", 1), ("always", 1000), ("always", 1)):
             rate, lag, n = bench_append(base, mode, args.seconds, batch)
