@@ -89,12 +89,80 @@ def bench_read(base: str, seconds: float) -> tuple[float, int]:
     return count / elapsed, total
 
 
+def bench_sealed_scan(base: str, segments: int, segment_mb: float) -> dict:
+    """The broker's start-up scan of sealed segments (EventLog.scan_sealed): by whole-file CRC
+    (segments sealed with a .sum) and record by record (no .sum), and how much a Python thread
+    running alongside (the broker's loop) is slowed while it runs."""
+    import threading
+
+    d = tempfile.mkdtemp(dir=base)
+    seg_bytes = int(segment_mb * 2**20)
+    log = EventLog(d, durability=Durability("none"), segment_bytes=seg_bytes, logger=_Quiet())
+    n = 1
+    while len(os.listdir(d)) < 3 * (segments + 1):  # .seg, .idx, .sum of each sealed one
+        log.append_batch([(s, BODY) for s in range(n, n + 1000)])
+        n += 1000
+    out = {"records": n - 1}
+
+    def spin(stop, counter):
+        while not stop.is_set():
+            for _ in range(10_000):
+                pass
+            counter[0] += 1
+
+    def measure(fn):
+        counter, stop = [0], threading.Event()
+        t = threading.Thread(target=spin, args=(stop, counter))
+        t0 = time.perf_counter()
+        t.start()
+        time.sleep(0.3)
+        base_rate = counter[0] / 0.3
+        c0, t1 = counter[0], time.perf_counter()
+        res = fn()
+        during = (counter[0] - c0) / (time.perf_counter() - t1)
+        stop.set()
+        t.join()
+        del t0
+        return res, during / base_rate if base_rate else 0.0
+
+    res, share = measure(log.scan_sealed)
+    out["sum_mb_s"] = res.bytes / 2**20 / res.seconds
+    out["sum_share"] = share
+    out["sum_segments"] = res.by_sum
+    for name in os.listdir(d):
+        if name.endswith(".sum"):
+            os.unlink(os.path.join(d, name))
+    res, share = measure(log.scan_sealed)
+    out["records_mb_s"] = res.bytes / 2**20 / res.seconds
+    out["records_per_s"] = (n - 1) * res.bytes / max(1, sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+                                                       if f.endswith(".seg"))) / res.seconds
+    out["records_share"] = share
+    out["records_segments"] = res.by_records
+    log.close()
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--scan", action="store_true", help="also the sealed-segment scan figures (writes "
+                   "--scan-segments x --scan-segment-mb of log)")
+    p.add_argument("--scan-only", action="store_true", help="only the sealed-segment scan figures")
+    p.add_argument("--scan-segments", type=int, default=4)
+    p.add_argument("--scan-segment-mb", type=float, default=64)
     args = p.parse_args()
     base = tempfile.mkdtemp(prefix="lvsbus-bench-log-")
     try:
+        if args.scan or args.scan_only:
+            r = bench_sealed_scan(base, args.scan_segments, args.scan_segment_mb)
+            print(f"sealed_scan_by_sum_mb_per_s={r['sum_mb_s']:.0f} MB/s ({r['sum_segments']} segments of "
+                  f"{args.scan_segment_mb:g} MiB; a Python thread alongside keeps {100 * r['sum_share']:.0f}% "
+                  "of its speed)", flush=True)
+            print(f"sealed_scan_by_records_mb_per_s={r['records_mb_s']:.0f} MB/s ({r['records_per_s']:.0f} "
+                  f"records/s; a Python thread alongside keeps {100 * r['records_share']:.0f}% of its speed)",
+                  flush=True)
+            if args.scan_only:
+                return 0
         for mode, batch in (("none", 1000), ("none", 100), ("none", 1), ("group", 1000), ("group", 100),
                             ("group", 1), ("always", 1000), ("always", 1)):
             rate, lag, n = bench_append(base, mode, args.seconds, batch)

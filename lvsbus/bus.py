@@ -51,6 +51,7 @@ import errno
 import os
 import secrets
 import stat
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ import zmq
 from . import catalog  # noqa: F401  (fills the registry)
 from .events import MAX_NAME, MAX_TYPE, REGISTRY, DecodeError, Event, decode, decode_records, matches
 from .schema import _shown
-from .log import Durability, EventLog, LogReader, LogWriteError, frame, parse_frames
+from .log import CorruptRecord, Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
 
 log = structlog.get_logger("lvsbus.bus")
 
@@ -86,18 +87,21 @@ LOG_BOUNDS_NS = (10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2
                  2_500_000_000)
 
 
+BACKLOG_NAME = "log-backlog.spill"  # in the spill directory (the run directory unless told otherwise)
+STOP_FLUSH_S = 5.0  # a clean stop with a backlog keeps trying to write it this long, then spills it
+
+
 def _recovery_summary(log_: EventLog) -> str:
     r = getattr(log_, "recovery", None)
     if r is None:
         return ""
     parts = [f"records={r.records}"]
-    if r.torn_bytes_cut:
-        parts.append(f"torn_tail_cut={r.torn_bytes_cut}B@{r.torn_offset}")
-    if r.corruption:
-        parts.append(f"corrupt_records={len(r.corruption)} (readers stop there; see lvsbus log check)")
+    summary = r.summary()
+    if summary:
+        parts.append(summary)
     if r.new_segment:
         parts.append(f"new_segment={os.path.basename(r.new_segment)}")
-    return " ".join(parts)[:1024]
+    return "; ".join(parts)[:1024]
 
 
 def socket_path(run_dir: str) -> str:
@@ -273,9 +277,12 @@ class Broker:
         retention=None,
         context: zmq.Context | None = None,
         log_stats_s: float = LOG_STATS_S,
+        spill_dir: str | None = None,
+        stop_flush_s: float = STOP_FLUSH_S,
     ) -> None:
         check_broker_settings(node, log_dir, segment_bytes)
         self.node = node
+        self.stop_flush_s = stop_flush_s
         self.run_dir = run_dir
         self.epoch = secrets.token_hex(8)
         self.stats = BrokerStats()
@@ -313,8 +320,30 @@ class Broker:
             kwargs["segment_bytes"] = segment_bytes
         if retention is not None:
             kwargs["retention"] = retention
-        self.log = EventLog(log_dir, **kwargs)
+        # A backlog spilled at the last stop (the log's disk was full) is written first, when it follows the log.
+        self.spill_path = os.path.join(spill_dir or run_dir, BACKLOG_NAME)
+        self.log = EventLog(log_dir, backlog_file=self.spill_path, **kwargs)
         self._seq = self.log.last_seq
+        self._spill_pending = False
+        pending = self.log.recovery.backlog_pending
+        if pending:  # the disk still refuses the spilled records: they are the backlog, written when it can
+            self._unrecorded = list(pending)
+            self._unrecorded_from = pending[0][0]
+            self._seq = pending[-1][0]
+            self._next_retry = time.monotonic() + 1.0
+            self._spill_pending = True
+            self.stats.write_failures += 1
+            err = self.log.recovery.backlog_error or (0, "")
+            log.error("log_write_failed", errno=err[0], error=err[1], first_seq=pending[0][0], spilled=len(pending))
+            self._failure_note = {"errno": err[0], "error": err[1][:512], "first_seq": pending[0][0],
+                                  "count": len(pending)}
+        if self.log.recovery.backlog_left:  # not usable: keep it for the operator, out of the next spill's way
+            kept = f"{self.spill_path}.unused-{time.strftime('%Y%m%dT%H%M%S')}"
+            try:
+                os.replace(self.spill_path, kept)
+                log.error("log_backlog_file_not_used", path=kept)
+            except OSError:
+                pass
 
         self.ctx = context or zmq.Context.instance()
         self.sock = self._router_socket(sndhwm)
@@ -333,7 +362,65 @@ class Broker:
             "bus.broker_started",
             {"epoch": self.epoch, "resumed_from": resumed, "recovery": _recovery_summary(self.log)},
         )
+        self._emit_recovery()
         log.info("broker_started", node=node, epoch=self.epoch, resumed_from=resumed, endpoint=endpoint(run_dir))
+        # Opening the log rescanned its last segment only: the sealed ones are checked in the
+        # background (their whole-file CRCs, at C speed), and what it finds becomes events.
+        self._scan_found: deque = deque()
+        self._scan = threading.Thread(target=self._scan_sealed, name="lvsbus-log-scan", daemon=True)
+        self._scan.start()
+
+    def _scan_sealed(self) -> None:
+        try:
+            res = self.log.scan_sealed(on_problem=self._scan_found.append, stop=lambda: self._stop)
+        except Exception as exc:  # a scan must not take the broker down
+            log.error("log_sealed_scan_failed", error=repr(exc))
+            return
+        self._scan_found.append(res)
+
+    def _report_scan(self) -> None:
+        while self._scan_found:
+            item = self._scan_found.popleft()
+            if isinstance(item, CorruptRecord):
+                lost = item.lost or (None, None)
+                self._emit("log.corrupt_record", {
+                    "segment": (item.segment or "")[-512:], "offset": max(-1, item.offset),
+                    "reason": item.reason[:512], "first_unreadable": lost[0], "last_unreadable": lost[1],
+                })
+            elif item.segments:
+                log.info("log_sealed_scan_done", segments=item.segments, bytes=item.bytes, by_sum=item.by_sum,
+                         by_records=item.by_records, problems=len(item.problems), seconds=round(item.seconds, 3))
+
+    def _emit_recovery(self) -> None:
+        """What opening the log found, as events after bus.broker_started (each also a log line
+        from lvsbus.log)."""
+        r = self.log.recovery
+        self._draining = True
+        try:
+            if r.torn_bytes_cut:
+                self._emit("log.tail_cut", {
+                    "segment": (r.segment or "")[-512:], "offset": r.torn_offset or 0, "bytes": r.torn_bytes_cut,
+                    "kind": r.cut_kind or "torn", "kept_in": (r.cut_copy or "")[-512:],
+                    "last_seq": max(0, r.cut_last_seq),
+                })
+            for c in r.corruption[:100]:
+                lost = c.lost or (None, None)
+                self._emit("log.corrupt_record", {
+                    "segment": (c.segment or "")[-512:], "offset": max(-1, c.offset), "reason": c.reason[:512],
+                    "first_unreadable": lost[0], "last_unreadable": lost[1],
+                })
+            if r.lost:
+                if r.torn_bytes_cut and r.torn_offset is not None:
+                    why = (f"cut from the damaged tail of {os.path.basename(r.segment or '')} at offset {r.torn_offset}"
+                           + (f" (kept in {os.path.basename(r.cut_copy)})" if r.cut_copy else ""))
+                else:
+                    why = ("delivered live while the log's disk refused them; the broker stopped or died before "
+                           "they could be written or spilled")
+                self._emit("log.gap", {"first_lost": r.lost[0], "last_lost": r.lost[1],
+                                       "reason": (why + "; never reused")[:512]})
+        finally:
+            self._draining = False
+            self._flush()
 
     # -- sockets -------------------------------------------------------------------------------
 
@@ -424,6 +511,8 @@ class Broker:
                 os.unlink(path)
         except OSError:
             pass
+        if self._unrecorded:
+            self._save_backlog_at_stop()
         self.log.close()
         self._send_acks()
         self.sock.close(0)
@@ -588,6 +677,10 @@ class Broker:
             # finds a new epoch there reads the log to tell its lost publishes from recorded ones
             self._flush()
             self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
+            if self._unrecorded and subs:
+                # delivered but not written (the disk refuses them): a client that joins now cannot
+                # read them from the log, so it gets them here (it drops what it already has by seq)
+                self._send_backlog(sock, ident, subs)
             return
         if kind == b"B":
             if self._clients.pop(ident, None) is not None:
@@ -672,9 +765,50 @@ class Broker:
             note, self._failure_note = self._failure_note, None
             self._emit_unrecorded("log.write_failed", note)
 
+    def _save_backlog_at_stop(self) -> None:
+        """A clean stop with records delivered but not written (the disk refused them): keep
+        trying for ``stop_flush_s``, then spill them to a file beside the socket (written into the
+        log at the next start); if that fails too, the assigned-seq mark makes the next start
+        declare them lost (log.gap) rather than reuse their seqs."""
+        deadline = time.monotonic() + self.stop_flush_s
+        while self._unrecorded:
+            now = time.monotonic()
+            self._retry_unrecorded(now)
+            if not self._unrecorded or now >= deadline:
+                break
+            time.sleep(min(0.2, max(0.0, deadline - now)))
+        if not self._unrecorded:
+            return
+        first, last = self._unrecorded[0][0], self._unrecorded[-1][0]
+        self.log.note_assigned(last, sync=True)
+        tmp = self.spill_path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                data = frame_batch(self._unrecorded)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.spill_path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            log.error("log_backlog_lost_at_stop", first_seq=first, last_seq=last, records=len(self._unrecorded),
+                      error=str(exc), note="the next start declares these seqs lost (log.gap); never reused")
+            return
+        log.error("log_backlog_spilled", path=self.spill_path, first_seq=first, last_seq=last,
+                  records=len(self._unrecorded), note="written into the log at the next start")
+        self._unrecorded = []
+
     def _append(self, records: list[tuple[int, bytes]]) -> None:
         if self._unrecorded:
             self._unrecorded.extend(records)
+            self.log.note_assigned(records[-1][0])
             return
         try:
             self._timed_append(records)
@@ -716,6 +850,8 @@ class Broker:
         self.stats.write_failures += 1
         self._unrecorded = list(records)
         self._unrecorded_from = records[0][0]
+        # these are delivered next: if they never reach the log, their seqs must never be reused
+        self.log.note_assigned(records[-1][0], sync=True)
         self._next_retry = time.monotonic() + 1.0
         log.error("log_write_failed", errno=exc.errno, error=str(exc), first_seq=records[0][0])
         # Delivered live (the router keeps working), recorded when the disk takes it again. The
@@ -729,6 +865,7 @@ class Broker:
             use_bin_type=True,
         )
         self._unrecorded.append((self._seq, body))
+        self.log.note_assigned(self._seq)
         self._forward([(self._seq, body)], [type_])
 
     def _retry_unrecorded(self, now: float) -> None:
@@ -742,6 +879,12 @@ class Broker:
         log.info("log_write_recovered", records=len(self._unrecorded), first_seq=self._unrecorded_from)
         lost_to = self._unrecorded[-1][0]
         self._unrecorded = []
+        if self._spill_pending:  # its records are in the log now
+            self._spill_pending = False
+            try:
+                os.unlink(self.spill_path)
+            except OSError:
+                pass
         self._emit("log.write_recovered", {"backlog_from": self._unrecorded_from, "backlog_to": lost_to})
 
     def _routes(self, type_: str) -> tuple[_Client, ...]:
@@ -783,6 +926,18 @@ class Broker:
                     c.lag_to = last
                     c.dropped += len(frames)
 
+    def _send_backlog(self, sock, ident: bytes, subs: tuple[str, ...]) -> None:
+        frames = []
+        for seq, body in self._unrecorded:
+            try:
+                type_ = decode(body, seq).type
+            except DecodeError:  # the broker wrote it: cannot happen; never worth a crash
+                continue
+            if matches(type_, subs):
+                frames.append(frame(seq, body))
+        if frames:
+            self._send(sock, ident, [b"D", b"".join(frames)])
+
     def _tell_lag(self, sock, c: _Client) -> bool:
         if not self._send(sock, c.ident, [b"L", _pack([c.lag_from, c.lag_to])]):
             return False
@@ -807,6 +962,8 @@ class Broker:
         self._pending_acks = keep
 
     def _tick(self) -> None:
+        if self._scan_found:
+            self._report_scan()
         msg = [b"T", _pack([self.epoch, self._seq])]
         for c in list(self._clients.values()):
             sock = self.remote if c.remote else self.sock
@@ -938,7 +1095,8 @@ class _ClientCore:
         if self.log_dir is None:
             raise BusError("lost events from the bus and no log_dir to catch up from")
         out = []
-        reader = LogReader(self.log_dir)
+        reader = LogReader(self.log_dir, skip_corrupt=True, on_problem=lambda p: log.error(
+            "log_record_unreadable", subscriber=self.name, error=str(p)))  # go past it, say so
         for seq, body in reader.read(max(start, self.last_delivered + 1), to_seq):
             try:
                 ev = decode(body, seq)

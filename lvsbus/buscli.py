@@ -37,6 +37,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-stats-s", type=float, default=10.0,
                    help="record bus.log_stats (log append and commit latency histograms) every this many seconds "
                    "while events are appended (default %(default)s; 0 = never)")
+    p.add_argument("--spill-dir", help="where a clean stop writes a backlog the log's disk refused (default: the "
+                   "run directory; best on another filesystem); the next start writes it into the log")
+    p.add_argument("--stop-flush-s", type=float, default=5.0,
+                   help="a stop with such a backlog keeps trying to write it this long first (default %(default)s)")
     p.set_defaults(func=cmd_broker)
 
     ev = sub.add_parser("events", help="watch or publish bus events").add_subparsers(dest="events_cmd", metavar="ACTION")
@@ -157,6 +161,7 @@ def cmd_broker(args) -> int:
             broker = Broker(
                 args.node, dirs.run, dirs.log, Durability(args.durability), sndhwm=args.sndhwm, curve=curve,
                 segment_bytes=int(args.segment_mb * 2**20), retention=retention, log_stats_s=args.log_stats_s,
+                spill_dir=args.spill_dir, stop_flush_s=args.stop_flush_s,
             )
             break
         except BrokerSettingsError as exc:
@@ -373,10 +378,14 @@ def cmd_schemas_list(args) -> int:
 
 
 def cmd_log_check(args) -> int:
-    from .log import check
+    from .log import NotALog, describe_error, check
 
-    report = check(args.dir)
-    print(report.format() if hasattr(report, "format") else report)
+    try:
+        report = check(args.dir)
+    except (OSError, NotALog) as exc:
+        print(f"lvsbus log check: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    print(report.format())
     undecodable = _undecodable(args.dir)
     for seq, exc in undecodable[:20]:
         print(f"#{seq} does not decode (every reader skips it): {exc}")
@@ -384,7 +393,7 @@ def cmd_log_check(args) -> int:
         print(f"... and {len(undecodable) - 20} more records that do not decode")
     if undecodable:
         print(f"{len(undecodable)} record(s) with a right CRC do not decode")
-    return 0 if getattr(report, "ok", True) and not undecodable else 1
+    return 0 if report.ok and not undecodable else 1
 
 
 def _undecodable(log_dir: str) -> list:
@@ -397,7 +406,7 @@ def _undecodable(log_dir: str) -> list:
 
     skipped: list = []
     try:
-        for _ in decodable(LogReader(log_dir).read(1), skipped):
+        for _ in decodable(LogReader(log_dir, skip_corrupt=True).read(1), skipped):
             pass
     except Exception:  # corruption, a missing segment: check() has said so
         pass
@@ -405,15 +414,36 @@ def _undecodable(log_dir: str) -> list:
 
 
 def cmd_log_dump(args) -> int:
+    """Every record, decoded; a record that cannot be read or decoded is a line saying so (which
+    seq, segment, offset), and the dump goes on past it; exit 1 if there was any."""
     from . import catalog  # noqa: F401
     from .events import DecodeError, decode
-    from .log import LogReader
+    from .log import LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
 
-    for seq, body in LogReader(args.dir).read(args.from_seq or 1, args.to_seq):
-        try:
-            ev = decode(body, seq)
-        except DecodeError as exc:
-            print(f"#{seq} UNDECODABLE {exc}")
-            continue
-        print(format_event(ev, args.json))
+    bad = 0
+
+    def problem(exc) -> None:
+        nonlocal bad
+        bad += 1
+        print(f"UNREADABLE {exc}", flush=True)
+
+    try:
+        open_log_dir(args.dir)
+        reader = LogReader(args.dir, skip_corrupt=True, on_problem=problem,
+                           on_gap=lambda a, b: print(f"GAP seqs {a}..{b}: declared lost (handed out, never written)"))
+        for seq, body in reader.read(max(args.from_seq or 1, reader.first_seq() or 1), args.to_seq):
+            try:
+                ev = decode(body, seq)
+            except DecodeError as exc:
+                bad += 1
+                print(f"#{seq} UNDECODABLE {exc}")
+                continue
+            print(format_event(ev, args.json))
+    except (OSError, NotALog, SeqUnavailable) as exc:
+        print(f"lvsbus log dump: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    if bad:
+        print(f"lvsbus log dump: {bad} record(s) could not be read or decoded (see UNREADABLE/UNDECODABLE lines)",
+              file=sys.stderr)
+        return 1
     return 0

@@ -10,13 +10,17 @@ The CRC is ``zlib.crc32`` over the 8 little-endian seq bytes followed by the bod
 contiguous bytes ``frame[8:]``.
 
 On disk: segment files ``<first_seq:020d>.seg`` in one directory, each starting with a 16-byte
-file header (``b"LVSBLOG\\0"``, u32 version 1, u32 reserved), then records with contiguous seqs.
+file header (``b"LVSBLOG\\0"``, u32 version 1, u32 flags), then records with contiguous seqs.
 Beside each segment a sparse index ``<first_seq:020d>.idx`` of ``<QQ`` (seq, offset) entries, a
-hint verified on use.
+hint verified on use, and once sealed a ``.sum`` (size, whole-file CRC32) for the start-up scan.
+``assigned.hwm`` holds the highest seq ever handed out: seqs it covers that are not in the log are
+declared lost at open (the next segment has ``FLAG_GAP_BEFORE``) and never reused. Bytes recovery
+cuts are kept as ``<segment>.cut-<offset>``. docs/log.md tells the whole story.
 
-Public API: ``frame``, ``iter_frames``, ``parse_frames``, ``EventLog`` (writer), ``LogReader``,
-``Durability``, ``Retention``, ``check``, and the errors ``CorruptRecord``, ``SeqUnavailable``,
-``LogWriteError``.
+Public API: ``frame``, ``iter_frames``, ``parse_frames``, ``EventLog`` (writer), ``LogReader``
+(``skip_corrupt=True`` goes past corrupt records and says so), ``Durability``, ``Retention``,
+``check``, ``check_segment``, ``open_log_dir``, and the errors ``CorruptRecord``, ``SeqUnavailable``,
+``LogWriteError``, ``NotALog``.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import errno as _errno
 import os
 import re
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -51,6 +56,13 @@ __all__ = [
     "iter_frames",
     "parse_frames",
     "check",
+    "check_segment",
+    "open_log_dir",
+    "describe_error",
+    "FLAG_GAP_BEFORE",
+    "HWM_NAME",
+    "SealedScan",
+    "NotALog",
     "rebuild_index",
     "segment_name",
     "list_segments",
@@ -64,7 +76,24 @@ SEGMENT_MAGIC = b"LVSBLOG\0"
 SEGMENT_VERSION = 1
 SEGMENT_HEADER = struct.Struct("<8sII")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 16
+#: segment header flag: the seqs between the previous segment's last record and this segment's first
+#: were handed out (delivered live) but never written: a declared gap, not corruption
+FLAG_GAP_BEFORE = 1
 _SEGMENT_HEADER_BYTES = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0)
+_SEGMENT_HEADER_GAP_BYTES = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, FLAG_GAP_BEFORE)
+
+#: the high-water mark of assigned seqs: ``<4sQI`` (magic, seq, crc32 of the first 12 bytes) at
+#: offset 0 of a file preallocated to HWM_FILE_BYTES, overwritten in place (so it can be updated
+#: when the disk is full)
+HWM_NAME = "assigned.hwm"
+HWM_MAGIC = b"LHWM"
+HWM_RECORD = struct.Struct("<4sQI")
+HWM_FILE_BYTES = 4096
+#: appends write the mark when it is this many seqs behind (and rotation and close always do): a
+#: record still in the log needs no mark; the mark matters for records cut later or never written
+HWM_EVERY = 256
+#: bytes cut from a segment's tail at recovery are kept beside it as ``<segment>.cut-<offset>``
+CUT_SUFFIX = ".cut-"
 
 INDEX_ENTRY = struct.Struct("<QQ")
 INDEX_EVERY_RECORDS = 1024
@@ -88,12 +117,18 @@ class CorruptRecord(Exception):
     """A record (or segment header) that fails its CRC, has an impossible length or breaks seq
     continuity. Never returned as data."""
 
-    def __init__(self, segment: str | None, offset: int, reason: str):
+    def __init__(self, segment: str | None, offset: int, reason: str, lost: tuple[int, int | None] | None = None):
         self.segment = segment
         self.offset = offset
         self.reason = reason
+        #: the seqs a reader that went past it could not read: (first, last), last None when unknown
+        #: (nothing valid after it in its segment and no next segment)
+        self.lost = lost
         where = f"{segment}@{offset}" if segment is not None else f"offset {offset}"
-        super().__init__(f"corrupt record at {where}: {reason}")
+        msg = f"corrupt record at {where}: {reason}"
+        if lost is not None:
+            msg += f" (seqs {lost[0]}..{'?' if lost[1] is None else lost[1]} unreadable)"
+        super().__init__(msg)
 
 
 class SeqUnavailable(LookupError):
@@ -311,14 +346,68 @@ def list_segments(directory: str) -> list[tuple[int, str]]:
     return out
 
 
-def _check_segment_header(data: bytes, path: str) -> None:
+def _check_segment_header(data: bytes, path: str) -> int:
+    """Raises CorruptRecord on a bad header; returns its flags."""
     if len(data) < SEGMENT_HEADER_SIZE:
         raise CorruptRecord(path, 0, f"segment header truncated ({len(data)} bytes)")
-    magic, version, _reserved = SEGMENT_HEADER.unpack_from(data, 0)
+    magic, version, flags = SEGMENT_HEADER.unpack_from(data, 0)
     if magic != SEGMENT_MAGIC:
-        raise CorruptRecord(path, 0, f"bad segment magic {magic!r}")
+        raise CorruptRecord(path, 0, f"bad segment magic {magic[:8]!r}: not an lvsbus log segment")
     if version != SEGMENT_VERSION:
         raise CorruptRecord(path, 0, f"unsupported segment format version {version}")
+    if flags & ~FLAG_GAP_BEFORE:
+        raise CorruptRecord(path, 0, f"unknown segment header flags {flags:#x}")
+    return flags
+
+
+def _read_hwm(directory: str) -> int:
+    """The assigned-seq high-water mark stored in ``directory`` (0: none, or unreadable)."""
+    try:
+        with open(os.path.join(directory, HWM_NAME), "rb") as f:
+            data = f.read(HWM_RECORD.size)
+    except OSError:
+        return 0
+    if len(data) < HWM_RECORD.size:
+        return 0
+    magic, seq, crc = HWM_RECORD.unpack(data)
+    if magic != HWM_MAGIC or _crc32(data[:12]) != crc:
+        return 0
+    return seq
+
+
+def _pack_hwm(seq: int) -> bytes:
+    head = HWM_MAGIC + seq.to_bytes(8, "little")
+    return head + _crc32(head).to_bytes(4, "little")
+
+
+def _cut_copy_name(seg_path: str, offset: int) -> str:
+    return f"{seg_path}{CUT_SUFFIX}{offset}"
+
+
+def _classify_tail(data: bytes, bad_at: int, n: int) -> str:
+    """Bytes ``data[bad_at:n]`` with no valid record after them: ``torn`` when they are one
+    incomplete record (a write cut short) or zeros (a file extended by a crash), ``corrupt`` when
+    they hold a complete record that fails its CRC (bytes damaged after they were written)."""
+    written = len(data[bad_at:n].rstrip(b"\0"))  # up to the last non-zero byte (zeros after: an extension)
+    if written < HEADER_SIZE:
+        return "torn"
+    length = _unpack_header(data, bad_at)[0]
+    if length <= MAX_BODY_BYTES and HEADER_SIZE + length > written:
+        return "torn"  # an incomplete record (its last bytes missing or zeros)
+    return "corrupt"
+
+
+def _walk_count(data: bytes, pos: int, n: int, expect: int) -> int:
+    """How many complete records, by their headers alone (CRC not checked), follow at ``pos`` with
+    the seqs ``expect``, ``expect + 1``... : the records a damaged tail held, when it can tell."""
+    count = 0
+    while pos + HEADER_SIZE <= n:
+        length, _crc, seq = _unpack_header(data, pos)
+        if seq != expect + count or length > MAX_BODY_BYTES or pos + HEADER_SIZE + length > n:
+            break
+        count += 1
+        pos += HEADER_SIZE + length
+    return count
 
 
 def _read_index(seg_path: str) -> list[tuple[int, int]]:
@@ -358,6 +447,71 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+SUM_ENTRY = struct.Struct("<4sQI")  # magic, segment size, crc32 of the whole segment file
+SUM_MAGIC = b"LSUM"
+
+
+def _sum_path(seg_path: str) -> str:
+    return seg_path[:-4] + ".sum"
+
+
+def _write_sum(seg_path: str, size: int, crc: int, logger=None) -> None:
+    """A sealed segment's size and whole-file CRC, beside it: the start-up scan checks a sealed
+    segment with one C-speed pass (zlib.crc32, which lets other threads run)."""
+    tmp = _sum_path(seg_path) + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(SUM_ENTRY.pack(SUM_MAGIC, size, crc))
+        os.replace(tmp, _sum_path(seg_path))
+    except OSError as exc:
+        if logger is not None:
+            logger.warning("log.sum_write_failed", segment=seg_path, error=str(exc))
+
+
+def _read_sum(seg_path: str) -> tuple[int, int] | None:
+    try:
+        with open(_sum_path(seg_path), "rb") as f:
+            data = f.read(SUM_ENTRY.size + 1)
+    except OSError:
+        return None
+    if len(data) != SUM_ENTRY.size:
+        return None
+    magic, size, crc = SUM_ENTRY.unpack(data)
+    return (size, crc) if magic == SUM_MAGIC else None
+
+
+def _file_crc(path: str, chunk: int = 1 << 20) -> tuple[int, int]:
+    """(size, crc32) of a file, read in chunks (zlib.crc32 releases the GIL on big buffers)."""
+    crc = 0
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return size, crc
+            crc = _crc32(b, crc)
+            size += len(b)
+
+
+def check_segment(path: str, first: int, is_last: bool = False) -> "SegmentCheck":
+    """Record-level check of one segment (see ``check``)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return _check_data(path, first, data, is_last)[0]
+
+
+@dataclass
+class SealedScan:
+    """What ``EventLog.scan_sealed`` found."""
+
+    segments: int = 0
+    bytes: int = 0
+    by_sum: int = 0  # segments checked by their whole-file CRC alone
+    by_records: int = 0  # segments checked record by record (no or stale .sum, or a mismatch)
+    problems: list[CorruptRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # policies
 
@@ -395,19 +549,54 @@ class Retention:
 
 @dataclass
 class Recovery:
-    """What opening the log found in its last segment."""
+    """What opening the log found in its last segment, and what it did about it."""
 
     segment: str | None = None
     records: int = 0  # valid records found in the last segment
-    torn_offset: int | None = None  # where the torn tail was cut
+    torn_offset: int | None = None  # where bytes were cut
     torn_bytes_cut: int = 0
+    cut_kind: str | None = None  # "torn" (an incomplete write, or zeros) or "corrupt" (complete records damaged)
+    cut_copy: str | None = None  # the file keeping the cut bytes, beside the segment
+    cut_last_seq: int = 0  # the last valid seq before the cut
     corruption: list[CorruptRecord] = field(default_factory=list)
     new_segment: str | None = None  # started after corruption (the corrupt segment is sealed)
     header_repaired: bool = False
+    hwm: int = 0  # the assigned-seq high-water mark found (0: none)
+    lost: tuple[int, int] | None = None  # seqs handed out but not in the log: a declared gap, never reused
+    backlog_restored: tuple[int, int] | None = None  # seqs written from a backlog file at open
+    backlog_left: str | None = None  # a backlog file that could not be used (kept for the operator)
+    backlog_pending: list = field(default_factory=list)  # spilled records the disk still refuses (the caller keeps them)
+    backlog_error: tuple[int, str] | None = None  # (errno, message) of that refusal
 
     @property
     def clean(self) -> bool:
-        return not self.torn_bytes_cut and not self.corruption and not self.header_repaired
+        return (not self.torn_bytes_cut and not self.corruption and not self.header_repaired
+                and self.lost is None)
+
+    def summary(self) -> str:
+        """One line for the broker's start event and log line (empty when clean)."""
+        parts = []
+        if self.torn_bytes_cut:
+            parts.append(f"{self.cut_kind or 'torn'} tail cut: {self.torn_bytes_cut}B at "
+                         f"{os.path.basename(self.segment or '')}@{self.torn_offset}"
+                         + (f", kept in {os.path.basename(self.cut_copy)}" if self.cut_copy else ", NOT kept"))
+        if self.corruption:
+            c = self.corruption[0]
+            parts.append(f"{len(self.corruption)} corrupt record(s), first at {os.path.basename(c.segment or '')}"
+                         f"@{c.offset} (readers skip them and say so; see lvsbus log check)")
+        if self.header_repaired:
+            parts.append("segment header repaired")
+        if self.backlog_restored:
+            parts.append(f"backlog seqs {self.backlog_restored[0]}..{self.backlog_restored[1]} written from its spill file")
+        if self.backlog_left:
+            parts.append(f"backlog file {self.backlog_left} not used")
+        if self.backlog_pending:
+            parts.append(f"backlog seqs {self.backlog_pending[0][0]}..{self.backlog_pending[-1][0]} from its spill file "
+                         "not written yet (the disk still refuses them)")
+        if self.lost:
+            parts.append(f"seqs {self.lost[0]}..{self.lost[1]} were handed out but are not in the log: "
+                         "a declared gap, not reused")
+        return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,6 +622,7 @@ class EventLog:
         logger=None,
         first_seq: int = 1,
         on_durable: Callable[[int], None] | None = None,
+        backlog_file: str | None = None,
     ):
         if first_seq < 1:
             raise ValueError("first_seq must be >= 1")
@@ -447,6 +637,8 @@ class EventLog:
         self.log = logger
         self._initial_first_seq = first_seq
         self._on_durable = on_durable
+        self._backlog_file = backlog_file
+        self._hwm_fd: int | None = None
         self._fd: int | None = None
         self._idx_fd: int | None = None
         self._closed = True
@@ -469,19 +661,172 @@ class EventLog:
         self._stop = False
         self._wake = threading.Event()
         self._urgent = threading.Event()
+        self._fd = self._idx_fd = None
+        self._pending_gap = False
         segs = list_segments(self.directory)
         self.recovery = Recovery()
+        hwm = _read_hwm(self.directory)
+        self.recovery.hwm = hwm
+        self._hwm = hwm
+        self._open_hwm()
+        self._assigned = 0  # seqs a damaged tail held, as far as its headers tell
         if not segs:
-            self._create_segment(self._initial_first_seq)
-            self._next_seq = self._initial_first_seq
+            self._next_seq = max(self._initial_first_seq, hwm + 1)
+            self._create_segment(self._next_seq)
         else:
             self._recover(segs)
         self._written_seq = self._next_seq - 1
         self._durable_seq = self._next_seq - 1
         self._closed = False
+        if self._backlog_file is not None:
+            self._restore_backlog(self._backlog_file)
+        assigned = max(hwm, self._assigned)
+        pending = self.recovery.backlog_pending
+        if pending and assigned > pending[-1][0]:
+            # seqs beyond the spilled records are missing too: they cannot be declared lost before
+            # the spilled ones are written, so those are given up (the file is kept) and all declared
+            self.recovery.backlog_pending = []
+            self.recovery.backlog_left = self._backlog_file
+            pending = []
+        if pending:
+            pass  # the next seqs are the spilled records', which the caller writes first
+        elif assigned > self._next_seq - 1:
+            self._declare_gap(assigned)
+        self._note_hwm(self._next_seq - 1)  # a log from before the mark gets one now
+        if self._fd is None:
+            try:
+                self._start_segment()
+            except OSError as exc:  # a full disk: the first append tries again (and fails loudly)
+                self.log.warning("log.segment_create_deferred", next_seq=self._next_seq, error=str(exc))
         if self.durability.mode == "group":
             self._thread = threading.Thread(target=self._sync_loop, name="lvsbus-log-fsync", daemon=True)
             self._thread.start()
+
+    # ---- the assigned-seq high-water mark
+
+    def _open_hwm(self) -> None:
+        """Open (and preallocate, when new) the high-water mark file. Written in place, it can be
+        updated while the disk is full; a log without it (an older one) just has no mark."""
+        self._hwm_fd = None
+        self._hwm_failed = False
+        self._hwm_lock = threading.Lock()
+        path = os.path.join(self.directory, HWM_NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self.log.warning("log.hwm_unavailable", path=path, error=str(exc))
+            return
+        self._hwm_fd = fd
+        try:
+            if os.fstat(fd).st_size < HWM_FILE_BYTES:
+                os.pwrite(fd, _pack_hwm(self._hwm).ljust(HWM_FILE_BYTES, b"\0"), 0)
+                if self.durability.mode != "none":
+                    os.fsync(fd)
+        except OSError as exc:
+            self.log.warning("log.hwm_unavailable", path=path, error=str(exc))
+
+    def _note_hwm(self, seq: int) -> None:
+        if seq <= self._hwm or self._hwm_fd is None:
+            return
+        with self._hwm_lock:  # the appending thread and the fsync thread (group commit) both write it
+            if seq <= self._hwm:
+                return
+            try:
+                os.pwrite(self._hwm_fd, _pack_hwm(seq), 0)
+            except OSError as exc:
+                if not self._hwm_failed:
+                    self._hwm_failed = True
+                    self.log.error("log.hwm_write_failed", seq=seq, error=str(exc))
+                return
+            self._hwm = seq
+
+    def note_assigned(self, seq: int, sync: bool = False) -> None:
+        """Record that seqs up to ``seq`` were handed out (delivered live) although they are not
+        in the log yet (a full disk): if they never get there, the next open declares them lost
+        instead of giving them to new records. ``sync``: fsync the mark too."""
+        self._note_hwm(seq)
+        if sync and self._hwm_fd is not None and self.durability.mode != "none":
+            try:
+                os.fsync(self._hwm_fd)
+            except OSError as exc:
+                self.log.error("log.hwm_write_failed", seq=seq, error=str(exc))
+
+    @property
+    def assigned_hwm(self) -> int:
+        return self._hwm
+
+    def _declare_gap(self, last_lost: int) -> None:
+        """Seqs ``next_seq..last_lost`` were handed out but are not in the log: seal the active
+        segment and continue after them, in a segment whose header says the gap is declared."""
+        first_lost = self._next_seq
+        if self._fd is not None:
+            with self._fd_lock:
+                if self.durability.mode != "none":
+                    try:
+                        os.fsync(self._fd)
+                    except OSError:
+                        pass
+                os.close(self._fd)
+                if self._idx_fd is not None:
+                    os.close(self._idx_fd)
+                self._fd = self._idx_fd = None
+        self._next_seq = last_lost + 1
+        self._written_seq = self._durable_seq = last_lost
+        self._pending_gap = True
+        self.recovery.lost = (first_lost, last_lost)
+        self.log.error("log.seqs_lost", first_lost=first_lost, last_lost=last_lost, next_seq=last_lost + 1,
+                       note="handed out (delivered live) but not in the log; declared as a gap, never reused")
+
+    def _start_segment(self) -> None:
+        """Create the segment the next append goes to (after recovery sealed the last one, or a
+        declared gap)."""
+        self._create_segment(self._next_seq, gap=self._pending_gap)
+        self._pending_gap = False
+        if self.recovery.new_segment is None and self._seg_path != self.recovery.segment:
+            self.recovery.new_segment = self._seg_path
+
+    def _restore_backlog(self, path: str) -> None:
+        """Write the records of a backlog file (spilled by a broker that stopped while its log's
+        disk was full) when they follow the log; the file is removed once they are in it."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.recovery.backlog_left = path
+            self.log.error("log.backlog_unreadable", path=path, error=str(exc))
+            return
+        records, stop, error = _scan(data, 0, len(data))
+        ok = bool(records) and records[0][0] == self._next_seq and all(
+            s == records[0][0] + i for i, (s, _) in enumerate(records))
+        if not ok or error is not None or stop != len(data):
+            self.recovery.backlog_left = path
+            self.log.error("log.backlog_not_used", path=path, records=len(records), next_seq=self._next_seq,
+                           first=records[0][0] if records else None, error=error or "",
+                           note="kept for the operator; its seqs are declared lost if the mark covers them")
+            return
+        i = 0
+        try:
+            while i < len(records):
+                self.append_batch(records[i:i + 1024])
+                i += 1024
+            if self.durability.mode != "none":
+                self.sync()
+        except (LogWriteError, OSError) as exc:
+            # The disk still refuses them: the caller (the broker) keeps them as its backlog and
+            # writes them when it can; the file stays until then.
+            self.recovery.backlog_pending = records[i:]
+            self.recovery.backlog_error = (exc.errno or 0, str(exc))
+            self.log.error("log.backlog_not_written_yet", path=path, first_seq=records[i][0],
+                           last_seq=records[-1][0], error=str(exc))
+            return
+        self.recovery.backlog_restored = (records[0][0], records[-1][0])
+        self.log.warning("log.backlog_restored", path=path, first_seq=records[0][0], last_seq=records[-1][0])
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
     def _lock_dir(self) -> None:
         import fcntl
@@ -501,11 +846,28 @@ class EventLog:
             data = f.read()
         n = len(data)
         header_bad = None
-        if data[:SEGMENT_HEADER_SIZE] != _SEGMENT_HEADER_BYTES:
+        if data[:SEGMENT_HEADER_SIZE] not in (_SEGMENT_HEADER_BYTES, _SEGMENT_HEADER_GAP_BYTES):
             resync0 = _resync(data, SEGMENT_HEADER_SIZE, n, first) if n > SEGMENT_HEADER_SIZE else None
             if resync0 is None:
-                # A segment whose creation was torn (short, zeroed or partial header) and holds no
-                # valid record: start it afresh.
+                # No valid record in it. A segment whose creation was torn (a short, zeroed or
+                # partial header, then zeros) is started afresh; anything else in it is kept aside
+                # first (a foreign or damaged file is never dropped silently).
+                torn_creation = (_SEGMENT_HEADER_BYTES.startswith(data[:SEGMENT_HEADER_SIZE].rstrip(b"\0"))
+                                 and _NONZERO.search(data, SEGMENT_HEADER_SIZE) is None)
+                if not torn_creation:
+                    copy = _cut_copy_name(path, 0)
+                    k = 1
+                    while os.path.exists(copy):
+                        copy = f"{_cut_copy_name(path, 0)}.{k}"
+                        k += 1
+                    with open(copy, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    rec.cut_copy, rec.cut_kind, rec.torn_offset, rec.torn_bytes_cut = copy, "corrupt", 0, n
+                    rec.corruption.append(CorruptRecord(path, 0, "no valid record behind a bad segment header"))
+                    self.log.error("log.corrupt_tail_cut", segment=path, offset=0, bytes_cut=n, kept_in=copy,
+                                   reason="no valid record behind a bad segment header")
                 self.log.warning("log.segment_header_repaired", segment=path, bytes=n)
                 rec.header_repaired = True
                 with open(path, "r+b") as f:
@@ -523,29 +885,23 @@ class EventLog:
                     header_bad = exc.reason
         if header_bad is None:
             run = _validate_run(data, SEGMENT_HEADER_SIZE, n, first)
-        else:  # valid records behind a damaged file header: treat the header as a corrupt record
+        else:  # a damaged file header: treat it as a corrupt record (records behind it are kept)
             run = _Run(0, first, 0, header_bad, False, [])
         rec.records = run.count
         index = list(run.index)
         good_end = run.end
         highest = run.next_seq - 1
         if run.end < n:
-            # Either a torn tail (nothing valid after it) or corruption in the middle.
+            # Either a damaged tail (nothing valid after it) or corruption in the middle.
             bad_at = run.end
             reason = run.error or "truncated record"
             resync = _resync(data, max(bad_at + 1, SEGMENT_HEADER_SIZE), n, run.next_seq)
-            if resync is None:
-                cut = n - bad_at
-                self.log.warning(
-                    "log.torn_tail_cut", segment=path, offset=bad_at, bytes_cut=cut, reason=reason,
-                    last_seq=highest,
-                )
-                rec.torn_offset = bad_at
-                rec.torn_bytes_cut = cut
-                with open(path, "r+b") as f:
-                    f.truncate(bad_at)
-                    f.flush()
-                    os.fsync(f.fileno())
+            if resync is None and header_bad is None:
+                if self._cut_tail(path, data, bad_at, n, highest, reason, force=highest < first):
+                    good_end = bad_at
+                else:  # the cut bytes could not be kept: leave them, seal the segment
+                    self._seal_recovered(path, highest)
+                    return
             else:
                 err = CorruptRecord(path, bad_at, reason)
                 rec.corruption.append(err)
@@ -556,7 +912,7 @@ class EventLog:
                 # Walk the rest of the segment (more corruption may follow) to find the highest
                 # valid seq and the end of the last valid record; keep everything valid.
                 pos = resync
-                while True:
+                while pos is not None:
                     seq0 = _valid_at(data, pos, n)
                     run2 = _validate_run(data, pos, n, seq0 if seq0 is not None else 0)
                     if run2.count:
@@ -572,28 +928,17 @@ class EventLog:
                     self.log.error("log.corrupt_record", segment=path, offset=run2.end, reason=reason2,
                                    next_valid_offset=nxt)
                     pos = nxt
-                if good_end < n:
-                    cut = n - good_end
-                    self.log.warning("log.torn_tail_cut", segment=path, offset=good_end, bytes_cut=cut,
-                                     reason="after corruption")
-                    rec.torn_offset = good_end
-                    rec.torn_bytes_cut = cut
-                    with open(path, "r+b") as f:
-                        f.truncate(good_end)
-                        f.flush()
-                        os.fsync(f.fileno())
+                if good_end < n and good_end >= SEGMENT_HEADER_SIZE:
+                    self._cut_tail(path, data, good_end, n, highest, "after corruption")
                 # Seal the corrupt segment; continue in a new one after the highest valid seq.
-                self._next_seq = highest + 1
-                self._create_segment(highest + 1)
-                rec.new_segment = self._seg_path
-                self.log.error("log.segment_sealed_after_corruption", segment=path,
-                               new_segment=self._seg_path, next_seq=highest + 1)
+                self._seal_recovered(path, highest)
                 return
         # Reopen the last segment for appending, with a fresh index.
         self._seg_path = path
         self._seg_first = first
         self._next_seq = run.next_seq
         self._size = good_end
+        self._seg_crc = _crc32(memoryview(data)[:good_end])
         try:
             _write_index_file(path, index)
         except OSError as exc:
@@ -602,12 +947,79 @@ class EventLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def _create_segment(self, first_seq: int) -> None:
+    def _seal_recovered(self, path: str, highest: int) -> None:
+        """Leave the last segment as it is (sealed); the next append starts a new one."""
+        self._next_seq = highest + 1
+        self._seg_path = path
+        self._seg_first = int(os.path.basename(path)[:20])
+        self._fd = self._idx_fd = None
+        self.log.error("log.segment_sealed_after_corruption", segment=path, next_seq=highest + 1)
+
+    def _cut_tail(self, path: str, data: bytes, bad_at: int, n: int, highest: int, reason: str,
+                  force: bool = False) -> bool:
+        """Cut ``data[bad_at:n]`` (nothing valid in it) off the segment, keeping a copy beside
+        it (unless it is all zeros). False, and nothing cut, when the copy cannot be written
+        (unless ``force``: a segment with no valid record cannot be sealed, it is cut anyway)."""
+        rec = self.recovery
+        kind = _classify_tail(data, bad_at, n)
+        cut = n - bad_at
+        walk = _walk_count(data, bad_at, n, highest + 1) if kind == "corrupt" else 0
+        if walk:  # the headers say these seqs were written: never give them to new records
+            self._assigned = max(self._assigned, highest + walk)
+        copy = None
+        if _NONZERO.search(data, bad_at, n) is not None:
+            copy = _cut_copy_name(path, bad_at)
+            k = 1
+            while os.path.exists(copy):
+                copy = f"{_cut_copy_name(path, bad_at)}.{k}"
+                k += 1
+            try:
+                fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                try:
+                    _write_all(fd, data[bad_at:n])
+                    if self.durability.mode != "none":
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if self.durability.mode != "none":
+                    _fsync_dir(self.directory)
+            except OSError as exc:
+                try:
+                    os.unlink(copy)
+                except OSError:
+                    pass
+                if not force:
+                    self.log.error("log.tail_not_cut", segment=path, offset=bad_at, bytes=cut, kind=kind,
+                                   reason=reason, error=str(exc),
+                                   note="the bytes could not be copied aside: left in place, segment sealed")
+                    rec.cut_kind = kind
+                    if kind == "corrupt":
+                        rec.corruption.append(CorruptRecord(path, bad_at, reason))
+                    return False
+                self.log.error("log.tail_copy_failed", segment=path, offset=bad_at, bytes=cut, error=str(exc))
+                copy = None
+        event = "log.torn_tail_cut" if kind == "torn" else "log.corrupt_tail_cut"
+        (self.log.warning if kind == "torn" else self.log.error)(
+            event, segment=path, offset=bad_at, bytes_cut=cut, reason=reason, last_seq=highest,
+            kept_in=copy or "(zeros, nothing kept)", records_in_cut=walk,
+        )
+        rec.torn_offset = bad_at
+        rec.torn_bytes_cut = cut
+        rec.cut_kind = kind
+        rec.cut_copy = copy
+        rec.cut_last_seq = highest
+        with open(path, "r+b") as f:
+            f.truncate(bad_at)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def _create_segment(self, first_seq: int, gap: bool = False) -> None:
         path = os.path.join(self.directory, segment_name(first_seq))
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         idx_fd = None
         try:
-            _write_all(fd, _SEGMENT_HEADER_BYTES)
+            _write_all(fd, _SEGMENT_HEADER_GAP_BYTES if gap else _SEGMENT_HEADER_BYTES)
             idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             if self.durability.mode != "none":
                 os.fsync(fd)
@@ -627,6 +1039,7 @@ class EventLog:
         self._seg_path = path
         self._seg_first = first_seq
         self._size = SEGMENT_HEADER_SIZE
+        self._seg_crc = _crc32(_SEGMENT_HEADER_GAP_BYTES if gap else _SEGMENT_HEADER_BYTES)
         self._idx_last = (first_seq, SEGMENT_HEADER_SIZE)
 
     # ---- properties
@@ -669,7 +1082,15 @@ class EventLog:
             raise ValueError("log is closed")
         if self._broken is not None or self._sync_error is not None:
             self._repair()
-        if self._size >= self.segment_bytes:
+        if self._fd is None:
+            try:
+                self._start_segment()
+            except OSError as exc:
+                self.log.warning("log.write_failed", segment=os.path.join(self.directory, segment_name(self._next_seq)),
+                                 offset=0, error=str(exc), errno=exc.errno)
+                raise LogWriteError(exc.errno or _errno.EIO, f"could not start a segment: {exc.strerror or exc}",
+                                    self.directory) from exc
+        elif self._size >= self.segment_bytes:
             self._rotate()
         expect = self._next_seq
         pos = self._size
@@ -701,10 +1122,13 @@ class EventLog:
             _write_all(self._fd, data)
         except OSError as exc:
             self._undo_partial_write(exc)
+        self._seg_crc = _crc32(data, self._seg_crc)
         self._size = pos
         self._next_seq = expect
         last = expect - 1
         self._written_seq = last
+        if last - self._hwm >= HWM_EVERY:
+            self._note_hwm(last)
         if idx_entries is not None:
             self._idx_last = (idx_seq, idx_off)
             self._write_index_entries(idx_entries)
@@ -740,6 +1164,9 @@ class EventLog:
         raise LogWriteError(exc.errno or _errno.EIO, f"append failed: {exc.strerror or exc}", self._seg_path) from exc
 
     def _repair(self) -> None:
+        if self._fd is None:
+            self._broken = None
+            return
         if self._sync_error is not None:
             exc = self._sync_error
             raise LogWriteError(exc.errno or _errno.EIO, f"an earlier fsync failed: {exc.strerror or exc}; "
@@ -769,6 +1196,7 @@ class EventLog:
 
     def _rotate(self) -> None:
         old_fd, old_idx, old_path = self._fd, self._idx_fd, self._seg_path
+        old_sum = (self._size, self._seg_crc)
         with self._fd_lock:  # wait for an fsync of the old segment in progress
             if self.durability.mode != "none":
                 try:
@@ -788,6 +1216,8 @@ class EventLog:
             os.close(old_fd)
             if old_idx is not None:
                 os.close(old_idx)
+        _write_sum(old_path, *old_sum, self.log)
+        self._note_hwm(self._written_seq)
         if self.durability.mode != "none":
             self._publish_durable(self._written_seq)
         self.log.info("log.segment_rotated", sealed=old_path, segment=self._seg_path, first_seq=self._seg_first)
@@ -843,6 +1273,7 @@ class EventLog:
                     self._durable_cond.notify_all()
                 return
         self._publish_durable(seq)
+        self._note_hwm(seq)  # off the append path: the mark follows the commits
 
     def sync(self) -> int:
         """fsync now; returns the durable seq."""
@@ -891,6 +1322,47 @@ class EventLog:
                 pass
         return self._durable_seq
 
+    # ---- the start-up scan of sealed segments
+
+    def scan_sealed(self, on_problem: Callable[[CorruptRecord], None] | None = None,
+                    stop: Callable[[], bool] | None = None) -> SealedScan:
+        """Check every sealed segment (opening the log rescans only the last one). A segment
+        sealed by this code has a ``.sum`` (size, whole-file CRC32): one C-speed pass that lets
+        other threads run. Any other (an older log's, one sealed by recovery), or one whose sum
+        does not match, is checked record by record, and gets its ``.sum`` when clean. Meant for
+        a background thread at start (the broker runs it); safe while appends go on."""
+        t0 = time.monotonic()
+        out = SealedScan()
+        for first, path in list_segments(self.directory):
+            if stop is not None and stop():
+                break
+            if first >= self._seg_first or path == self._seg_path:
+                break
+            try:
+                size, crc = _file_crc(path)
+            except OSError:  # deleted by retention meanwhile
+                continue
+            out.segments += 1
+            out.bytes += size
+            if _read_sum(path) == (size, crc):
+                out.by_sum += 1
+                continue
+            out.by_records += 1
+            try:
+                sc = check_segment(path, first)
+            except OSError:
+                continue
+            for off, why in sc.corrupt:
+                exc = CorruptRecord(path, off, why)
+                out.problems.append(exc)
+                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by="sealed scan")
+                if on_problem is not None:
+                    on_problem(exc)
+            if not sc.corrupt:
+                _write_sum(path, size, crc, self.log)
+        out.seconds = time.monotonic() - t0
+        return out
+
     # ---- retention
 
     def apply_retention(self, now_wall: float | None = None) -> list[str]:
@@ -921,7 +1393,7 @@ class EventLog:
                     too_old = True
             if not (too_big or too_old):
                 break
-            for p in (path, _index_path(path)):
+            for p in (path, _index_path(path), _sum_path(path)):
                 try:
                     os.unlink(p)
                 except FileNotFoundError:
@@ -943,21 +1415,28 @@ class EventLog:
             self._urgent.set()
             self._thread.join()
             self._thread = None
+        self._note_hwm(self._written_seq)
         try:
             if self.durability.mode != "none" and self._sync_error is None:
                 with self._fd_lock:
-                    os.fsync(self._fd)
+                    if self._fd is not None:
+                        os.fsync(self._fd)
                     if self._idx_fd is not None:
                         os.fsync(self._idx_fd)
+                    if self._hwm_fd is not None:
+                        try:
+                            os.fsync(self._hwm_fd)
+                        except OSError:
+                            pass
                 self._publish_durable(self._written_seq)
         finally:
             self._closed = True
             with self._durable_cond:
                 self._durable_cond.notify_all()
-            for fd in (self._fd, self._idx_fd):
+            for fd in (self._fd, self._idx_fd, self._hwm_fd):
                 if fd is not None:
                     os.close(fd)
-            self._fd = self._idx_fd = None
+            self._fd = self._idx_fd = self._hwm_fd = None
             if self._pipe is not None:
                 os.close(self._pipe[0])
                 os.close(self._pipe[1])
@@ -996,23 +1475,28 @@ class _Cursor:
         self.reader = reader
         self.first_seq = first_seq
         self.path = path
+        self.gap_before = False  # the header declares a gap before this segment
+        self.dead = False  # skipping: nothing valid after a corrupt record, up to the end of the segment
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        head = os.pread(self.fd, SEGMENT_HEADER_SIZE, 0)
-        reader.bytes_read += len(head)
-        try:
-            _check_segment_header(head, path)
-        except CorruptRecord as exc:
-            if len(head) < SEGMENT_HEADER_SIZE:
-                # A segment being created right now: treat it as empty until its header appears.
-                self.pos = 0
-                self.expect = first_seq
-                self.leftover = 0
-                return
-            self.close()
-            raise exc
-        self.pos = SEGMENT_HEADER_SIZE  # file offset of the first unconsumed byte
         self.expect = first_seq
         self.leftover = 0  # bytes after pos at the last read (an incomplete record)
+        head = os.pread(self.fd, SEGMENT_HEADER_SIZE, 0)
+        reader.bytes_read += len(head)
+        if len(head) < SEGMENT_HEADER_SIZE:
+            # A segment being created right now: treat it as empty until its header appears.
+            self.pos = 0
+            return
+        self.pos = SEGMENT_HEADER_SIZE  # file offset of the first unconsumed byte
+        self._header(head)
+
+    def _header(self, head: bytes) -> None:
+        try:
+            self.gap_before = bool(_check_segment_header(head, self.path) & FLAG_GAP_BEFORE)
+        except CorruptRecord as exc:
+            if not self.reader.skip_corrupt:
+                self.close()
+                raise exc
+            self.reader._problem(CorruptRecord(self.path, 0, exc.reason, None))
 
     def seek_seq(self, seq: int) -> None:
         """Position at the record ``seq`` (or before it) using the index when it checks out."""
@@ -1056,8 +1540,8 @@ class _Cursor:
             head = os.pread(self.fd, SEGMENT_HEADER_SIZE, 0)
             if len(head) < SEGMENT_HEADER_SIZE:
                 return []
-            _check_segment_header(head, self.path)
             self.pos = SEGMENT_HEADER_SIZE
+            self._header(head)
         # Always read from the first unconsumed byte: an incomplete tail is re-read rather than
         # cached, since a recovering writer may cut it and write different records there.
         size = READ_CHUNK
@@ -1069,15 +1553,24 @@ class _Cursor:
                 return []
             records, stop, error = _scan(data, 0, len(data))
             if records:
+                if self.dead:  # the first valid record after a dead end: go on from its seq
+                    self.dead = False
+                    self.expect = records[0][0]
                 if records[0][0] != self.expect or records[-1][0] != self.expect + len(records) - 1:
-                    self._seq_error(records)
-                self.expect += len(records)
+                    if not self.reader.skip_corrupt:
+                        self._seq_error(records)
+                    records = self._chain(records, data)
+                else:
+                    self.expect += len(records)
             self.pos += stop
             self.leftover = len(data) - stop
             if error is not None:
                 if records:
-                    return records  # the next call raises
-                raise CorruptRecord(self.path, self.pos, error)
+                    return records  # the next call raises (or skips)
+                if not self.reader.skip_corrupt:
+                    raise CorruptRecord(self.path, self.pos, error)
+                self._skip(error)
+                continue
             if records:
                 return records
             if len(data) < size:
@@ -1085,6 +1578,62 @@ class _Cursor:
             # a record bigger than the chunk: read all of it
             length = _unpack_header(data, 0)[0]
             size = max(size, HEADER_SIZE + length)
+
+    def _chain(self, records: list, data: bytes) -> list:
+        """Skipping: records with valid CRCs whose seqs do not follow. A seq ahead of the expected
+        one: the seqs between are unreadable (said); a seq behind it: the record is dropped (said)."""
+        out = []
+        for seq, body in records:
+            if seq == self.expect:
+                out.append((seq, body))
+                self.expect += 1
+            elif seq > self.expect:
+                self.reader._problem(CorruptRecord(self.path, -1, f"seq {seq} where {self.expect} was expected",
+                                                   (self.expect, seq - 1)))
+                out.append((seq, body))
+                self.expect = seq + 1
+            else:
+                self.reader._problem(CorruptRecord(self.path, -1, f"seq {seq} where {self.expect} was expected "
+                                                   "(out of order: not returned)", None))
+        return out
+
+    def _skip(self, reason: str) -> None:
+        """Skipping: go past the bad record at ``pos`` to the next valid one in this segment (or
+        to its end), saying which seqs could not be read."""
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, max(0, size - self.pos), self.pos)
+        self.reader.bytes_read += len(data)
+        nxt = _resync(data, 1, len(data), self.expect) if len(data) > 1 else None
+        if nxt is None:
+            self.reader._problem(CorruptRecord(self.path, self.pos, reason, (self.expect, None)))
+            self.pos += len(data)
+            self.leftover = 0
+            self.dead = True
+            return
+        seq = _valid_at(data, nxt, len(data))
+        self.reader._problem(CorruptRecord(self.path, self.pos, reason,
+                                           (self.expect, seq - 1) if seq > self.expect else None))
+        self.pos += nxt
+        self.expect = seq
+
+    def past_tail(self, sealed: bool = False) -> bool:
+        """At the end of the log with bytes left that are no complete record: if valid records
+        follow them, the record there has a bad length (corruption, said; True: read on);
+        otherwise it is a torn tail (``reader.torn_tail``; False)."""
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, max(0, size - self.pos), self.pos)
+        nxt = _resync(data, 1, len(data), self.expect) if len(data) > 1 else None
+        if nxt is None:
+            if not sealed:
+                self.reader.torn_tail = (self.path, self.pos, len(data))
+            return False
+        seq = _valid_at(data, nxt, len(data))
+        self.reader._problem(CorruptRecord(self.path, self.pos, "bad length (the record runs past its segment's end)",
+                                           (self.expect, seq - 1) if seq > self.expect else None))
+        self.pos += nxt
+        self.expect = seq
+        self.leftover = 0
+        return True
 
     def _seq_error(self, records: list) -> None:
         expect = self.expect
@@ -1104,12 +1653,37 @@ class _Cursor:
 
 
 class LogReader:
-    """Reads a log directory (safe while a writer in another process appends and rotates)."""
+    """Reads a log directory (safe while a writer in another process appends and rotates).
 
-    def __init__(self, directory: str | os.PathLike):
+    A corrupt record raises ``CorruptRecord`` (nothing of it is returned). With
+    ``skip_corrupt=True`` the reader goes past it instead, to the next valid record, and says so:
+    each problem (segment, offset, reason and the seqs it could not read) is appended to
+    ``problems`` and passed to ``on_problem``. A declared gap (seqs handed out but never written,
+    see ``EventLog``) is not corruption: readers cross it in both modes and list it in ``gaps``.
+    """
+
+    def __init__(self, directory: str | os.PathLike, skip_corrupt: bool = False,
+                 on_problem: Callable[[CorruptRecord], None] | None = None,
+                 on_gap: Callable[[int, int], None] | None = None):
         self.directory = os.fspath(directory)
         self.bytes_read = 0  # statistics, for tests and benchmarks
         self.index_misses = 0
+        self.skip_corrupt = skip_corrupt
+        self.on_problem = on_problem
+        self.on_gap = on_gap
+        self.problems: list[CorruptRecord] = []
+        self.gaps: list[tuple[int, int]] = []  # declared gaps crossed: (first lost seq, last)
+        #: skipping, at the end of a read: (segment, offset, bytes) of an incomplete last record
+        self.torn_tail: tuple[str, int, int] | None = None
+
+    def hwm(self) -> int:
+        """The writer's assigned-seq high-water mark (0: none): seqs up to it were handed out."""
+        return _read_hwm(self.directory)
+
+    def _problem(self, exc: CorruptRecord) -> None:
+        self.problems.append(exc)
+        if self.on_problem is not None:
+            self.on_problem(exc)
 
     def segments(self) -> list[tuple[int, str]]:
         return list_segments(self.directory)
@@ -1199,20 +1773,41 @@ class LogReader:
                         if records:
                             yield records
                         continue
-                    if cur.has_leftover:
-                        raise CorruptRecord(cur.path, cur.pos, "truncated record at the end of a sealed segment")
                     first, path = nxt
-                    if first != cur.expect:
-                        raise CorruptRecord(path, 0, f"segment starts at seq {first}, expected {cur.expect} "
-                                                     f"after {cur.path}")
+                    if cur.has_leftover:
+                        if self.skip_corrupt and cur.past_tail(sealed=True):
+                            continue  # a bad length, with valid records behind it
+                        exc = CorruptRecord(cur.path, cur.pos, "truncated record at the end of a sealed segment",
+                                            (cur.expect, first - 1) if first > cur.expect else None)
+                        if not self.skip_corrupt:
+                            raise CorruptRecord(cur.path, cur.pos, exc.reason)
+                        self._problem(exc)
+                        cur.dead = True  # the seqs up to the next segment are said: no second report
+                    expect, dead, prev = cur.expect, cur.dead, cur.path
                     cur.close()
                     try:
                         cur = _Cursor(self, first, path)
                     except FileNotFoundError:
                         segs = self.segments()
                         raise SeqUnavailable(first, segs[0][0] if segs else first) from None
+                    if first != expect and not dead and not cur.has_leftover:
+                        if cur.gap_before and first > expect:
+                            self.gaps.append((expect, first - 1))
+                            if self.on_gap is not None:
+                                self.on_gap(expect, first - 1)
+                        else:
+                            exc = CorruptRecord(path, 0, f"segment starts at seq {first}, expected {expect} "
+                                                         f"after {prev}", (expect, first - 1) if first > expect else None)
+                            if not self.skip_corrupt:
+                                cur.close()
+                                raise CorruptRecord(path, 0, exc.reason)
+                            self._problem(exc)
+                            if first < expect:  # overlapping segments: drop what was read already
+                                from_seq = max(from_seq, expect)
                     continue
                 if not follow or (stop is not None and stop()):
+                    if self.skip_corrupt and cur.has_leftover and cur.past_tail():
+                        continue  # an impossible length, with valid records behind it
                     return
                 time.sleep(poll_interval)
         finally:
@@ -1255,13 +1850,25 @@ class CheckReport:
     directory: str
     segments: list[SegmentCheck] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    declared_gaps: list[tuple[int, int]] = field(default_factory=list)  # seqs handed out, never written: not errors
     first_seq: int | None = None
     last_seq: int | None = None
     records: int = 0
+    hwm: int = 0  # the assigned-seq high-water mark (0: none)
+    cut_files: list[str] = field(default_factory=list)  # bytes cut at recovery, kept beside their segment
+
+    @property
+    def missing(self) -> tuple[int, int] | None:
+        """Seqs the writer's mark says were handed out that the log does not hold: a truncated
+        log, or a writer with a backlog (the disk refused it)."""
+        last = self.last_seq if self.last_seq is not None else (self.segments[-1].first_seq - 1 if self.segments else 0)
+        if self.declared_gaps:
+            last = max(last, self.declared_gaps[-1][1])
+        return (last + 1, self.hwm) if self.hwm > last else None
 
     @property
     def ok(self) -> bool:
-        return not self.gaps and all(s.ok for s in self.segments)
+        return not self.gaps and all(s.ok for s in self.segments) and self.missing is None
 
     def corrupt_offsets(self) -> list[tuple[str, int, str]]:
         return [(s.path, off, why) for s in self.segments for off, why in s.corrupt]
@@ -1276,79 +1883,122 @@ class CheckReport:
             for off, why in s.corrupt:
                 lines.append(f"    CORRUPT at offset {off}: {why}")
             if s.torn_tail:
-                lines.append(f"    torn tail at offset {s.torn_tail[0]} ({s.torn_tail[1]} bytes)")
+                lines.append(f"    torn tail at offset {s.torn_tail[0]} ({s.torn_tail[1]} bytes; the writer cuts it "
+                             "when it opens the log)")
         for g in self.gaps:
             lines.append(f"  GAP: {g}")
+        for a, b in self.declared_gaps:
+            lines.append(f"  declared gap: seqs {a}..{b} were handed out but never written (lost at a stop or "
+                         "crash while the disk refused them; log.gap says so); not reused")
+        if self.missing is not None:
+            a, b = self.missing
+            lines.append(f"  MISSING: seqs {a}..{b} were handed out (the writer's mark) but are not in the log: "
+                         "a truncated log, or a writer whose disk refuses them (it declares them lost if it stops "
+                         "before writing them)")
+        for c in self.cut_files:
+            lines.append(f"  note: {os.path.basename(c)} holds bytes cut from its segment at recovery")
         return "\n".join(lines)
 
 
+class NotALog(ValueError):
+    """A path given as a log directory is not one (no segment file in it)."""
+
+
+def open_log_dir(directory: str) -> list[str]:
+    """The names in a log directory; one clear error (OSError or NotALog) when it is not one."""
+    if not os.path.exists(directory):
+        raise FileNotFoundError(_errno.ENOENT, "no such directory", directory)
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(_errno.ENOTDIR, "not a directory (a log is a directory of segment files)", directory)
+    names = os.listdir(directory)  # PermissionError when unreadable
+    if not any(_SEG_RE.match(n) for n in names):
+        raise NotALog(f"{directory}: not an lvsbus log (no segment files NNNNNNNNNNNNNNNNNNNN.seg in it)")
+    return names
+
+
+def _check_data(path: str, first: int, data: bytes, is_last: bool) -> tuple["SegmentCheck", int, int]:
+    """Check one segment's bytes: (its SegmentCheck, header flags, highest valid seq)."""
+    sc = SegmentCheck(path, first)
+    n = len(data)
+    sc.bytes = n
+    flags = 0
+    try:
+        flags = _check_segment_header(data, path)
+    except CorruptRecord as exc:
+        sc.corrupt.append((0, exc.reason))
+        if n <= SEGMENT_HEADER_SIZE or _resync(data, SEGMENT_HEADER_SIZE, n, first) is None:
+            return sc, 0, first - 1
+    pos, expect = SEGMENT_HEADER_SIZE, first
+    if sc.corrupt:  # a bad header with records behind it
+        pos = _resync(data, SEGMENT_HEADER_SIZE, n, first)  # type: ignore[assignment]
+        expect = _valid_at(data, pos, n)  # type: ignore[assignment]
+    highest = first - 1
+    index: list = []
+    while True:
+        run = _validate_run(data, pos, n, expect, [expect, pos] if pos == SEGMENT_HEADER_SIZE else None)
+        if pos == SEGMENT_HEADER_SIZE:
+            index = run.index
+        sc.records += run.count
+        if run.count:
+            highest = run.next_seq - 1
+        if run.end >= n:
+            break
+        nxt = _resync(data, run.end + 1, n, highest + 1)
+        if nxt is None:
+            if is_last and _classify_tail(data, run.end, n) == "torn":
+                sc.torn_tail = (run.end, n - run.end)  # an incomplete last write (or zeros)
+            elif run.error is None:
+                sc.corrupt.append((run.end, "truncated record at the end of a sealed segment"))
+            else:  # a complete record that fails its check, with nothing valid after it
+                sc.corrupt.append((run.end, run.error))
+            break
+        sc.corrupt.append((run.end, run.error or "truncated record"))
+        pos = nxt
+        expect = _valid_at(data, nxt, n)  # type: ignore[assignment]
+    sc.last_seq = highest if highest >= first else None
+    # index check
+    idx_path = _index_path(path)
+    if not os.path.exists(idx_path):
+        sc.index = "missing" if index else "ok"
+    else:
+        bad = 0
+        entries = _read_index(path)
+        for eseq, eoff in entries:
+            if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
+                bad += 1
+        if os.path.getsize(idx_path) % INDEX_ENTRY.size:
+            bad += 1
+        sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
+    return sc, flags, highest
+
+
 def check(directory: str | os.PathLike) -> CheckReport:
-    """Verify every segment: record CRCs, seq continuity within and across segments, indexes."""
+    """Verify every segment: record CRCs, seq continuity within and across segments, indexes.
+    Raises OSError or NotALog when ``directory`` is not a readable log directory."""
     directory = os.fspath(directory)
+    names = open_log_dir(directory)
     report = CheckReport(directory)
+    report.hwm = _read_hwm(directory)
+    report.cut_files = sorted(os.path.join(directory, n) for n in names if CUT_SUFFIX in n)
     segs = list_segments(directory)
     prev_last: int | None = None
     for i, (first, path) in enumerate(segs):
-        sc = SegmentCheck(path, first)
-        report.segments.append(sc)
         with open(path, "rb") as f:
             data = f.read()
-        n = len(data)
-        sc.bytes = n
-        is_last = i == len(segs) - 1
-        try:
-            _check_segment_header(data, path)
-        except CorruptRecord as exc:
-            sc.corrupt.append((0, exc.reason))
-            continue
-        if prev_last is not None and first != prev_last + 1:
-            report.gaps.append(f"{os.path.basename(path)} starts at seq {first}, previous segment ends at {prev_last}")
-        pos, expect = SEGMENT_HEADER_SIZE, first
-        highest = first - 1
-        index: list = []
-        while True:
-            run = _validate_run(data, pos, n, expect, [expect, pos] if pos == SEGMENT_HEADER_SIZE else None)
-            if pos == SEGMENT_HEADER_SIZE:
-                index = run.index
-            sc.records += run.count
-            if run.count:
-                highest = run.next_seq - 1
-            if run.end >= n:
-                break
-            nxt = _resync(data, run.end + 1, n, highest + 1)
-            if nxt is None:
-                if run.error is None and is_last:
-                    sc.torn_tail = (run.end, n - run.end)
-                elif run.error is None:
-                    sc.corrupt.append((run.end, "truncated record at the end of a sealed segment"))
-                elif is_last:  # a bad last record with nothing valid after it: a torn write
-                    sc.torn_tail = (run.end, n - run.end)
-                else:
-                    sc.corrupt.append((run.end, run.error))
-                break
-            sc.corrupt.append((run.end, run.error or "truncated record"))
-            pos = nxt
-            expect = _valid_at(data, nxt, n)  # type: ignore[assignment]
-        sc.last_seq = highest if highest >= first else None
+        sc, flags, highest = _check_data(path, first, data, i == len(segs) - 1)
+        report.segments.append(sc)
+        if prev_last is not None and first != prev_last + 1 and not (sc.corrupt and sc.corrupt[0][0] == 0
+                                                                     and not sc.records):
+            if flags & FLAG_GAP_BEFORE and first > prev_last + 1:
+                report.declared_gaps.append((prev_last + 1, first - 1))
+            else:
+                report.gaps.append(f"{os.path.basename(path)} starts at seq {first}, previous segment ends at {prev_last}")
         report.records += sc.records
         if report.first_seq is None and sc.records:
             report.first_seq = first
         if sc.records:
             report.last_seq = highest
-        prev_last = highest
-        # index check
-        idx_path = _index_path(path)
-        if not os.path.exists(idx_path):
-            sc.index = "missing" if index else "ok"
-        else:
-            bad = 0
-            entries = _read_index(path)
-            for eseq, eoff in entries:
-                if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
-                    bad += 1
-            if os.path.getsize(idx_path) % INDEX_ENTRY.size:
-                bad += 1
-            sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
+        prev_last = max(highest, prev_last) if prev_last is not None else highest
     return report
 
 
@@ -1365,6 +2015,17 @@ def add_commands(subparsers) -> None:
 
 
 def _cmd_check(args) -> int:
-    report = check(args.directory)
+    try:
+        report = check(args.directory)
+    except (OSError, NotALog) as exc:
+        print(f"lvsbus log check: {describe_error(exc)}", file=sys.stderr)
+        return 2
     print(report.format())
     return 0 if report.ok else 1
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error about a path (no traceback)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)

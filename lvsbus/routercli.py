@@ -89,7 +89,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
     from .events import decodable
     from .log import LogReader
 
-    reader = LogReader(StateDirs(state_dir).log)
+    reader = LogReader(StateDirs(state_dir).log, skip_corrupt=True)  # past corrupt records, as every reader
     skipped: list = []  # records that do not decode: left out, as every reader does (docs/bus.md)
     segs = reader.segments()
     if not segs:

@@ -102,7 +102,9 @@ class ServiceRuntime:
             self.state = self.core.initial()
             self.last_seq = self.run_start_seq - 1
         # what has the previous run of this core already answered?
-        reader = LogReader(self.dirs.log)
+        # past a corrupt record (said), so a restart is never stuck on it (issue 19)
+        reader = LogReader(self.dirs.log, skip_corrupt=True, on_problem=lambda p: log.error(
+            "log_record_unreadable", service=self.core.name, error=str(p)))
         tail: list[Event] = []
         skipped: list = []
         for ev in decodable(reader.read(self.last_seq + 1), skipped):

@@ -1,6 +1,7 @@
 """The recorded bus against a real broker process: order, refusals, slow subscribers, SIGKILL, CurveZMQ."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -64,6 +65,9 @@ class BrokerProc:
 
     def events(self):
         return [decode(body, seq) for seq, body in LogReader(self.dirs.log).read(1)]
+
+    def events_skipping(self):
+        return [decode(body, seq) for seq, body in LogReader(self.dirs.log, skip_corrupt=True).read(1)]
 
 
 @pytest.fixture
@@ -294,6 +298,222 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
         b.stop()
     finally:
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str = "2m"):
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _fill(filler: Path) -> None:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (65536, 4096, 512, 16, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def _stop_while_full(broker, state: Path, *extra: str):
+    """Start a broker on ``state`` (a small tmpfs), fill the disk, publish 300 probes (delivered
+    live, not written), stop the broker cleanly while the disk is still full, then free the disk.
+    Returns (subscriber still connected, publisher, the probes it saw, the broker's stderr lines)."""
+    b = broker("--stop-flush-s", "0.5", *extra, state=state)
+    sub = client(b, "sub", subs=("bus.probe", "log."))
+    pub = client(b, "pub")
+    wait_joined(sub)
+    _fill(state / "filler")
+    for i in range(300):
+        pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (len([e for e in got if e.type == "bus.probe"]) < 300
+                                           or not any(e.type == "log.write_failed" for e in got)):
+        got.extend(sub.recv_batch(0.3))
+    assert [e.payload["n"] for e in got if e.type == "bus.probe"] == list(range(300))
+    assert any(e.type == "log.write_failed" for e in got)
+    b.stop()
+    assert b.proc.returncode == 0
+    (state / "filler").unlink()  # space comes back before the next start
+    return b, sub, pub, got
+
+
+def test_a_stop_while_the_disk_is_full_loses_no_seq_to_reuse(broker, tmp_path):
+    """Issue 19: a clean stop with delivered-but-unwritten events, and nowhere to spill them: the
+    next broker declares their seqs lost (log.gap) instead of giving them to new events, so a
+    subscriber that stayed connected receives every new acknowledged event."""
+    with _tmpfs(tmp_path / "small") as state:
+        b, sub, pub, got = _stop_while_full(broker, state)  # the spill file would go to the same full disk
+        assert any("log_backlog_lost_at_stop" in line for line in b.lines), "".join(b.lines)[-3000:]
+        last_seen = max(e.seq for e in got)
+        b2 = broker(state=state)
+        acked = [pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 1000 + i, "pad": ""}, timeout=10)
+                 for i in range(20)]
+        assert min(acked) > last_seen, "a seq already delivered was given to a new event"
+        later = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([e for e in later if e.type == "bus.probe"]) < 20:
+            later.extend(sub.recv_batch(0.3))
+        assert [e.payload["n"] for e in later if e.type == "bus.probe"] == [1000 + i for i in range(20)]
+        gaps = [e for e in later if e.type == "log.gap"]
+        assert gaps and gaps[0].payload["last_lost"] >= last_seen, [e.type for e in later]
+        first_lost = gaps[0].payload["first_lost"]
+        logged = b2.events()
+        seqs = [e.seq for e in logged]
+        assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+        assert not [s for s in seqs if first_lost <= s <= gaps[0].payload["last_lost"]]
+        assert seqs == list(range(1, first_lost)) + list(range(gaps[0].payload["last_lost"] + 1, seqs[-1] + 1))
+        r = subprocess.run([sys.executable, "-m", "lvsbus.cli", "log", "check", b2.dirs.log], capture_output=True, text=True)
+        assert r.returncode == 0 and "declared gap" in r.stdout, r.stdout + r.stderr
+        b2.stop()
+
+
+def test_a_stop_while_the_disk_is_full_spills_the_backlog_and_the_next_start_writes_it(broker, tmp_path):
+    """With a spill directory on another filesystem, nothing delivered is lost at all."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with _tmpfs(tmp_path / "small") as state:
+        b, sub, pub, got = _stop_while_full(broker, state, "--spill-dir", str(spill))
+        assert (spill / "log-backlog.spill").exists(), "".join(b.lines)[-3000:]
+        b2 = broker("--spill-dir", str(spill), state=state)
+        assert not (spill / "log-backlog.spill").exists()
+        seq = pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 5000, "pad": ""}, timeout=10)
+        logged = b2.events()
+        seqs = [e.seq for e in logged]
+        assert seqs == list(range(1, seqs[-1] + 1)) and seq in seqs
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(300)) + [5000]
+        assert {e.seq for e in got} <= set(seqs)  # every event delivered live is in the log, same seq
+        by_seq = {e.seq: e for e in logged}
+        assert all(by_seq[e.seq].payload == e.payload for e in got)
+        assert not any(e.type == "log.gap" for e in logged)
+        b2.stop()
+
+
+def test_a_spilled_backlog_waits_while_the_disk_is_still_full_at_the_next_start(broker, tmp_path):
+    """The next start finds the disk still full: the spilled records become its backlog (nothing
+    declared lost), and are written, spill file removed, when space returns."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with _tmpfs(tmp_path / "small") as state:
+        b = broker("--stop-flush-s", "0.5", "--spill-dir", str(spill), state=state)
+        sub = client(b, "sub", subs=("bus.probe", "log."))
+        pub = client(b, "pub")
+        wait_joined(sub)
+        _fill(state / "filler")
+        for i in range(200):
+            pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
+        got = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len([e for e in got if e.type == "bus.probe"]) < 200:
+            got.extend(sub.recv_batch(0.3))
+        b.stop()
+        assert (spill / "log-backlog.spill").exists()
+        b2 = broker("--spill-dir", str(spill), state=state)  # the disk is still full
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(e.type == "log.write_failed" for e in seen):
+            seen.extend(sub.recv_batch(0.3))
+        assert any(e.type == "log.write_failed" for e in seen), ([e.type for e in seen], b2.lines[-20:])
+        assert (spill / "log-backlog.spill").exists()
+        (state / "filler").unlink()
+        seq = pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 999, "pad": ""}, timeout=15)
+        logged = b2.events()
+        seqs = [e.seq for e in logged]
+        assert seqs == list(range(1, seqs[-1] + 1)) and seq in seqs
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(200)) + [999]
+        assert not any(e.type == "log.gap" for e in logged)
+        assert any(e.type == "log.write_recovered" for e in logged)
+        assert not (spill / "log-backlog.spill").exists()
+        b2.stop()
+
+
+def test_what_opening_the_log_found_is_said_in_events(broker, tmp_path):
+    """A corrupt record in an old sealed segment (found by the background scan at start) and a
+    corrupt last record (cut, kept beside its segment, its seq not reused) become events."""
+    from lvsbus.log import HEADER_SIZE, SEGMENT_HEADER_SIZE, list_segments, parse_frames
+
+    b = broker("--segment-mb", "0.01")
+    pub = client(b, "pub")
+    for i in range(120):  # one at a time: a batch goes to one segment
+        pub.publish_acked("bus.probe", {"sent_ns": 0, "n": i, "pad": "z" * 400}, timeout=10)
+    b.stop()
+    segs = list_segments(b.dirs.log)
+    assert len(segs) > 4
+    assert all(os.path.exists(p[:-4] + ".sum") for _, p in segs[:-1])  # sealed with their whole-file CRC
+    old_first, old_seg = segs[1]
+    with open(old_seg, "r+b") as f:
+        f.seek(SEGMENT_HEADER_SIZE + HEADER_SIZE + 3)
+        c = f.read(1)
+        f.seek(SEGMENT_HEADER_SIZE + HEADER_SIZE + 3)
+        f.write(bytes([c[0] ^ 0x10]))
+    last_first, last_seg = segs[-1]
+    data = open(last_seg, "rb").read()
+    records, _ = parse_frames(data, SEGMENT_HEADER_SIZE)
+    last_seq = records[-1][0]
+    with open(last_seg, "r+b") as f:
+        f.seek(len(data) - 2)
+        f.write(b"\xff\xfe")
+    b2 = broker("--segment-mb", "0.01", state=tmp_path / "state")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        evs = b2.events_skipping()
+        if any(e.type == "log.corrupt_record" and e.payload["segment"] == old_seg for e in evs):
+            break
+        time.sleep(0.2)
+    found = [e for e in evs if e.type == "log.corrupt_record"]
+    assert [(e.payload["segment"], e.payload["offset"]) for e in found] == [(old_seg, SEGMENT_HEADER_SIZE)], found
+    cut = [e for e in evs if e.type == "log.tail_cut"]
+    assert len(cut) == 1 and cut[0].payload["kind"] == "corrupt" and os.path.exists(cut[0].payload["kept_in"])
+    gap = [e for e in evs if e.type == "log.gap"]
+    assert gap and gap[0].payload["first_lost"] <= last_seq <= gap[0].payload["last_lost"]
+    started = [e for e in evs if e.type == "bus.broker_started"][-1]
+    assert "corrupt tail cut" in started.payload["recovery"] and started.seq > last_seq
+    b2.stop()
+
+
+def test_a_subscriber_catching_up_goes_past_a_corrupt_record(broker, tmp_path):
+    """Issue 19: catch-up from the log used to stop for good at a corrupt record."""
+    from lvsbus.log import HEADER_SIZE, SEGMENT_HEADER_SIZE, list_segments, parse_frames
+
+    b = broker()
+    pub = client(b, "pub")
+    for i in range(30):
+        pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "p" * 50})
+    pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 30, "pad": ""}, timeout=10)
+    b.stop()
+    (first, seg), = list_segments(b.dirs.log)
+    records, _ = parse_frames(open(seg, "rb").read(), SEGMENT_HEADER_SIZE)
+    off = SEGMENT_HEADER_SIZE
+    for seq, body in records:
+        ev = decode(body, seq)
+        if ev.type == "bus.probe" and ev.payload["n"] == 10:
+            break
+        off += HEADER_SIZE + len(body)
+    with open(seg, "r+b") as f:
+        f.seek(off + HEADER_SIZE + 4)
+        c = f.read(1)
+        f.seek(off + HEADER_SIZE + 4)
+        f.write(bytes([c[0] ^ 0x08]))
+    b2 = broker(state=tmp_path / "state")
+    sub = client(b2, "late", subs=("bus.probe",), from_seq=1)
+    pub.publish_acked("bus.probe", {"sent_ns": 0, "n": 31, "pad": ""}, timeout=10)
+    got = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not got or got[-1].payload["n"] != 31):
+        got.extend(sub.recv_batch(0.3))
+    assert [e.payload["n"] for e in got] == [n for n in range(32) if n != 10]
+    b2.stop()
 
 
 def test_log_stats_carry_the_append_and_commit_latency(broker):

@@ -713,3 +713,185 @@ def test_follower_sees_records_written_over_a_cut_torn_tail(tmp_path):
         t.join(5)
         done.set()
     assert got[5:] == [(6, b"six"), (7, b"seven"), (8, b"eight")]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 19: no seq reused, nothing cut silently, readers go past corruption
+
+
+def _offsets(seg):
+    data = open(seg, "rb").read()
+    records, _ = parse_frames(data, SEGMENT_HEADER_SIZE)
+    offsets = [SEGMENT_HEADER_SIZE]
+    for _, b in records:
+        offsets.append(offsets[-1] + HEADER_SIZE + len(b))
+    return records, offsets
+
+
+def test_seqs_handed_out_but_not_written_are_declared_lost_never_reused(tmp_path):
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 40)
+        log.note_assigned(55, sync=True)  # 41..55 delivered live while the disk refused them, then a stop
+    with capture_logs() as logs, opened(tmp_path, durability=NONE) as log:
+        assert log.recovery.lost == (41, 55) and not log.recovery.clean
+        assert log.next_seq == 56 and log.last_seq == 55
+        log.append_batch([(56, b"new")])
+        assert "41..55" in log.recovery.summary()
+    assert any(e["event"] == "log.seqs_lost" and e["first_lost"] == 41 for e in logs)
+    assert [f for f, _ in list_segments(tmp_path)] == [1, 56]
+    reader = LogReader(tmp_path)
+    assert [s for s, _ in reader.read(1)] == list(range(1, 41)) + [56]
+    assert reader.gaps == [(41, 55)] and not reader.problems
+    report = check(tmp_path)
+    assert report.ok and report.declared_gaps == [(41, 55)] and "declared gap" in report.format()
+    with opened(tmp_path, durability=NONE) as log:  # said once: the next open is clean
+        assert log.recovery.clean and log.next_seq == 57
+
+
+def test_a_corrupt_last_record_is_not_taken_for_a_torn_write(tmp_path):
+    """One flipped byte in the last complete record: kept beside the segment, said, seq not reused
+    (even without the assigned-seq mark: the record's header names its seq)."""
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 30)
+    os.unlink(tmp_path / "assigned.hwm")  # a log from before the mark: the headers still tell
+    (first, seg), = list_segments(tmp_path)
+    records, offsets = _offsets(seg)
+    last_off = offsets[29]
+    size = os.path.getsize(seg)
+    with open(seg, "r+b") as f:
+        f.seek(size - 1)
+        b = f.read(1)
+        f.seek(size - 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    report = check(tmp_path)
+    assert not report.ok and report.corrupt_offsets() == [(seg, last_off, "crc mismatch")]
+    assert report.segments[0].torn_tail is None
+    damaged = open(seg, "rb").read()[last_off:]
+    with capture_logs() as logs, opened(tmp_path, durability=NONE) as log:
+        rec = log.recovery
+        assert rec.cut_kind == "corrupt" and rec.torn_offset == last_off
+        assert rec.cut_copy == f"{seg}.cut-{last_off}"
+        assert open(rec.cut_copy, "rb").read() == damaged
+        assert os.path.getsize(seg) == last_off
+        assert log.next_seq == 31 and rec.lost == (30, 30)  # seq 30 is not given to a new record
+        log.append(31, b"new")
+    assert any(e["event"] == "log.corrupt_tail_cut" and e["log_level"] == "error" and e["kept_in"] == rec.cut_copy
+               for e in logs)
+    report = check(tmp_path)
+    assert report.ok and report.declared_gaps == [(30, 30)] and report.cut_files == [rec.cut_copy]
+
+
+def test_a_zeroed_last_4k_is_kept_and_its_seqs_are_not_reused(tmp_path):
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 200)
+    (first, seg), = list_segments(tmp_path)
+    records, offsets = _offsets(seg)
+    size = os.path.getsize(seg)
+    intact = [s for s, _ in records if offsets[s] <= size - 4096]  # records wholly before the zeroed 4 KB
+    with open(seg, "r+b") as f:
+        f.seek(size - 4096)
+        f.write(b"\0" * 4096)
+    damaged = open(seg, "rb").read()[offsets[intact[-1]]:]
+    assert 200 - intact[-1] > 10  # many complete records were zeroed
+    with capture_logs() as logs, opened(tmp_path, durability=NONE) as log:
+        rec = log.recovery
+        assert log.last_seq == 200 and rec.lost == (intact[-1] + 1, 200)  # the mark: 200 were handed out
+        assert open(rec.cut_copy, "rb").read() == damaged
+        log.append(201, b"after")
+    assert any(e["event"] in ("log.corrupt_tail_cut", "log.torn_tail_cut") for e in logs)
+    assert [s for s, _ in read_all(tmp_path)] == intact + [201]
+
+
+def _flip_middle(seg, which):
+    records, offsets = _offsets(seg)
+    off = offsets[which]
+    with open(seg, "r+b") as f:
+        f.seek(off + HEADER_SIZE)
+        b = f.read(1)
+        f.seek(off + HEADER_SIZE)
+        f.write(bytes([b[0] ^ 0x20]))
+    return records[which][0], off
+
+
+def test_readers_go_past_a_corrupt_record_and_say_where(tmp_path):
+    with opened(tmp_path, durability=NONE, segment_bytes=4096) as log:
+        fill(log, 300, batch=5)
+    segs = list_segments(tmp_path)
+    old_seq, old_off = _flip_middle(segs[1][1], 2)  # in an old sealed segment
+    last_first, last_seg = segs[-1]
+    with opened(tmp_path, durability=NONE, segment_bytes=4096) as log:
+        assert log.recovery.clean  # only the last segment is rescanned at open
+    new_seq, new_off = _flip_middle(last_seg, 1)  # and in the active one
+    with opened(tmp_path, durability=NONE, segment_bytes=4096) as log:
+        assert [c.offset for c in log.recovery.corruption] == [new_off] and log.next_seq == 301
+        log.append_batch([(301, b"x"), (302, b"y")])
+    with pytest.raises(CorruptRecord):  # the default reader still refuses to go on
+        read_all(tmp_path)
+    seen = []
+    reader = LogReader(tmp_path, skip_corrupt=True, on_problem=seen.append)
+    got = [s for s, _ in reader.read(1)]
+    assert got == [s for s in range(1, 303) if s not in (old_seq, new_seq)]
+    assert seen == reader.problems
+    assert [(p.segment, p.offset, p.lost) for p in seen] == [
+        (segs[1][1], old_off, (old_seq, old_seq)), (last_seg, new_off, (new_seq, new_seq))]
+    assert "crc mismatch" in str(seen[0]) and f"seqs {old_seq}..{old_seq} unreadable" in str(seen[0])
+    # from a seq after the corruption, nothing is said
+    assert [s for s, _ in LogReader(tmp_path, skip_corrupt=True).read(new_seq + 1)] == list(range(new_seq + 1, 303))
+    report = check(tmp_path)
+    assert sorted(report.corrupt_offsets()) == sorted([(segs[1][1], old_off, "crc mismatch"),
+                                                       (last_seg, new_off, "crc mismatch")])
+
+
+def test_a_bad_length_in_the_active_segment_is_found_not_taken_for_the_end(tmp_path):
+    with opened(tmp_path, durability=NONE) as log:
+        fill(log, 100)
+    (first, seg), = list_segments(tmp_path)
+    records, offsets = _offsets(seg)
+    with open(seg, "r+b") as f:
+        f.seek(offsets[40] + 2)
+        f.write(b"\x7f")  # the length of seq 41 now runs past the end of the file
+    reader = LogReader(tmp_path, skip_corrupt=True)
+    got = [s for s, _ in reader.read(1)]
+    assert got == [s for s in range(1, 101) if s != 41]
+    assert [p.lost for p in reader.problems] == [(41, 41)] and reader.torn_tail is None
+    assert [s for s, _ in LogReader(tmp_path).read(1)] == list(range(1, 41))  # the default reader stops
+    assert not check(tmp_path).ok
+
+
+def test_a_spilled_backlog_is_written_at_open(tmp_path):
+    d = tmp_path / "log"
+    with opened(d, durability=NONE) as log:
+        fill(log, 10)
+        log.note_assigned(15)
+    spill = tmp_path / "backlog.spill"
+    spill.write_bytes(frame_batch([(s, body_for(s)) for s in range(11, 16)]))
+    with opened(d, durability=NONE, backlog_file=str(spill)) as log:
+        assert log.recovery.backlog_restored == (11, 15) and log.recovery.lost is None
+        assert log.next_seq == 16
+    assert not spill.exists()
+    assert read_all(d) == [(s, body_for(s)) for s in range(1, 16)]
+    # a backlog that does not follow the log is left for the operator; the mark still protects its seqs
+    with opened(d, durability=NONE) as log:
+        log.note_assigned(20)
+    spill.write_bytes(frame_batch([(s, body_for(s)) for s in range(30, 32)]))
+    with opened(d, durability=NONE, backlog_file=str(spill)) as log:
+        assert log.recovery.backlog_left == str(spill) and log.recovery.lost == (16, 20)
+    assert spill.exists()
+
+
+def test_check_and_readers_on_what_is_not_a_log(tmp_path):
+    from lvsbus.log import NotALog
+
+    with pytest.raises(FileNotFoundError):
+        check(tmp_path / "nowhere")
+    with pytest.raises(NotADirectoryError):
+        check("/dev/null")
+    with pytest.raises(NotALog):
+        check(tmp_path)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "00000000000000000001.seg").write_bytes(b"PK\x03\x04 not a log segment at all" * 10)
+    report = check(foreign)
+    assert not report.ok and "not an lvsbus log segment" in report.format()
+    reader = LogReader(foreign, skip_corrupt=True)
+    assert list(reader.read(1)) == [] and reader.problems

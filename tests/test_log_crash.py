@@ -6,7 +6,8 @@
    exact body, nothing corrupt; then more records are appended after recovery. Each run continues
    the same log, so recovery happens on a log with history.
 2. Torn writes: the last segment is cut at many random offsets (also followed by zeros, as a
-   crash can leave an extended file); exactly the records wholly before the cut survive.
+   crash can leave an extended file); exactly the records wholly before the cut survive, and the
+   seqs cut are declared lost (never reused) when the assigned-seq mark says they were handed out.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 
 from lvsbus.log import (
     HEADER_SIZE,
+    HWM_NAME,
     SEGMENT_HEADER_SIZE,
     Durability,
     EventLog,
@@ -171,10 +173,18 @@ def test_torn_writes_at_random_offsets(tmp_path):
                     f.write(b"\0" * zeros)
             survivors = [s for s, e in ends if e <= cut]
             expect_last = survivors[-1] if survivors else first - 1
+            # with the assigned-seq mark (a process crash, or a machine crash after it was written
+            # back): the seqs cut are declared lost and never reused; without it (a machine crash
+            # that lost it too): the log continues after the survivors, as before the mark existed
+            keep_mark = i % 2 == 0
+            if not keep_mark:
+                os.unlink(os.path.join(case, HWM_NAME))
+            resume = last if keep_mark else expect_last
             logger = QuietLogger()
             with EventLog(case, durability=Durability("none"), segment_bytes=32768, logger=logger) as log:
                 assert not log.recovery.corruption, (cut, zeros, log.recovery)
-                assert log.last_seq == expect_last, (cut, zeros)
+                assert log.last_seq == resume, (cut, zeros, keep_mark)
+                assert log.recovery.lost == ((expect_last + 1, last) if resume > expect_last else None)
                 torn = (cut + zeros) - (max([e for _, e in ends if e <= cut], default=SEGMENT_HEADER_SIZE))
                 if cut >= SEGMENT_HEADER_SIZE:
                     assert log.recovery.torn_bytes_cut == torn, (cut, zeros)
@@ -184,12 +194,16 @@ def test_torn_writes_at_random_offsets(tmp_path):
                     header = open(seg, "rb").read(SEGMENT_HEADER_SIZE)
                     damaged = (header[:cut] + b"\0" * zeros)[:SEGMENT_HEADER_SIZE]
                     assert log.recovery.header_repaired == (damaged != header), (cut, zeros)
-                log.append_batch([(expect_last + 1, b"after-1"), (expect_last + 2, b"after-2")])
-            got = list(LogReader(case).read(1))
-            assert [s for s, _ in got] == list(range(1, expect_last + 3)), (cut, zeros)
+                log.append_batch([(resume + 1, b"after-1"), (resume + 2, b"after-2")])
+            reader = LogReader(case)
+            got = list(reader.read(1))
+            assert [s for s, _ in got] == list(range(1, expect_last + 1)) + [resume + 1, resume + 2], (cut, zeros)
+            assert reader.gaps == ([(expect_last + 1, last)] if resume > expect_last else [])
             assert all(b == body_for(s) for s, b in got[:-2])
-            assert got[-2:] == [(expect_last + 1, b"after-1"), (expect_last + 2, b"after-2")]
-            assert check(case).ok
+            assert got[-2:] == [(resume + 1, b"after-1"), (resume + 2, b"after-2")]
+            report = check(case)
+            assert report.ok, report.format()
+            assert report.declared_gaps == ([(expect_last + 1, last)] if resume > expect_last else [])
             cases += 1
         finally:
             shutil.rmtree(case, ignore_errors=True)

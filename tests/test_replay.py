@@ -256,6 +256,14 @@ def test_retention_cut_log_is_checked_from_the_next_run_start_or_from_snapshots(
     rep = verify(log, snapshots=str(tmp_path / "snaps"))
     assert rep.ok and rep.runs == 1 and any("restored from its snapshot" in n for n in rep.notes), rep.format()
     assert rep.outputs > verify(log).outputs  # the first run's tail is checked too
+    # a corrupt snapshot is said and not used (no traceback): that core starts from initial()
+    snap = tmp_path / "snaps" / "pulse" / f"{cut - 1:020d}.snap"
+    data = bytearray(snap.read_bytes())
+    data[-1] ^= 0xFF
+    snap.write_bytes(bytes(data))
+    rep = verify(log, snapshots=str(tmp_path / "snaps"))
+    assert any("pulse" in n and "crc mismatch" in n for n in rep.notes), rep.format()
+    assert any("no usable snapshot of pulse" in n for n in rep.notes), rep.format()
 
 
 def test_continuous_state_across_runs_is_not_what_the_router_does():
@@ -481,10 +489,13 @@ def test_a_corrupt_log_is_a_divergence_not_a_crash(tmp_path, capsys):
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the middle of the segment: a CRC mismatch
     seg.write_bytes(bytes(data))
     rep = verify(str(tmp_path / "log"))
-    assert not rep.ok and "cannot be read on" in rep.divergences[0].reason, rep.format()
+    assert not rep.ok and "cannot be read here" in rep.divergences[0].reason, rep.format()
     assert rep.events > 10  # what came before was checked
+    # the reading went past the bad record, to count: one record of the log could not be read
+    assert (rep.records_read, rep.records_expected) == (136, 137), rep.format()
+    assert "seqs 65..65 unreadable" in rep.unreadable[0] and "136 of 137 records read" in rep.format()
     assert cli(["replay", str(tmp_path / "nowhere"), "--verify"]) == 2
-    assert "no log directory" in capsys.readouterr().err
+    assert "nowhere: no such directory" in capsys.readouterr().err
 
 
 def test_records_before_an_undecodable_one_are_checked_first(tmp_path):
@@ -546,6 +557,137 @@ def test_python_tools_replay_py_is_lvsbus_replay(tmp_path):
     assert r.returncode == 0 and "identical: every logged decision" in r.stdout, r.stderr[-2000:]
     r = subprocess.run([sys.executable, script, str(tmp_path / "missing"), "--verify"], capture_output=True, text=True,
                        cwd=tmp_path, env=env)
-    assert r.returncode == 2 and "no log directory" in r.stderr
+    assert r.returncode == 2 and "no such directory" in r.stderr
     r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.startswith("usage: lvsbus replay")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 19: a partial read never passes as a whole one; bad logs and command lines are one line
+
+
+def _golden_copy(tmp_path, name="partition_heals", router="lvs1") -> Path:
+    dst = tmp_path / "log"
+    shutil.copytree(GOLDEN_DIR / name / router / "log", dst)
+    return dst
+
+
+def _record_offsets(seg: Path) -> list[int]:
+    from lvsbus.log import HEADER_SIZE, SEGMENT_HEADER_SIZE, parse_frames
+
+    records, _ = parse_frames(seg.read_bytes(), SEGMENT_HEADER_SIZE)
+    out = [SEGMENT_HEADER_SIZE]
+    for _, b in records:
+        out.append(out[-1] + HEADER_SIZE + len(b))
+    return out
+
+
+def test_verify_fails_on_a_bad_length_in_the_active_segment(tmp_path, capsys):
+    d = _golden_copy(tmp_path)
+    seg = d / "00000000000000000001.seg"
+    offs = _record_offsets(seg)
+    total = len(offs) - 1
+    data = bytearray(seg.read_bytes())
+    data[offs[total // 2] + 2] ^= 0x7F  # the length now runs past the end of the segment
+    seg.write_bytes(bytes(data))
+    rep = verify(str(d))
+    assert not rep.ok, rep.format()
+    assert (rep.records_read, rep.records_expected) == (total - 1, total), rep.format()
+    assert cli(["replay", str(d), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"{total - 1} of {total} records read" in out and "identical" not in out
+
+
+def test_verify_fails_on_a_truncated_log_whose_mark_says_more(tmp_path, capsys):
+    d = _golden_copy(tmp_path)
+    EventLog(str(d), durability=Durability("none")).close()  # a writer opened it: the log has its mark
+    seg = d / "00000000000000000001.seg"
+    offs = _record_offsets(seg)
+    total = len(offs) - 1
+    with open(seg, "r+b") as f:
+        f.truncate(offs[total // 2] + 7)  # mid-record
+    rep = verify(str(d))
+    assert not rep.ok and (rep.records_read, rep.records_expected) == (total // 2, total), rep.format()
+    assert "only" in rep.divergences[0].reason and "torn tail" in " ".join(rep.notes)
+    assert cli(["replay", str(d), "--verify", "--json"]) == 1
+    j = json.loads(capsys.readouterr().out)[0]
+    assert j["ok"] is False and j["records_read"] == total // 2 and j["records_expected"] == total
+
+
+def test_timeline_listing_and_dump_go_past_unreadable_records(tmp_path, capsys):
+    d = _golden_copy(tmp_path)
+    seg = d / "00000000000000000001.seg"
+    offs = _record_offsets(seg)
+    data = bytearray(seg.read_bytes())
+    for k in (10, len(offs) // 2):
+        data[offs[k] + 20] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    clean = render_text(timeline(golden_logs("partition_heals")[:1]))
+    assert cli(["replay", str(d), "--timeline"]) == 1
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and cap.err.count(": unreadable: corrupt record") == 2 and "seqs 11..11 unreadable" in cap.err
+    assert cap.out.splitlines()[-3:] == clean.splitlines()[-3:]  # the rows after the damage are there
+    assert cli(["replay", str(d)]) == 1
+    cap = capsys.readouterr()
+    assert len(cap.out.splitlines()) == len(offs) - 1 - 2
+    assert cli(["log", "dump", str(d)]) == 1
+    cap = capsys.readouterr()
+    assert cap.out.count("UNREADABLE") == 2 and len(cap.out.splitlines()) == len(offs) - 1
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["log", "check", "{tmp}/nowhere"], "nowhere: no such directory"),
+    (["log", "check", "/dev/null"], "/dev/null: not a directory"),
+    (["log", "dump", "{tmp}/file"], "file: not a directory"),
+    (["log", "check", "{tmp}/empty"], "not an lvsbus log"),
+    (["replay", "{tmp}/empty", "--verify"], "not an lvsbus log"),
+    (["replay", "{tmp}/nowhere", "--timeline"], "no such directory"),
+    (["replay", "{golden}", "--since", "yesterday"], "--since 'yesterday': not a time"),
+    (["replay", "{golden}", "--until", "soon"], "--until 'soon': not a time"),
+    (["replay", "{golden}", "--what-if", "{tmp}/missing.toml"], "missing.toml: no such config file"),
+])
+def test_bad_command_lines_are_one_line_and_fail(tmp_path, capsys, argv, says):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    golden = str(golden_logs("partition_heals")[0])
+    argv = [a.format(tmp=tmp_path, golden=golden) for a in argv]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_foreign_segment_and_a_log_another_user_cannot_read(tmp_path, capsys):
+    import subprocess
+    import sys
+    import tempfile
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "00000000000000000001.seg").write_bytes(os.urandom(3000))
+    assert cli(["log", "check", str(foreign)]) == 1
+    assert "not an lvsbus log segment" in capsys.readouterr().out
+    assert cli(["replay", str(foreign), "--verify"]) == 1
+    assert "0 of" in capsys.readouterr().out
+    assert cli(["log", "dump", str(foreign)]) == 1
+    # a 0700 log of another user (nobody), read by a process without the capabilities that bypass
+    # file permissions (this interpreter lives under root's home, which nobody cannot read)
+    top = tempfile.mkdtemp(prefix="lvsbus-perm-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        d = Path(top) / "log"
+        shutil.copytree(golden_logs("partition_heals")[0], d)
+        for p in [d, *d.iterdir()]:
+            os.chown(p, 65534, 65534)
+        os.chmod(d, 0o700)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        for argv in (["log", "check", str(d)], ["log", "dump", str(d)], ["replay", str(d), "--verify"],
+                     ["replay", str(d), "--timeline"]):
+            r = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all",
+                                sys.executable, "-m", "lvsbus.cli", *argv],
+                               capture_output=True, text=True, env=env, cwd=top)
+            if r.returncode != 0 and "Operation not permitted" in r.stderr and "setpriv" in r.stderr:
+                pytest.skip("setpriv cannot switch users here")
+            assert r.returncode == 2 and "Permission denied" in r.stderr, (argv, r.stdout, r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

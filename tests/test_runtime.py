@@ -156,6 +156,39 @@ def test_a_snapshot_of_a_newer_version_is_refused_and_the_log_used_instead(bus, 
     _, outs = outputs(dirs)
     assert sorted(o.payload["count"] for o in outs) == [-1, 1, 2, 3]  # from the older snapshot / the log, not 1001
 
+
+
+def test_a_restart_goes_past_a_corrupt_record_in_the_log(bus):
+    """Issue 19: a corrupt record in the log (bit rot) must not keep a service from restarting."""
+    from lvsbus.log import HEADER_SIZE, SEGMENT_HEADER_SIZE, list_segments, parse_frames
+
+    dirs = bus
+
+    class NoSnap(ServiceRuntime):
+        def save_snapshot(self):
+            pass
+
+    run_for(NoSnap(Counter(), dirs), 0.2, during=lambda: probe(dirs, 2))
+    first, seg = list_segments(dirs.log)[-1]
+    records, _ = parse_frames(open(seg, "rb").read(), SEGMENT_HEADER_SIZE)
+    off = SEGMENT_HEADER_SIZE
+    for seq, body in records:
+        if decode(body, seq).type == "bus.probe":
+            break
+        off += HEADER_SIZE + len(body)
+    with open(seg, "r+b") as f:  # one flipped byte in the body of the first probe
+        f.seek(off + HEADER_SIZE + 5)
+        b = f.read(1)
+        f.seek(off + HEADER_SIZE + 5)
+        f.write(bytes([b[0] ^ 0x40]))
+    probe(dirs, 2)  # while the service is down
+    run_for(NoSnap(Counter(), dirs), 0.3)
+    evs = [decode(b, s) for s, b in LogReader(dirs.log, skip_corrupt=True).read(1)]
+    probes = [e.seq for e in evs if e.type == "bus.probe"]
+    answered = {e.cause for e in evs if e.type == "test.counted"}
+    assert probes[-2:] and set(probes[-2:]) <= answered  # the probes after it were answered
+
+
 # -- the config a service runs with: the recorded one, not the file ------------------------------
 
 GOOD = """

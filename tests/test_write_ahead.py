@@ -83,7 +83,7 @@ def _check(dirs: StateDirs, effects_file: Path, probes: int, every_output_ran: b
     assert len(inputs) == probes
     want = [(step.event.seq, eff.type, eff.payload) for _s, step in run_core(Toy(), Toy().initial(), inputs)
             for eff in step.effects]
-    got = [(e.seq, e.cause, e.type, e.payload) for e in evs if e.source == "toy" and e.type.startswith("toy.")]
+    got = [(e.seq, e.cause, e.type, e.payload) for e in evs if e.source == "toy" and e.type.startswith("test.toy_")]
     assert [(c, t, p) for _s, c, t, p in got] == want, "each output recorded once, in order"
     for (seq, cause, _t, _p) in got:
         assert seq > cause
@@ -114,7 +114,7 @@ def test_a_crash_at_any_step_leaves_no_effect_without_its_record(procs, tmp_path
     fault = tmp_path / "fault"
     broker_argv = [sys.executable, "-m", "tests.helpers.toy_service", "broker", dirs.root]
     svc_argv = [sys.executable, "-m", "tests.helpers.toy_service", "service", dirs.root, str(effects)]
-    env = {"LVSBUS_FAULT": f"toy:toy.marked:{point}:{fault}"}
+    env = {"LVSBUS_FAULT": f"toy:test.toy_marked:{point}:{fault}"}
     broker = procs(broker_argv, "broker ready")
     svc = procs(svc_argv, "toy running", env)
     pub = BusClient(dirs.run, "prober")
@@ -161,7 +161,7 @@ def test_a_broker_killed_with_a_decision_half_recorded_loses_nothing_and_repeats
     effects = tmp_path / "effects"
     effects.touch()
     broker_argv = [sys.executable, "-m", "tests.helpers.toy_service", "broker", dirs.root]
-    broker = procs(broker_argv, "broker ready", {"LVSBUS_BROKER_FAULT": f"{point}:toy.marked"})
+    broker = procs(broker_argv, "broker ready", {"LVSBUS_BROKER_FAULT": f"{point}:test.toy_marked"})
     svc = procs([sys.executable, "-m", "tests.helpers.toy_service", "service", dirs.root, str(effects)], "toy running")
     pub = BusClient(dirs.run, "prober")
     try:
@@ -211,7 +211,7 @@ def test_no_effect_of_a_step_runs_before_its_batch_is_acknowledged(procs, tmp_pa
     fault = tmp_path / "fault"
     procs([sys.executable, "-m", "tests.helpers.toy_service", "broker", dirs.root], "broker ready")
     procs([sys.executable, "-m", "tests.helpers.toy_service", "service", dirs.root, str(effects)], "toy running",
-          {"LVSBUS_FAULT": f"toy:toy.marked:published:{fault}"})
+          {"LVSBUS_FAULT": f"toy:test.toy_marked:published:{fault}"})
     pub = BusClient(dirs.run, "prober")
     try:
         for i in range(3):

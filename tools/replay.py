@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import errno
 import gc
 import json
 import os
@@ -60,7 +61,7 @@ import msgpack
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.core import Core, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
-from lvsbus.log import CorruptRecord, LogReader, SeqUnavailable
+from lvsbus.log import CorruptRecord, LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
 from lvsbus_services.cores import available
 from lvsbus_tools.timeline import (
     Filters, describe, event_json, fmt_wall, log_dir, read_events, render_html, render_text, timeline,
@@ -107,6 +108,9 @@ class VerifyReport:
     last_seq: int = 0
     runs: int = 0  # router runs (config.loaded at start) seen
     undecodable: int = 0  # records that do not decode (each a divergence; replay goes on past them)
+    records_read: int = 0  # records read from the log (CRC-valid), fed or not
+    records_expected: int = 0  # records the log holds by its seqs, its mark and its declared gaps
+    unreadable: list[str] = field(default_factory=list)  # records the reader had to go past
     notes: list[str] = field(default_factory=list)
     divergences: list[Divergence] = field(default_factory=list)
     seconds: float = 0.0
@@ -117,10 +121,11 @@ class VerifyReport:
 
     def format(self) -> str:
         rate = f", {self.events / self.seconds:,.0f} events/s" if self.seconds else ""
-        head = (f"{self.log}: seqs {self.first_seq}..{self.last_seq}, {self.runs} run(s), {self.events} events, "
+        head = (f"{self.log}: seqs {self.first_seq}..{self.last_seq}, {self.runs} run(s), "
+                f"{self.records_read} of {self.records_expected} records read, {self.events} events, "
                 f"{self.inputs} inputs, "
                 f"{self.outputs} outputs checked, cores {', '.join(self.cores) or '(none)'}{rate}")
-        lines = [head] + [f"  note: {n}" for n in self.notes]
+        lines = [head] + [f"  note: {n}" for n in self.notes] + [f"  UNREADABLE: {u}" for u in self.unreadable]
         if self.ok:
             lines.append("  identical: every logged decision and effect comes out the same")
         else:
@@ -130,6 +135,8 @@ class VerifyReport:
     def to_json(self) -> dict:
         return {"log": self.log, "ok": self.ok, "cores": self.cores, "events": self.events, "inputs": self.inputs,
                 "outputs": self.outputs, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "records_read": self.records_read, "records_expected": self.records_expected,
+                "unreadable": self.unreadable,
                 "notes": self.notes, "divergences": [d.to_json() for d in self.divergences],
                 "seconds": round(self.seconds, 6)}
 
@@ -178,9 +185,12 @@ class _Verifier:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, to_seq: int | None = None) -> VerifyReport:
+        """Feed the log through the cores. A record the reader cannot read is the first
+        divergence (if none came before); reading goes on past it, only to count, so the report
+        says how many records were read of how many the log holds."""
         rep = self.report
         t0 = time.perf_counter()
-        reader = LogReader(rep.log)
+        reader = LogReader(rep.log, skip_corrupt=True)
         first = reader.first_seq()
         if first is None:
             rep.notes.append("empty log")
@@ -194,8 +204,18 @@ class _Verifier:
                 waiting_for_start = True
                 rep.notes.append(f"the log starts at seq {first} (older records deleted by retention): checked from "
                                  f"the first router run start still in it (use --from-snapshot for the rest)")
+        feeding = True
+        last_read = first - 1
         try:
             for batch in self._slices(reader.read_batches(first, to_seq)):
+                rep.records_read += len(batch)
+                if feeding and reader.problems:
+                    feeding = False
+                    self.fail(Divergence(reader.problems[0].lost[0] if reader.problems[0].lost else rep.last_seq + 1,
+                                         "?", "-", f"the log cannot be read here: {reader.problems[0]}"))
+                last_read = batch[-1][0]
+                if not feeding:
+                    continue
                 while batch:
                     evs, bad = self._decode_batch(batch)
                     decoded = len(evs)
@@ -212,8 +232,8 @@ class _Verifier:
                         else:
                             evs = []
                     if evs and not self._feed(evs):
-                        rep.seconds = time.perf_counter() - t0
-                        return rep
+                        feeding = False
+                        break
                     if bad is None:
                         break
                     # everything before it was checked. No service saw it either (every reader skips a
@@ -223,11 +243,41 @@ class _Verifier:
                     batch = batch[decoded + 1:]
         except (CorruptRecord, SeqUnavailable) as exc:
             self.fail(Divergence(rep.last_seq + 1, "?", "-", f"the log cannot be read on: {exc}"))
-            rep.seconds = time.perf_counter() - t0
-            return rep
-        self._check_tail()
+        self._account(reader, first, last_read, to_seq)
+        if feeding and not rep.divergences:
+            self._check_tail()
         rep.seconds = time.perf_counter() - t0
         return rep
+
+    def _account(self, reader: LogReader, first: int, last_read: int, to_seq: int | None) -> None:
+        """How many records the log holds (from its seqs, the writer's assigned-seq mark and its
+        declared gaps) against how many were read; a shortfall fails the verification."""
+        rep = self.report
+        rep.unreadable = [str(p) for p in reader.problems]
+        if reader.problems and not rep.divergences:  # found after the last record read
+            p = reader.problems[0]
+            self.fail(Divergence(p.lost[0] if p.lost else last_read + 1, "?", "-", f"the log cannot be read here: {p}"))
+        end = max([last_read, reader.hwm()] + [p.lost[1] for p in reader.problems if p.lost and p.lost[1]])
+        if to_seq is not None:
+            end = min(end, to_seq)
+        declared = sum(min(b, end) - a + 1 for a, b in reader.gaps if a <= end)
+        rep.records_expected = max(0, end - first + 1 - declared)
+        for a, b in reader.gaps:
+            rep.notes.append(f"seqs {a}..{b} are a declared gap (handed out but never written: log.gap)")
+        if reader.torn_tail is not None:
+            path, off, n = reader.torn_tail
+            rep.notes.append(f"{n} bytes at {os.path.basename(path)}@{off} are an incomplete last record (torn "
+                             "tail; the writer cuts it when it next opens the log)")
+        if rep.records_read < rep.records_expected:
+            missing = rep.records_expected - rep.records_read
+            why = (f"the writer's mark says seqs up to {end} were written, the last one read is {last_read}"
+                   if end > last_read else f"{len(reader.problems)} unreadable place(s)")
+            if not rep.divergences:
+                self.fail(Divergence(last_read + 1, "?", "-",
+                                     f"only {rep.records_read} of {rep.records_expected} records could be read "
+                                     f"({missing} missing: {why})"))
+            else:
+                rep.notes.append(f"only {rep.records_read} of {rep.records_expected} records could be read ({why})")
 
     @staticmethod
     def _slices(batches: Iterator[list], size: int = 256) -> Iterator[list]:
@@ -377,7 +427,7 @@ class _Verifier:
                     f"#{pend[0][0]}): that service was stopped or still busy; it answers them when it runs again")
 
     def _restore_snapshots(self, first: int) -> None:
-        from lvsbus.snapshot import SnapshotStore, SnapshotVersionError, decode_state
+        from lvsbus.snapshot import SnapshotCorrupt, SnapshotStore, SnapshotVersionError, decode_state
 
         store = SnapshotStore(self.snapshots)
         for i, core in enumerate(self.cores):
@@ -387,22 +437,29 @@ class _Verifier:
                                          f"it starts from initial() at seq {first}")
                 self.start[i] = first - 1
                 continue
-            seq = min(usable)
-            try:
-                fmt, body = store.read(core.name, seq)
-                self.states[i] = decode_state(core, body, fmt)
-            except SnapshotVersionError as exc:
-                raise SystemExit(f"replay: the snapshot of {core.name} at seq {seq} cannot be restored: {exc}") from None
-            self.start[i] = seq
-            self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
+            for seq in sorted(usable):
+                try:
+                    fmt, body = store.read(core.name, seq)
+                    self.states[i] = decode_state(core, body, fmt)
+                except (SnapshotCorrupt, SnapshotVersionError, OSError) as exc:  # said, and the next one is tried
+                    self.report.notes.append(f"{core.name}: snapshot at seq {seq}: {exc}: not used")
+                    continue
+                self.start[i] = seq
+                self.report.notes.append(f"{core.name} restored from its snapshot at seq {seq}")
+                break
+            else:
+                self.report.notes.append(f"no usable snapshot of {core.name}: it starts from initial() at seq {first}")
+                self.start[i] = first - 1
+
+
+_READ_FAILURES = ("the log cannot be read", "only ")  # divergences of the reading, not of a record's content
 
 
 def verify(directory: str, cores: list[Core] | None = None, continuous: bool = False,
            snapshots: str | None = None, to_seq: int | None = None, strict: bool = False) -> VerifyReport:
     """Replay one log through every available core and compare; see the module doc.
     ``strict``: validate every payload against its schema as well (the broker did when it wrote it)."""
-    if not os.path.isdir(log_dir(directory)):
-        raise FileNotFoundError(f"no log directory at {directory}")
+    open_log_dir(log_dir(directory))  # one clear error (OSError, NotALog) when it is not a log
     verifier = _Verifier(log_dir(directory), cores if cores is not None else make_cores(), continuous, snapshots,
                          strict)
     # replay allocates many short-lived, acyclic objects: a rarer young-generation collection is
@@ -411,7 +468,8 @@ def verify(directory: str, cores: list[Core] | None = None, continuous: bool = F
     gc.set_threshold(max(old[0], 50_000), old[1], old[2])
     try:
         rep = verifier.run(to_seq)
-        if rep.divergences and not strict and rep.divergences[0].core != "-":
+        if (rep.divergences and not strict and rep.divergences[0].core != "-"
+                and not rep.divergences[0].reason.startswith(_READ_FAILURES)):
             # name the root cause: a record before the divergence that breaks its schema, if any
             again = _Verifier(verifier.report.log, cores if cores is not None else make_cores(), continuous,
                               snapshots, strict=True).run(rep.divergences[0].seq)
@@ -535,7 +593,8 @@ def available_outputs() -> list[Core]:
     return make_cores()
 
 
-def what_if(directory: str, config_path: str, cores: list[Core] | None = None) -> WhatIfReport:
+def what_if(directory: str, config_path: str, cores: list[Core] | None = None,
+            problems: list[str] | None = None) -> WhatIfReport:
     """Replay a log's observations under another config (every config.loaded carries it instead)
     and list the decisions that change, as Pacemaker's crm_simulate. Peers' behaviour is taken as
     recorded: their heartbeats arrive when they did, whatever this router now decides."""
@@ -548,7 +607,7 @@ def what_if(directory: str, config_path: str, cores: list[Core] | None = None) -
     # whose inputs are kernel dumps, is left out.
     cores = cores if cores is not None else make_cores([n for n in available() if n not in WHATIF_LEAVE_OUT])
     outputs = {(c.name, t) for c in available_outputs() for t in c.outputs}
-    obs = [ev for ev in read_events(directory) if (ev.source, ev.type) not in outputs and ev.type != "timer.fired"
+    obs = [ev for ev in read_events(directory, problems=problems) if (ev.source, ev.type) not in outputs and ev.type != "timer.fired"
            and ev.source not in WHATIF_LEAVE_OUT and ev.source != "lvsd"]
     model = to_dict(load(config_path).config)
     before = _decisions(obs, make_cores([c.name for c in cores]), None)
@@ -571,21 +630,30 @@ def what_if(directory: str, config_path: str, cores: list[Core] | None = None) -
 # the command line
 
 
-def _parse_time(s: str) -> int:
+class _BadTime(ValueError):
+    pass
+
+
+def _parse_time(s: str, option: str = "--since") -> int:
     try:
         return int(float(s) * NS)
     except ValueError:
+        pass
+    try:
         dt = _dt.datetime.fromisoformat(s)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=_dt.timezone.utc)
-        return int(dt.timestamp()) * NS + dt.microsecond * 1000
+    except ValueError:
+        raise _BadTime(f"{option} {s!r}: not a time (ISO 8601 such as 2026-01-01T10:00:00, UTC if no zone, "
+                       "or seconds since the epoch)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
+    return int(dt.timestamp()) * NS + dt.microsecond * 1000
 
 
 def _filters(args) -> Filters:
     return Filters(
         from_seq=args.from_seq, to_seq=args.to_seq,
         since_ns=_parse_time(args.since) if args.since else None,
-        until_ns=_parse_time(args.until) if args.until else None,
+        until_ns=_parse_time(args.until, "--until") if args.until else None,
         types=tuple(args.type or ()), services=tuple(args.service or ()),
     )
 
@@ -641,8 +709,8 @@ def _cmd_replay(args) -> int:
             try:
                 rep = verify(d, continuous=args.continuous, snapshots=args.from_snapshot, to_seq=args.to_seq,
                              strict=args.strict)
-            except FileNotFoundError as exc:
-                sys.stderr.write(f"lvsbus replay: {exc}\n")
+            except (OSError, NotALog) as exc:
+                sys.stderr.write(f"lvsbus replay: {describe_error(exc)}\n")
                 return 2
             reports.append(rep)
             worst = max(worst, 0 if rep.ok else 1)
@@ -652,20 +720,41 @@ def _cmd_replay(args) -> int:
             json.dump([r.to_json() for r in reports], out, indent=1, default=str)
             out.write("\n")
         return worst
+    from lvsbus.config import ConfigError
+
+    problems: list[str] = []
+    try:
+        return _cmd_replay_read(args, out, problems)
+    except (OSError, NotALog, ConfigError, _BadTime) as exc:
+        msg = describe_error(exc) if not isinstance(exc, ConfigError) else str(exc).replace("\n", " ")
+        sys.stderr.write(f"lvsbus replay: {msg}\n")
+        return 2
+    finally:
+        for p in problems:
+            sys.stderr.write(f"lvsbus replay: {p}\n")
+
+
+def _cmd_replay_read(args, out, problems: list[str]) -> int:
+    """The modes that read logs (what-if, timeline, listing): records that cannot be read are
+    skipped and said on stderr, and the exit status is 1."""
+    for d in args.logs:
+        open_log_dir(log_dir(d))
     if args.what_if:
         if len(args.logs) != 1:
-            sys.stderr.write("--what-if takes one LOG\n")
+            sys.stderr.write("lvsbus replay: --what-if takes one LOG\n")
             return 2
-        rep = what_if(args.logs[0], args.what_if)
+        if not os.path.isfile(args.what_if):
+            raise FileNotFoundError(errno.ENOENT, "no such config file (--what-if)", args.what_if)
+        rep = what_if(args.logs[0], args.what_if, problems=problems)
         if args.json:
             json.dump(rep.to_json(), out, indent=1)
             out.write("\n")
         else:
             out.write(rep.format() + "\n")
-        return 0
+        return 1 if problems else 0
     filters = _filters(args)
     if args.timeline:
-        rows = timeline(args.logs, filters)
+        rows = timeline(args.logs, filters, problems=problems)
         if args.html:
             with open(args.html, "w", encoding="utf-8") as fh:
                 fh.write(render_html(rows))
@@ -674,14 +763,14 @@ def _cmd_replay(args) -> int:
             out.write("\n")
         else:
             out.write(render_text(rows))
-        return 0
+        return 1 if problems else 0
     for d in args.logs:
-        for ev in read_events(d, filters):
+        for ev in read_events(d, filters, problems=problems):
             if args.json:
                 out.write(json.dumps(event_json(ev), separators=(",", ":")) + "\n")
             else:
                 out.write(f"{fmt_wall(ev.wall_ns)}  {ev.short()}  cause={ev.cause}  {_short(ev.payload, 200)}\n")
-    return 0
+    return 1 if problems else 0
 
 
 def _sim_json(res) -> dict:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterator
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.events import Event, decode, matches
-from lvsbus.log import LogReader, SeqUnavailable
+from lvsbus.events import DecodeError, Event, decode, matches
+from lvsbus.log import LogReader, SeqUnavailable, open_log_dir
 
 NS = 1_000_000_000
 
@@ -60,10 +61,22 @@ class Filters:
         return True
 
 
-def read_events(directory: str, filters: Filters | None = None) -> Iterator[Event]:
-    """Decoded (validated, upcast) events of one log, filtered."""
+def read_events(directory: str, filters: Filters | None = None, problems: list[str] | None = None) -> Iterator[Event]:
+    """Decoded (validated, upcast) events of one log, filtered. A record that cannot be read or
+    decoded is skipped and said (one line each, appended to ``problems``; to stderr when None);
+    the reading goes on past it. Raises OSError or lvsbus.log.NotALog when ``directory`` is not a
+    readable log."""
     f = filters or Filters()
-    reader = LogReader(log_dir(directory))
+    d = log_dir(directory)
+    open_log_dir(d)
+
+    def say(msg: str) -> None:
+        if problems is None:
+            sys.stderr.write(f"lvsbus replay: {msg}\n")
+        else:
+            problems.append(msg)
+
+    reader = LogReader(d, skip_corrupt=True, on_problem=lambda exc: say(f"{d}: unreadable: {exc}"))
     first = reader.first_seq()
     if first is None:
         return
@@ -74,9 +87,16 @@ def read_events(directory: str, filters: Filters | None = None) -> Iterator[Even
         return
     for batch in batches:
         for seq, body in batch:
-            ev = decode(body, seq)
+            try:
+                ev = decode(body, seq)
+            except DecodeError as exc:
+                say(f"{d}: seq {seq}: undecodable: {exc}")
+                continue
             if f.keep(ev):
                 yield ev
+    if reader.torn_tail is not None:
+        path, off, n = reader.torn_tail
+        say(f"{d}: {n} bytes at {os.path.basename(path)}@{off} are an incomplete record (torn tail): not read")
 
 
 def event_json(ev: Event) -> dict:
@@ -238,14 +258,15 @@ def fmt_wall(ns: int) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S") + f".{(ns % NS) // 1_000_000:03d}"
 
 
-def timeline(logs: list[str], filters: Filters | None = None) -> Timeline:
-    """The incident rows of several routers' logs, merged by wall clock (each with its own seq)."""
+def timeline(logs: list[str], filters: Filters | None = None, problems: list[str] | None = None) -> Timeline:
+    """The incident rows of several routers' logs, merged by wall clock (each with its own seq).
+    Unreadable records are skipped and said (see ``read_events``)."""
     f = filters or Filters()
     rows = Timeline()
     rows.ends = {}
     for d in logs:
         last = None
-        for ev in read_events(d):
+        for ev in read_events(d, problems=problems):
             silent = last if ev.type == "bus.broker_started" and last is not None else None
             last = ev.wall_ns
             rows.ends[ev.node] = ev.wall_ns

@@ -75,6 +75,41 @@ declare(
     doc="Appending works again; seqs backlog_from..backlog_to, delivered live while the disk refused them, are now recorded.",
 )
 declare(
+    "log.gap", 1,
+    {
+        "first_lost": Int(min=1),
+        "last_lost": Int(min=1),
+        "reason": Str(max_len=512, doc="why they are not in the log"),
+    },
+    doc="Seqs first_lost..last_lost were handed out (delivered live) but are not in the log: the broker "
+    "stopped or crashed while the disk refused them and no spill file could keep them. They are never "
+    "reused: the log continues after them, and readers cross the gap.",
+)
+declare(
+    "log.tail_cut", 1,
+    {
+        "segment": Str(max_len=512),
+        "offset": Int(min=0),
+        "bytes": Int(min=0),
+        "kind": Enum("torn", "corrupt", doc="torn: an incomplete last write (or zeros); corrupt: complete records that fail their CRC"),
+        "kept_in": Str(max_len=512, doc="the file beside the segment that keeps the cut bytes ('' when they were zeros)"),
+        "last_seq": Int(min=0, doc="the last valid seq before the cut"),
+    },
+    doc="Opening the log cut bytes off its last segment's tail; they are kept beside it, and seqs they held are not reused.",
+)
+declare(
+    "log.corrupt_record", 1,
+    {
+        "segment": Str(max_len=512),
+        "offset": Int(min=-1, doc="file offset of the bad record (-1: a seq out of order)"),
+        "reason": Str(max_len=512),
+        "first_unreadable": Nullable(Int(min=1)),
+        "last_unreadable": Nullable(Int(min=1), doc="null when unknown"),
+    },
+    doc="A record of the log fails its check (found at open, or by the background scan of sealed segments). "
+    "Readers go past it and say so; `lvsbus log check` lists it.",
+)
+declare(
     "log.snapshot_written", 1,
     {"service": NAME, "at_seq": Int(min=0), "bytes": Int(min=0)},
     doc="A service saved a snapshot of its core state as of a seq.",

@@ -4,8 +4,8 @@ write-ahead crash tests (tests/test_write_ahead.py).
     python -m tests.helpers.toy_service broker STATE_DIR
     python -m tests.helpers.toy_service service STATE_DIR EFFECTS_FILE
 
-The core answers each ``bus.probe`` n with ``toy.counted`` {count: n} and {count: -n} (two effects
-a step), and the third probe also with ``toy.marked``; the shell "executes" an effect by appending
+The core answers each ``bus.probe`` n with ``test.toy_counted`` {count: n} and {count: -n} (two effects
+a step), and the third probe also with ``test.toy_marked``; the shell "executes" an effect by appending
 ``cause type payload`` to EFFECTS_FILE (fsynced): the world the test compares with the log.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lvsbus.core import Core, Effect
 from lvsbus.events import REGISTRY
 from lvsbus.schema import Int
 
-for _t in ("toy.counted", "toy.marked"):
+for _t in ("test.toy_counted", "test.toy_marked"):
     if _t not in REGISTRY:
         REGISTRY.declare(_t, 1, {"count": Int()}, doc="test only")
 
@@ -28,16 +28,16 @@ for _t in ("toy.counted", "toy.marked"):
 class Toy(Core):
     name = "toy"
     inputs = ("bus.probe",)
-    outputs = frozenset({"toy.counted", "toy.marked"})
+    outputs = frozenset({"test.toy_counted", "test.toy_marked"})
 
     def initial(self):
         return {"count": 0}
 
     def decide(self, state, ev):
         n = state["count"] + 1
-        effects = [Effect("toy.counted", {"count": n}), Effect("toy.counted", {"count": -n})]
+        effects = [Effect("test.toy_counted", {"count": n}), Effect("test.toy_counted", {"count": -n})]
         if n == 3:
-            effects.append(Effect("toy.marked", {"count": n}))
+            effects.append(Effect("test.toy_marked", {"count": n}))
         return {"count": n}, effects
 
 
