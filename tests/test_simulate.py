@@ -159,6 +159,36 @@ def test_a_split_brain_the_winner_never_saw_is_re_announced():
     assert res.outage_ns < 2 * S, res.summary()
 
 
+#: issue 20: sweeps with more than two routers (seeds 228 and 1529 of 0-1999 with three, 417 of 0-599
+#: with four), shrunk. A backup's pulse is down for ~3 s; restarted, it believes the active dead and
+#: takes over; the active hears it, wins the split brain and announces; the loser, still active,
+#: hears a third router again and announces (peer_returned) after the winner did, then hears the
+#: winner and steps down. Clients stayed on the loser's MAC (12-19 s unserved) until the winner
+#: learnt to announce again when a peer's active spell ends (``peer_stepped_down``).
+MORE_ROUTERS_REGRESSIONS = {
+    "seed228_3routers": (228, 3, [Fault(10_250 * MS, "delay", "lvs1-lvs2/public", 6_100 * MS, 50),
+                                  Fault(16_390 * MS, "service_crash", "lvs2/pulse", 2_550 * MS)]),
+    "seed1529_3routers": (1529, 3, [Fault(9_240 * MS, "service_crash", "lvs2/pulse", 2_970 * MS)]),
+    "seed417_4routers": (417, 4, [Fault(15_970 * MS, "loss", "lvs2-lvs4/private", 7_280 * MS, 900),
+                                  Fault(16_120 * MS, "service_crash", "lvs3/pulse", 2_930 * MS)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MORE_ROUTERS_REGRESSIONS))
+def test_more_routers_the_active_announces_last_after_a_split_brain(name, tmp_path):
+    from tools.timeline import read_events
+
+    seed, routers, faults = MORE_ROUTERS_REGRESSIONS[name]
+    res = run_seed(seed, log_root=str(tmp_path), faults=faults, routers=routers, verify=True)
+    assert res.ok, res.summary()
+    assert res.outage_ns < 2 * S, res.summary()
+    garps = {n: [e.payload["reason"] for e in read_events(path) if e.type == "pulse.send_garp"]
+             for n, path in res.logs.items()}
+    loser = faults[-1].target.split("/")[0]
+    assert "peer_returned" in garps[loser], garps  # the loser announced while it was still active
+    assert garps["lvs1"][-1] == "peer_stepped_down", garps  # and the winner had the last word
+
+
 def test_every_simulated_log_passes_verify_with_service_restarts(tmp_path):
     faults = [Fault(8 * S, "service_crash", "lvs1/pulse", 1 * S), Fault(9 * S, "service_crash", "lvs1/lvsd", 500 * MS),
               Fault(10 * S, "service_crash", "lvs1/ipvs", 500 * MS), Fault(11 * S, "service_crash", "lvs2/nanny", 2 * S),

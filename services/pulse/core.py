@@ -622,6 +622,16 @@ class PulseCore(Core[PulseState]):
                 # brain's business (_on_heartbeat), which re-announces when we stay.
                 out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_returned"))
 
+    def _spell_ended(self, st: PulseState, out: list) -> None:
+        """A peer we knew as ACTIVE says it is not any more (its fresh heartbeat says BACKUP, or it
+        is leaving): its active spell is over, and while it lasted the peer may have announced the
+        VIPs at any time, after our own last announcement too (a split brain we won: the loser
+        heard a third router come back and re-announced before it heard us). Only now can our
+        announcement be the last one: make it."""
+        s = st.settings
+        if st.role == ACTIVE and s is not None and s.vips:
+            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_stepped_down"))
+
     def _on_heartbeat(self, st: PulseState, p: dict, out: list) -> None:
         peer, fresh = self._accept(st, "heartbeat", p, out)
         if peer is None:
@@ -631,6 +641,7 @@ class PulseCore(Core[PulseState]):
             if not peer.left:  # a peer that said goodbye stays gone for the rest of its epoch
                 self._mark_alive(st, name, peer, p["link"], out)
             return
+        was, was_alive = peer.role, peer.alive
         peer.priority = p["priority"]
         peer.role = p["role"]
         if p["leaving"]:
@@ -640,11 +651,15 @@ class PulseCore(Core[PulseState]):
                 out.append(Effect("pulse.peer_dead", {
                     "peer": name, "cause": "left", "role": peer.role, "last_heard_ns": st.now,
                 }))
+                if was == ACTIVE or not was_alive:
+                    self._spell_ended(st, out)
             peer.split = False
             return
         self._mark_alive(st, name, peer, p["link"], out)
         if peer.role != ACTIVE:
             peer.split = False
+            if was == ACTIVE and was_alive:  # (a peer back from the dead: _mark_alive announced)
+                self._spell_ended(st, out)
             return
         if st.role != ACTIVE:
             st.last_active = name
