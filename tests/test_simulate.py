@@ -75,6 +75,13 @@ def test_three_routers():
         assert set(res.roles) == {"lvs1", "lvs2", "lvs3"}
 
 
+def test_four_routers():
+    for seed in range(10):
+        res = run_seed(seed, routers=4, verify=True)
+        assert res.ok, res.summary()
+        assert set(res.roles) == {"lvs1", "lvs2", "lvs3", "lvs4"}
+
+
 def test_a_failover_happens_and_settles(tmp_path):
     res = Cluster(3, faults=[Fault(8 * S, "router_crash", "lvs1", 20 * S)], log_root=str(tmp_path),
                   duration=20 * S).run(verify=True)
