@@ -50,7 +50,7 @@ def start_responders(t, hosts) -> None:
 
 
 @pytest.fixture(scope="module")
-def topo(netns_module):
+def topo(netns_module):  # noqa: F811 (the fixture, imported)
     t = netns_module(routers=2)
     start_responders(t, t.routers)
     return t
@@ -470,7 +470,7 @@ def test_gratuitous_arp_and_unsolicited_na_reach_the_client(topo):
         topo.run("r1", "ip", "-6", "addr", "del", "fd99:1::50/128", "dev", "eth0", check=False)
 
 
-def test_topology_with_real_servers(netns_module):
+def test_topology_with_real_servers(netns_module):  # noqa: F811 (the fixture, imported)
     """The fixture's NAT side: servers behind the routers, for lvsd/nanny tests."""
     t = netns_module(routers=2, servers=2)
     assert t.has_address("s2", "10.99.3.102") and t.has_address("r1", "10.99.3.11")
@@ -507,7 +507,7 @@ def test_broker_killed_under_a_running_router_is_restarted(topo, cluster):
     assert c.probe(1.0) == "r1"
 
 
-def test_a_real_server_flapping_leaves_and_rejoins_the_table(netns_module, tmp_path):
+def test_a_real_server_flapping_leaves_and_rejoins_the_table(netns_module, tmp_path):  # noqa: F811 (the fixture, imported)
     """A real server's echo service stops and starts twice under a running router pair: nanny on
     each router sees it DOWN and UP again, and the active router's lvsd takes it out of the desired
     table and puts it back; both logs replay identically. (Its logs are the golden incident
@@ -553,7 +553,7 @@ def test_a_real_server_flapping_leaves_and_rejoins_the_table(netns_module, tmp_p
 
 
 @pytest.fixture(scope="module")
-def topo3(netns_module):
+def topo3(netns_module):  # noqa: F811 (the fixture, imported)
     t = netns_module(routers=3)
     start_responders(t, t.routers)
     return t
