@@ -1226,3 +1226,25 @@ def test_three_routers_a_split_brain_loser_that_announced_last_is_followed_by_th
     # the scenario happened: lvs1 announced, then lvs2 did, still active
     assert [g[1:] for g in garps[:2]] == [("lvs1", "split_brain"), ("lvs2", "peer_returned")]
     assert garps[-1][1:] == ("lvs1", "peer_stepped_down")  # the last word is the active's
+
+
+def test_late_news_is_rate_limited_per_peer_not_for_all():
+    """Simulator seed 12442 of --routers 3: lvs2's late news made lvs1 announce; 1.8 s later lvs3's
+    (its ACTIVE heartbeat overtaken by its BACKUP one) was dropped by the one deadtime-long limit
+    for all, and clients stayed on lvs3's MAC. Each peer's late news counts on its own."""
+    n = Node("lvs1")
+    n.configure(make_model(("lvs1", "lvs2", "lvs3")))
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    t = DEADTIME + 100 * MS
+    for peer in ("lvs2", "lvs3"):
+        n.hb(peer, t, 5, BACKUP)
+    assert [g["reason"] for g in of(n.hb("lvs2", t + 1, 4, ACTIVE), "pulse.send_garp")] == ["peer_was_active"]
+    assert not of(n.hb("lvs2", t + 2, 3, ACTIVE), "pulse.send_garp")  # the same peer: once a deadtime
+    assert [g["reason"] for g in of(n.hb("lvs3", t + 1 * S, 4, ACTIVE), "pulse.send_garp")] == ["peer_was_active"]
+    # a snapshot from before the limit was kept per peer (one number) restores as that bound for each
+    snap = n.core.snapshot(n.state)
+    snap["state"]["reannounce_after"] = t + 2 * S
+    st = n.core.restore(snap)
+    assert st.reannounce_after == {"lvs2": t + 2 * S, "lvs3": t + 2 * S}

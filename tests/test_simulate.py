@@ -196,6 +196,18 @@ def test_more_routers_the_active_announces_last_after_a_split_brain(name, tmp_pa
     assert garps["lvs1"][-1] == "peer_stepped_down", garps  # and the winner had the last word
 
 
+def test_three_routers_late_news_of_two_peers_within_a_deadtime(tmp_path):
+    """Simulator seed 12442 of --routers 3 (found by the sweep of 10000-12499), shrunk: lvs2 and then
+    lvs3 stall for ~3 s. Each resumes believing lvs1 dead, takes over (clients move to it), hears
+    lvs1 and steps down at once; lvs1 hears of each only late (its ACTIVE datagrams overtaken by its
+    BACKUP ones). lvs1 announced on lvs2's late news, and lvs3's 1.8 s later fell under the one
+    deadtime-long limit for all peers: 13 s unserved. The limit is per peer now."""
+    faults = [Fault(20_920 * MS, "stall", "lvs2", 3_030 * MS), Fault(22_930 * MS, "stall", "lvs3", 2_830 * MS)]
+    res = run_seed(12442, log_root=str(tmp_path), faults=faults, routers=3, verify=True)
+    assert res.ok, res.summary()
+    assert res.outage_ns < 2 * S, res.summary()
+
+
 def test_every_simulated_log_passes_verify_with_service_restarts(tmp_path):
     faults = [Fault(8 * S, "service_crash", "lvs1/pulse", 1 * S), Fault(9 * S, "service_crash", "lvs1/lvsd", 500 * MS),
               Fault(10 * S, "service_crash", "lvs1/ipvs", 500 * MS), Fault(11 * S, "service_crash", "lvs2/nanny", 2 * S),

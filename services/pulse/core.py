@@ -360,7 +360,7 @@ class PulseState:
         self.last_active: str | None = None  # the peer last known to be active
         self.ignored = 0
         self.rejected_configs = 0
-        self.reannounce_after = 0  # no re-announcement for late news before (see _late_news)
+        self.reannounce_after: dict[str, int] = {}  # peer -> no re-announcement for its late news before
 
     # FSM conditions (named in ROLE_TRANSITIONS)
     def has_config(self) -> bool:
@@ -424,7 +424,7 @@ class PulseCore(Core[PulseState]):
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
-        d["reannounce_after"] = state.reannounce_after
+        d["reannounce_after"] = dict(state.reannounce_after)
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
         return {"v": 1, "state": d}
@@ -435,7 +435,9 @@ class PulseCore(Core[PulseState]):
         for k in PulseState._PLAIN:
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
-        st.reannounce_after = d.get("reannounce_after", 0)  # absent from snapshots before it existed
+        after = d.get("reannounce_after", 0)  # absent from snapshots before it existed
+        # one bound for every peer in snapshots from before it was kept per peer
+        st.reannounce_after = dict(after) if isinstance(after, dict) else ({n: after for n in d["peers"]} if after else {})
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
         return st
@@ -598,12 +600,15 @@ class PulseCore(Core[PulseState]):
         """A late datagram changes nothing we believe, but one saying the peer was active (a fence,
         or an ACTIVE heartbeat: reordered behind its next ones, e.g. after it stepped down again)
         means clients may have been sent its MAC while we hold the VIPs: announce ours again, at
-        most once a deadtime (a replayed old datagram can cost us no more than that)."""
+        most once a deadtime per peer (a replayed old datagram can cost us no more than that). Per
+        peer: with three routers or more, two peers may each have been active within a deadtime,
+        and the second one's late news is news of its own (simulator seed 12442 of --routers 3)."""
         s = st.settings
-        if st.role != ACTIVE or s is None or not s.vips or st.now < st.reannounce_after:
+        name = p["peer"]
+        if st.role != ACTIVE or s is None or not s.vips or st.now < st.reannounce_after.get(name, 0):
             return
         if kind == "fence" or p.get("role") == ACTIVE:
-            st.reannounce_after = st.now + s.deadtime_ns
+            st.reannounce_after[name] = st.now + s.deadtime_ns
             out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_was_active"))
 
     def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
