@@ -1161,3 +1161,95 @@ def test_pulse_restarted_while_active_announces_its_vips_again():
     b.configure(make_model())
     b.start(0)
     assert not of(b.start(1 * S, epoch=2), "pulse.send_garp")  # a backup holds nothing to announce
+
+
+def test_a_peer_whose_active_spell_ends_gets_our_vips_announced_again():
+    """An active spell of a peer that overlapped ours (a split brain we won, a preemption in flight)
+    may have ended with an announcement of its own after ours: when it says it is BACKUP again (or
+    leaves), announce once more. Only then; a peer that was BACKUP all along costs nothing."""
+    n = _active_alone()
+    t = DEADTIME + 100 * MS
+    assert [g["reason"] for g in of(n.hb("lvs2", t, 1, BACKUP), "pulse.send_garp")] == ["peer_returned"]
+    assert not of(n.hb("lvs2", t + 1 * S, 2, BACKUP), "pulse.send_garp")  # BACKUP all along
+    eff = n.hb("lvs2", t + 2 * S, 3, ACTIVE)  # a split brain: we win and announce at once
+    assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["split_brain"] and n.role == ACTIVE
+    assert not of(n.hb("lvs2", t + 2 * S + 1, 3, ACTIVE, link="private"), "pulse.send_garp")  # same datagram
+    eff = n.hb("lvs2", t + 2 * S + 500 * MS, 4, BACKUP)  # it stepped down: its spell is over
+    assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_stepped_down"]
+    assert of(eff, "pulse.send_garp")[0]["repeat"] == 3
+    assert not of(n.hb("lvs2", t + 2 * S + 500 * MS + 1, 4, BACKUP, link="private"), "pulse.send_garp")
+    assert not of(n.hb("lvs2", t + 3 * S, 5, BACKUP), "pulse.send_garp")  # once per spell
+    n.hb("lvs2", t + 4 * S, 6, ACTIVE)
+    eff = n.hb("lvs2", t + 4 * S + 10 * MS, 7, STOPPED, leaving=True)  # leaving ends a spell too
+    assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_stepped_down"]
+    b = Node("lvs2")  # a backup holds nothing to announce
+    b.configure(make_model())
+    b.start(0)
+    b.hb("lvs1", 1 * S, 1, ACTIVE)
+    assert not of(b.hb("lvs1", 2 * S, 2, BACKUP), "pulse.send_garp")
+
+
+def test_a_peer_back_from_the_dead_no_longer_active_is_announced_once():
+    n = _active_alone()
+    t = DEADTIME + 100 * MS
+    n.hb("lvs2", t, 1, BACKUP)
+    n.hb("lvs2", t + 1 * S, 2, ACTIVE)
+    n.timer(t + 1 * S + DEADTIME)  # silent since: dead, believed ACTIVE
+    assert not n.state.peers["lvs2"].alive
+    eff = n.hb("lvs2", t + 10 * S, 3, BACKUP)
+    assert [g["reason"] for g in of(eff, "pulse.send_garp")] == ["peer_returned"]
+
+
+def test_three_routers_a_split_brain_loser_that_announced_last_is_followed_by_the_winner():
+    """Simulator seeds 228 and 1529 (three routers) and 417 (four): lvs2, cut off, takes over; lvs1
+    hears it first, wins the split brain and announces; lvs2, still active, hears lvs3 come back and
+    announces (peer_returned) after lvs1 did; then it hears lvs1 and steps down. lvs1 must announce
+    after that, or the clients stay on lvs2's MAC."""
+    c = Cluster(names=("lvs1", "lvs2", "lvs3"))
+    c.start("lvs1", 0)
+    c.start("lvs2", 300 * MS)
+    c.start("lvs3", 600 * MS)
+    c.run_until(10 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP, "lvs3": BACKUP}
+    for peer in ("lvs1", "lvs3"):
+        for link in ("public", "private"):
+            c.cut_link("lvs2", peer, link)
+    c.run_until(15 * S)
+    assert c.roles()["lvs2"] == ACTIVE
+    for link in ("public", "private"):  # lvs1-lvs2 heal first, then lvs2-lvs3
+        c.cut.discard((frozenset(("lvs1", "lvs2")), link))
+    c.run_until(15 * S + 1)
+    c.heal()
+    c.run_until(25 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP, "lvs3": BACKUP}
+    garps = [(t, n, p["reason"]) for t, n, ty, p in c.trace if ty == "pulse.send_garp" and t > 15 * S]
+    # the scenario happened: lvs1 announced, then lvs2 did, still active
+    assert [g[1:] for g in garps[:2]] == [("lvs1", "split_brain"), ("lvs2", "peer_returned")]
+    assert garps[-1][1:] == ("lvs1", "peer_stepped_down")  # the last word is the active's
+
+
+def test_late_news_is_rate_limited_per_peer_not_for_all():
+    """Simulator seed 12442 of --routers 3: lvs2's late news made lvs1 announce; 1.8 s later lvs3's
+    (its ACTIVE heartbeat overtaken by its BACKUP one) was dropped by the one deadtime-long limit
+    for all, and clients stayed on lvs3's MAC. Each peer's late news counts on its own."""
+    n = Node("lvs1")
+    n.configure(make_model(("lvs1", "lvs2", "lvs3")))
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    t = DEADTIME + 100 * MS
+    for peer in ("lvs2", "lvs3"):
+        n.hb(peer, t, 5, BACKUP)
+    assert [g["reason"] for g in of(n.hb("lvs2", t + 1, 4, ACTIVE), "pulse.send_garp")] == ["peer_was_active"]
+    assert not of(n.hb("lvs2", t + 2, 3, ACTIVE), "pulse.send_garp")  # the same peer: once a deadtime
+    assert [g["reason"] for g in of(n.hb("lvs3", t + 1 * S, 4, ACTIVE), "pulse.send_garp")] == ["peer_was_active"]
+    # a snapshot from before the limit was kept per peer (one number) restores as that bound for each
+    import msgpack
+
+    from lvsbus.snapshot import decode_state
+
+    snap = n.core.snapshot(n.state)
+    snap["reannounce_after"] = t + 2 * S  # snapshot version 3: one number
+    body = msgpack.packb({"core": "pulse", "v": 3, "state": snap}, use_bin_type=True)
+    st = decode_state(n.core, body)
+    assert st.reannounce_after == {p: t + 2 * S for p in n.state.peers}  # one bound for every peer

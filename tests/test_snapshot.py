@@ -114,7 +114,7 @@ def test_a_snapshot_round_trips_with_its_core_and_version(tmp_path):
     core, state = _pulse_with_state()
     body = encode_state(core, state)
     env = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 3
+    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 4
     assert core.snapshot(decode_state(core, body)) == core.snapshot(state)
 
 
@@ -133,11 +133,11 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
     seq, fmt, body = next(store.valid("pulse"))
     assert (seq, fmt) == (9, 1)
     restored = decode_state(core, body, fmt)
-    assert core.snapshot(restored) == {**d, "reannounce_after": 0}
+    assert core.snapshot(restored) == {**d, "reannounce_after": {}}
 
 
 @pytest.mark.parametrize("env, why", [
-    ({"core": "pulse", "v": 4, "state": {}}, "version 4"),
+    ({"core": "pulse", "v": 5, "state": {}}, "version 5"),
     ({"core": "pulse", "v": 0, "state": {}}, "version 0"),
     ({"core": "pulse", "v": True, "state": {}}, "not an integer"),
     ({"core": "nanny", "v": 1, "state": {}}, "not of 'pulse'"),

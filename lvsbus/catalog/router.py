@@ -310,6 +310,19 @@ declare(
     doc="Announce the VIPs: gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6).",
 )
 declare(
+    "pulse.send_garp", 2,
+    {
+        "vips": List(VIP, max_items=4096),
+        "repeat": Int(min=1, max=1000, doc="datagrams per address"),
+        "interval_ms": Int(min=0, max=60000, doc="pause between the repeats"),
+        "reason": Enum("takeover", "refresh", "split_brain", "config", "peer_returned", "restarted", "peer_was_active",
+                       "peer_stepped_down"),
+    },
+    doc="Announce the VIPs: gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6). "
+    "v2 adds the reason peer_stepped_down (a v1 payload is a v2 one as it is).",
+    upcast=lambda p: p,
+)
+declare(
     "pulse.start_lvsd", 1,
     {"reason": ROLE_REASONS},
     doc="Start the lvs daemon (the desired IPVS table) on this router.",

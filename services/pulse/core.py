@@ -371,7 +371,7 @@ class PulseState:
         self.last_active: str | None = None  # the peer last known to be active
         self.ignored = 0
         self.rejected_configs = 0
-        self.reannounce_after = 0  # no re-announcement for late news before (see _late_news)
+        self.reannounce_after: dict[str, int] = {}  # peer -> no re-announcement for its late news before
         # service = fos (see _check_failover): each failover service's health as nanny last said
         # (health.failover_changed), when this router last became ACTIVE, and until when a router
         # that gave up (a failover service failed here) advertises priority 0
@@ -440,17 +440,20 @@ class PulseCore(Core[PulseState]):
     # -- snapshots -------------------------------------------------------------------------
     # version 1: {"v": 1, "state": {...}}, reannounce_after absent before it existed; version 2:
     # the state's fields alone, every one present
-    # version 3: fos_health, active_since, gave_up_until (service = fos)
-    snapshot_version = 3
+    # version 3: fos_health, active_since, gave_up_until (service = fos); version 4:
+    # reannounce_after per peer (one bound for every peer before)
+    snapshot_version = 4
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
+        3: lambda data: {**data, "reannounce_after": ({n: data["reannounce_after"] for n in data["peers"]}
+                                                      if data["reannounce_after"] else {})},
     }
 
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
-        d["reannounce_after"] = state.reannounce_after
+        d["reannounce_after"] = dict(state.reannounce_after)
         d["fos_health"] = dict(state.fos_health)
         d["active_since"] = state.active_since
         d["gave_up_until"] = state.gave_up_until
@@ -463,7 +466,7 @@ class PulseCore(Core[PulseState]):
         for k in PulseState._PLAIN:
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
-        st.reannounce_after = d["reannounce_after"]
+        st.reannounce_after = dict(d["reannounce_after"])
         st.fos_health = dict(d["fos_health"])
         st.active_since = d["active_since"]
         st.gave_up_until = d["gave_up_until"]
@@ -633,12 +636,15 @@ class PulseCore(Core[PulseState]):
         """A late datagram changes nothing we believe, but one saying the peer was active (a fence,
         or an ACTIVE heartbeat: reordered behind its next ones, e.g. after it stepped down again)
         means clients may have been sent its MAC while we hold the VIPs: announce ours again, at
-        most once a deadtime (a replayed old datagram can cost us no more than that)."""
+        most once a deadtime per peer (a replayed old datagram can cost us no more than that). Per
+        peer: with three routers or more, two peers may each have been active within a deadtime,
+        and the second one's late news is news of its own (simulator seed 12442 of --routers 3)."""
         s = st.settings
-        if st.role != ACTIVE or s is None or not s.vips or st.now < st.reannounce_after:
+        name = p["peer"]
+        if st.role != ACTIVE or s is None or not s.vips or st.now < st.reannounce_after.get(name, 0):
             return
         if kind == "fence" or p.get("role") == ACTIVE:
-            st.reannounce_after = st.now + s.deadtime_ns
+            st.reannounce_after[name] = st.now + s.deadtime_ns
             out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_was_active"))
 
     def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
@@ -657,6 +663,16 @@ class PulseCore(Core[PulseState]):
                 # brain's business (_on_heartbeat), which re-announces when we stay.
                 out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_returned"))
 
+    def _spell_ended(self, st: PulseState, out: list) -> None:
+        """A peer we knew as ACTIVE says it is not any more (its fresh heartbeat says BACKUP, or it
+        is leaving): its active spell is over, and while it lasted the peer may have announced the
+        VIPs at any time, after our own last announcement too (a split brain we won: the loser
+        heard a third router come back and re-announced before it heard us). Only now can our
+        announcement be the last one: make it."""
+        s = st.settings
+        if st.role == ACTIVE and s is not None and s.vips:
+            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_stepped_down"))
+
     def _on_heartbeat(self, st: PulseState, p: dict, out: list) -> None:
         peer, fresh = self._accept(st, "heartbeat", p, out)
         if peer is None:
@@ -666,6 +682,7 @@ class PulseCore(Core[PulseState]):
             if not peer.left:  # a peer that said goodbye stays gone for the rest of its epoch
                 self._mark_alive(st, name, peer, p["link"], out)
             return
+        was, was_alive = peer.role, peer.alive
         peer.priority = p["priority"]
         peer.role = p["role"]
         if p["leaving"]:
@@ -675,11 +692,15 @@ class PulseCore(Core[PulseState]):
                 out.append(Effect("pulse.peer_dead", {
                     "peer": name, "cause": "left", "role": peer.role, "last_heard_ns": st.now,
                 }))
+                if was == ACTIVE or not was_alive:
+                    self._spell_ended(st, out)
             peer.split = False
             return
         self._mark_alive(st, name, peer, p["link"], out)
         if peer.role != ACTIVE:
             peer.split = False
+            if was == ACTIVE and was_alive:  # (a peer back from the dead: _mark_alive announced)
+                self._spell_ended(st, out)
             return
         if st.role != ACTIVE:
             st.last_active = name
