@@ -172,7 +172,7 @@ class Client:
         self.every, self.timeout = every, timeout
         self.sent: list[int] = []  # mono_ns of each request
         self.failed: list[int] = []  # mono_ns (sent) of the requests never answered
-        self.answered_by: dict[str, int] = {}
+        self.answers: list[tuple[int, str]] = []  # (mono_ns sent, who answered)
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -209,8 +209,9 @@ class Client:
                     k = int(body)
                 except ValueError:
                     continue
-                if outstanding.pop(k, None) is not None:
-                    self.answered_by[name.decode()] = self.answered_by.get(name.decode(), 0) + 1
+                t = outstanding.pop(k, None)
+                if t is not None:
+                    self.answers.append((t, name.decode()))
             limit = time.monotonic_ns() - int(self.timeout * 1e9)
             for k in [k for k, t in outstanding.items() if t < limit]:
                 self.failed.append(outstanding.pop(k))
@@ -438,7 +439,10 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     out["requests_failed"] = len(failed)
     to = int(request_timeout * 1e9)
     out["requests_failed_outside_windows"] = sum(1 for t in failed if not _in(t + to, [(a, b + to) for a, b in windows]))
-    out["answered_by"] = dict(stopped.answered_by)
+    out["answered_by"] = {}
+    for t, who in stopped.answers:
+        if t >= start_ns:
+            out["answered_by"][who] = out["answered_by"].get(who, 0) + 1
     out["takeovers"] = len(takeovers)
     false = [(t, r) for t, r in takeovers if not _in(t, windows)]
     out["false_failovers"] = len(false)
