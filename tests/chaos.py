@@ -452,6 +452,7 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     out["two_holder_ms"] = round(sum(b - a for a, b in both) / 1e6, 1)
     out["two_holder_ms_outside_windows"] = round(sum(b - a for a, b in both if not (_in(a, windows) and _in(b, windows))) / 1e6, 1)
     out["measured_s"] = round((end_ns - start_ns) / 1e9, 1)
+    out["vip_changes_seen"] = sum(1 for w in watches.values() for t, _ in w.events if t >= start_ns)
 
     def last_fault_before(t: int | None) -> str:
         if t is None:
@@ -552,6 +553,7 @@ def as_lines(r: dict) -> list[str]:
         if k.startswith(("log_check_", "replay_verify_")) and not k.endswith("_report"):
             lines.append(f"{k}={r[k]}")
     lines.append(f"answered_by={json.dumps(r['answered_by'], sort_keys=True)}")
+    lines.append(f"vip_changes_seen={r['vip_changes_seen']}")
     lines.append(f"measured_s={r['measured_s']} s")
     lines.append(f"merged_log_lines={r['merged_log_lines']}")
     return lines
