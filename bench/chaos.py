@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lvsbus.netns import Topology, netns_available  # noqa: E402
-from tests.chaos import DEFAULT_MIX, KINDS, as_lines, chaos, disk_full  # noqa: E402
+from tests.chaos import DEFAULT_MIX, KINDS, as_lines, chaos, disk_full, slow_disk  # noqa: E402
 
 
 def _mix(text: str) -> dict:
@@ -64,6 +64,9 @@ def main() -> int:
     ap.add_argument("--flap-s", type=float, default=2.0, help="a flapped real server stays down this long")
     ap.add_argument("--disk-full", action="store_true", help="the full-disk scenario instead")
     ap.add_argument("--fill-hold", type=float, default=5.0, help="--disk-full: seconds the disk stays full")
+    ap.add_argument("--slow-disk", action="store_true", help="the slow-disk scenario instead")
+    ap.add_argument("--slow-iops", type=int, default=2, help="--slow-disk: writes/s allowed to r1's log device")
+    ap.add_argument("--slow-hold", type=float, default=12.0, help="--slow-disk: seconds the disk stays slow")
     args = ap.parse_args()
     why = netns_available()
     if why:
@@ -74,9 +77,13 @@ def main() -> int:
     try:
         topo.build()
         with tempfile.TemporaryDirectory(prefix="lvsbus-chaos-") as tmp:
-            if args.disk_full:
-                r = disk_full(topo, Path(tmp), keepalive=args.keepalive, deadtime=args.deadtime, hold_s=args.fill_hold,
-                              say=lambda s: print(s, file=sys.stderr))
+            if args.disk_full or args.slow_disk:
+                if args.disk_full:
+                    r = disk_full(topo, Path(tmp), keepalive=args.keepalive, deadtime=args.deadtime,
+                                  hold_s=args.fill_hold, say=lambda s: print(s, file=sys.stderr))
+                else:
+                    r = slow_disk(topo, Path(tmp), keepalive=args.keepalive, deadtime=args.deadtime, iops=args.slow_iops,
+                                  hold_s=args.slow_hold, say=lambda s: print(s, file=sys.stderr))
                 for k, v in r.items():
                     if k.endswith("_report") or k.startswith("replay_divergence"):
                         print(f"{k}: {v}", file=sys.stderr)

@@ -271,9 +271,9 @@ class Pair:
     def state(self, r: str) -> Path:
         return self.tmp / r
 
-    def start(self, r: str) -> None:
+    def start(self, r: str, wrap: list[str] | None = None) -> None:
         self.procs[r] = self.topo.popen(
-            r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(self.config), "--state-dir",
+            r, [*(wrap or []), sys.executable, "-m", "lvsbus.cli", "router", "--config", str(self.config), "--state-dir",
                 str(self.state(r)), "--max-restarts", "1000", "--restart-window", "1.0"],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{r}.err", "ab"), cwd=str(ROOT), env=_env())
 
@@ -652,3 +652,100 @@ def _n(err: ErrLog, event: str) -> int:
 
 def _last(err: ErrLog, event: str) -> dict | None:
     return next((line for line in reversed(err.poll()) if line.get("event") == event), None)
+
+
+def slow_disk(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: float = 1.0, iops: int = 2,
+              bps: int = 65536, hold_s: float = 12.0, say=lambda *_: None) -> dict:
+    """r1's log directory on an ext4 file system on a loop device, r1's process tree in a blkio
+    cgroup (v1) of its own; with the pair steady, the cgroup's writes to that device are throttled
+    to ``iops`` writes/s and ``bps`` bytes/s for ``hold_s`` s (each fsync of the log then takes
+    hundreds of ms), then unthrottled. Returns r1's role throughout, the takeovers, the worst commit
+    latency the broker reported (``bus.log_stats``), log check and replay verify; ``ok`` when r1
+    kept its role and the log is sound. Raises RuntimeError when the machine cannot do it (no
+    loop device, no blkio cgroup)."""
+    cg_root = Path("/sys/fs/cgroup/blkio")
+    if not (cg_root / "blkio.throttle.write_iops_device").exists():
+        raise RuntimeError("no cgroup v1 blkio controller at /sys/fs/cgroup/blkio")
+    pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
+    for r in topo.routers:
+        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    img = tmp / "r1-log.img"
+    with open(img, "wb") as fh:
+        fh.truncate(64 * 1024 * 1024)
+    lo = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if lo.returncode != 0:
+        raise RuntimeError(f"losetup: {lo.stderr.strip()}")
+    loop = lo.stdout.strip()
+    logdir = pair.state("r1") / "log"
+    cg = cg_root / f"lvsbus-chaos-{os.getpid()}"
+    mounted = False
+    out: dict = {"loop_device": loop}
+    try:
+        subprocess.run(["mkfs.ext4", "-q", loop], check=True, capture_output=True)
+        logdir.mkdir(parents=True)
+        subprocess.run(["mount", loop, str(logdir)], check=True, capture_output=True)
+        mounted = True
+        devno = Path(f"/sys/block/{Path(loop).name}/dev").read_text().strip()
+        cg.mkdir()
+        # into the cgroup before it forks anything: the shell waits for a go file, written once its
+        # PID is in the cgroup (``ip netns exec`` remounts /sys, so it cannot do that itself)
+        go = tmp / "r1.go"
+        pair.start("r1", wrap=["sh", "-c", f'while [ ! -e {go} ]; do sleep 0.01; done; exec "$@"', "sh"])
+        (cg / "cgroup.procs").write_text(str(pair.procs["r1"].pid))
+        go.touch()
+        if pair.wait(lambda: pair.roles()["r1"] == "ACTIVE", 60.0) is None:
+            tail = (tmp / "r1.err").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"r1 never became ACTIVE; its stderr ends:\n{tail}")
+        pair.start("r2")
+        if pair.wait(pair.steady, 60.0) != "r1":
+            raise RuntimeError(f"the pair never settled: roles {pair.roles()}")
+        t_slow = time.monotonic_ns()
+        (cg / "blkio.throttle.write_iops_device").write_text(f"{devno} {iops}")
+        (cg / "blkio.throttle.write_bps_device").write_text(f"{devno} {bps}")
+        say(f"# {loop} ({devno}) throttled to {iops} writes/s, {bps} B/s for r1's tree")
+        time.sleep(hold_s)
+        pair.tails["r2"].poll()
+        out["r1_role_while_slow"] = pair.roles()["r1"]
+        out["r1_holds_vip_while_slow"] = topo.has_address("r1", VIP)
+        out["r2_heard_r1_active_while_slow"] = pair.tails["r2"].hb_active > t_slow + int(hold_s * 1e9 / 2)
+        (cg / "blkio.throttle.write_iops_device").write_text(f"{devno} 0")
+        (cg / "blkio.throttle.write_bps_device").write_text(f"{devno} 0")
+        t_fast = time.monotonic_ns()
+        time.sleep(2.0)
+        out["role_changes_since_slow"] = sum(1 for r in topo.routers for t, _, _ in pair.tails[r].poll().roles if t >= t_slow)
+        out["r1_role_at_end"] = pair.roles()["r1"]
+        pair.stop()
+        worst, stats = 0, 0
+        for seq, body in LogReader(str(logdir)).read(1):
+            ev = decode(body, seq)
+            if ev.type == "bus.log_stats" and t_slow <= ev.mono_ns <= t_fast + int(12e9):
+                stats += 1
+                worst = max(worst, ev.payload["commit_max_ns"])
+        out["log_stats_while_slow"] = stats
+        out["commit_max_ms_while_slow"] = round(worst / 1e6, 1)
+        from lvsbus.log import check
+        from lvsbus_tools.replay import verify
+
+        rep = check(str(logdir))
+        out["log_check_r1"] = "ok" if rep.ok else "failed"
+        if not rep.ok:
+            out["log_check_r1_report"] = rep.format()
+        v = verify(str(logdir))
+        out["replay_verify_r1"] = "identical" if v.ok else "diverged"
+        if not v.ok:
+            out["replay_divergence_r1"] = v.divergences[0].describe()
+    finally:
+        pair.stop()
+        if mounted:
+            subprocess.run(["umount", str(logdir)], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        if cg.exists():
+            try:
+                cg.rmdir()
+            except OSError:
+                time.sleep(0.5)
+                cg.rmdir()
+    out["ok"] = bool(out.get("r1_role_while_slow") == "ACTIVE" and out.get("r1_holds_vip_while_slow")
+                     and out.get("r2_heard_r1_active_while_slow") and out.get("role_changes_since_slow") == 0
+                     and out.get("log_check_r1") == "ok" and out.get("replay_verify_r1") == "identical")
+    return out

@@ -48,3 +48,26 @@ def test_full_disk_keeps_the_role_and_writes_the_backlog_when_space_returns(netn
     assert r["log_check_r1"] == "ok", r.get("log_check_r1_report")
     assert r["replay_verify_r1"] == "identical", r.get("replay_divergence_r1")
     assert r["ok"]
+
+
+def test_slow_disk_keeps_the_role_and_reports_the_commit_latency(netns, tmp_path):  # noqa: F811  (the fixture)
+    """r1's log on ext4 on a loop device, r1's processes in a blkio cgroup throttled to 2 writes/s
+    for 12 s (each fsync of the log takes ~1 s): r1 stays ACTIVE with the VIP, r2 hears it
+    ACTIVE throughout, no role changes anywhere; the broker's bus.log_stats shows the slow commits
+    (over 300 ms); log check ok and replay identical afterwards."""
+    from pathlib import Path
+
+    if not Path("/sys/fs/cgroup/blkio/blkio.throttle.write_iops_device").exists():
+        pytest.skip("no cgroup v1 blkio controller")
+    if not Path("/dev/loop-control").exists():
+        pytest.skip("no loop devices")
+    from tests.chaos import slow_disk
+
+    topo = netns(routers=2)
+    r = slow_disk(topo, tmp_path, iops=2, hold_s=12.0)
+    assert r["r1_role_while_slow"] == "ACTIVE" and r["r1_holds_vip_while_slow"], r
+    assert r["r2_heard_r1_active_while_slow"], r
+    assert r["role_changes_since_slow"] == 0 and r["r1_role_at_end"] == "ACTIVE", r
+    assert r["log_stats_while_slow"] >= 1 and r["commit_max_ms_while_slow"] > 300, r
+    assert r["log_check_r1"] == "ok", r.get("log_check_r1_report")
+    assert r["replay_verify_r1"] == "identical", r.get("replay_divergence_r1")
