@@ -106,6 +106,7 @@ class Tail:
         self.roles: list[tuple[int, str, str]] = []  # (mono_ns, old, new)
         self.hb_active: int = 0  # mono_ns of the last heartbeat heard from the peer as ACTIVE
         self.seq_mono: list[tuple[int, int]] = []  # (seq, mono_ns), every 50th record (attribution)
+        self.counts: dict[str, int] = {}  # reloads applied / refused, real servers seen down (what the faults did)
 
     def poll(self) -> "Tail":
         try:
@@ -118,6 +119,9 @@ class Tail:
                     self.roles.append((ev.mono_ns, ev.payload.get("old"), ev.payload["new"]))
                 elif ev.type == "pulse.heartbeat_received" and ev.payload.get("role") == "ACTIVE":
                     self.hb_active = ev.mono_ns
+                elif ev.type in ("config.reload_refused", "health.real_server_down", "router.service_restarted") or (
+                        ev.type == "config.loaded" and ev.payload.get("reload")):
+                    self.counts[ev.type] = self.counts.get(ev.type, 0) + 1
         except FileNotFoundError:
             pass
         return self
@@ -452,6 +456,12 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     out["two_holder_ms"] = round(sum(b - a for a, b in both) / 1e6, 1)
     out["two_holder_ms_outside_windows"] = round(sum(b - a for a, b in both if not (_in(a, windows) and _in(b, windows))) / 1e6, 1)
     out["measured_s"] = round((end_ns - start_ns) / 1e9, 1)
+    for r in topo.routers:
+        c = pair.tails[r].counts
+        out[f"reloads_applied_{r}"] = c.get("config.loaded", 0)
+        out[f"reloads_refused_{r}"] = c.get("config.reload_refused", 0)
+        out[f"real_server_downs_seen_{r}"] = c.get("health.real_server_down", 0)
+        out[f"service_restarts_recorded_{r}"] = c.get("router.service_restarted", 0)
     out["vip_changes_seen"] = sum(1 for w in watches.values() for t, _ in w.events if t >= start_ns)
 
     def last_fault_before(t: int | None) -> str:
@@ -553,6 +563,9 @@ def as_lines(r: dict) -> list[str]:
         if k.startswith(("log_check_", "replay_verify_")) and not k.endswith("_report"):
             lines.append(f"{k}={r[k]}")
     lines.append(f"answered_by={json.dumps(r['answered_by'], sort_keys=True)}")
+    for k in sorted(r):
+        if k.startswith(("reloads_", "real_server_downs_seen_", "service_restarts_recorded_")):
+            lines.append(f"{k}={r[k]}")
     lines.append(f"vip_changes_seen={r['vip_changes_seen']}")
     lines.append(f"measured_s={r['measured_s']} s")
     lines.append(f"merged_log_lines={r['merged_log_lines']}")

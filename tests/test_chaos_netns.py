@@ -25,7 +25,12 @@ def test_chaos_run_has_no_false_failover_and_replays_identically(netns, tmp_path
     assert r["requests_sent"] > 100
     assert r["missed_failovers"] == 0, faults
     assert r["two_holder_ms_outside_windows"] == 0, faults
+    if r["faults_reload"]:
+        assert max(r[f"reloads_applied_{x}"] for x in topo.routers) >= 1, r
+    if r["faults_flap"]:
+        assert max(r[f"real_server_downs_seen_{x}"] for x in topo.routers) >= 1, r
     for router in topo.routers:
+        assert r[f"reloads_refused_{router}"] == 0, r
         assert r[f"log_check_{router}"] == "ok", r.get(f"log_check_{router}_report")
         assert r[f"replay_verify_{router}"] == "identical", (r.get(f"replay_divergence_{router}"),
                                                              r.get(f"replay_divergence_{router}_after"))
