@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -47,6 +48,10 @@ def _mix(text: str) -> dict:
             raise argparse.ArgumentTypeError(f"--mix: {part!r}: want KIND=WEIGHT with KIND one of {', '.join(KINDS)}")
         mix[k.strip()] = int(v)
     return mix
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -72,6 +77,10 @@ def main() -> int:
     if why:
         print(f"bench/chaos.py: {why}", file=sys.stderr)
         return 1
+    # Ctrl-C and SIGTERM unwind through the finally blocks (routers stopped, tmpfs / loop device /
+    # cgroup removed, namespaces destroyed), also when started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     t0 = time.monotonic()
     topo = Topology(routers=2, servers=2)
     try:
@@ -115,4 +124,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench/chaos.py: interrupted; routers stopped, namespaces removed", file=sys.stderr)
+        sys.exit(130)
