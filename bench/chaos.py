@@ -22,6 +22,10 @@ Exit 1 when a goal is missed.
 --disk-full: r1's log directory on an 8 MiB tmpfs, filled while the pair runs, then freed: r1
 keeps its role, reports log.write_failed, writes the backlog on recovery (log.write_recovered);
 log check and replay verify on its log (tests/chaos.py ``disk_full``).
+
+--slow-disk: r1's log directory on ext4 on a loop device, r1's processes in a cgroup v1 blkio
+group throttled to --slow-iops writes/s for --slow-hold s (each fsync ~1-2 s; device-mapper's
+delay target is not available here): r1 keeps its role, bus.log_stats shows the slow commits.
 """
 from __future__ import annotations
 

@@ -567,6 +567,7 @@ def as_lines(r: dict) -> list[str]:
         if k.startswith(("reloads_", "real_server_downs_seen_", "service_restarts_recorded_")):
             lines.append(f"{k}={r[k]}")
     lines.append(f"vip_changes_seen={r['vip_changes_seen']}")
+    lines.append(f"settled_at_end={r['settled_at_end']}")
     lines.append(f"measured_s={r['measured_s']} s")
     lines.append(f"merged_log_lines={r['merged_log_lines']}")
     return lines
