@@ -21,6 +21,8 @@ TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not abs
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,9 +46,30 @@ def table(services: int, dests: int):
     return t
 
 
+def cpu_now() -> list[int]:
+    """/proc/stat's first line: user nice system idle iowait irq softirq (clock ticks)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:8]]
+
+
+def cpu_split(before: list[int], after: list[int]) -> str:
+    d = [b - a for a, b in zip(before, after)]
+    hz = os.sysconf("SC_CLK_TCK")
+    names = ("user", "nice", "sys", "idle", "iowait", "irq", "softirq")
+    return " ".join(f"{n}={v / hz:.2f}s" for n, v in zip(names, d) if v)
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) seconds of one process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / hz, int(fields[12]) / hz
+
+
 def in_vm(args) -> int:
     from lvsbus_services.ipvs.core import plan, save_lines
-    from lvsbus_services.ipvs.netlink import Ipvs
+    from lvsbus_services.ipvs.netlink import Ipvs, op_request
     from lvsbus.ipvs_table import Table
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
@@ -61,11 +84,18 @@ def in_vm(args) -> int:
 
     with Ipvs() as ipvs:
         ipvs.flush()
+        c0, r0 = cpu_now(), resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         codes = ipvs.apply_many(ops)
         dt = time.perf_counter() - t0
+        c1, r1 = cpu_now(), resource.getrusage(resource.RUSAGE_SELF)
         assert not any(codes), f"{sum(1 for c in codes if c)} ops failed"
-        print(f"netlink_ops_per_s={nops / dt:.0f} ops/s ({nops} ops in {dt:.2f} s)")
+        print(f"netlink_ops_per_s={nops / dt:.0f} ops/s ({nops} ops in {dt:.2f} s; this process: user "
+              f"{r1.ru_utime - r0.ru_utime:.2f} s, kernel {r1.ru_stime - r0.ru_stime:.2f} s; vCPU: {cpu_split(c0, c1)})")
+        t0 = time.perf_counter()
+        for op in ops:
+            ipvs._msg(*op_request(op))
+        print(f"encode_us_per_op={(time.perf_counter() - t0) / len(ops) * 1e6:.0f} us")
         t0 = time.perf_counter()
         got = ipvs.dump()
         print(f"dump_ms={(time.perf_counter() - t0) * 1000:.0f} ms")
@@ -74,11 +104,14 @@ def in_vm(args) -> int:
 
     # ipvsadm --restore of the same table
     text = "\n".join(save_lines(full)) + "\n"
+    c0, r0 = cpu_now(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(["ipvsadm", "--restore"], input=text, text=True, check=True)
     restore_dt = time.perf_counter() - t0
+    c1, r1 = cpu_now(), resource.getrusage(resource.RUSAGE_CHILDREN)
     restore_rate = nops / restore_dt
-    print(f"ipvsadm_restore_ops_per_s={restore_rate:.0f} ops/s ({restore_dt:.2f} s)")
+    print(f"ipvsadm_restore_ops_per_s={restore_rate:.0f} ops/s ({restore_dt:.2f} s; ipvsadm: user "
+          f"{r1.ru_utime - r0.ru_utime:.2f} s, kernel {r1.ru_stime - r0.ru_stime:.2f} s; vCPU: {cpu_split(c0, c1)})")
     with Ipvs() as ipvs:
         assert ipvs.dump() == full, "ipvsadm --restore gave another table"
         ipvs.flush()
@@ -101,15 +134,28 @@ def through_applier(full, nops: int, changes: int):
     try:
         r.start("ipvs")
         r.wait(lambda: r.events("ipvs.table_read"), 120, "the applier's first dump", every=0.2)
+        pids = {"broker": r.broker.proc.pid, "applier": r.procs["ipvs"].pid}
+        p0 = {n: proc_cpu(pid) for n, pid in pids.items()}
+        c0 = cpu_now()
         seq0 = r.publish_table(full)
         r.wait(lambda: sum(e.payload["applied"] + e.payload["failed"] for e in r.events("ipvs.batch_applied", after=seq0)) >= nops,
                3600, "the full table", every=1.0)
+        c1 = cpu_now()
+        p1 = {n: proc_cpu(pid) for n, pid in pids.items()}
         evs = r.events("", after=seq0 - 1)
         t_in = evs[0].mono_ns
         done = [e for e in evs if e.type == "ipvs.batch_applied"][-1]
         failed = sum(e.payload["failed"] for e in evs if e.type == "ipvs.batch_applied")
         assert failed == 0, f"{failed} ops failed"
         rate = nops / ((done.mono_ns - t_in) / 1e9)
+        first_apply = next(e for e in evs if e.type == "ipvs.apply")
+        first_op = next(e for e in evs if e.type == "ipvs.op_applied")
+        nl_us = sum(e.payload["duration_us"] for e in evs if e.type == "ipvs.op_applied")
+        print(f"applier_stages: table_desired -> first ipvs.apply {(first_apply.mono_ns - t_in) / 1e6:.0f} ms, "
+              f"-> first op_applied {(first_op.mono_ns - t_in) / 1e6:.0f} ms, -> last batch_applied "
+              f"{(done.mono_ns - t_in) / 1e6:.0f} ms; netlink (sum of op durations) {nl_us / 1e3:.0f} ms; events {len(evs)}")
+        print("applier_cpu: " + ", ".join(f"{n} user {p1[n][0] - p0[n][0]:.2f} s kernel {p1[n][1] - p0[n][1]:.2f} s" for n in pids)
+              + f"; vCPU: {cpu_split(c0, c1)}")
         with Ipvs() as ipvs:
             assert ipvs.dump() == full
         key = sorted(full.keys())[len(full) // 2]
@@ -127,7 +173,11 @@ def through_applier(full, nops: int, changes: int):
             r.wait(lambda: r.events("ipvs.op_applied", after=seq), 60, "the weight change", every=0.25)
             ev_in = r.events("lvsd.table_delta", after=seq - 1)[0]
             ev_out = r.events("ipvs.op_applied", after=seq)[0]
+            ev_apply = r.events("ipvs.apply", after=seq)[0]
             lat.append((ev_out.mono_ns - ev_in.mono_ns) / 1e6)
+            print(f"single_change {i}: delta -> ipvs.apply {(ev_apply.mono_ns - ev_in.mono_ns) / 1e6:.1f} ms -> op_applied "
+                  f"{(ev_out.mono_ns - ev_apply.mono_ns) / 1e6:.1f} ms (netlink {ev_out.payload['duration_us'] / 1e3:.1f} ms); "
+                  f"stats events so far {len(r.events('ipvs.stats'))}", flush=True)
             time.sleep(0.5)
         return rate, lat
     finally:
