@@ -153,6 +153,8 @@ def dest_key_attrs(address: str, port: int) -> list:
 # TCG; this one ~10 us). Attribute numbers: include/uapi/linux/ip_vs.h.
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 CMD_ATTR = {"IPVS_CMD_ATTR_SERVICE": 1, "IPVS_CMD_ATTR_DEST": 2, "IPVS_CMD_ATTR_DAEMON": 3,
             "IPVS_CMD_ATTR_TIMEOUT_TCP": 4, "IPVS_CMD_ATTR_TIMEOUT_TCP_FIN": 5, "IPVS_CMD_ATTR_TIMEOUT_UDP": 6}
 SVC_ATTR = {"IPVS_SVC_ATTR_AF": (1, "H"), "IPVS_SVC_ATTR_PROTOCOL": (2, "H"), "IPVS_SVC_ATTR_ADDR": (3, "addr"),
@@ -296,21 +298,49 @@ def stats_row(figures10: tuple, active: int, inactive: int) -> tuple:
 class Ipvs:
     """One generic netlink socket for the IPVS family. pyroute2 resolves the family (and raises
     when the kernel has none: ``Unavailable``); requests go out as hand-encoded messages on a
-    plain netlink socket, many in one send, each acknowledged with its own errno."""
+    plain netlink socket, many in one send, each acknowledged with its own errno.
+
+    Batching (``apply_many``): requests go out in sends of at most ``CHUNK_BYTES``, each message
+    with its own sequence number and NLM_F_ACK, with at most ``window`` of them unacknowledged;
+    every ack (NLMSG_ERROR, errno 0 = done) is matched to its op by sequence number, so a refused
+    op names itself with its own errno. The kernel handles a send's messages in turn inside the
+    send itself and queues one ack each on our socket: the window keeps those acks within the
+    receive buffer (``SO_RCVBUFFORCE`` when allowed, else ``SO_RCVBUF`` capped by
+    net.core.rmem_max). Should acks be lost all the same (ENOBUFS: the socket overran), every op
+    of the send whose ack did not come is reported ENOBUFS (its outcome unknown: the applier
+    dumps the kernel again, as after any failure)."""
 
     CHUNK_BYTES = 32 * 1024
+    RCVBUF = 4 * 1024 * 1024
+    ACK_BYTES = 1024  # what one queued ack costs the receive buffer (skb truesize), rounded up
+    MAX_WINDOW = 1024
 
-    def __init__(self) -> None:
-        try:
-            with GenericNetlinkSocket() as g:
-                g.bind(genl.GENL_NAME, lvsmsg)
-                self.family = g.prid
-        except Exception as exc:  # NetlinkError(ENOENT) "family not found", PermissionError...
-            code = _errno(exc) or E.ENOENT
-            raise Unavailable(code, f"IPVS generic netlink family not available: {exc}") from exc
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        self.sock.bind((0, 0))
+    def __init__(self, sock: socket.socket | None = None, family: int | None = None) -> None:
+        if family is None:
+            try:
+                with GenericNetlinkSocket() as g:
+                    g.bind(genl.GENL_NAME, lvsmsg)
+                    family = g.prid
+            except Exception as exc:  # NetlinkError(ENOENT) "family not found", PermissionError...
+                code = _errno(exc) or E.ENOENT
+                raise Unavailable(code, f"IPVS generic netlink family not available: {exc}") from exc
+        self.family = family
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.RCVBUF)  # root / CAP_NET_ADMIN
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+            try:  # a refused request's ack carries its header only, not the whole request
+                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            except OSError:
+                pass
+            sock.bind((0, 0))
+        self.sock = sock
+        rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.window = max(1, min(self.MAX_WINDOW, rcvbuf // self.ACK_BYTES // 2))
+        self._buf = bytearray(1 << 20)
+        self._view = memoryview(self._buf)
         self.seq = 0
 
     def close(self) -> None:
@@ -327,35 +357,60 @@ class Ipvs:
         body = struct.pack("BBH", cmd, genl.GENL_VERSION, 0) + encode_attrs(attrs)
         return self.seq, struct.pack("IHHII", 16 + len(body), self.family, flags, self.seq, 0) + body
 
-    def _recv(self):
-        """Yield (type, flags, seq, buf, payload offset, end) for every message of one datagram."""
-        buf = self.sock.recv(1 << 20)
+    def _recv(self, flags: int = 0):
+        """Yield (type, flags, seq, buf, payload offset, end) for every message of one datagram.
+        ``buf`` is reused by the next call: copy what must outlive it."""
+        n = self.sock.recv_into(self._buf, len(self._buf), flags)
+        buf = self._buf
         off = 0
-        while off + 16 <= len(buf):
-            n, typ, flags, seq, _pid = struct.unpack_from("IHHII", buf, off)
-            if n < 16:
+        while off + 16 <= n:
+            size, typ, mflags, seq, _pid = struct.unpack_from("IHHII", buf, off)
+            if size < 16 or off + size > n:
                 break
-            yield typ, flags, seq, buf, off + 16, off + n
-            off += (n + 3) & ~3
+            yield typ, mflags, seq, buf, off + 16, off + size
+            off += (size + 3) & ~3
 
     def _requests(self, msgs: list[tuple[int, bytes]]) -> dict[int, int]:
-        """Send acked requests (as few sends as fit), return {seq: errno (0 = done)}."""
+        """Send acked requests, many a send and at most ``window`` unacknowledged; return
+        {seq: errno (0 = done)}, one entry per request."""
         results: dict[int, int] = {}
         i = 0
         while i < len(msgs):
             j, size = i, 0
-            while j < len(msgs) and (j == i or size + len(msgs[j][1]) <= self.CHUNK_BYTES):
+            while j < len(msgs) and j - i < self.window and (j == i or size + len(msgs[j][1]) <= self.CHUNK_BYTES):
                 size += len(msgs[j][1])
                 j += 1
             self.sock.send(b"".join(m for _s, m in msgs[i:j]))
             want = {s for s, _m in msgs[i:j]}
-            while want:
-                for typ, _f, seq, buf, off, _end in self._recv():
+            try:
+                while want:
+                    for typ, _f, seq, buf, off, _end in self._recv():
+                        if typ == NLMSG_ERROR and seq in want:
+                            results[seq] = -struct.unpack_from("i", buf, off)[0]
+                            want.discard(seq)
+            except OSError as exc:
+                if exc.errno != E.ENOBUFS:
+                    raise
+                # the kernel dropped acks (our receive buffer overran): it handled the whole send
+                # before returning, so what is queued now is all that will come
+                self._collect_queued(want, results)
+                for seq in want:
+                    results[seq] = E.ENOBUFS
+            i = j
+        return results
+
+    def _collect_queued(self, want: set, results: dict[int, int]) -> None:
+        while want:
+            try:
+                for typ, _f, seq, buf, off, _end in self._recv(socket.MSG_DONTWAIT):
                     if typ == NLMSG_ERROR and seq in want:
                         results[seq] = -struct.unpack_from("i", buf, off)[0]
                         want.discard(seq)
-            i = j
-        return results
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno != E.ENOBUFS:
+                    raise
 
     def _request(self, cmd: int, attrs: list, flags: int = REQ) -> None:
         seq, m = self._msg(cmd, attrs, flags)
