@@ -89,6 +89,10 @@ class Unavailable(IpvsError):
     """IPVS cannot be reached at all (no ip_vs in this kernel, or no permission)."""
 
 
+class Interrupted(Exception):
+    """A read given up because something more urgent wants the socket (``stats(give_way=...)``)."""
+
+
 def _errno(exc: BaseException) -> int:
     code = getattr(exc, "code", None)
     if isinstance(code, int) and code > 0:
@@ -456,14 +460,19 @@ class Ipvs:
             entries[svc.key] = Entry(svc, dests)
         return Table(entries)
 
-    def stats(self) -> dict:
+    def stats(self, give_way=None) -> dict:
         """The traffic figures of every service and real server: ``lvsbus.ipvs_stats`` Sample
         {service key: (row, {dest key: row})}. 64-bit figures (IPVS_*_ATTR_STATS64, kernel
-        4.1+) when the kernel sends them, else the 32-bit ones."""
+        4.1+) when the kernel sends them, else the 32-bit ones. ``give_way()`` is asked before
+        each service's real servers are read (one dump request each): True raises
+        ``Interrupted`` (a big table's read takes seconds under emulation; an apply must not
+        wait behind it)."""
         sample = {}
         for top in self._dump(genl.IPVS_CMD_GET_SERVICE, []):
             if 1 not in top:
                 continue
+            if give_way is not None and give_way():
+                raise Interrupted("stats read given up for an apply or a dump")
             sa = parse_attrs(top[1], 0, len(top[1]))
             key = service_from_attrs(sa).key
             af = struct.unpack("H", sa[1][:2])[0]
@@ -572,4 +581,4 @@ def os_strerror(code: int) -> str:
         return f"errno {code}"
 
 
-__all__ = ["Ipvs", "IpvsError", "Unavailable", "lvsmsg"]
+__all__ = ["Interrupted", "Ipvs", "IpvsError", "Unavailable", "lvsmsg"]

@@ -14,7 +14,9 @@ Traffic figures: every ``ipvs_stats_interval`` seconds (config; 0 = off; a reloa
 ``config.loaded`` changes it live) the shell reads every service's and real server's counters,
 rates and connection counts and publishes ``ipvs.stats`` with what changed since the previous
 read (``lvsbus.ipvs_stats.Sampler`` decides; nothing changed: nothing published). Not while IPVS
-is unavailable, nor while a batch or a dump is under way.
+is unavailable, nor while a batch or a dump is under way; and a read under way gives way (is
+given up, before its next service) as soon as a batch or a dump is asked for, so a weight change
+never waits behind a whole table's figures (seconds for thousands of services under emulation).
 
 The config in force is the one in the log: at start the shell checks the ``config.loaded`` the
 router accepted (``--config-seq``), not ``FILE`` (read only when the log holds no such event).
@@ -61,6 +63,7 @@ class ApplierShell:
         self.stop = asyncio.Event()
         self.ipvs = None
         self._modprobed = False
+        self._urgent = 0  # applies and dumps asked for and not done: a stats read gives way
         # pyroute2's sync sockets run their own event loop: keep them off asyncio's thread
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
 
@@ -111,6 +114,7 @@ class ApplierShell:
 
     async def read_table(self, request: int) -> None:
         t0 = time.monotonic_ns()
+        self._urgent += 1
         try:
             table, timeouts, daemons = await self._call(self._dump)
         except Exception as exc:  # IpvsError, OSError, anything pyroute2 raises: IPVS is not usable
@@ -120,6 +124,8 @@ class ApplierShell:
             self.runtime.publish("ipvs.unavailable", {"request": request, "errno": code,
                                                       "error": f"{type(exc).__name__}: {exc}"[:1024]})
             return
+        finally:
+            self._urgent -= 1
         self.runtime.publish("ipvs.table_read", {
             "request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
             "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()),
@@ -151,7 +157,11 @@ class ApplierShell:
         publish = self.runtime.publish
         for i in range(0, len(ops), CHUNK):
             chunk = ops[i:i + CHUNK]
-            results = await self._call(self._apply_chunk, chunk)
+            self._urgent += 1
+            try:
+                results = await self._call(self._apply_chunk, chunk)
+            finally:
+                self._urgent -= 1
             for op, (code, error, us) in zip(chunk, results):
                 if code is None:
                     applied += 1
@@ -174,8 +184,14 @@ class ApplierShell:
                 self.stats_interval = float(value)
                 self._stats_changed.set()
 
-    def _read_stats(self) -> dict:
-        return self._open().stats()
+    def _read_stats(self) -> dict | None:
+        """Runs on the netlink thread: the sample, or None when an apply or a dump came first."""
+        from .netlink import Interrupted
+
+        try:
+            return self._open().stats(give_way=lambda: self._urgent > 0)
+        except Interrupted:
+            return None
 
     async def stats_loop(self) -> None:
         """Read the figures every interval while IPVS is there; publish what the sampler says."""
@@ -190,8 +206,10 @@ class ApplierShell:
                     log.debug("stats_read_failed", error=str(exc))
                     self.sampler.reset()
                 else:
+                    if sample is None:  # gave way to an apply or a dump: the next tick reads again
+                        log.debug("stats_read_gave_way")
                     try:
-                        payload = self.sampler.observe(sample, time.monotonic_ns(), int(round(interval * 1000)))
+                        payload = None if sample is None else self.sampler.observe(sample, time.monotonic_ns(), int(round(interval * 1000)))
                         if payload is not None:
                             self.runtime.publish("ipvs.stats", payload)
                     except Exception:  # a bug here must not stop the figures for good, nor the applier
