@@ -178,7 +178,7 @@ def _nla(kind: int, payload: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=65536)
 def _packed(address: str) -> bytes:
-    return ipaddress.ip_address(address).packed
+    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
 _parse_key = functools.lru_cache(maxsize=65536)(ServiceKey.parse)
@@ -521,10 +521,20 @@ class Ipvs:
         cmd, attrs, flags = op_request(op)
         self._request(cmd, attrs, flags)
 
+    def op_msg(self, op: dict) -> tuple[int, bytes]:
+        """(seq, message) of one op: real-server ops (most of a batch) from cached pieces
+        (``op_body``), the rest through ``op_request``; the same bytes either way (tested)."""
+        body = op_body(op)
+        if body is None:
+            return self._msg(*op_request(op))
+        cmd, flags, attrs = body
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        return self.seq, _HDR.pack(20 + len(attrs), self.family, flags, self.seq, 0, cmd, genl.GENL_VERSION, 0) + attrs
+
     def apply_many(self, ops: list[dict]) -> list[int]:
         """Carry out ops in order, many per send; the errno of each (0 = applied). The kernel
         handles every message of a send in turn, failed or not, as separate requests would."""
-        msgs = [self._msg(*op_request(op)) for op in ops]
+        msgs = [self.op_msg(op) for op in ops]
         res = self._requests(msgs)
         return [res[s] for s, _m in msgs]
 
@@ -570,6 +580,42 @@ def op_request(op: dict) -> tuple[int, list, int]:
         ("IPVS_DEST_ATTR_U_THRESH", a.get("upper", 0)),
         ("IPVS_DEST_ATTR_L_THRESH", a.get("lower", 0)),
     ]})], flags
+
+
+_HDR = struct.Struct("IHHIIBBH")  # nlmsghdr + genlmsghdr
+_DEST_TAIL = struct.Struct("HHIHHIHHIHHI")  # forwarding, weight, upper, lower: four u32 attributes
+_DEST_CMD = {"add_dest": (genl.IPVS_CMD_NEW_DEST, CREATE), "edit_dest": (genl.IPVS_CMD_SET_DEST, CHANGE),
+             "del_dest": (genl.IPVS_CMD_DEL_DEST, REQ)}
+
+
+@functools.lru_cache(maxsize=65536)
+def _service_key_nla(service: str) -> bytes:
+    return encode_attrs([("IPVS_CMD_ATTR_SERVICE", {"attrs": key_attrs(_parse_key(service))})])
+
+
+@functools.lru_cache(maxsize=65536)
+def _dest_key_payload(dest: str) -> bytes:
+    host, _, port = dest.rpartition(":")
+    host = host.strip("[]")
+    raw = _packed(host)
+    return (struct.pack("HHHxx", 6, 11, socket.AF_INET6 if len(raw) == 16 else socket.AF_INET)
+            + _nla(1, raw) + struct.pack("HH", 6, 2) + struct.pack(">Hxx", int(port)))
+
+
+def op_body(op: dict) -> tuple[int, int, bytes] | None:
+    """(command, flags, attributes) of a real-server op from cached pieces (the service key's
+    attribute and the destination key's per string: ~3x faster than building the attribute
+    lists); None for other ops."""
+    kind = op["op"]
+    cf = _DEST_CMD.get(kind)
+    if cf is None:
+        return None
+    inner = _dest_key_payload(op["dest"])
+    if kind != "del_dest":
+        a = op["attrs"]
+        inner += _DEST_TAIL.pack(8, 3, FWD[a["forwarding"]], 8, 4, a["weight"], 8, 5, a.get("upper", 0),
+                                 8, 6, a.get("lower", 0))
+    return cf[0], cf[1], _service_key_nla(op["service"]) + struct.pack("HH", 4 + len(inner), CMD_ATTR["IPVS_CMD_ATTR_DEST"]) + inner
 
 
 def os_strerror(code: int) -> str:
