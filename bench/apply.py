@@ -9,9 +9,9 @@ Figures, one a line (``name=value unit``):
 * netlink_ops_per_s: the full table from empty through ``lvsbus_services.ipvs.netlink`` (the applier's
   netlink layer: one request an op, every field sent, many requests a send, one ack each);
 * applier_ops_per_s: the same through the running applier (``python -m lvsbus_services.ipvs`` on a real
-  bus: lvsd.table_desired in, every op an ``ipvs.op_applied`` event, batch_applied out);
+  bus: lvsd.table_desired in, ``ipvs.ops_applied`` events (a run of accepted ops each), batch_applied out);
 * single_change_ms: one weight change on the full table, from the lvsd.table_delta being
-  recorded to the op_applied event (bus, core plan, netlink, event back), median of --changes
+  recorded to the ops_applied event (bus, core plan, netlink, event back), median of --changes
   (stamps from the broker's clock, so the bench's own polling is not in the figure);
 * ipvsadm_restore_ops_per_s: ``ipvsadm --restore`` of the same table (``lvsbus ipvs save``
   output) in the same VM, and the ratio of the applier's rate to it.
@@ -149,10 +149,10 @@ def through_applier(full, nops: int, changes: int):
         assert failed == 0, f"{failed} ops failed"
         rate = nops / ((done.mono_ns - t_in) / 1e9)
         first_apply = next(e for e in evs if e.type == "ipvs.apply")
-        first_op = next(e for e in evs if e.type == "ipvs.op_applied")
-        nl_us = sum(e.payload["duration_us"] for e in evs if e.type == "ipvs.op_applied")
+        first_op = next(e for e in evs if e.type == "ipvs.ops_applied")
+        nl_us = sum(e.payload["duration_us"] for e in evs if e.type == "ipvs.ops_applied")
         print(f"applier_stages: table_desired -> first ipvs.apply {(first_apply.mono_ns - t_in) / 1e6:.0f} ms, "
-              f"-> first op_applied {(first_op.mono_ns - t_in) / 1e6:.0f} ms, -> last batch_applied "
+              f"-> first ops_applied {(first_op.mono_ns - t_in) / 1e6:.0f} ms, -> last batch_applied "
               f"{(done.mono_ns - t_in) / 1e6:.0f} ms; netlink (sum of op durations) {nl_us / 1e3:.0f} ms; events {len(evs)}")
         print("applier_cpu: " + ", ".join(f"{n} user {p1[n][0] - p0[n][0]:.2f} s kernel {p1[n][1] - p0[n][1]:.2f} s" for n in pids)
               + f"; vCPU: {cpu_split(c0, c1)}")
@@ -170,12 +170,12 @@ def through_applier(full, nops: int, changes: int):
             seq = r.as_lvsd.publish_acked("lvsd.table_delta", {"version": version + 1, "base_version": version, "ops": [op],
                                                                "reason": "bench", "virtual": None, "server": None})
             version += 1
-            r.wait(lambda: r.events("ipvs.op_applied", after=seq), 60, "the weight change", every=0.25)
+            r.wait(lambda: r.events("ipvs.ops_applied", after=seq), 60, "the weight change", every=0.25)
             ev_in = r.events("lvsd.table_delta", after=seq - 1)[0]
-            ev_out = r.events("ipvs.op_applied", after=seq)[0]
+            ev_out = r.events("ipvs.ops_applied", after=seq)[0]
             ev_apply = r.events("ipvs.apply", after=seq)[0]
             lat.append((ev_out.mono_ns - ev_in.mono_ns) / 1e6)
-            print(f"single_change {i}: delta -> ipvs.apply {(ev_apply.mono_ns - ev_in.mono_ns) / 1e6:.1f} ms -> op_applied "
+            print(f"single_change {i}: delta -> ipvs.apply {(ev_apply.mono_ns - ev_in.mono_ns) / 1e6:.1f} ms -> ops_applied "
                   f"{(ev_out.mono_ns - ev_apply.mono_ns) / 1e6:.1f} ms (netlink {ev_out.payload['duration_us'] / 1e3:.1f} ms); "
                   f"stats events so far {len(r.events('ipvs.stats'))}", flush=True)
             time.sleep(0.5)

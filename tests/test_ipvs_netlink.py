@@ -154,3 +154,46 @@ def test_cached_real_server_encoding_is_the_generic_one_byte_for_byte():
     for op in ops:
         assert fast.op_msg(op) == slow._msg(*op_request(op)), op
     assert sum(1 for o in ops if op_body(o) is not None) >= 6
+
+
+def test_the_shell_reports_runs_of_accepted_ops_and_each_refused_op_by_name(tmp_path):
+    """One ipvs.ops_applied a run of accepted ops (by their place in the batch), every refused op
+    its own ipvs.op_failed naming it, in order, across the shell's chunks; the metrics count them."""
+    import asyncio
+
+    from lvsbus.events import REGISTRY, Event
+    from lvsbus_services.ipvs import shell as shellmod
+    from lvsbus_services.metrics.fold import Metrics
+
+    ops = plan(Table(), _table(60, 10))  # 660 ops: three chunks of 256
+    refused = {5: E.EEXIST, 6: E.EEXIST, 300: E.ENOENT, 659: E.EINVAL}
+    k = FakeKernel(refuse=lambda cmd, body: 0)
+    x = Ipvs(sock=k, family=FAMILY)
+
+    def apply_many(batch_ops):
+        codes = x.apply_many(batch_ops)
+        return [refused.get(ops.index(op), c) for op, c in zip(batch_ops, codes)]
+
+    published = []
+
+    async def run():
+        sh = shellmod.ApplierShell(str(tmp_path), 1)
+        sh.ipvs = type("I", (), {"apply_many": staticmethod(apply_many), "close": lambda self: None})()
+        sh.runtime.publish = lambda t, p: published.append((t, p))
+        await sh.apply({"batch": 3, "ops": ops, "reason": "test", "version": 1})
+
+    asyncio.run(run())
+    for t, p in published:
+        REGISTRY.validate(t, 1, p)
+    got = [(t, (p["first"], p["count"]) if t == "ipvs.ops_applied" else p["op"]["dest"] if t == "ipvs.op_failed" else p["failed"])
+           for t, p in published]
+    assert got == [
+        ("ipvs.ops_applied", (0, 5)), ("ipvs.op_failed", ops[5]["dest"]), ("ipvs.op_failed", ops[6]["dest"]),
+        ("ipvs.ops_applied", (7, 249)), ("ipvs.ops_applied", (256, 44)), ("ipvs.op_failed", ops[300]["dest"]),
+        ("ipvs.ops_applied", (301, 211)), ("ipvs.ops_applied", (512, 147)), ("ipvs.op_failed", ops[659]["dest"]),
+        ("ipvs.batch_applied", 4)]
+    assert [p["errno"] for t, p in published if t == "ipvs.op_failed"] == [E.EEXIST, E.EEXIST, E.ENOENT, E.EINVAL]
+    m = Metrics()
+    for i, (t, p) in enumerate(published, 1):
+        m.apply(Event(i, "n", "ipvs", t, 1, i, i, None, p))
+    assert m.ipvs_ops == len(ops) and sum(m.ipvs_failures.values()) == 4

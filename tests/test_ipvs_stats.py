@@ -427,7 +427,7 @@ def test_a_stats_read_under_way_gives_way_to_an_apply(tmp_path):
         await asyncio.wait_for(task, 10)
         assert took < 1.0, took  # not the 3 s of the whole read
         assert fake.gave_way >= 1
-        assert [t for t, _p in published][:2] == ["ipvs.op_applied", "ipvs.batch_applied"]
+        assert [t for t, _p in published][:2] == ["ipvs.ops_applied", "ipvs.batch_applied"]
         assert "ipvs.stats" not in [t for t, _p in published[:2]]
 
     asyncio.run(run())
