@@ -14,7 +14,9 @@ Figures, one a line (``name=value unit``):
   recorded to the ops_applied event (bus, core plan, netlink, event back), median of --changes
   (stamps from the broker's clock, so the bench's own polling is not in the figure);
 * ipvsadm_restore_ops_per_s: ``ipvsadm --restore`` of the same table (``lvsbus ipvs save``
-  output) in the same VM, and the ratio of the applier's rate to it.
+  output) in the same VM, and the ratio of the applier's rate to it;
+* ipvsadm_e_ms: ``ipvsadm -e`` of one weight on the same full table, run once (process start
+  included), median of --changes, and the single change's ratio to it.
 
 TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not absolute numbers.
 """
@@ -116,10 +118,25 @@ def in_vm(args) -> int:
         assert ipvs.dump() == full, "ipvsadm --restore gave another table"
         ipvs.flush()
     applier_rate, change_ms = through_applier(full, nops, args.changes)
+    # ipvsadm -e of one real server's weight on the same full table (left by the applier), run once each
+    key = sorted(full.keys())[len(full) // 2]
+    dk = sorted(full[key].dests)[0]
+    e_ms = []
+    for i in range(args.changes):
+        t0 = time.perf_counter()
+        subprocess.run(["ipvsadm", "-e", "-t", f"{key.address}:{key.port}", "-r", dk, "-m", "-w", str(50 + i)], check=True)
+        e_ms.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.2)
+    with Ipvs() as ipvs:
+        assert ipvs.dump()[key].dests[dk].weight == 50 + args.changes - 1
+        ipvs.flush()
     print(f"applier_ops_per_s={applier_rate:.0f} ops/s")
     print(f"single_change_ms={statistics.median(change_ms):.1f} ms (median of {len(change_ms)}; "
           f"min {min(change_ms):.1f}, max {max(change_ms):.1f})")
+    print(f"ipvsadm_e_ms={statistics.median(e_ms):.1f} ms (median of {len(e_ms)}; min {min(e_ms):.1f}, max {max(e_ms):.1f}; "
+          f"fork + exec + one request, on the same full table)")
     print(f"ratio_applier_to_ipvsadm_restore={applier_rate / restore_rate:.2f}")
+    print(f"ratio_single_change_to_ipvsadm_e={statistics.median(change_ms) / statistics.median(e_ms):.2f}")
     return 0
 
 

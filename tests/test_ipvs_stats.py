@@ -431,3 +431,16 @@ def test_a_stats_read_under_way_gives_way_to_an_apply(tmp_path):
         assert "ipvs.stats" not in [t for t, _p in published[:2]]
 
     asyncio.run(run())
+
+
+def test_a_stats_read_gives_way_as_soon_as_a_desired_table_comes_in(tmp_path):
+    """Before its apply is even decided and recorded: the read would hold the GIL all along."""
+    from lvsbus_services.ipvs.shell import ApplierShell
+
+    shell = ApplierShell(str(tmp_path), 1)
+    assert not shell._give_way()
+    shell.on_event(Event(5, "r1", "lvsd", "lvsd.table_delta", 1, 5, 5, None, {}))
+    assert shell._give_way()
+    shell._prefer_until = 0.0
+    shell._urgent = 1
+    assert shell._give_way()

@@ -66,6 +66,7 @@ class ApplierShell:
         self.ipvs = None
         self._modprobed = False
         self._urgent = 0  # applies and dumps asked for and not done: a stats read gives way
+        self._prefer_until = 0.0  # monotonic: a desired table just came in, its apply is on its way
         # pyroute2's sync sockets run their own event loop: keep them off asyncio's thread
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
 
@@ -187,6 +188,8 @@ class ApplierShell:
     # -- traffic figures -------------------------------------------------------------------
 
     def on_event(self, ev: Event) -> None:
+        if ev.type.startswith("lvsd.table_"):  # an apply is likely to follow once it is recorded
+            self._prefer_until = time.monotonic() + 1.0
         if ev.type == "config.loaded":
             model = ev.payload.get("model")
             value = model.get("ipvs_stats_interval", DEFAULT_STATS_INTERVAL) if isinstance(model, dict) else None
@@ -199,9 +202,16 @@ class ApplierShell:
         from .netlink import Interrupted
 
         try:
-            return self._open().stats(give_way=lambda: self._urgent > 0)
+            return self._open().stats(give_way=self._give_way)
         except Interrupted:
             return None
+
+    def _give_way(self) -> bool:
+        """A stats read stops (before its next service) for an apply or a dump asked for, and for
+        one about to be: a desired table came in within the last second (the stats thread holds the
+        GIL in slices of sys.getswitchinterval(), and every step of the bus, the core and the
+        write-ahead of the apply waits on it)."""
+        return self._urgent > 0 or time.monotonic() < self._prefer_until
 
     async def stats_loop(self) -> None:
         """Read the figures every interval while IPVS is there; publish what the sampler says."""
