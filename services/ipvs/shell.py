@@ -26,6 +26,7 @@ router accepted (``--config-seq``), not ``FILE`` (read only when the log holds n
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -153,6 +154,19 @@ class ApplierShell:
         return [(None, "", us) if c == 0 else (c, os.strerror(c), 0) for c in codes]
 
     async def apply(self, payload: dict) -> None:
+        was = gc.isenabled()
+        # no cyclic GC while a batch runs: the heap holds the table three times over (desired,
+        # expected, the batch's ops), and the netlink loop's small allocations set off collections
+        # that walk all of it (in the VM the applying phase ran 4.3x the bare netlink layer's
+        # time with it, 2.6x without); the batch makes no cycles, and it is bounded (4096 ops)
+        gc.disable()
+        try:
+            await self._apply(payload)
+        finally:
+            if was:
+                gc.enable()
+
+    async def _apply(self, payload: dict) -> None:
         batch = payload["batch"]
         ops = payload["ops"]
         applied = failed = 0
