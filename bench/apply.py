@@ -9,18 +9,22 @@ Figures, one a line (``name=value unit``):
 * netlink_ops_per_s: the full table from empty through ``lvsbus_services.ipvs.netlink`` (the applier's
   netlink layer: one request an op, every field sent, many requests a send, one ack each);
 * applier_ops_per_s: the same through the running applier (``python -m lvsbus_services.ipvs`` on a real
-  bus: lvsd.table_desired in, every op an ``ipvs.op_applied`` event, batch_applied out);
+  bus: lvsd.table_desired in, ``ipvs.ops_applied`` events (a run of accepted ops each), batch_applied out);
 * single_change_ms: one weight change on the full table, from the lvsd.table_delta being
-  recorded to the op_applied event (bus, core plan, netlink, event back), median of --changes
+  recorded to the ops_applied event (bus, core plan, netlink, event back), median of --changes
   (stamps from the broker's clock, so the bench's own polling is not in the figure);
 * ipvsadm_restore_ops_per_s: ``ipvsadm --restore`` of the same table (``lvsbus ipvs save``
-  output) in the same VM, and the ratio of the applier's rate to it.
+  output) in the same VM, and the ratio of the applier's rate to it;
+* ipvsadm_e_ms: ``ipvsadm -e`` of one weight on the same full table, run once (process start
+  included), median of --changes, and the single change's ratio to it.
 
 TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not absolute numbers.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,9 +48,30 @@ def table(services: int, dests: int):
     return t
 
 
+def cpu_now() -> list[int]:
+    """/proc/stat's first line: user nice system idle iowait irq softirq (clock ticks)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:8]]
+
+
+def cpu_split(before: list[int], after: list[int]) -> str:
+    d = [b - a for a, b in zip(before, after)]
+    hz = os.sysconf("SC_CLK_TCK")
+    names = ("user", "nice", "sys", "idle", "iowait", "irq", "softirq")
+    return " ".join(f"{n}={v / hz:.2f}s" for n, v in zip(names, d) if v)
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) seconds of one process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / hz, int(fields[12]) / hz
+
+
 def in_vm(args) -> int:
     from lvsbus_services.ipvs.core import plan, save_lines
-    from lvsbus_services.ipvs.netlink import Ipvs
+    from lvsbus_services.ipvs.netlink import Ipvs, op_request
     from lvsbus.ipvs_table import Table
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
@@ -61,11 +86,18 @@ def in_vm(args) -> int:
 
     with Ipvs() as ipvs:
         ipvs.flush()
+        c0, r0 = cpu_now(), resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         codes = ipvs.apply_many(ops)
         dt = time.perf_counter() - t0
+        c1, r1 = cpu_now(), resource.getrusage(resource.RUSAGE_SELF)
         assert not any(codes), f"{sum(1 for c in codes if c)} ops failed"
-        print(f"netlink_ops_per_s={nops / dt:.0f} ops/s ({nops} ops in {dt:.2f} s)")
+        print(f"netlink_ops_per_s={nops / dt:.0f} ops/s ({nops} ops in {dt:.2f} s; this process: user "
+              f"{r1.ru_utime - r0.ru_utime:.2f} s, kernel {r1.ru_stime - r0.ru_stime:.2f} s; vCPU: {cpu_split(c0, c1)})")
+        t0 = time.perf_counter()
+        for op in ops:
+            ipvs._msg(*op_request(op))
+        print(f"encode_us_per_op={(time.perf_counter() - t0) / len(ops) * 1e6:.0f} us")
         t0 = time.perf_counter()
         got = ipvs.dump()
         print(f"dump_ms={(time.perf_counter() - t0) * 1000:.0f} ms")
@@ -74,24 +106,43 @@ def in_vm(args) -> int:
 
     # ipvsadm --restore of the same table
     text = "\n".join(save_lines(full)) + "\n"
+    c0, r0 = cpu_now(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(["ipvsadm", "--restore"], input=text, text=True, check=True)
     restore_dt = time.perf_counter() - t0
+    c1, r1 = cpu_now(), resource.getrusage(resource.RUSAGE_CHILDREN)
     restore_rate = nops / restore_dt
-    print(f"ipvsadm_restore_ops_per_s={restore_rate:.0f} ops/s ({restore_dt:.2f} s)")
+    print(f"ipvsadm_restore_ops_per_s={restore_rate:.0f} ops/s ({restore_dt:.2f} s; ipvsadm: user "
+          f"{r1.ru_utime - r0.ru_utime:.2f} s, kernel {r1.ru_stime - r0.ru_stime:.2f} s; vCPU: {cpu_split(c0, c1)})")
     with Ipvs() as ipvs:
         assert ipvs.dump() == full, "ipvsadm --restore gave another table"
         ipvs.flush()
     applier_rate, change_ms = through_applier(full, nops, args.changes)
+    # ipvsadm -e of one real server's weight on the same full table (left by the applier), run once each
+    key = sorted(full.keys())[len(full) // 2]
+    dk = sorted(full[key].dests)[0]
+    e_ms = []
+    for i in range(args.changes):
+        t0 = time.perf_counter()
+        subprocess.run(["ipvsadm", "-e", "-t", f"{key.address}:{key.port}", "-r", dk, "-m", "-w", str(50 + i)], check=True)
+        e_ms.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.2)
+    with Ipvs() as ipvs:
+        assert ipvs.dump()[key].dests[dk].weight == 50 + args.changes - 1
+        ipvs.flush()
     print(f"applier_ops_per_s={applier_rate:.0f} ops/s")
     print(f"single_change_ms={statistics.median(change_ms):.1f} ms (median of {len(change_ms)}; "
           f"min {min(change_ms):.1f}, max {max(change_ms):.1f})")
+    print(f"ipvsadm_e_ms={statistics.median(e_ms):.1f} ms (median of {len(e_ms)}; min {min(e_ms):.1f}, max {max(e_ms):.1f}; "
+          f"fork + exec + one request, on the same full table)")
     print(f"ratio_applier_to_ipvsadm_restore={applier_rate / restore_rate:.2f}")
+    print(f"ratio_single_change_to_ipvsadm_e={statistics.median(change_ms) / statistics.median(e_ms):.2f}")
     return 0
 
 
 def through_applier(full, nops: int, changes: int):
     from tests.kernel.harness import Router
+    from lvsbus.bus import BusClient
     from lvsbus_services.ipvs.netlink import Ipvs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-apply-"))
@@ -101,15 +152,47 @@ def through_applier(full, nops: int, changes: int):
     try:
         r.start("ipvs")
         r.wait(lambda: r.events("ipvs.table_read"), 120, "the applier's first dump", every=0.2)
+        # the bench waits on the bus, not by reading the log over and over (on one vCPU each read
+        # of a log holding the whole table took CPU from the processes measured)
+        watch = BusClient(r.dirs.run, "bench", subs=("ipvs.batch_applied", "ipvs.ops_applied"))
+        watch.recv(0.5)
+
+        def wait_for(pred, timeout: float, what: str) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ev = watch.recv(max(0.0, deadline - time.monotonic()))
+                if ev is not None and pred(ev):
+                    return
+            raise AssertionError(f"timed out ({timeout}s) waiting for {what}")
+
+        pids = {"broker": r.broker.proc.pid, "applier": r.procs["ipvs"].pid}
+        p0 = {n: proc_cpu(pid) for n, pid in pids.items()}
+        c0 = cpu_now()
         seq0 = r.publish_table(full)
-        r.wait(lambda: sum(e.payload["applied"] + e.payload["failed"] for e in r.events("ipvs.batch_applied", after=seq0)) >= nops,
-               3600, "the full table", every=1.0)
+        done_ops = [0]
+
+        def counted(ev) -> bool:
+            if ev.type == "ipvs.batch_applied" and ev.seq > seq0:
+                done_ops[0] += ev.payload["applied"] + ev.payload["failed"]
+            return done_ops[0] >= nops
+
+        wait_for(counted, 3600, "the full table")
+        c1 = cpu_now()
+        p1 = {n: proc_cpu(pid) for n, pid in pids.items()}
         evs = r.events("", after=seq0 - 1)
         t_in = evs[0].mono_ns
         done = [e for e in evs if e.type == "ipvs.batch_applied"][-1]
         failed = sum(e.payload["failed"] for e in evs if e.type == "ipvs.batch_applied")
         assert failed == 0, f"{failed} ops failed"
         rate = nops / ((done.mono_ns - t_in) / 1e9)
+        first_apply = next(e for e in evs if e.type == "ipvs.apply")
+        first_op = next(e for e in evs if e.type == "ipvs.ops_applied")
+        nl_us = sum(e.payload["duration_us"] for e in evs if e.type == "ipvs.ops_applied")
+        print(f"applier_stages: table_desired -> first ipvs.apply {(first_apply.mono_ns - t_in) / 1e6:.0f} ms, "
+              f"-> first ops_applied {(first_op.mono_ns - t_in) / 1e6:.0f} ms, -> last batch_applied "
+              f"{(done.mono_ns - t_in) / 1e6:.0f} ms; netlink (sum of op durations) {nl_us / 1e3:.0f} ms; events {len(evs)}")
+        print("applier_cpu: " + ", ".join(f"{n} user {p1[n][0] - p0[n][0]:.2f} s kernel {p1[n][1] - p0[n][1]:.2f} s" for n in pids)
+              + f"; vCPU: {cpu_split(c0, c1)}")
         with Ipvs() as ipvs:
             assert ipvs.dump() == full
         key = sorted(full.keys())[len(full) // 2]
@@ -124,11 +207,16 @@ def through_applier(full, nops: int, changes: int):
             seq = r.as_lvsd.publish_acked("lvsd.table_delta", {"version": version + 1, "base_version": version, "ops": [op],
                                                                "reason": "bench", "virtual": None, "server": None})
             version += 1
-            r.wait(lambda: r.events("ipvs.op_applied", after=seq), 60, "the weight change", every=0.25)
+            wait_for(lambda ev: ev.type == "ipvs.ops_applied" and ev.seq > seq, 60, "the weight change")
             ev_in = r.events("lvsd.table_delta", after=seq - 1)[0]
-            ev_out = r.events("ipvs.op_applied", after=seq)[0]
+            ev_out = r.events("ipvs.ops_applied", after=seq)[0]
+            ev_apply = r.events("ipvs.apply", after=seq)[0]
             lat.append((ev_out.mono_ns - ev_in.mono_ns) / 1e6)
+            print(f"single_change {i}: delta -> ipvs.apply {(ev_apply.mono_ns - ev_in.mono_ns) / 1e6:.1f} ms -> ops_applied "
+                  f"{(ev_out.mono_ns - ev_apply.mono_ns) / 1e6:.1f} ms (netlink {ev_out.payload['duration_us'] / 1e3:.1f} ms); "
+                  f"stats events so far {len(r.events('ipvs.stats'))}", flush=True)
             time.sleep(0.5)
+        watch.close()
         return rate, lat
     finally:
         r.close()

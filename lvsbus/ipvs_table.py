@@ -14,6 +14,7 @@ that can be edited in place, without removing the entry.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
@@ -22,6 +23,18 @@ FAMILIES = ("inet", "inet6")
 PROTOCOLS = ("tcp", "udp", "sctp")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
 FORWARDING = ("direct", "tunnel", "nat")
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip_version(address: str) -> int:
+    """4 or 6; ValueError for what is not an address (not cached). A table of thousands of entries
+    names the same addresses again and again (every op, every decode): parsed once each."""
+    return ipaddress.ip_address(address).version
+
+
+@functools.lru_cache(maxsize=65536)
+def _canonical(address: str) -> str:
+    return str(ipaddress.ip_address(address))
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -43,8 +56,7 @@ class ServiceKey:
         else:
             if self.protocol not in PROTOCOLS:
                 raise ValueError(f"protocol {self.protocol!r}: one of {PROTOCOLS}")
-            ip = ipaddress.ip_address(self.address)
-            if (ip.version == 6) != (self.family == "inet6"):
+            if (_ip_version(self.address) == 6) != (self.family == "inet6"):
                 raise ValueError(f"address {self.address} does not match family {self.family}")
             if not 0 <= self.port <= 65535:
                 raise ValueError(f"port {self.port} out of range 0..65535")
@@ -52,7 +64,7 @@ class ServiceKey:
     @classmethod
     def tcp(cls, address: str, port: int, protocol: str = "tcp") -> "ServiceKey":
         family = "inet6" if ":" in address else "inet"
-        return cls(family, protocol, str(ipaddress.ip_address(address)), port)
+        return cls(family, protocol, _canonical(address), port)
 
     @classmethod
     def mark(cls, fwmark: int, family: str = "inet") -> "ServiceKey":
@@ -66,12 +78,22 @@ class ServiceKey:
 
     @classmethod
     def parse(cls, text: str) -> "ServiceKey":
+        return _parse_key(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> "ServiceKey":
         kind, _, rest = text.partition(":")
         if kind == "fwm":
             family, _, mark = rest.partition(":")
             return cls.mark(int(mark), family)
         host, _, port = rest.rpartition(":")
         return cls.tcp(host.strip("[]"), int(port), kind)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_key(text: str) -> ServiceKey:
+    """ServiceKey.parse, once a string (keys are immutable: one shared value is safe)."""
+    return ServiceKey._parse(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +124,7 @@ class Dest:
     lower: int = 0
 
     def __post_init__(self) -> None:
-        ipaddress.ip_address(self.address)
+        _ip_version(self.address)
         if self.forwarding not in FORWARDING:
             raise ValueError(f"forwarding {self.forwarding!r}: one of {FORWARDING}")
         if not 0 <= self.weight <= 65535:

@@ -376,3 +376,71 @@ def test_shell_reads_no_figures_while_a_batch_or_a_dump_is_under_way(tmp_path):
     assert not shell.core_ready()
     shell.runtime.state = ApplierState(started=True, available=False)
     assert not shell.core_ready()
+
+
+def test_a_stats_read_under_way_gives_way_to_an_apply(tmp_path):
+    """A whole table's figures take seconds under emulation (one dump request a service): an apply
+    asked for meanwhile must not wait behind them; the read is given up and the next tick reads."""
+    import asyncio
+    import threading
+    import time as _time
+
+    from lvsbus_services.ipvs.shell import ApplierShell
+
+    class SlowIpvs:
+        def __init__(self):
+            self.reading = threading.Event()
+            self.gave_way = 0
+
+        def stats(self, give_way=None):
+            self.reading.set()
+            for _ in range(300):  # 300 services, 10 ms each: 3 s for the whole read
+                if give_way is not None and give_way():
+                    self.gave_way += 1
+                    from lvsbus_services.ipvs.netlink import Interrupted
+
+                    raise Interrupted("gave way")
+                _time.sleep(0.01)
+            return {S1: (d(5), {})}
+
+        def apply_many(self, ops):
+            return [0] * len(ops)
+
+        def close(self):
+            pass
+
+    async def run():
+        shell = ApplierShell(str(tmp_path), 1, stats_interval=0.05)
+        fake = shell.ipvs = SlowIpvs()
+        shell.core_ready = lambda: True
+        published = []
+        shell.runtime.publish = lambda t, p: published.append((t, p))
+        task = asyncio.ensure_future(shell.stats_loop())
+        while not fake.reading.is_set():
+            await asyncio.sleep(0.005)
+        op = {"op": "edit_dest", "service": "tcp:10.0.0.1:80", "dest": "10.0.1.2:80",
+              "attrs": {"forwarding": "nat", "weight": 3, "upper": 0, "lower": 0}}
+        t0 = _time.monotonic()
+        await shell.apply({"batch": 1, "ops": [op], "reason": "test", "version": 1})
+        took = _time.monotonic() - t0
+        shell.stop.set()
+        await asyncio.wait_for(task, 10)
+        assert took < 1.0, took  # not the 3 s of the whole read
+        assert fake.gave_way >= 1
+        assert [t for t, _p in published][:2] == ["ipvs.ops_applied", "ipvs.batch_applied"]
+        assert "ipvs.stats" not in [t for t, _p in published[:2]]
+
+    asyncio.run(run())
+
+
+def test_a_stats_read_gives_way_as_soon_as_a_desired_table_comes_in(tmp_path):
+    """Before its apply is even decided and recorded: the read would hold the GIL all along."""
+    from lvsbus_services.ipvs.shell import ApplierShell
+
+    shell = ApplierShell(str(tmp_path), 1)
+    assert not shell._give_way()
+    shell.on_event(Event(5, "r1", "lvsd", "lvsd.table_delta", 1, 5, 5, None, {}))
+    assert shell._give_way()
+    shell._prefer_until = 0.0
+    shell._urgent = 1
+    assert shell._give_way()

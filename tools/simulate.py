@@ -811,7 +811,8 @@ class Cluster:
             from lvsbus_services.ipvs.core import apply_ops
 
             applied = failed = 0
-            for op in p["ops"]:
+            run = None  # first index of the run of accepted ops under way (one ipvs.ops_applied a run, as the shell)
+            for j, op in enumerate(p["ops"]):
                 kind = op["op"]
                 try:
                     if kind == "set_timeouts":
@@ -823,13 +824,20 @@ class Cluster:
                     else:
                         r.kernel = apply_ops(r.kernel, [op], strict=True)
                 except KeyError as exc:
+                    if run is not None:
+                        self.publish(r, "ipvs", "ipvs.ops_applied", {"batch": p["batch"], "first": run, "count": j - run,
+                                                                     "duration_us": 40 * (j - run)})
+                        run = None
                     failed += 1
                     errno = 17 if "exists" in str(exc) else 2
                     self.publish(r, "ipvs", "ipvs.op_failed", {"batch": p["batch"], "op": op, "errno": errno,
                                                                "error": str(exc)[:1024]})
                     continue
                 applied += 1
-                self.publish(r, "ipvs", "ipvs.op_applied", {"batch": p["batch"], "op": op, "duration_us": 40})
+                run = j if run is None else run
+            if run is not None:
+                n = len(p["ops"]) - run
+                self.publish(r, "ipvs", "ipvs.ops_applied", {"batch": p["batch"], "first": run, "count": n, "duration_us": 40 * n})
             self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
                                                            "duration_us": 40 * (applied + failed)})
 

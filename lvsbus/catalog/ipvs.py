@@ -1,7 +1,10 @@
 """ipvs: the applier that makes the kernel's IPVS table equal to lvsd's desired table.
 
 * observations, published by the applier's shell: ``ipvs.started``, ``ipvs.table_read`` (a kernel
-  dump), ``ipvs.op_applied`` / ``ipvs.op_failed`` (one per operation, with the errno),
+  dump), ``ipvs.ops_applied`` (a run of consecutive operations of a batch the kernel accepted,
+  named by their place in the batch's ``ipvs.apply``) / ``ipvs.op_failed`` (one per refused
+  operation, naming it, with the errno); ``ipvs.op_applied`` (one per accepted operation) is what
+  shells before ``ipvs.ops_applied`` published, still read in older logs;
   ``ipvs.batch_applied`` (a batch done), ``ipvs.unavailable`` (no IPVS in this kernel: an error,
   retried with backoff), ``ipvs.stats`` (traffic figures, every ``ipvs_stats_interval``: only
   what changed; see lvsbus/ipvs_stats.py);
@@ -78,6 +81,13 @@ declare(
     "ipvs.op_applied", 1,
     {"batch": BATCH, "op": OP, "duration_us": Int(min=0)},
     doc="The kernel accepted one operation of a batch.",
+)
+declare(
+    "ipvs.ops_applied", 1,
+    {"batch": BATCH, "first": Int(min=0, doc="index of the first of these ops in the batch's ipvs.apply ops"),
+     "count": Int(min=1), "duration_us": Int(min=0, doc="the kernel's time for these ops (their sends and acks)")},
+    doc="The kernel accepted ops first .. first+count-1 of a batch (one event a run of accepted ops: "
+        "a refused op in between is its own ipvs.op_failed).",
 )
 declare(
     "ipvs.op_failed", 1,

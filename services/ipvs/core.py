@@ -94,6 +94,21 @@ def plan(actual: Table, desired: Table, managed: Callable[[ServiceKey], bool] | 
     return sorted(ops, key=lambda op: _PHASE[op["op"]])
 
 
+def planned_result(actual: Table, desired: Table, ops: list[Op]) -> Table:
+    """``apply_ops(actual, ops)`` for ops that ``plan(actual, desired, ...)`` gave, without folding
+    them one by one: a service the plan touched ends as ``desired`` has it (or gone), every other
+    one as it was. (11,000 ops folded: ~170 ms natively, seconds under emulation.)"""
+    entries = dict(actual.items())
+    for key_s in {op["service"] for op in ops if op["op"] not in GLOBAL_OPS}:
+        key = ServiceKey.parse(key_s)
+        want = desired.get(key)
+        if want is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = want
+    return Table(entries)
+
+
 def plan_globals(actual_timeouts: dict | None, want_timeouts: dict, actual_daemons: list[dict] | None,
                  want_daemons: list[dict]) -> list[Op]:
     """Ops for the IPVS timeouts (0 = leave the kernel's value) and the sync daemons."""
@@ -345,7 +360,7 @@ class ApplierCore(Core[ApplierState]):
         if not ops:
             return []
         if st.desired is not None:
-            st.expected = apply_ops(st.expected, ops, strict=False)
+            st.expected = planned_result(st.expected, st.desired, ops)
         # what the globals will be once applied
         for op in ops:
             if op["op"] == "set_timeouts":

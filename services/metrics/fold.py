@@ -126,7 +126,9 @@ class Metrics:
             self.rejected[("heartbeat", p["reason"])] += 1
         elif t == "bus.frame_rejected":
             self.rejected[("bus", p["reason"])] += 1
-        elif t == "ipvs.op_applied":
+        elif t == "ipvs.ops_applied":
+            self.ipvs_ops += p["count"]
+        elif t == "ipvs.op_applied":  # logs of shells before ipvs.ops_applied
             self.ipvs_ops += 1
         elif t == "ipvs.op_failed":
             self.ipvs_ops += 1

@@ -137,8 +137,11 @@ def test_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
         took = r.wait(lambda: f"{RS['rs2']}:80" not in dests(), 60, "rs2 removed from the kernel", every=0.25)
         down = [e for e in r.events("health.real_server_down") if e.payload["server"] == "rs2"]
         assert down, "nanny marked rs2 DOWN"
-        applied = [e for e in r.events("ipvs.op_applied") if e.payload["op"]["op"] == "del_dest"]
-        assert applied and applied[-1].payload["op"]["dest"] == f"{RS['rs2']}:80"
+        batches = {e.payload["batch"]: e.payload["ops"] for e in r.events("ipvs.apply")}
+        applied = [op for e in r.events("ipvs.ops_applied")
+                   for op in batches[e.payload["batch"]][e.payload["first"]:e.payload["first"] + e.payload["count"]]
+                   if op["op"] == "del_dest"]
+        assert applied and applied[-1]["dest"] == f"{RS['rs2']}:80"
         got = Counter(requests(30))
         assert got == Counter({"rs1": 15, "rs3": 15}), got  # nothing to rs2, no failed request
         print(f"rs2 out of the kernel {took:.1f}s after it stopped")
