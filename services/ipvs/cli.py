@@ -19,10 +19,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="ipvs_cmd", metavar="ACTION")
     sv = s.add_parser("save", help="print the desired table in ipvsadm --save format")
     sv.add_argument("--config", help="the table this config asks for (every active real server in)")
-    sv.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="without --config: the router's log (default %(default)s)")
+    sv.add_argument("--state-dir",
+                    help=f"without --config: the router's log (default {DEFAULT_STATE_DIR})")
     sv.set_defaults(func=cmd_save)
     sh = s.add_parser("show", help="desired beside actual, like ipvsadm -Ln, with health and weights")
-    sh.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    sh.add_argument("--state-dir",
+                    help=f"the router's state directory (default {DEFAULT_STATE_DIR})")
     sh.set_defaults(func=cmd_show)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -59,13 +61,19 @@ def cmd_save(args) -> int:
     from .core import desired_from_config, save_lines
 
     if args.config:
+        if args.state_dir is not None:
+            print("lvsbus ipvs save: give --config or --state-dir, not both", file=sys.stderr)
+            return 2
         try:
             cfg = load(args.config).config
         except ConfigError as exc:
-            print(f"lvsbus ipvs save: {exc}", file=sys.stderr)
+            for issue in exc.issues:
+                print(f"lvsbus ipvs save: {issue}", file=sys.stderr)
             return 1
         table = desired_from_config(cfg)
     else:
+        if _bad_state_dir("save", args):
+            return 1
         try:
             table, _v, _h = desired_from_log(args.state_dir)
         except OSError as exc:
@@ -133,7 +141,24 @@ def show_lines(desired, actual, health: dict, why: str | None = None) -> list[st
     return out
 
 
+def _bad_state_dir(cmd: str, args) -> bool:
+    """A --state-dir given that is not a directory: one line, and True. Unset: the default (which
+    may not exist on a machine that never ran a router; the commands say so)."""
+    if args.state_dir is None:
+        args.state_dir = DEFAULT_STATE_DIR
+        return False
+    import os
+
+    if not args.state_dir or not os.path.isdir(args.state_dir):
+        why = "no such directory" if not os.path.exists(args.state_dir or "") else "not a directory"
+        print(f"lvsbus ipvs {cmd}: --state-dir {args.state_dir!r}: {why}", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_show(args) -> int:
+    if _bad_state_dir("show", args):
+        return 1
     try:
         desired, version, health = desired_from_log(args.state_dir)
     except OSError as exc:
