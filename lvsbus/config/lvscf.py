@@ -359,6 +359,8 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
             ok, v = getattr(c, conv)(e, key)
         if ok:
             put(path, target, tkey, v, e, key)
+        else:  # the default stands in; a cross-check on it points here (and is not repeated)
+            r.at(path, e, key)
 
     simple("serial_no", data, "serial_no", "serial_no", "int")
     simple("service", data, "service", "service", "str")
@@ -409,6 +411,8 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
         simple(key, hb, tkey, f"heartbeat.{tkey}", conv)
     hb.setdefault("keepalive", 2.0)  # Piranha's defaults: lvs.cf keeps meaning what it meant
     hb.setdefault("deadtime", 5.0)
+    if "deadtime" not in g and "keepalive" in g:  # the default deadtime against this keepalive
+        r.at("heartbeat.deadtime", g["keepalive"], "deadtime")
     data["heartbeat"] = hb
     keepalive = hb["keepalive"]
 

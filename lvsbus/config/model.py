@@ -126,6 +126,15 @@ def shown(value: Any, limit: int = 60) -> str:
     return text
 
 
+def _one_line(text: str, limit: int) -> str:
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    if len(text) > limit:
+        head = limit * 2 // 5
+        text = text[:head] + "..." + text[-(limit - head - 3):]
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     """One error or warning: where (file, line, dotted key path), what is wrong and what is allowed."""
@@ -138,22 +147,17 @@ class Issue:
     severity: Severity = Severity.ERROR
 
     def __post_init__(self) -> None:
-        # one short line whatever the input: a value or key taken from a damaged file may be
-        # megabytes long; keep its start and the explanation at the end
-        for name, limit in (("key", MAX_KEY_SHOWN), ("message", MAX_MESSAGE)):
-            text = getattr(self, name)
-            if "\n" in text or "\r" in text:
-                text = text.replace("\r", " ").replace("\n", " ")
-            if len(text) > limit:
-                head = limit * 2 // 5
-                text = text[:head] + "..." + text[-(limit - head - 3):]
-            object.__setattr__(self, name, text)
+        # one short line whatever the input: a value taken from a damaged file may be megabytes
+        # long; keep its start and the explanation at the end. (The key is a path the readers
+        # look lines up by: it is cut only when shown.)
+        object.__setattr__(self, "message", _one_line(self.message, MAX_MESSAGE))
 
     def __str__(self) -> str:
         where = self.file or "<config>"
         if self.line is not None:
             where = f"{where}:{self.line}"
-        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        key = _one_line(self.key, MAX_KEY_SHOWN)
+        text = f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
         if self.suggestion:
             text += f" (did you mean '{self.suggestion}'?)"
         return text

@@ -399,17 +399,24 @@ class TomlLocator:
                 parts = _split_key(inner)
                 if parts is not None:
                     table = parts
-                    self.lines.setdefault(".".join(table), no)
+                    self._add(table, no)
                 continue
             if "=" in line:
                 key = line.split("=", 1)[0]
                 parts = _split_key(key)
                 if parts:
-                    self.lines.setdefault(".".join(table + parts), no)
+                    self._add(table + parts, no)
                 rest = line.split("=", 1)[1]
                 for q in ('"""', "'''"):
                     if rest.count(q) == 1:
                         in_multiline = q
+
+    def _add(self, parts: list[str], no: int) -> None:
+        """The line of a key and of each of its prefixes (``[ro0ter.a]`` is where the unknown
+        top-level key ``ro0ter`` is)."""
+        for i in range(len(parts), 0, -1):
+            if self.lines.setdefault(".".join(parts[:i]), no) != no:
+                break  # its prefixes were seen at an earlier line too
 
     def __call__(self, path: str) -> tuple[int | None, str]:
         probe = path
