@@ -119,7 +119,7 @@ def test_toml_int_over_64_bits():
 
 
 @pytest.mark.parametrize("value", ["[" * 2000 + "]" * 2000, "{a = " * 2000 + "1" + "}" * 2000,
-                                   "[" * 40 + "]" * 40])
+                                   "[" * 70 + "]" * 70])
 def test_toml_deep_nesting(value):
     text = TOML + f"\nx = {value}\n"
     issue = _one(text, "t.toml", "nested")

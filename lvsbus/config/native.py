@@ -528,7 +528,7 @@ def loads_toml(text: str, filename: str = "<toml>") -> LoadedConfig:
         problem = _toml_limit_issue(text, filename) or Issue(
             key="", message=f"not valid TOML: {_shown(str(exc))}", file=filename)
         raise ConfigError([problem]) from None
-    if _nesting(data) > MAX_NESTING:
+    if _nesting(data) > MAX_NESTING + MAX_KEY_PARTS:  # tables and dotted keys nest the data too
         problem = _toml_limit_issue(text, filename) or Issue(
             key="", message=f"arrays or tables nested more than {MAX_NESTING} deep", file=filename)
         raise ConfigError([problem])
