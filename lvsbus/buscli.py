@@ -8,6 +8,8 @@ import signal
 import sys
 import time
 
+from .argtypes import dir_to_write
+from .argtypes import name as argname
 from .paths import DEFAULT_STATE_DIR, StateDirs
 
 
@@ -73,8 +75,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="make a key pair",
         description="Write NAME.key (public) and NAME.key_secret (secret, mode 0600) into DIR.",
     )
-    g.add_argument("--dir", required=True)
-    g.add_argument("--name", required=True)
+    g.add_argument("--dir", required=True, type=dir_to_write,
+                   help="where to write them (made if missing)")
+    g.add_argument("--name", required=True, type=argname,
+                   help="the key's name: 1-64 letters, digits, '_', '.' or '-'")
     g.set_defaults(func=cmd_keys_generate)
     h = k.add_parser(
         "heartbeat",
@@ -91,7 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("schemas", help="the JSON Schemas of every event").add_subparsers(dest="schemas_cmd", metavar="ACTION")
     x = s.add_parser("export", help="write schemas/ from the declarations in code")
-    x.add_argument("--dir", default="schemas")
+    x.add_argument("--dir", default="schemas", type=dir_to_write)
     x.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files differ from the code")
     x.set_defaults(func=cmd_schemas)
     s.add_parser("list", help="every event type and version").set_defaults(func=cmd_schemas_list)
@@ -329,10 +333,15 @@ def cmd_emit(args) -> int:
 def cmd_keys_generate(args) -> int:
     import zmq.auth
 
-    os.makedirs(args.dir, mode=0o700, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(args.dir, args.name)
-    os.chmod(secret, 0o600)
-    os.chmod(public, 0o644)
+    try:
+        os.makedirs(args.dir, mode=0o700, exist_ok=True)
+        public, secret = zmq.auth.create_certificates(args.dir, args.name)
+        os.chmod(secret, 0o600)
+        os.chmod(public, 0o644)
+    except OSError as exc:
+        print(f"lvsbus keys generate: {exc.filename or args.dir}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     print(f"public: {public}\nsecret: {secret} (0600)")
     return 0
 

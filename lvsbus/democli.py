@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from .argtypes import dir_to_write, float_range, int_range
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,7 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("what", nargs="?", default="cluster", choices=("cluster", "bus"))
     p.add_argument("--keep", action="store_true", help="keep the state directory (logs) afterwards")
-    p.add_argument("--out", default="demo-out", help="where to write the incident timeline (default %(default)s/)")
+    p.add_argument("--out", default="demo-out", type=dir_to_write, help="where to write the incident timeline (default %(default)s/)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--vm", action="store_true",
                        help="cluster: run inside the qemu VM (Debian's kernel, with IPVS) even if this kernel has IPVS; "
@@ -37,8 +39,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="cluster: never the VM; without IPVS here, show the table lvsd desires instead of the "
                        "kernel's (no load balancing)")
     p.add_argument("--quick", action="store_true", help="cluster: skip the replay --verify step (the test suite's run)")
-    p.add_argument("--vm-timeout", type=float, default=1200, help=argparse.SUPPRESS)
-    p.add_argument("--vm-cpus", type=int, default=0, help=argparse.SUPPRESS)  # 0: 2 where the host has 2+
+    p.add_argument("--vm-timeout", type=float_range(0, 86400, low_open=True), default=1200,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--vm-cpus", type=int_range(0, 64), default=0, help=argparse.SUPPRESS)  # 0: 2 where the host has 2+
     p.set_defaults(func=cmd_demo)
 
 

@@ -423,6 +423,9 @@ class Router:
         try:
             self.loaded = load(self.config_path)
         except ConfigError as exc:
+            if len(exc.issues) == 1:  # one error, one line (it names the file)
+                print(f"lvsbus router: invalid configuration: {exc.issues[0]}", file=sys.stderr)
+                return 1
             print(f"lvsbus router: {self.config_path}: invalid configuration:", file=sys.stderr)
             for issue in exc.issues:
                 print(f"  {issue}", file=sys.stderr)

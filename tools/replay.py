@@ -59,6 +59,7 @@ if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packag
 import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.core import Core, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
@@ -686,16 +687,21 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_cmd_replay)
 
     s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
-    s.add_argument("--seed", type=int, help="one seed (reproduces a failing one exactly)")
-    s.add_argument("--seeds", metavar="A-B", help="a sweep of seeds, e.g. 0-999")
-    s.add_argument("--routers", type=int, default=2, help="routers in the cluster (default 2)")
-    s.add_argument("--servers", type=int, default=3, help="real servers of the virtual service (default 3)")
+    s.add_argument("--seed", type=int_range(0, SEED_MAX),
+                   help=f"one seed, 0..{SEED_MAX} (reproduces a failing one exactly)")
+    s.add_argument("--seeds", metavar="A-B", type=seed_range,
+                   help="a sweep of seeds, e.g. 0-999 (at most 1,000,000)")
+    s.add_argument("--routers", type=int_range(1, 5), default=2, help="routers in the cluster, 1..5 (default 2)")
+    s.add_argument("--servers", type=int_range(1, 100), default=3,
+                   help="real servers of the virtual service, 1..100 (default 3)")
     s.add_argument("--fos", action="store_true",
                    help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
-    s.add_argument("--faults", metavar="FILE", help="a JSON fault schedule (as printed for a shrunk failure)")
-    s.add_argument("--logs", metavar="DIR", help="keep the logs here (one directory per seed and router)")
+    s.add_argument("--faults", metavar="FILE", type=existing_file,
+                   help="a JSON fault schedule (as printed for a shrunk failure)")
+    s.add_argument("--logs", metavar="DIR", type=dir_to_write,
+                   help="keep the logs here (one directory per seed and router)")
     s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
-    s.add_argument("--golden", metavar="DIR", help="(re)write the golden incident logs and timelines into DIR")
+    s.add_argument("--golden", metavar="DIR", type=dir_to_write, help="(re)write the golden incident logs and timelines into DIR")
     s.add_argument("--json", action="store_true", help="one JSON object a seed (failing ones with their shrunk schedule)")
     s.set_defaults(func=_cmd_simulate)
 
@@ -792,11 +798,19 @@ def _cmd_simulate(args) -> int:
         return 0
     faults = None
     if args.faults:
-        with open(args.faults, encoding="utf-8") as fh:
-            faults = [sim.Fault.from_json(d) for d in json.load(fh)]
+        try:
+            with open(args.faults, encoding="utf-8") as fh:
+                faults = [sim.Fault.from_json(d) for d in json.load(fh)]
+        except OSError as exc:
+            print(f"lvsbus simulate: {args.faults}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
+            print(f"lvsbus simulate: {args.faults}: not a fault schedule (a JSON list of faults, "
+                  f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
+                  file=sys.stderr)
+            return 1
     if args.seeds:
-        a, _, b = args.seeds.partition("-")
-        seeds = list(range(int(a), int(b or a) + 1))
+        seeds = list(args.seeds)
     else:
         seeds = [args.seed if args.seed is not None else 0]
     failed = 0

@@ -15,6 +15,7 @@ import hashlib
 from .diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
 from .lvscf import loads_lvscf
 from .model import (
+    MAX_CONFIG_BYTES,
     SCHEDULERS,
     Check,
     CheckKind,
@@ -39,7 +40,9 @@ from .model import (
     effective_check,
     identify_local_router,
     server_port,
+    size_issue,
     to_dict,
+    too_big_issue,
 )
 from .native import from_dict, loads_toml, render_toml
 from .validate import validate
@@ -80,22 +83,31 @@ def detect_format(path: str, text: str) -> str:
 
 def loads(text: str, filename: str = "<config>", format: str | None = None) -> LoadedConfig:
     """Parse and validate config text in either form (``format``: "toml", "lvscf" or None to detect)."""
+    too_big = size_issue(text, filename)
+    if too_big is not None:
+        raise ConfigError([too_big])
     fmt = format or detect_format(filename, text)
     loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
-    return dataclasses.replace(loaded, digest=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return dataclasses.replace(loaded, digest=hashlib.sha256(
+        text.encode("utf-8", "surrogatepass")).hexdigest())
 
 
 def load(path: str, format: str | None = None) -> LoadedConfig:
     """Read, parse and validate a config file (``.toml`` -> native, else lvs.cf unless the content is
-    TOML). Raises ConfigError (every error, with file and line); an unreadable file is a
-    ConfigError too."""
+    TOML). Raises ConfigError (every error, with file and line); an unreadable file, a directory
+    and a file over MAX_CONFIG_BYTES are ConfigErrors too."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigError([Issue(key="", message="is a directory, not a config file",
+                                 file=path)]) from None
     except OSError as exc:
         raise ConfigError([Issue(key="", message=f"cannot read the file: {exc.strerror or exc}",
                                  file=path)]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([too_big_issue(raw[:MAX_CONFIG_BYTES].count(b"\n") + 1, path)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

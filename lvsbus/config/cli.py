@@ -75,7 +75,8 @@ def _load(path: str, fmt: str, err: TextIO) -> LoadedConfig | None:
         for issue in exc.issues:
             print(f"error: {_issue(issue)}", file=err)
         n = len(exc.issues)
-        print(f"{path}: invalid, {n} error{'s' if n != 1 else ''}", file=err)
+        if n > 1:  # one error is its own one line
+            print(f"{path}: invalid, {n} errors", file=err)
         return None
 
 

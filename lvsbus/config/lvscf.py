@@ -17,8 +17,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import ConfigError, Issue, LoadedConfig, Severity
+from .model import ConfigError, Issue, LoadedConfig, Severity, size_issue
+from .model import shown as _shown
 from .native import config_from_mapping, suggest
+from .validate import LIMITS, range_text
 
 __all__ = ["loads_lvscf", "GLOBAL_KEYS", "VIRTUAL_KEYS", "SERVER_KEYS", "FAILOVER_KEYS", "OBSOLETE"]
 
@@ -68,6 +70,19 @@ PORT_NAMES = {
     "postgresql": 5432,
 }
 
+#: lvs.cf keyword (``failover.`` prefixed in failover blocks) -> validate.LIMITS entry
+_KEY_LIMITS = {
+    "serial_no": "serial_no", "tcp_timeout": "ipvs_timeout", "tcpfin_timeout": "ipvs_timeout",
+    "udp_timeout": "ipvs_timeout", "syncd_id": "sync_id", "fwmark": "fwmark",
+    "persistent": "persistence", "weight": "weight", "heartbeat_port": "port", "port": "port",
+    "keepalive": "keepalive", "deadtime": "deadtime", "timeout": "vs_timeout",
+    "reentry": "vs_reentry", "failover.timeout": "fos_time", "failover.reentry": "fos_time",
+}
+#: numbers: ASCII only (int() and float() also take '١٢', '１２', '1_0', 'inf')
+_DIGITS_RE = re.compile(r"[0-9]+")
+_INT_RE = re.compile(r"[+-]?(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<dec>[0-9]+))")
+_NUM_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
 _BLOCK_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+(\S+?)\s*(\{)?\s*$")
 
 
@@ -108,7 +123,9 @@ class _Reader:
         stack = [root]
         pending: _Block | None = None  # a block header waiting for its '{'
         skipping = 0  # depth inside an unknown block
-        for no, raw in enumerate(text.splitlines(), 1):
+        # lines end at \n only, as an editor counts them (splitlines() also splits at \x0c,
+        # \x1c, \u2028..., and the line numbers of every error after one would be off)
+        for no, raw in enumerate(text.split("\n"), 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
@@ -272,25 +289,37 @@ class _Conv:
     def __init__(self, r: _Reader):
         self.r = r
 
+    def _range(self, shown: str) -> str:
+        """The documented range of an lvs.cf keyword (``virtual.web.weight`` -> ``0..65535``)."""
+        key = shown.rpartition(".")[2]
+        limit = _KEY_LIMITS.get(("failover." if shown.startswith("failover.") else "") + key)
+        return range_text(limit) if limit else "a number"
+
     def int(self, e: _Entry, shown: str, what: str = "an integer") -> tuple[bool, int]:
-        try:
-            return True, int(e.value, 0)
-        except ValueError:
-            try:
-                return True, int(e.value, 10)
-            except ValueError:
-                self.r.err(e.line, shown, f"{e.value!r} must be {what}")
-                return False, 0
+        """Decimal or 0x hex, ASCII digits only, as Piranha's strtol read them (a leading 0 is
+        still decimal). More than 20 digits is out of every range."""
+        v = e.value.strip()
+        m = _INT_RE.fullmatch(v)
+        if m is None:
+            self.r.err(e.line, shown, f"{_shown(e.value)} must be {what}")
+            return False, 0
+        if len(m.group("hex") or m.group("dec")) > 20:
+            self.r.err(e.line, shown, f"{_shown(v)} is out of range: must be {self._range(shown)}")
+            return False, 0
+        return True, int(v, 16 if m.group("hex") else 10)
 
     def num(self, e: _Entry, shown: str) -> tuple[bool, float]:
-        try:
-            v = float(e.value)
-            if math.isfinite(v):
-                return True, v
-        except ValueError:
-            pass
-        self.r.err(e.line, shown, f"{e.value!r} must be a number of seconds")
-        return False, 0.0
+        """A decimal number (``2``, ``0.5``, ``1e-3``), ASCII digits only, finite."""
+        v = e.value.strip()
+        if _NUM_RE.fullmatch(v) is None:
+            self.r.err(e.line, shown, f"{_shown(e.value)} must be a number of seconds")
+            return False, 0.0
+        x = float(v)
+        if not math.isfinite(x):
+            self.r.err(e.line, shown, f"{_shown(v)} is out of range: must be "
+                                      f"{self._range(shown)} seconds")
+            return False, 0.0
+        return True, x
 
     def bool(self, e: _Entry, shown: str) -> tuple[bool, bool]:
         v = e.value.strip().lower()
@@ -305,16 +334,18 @@ class _Conv:
         v = e.value.strip()
         if v.lower() in PORT_NAMES:
             return True, PORT_NAMES[v.lower()]
-        try:
-            return True, int(v, 10)
-        except ValueError:
-            self.r.err(e.line, shown, f"{e.value!r} must be a port number 1..65535 or a service "
-                                      f"name ({', '.join(sorted(PORT_NAMES))})")
+        if _DIGITS_RE.fullmatch(v) is None:
+            self.r.err(e.line, shown, f"{_shown(e.value)} must be a port number 1..65535 or a "
+                                      f"service name ({', '.join(sorted(PORT_NAMES))})")
             return False, 0
+        if len(v) > 20:
+            self.r.err(e.line, shown, f"{_shown(v)} is out of range: must be 1..65535")
+            return False, 0
+        return True, int(v, 10)
 
     def netmask(self, e: _Entry, shown: str) -> tuple[bool, int]:
         v = e.value.strip().lstrip("/")
-        if v.isdigit():
+        if _DIGITS_RE.fullmatch(v) and len(v) <= 3:  # ASCII: '²'.isdigit() is true
             return True, int(v)
         try:
             net = ipaddress.ip_network(f"0.0.0.0/{v}")
@@ -344,6 +375,9 @@ class _Conv:
 
 def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
     """Parse and validate lvs.cf text. Raises ConfigError listing every error (with line)."""
+    too_big = size_issue(text, filename)
+    if too_big is not None:
+        raise ConfigError([too_big])
     r = _Reader(filename)
     root = r.parse(text)
     c = _Conv(r)
@@ -364,6 +398,8 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
             ok, v = getattr(c, conv)(e, key)
         if ok:
             put(path, target, tkey, v, e, key)
+        else:  # the default stands in; a cross-check on it points here (and is not repeated)
+            r.at(path, e, key)
 
     simple("serial_no", data, "serial_no", "serial_no", "int")
     simple("service", data, "service", "service", "str")
@@ -414,6 +450,8 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
         simple(key, hb, tkey, f"heartbeat.{tkey}", conv)
     hb.setdefault("keepalive", 2.0)  # Piranha's defaults: lvs.cf keeps meaning what it meant
     hb.setdefault("deadtime", 5.0)
+    if "deadtime" not in g and "keepalive" in g:  # the default deadtime against this keepalive
+        r.at("heartbeat.deadtime", g["keepalive"], "deadtime")
     data["heartbeat"] = hb
     keepalive = hb["keepalive"]
 
@@ -563,16 +601,20 @@ def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: st
     for key in ("timeout", "reentry"):
         if key in v:
             ok, val = c.num(v[key], pre + key)
+            lo, hi = LIMITS[_KEY_LIMITS[key]]
             if ok and val <= 0 and key == "timeout":
-                r.err(v[key].line, pre + key, f"{v[key].value!r} must be more than 0 seconds")
-            elif ok and val < 0:
-                r.err(v[key].line, pre + key, f"{v[key].value!r} must be 0 or more seconds")
+                r.err(v[key].line, pre + key, f"{_shown(v[key].value)} must be more than 0 "
+                                              f"seconds (at most {hi:g})")
+            elif ok and not lo <= val <= hi:
+                r.err(v[key].line, pre + key, f"{_shown(v[key].value)} is out of range: must be "
+                                              f"{range_text(_KEY_LIMITS[key])} seconds")
             elif ok:
                 if key == "timeout":
                     timeout = val
                 else:
                     reentry = val
-    if interval > 0:
+    ilo, ihi = LIMITS["interval"]
+    if ilo <= interval <= ihi:  # else keepalive's own error; fall and rise keep their defaults
         check["fall"] = max(1, math.ceil(timeout / interval - 1e-9))
         check["rise"] = max(1, math.ceil(reentry / interval - 1e-9))
         check["timeout"] = min(timeout, interval)

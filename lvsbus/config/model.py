@@ -29,6 +29,12 @@ __all__ = [
     "Severity",
     "Issue",
     "ConfigError",
+    "shown",
+    "size_issue",
+    "MAX_CONFIG_BYTES",
+    "MAX_NESTING",
+    "MAX_KEY_PARTS",
+    "MAX_NUMBER_CHARS",
     "Check",
     "RealServer",
     "VirtualService",
@@ -90,6 +96,45 @@ class Severity(str, enum.Enum):
     WARNING = "warning"
 
 
+#: the largest config text a reader takes (bytes, UTF-8): a real one is a few KiB
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: TOML: arrays and inline tables nested deeper than this, or dotted keys of more parts, are refused
+#: (the model's deepest key has 6 parts: virtual.NAME.server.NAME.check.KEY)
+MAX_NESTING = 32
+MAX_KEY_PARTS = 32
+#: a number literal (or any bare word starting with a digit) longer than this is refused: every
+#: range in the model fits in 20 digits
+MAX_NUMBER_CHARS = 64
+
+#: an Issue's key and message are cut to these lengths (characters)
+MAX_KEY_SHOWN = 120
+MAX_MESSAGE = 400
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters. Safe for any value: an
+    integer too long for ``str`` (over 4300 digits) is described, not converted."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        digits = int(value.bit_length() * 0.30103) + 1
+        return f"{'-' if value < 0 else ''}<a number of about {digits} digits>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__}>"
+    if len(text) > limit:
+        text = text[: limit - 5] + "..." + text[-2:]
+    return text
+
+
+def _one_line(text: str, limit: int) -> str:
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    if len(text) > limit:
+        head = limit * 2 // 5
+        text = text[:head] + "..." + text[-(limit - head - 3):]
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     """One error or warning: where (file, line, dotted key path), what is wrong and what is allowed."""
@@ -101,11 +146,18 @@ class Issue:
     suggestion: str | None = None
     severity: Severity = Severity.ERROR
 
+    def __post_init__(self) -> None:
+        # one short line whatever the input: a value taken from a damaged file may be megabytes
+        # long; keep its start and the explanation at the end. (The key is a path the readers
+        # look lines up by: it is cut only when shown.)
+        object.__setattr__(self, "message", _one_line(self.message, MAX_MESSAGE))
+
     def __str__(self) -> str:
         where = self.file or "<config>"
         if self.line is not None:
             where = f"{where}:{self.line}"
-        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        key = _one_line(self.key, MAX_KEY_SHOWN)
+        text = f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
         if self.suggestion:
             text += f" (did you mean '{self.suggestion}'?)"
         return text
@@ -115,6 +167,22 @@ class Issue:
             "key": self.key, "message": self.message, "file": self.file, "line": self.line,
             "suggestion": self.suggestion, "severity": self.severity.value,
         }
+
+
+def size_issue(text: str, filename: str | None) -> "Issue | None":
+    """An error when ``text`` is over MAX_CONFIG_BYTES (UTF-8), at the line where it crosses it."""
+    if len(text) * 4 <= MAX_CONFIG_BYTES:  # cannot be over, whatever the characters
+        return None
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= MAX_CONFIG_BYTES:
+        return None
+    return too_big_issue(data[:MAX_CONFIG_BYTES].count(b"\n") + 1, filename)
+
+
+def too_big_issue(line: int, filename: str | None) -> "Issue":
+    return Issue(key="", message=f"the file is over {MAX_CONFIG_BYTES // (1024 * 1024)} MiB, the "
+                                 "largest config lvsbus reads (a real one is a few KiB)",
+                 file=filename, line=line)
 
 
 class ConfigError(ValueError):

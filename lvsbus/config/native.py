@@ -25,7 +25,11 @@ import re
 import tomllib
 from typing import Any, Callable
 
+from .model import shown as _shown
 from .model import (
+    MAX_KEY_PARTS,
+    MAX_NESTING,
+    MAX_NUMBER_CHARS,
     Check,
     CheckKind,
     Config,
@@ -45,9 +49,10 @@ from .model import (
     Severity,
     SyncDaemon,
     VirtualService,
+    size_issue,
     to_dict,
 )
-from .validate import validate
+from .validate import FIELD_LIMITS, range_text, validate
 
 __all__ = ["config_from_mapping", "from_dict", "loads_toml", "render_toml", "TomlLocator", "Locate"]
 
@@ -110,19 +115,32 @@ class _Builder:
                                  suggestion=suggestion, severity=severity))
 
     # scalars ---------------------------------------------------------------------------------
-    def scalar(self, path: str, tname: str, value: Any, fieldname: str) -> tuple[bool, Any]:
+    def scalar(self, path: str, tname: str, value: Any, fieldname: str,
+               owner: str = "") -> tuple[bool, Any]:
+        limit = FIELD_LIMITS.get((owner, fieldname))
         if tname == "bool":
             if isinstance(value, bool):
                 return True, value
-            self.issue(path, f"{value!r} must be true or false")
+            self.issue(path, f"{_shown(value)} must be true or false")
         elif tname == "int":
             if isinstance(value, int) and not isinstance(value, bool):
-                return True, value
-            self.issue(path, f"{value!r} must be an integer")
+                if value.bit_length() <= 64:
+                    return True, value
+                self.issue(path, f"{_shown(value)} is out of range: must be "
+                                 + (range_text(limit) if limit else "a 64-bit integer"))
+            else:
+                self.issue(path, f"{_shown(value)} must be an integer")
         elif tname == "float":
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                return True, float(value)
-            self.issue(path, f"{value!r} must be a number of seconds (like 2 or 0.5)")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                # an int beyond a float's range would raise in float(): out of range like inf
+                if (isinstance(value, float) and math.isfinite(value)) or (
+                        isinstance(value, int) and value.bit_length() <= 1000):
+                    return True, float(value)
+                self.issue(path, f"{_shown(value)} is out of range: must be "
+                                 + (f"{range_text(limit)} seconds" if limit
+                                    else "a finite number of seconds"))
+            else:
+                self.issue(path, f"{_shown(value)} must be a number of seconds (like 2 or 0.5)")
         elif tname == "str":
             if isinstance(value, str):
                 if fieldname in _ADDRESS_FIELDS:
@@ -131,20 +149,20 @@ class _Builder:
                     except ValueError:
                         pass  # validate() says what is wrong
                 return True, value
-            self.issue(path, f"{value!r} must be a string")
+            self.issue(path, f"{_shown(value)} must be a string")
         elif tname == "tuple[int, ...]":
             if isinstance(value, (list, tuple)) and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in value):
                 return True, tuple(value)
             if isinstance(value, int) and not isinstance(value, bool):
                 return True, (value,)
-            self.issue(path, f"{value!r} must be a list of integers, like [200, 301]")
+            self.issue(path, f"{_shown(value)} must be a list of integers, like [200, 301]")
         elif tname in _ENUMS:
             enum_cls = _ENUMS[tname]
             allowed = [m.value for m in enum_cls]
             if isinstance(value, str) and value in allowed:
                 return True, enum_cls(value)
-            self.issue(path, f"{value!r} is not allowed: one of {', '.join(allowed)}",
+            self.issue(path, f"{_shown(value)} is not allowed: one of {', '.join(allowed)}",
                        suggest(str(value), allowed))
         else:  # pragma: no cover - a model field type this builder does not know
             raise TypeError(f"unsupported field type {tname} at {path}")
@@ -189,7 +207,7 @@ class _Builder:
                 continue
             if name in _LISTS:
                 continue  # handled by the caller
-            ok, conv = self.scalar(p, tname, value, name)
+            ok, conv = self.scalar(p, tname, value, name, cls.__name__)
             if ok:
                 kwargs[name] = conv
             elif not _has_default(f):
@@ -281,7 +299,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                         override = dict(override)
                         inherit = override.pop("inherit", True)
                         if not isinstance(inherit, bool):
-                            b.issue(f"{sp}.check.inherit", f"{inherit!r} must be true (merge over "
+                            b.issue(f"{sp}.check.inherit", f"{_shown(inherit)} must be true (merge over "
                                     "the virtual service's check) or false (replace it)")
                             inherit = True
                         if inherit:
@@ -307,7 +325,9 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
         if shown in failed and issue.severity is Severity.ERROR:
             continue
         b.issues.append(dataclasses.replace(issue, file=filename, line=line, key=shown))
-    ordered = sorted(b.issues, key=lambda i: (i.line is None, i.line or 0))
+    # one mistake reported once (lvs.cf's keepalive is also every check's interval)
+    unique = list(dict.fromkeys(b.issues))
+    ordered = sorted(unique, key=lambda i: (i.line is None, i.line or 0))
     errors = [i for i in ordered if i.severity is Severity.ERROR]
     warnings = [i for i in ordered if i.severity is Severity.WARNING]
     if errors:
@@ -372,7 +392,7 @@ class TomlLocator:
         self.lines: dict[str, int] = {}
         table: list[str] = []
         in_multiline: str | None = None
-        for no, raw in enumerate(text.splitlines(), 1):
+        for no, raw in enumerate(text.split("\n"), 1):  # TOML's lines: \n only (\r\n stripped)
             line = raw.strip()
             if in_multiline:
                 if in_multiline in line:
@@ -385,17 +405,24 @@ class TomlLocator:
                 parts = _split_key(inner)
                 if parts is not None:
                     table = parts
-                    self.lines.setdefault(".".join(table), no)
+                    self._add(table, no)
                 continue
             if "=" in line:
                 key = line.split("=", 1)[0]
                 parts = _split_key(key)
                 if parts:
-                    self.lines.setdefault(".".join(table + parts), no)
+                    self._add(table + parts, no)
                 rest = line.split("=", 1)[1]
                 for q in ('"""', "'''"):
                     if rest.count(q) == 1:
                         in_multiline = q
+
+    def _add(self, parts: list[str], no: int) -> None:
+        """The line of a key and of each of its prefixes (``[ro0ter.a]`` is where the unknown
+        top-level key ``ro0ter`` is)."""
+        for i in range(len(parts), 0, -1):
+            if self.lines.setdefault(".".join(parts[:i]), no) != no:
+                break  # its prefixes were seen at an earlier line too
 
     def __call__(self, path: str) -> tuple[int | None, str]:
         probe = path
@@ -406,18 +433,111 @@ class TomlLocator:
         return None, path
 
 
-def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int | None:
+def _toml_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int | None:
     m = re.search(r"line (\d+)", str(exc))
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    if "end of document" in str(exc):
+        return text.count("\n") + 1
+    return None
+
+
+#: TOML tokens, enough to count nesting, dotted-key parts and number lengths outside strings
+#: (possessive quantifiers: linear on any input)
+_TOKENS = re.compile(
+    r'(?P<str>"""(?:[^"\\]|\\.|"(?!""))*+"""'
+    r"|'''(?:[^']|'(?!''))*+'''"
+    r'|"(?:[^"\\\n]|\\.)*+"?'
+    r"|'[^'\n]*+'?"
+    r"|\#[^\n]*+)"
+    r"|(?P<open>[\[{])"
+    r"|(?P<close>[\]}])"
+    r"|(?P<sep>[=,\n])"
+    r"|(?P<dot>\.)"
+    r"|(?P<word>[A-Za-z0-9_+:-]++)"
+    r"""|[^"'#\[\]{}=,\n.A-Za-z0-9_+:-]++""")
+
+
+def _toml_limit_issue(text: str, filename: str) -> Issue | None:
+    """The first place ``text`` goes past MAX_NESTING, MAX_KEY_PARTS or MAX_NUMBER_CHARS, as an
+    Issue with its line; None if it does not. Run before tomllib, which recurses on nesting
+    (RecursionError), is quadratic in a key's parts, and raises ValueError on long integers."""
+    depth = parts = 0
+    line = 1
+    for m in _TOKENS.finditer(text):
+        kind = m.lastgroup
+        if kind is None:
+            continue
+        if kind == "str":
+            line += m.group().count("\n")
+        elif kind == "open":
+            depth += 1
+            parts = 0
+            if depth > MAX_NESTING:
+                return Issue(key="", message=f"arrays or tables nested more than {MAX_NESTING} "
+                                             "deep", file=filename, line=line)
+        elif kind == "close":
+            depth = max(0, depth - 1)
+            parts = 0
+        elif kind == "sep":
+            parts = 0
+            if m.group() == "\n":
+                line += 1
+        elif kind == "dot":
+            parts += 1
+            if parts >= MAX_KEY_PARTS:
+                return Issue(key="", message=f"a dotted key of more than {MAX_KEY_PARTS} parts",
+                             file=filename, line=line)
+        else:  # word
+            word = m.group()
+            if len(word) > MAX_NUMBER_CHARS and word.lstrip("+-")[:1].isdigit():
+                return Issue(key="", message=f"{_shown(word)} is out of range: a number has at "
+                                             f"most {MAX_NUMBER_CHARS} characters", file=filename,
+                             line=line)
+    return None
+
+
+#: a cheap first look: dots with no '=' or line end between them, as a dotted key of
+#: MAX_KEY_PARTS parts has (strings with many dots match too; the token scan then decides)
+_MANY_DOTS = re.compile(r"(?:\.[^.\n=]*+){%d}" % (MAX_KEY_PARTS - 1))
+
+
+def _nesting(data: Any) -> int:
+    """How deep lists and dicts nest in ``data`` (iterative: any depth)."""
+    deepest, todo = 0, [(data, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            todo.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def loads_toml(text: str, filename: str = "<toml>") -> LoadedConfig:
-    """Parse and validate native TOML text. Raises ConfigError listing every error."""
+    """Parse and validate native TOML text. Raises ConfigError listing every error.
+
+    Refused before tomllib sees them: a text over MAX_CONFIG_BYTES, dotted keys of more than
+    MAX_KEY_PARTS parts (tomllib takes time quadratic in them); after: nesting deeper than
+    MAX_NESTING (tables count: ``[virtual.x.check]`` is 3 deep), numbers over MAX_NUMBER_CHARS."""
+    problem = size_issue(text, filename)
+    if problem is None and _MANY_DOTS.search(text):
+        problem = _toml_limit_issue(text, filename)
+    if problem is not None:
+        raise ConfigError([problem])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Issue(key="", message=f"not valid TOML: {exc}", file=filename,
-                                 line=_toml_error_line(exc))]) from None
+                                 line=_toml_error_line(exc, text))]) from None
+    except (RecursionError, ValueError) as exc:  # nesting, or an integer over 4300 digits
+        problem = _toml_limit_issue(text, filename) or Issue(
+            key="", message=f"not valid TOML: {_shown(str(exc))}", file=filename)
+        raise ConfigError([problem]) from None
+    if _nesting(data) > MAX_NESTING + MAX_KEY_PARTS:  # tables and dotted keys nest the data too
+        problem = _toml_limit_issue(text, filename) or Issue(
+            key="", message=f"arrays or tables nested more than {MAX_NESTING} deep", file=filename)
+        raise ConfigError([problem])
     cfg, warnings = config_from_mapping(data, filename=filename, locate=TomlLocator(text),
                                         return_warnings=True)
     return LoadedConfig(config=cfg, warnings=tuple(warnings), source=filename, format="toml")

@@ -9,6 +9,7 @@ import difflib
 import ipaddress
 import re
 
+from .model import shown as _shown
 from .model import (
     SCHEDULERS,
     Check,
@@ -21,13 +22,15 @@ from .model import (
     Severity,
 )
 
-__all__ = ["validate", "NAME_RE", "DEVICE_RE", "LIMITS"]
+__all__ = ["validate", "NAME_RE", "DEVICE_RE", "LIMITS", "FIELD_LIMITS", "range_text"]
 
 #: names of routers, virtual services, real servers, failover services
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 #: Linux interface names (IFNAMSIZ 16 incl. NUL), with an optional ``:label`` alias
 DEVICE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,15}$")
+#: ports and other counts: ASCII digits only (str.isdigit also takes '²' and '١')
+_ASCII_DIGITS = re.compile(r"[0-9]{1,10}")
 
 #: (low, high) inclusive ranges, documented in docs/config.md
 LIMITS: dict[str, tuple[float, float]] = {
@@ -51,7 +54,51 @@ LIMITS: dict[str, tuple[float, float]] = {
     "exit_code": (0, 255),
     "serial_no": (0, 2**63 - 1),
     "fos_time": (0.01, 86400),
+    # lvs.cf virtual timeout / reentry, turned into fall / rise (at most 8,640,000 checks)
+    "vs_timeout": (0.01, 86400),
+    "vs_reentry": (0, 86400),
 }
+
+
+#: (model class, field) -> its LIMITS entry, for the readers' own range messages
+FIELD_LIMITS: dict[tuple[str, str], str] = {
+    ("Config", "serial_no"): "serial_no",
+    ("Router", "priority"): "priority",
+    ("Heartbeat", "port"): "port",
+    ("Heartbeat", "keepalive"): "keepalive",
+    ("Heartbeat", "deadtime"): "deadtime",
+    ("Heartbeat", "preempt_delay"): "preempt_delay",
+    ("Heartbeat", "garp_repeat"): "garp_repeat",
+    ("Heartbeat", "garp_refresh"): "garp_refresh",
+    ("IpvsTimeouts", "tcp"): "ipvs_timeout",
+    ("IpvsTimeouts", "tcpfin"): "ipvs_timeout",
+    ("IpvsTimeouts", "udp"): "ipvs_timeout",
+    ("SyncDaemon", "sync_id"): "sync_id",
+    ("VirtualService", "port"): "port",
+    ("VirtualService", "fwmark"): "fwmark",
+    ("VirtualService", "persistence"): "persistence",
+    ("VirtualService", "sorry_server_port"): "port",
+    ("VirtualService", "quorum"): "quorum",
+    ("Check", "interval"): "interval",
+    ("Check", "timeout"): "timeout",
+    ("Check", "rise"): "rise_fall",
+    ("Check", "fall"): "rise_fall",
+    ("Check", "port"): "port",
+    ("Check", "exit_code"): "exit_code",
+    ("RealServer", "port"): "port",
+    ("RealServer", "weight"): "weight",
+    ("RealServer", "upper_threshold"): "threshold",
+    ("RealServer", "lower_threshold"): "threshold",
+    ("FailoverService", "port"): "port",
+    ("FailoverService", "timeout"): "fos_time",
+    ("FailoverService", "reentry"): "fos_time",
+}
+
+
+def range_text(limit: str) -> str:
+    """``LIMITS[limit]`` as the messages write it: ``0.01..3600``."""
+    lo, hi = LIMITS[limit]
+    return f"{_fmt(lo)}..{_fmt(hi)}"
 
 
 def _fmt(x: float) -> str:
@@ -72,8 +119,8 @@ class _Out:
         if value is None:
             return True
         lo, hi = LIMITS[limit]
-        if not lo <= value <= hi:
-            self.err(key, f"{value!r} is out of range: must be {_fmt(lo)}..{_fmt(hi)}"
+        if not lo <= value <= hi:  # NaN too
+            self.err(key, f"{_shown(value)} is out of range: must be {_fmt(lo)}..{_fmt(hi)}"
                           + (f" ({note})" if note else ""))
             return False
         return True
@@ -84,7 +131,7 @@ class _Out:
         try:
             ip = ipaddress.ip_address(value)
         except ValueError:
-            self.err(key, f"{value!r} is not an IP address: give an IPv4 (192.0.2.10) or IPv6 "
+            self.err(key, f"{_shown(value)} is not an IP address: give an IPv4 (192.0.2.10) or IPv6 "
                           "(2001:db8::10) address; host names are not resolved")
             return None
         if unicast and (ip.is_unspecified or ip.is_multicast or (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"))):
@@ -94,19 +141,19 @@ class _Out:
 
     def name(self, key: str, value: str) -> None:
         if not NAME_RE.match(value or ""):
-            self.err(key, f"{value!r} is not a valid name: use 1-64 letters, digits, '_' or '-', "
+            self.err(key, f"{_shown(value)} is not a valid name: use 1-64 letters, digits, '_' or '-', "
                           "not starting with '-'")
 
     def device(self, key: str, device: str | None, label: str | None) -> None:
         if device is not None and not DEVICE_RE.match(device):
             self.err(key.rsplit(".", 1)[0] + ".device" if key.endswith(".label") else key,
-                     f"{device!r} is not an interface name (1-15 characters, no spaces, '/' or ':')")
+                     f"{_shown(device)} is not an interface name (1-15 characters, no spaces, '/' or ':')")
         if label is not None:
             lkey = key.rsplit(".", 1)[0] + ".label"
             if device is None:
                 self.err(lkey, "a label needs its device (label 'eth0:1' belongs to device 'eth0')")
             elif not label.startswith(device + ":") or not LABEL_RE.match(label):
-                self.err(lkey, f"{label!r} must be the device name, ':' and a suffix, like "
+                self.err(lkey, f"{_shown(label)} must be the device name, ':' and a suffix, like "
                                f"'{device}:1', at most 15 characters")
 
     def prefix(self, key: str, value: int | None, family: int | None) -> None:
@@ -114,7 +161,7 @@ class _Out:
             return
         top = 32 if family == 4 else 128
         if not 0 <= value <= top:
-            self.err(key, f"{value} is not a prefix length for IPv{family}: must be 0..{top}")
+            self.err(key, f"{_shown(value)} is not a prefix length for IPv{family}: must be 0..{top}")
 
 
 def _check(o: _Out, path: str, chk: Check) -> None:
@@ -140,26 +187,26 @@ def _check(o: _Out, path: str, chk: Check) -> None:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                o.err(f"{path}.{key}", f"{pattern!r} is not a valid regular expression: {exc}")
+                o.err(f"{path}.{key}", f"{_shown(pattern)} is not a valid regular expression: {exc}")
     kind = chk.kind
     if kind is CheckKind.TCP_SEND_EXPECT and not (chk.send or chk.expect):
         o.err(f"{path}.kind", "tcp_send_expect needs 'send' or 'expect' (or both); use "
                               "tcp_connect for a plain connect check")
     if kind in (CheckKind.HTTP, CheckKind.HTTPS):
         if not chk.path.startswith("/"):
-            o.err(f"{path}.path", f"{chk.path!r} must be an absolute URL path starting with '/'")
+            o.err(f"{path}.path", f"{_shown(chk.path)} must be an absolute URL path starting with '/'")
         if not chk.status:
             o.err(f"{path}.status", "give at least one expected HTTP status code (100..599)")
         for code in chk.status:
             if not 100 <= code <= 599:
-                o.err(f"{path}.status", f"{code} is not an HTTP status code: must be 100..599")
+                o.err(f"{path}.status", f"{_shown(code)} is not an HTTP status code: must be 100..599")
     if kind is CheckKind.PROGRAM:
         if not chk.command.strip():
             o.err(f"{path}.command", "a program check needs a command (%h = address, %p = port)")
         if chk.exit_code is not None:
             o.range(f"{path}.exit_code", chk.exit_code, "exit_code")
     if chk.host is not None and (not chk.host or any(c.isspace() for c in chk.host)):
-        o.err(f"{path}.host", f"{chk.host!r} is not a valid Host header value")
+        o.err(f"{path}.host", f"{_shown(chk.host)} is not a valid Host header value")
 
 
 def validate(cfg: Config) -> list[Issue]:
@@ -177,7 +224,7 @@ def validate(cfg: Config) -> list[Issue]:
         p = f"router.{r.name}"
         o.name(p, r.name)
         if r.name in seen_router_names:
-            o.err(p, f"router {r.name!r} is defined twice")
+            o.err(p, f"router {_shown(r.name)} is defined twice")
         seen_router_names.add(r.name)
         for fname in ("address", "private_address", "shared_address"):
             value = getattr(r, fname)
@@ -216,7 +263,7 @@ def validate(cfg: Config) -> list[Issue]:
                                          f"({3 * hb.keepalive:g} s): two lost heartbeats cause a "
                                          "failover")
     if not hb.key_file.startswith("/"):
-        o.err("heartbeat.key_file", f"{hb.key_file!r} must be an absolute path")
+        o.err("heartbeat.key_file", f"{_shown(hb.key_file)} must be an absolute path")
     o.range("heartbeat.preempt_delay", hb.preempt_delay, "preempt_delay")
     o.range("heartbeat.garp_repeat", hb.garp_repeat, "garp_repeat")
     o.range("heartbeat.garp_refresh", hb.garp_refresh, "garp_refresh")
@@ -234,7 +281,7 @@ def validate(cfg: Config) -> list[Issue]:
     if cfg.metrics_address is not None:
         _metrics(o, cfg.metrics_address)
     if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
-        o.err("reservation_conflict_action", f"{cfg.reservation_conflict_action!r}: must be "
+        o.err("reservation_conflict_action", f"{_shown(cfg.reservation_conflict_action)}: must be "
                                              "'nothing' or 'preempt'")
     if cfg.nat_router is not None:
         nr = cfg.nat_router
@@ -242,7 +289,7 @@ def validate(cfg: Config) -> list[Issue]:
         o.device("nat_router.device", nr.device, nr.label)
         o.prefix("nat_router.prefixlen", nr.prefixlen, ip.version if ip else None)
         if router_devices and nr.device is not None and nr.device not in router_devices:
-            o.err("nat_router.device", f"{nr.device!r} is not a device of any router "
+            o.err("nat_router.device", f"{_shown(nr.device)} is not a device of any router "
                                        f"({', '.join(sorted(router_devices))})")
 
     # virtual services -------------------------------------------------------------------------
@@ -253,13 +300,13 @@ def validate(cfg: Config) -> list[Issue]:
         p = f"virtual.{vs.name}"
         o.name(p, vs.name)
         if vs.name in names:
-            o.err(p, f"virtual service {vs.name!r} is defined twice")
+            o.err(p, f"virtual service {_shown(vs.name)} is defined twice")
         names.add(vs.name)
         vip = o.address(f"{p}.address", vs.address)
         fam = vip.version if vip else None
         o.device(f"{p}.device", vs.device, vs.label)
         if vs.device is not None and router_devices and vs.device not in router_devices:
-            o.err(f"{p}.device", f"{vs.device!r} is not a device of any router "
+            o.err(f"{p}.device", f"{_shown(vs.device)} is not a device of any router "
                                  f"(declared: {', '.join(sorted(router_devices))})")
         if vs.vip_prefixlen is not None:
             o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, fam)
@@ -273,7 +320,7 @@ def validate(cfg: Config) -> list[Issue]:
             o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
         if vs.scheduler not in SCHEDULERS:
             close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
-            o.err(f"{p}.scheduler", f"{vs.scheduler!r} is not an IPVS scheduler: one of "
+            o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
                                     f"{', '.join(SCHEDULERS)}", close[0] if close else None)
         o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
         if vs.persistence_prefixlen is not None:
@@ -292,7 +339,8 @@ def validate(cfg: Config) -> list[Issue]:
                 o.err(f"{p}.sorry_server_port", "is set without sorry_server")
         o.range(f"{p}.quorum", vs.quorum, "quorum")
         if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
-            o.err(f"{p}.hysteresis", f"{vs.hysteresis} must be 0..quorum-1 ({max(vs.quorum - 1, 0)})")
+            o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
+                                     f"({_shown(max(vs.quorum - 1, 0))})")
         if vs.forwarding is Forwarding.NAT and vs.active:
             any_nat = True
         if vip is not None:
@@ -303,7 +351,7 @@ def validate(cfg: Config) -> list[Issue]:
                 key = ("vip", str(vip), vs.protocol, vs.port)
                 what = f"{vip} port {vs.port}/{vs.protocol.value}"
             if key in keys:
-                o.err(p, f"duplicate virtual service: {what} is already virtual {keys[key]!r}")
+                o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
             else:
                 keys[key] = vs.name
         _check(o, f"{p}.check", vs.check)
@@ -335,7 +383,7 @@ def validate(cfg: Config) -> list[Issue]:
         p = f"failover.{fs.name}"
         o.name(p, fs.name)
         if fs.name in fnames:
-            o.err(p, f"failover service {fs.name!r} is defined twice")
+            o.err(p, f"failover service {_shown(fs.name)} is defined twice")
         fnames.add(fs.name)
         ip = o.address(f"{p}.address", fs.address)
         o.device(f"{p}.device", fs.device, fs.label)
@@ -363,7 +411,7 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
         rp = f"{p}.server.{rs.name}"
         o.name(rp, rs.name)
         if rs.name in seen:
-            o.err(rp, f"real server {rs.name!r} is defined twice in virtual {vs.name!r}")
+            o.err(rp, f"real server {_shown(rs.name)} is defined twice in virtual {_shown(vs.name)}")
         seen.add(rs.name)
         ip = o.address(f"{rp}.address", rs.address)
         if ip is not None and fam is not None and ip.version != fam \
@@ -396,19 +444,19 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
             ep = (str(ip), rs.port if rs.port is not None else vs.port)
             if ep in endpoints:
                 o.err(f"{rp}.address", f"{ip} port {ep[1]} is already real server "
-                                       f"{endpoints[ep]!r} of this virtual service")
+                                       f"{_shown(endpoints[ep])} of this virtual service")
             endpoints[ep] = rs.name
 
 
 def _metrics(o: _Out, value: str) -> None:
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    ok = bool(sep) and port.isdigit() and 1 <= int(port) <= 65535
+    ok = bool(sep) and _ASCII_DIGITS.fullmatch(port) is not None and 1 <= int(port) <= 65535
     if ok:
         try:
             ipaddress.ip_address(host)
         except ValueError:
             ok = False
     if not ok:
-        o.err("metrics_address", f"{value!r} must be ADDRESS:PORT, like '127.0.0.1:9539' or "
+        o.err("metrics_address", f"{_shown(value)} must be ADDRESS:PORT, like '127.0.0.1:9539' or "
                                  "'[::1]:9539'")

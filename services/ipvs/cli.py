@@ -25,10 +25,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="ipvs_cmd", metavar="ACTION")
     sv = s.add_parser("save", help="print the desired table in ipvsadm --save format")
     sv.add_argument("--config", help="the table this config asks for (every active real server in)")
-    sv.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="without --config: the router's log (default %(default)s)")
+    sv.add_argument("--state-dir",
+                    help=f"without --config: the router's log (default {DEFAULT_STATE_DIR})")
     sv.set_defaults(func=cmd_save)
     sh = s.add_parser("show", help="desired beside actual, like ipvsadm -Ln, with health and weights")
-    sh.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    sh.add_argument("--state-dir",
+                    help=f"the router's state directory (default {DEFAULT_STATE_DIR})")
     fig = sh.add_mutually_exclusive_group()
     fig.add_argument("--stats", action="store_true", help="counters, as ipvsadm -L -n --stats")
     fig.add_argument("--rate", action="store_true", help="rates, as ipvsadm -L -n --rate")
@@ -124,10 +126,14 @@ def cmd_save(args) -> int:
     from .core import desired_from_config, save_lines
 
     if args.config:
+        if args.state_dir is not None:
+            print("lvsbus ipvs save: give --config or --state-dir, not both", file=sys.stderr)
+            return 2
         try:
             cfg = load(args.config).config
         except ConfigError as exc:
-            print(f"lvsbus ipvs save: {exc}", file=sys.stderr)
+            for issue in exc.issues:
+                print(f"lvsbus ipvs save: {issue}", file=sys.stderr)
             return 1
         table = desired_from_config(cfg)
         if cfg.service.value == "fos":
@@ -135,6 +141,8 @@ def cmd_save(args) -> int:
                   "(the applier manages nothing); nothing to print", file=sys.stderr)
             return 0
     else:
+        if _bad_state_dir("save", args):
+            return 1
         try:
             table, _v, _h = desired_from_log(args.state_dir)
         except OSError as exc:
@@ -200,6 +208,21 @@ def show_lines(desired, actual, health: dict, why: str | None = None) -> list[st
             flag = "" if (dd == ad or actual is None) else "  <- differs"
             out.append(f"  -> {dk:28} {fwd[x.forwarding]:7} {dw:>4}/{aw:<4} {hs:8}{flag}")
     return out
+
+
+def _bad_state_dir(cmd: str, args) -> bool:
+    """A --state-dir given that is not a directory: one line, and True. Unset: the default (which
+    may not exist on a machine that never ran a router; the commands say so)."""
+    if args.state_dir is None:
+        args.state_dir = DEFAULT_STATE_DIR
+        return False
+    import os
+
+    if not args.state_dir or not os.path.isdir(args.state_dir):
+        why = "no such directory" if not os.path.exists(args.state_dir or "") else "not a directory"
+        print(f"lvsbus ipvs {cmd}: --state-dir {args.state_dir!r}: {why}", file=sys.stderr)
+        return True
+    return False
 
 
 def kernel_stats():
@@ -292,6 +315,8 @@ def cmd_zero(args) -> int:
 
 
 def cmd_show(args) -> int:
+    if _bad_state_dir("show", args):
+        return 1
     if args.stats or args.rate:
         return cmd_show_stats(args)
     if args.exact:
