@@ -40,6 +40,11 @@ class Core(ABC, Generic[S]):
     inputs: ClassVar[tuple[str, ...]]
     #: exact types this core outputs; replay compares exactly these
     outputs: ClassVar[frozenset[str]]
+    #: effect types that change nothing in the world (liveness signals: pulse's heartbeats). A
+    #: step whose outputs are all of these runs them at once, recorded in the same batch but not
+    #: waited for: a slow or full disk must not stop the heartbeat. Every other step's effects run
+    #: only once their record is durable (write-ahead, lvsbus.runtime).
+    unheld: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def initial(self) -> S:

@@ -15,9 +15,9 @@ FIX = ROOT / "tests" / "fixtures" / "logs"
 
 def test_the_table_shown_says_when_it_was_recorded_and_that_lvsd_stopped_since():
     table, version, _h, age = desired_with_age(str(FIX / "real_partition_heals" / "r1"))
-    assert table is not None and version == 2 and age.seq == 89 and age.stopped_seq == 148
+    assert table is not None and version == 2 and age.seq == 50 and age.stopped_seq == 183
     lines = age.lines(version, age.wall_ns + 42_000_000_000)
-    assert lines[0].startswith("# desired: lvsd table version 2, recorded at seq 89, 2026-11-26T07:24:38")
+    assert lines[0].startswith("# desired: lvsd table version 2, recorded at seq 50, 2026-12-03T07:11:23")
     assert lines[0].endswith("(42.0 s ago)")
     assert "earlier active period, not one in force" in lines[1]
     assert lines[2].startswith("# role: STOPPED since")
@@ -29,4 +29,4 @@ def test_show_prints_the_age():
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     head = r.stdout.splitlines()[0]
-    assert "recorded at seq 89" in head and " ago)" in head
+    assert "recorded at seq 50" in head and " ago)" in head

@@ -577,16 +577,31 @@ def cluster3(topo3, tmp_path):
 
 
 def _pulse_down(c: Cluster, r: str, seconds: float) -> int:
-    """SIGKILL ``r``'s pulse and keep it down ``seconds``: the router's supervisor is stopped
-    (SIGSTOP) first, so that it does not restart pulse at once as it would, and resumed (SIGCONT)
-    after; it then sees pulse dead and restarts it (its first restart: no backoff). The broker and
+    """SIGKILL ``r``'s pulse (and its warm spare) and keep it down ``seconds``: the router's
+    supervisor is stopped (SIGSTOP) first, so that it does not restart pulse at once as it would,
+    and resumed (SIGCONT) after; it then sees pulse dead and restarts it (its first restart: no
+    backoff). The broker and
     the other services are processes of their own and run on. Returns the old pulse's PID."""
     sup = c.procs[r].pid  # `ip netns exec` execs the router: this PID is the supervisor
     assert "lvsbus.cli" in Path(f"/proc/{sup}/cmdline").read_bytes().decode(errors="replace")
     old = c.pid_of(r, "pulse")
     os.kill(sup, signal.SIGSTOP)
     try:
-        os.kill(old, signal.SIGKILL)
+        # the live pulse and its warm spare (which would take over within ms): every pulse process
+        # the supervisor started, found by parent PID
+        pulses = {old}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (d / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == sup and b"lvsbus_services.pulse" in cmd:
+                pulses.add(int(d.name))
+        for pid in pulses:
+            os.kill(pid, signal.SIGKILL)
         time.sleep(seconds)
     finally:
         os.kill(sup, signal.SIGCONT)

@@ -433,6 +433,9 @@ class PulseCore(Core[PulseState]):
         "pulse.link_changed", "router.shutdown_requested", "timer.fired", "health.failover_changed",
     )
     outputs: ClassVar[frozenset[str]] = OUTPUTS
+    #: a heartbeat changes nothing in the world: a tick's heartbeats go out at once, their records
+    #: in the same batch, so a slow or full disk never silences a healthy router (docs/router.md)
+    unheld: ClassVar[frozenset[str]] = frozenset({"pulse.send_heartbeat"})
 
     def initial(self) -> PulseState:
         return PulseState()
