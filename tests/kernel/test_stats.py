@@ -66,7 +66,7 @@ def test_figures_match_ipvsadm_after_traffic(tmp_path, topology, ipvs, capsys): 
         print("lvsbus ipvs show --stats, the same as ipvsadm -L -n --stats:\n" + stats.stdout)
         assert listing(figures_from_sample(kernel_sample()), exact=True) == ipvsadm_lines("--stats", "--exact")
         fig = figures_from_sample(kernel_sample())
-        assert fig.services[KEY][0] == 30 and sum(x[0] for x in fig.dests[KEY].values()) == 30  # 30 connections
+        assert fig.services[KEY][0] == 30 and sum(x[0] for x in fig.dests[KEY].values()) == 30, (fig.services, fig.dests, stats.stdout)  # 30 connections
         assert all(x[1] > 0 and x[2] > 0 and x[3] > 0 and x[4] > 0 for x in fig.dests[KEY].values())
 
         # rates: the kernel's estimator moves every 2 s; ipvsadm's read falls between two of ours
