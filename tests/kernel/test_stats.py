@@ -55,6 +55,8 @@ def test_figures_match_ipvsadm_after_traffic(tmp_path, topology, ipvs, capsys): 
 
         assert main(["ipvs", "zero", "tcp:10.99.0.1:80"]) == 1  # ESRCH, one clear line
         assert "no service tcp:10.99.0.1:80 in the kernel" in capsys.readouterr().err
+        assert main(["ipvs", "zero", KEY]) == 0  # counters from 0 (a real server taken back from
+        capsys.readouterr()                       # IPVS's trash keeps its old ones)
         got = requests(30)
         assert sorted(set(got)) == ["rs1", "rs2", "rs3"], got
 
@@ -66,7 +68,12 @@ def test_figures_match_ipvsadm_after_traffic(tmp_path, topology, ipvs, capsys): 
         print("lvsbus ipvs show --stats, the same as ipvsadm -L -n --stats:\n" + stats.stdout)
         assert listing(figures_from_sample(kernel_sample()), exact=True) == ipvsadm_lines("--stats", "--exact")
         fig = figures_from_sample(kernel_sample())
-        assert fig.services[KEY][0] == 30 and sum(x[0] for x in fig.dests[KEY].values()) == 30, (fig.services, fig.dests, stats.stdout)  # 30 connections
+        # 30 connections to the service; its real servers count at least those (after another
+        # test's traffic from the same client, a new connection that reuses a source port still in
+        # IPVS's table in TIME_WAIT is counted again on its real server: seen 57 for 30 after
+        # test_datapath; ipvsadm prints the same, checked line for line above)
+        assert fig.services[KEY][0] == 30 and sum(x[0] for x in fig.dests[KEY].values()) >= 30, \
+            (fig.services, fig.dests, stats.stdout)
         assert all(x[1] > 0 and x[2] > 0 and x[3] > 0 and x[4] > 0 for x in fig.dests[KEY].values())
 
         # rates: the kernel's estimator moves every 2 s; ipvsadm's read falls between two of ours
