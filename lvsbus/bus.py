@@ -1384,15 +1384,32 @@ class AsyncBusClient:
     # -- reading ---------------------------------------------------------------------------
 
     async def recv_batch(self, timeout: float | None = None) -> list[Event]:
-        """Wait for the next events (all that are ready), or [] after ``timeout``."""
+        """Wait for the next events (all that are ready), or [] after ``timeout``.
+
+        Not to be cancelled: a task running it may finish with the events in the same loop turn as
+        its cancellation (``wait_for`` then returns them), and they are lost to a caller that drops
+        the cancelled task. To wait on the bus and on something else, ``wait_ready`` (it takes
+        nothing) and then ``take``."""
+        await self.wait_ready(timeout)
+        return self.take()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until events (or an error) are ready to ``take``; False after ``timeout``. Safe to
+        cancel: it takes nothing from the queue."""
         import asyncio
 
-        if not self._queue and self._error is None:
-            self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except asyncio.TimeoutError:
-                return []
+        if self._queue or self._error is not None:
+            return True
+        self._ready.clear()
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def take(self) -> list[Event]:
+        """The events delivered so far, in log order ([] if none); raises the client's error once
+        the events before it are taken."""
         if self._error is not None and not self._queue:
             raise self._error
         out, self._queue = self._queue, []

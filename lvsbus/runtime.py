@@ -159,12 +159,9 @@ class ServiceRuntime:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                recv = asyncio.ensure_future(self.client.recv_batch(1.0))
-                done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
+                if not await self._bus_ready(stopper):
                     break
-                await self._step(recv.result())
+                await self._step(self.client.take())
                 self._arm_timer()
         finally:
             stopper.cancel()
@@ -183,12 +180,10 @@ class ServiceRuntime:
         log.info("standby", service=self.core.name, last_seq=self.last_seq)
         try:
             while not go.is_set() and not stop.is_set():
-                recv = asyncio.ensure_future(self.client.recv_batch(1.0))  # type: ignore[union-attr]
-                done, _ = await asyncio.wait({recv, waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
-                    continue
-                for ev in recv.result():
+                await self._bus_ready(waiter, stopper)
+                # what was delivered is folded even when go came in the same turn: those inputs
+                # are before the start (a start_lvsd here is answered with the owed answers)
+                for ev in self.client.take():  # type: ignore[union-attr]
                     effects = self._feed(ev)
                     if effects:
                         self._pending.append((ev, effects))
@@ -199,6 +194,19 @@ class ServiceRuntime:
             log.info("standby_go", service=self.core.name, last_seq=self.last_seq, answers_owed=len(self._pending))
             return True
         self.save_snapshot()
+        return False
+
+    async def _bus_ready(self, *others: asyncio.Future) -> bool:
+        """Wait until the bus has events to take, or one of ``others`` is done (then False, unless
+        events are ready too). Only the waiting is cancelled, never a take: a delivery that comes
+        in the same loop turn as a stop or a go is still there to take (a cancelled ``recv_batch``
+        lost it: lvsd's standby dropped the ``pulse.start_lvsd`` it was told to go on)."""
+        assert self.client is not None
+        ready = asyncio.ensure_future(self.client.wait_ready(1.0))
+        done, _ = await asyncio.wait({ready, *others}, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            return True
+        ready.cancel()
         return False
 
     async def _step(self, evs: list[Event]) -> None:

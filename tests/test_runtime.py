@@ -281,3 +281,36 @@ def test_an_unusable_recorded_config_is_refused_with_its_seq(bus, tmp_path):
     with pytest.raises(ConfigError) as exc:
         config_in_force(dirs, seq, None, str(tmp_path / "lvs.toml"))
     assert f"config.loaded seq {seq} (/etc/lvs.toml)" in str(exc.value)
+
+
+def test_a_standby_told_to_go_in_the_same_turn_as_a_delivery_folds_it(bus, monkeypatch):
+    """The supervisor's "go" and the input it reacts to (pulse.start_lvsd) reach a standby in the
+    same loop turn: the delivery is folded before the start and answered once (a cancelled
+    ``recv_batch`` had already taken it off the queue: lvsd's answer to start_lvsd was never given,
+    found by replay in CI's netns tests)."""
+    from lvsbus import bus as busmod
+
+    dirs = bus
+    go = asyncio.Event()
+    original = busmod.AsyncBusClient._on_frames
+
+    def on_frames(self, frames):
+        if frames[0] == b"D" and not go.is_set():
+            go.set()  # the go first, then the delivery's wakeup: the order that lost it
+        original(self, frames)
+
+    monkeypatch.setattr(busmod.AsyncBusClient, "_on_frames", on_frames)
+    rt = ServiceRuntime(Counter(), dirs)
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(rt.run(stop, go=go))
+        await asyncio.sleep(0.3)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: probe(dirs, 1))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    _, outs = outputs(dirs)
+    assert [o.payload["count"] for o in outs] == [1]
