@@ -29,7 +29,6 @@ import errno as _errno
 import os
 import re
 import struct
-import sys
 import threading
 import time
 import zlib
@@ -2000,28 +1999,6 @@ def check(directory: str | os.PathLike) -> CheckReport:
             report.last_seq = highest
         prev_last = max(highest, prev_last) if prev_last is not None else highest
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# operator command: ``lvsbus log check DIR`` (for lvsbus.cli's COMMAND_MODULES)
-
-
-def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("log", help="inspect an event log")
-    sub = p.add_subparsers(dest="log_command", metavar="LOG_COMMAND", required=True)
-    c = sub.add_parser("check", help="verify every segment: CRCs, seq continuity, indexes, torn tail")
-    c.add_argument("directory")
-    c.set_defaults(func=_cmd_check)
-
-
-def _cmd_check(args) -> int:
-    try:
-        report = check(args.directory)
-    except (OSError, NotALog) as exc:
-        print(f"lvsbus log check: {describe_error(exc)}", file=sys.stderr)
-        return 2
-    print(report.format())
-    return 0 if report.ok else 1
 
 
 def describe_error(exc: BaseException) -> str:
