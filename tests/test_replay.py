@@ -642,8 +642,6 @@ def test_timeline_listing_and_dump_go_past_unreadable_records(tmp_path, capsys):
     (["log", "check", "{tmp}/empty"], "not an lvsbus log"),
     (["replay", "{tmp}/empty", "--verify"], "not an lvsbus log"),
     (["replay", "{tmp}/nowhere", "--timeline"], "no such directory"),
-    (["replay", "{golden}", "--since", "yesterday"], "--since 'yesterday': not a time"),
-    (["replay", "{golden}", "--until", "soon"], "--until 'soon': not a time"),
     (["replay", "{golden}", "--what-if", "{tmp}/missing.toml"], "missing.toml: no such config file"),
 ])
 def test_bad_command_lines_are_one_line_and_fail(tmp_path, capsys, argv, says):
@@ -654,6 +652,21 @@ def test_bad_command_lines_are_one_line_and_fail(tmp_path, capsys, argv, says):
     assert cli(argv) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--since", "yesterday"], "argument --since: 'yesterday' is not a time"),
+    (["--until", "soon"], "argument --until: 'soon' is not a time"),
+    (["--verify", "--since", "1e400"], "argument --since: '1e400' is out of range"),
+    (["--verify", "--until", "nan"], "argument --until: 'nan' is out of range"),
+])
+def test_bad_times_are_refused_while_parsing(capsys, argv, says):
+    """Checked by argparse, so also where the mode (--verify) would not use them."""
+    with pytest.raises(SystemExit) as exc:
+        cli(["replay", str(golden_logs("partition_heals")[0]), *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("usage:") and says in err[-1], err
 
 
 def test_a_foreign_segment_and_a_log_another_user_cannot_read(tmp_path, capsys):

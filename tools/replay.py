@@ -41,11 +41,13 @@ module).
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import difflib
 import errno
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -59,7 +61,9 @@ if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packag
 import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
+from lvsbus.argtypes import (
+    SEED_MAX, dir_to_write, existing_dir, existing_file, file_to_write, int_range, name, seed_range,
+)
 from lvsbus.core import Core, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
@@ -69,6 +73,7 @@ from lvsbus_tools.timeline import (
 )
 
 NS = 1_000_000_000
+SEQ_MAX = 2**64 - 1  # a seq is a u64 in the record header (lvsbus.log.HEADER)
 
 
 def make_cores(names: Iterable[str] | None = None) -> list[Core]:
@@ -637,20 +642,22 @@ def what_if(directory: str, config_path: str, cores: list[Core] | None = None,
 # the command line
 
 
-class _BadTime(ValueError):
-    pass
-
-
-def _parse_time(s: str, option: str = "--since") -> int:
+def _parse_time(s: str) -> int:
+    """``--since``/``--until`` (an argparse type): ISO 8601 (UTC if no zone) or seconds since
+    the epoch, as ns."""
     try:
-        return int(float(s) * NS)
+        secs = float(s)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(secs) or abs(secs) > 1e11:
+            raise argparse.ArgumentTypeError(f"{s!r} is out of range: seconds since the epoch, at most 1e11")
+        return int(secs * NS)
     try:
         dt = _dt.datetime.fromisoformat(s)
     except ValueError:
-        raise _BadTime(f"{option} {s!r}: not a time (ISO 8601 such as 2026-01-01T10:00:00, UTC if no zone, "
-                       "or seconds since the epoch)") from None
+        raise argparse.ArgumentTypeError(f"{s!r} is not a time (ISO 8601 such as 2026-01-01T10:00:00, UTC if no "
+                                         "zone, or seconds since the epoch)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_dt.timezone.utc)
     return int(dt.timestamp()) * NS + dt.microsecond * 1000
@@ -659,8 +666,7 @@ def _parse_time(s: str, option: str = "--since") -> int:
 def _filters(args) -> Filters:
     return Filters(
         from_seq=args.from_seq, to_seq=args.to_seq,
-        since_ns=_parse_time(args.since) if args.since else None,
-        until_ns=_parse_time(args.until, "--until") if args.until else None,
+        since_ns=args.since, until_ns=args.until,
         types=tuple(args.type or ()), services=tuple(args.service or ()),
     )
 
@@ -675,21 +681,24 @@ def add_commands(subparsers) -> None:
     mode.add_argument("--verify", action="store_true", help="check every logged decision and effect comes out identical")
     mode.add_argument("--timeline", action="store_true", help="one incident timeline over all the logs, by wall clock")
     mode.add_argument("--what-if", metavar="CONFIG", help="replay the inputs under another config; show what changes")
-    p.add_argument("--html", metavar="FILE", help="with --timeline: also write a self-contained HTML page")
+    p.add_argument("--html", metavar="FILE", type=file_to_write, help="with --timeline: also write a self-contained HTML page")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--from-seq", type=int)
-    p.add_argument("--to-seq", type=int, help="also stops --verify there")
-    p.add_argument("--since", help="wall clock: ISO time (UTC if no zone) or seconds since the epoch")
-    p.add_argument("--until", help="wall clock, as --since")
-    p.add_argument("--type", action="append", metavar="PREFIX", help="only these event types (prefixes; repeat)")
-    p.add_argument("--service", action="append", metavar="NAME", help="only events from this source (repeat)")
+    p.add_argument("--from-seq", type=int_range(1, SEQ_MAX))
+    p.add_argument("--to-seq", type=int_range(1, SEQ_MAX), help="also stops --verify there")
+    p.add_argument("--since", type=_parse_time,
+                   help="wall clock: ISO time (UTC if no zone) or seconds since the epoch")
+    p.add_argument("--until", type=_parse_time, help="wall clock, as --since")
+    p.add_argument("--type", action="append", metavar="PREFIX", type=name,
+                   help="only these event types (prefixes; repeat)")
+    p.add_argument("--service", action="append", metavar="NAME", type=name,
+                   help="only events from this source (repeat)")
     p.add_argument("--continuous", action="store_true",
                    help="--verify: carry core state across router runs (default: initial() at each run's "
                         "config.loaded, as lvsbus.runtime does with its run start seq)")
     p.add_argument("--strict", action="store_true",
                    help="--verify: also check every payload against its schema (the broker did when it wrote "
                         "the record; a record's CRC is always checked; ~17%% slower)")
-    p.add_argument("--from-snapshot", metavar="DIR", help="--verify: a log cut by retention starts from these snapshots")
+    p.add_argument("--from-snapshot", metavar="DIR", type=existing_dir, help="--verify: a log cut by retention starts from these snapshots")
     p.set_defaults(func=_cmd_replay)
 
     s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
@@ -737,7 +746,7 @@ def _cmd_replay(args) -> int:
     problems: list[str] = []
     try:
         return _cmd_replay_read(args, out, problems)
-    except (OSError, NotALog, ConfigError, _BadTime) as exc:
+    except (OSError, NotALog, ConfigError) as exc:
         msg = describe_error(exc) if not isinstance(exc, ConfigError) else str(exc).replace("\n", " ")
         sys.stderr.write(f"lvsbus replay: {msg}\n")
         return 2
