@@ -171,6 +171,26 @@ def test_a_missing_output_is_a_divergence(tmp_path):
     assert d.seq > fence.seq  # found at the next output of pulse, which is not the fence
 
 
+def test_a_lost_heartbeat_record_is_not_a_divergence(tmp_path):
+    """Core.unheld: a heartbeat runs before its record is durable, so a crash can lose the record
+    of one that was sent; replay counts it (unheld_missing) when a later output of pulse comes."""
+    src = golden_logs("partition_heals")[0]
+    hbs = [e for e in read_events(src) if e.type == "pulse.send_heartbeat"]
+    hb = hbs[len(hbs) // 2]
+    assert [e.seq for e in read_events(src) if e.cause == hb.cause] == [hb.seq]  # a step of heartbeats only
+
+    def change(raw):  # the heartbeat's record was lost: something else has its seq
+        if raw[1] == hb.seq:
+            raw[3:10] = ["ops", "bus.probe", 1, raw[6], raw[7], None, {"sent_ns": 0, "n": 1, "pad": ""}]
+            return True
+        return False
+
+    rep = verify(rewrite(src, tmp_path / "log", change))
+    assert rep.ok, rep.format()
+    assert rep.unheld_missing == 1
+    assert verify(src).unheld_missing == 0  # (a lost fence still is: test_a_missing_output_is_a_divergence)
+
+
 def test_an_output_no_input_explains_is_a_divergence(tmp_path):
     src = golden_logs("partition_heals")[0]
     probe_at = next(e for e in read_events(src) if e.type == "bus.client_joined" and e.payload["client"] == "nanny")
