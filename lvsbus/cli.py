@@ -16,7 +16,8 @@ COMMAND_MODULES = (
     "lvsbus.config.cli",
     "lvsbus.routercli",  # router, status, fsm
     "lvsbus_services.ipvs.cli",  # ipvs save / show
-    "lvsbus_tools.replay",  # replay, simulate
+    "lvsbus_tools.replay",  # replay
+    "lvsbus_tools.simulate",  # simulate
     "lvsbus.democli",  # demo
 )
 

@@ -29,7 +29,6 @@ import errno as _errno
 import os
 import re
 import struct
-import sys
 import threading
 import time
 import zlib
@@ -437,6 +436,17 @@ def rebuild_index(seg_path: str) -> int:
     run = _validate_run(data, SEGMENT_HEADER_SIZE, len(data), first)
     _write_index_file(seg_path, run.index)
     return len(run.index)
+
+
+def _cut_file(path: str, size: int, then: bytes = b"") -> None:
+    """Truncate ``path`` to ``size`` bytes, append ``then``, and fsync it."""
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        if then:
+            f.seek(size)
+            f.write(then)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fsync_dir(directory: str) -> None:
@@ -855,26 +865,14 @@ class EventLog:
                 torn_creation = (_SEGMENT_HEADER_BYTES.startswith(data[:SEGMENT_HEADER_SIZE].rstrip(b"\0"))
                                  and _NONZERO.search(data, SEGMENT_HEADER_SIZE) is None)
                 if not torn_creation:
-                    copy = _cut_copy_name(path, 0)
-                    k = 1
-                    while os.path.exists(copy):
-                        copy = f"{_cut_copy_name(path, 0)}.{k}"
-                        k += 1
-                    with open(copy, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
+                    copy = self._keep_aside(path, 0, data)
                     rec.cut_copy, rec.cut_kind, rec.torn_offset, rec.torn_bytes_cut = copy, "corrupt", 0, n
                     rec.corruption.append(CorruptRecord(path, 0, "no valid record behind a bad segment header"))
                     self.log.error("log.corrupt_tail_cut", segment=path, offset=0, bytes_cut=n, kept_in=copy,
                                    reason="no valid record behind a bad segment header")
                 self.log.warning("log.segment_header_repaired", segment=path, bytes=n)
                 rec.header_repaired = True
-                with open(path, "r+b") as f:
-                    f.truncate(0)
-                    f.write(_SEGMENT_HEADER_BYTES)
-                    f.flush()
-                    os.fsync(f.fileno())
+                _cut_file(path, 0, then=_SEGMENT_HEADER_BYTES)
                 data = _SEGMENT_HEADER_BYTES
                 n = len(data)
             else:
@@ -966,28 +964,11 @@ class EventLog:
         walk = _walk_count(data, bad_at, n, highest + 1) if kind == "corrupt" else 0
         if walk:  # the headers say these seqs were written: never give them to new records
             self._assigned = max(self._assigned, highest + walk)
-        copy = None
+        copy: str | None = None
         if _NONZERO.search(data, bad_at, n) is not None:
-            copy = _cut_copy_name(path, bad_at)
-            k = 1
-            while os.path.exists(copy):
-                copy = f"{_cut_copy_name(path, bad_at)}.{k}"
-                k += 1
             try:
-                fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                try:
-                    _write_all(fd, data[bad_at:n])
-                    if self.durability.mode != "none":
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                if self.durability.mode != "none":
-                    _fsync_dir(self.directory)
+                copy = self._keep_aside(path, bad_at, data[bad_at:n])
             except OSError as exc:
-                try:
-                    os.unlink(copy)
-                except OSError:
-                    pass
                 if not force:
                     self.log.error("log.tail_not_cut", segment=path, offset=bad_at, bytes=cut, kind=kind,
                                    reason=reason, error=str(exc),
@@ -1008,11 +989,34 @@ class EventLog:
         rec.cut_kind = kind
         rec.cut_copy = copy
         rec.cut_last_seq = highest
-        with open(path, "r+b") as f:
-            f.truncate(bad_at)
-            f.flush()
-            os.fsync(f.fileno())
+        _cut_file(path, bad_at)
         return True
+
+    def _keep_aside(self, path: str, offset: int, blob: bytes) -> str:
+        """Write ``blob`` (bytes about to be cut from ``path`` at ``offset``) to a new file beside
+        it, never over an earlier copy, durably unless durability is none; its path. OSError
+        (and no file left) when it cannot."""
+        base = _cut_copy_name(path, offset)
+        copy, k = base, 1
+        while os.path.exists(copy):
+            copy, k = f"{base}.{k}", k + 1
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                _write_all(fd, blob)
+                if self.durability.mode != "none":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self.durability.mode != "none":
+                _fsync_dir(self.directory)
+        except OSError:
+            try:
+                os.unlink(copy)
+            except OSError:
+                pass
+            raise
+        return copy
 
     def _create_segment(self, first_seq: int, gap: bool = False) -> None:
         path = os.path.join(self.directory, segment_name(first_seq))
@@ -2000,28 +2004,6 @@ def check(directory: str | os.PathLike) -> CheckReport:
             report.last_seq = highest
         prev_last = max(highest, prev_last) if prev_last is not None else highest
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# operator command: ``lvsbus log check DIR`` (for lvsbus.cli's COMMAND_MODULES)
-
-
-def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("log", help="inspect an event log")
-    sub = p.add_subparsers(dest="log_command", metavar="LOG_COMMAND", required=True)
-    c = sub.add_parser("check", help="verify every segment: CRCs, seq continuity, indexes, torn tail")
-    c.add_argument("directory")
-    c.set_defaults(func=_cmd_check)
-
-
-def _cmd_check(args) -> int:
-    try:
-        report = check(args.directory)
-    except (OSError, NotALog) as exc:
-        print(f"lvsbus log check: {describe_error(exc)}", file=sys.stderr)
-        return 2
-    print(report.format())
-    return 0 if report.ok else 1
 
 
 def describe_error(exc: BaseException) -> str:

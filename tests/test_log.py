@@ -617,15 +617,17 @@ def test_check_report(tmp_path):
 
 
 def test_log_check_command(tmp_path, capsys):
-    import argparse
+    import lvsbus.catalog  # noqa: F401  (fills the registry)
+    from lvsbus.cli import build_parser
+    from lvsbus.events import REGISTRY, Event, encode
 
-    from lvsbus import log as logmod
+    def timer(seq: int) -> bytes:  # the live command also decodes every record
+        return encode(Event(seq, "lvs1", "pulse", "timer.fired", REGISTRY.latest("timer.fired").version, 5, 6,
+                            None, {"service": "pulse", "deadline_ns": 10}))
 
     with opened(tmp_path, durability=NONE) as log:
-        fill(log, 10)
-    parser = argparse.ArgumentParser()
-    logmod.add_commands(parser.add_subparsers())
-    args = parser.parse_args(["log", "check", str(tmp_path)])
+        fill(log, 10, body=timer)
+    args = build_parser().parse_args(["log", "check", str(tmp_path)])
     assert args.func(args) == 0
     assert "10 records" in capsys.readouterr().out
     (first, seg), = list_segments(tmp_path)

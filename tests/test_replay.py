@@ -171,6 +171,26 @@ def test_a_missing_output_is_a_divergence(tmp_path):
     assert d.seq > fence.seq  # found at the next output of pulse, which is not the fence
 
 
+def test_a_lost_heartbeat_record_is_not_a_divergence(tmp_path):
+    """Core.unheld: a heartbeat runs before its record is durable, so a crash can lose the record
+    of one that was sent; replay counts it (unheld_missing) when a later output of pulse comes."""
+    src = golden_logs("partition_heals")[0]
+    hbs = [e for e in read_events(src) if e.type == "pulse.send_heartbeat"]
+    hb = hbs[len(hbs) // 2]
+    assert [e.seq for e in read_events(src) if e.cause == hb.cause] == [hb.seq]  # a step of heartbeats only
+
+    def change(raw):  # the heartbeat's record was lost: something else has its seq
+        if raw[1] == hb.seq:
+            raw[3:10] = ["ops", "bus.probe", 1, raw[6], raw[7], None, {"sent_ns": 0, "n": 1, "pad": ""}]
+            return True
+        return False
+
+    rep = verify(rewrite(src, tmp_path / "log", change))
+    assert rep.ok, rep.format()
+    assert rep.unheld_missing == 1
+    assert verify(src).unheld_missing == 0  # (a lost fence still is: test_a_missing_output_is_a_divergence)
+
+
 def test_an_output_no_input_explains_is_a_divergence(tmp_path):
     src = golden_logs("partition_heals")[0]
     probe_at = next(e for e in read_events(src) if e.type == "bus.client_joined" and e.payload["client"] == "nanny")
@@ -642,8 +662,6 @@ def test_timeline_listing_and_dump_go_past_unreadable_records(tmp_path, capsys):
     (["log", "check", "{tmp}/empty"], "not an lvsbus log"),
     (["replay", "{tmp}/empty", "--verify"], "not an lvsbus log"),
     (["replay", "{tmp}/nowhere", "--timeline"], "no such directory"),
-    (["replay", "{golden}", "--since", "yesterday"], "--since 'yesterday': not a time"),
-    (["replay", "{golden}", "--until", "soon"], "--until 'soon': not a time"),
     (["replay", "{golden}", "--what-if", "{tmp}/missing.toml"], "missing.toml: no such config file"),
 ])
 def test_bad_command_lines_are_one_line_and_fail(tmp_path, capsys, argv, says):
@@ -654,6 +672,21 @@ def test_bad_command_lines_are_one_line_and_fail(tmp_path, capsys, argv, says):
     assert cli(argv) == 2
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--since", "yesterday"], "argument --since: 'yesterday' is not a time"),
+    (["--until", "soon"], "argument --until: 'soon' is not a time"),
+    (["--verify", "--since", "1e400"], "argument --since: '1e400' is out of range"),
+    (["--verify", "--until", "nan"], "argument --until: 'nan' is out of range"),
+])
+def test_bad_times_are_refused_while_parsing(capsys, argv, says):
+    """Checked by argparse, so also where the mode (--verify) would not use them."""
+    with pytest.raises(SystemExit) as exc:
+        cli(["replay", str(golden_logs("partition_heals")[0]), *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("usage:") and says in err[-1], err
 
 
 def test_a_foreign_segment_and_a_log_another_user_cannot_read(tmp_path, capsys):

@@ -4,7 +4,6 @@
     lvsbus replay LOG... --timeline [--html FILE]   one incident timeline over several routers
     lvsbus replay LOG --what-if CONFIG       the decisions that change under another config
     lvsbus replay LOG...                     the events themselves (filtered), as text or --json
-    lvsbus simulate --seed N | --seeds A-B   see tools/simulate.py
 
 A LOG is a log directory (a router's ``STATE_DIR/log``) or a state directory that holds ``log/``.
 
@@ -41,11 +40,13 @@ module).
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import difflib
 import errno
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -59,7 +60,8 @@ if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packag
 import msgpack
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
+from lvsbus.argtypes import existing_dir, file_to_write, int_range
+from lvsbus.argtypes import name as name_arg
 from lvsbus.core import Core, run_core
 from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
@@ -69,6 +71,7 @@ from lvsbus_tools.timeline import (
 )
 
 NS = 1_000_000_000
+SEQ_MAX = 2**64 - 1  # a seq is a u64 in the record header (lvsbus.log.HEADER)
 
 
 def make_cores(names: Iterable[str] | None = None) -> list[Core]:
@@ -637,20 +640,22 @@ def what_if(directory: str, config_path: str, cores: list[Core] | None = None,
 # the command line
 
 
-class _BadTime(ValueError):
-    pass
-
-
-def _parse_time(s: str, option: str = "--since") -> int:
+def _parse_time(s: str) -> int:
+    """``--since``/``--until`` (an argparse type): ISO 8601 (UTC if no zone) or seconds since
+    the epoch, as ns."""
     try:
-        return int(float(s) * NS)
+        secs = float(s)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(secs) or abs(secs) > 1e11:
+            raise argparse.ArgumentTypeError(f"{s!r} is out of range: seconds since the epoch, at most 1e11")
+        return int(secs * NS)
     try:
         dt = _dt.datetime.fromisoformat(s)
     except ValueError:
-        raise _BadTime(f"{option} {s!r}: not a time (ISO 8601 such as 2026-01-01T10:00:00, UTC if no zone, "
-                       "or seconds since the epoch)") from None
+        raise argparse.ArgumentTypeError(f"{s!r} is not a time (ISO 8601 such as 2026-01-01T10:00:00, UTC if no "
+                                         "zone, or seconds since the epoch)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_dt.timezone.utc)
     return int(dt.timestamp()) * NS + dt.microsecond * 1000
@@ -659,8 +664,7 @@ def _parse_time(s: str, option: str = "--since") -> int:
 def _filters(args) -> Filters:
     return Filters(
         from_seq=args.from_seq, to_seq=args.to_seq,
-        since_ns=_parse_time(args.since) if args.since else None,
-        until_ns=_parse_time(args.until, "--until") if args.until else None,
+        since_ns=args.since, until_ns=args.until,
         types=tuple(args.type or ()), services=tuple(args.service or ()),
     )
 
@@ -675,41 +679,25 @@ def add_commands(subparsers) -> None:
     mode.add_argument("--verify", action="store_true", help="check every logged decision and effect comes out identical")
     mode.add_argument("--timeline", action="store_true", help="one incident timeline over all the logs, by wall clock")
     mode.add_argument("--what-if", metavar="CONFIG", help="replay the inputs under another config; show what changes")
-    p.add_argument("--html", metavar="FILE", help="with --timeline: also write a self-contained HTML page")
+    p.add_argument("--html", metavar="FILE", type=file_to_write, help="with --timeline: also write a self-contained HTML page")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--from-seq", type=int)
-    p.add_argument("--to-seq", type=int, help="also stops --verify there")
-    p.add_argument("--since", help="wall clock: ISO time (UTC if no zone) or seconds since the epoch")
-    p.add_argument("--until", help="wall clock, as --since")
-    p.add_argument("--type", action="append", metavar="PREFIX", help="only these event types (prefixes; repeat)")
-    p.add_argument("--service", action="append", metavar="NAME", help="only events from this source (repeat)")
+    p.add_argument("--from-seq", type=int_range(1, SEQ_MAX))
+    p.add_argument("--to-seq", type=int_range(1, SEQ_MAX), help="also stops --verify there")
+    p.add_argument("--since", type=_parse_time,
+                   help="wall clock: ISO time (UTC if no zone) or seconds since the epoch")
+    p.add_argument("--until", type=_parse_time, help="wall clock, as --since")
+    p.add_argument("--type", action="append", metavar="PREFIX", type=name_arg,
+                   help="only these event types (prefixes; repeat)")
+    p.add_argument("--service", action="append", metavar="NAME", type=name_arg,
+                   help="only events from this source (repeat)")
     p.add_argument("--continuous", action="store_true",
                    help="--verify: carry core state across router runs (default: initial() at each run's "
                         "config.loaded, as lvsbus.runtime does with its run start seq)")
     p.add_argument("--strict", action="store_true",
                    help="--verify: also check every payload against its schema (the broker did when it wrote "
                         "the record; a record's CRC is always checked; ~17%% slower)")
-    p.add_argument("--from-snapshot", metavar="DIR", help="--verify: a log cut by retention starts from these snapshots")
+    p.add_argument("--from-snapshot", metavar="DIR", type=existing_dir, help="--verify: a log cut by retention starts from these snapshots")
     p.set_defaults(func=_cmd_replay)
-
-    s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
-    s.add_argument("--seed", type=int_range(0, SEED_MAX),
-                   help=f"one seed, 0..{SEED_MAX} (reproduces a failing one exactly)")
-    s.add_argument("--seeds", metavar="A-B", type=seed_range,
-                   help="a sweep of seeds, e.g. 0-999 (at most 1,000,000)")
-    s.add_argument("--routers", type=int_range(1, 5), default=2, help="routers in the cluster, 1..5 (default 2)")
-    s.add_argument("--servers", type=int_range(1, 100), default=3,
-                   help="real servers of the virtual service, 1..100 (default 3)")
-    s.add_argument("--fos", action="store_true",
-                   help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
-    s.add_argument("--faults", metavar="FILE", type=existing_file,
-                   help="a JSON fault schedule (as printed for a shrunk failure)")
-    s.add_argument("--logs", metavar="DIR", type=dir_to_write,
-                   help="keep the logs here (one directory per seed and router)")
-    s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
-    s.add_argument("--golden", metavar="DIR", type=dir_to_write, help="(re)write the golden incident logs and timelines into DIR")
-    s.add_argument("--json", action="store_true", help="one JSON object a seed (failing ones with their shrunk schedule)")
-    s.set_defaults(func=_cmd_simulate)
 
 
 def _cmd_replay(args) -> int:
@@ -737,7 +725,7 @@ def _cmd_replay(args) -> int:
     problems: list[str] = []
     try:
         return _cmd_replay_read(args, out, problems)
-    except (OSError, NotALog, ConfigError, _BadTime) as exc:
+    except (OSError, NotALog, ConfigError) as exc:
         msg = describe_error(exc) if not isinstance(exc, ConfigError) else str(exc).replace("\n", " ")
         sys.stderr.write(f"lvsbus replay: {msg}\n")
         return 2
@@ -783,84 +771,6 @@ def _cmd_replay_read(args, out, problems: list[str]) -> int:
             else:
                 out.write(f"{fmt_wall(ev.wall_ns)}  {ev.short()}  cause={ev.cause}  {_short(ev.payload, 200)}\n")
     return 1 if problems else 0
-
-
-def _sim_json(res) -> dict:
-    return {"seed": res.seed, "ok": res.ok, "violations": res.violations, "replay_errors": res.replay_errors,
-            "advisories": res.advisories, "faults": [f.to_json() for f in res.faults], "logs": res.logs,
-            "events": res.events, "failovers": res.failovers, "outage_ns": res.outage_ns, "roles": res.roles}
-
-
-def _cmd_simulate(args) -> int:
-    from lvsbus_tools import simulate as sim
-
-    if args.golden:
-        for name in sim.GOLDEN:
-            res = sim.write_golden(name, args.golden)
-            logs = [res.logs[n] for n in sorted(res.logs)]
-            with open(os.path.join(args.golden, name, "timeline.txt"), "w", encoding="utf-8") as fh:
-                fh.write(render_text(timeline(logs)))
-            print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(args.golden, name)}")
-        return 0
-    faults = None
-    if args.faults:
-        try:
-            with open(args.faults, encoding="utf-8") as fh:
-                faults = [sim.Fault.from_json(d) for d in json.load(fh)]
-        except OSError as exc:
-            print(f"lvsbus simulate: {args.faults}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
-            print(f"lvsbus simulate: {args.faults}: not a fault schedule (a JSON list of faults, "
-                  f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
-                  file=sys.stderr)
-            return 1
-    if args.seeds:
-        seeds = list(args.seeds)
-    else:
-        seeds = [args.seed if args.seed is not None else 0]
-    failed = 0
-    t0 = time.perf_counter()
-    kw = {"routers": args.routers, "servers": args.servers}
-    again = "".join(f" --{k} {v}" for k, v in kw.items() if v != {"routers": 2, "servers": 3}[k])
-    if args.fos:
-        kw["fos"] = True
-        again += " --fos"
-    for seed in seeds:
-        logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
-        res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)
-        if res.ok:
-            if args.json:
-                print(json.dumps(_sim_json(res)))
-            elif len(seeds) == 1:
-                print(res.summary())
-            continue
-        failed += 1
-        if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
-            import shutil
-            import tempfile
-
-            logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
-            shutil.rmtree(logs, ignore_errors=True)
-            res = sim.run_seed(seed, log_root=logs, faults=faults, **kw)
-        small = None
-        if not args.no_shrink and res.faults:
-            small = sim.shrink(seed, res.faults, **kw)
-            path = os.path.join(logs, "shrunk-faults.json")
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump([f.to_json() for f in small], fh, indent=1)
-        if args.json:
-            print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
-            continue
-        print(res.summary())
-        print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
-        if small is not None:
-            print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
-            print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
-    if len(seeds) > 1 and not args.json:
-        el = time.perf_counter() - t0
-        print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
-    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

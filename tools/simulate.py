@@ -76,7 +76,9 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -86,6 +88,7 @@ import msgpack
 
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
+from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
 from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, Event, encode
@@ -93,6 +96,8 @@ from lvsbus.ipvs_table import Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import decode_state, encode_state
 from lvsbus_services.cores import available
+from lvsbus_tools.replay import verify as replay_verify
+from lvsbus_tools.timeline import render_text, timeline
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -1167,8 +1172,6 @@ class Cluster:
             outage_ns=self.outage_ns,
         )
         if verify and self.log_root is not None:
-            from lvsbus_tools.replay import verify as replay_verify
-
             for name, r in routers.items():
                 rep = replay_verify(r.log_dir)
                 if not rep.ok:
@@ -1427,3 +1430,101 @@ def write_golden(name: str, root: str) -> SimResult:
         if os.path.exists(lock):
             os.unlink(lock)
     return res
+
+
+# --------------------------------------------------------------------------------------------
+# the command line: ``lvsbus simulate`` (lvsbus.cli's COMMAND_MODULES)
+
+
+def add_commands(subparsers) -> None:
+    s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
+    s.add_argument("--seed", type=int_range(0, SEED_MAX),
+                   help=f"one seed, 0..{SEED_MAX} (reproduces a failing one exactly)")
+    s.add_argument("--seeds", metavar="A-B", type=seed_range,
+                   help="a sweep of seeds, e.g. 0-999 (at most 1,000,000)")
+    s.add_argument("--routers", type=int_range(1, 5), default=2, help="routers in the cluster, 1..5 (default 2)")
+    s.add_argument("--servers", type=int_range(1, 100), default=3,
+                   help="real servers of the virtual service, 1..100 (default 3)")
+    s.add_argument("--fos", action="store_true",
+                   help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
+    s.add_argument("--faults", metavar="FILE", type=existing_file,
+                   help="a JSON fault schedule (as printed for a shrunk failure)")
+    s.add_argument("--logs", metavar="DIR", type=dir_to_write,
+                   help="keep the logs here (one directory per seed and router)")
+    s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
+    s.add_argument("--golden", metavar="DIR", type=dir_to_write, help="(re)write the golden incident logs and timelines into DIR")
+    s.add_argument("--json", action="store_true", help="one JSON object a seed (failing ones with their shrunk schedule)")
+    s.set_defaults(func=_cmd_simulate)
+
+
+def _sim_json(res) -> dict:
+    return {"seed": res.seed, "ok": res.ok, "violations": res.violations, "replay_errors": res.replay_errors,
+            "advisories": res.advisories, "faults": [f.to_json() for f in res.faults], "logs": res.logs,
+            "events": res.events, "failovers": res.failovers, "outage_ns": res.outage_ns, "roles": res.roles}
+
+
+def _cmd_simulate(args) -> int:
+    if args.golden:
+        for name in GOLDEN:
+            res = write_golden(name, args.golden)
+            logs = [res.logs[n] for n in sorted(res.logs)]
+            with open(os.path.join(args.golden, name, "timeline.txt"), "w", encoding="utf-8") as fh:
+                fh.write(render_text(timeline(logs)))
+            print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(args.golden, name)}")
+        return 0
+    faults = None
+    if args.faults:
+        try:
+            with open(args.faults, encoding="utf-8") as fh:
+                faults = [Fault.from_json(d) for d in json.load(fh)]
+        except OSError as exc:
+            print(f"lvsbus simulate: {args.faults}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
+            print(f"lvsbus simulate: {args.faults}: not a fault schedule (a JSON list of faults, "
+                  f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
+                  file=sys.stderr)
+            return 1
+    if args.seeds:
+        seeds = list(args.seeds)
+    else:
+        seeds = [args.seed if args.seed is not None else 0]
+    failed = 0
+    t0 = time.perf_counter()
+    kw = {"routers": args.routers, "servers": args.servers}
+    again = "".join(f" --{k} {v}" for k, v in kw.items() if v != {"routers": 2, "servers": 3}[k])
+    if args.fos:
+        kw["fos"] = True
+        again += " --fos"
+    for seed in seeds:
+        logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
+        res = run_seed(seed, log_root=logs, faults=faults, **kw)
+        if res.ok:
+            if args.json:
+                print(json.dumps(_sim_json(res)))
+            elif len(seeds) == 1:
+                print(res.summary())
+            continue
+        failed += 1
+        if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
+            logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
+            shutil.rmtree(logs, ignore_errors=True)
+            res = run_seed(seed, log_root=logs, faults=faults, **kw)
+        small = None
+        if not args.no_shrink and res.faults:
+            small = shrink(seed, res.faults, **kw)
+            path = os.path.join(logs, "shrunk-faults.json")
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump([f.to_json() for f in small], fh, indent=1)
+        if args.json:
+            print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
+            continue
+        print(res.summary())
+        print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
+        if small is not None:
+            print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
+            print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
+    if len(seeds) > 1 and not args.json:
+        el = time.perf_counter() - t0
+        print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
+    return 1 if failed else 0

@@ -2,7 +2,7 @@
 from ..events import declare
 from ..schema import Bool, Json, List, Str
 
-declare(
+_CONFIG_LOADED_1 = declare(
     "config.loaded", 1,
     {
         "path": Str(max_len=4096),
@@ -48,16 +48,7 @@ def _upcast_config_loaded_v1(p: dict) -> dict:
 
 declare(
     "config.loaded", 2,
-    {
-        "path": Str(max_len=4096),
-        "format": Str(max_len=16, doc="lvs.cf or toml"),
-        "digest": Str(max_len=128, doc="sha256 of the file as read"),
-        "model": Json(doc="the whole validated model, lvsbus.config.to_dict(); rebuilt with from_dict()"),
-        "warnings": List(Str(max_len=1024), max_items=1000),
-        "local_router": Str(max_len=64, doc="which of the config's routers this host is (found from its local addresses)"),
-        "reload": Bool(doc="false at start, true on SIGHUP"),
-        "diff": Json(doc="on reload, the ConfigDiff.to_dict() against the previous config; {} at start"),
-    },
+    _CONFIG_LOADED_1.payload,  # the same fields: v2 changes what the model means (see the upcaster)
     doc="A configuration was read, validated and is now in force for every service of this router. "
     "v1 models had no check.initial_rise (a server with no health history needed rise passes) and their "
     "quiesce put every server not in service at weight 0 from the start (v2 calls that inhibit_on_failure).",

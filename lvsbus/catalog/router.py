@@ -161,7 +161,7 @@ declare(
 # ---------------------------------------------------------------------------------------------
 # decisions (facts) of pulse's core
 
-declare(
+_ROLE_CHANGED_1 = declare(
     "router.role_changed", 1,
     {
         "node": NAME,
@@ -176,15 +176,7 @@ declare(
 )
 declare(
     "router.role_changed", 2,
-    {
-        "node": NAME,
-        "old": ROLE,
-        "new": ROLE,
-        "reason": ROLE_REASONS_2,
-        "priority": PRIORITY,
-        "epoch": EPOCH,
-        "peer": Nullable(NAME, doc="the peer the change is about (dead, fencing, preempted...), if any"),
-    },
+    {**_ROLE_CHANGED_1.payload.fields, "reason": ROLE_REASONS_2},
     doc="This router's role changed. v2: the reason failover_service_failed.",
     upcast=lambda p: p,
 )
@@ -287,37 +279,33 @@ declare(
     {"vips": List(VIP, max_items=4096), "reason": ROLE_REASONS},
     doc="Add each VIP to its interface (with its label). Idempotent: an address already there is fine.",
 )
-declare(
+_RELEASE_VIPS_1 = declare(
     "pulse.release_vips", 1,
     {"vips": List(VIP, max_items=4096), "reason": ROLE_REASONS},
     doc="Remove each VIP from its interface. Idempotent: an address already gone is fine.",
 )
 declare(
     "pulse.release_vips", 2,
-    {"vips": List(VIP, max_items=4096), "reason": ROLE_REASONS_2},
+    {**_RELEASE_VIPS_1.payload.fields, "reason": ROLE_REASONS_2},
     doc="Remove each VIP from its interface. Idempotent: an address already gone is fine. "
     "v2: the reason failover_service_failed.",
     upcast=lambda p: p,
 )
-declare(
+_GARP_REASONS = Enum("takeover", "refresh", "split_brain", "config", "peer_returned", "restarted", "peer_was_active")
+_SEND_GARP_1 = declare(
     "pulse.send_garp", 1,
     {
         "vips": List(VIP, max_items=4096),
         "repeat": Int(min=1, max=1000, doc="datagrams per address"),
         "interval_ms": Int(min=0, max=60000, doc="pause between the repeats"),
-        "reason": Enum("takeover", "refresh", "split_brain", "config", "peer_returned", "restarted", "peer_was_active"),
+        "reason": _GARP_REASONS,
     },
     doc="Announce the VIPs: gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6).",
 )
 declare(
     "pulse.send_garp", 2,
-    {
-        "vips": List(VIP, max_items=4096),
-        "repeat": Int(min=1, max=1000, doc="datagrams per address"),
-        "interval_ms": Int(min=0, max=60000, doc="pause between the repeats"),
-        "reason": Enum("takeover", "refresh", "split_brain", "config", "peer_returned", "restarted", "peer_was_active",
-                       "peer_stepped_down"),
-    },
+    {**_SEND_GARP_1.payload.fields,
+     "reason": Enum(*_GARP_REASONS.values, "peer_stepped_down")},
     doc="Announce the VIPs: gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6). "
     "v2 adds the reason peer_stepped_down (a v1 payload is a v2 one as it is).",
     upcast=lambda p: p,
