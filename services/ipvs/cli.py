@@ -247,17 +247,16 @@ def kernel_stats():
 def stats_from_log(state_dir: str):
     """(Figures folded from every ipvs.stats of the log, seq of the last one or 0)."""
     from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import decode
+    from lvsbus.events import decodable
     from lvsbus.ipvs_stats import Figures, fold
     from lvsbus.log import LogReader
     from lvsbus.paths import StateDirs
 
     fig, last = Figures(), 0
-    for seq, body in LogReader(StateDirs(state_dir).log).read(1):
-        ev = decode(body, seq)
+    for ev in decodable(LogReader(StateDirs(state_dir).log).read(1), []):  # past undecodable records (docs/bus.md)
         if ev.type == "ipvs.stats":
             fold(fig, ev.payload)
-            last = seq
+            last = ev.seq
     return fig, last
 
 
