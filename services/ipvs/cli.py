@@ -157,19 +157,28 @@ def cmd_save(args) -> int:
     return 0
 
 
-def actual_table():
-    """(Table, None) from the kernel, or (None, why not)."""
+def _from_kernel(read):
+    """(read(Ipvs()), None), or (None, why not): the one way the commands ask the kernel."""
     try:
         from .netlink import Ipvs, IpvsError
     except ImportError as exc:
         return None, f"pyroute2 missing: {exc}"
     try:
         with Ipvs() as ipvs:
-            return ipvs.dump(), None
+            return read(ipvs), None
     except IpvsError as exc:
+        import errno
+
+        if exc.errno == errno.EPERM:
+            return None, "no permission to read IPVS (root or CAP_NET_ADMIN)"
         return None, f"IPVS not available in this kernel ({exc})"
     except OSError as exc:
         return None, f"IPVS not available: {exc}"
+
+
+def actual_table():
+    """(Table, None) from the kernel, or (None, why not)."""
+    return _from_kernel(lambda ipvs: ipvs.dump())
 
 
 def show_lines(desired, actual, health: dict, why: str | None = None) -> list[str]:
@@ -227,21 +236,7 @@ def _bad_state_dir(cmd: str, args) -> bool:
 
 def kernel_stats():
     """(Sample, None) from the kernel, or (None, why not)."""
-    try:
-        from .netlink import Ipvs, IpvsError
-    except ImportError as exc:
-        return None, f"pyroute2 missing: {exc}"
-    try:
-        with Ipvs() as ipvs:
-            return ipvs.stats(), None
-    except IpvsError as exc:
-        import errno
-
-        if exc.errno == errno.EPERM:
-            return None, "no permission to read IPVS (root or CAP_NET_ADMIN)"
-        return None, f"IPVS not available in this kernel ({exc})"
-    except OSError as exc:
-        return None, f"IPVS not available: {exc}"
+    return _from_kernel(lambda ipvs: ipvs.stats())
 
 
 def stats_from_log(state_dir: str):
