@@ -415,16 +415,15 @@ def test_a_stats_read_under_way_gives_way_to_an_apply(tmp_path):
             self.reading = threading.Event()
             self.gave_way = 0
 
-        def stats(self, give_way=None):
+        def stats_by_service(self):
             self.reading.set()
-            for _ in range(300):  # 300 services, 10 ms each: 3 s for the whole read
-                if give_way is not None and give_way():
-                    self.gave_way += 1
-                    from lvsbus_services.ipvs.netlink import Interrupted
-
-                    raise Interrupted("gave way")
-                _time.sleep(0.01)
-            return {S1: (d(5), {})}
+            try:
+                for _ in range(300):  # 300 services, 10 ms each: 3 s for the whole read
+                    _time.sleep(0.01)
+                    yield S1, (d(5), {})
+            except GeneratorExit:  # the shell stopped asking before the last service
+                self.gave_way += 1
+                raise
 
         def apply_many(self, ops):
             return [0] * len(ops)
