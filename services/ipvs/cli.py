@@ -157,19 +157,28 @@ def cmd_save(args) -> int:
     return 0
 
 
-def actual_table():
-    """(Table, None) from the kernel, or (None, why not)."""
+def _from_kernel(read):
+    """(read(Ipvs()), None), or (None, why not): the one way the commands ask the kernel."""
     try:
         from .netlink import Ipvs, IpvsError
     except ImportError as exc:
         return None, f"pyroute2 missing: {exc}"
     try:
         with Ipvs() as ipvs:
-            return ipvs.dump(), None
+            return read(ipvs), None
     except IpvsError as exc:
+        import errno
+
+        if exc.errno == errno.EPERM:
+            return None, "no permission to read IPVS (root or CAP_NET_ADMIN)"
         return None, f"IPVS not available in this kernel ({exc})"
     except OSError as exc:
         return None, f"IPVS not available: {exc}"
+
+
+def actual_table():
+    """(Table, None) from the kernel, or (None, why not)."""
+    return _from_kernel(lambda ipvs: ipvs.dump())
 
 
 def show_lines(desired, actual, health: dict, why: str | None = None) -> list[str]:
@@ -227,37 +236,22 @@ def _bad_state_dir(cmd: str, args) -> bool:
 
 def kernel_stats():
     """(Sample, None) from the kernel, or (None, why not)."""
-    try:
-        from .netlink import Ipvs, IpvsError
-    except ImportError as exc:
-        return None, f"pyroute2 missing: {exc}"
-    try:
-        with Ipvs() as ipvs:
-            return ipvs.stats(), None
-    except IpvsError as exc:
-        import errno
-
-        if exc.errno == errno.EPERM:
-            return None, "no permission to read IPVS (root or CAP_NET_ADMIN)"
-        return None, f"IPVS not available in this kernel ({exc})"
-    except OSError as exc:
-        return None, f"IPVS not available: {exc}"
+    return _from_kernel(lambda ipvs: ipvs.stats())
 
 
 def stats_from_log(state_dir: str):
     """(Figures folded from every ipvs.stats of the log, seq of the last one or 0)."""
     from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import decode
+    from lvsbus.events import decodable
     from lvsbus.ipvs_stats import Figures, fold
     from lvsbus.log import LogReader
     from lvsbus.paths import StateDirs
 
     fig, last = Figures(), 0
-    for seq, body in LogReader(StateDirs(state_dir).log).read(1):
-        ev = decode(body, seq)
+    for ev in decodable(LogReader(StateDirs(state_dir).log).read(1), []):  # past undecodable records (docs/bus.md)
         if ev.type == "ipvs.stats":
             fold(fig, ev.payload)
-            last = seq
+            last = ev.seq
     return fig, last
 
 

@@ -89,10 +89,6 @@ class Unavailable(IpvsError):
     """IPVS cannot be reached at all (no ip_vs in this kernel, or no permission)."""
 
 
-class Interrupted(Exception):
-    """A read given up because something more urgent wants the socket (``stats(give_way=...)``)."""
-
-
 def _errno(exc: BaseException) -> int:
     code = getattr(exc, "code", None)
     if isinstance(code, int) and code > 0:
@@ -460,19 +456,20 @@ class Ipvs:
             entries[svc.key] = Entry(svc, dests)
         return Table(entries)
 
-    def stats(self, give_way=None) -> dict:
+    def stats(self) -> dict:
         """The traffic figures of every service and real server: ``lvsbus.ipvs_stats`` Sample
-        {service key: (row, {dest key: row})}. 64-bit figures (IPVS_*_ATTR_STATS64, kernel
-        4.1+) when the kernel sends them, else the 32-bit ones. ``give_way()`` is asked before
-        each service's real servers are read (one dump request each): True raises
-        ``Interrupted`` (a big table's read takes seconds under emulation; an apply must not
-        wait behind it)."""
-        sample = {}
+        {service key: (row, {dest key: row})} (``stats_by_service``, all of it)."""
+        return dict(self.stats_by_service())
+
+    def stats_by_service(self):
+        """Yield (service key, (row, {dest key: row})) a service at a time: one dump of the
+        services, then one dump request per service for its real servers, made when the next item
+        is asked for (a caller with better things to do stops asking). 64-bit figures
+        (IPVS_*_ATTR_STATS64, kernel 4.1+) when the kernel sends them, else the 32-bit ones; a
+        service deleted between the two dumps is left out."""
         for top in self._dump(genl.IPVS_CMD_GET_SERVICE, []):
             if 1 not in top:
                 continue
-            if give_way is not None and give_way():
-                raise Interrupted("stats read given up for an apply or a dump")
             sa = parse_attrs(top[1], 0, len(top[1]))
             key = service_from_attrs(sa).key
             af = struct.unpack("H", sa[1][:2])[0]
@@ -488,8 +485,7 @@ class Ipvs:
                     da = parse_attrs(dtop[2], 0, len(dtop[2]))
                     d = dest_from_attrs(da, af)
                     dests[d.key] = stats_row(stats_figures(da, DEST_STATS, DEST_STATS64), _u32(da, DEST_ACTIVE), _u32(da, DEST_INACT))
-            sample[str(key)] = (service_row(stats_figures(sa, SVC_STATS, SVC_STATS64), list(dests.values())), dests)
-        return sample
+            yield str(key), (service_row(stats_figures(sa, SVC_STATS, SVC_STATS64), list(dests.values())), dests)
 
     def zero(self, key: ServiceKey | None = None) -> None:
         """IPVS_CMD_ZERO: every counter of ``key`` (its real servers too), or of every service and
@@ -627,4 +623,4 @@ def os_strerror(code: int) -> str:
         return f"errno {code}"
 
 
-__all__ = ["Interrupted", "Ipvs", "IpvsError", "Unavailable", "lvsmsg"]
+__all__ = ["Ipvs", "IpvsError", "Unavailable", "lvsmsg"]

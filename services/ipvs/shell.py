@@ -212,13 +212,14 @@ class ApplierShell:
                 self._stats_changed.set()
 
     def _read_stats(self) -> dict | None:
-        """Runs on the netlink thread: the sample, or None when an apply or a dump came first."""
-        from .netlink import Interrupted
-
-        try:
-            return self._open().stats(give_way=self._give_way)
-        except Interrupted:
-            return None
+        """Runs on the netlink thread: the sample, or None when an apply or a dump came first
+        (asked before each service's real servers are read: one dump request each)."""
+        sample = {}
+        for key, figures in self._open().stats_by_service():
+            if self._give_way():
+                return None
+            sample[key] = figures
+        return sample
 
     def _give_way(self) -> bool:
         """A stats read stops (before its next service) for an apply or a dump asked for, and for

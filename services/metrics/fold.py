@@ -214,34 +214,27 @@ def ipvs_traffic(add, fig: Figures) -> None:
         dests = fig.dests.get(svc, {})
         for d in sorted(dests):
             rows.append((svc, d, dests[d]))
-    for svc, server, r in rows:
-        add("lvsbus_ipvs_connections_total", "counter", "IPVS connections scheduled (the kernel's counter)", r[0],
-            service=svc, server=server)
-    for direction, i in (("in", 1), ("out", 2)):
-        for svc, server, r in rows:
-            add("lvsbus_ipvs_packets_total", "counter", "IPVS packets (the kernel's counter)", r[i],
-                service=svc, server=server, direction=direction)
-    for direction, i in (("in", 3), ("out", 4)):
-        for svc, server, r in rows:
-            add("lvsbus_ipvs_bytes_total", "counter", "IPVS bytes (the kernel's counter)", r[i],
-                service=svc, server=server, direction=direction)
-    for svc, server, r in rows:
-        add("lvsbus_ipvs_connection_rate", "gauge", "IPVS connections per second (the kernel's estimate)", r[5],
-            service=svc, server=server)
-    for direction, i in (("in", 6), ("out", 7)):
-        for svc, server, r in rows:
-            add("lvsbus_ipvs_packet_rate", "gauge", "IPVS packets per second (the kernel's estimate)", r[i],
-                service=svc, server=server, direction=direction)
-    for direction, i in (("in", 8), ("out", 9)):
-        for svc, server, r in rows:
-            add("lvsbus_ipvs_byte_rate", "gauge", "IPVS bytes per second (the kernel's estimate)", r[i],
-                service=svc, server=server, direction=direction)
-    for svc, server, r in rows:
-        add("lvsbus_ipvs_active_connections", "gauge", "IPVS active connections (a service's: its real servers' sum)",
-            r[10], service=svc, server=server)
-    for svc, server, r in rows:
-        add("lvsbus_ipvs_inactive_connections", "gauge",
-            "IPVS inactive connections (a service's: its real servers' sum)", r[11], service=svc, server=server)
+    for name, kind, help_, columns in _IPVS_SERIES:
+        for direction, i in columns:
+            labels = {} if direction is None else {"direction": direction}
+            for svc, server, r in rows:
+                add(name, kind, help_, r[i], service=svc, server=server, **labels)
+
+
+#: the series of an ``ipvs_stats`` row (lvsbus.ipvs_stats.row's columns): name, kind, help, and
+#: (direction label or None, column) per series, in the order they are written
+_IPVS_SERIES = (
+    ("lvsbus_ipvs_connections_total", "counter", "IPVS connections scheduled (the kernel's counter)", ((None, 0),)),
+    ("lvsbus_ipvs_packets_total", "counter", "IPVS packets (the kernel's counter)", (("in", 1), ("out", 2))),
+    ("lvsbus_ipvs_bytes_total", "counter", "IPVS bytes (the kernel's counter)", (("in", 3), ("out", 4))),
+    ("lvsbus_ipvs_connection_rate", "gauge", "IPVS connections per second (the kernel's estimate)", ((None, 5),)),
+    ("lvsbus_ipvs_packet_rate", "gauge", "IPVS packets per second (the kernel's estimate)", (("in", 6), ("out", 7))),
+    ("lvsbus_ipvs_byte_rate", "gauge", "IPVS bytes per second (the kernel's estimate)", (("in", 8), ("out", 9))),
+    ("lvsbus_ipvs_active_connections", "gauge", "IPVS active connections (a service's: its real servers' sum)",
+     ((None, 10),)),
+    ("lvsbus_ipvs_inactive_connections", "gauge", "IPVS inactive connections (a service's: its real servers' sum)",
+     ((None, 11),)),
+)
 
 
 def histogram(add, name: str, help_: str, h: Histogram) -> None:
