@@ -8,8 +8,8 @@ import math
 import os
 import re
 
-__all__ = ["int_range", "float_range", "existing_file", "existing_dir", "dir_to_write",
-           "file_to_write", "seed_range", "name", "SEED_MAX"]
+__all__ = ["int_range", "float_range", "existing_file", "regular_file", "existing_dir", "dir_to_write",
+           "file_to_write", "seed_range", "name", "tcp_endpoint", "SEED_MAX"]
 
 #: simulator seeds: 0..2**32-1
 SEED_MAX = 2**32 - 1
@@ -56,6 +56,22 @@ def existing_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text}: is a directory, not a file")
     if not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return text
+
+
+def regular_file(text: str) -> str:
+    """An existing regular file (a key: not a directory, not a device such as /dev/null)."""
+    existing_file(text)
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file")
+    return text
+
+
+def tcp_endpoint(text: str) -> str:
+    """``tcp://HOST:PORT`` (HOST an address, a name or ``*``; PORT 1..65535), as ZeroMQ takes it."""
+    m = re.fullmatch(r"tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.:-]{1,253}):([0-9]{1,5})", text)
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tcp://HOST:PORT endpoint (PORT 1..65535)")
     return text
 
 

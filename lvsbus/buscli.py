@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from .argtypes import dir_to_write
+from .argtypes import dir_to_write, existing_dir, float_range, int_range, regular_file, tcp_endpoint
 from .argtypes import name as argname
 from .paths import DEFAULT_STATE_DIR, StateDirs
 
@@ -22,7 +22,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "`lvsbus router` starts one itself; run this alone to try the bus.",
     )
     p.add_argument("--node", required=True, help="this router's name, stamped on every event")
-    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="state directory (default %(default)s)")
+    p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, type=dir_to_write,
+                   help="state directory (default %(default)s)")
     p.add_argument(
         "--durability",
         choices=("group", "always", "none"),
@@ -32,17 +33,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segment-mb", type=float, default=64, help="rotate log segments at this size (default %(default)s MiB)")
     p.add_argument("--retain-mb", type=float, default=4096, help="delete the oldest segments past this total (default %(default)s MiB; 0 = keep all)")
     p.add_argument("--retain-days", type=float, default=14, help="delete segments older than this (default %(default)s days; 0 = keep all)")
-    p.add_argument("--sndhwm", type=int, default=2000, help="delivery batches queued per subscriber before dropping (it then catches up from the log)")
-    p.add_argument("--curve-endpoint", help="also serve read-only subscribers on this tcp:// endpoint, with CurveZMQ")
-    p.add_argument("--curve-secret", help="the broker's secret key file (from `lvsbus keys generate`)")
-    p.add_argument("--curve-authorized", help="directory of client public keys allowed on the tcp endpoint")
+    p.add_argument("--sndhwm", type=int_range(1, 10_000_000), default=2000,
+                   help="delivery batches queued per subscriber before dropping, 1..10,000,000 (default "
+                        "%(default)s; a dropped subscriber then catches up from the log)")
+    p.add_argument("--curve-endpoint", type=tcp_endpoint,
+                   help="also serve read-only subscribers on this tcp://HOST:PORT endpoint, with CurveZMQ")
+    p.add_argument("--curve-secret", type=regular_file, help="the broker's secret key file (from `lvsbus keys generate`)")
+    p.add_argument("--curve-authorized", type=existing_dir,
+                   help="directory of client public keys allowed on the tcp endpoint")
     p.add_argument("--log-stats-s", type=float, default=10.0,
                    help="record bus.log_stats (log append and commit latency histograms) every this many seconds "
                    "while events are appended (default %(default)s; 0 = never)")
-    p.add_argument("--spill-dir", help="where a clean stop writes a backlog the log's disk refused (default: the "
+    p.add_argument("--spill-dir", type=dir_to_write, help="where a clean stop writes a backlog the log's disk refused (default: the "
                    "run directory; best on another filesystem); the next start writes it into the log")
-    p.add_argument("--stop-flush-s", type=float, default=5.0,
-                   help="a stop with such a backlog keeps trying to write it this long first (default %(default)s)")
+    p.add_argument("--stop-flush-s", type=float_range(0, 3600), default=5.0,
+                   help="a stop with such a backlog keeps trying to write it this long first, 0..3600 s "
+                        "(default %(default)s)")
     p.set_defaults(func=cmd_broker)
 
     ev = sub.add_parser("events", help="watch or publish bus events").add_subparsers(dest="events_cmd", metavar="ACTION")
@@ -126,8 +132,6 @@ def _broker_settings_problem(args) -> str | None:
                               ("--retain-days", args.retain_days, 0), ("--log-stats-s", args.log_stats_s, 0)):
         if not math.isfinite(value) or (least is None and value <= 0) or (least is not None and value < least):
             return f"{opt} {value}: must be a {'positive' if least is None else 'non-negative'} number"
-    if args.sndhwm < 0:
-        return f"--sndhwm {args.sndhwm}: must be 0 (no limit) or more"
     return None
 
 

@@ -140,16 +140,6 @@ BAD: dict[str, list[str]] = {
     "range": ["abc", "", "5-1", "-", "0-99999999999999999999", "1-2-3", "a-b"],
 }
 
-#: cases owned by another helper's branch: marked xfail (only where they fail) until it merges
-OWNERS = {
-    "broker": "h/businput (broker arguments)",
-    "events tail": "h/businput (events tail)",
-    "events emit": "h/businput (events emit)",
-    "log check": "h/logfix (log check)",
-    "log dump": "h/logfix (log dump)",
-    "replay": "h/logfix (replay arguments)",
-}
-
 TIMEOUT_S = 8.0
 
 
@@ -277,7 +267,7 @@ def test_every_option_has_a_kind():
 
 
 @pytest.mark.parametrize("cmd,dest,opt,value", list(_cases()))
-def test_bad_value_is_a_one_line_error(request, sandbox, cmd, dest, opt, value):
+def test_bad_value_is_a_one_line_error(sandbox, cmd, dest, opt, value):
     argv = [a.replace("{tmp}", str(sandbox)) for a in _argv(cmd, dest, opt, value)]
     status, out, err = run_cli(argv, sandbox)
     problems = []
@@ -289,6 +279,4 @@ def test_bad_value_is_a_one_line_error(request, sandbox, cmd, dest, opt, value):
         problems.append("a traceback:\n" + err[-1500:])
     elif status is not None and status != 0 and len(error_lines(err)) != 1:
         problems.append(f"not one line of error: {error_lines(err)[:6]}")
-    if problems and cmd in OWNERS:
-        request.applymarker(pytest.mark.xfail(reason=f"fixed in {OWNERS[cmd]}", strict=False))
     assert not problems, f"lvsbus {' '.join(argv)}: " + "; ".join(problems)
