@@ -170,3 +170,20 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(str(bad))
     assert info.value.issues[0].line == 2
+
+
+def test_fwmark_keep_the_client_port_the_native_ways():
+    from lvsbus.config import check_port, server_port
+
+    # a server's port 0 (nanny checks the virtual's port), or the virtual's port 0 and check.port
+    for text in ('[virtual.v]\naddress = "192.0.2.9"\nfwmark = 5\nport = 80\n'
+                 '[virtual.v.server.s]\naddress = "192.0.2.10"\nport = 0\n',
+                 '[virtual.v]\naddress = "192.0.2.9"\nfwmark = 5\nport = 0\n[virtual.v.check]\nport = 80\n'
+                 '[virtual.v.server.s]\naddress = "192.0.2.10"\n'):
+        vs = loads_toml(MINIMAL + text, "t.toml").config.virtual("v")
+        assert (server_port(vs, vs.servers[0]), check_port(vs, vs.servers[0])) == (0, 80), text
+    with pytest.raises(ConfigError) as info:
+        loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\nfwmark = 5\nport = 0\n'
+                   '[virtual.v.server.s]\naddress = "192.0.2.10"\n', "t.toml")
+    (issue,) = info.value.issues
+    assert issue.key == "virtual.v.server.s.port" and "set check.port" in issue.message

@@ -242,7 +242,10 @@ class Check:
 class RealServer:
     name: str
     address: str
-    #: None = the virtual service's port
+    #: None = the virtual service's port. 0 (a fwmark service only) = keep the client's destination
+    #: port: one mark groups several ports (80 and 443) and each connection keeps its own (IPVS dest
+    #: port 0, ipvsadm's ``-r ADDRESS`` with no port); nanny then probes ``check.port``, else the
+    #: virtual service's port
     port: int | None = None
     weight: int = 1
     active: bool = True
@@ -469,9 +472,12 @@ def effective_check(vs: VirtualService, rs: RealServer) -> Check:
 
 
 def check_port(vs: VirtualService, rs: RealServer) -> int:
-    """The port nanny probes for ``rs``."""
+    """The port nanny probes for ``rs``: the check's port, else the server's, else (a server that
+    keeps the client's port: port 0) the virtual service's; 0 when none of them says one."""
     chk = effective_check(vs, rs)
-    return chk.port if chk.port is not None else server_port(vs, rs)
+    if chk.port is not None:
+        return chk.port
+    return server_port(vs, rs) or vs.port
 
 
 def identify_local_router(cfg: Config, local_addresses: set[str] | frozenset[str]) -> Router:

@@ -269,13 +269,15 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                         locate: Locate | None = None,
-                        return_warnings: bool = False, failed: set[str] | None = None) -> Any:
+                        return_warnings: bool = False, failed: set[str] | None = None,
+                        dialect: str = "toml") -> Any:
     """Build and validate a Config from native-shaped data. Raises ConfigError with every error.
 
     ``data`` may be TOML-shaped (name-keyed tables ``router``, ``virtual``, ``server``,
     ``failover``) or ``to_dict`` output (lists under ``routers``, ``virtual_services``, ``servers``,
     ``failover_services``). With ``return_warnings`` returns ``(config, warnings)``. ``failed``: keys (as
     shown) a reader already reported errors for; validation errors on them are not repeated.
+    ``dialect``: the form of the file ("toml" or "lvscf"), for messages that name keys to set.
     """
     b = _Builder(filename, locate)
     if not isinstance(data, dict):
@@ -320,7 +322,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                                           "failover_services": tuple(failovers)})
     # validation issues on keys that already failed to convert are noise: drop them
     failed = {i.key for i in b.issues} | (failed or set())
-    for issue in validate(cfg):
+    for issue in validate(cfg, dialect):
         line, shown = locate(issue.key) if locate else (None, issue.key)
         if shown in failed and issue.severity is Severity.ERROR:
             continue

@@ -209,8 +209,10 @@ def _check(o: _Out, path: str, chk: Check) -> None:
         o.err(f"{path}.host", f"{_shown(chk.host)} is not a valid Host header value")
 
 
-def validate(cfg: Config) -> list[Issue]:
-    """Every error and warning in ``cfg`` (errors have ``severity == ERROR``)."""
+def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
+    """Every error and warning in ``cfg`` (errors have ``severity == ERROR``). ``dialect`` is the
+    form the file was written in ("toml" or "lvscf"): a message that tells the operator which key
+    to set names that form's keys (lvs.cf has no ``check.port``)."""
     o = _Out()
     o.range("serial_no", cfg.serial_no, "serial_no")
 
@@ -359,7 +361,7 @@ def validate(cfg: Config) -> list[Issue]:
                 CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
             o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
                                       "TCP port of the same number")
-        _servers(o, p, vs, fam)
+        _servers(o, p, vs, fam, dialect)
 
     if any_nat and cfg.nat_router is None and cfg.service is ServiceType.LVS:
         o.warn("nat_router", "NAT services are configured but no nat_router: the real servers need "
@@ -402,7 +404,7 @@ def validate(cfg: Config) -> list[Issue]:
     return o.issues
 
 
-def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
+def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> None:
     seen: set[str] = set()
     endpoints: dict[tuple, str] = {}
     if vs.active and not vs.servers and vs.sorry_server is None:
@@ -419,12 +421,13 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
             o.err(f"{rp}.address", f"{ip} is IPv{ip.version} but the VIP is IPv{fam}: mixed "
                                    "families need forwarding = 'tunnel'")
         if rs.port is not None:
-            if rs.port == 0:
-                o.err(f"{rp}.port", "0 is not a real server port: must be 1..65535 (leave it out "
-                                    "to use the virtual service's port)")
-            else:
+            if rs.port == 0 and vs.fwmark is None and vs.port != 0:
+                o.err(f"{rp}.port", "0 (keep the client's port) is only for a fwmark service, whose "
+                                    "mark groups several ports: must be 1..65535 (leave it out to "
+                                    "use the virtual service's port)")
+            elif rs.port != 0:
                 o.range(f"{rp}.port", rs.port, "port")
-            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and vs.port != 0:
+            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and 0 not in (vs.port, rs.port):
                 o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
                                      "can rewrite ports; direct/tunnel forward to the service port")
         o.range(f"{rp}.weight", rs.weight, "weight")
@@ -437,9 +440,16 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
             _check(o, f"{rp}.check", rs.check)
         chk = rs.check or vs.check
         port = rs.port if rs.port is not None else vs.port
-        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0:
-            o.err(f"{rp}.port", "the service listens on all ports (port 0), so the check needs a "
-                                "port: set the server's port or check.port")
+        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0 and vs.port == 0:
+            if dialect == "lvscf":
+                o.err(f"{rp}.port", "nanny has no port to check: the virtual service's port is 0 "
+                                    "and so is this server's. Give the virtual's 'port' (the port "
+                                    "nanny checks); 'port = 0' in a server block of a fwmark "
+                                    "service keeps the client's port")
+            else:
+                o.err(f"{rp}.port", "nanny has no port to check: the service listens on all ports "
+                                    "(port 0) and so does this server: set check.port (the port "
+                                    "nanny probes) or the server's port")
         if ip is not None:
             ep = (str(ip), rs.port if rs.port is not None else vs.port)
             if ep in endpoints:
