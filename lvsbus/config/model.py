@@ -22,6 +22,8 @@ from typing import Any
 
 __all__ = [
     "SCHEDULERS",
+    "SCHEDULER_FLAGS",
+    "PERSISTENCE_ENGINES",
     "ServiceType",
     "Protocol",
     "Forwarding",
@@ -59,6 +61,11 @@ __all__ = [
 SCHEDULERS: tuple[str, ...] = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )
+
+#: IPVS scheduler flags by scheduler (include/uapi/linux/ip_vs.h: IP_VS_SVC_F_SCHED_{SH,MH}_*)
+SCHEDULER_FLAGS: dict[str, tuple[str, ...]] = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}
+#: IPVS persistence engines the kernel ships (ip_vs_pe_sip)
+PERSISTENCE_ENGINES: tuple[str, ...] = ("sip",)
 
 
 class ServiceType(str, enum.Enum):
@@ -270,10 +277,19 @@ class VirtualService:
     protocol: Protocol = Protocol.TCP
     fwmark: int | None = None
     scheduler: str = "wlc"
+    #: IPVS scheduler flags (ipvsadm ``-b``): "sh-port", "sh-fallback" with scheduler sh,
+    #: "mh-port", "mh-fallback" with scheduler mh
+    scheduler_flags: tuple[str, ...] = ()
+    #: one-packet scheduling (ipvsadm ``-o``, keepalived ``ops``): every UDP datagram scheduled on
+    #: its own, no connection entry kept (UDP services only)
+    ops: bool = False
     forwarding: Forwarding = Forwarding.NAT
     #: persistence timeout in seconds, 0 = not persistent
     persistence: int = 0
     persistence_prefixlen: int | None = None
+    #: IPVS persistence engine (ipvsadm ``--pe``, keepalived ``persistence_engine``): "sip" keeps a
+    #: SIP Call-ID on one real server (persistent UDP services only); None = by client address
+    persistence_engine: str | None = None
     sorry_server: str | None = None
     sorry_server_port: int | None = None
     #: lvs.cf ``quiesce_server`` (Piranha's nanny -q): a server that was in the table and fails

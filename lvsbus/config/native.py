@@ -150,6 +150,10 @@ class _Builder:
                         pass  # validate() says what is wrong
                 return True, value
             self.issue(path, f"{_shown(value)} must be a string")
+        elif tname == "tuple[str, ...]":
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return True, tuple(value)
+            self.issue(path, f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
         elif tname == "tuple[int, ...]":
             if isinstance(value, (list, tuple)) and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in value):

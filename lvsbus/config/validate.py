@@ -11,6 +11,8 @@ import re
 
 from .model import shown as _shown
 from .model import (
+    PERSISTENCE_ENGINES,
+    SCHEDULER_FLAGS,
     SCHEDULERS,
     Check,
     CheckKind,
@@ -324,6 +326,7 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
             close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
             o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
                                     f"{', '.join(SCHEDULERS)}", close[0] if close else None)
+        _ipvs_options(o, p, vs)
         o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
         if vs.persistence_prefixlen is not None:
             o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
@@ -402,6 +405,40 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
             if len(getattr(fs, fname) or "") > 4096:  # pulse.run_failover carries at most 4096 characters
                 o.err(f"{p}.{fname}", "is longer than 4096 characters: put it in a script")
     return o.issues
+
+
+def _ipvs_options(o: _Out, p: str, vs) -> None:
+    """Scheduler flags, one-packet scheduling and the persistence engine: each where IPVS has it."""
+    every = sorted({f for flags in SCHEDULER_FLAGS.values() for f in flags})
+    seen: set[str] = set()
+    for flag in vs.scheduler_flags:
+        if flag in seen:
+            o.err(f"{p}.scheduler_flags", f"{_shown(flag)} is given twice")
+        seen.add(flag)
+        owner = next((s for s, flags in SCHEDULER_FLAGS.items() if flag in flags), None)
+        if owner is None:
+            close = difflib.get_close_matches(flag, every, n=1, cutoff=0.6)
+            o.err(f"{p}.scheduler_flags", f"{_shown(flag)} is not an IPVS scheduler flag: one of "
+                                          f"{', '.join(every)}", close[0] if close else None)
+        elif owner != vs.scheduler:
+            o.err(f"{p}.scheduler_flags", f"{flag} is a flag of the {owner} scheduler, and this "
+                                          f"service's scheduler is {vs.scheduler}: set "
+                                          f"scheduler = \"{owner}\" or drop the flag")
+    if vs.ops and vs.protocol is not Protocol.UDP:
+        o.err(f"{p}.ops", "one-packet scheduling is for UDP services only: set protocol = \"udp\" "
+                          "(for a fwmark service, the protocol of the marked packets) or drop ops")
+    pe = vs.persistence_engine
+    if pe is not None:
+        if pe not in PERSISTENCE_ENGINES:
+            o.err(f"{p}.persistence_engine", f"{_shown(pe)} is not an IPVS persistence engine: one "
+                                             f"of {', '.join(PERSISTENCE_ENGINES)}")
+        else:
+            if vs.persistence == 0:
+                o.err(f"{p}.persistence_engine", f"the {pe} persistence engine needs a persistent "
+                                                 "service: set persistence (seconds)")
+            if vs.protocol is not Protocol.UDP:
+                o.err(f"{p}.persistence_engine", f"the {pe} persistence engine reads SIP over UDP "
+                                                 "only: set protocol = \"udp\"")
 
 
 def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> None:

@@ -65,7 +65,8 @@ class Layout:
         netmask = vs.persistence_prefixlen
         if netmask is None:
             netmask = 128 if self.key.family == "inet6" else 32
-        self.service = Service(self.key, vs.scheduler, vs.persistence, netmask)
+        flags = vs.scheduler_flags + (("onepacket",) if vs.ops else ())
+        self.service = Service(self.key, vs.scheduler, vs.persistence, netmask, flags, vs.persistence_engine or "")
         fwd = vs.forwarding.value
         #: (health id, weight, dest when in service, dest when quiesced)
         self.servers: list[tuple[str, int, Dest, Dest]] = []

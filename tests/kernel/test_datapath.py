@@ -265,6 +265,7 @@ def test_fwmark_nat_keeps_each_connections_port(tmp_path, fwmark_nat, ipvs):
                               "80", "443", "443", "80"], check=True, capture_output=True, text=True, timeout=120).stdout
         # each connection reached the real server's port it was sent to, through the one mark
         assert out.split() == ["80=port80", "443=port443", "443=port443", "80=port80"], out
+        r.stop_and_settle("nanny", "lvsd", "ipvs")
         r.verify_replay("nanny", "lvsd", "ipvs")
     finally:
         r.close()
