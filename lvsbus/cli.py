@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "lvsbus_tools.replay",  # replay
     "lvsbus_tools.simulate",  # simulate
     "lvsbus.democli",  # demo
+    "lvsbus.operator",  # server drain|disable|enable, handover
 )
 
 
