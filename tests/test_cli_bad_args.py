@@ -111,6 +111,8 @@ KINDS: dict[tuple[str, str], str] = {
     ("handover", "reason"): "text256",
     ("handover", "wait"): "nonneg_float",
     ("handover", "hold"): "pos_int",
+    ("web passwd", "user"): "name",
+    ("web passwd", "file"): "file_out",
 }
 
 #: required arguments (and a cheap mode) each command gets when another option is the bad one
@@ -136,6 +138,7 @@ BASE: dict[str, list[str]] = {
     "demo": ["bus"],
     **{f"server {a}": ["--state-dir", "{tmp}/state", "web", "s1"] for a in ("drain", "disable", "enable")},
     "handover": ["--state-dir", "{tmp}/state"],
+    "web passwd": ["--file", "{tmp}/web.passwd", "u1"],
 }
 
 #: where one option needs another baseline (ipvs save reads the log only without --config)

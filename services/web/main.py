@@ -1,0 +1,42 @@
+"""Running the console: the bus client, the signals, the server (shared by ``lvsbus web`` and the
+router's ``python -m lvsbus_services.web``)."""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from lvsbus.bus import AsyncBusClient
+from lvsbus.paths import StateDirs
+
+from .app import ANSWER_TYPES, Console, serve
+from .view import SUBSCRIPTIONS
+
+log = structlog.get_logger("lvsbus.web")
+
+
+def run(state_dir: str, run_start_seq: int, address: str, password_file: str, cert: str | None, key: str | None,
+        node: str = "") -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        dirs = StateDirs(state_dir)
+        subs = tuple(dict.fromkeys(SUBSCRIPTIONS + ANSWER_TYPES))
+        client = AsyncBusClient(dirs.run, "web", subs=subs, log_dir=dirs.log, from_seq=run_start_seq)
+        await client.start()
+        console = Console(password_file, tls=bool(cert), bus=client, node=node)
+        try:
+            await serve(address, console, stop, cert, key)
+        finally:
+            client.close()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # the address is taken, or not this host's
+        log.error("web_cannot_listen", address=address, error=str(exc))
+        print(f"lvsbus web: cannot listen on {address}: {exc}")
+        return 1
+    return 0
