@@ -20,7 +20,7 @@ COMMAND_MODULES = (
     "lvsbus_tools.simulate",  # simulate
     "lvsbus.democli",  # demo
     "lvsbus.operator",  # server drain|disable|enable, handover
-    "lvsbus_services.web.cli",  # web, web passwd
+    "lvsbus_tools.web.cli",  # web, web passwd
 )
 
 

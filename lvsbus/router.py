@@ -102,7 +102,7 @@ SERVICES = (
     ("lvsd", "lvsbus_services.lvsd", "active"),
     ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
     ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
-    ("web", "lvsbus_services.web", "configured"),  # only with a [web] section (docs/console.md)
+    ("web", "lvsbus_tools.web", "configured"),  # only with a [web] section (docs/console.md)
 )
 #: the "configured" services, and what in the config turns each on
 CONFIGURED = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web}

@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import to_dict
 from lvsbus.events import REGISTRY, Event
-from lvsbus_services.web import auth
-from lvsbus_services.web.app import COOKIE, Console, make_app
-from lvsbus_services.web.view import View
+from lvsbus_tools.web import auth
+from lvsbus_tools.web.app import COOKIE, Console, make_app
+from lvsbus_tools.web.view import View
 from tests.test_lvsd_core import config, vs
 
 
@@ -309,3 +309,45 @@ def test_check_config_on_the_web_section(section, want):
         assert not web_lines, web_lines
     else:
         assert any(line.startswith(want) for line in web_lines), lines
+
+
+def test_the_events_page_lists_filters_and_streams_events(passwd):
+    async def t(client, console, bus, clock):
+        await login(client)
+        assert (await client.get("/events")).status == 200
+        console.fold([model_event(), ev(2, "router.role_changed", {"node": "lvs1", "old": "BACKUP", "new": "ACTIVE",
+                                                                   "reason": "no_active", "priority": 100, "epoch": 1, "peer": None})])
+        got = (await (await client.get("/api/events")).json())["events"]
+        assert [e["type"] for e in got] == ["config.loaded", "router.role_changed"]
+        got = (await (await client.get("/api/events?types=router.")).json())["events"]
+        assert [(e["seq"], e["text"]) for e in got] == [(2, "BACKUP -> ACTIVE (no_active)")]
+        assert (await (await client.get("/api/events?text=nothing+like+this")).json())["events"] == []
+        resp = await client.get("/api/events/stream?types=health.,operator.")
+        await resp.content.readline(), await resp.content.readline()
+        console.fold([ev(3, "router.role_changed", {"node": "lvs1", "old": "ACTIVE", "new": "BACKUP", "reason": "handover",
+                                                   "priority": 100, "epoch": 1, "peer": None}),
+                      ev(4, "operator.server_action", {"virtual": "web", "server": "s0", "action": "drain", "by": "ada",
+                                                       "via": "web", "reason": ""})])
+        line = await asyncio.wait_for(resp.content.readline(), 1.0)
+        (e,) = json.loads(line[len(b"data: "):])  # only what the filter keeps
+        assert e["seq"] == 4 and e["text"] == "operator ada (web) asks: drain web/s0"
+        resp.close()
+    run(t, passwd)
+
+
+def test_the_timeline_page_draws_the_routers_log_for_a_time_range(passwd):
+    from pathlib import Path
+
+    log = Path(__file__).parent / "fixtures" / "logs" / "real_flapping_server" / "r1"
+
+    async def t(client, console, bus, clock):
+        assert (await client.get("/timeline", allow_redirects=False)).status == 303  # no session: to the login
+        await login(client)
+        r = await client.get("/timeline?since=0&until=4102444800")
+        body = await r.text()
+        assert r.status == 200 and "<svg" in body and "real server echo/s1 DOWN" in body
+        assert "script-src" not in r.headers["Content-Security-Policy"] and "<script" not in body
+        r = await client.get("/timeline?since=0&until=1")  # 1970: nothing in that range
+        assert r.status == 200 and "real server echo/s1 DOWN" not in await r.text()
+        assert (await client.get("/timeline?since=yesterday")).status == 400
+    run(t, passwd, state_dir=str(log))

@@ -3,7 +3,7 @@ chromium-driver) driven by selenium, against a real router pair in network names
 router starting its console from the [web] section. The browser runs in the client's namespace
 (tests/web_browser.py): it logs in, sees a real server go DOWN live when its process is stopped,
 without reloading the page, drains another and sees it at weight 0, and hands over and sees the
-role change; the test checks the same in the active router's log (lvsd's desired table), and
+role change, and the events (filtered) and timeline pages; the test checks the same in the active router's log (lvsd's desired table), and
 that both logs replay. Screenshots are written under the test's tmp dir (the paths are printed).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from lvsbus_services.web import auth
+from lvsbus_tools.web import auth
 from tests.netns import NAT, netns_module  # noqa: F401  (the fixture)
 from tests.test_router_netns import RESPONDER, ROOT, Cluster, start_responders
 
@@ -110,6 +110,9 @@ def test_the_console_in_a_browser_live_down_drain_and_handover(netns_module, tmp
         moved = step("handed_over", 20.0)
         assert moved["role"] == "BACKUP" and moved["same_page"] == "yes"
         c.wait(lambda: c.roles() == {"r1": "BACKUP", "r2": "ACTIVE"}, 5.0, "r2 active after the handover")
+        events = step("events", 20.0)
+        assert len(events["rows"]) == 3 and "operator ada (web) asks: drain echo/s1" in " ".join(events["rows"])
+        assert step("timeline", 20.0)["handover"] is True
         step("done", 20.0)
     finally:
         if browser is not None and browser.poll() is None:

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from lvsbus_services.web import auth
+from lvsbus_tools.web import auth
 from tests.netns import netns_module  # noqa: F401  (the fixture)
 from tests.test_router_netns import Cluster
 

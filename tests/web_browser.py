@@ -84,6 +84,19 @@ def main() -> int:
         say(step="handed_over", role=driver.find_element(By.ID, "role").text,
             same_page=driver.execute_script("return window.__same_page || null;"))
         shot("handed-over")
+
+        driver.get(url + "/events")
+        WebDriverWait(driver, 10).until(lambda d: "operator ada (web) asks: drain echo/s1" in d.find_element(By.ID, "rows").text)
+        driver.find_element(By.ID, "types").send_keys("operator. lvsd.server_action_taken")
+        driver.find_element(By.CSS_SELECTOR, "#filters button").click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "live").text == "live"
+                                        and len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) == 3)
+        say(step="events", rows=[r.text for r in driver.find_elements(By.CSS_SELECTOR, "#rows tr")])
+        shot("events")
+        driver.get(url + "/timeline")
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.TAG_NAME, "svg"))
+        say(step="timeline", handover="(handover" in driver.page_source)
+        shot("timeline")
     except Exception as exc:  # said, with a screenshot, for the test to report
         try:
             shot("failure")

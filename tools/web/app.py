@@ -12,6 +12,7 @@ so the view is whole) and folds each batch into the ``View``; the patches go at 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import json
 import os
@@ -22,7 +23,8 @@ from typing import Any, Callable
 import structlog
 from aiohttp import web
 
-from lvsbus.events import Event
+from lvsbus.events import Event, matches
+from lvsbus_tools.timeline import Filters, describe, log_dir, render_html, timeline
 
 from . import auth
 from .view import View
@@ -34,6 +36,8 @@ COOKIE = "lvsbus_session"
 QUEUE_MAX = 2000  # patches queued for one browser; past it, it gets a reset (it fetches the view again)
 KEEPALIVE_S = 15.0
 ANSWER_TYPES = ("lvsd.server_action_taken", "pulse.handover_refused", "router.role_changed")
+RECENT = 5000  # events kept for the events page's first paint
+TIMELINE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -48,7 +52,7 @@ class Console:
 
     def __init__(self, password_file: str, *, tls: bool = False, bus: Any = None, node: str = "",
                  idle_s: float = 1800.0, max_s: float = 12 * 3600.0, clock: Callable[[], float] = time.monotonic,
-                 answer_s: float = 5.0) -> None:
+                 answer_s: float = 5.0, state_dir: str | None = None) -> None:
         self.password_file = password_file
         self.tls = tls
         self.bus = bus  # an AsyncBusClient (None: no router: actions are refused with 503)
@@ -62,6 +66,9 @@ class Console:
         self.waiting: dict[int, asyncio.Future] = {}  # request seq -> the core's answer
         self.early: dict[int, Event] = {}  # answers that came before their request's ack
         self.records: list[tuple[str, dict]] = []  # what was recorded (also when there is no bus)
+        self.state_dir = state_dir  # the router's (the timeline page reads its log); None: no timeline
+        self.recent: collections.deque = collections.deque(maxlen=RECENT)
+        self.event_streams: dict[asyncio.Queue, "EventFilter"] = {}
 
     # -- the bus ----------------------------------------------------------------------------
 
@@ -74,8 +81,10 @@ class Console:
 
     def fold(self, events: list[Event]) -> None:
         patches: list[dict] = []
+        lines: list[dict] = []
         for ev in events:
             patches += self.view.apply(ev)
+            lines.append(event_line(ev))
             if ev.type in ANSWER_TYPES and ev.cause is not None:
                 fut = self.waiting.pop(ev.cause, None)
                 if fut is not None and not fut.done():
@@ -86,6 +95,11 @@ class Console:
                         self.early.pop(next(iter(self.early)))
         if patches:
             self.broadcast(patches)
+        self.recent.extend(lines)
+        for q, f in list(self.event_streams.items()):
+            mine = [x for x in lines if f.keep(x)]
+            if mine and q.qsize() < QUEUE_MAX:
+                q.put_nowait(mine)
 
     def broadcast(self, patches: list[dict]) -> None:
         for q in list(self.streams):
@@ -114,6 +128,33 @@ class Console:
             return seq, None
         finally:
             self.waiting.pop(seq, None)
+
+
+def event_line(ev: Event) -> dict:
+    """One event as the events page shows it."""
+    try:
+        text = describe(ev)
+    except (KeyError, TypeError, ValueError):
+        text = ev.type
+    return {"seq": ev.seq, "wall_ns": ev.wall_ns, "node": ev.node, "source": ev.source, "type": ev.type,
+            "cause": ev.cause, "text": text[:400]}
+
+
+class EventFilter:
+    """The events page's filters: type prefixes (any), a source, words in the text (all)."""
+
+    def __init__(self, query) -> None:
+        self.types = tuple(t for t in query.get("types", "").replace(" ", ",").split(",") if t)[:32]
+        self.source = query.get("source", "")[:64]
+        self.words = query.get("text", "").lower().split()[:8]
+
+    def keep(self, line: dict) -> bool:
+        if self.types and not matches(line["type"], self.types):
+            return False
+        if self.source and line["source"] != self.source:
+            return False
+        text = line["text"].lower()
+        return all(w in text for w in self.words)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +291,92 @@ async def overview(request: web.Request) -> web.Response:
     return _page("index.html", csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
 
 
+async def events_page(request: web.Request) -> web.Response:
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c)
+    if refused is not None:
+        return refused
+    return _page("events.html", csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
+
+
+async def recent_events(request: web.Request) -> web.Response:
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c)
+    if refused is not None:
+        return refused
+    f = EventFilter(request.query)
+    try:
+        limit = max(1, min(RECENT, int(request.query.get("limit", "500"))))
+    except ValueError:
+        limit = 500
+    lines = [x for x in c.recent if f.keep(x)][-limit:]
+    return web.json_response({"events": lines}, headers=HEADERS)
+
+
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c)
+    if refused is not None:
+        return refused
+    q: asyncio.Queue = asyncio.Queue()
+    c.event_streams[q] = EventFilter(request.query)
+    try:
+        return await _sse(request, c, q)
+    finally:
+        c.event_streams.pop(q, None)
+
+
+def _parse_when(text: str | None, default: int) -> int:
+    """An ISO 8601 time (UTC unless it says) or seconds since the epoch, as ns; ``default`` if empty."""
+    import datetime
+
+    if not text:
+        return default
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    t = datetime.datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return int(t.timestamp() * 1e9)
+
+
+async def timeline_page(request: web.Request) -> web.Response:
+    """The incident timeline of this router's log for a time range (``since``, ``until``; default
+    the last hour), as ``lvsbus replay --timeline --html`` draws it."""
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c)
+    if refused is not None:
+        return refused
+    if c.state_dir is None:
+        return web.json_response({"error": "no_log"}, status=503, headers=HEADERS)
+    now = time.time_ns()
+    try:
+        until = _parse_when(request.query.get("until"), now)
+        since = _parse_when(request.query.get("since"), until - 3600 * 1_000_000_000)
+    except (ValueError, OverflowError):
+        return web.json_response({"error": "bad_time"}, status=400, headers=HEADERS)
+    directory = log_dir(c.state_dir)
+
+    def draw() -> str:
+        rows = timeline([directory], Filters(since_ns=since, until_ns=until), problems=[])
+        return render_html(rows, title=f"lvsbus {c.node}: incident timeline")
+
+    body = await asyncio.get_running_loop().run_in_executor(None, draw)
+    fmt = lambda ns: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9))  # noqa: E731
+    form = ('<p><a href="/">Overview</a> | <a href="/events">Events</a> | '
+            '<form method="get" action="/timeline" style="display:inline">'
+            f'since <input name="since" value="{fmt(since)}" size="19"> until <input name="until" value="{fmt(until)}" '
+            'size="19"> (UTC, ISO 8601) <button>Draw</button></form></p>')
+    body = body.replace("<body>", "<body>" + form, 1)
+    return web.Response(text=body, content_type="text/html",
+                        headers={**HEADERS, "Content-Security-Policy": TIMELINE_CSP})
+
+
 async def static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    if name not in ("console.js", "console.css", "login.css"):
+    if name not in ("console.js", "console.css", "login.css", "events.js"):
         raise web.HTTPNotFound()
     return web.FileResponse(STATIC / name, headers={**HEADERS, "Cache-Control": "no-cache"})
 
@@ -270,16 +394,25 @@ async def stream(request: web.Request) -> web.StreamResponse:
     s, refused = await _guard(request, c)
     if refused is not None:
         return refused
+    q: asyncio.Queue = asyncio.Queue()
+    c.streams.add(q)
+    try:
+        return await _sse(request, c, q)
+    finally:
+        c.streams.discard(q)
+
+
+async def _sse(request: web.Request, c: Console, q: asyncio.Queue) -> web.StreamResponse:
+    """Server-Sent Events: each item put on ``q`` (a list) goes out as one message, at once; a
+    comment every KEEPALIVE_S; an ``expired`` event when the session ends."""
     token = request.cookies.get(COOKIE)
     resp = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
-    q: asyncio.Queue = asyncio.Queue()
-    c.streams.add(q)
     try:
         await resp.write(b"retry: 1000\n\n")
         while True:
             try:
-                patches = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                items = await asyncio.wait_for(q.get(), KEEPALIVE_S)
             except asyncio.TimeoutError:
                 if c.sessions.get(token, c.clock())[0] is None:
                     await resp.write(b"event: expired\ndata: {}\n\n")
@@ -287,14 +420,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": keepalive\n\n")
                 continue
             while not q.empty():
-                patches = patches + q.get_nowait()
-            await resp.write(b"data: " + json.dumps(patches, separators=(",", ":")).encode() + b"\n\n")
-            if any(p["kind"] == "bye" for p in patches):
+                items = items + q.get_nowait()
+            await resp.write(b"data: " + json.dumps(items, separators=(",", ":")).encode() + b"\n\n")
+            if any(p.get("kind") == "bye" for p in items):
                 break
     except (ConnectionResetError, asyncio.CancelledError):
         pass
-    finally:
-        c.streams.discard(q)
     return resp
 
 
@@ -351,6 +482,8 @@ def make_app(console: Console) -> web.Application:
         web.get("/login", login_page), web.post("/login", login), web.post("/logout", logout),
         web.get("/", overview), web.get("/static/{name}", static),
         web.get("/api/state", state), web.get("/api/stream", stream),
+        web.get("/events", events_page), web.get("/api/events", recent_events), web.get("/api/events/stream", events_stream),
+        web.get("/timeline", timeline_page),
         web.post("/api/server", server_action), web.post("/api/handover", handover),
     ])
     return app
@@ -380,6 +513,6 @@ async def serve(address: str, console: Console, stop: asyncio.Event, cert: str |
     finally:
         if follower is not None:
             await follower
-        for q in list(console.streams):
+        for q in [*console.streams, *console.event_streams]:
             q.put_nowait([{"kind": "bye"}])
         await runner.cleanup()

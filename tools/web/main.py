@@ -1,5 +1,5 @@
 """Running the console: the bus client, the signals, the server (shared by ``lvsbus web`` and the
-router's ``python -m lvsbus_services.web``)."""
+router's ``python -m lvsbus_tools.web``)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +10,7 @@ import structlog
 from lvsbus.bus import AsyncBusClient
 from lvsbus.paths import StateDirs
 
-from .app import ANSWER_TYPES, Console, serve
-from .view import SUBSCRIPTIONS
+from .app import Console, serve
 
 log = structlog.get_logger("lvsbus.web")
 
@@ -24,10 +23,10 @@ def run(state_dir: str, run_start_seq: int, address: str, password_file: str, ce
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         dirs = StateDirs(state_dir)
-        subs = tuple(dict.fromkeys(SUBSCRIPTIONS + ANSWER_TYPES))
-        client = AsyncBusClient(dirs.run, "web", subs=subs, log_dir=dirs.log, from_seq=run_start_seq)
+        # every event: the overview folds what it shows (view.SUBSCRIPTIONS), the events page lists all
+        client = AsyncBusClient(dirs.run, "web", subs=("",), log_dir=dirs.log, from_seq=run_start_seq)
         await client.start()
-        console = Console(password_file, tls=bool(cert), bus=client, node=node)
+        console = Console(password_file, tls=bool(cert), bus=client, node=node, state_dir=state_dir)
         try:
             await serve(address, console, stop, cert, key)
         finally:

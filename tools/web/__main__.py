@@ -1,4 +1,4 @@
-"""``python -m lvsbus_services.web --state-dir DIR --config FILE --run-start-seq N [--config-seq M]``
+"""``python -m lvsbus_tools.web --state-dir DIR --config FILE --run-start-seq N [--config-seq M]``
 
 The router starts the console when the config in force has a ``[web]`` section (docs/console.md);
 it follows the bus from the run's start and serves the section's address.
