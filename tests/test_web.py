@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import to_dict
 from lvsbus.events import REGISTRY, Event
-from lvsbus_tools.web import auth
+from lvsbus_tools.web import auth, configedit
 from lvsbus_tools.web.app import COOKIE, Console, make_app
 from lvsbus_tools.web.view import View
 from tests.test_lvsd_core import config, vs
@@ -351,3 +351,70 @@ def test_the_timeline_page_draws_the_routers_log_for_a_time_range(passwd):
         assert r.status == 200 and "real server echo/s1 DOWN" not in await r.text()
         assert (await client.get("/timeline?since=yesterday")).status == 400
     run(t, passwd, state_dir=str(log))
+
+
+GOOD_TOML = 'service = "lvs"\n[router.lvs1]\naddress = "192.0.2.1"\n[virtual.web]\naddress = "192.0.2.80"\nport = 80\n' \
+            '[virtual.web.server.s0]\naddress = "10.0.0.1"\n'
+
+
+def test_the_config_editor_checks_diffs_and_applies_with_the_routers_answer(passwd, tmp_path):
+    from lvsbus.config import loads, to_dict
+
+    path = tmp_path / "lvs.toml"
+    path.write_text(GOOD_TOML)
+    signalled = []
+
+    async def t(client, console, bus, clock):
+        loaded = loads(GOOD_TOML, str(path))
+        console.fold([ev(1, "bus.client_joined", {"client": "router", "subscriptions": [], "pid": 4242}),
+                      ev(2, "config.loaded", {"path": str(path), "format": "toml", "digest": loaded.digest,
+                                              "model": to_dict(loaded.config), "warnings": [], "local_router": "lvs1",
+                                              "reload": False, "diff": {}})])
+        refuse = []
+
+        def router(pid):  # what the router does on SIGHUP: read, validate, record
+            signalled.append(pid)
+            text = path.read_text()
+            if refuse:
+                console.fold([ev(10 + len(signalled), "config.reload_refused",
+                                 {"path": str(path), "errors": ["lvs1: the heartbeat key file is unreadable"], "kept_digest": "d"})])
+                return
+            new = loads(text, str(path))
+            console.fold([ev(10 + len(signalled), "config.loaded", {
+                "path": str(path), "format": "toml", "digest": new.digest, "model": to_dict(new.config), "warnings": [],
+                "local_router": "lvs1", "reload": True, "diff": {}})])
+        console.signal_router = router
+
+        await login(client, "vic", "battery staple")
+        h = {**origin(client), "X-CSRF-Token": await csrf_of(client)}
+        got = await (await client.get("/api/config")).json()
+        assert got["text"] == GOOD_TOML and got["file_digest"] == got["digest_in_force"]
+        bad = GOOD_TOML.replace('port = 80', 'port = 800000')
+        r = await (await client.post("/api/config/check", json={"text": bad}, headers=h)).json()
+        assert not r["ok"] and r["errors"][0]["line"] == 6 and "port" in r["errors"][0]["key"]
+        r = await client.post("/api/config/apply", json={"text": bad, "base_digest": got["file_digest"]}, headers=h)
+        assert r.status == 403 and (await r.json())["error"] == "not_admin"  # a viewer checks, never applies
+
+        await client.post("/logout", data={"csrf": h["X-CSRF-Token"]}, headers=origin(client))
+        await login(client)
+        h = {**origin(client), "X-CSRF-Token": await csrf_of(client)}
+        r = await client.post("/api/config/apply", json={"text": bad, "base_digest": got["file_digest"]}, headers=h)
+        assert r.status == 422 and path.read_text() == GOOD_TOML and not signalled
+        edited = GOOD_TOML + '[virtual.web.server.s1]\naddress = "10.0.0.2"\n'
+        r = await (await client.post("/api/config/check", json={"text": edited}, headers=h)).json()
+        assert r["ok"] and r["diff"][:2] == ["~ virtual web: real servers", "    + server s1"] and "+[virtual.web.server.s1]" in r["text_diff"]
+        r = await client.post("/api/config/apply", json={"text": edited, "base_digest": "stale"}, headers=h)
+        assert r.status == 409 and (await r.json())["error"] == "changed_on_disk"
+        r = await client.post("/api/config/apply", json={"text": edited, "base_digest": got["file_digest"]}, headers=h)
+        assert r.status == 200 and (await r.json())["applied"] and path.read_text() == edited and signalled == [4242]
+        (w,) = [p for t_, p in bus.published if t_ == "operator.config_written"]
+        assert w["by"] == "ada" and w["via"] == "web" and w["restored"] == "no"
+
+        refuse.append(1)  # the router refuses the next one: the previous text comes back
+        again = edited.replace("10.0.0.2", "10.0.0.3")
+        r = await client.post("/api/config/apply", json={"text": again, "base_digest": configedit.digest(edited)}, headers=h)
+        body = await r.json()
+        assert r.status == 409 and body["error"] == "reload_refused" and "key file" in body["router_errors"][0]
+        assert path.read_text() == edited
+        assert [p["restored"] for t_, p in bus.published if t_ == "operator.config_written"] == ["no", "no", "yes"]
+    run(t, passwd)

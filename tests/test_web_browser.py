@@ -3,7 +3,8 @@ chromium-driver) driven by selenium, against a real router pair in network names
 router starting its console from the [web] section. The browser runs in the client's namespace
 (tests/web_browser.py): it logs in, sees a real server go DOWN live when its process is stopped,
 without reloading the page, drains another and sees it at weight 0, and hands over and sees the
-role change, and the events (filtered) and timeline pages; the test checks the same in the active router's log (lvsd's desired table), and
+role change, the events (filtered) and timeline pages, and the config editor (an error shown
+with its line, then an edit applied: the file written and the router reloaded); the test checks the same in the active router's log (lvsd's desired table), and
 that both logs replay. Screenshots are written under the test's tmp dir (the paths are printed).
 """
 from __future__ import annotations
@@ -113,6 +114,13 @@ def test_the_console_in_a_browser_live_down_drain_and_handover(netns_module, tmp
         events = step("events", 20.0)
         assert len(events["rows"]) == 3 and "operator ada (web) asks: drain echo/s1" in " ".join(events["rows"])
         assert step("timeline", 20.0)["handover"] is True
+        conf = step("config", 30.0)
+        assert "700000 is out of range" in conf["error"] and ":" in conf["error"]  # with its line
+        assert c.config.read_text().endswith("# edited in the console\n")
+        written = c.events("r1", ("operator.config_written",))
+        reloaded = [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]]
+        assert written and written[-1].payload["by"] == "ada" and reloaded
+        assert reloaded[-1].payload["digest"] == written[-1].payload["digest"] and reloaded[-1].seq > written[-1].seq
         step("done", 20.0)
     finally:
         if browser is not None and browser.poll() is None:

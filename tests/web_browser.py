@@ -97,6 +97,25 @@ def main() -> int:
         WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.TAG_NAME, "svg"))
         say(step="timeline", handover="(handover" in driver.page_source)
         shot("timeline")
+
+        driver.get(url + "/config")
+        WebDriverWait(driver, 10).until(lambda d: "[virtual.echo]" in d.find_element(By.ID, "text").get_attribute("value"))
+        text = driver.find_element(By.ID, "text").get_attribute("value")
+        driver.execute_script("const t = document.getElementById('text'); t.value = arguments[0];"
+                              "t.dispatchEvent(new Event('input'));", text.replace("port = 7", "port = 700000", 1))
+        driver.find_element(By.ID, "check").click()
+        WebDriverWait(driver, 10).until(lambda d: "error" in d.find_element(By.ID, "status").text)
+        bad = driver.find_element(By.ID, "issues").text
+        shot("config-error")
+        driver.execute_script("const t = document.getElementById('text'); t.value = arguments[0];"
+                              "t.dispatchEvent(new Event('input'));", text + "\n# edited in the console\n")
+        driver.find_element(By.ID, "check").click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "status").text.startswith("valid"))
+        driver.find_element(By.ID, "apply").click()
+        driver.switch_to.alert.accept()
+        WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "status").text.startswith("applied"))
+        say(step="config", error=bad, status=driver.find_element(By.ID, "status").text)
+        shot("config-applied")
     except Exception as exc:  # said, with a screenshot, for the test to report
         try:
             shot("failure")

@@ -1,7 +1,9 @@
 """Operator actions: what a person asked of this router, recorded as inputs like any observation.
 
 * observations, published by ``lvsbus server drain|disable|enable`` and ``lvsbus handover`` (and
-  the web console): ``operator.server_action``, ``operator.handover_requested``. Each names who
+  the web console): ``operator.server_action``, ``operator.handover_requested``; and by the web
+  console's config editor: ``operator.config_written`` (no core takes it: the reload it asks for
+  is the router's ``config.loaded``). Each names who
   asked (``by``) and through what (``via``), so replay, the timeline and the what-if see operator
   actions as the inputs they are;
 * decisions of the cores that take them: ``lvsd.server_action_taken`` (lvsd's answer to a server
@@ -66,4 +68,18 @@ declare(
                                                    "(BACKUP) would take over"),
     },
     doc="pulse did not hand over as operator.handover_requested (its cause) asked.",
+)
+declare(
+    "operator.config_written", 1,
+    {
+        "by": BY,
+        "via": VIA,
+        "path": Str(max_len=4096, doc="the router's config file, written atomically"),
+        "digest": Str(max_len=128, doc="sha256 of the text written"),
+        "previous_digest": Str(max_len=128, doc="sha256 of the file it replaced"),
+        "restored": Enum("no", "yes", doc="yes: the router refused the written text and the previous one was put back"),
+    },
+    doc="An operator wrote a new version of the router's config file (the console's editor, checked as "
+    "check-config does) and asked for a reload as SIGHUP does; the router's config.loaded (reload) or "
+    "config.reload_refused follows. With restored = yes, a second record says the previous text is back.",
 )

@@ -26,7 +26,7 @@ from aiohttp import web
 from lvsbus.events import Event, matches
 from lvsbus_tools.timeline import Filters, describe, log_dir, render_html, timeline
 
-from . import auth
+from . import auth, configedit
 from .view import View
 
 log = structlog.get_logger("lvsbus.web")
@@ -36,6 +36,7 @@ COOKIE = "lvsbus_session"
 QUEUE_MAX = 2000  # patches queued for one browser; past it, it gets a reset (it fetches the view again)
 KEEPALIVE_S = 15.0
 ANSWER_TYPES = ("lvsd.server_action_taken", "pulse.handover_refused", "router.role_changed")
+RELOAD_WAIT_S = 10.0  # how long an apply waits for the router's config.loaded or config.reload_refused
 RECENT = 5000  # events kept for the events page's first paint
 TIMELINE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 HEADERS = {
@@ -69,6 +70,9 @@ class Console:
         self.state_dir = state_dir  # the router's (the timeline page reads its log); None: no timeline
         self.recent: collections.deque = collections.deque(maxlen=RECENT)
         self.event_streams: dict[asyncio.Queue, "EventFilter"] = {}
+        self.reloads: list[tuple[asyncio.Future, str]] = []  # (future, digest written): the router's answer
+        self.applying = asyncio.Lock()
+        self.signal_router: Callable[[int], None] = lambda pid: os.kill(pid, __import__("signal").SIGHUP)
 
     # -- the bus ----------------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class Console:
         for ev in events:
             patches += self.view.apply(ev)
             lines.append(event_line(ev))
+            if ev.type in ("config.loaded", "config.reload_refused") and self.reloads:
+                self._reload_answer(ev)
             if ev.type in ANSWER_TYPES and ev.cause is not None:
                 fut = self.waiting.pop(ev.cause, None)
                 if fut is not None and not fut.done():
@@ -100,6 +106,17 @@ class Console:
             mine = [x for x in lines if f.keep(x)]
             if mine and q.qsize() < QUEUE_MAX:
                 q.put_nowait(mine)
+
+    def _reload_answer(self, ev: Event) -> None:
+        """A config.loaded (reload) with the digest written, or a config.reload_refused, answers
+        the applies waiting for it."""
+        for fut, want in list(self.reloads):
+            if fut.done():
+                continue
+            if ev.type == "config.loaded" and ev.payload["reload"] and ev.payload["digest"] == want:
+                fut.set_result(ev)
+            elif ev.type == "config.reload_refused":
+                fut.set_result(ev)
 
     def broadcast(self, patches: list[dict]) -> None:
         for q in list(self.streams):
@@ -374,9 +391,123 @@ async def timeline_page(request: web.Request) -> web.Response:
                         headers={**HEADERS, "Content-Security-Policy": TIMELINE_CSP})
 
 
+async def config_page(request: web.Request) -> web.Response:
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c)
+    if refused is not None:
+        return refused
+    return _page("config.html", csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
+
+
+def _config_file(c: Console) -> tuple[dict | None, str | None, str | None]:
+    """(the config in force, the file's text now or None, why not)."""
+    cfg = c.view.config
+    if cfg is None:
+        return None, None, "no config.loaded seen yet"
+    if not os.path.isabs(cfg["path"]):
+        return cfg, None, f"the router was started with a relative --config path ({cfg['path']}): not editable here"
+    try:
+        with open(cfg["path"], encoding="utf-8") as f:
+            return cfg, f.read(), None
+    except (OSError, UnicodeDecodeError) as exc:
+        return cfg, None, f"cannot read {cfg['path']}: {exc}"
+
+
+async def config_get(request: web.Request) -> web.Response:
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c)
+    if refused is not None:
+        return refused
+    cfg, text, why = _config_file(c)
+    if cfg is None:
+        return web.json_response({"error": why}, status=503, headers=HEADERS)
+    out = {"path": cfg["path"], "format": cfg["format"], "digest_in_force": cfg["digest"], "seq": cfg["seq"],
+           "text": text, "problem": why, "file_digest": configedit.digest(text) if text is not None else None}
+    return web.json_response(out, headers=HEADERS)
+
+
+async def _edited(request: web.Request) -> tuple[str, str | None] | None:
+    try:
+        body = await request.json()
+        text, base = body["text"], body.get("base_digest")
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(text, str) or (base is not None and not isinstance(base, str)):
+        return None
+    return text, base
+
+
+async def config_check(request: web.Request) -> web.Response:
+    """check-config of an edited text (viewers may check; only admins apply)."""
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c, post=True)
+    if refused is not None:
+        return refused
+    got = await _edited(request)
+    cfg, old, why = _config_file(c)
+    if got is None or cfg is None:
+        return web.json_response({"error": "bad_request" if got is None else why}, status=400, headers=HEADERS)
+    text = got[0]
+    result = await asyncio.get_running_loop().run_in_executor(
+        None, configedit.check, text, cfg["path"], cfg["format"], cfg["model"])
+    result["text_diff"] = configedit.text_diff(old or "", text, cfg["path"])
+    return web.json_response(result, headers=HEADERS)
+
+
+async def config_apply(request: web.Request) -> web.Response:
+    """Write the edited text atomically (refused if it does not check, or if the file changed since
+    the editor read it), record who did it, SIGHUP the router and wait for its answer; a reload the
+    router refuses puts the previous text back."""
+    c: Console = request.app[CONSOLE]
+    s, refused = await _guard(request, c, admin=True, post=True)
+    if refused is not None:
+        return refused
+    got = await _edited(request)
+    if got is None:
+        return web.json_response({"error": "bad_request"}, status=400, headers=HEADERS)
+    text, base = got
+    async with c.applying:
+        cfg, old, why = _config_file(c)
+        if cfg is None or old is None:
+            return web.json_response({"error": "not_editable", "detail": why}, status=409, headers=HEADERS)
+        if base != configedit.digest(old):
+            return web.json_response({"error": "changed_on_disk", "detail": "the file changed since you loaded it: "
+                                      "load it again"}, status=409, headers=HEADERS)
+        result = await asyncio.get_running_loop().run_in_executor(
+            None, configedit.check, text, cfg["path"], cfg["format"], cfg["model"])
+        if not result["ok"]:
+            return web.json_response({"error": "invalid", **result}, status=422, headers=HEADERS)
+        if c.bus is None or c.view.router_pid is None:
+            return web.json_response({"error": "no_router"}, status=503, headers=HEADERS)
+        new_digest = configedit.digest(text)
+        record = {"by": s.user, "via": "web", "path": cfg["path"][:4096], "digest": new_digest,
+                  "previous_digest": configedit.digest(old), "restored": "no"}
+        await asyncio.get_running_loop().run_in_executor(None, configedit.write_atomically, cfg["path"], text)
+        await c.bus.publish_durable([("operator.config_written", record, None)])
+        fut = asyncio.get_running_loop().create_future()
+        c.reloads.append((fut, new_digest))
+        try:
+            c.signal_router(c.view.router_pid)
+            answer = await asyncio.wait_for(fut, RELOAD_WAIT_S)
+        except (OSError, asyncio.TimeoutError) as exc:
+            answer = None
+            problem = f"no answer from the router ({type(exc).__name__})"
+        finally:
+            c.reloads = [r for r in c.reloads if r[0] is not fut]
+        if answer is not None and answer.type == "config.loaded":
+            return web.json_response({"applied": True, "seq": answer.seq, "digest": new_digest}, headers=HEADERS)
+        # refused by the router (or no answer): put the previous text back, so file and router agree
+        await asyncio.get_running_loop().run_in_executor(None, configedit.write_atomically, cfg["path"], old)
+        c.bus.publish_nowait("operator.config_written", {**record, "digest": record["previous_digest"],
+                                                         "previous_digest": new_digest, "restored": "yes"})
+        errors = answer.payload["errors"] if answer is not None else [problem]
+        return web.json_response({"applied": False, "error": "reload_refused", "router_errors": errors},
+                                 status=409, headers=HEADERS)
+
+
 async def static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    if name not in ("console.js", "console.css", "login.css", "events.js"):
+    if name not in ("console.js", "console.css", "login.css", "events.js", "config.js"):
         raise web.HTTPNotFound()
     return web.FileResponse(STATIC / name, headers={**HEADERS, "Cache-Control": "no-cache"})
 
@@ -476,7 +607,7 @@ CONSOLE = web.AppKey("console", Console)
 
 
 def make_app(console: Console) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=1024 * 1024)
     app[CONSOLE] = console
     app.add_routes([
         web.get("/login", login_page), web.post("/login", login), web.post("/logout", logout),
@@ -484,6 +615,8 @@ def make_app(console: Console) -> web.Application:
         web.get("/api/state", state), web.get("/api/stream", stream),
         web.get("/events", events_page), web.get("/api/events", recent_events), web.get("/api/events/stream", events_stream),
         web.get("/timeline", timeline_page),
+        web.get("/config", config_page), web.get("/api/config", config_get),
+        web.post("/api/config/check", config_check), web.post("/api/config/apply", config_apply),
         web.post("/api/server", server_action), web.post("/api/handover", handover),
     ])
     return app

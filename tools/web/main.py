@@ -15,6 +15,15 @@ from .app import Console, serve
 log = structlog.get_logger("lvsbus.web")
 
 
+def _supervisor_pid(state_dir: str) -> int | None:
+    from lvsbus.routercli import read_status
+
+    try:
+        return read_status(state_dir)["supervisor_pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def run(state_dir: str, run_start_seq: int, address: str, password_file: str, cert: str | None, key: str | None,
         node: str = "") -> int:
     async def main() -> None:
@@ -27,6 +36,8 @@ def run(state_dir: str, run_start_seq: int, address: str, password_file: str, ce
         client = AsyncBusClient(dirs.run, "web", subs=("",), log_dir=dirs.log, from_seq=run_start_seq)
         await client.start()
         console = Console(password_file, tls=bool(cert), bus=client, node=node, state_dir=state_dir)
+        # the router said hello just before its run's config.loaded (the view follows from there)
+        console.view.router_pid = _supervisor_pid(state_dir)
         try:
             await serve(address, console, stop, cert, key)
         finally:

@@ -39,6 +39,8 @@ class View:
         self.by_key: dict[str, dict] = {}  # service key -> service dict
         self.figures = Figures()
         self.weights: dict[str, dict[str, int]] = {}  # desired table: service key -> {dest key: weight}
+        self.config: dict | None = None  # the config in force: {path, format, digest, model, seq}
+        self.router_pid: int | None = None  # the router's supervisor (it says hello on the bus)
 
     # -- the whole view ---------------------------------------------------------------------
 
@@ -55,8 +57,14 @@ class View:
         self.seq = max(self.seq, ev.seq)
         t, p = ev.type, ev.payload
         if t == "config.loaded":
+            self.config = {"path": p["path"], "format": p["format"], "digest": p["digest"], "model": p["model"],
+                           "seq": ev.seq}
             self._config(p)
             return [{"kind": "reset"}]
+        if t == "bus.client_joined":
+            if p["client"] == "router" and p.get("pid"):
+                self.router_pid = p["pid"]
+            return []
         if t == "router.role_changed":
             self.role, self.role_reason, self.role_since_ns = p["new"], p["reason"], ev.wall_ns
             return [self.router_state()]
