@@ -263,6 +263,20 @@ def test_the_view_folds_config_health_table_admin_and_figures():
     v.apply(ev(2, "router.role_changed", {"node": "lvs1", "old": "BACKUP", "new": "ACTIVE", "reason": "no_active",
                                          "priority": 100, "epoch": 1, "peer": None}))
     assert v.state()["router"]["role"] == "ACTIVE"
+    v.apply(ev(20, "pulse.peer_alive", {"peer": "lvs2", "link": "public", "role": "BACKUP", "priority": 1, "epoch": 1}))
+    v.apply(ev(21, "pulse.link_degraded", {"peer": "lvs2", "link": "private", "silent_ns": 5}))
+    v.apply(ev(22, "pulse.link_changed", {"link": "private", "up": False, "device": "eth1"}))
+    r = v.state()["router"]
+    assert r["peers"]["lvs2"] == {"alive": True, "role": "BACKUP", "degraded": ["private"]} and r["links"] == {"private": False}
+    assert r["holders"] == {"192.0.2.80": None}  # nobody known holds it
+    v.apply(ev(23, "pulse.take_vips", {"vips": [{"address": "192.0.2.80", "prefixlen": 32, "family": "ipv4", "device": None,
+                                                 "label": None, "owner": "web"}], "reason": "no_active"}))
+    assert v.state()["router"]["holders"] == {"192.0.2.80": "lvs1"}
+    v.apply(ev(24, "pulse.release_vips", {"vips": [{"address": "192.0.2.80", "prefixlen": 32, "family": "ipv4", "device": None,
+                                                    "label": None, "owner": "web"}], "reason": "fenced"}))
+    v.apply(ev(25, "pulse.heartbeat_received", {"link": "public", "peer": "lvs2", "address": "10.0.0.2", "role": "ACTIVE",
+                                               "priority": 1, "epoch": 1, "seq": 9, "leaving": False}))
+    assert v.state()["router"]["holders"] == {"192.0.2.80": "lvs2"}
     table = {"tcp:192.0.2.80:80": {"scheduler": "wlc", "persistence": 0, "netmask": 32, "flags": 0, "dests": {
         "10.0.0.1:80": {"forwarding": "nat", "weight": 1, "upper": 0, "lower": 0}}}}
     out = v.apply(ev(3, "lvsd.table_desired", {"version": 1, "table": table, "reason": "started", "digest": "d",
@@ -283,7 +297,7 @@ def test_the_view_folds_config_health_table_admin_and_figures():
     out = v.apply(ev(7, "health.check_results", {"digest": "d", "ids": ["web/s1"], "ok": [False], "latency_us": [1500],
                                                 "detail": ["timeout"], "late_us": 0}))
     assert out[0]["last"]["detail"] == "timeout"
-    assert v.apply(ev(8, "pulse.heartbeat_received", {"link": "public", "peer": "lvs2", "address": "10.0.0.2", "role": "BACKUP",
+    assert v.apply(ev(8, "pulse.heartbeat_received", {"link": "public", "peer": "lvs2", "address": "10.0.0.2", "role": "ACTIVE",
                                                      "priority": 1, "epoch": 1, "seq": 1, "leaving": False})) == []
 
 

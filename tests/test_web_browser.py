@@ -4,7 +4,8 @@ router starting its console from the [web] section. The browser runs in the clie
 (tests/web_browser.py): it logs in, sees a real server go DOWN live when its process is stopped,
 without reloading the page, drains another and sees it at weight 0, and hands over and sees the
 role change, the events (filtered) and timeline pages, and the config editor (an error shown
-with its line, then an edit applied: the file written and the router reloaded); the test checks the same in the active router's log (lvsd's desired table), and
+with its line, then an edit applied: the file written and the router reloaded), and a real failover (the
+active peer SIGKILLed: the page, on the backup, turns ACTIVE live); the test checks the same in the active router's log (lvsd's desired table), and
 that both logs replay. Screenshots are written under the test's tmp dir (the paths are printed).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import time
 import pytest
 
 from lvsbus_tools.web import auth
-from tests.netns import NAT, netns_module  # noqa: F401  (the fixture)
+from tests.netns import NAT, VIP, netns_module  # noqa: F401  (the fixture)
 from tests.test_router_netns import RESPONDER, ROOT, Cluster, start_responders
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -121,6 +123,14 @@ def test_the_console_in_a_browser_live_down_drain_and_handover(netns_module, tmp
         reloaded = [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]]
         assert written and written[-1].payload["by"] == "ada" and reloaded
         assert reloaded[-1].payload["digest"] == written[-1].payload["digest"] and reloaded[-1].seq > written[-1].seq
+
+        step("wait:failover", 20.0)
+        os.killpg(c.procs["r2"].pid, signal.SIGKILL)  # the active router, whole: its children die with it
+        c.procs["r2"].wait(5)
+        t.run("r2", "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)  # a dead host holds nothing
+        (shots / "go-failover").touch()
+        seen = step("failover_seen", 30.0)
+        assert seen["same_page"] == "yes" and "peer_dead" in seen["reason"] and f"{VIP}: r1" in seen["vips"]
         step("done", 20.0)
     finally:
         if browser is not None and browser.poll() is None:

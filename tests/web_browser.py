@@ -116,6 +116,17 @@ def main() -> int:
         WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "status").text.startswith("applied"))
         say(step="config", error=bad, status=driver.find_element(By.ID, "status").text)
         shot("config-applied")
+
+        driver.get(url + "/")  # the overview again, as a BACKUP now; the test kills the active peer
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "role").text == "BACKUP"
+                                        and d.find_element(By.ID, "live").text == "live")
+        driver.execute_script("window.__same_page = 'yes';")
+        wait_go(outdir, "failover")
+        t0 = time.monotonic()
+        WebDriverWait(driver, 20, poll_frequency=0.02).until(lambda d: d.find_element(By.ID, "role").text == "ACTIVE")
+        say(step="failover_seen", after_s=round(time.monotonic() - t0, 3), reason=driver.find_element(By.ID, "role-reason").text,
+            vips=driver.find_element(By.ID, "vips").text, same_page=driver.execute_script("return window.__same_page || null;"))
+        shot("failover")
     except Exception as exc:  # said, with a screenshot, for the test to report
         try:
             shot("failure")

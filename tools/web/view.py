@@ -18,6 +18,7 @@ from lvsbus_services.lvsd.core import service_key
 #: what the console follows on the bus
 SUBSCRIPTIONS = (
     "config.loaded", "router.role_changed", "pulse.peer_alive", "pulse.peer_dead", "pulse.heartbeat_received",
+    "pulse.link_degraded", "pulse.link_restored", "pulse.link_changed",
     "pulse.take_vips", "pulse.release_vips", "health.", "lvsd.table_desired", "lvsd.table_delta",
     "lvsd.server_action_taken", "ipvs.stats",
 )
@@ -33,6 +34,8 @@ class View:
         self.role_since_ns: int | None = None
         self.peers: dict[str, dict] = {}
         self.vips: dict[str, str] = {}  # address -> owner
+        self.config_vips: list[str] = []  # every VIP of the config in force
+        self.links: dict[str, bool] = {}  # this router's heartbeat links: up or down (monitor_links)
         self.services: list[dict] = []
         self.rows: dict[str, dict] = {}  # health id -> server row (in self.services)
         self.by_dest: dict[tuple[str, str], str] = {}  # (service key, dest key) -> health id
@@ -46,7 +49,15 @@ class View:
 
     def router_state(self) -> dict:
         return {"kind": "router", "router": self.router, "role": self.role, "reason": self.role_reason,
-                "since_ns": self.role_since_ns, "peers": self.peers, "vips": sorted(self.vips)}
+                "since_ns": self.role_since_ns, "peers": self.peers, "vips": sorted(self.vips),
+                "holders": self.holders(), "links": self.links}
+
+    def holders(self) -> dict[str, str | None]:
+        """Each configured VIP -> who holds it as this router sees it: itself when it added the
+        address, else the peer heard ACTIVE (None: nobody known)."""
+        active = [n for n, p in sorted(self.peers.items()) if p["alive"] and p["role"] == "ACTIVE"]
+        return {v: (self.router or "this router") if v in self.vips else (active[0] if active else None)
+                for v in self.config_vips}
 
     def state(self) -> dict:
         return {"seq": self.seq, "fields": FIELDS, "router": self.router_state(), "services": self.services}
@@ -69,7 +80,17 @@ class View:
             self.role, self.role_reason, self.role_since_ns = p["new"], p["reason"], ev.wall_ns
             return [self.router_state()]
         if t in ("pulse.peer_alive", "pulse.peer_dead"):
-            self.peers[p["peer"]] = {"alive": t == "pulse.peer_alive", "role": p["role"]}
+            old = self.peers.get(p["peer"], {})
+            self.peers[p["peer"]] = {"alive": t == "pulse.peer_alive", "role": p["role"], "degraded": old.get("degraded", [])}
+            return [self.router_state()]
+        if t in ("pulse.link_degraded", "pulse.link_restored"):
+            peer = self.peers.setdefault(p["peer"], {"alive": True, "role": "BACKUP", "degraded": []})
+            bad = set(peer.get("degraded", []))
+            (bad.add if t == "pulse.link_degraded" else bad.discard)(p["link"])
+            peer["degraded"] = sorted(bad)
+            return [self.router_state()]
+        if t == "pulse.link_changed":
+            self.links[p["link"]] = p["up"]
             return [self.router_state()]
         if t == "pulse.heartbeat_received":
             peer = self.peers.get(p["peer"])
@@ -123,6 +144,8 @@ class View:
         except (ConfigError, KeyError, TypeError, ValueError):
             return
         self.router = p["local_router"]
+        self.config_vips = sorted({vs.address for vs in cfg.lvs_services() if vs.active and not vs.fwmark}
+                                  | ({cfg.nat_router.address} if cfg.nat_router else set()))
         old = self.rows
         self.services, self.rows, self.by_dest, self.by_key = [], {}, {}, {}
         for vs in cfg.lvs_services():

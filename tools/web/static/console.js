@@ -100,9 +100,13 @@ function routerPatch(r) {
   el.className = "role " + r.role;
   $("role-reason").textContent = r.reason ? `(${r.reason} ${fmtTime(r.since_ns)})` : "";
   if (r.router) $("router").textContent = r.router;
-  const peers = Object.entries(r.peers).map(([n, p]) => `${n}: ${p.alive ? p.role : "dead"}`);
+  const peers = Object.entries(r.peers).map(([n, p]) =>
+    `${n}: ${p.alive ? p.role : "dead"}${p.degraded && p.degraded.length ? " (link " + p.degraded.join(", ") + " degraded)" : ""}`);
   $("peers").textContent = peers.length ? peers.join(", ") : "none heard";
-  $("vips").textContent = r.vips.length ? r.vips.join(", ") : "none";
+  const held = Object.entries(r.holders).map(([v, h]) => `${v}: ${h || "nobody"}`);
+  $("vips").textContent = held.length ? held.join(", ") : "none";
+  const down = Object.entries(r.links).filter(([, up]) => !up).map(([l]) => l);
+  $("links").textContent = down.length ? `DOWN: ${down.join(", ")}` : "up";
 }
 
 function apply(patches) {
