@@ -432,3 +432,59 @@ def test_the_config_editor_checks_diffs_and_applies_with_the_routers_answer(pass
         assert path.read_text() == edited
         assert [p["restored"] for t_, p in bus.published if t_ == "operator.config_written"] == ["no", "no", "yes"]
     run(t, passwd)
+
+
+def test_an_open_stream_does_not_keep_the_session_and_is_told_when_it_ends(passwd):
+    async def t(client, console, bus, clock):
+        await login(client)
+        resp = await client.get("/api/stream")
+        await resp.content.readline(), await resp.content.readline()
+        assert (await asyncio.wait_for(resp.content.readline(), 1.0)) == b": keepalive\n"  # checked, still alive
+        clock.t += 61  # a minute without a request of the user's: the stream's checks did not renew it
+        lines = [await asyncio.wait_for(resp.content.readline(), 1.0) for _ in range(2)]
+        assert b"event: expired\n" in lines
+        assert (await client.get("/api/state")).status == 401
+    run(t, passwd, idle_s=60, keepalive_s=0.05)
+
+
+def test_served_over_tls_the_cookie_is_secure_and_plain_http_gets_nothing(passwd, tmp_path):
+    import socket
+    import ssl
+    import subprocess
+
+    import aiohttp
+
+    from lvsbus_tools.web.app import serve
+
+    cert, key = tmp_path / "web.crt", tmp_path / "web.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        stop = asyncio.Event()
+        server = asyncio.ensure_future(serve(f"127.0.0.1:{port}", Console(passwd, tls=True), stop, str(cert), str(key)))
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.check_hostname = False
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"https://127.0.0.1:{port}/login", data={"user": "ada", "password": "correct horse"},
+                                     headers={"Origin": f"https://127.0.0.1:{port}"}, ssl=ctx, allow_redirects=False) as r:
+                    assert r.status == 303 and r.headers["Location"] == "/"
+                    cookie = r.headers["Set-Cookie"]
+                    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+                with pytest.raises(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/login") as r:
+                        await r.read()
+        finally:
+            stop.set()
+            await server
+    asyncio.run(main())

@@ -53,7 +53,7 @@ class Console:
 
     def __init__(self, password_file: str, *, tls: bool = False, bus: Any = None, node: str = "",
                  idle_s: float = 1800.0, max_s: float = 12 * 3600.0, clock: Callable[[], float] = time.monotonic,
-                 answer_s: float = 5.0, state_dir: str | None = None) -> None:
+                 answer_s: float = 5.0, state_dir: str | None = None, keepalive_s: float = KEEPALIVE_S) -> None:
         self.password_file = password_file
         self.tls = tls
         self.bus = bus  # an AsyncBusClient (None: no router: actions are refused with 503)
@@ -63,6 +63,7 @@ class Console:
         self.limiter = auth.LoginLimiter()
         self.clock = clock
         self.answer_s = answer_s
+        self.keepalive_s = keepalive_s
         self.streams: set[asyncio.Queue] = set()
         self.waiting: dict[int, asyncio.Future] = {}  # request seq -> the core's answer
         self.early: dict[int, Event] = {}  # answers that came before their request's ack
@@ -543,9 +544,9 @@ async def _sse(request: web.Request, c: Console, q: asyncio.Queue) -> web.Stream
         await resp.write(b"retry: 1000\n\n")
         while True:
             try:
-                items = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                items = await asyncio.wait_for(q.get(), c.keepalive_s)
             except asyncio.TimeoutError:
-                if c.sessions.get(token, c.clock())[0] is None:
+                if c.sessions.get(token, c.clock(), touch=False)[0] is None:
                     await resp.write(b"event: expired\ndata: {}\n\n")
                     break
                 await resp.write(b": keepalive\n\n")

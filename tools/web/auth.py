@@ -130,15 +130,18 @@ class Sessions:
         self.by_token[token] = s
         return token, s
 
-    def get(self, token: str | None, now: float) -> tuple[Session | None, bool]:
-        """(the live session, False), or (None, True) when it has just expired, (None, False) if unknown."""
+    def get(self, token: str | None, now: float, touch: bool = True) -> tuple[Session | None, bool]:
+        """(the live session, False), or (None, True) when it has just expired, (None, False) if
+        unknown. ``touch``: a request of the user's (it keeps the session alive); an open live stream
+        checking its session does not."""
         s = self.by_token.get(token) if token else None
         if s is None:
             return None, False
         if now - s.last > self.idle_s or now - s.started > self.max_s:
             del self.by_token[token]  # type: ignore[arg-type]
             return None, True
-        s.last = now
+        if touch:
+            s.last = now
         return s, False
 
     def close(self, token: str | None) -> None:
