@@ -407,6 +407,16 @@ class NatRouter:
 
 
 @dataclass(frozen=True, slots=True)
+class Web:
+    """The web console (``[web]``; docs/console.md): off without the section."""
+
+    address: str = "127.0.0.1:9540"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    password_file: str = "/etc/lvsbus/web.passwd"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     service: ServiceType = ServiceType.LVS
     serial_no: int = 0
@@ -422,6 +432,8 @@ class Config:
     hard_shutdown: bool = True
     #: Prometheus-style metrics listener ``HOST:PORT``; None = off
     metrics_address: str | None = None
+    #: the web console; None = off
+    web: Web | None = None
     #: seconds between two reads of the IPVS traffic figures by the applier (``ipvs.stats``); 0 = off.
     #: 5 s by measurement (bench/stats.py, docs/ipvs.md): 100 services x 10 real servers all busy
     #: add ~59 MB/hour to the log at 5 s, ~147 MB/hour at 2 s.

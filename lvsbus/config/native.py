@@ -49,6 +49,7 @@ from .model import (
     Severity,
     SyncDaemon,
     VirtualService,
+    Web,
     size_issue,
     to_dict,
 )
@@ -64,7 +65,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
 }
 _NESTED: dict[str, type] = {
     "Heartbeat": Heartbeat, "IpvsTimeouts": IpvsTimeouts, "SyncDaemon": SyncDaemon,
-    "Notify": Notify, "NatRouter": NatRouter, "Check": Check,
+    "Notify": Notify, "NatRouter": NatRouter, "Check": Check, "Web": Web,
 }
 #: list-valued fields: dict-form key -> (native table name, item class)
 _LISTS: dict[str, tuple[str, type]] = {
@@ -651,7 +652,8 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
                           ("ipvs_timeouts", "IPVS connection timeouts, seconds (0 = kernel default)"),
                           ("sync_daemon", "IPVS connection sync daemon"),
                           ("notify", "commands run on role changes"),
-                          ("nat_router", "gateway of the real servers in NAT, moves with the VIPs")):
+                          ("nat_router", "gateway of the real servers in NAT, moves with the VIPs"),
+                          ("web", "the web console (docs/console.md)")):
         if d.get(name) is not None:
             _table(out, [name], d[name], comment)
     for vs in d["virtual_services"]:

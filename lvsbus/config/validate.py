@@ -284,6 +284,8 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
             o.err(f"notify.{fname}", "is empty: give a command or leave the key out")
     if cfg.metrics_address is not None:
         _metrics(o, cfg.metrics_address)
+    if cfg.web is not None:
+        _web(o, cfg.web)
     if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
         o.err("reservation_conflict_action", f"{_shown(cfg.reservation_conflict_action)}: must be "
                                              "'nothing' or 'preempt'")
@@ -495,15 +497,31 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
             endpoints[ep] = rs.name
 
 
-def _metrics(o: _Out, value: str) -> None:
+def _web(o: _Out, web) -> None:
+    host = _metrics(o, web.address, "web.address", 9540)
+    if (web.tls_cert is None) != (web.tls_key is None):
+        o.err("web.tls_cert" if web.tls_cert is None else "web.tls_key",
+              "TLS needs both tls_cert and tls_key (or neither: plain HTTP)")
+    for key in ("tls_cert", "tls_key", "password_file"):
+        value = getattr(web, key)
+        if value is not None and not value.startswith("/"):
+            o.err(f"web.{key}", f"{_shown(value)} must be an absolute path")
+    if host is not None and not host.is_loopback and web.tls_cert is None:
+        o.warn("web.address", f"{web.address} is not a loopback address and the console has no TLS "
+                              "(tls_cert, tls_key): passwords and session cookies cross the network in clear")
+
+
+def _metrics(o: _Out, value: str, key: str = "metrics_address", example: int = 9539) -> ipaddress._BaseAddress | None:
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     ok = bool(sep) and _ASCII_DIGITS.fullmatch(port) is not None and 1 <= int(port) <= 65535
+    ip = None
     if ok:
         try:
-            ipaddress.ip_address(host)
+            ip = ipaddress.ip_address(host)
         except ValueError:
             ok = False
     if not ok:
-        o.err("metrics_address", f"{_shown(value)} must be ADDRESS:PORT, like '127.0.0.1:9539' or "
-                                 "'[::1]:9539'")
+        o.err(key, f"{_shown(value)} must be ADDRESS:PORT, like '127.0.0.1:{example}' or "
+                   f"'[::1]:{example}'")
+    return ip
