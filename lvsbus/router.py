@@ -76,7 +76,8 @@ from . import catalog  # noqa: F401
 from . import privileges, servicelock
 from .config import ConfigError, LoadedConfig, diff, identify_local_router, load, to_dict
 from .paths import StateDirs
-from .supervision import GIVE_UP, RestartLimits, RestartPolicy
+from . import supervision
+from .supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, RestartLimits, Supervision
 
 log = structlog.get_logger("lvsbus.router")
 
@@ -93,16 +94,10 @@ HANDOVER_TIMEOUT = 3.0
 STOP_TIMEOUT = 3.0
 BROKER_READY_TIMEOUT = 15.0
 
-#: services started as children, in order: (name, module, when)
-#: when: "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile), or
-#: "configured" (metrics: when an address is set)
-SERVICES = (
-    ("pulse", "lvsbus_services.pulse", "always"),
-    ("nanny", "lvsbus_services.nanny", "always"),
-    ("lvsd", "lvsbus_services.lvsd", "active"),
-    ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
-    ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
-)
+#: services started as children, in order: (name, module, when); when (lvsbus.supervision.SERVICES
+#: decides): "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile),
+#: or "configured" (metrics: when an address is set)
+SERVICES = tuple((name, f"lvsbus_services.{name}", when) for name, when in supervision.SERVICES)
 
 
 def _service_exists(module: str) -> bool:
@@ -407,12 +402,17 @@ class Router:
         self.broker: Child | None = None
         self._flags: set[str] = set()
         self._wake_r = self._wake_w = -1
-        self.active = False  # pulse said start_lvsd (and not stop_lvsd since)
         self.lvsd_standby = False  # the lvsd process running is a --standby, waiting for "go"
         self.stopping = False
         self.exit_code = 0
-        self.policy = RestartPolicy(limits)
+        self.supervision = Supervision(limits)  # every decision: restarts, which services run, lvsd
+        self.policy = self.supervision.restarts
         self.spares = spares
+
+    @property
+    def active(self) -> bool:
+        """pulse said start_lvsd (and not stop_lvsd since)."""
+        return self.supervision.active
 
     # -- start -------------------------------------------------------------------------------
 
@@ -611,11 +611,11 @@ class Router:
                 continue
             child = self._service_child(name, module)
             self.children[name] = child
-            if when == "always" or (when == "configured" and self.loaded.config.metrics_address):
+            if self.supervision.wanted(name, configured=bool(self.loaded.config.metrics_address)):
                 child.start()
                 if child.uses_spare:
                     child.spare_at = time.monotonic()
-            elif when == "active" and name == "lvsd":
+            elif when == supervision.WHILE_ACTIVE:  # lvsd: its standby, told to go on the takeover
                 self._start_lvsd(standby=True)
         sd_notify(f"READY=1\nSTATUS=router {self.local}, run from seq {self.run_start_seq}\nMAINPID={os.getpid()}")
         log.info("router_ready", router=self.local, run_start_seq=self.run_start_seq,
@@ -683,8 +683,8 @@ class Router:
         return ([self.broker] if self.broker else []) + list(self.children.values())
 
     def _on_event(self, ev) -> None:
-        if ev.type == "pulse.start_lvsd":
-            self.active = True
+        order = self.supervision.lvsd_order(ev.type)
+        if order == LVSD_START:
             c = self.children.get("lvsd")
             if c is not None:
                 if c.alive() and c.kill_at is not None:  # still stopping from a step-down just before
@@ -701,8 +701,7 @@ class Router:
                     c.stop()
                 if not c.alive():
                     self._start_lvsd(standby=False)
-        elif ev.type == "pulse.stop_lvsd":
-            self.active = False
+        elif order == LVSD_STOP:
             c = self.children.get("lvsd")
             if c is not None:
                 c.terminate()  # a new standby is started once it is gone (_supervise)
@@ -746,8 +745,9 @@ class Router:
     def _died(self, c: Child, exit_: str, now: float, spare: bool) -> bool:
         """One death of service ``c`` (its live process, or its spare): the policy decides."""
         c.last_exit = exit_
-        d = self.policy.died(c.name, now)
-        if d.action == GIVE_UP and self._abandon(c, d.recent):
+        d = self.supervision.died(c.name, now, hard_shutdown=self.loaded is None or self.loaded.config.hard_shutdown)
+        if d.action == ABANDON:
+            self._abandon(c, d.recent)
             return True
         if d.action == GIVE_UP:
             lim = self.policy.limits
@@ -773,11 +773,9 @@ class Router:
             c.pending_attempt = d.attempt
         return True
 
-    def _abandon(self, c: Child, deaths: int) -> bool:
-        """A restart loop of nanny under ``hard_shutdown = false``: stop restarting it and stay up
-        (Piranha's lvsd: "nanny died! manual action needed!"). False: step down as for any service."""
-        if c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown:
-            return False
+    def _abandon(self, c: Child, deaths: int) -> None:
+        """A restart loop of nanny under ``hard_shutdown = false`` (``Supervision.died`` says
+        ABANDON): stop restarting it and stay up (Piranha's lvsd: "nanny died! manual action needed!")."""
         window = self.policy.limits.window_s
         log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window,
                   last_exit=c.last_exit, hint="hard_shutdown = false: no health checks; the IPVS table stays as it is")
@@ -790,7 +788,6 @@ class Router:
         c.start_at = None
         self._publish("router.service_abandoned", {"service": c.name, "restarts": deaths - 1,
                                                    "exit": c.last_exit[:256]})
-        return True
 
     def _restarted(self, c: Child, attempt: int | None = None) -> None:
         if attempt is None:

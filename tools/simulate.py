@@ -13,11 +13,14 @@ What is simulated (everything a core does not see directly):
   validates every event against the catalog (as the real broker does) and appends it to a real
   log (``EventLog``, durability ``none``) in ``<log_root>/<router>/log``, so ``tools/replay.py``
   reads it like any router's log;
-* the router's lifecycle as ``lvsbus router`` runs it: broker, ``config.loaded`` (the run start:
-  every core starts from ``initial()`` there), pulse and nanny always, lvsd and the applier started
-  on ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; a
-  service that starts again is restored from its snapshot (through the snapshot format) and
-  answers the inputs logged while it was down, as ``lvsbus.runtime`` does;
+* the router's lifecycle as ``lvsbus router`` runs it, its decisions taken by the supervisor's
+  own code (``lvsbus.supervision.Supervision``): broker, ``config.loaded`` (the run start: every
+  core starts from ``initial()`` there), pulse, nanny and the applier always, lvsd started on
+  ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; every
+  service death goes through the restart policy (attempt, backoff; a restart loop steps the router
+  down, or abandons nanny under ``hard_shutdown = false``); a service that starts again is restored
+  from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
+  as ``lvsbus.runtime`` does;
 * a simulated shell per core, which executes its effects: pulse's ``send_heartbeat`` and
   ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay,
   reordering), the receiving router's shell publishes ``pulse.heartbeat_received`` /
@@ -55,7 +58,8 @@ Invariants, checked after every simulated instant (``Cluster.violations``):
 * after the faults stop and the cluster settles: exactly one router is ACTIVE, every other one is
   BACKUP, every router hears every other one (no core is left without its timer), and the active
   router's kernel IPVS table holds exactly the healthy real servers of each virtual service (the
-  backup's table is left as it was: lvsd and the applier run only on the active router);
+  backup's table is left as it was: lvsd runs only on the active router); a router that stepped
+  down after a restart loop stays down and is left out;
 * and the clients' ARP entry for each VIP points at the active router (their last gratuitous ARP
   came from it: pulse re-announces after a split brain, also one it heard of late);
 * no event is lost or reordered: each log reads back with contiguous seqs and the exact bytes the
@@ -95,6 +99,7 @@ from lvsbus.events import REGISTRY, Event, encode
 from lvsbus.ipvs_table import Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import decode_state, encode_state
+from lvsbus.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision
 from lvsbus_services.cores import available
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
@@ -168,7 +173,8 @@ def config_payload(model: dict, local: str, digest: str, reload: bool = False) -
 
 FAULT_KINDS = (
     "router_crash",  # target router; the host goes down for duration (VIPs gone), then boots
-    "service_crash",  # target "router/service"; the process dies, restarts after duration (VIPs stay)
+    "service_crash",  # target "router/service"; the process dies, can start again after duration, when the
+    # supervisor's restart policy (lvsbus.supervision) says (VIPs stay)
     "link_cut",  # target "a-b/link"; no datagram passes for duration
     "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse.link_changed)
     "loss",  # target "a-b/link"; value: permille of datagrams lost, for duration
@@ -360,8 +366,11 @@ class SimRouter:
         self.results: list[tuple] = []  # nanny's results waiting for the next flush
         self.flush_armed = False
         self.nanny_started = 0
-        self.active = False  # the supervisor's view: lvsd and the applier wanted (start_lvsd seen)
-        self.crashed: set[str] = set()  # services killed and not restarted yet
+        # the supervisor's decisions (lvsbus.supervision, as lvsbus/router.py): a new one each boot
+        self.supervision = Supervision()
+        self.crashed: dict[str, Decision] = {}  # services killed and not restarted yet: the policy's decision
+        self.abandoned: set[str] = set()  # a restart loop under hard_shutdown = false: not restarted
+        self.stepped_down = False  # a restart loop made the router step down (it stays down)
         # the broker and write-ahead: a record is written (durable) when the broker forwards it;
         # an output's effect runs only once its record is written
         self.broker_up = False
@@ -754,17 +763,17 @@ class Cluster:
             self._elected = True
 
     def supervise(self, r: SimRouter, type_: str) -> None:
-        """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``."""
-        if type_ == "pulse.start_lvsd":  # it starts lvsd and the applier
-            r.active = True
-            for name in ("lvsd", "ipvs"):
-                if name in r.services and not r.services[name].up:
-                    self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
-        else:  # ... and stops them
-            r.active = False
-            for name in ("ipvs", "lvsd"):
-                if name in r.services:
-                    self._at(self.t, "stop", r.name, name, r.broker_runs)
+        """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``: the
+        services that run only while pulse is ACTIVE (lvsd) are started (the real router's standby
+        told to go: modelled as a start from the log after ``SPAWN``) or stopped."""
+        order = r.supervision.lvsd_order(type_)
+        for name, when in SERVICES:
+            if when != WHILE_ACTIVE or name not in r.services:
+                continue
+            if order == LVSD_START and not r.services[name].up:
+                self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
+            elif order != LVSD_START:
+                self._at(self.t, "stop", r.name, name, r.broker_runs)
 
     def reconcile_vips(self, r: SimRouter, svc: SimService) -> None:
         """pulse's ``on_caught_up`` after a restart: the VIPs as its role says, announced when ACTIVE."""
@@ -885,7 +894,8 @@ class Cluster:
         every core of this run starts from ``initial()`` there), then pulse and nanny; lvsd and the
         applier only while pulse is ACTIVE."""
         r.up = True
-        r.active = False
+        r.supervision = Supervision()
+        r.crashed, r.abandoned, r.stepped_down = {}, set(), False
         r.broker_runs += 1
         r.open_log()
         r.broker_up = True
@@ -904,7 +914,7 @@ class Cluster:
         self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips",
                                  "pulse.release_vips"], 900)
         self.publish(r, "router", "config.loaded", config_payload(self.model, r.name, self.digest))
-        for name in ("pulse", "nanny"):
+        for name in r.supervision.starts(configured=bool(self.config.metrics_address)):
             if name in r.services:
                 self.start_service(r, r.services[name])
         self.drain(r)
@@ -978,6 +988,49 @@ class Cluster:
             svc.owed.extend((i[3], i[5]) for i in owed)
             r.outbox = [i for i in r.outbox if i[0] != svc.name]
 
+    def died(self, r: SimRouter, sname: str) -> None:
+        """A service's process died: the supervisor's policy (``lvsbus.supervision``, with the
+        router's monotonic clock) decides, as ``Router._died`` does."""
+        d = r.supervision.died(sname, r.clock.mono(self.t) / S, hard_shutdown=self.config.hard_shutdown)
+        if d.action == ABANDON:
+            r.abandoned.add(sname)
+            self.publish(r, "router", "router.service_abandoned",
+                         {"service": sname, "restarts": d.recent - 1, "exit": "killed by SIGKILL"})
+            self.drain(r)
+        elif d.action == GIVE_UP:
+            self.step_down(r, f"restart loop: {sname}")
+        else:
+            r.crashed[sname] = d
+
+    def restart(self, r: SimRouter, sname: str) -> None:
+        """The supervisor starts a new process of a service that died, if it still wants it."""
+        d = r.crashed.pop(sname, None)
+        svc = r.services[sname]
+        if d is None or svc.up or not r.supervision.wanted(sname, bool(self.config.metrics_address)):
+            return
+        self.publish(r, "router", "router.service_restarted",
+                     {"service": sname, "attempt": d.attempt, "exit": "killed by SIGKILL"})
+        self.start_service(r, svc)
+        self.drain(r)
+
+    def step_down(self, r: SimRouter, reason: str) -> None:
+        """A restart loop (``Router._shutdown(graceful=False)``): ``router.shutdown_requested``,
+        pulse hands over (its leaving heartbeat, VIPs released), the supervisor releases what VIPs
+        are left and the router exits; it stays down (the kernel's IPVS table as it was)."""
+        self.publish(r, "router", "router.shutdown_requested", {"reason": reason[:256], "graceful": False})
+        self.drain(r)
+        r.vips.clear()  # the supervisor's last resort (Router._release_vips)
+        r.up = False
+        r.stepped_down = True
+        for svc in r.services.values():
+            if svc.up:
+                self.stop_service(r, svc)
+        r.queue.clear()
+        r.broker_up = False
+        r.crash_in = None
+        r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
+        r.close_log()
+
     def crash_router(self, r: SimRouter) -> None:
         r.up = False
         for svc in r.services.values():
@@ -990,6 +1043,7 @@ class Cluster:
         r.daemons = []
         r.queue.clear()
         r.crashed.clear()
+        r.abandoned.clear()
         r.broker_up = False
         r.crash_in = None
         r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
@@ -1018,14 +1072,13 @@ class Cluster:
                 return
             if begin and svc.up:
                 self.stop_service(r, svc)
-                r.crashed.add(sname)
-            elif not begin and sname in r.crashed:
-                r.crashed.discard(sname)
-                if not svc.up and (sname in ("pulse", "nanny") or r.active):  # the supervisor restarts it
-                    self.publish(r, "router", "router.service_restarted",
-                                 {"service": sname, "attempt": 1, "exit": "killed by signal 9"})
-                    self.start_service(r, svc)
-                    self.drain(r)
+                self.died(r, sname)
+            elif not begin and sname in r.crashed:  # the process could start again (duration)
+                d = r.crashed[sname]
+                if d.delay_s:  # ... and the supervisor's backoff says when it does
+                    self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
+                else:
+                    self.restart(r, sname)
         elif k == "broker_crash":
             r = self.routers[f.target]
             if begin and r.up and r.broker_up:
@@ -1114,15 +1167,18 @@ class Cluster:
                     self.broker_up(r)
             elif kind == "boot":
                 self.boot(routers[args[0]])
-            elif kind in ("start", "stop"):
+            elif kind in ("start", "stop", "restart"):
                 r = routers[args[0]]
                 svc = r.services[args[1]]
                 if not r.up or r.broker_runs != args[2]:
                     continue
-                if kind == "start" and r.active and not svc.up and args[1] not in r.crashed:
+                wanted = r.supervision.wanted(args[1], bool(self.config.metrics_address))
+                if kind == "restart":
+                    self.restart(r, args[1])
+                elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
                     self.start_service(r, svc)
                     self.drain(r)
-                elif kind == "stop" and not r.active and svc.up:
+                elif kind == "stop" and not wanted and svc.up:
                     self.stop_service(r, svc)
             elif kind == "shell":
                 r = routers[args[0]]
@@ -1273,7 +1329,9 @@ class Cluster:
             return
         roles = self.roles()
         active = [n for n, role in roles.items() if role == "ACTIVE"]
-        others = {n: role for n, role in roles.items() if role != "ACTIVE"}
+        # a router that stepped down after a restart loop is out until someone starts it again
+        others = {n: role for n, role in roles.items() if role != "ACTIVE" and
+                  not (role == "DOWN" and self.routers[n].stepped_down)}
         if len(active) != 1 or any(role != "BACKUP" for role in others.values()):
             self.violation(f"not settled after the faults stopped: roles {roles}")
             return
@@ -1297,12 +1355,12 @@ class Cluster:
             if self.arp_owner.get(vip) != holder.name:
                 self.violation(f"clients send {vip} to {self.arp_owner.get(vip)} (its last gratuitous ARP) "
                                f"after the faults stopped, the active router is {holder.name}")
-        if not {"nanny", "lvsd", "ipvs"} <= set(self.core_names):
-            return
+        if not {"nanny", "lvsd", "ipvs"} <= set(self.core_names) or "nanny" in holder.abandoned:
+            return  # (nanny abandoned: no health checks, the table stays as it was)
         from lvsbus_services.lvsd.core import service_key
 
         healthy = {n for n, mode in self.server_mode.items() if mode == "up"}
-        for r in (holder,):  # the backup's table is left as it was (lvsd and the applier stopped)
+        for r in (holder,):  # the backup's table is left as it was (lvsd stopped there)
             for vs in self.config.virtual_services:
                 if not vs.active:
                     continue
