@@ -175,7 +175,9 @@ def test_a_split_brain_the_winner_never_saw_is_re_announced():
 MORE_ROUTERS_REGRESSIONS = {
     "seed228_3routers": (228, 3, [Fault(10_250 * MS, "delay", "lvs1-lvs2/public", 6_100 * MS, 50),
                                   Fault(16_390 * MS, "service_crash", "lvs2/pulse", 2_550 * MS)]),
-    "seed1529_3routers": (1529, 3, [Fault(9_240 * MS, "service_crash", "lvs2/pulse", 2_970 * MS)]),
+    # (9_240 ms until the simulator ran nanny's real check schedule: checks moved, and at 9_240 the
+    # winner's split-brain announcement came from the other path, peer_was_active)
+    "seed1529_3routers": (1529, 3, [Fault(9_250 * MS, "service_crash", "lvs2/pulse", 2_970 * MS)]),
     "seed417_4routers": (417, 4, [Fault(15_970 * MS, "loss", "lvs2-lvs4/private", 7_280 * MS, 900),
                                   Fault(16_120 * MS, "service_crash", "lvs3/pulse", 2_930 * MS)]),
 }

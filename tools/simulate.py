@@ -83,7 +83,6 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -101,12 +100,13 @@ from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import decode_state, encode_state
 from lvsbus.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision
 from lvsbus_services.cores import available
+from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
 
 S = 1_000_000_000
 MS = 1_000_000
-NANNY_FLUSH = 50 * MS  # services/nanny/shell.py FLUSH_S
+NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
 SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
 LINKS = ("public", "private")
 
@@ -321,6 +321,22 @@ class SimClock:
         return max(t, now)
 
 
+class SimCheck:
+    """One of nanny's checks as its schedule (services/nanny/schedule.py) sees it."""
+
+    __slots__ = ("id", "server", "interval", "timeout_us", "phase", "due", "running", "alive")
+
+    def __init__(self, id_: str, server: str, interval: float, timeout_us: int) -> None:
+        self.id, self.server, self.interval, self.timeout_us = id_, server, interval, timeout_us
+        self.phase = phase_of(id_, interval)
+        self.due = 0.0
+        self.running = False
+        self.alive = True
+
+    def same(self, other: "SimCheck") -> bool:
+        return (self.server, self.interval, self.timeout_us) == (other.server, other.interval, other.timeout_us)
+
+
 class SimService:
     __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog", "owed")
 
@@ -363,7 +379,11 @@ class SimRouter:
         self.daemons: list[dict] = []
         self.shell_gen: dict[str, int] = {}  # service -> run number of its shell (stale callbacks die)
         self.flap: dict[str, int] = {}  # real server -> checks done while it flaps
-        self.results: list[tuple] = []  # nanny's results waiting for the next flush
+        # nanny's shell: its check schedule and result batch (services/nanny/schedule.py, the real
+        # shell's code), the time it started (its flushes are every 50 ms from then)
+        self.schedule = Schedule()
+        self.batch = ResultBatch()
+        self.wake_gen = 0  # the schedule's wake-up armed last (older ones are stale)
         self.flush_armed = False
         self.nanny_started = 0
         # the supervisor's decisions (lvsbus.supervision, as lvsbus/router.py): a new one each boot
@@ -555,12 +575,12 @@ class Cluster:
         # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
         self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
         self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
-        #: nanny's checks: (check id, real server, interval ns, timeout us), in nanny's plan order
-        self.check_plan: list[tuple[str, str, int, int]] = []
+        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
+        self.check_plan: list[tuple[str, str, float, int]] = []
         if "nanny" in cores_by_name:
             from lvsbus_services.nanny.core import plan
 
-            self.check_plan = [(p[0], p[2], int(p[6].interval * S), int(p[6].timeout * 1_000_000))
+            self.check_plan = [(p[0], p[2], p[6].interval, int(p[6].timeout * 1_000_000))
                                for p in plan(self.config) if p[7]]
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -789,38 +809,57 @@ class Cluster:
             for v in st.settings.vips:
                 r.vips.pop(v.address, None)
 
+    def _nanny_wake(self, r: SimRouter) -> None:
+        """Arm the shell's next wake-up as ``checks.Scheduler._arm`` does (at least a tick ahead)."""
+        due = r.schedule.next_deadline()
+        if due is None:
+            return
+        r.wake_gen += 1
+        mono = max(int(due * S), r.clock.mono(self.t) + int(TICK * S))
+        self._at(r.clock.global_time(mono, self.t), "shell", r.name, "nanny", r.shell_gen["nanny"], "wake", r.wake_gen)
+
+    def start_check(self, r: SimRouter, chk: "SimCheck", late_us: int) -> None:
+        """One check starts; its result comes back after its latency."""
+        cid, server, timeout_us = chk.id, chk.server, chk.timeout_us
+        mode = self.server_mode.get(server, "up")
+        if server in self.fos and cid.startswith("fos/"):
+            mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
+        if mode == "flap":
+            n = r.flap[server] = r.flap.get(server, 0) + 1
+            mode = "up" if n % 2 else "down"
+        if mode == "up":
+            res = (cid, True, 200 + self.rng.randrange(800), "ok", late_us)
+        elif mode == "down":
+            res = (cid, False, 150, "refused", late_us)
+        else:
+            res = (cid, False, timeout_us, "timeout", late_us)
+        self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", r.shell_gen["nanny"], "result", (chk, res))
+
     def shell(self, r: SimRouter, what: str, p: Any) -> None:
         """nanny's checks and the applier's netlink, simulated."""
-        if what == "check":  # one check starts; its result comes back after its latency
-            cid, server, interval, timeout_us = p
-            mode = self.server_mode.get(server, "up")
-            if server in self.fos and cid.startswith("fos/"):
-                mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
-            if mode == "flap":
-                n = r.flap[server] = r.flap.get(server, 0) + 1
-                mode = "up" if n % 2 else "down"
-            if mode == "up":
-                res = (cid, True, 200 + self.rng.randrange(800), "ok")
-            elif mode == "down":
-                res = (cid, False, 150, "refused")
-            else:
-                res = (cid, False, timeout_us, "timeout")
-            gen = r.shell_gen["nanny"]
-            self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", gen, "result", res)
-            self._at(self.t + interval, "shell", r.name, "nanny", gen, "check", p)
-        elif what == "result":  # kept until the shell's next 50 ms flush
-            r.results.append(p)
-            if not r.flush_armed:
+        if what == "wake":  # the shell's scheduler wakes: the checks due start
+            if p != r.wake_gen:
+                return
+            for chk, late in r.schedule.take_due(r.clock.mono(self.t) / S):
+                chk.running = True
+                self.start_check(r, chk, int(late * 1_000_000))
+            self._nanny_wake(r)
+        elif what == "result":  # kept until the shell's next 50 ms flush (or sent when 2,000 wait)
+            chk, res = p
+            chk.running = False
+            if not chk.alive:
+                return
+            if r.batch.add(*res):
+                self.shell(r, "flush", None)
+            elif not r.flush_armed:
                 r.flush_armed = True
-                due = self.t + NANNY_FLUSH - (self.t - r.nanny_started) % NANNY_FLUSH
+                due = next_flush(r.nanny_started, self.t, NANNY_FLUSH)
                 self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
         elif what == "flush":
-            res, r.results, r.flush_armed = r.results, [], False
-            if res:
-                self.publish(r, "nanny", "health.check_results", {
-                    "digest": self.digest, "ids": [x[0] for x in res], "ok": [x[1] for x in res],
-                    "latency_us": [x[2] for x in res], "detail": [x[3] for x in res], "late_us": 0,
-                })
+            r.flush_armed = False
+            payload = r.batch.take(self.digest)
+            if payload is not None:
+                self.publish(r, "nanny", "health.check_results", payload)
         elif what == "read":
             table = r.kernel
             self.publish(r, "ipvs", "ipvs.table_read", {
@@ -944,7 +983,7 @@ class Cluster:
             answers.extend((step.event.seq, eff) for eff in step.effects)
         pid = {"pulse": 1000, "nanny": 1500, "lvsd": 2000, "ipvs": 3000}.get(svc.name, 4000) + r.broker_runs * 10 + svc.starts
         self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
-        gen = r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
+        r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
         if svc.name == "pulse":
             r.epoch += 1
             self.publish(r, "pulse", "pulse.started", {
@@ -959,13 +998,12 @@ class Cluster:
                     self.publish(r, "pulse", "pulse.link_changed",
                                  {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
         elif svc.name == "nanny":
-            # the shell's schedule (services/nanny/checks.py): each check every interval, at a
-            # phase from the crc32 of its id; results leave in batches every 50 ms
-            r.results, r.flush_armed, r.nanny_started = [], False, self.t
-            for cid, server, interval, timeout_us in self.check_plan:
-                phase = int(zlib.crc32(cid.encode()) / 2**32 * interval)
-                due = phase + ((self.t - phase) // interval + 1) * interval
-                self._at(due, "shell", r.name, "nanny", gen, "check", (cid, server, interval, timeout_us))
+            # the shell's schedule and batches (services/nanny/schedule.py, on this router's
+            # monotonic clock): each check every interval, at a phase from the crc32 of its id;
+            # results leave in batches every 50 ms
+            r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
+            r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
+            self._nanny_wake(r)
         elif svc.name == "lvsd":
             self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
