@@ -867,37 +867,30 @@ class Cluster:
                 "daemons": [dict(d) for d in r.daemons], "services": len(table),
                 "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": 800,
             })
-        elif what == "apply":
-            from lvsbus_services.ipvs.core import apply_ops
+        elif what == "apply":  # the simulated kernel answers each op; the shell reports as the real one
+            from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
 
-            applied = failed = 0
-            run = None  # first index of the run of accepted ops under way (one ipvs.ops_applied a run, as the shell)
-            for j, op in enumerate(p["ops"]):
-                kind = op["op"]
+            ops = p["ops"]
+            results: list[tuple[int | None, str, int]] = []
+            for op in ops:
                 try:
-                    if kind == "set_timeouts":
-                        r.timeouts = {k: (v or r.timeouts.get(k, 0)) for k, v in op["attrs"].items()}
-                    elif kind == "start_daemon":
-                        r.daemons = [d for d in r.daemons if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
-                    elif kind == "stop_daemon":
-                        r.daemons = [d for d in r.daemons if d["state"] != op["attrs"]["state"]]
+                    if op["op"] in GLOBAL_OPS:
+                        timeouts, daemons = apply_global(r.timeouts, r.daemons, op)
+                        r.timeouts, r.daemons = timeouts or {}, daemons or []
                     else:
                         r.kernel = apply_ops(r.kernel, [op], strict=True)
-                except KeyError as exc:
-                    if run is not None:
-                        self.publish(r, "ipvs", "ipvs.ops_applied", {"batch": p["batch"], "first": run, "count": j - run,
-                                                                     "duration_us": 40 * (j - run)})
-                        run = None
-                    failed += 1
-                    errno = 17 if "exists" in str(exc) else 2
-                    self.publish(r, "ipvs", "ipvs.op_failed", {"batch": p["batch"], "op": op, "errno": errno,
-                                                               "error": str(exc)[:1024]})
+                except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
+                    results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
                     continue
-                applied += 1
-                run = j if run is None else run
-            if run is not None:
-                n = len(p["ops"]) - run
-                self.publish(r, "ipvs", "ipvs.ops_applied", {"batch": p["batch"], "first": run, "count": n, "duration_us": 40 * n})
+                results.append((None, "", 40))
+            applied = failed = 0
+            for i in range(0, len(ops), CHUNK):
+                for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
+                    if type_ == "ipvs.op_failed":
+                        failed += 1
+                    else:
+                        applied += payload["count"]
+                    self.publish(r, "ipvs", type_, payload)
             self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
                                                            "duration_us": 40 * (applied + failed)})
 
