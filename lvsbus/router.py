@@ -60,7 +60,6 @@ no_new_privs, dropped between fork and exec. ``--keep-privileges`` turns that of
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -74,7 +73,8 @@ import structlog
 
 from . import catalog  # noqa: F401
 from . import privileges, servicelock
-from .config import ConfigError, LoadedConfig, diff, identify_local_router, load, to_dict
+from .config import ConfigError, LoadedConfig, derive, diff, identify_local_router, load, to_dict
+from .config.derive import loaded_payload
 from .paths import StateDirs
 from . import supervision
 from .supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, RestartLimits, Supervision
@@ -172,16 +172,9 @@ def _exit_text(code: int | None) -> str:
 
 
 def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) -> dict:
-    return {
-        "path": os.path.abspath(loaded.source)[:4096],
-        "format": "lvs.cf" if loaded.format == "lvscf" else loaded.format,
-        "digest": loaded.digest,
-        "model": to_dict(loaded.config),
-        "warnings": [str(w)[:1024] for w in loaded.warnings][:1000],
-        "local_router": local,
-        "reload": reload,
-        "diff": diff_,
-    }
+    """``config.loaded`` for a loaded file (``lvsbus.config.derive.loaded_payload``: the simulator's too)."""
+    return loaded_payload(os.path.abspath(loaded.source), loaded.format, loaded.digest, to_dict(loaded.config),
+                          loaded.warnings, local, reload, diff_)
 
 
 def check_key_file(path: str) -> str | None:
@@ -202,19 +195,11 @@ def key_file_issue(path: str):
     return Issue(key="", message=problem.replace(f"heartbeat key file {path}", "heartbeat key file", 1), file=path)
 
 
-def config_vips(cfg) -> list[tuple[str, int, str | None]]:
-    """(address, prefixlen, device) of every VIP the config gives pulse (for the last-resort release)."""
-    me_dev = None
-    out = []
-    items = [(vs.address, vs.vip_prefixlen, vs.device or (vs.label.split(":")[0] if vs.label else None))
-             for vs in (*cfg.virtual_services, *cfg.failover_services)]
-    if cfg.nat_router is not None:
-        n = cfg.nat_router
-        items.append((n.address, n.prefixlen, n.device or (n.label.split(":")[0] if n.label else None)))
-    for address, plen, dev in items:
-        ip = ipaddress.ip_address(address)
-        out.append((str(ip), plen if plen is not None else (32 if ip.version == 4 else 128), dev or me_dev))
-    return out
+def config_vips(cfg, local: str | None = None) -> list[tuple[str, int, str | None]]:
+    """(address, prefixlen, device) of every VIP the config gives pulse (for the last-resort
+    release): ``lvsbus.config.derive.config_vips``, the derivation pulse itself uses."""
+    me = cfg.router(local) if local else None
+    return [(v.address, v.prefixlen, v.device) for v in derive.config_vips(cfg, me.device if me else None)]
 
 
 class Child:
@@ -894,7 +879,7 @@ class Router:
 
         if self.loaded is None:
             return
-        for address, plen, dev in config_vips(self.loaded.config):
+        for address, plen, dev in config_vips(self.loaded.config, self.local):
             try:
                 if netutil.del_address(address, plen, dev):
                     log.warning("vip_released_by_supervisor", address=address)

@@ -93,6 +93,7 @@ import msgpack
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
+from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, Event, encode
 from lvsbus.ipvs_table import Table
@@ -162,10 +163,8 @@ def make_fos_config(routers: int = 2, keepalive: float = 1.0, deadtime: float = 
 
 
 def config_payload(model: dict, local: str, digest: str, reload: bool = False) -> dict:
-    return {
-        "path": "/etc/lvsbus/lvs.toml", "format": "toml", "digest": digest, "model": model, "warnings": [],
-        "local_router": local, "reload": reload, "diff": {},
-    }
+    """``config.loaded`` as the router publishes it (``lvsbus.config.derive.loaded_payload``)."""
+    return loaded_payload("/etc/lvsbus/lvs.toml", "toml", digest, model, [], local, reload, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -796,17 +795,20 @@ class Cluster:
                 self._at(self.t, "stop", r.name, name, r.broker_runs)
 
     def reconcile_vips(self, r: SimRouter, svc: SimService) -> None:
-        """pulse's ``on_caught_up`` after a restart: the VIPs as its role says, announced when ACTIVE."""
+        """pulse's ``on_caught_up`` after a restart: the VIPs as its role says, announced when
+        ACTIVE (``reconcile_vips`` of services/pulse/core.py decides, as for the real shell)."""
+        from lvsbus_services.pulse.core import TAKE, reconcile_vips
+
         st = svc.state
         r.role_run = st.role
-        if st.settings is None:
+        todo = reconcile_vips(st.role, st.settings)
+        if todo is None:
             return
-        if st.role == "ACTIVE":
-            for v in st.settings.vips:
+        for v in todo[1]:
+            if todo[0] == TAKE:
                 r.vips[v.address] = v.payload()
                 self.arp_owner[v.address] = r.name
-        elif st.role != "INIT":
-            for v in st.settings.vips:
+            else:
                 r.vips.pop(v.address, None)
 
     def _nanny_wake(self, r: SimRouter) -> None:
@@ -985,11 +987,12 @@ class Cluster:
             })
             # the shell's link watch starts from what the core believes (services/pulse/shell.py
             # _watch_links): a NIC that changed while pulse was down is reported at its first poll
-            believed = getattr(svc.state, "links_up", None) or {}
-            for link, up in sorted(r.nic_up.items()):
-                if believed.get(link, True) != up:
-                    self.publish(r, "pulse", "pulse.link_changed",
-                                 {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+            from lvsbus_services.pulse.core import link_changes
+
+            believed = dict(getattr(svc.state, "links_up", None) or {})
+            for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
+                self.publish(r, "pulse", "pulse.link_changed",
+                             {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
         elif svc.name == "nanny":
             # the shell's schedule and batches (services/nanny/schedule.py, on this router's
             # monotonic clock): each check every interval, at a phase from the crc32 of its id;
@@ -1050,7 +1053,9 @@ class Cluster:
         are left and the router exits; it stays down (the kernel's IPVS table as it was)."""
         self.publish(r, "router", "router.shutdown_requested", {"reason": reason[:256], "graceful": False})
         self.drain(r)
-        r.vips.clear()  # the supervisor's last resort (Router._release_vips)
+        me = self.config.router(r.name)
+        for v in config_vips(self.config, me.device if me else None):  # the supervisor's last resort
+            r.vips.pop(v.address, None)  # (Router._release_vips)
         r.up = False
         r.stepped_down = True
         for svc in r.services.values():
