@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from .model import Config
+from .model import Config, FailoverService, VirtualService
 
 
 def loaded_payload(path: str, fmt: str, digest: str, model: dict, warnings: list, local: str, reload: bool,
@@ -56,8 +56,8 @@ def config_vips(cfg: Config, default_device: str | None) -> list[VipSpec]:
     failover services'. ``default_device``: the local router's device."""
     vips: dict[str, VipSpec] = {}
     owners: dict[str, list[str]] = {}
-    items = [(s.name, s.address, s.vip_prefixlen, s.device, s.label)
-             for s in (*cfg.lvs_services(), *cfg.fos_services()) if s.active]
+    services: list[VirtualService | FailoverService] = [*cfg.lvs_services(), *cfg.fos_services()]
+    items = [(s.name, s.address, s.vip_prefixlen, s.device, s.label) for s in services if s.active]
     if cfg.nat_router is not None and cfg.service.value == "lvs":
         n = cfg.nat_router
         items.append(("nat_router", n.address, n.prefixlen, n.device, n.label))
