@@ -486,8 +486,10 @@ class Cluster:
         validate: bool = True,
         fencing_window_ns: int | None = None,
         fos: bool = False,
+        boot_at: dict[str, int] | None = None,
     ) -> None:
         self.seed = seed
+        self.boot_at = dict(boot_at or {})  # router -> when it boots (ns); the others at a seeded time
         if config is None:
             config = make_fos_config(routers) if fos else make_config(routers, servers)
         self.config = config
@@ -1162,7 +1164,8 @@ class Cluster:
     def run(self, verify: bool = False) -> SimResult:
         start_rng = random.Random(self.seed * 31 + 5)
         for r in self.routers.values():
-            self._at(start_rng.randrange(0, 2 * S, MS), "boot", r.name)
+            at = start_rng.randrange(0, 2 * S, MS)
+            self._at(self.boot_at.get(r.name, at), "boot", r.name)
         for f in self.faults:
             self._at(f.at, "fault", f, True)
             if f.duration:
