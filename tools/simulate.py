@@ -865,12 +865,10 @@ class Cluster:
             if payload is not None:
                 self.publish(r, "nanny", "health.check_results", payload)
         elif what == "read":
-            table = r.kernel
-            self.publish(r, "ipvs", "ipvs.table_read", {
-                "request": p["request"], "table": table.to_dict(), "timeouts": dict(r.timeouts),
-                "daemons": [dict(d) for d in r.daemons], "services": len(table),
-                "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": 800,
-            })
+            from lvsbus_services.ipvs.core import table_read_payload
+
+            self.publish(r, "ipvs", "ipvs.table_read", table_read_payload(
+                p["request"], r.kernel, dict(r.timeouts), [dict(d) for d in r.daemons], 800))
         elif what == "apply":  # the simulated kernel answers each op; the shell reports as the real one
             from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
 

@@ -148,6 +148,12 @@ def apply_global(timeouts: dict | None, daemons: list[dict] | None, op: Op) -> t
 CHUNK = 256
 
 
+def table_read_payload(request: int, table: Table, timeouts: dict, daemons: list[dict], duration_us: int) -> dict:
+    """``ipvs.table_read``: what a dump of the kernel found (the real shell's and the simulated kernel's)."""
+    return {"request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
+            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": duration_us}
+
+
 def applied_events(batch: int, first: int, ops: list[Op], results: list[tuple[int | None, str, int]]) -> list[tuple[str, dict]]:
     """What the shell publishes for one chunk of a batch (``ops``, starting at index ``first`` of
     the batch) once the kernel has answered each op with (errno or None, error, duration_us): one

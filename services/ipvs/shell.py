@@ -44,7 +44,7 @@ from lvsbus.ipvs_stats import Sampler
 from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
-from .core import CHUNK, ApplierCore, applied_events
+from .core import CHUNK, ApplierCore, applied_events, table_read_payload
 
 log = structlog.get_logger("ipvs")
 
@@ -129,11 +129,8 @@ class ApplierShell:
             return
         finally:
             self._urgent -= 1
-        self.runtime.publish("ipvs.table_read", {
-            "request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
-            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()),
-            "duration_us": (time.monotonic_ns() - t0) // 1000,
-        })
+        self.runtime.publish("ipvs.table_read", table_read_payload(request, table, timeouts, daemons,
+                                                                   (time.monotonic_ns() - t0) // 1000))
 
     def _apply_chunk(self, ops: list) -> list:
         """Runs on the netlink thread: [(errno or None, error, duration_us)] per op."""
