@@ -21,12 +21,15 @@ What is simulated (everything a core does not see directly):
   down, or abandons nanny under ``hard_shutdown = false``); a service that starts again is restored
   from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
   as ``lvsbus.runtime`` does;
-* a simulated shell per core, which executes its effects: pulse's ``send_heartbeat`` and
+* a simulated shell per core, which executes its effects with the real shells' decision code
+  (every decision a shell makes is pure code both call: nanny's ``schedule``, the applier's
+  ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips`` and
+  ``link_changes``; this module keeps the simulated I/O): pulse's ``send_heartbeat`` and
   ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay,
   reordering), the receiving router's shell publishes ``pulse.heartbeat_received`` /
   ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
-  checks each real server every interval at its crc32 phase and publishes the results in 50 ms
+  runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
   what the kernel refuses: EEXIST, ENOENT);
 * timers exactly as ``lvsbus.runtime`` arms them: after every event the core's ``next_deadline`` is

@@ -5,12 +5,12 @@ payload and the VIPs. One copy each, for the real router (``lvsbus/router.py``),
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from .model import Config, FailoverService, VirtualService
 
 
-def loaded_payload(path: str, fmt: str, digest: str, model: dict, warnings: list, local: str, reload: bool,
+def loaded_payload(path: str, fmt: str, digest: str, model: dict, warnings: Sequence, local: str, reload: bool,
                    diff: dict) -> dict:
     """The payload of ``config.loaded``: ``path`` of the file (absolute), its format (``lvscf``
     is written ``lvs.cf``), digest, the model (``to_dict``), its warnings, the local router's name,
