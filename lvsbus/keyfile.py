@@ -23,6 +23,24 @@ def create_hint(path: str) -> str:
             "(then copy that same file to every router)")
 
 
+def mode_problem(mode: int) -> str | None:
+    """Why a key file with this st_mode is not usable (group or others may access it), or None.
+    Pure: the router's start check (``key_file_problem``) and pulse's key reading
+    (``lvsbus_services.pulse.wire.check_key_mode``) both decide with it."""
+    if mode & 0o077:
+        return f"has mode {mode & 0o777:04o}: it must be 0600 or stricter"
+    return None
+
+
+def secret_problem(secret: bytes) -> str | None:
+    """Why a key file's content is not a usable secret (fewer than ``MIN_SECRET`` bytes once
+    surrounding whitespace is stripped), or None. Pure, shared as ``mode_problem`` is."""
+    n = len(secret.strip())
+    if n < MIN_SECRET:
+        return f"holds {n} bytes: at least {MIN_SECRET} bytes are needed"
+    return None
+
+
 def key_file_problem(path: str) -> tuple[str | None, bool]:
     """(why the heartbeat key file at ``path`` is not usable, or None; whether that is certain).
 
@@ -32,9 +50,9 @@ def key_file_problem(path: str) -> tuple[str | None, bool]:
         st = os.stat(path)
     except OSError as exc:
         return f"heartbeat key file {path}: {exc.strerror}; {create_hint(path)}", True
-    if st.st_mode & 0o077:
-        return (f"heartbeat key file {path} has mode {st.st_mode & 0o777:04o}: it must be 0600 or stricter "
-                f"(chmod 600 {path})"), True
+    bad_mode = mode_problem(st.st_mode)
+    if bad_mode:
+        return f"heartbeat key file {path} {bad_mode} (chmod 600 {path})", True
     try:
         with open(path, "rb") as fh:
             secret = fh.read(1 << 20)
@@ -42,9 +60,9 @@ def key_file_problem(path: str) -> tuple[str | None, bool]:
         return f"heartbeat key file {path}: not readable by this user, its content was not checked (run as root)", False
     except OSError as exc:
         return f"heartbeat key file {path}: {exc.strerror}", True
-    if len(secret.strip()) < MIN_SECRET:
-        return (f"heartbeat key file {path} holds {len(secret.strip())} bytes: at least {MIN_SECRET} are needed; "
-                f"{create_hint(path)}"), True
+    bad_secret = secret_problem(secret)
+    if bad_secret:
+        return f"heartbeat key file {path} {bad_secret}; {create_hint(path)}", True
     return None, True
 
 

@@ -60,7 +60,6 @@ no_new_privs, dropped between fork and exec. ``--keep-privileges`` turns that of
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -74,9 +73,11 @@ import structlog
 
 from . import catalog  # noqa: F401
 from . import privileges, servicelock
-from .config import ConfigError, LoadedConfig, diff, identify_local_router, load, to_dict
+from .config import ConfigError, LoadedConfig, derive, diff, identify_local_router, load, to_dict
+from .config.derive import loaded_payload
 from .paths import StateDirs
-from .supervision import GIVE_UP, RestartLimits, RestartPolicy
+from . import supervision
+from .supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, RestartLimits, Supervision
 
 log = structlog.get_logger("lvsbus.router")
 
@@ -93,19 +94,11 @@ HANDOVER_TIMEOUT = 3.0
 STOP_TIMEOUT = 3.0
 BROKER_READY_TIMEOUT = 15.0
 
-#: services started as children, in order: (name, module, when)
-#: when: "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile), or
-#: "configured" (metrics: when an address is set)
-SERVICES = (
-    ("pulse", "lvsbus_services.pulse", "always"),
-    ("nanny", "lvsbus_services.nanny", "always"),
-    ("lvsd", "lvsbus_services.lvsd", "active"),
-    ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
-    ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
-    ("web", "lvsbus_tools.web", "configured"),  # only with a [web] section (docs/console.md)
-)
-#: the "configured" services, and what in the config turns each on
-CONFIGURED = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web}
+#: services started as children, in order: (name, module, when); when (lvsbus.supervision.SERVICES
+#: decides): "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile),
+#: or "configured" (metrics: when an address is set; web: with a [web] section, docs/console.md)
+MODULES = {"web": "lvsbus_tools.web"}  # the console draws timelines, so it lives with the tools
+SERVICES = tuple((name, MODULES.get(name, f"lvsbus_services.{name}"), when) for name, when in supervision.SERVICES)
 
 
 def _service_exists(module: str) -> bool:
@@ -180,16 +173,9 @@ def _exit_text(code: int | None) -> str:
 
 
 def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) -> dict:
-    return {
-        "path": os.path.abspath(loaded.source)[:4096],
-        "format": "lvs.cf" if loaded.format == "lvscf" else loaded.format,
-        "digest": loaded.digest,
-        "model": to_dict(loaded.config),
-        "warnings": [str(w)[:1024] for w in loaded.warnings][:1000],
-        "local_router": local,
-        "reload": reload,
-        "diff": diff_,
-    }
+    """``config.loaded`` for a loaded file (``lvsbus.config.derive.loaded_payload``: the simulator's too)."""
+    return loaded_payload(os.path.abspath(loaded.source), loaded.format, loaded.digest, to_dict(loaded.config),
+                          loaded.warnings, local, reload, diff_)
 
 
 def check_key_file(path: str) -> str | None:
@@ -210,19 +196,11 @@ def key_file_issue(path: str):
     return Issue(key="", message=problem.replace(f"heartbeat key file {path}", "heartbeat key file", 1), file=path)
 
 
-def config_vips(cfg) -> list[tuple[str, int, str | None]]:
-    """(address, prefixlen, device) of every VIP the config gives pulse (for the last-resort release)."""
-    me_dev = None
-    out = []
-    items = [(vs.address, vs.vip_prefixlen, vs.device or (vs.label.split(":")[0] if vs.label else None))
-             for vs in (*cfg.virtual_services, *cfg.failover_services)]
-    if cfg.nat_router is not None:
-        n = cfg.nat_router
-        items.append((n.address, n.prefixlen, n.device or (n.label.split(":")[0] if n.label else None)))
-    for address, plen, dev in items:
-        ip = ipaddress.ip_address(address)
-        out.append((str(ip), plen if plen is not None else (32 if ip.version == 4 else 128), dev or me_dev))
-    return out
+def config_vips(cfg, local: str | None = None) -> list[tuple[str, int, str | None]]:
+    """(address, prefixlen, device) of every VIP the config gives pulse (for the last-resort
+    release): ``lvsbus.config.derive.config_vips``, the derivation pulse itself uses."""
+    me = cfg.router(local) if local else None
+    return [(v.address, v.prefixlen, v.device) for v in derive.config_vips(cfg, me.device if me else None)]
 
 
 class Child:
@@ -410,12 +388,17 @@ class Router:
         self.broker: Child | None = None
         self._flags: set[str] = set()
         self._wake_r = self._wake_w = -1
-        self.active = False  # pulse said start_lvsd (and not stop_lvsd since)
         self.lvsd_standby = False  # the lvsd process running is a --standby, waiting for "go"
         self.stopping = False
         self.exit_code = 0
-        self.policy = RestartPolicy(limits)
+        self.supervision = Supervision(limits)  # every decision: restarts, which services run, lvsd
+        self.policy = self.supervision.restarts
         self.spares = spares
+
+    @property
+    def active(self) -> bool:
+        """pulse said start_lvsd (and not stop_lvsd since)."""
+        return self.supervision.active
 
     # -- start -------------------------------------------------------------------------------
 
@@ -614,11 +597,11 @@ class Router:
                 continue
             child = self._service_child(name, module)
             self.children[name] = child
-            if when == "always" or (when == "configured" and CONFIGURED[name](self.loaded.config)):
+            if self.supervision.wanted(name, configured=supervision.configured_services(self.loaded.config)):
                 child.start()
                 if child.uses_spare:
                     child.spare_at = time.monotonic()
-            elif when == "active" and name == "lvsd":
+            elif when == supervision.WHILE_ACTIVE:  # lvsd: its standby, told to go on the takeover
                 self._start_lvsd(standby=True)
         sd_notify(f"READY=1\nSTATUS=router {self.local}, run from seq {self.run_start_seq}\nMAINPID={os.getpid()}")
         log.info("router_ready", router=self.local, run_start_seq=self.run_start_seq,
@@ -686,8 +669,8 @@ class Router:
         return ([self.broker] if self.broker else []) + list(self.children.values())
 
     def _on_event(self, ev) -> None:
-        if ev.type == "pulse.start_lvsd":
-            self.active = True
+        order = self.supervision.lvsd_order(ev.type)
+        if order == LVSD_START:
             c = self.children.get("lvsd")
             if c is not None:
                 if c.alive() and c.kill_at is not None:  # still stopping from a step-down just before
@@ -704,8 +687,7 @@ class Router:
                     c.stop()
                 if not c.alive():
                     self._start_lvsd(standby=False)
-        elif ev.type == "pulse.stop_lvsd":
-            self.active = False
+        elif order == LVSD_STOP:
             c = self.children.get("lvsd")
             if c is not None:
                 c.terminate()  # a new standby is started once it is gone (_supervise)
@@ -749,8 +731,9 @@ class Router:
     def _died(self, c: Child, exit_: str, now: float, spare: bool) -> bool:
         """One death of service ``c`` (its live process, or its spare): the policy decides."""
         c.last_exit = exit_
-        d = self.policy.died(c.name, now)
-        if d.action == GIVE_UP and self._abandon(c, d.recent):
+        d = self.supervision.died(c.name, now, hard_shutdown=self.loaded is None or self.loaded.config.hard_shutdown)
+        if d.action == ABANDON:
+            self._abandon(c, d.recent)
             return True
         if d.action == GIVE_UP:
             lim = self.policy.limits
@@ -776,12 +759,11 @@ class Router:
             c.pending_attempt = d.attempt
         return True
 
-    def _abandon(self, c: Child, deaths: int) -> bool:
-        """A restart loop of nanny under ``hard_shutdown = false``: stop restarting it and stay up
-        (Piranha's lvsd: "nanny died! manual action needed!"). False: step down as for any service."""
-        console = c.name == "web"  # the console's loss never steps the router down
-        if not console and (c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown):
-            return False
+    def _abandon(self, c: Child, deaths: int) -> None:
+        """A restart loop of nanny under ``hard_shutdown = false``, or of the console
+        (``Supervision.died`` says ABANDON): stop restarting it and stay up (Piranha's lvsd:
+        "nanny died! manual action needed!")."""
+        console = c.name == "web"
         window = self.policy.limits.window_s
         log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window, last_exit=c.last_exit,
                   hint="no web console" if console else "hard_shutdown = false: no health checks; the IPVS table stays as it is")
@@ -795,7 +777,6 @@ class Router:
         c.start_at = None
         self._publish("router.service_abandoned", {"service": c.name, "restarts": deaths - 1,
                                                    "exit": c.last_exit[:256]})
-        return True
 
     def _restarted(self, c: Child, attempt: int | None = None) -> None:
         if attempt is None:
@@ -865,7 +846,7 @@ class Router:
         """metrics runs while the config sets ``metrics_address``: a reload that sets, changes or
         removes it starts, restarts or stops the endpoint (a metrics process started under a config
         without an address would exit at once, again and again: a restart loop)."""
-        for name, on in CONFIGURED.items():  # the same for the web console and its [web] section
+        for name, on in supervision.CONFIGURED_BY.items():  # metrics_address, the console's [web]
             c = self.children.get(name)
             if c is None or on(old_cfg) == on(new_cfg):
                 continue
@@ -904,7 +885,7 @@ class Router:
 
         if self.loaded is None:
             return
-        for address, plen, dev in config_vips(self.loaded.config):
+        for address, plen, dev in config_vips(self.loaded.config, self.local):
             try:
                 if netutil.del_address(address, plen, dev):
                     log.warning("vip_released_by_supervisor", address=address)

@@ -13,6 +13,12 @@ faster than they are made leaves the service down until the delay ends, and ``ma
 deaths within the window make the router step down: that service truly cannot come back, and a
 failover to the peer is then the right outcome.
 
+``Supervision`` holds every other decision of the supervisor, for the real router
+(``lvsbus/router.py``) and the simulated one (``tools/simulate.py``) alike: which services run
+(``SERVICES``: always, only while pulse is ACTIVE, or when configured), lvsd following pulse's
+``pulse.start_lvsd`` / ``pulse.stop_lvsd``, and what a restart loop does (step down, or, for nanny
+under ``hard_shutdown = false``, abandon it and stay up).
+
 The router's shell (``Router._supervise``) does only the I/O: it reports deaths, starts what this
 says when it says, and steps down when told.
 """
@@ -20,9 +26,41 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Callable, Collection
 
 RESTART = "restart"
-GIVE_UP = "give_up"
+GIVE_UP = "give_up"  # a restart loop: the router steps down
+ABANDON = "abandon"  # a restart loop of a service the router runs on without (nanny, hard_shutdown = false)
+
+#: when a service runs: from the start on, only while pulse is ACTIVE (lvsd: a silent standby
+#: meanwhile on the real router), or when the config asks for it (metrics: ``metrics_address``)
+ALWAYS, WHILE_ACTIVE, CONFIGURED = "always", "active", "configured"
+#: the router's services, in start order (the broker comes before them all)
+SERVICES: tuple[tuple[str, str], ...] = (
+    ("pulse", ALWAYS),
+    ("nanny", ALWAYS),  # on the backup too, so that a new active knows the health
+    ("lvsd", WHILE_ACTIVE),
+    ("ipvs", ALWAYS),  # both roles: it runs the connection sync daemon as master or backup
+    ("metrics", CONFIGURED),  # with metrics_address
+    ("web", CONFIGURED),  # with a [web] section (the console, docs/console.md)
+)
+WHEN = dict(SERVICES)
+#: services whose restart loop need not step the router down (``hard_shutdown = false``)
+ABANDONABLE = ("nanny",)
+#: services whose restart loop never steps the router down: the router serves without them
+OPTIONAL = ("web",)
+
+
+#: what in a config (``lvsbus.config.Config``) turns each CONFIGURED service on; a change of it
+#: restarts the service (a new address)
+CONFIGURED_BY: dict[str, Callable[[Any], Any]] = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web}
+
+
+def configured_services(cfg: Any) -> frozenset[str]:
+    """The CONFIGURED services a config turns on."""
+    return frozenset(name for name, on in CONFIGURED_BY.items() if on(cfg))
+#: lvsd's orders, from pulse's effect events
+LVSD_START, LVSD_STOP = "start", "stop"
 
 
 @dataclass(frozen=True)
@@ -39,7 +77,7 @@ class RestartLimits:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # RESTART or GIVE_UP
+    action: str  # RESTART, GIVE_UP or (Supervision.died) ABANDON
     delay_s: float  # RESTART: start the next process this long after the death
     attempt: int  # RESTART: restarts of this service in this run, this one included (1 = the first)
     recent: int  # deaths of this service within the window, this one included
@@ -72,3 +110,42 @@ class RestartPolicy:
         """The service was stopped on purpose (lvsd on a step-down, metrics moved by a reload): a
         later start begins a new history. The run's restart count stays."""
         self._deaths.pop(service, None)
+
+
+class Supervision:
+    """The supervisor's decisions, pure: the restart policy, which services run, lvsd following pulse.
+
+    ``died(service, now, hard_shutdown)``: RESTART (after ``delay_s``), GIVE_UP (step down) or
+    ABANDON (nanny under ``hard_shutdown = false``, or the console: not restarted, the router stays up).
+    ``lvsd_order(type)``: on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``, LVSD_START or
+    LVSD_STOP (``active`` follows). ``wanted(service, configured)``: whether the service's process
+    should be running now (a dead one is restarted only then).
+    """
+
+    def __init__(self, limits: RestartLimits | None = None) -> None:
+        self.restarts = RestartPolicy(limits)
+        self.active = False  # pulse said start_lvsd, and not stop_lvsd since
+
+    def starts(self, configured: Collection[str] = ()) -> list[str]:
+        """The services started with the router, in order (``configured``: the CONFIGURED ones the
+        config turns on, ``configured_services``)."""
+        return [name for name, _when in SERVICES if self.wanted(name, configured)]
+
+    def wanted(self, service: str, configured: Collection[str] = ()) -> bool:
+        when = WHEN.get(service, ALWAYS)
+        return when == ALWAYS or (when == WHILE_ACTIVE and self.active) or (when == CONFIGURED and service in configured)
+
+    def lvsd_order(self, type_: str) -> str | None:
+        if type_ == "pulse.start_lvsd":
+            self.active = True
+            return LVSD_START
+        if type_ == "pulse.stop_lvsd":
+            self.active = False
+            return LVSD_STOP
+        return None
+
+    def died(self, service: str, now: float, hard_shutdown: bool = True) -> Decision:
+        d = self.restarts.died(service, now)
+        if d.action == GIVE_UP and (service in OPTIONAL or (service in ABANDONABLE and not hard_shutdown)):
+            return Decision(ABANDON, 0.0, d.attempt, d.recent)
+        return d

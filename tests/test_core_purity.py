@@ -75,7 +75,7 @@ def reachable(start: str) -> dict[str, str]:
 
 PURE = [CORES[n].split(":")[0] for n in CORES if module_path(CORES[n].split(":")[0])] + [
     "lvsbus.core", "lvsbus.events", "lvsbus.schema", "lvsbus.ipvs_table", "lvsbus.ipvs_stats", "lvsbus.config.model",
-    "lvsbus_services.metrics.fold",
+    "lvsbus_services.metrics.fold", "lvsbus.supervision", "lvsbus_services.nanny.schedule",
 ]
 
 

@@ -499,3 +499,32 @@ def test_planned_result_is_the_plan_folded(seed):
     only = None if rnd.random() < 0.5 else [k for k in list(actual.keys()) + list(desired.keys()) if rnd.random() < 0.5]
     ops = plan(actual, desired, managed, flush_unmanaged=rnd.random() < 0.2, only=only)
     assert planned_result(actual, desired, ops) == apply_ops(actual, ops)
+
+
+def test_the_shells_report_of_a_chunk_runs_of_accepted_ops_and_each_refused_op_in_its_place():
+    """The real shell and the simulator report a batch with this one function (services/ipvs/core.py)."""
+    from lvsbus_services.ipvs.core import applied_events
+
+    ops = [{"op": "add_dest", "service": "tcp:10.0.0.1:80", "dest": f"192.168.0.{i}:80", "attrs": {}} for i in range(5)]
+    ok, eexist = (None, "", 10), (17, "File exists", 0)
+    got = applied_events(7, 256, ops, [ok, ok, eexist, ok, ok])
+    assert got == [
+        ("ipvs.ops_applied", {"batch": 7, "first": 256, "count": 2, "duration_us": 20}),
+        ("ipvs.op_failed", {"batch": 7, "op": ops[2], "errno": 17, "error": "File exists"}),
+        ("ipvs.ops_applied", {"batch": 7, "first": 259, "count": 2, "duration_us": 20}),
+    ]
+    assert applied_events(1, 0, ops[:1], [eexist]) == [("ipvs.op_failed", {"batch": 1, "op": ops[0], "errno": 17,
+                                                                          "error": "File exists"})]
+
+
+def test_global_ops_fold_as_the_kernel_applies_them():
+    from lvsbus_services.ipvs.core import apply_global
+
+    op = {"op": "set_timeouts", "service": "", "dest": None, "attrs": {"tcp": 900, "tcpfin": 0, "udp": 60}}
+    assert apply_global({"tcp": 1, "tcpfin": 120, "udp": 1}, None, op)[0] == {"tcp": 900, "tcpfin": 120, "udp": 60}
+    master = {"state": "master", "ifname": "eth1", "syncid": 1}
+    start = {"op": "start_daemon", "service": "", "dest": None, "attrs": master}
+    _t, daemons = apply_global(None, [{"state": "master", "ifname": "eth0", "syncid": 9}, {"state": "backup"}], start)
+    assert daemons == [{"state": "backup"}, master]
+    stop = {"op": "stop_daemon", "service": "", "dest": None, "attrs": {"state": "backup"}}
+    assert apply_global(None, daemons, stop)[1] == [master]

@@ -12,7 +12,8 @@ import zlib
 import pytest
 
 from lvsbus.config import Check, CheckKind
-from lvsbus_services.nanny.checks import Scheduler, run_check
+from lvsbus_services.nanny.checks import Scheduler, Spec, run_check
+from lvsbus_services.nanny.schedule import FLUSH_N, TICK, ResultBatch, Schedule, next_flush
 
 T = 0.5  # the checks' total timeout in these tests
 
@@ -255,26 +256,64 @@ def test_program_timeout_kills_the_process_group(tmp_path):
 # -- the scheduler ---------------------------------------------------------------------------
 
 
-def test_scheduler_spreads_checks_by_a_hash_of_the_id_and_runs_each_every_interval():
-    async def go():
-        server, port = await serve(silent)
-        results: dict[str, list[float]] = {}
-        sched = Scheduler(lambda id_, ok, lat, det, late: results.setdefault(id_, []).append(time.monotonic()))
-        c = Check(interval=0.2, timeout=0.1)
-        sched.set_checks([(f"v/s{i}", "127.0.0.1", port, c) for i in range(50)])
-        phases = sorted(s.phase for s in sched.specs.values())
-        assert phases == sorted((zlib.crc32(f"v/s{i}".encode()) / 2**32) * 0.2 for i in range(50))
-        assert phases[-1] - phases[0] > 0.15  # spread over the interval
-        sched.start()
-        await asyncio.sleep(1.05)
-        sched.stop()
-        server.close()
-        return results, sched
-    results, sched = run(go())
-    assert len(results) == 50
-    for times in results.values():
-        assert 4 <= len(times) <= 6
-    assert sched.skipped == 0
+def test_schedule_spreads_checks_by_a_hash_of_the_id_and_runs_each_every_interval():
+    """The schedule is pure (services/nanny/schedule.py): the clock is an argument, no sleeping."""
+    sch = Schedule()
+    c = Check(interval=0.2, timeout=0.1)
+    sch.set_checks([Spec(f"v/s{i}", "127.0.0.1", 80, c) for i in range(50)], now=100.0)
+    phases = sorted(s.phase for s in sch.specs.values())
+    assert phases == sorted((zlib.crc32(f"v/s{i}".encode()) / 2**32) * 0.2 for i in range(50))
+    assert phases[-1] - phases[0] > 0.15  # spread over the interval
+    runs: dict[str, list[float]] = {}
+    now = 100.0
+    while now < 101.0:  # an event loop waking when the schedule says
+        for s, late in sch.take_due(now):
+            assert 0 <= late < TICK
+            runs.setdefault(s.id, []).append(now)
+        now = max(sch.next_deadline(), now + TICK)
+    assert len(runs) == 50 and sch.skipped == 0
+    for id_, times in runs.items():
+        assert len(times) == 5  # every 0.2 s, at its phase
+        assert all(abs((t - 100.0) % 0.2 - sch.specs[id_].phase) < TICK for t in times)
+
+
+def test_schedule_skips_a_check_still_running_and_resumes_at_its_phase_after_a_stall():
+    sch = Schedule()
+    s = Spec("v/a", "127.0.0.1", 80, Check(interval=1.0, timeout=0.5))
+    sch.set_checks([s], now=0.0)
+    first = sch.next_deadline()
+    assert first == pytest.approx(s.phase) and sch.take_due(first) == [(s, 0.0)]
+    s.running = True  # its run goes on past the next due time
+    assert sch.take_due(first + 1.0) == [] and sch.skipped == 1
+    s.running = False
+    # a stall of 10 s: the check runs once, late, then at its phase again (no burst of ten)
+    got = sch.take_due(first + 12.0)
+    assert got == [(s, pytest.approx(10.0))]
+    assert sch.next_deadline() == pytest.approx(first + 13.0)
+
+
+def test_set_checks_keeps_the_schedule_of_unchanged_checks_and_drops_the_rest():
+    sch = Schedule()
+    a, b = Spec("v/a", "10.0.0.1", 80, Check(interval=1.0)), Spec("v/b", "10.0.0.2", 80, Check(interval=1.0))
+    sch.set_checks([a, b], now=0.0)
+    sch.take_due(sch.next_deadline())
+    due = a.due
+    dropped = sch.set_checks([Spec("v/a", "10.0.0.1", 80, Check(interval=1.0)),
+                              Spec("v/c", "10.0.0.3", 80, Check(interval=1.0))], now=5.5)
+    assert sch.specs["v/a"] is a and a.due == due and dropped == [b] and not b.alive
+    assert sch.specs["v/c"].due > 5.5
+
+
+def test_result_batches_leave_full_or_on_the_flush():
+    batch = ResultBatch()
+    assert batch.take("d") is None
+    for i in range(FLUSH_N - 1):
+        assert not batch.add(f"v/{i}", True, 10, "ok", i)
+    assert batch.add("v/last", False, 20, "refused", 0)  # full: it leaves now
+    p = batch.take("digest")
+    assert p["digest"] == "digest" and len(p["ids"]) == FLUSH_N and p["late_us"] == FLUSH_N - 2
+    assert p["ok"][-1] is False and p["detail"][-1] == "refused" and len(batch) == 0
+    assert next_flush(started=10.0, now=10.07) == pytest.approx(10.1)
 
 
 def test_scheduler_never_runs_a_check_twice_at_once_and_keeps_unchanged_schedules():

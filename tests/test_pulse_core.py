@@ -1253,3 +1253,19 @@ def test_late_news_is_rate_limited_per_peer_not_for_all():
     body = msgpack.packb({"core": "pulse", "v": 3, "state": snap}, use_bin_type=True)
     st = decode_state(n.core, body)
     assert st.reannounce_after == {p: t + 2 * S for p in n.state.peers}  # one bound for every peer
+
+
+def test_the_shells_vip_reconciliation_and_link_watch_decide_in_pure_code():
+    """services/pulse/core.py's reconcile_vips and link_changes: the real shell and the simulator
+    call them (on_caught_up after a restart; each poll of the links)."""
+    from lvsbus_services.pulse.core import RELEASE, TAKE, _settings_from_model, link_changes, reconcile_vips
+
+    st = _settings_from_model(make_config(), "lvs1")
+    assert st.vips
+    assert reconcile_vips("ACTIVE", st) == (TAKE, st.vips)
+    assert reconcile_vips("BACKUP", st) == reconcile_vips("FAULT", st) == (RELEASE, st.vips)
+    assert reconcile_vips("INIT", st) is None and reconcile_vips("ACTIVE", None) is None
+    known = {"public": False}
+    assert link_changes(known, {"public": False, "private": True}) == []  # never reported: up
+    assert link_changes(known, {"public": True, "private": False}) == [("public", True), ("private", False)]
+    assert known == {"public": True, "private": False}

@@ -156,3 +156,24 @@ def test_keyed_garbage_bodies_are_rejected_cleanly(body, kind):
     except WireError:
         return
     assert isinstance(got, (Heartbeat, Fence))
+
+
+def test_pulse_and_the_routers_start_check_apply_one_key_rule():
+    """lvsbus.keyfile's mode_problem/secret_problem decide for both (pulse's wire and the router's
+    key_file_problem): a file the router accepts is one pulse can use, and the other way round."""
+    from lvsbus.keyfile import mode_problem, secret_problem
+
+    for secret in (b"", b"x" * 15, b"  " + b"x" * 15 + b"\n", b"x" * 16, b"\n" + b"y" * 16 + b"  \n"):
+        try:
+            wire.key_from_secret(secret)
+            usable = True
+        except ValueError:
+            usable = False
+        assert usable == (secret_problem(secret) is None), secret
+    for mode in (0o100600, 0o100400, 0o100640, 0o100604, 0o100700):
+        try:
+            wire.check_key_mode(mode)
+            ok = True
+        except ValueError:
+            ok = False
+        assert ok == (mode_problem(mode) is None), oct(mode)

@@ -236,3 +236,29 @@ def test_a_spare_that_dies_while_it_waits_is_a_death_of_the_service(monkeypatch,
     assert c.alive() and c.spare is not None and c.spare is not first  # the first death: a new one at once
     assert r.client.published[-1] == ("router.service_restarted", {"service": "pulse", "attempt": 1, "exit": "spare: exit 3"})
     assert r.policy.attempts("pulse") == 1
+
+
+# -- the supervisor's other decisions (lvsbus.supervision.Supervision: the real router and the simulator) --
+
+def test_which_services_run_follows_pulse_and_the_config():
+    from lvsbus.supervision import LVSD_START, LVSD_STOP, Supervision
+
+    s = Supervision()
+    assert s.starts() == ["pulse", "nanny", "ipvs"]
+    assert s.starts(configured={"metrics"}) == ["pulse", "nanny", "ipvs", "metrics"]
+    assert s.starts(configured={"metrics", "web"})[-2:] == ["metrics", "web"]
+    assert not s.wanted("lvsd") and s.wanted("ipvs")
+    assert s.lvsd_order("pulse.start_lvsd") == LVSD_START and s.active and s.wanted("lvsd")
+    assert s.lvsd_order("router.role_changed") is None and s.active
+    assert s.lvsd_order("pulse.stop_lvsd") == LVSD_STOP and not s.wanted("lvsd")
+
+
+def test_a_restart_loop_steps_down_unless_nanny_may_be_abandoned():
+    from lvsbus.supervision import ABANDON, Supervision
+
+    for service, hard, last in (("nanny", False, ABANDON), ("nanny", True, GIVE_UP), ("pulse", False, GIVE_UP),
+                                ("web", True, ABANDON)):  # the console's loss never steps the router down
+        s = Supervision()
+        ds = [s.died(service, float(t), hard_shutdown=hard) for t in range(6)]
+        assert [d.action for d in ds] == [RESTART] * 5 + [last]
+        assert ds[-1].recent == 6

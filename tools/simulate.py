@@ -13,17 +13,23 @@ What is simulated (everything a core does not see directly):
   validates every event against the catalog (as the real broker does) and appends it to a real
   log (``EventLog``, durability ``none``) in ``<log_root>/<router>/log``, so ``tools/replay.py``
   reads it like any router's log;
-* the router's lifecycle as ``lvsbus router`` runs it: broker, ``config.loaded`` (the run start:
-  every core starts from ``initial()`` there), pulse and nanny always, lvsd and the applier started
-  on ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; a
-  service that starts again is restored from its snapshot (through the snapshot format) and
-  answers the inputs logged while it was down, as ``lvsbus.runtime`` does;
-* a simulated shell per core, which executes its effects: pulse's ``send_heartbeat`` and
+* the router's lifecycle as ``lvsbus router`` runs it, its decisions taken by the supervisor's
+  own code (``lvsbus.supervision.Supervision``): broker, ``config.loaded`` (the run start: every
+  core starts from ``initial()`` there), pulse, nanny and the applier always, lvsd started on
+  ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; every
+  service death goes through the restart policy (attempt, backoff; a restart loop steps the router
+  down, or abandons nanny under ``hard_shutdown = false``); a service that starts again is restored
+  from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
+  as ``lvsbus.runtime`` does;
+* a simulated shell per core, which executes its effects with the real shells' decision code
+  (every decision a shell makes is pure code both call: nanny's ``schedule``, the applier's
+  ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips`` and
+  ``link_changes``; this module keeps the simulated I/O): pulse's ``send_heartbeat`` and
   ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay,
   reordering), the receiving router's shell publishes ``pulse.heartbeat_received`` /
   ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
-  checks each real server every interval at its crc32 phase and publishes the results in 50 ms
+  runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
   what the kernel refuses: EEXIST, ENOENT);
 * timers exactly as ``lvsbus.runtime`` arms them: after every event the core's ``next_deadline`` is
@@ -55,7 +61,8 @@ Invariants, checked after every simulated instant (``Cluster.violations``):
 * after the faults stop and the cluster settles: exactly one router is ACTIVE, every other one is
   BACKUP, every router hears every other one (no core is left without its timer), and the active
   router's kernel IPVS table holds exactly the healthy real servers of each virtual service (the
-  backup's table is left as it was: lvsd and the applier run only on the active router);
+  backup's table is left as it was: lvsd runs only on the active router); a router that stepped
+  down after a restart loop stays down and is left out;
 * and the clients' ARP entry for each VIP points at the active router (their last gratuitous ARP
   came from it: pulse re-announces after a split brain, also one it heard of late);
 * no event is lost or reordered: each log reads back with contiguous seqs and the exact bytes the
@@ -79,7 +86,6 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -90,18 +96,21 @@ import msgpack
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
+from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.core import Core, Effect, run_core
 from lvsbus.events import REGISTRY, Event, encode
 from lvsbus.ipvs_table import Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.snapshot import decode_state, encode_state
+from lvsbus.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
+from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
 
 S = 1_000_000_000
 MS = 1_000_000
-NANNY_FLUSH = 50 * MS  # services/nanny/shell.py FLUSH_S
+NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
 SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
 LINKS = ("public", "private")
 
@@ -157,10 +166,8 @@ def make_fos_config(routers: int = 2, keepalive: float = 1.0, deadtime: float = 
 
 
 def config_payload(model: dict, local: str, digest: str, reload: bool = False) -> dict:
-    return {
-        "path": "/etc/lvsbus/lvs.toml", "format": "toml", "digest": digest, "model": model, "warnings": [],
-        "local_router": local, "reload": reload, "diff": {},
-    }
+    """``config.loaded`` as the router publishes it (``lvsbus.config.derive.loaded_payload``)."""
+    return loaded_payload("/etc/lvsbus/lvs.toml", "toml", digest, model, [], local, reload, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +175,8 @@ def config_payload(model: dict, local: str, digest: str, reload: bool = False) -
 
 FAULT_KINDS = (
     "router_crash",  # target router; the host goes down for duration (VIPs gone), then boots
-    "service_crash",  # target "router/service"; the process dies, restarts after duration (VIPs stay)
+    "service_crash",  # target "router/service"; the process dies, can start again after duration, when the
+    # supervisor's restart policy (lvsbus.supervision) says (VIPs stay)
     "link_cut",  # target "a-b/link"; no datagram passes for duration
     "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse.link_changed)
     "loss",  # target "a-b/link"; value: permille of datagrams lost, for duration
@@ -315,6 +323,22 @@ class SimClock:
         return max(t, now)
 
 
+class SimCheck:
+    """One of nanny's checks as its schedule (services/nanny/schedule.py) sees it."""
+
+    __slots__ = ("id", "server", "interval", "timeout_us", "phase", "due", "running", "alive")
+
+    def __init__(self, id_: str, server: str, interval: float, timeout_us: int) -> None:
+        self.id, self.server, self.interval, self.timeout_us = id_, server, interval, timeout_us
+        self.phase = phase_of(id_, interval)
+        self.due = 0.0
+        self.running = False
+        self.alive = True
+
+    def same(self, other: "SimCheck") -> bool:
+        return (self.server, self.interval, self.timeout_us) == (other.server, other.interval, other.timeout_us)
+
+
 class SimService:
     __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog", "owed")
 
@@ -357,11 +381,18 @@ class SimRouter:
         self.daemons: list[dict] = []
         self.shell_gen: dict[str, int] = {}  # service -> run number of its shell (stale callbacks die)
         self.flap: dict[str, int] = {}  # real server -> checks done while it flaps
-        self.results: list[tuple] = []  # nanny's results waiting for the next flush
+        # nanny's shell: its check schedule and result batch (services/nanny/schedule.py, the real
+        # shell's code), the time it started (its flushes are every 50 ms from then)
+        self.schedule = Schedule()
+        self.batch = ResultBatch()
+        self.wake_gen = 0  # the schedule's wake-up armed last (older ones are stale)
         self.flush_armed = False
         self.nanny_started = 0
-        self.active = False  # the supervisor's view: lvsd and the applier wanted (start_lvsd seen)
-        self.crashed: set[str] = set()  # services killed and not restarted yet
+        # the supervisor's decisions (lvsbus.supervision, as lvsbus/router.py): a new one each boot
+        self.supervision = Supervision()
+        self.crashed: dict[str, Decision] = {}  # services killed and not restarted yet: the policy's decision
+        self.abandoned: set[str] = set()  # a restart loop under hard_shutdown = false: not restarted
+        self.stepped_down = False  # a restart loop made the router step down (it stays down)
         # the broker and write-ahead: a record is written (durable) when the broker forwards it;
         # an output's effect runs only once its record is written
         self.broker_up = False
@@ -458,8 +489,10 @@ class Cluster:
         validate: bool = True,
         fencing_window_ns: int | None = None,
         fos: bool = False,
+        boot_at: dict[str, int] | None = None,
     ) -> None:
         self.seed = seed
+        self.boot_at = dict(boot_at or {})  # router -> when it boots (ns); the others at a seeded time
         if config is None:
             config = make_fos_config(routers) if fos else make_config(routers, servers)
         self.config = config
@@ -546,12 +579,12 @@ class Cluster:
         # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
         self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
         self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
-        #: nanny's checks: (check id, real server, interval ns, timeout us), in nanny's plan order
-        self.check_plan: list[tuple[str, str, int, int]] = []
+        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
+        self.check_plan: list[tuple[str, str, float, int]] = []
         if "nanny" in cores_by_name:
             from lvsbus_services.nanny.core import plan
 
-            self.check_plan = [(p[0], p[2], int(p[6].interval * S), int(p[6].timeout * 1_000_000))
+            self.check_plan = [(p[0], p[2], p[6].interval, int(p[6].timeout * 1_000_000))
                                for p in plan(self.config) if p[7]]
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -754,102 +787,115 @@ class Cluster:
             self._elected = True
 
     def supervise(self, r: SimRouter, type_: str) -> None:
-        """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``."""
-        if type_ == "pulse.start_lvsd":  # it starts lvsd and the applier
-            r.active = True
-            for name in ("lvsd", "ipvs"):
-                if name in r.services and not r.services[name].up:
-                    self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
-        else:  # ... and stops them
-            r.active = False
-            for name in ("ipvs", "lvsd"):
-                if name in r.services:
-                    self._at(self.t, "stop", r.name, name, r.broker_runs)
+        """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``: the
+        services that run only while pulse is ACTIVE (lvsd) are started (the real router's standby
+        told to go: modelled as a start from the log after ``SPAWN``) or stopped."""
+        order = r.supervision.lvsd_order(type_)
+        for name, when in SERVICES:
+            if when != WHILE_ACTIVE or name not in r.services:
+                continue
+            if order == LVSD_START and not r.services[name].up:
+                self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
+            elif order != LVSD_START:
+                self._at(self.t, "stop", r.name, name, r.broker_runs)
 
     def reconcile_vips(self, r: SimRouter, svc: SimService) -> None:
-        """pulse's ``on_caught_up`` after a restart: the VIPs as its role says, announced when ACTIVE."""
+        """pulse's ``on_caught_up`` after a restart: the VIPs as its role says, announced when
+        ACTIVE (``reconcile_vips`` of services/pulse/core.py decides, as for the real shell)."""
+        from lvsbus_services.pulse.core import TAKE, reconcile_vips
+
         st = svc.state
         r.role_run = st.role
-        if st.settings is None:
+        todo = reconcile_vips(st.role, st.settings)
+        if todo is None:
             return
-        if st.role == "ACTIVE":
-            for v in st.settings.vips:
+        for v in todo[1]:
+            if todo[0] == TAKE:
                 r.vips[v.address] = v.payload()
                 self.arp_owner[v.address] = r.name
-        elif st.role != "INIT":
-            for v in st.settings.vips:
+            else:
                 r.vips.pop(v.address, None)
+
+    def _nanny_wake(self, r: SimRouter) -> None:
+        """Arm the shell's next wake-up as ``checks.Scheduler._arm`` does (at least a tick ahead)."""
+        due = r.schedule.next_deadline()
+        if due is None:
+            return
+        r.wake_gen += 1
+        mono = max(int(due * S), r.clock.mono(self.t) + int(TICK * S))
+        self._at(r.clock.global_time(mono, self.t), "shell", r.name, "nanny", r.shell_gen["nanny"], "wake", r.wake_gen)
+
+    def start_check(self, r: SimRouter, chk: "SimCheck", late_us: int) -> None:
+        """One check starts; its result comes back after its latency."""
+        cid, server, timeout_us = chk.id, chk.server, chk.timeout_us
+        mode = self.server_mode.get(server, "up")
+        if server in self.fos and cid.startswith("fos/"):
+            mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
+        if mode == "flap":
+            n = r.flap[server] = r.flap.get(server, 0) + 1
+            mode = "up" if n % 2 else "down"
+        if mode == "up":
+            res = (cid, True, 200 + self.rng.randrange(800), "ok", late_us)
+        elif mode == "down":
+            res = (cid, False, 150, "refused", late_us)
+        else:
+            res = (cid, False, timeout_us, "timeout", late_us)
+        self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", r.shell_gen["nanny"], "result", (chk, res))
 
     def shell(self, r: SimRouter, what: str, p: Any) -> None:
         """nanny's checks and the applier's netlink, simulated."""
-        if what == "check":  # one check starts; its result comes back after its latency
-            cid, server, interval, timeout_us = p
-            mode = self.server_mode.get(server, "up")
-            if server in self.fos and cid.startswith("fos/"):
-                mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
-            if mode == "flap":
-                n = r.flap[server] = r.flap.get(server, 0) + 1
-                mode = "up" if n % 2 else "down"
-            if mode == "up":
-                res = (cid, True, 200 + self.rng.randrange(800), "ok")
-            elif mode == "down":
-                res = (cid, False, 150, "refused")
-            else:
-                res = (cid, False, timeout_us, "timeout")
-            gen = r.shell_gen["nanny"]
-            self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", gen, "result", res)
-            self._at(self.t + interval, "shell", r.name, "nanny", gen, "check", p)
-        elif what == "result":  # kept until the shell's next 50 ms flush
-            r.results.append(p)
-            if not r.flush_armed:
+        if what == "wake":  # the shell's scheduler wakes: the checks due start
+            if p != r.wake_gen:
+                return
+            for chk, late in r.schedule.take_due(r.clock.mono(self.t) / S):
+                chk.running = True
+                self.start_check(r, chk, int(late * 1_000_000))
+            self._nanny_wake(r)
+        elif what == "result":  # kept until the shell's next 50 ms flush (or sent when 2,000 wait)
+            chk, res = p
+            chk.running = False
+            if not chk.alive:
+                return
+            if r.batch.add(*res):
+                self.shell(r, "flush", None)
+            elif not r.flush_armed:
                 r.flush_armed = True
-                due = self.t + NANNY_FLUSH - (self.t - r.nanny_started) % NANNY_FLUSH
+                due = next_flush(r.nanny_started, self.t, NANNY_FLUSH)
                 self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
         elif what == "flush":
-            res, r.results, r.flush_armed = r.results, [], False
-            if res:
-                self.publish(r, "nanny", "health.check_results", {
-                    "digest": self.digest, "ids": [x[0] for x in res], "ok": [x[1] for x in res],
-                    "latency_us": [x[2] for x in res], "detail": [x[3] for x in res], "late_us": 0,
-                })
+            r.flush_armed = False
+            payload = r.batch.take(self.digest)
+            if payload is not None:
+                self.publish(r, "nanny", "health.check_results", payload)
         elif what == "read":
-            table = r.kernel
-            self.publish(r, "ipvs", "ipvs.table_read", {
-                "request": p["request"], "table": table.to_dict(), "timeouts": dict(r.timeouts),
-                "daemons": [dict(d) for d in r.daemons], "services": len(table),
-                "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": 800,
-            })
-        elif what == "apply":
-            from lvsbus_services.ipvs.core import apply_ops
+            from lvsbus_services.ipvs.core import table_read_payload
 
-            applied = failed = 0
-            run = None  # first index of the run of accepted ops under way (one ipvs.ops_applied a run, as the shell)
-            for j, op in enumerate(p["ops"]):
-                kind = op["op"]
+            self.publish(r, "ipvs", "ipvs.table_read", table_read_payload(
+                p["request"], r.kernel, dict(r.timeouts), [dict(d) for d in r.daemons], 800))
+        elif what == "apply":  # the simulated kernel answers each op; the shell reports as the real one
+            from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+
+            ops = p["ops"]
+            results: list[tuple[int | None, str, int]] = []
+            for op in ops:
                 try:
-                    if kind == "set_timeouts":
-                        r.timeouts = {k: (v or r.timeouts.get(k, 0)) for k, v in op["attrs"].items()}
-                    elif kind == "start_daemon":
-                        r.daemons = [d for d in r.daemons if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
-                    elif kind == "stop_daemon":
-                        r.daemons = [d for d in r.daemons if d["state"] != op["attrs"]["state"]]
+                    if op["op"] in GLOBAL_OPS:
+                        timeouts, daemons = apply_global(r.timeouts, r.daemons, op)
+                        r.timeouts, r.daemons = timeouts or {}, daemons or []
                     else:
                         r.kernel = apply_ops(r.kernel, [op], strict=True)
-                except KeyError as exc:
-                    if run is not None:
-                        self.publish(r, "ipvs", "ipvs.ops_applied", {"batch": p["batch"], "first": run, "count": j - run,
-                                                                     "duration_us": 40 * (j - run)})
-                        run = None
-                    failed += 1
-                    errno = 17 if "exists" in str(exc) else 2
-                    self.publish(r, "ipvs", "ipvs.op_failed", {"batch": p["batch"], "op": op, "errno": errno,
-                                                               "error": str(exc)[:1024]})
+                except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
+                    results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
                     continue
-                applied += 1
-                run = j if run is None else run
-            if run is not None:
-                n = len(p["ops"]) - run
-                self.publish(r, "ipvs", "ipvs.ops_applied", {"batch": p["batch"], "first": run, "count": n, "duration_us": 40 * n})
+                results.append((None, "", 40))
+            applied = failed = 0
+            for i in range(0, len(ops), CHUNK):
+                for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
+                    if type_ == "ipvs.op_failed":
+                        failed += 1
+                    else:
+                        applied += payload["count"]
+                    self.publish(r, "ipvs", type_, payload)
             self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
                                                            "duration_us": 40 * (applied + failed)})
 
@@ -885,7 +931,8 @@ class Cluster:
         every core of this run starts from ``initial()`` there), then pulse and nanny; lvsd and the
         applier only while pulse is ACTIVE."""
         r.up = True
-        r.active = False
+        r.supervision = Supervision()
+        r.crashed, r.abandoned, r.stepped_down = {}, set(), False
         r.broker_runs += 1
         r.open_log()
         r.broker_up = True
@@ -904,7 +951,7 @@ class Cluster:
         self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips",
                                  "pulse.release_vips"], 900)
         self.publish(r, "router", "config.loaded", config_payload(self.model, r.name, self.digest))
-        for name in ("pulse", "nanny"):
+        for name in r.supervision.starts(configured=configured_services(self.config)):
             if name in r.services:
                 self.start_service(r, r.services[name])
         self.drain(r)
@@ -934,7 +981,7 @@ class Cluster:
             answers.extend((step.event.seq, eff) for eff in step.effects)
         pid = {"pulse": 1000, "nanny": 1500, "lvsd": 2000, "ipvs": 3000}.get(svc.name, 4000) + r.broker_runs * 10 + svc.starts
         self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
-        gen = r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
+        r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
         if svc.name == "pulse":
             r.epoch += 1
             self.publish(r, "pulse", "pulse.started", {
@@ -943,19 +990,19 @@ class Cluster:
             })
             # the shell's link watch starts from what the core believes (services/pulse/shell.py
             # _watch_links): a NIC that changed while pulse was down is reported at its first poll
-            believed = getattr(svc.state, "links_up", None) or {}
-            for link, up in sorted(r.nic_up.items()):
-                if believed.get(link, True) != up:
-                    self.publish(r, "pulse", "pulse.link_changed",
-                                 {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+            from lvsbus_services.pulse.core import link_changes
+
+            believed = dict(getattr(svc.state, "links_up", None) or {})
+            for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
+                self.publish(r, "pulse", "pulse.link_changed",
+                             {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
         elif svc.name == "nanny":
-            # the shell's schedule (services/nanny/checks.py): each check every interval, at a
-            # phase from the crc32 of its id; results leave in batches every 50 ms
-            r.results, r.flush_armed, r.nanny_started = [], False, self.t
-            for cid, server, interval, timeout_us in self.check_plan:
-                phase = int(zlib.crc32(cid.encode()) / 2**32 * interval)
-                due = phase + ((self.t - phase) // interval + 1) * interval
-                self._at(due, "shell", r.name, "nanny", gen, "check", (cid, server, interval, timeout_us))
+            # the shell's schedule and batches (services/nanny/schedule.py, on this router's
+            # monotonic clock): each check every interval, at a phase from the crc32 of its id;
+            # results leave in batches every 50 ms
+            r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
+            r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
+            self._nanny_wake(r)
         elif svc.name == "lvsd":
             self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
@@ -978,6 +1025,51 @@ class Cluster:
             svc.owed.extend((i[3], i[5]) for i in owed)
             r.outbox = [i for i in r.outbox if i[0] != svc.name]
 
+    def died(self, r: SimRouter, sname: str) -> None:
+        """A service's process died: the supervisor's policy (``lvsbus.supervision``, with the
+        router's monotonic clock) decides, as ``Router._died`` does."""
+        d = r.supervision.died(sname, r.clock.mono(self.t) / S, hard_shutdown=self.config.hard_shutdown)
+        if d.action == ABANDON:
+            r.abandoned.add(sname)
+            self.publish(r, "router", "router.service_abandoned",
+                         {"service": sname, "restarts": d.recent - 1, "exit": "killed by SIGKILL"})
+            self.drain(r)
+        elif d.action == GIVE_UP:
+            self.step_down(r, f"restart loop: {sname}")
+        else:
+            r.crashed[sname] = d
+
+    def restart(self, r: SimRouter, sname: str) -> None:
+        """The supervisor starts a new process of a service that died, if it still wants it."""
+        d = r.crashed.pop(sname, None)
+        svc = r.services[sname]
+        if d is None or svc.up or not r.supervision.wanted(sname, configured_services(self.config)):
+            return
+        self.publish(r, "router", "router.service_restarted",
+                     {"service": sname, "attempt": d.attempt, "exit": "killed by SIGKILL"})
+        self.start_service(r, svc)
+        self.drain(r)
+
+    def step_down(self, r: SimRouter, reason: str) -> None:
+        """A restart loop (``Router._shutdown(graceful=False)``): ``router.shutdown_requested``,
+        pulse hands over (its leaving heartbeat, VIPs released), the supervisor releases what VIPs
+        are left and the router exits; it stays down (the kernel's IPVS table as it was)."""
+        self.publish(r, "router", "router.shutdown_requested", {"reason": reason[:256], "graceful": False})
+        self.drain(r)
+        me = self.config.router(r.name)
+        for v in config_vips(self.config, me.device if me else None):  # the supervisor's last resort
+            r.vips.pop(v.address, None)  # (Router._release_vips)
+        r.up = False
+        r.stepped_down = True
+        for svc in r.services.values():
+            if svc.up:
+                self.stop_service(r, svc)
+        r.queue.clear()
+        r.broker_up = False
+        r.crash_in = None
+        r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
+        r.close_log()
+
     def crash_router(self, r: SimRouter) -> None:
         r.up = False
         for svc in r.services.values():
@@ -990,6 +1082,7 @@ class Cluster:
         r.daemons = []
         r.queue.clear()
         r.crashed.clear()
+        r.abandoned.clear()
         r.broker_up = False
         r.crash_in = None
         r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
@@ -1018,14 +1111,13 @@ class Cluster:
                 return
             if begin and svc.up:
                 self.stop_service(r, svc)
-                r.crashed.add(sname)
-            elif not begin and sname in r.crashed:
-                r.crashed.discard(sname)
-                if not svc.up and (sname in ("pulse", "nanny") or r.active):  # the supervisor restarts it
-                    self.publish(r, "router", "router.service_restarted",
-                                 {"service": sname, "attempt": 1, "exit": "killed by signal 9"})
-                    self.start_service(r, svc)
-                    self.drain(r)
+                self.died(r, sname)
+            elif not begin and sname in r.crashed:  # the process could start again (duration)
+                d = r.crashed[sname]
+                if d.delay_s:  # ... and the supervisor's backoff says when it does
+                    self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
+                else:
+                    self.restart(r, sname)
         elif k == "broker_crash":
             r = self.routers[f.target]
             if begin and r.up and r.broker_up:
@@ -1073,7 +1165,8 @@ class Cluster:
     def run(self, verify: bool = False) -> SimResult:
         start_rng = random.Random(self.seed * 31 + 5)
         for r in self.routers.values():
-            self._at(start_rng.randrange(0, 2 * S, MS), "boot", r.name)
+            at = start_rng.randrange(0, 2 * S, MS)
+            self._at(self.boot_at.get(r.name, at), "boot", r.name)
         for f in self.faults:
             self._at(f.at, "fault", f, True)
             if f.duration:
@@ -1114,15 +1207,18 @@ class Cluster:
                     self.broker_up(r)
             elif kind == "boot":
                 self.boot(routers[args[0]])
-            elif kind in ("start", "stop"):
+            elif kind in ("start", "stop", "restart"):
                 r = routers[args[0]]
                 svc = r.services[args[1]]
                 if not r.up or r.broker_runs != args[2]:
                     continue
-                if kind == "start" and r.active and not svc.up and args[1] not in r.crashed:
+                wanted = r.supervision.wanted(args[1], configured_services(self.config))
+                if kind == "restart":
+                    self.restart(r, args[1])
+                elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
                     self.start_service(r, svc)
                     self.drain(r)
-                elif kind == "stop" and not r.active and svc.up:
+                elif kind == "stop" and not wanted and svc.up:
                     self.stop_service(r, svc)
             elif kind == "shell":
                 r = routers[args[0]]
@@ -1273,7 +1369,9 @@ class Cluster:
             return
         roles = self.roles()
         active = [n for n, role in roles.items() if role == "ACTIVE"]
-        others = {n: role for n, role in roles.items() if role != "ACTIVE"}
+        # a router that stepped down after a restart loop is out until someone starts it again
+        others = {n: role for n, role in roles.items() if role != "ACTIVE" and
+                  not (role == "DOWN" and self.routers[n].stepped_down)}
         if len(active) != 1 or any(role != "BACKUP" for role in others.values()):
             self.violation(f"not settled after the faults stopped: roles {roles}")
             return
@@ -1297,12 +1395,12 @@ class Cluster:
             if self.arp_owner.get(vip) != holder.name:
                 self.violation(f"clients send {vip} to {self.arp_owner.get(vip)} (its last gratuitous ARP) "
                                f"after the faults stopped, the active router is {holder.name}")
-        if not {"nanny", "lvsd", "ipvs"} <= set(self.core_names):
-            return
+        if not {"nanny", "lvsd", "ipvs"} <= set(self.core_names) or "nanny" in holder.abandoned:
+            return  # (nanny abandoned: no health checks, the table stays as it was)
         from lvsbus_services.lvsd.core import service_key
 
         healthy = {n for n, mode in self.server_mode.items() if mode == "up"}
-        for r in (holder,):  # the backup's table is left as it was (lvsd and the applier stopped)
+        for r in (holder,):  # the backup's table is left as it was (lvsd stopped there)
             for vs in self.config.virtual_services:
                 if not vs.active:
                     continue

@@ -130,6 +130,54 @@ def plan_globals(actual_timeouts: dict | None, want_timeouts: dict, actual_daemo
     return ops
 
 
+def apply_global(timeouts: dict | None, daemons: list[dict] | None, op: Op) -> tuple[dict | None, list[dict] | None]:
+    """The IPVS timeouts and sync daemons once a global op is applied, as the kernel does it: a
+    timeout of 0 leaves that one as it was; a daemon replaces the one of its state (master or
+    backup), or is stopped. Not a global op: unchanged. The core plans with it, and the simulated
+    kernel (tools/simulate.py) applies with it."""
+    kind = op["op"]
+    if kind == "set_timeouts":
+        timeouts = {k: (v or (timeouts or {}).get(k, 0)) for k, v in op["attrs"].items()}
+    elif kind == "start_daemon":
+        daemons = [d for d in (daemons or []) if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
+    elif kind == "stop_daemon":
+        daemons = [d for d in (daemons or []) if d["state"] != op["attrs"]["state"]]
+    return timeouts, daemons
+
+
+#: ops a trip to the kernel (the shell's netlink thread) carries: runs of accepted ops are reported
+#: within one such chunk
+CHUNK = 256
+
+
+def table_read_payload(request: int, table: Table, timeouts: dict, daemons: list[dict], duration_us: int) -> dict:
+    """``ipvs.table_read``: what a dump of the kernel found (the real shell's and the simulated kernel's)."""
+    return {"request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
+            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": duration_us}
+
+
+def applied_events(batch: int, first: int, ops: list[Op], results: list[tuple[int | None, str, int]]) -> list[tuple[str, dict]]:
+    """What the shell publishes for one chunk of a batch (``ops``, starting at index ``first`` of
+    the batch) once the kernel has answered each op with (errno or None, error, duration_us): one
+    ``ipvs.ops_applied`` for each run of accepted ops, one ``ipvs.op_failed`` for each refused op,
+    in their place."""
+    out: list[tuple[str, dict]] = []
+    run, run_us = None, 0  # the run of accepted ops under way: its first index
+    for j, (op, (code, error, us)) in enumerate(zip(ops, results), first):
+        if code is None:
+            run = j if run is None else run
+            run_us += us
+            continue
+        if run is not None:
+            out.append(("ipvs.ops_applied", {"batch": batch, "first": run, "count": j - run, "duration_us": run_us}))
+            run, run_us = None, 0
+        out.append(("ipvs.op_failed", {"batch": batch, "op": op, "errno": code, "error": error[:1024]}))
+    if run is not None:
+        out.append(("ipvs.ops_applied", {"batch": batch, "first": run, "count": first + len(ops) - run,
+                                         "duration_us": run_us}))
+    return out
+
+
 def _daemon_differs(a: dict, b: dict) -> bool:
     return (a.get("ifname"), a.get("syncid")) != (b.get("ifname"), b.get("syncid"))
 
@@ -371,12 +419,8 @@ class ApplierCore(Core[ApplierState]):
             st.expected = planned_result(st.expected, st.desired, ops)
         # what the globals will be once applied
         for op in ops:
-            if op["op"] == "set_timeouts":
-                st.timeouts_have = {k: (v or (st.timeouts_have or {}).get(k, 0)) for k, v in op["attrs"].items()}
-            elif op["op"] == "start_daemon":
-                st.daemons_have = [d for d in (st.daemons_have or []) if d["state"] != op["attrs"]["state"]] + [dict(op["attrs"])]
-            elif op["op"] == "stop_daemon":
-                st.daemons_have = [d for d in (st.daemons_have or []) if d["state"] != op["attrs"]["state"]]
+            if op["op"] in GLOBAL_OPS:
+                st.timeouts_have, st.daemons_have = apply_global(st.timeouts_have, st.daemons_have, op)
         effects = []
         for i in range(0, len(ops), MAX_BATCH_OPS):
             chunk = ops[i:i + MAX_BATCH_OPS]

@@ -44,12 +44,11 @@ from lvsbus.ipvs_stats import Sampler
 from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
-from .core import ApplierCore
+from .core import CHUNK, ApplierCore, applied_events, table_read_payload
 
 log = structlog.get_logger("ipvs")
 
 DEFAULT_STATS_INTERVAL = Config().ipvs_stats_interval  # a config.loaded of a version before the key
-CHUNK = 256  # ops per trip to the netlink thread (the bus keeps flowing during a big batch)
 
 
 class ApplierShell:
@@ -130,11 +129,8 @@ class ApplierShell:
             return
         finally:
             self._urgent -= 1
-        self.runtime.publish("ipvs.table_read", {
-            "request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
-            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()),
-            "duration_us": (time.monotonic_ns() - t0) // 1000,
-        })
+        self.runtime.publish("ipvs.table_read", table_read_payload(request, table, timeouts, daemons,
+                                                                   (time.monotonic_ns() - t0) // 1000))
 
     def _apply_chunk(self, ops: list) -> list:
         """Runs on the netlink thread: [(errno or None, error, duration_us)] per op."""
@@ -179,22 +175,15 @@ class ApplierShell:
                 results = await self._call(self._apply_chunk, chunk)
             finally:
                 self._urgent -= 1
-            run, run_us = None, 0  # the run of accepted ops under way: its first index
-            for j, (op, (code, error, us)) in enumerate(zip(chunk, results), i):
-                if code is None:
-                    applied += 1
-                    run = j if run is None else run
-                    run_us += us
-                    continue
-                if run is not None:
-                    publish("ipvs.ops_applied", {"batch": batch, "first": run, "count": j - run, "duration_us": run_us})
-                    run, run_us = None, 0
-                failed += 1
-                log.warning("op_failed", batch=batch, op=op["op"], service=op["service"], dest=op["dest"], errno=code, error=error)
-                publish("ipvs.op_failed", {"batch": batch, "op": op, "errno": code, "error": error[:1024]})
-            if run is not None:
-                publish("ipvs.ops_applied", {"batch": batch, "first": run, "count": i + len(chunk) - run,
-                                             "duration_us": run_us})
+            for type_, p in applied_events(batch, i, chunk, results):
+                if type_ == "ipvs.op_failed":
+                    failed += 1
+                    op = p["op"]
+                    log.warning("op_failed", batch=batch, op=op["op"], service=op["service"], dest=op["dest"],
+                                errno=p["errno"], error=p["error"])
+                else:
+                    applied += p["count"]
+                publish(type_, p)
         publish("ipvs.batch_applied", {"batch": batch, "applied": applied, "failed": failed,
                                        "duration_us": (time.monotonic_ns() - t0) // 1000})
         log.info("batch_applied", batch=batch, applied=applied, failed=failed, reason=payload["reason"])

@@ -1,8 +1,9 @@
 """nanny's check engine: every check of a router in one asyncio loop (uvloop when installed).
 
-* ``Scheduler`` runs each check every ``interval`` seconds, at a phase given by a hash of its id
-  (crc32: deterministic, spread evenly over the interval, so 10,000 checks never fire at once);
-  a check still running when it is due again is skipped (counted), never run twice at once.
+* ``Scheduler`` runs each check when ``schedule.Schedule`` says (pure, the clock an argument; the
+  simulator runs it too): every ``interval`` seconds, at a phase given by a hash of its id (crc32:
+  deterministic, spread evenly over the interval, so 10,000 checks never fire at once); a check
+  still running when it is due again is skipped (counted), never run twice at once.
 * TCP connect checks, the bulk, run on a callback fast path (non-blocking socket, ``add_writer``,
   one timer), not as tasks: ~a third of the cost. They close with SO_LINGER 0 (RST): no TIME_WAIT
   on the router for 10,000 connections a second.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import heapq
 import os
 import re
 import shlex
@@ -24,10 +24,11 @@ import socket
 import ssl
 import struct
 import time
-import zlib
 from typing import Callable
 
 from lvsbus.config.model import Check
+
+from .schedule import TICK, Schedule, phase_of
 
 READ_LIMIT = 1 << 20  # bytes read from a reply at most (http body, expect search)
 OUTPUT_LIMIT = 1 << 16  # program output kept
@@ -274,59 +275,46 @@ class Spec:
         self.id, self.address, self.port, self.check = id, address, port, check
         self.matcher = Matcher(check.expect, check.regex, check.encoding)
         self.interval = check.interval
-        self.phase = (zlib.crc32(id.encode()) / 2**32) * check.interval
+        self.phase = phase_of(id, check.interval)
         self.due = 0.0
         self.running = False
         self.alive = True
         self.family = socket.AF_INET6 if ":" in address else socket.AF_INET
 
+    def same(self, other: "Spec") -> bool:
+        return self.address == other.address and self.port == other.port and self.check == other.check
+
 
 class Scheduler:
-    TICK = 0.002  # seconds: checks due within a tick start together
+    """Runs the checks when ``schedule.Schedule`` says (its decisions are pure: the clock is read
+    here, and given to it)."""
+
+    TICK = TICK
 
     def __init__(self, on_result: OnResult, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.on_result = on_result
         self.loop = loop or asyncio.get_event_loop()
-        self.specs: dict[str, Spec] = {}
-        self.heap: list[tuple[float, int, Spec]] = []
-        self._n = 0
+        self.schedule = Schedule()
         self._wake: asyncio.TimerHandle | None = None
         self.started = 0
-        self.skipped = 0  # due while the previous run was still going
         self.inflight = 0
         self.lateness: list[float] | None = None  # seconds, when measuring (bench)
         self.running = False
 
+    @property
+    def specs(self) -> dict[str, Spec]:
+        return self.schedule.specs
+
+    @property
+    def skipped(self) -> int:
+        """Checks due while their previous run was still going (skipped)."""
+        return self.schedule.skipped
+
     def set_checks(self, specs: list[tuple[str, str, int, Check]]) -> None:
         """Replace the checks: unchanged ones keep their schedule, new ones start at their phase."""
-        now = time.monotonic()
-        new: dict[str, Spec] = {}
-        for id_, address, port, chk in specs:
-            old = self.specs.get(id_)
-            if old is not None and old.address == address and old.port == port and old.check == chk:
-                new[id_] = old
-                continue
-            if old is not None:
-                old.alive = False
-            s = Spec(id_, address, port, chk)
-            s.due = self._next_due(s, now)
-            new[id_] = s
-            self._push(s)
-        for id_, old in self.specs.items():
-            if id_ not in new:
-                old.alive = False
-        self.specs = new
+        self.schedule.set_checks([Spec(*x) for x in specs], time.monotonic())
         if self.running:
             self._arm()
-
-    @staticmethod
-    def _next_due(s: Spec, now: float) -> float:
-        k = (now - s.phase) // s.interval + 1
-        return s.phase + k * s.interval
-
-    def _push(self, s: Spec) -> None:
-        self._n += 1
-        heapq.heappush(self.heap, (s.due, self._n, s))
 
     def start(self) -> None:
         self.running = True
@@ -342,34 +330,16 @@ class Scheduler:
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
-        if not self.heap or not self.running:
+        due = self.schedule.next_deadline()
+        if due is None or not self.running:
             return
-        delay = max(self.heap[0][0] - time.monotonic(), self.TICK)
-        self._wake = self.loop.call_later(delay, self._tick)
+        self._wake = self.loop.call_later(max(due - time.monotonic(), self.TICK), self._tick)
 
     def _tick(self) -> None:
         self._wake = None
         now = time.monotonic()
-        horizon = now + self.TICK / 2
-        heap = self.heap
-        pop, push = heapq.heappop, heapq.heappush
         lat = self.lateness
-        while heap and heap[0][0] <= horizon:
-            due, _n, s = pop(heap)
-            if not s.alive:
-                continue
-            late = now - due
-            if late > s.interval:  # fell behind (a stall): resume at the schedule, don't burst
-                s.due = self._next_due(s, now)
-            else:
-                s.due = due + s.interval
-            self._n += 1
-            push(heap, (s.due, self._n, s))
-            if s.running:
-                self.skipped += 1
-                continue
-            if late < 0:
-                late = 0.0
+        for s, late in self.schedule.take_due(now):
             if lat is not None:
                 lat.append(late)
             self._start(s, now, late)

@@ -33,11 +33,9 @@ from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
 
 from .checks import Scheduler, new_loop, raise_nofile
 from .core import NannyCore, plan
+from .schedule import FLUSH_S, ResultBatch
 
 log = structlog.get_logger("nanny")
-
-FLUSH_S = 0.05
-FLUSH_N = 2000
 
 
 class NannyShell:
@@ -50,32 +48,22 @@ class NannyShell:
         self.stop = asyncio.Event()
         self.sched: Scheduler | None = None
         self.digest = ""
-        self._ids: list[str] = []
-        self._ok: list[bool] = []
-        self._lat: list[int] = []
-        self._detail: list[str] = []
-        self._late = 0
+        self.batch = ResultBatch()
         self._flusher: asyncio.TimerHandle | None = None
         self.dropped = 0
 
     # -- results -> batches ------------------------------------------------------------------
 
     def on_result(self, id_: str, ok: bool, latency_us: int, detail: str, late_us: int) -> None:
-        self._ids.append(id_)
-        self._ok.append(ok)
-        self._lat.append(latency_us)
-        self._detail.append(detail)
-        if late_us > self._late:
-            self._late = late_us
-        if len(self._ids) >= FLUSH_N:
+        if self.batch.add(id_, ok, latency_us, detail, late_us):
             self.flush()
 
     def flush(self) -> None:
-        if not self._ids or self.runtime.client is None:
+        if self.runtime.client is None:
             return
-        payload = {"digest": self.digest, "ids": self._ids, "ok": self._ok, "latency_us": self._lat,
-                   "detail": self._detail, "late_us": self._late}
-        self._ids, self._ok, self._lat, self._detail, self._late = [], [], [], [], 0
+        payload = self.batch.take(self.digest)
+        if payload is None:
+            return
         try:
             self.runtime.publish("health.check_results", payload)
         except zmq.ZMQError as exc:  # back-pressure: these results are lost; the next ones count

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from transitions import Machine, MachineError
 
 from lvsbus.config import Config, from_dict
-from lvsbus.config.model import FailoverService, VirtualService
+from lvsbus.config.derive import config_vips
 from lvsbus.core import Core, Effect
 from lvsbus.events import Event
 
@@ -218,17 +218,6 @@ def _ns(seconds: Any, what: str, minimum: float = 0.0) -> int:
     return int(round(seconds * _NS))
 
 
-def _vip(address: str, prefixlen: int | None, device: str | None, label: str | None, default_device: str | None) -> Vip:
-    ip = ipaddress.ip_address(address)
-    full = 32 if ip.version == 4 else 128
-    plen = full if prefixlen is None else int(prefixlen)
-    if not 0 <= plen <= full:
-        raise ValueError(f"VIP {address}: prefix length {plen} out of range")
-    if device is None and label:
-        device = label.split(":", 1)[0]
-    return Vip(str(ip), plen, f"ipv{ip.version}", device or default_device, label or None, "")
-
-
 def _settings_from_config(payload: dict) -> PulseSettings:
     """pulse's settings from a ``config.loaded`` payload: ``model`` is ``lvsbus.config.to_dict(cfg)``,
     rebuilt (and re-validated) with ``lvsbus.config.from_dict``; ``local_router`` names this router.
@@ -253,24 +242,9 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
     )
     if len({r.name for r in routers}) != len(routers):
         raise ValueError("a router is listed twice")
-    vips: dict[str, Vip] = {}
-    owners: dict[str, list[str]] = {}
     # service = lvs: the virtual services' VIPs and nat_router's; service = fos: the failover services'
-    services: list[VirtualService | FailoverService] = [*cfg.lvs_services(), *cfg.fos_services()]
-    for vs in services:
-        if not vs.active:
-            continue
-        v = _vip(vs.address, vs.vip_prefixlen, vs.device, vs.label, me.device)
-        vips.setdefault(v.address, v)
-        owners.setdefault(v.address, []).append(vs.name)
-    if cfg.nat_router is not None and cfg.service.value == "lvs":
-        nat = cfg.nat_router
-        v = _vip(nat.address, nat.prefixlen, nat.device, nat.label, me.device)
-        vips.setdefault(v.address, v)
-        owners.setdefault(v.address, []).append("nat_router")
-    vip_list = tuple(
-        Vip(v.address, v.prefixlen, v.family, v.device, v.label, ",".join(owners[a])[:256]) for a, v in vips.items()
-    )
+    vip_list = tuple(Vip(v.address, v.prefixlen, v.family, v.device, v.label, ",".join(v.owners)[:256])
+                     for v in config_vips(cfg, me.device))
     hb, nt = cfg.heartbeat, cfg.notify
     keepalive = _ns(hb.keepalive, "heartbeat.keepalive", 0.001)
     deadtime = _ns(hb.deadtime, "heartbeat.deadtime", 0.001)
@@ -300,6 +274,38 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
             for fs in cfg.fos_services() if fs.active
         ),
     )
+
+
+# -- the shell's decisions, pure: the real shell and the simulator (tools/simulate.py) call these
+
+TAKE, RELEASE = "take", "release"
+
+
+def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tuple[Vip, ...]] | None:
+    """What a restarted pulse does with the VIPs once the answers it owed are recorded and run
+    (``on_caught_up``): ACTIVE, make sure they are there and announce them once (a takeover
+    recorded whose effects did not all run has not told the clients); any other role but INIT,
+    make sure they are not; INIT (a fresh run: its first decision releases them) or no settings,
+    nothing."""
+    if settings is None:
+        return None
+    if role == ACTIVE:
+        return TAKE, settings.vips
+    if role != INIT:
+        return RELEASE, settings.vips
+    return None
+
+
+def link_changes(known: dict[str, bool], observed: dict[str, bool]) -> list[tuple[str, bool]]:
+    """The ``pulse.link_changed`` to publish for a poll of the links: each link whose state differs
+    from what is known (a link never reported counts as up); ``known`` is updated. The shell's
+    watch starts from what the core believes, so a change while pulse was down is reported."""
+    out = []
+    for link, up in observed.items():
+        if known.get(link, True) != up:
+            known[link] = up
+            out.append((link, up))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

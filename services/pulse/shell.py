@@ -46,7 +46,7 @@ from lvsbus.paths import StateDirs
 from lvsbus.runtime import ServiceRuntime, service_arguments
 
 from . import wire
-from .core import ACTIVE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model
+from .core import TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, link_changes, reconcile_vips
 
 log = structlog.get_logger("pulse")
 
@@ -244,8 +244,9 @@ class PulseShell:
         """Reconcile the VIPs with the role the log records (a restart under a running router),
         once the answers owed from the log are recorded and run: never ahead of the log."""
         st = self.runtime.state
-        if st is not None and st.role == ACTIVE and self.settings is not None:
-            vips = [v.payload() for v in self.settings.vips]
+        todo = reconcile_vips(st.role, self.settings) if st is not None else None
+        if todo is not None and todo[0] == TAKE:
+            vips = [v.payload() for v in todo[1]]
             added = await self._nl(self._take, vips)
             # announced once: a takeover recorded whose effects did not all run (pulse died between
             # the record and its gratuitous ARP) has not told the clients
@@ -253,8 +254,8 @@ class PulseShell:
                                     [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips])
             log.info("reconciled_vips", role=st.role, action="added" if added else "kept", announced=not errors,
                      errors=errors[:8])
-        elif self.settings is not None and st is not None and st.role != "INIT":
-            await self._nl(self._release, [v.payload() for v in self.settings.vips])
+        elif todo is not None:
+            await self._nl(self._release, [v.payload() for v in todo[1]])
             log.info("reconciled_vips", role=st.role, action="released")
 
     # -- a warm spare ------------------------------------------------------------------------
@@ -399,14 +400,11 @@ class PulseShell:
                 log.warning("link_poll_failed", error=str(exc))
                 info = None
             if info is not None:
-                for link, dev in self.devices.items():
-                    if dev is None:
-                        continue
-                    up = netutil.link_up(info.get(dev))
-                    if known.get(link, True) != up:
-                        known[link] = up
-                        log.info("link_changed", link=link, device=dev, up=up)
-                        self.runtime.publish("pulse.link_changed", {"link": link, "up": up, "device": dev})
+                observed = {link: netutil.link_up(info.get(dev)) for link, dev in self.devices.items() if dev is not None}
+                for link, up in link_changes(known, observed):
+                    dev = self.devices[link]
+                    log.info("link_changed", link=link, device=dev, up=up)
+                    self.runtime.publish("pulse.link_changed", {"link": link, "up": up, "device": dev})
             await asyncio.sleep(interval)
 
     # -- effects -----------------------------------------------------------------------------

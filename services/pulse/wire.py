@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from lvsbus.keyfile import mode_problem, secret_problem
+
 MAGIC = b"LVSP"
 VERSION = 1
 KIND_HEARTBEAT = 1
@@ -97,16 +99,17 @@ FENCE_FIELDS = {
 def key_from_secret(secret: bytes) -> bytes:
     """The HMAC key from the secret file's bytes (surrounding whitespace ignored, so a trailing
     newline from an editor does not split a cluster). Raises ValueError for an empty secret."""
-    s = secret.strip()
-    if len(s) < 16:
-        raise ValueError("the heartbeat secret must hold at least 16 bytes")
-    return hashlib.sha256(b"lvsbus-pulse-v1\0" + s).digest()
+    problem = secret_problem(secret)  # the rule the router checks at start (lvsbus.keyfile)
+    if problem:
+        raise ValueError(f"the heartbeat secret {problem}")
+    return hashlib.sha256(b"lvsbus-pulse-v1\0" + secret.strip()).digest()
 
 
 def check_key_mode(mode: int) -> None:
     """Raise ValueError when a key file's st_mode lets group or others read or write it."""
-    if mode & 0o077:
-        raise ValueError(f"heartbeat key file mode {mode & 0o777:04o}: must be 0600 or stricter")
+    problem = mode_problem(mode)
+    if problem:
+        raise ValueError(f"heartbeat key file {problem}")
 
 
 def _seal(key: bytes, kind: int, body: dict) -> bytes:
