@@ -267,7 +267,7 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
     from lvsbus.events import decode
     from lvsbus.log import LogReader
     from lvsbus_services.ipvs.netlink import Ipvs, Unavailable
-    from tests.test_bus import BrokerProc
+    from tests.helpers.procs import BrokerProc
 
     try:
         Ipvs().close()

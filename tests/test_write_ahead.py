@@ -5,9 +5,7 @@ effect run of several), with real processes and SIGKILL, driven by the runtime's
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,43 +16,8 @@ from lvsbus.core import run_core
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from lvsbus.paths import StateDirs
+from tests.helpers.procs import Proc
 from tests.helpers.toy_service import Toy
-
-ROOT = str(Path(__file__).resolve().parents[1])
-
-
-class Proc:
-    def __init__(self, argv: list[str], ready: str, env: dict | None = None) -> None:
-        self.argv, self.ready, self.env = argv, ready, env
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-
-    def start(self) -> "Proc":
-        env = {**os.environ, "PYTHONPATH": ROOT, "LVSBUS_LOG_FORMAT": "json", **(self.env or {})}
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while True:
-            line = self.proc.stdout.readline().decode()
-            self.lines.append(line)
-            if self.ready in line:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.argv} did not start: {''.join(self.lines)[-2000:]}")
-        threading.Thread(target=lambda: [self.lines.append(x.decode()) for x in self.proc.stdout], daemon=True).start()
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
