@@ -229,10 +229,11 @@ def _fill(filler: Path) -> None:
         os.close(fd)
 
 
-def _stop_while_full(broker, state: Path, *extra: str):
+def _stop_while_full(broker, state: Path, *extra: str, free: bool = True):
     """Start a broker on ``state`` (a small tmpfs), fill the disk, publish 300 probes (delivered
-    live, not written), stop the broker cleanly while the disk is still full, then free the disk.
-    Returns (subscriber still connected, publisher, the probes it saw, the broker's stderr lines)."""
+    live, not written), stop the broker cleanly while the disk is still full, then free the disk
+    (unless not ``free``). Returns (the stopped broker, subscriber still connected, publisher,
+    the events it saw)."""
     b = broker("--stop-flush-s", "0.5", *extra, state=state)
     sub = client(b, "sub", subs=("bus.probe", "log."))
     pub = client(b, "pub")
@@ -249,7 +250,8 @@ def _stop_while_full(broker, state: Path, *extra: str):
     assert any(e.type == "log.write_failed" for e in got)
     b.stop()
     assert b.proc.returncode == 0
-    (state / "filler").unlink()  # space comes back before the next start
+    if free:
+        (state / "filler").unlink()  # space comes back before the next start
     return b, sub, pub, got
 
 
@@ -310,18 +312,7 @@ def test_a_spilled_backlog_waits_while_the_disk_is_still_full_at_the_next_start(
     spill = tmp_path / "spill"
     spill.mkdir()
     with tmpfs(tmp_path / "small") as state:
-        b = broker("--stop-flush-s", "0.5", "--spill-dir", str(spill), state=state)
-        sub = client(b, "sub", subs=("bus.probe", "log."))
-        pub = client(b, "pub")
-        wait_joined(sub)
-        _fill(state / "filler")
-        for i in range(200):
-            pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
-        got = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len([e for e in got if e.type == "bus.probe"]) < 200:
-            got.extend(sub.recv_batch(0.3))
-        b.stop()
+        _b, sub, pub, _got = _stop_while_full(broker, state, "--spill-dir", str(spill), free=False)
         assert (spill / "log-backlog.spill").exists()
         b2 = broker("--spill-dir", str(spill), state=state)  # the disk is still full
         seen = []
@@ -335,7 +326,7 @@ def test_a_spilled_backlog_waits_while_the_disk_is_still_full_at_the_next_start(
         logged = b2.events()
         seqs = [e.seq for e in logged]
         assert seqs == list(range(1, seqs[-1] + 1)) and seq in seqs
-        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(200)) + [999]
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(300)) + [999]
         assert not any(e.type == "log.gap" for e in logged)
         assert any(e.type == "log.write_recovered" for e in logged)
         assert not (spill / "log-backlog.spill").exists()
