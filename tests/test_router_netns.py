@@ -609,21 +609,26 @@ def _pulse_down(c: Cluster, r: str, seconds: float) -> int:
 
 
 def test_three_routers_a_backups_pulse_down_leaves_clients_on_the_active(topo3, cluster3):
-    """Issue 20's fault schedule on real routers: the simulator's seed 228 of ``--routers 3``,
-    shrunk (a 50 ms delay on the lvs1-lvs2 public link for 6.1 s, then lvs2's pulse down 2.55 s;
-    seed 1529 is the same without the delay). The delay is left out: this kernel has no sch_netem
-    (``tc qdisc add ... netem``: unknown qdisc kind), and it was over before the crash (its part
-    in the seed was to shift heartbeat phases). r2's pulse is SIGKILLed and kept down 2.5 s (its
-    supervisor stopped meanwhile), twice; after each, once settled, the client's ARP entry for the
-    VIP must name the active router's MAC.
+    """A check of the property (after the faults, the client's ARP entry names the active router)
+    under issue 20's fault schedule; NOT a check of issue 20's fix: it passes with the fix taken
+    out (checked: PulseCore._spell_ended made a no-op, this test passes, the next one fails). The
+    fix is covered by test_three_routers_a_split_brain_loser_that_announces_last_is_followed,
+    which forces the race.
 
-    On the product this schedule does not reach the simulator's race: the restarted r2 takes over
-    at once (it believes r1 and r3 dead), but its shell sends the fence before the ACTIVE heartbeat
-    (the heartbeat is queued behind the takeover's effects), so r1 is fenced and steps down instead
-    of winning a split brain, and takes the VIP back by preemption a fence hold later, with its own
+    The schedule: the simulator's seed 228 of ``--routers 3``, shrunk (a 50 ms delay on the
+    lvs1-lvs2 public link for 6.1 s, then lvs2's pulse down 2.55 s; seed 1529 is the same without
+    the delay). The delay is left out: this kernel has no sch_netem (``tc qdisc add ... netem``:
+    unknown qdisc kind), and it was over before the crash (its part in the seed was to shift
+    heartbeat phases). r2's pulse is SIGKILLed and kept down 2.5 s (its supervisor stopped
+    meanwhile), twice; after each, once settled, the client's ARP entry for the VIP must name the
+    active router's MAC.
+
+    Why it does not reach the race on the product: the restarted r2 takes over at once (it
+    believes r1 and r3 dead), but its shell sends the fence before the ACTIVE heartbeat (the
+    heartbeat is queued behind the takeover's effects), so r1 is fenced and steps down instead of
+    winning a split brain, and takes the VIP back by preemption a fence hold later, with its own
     announcement last. The simulated shell delays each datagram independently, so there the ACTIVE
-    heartbeat can overtake the fence. The race itself is forced on real routers by the next test.
-    This one stays as a check of the property under the issue's schedule."""
+    heartbeat can overtake the fence."""
     c = cluster3(keepalive=0.2, deadtime=1.0)
     c.start()
     c.wait_steady("r1", timeout=30)
@@ -669,7 +674,10 @@ def test_three_routers_a_split_brain_loser_that_announces_last_is_followed(topo3
     r3 heals: r2, still active (it hears r1 not yet), takes r3 for a returning peer and announces
     (peer_returned): the client is on r2's MAC again. Then r1 -> r2 heals: r2 hears r1 and steps
     down. Only a new announcement by r1 (peer_stepped_down, when r2 says BACKUP) brings the client
-    back; before it, the client's ARP entry kept r2's MAC until it expired."""
+    back; before it, the client's ARP entry kept r2's MAC until it expired.
+
+    The test of issue 20's fix on real routers: with PulseCore._spell_ended made a no-op it fails
+    (the client stays on r2's MAC; announcements since the heal: r1 split_brain, r2 peer_returned)."""
     c = cluster3(keepalive=0.2, deadtime=1.0)
     c.start()
     c.wait_steady("r1", timeout=30)
