@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.netns import VIP, netns_module  # noqa: F401
-from tests.test_router_netns import DEADTIME, ROOT, Cluster, start_responders
+from tests.helpers.routers import DEADTIME, ROOT, Cluster, start_responders
 from lvsbus_tools.replay import verify
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -34,27 +34,12 @@ def topo(netns_module):  # noqa: F811
     return t
 
 
-class FaultCluster(Cluster):
-    def __init__(self, topo, tmp, env: dict[str, dict], **cfg) -> None:
-        super().__init__(topo, tmp, **cfg)
-        self.env = env
-
-    def start(self, *routers: str) -> None:
-        for r in routers or self.topo.routers:
-            self.procs[r] = self.topo.popen(
-                r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(self.config), "--state-dir",
-                    str(self.state(r))],
-                stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{r}.err", "ab"), cwd=str(ROOT),
-                env={**os.environ, "LVSBUS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT), **self.env.get(r, {})},
-            )
-
-
 @pytest.fixture
 def make(topo, tmp_path):
     made = []
 
-    def mk(env=None, **cfg) -> FaultCluster:
-        c = FaultCluster(topo, tmp_path, env or {}, **cfg)
+    def mk(env=None, **cfg) -> Cluster:
+        c = Cluster(topo, tmp_path, env=env, **cfg)
         made.append(c)
         return c
 
