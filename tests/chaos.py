@@ -54,6 +54,8 @@ from lvsbus import catalog  # noqa: F401
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from lvsbus.netns import CLIENT, VIP, Topology, router_toml, write_key
+from tests.helpers.procs import alive, children_of, ppid
+from tests.helpers.routers import RESPONDER, start_responders
 from tests.restarts import ErrLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,35 +66,8 @@ KINDS = ("service", "broker", "router", "link", "flap", "reload")
 DEFAULT_MIX = {"service": 60, "broker": 20, "router": 10, "link": 10, "flap": 10, "reload": 25}
 SERVICES = ("pulse", "nanny", "lvsd", "ipvs")
 
-RESPONDER = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 7))
-name = sys.argv[1].encode()
-while True:
-    data, addr = s.recvfrom(2048)
-    s.sendto(name + b" " + data, addr)
-"""
-
-
 def _env() -> dict:
     return {**os.environ, "LVSBUS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Tail:
@@ -323,7 +298,7 @@ class Pair:
             return None
         pid = line["pid"]
         sup = self.procs[r].pid
-        return pid if _alive(pid) and _ppid(pid) == sup else None
+        return pid if alive(pid) and ppid(pid) == sup else None
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -366,8 +341,7 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     kinds = [k for k in KINDS if mix.get(k, 0) > 0]
     weights = [mix[k] for k in kinds]
     pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
-    for r in topo.routers:
-        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(topo, topo.routers)
     for j in range(1, topo.n_servers + 1):
         pair.serve(f"s{j}")
     watches = {r: VipWatch(topo, r) for r in topo.routers}
@@ -513,7 +487,7 @@ def _inject(pair: Pair, rng: random.Random, kind: str, act: str | None, *, down_
         topo.run(act, "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)  # a dead host holds no address
         time.sleep(down_s)
         # no process of the old tree may be left (each child dies with its parent)
-        pair.wait(lambda: not [pid for pid in _children_of(p.pid)], 5.0)
+        pair.wait(lambda: not [pid for pid in children_of(p.pid)], 5.0)
         pair.start(act)
         return Fault(kind, act, f"supervisor pid {p.pid}, down {down_s} s", t, now())
     if kind == "link":
@@ -540,14 +514,6 @@ def _inject(pair: Pair, rng: random.Random, kind: str, act: str | None, *, down_
                 p.send_signal(signal.SIGHUP)
         return Fault(kind, "both", f"s2 weight {pair.weight}", t, t)
     raise ValueError(kind)
-
-
-def _children_of(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit() and _ppid(int(d)) == pid:
-            out.append(int(d))
-    return out
 
 
 def as_lines(r: dict) -> list[str]:
@@ -581,8 +547,7 @@ def disk_full(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
     and ``log.write_recovered`` events, log check and replay verify of r1's log (done before the
     tmpfs goes), and ``ok`` when all hold."""
     pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
-    for r in topo.routers:
-        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(topo, topo.routers)
     logdir = pair.state("r1") / "log"
     logdir.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(logdir)], check=True,
@@ -681,8 +646,7 @@ def slow_disk(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
     if not (cg_root / "blkio.throttle.write_iops_device").exists():
         raise RuntimeError("no cgroup v1 blkio controller at /sys/fs/cgroup/blkio")
     pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
-    for r in topo.routers:
-        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(topo, topo.routers)
     img = tmp / "r1-log.img"
     with open(img, "wb") as fh:
         fh.truncate(64 * 1024 * 1024)

@@ -23,6 +23,7 @@ import pytest
 
 from lvsbus import catalog  # noqa: F401
 from lvsbus_services.pulse import wire
+from tests.helpers.procs import children_of
 from tests.helpers.routers import DEADTIME, PORT, RESPONDER, ROOT, Cluster, capture_frames, start_responders
 from tests.netns import CLIENT, VIP, netns_module, router_mac  # noqa: F401  (netns_module: the fixture)
 
@@ -423,16 +424,12 @@ def _pulse_down(c: Cluster, r: str, seconds: float) -> int:
         # the live pulse and its warm spare (which would take over within ms): every pulse process
         # the supervisor started, found by parent PID
         pulses = {old}
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
+        for pid in children_of(sup):
             try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmd = (d / "cmdline").read_bytes()
-            except (OSError, IndexError, ValueError):
+                if b"lvsbus_services.pulse" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pulses.add(pid)
+            except OSError:
                 continue
-            if ppid == sup and b"lvsbus_services.pulse" in cmd:
-                pulses.add(int(d.name))
         for pid in pulses:
             os.kill(pid, signal.SIGKILL)
         time.sleep(seconds)

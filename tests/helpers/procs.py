@@ -132,3 +132,25 @@ def tmpfs(path: Path, size: str = "2m"):
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
+
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie counts)."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def ppid(pid: int) -> int | None:
+    """``pid``'s parent PID (from /proc), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def children_of(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid`` (from /proc)."""
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and ppid(int(d)) == pid]
