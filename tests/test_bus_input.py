@@ -435,7 +435,7 @@ def test_a_restarting_service_recovers_past_an_undecodable_record(tmp_path):
     """A service restarting from the log (ServiceRuntime.recover) used to raise on it, every time:
     a restart loop, then the router steps down."""
     from lvsbus.runtime import ServiceRuntime
-    from tests.test_runtime import Counter
+    from tests.helpers.counter_core import Counter
 
     dirs = StateDirs(str(tmp_path / "s")).make()
 
