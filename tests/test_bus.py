@@ -184,16 +184,7 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
         pub = client(b, "pub")
         wait_joined(sub)
         filler = state / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # fill the disk
-        try:
-            for chunk in (65536, 4096, 512, 16):
-                try:
-                    while True:
-                        os.write(fd, b"\0" * chunk)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
+        _fill(filler)
         for i in range(300):
             pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
         with pytest.raises(TimeoutError):
@@ -217,6 +208,7 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
 
 
 def _fill(filler: Path) -> None:
+    """Write ``filler`` until its filesystem has not one byte left."""
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         for chunk in (65536, 4096, 512, 16, 1):
