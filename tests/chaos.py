@@ -446,24 +446,34 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
 
     for t, r in false:
         out.setdefault("false_failover_after", []).append(f"{r} at {(t - start_ns) / 1e9:.1f}s: {last_fault_before(t)}")
-    from lvsbus.log import check
-    from lvsbus_tools.replay import verify
-
     for r in topo.routers:
-        rep = check(str(pair.state(r) / "log"))
-        out[f"log_check_{r}"] = "ok" if getattr(rep, "ok", True) else "failed"
-        if not getattr(rep, "ok", True):
-            out[f"log_check_{r}_report"] = rep.format()
-        v = verify(str(pair.state(r)))
-        out[f"replay_verify_{r}"] = "identical" if v.ok else "diverged"
-        if not v.ok:
-            d = v.divergences[0]
-            out[f"replay_divergence_{r}"] = d.describe()
+        d = _check_and_verify(out, r, pair.state(r) / "log")
+        if d is not None:
             out[f"replay_divergence_{r}_after"] = last_fault_before(pair.tails[r].mono_of(d.seq))
     out["faults"] = [{"kind": f.kind, "router": f.router, "what": f.what, "at_s": round((f.t0 - start_ns) / 1e9, 2),
                       "done": f.done} for f in faults]
     out["merged_log_lines"] = sum(len(e.poll() and e.bad) for e in pair.errs.values())
     return out
+
+
+def _check_and_verify(out: dict, r: str, logdir: Path):
+    """``lvsbus log check`` and replay --verify of router ``r``'s log into ``out`` (log_check_R ok or
+    failed, with its report; replay_verify_R identical or diverged, with the first divergence).
+    Returns that divergence, or None."""
+    from lvsbus.log import check
+    from lvsbus_tools.replay import verify
+
+    rep = check(str(logdir))
+    out[f"log_check_{r}"] = "ok" if rep.ok else "failed"
+    if not rep.ok:
+        out[f"log_check_{r}_report"] = rep.format()
+    v = verify(str(logdir))
+    out[f"replay_verify_{r}"] = "identical" if v.ok else "diverged"
+    if v.ok:
+        return None
+    d = v.divergences[0]
+    out[f"replay_divergence_{r}"] = d.describe()
+    return d
 
 
 def _inject(pair: Pair, rng: random.Random, kind: str, act: str | None, *, down_s: float, cut_s: float,
@@ -599,17 +609,7 @@ def disk_full(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
                 recorded.setdefault(ev.type, []).append(ev.payload)
         out["recorded_write_failed"] = len(recorded.get("log.write_failed", []))
         out["recorded_write_recovered"] = len(recorded.get("log.write_recovered", []))
-        from lvsbus.log import check
-        from lvsbus_tools.replay import verify
-
-        rep = check(str(logdir))
-        out["log_check_r1"] = "ok" if rep.ok else "failed"
-        if not rep.ok:
-            out["log_check_r1_report"] = rep.format()
-        v = verify(str(logdir))
-        out["replay_verify_r1"] = "identical" if v.ok else "diverged"
-        if not v.ok:
-            out["replay_divergence_r1"] = v.divergences[0].describe()
+        _check_and_verify(out, "r1", logdir)
     finally:
         pair.stop()
         try:
@@ -701,17 +701,7 @@ def slow_disk(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
                 worst = max(worst, ev.payload["commit_max_ns"])
         out["log_stats_while_slow"] = stats
         out["commit_max_ms_while_slow"] = round(worst / 1e6, 1)
-        from lvsbus.log import check
-        from lvsbus_tools.replay import verify
-
-        rep = check(str(logdir))
-        out["log_check_r1"] = "ok" if rep.ok else "failed"
-        if not rep.ok:
-            out["log_check_r1_report"] = rep.format()
-        v = verify(str(logdir))
-        out["replay_verify_r1"] = "identical" if v.ok else "diverged"
-        if not v.ok:
-            out["replay_divergence_r1"] = v.divergences[0].describe()
+        _check_and_verify(out, "r1", logdir)
     finally:
         pair.stop()
         if mounted:
