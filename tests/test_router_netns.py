@@ -85,11 +85,11 @@ def test_sigkill_of_the_active_router_fails_over(topo, cluster, tmp_path):
     evs = c.events("r2")
     change = [e for e in evs if e.type == "router.role_changed" and e.payload["new"] == "ACTIVE"][-1]
     assert change.payload["reason"] == "peer_dead" and change.payload["peer"] == "r1"
-    if (ROOT / "services" / "lvsd" / "__main__.py").exists():  # the supervisor follows pulse.start_lvsd
-        c.wait(lambda: c.events("r2", ("lvsd.started",)), 5.0, "lvsd started on r2")
-        # the backup's standby lvsd was told to go: no new process on the takeover's path
-        assert c.started("r2", "lvsd") == 1
-        assert any(l.get("event") == "lvsd_standby_started" for l in c.err_lines("r2"))
+    # the supervisor follows pulse.start_lvsd
+    c.wait(lambda: c.events("r2", ("lvsd.started",)), 5.0, "lvsd started on r2")
+    # the backup's standby lvsd was told to go: no new process on the takeover's path
+    assert c.started("r2", "lvsd") == 1
+    assert any(l.get("event") == "lvsd_standby_started" for l in c.err_lines("r2"))
     caused = {e.type for e in evs if e.cause == change.cause}
     c.wait(lambda: "INSTANCE r2 MASTER 100" in notes.read_text(), 3.0, "r2's notify MASTER")
     assert "INSTANCE r1 MASTER 200" in notes.read_text() and "INSTANCE r2 BACKUP 100" in notes.read_text()
