@@ -256,6 +256,15 @@ class Pair:
                 str(self.state(r)), "--max-restarts", "1000", "--restart-window", "1.0"],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{r}.err", "ab"), cwd=str(ROOT), env=_env())
 
+    def start_settled(self) -> None:
+        """r1 first, ACTIVE; then r2, until the pair is steady with r1 active (60 s each at most)."""
+        self.start("r1")
+        if self.wait(lambda: self.roles()["r1"] == "ACTIVE", 60.0) is None:
+            raise RuntimeError("r1 never became ACTIVE")
+        self.start("r2")
+        if self.wait(self.steady, 60.0) != "r1":
+            raise RuntimeError(f"the pair never settled: roles {self.roles()}")
+
     def serve(self, s: str) -> None:
         self.servers[s] = self.topo.popen(s, [sys.executable, "-c", RESPONDER, s], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL)
@@ -350,12 +359,7 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     client = None
     faults: list[Fault] = []
     try:
-        pair.start("r1")
-        if pair.wait(lambda: pair.roles()["r1"] == "ACTIVE", 60.0) is None:
-            raise RuntimeError("r1 never became ACTIVE")
-        pair.start("r2")
-        if pair.wait(pair.steady, 60.0) != "r1":
-            raise RuntimeError(f"the pair never settled: roles {pair.roles()}")
+        pair.start_settled()
         client = Client(topo, request_every, request_timeout).start()
         time.sleep(1.0)
         start_ns = time.monotonic_ns()
@@ -565,12 +569,7 @@ def disk_full(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
     out: dict = {}
     fill = logdir / "zz-fill"
     try:
-        pair.start("r1")
-        if pair.wait(lambda: pair.roles()["r1"] == "ACTIVE", 60.0) is None:
-            raise RuntimeError("r1 never became ACTIVE")
-        pair.start("r2")
-        if pair.wait(pair.steady, 60.0) != "r1":
-            raise RuntimeError(f"the pair never settled: roles {pair.roles()}")
+        pair.start_settled()
         err = pair.errs["r1"]
         failed_before = _n(err, "log_write_failed")
         t_fill = time.monotonic_ns()
