@@ -209,25 +209,21 @@ def topo(netns_module):  # noqa: F811  (the fixture)
 
 @pytest.fixture
 def cluster(topo, tmp_path):
+    from tests.helpers.routers import clusters
     from tests.netns import router_toml
-    from tests.helpers.routers import Cluster
 
-    made = []
+    with clusters(topo, tmp_path) as new:
+        def make(port: int = 539, **cfg):
+            c = new(**cfg)
+            notify = tmp_path / "notify.sh"
+            notify.write_text(NOTIFY % (tmp_path / "notify.out"))
+            os.chmod(notify, 0o755)
+            text = router_toml(topo, tmp_path / "hb.key", port=port, keepalive=c.cfg["keepalive"],
+                               deadtime=c.cfg["deadtime"], extra=f'\n[notify]\nnotify = "{notify}"\n')
+            c.config.write_text('metrics_address = "127.0.0.1:9539"\n' + text)
+            return c
 
-    def make(port: int = 539, **cfg):
-        c = Cluster(topo, tmp_path, **cfg)
-        notify = tmp_path / "notify.sh"
-        notify.write_text(NOTIFY % (tmp_path / "notify.out"))
-        os.chmod(notify, 0o755)
-        text = router_toml(topo, tmp_path / "hb.key", port=port, keepalive=c.cfg["keepalive"],
-                           deadtime=c.cfg["deadtime"], extra=f'\n[notify]\nnotify = "{notify}"\n')
-        c.config.write_text('metrics_address = "127.0.0.1:9539"\n' + text)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
+        yield make
 
 
 def _sets_of(pid: int) -> list[P.CapSets]:

@@ -24,7 +24,7 @@ import pytest
 from lvsbus import catalog  # noqa: F401
 from lvsbus_services.pulse import wire
 from tests.helpers.procs import children_of
-from tests.helpers.routers import DEADTIME, PORT, RESPONDER, ROOT, Cluster, capture_frames, start_responders
+from tests.helpers.routers import DEADTIME, PORT, RESPONDER, ROOT, Cluster, capture_frames, clusters, start_responders
 from tests.netns import CLIENT, VIP, netns_module, router_mac  # noqa: F401  (netns_module: the fixture)
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -39,16 +39,8 @@ def topo(netns_module):  # noqa: F811  (the fixture)
 
 @pytest.fixture
 def cluster(topo, tmp_path):
-    made = []
-
-    def make(**cfg) -> Cluster:
-        c = Cluster(topo, tmp_path, **cfg)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
+    with clusters(topo, tmp_path) as make:
+        yield make
 
 
 def test_sigkill_of_the_active_router_fails_over(topo, cluster, tmp_path):
@@ -398,16 +390,8 @@ def topo3(netns_module):  # noqa: F811 (the fixture, imported)
 @pytest.fixture
 def cluster3(topo3, tmp_path):
     """Three routers as real processes (stopped at teardown, also on failure)."""
-    made = []
-
-    def make(**cfg) -> Cluster:
-        c = Cluster(topo3, tmp_path, **cfg)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
+    with clusters(topo3, tmp_path) as make:
+        yield make
 
 
 def _pulse_down(c: Cluster, r: str, seconds: float) -> int:

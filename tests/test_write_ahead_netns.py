@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.netns import VIP, netns_module  # noqa: F401
-from tests.helpers.routers import DEADTIME, ROOT, Cluster, start_responders
+from tests.helpers.routers import DEADTIME, ROOT, clusters, start_responders
 from lvsbus_tools.replay import verify
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -36,16 +36,8 @@ def topo(netns_module):  # noqa: F811
 
 @pytest.fixture
 def make(topo, tmp_path):
-    made = []
-
-    def mk(env=None, **cfg) -> Cluster:
-        c = Cluster(topo, tmp_path, env=env, **cfg)
-        made.append(c)
-        return c
-
-    yield mk
-    for c in made:
-        c.stop()
+    with clusters(topo, tmp_path) as mk:
+        yield mk
 
 
 def _kill_active(c, topo) -> float:

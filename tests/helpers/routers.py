@@ -5,6 +5,7 @@ which router holds the VIP. Shared by the netns tests (router, write-ahead, fos,
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -174,6 +175,24 @@ class Cluster:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(5)
         self.client.close()
+
+
+@contextlib.contextmanager
+def clusters(topo, tmp: Path):
+    """``make(**kw) -> Cluster`` (Cluster's keywords) for a test; every cluster it made is stopped
+    at the end, also on failure."""
+    made: list[Cluster] = []
+
+    def make(**kw) -> Cluster:
+        c = Cluster(topo, tmp, **kw)
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.stop()
 
 
 def capture_frames(sock, want, timeout: float = 3.0, enough=None) -> list[bytes]:
