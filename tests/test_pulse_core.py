@@ -1,13 +1,8 @@
 """pulse's pure core: the role FSM, election, failover, fencing, split brain, preemption.
 
-Two kinds of driver (tests/helpers/pulse_cluster.py):
-* ``Node``: one core fed hand-built events (seq and mono_ns stamped by the helper); every input and
-  every output is validated against the event catalog, so the payloads are the declared contract;
-* ``Cluster``: two or three cores wired over an in-memory network (h11's ConnectionPair idea): a
-  ``pulse.send_heartbeat`` / ``pulse.send_fence`` effect becomes the receivers'
-  ``pulse.heartbeat_received`` / ``pulse.fence_received`` 1 ms later, a fake clock advances, and a
-  node gets ``timer.fired`` when its ``next_deadline`` passes. Links can be cut per pair and link,
-  nodes can crash.
+Two kinds of driver (tests/helpers/pulse_cluster.py): ``Node``, one core fed hand-built events
+checked against the catalog, and ``Cluster``, cores wired over an in-memory network with a fake
+clock (links cut per pair and link, nodes crashed).
 """
 from __future__ import annotations
 
