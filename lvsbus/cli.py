@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "lvsbus_tools.replay",  # replay
     "lvsbus_tools.simulate",  # simulate
     "lvsbus.democli",  # demo
+    "lvsbus.operator",  # server drain|disable|enable, handover
+    "lvsbus_tools.web.cli",  # web, web passwd
 )
 
 

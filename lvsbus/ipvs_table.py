@@ -23,6 +23,11 @@ FAMILIES = ("inet", "inet6")
 PROTOCOLS = ("tcp", "udp", "sctp")
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
 FORWARDING = ("direct", "tunnel", "nat")
+#: service flags by name, in the kernel's bit order (a dump names bits 0x8/0x10 after the
+#: scheduler: sh-* for every scheduler but mh, as ipvsadm does); "onepacket" is ipvsadm's -o
+SERVICE_FLAGS = ("onepacket", "sh-fallback", "sh-port", "mh-fallback", "mh-port")
+#: persistence engines (ipvsadm --pe); "" = none
+PERSISTENCE_ENGINES = ("", "sip")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -102,11 +107,21 @@ class Service:
     scheduler: str = "wlc"
     persistence: int = 0  # seconds; 0 = not persistent
     netmask: int = 32  # persistence granularity as a prefix length (ipvsadm -M); 128 for inet6
-    flags: tuple[str, ...] = ()  # e.g. "sh-fallback", "sh-port", "mh-fallback", "mh-port"
+    flags: tuple[str, ...] = ()  # SERVICE_FLAGS, kept in that order (equal tables compare equal)
+    pe: str = ""  # persistence engine ("sip"); "" = none. Left out of the plain-data forms when ""
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler {self.scheduler!r}: one of {', '.join(SCHEDULERS)}")
+        if self.flags:
+            for f in self.flags:
+                if f not in SERVICE_FLAGS:
+                    raise ValueError(f"service flag {f!r}: one of {', '.join(SERVICE_FLAGS)}")
+            ordered = tuple(sorted(set(self.flags), key=SERVICE_FLAGS.index))
+            if ordered != self.flags:
+                object.__setattr__(self, "flags", ordered)
+        if self.pe not in PERSISTENCE_ENGINES:
+            raise ValueError(f"persistence engine {self.pe!r}: one of {', '.join(repr(p) for p in PERSISTENCE_ENGINES)}")
         if not 0 <= self.persistence <= 2**31:
             raise ValueError(f"persistence {self.persistence} out of range")
         limit = 128 if self.key.family == "inet6" else 32
@@ -215,10 +230,7 @@ class Table:
             e = self._entries[key]
             s = e.service
             out[str(key)] = {
-                "scheduler": s.scheduler,
-                "persistence": s.persistence,
-                "netmask": s.netmask,
-                "flags": list(s.flags),
+                **service_attrs(s),
                 "dests": {
                     dk: {"forwarding": d.forwarding, "weight": d.weight, "upper": d.upper, "lower": d.lower}
                     for dk, d in sorted(e.dests.items())
@@ -231,7 +243,7 @@ class Table:
         entries = {}
         for ks, v in data.items():
             key = ServiceKey.parse(ks)
-            svc = Service(key, v["scheduler"], v["persistence"], v["netmask"], tuple(v.get("flags", ())))
+            svc = service_from_attrs(key, v)
             dests = {}
             for dk, dv in v["dests"].items():
                 host, _, port = dk.rpartition(":")
@@ -250,7 +262,17 @@ DEST_OPS = ("add_dest", "edit_dest", "del_dest")
 
 
 def service_attrs(s: Service) -> dict:
-    return {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
+    """A service's attributes as plain data (ops and ``Table.to_dict``). ``pe`` only when set: a
+    table without one has the same form as before persistence engines existed (old logs replay)."""
+    a = {"scheduler": s.scheduler, "persistence": s.persistence, "netmask": s.netmask, "flags": list(s.flags)}
+    if s.pe:
+        a["pe"] = s.pe
+    return a
+
+
+def service_from_attrs(key: ServiceKey, a: Mapping) -> Service:
+    """The inverse of ``service_attrs`` (``flags`` and ``pe`` may be absent: none)."""
+    return Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())), a.get("pe", ""))
 
 
 def dest_attrs(d: Dest) -> dict:
@@ -309,7 +331,7 @@ def _apply_one(entries: dict, op: dict) -> None:
     if kind == "add_service" or kind == "edit_service":
         if (kind == "add_service") == (key in entries):
             raise KeyError(f"{kind} {key}: {'exists' if key in entries else 'no such service'}")
-        svc = Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())))
+        svc = service_from_attrs(key, a)
         old = entries.get(key)
         entries[key] = Entry(svc, old.dests if old else {})
         return
@@ -336,5 +358,5 @@ def _apply_one(entries: dict, op: dict) -> None:
 
 __all__ = [
     "ServiceKey", "Service", "Dest", "Entry", "Table", "SCHEDULERS", "FORWARDING", "PROTOCOLS", "replace",
-    "SERVICE_OPS", "DEST_OPS", "service_attrs", "dest_attrs", "parse_dest_key", "entry_ops", "apply_ops",
+    "SERVICE_OPS", "DEST_OPS", "SERVICE_FLAGS", "PERSISTENCE_ENGINES", "service_attrs", "service_from_attrs", "dest_attrs", "parse_dest_key", "entry_ops", "apply_ops",
 ]

@@ -18,6 +18,8 @@ lvsd          nothing                                     (pure decisions on the
 ipvs          CAP_NET_ADMIN                               IPVS (generic netlink, GENL_ADMIN_PERM)
 metrics       nothing (CAP_NET_BIND_SERVICE when          the HTTP port
               ``metrics_address`` has a port below 1024)
+web           nothing (CAP_NET_BIND_SERVICE when its      the HTTPS port; it reads its password
+              ``[web] address`` has a port below 1024)    file and TLS key as uid 0
 ============  ==========================================  ==========================================
 
 The drop, in the child between ``fork`` and ``exec`` (``Dropper``, a ``preexec_fn``):
@@ -84,6 +86,7 @@ SERVICE_CAPS: dict[str, tuple[str, ...]] = {
     "lvsd": (),
     "ipvs": (NET_ADMIN,),
     "metrics": (),
+    "web": (),
 }
 
 # prctl(2) / capget(2) constants
@@ -102,9 +105,14 @@ def service_caps(service: str, config=None) -> tuple[str, ...]:
     caps = SERVICE_CAPS.get(service, ())
     if config is None:
         return caps
-    if service == "metrics" and config.metrics_address:
+    address = None
+    if service == "metrics":
+        address = config.metrics_address
+    elif service == "web" and getattr(config, "web", None) is not None:
+        address = config.web.address
+    if address:
         try:
-            port = int(config.metrics_address.rpartition(":")[2])
+            port = int(address.rpartition(":")[2])
         except ValueError:
             port = 0
         if 0 < port < 1024:

@@ -102,7 +102,10 @@ SERVICES = (
     ("lvsd", "lvsbus_services.lvsd", "active"),
     ("ipvs", "lvsbus_services.ipvs", "always"),  # both roles: it runs the sync daemon as master or backup
     ("metrics", "lvsbus_services.metrics", "configured"),  # only with metrics_address in the config
+    ("web", "lvsbus_tools.web", "configured"),  # only with a [web] section (docs/console.md)
 )
+#: the "configured" services, and what in the config turns each on
+CONFIGURED = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web}
 
 
 def _service_exists(module: str) -> bool:
@@ -611,7 +614,7 @@ class Router:
                 continue
             child = self._service_child(name, module)
             self.children[name] = child
-            if when == "always" or (when == "configured" and self.loaded.config.metrics_address):
+            if when == "always" or (when == "configured" and CONFIGURED[name](self.loaded.config)):
                 child.start()
                 if child.uses_spare:
                     child.spare_at = time.monotonic()
@@ -776,13 +779,15 @@ class Router:
     def _abandon(self, c: Child, deaths: int) -> bool:
         """A restart loop of nanny under ``hard_shutdown = false``: stop restarting it and stay up
         (Piranha's lvsd: "nanny died! manual action needed!"). False: step down as for any service."""
-        if c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown:
+        console = c.name == "web"  # the console's loss never steps the router down
+        if not console and (c.name != "nanny" or self.loaded is None or self.loaded.config.hard_shutdown):
             return False
         window = self.policy.limits.window_s
-        log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window,
-                  last_exit=c.last_exit, hint="hard_shutdown = false: no health checks; the IPVS table stays as it is")
+        log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window, last_exit=c.last_exit,
+                  hint="no web console" if console else "hard_shutdown = false: no health checks; the IPVS table stays as it is")
         print(f"lvsbus router: {c.name} died {deaths} times within {window:g} s (last: {c.last_exit}); "
-              "hard_shutdown = 0: staying up without health checks, the IPVS table stays as it is. "
+              + ("staying up without the web console. " if console else
+                 "hard_shutdown = 0: staying up without health checks, the IPVS table stays as it is. ") +
               "Manual action needed: fix the cause (see its log), then reload (kill -HUP) to start it again",
               file=sys.stderr)
         c.wanted = False
@@ -860,15 +865,17 @@ class Router:
         """metrics runs while the config sets ``metrics_address``: a reload that sets, changes or
         removes it starts, restarts or stops the endpoint (a metrics process started under a config
         without an address would exit at once, again and again: a restart loop)."""
-        c = self.children.get("metrics")
-        if c is None or old_cfg.metrics_address == new_cfg.metrics_address:
-            return
-        c.stop()
-        if new_cfg.metrics_address:
-            c.dropper = self._dropper("metrics", new_cfg)
-            self.policy.forget("metrics")
-            c.start()
-        log.info("metrics_address_changed", old=old_cfg.metrics_address, new=new_cfg.metrics_address)
+        for name, on in CONFIGURED.items():  # the same for the web console and its [web] section
+            c = self.children.get(name)
+            if c is None or on(old_cfg) == on(new_cfg):
+                continue
+            c.stop()
+            if on(new_cfg):
+                c.dropper = self._dropper(name, new_cfg)
+                self.policy.forget(name)
+                c.abandoned = False
+                c.start()
+            log.info(f"{name}_config_changed", old=str(on(old_cfg)), new=str(on(new_cfg)))
 
     # -- stop --------------------------------------------------------------------------------
 
@@ -905,7 +912,7 @@ class Router:
                 log.error("vip_release_failed", address=address, error=str(exc))
 
     def _stop_all(self) -> None:
-        for name in ("metrics", "ipvs", "lvsd", "nanny", "pulse"):
+        for name in ("web", "metrics", "ipvs", "lvsd", "nanny", "pulse"):
             c = self.children.get(name)
             if c is not None:
                 c.stop()

@@ -92,6 +92,27 @@ KINDS: dict[tuple[str, str], str] = {
     ("demo", "out"): "dir_out",
     ("demo", "vm_timeout"): "pos_float",
     ("demo", "vm_cpus"): "nonneg_int",  # 0 = as many as suit the host
+    ("server drain", "virtual"): "name",
+    ("server drain", "server"): "name",
+    ("server drain", "state_dir"): "dir_in",
+    ("server drain", "reason"): "text256",
+    ("server drain", "wait"): "nonneg_float",
+    ("server disable", "virtual"): "name",
+    ("server disable", "server"): "name",
+    ("server disable", "state_dir"): "dir_in",
+    ("server disable", "reason"): "text256",
+    ("server disable", "wait"): "nonneg_float",
+    ("server enable", "virtual"): "name",
+    ("server enable", "server"): "name",
+    ("server enable", "state_dir"): "dir_in",
+    ("server enable", "reason"): "text256",
+    ("server enable", "wait"): "nonneg_float",
+    ("handover", "state_dir"): "dir_in",
+    ("handover", "reason"): "text256",
+    ("handover", "wait"): "nonneg_float",
+    ("handover", "hold"): "pos_int",
+    ("web passwd", "user"): "name",
+    ("web passwd", "file"): "file_out",
 }
 
 #: required arguments (and a cheap mode) each command gets when another option is the bad one
@@ -115,6 +136,9 @@ BASE: dict[str, list[str]] = {
     "replay": ["--verify", str(GOLDEN_LOG / "lvs1")],
     "simulate": ["--seed", "0"],
     "demo": ["bus"],
+    **{f"server {a}": ["--state-dir", "{tmp}/state", "web", "s1"] for a in ("drain", "disable", "enable")},
+    "handover": ["--state-dir", "{tmp}/state"],
+    "web passwd": ["--file", "{tmp}/web.passwd", "u1"],
 }
 
 #: where one option needs another baseline (ipvs save reads the log only without --config)
@@ -138,6 +162,7 @@ BAD: dict[str, list[str]] = {
     "json": ["", "{", "[1]", "nan"],
     "time": ["", "abc", "1e400", "nan"],
     "range": ["abc", "", "5-1", "-", "0-99999999999999999999", "1-2-3", "a-b"],
+    "text256": ["x" * 257],
 }
 
 TIMEOUT_S = 8.0

@@ -307,3 +307,44 @@ def test_an_unknown_escape_is_refused_with_its_line(value, why):
 def test_a_regex_expect_keeps_the_regular_expressions_escapes():
     chk = loads_lvscf(dns_cf("PING\\r\\n", "^\\+PONG\\s\\d+\\r$", " use_regex = 1\n"), "t.cf").config.virtual_services[0].check
     assert chk.regex and chk.expect == "^\\+PONG\\s\\d+\r$" and chk.payload == "PING\r\n"
+
+
+# -- fwmark under NAT: keep the client's port ---------------------------------------------------
+
+#: one mark groups 80 and 443; nanny checks 80, each connection keeps its own port
+FWMARK_NAT = (BASE + "network = nat\nnat_router = 10.0.1.254 eth1:1\n"
+              "virtual web {\n address = 10.0.0.5 eth0:1\n fwmark = 80\n port = 80\n"
+              " server a {\n address = 10.0.1.6\n port = 0\n }\n"
+              " server b {\n address = 10.0.1.7\n }\n}\n")
+
+
+def test_fwmark_server_port_0_keeps_the_client_port_and_nanny_checks_the_virtual_port():
+    from lvsbus.config import check_port, server_port
+    from lvsbus_services.lvsd.core import Layout
+
+    loaded = loads_lvscf(FWMARK_NAT, "t.cf")
+    assert [w.key for w in loaded.warnings] == ["heartbeat.deadtime"]  # Piranha's 2 s / 5 s: no port warning
+    vs = loaded.config.virtual("web")
+    a, b = vs.servers
+    assert (a.port, server_port(vs, a), check_port(vs, a)) == (0, 0, 80)
+    # a server without a port keeps Piranha's meaning: the virtual's port, for IPVS and nanny
+    assert (b.port, server_port(vs, b), check_port(vs, b)) == (None, 80, 80)
+    # the desired table: the real server's port 0 (IPVS keeps the client's destination port)
+    assert [d.key for _id, _w, d, _z in Layout(vs).servers] == ["10.0.1.6:0", "10.0.1.7:80"]
+    assert loads_toml(render_toml(loaded.config), "t.toml").config == loaded.config
+
+
+def test_fwmark_without_a_port_to_check_names_lvscf_keys_only():
+    text = FWMARK_NAT.replace(" port = 80\n", " port = 0\n")
+    issues = _err(text)
+    assert [(i.key, i.line) for i in issues] == [("virtual.web.server.a.port", 10),
+                                                 ("virtual.web.server.b.port", 12)]
+    for issue in issues:
+        assert "virtual's 'port'" in issue.message and "'port = 0' in a server block" in issue.message
+        assert "check.port" not in issue.message
+
+
+def test_server_port_0_only_for_fwmark_services():
+    issues = _err(FWMARK_NAT.replace(" fwmark = 80\n", ""))
+    assert [(i.key, i.line) for i in issues] == [("virtual.web.server.a.port", 9)]
+    assert "only for a fwmark service" in issues[0].message

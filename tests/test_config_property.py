@@ -32,6 +32,7 @@ from lvsbus.config import (
     to_dict,
     validate,
 )
+from lvsbus.config.model import SCHEDULER_FLAGS
 
 NAME = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,11}", fullmatch=True)
 TEXT = st.text(max_size=20)
@@ -71,12 +72,18 @@ def virtuals(draw, index: int, device: str | None) -> VirtualService:
     family = draw(st.sampled_from([4, 6]))
     fwd = draw(st.sampled_from(list(Forwarding)))
     port = 1000 + index
+    fwmark = draw(st.none() | st.just(index + 1))
+    protocol = draw(st.sampled_from(list(Protocol)))
+    scheduler = draw(st.sampled_from(SCHEDULERS))
+    persistence = draw(st.integers(0, 86400))
     n_servers = draw(st.integers(0, 4))
     servers = []
     for i in range(n_servers):
         upper = draw(st.integers(0, 10000))
         servers.append(RealServer(
-            name=f"rs{i}", address=_ip(family, 1000 + i), port=draw(st.none() | st.integers(1, 65535)),
+            name=f"rs{i}", address=_ip(family, 1000 + i),
+            # port 0 (keep the client's port): fwmark services only
+            port=draw(st.none() | st.integers(1, 65535) | (st.just(0) if fwmark else st.nothing())),
             weight=draw(st.integers(0, 65535)), active=draw(st.booleans()), upper_threshold=upper,
             lower_threshold=draw(st.integers(0, upper)) if upper else draw(st.integers(0, 10000)),
             check=draw(st.none() | checks())))
@@ -87,9 +94,11 @@ def virtuals(draw, index: int, device: str | None) -> VirtualService:
     return VirtualService(
         name=f"vs{index}-{draw(NAME)}", address=_ip(family, 100 + index), device=device, label=label,
         vip_prefixlen=draw(st.none() | st.integers(1, 32)), active=draw(st.booleans()), port=port,
-        protocol=draw(st.sampled_from(list(Protocol))),
-        fwmark=draw(st.none() | st.just(index + 1)), scheduler=draw(st.sampled_from(SCHEDULERS)),
-        forwarding=fwd, persistence=draw(st.integers(0, 86400)),
+        protocol=protocol, fwmark=fwmark, scheduler=scheduler,
+        scheduler_flags=tuple(draw(st.permutations(SCHEDULER_FLAGS.get(scheduler, ())))[:draw(st.integers(0, 2))]),
+        ops=protocol is Protocol.UDP and draw(st.booleans()),
+        persistence_engine="sip" if protocol is Protocol.UDP and persistence and draw(st.booleans()) else None,
+        forwarding=fwd, persistence=persistence,
         persistence_prefixlen=draw(st.none() | st.integers(0, 32)),
         sorry_server=draw(st.none() | st.just(_ip(family, 99))),
         sorry_server_port=None, quiesce=draw(st.booleans()), quorum=quorum,

@@ -125,6 +125,21 @@ MINIMAL = '[router.a]\naddress = "192.0.2.1"\n'
     ('[router.b]\naddress = "192.0.2.1"\n', 4, "router.b.address", "already the address"),
     ('[router.b]\naddress = "192.0.2.2"\n', 3, "router.b.priority", "must differ"),
     ('servce = "lvs"\n', 1, "servce", "unknown key"),
+    ('[virtual.v]\naddress = "192.0.2.9"\nscheduler_flags = ["sh-port"]\n', 5, "virtual.v.scheduler_flags",
+     'set scheduler = "sh"'),
+    ('[virtual.v]\naddress = "192.0.2.9"\nscheduler = "sh"\nscheduler_flags = ["mh-port"]\n', 6,
+     "virtual.v.scheduler_flags", "a flag of the mh scheduler"),
+    ('[virtual.v]\naddress = "192.0.2.9"\nscheduler = "mh"\nscheduler_flags = ["mh-prot"]\n', 6,
+     "virtual.v.scheduler_flags", "not an IPVS scheduler flag"),
+    ('[virtual.v]\naddress = "192.0.2.9"\nscheduler_flags = "sh-port"\n', 5, "virtual.v.scheduler_flags",
+     "list of strings"),
+    ('[virtual.v]\naddress = "192.0.2.9"\nops = true\n', 5, "virtual.v.ops", "UDP services only"),
+    ('[virtual.v]\naddress = "192.0.2.9"\nprotocol = "udp"\npersistence_engine = "sip"\n', 6,
+     "virtual.v.persistence_engine", "needs a persistent service"),
+    ('[virtual.v]\naddress = "192.0.2.9"\npersistence = 60\npersistence_engine = "sip"\n', 6,
+     "virtual.v.persistence_engine", "SIP over UDP"),
+    ('[virtual.v]\naddress = "192.0.2.9"\npersistence = 60\npersistence_engine = "h323"\n', 6,
+     "virtual.v.persistence_engine", "not an IPVS persistence engine"),
 ])
 def test_single_errors(extra, line, key, words):
     with pytest.raises(ConfigError) as info:
@@ -170,3 +185,32 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(str(bad))
     assert info.value.issues[0].line == 2
+
+
+def test_fwmark_keep_the_client_port_the_native_ways():
+    from lvsbus.config import check_port, server_port
+
+    # a server's port 0 (nanny checks the virtual's port), or the virtual's port 0 and check.port
+    for text in ('[virtual.v]\naddress = "192.0.2.9"\nfwmark = 5\nport = 80\n'
+                 '[virtual.v.server.s]\naddress = "192.0.2.10"\nport = 0\n',
+                 '[virtual.v]\naddress = "192.0.2.9"\nfwmark = 5\nport = 0\n[virtual.v.check]\nport = 80\n'
+                 '[virtual.v.server.s]\naddress = "192.0.2.10"\n'):
+        vs = loads_toml(MINIMAL + text, "t.toml").config.virtual("v")
+        assert (server_port(vs, vs.servers[0]), check_port(vs, vs.servers[0])) == (0, 80), text
+    with pytest.raises(ConfigError) as info:
+        loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\nfwmark = 5\nport = 0\n'
+                   '[virtual.v.server.s]\naddress = "192.0.2.10"\n', "t.toml")
+    (issue,) = info.value.issues
+    assert issue.key == "virtual.v.server.s.port" and "set check.port" in issue.message
+
+
+def test_scheduler_flags_ops_and_sip_persistence_engine():
+    text = MINIMAL + ('[virtual.v]\naddress = "192.0.2.9"\nport = 5060\nprotocol = "udp"\nscheduler = "mh"\n'
+                      'scheduler_flags = ["mh-port", "mh-fallback"]\nops = true\npersistence = 60\n'
+                      'persistence_engine = "sip"\n[virtual.v.check]\nkind = "udp"\n')
+    cfg = loads_toml(text, "t.toml").config
+    vs = cfg.virtual("v")
+    assert (vs.scheduler_flags, vs.ops, vs.persistence_engine) == (("mh-port", "mh-fallback"), True, "sip")
+    assert loads_toml(render_toml(cfg), "t.toml").config == cfg
+    plain = loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\n', "t.toml").config.virtual("v")
+    assert (plain.scheduler_flags, plain.ops, plain.persistence_engine) == ((), False, None)

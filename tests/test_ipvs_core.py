@@ -126,6 +126,7 @@ def test_save_golden():
     t = t.with_service(Service(ServiceKey.tcp("10.0.0.2", 9, "sctp"), "sh", 0, 32, ("sh-fallback", "sh-port")), [Dest("192.168.1.4", 9, "tunnel", 2, 100, 10)])
     t = t.with_service(Service(ServiceKey.mark(7), "lc"), [Dest("192.168.1.5", 0, "direct", 1)])
     t = t.with_service(Service(ServiceKey.tcp("2001:db8::1", 443), "mh", 600, 64), [Dest("2001:db8::2", 443, "direct", 1)])
+    t = t.with_service(Service(ServiceKey.tcp("10.0.0.3", 5060, "udp"), "mh", 60, 32, ("mh-port", "onepacket"), "sip"))
     assert save_lines(t) == [
         "-A -f 7 -s lc",
         "-a -f 7 -r 192.168.1.5:0 -g -w 1",
@@ -136,6 +137,7 @@ def test_save_golden():
         "-a -t 10.0.0.1:80 -r 192.168.1.3:8080 -m -w 3",
         "-A -u 10.0.0.1:53 -s rr -p 300 -M 255.255.255.0",
         "-a -u 10.0.0.1:53 -r 192.168.1.2:53 -g -w 1",
+        "-A -u 10.0.0.3:5060 -s mh -p 60 --pe sip -o -b mh-port",  # ipvsadm 1.31's order
         "-A -t [2001:db8::1]:443 -s mh -p 600 -M 64",
         "-a -t [2001:db8::1]:443 -r [2001:db8::2]:443 -g -w 1",
     ]
@@ -177,6 +179,57 @@ active = false
 def test_desired_from_config_and_save():
     cfg = loads(CONFIG, "x.toml").config
     assert save_lines(desired_from_config(cfg)) == ["-A -t 10.0.0.1:80 -s wrr", "-a -t 10.0.0.1:80 -r 192.168.1.2:80 -g -w 3"]
+
+
+SIP = """
+[router.lvs1]
+address = "192.0.2.1"
+
+[virtual.sip]
+address = "10.0.0.5"
+port = 5060
+protocol = "udp"
+scheduler = "sh"
+scheduler_flags = ["sh-port", "sh-fallback"]
+ops = true
+persistence = 60
+persistence_engine = "sip"
+
+[virtual.sip.check]
+kind = "udp"
+
+[virtual.sip.server.a]
+address = "192.168.1.2"
+"""
+
+
+def test_scheduler_flags_ops_and_pe_from_config_to_the_table_and_its_forms():
+    t = desired_from_config(loads(SIP, "x.toml").config)
+    (entry,) = (e for _k, e in t.items())
+    assert entry.service.flags == ("onepacket", "sh-fallback", "sh-port") and entry.service.pe == "sip"
+    assert save_lines(t)[0] == "-A -u 10.0.0.5:5060 -s sh -p 60 --pe sip -o -b sh-fallback,sh-port"
+    d = t.to_dict()["udp:10.0.0.5:5060"]
+    assert (d["flags"], d["pe"]) == (["onepacket", "sh-fallback", "sh-port"], "sip")
+    assert Table.from_dict(t.to_dict()) == t
+    ops = plan(Table(), t)
+    assert ops[0]["attrs"] == {"scheduler": "sh", "persistence": 60, "netmask": 32,
+                               "flags": ["onepacket", "sh-fallback", "sh-port"], "pe": "sip"}
+    assert apply_ops(Table(), ops) == t
+    # the engine and the flags are edited in place, and taken off by an edit without them
+    plain = Table().with_service(Service(entry.service.key, "sh", 60), entry.dests.values())
+    assert [o["op"] for o in plan(t, plain)] == ["edit_service"]
+    assert "pe" not in plan(t, plain)[0]["attrs"]
+
+
+def test_a_table_without_flags_or_pe_keeps_its_old_plain_form():
+    """Old logs replay: no "pe" key unless a persistence engine is set; flags in the kernel's order."""
+    t = base()
+    assert all(set(v) == {"scheduler", "persistence", "netmask", "flags", "dests"} for v in t.to_dict().values())
+    assert Service(KM, "sh", 0, 32, ("sh-port", "sh-fallback")).flags == ("sh-fallback", "sh-port")
+    with pytest.raises(ValueError):
+        Service(KM, "sh", 0, 32, ("sh-prot",))
+    with pytest.raises(ValueError):
+        Service(KM, "sh", 60, 32, (), "h323")
 
 
 # --- the core: read, plan, apply, fail, re-read, retry ---------------------------------------
@@ -329,6 +382,7 @@ def test_netlink_encoder_matches_pyroute2():
 
     t = base().with_service(Service(KM, "sh", 300, 24, ("sh-port",)), [Dest("10.0.1.4", 0, "tunnel", 2, 100, 10)])
     t = t.with_service(Service(ServiceKey.tcp("2001:db8::1", 443), "mh", 600, 64), [Dest("2001:db8::2", 443, "direct", 1)])
+    t = t.with_service(Service(ServiceKey.tcp("10.0.0.5", 5060, "udp"), "mh", 60, 32, ("onepacket", "mh-port"), "sip"))
     ops = plan(Table(), t) + plan(t, Table(), managed=t.keys()) + [
         {"op": "start_daemon", "service": "", "dest": None, "attrs": {"state": "backup", "ifname": "eth1", "syncid": 3}},
         {"op": "stop_daemon", "service": "", "dest": None, "attrs": {"state": "master"}},

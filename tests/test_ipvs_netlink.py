@@ -197,3 +197,16 @@ def test_the_shell_reports_runs_of_accepted_ops_and_each_refused_op_by_name(tmp_
     for i, (t, p) in enumerate(published, 1):
         m.apply(Event(i, "n", "ipvs", t, 1, i, i, None, p))
     assert m.ipvs_ops == len(ops) and sum(m.ipvs_failures.values()) == 4
+
+
+def test_a_service_with_flags_and_pe_reads_back_from_its_own_attributes():
+    """What the applier sends for a service is what a dump of it gives back (attribute 11 is the
+    persistence engine's name, flag 0x4 one-packet scheduling, 0x8/0x10 the scheduler's flags)."""
+    from lvsbus_services.ipvs.netlink import SVC_ATTR, _value, parse_attrs, service_attrs, service_from_attrs
+
+    for svc in (Service(ServiceKey.tcp("10.0.0.5", 5060, "udp"), "sh", 60, 32, ("onepacket", "sh-fallback", "sh-port"), "sip"),
+                Service(ServiceKey.mark(9), "mh", 0, 32, ("mh-port",)),
+                Service(ServiceKey.tcp("10.0.0.6", 80), "wlc")):
+        raw = b"".join(struct.pack("HH", 4 + len(v), SVC_ATTR[n][0]) + v + b"\0" * (-(4 + len(v)) % 4)
+                       for n, v in ((n, _value(SVC_ATTR[n][1], x)) for n, x in service_attrs(svc)))
+        assert service_from_attrs(parse_attrs(raw, 0, len(raw))) == svc

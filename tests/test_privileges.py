@@ -263,7 +263,8 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
         assert sup.effective == mine.effective and sup.bounding == mine.bounding and not sup.no_new_privs
         line = [l for l in c.err_lines(r) if l.get("event") == "privileges_dropped"][-1]
         assert line["kept"] == {"broker": "none", "pulse": "CAP_NET_BIND_SERVICE CAP_NET_ADMIN CAP_NET_RAW",
-                                "nanny": "none", "lvsd": "none", "ipvs": "CAP_NET_ADMIN", "metrics": "none"}
+                                "nanny": "none", "lvsd": "none", "ipvs": "CAP_NET_ADMIN", "metrics": "none",
+                                "web": "none"}
         assert line["bounding_set"] == "lowered to the kept set"
     # pulse bound the privileged heartbeat port (CAP_NET_BIND_SERVICE kept)
     assert ":539 " in topo.run("r1", "ss", "-uln").stdout

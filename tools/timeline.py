@@ -125,6 +125,8 @@ CATEGORY = {
     "ipvs.unavailable": "ipvs", "lvsd.started": "router", "ipvs.started": "router",
     "bus.frame_rejected": "bus", "bus.subscriber_lagged": "bus", "log.write_failed": "bus",
     "log.write_recovered": "bus",
+    "operator.server_action": "operator", "operator.handover_requested": "operator",
+    "lvsd.server_action_taken": "operator", "pulse.handover_refused": "operator",
 }
 #: shown when a newer event type appears (other health/lvsd/ipvs events are chatter: check
 #: batches, per-op acknowledgements, table dumps)
@@ -216,6 +218,16 @@ def describe(ev: Event) -> str:
         return f"IPVS applier started (kernel {p['kernel']})"
     if t == "config.reload_refused":
         return f"config reload refused: {len(p['errors'])} error(s)"
+    if t == "operator.server_action":
+        return (f"operator {p['by']} ({p['via']}) asks: {p['action']} {p['virtual']}/{p['server']}"
+                + (f" ({p['reason']})" if p["reason"] else ""))
+    if t == "operator.handover_requested":
+        return (f"operator {p['by']} ({p['via']}) asks for a handover, hold {p['hold_s']} s"
+                + (f" ({p['reason']})" if p["reason"] else ""))
+    if t == "lvsd.server_action_taken":
+        return f"lvsd: {p['action']} {p['virtual']}/{p['server']}: {p['outcome']} (now {p['state']})"
+    if t == "pulse.handover_refused":
+        return f"handover asked by {p['by']} refused: {p['reason']} (role {p['role']})"
     if t == "pulse.config_rejected":
         return f"pulse rejected the config: {p['error']}"
     return f"{t} " + ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (dict, list)))[:200]
@@ -298,7 +310,8 @@ _ROLE_COLOR = {"INIT": "#d9d9d9", "BACKUP": "#9ecae1", "ACTIVE": "#31a354", "FAU
 _MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fence": ("#de2d26", "cross"),
          "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
          "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
-         "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar"), "fos": ("#2ca02c", "triangle")}
+         "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar"), "fos": ("#2ca02c", "triangle"),
+         "operator": ("#d62728", "diamond")}
 
 
 def render_html(rows: list[Row] | Timeline, title: str = "lvsbus incident timeline") -> str:

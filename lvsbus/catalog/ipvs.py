@@ -25,7 +25,7 @@ OP = Struct(
         ),
         "service": Str(max_len=80, doc="ServiceKey string (tcp:10.0.0.1:80, udp:[2001:db8::1]:53, fwm:inet:5); '' for global ops"),
         "dest": Nullable(Str(max_len=64, min_len=3), doc="Dest key ADDRESS:PORT ([v6]:PORT); None for service and global ops"),
-        "attrs": Json(doc="service {scheduler, persistence, netmask, flags}; dest {forwarding, weight, upper, lower}; "
+        "attrs": Json(doc="service {scheduler, persistence, netmask, flags (onepacket, sh-/mh- scheduler flags), pe (persistence engine, only when set)}; dest {forwarding, weight, upper, lower}; "
                           "set_timeouts {tcp, tcpfin, udp} (s, 0 = keep); start_daemon {state, ifname, syncid}; "
                           "stop_daemon {state}; {} for deletions"),
     },

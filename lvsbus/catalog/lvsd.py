@@ -14,7 +14,7 @@ OP = Struct(
         "op": Enum("add_service", "edit_service", "del_service", "add_dest", "edit_dest", "del_dest"),
         "service": Str(max_len=80, min_len=3, doc="ServiceKey string: tcp:10.0.0.1:80, udp:[2001:db8::1]:53, fwm:inet:5"),
         "dest": Nullable(Str(max_len=64, min_len=3), doc="Dest key ADDRESS:PORT ([v6]:PORT); None for service ops"),
-        "attrs": Json(doc="the new attributes: service {scheduler, persistence, netmask, flags}; "
+        "attrs": Json(doc="the new attributes: service {scheduler, persistence, netmask, flags (onepacket, sh-/mh- scheduler flags), pe (persistence engine, only when set)}; "
                           "dest {forwarding, weight, upper, lower}; {} for deletions"),
     },
     doc="one operation on the desired table, in the order to apply",
@@ -29,7 +29,7 @@ declare(
     "lvsd.table_desired", 1,
     {
         "version": Int(min=1, doc="grows by one with every table_desired and table_delta of this core"),
-        "table": Json(doc="lvsbus.ipvs_table.Table.to_dict(): {service key: {scheduler, persistence, netmask, flags, dests: {dest key: {forwarding, weight, upper, lower}}}}"),
+        "table": Json(doc="lvsbus.ipvs_table.Table.to_dict(): {service key: {scheduler, persistence, netmask, flags, pe (only when set), dests: {dest key: {forwarding, weight, upper, lower}}}}"),
         "reason": Enum("started", "config", "start_lvsd"),
         "digest": Str(max_len=128, doc="the config digest the table was built from"),
         "services": Int(min=0),

@@ -49,6 +49,7 @@ ROLE_REASONS = Enum(
 ROLE_REASONS_2 = Enum(
     *ROLE_REASONS.values,
     "failover_service_failed",  # ACTIVE -> BACKUP: a failover service (service = fos) failed here: give up
+    "handover",  # ACTIVE -> BACKUP: an operator asked for a handover (operator.handover_requested)
     doc="why the role changed (stable, for alerting)",
 )
 

@@ -228,6 +228,9 @@ def describe(loaded: LoadedConfig) -> str:
         out.append(f"sync daemon: {cfg.sync_daemon.interface}, id {cfg.sync_daemon.sync_id}")
     if cfg.metrics_address:
         out.append(f"metrics: {cfg.metrics_address}")
+    if cfg.web is not None:
+        w = cfg.web
+        out.append(f"web console: {'https' if w.tls_cert else 'http'}://{w.address}, passwords {w.password_file}")
     fos = cfg.service.value == "fos"
     out.append(f"virtual services: {len(cfg.virtual_services)}"
                + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))

@@ -526,7 +526,8 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
     warnings = [i for i in r.issues if i.severity is Severity.WARNING]
     try:
         cfg, more = config_from_mapping(data, filename=filename, locate=locate,
-                                        return_warnings=True, failed={i.key for i in errors})
+                                        return_warnings=True, failed={i.key for i in errors},
+                                        dialect="lvscf")
     except ConfigError as exc:
         raise ConfigError(_sorted(errors + list(exc.issues))) from None
     if errors:

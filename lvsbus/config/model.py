@@ -22,6 +22,8 @@ from typing import Any
 
 __all__ = [
     "SCHEDULERS",
+    "SCHEDULER_FLAGS",
+    "PERSISTENCE_ENGINES",
     "ServiceType",
     "Protocol",
     "Forwarding",
@@ -59,6 +61,11 @@ __all__ = [
 SCHEDULERS: tuple[str, ...] = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )
+
+#: IPVS scheduler flags by scheduler (include/uapi/linux/ip_vs.h: IP_VS_SVC_F_SCHED_{SH,MH}_*)
+SCHEDULER_FLAGS: dict[str, tuple[str, ...]] = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}
+#: IPVS persistence engines the kernel ships (ip_vs_pe_sip)
+PERSISTENCE_ENGINES: tuple[str, ...] = ("sip",)
 
 
 class ServiceType(str, enum.Enum):
@@ -242,7 +249,10 @@ class Check:
 class RealServer:
     name: str
     address: str
-    #: None = the virtual service's port
+    #: None = the virtual service's port. 0 (a fwmark service only) = keep the client's destination
+    #: port: one mark groups several ports (80 and 443) and each connection keeps its own (IPVS dest
+    #: port 0, ipvsadm's ``-r ADDRESS`` with no port); nanny then probes ``check.port``, else the
+    #: virtual service's port
     port: int | None = None
     weight: int = 1
     active: bool = True
@@ -267,10 +277,19 @@ class VirtualService:
     protocol: Protocol = Protocol.TCP
     fwmark: int | None = None
     scheduler: str = "wlc"
+    #: IPVS scheduler flags (ipvsadm ``-b``): "sh-port", "sh-fallback" with scheduler sh,
+    #: "mh-port", "mh-fallback" with scheduler mh
+    scheduler_flags: tuple[str, ...] = ()
+    #: one-packet scheduling (ipvsadm ``-o``, keepalived ``ops``): every UDP datagram scheduled on
+    #: its own, no connection entry kept (UDP services only)
+    ops: bool = False
     forwarding: Forwarding = Forwarding.NAT
     #: persistence timeout in seconds, 0 = not persistent
     persistence: int = 0
     persistence_prefixlen: int | None = None
+    #: IPVS persistence engine (ipvsadm ``--pe``, keepalived ``persistence_engine``): "sip" keeps a
+    #: SIP Call-ID on one real server (persistent UDP services only); None = by client address
+    persistence_engine: str | None = None
     sorry_server: str | None = None
     sorry_server_port: int | None = None
     #: lvs.cf ``quiesce_server`` (Piranha's nanny -q): a server that was in the table and fails
@@ -388,6 +407,16 @@ class NatRouter:
 
 
 @dataclass(frozen=True, slots=True)
+class Web:
+    """The web console (``[web]``; docs/console.md): off without the section."""
+
+    address: str = "127.0.0.1:9540"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    password_file: str = "/etc/lvsbus/web.passwd"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     service: ServiceType = ServiceType.LVS
     serial_no: int = 0
@@ -403,6 +432,8 @@ class Config:
     hard_shutdown: bool = True
     #: Prometheus-style metrics listener ``HOST:PORT``; None = off
     metrics_address: str | None = None
+    #: the web console; None = off
+    web: Web | None = None
     #: seconds between two reads of the IPVS traffic figures by the applier (``ipvs.stats``); 0 = off.
     #: 5 s by measurement (bench/stats.py, docs/ipvs.md): 100 services x 10 real servers all busy
     #: add ~59 MB/hour to the log at 5 s, ~147 MB/hour at 2 s.
@@ -469,9 +500,12 @@ def effective_check(vs: VirtualService, rs: RealServer) -> Check:
 
 
 def check_port(vs: VirtualService, rs: RealServer) -> int:
-    """The port nanny probes for ``rs``."""
+    """The port nanny probes for ``rs``: the check's port, else the server's, else (a server that
+    keeps the client's port: port 0) the virtual service's; 0 when none of them says one."""
     chk = effective_check(vs, rs)
-    return chk.port if chk.port is not None else server_port(vs, rs)
+    if chk.port is not None:
+        return chk.port
+    return server_port(vs, rs) or vs.port
 
 
 def identify_local_router(cfg: Config, local_addresses: set[str] | frozenset[str]) -> Router:

@@ -49,6 +49,7 @@ from .model import (
     Severity,
     SyncDaemon,
     VirtualService,
+    Web,
     size_issue,
     to_dict,
 )
@@ -64,7 +65,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
 }
 _NESTED: dict[str, type] = {
     "Heartbeat": Heartbeat, "IpvsTimeouts": IpvsTimeouts, "SyncDaemon": SyncDaemon,
-    "Notify": Notify, "NatRouter": NatRouter, "Check": Check,
+    "Notify": Notify, "NatRouter": NatRouter, "Check": Check, "Web": Web,
 }
 #: list-valued fields: dict-form key -> (native table name, item class)
 _LISTS: dict[str, tuple[str, type]] = {
@@ -150,6 +151,10 @@ class _Builder:
                         pass  # validate() says what is wrong
                 return True, value
             self.issue(path, f"{_shown(value)} must be a string")
+        elif tname == "tuple[str, ...]":
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return True, tuple(value)
+            self.issue(path, f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
         elif tname == "tuple[int, ...]":
             if isinstance(value, (list, tuple)) and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -269,13 +274,15 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                         locate: Locate | None = None,
-                        return_warnings: bool = False, failed: set[str] | None = None) -> Any:
+                        return_warnings: bool = False, failed: set[str] | None = None,
+                        dialect: str = "toml") -> Any:
     """Build and validate a Config from native-shaped data. Raises ConfigError with every error.
 
     ``data`` may be TOML-shaped (name-keyed tables ``router``, ``virtual``, ``server``,
     ``failover``) or ``to_dict`` output (lists under ``routers``, ``virtual_services``, ``servers``,
     ``failover_services``). With ``return_warnings`` returns ``(config, warnings)``. ``failed``: keys (as
     shown) a reader already reported errors for; validation errors on them are not repeated.
+    ``dialect``: the form of the file ("toml" or "lvscf"), for messages that name keys to set.
     """
     b = _Builder(filename, locate)
     if not isinstance(data, dict):
@@ -320,7 +327,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                                           "failover_services": tuple(failovers)})
     # validation issues on keys that already failed to convert are noise: drop them
     failed = {i.key for i in b.issues} | (failed or set())
-    for issue in validate(cfg):
+    for issue in validate(cfg, dialect):
         line, shown = locate(issue.key) if locate else (None, issue.key)
         if shown in failed and issue.severity is Severity.ERROR:
             continue
@@ -645,7 +652,8 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
                           ("ipvs_timeouts", "IPVS connection timeouts, seconds (0 = kernel default)"),
                           ("sync_daemon", "IPVS connection sync daemon"),
                           ("notify", "commands run on role changes"),
-                          ("nat_router", "gateway of the real servers in NAT, moves with the VIPs")):
+                          ("nat_router", "gateway of the real servers in NAT, moves with the VIPs"),
+                          ("web", "the web console (docs/console.md)")):
         if d.get(name) is not None:
             _table(out, [name], d[name], comment)
     for vs in d["virtual_services"]:

@@ -11,6 +11,8 @@ import re
 
 from .model import shown as _shown
 from .model import (
+    PERSISTENCE_ENGINES,
+    SCHEDULER_FLAGS,
     SCHEDULERS,
     Check,
     CheckKind,
@@ -209,8 +211,10 @@ def _check(o: _Out, path: str, chk: Check) -> None:
         o.err(f"{path}.host", f"{_shown(chk.host)} is not a valid Host header value")
 
 
-def validate(cfg: Config) -> list[Issue]:
-    """Every error and warning in ``cfg`` (errors have ``severity == ERROR``)."""
+def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
+    """Every error and warning in ``cfg`` (errors have ``severity == ERROR``). ``dialect`` is the
+    form the file was written in ("toml" or "lvscf"): a message that tells the operator which key
+    to set names that form's keys (lvs.cf has no ``check.port``)."""
     o = _Out()
     o.range("serial_no", cfg.serial_no, "serial_no")
 
@@ -280,6 +284,8 @@ def validate(cfg: Config) -> list[Issue]:
             o.err(f"notify.{fname}", "is empty: give a command or leave the key out")
     if cfg.metrics_address is not None:
         _metrics(o, cfg.metrics_address)
+    if cfg.web is not None:
+        _web(o, cfg.web)
     if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
         o.err("reservation_conflict_action", f"{_shown(cfg.reservation_conflict_action)}: must be "
                                              "'nothing' or 'preempt'")
@@ -322,6 +328,7 @@ def validate(cfg: Config) -> list[Issue]:
             close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
             o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
                                     f"{', '.join(SCHEDULERS)}", close[0] if close else None)
+        _ipvs_options(o, p, vs)
         o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
         if vs.persistence_prefixlen is not None:
             o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
@@ -359,7 +366,7 @@ def validate(cfg: Config) -> list[Issue]:
                 CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
             o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
                                       "TCP port of the same number")
-        _servers(o, p, vs, fam)
+        _servers(o, p, vs, fam, dialect)
 
     if any_nat and cfg.nat_router is None and cfg.service is ServiceType.LVS:
         o.warn("nat_router", "NAT services are configured but no nat_router: the real servers need "
@@ -402,7 +409,41 @@ def validate(cfg: Config) -> list[Issue]:
     return o.issues
 
 
-def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
+def _ipvs_options(o: _Out, p: str, vs) -> None:
+    """Scheduler flags, one-packet scheduling and the persistence engine: each where IPVS has it."""
+    every = sorted({f for flags in SCHEDULER_FLAGS.values() for f in flags})
+    seen: set[str] = set()
+    for flag in vs.scheduler_flags:
+        if flag in seen:
+            o.err(f"{p}.scheduler_flags", f"{_shown(flag)} is given twice")
+        seen.add(flag)
+        owner = next((s for s, flags in SCHEDULER_FLAGS.items() if flag in flags), None)
+        if owner is None:
+            close = difflib.get_close_matches(flag, every, n=1, cutoff=0.6)
+            o.err(f"{p}.scheduler_flags", f"{_shown(flag)} is not an IPVS scheduler flag: one of "
+                                          f"{', '.join(every)}", close[0] if close else None)
+        elif owner != vs.scheduler:
+            o.err(f"{p}.scheduler_flags", f"{flag} is a flag of the {owner} scheduler, and this "
+                                          f"service's scheduler is {vs.scheduler}: set "
+                                          f"scheduler = \"{owner}\" or drop the flag")
+    if vs.ops and vs.protocol is not Protocol.UDP:
+        o.err(f"{p}.ops", "one-packet scheduling is for UDP services only: set protocol = \"udp\" "
+                          "(for a fwmark service, the protocol of the marked packets) or drop ops")
+    pe = vs.persistence_engine
+    if pe is not None:
+        if pe not in PERSISTENCE_ENGINES:
+            o.err(f"{p}.persistence_engine", f"{_shown(pe)} is not an IPVS persistence engine: one "
+                                             f"of {', '.join(PERSISTENCE_ENGINES)}")
+        else:
+            if vs.persistence == 0:
+                o.err(f"{p}.persistence_engine", f"the {pe} persistence engine needs a persistent "
+                                                 "service: set persistence (seconds)")
+            if vs.protocol is not Protocol.UDP:
+                o.err(f"{p}.persistence_engine", f"the {pe} persistence engine reads SIP over UDP "
+                                                 "only: set protocol = \"udp\"")
+
+
+def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> None:
     seen: set[str] = set()
     endpoints: dict[tuple, str] = {}
     if vs.active and not vs.servers and vs.sorry_server is None:
@@ -419,12 +460,13 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
             o.err(f"{rp}.address", f"{ip} is IPv{ip.version} but the VIP is IPv{fam}: mixed "
                                    "families need forwarding = 'tunnel'")
         if rs.port is not None:
-            if rs.port == 0:
-                o.err(f"{rp}.port", "0 is not a real server port: must be 1..65535 (leave it out "
-                                    "to use the virtual service's port)")
-            else:
+            if rs.port == 0 and vs.fwmark is None and vs.port != 0:
+                o.err(f"{rp}.port", "0 (keep the client's port) is only for a fwmark service, whose "
+                                    "mark groups several ports: must be 1..65535 (leave it out to "
+                                    "use the virtual service's port)")
+            elif rs.port != 0:
                 o.range(f"{rp}.port", rs.port, "port")
-            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and vs.port != 0:
+            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and 0 not in (vs.port, rs.port):
                 o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
                                      "can rewrite ports; direct/tunnel forward to the service port")
         o.range(f"{rp}.weight", rs.weight, "weight")
@@ -437,9 +479,16 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
             _check(o, f"{rp}.check", rs.check)
         chk = rs.check or vs.check
         port = rs.port if rs.port is not None else vs.port
-        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0:
-            o.err(f"{rp}.port", "the service listens on all ports (port 0), so the check needs a "
-                                "port: set the server's port or check.port")
+        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0 and vs.port == 0:
+            if dialect == "lvscf":
+                o.err(f"{rp}.port", "nanny has no port to check: the virtual service's port is 0 "
+                                    "and so is this server's. Give the virtual's 'port' (the port "
+                                    "nanny checks); 'port = 0' in a server block of a fwmark "
+                                    "service keeps the client's port")
+            else:
+                o.err(f"{rp}.port", "nanny has no port to check: the service listens on all ports "
+                                    "(port 0) and so does this server: set check.port (the port "
+                                    "nanny probes) or the server's port")
         if ip is not None:
             ep = (str(ip), rs.port if rs.port is not None else vs.port)
             if ep in endpoints:
@@ -448,15 +497,31 @@ def _servers(o: _Out, p: str, vs, fam: int | None) -> None:
             endpoints[ep] = rs.name
 
 
-def _metrics(o: _Out, value: str) -> None:
+def _web(o: _Out, web) -> None:
+    host = _metrics(o, web.address, "web.address", 9540)
+    if (web.tls_cert is None) != (web.tls_key is None):
+        o.err("web.tls_cert" if web.tls_cert is None else "web.tls_key",
+              "TLS needs both tls_cert and tls_key (or neither: plain HTTP)")
+    for key in ("tls_cert", "tls_key", "password_file"):
+        value = getattr(web, key)
+        if value is not None and not value.startswith("/"):
+            o.err(f"web.{key}", f"{_shown(value)} must be an absolute path")
+    if host is not None and not host.is_loopback and web.tls_cert is None:
+        o.warn("web.address", f"{web.address} is not a loopback address and the console has no TLS "
+                              "(tls_cert, tls_key): passwords and session cookies cross the network in clear")
+
+
+def _metrics(o: _Out, value: str, key: str = "metrics_address", example: int = 9539) -> ipaddress._BaseAddress | None:
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     ok = bool(sep) and _ASCII_DIGITS.fullmatch(port) is not None and 1 <= int(port) <= 65535
+    ip = None
     if ok:
         try:
-            ipaddress.ip_address(host)
+            ip = ipaddress.ip_address(host)
         except ValueError:
             ok = False
     if not ok:
-        o.err("metrics_address", f"{_shown(value)} must be ADDRESS:PORT, like '127.0.0.1:9539' or "
-                                 "'[::1]:9539'")
+        o.err(key, f"{_shown(value)} must be ADDRESS:PORT, like '127.0.0.1:{example}' or "
+                   f"'[::1]:{example}'")
+    return ip

@@ -6,12 +6,14 @@ policy), the applier only makes the kernel equal to it.
 * ``plan(actual, desired, managed)`` is the diff: a minimal, ordered list of ops (the same op
   dicts as lvsd's deltas, ``{"op", "service", "dest", "attrs"}``): deletions of destinations, then
   deletions of services, then service edits and additions, then destination edits and additions.
-  Every service attribute the model has (scheduler, persistence, netmask, flags) and every
+  Every service attribute the model has (scheduler, persistence, netmask, flags, persistence
+  engine) and every
   destination attribute (forwarding, weight, thresholds) can be edited in place in IPVS
   (IPVS_CMD_SET_SERVICE / SET_DEST), so nothing is ever deleted and re-added for an attribute
   change: the identity is the key (family, protocol, address, port | fwmark) and a different key
   is a different service. ``REPLACE_ATTRS`` lists attributes that would need a delete + add
-  (none today: keep it in one place if the model grows, e.g. a persistence engine).
+  (none today: the kernel swaps a persistence engine in place too; keep it in one place if the
+  model grows).
 * Managed entries: lvsbus manages a kernel service when its key is one of the config's virtual
   services (active or not) or was ever in a desired table this core saw. Any other service in the
   kernel (another tool's) is left alone, with its destinations, unless the shell was started with
@@ -189,8 +191,14 @@ def save_lines(table: Table) -> list[str]:
                     import ipaddress
 
                     line += f" -M {ipaddress.IPv4Network(f'0.0.0.0/{s.netmask}').netmask}"
-        if s.flags:
-            line += " -b " + ",".join(s.flags)
+        # in ipvsadm's order (1.31): --pe, -o, -b with the scheduler flags
+        if s.pe:
+            line += f" --pe {s.pe}"
+        if "onepacket" in s.flags:
+            line += " -o"
+        sched_flags = [f for f in s.flags if f != "onepacket"]
+        if sched_flags:
+            line += " -b " + ",".join(sched_flags)
         out.append(line)
         for dk in sorted(e.dests):
             d = e.dests[dk]

@@ -14,7 +14,8 @@ encoder costs ~260 us an op (5+ ms under qemu TCG) and its sync API sends one re
 here an apply batch goes out in 32 KiB sends and each op still gets its own ack and errno.
 
 Encodings (include/uapi/linux/ip_vs.h): forwarding method in the dest's conn flags (masquerading
-0, tunnel 2, direct routing 3); persistence is flag 0x1 plus the timeout; the persistence netmask
+0, tunnel 2, direct routing 3); persistence is flag 0x1 plus the timeout; one-packet scheduling
+flag 0x4, scheduler flags 0x8/0x10; the persistence engine's name (``sip``) attribute 11; the persistence netmask
 is an IPv4 mask for inet services and the prefix length in the first byte for inet6 ("128.0.0.0");
 a firewall-mark service carries af and netmask but no address, protocol or port.
 """
@@ -32,6 +33,7 @@ from pyroute2.netlink.generic import ipvs as genl
 
 from lvsbus.ipvs_stats import service_row
 from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
+from lvsbus.ipvs_table import service_from_attrs as service_from_op_attrs
 
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 AF_NAME = {v: k for k, v in AF.items()}
@@ -122,12 +124,15 @@ def service_attrs(svc: Service) -> list:
     flags = F_PERSISTENT if svc.persistence else 0
     for f in svc.flags:
         flags |= SVC_FLAGS[f]
-    return key_attrs(svc.key) + [
+    attrs = key_attrs(svc.key) + [
         ("IPVS_SVC_ATTR_SCHED_NAME", svc.scheduler),
         ("IPVS_SVC_ATTR_FLAGS", {"flags": flags, "mask": 0xFFFF & ~F_HASHED}),
         ("IPVS_SVC_ATTR_TIMEOUT", svc.persistence),
         ("IPVS_SVC_ATTR_NETMASK", _netmask_attr(svc)),
     ]
+    if svc.pe:  # absent = none: a "set" without it takes the engine off (ip_vs_edit_service)
+        attrs.append(("IPVS_SVC_ATTR_PE_NAME", svc.pe))
+    return attrs
 
 
 def dest_attrs(d: Dest) -> list:
@@ -159,7 +164,8 @@ CMD_ATTR = {"IPVS_CMD_ATTR_SERVICE": 1, "IPVS_CMD_ATTR_DEST": 2, "IPVS_CMD_ATTR_
             "IPVS_CMD_ATTR_TIMEOUT_TCP": 4, "IPVS_CMD_ATTR_TIMEOUT_TCP_FIN": 5, "IPVS_CMD_ATTR_TIMEOUT_UDP": 6}
 SVC_ATTR = {"IPVS_SVC_ATTR_AF": (1, "H"), "IPVS_SVC_ATTR_PROTOCOL": (2, "H"), "IPVS_SVC_ATTR_ADDR": (3, "addr"),
             "IPVS_SVC_ATTR_PORT": (4, ">H"), "IPVS_SVC_ATTR_FWMARK": (5, "I"), "IPVS_SVC_ATTR_SCHED_NAME": (6, "z"),
-            "IPVS_SVC_ATTR_FLAGS": (7, "flags"), "IPVS_SVC_ATTR_TIMEOUT": (8, "I"), "IPVS_SVC_ATTR_NETMASK": (9, "ip4")}
+            "IPVS_SVC_ATTR_FLAGS": (7, "flags"), "IPVS_SVC_ATTR_TIMEOUT": (8, "I"), "IPVS_SVC_ATTR_NETMASK": (9, "ip4"),
+            "IPVS_SVC_ATTR_PE_NAME": (11, "z")}
 DEST_ATTR = {"IPVS_DEST_ATTR_ADDR": (1, "addr"), "IPVS_DEST_ATTR_PORT": (2, ">H"), "IPVS_DEST_ATTR_FWD_METHOD": (3, "I"),
              "IPVS_DEST_ATTR_WEIGHT": (4, "I"), "IPVS_DEST_ATTR_U_THRESH": (5, "I"), "IPVS_DEST_ATTR_L_THRESH": (6, "I"),
              "IPVS_DEST_ATTR_ADDR_FAMILY": (11, "H")}
@@ -249,7 +255,8 @@ def service_from_attrs(a: dict) -> Service:
         netmask = nm[0] if nm else 128
     else:
         netmask = ipaddress.IPv4Network(f"0.0.0.0/{socket.inet_ntoa(nm[:4])}").prefixlen if nm else 32
-    return Service(key, sched, timeout if flags & F_PERSISTENT else 0, netmask, tuple(names))
+    pe = a.get(11, b"").split(b"\0")[0].decode(errors="replace")
+    return Service(key, sched, timeout if flags & F_PERSISTENT else 0, netmask, tuple(names), pe)
 
 
 def dest_from_attrs(a: dict, svc_af: int) -> Dest:
@@ -559,7 +566,7 @@ def op_request(op: dict) -> tuple[int, list, int]:
             ("IPVS_DAEMON_ATTR_STATE", DAEMON_STATE[a["state"]])]})], REQ
     key = _parse_key(op["service"])
     if kind in ("add_service", "edit_service"):
-        svc = Service(key, a["scheduler"], a["persistence"], a["netmask"], tuple(a.get("flags", ())))
+        svc = service_from_op_attrs(key, a)
         cmd, flags = (genl.IPVS_CMD_NEW_SERVICE, CREATE) if kind == "add_service" else (genl.IPVS_CMD_SET_SERVICE, CHANGE)
         return cmd, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_attrs(svc)})], flags
     if kind == "del_service":

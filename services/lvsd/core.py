@@ -1,10 +1,11 @@
 """lvsd's pure core: folds the config and nanny's health events into the desired IPVS table.
 
 Inputs (recorded events): ``config.loaded``, ``health.real_server_up``, ``health.real_server_down``,
-``health.state_changed``, ``lvsd.started`` (its shell started), ``pulse.start_lvsd`` and
-``pulse.stop_lvsd``. Outputs: ``lvsd.table_desired`` (the whole table: on start, on config change,
-on start_lvsd) and ``lvsd.table_delta`` (the ops from the previous table to the next, one per health
-event that changes the table; the envelope's cause is that health event's seq).
+``health.state_changed``, ``lvsd.started`` (its shell started), ``pulse.start_lvsd``,
+``pulse.stop_lvsd`` and ``operator.server_action`` (drain, disable, enable). Outputs: ``lvsd.table_desired`` (the whole table: on start, on config change,
+on start_lvsd), ``lvsd.table_delta`` (the ops from the previous table to the next, one per health
+event or operator action that changes the table; the envelope's cause is that event's seq) and
+``lvsd.server_action_taken`` (the answer to each operator action, live or not).
 
 Live or not: the core always folds config and health, but it outputs only while *live*: from
 ``lvsd.started`` or ``pulse.start_lvsd`` to ``pulse.stop_lvsd``. The runtime answers, on start,
@@ -26,7 +27,11 @@ Policy (keepalived's ipwrapper layer; the applier only translates to netlink):
 * sorry server: while the service is down (with the default quorum 1: no real server in service)
   and a sorry server is configured, the sorry server is the one destination (the real servers
   are removed, or weight 0 as above) and it is removed again as soon as quorum is back.
-  Without a sorry server, a service below quorum keeps whatever servers are in service.
+  Without a sorry server, a service below quorum keeps whatever servers are in service;
+* operator actions (``operator.server_action``): a *drained* real server stays in the table with
+  weight 0 while the policy above would keep it (its connections finish, it gets no new ones); a
+  *disabled* one is out of the table; *enable* ends either. Neither counts toward quorum. The state
+  is per (virtual service, real server), kept across reloads while the server stays configured.
 
 Sans-IO, deterministic; the state is mutated in place and returned (snapshot/restore copy it).
 """
@@ -65,7 +70,8 @@ class Layout:
         netmask = vs.persistence_prefixlen
         if netmask is None:
             netmask = 128 if self.key.family == "inet6" else 32
-        self.service = Service(self.key, vs.scheduler, vs.persistence, netmask)
+        flags = vs.scheduler_flags + (("onepacket",) if vs.ops else ())
+        self.service = Service(self.key, vs.scheduler, vs.persistence, netmask, flags, vs.persistence_engine or "")
         fwd = vs.forwarding.value
         #: (health id, weight, dest when in service, dest when quiesced)
         self.servers: list[tuple[str, int, Dest, Dest]] = []
@@ -83,10 +89,10 @@ class Layout:
         self.quiesce, self.inhibit = vs.quiesce, vs.inhibit_on_failure
         self.quorum, self.hysteresis = vs.quorum, vs.hysteresis
 
-    def quorum_up(self, health: dict[str, str], was_up: bool | None) -> bool:
+    def quorum_up(self, health: dict[str, str], was_up: bool | None, admin: dict[str, str] | None = None) -> bool:
         total = 0
         for id_, weight, _u, _z in self.servers:
-            if health.get(id_) in IN_SERVICE:
+            if health.get(id_) in IN_SERVICE and not (admin and id_ in admin):
                 total += weight
         if was_up is None:
             return total >= self.quorum
@@ -94,12 +100,16 @@ class Layout:
             return total >= self.quorum - self.hysteresis
         return total >= self.quorum + self.hysteresis
 
-    def dests(self, health: dict[str, str], up: bool, been_in: set[str] | frozenset[str] = frozenset()) -> dict[str, Dest]:
+    def dests(self, health: dict[str, str], up: bool, been_in: set[str] | frozenset[str] = frozenset(),
+              admin: dict[str, str] | None = None) -> dict[str, Dest]:
         use_sorry = not up and self.sorry is not None
         out: dict[str, Dest] = {}
         for id_, _w, d_up, d_zero in self.servers:
+            held = admin.get(id_) if admin else None
+            if held == "disabled":
+                continue
             if not use_sorry and health.get(id_) in IN_SERVICE:
-                out[d_up.key] = d_up
+                out[d_up.key] = d_zero if held == "drained" else d_up
             elif self.inhibit or (self.quiesce and id_ in been_in):
                 out[d_zero.key] = d_zero
         if use_sorry and self.sorry is not None:
@@ -117,7 +127,7 @@ def table_ops(old: Table, new: Table) -> list[dict]:
 
 class LvsdState:
     __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config",
-                 "live", "been_in")
+                 "live", "been_in", "admin")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -131,6 +141,7 @@ class LvsdState:
         self.bad_config = 0
         self.live = False  # lvsd.started / pulse.start_lvsd seen, pulse.stop_lvsd not since
         self.been_in: set[str] = set()  # health ids in service at least once since their health (re)started
+        self.admin: dict[str, str] = {}  # health id -> "drained" | "disabled" (operator.server_action)
 
     def __repr__(self) -> str:
         return f"LvsdState(v{self.version} {self.table!r})"
@@ -139,8 +150,8 @@ class LvsdState:
 class LvsdCore(Core[LvsdState]):
     name = "lvsd"
     inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
-              "lvsd.started", "pulse.start_lvsd", "pulse.stop_lvsd")
-    outputs = frozenset({"lvsd.table_desired", "lvsd.table_delta", "lvsd.config_rejected"})
+              "lvsd.started", "pulse.start_lvsd", "pulse.stop_lvsd", "operator.server_action")
+    outputs = frozenset({"lvsd.table_desired", "lvsd.table_delta", "lvsd.config_rejected", "lvsd.server_action_taken"})
 
     def initial(self) -> LvsdState:
         return LvsdState()
@@ -165,6 +176,8 @@ class LvsdCore(Core[LvsdState]):
             self._full(state, "start_lvsd", out)
         elif t == "pulse.stop_lvsd":
             state.live = False
+        elif t == "operator.server_action":
+            self._action(state, p, out)
         return state, out
 
     # -- health ------------------------------------------------------------------------------
@@ -181,13 +194,18 @@ class LvsdCore(Core[LvsdState]):
         lay = st.layouts.get(p["virtual"])
         if lay is None:
             return  # an inactive virtual service
+        self._update(st, lay, p, reason, out)
+
+    def _update(self, st: LvsdState, lay: Layout, p: dict, reason: str, out: list) -> None:
+        """The service ``lay`` after a change of one of its servers (health or operator): quorum
+        folded; while live, the delta of its table entry."""
         was = st.quorum.get(lay.name)
-        up = lay.quorum_up(st.health, was)
+        up = lay.quorum_up(st.health, was, st.admin)
         st.quorum[lay.name] = up
         if not st.live:
             return  # folded (health, quorum); the next start builds and publishes the whole table
         old = st.table.get(lay.key)
-        entry = Entry(lay.service, lay.dests(st.health, up, st.been_in))
+        entry = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
         ops = entry_ops(lay.key, old, entry)
         if not ops:
             return
@@ -200,6 +218,29 @@ class LvsdCore(Core[LvsdState]):
             "version": st.version, "base_version": st.version - 1, "ops": ops, "reason": reason[:512],
             "virtual": p["virtual"], "server": p["server"],
         }))
+
+    # -- operator actions ---------------------------------------------------------------------
+
+    _ADMIN = {"drain": "drained", "disable": "disabled", "enable": "enabled"}
+
+    def _action(self, st: LvsdState, p: dict, out: list) -> None:
+        id_ = f"{p['virtual']}/{p['server']}"
+        want = self._ADMIN[p["action"]]
+        answer = {"virtual": p["virtual"], "server": p["server"], "action": p["action"], "by": p["by"]}
+        lay = st.layouts.get(p["virtual"])
+        if lay is None or id_ not in {s[0] for s in lay.servers}:
+            out.append(Effect("lvsd.server_action_taken", {**answer, "outcome": "unknown_server", "state": "enabled"}))
+            return
+        now = st.admin.get(id_, "enabled")
+        if now == want:
+            out.append(Effect("lvsd.server_action_taken", {**answer, "outcome": "unchanged", "state": now}))
+            return
+        if want == "enabled":
+            del st.admin[id_]
+        else:
+            st.admin[id_] = want
+        out.append(Effect("lvsd.server_action_taken", {**answer, "outcome": "applied", "state": want}))
+        self._update(st, lay, p, f"{id_} {want} by {p['by']} ({p['via']})", out)
 
     # -- config and full tables ---------------------------------------------------------------
 
@@ -222,6 +263,8 @@ class LvsdCore(Core[LvsdState]):
         health = {i: s for i, s in st.health.items() if i in checks and st.checks.get(i) == checks[i]}
         st.checks, st.health = checks, health
         st.been_in = {i for i in st.been_in if i in health}
+        # an operator's drain or disable outlives a reload while the server is still configured
+        st.admin = {i: a for i, a in st.admin.items() if i in checks}
         # service = fos: no virtual service is used, the desired table is empty (no IPVS at all)
         st.layouts = {vs.name: Layout(vs) for vs in cfg.lvs_services() if vs.active}
         st.quorum = {n: q for n, q in st.quorum.items() if n in st.layouts}
@@ -230,9 +273,9 @@ class LvsdCore(Core[LvsdState]):
     def build(self, st: LvsdState) -> Table:
         entries = {}
         for lay in st.layouts.values():
-            up = lay.quorum_up(st.health, st.quorum.get(lay.name))
+            up = lay.quorum_up(st.health, st.quorum.get(lay.name), st.admin)
             st.quorum[lay.name] = up
-            entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in))
+            entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
         return Table(entries)
 
     def _full(self, st: LvsdState, reason: str, out: list) -> None:
@@ -248,11 +291,15 @@ class LvsdCore(Core[LvsdState]):
         }))
 
     # -- snapshots --------------------------------------------------------------------------------
+    # version 2: "admin" (operator drains and disables); a version-1 snapshot had none
+
+    snapshot_version = 2
+    snapshot_upcasters = {1: lambda data: {**data, "admin": {}}}
 
     def snapshot(self, st: LvsdState) -> Any:
         return {"digest": st.digest, "model": st.model, "health": dict(st.health), "quorum": dict(st.quorum),
                 "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config, "live": st.live,
-                "been_in": sorted(st.been_in)}
+                "been_in": sorted(st.been_in), "admin": dict(st.admin)}
 
     def restore(self, data: Any) -> LvsdState:
         st = LvsdState()
@@ -264,4 +311,5 @@ class LvsdCore(Core[LvsdState]):
         st.version, st.bad_config, st.live = data["version"], data["bad_config"], data["live"]
         # a snapshot from before been_in was kept: a server in service now has been in
         st.been_in = set(data.get("been_in", (i for i, s in st.health.items() if s in IN_SERVICE)))
+        st.admin = {i: a for i, a in data["admin"].items() if i in st.checks}
         return st

@@ -4,7 +4,7 @@ per (peer, link), the election among N routers, fencing, split-brain resolution 
 Sans-IO: no socket, no clock, no randomness, no logging. "Now" is ``event.mono_ns``; the core asks
 for a ``timer.fired`` with ``next_deadline``. Inputs (recorded events): ``config.loaded``,
 ``pulse.started``, ``pulse.heartbeat_received``, ``pulse.fence_received``, ``pulse.link_changed``,
-``router.shutdown_requested``, ``timer.fired``. Outputs: decisions (``router.role_changed``,
+``router.shutdown_requested``, ``operator.handover_requested``, ``timer.fired``. Outputs: decisions (``router.role_changed``,
 ``pulse.peer_dead``...) and effects for the shell (``pulse.send_heartbeat``, ``pulse.take_vips``...),
 declared in ``lvsbus/catalog/router.py``. The rules are written down in docs/pulse.md.
 
@@ -420,7 +420,7 @@ def _fire(state: PulseState, trigger: str) -> bool:
 OUTPUTS = frozenset({
     "router.role_changed", "pulse.peer_alive", "pulse.peer_dead", "pulse.peer_restarted",
     "pulse.link_degraded", "pulse.link_restored", "pulse.split_brain_resolved", "pulse.heartbeat_ignored",
-    "pulse.config_rejected",
+    "pulse.config_rejected", "pulse.handover_refused",
     "pulse.send_heartbeat", "pulse.send_fence", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp",
     "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify", "pulse.run_failover",
 })
@@ -431,6 +431,7 @@ class PulseCore(Core[PulseState]):
     inputs: ClassVar[tuple[str, ...]] = (
         "config.loaded", "pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
         "pulse.link_changed", "router.shutdown_requested", "timer.fired", "health.failover_changed",
+        "operator.handover_requested",
     )
     outputs: ClassVar[frozenset[str]] = OUTPUTS
     #: a heartbeat changes nothing in the world: a tick's heartbeats go out at once, their records
@@ -544,6 +545,8 @@ class PulseCore(Core[PulseState]):
             return st, out
         elif t == "health.failover_changed":
             st.fos_health[p["service"]] = p["new"]
+        elif t == "operator.handover_requested":
+            self._handover(st, p, out)
         else:
             return st, []
         if st.settings is not None and st.role not in (INIT, STOPPED):
@@ -813,6 +816,20 @@ class PulseCore(Core[PulseState]):
             # the final heartbeat: peers take over at once instead of waiting for deadtime
             out.append(self._heartbeat(st, leaving=True))
         st.next_hb = st.listen_until = st.preempt_since = st.garp_next = None
+
+    def _handover(self, st: PulseState, p: dict, out: list) -> None:
+        """An operator's handover: step down as a failed failover service makes this router do
+        (stop lvsd, release the VIPs, tell the peers at once with a BACKUP heartbeat, so the best
+        live backup takes over as ``peer_stepped_down``) and advertise priority 0 for ``hold_s``
+        so as not to preempt the role back. Refused unless ACTIVE with a live BACKUP peer."""
+        if st.role != ACTIVE or st.settings is None:
+            out.append(Effect("pulse.handover_refused", {"by": p["by"], "role": st.role, "reason": "not_active"}))
+            return
+        if not any(peer.alive and peer.role == BACKUP for peer in st.peers.values()):
+            out.append(Effect("pulse.handover_refused", {"by": p["by"], "role": st.role, "reason": "no_peer"}))
+            return
+        st.gave_up_until = st.now + p["hold_s"] * _NS
+        self._step_down(st, "step_down", BACKUP, "handover", None, out)
 
     # -- time ------------------------------------------------------------------------------
     def _advance(self, st: PulseState, out: list) -> None:

@@ -76,6 +76,22 @@ class Router:
         self.as_lvsd.close()
         self.broker.kill()
 
+    def stop_and_settle(self, *names: str) -> None:
+        """SIGTERM these services and wait until the log stops growing: replay then reads a log
+        that is complete (a live one can end between the reader's last record and the writer's
+        mark, nanny writing a record every check)."""
+        for name in names:
+            self.kill(name, signal.SIGTERM)
+        last = -1
+
+        def still() -> bool:
+            nonlocal last
+            n = len(self.events())
+            done, last = n == last, n
+            return done
+
+        self.wait(still, 30, "the log still", every=0.5)
+
     def events(self, prefix: str = "", after: int = 0):
         return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(after + 1)) if e.type.startswith(prefix)]
 

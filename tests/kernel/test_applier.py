@@ -132,3 +132,84 @@ def test_sigkill_midway_then_exact(router):
     applies = router.events("ipvs.apply")
     assert len(applies) == 2 and len(applies[1].payload["ops"]) < len(applies[0].payload["ops"])
     router.verify_replay("ipvs")  # across the SIGKILL too
+
+
+# -- scheduler flags, one-packet scheduling, the SIP persistence engine: config to kernel -------
+
+OPTIONS = """
+[router.lvs1]
+address = "127.0.0.1"
+
+[virtual.sip]
+address = "10.0.0.5"
+port = 5060
+protocol = "udp"
+scheduler = "sh"
+scheduler_flags = ["sh-port", "sh-fallback"]
+ops = true
+persistence = 60
+persistence_engine = "sip"
+
+[virtual.sip.check]
+kind = "udp"
+
+[virtual.sip.server.a]
+address = "192.168.1.1"
+
+[virtual.marked]
+address = "10.0.0.6"
+fwmark = 12
+port = 53
+protocol = "udp"
+scheduler = "mh"
+scheduler_flags = ["mh-fallback", "mh-port"]
+ops = true
+
+[virtual.marked.check]
+kind = "udp"
+
+[virtual.marked.server.a]
+address = "192.168.1.1"
+port = 0
+"""
+
+
+def _save_services() -> list[str]:
+    return sorted(x.strip() for x in ipvsadm("--save", "-n").split("\n") if x.startswith("-A"))
+
+
+def test_scheduler_flags_ops_and_sip_engine_from_the_config_to_the_kernel(tmp_path, ipvs):
+    """lvsd (from the config) and the applier as processes: ipvsadm --save shows the flags, -o and
+    --pe sip; a reload without them takes them off in place (edit_service, never delete + add)."""
+    from lvsbus.config import loads_toml, to_dict
+    from lvsbus_services.ipvs.core import desired_from_config, save_lines
+
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(OPTIONS)
+    want = desired_from_config(loads_toml(OPTIONS, "lvs.toml").config)
+    r = Router(tmp_path, cfg)
+    try:
+        r.start("ipvs")
+        r.start("lvsd")  # no nanny: no real server is in service, the services alone
+        r.wait(lambda: set(kernel_table().keys()) == set(want.keys()), 60, "both services in the kernel")
+        expect = ["-A -f 12 -s mh -o -b mh-fallback,mh-port",
+                  "-A -u 10.0.0.5:5060 -s sh -p 60 --pe sip -o -b sh-fallback,sh-port"]
+        assert _save_services() == expect
+        assert sorted(x for x in save_lines(want) if x.startswith("-A")) == expect  # `lvsbus ipvs save` agrees
+        assert {k: e.service for k, e in kernel_table().items()} == {k: e.service for k, e in want.items()}
+        assert "pe sip" in ipvsadm("-Ln") and "ops" in ipvsadm("-Ln")
+
+        plain = OPTIONS.replace('scheduler_flags = ["sh-port", "sh-fallback"]\nops = true\n', "") \
+                       .replace('persistence_engine = "sip"\n', "")
+        mark = r.events()[-1].seq
+        r.publish("config.loaded", {"path": str(cfg), "format": "toml", "digest": "plain",
+                                    "model": to_dict(loads_toml(plain, "lvs.toml").config), "warnings": [],
+                                    "local_router": "lvs1", "reload": True, "diff": {}})
+        r.wait(lambda: "-A -u 10.0.0.5:5060 -s sh -p 60" in _save_services(), 60, "the options taken off")
+        ops = [o for e in r.events("ipvs.apply", after=mark) for o in e.payload["ops"]]
+        assert [(o["op"], o["service"]) for o in ops] == [("edit_service", "udp:10.0.0.5:5060")], ops
+        assert not r.events("ipvs.op_failed")
+        r.stop_and_settle("lvsd", "ipvs")
+        r.verify_replay("lvsd", "ipvs")
+    finally:
+        r.close()

@@ -1,0 +1,70 @@
+"""The console's configuration page: the accepted config, a checked editor, the diff, apply.
+
+* ``check(text, path, fmt, running)``: what ``check-config`` says of an edited text (errors and
+  warnings with their lines), the model diff against the config in force, and the text diff.
+* ``write_atomically(path, text)``: a temporary file in the same directory, fsynced, renamed over
+  the file (its mode kept), the directory fsynced: a reader sees the old text or the new, never a
+  part. Applying is that, then SIGHUP to the router (its supervisor), exactly what an operator's
+  ``kill -HUP`` does; the router validates again and records ``config.loaded`` or
+  ``config.reload_refused`` (then the console puts the previous text back).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import tempfile
+
+from lvsbus.config import ConfigError, Severity, diff, from_dict, loads
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check(text: str, path: str, fmt: str | None, running_model: dict | None) -> dict:
+    def issue(i) -> dict:
+        return {"line": i.line, "key": i.key, "message": i.message, "suggestion": i.suggestion, "text": str(i)}
+
+    try:
+        loaded = loads(text, path, fmt)
+    except ConfigError as exc:
+        return {"ok": False, "errors": [issue(i) for i in exc.issues if i.severity is Severity.ERROR],
+                "warnings": [issue(i) for i in exc.issues if i.severity is not Severity.ERROR], "diff": []}
+    changes: list[str] = []
+    if running_model is not None:
+        try:
+            changes = diff(from_dict(running_model), loaded.config).lines()
+        except (ConfigError, KeyError, TypeError, ValueError):
+            changes = ["(the config in force could not be compared)"]
+    return {"ok": True, "errors": [], "warnings": [issue(i) for i in loaded.warnings], "diff": changes,
+            "digest": digest(text)}
+
+
+def text_diff(old: str, new: str, path: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"{path} (on disk)",
+                                        f"{path} (edited)"))
+
+
+def write_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(path)
+    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=".lvsbus-edit.", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

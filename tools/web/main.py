@@ -1,0 +1,52 @@
+"""Running the console: the bus client, the signals, the server (shared by ``lvsbus web`` and the
+router's ``python -m lvsbus_tools.web``)."""
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from lvsbus.bus import AsyncBusClient
+from lvsbus.paths import StateDirs
+
+from .app import Console, serve
+
+log = structlog.get_logger("lvsbus.web")
+
+
+def _supervisor_pid(state_dir: str) -> int | None:
+    from lvsbus.routercli import read_status
+
+    try:
+        return read_status(state_dir)["supervisor_pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run(state_dir: str, run_start_seq: int, address: str, password_file: str, cert: str | None, key: str | None,
+        node: str = "") -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        dirs = StateDirs(state_dir)
+        # every event: the overview folds what it shows (view.SUBSCRIPTIONS), the events page lists all
+        client = AsyncBusClient(dirs.run, "web", subs=("",), log_dir=dirs.log, from_seq=run_start_seq)
+        await client.start()
+        console = Console(password_file, tls=bool(cert), bus=client, node=node, state_dir=state_dir)
+        # the router said hello just before its run's config.loaded (the view follows from there)
+        console.view.router_pid = _supervisor_pid(state_dir)
+        try:
+            await serve(address, console, stop, cert, key)
+        finally:
+            client.close()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # the address is taken, or not this host's
+        log.error("web_cannot_listen", address=address, error=str(exc))
+        print(f"lvsbus web: cannot listen on {address}: {exc}")
+        return 1
+    return 0

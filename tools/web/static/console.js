@@ -1,0 +1,170 @@
+// lvsbus console: the overview, kept live by Server-Sent Events (/api/stream). No framework, no
+// external asset. The CSRF token and the role come from the page's <meta> tags.
+"use strict";
+const csrf = document.querySelector('meta[name="csrf"]').content;
+const role = document.querySelector('meta[name="role"]').content;
+document.body.className = role;
+let fields = [];
+const $ = (id) => document.getElementById(id);
+
+function fmtTime(ns) {
+  if (!ns) return "";
+  return new Date(ns / 1e6).toLocaleTimeString();
+}
+function num(v) {
+  if (v === null || v === undefined) return "";
+  if (v >= 1e9) return (v / 1e9).toFixed(1) + "G";
+  if (v >= 1e6) return (v / 1e6).toFixed(1) + "M";
+  if (v >= 1e4) return (v / 1e3).toFixed(1) + "K";
+  return String(v);
+}
+function stat(row, name) {
+  const i = fields.indexOf(name);
+  return row && i >= 0 ? num(row[i]) : "";
+}
+function cell(tr, cls, text, title) {
+  const td = document.createElement("td");
+  if (cls) td.className = cls;
+  td.textContent = text;
+  if (title) td.title = title;
+  tr.appendChild(td);
+  return td;
+}
+function statCells(tr, stats) {
+  for (const f of ["active", "inactive", "conns", "cps", "inpps", "outpps", "inbps", "outbps"]) cell(tr, "", stat(stats, f));
+}
+
+function serviceRow(svc) {
+  const tr = document.createElement("tr");
+  tr.className = "svc";
+  tr.id = "svc-" + svc.key;
+  cell(tr, "", `${svc.name}  ${svc.protocol}/${svc.address}:${svc.port}  ${svc.scheduler} ${svc.forwarding}`);
+  for (let i = 0; i < 6; i++) cell(tr, "", "");
+  statCells(tr, svc.stats);
+  cell(tr, "admin", "");
+  return tr;
+}
+
+function serverRow(s) {
+  // built once; later patches change its cells in place (a button under the pointer stays there)
+  const tr = document.createElement("tr");
+  tr.id = "srv-" + s.id;
+  tr.dataset.id = s.id;
+  for (const cls of ["", "health", "", "", "", "effective", "admin-state"]) cell(tr, cls, "");
+  statCells(tr, null);
+  const td = cell(tr, "admin", "");
+  for (const action of ["drain", "disable", "enable"]) {
+    const b = document.createElement("button");
+    b.textContent = action;
+    b.className = "act-" + action;
+    b.addEventListener("click", () => act(s.service, s.name, action));
+    td.appendChild(b);
+  }
+  fillServer(tr, s);
+  return tr;
+}
+
+function fillServer(tr, s) {
+  const c = tr.children;
+  const set = (i, text, cls, title) => {
+    if (c[i].textContent !== text) c[i].textContent = text;
+    if (cls !== undefined && c[i].className !== cls) c[i].className = cls;
+    if (title !== undefined) c[i].title = title;
+  };
+  set(0, `  ${s.name}  ${s.dest}`);
+  const hist = (s.history || []).map((h) => `${fmtTime(h.wall_ns)} ${h.state} (${h.reason}${h.detail ? ": " + h.detail : ""})`).join("\n");
+  set(1, s.health, "health h-" + s.health, hist);
+  set(2, fmtTime(s.since_ns));
+  const last = s.last;
+  set(3, last ? `${last.ok ? "ok" : last.detail} ${(last.latency_us / 1000).toFixed(1)} ms` : "");
+  set(4, String(s.weight));
+  set(5, s.effective === null ? "out" : String(s.effective), s.effective === null ? "effective out" : "effective");
+  set(6, s.admin, "admin-state a-" + s.admin);
+  ["active", "inactive", "conns", "cps", "inpps", "outpps", "inbps", "outbps"].forEach((f, i) => set(7 + i, stat(s.stats, f)));
+}
+
+function render(state) {
+  fields = state.fields;
+  routerPatch(state.router);
+  const body = $("rows");
+  body.textContent = "";
+  for (const svc of state.services) {
+    body.appendChild(serviceRow(svc));
+    for (const s of svc.servers) body.appendChild(serverRow(s));
+  }
+}
+
+function routerPatch(r) {
+  const el = $("role");
+  el.textContent = r.role;
+  el.className = "role " + r.role;
+  $("role-reason").textContent = r.reason ? `(${r.reason} ${fmtTime(r.since_ns)})` : "";
+  if (r.router) $("router").textContent = r.router;
+  const peers = Object.entries(r.peers).map(([n, p]) =>
+    `${n}: ${p.alive ? p.role : "dead"}${p.degraded && p.degraded.length ? " (link " + p.degraded.join(", ") + " degraded)" : ""}`);
+  $("peers").textContent = peers.length ? peers.join(", ") : "none heard";
+  const held = Object.entries(r.holders).map(([v, h]) => `${v}: ${h || "nobody"}`);
+  $("vips").textContent = held.length ? held.join(", ") : "none";
+  const down = Object.entries(r.links).filter(([, up]) => !up).map(([l]) => l);
+  $("links").textContent = down.length ? `DOWN: ${down.join(", ")}` : "up";
+}
+
+function apply(patches) {
+  for (const p of patches) {
+    if (p.kind === "reset") return load();
+    if (p.kind === "router") routerPatch(p);
+    else if (p.kind === "server") {
+      const tr = document.getElementById("srv-" + p.id);
+      if (tr) fillServer(tr, p);
+    } else if (p.kind === "service") {
+      const tr = document.getElementById("svc-" + p.key);
+      if (!tr) continue;
+      ["active", "inactive", "conns", "cps", "inpps", "outpps", "inbps", "outbps"].forEach((f, i) => {
+        tr.children[7 + i].textContent = stat(p.stats, f);
+      });
+    } else if (p.kind === "bye") {
+      $("live").textContent = "console stopped"; $("live").className = "live off";
+    }
+  }
+}
+
+async function load() {
+  const r = await fetch("/api/state", {credentials: "same-origin"});
+  if (r.status === 401) { location.href = "/login?expired=1"; return; }
+  const state = await r.json();
+  render(state);
+}
+
+async function post(url, body) {
+  const r = await fetch(url, {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(body)});
+  if (r.status === 401) { location.href = "/login?expired=1"; return null; }
+  return [r.status, await r.json()];
+}
+
+async function act(virtual, server, action) {
+  const res = await post("/api/server", {virtual, server, action, reason: ""});
+  if (!res) return;
+  const [status, a] = res;
+  $("message").textContent = status !== 200 ? `refused: ${a.error}` :
+    a.answered ? `#${a.seq}: ${virtual}/${server} ${a.outcome === "applied" ? "now" : a.outcome === "unchanged" ? "already" : "unknown:"} ${a.state}`
+               : `#${a.seq}: recorded; lvsd has not answered (a standby answers when this router becomes active)`;
+}
+
+$("handover").addEventListener("click", async () => {
+  if (!confirm("Hand the active role over to a live backup?")) return;
+  const res = await post("/api/handover", {reason: "", hold_s: 300});
+  if (!res) return;
+  const [status, a] = res;
+  $("message").textContent = status !== 200 ? `refused: ${a.error}` : !a.answered ? `#${a.seq}: recorded, no answer yet` :
+    a.type === "pulse.handover_refused" ? `#${a.seq}: handover refused: ${a.reason}` : `#${a.seq}: ${a.old} -> ${a.new} (handover)`;
+});
+
+function connect() {
+  const es = new EventSource("/api/stream");
+  es.onopen = () => { $("live").textContent = "live"; $("live").className = "live"; load(); };
+  es.onmessage = (m) => apply(JSON.parse(m.data));
+  es.addEventListener("expired", () => { es.close(); location.href = "/login?expired=1"; });
+  es.onerror = () => { $("live").textContent = "reconnecting"; $("live").className = "live off"; };
+}
+connect();

@@ -1,0 +1,228 @@
+"""What the console shows, folded from the bus: pure (no I/O, no clock), fed events in log order.
+
+``View.apply(event)`` folds one event and returns the patches it makes to what a browser shows
+(JSON-able dicts), so the server pushes exactly what changed: ``{"kind": "router", ...}`` (role,
+peers, VIPs), ``{"kind": "server", "id": ..., ...}`` (one real server's row), ``{"kind": "service",
+...}`` (a virtual service's figures) or ``{"kind": "reset"}`` (a new config: fetch the whole view
+again). ``View.state()`` is the whole view (the page's first paint and a reset).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lvsbus.config import ConfigError, from_dict
+from lvsbus.events import Event
+from lvsbus.ipvs_stats import FIELDS, Figures, fold
+from lvsbus_services.lvsd.core import service_key
+
+#: what the console follows on the bus
+SUBSCRIPTIONS = (
+    "config.loaded", "router.role_changed", "pulse.peer_alive", "pulse.peer_dead", "pulse.heartbeat_received",
+    "pulse.link_degraded", "pulse.link_restored", "pulse.link_changed",
+    "pulse.take_vips", "pulse.release_vips", "health.", "lvsd.table_desired", "lvsd.table_delta",
+    "lvsd.server_action_taken", "ipvs.stats",
+)
+HISTORY = 8  # health changes kept per real server
+
+
+class View:
+    def __init__(self) -> None:
+        self.seq = 0
+        self.router: str | None = None
+        self.role = "UNKNOWN"
+        self.role_reason: str | None = None
+        self.role_since_ns: int | None = None
+        self.peers: dict[str, dict] = {}
+        self.vips: dict[str, str] = {}  # address -> owner
+        self.config_vips: list[str] = []  # every VIP of the config in force
+        self.links: dict[str, bool] = {}  # this router's heartbeat links: up or down (monitor_links)
+        self.services: list[dict] = []
+        self.rows: dict[str, dict] = {}  # health id -> server row (in self.services)
+        self.by_dest: dict[tuple[str, str], str] = {}  # (service key, dest key) -> health id
+        self.by_key: dict[str, dict] = {}  # service key -> service dict
+        self.figures = Figures()
+        self.weights: dict[str, dict[str, int]] = {}  # desired table: service key -> {dest key: weight}
+        self.config: dict | None = None  # the config in force: {path, format, digest, model, seq}
+        self.router_pid: int | None = None  # the router's supervisor (it says hello on the bus)
+
+    # -- the whole view ---------------------------------------------------------------------
+
+    def router_state(self) -> dict:
+        return {"kind": "router", "router": self.router, "role": self.role, "reason": self.role_reason,
+                "since_ns": self.role_since_ns, "peers": self.peers, "vips": sorted(self.vips),
+                "holders": self.holders(), "links": self.links}
+
+    def holders(self) -> dict[str, str | None]:
+        """Each configured VIP -> who holds it as this router sees it: itself when it added the
+        address, else the peer heard ACTIVE (None: nobody known)."""
+        active = [n for n, p in sorted(self.peers.items()) if p["alive"] and p["role"] == "ACTIVE"]
+        return {v: (self.router or "this router") if v in self.vips else (active[0] if active else None)
+                for v in self.config_vips}
+
+    def state(self) -> dict:
+        return {"seq": self.seq, "fields": FIELDS, "router": self.router_state(), "services": self.services}
+
+    # -- folding ----------------------------------------------------------------------------
+
+    def apply(self, ev: Event) -> list[dict]:
+        self.seq = max(self.seq, ev.seq)
+        t, p = ev.type, ev.payload
+        if t == "config.loaded":
+            self.config = {"path": p["path"], "format": p["format"], "digest": p["digest"], "model": p["model"],
+                           "seq": ev.seq}
+            self._config(p)
+            return [{"kind": "reset"}]
+        if t == "bus.client_joined":
+            if p["client"] == "router" and p.get("pid"):
+                self.router_pid = p["pid"]
+            return []
+        if t == "router.role_changed":
+            self.role, self.role_reason, self.role_since_ns = p["new"], p["reason"], ev.wall_ns
+            return [self.router_state()]
+        if t in ("pulse.peer_alive", "pulse.peer_dead"):
+            old = self.peers.get(p["peer"], {})
+            self.peers[p["peer"]] = {"alive": t == "pulse.peer_alive", "role": p["role"], "degraded": old.get("degraded", [])}
+            return [self.router_state()]
+        if t in ("pulse.link_degraded", "pulse.link_restored"):
+            peer = self.peers.setdefault(p["peer"], {"alive": True, "role": "BACKUP", "degraded": []})
+            bad = set(peer.get("degraded", []))
+            (bad.add if t == "pulse.link_degraded" else bad.discard)(p["link"])
+            peer["degraded"] = sorted(bad)
+            return [self.router_state()]
+        if t == "pulse.link_changed":
+            self.links[p["link"]] = p["up"]
+            return [self.router_state()]
+        if t == "pulse.heartbeat_received":
+            peer = self.peers.get(p["peer"])
+            if peer is None or peer["role"] == p["role"] or not peer["alive"]:
+                return []  # chatter: only a peer's role change shows
+            peer["role"] = p["role"]
+            return [self.router_state()]
+        if t == "pulse.take_vips":
+            self.vips.update({v["address"]: v["owner"] for v in p["vips"]})
+            return [self.router_state()]
+        if t == "pulse.release_vips":
+            for v in p["vips"]:
+                self.vips.pop(v["address"], None)
+            return [self.router_state()]
+        if t in ("health.real_server_up", "health.real_server_down", "health.state_changed"):
+            new = {"health.real_server_up": "UP", "health.real_server_down": "DOWN"}.get(t) or p["new"]
+            return self._health(f"{p['virtual']}/{p['server']}", new, p["reason"], p.get("detail"), ev.wall_ns)
+        if t == "health.check_results":
+            return self._checks(p, ev.wall_ns)
+        if t == "lvsd.table_desired":
+            self.weights = {svc: {d: a["weight"] for d, a in e["dests"].items()} for svc, e in p["table"].items()}
+            return self._weights_changed(None)
+        if t == "lvsd.table_delta":
+            touched = set()
+            for op in p["ops"]:
+                svc, dest = op["service"], op["dest"]
+                if op["op"] == "del_service":
+                    self.weights.pop(svc, None)
+                elif op["op"] in ("add_service", "edit_service"):
+                    self.weights.setdefault(svc, {})
+                elif op["op"] == "del_dest":
+                    self.weights.get(svc, {}).pop(dest, None)
+                else:
+                    self.weights.setdefault(svc, {})[dest] = op["attrs"]["weight"]
+                touched.add(svc)
+            return self._weights_changed(touched)
+        if t == "lvsd.server_action_taken":
+            row = self.rows.get(f"{p['virtual']}/{p['server']}")
+            if row is None or p["outcome"] == "unknown_server":
+                return []
+            row["admin"] = p["state"]
+            return [self._row_patch(row)]
+        if t == "ipvs.stats":
+            fold(self.figures, p)
+            return self._stats(p)
+        return []
+
+    def _config(self, p: dict) -> None:
+        try:
+            cfg = from_dict(p["model"])
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return
+        self.router = p["local_router"]
+        self.config_vips = sorted({vs.address for vs in cfg.lvs_services() if vs.active and not vs.fwmark}
+                                  | ({cfg.nat_router.address} if cfg.nat_router else set()))
+        old = self.rows
+        self.services, self.rows, self.by_dest, self.by_key = [], {}, {}, {}
+        for vs in cfg.lvs_services():
+            key = str(service_key(vs))
+            svc: dict[str, Any] = {
+                "name": vs.name, "key": key, "active": vs.active, "address": vs.address, "port": vs.port,
+                "protocol": vs.protocol.value, "scheduler": vs.scheduler, "forwarding": vs.forwarding.value,
+                "stats": None, "servers": [],
+            }
+            for rs in vs.servers:
+                id_ = f"{vs.name}/{rs.name}"
+                port = vs.port if rs.port is None else rs.port
+                dest = f"[{rs.address}]:{port}" if ":" in rs.address else f"{rs.address}:{port}"
+                prev = old.get(id_, {})
+                row = {
+                    "id": id_, "service": vs.name, "name": rs.name, "address": rs.address, "port": port,
+                    "dest": dest, "active": rs.active, "weight": rs.weight, "effective": None,
+                    "health": prev.get("health", "INIT"), "since_ns": prev.get("since_ns"),
+                    "history": prev.get("history", []), "last": prev.get("last"),
+                    "admin": prev.get("admin", "enabled"), "stats": None,
+                }
+                svc["servers"].append(row)
+                self.rows[id_] = row
+                self.by_dest[(key, dest)] = id_
+            self.services.append(svc)
+            self.by_key[key] = svc
+        self._weights_changed(None)
+        for key in self.by_key:
+            self._fill_stats(key)
+
+    def _row_patch(self, row: dict) -> dict:
+        return {"kind": "server", **row}
+
+    def _health(self, id_: str, new: str, reason: str, detail: str | None, wall_ns: int) -> list[dict]:
+        row = self.rows.get(id_)
+        if row is None:
+            return []
+        row["health"], row["since_ns"] = new, wall_ns
+        row["history"] = ([{"state": new, "reason": reason, "detail": detail, "wall_ns": wall_ns}] + row["history"])[:HISTORY]
+        return [self._row_patch(row)]
+
+    def _checks(self, p: dict, wall_ns: int) -> list[dict]:
+        changed: dict[str, dict] = {}
+        for id_, ok, lat, detail in zip(p["ids"], p["ok"], p["latency_us"], p["detail"]):
+            row = self.rows.get(id_)
+            if row is not None:
+                row["last"] = {"ok": ok, "latency_us": lat, "detail": detail, "wall_ns": wall_ns}
+                changed[id_] = row
+        return [self._row_patch(r) for r in changed.values()]
+
+    def _weights_changed(self, keys: set[str] | None) -> list[dict]:
+        out = []
+        for key, svc in self.by_key.items():
+            if keys is not None and key not in keys:
+                continue
+            table = self.weights.get(key, {})
+            for row in svc["servers"]:
+                eff = table.get(row["dest"])
+                if eff != row["effective"]:
+                    row["effective"] = eff
+                    out.append(self._row_patch(row))
+        return out
+
+    def _fill_stats(self, key: str) -> None:
+        svc = self.by_key[key]
+        svc["stats"] = list(self.figures.services[key]) if key in self.figures.services else None
+        dests = self.figures.dests.get(key, {})
+        for row in svc["servers"]:
+            row["stats"] = list(dests[row["dest"]]) if row["dest"] in dests else None
+
+    def _stats(self, p: dict) -> list[dict]:
+        out: list[dict] = []
+        keys = self.by_key if p["full"] else [k for k in p["services"] if k in self.by_key]
+        for key in keys:
+            svc = self.by_key[key]
+            before = [r["stats"] for r in svc["servers"]]
+            self._fill_stats(key)
+            out.append({"kind": "service", "key": key, "name": svc["name"], "stats": svc["stats"]})
+            out += [self._row_patch(r) for r, b in zip(svc["servers"], before) if r["stats"] != b]
+        return out
