@@ -22,9 +22,8 @@ from lvsbus_services.pulse.core import (
     ACTIVE, BACKUP, FAULT, INIT, MACHINE, ROLE_STATES, ROLE_TRANSITIONS, STOPPED, PulseCore,
     _settings_from_config, role_fsm_dot,
 )
-
 from tests.helpers.pulse_cluster import (
-    DEADTIME, KEEPALIVE, LATENCY, MS, S, Cluster, Node, config_payload, make_config, make_model, of,
+    DEADTIME, KEEPALIVE, LATENCY, MS, S, Cluster, Node, config_payload, make_config, make_model, of, steady_pair,
 )
 
 
@@ -36,15 +35,6 @@ ROLE_EFFECTS = {
     "router.role_changed", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp", "pulse.send_fence",
     "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify",
 }
-
-
-def steady_pair(**heartbeat) -> Cluster:
-    c = Cluster(**heartbeat)
-    c.start("lvs1")
-    c.start("lvs2")
-    c.run_until(10 * S)
-    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
-    return c
 
 
 # ---------------------------------------------------------------------------------------------

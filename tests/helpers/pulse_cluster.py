@@ -242,3 +242,13 @@ class Cluster:
     def last_heard(self, receiver: str, sender: str) -> int:
         return max(e.mono_ns for e in self.nodes[receiver].inputs
                    if e.type == "pulse.heartbeat_received" and e.payload["peer"] == sender)
+
+
+def steady_pair(**heartbeat) -> Cluster:
+    """lvs1 and lvs2 started together and run 10 s: lvs1 ACTIVE, lvs2 BACKUP."""
+    c = Cluster(**heartbeat)
+    c.start("lvs1")
+    c.start("lvs2")
+    c.run_until(10 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    return c
