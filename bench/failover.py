@@ -36,17 +36,9 @@ sys.path.insert(0, str(ROOT))
 from lvsbus import catalog  # noqa: E402,F401
 from lvsbus.events import decode  # noqa: E402
 from lvsbus.log import LogReader  # noqa: E402
+from tests.helpers.routers import start_responders  # noqa: E402
 from tests.netns import CLIENT, VIP, Topology, netns_available, router_toml, write_key  # noqa: E402
 
-RESPONDER = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 7))
-name = sys.argv[1].encode()
-while True:
-    data, addr = s.recvfrom(2048)
-    s.sendto(name + b" " + data, addr)
-"""
 
 KEEPALIVED_CONF = """
 global_defs {{
@@ -338,8 +330,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lvsb-bench-"))
     topo = Topology(routers=2).build()
     try:
-        for r in topo.routers:
-            topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_responders(topo, topo.routers)
         prober = Prober(topo)
         out("keepalive", args.keepalive, "s")
         out("deadtime", args.deadtime, "s")

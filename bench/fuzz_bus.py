@@ -520,37 +520,41 @@ def fuzz_pulse(n: int, seed: int = 1, progress=None) -> dict:
 
     import structlog
 
+    before = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))  # not 1M warnings
-    rnd = random.Random(seed)
-    counts = {"datagrams": 0, "datagram_refused": 0, "datagram_accepted": 0, "datagram_crashes": 0,
-              "flips_undetected": 0, "bad_observations": 0, "datagram_crash_first": []}
-    with tempfile.TemporaryDirectory(prefix="lvsbus-fuzz-pulse-") as tmp:
-        sh = _pulse_shell(tmp)
-        key = sh.key
-        for i in range(n):
-            data, corrupt = datagram(rnd, key)
-            try:
-                wire.decode_datagram(key, data)
-                counts["datagram_accepted"] += 1
-                if corrupt:
-                    counts["flips_undetected"] += 1
-            except wire.WireError:
-                counts["datagram_refused"] += 1
-            except Exception as exc:  # noqa: BLE001 - that is what is counted
-                counts["datagram_crashes"] += 1
-                if len(counts["datagram_crash_first"]) < 3:
-                    counts["datagram_crash_first"].append(f"decode: {type(exc).__name__}: {exc}"[:200])
-            try:
-                sh._datagram(rnd.choice(["public", "private"]), data, rnd.choice(["10.99.1.12", "10.99.2.12", "10.9.9.9", "::1"]))
-            except Exception as exc:  # noqa: BLE001
-                counts["datagram_crashes"] += 1
-                if len(counts["datagram_crash_first"]) < 3:
-                    counts["datagram_crash_first"].append(f"shell: {type(exc).__name__}: {exc}"[:200])
-            counts["datagrams"] = i + 1
-            if progress is not None and (i + 1) % 100_000 == 0:
-                progress(i + 1, counts)
-        counts["bad_observations"] = len(sh.runtime.bad)
-        counts["bad_observation_first"] = [b for b in sh.runtime.bad if b][:3]
+    try:
+        rnd = random.Random(seed)
+        counts = {"datagrams": 0, "datagram_refused": 0, "datagram_accepted": 0, "datagram_crashes": 0,
+                  "flips_undetected": 0, "bad_observations": 0, "datagram_crash_first": []}
+        with tempfile.TemporaryDirectory(prefix="lvsbus-fuzz-pulse-") as tmp:
+            sh = _pulse_shell(tmp)
+            key = sh.key
+            for i in range(n):
+                data, corrupt = datagram(rnd, key)
+                try:
+                    wire.decode_datagram(key, data)
+                    counts["datagram_accepted"] += 1
+                    if corrupt:
+                        counts["flips_undetected"] += 1
+                except wire.WireError:
+                    counts["datagram_refused"] += 1
+                except Exception as exc:  # noqa: BLE001 - that is what is counted
+                    counts["datagram_crashes"] += 1
+                    if len(counts["datagram_crash_first"]) < 3:
+                        counts["datagram_crash_first"].append(f"decode: {type(exc).__name__}: {exc}"[:200])
+                try:
+                    sh._datagram(rnd.choice(["public", "private"]), data, rnd.choice(["10.99.1.12", "10.99.2.12", "10.9.9.9", "::1"]))
+                except Exception as exc:  # noqa: BLE001
+                    counts["datagram_crashes"] += 1
+                    if len(counts["datagram_crash_first"]) < 3:
+                        counts["datagram_crash_first"].append(f"shell: {type(exc).__name__}: {exc}"[:200])
+                counts["datagrams"] = i + 1
+                if progress is not None and (i + 1) % 100_000 == 0:
+                    progress(i + 1, counts)
+            counts["bad_observations"] = len(sh.runtime.bad)
+            counts["bad_observation_first"] = [b for b in sh.runtime.bad if b][:3]
+    finally:
+        structlog.configure(**before)  # a test that calls this in-process leaves logging as it was
     return counts
 
 

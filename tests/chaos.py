@@ -54,6 +54,8 @@ from lvsbus import catalog  # noqa: F401
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from lvsbus.netns import CLIENT, VIP, Topology, router_toml, write_key
+from tests.helpers.procs import alive, children_of, ppid
+from tests.helpers.routers import RESPONDER, start_responders
 from tests.restarts import ErrLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,35 +66,8 @@ KINDS = ("service", "broker", "router", "link", "flap", "reload")
 DEFAULT_MIX = {"service": 60, "broker": 20, "router": 10, "link": 10, "flap": 10, "reload": 25}
 SERVICES = ("pulse", "nanny", "lvsd", "ipvs")
 
-RESPONDER = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", 7))
-name = sys.argv[1].encode()
-while True:
-    data, addr = s.recvfrom(2048)
-    s.sendto(name + b" " + data, addr)
-"""
-
-
 def _env() -> dict:
     return {**os.environ, "LVSBUS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class Tail:
@@ -281,6 +256,15 @@ class Pair:
                 str(self.state(r)), "--max-restarts", "1000", "--restart-window", "1.0"],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{r}.err", "ab"), cwd=str(ROOT), env=_env())
 
+    def start_settled(self) -> None:
+        """r1 first, ACTIVE; then r2, until the pair is steady with r1 active (60 s each at most)."""
+        self.start("r1")
+        if self.wait(lambda: self.roles()["r1"] == "ACTIVE", 60.0) is None:
+            raise RuntimeError("r1 never became ACTIVE")
+        self.start("r2")
+        if self.wait(self.steady, 60.0) != "r1":
+            raise RuntimeError(f"the pair never settled: roles {self.roles()}")
+
     def serve(self, s: str) -> None:
         self.servers[s] = self.topo.popen(s, [sys.executable, "-c", RESPONDER, s], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL)
@@ -323,7 +307,7 @@ class Pair:
             return None
         pid = line["pid"]
         sup = self.procs[r].pid
-        return pid if _alive(pid) and _ppid(pid) == sup else None
+        return pid if alive(pid) and ppid(pid) == sup else None
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -366,8 +350,7 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     kinds = [k for k in KINDS if mix.get(k, 0) > 0]
     weights = [mix[k] for k in kinds]
     pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
-    for r in topo.routers:
-        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(topo, topo.routers)
     for j in range(1, topo.n_servers + 1):
         pair.serve(f"s{j}")
     watches = {r: VipWatch(topo, r) for r in topo.routers}
@@ -376,12 +359,7 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
     client = None
     faults: list[Fault] = []
     try:
-        pair.start("r1")
-        if pair.wait(lambda: pair.roles()["r1"] == "ACTIVE", 60.0) is None:
-            raise RuntimeError("r1 never became ACTIVE")
-        pair.start("r2")
-        if pair.wait(pair.steady, 60.0) != "r1":
-            raise RuntimeError(f"the pair never settled: roles {pair.roles()}")
+        pair.start_settled()
         client = Client(topo, request_every, request_timeout).start()
         time.sleep(1.0)
         start_ns = time.monotonic_ns()
@@ -472,24 +450,34 @@ def chaos(topo: Topology, tmp: Path, *, seed: int = 1, duration: float = 120.0, 
 
     for t, r in false:
         out.setdefault("false_failover_after", []).append(f"{r} at {(t - start_ns) / 1e9:.1f}s: {last_fault_before(t)}")
-    from lvsbus.log import check
-    from lvsbus_tools.replay import verify
-
     for r in topo.routers:
-        rep = check(str(pair.state(r) / "log"))
-        out[f"log_check_{r}"] = "ok" if getattr(rep, "ok", True) else "failed"
-        if not getattr(rep, "ok", True):
-            out[f"log_check_{r}_report"] = rep.format()
-        v = verify(str(pair.state(r)))
-        out[f"replay_verify_{r}"] = "identical" if v.ok else "diverged"
-        if not v.ok:
-            d = v.divergences[0]
-            out[f"replay_divergence_{r}"] = d.describe()
+        d = _check_and_verify(out, r, pair.state(r) / "log")
+        if d is not None:
             out[f"replay_divergence_{r}_after"] = last_fault_before(pair.tails[r].mono_of(d.seq))
     out["faults"] = [{"kind": f.kind, "router": f.router, "what": f.what, "at_s": round((f.t0 - start_ns) / 1e9, 2),
                       "done": f.done} for f in faults]
     out["merged_log_lines"] = sum(len(e.poll() and e.bad) for e in pair.errs.values())
     return out
+
+
+def _check_and_verify(out: dict, r: str, logdir: Path):
+    """``lvsbus log check`` and replay --verify of router ``r``'s log into ``out`` (log_check_R ok or
+    failed, with its report; replay_verify_R identical or diverged, with the first divergence).
+    Returns that divergence, or None."""
+    from lvsbus.log import check
+    from lvsbus_tools.replay import verify
+
+    rep = check(str(logdir))
+    out[f"log_check_{r}"] = "ok" if rep.ok else "failed"
+    if not rep.ok:
+        out[f"log_check_{r}_report"] = rep.format()
+    v = verify(str(logdir))
+    out[f"replay_verify_{r}"] = "identical" if v.ok else "diverged"
+    if v.ok:
+        return None
+    d = v.divergences[0]
+    out[f"replay_divergence_{r}"] = d.describe()
+    return d
 
 
 def _inject(pair: Pair, rng: random.Random, kind: str, act: str | None, *, down_s: float, cut_s: float,
@@ -513,7 +501,7 @@ def _inject(pair: Pair, rng: random.Random, kind: str, act: str | None, *, down_
         topo.run(act, "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)  # a dead host holds no address
         time.sleep(down_s)
         # no process of the old tree may be left (each child dies with its parent)
-        pair.wait(lambda: not [pid for pid in _children_of(p.pid)], 5.0)
+        pair.wait(lambda: not [pid for pid in children_of(p.pid)], 5.0)
         pair.start(act)
         return Fault(kind, act, f"supervisor pid {p.pid}, down {down_s} s", t, now())
     if kind == "link":
@@ -540,14 +528,6 @@ def _inject(pair: Pair, rng: random.Random, kind: str, act: str | None, *, down_
                 p.send_signal(signal.SIGHUP)
         return Fault(kind, "both", f"s2 weight {pair.weight}", t, t)
     raise ValueError(kind)
-
-
-def _children_of(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit() and _ppid(int(d)) == pid:
-            out.append(int(d))
-    return out
 
 
 def as_lines(r: dict) -> list[str]:
@@ -581,8 +561,7 @@ def disk_full(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
     and ``log.write_recovered`` events, log check and replay verify of r1's log (done before the
     tmpfs goes), and ``ok`` when all hold."""
     pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
-    for r in topo.routers:
-        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(topo, topo.routers)
     logdir = pair.state("r1") / "log"
     logdir.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(logdir)], check=True,
@@ -590,12 +569,7 @@ def disk_full(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
     out: dict = {}
     fill = logdir / "zz-fill"
     try:
-        pair.start("r1")
-        if pair.wait(lambda: pair.roles()["r1"] == "ACTIVE", 60.0) is None:
-            raise RuntimeError("r1 never became ACTIVE")
-        pair.start("r2")
-        if pair.wait(pair.steady, 60.0) != "r1":
-            raise RuntimeError(f"the pair never settled: roles {pair.roles()}")
+        pair.start_settled()
         err = pair.errs["r1"]
         failed_before = _n(err, "log_write_failed")
         t_fill = time.monotonic_ns()
@@ -634,17 +608,7 @@ def disk_full(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
                 recorded.setdefault(ev.type, []).append(ev.payload)
         out["recorded_write_failed"] = len(recorded.get("log.write_failed", []))
         out["recorded_write_recovered"] = len(recorded.get("log.write_recovered", []))
-        from lvsbus.log import check
-        from lvsbus_tools.replay import verify
-
-        rep = check(str(logdir))
-        out["log_check_r1"] = "ok" if rep.ok else "failed"
-        if not rep.ok:
-            out["log_check_r1_report"] = rep.format()
-        v = verify(str(logdir))
-        out["replay_verify_r1"] = "identical" if v.ok else "diverged"
-        if not v.ok:
-            out["replay_divergence_r1"] = v.divergences[0].describe()
+        _check_and_verify(out, "r1", logdir)
     finally:
         pair.stop()
         try:
@@ -681,8 +645,7 @@ def slow_disk(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
     if not (cg_root / "blkio.throttle.write_iops_device").exists():
         raise RuntimeError("no cgroup v1 blkio controller at /sys/fs/cgroup/blkio")
     pair = Pair(topo, tmp, keepalive=keepalive, deadtime=deadtime)
-    for r in topo.routers:
-        topo.popen(r, [sys.executable, "-c", RESPONDER, r], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_responders(topo, topo.routers)
     img = tmp / "r1-log.img"
     with open(img, "wb") as fh:
         fh.truncate(64 * 1024 * 1024)
@@ -737,17 +700,7 @@ def slow_disk(topo: Topology, tmp: Path, *, keepalive: float = 0.2, deadtime: fl
                 worst = max(worst, ev.payload["commit_max_ns"])
         out["log_stats_while_slow"] = stats
         out["commit_max_ms_while_slow"] = round(worst / 1e6, 1)
-        from lvsbus.log import check
-        from lvsbus_tools.replay import verify
-
-        rep = check(str(logdir))
-        out["log_check_r1"] = "ok" if rep.ok else "failed"
-        if not rep.ok:
-            out["log_check_r1_report"] = rep.format()
-        v = verify(str(logdir))
-        out["replay_verify_r1"] = "identical" if v.ok else "diverged"
-        if not v.ok:
-            out["replay_divergence_r1"] = v.divergences[0].describe()
+        _check_and_verify(out, "r1", logdir)
     finally:
         pair.stop()
         if mounted:

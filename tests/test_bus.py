@@ -1,10 +1,8 @@
 """The recorded bus against a real broker process: order, refusals, slow subscribers, SIGKILL, CurveZMQ."""
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -18,82 +16,7 @@ import zmq
 from lvsbus import catalog  # noqa: F401
 from lvsbus.bus import BusClient
 from lvsbus.events import decode
-from lvsbus.log import LogReader
-from lvsbus.paths import StateDirs
-
-
-class BrokerProc:
-    def __init__(self, state: Path, *extra: str) -> None:
-        self.dirs = StateDirs(str(state))
-        self.extra = extra
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "BrokerProc":
-        sock = Path(self.dirs.run) / "bus.sock"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lvsbus.cli", "broker", "--node", "t1", "--state-dir", self.dirs.root, *self.extra],
-            stderr=subprocess.PIPE,
-            env={**os.environ, "LVSBUS_LOG_FORMAT": "json"},
-        )
-        deadline = time.monotonic() + 15
-        while True:
-            line = self.proc.stderr.readline().decode()
-            if "broker ready" in line:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"broker did not start: {line}{self.proc.stderr.read().decode()[-2000:]}")
-        assert sock.exists()
-        # keep draining stderr so the broker never blocks on a full pipe
-        import threading
-
-        self.lines: list[str] = []
-        threading.Thread(target=lambda: [self.lines.append(l.decode()) for l in self.proc.stderr], daemon=True).start()
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def events(self):
-        return [decode(body, seq) for seq, body in LogReader(self.dirs.log).read(1)]
-
-    def events_skipping(self):
-        return [decode(body, seq) for seq, body in LogReader(self.dirs.log, skip_corrupt=True).read(1)]
-
-
-@pytest.fixture
-def broker(tmp_path):
-    procs = []
-
-    def make(*extra, state=None):
-        b = BrokerProc(state or tmp_path / "state", *extra)
-        procs.append(b)
-        return b.start()
-
-    yield make
-    for b in procs:
-        b.kill()
-
-
-def client(b: BrokerProc, name: str, subs=(), **kw) -> BusClient:
-    return BusClient(b.dirs.run, name, subs=subs, log_dir=b.dirs.log, **kw)
-
-
-def wait_joined(c: BusClient, timeout=5.0):
-    """Wait until the broker has answered our hello (its first tick)."""
-    deadline = time.monotonic() + timeout
-    while c.core.epoch is None:
-        assert time.monotonic() < deadline, "broker never answered hello"
-        c._pump(0.05)
+from tests.helpers.procs import broker, client, tmpfs, wait_joined  # noqa: F401  (broker: the fixture)
 
 
 def test_events_are_numbered_recorded_and_delivered_in_log_order(broker):
@@ -255,27 +178,13 @@ def test_curve_endpoint_serves_authorized_keys_only(broker, tmp_path):
 def test_disk_full_is_reported_and_survived(broker, tmp_path):
     """The log's disk fills up: events are still delivered, the failure is an event, no ack is
     given for what is not durable; when space returns, the backlog is written and acks flow."""
-    state = tmp_path / "small"
-    state.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small") as state:
         b = broker(state=state)
         sub = client(b, "sub", subs=("bus.", "log."))
         pub = client(b, "pub")
         wait_joined(sub)
         filler = state / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # fill the disk
-        try:
-            for chunk in (65536, 4096, 512, 16):
-                try:
-                    while True:
-                        os.write(fd, b"\0" * chunk)
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
+        _fill(filler)
         for i in range(300):
             pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
         with pytest.raises(TimeoutError):
@@ -296,23 +205,10 @@ def test_disk_full_is_reported_and_survived(broker, tmp_path):
         assert any(e.type == "log.write_recovered" for e in logged)
         assert [e.payload["n"] for e in logged if e.type == "bus.probe"][:300] == list(range(300))
         b.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(state)], capture_output=True)
-
-
-@contextlib.contextmanager
-def _tmpfs(path: Path, size: str = "2m"):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def _fill(filler: Path) -> None:
+    """Write ``filler`` until its filesystem has not one byte left."""
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         for chunk in (65536, 4096, 512, 16, 1):
@@ -325,10 +221,11 @@ def _fill(filler: Path) -> None:
         os.close(fd)
 
 
-def _stop_while_full(broker, state: Path, *extra: str):
+def _stop_while_full(broker, state: Path, *extra: str, free: bool = True):
     """Start a broker on ``state`` (a small tmpfs), fill the disk, publish 300 probes (delivered
-    live, not written), stop the broker cleanly while the disk is still full, then free the disk.
-    Returns (subscriber still connected, publisher, the probes it saw, the broker's stderr lines)."""
+    live, not written), stop the broker cleanly while the disk is still full, then free the disk
+    (unless not ``free``). Returns (the stopped broker, subscriber still connected, publisher,
+    the events it saw)."""
     b = broker("--stop-flush-s", "0.5", *extra, state=state)
     sub = client(b, "sub", subs=("bus.probe", "log."))
     pub = client(b, "pub")
@@ -345,7 +242,8 @@ def _stop_while_full(broker, state: Path, *extra: str):
     assert any(e.type == "log.write_failed" for e in got)
     b.stop()
     assert b.proc.returncode == 0
-    (state / "filler").unlink()  # space comes back before the next start
+    if free:
+        (state / "filler").unlink()  # space comes back before the next start
     return b, sub, pub, got
 
 
@@ -353,7 +251,7 @@ def test_a_stop_while_the_disk_is_full_loses_no_seq_to_reuse(broker, tmp_path):
     """Issue 19: a clean stop with delivered-but-unwritten events, and nowhere to spill them: the
     next broker declares their seqs lost (log.gap) instead of giving them to new events, so a
     subscriber that stayed connected receives every new acknowledged event."""
-    with _tmpfs(tmp_path / "small") as state:
+    with tmpfs(tmp_path / "small") as state:
         b, sub, pub, got = _stop_while_full(broker, state)  # the spill file would go to the same full disk
         assert any("log_backlog_lost_at_stop" in line for line in b.lines), "".join(b.lines)[-3000:]
         last_seen = max(e.seq for e in got)
@@ -383,7 +281,7 @@ def test_a_stop_while_the_disk_is_full_spills_the_backlog_and_the_next_start_wri
     """With a spill directory on another filesystem, nothing delivered is lost at all."""
     spill = tmp_path / "spill"
     spill.mkdir()
-    with _tmpfs(tmp_path / "small") as state:
+    with tmpfs(tmp_path / "small") as state:
         b, sub, pub, got = _stop_while_full(broker, state, "--spill-dir", str(spill))
         assert (spill / "log-backlog.spill").exists(), "".join(b.lines)[-3000:]
         b2 = broker("--spill-dir", str(spill), state=state)
@@ -405,19 +303,8 @@ def test_a_spilled_backlog_waits_while_the_disk_is_still_full_at_the_next_start(
     declared lost), and are written, spill file removed, when space returns."""
     spill = tmp_path / "spill"
     spill.mkdir()
-    with _tmpfs(tmp_path / "small") as state:
-        b = broker("--stop-flush-s", "0.5", "--spill-dir", str(spill), state=state)
-        sub = client(b, "sub", subs=("bus.probe", "log."))
-        pub = client(b, "pub")
-        wait_joined(sub)
-        _fill(state / "filler")
-        for i in range(200):
-            pub.publish("bus.probe", {"sent_ns": 0, "n": i, "pad": "y" * 200})
-        got = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len([e for e in got if e.type == "bus.probe"]) < 200:
-            got.extend(sub.recv_batch(0.3))
-        b.stop()
+    with tmpfs(tmp_path / "small") as state:
+        _b, sub, pub, _got = _stop_while_full(broker, state, "--spill-dir", str(spill), free=False)
         assert (spill / "log-backlog.spill").exists()
         b2 = broker("--spill-dir", str(spill), state=state)  # the disk is still full
         seen = []
@@ -431,7 +318,7 @@ def test_a_spilled_backlog_waits_while_the_disk_is_still_full_at_the_next_start(
         logged = b2.events()
         seqs = [e.seq for e in logged]
         assert seqs == list(range(1, seqs[-1] + 1)) and seq in seqs
-        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(200)) + [999]
+        assert [e.payload["n"] for e in logged if e.type == "bus.probe"] == list(range(300)) + [999]
         assert not any(e.type == "log.gap" for e in logged)
         assert any(e.type == "log.write_recovered" for e in logged)
         assert not (spill / "log-backlog.spill").exists()

@@ -26,7 +26,7 @@ from lvsbus.events import REGISTRY, DecodeError, Event, decode
 from lvsbus.log import Durability, EventLog, LogReader, frame
 from lvsbus.paths import StateDirs
 from lvsbus.schema import Enum, Float, Int, Json, SchemaError
-from tests.test_bus import BrokerProc, client, wait_joined
+from tests.helpers.procs import BrokerProc, broker, client, wait_joined  # noqa: F401  (broker: the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("fuzz_bus", ROOT / "bench" / "fuzz_bus.py")
@@ -34,21 +34,6 @@ fuzz = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz)
 
 TIMER = {"service": "s", "deadline_ns": 1}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """Start ``lvsbus broker`` processes (tests/test_bus.BrokerProc); SIGKILLed at the end."""
-    procs = []
-
-    def make(*extra, state=None):
-        b = BrokerProc(state or tmp_path / "state", *extra)
-        procs.append(b)
-        return b.start()
-
-    yield make
-    for b in procs:
-        b.kill()
 
 
 def raw_socket(b: BrokerProc, hello: bool = True) -> zmq.Socket:
@@ -450,7 +435,7 @@ def test_a_restarting_service_recovers_past_an_undecodable_record(tmp_path):
     """A service restarting from the log (ServiceRuntime.recover) used to raise on it, every time:
     a restart loop, then the router steps down."""
     from lvsbus.runtime import ServiceRuntime
-    from tests.test_runtime import Counter
+    from tests.helpers.counter_core import Counter
 
     dirs = StateDirs(str(tmp_path / "s")).make()
 

@@ -22,6 +22,7 @@ from lvsbus.config import (
     loads_toml,
     render_toml,
 )
+from tests.helpers.lvscf import BASE, DNS_QUERY, dns_cf, escaped
 
 FIX = Path(__file__).parent / "fixtures" / "lvscf"
 
@@ -206,7 +207,6 @@ def _err(text: str) -> list:
     return list(info.value.issues)
 
 
-BASE = "primary = 10.0.0.1\n"
 
 
 @pytest.mark.parametrize("body,line,key,words", [
@@ -270,22 +270,8 @@ def test_crlf_line_endings_read_like_lf():
 
 # -- send/expect escapes: binary protocols in lvs.cf -------------------------------------------
 
-#: a DNS query for example.org A, ID 0xbeef (a byte above 0x7f: not UTF-8), RD set
-DNS_QUERY = (b"\xbe\xef\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03org\x00\x00\x01\x00\x01")
-
-
-def _escaped(data: bytes) -> str:
-    return "".join(f"\\x{b:02x}" if i % 2 else f"\\{b:03o}" for i, b in enumerate(data))  # both forms
-
-
-def _dns_cf(send: str, expect: str = "", extra: str = "") -> str:
-    return (BASE + "virtual dns {\n address = 10.0.0.5 eth0\n port = 53\n protocol = udp\n"
-            f" send = \"{send}\"\n" + (f" expect = \"{expect}\"\n" if expect else "") + extra +
-            " server s {\n address = 10.0.0.6\n }\n}\n")
-
-
 def test_hex_and_octal_escapes_write_a_dns_query_byte_for_byte():
-    cfg = loads_lvscf(_dns_cf(_escaped(DNS_QUERY), "\\xbe\\xef\\x81\\x80"), "dns.cf").config
+    cfg = loads_lvscf(dns_cf(escaped(DNS_QUERY), "\\xbe\\xef\\x81\\x80"), "dns.cf").config
     chk = cfg.virtual_services[0].check
     assert chk.kind is CheckKind.UDP and chk.encoding == "latin-1"
     assert chk.payload.encode(chk.encoding) == DNS_QUERY
@@ -295,10 +281,10 @@ def test_hex_and_octal_escapes_write_a_dns_query_byte_for_byte():
 
 
 def test_escapes_that_stay_utf8_keep_utf8_text_and_a_literal_non_ascii_character_its_utf8_bytes():
-    chk = loads_lvscf(_dns_cf("caf\\303\\251 \\x41\\0", "é"), "t.cf").config.virtual_services[0].check
+    chk = loads_lvscf(dns_cf("caf\\303\\251 \\x41\\0", "é"), "t.cf").config.virtual_services[0].check
     assert chk.encoding == "utf-8" and chk.payload == "café A\0" and chk.expect == "é"
     # one value not UTF-8: both are bytes, and the literal é is still its two UTF-8 bytes
-    chk = loads_lvscf(_dns_cf("\\xff", "é"), "t.cf").config.virtual_services[0].check
+    chk = loads_lvscf(dns_cf("\\xff", "é"), "t.cf").config.virtual_services[0].check
     assert chk.encoding == "latin-1" and chk.expect.encode("latin-1") == "é".encode()
 
 
@@ -309,7 +295,7 @@ def test_escapes_that_stay_utf8_keep_utf8_text_and_a_literal_non_ascii_character
     ("abc\\", "lone backslash"),
 ])
 def test_an_unknown_escape_is_refused_with_its_line(value, why):
-    text = _dns_cf(value) if not value.endswith("\\") else _dns_cf("x").replace('send = "x"', f"send = {value}")
+    text = dns_cf(value) if not value.endswith("\\") else dns_cf("x").replace('send = "x"', f"send = {value}")
     with pytest.raises(ConfigError) as exc:
         loads_lvscf(text, "t.cf")
     (issue,) = exc.value.issues
@@ -319,7 +305,7 @@ def test_an_unknown_escape_is_refused_with_its_line(value, why):
 
 
 def test_a_regex_expect_keeps_the_regular_expressions_escapes():
-    chk = loads_lvscf(_dns_cf("PING\\r\\n", "^\\+PONG\\s\\d+\\r$", " use_regex = 1\n"), "t.cf").config.virtual_services[0].check
+    chk = loads_lvscf(dns_cf("PING\\r\\n", "^\\+PONG\\s\\d+\\r$", " use_regex = 1\n"), "t.cf").config.virtual_services[0].check
     assert chk.regex and chk.expect == "^\\+PONG\\s\\d+\r$" and chk.payload == "PING\r\n"
 
 

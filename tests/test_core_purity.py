@@ -1,5 +1,5 @@
 """A pure core imports no I/O: no module it reaches (inside lvsbus/ and services/) imports a
-clock, a socket, netlink, randomness, asyncio, logging or a process module.
+clock, a socket, netlink, randomness, asyncio, logging, a process module, the file system or sys.
 
 Static: follows the import statements of our own modules from each core module, so that even
 `time` (already loaded by the interpreter at start) is caught.
@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "zmq", "socket", "pyroute2", "time", "random", "asyncio", "structlog", "logging", "subprocess",
     "threading", "os", "select", "selectors", "uuid", "secrets", "datetime", "signal", "uvloop", "ssl",
+    "pathlib", "shutil", "sys",
 }
 OURS = ("lvsbus", "lvsbus_services", "lvsbus_tools")
 #: import name -> directory (lvsbus_services is services/, lvsbus_tools is tools/)
@@ -75,7 +76,11 @@ def reachable(start: str) -> dict[str, str]:
 
 PURE = [CORES[n].split(":")[0] for n in CORES if module_path(CORES[n].split(":")[0])] + [
     "lvsbus.core", "lvsbus.events", "lvsbus.schema", "lvsbus.ipvs_table", "lvsbus.ipvs_stats", "lvsbus.config.model",
-    "lvsbus_services.metrics.fold", "lvsbus.supervision", "lvsbus_services.nanny.schedule",
+    "lvsbus_services.metrics.fold", "lvsbus.supervision", "lvsbus_services.nanny.schedule", "lvsbus.config.derive",
+    # the config package (parsers, validation, diff) and pulse's wire format (were file-local checks in
+    # test_config_model and test_pulse_core)
+    "lvsbus.config", "lvsbus.config.validate", "lvsbus.config.native", "lvsbus.config.lvscf", "lvsbus.config.diff",
+    "lvsbus_services.pulse.wire",
 ]
 
 

@@ -15,7 +15,7 @@ from lvsbus_services.lvsd.core import LvsdCore
 from lvsbus_services.nanny.core import FOS, NannyCore, plan
 from lvsbus_services.pulse.core import ACTIVE, BACKUP, PulseCore, _settings_from_config
 
-from .test_pulse_core import S, Cluster, config_payload, make_config
+from tests.helpers.pulse_cluster import S, Cluster, config_payload, make_config
 
 TIMEOUT, REENTRY = 4.0, 20.0
 

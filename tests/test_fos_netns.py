@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns import VIP, netns, router_toml, write_key  # noqa: F401
-from tests.test_router_netns import Cluster
+from tests.helpers.routers import Cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -12,6 +12,7 @@ from lvsbus.config import loads, to_dict
 from lvsbus.events import REGISTRY, Event
 from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
 from lvsbus_services.ipvs.core import (ApplierCore, apply_ops, desired_from_config, plan, plan_globals, save_lines)
+from tests.helpers.event_log import write_events
 
 K1 = ServiceKey.tcp("10.0.0.1", 80)
 K2 = ServiceKey.tcp("10.0.0.2", 53, "udp")
@@ -320,7 +321,7 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
     from lvsbus.events import decode
     from lvsbus.log import LogReader
     from lvsbus_services.ipvs.netlink import Ipvs, Unavailable
-    from tests.test_bus import BrokerProc
+    from tests.helpers.procs import BrokerProc
 
     try:
         Ipvs().close()
@@ -404,21 +405,6 @@ def test_plan_only_some_services():
 
 # --- lvsbus ipvs save / show ------------------------------------------------------------------
 
-def _write_log(state_dir, events):
-    from lvsbus.events import encode
-    from lvsbus.log import EventLog
-    from lvsbus.paths import StateDirs
-
-    dirs = StateDirs(str(state_dir)).make()
-    log = EventLog(dirs.log)
-    try:
-        for i, (type_, source, payload) in enumerate(events, 1):
-            log.append(i, encode(Event(i, "n", source, type_, 1, i, i, None, payload)))
-        log.sync()
-    finally:
-        log.close()
-
-
 def test_cli_save_and_show_from_log(tmp_path, capsys):
     from lvsbus.cli import main
 
@@ -429,7 +415,7 @@ def test_cli_save_and_show_from_log(tmp_path, capsys):
     assert main(["ipvs", "save", "--state-dir", str(tmp_path / "none")]) == 1
     capsys.readouterr()
     edit = {"op": "edit_dest", "service": str(K1), "dest": "10.0.1.2:80", "attrs": {"forwarding": "nat", "weight": 0, "upper": 0, "lower": 0}}
-    _write_log(tmp_path / "state", [
+    write_events(tmp_path / "state", [
         ("lvsd.table_desired", "lvsd", {"version": 1, "table": base().to_dict(), "reason": "started", "digest": "d", "services": 2, "dests": 3}),
         ("health.real_server_down", "nanny", {"virtual": "web", "server": "b", "address": "10.0.1.2", "port": 80, "reason": "checks_failed",
                                               "previous": "FALLING", "failures": 3, "detail": "refused"}),

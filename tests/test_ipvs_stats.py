@@ -269,13 +269,12 @@ def test_zero_refuses_a_bad_service_key(capsys):
 def test_show_stats_falls_back_to_the_log(tmp_path, capsys, monkeypatch):
     from lvsbus.cli import main
     from lvsbus_services.ipvs import cli
-
-    from tests.test_ipvs_core import _write_log
+    from tests.helpers.event_log import write_events
 
     monkeypatch.setattr(cli, "kernel_stats", lambda: (None, "IPVS not available in this kernel (test)"))
     p = {"interval_ms": 2000, "full": True, "services": {S1: {"stats": list(d(3, 18, 12, 1200, 1500)),
                                                               "dests": {"10.0.1.2:80": list(d(3, 18, 12, 1200, 1500))}}}}
-    _write_log(tmp_path, [("ipvs.stats", "ipvs", p)])
+    write_events(tmp_path, [("ipvs.stats", "ipvs", p)])
     assert main(["ipvs", "show", "--stats", "--state-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "# IPVS not available in this kernel (test): the figures the applier recorded, as of seq 1"

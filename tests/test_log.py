@@ -36,6 +36,7 @@ from lvsbus.log import (
     parse_frames,
 )
 from tests.helpers.log_writer import body_for
+from tests.helpers.procs import tmpfs
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "log_writer.py")
 NONE = Durability("none")
@@ -435,16 +436,8 @@ def test_always_and_none(tmp_path):
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tmpfs", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize("mode", ["none", "group", "always"])

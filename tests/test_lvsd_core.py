@@ -7,67 +7,10 @@ import random
 
 import msgpack
 
-from lvsbus.config import Check, Config, Forwarding, Protocol, RealServer, Router, VirtualService, to_dict
-from lvsbus.events import Event
+from lvsbus.config import Check, Forwarding, Protocol, RealServer, to_dict
 from lvsbus.ipvs_table import Dest, ServiceKey, Table
 from lvsbus_services.lvsd.core import LvsdCore, apply_ops, table_ops
-
-KEY = "tcp:192.0.2.80:80"
-
-
-def vs(n=3, weights=None, **kw) -> VirtualService:
-    weights = weights or [1] * n
-    servers = tuple(RealServer(name=f"s{i}", address=f"10.0.0.{i + 1}", weight=weights[i]) for i in range(n))
-    return VirtualService(**{"name": "web", "address": "192.0.2.80", "port": 80, "servers": servers, **kw})
-
-
-def config(*vss) -> Config:
-    return Config(routers=(Router(name="lvs1", address="192.0.2.1"),), virtual_services=vss)
-
-
-class Lvsd:
-    def __init__(self, cfg: Config, start=True):
-        self.core = LvsdCore()
-        self.st = self.core.initial()
-        self.seq = 0
-        self.table: Table | None = None
-        self.version = 0
-        self.config(cfg)
-        if start:
-            self.feed("lvsd.started", {"pid": 1, "epoch": 1})
-
-    def feed(self, type_, payload):
-        self.seq += 1
-        self.st, out = self.core.decide(self.st, Event(self.seq, "n1", "x", type_, 1, self.seq, 0, None, payload))
-        for e in out:  # what the applier does with them
-            if e.type == "lvsd.table_desired":
-                self.table, self.version = Table.from_dict(e.payload["table"]), e.payload["version"]
-            elif e.type == "lvsd.table_delta":
-                assert e.payload["base_version"] == self.version
-                self.table, self.version = apply_ops(self.table, e.payload["ops"]), e.payload["version"]
-        if self.table is not None and self.st.live:
-            assert self.table == self.st.table  # deltas fold to exactly the core's table
-        return out
-
-    def config(self, cfg, digest="d1"):
-        return self.feed("config.loaded", {"model": to_dict(cfg), "digest": digest, "path": "x", "format": "toml",
-                                           "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
-
-    def up(self, server, virtual="web"):
-        return self.feed("health.real_server_up", {"virtual": virtual, "server": server, "address": "x", "port": 1,
-                                                   "reason": "checks_passed", "previous": "RISING", "passes": 2, "detail": "ok"})
-
-    def down(self, server, virtual="web"):
-        return self.feed("health.real_server_down", {"virtual": virtual, "server": server, "address": "x", "port": 1,
-                                                     "reason": "checks_failed", "previous": "FALLING", "failures": 3,
-                                                     "detail": "refused"})
-
-    def changed(self, server, new, virtual="web"):
-        return self.feed("health.state_changed", {"virtual": virtual, "server": server, "address": "x", "port": 1,
-                                                  "old": "UP", "new": new, "reason": "check_failing", "detail": None})
-
-    def dests(self, key=KEY):
-        return {k: d.weight for k, d in self.table[ServiceKey.parse(key)].dests.items()}
+from tests.helpers.lvsd_driver import KEY, Lvsd, config, vs
 
 
 def test_full_table_on_config_and_start_then_deltas_per_health_event():

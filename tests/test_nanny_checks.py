@@ -360,10 +360,9 @@ class DnsLike(asyncio.DatagramProtocol):
 
 def test_a_dns_query_written_with_escapes_in_lvs_cf_is_sent_byte_for_byte():
     from lvsbus.config import loads_lvscf
-    from tests.test_config_lvscf import BASE, DNS_QUERY, _dns_cf, _escaped
+    from tests.helpers.lvscf import DNS_QUERY, dns_cf, escaped
 
-    cfg = loads_lvscf(_dns_cf(_escaped(DNS_QUERY), "\\xbe\\xef\\x81\\x80"), "dns.cf").config
-    assert BASE
+    cfg = loads_lvscf(dns_cf(escaped(DNS_QUERY), "\\xbe\\xef\\x81\\x80"), "dns.cf").config
     c = cfg.virtual_services[0].check
 
     async def go():

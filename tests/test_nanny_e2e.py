@@ -22,7 +22,7 @@ from lvsbus.events import decode
 from lvsbus.ipvs_table import ServiceKey, Table
 from lvsbus.log import LogReader
 from lvsbus_services.lvsd.core import apply_ops
-from tests.test_bus import BrokerProc
+from tests.helpers.procs import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.2

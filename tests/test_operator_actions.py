@@ -12,8 +12,8 @@ from lvsbus.events import REGISTRY
 from lvsbus.snapshot import decode_state, encode_state
 from lvsbus_services.lvsd.core import LvsdCore
 from lvsbus_services.pulse.core import ACTIVE, BACKUP
-from tests.test_lvsd_core import Lvsd, config, vs
-from tests.test_pulse_core import LATENCY, MS, S, Cluster, Node, make_model, of, steady_pair
+from tests.helpers.lvsd_driver import Lvsd, config, vs
+from tests.helpers.pulse_cluster import LATENCY, MS, S, Cluster, Node, make_model, of, steady_pair
 
 # ---------------------------------------------------------------------------------------------
 # lvsd: drain, disable, enable

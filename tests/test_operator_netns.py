@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.netns import netns_module  # noqa: F401  (the fixture)
-from tests.test_router_netns import RESPONDER, ROOT, Cluster, start_responders
+from tests.helpers.routers import RESPONDER, ROOT, Cluster, start_responders
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

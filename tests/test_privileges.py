@@ -200,7 +200,7 @@ NOTIFY = """#!/bin/sh
 
 @pytest.fixture(scope="module")
 def topo(netns_module):  # noqa: F811  (the fixture)
-    from tests.test_router_netns import start_responders
+    from tests.helpers.routers import start_responders
 
     t = netns_module(routers=2)
     start_responders(t, t.routers)
@@ -209,25 +209,21 @@ def topo(netns_module):  # noqa: F811  (the fixture)
 
 @pytest.fixture
 def cluster(topo, tmp_path):
+    from tests.helpers.routers import clusters
     from tests.netns import router_toml
-    from tests.test_router_netns import Cluster
 
-    made = []
+    with clusters(topo, tmp_path) as new:
+        def make(port: int = 539, **cfg):
+            c = new(**cfg)
+            notify = tmp_path / "notify.sh"
+            notify.write_text(NOTIFY % (tmp_path / "notify.out"))
+            os.chmod(notify, 0o755)
+            text = router_toml(topo, tmp_path / "hb.key", port=port, keepalive=c.cfg["keepalive"],
+                               deadtime=c.cfg["deadtime"], extra=f'\n[notify]\nnotify = "{notify}"\n')
+            c.config.write_text('metrics_address = "127.0.0.1:9539"\n' + text)
+            return c
 
-    def make(port: int = 539, **cfg):
-        c = Cluster(topo, tmp_path, **cfg)
-        notify = tmp_path / "notify.sh"
-        notify.write_text(NOTIFY % (tmp_path / "notify.out"))
-        os.chmod(notify, 0o755)
-        text = router_toml(topo, tmp_path / "hb.key", port=port, keepalive=c.cfg["keepalive"],
-                           deadtime=c.cfg["deadtime"], extra=f'\n[notify]\nnotify = "{notify}"\n')
-        c.config.write_text('metrics_address = "127.0.0.1:9539"\n' + text)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
+        yield make
 
 
 def _sets_of(pid: int) -> list[P.CapSets]:
@@ -291,11 +287,11 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
         c.wait(lambda: c.role("r2") == "ACTIVE", 3.0, "r2 ACTIVE in its log")
         assert topo.has_address("r2", "10.99.1.50")
         from tests.netns import router_mac
-        from tests.test_router_netns import _capture
+        from tests.helpers.routers import capture_frames
 
         mac = bytes.fromhex(router_mac(2, 1).replace(":", ""))
         vip = socket.inet_aton("10.99.1.50")
-        frames = _capture(arp, lambda f: f[6:12] == mac and f[12:14] == b"\x08\x06" and f[28:32] == vip == f[38:42],
+        frames = capture_frames(arp, lambda f: f[6:12] == mac and f[12:14] == b"\x08\x06" and f[28:32] == vip == f[38:42],
                           enough=lambda got: len({struct.unpack("!H", g[20:22])[0] for g in got}) == 2)
         assert sorted({struct.unpack("!H", f[20:22])[0] for f in frames}) == [1, 2]  # request and reply
     finally:

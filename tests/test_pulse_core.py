@@ -1,18 +1,12 @@
 """pulse's pure core: the role FSM, election, failover, fencing, split brain, preemption.
 
-Two kinds of driver:
-* ``Node``: one core fed hand-built events (seq and mono_ns stamped by the helper); every input and
-  every output is validated against the event catalog, so the payloads are the declared contract;
-* ``Cluster``: two or three cores wired over an in-memory network (h11's ConnectionPair idea): a
-  ``pulse.send_heartbeat`` / ``pulse.send_fence`` effect becomes the receivers'
-  ``pulse.heartbeat_received`` / ``pulse.fence_received`` 1 ms later, a fake clock advances, and a
-  node gets ``timer.fired`` when its ``next_deadline`` passes. Links can be cut per pair and link,
-  nodes can crash.
+Two kinds of driver (tests/helpers/pulse_cluster.py): ``Node``, one core fed hand-built events
+checked against the catalog, and ``Cluster``, cores wired over an in-memory network with a fake
+clock (links cut per pair and link, nodes crashed).
 """
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import itertools
 import os
 
@@ -22,68 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.config import (
-    Config, Forwarding, Heartbeat, NatRouter, Notify, RealServer, Router, VirtualService, to_dict,
-)
-from lvsbus.core import Effect, run_core
-from lvsbus.events import REGISTRY, Event
+from lvsbus.config import VirtualService, to_dict
+from lvsbus.core import run_core
 from lvsbus_services.pulse.core import (
     ACTIVE, BACKUP, FAULT, INIT, MACHINE, ROLE_STATES, ROLE_TRANSITIONS, STOPPED, PulseCore,
     _settings_from_config, role_fsm_dot,
 )
-
-S = 1_000_000_000
-MS = 1_000_000
-KEEPALIVE = 1 * S
-DEADTIME = 3 * S
-LATENCY = 1 * MS
-
-ROUTERS = {
-    "lvs1": ("10.0.0.1", "192.168.0.1", 200),
-    "lvs2": ("10.0.0.2", "192.168.0.2", 100),
-    "lvs3": ("10.0.0.3", "192.168.0.3", 50),
-}
-
-
-def make_config(names=("lvs1", "lvs2"), priorities=None, private=True, **heartbeat) -> Config:
-    priorities = priorities or {}
-    hb = {"keepalive": 1.0, "deadtime": 3.0, "monitor_links": True, "garp_repeat": 3}
-    hb.update(heartbeat)
-    rs = (RealServer("a", "192.168.100.10"),)
-    return Config(
-        routers=tuple(
-            Router(n, ROUTERS[n][0], ROUTERS[n][1] if private else None, priority=priorities.get(n, ROUTERS[n][2]),
-                   device="eth0", private_device="eth1" if private else None)
-            for n in names
-        ),
-        heartbeat=Heartbeat(**hb),
-        notify=Notify(active_cmd="/usr/local/bin/up", inactive_cmd="/usr/local/bin/down", notify="/usr/local/bin/notify"),
-        nat_router=NatRouter("192.168.100.254", device="eth1", label="eth1:1", prefixlen=24),
-        virtual_services=(
-            VirtualService("web", "10.0.0.100", device="eth0", label="eth0:1", vip_prefixlen=24, port=80, servers=rs),
-            VirtualService("web-tls", "10.0.0.100", device="eth0", label="eth0:1", vip_prefixlen=24, port=443,
-                           servers=rs),
-            VirtualService("web6", "2001:db8::100", port=80, forwarding=Forwarding.DIRECT,
-                           servers=(RealServer("a", "2001:db8::10"),)),
-            VirtualService("off", "10.0.0.200", active=False, port=80),
-        ),
-    )
-
-
-def make_model(names=("lvs1", "lvs2"), priorities=None, private=True, **heartbeat) -> dict:
-    """A config model as the config.loaded event carries it (lvsbus.config.to_dict)."""
-    return to_dict(make_config(names, priorities, private, **heartbeat))
-
-
-def config_payload(local: str, model: dict, reload: bool = False) -> dict:
-    return {
-        "path": "/etc/lvsbus/lvs.toml", "format": "toml", "digest": "0" * 64, "model": model, "warnings": [],
-        "local_router": local, "reload": reload, "diff": {},
-    }
-
-
-def check(type_: str, payload: dict) -> None:
-    REGISTRY.validate(type_, REGISTRY.latest(type_).version, payload)
+from tests.helpers.pulse_cluster import (
+    DEADTIME, KEEPALIVE, LATENCY, MS, S, Cluster, Node, config_payload, make_config, make_model, of, steady_pair,
+)
 
 
 def types(effects, only=None) -> list[str]:
@@ -94,183 +35,6 @@ ROLE_EFFECTS = {
     "router.role_changed", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp", "pulse.send_fence",
     "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify",
 }
-
-
-def of(effects, type_) -> list[dict]:
-    return [e.payload for e in effects if e.type == type_]
-
-
-class Node:
-    """One core, fed hand-built events; inputs and outputs are checked against the catalog."""
-
-    def __init__(self, name: str = "lvs1", core: PulseCore | None = None, state=None):
-        self.name = name
-        self.core = core or PulseCore()
-        self.state = state if state is not None else self.core.initial()
-        self.seq = itertools.count(1)
-        self.inputs: list[Event] = []
-        self.outputs: list[tuple[int, list[Effect]]] = []
-
-    @property
-    def role(self) -> str:
-        return self.state.role
-
-    def feed(self, type_: str, payload: dict, now: int, source: str = "pulse") -> list[Effect]:
-        check(type_, payload)
-        ev = Event(next(self.seq), self.name, source, type_, 1, now, now, None, payload)
-        assert self.core.accepts(ev), ev.short()
-        self.inputs.append(ev)
-        self.state, effects = self.core.decide(self.state, ev)
-        for e in effects:
-            assert e.type in self.core.outputs, e.type
-            check(e.type, e.payload)
-        self.outputs.append((now, effects))
-        return effects
-
-    # shorthands
-    def configure(self, model: dict, now: int = 0) -> list[Effect]:
-        return self.feed("config.loaded", config_payload(self.name, model), now, source="config")
-
-    def start(self, now: int = 0, epoch: int = 1) -> list[Effect]:
-        return self.feed("pulse.started", {"epoch": epoch, "hostname": self.name, "addresses": [], "key_loaded": True}, now)
-
-    def timer(self, now: int) -> list[Effect]:
-        return self.feed("timer.fired", {"service": "pulse", "deadline_ns": now}, now, source="pulse")
-
-    def hb(self, peer: str, now: int, seq: int, role: str = BACKUP, link: str = "public", epoch: int = 1,
-           priority: int | None = None, leaving: bool = False) -> list[Effect]:
-        return self.feed("pulse.heartbeat_received", {
-            "link": link, "peer": peer, "address": ROUTERS[peer][0 if link == "public" else 1], "role": role,
-            "priority": ROUTERS[peer][2] if priority is None else priority, "epoch": epoch, "seq": seq,
-            "leaving": leaving,
-        }, now)
-
-    def fence(self, peer: str, now: int, seq: int, target: str | None = None, link: str = "public",
-              epoch: int = 1) -> list[Effect]:
-        return self.feed("pulse.fence_received", {
-            "link": link, "peer": peer, "address": ROUTERS[peer][0], "target": target or self.name,
-            "epoch": epoch, "seq": seq, "reason": "peer_dead",
-        }, now)
-
-    def link(self, link: str, up: bool, now: int) -> list[Effect]:
-        return self.feed("pulse.link_changed", {"link": link, "up": up, "device": None}, now)
-
-    def shutdown(self, now: int, graceful: bool = True) -> list[Effect]:
-        return self.feed("router.shutdown_requested", {"reason": "SIGTERM", "graceful": graceful}, now, source="supervisor")
-
-    def all_effects(self) -> list[Effect]:
-        return [e for _, effs in self.outputs for e in effs]
-
-    def role_changes(self) -> list[tuple[str, str, str]]:
-        return [(p["old"], p["new"], p["reason"]) for p in of(self.all_effects(), "router.role_changed")]
-
-
-class Cluster:
-    """Cores wired over an in-memory network with a fake clock."""
-
-    def __init__(self, names=("lvs1", "lvs2"), model: dict | None = None, **heartbeat):
-        self.model = model or make_model(names, **heartbeat)
-        self.nodes = {n: Node(n) for n in names}
-        self.now = 0
-        self.queue: list = []
-        self.counter = itertools.count()
-        self.cut: set[tuple[frozenset, str]] = set()
-        self.crashed: set[str] = set()
-        self.trace: list[tuple[int, str, str, dict]] = []  # (time, node, type, payload) of outputs
-
-    def roles(self) -> dict[str, str]:
-        return {n: node.role for n, node in self.nodes.items()}
-
-    def active(self) -> list[str]:
-        return sorted(n for n, node in self.nodes.items() if node.role == ACTIVE and n not in self.crashed)
-
-    def start(self, name: str, at: int | None = None, epoch: int = 1) -> None:
-        at = self.now if at is None else at
-        self._push(at, name, "config.loaded", config_payload(name, self.model))
-        self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True})
-
-    def cut_link(self, a: str, b: str, link: str) -> None:
-        self.cut.add((frozenset((a, b)), link))
-
-    def heal(self) -> None:
-        self.cut.clear()
-
-    def crash(self, name: str) -> None:
-        self.crashed.add(name)
-
-    def _push(self, at: int, node: str, type_: str, payload: dict) -> None:
-        heapq.heappush(self.queue, (at, next(self.counter), node, type_, payload))
-
-    def _deliver(self, node: Node, type_: str, payload: dict) -> None:
-        source = {"config.loaded": "config", "router.shutdown_requested": "supervisor"}.get(type_, "pulse")
-        effects = node.feed(type_, payload, self.now, source=source)
-        for e in effects:
-            self.trace.append((self.now, node.name, e.type, e.payload))
-            if e.type == "pulse.send_heartbeat":
-                for d in e.payload["destinations"]:
-                    if (frozenset((node.name, d["peer"])), d["link"]) in self.cut:
-                        continue
-                    p = e.payload
-                    self._push(self.now + LATENCY, d["peer"], "pulse.heartbeat_received", {
-                        "link": d["link"], "peer": node.name, "address": d["local_address"], "role": p["role"],
-                        "priority": p["priority"], "epoch": p["epoch"], "seq": p["seq"], "leaving": p["leaving"],
-                    })
-            elif e.type == "pulse.send_fence":
-                for d in e.payload["destinations"]:
-                    if (frozenset((node.name, d["peer"])), d["link"]) in self.cut:
-                        continue
-                    p = e.payload
-                    self._push(self.now + LATENCY, d["peer"], "pulse.fence_received", {
-                        "link": d["link"], "peer": node.name, "address": d["local_address"], "target": p["target"],
-                        "epoch": p["epoch"], "seq": p["seq"], "reason": p["reason"],
-                    })
-
-    def run_until(self, t: int) -> None:
-        same_time = 0
-        while True:
-            deadlines = []
-            for name, node in self.nodes.items():
-                if name in self.crashed:
-                    continue
-                d = node.core.next_deadline(node.state)
-                if d is not None:
-                    deadlines.append((max(d, self.now), name))
-            candidates = [q[0] for q in self.queue] + [d for d, _ in deadlines]
-            if not candidates:
-                self.now = t
-                return
-            nxt = min(candidates)
-            if nxt > t:
-                self.now = t
-                return
-            same_time = same_time + 1 if nxt == self.now else 0
-            assert same_time < 1000, "a core keeps asking for a deadline it does not consume"
-            self.now = nxt
-            while self.queue and self.queue[0][0] == nxt:
-                _, _, name, type_, payload = heapq.heappop(self.queue)
-                if name not in self.crashed:
-                    self._deliver(self.nodes[name], type_, payload)
-            for d, name in sorted(deadlines):
-                node = self.nodes[name]
-                nd = node.core.next_deadline(node.state)
-                if d == nxt and nd is not None and nd <= self.now and name not in self.crashed:
-                    self._deliver(node, "timer.fired", {"service": "pulse", "deadline_ns": nd})
-
-    def outputs_of(self, name: str, type_: str) -> list[tuple[int, dict]]:
-        return [(t, p) for t, n, ty, p in self.trace if n == name and ty == type_]
-
-    def last_heard(self, receiver: str, sender: str) -> int:
-        return max(e.mono_ns for e in self.nodes[receiver].inputs
-                   if e.type == "pulse.heartbeat_received" and e.payload["peer"] == sender)
-
-
-def steady_pair(**heartbeat) -> Cluster:
-    c = Cluster(**heartbeat)
-    c.start("lvs1")
-    c.start("lvs2")
-    c.run_until(10 * S)
-    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
-    return c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -980,23 +744,6 @@ def test_docs_list_every_transition():
         cells = [c.strip() for c in row[0].split("|")]
         assert cells[2] == ", ".join(sources) and cells[3] == dest, trigger
         assert cells[4] == ", ".join(f"`{c}`" for c in conds), trigger
-
-
-@pytest.mark.parametrize("module", ["services/pulse/core.py", "services/pulse/wire.py"])
-def test_pulse_core_and_wire_import_no_io_module(module):
-    import ast
-    from pathlib import Path
-
-    forbidden = {"socket", "time", "os", "random", "subprocess", "logging", "structlog", "zmq", "pyroute2",
-                 "uuid", "datetime", "asyncio", "threading", "select", "selectors", "pathlib", "shutil"}
-    tree = ast.parse((Path(__file__).resolve().parent.parent / module).read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
-    assert not imported & forbidden, imported & forbidden
 
 
 # ---------------------------------------------------------------------------------------------

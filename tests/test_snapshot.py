@@ -96,7 +96,7 @@ def test_bad_names(tmp_path):
 
 def _pulse_with_state():
     """pulse's core after an election between two routers (peers, settings, timers all set)."""
-    from tests.test_pulse_core import Cluster
+    from tests.helpers.pulse_cluster import Cluster
 
     c = Cluster()
     c.start("lvs1")

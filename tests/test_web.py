@@ -17,7 +17,7 @@ from lvsbus.events import REGISTRY, Event
 from lvsbus_tools.web import auth, configedit
 from lvsbus_tools.web.app import COOKIE, Console, make_app
 from lvsbus_tools.web.view import View
-from tests.test_lvsd_core import config, vs
+from tests.helpers.lvsd_driver import config, vs
 
 
 class FakeBus:

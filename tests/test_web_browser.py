@@ -22,7 +22,7 @@ import pytest
 
 from lvsbus_tools.web import auth
 from tests.netns import NAT, VIP, netns_module  # noqa: F401  (the fixture)
-from tests.test_router_netns import RESPONDER, ROOT, Cluster, start_responders
+from tests.helpers.routers import RESPONDER, ROOT, Cluster, start_responders
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

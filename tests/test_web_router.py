@@ -9,7 +9,7 @@ import pytest
 
 from lvsbus_tools.web import auth
 from tests.netns import netns_module  # noqa: F401  (the fixture)
-from tests.test_router_netns import Cluster
+from tests.helpers.routers import Cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -5,9 +5,7 @@ effect run of several), with real processes and SIGKILL, driven by the runtime's
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,44 +16,8 @@ from lvsbus.core import run_core
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from lvsbus.paths import StateDirs
+from tests.helpers.procs import Proc
 from tests.helpers.toy_service import Toy
-
-ROOT = str(Path(__file__).resolve().parents[1])
-
-
-class Proc:
-    def __init__(self, argv: list[str], ready: str, env: dict | None = None) -> None:
-        self.argv, self.ready, self.env = argv, ready, env
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-
-    def start(self) -> "Proc":
-        env = {**os.environ, "PYTHONPATH": ROOT, "LVSBUS_LOG_FORMAT": "json", **(self.env or {})}
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while True:
-            line = self.proc.stdout.readline().decode()
-            self.lines.append(line)
-            if self.ready in line:
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.argv} did not start: {''.join(self.lines)[-2000:]}")
-        threading.Thread(target=lambda: [self.lines.append(x.decode()) for x in self.proc.stdout], daemon=True).start()
-        return self
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
 
 @pytest.fixture
 def procs():
@@ -105,6 +67,23 @@ def _wait(cond, timeout, what):
         time.sleep(0.02)
 
 
+def _probes_3_to_5_answered_and_run(pub: BusClient, dirs: StateDirs, effects: Path) -> None:
+    """Publish probes 3..5 (acknowledged), wait for the service's answer to the last one in the
+    log and for both of its effects in the world."""
+    for i in range(3, 6):
+        pub.publish_acked("bus.probe", {"sent_ns": 0, "n": i, "pad": ""}, timeout=15)
+
+    def answered():
+        evs = _log(dirs)
+        probes = [e.seq for e in evs if e.type == "bus.probe"]
+        return len(probes) == 6 and any(e.cause == probes[-1] and e.source == "toy" for e in evs)
+
+    _wait(answered, 20, "the service never answered every probe")
+    last = [e.seq for e in _log(dirs) if e.type == "bus.probe"][-1]
+    _wait(lambda: sum(ln.startswith(f"{last} ") for ln in effects.read_text().splitlines()) >= 2, 10,
+          "the last probe's effects never ran")
+
+
 @pytest.mark.parametrize("point", ["published", "acked", "executed"])
 @pytest.mark.parametrize("kill", ["broker", "service", "both"])
 def test_a_crash_at_any_step_leaves_no_effect_without_its_record(procs, tmp_path, point, kill):
@@ -132,16 +111,7 @@ def test_a_crash_at_any_step_leaves_no_effect_without_its_record(procs, tmp_path
             broker = procs(broker_argv, "broker ready")
         if kill in ("service", "both"):
             svc = procs(svc_argv, "toy running", env)
-        for i in range(3, 6):
-            pub.publish_acked("bus.probe", {"sent_ns": 0, "n": i, "pad": ""}, timeout=15)
-
-        def answered():
-            evs = _log(dirs)
-            probes = [e.seq for e in evs if e.type == "bus.probe"]
-            return len(probes) == 6 and any(e.cause == probes[-1] and e.source == "toy" for e in evs)
-
-        _wait(answered, 20, "the service never answered every probe")
-        time.sleep(0.2)  # effects after the last ack
+        _probes_3_to_5_answered_and_run(pub, dirs, effects)
         svc.stop()
     finally:
         pub.close()
@@ -176,16 +146,7 @@ def test_a_broker_killed_with_a_decision_half_recorded_loses_nothing_and_repeats
         ran = effects.read_text()
         assert not [ln for ln in ran.splitlines() if ln.startswith(f"{third} ")], "an effect ran without its ack"
         broker = procs(broker_argv, "broker ready")
-        for i in range(3, 6):
-            pub.publish_acked("bus.probe", {"sent_ns": 0, "n": i, "pad": ""}, timeout=15)
-
-        def answered():
-            evs = _log(dirs)
-            probes = [e.seq for e in evs if e.type == "bus.probe"]
-            return len(probes) == 6 and any(e.cause == probes[-1] and e.source == "toy" for e in evs)
-
-        _wait(answered, 20, "the service never answered every probe")
-        time.sleep(0.2)
+        _probes_3_to_5_answered_and_run(pub, dirs, effects)
         svc.stop()
     finally:
         pub.close()

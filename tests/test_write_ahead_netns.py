@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.netns import VIP, netns_module  # noqa: F401
-from tests.test_router_netns import DEADTIME, ROOT, Cluster, start_responders
+from tests.helpers.routers import DEADTIME, ROOT, clusters, start_responders
 from lvsbus_tools.replay import verify
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -34,33 +34,10 @@ def topo(netns_module):  # noqa: F811
     return t
 
 
-class FaultCluster(Cluster):
-    def __init__(self, topo, tmp, env: dict[str, dict], **cfg) -> None:
-        super().__init__(topo, tmp, **cfg)
-        self.env = env
-
-    def start(self, *routers: str) -> None:
-        for r in routers or self.topo.routers:
-            self.procs[r] = self.topo.popen(
-                r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(self.config), "--state-dir",
-                    str(self.state(r))],
-                stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"{r}.err", "ab"), cwd=str(ROOT),
-                env={**os.environ, "LVSBUS_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT), **self.env.get(r, {})},
-            )
-
-
 @pytest.fixture
 def make(topo, tmp_path):
-    made = []
-
-    def mk(env=None, **cfg) -> FaultCluster:
-        c = FaultCluster(topo, tmp_path, env or {}, **cfg)
-        made.append(c)
-        return c
-
-    yield mk
-    for c in made:
-        c.stop()
+    with clusters(topo, tmp_path) as mk:
+        yield mk
 
 
 def _kill_active(c, topo) -> float:
@@ -86,8 +63,7 @@ def _check_r2(c, topo, since: int) -> None:
     truth, replay verifies."""
     c.wait_answer("r2", timeout=15)
     c.wait(lambda: set(TAKEOVER) <= {e.type for e in c.events("r2")}, 10, "the takeover in r2's log")
-    if (ROOT / "services" / "lvsd" / "__main__.py").exists():
-        c.wait(lambda: c.events("r2", ("lvsd.started",)), 10, "lvsd started on r2")
+    c.wait(lambda: c.events("r2", ("lvsd.started",)), 10, "lvsd started on r2")
     evs = [e for e in c.events("r2") if e.seq > since]
     ups = [e for e in evs if e.type == "router.role_changed" and e.payload["new"] == "ACTIVE"]
     assert len(ups) == 1, [(e.seq, e.cause) for e in ups]

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from lvsbus.keyfile import mode_problem, secret_problem
+from lvsbus.keyrules import mode_problem, secret_problem
 
 MAGIC = b"LVSP"
 VERSION = 1

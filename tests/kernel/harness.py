@@ -14,7 +14,7 @@ from lvsbus.config import load, to_dict
 from lvsbus.events import decode
 from lvsbus.ipvs_table import Table
 from lvsbus.log import LogReader
-from tests.test_bus import BrokerProc
+from tests.helpers.procs import BrokerProc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
