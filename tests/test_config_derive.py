@@ -5,7 +5,7 @@ from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.router import config_vips as supervisor_vips
 from lvsbus_services.pulse.core import _settings_from_model
 
-from .test_pulse_core import make_config
+from tests.helpers.pulse_cluster import make_config
 
 
 def test_the_supervisors_last_resort_release_covers_exactly_pulses_vips():

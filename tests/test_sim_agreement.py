@@ -21,7 +21,7 @@ from lvsbus.config import load
 from lvsbus_tools.agreement import decisions, first_divergence
 from lvsbus_tools.simulate import S, Cluster as SimCluster, Fault
 from tests.netns import VIP, netns  # noqa: F401  (the fixture)
-from tests.test_router_netns import RESPONDER, Cluster, start_responders
+from tests.helpers.routers import RESPONDER, Cluster, start_responders
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
