@@ -666,17 +666,21 @@ class Broker:
                              f"hello is {{name (1-64 characters), subs (at most {MAX_SUBS} prefixes of at most "
                              f"{MAX_TYPE} characters), pid}}", len(frames[2]))
                 return
+            # what this client sent before its hello is written before the answer: a client that
+            # finds a new epoch there reads the log to tell its lost publishes from recorded ones.
+            # Written before the client is known, so none of it is forwarded to it: the answer (T)
+            # comes first and its catch-up from the log delivers all of it, in order. (Forwarded
+            # ahead of T, a publish of the same drain made the client's catch-up start after it,
+            # and what was written in an earlier drain was never delivered to it.)
+            self._flush()
             self._clients[ident] = _Client(ident, name, subs, remote)
             self._route_cache.clear()
+            self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
             pid = hello.get("pid")
             self._emit(
                 "bus.client_joined",
                 {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
             )
-            # what this client sent before its hello is written before the answer: a client that
-            # finds a new epoch there reads the log to tell its lost publishes from recorded ones
-            self._flush()
-            self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
             if self._unrecorded and subs:
                 # delivered but not written (the disk refuses them): a client that joins now cannot
                 # read them from the log, so it gets them here (it drops what it already has by seq)
