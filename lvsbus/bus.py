@@ -1314,6 +1314,12 @@ class AsyncBusClient:
 
         self.ctx = zmq.asyncio.Context.instance()
         self.sock = _dealer(self.ctx, endpoint(run_dir), rcvhwm)
+        # a reconnection (a new broker) is seen at once and answered with a hello: the broker
+        # knows a client only by its hello, and its answer starts the catch-up and the resend of
+        # what the old broker lost (a silent client would wait for its 1 s watchdog: pulse's lost
+        # timer.fired held its heartbeats that long across a broker restart)
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._disconnected = False
         self.core = _ClientCore(name, subs, log_dir, from_seq)
         self._queue: list[Event] = []
         self._outbox: list[list] = []
@@ -1423,9 +1429,17 @@ class AsyncBusClient:
     async def _read_loop(self) -> None:
         import asyncio
 
+        import zmq.asyncio
+
+        poller = zmq.asyncio.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self.sock.closed:
-                if await self.sock.poll(100):
+                ready = dict(await poller.poll(100))
+                if self._monitor in ready:
+                    await self._on_monitor()
+                if self.sock in ready:
                     while True:
                         try:
                             frames = await self.sock.recv_multipart(zmq.NOBLOCK)
@@ -1442,6 +1456,21 @@ class AsyncBusClient:
                 self._fail(exc)
         except Exception as exc:  # a bad delivery (BusError, a decode error): the service's to see
             self._fail(exc)
+
+    async def _on_monitor(self) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        while True:
+            try:
+                msg = await self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(msg)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self._disconnected = True
+            elif event == zmq.EVENT_CONNECTED and self._disconnected:
+                self._disconnected = False
+                self._send(self.core.hello())
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
@@ -1566,4 +1595,10 @@ class AsyncBusClient:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
+        if not self.sock.closed:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        self._monitor.close(0)
         _close(self.sock)

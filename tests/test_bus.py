@@ -253,6 +253,48 @@ def test_a_client_that_publishes_before_its_hello_to_a_new_broker_misses_nothing
         br.close()
 
 
+def test_a_silent_client_says_hello_to_a_restarted_broker_as_soon_as_it_connects(broker, tmp_path, monkeypatch):
+    """A client that publishes nothing learns of a new broker when its connection is made (socket
+    monitor), not at its 1 s watchdog: what it sent that the old broker lost (pulse's timer.fired)
+    is found missing and sent again, and what it missed is caught up, at once. Here the watchdog
+    is off: before, the client never said hello to the new broker."""
+    import asyncio
+
+    import lvsbus.bus as bus
+
+    monkeypatch.setattr(bus, "TICK_S", 3600.0)  # this process's client only (the broker is another)
+    b = broker()
+
+    async def main() -> tuple[str | None, str | None, list[int]]:
+        c = bus.AsyncBusClient(b.dirs.run, "silent", subs=("timer.",), log_dir=b.dirs.log)
+        await c.start()
+        try:
+            for _ in range(100):
+                if c.core.epoch is not None:
+                    break
+                await asyncio.sleep(0.05)
+            first = c.core.epoch
+            b.kill()
+            pub = BusClient  # the event the client missed while it was away, published by another
+            b2 = broker(state=tmp_path / "state")
+            other = pub(b2.dirs.run, "other", log_dir=b2.dirs.log)
+            other.publish_acked("timer.fired", {"service": "s", "deadline_ns": 7}, timeout=10)
+            other.close()
+            got: list[int] = []
+            for _ in range(100):
+                got += [e.payload["deadline_ns"] for e in c.take()]
+                if c.core.epoch != first and got:
+                    break
+                await asyncio.sleep(0.05)
+            return first, c.core.epoch, got
+        finally:
+            c.close()
+
+    first, now, got = asyncio.run(main())
+    assert first is not None and now is not None and now != first
+    assert got == [7]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
