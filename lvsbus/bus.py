@@ -250,12 +250,12 @@ def _foreign_last_segment(log_dir: str) -> str | None:
     first, path = segs[-1]
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            head = f.read(SEGMENT_HEADER_SIZE)
+            if head == _SEGMENT_HEADER_BYTES[:len(head)] or not head.strip(b"\0"):
+                return None  # a segment (or one whose creation was torn): the rest is not read (a restart's time)
+            data = head + f.read()
     except OSError as exc:
         return f"{path}: cannot read it: {exc.strerror or exc}"
-    head = data[:SEGMENT_HEADER_SIZE]
-    if head == _SEGMENT_HEADER_BYTES[:len(head)] or not head.strip(b"\0"):
-        return None  # a segment (or one whose creation was torn)
     if len(data) > SEGMENT_HEADER_SIZE and _resync(data, SEGMENT_HEADER_SIZE, len(data), first) is not None:
         return None  # a damaged header before valid records: the log's recovery deals with it
     return (f"{path} is not a segment of an lvsbus log (it starts with {data[:8]!r}): "
