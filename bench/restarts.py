@@ -33,7 +33,15 @@ def main() -> int:
     ap.add_argument("--baseline-s", type=float, default=60.0,
                     help="then the same pair for this long without any kill (what the load alone does); 0: skip")
     ap.add_argument("--no-spares", action="store_true", help="routers without warm spares (the old restarts)")
+    ap.add_argument("--prefill-mib", type=float, default=0.0,
+                    help="first write this many MiB of an earlier run's records into r1's log (one segment: what "
+                         "a broker restart after hours of running recovers); 0: none")
+    ap.add_argument("--keep-dir", type=Path, default=None,
+                    help="keep both routers' state directories and stderr here (for lvsbus log dump / replay "
+                         "--timeline); default: a temporary directory, removed")
     args = ap.parse_args()
+    if args.keep_dir is not None and (args.keep_dir / "kills").exists():
+        ap.error(f"--keep-dir {args.keep_dir}: holds an earlier run's 'kills' (give a new directory)")
     why = netns_available()
     if why:
         print(f"bench/restarts.py: {why}", file=sys.stderr)
@@ -42,16 +50,20 @@ def main() -> int:
     t0 = time.monotonic()
     base = None
     try:
-        with tempfile.TemporaryDirectory(prefix="lvsbus-restarts-") as tmp:
-            r = campaign(topo, Path(tmp) / "kills", args.pulse_kills, args.broker_kills, keepalive=args.keepalive,
-                         deadtime=args.deadtime, window=args.window, spares=not args.no_spares, say=print)
+        with tempfile.TemporaryDirectory(prefix="lvsbus-restarts-") as scratch:
+            tmp = args.keep_dir if args.keep_dir is not None else Path(scratch)
+            r = campaign(topo, tmp / "kills", args.pulse_kills, args.broker_kills, keepalive=args.keepalive,
+                         deadtime=args.deadtime, window=args.window, spares=not args.no_spares, say=print,
+                         prefill_mib=args.prefill_mib)
             if args.baseline_s > 0:
-                base = campaign(topo, Path(tmp) / "idle", 0, 0, keepalive=args.keepalive, deadtime=args.deadtime,
+                base = campaign(topo, tmp / "idle", 0, 0, keepalive=args.keepalive, deadtime=args.deadtime,
                                 idle_s=args.baseline_s)
     finally:
         topo.destroy()
     print(f"keepalive_s={args.keepalive}")
     print(f"deadtime_s={args.deadtime}")
+    if args.prefill_mib > 0:
+        print(f"prefilled_records={r['prefilled_records']}")
     for k in ("pulse_kills", "broker_kills", "takeovers", "r1_role_changes", "max_heartbeat_gap_ms",
               "gaps_over_deadtime"):
         print(f"{k}={r[k]}")

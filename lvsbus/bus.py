@@ -250,12 +250,12 @@ def _foreign_last_segment(log_dir: str) -> str | None:
     first, path = segs[-1]
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            head = f.read(SEGMENT_HEADER_SIZE)
+            if head == _SEGMENT_HEADER_BYTES[:len(head)] or not head.strip(b"\0"):
+                return None  # a segment (or one whose creation was torn): the rest is not read (a restart's time)
+            data = head + f.read()
     except OSError as exc:
         return f"{path}: cannot read it: {exc.strerror or exc}"
-    head = data[:SEGMENT_HEADER_SIZE]
-    if head == _SEGMENT_HEADER_BYTES[:len(head)] or not head.strip(b"\0"):
-        return None  # a segment (or one whose creation was torn)
     if len(data) > SEGMENT_HEADER_SIZE and _resync(data, SEGMENT_HEADER_SIZE, len(data), first) is not None:
         return None  # a damaged header before valid records: the log's recovery deals with it
     return (f"{path} is not a segment of an lvsbus log (it starts with {data[:8]!r}): "
@@ -666,17 +666,21 @@ class Broker:
                              f"hello is {{name (1-64 characters), subs (at most {MAX_SUBS} prefixes of at most "
                              f"{MAX_TYPE} characters), pid}}", len(frames[2]))
                 return
+            # what this client sent before its hello is written before the answer: a client that
+            # finds a new epoch there reads the log to tell its lost publishes from recorded ones.
+            # Written before the client is known, so none of it is forwarded to it: the answer (T)
+            # comes first and its catch-up from the log delivers all of it, in order. (Forwarded
+            # ahead of T, a publish of the same drain made the client's catch-up start after it,
+            # and what was written in an earlier drain was never delivered to it.)
+            self._flush()
             self._clients[ident] = _Client(ident, name, subs, remote)
             self._route_cache.clear()
+            self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
             pid = hello.get("pid")
             self._emit(
                 "bus.client_joined",
                 {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
             )
-            # what this client sent before its hello is written before the answer: a client that
-            # finds a new epoch there reads the log to tell its lost publishes from recorded ones
-            self._flush()
-            self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
             if self._unrecorded and subs:
                 # delivered but not written (the disk refuses them): a client that joins now cannot
                 # read them from the log, so it gets them here (it drops what it already has by seq)
@@ -1279,6 +1283,7 @@ class _Outgoing:
     epoch: str | None  # the broker epoch it was sent under
     future: Any = None  # resolved with (first_seq, last_seq) once durable (publish_durable)
     rejected: int = 0
+    found: tuple[int, int] | None = None  # (first, last) seqs of its items found in the log after a broker restart
 
 
 class AsyncBusClient:
@@ -1309,6 +1314,12 @@ class AsyncBusClient:
 
         self.ctx = zmq.asyncio.Context.instance()
         self.sock = _dealer(self.ctx, endpoint(run_dir), rcvhwm)
+        # a reconnection (a new broker) is seen at once and answered with a hello: the broker
+        # knows a client only by its hello, and its answer starts the catch-up and the resend of
+        # what the old broker lost (a silent client would wait for its 1 s watchdog: pulse's lost
+        # timer.fired held its heartbeats that long across a broker restart)
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._disconnected = False
         self.core = _ClientCore(name, subs, log_dir, from_seq)
         self._queue: list[Event] = []
         self._outbox: list[list] = []
@@ -1418,9 +1429,17 @@ class AsyncBusClient:
     async def _read_loop(self) -> None:
         import asyncio
 
+        import zmq.asyncio
+
+        poller = zmq.asyncio.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self.sock.closed:
-                if await self.sock.poll(100):
+                ready = dict(await poller.poll(100))
+                if self._monitor in ready:
+                    await self._on_monitor()
+                if self.sock in ready:
                     while True:
                         try:
                             frames = await self.sock.recv_multipart(zmq.NOBLOCK)
@@ -1437,6 +1456,21 @@ class AsyncBusClient:
                 self._fail(exc)
         except Exception as exc:  # a bad delivery (BusError, a decode error): the service's to see
             self._fail(exc)
+
+    async def _on_monitor(self) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        while True:
+            try:
+                msg = await self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(msg)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self._disconnected = True
+            elif event == zmq.EVENT_CONNECTED and self._disconnected:
+                self._disconnected = False
+                self._send(self.core.hello())
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
@@ -1456,6 +1490,8 @@ class AsyncBusClient:
                 self._acked_to = max(self._acked_to, last)
                 out = self._unacked.pop(ack_id, None)
                 if out is not None and out.future is not None and not out.future.done():
+                    if out.found is not None:  # the rest was recorded before a broker restart
+                        first, last = min(first, out.found[0]), max(last, out.found[1])
                     out.future.set_result((first, last))
             core.acked.clear()
         elif kind == b"R":
@@ -1468,7 +1504,10 @@ class AsyncBusClient:
                 if out.rejected >= len(out.items):  # nothing of it was recorded: no ack will come
                     del self._unacked[ack_id]
                     if out.future is not None and not out.future.done():
-                        out.future.set_exception(PublishRefused(reason, detail))
+                        if out.found is not None:  # a part was recorded (before a broker restart): as a partial refusal
+                            out.future.set_result(out.found)
+                        else:
+                            out.future.set_exception(PublishRefused(reason, detail))
             core.rejections.clear()
         if events:
             self._queue.extend(events)
@@ -1482,40 +1521,49 @@ class AsyncBusClient:
     def _reconcile(self) -> None:
         """A new broker: each batch sent under an older one and not acknowledged is either in the
         log (the old broker wrote it, or the new one took it off our queue before our hello) or was
-        lost with the old broker. The log tells which; the lost items are sent again, in order."""
+        lost with the old broker. The log tells which, item by item; the lost items are sent again,
+        in order."""
         stale = [o for o in self._unacked.values() if o.epoch != self.core.epoch]
         if not stale:
             return
         recorded = self._recorded(stale)
-        for out, (n, first, last) in zip(stale, recorded):
+        resent = 0
+        for out, seqs in zip(stale, recorded):
             del self._unacked[out.ack_id]
-            self.found += n
-            if n >= len(out.items):
+            self.found += sum(1 for q in seqs if q)
+            if seqs and all(seqs):
                 if out.future is not None and not out.future.done():
-                    out.future.set_result((first, last))
+                    out.future.set_result((min(seqs), max(seqs)))
                 continue
-            self.resent += len(out.items) - n
+            found = [q for q in seqs if q]
+            if found:
+                out.found = (min(found), max(found)) if out.found is None else (
+                    min(found[0], out.found[0]), max(found[-1], out.found[1]))
             # under its own ack id: if a copy of it still queued in our socket reaches the new broker
             # before this one (it was sent before), the broker records that one and drops this one
-            out.items, out.epoch = out.items[n:], self.core.epoch
+            out.items = [it for it, q in zip(out.items, seqs) if not q]
+            out.epoch, out.rejected = self.core.epoch, 0
+            resent += len(out.items)
             out.floor = max(self.core.broker_seq, self.core.last_delivered, self._acked_to)
             self._unacked[out.ack_id] = out
             self._send(self.core.publish_frames(out.items, out.ack_id))
+        self.resent += resent
         log.info("publishes_reconciled", client=self.core.name, epoch=self.core.epoch, batches=len(stale),
-                 recorded=sum(r[0] for r in recorded), resent=sum(len(o.items) - r[0] for o, r in zip(stale, recorded)))
+                 recorded=sum(1 for seqs in recorded for q in seqs if q), resent=resent)
 
-    def _recorded(self, stale: list[_Outgoing]) -> list[tuple[int, int, int]]:
-        """For each batch: how many of its first items are in the log, and their seqs (first, last).
+    def _recorded(self, stale: list[_Outgoing]) -> list[list[int]]:
+        """For each batch, for each of its items: its seq in the log, or 0 when it is not there.
 
-        Our records are in the log in the order we sent them and a crash loses a suffix, so the
-        items up to the last one found are recorded (one the broker refused is never found: it is
-        not sent again either); the ones after it are not."""
-        flat: list[tuple[int, tuple]] = []
-        for b, out in enumerate(stale):
-            for it in out.items:
-                flat.append((b, (it[0], it[1], it[2], msgpack.packb(it[3], use_bin_type=True))))
-        seqs: dict[int, int] = {}
-        last_found = -1
+        Our records are in the log in the order we sent them (one connection to each broker, and
+        everything sent to the old broker before anything to the new one), but not necessarily a
+        prefix of it: the old broker may have lost a batch that a later one, sent after it died,
+        follows into the new broker's log. So each item is looked for, in order (an item the
+        old broker refused is not found: sent again, the new broker refuses it again)."""
+        flat: list[tuple] = []
+        for o in stale:
+            for it in o.items:
+                flat.append((it[0], it[1], it[2], msgpack.packb(it[3], use_bin_type=True)))
+        seqs = [0] * len(flat)
         if self.log_dir_usable():
             try:
                 p = 0
@@ -1527,24 +1575,19 @@ class AsyncBusClient:
                         continue
                     key = (rec[4], rec[5], rec[8], msgpack.packb(rec[9], use_bin_type=True))
                     for q in range(p, min(len(flat), p + 256)):
-                        if flat[q][1] == key:
+                        if flat[q] == key:
                             seqs[q] = seq
-                            last_found, p = q, q + 1
+                            p = q + 1
                             break
             except Exception as exc:  # a log we cannot read: send again (at least once)
                 log.error("publish_reconcile_failed", client=self.core.name, error=str(exc))
-                seqs, last_found = {}, -1
-        out = []
+                seqs = [0] * len(flat)
+        per_batch: list[list[int]] = []
         q = 0
-        for b, o in enumerate(stale):
-            n = 0
-            found = [seqs[k] for k in range(q, q + len(o.items)) if k in seqs]
-            for k in range(q, q + len(o.items)):
-                if k <= last_found:
-                    n += 1
+        for o in stale:
+            per_batch.append(seqs[q:q + len(o.items)])
             q += len(o.items)
-            out.append((n, found[0] if found else 0, found[-1] if found else 0))
-        return out
+        return per_batch
 
     def log_dir_usable(self) -> bool:
         return self.core.log_dir is not None and os.path.isdir(self.core.log_dir)
@@ -1552,4 +1595,10 @@ class AsyncBusClient:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
+        if not self.sock.closed:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        self._monitor.close(0)
         _close(self.sock)

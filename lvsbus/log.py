@@ -577,6 +577,9 @@ class Recovery:
     backlog_left: str | None = None  # a backlog file that could not be used (kept for the operator)
     backlog_pending: list = field(default_factory=list)  # spilled records the disk still refuses (the caller keeps them)
     backlog_error: tuple[int, str] | None = None  # (errno, message) of that refusal
+    # (segment, first seq, offset): the last segment was reopened from its index, its records
+    # before this offset not checked yet (scan_sealed checks them in the background)
+    unchecked_prefix: tuple[str, int, int] | None = None
 
     @property
     def clean(self) -> bool:
@@ -852,6 +855,8 @@ class EventLog:
         first, path = segs[-1]
         rec = self.recovery
         rec.segment = path
+        if self._recover_from_index(first, path):
+            return
         with open(path, "rb") as f:
             data = f.read()
         n = len(data)
@@ -937,6 +942,7 @@ class EventLog:
         self._next_seq = run.next_seq
         self._size = good_end
         self._seg_crc = _crc32(memoryview(data)[:good_end])
+        self._seg_crc_known = True
         try:
             _write_index_file(path, index)
         except OSError as exc:
@@ -944,6 +950,62 @@ class EventLog:
         self._idx_last = index[-1] if index else (first, SEGMENT_HEADER_SIZE)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _recover_from_index(self, first: int, path: str) -> bool:
+        """Reopen the last segment by checking only what follows its last index entry, when that
+        entry points at a valid record and everything after it is valid to the end: the records
+        before it were checked when this log was last opened or as they were appended, and what a
+        crash can leave damaged is the tail. A broker restart then costs the tail (at most
+        INDEX_EVERY_RECORDS records or INDEX_EVERY_BYTES), not the whole segment (64 MiB: 0.55 s
+        of Python on this machine, with pulse's heartbeats paused behind it: its timers go through
+        the bus). The rest is checked in the background (``scan_sealed``: ``unchecked_prefix``).
+        False: anything unusual (no index, a bad header, a bad or partial tail), and ``_recover``
+        reads and checks the whole segment as before."""
+        index = _read_index(path)
+        if not index:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            if os.pread(fd, SEGMENT_HEADER_SIZE, 0) not in (_SEGMENT_HEADER_BYTES, _SEGMENT_HEADER_GAP_BYTES):
+                return False
+            for k in range(len(index) - 1, -1, -1):
+                seq_k, off_k = index[k]
+                if SEGMENT_HEADER_SIZE < off_k < size and seq_k >= first:
+                    break
+            else:
+                return False
+            if off_k < INDEX_EVERY_BYTES:
+                return False  # a small segment: the whole check costs little
+            tail = os.pread(fd, size - off_k, off_k)
+        finally:
+            os.close(fd)
+        if len(tail) != size - off_k or _valid_at(tail, 0, len(tail), seq_k, seq_k) != seq_k:
+            return False
+        run = _validate_run(tail, 0, len(tail), seq_k)
+        if run.error is not None or run.end != len(tail):
+            return False  # a torn or corrupt tail: the whole segment is looked at
+        rec = self.recovery
+        rec.records = run.next_seq - first
+        rec.unchecked_prefix = (path, first, off_k)
+        entries = [e for e in index[:k + 1]] + [(q, off_k + o) for q, o in run.index]
+        self._seg_path = path
+        self._seg_first = first
+        self._next_seq = run.next_seq
+        self._size = size
+        self._seg_crc = 0
+        self._seg_crc_known = False  # the prefix was not read: the sum is made by the sealed scan
+        try:
+            _write_index_file(path, entries)
+        except OSError as exc:
+            self.log.warning("log.index_write_failed", segment=path, error=str(exc))
+        self._idx_last = entries[-1]
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return True
 
     def _seal_recovered(self, path: str, highest: int) -> None:
         """Leave the last segment as it is (sealed); the next append starts a new one."""
@@ -1044,6 +1106,7 @@ class EventLog:
         self._seg_first = first_seq
         self._size = SEGMENT_HEADER_SIZE
         self._seg_crc = _crc32(_SEGMENT_HEADER_GAP_BYTES if gap else _SEGMENT_HEADER_BYTES)
+        self._seg_crc_known = True
         self._idx_last = (first_seq, SEGMENT_HEADER_SIZE)
 
     # ---- properties
@@ -1201,6 +1264,7 @@ class EventLog:
     def _rotate(self) -> None:
         old_fd, old_idx, old_path = self._fd, self._idx_fd, self._seg_path
         old_sum = (self._size, self._seg_crc)
+        old_crc_known = self._seg_crc_known
         with self._fd_lock:  # wait for an fsync of the old segment in progress
             if self.durability.mode != "none":
                 try:
@@ -1220,7 +1284,8 @@ class EventLog:
             os.close(old_fd)
             if old_idx is not None:
                 os.close(old_idx)
-        _write_sum(old_path, *old_sum, self.log)
+        if old_crc_known:  # else the sealed scan checks it record by record, and writes its sum
+            _write_sum(old_path, *old_sum, self.log)
         self._note_hwm(self._written_seq)
         if self.durability.mode != "none":
             self._publish_durable(self._written_seq)
@@ -1364,6 +1429,23 @@ class EventLog:
                     on_problem(exc)
             if not sc.corrupt:
                 _write_sum(path, size, crc, self.log)
+        prefix = self.recovery.unchecked_prefix
+        if prefix is not None and not (stop is not None and stop()):
+            path, first, upto = prefix
+            try:
+                with open(path, "rb") as f:
+                    data = f.read(upto)
+            except OSError:  # sealed and deleted by retention meanwhile
+                data = b""
+            if len(data) == upto:
+                out.bytes += upto
+                for off, why in _check_data(path, first, data, False)[0].corrupt:
+                    exc = CorruptRecord(path, off, why)
+                    out.problems.append(exc)
+                    self.log.error("log.corrupt_record", segment=path, offset=off, reason=why,
+                                   found_by="start-up scan of the last segment's checked-before part")
+                    if on_problem is not None:
+                        on_problem(exc)
         out.seconds = time.monotonic() - t0
         return out
 

@@ -890,3 +890,43 @@ def test_check_and_readers_on_what_is_not_a_log(tmp_path):
     assert not report.ok and "not an lvsbus log segment" in report.format()
     reader = LogReader(foreign, skip_corrupt=True)
     assert list(reader.read(1)) == [] and reader.problems
+
+
+def test_reopening_a_big_last_segment_checks_its_tail_and_the_rest_in_the_background(tmp_path, monkeypatch):
+    """A broker restart reopens the last segment from its last index entry: only the tail is
+    read and checked before serving (a 64 MiB segment took 0.55 s of checking, more than a short
+    deadtime, while pulse's timers waited for the bus). The part before is checked by the start-up
+    scan, which finds a record damaged there; appends and the sealed sum go on as usual."""
+    import lvsbus.log as L
+
+    d = str(tmp_path / "log")
+    with EventLog(d, durability=Durability("none")) as log:
+        for b in range(20):
+            log.append_batch([(s, body_for(s) * 4) for s in range(b * 500 + 1, b * 500 + 501)])
+    seg = os.path.join(d, L.segment_name(1))
+    size = os.path.getsize(seg)
+    assert size > 4 * L.INDEX_EVERY_BYTES
+    with open(seg, "r+b") as f:  # a flipped byte in a record near the start (never rewritten)
+        f.seek(L.SEGMENT_HEADER_SIZE + 5000)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    checked: list[int] = []
+    real = L._validate_run
+
+    def counting(buf, pos, n, expect, index_state=None):
+        checked.append(n - pos)
+        return real(buf, pos, n, expect, index_state)
+
+    monkeypatch.setattr(L, "_validate_run", counting)
+    log = EventLog(d, durability=Durability("none"))
+    try:
+        assert sum(checked) <= L.INDEX_EVERY_BYTES + 64 * 1024, (sum(checked), size)
+        assert log.recovery.clean and log.recovery.records == 10_000
+        assert log.next_seq == 10_001
+        log.append_batch([(10_001, body_for(10_001))])
+        scan = log.scan_sealed()
+        assert [(p.offset, p.reason) for p in scan.problems][:1] and scan.problems[0].offset < 10_000, scan.problems
+    finally:
+        log.close()
+    assert [s for s, _b in LogReader(d, skip_corrupt=True).read(9_990)][-12:] == list(range(9_990, 10_002))

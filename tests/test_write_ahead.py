@@ -231,3 +231,50 @@ def test_a_batch_sent_twice_under_its_ack_id_is_recorded_once_whatever_came_betw
     probes = [e for e in _log(dirs) if e.type == "bus.probe"]
     assert [e.payload["n"] for e in probes] == [5, 6]
     assert got[5] == [(probes[0].seq, probes[0].seq)] * 2 and got[6] == [(probes[1].seq, probes[1].seq)]
+
+
+def test_a_publish_lost_with_the_old_broker_is_sent_again_though_a_later_one_reached_the_new_broker(tmp_path):
+    """The old broker recorded A (and two items of three of a batch), then died with B unread; C
+    was sent after it died and the new broker recorded it before our hello. On the new epoch, B
+    alone is sent again, and of the batch only its missing item. Before: 'a crash loses a suffix', so
+    every item up to the last one found (C) counted as recorded: B was never recorded, its future
+    resolved as durable (an effect would run without its record), and a lost ``timer.fired``
+    stalled pulse until its next input (a heartbeat 100 ms late across a broker kill)."""
+    import asyncio
+
+    import msgpack
+
+    from lvsbus.bus import AsyncBusClient, _Outgoing
+    from lvsbus.log import Durability, EventLog
+
+    dirs = StateDirs(str(tmp_path / "s")).make()
+
+    def timer(n: int) -> list:
+        return ["timer.fired", 1, None, {"service": "pulse", "deadline_ns": n}]
+
+    def rec(seq: int, source: str, item: list) -> tuple[int, bytes]:
+        return seq, msgpack.packb([1, seq, "n1", source, item[0], item[1], seq, seq, item[2], item[3]])
+
+    with EventLog(dirs.log, durability=Durability("none")) as log:
+        log.append_batch([rec(1, "pulse", timer(1)), rec(2, "pulse", timer(11)), rec(3, "pulse", timer(13)),
+                          rec(4, "broker", ["bus.client_joined", 1, None, {"client": "x", "subscriptions": [], "pid": 1}]),
+                          rec(5, "pulse", timer(3))])
+
+    async def main():
+        c = AsyncBusClient(dirs.run, "pulse", log_dir=dirs.log)
+        sent: list[list] = []
+        c._send = lambda frames: sent.append(msgpack.unpackb(frames[2])[:2])
+        loop = asyncio.get_running_loop()
+        batches = [[timer(1)], [timer(11), timer(12), timer(13)], [timer(2)], [timer(3)]]
+        outs = [_Outgoing(i + 1, items, 0, "old", loop.create_future()) for i, items in enumerate(batches)]
+        c._unacked = {o.ack_id: o for o in outs}
+        c.core.epoch = "new"
+        c._reconcile()
+        c.close()
+        return sent, outs
+
+    sent, outs = asyncio.run(main())
+    assert sent == [[2, [timer(12)]], [3, [timer(2)]]]
+    assert [o.future.done() for o in outs] == [True, False, False, True]
+    assert outs[0].future.result() == (1, 1) and outs[3].future.result() == (5, 5)
+    assert outs[1].found == (2, 3)  # its ack, for 12 alone, will resolve it as (2, its seq)

@@ -98,8 +98,13 @@ def test_the_backups_broker_killed_at_each_step_of_its_takeover(topo, make, tmp_
     fault.unlink()
     _check_r2(c, topo, since)
     if kill == "broker" and point == "published":
-        lines = c.err_lines("r2")
-        assert any(x.get("event") == "publishes_reconciled" and x.get("client") == "pulse" for x in lines)
+        # the batch is in the old broker's log: either its ack reached pulse before the kill (the
+        # async client now reads acks within ms while the runtime waits at the fault point), or
+        # pulse found it there after the restart (publishes_reconciled); recorded once either way
+        # (_check_r2). The look-up itself is tested deterministically in tests/test_write_ahead.py.
+        started = [e.seq for e in c.events("r2", ("bus.broker_started",))]
+        takes = [e.seq for e in c.events("r2", ("pulse.take_vips",)) if e.seq > since]
+        assert len(started) >= 2 and takes and takes[0] < started[-1], (started, takes)
 
 
 @pytest.mark.parametrize("offset_ms", [-30, -10, 0, 3, 6, 10, 20, 30])
