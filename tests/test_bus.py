@@ -16,6 +16,7 @@ import zmq
 from lvsbus import catalog  # noqa: F401
 from lvsbus.bus import BusClient
 from lvsbus.events import decode
+from lvsbus.paths import StateDirs
 from tests.helpers.procs import broker, client, tmpfs, wait_joined  # noqa: F401  (broker: the fixture)
 
 
