@@ -231,6 +231,10 @@ def describe(loaded: LoadedConfig) -> str:
     if cfg.web is not None:
         w = cfg.web
         out.append(f"web console: {'https' if w.tls_cert else 'http'}://{w.address}, passwords {w.password_file}")
+    if cfg.scaleout is not None:
+        so = cfg.scaleout
+        out.append(f"scale-out: active/active, BGP AS {so.local_as} to {', '.join(so.peers)} (AS {so.peer_as}) "
+                   f"through {so.speaker}, hold {so.hold_time}s{', BFD' if so.bfd else ''}, drain {so.drain_time:g}s")
     fos = cfg.service.value == "fos"
     out.append(f"virtual services: {len(cfg.virtual_services)}"
                + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))
