@@ -1,0 +1,288 @@
+"""The BGP speaker behind one small interface (docs/scaleout.md), and its BIRD 2 driver.
+
+The bgp shell needs four things of a speaker: start it (or find it), hand it the whole set of
+routes to announce (each plain or with the GRACEFUL_SHUTDOWN community), read its sessions, stop
+it. ``Speaker`` is that interface; ``BirdSpeaker`` implements it for BIRD 2 (Debian's ``bird2``):
+
+* lvsbus writes BIRD's config (``bird.conf``: router ID, one BGP protocol per peer, BFD when
+  asked) and starts ``bird -f`` as its child, with its own control socket;
+* the routes are a static protocol per address family in ``routes.conf``, which ``bird.conf``
+  includes: a route set is written there (atomically) and BIRD is told to ``configure`` over its
+  control socket, which reloads only what changed (the static protocol's routes; the sessions
+  stay up). BIRD 2 has no command that adds a route by itself: a generated file and a soft
+  reconfigure is its supported way (anycast-healthchecker drives BIRD the same way);
+* a drained route carries the community (65535, 0) (RFC 8326), set by the static route's own
+  attribute block; the upstream lowers its preference (docs/scaleout.md shows the filter);
+* sessions come from ``show protocols`` on the control socket (BIRD reports no changes by
+  itself: the shell polls).
+
+Another speaker (GoBGP's gRPC API: AddPath/DeletePath and WatchEvent; ExaBGP's process API:
+``announce route ... community [65535:0]`` lines on its stdin) fits the same four methods.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+GRACEFUL_SHUTDOWN = (65535, 0)
+STATIC4, STATIC6 = "lvsbus_vips4", "lvsbus_vips6"
+
+
+class SpeakerError(RuntimeError):
+    """The speaker refused something or could not be reached; the message says which and why."""
+
+
+class Route(NamedTuple):
+    address: str
+    prefixlen: int
+    state: str  # "announce" | "drain"
+
+
+class Session(NamedTuple):
+    peer: str
+    state: str  # "up" | "down"
+    info: str
+
+
+class Speaker(Protocol):
+    name: str
+
+    def start(self) -> tuple[str, int]:
+        """Start the speaker (or connect to it); returns (its version, its pid)."""
+
+    def set_routes(self, routes: list[Route]) -> None:
+        """Announce exactly ``routes`` from now on (a route not in it is withdrawn). Raises SpeakerError."""
+
+    def sessions(self) -> list[Session]:
+        """Every BGP session, as the speaker reports it. Raises SpeakerError."""
+
+    def alive(self) -> bool:
+        """Whether the speaker (the process lvsbus started) still runs."""
+
+    def stop(self) -> None:
+        """Stop the speaker: its sessions close, so the peers drop every route of this router."""
+
+
+@dataclass(frozen=True)
+class BgpSettings:
+    router_id: str
+    local_as: int
+    peer_as: int
+    peers: tuple[str, ...]
+    hold_time: int = 9
+    bfd: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# BIRD's control socket
+
+
+class BirdControl:
+    """BIRD's control socket (``birdc``'s protocol): a hello line, then one command a line; each
+    reply line starts with a 4-digit code, ``-`` when more lines follow, a space on the last;
+    lines starting with a space continue the previous code. Codes 8000 and up are errors."""
+
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def command(self, cmd: str) -> list[tuple[int, str]]:
+        if "\n" in cmd:
+            raise ValueError("one line")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(self.path)
+                f = s.makefile("rwb")
+                hello = self._reply(f)
+                if not hello or hello[-1][0] != 1:
+                    raise SpeakerError(f"BIRD control socket {self.path}: unexpected greeting {hello!r}")
+                f.write(cmd.encode() + b"\n")
+                f.flush()
+                return self._reply(f)
+        except (OSError, socket.timeout) as exc:
+            raise SpeakerError(f"BIRD control socket {self.path}: {exc}") from None
+
+    @staticmethod
+    def _reply(f) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        code = 0
+        while True:
+            raw = f.readline()
+            if not raw:
+                raise SpeakerError("BIRD closed its control socket mid-reply")
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line[:1] == " ":
+                out.append((code, line[1:]))
+                continue
+            if len(line) < 5 or not line[:4].isdigit():
+                raise SpeakerError(f"BIRD sent a line that is not a reply: {line[:80]!r}")
+            code = int(line[:4])
+            out.append((code, line[5:]))
+            if line[4] == " ":
+                return out
+
+    def check(self, cmd: str) -> list[tuple[int, str]]:
+        reply = self.command(cmd)
+        errors = [text for code, text in reply if code >= 8000]
+        if errors:
+            raise SpeakerError(f"BIRD refused {cmd!r}: {'; '.join(errors)[:900]}")
+        return reply
+
+
+# ---------------------------------------------------------------------------------------------
+# BIRD 2
+
+
+def _peer_name(i: int) -> str:
+    return f"lvsbus_peer{i + 1}"
+
+
+def render_bird_conf(s: BgpSettings, routes_file: str) -> str:
+    """bird.conf for lvsbus's BIRD: router ID, device scan, BFD if asked, the routes file, one
+    BGP session a peer exporting only lvsbus's static routes of the peer's family."""
+    lines = [
+        "# written by lvsbus (docs/scaleout.md): every start rewrites it",
+        f"router id {ipaddress.IPv4Address(s.router_id)};",
+        "log stderr { info, remote, warning, error, auth, fatal, bug };",
+        "protocol device {}",
+    ]
+    if s.bfd:
+        lines.append('protocol bfd lvsbus_bfd { interface "*" { min rx interval 100 ms; '
+                     "min tx interval 100 ms; multiplier 3; }; }")
+    lines.append(f'include "{routes_file}";')
+    for i, peer in enumerate(s.peers):
+        v6 = ipaddress.ip_address(peer).version == 6
+        lines += [
+            f"protocol bgp {_peer_name(i)} {{",
+            f"  local as {s.local_as};",
+            f"  neighbor {peer} as {s.peer_as};",
+            f"  hold time {s.hold_time};" if s.hold_time else "  hold time 0;",
+            # a restarted lvsbus must not leave stale routes on the upstream: no graceful restart
+            "  graceful restart off;",
+            "  connect delay time 1;",
+            "  connect retry time 2;",
+            "  error wait time 1, 10;",
+            *(["  bfd on;"] if s.bfd else []),
+            f"  {'ipv6' if v6 else 'ipv4'} {{ import none; next hop self; "
+            f"export where proto = \"{STATIC6 if v6 else STATIC4}\"; }};",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def render_routes(routes: list[Route]) -> str:
+    """routes.conf: one static protocol a family, every route a blackhole (the routes exist to be
+    exported; traffic to a VIP is the router's own, on its dummy device), drained ones with
+    GRACEFUL_SHUTDOWN."""
+    out = ["# written by lvsbus (docs/scaleout.md): the VIPs this router announces now"]
+    for proto, fam in ((STATIC4, 4), (STATIC6, 6)):
+        body = []
+        for r in sorted(routes):
+            net = ipaddress.ip_network(f"{r.address}/{r.prefixlen}", strict=False)
+            if net.version != fam:
+                continue
+            attrs = " { bgp_community.add((%d,%d)); }" % GRACEFUL_SHUTDOWN if r.state == "drain" else ""
+            body.append(f"  route {net} blackhole{attrs};")
+        out += [f"protocol static {proto} {{", f"  ipv{fam};", *body, "}"]
+    return "\n".join(out) + "\n"
+
+
+class BirdSpeaker:
+    """BIRD 2 started by lvsbus, driven over its control socket (the module's docstring)."""
+
+    name = "bird"
+
+    def __init__(self, settings: BgpSettings, workdir: str | Path, control_socket: str,
+                 binary: str = "bird", stderr=None, argv_prefix: tuple[str, ...] = ()) -> None:
+        self.settings = settings
+        self.argv_prefix = argv_prefix  # tests: ("ip", "netns", "exec", NS) runs BIRD in a namespace
+        self.dir = Path(workdir)
+        self.socket = control_socket
+        self.binary = shutil.which(binary) or binary
+        self.stderr = stderr
+        self.conf = self.dir / "bird.conf"
+        self.routes_file = self.dir / "routes.conf"
+        self.proc: subprocess.Popen | None = None
+        self.control = BirdControl(control_socket)
+        self.version = ""
+
+    def _write(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def start(self, timeout: float = 10.0) -> tuple[str, int]:
+        if not os.path.exists(self.binary) and shutil.which(self.binary) is None:
+            raise SpeakerError(f"BIRD is not installed ({self.binary}): apt-get install bird2")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        Path(self.socket).parent.mkdir(parents=True, exist_ok=True)
+        self._write(self.routes_file, render_routes([]))
+        self._write(self.conf, render_bird_conf(self.settings, str(self.routes_file)))
+        try:
+            os.unlink(self.socket)  # a socket left by a BIRD that died: ours is new
+        except FileNotFoundError:
+            pass
+        self.proc = subprocess.Popen(
+            [*self.argv_prefix, self.binary, "-f", "-c", str(self.conf), "-s", self.socket, "-P", str(self.dir / "bird.pid")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SpeakerError(f"BIRD exited at start (status {self.proc.returncode}): see its stderr")
+            try:
+                reply = self.control.check("show status")
+                self.version = next((t for c, t in reply if c == 1000), "BIRD").replace("BIRD ", "", 1)
+                return self.version, self.proc.pid
+            except SpeakerError as exc:
+                last = str(exc)
+                time.sleep(0.05)
+        self.stop()
+        raise SpeakerError(f"BIRD did not answer on {self.socket} within {timeout:g} s: {last}")
+
+    def set_routes(self, routes: list[Route]) -> None:
+        self._write(self.routes_file, render_routes(routes))
+        reply = self.control.check("configure")
+        if not any(c in (3, 4, 18, 19, 20) for c, _t in reply):  # reconfigured / in progress / nothing to do
+            raise SpeakerError(f"BIRD did not reconfigure: {reply!r}"[:1000])
+
+    def sessions(self) -> list[Session]:
+        by_name = {_peer_name(i): p for i, p in enumerate(self.settings.peers)}
+        out = []
+        for code, text in self.control.check("show protocols"):
+            if code != 1002:
+                continue
+            # Name Proto Table State Since Info (Since is one word in BIRD's default time format)
+            parts = text.split(None, 5)
+            if len(parts) < 5 or parts[0] not in by_name:
+                continue
+            state, info = parts[3], (parts[5].strip() if len(parts) > 5 else "")
+            up = state == "up" and info.startswith("Established")
+            out.append(Session(by_name[parts[0]], "up" if up else "down", f"{state} {info}".strip()[:256]))
+        return out
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)  # BIRD closes its sessions (a BGP Cease) and exits
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)
