@@ -146,3 +146,136 @@ def test_bad_route_set_is_refused_and_the_previous_stays(netns, tmp_path):  # no
             sp.sessions()  # no BIRD: an error the shell reports, never a hang
     finally:
         sp.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the bgp service itself (core + shell on a real bus, BIRD started by the shell)
+
+ROUTER_TOML = """\
+service = "lvs"
+[router.r1]
+address = "10.99.1.11"
+priority = 200
+[router.r2]
+address = "10.99.1.12"
+priority = 100
+[scaleout]
+local_as = 65001
+peer_as = 65000
+peers = ["{up}"]
+control_socket = "{sock}"
+drain_time = 1.0
+[virtual.web]
+address = "{vip}"
+scheduler = "mh"
+forwarding = "direct"
+[virtual.web.server.s1]
+address = "10.99.3.101"
+"""
+
+
+def _events(log_dir: str, type_: str) -> list:
+    from lvsbus_tools.timeline import read_events
+
+    return [e for e in read_events(log_dir) if e.type == type_]
+
+
+def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_path):  # noqa: F811
+    import sys
+    import threading
+
+    from lvsbus.bus import Broker, BusClient
+    from lvsbus.config import load
+    from lvsbus.log import Durability
+    from lvsbus.paths import StateDirs
+    from lvsbus.router import config_payload
+    from lvsbus_tools.replay import make_cores, verify
+
+    topo = netns(routers=2, private=False)
+    addrs = {r: topo.router_address(i) for i, r in ((1, "r1"), (2, "r2"))}
+    peers = "\n".join(f"protocol bgp {r} from lvs {{ neighbor {a} as 65001; }}" for r, a in addrs.items())
+    (tmp_path / "up.conf").write_text(UPSTREAM_CONF.format(up=UPSTREAM, peers=peers))
+    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", str(tmp_path / "up.ctl"),
+                     "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    brokers, clients, dirs = [], {}, {}
+    try:
+        for r in ("r1", "r2"):
+            d = StateDirs(str(tmp_path / r / "state")).make()
+            dirs[r] = d
+            broker = Broker(r, d.run, d.log, Durability("group"))
+            threading.Thread(target=broker.run, daemon=True).start()
+            brokers.append(broker)
+            cfg = tmp_path / r / "lvsbus.toml"
+            cfg.write_text(ROUTER_TOML.format(up=UPSTREAM, sock=tmp_path / r / "bird.ctl", vip=VIP))
+            loaded = load(str(cfg))
+            c = BusClient(d.run, "router")
+            seq = c.publish_acked("config.loaded", config_payload(loaded, r, False, {}), timeout=10.0)
+            clients[r] = c
+            topo.popen(r, [sys.executable, "-m", "lvsbus_services.bgp", "--state-dir", d.root, "--config", str(cfg),
+                           "--run-start-seq", str(seq)], env=env, stderr=open(tmp_path / f"{r}.bgp.log", "w"))
+
+        def role(r, new):
+            clients[r].publish_acked("router.role_changed", {"node": r, "old": "INIT", "new": new, "reason": "started",
+                                                             "priority": 100, "epoch": 1, "peer": None}, timeout=5.0)
+
+        def health(r, up):
+            if up:
+                clients[r].publish_acked("health.real_server_up", {
+                    "virtual": "web", "server": "s1", "address": "10.99.3.101", "port": 80, "reason": "checks_passed",
+                    "previous": "RISING", "passes": 2, "detail": "ok"}, timeout=5.0)
+            else:
+                clients[r].publish_acked("health.real_server_down", {
+                    "virtual": "web", "server": "s1", "address": "10.99.3.101", "port": 80, "reason": "checks_failed",
+                    "previous": "FALLING", "failures": 3, "detail": "refused"}, timeout=5.0)
+
+        for r in ("r1", "r2"):
+            wait_for(f"{r}'s BIRD", lambda r=r: _events(dirs[r].log, "bgp.speaker_started"))
+            wait_for(f"{r}'s session", lambda r=r: [e for e in _events(dirs[r].log, "bgp.session_changed")
+                                                    if e.payload["state"] == "up"])
+            role(r, "BACKUP")
+        assert nexthops(topo) == set()  # no health yet: no quorum, nothing announced
+        for r in ("r1", "r2"):
+            health(r, True)
+        both = set(addrs.values())
+        wait_for("both announce", lambda: nexthops(topo) == both)
+
+        # r1's only real server fails: r1 withdraws the VIP, r2 keeps it
+        health("r1", False)
+        wait_for("r1 withdrawn", lambda: nexthops(topo) == {addrs["r2"]})
+        health("r1", True)
+        wait_for("r1 back", lambda: nexthops(topo) == both)
+
+        # r2's BIRD is SIGKILLed: the upstream drops it; the shell starts BIRD again, the core
+        # gives it the route set, r2 is back
+        pid = _events(dirs["r2"].log, "bgp.speaker_started")[-1].payload["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for("r2 gone", lambda: nexthops(topo) == {addrs["r1"]}, every=0.01)
+        wait_for("r2 back after its BIRD restarted", lambda: nexthops(topo) == both, timeout=30)
+        assert len(_events(dirs["r2"].log, "bgp.speaker_started")) == 2
+        assert [e.payload["state"] for e in _events(dirs["r2"].log, "bgp.session_changed")] == ["up", "down", "up"]
+
+        # a planned stop of r1: drained first (out of the ECMP set, still announced), withdrawn after drain_time
+        clients["r1"].publish_acked("router.shutdown_requested", {"reason": "SIGTERM", "graceful": True}, timeout=5.0)
+        wait_for("r1 drained", lambda: nexthops(topo) == {addrs["r2"]})
+        assert "(65535,0)" in "\n".join(t for _c, t in BirdControl(str(tmp_path / "up.ctl")).check(
+            f"show route for {VIP} all"))
+        wait_for("r1 withdrawn after drain_time", lambda: [e for e in _events(dirs["r1"].log, "bgp.vip_changed")
+                                                           if e.payload["reason"] == "shutdown"], timeout=10)
+        changes = [(e.payload["new"], e.payload["reason"]) for e in _events(dirs["r1"].log, "bgp.vip_changed")]
+        assert changes == [("announce", "serving"), ("withdraw", "quorum_lost"), ("announce", "serving"),
+                           ("drain", "shutdown_drain"), ("withdraw", "shutdown")]
+        for r in ("r1", "r2"):
+            applied = _events(dirs[r].log, "bgp.routes_applied")
+            assert applied and all(e.payload["ok"] for e in applied), [e.payload for e in applied]
+        # replay: every decision of the bgp core in both logs comes out the same
+        for r in ("r1", "r2"):
+            rep = verify(dirs[r].log, cores=make_cores(["bgp"]))
+            assert rep.ok, [d.describe() for d in rep.divergences]
+    finally:
+        for c in clients.values():
+            c.close()
+        topo.destroy()  # the bgp services and their BIRDs (by PID, in their namespaces)
+        for b in brokers:
+            b.stop()

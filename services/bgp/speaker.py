@@ -252,6 +252,13 @@ class BirdSpeaker:
         self.stop()
         raise SpeakerError(f"BIRD did not answer on {self.socket} within {timeout:g} s: {last}")
 
+    def reconfigure(self, settings: BgpSettings) -> None:
+        """New BGP settings (a reload changed [scaleout]): bird.conf rewritten, BIRD reconfigured
+        (sessions whose settings did not change stay up)."""
+        self.settings = settings
+        self._write(self.conf, render_bird_conf(settings, str(self.routes_file)))
+        self.control.check("configure")
+
     def set_routes(self, routes: list[Route]) -> None:
         self._write(self.routes_file, render_routes(routes))
         reply = self.control.check("configure")
