@@ -279,3 +279,44 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         topo.destroy()  # the bgp services and their BIRDs (by PID, in their namespaces)
         for b in brokers:
             b.stop()
+
+
+def test_bfd_finds_a_dead_router_long_before_the_hold_time(netns, tmp_path):  # noqa: F811
+    """A router whose cable is cut closes no TCP session: without BFD the upstream keeps its route
+    for the hold time (30 s here); with ``bfd = true`` BFD (100 ms x 3) drops it in well under a second."""
+    topo = netns(routers=2, private=False)
+    addrs = {"r1": topo.router_address(1), "r2": topo.router_address(2)}
+    conf = UPSTREAM_CONF.replace("hold time 9;", "hold time 30;").format(
+        up=UPSTREAM,
+        peers='protocol bfd { interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n'
+              f"protocol bgp r1 from lvs {{ neighbor {addrs['r1']} as 65001; }}\n"
+              f"protocol bgp r2 from lvs {{ neighbor {addrs['r2']} as 65001; bfd on; }}")
+    (tmp_path / "up.conf").write_text(conf)
+    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", str(tmp_path / "up.ctl"),
+                     "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
+    speakers = []
+    try:
+        for r, bfd in (("r1", False), ("r2", True)):
+            sp = BirdSpeaker(BgpSettings(router_id=addrs[r], local_as=65001, peer_as=65000, peers=(UPSTREAM,),
+                                         hold_time=30, bfd=bfd),
+                             tmp_path / r, str(tmp_path / f"{r}.ctl"), stderr=open(tmp_path / f"{r}.log", "w"),
+                             argv_prefix=("ip", "netns", "exec", topo.ns(r)))
+            sp.start()
+            speakers.append(sp)
+            wait_for(f"{r}'s session", lambda sp=sp: [s for s in sp.sessions() if s.state == "up"])
+            sp.set_routes([Route(VIP, 32, "announce")])
+        wait_for("both nexthops", lambda: nexthops(topo) == set(addrs.values()))
+        wait_for("r2's BFD session up", lambda: "Up" in "\n".join(
+            t for _c, t in BirdControl(str(tmp_path / "up.ctl")).check("show bfd sessions")))
+
+        t0 = time.monotonic()
+        topo.cut("r2", "public")
+        wait_for("r2 dropped by BFD", lambda: nexthops(topo) == {addrs["r1"]}, timeout=5, every=0.01)
+        assert time.monotonic() - t0 < 2.0
+
+        topo.cut("r1", "public")  # no BFD: the upstream cannot tell before the hold time
+        time.sleep(2.0)
+        assert nexthops(topo) == {addrs["r1"]}
+    finally:
+        for sp in speakers:
+            sp.stop()
