@@ -199,7 +199,7 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
                      "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root}
-    brokers, clients, dirs = [], {}, {}
+    brokers, clients, dirs, argv, procs = [], {}, {}, {}, {}
     try:
         for r in ("r1", "r2"):
             d = StateDirs(str(tmp_path / r / "state")).make()
@@ -213,8 +213,9 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
             c = BusClient(d.run, "router")
             seq = c.publish_acked("config.loaded", config_payload(loaded, r, False, {}), timeout=10.0)
             clients[r] = c
-            topo.popen(r, [sys.executable, "-m", "lvsbus_services.bgp", "--state-dir", d.root, "--config", str(cfg),
-                           "--run-start-seq", str(seq)], env=env, stderr=open(tmp_path / f"{r}.bgp.log", "w"))
+            argv[r] = [sys.executable, "-m", "lvsbus_services.bgp", "--state-dir", d.root, "--config", str(cfg),
+                       "--run-start-seq", str(seq)]
+            procs[r] = topo.popen(r, argv[r], env=env, stderr=open(tmp_path / f"{r}.bgp.log", "w"))
 
         def role(r, new):
             clients[r].publish_acked("router.role_changed", {"node": r, "old": "INIT", "new": new, "reason": "started",
@@ -254,7 +255,24 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         wait_for("r2 gone", lambda: nexthops(topo) == {addrs["r1"]}, every=0.01)
         wait_for("r2 back after its BIRD restarted", lambda: nexthops(topo) == both, timeout=30)
         assert len(_events(dirs["r2"].log, "bgp.speaker_started")) == 2
-        assert [e.payload["state"] for e in _events(dirs["r2"].log, "bgp.session_changed")] == ["up", "down", "up"]
+        states = [e.payload["state"] for e in _events(dirs["r2"].log, "bgp.session_changed")]
+        assert states[states.index("up"):] == ["up", "down", "up"], states  # (a first poll may see it connecting)
+
+        # the bgp service itself SIGKILLed and started again: it adopts the BIRD still running,
+        # whose routes stay announced all along (a restarting service moves no traffic)
+        bird_pid = _events(dirs["r2"].log, "bgp.speaker_started")[-1].payload["pid"]
+        os.kill(procs["r2"].pid, signal.SIGKILL)
+        procs["r2"].wait(5)
+        procs["r2"] = topo.popen("r2", argv["r2"], env=env, stderr=open(tmp_path / "r2.bgp.2.log", "w"))
+        seen = []
+        deadline = time.monotonic() + 20
+        while len(_events(dirs["r2"].log, "bgp.speaker_started")) < 3 and time.monotonic() < deadline:
+            seen.append(nexthops(topo))
+            time.sleep(0.02)
+        assert _events(dirs["r2"].log, "bgp.speaker_started")[-1].payload["pid"] == bird_pid
+        time.sleep(0.5)  # its route set applied and the sessions read again
+        seen.append(nexthops(topo))
+        assert all(hops == both for hops in seen), seen
 
         # a planned stop of r1: drained first (out of the ECMP set, still announced), withdrawn after drain_time
         clients["r1"].publish_acked("router.shutdown_requested", {"reason": "SIGTERM", "graceful": True}, timeout=5.0)

@@ -3,7 +3,9 @@
     python -m lvsbus_services.bgp --state-dir DIR --config FILE --run-start-seq N [--config-seq M]
 
 On start it writes BIRD's config from ``[scaleout]`` (router ID: this router's address) and
-starts BIRD (``services/bgp/speaker.py``), then publishes ``bgp.speaker_started``; the core
+starts BIRD (``services/bgp/speaker.py``), or adopts the BIRD an earlier run of this service
+started (BIRD runs in its own session: a SIGKILLed or restarted bgp service leaves it, and its
+routes, in place), then publishes ``bgp.speaker_started``; the core
 answers with the whole route set. It carries out ``bgp.set_routes`` (rewrites the routes file,
 ``configure`` over the control socket) and reports ``bgp.routes_applied``. Every 0.5 s it reads
 the sessions and publishes each change as ``bgp.session_changed``; a BIRD that died is started

@@ -214,6 +214,7 @@ class BirdSpeaker:
         self.proc: subprocess.Popen | None = None
         self.control = BirdControl(control_socket)
         self.version = ""
+        self.adopted: int | None = None  # a BIRD started by an earlier run, not our child
 
     def _write(self, path: Path, text: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -223,11 +224,36 @@ class BirdSpeaker:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def _running(self) -> int | None:
+        """The pid of a BIRD this driver started earlier with this config (a bgp service that
+        died and restarted: BIRD runs in its own session and outlives it), if it still runs."""
+        try:
+            pid = int((self.dir / "bird.pid").read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if str(self.conf).encode() in cmdline and any(b"bird" in a for a in cmdline[:1]) else None
+
     def start(self, timeout: float = 10.0) -> tuple[str, int]:
+        """Start BIRD, or adopt the one a previous run of the service started (its routes stay
+        announced across a restart of the service: a restarting service must not move traffic)."""
         if not os.path.exists(self.binary) and shutil.which(self.binary) is None:
             raise SpeakerError(f"BIRD is not installed ({self.binary}): apt-get install bird2")
         self.dir.mkdir(parents=True, exist_ok=True)
         Path(self.socket).parent.mkdir(parents=True, exist_ok=True)
+        pid = self._running()
+        if pid is not None:
+            try:
+                # bird.conf from today's settings; routes.conf as BIRD has it, until the core's next set
+                if not self.routes_file.exists():
+                    self._write(self.routes_file, render_routes([]))
+                self._write(self.conf, render_bird_conf(self.settings, str(self.routes_file)))
+                self.control.check("configure")
+                self.version = self._version()
+                self.adopted = pid
+                return self.version, pid
+            except SpeakerError:
+                self._kill(pid)  # running but not answering: replaced below
         self._write(self.routes_file, render_routes([]))
         self._write(self.conf, render_bird_conf(self.settings, str(self.routes_file)))
         try:
@@ -243,14 +269,25 @@ class BirdSpeaker:
             if self.proc.poll() is not None:
                 raise SpeakerError(f"BIRD exited at start (status {self.proc.returncode}): see its stderr")
             try:
-                reply = self.control.check("show status")
-                self.version = next((t for c, t in reply if c == 1000), "BIRD").replace("BIRD ", "", 1)
-                return self.version, self.proc.pid
+                self.version = self._version()
+                return self.version, self._bird_pid()
             except SpeakerError as exc:
                 last = str(exc)
                 time.sleep(0.05)
         self.stop()
         raise SpeakerError(f"BIRD did not answer on {self.socket} within {timeout:g} s: {last}")
+
+    def _version(self) -> str:
+        reply = self.control.check("show status")
+        return next((t for c, t in reply if c == 1000), "BIRD").replace("BIRD ", "", 1)
+
+    def _bird_pid(self) -> int:
+        """BIRD's own pid (its pid file; the child's pid when it runs under a wrapper such as
+        ``ip netns exec``, which execs it: the same)."""
+        try:
+            return int((self.dir / "bird.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return self.proc.pid if self.proc is not None else 0
 
     def reconfigure(self, settings: BgpSettings) -> None:
         """New BGP settings (a reload changed [scaleout]): bird.conf rewritten, BIRD reconfigured
@@ -281,13 +318,35 @@ class BirdSpeaker:
         return out
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.adopted is not None and self._running() == self.adopted
+
+    @staticmethod
+    def _kill(pid: int, timeout: float = 5.0) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return
+            time.sleep(0.02)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM: BIRD closes its sessions (a BGP Cease) and exits."""
         p, self.proc = self.proc, None
+        adopted, self.adopted = self.adopted, None
+        if adopted is not None and self._running() == adopted:
+            self._kill(adopted, timeout)
         if p is None or p.poll() is not None:
             return
-        p.send_signal(signal.SIGTERM)  # BIRD closes its sessions (a BGP Cease) and exits
+        p.send_signal(signal.SIGTERM)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
