@@ -286,3 +286,28 @@ def test_replay_verifies_the_bgp_cores_decisions(tmp_path):
     d = bad.divergences[0]
     assert (d.type, d.core) == ("bgp.vip_changed", "bgp")
     assert d.expected["payload"]["reason"] == "quorum_lost"
+
+
+def test_what_if_covers_the_bgp_core(tmp_path):
+    """A real router's log (a real server flapping under a running pair) replayed under the same
+    config with [scaleout]: the what-if shows what this router would have announced by BGP."""
+    from lvsbus.config import from_dict
+    from lvsbus.config.native import render_toml
+    from lvsbus_tools.replay import what_if
+    from lvsbus_tools.timeline import read_events
+    from tests.test_replay import golden_logs
+
+    log = golden_logs("real_flapping_server")[0]
+    model = next(e for e in read_events(log) if e.type == "config.loaded").payload["model"]
+    cfg = from_dict(model)
+    cfg = dataclasses.replace(cfg, scaleout=SO, virtual_services=tuple(
+        dataclasses.replace(v, scheduler="mh") for v in cfg.virtual_services))
+    alt = tmp_path / "scaleout.toml"
+    alt.write_text(render_toml(cfg))
+    rep = what_if(log, str(alt))
+    added = [c["after"] for c in rep.changes if c["change"] == "added" and c["after"].core == "bgp"
+             and c["after"].type == "bgp.vip_changed"]
+    texts = [d.text for d in added]
+    assert len(added) >= 3, rep.format()
+    assert "announce" in texts[0] and any("quorum_lost" in t for t in texts), texts
+    assert not [c for c in rep.changes if c["change"] == "removed"], rep.format()
