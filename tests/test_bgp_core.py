@@ -311,3 +311,33 @@ def test_what_if_covers_the_bgp_core(tmp_path):
     assert len(added) >= 3, rep.format()
     assert "announce" in texts[0] and any("quorum_lost" in t for t in texts), texts
     assert not [c for c in rep.changes if c["change"] == "removed"], rep.format()
+
+
+def drain(b, action="drain"):
+    return b.feed("operator.bgp_drain", {"action": action, "by": "ada", "via": "cli", "reason": "maintenance"})
+
+
+def test_operator_drain_and_resume():
+    b = serving(vs("web", "10.200.0.1"), vs("dns", "10.200.0.2", port=53))
+    out = drain(b)
+    assert [e.payload["outcome"] for e in out if e.type == "bgp.drain_taken"] == ["applied"]
+    assert sorted(changes(out)) == [("10.200.0.1", "drain", "operator_drain"), ("10.200.0.2", "drain", "operator_drain")]
+    assert b.routes == {"10.200.0.1": "drain", "10.200.0.2": "drain"}
+    assert [e.payload["outcome"] for e in drain(b)] == ["unchanged"]
+    # drained, a VIP that loses quorum is still withdrawn, and comes back drained
+    b.health("web", "s0", up=False)
+    assert changes(b.health("web", "s1", up=False)) == [("10.200.0.1", "withdraw", "quorum_lost")]
+    assert changes(b.health("web", "s1")) == [("10.200.0.1", "drain", "operator_drain")]
+    out = drain(b, "resume")
+    assert sorted(changes(out)) == [("10.200.0.1", "announce", "serving"), ("10.200.0.2", "announce", "serving")]
+    # a planned stop while drained: already drained (no change), withdrawn after drain_time
+    drain(b)
+    assert changes(b.feed("router.shutdown_requested", {"reason": "SIGTERM", "graceful": True})) == []
+    b.now += 2_000_000_000
+    assert sorted(changes(b.timer())) == [("10.200.0.1", "withdraw", "shutdown"), ("10.200.0.2", "withdraw", "shutdown")]
+
+
+def test_operator_drain_without_scaleout_is_refused():
+    b = Bgp(config(vs("web", "10.200.0.1"), scaleout=None))
+    out = drain(b)
+    assert [(e.type, e.payload["outcome"]) for e in out] == [("bgp.drain_taken", "not_scaleout")]

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -247,6 +248,20 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         wait_for("r1 withdrawn", lambda: nexthops(topo) == {addrs["r2"]})
         health("r1", True)
         wait_for("r1 back", lambda: nexthops(topo) == both)
+
+        # an operator drains r2 (lvsbus bgp drain): out of the ECMP set, still announced; resume
+        def cli(*a):
+            return subprocess.run([sys.executable, "-m", "lvsbus.cli", "bgp", *a, "--state-dir", dirs["r2"].root],
+                                  capture_output=True, text=True, env=env, timeout=30)
+
+        r = cli("drain", "--reason", "maintenance")
+        assert r.returncode == 0 and "now drained (1 VIPs)" in r.stdout, r.stdout + r.stderr
+        wait_for("r2 drained", lambda: nexthops(topo) == {addrs["r1"]})
+        r = cli("drain")
+        assert r.returncode == 0 and "already drained" in r.stdout, r.stdout + r.stderr
+        r = cli("resume")
+        assert r.returncode == 0 and "now announced plainly" in r.stdout, r.stdout + r.stderr
+        wait_for("r2 resumed", lambda: nexthops(topo) == both)
 
         # r2's BIRD is SIGKILLed: the upstream drops it; the shell starts BIRD again, the core
         # gives it the route set, r2 is back

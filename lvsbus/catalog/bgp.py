@@ -6,8 +6,9 @@ BGP while it can serve them; the upstream spreads flows over the routers by ECMP
   with the whole route set), ``bgp.session_changed`` (a BGP session to a peer came up or went
   down, as the speaker reports it), ``bgp.routes_applied`` (the speaker took a route set, or why
   not);
+* observation published by ``lvsbus bgp drain|resume``: ``operator.bgp_drain``;
 * decisions of the bgp core: ``bgp.vip_changed`` (one VIP's announcement: announce, drain,
-  withdraw, and why), ``bgp.config_rejected``;
+  withdraw, and why), ``bgp.drain_taken`` (the answer to an operator drain), ``bgp.config_rejected``;
 * effect: ``bgp.set_routes`` (the whole set of routes the speaker must announce now, each plain
   or with the GRACEFUL_SHUTDOWN community; a VIP not in it is withdrawn).
 """
@@ -62,6 +63,7 @@ declare(
             "quorum_lost",  # a virtual service on the VIP is below quorum on this router
             "router_unhealthy",  # pulse reports FAULT or STOPPED (or has not reported a role yet)
             "shutdown_drain",  # a planned stop: drain_time of GRACEFUL_SHUTDOWN before the withdraw
+            "operator_drain",  # an operator drained this router (lvsbus bgp drain) until lvsbus bgp resume
             "shutdown",  # the router is stopping (after the drain, or at once when not graceful)
             "config",  # a reload removed the VIP, or [scaleout]
             doc="why (stable, for alerting)",
@@ -80,6 +82,29 @@ declare(
         "reason": Str(max_len=256, doc="readable: what changed"),
     },
     doc="The whole set of routes the speaker must announce now; a VIP not in it is withdrawn.",
+)
+declare(
+    "operator.bgp_drain", 1,
+    {
+        "action": Enum("drain", "resume", doc="drain: announce every VIP with GRACEFUL_SHUTDOWN, so the upstream "
+                                              "sends its new flows to the other routers; resume: plain again"),
+        "by": Str(max_len=128, min_len=1, doc="who asked: the Unix user (and the sudo user) of the CLI"),
+        "via": Enum("cli", "web", doc="through what the operator asked"),
+        "reason": Str(max_len=256, doc="free text the operator gave (may be empty)"),
+    },
+    doc="An operator asked this router to drain (or stop draining) its BGP announcements (lvsbus bgp drain|resume).",
+)
+declare(
+    "bgp.drain_taken", 1,
+    {
+        "action": Enum("drain", "resume"),
+        "by": Str(max_len=128, min_len=1),
+        "outcome": Enum("applied", "unchanged", "not_scaleout",
+                        doc="applied: the state changed; unchanged: it was already so; not_scaleout: the config in "
+                            "force has no [scaleout]: nothing announced, nothing done"),
+        "vips": Int(min=0, doc="the VIPs this router announces now (drained or not)"),
+    },
+    doc="The bgp core's answer to operator.bgp_drain (its cause); the announcements follow as bgp.vip_changed.",
 )
 declare(
     "bgp.config_rejected", 1,

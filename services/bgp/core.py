@@ -16,6 +16,10 @@ A VIP is *announced* while
   it cannot serve; the other routers keep announcing it);
 * the router is not stopping.
 
+An operator's drain (``operator.bgp_drain``, ``lvsbus bgp drain``) announces every VIP that would
+be announced with GRACEFUL_SHUTDOWN instead, until ``resume`` (or the router restarts); the core
+answers it with ``bgp.drain_taken``.
+
 A graceful stop (``router.shutdown_requested`` with ``graceful``) first *drains*: every announced
 VIP is re-announced with the GRACEFUL_SHUTDOWN community (RFC 8326: the upstream lowers its
 preference, so its ECMP set loses this router while the route is still there), for the config's
@@ -48,7 +52,8 @@ __all__ = ["BgpCore", "BgpState", "IN_SERVICE"]
 
 class BgpState:
     __slots__ = ("enabled", "drain_ns", "vips", "layouts", "health", "admin", "quorum", "role", "stopping",
-                 "drain_until", "routes", "version", "sessions", "retry_at", "bad_config", "digest", "model")
+                 "drain_until", "routes", "version", "sessions", "retry_at", "bad_config", "digest", "model",
+                 "drained")
 
     def __init__(self) -> None:
         self.enabled = False  # [scaleout] in the config in force
@@ -68,14 +73,15 @@ class BgpState:
         self.bad_config = 0
         self.digest = ""
         self.model: dict | None = None
+        self.drained = False  # an operator's drain (operator.bgp_drain), until resume or a router restart
 
 
 class BgpCore(Core[BgpState]):
     name = "bgp"
     inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
               "operator.server_action", "router.role_changed", "router.shutdown_requested",
-              "bgp.speaker_started", "bgp.session_changed", "bgp.routes_applied")
-    outputs = frozenset({"bgp.vip_changed", "bgp.set_routes", "bgp.config_rejected"})
+              "bgp.speaker_started", "bgp.session_changed", "bgp.routes_applied", "operator.bgp_drain")
+    outputs = frozenset({"bgp.vip_changed", "bgp.set_routes", "bgp.config_rejected", "bgp.drain_taken"})
 
     def initial(self) -> BgpState:
         return BgpState()
@@ -136,6 +142,16 @@ class BgpCore(Core[BgpState]):
             st.retry_at = None
             resend = True
             why = f"speaker started ({p['speaker']} {p['version']})"
+        elif t == "operator.bgp_drain":
+            want = p["action"] == "drain"
+            outcome = "not_scaleout" if not st.enabled else ("unchanged" if st.drained == want else "applied")
+            if outcome == "applied":
+                st.drained = want
+            out.append(Effect("bgp.drain_taken", {"action": p["action"], "by": p["by"], "outcome": outcome,
+                                                  "vips": len(st.routes)}))
+            if outcome != "applied":
+                return st, out
+            why = f"{p['action']} by {p['by']} ({p['via']})"
         elif t == "bgp.session_changed":
             st.sessions[p["peer"]] = p["state"]
             return st, out
@@ -169,6 +185,8 @@ class BgpCore(Core[BgpState]):
                 out[addr] = ("withdraw", "router_unhealthy", names)
             elif down:
                 out[addr] = ("withdraw", "quorum_lost", down)
+            elif st.drained:
+                out[addr] = ("drain", "operator_drain", names)
             else:
                 out[addr] = ("announce", "serving", names)
         for addr in st.routes:
@@ -235,7 +253,8 @@ class BgpCore(Core[BgpState]):
         return {"model": st.model, "digest": st.digest, "health": dict(st.health), "admin": dict(st.admin),
                 "quorum": dict(st.quorum), "role": st.role, "stopping": st.stopping,
                 "drain_until": st.drain_until, "routes": dict(st.routes), "version": st.version,
-                "sessions": dict(st.sessions), "retry_at": st.retry_at, "bad_config": st.bad_config}
+                "sessions": dict(st.sessions), "retry_at": st.retry_at, "bad_config": st.bad_config,
+                "drained": st.drained}
 
     def restore(self, data: Any) -> BgpState:
         st = BgpState()
@@ -244,5 +263,5 @@ class BgpCore(Core[BgpState]):
         st.health, st.admin, st.quorum = dict(data["health"]), dict(data["admin"]), dict(data["quorum"])
         st.role, st.stopping, st.drain_until = data["role"], data["stopping"], data["drain_until"]
         st.routes, st.version, st.sessions = dict(data["routes"]), data["version"], dict(data["sessions"])
-        st.retry_at, st.bad_config = data["retry_at"], data["bad_config"]
+        st.retry_at, st.bad_config, st.drained = data["retry_at"], data["bad_config"], data["drained"]
         return st
