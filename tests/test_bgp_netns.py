@@ -273,6 +273,16 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         states = [e.payload["state"] for e in _events(dirs["r2"].log, "bgp.session_changed")]
         assert states[states.index("up"):] == ["up", "down", "up"], states  # (a first poll may see it connecting)
 
+        # lvsbus status shows the sessions and the announcements
+        from lvsbus.routercli import read_status
+
+        bst = read_status(dirs["r2"].root)["bgp"]
+        assert bst["sessions"] == {UPSTREAM: {"state": "up", "info": "up Established"}}
+        assert bst["announced"] == {VIP: {"state": "announce", "reason": "serving"}} and not bst["drained"]
+        out = subprocess.run([sys.executable, "-m", "lvsbus.cli", "status", "--state-dir", dirs["r2"].root],
+                             capture_output=True, text=True, env=env, timeout=30).stdout
+        assert f"  vip    {VIP}: announced (serving)" in out and f"  peer   {UPSTREAM}: up" in out, out
+
         # the bgp service itself SIGKILLed and started again: it adopts the BIRD still running,
         # whose routes stay announced all along (a restarting service moves no traffic)
         bird_pid = _events(dirs["r2"].log, "bgp.speaker_started")[-1].payload["pid"]
