@@ -363,3 +363,53 @@ def test_bfd_finds_a_dead_router_long_before_the_hold_time(netns, tmp_path):  # 
     finally:
         for sp in speakers:
             sp.stop()
+
+
+def test_ipv6_vip_over_ipv6_sessions(netns, tmp_path):  # noqa: F811
+    """An IPv6 VIP goes over IPv6 sessions: the upstream's IPv6 route to it has both routers as nexthops."""
+    topo = netns(routers=2, private=False)
+    up6, vip6 = "fd99:1::100", "fd99:200::1"
+    addrs = {"r1": "fd99:1::11", "r2": "fd99:1::12"}
+    for short, a in (("c", up6), *addrs.items()):
+        topo.run(short, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+        topo.run(short, "ip", "-6", "addr", "add", f"{a}/64", "dev", "eth0", "nodad")
+    conf = f"""\
+router id {UPSTREAM};
+log stderr {{ warning, error, fatal }};
+protocol device {{}}
+protocol kernel {{ ipv6 {{ import none; export all; }}; merge paths on; }}
+template bgp lvs {{ local {up6} as 65000; hold time 9; connect delay time 1; connect retry time 2;
+  ipv6 {{ import all; export none; }}; }}
+""" + "\n".join(f"protocol bgp {r} from lvs {{ neighbor {a} as 65001; }}" for r, a in addrs.items()) + "\n"
+    (tmp_path / "up.conf").write_text(conf)
+    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", str(tmp_path / "up.ctl"),
+                     "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
+    speakers = []
+    try:
+        for i, (r, a) in enumerate(addrs.items(), 1):
+            sp = BirdSpeaker(BgpSettings(router_id=topo.router_address(i), local_as=65001, peer_as=65000, peers=(up6,)),
+                             tmp_path / r, str(tmp_path / f"{r}.ctl"), stderr=open(tmp_path / f"{r}.log", "w"),
+                             argv_prefix=("ip", "netns", "exec", topo.ns(r)))
+            sp.start()
+            speakers.append(sp)
+            sp.set_routes([Route(vip6, 128, "announce"), Route(VIP, 32, "announce")])  # the v4 one has no v4 peer
+
+        def hops6() -> set[str]:
+            out = topo.run("c", "ip", "-6", "-j", "route", "show", vip6, check=False).stdout
+            found: set[str] = set()
+            for r in json.loads(out) if out.strip() else []:
+                if r.get("gateway"):
+                    found.add(r["gateway"])
+                found.update(nh["gateway"] for nh in r.get("nexthops", []))
+            return found
+
+        wait_for("both IPv6 nexthops", lambda: hops6() == set(addrs.values()))
+        assert nexthops(topo) == set()  # the IPv4 VIP went nowhere: no IPv4 session carries it
+        speakers[1].set_routes([Route(vip6, 128, "drain")])  # no GRACEFUL_SHUTDOWN filter upstream here:
+        time.sleep(0.5)  # a drained route is still a route (the community changes nothing without the filter)
+        assert hops6() == set(addrs.values())
+        speakers[1].set_routes([])
+        wait_for("r2 withdrawn", lambda: hops6() == {addrs["r1"]})
+    finally:
+        for sp in speakers:
+            sp.stop()
