@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lvsbus.config import ConfigError, from_dict, loads_toml, render_toml, to_dict
+from tests.netns import netns  # noqa: F401  (the fixture)
 
 BASE = """
 service = "lvs"
@@ -89,3 +90,27 @@ def test_peers_must_be_upstream_of_the_vips_family():
 def test_nat_is_a_warning():
     loaded = load(BASE.format(scheduler="mh").replace('"direct"', '"nat"') + SCALEOUT)
     assert any(w.key == "virtual.web.forwarding" for w in loaded.warnings)
+
+
+def test_check_config_on_a_router_notes_a_missing_bird(netns, tmp_path):  # noqa: F811
+    import os
+    import subprocess
+    import sys
+
+    from tests.netns import write_key
+
+    topo = netns(routers=1, private=False)
+    key = write_key(tmp_path / "hb.key")
+    cfg = tmp_path / "lvsbus.toml"
+    cfg.write_text(BASE.format(scheduler="mh") + SCALEOUT + f'\n[heartbeat]\nkey_file = "{key}"\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def check(path: str) -> subprocess.CompletedProcess:
+        return topo.run("r1", "env", f"PATH={path}", f"PYTHONPATH={root}", sys.executable, "-m", "lvsbus.cli",
+                        "check-config", str(cfg), check=False)
+
+    without = check("/nonexistent")
+    assert without.returncode == 0, without.stderr
+    assert "BIRD 2 is not installed on this router" in without.stderr and "router r1" in without.stderr
+    with_bird = check(os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    assert with_bird.returncode == 0 and "BIRD 2 is not installed" not in with_bird.stderr, with_bird.stderr
