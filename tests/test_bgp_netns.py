@@ -270,8 +270,12 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         wait_for("r2 gone", lambda: nexthops(topo) == {addrs["r1"]}, every=0.01)
         wait_for("r2 back after its BIRD restarted", lambda: nexthops(topo) == both, timeout=30)
         assert len(_events(dirs["r2"].log, "bgp.speaker_started")) == 2
-        states = [e.payload["state"] for e in _events(dirs["r2"].log, "bgp.session_changed")]
-        assert states[states.index("up"):] == ["up", "down", "up"], states  # (a first poll may see it connecting)
+        def states():
+            got = [e.payload["state"] for e in _events(dirs["r2"].log, "bgp.session_changed")]
+            return got[got.index("up"):]  # (a first poll may see it connecting)
+
+        wait_for("r2's session reported up again", lambda: len(states()) >= 3)  # polled every 0.5 s
+        assert states() == ["up", "down", "up"], states()
 
         # lvsbus status shows the sessions and the announcements
         from lvsbus.routercli import read_status

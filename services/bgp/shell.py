@@ -78,7 +78,6 @@ class BgpShell:
             self.backoff = min(self.backoff * 2, 30.0)
             return
         self.started = True
-        self.sessions = {}
         log.info("speaker_started", speaker=self.speaker.name, version=version, pid=pid)
         self.runtime.publish("bgp.speaker_started", {"speaker": self.speaker.name, "version": version[:128],
                                                      "pid": pid, "epoch": time.monotonic_ns()})
@@ -120,7 +119,7 @@ class BgpShell:
                         if state == "up":  # its sessions died with it
                             self.runtime.publish("bgp.session_changed",
                                                  {"peer": peer, "state": "down", "info": "the speaker died"})
-                    self.sessions = {}
+                        self.sessions[peer] = ("down", "the speaker died")
                     self.restart_at = time.monotonic() + self.backoff
                     self.backoff = min(self.backoff * 2, 30.0)
                 if time.monotonic() >= self.restart_at:
