@@ -191,6 +191,18 @@ def test_speaker_restart_gets_the_whole_route_set_and_a_refusal_is_retried():
     # an old version's failure is not retried: a newer set is already on its way
     assert b.feed("bgp.routes_applied", {"version": sr["version"], "ok": False, "error": "x"}) == []
     assert b.core.next_deadline(b.st) is None
+    # refused again and again: the retries back off (2 s, 4 s, ... at most 30 s); a success resets it
+    delays = []
+    for _ in range(7):
+        v = b.st.version
+        b.feed("bgp.routes_applied", {"version": v, "ok": False, "error": "no socket"})
+        delays.append((b.core.next_deadline(b.st) - b.now) // 1_000_000_000)
+        b.now = b.core.next_deadline(b.st)
+        assert types(b.timer()) == ["bgp.set_routes"]
+    assert delays == [2, 4, 8, 16, 30, 30, 30]
+    b.feed("bgp.routes_applied", {"version": b.st.version, "ok": True, "error": ""})
+    b.feed("bgp.routes_applied", {"version": b.st.version, "ok": False, "error": "x"})
+    assert b.core.next_deadline(b.st) == b.now + 1_000_000_000
 
 
 def test_sessions_are_folded_and_decide_nothing():

@@ -28,8 +28,9 @@ at once.
 
 Outputs: ``bgp.vip_changed`` for each VIP whose state changed, then one ``bgp.set_routes`` with
 the whole route set (idempotent: the shell hands the speaker exactly that set). The route set is
-sent again when the speaker (re)starts (``bgp.speaker_started``), and one second after the shell
-reports that the speaker did not take it (``bgp.routes_applied`` not ok). Session changes are
+sent again when the speaker (re)starts (``bgp.speaker_started``), and after the shell reports that
+the speaker did not take it (``bgp.routes_applied`` not ok): 1 s later, then 2, 4... at most 30 s
+while it keeps refusing. Session changes are
 folded into the state (what the speaker says about its peers); they change no announcement: a
 route is announced to every peer whose session is up, by the speaker.
 
@@ -46,14 +47,15 @@ from lvsbus.events import Event
 from lvsbus_services.lvsd.core import IN_SERVICE, Layout
 
 SERVING_ROLES = frozenset({"ACTIVE", "BACKUP"})
-RETRY_NS = 1_000_000_000
+RETRY_NS = 1_000_000_000  # the first retry of a refused route set; doubling to RETRY_MAX_NS
+RETRY_MAX_NS = 30_000_000_000
 __all__ = ["BgpCore", "BgpState", "IN_SERVICE"]
 
 
 class BgpState:
     __slots__ = ("enabled", "drain_ns", "vips", "layouts", "health", "admin", "quorum", "role", "stopping",
                  "drain_until", "routes", "version", "sessions", "retry_at", "bad_config", "digest", "model",
-                 "drained")
+                 "drained", "failures")
 
     def __init__(self) -> None:
         self.enabled = False  # [scaleout] in the config in force
@@ -70,6 +72,7 @@ class BgpState:
         self.version = 0
         self.sessions: dict[str, str] = {}  # peer -> up | down
         self.retry_at: int | None = None
+        self.failures = 0  # route sets refused in a row (the retry delay doubles with each)
         self.bad_config = 0
         self.digest = ""
         self.model: dict | None = None
@@ -139,7 +142,7 @@ class BgpCore(Core[BgpState]):
                 resend = True
                 why = why or "retry"
         elif t == "bgp.speaker_started":
-            st.retry_at = None
+            st.retry_at, st.failures = None, 0
             resend = True
             why = f"speaker started ({p['speaker']} {p['version']})"
         elif t == "operator.bgp_drain":
@@ -156,8 +159,11 @@ class BgpCore(Core[BgpState]):
             st.sessions[p["peer"]] = p["state"]
             return st, out
         elif t == "bgp.routes_applied":
-            if not p["ok"] and p["version"] == st.version and st.retry_at is None:
-                st.retry_at = event.mono_ns + RETRY_NS
+            if p["ok"]:
+                st.failures = 0
+            elif p["version"] == st.version and st.retry_at is None:
+                st.retry_at = event.mono_ns + min(RETRY_NS << min(st.failures, 5), RETRY_MAX_NS)
+                st.failures += 1
             return st, out
         self._decide(st, why, resend, out)
         return st, out
@@ -254,7 +260,7 @@ class BgpCore(Core[BgpState]):
                 "quorum": dict(st.quorum), "role": st.role, "stopping": st.stopping,
                 "drain_until": st.drain_until, "routes": dict(st.routes), "version": st.version,
                 "sessions": dict(st.sessions), "retry_at": st.retry_at, "bad_config": st.bad_config,
-                "drained": st.drained}
+                "drained": st.drained, "failures": st.failures}
 
     def restore(self, data: Any) -> BgpState:
         st = BgpState()
@@ -264,4 +270,5 @@ class BgpCore(Core[BgpState]):
         st.role, st.stopping, st.drain_until = data["role"], data["stopping"], data["drain_until"]
         st.routes, st.version, st.sessions = dict(data["routes"]), data["version"], dict(data["sessions"])
         st.retry_at, st.bad_config, st.drained = data["retry_at"], data["bad_config"], data["drained"]
+        st.failures = data["failures"]
         return st
