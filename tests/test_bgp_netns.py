@@ -303,6 +303,15 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         seen.append(nexthops(topo))
         assert all(hops == both for hops in seen), seen
 
+        # a reload of r1 that adds a peer: bird.conf rewritten, BIRD reconfigured, the first session stays up
+        cfg1 = tmp_path / "r1" / "lvsbus.toml"
+        cfg1.write_text(cfg1.read_text().replace(f'peers = ["{UPSTREAM}"]', f'peers = ["{UPSTREAM}", "10.99.1.99"]'))
+        clients["r1"].publish_acked("config.loaded", {**config_payload(load(str(cfg1)), "r1", True, {})}, timeout=10.0)
+        r1ctl = BirdControl(str(tmp_path / "r1" / "bird.ctl"))
+        wait_for("r1's BIRD has the new peer", lambda: "lvsbus_peer2" in "\n".join(
+            t for _c, t in r1ctl.check("show protocols")))
+        assert nexthops(topo) == both
+
         # a planned stop of r1: drained first (out of the ECMP set, still announced), withdrawn after drain_time
         clients["r1"].publish_acked("router.shutdown_requested", {"reason": "SIGTERM", "graceful": True}, timeout=5.0)
         wait_for("r1 drained", lambda: nexthops(topo) == {addrs["r2"]})
