@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "lvsbus_tools.replay",  # replay
     "lvsbus_tools.simulate",  # simulate
     "lvsbus.democli",  # demo
-    "lvsbus.operator",  # server drain|disable|enable, handover
+    "lvsbus.operator",  # server drain|disable|enable, handover, bgp drain|resume
     "lvsbus_tools.web.cli",  # web, web passwd
 )
 

@@ -1,5 +1,5 @@
-"""Operator actions as recorded inputs: ``lvsbus server drain|disable|enable VIRTUAL SERVER`` and
-``lvsbus handover``, and the helpers the web console shares.
+"""Operator actions as recorded inputs: ``lvsbus server drain|disable|enable VIRTUAL SERVER``,
+``lvsbus handover`` and ``lvsbus bgp drain|resume`` (scale-out), and the helpers the web console shares.
 
 Each action is one event published to this router's bus (``operator.server_action``,
 ``operator.handover_requested``, declared in ``lvsbus/catalog/operator.py``) naming who asked; the
@@ -24,6 +24,7 @@ SERVER_ACTIONS = ("drain", "disable", "enable")
 ANSWERS = {
     "operator.server_action": ("lvsd.server_action_taken",),
     "operator.handover_requested": ("pulse.handover_refused", "router.role_changed"),
+    "operator.bgp_drain": ("bgp.drain_taken",),
 }
 
 
@@ -123,6 +124,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(h)
     h.set_defaults(func=cmd_handover)
 
+    b = sub.add_parser(
+        "bgp",
+        help="drain or resume this router's BGP announcements (scale-out, recorded as an operator action)",
+        description="Scale-out (docs/scaleout.md): ask this router's bgp service to announce every VIP with the "
+        "GRACEFUL_SHUTDOWN community (drain: the upstream sends new flows to the other routers, the route stays), "
+        "or plainly again (resume). Recorded as operator.bgp_drain; the bgp core answers (bgp.drain_taken). "
+        "A drain lasts until resume or a restart of the router.",
+    ).add_subparsers(dest="bgp_cmd", metavar="ACTION")
+    for action, what in (("drain", "announce every VIP with GRACEFUL_SHUTDOWN: new flows go to the other routers"),
+                         ("resume", "announce the VIPs plainly again")):
+        a = b.add_parser(action, help=what, description=f"{action}: {what}.")
+        _common(a)
+        a.set_defaults(func=cmd_bgp, action=action)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, type=existing_dir,
@@ -181,4 +196,21 @@ def cmd_handover(args) -> int:
         print(f"#{ans.seq}: handover refused: {why}", file=sys.stderr)
         return 1
     print(f"#{ans.seq}: {p['old']} -> {p['new']} (handover); a live backup takes over")
+    return 0
+
+
+def cmd_bgp(args) -> int:
+    ans = _send(args, "operator.bgp_drain", {"action": args.action, "by": cli_user(), "via": "cli",
+                                             "reason": args.reason})
+    if isinstance(ans, int):
+        return ans
+    if ans.event is None:
+        print(f"recorded as #{ans.seq}; the bgp service has not answered within {args.wait:g} s (is it running?)")
+        return 1
+    p = ans.event.payload  # type: ignore[attr-defined]
+    if p["outcome"] == "not_scaleout":
+        print(f"#{ans.seq}: the config in force has no [scaleout]: nothing is announced", file=sys.stderr)
+        return 1
+    state = "drained" if args.action == "drain" else "announced plainly"
+    print(f"#{ans.seq}: {'now' if p['outcome'] == 'applied' else 'already'} {state} ({p['vips']} VIPs)")
     return 0

@@ -115,6 +115,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
         "heartbeats_ignored": 0, "service_restarts": {}, "abandoned": [], "config_digest": None, "reload_refused": 0,
         "service": "lvs", "failover": {},
+        "bgp": None,  # scale-out ([scaleout]): {"sessions", "announced", "drained"} (docs/scaleout.md)
     }
     vips: dict[str, dict] = {}
     for e in events:
@@ -129,6 +130,10 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["deadtime_s"] = model["heartbeat"]["deadtime"]
             st["keepalive_s"] = model["heartbeat"]["keepalive"]
             st["service"] = model.get("service", "lvs")
+            if model.get("scaleout") is not None and st["bgp"] is None:
+                st["bgp"] = {"sessions": {}, "announced": {}, "drained": False}
+            elif model.get("scaleout") is None:
+                st["bgp"] = None
             if st["service"] == "fos":  # service = fos: each failover service's health and commands
                 st["failover"] = {
                     f["name"]: {**st["failover"].get(f["name"], {"health": "UNKNOWN", "detail": None,
@@ -195,6 +200,15 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["reload_refused"] += 1
         elif t == "router.shutdown_requested":
             st["running"] = False
+        elif st["bgp"] is not None and t == "bgp.session_changed":
+            st["bgp"]["sessions"][p["peer"]] = {"state": p["state"], "info": p["info"]}
+        elif st["bgp"] is not None and t == "bgp.vip_changed":
+            if p["new"] == "withdraw":
+                st["bgp"]["announced"].pop(p["address"], None)
+            else:
+                st["bgp"]["announced"][p["address"]] = {"state": p["new"], "reason": p["reason"]}
+        elif st["bgp"] is not None and t == "bgp.drain_taken" and p["outcome"] == "applied":
+            st["bgp"]["drained"] = p["action"] == "drain"
 
     dt = st["deadtime_s"]
     for peer in st["peers"].values():
@@ -260,6 +274,15 @@ def cmd_status(args) -> int:
             age = "never" if link["age_s"] is None else f"{link['age_s']:.3f} s ago"
             health = "ok" if link["healthy"] else ("DEGRADED" if link.get("degraded") else "silent")
             print(f"  link   {lname:<8} last heartbeat {age}: {health}")
+    if st["bgp"] is not None:
+        b = st["bgp"]
+        print("bgp      scale-out" + (", DRAINED by an operator (lvsbus bgp resume)" if b["drained"] else ""))
+        for peer, sess in sorted(b["sessions"].items()):
+            print(f"  peer   {peer}: {sess['state']} ({sess['info']})")
+        for vip, a in sorted(b["announced"].items()):
+            print(f"  vip    {vip}: {'announced' if a['state'] == 'announce' else 'announced, draining'} ({a['reason']})")
+        if not b["announced"]:
+            print("  vip    none announced")
     print(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
           f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
     for name in st["abandoned"]:

@@ -14,6 +14,7 @@ CORES = {
     "nanny": "lvsbus_services.nanny.core:NannyCore",
     "lvsd": "lvsbus_services.lvsd.core:LvsdCore",
     "ipvs": "lvsbus_services.ipvs.core:ApplierCore",
+    "bgp": "lvsbus_services.bgp.core:BgpCore",
 }
 
 

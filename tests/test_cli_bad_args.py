@@ -92,6 +92,12 @@ KINDS: dict[tuple[str, str], str] = {
     ("demo", "out"): "dir_out",
     ("demo", "vm_timeout"): "pos_float",
     ("demo", "vm_cpus"): "nonneg_int",  # 0 = as many as suit the host
+    ("bgp drain", "state_dir"): "dir_in",
+    ("bgp drain", "reason"): "text256",
+    ("bgp drain", "wait"): "nonneg_float",
+    ("bgp resume", "state_dir"): "dir_in",
+    ("bgp resume", "reason"): "text256",
+    ("bgp resume", "wait"): "nonneg_float",
     ("server drain", "virtual"): "name",
     ("server drain", "server"): "name",
     ("server drain", "state_dir"): "dir_in",

@@ -108,3 +108,28 @@ def test_endpoint_of_a_running_router(netns, tmp_path):
     assert 'lvsbus_role{role="ACTIVE"} 1.0' in body
     assert re.search(r'lvsbus_heartbeats_sent_total\{link="public"\} [1-9]', body)
     assert re.search(r'lvsbus_heartbeats_received_total\{link="private"\} [1-9]', body)
+
+
+def test_fold_bgp_sessions_and_announcements():
+    m = Metrics()
+    evs = [
+        ("bgp.session_changed", {"peer": "10.99.1.100", "state": "up", "info": "up Established"}),
+        ("bgp.vip_changed", {"address": "10.200.0.1", "prefixlen": 32, "old": "withdraw", "new": "announce",
+                             "reason": "serving", "virtuals": ["web"]}),
+        ("bgp.vip_changed", {"address": "10.200.0.2", "prefixlen": 32, "old": "withdraw", "new": "announce",
+                             "reason": "serving", "virtuals": ["dns"]}),
+        ("bgp.vip_changed", {"address": "10.200.0.2", "prefixlen": 32, "old": "announce", "new": "withdraw",
+                             "reason": "quorum_lost", "virtuals": ["dns"]}),
+        ("bgp.vip_changed", {"address": "10.200.0.1", "prefixlen": 32, "old": "announce", "new": "drain",
+                             "reason": "operator_drain", "virtuals": ["web"]}),
+        ("bgp.session_changed", {"peer": "10.99.1.100", "state": "down", "info": "the speaker died"}),
+    ]
+    for i, (t, p) in enumerate(evs, 1):
+        m.apply(Event(i, "r1", "bgp", t, 1, i, i, None, p))
+    text = render(m.samples())
+    assert 'lvsbus_bgp_session_up{peer="10.99.1.100"} 0.0' in text
+    assert 'lvsbus_bgp_session_changes_total{peer="10.99.1.100",state="down"} 1.0' in text
+    assert 'lvsbus_bgp_vip_announced{vip="10.200.0.1"} 1.0' in text
+    assert 'lvsbus_bgp_vip_draining{vip="10.200.0.1"} 1.0' in text
+    assert 'lvsbus_bgp_vip_announced{vip="10.200.0.2"} 0.0' in text
+    assert 'lvsbus_bgp_vip_changes_total{reason="quorum_lost",state="withdraw"} 1.0' in text

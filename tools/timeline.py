@@ -127,6 +127,9 @@ CATEGORY = {
     "log.write_recovered": "bus",
     "operator.server_action": "operator", "operator.handover_requested": "operator",
     "lvsd.server_action_taken": "operator", "pulse.handover_refused": "operator",
+    # scale-out (docs/scaleout.md): announcements, sessions, the speaker; a route set BIRD refused
+    "bgp.vip_changed": "bgp", "bgp.session_changed": "bgp", "bgp.speaker_started": "bgp",
+    "bgp.config_rejected": "config", "operator.bgp_drain": "operator", "bgp.drain_taken": "operator",
 }
 #: shown when a newer event type appears (other health/lvsd/ipvs events are chatter: check
 #: batches, per-op acknowledgements, table dumps)
@@ -146,6 +149,16 @@ def category(ev: Event) -> str | None:
 def describe(ev: Event) -> str:
     p, t = ev.payload, ev.type
     vips = lambda: ", ".join(v["address"] for v in p.get("vips", []))  # noqa: E731
+    if t == "bgp.vip_changed":
+        return f"BGP {p['address']}/{p['prefixlen']}: {p['old']} -> {p['new']} ({p['reason']})"
+    if t == "bgp.session_changed":
+        return f"BGP session to {p['peer']} {p['state']} ({p['info']})"
+    if t == "bgp.speaker_started":
+        return f"BGP speaker started ({p['speaker']} {p['version']}, pid {p['pid']})"
+    if t == "operator.bgp_drain":
+        return f"{p['by']} asked to {p['action']} the BGP announcements ({p['via']}{': ' + p['reason'] if p['reason'] else ''})"
+    if t == "bgp.drain_taken":
+        return f"BGP {p['action']} by {p['by']}: {p['outcome']}"
     if t == "router.role_changed":
         return f"{p['old']} -> {p['new']} ({p['reason']}{', peer ' + p['peer'] if p.get('peer') else ''})"
     if t == "pulse.peer_dead":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from typing import TextIO
 
@@ -101,13 +102,17 @@ def _router_host_problems(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
         me = identify_local_router(cfg, netutil.local_addresses())
     except ConfigError:
         return [], []  # not a router host (a workstation checking a file): nothing local to check
+    notes: list[str] = []
+    if cfg.scaleout is not None and cfg.scaleout.speaker == "bird" and shutil.which("bird") is None:
+        notes.append(f"{loaded.source}: scaleout.speaker: BIRD 2 is not installed on this router (apt-get install "
+                     f"bird2): the bgp service could not start (this host is router {me.name})")
     if not cfg.heartbeat.enabled:
-        return [], []
+        return [], notes
     problem, certain = key_file_problem(cfg.heartbeat.key_file)
     if problem is None:
-        return [], []
+        return [], notes
     text = f"{loaded.source}: heartbeat.key_file: {problem} (this host is router {me.name}: 'lvsbus router' would refuse to start)"
-    return ([text], []) if certain else ([], [text])
+    return ([text], notes) if certain else ([], [text, *notes])
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -231,6 +236,10 @@ def describe(loaded: LoadedConfig) -> str:
     if cfg.web is not None:
         w = cfg.web
         out.append(f"web console: {'https' if w.tls_cert else 'http'}://{w.address}, passwords {w.password_file}")
+    if cfg.scaleout is not None:
+        so = cfg.scaleout
+        out.append(f"scale-out: active/active, BGP AS {so.local_as} to {', '.join(so.peers)} (AS {so.peer_as}) "
+                   f"through {so.speaker}, hold {so.hold_time}s{', BFD' if so.bfd else ''}, drain {so.drain_time:g}s")
     fos = cfg.service.value == "fos"
     out.append(f"virtual services: {len(cfg.virtual_services)}"
                + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))

@@ -47,6 +47,7 @@ __all__ = [
     "SyncDaemon",
     "Notify",
     "NatRouter",
+    "Scaleout",
     "Config",
     "LoadedConfig",
     "to_dict",
@@ -417,6 +418,31 @@ class Web:
 
 
 @dataclass(frozen=True, slots=True)
+class Scaleout:
+    """Active/active scale-out (``[scaleout]``; docs/scaleout.md): every router announces the VIPs
+    to its upstream router(s) by BGP, through an existing speaker (BIRD 2) that lvsbus starts and
+    drives over its control socket; the upstream spreads flows over the routers by ECMP."""
+
+    #: this side's AS number (every lvsbus router of the group uses the same one)
+    local_as: int
+    #: the upstream routers' AS number
+    peer_as: int
+    #: the upstream routers' addresses (one BGP session each, from every lvsbus router)
+    peers: tuple[str, ...]
+    #: the BGP speaker: "bird" (BIRD 2); the others (GoBGP, ExaBGP, FRR) fit behind the same driver
+    speaker: str = "bird"
+    #: BIRD's control socket, created by the BIRD that lvsbus starts (one a router)
+    control_socket: str = "/run/lvsbus/bird.ctl"
+    #: BGP hold time, seconds (keepalives every third of it); 0 = none
+    hold_time: int = 9
+    #: BFD on every session (BIRD's ``protocol bfd``): a dead router is seen in ~0.3 s
+    bfd: bool = False
+    #: a planned stop first re-announces every VIP with the GRACEFUL_SHUTDOWN community (65535:0,
+    #: RFC 8326) this many seconds, then withdraws it
+    drain_time: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     service: ServiceType = ServiceType.LVS
     serial_no: int = 0
@@ -434,6 +460,8 @@ class Config:
     metrics_address: str | None = None
     #: the web console; None = off
     web: Web | None = None
+    #: active/active scale-out by BGP (``[scaleout]``, docs/scaleout.md); None = active/backup
+    scaleout: Scaleout | None = None
     #: seconds between two reads of the IPVS traffic figures by the applier (``ipvs.stats``); 0 = off.
     #: 5 s by measurement (bench/stats.py, docs/ipvs.md): 100 services x 10 real servers all busy
     #: add ~59 MB/hour to the log at 5 s, ~147 MB/hour at 2 s.

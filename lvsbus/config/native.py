@@ -45,6 +45,7 @@ from .model import (
     Protocol,
     RealServer,
     Router,
+    Scaleout,
     ServiceType,
     Severity,
     SyncDaemon,
@@ -66,6 +67,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
 _NESTED: dict[str, type] = {
     "Heartbeat": Heartbeat, "IpvsTimeouts": IpvsTimeouts, "SyncDaemon": SyncDaemon,
     "Notify": Notify, "NatRouter": NatRouter, "Check": Check, "Web": Web,
+    "Scaleout": Scaleout,
 }
 #: list-valued fields: dict-form key -> (native table name, item class)
 _LISTS: dict[str, tuple[str, type]] = {
@@ -653,7 +655,8 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
                           ("sync_daemon", "IPVS connection sync daemon"),
                           ("notify", "commands run on role changes"),
                           ("nat_router", "gateway of the real servers in NAT, moves with the VIPs"),
-                          ("web", "the web console (docs/console.md)")):
+                          ("web", "the web console (docs/console.md)"),
+                          ("scaleout", "active/active routers announcing the VIPs by BGP (docs/scaleout.md)")):
         if d.get(name) is not None:
             _table(out, [name], d[name], comment)
     for vs in d["virtual_services"]:

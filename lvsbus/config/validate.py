@@ -59,6 +59,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     # lvs.cf virtual timeout / reentry, turned into fall / rise (at most 8,640,000 checks)
     "vs_timeout": (0.01, 86400),
     "vs_reentry": (0, 86400),
+    "as_number": (1, 4294967295),
+    "hold_time": (0, 65535),
+    "drain_time": (0, 3600),
 }
 
 
@@ -94,6 +97,10 @@ FIELD_LIMITS: dict[tuple[str, str], str] = {
     ("FailoverService", "port"): "port",
     ("FailoverService", "timeout"): "fos_time",
     ("FailoverService", "reentry"): "fos_time",
+    ("Scaleout", "local_as"): "as_number",
+    ("Scaleout", "peer_as"): "as_number",
+    ("Scaleout", "hold_time"): "hold_time",
+    ("Scaleout", "drain_time"): "drain_time",
 }
 
 
@@ -286,6 +293,8 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
         _metrics(o, cfg.metrics_address)
     if cfg.web is not None:
         _web(o, cfg.web)
+    if cfg.scaleout is not None:
+        _scaleout(o, cfg)
     if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
         o.err("reservation_conflict_action", f"{_shown(cfg.reservation_conflict_action)}: must be "
                                              "'nothing' or 'preempt'")
@@ -495,6 +504,76 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
                 o.err(f"{rp}.address", f"{ip} port {ep[1]} is already real server "
                                        f"{_shown(endpoints[ep])} of this virtual service")
             endpoints[ep] = rs.name
+
+
+#: schedulers that map a flow to the same real server on every router with the same real servers
+CONSISTENT_SCHEDULERS = ("mh",)
+SPEAKERS = ("bird",)
+
+
+def _scaleout(o: _Out, cfg: Config) -> None:
+    """``[scaleout]`` (docs/scaleout.md): the BGP settings, and the setups in which N active
+    routers would not map a flow to the same real server."""
+    so = cfg.scaleout
+    assert so is not None
+    if so.speaker not in SPEAKERS:
+        o.err("scaleout.speaker", f"{_shown(so.speaker)} is not supported: one of {', '.join(SPEAKERS)} "
+                                  "(docs/scaleout.md says why BIRD, and what another speaker needs)",
+              difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6)[0]
+              if difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6) else None)
+    o.range("scaleout.local_as", so.local_as, "as_number")
+    o.range("scaleout.peer_as", so.peer_as, "as_number")
+    if o.range("scaleout.hold_time", so.hold_time, "hold_time") and 0 < so.hold_time < 3:
+        o.err("scaleout.hold_time", f"{so.hold_time} s: BGP allows 0 (no hold timer) or 3 s and more (RFC 4271)")
+    o.range("scaleout.drain_time", so.drain_time, "drain_time")
+    if not so.control_socket.startswith("/"):
+        o.err("scaleout.control_socket", f"{_shown(so.control_socket)} must be an absolute path")
+    families: set[int] = set()
+    own = {a for r in cfg.routers for a in (r.address, r.private_address, r.shared_address) if a}
+    if not so.peers:
+        o.err("scaleout.peers", "no BGP peer: give the upstream router(s) the VIPs are announced to")
+    for i, peer in enumerate(so.peers):
+        ip = o.address(f"scaleout.peers[{i}]", peer)
+        if ip is None:
+            continue
+        families.add(ip.version)
+        if str(ip) in own:
+            o.err(f"scaleout.peers[{i}]", f"{ip} is a router of this config: peers are the upstream routers")
+        if list(so.peers).count(peer) > 1 and so.peers.index(peer) != i:
+            o.err(f"scaleout.peers[{i}]", f"{ip} is listed twice")
+    for r in cfg.routers:
+        try:
+            v4 = ipaddress.ip_address(r.address).version == 4
+        except ValueError:
+            continue  # reported with the router
+        if not v4:
+            o.err(f"router.{r.name}.address", f"{r.address}: scale-out uses a router's address as its BGP "
+                                              "router ID, which is an IPv4 address")
+    if cfg.service is ServiceType.FOS:
+        o.err("scaleout", "service = fos has no virtual services to announce: scale-out needs service = lvs")
+    sync = cfg.sync_daemon.enabled
+    for vs in cfg.lvs_services():
+        if not vs.active:
+            continue
+        p = f"virtual.{vs.name}"
+        if vs.scheduler not in CONSISTENT_SCHEDULERS and not sync:
+            o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not consistent across routers: with "
+                                    "[scaleout] every router must send a flow to the same real server, so use "
+                                    "scheduler = \"mh\" (Maglev hashing), or turn on [sync_daemon] (connection "
+                                    "sync) and accept its limits (docs/scaleout.md)", "mh")
+        try:
+            fam = ipaddress.ip_address(vs.address).version
+        except ValueError:
+            continue
+        if families and fam not in families:
+            o.err(f"{p}.address", f"{vs.address}: no BGP peer of its address family in scaleout.peers "
+                                  "would carry it (an IPv4 VIP goes over an IPv4 session, IPv6 over IPv6)")
+        if vs.forwarding is Forwarding.NAT:
+            o.warn(f"{p}.forwarding", "nat with [scaleout]: the real servers' replies go back through one "
+                                      "gateway, not the router that took the flow; use direct or tunnel")
+    o.warn("scaleout", "lvsbus router does not run scale-out yet: pulse still keeps one active router and "
+                       "moves the VIPs; the BGP announcements come from the bgp service (python -m "
+                       "lvsbus_services.bgp), which the router does not start yet (docs/scaleout.md)")
 
 
 def _web(o: _Out, web) -> None:

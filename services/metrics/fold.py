@@ -44,7 +44,7 @@ class Histogram:
                 self.buckets[j] += n
         self.sum += sum_s
 
-SUBSCRIPTIONS = ("router.", "pulse.", "health.", "ipvs.", "bus.", "log.", "config.")
+SUBSCRIPTIONS = ("router.", "pulse.", "health.", "ipvs.", "bus.", "log.", "config.", "bgp.")
 
 
 @dataclass
@@ -77,6 +77,10 @@ class Metrics:
     last_seq: int = 0
     last_mono_ns: int = 0
     config_digest: str = ""
+    bgp_sessions: dict = field(default_factory=dict)  # peer -> "up" / "down" (scale-out)
+    bgp_vips: dict = field(default_factory=dict)  # VIP -> "announce" / "drain" / "withdraw" (scale-out)
+    bgp_vip_changes: Counter = field(default_factory=Counter)  # (new, reason) -> count
+    bgp_session_changes: Counter = field(default_factory=Counter)  # (peer, state) -> count
 
     def apply(self, ev: Event) -> None:
         self.last_seq, self.last_mono_ns = ev.seq, ev.mono_ns
@@ -148,6 +152,12 @@ class Metrics:
             self.subscriber_lags += 1
         elif t == "config.loaded":
             self.config_digest = p["digest"]
+        elif t == "bgp.session_changed":
+            self.bgp_sessions[p["peer"]] = p["state"]
+            self.bgp_session_changes[(p["peer"], p["state"])] += 1
+        elif t == "bgp.vip_changed":
+            self.bgp_vips[p["address"]] = p["new"]
+            self.bgp_vip_changes[(p["new"], p["reason"])] += 1
 
     def samples(self) -> list[tuple[str, str, str, dict, float]]:
         """(name, type, help, labels, value) for every sample, Prometheus-style."""
@@ -199,6 +209,20 @@ class Metrics:
         add("lvsbus_log_records_total", "counter", "records appended to the event log (counted in bus.log_stats)",
             self.log_records)
         add("lvsbus_subscriber_lags_total", "counter", "subscribers that fell behind and caught up from the log", self.subscriber_lags)
+        for peer, state in sorted(self.bgp_sessions.items()):
+            add("lvsbus_bgp_session_up", "gauge", "1 while the BGP session to the peer is established (scale-out)",
+                1 if state == "up" else 0, peer=peer)
+        for (peer, state), n in sorted(self.bgp_session_changes.items()):
+            add("lvsbus_bgp_session_changes_total", "counter", "BGP sessions that came up or went down", n,
+                peer=peer, state=state)
+        for vip, state in sorted(self.bgp_vips.items()):
+            add("lvsbus_bgp_vip_announced", "gauge", "1 while this router announces the VIP by BGP (drained or not)",
+                0 if state == "withdraw" else 1, vip=vip)
+            add("lvsbus_bgp_vip_draining", "gauge", "1 while the VIP is announced with GRACEFUL_SHUTDOWN (a drain)",
+                1 if state == "drain" else 0, vip=vip)
+        for (new, reason), n in sorted(self.bgp_vip_changes.items()):
+            add("lvsbus_bgp_vip_changes_total", "counter", "changes of a VIP's announcement, by new state and reason", n,
+                state=new, reason=reason)
         add("lvsbus_last_seq", "gauge", "the last event seq folded", self.last_seq)
         return out
 

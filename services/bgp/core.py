@@ -1,0 +1,274 @@
+"""The bgp core: which VIPs this router announces by BGP, and how (docs/scaleout.md).
+
+Inputs (recorded events): ``config.loaded`` (``[scaleout]`` and the virtual services), nanny's
+health verdicts (``health.real_server_up``/``_down``/``state_changed``) and the operator's server
+actions (``operator.server_action``), folded into each virtual service's quorum with lvsd's own
+policy (``lvsbus_services.lvsd.core.Layout``); pulse's ``router.role_changed`` (the router's
+health); ``router.shutdown_requested``; and what the speaker reports: ``bgp.speaker_started``,
+``bgp.session_changed``, ``bgp.routes_applied``.
+
+A VIP is *announced* while
+
+* the config has ``[scaleout]``, and the VIP is the address of an active virtual service;
+* pulse has reported a role and it is not FAULT or STOPPED (the router can serve);
+* every active virtual service on that address has quorum here (a VIP carrying port 80 and 443
+  is withdrawn when either is below quorum: the upstream would otherwise send this router flows
+  it cannot serve; the other routers keep announcing it);
+* the router is not stopping.
+
+An operator's drain (``operator.bgp_drain``, ``lvsbus bgp drain``) announces every VIP that would
+be announced with GRACEFUL_SHUTDOWN instead, until ``resume`` (or the router restarts); the core
+answers it with ``bgp.drain_taken``.
+
+A graceful stop (``router.shutdown_requested`` with ``graceful``) first *drains*: every announced
+VIP is re-announced with the GRACEFUL_SHUTDOWN community (RFC 8326: the upstream lowers its
+preference, so its ECMP set loses this router while the route is still there), for the config's
+``drain_time``; a ``timer.fired`` then withdraws them all. A stop that is not graceful withdraws
+at once.
+
+Outputs: ``bgp.vip_changed`` for each VIP whose state changed, then one ``bgp.set_routes`` with
+the whole route set (idempotent: the shell hands the speaker exactly that set). The route set is
+sent again when the speaker (re)starts (``bgp.speaker_started``), and after the shell reports that
+the speaker did not take it (``bgp.routes_applied`` not ok): 1 s later, then 2, 4... at most 30 s
+while it keeps refusing. Session changes are
+folded into the state (what the speaker says about its peers); they change no announcement: a
+route is announced to every peer whose session is up, by the speaker.
+
+Sans-IO, deterministic: "now" is the event's ``mono_ns``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lvsbus.config import ConfigError, from_dict
+from lvsbus.config.model import Config, ip_family
+from lvsbus.core import Core, Effect
+from lvsbus.events import Event
+from lvsbus_services.lvsd.core import IN_SERVICE, Layout
+
+SERVING_ROLES = frozenset({"ACTIVE", "BACKUP"})
+RETRY_NS = 1_000_000_000  # the first retry of a refused route set; doubling to RETRY_MAX_NS
+RETRY_MAX_NS = 30_000_000_000
+__all__ = ["BgpCore", "BgpState", "IN_SERVICE"]
+
+
+class BgpState:
+    __slots__ = ("enabled", "drain_ns", "vips", "layouts", "health", "admin", "quorum", "role", "stopping",
+                 "drain_until", "routes", "version", "sessions", "retry_at", "bad_config", "digest", "model",
+                 "drained", "failures")
+
+    def __init__(self) -> None:
+        self.enabled = False  # [scaleout] in the config in force
+        self.drain_ns = 0
+        self.vips: dict[str, tuple[int, list[str]]] = {}  # address -> (prefixlen, active virtual names)
+        self.layouts: dict[str, Layout] = {}
+        self.health: dict[str, str] = {}  # "virtual/server" -> nanny's state
+        self.admin: dict[str, str] = {}  # "virtual/server" -> drained | disabled
+        self.quorum: dict[str, bool] = {}  # virtual name -> quorum up
+        self.role: str | None = None  # pulse's last role (None: not reported yet)
+        self.stopping: str | None = None  # None, "drain" (graceful, until drain_until), "stop"
+        self.drain_until: int | None = None
+        self.routes: dict[str, str] = {}  # address -> announce | drain (absent: withdrawn)
+        self.version = 0
+        self.sessions: dict[str, str] = {}  # peer -> up | down
+        self.retry_at: int | None = None
+        self.failures = 0  # route sets refused in a row (the retry delay doubles with each)
+        self.bad_config = 0
+        self.digest = ""
+        self.model: dict | None = None
+        self.drained = False  # an operator's drain (operator.bgp_drain), until resume or a router restart
+
+
+class BgpCore(Core[BgpState]):
+    name = "bgp"
+    inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
+              "operator.server_action", "router.role_changed", "router.shutdown_requested",
+              "bgp.speaker_started", "bgp.session_changed", "bgp.routes_applied", "operator.bgp_drain")
+    outputs = frozenset({"bgp.vip_changed", "bgp.set_routes", "bgp.config_rejected", "bgp.drain_taken"})
+
+    def initial(self) -> BgpState:
+        return BgpState()
+
+    def next_deadline(self, state: BgpState) -> int | None:
+        times = [t for t in (state.drain_until, state.retry_at) if t is not None]
+        return min(times) if times else None
+
+    def decide(self, state: BgpState, event: Event) -> tuple[BgpState, list[Effect]]:
+        st, p, t = state, event.payload, event.type
+        out: list[Effect] = []
+        why = ""
+        resend = False
+        if t == "config.loaded":
+            if not self._config(st, p, out):
+                return st, out
+            why = "config"
+        elif t in ("health.real_server_up", "health.real_server_down", "health.state_changed"):
+            new = {"health.real_server_up": "UP", "health.real_server_down": "DOWN"}.get(t) or p["new"]
+            id_ = f"{p['virtual']}/{p['server']}"
+            if p["virtual"] not in st.layouts:
+                return st, out
+            st.health[id_] = new
+            why = f"{id_} {new}"
+        elif t == "operator.server_action":
+            id_ = f"{p['virtual']}/{p['server']}"
+            lay = st.layouts.get(p["virtual"])
+            if lay is None or id_ not in {s[0] for s in lay.servers}:
+                return st, out
+            if p["action"] == "enable":
+                st.admin.pop(id_, None)
+            else:
+                st.admin[id_] = {"drain": "drained", "disable": "disabled"}[p["action"]]
+            why = f"{id_} {p['action']} by {p['by']}"
+        elif t == "router.role_changed":
+            st.role = p["new"]
+            why = f"role {p['new']} ({p['reason']})"
+        elif t == "router.shutdown_requested":
+            if st.stopping == "stop" or (st.stopping == "drain" and p["graceful"]):
+                return st, out
+            if p["graceful"] and st.drain_ns > 0 and st.routes:
+                st.stopping = "drain"
+                st.drain_until = event.mono_ns + st.drain_ns
+                why = "shutdown: drain"
+            else:
+                st.stopping, st.drain_until = "stop", None
+                why = "shutdown"
+        elif t == "timer.fired":
+            now = event.mono_ns
+            if st.drain_until is not None and now >= st.drain_until:
+                st.stopping, st.drain_until = "stop", None
+                why = "shutdown: drained"
+            if st.retry_at is not None and now >= st.retry_at:
+                st.retry_at = None
+                resend = True
+                why = why or "retry"
+        elif t == "bgp.speaker_started":
+            st.retry_at, st.failures = None, 0
+            resend = True
+            why = f"speaker started ({p['speaker']} {p['version']})"
+        elif t == "operator.bgp_drain":
+            want = p["action"] == "drain"
+            outcome = "not_scaleout" if not st.enabled else ("unchanged" if st.drained == want else "applied")
+            if outcome == "applied":
+                st.drained = want
+            out.append(Effect("bgp.drain_taken", {"action": p["action"], "by": p["by"], "outcome": outcome,
+                                                  "vips": len(st.routes)}))
+            if outcome != "applied":
+                return st, out
+            why = f"{p['action']} by {p['by']} ({p['via']})"
+        elif t == "bgp.session_changed":
+            st.sessions[p["peer"]] = p["state"]
+            return st, out
+        elif t == "bgp.routes_applied":
+            if p["ok"]:
+                st.failures = 0
+            elif p["version"] == st.version and st.retry_at is None:
+                st.retry_at = event.mono_ns + min(RETRY_NS << min(st.failures, 5), RETRY_MAX_NS)
+                st.failures += 1
+            return st, out
+        self._decide(st, why, resend, out)
+        return st, out
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def _quorum(self, st: BgpState, name: str) -> bool:
+        lay = st.layouts[name]
+        up = lay.quorum_up(st.health, st.quorum.get(name), st.admin)
+        st.quorum[name] = up
+        return up
+
+    def wanted(self, st: BgpState) -> dict[str, tuple[str, str, list[str]]]:
+        """address -> (state, reason, virtuals) for every VIP of the config (and every VIP still
+        announced: one a reload removed is withdrawn with the reason config)."""
+        out: dict[str, tuple[str, str, list[str]]] = {}
+        for addr, (_plen, names) in st.vips.items():
+            down = [n for n in names if not self._quorum(st, n)]
+            if st.stopping == "stop":
+                out[addr] = ("withdraw", "shutdown", names)
+            elif st.stopping == "drain":
+                was = st.routes.get(addr)
+                out[addr] = ("drain", "shutdown_drain", names) if was else ("withdraw", "shutdown", names)
+            elif st.role not in SERVING_ROLES:
+                out[addr] = ("withdraw", "router_unhealthy", names)
+            elif down:
+                out[addr] = ("withdraw", "quorum_lost", down)
+            elif st.drained:
+                out[addr] = ("drain", "operator_drain", names)
+            else:
+                out[addr] = ("announce", "serving", names)
+        for addr in st.routes:
+            if addr not in out:
+                out[addr] = ("withdraw", "config", [])
+        return out
+
+    def _decide(self, st: BgpState, why: str, resend: bool, out: list[Effect]) -> None:
+        changed = False
+        for addr, (new, reason, names) in self.wanted(st).items():
+            old = st.routes.get(addr, "withdraw")
+            if new == old:
+                continue
+            plen = st.vips[addr][0] if addr in st.vips else (32 if ip_family(addr) == 4 else 128)
+            out.append(Effect("bgp.vip_changed", {"address": addr, "prefixlen": plen, "old": old, "new": new,
+                                                  "reason": reason, "virtuals": names}))
+            if new == "withdraw":
+                del st.routes[addr]
+            else:
+                st.routes[addr] = new
+            changed = True
+        if not (changed or (resend and st.enabled) or (resend and st.version)):
+            return
+        st.version += 1
+        st.retry_at = None
+        routes = [{"address": a, "prefixlen": st.vips[a][0] if a in st.vips else (32 if ip_family(a) == 4 else 128),
+                   "state": s} for a, s in sorted(st.routes.items())]
+        out.append(Effect("bgp.set_routes", {"version": st.version, "routes": routes, "reason": why[:256]}))
+
+    # -- config ------------------------------------------------------------------------------
+
+    def _config(self, st: BgpState, p: dict, out: list[Effect]) -> bool:
+        try:
+            cfg = from_dict(p["model"])
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            st.bad_config += 1
+            out.append(Effect("bgp.config_rejected", {"error": str(exc)[:1024], "count": st.bad_config}))
+            return False
+        self._apply(st, cfg, p["model"], p["digest"])
+        return True
+
+    @staticmethod
+    def _apply(st: BgpState, cfg: Config, model: dict, digest: str) -> None:
+        so = cfg.scaleout
+        st.enabled = so is not None
+        st.drain_ns = int(so.drain_time * 1e9) if so is not None else 0
+        st.layouts, st.vips = {}, {}
+        if so is not None:
+            for vs in cfg.lvs_services():
+                if not vs.active:
+                    continue
+                st.layouts[vs.name] = Layout(vs)
+                plen = 32 if ip_family(vs.address) == 4 else 128
+                st.vips.setdefault(vs.address, (plen, []))[1].append(vs.name)
+        ids = {s[0] for lay in st.layouts.values() for s in lay.servers}
+        st.health = {i: s for i, s in st.health.items() if i in ids}
+        st.admin = {i: a for i, a in st.admin.items() if i in ids}
+        st.quorum = {n: q for n, q in st.quorum.items() if n in st.layouts}
+        st.model, st.digest = model, digest
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self, st: BgpState) -> Any:
+        return {"model": st.model, "digest": st.digest, "health": dict(st.health), "admin": dict(st.admin),
+                "quorum": dict(st.quorum), "role": st.role, "stopping": st.stopping,
+                "drain_until": st.drain_until, "routes": dict(st.routes), "version": st.version,
+                "sessions": dict(st.sessions), "retry_at": st.retry_at, "bad_config": st.bad_config,
+                "drained": st.drained, "failures": st.failures}
+
+    def restore(self, data: Any) -> BgpState:
+        st = BgpState()
+        if data["model"] is not None:
+            self._apply(st, from_dict(data["model"]), data["model"], data["digest"])
+        st.health, st.admin, st.quorum = dict(data["health"]), dict(data["admin"]), dict(data["quorum"])
+        st.role, st.stopping, st.drain_until = data["role"], data["stopping"], data["drain_until"]
+        st.routes, st.version, st.sessions = dict(data["routes"]), data["version"], dict(data["sessions"])
+        st.retry_at, st.bad_config, st.drained = data["retry_at"], data["bad_config"], data["drained"]
+        st.failures = data["failures"]
+        return st

@@ -1,0 +1,116 @@
+"""[scaleout] (docs/scaleout.md): the BGP settings and the setups check-config refuses."""
+from __future__ import annotations
+
+import pytest
+
+from lvsbus.config import ConfigError, from_dict, loads_toml, render_toml, to_dict
+from tests.netns import netns  # noqa: F401  (the fixture)
+
+BASE = """
+service = "lvs"
+[router.r1]
+address = "10.99.1.11"
+priority = 200
+[router.r2]
+address = "10.99.1.12"
+priority = 100
+[virtual.web]
+address = "10.200.0.1"
+scheduler = "{scheduler}"
+forwarding = "direct"
+[virtual.web.server.s1]
+address = "10.99.3.101"
+"""
+SCALEOUT = """
+[scaleout]
+local_as = 65001
+peer_as = 65000
+peers = ["10.99.1.100"]
+"""
+
+
+def load(text: str):
+    return loads_toml(text, "t.toml")
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load(text)
+    return [f"{i.key}: {i.message}" for i in exc.value.issues]
+
+
+def test_scaleout_loads_with_defaults_and_round_trips():
+    loaded = load(BASE.format(scheduler="mh") + SCALEOUT)
+    so = loaded.config.scaleout
+    assert so is not None
+    assert (so.local_as, so.peer_as, so.peers) == (65001, 65000, ("10.99.1.100",))
+    assert (so.speaker, so.hold_time, so.bfd, so.drain_time) == ("bird", 9, False, 5.0)
+    assert from_dict(to_dict(loaded.config)) == loaded.config
+    assert loads_toml(render_toml(loaded.config)).config == loaded.config
+    # the router does not run the mode yet: said, not silently ignored
+    assert any(w.key == "scaleout" and "does not run scale-out yet" in w.message for w in loaded.warnings)
+
+
+def test_without_scaleout_nothing_changes():
+    assert load(BASE.format(scheduler="wlc")).config.scaleout is None
+
+
+def test_a_non_consistent_scheduler_is_refused():
+    errs = errors(BASE.format(scheduler="wlc") + SCALEOUT)
+    assert any(e.startswith("virtual.web.scheduler") and "mh" in e for e in errs), errs
+
+
+def test_connection_sync_allows_another_scheduler():
+    cfg = load(BASE.format(scheduler="wlc") + SCALEOUT + "\n[sync_daemon]\nenabled = true\n").config
+    assert cfg.scaleout is not None
+
+
+@pytest.mark.parametrize("extra, key, words", [
+    ("", "scaleout.local_as", "required"),
+    ('local_as = 0\n', "scaleout.local_as", "out of range"),
+    ('local_as = 65001\nspeaker = "gobgp"\n', "scaleout.speaker", "not supported"),
+    ('local_as = 65001\nhold_time = 2\n', "scaleout.hold_time", "3 s"),
+    ('local_as = 65001\ncontrol_socket = "bird.ctl"\n', "scaleout.control_socket", "absolute"),
+])
+def test_bad_settings(extra, key, words):
+    text = BASE.format(scheduler="mh") + "\n[scaleout]\npeer_as = 65000\npeers = [\"10.99.1.100\"]\n" + extra
+    errs = errors(text)
+    assert any(e.startswith(key) and words in e for e in errs), errs
+
+
+def test_peers_must_be_upstream_of_the_vips_family():
+    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace('"10.99.1.100"', '"10.99.1.11"'))
+    assert any("is a router of this config" in e for e in errs), errs
+    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace('"10.99.1.100"', '"2001:db8::1"'))
+    assert any(e.startswith("virtual.web.address") and "family" in e for e in errs), errs
+    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace('["10.99.1.100"]', "[]"))
+    assert any(e.startswith("scaleout.peers") for e in errs), errs
+
+
+def test_nat_is_a_warning():
+    loaded = load(BASE.format(scheduler="mh").replace('"direct"', '"nat"') + SCALEOUT)
+    assert any(w.key == "virtual.web.forwarding" for w in loaded.warnings)
+
+
+def test_check_config_on_a_router_notes_a_missing_bird(netns, tmp_path):  # noqa: F811
+    import os
+    import subprocess
+    import sys
+
+    from tests.netns import write_key
+
+    topo = netns(routers=1, private=False)
+    key = write_key(tmp_path / "hb.key")
+    cfg = tmp_path / "lvsbus.toml"
+    cfg.write_text(BASE.format(scheduler="mh") + SCALEOUT + f'\n[heartbeat]\nkey_file = "{key}"\n')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def check(path: str) -> subprocess.CompletedProcess:
+        return topo.run("r1", "env", f"PATH={path}", f"PYTHONPATH={root}", sys.executable, "-m", "lvsbus.cli",
+                        "check-config", str(cfg), check=False)
+
+    without = check("/nonexistent")
+    assert without.returncode == 0, without.stderr
+    assert "BIRD 2 is not installed on this router" in without.stderr and "router r1" in without.stderr
+    with_bird = check(os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    assert with_bird.returncode == 0 and "BIRD 2 is not installed" not in with_bird.stderr, with_bird.stderr
