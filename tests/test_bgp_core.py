@@ -236,7 +236,7 @@ def test_ipv6_vip_is_a_128():
 def _log_of_a_run(path, change_reason: bool = False) -> str:
     from lvsbus.events import encode
     from lvsbus.log import Durability, EventLog
-    from tests.test_replay import _Quiet
+    from tests.helpers.event_log import Quiet as _Quiet
 
     core = BgpCore()
     st = core.initial()
@@ -307,7 +307,7 @@ def test_what_if_covers_the_bgp_core(tmp_path):
     from lvsbus.config.native import render_toml
     from lvsbus_tools.replay import what_if
     from lvsbus_tools.timeline import read_events
-    from tests.test_replay import golden_logs
+    from tests.helpers.event_log import golden_logs
 
     log = golden_logs("real_flapping_server")[0]
     model = next(e for e in read_events(log) if e.type == "config.loaded").payload["model"]

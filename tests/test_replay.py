@@ -24,19 +24,8 @@ from lvsbus_tools.replay import make_cores, verify, what_if
 from lvsbus_tools.simulate import GOLDEN, S, Cluster, Fault, make_config
 from lvsbus_tools.timeline import Filters, read_events, render_html, render_text, timeline
 
-GOLDEN_DIR = Path(__file__).parent / "fixtures" / "logs"
-
-
-class _Quiet:
-    def _n(self, *a, **k):
-        pass
-
-    debug = info = warning = error = exception = _n
-
-
-def golden_logs(name: str) -> list[str]:
-    d = GOLDEN_DIR / name
-    return [str(d / r / "log") for r in sorted(os.listdir(d)) if (d / r / "log").is_dir()]
+from tests.helpers.event_log import GOLDEN_DIR, golden_logs
+from tests.helpers.event_log import Quiet as _Quiet
 
 
 def records(log: str) -> list[tuple[int, bytes]]:

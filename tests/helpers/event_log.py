@@ -1,5 +1,8 @@
-"""Logs made by hand for tests that read them (ipvs show, status)."""
+"""Logs for tests that read them: made by hand (ipvs show, status), and the golden incident logs."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from lvsbus.events import Event, encode
 from lvsbus.log import EventLog
@@ -17,3 +20,22 @@ def write_events(state_dir, events) -> None:
         log.sync()
     finally:
         log.close()
+
+
+#: the golden incident logs (``lvsbus simulate --golden``), one directory per incident
+GOLDEN_DIR = Path(__file__).parent.parent / "fixtures" / "logs"
+
+
+def golden_logs(name: str) -> list[str]:
+    """The log directories of the golden incident ``name``, one per router, in router order."""
+    d = GOLDEN_DIR / name
+    return [str(d / r / "log") for r in sorted(os.listdir(d)) if (d / r / "log").is_dir()]
+
+
+class Quiet:
+    """A logger for EventLog that says nothing."""
+
+    def _n(self, *a, **k):
+        pass
+
+    debug = info = warning = error = exception = _n
