@@ -1,6 +1,6 @@
 """A seeded mutator over the config fixtures, and the oracle every outcome is judged by.
 
-Used by tests/test_config_fuzz.py (a bounded run) and bench/fuzz_config.py (a long one). Each input
+Used by tests/test_config_limits.py (a bounded run) and bench/fuzz_config.py (a long one). Each input
 is a fixture (tests/fixtures/lvscf, tests/fixtures/toml, or a ``to_dict`` payload for
 ``from_dict``) with one to three mutations: byte flips, line deletions/duplications/swaps,
 numeric extremes, non-ASCII digits, deep nesting, long dotted keys, huge inputs, truncation.
@@ -166,9 +166,8 @@ def _deep_nesting(rng: random.Random, text: str, fmt: str) -> str:
         lines.insert(at, new)
     else:
         blocks = ["virtual v {", "server s {", "failover f {", "foo x {"]
-        new = [rng.choice(blocks) for _ in range(depth)] + ["}"] * (depth if rng.random() < 0.7 else
-                                                                   depth // 2)
-        lines[at:at] = new
+        opened = [rng.choice(blocks) for _ in range(depth)]
+        lines[at:at] = opened + ["}"] * (depth if rng.random() < 0.7 else depth // 2)
     return "\n".join(lines)
 
 
@@ -248,7 +247,7 @@ def mutate(rng: random.Random, text: str, fmt: str) -> str:
 
 # ---- payload mutations (from_dict) ----------------------------------------------------------
 
-_PAYLOAD_VALUES = (
+_PAYLOAD_VALUES: tuple[Any, ...] = (
     None, True, False, 0, -1, 1, 2**31, 2**63, 2**64, 10**400, -(10**400), 1e-310, 1e308,
     float("inf"), float("-inf"), float("nan"), "", "x", "²", "١٢", "0x10", [], {}, [1, [2, [3]]],
     {"a": {"b": {}}}, [200, 10**30], "2001:db8::1", "10.0.0.1", "eth0", "eth0:1", "/x",
@@ -359,8 +358,9 @@ def make_input(rng: random.Random, seeds: list[tuple[str, str, str]], payload_se
     if payload_seeds and rng.random() < 0.15:
         payload = mutate_payload(rng, rng.choice(payload_seeds))
         return from_dict, (payload,), {"cpu_seconds": cpu_seconds}, "dict", payload
-    name, fmt, text = rng.choice(seeds)
-    text = mutate(rng, text, fmt)
+    name, seed_fmt, text = rng.choice(seeds)
+    text = mutate(rng, text, seed_fmt)
+    fmt: str | None = seed_fmt
     filename = "fuzz.toml" if fmt == "toml" else "fuzz.cf"
     if rng.random() < 0.1:  # and by content detection, with a neutral name
         filename, fmt = "fuzz.conf", None
