@@ -63,11 +63,17 @@ FAILURES = ("exception", "hang", "error_without_line")
 def judge_input(seed: int, index: int, seeds, ps, cpu_seconds: float, cpu_per_mib: float,
                 cpu_limit: bool = False) -> tuple[Outcome, str, object]:
     func, args, kw, fmt, inp = make_input(input_rng(seed, index), seeds, ps, cpu_seconds, cpu_per_mib)
-    if cpu_limit:  # the kernel's bound, for a loop in C the alarm cannot interrupt
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        soft = math.ceil(used.ru_utime + used.ru_stime + kw["cpu_seconds"]) + 2
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
-    return config_fuzz.judge(func, *args, **kw), fmt, inp
+    if not cpu_limit:
+        return config_fuzz.judge(func, *args, **kw), fmt, inp
+    # the kernel's bound, for a loop in C the alarm cannot interrupt: set around the reading
+    # only (making the input or answering is not the reader's time), a little past the alarm
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = math.ceil(used.ru_utime + used.ru_stime + kw["cpu_seconds"]) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+    try:
+        return config_fuzz.judge(func, *args, **kw), fmt, inp
+    finally:
+        resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
 def worker(conn: Connection, seed: int, seeds, ps, cpu_seconds: float, cpu_per_mib: float,
@@ -116,7 +122,6 @@ class Worker:
         if self.proc.is_alive():
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.join()
-        self.conn.close()
 
 
 def report(counts: collections.Counter, n: int, started: float, restarts: int,
@@ -194,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         """Count the input it was judging, start another worker with the rest of its chunk."""
         nonlocal restarts
         w.kill()
+        try:  # what it said before it died, if that came after the last look
+            while w.next < w.end and w.conn.poll():
+                msg = w.conn.recv()
+                w.next += 1
+                count(*msg)
+        except (EOFError, OSError):
+            pass
+        w.conn.close()
         code = w.proc.exitcode
         index = w.next
         if why == "wall" or code == -signal.SIGXCPU:
@@ -248,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for w in workers:
             w.kill()
+            w.conn.close()
     report(counts, done, started, restarts, complete=complete and done == args.inputs)
     bad = sum(counts[k] for k in FAILURES)
     return 1 if bad else (0 if complete and done == args.inputs else 2)
