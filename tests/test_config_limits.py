@@ -193,6 +193,21 @@ def test_from_dict_with_huge_integers():
     assert {i.key for i in info.value.issues} >= {"heartbeat.keepalive", "virtual.http.hysteresis"}
 
 
+def test_suggestions_for_the_first_issues_only():
+    """200,000 bad lines took a minute of "did you mean" (fuzz_config.py counted it a hang): a
+    reader suggests for its first issues only, and still reports every issue with its line."""
+    from lvsbus.config.native import SUGGESTIONS_AT_MOST
+
+    n = SUGGESTIONS_AT_MOST + 400
+    lvscf = LVSCF + "".join(f"keepalve{i} = 2\n" for i in range(n))
+    toml = TOML + "\n" + "".join(f"weigt{i} = 2\n" for i in range(n))  # in the last server
+    for text, name in ((lvscf, "t.cf"), (toml, "t.toml")):
+        issues = _errors(text, name)
+        assert len(issues) >= n and all(i.line and i.file == name for i in issues), name
+        hinted = [i for i in issues if i.suggestion]
+        assert 0 < len(hinted) <= SUGGESTIONS_AT_MOST, (name, len(hinted))
+
+
 # ---- the bounded fuzz run ------------------------------------------------------------------
 
 def test_fuzz_config_readers_bounded():

@@ -19,7 +19,7 @@ from typing import Any
 
 from .model import ConfigError, Issue, LoadedConfig, Severity, size_issue
 from .model import shown as _shown
-from .native import config_from_mapping, suggest
+from .native import SUGGESTIONS_AT_MOST, config_from_mapping, suggest
 from .validate import LIMITS, range_text
 
 __all__ = ["loads_lvscf", "GLOBAL_KEYS", "VIRTUAL_KEYS", "SERVER_KEYS", "FAILOVER_KEYS", "OBSOLETE"]
@@ -113,6 +113,9 @@ class _Reader:
         self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
                                  suggestion=suggestion))
 
+    def hint(self, word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str | None:
+        return suggest(word, choices) if len(self.issues) < SUGGESTIONS_AT_MOST else None
+
     def warn(self, line: int | None, key: str, msg: str) -> None:
         self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
                                  severity=Severity.WARNING))
@@ -164,7 +167,7 @@ class _Reader:
                 if kind not in allowed:
                     where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
                     every = ("virtual", "server", "failover")
-                    hint = suggest(kind, allowed) or (None if kind in every else suggest(kind, every))
+                    hint = self.hint(kind, allowed) or (None if kind in every else self.hint(kind, every))
                     what = (f"a '{kind}' block is not allowed {where}"
                             if kind in every else f"unknown block '{kind}' {where}")
                     self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
@@ -181,7 +184,7 @@ class _Reader:
             first = line.split()[0]
             self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
                                 "'failover NAME {' or '}'",
-                     suggest(first, BLOCK_KEYS[stack[-1].kind]))
+                     self.hint(first, BLOCK_KEYS[stack[-1].kind]))
         if pending is not None:
             self.err(pending.line, _dotted(stack[1:] + [pending]),
                      f"'{pending.kind} {pending.name}' must be followed by '{{'")
@@ -204,7 +207,7 @@ class _Reader:
                     place = elsewhere[0] or "global"
                     msg += f": '{e.key}' belongs in a {place} block" if elsewhere[0] else \
                         f": '{e.key}' is a global keyword, put it before the blocks"
-                self.err(e.line, shown, msg, None if elsewhere else suggest(e.key, allowed))
+                self.err(e.line, shown, msg, None if elsewhere else self.hint(e.key, allowed))
                 continue
             if e.key in out:
                 self.err(e.line, shown, f"given twice (first at line {out[e.key].line})")
