@@ -100,6 +100,17 @@ def worker(conn: Connection, seed: int, seeds, ps, cpu_seconds: float, cpu_per_m
                 conn.send((index, outcome.kind))
 
 
+def judge_alone(conn: Connection, seed: int, index: int, seeds, ps, cpu_seconds: float,
+                cpu_per_mib: float, mem_mib: int) -> None:
+    """Judge one input in a fresh process: is a hang seen in a long-lived worker a hang?"""
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if mem_mib:
+        resource.setrlimit(resource.RLIMIT_AS, (mem_mib * 1024 * 1024, mem_mib * 1024 * 1024))
+    outcome, fmt, inp = judge_input(seed, index, seeds, ps, cpu_seconds, cpu_per_mib, cpu_limit=True)
+    conn.send((index, outcome.kind, fmt, outcome.detail[-2000:], repr(inp)[:400]))
+
+
 class Worker:
     def __init__(self, ctx, args, seeds, ps) -> None:
         self.conn, child = ctx.Pipe()
@@ -124,7 +135,7 @@ class Worker:
         self.proc.join()
 
 
-def report(counts: collections.Counter, n: int, started: float, restarts: int,
+def report(counts: collections.Counter, n: int, started: float, restarts: int, rechecked: int,
            complete: bool | None = None, out=sys.stdout) -> None:
     seconds = time.monotonic() - started
     print(f"inputs={n}", file=out)
@@ -134,6 +145,7 @@ def report(counts: collections.Counter, n: int, started: float, restarts: int,
     print(f"ok={counts['ok']} errors={counts['error']} seconds={seconds:.0f}", file=out)
     print(f"rate={n / max(seconds, 1e-9):.1f} inputs/s", file=out)
     print(f"worker_restarts={restarts}", file=out)
+    print(f"hangs_rechecked_alone={rechecked}", file=out)
     if complete is not None:
         print(f"complete={'yes' if complete else 'no'}", file=out)
     out.flush()
@@ -172,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: collections.Counter = collections.Counter()
     shown: collections.Counter = collections.Counter()
     started = time.monotonic()
-    done = restarts = 0
+    done = restarts = rechecked = 0
     given = 1  # input numbers 1..--inputs
     workers: list[Worker] = []
 
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {kind} ({fmt}) at input {index}: {lines[-1][:300] if lines else ''}\n"
                   f"#   input: {inp}", file=sys.stderr, flush=True)
         if done % args.report_every == 0 and done < args.inputs:
-            report(counts, done, started, restarts)
+            report(counts, done, started, restarts, rechecked)
 
     def feed(w: Worker) -> None:
         nonlocal given
@@ -194,6 +206,40 @@ def main(argv: list[str] | None = None) -> int:
             end = min(given + args.chunk, args.inputs + 1)
             w.give(given, end)
             given = end
+
+    def settle(msg: tuple, why: str = "") -> tuple:
+        """A hang counts when the input hangs again alone in a fresh process. The kernel's CPU
+        clock of a long-lived worker (sampled at ticks, behind RLIMIT_CPU and ITIMER_PROF) drifts
+        from its precise one: workers were killed by SIGXCPU reading inputs of 1 KB in 1 ms."""
+        nonlocal rechecked
+        if msg[1] != "hang":
+            return msg
+        rechecked += 1
+        index = msg[0]
+        conn, child = ctx.Pipe()
+        proc = ctx.Process(target=judge_alone, daemon=True, args=(
+            child, args.seed, index, seeds, ps, args.cpu_seconds, args.cpu_per_mib,
+            args.worker_mib))
+        proc.start()
+        child.close()
+        again: tuple | None = None
+        if conn.poll(args.wall_seconds):
+            try:
+                again = conn.recv()
+            except (EOFError, OSError):
+                pass
+        if proc.is_alive() and proc.pid:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        conn.close()
+        first = why or (msg[3] if len(msg) > 3 else "")
+        if again is None:
+            code = proc.exitcode
+            kind = "hang" if code in (-signal.SIGXCPU, -signal.SIGKILL) else "exception"
+            return (index, kind, "", f"{first}; alone: exit {code}", "")
+        if again[1] == "hang":
+            return (index, "hang", again[2], f"{first}; alone: {again[3]}", again[4])
+        return again[:2] if again[1] not in FAILURES else again
 
     def died(w: Worker, why: str) -> Worker:
         """Count the input it was judging, start another worker with the rest of its chunk."""
@@ -203,20 +249,20 @@ def main(argv: list[str] | None = None) -> int:
             while w.next < w.end and w.conn.poll():
                 msg = w.conn.recv()
                 w.next += 1
-                count(*msg)
+                count(*settle(msg))
         except (EOFError, OSError):
             pass
         w.conn.close()
         code = w.proc.exitcode
         index = w.next
         if why == "wall" or code == -signal.SIGXCPU:
-            kind, detail = "hang", f"worker killed ({why}, exit {code})"
+            msg = settle((index, "hang"), f"worker killed ({why}, exit {code})")
         else:
-            kind, detail = "exception", f"the worker died (exit {code})"
-        inp = ""
-        if shown[kind] < args.examples:  # made again here from its number, to show it
-            inp = repr(make_input(input_rng(args.seed, index), seeds, ps)[4])[:400]
-        count(index, kind, "", detail, inp)
+            msg = (index, "exception", "", f"the worker died (exit {code})", "")
+        if msg[1] in FAILURES and not msg[4] and shown[msg[1]] < args.examples:
+            # made again here from its number, to show it
+            msg = msg[:4] + (repr(make_input(input_rng(args.seed, index), seeds, ps)[4])[:400],)
+        count(*msg)
         restarts += 1
         fresh = Worker(ctx, args, seeds, ps)
         if index + 1 < w.end:
@@ -246,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         if msg[0] != w.next:
                             raise RuntimeError(f"worker answered input {msg[0]}, expected {w.next}")
                         w.next += 1
-                        count(*msg)
+                        count(*settle(msg))
                 except (EOFError, ConnectionResetError):
                     workers[i] = w = died(w, "death")
                     continue
@@ -262,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             w.kill()
             w.conn.close()
-    report(counts, done, started, restarts, complete=complete and done == args.inputs)
+    report(counts, done, started, restarts, rechecked, complete=complete and done == args.inputs)
     bad = sum(counts[k] for k in FAILURES)
     return 1 if bad else (0 if complete and done == args.inputs else 2)
 

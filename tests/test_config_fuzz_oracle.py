@@ -67,6 +67,7 @@ def _bench():
     (_raises, "exceptions=4", "TypeError"),
     (_crashes, "exceptions=4", "the worker died (exit -11)"),
     (_loops_in_c, "hangs=1", "exit -24"),  # RLIMIT_CPU's SIGXCPU, not the wall-clock watchdog
+    (_loops, "hangs=1", "alone: more than 0.2 CPU seconds"),
 ])
 def test_the_bench_counts_a_bad_reader(monkeypatch, capsys, reader, kind, says):
     """The workers are forked from this process: they run the patched reader."""
@@ -75,7 +76,7 @@ def test_the_bench_counts_a_bad_reader(monkeypatch, capsys, reader, kind, says):
     monkeypatch.setattr(bench, "payloads", lambda: ps)
     monkeypatch.setattr(config_fuzz, "loads", reader)
     monkeypatch.setattr(config_fuzz, "from_dict", reader)
-    n = 1 if reader is _loops_in_c else 4
+    n = 1 if reader in (_loops_in_c, _loops) else 4
     rc = bench.main(["--inputs", str(n), "--workers", "2", "--chunk", "2", "--cpu-seconds", "0.2",
                      "--cpu-per-mib", "0", "--wall-seconds", "120"])
     out, err = capsys.readouterr()
@@ -92,3 +93,25 @@ def test_the_bench_judges_real_readers(capsys):
     assert rc == 0, out
     assert {"inputs=40", "exceptions=0", "hangs=0", "errors_without_line=0",
             "complete=yes"} <= set(out), out
+
+
+def test_a_hang_counts_when_it_hangs_again_alone(monkeypatch, capsys, tmp_path):
+    """A worker's CPU clock drifts; a hang is judged again in a fresh process before it counts."""
+    bench = _bench()
+    ps = payloads()
+    monkeypatch.setattr(bench, "payloads", lambda: ps)
+    marker = tmp_path / "once"
+
+    def hangs_once(text, filename, fmt=None):
+        if not marker.exists():
+            marker.touch()
+            sum(range(10 ** 12))
+        raise ConfigError([Issue(key="k", message="bad", file=filename, line=1)])
+
+    monkeypatch.setattr(config_fuzz, "loads", hangs_once)
+    monkeypatch.setattr(config_fuzz, "from_dict", hangs_once)
+    rc = bench.main(["--inputs", "1", "--workers", "1", "--cpu-seconds", "0.2", "--cpu-per-mib",
+                     "0", "--wall-seconds", "120"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0, out
+    assert {"hangs=0", "hangs_rechecked_alone=1", "worker_restarts=1"} <= set(out), out
