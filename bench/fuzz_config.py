@@ -19,10 +19,12 @@ line, each one short line. Counted otherwise:
 
 The readers run in-process in --workers long-lived processes forked from this one (a fork server:
 the fixtures are read once). Each input's time is bound twice in the worker: an ITIMER_PROF alarm
-(a hang in Python code: counted, the worker goes on) and RLIMIT_CPU (a hang in C code, which no
-Python signal handler interrupts: the kernel kills the worker with SIGXCPU, counted as a hang);
-RLIMIT_AS bounds its memory (--worker-mib; a MemoryError is an exception). This process also kills
-a worker silent for --wall-seconds (a hang). A worker is restarted only when it dies.
+(a hang in Python code: the worker goes on) and RLIMIT_CPU (a hang in C code, which no Python
+signal handler interrupts: the kernel kills the worker with SIGXCPU); this process also kills a
+worker silent for --wall-seconds. A hang counts only when the input hangs again alone in a fresh
+process (a long-lived worker's tick-sampled CPU clock drifts). RLIMIT_AS bounds a worker's memory
+(--worker-mib; a MemoryError is an exception). A worker is restarted only when it dies. An input
+the fuzzer itself fails to make is counted apart (generator_errors: a bug of this bench).
 
 Prints progress every --report-every inputs and at the end, one figure a line:
 
@@ -30,6 +32,7 @@ Prints progress every --report-every inputs and at the end, one figure a line:
     exceptions=N
     hangs=N
     errors_without_line=N
+    generator_errors=N
     ok=N errors=N seconds=S
     rate=R inputs/s
     worker_restarts=N
@@ -49,6 +52,7 @@ import resource
 import signal
 import sys
 import time
+import traceback
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -57,12 +61,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import config_fuzz  # noqa: E402
 from tests.helpers.config_fuzz import Outcome, fixtures, input_rng, make_input, payloads  # noqa: E402
 
-FAILURES = ("exception", "hang", "error_without_line")
+FAILURES = ("exception", "hang", "error_without_line", "generator_error")
 
 
 def judge_input(seed: int, index: int, seeds, ps, cpu_seconds: float, cpu_per_mib: float,
                 cpu_limit: bool = False) -> tuple[Outcome, str, object]:
-    func, args, kw, fmt, inp = make_input(input_rng(seed, index), seeds, ps, cpu_seconds, cpu_per_mib)
+    try:
+        func, args, kw, fmt, inp = make_input(input_rng(seed, index), seeds, ps, cpu_seconds,
+                                              cpu_per_mib)
+    except Exception:  # noqa: BLE001 - the fuzzer's own failure, not a reader's
+        return Outcome("generator_error", traceback.format_exc(limit=-3)), "", None
     if not cpu_limit:
         return config_fuzz.judge(func, *args, **kw), fmt, inp
     # the kernel's bound, for a loop in C the alarm cannot interrupt: set around the reading
@@ -142,6 +150,7 @@ def report(counts: collections.Counter, n: int, started: float, restarts: int, r
     print(f"exceptions={counts['exception']}", file=out)
     print(f"hangs={counts['hang']}", file=out)
     print(f"errors_without_line={counts['error_without_line']}", file=out)
+    print(f"generator_errors={counts['generator_error']}", file=out)
     print(f"ok={counts['ok']} errors={counts['error']} seconds={seconds:.0f}", file=out)
     print(f"rate={n / max(seconds, 1e-9):.1f} inputs/s", file=out)
     print(f"worker_restarts={restarts}", file=out)

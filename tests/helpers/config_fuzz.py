@@ -188,6 +188,9 @@ def _huge(rng: random.Random, text: str, fmt: str) -> str:
         line = rng.choice(lines)
         n = rng.choice((1000, 30000, 200000))
         at = rng.randrange(len(lines) + 1)
+        # at most 64 MiB, past the size bound: 200,000 copies of a line already 300 KB long
+        # (an earlier mutation) is 60 GB to make
+        n = min(n, max(2, _HUGE_AT_MOST // (len(line) + 1)))
         return "\n".join(lines[:at] + [line] * n + lines[at:])
     if r < 0.55:  # a very long value
         lines = _lines(text)
@@ -209,7 +212,11 @@ def _huge(rng: random.Random, text: str, fmt: str) -> str:
     copies = rng.choice((50, 500))
     # past the size bound the readers refuse at once, however far: 64 MiB is as good as 8 GiB
     # (a 16 MiB input made 500 times over would take 8 GiB of memory to make)
-    return text * max(2, min(copies, (64 << 20) // max(len(text), 1)))
+    return text * max(2, min(copies, _HUGE_AT_MOST // max(len(text), 1)))
+
+
+#: the largest input _huge makes (when one mutation follows another): 4 times the size bound
+_HUGE_AT_MOST = 64 << 20
 
 
 def _truncate(rng: random.Random, text: str, fmt: str) -> str:
