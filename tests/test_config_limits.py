@@ -142,6 +142,16 @@ def test_toml_dotted_key_of_many_parts_is_refused_quickly(header):
     assert issue.line == text.count("\n")
 
 
+def test_lvscf_long_number_with_a_bad_end_is_refused_quickly():
+    """A 300,000-digit timeout ending in a letter took 49 CPU s (the number pattern backtracked)."""
+    from tests.helpers.config_fuzz import judge
+
+    text = LVSCF.replace("keepalive = ", "keepalive = 1" + "9" * 300_000 + "x\n#", 1)
+    assert "9" * 300_000 in text
+    outcome = judge(loads, text, "t.cf", filename="t.cf", text=text, cpu_seconds=2.0)
+    assert outcome.kind == "error", outcome
+
+
 def test_toml_strings_with_many_dots_are_fine():
     dotted = ".".join(["x"] * 100)
     text = TOML.replace('body_regex = "ok|healthy"', f'body_regex = "{dotted}"')
