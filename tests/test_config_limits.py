@@ -142,6 +142,16 @@ def test_toml_dotted_key_of_many_parts_is_refused_quickly(header):
     assert issue.line == text.count("\n")
 
 
+def test_lvscf_long_number_with_a_bad_end_is_refused_quickly():
+    """A 300,000-digit timeout ending in a letter took 49 CPU s (the number pattern backtracked)."""
+    from tests.helpers.config_fuzz import judge
+
+    text = LVSCF.replace("keepalive = ", "keepalive = 1" + "9" * 300_000 + "x\n#", 1)
+    assert "9" * 300_000 in text
+    outcome = judge(loads, text, "t.cf", filename="t.cf", text=text, cpu_seconds=2.0)
+    assert outcome.kind == "error", outcome
+
+
 def test_toml_strings_with_many_dots_are_fine():
     dotted = ".".join(["x"] * 100)
     text = TOML.replace('body_regex = "ok|healthy"', f'body_regex = "{dotted}"')
@@ -191,6 +201,21 @@ def test_from_dict_with_huge_integers():
     with pytest.raises(ConfigError) as info:
         from_dict(d)
     assert {i.key for i in info.value.issues} >= {"heartbeat.keepalive", "virtual.http.hysteresis"}
+
+
+def test_suggestions_for_the_first_issues_only():
+    """200,000 bad lines took a minute of "did you mean" (fuzz_config.py counted it a hang): a
+    reader suggests for its first issues only, and still reports every issue with its line."""
+    from lvsbus.config.native import SUGGESTIONS_AT_MOST
+
+    n = SUGGESTIONS_AT_MOST + 400
+    lvscf = LVSCF + "".join(f"keepalve{i} = 2\n" for i in range(n))
+    toml = TOML + "\n" + "".join(f"weigt{i} = 2\n" for i in range(n))  # in the last server
+    for text, name in ((lvscf, "t.cf"), (toml, "t.toml")):
+        issues = _errors(text, name)
+        assert len(issues) >= n and all(i.line and i.file == name for i in issues), name
+        hinted = [i for i in issues if i.suggestion]
+        assert 0 < len(hinted) <= SUGGESTIONS_AT_MOST, (name, len(hinted))
 
 
 # ---- the bounded fuzz run ------------------------------------------------------------------

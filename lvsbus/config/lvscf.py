@@ -19,7 +19,7 @@ from typing import Any
 
 from .model import ConfigError, Issue, LoadedConfig, Severity, size_issue
 from .model import shown as _shown
-from .native import config_from_mapping, suggest
+from .native import SUGGESTIONS_AT_MOST, config_from_mapping, suggest
 from .validate import LIMITS, range_text
 
 __all__ = ["loads_lvscf", "GLOBAL_KEYS", "VIRTUAL_KEYS", "SERVER_KEYS", "FAILOVER_KEYS", "OBSOLETE"]
@@ -81,7 +81,9 @@ _KEY_LIMITS = {
 #: numbers: ASCII only (int() and float() also take '١٢', '１２', '1_0', 'inf')
 _DIGITS_RE = re.compile(r"[0-9]+")
 _INT_RE = re.compile(r"[+-]?(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<dec>[0-9]+))")
-_NUM_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# one way to match: "[0-9]+\.?[0-9]*" split a long run of digits every way before failing on what
+# follows it (49 s on a 300,000-digit timeout; found by bench/fuzz_config.py)
+_NUM_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 _BLOCK_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+(\S+?)\s*(\{)?\s*$")
 
@@ -112,6 +114,9 @@ class _Reader:
     def err(self, line: int | None, key: str, msg: str, suggestion: str | None = None) -> None:
         self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
                                  suggestion=suggestion))
+
+    def hint(self, word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str | None:
+        return suggest(word, choices) if len(self.issues) < SUGGESTIONS_AT_MOST else None
 
     def warn(self, line: int | None, key: str, msg: str) -> None:
         self.issues.append(Issue(key=key, message=msg, file=self.filename, line=line,
@@ -164,7 +169,7 @@ class _Reader:
                 if kind not in allowed:
                     where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
                     every = ("virtual", "server", "failover")
-                    hint = suggest(kind, allowed) or (None if kind in every else suggest(kind, every))
+                    hint = self.hint(kind, allowed) or (None if kind in every else self.hint(kind, every))
                     what = (f"a '{kind}' block is not allowed {where}"
                             if kind in every else f"unknown block '{kind}' {where}")
                     self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
@@ -181,7 +186,7 @@ class _Reader:
             first = line.split()[0]
             self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
                                 "'failover NAME {' or '}'",
-                     suggest(first, BLOCK_KEYS[stack[-1].kind]))
+                     self.hint(first, BLOCK_KEYS[stack[-1].kind]))
         if pending is not None:
             self.err(pending.line, _dotted(stack[1:] + [pending]),
                      f"'{pending.kind} {pending.name}' must be followed by '{{'")
@@ -204,7 +209,7 @@ class _Reader:
                     place = elsewhere[0] or "global"
                     msg += f": '{e.key}' belongs in a {place} block" if elsewhere[0] else \
                         f": '{e.key}' is a global keyword, put it before the blocks"
-                self.err(e.line, shown, msg, None if elsewhere else suggest(e.key, allowed))
+                self.err(e.line, shown, msg, None if elsewhere else self.hint(e.key, allowed))
                 continue
             if e.key in out:
                 self.err(e.line, shown, f"given twice (first at line {out[e.key].line})")

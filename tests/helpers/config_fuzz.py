@@ -1,6 +1,6 @@
 """A seeded mutator over the config fixtures, and the oracle every outcome is judged by.
 
-Used by tests/test_config_fuzz.py (a bounded run) and bench/fuzz_config.py (a long one). Each input
+Used by tests/test_config_limits.py (a bounded run) and bench/fuzz_config.py (a long one). Each input
 is a fixture (tests/fixtures/lvscf, tests/fixtures/toml, or a ``to_dict`` payload for
 ``from_dict``) with one to three mutations: byte flips, line deletions/duplications/swaps,
 numeric extremes, non-ASCII digits, deep nesting, long dotted keys, huge inputs, truncation.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
+import re
 import signal
 import traceback
 from pathlib import Path
@@ -110,18 +111,13 @@ def _swap_lines(rng: random.Random, text: str, fmt: str) -> str:
     return "\n".join(lines)
 
 
+_NUMBER = re.compile(r"[0-9][0-9A-Za-z._]*", re.ASCII)
+
+
 def _number_spans(text: str) -> list[tuple[int, int]]:
-    spans, i, n = [], 0, len(text)
-    while i < n:
-        if text[i].isascii() and text[i].isdigit():
-            j = i
-            while j < n and (text[j].isascii() and (text[j].isalnum() or text[j] in "._")):
-                j += 1
-            spans.append((i, j))
-            i = j
-        else:
-            i += 1
-    return spans
+    """(start, end) of each run that starts with an ASCII digit and goes on over ASCII letters,
+    digits, dots and underscores (a regex: a character loop took a second on a 16 MiB input)."""
+    return [m.span() for m in _NUMBER.finditer(text)]
 
 
 def _extreme_number(rng: random.Random, text: str, fmt: str) -> str:
@@ -170,9 +166,8 @@ def _deep_nesting(rng: random.Random, text: str, fmt: str) -> str:
         lines.insert(at, new)
     else:
         blocks = ["virtual v {", "server s {", "failover f {", "foo x {"]
-        new = [rng.choice(blocks) for _ in range(depth)] + ["}"] * (depth if rng.random() < 0.7 else
-                                                                   depth // 2)
-        lines[at:at] = new
+        opened = [rng.choice(blocks) for _ in range(depth)]
+        lines[at:at] = opened + ["}"] * (depth if rng.random() < 0.7 else depth // 2)
     return "\n".join(lines)
 
 
@@ -193,6 +188,9 @@ def _huge(rng: random.Random, text: str, fmt: str) -> str:
         line = rng.choice(lines)
         n = rng.choice((1000, 30000, 200000))
         at = rng.randrange(len(lines) + 1)
+        # at most 64 MiB, past the size bound: 200,000 copies of a line already 300 KB long
+        # (an earlier mutation) is 60 GB to make
+        n = min(n, max(2, _HUGE_AT_MOST // (len(line) + 1)))
         return "\n".join(lines[:at] + [line] * n + lines[at:])
     if r < 0.55:  # a very long value
         lines = _lines(text)
@@ -211,7 +209,14 @@ def _huge(rng: random.Random, text: str, fmt: str) -> str:
         return text + "\n" + block
     if r < 0.9:  # over the size bound
         return text + "\n#" + "x" * (16 * 1024 * 1024 + 10)
-    return text * rng.choice((50, 500))
+    copies = rng.choice((50, 500))
+    # past the size bound the readers refuse at once, however far: 64 MiB is as good as 8 GiB
+    # (a 16 MiB input made 500 times over would take 8 GiB of memory to make)
+    return text * max(2, min(copies, _HUGE_AT_MOST // max(len(text), 1)))
+
+
+#: the largest input _huge makes (when one mutation follows another): 4 times the size bound
+_HUGE_AT_MOST = 64 << 20
 
 
 def _truncate(rng: random.Random, text: str, fmt: str) -> str:
@@ -249,7 +254,7 @@ def mutate(rng: random.Random, text: str, fmt: str) -> str:
 
 # ---- payload mutations (from_dict) ----------------------------------------------------------
 
-_PAYLOAD_VALUES = (
+_PAYLOAD_VALUES: tuple[Any, ...] = (
     None, True, False, 0, -1, 1, 2**31, 2**63, 2**64, 10**400, -(10**400), 1e-310, 1e308,
     float("inf"), float("-inf"), float("nan"), "", "x", "²", "١٢", "0x10", [], {}, [1, [2, [3]]],
     {"a": {"b": {}}}, [200, 10**30], "2001:db8::1", "10.0.0.1", "eth0", "eth0:1", "/x",
@@ -310,12 +315,13 @@ class Outcome:
 def _judge_error(exc: ConfigError, filename: str | None, text: str | None) -> Outcome:
     if not exc.issues:
         return Outcome("error_without_line", "a ConfigError without issues")
+    lines = text.count("\n") + 1 if text is not None else 0  # once: 200,000 issues on 2 MiB
     for issue in exc.issues:
         if filename is not None and issue.file != filename:
             return Outcome("error_without_line", f"issue without the file: {issue}")
         if text is not None and issue.line is None and not _absent(issue):
             return Outcome("error_without_line", str(issue))
-        if text is not None and issue.line is not None and not 1 <= issue.line <= text.count("\n") + 1:
+        if text is not None and issue.line is not None and not 1 <= issue.line <= lines:
             return Outcome("error_without_line", f"line out of the file: {issue}")
         s = str(issue)
         if "\n" in s or len(s) > 2000:
@@ -352,17 +358,32 @@ def judge(func, *args, filename: str | None = None, text: str | None = None,
     return outcome
 
 
-def run_one(rng: random.Random, seeds: list[tuple[str, str, str]], payload_seeds: list[dict],
-            cpu_seconds: float = 2.0, cpu_per_mib: float = 3.0) -> tuple[Outcome, str, Any]:
-    """Mutate one input and judge it: (outcome, format, the input)."""
+def make_input(rng: random.Random, seeds: list[tuple[str, str, str]], payload_seeds: list[dict],
+               cpu_seconds: float = 2.0, cpu_per_mib: float = 3.0
+               ) -> tuple[Any, tuple, dict, str, Any]:
+    """Mutate one input: (reader, its arguments, judge's keyword arguments, format, the input)."""
     if payload_seeds and rng.random() < 0.15:
         payload = mutate_payload(rng, rng.choice(payload_seeds))
-        return judge(from_dict, payload, cpu_seconds=cpu_seconds), "dict", payload
-    name, fmt, text = rng.choice(seeds)
-    text = mutate(rng, text, fmt)
+        return from_dict, (payload,), {"cpu_seconds": cpu_seconds}, "dict", payload
+    name, seed_fmt, text = rng.choice(seeds)
+    text = mutate(rng, text, seed_fmt)
+    fmt: str | None = seed_fmt
     filename = "fuzz.toml" if fmt == "toml" else "fuzz.cf"
     if rng.random() < 0.1:  # and by content detection, with a neutral name
         filename, fmt = "fuzz.conf", None
     bound = cpu_seconds + cpu_per_mib * len(text) / (1024 * 1024)  # linear time is fine
-    return judge(loads, text, filename, fmt, filename=filename, text=text,
-                 cpu_seconds=bound), fmt or "auto", text
+    return (loads, (text, filename, fmt), {"filename": filename, "text": text, "cpu_seconds": bound},
+            fmt or "auto", text)
+
+
+def input_rng(seed: int, index: int) -> random.Random:
+    """The generator of input ``index`` of a run: each input has its own, so a run split over
+    processes makes the same inputs, and one input is made again from (seed, index) alone."""
+    return random.Random(seed * 2**40 + index)
+
+
+def run_one(rng: random.Random, seeds: list[tuple[str, str, str]], payload_seeds: list[dict],
+            cpu_seconds: float = 2.0, cpu_per_mib: float = 3.0) -> tuple[Outcome, str, Any]:
+    """Mutate one input and judge it: (outcome, format, the input)."""
+    func, args, kw, fmt, inp = make_input(rng, seeds, payload_seeds, cpu_seconds, cpu_per_mib)
+    return judge(func, *args, **kw), fmt, inp
