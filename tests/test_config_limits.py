@@ -203,6 +203,20 @@ def test_from_dict_with_huge_integers():
     assert {i.key for i in info.value.issues} >= {"heartbeat.keepalive", "virtual.http.hysteresis"}
 
 
+@pytest.mark.parametrize("section", ["heartbeat", "ipvs_timeouts", "sync_daemon", "web", "scaleout"])
+@pytest.mark.parametrize("value", [1e-310, "x", [1], {}])
+def test_from_dict_with_a_section_that_is_not_a_table_or_misses_its_required_keys(section, value):
+    """A section that fails to convert is reported, and validation looks at the rest without
+    tripping on it (fuzz_config.py: ``scaleout = 1e-310`` left peers None, and validation raised
+    TypeError)."""
+    d = to_dict(loads(LVSCF, "t.cf").config)
+    d[section] = value
+    try:
+        from_dict(d)
+    except ConfigError as exc:
+        assert all(i.key for i in exc.issues)
+
+
 def test_suggestions_for_the_first_issues_only():
     """200,000 bad lines took a minute of "did you mean" (fuzz_config.py counted it a hang): a
     reader suggests for its first issues only, and still reports every issue with its line."""

@@ -263,6 +263,10 @@ def _what(path: str) -> str:
 
 
 def _placeholder(tname: str) -> Any:
+    """A stand-in for a required field that is missing or failed to convert (already reported):
+    of the field's type, so validation can still look at the rest without tripping on None."""
+    if tname.startswith("tuple["):
+        return ()
     return {"str": "", "int": 0, "float": 0.0, "bool": False}.get(tname)
 
 
