@@ -164,13 +164,14 @@ def test_snapshot_keeps_the_failover_state():
 def test_nanny_plans_failover_services_in_fos_mode_only():
     cfg = fos_config()
     rows = plan(cfg)
-    assert [r[0] for r in rows] == ["fos/web1", "fos/ftp"]  # the virtual services are ignored
-    _id, virtual, name, address, port, probe, chk, enabled = rows[0]
-    assert (virtual, name, address, port, probe, enabled) == (FOS, "web1", "10.0.0.150", 80, 80, True)
+    assert [r.id for r in rows] == ["fos/web1", "fos/ftp"]  # the virtual services are ignored
+    r = rows[0]
+    assert (r.virtual, r.server, r.address, r.port, r.probe, r.enabled) == (FOS, "web1", "10.0.0.150", 80, 80, True)
+    chk = r.check
     assert chk.interval == 1.0 and chk.fall == 5 and chk.rise == 1 and chk.kind.value == "tcp_connect"
-    assert rows[1][-1] is False
+    assert rows[1].enabled is False
     lvs = plan(dataclasses.replace(cfg, service=ServiceType.LVS))
-    assert lvs and not any(r[0].startswith("fos/") for r in lvs)
+    assert lvs and not any(r.id.startswith("fos/") for r in lvs)
 
 
 def test_nanny_publishes_failover_health_as_its_own_event():

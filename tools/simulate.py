@@ -584,8 +584,8 @@ class Cluster:
         if "nanny" in cores_by_name:
             from lvsbus_services.nanny.core import plan
 
-            self.check_plan = [(p[0], p[2], p[6].interval, int(p[6].timeout * 1_000_000))
-                               for p in plan(self.config) if p[7]]
+            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
+                               for pc in plan(self.config) if pc.enabled]
 
     # -- scheduling ---------------------------------------------------------------------------
     def _at(self, t: int, kind: str, *args: Any) -> None:

@@ -257,8 +257,8 @@ class LvsdCore(Core[LvsdState]):
     @staticmethod
     def _apply_config(st: LvsdState, cfg: Config, model: dict, digest: str) -> None:
         checks = {}
-        for id_, _v, _s, address, _port, probe, chk, _enabled in plan(cfg):
-            checks[id_] = (address, probe, chk)
+        for pc in plan(cfg):
+            checks[pc.id] = (pc.address, pc.probe, pc.check)
         # a pair whose check changed starts over in nanny (INIT): forget its health here too
         health = {i: s for i, s in st.health.items() if i in checks and st.checks.get(i) == checks[i]}
         st.checks, st.health = checks, health

@@ -25,7 +25,7 @@ anyway, and an unreachable server should be known as DOWN at once; from then on 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from transitions import Machine
 
@@ -164,18 +164,31 @@ def fos_check(cfg: Config, fs: FailoverService) -> Check:
                  send=fs.send, expect=fs.expect)
 
 
-def plan(cfg: Config) -> list[tuple[str, str, str, str, int, int, Check, bool]]:
+class PlannedCheck(NamedTuple):
+    """One health check nanny runs: a (virtual service, real server) pair, or a failover service."""
+
+    id: str  # check_id(virtual, server): "VIRTUAL/SERVER", or "fos/NAME"
+    virtual: str  # the virtual service's name (FOS for a failover service)
+    server: str  # the real server's (or failover service's) name
+    address: str  # what is checked
+    port: int  # the real server's port in the IPVS table (0: the client's)
+    probe: int  # the port the check connects to
+    check: Check  # the check, the virtual's merged with the server's override
+    enabled: bool  # both the virtual service and the server are active
+
+
+def plan(cfg: Config) -> list[PlannedCheck]:
     """Every (virtual service, real server) pair of ``cfg`` (``service = lvs``) or every failover
     service (``service = fos``, id ``fos/NAME``): what the core tracks and the shell checks. Pure and
     deterministic (config order)."""
     out = []
     for vs in cfg.lvs_services():
         for rs in vs.servers:
-            out.append((check_id(vs.name, rs.name), vs.name, rs.name, rs.address, server_port(vs, rs),
-                        check_port(vs, rs), effective_check(vs, rs), vs.active and rs.active))
+            out.append(PlannedCheck(check_id(vs.name, rs.name), vs.name, rs.name, rs.address, server_port(vs, rs),
+                                    check_port(vs, rs), effective_check(vs, rs), vs.active and rs.active))
     for fs in cfg.fos_services():
-        out.append((check_id(FOS, fs.name), FOS, fs.name, fs.address, fs.port, fs.port, fos_check(cfg, fs),
-                    fs.active))
+        out.append(PlannedCheck(check_id(FOS, fs.name), FOS, fs.name, fs.address, fs.port, fs.port,
+                                fos_check(cfg, fs), fs.active))
     return out
 
 
@@ -279,14 +292,15 @@ class NannyCore(Core[NannyState]):
     def _apply_config(self, st: NannyState, cfg: Config, model: dict, digest: str, out: list | None) -> None:
         old = st.machines
         new: dict[str, Health] = {}
-        for id_, vname, sname, address, port, probe, chk, enabled in plan(cfg):
-            key = (address, probe, chk)
+        for pc in plan(cfg):
+            id_, chk, enabled = pc.id, pc.check, pc.enabled
+            key = (pc.address, pc.probe, chk)
             h = old.get(id_)
             if h is None:
-                h = Health(id_, vname, sname, address, port, key, chk.rise, chk.fall, INIT if enabled else DISABLED,
-                           chk.initial_rise)
+                h = Health(id_, pc.virtual, pc.server, pc.address, pc.port, key, chk.rise, chk.fall,
+                           INIT if enabled else DISABLED, chk.initial_rise)
             else:
-                h.address, h.port = address, port
+                h.address, h.port = pc.address, pc.port
                 if h.check != key:  # keepalived: a changed check starts over; unchanged pairs keep their state
                     h.check, h.rise, h.fall, h.initial_rise = key, chk.rise, chk.fall, chk.initial_rise
                     h.passes = h.fails = 0

@@ -84,8 +84,7 @@ class NannyShell:
             return
         self.flush()  # results scheduled under the previous config leave tagged with it
         self.digest = st.digest
-        specs = [(id_, address, probe, chk) for id_, _v, _s, address, _p, probe, chk, enabled in plan(st.config)
-                 if enabled]
+        specs = [(pc.id, pc.address, pc.probe, pc.check) for pc in plan(st.config) if pc.enabled]
         raise_nofile(2 * len(specs) + 256)
         self.sched.set_checks(specs)
         log.info("checks_planned", checks=len(specs), digest=st.digest[:12])
