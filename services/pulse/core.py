@@ -338,6 +338,13 @@ class Peer:
         self.split = False  # seen ACTIVE while we were ACTIVE (resolved once per episode)
         self.links: dict[str, PeerLink] = {link: PeerLink() for link in links}
 
+    @property
+    def heard_ns(self) -> int:
+        """When an alive peer was last heard (alive means heard: never None then)."""
+        if self.last_heard is None:
+            raise RuntimeError("pulse: a peer alive but never heard")
+        return self.last_heard
+
     def to_plain(self) -> list:
         return [
             self.role, self.priority, self.epoch, self.newest, self.alive, self.left, self.alive_since,
@@ -384,6 +391,14 @@ class PulseState:
         self.fos_health: dict[str, str] = {}
         self.active_since: int | None = None
         self.gave_up_until = 0
+
+    @property
+    def cfg(self) -> PulseSettings:
+        """The settings, where the role machine only goes once configured (INIT leaves only on a
+        config): None there is a bug, said as one."""
+        if self.settings is None:
+            raise RuntimeError("pulse: settings used before any config.loaded")
+        return self.settings
 
     # FSM conditions (named in ROLE_TRANSITIONS)
     def has_config(self) -> bool:
@@ -506,10 +521,10 @@ class PulseCore(Core[PulseState]):
         for p in st.peers.values():
             if not p.alive:
                 continue
-            due.append(p.last_heard + dt)  # type: ignore[operator]
+            due.append(p.heard_ns + dt)
             for pl in p.links.values():
                 since = max(pl.last_heard or 0, p.alive_since)
-                if not pl.degraded and p.last_heard - since >= ka:  # type: ignore[operator]
+                if not pl.degraded and p.heard_ns - since >= ka:
                     due.append(since + dt)  # (otherwise a heartbeat on another link comes first)
         return min(due) if due else None
 
@@ -739,7 +754,7 @@ class PulseCore(Core[PulseState]):
             self._step_down(st, "step_down", BACKUP, "fenced", name, out)
         # damping: after a valid fence, no preemption for deadtime, so that a one-way partition
         # cannot make two routers fence each other at heartbeat speed
-        st.preempt_hold_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
+        st.preempt_hold_until = st.now + st.cfg.deadtime_ns
 
     def _on_config(self, st: PulseState, p: dict, out: list) -> None:
         try:
@@ -807,7 +822,7 @@ class PulseCore(Core[PulseState]):
                 self._role_changed(st, old, FAULT, reason, None, out)
             st.preempt_since = None
         elif st.role == FAULT and _fire(st, "recover"):
-            st.listen_until = st.now + st.settings.deadtime_ns  # type: ignore[union-attr]
+            st.listen_until = st.now + st.cfg.deadtime_ns
             st.next_hb = st.now
             self._role_changed(st, FAULT, BACKUP, "link_up", None, out)
 
@@ -841,12 +856,12 @@ class PulseCore(Core[PulseState]):
     def _advance(self, st: PulseState, out: list) -> None:
         """Everything about peers that is due at st.now: deaths and degraded links."""
         now = st.now
-        dt = st.settings.deadtime_ns  # type: ignore[union-attr]
-        ka = st.settings.keepalive_ns  # type: ignore[union-attr]
+        dt = st.cfg.deadtime_ns
+        ka = st.cfg.keepalive_ns
         for name, peer in st.peers.items():
             if not peer.alive:
                 continue
-            if now - peer.last_heard >= dt:  # type: ignore[operator]
+            if now - peer.heard_ns >= dt:
                 peer.alive = False
                 peer.split = False
                 out.append(Effect("pulse.peer_dead", {
@@ -860,21 +875,21 @@ class PulseCore(Core[PulseState]):
                 # silent for deadtime while another link carried newer heartbeats (a keepalive's
                 # worth newer: the copies of one heartbeat arrive a few ms apart, and a peer that
                 # just died must give peer_dead, not a degraded link first)
-                if now - since >= dt and peer.last_heard - since >= ka:  # type: ignore[operator]
+                if now - since >= dt and peer.heard_ns - since >= ka:
                     pl.degraded = True
                     out.append(Effect("pulse.link_degraded", {"peer": name, "link": link, "silent_ns": now - since}))
 
     def _tick(self, st: PulseState, out: list) -> None:
-        s = st.settings
+        s = st.cfg
         now = st.now
-        if st.role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None and now >= st.next_hb:  # type: ignore[union-attr]
+        if st.role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None and now >= st.next_hb:
             out.append(self._heartbeat(st))
-            nxt = st.next_hb + s.keepalive_ns  # type: ignore[union-attr]
-            st.next_hb = nxt if nxt > now else now + s.keepalive_ns  # type: ignore[union-attr]
+            nxt = st.next_hb + s.keepalive_ns
+            st.next_hb = nxt if nxt > now else now + s.keepalive_ns
         if st.role == ACTIVE and st.garp_next is not None and now >= st.garp_next:
-            out.append(self._garp(s, [v.payload() for v in s.vips], 1, "refresh"))  # type: ignore[union-attr,arg-type]
-            nxt = st.garp_next + s.garp_refresh_ns  # type: ignore[union-attr]
-            st.garp_next = nxt if nxt > now else now + s.garp_refresh_ns  # type: ignore[union-attr]
+            out.append(self._garp(s, [v.payload() for v in s.vips], 1, "refresh"))
+            nxt = st.garp_next + s.garp_refresh_ns
+            st.garp_next = nxt if nxt > now else now + s.garp_refresh_ns
 
     # -- the election ----------------------------------------------------------------------
     @staticmethod
@@ -883,11 +898,13 @@ class PulseCore(Core[PulseState]):
         return (priority, _addr_key(address))
 
     def _peer_rank(self, st: PulseState, name: str, peer: Peer) -> tuple:
-        r = st.settings.router(name)  # type: ignore[union-attr]
-        return self.rank(peer.priority, r.address)  # type: ignore[union-attr]
+        r = st.cfg.router(name)
+        if r is None:  # peers are the config's routers: a heartbeat from another is refused first
+            raise RuntimeError(f"pulse: peer {name!r} is not in the config")
+        return self.rank(peer.priority, r.address)
 
     def _my_rank(self, st: PulseState) -> tuple:
-        me = st.settings.me  # type: ignore[union-attr]
+        me = st.cfg.me
         return self.rank(self._my_priority(st), me.address)
 
     @staticmethod
@@ -896,7 +913,7 @@ class PulseCore(Core[PulseState]):
         after it gave up the active role because a failover service failed here (so that the peer
         takes over and this router does not preempt it back at once; with no other candidate it
         still takes over, see docs/pulse.md)."""
-        return 0 if st.now < st.gave_up_until else st.settings.me.priority  # type: ignore[union-attr]
+        return 0 if st.now < st.gave_up_until else st.cfg.me.priority
 
     def _elect(self, st: PulseState, out: list) -> None:
         """A BACKUP takes over when it is the best live candidate and no live peer is active, or
@@ -940,8 +957,8 @@ class PulseCore(Core[PulseState]):
         self._take_over(st, reason, target, [target] if target else [], out)
 
     def _split_brain(self, st: PulseState, name: str, peer: Peer, out: list) -> None:
-        s = st.settings
-        me = s.me  # type: ignore[union-attr]
+        s = st.cfg
+        me = s.me
         lost = self._peer_rank(st, name, peer) > self._my_rank(st)
         winner, loser = (name, me.name) if lost else (me.name, name)
         wp, lp = (peer.priority, me.priority) if lost else (me.priority, peer.priority)
@@ -953,7 +970,7 @@ class PulseCore(Core[PulseState]):
             st.last_active = name
             self._step_down(st, "step_down", BACKUP, "split_brain", name, out)
         else:  # re-announce at once so no client keeps the loser's MAC
-            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "split_brain"))  # type: ignore[union-attr,arg-type]
+            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "split_brain"))
 
     # -- role changes and their effects ----------------------------------------------------
     def _take_over(self, st: PulseState, reason: str, peer: str | None, fence: list, out: list) -> None:
