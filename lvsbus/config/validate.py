@@ -17,11 +17,13 @@ from .model import (
     Check,
     CheckKind,
     Config,
+    Heartbeat,
     Forwarding,
     Issue,
     Protocol,
     ServiceType,
     Severity,
+    VirtualService,
 )
 
 __all__ = ["validate", "NAME_RE", "DEVICE_RE", "LIMITS", "FIELD_LIMITS", "range_text"]
@@ -221,11 +223,21 @@ def _check(o: _Out, path: str, chk: Check) -> None:
 def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
     """Every error and warning in ``cfg`` (errors have ``severity == ERROR``). ``dialect`` is the
     form the file was written in ("toml" or "lvscf"): a message that tells the operator which key
-    to set names that form's keys (lvs.cf has no ``check.port``)."""
+    to set names that form's keys (lvs.cf has no ``check.port``). Section by section, in this
+    order (the order of the issues)."""
     o = _Out()
     o.range("serial_no", cfg.serial_no, "serial_no")
+    router_devices = _routers(o, cfg)
+    _heartbeat(o, cfg.heartbeat)
+    _globals(o, cfg, router_devices)
+    any_nat = _virtual_services(o, cfg, router_devices, dialect)
+    _service_mode(o, cfg, any_nat)
+    _failover_services(o, cfg)
+    return o.issues
 
-    # routers ----------------------------------------------------------------------------------
+
+def _routers(o: _Out, cfg: Config) -> set[str]:
+    """The routers: names, distinct addresses and priorities. Returns the devices they declare."""
     router_devices: set[str] = set()
     seen_router_names: set[str] = set()
     seen_router_addr: dict[str, str] = {}
@@ -258,9 +270,11 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
             o.err(f"router.{r.name}.priority", f"priority {r.priority} is also {prios[r.priority]}'s:"
                                                " router priorities must differ")
         prios.setdefault(r.priority, r.name)
+    return router_devices
 
-    # heartbeat --------------------------------------------------------------------------------
-    hb = cfg.heartbeat
+
+def _heartbeat(o: _Out, hb: Heartbeat) -> None:
+    """Port, timing (deadtime against keepalive), key file, preemption and announcements."""
     o.range("heartbeat.port", hb.port, "port")
     ok = o.range("heartbeat.keepalive", hb.keepalive, "keepalive")
     ok = o.range("heartbeat.deadtime", hb.deadtime, "deadtime") and ok
@@ -279,7 +293,9 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
     o.range("heartbeat.garp_repeat", hb.garp_repeat, "garp_repeat")
     o.range("heartbeat.garp_refresh", hb.garp_refresh, "garp_refresh")
 
-    # globals ----------------------------------------------------------------------------------
+
+def _globals(o: _Out, cfg: Config, router_devices: set[str]) -> None:
+    """IPVS timeouts, the sync daemon, notify commands, metrics, the console, scale-out, nat_router."""
     for fname in ("tcp", "tcpfin", "udp"):
         o.range(f"ipvs_timeouts.{fname}", getattr(cfg.ipvs_timeouts, fname), "ipvs_timeout",
                 "0 = the kernel's default")
@@ -307,76 +323,88 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
             o.err("nat_router.device", f"{_shown(nr.device)} is not a device of any router "
                                        f"({', '.join(sorted(router_devices))})")
 
-    # virtual services -------------------------------------------------------------------------
+
+def _virtual_services(o: _Out, cfg: Config, router_devices: set[str], dialect: str) -> bool:
+    """Every virtual service and its real servers. Returns whether an active one uses NAT."""
     names: set[str] = set()
     keys: dict[tuple, str] = {}
     any_nat = False
     for vs in cfg.virtual_services:
-        p = f"virtual.{vs.name}"
-        o.name(p, vs.name)
-        if vs.name in names:
-            o.err(p, f"virtual service {_shown(vs.name)} is defined twice")
-        names.add(vs.name)
-        vip = o.address(f"{p}.address", vs.address)
-        fam = vip.version if vip else None
-        o.device(f"{p}.device", vs.device, vs.label)
-        if vs.device is not None and router_devices and vs.device not in router_devices:
-            o.err(f"{p}.device", f"{_shown(vs.device)} is not a device of any router "
-                                 f"(declared: {', '.join(sorted(router_devices))})")
-        if vs.vip_prefixlen is not None:
-            o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, fam)
-        all_ports_ok = vs.fwmark is not None or vs.persistence > 0
-        if vs.port == 0 and not all_ports_ok:
-            o.err(f"{p}.port", "0 (all ports) is only allowed for a persistent or fwmark service: "
-                               "give a port 1..65535")
-        elif vs.port != 0:
-            o.range(f"{p}.port", vs.port, "port", "0 = all ports, for persistent or fwmark services")
-        if vs.fwmark is not None:
-            o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
-        if vs.scheduler not in SCHEDULERS:
-            close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
-            o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
-                                    f"{', '.join(SCHEDULERS)}", close[0] if close else None)
-        _ipvs_options(o, p, vs)
-        o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
-        if vs.persistence_prefixlen is not None:
-            o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
-            if vs.persistence == 0:
-                o.warn(f"{p}.persistence_prefixlen", "has no effect: the service is not persistent")
-        if vs.sorry_server is not None:
-            sorry = o.address(f"{p}.sorry_server", vs.sorry_server)
-            if sorry is not None and fam is not None and sorry.version != fam \
-                    and vs.forwarding is not Forwarding.TUNNEL:
-                o.err(f"{p}.sorry_server", f"{sorry} is IPv{sorry.version} but the VIP is IPv{fam}: "
-                                           "mixed families need forwarding = 'tunnel'")
-        if vs.sorry_server_port is not None:
-            o.range(f"{p}.sorry_server_port", vs.sorry_server_port, "port")
-            if vs.sorry_server is None:
-                o.err(f"{p}.sorry_server_port", "is set without sorry_server")
-        o.range(f"{p}.quorum", vs.quorum, "quorum")
-        if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
-            o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
-                                     f"({_shown(max(vs.quorum - 1, 0))})")
-        if vs.forwarding is Forwarding.NAT and vs.active:
-            any_nat = True
-        if vip is not None:
-            if vs.fwmark is not None:
-                key: tuple = ("fwmark", fam, vs.fwmark)
-                what = f"fwmark {vs.fwmark} (IPv{fam})"
-            else:
-                key = ("vip", str(vip), vs.protocol, vs.port)
-                what = f"{vip} port {vs.port}/{vs.protocol.value}"
-            if key in keys:
-                o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
-            else:
-                keys[key] = vs.name
-        _check(o, f"{p}.check", vs.check)
-        if vs.protocol is Protocol.UDP and vs.check.kind in (
-                CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
-            o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
-                                      "TCP port of the same number")
-        _servers(o, p, vs, fam, dialect)
+        any_nat = _virtual(o, vs, router_devices, names, keys, dialect) or any_nat
+    return any_nat
 
+
+def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[str], keys: dict[tuple, str], dialect: str) -> bool:
+    """One virtual service (``names`` and ``keys``: the services seen before it, to find
+    duplicates). Returns whether it is active and uses NAT."""
+    p = f"virtual.{vs.name}"
+    o.name(p, vs.name)
+    if vs.name in names:
+        o.err(p, f"virtual service {_shown(vs.name)} is defined twice")
+    names.add(vs.name)
+    vip = o.address(f"{p}.address", vs.address)
+    fam = vip.version if vip else None
+    o.device(f"{p}.device", vs.device, vs.label)
+    if vs.device is not None and router_devices and vs.device not in router_devices:
+        o.err(f"{p}.device", f"{_shown(vs.device)} is not a device of any router "
+                             f"(declared: {', '.join(sorted(router_devices))})")
+    if vs.vip_prefixlen is not None:
+        o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, fam)
+    all_ports_ok = vs.fwmark is not None or vs.persistence > 0
+    if vs.port == 0 and not all_ports_ok:
+        o.err(f"{p}.port", "0 (all ports) is only allowed for a persistent or fwmark service: "
+                           "give a port 1..65535")
+    elif vs.port != 0:
+        o.range(f"{p}.port", vs.port, "port", "0 = all ports, for persistent or fwmark services")
+    if vs.fwmark is not None:
+        o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
+    if vs.scheduler not in SCHEDULERS:
+        close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
+        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
+                                f"{', '.join(SCHEDULERS)}", close[0] if close else None)
+    _ipvs_options(o, p, vs)
+    o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
+    if vs.persistence_prefixlen is not None:
+        o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
+        if vs.persistence == 0:
+            o.warn(f"{p}.persistence_prefixlen", "has no effect: the service is not persistent")
+    if vs.sorry_server is not None:
+        sorry = o.address(f"{p}.sorry_server", vs.sorry_server)
+        if sorry is not None and fam is not None and sorry.version != fam \
+                and vs.forwarding is not Forwarding.TUNNEL:
+            o.err(f"{p}.sorry_server", f"{sorry} is IPv{sorry.version} but the VIP is IPv{fam}: "
+                                       "mixed families need forwarding = 'tunnel'")
+    if vs.sorry_server_port is not None:
+        o.range(f"{p}.sorry_server_port", vs.sorry_server_port, "port")
+        if vs.sorry_server is None:
+            o.err(f"{p}.sorry_server_port", "is set without sorry_server")
+    o.range(f"{p}.quorum", vs.quorum, "quorum")
+    if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
+        o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
+                                 f"({_shown(max(vs.quorum - 1, 0))})")
+    nat = vs.forwarding is Forwarding.NAT and vs.active
+    if vip is not None:
+        if vs.fwmark is not None:
+            key: tuple = ("fwmark", fam, vs.fwmark)
+            what = f"fwmark {vs.fwmark} (IPv{fam})"
+        else:
+            key = ("vip", str(vip), vs.protocol, vs.port)
+            what = f"{vip} port {vs.port}/{vs.protocol.value}"
+        if key in keys:
+            o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
+        else:
+            keys[key] = vs.name
+    _check(o, f"{p}.check", vs.check)
+    if vs.protocol is Protocol.UDP and vs.check.kind in (
+            CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
+        o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
+                                  "TCP port of the same number")
+    _servers(o, p, vs, fam, dialect)
+    return nat
+
+
+def _service_mode(o: _Out, cfg: Config, any_nat: bool) -> None:
+    """What ``service`` (lvs or fos) leaves unused, and a NAT setup without its gateway."""
     if any_nat and cfg.nat_router is None and cfg.service is ServiceType.LVS:
         o.warn("nat_router", "NAT services are configured but no nat_router: the real servers need "
                              "a gateway address that moves with the active router")
@@ -393,7 +421,9 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
             o.warn(f"failover.{fs.name}", f"service = lvs: failover service {fs.name!r} is ignored "
                                           "(set service = fos to run it)")
 
-    # failover services ------------------------------------------------------------------------
+
+def _failover_services(o: _Out, cfg: Config) -> None:
+    """Every failover service (``service = fos``): names, addresses, timing, its commands."""
     fnames: set[str] = set()
     for fs in cfg.failover_services:
         p = f"failover.{fs.name}"
@@ -415,7 +445,6 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
         for fname in ("start_cmd", "stop_cmd"):
             if len(getattr(fs, fname) or "") > 4096:  # pulse.run_failover carries at most 4096 characters
                 o.err(f"{p}.{fname}", "is longer than 4096 characters: put it in a script")
-    return o.issues
 
 
 def _ipvs_options(o: _Out, p: str, vs) -> None:
