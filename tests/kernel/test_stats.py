@@ -16,7 +16,7 @@ from lvsbus.ipvs_table import ServiceKey
 
 from .conftest import ipvsadm
 from .harness import ROOT, Router
-from .test_datapath import CONFIG, VIP, requests, topology  # noqa: F401  (topology: the fixture)
+from .topology import CONFIG, VIP, requests, topology  # noqa: F401  (topology: the fixture)
 
 KEY = str(ServiceKey.tcp(VIP, 80))
 
