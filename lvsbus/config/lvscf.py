@@ -386,38 +386,68 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
     r = _Reader(filename)
     root = r.parse(text)
     c = _Conv(r)
-    data: dict[str, Any] = {}
     g = r.entries(root, "")
+    data: dict[str, Any] = {}
+    _top_level(r, c, g, data)
+    data["router"] = _routers(r, c, g)
+    data["heartbeat"] = hb = _heartbeat(r, c, g)
+    _globals(r, c, g, data)
+    data["virtual"], data["failover"] = _blocks(r, c, root, g, hb["keepalive"], _forwarding(r, g))
 
-    def put(path: str, target: dict, key: str, value: Any, e: _Entry, shown: str) -> None:
-        target[key] = value
-        r.at(path, e, shown)
+    def locate(path: str) -> tuple[int | None, str]:
+        return _locate(r, path)
 
-    def simple(key: str, target: dict, tkey: str, path: str, conv: str) -> None:
-        e = g.get(key)
-        if e is None:
-            return
-        if conv == "str":
-            ok, v = True, e.value
-        else:
-            ok, v = getattr(c, conv)(e, key)
-        if ok:
-            put(path, target, tkey, v, e, key)
-        else:  # the default stands in; a cross-check on it points here (and is not repeated)
-            r.at(path, e, key)
+    errors = [i for i in r.issues if i.severity is Severity.ERROR]
+    warnings = [i for i in r.issues if i.severity is Severity.WARNING]
+    try:
+        cfg, more = config_from_mapping(data, filename=filename, locate=locate,
+                                        return_warnings=True, failed={i.key for i in errors},
+                                        dialect="lvscf")
+    except ConfigError as exc:
+        raise ConfigError(_sorted(errors + list(exc.issues))) from None
+    if errors:
+        raise ConfigError(_sorted(errors))
+    return LoadedConfig(config=cfg, warnings=tuple(_sorted(warnings + more)), source=filename,
+                        format="lvscf")
 
-    simple("serial_no", data, "serial_no", "serial_no", "int")
-    simple("service", data, "service", "service", "str")
-    simple("hard_shutdown", data, "hard_shutdown", "hard_shutdown", "bool")
-    simple("debug_level", data, "debug_level", "debug_level", "str")
-    simple("reservation_conflict_action", data, "reservation_conflict_action",
-           "reservation_conflict_action", "str")
+
+def _put(r: _Reader, path: str, target: dict, key: str, value: Any, e: _Entry, shown: str) -> None:
+    """Set ``target[key]`` and remember where it came from (``path``'s line, as ``shown``)."""
+    target[key] = value
+    r.at(path, e, shown)
+
+
+def _simple(r: _Reader, c: _Conv, g: dict[str, _Entry], key: str, target: dict, tkey: str, path: str,
+            conv: str) -> None:
+    """A top-level keyword converted by ``conv`` (a _Conv method, or "str") into ``target[tkey]``."""
+    e = g.get(key)
+    if e is None:
+        return
+    if conv == "str":
+        ok, v = True, e.value
+    else:
+        ok, v = getattr(c, conv)(e, key)
+    if ok:
+        _put(r, path, target, tkey, v, e, key)
+    else:  # the default stands in; a cross-check on it points here (and is not repeated)
+        r.at(path, e, key)
+
+
+def _top_level(r: _Reader, c: _Conv, g: dict[str, _Entry], data: dict[str, Any]) -> None:
+    _simple(r, c, g, "serial_no", data, "serial_no", "serial_no", "int")
+    _simple(r, c, g, "service", data, "service", "service", "str")
+    _simple(r, c, g, "hard_shutdown", data, "hard_shutdown", "hard_shutdown", "bool")
+    _simple(r, c, g, "debug_level", data, "debug_level", "debug_level", "str")
+    _simple(r, c, g, "reservation_conflict_action", data, "reservation_conflict_action",
+            "reservation_conflict_action", "str")
     if "reservation_conflict_action" in g:
         e = g["reservation_conflict_action"]
         r.warn(e.line, e.key, "kept but not acted on: lvsbus does no SCSI reservation; fencing is "
                               "by the authenticated stop command over both heartbeat links")
 
-    # routers
+
+def _routers(r: _Reader, c: _Conv, g: dict[str, _Entry]) -> dict[str, dict[str, Any]]:
+    """primary and (with backup_active = 1) backup, with their private and shared addresses."""
     routers: dict[str, dict[str, Any]] = {}
     backup_active = False
     if "backup_active" in g:
@@ -439,39 +469,43 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
                                   ("_shared", "shared_address")):
             e = g.get(role + suffix)
             if e is not None:
-                put(f"router.{role}.{fieldname}", rt, fieldname, e.value.strip(), e, e.key)
+                _put(r, f"router.{role}.{fieldname}", rt, fieldname, e.value.strip(), e, e.key)
         if "address" in rt:
             r.loc.setdefault(f"router.{role}", (g[role].line, role))
             routers[role] = rt
     if "primary" not in g:
         r.err(None, "primary", "the primary router's address is missing: add 'primary = IP'")
         r.loc["router"] = (None, "primary")  # validate()'s "no router" is this same error
-    data["router"] = routers
+    return routers
 
+
+def _heartbeat(r: _Reader, c: _Conv, g: dict[str, _Entry]) -> dict[str, Any]:
     hb: dict[str, Any] = {}
     for key, tkey, conv in (("heartbeat", "enabled", "bool"), ("heartbeat_port", "port", "port"),
                             ("keepalive", "keepalive", "num"), ("deadtime", "deadtime", "num"),
                             ("monitor_links", "monitor_links", "bool")):
-        simple(key, hb, tkey, f"heartbeat.{tkey}", conv)
+        _simple(r, c, g, key, hb, tkey, f"heartbeat.{tkey}", conv)
     hb.setdefault("keepalive", 2.0)  # Piranha's defaults: lvs.cf keeps meaning what it meant
     hb.setdefault("deadtime", 5.0)
     if "deadtime" not in g and "keepalive" in g:  # the default deadtime against this keepalive
         r.at("heartbeat.deadtime", g["keepalive"], "deadtime")
-    data["heartbeat"] = hb
-    keepalive = hb["keepalive"]
+    return hb
 
+
+def _globals(r: _Reader, c: _Conv, g: dict[str, _Entry], data: dict[str, Any]) -> None:
+    """IPVS timeouts, the sync daemon, notify commands, nat_router."""
     ipvs: dict[str, Any] = {}
     for proto in ("tcp", "tcpfin", "udp"):
-        simple(f"{proto}_timeout", ipvs, proto, f"ipvs_timeouts.{proto}", "int")
+        _simple(r, c, g, f"{proto}_timeout", ipvs, proto, f"ipvs_timeouts.{proto}", "int")
     data["ipvs_timeouts"] = ipvs
     sync: dict[str, Any] = {}
-    simple("syncdaemon", sync, "enabled", "sync_daemon.enabled", "bool")
-    simple("syncd_iface", sync, "interface", "sync_daemon.interface", "str")
-    simple("syncd_id", sync, "sync_id", "sync_daemon.sync_id", "int")
+    _simple(r, c, g, "syncdaemon", sync, "enabled", "sync_daemon.enabled", "bool")
+    _simple(r, c, g, "syncd_iface", sync, "interface", "sync_daemon.interface", "str")
+    _simple(r, c, g, "syncd_id", sync, "sync_id", "sync_daemon.sync_id", "int")
     data["sync_daemon"] = sync
     notify: dict[str, Any] = {}
-    simple("active_cmd", notify, "active_cmd", "notify.active_cmd", "str")
-    simple("inactive_cmd", notify, "inactive_cmd", "notify.inactive_cmd", "str")
+    _simple(r, c, g, "active_cmd", notify, "active_cmd", "notify.active_cmd", "str")
+    _simple(r, c, g, "inactive_cmd", notify, "inactive_cmd", "notify.inactive_cmd", "str")
     data["notify"] = notify
 
     if "nat_router" in g:
@@ -484,11 +518,14 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
             if "nat_nmask" in g:
                 ok, plen = c.netmask(g["nat_nmask"], "nat_nmask")
                 if ok:
-                    put("nat_router.prefixlen", nr, "prefixlen", plen, g["nat_nmask"], "nat_nmask")
+                    _put(r, "nat_router.prefixlen", nr, "prefixlen", plen, g["nat_nmask"], "nat_nmask")
             data["nat_router"] = nr
     elif "nat_nmask" in g:
         r.warn(g["nat_nmask"].line, "nat_nmask", "ignored: there is no nat_router")
 
+
+def _forwarding(r: _Reader, g: dict[str, _Entry]) -> str:
+    """``network``: every virtual service's forwarding method."""
     forwarding = "nat"
     if "network" in g:
         e = g["network"]
@@ -498,7 +535,12 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
             r.err(e.line, "network", f"{e.value!r} must be direct, nat or tunnel",
                   suggest(e.value, ("direct", "nat", "tunnel")))
 
-    # virtual services and failover services
+    return forwarding
+
+
+def _blocks(r: _Reader, c: _Conv, root, g: dict[str, _Entry], keepalive: float,
+            forwarding: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``virtual`` and ``failover`` blocks, by name."""
     virtuals: dict[str, Any] = {}
     failovers: dict[str, Any] = {}
     for blk in root.children:
@@ -515,30 +557,18 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
                                                           "twice")
                 continue
             failovers[blk.name] = _failover(r, c, blk)
-    data["virtual"] = virtuals
-    data["failover"] = failovers
+    return virtuals, failovers
 
-    def locate(path: str) -> tuple[int | None, str]:
-        probe = path
-        while probe:
-            if probe in r.loc:
-                line, shown = r.loc[probe]
-                return line, (shown if probe == path else path)
-            probe = probe.rpartition(".")[0]
-        return None, path
 
-    errors = [i for i in r.issues if i.severity is Severity.ERROR]
-    warnings = [i for i in r.issues if i.severity is Severity.WARNING]
-    try:
-        cfg, more = config_from_mapping(data, filename=filename, locate=locate,
-                                        return_warnings=True, failed={i.key for i in errors},
-                                        dialect="lvscf")
-    except ConfigError as exc:
-        raise ConfigError(_sorted(errors + list(exc.issues))) from None
-    if errors:
-        raise ConfigError(_sorted(errors))
-    return LoadedConfig(config=cfg, warnings=tuple(_sorted(warnings + more)), source=filename,
-                        format="lvscf")
+def _locate(r: _Reader, path: str) -> tuple[int | None, str]:
+    """The line (and the key as the file wrote it) of a model path, or of its nearest parent."""
+    probe = path
+    while probe:
+        if probe in r.loc:
+            line, shown = r.loc[probe]
+            return line, (shown if probe == path else path)
+        probe = probe.rpartition(".")[0]
+    return None, path
 
 
 def _sorted(issues: list[Issue]) -> list[Issue]:
