@@ -303,94 +303,114 @@ class ApplierCore(Core[ApplierState]):
         return state.retry_at
 
     def decide(self, st: ApplierState, ev: Event) -> tuple[ApplierState, list[Effect]]:
-        t, p = ev.type, ev.payload
-        if t == "lvsd.table_desired":
-            st.desired = Table.from_dict(p["table"])
-            st.version = p["version"]
-            st.managed |= set(st.desired.keys())
-            return st, self._reconcile(st, "table_desired")
-        if t == "lvsd.table_delta":
-            if st.desired is None or p["base_version"] != st.version:
-                st.gaps += 1  # wait for the next full table (lvsd sends one on start and on config)
-                return st, []
+        handler = self._HANDLERS.get(ev.type)
+        return st, (handler(self, st, ev.payload, ev) if handler is not None else [])
 
-            st.desired = apply_ops(st.desired, p["ops"], strict=False)
-            st.version = p["version"]
-            touched = {ServiceKey.parse(op["service"]) for op in p["ops"]}
-            st.managed |= touched
-            # the kernel (as expected) equals the previous desired table everywhere else
-            return st, self._reconcile(st, "table_delta", only=touched)
-        if t == "config.loaded":
-            try:
-                cfg = from_dict(p["model"])
-            except (ConfigError, KeyError, TypeError, ValueError):
-                return st, []
-            st.managed |= managed_keys(cfg)
-            was_idle, st.idle = st.idle, cfg.service.value == "fos"
-            if st.idle:  # failover services: the applier stays idle, the kernel untouched
-                st.retry_at = None
-                return st, []
-            to = cfg.ipvs_timeouts
-            st.timeouts_want = {"tcp": to.tcp, "tcpfin": to.tcpfin, "udp": to.udp}
-            sd = cfg.sync_daemon
-            st.sync = {"ifname": sd.interface, "syncid": sd.sync_id} if sd.enabled else None
-            if was_idle and st.started and not st.reads:  # back from fos mode: look at the kernel first
-                return st, [self._read(st, "config")]
-            return st, self._reconcile(st, "config")
-        if t == "router.role_changed":
-            st.role = p["new"]
-            return st, self._reconcile(st, "role")
-        if t == "ipvs.started":
-            st.started = True
-            st.flush_unmanaged = bool(p.get("flush_unmanaged", False))
-            st.available, st.attempts, st.retry_at = True, 0, None
-            st.pending.clear()  # a new shell: what the old one did not apply is in the dump, or lost
-            if st.idle:
-                return st, []
-            return st, [self._read(st, "started")]
-        if t == "ipvs.table_read":
-            base = st.reads.pop(p["request"], None)
-            if base is None:
-                return st, []
-            st.available, st.attempts = True, 0
-            if st.fail_streak == 0:
-                st.retry_at = None
-            st.pending = [(b, ops) for b, ops in st.pending if b > base]
-            exp = Table.from_dict(p["table"])
-            for _b, ops in st.pending:
-                exp = apply_ops(exp, ops, strict=False)
-            st.expected = exp
-            st.timeouts_have = dict(p["timeouts"]) if p["timeouts"] is not None else None
-            st.daemons_have = list(p["daemons"])
-            return st, self._reconcile(st, "reconcile")
-        if t == "ipvs.batch_applied":
-            st.pending = [(b, ops) for b, ops in st.pending if b > p["batch"]]
-            if not p["failed"]:
-                st.fail_streak = 0
-                return st, []
-            st.expected = None  # unknown until the next dump
-            st.fail_streak += 1
-            if st.fail_streak == 1:
-                return st, [self._read(st, "op_failed")]
-            # the kernel keeps refusing (a scheduler module it lacks, a bad address): back off
-            # instead of re-planning the same refused ops in a loop
-            if st.retry_at is None:
-                st.retry_at = ev.mono_ns + min(RETRY_MAX_NS, RETRY_MIN_NS << min(st.fail_streak - 2, 6))
-            return st, []
-        if t == "ipvs.unavailable":
-            st.reads.pop(p.get("request", -1), None)
-            st.available = False
-            st.expected = None
-            st.attempts += 1
-            delay = min(RETRY_MAX_NS, RETRY_MIN_NS << min(st.attempts - 1, 6))
-            st.retry_at = ev.mono_ns + delay
-            return st, []
-        if t == "timer.fired":
-            if st.retry_at is not None and ev.mono_ns >= st.retry_at and not st.idle:
-                st.retry_at = None
-                return st, [self._read(st, "retry")]
-            return st, []
-        return st, []
+    def _on_table_desired(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        st.desired = Table.from_dict(p["table"])
+        st.version = p["version"]
+        st.managed |= set(st.desired.keys())
+        return self._reconcile(st, "table_desired")
+
+    def _on_table_delta(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        if st.desired is None or p["base_version"] != st.version:
+            st.gaps += 1  # wait for the next full table (lvsd sends one on start and on config)
+            return []
+        st.desired = apply_ops(st.desired, p["ops"], strict=False)
+        st.version = p["version"]
+        touched = {ServiceKey.parse(op["service"]) for op in p["ops"]}
+        st.managed |= touched
+        # the kernel (as expected) equals the previous desired table everywhere else
+        return self._reconcile(st, "table_delta", only=touched)
+
+    def _on_config_loaded(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        try:
+            cfg = from_dict(p["model"])
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return []
+        st.managed |= managed_keys(cfg)
+        was_idle, st.idle = st.idle, cfg.service.value == "fos"
+        if st.idle:  # failover services: the applier stays idle, the kernel untouched
+            st.retry_at = None
+            return []
+        to = cfg.ipvs_timeouts
+        st.timeouts_want = {"tcp": to.tcp, "tcpfin": to.tcpfin, "udp": to.udp}
+        sd = cfg.sync_daemon
+        st.sync = {"ifname": sd.interface, "syncid": sd.sync_id} if sd.enabled else None
+        if was_idle and st.started and not st.reads:  # back from fos mode: look at the kernel first
+            return [self._read(st, "config")]
+        return self._reconcile(st, "config")
+
+    def _on_role_changed(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        st.role = p["new"]
+        return self._reconcile(st, "role")
+
+    def _on_started(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        st.started = True
+        st.flush_unmanaged = bool(p.get("flush_unmanaged", False))
+        st.available, st.attempts, st.retry_at = True, 0, None
+        st.pending.clear()  # a new shell: what the old one did not apply is in the dump, or lost
+        if st.idle:
+            return []
+        return [self._read(st, "started")]
+
+    def _on_table_read(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        base = st.reads.pop(p["request"], None)
+        if base is None:
+            return []
+        st.available, st.attempts = True, 0
+        if st.fail_streak == 0:
+            st.retry_at = None
+        st.pending = [(b, ops) for b, ops in st.pending if b > base]
+        exp = Table.from_dict(p["table"])
+        for _b, ops in st.pending:
+            exp = apply_ops(exp, ops, strict=False)
+        st.expected = exp
+        st.timeouts_have = dict(p["timeouts"]) if p["timeouts"] is not None else None
+        st.daemons_have = list(p["daemons"])
+        return self._reconcile(st, "reconcile")
+
+    def _on_batch_applied(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        st.pending = [(b, ops) for b, ops in st.pending if b > p["batch"]]
+        if not p["failed"]:
+            st.fail_streak = 0
+            return []
+        st.expected = None  # unknown until the next dump
+        st.fail_streak += 1
+        if st.fail_streak == 1:
+            return [self._read(st, "op_failed")]
+        # the kernel keeps refusing (a scheduler module it lacks, a bad address): back off
+        # instead of re-planning the same refused ops in a loop
+        if st.retry_at is None:
+            st.retry_at = ev.mono_ns + min(RETRY_MAX_NS, RETRY_MIN_NS << min(st.fail_streak - 2, 6))
+        return []
+
+    def _on_unavailable(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        st.reads.pop(p.get("request", -1), None)
+        st.available = False
+        st.expected = None
+        st.attempts += 1
+        delay = min(RETRY_MAX_NS, RETRY_MIN_NS << min(st.attempts - 1, 6))
+        st.retry_at = ev.mono_ns + delay
+        return []
+
+    def _on_timer_fired(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
+        if st.retry_at is not None and ev.mono_ns >= st.retry_at and not st.idle:
+            st.retry_at = None
+            return [self._read(st, "retry")]
+        return []
+
+    _HANDLERS: dict[str, Callable[["ApplierCore", ApplierState, dict, Event], list[Effect]]] = {
+        "lvsd.table_desired": _on_table_desired,
+        "lvsd.table_delta": _on_table_delta,
+        "config.loaded": _on_config_loaded,
+        "router.role_changed": _on_role_changed,
+        "ipvs.started": _on_started,
+        "ipvs.table_read": _on_table_read,
+        "ipvs.batch_applied": _on_batch_applied,
+        "ipvs.unavailable": _on_unavailable,
+        "timer.fired": _on_timer_fired,
+    }
 
     def _read(self, st: ApplierState, reason: str) -> Effect:
         st.request += 1
