@@ -564,133 +564,141 @@ class Broker:
                          sum(map(len, frames)))
 
     def _on_message(self, sock, frames: list[bytes], remote: bool, batch: list, acks: list) -> None:
+        """One message from a client: a publish (P), a hello (H), a goodbye (B); anything else is refused."""
         ident = frames[0]
         kind = frames[1] if len(frames) > 1 else b""
-        client = self._clients.get(ident)
         if kind == b"P" and len(frames) == 4:
-            if remote:
-                self._reject(sock, ident, 0, "not_allowed", "remote clients may only subscribe", len(frames[3]))
-                return
-            self.stats.received += 1
-            try:
-                source = frames[2].decode()
-                if not 0 < len(source) <= 64:
-                    raise ValueError
-            except ValueError:
-                self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
-                return
-            try:
-                ack_id, n_items, items, nonce = _parse_publish(frames[3])
-            except Exception:
-                self._reject(sock, ident, 0, "malformed", f"a publish is [ack_id, [items], nonce of at most {MAX_NONCE} bytes]",
-                             len(frames[3]))
-                return
-            if ack_id and nonce:
-                # a resend (after a broker restart) of a batch this broker already recorded (a copy
-                # queued in the client's socket reached it first)
-                seen = self._dedup.get(nonce)
-                done = seen.get(ack_id) if seen is not None else None
-                if done is not None:
-                    self._pending_acks.append((done[1], ident, ack_id, done[0]))
-                    return
-            first_index = len(batch)
-            accepted = 0
-            # Refusals cost a bounded amount a frame: one reply, one warning, one event for the
-            # whole frame (the first bad item named, the others counted), however many items it holds.
-            refused = 0
-            first_bad: tuple[int, str, str] | None = None
-            validate = REGISTRY.validate
-            unexamined = 0
-            for i in range(n_items):
-                if refused >= MAX_BAD_ITEMS:  # a broken frame: the rest is refused unexamined (not even built)
-                    unexamined = n_items - i
-                    refused += unexamined
-                    break
-                try:
-                    item = items.unpack()
-                except Exception:  # cannot happen: _parse_publish walked the whole frame
-                    unexamined = n_items - i
-                    refused += unexamined
-                    first_bad = first_bad or (i, "malformed", "an item is not msgpack")
-                    break
-                if item.__class__ is not list or len(item) != 4:
-                    problem = ("malformed", "an item is [type, version, cause, payload]")
-                else:
-                    type_, version, cause, payload = item
-                    if cause is not None and (cause.__class__ is not int or cause < 1):
-                        problem = ("malformed", f"bad cause {_shown(cause)}")
-                    else:
-                        try:
-                            validate(type_, version, payload)
-                        except DecodeError as exc:
-                            problem = (exc.reason, exc.detail)
-                        else:
-                            batch.append([type_, version, cause, payload, source])
-                            accepted += 1
-                            continue
-                refused += 1
-                if first_bad is None:
-                    first_bad = (i, *problem)
-            if first_bad is not None:
-                i, reason, detail = first_bad
-                if n_items > 1:
-                    detail = f"item {i} of {n_items}: {detail[:800]}"
-                    if refused > 1:
-                        detail += f" (and {refused - 1} more item(s) refused"
-                        detail += f"; {unexamined} past the first {MAX_BAD_ITEMS} bad ones unexamined)" if unexamined else ")"
-                self._reject(sock, ident, ack_id, reason, detail, len(frames[3]), refused)
-            if ack_id and accepted:
-                acks.append((ident, ack_id, first_index, len(batch) - 1))
-                if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
-                    seen = self._dedup.get(nonce)
-                    if seen is None:
-                        seen = self._dedup[nonce] = {}
-                        if len(self._dedup) > 10_000:
-                            self._dedup.pop(next(iter(self._dedup)))
-                    seen[ack_id] = (self._seq + first_index + 1, self._seq + len(batch))
-                    if len(seen) > DEDUP_PER_CLIENT:
-                        seen.pop(next(iter(seen)))
-            if client is None and not remote:
-                self._send(sock, ident, [b"W"])
-            return
-        if kind == b"H" and len(frames) == 3:
-            try:
-                hello = _unpack(frames[2])
-                name = hello["name"]
-                subs = tuple(hello.get("subs", ()))
-                if (type(name) is not str or not 0 < len(name) <= 64 or len(subs) > MAX_SUBS
-                        or not all(type(s) is str and len(s) <= MAX_TYPE for s in subs)):
-                    raise ValueError
-            except Exception:
-                self._reject(sock, ident, 0, "malformed",
-                             f"hello is {{name (1-64 characters), subs (at most {MAX_SUBS} prefixes of at most "
-                             f"{MAX_TYPE} characters), pid}}", len(frames[2]))
-                return
-            # what this client sent before its hello is written before the answer: a client that
-            # finds a new epoch there reads the log to tell its lost publishes from recorded ones.
-            # Written before the client is known, so none of it is forwarded to it: the answer (T)
-            # comes first and its catch-up from the log delivers all of it, in order. (Forwarded
-            # ahead of T, a publish of the same drain made the client's catch-up start after it,
-            # and what was written in an earlier drain was never delivered to it.)
-            self._flush()
-            self._clients[ident] = _Client(ident, name, subs, remote)
-            self._route_cache.clear()
-            self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
-            pid = hello.get("pid")
-            self._emit(
-                "bus.client_joined",
-                {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
-            )
-            if self._unrecorded and subs:
-                # delivered but not written (the disk refuses them): a client that joins now cannot
-                # read them from the log, so it gets them here (it drops what it already has by seq)
-                self._send_backlog(sock, ident, subs)
-            return
-        if kind == b"B":
+            self._on_publish(sock, ident, frames, remote, batch, acks)
+        elif kind == b"H" and len(frames) == 3:
+            self._on_hello(sock, ident, frames, remote)
+        elif kind == b"B":
             if self._clients.pop(ident, None) is not None:
                 self._route_cache.clear()
+        else:
+            self._reject(sock, ident, 0, "malformed", f"unknown frame kind {kind[:8]!r}", sum(map(len, frames)))
+
+    def _on_publish(self, sock, ident: bytes, frames: list[bytes], remote: bool, batch: list, acks: list) -> None:
+        """A publish: its valid items join ``batch`` (recorded at the next flush), its acknowledgement
+        joins ``acks``, and its bad items cost one refusal for the whole frame."""
+        client = self._clients.get(ident)
+        if remote:
+            self._reject(sock, ident, 0, "not_allowed", "remote clients may only subscribe", len(frames[3]))
             return
-        self._reject(sock, ident, 0, "malformed", f"unknown frame kind {kind[:8]!r}", sum(map(len, frames)))
+        self.stats.received += 1
+        try:
+            source = frames[2].decode()
+            if not 0 < len(source) <= 64:
+                raise ValueError
+        except ValueError:
+            self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
+            return
+        try:
+            ack_id, n_items, items, nonce = _parse_publish(frames[3])
+        except Exception:
+            self._reject(sock, ident, 0, "malformed", f"a publish is [ack_id, [items], nonce of at most {MAX_NONCE} bytes]",
+                         len(frames[3]))
+            return
+        if ack_id and nonce:
+            # a resend (after a broker restart) of a batch this broker already recorded (a copy
+            # queued in the client's socket reached it first)
+            seen = self._dedup.get(nonce)
+            done = seen.get(ack_id) if seen is not None else None
+            if done is not None:
+                self._pending_acks.append((done[1], ident, ack_id, done[0]))
+                return
+        first_index = len(batch)
+        accepted = 0
+        # Refusals cost a bounded amount a frame: one reply, one warning, one event for the
+        # whole frame (the first bad item named, the others counted), however many items it holds.
+        refused = 0
+        first_bad: tuple[int, str, str] | None = None
+        validate = REGISTRY.validate
+        unexamined = 0
+        for i in range(n_items):
+            if refused >= MAX_BAD_ITEMS:  # a broken frame: the rest is refused unexamined (not even built)
+                unexamined = n_items - i
+                refused += unexamined
+                break
+            try:
+                item = items.unpack()
+            except Exception:  # cannot happen: _parse_publish walked the whole frame
+                unexamined = n_items - i
+                refused += unexamined
+                first_bad = first_bad or (i, "malformed", "an item is not msgpack")
+                break
+            if item.__class__ is not list or len(item) != 4:
+                problem = ("malformed", "an item is [type, version, cause, payload]")
+            else:
+                type_, version, cause, payload = item
+                if cause is not None and (cause.__class__ is not int or cause < 1):
+                    problem = ("malformed", f"bad cause {_shown(cause)}")
+                else:
+                    try:
+                        validate(type_, version, payload)
+                    except DecodeError as exc:
+                        problem = (exc.reason, exc.detail)
+                    else:
+                        batch.append([type_, version, cause, payload, source])
+                        accepted += 1
+                        continue
+            refused += 1
+            if first_bad is None:
+                first_bad = (i, *problem)
+        if first_bad is not None:
+            i, reason, detail = first_bad
+            if n_items > 1:
+                detail = f"item {i} of {n_items}: {detail[:800]}"
+                if refused > 1:
+                    detail += f" (and {refused - 1} more item(s) refused"
+                    detail += f"; {unexamined} past the first {MAX_BAD_ITEMS} bad ones unexamined)" if unexamined else ")"
+            self._reject(sock, ident, ack_id, reason, detail, len(frames[3]), refused)
+        if ack_id and accepted:
+            acks.append((ident, ack_id, first_index, len(batch) - 1))
+            if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
+                seen = self._dedup.get(nonce)
+                if seen is None:
+                    seen = self._dedup[nonce] = {}
+                    if len(self._dedup) > 10_000:
+                        self._dedup.pop(next(iter(self._dedup)))
+                seen[ack_id] = (self._seq + first_index + 1, self._seq + len(batch))
+                if len(seen) > DEDUP_PER_CLIENT:
+                    seen.pop(next(iter(seen)))
+        if client is None and not remote:
+            self._send(sock, ident, [b"W"])
+
+    def _on_hello(self, sock, ident: bytes, frames: list[bytes], remote: bool) -> None:
+        """A hello: the client is known from now on, and answered with the epoch and the last seq."""
+        try:
+            hello = _unpack(frames[2])
+            name = hello["name"]
+            subs = tuple(hello.get("subs", ()))
+            if (type(name) is not str or not 0 < len(name) <= 64 or len(subs) > MAX_SUBS
+                    or not all(type(s) is str and len(s) <= MAX_TYPE for s in subs)):
+                raise ValueError
+        except Exception:
+            self._reject(sock, ident, 0, "malformed",
+                         f"hello is {{name (1-64 characters), subs (at most {MAX_SUBS} prefixes of at most "
+                         f"{MAX_TYPE} characters), pid}}", len(frames[2]))
+            return
+        # what this client sent before its hello is written before the answer: a client that
+        # finds a new epoch there reads the log to tell its lost publishes from recorded ones.
+        # Written before the client is known, so none of it is forwarded to it: the answer (T)
+        # comes first and its catch-up from the log delivers all of it, in order. (Forwarded
+        # ahead of T, a publish of the same drain made the client's catch-up start after it,
+        # and what was written in an earlier drain was never delivered to it.)
+        self._flush()
+        self._clients[ident] = _Client(ident, name, subs, remote)
+        self._route_cache.clear()
+        self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
+        pid = hello.get("pid")
+        self._emit(
+            "bus.client_joined",
+            {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
+        )
+        if self._unrecorded and subs:
+            # delivered but not written (the disk refuses them): a client that joins now cannot
+            # read them from the log, so it gets them here (it drops what it already has by seq)
+            self._send_backlog(sock, ident, subs)
 
     def _reject(self, sock, ident: bytes, ack_id: int, reason: str, detail: str, size: int, items: int = 1) -> None:
         """Refuse one frame (``items``: how many of its items): one reply to the sender; and, up to
