@@ -101,13 +101,20 @@ MODULES = {"web": "lvsbus_tools.web"}  # the console draws timelines, so it live
 SERVICES = tuple((name, MODULES.get(name, f"lvsbus_services.{name}"), when) for name, when in supervision.SERVICES)
 
 
-def _service_exists(module: str) -> bool:
+def _missing_services() -> list[str]:
+    """The service modules this installation lacks (none, unless it is broken): the router refuses
+    to start then, rather than run without one of its services."""
     import importlib.util
 
-    try:
-        return importlib.util.find_spec(module + ".__main__") is not None
-    except ImportError:
-        return False
+    missing = []
+    for _name, module, _when in SERVICES:
+        try:
+            found = importlib.util.find_spec(module + ".__main__") is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
 
 
 def sd_notify(message: str) -> bool:
@@ -428,6 +435,11 @@ class Router:
             if problem:
                 print(f"lvsbus router: {problem}", file=sys.stderr)
                 return 1
+        missing = _missing_services()
+        if missing:
+            print(f"lvsbus router: a broken installation: no {', '.join(missing)} (python -m MODULE must run; "
+                  "reinstall lvsbus)", file=sys.stderr)
+            return 1
         for w in self.loaded.warnings:
             log.warning("config_warning", warning=str(w))
         return 0
@@ -572,7 +584,7 @@ class Router:
         self.dirs.make()
         self._plan_privileges()
         self._check_priority()
-        if self.drop and _service_exists("lvsbus_services.ipvs"):
+        if self.drop:
             self._load_ip_vs()
         self._install_signals()
         try:
@@ -593,8 +605,6 @@ class Router:
         self.config_seq = self.run_start_seq
         log.info("config_loaded", seq=self.run_start_seq, router=self.local, digest=self.loaded.digest[:12])
         for name, module, when in SERVICES:
-            if not _service_exists(module):
-                continue
             child = self._service_child(name, module)
             self.children[name] = child
             if self.supervision.wanted(name, configured=supervision.configured_services(self.loaded.config)):
