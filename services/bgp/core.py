@@ -52,6 +52,11 @@ RETRY_MAX_NS = 30_000_000_000
 __all__ = ["BgpCore", "BgpState", "IN_SERVICE"]
 
 
+def _host_prefix(address: str) -> int:
+    """A VIP is announced as a host route: /32, /128."""
+    return 32 if ip_family(address) == 4 else 128
+
+
 class BgpState:
     __slots__ = ("enabled", "drain_ns", "vips", "layouts", "health", "admin", "quorum", "role", "stopping",
                  "drain_until", "routes", "version", "sessions", "retry_at", "bad_config", "digest", "model",
@@ -60,7 +65,7 @@ class BgpState:
     def __init__(self) -> None:
         self.enabled = False  # [scaleout] in the config in force
         self.drain_ns = 0
-        self.vips: dict[str, tuple[int, list[str]]] = {}  # address -> (prefixlen, active virtual names)
+        self.vips: dict[str, list[str]] = {}  # address -> the active virtual services on it
         self.layouts: dict[str, Layout] = {}
         self.health: dict[str, str] = {}  # "virtual/server" -> nanny's state
         self.admin: dict[str, str] = {}  # "virtual/server" -> drained | disabled
@@ -180,7 +185,7 @@ class BgpCore(Core[BgpState]):
         """address -> (state, reason, virtuals) for every VIP of the config (and every VIP still
         announced: one a reload removed is withdrawn with the reason config)."""
         out: dict[str, tuple[str, str, list[str]]] = {}
-        for addr, (_plen, names) in st.vips.items():
+        for addr, names in st.vips.items():
             down = [n for n in names if not self._quorum(st, n)]
             if st.stopping == "stop":
                 out[addr] = ("withdraw", "shutdown", names)
@@ -206,20 +211,18 @@ class BgpCore(Core[BgpState]):
             old = st.routes.get(addr, "withdraw")
             if new == old:
                 continue
-            plen = st.vips[addr][0] if addr in st.vips else (32 if ip_family(addr) == 4 else 128)
-            out.append(Effect("bgp.vip_changed", {"address": addr, "prefixlen": plen, "old": old, "new": new,
+            out.append(Effect("bgp.vip_changed", {"address": addr, "prefixlen": _host_prefix(addr), "old": old, "new": new,
                                                   "reason": reason, "virtuals": names}))
             if new == "withdraw":
                 del st.routes[addr]
             else:
                 st.routes[addr] = new
             changed = True
-        if not (changed or (resend and st.enabled) or (resend and st.version)):
+        if not (changed or (resend and (st.enabled or st.version))):
             return
         st.version += 1
         st.retry_at = None
-        routes = [{"address": a, "prefixlen": st.vips[a][0] if a in st.vips else (32 if ip_family(a) == 4 else 128),
-                   "state": s} for a, s in sorted(st.routes.items())]
+        routes = [{"address": a, "prefixlen": _host_prefix(a), "state": s} for a, s in sorted(st.routes.items())]
         out.append(Effect("bgp.set_routes", {"version": st.version, "routes": routes, "reason": why[:256]}))
 
     # -- config ------------------------------------------------------------------------------
@@ -245,8 +248,7 @@ class BgpCore(Core[BgpState]):
                 if not vs.active:
                     continue
                 st.layouts[vs.name] = Layout(vs)
-                plen = 32 if ip_family(vs.address) == 4 else 128
-                st.vips.setdefault(vs.address, (plen, []))[1].append(vs.name)
+                st.vips.setdefault(vs.address, []).append(vs.name)
         ids = {s[0] for lay in st.layouts.values() for s in lay.servers}
         st.health = {i: s for i, s in st.health.items() if i in ids}
         st.admin = {i: a for i, a in st.admin.items() if i in ids}
