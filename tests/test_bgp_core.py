@@ -160,6 +160,19 @@ def test_graceful_shutdown_drains_then_withdraws_after_drain_time():
     assert b.routes == {} and b.core.next_deadline(b.st) is None
 
 
+def test_a_vip_that_loses_quorum_while_draining_for_a_stop_is_withdrawn():
+    """pulse goes STOPPED at the stop, so the drain outlives the role; quorum still counts: a VIP
+    this router cannot serve is not left announced (even depreferenced) for drain_time."""
+    b = serving(vs("web", "10.200.0.1"), vs("dns", "10.200.0.2", port=53))
+    b.feed("router.shutdown_requested", {"reason": "SIGTERM", "graceful": True})
+    assert b.role("STOPPED", "shutdown") == []  # the drain goes on
+    b.health("web", "s0", up=False)
+    out = b.health("web", "s1", up=False)
+    assert changes(out) == [("10.200.0.1", "withdraw", "quorum_lost")]
+    assert b.routes == {"10.200.0.2": "drain"}
+    assert changes(b.health("web", "s1")) == []  # nothing comes back during a stop
+
+
 def test_hard_shutdown_withdraws_at_once():
     b = serving(vs("web", "10.200.0.1"))
     out = b.feed("router.shutdown_requested", {"reason": "restart loop: pulse", "graceful": False})

@@ -14,7 +14,8 @@ A VIP is *announced* while
 * every active virtual service on that address has quorum here (a VIP carrying port 80 and 443
   is withdrawn when either is below quorum: the upstream would otherwise send this router flows
   it cannot serve; the other routers keep announcing it);
-* the router is not stopping.
+* the router is not stopping (a graceful stop drains a VIP announced then for ``drain_time``,
+  unless it loses quorum meanwhile).
 
 An operator's drain (``operator.bgp_drain``, ``lvsbus bgp drain``) announces every VIP that would
 be announced with GRACEFUL_SHUTDOWN instead, until ``resume`` (or the router restarts); the core
@@ -187,11 +188,10 @@ class BgpCore(Core[BgpState]):
         out: dict[str, tuple[str, str, list[str]]] = {}
         for addr, names in st.vips.items():
             down = [n for n in names if not self._quorum(st, n)]
-            if st.stopping == "stop":
+            if st.stopping == "stop" or (st.stopping == "drain" and addr not in st.routes):
                 out[addr] = ("withdraw", "shutdown", names)
-            elif st.stopping == "drain":
-                was = st.routes.get(addr)
-                out[addr] = ("drain", "shutdown_drain", names) if was else ("withdraw", "shutdown", names)
+            elif st.stopping == "drain":  # pulse is STOPPED by now: only quorum still counts
+                out[addr] = ("withdraw", "quorum_lost", down) if down else ("drain", "shutdown_drain", names)
             elif st.role not in SERVING_ROLES:
                 out[addr] = ("withdraw", "router_unhealthy", names)
             elif down:
