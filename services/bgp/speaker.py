@@ -248,7 +248,7 @@ class BirdSpeaker:
                 if not self.routes_file.exists():
                     self._write(self.routes_file, render_routes([]))
                 self._write(self.conf, render_bird_conf(self.settings, str(self.routes_file)))
-                self.control.check("configure")
+                self._configure()
                 self.version = self._version()
                 self.adopted = pid
                 return self.version, pid
@@ -294,13 +294,19 @@ class BirdSpeaker:
         (sessions whose settings did not change stay up)."""
         self.settings = settings
         self._write(self.conf, render_bird_conf(settings, str(self.routes_file)))
-        self.control.check("configure")
+        self._configure()
+
+    def _configure(self) -> None:
+        """``configure``: BIRD reads bird.conf (and routes.conf) again and applies what changed."""
+        reply = self.control.check("configure")
+        # 0003 reconfigured, 0004 in progress, 0005 queued behind one in progress (the file is parsed
+        # now: the queued config is this one); anything else (0006: shutting down) is not taken
+        if not any(c in (3, 4, 5) for c, _t in reply):
+            raise SpeakerError(f"BIRD did not reconfigure: {reply!r}"[:1000])
 
     def set_routes(self, routes: list[Route]) -> None:
         self._write(self.routes_file, render_routes(routes))
-        reply = self.control.check("configure")
-        if not any(c in (3, 4, 18, 19, 20) for c, _t in reply):  # reconfigured / in progress / nothing to do
-            raise SpeakerError(f"BIRD did not reconfigure: {reply!r}"[:1000])
+        self._configure()
 
     def sessions(self) -> list[Session]:
         by_name = {_peer_name(i): p for i, p in enumerate(self.settings.peers)}
@@ -330,8 +336,11 @@ class BirdSpeaker:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                return
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return  # exited; its parent (not us: an adopted BIRD) reaps it
+            except (OSError, IndexError):
+                return  # gone
             time.sleep(0.02)
         try:
             os.kill(pid, signal.SIGKILL)
