@@ -22,7 +22,6 @@ need IPVS and are for the kernel tier's bench/scaleout.py. Output: ``name=value 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -36,31 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lvsbus.netns import Topology, netns_available  # noqa: E402
-from lvsbus_services.bgp.speaker import BgpSettings, BirdControl, BirdSpeaker, Route  # noqa: E402
-
-VIP = "10.200.0.1"
-UP = "10.99.1.100"
-UPSTREAM_CONF = """\
-router id {up};
-log stderr {{ warning, error, fatal }};
-protocol device {{}}
-protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
-protocol bfd {{ interface "*" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }}; }}
-filter from_lvs {{ if (65535,0) ~ bgp_community then bgp_local_pref = 0; accept; }}
-template bgp lvs {{ local {up} as 65000; hold time 30; connect delay time 1; connect retry time 1; bfd on;
-  ipv4 {{ import filter from_lvs; export none; }}; }}
-{peers}
-"""
-
-
-def nexthops(topo: Topology) -> set[str]:
-    out = topo.run("c", "ip", "-j", "route", "show", VIP, check=False).stdout
-    hops: set[str] = set()
-    for r in json.loads(out) if out.strip() else []:
-        if r.get("gateway"):
-            hops.add(r["gateway"])
-        hops.update(nh["gateway"] for nh in r.get("nexthops", []))
-    return hops
+from lvsbus_services.bgp.speaker import BirdControl, BirdSpeaker, Route  # noqa: E402
+from tests.helpers.bgp import VIP, nexthops, router_speaker, start_upstream, upstream_conf  # noqa: E402
 
 
 def until(pred, timeout: float = 30.0) -> float:
@@ -78,20 +54,14 @@ def one_run(tmp: Path) -> dict[str, float]:
     speakers: dict[str, BirdSpeaker] = {}
     try:
         addrs = {f"r{i}": topo.router_address(i) for i in (1, 2, 3)}
-        peers = "\n".join(f"protocol bgp {r} from lvs {{ neighbor {a} as 65001; }}" for r, a in addrs.items())
-        (tmp / "up.conf").write_text(UPSTREAM_CONF.format(up=UP, peers=peers))
-        topo.popen("c", ["bird", "-f", "-c", str(tmp / "up.conf"), "-s", str(tmp / "up.ctl"), "-P", str(tmp / "up.pid")],
-                   stderr=subprocess.DEVNULL)
-        for r, a in addrs.items():
-            sp = BirdSpeaker(BgpSettings(router_id=a, local_as=65001, peer_as=65000, peers=(UP,), hold_time=30, bfd=True),
-                             tmp / r, str(tmp / f"{r}.ctl"), stderr=subprocess.DEVNULL,
-                             argv_prefix=("ip", "netns", "exec", topo.ns(r)))
+        up_ctl = start_upstream(topo, tmp, upstream_conf(addrs, hold_time=30, bfd=addrs), stderr=subprocess.DEVNULL)
+        for i, r in enumerate(addrs, 1):
+            sp = router_speaker(topo, i, tmp, stderr=subprocess.DEVNULL, hold_time=30, bfd=True)
             sp.start()
             speakers[r] = sp
         for sp in speakers.values():
             until(lambda sp=sp: any(s.state == "up" for s in sp.sessions()))
-        until(lambda: "Up" in "\n".join(t for _c, t in BirdControl(str(tmp / "up.ctl")).check("show bfd sessions"))
-              and "\n".join(t for _c, t in BirdControl(str(tmp / "up.ctl")).check("show bfd sessions")).count("Up") == 3)
+        until(lambda: "\n".join(t for _c, t in BirdControl(up_ctl).check("show bfd sessions")).count("Up") == 3)
         for r in ("r1", "r2"):
             speakers[r].set_routes([Route(VIP, 32, "announce")])
         until(lambda: nexthops(topo) == {addrs["r1"], addrs["r2"]})

@@ -5,7 +5,6 @@ upstream's route to the VIP gains and loses nexthops as routers announce, drain,
 are SIGKILLed. (This kernel has no IPVS: the datapath part is the kernel tier's, docs/scaleout.md.)"""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -14,38 +13,16 @@ import time
 
 import pytest
 
-from lvsbus_services.bgp.speaker import BgpSettings, BirdControl, BirdSpeaker, Route, SpeakerError
+from lvsbus_services.bgp.speaker import BirdControl, BirdSpeaker, Route, SpeakerError
+from tests.helpers.bgp import UPSTREAM, VIP, nexthops, router_speaker, start_upstream, upstream_conf
 from tests.netns import netns  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed (apt-get install bird2)")
 
-VIP = "10.200.0.1"
-UPSTREAM = "10.99.1.100"
 
-UPSTREAM_CONF = """\
-router id {up};
-log stderr {{ warning, error, fatal }};
-protocol device {{}}
-protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
-# RFC 8326: a route tagged GRACEFUL_SHUTDOWN gets the lowest preference, so it leaves the ECMP set
-filter from_lvs {{ if (65535,0) ~ bgp_community then bgp_local_pref = 0; accept; }}
-template bgp lvs {{ local {up} as 65000; hold time 9; connect delay time 1; connect retry time 2;
-  ipv4 {{ import filter from_lvs; export none; }}; }}
-{peers}
-"""
-
-
-def nexthops(topo, vip: str = VIP) -> set[str]:
-    """The upstream kernel's nexthops for ``vip`` (a multipath route, or one gateway)."""
-    out = topo.run("c", "ip", "-j", "route", "show", vip, check=False).stdout
-    routes = json.loads(out) if out.strip() else []
-    hops: set[str] = set()
-    for r in routes:
-        if r.get("gateway"):
-            hops.add(r["gateway"])
-        for nh in r.get("nexthops", []):
-            hops.add(nh["gateway"])
-    return hops
+def upstream_routes(ctl: str, vip: str = VIP) -> str:
+    """The upstream BIRD's routes to ``vip``, every attribute (``show route for VIP all``)."""
+    return "\n".join(t for _c, t in BirdControl(ctl).check(f"show route for {vip} all"))
 
 
 def wait_for(what, pred, timeout: float = 20.0, every: float = 0.05):
@@ -62,17 +39,11 @@ def wait_for(what, pred, timeout: float = 20.0, every: float = 0.05):
 def test_upstream_ecmp_follows_announce_drain_withdraw_and_sigkill(netns, tmp_path):  # noqa: F811
     topo = netns(routers=3, private=False)
     addrs = {f"r{i}": topo.router_address(i) for i in (1, 2, 3)}
-    peers = "\n".join(f"protocol bgp {r} from lvs {{ neighbor {a} as 65001; }}" for r, a in addrs.items())
-    (tmp_path / "up.conf").write_text(UPSTREAM_CONF.format(up=UPSTREAM, peers=peers))
-    up_sock = str(tmp_path / "up.ctl")
-    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", up_sock, "-P", str(tmp_path / "up.pid")],
-               stderr=open(tmp_path / "up.log", "w"))
+    up_sock = start_upstream(topo, tmp_path, upstream_conf(addrs))
     speakers: dict[str, BirdSpeaker] = {}
     try:
-        for r, a in addrs.items():
-            sp = BirdSpeaker(BgpSettings(router_id=a, local_as=65001, peer_as=65000, peers=(UPSTREAM,)),
-                             tmp_path / r, str(tmp_path / f"{r}.ctl"), stderr=open(tmp_path / f"{r}.log", "w"),
-                             argv_prefix=("ip", "netns", "exec", topo.ns(r)))
+        for i, r in enumerate(addrs, 1):
+            sp = router_speaker(topo, i, tmp_path)
             version, pid = sp.start()
             assert version.startswith("2.") and pid > 0
             speakers[r] = sp
@@ -91,16 +62,13 @@ def test_upstream_ecmp_follows_announce_drain_withdraw_and_sigkill(netns, tmp_pa
         # drain r2: still announced (the upstream has the route) but out of the ECMP set
         speakers["r2"].set_routes([Route(VIP, 32, "drain")])
         wait_for("r2 drained", lambda: nexthops(topo) == all3 - {addrs["r2"]})
-        shown = BirdControl(up_sock).check(f"show route for {VIP} all")
-        text = "\n".join(t for _c, t in shown)
+        text = upstream_routes(up_sock)
         assert text.count("BGP.local_pref: 0") == 1 and "(65535,0)" in text
         assert text.count("unicast [") == 3  # three routes, one depreferenced
 
         # withdraw r2, then announce again
         speakers["r2"].set_routes([])
-        wait_for("r2's route gone", lambda: "unicast [" in "\n".join(
-            t for _c, t in BirdControl(up_sock).check(f"show route for {VIP} all")) and "\n".join(
-            t for _c, t in BirdControl(up_sock).check(f"show route for {VIP} all")).count("unicast [") == 2)
+        wait_for("r2's route gone", lambda: upstream_routes(up_sock).count("unicast [") == 2)
         assert nexthops(topo) == all3 - {addrs["r2"]}
         speakers["r2"].set_routes(announce)
         wait_for("r2 back", lambda: nexthops(topo) == all3)
@@ -128,8 +96,7 @@ def test_upstream_ecmp_follows_announce_drain_withdraw_and_sigkill(netns, tmp_pa
 
 def test_bad_route_set_is_refused_and_the_previous_stays(netns, tmp_path):  # noqa: F811
     topo = netns(routers=1, private=False)
-    sp = BirdSpeaker(BgpSettings(router_id=topo.router_address(1), local_as=65001, peer_as=65000, peers=(UPSTREAM,)),
-                     tmp_path / "r1", str(tmp_path / "r1.ctl"), argv_prefix=("ip", "netns", "exec", topo.ns("r1")))
+    sp = router_speaker(topo, 1, tmp_path)
     try:
         sp.start()
         sp.set_routes([Route(VIP, 32, "announce")])
@@ -194,10 +161,7 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
 
     topo = netns(routers=2, private=False)
     addrs = {r: topo.router_address(i) for i, r in ((1, "r1"), (2, "r2"))}
-    peers = "\n".join(f"protocol bgp {r} from lvs {{ neighbor {a} as 65001; }}" for r, a in addrs.items())
-    (tmp_path / "up.conf").write_text(UPSTREAM_CONF.format(up=UPSTREAM, peers=peers))
-    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", str(tmp_path / "up.ctl"),
-                     "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
+    up_sock = start_upstream(topo, tmp_path, upstream_conf(addrs))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root}
     brokers, clients, dirs, argv, procs = [], {}, {}, {}, {}
@@ -315,8 +279,7 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         # a planned stop of r1: drained first (out of the ECMP set, still announced), withdrawn after drain_time
         clients["r1"].publish_acked("router.shutdown_requested", {"reason": "SIGTERM", "graceful": True}, timeout=5.0)
         wait_for("r1 drained", lambda: nexthops(topo) == {addrs["r2"]})
-        assert "(65535,0)" in "\n".join(t for _c, t in BirdControl(str(tmp_path / "up.ctl")).check(
-            f"show route for {VIP} all"))
+        assert "(65535,0)" in upstream_routes(up_sock)
         wait_for("r1 withdrawn after drain_time", lambda: [e for e in _events(dirs["r1"].log, "bgp.vip_changed")
                                                            if e.payload["reason"] == "shutdown"], timeout=10)
         changes = [(e.payload["new"], e.payload["reason"]) for e in _events(dirs["r1"].log, "bgp.vip_changed")]
@@ -342,28 +305,18 @@ def test_bfd_finds_a_dead_router_long_before_the_hold_time(netns, tmp_path):  # 
     for the hold time (30 s here); with ``bfd = true`` BFD (100 ms x 3) drops it in well under a second."""
     topo = netns(routers=2, private=False)
     addrs = {"r1": topo.router_address(1), "r2": topo.router_address(2)}
-    conf = UPSTREAM_CONF.replace("hold time 9;", "hold time 30;").format(
-        up=UPSTREAM,
-        peers='protocol bfd { interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n'
-              f"protocol bgp r1 from lvs {{ neighbor {addrs['r1']} as 65001; }}\n"
-              f"protocol bgp r2 from lvs {{ neighbor {addrs['r2']} as 65001; bfd on; }}")
-    (tmp_path / "up.conf").write_text(conf)
-    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", str(tmp_path / "up.ctl"),
-                     "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
+    up_sock = start_upstream(topo, tmp_path, upstream_conf(addrs, hold_time=30, bfd={"r2"}))
     speakers = []
     try:
-        for r, bfd in (("r1", False), ("r2", True)):
-            sp = BirdSpeaker(BgpSettings(router_id=addrs[r], local_as=65001, peer_as=65000, peers=(UPSTREAM,),
-                                         hold_time=30, bfd=bfd),
-                             tmp_path / r, str(tmp_path / f"{r}.ctl"), stderr=open(tmp_path / f"{r}.log", "w"),
-                             argv_prefix=("ip", "netns", "exec", topo.ns(r)))
+        for i, (r, bfd) in enumerate((("r1", False), ("r2", True)), 1):
+            sp = router_speaker(topo, i, tmp_path, hold_time=30, bfd=bfd)
             sp.start()
             speakers.append(sp)
             wait_for(f"{r}'s session", lambda sp=sp: [s for s in sp.sessions() if s.state == "up"])
             sp.set_routes([Route(VIP, 32, "announce")])
         wait_for("both nexthops", lambda: nexthops(topo) == set(addrs.values()))
         wait_for("r2's BFD session up", lambda: "Up" in "\n".join(
-            t for _c, t in BirdControl(str(tmp_path / "up.ctl")).check("show bfd sessions")))
+            t for _c, t in BirdControl(up_sock).check("show bfd sessions")))
 
         t0 = time.monotonic()
         topo.cut("r2", "public")
@@ -386,35 +339,17 @@ def test_ipv6_vip_over_ipv6_sessions(netns, tmp_path):  # noqa: F811
     for short, a in (("c", up6), *addrs.items()):
         topo.run(short, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
         topo.run(short, "ip", "-6", "addr", "add", f"{a}/64", "dev", "eth0", "nodad")
-    conf = f"""\
-router id {UPSTREAM};
-log stderr {{ warning, error, fatal }};
-protocol device {{}}
-protocol kernel {{ ipv6 {{ import none; export all; }}; merge paths on; }}
-template bgp lvs {{ local {up6} as 65000; hold time 9; connect delay time 1; connect retry time 2;
-  ipv6 {{ import all; export none; }}; }}
-""" + "\n".join(f"protocol bgp {r} from lvs {{ neighbor {a} as 65001; }}" for r, a in addrs.items()) + "\n"
-    (tmp_path / "up.conf").write_text(conf)
-    topo.popen("c", ["bird", "-f", "-c", str(tmp_path / "up.conf"), "-s", str(tmp_path / "up.ctl"),
-                     "-P", str(tmp_path / "up.pid")], stderr=open(tmp_path / "up.log", "w"))
+    start_upstream(topo, tmp_path, upstream_conf(addrs, up6, gshut_filter=False))
     speakers = []
     try:
-        for i, (r, a) in enumerate(addrs.items(), 1):
-            sp = BirdSpeaker(BgpSettings(router_id=topo.router_address(i), local_as=65001, peer_as=65000, peers=(up6,)),
-                             tmp_path / r, str(tmp_path / f"{r}.ctl"), stderr=open(tmp_path / f"{r}.log", "w"),
-                             argv_prefix=("ip", "netns", "exec", topo.ns(r)))
+        for i in (1, 2):
+            sp = router_speaker(topo, i, tmp_path, peers=(up6,))
             sp.start()
             speakers.append(sp)
             sp.set_routes([Route(vip6, 128, "announce"), Route(VIP, 32, "announce")])  # the v4 one has no v4 peer
 
         def hops6() -> set[str]:
-            out = topo.run("c", "ip", "-6", "-j", "route", "show", vip6, check=False).stdout
-            found: set[str] = set()
-            for r in json.loads(out) if out.strip() else []:
-                if r.get("gateway"):
-                    found.add(r["gateway"])
-                found.update(nh["gateway"] for nh in r.get("nexthops", []))
-            return found
+            return nexthops(topo, vip6)
 
         wait_for("both IPv6 nexthops", lambda: hops6() == set(addrs.values()))
         assert nexthops(topo) == set()  # the IPv4 VIP went nowhere: no IPv4 session carries it
