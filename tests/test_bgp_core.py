@@ -366,3 +366,14 @@ def test_operator_drain_without_scaleout_is_refused():
     b = Bgp(config(vs("web", "10.200.0.1"), scaleout=None))
     out = drain(b)
     assert [(e.type, e.payload["outcome"]) for e in out] == [("bgp.drain_taken", "not_scaleout")]
+
+
+def test_the_timeline_shows_the_announcements_with_their_own_mark(tmp_path):
+    from lvsbus_tools.timeline import _MARK, render_html, timeline
+
+    tl = timeline([_log_of_a_run(tmp_path / "log")])
+    bgp = [r.text for r in tl if r.category == "bgp"]
+    assert "BGP 10.200.0.1/32: announce -> withdraw (quorum_lost)" in bgp, bgp
+    assert "BGP session to 10.99.1.100 up (Established)" in bgp, bgp
+    color, _shape = _MARK["bgp"]
+    assert f'<span class="sw" style="background:{color}"></span>bgp' in render_html(tl)  # in the legend

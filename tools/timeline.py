@@ -127,7 +127,7 @@ CATEGORY = {
     "log.write_recovered": "bus",
     "operator.server_action": "operator", "operator.handover_requested": "operator",
     "lvsd.server_action_taken": "operator", "pulse.handover_refused": "operator",
-    # scale-out (docs/scaleout.md): announcements, sessions, the speaker; a route set BIRD refused
+    # scale-out (docs/scaleout.md): announcements, sessions, the speaker's (re)starts
     "bgp.vip_changed": "bgp", "bgp.session_changed": "bgp", "bgp.speaker_started": "bgp",
     "bgp.config_rejected": "config", "operator.bgp_drain": "operator", "bgp.drain_taken": "operator",
 }
@@ -324,7 +324,7 @@ _MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fe
          "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
          "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
          "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar"), "fos": ("#2ca02c", "triangle"),
-         "operator": ("#d62728", "diamond")}
+         "operator": ("#d62728", "diamond"), "bgp": ("#9467bd", "triangle")}
 
 
 def render_html(rows: list[Row] | Timeline, title: str = "lvsbus incident timeline") -> str:
