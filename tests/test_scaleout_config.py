@@ -87,6 +87,13 @@ def test_peers_must_be_upstream_of_the_vips_family():
     assert any(e.startswith("scaleout.peers") for e in errs), errs
 
 
+def test_a_peer_listed_twice_is_refused_however_it_is_spelt():
+    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace(
+        '["10.99.1.100"]', '["10.99.1.100", "2001:db8::1", "2001:DB8:0::1"]'))
+    assert any(e.startswith("scaleout.peers[2]") and "listed twice" in e for e in errs), errs
+    assert not any(e.startswith("scaleout.peers[1]") and "listed twice" in e for e in errs), errs
+
+
 def test_nat_is_a_warning():
     loaded = load(BASE.format(scheduler="mh").replace('"direct"', '"nat"') + SCALEOUT)
     assert any(w.key == "virtual.web.forwarding" for w in loaded.warnings)

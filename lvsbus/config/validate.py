@@ -546,10 +546,10 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     so = cfg.scaleout
     assert so is not None
     if so.speaker not in SPEAKERS:
+        close = difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6)
         o.err("scaleout.speaker", f"{_shown(so.speaker)} is not supported: one of {', '.join(SPEAKERS)} "
                                   "(docs/scaleout.md says why BIRD, and what another speaker needs)",
-              difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6)[0]
-              if difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6) else None)
+              close[0] if close else None)
     o.range("scaleout.local_as", so.local_as, "as_number")
     o.range("scaleout.peer_as", so.peer_as, "as_number")
     if o.range("scaleout.hold_time", so.hold_time, "hold_time") and 0 < so.hold_time < 3:
@@ -558,6 +558,7 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     if not so.control_socket.startswith("/"):
         o.err("scaleout.control_socket", f"{_shown(so.control_socket)} must be an absolute path")
     families: set[int] = set()
+    seen: set[str] = set()
     own = {a for r in cfg.routers for a in (r.address, r.private_address, r.shared_address) if a}
     if not so.peers:
         o.err("scaleout.peers", "no BGP peer: give the upstream router(s) the VIPs are announced to")
@@ -568,8 +569,9 @@ def _scaleout(o: _Out, cfg: Config) -> None:
         families.add(ip.version)
         if str(ip) in own:
             o.err(f"scaleout.peers[{i}]", f"{ip} is a router of this config: peers are the upstream routers")
-        if list(so.peers).count(peer) > 1 and so.peers.index(peer) != i:
+        if str(ip) in seen:
             o.err(f"scaleout.peers[{i}]", f"{ip} is listed twice")
+        seen.add(str(ip))
     for r in cfg.routers:
         try:
             v4 = ipaddress.ip_address(r.address).version == 4
