@@ -66,6 +66,7 @@ class BgpShell:
         self.restart_at = 0.0
         self.started = False
         self.digest = ""
+        self.watcher: asyncio.Future | None = None
 
     # -- speaker -----------------------------------------------------------------------------
 
@@ -83,7 +84,9 @@ class BgpShell:
                                                      "pid": pid, "epoch": time.monotonic_ns()})
 
     async def on_start(self) -> None:
+        """On the bus: start BIRD, then watch it (the watcher's restarts never race this first start)."""
         await self._start_speaker()
+        self.watcher = asyncio.ensure_future(self.watch())
 
     async def execute(self, eff: Effect, ev: Event) -> None:
         if eff.type != "bgp.set_routes":
@@ -160,12 +163,12 @@ class BgpShell:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        watcher = asyncio.ensure_future(self.watch())
         try:
             await self.runtime.run(self.stop, on_start=self.on_start)
         finally:
             self.stop.set()
-            await watcher
+            if self.watcher is not None:
+                await self.watcher
             await asyncio.to_thread(self.speaker.stop)
             log.info("speaker_stopped")
         return 0
