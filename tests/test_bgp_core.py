@@ -218,10 +218,14 @@ def test_speaker_restart_gets_the_whole_route_set_and_a_refusal_is_retried():
     assert b.core.next_deadline(b.st) == b.now + 1_000_000_000
 
 
-def test_sessions_are_folded_and_decide_nothing():
+def test_a_version_1_snapshot_with_the_sessions_it_no_longer_keeps_is_upcast():
+    from lvsbus.snapshot import decode_state
+
     b = serving(vs("web", "10.200.0.1"))
-    assert b.feed("bgp.session_changed", {"peer": "10.99.1.100", "state": "up", "info": "Established"}) == []
-    assert b.st.sessions == {"10.99.1.100": "up"}
+    v1 = {**b.core.snapshot(b.st), "sessions": {"10.99.1.100": "up"}}
+    body = msgpack.packb({"core": "bgp", "v": 1, "state": v1}, use_bin_type=True)
+    st = decode_state(b.core, body)
+    assert b.core.snapshot(st) == b.core.snapshot(b.st)
 
 
 def test_bad_config_is_rejected_and_the_announcements_stay():

@@ -5,7 +5,7 @@ health verdicts (``health.real_server_up``/``_down``/``state_changed``) and the 
 actions (``operator.server_action``), folded into each virtual service's quorum with lvsd's own
 policy (``lvsbus_services.lvsd.core.Layout``); pulse's ``router.role_changed`` (the router's
 health); ``router.shutdown_requested``; and what the speaker reports: ``bgp.speaker_started``,
-``bgp.session_changed``, ``bgp.routes_applied``.
+``bgp.routes_applied``.
 
 A VIP is *announced* while
 
@@ -31,9 +31,9 @@ Outputs: ``bgp.vip_changed`` for each VIP whose state changed, then one ``bgp.se
 the whole route set (idempotent: the shell hands the speaker exactly that set). The route set is
 sent again when the speaker (re)starts (``bgp.speaker_started``), and after the shell reports that
 the speaker did not take it (``bgp.routes_applied`` not ok): 1 s later, then 2, 4... at most 30 s
-while it keeps refusing. Session changes are
-folded into the state (what the speaker says about its peers); they change no announcement: a
-route is announced to every peer whose session is up, by the speaker.
+while it keeps refusing. Session changes (``bgp.session_changed``) are not an input: they
+change no announcement (a route is announced to every peer whose session is up, by the
+speaker); status and metrics read them from the log.
 
 Sans-IO, deterministic: "now" is the event's ``mono_ns``.
 """
@@ -60,7 +60,7 @@ def _host_prefix(address: str) -> int:
 
 class BgpState:
     __slots__ = ("enabled", "drain_ns", "vips", "layouts", "health", "admin", "quorum", "role", "stopping",
-                 "drain_until", "routes", "version", "sessions", "retry_at", "bad_config", "digest", "model",
+                 "drain_until", "routes", "version", "retry_at", "bad_config", "digest", "model",
                  "drained", "failures")
 
     def __init__(self) -> None:
@@ -76,7 +76,6 @@ class BgpState:
         self.drain_until: int | None = None
         self.routes: dict[str, str] = {}  # address -> announce | drain (absent: withdrawn)
         self.version = 0
-        self.sessions: dict[str, str] = {}  # peer -> up | down
         self.retry_at: int | None = None
         self.failures = 0  # route sets refused in a row (the retry delay doubles with each)
         self.bad_config = 0
@@ -89,7 +88,7 @@ class BgpCore(Core[BgpState]):
     name = "bgp"
     inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
               "operator.server_action", "router.role_changed", "router.shutdown_requested",
-              "bgp.speaker_started", "bgp.session_changed", "bgp.routes_applied", "operator.bgp_drain")
+              "bgp.speaker_started", "bgp.routes_applied", "operator.bgp_drain")
     outputs = frozenset({"bgp.vip_changed", "bgp.set_routes", "bgp.config_rejected", "bgp.drain_taken"})
 
     def initial(self) -> BgpState:
@@ -161,9 +160,6 @@ class BgpCore(Core[BgpState]):
             if outcome != "applied":
                 return st, out
             why = f"{p['action']} by {p['by']} ({p['via']})"
-        elif t == "bgp.session_changed":
-            st.sessions[p["peer"]] = p["state"]
-            return st, out
         elif t == "bgp.routes_applied":
             if p["ok"]:
                 st.failures = 0
@@ -257,11 +253,14 @@ class BgpCore(Core[BgpState]):
 
     # -- snapshots ---------------------------------------------------------------------------
 
+    snapshot_version = 2
+    snapshot_upcasters = {1: lambda data: {k: v for k, v in data.items() if k != "sessions"}}  # was dead state
+
     def snapshot(self, st: BgpState) -> Any:
         return {"model": st.model, "digest": st.digest, "health": dict(st.health), "admin": dict(st.admin),
                 "quorum": dict(st.quorum), "role": st.role, "stopping": st.stopping,
                 "drain_until": st.drain_until, "routes": dict(st.routes), "version": st.version,
-                "sessions": dict(st.sessions), "retry_at": st.retry_at, "bad_config": st.bad_config,
+                "retry_at": st.retry_at, "bad_config": st.bad_config,
                 "drained": st.drained, "failures": st.failures}
 
     def restore(self, data: Any) -> BgpState:
@@ -270,7 +269,7 @@ class BgpCore(Core[BgpState]):
             self._apply(st, from_dict(data["model"]), data["model"], data["digest"])
         st.health, st.admin, st.quorum = dict(data["health"]), dict(data["admin"]), dict(data["quorum"])
         st.role, st.stopping, st.drain_until = data["role"], data["stopping"], data["drain_until"]
-        st.routes, st.version, st.sessions = dict(data["routes"]), data["version"], dict(data["sessions"])
+        st.routes, st.version = dict(data["routes"]), data["version"]
         st.retry_at, st.bad_config, st.drained = data["retry_at"], data["bad_config"], data["drained"]
         st.failures = data["failures"]
         return st
