@@ -267,6 +267,13 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         seen.append(nexthops(topo))
         assert all(hops == both for hops in seen), seen
 
+        # that BIRD hangs (SIGSTOP: running, silent on its control socket): the shell kills it after
+        # HUNG_S and starts another, which gets the route set; the upstream has r2 again
+        os.kill(bird_pid, signal.SIGSTOP)
+        wait_for("r2's hung BIRD replaced", lambda: len(_events(dirs["r2"].log, "bgp.speaker_started")) == 4, timeout=40)
+        assert _events(dirs["r2"].log, "bgp.speaker_started")[-1].payload["pid"] != bird_pid
+        wait_for("r2 back after its hung BIRD was replaced", lambda: nexthops(topo) == both, timeout=30)
+
         # a reload of r1 that adds a peer: bird.conf rewritten, BIRD reconfigured, the first session stays up
         cfg1 = tmp_path / "r1" / "lvsbus.toml"
         cfg1.write_text(cfg1.read_text().replace(f'peers = ["{UPSTREAM}"]', f'peers = ["{UPSTREAM}", "10.99.1.99"]'))

@@ -9,7 +9,8 @@ routes, in place), then publishes ``bgp.speaker_started``; the core
 answers with the whole route set. It carries out ``bgp.set_routes`` (rewrites the routes file,
 ``configure`` over the control socket) and reports ``bgp.routes_applied``. Every 0.5 s it reads
 the sessions and publishes each change as ``bgp.session_changed``; a BIRD that died is started
-again (1 s later, then 2, 4... at most 30) and announced again by ``bgp.speaker_started``. A
+again (1 s later, then 2, 4... at most 30) and announced again by ``bgp.speaker_started``; so is
+one that runs but has not answered for ``HUNG_S`` (killed first). A
 reload that changes ``[scaleout]`` rewrites ``bird.conf`` and reconfigures BIRD. On stop it stops
 BIRD: the sessions close and the upstream drops this router's routes (a planned stop drains
 first: the core re-announces with GRACEFUL_SHUTDOWN on ``router.shutdown_requested``, for
@@ -39,6 +40,9 @@ from .speaker import BgpSettings, BirdSpeaker, Route, SpeakerError
 
 log = structlog.get_logger("bgp")
 POLL_S = 0.5
+#: a BIRD that runs but has not answered on its control socket for this long is hung: stopped
+#: (SIGKILL after 1 s) and started again like one that died
+HUNG_S = 10.0
 
 
 def settings_of(cfg: Config, local: str) -> BgpSettings:
@@ -67,6 +71,7 @@ class BgpShell:
         self.started = False
         self.digest = ""
         self.watcher: asyncio.Future | None = None
+        self.silent_since: float | None = None  # the first unanswered poll of a running BIRD
 
     # -- speaker -----------------------------------------------------------------------------
 
@@ -78,7 +83,7 @@ class BgpShell:
             self.restart_at = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, 30.0)
             return
-        self.started = True
+        self.started, self.silent_since = True, None
         log.info("speaker_started", speaker=self.speaker.name, version=version, pid=pid)
         self.runtime.publish("bgp.speaker_started", {"speaker": self.speaker.name, "version": version[:128],
                                                      "pid": pid, "epoch": time.monotonic_ns()})
@@ -129,11 +134,20 @@ class BgpShell:
                     await self._start_speaker()
                 continue
             await self._follow_config()
+            asked = time.monotonic()
             try:
                 sessions = await asyncio.to_thread(self.speaker.sessions)
             except SpeakerError as exc:
                 log.warning("sessions_unreadable", error=str(exc))
+                now = time.monotonic()
+                if self.silent_since is None:
+                    self.silent_since = asked
+                if now - self.silent_since >= HUNG_S:
+                    log.error("speaker_hung", silent_s=round(now - self.silent_since, 1))
+                    self.silent_since = None
+                    await asyncio.to_thread(self.speaker.stop, 1.0)  # not alive: restarted at the next poll
                 continue
+            self.silent_since = None
             self.backoff = 1.0
             for s in sessions:
                 if self.sessions.get(s.peer, ("", ""))[0] != s.state:

@@ -34,8 +34,10 @@ def upstream_conf(routers: Mapping[str, str], up: str = UPSTREAM, *, hold_time: 
         lines.append("filter from_lvs { if (65535,0) ~ bgp_community then bgp_local_pref = 0; accept; }")
     if bfd:
         lines.append('protocol bfd { interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }')
+    # error wait: a session that ended in an error (a hold timer that expired) is tried again after
+    # 1 s, not BIRD's default 60
     lines.append(f"template bgp lvs {{ local {up} as 65000; hold time {hold_time}; connect delay time 1; "
-                 f"connect retry time 2; {fam} {{ import {'filter from_lvs' if gshut_filter else 'all'}; export none; }}; }}")
+                 f"connect retry time 2; error wait time 1, 10; {fam} {{ import {'filter from_lvs' if gshut_filter else 'all'}; export none; }}; }}")
     lines += [f"protocol bgp {r} from lvs {{ neighbor {a} as 65001;{' bfd on;' if r in bfd else ''} }}"
               for r, a in routers.items()]
     return "\n".join(lines) + "\n"
