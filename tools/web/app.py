@@ -67,7 +67,6 @@ class Console:
         self.streams: set[asyncio.Queue] = set()
         self.waiting: dict[int, asyncio.Future] = {}  # request seq -> the core's answer
         self.early: dict[int, Event] = {}  # answers that came before their request's ack
-        self.records: list[tuple[str, dict]] = []  # what was recorded (also when there is no bus)
         self.state_dir = state_dir  # the router's (the timeline page reads its log); None: no timeline
         self.recent: collections.deque = collections.deque(maxlen=RECENT)
         self.event_streams: dict[asyncio.Queue, "EventFilter"] = {}
@@ -78,8 +77,6 @@ class Console:
     # -- the bus ----------------------------------------------------------------------------
 
     def record(self, type_: str, payload: dict) -> None:
-        self.records.append((type_, payload))
-        del self.records[:-1000]
         log.info(type_.split(".", 1)[1], **payload)
         if self.bus is not None:
             self.bus.publish_nowait(type_, payload)

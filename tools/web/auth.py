@@ -148,10 +148,6 @@ class Sessions:
         if token:
             self.by_token.pop(token, None)
 
-    def drop_user(self, name: str) -> None:
-        for t in [t for t, s in self.by_token.items() if s.user == name]:
-            del self.by_token[t]
-
 
 @dataclass
 class LoginLimiter:

@@ -32,7 +32,7 @@ def run(state_dir: str, run_start_seq: int, address: str, password_file: str, ce
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         dirs = StateDirs(state_dir)
-        # every event: the overview folds what it shows (view.SUBSCRIPTIONS), the events page lists all
+        # every event: the overview folds what it shows, the events page lists all
         client = AsyncBusClient(dirs.run, "web", subs=("",), log_dir=dirs.log, from_seq=run_start_seq)
         await client.start()
         console = Console(password_file, tls=bool(cert), bus=client, node=node, state_dir=state_dir)
