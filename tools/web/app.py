@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import functools
 import hmac
+import html
 import json
 import os
+import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from lvsbus.events import Event, matches
+from lvsbus.operator import ANSWERS
 from lvsbus_tools.timeline import Filters, describe, log_dir, render_html, timeline
 
 from . import auth, configedit
@@ -36,7 +41,8 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "lvsbus_session"
 QUEUE_MAX = 2000  # patches queued for one browser; past it, it gets a reset (it fetches the view again)
 KEEPALIVE_S = 15.0
-ANSWER_TYPES = ("lvsd.server_action_taken", "pulse.handover_refused", "router.role_changed")
+#: the cores' answers to operator requests (their cause is the request's seq), as the CLI waits for them
+ANSWER_TYPES = frozenset(t for types in ANSWERS.values() for t in types)
 RELOAD_WAIT_S = 10.0  # how long an apply waits for the router's config.loaded or config.reload_refused
 RECENT = 5000  # events kept for the events page's first paint
 TIMELINE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
@@ -73,7 +79,7 @@ class Console:
         self.event_streams: dict[asyncio.Queue, "EventFilter"] = {}
         self.reloads: list[tuple[asyncio.Future, str]] = []  # (future, digest written): the router's answer
         self.applying = asyncio.Lock()
-        self.signal_router: Callable[[int], None] = lambda pid: os.kill(pid, __import__("signal").SIGHUP)
+        self.signal_router: Callable[[int], None] = lambda pid: os.kill(pid, signal.SIGHUP)
 
     # -- the bus ----------------------------------------------------------------------------
 
@@ -252,8 +258,6 @@ def _page(name: str, **subst: str) -> web.Response:
 
 
 def _html(s: str) -> str:
-    import html
-
     return html.escape(s, quote=True)
 
 
@@ -345,8 +349,6 @@ async def events_stream(request: web.Request, c: Console, s: auth.Session) -> we
 
 def _parse_when(text: str | None, default: int) -> int:
     """An ISO 8601 time (UTC unless it says) or seconds since the epoch, as ns; ``default`` if empty."""
-    import datetime
-
     if not text:
         return default
     try:
@@ -590,9 +592,7 @@ def make_app(console: Console) -> web.Application:
     return app
 
 
-def ssl_context(cert: str, key: str):
-    import ssl
-
+def ssl_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
