@@ -25,7 +25,14 @@ def _supervisor_pid(state_dir: str) -> int | None:
 
 
 def run(state_dir: str, run_start_seq: int, address: str, password_file: str, cert: str | None, key: str | None,
-        node: str = "") -> int:
+        node: str = "", router_pid: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT. ``router_pid``: the router's supervisor (the config editor
+    signals it), read from the log when not given: before the event loop starts, since reading the
+    router's status also reads this host's addresses by netlink, which pyroute2's synchronous API
+    cannot do on a thread running asyncio."""
+    if router_pid is None:
+        router_pid = _supervisor_pid(state_dir)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -37,7 +44,7 @@ def run(state_dir: str, run_start_seq: int, address: str, password_file: str, ce
         await client.start()
         console = Console(password_file, tls=bool(cert), bus=client, node=node, state_dir=state_dir)
         # the router said hello just before its run's config.loaded (the view follows from there)
-        console.view.router_pid = _supervisor_pid(state_dir)
+        console.view.router_pid = router_pid
         try:
             await serve(address, console, stop, cert, key)
         finally:
