@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from lvsbus.paths import StateDirs  # noqa: E402
 from lvsbus_tools.web import auth  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from pipeline import q, start_broker  # noqa: E402
+from pipeline import q, start_broker, stop  # noqa: E402
 
 OBSERVER = """
 window.__seen = [];
@@ -191,14 +190,7 @@ def main() -> int:
     finally:
         if driver is not None:
             driver.quit()
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

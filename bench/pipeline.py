@@ -47,6 +47,18 @@ def start_broker(dirs: StateDirs) -> subprocess.Popen:
     raise RuntimeError("broker did not start")
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each still running process, the last started first; SIGKILL one that does not exit within 10 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def config_text(n: int) -> str:
     out = ['[router.lvs1]\naddress = "127.0.0.1"\n', '[virtual.web]\naddress = "10.9.0.1"\nport = 80\n',
            "[virtual.web.check]\ninterval = 1.0\ntimeout = 1.0\nrise = 1\nfall = 1\n"]
@@ -147,14 +159,7 @@ def main() -> int:
         applier.close()
         return 0
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

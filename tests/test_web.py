@@ -182,6 +182,20 @@ def test_a_viewer_cannot_act(passwd):
     run(t, passwd)
 
 
+def test_every_route_but_the_login_and_assets_needs_a_session(passwd):
+    async def t(client, console, bus, clock):
+        routes = sorted({(r.method, r.resource.canonical) for r in client.app.router.routes() if r.method != "HEAD"})
+        guarded = [(m, u) for m, u in routes if u not in ("/login", "/static/{name}")]
+        assert len(guarded) >= 14
+        for method, url in guarded:
+            r = await client.request(method, url, headers=origin(client), allow_redirects=False)
+            assert r.status in (401, 303), (method, url, r.status)
+            assert r.status == 401 or r.headers["Location"] == "/login", (method, url)
+        assert [(p["method"], p["path"], p["reason"]) for p in refusals(bus)] == \
+            [(m, u, "no_session") for m, u in guarded]
+    run(t, passwd)
+
+
 def test_an_expired_session_is_refused_and_recorded(passwd):
     async def t(client, console, bus, clock):
         await login(client)

@@ -89,10 +89,12 @@ class Layout:
         self.quiesce, self.inhibit = vs.quiesce, vs.inhibit_on_failure
         self.quorum, self.hysteresis = vs.quorum, vs.hysteresis
 
-    def quorum_up(self, health: dict[str, str], was_up: bool | None, admin: dict[str, str] | None = None) -> bool:
+    def quorum_up(self, health: dict[str, str], was_up: bool | None, admin: dict[str, str]) -> bool:
+        """Whether the service is up: the weight in service (drained and disabled servers left out)
+        against its quorum, with hysteresis around ``was_up``."""
         total = 0
         for id_, weight, _u, _z in self.servers:
-            if health.get(id_) in IN_SERVICE and not (admin and id_ in admin):
+            if health.get(id_) in IN_SERVICE and id_ not in admin:
                 total += weight
         if was_up is None:
             return total >= self.quorum
@@ -100,12 +102,11 @@ class Layout:
             return total >= self.quorum - self.hysteresis
         return total >= self.quorum + self.hysteresis
 
-    def dests(self, health: dict[str, str], up: bool, been_in: set[str] | frozenset[str] = frozenset(),
-              admin: dict[str, str] | None = None) -> dict[str, Dest]:
+    def dests(self, health: dict[str, str], up: bool, been_in: set[str], admin: dict[str, str]) -> dict[str, Dest]:
         use_sorry = not up and self.sorry is not None
         out: dict[str, Dest] = {}
         for id_, _w, d_up, d_zero in self.servers:
-            held = admin.get(id_) if admin else None
+            held = admin.get(id_)
             if held == "disabled":
                 continue
             if not use_sorry and health.get(id_) in IN_SERVICE:

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
+import functools
 import hmac
+import html
 import json
 import os
+import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from lvsbus.events import Event, matches
+from lvsbus.operator import ANSWERS
 from lvsbus_tools.timeline import Filters, describe, log_dir, render_html, timeline
 
 from . import auth, configedit
@@ -35,7 +41,8 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "lvsbus_session"
 QUEUE_MAX = 2000  # patches queued for one browser; past it, it gets a reset (it fetches the view again)
 KEEPALIVE_S = 15.0
-ANSWER_TYPES = ("lvsd.server_action_taken", "pulse.handover_refused", "router.role_changed")
+#: the cores' answers to operator requests (their cause is the request's seq), as the CLI waits for them
+ANSWER_TYPES = frozenset(t for types in ANSWERS.values() for t in types)
 RELOAD_WAIT_S = 10.0  # how long an apply waits for the router's config.loaded or config.reload_refused
 RECENT = 5000  # events kept for the events page's first paint
 TIMELINE_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
@@ -67,19 +74,16 @@ class Console:
         self.streams: set[asyncio.Queue] = set()
         self.waiting: dict[int, asyncio.Future] = {}  # request seq -> the core's answer
         self.early: dict[int, Event] = {}  # answers that came before their request's ack
-        self.records: list[tuple[str, dict]] = []  # what was recorded (also when there is no bus)
         self.state_dir = state_dir  # the router's (the timeline page reads its log); None: no timeline
         self.recent: collections.deque = collections.deque(maxlen=RECENT)
         self.event_streams: dict[asyncio.Queue, "EventFilter"] = {}
         self.reloads: list[tuple[asyncio.Future, str]] = []  # (future, digest written): the router's answer
         self.applying = asyncio.Lock()
-        self.signal_router: Callable[[int], None] = lambda pid: os.kill(pid, __import__("signal").SIGHUP)
+        self.signal_router: Callable[[int], None] = lambda pid: os.kill(pid, signal.SIGHUP)
 
     # -- the bus ----------------------------------------------------------------------------
 
     def record(self, type_: str, payload: dict) -> None:
-        self.records.append((type_, payload))
-        del self.records[:-1000]
         log.info(type_.split(".", 1)[1], **payload)
         if self.bus is not None:
             self.bus.publish_nowait(type_, payload)
@@ -227,6 +231,21 @@ async def _guard(request: web.Request, console: Console, *, admin: bool = False,
     return s, None
 
 
+def guarded(*, admin: bool = False, post: bool = False):
+    """A handler behind ``_guard``: called as ``fn(request, console, session)`` only when the request
+    may go on; otherwise the (recorded) refusal is the answer."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def handler(request: web.Request) -> web.StreamResponse:
+            c = request.app[CONSOLE]
+            s, refused = await _guard(request, c, admin=admin, post=post)
+            if refused is not None:
+                return refused
+            return await fn(request, c, s)
+        return handler
+    return wrap
+
+
 # ---------------------------------------------------------------------------------------------
 # handlers
 
@@ -239,8 +258,6 @@ def _page(name: str, **subst: str) -> web.Response:
 
 
 def _html(s: str) -> str:
-    import html
-
     return html.escape(s, quote=True)
 
 
@@ -290,38 +307,27 @@ async def login(request: web.Request) -> web.Response:
     raise resp
 
 
-async def logout(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c, post=True)
-    if refused is not None:
-        return refused
+@guarded(post=True)
+async def logout(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     c.sessions.close(request.cookies.get(COOKIE))
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
 
 
-async def overview(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
-    return _page("index.html", csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
+def _session_page(name: str):
+    """A page of the console (its CSRF token, user, role and router filled in)."""
+    @guarded()
+    async def page(request: web.Request, c: Console, s: auth.Session) -> web.Response:
+        return _page(name, csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
+    return page
 
 
-async def events_page(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
-    return _page("events.html", csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
+overview, events_page, config_page = (_session_page(n) for n in ("index.html", "events.html", "config.html"))
 
 
-async def recent_events(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
+@guarded()
+async def recent_events(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     f = EventFilter(request.query)
     try:
         limit = max(1, min(RECENT, int(request.query.get("limit", "500"))))
@@ -331,11 +337,8 @@ async def recent_events(request: web.Request) -> web.Response:
     return web.json_response({"events": lines}, headers=HEADERS)
 
 
-async def events_stream(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
+@guarded()
+async def events_stream(request: web.Request, c: Console, s: auth.Session) -> web.StreamResponse:
     q: asyncio.Queue = asyncio.Queue()
     c.event_streams[q] = EventFilter(request.query)
     try:
@@ -346,8 +349,6 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
 
 def _parse_when(text: str | None, default: int) -> int:
     """An ISO 8601 time (UTC unless it says) or seconds since the epoch, as ns; ``default`` if empty."""
-    import datetime
-
     if not text:
         return default
     try:
@@ -360,13 +361,10 @@ def _parse_when(text: str | None, default: int) -> int:
     return int(t.timestamp() * 1e9)
 
 
-async def timeline_page(request: web.Request) -> web.Response:
+@guarded()
+async def timeline_page(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     """The incident timeline of this router's log for a time range (``since``, ``until``; default
     the last hour), as ``lvsbus replay --timeline --html`` draws it."""
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
     if c.state_dir is None:
         return web.json_response({"error": "no_log"}, status=503, headers=HEADERS)
     now = time.time_ns()
@@ -392,14 +390,6 @@ async def timeline_page(request: web.Request) -> web.Response:
                         headers={**HEADERS, "Content-Security-Policy": TIMELINE_CSP})
 
 
-async def config_page(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
-    return _page("config.html", csrf=_html(s.csrf), user=_html(s.user), role=_html(s.role), node=_html(c.node))
-
-
 def _config_file(c: Console) -> tuple[dict | None, str | None, str | None]:
     """(the config in force, the file's text now or None, why not)."""
     cfg = c.view.config
@@ -414,11 +404,8 @@ def _config_file(c: Console) -> tuple[dict | None, str | None, str | None]:
         return cfg, None, f"cannot read {cfg['path']}: {exc}"
 
 
-async def config_get(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
+@guarded()
+async def config_get(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     cfg, text, why = _config_file(c)
     if cfg is None:
         return web.json_response({"error": why}, status=503, headers=HEADERS)
@@ -438,12 +425,9 @@ async def _edited(request: web.Request) -> tuple[str, str | None] | None:
     return text, base
 
 
-async def config_check(request: web.Request) -> web.Response:
+@guarded(post=True)
+async def config_check(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     """check-config of an edited text (viewers may check; only admins apply)."""
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c, post=True)
-    if refused is not None:
-        return refused
     got = await _edited(request)
     cfg, old, why = _config_file(c)
     if got is None or cfg is None:
@@ -455,14 +439,11 @@ async def config_check(request: web.Request) -> web.Response:
     return web.json_response(result, headers=HEADERS)
 
 
-async def config_apply(request: web.Request) -> web.Response:
+@guarded(admin=True, post=True)
+async def config_apply(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     """Write the edited text atomically (refused if it does not check, or if the file changed since
     the editor read it), record who did it, SIGHUP the router and wait for its answer; a reload the
     router refuses puts the previous text back."""
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c, admin=True, post=True)
-    if refused is not None:
-        return refused
     got = await _edited(request)
     if got is None:
         return web.json_response({"error": "bad_request"}, status=400, headers=HEADERS)
@@ -513,19 +494,13 @@ async def static(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / name, headers={**HEADERS, "Cache-Control": "no-cache"})
 
 
-async def state(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
+@guarded()
+async def state(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     return web.json_response(c.view.state(), headers=HEADERS)
 
 
-async def stream(request: web.Request) -> web.StreamResponse:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c)
-    if refused is not None:
-        return refused
+@guarded()
+async def stream(request: web.Request, c: Console, s: auth.Session) -> web.StreamResponse:
     q: asyncio.Queue = asyncio.Queue()
     c.streams.add(q)
     try:
@@ -561,11 +536,8 @@ async def _sse(request: web.Request, c: Console, q: asyncio.Queue) -> web.Stream
     return resp
 
 
-async def server_action(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c, admin=True, post=True)
-    if refused is not None:
-        return refused
+@guarded(admin=True, post=True)
+async def server_action(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     try:
         body = await request.json()
         virtual, server, action = str(body["virtual"]), str(body["server"]), str(body["action"])
@@ -584,11 +556,8 @@ async def server_action(request: web.Request) -> web.Response:
     return web.json_response({"seq": seq, "answered": True, **ev.payload}, headers=HEADERS)
 
 
-async def handover(request: web.Request) -> web.Response:
-    c: Console = request.app[CONSOLE]
-    s, refused = await _guard(request, c, admin=True, post=True)
-    if refused is not None:
-        return refused
+@guarded(admin=True, post=True)
+async def handover(request: web.Request, c: Console, s: auth.Session) -> web.Response:
     try:
         body = await request.json()
         reason, hold = str(body.get("reason", "")), int(body.get("hold_s", 300))
@@ -623,9 +592,7 @@ def make_app(console: Console) -> web.Application:
     return app
 
 
-def ssl_context(cert: str, key: str):
-    import ssl
-
+def ssl_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)

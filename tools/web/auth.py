@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from .configedit import write_atomically
 
 ROLES = ("viewer", "admin")
 USER_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
@@ -69,34 +70,19 @@ def set_password(path: str, user: str, role: str, password: str) -> None:
         raise PasswdError(f"{role!r} is not a role: viewer or admin")
     users = read_passwd(path) if os.path.exists(path) else {}
     users[user] = User(user, role, _hasher.hash(password))
-    remove_and_write(path, users)
+    _write(path, users)
 
 
 def remove_user(path: str, user: str) -> bool:
     users = read_passwd(path)
     if users.pop(user, None) is None:
         return False
-    remove_and_write(path, users)
+    _write(path, users)
     return True
 
 
-def remove_and_write(path: str, users: dict[str, User]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".passwd.", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for u in users.values():
-                f.write(f"{u.name}:{u.role}:{u.hash}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def _write(path: str, users: dict[str, User]) -> None:
+    write_atomically(path, "".join(f"{u.name}:{u.role}:{u.hash}\n" for u in users.values()), mode=0o600)
 
 
 def verify(users: dict[str, User], name: str, password: str) -> User | None:
@@ -147,10 +133,6 @@ class Sessions:
     def close(self, token: str | None) -> None:
         if token:
             self.by_token.pop(token, None)
-
-    def drop_user(self, name: str) -> None:
-        for t in [t for t, s in self.by_token.items() if s.user == name]:
-            del self.by_token[t]
 
 
 @dataclass

@@ -115,7 +115,8 @@ def cmd_web(args) -> int:
     except auth.PasswdError as exc:
         print(f"lvsbus web: {exc}", file=sys.stderr)
         return 1
-    return run(args.state_dir, status["run_start_seq"], address, passwd, cert, key, node=status["router"] or "")
+    return run(args.state_dir, status["run_start_seq"], address, passwd, cert, key, node=status["router"] or "",
+               router_pid=status["supervisor_pid"])
 
 
 def _web_in_force(state_dir: str, run_start: int, from_dict):

@@ -46,9 +46,11 @@ def text_diff(old: str, new: str, path: str) -> str:
                                         f"{path} (edited)"))
 
 
-def write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
+def write_atomically(path: str, text: str, mode: int | None = None) -> None:
+    """``text`` to ``path`` atomically, with ``mode`` (None: the file's own, or 0644 for a new one)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if mode is None:
+        mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
     fd, tmp = tempfile.mkstemp(prefix=".lvsbus-edit.", dir=directory)
     try:
         os.fchmod(fd, mode)

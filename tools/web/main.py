@@ -25,19 +25,26 @@ def _supervisor_pid(state_dir: str) -> int | None:
 
 
 def run(state_dir: str, run_start_seq: int, address: str, password_file: str, cert: str | None, key: str | None,
-        node: str = "") -> int:
+        node: str = "", router_pid: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT. ``router_pid``: the router's supervisor (the config editor
+    signals it), read from the log when not given: before the event loop starts, since reading the
+    router's status also reads this host's addresses by netlink, which pyroute2's synchronous API
+    cannot do on a thread running asyncio."""
+    if router_pid is None:
+        router_pid = _supervisor_pid(state_dir)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         dirs = StateDirs(state_dir)
-        # every event: the overview folds what it shows (view.SUBSCRIPTIONS), the events page lists all
+        # every event: the overview folds what it shows, the events page lists all
         client = AsyncBusClient(dirs.run, "web", subs=("",), log_dir=dirs.log, from_seq=run_start_seq)
         await client.start()
         console = Console(password_file, tls=bool(cert), bus=client, node=node, state_dir=state_dir)
         # the router said hello just before its run's config.loaded (the view follows from there)
-        console.view.router_pid = _supervisor_pid(state_dir)
+        console.view.router_pid = router_pid
         try:
             await serve(address, console, stop, cert, key)
         finally:

@@ -15,13 +15,6 @@ from lvsbus.events import Event
 from lvsbus.ipvs_stats import FIELDS, Figures, fold
 from lvsbus_services.lvsd.core import service_key
 
-#: what the console follows on the bus
-SUBSCRIPTIONS = (
-    "config.loaded", "router.role_changed", "pulse.peer_alive", "pulse.peer_dead", "pulse.heartbeat_received",
-    "pulse.link_degraded", "pulse.link_restored", "pulse.link_changed",
-    "pulse.take_vips", "pulse.release_vips", "health.", "lvsd.table_desired", "lvsd.table_delta",
-    "lvsd.server_action_taken", "ipvs.stats",
-)
 HISTORY = 8  # health changes kept per real server
 
 
