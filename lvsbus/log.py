@@ -1402,6 +1402,16 @@ class EventLog:
         a background thread at start (the broker runs it); safe while appends go on."""
         t0 = time.monotonic()
         out = SealedScan()
+        prefix = self.recovery.unchecked_prefix  # (the last segment at the open: its part not checked then)
+
+        def report(path: str, corrupt, found_by: str) -> None:
+            for off, why in corrupt:
+                exc = CorruptRecord(path, off, why)
+                out.problems.append(exc)
+                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by=found_by)
+                if on_problem is not None:
+                    on_problem(exc)
+
         for first, path in list_segments(self.directory):
             if stop is not None and stop():
                 break
@@ -1413,6 +1423,8 @@ class EventLog:
                 continue
             out.segments += 1
             out.bytes += size
+            if prefix is not None and path == prefix[0]:
+                prefix = None  # sealed since the open: checked whole here
             if _read_sum(path) == (size, crc):
                 out.by_sum += 1
                 continue
@@ -1421,15 +1433,9 @@ class EventLog:
                 sc = check_segment(path, first)
             except OSError:
                 continue
-            for off, why in sc.corrupt:
-                exc = CorruptRecord(path, off, why)
-                out.problems.append(exc)
-                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by="sealed scan")
-                if on_problem is not None:
-                    on_problem(exc)
+            report(path, sc.corrupt, "sealed scan")
             if not sc.corrupt:
                 _write_sum(path, size, crc, self.log)
-        prefix = self.recovery.unchecked_prefix
         if prefix is not None and not (stop is not None and stop()):
             path, first, upto = prefix
             try:
@@ -1439,13 +1445,8 @@ class EventLog:
                 data = b""
             if len(data) == upto:
                 out.bytes += upto
-                for off, why in _check_data(path, first, data, False)[0].corrupt:
-                    exc = CorruptRecord(path, off, why)
-                    out.problems.append(exc)
-                    self.log.error("log.corrupt_record", segment=path, offset=off, reason=why,
-                                   found_by="start-up scan of the last segment's checked-before part")
-                    if on_problem is not None:
-                        on_problem(exc)
+                report(path, _check_data(path, first, data, False)[0].corrupt,
+                       "start-up scan of the last segment's checked-before part")
         out.seconds = time.monotonic() - t0
         return out
 
