@@ -936,13 +936,18 @@ class EventLog:
                 # Seal the corrupt segment; continue in a new one after the highest valid seq.
                 self._seal_recovered(path, highest)
                 return
-        # Reopen the last segment for appending, with a fresh index.
+        self._reopen(path, first, run.next_seq, good_end, _crc32(memoryview(data)[:good_end]), index)
+
+    def _reopen(self, path: str, first: int, next_seq: int, size: int, crc: int | None,
+                index: list[tuple[int, int]]) -> None:
+        """Reopen the last segment for appending at ``size``, with a fresh index (``crc`` None:
+        the whole-file sum is not known, the sealed scan makes it)."""
         self._seg_path = path
         self._seg_first = first
-        self._next_seq = run.next_seq
-        self._size = good_end
-        self._seg_crc = _crc32(memoryview(data)[:good_end])
-        self._seg_crc_known = True
+        self._next_seq = next_seq
+        self._size = size
+        self._seg_crc = crc or 0
+        self._seg_crc_known = crc is not None
         try:
             _write_index_file(path, index)
         except OSError as exc:
@@ -991,20 +996,8 @@ class EventLog:
         rec = self.recovery
         rec.records = run.next_seq - first
         rec.unchecked_prefix = (path, first, off_k)
-        entries = [e for e in index[:k + 1]] + [(q, off_k + o) for q, o in run.index]
-        self._seg_path = path
-        self._seg_first = first
-        self._next_seq = run.next_seq
-        self._size = size
-        self._seg_crc = 0
-        self._seg_crc_known = False  # the prefix was not read: the sum is made by the sealed scan
-        try:
-            _write_index_file(path, entries)
-        except OSError as exc:
-            self.log.warning("log.index_write_failed", segment=path, error=str(exc))
-        self._idx_last = entries[-1]
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # the prefix was not read: no whole-file sum (the sealed scan makes it)
+        self._reopen(path, first, run.next_seq, size, None, index[:k + 1] + [(q, off_k + o) for q, o in run.index])
         return True
 
     def _seal_recovered(self, path: str, highest: int) -> None:
