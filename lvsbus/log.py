@@ -936,13 +936,18 @@ class EventLog:
                 # Seal the corrupt segment; continue in a new one after the highest valid seq.
                 self._seal_recovered(path, highest)
                 return
-        # Reopen the last segment for appending, with a fresh index.
+        self._reopen(path, first, run.next_seq, good_end, _crc32(memoryview(data)[:good_end]), index)
+
+    def _reopen(self, path: str, first: int, next_seq: int, size: int, crc: int | None,
+                index: list[tuple[int, int]]) -> None:
+        """Reopen the last segment for appending at ``size``, with a fresh index (``crc`` None:
+        the whole-file sum is not known, the sealed scan makes it)."""
         self._seg_path = path
         self._seg_first = first
-        self._next_seq = run.next_seq
-        self._size = good_end
-        self._seg_crc = _crc32(memoryview(data)[:good_end])
-        self._seg_crc_known = True
+        self._next_seq = next_seq
+        self._size = size
+        self._seg_crc = crc or 0
+        self._seg_crc_known = crc is not None
         try:
             _write_index_file(path, index)
         except OSError as exc:
@@ -991,20 +996,8 @@ class EventLog:
         rec = self.recovery
         rec.records = run.next_seq - first
         rec.unchecked_prefix = (path, first, off_k)
-        entries = [e for e in index[:k + 1]] + [(q, off_k + o) for q, o in run.index]
-        self._seg_path = path
-        self._seg_first = first
-        self._next_seq = run.next_seq
-        self._size = size
-        self._seg_crc = 0
-        self._seg_crc_known = False  # the prefix was not read: the sum is made by the sealed scan
-        try:
-            _write_index_file(path, entries)
-        except OSError as exc:
-            self.log.warning("log.index_write_failed", segment=path, error=str(exc))
-        self._idx_last = entries[-1]
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # the prefix was not read: no whole-file sum (the sealed scan makes it)
+        self._reopen(path, first, run.next_seq, size, None, index[:k + 1] + [(q, off_k + o) for q, o in run.index])
         return True
 
     def _seal_recovered(self, path: str, highest: int) -> None:
@@ -1402,6 +1395,16 @@ class EventLog:
         a background thread at start (the broker runs it); safe while appends go on."""
         t0 = time.monotonic()
         out = SealedScan()
+        prefix = self.recovery.unchecked_prefix  # (the last segment at the open: its part not checked then)
+
+        def report(path: str, corrupt, found_by: str) -> None:
+            for off, why in corrupt:
+                exc = CorruptRecord(path, off, why)
+                out.problems.append(exc)
+                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by=found_by)
+                if on_problem is not None:
+                    on_problem(exc)
+
         for first, path in list_segments(self.directory):
             if stop is not None and stop():
                 break
@@ -1413,6 +1416,8 @@ class EventLog:
                 continue
             out.segments += 1
             out.bytes += size
+            if prefix is not None and path == prefix[0]:
+                prefix = None  # sealed since the open: checked whole here
             if _read_sum(path) == (size, crc):
                 out.by_sum += 1
                 continue
@@ -1421,15 +1426,9 @@ class EventLog:
                 sc = check_segment(path, first)
             except OSError:
                 continue
-            for off, why in sc.corrupt:
-                exc = CorruptRecord(path, off, why)
-                out.problems.append(exc)
-                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by="sealed scan")
-                if on_problem is not None:
-                    on_problem(exc)
+            report(path, sc.corrupt, "sealed scan")
             if not sc.corrupt:
                 _write_sum(path, size, crc, self.log)
-        prefix = self.recovery.unchecked_prefix
         if prefix is not None and not (stop is not None and stop()):
             path, first, upto = prefix
             try:
@@ -1439,13 +1438,8 @@ class EventLog:
                 data = b""
             if len(data) == upto:
                 out.bytes += upto
-                for off, why in _check_data(path, first, data, False)[0].corrupt:
-                    exc = CorruptRecord(path, off, why)
-                    out.problems.append(exc)
-                    self.log.error("log.corrupt_record", segment=path, offset=off, reason=why,
-                                   found_by="start-up scan of the last segment's checked-before part")
-                    if on_problem is not None:
-                        on_problem(exc)
+                report(path, _check_data(path, first, data, False)[0].corrupt,
+                       "start-up scan of the last segment's checked-before part")
         out.seconds = time.monotonic() - t0
         return out
 

@@ -22,6 +22,7 @@ from lvsbus import catalog  # noqa: F401
 from lvsbus.events import decode
 from lvsbus.log import LogReader
 from lvsbus.netns import VIP, Topology, router_toml, write_key
+from tests.helpers.procs import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 5391
@@ -144,14 +145,6 @@ def _wait(cond, timeout: float, what: str, step: float = 0.01):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, keepalive: float = 0.1,
              deadtime: float = 0.3, window: float = 1.0, spares: bool = True, idle_s: float = 0.0,
              say=lambda *_: None, prefill_mib: float = 0.0) -> dict:
@@ -201,7 +194,7 @@ def campaign(topo: Topology, tmp: Path, pulse_kills: int, broker_kills: int, kee
                 lines = err.poll()
                 live = max(i for i, l in enumerate(lines) if l.get("event") == "service_started" and l.get("service") == service)
                 sp = [l for l in lines[live:] if l.get("event") == "spare_started" and l.get("service") == service]
-                return bool(sp) and _alive(sp[-1]["pid"]) and err.has("spare_waiting", service, sp[-1]["pid"])
+                return bool(sp) and alive(sp[-1]["pid"]) and err.has("spare_waiting", service, sp[-1]["pid"])
 
             if spares:
                 _wait(spare_ready, 30.0, f"a {service} spare waiting on r1 (kill {i + 1})")

@@ -930,3 +930,31 @@ def test_reopening_a_big_last_segment_checks_its_tail_and_the_rest_in_the_backgr
     finally:
         log.close()
     assert [s for s, _b in LogReader(d, skip_corrupt=True).read(9_990)][-12:] == list(range(9_990, 10_002))
+
+
+def test_a_reopened_last_segment_sealed_before_the_scan_is_checked_and_reported_once(tmp_path):
+    """The segment reopened from its index is sealed (rotated) before the background scan runs:
+    the scan checks it whole, as any sealed segment without a sum, and the damage in its
+    checked-later part is one problem, not a second report of it by the prefix check."""
+    import lvsbus.log as L
+
+    d = str(tmp_path / "log")
+    with EventLog(d, durability=Durability("none")) as log:
+        for b in range(20):
+            log.append_batch([(s, body_for(s) * 4) for s in range(b * 500 + 1, b * 500 + 501)])
+    seg = os.path.join(d, L.segment_name(1))
+    with open(seg, "r+b") as f:
+        f.seek(L.SEGMENT_HEADER_SIZE + 5000)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    log = EventLog(d, durability=Durability("none"), segment_bytes=L.INDEX_EVERY_BYTES)
+    try:
+        assert log.recovery.unchecked_prefix is not None
+        log.append_batch([(10_001, body_for(10_001))])
+        log.append_batch([(10_002, body_for(10_002))])  # the reopened segment is sealed now
+        assert len(L.list_segments(d)) == 2
+        scan = log.scan_sealed()
+        assert len(scan.problems) == 1 and scan.problems[0].segment == seg, scan.problems
+    finally:
+        log.close()

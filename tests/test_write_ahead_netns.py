@@ -5,8 +5,10 @@ with the VIP and lvsd, its log holds the takeover once, ``lvsbus status`` says A
 
 Deterministic: r2's pulse stops at a fault point of its takeover (``LVSBUS_FAULT``: outputs sent
 and not acknowledged; acknowledged and no effect run; the first effect run) while the test
-SIGKILLs r2's broker (and pulse). Then the issue's measurement itself: SIGKILL of r2's broker a
-few ms around its peer-dead deadline, repeated."""
+SIGKILLs r2's broker (and pulse); at 'sent and not acknowledged' the broker alone kills itself
+right after writing the batch (``LVSBUS_BROKER_FAULT``), so pulse must find it in the log. Then
+the issue's measurement itself: SIGKILL of r2's broker a few ms around its peer-dead deadline,
+repeated."""
 from __future__ import annotations
 
 import json
@@ -85,26 +87,37 @@ def _check_r2(c, topo, since: int) -> None:
                                         ("published", "both"), ("acked", "both")])
 def test_the_backups_broker_killed_at_each_step_of_its_takeover(topo, make, tmp_path, point, kill):
     fault = tmp_path / f"fault-{point}-{kill}"
-    c = make(env={"r2": {"LVSBUS_FAULT": f"pulse:pulse.take_vips:{point}:{fault}"}}, keepalive=0.1, deadtime=DEADTIME)
+    env = {"LVSBUS_FAULT": f"pulse:pulse.take_vips:{point}:{fault}"}
+    # 'published' with the broker alone: the broker kills itself having written the takeover's
+    # batch and before acknowledging it (its own fault point). A kill from here would come after
+    # the ack: pulse's client reads it within ms while pulse waits at its fault point.
+    self_kill = point == "published" and kill == "broker"
+    if self_kill:
+        env["LVSBUS_BROKER_FAULT"] = "after_write:pulse.take_vips"
+    c = make(env={"r2": env}, keepalive=0.1, deadtime=DEADTIME)
     since = _start(c)
+    brokers = c.started("r2", "broker")
     _kill_active(c, topo)
     c.wait(fault.exists, 10, "r2's pulse at its fault point")
     if point in ("published", "acked"):
         assert not topo.has_address("r2", VIP), "a takeover effect ran before its record was acknowledged"
-    os.kill(c.pid_of("r2", "broker"), signal.SIGKILL)
+    if self_kill:
+        c.wait(lambda: c.started("r2", "broker") > brokers, 10, "r2's broker dead at its fault point, and restarted")
+    else:
+        os.kill(c.pid_of("r2", "broker"), signal.SIGKILL)
     if kill == "both":
         os.kill(c.pid_of("r2", "pulse"), signal.SIGKILL)
     time.sleep(0.02)
     fault.unlink()
     _check_r2(c, topo, since)
-    if kill == "broker" and point == "published":
-        # the batch is in the old broker's log: either its ack reached pulse before the kill (the
-        # async client now reads acks within ms while the runtime waits at the fault point), or
-        # pulse found it there after the restart (publishes_reconciled); recorded once either way
-        # (_check_r2). The look-up itself is tested deterministically in tests/test_write_ahead.py.
+    if self_kill:
+        # written by the old broker, never acknowledged: pulse found the batch in the log after
+        # the restart and did not send it again (recorded once: _check_r2)
         started = [e.seq for e in c.events("r2", ("bus.broker_started",))]
         takes = [e.seq for e in c.events("r2", ("pulse.take_vips",)) if e.seq > since]
         assert len(started) >= 2 and takes and takes[0] < started[-1], (started, takes)
+        found = [x for x in c.err_lines("r2") if x.get("event") == "publishes_reconciled" and x.get("client") == "pulse"]
+        assert found and found[0]["recorded"] >= 1, found
 
 
 @pytest.mark.parametrize("offset_ms", [-30, -10, 0, 3, 6, 10, 20, 30])
