@@ -40,7 +40,7 @@ def test_check_config_shows_warnings(capsys):
     out = capsys.readouterr().out
     assert f"warning: {LVSCF / 'sorry_server.cf'}:12: ipvsadm: obsolete keyword" in out
     assert "sorry server 203.0.113.99" in out
-    assert "valid (6 warnings)" in out
+    assert "valid (7 warnings)" in out  # debug_level = 1 too
 
 
 def test_check_config_invalid_lists_every_error(capsys):

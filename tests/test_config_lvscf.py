@@ -125,13 +125,19 @@ def test_sorry_server_and_obsolete_keywords():
     warned = {(w.line, w.key) for w in loaded.warnings}
     assert warned == {
         (5, "rsh_command"), (7, "backup"), (12, "ipvsadm"), (13, "reservation_conflict_action"),
-        (23, "virtual.www.load_monitor"), (24, "virtual.www.client_monitor"),
+        (14, "debug_level"), (23, "virtual.www.load_monitor"), (24, "virtual.www.client_monitor"),
     }
     assert all(w.severity is Severity.WARNING for w in loaded.warnings)
     by_key = {w.key: w.message for w in loaded.warnings}
     assert "netlink" in by_key["ipvsadm"]
     assert "obsolete" in by_key["virtual.www.load_monitor"]
     assert "rup" in by_key["virtual.www.load_monitor"]
+    assert "LVSBUS_LOG_LEVEL" in by_key["debug_level"]  # parsed, not acted on: said so
+
+
+def test_debug_level_none_is_piranhas_default_and_not_warned():
+    loaded = _load("direct_routing.cf")  # debug_level = NONE
+    assert loaded.config.debug_level == "NONE" and not loaded.warnings
 
 
 def test_failover_services():

@@ -440,10 +440,6 @@ def _top_level(r: _Reader, c: _Conv, g: dict[str, _Entry], data: dict[str, Any])
     _simple(r, c, g, "debug_level", data, "debug_level", "debug_level", "str")
     _simple(r, c, g, "reservation_conflict_action", data, "reservation_conflict_action",
             "reservation_conflict_action", "str")
-    if "reservation_conflict_action" in g:
-        e = g["reservation_conflict_action"]
-        r.warn(e.line, e.key, "kept but not acted on: lvsbus does no SCSI reservation; fencing is "
-                              "by the authenticated stop command over both heartbeat links")
 
 
 def _routers(r: _Reader, c: _Conv, g: dict[str, _Entry]) -> dict[str, dict[str, Any]]:

@@ -314,6 +314,14 @@ def _globals(o: _Out, cfg: Config, router_devices: set[str]) -> None:
     if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
         o.err("reservation_conflict_action", f"{_shown(cfg.reservation_conflict_action)}: must be "
                                              "'nothing' or 'preempt'")
+    elif cfg.reservation_conflict_action is not None:
+        o.warn("reservation_conflict_action", "kept but not acted on: lvsbus does no SCSI reservation; "
+                                              "fencing is by the authenticated stop command over both "
+                                              "heartbeat links")
+    if cfg.debug_level is not None and cfg.debug_level.strip().upper() not in ("", "NONE", "0"):
+        o.warn("debug_level", f"{_shown(cfg.debug_level)}: kept but not acted on: lvsbus's log level is "
+                              "LVSBUS_LOG_LEVEL in the router's environment (debug, info, warning, "
+                              "error; info by default)")
     if cfg.nat_router is not None:
         nr = cfg.nat_router
         ip = o.address("nat_router.address", nr.address)
