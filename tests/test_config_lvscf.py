@@ -354,3 +354,16 @@ def test_server_port_0_only_for_fwmark_services():
     issues = _err(FWMARK_NAT.replace(" fwmark = 80\n", ""))
     assert [(i.key, i.line) for i in issues] == [("virtual.web.server.a.port", 9)]
     assert "only for a fwmark service" in issues[0].message
+
+
+def test_native_only_keys_in_lvscf_say_how_to_get_them():
+    """scheduler_flags, ops, persistence_engine (and the other native-only keys) have no lvs.cf
+    keyword: the error says to convert the file, not "did you mean 'scheduler'/'persistent'"."""
+    text = (BASE + "network = direct\nvirtual w {\n address = 10.0.0.5 eth0\n scheduler = sh\n"
+            " scheduler_flags = sh-port\n ops = 1\n persistence_engine = sip\n"
+            " server s {\n address = 10.0.0.6\n }\n}\n")
+    issues = _err(text)
+    assert [(i.key, i.line) for i in issues] == [("virtual.w.scheduler_flags", 6), ("virtual.w.ops", 7),
+                                                 ("virtual.w.persistence_engine", 8)]
+    for i in issues:
+        assert "lvsbus config convert" in i.message and i.suggestion is None, i

@@ -58,6 +58,11 @@ OBSOLETE = {
                     "configured weights; use a program check or per-server weights",
 }
 
+#: native (TOML) keys of a virtual service that lvs.cf has no keyword for (Piranha had none):
+#: written in lvs.cf, the error says how to get them instead of suggesting a look-alike keyword
+NATIVE_ONLY = {"virtual": ("scheduler_flags", "ops", "persistence_engine", "inhibit_on_failure",
+                           "quorum", "hysteresis")}
+
 _STRING_KEYS = {"send", "expect", "send_program", "active_cmd", "inactive_cmd", "start_cmd",
                 "stop_cmd", "debug_level", "rsh_command", "ipvsadm", "client_monitor",
                 "load_monitor", "sync"}
@@ -205,6 +210,11 @@ class _Reader:
                 elsewhere = [k for k, keys in BLOCK_KEYS.items() if e.key in keys and k != blk.kind]
                 where = f"'{blk.kind} {blk.name}'" if blk.kind else "the global section"
                 msg = f"unknown keyword '{e.key}' in {where}"
+                if e.key in NATIVE_ONLY.get(blk.kind, ()):
+                    self.err(e.line, shown, msg + f": '{e.key}' is a key of the native form, which lvs.cf "
+                                                  "has no keyword for: convert the file (lvsbus config "
+                                                  "convert FILE > FILE.toml) and set it there")
+                    continue
                 if elsewhere:
                     place = elsewhere[0] or "global"
                     msg += f": '{e.key}' belongs in a {place} block" if elsewhere[0] else \
