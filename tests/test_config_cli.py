@@ -147,7 +147,13 @@ def test_check_config_on_a_router_host_reports_a_missing_short_or_readable_key_f
     os.chmod(key, 0o600)
     key.write_text("short\n")
     assert main(["check-config", str(cfg)]) == 1
-    assert "holds 5 bytes: at least 16" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds 5 bytes: at least 16" in err
+    # the file exists: the command given is one that replaces it (without --force it is kept)
+    assert f"replace it with: lvsbus keys heartbeat --force --out {key}" in err
+    assert main(["keys", "heartbeat", "--force", "--out", str(key)]) == 0
+    capsys.readouterr()
+    assert main(["check-config", str(cfg)]) == 0
     # a host that is not one of the routers checks the file only
     other = tmp_path / "other.toml"
     other.write_text(f'[router.far]\naddress = "198.51.100.9"\n[heartbeat]\nkey_file = "{tmp_path}/nope"\n')
