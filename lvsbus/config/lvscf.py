@@ -403,6 +403,9 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
     data["heartbeat"] = hb = _heartbeat(r, c, g)
     _globals(r, c, g, data)
     data["virtual"], data["failover"] = _blocks(r, c, root, g, hb["keepalive"], _forwarding(r, g))
+    if "network" in g and data.get("service") == "fos":
+        r.warn(g["network"].line, "network", "ignored: it is the virtual services' forwarding, and "
+                                             "service = fos runs none")
 
     def locate(path: str) -> tuple[int | None, str]:
         return _locate(r, path)

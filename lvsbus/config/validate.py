@@ -426,6 +426,14 @@ def _service_mode(o: _Out, cfg: Config, any_nat: bool) -> None:
                                          "(no IPVS table, no VIP, no checks in fos mode)")
         if cfg.nat_router is not None:
             o.warn("nat_router", "service = fos: nat_router is ignored (it serves LVS NAT only)")
+        # the applier stays idle in fos mode: nothing sets the IPVS globals either
+        if cfg.sync_daemon.enabled:
+            o.warn("sync_daemon.enabled", "service = fos: the IPVS connection sync daemon is not started "
+                                          "(no IPVS in fos mode)")
+        for fname in ("tcp", "tcpfin", "udp"):
+            if getattr(cfg.ipvs_timeouts, fname):
+                o.warn(f"ipvs_timeouts.{fname}", "service = fos: IPVS timeouts are not set (no IPVS in "
+                                                 "fos mode)")
     else:
         for fs in cfg.failover_services:
             o.warn(f"failover.{fs.name}", f"service = lvs: failover service {fs.name!r} is ignored "
