@@ -181,3 +181,11 @@ def test_the_generated_key_is_one_pulse_accepts():
     with pytest.raises(ValueError):
         wire.key_from_secret(b"x" * (MIN_SECRET - 1))  # the same minimum as check-config's
     assert GENERATED_BYTES * 2 >= MIN_SECRET
+
+
+def test_the_top_level_help_leads_to_the_heartbeat_key(capsys):
+    """A newcomer whose router wants a key file looks at `lvsbus --help`: `keys` says heartbeat."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("keys ")]
+    assert "heartbeat" in line
