@@ -75,7 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--name", default="cli", help="source name (default %(default)s)")
     e.set_defaults(func=cmd_emit)
 
-    k = sub.add_parser("keys", help="CurveZMQ keys for cross-router endpoints").add_subparsers(dest="keys_cmd", metavar="ACTION")
+    k = sub.add_parser("keys", help="the heartbeat key file (heartbeat) and CurveZMQ key pairs (generate)").add_subparsers(dest="keys_cmd", metavar="ACTION")
     g = k.add_parser(
         "generate",
         help="make a key pair",

@@ -110,6 +110,16 @@ class Service:
     flags: tuple[str, ...] = ()  # SERVICE_FLAGS, kept in that order (equal tables compare equal)
     pe: str = ""  # persistence engine ("sip"); "" = none. Left out of the plain-data forms when ""
 
+    @property
+    def ops(self) -> bool:
+        """One-packet scheduling (ipvsadm ``-o``): the "onepacket" flag."""
+        return "onepacket" in self.flags
+
+    @property
+    def scheduler_flags(self) -> tuple[str, ...]:
+        """The scheduler's own flags (ipvsadm ``-b``): every flag but "onepacket"."""
+        return tuple(f for f in self.flags if f != "onepacket")
+
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler {self.scheduler!r}: one of {', '.join(SCHEDULERS)}")

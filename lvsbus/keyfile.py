@@ -36,7 +36,7 @@ def key_file_problem(path: str) -> tuple[str | None, bool]:
         return f"heartbeat key file {path}: {exc.strerror}", True
     bad_secret = secret_problem(secret)
     if bad_secret:
-        return f"heartbeat key file {path} {bad_secret}; {create_hint(path)}", True
+        return f"heartbeat key file {path} {bad_secret}; {create_hint(path, exists=True)}", True
     return None, True
 
 

@@ -9,7 +9,12 @@ MIN_SECRET = 16
 GENERATED_BYTES = 32
 
 
-def create_hint(path: str) -> str:
+def create_hint(path: str, exists: bool = False) -> str:
+    """The command that makes a usable key file at ``path``; one that ``exists`` is replaced only
+    with ``--force`` (lvsbus keys heartbeat keeps an existing file otherwise)."""
+    if exists:
+        return (f"replace it with: lvsbus keys heartbeat --force --out {path} "
+                "(then copy that same file to every router)")
     return (f"create one with: lvsbus keys heartbeat --out {path} "
             "(then copy that same file to every router)")
 

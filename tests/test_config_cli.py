@@ -40,7 +40,7 @@ def test_check_config_shows_warnings(capsys):
     out = capsys.readouterr().out
     assert f"warning: {LVSCF / 'sorry_server.cf'}:12: ipvsadm: obsolete keyword" in out
     assert "sorry server 203.0.113.99" in out
-    assert "valid (6 warnings)" in out
+    assert "valid (7 warnings)" in out  # debug_level = 1 too
 
 
 def test_check_config_invalid_lists_every_error(capsys):
@@ -147,7 +147,13 @@ def test_check_config_on_a_router_host_reports_a_missing_short_or_readable_key_f
     os.chmod(key, 0o600)
     key.write_text("short\n")
     assert main(["check-config", str(cfg)]) == 1
-    assert "holds 5 bytes: at least 16" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds 5 bytes: at least 16" in err
+    # the file exists: the command given is one that replaces it (without --force it is kept)
+    assert f"replace it with: lvsbus keys heartbeat --force --out {key}" in err
+    assert main(["keys", "heartbeat", "--force", "--out", str(key)]) == 0
+    capsys.readouterr()
+    assert main(["check-config", str(cfg)]) == 0
     # a host that is not one of the routers checks the file only
     other = tmp_path / "other.toml"
     other.write_text(f'[router.far]\naddress = "198.51.100.9"\n[heartbeat]\nkey_file = "{tmp_path}/nope"\n')
@@ -175,3 +181,11 @@ def test_the_generated_key_is_one_pulse_accepts():
     with pytest.raises(ValueError):
         wire.key_from_secret(b"x" * (MIN_SECRET - 1))  # the same minimum as check-config's
     assert GENERATED_BYTES * 2 >= MIN_SECRET
+
+
+def test_the_top_level_help_leads_to_the_heartbeat_key(capsys):
+    """A newcomer whose router wants a key file looks at `lvsbus --help`: `keys` says heartbeat."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("keys ")]
+    assert "heartbeat" in line

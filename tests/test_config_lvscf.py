@@ -125,13 +125,19 @@ def test_sorry_server_and_obsolete_keywords():
     warned = {(w.line, w.key) for w in loaded.warnings}
     assert warned == {
         (5, "rsh_command"), (7, "backup"), (12, "ipvsadm"), (13, "reservation_conflict_action"),
-        (23, "virtual.www.load_monitor"), (24, "virtual.www.client_monitor"),
+        (14, "debug_level"), (23, "virtual.www.load_monitor"), (24, "virtual.www.client_monitor"),
     }
     assert all(w.severity is Severity.WARNING for w in loaded.warnings)
     by_key = {w.key: w.message for w in loaded.warnings}
     assert "netlink" in by_key["ipvsadm"]
     assert "obsolete" in by_key["virtual.www.load_monitor"]
     assert "rup" in by_key["virtual.www.load_monitor"]
+    assert "LVSBUS_LOG_LEVEL" in by_key["debug_level"]  # parsed, not acted on: said so
+
+
+def test_debug_level_none_is_piranhas_default_and_not_warned():
+    loaded = _load("direct_routing.cf")  # debug_level = NONE
+    assert loaded.config.debug_level == "NONE" and not loaded.warnings
 
 
 def test_failover_services():
@@ -348,3 +354,16 @@ def test_server_port_0_only_for_fwmark_services():
     issues = _err(FWMARK_NAT.replace(" fwmark = 80\n", ""))
     assert [(i.key, i.line) for i in issues] == [("virtual.web.server.a.port", 9)]
     assert "only for a fwmark service" in issues[0].message
+
+
+def test_native_only_keys_in_lvscf_say_how_to_get_them():
+    """scheduler_flags, ops, persistence_engine (and the other native-only keys) have no lvs.cf
+    keyword: the error says to convert the file, not "did you mean 'scheduler'/'persistent'"."""
+    text = (BASE + "network = direct\nvirtual w {\n address = 10.0.0.5 eth0\n scheduler = sh\n"
+            " scheduler_flags = sh-port\n ops = 1\n persistence_engine = sip\n"
+            " server s {\n address = 10.0.0.6\n }\n}\n")
+    issues = _err(text)
+    assert [(i.key, i.line) for i in issues] == [("virtual.w.scheduler_flags", 6), ("virtual.w.ops", 7),
+                                                 ("virtual.w.persistence_engine", 8)]
+    for i in issues:
+        assert "lvsbus config convert" in i.message and i.suggestion is None, i

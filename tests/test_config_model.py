@@ -99,3 +99,30 @@ def test_from_dict_revalidates():
         from_dict(d)
     assert {(i.key, i.file) for i in info.value.issues} == {
         ("virtual.v.server.s.weight", "<dict>"), ("heartbeat.keepalive", "<dict>")}
+
+
+def test_a_name_given_twice_in_the_list_form_is_an_error_at_each_level():
+    """TOML tables and lvs.cf blocks cannot repeat a name, the list form (to_dict, a config.loaded
+    payload) can: from_dict refuses a router, virtual service, real server or failover service
+    named twice, each at its key."""
+    from pathlib import Path
+
+    from lvsbus.config import from_dict, loads_lvscf, to_dict
+
+    fix = Path(__file__).parent / "fixtures" / "lvscf"
+    fos = to_dict(loads_lvscf((fix / "fos.cf").read_text(), "fos.cf").config)
+    fos["routers"].append(dict(fos["routers"][0], address="192.0.2.99", private_address=None, priority=7))
+    fos["failover_services"].append(dict(fos["failover_services"][0], address="192.0.2.98"))
+    lvs = to_dict(loads_lvscf((fix / "direct_routing.cf").read_text(), "dr.cf").config)
+    web = lvs["virtual_services"][0]
+    web["servers"].append(dict(web["servers"][0], address="10.0.0.99"))
+    lvs["virtual_services"].append(dict(web, address="10.0.0.199", servers=web["servers"][:1]))
+    found = []
+    for data in (fos, lvs):
+        with pytest.raises(ConfigError) as info:
+            from_dict(data)
+        found += [(i.key, i.message) for i in info.value.issues]
+    assert found == [("router.primary", "router 'primary' is defined twice"),
+                     ("failover.web1", "failover service 'web1' is defined twice"),
+                     ("virtual.web.server.web1", "real server 'web1' is defined twice in virtual 'web'"),
+                     ("virtual.web", "virtual service 'web' is defined twice")]

@@ -214,3 +214,14 @@ def test_scheduler_flags_ops_and_sip_persistence_engine():
     assert loads_toml(render_toml(cfg), "t.toml").config == cfg
     plain = loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\n', "t.toml").config.virtual("v")
     assert (plain.scheduler_flags, plain.ops, plain.persistence_engine) == ((), False, None)
+
+
+def test_keys_kept_but_not_acted_on_are_warned_in_toml_too():
+    """debug_level and reservation_conflict_action are parsed and carried, but nothing acts on
+    them: the native form says so as lvs.cf does, at their lines."""
+    text = 'debug_level = "3"\nreservation_conflict_action = "preempt"\n' + MINIMAL
+    warned = {w.key: w for w in loads_toml(text, "t.toml").warnings}
+    assert warned["debug_level"].line == 1 and "LVSBUS_LOG_LEVEL" in warned["debug_level"].message
+    assert warned["reservation_conflict_action"].line == 2 and "SCSI" in warned["reservation_conflict_action"].message
+    quiet = loads_toml('debug_level = "NONE"\n' + MINIMAL, "t.toml").warnings
+    assert not [w for w in quiet if w.key == "debug_level"]

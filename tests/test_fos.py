@@ -236,6 +236,22 @@ def test_unused_blocks_are_warned_about_with_file_and_line(tmp_path):
     assert any(f"{path}:9:" in w and "failover service 'web1' is ignored" in w for w in warnings), warnings
 
 
+def test_ipvs_globals_and_network_are_warned_about_in_fos_mode(tmp_path):
+    """The applier is idle in fos mode: the sync daemon and the IPVS timeouts are not set, and
+    `network` (the virtual services' forwarding) has nothing to apply to; each says so at its line."""
+    from lvsbus.config import load
+    path = tmp_path / "lvs.cf"
+    path.write_text("primary = 192.0.2.1\nservice = fos\nnetwork = direct\nsyncdaemon = 1\nudp_timeout = 60\n"
+                    "failover web1 {\n address = 192.0.2.10 eth0:1\n port = 80\n start_cmd = \"true\"\n"
+                    " stop_cmd = \"true\"\n}\n")
+    warned = {(w.line, w.key): w.message for w in load(str(path)).warnings}
+    assert set(warned) >= {(3, "network"), (4, "syncdaemon"), (5, "udp_timeout")}, warned
+    assert all("fos" in warned[k] for k in ((3, "network"), (4, "syncdaemon"), (5, "udp_timeout")))
+    path.write_text(path.read_text().replace("service = fos", "service = lvs"))
+    assert not {k for _l, k in ((w.line, w.key) for w in load(str(path)).warnings)} & {
+        "network", "syncdaemon", "udp_timeout"}
+
+
 def test_pulse_accepts_its_new_input():
     ev = Event(1, "n", "nanny", "health.failover_changed", 1, 1, 0, None, {})
     assert PulseCore().accepts(ev)

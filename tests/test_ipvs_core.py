@@ -208,6 +208,8 @@ def test_scheduler_flags_ops_and_pe_from_config_to_the_table_and_its_forms():
     (entry,) = (e for _k, e in t.items())
     assert entry.service.flags == ("onepacket", "sh-fallback", "sh-port") and entry.service.pe == "sip"
     assert save_lines(t)[0] == "-A -u 10.0.0.5:5060 -s sh -p 60 --pe sip -o -b sh-fallback,sh-port"
+    from lvsbus_services.ipvs.cli import show_lines
+    assert "UDP  10.0.0.5:5060 sh persistent 60 pe sip ops (sh-fallback,sh-port)" in show_lines(t, None, {})
     d = t.to_dict()["udp:10.0.0.5:5060"]
     assert (d["flags"], d["pe"]) == (["onepacket", "sh-fallback", "sh-port"], "sip")
     assert Table.from_dict(t.to_dict()) == t

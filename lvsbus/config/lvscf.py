@@ -58,6 +58,11 @@ OBSOLETE = {
                     "configured weights; use a program check or per-server weights",
 }
 
+#: native (TOML) keys of a virtual service that lvs.cf has no keyword for (Piranha had none):
+#: written in lvs.cf, the error says how to get them instead of suggesting a look-alike keyword
+NATIVE_ONLY = {"virtual": ("scheduler_flags", "ops", "persistence_engine", "inhibit_on_failure",
+                           "quorum", "hysteresis")}
+
 _STRING_KEYS = {"send", "expect", "send_program", "active_cmd", "inactive_cmd", "start_cmd",
                 "stop_cmd", "debug_level", "rsh_command", "ipvsadm", "client_monitor",
                 "load_monitor", "sync"}
@@ -205,6 +210,11 @@ class _Reader:
                 elsewhere = [k for k, keys in BLOCK_KEYS.items() if e.key in keys and k != blk.kind]
                 where = f"'{blk.kind} {blk.name}'" if blk.kind else "the global section"
                 msg = f"unknown keyword '{e.key}' in {where}"
+                if e.key in NATIVE_ONLY.get(blk.kind, ()):
+                    self.err(e.line, shown, msg + f": '{e.key}' is a key of the native form, which lvs.cf "
+                                                  "has no keyword for: convert the file (lvsbus config "
+                                                  "convert FILE > FILE.toml) and set it there")
+                    continue
                 if elsewhere:
                     place = elsewhere[0] or "global"
                     msg += f": '{e.key}' belongs in a {place} block" if elsewhere[0] else \
@@ -393,6 +403,9 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
     data["heartbeat"] = hb = _heartbeat(r, c, g)
     _globals(r, c, g, data)
     data["virtual"], data["failover"] = _blocks(r, c, root, g, hb["keepalive"], _forwarding(r, g))
+    if "network" in g and data.get("service") == "fos":
+        r.warn(g["network"].line, "network", "ignored: it is the virtual services' forwarding, and "
+                                             "service = fos runs none")
 
     def locate(path: str) -> tuple[int | None, str]:
         return _locate(r, path)
@@ -440,10 +453,6 @@ def _top_level(r: _Reader, c: _Conv, g: dict[str, _Entry], data: dict[str, Any])
     _simple(r, c, g, "debug_level", data, "debug_level", "debug_level", "str")
     _simple(r, c, g, "reservation_conflict_action", data, "reservation_conflict_action",
             "reservation_conflict_action", "str")
-    if "reservation_conflict_action" in g:
-        e = g["reservation_conflict_action"]
-        r.warn(e.line, e.key, "kept but not acted on: lvsbus does no SCSI reservation; fencing is "
-                              "by the authenticated stop command over both heartbeat links")
 
 
 def _routers(r: _Reader, c: _Conv, g: dict[str, _Entry]) -> dict[str, dict[str, Any]]:

@@ -330,7 +330,8 @@ class FailoverService:
     port: int = 80
     #: seconds the service may be unreachable before failover
     timeout: float = 10.0
-    #: seconds it must answer before it counts as back
+    #: seconds a router that gave up this service stays out of preemption (it advertises priority
+    #: 0, so the peer keeps the role); one passed check brings the service itself back (docs/config.md)
     reentry: float = 180.0
     send: str = ""
     expect: str = ""

@@ -155,6 +155,14 @@ class _Out:
             self.err(key, f"{_shown(value)} is not a valid name: use 1-64 letters, digits, '_' or '-', "
                           "not starting with '-'")
 
+    def named(self, key: str, name: str, seen: set[str], what: str, where: str = "") -> None:
+        """``name`` of a ``what`` (router, virtual service...): its form, and not one of ``seen``,
+        the names before it (it is added to them)."""
+        self.name(key, name)
+        if name in seen:
+            self.err(key, f"{what} {_shown(name)} is defined twice{where}")
+        seen.add(name)
+
     def device(self, key: str, device: str | None, label: str | None) -> None:
         if device is not None and not DEVICE_RE.match(device):
             self.err(key.rsplit(".", 1)[0] + ".device" if key.endswith(".label") else key,
@@ -245,10 +253,7 @@ def _routers(o: _Out, cfg: Config) -> set[str]:
         o.err("router", "no router is configured: give at least one (lvs.cf: 'primary = IP')")
     for r in cfg.routers:
         p = f"router.{r.name}"
-        o.name(p, r.name)
-        if r.name in seen_router_names:
-            o.err(p, f"router {_shown(r.name)} is defined twice")
-        seen_router_names.add(r.name)
+        o.named(p, r.name, seen_router_names, "router")
         for fname in ("address", "private_address", "shared_address"):
             value = getattr(r, fname)
             ip = o.address(f"{p}.{fname}", value)
@@ -314,6 +319,14 @@ def _globals(o: _Out, cfg: Config, router_devices: set[str]) -> None:
     if cfg.reservation_conflict_action not in (None, "nothing", "preempt"):
         o.err("reservation_conflict_action", f"{_shown(cfg.reservation_conflict_action)}: must be "
                                              "'nothing' or 'preempt'")
+    elif cfg.reservation_conflict_action is not None:
+        o.warn("reservation_conflict_action", "kept but not acted on: lvsbus does no SCSI reservation; "
+                                              "fencing is by the authenticated stop command over both "
+                                              "heartbeat links")
+    if cfg.debug_level is not None and cfg.debug_level.strip().upper() not in ("", "NONE", "0"):
+        o.warn("debug_level", f"{_shown(cfg.debug_level)}: kept but not acted on: lvsbus's log level is "
+                              "LVSBUS_LOG_LEVEL in the router's environment (debug, info, warning, "
+                              "error; info by default)")
     if cfg.nat_router is not None:
         nr = cfg.nat_router
         ip = o.address("nat_router.address", nr.address)
@@ -338,10 +351,7 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
     """One virtual service (``names`` and ``keys``: the services seen before it, to find
     duplicates). Returns whether it is active and uses NAT."""
     p = f"virtual.{vs.name}"
-    o.name(p, vs.name)
-    if vs.name in names:
-        o.err(p, f"virtual service {_shown(vs.name)} is defined twice")
-    names.add(vs.name)
+    o.named(p, vs.name, names, "virtual service")
     vip = o.address(f"{p}.address", vs.address)
     fam = vip.version if vip else None
     o.device(f"{p}.device", vs.device, vs.label)
@@ -416,6 +426,14 @@ def _service_mode(o: _Out, cfg: Config, any_nat: bool) -> None:
                                          "(no IPVS table, no VIP, no checks in fos mode)")
         if cfg.nat_router is not None:
             o.warn("nat_router", "service = fos: nat_router is ignored (it serves LVS NAT only)")
+        # the applier stays idle in fos mode: nothing sets the IPVS globals either
+        if cfg.sync_daemon.enabled:
+            o.warn("sync_daemon.enabled", "service = fos: the IPVS connection sync daemon is not started "
+                                          "(no IPVS in fos mode)")
+        for fname in ("tcp", "tcpfin", "udp"):
+            if getattr(cfg.ipvs_timeouts, fname):
+                o.warn(f"ipvs_timeouts.{fname}", "service = fos: IPVS timeouts are not set (no IPVS in "
+                                                 "fos mode)")
     else:
         for fs in cfg.failover_services:
             o.warn(f"failover.{fs.name}", f"service = lvs: failover service {fs.name!r} is ignored "
@@ -427,10 +445,7 @@ def _failover_services(o: _Out, cfg: Config) -> None:
     fnames: set[str] = set()
     for fs in cfg.failover_services:
         p = f"failover.{fs.name}"
-        o.name(p, fs.name)
-        if fs.name in fnames:
-            o.err(p, f"failover service {_shown(fs.name)} is defined twice")
-        fnames.add(fs.name)
+        o.named(p, fs.name, fnames, "failover service")
         ip = o.address(f"{p}.address", fs.address)
         o.device(f"{p}.device", fs.device, fs.label)
         if fs.vip_prefixlen is not None:
@@ -488,10 +503,7 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
         o.warn(p, "has no real servers and no sorry server: it will reject every connection")
     for rs in vs.servers:
         rp = f"{p}.server.{rs.name}"
-        o.name(rp, rs.name)
-        if rs.name in seen:
-            o.err(rp, f"real server {_shown(rs.name)} is defined twice in virtual {_shown(vs.name)}")
-        seen.add(rs.name)
+        o.named(rp, rs.name, seen, "real server", f" in virtual {_shown(vs.name)}")
         ip = o.address(f"{rp}.address", rs.address)
         if ip is not None and fam is not None and ip.version != fam \
                 and vs.forwarding is not Forwarding.TUNNEL:

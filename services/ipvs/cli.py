@@ -204,11 +204,10 @@ def show_lines(desired, actual, health: dict, why: str | None = None) -> list[st
             line += f" persistent {s.persistence}"
         if s.pe:
             line += f" pe {s.pe}"
-        if "onepacket" in s.flags:
+        if s.ops:
             line += " ops"
-        sched_flags = [f for f in s.flags if f != "onepacket"]
-        if sched_flags:
-            line += f" ({','.join(sched_flags)})"
+        if s.scheduler_flags:
+            line += f" ({','.join(s.scheduler_flags)})"
         mark = "" if (d is not None and a is not None and d.service == a.service) else (
             "   [desired only]" if a is None and actual is not None else "   [kernel only: not managed or stale]" if d is None
             else "   [differs]" if a is not None else "")

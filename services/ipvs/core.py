@@ -242,11 +242,10 @@ def save_lines(table: Table) -> list[str]:
         # in ipvsadm's order (1.31): --pe, -o, -b with the scheduler flags
         if s.pe:
             line += f" --pe {s.pe}"
-        if "onepacket" in s.flags:
+        if s.ops:
             line += " -o"
-        sched_flags = [f for f in s.flags if f != "onepacket"]
-        if sched_flags:
-            line += " -b " + ",".join(sched_flags)
+        if s.scheduler_flags:
+            line += " -b " + ",".join(s.scheduler_flags)
         out.append(line)
         for dk in sorted(e.dests):
             d = e.dests[dk]
