@@ -177,3 +177,25 @@ def test_pulse_and_the_routers_start_check_apply_one_key_rule():
         except ValueError:
             ok = False
         assert ok == (mode_problem(mode) is None), oct(mode)
+
+
+def test_an_effect_sent_arrives_as_the_event_the_core_reads():
+    """datagram_of / received (pulse's shell and the simulator): what a core's send_heartbeat or
+    send_fence says arrives at the peer as a valid pulse.*_received event carrying the same fields."""
+    import lvsbus.catalog  # noqa: F401  (fills the registry)
+    from lvsbus.events import REGISTRY
+
+    dests = [{"peer": "lvs2", "link": "public", "address": "10.0.0.2", "local_address": "10.0.0.1"}]
+    hb = {"node": "lvs1", "role": "ACTIVE", "priority": 200, "epoch": 3, "seq": 41, "leaving": True,
+          "port": 539, "destinations": dests}
+    fence = {"node": "lvs1", "target": "lvs2", "epoch": 3, "seq": 42, "reason": "x" * 80, "port": 539,
+             "destinations": dests}
+    for effect, sent, want in (("pulse.send_heartbeat", hb, "pulse.heartbeat_received"),
+                               ("pulse.send_fence", fence, "pulse.fence_received")):
+        type_, payload = wire.received(decode_datagram(KEY, wire.datagram_of(KEY, effect, sent)), "public", "10.0.0.1")
+        REGISTRY.validate(type_, REGISTRY.latest(type_).version, payload)
+        assert type_ == want
+        assert payload["peer"] == "lvs1" and payload["link"] == "public" and payload["address"] == "10.0.0.1"
+        assert {k: payload[k] for k in sent if k in payload and k != "reason"} == \
+            {k: sent[k] for k in sent if k in payload and k != "reason"}
+    assert payload["reason"] == "x" * 64  # a fence's reason is cut to the wire's 64 characters

@@ -42,7 +42,11 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
     marks: dict[str, float] = {}  # what happened when (wall clock, s)
     server = serve()
     try:
-        c.start()
+        # r1 first, active alone, then r2: no start-up race between them (which of r1's fence and
+        # ACTIVE heartbeat reaches a preempted r2 first is timing, and the step-down's reason with it)
+        c.start("r1")
+        c.wait(lambda: c.role("r1") == "ACTIVE", 20.0, "r1 active")
+        c.start("r2")
         c.wait_steady("r1")
         c.wait(lambda: health("r1")[-1:] == ["up"] and health("r2")[-1:] == ["up"], 5.0, "s1 UP on both")
         time.sleep(0.5)

@@ -24,10 +24,10 @@ What is simulated (everything a core does not see directly):
 * a simulated shell per core, which executes its effects with the real shells' decision code
   (every decision a shell makes is pure code both call: nanny's ``schedule``, the applier's
   ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips`` and
-  ``link_changes``; this module keeps the simulated I/O): pulse's ``send_heartbeat`` and
-  ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay,
-  reordering), the receiving router's shell publishes ``pulse.heartbeat_received`` /
-  ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
+  ``link_changes``, pulse's wire format ``datagram_of``/``decode_datagram``/``received``; this
+  module keeps the simulated I/O): pulse's ``send_heartbeat`` and ``send_fence`` become datagrams
+  on simulated links (both links, per pair: cut, loss, delay, reordering), the receiving router's
+  shell decodes them and publishes ``pulse.heartbeat_received`` / ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
@@ -105,6 +105,7 @@ from lvsbus.snapshot import decode_state, encode_state
 from lvsbus.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
+from lvsbus_services.pulse import wire
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
 
@@ -113,6 +114,7 @@ MS = 1_000_000
 NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
 SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
 LINKS = ("public", "private")
+SIM_KEY = wire.key_from_secret(b"lvsbus simulated cluster")  # every router's heartbeat key
 
 
 class _QuietLog:
@@ -746,15 +748,10 @@ class Cluster:
     # -- the shells -----------------------------------------------------------------------------
     def execute(self, r: SimRouter, svc: SimService, eff: Effect) -> None:
         t, p = eff.type, eff.payload
-        if t == "pulse.send_heartbeat":
-            body = {"role": p["role"], "priority": p["priority"], "epoch": p["epoch"], "seq": p["seq"],
-                    "leaving": p["leaving"]}
+        if t in ("pulse.send_heartbeat", "pulse.send_fence"):  # the shell's datagram (pulse's wire format)
+            data = wire.datagram_of(SIM_KEY, t, p)
             for d in p["destinations"]:
-                self.send(r.name, d, "pulse.heartbeat_received", body)
-        elif t == "pulse.send_fence":
-            body = {"target": p["target"], "epoch": p["epoch"], "seq": p["seq"], "reason": p["reason"]}
-            for d in p["destinations"]:
-                self.send(r.name, d, "pulse.fence_received", body)
+                self.send(r.name, d, data)
         elif t == "pulse.take_vips":
             for v in p["vips"]:
                 r.vips[v["address"]] = v
@@ -908,7 +905,8 @@ class Cluster:
             return False
         return self.fos_running[holder.name].get(fs.name, False)
 
-    def send(self, sender: str, dest: dict, type_: str, body: dict) -> None:
+    def send(self, sender: str, dest: dict, data: bytes) -> None:
+        """One datagram from ``sender`` to a destination of its heartbeat or fence, on its link."""
         peer, link = dest["peer"], dest["link"]
         key = (sender, peer, link) if sender < peer else (peer, sender, link)
         a, b = self.routers[sender], self.routers.get(peer)
@@ -922,8 +920,7 @@ class Cluster:
         extra = self.extra_delay.get(key, 0)
         if extra:
             delay += rng.randrange(extra * MS)
-        payload = {"link": link, "peer": sender, "address": dest["local_address"], **body}
-        self._at(self.t + delay, "dgram", peer, type_, payload)
+        self._at(self.t + delay, "dgram", peer, link, dest["local_address"], data)
 
     # -- starting and stopping ------------------------------------------------------------------
     def boot(self, r: SimRouter) -> None:
@@ -1182,9 +1179,10 @@ class Cluster:
                     self._at(r.frozen_until, kind, *args)
                     continue
                 pulse = r.services.get("pulse")
-                if r.up and pulse is not None and pulse.up:
-                    self.heard[(r.name, args[2]["peer"])] = t
-                    self.publish(r, "pulse", args[1], args[2])
+                if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
+                    type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
+                    self.heard[(r.name, payload["peer"])] = t
+                    self.publish(r, "pulse", type_, payload)
                     self.drain(r)
             elif kind == "timer":
                 r = routers[args[0]]

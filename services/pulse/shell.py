@@ -358,16 +358,9 @@ class PulseShell:
                 return
         if isinstance(msg, wire.Heartbeat):
             log.debug("heartbeat_in", link=link, peer=msg.node, seq=msg.seq, role=msg.role)
-            self.runtime.publish("pulse.heartbeat_received", {
-                "link": link, "peer": msg.node, "address": _norm(src), "role": msg.role,
-                "priority": msg.priority, "epoch": msg.epoch, "seq": msg.seq, "leaving": msg.leaving,
-            })
         else:
             log.info("fence_in", link=link, peer=msg.node, target=msg.target, seq=msg.seq)
-            self.runtime.publish("pulse.fence_received", {
-                "link": link, "peer": msg.node, "address": _norm(src), "target": msg.target,
-                "epoch": msg.epoch, "seq": msg.seq, "reason": msg.reason,
-            })
+        self.runtime.publish(*wire.received(msg, link, _norm(src)))
 
     def _reject(self, reason: str, link: str, src: str, size: int, detail: str) -> None:
         self.rejected += 1
@@ -450,10 +443,7 @@ class PulseShell:
     def execute(self, eff: Effect, ev: Event) -> Any:
         t, p = eff.type, eff.payload
         if t == "pulse.send_heartbeat":
-            data = wire.encode_heartbeat(self.key, {  # type: ignore[arg-type]
-                "node": p["node"], "role": p["role"], "priority": p["priority"], "epoch": p["epoch"],
-                "seq": p["seq"], "leaving": p["leaving"],
-            })
+            data = wire.datagram_of(self.key, t, p)  # type: ignore[arg-type]
             if p["leaving"]:  # after the VIPs' release queued before it
                 self._queue(self._send, data, p["port"], p["destinations"], "leaving_heartbeat_sent", p["seq"])
             elif self._submitted != self._done:
@@ -464,10 +454,7 @@ class PulseShell:
             else:
                 self._send(data, p["port"], p["destinations"])
         elif t == "pulse.send_fence":
-            data = wire.encode_fence(self.key, {  # type: ignore[arg-type]
-                "node": p["node"], "target": p["target"], "epoch": p["epoch"], "seq": p["seq"],
-                "reason": p["reason"][:64],
-            })
+            data = wire.datagram_of(self.key, t, p)  # type: ignore[arg-type]
             self._queue(self._send, data, p["port"], p["destinations"], "fence_sent", p["seq"], p["target"])
         elif t == "pulse.take_vips":
             self._queue(self._take, p["vips"])

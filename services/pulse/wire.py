@@ -141,6 +141,28 @@ def encode_fence(key: bytes, fields: Fence | dict) -> bytes:
     return _seal(key, KIND_FENCE, _body(d, FENCE_FIELDS, "fence"))
 
 
+def datagram_of(key: bytes, effect_type: str, p: dict) -> bytes:
+    """The datagram a ``pulse.send_heartbeat`` or ``pulse.send_fence`` effect (payload ``p``) sends:
+    pulse's shell sends it on its sockets, the simulator (tools/simulate.py) on its links."""
+    if effect_type == "pulse.send_heartbeat":
+        return encode_heartbeat(key, Heartbeat(p["node"], p["role"], p["priority"], p["epoch"], p["seq"], p["leaving"]))
+    return encode_fence(key, Fence(p["node"], p["target"], p["epoch"], p["seq"], p["reason"][:64]))
+
+
+def received(msg: Heartbeat | Fence, link: str, address: str) -> tuple[str, dict]:
+    """The event a decoded datagram becomes (type, payload), arrived on ``link`` from ``address``:
+    ``pulse.heartbeat_received`` or ``pulse.fence_received`` (pulse's shell and the simulator)."""
+    if isinstance(msg, Heartbeat):
+        return "pulse.heartbeat_received", {
+            "link": link, "peer": msg.node, "address": address, "role": msg.role, "priority": msg.priority,
+            "epoch": msg.epoch, "seq": msg.seq, "leaving": msg.leaving,
+        }
+    return "pulse.fence_received", {
+        "link": link, "peer": msg.node, "address": address, "target": msg.target, "epoch": msg.epoch,
+        "seq": msg.seq, "reason": msg.reason,
+    }
+
+
 def decode_datagram(key: bytes, data: bytes) -> Heartbeat | Fence:
     """Check and decode one datagram; raise WireError for anything else."""
     n = len(data)

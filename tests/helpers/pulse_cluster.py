@@ -20,6 +20,7 @@ from lvsbus.config import (
 )
 from lvsbus.core import Effect
 from lvsbus.events import REGISTRY, Event
+from lvsbus_services.pulse import wire
 from lvsbus_services.pulse.core import ACTIVE, BACKUP, PulseCore
 
 S = 1_000_000_000
@@ -27,6 +28,7 @@ MS = 1_000_000
 KEEPALIVE = 1 * S
 DEADTIME = 3 * S
 LATENCY = 1 * MS
+KEY = wire.key_from_secret(b"the in-memory cluster's secret")
 
 ROUTERS = {
     "lvs1": ("10.0.0.1", "192.168.0.1", 200),
@@ -186,24 +188,11 @@ class Cluster:
         effects = node.feed(type_, payload, self.now, source=source)
         for e in effects:
             self.trace.append((self.now, node.name, e.type, e.payload))
-            if e.type == "pulse.send_heartbeat":
+            if e.type in ("pulse.send_heartbeat", "pulse.send_fence"):  # through pulse's wire format
+                msg = wire.decode_datagram(KEY, wire.datagram_of(KEY, e.type, e.payload))
                 for d in e.payload["destinations"]:
-                    if (frozenset((node.name, d["peer"])), d["link"]) in self.cut:
-                        continue
-                    p = e.payload
-                    self._push(self.now + LATENCY, d["peer"], "pulse.heartbeat_received", {
-                        "link": d["link"], "peer": node.name, "address": d["local_address"], "role": p["role"],
-                        "priority": p["priority"], "epoch": p["epoch"], "seq": p["seq"], "leaving": p["leaving"],
-                    })
-            elif e.type == "pulse.send_fence":
-                for d in e.payload["destinations"]:
-                    if (frozenset((node.name, d["peer"])), d["link"]) in self.cut:
-                        continue
-                    p = e.payload
-                    self._push(self.now + LATENCY, d["peer"], "pulse.fence_received", {
-                        "link": d["link"], "peer": node.name, "address": d["local_address"], "target": p["target"],
-                        "epoch": p["epoch"], "seq": p["seq"], "reason": p["reason"],
-                    })
+                    if (frozenset((node.name, d["peer"])), d["link"]) not in self.cut:
+                        self._push(self.now + LATENCY, d["peer"], *wire.received(msg, d["link"], d["local_address"]))
 
     def run_until(self, t: int) -> None:
         same_time = 0
