@@ -707,6 +707,41 @@ def test_service_restart_keeps_the_role_and_adopts_the_new_epoch():
     assert of(n2.outputs[-1][1], "pulse.send_heartbeat")[0]["epoch"] == 2
 
 
+@pytest.mark.parametrize("listen", [True, False])
+def test_a_backups_pulse_restarted_after_deadtime_listens_before_it_takes_over(listen):
+    """pulse.started v2 (listen): a BACKUP restored from the log whose pulse was down longer than
+    deadtime heard nothing meanwhile, so what it last heard of the active is old news. It listens for
+    deadtime before it may take over, and the active's next heartbeat keeps it BACKUP: a restart
+    alone never fails over. A v1 record (upcast to listen false) keeps v1's decision, a takeover at
+    once, so that old logs replay as they were decided."""
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.start(0)
+    n.hb("lvs1", 100 * MS, 1, ACTIVE)
+    n.timer(DEADTIME)
+    assert n.role == BACKUP
+    down = 500 * MS + 3 * DEADTIME  # pulse down three deadtimes (a crash, the supervisor's backoff)
+    n2 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))
+    n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen}, down)
+    if not listen:
+        assert n2.role == ACTIVE and n2.role_changes()[-1] == (BACKUP, ACTIVE, "peer_dead")
+        return
+    assert n2.role == BACKUP and not n2.role_changes()
+    assert n2.core.next_deadline(n2.state) <= down + DEADTIME
+    n2.timer(down + DEADTIME - 1)
+    assert n2.role == BACKUP
+    n2.hb("lvs1", down + KEEPALIVE, 40, ACTIVE)  # the active was there all along
+    n2.timer(down + DEADTIME)
+    n2.timer(down + DEADTIME + KEEPALIVE)
+    assert n2.role == BACKUP and not n2.role_changes()
+    assert not of(n2.all_effects(), "pulse.take_vips") and not of(n2.all_effects(), "pulse.send_fence")
+    # with the active really gone, the listen ends in a takeover as at any start
+    n3 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))
+    n3.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True}, down)
+    n3.timer(down + DEADTIME)
+    assert n3.role == ACTIVE
+
+
 @pytest.mark.parametrize("how", ["after_shutdown", "after_reboot"])
 def test_a_new_run_starts_over(how):
     n = Node("lvs1")

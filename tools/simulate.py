@@ -983,7 +983,7 @@ class Cluster:
             r.epoch += 1
             self.publish(r, "pulse", "pulse.started", {
                 "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
-                "key_loaded": True,
+                "key_loaded": True, "listen": True,
             })
             # the shell's link watch starts from what the core believes (services/pulse/shell.py
             # _watch_links): a NIC that changed while pulse was down is reported at its first poll

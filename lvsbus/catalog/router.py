@@ -77,7 +77,7 @@ DESTINATION = Struct(
 # ---------------------------------------------------------------------------------------------
 # observations (published by pulse's shell)
 
-declare(
+_PULSE_STARTED_1 = declare(
     "pulse.started", 1,
     {
         "epoch": EPOCH,
@@ -86,6 +86,18 @@ declare(
         "key_loaded": Bool(doc="the heartbeat key file was read (0600); false: heartbeats cannot be authenticated"),
     },
     doc="pulse's shell started: its boot epoch (which must grow on every start) and the host's addresses.",
+)
+declare(
+    "pulse.started", 2,
+    {
+        **_PULSE_STARTED_1.payload.fields,
+        "listen": Bool(doc="a BACKUP restored from the log listens for deadtime before it may take over "
+                       "(the shell heard nothing while it was down); false only in v1 records"),
+    },
+    doc="pulse's shell started: its boot epoch (which must grow on every start) and the host's addresses. "
+    "v2 added listen: a v1 core, restarted under a running router as BACKUP, judged its peers by what it "
+    "had heard before it went down and took over at once when that was more than deadtime ago.",
+    upcast=lambda p: {**p, "listen": False},
 )
 declare(
     "pulse.heartbeat_received", 1,

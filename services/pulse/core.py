@@ -556,6 +556,12 @@ class PulseCore(Core[PulseState]):
             st.hostname = p["hostname"]
             if st.role == INIT:
                 self._try_start(st, out)
+            elif st.role == BACKUP and p["listen"] and st.settings is not None:
+                # pulse was down a while and heard nothing meanwhile: what it last heard of its
+                # peers is old news. Listen for deadtime, as at a start, before it may take over: a
+                # restart alone must never fail over (a v1 record, listen false, took over at once
+                # when that news was more than deadtime old; replay keeps that decision)
+                st.listen_until = st.now + st.settings.deadtime_ns
             elif st.role == ACTIVE and st.settings is not None and st.settings.vips:
                 # pulse was down a while (its shell keeps the VIPs): a peer may have taken over and
                 # moved the clients meanwhile, fences and heartbeats unheard: announce ours again

@@ -234,7 +234,7 @@ class PulseShell:
         addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
         self.runtime.publish("pulse.started", {
             "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
-            "key_loaded": self.key is not None,
+            "key_loaded": self.key is not None, "listen": True,
         })
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
         if self.monitor_links:
