@@ -389,11 +389,12 @@ class _FaultPoint:
             await asyncio.sleep(0.002)
 
 
-def service_arguments(name: str, description: str):
-    """The command line every service shares (the router starts each with these four)."""
+def service_arguments(name: str, description: str, package: str = "lvsbus_services"):
+    """The command line every service shares (the router starts each with these four); ``package``
+    names where the service's module lives (the console is ``lvsbus_tools.web``)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog=f"python -m lvsbus_services.{name}", description=description)
+    ap = argparse.ArgumentParser(prog=f"python -m {package}.{name}", description=description)
     ap.add_argument("--state-dir", required=True, help="the router's state directory")
     ap.add_argument("--config", required=True,
                     help="the router's configuration file: named in messages, read only when the log "

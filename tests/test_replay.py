@@ -571,6 +571,31 @@ def test_python_tools_replay_py_is_lvsbus_replay(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("usage: lvsbus replay")
 
 
+
+def test_the_other_tools_scripts_run_their_cli_or_say_they_have_none(tmp_path):
+    """tools/simulate.py is ``lvsbus simulate``; timeline.py and agreement.py are libraries: run as
+    scripts they say so and fail (all three exited 0 doing nothing). Also: the console's
+    ``--help`` names its own module (it said lvsbus_services.web)."""
+    import subprocess
+    import sys
+
+    tools = Path(__file__).resolve().parent.parent / "tools"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, env=env)
+
+    r = run(str(tools / "simulate.py"), "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: lvsbus simulate"), r.stderr[-2000:]
+    r = run(str(tools / "simulate.py"), "--seed", "1", "--routers", "9")
+    assert r.returncode == 2 and "--routers" in r.stderr
+    for name, says in (("timeline", "lvsbus replay LOG... --timeline"), ("agreement", "is a library")):
+        r = run(str(tools / f"{name}.py"))
+        assert r.returncode == 1 and says in r.stderr, (name, r.stderr[-2000:])
+    r = subprocess.run([sys.executable, "-m", "lvsbus_tools.web", "--help"], capture_output=True, text=True,
+                       cwd=tools.parent)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m lvsbus_tools.web"), r.stderr[-2000:]
+
 # ---------------------------------------------------------------------------------------------
 # issue 19: a partial read never passes as a whole one; bad logs and command lines are one line
 

@@ -18,6 +18,11 @@ Everything else (heartbeats, timers, check results and their latencies, batches)
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a script by mistake: say so rather than exit 0 having done nothing
+    import sys
+
+    sys.exit("lvsbus_tools.agreement is a library (tests/test_sim_agreement.py uses it); it has no command line")
+
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.events import decode
 from lvsbus.ipvs_table import Table, apply_ops

@@ -92,6 +92,8 @@ from typing import Any, Callable
 
 import msgpack
 
+if __name__ == "__main__":  # ``python tools/simulate.py``: this checkout's packages, not the tools/ directory
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import lvsbus.catalog  # noqa: F401  (fills the registry)
 from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
@@ -1624,3 +1626,14 @@ def _cmd_simulate(args) -> int:
         el = time.perf_counter() - t0
         print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tools/simulate.py ARGS`` is ``lvsbus simulate ARGS`` (as tools/replay.py is replay)."""
+    from lvsbus.cli import main as lvsbus_main
+
+    return lvsbus_main(["simulate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

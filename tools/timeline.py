@@ -11,6 +11,11 @@ filtered reading shared with ``tools/replay.py``.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a script by mistake: say so rather than exit 0 having done nothing
+    import sys
+
+    sys.exit("lvsbus_tools.timeline is a library; its command line is: lvsbus replay LOG... --timeline [--html FILE] [--json]")
+
 import datetime as _dt
 import html
 import os

@@ -17,7 +17,7 @@ log = structlog.get_logger("lvsbus.web")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = service_arguments("web", "web: the router's console").parse_args(argv)
+    args = service_arguments("web", "web: the router's console", package="lvsbus_tools").parse_args(argv)
     logs.setup(service="web")
     accepted = service_config("web", args)
     if accepted is None:
