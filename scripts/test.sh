@@ -10,4 +10,5 @@ echo "lint: ruff check"
 "$PY" -m ruff check --no-cache .
 echo "types: mypy (the cores, the wire, the event spine)"
 "$PY" -m mypy --no-incremental
-exec "$PY" -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests are named in every run (the suite must stay under 20 min on 2 cores)
+exec "$PY" -m pytest -q -p no:cacheprovider --durations=30 "$@"
