@@ -1,5 +1,5 @@
 """lvsbus.kit without booting: which host paths the VM's /tmp would hide, and the lines that put
-them back (the boot itself: tests/kernel/test_host_tmp_checkout.py)."""
+them back (the boot itself: tests/kernel/test_host_tier.py runs the in-VM tests from a /tmp copy)."""
 from __future__ import annotations
 
 from lvsbus.kit import _keep_prelude, hidden_by_vm_tmp
