@@ -88,6 +88,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
     from . import catalog  # noqa: F401
     from .events import decodable
     from .log import LogReader
+    from .peerlinks import UP, PeerLinks
 
     reader = LogReader(StateDirs(state_dir).log, skip_corrupt=True)  # past corrupt records, as every reader
     skipped: list = []  # records that do not decode: left out, as every reader does (docs/bus.md)
@@ -118,9 +119,11 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         "bgp": None,  # scale-out ([scaleout]): {"sessions", "announced", "drained"} (docs/scaleout.md)
     }
     vips: dict[str, dict] = {}
+    links = PeerLinks()  # each peer's heartbeat links, as the console's view folds them too
     for e in events:
         p = e.payload
         t = e.type
+        links.apply(e)
         if t == "config.loaded":
             model = p["model"]
             if not p["reload"]:
@@ -151,18 +154,11 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
         elif t == "pulse.heartbeat_received":
             peer = st["peers"].get(p["peer"])
             if peer is not None:
-                link = peer["links"].setdefault(p["link"], {"degraded": False})
-                link["last_heard_mono_ns"] = e.mono_ns
-                link["last_seq"] = p["seq"]
                 peer["role"] = p["role"]
         elif t in ("pulse.peer_alive", "pulse.peer_dead"):
             peer = st["peers"].get(p["peer"])
             if peer is not None:
                 peer["alive"] = t == "pulse.peer_alive"
-        elif t in ("pulse.link_degraded", "pulse.link_restored"):
-            peer = st["peers"].get(p["peer"])
-            if peer is not None:
-                peer["links"].setdefault(p["link"], {})["degraded"] = t == "pulse.link_degraded"
         elif t == "pulse.take_vips":
             for v in p["vips"]:
                 vips[v["address"]] = v
@@ -211,16 +207,10 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
             st["bgp"]["drained"] = p["action"] == "drain"
 
     dt = st["deadtime_s"]
-    for peer in st["peers"].values():
+    for name, peer in st["peers"].items():
+        peer["links"] = links.describe(name, now, None if dt is None else int(dt * 1e9))
         for link in peer["links"].values():
-            heard = link.get("last_heard_mono_ns")
-            if heard is not None:
-                age = (now - heard) / 1e9
-                link["age_s"] = round(age, 3)
-                link["healthy"] = dt is not None and age < dt and not link.get("degraded")
-            else:
-                link["age_s"] = None
-                link["healthy"] = False
+            link["healthy"] = link["state"] == UP
     try:
         from . import netutil
 
@@ -272,7 +262,7 @@ def cmd_status(args) -> int:
               f"{'alive' if peer['alive'] else 'dead'}, role {peer['role'] or '?'}")
         for lname, link in sorted(peer["links"].items()):
             age = "never" if link["age_s"] is None else f"{link['age_s']:.3f} s ago"
-            health = "ok" if link["healthy"] else ("DEGRADED" if link.get("degraded") else "silent")
+            health = {"up": "ok", "degraded": "DEGRADED"}.get(link["state"], "silent")
             print(f"  link   {lname:<8} last heartbeat {age}: {health}")
     if st["bgp"] is not None:
         b = st["bgp"]

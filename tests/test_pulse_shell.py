@@ -172,6 +172,10 @@ def test_status_folds_the_current_run_from_the_log(tmp_path):
     peer = st["peers"]["r2"]
     assert peer["alive"] and peer["links"]["public"]["age_s"] == pytest.approx(0.2)
     assert peer["links"]["public"]["healthy"] and peer["links"]["private"]["degraded"]
+    # the states the console's overview shows too (lvsbus/peerlinks.py); a deadtime later, silent
+    assert {n: x["state"] for n, x in peer["links"].items()} == {"public": "up", "private": "degraded"}
+    later = read_status(str(tmp_path), now_mono_ns=3_000_000_000 + int(payload["model"]["heartbeat"]["deadtime"] * 1e9))
+    assert {n: x["state"] for n, x in later["peers"]["r2"]["links"].items()} == {"public": "silent", "private": "degraded"}
 
 
 def _cli(*args, **kw) -> subprocess.CompletedProcess:

@@ -281,7 +281,9 @@ def test_the_view_folds_config_health_table_admin_and_figures():
     v.apply(ev(21, "pulse.link_degraded", {"peer": "lvs2", "link": "private", "silent_ns": 5}))
     v.apply(ev(22, "pulse.link_changed", {"link": "private", "up": False, "device": "eth1"}))
     r = v.state()["router"]
-    assert r["peers"]["lvs2"] == {"alive": True, "role": "BACKUP", "degraded": ["private"]} and r["links"] == {"private": False}
+    assert r["peers"]["lvs2"] == {"alive": True, "role": "BACKUP",
+                                  "links": {"private": {"state": "degraded", "age_s": None, "heard_ns": None}}}
+    assert r["links"]["public"]["up"] and not r["links"]["private"]["up"] and r["links"]["private"]["device"] == "eth1"
     assert r["holders"] == {"192.0.2.80": None}  # nobody known holds it
     v.apply(ev(23, "pulse.take_vips", {"vips": [{"address": "192.0.2.80", "prefixlen": 32, "family": "ipv4", "device": None,
                                                  "label": None, "owner": "web"}], "reason": "no_active"}))
@@ -313,6 +315,89 @@ def test_the_view_folds_config_health_table_admin_and_figures():
     assert out[0]["last"]["detail"] == "timeout"
     assert v.apply(ev(8, "pulse.heartbeat_received", {"link": "public", "peer": "lvs2", "address": "10.0.0.2", "role": "ACTIVE",
                                                      "priority": 1, "epoch": 1, "seq": 1, "leaving": False})) == []
+
+
+def pair_events():
+    """A hand-built pair: lvs1 (this router) hears lvs2 on both links (keepalive 0.2 s, deadtime
+    1 s), the private link goes quiet and is degraded, comes back, then lvs2 dies. Each item:
+    (event, what the view then shows of lvs2's links: {link: (state, age_s)}, pushed or not)."""
+    from lvsbus.config import Config, Router
+
+    cfg = Config(routers=(Router(name="lvs1", address="192.0.2.1", private_address="10.1.0.1"),
+                          Router(name="lvs2", address="192.0.2.2", private_address="10.1.0.2", priority=50)),
+                 virtual_services=(vs(2),))
+    wall0 = 1_700_000_000_000_000_000
+
+    def at(seq, t_s, type_, payload):
+        REGISTRY.validate(type_, REGISTRY.latest(type_).version, payload)
+        return Event(seq, "lvs1", "pulse", type_, REGISTRY.latest(type_).version, int(t_s * 1e9),
+                     wall0 + int(t_s * 1e9), None, payload)
+
+    def hb(seq, t_s, link, n):
+        return at(seq, t_s, "pulse.heartbeat_received", {"link": link, "peer": "lvs2", "address": "192.0.2.2", "role": "BACKUP",
+                                                         "priority": 1, "epoch": 1, "seq": n, "leaving": False})
+    loaded = {"path": "x", "format": "toml", "digest": "d", "model": to_dict(cfg), "warnings": [], "local_router": "lvs1",
+              "reload": False, "diff": {}}
+    return [
+        (at(1, 10.0, "config.loaded", loaded), {"public": ("silent", None), "private": ("silent", None)}, None),
+        (hb(2, 10.0, "public", 1), {"public": ("silent", 0.0), "private": ("silent", None)}, True),
+        (at(3, 10.0, "pulse.peer_alive", {"peer": "lvs2", "link": "public", "role": "BACKUP", "priority": 1, "epoch": 1}),
+         {"public": ("up", 0.0), "private": ("silent", None)}, True),
+        (hb(4, 10.003, "private", 1), {"public": ("up", 0.003), "private": ("up", 0.0)}, True),  # a state change
+        (hb(5, 10.2, "public", 2), {"public": ("up", 0.0), "private": ("up", 0.197)}, False),  # chatter: not pushed
+        (hb(6, 10.203, "private", 2), {"public": ("up", 0.003), "private": ("up", 0.0)}, False),
+        (hb(7, 11.2, "public", 7), {"public": ("up", 0.0), "private": ("up", 0.997)}, True),  # ages: once a second
+        # a deadtime without a heartbeat reads silent, even before pulse's timer says degraded
+        (hb(8, 11.4, "public", 8), {"public": ("up", 0.0), "private": ("silent", 1.197)}, False),
+        (at(9, 11.45, "pulse.link_degraded", {"peer": "lvs2", "link": "private", "silent_ns": 1_247_000_000}),
+         {"public": ("up", 0.05), "private": ("degraded", 1.247)}, True),
+        (hb(10, 12.0, "private", 11), {"public": ("up", 0.6), "private": ("degraded", 0.0)}, False),
+        (at(11, 12.0, "pulse.link_restored", {"peer": "lvs2", "link": "private"}),
+         {"public": ("up", 0.6), "private": ("up", 0.0)}, True),
+        (at(12, 13.0, "pulse.peer_dead", {"peer": "lvs2", "cause": "silent", "role": "BACKUP", "last_heard_ns": 12_000_000_000}),
+         {"public": ("silent", 1.6), "private": ("silent", 1.0)}, True),
+        (at(13, 13.1, "pulse.link_changed", {"link": "private", "up": False, "device": "eth1"}),
+         {"public": ("silent", 1.7), "private": ("silent", 1.1)}, True),
+    ]
+
+
+def test_the_view_keeps_each_peers_links_state_and_last_heard_pushed_on_change_only():
+    v = View()
+    for e, want, pushed in pair_events():
+        out = v.apply(e)
+        r = v.state()["router"]
+        got = {ln: (x["state"], x["age_s"]) for ln, x in r["peers"]["lvs2"]["links"].items()}
+        assert got == {ln: (st, a if a is None else pytest.approx(a)) for ln, (st, a) in want.items()}, e.short()
+        if pushed is not None:
+            assert bool(out) == pushed, e.short()
+            if out:
+                assert out[0]["peers"]["lvs2"]["links"] == r["peers"]["lvs2"]["links"]
+    r = v.state()["router"]
+    assert r["peers"]["lvs2"]["alive"] is False and r["deadtime_s"] == 1.0
+    assert r["peers"]["lvs2"]["links"]["private"]["heard_ns"] == 1_700_000_000_000_000_000 + 12_000_000_000
+    # this router's own links: from the config, then as pulse reported them
+    assert r["links"] == {"public": {"up": True, "device": None, "since_ns": None},
+                          "private": {"up": False, "device": "eth1", "since_ns": 1_700_000_000_000_000_000 + 13_100_000_000}}
+
+
+def test_the_page_gets_each_peers_links_on_the_stream_and_in_the_state(passwd):
+    async def t(client, console, bus, clock):
+        await login(client)
+        evs = [e for e, _, _ in pair_events()]
+        console.fold(evs[:9])  # through the degraded private link
+        resp = await client.get("/api/stream")
+        await resp.content.readline(), await resp.content.readline()
+        console.fold(evs[9:11])  # heard on private again, restored
+        line = await asyncio.wait_for(resp.content.readline(), 1.0)
+        (patch,) = json.loads(line[len(b"data: "):])
+        assert patch["kind"] == "router" and patch["peers"]["lvs2"]["links"] == {
+            "private": {"state": "up", "age_s": 0.0, "heard_ns": 1_700_000_000_000_000_000 + 12_000_000_000},
+            "public": {"state": "up", "age_s": 0.6, "heard_ns": 1_700_000_000_000_000_000 + 11_400_000_000}}
+        state = await (await client.get("/api/state")).json()
+        assert state["router"]["peers"]["lvs2"]["links"] == patch["peers"]["lvs2"]["links"]
+        assert state["router"]["deadtime_s"] == 1.0
+        resp.close()
+    run(t, passwd)
 
 
 @pytest.mark.parametrize("section,want", [

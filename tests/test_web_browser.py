@@ -94,6 +94,7 @@ def test_the_console_in_a_browser_live_down_drain_and_handover(netns_module, tmp
                           cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(shots)})
         first = step("overview", 60.0)
         assert first["role"] == "ACTIVE" and first["s1"] == "1" and first["s2"] == "1"
+        assert first["peers"].startswith("r2 BACKUP: private up ") and ", public up " in first["peers"]  # each link, aged
 
         step("wait:down", 10.0)
         servers["s2"].kill()  # by PID: the responder this test started
@@ -131,6 +132,7 @@ def test_the_console_in_a_browser_live_down_drain_and_handover(netns_module, tmp
         (shots / "go-failover").touch()
         seen = step("failover_seen", 30.0)
         assert seen["same_page"] == "yes" and "peer_dead" in seen["reason"] and f"{VIP}: r1" in seen["vips"]
+        assert seen["peers"].startswith("r2 dead: private silent ") and ", public silent " in seen["peers"]
         step("done", 20.0)
     finally:
         if browser is not None and browser.poll() is None:

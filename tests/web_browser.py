@@ -57,10 +57,11 @@ def main() -> int:
             "return r ? r.querySelector('.' + arguments[1]).textContent : null;", id_, cls)
         WebDriverWait(driver, 15).until(lambda d: cell("echo/s2", "health") == "UP" and cell("echo/s1", "health") == "UP"
                                         and d.find_element(By.ID, "role").text == "ACTIVE"
-                                        and d.find_element(By.ID, "live").text == "live")
+                                        and d.find_element(By.ID, "live").text == "live"
+                                        and "private up" in d.find_element(By.ID, "peers").text)
         driver.execute_script("window.__same_page = 'yes';")  # gone if the page ever reloads
         say(step="overview", role=driver.find_element(By.ID, "role").text, s1=cell("echo/s1", "effective"),
-            s2=cell("echo/s2", "effective"))
+            s2=cell("echo/s2", "effective"), peers=driver.find_element(By.ID, "peers").text)
         shot("overview")
 
         wait_go(outdir, "down")  # the test stops s2's server now
@@ -125,7 +126,8 @@ def main() -> int:
         t0 = time.monotonic()
         WebDriverWait(driver, 20, poll_frequency=0.02).until(lambda d: d.find_element(By.ID, "role").text == "ACTIVE")
         say(step="failover_seen", after_s=round(time.monotonic() - t0, 3), reason=driver.find_element(By.ID, "role-reason").text,
-            vips=driver.find_element(By.ID, "vips").text, same_page=driver.execute_script("return window.__same_page || null;"))
+            vips=driver.find_element(By.ID, "vips").text, same_page=driver.execute_script("return window.__same_page || null;"),
+            peers=driver.find_element(By.ID, "peers").text)
         shot("failover")
     except Exception as exc:  # said, with a screenshot, for the test to report
         try:

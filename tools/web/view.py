@@ -2,7 +2,7 @@
 
 ``View.apply(event)`` folds one event and returns the patches it makes to what a browser shows
 (JSON-able dicts), so the server pushes exactly what changed: ``{"kind": "router", ...}`` (role,
-peers, VIPs), ``{"kind": "server", "id": ..., ...}`` (one real server's row), ``{"kind": "service",
+peers and their heartbeat links, VIPs, local links), ``{"kind": "server", "id": ..., ...}`` (one real server's row), ``{"kind": "service",
 ...}`` (a virtual service's figures) or ``{"kind": "reset"}`` (a new config: fetch the whole view
 again). ``View.state()`` is the whole view (the page's first paint and a reset).
 """
@@ -13,9 +13,11 @@ from typing import Any
 from lvsbus.config import ConfigError, from_dict
 from lvsbus.events import Event
 from lvsbus.ipvs_stats import FIELDS, Figures, fold
+from lvsbus.peerlinks import PeerLinks
 from lvsbus_services.lvsd.core import service_key
 
 HISTORY = 8  # health changes kept per real server
+HEARD_EVERY_NS = 1_000_000_000  # while no link changes state, heartbeats refresh the page's ages at most this often
 
 
 class View:
@@ -25,10 +27,15 @@ class View:
         self.role = "UNKNOWN"
         self.role_reason: str | None = None
         self.role_since_ns: int | None = None
-        self.peers: dict[str, dict] = {}
+        self.peers: dict[str, dict] = {}  # name -> {"role"}: configured or heard of
+        self.peer_links = PeerLinks()  # their heartbeat links: state and last heard (shared with `lvsbus status`)
+        self.now_mono_ns: int | None = None  # the latest event's time: what the ages are counted to
+        self.heard_pushed_ns = 0  # the event time of the last router patch (it carries the ages)
+        self.deadtime_ns: int | None = None
+        self.monitor_links = False
         self.vips: dict[str, str] = {}  # address -> owner
         self.config_vips: list[str] = []  # every VIP of the config in force
-        self.links: dict[str, bool] = {}  # this router's heartbeat links: up or down (monitor_links)
+        self.links: dict[str, dict] = {}  # this router's heartbeat links: {up, device, since_ns} (monitor_links)
         self.services: list[dict] = []
         self.rows: dict[str, dict] = {}  # health id -> server row (in self.services)
         self.by_dest: dict[tuple[str, str], str] = {}  # (service key, dest key) -> health id
@@ -41,14 +48,24 @@ class View:
     # -- the whole view ---------------------------------------------------------------------
 
     def router_state(self) -> dict:
+        """This router, its peers (role, alive, and each heartbeat link: state, the age of its last
+        heartbeat as of the latest event, which the page counts on from), VIPs and local links."""
         return {"kind": "router", "router": self.router, "role": self.role, "reason": self.role_reason,
-                "since_ns": self.role_since_ns, "peers": self.peers, "vips": sorted(self.vips),
-                "holders": self.holders(), "links": self.links}
+                "since_ns": self.role_since_ns, "peers": self.peer_state(), "vips": sorted(self.vips),
+                "holders": self.holders(), "links": self.links, "monitor_links": self.monitor_links,
+                "deadtime_s": None if self.deadtime_ns is None else self.deadtime_ns / 1e9}
+
+    def peer_state(self) -> dict[str, dict]:
+        pl = self.peer_links
+        return {name: {"alive": bool(pl.alive.get(name)), "role": p["role"],
+                       "links": {ln: {k: d[k] for k in ("state", "age_s", "heard_ns")}
+                                 for ln, d in pl.describe(name, self.now_mono_ns, self.deadtime_ns).items()}}
+                for name, p in sorted(self.peers.items())}
 
     def holders(self) -> dict[str, str | None]:
         """Each configured VIP -> who holds it as this router sees it: itself when it added the
         address, else the peer heard ACTIVE (None: nobody known)."""
-        active = [n for n, p in sorted(self.peers.items()) if p["alive"] and p["role"] == "ACTIVE"]
+        active = [n for n, p in sorted(self.peers.items()) if self.peer_links.alive.get(n) and p["role"] == "ACTIVE"]
         return {v: (self.router or "this router") if v in self.vips else (active[0] if active else None)
                 for v in self.config_vips}
 
@@ -59,6 +76,14 @@ class View:
 
     def apply(self, ev: Event) -> list[dict]:
         self.seq = max(self.seq, ev.seq)
+        self.now_mono_ns = ev.mono_ns if self.now_mono_ns is None else max(self.now_mono_ns, ev.mono_ns)
+        links_changed = self.peer_links.apply(ev)
+        out = self._apply(ev, links_changed)
+        if any(x["kind"] == "router" for x in out):  # the peers' ages go with every router patch
+            self.heard_pushed_ns = self.now_mono_ns
+        return out
+
+    def _apply(self, ev: Event, links_changed: bool) -> list[dict]:
         t, p = ev.type, ev.payload
         if t == "config.loaded":
             self.config = {"path": p["path"], "format": p["format"], "digest": p["digest"], "model": p["model"],
@@ -73,23 +98,26 @@ class View:
             self.role, self.role_reason, self.role_since_ns = p["new"], p["reason"], ev.wall_ns
             return [self.router_state()]
         if t in ("pulse.peer_alive", "pulse.peer_dead"):
-            old = self.peers.get(p["peer"], {})
-            self.peers[p["peer"]] = {"alive": t == "pulse.peer_alive", "role": p["role"], "degraded": old.get("degraded", [])}
+            self.peers.setdefault(p["peer"], {})["role"] = p["role"]
             return [self.router_state()]
         if t in ("pulse.link_degraded", "pulse.link_restored"):
-            peer = self.peers.setdefault(p["peer"], {"alive": True, "role": "BACKUP", "degraded": []})
-            bad = set(peer.get("degraded", []))
-            (bad.add if t == "pulse.link_degraded" else bad.discard)(p["link"])
-            peer["degraded"] = sorted(bad)
+            self.peers.setdefault(p["peer"], {"role": None})
             return [self.router_state()]
         if t == "pulse.link_changed":
-            self.links[p["link"]] = p["up"]
+            self.links[p["link"]] = {"up": p["up"], "device": p["device"], "since_ns": ev.wall_ns}
             return [self.router_state()]
         if t == "pulse.heartbeat_received":
             peer = self.peers.get(p["peer"])
-            if peer is None or peer["role"] == p["role"] or not peer["alive"]:
-                return []  # chatter: only a peer's role change shows
-            peer["role"] = p["role"]
+            if peer is None:
+                return []
+            role_changed = self.peer_links.alive.get(p["peer"], False) and peer["role"] != p["role"]
+            if role_changed:
+                peer["role"] = p["role"]
+            # chatter (every keepalive, on every link of every peer): a role or link state change
+            # shows at once; otherwise the last-heard ages at most once a HEARD_EVERY_NS, and the
+            # page counts them on in between
+            if not (role_changed or links_changed or ev.mono_ns - self.heard_pushed_ns >= HEARD_EVERY_NS):
+                return []
             return [self.router_state()]
         if t == "pulse.take_vips":
             self.vips.update({v["address"]: v["owner"] for v in p["vips"]})
@@ -137,6 +165,16 @@ class View:
         except (ConfigError, KeyError, TypeError, ValueError):
             return
         self.router = p["local_router"]
+        self.deadtime_ns = int(cfg.heartbeat.deadtime * 1e9)
+        self.monitor_links = cfg.heartbeat.monitor_links
+        for r in cfg.routers:
+            if r.name != self.router:
+                self.peers.setdefault(r.name, {"role": None})
+        me = next((r for r in cfg.routers if r.name == self.router), None)
+        local = {"public": me.device, "private": me.private_device} if me is not None and me.private_address else \
+            {"public": me.device if me is not None else None}
+        # a link pulse never reported is up (pulse.link_changed comes on a change, with monitor_links)
+        self.links = {ln: self.links.get(ln, {"up": True, "device": dev, "since_ns": None}) for ln, dev in local.items()}
         self.config_vips = sorted({vs.address for vs in cfg.lvs_services() if vs.active and not vs.fwmark}
                                   | ({cfg.nat_router.address} if cfg.nat_router else set()))
         old = self.rows

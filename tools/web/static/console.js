@@ -100,14 +100,67 @@ function routerPatch(r) {
   el.className = "role " + r.role;
   $("role-reason").textContent = r.reason ? `(${r.reason} ${fmtTime(r.since_ns)})` : "";
   if (r.router) $("router").textContent = r.router;
-  const peers = Object.entries(r.peers).map(([n, p]) =>
-    `${n}: ${p.alive ? p.role : "dead"}${p.degraded && p.degraded.length ? " (link " + p.degraded.join(", ") + " degraded)" : ""}`);
-  $("peers").textContent = peers.length ? peers.join(", ") : "none heard";
+  peersPatch(r.peers, r.deadtime_s);
   const held = Object.entries(r.holders).map(([v, h]) => `${v}: ${h || "nobody"}`);
   $("vips").textContent = held.length ? held.join(", ") : "none";
-  const down = Object.entries(r.links).filter(([, up]) => !up).map(([l]) => l);
-  $("links").textContent = down.length ? `DOWN: ${down.join(", ")}` : "up";
+  const links = Object.entries(r.links).map(([l, x]) =>
+    `${l} ${x.up ? "up" : "DOWN"}${x.device ? " (" + x.device + ")" : ""}${x.since_ns ? " since " + fmtTime(x.since_ns) : ""}`);
+  $("links").textContent = (links.length ? links.join(", ") : "none") + (r.monitor_links ? "" : " (not monitored)");
+  $("links").className = Object.values(r.links).some((x) => !x.up) ? "l-down" : "";
 }
+
+// Each peer's heartbeat links: state, and the age of the last heartbeat as of the view's latest
+// event, which the page counts on from (the server pushes a link only when it changes, and
+// refreshes the ages at most once a second). An up link whose age passes deadtime reads silent.
+function fmtAge(s) {
+  if (s === null || s === undefined) return "never heard";
+  if (s < 10) return s.toFixed(1) + " s ago";
+  if (s < 120) return Math.round(s) + " s ago";
+  if (s < 7200) return Math.round(s / 60) + " min ago";
+  return Math.round(s / 3600) + " h ago";
+}
+function peersPatch(peers, deadtime) {
+  const box = $("peers");
+  box.textContent = "";
+  const at = performance.now();
+  const names = Object.keys(peers);
+  names.forEach((n, i) => {
+    const p = peers[n];
+    const span = document.createElement("span");
+    span.className = "peer";
+    span.id = "peer-" + n;
+    span.textContent = `${n} ${p.alive ? p.role : (p.role ? "dead" : "not heard")}`;
+    Object.entries(p.links || {}).forEach(([l, x], j) => {
+      span.append(j ? ", " : ": ");
+      const ls = document.createElement("span");
+      ls.id = `link-${n}-${l}`;
+      ls.dataset.link = l;
+      ls.dataset.state = x.state;
+      if (x.age_s !== null) ls.dataset.age = x.age_s;
+      ls.dataset.at = at;
+      if (deadtime) ls.dataset.deadtime = deadtime;
+      if (x.heard_ns) ls.title = "last heard " + fmtTime(x.heard_ns);
+      span.appendChild(ls);
+      tickLink(ls, at);
+    });
+    box.appendChild(span);
+    if (i < names.length - 1) box.append("; ");
+  });
+  if (!names.length) box.textContent = "none heard";
+}
+function tickLink(ls, now) {
+  const base = ls.dataset.age;
+  const age = base === undefined ? null : Number(base) + (now - Number(ls.dataset.at)) / 1000;
+  let state = ls.dataset.state;
+  if (state === "up" && age !== null && ls.dataset.deadtime && age >= Number(ls.dataset.deadtime)) state = "silent";
+  const text = `${ls.dataset.link} ${state} ${fmtAge(age)}`;
+  if (ls.textContent !== text) ls.textContent = text;
+  ls.className = "link l-" + state;
+}
+setInterval(() => {
+  const now = performance.now();
+  for (const ls of document.querySelectorAll("#peers .link")) tickLink(ls, now);
+}, 500);
 
 function apply(patches) {
   for (const p of patches) {
