@@ -94,7 +94,7 @@ class FakeRuntime:
         self.published.append((type_, payload))
 
 
-def _shell(tmp_path) -> shell.PulseShell:
+def _shell(tmp_path, net: str = "10.99") -> shell.PulseShell:
     from lvsbus.config import loads
     from lvsbus_services.pulse.core import _settings_from_model
 
@@ -103,7 +103,7 @@ def _shell(tmp_path) -> shell.PulseShell:
 
         @staticmethod
         def router_address(i, link="public"):
-            return f"10.99.{1 if link == 'public' else 2}.{10 + i}"
+            return f"{net}.{1 if link == 'public' else 2}.{10 + i}"
 
     cfg = loads(router_toml(T, tmp_path / "k"), "x.toml").config
     sh = shell.PulseShell(str(tmp_path), "x.toml", 1)
@@ -130,6 +130,47 @@ def test_datagrams_become_observations_or_counted_rejections(tmp_path):
     rejected = [p for t, p in sh.runtime.published if t == "pulse.datagram_rejected"]
     assert [p["reason"] for p in rejected] == ["bad_mac", "malformed", "address_mismatch", "address_mismatch"]
     assert [p["count"] for p in rejected] == [1, 2, 3, 4]
+
+
+def test_the_first_input_of_a_run_is_pulse_started_datagrams_wait(tmp_path):
+    """pulse's sockets are bound at start but read only once pulse.started is published: a heartbeat
+    that arrives meanwhile waits in the socket buffer. (It was published first and decided on the
+    state restored from the log, as if pulse had listened all the while it was down: a backup took
+    over there, peer_dead, before it learnt it had restarted; test_router_netns saw it under load.)
+    Real sockets on loopback; fails with the readers registered at bind time."""
+    import asyncio
+
+    sh = _shell(tmp_path, net="127.0")  # the routers' addresses on loopback (127.0.1.11: r1's public)
+    port = sh.settings.port
+    sh.runtime.state = None
+    sh._configured_device = lambda link: "lo"  # (no config.loaded in a log here)
+    hb = {"node": "r2", "role": "ACTIVE", "priority": 100, "epoch": 7, "seq": 3, "leaving": False}
+
+    async def slow_nl(fn, *args):  # a heartbeat arrives while the shell still gathers its addresses
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.bind(("127.0.1.12", 0))  # r2's public address
+            tx.sendto(wire.encode_heartbeat(sh.key, hb), ("127.0.1.11", port))
+        await asyncio.sleep(0.2)
+        return []
+
+    sh._nl = slow_nl
+
+    async def main():
+        try:
+            await sh.on_start()
+            for _ in range(50):
+                if len(sh.runtime.published) > 1:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            for sock in sh.socks.values():
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+                sock.close()
+
+    asyncio.run(main())
+    types = [t for t, _ in sh.runtime.published]
+    assert types[0] == "pulse.started", types
+    assert types[1:] == ["pulse.heartbeat_received"], types  # then read
 
 
 def test_a_flood_of_bad_datagrams_is_counted_but_rate_limited(tmp_path):

@@ -195,7 +195,9 @@ class PulseShell:
             self.settings = _settings_from_model(cfg, local.name)
         self.key = read_key(self.key_file)
 
-    async def _open_sockets(self) -> None:
+    async def _open_sockets(self, read: bool = True) -> None:
+        """One UDP socket per local link; ``read``: read them at once (else ``_read_sockets`` later:
+        datagrams wait in the socket buffers meanwhile)."""
         s = self.settings
         assert s is not None
         loop = asyncio.get_running_loop()
@@ -210,9 +212,15 @@ class PulseShell:
             sock.setblocking(False)
             sock.bind((addr, s.port))
             self.socks[link] = sock
-            loop.add_reader(sock.fileno(), self._on_readable, link, sock)
+            if read:
+                loop.add_reader(sock.fileno(), self._on_readable, link, sock)
             self.devices[link] = self._configured_device(link) or await self._nl(netutil.device_of, addr)
             log.info("link_socket", link=link, address=addr, port=s.port, device=self.devices[link])
+
+    def _read_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        for link, sock in self.socks.items():
+            loop.add_reader(sock.fileno(), self._on_readable, link, sock)
 
     def _configured_device(self, link: str) -> str | None:
         payload = self._config_payload()
@@ -229,13 +237,18 @@ class PulseShell:
         st = self.runtime.state
         if st is not None and st.settings is not None:
             self.settings = st.settings
-        await self._open_sockets()
+        # bound now (datagrams wait in the socket buffers), read only once pulse.started is
+        # published: the run's first input must be pulse.started. A heartbeat published before it
+        # was decided on the state restored from the log, its peers' news as old as the outage, and
+        # a backup took over there (peer_dead) before it could learn it had restarted and listen
+        await self._open_sockets(read=False)
         epoch = self._epoch if self._epoch is not None else next_epoch(self.dirs.root)
         addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
         self.runtime.publish("pulse.started", {
             "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
             "key_loaded": self.key is not None, "listen": True,
         })
+        self._read_sockets()
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
         if self.monitor_links:
             self._watch_task = asyncio.ensure_future(self._watch_links())
