@@ -1,44 +1,42 @@
 """Operator actions down to the kernel, in the VM (issue 16): a router (broker, nanny, lvsd and the
 applier as real processes) in test_datapath's topology by NAT, real servers with distinct weights.
-With the real CLI (``lvsbus server drain|disable|enable``, the operator request the console's
-buttons send too): a drained real server stays in the kernel's IPVS table with weight 0 while the
+With the CLI's own code (``lvsbus server drain|disable|enable``, its main called in the test
+process; the same operator request the console's buttons send): a drained real server stays in the
+kernel's IPVS table (the applier's netlink read, and ``ipvsadm -L -n``) with weight 0 while the
 others keep theirs, and gets no new connection; a disabled one leaves the kernel table; enabled,
 both come back with their configured weights. The log replays clean."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import time
 
 import pytest
 
+from lvsbus.cli import main
+from lvsbus.ipvs_table import ServiceKey
+
 from .conftest import ipvsadm
-from .harness import ROOT, Router
+from .harness import Router, kernel_table
 from .topology import CONFIG, RS, VIP, requests, topology  # noqa: F401  (topology: the fixture)
 
+KEY = ServiceKey.tcp(VIP, 80)
+NAMES = {f"{a}:80": n for n, a in RS.items()}
 WEIGHTS = {"rs1": 2, "rs2": 3, "rs3": 1}  # distinct: an enable must give back each one's own
 
 
 def kernel_weights() -> dict[str, int]:
-    """The VIP's real servers and their weights, as ``ipvsadm -L -n`` prints them (name -> weight)."""
-    names = {f"{a}:80": n for n, a in RS.items()}
-    try:
-        out = ipvsadm("-L", "-n", "-t", f"{VIP}:80")
-    except subprocess.CalledProcessError:  # the service is not in the kernel yet
-        return {}
-    return {names[f[1]]: int(f[3]) for f in (line.split() for line in out.splitlines())
-            if len(f) >= 4 and f[0] == "->" and f[1] in names}
+    """The VIP's real servers and their weights in the kernel, by the applier's netlink read (name -> weight)."""
+    t = kernel_table()
+    return {NAMES[d]: x.weight for d, x in t[KEY].dests.items()} if KEY in t else {}
 
 
-def lvsbus(*argv: str) -> str:
-    p = subprocess.run([sys.executable, "-m", "lvsbus.cli", *argv], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert p.returncode == 0, (p.stdout, p.stderr)
-    return p.stdout
+def ipvsadm_weights() -> dict[str, int]:
+    """The same, as ``ipvsadm -L -n`` prints it."""
+    return {NAMES[f[1]]: int(f[3]) for f in (line.split() for line in ipvsadm("-L", "-n", "-t", f"{VIP}:80").splitlines())
+            if len(f) >= 4 and f[0] == "->" and f[1] in NAMES}
 
 
 @pytest.mark.parametrize("topology", ["nat"], indirect=True)
-def test_drain_disable_enable_in_the_kernel(tmp_path, topology, ipvs):  # noqa: F811  (the fixture)
+def test_drain_disable_enable_in_the_kernel(tmp_path, topology, ipvs, capsys):  # noqa: F811  (the fixture)
     config = CONFIG.replace("FORWARDING", "nat")
     for n, a in RS.items():
         config = config.replace(f'address = "{a}"\n', f'address = "{a}"\nweight = {WEIGHTS[n]}\n')
@@ -49,14 +47,20 @@ def test_drain_disable_enable_in_the_kernel(tmp_path, topology, ipvs):  # noqa: 
         r.start("ipvs")
         r.start("nanny")
         r.start("lvsd")
-        r.wait(lambda: kernel_weights() == WEIGHTS, 120, "three real servers in the kernel", every=0.5)
+        r.wait(lambda: kernel_weights() == WEIGHTS, 120, "three real servers in the kernel", every=1)
 
         def server(action: str, name: str, expect: dict[str, int]) -> None:
-            out = lvsbus("server", action, "web", name, "--state-dir", r.dirs.root, "--wait", "60",
-                         "--reason", "kernel tier")
+            # the CLI's main in this process: a python started per command costs 15-35 s in the VM
+            assert main(["server", action, "web", name, "--state-dir", r.dirs.root, "--wait", "60",
+                         "--reason", "kernel tier"]) == 0
             state = {"drain": "drained", "disable": "disabled", "enable": "enabled"}[action]
+            out = capsys.readouterr().out
             assert f"web/{name} now {state}" in out, out
+            t0 = time.monotonic()
             r.wait(lambda: kernel_weights() == expect, 60, f"{name} {state} in the kernel: {expect}", every=0.25)
+            assert ipvsadm_weights() == expect
+            with capsys.disabled():
+                print(f"{out.strip()}; in the kernel {time.monotonic() - t0:.1f}s after the answer: {expect}")
 
         server("drain", "rs1", {"rs1": 0, "rs2": 3, "rs3": 1})  # in the table, weight 0, the others kept
         server("disable", "rs3", {"rs1": 0, "rs2": 3})  # out of the table
