@@ -114,3 +114,14 @@ def test_a_divergence_names_the_first_differing_decision():
                                       "simulated ('release_vips', ('10.0.0.1',))")
     b["r1"]["pulse"] = a["r1"]["pulse"][:1]
     assert "only the real run has ('take_vips'" in first_divergence(a, b)
+
+
+def test_tables_without_a_real_server_before_the_first_with_one_are_timing():
+    """lvsd started before nanny's first verdict (a table with no real server, then one with it) or
+    after it (only the second): the same decisions. Later empty tables (a server went down) count."""
+    from pathlib import Path
+
+    logs = Path(__file__).resolve().parent / "fixtures" / "logs"
+    assert decisions(str(logs / "real_partition_heals" / "r1" / "log"))["table"] == []  # one table, empty
+    flapping = decisions(str(logs / "real_flapping_server" / "r1" / "log"))["table"]
+    assert [len(t) for t in flapping] == [1, 0, 1, 0, 1]

@@ -11,7 +11,9 @@ on timing alone, so they are compared apart:
   started or stopped, links degraded or restored (peer, link);
 * ``health``: real servers up or down (virtual service, real server);
 * ``table``: each new desired IPVS table (lvsd's ``table_desired`` and ``table_delta`` folded),
-  as its (service, real server, weight) entries, a table the same as the one before left out.
+  as its (service, real server, weight) entries, a table the same as the one before left out, and
+  so are the tables without any real server before the first with one (whether lvsd started before
+  nanny's first verdict is timing).
 
 Everything else (heartbeats, timers, check results and their latencies, batches) is timing.
 ``first_divergence`` names the first decision where two runs differ.
@@ -57,8 +59,11 @@ def decisions(log_dir: str) -> dict[str, list[tuple]]:
         elif t in ("lvsd.table_desired", "lvsd.table_delta"):
             new = Table.from_dict(p["table"]) if t == "lvsd.table_desired" else \
                 apply_ops(table if table is not None else Table(), p["ops"], strict=False)
-            if table is None or _entries(new) != _entries(table):
-                out["table"].append(_entries(new))
+            entries = _entries(new)
+            # a table with no real server before the first one with any is timing: lvsd started
+            # before or after nanny's first verdict (the sim-agreement test saw both on one schedule)
+            if (table is None or entries != _entries(table)) and (entries or out["table"]):
+                out["table"].append(entries)
             table = new
     return out
 
