@@ -1,7 +1,8 @@
 """``lvsbus status``'s fold (``read_status``): every event type it reads, the walk back over
 segments to the run's start, and its output for every golden incident log (tests/fixtures/logs),
 pinned in tests/fixtures/status.json: what read_status returned when the test was written. A
-deliberate change to the output rewrites it: ``python -m tests.test_status``."""
+deliberate change to the output rewrites it: ``python -m tests.test_status``. What ``lvsbus status``
+prints from those (and from a few variants) is pinned in tests/fixtures/status_text.txt."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from lvsbus.routercli import read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "fixtures" / "status.json"
+GOLDEN_TEXT = ROOT / "tests" / "fixtures" / "status_text.txt"
 LOGS = sorted((ROOT / "tests" / "fixtures" / "logs").glob("*/*/log"))
 LOCAL = {"10.99.1.50", "10.200.0.1"}  # this "host's" addresses: one VIP present, others not
 
@@ -92,10 +94,10 @@ def _hb(peer: str, link: str, seq: int, role: str = "BACKUP") -> dict:
             "seq": seq, "leaving": False}
 
 
-def test_status_folds_every_event_it_reads_from_the_runs_start(tmp_path, host):
+def _every_event_log(directory: Path) -> tuple[int, int]:
     """A log of small segments: an earlier run (its VIPs, restarts and shutdown must not count),
     the supervisor's hello just before this run's config.loaded, then every event read_status
-    folds, a reload among them."""
+    folds, a reload among them. (seq of the run's config.loaded, last seq)."""
     old_run = [
         ("router", "bus.client_joined", {"client": "router", "subscriptions": [], "pid": 111}),
         ("router", "config.loaded", _payload(TOML, False)),
@@ -152,14 +154,18 @@ def test_status_folds_every_event_it_reads_from_the_runs_start(tmp_path, host):
         ("router", "config.loaded", _payload(TOML + SCALEOUT, True)),  # a reload keeps the run, its peers, bgp
         ("pulse", "pulse.heartbeat_received", _hb("r2", "public", 3, role="ACTIVE")),
     ]
-    log = EventLog(str(tmp_path / "log"), durability=Durability("none"), segment_bytes=2000)
+    log = EventLog(str(directory / "log"), durability=Durability("none"), segment_bytes=2000)
     for i, (src, t, p) in enumerate(old_run + run, 1):
         log.append(i, encode(Event(i, "r1", src, t, _version(t), 1_000_000_000 * i, 7_000 + i, None, p)))
     log.close()
     skipped: list = []
-    assert len(list(decodable(LogReader(str(tmp_path / "log")).read(1), skipped))) == len(old_run + run)
+    assert len(list(decodable(LogReader(str(directory / "log")).read(1), skipped))) == len(old_run + run)
     assert not skipped
-    start = len(old_run) + 3
+    return len(old_run) + 3, len(old_run) + len(run)
+
+
+def test_status_folds_every_event_it_reads_from_the_runs_start(tmp_path, host):
+    start, last = _every_event_log(tmp_path)
     firsts = [first for first, _ in LogReader(str(tmp_path / "log")).segments()]
 
     def segment_of(seq: int) -> int:
@@ -168,7 +174,6 @@ def test_status_folds_every_event_it_reads_from_the_runs_start(tmp_path, host):
     # the walk back crosses segments; the supervisor's hello shares its segment with the run's
     # config.loaded (the walk reads no segment before it)
     assert segment_of(start) == segment_of(start - 2) != segment_of(2) and len(firsts) >= 4
-    last = len(old_run) + len(run)
     st = read_status(str(tmp_path), now_mono_ns=1_000_000_000 * last + 250_000_000)
 
     assert (st["router"], st["service"], st["run_start_seq"], st["last_seq"]) == ("r1", "lvs", start, last)
@@ -214,15 +219,84 @@ def test_status_of_a_run_without_scaleout_or_a_shutdown(tmp_path, monkeypatch, h
     assert st["peers"]["r2"]["links"] == {"private": {"degraded": True, "age_s": None, "healthy": False}}
 
 
-def test_status_without_a_log_says_where_it_looked(tmp_path):
+def test_status_without_a_log_says_where_it_looked(tmp_path, capsys):
+    import argparse
+
+    from lvsbus.routercli import cmd_status
+
     with pytest.raises(FileNotFoundError, match=f"no event log under {tmp_path / 'log'}"):
         read_status(str(tmp_path))
+    assert cmd_status(argparse.Namespace(state_dir=str(tmp_path), json=False)) == 1
+    assert capsys.readouterr().err == f"lvsbus status: no event log under {tmp_path / 'log'}\n"
 
 
-if __name__ == "__main__":  # rewrite tests/fixtures/status.json (a deliberate change to the output)
+
+def _variants(golden: dict) -> dict[str, dict]:
+    """Golden statuses changed where no golden log goes: VIPs whose presence is unknown, a link
+    never heard, failover services down, inactive, failed to start, a DRAINED scale-out router, and
+    one with nothing announced."""
+    fos = json.loads(json.dumps(golden["fos_service_killed/lvs1"]))
+    web = fos["failover"]["web"]
+    fos["failover"] = {
+        "web": {**web, "health": "DOWN", "detail": "connection refused",
+                "last_command": {**web["last_command"], "error": "timed out after 10 s"}},
+        "ftp": {**web, "address": "10.0.0.21", "port": 21, "active": False, "running": False, "last_command": None},
+        "dns": {**web, "port": 53, "last_command": {**web["last_command"], "exit_code": 3}},
+    }
+    unknown = json.loads(json.dumps(golden["failover_after_crash/lvs1"]))
+    unknown["vips"] = [{**v, "present": None} for v in unknown["vips"]]
+    unknown["role_reason"] = None
+    unknown["running"] = True
+    unknown["peers"]["lvs2"]["links"]["private"] = {"age_s": None, "healthy": False}  # never heard
+    drained = json.loads(json.dumps(golden["real_sigkill_failover/r1"]))
+    drained["bgp"] = {"sessions": {"10.99.1.100": {"state": "down", "info": "Active"}}, "drained": True,
+                      "announced": {"10.200.0.1": {"state": "drain", "reason": "operator_drain"}}}
+    quiet = json.loads(json.dumps(drained))
+    quiet["bgp"] = {"sessions": {}, "announced": {}, "drained": False}
+    return {"fos_variants": fos, "vips_unknown": unknown, "bgp_drained": drained, "bgp_nothing_announced": quiet}
+
+
+def _status_texts(statuses: dict[str, dict]) -> str:
+    """What ``lvsbus status`` (and ``--json`` for the first) prints for each status, by name."""
+    import argparse
+    import contextlib
+    import io
+
+    from lvsbus import routercli
+
+    read = routercli.read_status
+    routercli.read_status = lambda state_dir, now_mono_ns=None: statuses[state_dir]  # type: ignore[assignment]
+    try:
+        out = []
+        for k, name in enumerate(statuses):
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                assert routercli.cmd_status(argparse.Namespace(state_dir=name, json=k == 0)) == 0
+            out.append(f"=== {name}\n{buf.getvalue()}")
+        return "\n".join(out)
+    finally:
+        routercli.read_status = read  # type: ignore[assignment]
+
+
+def _text_cases(directory: Path) -> dict[str, dict]:
+    golden = json.loads(GOLDEN.read_text())
+    start, last = _every_event_log(directory)
+    every = read_status(str(directory), now_mono_ns=1_000_000_000 * last + 250_000_000)
+    return {**golden, **_variants(golden), "every_event": json.loads(json.dumps(every))}
+
+
+def test_status_text_is_as_pinned(tmp_path, host):
+    assert _status_texts(_text_cases(tmp_path)) == GOLDEN_TEXT.read_text()
+
+
+if __name__ == "__main__":  # rewrite tests/fixtures/status.json and status_text.txt (a deliberate change)
     from lvsbus import netutil
 
     netutil.local_addresses = lambda: set(LOCAL)  # type: ignore[assignment]
     _exists = os.path.exists
     os.path.exists = lambda p: False if str(p).startswith("/proc/") else _exists(p)  # type: ignore[assignment]
     GOLDEN.write_text(json.dumps(_golden_status(), indent=1, sort_keys=True) + "\n")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        GOLDEN_TEXT.write_text(_status_texts(_text_cases(Path(tmp))))
