@@ -349,46 +349,66 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0
-    print(f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}")
-    print(f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else ""))
+    print("\n".join(_status_lines(st)))
+    return 0
+
+
+def _status_lines(st: dict) -> list[str]:
+    """``lvsbus status`` for people: this router and its role, what it runs (lvsd or the failover
+    services), VIPs, peers and their links, scale-out, counters and services given up on."""
+    out = [f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}",
+           f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else "")]
     if st["service"] == "fos":
-        print("lvsd     none (service = fos: no IPVS table)")
-        for name, f in sorted(st["failover"].items()):
-            last = f["last_command"]
-            how = "" if last is None else (
-                f"; last {last['action']}_cmd: " + (last["error"] or f"exit {last['exit_code']}")
-                + f" in {last['duration_ms']} ms")
-            state = "inactive" if not f["active"] else (
-                f"health {f['health']}" + (f" ({f['detail']})" if f["detail"] and f["detail"] != "ok" else ""))
-            print(f"failover {name} {f['address']}:{f['port']}: {state}, "
-                  f"{'started here' if f['running'] else 'not started here'}{how}")
+        out.append("lvsd     none (service = fos: no IPVS table)")
+        out += [_failover_line(name, f) for name, f in sorted(st["failover"].items())]
     else:
-        print(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
-    if st["vips"]:
-        for v in st["vips"]:
-            mark = "" if v["present"] in (True, None) else "  (NOT on the interface!)"
-            print(f"vip      {v['address']} on {v['device']}{mark}")
-    else:
-        print("vip      none held")
-    for name, peer in sorted(st["peers"].items()):
-        print(f"peer     {name} {peer['address']} priority {peer['priority']}: "
-              f"{'alive' if peer['alive'] else 'dead'}, role {peer['role'] or '?'}")
+        out.append(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
+    out += _vip_lines(st["vips"])
+    out += _peer_lines(st["peers"])
+    if st["bgp"] is not None:
+        out += _bgp_lines(st["bgp"])
+    out.append(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
+               f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
+    out += [f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
+            "(fix it, then reload)" for name in st["abandoned"]]
+    return out
+
+
+def _failover_line(name: str, f: dict) -> str:
+    last = f["last_command"]
+    how = "" if last is None else (
+        f"; last {last['action']}_cmd: " + (last["error"] or f"exit {last['exit_code']}")
+        + f" in {last['duration_ms']} ms")
+    state = "inactive" if not f["active"] else (
+        f"health {f['health']}" + (f" ({f['detail']})" if f["detail"] and f["detail"] != "ok" else ""))
+    return (f"failover {name} {f['address']}:{f['port']}: {state}, "
+            f"{'started here' if f['running'] else 'not started here'}{how}")
+
+
+def _vip_lines(vips: list[dict]) -> list[str]:
+    if not vips:
+        return ["vip      none held"]
+    return [f"vip      {v['address']} on {v['device']}"
+            + ("" if v["present"] in (True, None) else "  (NOT on the interface!)") for v in vips]
+
+
+def _peer_lines(peers: dict) -> list[str]:
+    out = []
+    for name, peer in sorted(peers.items()):
+        out.append(f"peer     {name} {peer['address']} priority {peer['priority']}: "
+                   f"{'alive' if peer['alive'] else 'dead'}, role {peer['role'] or '?'}")
         for lname, link in sorted(peer["links"].items()):
             age = "never" if link["age_s"] is None else f"{link['age_s']:.3f} s ago"
             health = "ok" if link["healthy"] else ("DEGRADED" if link.get("degraded") else "silent")
-            print(f"  link   {lname:<8} last heartbeat {age}: {health}")
-    if st["bgp"] is not None:
-        b = st["bgp"]
-        print("bgp      scale-out" + (", DRAINED by an operator (lvsbus bgp resume)" if b["drained"] else ""))
-        for peer, sess in sorted(b["sessions"].items()):
-            print(f"  peer   {peer}: {sess['state']} ({sess['info']})")
-        for vip, a in sorted(b["announced"].items()):
-            print(f"  vip    {vip}: {'announced' if a['state'] == 'announce' else 'announced, draining'} ({a['reason']})")
-        if not b["announced"]:
-            print("  vip    none announced")
-    print(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
-          f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
-    for name in st["abandoned"]:
-        print(f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
-              "(fix it, then reload)")
-    return 0
+            out.append(f"  link   {lname:<8} last heartbeat {age}: {health}")
+    return out
+
+
+def _bgp_lines(b: dict) -> list[str]:
+    out = ["bgp      scale-out" + (", DRAINED by an operator (lvsbus bgp resume)" if b["drained"] else "")]
+    out += [f"  peer   {peer}: {sess['state']} ({sess['info']})" for peer, sess in sorted(b["sessions"].items())]
+    out += [f"  vip    {vip}: {'announced' if a['state'] == 'announce' else 'announced, draining'} ({a['reason']})"
+            for vip, a in sorted(b["announced"].items())]
+    if not b["announced"]:
+        out.append("  vip    none announced")
+    return out
