@@ -110,6 +110,19 @@ class _Block:
     children: list["_Block"] = field(default_factory=list)
 
 
+@dataclass
+class _Parsing:
+    """Where pass 1 is: the open blocks (the file's root first), a block header waiting for its
+    '{', and the depth inside a block being skipped (one that is not allowed where it is)."""
+    stack: list[_Block]
+    pending: _Block | None = None
+    skipping: int = 0
+
+    def open(self, blk: _Block) -> None:
+        self.stack[-1].children.append(blk)
+        self.stack.append(blk)
+
+
 class _Reader:
     def __init__(self, filename: str):
         self.filename = filename
@@ -130,75 +143,84 @@ class _Reader:
     # ---- pass 1: lines into blocks ------------------------------------------------------------
     def parse(self, text: str) -> _Block:
         root = _Block("", "", 0)
-        stack = [root]
-        pending: _Block | None = None  # a block header waiting for its '{'
-        skipping = 0  # depth inside an unknown block
+        at = _Parsing([root])
         # lines end at \n only, as an editor counts them (splitlines() also splits at \x0c,
         # \x1c, \u2028..., and the line numbers of every error after one would be off)
         for no, raw in enumerate(text.split("\n"), 1):
             line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if pending is not None:
-                if line == "{":
-                    stack[-1].children.append(pending)
-                    stack.append(pending)
-                    pending = None
-                    continue
-                self.err(pending.line, _dotted(stack[1:] + [pending]),
-                         f"'{pending.kind} {pending.name}' must be followed by '{{'")
-                pending = None
-            if skipping:
-                skipping += line.endswith("{") - (line == "}")
-                continue
-            if line == "}":
-                if len(stack) == 1:
-                    self.err(no, "}", "'}' without an open block")
-                else:
-                    stack.pop()
-                continue
-            if "=" in line and not line.endswith("{"):
-                key, _, value = line.partition("=")
-                key = key.strip()
-                value, quoted = _value(value)
-                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                    self.err(no, key or "=", "expected 'keyword = value'")
-                    continue
-                stack[-1].entries.append(_Entry(key, value, quoted, no))
-                continue
-            m = _BLOCK_RE.match(line)
-            if m:
-                kind, name, brace = m.group(1), m.group(2), m.group(3)
-                cur = stack[-1]
-                allowed = CHILD_BLOCKS[cur.kind]
-                if kind not in allowed:
-                    where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
-                    every = ("virtual", "server", "failover")
-                    hint = self.hint(kind, allowed) or (None if kind in every else self.hint(kind, every))
-                    what = (f"a '{kind}' block is not allowed {where}"
-                            if kind in every else f"unknown block '{kind}' {where}")
-                    self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
-                                               if allowed else ": no blocks are allowed here"), hint)
-                    skipping = 1 if brace else 0
-                    continue
-                blk = _Block(kind, name, no)
-                if brace:
-                    cur.children.append(blk)
-                    stack.append(blk)
-                else:
-                    pending = blk
-                continue
-            first = line.split()[0]
-            self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
-                                "'failover NAME {' or '}'",
-                     self.hint(first, BLOCK_KEYS[stack[-1].kind]))
-        if pending is not None:
-            self.err(pending.line, _dotted(stack[1:] + [pending]),
-                     f"'{pending.kind} {pending.name}' must be followed by '{{'")
-        for blk in stack[1:]:
+            if line and not line.startswith("#"):
+                self._line(at, no, line)
+        if at.pending is not None:
+            self._no_brace(at.stack, at.pending)
+        for blk in at.stack[1:]:
             self.err(blk.line, _dotted([blk]), f"block '{blk.kind} {blk.name}' opened here is never "
                                                 "closed with '}'")
         return root
+
+    def _line(self, at: _Parsing, no: int, line: str) -> None:
+        """One line that is not blank or a comment: a block's '{' or '}', an entry, a block header."""
+        if at.pending is not None:
+            if line == "{":
+                at.open(at.pending)
+                at.pending = None
+                return
+            self._no_brace(at.stack, at.pending)
+            at.pending = None
+        if at.skipping:
+            at.skipping += line.endswith("{") - (line == "}")
+            return
+        if line == "}":
+            if len(at.stack) == 1:
+                self.err(no, "}", "'}' without an open block")
+            else:
+                at.stack.pop()
+            return
+        if "=" in line and not line.endswith("{"):
+            self._entry(at.stack[-1], no, line)
+            return
+        m = _BLOCK_RE.match(line)
+        if m:
+            self._block_header(at, no, m.group(1), m.group(2), m.group(3))
+            return
+        first = line.split()[0]
+        self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
+                            "'failover NAME {' or '}'",
+                 self.hint(first, BLOCK_KEYS[at.stack[-1].kind]))
+
+    def _no_brace(self, stack: list[_Block], blk: _Block) -> None:
+        """A block header (``blk``) not followed by '{' (the caller drops it)."""
+        self.err(blk.line, _dotted(stack[1:] + [blk]), f"'{blk.kind} {blk.name}' must be followed by '{{'")
+
+    def _entry(self, blk: _Block, no: int, line: str) -> None:
+        """``keyword = value`` into the block it is in."""
+        key, _, value = line.partition("=")
+        key = key.strip()
+        value, quoted = _value(value)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            self.err(no, key or "=", "expected 'keyword = value'")
+            return
+        blk.entries.append(_Entry(key, value, quoted, no))
+
+    def _block_header(self, at: _Parsing, no: int, kind: str, name: str, brace: str | None) -> None:
+        """``KIND NAME {`` (or its '{' on the next line): opens the block, or, a kind not allowed
+        here, says so and skips the block."""
+        cur = at.stack[-1]
+        allowed = CHILD_BLOCKS[cur.kind]
+        if kind not in allowed:
+            where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
+            every = ("virtual", "server", "failover")
+            hint = self.hint(kind, allowed) or (None if kind in every else self.hint(kind, every))
+            what = (f"a '{kind}' block is not allowed {where}"
+                    if kind in every else f"unknown block '{kind}' {where}")
+            self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
+                                       if allowed else ": no blocks are allowed here"), hint)
+            at.skipping = 1 if brace else 0
+            return
+        blk = _Block(kind, name, no)
+        if brace:
+            at.open(blk)
+        else:
+            at.pending = blk
 
     # ---- pass 2: blocks into native-shaped data -----------------------------------------------
     def entries(self, blk: _Block, prefix: str) -> dict[str, _Entry]:
