@@ -140,6 +140,9 @@ MINIMAL = '[router.a]\naddress = "192.0.2.1"\n'
      "virtual.v.persistence_engine", "SIP over UDP"),
     ('[virtual.v]\naddress = "192.0.2.9"\npersistence = 60\npersistence_engine = "h323"\n', 6,
      "virtual.v.persistence_engine", "not an IPVS persistence engine"),
+    ('[virtual.v]\naddress = "192.0.2.9"\n[virtual.v.server.s]\naddress = "10.0.0.1"\n[virtual.v.server.s.check]\n'
+     'inherit = "no"\n', 8, "virtual.v.server.s.check.inherit", "'no' must be true (merge over the virtual service's "
+     "check) or false (replace it)"),
 ])
 def test_single_errors(extra, line, key, words):
     with pytest.raises(ConfigError) as info:
