@@ -305,41 +305,60 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
     data = _normalise_native(data)
     routers = [b.build(Router, t, f"router.{n}", extra={"name": n})
                for n, t in b.items(data.get("routers", {}), "routers", "")]
-    virtuals = []
-    for vname, vt in b.items(data.get("virtual_services", {}), "virtual_services", ""):
-        vp = f"virtual.{vname}"
-        vt = _normalise_native(vt) if isinstance(vt, dict) else vt
-        check = b.build(Check, vt.get("check") or {}, f"{vp}.check") if isinstance(vt, dict) else Check()
-        servers = []
-        if isinstance(vt, dict):
-            for sname, st in b.items(vt.get("servers", {}), "servers", vp):
-                sp = f"{vp}.server.{sname}"
-                scheck = None
-                if isinstance(st, dict) and st.get("check") is not None:
-                    override = st["check"]
-                    if isinstance(override, dict):
-                        override = dict(override)
-                        inherit = override.pop("inherit", True)
-                        if not isinstance(inherit, bool):
-                            b.issue(f"{sp}.check.inherit", f"{_shown(inherit)} must be true (merge over "
-                                    "the virtual service's check) or false (replace it)")
-                            inherit = True
-                        if inherit:
-                            merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
-                            merged.update(override)
-                            override = merged
-                    scheck = b.build(Check, override, f"{sp}.check")
-                servers.append(b.build(RealServer, st, sp, extra={"name": sname, "check": scheck},
-                                       skip={"check"}))
-        virtuals.append(b.build(VirtualService, vt, vp,
-                                extra={"name": vname, "check": check, "servers": tuple(servers)},
-                                skip={"check", "servers"}))
+    virtuals = [_virtual_service(b, vname, vt)
+                for vname, vt in b.items(data.get("virtual_services", {}), "virtual_services", "")]
     failovers = [b.build(FailoverService, t, f"failover.{n}", extra={"name": n})
                  for n, t in b.items(data.get("failover_services", {}), "failover_services", "")]
     top = {k: v for k, v in data.items() if k not in _LISTS}
     cfg = b.build(Config, top, "", extra={"routers": tuple(routers),
                                           "virtual_services": tuple(virtuals),
                                           "failover_services": tuple(failovers)})
+    errors, warnings = _validated(b, cfg, filename, locate, failed, dialect)
+    if errors:
+        raise ConfigError(errors)
+    return (cfg, warnings) if return_warnings else cfg
+
+
+def _virtual_service(b: _Builder, vname: str, vt: Any) -> VirtualService:
+    """A virtual service with its check and its real servers."""
+    vp = f"virtual.{vname}"
+    vt = _normalise_native(vt) if isinstance(vt, dict) else vt
+    check = b.build(Check, vt.get("check") or {}, f"{vp}.check") if isinstance(vt, dict) else Check()
+    servers = []
+    if isinstance(vt, dict):
+        for sname, st in b.items(vt.get("servers", {}), "servers", vp):
+            sp = f"{vp}.server.{sname}"
+            scheck = None
+            if isinstance(st, dict) and st.get("check") is not None:
+                scheck = b.build(Check, _server_check(b, st["check"], check, sp), f"{sp}.check")
+            servers.append(b.build(RealServer, st, sp, extra={"name": sname, "check": scheck},
+                                   skip={"check"}))
+    return b.build(VirtualService, vt, vp, extra={"name": vname, "check": check, "servers": tuple(servers)},
+                   skip={"check", "servers"})
+
+
+def _server_check(b: _Builder, override: Any, check: Check, sp: str) -> Any:
+    """A real server's own check table: merged over the virtual service's ``check`` unless it says
+    ``inherit = false`` (anything not a table is left for ``build`` to refuse)."""
+    if not isinstance(override, dict):
+        return override
+    override = dict(override)
+    inherit = override.pop("inherit", True)
+    if not isinstance(inherit, bool):
+        b.issue(f"{sp}.check.inherit", f"{_shown(inherit)} must be true (merge over "
+                "the virtual service's check) or false (replace it)")
+        inherit = True
+    if not inherit:
+        return override
+    merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
+    merged.update(override)
+    return merged
+
+
+def _validated(b: _Builder, cfg: Config, filename: str, locate: Locate | None, failed: set[str] | None,
+               dialect: str) -> tuple[list[Issue], list[Issue]]:
+    """Every issue, the builder's and validate()'s (each at its file line), as (errors, warnings)
+    in line order, each once."""
     # validation issues on keys that already failed to convert are noise: drop them
     failed = {i.key for i in b.issues} | (failed or set())
     for issue in validate(cfg, dialect):
@@ -352,9 +371,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
     ordered = sorted(unique, key=lambda i: (i.line is None, i.line or 0))
     errors = [i for i in ordered if i.severity is Severity.ERROR]
     warnings = [i for i in ordered if i.severity is Severity.WARNING]
-    if errors:
-        raise ConfigError(errors)
-    return (cfg, warnings) if return_warnings else cfg
+    return errors, warnings
 
 
 def to_dict_check(chk: Check) -> dict[str, Any]:
