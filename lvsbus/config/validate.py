@@ -21,6 +21,7 @@ from .model import (
     Forwarding,
     Issue,
     Protocol,
+    Scaleout,
     ServiceType,
     Severity,
     VirtualService,
@@ -557,6 +558,28 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     routers would not map a flow to the same real server."""
     so = cfg.scaleout
     assert so is not None
+    _scaleout_settings(o, so)
+    families = _scaleout_peers(o, cfg, so)
+    for r in cfg.routers:
+        try:
+            v4 = ipaddress.ip_address(r.address).version == 4
+        except ValueError:
+            continue  # reported with the router
+        if not v4:
+            o.err(f"router.{r.name}.address", f"{r.address}: scale-out uses a router's address as its BGP "
+                                              "router ID, which is an IPv4 address")
+    if cfg.service is ServiceType.FOS:
+        o.err("scaleout", "service = fos has no virtual services to announce: scale-out needs service = lvs")
+    for vs in cfg.lvs_services():
+        if vs.active:
+            _scaleout_service(o, vs, families, cfg.sync_daemon.enabled)
+    o.warn("scaleout", "lvsbus router does not run scale-out yet: pulse still keeps one active router and "
+                       "moves the VIPs; the BGP announcements come from the bgp service (python -m "
+                       "lvsbus_services.bgp), which the router does not start yet (docs/scaleout.md)")
+
+
+def _scaleout_settings(o: _Out, so: Scaleout) -> None:
+    """The speaker, the AS numbers, the timers and the speaker's control socket."""
     if so.speaker not in SPEAKERS:
         close = difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6)
         o.err("scaleout.speaker", f"{_shown(so.speaker)} is not supported: one of {', '.join(SPEAKERS)} "
@@ -569,6 +592,11 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     o.range("scaleout.drain_time", so.drain_time, "drain_time")
     if not so.control_socket.startswith("/"):
         o.err("scaleout.control_socket", f"{_shown(so.control_socket)} must be an absolute path")
+
+
+def _scaleout_peers(o: _Out, cfg: Config, so: Scaleout) -> set[int]:
+    """The BGP peers: at least one, each an address of no router here, each once. Returns the
+    address families they carry."""
     families: set[int] = set()
     seen: set[str] = set()
     own = {a for r in cfg.routers for a in (r.address, r.private_address, r.shared_address) if a}
@@ -584,39 +612,28 @@ def _scaleout(o: _Out, cfg: Config) -> None:
         if str(ip) in seen:
             o.err(f"scaleout.peers[{i}]", f"{ip} is listed twice")
         seen.add(str(ip))
-    for r in cfg.routers:
-        try:
-            v4 = ipaddress.ip_address(r.address).version == 4
-        except ValueError:
-            continue  # reported with the router
-        if not v4:
-            o.err(f"router.{r.name}.address", f"{r.address}: scale-out uses a router's address as its BGP "
-                                              "router ID, which is an IPv4 address")
-    if cfg.service is ServiceType.FOS:
-        o.err("scaleout", "service = fos has no virtual services to announce: scale-out needs service = lvs")
-    sync = cfg.sync_daemon.enabled
-    for vs in cfg.lvs_services():
-        if not vs.active:
-            continue
-        p = f"virtual.{vs.name}"
-        if vs.scheduler not in CONSISTENT_SCHEDULERS and not sync:
-            o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not consistent across routers: with "
-                                    "[scaleout] every router must send a flow to the same real server, so use "
-                                    "scheduler = \"mh\" (Maglev hashing), or turn on [sync_daemon] (connection "
-                                    "sync) and accept its limits (docs/scaleout.md)", "mh")
-        try:
-            fam = ipaddress.ip_address(vs.address).version
-        except ValueError:
-            continue
-        if families and fam not in families:
-            o.err(f"{p}.address", f"{vs.address}: no BGP peer of its address family in scaleout.peers "
-                                  "would carry it (an IPv4 VIP goes over an IPv4 session, IPv6 over IPv6)")
-        if vs.forwarding is Forwarding.NAT:
-            o.warn(f"{p}.forwarding", "nat with [scaleout]: the real servers' replies go back through one "
-                                      "gateway, not the router that took the flow; use direct or tunnel")
-    o.warn("scaleout", "lvsbus router does not run scale-out yet: pulse still keeps one active router and "
-                       "moves the VIPs; the BGP announcements come from the bgp service (python -m "
-                       "lvsbus_services.bgp), which the router does not start yet (docs/scaleout.md)")
+    return families
+
+
+def _scaleout_service(o: _Out, vs: VirtualService, families: set[int], sync: bool) -> None:
+    """An active virtual service under scale-out: a consistent scheduler (or connection sync), a
+    peer of its VIP's family, no NAT."""
+    p = f"virtual.{vs.name}"
+    if vs.scheduler not in CONSISTENT_SCHEDULERS and not sync:
+        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not consistent across routers: with "
+                                "[scaleout] every router must send a flow to the same real server, so use "
+                                "scheduler = \"mh\" (Maglev hashing), or turn on [sync_daemon] (connection "
+                                "sync) and accept its limits (docs/scaleout.md)", "mh")
+    try:
+        fam = ipaddress.ip_address(vs.address).version
+    except ValueError:
+        return
+    if families and fam not in families:
+        o.err(f"{p}.address", f"{vs.address}: no BGP peer of its address family in scaleout.peers "
+                              "would carry it (an IPv4 VIP goes over an IPv4 session, IPv6 over IPv6)")
+    if vs.forwarding is Forwarding.NAT:
+        o.warn(f"{p}.forwarding", "nat with [scaleout]: the real servers' replies go back through one "
+                                  "gateway, not the router that took the flow; use direct or tunnel")
 
 
 def _web(o: _Out, web) -> None:
