@@ -353,14 +353,46 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
     duplicates). Returns whether it is active and uses NAT."""
     p = f"virtual.{vs.name}"
     o.named(p, vs.name, names, "virtual service")
-    vip = o.address(f"{p}.address", vs.address)
+    vip = _vip(o, p, vs, router_devices)
     fam = vip.version if vip else None
+    _port_and_fwmark(o, p, vs)
+    if vs.scheduler not in SCHEDULERS:
+        close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
+        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
+                                f"{', '.join(SCHEDULERS)}", close[0] if close else None)
+    _ipvs_options(o, p, vs)
+    _persistence(o, p, vs, fam)
+    _sorry_server(o, p, vs, fam)
+    o.range(f"{p}.quorum", vs.quorum, "quorum")
+    if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
+        o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
+                                 f"({_shown(max(vs.quorum - 1, 0))})")
+    if vip is not None:
+        _unique_service(o, p, vs, vip, keys)
+    _check(o, f"{p}.check", vs.check)
+    if vs.protocol is Protocol.UDP and vs.check.kind in (
+            CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
+        o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
+                                  "TCP port of the same number")
+    _servers(o, p, vs, fam, dialect)
+    return vs.forwarding is Forwarding.NAT and vs.active
+
+
+def _vip(o: _Out, p: str, vs: VirtualService, router_devices: set[str]) -> ipaddress._BaseAddress | None:
+    """The VIP, its device (one of the routers' when they declare theirs) and prefix length.
+    Returns the address (None: not one)."""
+    vip = o.address(f"{p}.address", vs.address)
     o.device(f"{p}.device", vs.device, vs.label)
     if vs.device is not None and router_devices and vs.device not in router_devices:
         o.err(f"{p}.device", f"{_shown(vs.device)} is not a device of any router "
                              f"(declared: {', '.join(sorted(router_devices))})")
     if vs.vip_prefixlen is not None:
-        o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, fam)
+        o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, vip.version if vip else None)
+    return vip
+
+
+def _port_and_fwmark(o: _Out, p: str, vs: VirtualService) -> None:
+    """A port 1..65535, or 0 (all ports) for a persistent or fwmark service; the fwmark's range."""
     all_ports_ok = vs.fwmark is not None or vs.persistence > 0
     if vs.port == 0 and not all_ports_ok:
         o.err(f"{p}.port", "0 (all ports) is only allowed for a persistent or fwmark service: "
@@ -369,16 +401,18 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
         o.range(f"{p}.port", vs.port, "port", "0 = all ports, for persistent or fwmark services")
     if vs.fwmark is not None:
         o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
-    if vs.scheduler not in SCHEDULERS:
-        close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
-        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
-                                f"{', '.join(SCHEDULERS)}", close[0] if close else None)
-    _ipvs_options(o, p, vs)
+
+
+def _persistence(o: _Out, p: str, vs: VirtualService, fam: int | None) -> None:
     o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
     if vs.persistence_prefixlen is not None:
         o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
         if vs.persistence == 0:
             o.warn(f"{p}.persistence_prefixlen", "has no effect: the service is not persistent")
+
+
+def _sorry_server(o: _Out, p: str, vs: VirtualService, fam: int | None) -> None:
+    """The sorry server: an address of the VIP's family (unless tunnelled), its port only with it."""
     if vs.sorry_server is not None:
         sorry = o.address(f"{p}.sorry_server", vs.sorry_server)
         if sorry is not None and fam is not None and sorry.version != fam \
@@ -389,29 +423,22 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
         o.range(f"{p}.sorry_server_port", vs.sorry_server_port, "port")
         if vs.sorry_server is None:
             o.err(f"{p}.sorry_server_port", "is set without sorry_server")
-    o.range(f"{p}.quorum", vs.quorum, "quorum")
-    if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
-        o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
-                                 f"({_shown(max(vs.quorum - 1, 0))})")
-    nat = vs.forwarding is Forwarding.NAT and vs.active
-    if vip is not None:
-        if vs.fwmark is not None:
-            key: tuple = ("fwmark", fam, vs.fwmark)
-            what = f"fwmark {vs.fwmark} (IPv{fam})"
-        else:
-            key = ("vip", str(vip), vs.protocol, vs.port)
-            what = f"{vip} port {vs.port}/{vs.protocol.value}"
-        if key in keys:
-            o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
-        else:
-            keys[key] = vs.name
-    _check(o, f"{p}.check", vs.check)
-    if vs.protocol is Protocol.UDP and vs.check.kind in (
-            CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
-        o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
-                                  "TCP port of the same number")
-    _servers(o, p, vs, fam, dialect)
-    return nat
+
+
+def _unique_service(o: _Out, p: str, vs: VirtualService, vip: ipaddress._BaseAddress,
+                    keys: dict[tuple, str]) -> None:
+    """No other virtual service has the same IPVS identity (VIP, protocol, port; or fwmark and
+    family); this one's is added to ``keys``."""
+    if vs.fwmark is not None:
+        key: tuple = ("fwmark", vip.version, vs.fwmark)
+        what = f"fwmark {vs.fwmark} (IPv{vip.version})"
+    else:
+        key = ("vip", str(vip), vs.protocol, vs.port)
+        what = f"{vip} port {vs.port}/{vs.protocol.value}"
+    if key in keys:
+        o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
+    else:
+        keys[key] = vs.name
 
 
 def _service_mode(o: _Out, cfg: Config, any_nat: bool) -> None:
