@@ -111,6 +111,70 @@ def suggest(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str |
     return found[0] if found else None
 
 
+class _Refused(Exception):
+    """A value a field cannot take; the message says why."""
+
+
+def _to_bool(value: Any, fieldname: str, limit: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Refused(f"{_shown(value)} must be true or false")
+
+
+def _to_int(value: Any, fieldname: str, limit: str | None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Refused(f"{_shown(value)} must be an integer")
+    if value.bit_length() > 64:
+        raise _Refused(f"{_shown(value)} is out of range: must be "
+                       + (range_text(limit) if limit else "a 64-bit integer"))
+    return value
+
+
+def _to_float(value: Any, fieldname: str, limit: str | None) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _Refused(f"{_shown(value)} must be a number of seconds (like 2 or 0.5)")
+    # an int beyond a float's range would raise in float(): out of range like inf
+    if (isinstance(value, float) and math.isfinite(value)) or (
+            isinstance(value, int) and value.bit_length() <= 1000):
+        return float(value)
+    raise _Refused(f"{_shown(value)} is out of range: must be "
+                   + (f"{range_text(limit)} seconds" if limit else "a finite number of seconds"))
+
+
+def _to_str(value: Any, fieldname: str, limit: str | None) -> str:
+    """A string; an address field's in its normal form when it is an address."""
+    if not isinstance(value, str):
+        raise _Refused(f"{_shown(value)} must be a string")
+    if fieldname in _ADDRESS_FIELDS:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass  # validate() says what is wrong
+    return value
+
+
+def _to_strings(value: Any, fieldname: str, limit: str | None) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise _Refused(f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
+
+
+def _to_ints(value: Any, fieldname: str, limit: str | None) -> tuple[int, ...]:
+    """A list of integers, or one integer as a list of one."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    raise _Refused(f"{_shown(value)} must be a list of integers, like [200, 301]")
+
+
+#: the model's scalar field types (as annotated) -> converter(value, field name, its LIMITS entry)
+_SCALARS: dict[str, Callable[[Any, str, "str | None"], Any]] = {
+    "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str,
+    "tuple[str, ...]": _to_strings, "tuple[int, ...]": _to_ints,
+}
+
+
 class _Builder:
     def __init__(self, filename: str, locate: Locate | None):
         self.filename = filename
@@ -129,59 +193,25 @@ class _Builder:
     # scalars ---------------------------------------------------------------------------------
     def scalar(self, path: str, tname: str, value: Any, fieldname: str,
                owner: str = "") -> tuple[bool, Any]:
-        limit = FIELD_LIMITS.get((owner, fieldname))
-        if tname == "bool":
-            if isinstance(value, bool):
-                return True, value
-            self.issue(path, f"{_shown(value)} must be true or false")
-        elif tname == "int":
-            if isinstance(value, int) and not isinstance(value, bool):
-                if value.bit_length() <= 64:
-                    return True, value
-                self.issue(path, f"{_shown(value)} is out of range: must be "
-                                 + (range_text(limit) if limit else "a 64-bit integer"))
-            else:
-                self.issue(path, f"{_shown(value)} must be an integer")
-        elif tname == "float":
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                # an int beyond a float's range would raise in float(): out of range like inf
-                if (isinstance(value, float) and math.isfinite(value)) or (
-                        isinstance(value, int) and value.bit_length() <= 1000):
-                    return True, float(value)
-                self.issue(path, f"{_shown(value)} is out of range: must be "
-                                 + (f"{range_text(limit)} seconds" if limit
-                                    else "a finite number of seconds"))
-            else:
-                self.issue(path, f"{_shown(value)} must be a number of seconds (like 2 or 0.5)")
-        elif tname == "str":
-            if isinstance(value, str):
-                if fieldname in _ADDRESS_FIELDS:
-                    try:
-                        return True, str(ipaddress.ip_address(value))
-                    except ValueError:
-                        pass  # validate() says what is wrong
-                return True, value
-            self.issue(path, f"{_shown(value)} must be a string")
-        elif tname == "tuple[str, ...]":
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                return True, tuple(value)
-            self.issue(path, f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
-        elif tname == "tuple[int, ...]":
-            if isinstance(value, (list, tuple)) and all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in value):
-                return True, tuple(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return True, (value,)
-            self.issue(path, f"{_shown(value)} must be a list of integers, like [200, 301]")
-        elif tname in _ENUMS:
-            enum_cls = _ENUMS[tname]
-            allowed = [m.value for m in enum_cls]
-            if isinstance(value, str) and value in allowed:
-                return True, enum_cls(value)
-            self.issue(path, f"{_shown(value)} is not allowed: one of {', '.join(allowed)}",
-                       self.hint(str(value), allowed))
-        else:  # pragma: no cover - a model field type this builder does not know
+        """``value`` as a field of type ``tname`` (the model's annotation, or an enum's name):
+        (True, the value), or (False, None) and the issue said."""
+        if tname in _ENUMS:
+            return self._enum(path, _ENUMS[tname], value)
+        convert = _SCALARS.get(tname)
+        if convert is None:  # pragma: no cover - a model field type this builder does not know
             raise TypeError(f"unsupported field type {tname} at {path}")
+        try:
+            return True, convert(value, fieldname, FIELD_LIMITS.get((owner, fieldname)))
+        except _Refused as exc:
+            self.issue(path, str(exc))
+            return False, None
+
+    def _enum(self, path: str, enum_cls: type[enum.Enum], value: Any) -> tuple[bool, Any]:
+        allowed = [m.value for m in enum_cls]
+        if isinstance(value, str) and value in allowed:
+            return True, enum_cls(value)
+        self.issue(path, f"{_shown(value)} is not allowed: one of {', '.join(allowed)}",
+                   self.hint(str(value), allowed))
         return False, None
 
     # dataclasses -----------------------------------------------------------------------------
