@@ -236,3 +236,13 @@ def test_a_persistence_prefixlen_without_persistence_is_warned():
     loaded = loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\npersistence_prefixlen = 24\n', "t.toml")
     assert (5, "virtual.v.persistence_prefixlen", "has no effect: the service is not persistent") in [
         (w.line, w.key, w.message) for w in loaded.warnings]
+
+
+def test_a_server_port_other_than_the_services_is_warned_without_nat():
+    text = MINIMAL + ('[virtual.v]\naddress = "192.0.2.9"\nport = 80\nforwarding = "direct"\n'
+                      '[virtual.v.server.s]\naddress = "10.0.0.1"\nport = 8080\n')
+    warned = [(w.line, w.key, w.message) for w in loads_toml(text, "t.toml").warnings]
+    assert (9, "virtual.v.server.s.port", "8080 differs from the service port 80: only NAT can rewrite ports; "
+            "direct/tunnel forward to the service port") in warned
+    nat = loads_toml(text.replace('"direct"', '"nat"'), "t.toml").warnings
+    assert "virtual.v.server.s.port" not in [w.key for w in nat]
