@@ -538,15 +538,7 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
             o.err(f"{rp}.address", f"{ip} is IPv{ip.version} but the VIP is IPv{fam}: mixed "
                                    "families need forwarding = 'tunnel'")
         if rs.port is not None:
-            if rs.port == 0 and vs.fwmark is None and vs.port != 0:
-                o.err(f"{rp}.port", "0 (keep the client's port) is only for a fwmark service, whose "
-                                    "mark groups several ports: must be 1..65535 (leave it out to "
-                                    "use the virtual service's port)")
-            elif rs.port != 0:
-                o.range(f"{rp}.port", rs.port, "port")
-            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and 0 not in (vs.port, rs.port):
-                o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
-                                     "can rewrite ports; direct/tunnel forward to the service port")
+            _server_port(o, rp, rs, vs)
         o.range(f"{rp}.weight", rs.weight, "weight")
         o.range(f"{rp}.upper_threshold", rs.upper_threshold, "threshold")
         o.range(f"{rp}.lower_threshold", rs.lower_threshold, "threshold")
@@ -555,24 +547,44 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
                                            f"({rs.upper_threshold})")
         if rs.check is not None:
             _check(o, f"{rp}.check", rs.check)
-        chk = rs.check or vs.check
-        port = rs.port if rs.port is not None else vs.port
-        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0 and vs.port == 0:
-            if dialect == "lvscf":
-                o.err(f"{rp}.port", "nanny has no port to check: the virtual service's port is 0 "
-                                    "and so is this server's. Give the virtual's 'port' (the port "
-                                    "nanny checks); 'port = 0' in a server block of a fwmark "
-                                    "service keeps the client's port")
-            else:
-                o.err(f"{rp}.port", "nanny has no port to check: the service listens on all ports "
-                                    "(port 0) and so does this server: set check.port (the port "
-                                    "nanny probes) or the server's port")
+        _port_to_check(o, rp, rs, vs, dialect)
         if ip is not None:
             ep = (str(ip), rs.port if rs.port is not None else vs.port)
             if ep in endpoints:
                 o.err(f"{rp}.address", f"{ip} port {ep[1]} is already real server "
                                        f"{_shown(endpoints[ep])} of this virtual service")
             endpoints[ep] = rs.name
+
+
+def _server_port(o: _Out, rp: str, rs, vs) -> None:
+    """A real server's own port: 1..65535, or 0 (the client's port) for a fwmark service; one that
+    differs from the service's only where NAT can rewrite it."""
+    if rs.port == 0 and vs.fwmark is None and vs.port != 0:
+        o.err(f"{rp}.port", "0 (keep the client's port) is only for a fwmark service, whose "
+                            "mark groups several ports: must be 1..65535 (leave it out to "
+                            "use the virtual service's port)")
+    elif rs.port != 0:
+        o.range(f"{rp}.port", rs.port, "port")
+    if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and 0 not in (vs.port, rs.port):
+        o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
+                             "can rewrite ports; direct/tunnel forward to the service port")
+
+
+def _port_to_check(o: _Out, rp: str, rs, vs, dialect: str) -> None:
+    """nanny needs a port to probe (but for a program check): the check's, the server's or the
+    service's, not all of them 0."""
+    chk = rs.check or vs.check
+    port = rs.port if rs.port is not None else vs.port
+    if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0 and vs.port == 0:
+        if dialect == "lvscf":
+            o.err(f"{rp}.port", "nanny has no port to check: the virtual service's port is 0 "
+                                "and so is this server's. Give the virtual's 'port' (the port "
+                                "nanny checks); 'port = 0' in a server block of a fwmark "
+                                "service keeps the client's port")
+        else:
+            o.err(f"{rp}.port", "nanny has no port to check: the service listens on all ports "
+                                "(port 0) and so does this server: set check.port (the port "
+                                "nanny probes) or the server's port")
 
 
 #: schedulers that map a flow to the same real server on every router with the same real servers
