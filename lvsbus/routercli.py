@@ -8,8 +8,12 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Callable
 
 from .paths import DEFAULT_STATE_DIR, StateDirs
+
+if TYPE_CHECKING:
+    from .events import Event
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -84,147 +88,238 @@ def cmd_fsm_router(args) -> int:
 
 
 def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
-    """Fold the current run (from the last ``config.loaded`` with reload false) out of the log."""
+    """Fold the current run (from the last ``config.loaded`` with reload false) out of the log:
+    the run's events fold into a status (``_FOLD``, one handler an event type), then what the log
+    cannot say is added: whether each VIP is on this host, whether the supervisor is still there."""
+    now = now_mono_ns if now_mono_ns is not None else time.monotonic_ns()
+    events, supervisor_pid = _current_run(state_dir)
+    st = _fold_run(events, now)
+    st["vips"] = _vips_present(st["vips"])
+    if st["running"] is None:  # no shutdown recorded: is the supervisor of this run still there?
+        st["running"] = supervisor_pid is not None and os.path.exists(f"/proc/{supervisor_pid}")
+    st["supervisor_pid"] = supervisor_pid
+    return st
+
+
+def _current_run(state_dir: str) -> tuple[list[Event], int | None]:
+    """The events of the current run (from its ``config.loaded`` with reload false; all of the log
+    read when there is none), and the pid of the supervisor's last hello in the segments read."""
     from . import catalog  # noqa: F401
     from .events import decodable
     from .log import LogReader
-    from .peerlinks import UP, PeerLinks
 
     reader = LogReader(StateDirs(state_dir).log, skip_corrupt=True)  # past corrupt records, as every reader
     skipped: list = []  # records that do not decode: left out, as every reader does (docs/bus.md)
     segs = reader.segments()
     if not segs:
         raise FileNotFoundError(f"no event log under {StateDirs(state_dir).log}")
-    events = []
+    events: list[Event] = []
     for i in range(len(segs) - 1, -1, -1):  # walk back segment by segment to the run's start
         first = segs[i][0]
         chunk = list(decodable(reader.read(first, segs[i + 1][0] - 1 if i + 1 < len(segs) else None), skipped))
         events = chunk + events
-        if any(e.type == "config.loaded" and not e.payload["reload"] for e in chunk):
+        if any(_starts_run(e) for e in chunk):
             break
-    start = max((k for k, e in enumerate(events) if e.type == "config.loaded" and not e.payload["reload"]), default=0)
+    start = max((k for k, e in enumerate(events) if _starts_run(e)), default=0)
     # the supervisor says hello just before it publishes config.loaded (and again after a broker restart)
     supervisor_pid = None
     for e in events:
         if e.type == "bus.client_joined" and e.payload["client"] == "router" and e.payload.get("pid"):
             supervisor_pid = e.payload["pid"]
-    events = events[start:]
-    now = now_mono_ns if now_mono_ns is not None else time.monotonic_ns()
+    return events[start:], supervisor_pid
+
+
+def _starts_run(e: Event) -> bool:
+    return e.type == "config.loaded" and not e.payload["reload"]
+
+
+def _fold_run(events: list[Event], now: int) -> dict:
+    """The status the run's events say, each peer's links (``lvsbus.peerlinks``) aged at ``now``;
+    ``vips`` is address -> VIP held (a list once read_status has asked the host)."""
     st: dict = {
         "router": None, "role": "UNKNOWN", "role_reason": None, "role_since_wall_ns": None, "run_start_seq": None,
-        "last_seq": events[-1].seq if events else 0, "running": None, "peers": {}, "vips": [],
+        "last_seq": events[-1].seq if events else 0, "running": None, "peers": {}, "vips": {},
         "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
         "heartbeats_ignored": 0, "service_restarts": {}, "abandoned": [], "config_digest": None, "reload_refused": 0,
         "service": "lvs", "failover": {},
         "bgp": None,  # scale-out ([scaleout]): {"sessions", "announced", "drained"} (docs/scaleout.md)
     }
-    vips: dict[str, dict] = {}
+    from .peerlinks import UP, PeerLinks
+
     links = PeerLinks()  # each peer's heartbeat links, as the console's view folds them too
     for e in events:
-        p = e.payload
-        t = e.type
         links.apply(e)
-        if t == "config.loaded":
-            model = p["model"]
-            if not p["reload"]:
-                st["run_start_seq"] = e.seq
-            st["router"] = p["local_router"]
-            st["config_digest"] = p["digest"]
-            st["deadtime_s"] = model["heartbeat"]["deadtime"]
-            st["keepalive_s"] = model["heartbeat"]["keepalive"]
-            st["service"] = model.get("service", "lvs")
-            if model.get("scaleout") is not None and st["bgp"] is None:
-                st["bgp"] = {"sessions": {}, "announced": {}, "drained": False}
-            elif model.get("scaleout") is None:
-                st["bgp"] = None
-            if st["service"] == "fos":  # service = fos: each failover service's health and commands
-                st["failover"] = {
-                    f["name"]: {**st["failover"].get(f["name"], {"health": "UNKNOWN", "detail": None,
-                                                                "running": False, "last_command": None}),
-                                "address": f["address"], "port": f["port"], "active": f["active"]}
-                    for f in model.get("failover_services", [])}
-            for r in model["routers"]:
-                if r["name"] != p["local_router"]:
-                    st["peers"].setdefault(r["name"], {
-                        "address": r["address"], "private_address": r.get("private_address"),
-                        "priority": r["priority"], "alive": False, "role": None, "links": {},
-                    })
-        elif t == "router.role_changed":
-            st["role"], st["role_reason"], st["role_since_wall_ns"] = p["new"], p["reason"], e.wall_ns
-        elif t == "pulse.heartbeat_received":
-            peer = st["peers"].get(p["peer"])
-            if peer is not None:
-                peer["role"] = p["role"]
-        elif t in ("pulse.peer_alive", "pulse.peer_dead"):
-            peer = st["peers"].get(p["peer"])
-            if peer is not None:
-                peer["alive"] = t == "pulse.peer_alive"
-        elif t == "pulse.take_vips":
-            for v in p["vips"]:
-                vips[v["address"]] = v
-        elif t == "pulse.release_vips":
-            for v in p["vips"]:
-                vips.pop(v["address"], None)
-        elif t == "health.failover_changed":
-            f = st["failover"].get(p["service"])
-            if f is not None:
-                f["health"], f["detail"] = p["new"], p["detail"]
-        elif t == "pulse.run_failover":
-            f = st["failover"].get(p["service"])
-            if f is not None:
-                f["running"] = p["action"] == "start"  # as far as pulse asked
-        elif t == "pulse.failover_cmd_finished":
-            f = st["failover"].get(p["service"])
-            if f is not None:
-                f["last_command"] = {k: p[k] for k in ("action", "exit_code", "duration_ms", "error", "stderr_tail")}
-        elif t == "pulse.start_lvsd":
-            st["lvsd"] = True
-        elif t == "pulse.stop_lvsd":
-            st["lvsd"] = False
-        elif t == "pulse.datagram_rejected":
-            st["datagrams_rejected"] += 1
-        elif t == "pulse.heartbeat_ignored":
-            st["heartbeats_ignored"] = p["count"]
-        elif t == "router.service_restarted":
-            st["service_restarts"][p["service"]] = p["attempt"]
-            if p["service"] in st["abandoned"]:
-                st["abandoned"].remove(p["service"])
-        elif t == "router.service_abandoned":
-            if p["service"] not in st["abandoned"]:
-                st["abandoned"].append(p["service"])
-        elif t == "config.reload_refused":
-            st["reload_refused"] += 1
-        elif t == "router.shutdown_requested":
-            st["running"] = False
-        elif st["bgp"] is not None and t == "bgp.session_changed":
-            st["bgp"]["sessions"][p["peer"]] = {"state": p["state"], "info": p["info"]}
-        elif st["bgp"] is not None and t == "bgp.vip_changed":
-            if p["new"] == "withdraw":
-                st["bgp"]["announced"].pop(p["address"], None)
-            else:
-                st["bgp"]["announced"][p["address"]] = {"state": p["new"], "reason": p["reason"]}
-        elif st["bgp"] is not None and t == "bgp.drain_taken" and p["outcome"] == "applied":
-            st["bgp"]["drained"] = p["action"] == "drain"
-
+        fold = _FOLD.get(e.type)
+        if fold is not None:
+            fold(st, e.payload, e)
     dt = st["deadtime_s"]
-    for name, peer in st["peers"].items():
+    for name, peer in st["peers"].items():  # each link's state, and its age at ``now``
         peer["links"] = links.describe(name, now, None if dt is None else int(dt * 1e9))
         for link in peer["links"].values():
             link["healthy"] = link["state"] == UP
+    return st
+
+
+def _vips_present(held: dict[str, dict]) -> list[dict]:
+    """The VIPs held, by address, each with whether it is on this host (None: cannot tell)."""
     try:
         from . import netutil
 
         local = netutil.local_addresses()
     except Exception:
         local = None
-    st["vips"] = [
+    return [
         {"address": a, "device": v["device"], "present": (a in local) if local is not None else None}
-        for a, v in sorted(vips.items())
+        for a, v in sorted(held.items())
     ]
-    if st["running"] is None:  # no shutdown recorded: is the supervisor of this run still there?
-        st["running"] = supervisor_pid is not None and os.path.exists(f"/proc/{supervisor_pid}")
-    st["supervisor_pid"] = supervisor_pid
-    return st
+
+
+# what each event type changes in the status: fold(st, payload, event)
+
+def _config_loaded(st: dict, p: dict, e: Event) -> None:
+    model = p["model"]
+    if not p["reload"]:
+        st["run_start_seq"] = e.seq
+    st["router"] = p["local_router"]
+    st["config_digest"] = p["digest"]
+    st["deadtime_s"] = model["heartbeat"]["deadtime"]
+    st["keepalive_s"] = model["heartbeat"]["keepalive"]
+    st["service"] = model.get("service", "lvs")
+    if model.get("scaleout") is not None and st["bgp"] is None:
+        st["bgp"] = {"sessions": {}, "announced": {}, "drained": False}
+    elif model.get("scaleout") is None:
+        st["bgp"] = None
+    if st["service"] == "fos":  # service = fos: each failover service's health and commands
+        st["failover"] = {
+            f["name"]: {**st["failover"].get(f["name"], {"health": "UNKNOWN", "detail": None,
+                                                        "running": False, "last_command": None}),
+                        "address": f["address"], "port": f["port"], "active": f["active"]}
+            for f in model.get("failover_services", [])}
+    for r in model["routers"]:
+        if r["name"] != p["local_router"]:
+            st["peers"].setdefault(r["name"], {
+                "address": r["address"], "private_address": r.get("private_address"),
+                "priority": r["priority"], "alive": False, "role": None, "links": {},
+            })
+
+
+def _role_changed(st: dict, p: dict, e: Event) -> None:
+    st["role"], st["role_reason"], st["role_since_wall_ns"] = p["new"], p["reason"], e.wall_ns
+
+
+def _heartbeat_received(st: dict, p: dict, e: Event) -> None:
+    peer = st["peers"].get(p["peer"])
+    if peer is not None:
+        peer["role"] = p["role"]
+
+
+def _peer_alive_or_dead(st: dict, p: dict, e: Event) -> None:
+    peer = st["peers"].get(p["peer"])
+    if peer is not None:
+        peer["alive"] = e.type == "pulse.peer_alive"
+
+
+def _take_vips(st: dict, p: dict, e: Event) -> None:
+    for v in p["vips"]:
+        st["vips"][v["address"]] = v
+
+
+def _release_vips(st: dict, p: dict, e: Event) -> None:
+    for v in p["vips"]:
+        st["vips"].pop(v["address"], None)
+
+
+def _failover_changed(st: dict, p: dict, e: Event) -> None:
+    f = st["failover"].get(p["service"])
+    if f is not None:
+        f["health"], f["detail"] = p["new"], p["detail"]
+
+
+def _run_failover(st: dict, p: dict, e: Event) -> None:
+    f = st["failover"].get(p["service"])
+    if f is not None:
+        f["running"] = p["action"] == "start"  # as far as pulse asked
+
+
+def _failover_cmd_finished(st: dict, p: dict, e: Event) -> None:
+    f = st["failover"].get(p["service"])
+    if f is not None:
+        f["last_command"] = {k: p[k] for k in ("action", "exit_code", "duration_ms", "error", "stderr_tail")}
+
+
+def _lvsd_started_or_stopped(st: dict, p: dict, e: Event) -> None:
+    st["lvsd"] = e.type == "pulse.start_lvsd"
+
+
+def _datagram_rejected(st: dict, p: dict, e: Event) -> None:
+    st["datagrams_rejected"] += 1
+
+
+def _heartbeat_ignored(st: dict, p: dict, e: Event) -> None:
+    st["heartbeats_ignored"] = p["count"]
+
+
+def _service_restarted(st: dict, p: dict, e: Event) -> None:
+    st["service_restarts"][p["service"]] = p["attempt"]
+    if p["service"] in st["abandoned"]:
+        st["abandoned"].remove(p["service"])
+
+
+def _service_abandoned(st: dict, p: dict, e: Event) -> None:
+    if p["service"] not in st["abandoned"]:
+        st["abandoned"].append(p["service"])
+
+
+def _reload_refused(st: dict, p: dict, e: Event) -> None:
+    st["reload_refused"] += 1
+
+
+def _shutdown_requested(st: dict, p: dict, e: Event) -> None:
+    st["running"] = False
+
+
+def _bgp_session_changed(st: dict, p: dict, e: Event) -> None:
+    if st["bgp"] is not None:
+        st["bgp"]["sessions"][p["peer"]] = {"state": p["state"], "info": p["info"]}
+
+
+def _bgp_vip_changed(st: dict, p: dict, e: Event) -> None:
+    if st["bgp"] is None:
+        return
+    if p["new"] == "withdraw":
+        st["bgp"]["announced"].pop(p["address"], None)
+    else:
+        st["bgp"]["announced"][p["address"]] = {"state": p["new"], "reason": p["reason"]}
+
+
+def _bgp_drain_taken(st: dict, p: dict, e: Event) -> None:
+    if st["bgp"] is not None and p["outcome"] == "applied":
+        st["bgp"]["drained"] = p["action"] == "drain"
+
+
+_FOLD: dict[str, Callable[[dict, dict, Event], None]] = {
+    "config.loaded": _config_loaded,
+    "router.role_changed": _role_changed,
+    "pulse.heartbeat_received": _heartbeat_received,
+    "pulse.peer_alive": _peer_alive_or_dead,
+    "pulse.peer_dead": _peer_alive_or_dead,
+    "pulse.take_vips": _take_vips,
+    "pulse.release_vips": _release_vips,
+    "health.failover_changed": _failover_changed,
+    "pulse.run_failover": _run_failover,
+    "pulse.failover_cmd_finished": _failover_cmd_finished,
+    "pulse.start_lvsd": _lvsd_started_or_stopped,
+    "pulse.stop_lvsd": _lvsd_started_or_stopped,
+    "pulse.datagram_rejected": _datagram_rejected,
+    "pulse.heartbeat_ignored": _heartbeat_ignored,
+    "router.service_restarted": _service_restarted,
+    "router.service_abandoned": _service_abandoned,
+    "config.reload_refused": _reload_refused,
+    "router.shutdown_requested": _shutdown_requested,
+    "bgp.session_changed": _bgp_session_changed,
+    "bgp.vip_changed": _bgp_vip_changed,
+    "bgp.drain_taken": _bgp_drain_taken,
+}
 
 
 def cmd_status(args) -> int:
@@ -236,46 +331,66 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0
-    print(f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}")
-    print(f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else ""))
+    print("\n".join(_status_lines(st)))
+    return 0
+
+
+def _status_lines(st: dict) -> list[str]:
+    """``lvsbus status`` for people: this router and its role, what it runs (lvsd or the failover
+    services), VIPs, peers and their links, scale-out, counters and services given up on."""
+    out = [f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}",
+           f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else "")]
     if st["service"] == "fos":
-        print("lvsd     none (service = fos: no IPVS table)")
-        for name, f in sorted(st["failover"].items()):
-            last = f["last_command"]
-            how = "" if last is None else (
-                f"; last {last['action']}_cmd: " + (last["error"] or f"exit {last['exit_code']}")
-                + f" in {last['duration_ms']} ms")
-            state = "inactive" if not f["active"] else (
-                f"health {f['health']}" + (f" ({f['detail']})" if f["detail"] and f["detail"] != "ok" else ""))
-            print(f"failover {name} {f['address']}:{f['port']}: {state}, "
-                  f"{'started here' if f['running'] else 'not started here'}{how}")
+        out.append("lvsd     none (service = fos: no IPVS table)")
+        out += [_failover_line(name, f) for name, f in sorted(st["failover"].items())]
     else:
-        print(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
-    if st["vips"]:
-        for v in st["vips"]:
-            mark = "" if v["present"] in (True, None) else "  (NOT on the interface!)"
-            print(f"vip      {v['address']} on {v['device']}{mark}")
-    else:
-        print("vip      none held")
-    for name, peer in sorted(st["peers"].items()):
-        print(f"peer     {name} {peer['address']} priority {peer['priority']}: "
-              f"{'alive' if peer['alive'] else 'dead'}, role {peer['role'] or '?'}")
+        out.append(f"lvsd     {'started' if st['lvsd'] else 'stopped'}")
+    out += _vip_lines(st["vips"])
+    out += _peer_lines(st["peers"])
+    if st["bgp"] is not None:
+        out += _bgp_lines(st["bgp"])
+    out.append(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
+               f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
+    out += [f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
+            "(fix it, then reload)" for name in st["abandoned"]]
+    return out
+
+
+def _failover_line(name: str, f: dict) -> str:
+    last = f["last_command"]
+    how = "" if last is None else (
+        f"; last {last['action']}_cmd: " + (last["error"] or f"exit {last['exit_code']}")
+        + f" in {last['duration_ms']} ms")
+    state = "inactive" if not f["active"] else (
+        f"health {f['health']}" + (f" ({f['detail']})" if f["detail"] and f["detail"] != "ok" else ""))
+    return (f"failover {name} {f['address']}:{f['port']}: {state}, "
+            f"{'started here' if f['running'] else 'not started here'}{how}")
+
+
+def _vip_lines(vips: list[dict]) -> list[str]:
+    if not vips:
+        return ["vip      none held"]
+    return [f"vip      {v['address']} on {v['device']}"
+            + ("" if v["present"] in (True, None) else "  (NOT on the interface!)") for v in vips]
+
+
+def _peer_lines(peers: dict) -> list[str]:
+    out = []
+    for name, peer in sorted(peers.items()):
+        out.append(f"peer     {name} {peer['address']} priority {peer['priority']}: "
+                   f"{'alive' if peer['alive'] else 'dead'}, role {peer['role'] or '?'}")
         for lname, link in sorted(peer["links"].items()):
             age = "never" if link["age_s"] is None else f"{link['age_s']:.3f} s ago"
             health = {"up": "ok", "degraded": "DEGRADED"}.get(link["state"], "silent")
-            print(f"  link   {lname:<8} last heartbeat {age}: {health}")
-    if st["bgp"] is not None:
-        b = st["bgp"]
-        print("bgp      scale-out" + (", DRAINED by an operator (lvsbus bgp resume)" if b["drained"] else ""))
-        for peer, sess in sorted(b["sessions"].items()):
-            print(f"  peer   {peer}: {sess['state']} ({sess['info']})")
-        for vip, a in sorted(b["announced"].items()):
-            print(f"  vip    {vip}: {'announced' if a['state'] == 'announce' else 'announced, draining'} ({a['reason']})")
-        if not b["announced"]:
-            print("  vip    none announced")
-    print(f"counts   datagrams rejected {st['datagrams_rejected']}, heartbeats ignored {st['heartbeats_ignored']}, "
-          f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
-    for name in st["abandoned"]:
-        print(f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
-              "(fix it, then reload)")
-    return 0
+            out.append(f"  link   {lname:<8} last heartbeat {age}: {health}")
+    return out
+
+
+def _bgp_lines(b: dict) -> list[str]:
+    out = ["bgp      scale-out" + (", DRAINED by an operator (lvsbus bgp resume)" if b["drained"] else "")]
+    out += [f"  peer   {peer}: {sess['state']} ({sess['info']})" for peer, sess in sorted(b["sessions"].items())]
+    out += [f"  vip    {vip}: {'announced' if a['state'] == 'announce' else 'announced, draining'} ({a['reason']})"
+            for vip, a in sorted(b["announced"].items())]
+    if not b["announced"]:
+        out.append("  vip    none announced")
+    return out

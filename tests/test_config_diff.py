@@ -131,3 +131,24 @@ def test_to_dict_is_plain_data():
         {"name": "w2", "fields": ["weight"], "key_changed": False, "check_changed": False}]
     assert payload["needs_vip_moves"] is True and payload["is_empty"] is False
     assert dataclasses.is_dataclass(d) and isinstance(d, ConfigDiff)
+
+
+
+def test_routers_failover_services_and_whole_globals():
+    """Routers and failover services added, removed, changed; a global that is a value (serial_no)
+    or a section appearing (nat_router) is named whole, a section's field by its dotted path."""
+    fos = '\n[failover.ftp]\naddress = "192.0.2.21"\nport = 21\n[failover.ssh]\naddress = "192.0.2.22"\nport = 22\n'
+    new = ("serial_no = 9\n"
+           + BASE.replace('[router.b]\naddress = "192.0.2.2"', '[router.c]\naddress = "192.0.2.3"')
+           .replace('priority = 200\n', 'priority = 200\ndevice = "eth0"\n', 1)
+           + fos.replace("port = 22", "port = 2222").replace("[failover.ftp]", "[failover.tftp]")
+           + '\n[nat_router]\naddress = "10.0.0.254"\ndevice = "eth0"\n[sync_daemon]\nsync_id = 4\n')
+    d = diff(cfg(BASE + fos), cfg(new))
+    assert d.routers_changed == ("router.c", "router.b", "router.a.device")
+    assert (d.failover_added, d.failover_removed, d.failover_changed) == (("tftp",), ("ftp",), ("ssh",))
+    assert d.global_changed == ("serial_no", "sync_daemon.sync_id", "nat_router")
+    assert (d.vips_added, d.vips_removed) == ((("10.0.0.254", "eth0", None, None),), ())
+    assert d.lines() == [
+        "+ failover tftp", "- failover ftp", "~ failover ssh", "~ router.c", "~ router.b", "~ router.a.device",
+        "~ serial_no", "~ sync_daemon.sync_id", "~ nat_router", "+ vip 10.0.0.254 dev eth0",
+        "= virtual unchanged: web, mail"]

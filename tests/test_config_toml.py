@@ -140,6 +140,11 @@ MINIMAL = '[router.a]\naddress = "192.0.2.1"\n'
      "virtual.v.persistence_engine", "SIP over UDP"),
     ('[virtual.v]\naddress = "192.0.2.9"\npersistence = 60\npersistence_engine = "h323"\n', 6,
      "virtual.v.persistence_engine", "not an IPVS persistence engine"),
+    ('[virtual.v]\naddress = "192.0.2.9"\nsorry_server_port = 8080\n', 5, "virtual.v.sorry_server_port",
+     "is set without sorry_server"),
+    ('[virtual.v]\naddress = "192.0.2.9"\n[virtual.v.server.s]\naddress = "10.0.0.1"\n[virtual.v.server.s.check]\n'
+     'inherit = "no"\n', 8, "virtual.v.server.s.check.inherit", "'no' must be true (merge over the virtual service's "
+     "check) or false (replace it)"),
 ])
 def test_single_errors(extra, line, key, words):
     with pytest.raises(ConfigError) as info:
@@ -225,3 +230,19 @@ def test_keys_kept_but_not_acted_on_are_warned_in_toml_too():
     assert warned["reservation_conflict_action"].line == 2 and "SCSI" in warned["reservation_conflict_action"].message
     quiet = loads_toml('debug_level = "NONE"\n' + MINIMAL, "t.toml").warnings
     assert not [w for w in quiet if w.key == "debug_level"]
+
+
+def test_a_persistence_prefixlen_without_persistence_is_warned():
+    loaded = loads_toml(MINIMAL + '[virtual.v]\naddress = "192.0.2.9"\npersistence_prefixlen = 24\n', "t.toml")
+    assert (5, "virtual.v.persistence_prefixlen", "has no effect: the service is not persistent") in [
+        (w.line, w.key, w.message) for w in loaded.warnings]
+
+
+def test_a_server_port_other_than_the_services_is_warned_without_nat():
+    text = MINIMAL + ('[virtual.v]\naddress = "192.0.2.9"\nport = 80\nforwarding = "direct"\n'
+                      '[virtual.v.server.s]\naddress = "10.0.0.1"\nport = 8080\n')
+    warned = [(w.line, w.key, w.message) for w in loads_toml(text, "t.toml").warnings]
+    assert (9, "virtual.v.server.s.port", "8080 differs from the service port 80: only NAT can rewrite ports; "
+            "direct/tunnel forward to the service port") in warned
+    nat = loads_toml(text.replace('"direct"', '"nat"'), "t.toml").warnings
+    assert "virtual.v.server.s.port" not in [w.key for w in nat]

@@ -99,6 +99,34 @@ def test_nat_is_a_warning():
     assert any(w.key == "virtual.web.forwarding" for w in loaded.warnings)
 
 
+
+NOT_AN_IP = ("is not an IP address: give an IPv4 (192.0.2.10) or IPv6 (2001:db8::10) address; host names "
+             "are not resolved")
+
+
+@pytest.mark.parametrize("old, new, issues", [
+    ('address = "10.99.1.12"', 'address = "2001:db8::12"',
+     ["router.r2.address: 2001:db8::12: scale-out uses a router's address as its BGP router ID, which is an "
+      "IPv4 address"]),
+    ('service = "lvs"', 'service = "fos"',
+     ["scaleout: service = fos has no virtual services to announce: scale-out needs service = lvs"]),
+    ('address = "10.99.1.12"', 'address = "10.99.1"', [f"router.r2.address: '10.99.1' {NOT_AN_IP}"]),
+    ('address = "10.200.0.1"', 'address = "10.200.0"', [f"virtual.web.address: '10.200.0' {NOT_AN_IP}"]),
+    ('peers = ["10.99.1.100"]', 'peers = ["not-an-ip", "10.99.1.100"]',
+     [f"scaleout.peers[0]: 'not-an-ip' {NOT_AN_IP}"]),
+])
+def test_each_mistake_is_said_once(old, new, issues):
+    """A router ID that is not IPv4, fos, and an address that is not one: said once (by the
+    check of the address itself), not again by the scale-out checks that read it."""
+    assert errors((BASE.format(scheduler="mh") + SCALEOUT).replace(old, new, 1)) == issues
+
+
+def test_an_inactive_service_is_not_held_to_scaleout():
+    loaded = load(BASE.format(scheduler="wlc").replace('"direct"', '"nat"\nactive = false') + SCALEOUT)
+    assert [w.key for w in loaded.warnings] == ["scaleout"]
+    assert "does not run scale-out yet" in loaded.warnings[0].message
+
+
 def test_check_config_on_a_router_notes_a_missing_bird(netns, tmp_path):  # noqa: F811
     import os
     import subprocess

@@ -9,7 +9,19 @@ from typing import TextIO
 
 from . import load
 from .diff import diff
-from .model import Check, CheckKind, Config, ConfigError, Issue, LoadedConfig, server_port
+from .model import (
+    Check,
+    CheckKind,
+    Config,
+    ConfigError,
+    FailoverService,
+    Heartbeat,
+    Issue,
+    LoadedConfig,
+    Router,
+    VirtualService,
+    server_port,
+)
 from .native import render_toml
 
 __all__ = ["add_commands", "describe"]
@@ -205,26 +217,50 @@ def _addr(address: str, port: int) -> str:
 def describe(loaded: LoadedConfig) -> str:
     """What would run, for people: routers, heartbeat, virtual services, real servers, checks."""
     cfg: Config = loaded.config
+    fos = cfg.service.value == "fos"
     out = [f"{loaded.source}: {loaded.format} file, service {cfg.service.value}, "
            f"serial {cfg.serial_no}"]
     out.append("routers:")
-    for r in cfg.routers:
-        line = f"  {r.name}: {r.address}"
-        if r.device:
-            line += f" dev {r.device}"
-        if r.private_address:
-            line += f", private {r.private_address}" + (f" dev {r.private_device}"
-                                                          if r.private_device else "")
-        if r.shared_address:
-            line += f", shared {r.shared_address}"
-        out.append(line + f", priority {r.priority}")
-    hb = cfg.heartbeat
-    out.append(f"heartbeat: {'on' if hb.enabled else 'off'}, udp port {hb.port}, keepalive "
-               f"{_secs(hb.keepalive)}, deadtime {_secs(hb.deadtime)}, "
-               f"{'preempt' + (f' after {_secs(hb.preempt_delay)}' if hb.preempt_delay else '') if hb.preempt else 'no preempt'}, "
-               f"gratuitous ARP x{hb.garp_repeat}"
-               + (f" every {_secs(hb.garp_refresh)}" if hb.garp_refresh else "")
-               + f", key {hb.key_file}")
+    out += [_describe_router(r) for r in cfg.routers]
+    out.append(_describe_heartbeat(cfg.heartbeat))
+    out += _describe_options(cfg)
+    out.append(f"virtual services: {len(cfg.virtual_services)}"
+               + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))
+    for vs in cfg.virtual_services:
+        out += _describe_virtual(vs)
+    if cfg.failover_services:
+        out.append(f"failover services: {len(cfg.failover_services)}"
+                   + ("" if fos else " [ignored: service = lvs]"))
+        for fs in cfg.failover_services:
+            out += _describe_failover(fs, fos, cfg.heartbeat.keepalive)
+    return "\n".join(out)
+
+
+def _describe_router(r: Router) -> str:
+    line = f"  {r.name}: {r.address}"
+    if r.device:
+        line += f" dev {r.device}"
+    if r.private_address:
+        line += f", private {r.private_address}" + (f" dev {r.private_device}"
+                                                      if r.private_device else "")
+    if r.shared_address:
+        line += f", shared {r.shared_address}"
+    return line + f", priority {r.priority}"
+
+
+def _describe_heartbeat(hb: Heartbeat) -> str:
+    return (f"heartbeat: {'on' if hb.enabled else 'off'}, udp port {hb.port}, keepalive "
+            f"{_secs(hb.keepalive)}, deadtime {_secs(hb.deadtime)}, "
+            f"{'preempt' + (f' after {_secs(hb.preempt_delay)}' if hb.preempt_delay else '') if hb.preempt else 'no preempt'}, "
+            f"gratuitous ARP x{hb.garp_repeat}"
+            + (f" every {_secs(hb.garp_refresh)}" if hb.garp_refresh else "")
+            + f", key {hb.key_file}")
+
+
+def _describe_options(cfg: Config) -> list[str]:
+    """A line for each optional part that is on: nat router, sync daemon, metrics, web console,
+    scale-out."""
+    out = []
     if cfg.nat_router:
         nr = cfg.nat_router
         out.append(f"nat router: {nr.address}" + (f"/{nr.prefixlen}" if nr.prefixlen is not None else "")
@@ -240,54 +276,55 @@ def describe(loaded: LoadedConfig) -> str:
         so = cfg.scaleout
         out.append(f"scale-out: active/active, BGP AS {so.local_as} to {', '.join(so.peers)} (AS {so.peer_as}) "
                    f"through {so.speaker}, hold {so.hold_time}s{', BFD' if so.bfd else ''}, drain {so.drain_time:g}s")
-    fos = cfg.service.value == "fos"
-    out.append(f"virtual services: {len(cfg.virtual_services)}"
-               + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))
-    for vs in cfg.virtual_services:
-        if vs.fwmark is not None:
-            key = f"fwmark {vs.fwmark} (VIP {vs.address})"
-        else:
-            key = f"{_addr(vs.address, vs.port)}/{vs.protocol.value}"
-        line = f"  {vs.name}: {key}"
-        if vs.device:
-            line += f" dev {vs.label or vs.device}"
-        line += f", {vs.scheduler}, {vs.forwarding.value}"
-        if vs.persistence:
-            line += f", persistent {vs.persistence}s"
-            if vs.persistence_prefixlen is not None:
-                line += f" /{vs.persistence_prefixlen}"
-        if vs.quiesce:
-            line += ", quiesce"
-        if vs.inhibit_on_failure:
-            line += ", inhibit_on_failure"
-        if vs.sorry_server:
-            line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
-                                         if vs.sorry_server_port else vs.sorry_server)
-        if vs.quorum != 1 or vs.hysteresis:
-            line += f", quorum {vs.quorum}±{vs.hysteresis}"
-        if not vs.active:
-            line += " [inactive]"
-        out.append(line)
-        out.append(f"    check: {_describe_check(vs.check)}")
-        for rs in vs.servers:
-            sl = f"    server {rs.name}: {_addr(rs.address, server_port(vs, rs))}, weight {rs.weight}"
-            if rs.upper_threshold or rs.lower_threshold:
-                sl += f", thresholds {rs.lower_threshold}..{rs.upper_threshold}"
-            if not rs.active:
-                sl += " [inactive]"
-            out.append(sl)
-            if rs.check is not None:
-                out.append(f"      check: {_describe_check(rs.check)}")
-    if cfg.failover_services:
-        out.append(f"failover services: {len(cfg.failover_services)}"
-                   + ("" if fos else " [ignored: service = lvs]"))
-        for fs in cfg.failover_services:
-            out.append(f"  {fs.name}: {_addr(fs.address, fs.port)}"
-                       + (f" dev {fs.label or fs.device}" if fs.device else "")
-                       + f", timeout {_secs(fs.timeout)}, reentry {_secs(fs.reentry)}"
-                       + ("" if fs.active else " [inactive]"))
-            if fos and fs.active:
-                check = "send/expect" if (fs.send or fs.expect) else "connect"
-                out.append(f"    check: tcp {check} every keepalive ({_secs(cfg.heartbeat.keepalive)}); "
-                           f"start_cmd {fs.start_cmd!r}, stop_cmd {fs.stop_cmd!r} on the active router")
-    return "\n".join(out)
+    return out
+
+
+def _describe_virtual(vs: VirtualService) -> list[str]:
+    """The virtual service's line, its check, and each real server with its own check if any."""
+    if vs.fwmark is not None:
+        key = f"fwmark {vs.fwmark} (VIP {vs.address})"
+    else:
+        key = f"{_addr(vs.address, vs.port)}/{vs.protocol.value}"
+    line = f"  {vs.name}: {key}"
+    if vs.device:
+        line += f" dev {vs.label or vs.device}"
+    line += f", {vs.scheduler}, {vs.forwarding.value}"
+    if vs.persistence:
+        line += f", persistent {vs.persistence}s"
+        if vs.persistence_prefixlen is not None:
+            line += f" /{vs.persistence_prefixlen}"
+    if vs.quiesce:
+        line += ", quiesce"
+    if vs.inhibit_on_failure:
+        line += ", inhibit_on_failure"
+    if vs.sorry_server:
+        line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
+                                     if vs.sorry_server_port else vs.sorry_server)
+    if vs.quorum != 1 or vs.hysteresis:
+        line += f", quorum {vs.quorum}±{vs.hysteresis}"
+    if not vs.active:
+        line += " [inactive]"
+    out = [line, f"    check: {_describe_check(vs.check)}"]
+    for rs in vs.servers:
+        sl = f"    server {rs.name}: {_addr(rs.address, server_port(vs, rs))}, weight {rs.weight}"
+        if rs.upper_threshold or rs.lower_threshold:
+            sl += f", thresholds {rs.lower_threshold}..{rs.upper_threshold}"
+        if not rs.active:
+            sl += " [inactive]"
+        out.append(sl)
+        if rs.check is not None:
+            out.append(f"      check: {_describe_check(rs.check)}")
+    return out
+
+
+def _describe_failover(fs: FailoverService, fos: bool, keepalive: float) -> list[str]:
+    """A failover service's line, and (with service = fos, when active) its check and commands."""
+    out = [f"  {fs.name}: {_addr(fs.address, fs.port)}"
+           + (f" dev {fs.label or fs.device}" if fs.device else "")
+           + f", timeout {_secs(fs.timeout)}, reentry {_secs(fs.reentry)}"
+           + ("" if fs.active else " [inactive]")]
+    if fos and fs.active:
+        check = "send/expect" if (fs.send or fs.expect) else "connect"
+        out.append(f"    check: tcp {check} every keepalive ({_secs(keepalive)}); "
+                   f"start_cmd {fs.start_cmd!r}, stop_cmd {fs.stop_cmd!r} on the active router")
+    return out

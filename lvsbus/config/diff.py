@@ -186,48 +186,74 @@ def diff(old: Config, new: Config) -> ConfigDiff:
     """The changes that take ``old`` to ``new``, keyed by name."""
     old_vs = {v.name: v for v in old.virtual_services}
     new_vs = {v.name: v for v in new.virtual_services}
-    added = tuple(n for n in new_vs if n not in old_vs)
-    removed = tuple(n for n in old_vs if n not in new_vs)
     changed: list[VirtualServiceChange] = []
     unchanged: list[str] = []
     for name, nv in new_vs.items():
-        ov = old_vs.get(name)
-        if ov is None:
-            continue
-        fields = _field_diff(ov, nv, skip=("servers",))
-        so, sn = _server_view(ov), _server_view(nv)
-        s_added = tuple(n for n in sn if n not in so)
-        s_removed = tuple(n for n in so if n not in sn)
-        s_changed = []
-        s_same = []
-        for sname, view in sn.items():
-            if sname not in so:
-                continue
-            f = tuple(k for k in view if view[k] != so[sname][k])
-            if f:
-                s_changed.append(RealServerChange(sname, f))
+        if name in old_vs:
+            change = _virtual_change(old_vs[name], nv)
+            if change is None:
+                unchanged.append(name)
             else:
-                s_same.append(sname)
-        order_only = not (fields or s_added or s_removed or s_changed)
-        if order_only:
-            unchanged.append(name)
-        else:
-            changed.append(VirtualServiceChange(name, fields, s_added, s_removed, tuple(s_changed),
-                                                tuple(s_same)))
-
+                changed.append(change)
     old_fs = {f.name: f for f in old.failover_services}
     new_fs = {f.name: f for f in new.failover_services}
+    ov, nv_ = _vips(old), _vips(new)
+    return ConfigDiff(
+        virtual_added=_added(old_vs, new_vs),
+        virtual_removed=_added(new_vs, old_vs),
+        virtual_changed=tuple(changed),
+        virtual_unchanged=tuple(unchanged),
+        failover_added=_added(old_fs, new_fs),
+        failover_removed=_added(new_fs, old_fs),
+        failover_changed=tuple(n for n in new_fs if n in old_fs and old_fs[n] != new_fs[n]),
+        routers_changed=_routers_changed(old, new),
+        heartbeat_changed=tuple(f"heartbeat.{f}" for f in _field_diff(old.heartbeat, new.heartbeat)),
+        global_changed=_globals_changed(old, new),
+        vips_added=tuple(v for v in nv_ if v not in ov),
+        vips_removed=tuple(v for v in ov if v not in nv_),
+    )
 
-    routers: list[str] = []
+
+def _added(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]:
+    """The names in ``new`` that ``old`` has not, in ``new``'s order."""
+    return tuple(n for n in new if n not in old)
+
+
+def _virtual_change(ov: VirtualService, nv: VirtualService) -> VirtualServiceChange | None:
+    """How a virtual service kept by name changed (its fields, each of its real servers), or None
+    when it did not (servers reordered at most)."""
+    fields = _field_diff(ov, nv, skip=("servers",))
+    so, sn = _server_view(ov), _server_view(nv)
+    s_changed = []
+    s_same = []
+    for sname, view in sn.items():
+        if sname not in so:
+            continue
+        f = tuple(k for k in view if view[k] != so[sname][k])
+        if f:
+            s_changed.append(RealServerChange(sname, f))
+        else:
+            s_same.append(sname)
+    s_added, s_removed = _added(so, sn), _added(sn, so)
+    if not (fields or s_added or s_removed or s_changed):
+        return None
+    return VirtualServiceChange(nv.name, fields, s_added, s_removed, tuple(s_changed), tuple(s_same))
+
+
+def _routers_changed(old: Config, new: Config) -> tuple[str, ...]:
+    """``router.NAME`` for each router added, then removed; ``router.NAME.FIELD`` for a changed one."""
     old_r = {r.name: r for r in old.routers}
     new_r = {r.name: r for r in new.routers}
-    routers += [f"router.{n}" for n in new_r if n not in old_r]
-    routers += [f"router.{n}" for n in old_r if n not in new_r]
+    routers = [f"router.{n}" for n in _added(old_r, new_r) + _added(new_r, old_r)]
     for n, r in new_r.items():
         if n in old_r:
             routers += [f"router.{n}.{f}" for f in _field_diff(old_r[n], r)]
+    return tuple(routers)
 
-    heartbeat = tuple(f"heartbeat.{f}" for f in _field_diff(old.heartbeat, new.heartbeat))
+
+def _globals_changed(old: Config, new: Config) -> tuple[str, ...]:
+    """The other top-level settings that differ: a section's changed fields by dotted path, a
+    value (or a section appearing or going) by its name."""
     globals_: list[str] = []
     for f in dataclasses.fields(Config):
         name = f.name
@@ -240,19 +266,4 @@ def diff(old: Config, new: Config) -> ConfigDiff:
             globals_ += [f"{name}.{sub}" for sub in _field_diff(a, b)]
         else:
             globals_.append(name)
-
-    ov, nv_ = _vips(old), _vips(new)
-    return ConfigDiff(
-        virtual_added=added,
-        virtual_removed=removed,
-        virtual_changed=tuple(changed),
-        virtual_unchanged=tuple(unchanged),
-        failover_added=tuple(n for n in new_fs if n not in old_fs),
-        failover_removed=tuple(n for n in old_fs if n not in new_fs),
-        failover_changed=tuple(n for n in new_fs if n in old_fs and old_fs[n] != new_fs[n]),
-        routers_changed=tuple(routers),
-        heartbeat_changed=heartbeat,
-        global_changed=tuple(globals_),
-        vips_added=tuple(v for v in nv_ if v not in ov),
-        vips_removed=tuple(v for v in ov if v not in nv_),
-    )
+    return tuple(globals_)

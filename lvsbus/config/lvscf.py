@@ -15,7 +15,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .model import ConfigError, Issue, LoadedConfig, Severity, size_issue
 from .model import shown as _shown
@@ -110,6 +110,19 @@ class _Block:
     children: list["_Block"] = field(default_factory=list)
 
 
+@dataclass
+class _Parsing:
+    """Where pass 1 is: the open blocks (the file's root first), a block header waiting for its
+    '{', and the depth inside a block being skipped (one that is not allowed where it is)."""
+    stack: list[_Block]
+    pending: _Block | None = None
+    skipping: int = 0
+
+    def open(self, blk: _Block) -> None:
+        self.stack[-1].children.append(blk)
+        self.stack.append(blk)
+
+
 class _Reader:
     def __init__(self, filename: str):
         self.filename = filename
@@ -130,75 +143,84 @@ class _Reader:
     # ---- pass 1: lines into blocks ------------------------------------------------------------
     def parse(self, text: str) -> _Block:
         root = _Block("", "", 0)
-        stack = [root]
-        pending: _Block | None = None  # a block header waiting for its '{'
-        skipping = 0  # depth inside an unknown block
+        at = _Parsing([root])
         # lines end at \n only, as an editor counts them (splitlines() also splits at \x0c,
         # \x1c, \u2028..., and the line numbers of every error after one would be off)
         for no, raw in enumerate(text.split("\n"), 1):
             line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if pending is not None:
-                if line == "{":
-                    stack[-1].children.append(pending)
-                    stack.append(pending)
-                    pending = None
-                    continue
-                self.err(pending.line, _dotted(stack[1:] + [pending]),
-                         f"'{pending.kind} {pending.name}' must be followed by '{{'")
-                pending = None
-            if skipping:
-                skipping += line.endswith("{") - (line == "}")
-                continue
-            if line == "}":
-                if len(stack) == 1:
-                    self.err(no, "}", "'}' without an open block")
-                else:
-                    stack.pop()
-                continue
-            if "=" in line and not line.endswith("{"):
-                key, _, value = line.partition("=")
-                key = key.strip()
-                value, quoted = _value(value)
-                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                    self.err(no, key or "=", "expected 'keyword = value'")
-                    continue
-                stack[-1].entries.append(_Entry(key, value, quoted, no))
-                continue
-            m = _BLOCK_RE.match(line)
-            if m:
-                kind, name, brace = m.group(1), m.group(2), m.group(3)
-                cur = stack[-1]
-                allowed = CHILD_BLOCKS[cur.kind]
-                if kind not in allowed:
-                    where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
-                    every = ("virtual", "server", "failover")
-                    hint = self.hint(kind, allowed) or (None if kind in every else self.hint(kind, every))
-                    what = (f"a '{kind}' block is not allowed {where}"
-                            if kind in every else f"unknown block '{kind}' {where}")
-                    self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
-                                               if allowed else ": no blocks are allowed here"), hint)
-                    skipping = 1 if brace else 0
-                    continue
-                blk = _Block(kind, name, no)
-                if brace:
-                    cur.children.append(blk)
-                    stack.append(blk)
-                else:
-                    pending = blk
-                continue
-            first = line.split()[0]
-            self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
-                                "'failover NAME {' or '}'",
-                     self.hint(first, BLOCK_KEYS[stack[-1].kind]))
-        if pending is not None:
-            self.err(pending.line, _dotted(stack[1:] + [pending]),
-                     f"'{pending.kind} {pending.name}' must be followed by '{{'")
-        for blk in stack[1:]:
+            if line and not line.startswith("#"):
+                self._line(at, no, line)
+        if at.pending is not None:
+            self._no_brace(at.stack, at.pending)
+        for blk in at.stack[1:]:
             self.err(blk.line, _dotted([blk]), f"block '{blk.kind} {blk.name}' opened here is never "
                                                 "closed with '}'")
         return root
+
+    def _line(self, at: _Parsing, no: int, line: str) -> None:
+        """One line that is not blank or a comment: a block's '{' or '}', an entry, a block header."""
+        if at.pending is not None:
+            if line == "{":
+                at.open(at.pending)
+                at.pending = None
+                return
+            self._no_brace(at.stack, at.pending)
+            at.pending = None
+        if at.skipping:
+            at.skipping += line.endswith("{") - (line == "}")
+            return
+        if line == "}":
+            if len(at.stack) == 1:
+                self.err(no, "}", "'}' without an open block")
+            else:
+                at.stack.pop()
+            return
+        if "=" in line and not line.endswith("{"):
+            self._entry(at.stack[-1], no, line)
+            return
+        m = _BLOCK_RE.match(line)
+        if m:
+            self._block_header(at, no, m.group(1), m.group(2), m.group(3))
+            return
+        first = line.split()[0]
+        self.err(no, first, "expected 'keyword = value', 'virtual NAME {', 'server NAME {', "
+                            "'failover NAME {' or '}'",
+                 self.hint(first, BLOCK_KEYS[at.stack[-1].kind]))
+
+    def _no_brace(self, stack: list[_Block], blk: _Block) -> None:
+        """A block header (``blk``) not followed by '{' (the caller drops it)."""
+        self.err(blk.line, _dotted(stack[1:] + [blk]), f"'{blk.kind} {blk.name}' must be followed by '{{'")
+
+    def _entry(self, blk: _Block, no: int, line: str) -> None:
+        """``keyword = value`` into the block it is in."""
+        key, _, value = line.partition("=")
+        key = key.strip()
+        value, quoted = _value(value)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            self.err(no, key or "=", "expected 'keyword = value'")
+            return
+        blk.entries.append(_Entry(key, value, quoted, no))
+
+    def _block_header(self, at: _Parsing, no: int, kind: str, name: str, brace: str | None) -> None:
+        """``KIND NAME {`` (or its '{' on the next line): opens the block, or, a kind not allowed
+        here, says so and skips the block."""
+        cur = at.stack[-1]
+        allowed = CHILD_BLOCKS[cur.kind]
+        if kind not in allowed:
+            where = f"inside '{cur.kind} {cur.name}'" if cur.kind else "at the top level"
+            every = ("virtual", "server", "failover")
+            hint = self.hint(kind, allowed) or (None if kind in every else self.hint(kind, every))
+            what = (f"a '{kind}' block is not allowed {where}"
+                    if kind in every else f"unknown block '{kind}' {where}")
+            self.err(no, kind, what + (f": allowed here: {', '.join(allowed)}"
+                                       if allowed else ": no blocks are allowed here"), hint)
+            at.skipping = 1 if brace else 0
+            return
+        blk = _Block(kind, name, no)
+        if brace:
+            at.open(blk)
+        else:
+            at.pending = blk
 
     # ---- pass 2: blocks into native-shaped data -----------------------------------------------
     def entries(self, blk: _Block, prefix: str) -> dict[str, _Entry]:
@@ -586,9 +608,10 @@ def _sorted(issues: list[Issue]) -> list[Issue]:
 
 def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: str,
              network_entry: _Entry | None, keepalive_entry: _Entry | None) -> dict[str, Any]:
+    """One ``virtual`` block: the service's own keywords (``_VIRTUAL_KEYWORDS``), its health check,
+    its real servers."""
     base = f"virtual.{blk.name}"
-    pre = f"{base}."
-    v = r.entries(blk, pre)
+    v = r.entries(blk, f"{base}.")
     out: dict[str, Any] = {"forwarding": forwarding}
     r.loc.setdefault(base, (blk.line, base))
     if network_entry is not None:
@@ -596,68 +619,92 @@ def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: st
 
     def put(path_key: str, value: Any, e: _Entry) -> None:
         out[path_key] = value
-        r.at(f"{base}.{path_key}", e, pre + e.key)
+        r.at(f"{base}.{path_key}", e, f"{base}.{e.key}")
 
     if "address" in v:
-        e = v["address"]
-        ad = c.address_dev(e, pre + "address")
-        if ad:
-            for k, val in ad.items():
-                put(k, val, e)
+        _virtual_address(r, c, v["address"], f"{base}.address", put)
     else:
         r.err(blk.line, base, "has no 'address = IP DEVICE'")
         out["address"] = "0.0.0.0"
-    for key, tkey, conv in (("vip_nmask", "vip_prefixlen", "netmask"), ("active", "active", "bool"),
-                            ("port", "port", "port"), ("fwmark", "fwmark", "int"),
-                            ("persistent", "persistence", "int"),
-                            ("pmask", "persistence_prefixlen", "netmask"),
-                            ("quiesce_server", "quiesce", "bool")):
+    for key, handle in _VIRTUAL_KEYWORDS.items():
         if key in v:
-            ok, val = getattr(c, conv)(v[key], pre + key)
-            if ok:
-                put(tkey, val, v[key])
-    if "protocol" in v:
-        e = v["protocol"]
-        if e.value in ("tcp", "udp"):
-            put("protocol", e.value, e)
-        elif e.value == "sctp":
-            r.err(e.line, pre + "protocol", "sctp cannot be given in lvs.cf (Piranha had tcp and "
-                                            "udp): convert the file to TOML to use SCTP")
-        else:
-            r.err(e.line, pre + "protocol", f"{e.value!r} must be tcp or udp",
-                  suggest(e.value, ("tcp", "udp")))
-    if "scheduler" in v:
-        put("scheduler", v["scheduler"].value.strip(), v["scheduler"])
-    if "sorry_server" in v:
-        e = v["sorry_server"]
-        parts = e.value.replace(":", " ", 1).split() if e.value.count(":") == 1 else e.value.split()
-        put("sorry_server", parts[0] if parts else "", e)
-        if len(parts) == 2:
-            ok, port = c.port(_Entry(e.key, parts[1], False, e.line), pre + e.key)
-            if ok:
-                put("sorry_server_port", port, e)
+            handle(r, c, v[key], f"{base}.{key}", put)
+    out["check"] = _check(r, c, blk, v, keepalive, keepalive_entry, out.get("protocol", "tcp"))
+    out["server"] = _servers(r, c, blk)
+    return out
 
-    # the check
+
+#: ``put(model key, value, entry)``: set a virtual service's key, remembering the entry's line
+_Put = Callable[[str, Any, _Entry], None]
+
+
+def _virtual_address(r: _Reader, c: _Conv, e: _Entry, shown: str, put: _Put) -> None:
+    ad = c.address_dev(e, shown)
+    if ad:
+        for k, val in ad.items():
+            put(k, val, e)
+
+
+def _converted(model_key: str, conv: str) -> Callable[[_Reader, _Conv, _Entry, str, _Put], None]:
+    """A keyword whose value a _Conv method (``conv``) turns into ``model_key``."""
+    def handle(r: _Reader, c: _Conv, e: _Entry, shown: str, put: _Put) -> None:
+        ok, val = getattr(c, conv)(e, shown)
+        if ok:
+            put(model_key, val, e)
+    return handle
+
+
+def _protocol(r: _Reader, c: _Conv, e: _Entry, shown: str, put: _Put) -> None:
+    if e.value in ("tcp", "udp"):
+        put("protocol", e.value, e)
+    elif e.value == "sctp":
+        r.err(e.line, shown, "sctp cannot be given in lvs.cf (Piranha had tcp and udp): convert the file "
+                             "to TOML to use SCTP")
+    else:
+        r.err(e.line, shown, f"{e.value!r} must be tcp or udp", suggest(e.value, ("tcp", "udp")))
+
+
+def _scheduler(r: _Reader, c: _Conv, e: _Entry, shown: str, put: _Put) -> None:
+    put("scheduler", e.value.strip(), e)
+
+
+def _sorry_server(r: _Reader, c: _Conv, e: _Entry, shown: str, put: _Put) -> None:
+    """``IP``, ``IP PORT`` or ``IP:PORT`` (the port a number or a service name)."""
+    parts = e.value.replace(":", " ", 1).split() if e.value.count(":") == 1 else e.value.split()
+    put("sorry_server", parts[0] if parts else "", e)
+    if len(parts) == 2:
+        ok, port = c.port(_Entry(e.key, parts[1], False, e.line), shown)
+        if ok:
+            put("sorry_server_port", port, e)
+
+
+#: a virtual block's own keywords, handled in this order (address first, and the check's keywords
+#: apart: ``_check``); each handler gets the entry and its shown key and ``put``s what it gives
+_VIRTUAL_KEYWORDS: dict[str, Callable[[_Reader, _Conv, _Entry, str, _Put], None]] = {
+    "vip_nmask": _converted("vip_prefixlen", "netmask"),
+    "active": _converted("active", "bool"),
+    "port": _converted("port", "port"),
+    "fwmark": _converted("fwmark", "int"),
+    "persistent": _converted("persistence", "int"),
+    "pmask": _converted("persistence_prefixlen", "netmask"),
+    "quiesce_server": _converted("quiesce", "bool"),
+    "protocol": _protocol,
+    "scheduler": _scheduler,
+    "sorry_server": _sorry_server,
+}
+
+
+def _check(r: _Reader, c: _Conv, blk: _Block, v: dict[str, _Entry], keepalive: float,
+           keepalive_entry: _Entry | None, proto: str) -> dict[str, Any]:
+    """A virtual block's health check, Piranha's way (see the module's docstring): its times from
+    keepalive, timeout and reentry; its kind from send_program, the protocol, send and expect."""
+    base = f"virtual.{blk.name}"
+    pre = f"{base}."
     interval = float(keepalive)
-    timeout, reentry = 10.0, 180.0
     check: dict[str, Any] = {"interval": interval}
     if keepalive_entry is not None:
         r.at(f"{base}.check.interval", keepalive_entry, "keepalive")
-    for key in ("timeout", "reentry"):
-        if key in v:
-            ok, val = c.num(v[key], pre + key)
-            lo, hi = LIMITS[_KEY_LIMITS[key]]
-            if ok and val <= 0 and key == "timeout":
-                r.err(v[key].line, pre + key, f"{_shown(v[key].value)} must be more than 0 "
-                                              f"seconds (at most {hi:g})")
-            elif ok and not lo <= val <= hi:
-                r.err(v[key].line, pre + key, f"{_shown(v[key].value)} is out of range: must be "
-                                              f"{range_text(_KEY_LIMITS[key])} seconds")
-            elif ok:
-                if key == "timeout":
-                    timeout = val
-                else:
-                    reentry = val
+    timeout, reentry = _check_times(r, c, v, pre)
     ilo, ihi = LIMITS["interval"]
     if ilo <= interval <= ihi:  # else keepalive's own error; fall and rise keep their defaults
         check["fall"] = max(1, math.ceil(timeout / interval - 1e-9))
@@ -670,6 +717,42 @@ def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: st
     if "use_regex" in v:
         ok, regex = c.bool(v["use_regex"], pre + "use_regex")
         r.at(f"{base}.check.regex", v["use_regex"], pre + "use_regex")
+    texts, encoding = _send_expect(r, v, pre, regex)
+    if encoding != "utf-8":
+        check["encoding"] = encoding
+        for key in texts:
+            r.at(f"{base}.check.encoding", v[key], pre + key)
+    _check_kind(r, v, base, check, proto, texts.get("send", ""), texts.get("expect", ""), regex)
+    for key in ("send", "expect"):
+        if key in v:
+            r.at(f"{base}.check.{key}", v[key], pre + key)
+            r.at(f"{base}.check.payload" if key == "send" else f"{base}.check.kind", v[key],
+                 pre + key)
+    r.at(f"{base}.check", _Entry("", "", False, blk.line), base)
+    return check
+
+
+def _check_times(r: _Reader, c: _Conv, v: dict[str, _Entry], pre: str) -> tuple[float, float]:
+    """``timeout`` and ``reentry`` in seconds (Piranha's defaults 10 and 180), each in its range."""
+    times = {"timeout": 10.0, "reentry": 180.0}
+    for key in times:
+        if key in v:
+            ok, val = c.num(v[key], pre + key)
+            lo, hi = LIMITS[_KEY_LIMITS[key]]
+            if ok and val <= 0 and key == "timeout":
+                r.err(v[key].line, pre + key, f"{_shown(v[key].value)} must be more than 0 "
+                                              f"seconds (at most {hi:g})")
+            elif ok and not lo <= val <= hi:
+                r.err(v[key].line, pre + key, f"{_shown(v[key].value)} is out of range: must be "
+                                              f"{range_text(_KEY_LIMITS[key])} seconds")
+            elif ok:
+                times[key] = val
+    return times["timeout"], times["reentry"]
+
+
+def _send_expect(r: _Reader, v: dict[str, _Entry], pre: str, regex: bool) -> tuple[dict[str, str], str]:
+    """The ``send`` and ``expect`` given, escapes resolved, as the model's text and its encoding
+    (``_texts``); an expect under use_regex keeps the regular expression's escapes."""
     raw: dict[str, bytes] = {}
     for key in ("send", "expect"):
         if key in v:
@@ -677,13 +760,14 @@ def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: st
             if why:
                 r.err(v[key].line, pre + key, why)
             raw[key] = data
-    texts, encoding = _texts(raw)
-    send, expect = texts.get("send", ""), texts.get("expect", "")
-    if encoding != "utf-8":
-        check["encoding"] = encoding
-        for key in raw:
-            r.at(f"{base}.check.encoding", v[key], pre + key)
-    proto = out.get("protocol", "tcp")
+    return _texts(raw)
+
+
+def _check_kind(r: _Reader, v: dict[str, _Entry], base: str, check: dict[str, Any], proto: str,
+                send: str, expect: str, regex: bool) -> None:
+    """The check's kind and its fields: a program (send_program), a UDP exchange, a TCP
+    send/expect, or a TCP connect."""
+    pre = f"{base}."
     if "send_program" in v:
         e = v["send_program"]
         check.update(kind="program", command=e.value, expect=expect, regex=regex)
@@ -698,40 +782,39 @@ def _virtual(r: _Reader, c: _Conv, blk: _Block, keepalive: float, forwarding: st
         check.update(kind="tcp_send_expect", send=send, expect=expect, regex=regex)
     else:
         check.update(kind="tcp_connect")
-    for key in ("send", "expect"):
-        if key in v:
-            r.at(f"{base}.check.{key}", v[key], pre + key)
-            r.at(f"{base}.check.payload" if key == "send" else f"{base}.check.kind", v[key],
-                 pre + key)
-    r.at(f"{base}.check", _Entry("", "", False, blk.line), base)
-    out["check"] = check
 
+
+def _servers(r: _Reader, c: _Conv, blk: _Block) -> dict[str, Any]:
+    """The ``server`` blocks of a virtual block, by name."""
     servers: dict[str, Any] = {}
     for child in blk.children:
-        sbase = f"{base}.server.{child.name}"
-        spre = sbase + "."
+        sbase = f"virtual.{blk.name}.server.{child.name}"
         if child.name in servers:
             r.err(child.line, sbase, f"real server '{child.name}' is defined twice in "
                                      f"'virtual {blk.name}'")
             continue
-        s = r.entries(child, spre)
-        r.loc.setdefault(sbase, (child.line, sbase))
-        srv: dict[str, Any] = {}
-        if "address" in s:
-            srv["address"] = s["address"].value.strip()
-            r.at(f"{sbase}.address", s["address"], spre + "address")
-        else:
-            r.err(child.line, sbase, "has no 'address = IP'")
-            srv["address"] = "0.0.0.0"
-        for key, conv in (("active", "bool"), ("weight", "int"), ("port", "port")):
-            if key in s:
-                ok, val = getattr(c, conv)(s[key], spre + key)
-                if ok:
-                    srv[key] = val
-                    r.at(f"{sbase}.{key}", s[key], spre + key)
-        servers[child.name] = srv
-    out["server"] = servers
-    return out
+        servers[child.name] = _server(r, c, child, sbase)
+    return servers
+
+
+def _server(r: _Reader, c: _Conv, child: _Block, sbase: str) -> dict[str, Any]:
+    spre = sbase + "."
+    s = r.entries(child, spre)
+    r.loc.setdefault(sbase, (child.line, sbase))
+    srv: dict[str, Any] = {}
+    if "address" in s:
+        srv["address"] = s["address"].value.strip()
+        r.at(f"{sbase}.address", s["address"], spre + "address")
+    else:
+        r.err(child.line, sbase, "has no 'address = IP'")
+        srv["address"] = "0.0.0.0"
+    for key, conv in (("active", "bool"), ("weight", "int"), ("port", "port")):
+        if key in s:
+            ok, val = getattr(c, conv)(s[key], spre + key)
+            if ok:
+                srv[key] = val
+                r.at(f"{sbase}.{key}", s[key], spre + key)
+    return srv
 
 
 def _failover(r: _Reader, c: _Conv, blk: _Block) -> dict[str, Any]:

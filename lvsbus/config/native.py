@@ -111,6 +111,70 @@ def suggest(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str |
     return found[0] if found else None
 
 
+class _Refused(Exception):
+    """A value a field cannot take; the message says why."""
+
+
+def _to_bool(value: Any, fieldname: str, limit: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Refused(f"{_shown(value)} must be true or false")
+
+
+def _to_int(value: Any, fieldname: str, limit: str | None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Refused(f"{_shown(value)} must be an integer")
+    if value.bit_length() > 64:
+        raise _Refused(f"{_shown(value)} is out of range: must be "
+                       + (range_text(limit) if limit else "a 64-bit integer"))
+    return value
+
+
+def _to_float(value: Any, fieldname: str, limit: str | None) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _Refused(f"{_shown(value)} must be a number of seconds (like 2 or 0.5)")
+    # an int beyond a float's range would raise in float(): out of range like inf
+    if (isinstance(value, float) and math.isfinite(value)) or (
+            isinstance(value, int) and value.bit_length() <= 1000):
+        return float(value)
+    raise _Refused(f"{_shown(value)} is out of range: must be "
+                   + (f"{range_text(limit)} seconds" if limit else "a finite number of seconds"))
+
+
+def _to_str(value: Any, fieldname: str, limit: str | None) -> str:
+    """A string; an address field's in its normal form when it is an address."""
+    if not isinstance(value, str):
+        raise _Refused(f"{_shown(value)} must be a string")
+    if fieldname in _ADDRESS_FIELDS:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            pass  # validate() says what is wrong
+    return value
+
+
+def _to_strings(value: Any, fieldname: str, limit: str | None) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise _Refused(f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
+
+
+def _to_ints(value: Any, fieldname: str, limit: str | None) -> tuple[int, ...]:
+    """A list of integers, or one integer as a list of one."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    raise _Refused(f"{_shown(value)} must be a list of integers, like [200, 301]")
+
+
+#: the model's scalar field types (as annotated) -> converter(value, field name, its LIMITS entry)
+_SCALARS: dict[str, Callable[[Any, str, "str | None"], Any]] = {
+    "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str,
+    "tuple[str, ...]": _to_strings, "tuple[int, ...]": _to_ints,
+}
+
+
 class _Builder:
     def __init__(self, filename: str, locate: Locate | None):
         self.filename = filename
@@ -129,59 +193,25 @@ class _Builder:
     # scalars ---------------------------------------------------------------------------------
     def scalar(self, path: str, tname: str, value: Any, fieldname: str,
                owner: str = "") -> tuple[bool, Any]:
-        limit = FIELD_LIMITS.get((owner, fieldname))
-        if tname == "bool":
-            if isinstance(value, bool):
-                return True, value
-            self.issue(path, f"{_shown(value)} must be true or false")
-        elif tname == "int":
-            if isinstance(value, int) and not isinstance(value, bool):
-                if value.bit_length() <= 64:
-                    return True, value
-                self.issue(path, f"{_shown(value)} is out of range: must be "
-                                 + (range_text(limit) if limit else "a 64-bit integer"))
-            else:
-                self.issue(path, f"{_shown(value)} must be an integer")
-        elif tname == "float":
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                # an int beyond a float's range would raise in float(): out of range like inf
-                if (isinstance(value, float) and math.isfinite(value)) or (
-                        isinstance(value, int) and value.bit_length() <= 1000):
-                    return True, float(value)
-                self.issue(path, f"{_shown(value)} is out of range: must be "
-                                 + (f"{range_text(limit)} seconds" if limit
-                                    else "a finite number of seconds"))
-            else:
-                self.issue(path, f"{_shown(value)} must be a number of seconds (like 2 or 0.5)")
-        elif tname == "str":
-            if isinstance(value, str):
-                if fieldname in _ADDRESS_FIELDS:
-                    try:
-                        return True, str(ipaddress.ip_address(value))
-                    except ValueError:
-                        pass  # validate() says what is wrong
-                return True, value
-            self.issue(path, f"{_shown(value)} must be a string")
-        elif tname == "tuple[str, ...]":
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                return True, tuple(value)
-            self.issue(path, f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
-        elif tname == "tuple[int, ...]":
-            if isinstance(value, (list, tuple)) and all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in value):
-                return True, tuple(value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return True, (value,)
-            self.issue(path, f"{_shown(value)} must be a list of integers, like [200, 301]")
-        elif tname in _ENUMS:
-            enum_cls = _ENUMS[tname]
-            allowed = [m.value for m in enum_cls]
-            if isinstance(value, str) and value in allowed:
-                return True, enum_cls(value)
-            self.issue(path, f"{_shown(value)} is not allowed: one of {', '.join(allowed)}",
-                       self.hint(str(value), allowed))
-        else:  # pragma: no cover - a model field type this builder does not know
+        """``value`` as a field of type ``tname`` (the model's annotation, or an enum's name):
+        (True, the value), or (False, None) and the issue said."""
+        if tname in _ENUMS:
+            return self._enum(path, _ENUMS[tname], value)
+        convert = _SCALARS.get(tname)
+        if convert is None:  # pragma: no cover - a model field type this builder does not know
             raise TypeError(f"unsupported field type {tname} at {path}")
+        try:
+            return True, convert(value, fieldname, FIELD_LIMITS.get((owner, fieldname)))
+        except _Refused as exc:
+            self.issue(path, str(exc))
+            return False, None
+
+    def _enum(self, path: str, enum_cls: type[enum.Enum], value: Any) -> tuple[bool, Any]:
+        allowed = [m.value for m in enum_cls]
+        if isinstance(value, str) and value in allowed:
+            return True, enum_cls(value)
+        self.issue(path, f"{_shown(value)} is not allowed: one of {', '.join(allowed)}",
+                   self.hint(str(value), allowed))
         return False, None
 
     # dataclasses -----------------------------------------------------------------------------
@@ -305,41 +335,60 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
     data = _normalise_native(data)
     routers = [b.build(Router, t, f"router.{n}", extra={"name": n})
                for n, t in b.items(data.get("routers", {}), "routers", "")]
-    virtuals = []
-    for vname, vt in b.items(data.get("virtual_services", {}), "virtual_services", ""):
-        vp = f"virtual.{vname}"
-        vt = _normalise_native(vt) if isinstance(vt, dict) else vt
-        check = b.build(Check, vt.get("check") or {}, f"{vp}.check") if isinstance(vt, dict) else Check()
-        servers = []
-        if isinstance(vt, dict):
-            for sname, st in b.items(vt.get("servers", {}), "servers", vp):
-                sp = f"{vp}.server.{sname}"
-                scheck = None
-                if isinstance(st, dict) and st.get("check") is not None:
-                    override = st["check"]
-                    if isinstance(override, dict):
-                        override = dict(override)
-                        inherit = override.pop("inherit", True)
-                        if not isinstance(inherit, bool):
-                            b.issue(f"{sp}.check.inherit", f"{_shown(inherit)} must be true (merge over "
-                                    "the virtual service's check) or false (replace it)")
-                            inherit = True
-                        if inherit:
-                            merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
-                            merged.update(override)
-                            override = merged
-                    scheck = b.build(Check, override, f"{sp}.check")
-                servers.append(b.build(RealServer, st, sp, extra={"name": sname, "check": scheck},
-                                       skip={"check"}))
-        virtuals.append(b.build(VirtualService, vt, vp,
-                                extra={"name": vname, "check": check, "servers": tuple(servers)},
-                                skip={"check", "servers"}))
+    virtuals = [_virtual_service(b, vname, vt)
+                for vname, vt in b.items(data.get("virtual_services", {}), "virtual_services", "")]
     failovers = [b.build(FailoverService, t, f"failover.{n}", extra={"name": n})
                  for n, t in b.items(data.get("failover_services", {}), "failover_services", "")]
     top = {k: v for k, v in data.items() if k not in _LISTS}
     cfg = b.build(Config, top, "", extra={"routers": tuple(routers),
                                           "virtual_services": tuple(virtuals),
                                           "failover_services": tuple(failovers)})
+    errors, warnings = _validated(b, cfg, filename, locate, failed, dialect)
+    if errors:
+        raise ConfigError(errors)
+    return (cfg, warnings) if return_warnings else cfg
+
+
+def _virtual_service(b: _Builder, vname: str, vt: Any) -> VirtualService:
+    """A virtual service with its check and its real servers."""
+    vp = f"virtual.{vname}"
+    vt = _normalise_native(vt) if isinstance(vt, dict) else vt
+    check = b.build(Check, vt.get("check") or {}, f"{vp}.check") if isinstance(vt, dict) else Check()
+    servers = []
+    if isinstance(vt, dict):
+        for sname, st in b.items(vt.get("servers", {}), "servers", vp):
+            sp = f"{vp}.server.{sname}"
+            scheck = None
+            if isinstance(st, dict) and st.get("check") is not None:
+                scheck = b.build(Check, _server_check(b, st["check"], check, sp), f"{sp}.check")
+            servers.append(b.build(RealServer, st, sp, extra={"name": sname, "check": scheck},
+                                   skip={"check"}))
+    return b.build(VirtualService, vt, vp, extra={"name": vname, "check": check, "servers": tuple(servers)},
+                   skip={"check", "servers"})
+
+
+def _server_check(b: _Builder, override: Any, check: Check, sp: str) -> Any:
+    """A real server's own check table: merged over the virtual service's ``check`` unless it says
+    ``inherit = false`` (anything not a table is left for ``build`` to refuse)."""
+    if not isinstance(override, dict):
+        return override
+    override = dict(override)
+    inherit = override.pop("inherit", True)
+    if not isinstance(inherit, bool):
+        b.issue(f"{sp}.check.inherit", f"{_shown(inherit)} must be true (merge over "
+                "the virtual service's check) or false (replace it)")
+        inherit = True
+    if not inherit:
+        return override
+    merged = {k: v for k, v in to_dict_check(check).items() if v is not None}
+    merged.update(override)
+    return merged
+
+
+def _validated(b: _Builder, cfg: Config, filename: str, locate: Locate | None, failed: set[str] | None,
+               dialect: str) -> tuple[list[Issue], list[Issue]]:
+    """Every issue, the builder's and validate()'s (each at its file line), as (errors, warnings)
+    in line order, each once."""
     # validation issues on keys that already failed to convert are noise: drop them
     failed = {i.key for i in b.issues} | (failed or set())
     for issue in validate(cfg, dialect):
@@ -352,9 +401,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
     ordered = sorted(unique, key=lambda i: (i.line is None, i.line or 0))
     errors = [i for i in ordered if i.severity is Severity.ERROR]
     warnings = [i for i in ordered if i.severity is Severity.WARNING]
-    if errors:
-        raise ConfigError(errors)
-    return (cfg, warnings) if return_warnings else cfg
+    return errors, warnings
 
 
 def to_dict_check(chk: Check) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from .model import (
     Forwarding,
     Issue,
     Protocol,
+    Scaleout,
     ServiceType,
     Severity,
     VirtualService,
@@ -352,14 +353,46 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
     duplicates). Returns whether it is active and uses NAT."""
     p = f"virtual.{vs.name}"
     o.named(p, vs.name, names, "virtual service")
-    vip = o.address(f"{p}.address", vs.address)
+    vip = _vip(o, p, vs, router_devices)
     fam = vip.version if vip else None
+    _port_and_fwmark(o, p, vs)
+    if vs.scheduler not in SCHEDULERS:
+        close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
+        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
+                                f"{', '.join(SCHEDULERS)}", close[0] if close else None)
+    _ipvs_options(o, p, vs)
+    _persistence(o, p, vs, fam)
+    _sorry_server(o, p, vs, fam)
+    o.range(f"{p}.quorum", vs.quorum, "quorum")
+    if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
+        o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
+                                 f"({_shown(max(vs.quorum - 1, 0))})")
+    if vip is not None:
+        _unique_service(o, p, vs, vip, keys)
+    _check(o, f"{p}.check", vs.check)
+    if vs.protocol is Protocol.UDP and vs.check.kind in (
+            CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
+        o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
+                                  "TCP port of the same number")
+    _servers(o, p, vs, fam, dialect)
+    return vs.forwarding is Forwarding.NAT and vs.active
+
+
+def _vip(o: _Out, p: str, vs: VirtualService, router_devices: set[str]) -> ipaddress._BaseAddress | None:
+    """The VIP, its device (one of the routers' when they declare theirs) and prefix length.
+    Returns the address (None: not one)."""
+    vip = o.address(f"{p}.address", vs.address)
     o.device(f"{p}.device", vs.device, vs.label)
     if vs.device is not None and router_devices and vs.device not in router_devices:
         o.err(f"{p}.device", f"{_shown(vs.device)} is not a device of any router "
                              f"(declared: {', '.join(sorted(router_devices))})")
     if vs.vip_prefixlen is not None:
-        o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, fam)
+        o.prefix(f"{p}.vip_prefixlen", vs.vip_prefixlen, vip.version if vip else None)
+    return vip
+
+
+def _port_and_fwmark(o: _Out, p: str, vs: VirtualService) -> None:
+    """A port 1..65535, or 0 (all ports) for a persistent or fwmark service; the fwmark's range."""
     all_ports_ok = vs.fwmark is not None or vs.persistence > 0
     if vs.port == 0 and not all_ports_ok:
         o.err(f"{p}.port", "0 (all ports) is only allowed for a persistent or fwmark service: "
@@ -368,16 +401,18 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
         o.range(f"{p}.port", vs.port, "port", "0 = all ports, for persistent or fwmark services")
     if vs.fwmark is not None:
         o.range(f"{p}.fwmark", vs.fwmark, "fwmark")
-    if vs.scheduler not in SCHEDULERS:
-        close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
-        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
-                                f"{', '.join(SCHEDULERS)}", close[0] if close else None)
-    _ipvs_options(o, p, vs)
+
+
+def _persistence(o: _Out, p: str, vs: VirtualService, fam: int | None) -> None:
     o.range(f"{p}.persistence", vs.persistence, "persistence", "seconds, 0 = not persistent")
     if vs.persistence_prefixlen is not None:
         o.prefix(f"{p}.persistence_prefixlen", vs.persistence_prefixlen, fam)
         if vs.persistence == 0:
             o.warn(f"{p}.persistence_prefixlen", "has no effect: the service is not persistent")
+
+
+def _sorry_server(o: _Out, p: str, vs: VirtualService, fam: int | None) -> None:
+    """The sorry server: an address of the VIP's family (unless tunnelled), its port only with it."""
     if vs.sorry_server is not None:
         sorry = o.address(f"{p}.sorry_server", vs.sorry_server)
         if sorry is not None and fam is not None and sorry.version != fam \
@@ -388,29 +423,22 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
         o.range(f"{p}.sorry_server_port", vs.sorry_server_port, "port")
         if vs.sorry_server is None:
             o.err(f"{p}.sorry_server_port", "is set without sorry_server")
-    o.range(f"{p}.quorum", vs.quorum, "quorum")
-    if vs.hysteresis < 0 or (vs.quorum > 0 and vs.hysteresis >= vs.quorum):
-        o.err(f"{p}.hysteresis", f"{_shown(vs.hysteresis)} must be 0..quorum-1 "
-                                 f"({_shown(max(vs.quorum - 1, 0))})")
-    nat = vs.forwarding is Forwarding.NAT and vs.active
-    if vip is not None:
-        if vs.fwmark is not None:
-            key: tuple = ("fwmark", fam, vs.fwmark)
-            what = f"fwmark {vs.fwmark} (IPv{fam})"
-        else:
-            key = ("vip", str(vip), vs.protocol, vs.port)
-            what = f"{vip} port {vs.port}/{vs.protocol.value}"
-        if key in keys:
-            o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
-        else:
-            keys[key] = vs.name
-    _check(o, f"{p}.check", vs.check)
-    if vs.protocol is Protocol.UDP and vs.check.kind in (
-            CheckKind.TCP_CONNECT, CheckKind.TCP_SEND_EXPECT, CheckKind.HTTP, CheckKind.HTTPS):
-        o.warn(f"{p}.check.kind", f"a {vs.check.kind.value} check on a UDP service probes the "
-                                  "TCP port of the same number")
-    _servers(o, p, vs, fam, dialect)
-    return nat
+
+
+def _unique_service(o: _Out, p: str, vs: VirtualService, vip: ipaddress._BaseAddress,
+                    keys: dict[tuple, str]) -> None:
+    """No other virtual service has the same IPVS identity (VIP, protocol, port; or fwmark and
+    family); this one's is added to ``keys``."""
+    if vs.fwmark is not None:
+        key: tuple = ("fwmark", vip.version, vs.fwmark)
+        what = f"fwmark {vs.fwmark} (IPv{vip.version})"
+    else:
+        key = ("vip", str(vip), vs.protocol, vs.port)
+        what = f"{vip} port {vs.port}/{vs.protocol.value}"
+    if key in keys:
+        o.err(p, f"duplicate virtual service: {what} is already virtual {_shown(keys[key])}")
+    else:
+        keys[key] = vs.name
 
 
 def _service_mode(o: _Out, cfg: Config, any_nat: bool) -> None:
@@ -510,15 +538,7 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
             o.err(f"{rp}.address", f"{ip} is IPv{ip.version} but the VIP is IPv{fam}: mixed "
                                    "families need forwarding = 'tunnel'")
         if rs.port is not None:
-            if rs.port == 0 and vs.fwmark is None and vs.port != 0:
-                o.err(f"{rp}.port", "0 (keep the client's port) is only for a fwmark service, whose "
-                                    "mark groups several ports: must be 1..65535 (leave it out to "
-                                    "use the virtual service's port)")
-            elif rs.port != 0:
-                o.range(f"{rp}.port", rs.port, "port")
-            if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and 0 not in (vs.port, rs.port):
-                o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
-                                     "can rewrite ports; direct/tunnel forward to the service port")
+            _server_port(o, rp, rs, vs)
         o.range(f"{rp}.weight", rs.weight, "weight")
         o.range(f"{rp}.upper_threshold", rs.upper_threshold, "threshold")
         o.range(f"{rp}.lower_threshold", rs.lower_threshold, "threshold")
@@ -527,24 +547,44 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
                                            f"({rs.upper_threshold})")
         if rs.check is not None:
             _check(o, f"{rp}.check", rs.check)
-        chk = rs.check or vs.check
-        port = rs.port if rs.port is not None else vs.port
-        if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0 and vs.port == 0:
-            if dialect == "lvscf":
-                o.err(f"{rp}.port", "nanny has no port to check: the virtual service's port is 0 "
-                                    "and so is this server's. Give the virtual's 'port' (the port "
-                                    "nanny checks); 'port = 0' in a server block of a fwmark "
-                                    "service keeps the client's port")
-            else:
-                o.err(f"{rp}.port", "nanny has no port to check: the service listens on all ports "
-                                    "(port 0) and so does this server: set check.port (the port "
-                                    "nanny probes) or the server's port")
+        _port_to_check(o, rp, rs, vs, dialect)
         if ip is not None:
             ep = (str(ip), rs.port if rs.port is not None else vs.port)
             if ep in endpoints:
                 o.err(f"{rp}.address", f"{ip} port {ep[1]} is already real server "
                                        f"{_shown(endpoints[ep])} of this virtual service")
             endpoints[ep] = rs.name
+
+
+def _server_port(o: _Out, rp: str, rs, vs) -> None:
+    """A real server's own port: 1..65535, or 0 (the client's port) for a fwmark service; one that
+    differs from the service's only where NAT can rewrite it."""
+    if rs.port == 0 and vs.fwmark is None and vs.port != 0:
+        o.err(f"{rp}.port", "0 (keep the client's port) is only for a fwmark service, whose "
+                            "mark groups several ports: must be 1..65535 (leave it out to "
+                            "use the virtual service's port)")
+    elif rs.port != 0:
+        o.range(f"{rp}.port", rs.port, "port")
+    if vs.forwarding is not Forwarding.NAT and rs.port != vs.port and 0 not in (vs.port, rs.port):
+        o.warn(f"{rp}.port", f"{rs.port} differs from the service port {vs.port}: only NAT "
+                             "can rewrite ports; direct/tunnel forward to the service port")
+
+
+def _port_to_check(o: _Out, rp: str, rs, vs, dialect: str) -> None:
+    """nanny needs a port to probe (but for a program check): the check's, the server's or the
+    service's, not all of them 0."""
+    chk = rs.check or vs.check
+    port = rs.port if rs.port is not None else vs.port
+    if chk.kind is not CheckKind.PROGRAM and chk.port is None and port == 0 and vs.port == 0:
+        if dialect == "lvscf":
+            o.err(f"{rp}.port", "nanny has no port to check: the virtual service's port is 0 "
+                                "and so is this server's. Give the virtual's 'port' (the port "
+                                "nanny checks); 'port = 0' in a server block of a fwmark "
+                                "service keeps the client's port")
+        else:
+            o.err(f"{rp}.port", "nanny has no port to check: the service listens on all ports "
+                                "(port 0) and so does this server: set check.port (the port "
+                                "nanny probes) or the server's port")
 
 
 #: schedulers that map a flow to the same real server on every router with the same real servers
@@ -557,6 +597,28 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     routers would not map a flow to the same real server."""
     so = cfg.scaleout
     assert so is not None
+    _scaleout_settings(o, so)
+    families = _scaleout_peers(o, cfg, so)
+    for r in cfg.routers:
+        try:
+            v4 = ipaddress.ip_address(r.address).version == 4
+        except ValueError:
+            continue  # reported with the router
+        if not v4:
+            o.err(f"router.{r.name}.address", f"{r.address}: scale-out uses a router's address as its BGP "
+                                              "router ID, which is an IPv4 address")
+    if cfg.service is ServiceType.FOS:
+        o.err("scaleout", "service = fos has no virtual services to announce: scale-out needs service = lvs")
+    for vs in cfg.lvs_services():
+        if vs.active:
+            _scaleout_service(o, vs, families, cfg.sync_daemon.enabled)
+    o.warn("scaleout", "lvsbus router does not run scale-out yet: pulse still keeps one active router and "
+                       "moves the VIPs; the BGP announcements come from the bgp service (python -m "
+                       "lvsbus_services.bgp), which the router does not start yet (docs/scaleout.md)")
+
+
+def _scaleout_settings(o: _Out, so: Scaleout) -> None:
+    """The speaker, the AS numbers, the timers and the speaker's control socket."""
     if so.speaker not in SPEAKERS:
         close = difflib.get_close_matches(so.speaker, SPEAKERS, n=1, cutoff=0.6)
         o.err("scaleout.speaker", f"{_shown(so.speaker)} is not supported: one of {', '.join(SPEAKERS)} "
@@ -569,6 +631,11 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     o.range("scaleout.drain_time", so.drain_time, "drain_time")
     if not so.control_socket.startswith("/"):
         o.err("scaleout.control_socket", f"{_shown(so.control_socket)} must be an absolute path")
+
+
+def _scaleout_peers(o: _Out, cfg: Config, so: Scaleout) -> set[int]:
+    """The BGP peers: at least one, each an address of no router here, each once. Returns the
+    address families they carry."""
     families: set[int] = set()
     seen: set[str] = set()
     own = {a for r in cfg.routers for a in (r.address, r.private_address, r.shared_address) if a}
@@ -584,39 +651,28 @@ def _scaleout(o: _Out, cfg: Config) -> None:
         if str(ip) in seen:
             o.err(f"scaleout.peers[{i}]", f"{ip} is listed twice")
         seen.add(str(ip))
-    for r in cfg.routers:
-        try:
-            v4 = ipaddress.ip_address(r.address).version == 4
-        except ValueError:
-            continue  # reported with the router
-        if not v4:
-            o.err(f"router.{r.name}.address", f"{r.address}: scale-out uses a router's address as its BGP "
-                                              "router ID, which is an IPv4 address")
-    if cfg.service is ServiceType.FOS:
-        o.err("scaleout", "service = fos has no virtual services to announce: scale-out needs service = lvs")
-    sync = cfg.sync_daemon.enabled
-    for vs in cfg.lvs_services():
-        if not vs.active:
-            continue
-        p = f"virtual.{vs.name}"
-        if vs.scheduler not in CONSISTENT_SCHEDULERS and not sync:
-            o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not consistent across routers: with "
-                                    "[scaleout] every router must send a flow to the same real server, so use "
-                                    "scheduler = \"mh\" (Maglev hashing), or turn on [sync_daemon] (connection "
-                                    "sync) and accept its limits (docs/scaleout.md)", "mh")
-        try:
-            fam = ipaddress.ip_address(vs.address).version
-        except ValueError:
-            continue
-        if families and fam not in families:
-            o.err(f"{p}.address", f"{vs.address}: no BGP peer of its address family in scaleout.peers "
-                                  "would carry it (an IPv4 VIP goes over an IPv4 session, IPv6 over IPv6)")
-        if vs.forwarding is Forwarding.NAT:
-            o.warn(f"{p}.forwarding", "nat with [scaleout]: the real servers' replies go back through one "
-                                      "gateway, not the router that took the flow; use direct or tunnel")
-    o.warn("scaleout", "lvsbus router does not run scale-out yet: pulse still keeps one active router and "
-                       "moves the VIPs; the BGP announcements come from the bgp service (python -m "
-                       "lvsbus_services.bgp), which the router does not start yet (docs/scaleout.md)")
+    return families
+
+
+def _scaleout_service(o: _Out, vs: VirtualService, families: set[int], sync: bool) -> None:
+    """An active virtual service under scale-out: a consistent scheduler (or connection sync), a
+    peer of its VIP's family, no NAT."""
+    p = f"virtual.{vs.name}"
+    if vs.scheduler not in CONSISTENT_SCHEDULERS and not sync:
+        o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not consistent across routers: with "
+                                "[scaleout] every router must send a flow to the same real server, so use "
+                                "scheduler = \"mh\" (Maglev hashing), or turn on [sync_daemon] (connection "
+                                "sync) and accept its limits (docs/scaleout.md)", "mh")
+    try:
+        fam = ipaddress.ip_address(vs.address).version
+    except ValueError:
+        return
+    if families and fam not in families:
+        o.err(f"{p}.address", f"{vs.address}: no BGP peer of its address family in scaleout.peers "
+                              "would carry it (an IPv4 VIP goes over an IPv4 session, IPv6 over IPv6)")
+    if vs.forwarding is Forwarding.NAT:
+        o.warn(f"{p}.forwarding", "nat with [scaleout]: the real servers' replies go back through one "
+                                  "gateway, not the router that took the flow; use direct or tunnel")
 
 
 def _web(o: _Out, web) -> None:
