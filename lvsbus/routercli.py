@@ -114,19 +114,30 @@ def _current_run(state_dir: str) -> tuple[list[Event], int | None]:
     if not segs:
         raise FileNotFoundError(f"no event log under {StateDirs(state_dir).log}")
     events: list[Event] = []
+    found_start = False
     for i in range(len(segs) - 1, -1, -1):  # walk back segment by segment to the run's start
         first = segs[i][0]
         chunk = list(decodable(reader.read(first, segs[i + 1][0] - 1 if i + 1 < len(segs) else None), skipped))
         events = chunk + events
-        if any(_starts_run(e) for e in chunk):
+        if found_start:
             break
+        if any(_starts_run(e) for e in chunk):
+            # the supervisor says hello just before it publishes config.loaded: when the run's
+            # events hold no hello, it is at the end of the segment before (one more read)
+            if _supervisor_pid(events) is not None:
+                break
+            found_start = True
     start = max((k for k, e in enumerate(events) if _starts_run(e)), default=0)
-    # the supervisor says hello just before it publishes config.loaded (and again after a broker restart)
-    supervisor_pid = None
+    return events[start:], _supervisor_pid(events)
+
+
+def _supervisor_pid(events: list[Event]) -> int | None:
+    """The pid of the supervisor's last hello (at start, and again after a broker restart)."""
+    pid = None
     for e in events:
         if e.type == "bus.client_joined" and e.payload["client"] == "router" and e.payload.get("pid"):
-            supervisor_pid = e.payload["pid"]
-    return events[start:], supervisor_pid
+            pid = e.payload["pid"]
+    return pid
 
 
 def _starts_run(e: Event) -> bool:

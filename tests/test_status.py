@@ -222,6 +222,26 @@ def test_status_of_a_run_without_scaleout_or_a_shutdown(tmp_path, monkeypatch, h
     assert st["peers"]["r2"]["links"] == {"private": {**never, "degraded": True}, "public": {**never, "degraded": False}}
 
 
+def test_the_supervisors_hello_in_the_segment_before_the_run_is_found(tmp_path, monkeypatch, host):
+    """The supervisor says hello just before the run's config.loaded; when a segment ends between
+    them, the walk back reads one segment more for it (a running router showed as stopped: its
+    pid unknown). One record a segment here (a segment of 50 bytes is full after any record)."""
+    evs = [
+        ("router", "bus.client_joined", {"client": "router", "subscriptions": [], "pid": 4242}),
+        ("router", "config.loaded", _payload(TOML, False)),
+        ("pulse", "pulse.heartbeat_received", _hb("r2", "public", 3, role="ACTIVE")),
+    ]
+    log = EventLog(str(tmp_path / "log"), durability=Durability("none"), segment_bytes=50)
+    for i, (src, t, p) in enumerate(evs, 1):
+        log.append(i, encode(Event(i, "r1", src, t, _version(t), 1_000_000_000 * i, 0, None, p)))
+    log.close()
+    assert len(LogReader(str(tmp_path / "log")).segments()) == 3
+    monkeypatch.setattr(os.path, "exists", lambda p: p == "/proc/4242")
+    st = read_status(str(tmp_path), now_mono_ns=10_000_000_000)
+    assert (st["supervisor_pid"], st["running"], st["run_start_seq"]) == (4242, True, 2)
+    assert st["peers"]["r2"]["role"] == "ACTIVE"  # the run's events after it are read too
+
+
 def test_status_without_a_log_says_where_it_looked(tmp_path, capsys):
     import argparse
 
