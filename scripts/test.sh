@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 # the linter and the type checker first (a few seconds): pyproject.toml says what each covers
 echo "lint: ruff check"
 "$PY" -m ruff check --no-cache .
-echo "types: mypy (the cores, the wire, the event spine)"
+echo "types: mypy (the cores, the wire, the event spine, the config readers, status)"
 "$PY" -m mypy --no-incremental
 # --durations: the slowest tests are named in every run (the suite must stay under 20 min on 2 cores)
 exec "$PY" -m pytest -q -p no:cacheprovider --durations=30 "$@"

@@ -147,8 +147,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(describe(loaded))
     _print_warnings(loaded, sys.stdout if not args.json else sys.stderr)
     if not args.json:
-        n = len(loaded.warnings)
-        print(f"{loaded.source}: valid ({n} warning{'s' if n != 1 else ''})")
+        count = len(loaded.warnings)
+        print(f"{loaded.source}: valid ({count} warning{'s' if count != 1 else ''})")
     return 0
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Config, VirtualService, effective_check, server_port
+from .model import Config, FailoverService, VirtualService, effective_check, server_port
 
 __all__ = ["diff", "ConfigDiff", "VirtualServiceChange", "RealServerChange", "Vip"]
 
@@ -169,7 +169,8 @@ def _server_view(vs: VirtualService) -> dict[str, dict[str, Any]]:
 
 def _vips(cfg: Config) -> list[Vip]:
     out: list[Vip] = []
-    for s in (*cfg.virtual_services, *cfg.failover_services):
+    services: list[VirtualService | FailoverService] = [*cfg.virtual_services, *cfg.failover_services]
+    for s in services:
         if s.active:
             v = (s.address, s.device, s.label, s.vip_prefixlen)
             if v not in out:

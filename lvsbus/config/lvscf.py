@@ -11,6 +11,7 @@ the probe ``timeout`` = min(timeout, interval).
 """
 from __future__ import annotations
 
+import builtins  # (annotations in _Conv, whose methods are named bool and int)
 import ipaddress
 import math
 import re
@@ -332,7 +333,7 @@ class _Conv:
         limit = _KEY_LIMITS.get(("failover." if shown.startswith("failover.") else "") + key)
         return range_text(limit) if limit else "a number"
 
-    def int(self, e: _Entry, shown: str, what: str = "an integer") -> tuple[bool, int]:
+    def int(self, e: _Entry, shown: str, what: str = "an integer") -> tuple[builtins.bool, builtins.int]:
         """Decimal or 0x hex, ASCII digits only, as Piranha's strtol read them (a leading 0 is
         still decimal). More than 20 digits is out of every range."""
         v = e.value.strip()
@@ -345,7 +346,7 @@ class _Conv:
             return False, 0
         return True, int(v, 16 if m.group("hex") else 10)
 
-    def num(self, e: _Entry, shown: str) -> tuple[bool, float]:
+    def num(self, e: _Entry, shown: str) -> tuple[builtins.bool, float]:
         """A decimal number (``2``, ``0.5``, ``1e-3``), ASCII digits only, finite."""
         v = e.value.strip()
         if _NUM_RE.fullmatch(v) is None:
@@ -358,7 +359,7 @@ class _Conv:
             return False, 0.0
         return True, x
 
-    def bool(self, e: _Entry, shown: str) -> tuple[bool, bool]:
+    def bool(self, e: _Entry, shown: str) -> tuple[builtins.bool, builtins.bool]:
         v = e.value.strip().lower()
         if v in ("1", "yes", "true", "on"):
             return True, True
@@ -367,7 +368,7 @@ class _Conv:
         self.r.err(e.line, shown, f"{e.value!r} must be 0 or 1")
         return False, False
 
-    def port(self, e: _Entry, shown: str) -> tuple[bool, int]:
+    def port(self, e: _Entry, shown: str) -> tuple[builtins.bool, builtins.int]:
         v = e.value.strip()
         if v.lower() in PORT_NAMES:
             return True, PORT_NAMES[v.lower()]
@@ -380,7 +381,7 @@ class _Conv:
             return False, 0
         return True, int(v, 10)
 
-    def netmask(self, e: _Entry, shown: str) -> tuple[bool, int]:
+    def netmask(self, e: _Entry, shown: str) -> tuple[builtins.bool, builtins.int]:
         v = e.value.strip().lstrip("/")
         if _DIGITS_RE.fullmatch(v) and len(v) <= 3:  # ASCII: '²'.isdigit() is true
             return True, int(v)
@@ -392,7 +393,7 @@ class _Conv:
                                       "contiguous ones (255.255.255.0) or a prefix length (24)")
             return False, 0
 
-    def address_dev(self, e: _Entry, shown: str, need_dev: bool = False) -> dict[str, Any] | None:
+    def address_dev(self, e: _Entry, shown: str, need_dev: builtins.bool = False) -> dict[str, Any] | None:
         parts = e.value.split()
         if not parts or len(parts) > 2:
             self.r.err(e.line, shown, f"{e.value!r} must be 'IP DEVICE', like '192.0.2.10 eth0:1'")

@@ -689,7 +689,7 @@ def _web(o: _Out, web) -> None:
                               "(tls_cert, tls_key): passwords and session cookies cross the network in clear")
 
 
-def _metrics(o: _Out, value: str, key: str = "metrics_address", example: int = 9539) -> ipaddress._BaseAddress | None:
+def _metrics(o: _Out, value: str, key: str = "metrics_address", example: int = 9539) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     ok = bool(sep) and _ASCII_DIGITS.fullmatch(port) is not None and 1 <= int(port) <= 65535
