@@ -742,6 +742,48 @@ def test_a_backups_pulse_restarted_after_deadtime_listens_before_it_takes_over(l
     assert n3.role == ACTIVE
 
 
+@pytest.mark.parametrize("listen", [True, False])
+def test_an_input_recorded_while_pulse_was_down_judges_no_peer(listen):
+    """The runtime decides the inputs other services recorded while pulse was down (a reload, an
+    operator request, a failover service's health) before the restarted shell's pulse.started. Since
+    pulse.started v2 (own_clock) peers' deaths are judged on pulse's own inputs only: such an input
+    finds the active alive, as last heard, and the backup does not take over on it; pulse.started
+    then makes it listen. A v1 run (listen false) took over on it, and replays so."""
+    from tests.helpers.pulse_cluster import config_payload
+
+    n = Node("lvs2")
+    n.configure(make_model())
+    n.feed("pulse.started", {"epoch": 1, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen}, 0)
+    n.hb("lvs1", 100 * MS, 1, ACTIVE)
+    n.timer(DEADTIME)
+    assert n.role == BACKUP and n.state.own_clock is listen
+    down = 500 * MS + 3 * DEADTIME
+    n2 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))  # pulse died; a reload meanwhile
+    eff = n2.feed("config.loaded", config_payload("lvs2", make_model(), reload=True), down - DEADTIME, source="config")
+    if not listen:
+        assert n2.role == ACTIVE and [p["peer"] for p in of(eff, "pulse.peer_dead")] == ["lvs1"]
+        return
+    assert n2.role == BACKUP and not of(eff, "pulse.peer_dead") and not of(eff, "pulse.take_vips")
+    n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True}, down)
+    n2.hb("lvs1", down + KEEPALIVE, 40, ACTIVE)
+    n2.timer(down + DEADTIME)
+    assert n2.role == BACKUP and not n2.role_changes()
+    assert not of(n2.all_effects(), "pulse.take_vips") and not of(n2.all_effects(), "pulse.send_fence")
+
+
+def test_a_version_4_snapshot_restores_with_deaths_judged_on_any_input():
+    """Snapshot version 5 added own_clock; a version-4 snapshot (a v1 run's) restores with it false."""
+    import msgpack
+
+    from lvsbus.snapshot import decode_state
+
+    n = _active_alone()
+    snap = n.core.snapshot(n.state)
+    assert snap.pop("own_clock") is True
+    body = msgpack.packb({"core": "pulse", "v": 4, "state": snap}, use_bin_type=True)
+    assert decode_state(n.core, body).own_clock is False
+
+
 @pytest.mark.parametrize("how", ["after_shutdown", "after_reboot"])
 def test_a_new_run_starts_over(how):
     n = Node("lvs1")

@@ -91,12 +91,15 @@ declare(
     "pulse.started", 2,
     {
         **_PULSE_STARTED_1.payload.fields,
-        "listen": Bool(doc="a BACKUP restored from the log listens for deadtime before it may take over "
-                       "(the shell heard nothing while it was down); false only in v1 records"),
+        "listen": Bool(doc="the shell heard nothing while it was down: a BACKUP restored from the log listens "
+                       "for deadtime before it may take over, and from now on peers' deaths are judged on "
+                       "pulse's own inputs only (its timer, datagrams, links), never on an input another "
+                       "service recorded; false only in v1 records"),
     },
     doc="pulse's shell started: its boot epoch (which must grow on every start) and the host's addresses. "
     "v2 added listen: a v1 core, restarted under a running router as BACKUP, judged its peers by what it "
-    "had heard before it went down and took over at once when that was more than deadtime ago.",
+    "had heard before it went down and took over at once when that was more than deadtime ago, on its own "
+    "inputs or on one another service had recorded while pulse was down.",
     upcast=lambda p: {**p, "listen": False},
 )
 declare(

@@ -365,6 +365,7 @@ class PulseState:
     _PLAIN = (
         "role", "epoch", "hostname", "seq", "now", "next_hb", "listen_until", "preempt_since",
         "preempt_hold_until", "garp_next", "links_up", "last_active", "ignored", "rejected_configs",
+        "own_clock",
     )
 
     def __init__(self) -> None:
@@ -391,6 +392,10 @@ class PulseState:
         self.fos_health: dict[str, str] = {}
         self.active_since: int | None = None
         self.gave_up_until = 0
+        # peers' deaths are judged on pulse's own inputs only (OWN_CLOCK): an input another service
+        # recorded while pulse was down is no evidence that pulse listened meanwhile. Set by a
+        # pulse.started v2 (listen); a v1 run judged them on any input, and replays so
+        self.own_clock = False
 
     @property
     def cfg(self) -> PulseSettings:
@@ -447,6 +452,14 @@ OUTPUTS = frozenset({
 })
 
 
+#: pulse's own inputs: its shell's observations and its timer. Peers' deaths are judged on these
+#: only (``PulseState.own_clock``): while the shell runs, its timer fires at every deadline, so
+#: leaving them out of other services' inputs delays a verdict by the timer's latency at most, and
+#: an input recorded while pulse was down cannot judge a peer by a silence nobody listened to
+OWN_CLOCK = frozenset({"pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
+                       "pulse.link_changed", "timer.fired"})
+
+
 class PulseCore(Core[PulseState]):
     name: ClassVar[str] = "pulse"
     inputs: ClassVar[tuple[str, ...]] = (
@@ -466,13 +479,14 @@ class PulseCore(Core[PulseState]):
     # version 1: {"v": 1, "state": {...}}, reannounce_after absent before it existed; version 2:
     # the state's fields alone, every one present
     # version 3: fos_health, active_since, gave_up_until (service = fos); version 4:
-    # reannounce_after per peer (one bound for every peer before)
-    snapshot_version = 4
+    # reannounce_after per peer (one bound for every peer before); version 5: own_clock
+    snapshot_version = 5
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
         3: lambda data: {**data, "reannounce_after": ({n: data["reannounce_after"] for n in data["peers"]}
                                                       if data["reannounce_after"] else {})},
+        4: lambda data: {**data, "own_clock": False},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -553,6 +567,7 @@ class PulseCore(Core[PulseState]):
         elif t == "pulse.started":
             # a restarted shell (the core restored from a snapshot) brings a new epoch: adopt it
             st.epoch = p["epoch"]
+            st.own_clock = p["listen"]
             st.hostname = p["hostname"]
             if st.role == INIT:
                 self._try_start(st, out)
@@ -577,7 +592,8 @@ class PulseCore(Core[PulseState]):
         else:
             return st, []
         if st.settings is not None and st.role not in (INIT, STOPPED):
-            self._advance(st, out)
+            if t in OWN_CLOCK or not st.own_clock:
+                self._advance(st, out)
             self._check_failover(st, out)
             self._elect(st, out)
             self._tick(st, out)
@@ -600,6 +616,7 @@ class PulseCore(Core[PulseState]):
         fresh.now = event.mono_ns
         fresh.epoch = event.payload["epoch"]
         fresh.hostname = event.payload["hostname"]
+        fresh.own_clock = event.payload["listen"]
         self._try_start(fresh, out)
         if fresh.role != INIT:
             self._advance(fresh, out)
