@@ -196,6 +196,9 @@ class _Verifier:
         rep = self.report
         t0 = time.perf_counter()
         reader = LogReader(rep.log, skip_corrupt=True)
+        # the writer's mark before the records: it follows the writes, so every seq it covers is
+        # readable now (read after them, a live writer's next record could be counted, not read)
+        hwm = reader.hwm()
         first = reader.first_seq()
         if first is None:
             rep.notes.append("empty log")
@@ -248,21 +251,22 @@ class _Verifier:
                     batch = batch[decoded + 1:]
         except (CorruptRecord, SeqUnavailable) as exc:
             self.fail(Divergence(rep.last_seq + 1, "?", "-", f"the log cannot be read on: {exc}"))
-        self._account(reader, first, last_read, to_seq)
+        self._account(reader, first, last_read, to_seq, hwm)
         if feeding and not rep.divergences:
             self._check_tail()
         rep.seconds = time.perf_counter() - t0
         return rep
 
-    def _account(self, reader: LogReader, first: int, last_read: int, to_seq: int | None) -> None:
-        """How many records the log holds (from its seqs, the writer's assigned-seq mark and its
-        declared gaps) against how many were read; a shortfall fails the verification."""
+    def _account(self, reader: LogReader, first: int, last_read: int, to_seq: int | None, hwm: int) -> None:
+        """How many records the log holds (from its seqs, the writer's assigned-seq mark ``hwm`` as
+        read before the records, and its declared gaps) against how many were read; a shortfall
+        fails the verification."""
         rep = self.report
         rep.unreadable = [str(p) for p in reader.problems]
         if reader.problems and not rep.divergences:  # found after the last record read
             p = reader.problems[0]
             self.fail(Divergence(p.lost[0] if p.lost else last_read + 1, "?", "-", f"the log cannot be read here: {p}"))
-        end = max([last_read, reader.hwm()] + [p.lost[1] for p in reader.problems if p.lost and p.lost[1]])
+        end = max([last_read, hwm] + [p.lost[1] for p in reader.problems if p.lost and p.lost[1]])
         if to_seq is not None:
             end = min(end, to_seq)
         declared = sum(min(b, end) - a + 1 for a, b in reader.gaps if a <= end)
