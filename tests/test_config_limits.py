@@ -132,6 +132,15 @@ def test_toml_long_integer():
     assert issue.line == text.count("\n")
 
 
+def test_toml_huge_hex_integer_for_a_word_is_refused_at_its_line():
+    """A hex literal is not bound by Python's 4,300-digit limit, but its str() is: an enum field
+    given one raised ValueError building the 'did you mean' hint (bench/fuzz_config.py, input
+    586243 of seed 0)."""
+    text = TOML.replace('forwarding = "direct"', "forwarding = 0x" + "f" * 4000, 1)
+    issue = _one(text, "t.toml", "forwarding")
+    assert issue.line == TOML[:TOML.index('forwarding = "direct"')].count("\n") + 1
+
+
 @pytest.mark.parametrize("header", [False, True])
 def test_toml_dotted_key_of_many_parts_is_refused_quickly(header):
     key = ".".join(["a"] * 300_000)

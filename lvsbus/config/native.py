@@ -211,8 +211,9 @@ class _Builder:
         allowed = [m.value for m in enum_cls]
         if isinstance(value, str) and value in allowed:
             return True, enum_cls(value)
+        # a hint only for a string: str() of an integer over 4,300 digits raises (the fuzzer's find)
         self.issue(path, f"{_shown(value)} is not allowed: one of {', '.join(allowed)}",
-                   self.hint(str(value), allowed))
+                   self.hint(value, allowed) if isinstance(value, str) else None)
         return False, None
 
     # dataclasses -----------------------------------------------------------------------------
