@@ -61,10 +61,10 @@ import msgpack
 import structlog
 import zmq
 
-from . import catalog  # noqa: F401  (fills the registry)
-from .events import MAX_NAME, MAX_TYPE, REGISTRY, DecodeError, Event, decode, decode_records, matches
-from .schema import _shown
-from .log import CorruptRecord, Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
+from .. import catalog  # noqa: F401  (fills the registry)
+from ..events import MAX_NAME, MAX_TYPE, REGISTRY, DecodeError, Event, decode, decode_records, matches
+from ..schema import _shown
+from ..log import CorruptRecord, Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
 
 log = structlog.get_logger("lvsbus.bus")
 
@@ -239,7 +239,7 @@ def _foreign_last_segment(log_dir: str) -> str | None:
     """What is wrong with the last segment file, if it is not a segment of a log at all: not a
     header, not a torn creation (a prefix of the header, or zeros), no valid record anywhere in it.
     The log's recovery would rewrite such a file as an empty segment."""
-    from .log import _SEGMENT_HEADER_BYTES, SEGMENT_HEADER_SIZE, _resync, list_segments
+    from ..log import _SEGMENT_HEADER_BYTES, SEGMENT_HEADER_SIZE, _resync, list_segments
 
     try:
         segs = list_segments(log_dir)
