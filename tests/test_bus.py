@@ -142,7 +142,7 @@ def test_a_client_that_publishes_before_its_hello_to_a_new_broker_misses_nothing
     after it and the earlier records were never delivered (r1's pulse lost two heartbeats of its
     peer across a broker kill; replay found a heartbeat 'no input explains')."""
     from lvsbus.bus import Broker, endpoint
-    from lvsbus.bus.broker import _ClientCore
+    from lvsbus.bus.client import _ClientCore
     from lvsbus.log import Durability
 
     dirs = StateDirs(str(tmp_path / "s")).make()
@@ -185,7 +185,7 @@ def test_a_silent_client_says_hello_to_a_restarted_broker_as_soon_as_it_connects
     is off: before, the client never said hello to the new broker."""
     import asyncio
 
-    import lvsbus.bus.broker as bus
+    import lvsbus.bus.async_client as bus
 
     monkeypatch.setattr(bus, "TICK_S", 3600.0)  # this process's client only (the broker is another)
     b = broker()

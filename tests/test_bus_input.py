@@ -22,7 +22,7 @@ import zmq
 
 from lvsbus import catalog  # noqa: F401
 from lvsbus.bus import Broker, BusClient, PublishRefused
-from lvsbus.bus.broker import _ClientCore
+from lvsbus.bus.client import _ClientCore
 from lvsbus.events import REGISTRY, DecodeError, Event, decode
 from lvsbus.log import Durability, EventLog, LogReader, frame
 from lvsbus.paths import StateDirs

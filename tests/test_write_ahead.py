@@ -245,7 +245,7 @@ def test_a_publish_lost_with_the_old_broker_is_sent_again_though_a_later_one_rea
     import msgpack
 
     from lvsbus.bus import AsyncBusClient
-    from lvsbus.bus.broker import _Outgoing
+    from lvsbus.bus.async_client import _Outgoing
     from lvsbus.log import Durability, EventLog
 
     dirs = StateDirs(str(tmp_path / "s")).make()

@@ -1,52 +1,7 @@
-"""The recorded bus: one broker per router, which numbers, records, then forwards every event.
-
-    service --P--> broker: validate -> assign seq + stamp clocks -> append to log -> forward --D--> subscribers
-                              (ack --A--> publisher once the record is durable, if it asked)
-
-Sockets: one ZeroMQ ROUTER socket at ``ipc://RUN_DIR/bus.sock``; RUN_DIR is created 0700, so only
-root reaches it (directory permissions are the authentication over ipc). Optionally a second
-ROUTER socket on tcp:// with CurveZMQ (encrypted and authenticated with allowed client keys):
-remote clients there may only subscribe (``lvsbus events tail --connect``); a publish from them is
-refused and counted.
-
-Wire protocol (multipart frames; bodies msgpack):
-
-    client -> broker
-      H  {"name", "subs": [prefix...], "pid"}      hello: who I am, what I want delivered
-      P  name, [ack_id, [[type, version, cause, payload], ...], nonce]
-                                                 publish a batch; ack_id 0 = no ack wanted (then no nonce)
-      B                                          bye
-    broker -> client
-      D  framed records (the log's framing)      delivery, in log order
-      A  [ack_id, first_seq, last_seq]           these seqs are durable in the log
-      R  [ack_id, reason, detail]                an event of that batch was refused
-      L  [first_dropped, last_dropped]           you were over the high-water mark: read those from the log
-      T  [epoch, last_seq]                       tick (liveness; a new epoch = a restarted broker)
-      W                                          who are you? (I do not know you: send H again)
-
-Slow subscribers: the broker never blocks on one. A delivery that would exceed a subscriber's
-high-water mark is dropped for that subscriber only; the broker remembers the dropped range, tells
-the subscriber with an L frame as soon as it can, and records ``bus.subscriber_lagged``. The client
-library then reads the missing range from the log (same machine) and resumes live delivery with no
-gap and no duplicate. A restarted broker resumes the sequence from the log; clients notice the new
-epoch in its ticks (or its W), say hello again and catch up from the log the same way, and resend
-publishes that were never acknowledged.
-
-Delivery guarantees: every recorded event reaches every subscriber whose prefixes match, once and
-in log order (live, or from the log after a lag or a broker restart). A publish acknowledged with
-A is durable and never lost. A publish awaiting its ack when the broker dies is resent by the
-client after the restart with the same (nonce, ack_id), and the new broker drops it if the copy
-sent before the crash reached it (it remembers each client's recorded ack ids). The asyncio client
-(services) first looks its unacknowledged batches up in the log (the new broker writes what a
-client sent before its hello before answering it) and sends again only what is not there: each
-item is recorded exactly once. The blocking client resends without looking, so a publish the old
-broker had recorded but not yet acked can be recorded twice by it (at-least-once: the
-supervisor's and the CLI's events). Services run their effects only once their outputs are
-acknowledged (``lvsbus.runtime``: write-ahead).
-"""
+"""The broker: validates what clients send, numbers it, records it in the log, then forwards it to
+the subscribers and acknowledges it once durable (see the package's docstring)."""
 from __future__ import annotations
 
-import bisect
 import errno
 import os
 import secrets
@@ -55,38 +10,28 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import msgpack
 import structlog
 import zmq
 
-from .. import catalog  # noqa: F401  (fills the registry)
-from ..events import MAX_NAME, MAX_TYPE, REGISTRY, DecodeError, Event, decode, decode_records, matches
+from ..events import MAX_TYPE, REGISTRY, DecodeError, decode, matches
+from ..log import CorruptRecord, Durability, EventLog, LogWriteError, frame, frame_batch
 from ..schema import _shown
-from ..log import CorruptRecord, Durability, EventLog, LogReader, LogWriteError, frame, frame_batch, parse_frames
+from .protocol import MAX_BAD_ITEMS, MAX_NONCE, MAX_SUBS, TICK_S, endpoint, pack, parse_publish, socket_path, unpack
+from .settings import check_broker_settings
+from .sockets import CurveServer, bind_curve, bind_ipc, router_socket
+from .stats import BrokerStats, LogStats
 
 log = structlog.get_logger("lvsbus.bus")
 
-MAX_FRAME = 4 * 1024 * 1024
 #: bus.frame_rejected events (and warnings) at most this many a second; the rest are counted
 REJECT_EVENTS_PER_S = 200
-#: bad items of one frame examined; past that its other items are refused without a look (a
-#: frame of a million bad items held an acked publish back 26 s)
-MAX_BAD_ITEMS = 64
-MAX_NONCE = 32  # bytes of a publisher's nonce (the broker keeps the last 10,000)
-MAX_SUBS = 64  # prefixes a client may subscribe to (each at most MAX_TYPE characters)
-TICK_S = 0.2
 DEDUP_PER_CLIENT = 4096  # acknowledged batches remembered per client nonce (to drop a copy sent again)
 MAX_BATCH = 1024  # records recorded and forwarded together (one write, one delivery frame a subscriber)
 DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber before dropping
 LOG_STATS_S = 10.0  # bus.log_stats at most this often (0: never)
-#: bucket upper bounds of the log latency histograms in bus.log_stats, nanoseconds
-LOG_BOUNDS_NS = (10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-                 10_000_000, 25_000_000, 50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000,
-                 2_500_000_000)
-
-
 BACKLOG_NAME = "log-backlog.spill"  # in the spill directory (the run directory unless told otherwise)
 STOP_FLUSH_S = 5.0  # a clean stop with a backlog keeps trying to write it this long, then spills it
 
@@ -104,48 +49,6 @@ def _recovery_summary(log_: EventLog) -> str:
     return "; ".join(parts)[:1024]
 
 
-def socket_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "bus.sock")
-
-
-def endpoint(run_dir: str) -> str:
-    return "ipc://" + socket_path(run_dir)
-
-
-def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-
-
-def _parse_publish(body: bytes) -> tuple[int, int, msgpack.Unpacker, bytes]:
-    """A publish body ``[ack_id, [item...]]`` or ``[ack_id, [item...], nonce]``: (ack_id, the number
-    of items, an Unpacker positioned at the first item, nonce). Raises on anything else.
-
-    The items are walked over by msgpack's C code without building them (a frame of four million
-    empty lists takes seconds to build, 60 ms to walk); the broker builds them one at a time, and
-    stops after MAX_BAD_ITEMS bad ones."""
-    u = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, max_buffer_size=max(len(body), 1))
-    u.feed(body)
-    n = u.read_array_header()
-    if n not in (2, 3):
-        raise ValueError("a publish is a 2- or 3-item array")
-    ack_id = u.unpack()
-    items_at = u.tell()
-    u.skip()
-    nonce = u.unpack() if n == 3 else b""
-    if u.tell() != len(body):
-        raise ValueError("extra data after the publish")
-    if type(ack_id) is not int or type(nonce) is not bytes or len(nonce) > MAX_NONCE:
-        raise ValueError("bad ack_id or nonce")
-    items = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True, max_buffer_size=max(len(body), 1))
-    items.feed(body[items_at:])
-    n_items = items.read_array_header()  # raises unless the items are an array
-    return ack_id, n_items, items, nonce
-
-
 @dataclass
 class _Client:
     ident: bytes
@@ -155,111 +58,6 @@ class _Client:
     lag_from: int = 0  # first seq dropped and not yet told (0: not lagging)
     lag_to: int = 0
     dropped: int = 0
-
-
-@dataclass
-class BrokerStats:
-    received: int = 0
-    recorded: int = 0
-    rejected: int = 0
-    lagged: int = 0
-    write_failures: int = 0
-    failed_frames: int = 0  # frames _on_message raised on (a bug), refused
-
-
-class _Latency:
-    """One histogram of nanosecond latencies (count, sum, max, bucket counts over LOG_BOUNDS_NS)."""
-
-    __slots__ = ("count", "sum", "max", "buckets")
-
-    def __init__(self) -> None:
-        self.count = self.sum = self.max = 0
-        self.buckets = [0] * (len(LOG_BOUNDS_NS) + 1)
-
-    def observe(self, ns: int) -> None:
-        self.count += 1
-        self.sum += ns
-        if ns > self.max:
-            self.max = ns
-        self.buckets[bisect.bisect_left(LOG_BOUNDS_NS, ns)] += 1
-
-
-class LogStats:
-    """What the broker measures of its log between two ``bus.log_stats`` events."""
-
-    def __init__(self, start_ns: int) -> None:
-        self.start_ns = start_ns
-        self.records = 0
-        self.append = _Latency()
-        self.commit = _Latency()
-        self.own_records = 0  # records of the bus.log_stats event itself (an idle bus stays quiet)
-
-    def payload(self, now_ns: int, durability: str) -> dict:
-        a, c = self.append, self.commit
-        return {
-            "period_ms": max(0, now_ns - self.start_ns) // 1_000_000, "durability": durability,
-            "records": self.records, "bounds_ns": list(LOG_BOUNDS_NS),
-            "append_count": a.count, "append_sum_ns": a.sum, "append_max_ns": a.max, "append_buckets": a.buckets,
-            "commit_count": c.count, "commit_sum_ns": c.sum, "commit_max_ns": c.max, "commit_buckets": c.buckets,
-        }
-
-
-@dataclass
-class CurveServer:
-    """A tcp:// endpoint with CurveZMQ: the broker's secret key and a directory of allowed client public keys."""
-
-    endpoint: str
-    server_secret_file: str
-    authorized_dir: str
-
-
-class BrokerSettingsError(ValueError):
-    """A setting the broker refuses at start (one line, for the command line)."""
-
-
-#: the smallest segment the broker accepts (a segment holds its header and at least one batch)
-MIN_SEGMENT_BYTES = 4096
-
-
-def check_broker_settings(node: Any, log_dir: str, segment_bytes: Any = None) -> None:
-    """Refuse, before anything is created, settings that would break the broker: a node name no
-    reader accepts on a record, a segment size that never records, and a last segment file in the
-    log directory that is not a segment of a log (the log's recovery would overwrite it)."""
-    if type(node) is not str or not 0 < len(node) <= MAX_NAME:
-        shown = f"{len(node)} characters" if type(node) is str else type(node).__name__
-        raise BrokerSettingsError(f"node name must be 1-{MAX_NAME} characters (got {shown})")
-    if segment_bytes is not None and (type(segment_bytes) is not int or segment_bytes < MIN_SEGMENT_BYTES):
-        raise BrokerSettingsError(f"segment size must be at least {MIN_SEGMENT_BYTES} bytes (got {segment_bytes!r})")
-    foreign = _foreign_last_segment(log_dir)
-    if foreign is not None:
-        raise BrokerSettingsError(foreign)
-
-
-def _foreign_last_segment(log_dir: str) -> str | None:
-    """What is wrong with the last segment file, if it is not a segment of a log at all: not a
-    header, not a torn creation (a prefix of the header, or zeros), no valid record anywhere in it.
-    The log's recovery would rewrite such a file as an empty segment."""
-    from ..log import _SEGMENT_HEADER_BYTES, SEGMENT_HEADER_SIZE, _resync, list_segments
-
-    try:
-        segs = list_segments(log_dir)
-    except FileNotFoundError:
-        return None
-    if not segs:
-        return None
-    first, path = segs[-1]
-    try:
-        with open(path, "rb") as f:
-            head = f.read(SEGMENT_HEADER_SIZE)
-            if head == _SEGMENT_HEADER_BYTES[:len(head)] or not head.strip(b"\0"):
-                return None  # a segment (or one whose creation was torn): the rest is not read (a restart's time)
-            data = head + f.read()
-    except OSError as exc:
-        return f"{path}: cannot read it: {exc.strerror or exc}"
-    if len(data) > SEGMENT_HEADER_SIZE and _resync(data, SEGMENT_HEADER_SIZE, len(data), first) is not None:
-        return None  # a damaged header before valid records: the log's recovery deals with it
-    return (f"{path} is not a segment of an lvsbus log (it starts with {data[:8]!r}): "
-            "move it out of the log directory")
 
 
 class Broker:
@@ -346,17 +144,13 @@ class Broker:
                 pass
 
         self.ctx = context or zmq.Context.instance()
-        self.sock = self._router_socket(sndhwm)
-        path = socket_path(run_dir)
-        if os.path.exists(path):
-            os.unlink(path)  # a previous broker died; the directory lock is the log's
-        self.sock.bind("ipc://" + path)
-        os.chmod(path, 0o600)
+        self.sock = router_socket(self.ctx, sndhwm)
+        bind_ipc(self.sock, run_dir)
         self.remote: zmq.Socket | None = None
         self._auth = None
         if curve is not None:
-            self.remote = self._router_socket(sndhwm)
-            self._setup_curve(self.remote, curve)
+            self.remote = router_socket(self.ctx, sndhwm)
+            self._auth = bind_curve(self.ctx, self.remote, curve)
         resumed = self._seq
         self._emit(
             "bus.broker_started",
@@ -421,32 +215,6 @@ class Broker:
         finally:
             self._draining = False
             self._flush()
-
-    # -- sockets -------------------------------------------------------------------------------
-
-    def _router_socket(self, sndhwm: int) -> zmq.Socket:
-        s = self.ctx.socket(zmq.ROUTER)
-        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        s.setsockopt(zmq.SNDHWM, sndhwm)
-        s.setsockopt(zmq.RCVHWM, 100_000)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
-        return s
-
-    def _setup_curve(self, sock: zmq.Socket, curve: CurveServer) -> None:
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
-
-        public, secret = zmq.auth.load_certificate(curve.server_secret_file)
-        if secret is None:
-            raise ValueError(f"{curve.server_secret_file} holds no secret key")
-        self._auth = ThreadAuthenticator(self.ctx)
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=curve.authorized_dir)
-        sock.curve_secretkey = secret
-        sock.curve_publickey = public
-        sock.curve_server = True
-        sock.bind(curve.endpoint)
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -593,7 +361,7 @@ class Broker:
             self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
             return
         try:
-            ack_id, n_items, items, nonce = _parse_publish(frames[3])
+            ack_id, n_items, items, nonce = parse_publish(frames[3])
         except Exception:
             self._reject(sock, ident, 0, "malformed", f"a publish is [ack_id, [items], nonce of at most {MAX_NONCE} bytes]",
                          len(frames[3]))
@@ -621,7 +389,7 @@ class Broker:
                 break
             try:
                 item = items.unpack()
-            except Exception:  # cannot happen: _parse_publish walked the whole frame
+            except Exception:  # cannot happen: parse_publish walked the whole frame
                 unexamined = n_items - i
                 refused += unexamined
                 first_bad = first_bad or (i, "malformed", "an item is not msgpack")
@@ -669,7 +437,7 @@ class Broker:
     def _on_hello(self, sock, ident: bytes, frames: list[bytes], remote: bool) -> None:
         """A hello: the client is known from now on, and answered with the epoch and the last seq."""
         try:
-            hello = _unpack(frames[2])
+            hello = unpack(frames[2])
             name = hello["name"]
             subs = tuple(hello.get("subs", ()))
             if (type(name) is not str or not 0 < len(name) <= 64 or len(subs) > MAX_SUBS
@@ -689,7 +457,7 @@ class Broker:
         self._flush()
         self._clients[ident] = _Client(ident, name, subs, remote)
         self._route_cache.clear()
-        self._send(sock, ident, [b"T", _pack([self.epoch, self._seq])])
+        self._send(sock, ident, [b"T", pack([self.epoch, self._seq])])
         pid = hello.get("pid")
         self._emit(
             "bus.client_joined",
@@ -707,7 +475,7 @@ class Broker:
         self.stats.rejected += items
         client = self._clients.get(ident)
         peer = client.name if client else ident.hex()[:32]
-        self._send(sock, ident, [b"R", _pack([ack_id, reason, detail[:1024]])])
+        self._send(sock, ident, [b"R", pack([ack_id, reason, detail[:1024]])])
         now = time.monotonic()
         if now - self._reject_window >= 1.0:
             if self._rejects_unreported:
@@ -951,7 +719,7 @@ class Broker:
             self._send(sock, ident, [b"D", b"".join(frames)])
 
     def _tell_lag(self, sock, c: _Client) -> bool:
-        if not self._send(sock, c.ident, [b"L", _pack([c.lag_from, c.lag_to])]):
+        if not self._send(sock, c.ident, [b"L", pack([c.lag_from, c.lag_to])]):
             return False
         first, last, dropped = c.lag_from, c.lag_to, c.dropped
         c.lag_from = c.lag_to = c.dropped = 0
@@ -968,7 +736,7 @@ class Broker:
             if last <= durable:
                 c = self._clients.get(ident)
                 sock = self.remote if (c and c.remote) else self.sock
-                self._send(sock, ident, [b"A", _pack([ack_id, first, last])])
+                self._send(sock, ident, [b"A", pack([ack_id, first, last])])
             else:
                 keep.append(item)
         self._pending_acks = keep
@@ -976,7 +744,7 @@ class Broker:
     def _tick(self) -> None:
         if self._scan_found:
             self._report_scan()
-        msg = [b"T", _pack([self.epoch, self._seq])]
+        msg = [b"T", pack([self.epoch, self._seq])]
         for c in list(self._clients.values()):
             sock = self.remote if c.remote else self.sock
             if c.lag_from:
@@ -985,628 +753,3 @@ class Broker:
         self.log.apply_retention()
         if self.log_stats_s > 0 and time.monotonic() >= self._next_log_stats:
             self._publish_log_stats(time.monotonic())
-
-
-# ---------------------------------------------------------------------------------------------
-# clients
-
-
-class BusError(RuntimeError):
-    pass
-
-
-class PublishRefused(BusError):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-class _ClientCore:
-    """What the sync and the asyncio clients share: message handling, gap repair, resend state.
-
-    It does file I/O (reading the log to catch up), but no socket I/O: the clients feed it the
-    messages they receive and send what it returns.
-    """
-
-    def __init__(self, name: str, subs: Iterable[str], log_dir: str | None, from_seq: int | None) -> None:
-        self.name = name
-        self.subs = tuple(subs)
-        self.log_dir = log_dir
-        self.epoch: str | None = None
-        self.last_delivered = 0 if from_seq is None else from_seq - 1
-        self.gap_from = from_seq  # first seq that may be missing and must come from the log
-        self.broker_seq = 0
-        self.last_tick = time.monotonic()
-        self.rejections: list[tuple[int, str, str]] = []
-        self.acked: dict[int, tuple[int, int]] = {}
-        self.lags = 0
-        self.nonce = os.urandom(8)
-        self.last_heard = 0.0  # monotonic time of the last message from the broker (0: none yet)
-        self.undecodable = 0  # records skipped because they do not decode (see _skip)
-        self.skipped: deque[tuple[int, str]] = deque(maxlen=100)
-
-    def hello(self) -> list[bytes]:
-        return [b"H", _pack({"name": self.name, "subs": list(self.subs), "pid": os.getpid()})]
-
-    def publish_frames(self, items: list[list], ack_id: int = 0) -> list[bytes]:
-        if ack_id:  # the nonce lets the broker drop a resend of a batch it already recorded
-            return [b"P", self.name.encode(), _pack([ack_id, items, self.nonce])]
-        return [b"P", self.name.encode(), _pack([ack_id, items])]
-
-    def handle(self, frames: list[bytes]) -> tuple[list[Event], bool]:
-        """Returns (events to deliver in order, whether to send hello again)."""
-        self.last_heard = time.monotonic()
-        kind = frames[0]
-        if kind == b"D":
-            records, used = parse_frames(frames[1])
-            if used != len(frames[1]):
-                raise BusError("broker sent a partial delivery frame")
-            out: list[Event] = []
-            if self.gap_from is not None and records:
-                out.extend(self._catch_up(records[0][0] - 1))
-            fresh = [r for r in records if r[0] > self.last_delivered]
-            while fresh:
-                evs, bad = decode_records(fresh)
-                out.extend(evs)
-                if evs:
-                    self.last_delivered = evs[-1].seq
-                if bad is None:
-                    break
-                self._skip(*bad)
-                fresh = fresh[len(evs) + 1:]
-            return out, False
-        if kind == b"T":
-            epoch, last = _unpack(frames[1])
-            self.last_tick = time.monotonic()
-            self.broker_seq = last
-            rehello = False
-            if self.epoch is not None and epoch != self.epoch:
-                # a new broker: events recorded after our last one may never have reached us
-                if self.gap_from is None and self.subs:
-                    self.gap_from = self.last_delivered + 1
-                rehello = True
-            self.epoch = epoch
-            if self.gap_from is not None:
-                return self._catch_up(last), rehello
-            return [], rehello
-        if kind == b"L":
-            first, last = _unpack(frames[1])
-            self.lags += 1
-            if self.gap_from is None or first < self.gap_from:
-                self.gap_from = max(first, self.last_delivered + 1)
-            return self._catch_up(last), False
-        if kind == b"A":
-            ack_id, first, last = _unpack(frames[1])
-            self.acked[ack_id] = (first, last)
-            return [], False
-        if kind == b"R":
-            ack_id, reason, detail = _unpack(frames[1])
-            self.rejections.append((ack_id, reason, detail))
-            return [], False
-        if kind == b"W":
-            return [], True
-        raise BusError(f"unknown message kind {kind[:8]!r} from broker")
-
-    def _skip(self, seq: int, exc: DecodeError) -> None:
-        """A record no reader can decode (logged by a broker that let it through): skipped, with a
-        warning naming its seq, and counted (``undecodable``; the last few in ``skipped``)."""
-        self.last_delivered = max(self.last_delivered, seq)
-        self.undecodable += 1
-        self.skipped.append((seq, str(exc)[:300]))
-        log.warning("undecodable_record_skipped", client=self.name, seq=seq, reason=exc.reason, detail=str(exc)[:300],
-                    count=self.undecodable)
-
-    def _catch_up(self, to_seq: int) -> list[Event]:
-        """Deliver from the log everything we may have missed, up to ``to_seq``."""
-        start = self.gap_from
-        if start is None or not self.subs:
-            self.gap_from = None
-            return []
-        if start > to_seq:
-            return []
-        if self.log_dir is None:
-            raise BusError("lost events from the bus and no log_dir to catch up from")
-        out = []
-        reader = LogReader(self.log_dir, skip_corrupt=True, on_problem=lambda p: log.error(
-            "log_record_unreadable", subscriber=self.name, error=str(p)))  # go past it, say so
-        for seq, body in reader.read(max(start, self.last_delivered + 1), to_seq):
-            try:
-                ev = decode(body, seq)
-            except DecodeError as exc:
-                self._skip(seq, exc)
-                continue
-            if matches(ev.type, self.subs):
-                out.append(ev)
-            self.last_delivered = seq
-        if self.last_delivered >= to_seq:
-            self.gap_from = None
-        else:
-            self.gap_from = self.last_delivered + 1
-        return out
-
-
-def _item(type_: str, payload: dict, cause: int | None, version: int | None) -> list:
-    return [type_, version if version is not None else REGISTRY.latest(type_).version, cause, payload]
-
-
-def _dealer(ctx: zmq.Context, connect: str, rcvhwm: int, curve: tuple[bytes, bytes, bytes] | None = None) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.setsockopt(zmq.RCVHWM, rcvhwm)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    if connect.startswith("ipc://"):
-        # a restarted broker is reconnected to within 10 ms, not zmq's default 100: timers go
-        # through the bus, so the reconnection is part of pulse's pause during a broker restart
-        sock.setsockopt(zmq.RECONNECT_IVL, 10)
-    if curve is not None:
-        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
-    sock.connect(connect)
-    return sock
-
-
-def _close(sock: zmq.Socket) -> None:
-    if sock.closed:
-        return
-    try:
-        r = sock.send_multipart([b"B"], zmq.NOBLOCK)
-        if hasattr(r, "add_done_callback"):
-            r.add_done_callback(_log_send_error)
-    except zmq.ZMQError:
-        pass
-    sock.close()
-
-
-def _log_send_error(fut) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.warning("bus_send_failed", error=str(fut.exception()))
-
-
-class BusClient:
-    """Blocking client: publish, and receive subscribed events in log order with no gap."""
-
-    def __init__(
-        self,
-        run_dir: str,
-        name: str,
-        subs: Iterable[str] = (),
-        log_dir: str | None = None,
-        from_seq: int | None = None,
-        context: zmq.Context | None = None,
-        connect: str | None = None,
-        curve: tuple[bytes, bytes, bytes] | None = None,
-        rcvhwm: int = 1000,
-    ) -> None:
-        self.ctx = context or zmq.Context.instance()
-        self.sock = _dealer(self.ctx, connect or endpoint(run_dir), rcvhwm, curve)
-        self.core = _ClientCore(name, subs, log_dir, from_seq)
-        self._queue: deque[Event] = deque()
-        self._ack_id = 0
-        self._last_hello = 0.0
-        self._hello()
-
-    def _hello(self) -> None:
-        now = time.monotonic()
-        if now - self._last_hello < 0.25:  # a W and a new epoch usually come together: one hello will do
-            return
-        self._last_hello = now
-        try:
-            self.sock.send_multipart(self.core.hello(), zmq.NOBLOCK)
-        except zmq.Again:  # no broker connected (yet): the tick watchdog says hello again
-            pass
-
-    def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
-        self.sock.send_multipart(self.core.publish_frames([_item(type_, payload, cause, version)]))
-
-    def publish_many(self, items: Iterable[tuple[str, dict]], ack: bool = False) -> int:
-        batch = [_item(t, p, None, None) for t, p in items]
-        ack_id = 0
-        if ack:
-            self._ack_id += 1
-            ack_id = self._ack_id
-        self.sock.send_multipart(self.core.publish_frames(batch, ack_id))
-        return ack_id
-
-    def publish_acked(
-        self, type_: str, payload: dict, cause: int | None = None, timeout: float = 5.0, version: int | None = None
-    ) -> int:
-        """Publish and wait until the broker says it is durable in the log. Returns its seq.
-
-        Resent after a broker restart; raises TimeoutError when no broker acknowledges in time, and
-        PublishRefused when the broker refuses the event."""
-        self._ack_id += 1
-        ack_id = self._ack_id
-        frames = self.core.publish_frames([_item(type_, payload, cause, version)], ack_id)
-        epoch = self.core.epoch
-        self.sock.send_multipart(frames)
-        deadline = time.monotonic() + timeout
-        while True:
-            if ack_id in self.core.acked:
-                return self.core.acked.pop(ack_id)[1]
-            for rid, reason, detail in self.core.rejections:
-                if rid == ack_id:
-                    raise PublishRefused(reason, detail)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no acknowledgement for {type_} within {timeout}s")
-            self._pump(min(left, 0.1))
-            if self.core.epoch != epoch and epoch is not None:
-                epoch = self.core.epoch
-                self.sock.send_multipart(frames)
-
-    def _pump(self, timeout: float) -> bool:
-        if not self.sock.poll(int(timeout * 1000)):
-            if time.monotonic() - self.core.last_tick > 5 * TICK_S:
-                self._hello()
-                self.core.last_tick = time.monotonic()
-            return False
-        while True:
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
-            events, rehello = self.core.handle(frames)
-            self._queue.extend(events)
-            if rehello:
-                self._hello()
-
-    def _wait(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._queue:
-            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-            if left <= 0:
-                return False
-            self._pump(left)
-        return True
-
-    def recv(self, timeout: float | None = None) -> Event | None:
-        """The next subscribed event, or None after ``timeout`` seconds."""
-        return self._queue.popleft() if self._wait(timeout) else None
-
-    def recv_batch(self, timeout: float | None = None) -> list[Event]:
-        """Everything available now (waiting up to ``timeout`` for the first)."""
-        if not self._wait(timeout):
-            return []
-        out = list(self._queue)
-        self._queue.clear()
-        return out
-
-    def iter(self, timeout: float | None = None) -> Iterator[Event]:
-        while True:
-            ev = self.recv(timeout)
-            if ev is None:
-                return
-            yield ev
-
-    def close(self) -> None:
-        _close(self.sock)
-
-
-@dataclass
-class _Outgoing:
-    """A batch published and not acknowledged yet."""
-
-    ack_id: int
-    items: list[list]
-    floor: int  # every record of it gets a seq above this one
-    epoch: str | None  # the broker epoch it was sent under
-    future: Any = None  # resolved with (first_seq, last_seq) once durable (publish_durable)
-    rejected: int = 0
-    found: tuple[int, int] | None = None  # (first, last) seqs of its items found in the log after a broker restart
-
-
-class AsyncBusClient:
-    """asyncio client for service shells (zmq.asyncio).
-
-    ``publish_nowait`` never blocks and never reorders: items published in one turn of the event
-    loop go out together as one batch (one frame), in order, right after that turn.
-    ``publish_durable`` sends a batch at once and returns a future resolved when the broker says
-    it is durable in the log: a shell runs an effect only after that (write-ahead).
-
-    A background task reads the socket all the time (also while the service awaits an
-    acknowledgement): deliveries are queued in order for ``recv_batch``, acknowledgements resolve
-    their futures. Every batch carries an ack id, so none is lost to a broker crash: on a new broker
-    epoch, the batches not acknowledged are looked up in the log (the new broker writes what it
-    received before it answers our hello) and only the items not recorded are sent again, so each
-    is recorded exactly once."""
-
-    def __init__(
-        self,
-        run_dir: str,
-        name: str,
-        subs: Iterable[str] = (),
-        log_dir: str | None = None,
-        from_seq: int | None = None,
-        rcvhwm: int = 1000,
-    ) -> None:
-        import zmq.asyncio
-
-        self.ctx = zmq.asyncio.Context.instance()
-        self.sock = _dealer(self.ctx, endpoint(run_dir), rcvhwm)
-        # a reconnection (a new broker) is seen at once and answered with a hello: the broker
-        # knows a client only by its hello, and its answer starts the catch-up and the resend of
-        # what the old broker lost (a silent client would wait for its 1 s watchdog: pulse's lost
-        # timer.fired held its heartbeats that long across a broker restart)
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._disconnected = False
-        self.core = _ClientCore(name, subs, log_dir, from_seq)
-        self._queue: list[Event] = []
-        self._outbox: list[list] = []
-        self._flush_scheduled = False
-        self._ack_id = 0
-        self._unacked: dict[int, _Outgoing] = {}  # in the order sent
-        self._acked_to = 0  # the highest seq acknowledged to us
-        self._ready: Any = None  # asyncio.Event: something in _queue (or an error)
-        self._reader: Any = None
-        self._error: BaseException | None = None
-        self.epochs = 0  # broker restarts seen
-        self.resent = 0  # items sent again after a broker restart (not found in the log)
-        self.found = 0  # items not acknowledged before a broker restart and found recorded
-
-    async def start(self) -> None:
-        import asyncio
-
-        self._ready = asyncio.Event()
-        await self.sock.send_multipart(self.core.hello())
-        self._reader = asyncio.ensure_future(self._read_loop())
-
-    # -- publishing ------------------------------------------------------------------------
-
-    def _send(self, frames: list[bytes]) -> None:
-        if not self.sock.closed:
-            # pyzmq's asyncio socket queues sends in order when it cannot send at once
-            self.sock.send_multipart(frames).add_done_callback(_log_send_error)
-
-    def _send_batch(self, items: list[list], future: Any = None) -> None:
-        self._ack_id += 1
-        floor = max(self.core.broker_seq, self.core.last_delivered, self._acked_to)
-        out = _Outgoing(self._ack_id, items, floor, self.core.epoch, future)
-        self._unacked[out.ack_id] = out
-        self._send(self.core.publish_frames(items, out.ack_id))
-
-    def publish_nowait(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
-        self._outbox.append(_item(type_, payload, cause, version))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            import asyncio
-
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        items, self._outbox = self._outbox, []
-        if items:
-            self._send_batch(items)
-
-    def publish_durable(self, items: Iterable[tuple[str, dict, int | None]]):
-        """Send ``(type, payload, cause)`` items now as one batch (after anything published with
-        ``publish_nowait`` before); returns a future resolved with ``(first_seq, last_seq)`` once
-        the broker says they are durable, or failed with PublishRefused when it refused them all
-        (then none is recorded). After a broker restart the items not recorded are sent again."""
-        import asyncio
-
-        self._flush()
-        fut = asyncio.get_running_loop().create_future()
-        if self._error is not None:
-            fut.set_exception(self._error)
-            return fut
-        self._send_batch([_item(t, p, c, None) for t, p, c in items], fut)
-        return fut
-
-    async def publish(self, type_: str, payload: dict, cause: int | None = None, version: int | None = None) -> None:
-        self._flush()
-        self._send_batch([_item(type_, payload, cause, version)])
-
-    @property
-    def unacked(self) -> int:
-        return sum(len(o.items) for o in self._unacked.values())
-
-    # -- reading ---------------------------------------------------------------------------
-
-    async def recv_batch(self, timeout: float | None = None) -> list[Event]:
-        """Wait for the next events (all that are ready), or [] after ``timeout``.
-
-        Not to be cancelled: a task running it may finish with the events in the same loop turn as
-        its cancellation (``wait_for`` then returns them), and they are lost to a caller that drops
-        the cancelled task. To wait on the bus and on something else, ``wait_ready`` (it takes
-        nothing) and then ``take``."""
-        await self.wait_ready(timeout)
-        return self.take()
-
-    async def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until events (or an error) are ready to ``take``; False after ``timeout``. Safe to
-        cancel: it takes nothing from the queue."""
-        import asyncio
-
-        if self._queue or self._error is not None:
-            return True
-        self._ready.clear()
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    def take(self) -> list[Event]:
-        """The events delivered so far, in log order ([] if none); raises the client's error once
-        the events before it are taken."""
-        if self._error is not None and not self._queue:
-            raise self._error
-        out, self._queue = self._queue, []
-        return out
-
-    async def _read_loop(self) -> None:
-        import asyncio
-
-        import zmq.asyncio
-
-        poller = zmq.asyncio.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        try:
-            while not self.sock.closed:
-                ready = dict(await poller.poll(100))
-                if self._monitor in ready:
-                    await self._on_monitor()
-                if self.sock in ready:
-                    while True:
-                        try:
-                            frames = await self.sock.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._on_frames(frames)
-                elif time.monotonic() - self.core.last_tick > 5 * TICK_S:
-                    self._send(self.core.hello())
-                    self.core.last_tick = time.monotonic()
-        except asyncio.CancelledError:
-            raise
-        except zmq.ZMQError as exc:
-            if not self.sock.closed:
-                self._fail(exc)
-        except Exception as exc:  # a bad delivery (BusError, a decode error): the service's to see
-            self._fail(exc)
-
-    async def _on_monitor(self) -> None:
-        from zmq.utils.monitor import parse_monitor_message
-
-        while True:
-            try:
-                msg = await self._monitor.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            event = parse_monitor_message(msg)["event"]
-            if event == zmq.EVENT_DISCONNECTED:
-                self._disconnected = True
-            elif event == zmq.EVENT_CONNECTED and self._disconnected:
-                self._disconnected = False
-                self._send(self.core.hello())
-
-    def _fail(self, exc: BaseException) -> None:
-        self._error = exc
-        for out in self._unacked.values():
-            if out.future is not None and not out.future.done():
-                out.future.set_exception(exc)
-        self._unacked.clear()
-        self._ready.set()
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        core = self.core
-        epoch = core.epoch
-        events, rehello = core.handle(frames)
-        kind = frames[0]
-        if kind == b"A":
-            for ack_id, (first, last) in core.acked.items():
-                self._acked_to = max(self._acked_to, last)
-                out = self._unacked.pop(ack_id, None)
-                if out is not None and out.future is not None and not out.future.done():
-                    if out.found is not None:  # the rest was recorded before a broker restart
-                        first, last = min(first, out.found[0]), max(last, out.found[1])
-                    out.future.set_result((first, last))
-            core.acked.clear()
-        elif kind == b"R":
-            for ack_id, reason, detail in core.rejections:
-                log.error("publish_refused", client=core.name, reason=reason, detail=str(detail)[:200])
-                out = self._unacked.get(ack_id)
-                if out is None:
-                    continue
-                out.rejected += 1
-                if out.rejected >= len(out.items):  # nothing of it was recorded: no ack will come
-                    del self._unacked[ack_id]
-                    if out.future is not None and not out.future.done():
-                        if out.found is not None:  # a part was recorded (before a broker restart): as a partial refusal
-                            out.future.set_result(out.found)
-                        else:
-                            out.future.set_exception(PublishRefused(reason, detail))
-            core.rejections.clear()
-        if events:
-            self._queue.extend(events)
-            self._ready.set()
-        if rehello:
-            self._send(core.hello())
-        if epoch is not None and core.epoch != epoch:
-            self.epochs += 1
-            self._reconcile()
-
-    def _reconcile(self) -> None:
-        """A new broker: each batch sent under an older one and not acknowledged is either in the
-        log (the old broker wrote it, or the new one took it off our queue before our hello) or was
-        lost with the old broker. The log tells which, item by item; the lost items are sent again,
-        in order."""
-        stale = [o for o in self._unacked.values() if o.epoch != self.core.epoch]
-        if not stale:
-            return
-        recorded = self._recorded(stale)
-        resent = 0
-        for out, seqs in zip(stale, recorded):
-            del self._unacked[out.ack_id]
-            self.found += sum(1 for q in seqs if q)
-            if seqs and all(seqs):
-                if out.future is not None and not out.future.done():
-                    out.future.set_result((min(seqs), max(seqs)))
-                continue
-            found = [q for q in seqs if q]
-            if found:
-                out.found = (min(found), max(found)) if out.found is None else (
-                    min(found[0], out.found[0]), max(found[-1], out.found[1]))
-            # under its own ack id: if a copy of it still queued in our socket reaches the new broker
-            # before this one (it was sent before), the broker records that one and drops this one
-            out.items = [it for it, q in zip(out.items, seqs) if not q]
-            out.epoch, out.rejected = self.core.epoch, 0
-            resent += len(out.items)
-            out.floor = max(self.core.broker_seq, self.core.last_delivered, self._acked_to)
-            self._unacked[out.ack_id] = out
-            self._send(self.core.publish_frames(out.items, out.ack_id))
-        self.resent += resent
-        log.info("publishes_reconciled", client=self.core.name, epoch=self.core.epoch, batches=len(stale),
-                 recorded=sum(1 for seqs in recorded for q in seqs if q), resent=resent)
-
-    def _recorded(self, stale: list[_Outgoing]) -> list[list[int]]:
-        """For each batch, for each of its items: its seq in the log, or 0 when it is not there.
-
-        Our records are in the log in the order we sent them (one connection to each broker, and
-        everything sent to the old broker before anything to the new one), but not necessarily a
-        prefix of it: the old broker may have lost a batch that a later one, sent after it died,
-        follows into the new broker's log. So each item is looked for, in order (an item the
-        old broker refused is not found: sent again, the new broker refuses it again)."""
-        flat: list[tuple] = []
-        for o in stale:
-            for it in o.items:
-                flat.append((it[0], it[1], it[2], msgpack.packb(it[3], use_bin_type=True)))
-        seqs = [0] * len(flat)
-        if self.log_dir_usable():
-            try:
-                p = 0
-                for seq, body in LogReader(self.core.log_dir).read(min(o.floor for o in stale) + 1):  # type: ignore[arg-type]
-                    if p >= len(flat):
-                        break
-                    rec = msgpack.unpackb(body, raw=False, strict_map_key=False)
-                    if rec[3] != self.core.name:
-                        continue
-                    key = (rec[4], rec[5], rec[8], msgpack.packb(rec[9], use_bin_type=True))
-                    for q in range(p, min(len(flat), p + 256)):
-                        if flat[q] == key:
-                            seqs[q] = seq
-                            p = q + 1
-                            break
-            except Exception as exc:  # a log we cannot read: send again (at least once)
-                log.error("publish_reconcile_failed", client=self.core.name, error=str(exc))
-                seqs = [0] * len(flat)
-        per_batch: list[list[int]] = []
-        q = 0
-        for o in stale:
-            per_batch.append(seqs[q:q + len(o.items)])
-            q += len(o.items)
-        return per_batch
-
-    def log_dir_usable(self) -> bool:
-        return self.core.log_dir is not None and os.path.isdir(self.core.log_dir)
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        if not self.sock.closed:
-            try:
-                self.sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-        self._monitor.close(0)
-        _close(self.sock)
