@@ -22,7 +22,7 @@ from ..schema import _shown
 from .protocol import MAX_BAD_ITEMS, MAX_NONCE, MAX_SUBS, TICK_S, endpoint, pack, parse_publish, socket_path, unpack
 from .settings import check_broker_settings
 from .sockets import CurveServer, bind_curve, bind_ipc, router_socket
-from .stats import BrokerStats, LogStats
+from .stats import BrokerStats, LogStats, ReportLimit
 
 log = structlog.get_logger("lvsbus.bus")
 
@@ -34,6 +34,13 @@ DEFAULT_SNDHWM = 2000  # delivery messages (each a batch) queued per subscriber 
 LOG_STATS_S = 10.0  # bus.log_stats at most this often (0: never)
 BACKLOG_NAME = "log-backlog.spill"  # in the spill directory (the run directory unless told otherwise)
 STOP_FLUSH_S = 5.0  # a clean stop with a backlog keeps trying to write it this long, then spills it
+
+
+def _fault_point() -> tuple[str, str] | None:
+    """Crash tests: LVSBUS_BROKER_FAULT=before_write:TYPE or after_write:TYPE: SIGKILL this broker
+    when it records a batch holding an event of TYPE, before or after the write."""
+    point, _, ftype = os.environ.get("LVSBUS_BROKER_FAULT", "").partition(":")
+    return (point, ftype) if point in ("before_write", "after_write") and ftype else None
 
 
 def _recovery_summary(log_: EventLog) -> str:
@@ -96,9 +103,7 @@ class Broker:
         self._acks: list[tuple[bytes, int, int, int]] = []  # (ident, ack_id, index of its first, last item in _batch)
         self._draining = False
         self._failure_note: dict | None = None
-        self._reject_window = 0.0  # start (monotonic s) of the second REJECT_EVENTS_PER_S counts in
-        self._rejects_in_window = 0
-        self._rejects_unreported = 0  # refused frames past the limit in this window (no event, no warning)
+        self._refusals = ReportLimit(REJECT_EVENTS_PER_S)
         # client nonce -> {ack_id: (first, last seq)} of the batches this broker recorded (the latest
         # DEDUP_PER_CLIENT a client): a copy of one sent again is dropped and acknowledged
         self._dedup: dict[bytes, dict[int, tuple[int, int]]] = {}
@@ -106,43 +111,11 @@ class Broker:
         self._log_stats = LogStats(time.monotonic_ns())
         self._next_log_stats = time.monotonic() + log_stats_s
         self._committing: deque[tuple[int, int]] = deque(maxlen=100_000)  # (last seq of an append, monotonic ns it started)
-        # crash tests: LVSBUS_BROKER_FAULT=before_write:TYPE or after_write:TYPE: SIGKILL this
-        # broker when it records a batch holding an event of TYPE, before or after the write
-        point, _, ftype = os.environ.get("LVSBUS_BROKER_FAULT", "").partition(":")
-        self._fault = (point, ftype) if point in ("before_write", "after_write") and ftype else None
+        self._fault = _fault_point()
 
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         os.chmod(run_dir, 0o700)
-        kwargs: dict[str, Any] = {"durability": durability or Durability("group")}
-        if segment_bytes is not None:
-            kwargs["segment_bytes"] = segment_bytes
-        if retention is not None:
-            kwargs["retention"] = retention
-        # A backlog spilled at the last stop (the log's disk was full) is written first, when it follows the log.
-        self.spill_path = os.path.join(spill_dir or run_dir, BACKLOG_NAME)
-        self.log = EventLog(log_dir, backlog_file=self.spill_path, **kwargs)
-        self._seq = self.log.last_seq
-        self._spill_pending = False
-        pending = self.log.recovery.backlog_pending
-        if pending:  # the disk still refuses the spilled records: they are the backlog, written when it can
-            self._unrecorded = list(pending)
-            self._unrecorded_from = pending[0][0]
-            self._seq = pending[-1][0]
-            self._next_retry = time.monotonic() + 1.0
-            self._spill_pending = True
-            self.stats.write_failures += 1
-            err = self.log.recovery.backlog_error or (0, "")
-            log.error("log_write_failed", errno=err[0], error=err[1], first_seq=pending[0][0], spilled=len(pending))
-            self._failure_note = {"errno": err[0], "error": err[1][:512], "first_seq": pending[0][0],
-                                  "count": len(pending)}
-        if self.log.recovery.backlog_left:  # not usable: keep it for the operator, out of the next spill's way
-            kept = f"{self.spill_path}.unused-{time.strftime('%Y%m%dT%H%M%S')}"
-            try:
-                os.replace(self.spill_path, kept)
-                log.error("log_backlog_file_not_used", path=kept)
-            except OSError:
-                pass
-
+        self._open_log(log_dir, durability, segment_bytes, retention, spill_dir)
         self.ctx = context or zmq.Context.instance()
         self.sock = router_socket(self.ctx, sndhwm)
         bind_ipc(self.sock, run_dir)
@@ -151,13 +124,54 @@ class Broker:
         if curve is not None:
             self.remote = router_socket(self.ctx, sndhwm)
             self._auth = bind_curve(self.ctx, self.remote, curve)
+        self._announce_start()
+
+    def _open_log(self, log_dir: str, durability: Durability | None, segment_bytes: int | None, retention,
+                  spill_dir: str | None) -> None:
+        kwargs: dict[str, Any] = {"durability": durability or Durability("group")}
+        if segment_bytes is not None:
+            kwargs["segment_bytes"] = segment_bytes
+        if retention is not None:
+            kwargs["retention"] = retention
+        # A backlog spilled at the last stop (the log's disk was full) is written first, when it follows the log.
+        self.spill_path = os.path.join(spill_dir or self.run_dir, BACKLOG_NAME)
+        self.log = EventLog(log_dir, backlog_file=self.spill_path, **kwargs)
+        self._seq = self.log.last_seq
+        self._spill_pending = False
+        if self.log.recovery.backlog_pending:
+            self._resume_spilled_backlog(self.log.recovery.backlog_pending)
+        if self.log.recovery.backlog_left:  # not usable: keep it for the operator, out of the next spill's way
+            kept = f"{self.spill_path}.unused-{time.strftime('%Y%m%dT%H%M%S')}"
+            try:
+                os.replace(self.spill_path, kept)
+                log.error("log_backlog_file_not_used", path=kept)
+            except OSError:
+                pass
+
+    def _resume_spilled_backlog(self, pending: list[tuple[int, bytes]]) -> None:
+        """The disk still refuses the spilled records: they are the backlog, written when it can."""
+        self._unrecorded = list(pending)
+        self._unrecorded_from = pending[0][0]
+        self._seq = pending[-1][0]
+        self._next_retry = time.monotonic() + 1.0
+        self._spill_pending = True
+        self.stats.write_failures += 1
+        err = self.log.recovery.backlog_error or (0, "")
+        log.error("log_write_failed", errno=err[0], error=err[1], first_seq=pending[0][0], spilled=len(pending))
+        self._failure_note = {"errno": err[0], "error": err[1][:512], "first_seq": pending[0][0],
+                              "count": len(pending)}
+
+    def _announce_start(self) -> None:
+        """bus.broker_started and what opening the log found, as the first records of this broker;
+        then the background check of the sealed segments."""
         resumed = self._seq
         self._emit(
             "bus.broker_started",
             {"epoch": self.epoch, "resumed_from": resumed, "recovery": _recovery_summary(self.log)},
         )
         self._emit_recovery()
-        log.info("broker_started", node=node, epoch=self.epoch, resumed_from=resumed, endpoint=endpoint(run_dir))
+        log.info("broker_started", node=self.node, epoch=self.epoch, resumed_from=resumed,
+                 endpoint=endpoint(self.run_dir))
         # Opening the log rescanned its last segment only: the sealed ones are checked in the
         # background (their whole-file CRCs, at C speed), and what it finds becomes events.
         self._scan_found: deque = deque()
@@ -476,15 +490,11 @@ class Broker:
         client = self._clients.get(ident)
         peer = client.name if client else ident.hex()[:32]
         self._send(sock, ident, [b"R", pack([ack_id, reason, detail[:1024]])])
-        now = time.monotonic()
-        if now - self._reject_window >= 1.0:
-            if self._rejects_unreported:
-                log.warning("frames_rejected_unreported", frames=self._rejects_unreported, count=self.stats.rejected)
-            self._reject_window, self._rejects_in_window, self._rejects_unreported = now, 0, 0
-        if self._rejects_in_window >= REJECT_EVENTS_PER_S:
-            self._rejects_unreported += 1
+        report, unreported = self._refusals.admit(time.monotonic())
+        if unreported:
+            log.warning("frames_rejected_unreported", frames=unreported, count=self.stats.rejected)
+        if not report:
             return
-        self._rejects_in_window += 1
         log.warning("frame_rejected", reason=reason, detail=detail[:200], peer=peer, count=self.stats.rejected)
         self._emit(
             "bus.frame_rejected",

@@ -10,7 +10,6 @@ LOG_BOUNDS_NS = (10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2
                  2_500_000_000)
 
 
-
 @dataclass
 class BrokerStats:
     received: int = 0
@@ -57,3 +56,27 @@ class LogStats:
             "commit_count": c.count, "commit_sum_ns": c.sum, "commit_max_ns": c.max, "commit_buckets": c.buckets,
         }
 
+
+
+class ReportLimit:
+    """At most ``per_s`` reports a second (monotonic seconds, one-second windows): what is past the
+    limit is counted, and the count of a window handed over when the next one starts."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s = per_s
+        self.window = 0.0  # start of the second being counted in
+        self.in_window = 0
+        self.unreported = 0  # past the limit in this window (no report)
+
+    def admit(self, now: float) -> tuple[bool, int]:
+        """Whether to report one more now, and how many went unreported in the window that ended
+        (0 if none ended)."""
+        ended = 0
+        if now - self.window >= 1.0:
+            ended = self.unreported
+            self.window, self.in_window, self.unreported = now, 0, 0
+        if self.in_window >= self.per_s:
+            self.unreported += 1
+            return False, ended
+        self.in_window += 1
+        return True, ended
