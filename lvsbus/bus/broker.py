@@ -16,10 +16,20 @@ import msgpack
 import structlog
 import zmq
 
-from ..events import MAX_TYPE, REGISTRY, DecodeError, decode, matches
+from ..events import REGISTRY, DecodeError, decode, matches
 from ..log import CorruptRecord, Durability, EventLog, LogWriteError, frame, frame_batch
-from ..schema import _shown
-from .protocol import MAX_BAD_ITEMS, MAX_NONCE, MAX_SUBS, TICK_S, endpoint, pack, parse_publish, socket_path, unpack
+from .protocol import (
+    HELLO_FORMAT,
+    MAX_NONCE,
+    TICK_S,
+    endpoint,
+    pack,
+    parse_hello,
+    parse_publish,
+    publisher_name,
+    socket_path,
+    take_items,
+)
 from .settings import check_broker_settings
 from .sockets import CurveServer, bind_curve, bind_ipc, router_socket
 from .stats import BrokerStats, LogStats, ReportLimit
@@ -367,11 +377,8 @@ class Broker:
             self._reject(sock, ident, 0, "not_allowed", "remote clients may only subscribe", len(frames[3]))
             return
         self.stats.received += 1
-        try:
-            source = frames[2].decode()
-            if not 0 < len(source) <= 64:
-                raise ValueError
-        except ValueError:
+        source = publisher_name(frames[2])
+        if source is None:
             self._reject(sock, ident, 0, "bad_name", "publisher name must be 1-64 bytes of UTF-8", len(frames[3]))
             return
         try:
@@ -380,87 +387,48 @@ class Broker:
             self._reject(sock, ident, 0, "malformed", f"a publish is [ack_id, [items], nonce of at most {MAX_NONCE} bytes]",
                          len(frames[3]))
             return
-        if ack_id and nonce:
-            # a resend (after a broker restart) of a batch this broker already recorded (a copy
-            # queued in the client's socket reached it first)
-            seen = self._dedup.get(nonce)
-            done = seen.get(ack_id) if seen is not None else None
-            if done is not None:
-                self._pending_acks.append((done[1], ident, ack_id, done[0]))
-                return
+        if ack_id and nonce and self._ack_resent(ident, nonce, ack_id):
+            return
         first_index = len(batch)
-        accepted = 0
-        # Refusals cost a bounded amount a frame: one reply, one warning, one event for the
-        # whole frame (the first bad item named, the others counted), however many items it holds.
-        refused = 0
-        first_bad: tuple[int, str, str] | None = None
-        validate = REGISTRY.validate
-        unexamined = 0
-        for i in range(n_items):
-            if refused >= MAX_BAD_ITEMS:  # a broken frame: the rest is refused unexamined (not even built)
-                unexamined = n_items - i
-                refused += unexamined
-                break
-            try:
-                item = items.unpack()
-            except Exception:  # cannot happen: parse_publish walked the whole frame
-                unexamined = n_items - i
-                refused += unexamined
-                first_bad = first_bad or (i, "malformed", "an item is not msgpack")
-                break
-            if item.__class__ is not list or len(item) != 4:
-                problem = ("malformed", "an item is [type, version, cause, payload]")
-            else:
-                type_, version, cause, payload = item
-                if cause is not None and (cause.__class__ is not int or cause < 1):
-                    problem = ("malformed", f"bad cause {_shown(cause)}")
-                else:
-                    try:
-                        validate(type_, version, payload)
-                    except DecodeError as exc:
-                        problem = (exc.reason, exc.detail)
-                    else:
-                        batch.append([type_, version, cause, payload, source])
-                        accepted += 1
-                        continue
-            refused += 1
-            if first_bad is None:
-                first_bad = (i, *problem)
-        if first_bad is not None:
-            i, reason, detail = first_bad
-            if n_items > 1:
-                detail = f"item {i} of {n_items}: {detail[:800]}"
-                if refused > 1:
-                    detail += f" (and {refused - 1} more item(s) refused"
-                    detail += f"; {unexamined} past the first {MAX_BAD_ITEMS} bad ones unexamined)" if unexamined else ")"
-            self._reject(sock, ident, ack_id, reason, detail, len(frames[3]), refused)
-        if ack_id and accepted:
+        refusal = take_items(items, n_items, source, batch)
+        if refusal is not None:
+            self._reject(sock, ident, ack_id, refusal.reason, refusal.detail, len(frames[3]), refusal.items)
+        if ack_id and len(batch) > first_index:
             acks.append((ident, ack_id, first_index, len(batch) - 1))
-            if nonce:  # seqs are assigned at flush: this broker's seq + position in the batch
-                seen = self._dedup.get(nonce)
-                if seen is None:
-                    seen = self._dedup[nonce] = {}
-                    if len(self._dedup) > 10_000:
-                        self._dedup.pop(next(iter(self._dedup)))
-                seen[ack_id] = (self._seq + first_index + 1, self._seq + len(batch))
-                if len(seen) > DEDUP_PER_CLIENT:
-                    seen.pop(next(iter(seen)))
-        if client is None and not remote:
+            if nonce:
+                self._remember_batch(nonce, ack_id, first_index, len(batch))
+        if client is None:
             self._send(sock, ident, [b"W"])
+
+    def _ack_resent(self, ident: bytes, nonce: bytes, ack_id: int) -> bool:
+        """A resend (after a broker restart) of a batch this broker already recorded (a copy queued
+        in the client's socket reached it first): acknowledged again, not recorded again."""
+        seen = self._dedup.get(nonce)
+        done = seen.get(ack_id) if seen is not None else None
+        if done is None:
+            return False
+        self._pending_acks.append((done[1], ident, ack_id, done[0]))
+        return True
+
+    def _remember_batch(self, nonce: bytes, ack_id: int, first_index: int, end_index: int) -> None:
+        """Remember the seqs of an acknowledged batch (items ``first_index`` to ``end_index - 1`` of
+        the batch being drained), to drop a copy sent again. Seqs are assigned at flush: this
+        broker's seq + position in the batch."""
+        seen = self._dedup.get(nonce)
+        if seen is None:
+            seen = self._dedup[nonce] = {}
+            if len(self._dedup) > 10_000:
+                self._dedup.pop(next(iter(self._dedup)))
+        seen[ack_id] = (self._seq + first_index + 1, self._seq + end_index)
+        if len(seen) > DEDUP_PER_CLIENT:
+            seen.pop(next(iter(seen)))
 
     def _on_hello(self, sock, ident: bytes, frames: list[bytes], remote: bool) -> None:
         """A hello: the client is known from now on, and answered with the epoch and the last seq."""
         try:
-            hello = unpack(frames[2])
-            name = hello["name"]
-            subs = tuple(hello.get("subs", ()))
-            if (type(name) is not str or not 0 < len(name) <= 64 or len(subs) > MAX_SUBS
-                    or not all(type(s) is str and len(s) <= MAX_TYPE for s in subs)):
-                raise ValueError
+            name, subs, pid = parse_hello(frames[2])
         except Exception:
-            self._reject(sock, ident, 0, "malformed",
-                         f"hello is {{name (1-64 characters), subs (at most {MAX_SUBS} prefixes of at most "
-                         f"{MAX_TYPE} characters), pid}}", len(frames[2]))
+            self._reject(sock, ident, 0, "malformed", HELLO_FORMAT, len(frames[2]))
             return
         # what this client sent before its hello is written before the answer: a client that
         # finds a new epoch there reads the log to tell its lost publishes from recorded ones.
@@ -472,10 +440,9 @@ class Broker:
         self._clients[ident] = _Client(ident, name, subs, remote)
         self._route_cache.clear()
         self._send(sock, ident, [b"T", pack([self.epoch, self._seq])])
-        pid = hello.get("pid")
         self._emit(
             "bus.client_joined",
-            {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid if type(pid) is int and pid >= 0 else None},
+            {"client": name, "subscriptions": [x[:96] for x in subs[:64]], "pid": pid},
         )
         if self._unrecorded and subs:
             # delivered but not written (the disk refuses them): a client that joins now cannot
