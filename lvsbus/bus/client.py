@@ -65,43 +65,11 @@ class _ClientCore:
         self.last_heard = time.monotonic()
         kind = frames[0]
         if kind == b"D":
-            records, used = parse_frames(frames[1])
-            if used != len(frames[1]):
-                raise BusError("broker sent a partial delivery frame")
-            out: list[Event] = []
-            if self.gap_from is not None and records:
-                out.extend(self._catch_up(records[0][0] - 1))
-            fresh = [r for r in records if r[0] > self.last_delivered]
-            while fresh:
-                evs, bad = decode_records(fresh)
-                out.extend(evs)
-                if evs:
-                    self.last_delivered = evs[-1].seq
-                if bad is None:
-                    break
-                self._skip(*bad)
-                fresh = fresh[len(evs) + 1:]
-            return out, False
+            return self._on_delivery(frames[1]), False
         if kind == b"T":
-            epoch, last = unpack(frames[1])
-            self.last_tick = time.monotonic()
-            self.broker_seq = last
-            rehello = False
-            if self.epoch is not None and epoch != self.epoch:
-                # a new broker: events recorded after our last one may never have reached us
-                if self.gap_from is None and self.subs:
-                    self.gap_from = self.last_delivered + 1
-                rehello = True
-            self.epoch = epoch
-            if self.gap_from is not None:
-                return self._catch_up(last), rehello
-            return [], rehello
+            return self._on_tick(frames[1])
         if kind == b"L":
-            first, last = unpack(frames[1])
-            self.lags += 1
-            if self.gap_from is None or first < self.gap_from:
-                self.gap_from = max(first, self.last_delivered + 1)
-            return self._catch_up(last), False
+            return self._on_lag(frames[1]), False
         if kind == b"A":
             ack_id, first, last = unpack(frames[1])
             self.acked[ack_id] = (first, last)
@@ -113,6 +81,47 @@ class _ClientCore:
         if kind == b"W":
             return [], True
         raise BusError(f"unknown message kind {kind[:8]!r} from broker")
+
+    def _on_delivery(self, body: bytes) -> list[Event]:
+        records, used = parse_frames(body)
+        if used != len(body):
+            raise BusError("broker sent a partial delivery frame")
+        out: list[Event] = []
+        if self.gap_from is not None and records:
+            out.extend(self._catch_up(records[0][0] - 1))
+        fresh = [r for r in records if r[0] > self.last_delivered]
+        while fresh:
+            evs, bad = decode_records(fresh)
+            out.extend(evs)
+            if evs:
+                self.last_delivered = evs[-1].seq
+            if bad is None:
+                break
+            self._skip(*bad)
+            fresh = fresh[len(evs) + 1:]
+        return out
+
+    def _on_tick(self, body: bytes) -> tuple[list[Event], bool]:
+        epoch, last = unpack(body)
+        self.last_tick = time.monotonic()
+        self.broker_seq = last
+        rehello = False
+        if self.epoch is not None and epoch != self.epoch:
+            # a new broker: events recorded after our last one may never have reached us
+            if self.gap_from is None and self.subs:
+                self.gap_from = self.last_delivered + 1
+            rehello = True
+        self.epoch = epoch
+        if self.gap_from is not None:
+            return self._catch_up(last), rehello
+        return [], rehello
+
+    def _on_lag(self, body: bytes) -> list[Event]:
+        first, last = unpack(body)
+        self.lags += 1
+        if self.gap_from is None or first < self.gap_from:
+            self.gap_from = max(first, self.last_delivered + 1)
+        return self._catch_up(last)
 
     def _skip(self, seq: int, exc: DecodeError) -> None:
         """A record no reader can decode (logged by a broker that let it through): skipped, with a
