@@ -178,6 +178,58 @@ def test_a_client_that_publishes_before_its_hello_to_a_new_broker_misses_nothing
         br.close()
 
 
+def test_a_hello_again_keeps_what_the_broker_dropped_for_that_client(tmp_path):
+    """A client whose deliveries the broker dropped (over its high-water mark) and that says hello
+    again on the same connection (its watchdog heard no tick: the ticks were dropped too) is still
+    told the dropped range (L) and catches up. Before: the hello replaced the broker's record of
+    the client with a fresh one, the range was forgotten, and the client (same epoch: no gap it
+    could know of) never received those events (the slow-subscriber test stalled under load)."""
+    from lvsbus.bus import Broker, endpoint
+    from lvsbus.bus.client import _ClientCore
+    from lvsbus.log import Durability
+
+    dirs = StateDirs(str(tmp_path / "s")).make()
+    br = Broker("n1", dirs.run, dirs.log, Durability("none"), sndhwm=1)
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.DEALER)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 1)
+    pub = ctx.socket(zmq.DEALER)
+    pub.setsockopt(zmq.LINGER, 0)
+    try:
+        sub.connect(endpoint(dirs.run))
+        pub.connect(endpoint(dirs.run))
+        core = _ClientCore("slow", ("timer.",), dirs.log, None)
+        sender = _ClientCore("pub", (), None, None)
+        sub.send_multipart(core.hello())
+        assert br.sock.poll(2000)
+        br._drain(br.sock, remote=False)
+        (c,) = [c for c in br._clients.values() if c.name == "slow"]
+        n = 0
+        while not c.lag_from and n < 1_000_000:  # the subscriber reads nothing: the broker drops for it
+            batch = [["timer.fired", 1, None, {"service": "s", "deadline_ns": n + i}] for i in range(50)]
+            n += 50
+            pub.send_multipart(sender.publish_frames(batch))
+            assert br.sock.poll(2000)
+            br._drain(br.sock, remote=False)
+        assert c.lag_from, "nothing dropped for the subscriber: the test proves nothing"
+        sub.send_multipart(core.hello())  # its watchdog saw no tick for a while: hello again
+        assert br.sock.poll(2000)
+        br._drain(br.sock, remote=False)
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < n and time.monotonic() < deadline:
+            br._tick()
+            while sub.poll(50):
+                events, _ = core.handle(sub.recv_multipart())
+                got.extend(e.payload["deadline_ns"] for e in events)
+        assert got == list(range(n))
+    finally:
+        sub.close(0)
+        pub.close(0)
+        br.close()
+
+
 def test_a_silent_client_says_hello_to_a_restarted_broker_as_soon_as_it_connects(broker, tmp_path, monkeypatch):
     """A client that publishes nothing learns of a new broker when its connection is made (socket
     monitor), not at its 1 s watchdog: what it sent that the old broker lost (pulse's timer.fired)

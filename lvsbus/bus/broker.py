@@ -437,7 +437,13 @@ class Broker:
         # ahead of T, a publish of the same drain made the client's catch-up start after it,
         # and what was written in an earlier drain was never delivered to it.)
         self._flush()
-        self._clients[ident] = _Client(ident, name, subs, remote)
+        known = self._clients.get(ident)
+        c = self._clients[ident] = _Client(ident, name, subs, remote)
+        if known is not None:
+            # a hello again on the same connection (the client's watchdog heard no tick: they were
+            # dropped with its deliveries): what was dropped for it is still to be told (L). Forgotten
+            # here, the client never caught up: it knows of no gap in the same epoch.
+            c.lag_from, c.lag_to, c.dropped = known.lag_from, known.lag_to, known.dropped
         self._route_cache.clear()
         self._send(sock, ident, [b"T", pack([self.epoch, self._seq])])
         self._emit(
