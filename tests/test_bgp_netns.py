@@ -333,16 +333,13 @@ def test_ipv6_vip_over_ipv6_sessions(netns, tmp_path):  # noqa: F811
             speakers.append(sp)
             sp.set_routes([Route(vip6, 128, "announce"), Route(VIP, 32, "announce")])  # the v4 one has no v4 peer
 
-        def hops6() -> set[str]:
-            return nexthops(topo, vip6)
-
-        wait_for("both IPv6 nexthops", lambda: hops6() == set(addrs.values()))
+        wait_for("both IPv6 nexthops", lambda: nexthops(topo, vip6) == set(addrs.values()))
         assert nexthops(topo) == set()  # the IPv4 VIP went nowhere: no IPv4 session carries it
         speakers[1].set_routes([Route(vip6, 128, "drain")])  # no GRACEFUL_SHUTDOWN filter upstream here:
         time.sleep(0.5)  # a drained route is still a route (the community changes nothing without the filter)
-        assert hops6() == set(addrs.values())
+        assert nexthops(topo, vip6) == set(addrs.values())
         speakers[1].set_routes([])
-        wait_for("r2 withdrawn", lambda: hops6() == {addrs["r1"]})
+        wait_for("r2 withdrawn", lambda: nexthops(topo, vip6) == {addrs["r1"]})
     finally:
         for sp in speakers:
             sp.stop()
