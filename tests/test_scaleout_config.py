@@ -5,7 +5,7 @@ import pytest
 
 from lvsbus.config import ConfigError, from_dict, loads_toml, render_toml, to_dict
 from tests.helpers.lvs_config import lvs_toml, scaleout_toml
-from tests.netns import netns  # noqa: F401  (the fixture)
+
 
 def load(text: str):
     return loads_toml(text, "t.toml")
@@ -77,7 +77,6 @@ def test_nat_is_a_warning():
     assert any(w.key == "virtual.web.forwarding" for w in loaded.warnings)
 
 
-
 NOT_AN_IP = ("is not an IP address: give an IPv4 (192.0.2.10) or IPv6 (2001:db8::10) address; host names "
              "are not resolved")
 
@@ -103,27 +102,3 @@ def test_an_inactive_service_is_not_held_to_scaleout():
     loaded = load(lvs_toml(scheduler="wlc").replace('"direct"', '"nat"\nactive = false') + scaleout_toml())
     assert [w.key for w in loaded.warnings] == ["scaleout"]
     assert "does not run scale-out yet" in loaded.warnings[0].message
-
-
-def test_check_config_on_a_router_notes_a_missing_bird(netns, tmp_path):  # noqa: F811
-    import os
-    import subprocess
-    import sys
-
-    from tests.netns import write_key
-
-    topo = netns(routers=1, private=False)
-    key = write_key(tmp_path / "hb.key")
-    cfg = tmp_path / "lvsbus.toml"
-    cfg.write_text(lvs_toml(scheduler="mh") + scaleout_toml() + f'\n[heartbeat]\nkey_file = "{key}"\n')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def check(path: str) -> subprocess.CompletedProcess:
-        return topo.run("r1", "env", f"PATH={path}", f"PYTHONPATH={root}", sys.executable, "-m", "lvsbus.cli",
-                        "check-config", str(cfg), check=False)
-
-    without = check("/nonexistent")
-    assert without.returncode == 0, without.stderr
-    assert "BIRD 2 is not installed on this router" in without.stderr and "router r1" in without.stderr
-    with_bird = check(os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    assert with_bird.returncode == 0 and "BIRD 2 is not installed" not in with_bird.stderr, with_bird.stderr
