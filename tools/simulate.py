@@ -1094,74 +1094,119 @@ class Cluster:
         return (a, b, link) if a < b else (b, a, link)
 
     def fault(self, f: Fault, begin: bool) -> None:
-        k = f.kind
-        if k == "router_crash":
-            r = self.routers[f.target]
-            if begin and r.up:
-                self.crash_router(r)
-            elif not begin and not r.up:
-                r.clock.reboot(self.t, boot_mono=(5 + self.rng.randrange(10)) * S)
-                self.boot(r)
-        elif k == "service_crash":
-            rname, sname = f.target.split("/")
-            r = self.routers[rname]
-            svc = r.services.get(sname)
-            if svc is None or not r.up:
-                return
-            if begin and svc.up:
-                self.stop_service(r, svc)
-                self.died(r, sname)
-            elif not begin and sname in r.crashed:  # the process could start again (duration)
-                d = r.crashed[sname]
-                if d.delay_s:  # ... and the supervisor's backoff says when it does
-                    self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
-                else:
-                    self.restart(r, sname)
-        elif k == "broker_crash":
-            r = self.routers[f.target]
-            if begin and r.up and r.broker_up:
-                # value: the broker dies before the (value // 2)-th next message it receives, having
-                # written what it had received before (odd value) or not (even)
-                r.crash_in = max(1, f.value // 2)
-                r.crash_written = bool(f.value % 2)
-                self.broker_restart_ns = max(MS, f.duration)
-        elif k in ("link_cut", "loss", "delay"):
-            key = self._pair_key(f.target)
-            table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
-            if k == "link_cut":
-                table[key] = table.get(key, 0) + (1 if begin else -1)
-            elif begin:
-                table[key] = max(table.get(key, 0), f.value)
+        handler = self.FAULT_HANDLERS.get(f.kind)
+        if handler is not None:
+            handler(self, f, begin)
+
+    def _router_crash(self, f: Fault, begin: bool) -> None:
+        r = self.routers[f.target]
+        if begin and r.up:
+            self.crash_router(r)
+        elif not begin and not r.up:
+            r.clock.reboot(self.t, boot_mono=(5 + self.rng.randrange(10)) * S)
+            self.boot(r)
+
+    def _service_crash(self, f: Fault, begin: bool) -> None:
+        rname, sname = f.target.split("/")
+        r = self.routers[rname]
+        svc = r.services.get(sname)
+        if svc is None or not r.up:
+            return
+        if begin and svc.up:
+            self.stop_service(r, svc)
+            self.died(r, sname)
+        elif not begin and sname in r.crashed:  # the process could start again (duration)
+            d = r.crashed[sname]
+            if d.delay_s:  # ... and the supervisor's backoff says when it does
+                self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
             else:
-                table.pop(key, None)
-        elif k == "nic_down":
-            rname, link = f.target.split("/")
-            r = self.routers[rname]
-            r.nic_up[link] = not begin
-            if r.up and r.services.get("pulse") is not None and r.services["pulse"].up:
-                self.publish(r, "pulse", "pulse.link_changed",
-                             {"link": link, "up": not begin, "device": "eth0" if link == "public" else "eth1"})
-                self.drain(r)
-        elif k in SERVER_FAULTS:
-            mode = {"server_fail": "down", "server_flap": "flap", "slow_check": "slow"}[k]
-            if begin:
-                self.server_mode[f.target] = mode
-            elif self.server_mode.get(f.target) == mode:
-                self.server_mode[f.target] = "up"
-        elif k == "stall":
-            r = self.routers[f.target]
-            if begin:
-                r.frozen_until = max(r.frozen_until, self.t + f.duration)
-        elif k == "wall_step":
-            self.routers[f.target].clock.wall_offset += f.value * MS
-        elif k == FOS_KILL:
-            for name in self.fos_running[f.target]:
-                self.fos_running[f.target][name] = False
-        elif k == "drift":
-            self.routers[f.target].clock.set_rate(self.t, f.value if begin else 0)
+                self.restart(r, sname)
+
+    def _broker_crash(self, f: Fault, begin: bool) -> None:
+        r = self.routers[f.target]
+        if begin and r.up and r.broker_up:
+            # value: the broker dies before the (value // 2)-th next message it receives, having
+            # written what it had received before (odd value) or not (even)
+            r.crash_in = max(1, f.value // 2)
+            r.crash_written = bool(f.value % 2)
+            self.broker_restart_ns = max(MS, f.duration)
+
+    def _link_fault(self, f: Fault, begin: bool) -> None:
+        """link_cut, loss, delay: between a pair of routers on one link."""
+        k = f.kind
+        key = self._pair_key(f.target)
+        table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
+        if k == "link_cut":
+            table[key] = table.get(key, 0) + (1 if begin else -1)
+        elif begin:
+            table[key] = max(table.get(key, 0), f.value)
+        else:
+            table.pop(key, None)
+
+    def _nic_down(self, f: Fault, begin: bool) -> None:
+        rname, link = f.target.split("/")
+        r = self.routers[rname]
+        r.nic_up[link] = not begin
+        if r.up and r.services.get("pulse") is not None and r.services["pulse"].up:
+            self.publish(r, "pulse", "pulse.link_changed",
+                         {"link": link, "up": not begin, "device": "eth0" if link == "public" else "eth1"})
+            self.drain(r)
+
+    def _server_fault(self, f: Fault, begin: bool) -> None:
+        """server_fail, server_flap, slow_check: what a real server's checks find."""
+        mode = {"server_fail": "down", "server_flap": "flap", "slow_check": "slow"}[f.kind]
+        if begin:
+            self.server_mode[f.target] = mode
+        elif self.server_mode.get(f.target) == mode:
+            self.server_mode[f.target] = "up"
+
+    def _stall(self, f: Fault, begin: bool) -> None:
+        r = self.routers[f.target]
+        if begin:
+            r.frozen_until = max(r.frozen_until, self.t + f.duration)
+
+    def _wall_step(self, f: Fault, begin: bool) -> None:
+        self.routers[f.target].clock.wall_offset += f.value * MS
+
+    def _fos_kill(self, f: Fault, begin: bool) -> None:
+        for name in self.fos_running[f.target]:
+            self.fos_running[f.target][name] = False
+
+    def _drift(self, f: Fault, begin: bool) -> None:
+        self.routers[f.target].clock.set_rate(self.t, f.value if begin else 0)
+
+    #: fault kind -> what its begin (begin=True) and its end (False) do to the cluster
+    FAULT_HANDLERS: dict[str, Callable[[Cluster, Fault, bool], None]] = {
+        "router_crash": _router_crash, "service_crash": _service_crash, "broker_crash": _broker_crash,
+        "link_cut": _link_fault, "loss": _link_fault, "delay": _link_fault, "nic_down": _nic_down,
+        "server_fail": _server_fault, "server_flap": _server_fault,
+        "slow_check": _server_fault, "stall": _stall, "wall_step": _wall_step,
+        FOS_KILL: _fos_kill, "drift": _drift,
+    }
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, verify: bool = False) -> SimResult:
+        self._schedule_boots_and_faults()
+        heap = self.heap
+        handlers = self.EVENT_HANDLERS
+        while heap and heap[0][0] <= self.duration:
+            t, _, kind, args = heapq.heappop(heap)
+            self.t = t
+            handlers[kind](self, kind, args)
+            if self.check:
+                self.check_vips()
+            self._clients(t)
+        self._clients(self.duration)
+        self.t = self.duration
+        if self.check:
+            self.check_settled()
+        for r in self.routers.values():
+            r.close_log()
+        if self.check and self.log_root is not None:
+            self.check_logs()
+        return self._result(verify)
+
+    def _schedule_boots_and_faults(self) -> None:
         start_rng = random.Random(self.seed * 31 + 5)
         for r in self.routers.values():
             at = start_rng.randrange(0, 2 * S, MS)
@@ -1170,97 +1215,9 @@ class Cluster:
             self._at(f.at, "fault", f, True)
             if f.duration:
                 self._at(f.at + f.duration, "fault", f, False)
-        heap = self.heap
+
+    def _result(self, verify: bool) -> SimResult:
         routers = self.routers
-        while heap and heap[0][0] <= self.duration:
-            t, _, kind, args = heapq.heappop(heap)
-            self.t = t
-            if kind == "dgram":
-                r = routers[args[0]]
-                if r.frozen_until > t:  # in the socket buffer until the router runs again
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                pulse = r.services.get("pulse")
-                if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
-                    type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
-                    self.heard[(r.name, payload["peer"])] = t
-                    self.publish(r, "pulse", type_, payload)
-                    self.drain(r)
-            elif kind == "timer":
-                r = routers[args[0]]
-                svc = r.services[args[1]]
-                if not (r.up and svc.up and svc.timer_gen == args[3]):
-                    continue
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                if r.clock.mono(t) < args[2]:  # the clock's rate changed since it was armed
-                    self._at(r.clock.global_time(args[2], t), kind, *args)
-                    continue
-                self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
-                self.drain(r)
-            elif kind == "fault":
-                self.fault(args[0], args[1])
-            elif kind == "broker_up":
-                r = routers[args[0]]
-                if r.up and r.broker_runs == args[1] and not r.broker_up:
-                    self.broker_up(r)
-            elif kind == "boot":
-                self.boot(routers[args[0]])
-            elif kind in ("start", "stop", "restart"):
-                r = routers[args[0]]
-                svc = r.services[args[1]]
-                if not r.up or r.broker_runs != args[2]:
-                    continue
-                wanted = r.supervision.wanted(args[1], configured_services(self.config))
-                if kind == "restart":
-                    self.restart(r, args[1])
-                elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
-                    self.start_service(r, svc)
-                    self.drain(r)
-                elif kind == "stop" and not wanted and svc.up:
-                    self.stop_service(r, svc)
-            elif kind == "shell":
-                r = routers[args[0]]
-                svc = r.services[args[1]]
-                if not (r.up and svc.up and r.shell_gen.get(args[1]) == args[2]):
-                    continue  # that shell run is gone
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                self.shell(r, args[3], args[4])
-                self.drain(r)
-            elif kind == "fos_cmd":
-                r = routers[args[0]]
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                if r.up and r.broker_runs == args[1]:
-                    _name, _runs, service, action, command = args
-                    self.fos_running[r.name][service] = action == "start"
-                    self.publish(r, "pulse", "pulse.failover_cmd_finished", {
-                        "service": service, "action": action, "command": command, "exit_code": 0,
-                        "duration_ms": 5, "stderr_tail": "", "error": ""})
-                    self.drain(r)
-            elif kind == "notify":
-                r = routers[args[0]]
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                if r.up:
-                    self.publish(r, "pulse", "pulse.notify_finished", args[1])
-                    self.drain(r)
-            if self.check:
-                self.check_vips()
-            self._clients(t)
-        self._clients(self.duration)
-        self.t = self.duration
-        if self.check:
-            self.check_settled()
-        for r in routers.values():
-            r.close_log()
-        if self.check and self.log_root is not None:
-            self.check_logs()
         result = SimResult(
             seed=self.seed, faults=list(self.faults), violations=list(self.violations),
             logs={n: (r.log_dir or "") for n, r in routers.items()}, events=self.events,
@@ -1273,6 +1230,102 @@ class Cluster:
                 if not rep.ok:
                     result.replay_errors.append(f"{name}: {rep.divergences[0].describe()}")
         return result
+
+    # the scheduled events, each (kind, args) as ``_at`` queued it; a router stalled (frozen_until)
+    # gets it again when it runs again
+
+    def _frozen(self, r: SimRouter, kind: str, args: tuple) -> bool:
+        if r.frozen_until > self.t:
+            self._at(r.frozen_until, kind, *args)
+            return True
+        return False
+
+    def _on_dgram(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if self._frozen(r, kind, args):  # in the socket buffer until the router runs again
+            return
+        pulse = r.services.get("pulse")
+        if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
+            type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
+            self.heard[(r.name, payload["peer"])] = self.t
+            self.publish(r, "pulse", type_, payload)
+            self.drain(r)
+
+    def _on_timer(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        svc = r.services[args[1]]
+        if not (r.up and svc.up and svc.timer_gen == args[3]):
+            return
+        if self._frozen(r, kind, args):
+            return
+        if r.clock.mono(self.t) < args[2]:  # the clock's rate changed since it was armed
+            self._at(r.clock.global_time(args[2], self.t), kind, *args)
+            return
+        self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
+        self.drain(r)
+
+    def _on_fault(self, kind: str, args: tuple) -> None:
+        self.fault(args[0], args[1])
+
+    def _on_broker_up(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if r.up and r.broker_runs == args[1] and not r.broker_up:
+            self.broker_up(r)
+
+    def _on_boot(self, kind: str, args: tuple) -> None:
+        self.boot(self.routers[args[0]])
+
+    def _on_supervisor(self, kind: str, args: tuple) -> None:
+        """start, stop, restart of a service, in the router run (broker_runs) that queued it."""
+        r = self.routers[args[0]]
+        svc = r.services[args[1]]
+        if not r.up or r.broker_runs != args[2]:
+            return
+        wanted = r.supervision.wanted(args[1], configured_services(self.config))
+        if kind == "restart":
+            self.restart(r, args[1])
+        elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
+            self.start_service(r, svc)
+            self.drain(r)
+        elif kind == "stop" and not wanted and svc.up:
+            self.stop_service(r, svc)
+
+    def _on_shell(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        svc = r.services[args[1]]
+        if not (r.up and svc.up and r.shell_gen.get(args[1]) == args[2]):
+            return  # that shell run is gone
+        if self._frozen(r, kind, args):
+            return
+        self.shell(r, args[3], args[4])
+        self.drain(r)
+
+    def _on_fos_cmd(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if self._frozen(r, kind, args):
+            return
+        if r.up and r.broker_runs == args[1]:
+            _name, _runs, service, action, command = args
+            self.fos_running[r.name][service] = action == "start"
+            self.publish(r, "pulse", "pulse.failover_cmd_finished", {
+                "service": service, "action": action, "command": command, "exit_code": 0,
+                "duration_ms": 5, "stderr_tail": "", "error": ""})
+            self.drain(r)
+
+    def _on_notify(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if self._frozen(r, kind, args):
+            return
+        if r.up:
+            self.publish(r, "pulse", "pulse.notify_finished", args[1])
+            self.drain(r)
+
+    #: the kind of a scheduled event -> what happens when its time comes
+    EVENT_HANDLERS: dict[str, Callable[[Cluster, str, tuple], None]] = {
+        "dgram": _on_dgram, "timer": _on_timer, "fault": _on_fault, "broker_up": _on_broker_up, "boot": _on_boot,
+        "start": _on_supervisor, "stop": _on_supervisor, "restart": _on_supervisor, "shell": _on_shell,
+        "fos_cmd": _on_fos_cmd, "notify": _on_notify,
+    }
 
     def _serving_now(self) -> bool:
         t = self.t
