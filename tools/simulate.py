@@ -504,13 +504,69 @@ class Cluster:
         self.digest = hashlib.sha256(json.dumps(self.model, sort_keys=True).encode()).hexdigest()
         names = [r.name for r in self.config.routers]
         self.fos = {fs.name: fs for fs in self.config.fos_services() if fs.active}
+        self.faults = self._fault_schedule(seed, len(names), faults)
+        self._set_timers(fencing_window_ns, settle, duration)
+        self.client_joined_version = client_joined_version
+        self.check = check_invariants
+        self.validate = validate
+        self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
+        self.broker_restart_ns = 300 * MS  # a broker crash's restart time (its fault's duration)
+        self.t = 0
+        self.heap: list = []
+        self._order = 0
+        cores_by_name = available()
+        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs") if n in cores_by_name]
+        self.log_root = log_root
+        self.routers = self._make_routers(seed, names, cores_by_name)
+        self._init_network()
+        self.violations: list[str] = []
+        self.advisories: list[str] = []  # worth knowing, not (yet) an invariant: see docs/replay.md
+        self.failovers = 0
+        self._elected = False
+        self.events = 0
+        self._init_servers_and_clients()
+        # service = fos: the failover service processes (router -> service -> running), started by
+        # start_cmd, stopped by stop_cmd, killed by a fos_kill fault or a host crash; and what pulse
+        # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
+        self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
+        self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
+        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
+        self.check_plan: list[tuple[str, str, float, int]] = []
+        if "nanny" in cores_by_name:
+            from lvsbus_services.nanny.core import plan
+
+            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
+                               for pc in plan(self.config) if pc.enabled]
+
+    def _init_network(self) -> None:
+        # network: (frozenset pair, link) -> state
+        self.cut: dict[tuple[str, str, str], int] = {}  # (a, b, link) -> how many cut faults hold it
+        self.loss: dict[tuple[str, str, str], int] = {}  # permille
+        self.extra_delay: dict[tuple[str, str, str], int] = {}  # ms
+        self.arp_owner: dict[str, str] = {}  # vip -> router the clients send to
+        self.heard: dict[tuple[str, str], int] = {}  # (receiver, sender) -> when a datagram last arrived
+
+    def _make_routers(self, seed: int, names: list[str], cores_by_name: dict[str, type[Core]]) -> dict[str, SimRouter]:
+        """Each router with its clocks (booted at a seeded monotonic time), its cores and its log."""
+        routers: dict[str, SimRouter] = {}
+        for i, name in enumerate(names):
+            clock = SimClock(boot_mono=(1000 + 37 * i + seed % 997) * S, wall_base=1_767_225_600 * S + i * 3 * MS)
+            log_dir = os.path.join(self.log_root, name, "log") if self.log_root is not None else None
+            cores = [cores_by_name[n]() for n in self.core_names]
+            routers[name] = SimRouter(name, i, cores, clock, log_dir)
+        return routers
+
+    def _fault_schedule(self, seed: int, routers: int, faults: list[Fault] | None) -> list[Fault]:
+        """The faults given, or the seed's: of the kinds this cluster's service can suffer."""
         if faults is not None:
-            self.faults = sorted(faults)
-        elif self.fos:
-            self.faults = generate_faults(seed, len(names), kinds=FOS_FAULT_KINDS, servers=0)
-        else:
-            self.faults = generate_faults(
-                seed, len(names), servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+            return sorted(faults)
+        if self.fos:
+            return generate_faults(seed, routers, kinds=FOS_FAULT_KINDS, servers=0)
+        return generate_faults(seed, routers, servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+
+    def _set_timers(self, fencing_window_ns: int | None, settle: int | None, duration: int | None) -> None:
+        """The heartbeat's timers, and from them and the faults: the fencing window, how long the
+        cluster settles after the last fault, and how long the run lasts."""
         hb = self.config.heartbeat
         self.keepalive = int(hb.keepalive * S)
         self.deadtime = int(hb.deadtime * S)
@@ -524,31 +580,8 @@ class Cluster:
         if self.fos and settle is None:  # a router that gave up stays out of preemption for reentry
             self.settle += int(max(f.timeout + f.reentry for f in self.fos.values()) * S)
         self.duration = duration if duration is not None else max(faults_end, 6 * S) + self.settle
-        self.client_joined_version = client_joined_version
-        self.check = check_invariants
-        self.validate = validate
-        self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
-        self.broker_restart_ns = 300 * MS  # a broker crash's restart time (its fault's duration)
-        self.t = 0
-        self.heap: list = []
-        self._order = 0
-        cores_by_name = available()
-        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs") if n in cores_by_name]
-        self.log_root = log_root
-        self.routers: dict[str, SimRouter] = {}
-        for i, name in enumerate(names):
-            clock = SimClock(boot_mono=(1000 + 37 * i + seed % 997) * S, wall_base=1_767_225_600 * S + i * 3 * MS)
-            log_dir = os.path.join(log_root, name, "log") if log_root is not None else None
-            cores = [cores_by_name[n]() for n in self.core_names]
-            self.routers[name] = SimRouter(name, i, cores, clock, log_dir)
-        # network: (frozenset pair, link) -> state
-        self.cut: dict[tuple[str, str, str], int] = {}  # (a, b, link) -> how many cut faults hold it
-        self.loss: dict[tuple[str, str, str], int] = {}  # permille
-        self.extra_delay: dict[tuple[str, str, str], int] = {}  # ms
-        self.arp_owner: dict[str, str] = {}  # vip -> router the clients send to
-        self.violations: list[str] = []
-        self.advisories: list[str] = []  # worth knowing, not (yet) an invariant: see docs/replay.md
-        self.heard: dict[tuple[str, str], int] = {}  # (receiver, sender) -> when a datagram last arrived
+
+    def _init_servers_and_clients(self) -> None:
         # the clients: they send to the VIP's ARP owner; served when it holds the VIP, runs, and its
         # kernel table has a healthy real server for the service
         self.outage_ns = 0
@@ -556,9 +589,6 @@ class Cluster:
         self._serving = False
         self._serving_since = 0
         self._dual_since: dict[str, int] = {}
-        self.failovers = 0
-        self._elected = False
-        self.events = 0
         # real servers: what their checks would find
         self.server_mode: dict[str, str] = {}  # name -> up | down | flap | slow
         self.server_address: dict[str, str] = {}
@@ -578,18 +608,6 @@ class Cluster:
                 self._client_services.append((vs.address, key))
         for fs in self.fos.values():  # served when the VIP's owner runs the failover service
             self._client_services.append((fs.address, ("fos", fs.name)))
-        # service = fos: the failover service processes (router -> service -> running), started by
-        # start_cmd, stopped by stop_cmd, killed by a fos_kill fault or a host crash; and what pulse
-        # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
-        self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
-        self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
-        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
-        self.check_plan: list[tuple[str, str, float, int]] = []
-        if "nanny" in cores_by_name:
-            from lvsbus_services.nanny.core import plan
-
-            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
-                               for pc in plan(self.config) if pc.enabled]
 
     # -- scheduling ---------------------------------------------------------------------------
     def _at(self, t: int, kind: str, *args: Any) -> None:
