@@ -869,16 +869,7 @@ class Cluster:
                 self.start_check(r, chk, int(late * 1_000_000))
             self._nanny_wake(r)
         elif what == "result":  # kept until the shell's next 50 ms flush (or sent when 2,000 wait)
-            chk, res = p
-            chk.running = False
-            if not chk.alive:
-                return
-            if r.batch.add(*res):
-                self.shell(r, "flush", None)
-            elif not r.flush_armed:
-                r.flush_armed = True
-                due = next_flush(r.nanny_started, self.t, NANNY_FLUSH)
-                self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
+            self._check_result(r, *p)
         elif what == "flush":
             r.flush_armed = False
             payload = r.batch.take(self.digest)
@@ -889,32 +880,47 @@ class Cluster:
 
             self.publish(r, "ipvs", "ipvs.table_read", table_read_payload(
                 p["request"], r.kernel, dict(r.timeouts), [dict(d) for d in r.daemons], 800))
-        elif what == "apply":  # the simulated kernel answers each op; the shell reports as the real one
-            from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+        elif what == "apply":
+            self._apply(r, p)
 
-            ops = p["ops"]
-            results: list[tuple[int | None, str, int]] = []
-            for op in ops:
-                try:
-                    if op["op"] in GLOBAL_OPS:
-                        timeouts, daemons = apply_global(r.timeouts, r.daemons, op)
-                        r.timeouts, r.daemons = timeouts or {}, daemons or []
-                    else:
-                        r.kernel = apply_ops(r.kernel, [op], strict=True)
-                except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
-                    results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
-                    continue
-                results.append((None, "", 40))
-            applied = failed = 0
-            for i in range(0, len(ops), CHUNK):
-                for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
-                    if type_ == "ipvs.op_failed":
-                        failed += 1
-                    else:
-                        applied += payload["count"]
-                    self.publish(r, "ipvs", type_, payload)
-            self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
-                                                           "duration_us": 40 * (applied + failed)})
+    def _check_result(self, r: SimRouter, chk: Any, res: tuple) -> None:
+        chk.running = False
+        if not chk.alive:
+            return
+        if r.batch.add(*res):
+            self.shell(r, "flush", None)
+        elif not r.flush_armed:
+            r.flush_armed = True
+            due = next_flush(r.nanny_started, self.t, NANNY_FLUSH)
+            self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
+
+    def _apply(self, r: SimRouter, p: dict) -> None:
+        """The simulated kernel answers each op of a batch; the shell reports as the real one."""
+        from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+
+        ops = p["ops"]
+        results: list[tuple[int | None, str, int]] = []
+        for op in ops:
+            try:
+                if op["op"] in GLOBAL_OPS:
+                    timeouts, daemons = apply_global(r.timeouts, r.daemons, op)
+                    r.timeouts, r.daemons = timeouts or {}, daemons or []
+                else:
+                    r.kernel = apply_ops(r.kernel, [op], strict=True)
+            except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
+                results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
+                continue
+            results.append((None, "", 40))
+        applied = failed = 0
+        for i in range(0, len(ops), CHUNK):
+            for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
+                if type_ == "ipvs.op_failed":
+                    failed += 1
+                else:
+                    applied += payload["count"]
+                self.publish(r, "ipvs", type_, payload)
+        self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
+                                                       "duration_us": 40 * (applied + failed)})
 
     def _fos_answers(self, r: SimRouter, fs: FailoverService) -> bool:
         """A check of a failover service from ``r`` goes to its address: ``r`` itself when it holds
@@ -1000,26 +1006,9 @@ class Cluster:
         self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
         r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
         if svc.name == "pulse":
-            r.epoch += 1
-            self.publish(r, "pulse", "pulse.started", {
-                "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
-                "key_loaded": True, "listen": True,
-            })
-            # the shell's link watch starts from what the core believes (services/pulse/shell.py
-            # _watch_links): a NIC that changed while pulse was down is reported at its first poll
-            from lvsbus_services.pulse.core import link_changes
-
-            believed = dict(getattr(svc.state, "links_up", None) or {})
-            for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
-                self.publish(r, "pulse", "pulse.link_changed",
-                             {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+            self._pulse_shell_started(r, svc)
         elif svc.name == "nanny":
-            # the shell's schedule and batches (services/nanny/schedule.py, on this router's
-            # monotonic clock): each check every interval, at a phase from the crc32 of its id;
-            # results leave in batches every 50 ms
-            r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
-            r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
-            self._nanny_wake(r)
+            self._nanny_shell_started(r)
         elif svc.name == "lvsd":
             self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
@@ -1031,6 +1020,29 @@ class Cluster:
                 self.reconcile_vips(r, svc)
             else:
                 r.reconcile_due = True
+
+    def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
+        r.epoch += 1
+        self.publish(r, "pulse", "pulse.started", {
+            "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
+            "key_loaded": True, "listen": True,
+        })
+        # the shell's link watch starts from what the core believes (services/pulse/shell.py
+        # _watch_links): a NIC that changed while pulse was down is reported at its first poll
+        from lvsbus_services.pulse.core import link_changes
+
+        believed = dict(getattr(svc.state, "links_up", None) or {})
+        for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
+            self.publish(r, "pulse", "pulse.link_changed",
+                         {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+
+    def _nanny_shell_started(self, r: SimRouter) -> None:
+        # the shell's schedule and batches (services/nanny/schedule.py, on this router's
+        # monotonic clock): each check every interval, at a phase from the crc32 of its id;
+        # results leave in batches every 50 ms
+        r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
+        r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
+        self._nanny_wake(r)
 
     def stop_service(self, r: SimRouter, svc: SimService) -> None:
         svc.up = False  # its state stays: the runtime saves a snapshot when it stops
