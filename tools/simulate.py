@@ -235,49 +235,63 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
     rng = random.Random(seed * 7919 + 17)
     names = router_names(routers)
     pairs = [f"{a}-{b}" for i, a in enumerate(names) for b in names[i + 1:]]
-    end = start + span
-    out = []
     if not servers:
         kinds = tuple(k for k in kinds if k not in SERVER_FAULTS)
     crashes = "broker_crash" in kinds
     kinds = tuple(k for k in kinds if k != "broker_crash")  # drawn apart: the other kinds' draws stay as they were
-    if crashes:
-        brng = random.Random(seed * 6151 + 29)
-        for _ in range(brng.choice((0, 1, 1, 2)) if kinds else brng.randint(1, 3)):
-            out.append(Fault(start + brng.randrange(0, span - S, MS), "broker_crash", brng.choice(names),
-                             brng.randrange(20 * MS, 800 * MS, MS), brng.randrange(2, 80)))
+    out = _broker_crashes(seed, names, start, span, others=bool(kinds)) if crashes else []
     for _ in range(rng.randint(1, max_faults) if kinds else 0):
-        kind = rng.choice(kinds)
-        at = start + rng.randrange(0, span - S, MS * 10)
-        duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
-        value = 0
-        if kind in ("router_crash", "stall", "wall_step", "drift", FOS_KILL):
-            target = rng.choice(names)
-        elif kind == "service_crash":
-            target = f"{rng.choice(names)}/{rng.choice(('pulse', 'nanny', 'lvsd', 'ipvs'))}"
-            duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
-        elif kind == "nic_down":
-            target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
-        elif kind in SERVER_FAULTS:
-            target = f"rs{rng.randrange(servers) + 1}"
-            if kind == "server_fail" and rng.random() < 0.3:
-                duration = 0  # for good: the settled table must be without it
-        else:
-            target = f"{rng.choice(pairs)}/{rng.choice(LINKS)}"
-        if kind == "loss":
-            value = rng.choice((100, 300, 500, 900, 1000))
-        elif kind == "delay":
-            value = rng.choice((5, 50, 300, 900))
-        elif kind == "wall_step":
-            value, duration = rng.choice((-1, 1)) * rng.randrange(1, 3_600_000), 0
-        elif kind == "drift":
-            value = rng.choice((-1, 1)) * rng.randrange(10, 1000)
-        elif kind == "stall":
-            duration = min(rng.randrange(MS * 100, 8 * S, MS * 10), end - at)
-        elif kind == FOS_KILL:
-            duration = 0
-        out.append(Fault(at, kind, target, duration, value))
+        out.append(_draw_fault(rng, rng.choice(kinds), names, pairs, servers, start, span))
     return sorted(out)
+
+
+def _broker_crashes(seed: int, names: list[str], start: int, span: int, others: bool) -> list[Fault]:
+    """The broker crashes of the seed's schedule, from their own dice: 0-2 among other kinds, else 1-3."""
+    brng = random.Random(seed * 6151 + 29)
+    return [Fault(start + brng.randrange(0, span - S, MS), "broker_crash", brng.choice(names),
+                  brng.randrange(20 * MS, 800 * MS, MS), brng.randrange(2, 80))
+            for _ in range(brng.choice((0, 1, 1, 2)) if others else brng.randint(1, 3))]
+
+
+def _draw_fault(rng: random.Random, kind: str, names: list[str], pairs: list[str], servers: int,
+                start: int, span: int) -> Fault:
+    """One fault of ``kind``: when, for how long (over by ``start + span``), on what, how much."""
+    end = start + span
+    at = start + rng.randrange(0, span - S, MS * 10)
+    duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
+    if kind in ("router_crash", "stall", "wall_step", "drift", FOS_KILL):
+        target = rng.choice(names)
+    elif kind == "service_crash":
+        target = f"{rng.choice(names)}/{rng.choice(('pulse', 'nanny', 'lvsd', 'ipvs'))}"
+        duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
+    elif kind == "nic_down":
+        target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
+    elif kind in SERVER_FAULTS:
+        target = f"rs{rng.randrange(servers) + 1}"
+        if kind == "server_fail" and rng.random() < 0.3:
+            duration = 0  # for good: the settled table must be without it
+    else:
+        target = f"{rng.choice(pairs)}/{rng.choice(LINKS)}"
+    value, duration = _fault_value(rng, kind, duration, end - at)
+    return Fault(at, kind, target, duration, value)
+
+
+def _fault_value(rng: random.Random, kind: str, duration: int, left: int) -> tuple[int, int]:
+    """A fault's value and its duration as its kind wants them (``left``: the time until the end)."""
+    value = 0
+    if kind == "loss":
+        value = rng.choice((100, 300, 500, 900, 1000))
+    elif kind == "delay":
+        value = rng.choice((5, 50, 300, 900))
+    elif kind == "wall_step":
+        value, duration = rng.choice((-1, 1)) * rng.randrange(1, 3_600_000), 0
+    elif kind == "drift":
+        value = rng.choice((-1, 1)) * rng.randrange(10, 1000)
+    elif kind == "stall":
+        duration = min(rng.randrange(MS * 100, 8 * S, MS * 10), left)
+    elif kind == FOS_KILL:
+        duration = 0
+    return value, duration
 
 
 def failover_schedule(seed: int, routers: int = 2) -> list[Fault]:
@@ -1646,25 +1660,11 @@ def _sim_json(res) -> dict:
 
 def _cmd_simulate(args) -> int:
     if args.golden:
-        for name in GOLDEN:
-            res = write_golden(name, args.golden)
-            logs = [res.logs[n] for n in sorted(res.logs)]
-            with open(os.path.join(args.golden, name, "timeline.txt"), "w", encoding="utf-8") as fh:
-                fh.write(render_text(timeline(logs)))
-            print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(args.golden, name)}")
-        return 0
+        return _write_golden_all(args.golden)
     faults = None
     if args.faults:
-        try:
-            with open(args.faults, encoding="utf-8") as fh:
-                faults = [Fault.from_json(d) for d in json.load(fh)]
-        except OSError as exc:
-            print(f"lvsbus simulate: {args.faults}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
-            print(f"lvsbus simulate: {args.faults}: not a fault schedule (a JSON list of faults, "
-                  f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
-                  file=sys.stderr)
+        faults = _read_faults(args.faults)
+        if faults is None:
             return 1
     if args.seeds:
         seeds = list(args.seeds)
@@ -1687,28 +1687,60 @@ def _cmd_simulate(args) -> int:
                 print(res.summary())
             continue
         failed += 1
-        if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
-            logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
-            shutil.rmtree(logs, ignore_errors=True)
-            res = run_seed(seed, log_root=logs, faults=faults, **kw)
-        small = None
-        if not args.no_shrink and res.faults:
-            small = shrink(seed, res.faults, **kw)
-            path = os.path.join(logs, "shrunk-faults.json")
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump([f.to_json() for f in small], fh, indent=1)
-        if args.json:
-            print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
-            continue
-        print(res.summary())
-        print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
-        if small is not None:
-            print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
-            print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
+        _report_failure(args, seed, res, logs, faults, kw, again)
     if len(seeds) > 1 and not args.json:
         el = time.perf_counter() - t0
         print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
     return 1 if failed else 0
+
+
+def _write_golden_all(root: str) -> int:
+    """--golden: every golden scenario's logs and its timeline.txt under ``root``."""
+    for name in GOLDEN:
+        res = write_golden(name, root)
+        logs = [res.logs[n] for n in sorted(res.logs)]
+        with open(os.path.join(root, name, "timeline.txt"), "w", encoding="utf-8") as fh:
+            fh.write(render_text(timeline(logs)))
+        print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(root, name)}")
+    return 0
+
+
+def _read_faults(path: str) -> list[Fault] | None:
+    """--faults FILE: its schedule, or None (said on stderr) when it cannot be read as one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [Fault.from_json(d) for d in json.load(fh)]
+    except OSError as exc:
+        print(f"lvsbus simulate: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
+        print(f"lvsbus simulate: {path}: not a fault schedule (a JSON list of faults, "
+              f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
+              file=sys.stderr)
+        return None
+
+
+def _report_failure(args, seed: int, res: SimResult, logs: str | None, faults: list[Fault] | None,
+                    kw: dict, again: str) -> None:
+    """A failing seed: its logs kept, its schedule shrunk (unless --no-shrink), and how to run both again."""
+    if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
+        logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
+        shutil.rmtree(logs, ignore_errors=True)
+        res = run_seed(seed, log_root=logs, faults=faults, **kw)
+    small = None
+    if not args.no_shrink and res.faults:
+        small = shrink(seed, res.faults, **kw)
+        path = os.path.join(logs, "shrunk-faults.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump([f.to_json() for f in small], fh, indent=1)
+    if args.json:
+        print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
+        return
+    print(res.summary())
+    print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
+    if small is not None:
+        print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
+        print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
 
 
 def main(argv: list[str] | None = None) -> int:
