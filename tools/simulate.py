@@ -237,6 +237,8 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
     pairs = [f"{a}-{b}" for i, a in enumerate(names) for b in names[i + 1:]]
     if not servers:
         kinds = tuple(k for k in kinds if k not in SERVER_FAULTS)
+    if not pairs:  # one router: no link between routers to fault
+        kinds = tuple(k for k in kinds if not _targets_a_pair(k))
     crashes = "broker_crash" in kinds
     kinds = tuple(k for k in kinds if k != "broker_crash")  # drawn apart: the other kinds' draws stay as they were
     out = _broker_crashes(seed, names, start, span, others=bool(kinds)) if crashes else []
@@ -251,6 +253,13 @@ def _broker_crashes(seed: int, names: list[str], start: int, span: int, others: 
     return [Fault(start + brng.randrange(0, span - S, MS), "broker_crash", brng.choice(names),
                   brng.randrange(20 * MS, 800 * MS, MS), brng.randrange(2, 80))
             for _ in range(brng.choice((0, 1, 1, 2)) if others else brng.randint(1, 3))]
+
+
+def _targets_a_pair(kind: str) -> bool:
+    """A fault on the link between two routers (``lvs1-lvs2/public``): the kinds ``_draw_fault``
+    gives a pair of routers as their target."""
+    return kind not in ("router_crash", "stall", "wall_step", "drift", FOS_KILL, "service_crash", "nic_down",
+                        "broker_crash", *SERVER_FAULTS)
 
 
 def _draw_fault(rng: random.Random, kind: str, names: list[str], pairs: list[str], servers: int,
@@ -271,6 +280,7 @@ def _draw_fault(rng: random.Random, kind: str, names: list[str], pairs: list[str
         if kind == "server_fail" and rng.random() < 0.3:
             duration = 0  # for good: the settled table must be without it
     else:
+        assert _targets_a_pair(kind), kind
         target = f"{rng.choice(pairs)}/{rng.choice(LINKS)}"
     value, duration = _fault_value(rng, kind, duration, end - at)
     return Fault(at, kind, target, duration, value)
