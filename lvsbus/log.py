@@ -1529,9 +1529,6 @@ class EventLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def reader(self) -> "LogReader":
-        return LogReader(self.directory)
-
 
 def _write_all(fd: int, data: bytes) -> None:
     n = os.write(fd, data)
