@@ -421,84 +421,99 @@ class EventLog:
             return
         with open(path, "rb") as f:
             data = f.read()
+        data, header_bad = self._recover_header(path, first, data)
         n = len(data)
-        header_bad = None
-        if data[:SEGMENT_HEADER_SIZE] not in (_SEGMENT_HEADER_BYTES, _SEGMENT_HEADER_GAP_BYTES):
-            resync0 = _resync(data, SEGMENT_HEADER_SIZE, n, first) if n > SEGMENT_HEADER_SIZE else None
-            if resync0 is None:
-                # No valid record in it. A segment whose creation was torn (a short, zeroed or
-                # partial header, then zeros) is started afresh; anything else in it is kept aside
-                # first (a foreign or damaged file is never dropped silently).
-                torn_creation = (_SEGMENT_HEADER_BYTES.startswith(data[:SEGMENT_HEADER_SIZE].rstrip(b"\0"))
-                                 and _NONZERO.search(data, SEGMENT_HEADER_SIZE) is None)
-                if not torn_creation:
-                    copy = self._keep_aside(path, 0, data)
-                    rec.cut_copy, rec.cut_kind, rec.torn_offset, rec.torn_bytes_cut = copy, "corrupt", 0, n
-                    rec.corruption.append(CorruptRecord(path, 0, "no valid record behind a bad segment header"))
-                    self.log.error("log.corrupt_tail_cut", segment=path, offset=0, bytes_cut=n, kept_in=copy,
-                                   reason="no valid record behind a bad segment header")
-                self.log.warning("log.segment_header_repaired", segment=path, bytes=n)
-                rec.header_repaired = True
-                _cut_file(path, 0, then=_SEGMENT_HEADER_BYTES)
-                data = _SEGMENT_HEADER_BYTES
-                n = len(data)
-            else:
-                try:
-                    _check_segment_header(data, path)
-                    header_bad = "bad segment header"
-                except CorruptRecord as exc:
-                    header_bad = exc.reason
         if header_bad is None:
             run = _validate_run(data, SEGMENT_HEADER_SIZE, n, first)
         else:  # a damaged file header: treat it as a corrupt record (records behind it are kept)
             run = _Run(0, first, 0, header_bad, False, [])
         rec.records = run.count
-        index = list(run.index)
-        good_end = run.end
-        highest = run.next_seq - 1
         if run.end < n:
             # Either a damaged tail (nothing valid after it) or corruption in the middle.
-            bad_at = run.end
             reason = run.error or "truncated record"
-            resync = _resync(data, max(bad_at + 1, SEGMENT_HEADER_SIZE), n, run.next_seq)
-            if resync is None and header_bad is None:
-                if self._cut_tail(path, data, bad_at, n, highest, reason, force=highest < first):
-                    good_end = bad_at
-                else:  # the cut bytes could not be kept: leave them, seal the segment
-                    self._seal_recovered(path, highest)
-                    return
-            else:
-                err = CorruptRecord(path, bad_at, reason)
-                rec.corruption.append(err)
-                self.log.error(
-                    "log.corrupt_record", segment=path, offset=bad_at, reason=reason,
-                    next_valid_offset=resync, last_good_seq=highest,
-                )
-                # Walk the rest of the segment (more corruption may follow) to find the highest
-                # valid seq and the end of the last valid record; keep everything valid.
-                pos = resync
-                while pos is not None:
-                    seq0 = _valid_at(data, pos, n)
-                    run2 = _validate_run(data, pos, n, seq0 if seq0 is not None else 0)
-                    if run2.count:
-                        highest = max(highest, run2.next_seq - 1)
-                        good_end = run2.end
-                    if run2.end >= n:
-                        break
-                    nxt = _resync(data, run2.end + 1, n, highest + 1)
-                    if nxt is None:
-                        break
-                    reason2 = run2.error or "truncated record"
-                    rec.corruption.append(CorruptRecord(path, run2.end, reason2))
-                    self.log.error("log.corrupt_record", segment=path, offset=run2.end, reason=reason2,
-                                   next_valid_offset=nxt)
-                    pos = nxt
-                if good_end < n and good_end >= SEGMENT_HEADER_SIZE:
-                    self._cut_tail(path, data, good_end, n, highest, "after corruption")
-                # Seal the corrupt segment; continue in a new one after the highest valid seq.
-                self._seal_recovered(path, highest)
+            resync = _resync(data, max(run.end + 1, SEGMENT_HEADER_SIZE), n, run.next_seq)
+            if resync is not None or header_bad is not None:
+                self._recover_past_corruption(path, data, run, reason, resync)
                 return
-        self._reopen(path, first, run.next_seq, good_end, _crc32(memoryview(data)[:good_end]), index)
+            highest = run.next_seq - 1
+            if not self._cut_tail(path, data, run.end, n, highest, reason, force=highest < first):
+                self._seal_recovered(path, highest)  # the cut bytes could not be kept: leave them, seal the segment
+                return
+        self._reopen(path, first, run.next_seq, run.end, _crc32(memoryview(data)[:run.end]), list(run.index))
+
+    def _recover_header(self, path: str, first: int, data: bytes) -> tuple[bytes, str | None]:
+        """Look at the last segment's file header: ``(data, None)`` when it is good or was
+        repaired (the segment's bytes then), ``(data, why)`` when it is damaged with valid records
+        behind it."""
+        if data[:SEGMENT_HEADER_SIZE] in (_SEGMENT_HEADER_BYTES, _SEGMENT_HEADER_GAP_BYTES):
+            return data, None
+        n = len(data)
+        if n <= SEGMENT_HEADER_SIZE or _resync(data, SEGMENT_HEADER_SIZE, n, first) is None:
+            self._repair_header(path, data)
+            return _SEGMENT_HEADER_BYTES, None
+        try:
+            _check_segment_header(data, path)
+            return data, "bad segment header"
+        except CorruptRecord as exc:
+            return data, exc.reason
+
+    def _repair_header(self, path: str, data: bytes) -> None:
+        """No valid record in the last segment. A segment whose creation was torn (a short, zeroed
+        or partial header, then zeros) is started afresh; anything else in it is kept aside first
+        (a foreign or damaged file is never dropped silently)."""
+        rec = self.recovery
+        n = len(data)
+        torn_creation = (_SEGMENT_HEADER_BYTES.startswith(data[:SEGMENT_HEADER_SIZE].rstrip(b"\0"))
+                         and _NONZERO.search(data, SEGMENT_HEADER_SIZE) is None)
+        if not torn_creation:
+            copy = self._keep_aside(path, 0, data)
+            rec.cut_copy, rec.cut_kind, rec.torn_offset, rec.torn_bytes_cut = copy, "corrupt", 0, n
+            rec.corruption.append(CorruptRecord(path, 0, "no valid record behind a bad segment header"))
+            self.log.error("log.corrupt_tail_cut", segment=path, offset=0, bytes_cut=n, kept_in=copy,
+                           reason="no valid record behind a bad segment header")
+        self.log.warning("log.segment_header_repaired", segment=path, bytes=n)
+        rec.header_repaired = True
+        _cut_file(path, 0, then=_SEGMENT_HEADER_BYTES)
+
+    def _recover_past_corruption(self, path: str, data: bytes, run: _Run, reason: str, resync: int | None) -> None:
+        """Corruption in the middle of the last segment (valid records after the bad one at
+        ``run.end``, first at ``resync``): keep everything valid, cut what follows the last valid
+        record, seal the segment; the next append starts a new one."""
+        rec = self.recovery
+        n = len(data)
+        highest = run.next_seq - 1
+        rec.corruption.append(CorruptRecord(path, run.end, reason))
+        self.log.error(
+            "log.corrupt_record", segment=path, offset=run.end, reason=reason,
+            next_valid_offset=resync, last_good_seq=highest,
+        )
+        highest, good_end = self._walk_valid(path, data, resync, highest, run.end)
+        if good_end < n and good_end >= SEGMENT_HEADER_SIZE:
+            self._cut_tail(path, data, good_end, n, highest, "after corruption")
+        # Seal the corrupt segment; continue in a new one after the highest valid seq.
+        self._seal_recovered(path, highest)
+
+    def _walk_valid(self, path: str, data: bytes, pos: int | None, highest: int, good_end: int) -> tuple[int, int]:
+        """Walk the rest of the segment from the valid record at ``pos`` (more corruption may
+        follow, each said) to find the highest valid seq and the end of the last valid record."""
+        n = len(data)
+        while pos is not None:
+            seq0 = _valid_at(data, pos, n)
+            run2 = _validate_run(data, pos, n, seq0 if seq0 is not None else 0)
+            if run2.count:
+                highest = max(highest, run2.next_seq - 1)
+                good_end = run2.end
+            if run2.end >= n:
+                break
+            nxt = _resync(data, run2.end + 1, n, highest + 1)
+            if nxt is None:
+                break
+            reason2 = run2.error or "truncated record"
+            self.recovery.corruption.append(CorruptRecord(path, run2.end, reason2))
+            self.log.error("log.corrupt_record", segment=path, offset=run2.end, reason=reason2,
+                           next_valid_offset=nxt)
+            pos = nxt
+        return highest, good_end
 
     def _reopen(self, path: str, first: int, next_seq: int, size: int, crc: int | None,
                 index: list[tuple[int, int]]) -> None:
