@@ -306,6 +306,27 @@ def test_follow_while_another_process_appends_and_rotates(tmp_path):
             proc.wait()
 
 
+def test_records_written_to_a_segment_just_before_it_is_sealed_are_read_before_the_next(tmp_path):
+    """The reader at the end of a segment finds a next one (the writer rotated meanwhile): it reads
+    the rest of the old one once more, and the records written there are read, not taken for a
+    gap before the next segment."""
+    d = str(tmp_path / "log")
+    with opened(d, durability=NONE, segment_bytes=4096) as log:
+        log.append_batch([(s, body_for(s)) for s in range(1, 4)])
+        reader = LogReader(d)
+        real = reader._next_segment
+
+        def writer_appends_then_rotates(cur, known):  # right after the reader found the end of segment 1
+            if log.next_seq == 4:
+                log.append_batch([(s, b"x" * 700) for s in range(4, 11)])  # into segment 1, now full
+                log.append_batch([(11, body_for(11))])  # rotates: segment 11
+            return real(cur, known)
+
+        reader._next_segment = writer_appends_then_rotates  # type: ignore[method-assign]
+        assert [s for s, _ in reader.read(1)] == list(range(1, 12))
+        assert len(list_segments(d)) == 2
+
+
 def test_follow_stops_and_waits_for_an_empty_log(tmp_path):
     d = tmp_path / "log"
     got = []

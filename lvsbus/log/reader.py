@@ -307,75 +307,80 @@ class LogReader:
                     segs = self.segments()
             while True:
                 records = cur.read_some()
-                if records:
-                    if records[0][0] < from_seq:
-                        skip = from_seq - records[0][0]
-                        records = records[skip:]
-                        if not records:
-                            continue
-                    if to_seq is not None and records[-1][0] >= to_seq:
-                        keep = to_seq - records[0][0] + 1
-                        if keep > 0:
-                            yield records[:keep]
-                        return
-                    yield records
-                    continue
-                # At the end of this segment for now. Is there a next one?
-                nxt = self._next_segment(cur, known)
-                if nxt is not None:
+                if not records:
+                    # At the end of this segment for now. Is there a next one?
+                    nxt = self._next_segment(cur, known)
+                    if nxt is None:
+                        if not follow or (stop is not None and stop()):
+                            if self.skip_corrupt and cur.has_leftover and cur.past_tail():
+                                continue  # an impossible length, with valid records behind it
+                            return
+                        time.sleep(poll_interval)
+                        continue
                     # The writer seals a segment before creating the next: read its rest once more.
                     records = cur.read_some()
-                    if records:
-                        if records[0][0] < from_seq:
-                            records = records[from_seq - records[0][0]:]
-                        if to_seq is not None and records and records[-1][0] >= to_seq:
-                            keep = to_seq - records[0][0] + 1
-                            if keep > 0:
-                                yield records[:keep]
-                            return
-                        if records:
-                            yield records
+                    if not records:
+                        cur, from_seq = self._cross(cur, nxt, from_seq)
                         continue
-                    first, path = nxt
-                    if cur.has_leftover:
-                        if self.skip_corrupt and cur.past_tail(sealed=True):
-                            continue  # a bad length, with valid records behind it
-                        exc = CorruptRecord(cur.path, cur.pos, "truncated record at the end of a sealed segment",
-                                            (cur.expect, first - 1) if first > cur.expect else None)
-                        if not self.skip_corrupt:
-                            raise CorruptRecord(cur.path, cur.pos, exc.reason)
-                        self._problem(exc)
-                        cur.dead = True  # the seqs up to the next segment are said: no second report
-                    expect, dead, prev = cur.expect, cur.dead, cur.path
-                    cur.close()
-                    try:
-                        cur = _Cursor(self, first, path)
-                    except FileNotFoundError:
-                        segs = self.segments()
-                        raise SeqUnavailable(first, segs[0][0] if segs else first) from None
-                    if first != expect and not dead and not cur.has_leftover:
-                        if cur.gap_before and first > expect:
-                            self.gaps.append((expect, first - 1))
-                            if self.on_gap is not None:
-                                self.on_gap(expect, first - 1)
-                        else:
-                            exc = CorruptRecord(path, 0, f"segment starts at seq {first}, expected {expect} "
-                                                         f"after {prev}", (expect, first - 1) if first > expect else None)
-                            if not self.skip_corrupt:
-                                cur.close()
-                                raise CorruptRecord(path, 0, exc.reason)
-                            self._problem(exc)
-                            if first < expect:  # overlapping segments: drop what was read already
-                                from_seq = max(from_seq, expect)
-                    continue
-                if not follow or (stop is not None and stop()):
-                    if self.skip_corrupt and cur.has_leftover and cur.past_tail():
-                        continue  # an impossible length, with valid records behind it
+                records, done = _clip(records, from_seq, to_seq)
+                if records:
+                    yield records
+                if done:
                     return
-                time.sleep(poll_interval)
         finally:
             if cur is not None:
                 cur.close()
+
+    def _cross(self, cur: _Cursor, nxt: tuple[int, str], from_seq: int) -> tuple[_Cursor, int]:
+        """Go from ``cur``, read to its end, to the next segment ``nxt``; returns the cursor to
+        read on with (``cur`` itself when skipping past a bad length in it) and ``from_seq``."""
+        first, path = nxt
+        if cur.has_leftover and self._truncated_at_end(cur, first):
+            return cur, from_seq  # a bad length, with valid records behind it
+        expect, dead, prev = cur.expect, cur.dead, cur.path
+        cur.close()
+        try:
+            cur = _Cursor(self, first, path)
+        except FileNotFoundError:
+            segs = self.segments()
+            raise SeqUnavailable(first, segs[0][0] if segs else first) from None
+        if first != expect and not dead and not cur.has_leftover:
+            from_seq = self._seq_jump(cur, expect, prev, from_seq)
+        return cur, from_seq
+
+    def _truncated_at_end(self, cur: _Cursor, first: int) -> bool:
+        """``cur``'s segment, sealed (the next starts at ``first``), ends with bytes that are no
+        complete record. True when skipping and they are a bad length with valid records behind
+        them (read on in it); else it is said: raised, or when skipping a problem (False)."""
+        if self.skip_corrupt and cur.past_tail(sealed=True):
+            return True
+        exc = CorruptRecord(cur.path, cur.pos, "truncated record at the end of a sealed segment",
+                            (cur.expect, first - 1) if first > cur.expect else None)
+        if not self.skip_corrupt:
+            raise CorruptRecord(cur.path, cur.pos, exc.reason)
+        self._problem(exc)
+        cur.dead = True  # the seqs up to the next segment are said: no second report
+        return False
+
+    def _seq_jump(self, cur: _Cursor, expect: int, prev: str, from_seq: int) -> int:
+        """``cur``'s segment does not start at ``expect``, the seq after the last of ``prev``: a
+        declared gap is crossed (listed in ``gaps``); anything else is corruption, raised or when
+        skipping said. Returns ``from_seq``, moved past what was read when segments overlap."""
+        first, path = cur.first_seq, cur.path
+        if cur.gap_before and first > expect:
+            self.gaps.append((expect, first - 1))
+            if self.on_gap is not None:
+                self.on_gap(expect, first - 1)
+            return from_seq
+        exc = CorruptRecord(path, 0, f"segment starts at seq {first}, expected {expect} "
+                                     f"after {prev}", (expect, first - 1) if first > expect else None)
+        if not self.skip_corrupt:
+            cur.close()
+            raise CorruptRecord(path, 0, exc.reason)
+        self._problem(exc)
+        if first < expect:  # overlapping segments: drop what was read already
+            from_seq = max(from_seq, expect)
+        return from_seq
 
     def _next_segment(self, cur: _Cursor, known: list):
         """The segment after ``cur``: from the last listing ``known[0]``, else from a fresh one
@@ -386,3 +391,15 @@ class LogReader:
         known[0] = self.segments()
         i = bisect.bisect_right(known[0], (cur.first_seq, "\uffff"))
         return known[0][i] if i < len(known[0]) else None
+
+
+def _clip(records: list, from_seq: int, to_seq: int | None) -> tuple[list, bool]:
+    """The records of a batch from ``from_seq`` to ``to_seq``, and whether ``to_seq`` is reached."""
+    if records[0][0] < from_seq:
+        records = records[from_seq - records[0][0]:]
+        if not records:
+            return records, False
+    if to_seq is not None and records[-1][0] >= to_seq:
+        keep = to_seq - records[0][0] + 1
+        return (records[:keep] if keep > 0 else []), True
+    return records, False
