@@ -719,42 +719,11 @@ class EventLog:
             raise ValueError("log is closed")
         if self._broken is not None or self._sync_error is not None:
             self._repair()
-        if self._fd is None:
-            try:
-                self._start_segment()
-            except OSError as exc:
-                self.log.warning("log.write_failed", segment=os.path.join(self.directory, segment_name(self._next_seq)),
-                                 offset=0, error=str(exc), errno=exc.errno)
-                raise LogWriteError(exc.errno or _errno.EIO, f"could not start a segment: {exc.strerror or exc}",
-                                    self.directory) from exc
-        elif self._size >= self.segment_bytes:
-            self._rotate()
-        expect = self._next_seq
-        pos = self._size
-        idx_seq, idx_off = self._idx_last
-        parts: list = []
-        ap = parts.append
-        pack = _pack_header
-        crc32 = _crc32
-        idx_entries = None
-        for seq, body in records:
-            if seq != expect:
-                raise ValueError(f"append of seq {seq}, but the next seq is {expect}")
-            length = len(body)
-            if length > MAX_BODY_BYTES:
-                raise ValueError(f"body of {length} bytes exceeds MAX_BODY_BYTES")
-            if seq - idx_seq >= INDEX_EVERY_RECORDS or pos - idx_off >= INDEX_EVERY_BYTES:
-                if idx_entries is None:
-                    idx_entries = []
-                idx_entries.append((seq, pos))
-                idx_seq, idx_off = seq, pos
-            ap(pack(length, crc32(body, crc32(seq.to_bytes(8, "little"))), seq))
-            ap(body)
-            pos += HEADER_SIZE + length
-            expect += 1
+        if self._fd is None or self._size >= self.segment_bytes:
+            self._start_or_rotate()
+        data, pos, expect, idx_entries = _frame_records(records, self._next_seq, self._size, self._idx_last)
         if expect == self._next_seq:
             return
-        data = b"".join(parts)
         try:
             _write_all(self._fd, data)
         except OSError as exc:
@@ -767,8 +736,26 @@ class EventLog:
         if last - self._hwm >= HWM_EVERY:
             self._note_hwm(last)
         if idx_entries is not None:
-            self._idx_last = (idx_seq, idx_off)
+            self._idx_last = idx_entries[-1]
             self._write_index_entries(idx_entries)
+        self._written(last)
+
+    def _start_or_rotate(self) -> None:
+        """Make the active segment one the next append can go to: start one (none yet after
+        recovery sealed the last, or a declared gap) or rotate a full one."""
+        if self._fd is None:
+            try:
+                self._start_segment()
+            except OSError as exc:
+                self.log.warning("log.write_failed", segment=os.path.join(self.directory, segment_name(self._next_seq)),
+                                 offset=0, error=str(exc), errno=exc.errno)
+                raise LogWriteError(exc.errno or _errno.EIO, f"could not start a segment: {exc.strerror or exc}",
+                                    self.directory) from exc
+        else:
+            self._rotate()
+
+    def _written(self, last: int) -> None:
+        """Records up to ``last`` are written: make them durable as the durability mode says."""
         mode = self.durability.mode
         if mode == "group":
             if last - self._durable_seq >= self.durability.max_records:
@@ -1105,6 +1092,35 @@ class EventLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _frame_records(records: Sequence[tuple[int, bytes]], expect: int, pos: int,
+                   idx_last: tuple[int, int]) -> tuple[bytes, int, int, list | None]:
+    """Frame records for the active segment, where the next seq is ``expect`` and the next offset
+    ``pos``: (their bytes, the offset after them, the seq after them, the index entries due since
+    ``idx_last``, None when none). ValueError on a wrong seq or a body too big."""
+    idx_seq, idx_off = idx_last
+    parts: list = []
+    ap = parts.append
+    pack = _pack_header
+    crc32 = _crc32
+    idx_entries = None
+    for seq, body in records:
+        if seq != expect:
+            raise ValueError(f"append of seq {seq}, but the next seq is {expect}")
+        length = len(body)
+        if length > MAX_BODY_BYTES:
+            raise ValueError(f"body of {length} bytes exceeds MAX_BODY_BYTES")
+        if seq - idx_seq >= INDEX_EVERY_RECORDS or pos - idx_off >= INDEX_EVERY_BYTES:
+            if idx_entries is None:
+                idx_entries = []
+            idx_entries.append((seq, pos))
+            idx_seq, idx_off = seq, pos
+        ap(pack(length, crc32(body, crc32(seq.to_bytes(8, "little"))), seq))
+        ap(body)
+        pos += HEADER_SIZE + length
+        expect += 1
+    return b"".join(parts), pos, expect, idx_entries
 
 
 def _write_all(fd: int, data: bytes) -> None:
