@@ -960,52 +960,61 @@ class EventLog:
         t0 = time.monotonic()
         out = SealedScan()
         prefix = self.recovery.unchecked_prefix  # (the last segment at the open: its part not checked then)
-
-        def report(path: str, corrupt, found_by: str) -> None:
-            for off, why in corrupt:
-                exc = CorruptRecord(path, off, why)
-                out.problems.append(exc)
-                self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by=found_by)
-                if on_problem is not None:
-                    on_problem(exc)
-
         for first, path in list_segments(self.directory):
-            if stop is not None and stop():
+            if (stop is not None and stop()) or first >= self._seg_first or path == self._seg_path:
                 break
-            if first >= self._seg_first or path == self._seg_path:
-                break
-            try:
-                size, crc = _file_crc(path)
-            except OSError:  # deleted by retention meanwhile
-                continue
-            out.segments += 1
-            out.bytes += size
-            if prefix is not None and path == prefix[0]:
+            if self._scan_segment(first, path, out, on_problem) and prefix is not None and path == prefix[0]:
                 prefix = None  # sealed since the open: checked whole here
-            if _read_sum(path) == (size, crc):
-                out.by_sum += 1
-                continue
-            out.by_records += 1
-            try:
-                sc = check_segment(path, first)
-            except OSError:
-                continue
-            report(path, sc.corrupt, "sealed scan")
-            if not sc.corrupt:
-                _write_sum(path, size, crc, self.log)
         if prefix is not None and not (stop is not None and stop()):
-            path, first, upto = prefix
-            try:
-                with open(path, "rb") as f:
-                    data = f.read(upto)
-            except OSError:  # sealed and deleted by retention meanwhile
-                data = b""
-            if len(data) == upto:
-                out.bytes += upto
-                report(path, _check_data(path, first, data, False)[0].corrupt,
-                       "start-up scan of the last segment's checked-before part")
+            self._scan_prefix(*prefix, out, on_problem)
         out.seconds = time.monotonic() - t0
         return out
+
+    def _scan_segment(self, first: int, path: str, out: SealedScan,
+                      on_problem: Callable[[CorruptRecord], None] | None) -> bool:
+        """Check one sealed segment: by its ``.sum`` when that matches, else record by record (and
+        write its sum when it is clean). False when it is gone (deleted by retention meanwhile)."""
+        try:
+            size, crc = _file_crc(path)
+        except OSError:  # deleted by retention meanwhile
+            return False
+        out.segments += 1
+        out.bytes += size
+        if _read_sum(path) == (size, crc):
+            out.by_sum += 1
+            return True
+        out.by_records += 1
+        try:
+            sc = check_segment(path, first)
+        except OSError:
+            return True
+        self._report(out, path, sc.corrupt, "sealed scan", on_problem)
+        if not sc.corrupt:
+            _write_sum(path, size, crc, self.log)
+        return True
+
+    def _scan_prefix(self, path: str, first: int, upto: int, out: SealedScan,
+                     on_problem: Callable[[CorruptRecord], None] | None) -> None:
+        """Check the part before ``upto`` of the segment reopened from its index at the open (not
+        checked then: ``Recovery.unchecked_prefix``)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read(upto)
+        except OSError:  # sealed and deleted by retention meanwhile
+            return
+        if len(data) == upto:
+            out.bytes += upto
+            self._report(out, path, _check_data(path, first, data, False)[0].corrupt,
+                         "start-up scan of the last segment's checked-before part", on_problem)
+
+    def _report(self, out: SealedScan, path: str, corrupt: list[tuple[int, str]], found_by: str,
+                on_problem: Callable[[CorruptRecord], None] | None) -> None:
+        for off, why in corrupt:
+            exc = CorruptRecord(path, off, why)
+            out.problems.append(exc)
+            self.log.error("log.corrupt_record", segment=path, offset=off, reason=why, found_by=found_by)
+            if on_problem is not None:
+                on_problem(exc)
 
     # ---- retention
 
