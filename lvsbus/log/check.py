@@ -135,7 +135,17 @@ def _check_data(path: str, first: int, data: bytes, is_last: bool) -> tuple["Seg
     if sc.corrupt:  # a bad header with records behind it
         pos = _resync(data, SEGMENT_HEADER_SIZE, n, first)  # type: ignore[assignment]
         expect = _valid_at(data, pos, n)  # type: ignore[assignment]
-    highest = first - 1
+    highest, index = _check_records(sc, data, pos, expect, is_last)
+    sc.last_seq = highest if highest >= first else None
+    sc.index = _check_index(path, data, index)
+    return sc, flags, highest
+
+
+def _check_records(sc: SegmentCheck, data: bytes, pos: int, expect: int, is_last: bool) -> tuple[int, list]:
+    """Check the records from ``pos`` (seq ``expect``) to the end, into ``sc`` (records, corrupt,
+    torn tail): (the highest valid seq, the index entries the records from the header make)."""
+    n = len(data)
+    highest = sc.first_seq - 1
     index: list = []
     while True:
         run = _validate_run(data, pos, n, expect, [expect, pos] if pos == SEGMENT_HEADER_SIZE else None)
@@ -158,21 +168,24 @@ def _check_data(path: str, first: int, data: bytes, is_last: bool) -> tuple["Seg
         sc.corrupt.append((run.end, run.error or "truncated record"))
         pos = nxt
         expect = _valid_at(data, nxt, n)  # type: ignore[assignment]
-    sc.last_seq = highest if highest >= first else None
-    # index check
+    return highest, index
+
+
+def _check_index(path: str, data: bytes, index: list) -> str:
+    """The state of a segment's index file: ``ok``, ``missing`` (when its records make entries)
+    or ``stale (n bad entries)``."""
     idx_path = _index_path(path)
     if not os.path.exists(idx_path):
-        sc.index = "missing" if index else "ok"
-    else:
-        bad = 0
-        entries = _read_index(path)
-        for eseq, eoff in entries:
-            if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
-                bad += 1
-        if os.path.getsize(idx_path) % INDEX_ENTRY.size:
+        return "missing" if index else "ok"
+    n = len(data)
+    bad = 0
+    entries = _read_index(path)
+    for eseq, eoff in entries:
+        if eoff < SEGMENT_HEADER_SIZE or _valid_at(data, eoff, n, eseq, eseq) is None:
             bad += 1
-        sc.index = "ok" if not bad else f"stale ({bad} bad entries)"
-    return sc, flags, highest
+    if os.path.getsize(idx_path) % INDEX_ENTRY.size:
+        bad += 1
+    return "ok" if not bad else f"stale ({bad} bad entries)"
 
 
 def check(directory: str | os.PathLike) -> CheckReport:
