@@ -16,7 +16,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Generator, Iterable
 
 HEADER = struct.Struct("<IIQ")
 HEADER_SIZE = HEADER.size  # 16
@@ -111,7 +111,7 @@ def parse_frames(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[
     return records, stop
 
 
-def iter_frames(buf: bytes | bytearray | memoryview, offset: int = 0) -> Iterator[tuple[int, bytes, int]]:
+def iter_frames(buf: bytes | bytearray | memoryview, offset: int = 0) -> Generator[tuple[int, bytes, int], None, int]:
     """Yield ``(seq, body, next_offset)`` for each complete record; stops cleanly at a trailing
     partial record (the generator's return value is the offset where it stopped). Raises
     ``CorruptRecord`` on a bad CRC or an impossible length."""

@@ -174,6 +174,7 @@ class _Cursor:
             self.dead = True
             return
         seq = _valid_at(data, nxt, len(data))
+        assert seq is not None  # _resync found a valid record there
         self.reader._problem(CorruptRecord(self.path, self.pos, reason,
                                            (self.expect, seq - 1) if seq > self.expect else None))
         self.pos += nxt
@@ -191,6 +192,7 @@ class _Cursor:
                 self.reader.torn_tail = (self.path, self.pos, len(data))
             return False
         seq = _valid_at(data, nxt, len(data))
+        assert seq is not None  # _resync found a valid record there
         self.reader._problem(CorruptRecord(self.path, self.pos, "bad length (the record runs past its segment's end)",
                                            (self.expect, seq - 1) if seq > self.expect else None))
         self.pos += nxt
@@ -212,7 +214,7 @@ class _Cursor:
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
-            self.fd = None
+            self.fd = None  # type: ignore[assignment]  # closed: every use above is before close
 
 
 class LogReader:

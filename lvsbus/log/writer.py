@@ -724,10 +724,12 @@ class EventLog:
         data, pos, expect, idx_entries = _frame_records(records, self._next_seq, self._size, self._idx_last)
         if expect == self._next_seq:
             return
+        fd = self._fd
+        assert fd is not None  # _start_or_rotate made the active segment
         try:
-            _write_all(self._fd, data)
+            _write_all(fd, data)
         except OSError as exc:
-            self._undo_partial_write(exc)
+            self._undo_partial_write(fd, exc)
         self._seg_crc = _crc32(data, self._seg_crc)
         self._size = pos
         self._next_seq = expect
@@ -738,7 +740,7 @@ class EventLog:
         if idx_entries is not None:
             self._idx_last = idx_entries[-1]
             self._write_index_entries(idx_entries)
-        self._written(last)
+        self._written(fd, last)
 
     def _start_or_rotate(self) -> None:
         """Make the active segment one the next append can go to: start one (none yet after
@@ -754,7 +756,7 @@ class EventLog:
         else:
             self._rotate()
 
-    def _written(self, last: int) -> None:
+    def _written(self, fd: int, last: int) -> None:
         """Records up to ``last`` are written: make them durable as the durability mode says."""
         mode = self.durability.mode
         if mode == "group":
@@ -765,7 +767,7 @@ class EventLog:
                 self._wake.set()
         elif mode == "always":
             try:
-                os.fsync(self._fd)
+                os.fsync(fd)
             except OSError as exc:
                 self._sync_error = exc
                 raise LogWriteError(exc.errno or _errno.EIO, f"fsync failed: {exc.strerror}", self._seg_path) from exc
@@ -775,9 +777,9 @@ class EventLog:
             if self._pipe is not None or self._on_durable is not None:
                 self._publish_durable(last)
 
-    def _undo_partial_write(self, exc: OSError) -> None:
+    def _undo_partial_write(self, fd: int, exc: OSError) -> None:
         try:
-            os.ftruncate(self._fd, self._size)
+            os.ftruncate(fd, self._size)
         except OSError as exc2:
             self._broken = f"could not truncate back after a failed write: {exc2}"
             self.log.error("log.write_failed_truncate_failed", segment=self._seg_path, offset=self._size,
@@ -820,6 +822,7 @@ class EventLog:
 
     def _rotate(self) -> None:
         old_fd, old_idx, old_path = self._fd, self._idx_fd, self._seg_path
+        assert old_fd is not None  # a full active segment
         old_sum = (self._size, self._seg_crc)
         old_crc_known = self._seg_crc_known
         with self._fd_lock:  # wait for an fsync of the old segment in progress
