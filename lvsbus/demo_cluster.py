@@ -283,8 +283,24 @@ class Demo:
     # -- the story ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        pace = self.pace
-        vm = pace is VM
+        self.build()
+        self.start_servers()
+        self.start_routers()
+        self.show_balancing()
+        self.stop_server()
+        if self.ipvs:
+            loop = self.start_loop()
+            self.show_takeover_kernel(self.kill_active(), loop)
+        else:
+            self.kill_active()
+            self.show_takeover_table()
+        self.stop_backup()
+        self.replay()
+        return 0
+
+    def build(self) -> None:
+        """The namespaces, and what this kernel's datapath lets the demo show."""
+        vm = self.pace is VM
         say(f"work directory {self.work}" + (" (inside the VM; the routers' logs are copied out at the end)" if vm else ""))
         say("building the namespaces: client, two routers (public + private + NAT links), three real servers")
         self.topo.build()
@@ -303,6 +319,10 @@ class Demo:
                 "table lvsd desires instead of the kernel's; the client's requests are not load-balanced. "
                 "The IPVS datapath itself is shown by `lvsbus demo --vm` (this demo in a qemu kernel) and by "
                 "the kernel test tier (tests/kernel).")
+
+    def start_servers(self) -> None:
+        """The routers' config and key, and the three real servers' HTTP servers."""
+        pace = self.pace
         key = write_key(self.work / "heartbeat.key")
         (self.work / "lvsbus.toml").write_text(config_toml(key, pace.keepalive, pace.deadtime, pace.interval, pace.timeout))
         for j in (1, 2, 3):
@@ -310,8 +330,12 @@ class Demo:
             self.servers[s] = self.topo.popen(s, [sys.executable, "-c", SERVER_PY, s],
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         say(f"real servers s1 s2 s3 serve HTTP on {NAT}.101-103:80")
+
+    def start_routers(self) -> None:
+        """Both routers, until r1 (the higher priority) is ACTIVE and the client reaches the VIP."""
+        pace = self.pace
         timers = f"keepalive {pace.keepalive}s, deadtime {pace.deadtime}s"
-        if vm:  # one after the other: both at once would fight for the emulated CPU at startup
+        if pace is VM:  # one after the other: both at once would fight for the emulated CPU at startup
             say(f"starting r1, then r2, with `lvsbus router` ({timers}; slower than the defaults under emulation)")
             t0 = time.monotonic()
             self.start_router("r1")
@@ -328,6 +352,9 @@ class Demo:
         say(f"r1 (priority 200) is ACTIVE after {t:.1f}s; r2 is {self.role('r2')}")
         self.wait("the client to reach the VIP", self.ping, 15)
         say(f"the client pings the VIP {VIP}; its ARP entry: {self.client_arp()}")
+
+    def show_balancing(self) -> None:
+        """Every server UP on r1, its table (the kernel's, or lvsd's), and requests spread over them."""
         self.wait("nanny to see all three servers up",
                   lambda: len({e.payload["server"] for e in self.events("r1", "health.real_server_up")}) >= 3, 30)
         self.wait("r1's lvsd to publish its table", lambda: any(True for _ in self.events("r1", "lvsd.table_")), 15)
@@ -340,12 +367,14 @@ class Demo:
             say("nanny on r1 reports s1, s2, s3 UP; the table lvsd desires on r1:")
             self.show_table("r1")
 
+    def stop_server(self) -> None:
+        """s2 killed: DOWN on r1, out of its table, and DOWN on r2 too (a warm failover)."""
         say("stopping real server s2 (SIGKILL of its HTTP server)")
         t_stop = time.monotonic()
         p = self.servers.pop("s2")
         os.killpg(p.pid, signal.SIGKILL)
         t = self.wait("s2 to go DOWN", lambda: self.health("r1").get("s2") == "DOWN", 30)
-        fall = f"fall 2 x interval {pace.interval}s"
+        fall = f"fall 2 x interval {self.pace.interval}s"
         if self.ipvs:
             self.wait("the applier to take s2 out of r1's kernel", lambda: "s2" not in self.kernel_dests("r1"), 15)
             gone = time.monotonic() - t_stop
@@ -360,13 +389,18 @@ class Demo:
         self.wait("r2's nanny to see s1, s3 UP and s2 DOWN",
                   lambda: self.health("r2") == {"s1": "UP", "s2": "DOWN", "s3": "UP"}, 30)
 
-        loop = None
-        if self.ipvs:
-            loop = self.topo.popen("c", [sys.executable, "-c", CLIENT_PY, "loop", VIP, str(self.work / "loop.txt"), str(pace.every)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.wait("the client's request loop to get answers",
-                      lambda: sum(1 for _t, w in self.loop_results() if not w.startswith("ERR")) >= 3, 20)
-            say(f"a client now sends one request every {pace.every} s, through the failover")
+    def start_loop(self) -> subprocess.Popen:
+        """The client's request loop that runs through the failover (datapath mode)."""
+        every = self.pace.every
+        loop = self.topo.popen("c", [sys.executable, "-c", CLIENT_PY, "loop", VIP, str(self.work / "loop.txt"), str(every)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait("the client's request loop to get answers",
+                  lambda: sum(1 for _t, w in self.loop_results() if not w.startswith("ERR")) >= 3, 20)
+        say(f"a client now sends one request every {every} s, through the failover")
+        return loop
+
+    def kill_active(self) -> float:
+        """SIGKILL of r1 until r2 holds the VIP and it answers; the time of the kill."""
         say("SIGKILL of every process of router r1 (the active one)")
         t_kill = time.monotonic()
         os.killpg(self.routers["r1"].pid, signal.SIGKILL)
@@ -381,38 +415,42 @@ class Demo:
         except RuntimeError:
             pass  # said below as it is
         say(f"the client's ARP entry for the VIP now: {self.client_arp()}")
-        if self.ipvs:
-            self.wait("the applier to fill r2's kernel table", lambda: set(self.kernel_dests("r2")) == {"s1", "s3"}, 30)
-            filled = time.monotonic() - t_kill
-            t_filled = time.monotonic()
-            self.wait("the client's loop to be answered through r2",
-                      lambda: any(t > t_filled and not w.startswith("ERR") for t, w in self.loop_results()), 15)
-            os.killpg(loop.pid, signal.SIGTERM)
-            loop.wait()
-            say(f"r2's lvsd and applier filled r2's kernel table {filled:.2f}s after the kill")
-            self.say_loop(t_kill)
-            before = sum(self.kernel_dests("r2").values())
-            say(f"12 client requests through r2: {self.client(12)}")
-            try:  # IPVS folds its per-CPU counters into what ipvsadm shows every 2 s
-                self.wait("r2's IPVS counters", lambda: sum(self.kernel_dests("r2").values()) >= before + 12, 1)
-            except RuntimeError:
-                pass
-            say("r2's kernel table, with the connections it forwarded (ipvsadm -Ln --stats in r2's namespace):")
-            self.show_kernel("r2", stats=True)
-        else:
-            self.wait("r2's lvsd to publish its table",
-                      lambda: any(True for _ in self.events("r2", "lvsd.table_desired")), 15)
-            say("r2's desired table (health was already known: nanny ran on the backup too):")
-            self.show_table("r2")
+        return t_kill
 
+    def show_takeover_kernel(self, t_kill: float, loop: subprocess.Popen) -> None:
+        """r2's kernel table filled, what the request loop saw, and r2's IPVS forwarding."""
+        self.wait("the applier to fill r2's kernel table", lambda: set(self.kernel_dests("r2")) == {"s1", "s3"}, 30)
+        filled = time.monotonic() - t_kill
+        t_filled = time.monotonic()
+        self.wait("the client's loop to be answered through r2",
+                  lambda: any(t > t_filled and not w.startswith("ERR") for t, w in self.loop_results()), 15)
+        os.killpg(loop.pid, signal.SIGTERM)
+        loop.wait()
+        say(f"r2's lvsd and applier filled r2's kernel table {filled:.2f}s after the kill")
+        self.say_loop(t_kill)
+        before = sum(self.kernel_dests("r2").values())
+        say(f"12 client requests through r2: {self.client(12)}")
+        try:  # IPVS folds its per-CPU counters into what ipvsadm shows every 2 s
+            self.wait("r2's IPVS counters", lambda: sum(self.kernel_dests("r2").values()) >= before + 12, 1)
+        except RuntimeError:
+            pass
+        say("r2's kernel table, with the connections it forwarded (ipvsadm -Ln --stats in r2's namespace):")
+        self.show_kernel("r2", stats=True)
+
+    def show_takeover_table(self) -> None:
+        """Without a datapath: the table r2's lvsd desires once it is active."""
+        self.wait("r2's lvsd to publish its table",
+                  lambda: any(True for _ in self.events("r2", "lvsd.table_desired")), 15)
+        say("r2's desired table (health was already known: nanny ran on the backup too):")
+        self.show_table("r2")
+
+    def stop_backup(self) -> None:
         say("stopping r2 gracefully (SIGTERM)")
         self.routers["r2"].send_signal(signal.SIGTERM)
         try:
-            self.routers["r2"].wait(15 * pace.waits)
+            self.routers["r2"].wait(15 * self.pace.waits)
         except subprocess.TimeoutExpired:
             os.killpg(self.routers["r2"].pid, signal.SIGKILL)
-        self.replay()
-        return 0
 
     def replay(self) -> None:
         logs = [os.path.join(self.state(r), "log") for r in ("r1", "r2")]

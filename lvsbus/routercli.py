@@ -92,7 +92,7 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
     the run's events fold into a status (``_FOLD``, one handler an event type), then what the log
     cannot say is added: whether each VIP is on this host, whether the supervisor is still there."""
     now = now_mono_ns if now_mono_ns is not None else time.monotonic_ns()
-    events, supervisor_pid = _current_run(state_dir)
+    events, supervisor_pid = current_run(state_dir)
     st = _fold_run(events, now)
     st["vips"] = _vips_present(st["vips"])
     if st["running"] is None:  # no shutdown recorded: is the supervisor of this run still there?
@@ -101,9 +101,10 @@ def read_status(state_dir: str, now_mono_ns: int | None = None) -> dict:
     return st
 
 
-def _current_run(state_dir: str) -> tuple[list[Event], int | None]:
+def current_run(state_dir: str) -> tuple[list[Event], int | None]:
     """The events of the current run (from its ``config.loaded`` with reload false; all of the log
-    read when there is none), and the pid of the supervisor's last hello in the segments read."""
+    read when there is none), and the pid of the supervisor's last hello in the segments read. The
+    log only: no clock, no netlink, no /proc (``read_status`` adds those)."""
     from . import catalog  # noqa: F401
     from .events import decodable
     from .log import LogReader

@@ -28,7 +28,7 @@ import msgpack
 import structlog
 
 from .core import Core
-from .log import _fsync_dir
+from .log.segments import _fsync_dir
 
 __all__ = ["SnapshotStore", "SnapshotCorrupt", "SnapshotVersionError", "SNAPSHOT_MAGIC", "encode_state", "decode_state"]
 

@@ -15,6 +15,7 @@ import pytest
 
 from lvsbus_services.bgp.speaker import BirdControl, BirdSpeaker, Route, SpeakerError
 from tests.helpers.bgp import UPSTREAM, VIP, nexthops, router_speaker, start_upstream, upstream_conf
+from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 from tests.netns import netns  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed (apt-get install bird2)")
@@ -119,29 +120,6 @@ def test_bad_route_set_is_refused_and_the_previous_stays(netns, tmp_path):  # no
 # ---------------------------------------------------------------------------------------------
 # the bgp service itself (core + shell on a real bus, BIRD started by the shell)
 
-ROUTER_TOML = """\
-service = "lvs"
-[router.r1]
-address = "10.99.1.11"
-priority = 200
-[router.r2]
-address = "10.99.1.12"
-priority = 100
-[scaleout]
-local_as = 65001
-peer_as = 65000
-peers = ["{up}"]
-control_socket = "{sock}"
-drain_time = 1.0
-[virtual.web]
-address = "{vip}"
-scheduler = "mh"
-forwarding = "direct"
-[virtual.web.server.s1]
-address = "10.99.3.101"
-"""
-
-
 def _events(log_dir: str, type_: str) -> list:
     from lvsbus_tools.timeline import read_events
 
@@ -173,7 +151,7 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
             threading.Thread(target=broker.run, daemon=True).start()
             brokers.append(broker)
             cfg = tmp_path / r / "lvsbus.toml"
-            cfg.write_text(ROUTER_TOML.format(up=UPSTREAM, sock=tmp_path / r / "bird.ctl", vip=VIP))
+            cfg.write_text(lvs_toml() + scaleout_toml(control_socket=tmp_path / r / "bird.ctl", drain_time=1.0))
             loaded = load(str(cfg))
             c = BusClient(d.run, "router")
             seq = c.publish_acked("config.loaded", config_payload(loaded, r, False, {}), timeout=10.0)
@@ -355,16 +333,13 @@ def test_ipv6_vip_over_ipv6_sessions(netns, tmp_path):  # noqa: F811
             speakers.append(sp)
             sp.set_routes([Route(vip6, 128, "announce"), Route(VIP, 32, "announce")])  # the v4 one has no v4 peer
 
-        def hops6() -> set[str]:
-            return nexthops(topo, vip6)
-
-        wait_for("both IPv6 nexthops", lambda: hops6() == set(addrs.values()))
+        wait_for("both IPv6 nexthops", lambda: nexthops(topo, vip6) == set(addrs.values()))
         assert nexthops(topo) == set()  # the IPv4 VIP went nowhere: no IPv4 session carries it
         speakers[1].set_routes([Route(vip6, 128, "drain")])  # no GRACEFUL_SHUTDOWN filter upstream here:
         time.sleep(0.5)  # a drained route is still a route (the community changes nothing without the filter)
-        assert hops6() == set(addrs.values())
+        assert nexthops(topo, vip6) == set(addrs.values())
         speakers[1].set_routes([])
-        wait_for("r2 withdrawn", lambda: hops6() == {addrs["r1"]})
+        wait_for("r2 withdrawn", lambda: nexthops(topo, vip6) == {addrs["r1"]})
     finally:
         for sp in speakers:
             sp.stop()

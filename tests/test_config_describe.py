@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lvsbus.config import ConfigError, loads
 from lvsbus.config.cli import describe
+from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "fixtures" / "config_describe.txt"
@@ -125,40 +126,10 @@ active = false
 """
 
 #: scale-out (BGP) with its consistent scheduler
-SCALEOUT = """
-service = "lvs"
-[router.r1]
-address = "10.99.1.11"
-priority = 200
-[router.r2]
-address = "10.99.1.12"
-priority = 100
-[virtual.web]
-address = "10.200.0.1"
-scheduler = "mh"
-forwarding = "direct"
-[virtual.web.server.s1]
-address = "10.99.3.101"
-[scaleout]
-local_as = 65001
-peer_as = 65000
-peers = ["10.99.1.100", "10.99.1.101"]
-bfd = true
-"""
+SCALEOUT = lvs_toml("mh") + scaleout_toml(peers=["10.99.1.100", "10.99.1.101"], bfd=True)
 
 #: service = fos: failover services active and not, virtual services ignored
-FOS = """
-service = "fos"
-[router.r1]
-address = "10.99.1.11"
-priority = 200
-[virtual.web]
-address = "10.200.0.1"
-scheduler = "rr"
-forwarding = "direct"
-[virtual.web.server.s1]
-address = "10.99.3.101"
-[failover.ftp]
+FOS = lvs_toml("rr", service="fos", routers=1) + """[failover.ftp]
 address = "10.200.0.21"
 device = "eth0"
 label = "eth0:3"

@@ -306,6 +306,27 @@ def test_follow_while_another_process_appends_and_rotates(tmp_path):
             proc.wait()
 
 
+def test_records_written_to_a_segment_just_before_it_is_sealed_are_read_before_the_next(tmp_path):
+    """The reader at the end of a segment finds a next one (the writer rotated meanwhile): it reads
+    the rest of the old one once more, and the records written there are read, not taken for a
+    gap before the next segment."""
+    d = str(tmp_path / "log")
+    with opened(d, durability=NONE, segment_bytes=4096) as log:
+        log.append_batch([(s, body_for(s)) for s in range(1, 4)])
+        reader = LogReader(d)
+        real = reader._next_segment
+
+        def writer_appends_then_rotates(cur, known):  # right after the reader found the end of segment 1
+            if log.next_seq == 4:
+                log.append_batch([(s, b"x" * 700) for s in range(4, 11)])  # into segment 1, now full
+                log.append_batch([(11, body_for(11))])  # rotates: segment 11
+            return real(cur, known)
+
+        reader._next_segment = writer_appends_then_rotates  # type: ignore[method-assign]
+        assert [s for s, _ in reader.read(1)] == list(range(1, 12))
+        assert len(list_segments(d)) == 2
+
+
 def test_follow_stops_and_waits_for_an_empty_log(tmp_path):
     d = tmp_path / "log"
     got = []
@@ -898,6 +919,8 @@ def test_reopening_a_big_last_segment_checks_its_tail_and_the_rest_in_the_backgr
     deadtime, while pulse's timers waited for the bus). The part before is checked by the start-up
     scan, which finds a record damaged there; appends and the sealed sum go on as usual."""
     import lvsbus.log as L
+    import lvsbus.log.framing as F
+    import lvsbus.log.writer as W
 
     d = str(tmp_path / "log")
     with EventLog(d, durability=Durability("none")) as log:
@@ -905,23 +928,23 @@ def test_reopening_a_big_last_segment_checks_its_tail_and_the_rest_in_the_backgr
             log.append_batch([(s, body_for(s) * 4) for s in range(b * 500 + 1, b * 500 + 501)])
     seg = os.path.join(d, L.segment_name(1))
     size = os.path.getsize(seg)
-    assert size > 4 * L.INDEX_EVERY_BYTES
+    assert size > 4 * F.INDEX_EVERY_BYTES
     with open(seg, "r+b") as f:  # a flipped byte in a record near the start (never rewritten)
         f.seek(L.SEGMENT_HEADER_SIZE + 5000)
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0xFF]))
     checked: list[int] = []
-    real = L._validate_run
+    real = W._validate_run
 
     def counting(buf, pos, n, expect, index_state=None):
         checked.append(n - pos)
         return real(buf, pos, n, expect, index_state)
 
-    monkeypatch.setattr(L, "_validate_run", counting)
+    monkeypatch.setattr(W, "_validate_run", counting)  # the name recovery calls
     log = EventLog(d, durability=Durability("none"))
     try:
-        assert sum(checked) <= L.INDEX_EVERY_BYTES + 64 * 1024, (sum(checked), size)
+        assert checked and sum(checked) <= F.INDEX_EVERY_BYTES + 64 * 1024, (sum(checked), size)
         assert log.recovery.clean and log.recovery.records == 10_000
         assert log.next_seq == 10_001
         log.append_batch([(10_001, body_for(10_001))])
@@ -937,6 +960,7 @@ def test_a_reopened_last_segment_sealed_before_the_scan_is_checked_and_reported_
     the scan checks it whole, as any sealed segment without a sum, and the damage in its
     checked-later part is one problem, not a second report of it by the prefix check."""
     import lvsbus.log as L
+    import lvsbus.log.framing as F
 
     d = str(tmp_path / "log")
     with EventLog(d, durability=Durability("none")) as log:
@@ -948,7 +972,7 @@ def test_a_reopened_last_segment_sealed_before_the_scan_is_checked_and_reported_
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0xFF]))
-    log = EventLog(d, durability=Durability("none"), segment_bytes=L.INDEX_EVERY_BYTES)
+    log = EventLog(d, durability=Durability("none"), segment_bytes=F.INDEX_EVERY_BYTES)
     try:
         assert log.recovery.unchecked_prefix is not None
         log.append_batch([(10_001, body_for(10_001))])

@@ -1,14 +1,10 @@
 """metrics: the fold over recorded events, and the endpoint of a real router pair."""
 import re
-import socket
-import sys
-import time
 
 import pytest
+from lvsbus_services.metrics.fold import Metrics, render
 
 from lvsbus.events import Event
-from lvsbus_services.metrics.fold import Metrics, render
-from tests.netns import netns, router_toml, write_key  # noqa: F401  (netns: the fixture)
 
 
 def ev(seq, type_, payload):
@@ -40,10 +36,10 @@ def test_fold_counts_what_the_bus_recorded():
     assert text.count("# TYPE lvsbus_check_latency_seconds histogram") == 1
 
 
-
 def test_fold_log_stats_into_append_and_commit_histograms():
-    from lvsbus.bus import LOG_BOUNDS_NS
     from lvsbus_services.metrics.fold import LOG_BUCKETS
+
+    from lvsbus.bus import LOG_BOUNDS_NS
 
     assert [b / 1e9 for b in LOG_BOUNDS_NS] == list(LOG_BUCKETS)  # bucket to bucket
     n = len(LOG_BOUNDS_NS) + 1
@@ -73,41 +69,6 @@ def test_fold_log_stats_into_append_and_commit_histograms():
     assert float(re.search(r"lvsbus_log_commit_seconds_sum (\S+)", text).group(1)) == pytest.approx(0.004)
     assert "lvsbus_log_records_total 910.0" in text
     assert text.count("# TYPE lvsbus_log_append_seconds histogram") == 1
-
-@pytest.mark.netns
-def test_endpoint_of_a_running_router(netns, tmp_path):
-
-    topo = netns(routers=2)
-    key = write_key(tmp_path / "key")
-    cfg = tmp_path / "lvsbus.toml"
-    text = router_toml(topo, key)
-    cfg.write_text(text.replace('service = "lvs"', 'service = "lvs"\nmetrics_address = "127.0.0.1:9539"', 1))
-    for r in ("r1", "r2"):
-        topo.popen(r, [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(cfg),
-                       "--state-dir", str(tmp_path / r)])
-    body = ""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        s = topo.socket("r1", type=socket.SOCK_STREAM)
-        try:
-            s.settimeout(1)
-            s.connect(("127.0.0.1", 9539))
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            chunks = []
-            while (c := s.recv(65536)):
-                chunks.append(c)
-            body = b"".join(chunks).decode()
-            if 'lvsbus_role{role="ACTIVE"} 1.0' in body and re.search(r'heartbeats_received_total\{link="private"\} [1-9]', body):
-                break
-        except OSError:
-            pass
-        finally:
-            s.close()
-        time.sleep(0.3)
-    assert body.startswith("HTTP/1.0 200"), body[:200]
-    assert 'lvsbus_role{role="ACTIVE"} 1.0' in body
-    assert re.search(r'lvsbus_heartbeats_sent_total\{link="public"\} [1-9]', body)
-    assert re.search(r'lvsbus_heartbeats_received_total\{link="private"\} [1-9]', body)
 
 
 def test_fold_bgp_sessions_and_announcements():

@@ -722,11 +722,13 @@ def test_a_backups_pulse_restarted_after_deadtime_listens_before_it_takes_over(l
     assert n.role == BACKUP
     down = 500 * MS + 3 * DEADTIME  # pulse down three deadtimes (a crash, the supervisor's backoff)
     n2 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))
-    n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen}, down)
+    eff = n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen}, down)
     if not listen:
         assert n2.role == ACTIVE and n2.role_changes()[-1] == (BACKUP, ACTIVE, "peer_dead")
         return
-    assert n2.role == BACKUP and not n2.role_changes()
+    # nor is the active judged dead by a silence nobody listened to (heard_from: no peer_dead
+    # at the restart, and none when it is heard within deadtime)
+    assert n2.role == BACKUP and not n2.role_changes() and not of(eff, "pulse.peer_dead")
     assert n2.core.next_deadline(n2.state) <= down + DEADTIME
     n2.timer(down + DEADTIME - 1)
     assert n2.role == BACKUP
@@ -735,11 +737,12 @@ def test_a_backups_pulse_restarted_after_deadtime_listens_before_it_takes_over(l
     n2.timer(down + DEADTIME + KEEPALIVE)
     assert n2.role == BACKUP and not n2.role_changes()
     assert not of(n2.all_effects(), "pulse.take_vips") and not of(n2.all_effects(), "pulse.send_fence")
-    # with the active really gone, the listen ends in a takeover as at any start
+    assert not of(n2.all_effects(), "pulse.peer_dead")
+    # with the active really gone, the listen ends in its death and a takeover as at any start
     n3 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))
     n3.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True}, down)
-    n3.timer(down + DEADTIME)
-    assert n3.role == ACTIVE
+    eff = n3.timer(down + DEADTIME)
+    assert n3.role == ACTIVE and [p["peer"] for p in of(eff, "pulse.peer_dead")] == ["lvs1"]
 
 
 @pytest.mark.parametrize("listen", [True, False])

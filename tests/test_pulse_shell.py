@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from lvsbus_services.pulse import shell, wire
+from lvsbus_services.pulse.core import role_fsm_dot
 
 from lvsbus import catalog  # noqa: F401
 from lvsbus.events import Event, encode
@@ -19,9 +21,7 @@ from lvsbus.log import Durability, EventLog
 from lvsbus.netutil import arp_frames, na_packet
 from lvsbus.router import check_key_file, config_payload, sd_notify
 from lvsbus.routercli import read_status
-from lvsbus_services.pulse import shell, wire
-from lvsbus_services.pulse.core import role_fsm_dot
-from tests.netns import netns, router_toml, write_key  # noqa: F401
+from tests.netns import router_toml, write_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +95,9 @@ class FakeRuntime:
 
 
 def _shell(tmp_path, net: str = "10.99") -> shell.PulseShell:
-    from lvsbus.config import loads
     from lvsbus_services.pulse.core import _settings_from_model
+
+    from lvsbus.config import loads
 
     class T:  # enough of a Topology for router_toml
         n_routers, private = 2, True
@@ -242,35 +243,3 @@ def test_router_refuses_a_broken_config_or_a_foreign_host(tmp_path):
     r = _cli("router", "--config", str(foreign), "--state-dir", str(tmp_path / "s"))
     assert r.returncode == 1 and "belongs to a configured router" in r.stderr
     assert not (tmp_path / "s").exists()  # nothing started
-
-
-@pytest.mark.netns
-def test_a_restart_loop_steps_the_router_down(netns, tmp_path):
-    """pulse dies at once on every start (a fake interpreter): after MAX_RESTARTS within the
-    window the router publishes router.shutdown_requested {graceful: false}, releases the VIP it
-    finds and exits 1."""
-    topo = netns(routers=1, private=False)
-    key = write_key(tmp_path / "hb.key")
-    cfg = tmp_path / "lvs.toml"
-    cfg.write_text(router_toml(topo, key, private_link=False, priorities=(200,)))
-    fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *lvsbus_services.pulse*) exit 3;; esac\nexec {sys.executable} \"$@\"\n")
-    fake.chmod(0o755)
-    topo.run("r1", "ip", "addr", "add", "10.99.1.50/32", "dev", "eth0")  # left behind by a crash
-    code = (
-        "import sys; from lvsbus import logs; from lvsbus.router import Router; logs.setup(); "
-        f"sys.exit(Router({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
-    )
-    r = topo.run("r1", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)
-    assert r.returncode == 1, r.stderr[-2000:]
-    assert "pulse died 6 times" in r.stderr and "stepping down" in r.stderr
-    assert not topo.has_address("r1", "10.99.1.50")
-    from lvsbus.events import decode
-    from lvsbus.log import LogReader
-
-    evs = [decode(b, s) for s, b in LogReader(str(tmp_path / "s" / "log")).read(1)]
-    restarts = [e for e in evs if e.type == "router.service_restarted"]
-    assert [e.payload["attempt"] for e in restarts] == [1, 2, 3, 4, 5]
-    assert all(e.payload["exit"] == "exit 3" for e in restarts)
-    down = [e for e in evs if e.type == "router.shutdown_requested"]
-    assert down and down[-1].payload == {"reason": "restart loop: pulse", "graceful": False}

@@ -4,29 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lvsbus.config import ConfigError, from_dict, loads_toml, render_toml, to_dict
-from tests.netns import netns  # noqa: F401  (the fixture)
-
-BASE = """
-service = "lvs"
-[router.r1]
-address = "10.99.1.11"
-priority = 200
-[router.r2]
-address = "10.99.1.12"
-priority = 100
-[virtual.web]
-address = "10.200.0.1"
-scheduler = "{scheduler}"
-forwarding = "direct"
-[virtual.web.server.s1]
-address = "10.99.3.101"
-"""
-SCALEOUT = """
-[scaleout]
-local_as = 65001
-peer_as = 65000
-peers = ["10.99.1.100"]
-"""
+from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 
 
 def load(text: str):
@@ -40,7 +18,7 @@ def errors(text: str) -> list[str]:
 
 
 def test_scaleout_loads_with_defaults_and_round_trips():
-    loaded = load(BASE.format(scheduler="mh") + SCALEOUT)
+    loaded = load(lvs_toml(scheduler="mh") + scaleout_toml())
     so = loaded.config.scaleout
     assert so is not None
     assert (so.local_as, so.peer_as, so.peers) == (65001, 65000, ("10.99.1.100",))
@@ -52,16 +30,16 @@ def test_scaleout_loads_with_defaults_and_round_trips():
 
 
 def test_without_scaleout_nothing_changes():
-    assert load(BASE.format(scheduler="wlc")).config.scaleout is None
+    assert load(lvs_toml(scheduler="wlc")).config.scaleout is None
 
 
 def test_a_non_consistent_scheduler_is_refused():
-    errs = errors(BASE.format(scheduler="wlc") + SCALEOUT)
+    errs = errors(lvs_toml(scheduler="wlc") + scaleout_toml())
     assert any(e.startswith("virtual.web.scheduler") and "mh" in e for e in errs), errs
 
 
 def test_connection_sync_allows_another_scheduler():
-    cfg = load(BASE.format(scheduler="wlc") + SCALEOUT + "\n[sync_daemon]\nenabled = true\n").config
+    cfg = load(lvs_toml(scheduler="wlc") + scaleout_toml() + "\n[sync_daemon]\nenabled = true\n").config
     assert cfg.scaleout is not None
 
 
@@ -73,31 +51,30 @@ def test_connection_sync_allows_another_scheduler():
     ('local_as = 65001\ncontrol_socket = "bird.ctl"\n', "scaleout.control_socket", "absolute"),
 ])
 def test_bad_settings(extra, key, words):
-    text = BASE.format(scheduler="mh") + "\n[scaleout]\npeer_as = 65000\npeers = [\"10.99.1.100\"]\n" + extra
+    text = lvs_toml(scheduler="mh") + scaleout_toml(local_as=None) + extra
     errs = errors(text)
     assert any(e.startswith(key) and words in e for e in errs), errs
 
 
 def test_peers_must_be_upstream_of_the_vips_family():
-    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace('"10.99.1.100"', '"10.99.1.11"'))
+    errs = errors(lvs_toml(scheduler="mh") + scaleout_toml(peers=["10.99.1.11"]))
     assert any("is a router of this config" in e for e in errs), errs
-    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace('"10.99.1.100"', '"2001:db8::1"'))
+    errs = errors(lvs_toml(scheduler="mh") + scaleout_toml(peers=["2001:db8::1"]))
     assert any(e.startswith("virtual.web.address") and "family" in e for e in errs), errs
-    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace('["10.99.1.100"]', "[]"))
+    errs = errors(lvs_toml(scheduler="mh") + scaleout_toml(peers=[]))
     assert any(e.startswith("scaleout.peers") for e in errs), errs
 
 
 def test_a_peer_listed_twice_is_refused_however_it_is_spelt():
-    errs = errors(BASE.format(scheduler="mh") + SCALEOUT.replace(
-        '["10.99.1.100"]', '["10.99.1.100", "2001:db8::1", "2001:DB8:0::1"]'))
+    errs = errors(lvs_toml(scheduler="mh") + scaleout_toml(
+        peers=["10.99.1.100", "2001:db8::1", "2001:DB8:0::1"]))
     assert any(e.startswith("scaleout.peers[2]") and "listed twice" in e for e in errs), errs
     assert not any(e.startswith("scaleout.peers[1]") and "listed twice" in e for e in errs), errs
 
 
 def test_nat_is_a_warning():
-    loaded = load(BASE.format(scheduler="mh").replace('"direct"', '"nat"') + SCALEOUT)
+    loaded = load(lvs_toml(scheduler="mh").replace('"direct"', '"nat"') + scaleout_toml())
     assert any(w.key == "virtual.web.forwarding" for w in loaded.warnings)
-
 
 
 NOT_AN_IP = ("is not an IP address: give an IPv4 (192.0.2.10) or IPv6 (2001:db8::10) address; host names "
@@ -118,34 +95,10 @@ NOT_AN_IP = ("is not an IP address: give an IPv4 (192.0.2.10) or IPv6 (2001:db8:
 def test_each_mistake_is_said_once(old, new, issues):
     """A router ID that is not IPv4, fos, and an address that is not one: said once (by the
     check of the address itself), not again by the scale-out checks that read it."""
-    assert errors((BASE.format(scheduler="mh") + SCALEOUT).replace(old, new, 1)) == issues
+    assert errors((lvs_toml(scheduler="mh") + scaleout_toml()).replace(old, new, 1)) == issues
 
 
 def test_an_inactive_service_is_not_held_to_scaleout():
-    loaded = load(BASE.format(scheduler="wlc").replace('"direct"', '"nat"\nactive = false') + SCALEOUT)
+    loaded = load(lvs_toml(scheduler="wlc").replace('"direct"', '"nat"\nactive = false') + scaleout_toml())
     assert [w.key for w in loaded.warnings] == ["scaleout"]
     assert "does not run scale-out yet" in loaded.warnings[0].message
-
-
-def test_check_config_on_a_router_notes_a_missing_bird(netns, tmp_path):  # noqa: F811
-    import os
-    import subprocess
-    import sys
-
-    from tests.netns import write_key
-
-    topo = netns(routers=1, private=False)
-    key = write_key(tmp_path / "hb.key")
-    cfg = tmp_path / "lvsbus.toml"
-    cfg.write_text(BASE.format(scheduler="mh") + SCALEOUT + f'\n[heartbeat]\nkey_file = "{key}"\n')
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def check(path: str) -> subprocess.CompletedProcess:
-        return topo.run("r1", "env", f"PATH={path}", f"PYTHONPATH={root}", sys.executable, "-m", "lvsbus.cli",
-                        "check-config", str(cfg), check=False)
-
-    without = check("/nonexistent")
-    assert without.returncode == 0, without.stderr
-    assert "BIRD 2 is not installed on this router" in without.stderr and "router r1" in without.stderr
-    with_bird = check(os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    assert with_bird.returncode == 0 and "BIRD 2 is not installed" not in with_bird.stderr, with_bird.stderr

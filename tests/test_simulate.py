@@ -54,6 +54,14 @@ def test_generated_schedules_are_deterministic_and_cover_every_fault_kind():
     assert Fault.from_json(json.loads(json.dumps(f.to_json()))) == f
 
 
+def test_one_router_draws_no_fault_on_a_link_between_routers(capsys):
+    """``--routers 1`` is allowed: its schedules have no router pair to cut (an IndexError before)."""
+    faults = [f for s in range(200) for f in generate_faults(s, routers=1)]
+    assert faults and not [f for f in faults if "-" in f.target.split("/")[0]]
+    assert cli(["simulate", "--routers", "1", "--seeds", "0-20"]) == 0
+    assert "21 seeds, 0 failed" in capsys.readouterr().out
+
+
 def test_seed_sweep_holds_every_invariant_and_every_log_replays():
     failed = [r.summary() for r in (run_seed(s, verify=True) for s in SWEEP) if not r.ok]
     assert not failed, "\n".join(failed)

@@ -17,6 +17,7 @@ from lvsbus.events import Event, decodable, encode
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.router import config_payload
 from lvsbus.routercli import read_status
+from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "fixtures" / "status.json"
@@ -24,31 +25,8 @@ GOLDEN_TEXT = ROOT / "tests" / "fixtures" / "status_text.txt"
 LOGS = sorted((ROOT / "tests" / "fixtures" / "logs").glob("*/*/log"))
 LOCAL = {"10.99.1.50", "10.200.0.1"}  # this "host's" addresses: one VIP present, others not
 
-TOML = """
-service = "lvs"
-[router.r1]
-address = "10.99.1.11"
-private_address = "10.99.2.11"
-priority = 200
-[router.r2]
-address = "10.99.1.12"
-priority = 100
-[heartbeat]
-keepalive = 1
-deadtime = 3
-[virtual.web]
-address = "10.200.0.1"
-scheduler = "mh"
-forwarding = "direct"
-[virtual.web.server.s1]
-address = "10.99.3.101"
-"""
-SCALEOUT = """
-[scaleout]
-local_as = 65001
-peer_as = 65000
-peers = ["10.99.1.100"]
-"""
+TOML = lvs_toml(r1='private_address = "10.99.2.11"') + "[heartbeat]\nkeepalive = 1\ndeadtime = 3\n"
+SCALEOUT = scaleout_toml()
 
 
 @pytest.fixture

@@ -235,49 +235,73 @@ def generate_faults(seed: int, routers: int = 2, start: int = 6 * S, span: int =
     rng = random.Random(seed * 7919 + 17)
     names = router_names(routers)
     pairs = [f"{a}-{b}" for i, a in enumerate(names) for b in names[i + 1:]]
-    end = start + span
-    out = []
     if not servers:
         kinds = tuple(k for k in kinds if k not in SERVER_FAULTS)
+    if not pairs:  # one router: no link between routers to fault
+        kinds = tuple(k for k in kinds if not _targets_a_pair(k))
     crashes = "broker_crash" in kinds
     kinds = tuple(k for k in kinds if k != "broker_crash")  # drawn apart: the other kinds' draws stay as they were
-    if crashes:
-        brng = random.Random(seed * 6151 + 29)
-        for _ in range(brng.choice((0, 1, 1, 2)) if kinds else brng.randint(1, 3)):
-            out.append(Fault(start + brng.randrange(0, span - S, MS), "broker_crash", brng.choice(names),
-                             brng.randrange(20 * MS, 800 * MS, MS), brng.randrange(2, 80)))
+    out = _broker_crashes(seed, names, start, span, others=bool(kinds)) if crashes else []
     for _ in range(rng.randint(1, max_faults) if kinds else 0):
-        kind = rng.choice(kinds)
-        at = start + rng.randrange(0, span - S, MS * 10)
-        duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
-        value = 0
-        if kind in ("router_crash", "stall", "wall_step", "drift", FOS_KILL):
-            target = rng.choice(names)
-        elif kind == "service_crash":
-            target = f"{rng.choice(names)}/{rng.choice(('pulse', 'nanny', 'lvsd', 'ipvs'))}"
-            duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
-        elif kind == "nic_down":
-            target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
-        elif kind in SERVER_FAULTS:
-            target = f"rs{rng.randrange(servers) + 1}"
-            if kind == "server_fail" and rng.random() < 0.3:
-                duration = 0  # for good: the settled table must be without it
-        else:
-            target = f"{rng.choice(pairs)}/{rng.choice(LINKS)}"
-        if kind == "loss":
-            value = rng.choice((100, 300, 500, 900, 1000))
-        elif kind == "delay":
-            value = rng.choice((5, 50, 300, 900))
-        elif kind == "wall_step":
-            value, duration = rng.choice((-1, 1)) * rng.randrange(1, 3_600_000), 0
-        elif kind == "drift":
-            value = rng.choice((-1, 1)) * rng.randrange(10, 1000)
-        elif kind == "stall":
-            duration = min(rng.randrange(MS * 100, 8 * S, MS * 10), end - at)
-        elif kind == FOS_KILL:
-            duration = 0
-        out.append(Fault(at, kind, target, duration, value))
+        out.append(_draw_fault(rng, rng.choice(kinds), names, pairs, servers, start, span))
     return sorted(out)
+
+
+def _broker_crashes(seed: int, names: list[str], start: int, span: int, others: bool) -> list[Fault]:
+    """The broker crashes of the seed's schedule, from their own dice: 0-2 among other kinds, else 1-3."""
+    brng = random.Random(seed * 6151 + 29)
+    return [Fault(start + brng.randrange(0, span - S, MS), "broker_crash", brng.choice(names),
+                  brng.randrange(20 * MS, 800 * MS, MS), brng.randrange(2, 80))
+            for _ in range(brng.choice((0, 1, 1, 2)) if others else brng.randint(1, 3))]
+
+
+def _targets_a_pair(kind: str) -> bool:
+    """A fault on the link between two routers (``lvs1-lvs2/public``): the kinds ``_draw_fault``
+    gives a pair of routers as their target."""
+    return kind not in ("router_crash", "stall", "wall_step", "drift", FOS_KILL, "service_crash", "nic_down",
+                        "broker_crash", *SERVER_FAULTS)
+
+
+def _draw_fault(rng: random.Random, kind: str, names: list[str], pairs: list[str], servers: int,
+                start: int, span: int) -> Fault:
+    """One fault of ``kind``: when, for how long (over by ``start + span``), on what, how much."""
+    end = start + span
+    at = start + rng.randrange(0, span - S, MS * 10)
+    duration = min(rng.randrange(S // 2, 10 * S, MS * 10), end - at)
+    if kind in ("router_crash", "stall", "wall_step", "drift", FOS_KILL):
+        target = rng.choice(names)
+    elif kind == "service_crash":
+        target = f"{rng.choice(names)}/{rng.choice(('pulse', 'nanny', 'lvsd', 'ipvs'))}"
+        duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
+    elif kind == "nic_down":
+        target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
+    elif kind in SERVER_FAULTS:
+        target = f"rs{rng.randrange(servers) + 1}"
+        if kind == "server_fail" and rng.random() < 0.3:
+            duration = 0  # for good: the settled table must be without it
+    else:
+        assert _targets_a_pair(kind), kind
+        target = f"{rng.choice(pairs)}/{rng.choice(LINKS)}"
+    value, duration = _fault_value(rng, kind, duration, end - at)
+    return Fault(at, kind, target, duration, value)
+
+
+def _fault_value(rng: random.Random, kind: str, duration: int, left: int) -> tuple[int, int]:
+    """A fault's value and its duration as its kind wants them (``left``: the time until the end)."""
+    value = 0
+    if kind == "loss":
+        value = rng.choice((100, 300, 500, 900, 1000))
+    elif kind == "delay":
+        value = rng.choice((5, 50, 300, 900))
+    elif kind == "wall_step":
+        value, duration = rng.choice((-1, 1)) * rng.randrange(1, 3_600_000), 0
+    elif kind == "drift":
+        value = rng.choice((-1, 1)) * rng.randrange(10, 1000)
+    elif kind == "stall":
+        duration = min(rng.randrange(MS * 100, 8 * S, MS * 10), left)
+    elif kind == FOS_KILL:
+        duration = 0
+    return value, duration
 
 
 def failover_schedule(seed: int, routers: int = 2) -> list[Fault]:
@@ -504,13 +528,69 @@ class Cluster:
         self.digest = hashlib.sha256(json.dumps(self.model, sort_keys=True).encode()).hexdigest()
         names = [r.name for r in self.config.routers]
         self.fos = {fs.name: fs for fs in self.config.fos_services() if fs.active}
+        self.faults = self._fault_schedule(seed, len(names), faults)
+        self._set_timers(fencing_window_ns, settle, duration)
+        self.client_joined_version = client_joined_version
+        self.check = check_invariants
+        self.validate = validate
+        self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
+        self.broker_restart_ns = 300 * MS  # a broker crash's restart time (its fault's duration)
+        self.t = 0
+        self.heap: list = []
+        self._order = 0
+        cores_by_name = available()
+        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs") if n in cores_by_name]
+        self.log_root = log_root
+        self.routers = self._make_routers(seed, names, cores_by_name)
+        self._init_network()
+        self.violations: list[str] = []
+        self.advisories: list[str] = []  # worth knowing, not (yet) an invariant: see docs/replay.md
+        self.failovers = 0
+        self._elected = False
+        self.events = 0
+        self._init_servers_and_clients()
+        # service = fos: the failover service processes (router -> service -> running), started by
+        # start_cmd, stopped by stop_cmd, killed by a fos_kill fault or a host crash; and what pulse
+        # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
+        self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
+        self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
+        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
+        self.check_plan: list[tuple[str, str, float, int]] = []
+        if "nanny" in cores_by_name:
+            from lvsbus_services.nanny.core import plan
+
+            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
+                               for pc in plan(self.config) if pc.enabled]
+
+    def _init_network(self) -> None:
+        # network: (frozenset pair, link) -> state
+        self.cut: dict[tuple[str, str, str], int] = {}  # (a, b, link) -> how many cut faults hold it
+        self.loss: dict[tuple[str, str, str], int] = {}  # permille
+        self.extra_delay: dict[tuple[str, str, str], int] = {}  # ms
+        self.arp_owner: dict[str, str] = {}  # vip -> router the clients send to
+        self.heard: dict[tuple[str, str], int] = {}  # (receiver, sender) -> when a datagram last arrived
+
+    def _make_routers(self, seed: int, names: list[str], cores_by_name: dict[str, type[Core]]) -> dict[str, SimRouter]:
+        """Each router with its clocks (booted at a seeded monotonic time), its cores and its log."""
+        routers: dict[str, SimRouter] = {}
+        for i, name in enumerate(names):
+            clock = SimClock(boot_mono=(1000 + 37 * i + seed % 997) * S, wall_base=1_767_225_600 * S + i * 3 * MS)
+            log_dir = os.path.join(self.log_root, name, "log") if self.log_root is not None else None
+            cores = [cores_by_name[n]() for n in self.core_names]
+            routers[name] = SimRouter(name, i, cores, clock, log_dir)
+        return routers
+
+    def _fault_schedule(self, seed: int, routers: int, faults: list[Fault] | None) -> list[Fault]:
+        """The faults given, or the seed's: of the kinds this cluster's service can suffer."""
         if faults is not None:
-            self.faults = sorted(faults)
-        elif self.fos:
-            self.faults = generate_faults(seed, len(names), kinds=FOS_FAULT_KINDS, servers=0)
-        else:
-            self.faults = generate_faults(
-                seed, len(names), servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+            return sorted(faults)
+        if self.fos:
+            return generate_faults(seed, routers, kinds=FOS_FAULT_KINDS, servers=0)
+        return generate_faults(seed, routers, servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+
+    def _set_timers(self, fencing_window_ns: int | None, settle: int | None, duration: int | None) -> None:
+        """The heartbeat's timers, and from them and the faults: the fencing window, how long the
+        cluster settles after the last fault, and how long the run lasts."""
         hb = self.config.heartbeat
         self.keepalive = int(hb.keepalive * S)
         self.deadtime = int(hb.deadtime * S)
@@ -524,31 +604,8 @@ class Cluster:
         if self.fos and settle is None:  # a router that gave up stays out of preemption for reentry
             self.settle += int(max(f.timeout + f.reentry for f in self.fos.values()) * S)
         self.duration = duration if duration is not None else max(faults_end, 6 * S) + self.settle
-        self.client_joined_version = client_joined_version
-        self.check = check_invariants
-        self.validate = validate
-        self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
-        self.broker_restart_ns = 300 * MS  # a broker crash's restart time (its fault's duration)
-        self.t = 0
-        self.heap: list = []
-        self._order = 0
-        cores_by_name = available()
-        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs") if n in cores_by_name]
-        self.log_root = log_root
-        self.routers: dict[str, SimRouter] = {}
-        for i, name in enumerate(names):
-            clock = SimClock(boot_mono=(1000 + 37 * i + seed % 997) * S, wall_base=1_767_225_600 * S + i * 3 * MS)
-            log_dir = os.path.join(log_root, name, "log") if log_root is not None else None
-            cores = [cores_by_name[n]() for n in self.core_names]
-            self.routers[name] = SimRouter(name, i, cores, clock, log_dir)
-        # network: (frozenset pair, link) -> state
-        self.cut: dict[tuple[str, str, str], int] = {}  # (a, b, link) -> how many cut faults hold it
-        self.loss: dict[tuple[str, str, str], int] = {}  # permille
-        self.extra_delay: dict[tuple[str, str, str], int] = {}  # ms
-        self.arp_owner: dict[str, str] = {}  # vip -> router the clients send to
-        self.violations: list[str] = []
-        self.advisories: list[str] = []  # worth knowing, not (yet) an invariant: see docs/replay.md
-        self.heard: dict[tuple[str, str], int] = {}  # (receiver, sender) -> when a datagram last arrived
+
+    def _init_servers_and_clients(self) -> None:
         # the clients: they send to the VIP's ARP owner; served when it holds the VIP, runs, and its
         # kernel table has a healthy real server for the service
         self.outage_ns = 0
@@ -556,9 +613,6 @@ class Cluster:
         self._serving = False
         self._serving_since = 0
         self._dual_since: dict[str, int] = {}
-        self.failovers = 0
-        self._elected = False
-        self.events = 0
         # real servers: what their checks would find
         self.server_mode: dict[str, str] = {}  # name -> up | down | flap | slow
         self.server_address: dict[str, str] = {}
@@ -578,18 +632,6 @@ class Cluster:
                 self._client_services.append((vs.address, key))
         for fs in self.fos.values():  # served when the VIP's owner runs the failover service
             self._client_services.append((fs.address, ("fos", fs.name)))
-        # service = fos: the failover service processes (router -> service -> running), started by
-        # start_cmd, stopped by stop_cmd, killed by a fos_kill fault or a host crash; and what pulse
-        # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
-        self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
-        self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
-        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
-        self.check_plan: list[tuple[str, str, float, int]] = []
-        if "nanny" in cores_by_name:
-            from lvsbus_services.nanny.core import plan
-
-            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
-                               for pc in plan(self.config) if pc.enabled]
 
     # -- scheduling ---------------------------------------------------------------------------
     def _at(self, t: int, kind: str, *args: Any) -> None:
@@ -851,16 +893,7 @@ class Cluster:
                 self.start_check(r, chk, int(late * 1_000_000))
             self._nanny_wake(r)
         elif what == "result":  # kept until the shell's next 50 ms flush (or sent when 2,000 wait)
-            chk, res = p
-            chk.running = False
-            if not chk.alive:
-                return
-            if r.batch.add(*res):
-                self.shell(r, "flush", None)
-            elif not r.flush_armed:
-                r.flush_armed = True
-                due = next_flush(r.nanny_started, self.t, NANNY_FLUSH)
-                self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
+            self._check_result(r, *p)
         elif what == "flush":
             r.flush_armed = False
             payload = r.batch.take(self.digest)
@@ -871,32 +904,47 @@ class Cluster:
 
             self.publish(r, "ipvs", "ipvs.table_read", table_read_payload(
                 p["request"], r.kernel, dict(r.timeouts), [dict(d) for d in r.daemons], 800))
-        elif what == "apply":  # the simulated kernel answers each op; the shell reports as the real one
-            from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+        elif what == "apply":
+            self._apply(r, p)
 
-            ops = p["ops"]
-            results: list[tuple[int | None, str, int]] = []
-            for op in ops:
-                try:
-                    if op["op"] in GLOBAL_OPS:
-                        timeouts, daemons = apply_global(r.timeouts, r.daemons, op)
-                        r.timeouts, r.daemons = timeouts or {}, daemons or []
-                    else:
-                        r.kernel = apply_ops(r.kernel, [op], strict=True)
-                except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
-                    results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
-                    continue
-                results.append((None, "", 40))
-            applied = failed = 0
-            for i in range(0, len(ops), CHUNK):
-                for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
-                    if type_ == "ipvs.op_failed":
-                        failed += 1
-                    else:
-                        applied += payload["count"]
-                    self.publish(r, "ipvs", type_, payload)
-            self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
-                                                           "duration_us": 40 * (applied + failed)})
+    def _check_result(self, r: SimRouter, chk: Any, res: tuple) -> None:
+        chk.running = False
+        if not chk.alive:
+            return
+        if r.batch.add(*res):
+            self.shell(r, "flush", None)
+        elif not r.flush_armed:
+            r.flush_armed = True
+            due = next_flush(r.nanny_started, self.t, NANNY_FLUSH)
+            self._at(due, "shell", r.name, "nanny", r.shell_gen["nanny"], "flush", None)
+
+    def _apply(self, r: SimRouter, p: dict) -> None:
+        """The simulated kernel answers each op of a batch; the shell reports as the real one."""
+        from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+
+        ops = p["ops"]
+        results: list[tuple[int | None, str, int]] = []
+        for op in ops:
+            try:
+                if op["op"] in GLOBAL_OPS:
+                    timeouts, daemons = apply_global(r.timeouts, r.daemons, op)
+                    r.timeouts, r.daemons = timeouts or {}, daemons or []
+                else:
+                    r.kernel = apply_ops(r.kernel, [op], strict=True)
+            except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
+                results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
+                continue
+            results.append((None, "", 40))
+        applied = failed = 0
+        for i in range(0, len(ops), CHUNK):
+            for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
+                if type_ == "ipvs.op_failed":
+                    failed += 1
+                else:
+                    applied += payload["count"]
+                self.publish(r, "ipvs", type_, payload)
+        self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
+                                                       "duration_us": 40 * (applied + failed)})
 
     def _fos_answers(self, r: SimRouter, fs: FailoverService) -> bool:
         """A check of a failover service from ``r`` goes to its address: ``r`` itself when it holds
@@ -982,26 +1030,9 @@ class Cluster:
         self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
         r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
         if svc.name == "pulse":
-            r.epoch += 1
-            self.publish(r, "pulse", "pulse.started", {
-                "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
-                "key_loaded": True, "listen": True,
-            })
-            # the shell's link watch starts from what the core believes (services/pulse/shell.py
-            # _watch_links): a NIC that changed while pulse was down is reported at its first poll
-            from lvsbus_services.pulse.core import link_changes
-
-            believed = dict(getattr(svc.state, "links_up", None) or {})
-            for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
-                self.publish(r, "pulse", "pulse.link_changed",
-                             {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+            self._pulse_shell_started(r, svc)
         elif svc.name == "nanny":
-            # the shell's schedule and batches (services/nanny/schedule.py, on this router's
-            # monotonic clock): each check every interval, at a phase from the crc32 of its id;
-            # results leave in batches every 50 ms
-            r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
-            r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
-            self._nanny_wake(r)
+            self._nanny_shell_started(r)
         elif svc.name == "lvsd":
             self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
@@ -1013,6 +1044,29 @@ class Cluster:
                 self.reconcile_vips(r, svc)
             else:
                 r.reconcile_due = True
+
+    def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
+        r.epoch += 1
+        self.publish(r, "pulse", "pulse.started", {
+            "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
+            "key_loaded": True, "listen": True,
+        })
+        # the shell's link watch starts from what the core believes (services/pulse/shell.py
+        # _watch_links): a NIC that changed while pulse was down is reported at its first poll
+        from lvsbus_services.pulse.core import link_changes
+
+        believed = dict(getattr(svc.state, "links_up", None) or {})
+        for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
+            self.publish(r, "pulse", "pulse.link_changed",
+                         {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+
+    def _nanny_shell_started(self, r: SimRouter) -> None:
+        # the shell's schedule and batches (services/nanny/schedule.py, on this router's
+        # monotonic clock): each check every interval, at a phase from the crc32 of its id;
+        # results leave in batches every 50 ms
+        r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
+        r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
+        self._nanny_wake(r)
 
     def stop_service(self, r: SimRouter, svc: SimService) -> None:
         svc.up = False  # its state stays: the runtime saves a snapshot when it stops
@@ -1094,74 +1148,119 @@ class Cluster:
         return (a, b, link) if a < b else (b, a, link)
 
     def fault(self, f: Fault, begin: bool) -> None:
-        k = f.kind
-        if k == "router_crash":
-            r = self.routers[f.target]
-            if begin and r.up:
-                self.crash_router(r)
-            elif not begin and not r.up:
-                r.clock.reboot(self.t, boot_mono=(5 + self.rng.randrange(10)) * S)
-                self.boot(r)
-        elif k == "service_crash":
-            rname, sname = f.target.split("/")
-            r = self.routers[rname]
-            svc = r.services.get(sname)
-            if svc is None or not r.up:
-                return
-            if begin and svc.up:
-                self.stop_service(r, svc)
-                self.died(r, sname)
-            elif not begin and sname in r.crashed:  # the process could start again (duration)
-                d = r.crashed[sname]
-                if d.delay_s:  # ... and the supervisor's backoff says when it does
-                    self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
-                else:
-                    self.restart(r, sname)
-        elif k == "broker_crash":
-            r = self.routers[f.target]
-            if begin and r.up and r.broker_up:
-                # value: the broker dies before the (value // 2)-th next message it receives, having
-                # written what it had received before (odd value) or not (even)
-                r.crash_in = max(1, f.value // 2)
-                r.crash_written = bool(f.value % 2)
-                self.broker_restart_ns = max(MS, f.duration)
-        elif k in ("link_cut", "loss", "delay"):
-            key = self._pair_key(f.target)
-            table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
-            if k == "link_cut":
-                table[key] = table.get(key, 0) + (1 if begin else -1)
-            elif begin:
-                table[key] = max(table.get(key, 0), f.value)
+        handler = self.FAULT_HANDLERS.get(f.kind)
+        if handler is not None:
+            handler(self, f, begin)
+
+    def _router_crash(self, f: Fault, begin: bool) -> None:
+        r = self.routers[f.target]
+        if begin and r.up:
+            self.crash_router(r)
+        elif not begin and not r.up:
+            r.clock.reboot(self.t, boot_mono=(5 + self.rng.randrange(10)) * S)
+            self.boot(r)
+
+    def _service_crash(self, f: Fault, begin: bool) -> None:
+        rname, sname = f.target.split("/")
+        r = self.routers[rname]
+        svc = r.services.get(sname)
+        if svc is None or not r.up:
+            return
+        if begin and svc.up:
+            self.stop_service(r, svc)
+            self.died(r, sname)
+        elif not begin and sname in r.crashed:  # the process could start again (duration)
+            d = r.crashed[sname]
+            if d.delay_s:  # ... and the supervisor's backoff says when it does
+                self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
             else:
-                table.pop(key, None)
-        elif k == "nic_down":
-            rname, link = f.target.split("/")
-            r = self.routers[rname]
-            r.nic_up[link] = not begin
-            if r.up and r.services.get("pulse") is not None and r.services["pulse"].up:
-                self.publish(r, "pulse", "pulse.link_changed",
-                             {"link": link, "up": not begin, "device": "eth0" if link == "public" else "eth1"})
-                self.drain(r)
-        elif k in SERVER_FAULTS:
-            mode = {"server_fail": "down", "server_flap": "flap", "slow_check": "slow"}[k]
-            if begin:
-                self.server_mode[f.target] = mode
-            elif self.server_mode.get(f.target) == mode:
-                self.server_mode[f.target] = "up"
-        elif k == "stall":
-            r = self.routers[f.target]
-            if begin:
-                r.frozen_until = max(r.frozen_until, self.t + f.duration)
-        elif k == "wall_step":
-            self.routers[f.target].clock.wall_offset += f.value * MS
-        elif k == FOS_KILL:
-            for name in self.fos_running[f.target]:
-                self.fos_running[f.target][name] = False
-        elif k == "drift":
-            self.routers[f.target].clock.set_rate(self.t, f.value if begin else 0)
+                self.restart(r, sname)
+
+    def _broker_crash(self, f: Fault, begin: bool) -> None:
+        r = self.routers[f.target]
+        if begin and r.up and r.broker_up:
+            # value: the broker dies before the (value // 2)-th next message it receives, having
+            # written what it had received before (odd value) or not (even)
+            r.crash_in = max(1, f.value // 2)
+            r.crash_written = bool(f.value % 2)
+            self.broker_restart_ns = max(MS, f.duration)
+
+    def _link_fault(self, f: Fault, begin: bool) -> None:
+        """link_cut, loss, delay: between a pair of routers on one link."""
+        k = f.kind
+        key = self._pair_key(f.target)
+        table = {"link_cut": self.cut, "loss": self.loss, "delay": self.extra_delay}[k]
+        if k == "link_cut":
+            table[key] = table.get(key, 0) + (1 if begin else -1)
+        elif begin:
+            table[key] = max(table.get(key, 0), f.value)
+        else:
+            table.pop(key, None)
+
+    def _nic_down(self, f: Fault, begin: bool) -> None:
+        rname, link = f.target.split("/")
+        r = self.routers[rname]
+        r.nic_up[link] = not begin
+        if r.up and r.services.get("pulse") is not None and r.services["pulse"].up:
+            self.publish(r, "pulse", "pulse.link_changed",
+                         {"link": link, "up": not begin, "device": "eth0" if link == "public" else "eth1"})
+            self.drain(r)
+
+    def _server_fault(self, f: Fault, begin: bool) -> None:
+        """server_fail, server_flap, slow_check: what a real server's checks find."""
+        mode = {"server_fail": "down", "server_flap": "flap", "slow_check": "slow"}[f.kind]
+        if begin:
+            self.server_mode[f.target] = mode
+        elif self.server_mode.get(f.target) == mode:
+            self.server_mode[f.target] = "up"
+
+    def _stall(self, f: Fault, begin: bool) -> None:
+        r = self.routers[f.target]
+        if begin:
+            r.frozen_until = max(r.frozen_until, self.t + f.duration)
+
+    def _wall_step(self, f: Fault, begin: bool) -> None:
+        self.routers[f.target].clock.wall_offset += f.value * MS
+
+    def _fos_kill(self, f: Fault, begin: bool) -> None:
+        for name in self.fos_running[f.target]:
+            self.fos_running[f.target][name] = False
+
+    def _drift(self, f: Fault, begin: bool) -> None:
+        self.routers[f.target].clock.set_rate(self.t, f.value if begin else 0)
+
+    #: fault kind -> what its begin (begin=True) and its end (False) do to the cluster
+    FAULT_HANDLERS: dict[str, Callable[[Cluster, Fault, bool], None]] = {
+        "router_crash": _router_crash, "service_crash": _service_crash, "broker_crash": _broker_crash,
+        "link_cut": _link_fault, "loss": _link_fault, "delay": _link_fault, "nic_down": _nic_down,
+        "server_fail": _server_fault, "server_flap": _server_fault,
+        "slow_check": _server_fault, "stall": _stall, "wall_step": _wall_step,
+        FOS_KILL: _fos_kill, "drift": _drift,
+    }
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, verify: bool = False) -> SimResult:
+        self._schedule_boots_and_faults()
+        heap = self.heap
+        handlers = self.EVENT_HANDLERS
+        while heap and heap[0][0] <= self.duration:
+            t, _, kind, args = heapq.heappop(heap)
+            self.t = t
+            handlers[kind](self, kind, args)
+            if self.check:
+                self.check_vips()
+            self._clients(t)
+        self._clients(self.duration)
+        self.t = self.duration
+        if self.check:
+            self.check_settled()
+        for r in self.routers.values():
+            r.close_log()
+        if self.check and self.log_root is not None:
+            self.check_logs()
+        return self._result(verify)
+
+    def _schedule_boots_and_faults(self) -> None:
         start_rng = random.Random(self.seed * 31 + 5)
         for r in self.routers.values():
             at = start_rng.randrange(0, 2 * S, MS)
@@ -1170,97 +1269,9 @@ class Cluster:
             self._at(f.at, "fault", f, True)
             if f.duration:
                 self._at(f.at + f.duration, "fault", f, False)
-        heap = self.heap
+
+    def _result(self, verify: bool) -> SimResult:
         routers = self.routers
-        while heap and heap[0][0] <= self.duration:
-            t, _, kind, args = heapq.heappop(heap)
-            self.t = t
-            if kind == "dgram":
-                r = routers[args[0]]
-                if r.frozen_until > t:  # in the socket buffer until the router runs again
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                pulse = r.services.get("pulse")
-                if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
-                    type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
-                    self.heard[(r.name, payload["peer"])] = t
-                    self.publish(r, "pulse", type_, payload)
-                    self.drain(r)
-            elif kind == "timer":
-                r = routers[args[0]]
-                svc = r.services[args[1]]
-                if not (r.up and svc.up and svc.timer_gen == args[3]):
-                    continue
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                if r.clock.mono(t) < args[2]:  # the clock's rate changed since it was armed
-                    self._at(r.clock.global_time(args[2], t), kind, *args)
-                    continue
-                self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
-                self.drain(r)
-            elif kind == "fault":
-                self.fault(args[0], args[1])
-            elif kind == "broker_up":
-                r = routers[args[0]]
-                if r.up and r.broker_runs == args[1] and not r.broker_up:
-                    self.broker_up(r)
-            elif kind == "boot":
-                self.boot(routers[args[0]])
-            elif kind in ("start", "stop", "restart"):
-                r = routers[args[0]]
-                svc = r.services[args[1]]
-                if not r.up or r.broker_runs != args[2]:
-                    continue
-                wanted = r.supervision.wanted(args[1], configured_services(self.config))
-                if kind == "restart":
-                    self.restart(r, args[1])
-                elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
-                    self.start_service(r, svc)
-                    self.drain(r)
-                elif kind == "stop" and not wanted and svc.up:
-                    self.stop_service(r, svc)
-            elif kind == "shell":
-                r = routers[args[0]]
-                svc = r.services[args[1]]
-                if not (r.up and svc.up and r.shell_gen.get(args[1]) == args[2]):
-                    continue  # that shell run is gone
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                self.shell(r, args[3], args[4])
-                self.drain(r)
-            elif kind == "fos_cmd":
-                r = routers[args[0]]
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                if r.up and r.broker_runs == args[1]:
-                    _name, _runs, service, action, command = args
-                    self.fos_running[r.name][service] = action == "start"
-                    self.publish(r, "pulse", "pulse.failover_cmd_finished", {
-                        "service": service, "action": action, "command": command, "exit_code": 0,
-                        "duration_ms": 5, "stderr_tail": "", "error": ""})
-                    self.drain(r)
-            elif kind == "notify":
-                r = routers[args[0]]
-                if r.frozen_until > t:
-                    self._at(r.frozen_until, kind, *args)
-                    continue
-                if r.up:
-                    self.publish(r, "pulse", "pulse.notify_finished", args[1])
-                    self.drain(r)
-            if self.check:
-                self.check_vips()
-            self._clients(t)
-        self._clients(self.duration)
-        self.t = self.duration
-        if self.check:
-            self.check_settled()
-        for r in routers.values():
-            r.close_log()
-        if self.check and self.log_root is not None:
-            self.check_logs()
         result = SimResult(
             seed=self.seed, faults=list(self.faults), violations=list(self.violations),
             logs={n: (r.log_dir or "") for n, r in routers.items()}, events=self.events,
@@ -1273,6 +1284,102 @@ class Cluster:
                 if not rep.ok:
                     result.replay_errors.append(f"{name}: {rep.divergences[0].describe()}")
         return result
+
+    # the scheduled events, each (kind, args) as ``_at`` queued it; a router stalled (frozen_until)
+    # gets it again when it runs again
+
+    def _frozen(self, r: SimRouter, kind: str, args: tuple) -> bool:
+        if r.frozen_until > self.t:
+            self._at(r.frozen_until, kind, *args)
+            return True
+        return False
+
+    def _on_dgram(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if self._frozen(r, kind, args):  # in the socket buffer until the router runs again
+            return
+        pulse = r.services.get("pulse")
+        if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
+            type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
+            self.heard[(r.name, payload["peer"])] = self.t
+            self.publish(r, "pulse", type_, payload)
+            self.drain(r)
+
+    def _on_timer(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        svc = r.services[args[1]]
+        if not (r.up and svc.up and svc.timer_gen == args[3]):
+            return
+        if self._frozen(r, kind, args):
+            return
+        if r.clock.mono(self.t) < args[2]:  # the clock's rate changed since it was armed
+            self._at(r.clock.global_time(args[2], self.t), kind, *args)
+            return
+        self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
+        self.drain(r)
+
+    def _on_fault(self, kind: str, args: tuple) -> None:
+        self.fault(args[0], args[1])
+
+    def _on_broker_up(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if r.up and r.broker_runs == args[1] and not r.broker_up:
+            self.broker_up(r)
+
+    def _on_boot(self, kind: str, args: tuple) -> None:
+        self.boot(self.routers[args[0]])
+
+    def _on_supervisor(self, kind: str, args: tuple) -> None:
+        """start, stop, restart of a service, in the router run (broker_runs) that queued it."""
+        r = self.routers[args[0]]
+        svc = r.services[args[1]]
+        if not r.up or r.broker_runs != args[2]:
+            return
+        wanted = r.supervision.wanted(args[1], configured_services(self.config))
+        if kind == "restart":
+            self.restart(r, args[1])
+        elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
+            self.start_service(r, svc)
+            self.drain(r)
+        elif kind == "stop" and not wanted and svc.up:
+            self.stop_service(r, svc)
+
+    def _on_shell(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        svc = r.services[args[1]]
+        if not (r.up and svc.up and r.shell_gen.get(args[1]) == args[2]):
+            return  # that shell run is gone
+        if self._frozen(r, kind, args):
+            return
+        self.shell(r, args[3], args[4])
+        self.drain(r)
+
+    def _on_fos_cmd(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if self._frozen(r, kind, args):
+            return
+        if r.up and r.broker_runs == args[1]:
+            _name, _runs, service, action, command = args
+            self.fos_running[r.name][service] = action == "start"
+            self.publish(r, "pulse", "pulse.failover_cmd_finished", {
+                "service": service, "action": action, "command": command, "exit_code": 0,
+                "duration_ms": 5, "stderr_tail": "", "error": ""})
+            self.drain(r)
+
+    def _on_notify(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if self._frozen(r, kind, args):
+            return
+        if r.up:
+            self.publish(r, "pulse", "pulse.notify_finished", args[1])
+            self.drain(r)
+
+    #: the kind of a scheduled event -> what happens when its time comes
+    EVENT_HANDLERS: dict[str, Callable[[Cluster, str, tuple], None]] = {
+        "dgram": _on_dgram, "timer": _on_timer, "fault": _on_fault, "broker_up": _on_broker_up, "boot": _on_boot,
+        "start": _on_supervisor, "stop": _on_supervisor, "restart": _on_supervisor, "shell": _on_shell,
+        "fos_cmd": _on_fos_cmd, "notify": _on_notify,
+    }
 
     def _serving_now(self) -> bool:
         t = self.t
@@ -1563,25 +1670,11 @@ def _sim_json(res) -> dict:
 
 def _cmd_simulate(args) -> int:
     if args.golden:
-        for name in GOLDEN:
-            res = write_golden(name, args.golden)
-            logs = [res.logs[n] for n in sorted(res.logs)]
-            with open(os.path.join(args.golden, name, "timeline.txt"), "w", encoding="utf-8") as fh:
-                fh.write(render_text(timeline(logs)))
-            print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(args.golden, name)}")
-        return 0
+        return _write_golden_all(args.golden)
     faults = None
     if args.faults:
-        try:
-            with open(args.faults, encoding="utf-8") as fh:
-                faults = [Fault.from_json(d) for d in json.load(fh)]
-        except OSError as exc:
-            print(f"lvsbus simulate: {args.faults}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
-            print(f"lvsbus simulate: {args.faults}: not a fault schedule (a JSON list of faults, "
-                  f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
-                  file=sys.stderr)
+        faults = _read_faults(args.faults)
+        if faults is None:
             return 1
     if args.seeds:
         seeds = list(args.seeds)
@@ -1604,28 +1697,60 @@ def _cmd_simulate(args) -> int:
                 print(res.summary())
             continue
         failed += 1
-        if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
-            logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
-            shutil.rmtree(logs, ignore_errors=True)
-            res = run_seed(seed, log_root=logs, faults=faults, **kw)
-        small = None
-        if not args.no_shrink and res.faults:
-            small = shrink(seed, res.faults, **kw)
-            path = os.path.join(logs, "shrunk-faults.json")
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump([f.to_json() for f in small], fh, indent=1)
-        if args.json:
-            print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
-            continue
-        print(res.summary())
-        print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
-        if small is not None:
-            print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
-            print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
+        _report_failure(args, seed, res, logs, faults, kw, again)
     if len(seeds) > 1 and not args.json:
         el = time.perf_counter() - t0
         print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
     return 1 if failed else 0
+
+
+def _write_golden_all(root: str) -> int:
+    """--golden: every golden scenario's logs and its timeline.txt under ``root``."""
+    for name in GOLDEN:
+        res = write_golden(name, root)
+        logs = [res.logs[n] for n in sorted(res.logs)]
+        with open(os.path.join(root, name, "timeline.txt"), "w", encoding="utf-8") as fh:
+            fh.write(render_text(timeline(logs)))
+        print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(root, name)}")
+    return 0
+
+
+def _read_faults(path: str) -> list[Fault] | None:
+    """--faults FILE: its schedule, or None (said on stderr) when it cannot be read as one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [Fault.from_json(d) for d in json.load(fh)]
+    except OSError as exc:
+        print(f"lvsbus simulate: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
+        print(f"lvsbus simulate: {path}: not a fault schedule (a JSON list of faults, "
+              f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
+              file=sys.stderr)
+        return None
+
+
+def _report_failure(args, seed: int, res: SimResult, logs: str | None, faults: list[Fault] | None,
+                    kw: dict, again: str) -> None:
+    """A failing seed: its logs kept, its schedule shrunk (unless --no-shrink), and how to run both again."""
+    if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
+        logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
+        shutil.rmtree(logs, ignore_errors=True)
+        res = run_seed(seed, log_root=logs, faults=faults, **kw)
+    small = None
+    if not args.no_shrink and res.faults:
+        small = shrink(seed, res.faults, **kw)
+        path = os.path.join(logs, "shrunk-faults.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump([f.to_json() for f in small], fh, indent=1)
+    if args.json:
+        print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
+        return
+    print(res.summary())
+    print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
+    if small is not None:
+        print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
+        print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
 
 
 def main(argv: list[str] | None = None) -> int:

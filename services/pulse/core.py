@@ -365,7 +365,7 @@ class PulseState:
     _PLAIN = (
         "role", "epoch", "hostname", "seq", "now", "next_hb", "listen_until", "preempt_since",
         "preempt_hold_until", "garp_next", "links_up", "last_active", "ignored", "rejected_configs",
-        "own_clock",
+        "own_clock", "heard_from",
     )
 
     def __init__(self) -> None:
@@ -396,6 +396,10 @@ class PulseState:
         # recorded while pulse was down is no evidence that pulse listened meanwhile. Set by a
         # pulse.started v2 (listen); a v1 run judged them on any input, and replays so
         self.own_clock = False
+        # a peer's silence counts from here at the earliest: a shell that restarted listening
+        # (pulse.started v2) heard nothing while it was down, so what it last heard of its peers
+        # before then is no verdict on them (0: from the peer's last heartbeat, as a v1 run did)
+        self.heard_from = 0
 
     @property
     def cfg(self) -> PulseSettings:
@@ -479,14 +483,16 @@ class PulseCore(Core[PulseState]):
     # version 1: {"v": 1, "state": {...}}, reannounce_after absent before it existed; version 2:
     # the state's fields alone, every one present
     # version 3: fos_health, active_since, gave_up_until (service = fos); version 4:
-    # reannounce_after per peer (one bound for every peer before); version 5: own_clock
-    snapshot_version = 5
+    # reannounce_after per peer (one bound for every peer before); version 5: own_clock; version 6:
+    # heard_from
+    snapshot_version = 6
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
         3: lambda data: {**data, "reannounce_after": ({n: data["reannounce_after"] for n in data["peers"]}
                                                       if data["reannounce_after"] else {})},
         4: lambda data: {**data, "own_clock": False},
+        5: lambda data: {**data, "heard_from": 0},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -535,9 +541,9 @@ class PulseCore(Core[PulseState]):
         for p in st.peers.values():
             if not p.alive:
                 continue
-            due.append(p.heard_ns + dt)
+            due.append(max(p.heard_ns, st.heard_from) + dt)
             for pl in p.links.values():
-                since = max(pl.last_heard or 0, p.alive_since)
+                since = max(pl.last_heard or 0, p.alive_since, st.heard_from)
                 if not pl.degraded and p.heard_ns - since >= ka:
                     due.append(since + dt)  # (otherwise a heartbeat on another link comes first)
         return min(due) if due else None
@@ -568,6 +574,8 @@ class PulseCore(Core[PulseState]):
             # a restarted shell (the core restored from a snapshot) brings a new epoch: adopt it
             st.epoch = p["epoch"]
             st.own_clock = p["listen"]
+            if p["listen"]:
+                st.heard_from = st.now
             st.hostname = p["hostname"]
             if st.role == INIT:
                 self._try_start(st, out)
@@ -617,6 +625,7 @@ class PulseCore(Core[PulseState]):
         fresh.epoch = event.payload["epoch"]
         fresh.hostname = event.payload["hostname"]
         fresh.own_clock = event.payload["listen"]
+        fresh.heard_from = event.mono_ns if event.payload["listen"] else 0
         self._try_start(fresh, out)
         if fresh.role != INIT:
             self._advance(fresh, out)
@@ -884,7 +893,7 @@ class PulseCore(Core[PulseState]):
         for name, peer in st.peers.items():
             if not peer.alive:
                 continue
-            if now - peer.heard_ns >= dt:
+            if now - max(peer.heard_ns, st.heard_from) >= dt:
                 peer.alive = False
                 peer.split = False
                 out.append(Effect("pulse.peer_dead", {
@@ -894,7 +903,7 @@ class PulseCore(Core[PulseState]):
             for link, pl in peer.links.items():
                 if pl.degraded:
                     continue
-                since = max(pl.last_heard or 0, peer.alive_since)
+                since = max(pl.last_heard or 0, peer.alive_since, st.heard_from)
                 # silent for deadtime while another link carried newer heartbeats (a keepalive's
                 # worth newer: the copies of one heartbeat arrive a few ms apart, and a peer that
                 # just died must give peer_dead, not a degraded link first)

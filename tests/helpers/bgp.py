@@ -12,9 +12,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from lvsbus_services.bgp.speaker import BgpSettings, BirdSpeaker
+from tests.helpers.lvs_config import UPSTREAM, VIP
 
-VIP = "10.200.0.1"
-UPSTREAM = "10.99.1.100"
+__all__ = ["UPSTREAM", "VIP", "nexthops", "router_speaker", "start_upstream", "upstream_conf"]
 
 
 def upstream_conf(routers: Mapping[str, str], up: str = UPSTREAM, *, hold_time: int = 9, bfd: Collection[str] = (),

@@ -154,3 +154,14 @@ def ppid(pid: int) -> int | None:
 def children_of(pid: int) -> list[int]:
     """The PIDs whose parent is ``pid`` (from /proc)."""
     return [int(d) for d in os.listdir("/proc") if d.isdigit() and ppid(int(d)) == pid]
+
+
+def task_sets(pid: int) -> list:
+    """The capability sets of every thread of ``pid`` (``/proc/PID/task/*/status``)."""
+    from lvsbus.privileges import parse_status
+
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as fh:
+            out.append(parse_status(fh.read()))
+    return out

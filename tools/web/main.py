@@ -16,10 +16,11 @@ log = structlog.get_logger("lvsbus.web")
 
 
 def _supervisor_pid(state_dir: str) -> int | None:
-    from lvsbus.routercli import read_status
+    """The router's supervisor as its run's log says (its last hello)."""
+    from lvsbus.routercli import current_run
 
     try:
-        return read_status(state_dir)["supervisor_pid"]
+        return current_run(state_dir)[1]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -27,9 +28,7 @@ def _supervisor_pid(state_dir: str) -> int | None:
 def run(state_dir: str, run_start_seq: int, address: str, password_file: str, cert: str | None, key: str | None,
         node: str = "", router_pid: int | None = None) -> int:
     """Serve until SIGTERM or SIGINT. ``router_pid``: the router's supervisor (the config editor
-    signals it), read from the log when not given: before the event loop starts, since reading the
-    router's status also reads this host's addresses by netlink, which pyroute2's synchronous API
-    cannot do on a thread running asyncio."""
+    signals it), read from the log when not given (before the event loop starts: a blocking read)."""
     if router_pid is None:
         router_pid = _supervisor_pid(state_dir)
 
