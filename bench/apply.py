@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def table(services: int, dests: int):
-    from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+    from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
 
     entries = {}
     t = Table()
@@ -72,7 +72,7 @@ def proc_cpu(pid: int) -> tuple[float, float]:
 def in_vm(args) -> int:
     from lvsbus_services.ipvs.core import plan, save_lines
     from lvsbus_services.ipvs.netlink import Ipvs, op_request
-    from lvsbus.ipvs_table import Table
+    from lvsbus.ipvs.table import Table
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
     subprocess.run(["modprobe", "ip_vs_wlc"], check=True)
@@ -231,7 +231,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.in_vm:
         return in_vm(args)
-    from lvsbus import kit as kitmod
+    from lvsbus.demo import qemu as kitmod
 
     kit = kitmod.build(log=lambda m: print(m, file=sys.stderr))
     out = tempfile.mkdtemp(prefix="bench-apply-vm-")

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lvsbus.netns import Topology, netns_available  # noqa: E402
+from lvsbus.demo.netns import Topology, netns_available  # noqa: E402
 from lvsbus_services.bgp.speaker import BirdControl, BirdSpeaker, Route  # noqa: E402
 from tests.helpers.bgp import VIP, nexthops, router_speaker, start_upstream, upstream_conf  # noqa: E402
 

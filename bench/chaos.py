@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lvsbus.netns import Topology, netns_available  # noqa: E402
+from lvsbus.demo.netns import Topology, netns_available  # noqa: E402
 from tests.chaos import DEFAULT_MIX, KINDS, as_lines, chaos, disk_full, slow_disk  # noqa: E402
 
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgpack  # noqa: E402
 
 from lvsbus.config import Check, Config, RealServer, Router, VirtualService, to_dict  # noqa: E402
-from lvsbus.events import Event  # noqa: E402
+from lvsbus.wire.events import Event  # noqa: E402
 from lvsbus_services.nanny.checks import Scheduler, new_loop, raise_nofile  # noqa: E402
 from lvsbus_services.nanny.core import NannyCore  # noqa: E402
 

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lvsbus import catalog  # noqa: E402,F401
-from lvsbus.events import decode  # noqa: E402
+from lvsbus.wire import catalog  # noqa: E402,F401
+from lvsbus.wire.events import decode  # noqa: E402
 from lvsbus.log import LogReader  # noqa: E402
 from tests.helpers.routers import start_responders  # noqa: E402
 from tests.netns import CLIENT, VIP, Topology, netns_available, router_toml, write_key  # noqa: E402

@@ -91,7 +91,7 @@ SEEDS: list[list] = [
 
 def golden_seeds(root: str) -> list[list]:
     """Items (type, version, cause, payload) of the golden logs under ``root`` (more kinds of payload)."""
-    from lvsbus.events import unpack
+    from lvsbus.wire.events import unpack
     from lvsbus.log import LogReader
 
     out: list[list] = []
@@ -264,7 +264,7 @@ def _endpoint(state: str) -> str:
 
 def check_log(log_dir: str) -> tuple[int, list[tuple[int, str]]]:
     """(records, [(seq, why)] of those that do not decode by every path a reader takes)."""
-    from lvsbus.events import DecodeError, decode, decode_records
+    from lvsbus.wire.events import DecodeError, decode, decode_records
     from lvsbus.log import LogReader
 
     bad: list[tuple[int, str]] = []
@@ -292,8 +292,8 @@ def fuzz_bus(n_frames: int, seed: int = 1, window: int = 200, big_every: int = 2
     """Send ``n_frames`` malformed messages to a broker; returns the counts (see the module doc)."""
     import zmq
 
-    from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import REGISTRY
+    from lvsbus.wire import catalog  # noqa: F401
+    from lvsbus.wire.events import REGISTRY
 
     rnd = random.Random(seed)
     seeds = list(SEEDS)
@@ -382,7 +382,7 @@ def fuzz_bus(n_frames: int, seed: int = 1, window: int = 200, big_every: int = 2
         counts["crashes"] += broker.tracebacks + broker.failed_frames
         counts["acked"] = len(acked)
         log_dir = os.path.join(state, "log")
-        from lvsbus.events import decode
+        from lvsbus.wire.events import decode
         from lvsbus.log import LogReader
 
         logged = {}
@@ -425,7 +425,7 @@ class _CheckingRuntime:
         self.client = object()
 
     def publish(self, type_, payload):
-        from lvsbus.events import REGISTRY, DecodeError
+        from lvsbus.wire.events import REGISTRY, DecodeError
 
         try:
             REGISTRY.validate(type_, REGISTRY.latest(type_).version, payload)
@@ -513,7 +513,7 @@ def _forge(key: bytes, kind: int, packed: bytes, version: int = 1) -> bytes:
 
 def fuzz_pulse(n: int, seed: int = 1, progress=None) -> dict:
     """``n`` datagrams through decode_datagram and pulse's shell; returns the counts."""
-    from lvsbus import catalog  # noqa: F401
+    from lvsbus.wire import catalog  # noqa: F401
     from lvsbus_services.pulse import wire
 
     import logging

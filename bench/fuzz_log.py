@@ -130,7 +130,7 @@ def _verify_and_dump(d: str) -> bool:
     import contextlib
     import io
 
-    from lvsbus.buscli import cmd_log_dump
+    from lvsbus.cli.bus import cmd_log_dump
     from lvsbus_tools.replay import verify
 
     rep = verify(d)

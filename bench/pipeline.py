@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lvsbus import catalog  # noqa: E402,F401
+from lvsbus.wire import catalog  # noqa: E402,F401
 from lvsbus.bus import BusClient  # noqa: E402
 from lvsbus.config import loads, to_dict  # noqa: E402
-from lvsbus.paths import StateDirs  # noqa: E402
+from lvsbus.host.paths import StateDirs  # noqa: E402
 
 
 def start_broker(dirs: StateDirs) -> subprocess.Popen:

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lvsbus.log import LogReader  # noqa: E402
-from lvsbus.events import decode, decode_records  # noqa: E402
+from lvsbus.wire.events import decode, decode_records  # noqa: E402
 from lvsbus_tools.replay import verify  # noqa: E402
 from lvsbus_tools.simulate import S, Cluster, Fault  # noqa: E402
 

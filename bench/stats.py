@@ -2,8 +2,8 @@
 
 Synthetic kernels of SERVICES x SERVERS with figures of a busy site (counters of hours of
 traffic, so most byte and packet counters need 8 bytes), sampled every INTERVAL seconds for one
-simulated hour through the applier's real pure code (``lvsbus.ipvs_stats.Sampler``), each payload
-encoded as the broker stores it (envelope + log framing, ``lvsbus.events.encode`` +
+simulated hour through the applier's real pure code (``lvsbus.ipvs.stats.Sampler``), each payload
+encoded as the broker stores it (envelope + log framing, ``lvsbus.wire.events.encode`` +
 ``lvsbus.log.frame``). Each interval a share of the real servers sees traffic (its counters and
 rates change); the rest are idle (their rates decayed to 0: nothing changes). Printed, one figure
 a line (``name=value unit``):
@@ -13,7 +13,7 @@ a line (``name=value unit``):
     event_bytes_full             one full sample (the first, then every 10 min)
     sampler_us_per_sample        the pure diff of two samples (the shell's CPU per interval)
     validate_us_per_event        the broker's schema check of one worst-case event
-    fold_us_per_event            lvsbus.ipvs_stats.fold of one worst-case event (metrics, console)
+    fold_us_per_event            lvsbus.ipvs.stats.fold of one worst-case event (metrics, console)
 
     python bench/stats.py [--services 100] [--servers 10] [--intervals 2,5] [--share 0.2]
 
@@ -29,9 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lvsbus import catalog  # noqa: E402,F401
-from lvsbus.events import REGISTRY, Event, encode  # noqa: E402
-from lvsbus.ipvs_stats import Figures, Sampler, fold, row, service_row  # noqa: E402
+from lvsbus.wire import catalog  # noqa: E402,F401
+from lvsbus.wire.events import REGISTRY, Event, encode  # noqa: E402
+from lvsbus.ipvs.stats import Figures, Sampler, fold, row, service_row  # noqa: E402
 from lvsbus.log import frame  # noqa: E402
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 async def measure(state: str, steps: int, outputs: int) -> list[float]:
     from lvsbus.bus import AsyncBusClient
-    from lvsbus.paths import StateDirs
+    from lvsbus.host.paths import StateDirs
 
     dirs = StateDirs(state)
     c = AsyncBusClient(dirs.run, "bench", log_dir=dirs.log)

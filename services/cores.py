@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from lvsbus.core import Core
+from lvsbus.runtime.core import Core
 
 CORES = {
     "pulse": "lvsbus_services.pulse.core:PulseCore",

@@ -50,10 +50,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import decode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
-from lvsbus.netns import CLIENT, VIP, Topology, router_toml, write_key
+from lvsbus.demo.netns import CLIENT, VIP, Topology, router_toml, write_key
 from tests.helpers.procs import alive, children_of, ppid
 from tests.helpers.routers import RESPONDER, start_responders
 from tests.restarts import ErrLog

@@ -1,4 +1,4 @@
-"""pytest fixtures over ``lvsbus.netns`` (the namespace topology shared with ``lvsbus demo``).
+"""pytest fixtures over ``lvsbus.demo.netns`` (the namespace topology shared with ``lvsbus demo``).
 
     from tests.netns import netns  # noqa: F401  (the fixture)
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from lvsbus.netns import (  # noqa: F401  (re-exported for the tests)
+from lvsbus.demo.netns import (  # noqa: F401  (re-exported for the tests)
     CLIENT,
     CLIENT_MAC,
     NAT,

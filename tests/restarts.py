@@ -4,7 +4,7 @@ bench/restarts.py (100 + 100).
 
 Each kill waits until the service's warm spare is ready (its ``spare_waiting`` line, by PID) and
 until the restart window of the previous kill of that service has passed, so the policy's backoff
-and step-down rule (lvsbus/supervision.py, here ``--max-restarts 1000 --restart-window W``) stay
+and step-down rule (lvsbus/router/supervision.py, here ``--max-restarts 1000 --restart-window W``) stay
 out of the way: what is measured is whether a restart, with a spare ready, is seen by the peer.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import decode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
-from lvsbus.netns import VIP, Topology, router_toml, write_key
+from lvsbus.demo.netns import VIP, Topology, router_toml, write_key
 from tests.helpers.procs import alive
 
 ROOT = Path(__file__).resolve().parent.parent

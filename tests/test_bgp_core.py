@@ -7,10 +7,10 @@ import dataclasses
 
 import msgpack
 
-from lvsbus.catalog import REGISTRY
+from lvsbus.wire.catalog import REGISTRY
 from lvsbus.config import Config, Forwarding, RealServer, Router, VirtualService, to_dict
 from lvsbus.config.model import Scaleout
-from lvsbus.events import Event
+from lvsbus.wire.events import Event
 from lvsbus_services.bgp.core import BgpCore
 
 SO = Scaleout(local_as=65001, peer_as=65000, peers=("10.99.1.100",), drain_time=2.0)
@@ -219,7 +219,7 @@ def test_speaker_restart_gets_the_whole_route_set_and_a_refusal_is_retried():
 
 
 def test_a_version_1_snapshot_with_the_sessions_it_no_longer_keeps_is_upcast():
-    from lvsbus.snapshot import decode_state
+    from lvsbus.runtime.snapshot import decode_state
 
     b = serving(vs("web", "10.200.0.1"))
     v1 = {**b.core.snapshot(b.st), "sessions": {"10.99.1.100": "up"}}
@@ -251,7 +251,7 @@ def test_ipv6_vip_is_a_128():
 
 
 def _log_of_a_run(path, change_reason: bool = False) -> str:
-    from lvsbus.events import encode
+    from lvsbus.wire.events import encode
     from lvsbus.log import Durability, EventLog
     from tests.helpers.event_log import Quiet as _Quiet
 

@@ -133,8 +133,8 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
     from lvsbus.bus import Broker, BusClient
     from lvsbus.config import load
     from lvsbus.log import Durability
-    from lvsbus.paths import StateDirs
-    from lvsbus.router import config_payload
+    from lvsbus.host.paths import StateDirs
+    from lvsbus.router.supervisor import config_payload
     from lvsbus_tools.replay import make_cores, verify
 
     topo = netns(routers=2, private=False)
@@ -220,7 +220,7 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
         assert states() == ["up", "down", "up"], states()
 
         # lvsbus status shows the sessions and the announcements
-        from lvsbus.routercli import read_status
+        from lvsbus.router.status import read_status
 
         bst = read_status(dirs["r2"].root)["bgp"]
         assert bst["sessions"] == {UPSTREAM: {"state": "up", "info": "up Established"}}

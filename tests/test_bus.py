@@ -13,10 +13,10 @@ import msgpack
 import pytest
 import zmq
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.bus import BusClient
-from lvsbus.events import decode
-from lvsbus.paths import StateDirs
+from lvsbus.wire.events import decode
+from lvsbus.host.paths import StateDirs
 from tests.helpers.procs import broker, client, tmpfs, wait_joined  # noqa: F401  (broker: the fixture)
 
 

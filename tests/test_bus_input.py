@@ -20,13 +20,13 @@ import msgpack
 import pytest
 import zmq
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.bus import Broker, BusClient, PublishRefused
 from lvsbus.bus.client import _ClientCore
-from lvsbus.events import REGISTRY, DecodeError, Event, decode
+from lvsbus.wire.events import REGISTRY, DecodeError, Event, decode
 from lvsbus.log import Durability, EventLog, LogReader, frame
-from lvsbus.paths import StateDirs
-from lvsbus.schema import Enum, Float, Int, Json, SchemaError
+from lvsbus.host.paths import StateDirs
+from lvsbus.wire.schema import Enum, Float, Int, Json, SchemaError
 from tests.helpers.procs import BrokerProc, broker, client, wait_joined  # noqa: F401  (broker: the fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -435,7 +435,7 @@ def test_pulse_datagrams_of_every_kind_are_refused_with_a_reason_never_raised():
 def test_a_restarting_service_recovers_past_an_undecodable_record(tmp_path):
     """A service restarting from the log (ServiceRuntime.recover) used to raise on it, every time:
     a restart loop, then the router steps down."""
-    from lvsbus.runtime import ServiceRuntime
+    from lvsbus.runtime.engine import ServiceRuntime
     from tests.helpers.counter_core import Counter
 
     dirs = StateDirs(str(tmp_path / "s")).make()

@@ -18,7 +18,7 @@ def not_a_router_host(monkeypatch):
     """check-config also checks this host as one of the config's routers (its heartbeat key file):
     these tests are about the file, so this host is none of the fixtures' routers, whatever
     addresses the machine running them has (some fixtures use 192.0.2.2 and fd00::2)."""
-    from lvsbus import netutil
+    from lvsbus.host import netutil
 
     monkeypatch.setattr(netutil, "local_addresses", lambda: {"203.0.113.254"})
 
@@ -174,7 +174,7 @@ def test_keys_heartbeat_refuses_to_overwrite_unless_forced(tmp_path, capsys):
 
 
 def test_the_generated_key_is_one_pulse_accepts():
-    from lvsbus.keyfile import GENERATED_BYTES, MIN_SECRET
+    from lvsbus.host.keyfile import GENERATED_BYTES, MIN_SECRET
     from lvsbus_services.pulse import wire
 
     wire.key_from_secret(b"x" * MIN_SECRET)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from lvsbus.config.derive import config_vips, loaded_payload
-from lvsbus.router import config_vips as supervisor_vips
+from lvsbus.router.supervisor import config_vips as supervisor_vips
 from lvsbus_services.pulse.core import _settings_from_model
 
 from tests.helpers.pulse_cluster import make_config
@@ -22,7 +22,7 @@ def test_the_supervisors_last_resort_release_covers_exactly_pulses_vips():
 
 
 def test_the_config_loaded_payload_is_within_the_schema():
-    from lvsbus.events import REGISTRY
+    from lvsbus.wire.events import REGISTRY
     from lvsbus.config import to_dict
 
     p = loaded_payload("/x/" + "a" * 5000, "lvscf", "d" * 64, to_dict(make_config()), ["w" * 2000] * 1200, "lvs1",

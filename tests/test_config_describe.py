@@ -1,4 +1,4 @@
-"""``lvsbus check-config``'s description of a config (lvsbus.config.cli.describe): pinned for
+"""``lvsbus check-config``'s description of a config (lvsbus.cli.config.describe): pinned for
 every valid fixture and for configs that reach each line it can print, in
 tests/fixtures/config_describe.txt (what it printed when the test was written; a deliberate change
 rewrites it: ``python -m tests.test_config_describe``)."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lvsbus.config import ConfigError, loads
-from lvsbus.config.cli import describe
+from lvsbus.cli.config import describe
 from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 
 ROOT = Path(__file__).resolve().parent.parent

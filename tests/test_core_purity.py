@@ -4,55 +4,16 @@ clock, a socket, netlink, randomness, asyncio, logging, a process module, the fi
 Static: follows the import statements of our own modules from each core module, so that even
 `time` (already loaded by the interpreter at start) is caught.
 """
-import ast
-from pathlib import Path
-
 import pytest
 
 from lvsbus_services.cores import CORES
+from tests.helpers.imports import OURS, imports_of, module_path
 
-ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "zmq", "socket", "pyroute2", "time", "random", "asyncio", "structlog", "logging", "subprocess",
     "threading", "os", "select", "selectors", "uuid", "secrets", "datetime", "signal", "uvloop", "ssl",
     "pathlib", "shutil", "sys",
 }
-OURS = ("lvsbus", "lvsbus_services", "lvsbus_tools")
-#: import name -> directory (lvsbus_services is services/, lvsbus_tools is tools/)
-DIRS = {"lvsbus_services": "services", "lvsbus_tools": "tools"}
-
-
-def module_path(name: str) -> Path | None:
-    parts = name.split(".")
-    base = ROOT.joinpath(DIRS.get(parts[0], parts[0]), *parts[1:])
-    for p in (base.with_suffix(".py"), base / "__init__.py"):
-        if p.exists():
-            return p
-    return None
-
-
-def imports_of(name: str) -> set[str]:
-    path = module_path(name)
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                mod = f"{base}.{node.module}" if node.module else base
-            else:
-                mod = node.module
-            out.add(mod)
-            for a in node.names:  # "from pkg import module"
-                if module_path(f"{mod}.{a.name}"):
-                    out.add(f"{mod}.{a.name}")
-    return out
-
-
 def reachable(start: str) -> dict[str, str]:
     """Every module reachable from start -> the module that imported it."""
     seen = {start: ""}
@@ -75,8 +36,8 @@ def reachable(start: str) -> dict[str, str]:
 
 
 PURE = [CORES[n].split(":")[0] for n in CORES] + [
-    "lvsbus.core", "lvsbus.events", "lvsbus.schema", "lvsbus.ipvs_table", "lvsbus.ipvs_stats", "lvsbus.config.model",
-    "lvsbus_services.metrics.fold", "lvsbus.supervision", "lvsbus_services.nanny.schedule", "lvsbus.config.derive",
+    "lvsbus.runtime.core", "lvsbus.wire.events", "lvsbus.wire.schema", "lvsbus.ipvs.table", "lvsbus.ipvs.stats", "lvsbus.config.model",
+    "lvsbus_services.metrics.fold", "lvsbus.router.supervision", "lvsbus_services.nanny.schedule", "lvsbus.config.derive",
     # the config package (parsers, validation, diff) and pulse's wire format (were file-local checks in
     # test_config_model and test_pulse_core)
     "lvsbus.config", "lvsbus.config.validate", "lvsbus.config.native", "lvsbus.config.lvscf", "lvsbus.config.diff",

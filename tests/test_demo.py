@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lvsbus.netns import netns_available
+from lvsbus.demo.netns import netns_available
 
 pytestmark = pytest.mark.netns
 
@@ -33,6 +33,6 @@ def test_demo_cluster_fails_over_and_writes_the_timeline(tmp_path):
     assert "<svg" in html and "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "BACKUP -&gt; ACTIVE (peer_dead" in html or "BACKUP -> ACTIVE (peer_dead" in html
     assert "fence r1" in html and "real server web/s2 DOWN" in html
-    ours = f"lvsb{p.pid % 10000}x"  # the demo's per-run prefix (lvsbus.netns)
+    ours = f"lvsb{p.pid % 10000}x"  # the demo's per-run prefix (lvsbus.demo.netns)
     left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split() if n.startswith(ours)]
     assert not left, f"the demo left namespaces behind: {left}"

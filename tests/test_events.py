@@ -5,10 +5,10 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import REGISTRY, DecodeError, Event, Registry, decode, encode, matches
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import REGISTRY, DecodeError, Event, Registry, decode, encode, matches
 from lvsbus.log import parse_frames
-from lvsbus.schema import Int, Str
+from lvsbus.wire.schema import Int, Str
 
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from lvsbus.config import Config, FailoverService, RealServer, ServiceType, VirtualService, to_dict
-from lvsbus.events import Event
+from lvsbus.wire.events import Event
 from lvsbus_services.ipvs.core import desired_from_config, managed_keys
 from lvsbus_services.lvsd.core import LvsdCore
 from lvsbus_services.nanny.core import FOS, NannyCore, plan
@@ -325,7 +325,7 @@ def test_a_start_without_stop_is_caught(monkeypatch):
     sim = _sim()
     monkeypatch.setattr(PulseCore, "_run_failover",
                         staticmethod(lambda s, f, action, reason, out: None if action == "stop" else
-                                     out.append(__import__("lvsbus.core", fromlist=["Effect"]).Effect(
+                                     out.append(__import__("lvsbus.runtime.core", fromlist=["Effect"]).Effect(
                                          "pulse.run_failover", {"service": f[0], "action": action, "command": f[1],
                                                                 "reason": reason, "timeout_ms": 1000}))))
     res = sim.Cluster(5, fos=True, faults=[sim.Fault(10 * S, sim.FOS_KILL, "lvs1")]).run()
@@ -351,7 +351,7 @@ def test_the_applier_stays_idle_in_fos_mode_and_wakes_up_when_the_config_says_lv
 
     assert config(fos_config()) == []
     assert feed("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "x"}) == []  # no dump, no retry
-    from lvsbus.ipvs_table import Table
+    from lvsbus.ipvs.table import Table
     assert feed("lvsd.table_desired", {"version": 1, "table": Table().to_dict(), "reason": "config", "digest": "d",
                                        "services": 0, "dests": 0}) == []
     assert core.next_deadline(st) is None

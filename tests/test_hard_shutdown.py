@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import decode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
 from tests.netns import VIP, netns, router_toml, write_key  # noqa: F401
 
@@ -51,7 +51,7 @@ def test_hard_shutdown_decides_what_a_nanny_restart_loop_does(netns, tmp_path): 
     fake.chmod(0o755)
 
     def start(cfg: Path, state: Path) -> subprocess.Popen:
-        code = ("import sys; from lvsbus import logs; from lvsbus.router import Router; logs.setup(); "
+        code = ("import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Router; logs.setup(); "
                 f"sys.exit(Router({str(cfg)!r}, {str(state)!r}, python={str(fake)!r}).run())")
         return topo.popen("r1", [sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                           stderr=open(tmp_path / f"{state.name}.err", "ab"), cwd=str(ROOT),
@@ -89,7 +89,7 @@ def test_hard_shutdown_decides_what_a_nanny_restart_loop_does(netns, tmp_path): 
         assert not _events(state, "router.shutdown_requested")
         err = (tmp_path / "soft.err").read_text()
         assert "manual action needed" in err.lower(), err[-2000:]
-        from lvsbus.routercli import read_status
+        from lvsbus.router.status import read_status
 
         assert read_status(str(state))["abandoned"] == ["nanny"]  # `lvsbus status`: nanny NOT RUNNING
         restarts = len(_events(state, "router.service_restarted"))

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.config import loads, to_dict
-from lvsbus.events import REGISTRY, Event
-from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+from lvsbus.wire.events import REGISTRY, Event
+from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
 from lvsbus_services.ipvs.core import (ApplierCore, apply_ops, desired_from_config, plan, plan_globals, save_lines)
 from tests.helpers.event_log import write_events
 
@@ -208,7 +208,7 @@ def test_scheduler_flags_ops_and_pe_from_config_to_the_table_and_its_forms():
     (entry,) = (e for _k, e in t.items())
     assert entry.service.flags == ("onepacket", "sh-fallback", "sh-port") and entry.service.pe == "sip"
     assert save_lines(t)[0] == "-A -u 10.0.0.5:5060 -s sh -p 60 --pe sip -o -b sh-fallback,sh-port"
-    from lvsbus_services.ipvs.cli import show_lines
+    from lvsbus.cli.ipvs import show_lines
     assert "UDP  10.0.0.5:5060 sh persistent 60 pe sip ops (sh-fallback,sh-port)" in show_lines(t, None, {})
     d = t.to_dict()["udp:10.0.0.5:5060"]
     assert (d["flags"], d["pe"]) == (["onepacket", "sh-fallback", "sh-port"], "sip")
@@ -320,7 +320,7 @@ def test_shell_without_ipvs_reports_unavailable_and_retries(tmp_path):
     import time
 
     from lvsbus.bus import BusClient
-    from lvsbus.events import decode
+    from lvsbus.wire.events import decode
     from lvsbus.log import LogReader
     from lvsbus_services.ipvs.netlink import Ipvs, Unavailable
     from tests.helpers.procs import BrokerProc
@@ -432,7 +432,7 @@ def test_cli_save_and_show_from_log(tmp_path, capsys):
     assert "TCP  10.0.0.1:80 wlc" in out
     assert any("10.0.1.2:80" in line and "DOWN" in line and "0/" in line for line in out.splitlines()), out
     # this host has no IPVS: the actual side says so (on a kernel with IPVS it is the dump)
-    from lvsbus_services.ipvs.cli import actual_table
+    from lvsbus.cli.ipvs import actual_table
 
     table, why = actual_table()
     assert (table is None) == (why is not None)

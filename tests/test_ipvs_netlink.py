@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
 from lvsbus_services.ipvs.core import plan
 from lvsbus_services.ipvs.netlink import Ipvs, IpvsError
 
@@ -161,7 +161,7 @@ def test_the_shell_reports_runs_of_accepted_ops_and_each_refused_op_by_name(tmp_
     its own ipvs.op_failed naming it, in order, across the shell's chunks; the metrics count them."""
     import asyncio
 
-    from lvsbus.events import REGISTRY, Event
+    from lvsbus.wire.events import REGISTRY, Event
     from lvsbus_services.ipvs import shell as shellmod
     from lvsbus_services.metrics.fold import Metrics
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lvsbus_services.ipvs.cli import desired_with_age
+from lvsbus.cli.ipvs import desired_with_age
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "logs"

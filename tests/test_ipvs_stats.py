@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import REGISTRY, Event
-from lvsbus.ipvs_stats import (
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import REGISTRY, Event
+from lvsbus.ipvs.stats import (
     FIELDS, Figures, Sampler, changes, figures_from_sample, fold, fold_events, largenum, listing, row, service_row,
 )
 
@@ -109,7 +109,7 @@ def test_fold_from_the_middle_of_the_log_is_marked_incomplete_until_a_full_sampl
 
 
 def test_named_rows_for_json():
-    from lvsbus.ipvs_stats import named_rows
+    from lvsbus.ipvs.stats import named_rows
 
     fig = figures_from_sample({S1: (d(3, 1), {"10.0.1.2:80": d(3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 5)})})
     assert named_rows(fig) == [
@@ -268,7 +268,7 @@ def test_zero_refuses_a_bad_service_key(capsys):
 
 def test_show_stats_falls_back_to_the_log(tmp_path, capsys, monkeypatch):
     from lvsbus.cli import main
-    from lvsbus_services.ipvs import cli
+    from lvsbus.cli import ipvs as cli
     from tests.helpers.event_log import write_events
 
     monkeypatch.setattr(cli, "kernel_stats", lambda: (None, "IPVS not available in this kernel (test)"))
@@ -285,10 +285,10 @@ def test_show_stats_falls_back_to_the_log(tmp_path, capsys, monkeypatch):
 def test_show_stats_from_the_log_reads_past_an_undecodable_record(tmp_path, capsys, monkeypatch):
     """As every reader of a log (docs/bus.md): a record that does not decode is passed over."""
     from lvsbus.cli import main
-    from lvsbus.events import encode
+    from lvsbus.wire.events import encode
     from lvsbus.log import EventLog
-    from lvsbus.paths import StateDirs
-    from lvsbus_services.ipvs import cli
+    from lvsbus.host.paths import StateDirs
+    from lvsbus.cli import ipvs as cli
 
     monkeypatch.setattr(cli, "kernel_stats", lambda: (None, "IPVS not available in this kernel (test)"))
     p = {"interval_ms": 2000, "full": True, "services": {S1: {"stats": list(d(3, 18, 12, 1200, 1500)), "dests": {}}}}
@@ -306,10 +306,10 @@ def test_show_stats_from_the_log_reads_past_an_undecodable_record(tmp_path, caps
 
 
 def test_compiled_check_of_ipvs_stats_agrees_with_the_catalog():
-    """The broker's fast path (lvsbus.schema.compile_check, which now compiles Dict too) takes the
+    """The broker's fast path (lvsbus.wire.schema.compile_check, which now compiles Dict too) takes the
     real payloads and never accepts what the field-by-field check refuses."""
-    from lvsbus.events import DecodeError
-    from lvsbus.schema import compile_check
+    from lvsbus.wire.events import DecodeError
+    from lvsbus.wire.schema import compile_check
 
     spec = REGISTRY.get("ipvs.stats", 1)
     fast = compile_check(spec.payload)

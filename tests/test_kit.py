@@ -1,8 +1,8 @@
-"""lvsbus.kit without booting: which host paths the VM's /tmp would hide, and the lines that put
+"""lvsbus.demo.qemu without booting: which host paths the VM's /tmp would hide, and the lines that put
 them back (the boot itself: tests/kernel/test_host_tier.py runs the in-VM tests from a /tmp copy)."""
 from __future__ import annotations
 
-from lvsbus.kit import _keep_prelude, hidden_by_vm_tmp
+from lvsbus.demo.qemu import _keep_prelude, hidden_by_vm_tmp
 
 
 def test_paths_under_tmp_are_kept_outermost_only(tmp_path):

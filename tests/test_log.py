@@ -631,9 +631,9 @@ def test_check_report(tmp_path):
 
 
 def test_log_check_command(tmp_path, capsys):
-    import lvsbus.catalog  # noqa: F401  (fills the registry)
+    import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
     from lvsbus.cli import build_parser
-    from lvsbus.events import REGISTRY, Event, encode
+    from lvsbus.wire.events import REGISTRY, Event, encode
 
     def timer(seq: int) -> bytes:  # the live command also decodes every record
         return encode(Event(seq, "lvs1", "pulse", "timer.fired", REGISTRY.latest("timer.fired").version, 5, 6,

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 WRITER = r"""
 import sys
-from lvsbus import logs
+from lvsbus.host import logs
 import structlog
 logs.setup(json=True, service=sys.argv[1])
 log = structlog.get_logger("t")

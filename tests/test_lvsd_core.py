@@ -8,7 +8,7 @@ import random
 import msgpack
 
 from lvsbus.config import Check, Forwarding, Protocol, RealServer, to_dict
-from lvsbus.ipvs_table import Dest, ServiceKey, Table
+from lvsbus.ipvs.table import Dest, ServiceKey, Table
 from lvsbus_services.lvsd.core import LvsdCore, apply_ops, table_ops
 from tests.helpers.lvsd_driver import KEY, Lvsd, config, vs
 
@@ -221,8 +221,8 @@ def test_not_live_it_folds_silently_and_the_next_start_is_one_full_warm_table():
 def test_config_loaded_v1_is_upcast_to_what_its_cores_did():
     """v1 models: no initial_rise (rise applied at start too), and quiesce meant weight 0 for every
     server not in service (v2's inhibit_on_failure)."""
-    from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import REGISTRY
+    from lvsbus.wire import catalog  # noqa: F401
+    from lvsbus.wire.events import REGISTRY
 
     model = to_dict(config(vs(2, quiesce=True)))
     for v in model["virtual_services"]:

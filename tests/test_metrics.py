@@ -4,7 +4,7 @@ import re
 import pytest
 from lvsbus_services.metrics.fold import Metrics, render
 
-from lvsbus.events import Event
+from lvsbus.wire.events import Event
 
 
 def ev(seq, type_, payload):

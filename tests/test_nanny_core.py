@@ -9,7 +9,7 @@ import pytest
 from transitions import MachineError
 
 from lvsbus.config import Check, Config, RealServer, Router, VirtualService, diff, to_dict
-from lvsbus.events import Event
+from lvsbus.wire.events import Event
 from lvsbus_services.nanny.core import (
     DISABLED, DOWN, FALLING, HEALTH_STATES, HEALTH_TRANSITIONS, INIT, RISING, UP, Health, NannyCore, fire,
     health_fsm_dot, states,
@@ -211,7 +211,7 @@ def test_same_inputs_same_outputs():
 def test_docs_list_every_transition_and_detail_code():
     from pathlib import Path
 
-    from lvsbus.catalog.health import DETAIL
+    from lvsbus.wire.catalog.health import DETAIL
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "nanny-lvsd.md").read_text()
     for trigger, sources, dest, reason, _d in HEALTH_TRANSITIONS:

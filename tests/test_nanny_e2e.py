@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.bus import BusClient
 from lvsbus.config import load, to_dict
-from lvsbus.events import decode
-from lvsbus.ipvs_table import ServiceKey, Table
+from lvsbus.wire.events import decode
+from lvsbus.ipvs.table import ServiceKey, Table
 from lvsbus.log import LogReader
 from lvsbus_services.lvsd.core import apply_ops
 from tests.helpers.procs import BrokerProc

@@ -6,10 +6,10 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import RealServer
-from lvsbus.events import REGISTRY
-from lvsbus.snapshot import decode_state, encode_state
+from lvsbus.wire.events import REGISTRY
+from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus_services.lvsd.core import LvsdCore
 from lvsbus_services.pulse.core import ACTIVE, BACKUP
 from tests.helpers.lvsd_driver import Lvsd, config, vs

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lvsbus import privileges as P
+from lvsbus.host import privileges as P
 from tests.helpers.procs import task_sets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def test_without_setpcap_no_new_privs_still_stops_the_regain():
     yet the service runs with only its own capability, and so does whatever it executes."""
     inner = (
         "import subprocess, sys\n"
-        "from lvsbus import privileges as P\n"
+        "from lvsbus.host import privileges as P\n"
         "d = P.Dropper(['CAP_NET_ADMIN'])\n"
         "assert not d.plan.bounding_lowered\n"
         "out = subprocess.run(['/bin/sh', '-c', 'cat /proc/self/status'], preexec_fn=d, capture_output=True, text=True)\n"
@@ -166,7 +166,7 @@ def test_without_setpcap_no_new_privs_still_stops_the_regain():
 def test_a_failed_drop_means_the_child_never_runs(tmp_path):
     """The supervisor's Child: a drop that fails (here: a broken capset) is a failed start,
     which the supervision treats as a death (restart, then the restart loop)."""
-    from lvsbus.router import Child
+    from lvsbus.router.supervisor import Child
 
     marker = tmp_path / "ran"
     d = P.Dropper(())
@@ -207,7 +207,7 @@ address = "192.168.1.1"
 def test_applier_with_net_admin_only_in_the_vm(tmp_path):
     """The applier under the router's drop (CAP_NET_ADMIN, nothing else, no_new_privs) dumps,
     reconciles and runs the sync daemon on a real IPVS; without CAP_NET_ADMIN IPVS refuses it."""
-    from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+    from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
     from tests.kernel.harness import Router, kernel_table
 
     subprocess.run(["modprobe", "ip_vs"], check=True)

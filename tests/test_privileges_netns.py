@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import privileges as P
+from lvsbus.host import privileges as P
 from tests.helpers.procs import task_sets
 from tests.netns import netns_module  # noqa: F401  (the fixture)
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import VirtualService, to_dict
-from lvsbus.core import run_core
+from lvsbus.runtime.core import run_core
 from lvsbus_services.pulse.core import (
     ACTIVE, BACKUP, FAULT, INIT, MACHINE, ROLE_STATES, ROLE_TRANSITIONS, STOPPED, PulseCore,
     _settings_from_config, role_fsm_dot,
@@ -778,7 +778,7 @@ def test_a_version_4_snapshot_restores_with_deaths_judged_on_any_input():
     """Snapshot version 5 added own_clock; a version-4 snapshot (a v1 run's) restores with it false."""
     import msgpack
 
-    from lvsbus.snapshot import decode_state
+    from lvsbus.runtime.snapshot import decode_state
 
     n = _active_alone()
     snap = n.core.snapshot(n.state)
@@ -1073,7 +1073,7 @@ def test_late_news_is_rate_limited_per_peer_not_for_all():
     # a snapshot from before the limit was kept per peer (one number) restores as that bound for each
     import msgpack
 
-    from lvsbus.snapshot import decode_state
+    from lvsbus.runtime.snapshot import decode_state
 
     snap = n.core.snapshot(n.state)
     snap["reannounce_after"] = t + 2 * S  # snapshot version 3: one number

@@ -15,12 +15,12 @@ import pytest
 from lvsbus_services.pulse import shell, wire
 from lvsbus_services.pulse.core import role_fsm_dot
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import Event, encode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import Event, encode
 from lvsbus.log import Durability, EventLog
-from lvsbus.netutil import arp_frames, na_packet
-from lvsbus.router import check_key_file, config_payload, sd_notify
-from lvsbus.routercli import read_status
+from lvsbus.host.netutil import arp_frames, na_packet
+from lvsbus.router.supervisor import check_key_file, config_payload, sd_notify
+from lvsbus.router.status import read_status
 from tests.netns import router_toml, write_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ class FakeRuntime:
         self.client = object()
 
     def publish(self, type_, payload):
-        from lvsbus.events import REGISTRY
+        from lvsbus.wire.events import REGISTRY
 
         REGISTRY.validate(type_, REGISTRY.latest(type_).version, payload)
         self.published.append((type_, payload))
@@ -214,7 +214,7 @@ def test_status_folds_the_current_run_from_the_log(tmp_path):
     peer = st["peers"]["r2"]
     assert peer["alive"] and peer["links"]["public"]["age_s"] == pytest.approx(0.2)
     assert peer["links"]["public"]["healthy"] and peer["links"]["private"]["degraded"]
-    # the states the console's overview shows too (lvsbus/peerlinks.py); a deadtime later, silent
+    # the states the console's overview shows too (lvsbus/router/peerlinks.py); a deadtime later, silent
     assert {n: x["state"] for n, x in peer["links"].items()} == {"public": "up", "private": "degraded"}
     later = read_status(str(tmp_path), now_mono_ns=3_000_000_000 + int(payload["model"]["heartbeat"]["deadtime"] * 1e9))
     assert {n: x["state"] for n, x in later["peers"]["r2"]["links"].items()} == {"public": "silent", "private": "degraded"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from tests.netns import netns, router_toml, write_key  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,14 +26,14 @@ def test_a_restart_loop_steps_the_router_down(netns, tmp_path):
     fake.chmod(0o755)
     topo.run("r1", "ip", "addr", "add", "10.99.1.50/32", "dev", "eth0")  # left behind by a crash
     code = (
-        "import sys; from lvsbus import logs; from lvsbus.router import Router; logs.setup(); "
+        "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Router; logs.setup(); "
         f"sys.exit(Router({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
     )
     r = topo.run("r1", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)
     assert r.returncode == 1, r.stderr[-2000:]
     assert "pulse died 6 times" in r.stderr and "stepping down" in r.stderr
     assert not topo.has_address("r1", "10.99.1.50")
-    from lvsbus.events import decode
+    from lvsbus.wire.events import decode
     from lvsbus.log import LogReader
 
     evs = [decode(b, s) for s, b in LogReader(str(tmp_path / "s" / "log")).read(1)]

@@ -159,9 +159,9 @@ def test_keyed_garbage_bodies_are_rejected_cleanly(body, kind):
 
 
 def test_pulse_and_the_routers_start_check_apply_one_key_rule():
-    """lvsbus.keyfile's mode_problem/secret_problem decide for both (pulse's wire and the router's
+    """lvsbus.host.keyfile's mode_problem/secret_problem decide for both (pulse's wire and the router's
     key_file_problem): a file the router accepts is one pulse can use, and the other way round."""
-    from lvsbus.keyfile import mode_problem, secret_problem
+    from lvsbus.host.keyfile import mode_problem, secret_problem
 
     for secret in (b"", b"x" * 15, b"  " + b"x" * 15 + b"\n", b"x" * 16, b"\n" + b"y" * 16 + b"  \n"):
         try:
@@ -182,8 +182,8 @@ def test_pulse_and_the_routers_start_check_apply_one_key_rule():
 def test_an_effect_sent_arrives_as_the_event_the_core_reads():
     """datagram_of / received (pulse's shell and the simulator): what a core's send_heartbeat or
     send_fence says arrives at the peer as a valid pulse.*_received event carrying the same fields."""
-    import lvsbus.catalog  # noqa: F401  (fills the registry)
-    from lvsbus.events import REGISTRY
+    import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
+    from lvsbus.wire.events import REGISTRY
 
     dests = [{"peer": "lvs2", "link": "public", "address": "10.0.0.2", "local_address": "10.0.0.1"}]
     hb = {"node": "lvs1", "role": "ACTIVE", "priority": 200, "epoch": 3, "seq": 41, "leaving": True,

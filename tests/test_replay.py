@@ -15,11 +15,11 @@ import pytest
 
 from lvsbus.cli import main as cli
 from lvsbus.config import render_toml
-from lvsbus.core import run_core
-from lvsbus.events import REGISTRY, DecodeError, Event, decode, encode
+from lvsbus.runtime.core import run_core
+from lvsbus.wire.events import REGISTRY, DecodeError, Event, decode, encode
 from lvsbus.log import Durability, EventLog, LogReader
-from lvsbus.snapshot import SnapshotStore, encode_state
-from lvsbus.schema import compile_check
+from lvsbus.runtime.snapshot import SnapshotStore, encode_state
+from lvsbus.wire.schema import compile_check
 from lvsbus_tools.replay import make_cores, verify, what_if
 from lvsbus_tools.simulate import GOLDEN, S, Cluster, Fault, make_config
 from lvsbus_tools.timeline import Filters, read_events, render_html, render_text, timeline
@@ -334,7 +334,7 @@ def test_compiled_checks_agree_with_the_catalog():
 def test_decode_records_decodes_like_the_careful_path_and_refuses_the_same():
     """decode_records' inline path against _decode_one (field by field) on every golden record, in
     both modes; and the records each refuses."""
-    from lvsbus.events import _decode_one, decode_records
+    from lvsbus.wire.events import _decode_one, decode_records
 
     n = 0
     for name in INCIDENTS:
@@ -576,7 +576,7 @@ def test_verify_of_a_live_log_counts_only_what_was_written_before_it_read(tmp_pa
     """The writer's mark follows its writes; verify reads it before the records. Read after them
     (as it was), a record the live writer appended meanwhile was counted by the mark but not read:
     'only 3 of 4 records could be read' (the kernel tier's datapath test failed on it once)."""
-    from lvsbus.events import Event, encode
+    from lvsbus.wire.events import Event, encode
     from lvsbus.log import Durability, EventLog, LogReader
     from lvsbus_tools.replay import verify
 

@@ -1,6 +1,6 @@
 """Service restarts under a real ``lvsbus router`` (issue 19): a crash-looping broker backs off and
 is bounded like any service, and killing the active router's pulse and broker never makes the
-backup take over (warm spares: lvsbus/router.py, docs/router.md "Warm spares").
+backup take over (warm spares: lvsbus/router/supervisor.py, docs/router.md "Warm spares").
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import decode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
 from tests.netns import netns  # noqa: F401  (the fixture)
 from tests.netns import router_toml, write_key
@@ -44,7 +44,7 @@ def test_a_crash_looping_broker_backs_off_counts_and_steps_the_router_down(netns
                     f"exec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     code = (
-        "import sys; from lvsbus import logs; from lvsbus.router import Router; logs.setup(json=True); "
+        "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Router; logs.setup(json=True); "
         f"sys.exit(Router({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
     )
     r = topo.run("r1", "timeout", "60", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)

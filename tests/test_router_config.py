@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus import netutil
-from lvsbus.router import SERVICES, Child, Router
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.host import netutil
+from lvsbus.router.supervisor import SERVICES, Child, Router
 from tests.netns import write_key
 
 CONFIG = """
@@ -182,7 +182,7 @@ def test_a_router_refuses_to_start_without_one_of_its_services(monkeypatch):
     """Every service module is part of lvsbus: one missing is a broken installation, said at start
     (the router once skipped a missing one silently: scaffolding from when services were written
     one by one)."""
-    from lvsbus import router as routermod
+    from lvsbus.router import supervisor as routermod
 
     assert routermod._missing_services() == []  # this installation has them all
     monkeypatch.setattr(routermod, "SERVICES", routermod.SERVICES + (("gone", "lvsbus_services.gone", "always"),))

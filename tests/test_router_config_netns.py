@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import decode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
 from tests.netns import VIP, json_lines, netns, router_toml, write_key  # noqa: F401
 

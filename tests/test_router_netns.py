@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus_services.pulse import wire
 from tests.helpers.procs import children_of
 from tests.helpers.routers import DEADTIME, PORT, RESPONDER, ROOT, Cluster, capture_frames, clusters, start_responders
@@ -274,7 +274,7 @@ def test_gratuitous_arp_and_unsolicited_na_reach_the_client(topo):
         arp.bind(("eth0", 0))
         v6.bind(("eth0", 0))
         topo.run("r1", "ip", "-6", "addr", "add", "fd99:1::50/128", "dev", "eth0", "nodad")
-        code = ("import sys; sys.path.insert(0, %r); from lvsbus import netutil; "
+        code = ("import sys; sys.path.insert(0, %r); from lvsbus.host import netutil; "
                 "print(netutil.send_garp('eth0', '10.99.1.50'), netutil.send_unsolicited_na('eth0', 'fd99:1::50'))" % str(ROOT))
         assert topo.run("r1", sys.executable, "-c", code).stdout.split() == ["2", "1"]
         mac = bytes.fromhex(router_mac(1, 1).replace(":", ""))

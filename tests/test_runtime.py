@@ -5,10 +5,10 @@ import threading
 import pytest
 
 from lvsbus.bus import Broker, BusClient
-from lvsbus.events import decode
+from lvsbus.wire.events import decode
 from lvsbus.log import Durability, LogReader
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import ServiceRuntime
 from tests.helpers.counter_core import Counter
 
 
@@ -83,7 +83,7 @@ def test_crash_without_snapshot_recovers_from_the_log_and_repeats_nothing(bus):
 def test_a_long_backlog_is_answered_in_several_frames_each_output_once(bus):
     """More answers owed at start than one frame carries (runtime.PUBLISH_CHUNK): all recorded,
     once, in order, and their effects run after."""
-    from lvsbus import runtime
+    from lvsbus.runtime import engine as runtime
 
     dirs = bus
     run_for(ServiceRuntime(Counter(), dirs), 0.2, during=lambda: probe(dirs, 1))
@@ -106,8 +106,8 @@ def test_a_snapshot_of_a_newer_version_is_refused_and_the_log_used_instead(bus, 
     guessed at: refused, said, and the state rebuilt from the log (the counts carry on)."""
     import msgpack
 
-    import lvsbus.runtime as runtime_module
-    from lvsbus.snapshot import SnapshotStore
+    import lvsbus.runtime.engine as runtime_module
+    from lvsbus.runtime.snapshot import SnapshotStore
 
     dirs = bus
     run_for(ServiceRuntime(Counter(), dirs), 0.2, during=lambda: probe(dirs, 2))
@@ -199,7 +199,7 @@ def test_a_service_takes_the_accepted_config_from_the_log_not_the_broken_file(bu
     import argparse
 
     from lvsbus.config import ConfigError
-    from lvsbus.runtime import config_in_force, service_arguments, service_config
+    from lvsbus.runtime.engine import config_in_force, service_arguments, service_config
 
     dirs = bus
     path = tmp_path / "lvs.toml"
@@ -241,7 +241,7 @@ def test_a_service_takes_the_accepted_config_from_the_log_not_the_broken_file(bu
 
 def test_an_unusable_recorded_config_is_refused_with_its_seq(bus, tmp_path):
     from lvsbus.config import ConfigError
-    from lvsbus.runtime import config_in_force
+    from lvsbus.runtime.engine import config_in_force
 
     dirs = bus
     c = BusClient(dirs.run, "router")

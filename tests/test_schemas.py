@@ -6,17 +6,17 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import REGISTRY
-from lvsbus.schema import Bool, Bytes, Dict, Enum, Float, Int, Json, List, Nullable, SchemaError, Str, Struct
-from lvsbus.schemas_export import TEST_NAMESPACE, drift
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import REGISTRY
+from lvsbus.wire.schema import Bool, Bytes, Dict, Enum, Float, Int, Json, List, Nullable, SchemaError, Str, Struct
+from lvsbus.wire.export import TEST_NAMESPACE, drift
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def test_schemas_dir_matches_the_code():
     problems = drift(str(SCHEMAS))
-    assert not problems, "schemas/ and lvsbus.catalog drifted apart; run `lvsbus schemas export`:\n" + "\n".join(problems)
+    assert not problems, "schemas/ and lvsbus.wire.catalog drifted apart; run `lvsbus schemas export`:\n" + "\n".join(problems)
 
 
 def example(field):

@@ -378,14 +378,14 @@ def test_an_effect_run_before_its_record_is_caught(monkeypatch):
 
 
 def _router_events(log_dir: str) -> list:
-    from lvsbus.events import decode
+    from lvsbus.wire.events import decode
     from lvsbus.log import LogReader
 
     return [ev for ev in (decode(body, seq) for seq, body in LogReader(log_dir).read()) if ev.type.startswith("router.")]
 
 
 def test_the_supervisors_restart_policy_decides_in_the_simulator_too(tmp_path):
-    """The simulated supervisor asks lvsbus.supervision, as lvsbus/router.py does: each death of
+    """The simulated supervisor asks lvsbus.router.supervision, as lvsbus/router/supervisor.py does: each death of
     pulse counts, the restarts back off (0, 0.2, 0.4, 0.8 s after the process could start), and the
     sixth death within 60 s is a restart loop: lvs1 steps down, and lvs2 takes over."""
     faults = [Fault((8 + 2 * k) * S, "service_crash", "lvs1/pulse", 300 * MS) for k in range(6)]

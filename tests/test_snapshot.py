@@ -1,4 +1,4 @@
-"""Tests of lvsbus.snapshot.SnapshotStore."""
+"""Tests of lvsbus.runtime.snapshot.SnapshotStore."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 from structlog.testing import capture_logs
 
-from lvsbus.snapshot import SnapshotCorrupt, SnapshotStore
+from lvsbus.runtime.snapshot import SnapshotCorrupt, SnapshotStore
 
 
 def test_save_and_latest(tmp_path):
@@ -92,7 +92,7 @@ def test_bad_names(tmp_path):
             store.save(name, 1, b"x")
 
 
-# -- versioned core snapshots (lvsbus.snapshot.encode_state / decode_state) -------------------
+# -- versioned core snapshots (lvsbus.runtime.snapshot.encode_state / decode_state) -------------------
 
 def _pulse_with_state():
     """pulse's core after an election between two routers (peers, settings, timers all set)."""
@@ -109,7 +109,7 @@ def _pulse_with_state():
 def test_a_snapshot_round_trips_with_its_core_and_version(tmp_path):
     import msgpack
 
-    from lvsbus.snapshot import decode_state, encode_state
+    from lvsbus.runtime.snapshot import decode_state, encode_state
 
     core, state = _pulse_with_state()
     body = encode_state(core, state)
@@ -123,7 +123,7 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
     reannounce_after existed without it: read as pulse's version 1 and upcast, never guessed."""
     import msgpack
 
-    from lvsbus.snapshot import SnapshotStore, decode_state
+    from lvsbus.runtime.snapshot import SnapshotStore, decode_state
 
     core, state = _pulse_with_state()
     d = core.snapshot(state)
@@ -146,7 +146,7 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
 def test_an_unknown_or_foreign_snapshot_is_refused(env, why):
     import msgpack
 
-    from lvsbus.snapshot import SnapshotVersionError, decode_state
+    from lvsbus.runtime.snapshot import SnapshotVersionError, decode_state
     from lvsbus_services.pulse.core import PulseCore
 
     with pytest.raises(SnapshotVersionError, match=why):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.config import loads
-from lvsbus.events import Event, decodable, encode
+from lvsbus.wire.events import Event, decodable, encode
 from lvsbus.log import Durability, EventLog, LogReader
-from lvsbus.router import config_payload
-from lvsbus.routercli import read_status
+from lvsbus.router.supervisor import config_payload
+from lvsbus.router.status import read_status
 from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ SCALEOUT = scaleout_toml()
 @pytest.fixture
 def host(monkeypatch):
     """Pin what read_status asks the host: its addresses, and that no recorded pid is alive."""
-    from lvsbus import netutil
+    from lvsbus.host import netutil
 
     exists = os.path.exists
     monkeypatch.setattr(netutil, "local_addresses", lambda: set(LOCAL))
@@ -223,7 +223,7 @@ def test_the_supervisors_hello_in_the_segment_before_the_run_is_found(tmp_path, 
 def test_status_without_a_log_says_where_it_looked(tmp_path, capsys):
     import argparse
 
-    from lvsbus.routercli import cmd_status
+    from lvsbus.cli.router import cmd_status
 
     with pytest.raises(FileNotFoundError, match=f"no event log under {tmp_path / 'log'}"):
         read_status(str(tmp_path))
@@ -263,7 +263,7 @@ def _status_texts(statuses: dict[str, dict]) -> str:
     import contextlib
     import io
 
-    from lvsbus import routercli
+    from lvsbus.cli import router as routercli
 
     read = routercli.read_status
     routercli.read_status = lambda state_dir, now_mono_ns=None: statuses[state_dir]  # type: ignore[assignment]
@@ -291,7 +291,7 @@ def test_status_text_is_as_pinned(tmp_path, host):
 
 
 if __name__ == "__main__":  # rewrite tests/fixtures/status.json and status_text.txt (a deliberate change)
-    from lvsbus import netutil
+    from lvsbus.host import netutil
 
     netutil.local_addresses = lambda: set(LOCAL)  # type: ignore[assignment]
     _exists = os.path.exists

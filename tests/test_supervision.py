@@ -1,4 +1,4 @@
-"""The supervisor's restart policy (lvsbus.supervision, pure) and the service lock helper."""
+"""The supervisor's restart policy (lvsbus.router.supervision, pure) and the service lock helper."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from lvsbus import servicelock
-from lvsbus.supervision import GIVE_UP, RESTART, RestartLimits, RestartPolicy
+from lvsbus.host import servicelock
+from lvsbus.router.supervision import GIVE_UP, RESTART, RestartLimits, RestartPolicy
 
 
 def test_backoff_doubles_within_the_window_and_the_sixth_death_gives_up():
@@ -74,7 +74,7 @@ def test_bad_limits_are_refused():
 
 
 def test_policy_module_is_pure():
-    import lvsbus.supervision as m
+    import lvsbus.router.supervision as m
 
     src = open(m.__file__).read()
     for banned in ("import time", "import os", "import subprocess", "import zmq", "import socket", "import random"):
@@ -96,7 +96,7 @@ def test_parse_holder_skips_waiters_and_other_files():
 def test_a_spare_takes_the_lock_the_moment_the_holder_is_killed(tmp_path):
     """A process blocked in acquire() gets the lock when the holder dies by SIGKILL; the holder is
     what /proc/locks says."""
-    code = ("import sys, time; from lvsbus import servicelock as s; "
+    code = ("import sys, time; from lvsbus.host import servicelock as s; "
             "s.acquire(sys.argv[1], 'svc', on_wait=lambda: print('waiting', flush=True)); "
             "print('got', time.monotonic(), flush=True); time.sleep(60)")
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
@@ -159,7 +159,7 @@ class FakeBus:
 
 
 def _router(monkeypatch, tmp_path, clock):
-    from lvsbus import router as R
+    from lvsbus.router import supervisor as R
 
     monkeypatch.setattr(R.Child, "_spawn", lambda self, what: FakeProc())
     monkeypatch.setattr(R, "_renice", lambda pid, nice: None)  # fake PIDs: never touch a real process
@@ -238,10 +238,10 @@ def test_a_spare_that_dies_while_it_waits_is_a_death_of_the_service(monkeypatch,
     assert r.policy.attempts("pulse") == 1
 
 
-# -- the supervisor's other decisions (lvsbus.supervision.Supervision: the real router and the simulator) --
+# -- the supervisor's other decisions (lvsbus.router.supervision.Supervision: the real router and the simulator) --
 
 def test_which_services_run_follows_pulse_and_the_config():
-    from lvsbus.supervision import LVSD_START, LVSD_STOP, Supervision
+    from lvsbus.router.supervision import LVSD_START, LVSD_STOP, Supervision
 
     s = Supervision()
     assert s.starts() == ["pulse", "nanny", "ipvs"]
@@ -254,7 +254,7 @@ def test_which_services_run_follows_pulse_and_the_config():
 
 
 def test_a_restart_loop_steps_down_unless_nanny_may_be_abandoned():
-    from lvsbus.supervision import ABANDON, Supervision
+    from lvsbus.router.supervision import ABANDON, Supervision
 
     for service, hard, last in (("nanny", False, ABANDON), ("nanny", True, GIVE_UP), ("pulse", False, GIVE_UP),
                                 ("web", True, ABANDON)):  # the console's loss never steps the router down

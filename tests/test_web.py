@@ -11,9 +11,9 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import to_dict
-from lvsbus.events import REGISTRY, Event
+from lvsbus.wire.events import REGISTRY, Event
 from lvsbus_tools.web import auth, configedit
 from lvsbus_tools.web.app import COOKIE, Console, make_app
 from lvsbus_tools.web.view import View

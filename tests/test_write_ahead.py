@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from lvsbus.bus import BusClient
-from lvsbus.core import run_core
-from lvsbus.events import decode
+from lvsbus.runtime.core import run_core
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
-from lvsbus.paths import StateDirs
+from lvsbus.host.paths import StateDirs
 from tests.helpers.procs import Proc
 from tests.helpers.toy_service import Toy
 

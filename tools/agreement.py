@@ -25,9 +25,9 @@ if __name__ == "__main__":  # run as a script by mistake: say so rather than exi
 
     sys.exit("lvsbus_tools.agreement is a library (tests/test_sim_agreement.py uses it); it has no command line")
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.events import decode
-from lvsbus.ipvs_table import Table, apply_ops
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
+from lvsbus.wire.events import decode
+from lvsbus.ipvs.table import Table, apply_ops
 from lvsbus.log import LogReader
 
 STREAMS = ("pulse", "health", "table")

@@ -9,7 +9,7 @@ A LOG is a log directory (a router's ``STATE_DIR/log``) or a state directory tha
 
 Verify (``verify``): for every core in ``lvsbus_services.cores.available()``, state = ``initial()``; the
 log's events are fed in seq order to the cores that accept them (``Core.accepts``, asked once per
-kind of event, see ``_plan``: the loop of ``lvsbus.core.run_core`` flattened over all cores in one
+kind of event, see ``_plan``: the loop of ``lvsbus.runtime.core.run_core`` flattened over all cores in one
 pass), and each input's effects must equal the logged outputs of that core (source =
 the core's name, type in its ``outputs``) with cause = that input's seq, in order, type and
 payload equal. A logged output that no input explains, one that differs, or one that is missing
@@ -18,7 +18,7 @@ type, expected, got). Outputs still owed at the end of a run or of the log are r
 a stopped service (lvsd on a backup) answers its inputs only when it runs again.
 
 * Router runs: every service's runtime starts its core from ``initial()`` at its router run's
-  start seq (the ``config.loaded`` the router publishes at start, ``lvsbus/router.py``), and within
+  start seq (the ``config.loaded`` the router publishes at start, ``lvsbus/router/supervisor.py``), and within
   a run restores it from its snapshot plus the log after it, which is the same state. So replay
   starts every core again at each such ``config.loaded`` (not at a reload), and feeds a run's
   events in order with one state per core: a service restarted mid-run is seamless. Outputs still
@@ -32,7 +32,7 @@ a stopped service (lvsd on a backup) answers its inputs only when it runs again.
   by the broker before it was appended, and a (type, version)'s schema never changes (the catalog's
   rule), so checking it again would only cost time (a fifth of replay's, measured): ``--strict``
   does (the catalog's schemas compiled into straight-line predicates,
-  ``lvsbus.schema.compile_check``). A core that raises on a record is a divergence, named with the
+  ``lvsbus.wire.schema.compile_check``). A core that raises on a record is a divergence, named with the
   record's schema errors if it has any: a hand-edited log cannot crash replay.
 
 Pure functions return report objects; ``add_commands`` wires the CLI (``lvsbus.cli`` lists this
@@ -59,11 +59,11 @@ if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packag
 
 import msgpack
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.argtypes import existing_dir, file_to_write, int_range
-from lvsbus.argtypes import name as name_arg
-from lvsbus.core import Core, run_core
-from lvsbus.events import REGISTRY, DecodeError, Event, decode_records
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
+from lvsbus.host.argtypes import existing_dir, file_to_write, int_range
+from lvsbus.host.argtypes import name as name_arg
+from lvsbus.runtime.core import Core, run_core
+from lvsbus.wire.events import REGISTRY, DecodeError, Event, decode_records
 from lvsbus.log import CorruptRecord, LogReader, NotALog, SeqUnavailable, describe_error, open_log_dir
 from lvsbus_services.cores import available
 from lvsbus_tools.timeline import (
@@ -172,7 +172,7 @@ class _Verifier:
             for t in c.outputs:
                 self.out_index[(c.name, t)] = i
         self.custom_is_output = [type(c).is_output is not Core.is_output for c in cores]
-        # Core.accepts as written in lvsbus.core depends on (type, source) and, for timer.fired,
+        # Core.accepts as written in lvsbus.runtime.core depends on (type, source) and, for timer.fired,
         # on the payload's service only: for cores that keep it, its answers are cached by that key
         self.default_accepts = [type(c).accepts is Core.accepts for c in cores]
         self.plans: dict[str, dict] = {}  # type -> source (timer: (source, service)) -> _plan
@@ -441,7 +441,7 @@ class _Verifier:
                     f"#{pend[0][0]}): that service was stopped or still busy; it answers them when it runs again")
 
     def _restore_snapshots(self, first: int) -> None:
-        from lvsbus.snapshot import SnapshotCorrupt, SnapshotStore, SnapshotVersionError, decode_state
+        from lvsbus.runtime.snapshot import SnapshotCorrupt, SnapshotStore, SnapshotVersionError, decode_state
 
         store = SnapshotStore(self.snapshots)
         for i, core in enumerate(self.cores):
@@ -696,7 +696,7 @@ def add_commands(subparsers) -> None:
                    help="only events from this source (repeat)")
     p.add_argument("--continuous", action="store_true",
                    help="--verify: carry core state across router runs (default: initial() at each run's "
-                        "config.loaded, as lvsbus.runtime does with its run start seq)")
+                        "config.loaded, as lvsbus.runtime.engine does with its run start seq)")
     p.add_argument("--strict", action="store_true",
                    help="--verify: also check every payload against its schema (the broker did when it wrote "
                         "the record; a record's CRC is always checked; ~17%% slower)")
@@ -778,10 +778,17 @@ def _cmd_replay_read(args, out, problems: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python tools/replay.py ARGS`` is ``lvsbus replay ARGS`` (the design's entry point)."""
-    from lvsbus.cli import main as lvsbus_main
-
-    return lvsbus_main(["replay", *(sys.argv[1:] if argv is None else argv)])
+    """``python tools/replay.py ARGS`` is ``lvsbus replay ARGS`` (the design's entry point): the same
+    parser, built here, so the tools layer does not import the command line above it."""
+    sub = argparse.ArgumentParser(prog="lvsbus").add_subparsers()
+    add_commands(sub)
+    args = sub.choices["replay"].parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ What is simulated (everything a core does not see directly):
   log (``EventLog``, durability ``none``) in ``<log_root>/<router>/log``, so ``tools/replay.py``
   reads it like any router's log;
 * the router's lifecycle as ``lvsbus router`` runs it, its decisions taken by the supervisor's
-  own code (``lvsbus.supervision.Supervision``): broker, ``config.loaded`` (the run start: every
+  own code (``lvsbus.router.supervision.Supervision``): broker, ``config.loaded`` (the run start: every
   core starts from ``initial()`` there), pulse, nanny and the applier always, lvsd started on
   ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; every
   service death goes through the restart policy (attempt, backoff; a restart loop steps the router
   down, or abandons nanny under ``hard_shutdown = false``); a service that starts again is restored
   from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
-  as ``lvsbus.runtime`` does;
+  as ``lvsbus.runtime.engine`` does;
 * a simulated shell per core, which executes its effects with the real shells' decision code
   (every decision a shell makes is pure code both call: nanny's ``schedule``, the applier's
   ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips`` and
@@ -32,14 +32,14 @@ What is simulated (everything a core does not see directly):
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
   what the kernel refuses: EEXIST, ENOENT);
-* timers exactly as ``lvsbus.runtime`` arms them: after every event the core's ``next_deadline`` is
+* timers exactly as ``lvsbus.runtime.engine`` arms them: after every event the core's ``next_deadline`` is
   (re)armed, and when it passes a ``timer.fired`` is published through the bus;
 * clients: they send to the VIP's ARP owner, and are served when it runs, holds the VIP and has a
   healthy real server in its kernel table; ``SimResult.outage_ns`` is the time they were not,
   after the cluster first served.
 
 Cores come from ``lvsbus_services.cores.available()`` (pulse, nanny, lvsd, the applier)
-and are fed through ``lvsbus.core.run_core``, the one loop the runtime and replay use.
+and are fed through ``lvsbus.runtime.core.run_core``, the one loop the runtime and replay use.
 
 Faults (``Fault``), scheduled from the seed by ``generate_faults``: router crash (a host crash:
 VIPs and IPVS table gone, monotonic clock restarts) and restart, service crash and restart (the
@@ -48,7 +48,7 @@ core is restored from its snapshot; VIPs stay), link cut and heal per (pair, lin
 pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
 flapping, answering too slowly (checks time out), and broker crashes at any instant (between two
 messages it receives, having written what it had received or not; restarted after the fault's
-duration). Services run write-ahead, as ``lvsbus.runtime``: a step's outputs are recorded, then
+duration). Services run write-ahead, as ``lvsbus.runtime.engine``: a step's outputs are recorded, then
 its effects run; with no broker they wait, the lost ones are sent again and the written ones found
 (``lvsbus.bus.AsyncBusClient``), and a service that dies meanwhile answers those inputs again.
 
@@ -76,6 +76,7 @@ reproduces it, ``--faults FILE`` replays a given (e.g. shrunk) schedule.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import heapq
@@ -95,16 +96,16 @@ import msgpack
 if __name__ == "__main__":  # ``python tools/simulate.py``: this checkout's packages, not the tools/ directory
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
+from lvsbus.host.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
 from lvsbus.config.derive import config_vips, loaded_payload
-from lvsbus.core import Core, Effect, run_core
-from lvsbus.events import REGISTRY, Event, encode
-from lvsbus.ipvs_table import Table
+from lvsbus.runtime.core import Core, Effect, run_core
+from lvsbus.wire.events import REGISTRY, Event, encode
+from lvsbus.ipvs.table import Table
 from lvsbus.log import Durability, EventLog, LogReader
-from lvsbus.snapshot import decode_state, encode_state
-from lvsbus.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
+from lvsbus.runtime.snapshot import decode_state, encode_state
+from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
 from lvsbus_services.pulse import wire
@@ -180,7 +181,7 @@ def config_payload(model: dict, local: str, digest: str, reload: bool = False) -
 FAULT_KINDS = (
     "router_crash",  # target router; the host goes down for duration (VIPs gone), then boots
     "service_crash",  # target "router/service"; the process dies, can start again after duration, when the
-    # supervisor's restart policy (lvsbus.supervision) says (VIPs stay)
+    # supervisor's restart policy (lvsbus.router.supervision) says (VIPs stay)
     "link_cut",  # target "a-b/link"; no datagram passes for duration
     "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse.link_changed)
     "loss",  # target "a-b/link"; value: permille of datagrams lost, for duration
@@ -416,7 +417,7 @@ class SimRouter:
         self.wake_gen = 0  # the schedule's wake-up armed last (older ones are stale)
         self.flush_armed = False
         self.nanny_started = 0
-        # the supervisor's decisions (lvsbus.supervision, as lvsbus/router.py): a new one each boot
+        # the supervisor's decisions (lvsbus.router.supervision, as lvsbus/router/supervisor.py): a new one each boot
         self.supervision = Supervision()
         self.crashed: dict[str, Decision] = {}  # services killed and not restarted yet: the policy's decision
         self.abandoned: set[str] = set()  # a restart loop under hard_shutdown = false: not restarted
@@ -676,7 +677,7 @@ class Cluster:
 
     def drain(self, r: SimRouter) -> None:
         """Deliver every logged event to the router's cores, in seq order; record their outputs,
-        then run their effects (write-ahead, as ``lvsbus.runtime``)."""
+        then run their effects (write-ahead, as ``lvsbus.runtime.engine``)."""
         if not r.queue or not r.broker_up:
             return  # nothing new: no core's state (or deadline) changed
         services = [s for s in r.services.values()]
@@ -704,7 +705,7 @@ class Cluster:
         """A service's outputs, one message: recorded, then (acknowledged) their effects run. With
         no broker (or one that dies before acknowledging) they wait, effects held."""
         unheld = svc.core.unheld
-        if unheld and all(eff.type in unheld for _c, eff in outputs):  # heartbeats: at once (lvsbus.runtime)
+        if unheld and all(eff.type in unheld for _c, eff in outputs):  # heartbeats: at once (lvsbus.runtime.engine)
             for cause, eff in outputs:
                 self.execute(r, svc, eff)
             for k, (cause, eff) in enumerate(outputs):  # recorded (resent after a broker crash), never held
@@ -974,7 +975,7 @@ class Cluster:
 
     # -- starting and stopping ------------------------------------------------------------------
     def boot(self, r: SimRouter) -> None:
-        """The router starts (lvsbus/router.py): broker, ``config.loaded`` (its seq is the run start:
+        """The router starts (lvsbus/router/supervisor.py): broker, ``config.loaded`` (its seq is the run start:
         every core of this run starts from ``initial()`` there), then pulse and nanny; lvsd and the
         applier only while pulse is ACTIVE."""
         r.up = True
@@ -1011,7 +1012,7 @@ class Cluster:
             self.publish(r, "broker", "bus.client_joined", {"client": client, "subscriptions": subs, "pid": pid})
 
     def start_service(self, r: SimRouter, svc: SimService) -> None:
-        """lvsbus.runtime's start: the core's state (restored from its snapshot when it ran before
+        """lvsbus.runtime.engine's start: the core's state (restored from its snapshot when it ran before
         in this router run), hello, the shell's start event, then the answers to the inputs
         recorded while it was down (cause = each input's seq)."""
         if svc.starts:
@@ -1079,7 +1080,7 @@ class Cluster:
             r.outbox = [i for i in r.outbox if i[0] != svc.name]
 
     def died(self, r: SimRouter, sname: str) -> None:
-        """A service's process died: the supervisor's policy (``lvsbus.supervision``, with the
+        """A service's process died: the supervisor's policy (``lvsbus.router.supervision``, with the
         router's monotonic clock) decides, as ``Router._died`` does."""
         d = r.supervision.died(sname, r.clock.mono(self.t) / S, hard_shutdown=self.config.hard_shutdown)
         if d.action == ABANDON:
@@ -1754,10 +1755,17 @@ def _report_failure(args, seed: int, res: SimResult, logs: str | None, faults: l
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python tools/simulate.py ARGS`` is ``lvsbus simulate ARGS`` (as tools/replay.py is replay)."""
-    from lvsbus.cli import main as lvsbus_main
-
-    return lvsbus_main(["simulate", *(sys.argv[1:] if argv is None else argv)])
+    """``python tools/simulate.py ARGS`` is ``lvsbus simulate ARGS``, with the same parser (as
+    tools/replay.py is replay)."""
+    sub = argparse.ArgumentParser(prog="lvsbus").add_subparsers()
+    add_commands(sub)
+    args = sub.choices["simulate"].parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

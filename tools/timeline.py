@@ -23,8 +23,8 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
-from lvsbus.events import DecodeError, Event, decode, matches
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
+from lvsbus.wire.events import DecodeError, Event, decode, matches
 from lvsbus.log import LogReader, SeqUnavailable, open_log_dir
 
 NS = 1_000_000_000
@@ -47,7 +47,7 @@ class Filters:
     to_seq: int | None = None
     since_ns: int | None = None  # wall clock
     until_ns: int | None = None
-    types: tuple[str, ...] = ()  # type prefixes (lvsbus.events.matches)
+    types: tuple[str, ...] = ()  # type prefixes (lvsbus.wire.events.matches)
     services: tuple[str, ...] = ()  # sources
 
     def keep(self, ev: Event) -> bool:

@@ -29,7 +29,7 @@ client sent before its hello before answering it) and sends again only what is n
 item is recorded exactly once. The blocking client resends without looking, so a publish the old
 broker had recorded but not yet acked can be recorded twice by it (at-least-once: the
 supervisor's and the CLI's events). Services run their effects only once their outputs are
-acknowledged (``lvsbus.runtime``: write-ahead).
+acknowledged (``lvsbus.runtime.engine``: write-ahead).
 
 Modules, each importing only those above it:
 
@@ -43,13 +43,13 @@ Modules, each importing only those above it:
 
 Other packages import the public names from here.
 """
-from .async_client import AsyncBusClient
-from .broker import REJECT_EVENTS_PER_S, Broker
-from .client import BusClient, BusError, PublishRefused
-from .protocol import MAX_BAD_ITEMS, MAX_FRAME, TICK_S, endpoint, socket_path
-from .settings import BrokerSettingsError, check_broker_settings
-from .sockets import CurveServer
-from .stats import LOG_BOUNDS_NS
+from lvsbus.bus.async_client import AsyncBusClient
+from lvsbus.bus.broker import REJECT_EVENTS_PER_S, Broker
+from lvsbus.bus.client import BusClient, BusError, PublishRefused
+from lvsbus.bus.protocol import MAX_BAD_ITEMS, MAX_FRAME, TICK_S, endpoint, socket_path
+from lvsbus.bus.settings import BrokerSettingsError, check_broker_settings
+from lvsbus.bus.sockets import CurveServer
+from lvsbus.bus.stats import LOG_BOUNDS_NS
 
 __all__ = [
     "LOG_BOUNDS_NS", "MAX_BAD_ITEMS", "MAX_FRAME", "REJECT_EVENTS_PER_S", "TICK_S", "AsyncBusClient", "Broker",

@@ -11,11 +11,11 @@ import msgpack
 import structlog
 import zmq
 
-from ..events import Event
-from ..log import LogReader
-from .client import PublishRefused, _ClientCore
-from .protocol import TICK_S, endpoint, publish_item
-from .sockets import close_dealer, dealer, log_send_error
+from lvsbus.wire.events import Event
+from lvsbus.log import LogReader
+from lvsbus.bus.client import PublishRefused, _ClientCore
+from lvsbus.bus.protocol import TICK_S, endpoint, publish_item
+from lvsbus.bus.sockets import close_dealer, dealer, log_send_error
 
 log = structlog.get_logger("lvsbus.bus")
 

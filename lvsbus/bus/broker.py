@@ -16,9 +16,9 @@ import msgpack
 import structlog
 import zmq
 
-from ..events import REGISTRY, DecodeError, decode, matches
-from ..log import CorruptRecord, Durability, EventLog, LogWriteError, frame, frame_batch
-from .protocol import (
+from lvsbus.wire.events import REGISTRY, DecodeError, decode, matches
+from lvsbus.log import CorruptRecord, Durability, EventLog, LogWriteError, frame, frame_batch
+from lvsbus.bus.protocol import (
     HELLO_FORMAT,
     MAX_NONCE,
     TICK_S,
@@ -30,9 +30,9 @@ from .protocol import (
     socket_path,
     take_items,
 )
-from .settings import check_broker_settings
-from .sockets import CurveServer, bind_curve, bind_ipc, router_socket
-from .stats import BrokerStats, LogStats, ReportLimit
+from lvsbus.bus.settings import check_broker_settings
+from lvsbus.bus.sockets import CurveServer, bind_curve, bind_ipc, router_socket
+from lvsbus.bus.stats import BrokerStats, LogStats, ReportLimit
 
 log = structlog.get_logger("lvsbus.bus")
 

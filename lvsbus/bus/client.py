@@ -10,10 +10,10 @@ from typing import Iterable, Iterator
 import structlog
 import zmq
 
-from ..events import DecodeError, Event, decode, decode_records, matches
-from ..log import LogReader, parse_frames
-from .protocol import TICK_S, endpoint, pack, publish_item, unpack
-from .sockets import close_dealer, dealer
+from lvsbus.wire.events import DecodeError, Event, decode, decode_records, matches
+from lvsbus.log import LogReader, parse_frames
+from lvsbus.bus.protocol import TICK_S, endpoint, pack, publish_item, unpack
+from lvsbus.bus.sockets import close_dealer, dealer
 
 log = structlog.get_logger("lvsbus.bus")
 

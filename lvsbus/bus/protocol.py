@@ -24,9 +24,9 @@ from typing import Any
 
 import msgpack
 
-from .. import catalog  # noqa: F401  (fills the registry)
-from ..events import MAX_TYPE, REGISTRY, DecodeError
-from ..schema import _shown
+from lvsbus.wire import catalog  # noqa: F401  (fills the registry)
+from lvsbus.wire.events import MAX_TYPE, REGISTRY, DecodeError
+from lvsbus.wire.schema import _shown
 
 MAX_FRAME = 4 * 1024 * 1024
 #: bad items of one frame examined; past that its other items are refused without a look (a

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import MAX_NAME
+from lvsbus.wire.events import MAX_NAME
 
 
 class BrokerSettingsError(ValueError):
@@ -32,8 +32,8 @@ def _foreign_last_segment(log_dir: str) -> str | None:
     """What is wrong with the last segment file, if it is not a segment of a log at all: not a
     header, not a torn creation (a prefix of the header, or zeros), no valid record anywhere in it.
     The log's recovery would rewrite such a file as an empty segment."""
-    from ..log.framing import _resync
-    from ..log.segments import _SEGMENT_HEADER_BYTES, SEGMENT_HEADER_SIZE, list_segments
+    from lvsbus.log.framing import _resync
+    from lvsbus.log.segments import _SEGMENT_HEADER_BYTES, SEGMENT_HEADER_SIZE, list_segments
 
     try:
         segs = list_segments(log_dir)

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 import zmq
 
-from .protocol import MAX_FRAME, socket_path
+from lvsbus.bus.protocol import MAX_FRAME, socket_path
 
 log = structlog.get_logger("lvsbus.bus")
 

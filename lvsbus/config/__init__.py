@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
-from .lvscf import loads_lvscf
-from .model import (
+from lvsbus.config.diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
+from lvsbus.config.lvscf import loads_lvscf
+from lvsbus.config.model import (
     MAX_CONFIG_BYTES,
     SCHEDULERS,
     Check,
@@ -44,8 +44,8 @@ from .model import (
     to_dict,
     too_big_issue,
 )
-from .native import from_dict, loads_toml, render_toml
-from .validate import validate
+from lvsbus.config.native import from_dict, loads_toml, render_toml
+from lvsbus.config.validate import validate
 
 __all__ = [
     "SCHEDULERS", "Check", "CheckKind", "Config", "ConfigDiff", "ConfigError", "FailoverService",

@@ -1,5 +1,5 @@
 """What the router and its services derive from a config, pure (no I/O): the ``config.loaded``
-payload and the VIPs. One copy each, for the real router (``lvsbus/router.py``), pulse
+payload and the VIPs. One copy each, for the real router (``lvsbus/router/supervisor.py``), pulse
 (``services/pulse/core.py``) and the simulator (``tools/simulate.py``).
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple, Sequence
 
-from .model import Config, FailoverService, VirtualService
+from lvsbus.config.model import Config, FailoverService, VirtualService
 
 
 def loaded_payload(path: str, fmt: str, digest: str, model: dict, warnings: Sequence, local: str, reload: bool,

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Config, FailoverService, VirtualService, effective_check, server_port
+from lvsbus.config.model import Config, FailoverService, VirtualService, effective_check, server_port
 
 __all__ = ["diff", "ConfigDiff", "VirtualServiceChange", "RealServerChange", "Vip"]
 

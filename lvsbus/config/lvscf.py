@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .model import ConfigError, Issue, LoadedConfig, Severity, size_issue
-from .model import shown as _shown
-from .native import SUGGESTIONS_AT_MOST, config_from_mapping, suggest
-from .validate import LIMITS, range_text
+from lvsbus.config.model import ConfigError, Issue, LoadedConfig, Severity, size_issue
+from lvsbus.config.model import shown as _shown
+from lvsbus.config.native import SUGGESTIONS_AT_MOST, config_from_mapping, suggest
+from lvsbus.config.validate import LIMITS, range_text
 
 __all__ = ["loads_lvscf", "GLOBAL_KEYS", "VIRTUAL_KEYS", "SERVER_KEYS", "FAILOVER_KEYS", "OBSOLETE"]
 

@@ -25,8 +25,8 @@ import re
 import tomllib
 from typing import Any, Callable
 
-from .model import shown as _shown
-from .model import (
+from lvsbus.config.model import shown as _shown
+from lvsbus.config.model import (
     MAX_KEY_PARTS,
     MAX_NESTING,
     MAX_NUMBER_CHARS,
@@ -54,7 +54,7 @@ from .model import (
     size_issue,
     to_dict,
 )
-from .validate import FIELD_LIMITS, range_text, validate
+from lvsbus.config.validate import FIELD_LIMITS, range_text, validate
 
 __all__ = ["config_from_mapping", "from_dict", "loads_toml", "render_toml", "TomlLocator", "Locate"]
 

@@ -9,8 +9,8 @@ import difflib
 import ipaddress
 import re
 
-from .model import shown as _shown
-from .model import (
+from lvsbus.config.model import shown as _shown
+from lvsbus.config.model import (
     PERSISTENCE_ENGINES,
     SCHEDULER_FLAGS,
     SCHEDULERS,

@@ -18,10 +18,10 @@ docs/log.md tells the whole story. This package re-exports the public API: ``fra
 """
 from __future__ import annotations
 
-from .check import CheckReport, NotALog, SegmentCheck, check, check_segment, describe_error, open_log_dir
-from .framing import HEADER, HEADER_SIZE, MAX_BODY_BYTES, CorruptRecord, frame, frame_batch, iter_frames, parse_frames
-from .reader import LogReader, SeqUnavailable
-from .segments import (
+from lvsbus.log.check import CheckReport, NotALog, SegmentCheck, check, check_segment, describe_error, open_log_dir
+from lvsbus.log.framing import HEADER, HEADER_SIZE, MAX_BODY_BYTES, CorruptRecord, frame, frame_batch, iter_frames, parse_frames
+from lvsbus.log.reader import LogReader, SeqUnavailable
+from lvsbus.log.segments import (
     FLAG_GAP_BEFORE,
     HWM_NAME,
     SEGMENT_HEADER_SIZE,
@@ -30,7 +30,7 @@ from .segments import (
     rebuild_index,
     segment_name,
 )
-from .writer import Durability, EventLog, LogWriteError, Recovery, Retention, SealedScan
+from lvsbus.log.writer import Durability, EventLog, LogWriteError, Recovery, Retention, SealedScan
 
 __all__ = [
     "HEADER",

@@ -9,8 +9,8 @@ import errno as _errno
 import os
 from dataclasses import dataclass, field
 
-from .framing import CorruptRecord, _resync, _valid_at, _validate_run
-from .segments import (
+from lvsbus.log.framing import CorruptRecord, _resync, _valid_at, _validate_run
+from lvsbus.log.segments import (
     _SEG_RE,
     CUT_SUFFIX,
     FLAG_GAP_BEFORE,

@@ -8,8 +8,8 @@ import os
 import time
 from typing import Callable, Iterator
 
-from .framing import HEADER, HEADER_SIZE, MAX_BODY_BYTES, CorruptRecord, _crc32, _resync, _scan, _unpack_header, _valid_at
-from .segments import (
+from lvsbus.log.framing import HEADER, HEADER_SIZE, MAX_BODY_BYTES, CorruptRecord, _crc32, _resync, _scan, _unpack_header, _valid_at
+from lvsbus.log.segments import (
     FLAG_GAP_BEFORE,
     INDEX_ENTRY,
     SEGMENT_HEADER_SIZE,

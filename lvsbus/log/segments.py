@@ -15,7 +15,7 @@ import re
 import struct
 from typing import Sequence
 
-from .framing import (
+from lvsbus.log.framing import (
     HEADER_SIZE,
     MAX_BODY_BYTES,
     CorruptRecord,

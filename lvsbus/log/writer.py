@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from .check import _check_data, check_segment
-from .framing import (
+from lvsbus.log.check import _check_data, check_segment
+from lvsbus.log.framing import (
     _NONZERO,
     HEADER_SIZE,
     INDEX_EVERY_BYTES,
@@ -31,7 +31,7 @@ from .framing import (
     _valid_at,
     _validate_run,
 )
-from .segments import (
+from lvsbus.log.segments import (
     _SEGMENT_HEADER_BYTES,
     _SEGMENT_HEADER_GAP_BYTES,
     HWM_FILE_BYTES,

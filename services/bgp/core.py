@@ -43,8 +43,8 @@ from typing import Any
 
 from lvsbus.config import ConfigError, from_dict
 from lvsbus.config.model import Config, ip_family
-from lvsbus.core import Core, Effect
-from lvsbus.events import Event
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import Event
 from lvsbus_services.lvsd.core import IN_SERVICE, Layout
 
 SERVING_ROLES = frozenset({"ACTIVE", "BACKUP"})

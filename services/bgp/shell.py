@@ -28,12 +28,12 @@ import time
 
 import structlog
 
-from lvsbus import logs
+from lvsbus.host import logs
 from lvsbus.config import Config, from_dict
-from lvsbus.core import Effect
-from lvsbus.events import Event
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
+from lvsbus.runtime.core import Effect
+from lvsbus.wire.events import Event
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
 from .core import BgpCore
 from .speaker import BgpSettings, BirdSpeaker, Route, SpeakerError
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     local = sc.payload["local_router"] if sc.payload is not None else None
     if local is None:
-        from lvsbus import netutil
+        from lvsbus.host import netutil
         from lvsbus.config.model import ConfigError, identify_local_router
 
         try:

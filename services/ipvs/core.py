@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from lvsbus.config import Config, ConfigError, from_dict
-from lvsbus.core import Core, Effect
-from lvsbus.events import Event
-from lvsbus.ipvs_table import (  # noqa: F401  (re-exported: the applier's tests and tools use them here)
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import Event
+from lvsbus.ipvs.table import (  # noqa: F401  (re-exported: the applier's tests and tools use them here)
     DEST_OPS, SERVICE_OPS, Dest, Entry, Service, ServiceKey, Table, apply_ops, dest_attrs, parse_dest_key,
     entry_ops, service_attrs,
 )

@@ -31,9 +31,9 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NL
 from pyroute2.netlink.generic import GenericNetlinkSocket
 from pyroute2.netlink.generic import ipvs as genl
 
-from lvsbus.ipvs_stats import service_row
-from lvsbus.ipvs_table import Dest, Entry, Service, ServiceKey, Table
-from lvsbus.ipvs_table import service_from_attrs as service_from_op_attrs
+from lvsbus.ipvs.stats import service_row
+from lvsbus.ipvs.table import Dest, Entry, Service, ServiceKey, Table
+from lvsbus.ipvs.table import service_from_attrs as service_from_op_attrs
 
 AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 AF_NAME = {v: k for k, v in AF.items()}
@@ -464,7 +464,7 @@ class Ipvs:
         return Table(entries)
 
     def stats(self) -> dict:
-        """The traffic figures of every service and real server: ``lvsbus.ipvs_stats`` Sample
+        """The traffic figures of every service and real server: ``lvsbus.ipvs.stats`` Sample
         {service key: (row, {dest key: row})} (``stats_by_service``, all of it)."""
         return dict(self.stats_by_service())
 

@@ -15,7 +15,7 @@ through ``lvsbus_services.ipvs.netlink`` and publishes what the kernel said.
 Traffic figures: every ``ipvs_stats_interval`` seconds (config; 0 = off; a reload's
 ``config.loaded`` changes it live) the shell reads every service's and real server's counters,
 rates and connection counts and publishes ``ipvs.stats`` with what changed since the previous
-read (``lvsbus.ipvs_stats.Sampler`` decides; nothing changed: nothing published). Not while IPVS
+read (``lvsbus.ipvs.stats.Sampler`` decides; nothing changed: nothing published). Not while IPVS
 is unavailable, nor while a batch or a dump is under way; and a read under way gives way (is
 given up, before its next service) as soon as a batch or a dump is asked for, so a weight change
 never waits behind a whole table's figures (seconds for thousands of services under emulation).
@@ -36,13 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from lvsbus import logs
+from lvsbus.host import logs
 from lvsbus.config import Config
-from lvsbus.core import Effect
-from lvsbus.events import Event
-from lvsbus.ipvs_stats import Sampler
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
+from lvsbus.runtime.core import Effect
+from lvsbus.wire.events import Event
+from lvsbus.ipvs.stats import Sampler
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
 from .core import CHUNK, ApplierCore, applied_events, table_read_payload
 

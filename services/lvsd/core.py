@@ -41,9 +41,9 @@ from typing import Any
 
 from lvsbus.config import Config, ConfigError, from_dict
 from lvsbus.config.model import VirtualService, ip_family
-from lvsbus.core import Core, Effect
-from lvsbus.events import Event
-from lvsbus.ipvs_table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import Event
+from lvsbus.ipvs.table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
     Dest, Entry, Service, ServiceKey, Table, apply_ops, entry_ops, service_attrs,
 )
 from lvsbus_services.nanny.core import plan

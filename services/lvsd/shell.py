@@ -21,9 +21,9 @@ import time
 
 import structlog
 
-from lvsbus import logs
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
+from lvsbus.host import logs
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
 from .core import LvsdCore
 

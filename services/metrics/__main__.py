@@ -12,10 +12,10 @@ import signal
 
 import structlog
 
-from lvsbus import logs
+from lvsbus.host import logs
 from lvsbus.bus import AsyncBusClient
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import service_arguments, service_config
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import service_arguments, service_config
 
 from .fold import SUBSCRIPTIONS, Metrics, render
 

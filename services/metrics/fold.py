@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
 
-from lvsbus.events import Event
-from lvsbus.ipvs_stats import Figures, fold as fold_ipvs_stats
+from lvsbus.wire.events import Event
+from lvsbus.ipvs.stats import Figures, fold as fold_ipvs_stats
 
 #: histogram buckets of check latency, seconds (Prometheus convention: upper bounds)
 CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -245,7 +245,7 @@ def ipvs_traffic(add, fig: Figures) -> None:
                 add(name, kind, help_, r[i], service=svc, server=server, **labels)
 
 
-#: the series of an ``ipvs_stats`` row (lvsbus.ipvs_stats.row's columns): name, kind, help, and
+#: the series of an ``ipvs_stats`` row (lvsbus.ipvs.stats.row's columns): name, kind, help, and
 #: (direction label or None, column) per series, in the order they are written
 _IPVS_SERIES = (
     ("lvsbus_ipvs_connections_total", "counter", "IPVS connections scheduled (the kernel's counter)", ((None, 0),)),

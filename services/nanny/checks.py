@@ -10,7 +10,7 @@
 * The other kinds are coroutines (``run_check``) under one hard total timeout (``asyncio.timeout``),
   which also bounds a server that accepts and then trickles bytes.
 
-Every outcome is ``(ok, detail)`` with ``detail`` one of ``lvsbus.catalog.health.DETAIL``.
+Every outcome is ``(ok, detail)`` with ``detail`` one of ``lvsbus.wire.catalog.health.DETAIL``.
 """
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ from transitions import Machine
 
 from lvsbus.config import Config, ConfigError, check_port, effective_check, from_dict, server_port
 from lvsbus.config.model import Check, CheckKind, FailoverService
-from lvsbus.core import Core, Effect
-from lvsbus.events import Event
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import Event
 
 # ---------------------------------------------------------------------------------------------
 # the health FSM, as data: the one place the transition table lives

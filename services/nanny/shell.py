@@ -27,9 +27,9 @@ import signal
 import structlog
 import zmq
 
-from lvsbus import logs
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments, service_config
+from lvsbus.host import logs
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
 from .checks import Scheduler, new_loop, raise_nofile
 from .core import NannyCore, plan

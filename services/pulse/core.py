@@ -6,7 +6,7 @@ for a ``timer.fired`` with ``next_deadline``. Inputs (recorded events): ``config
 ``pulse.started``, ``pulse.heartbeat_received``, ``pulse.fence_received``, ``pulse.link_changed``,
 ``router.shutdown_requested``, ``operator.handover_requested``, ``timer.fired``. Outputs: decisions (``router.role_changed``,
 ``pulse.peer_dead``...) and effects for the shell (``pulse.send_heartbeat``, ``pulse.take_vips``...),
-declared in ``lvsbus/catalog/pulse.py``. The rules are written down in docs/pulse.md.
+declared in ``lvsbus/wire/catalog/pulse.py``. The rules are written down in docs/pulse.md.
 
 The role table is data (``ROLE_STATES``, ``ROLE_TRANSITIONS``) driving one shared ``transitions``
 Machine built at import; a trigger is fired only when the role changes (heartbeats that change
@@ -24,8 +24,8 @@ from transitions import Machine, MachineError
 
 from lvsbus.config import Config, from_dict
 from lvsbus.config.derive import config_vips
-from lvsbus.core import Core, Effect
-from lvsbus.events import Event
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import Event
 
 # ---------------------------------------------------------------------------------------------
 # the role FSM, as data: the one place the transition table lives

@@ -13,7 +13,7 @@ processes).
 The boot epoch grows on every start: ``STATE_DIR/pulse.epoch`` holds the last one, and the new one
 is ``max(last + 1, wall-clock seconds)``, written (fsync, rename) before ``pulse.started`` goes out.
 
-Effects run only once their records are durable in the log (``lvsbus.runtime``: write-ahead).
+Effects run only once their records are durable in the log (``lvsbus.runtime.engine``: write-ahead).
 
 Start-up reconciliation: a fresh run starts holding no VIP (the core's first decision is
 ``pulse.release_vips``); a restart under a running router (the core restored ACTIVE from its
@@ -37,13 +37,15 @@ from typing import Any
 
 import structlog
 
-from lvsbus import logs, netutil, servicelock
+from lvsbus.host import logs
+from lvsbus.host import netutil
+from lvsbus.host import servicelock
 from lvsbus.config import ConfigError, identify_local_router, load
-from lvsbus.core import Effect
-from lvsbus.events import Event, decode
+from lvsbus.runtime.core import Effect
+from lvsbus.wire.events import Event, decode
 from lvsbus.log import LogReader
-from lvsbus.paths import StateDirs
-from lvsbus.runtime import ServiceRuntime, service_arguments
+from lvsbus.host.paths import StateDirs
+from lvsbus.runtime.engine import ServiceRuntime, service_arguments
 
 from . import wire
 from .core import TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, link_changes, reconcile_vips

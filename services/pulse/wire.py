@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from lvsbus.keyrules import mode_problem, secret_problem
+from lvsbus.config.keyrules import mode_problem, secret_problem
 
 MAGIC = b"LVSP"
 VERSION = 1
@@ -99,7 +99,7 @@ FENCE_FIELDS = {
 def key_from_secret(secret: bytes) -> bytes:
     """The HMAC key from the secret file's bytes (surrounding whitespace ignored, so a trailing
     newline from an editor does not split a cluster). Raises ValueError for an empty secret."""
-    problem = secret_problem(secret)  # the rule the router checks at start (lvsbus.keyfile)
+    problem = secret_problem(secret)  # the rule the router checks at start (lvsbus.host.keyfile)
     if problem:
         raise ValueError(f"the heartbeat secret {problem}")
     return hashlib.sha256(b"lvsbus-pulse-v1\0" + secret.strip()).digest()

@@ -2,9 +2,9 @@
 the third, sets a 50 ms deadline whose timer answers ``test.counted`` {count: -1}."""
 from __future__ import annotations
 
-from lvsbus.core import Core, Effect
-from lvsbus.events import REGISTRY
-from lvsbus.schema import Int
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import REGISTRY
+from lvsbus.wire.schema import Int
 
 if "test.counted" not in REGISTRY:
     REGISTRY.declare("test.counted", 1, {"count": Int()}, doc="test only")

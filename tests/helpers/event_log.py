@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lvsbus.events import Event, encode
+from lvsbus.wire.events import Event, encode
 from lvsbus.log import EventLog
-from lvsbus.paths import StateDirs
+from lvsbus.host.paths import StateDirs
 
 
 def write_events(state_dir, events) -> None:

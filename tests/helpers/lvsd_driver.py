@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from lvsbus.config import Config, RealServer, Router, VirtualService, to_dict
-from lvsbus.events import Event
-from lvsbus.ipvs_table import ServiceKey, Table
+from lvsbus.wire.events import Event
+from lvsbus.ipvs.table import ServiceKey, Table
 from lvsbus_services.lvsd.core import LvsdCore, apply_ops
 
 KEY = "tcp:192.0.2.80:80"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from lvsbus.bus import BusClient
-from lvsbus.events import decode
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
-from lvsbus.paths import StateDirs
+from lvsbus.host.paths import StateDirs
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -158,7 +158,7 @@ def children_of(pid: int) -> list[int]:
 
 def task_sets(pid: int) -> list:
     """The capability sets of every thread of ``pid`` (``/proc/PID/task/*/status``)."""
-    from lvsbus.privileges import parse_status
+    from lvsbus.host.privileges import parse_status
 
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):

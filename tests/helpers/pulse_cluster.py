@@ -14,12 +14,12 @@ import heapq
 import itertools
 from typing import Any
 
-import lvsbus.catalog  # noqa: F401  (fills the registry)
+import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import (
     Config, Forwarding, Heartbeat, NatRouter, Notify, RealServer, Router, VirtualService, to_dict,
 )
-from lvsbus.core import Effect
-from lvsbus.events import REGISTRY, Event
+from lvsbus.runtime.core import Effect
+from lvsbus.wire.events import REGISTRY, Event
 from lvsbus_services.pulse import wire
 from lvsbus_services.pulse.core import ACTIVE, BACKUP, PulseCore
 

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from lvsbus import catalog  # noqa: F401
-from lvsbus.events import decode
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
 from lvsbus_services.pulse import wire
 from tests.netns import CLIENT, VIP, json_lines, router_toml, write_key

@@ -16,9 +16,9 @@ import os
 import signal
 import sys
 
-from lvsbus.core import Core, Effect
-from lvsbus.events import REGISTRY
-from lvsbus.schema import Int
+from lvsbus.runtime.core import Core, Effect
+from lvsbus.wire.events import REGISTRY
+from lvsbus.wire.schema import Int
 
 for _t in ("test.toy_counted", "test.toy_marked"):
     if _t not in REGISTRY:
@@ -42,8 +42,8 @@ class Toy(Core):
 
 
 def _service(state_dir: str, effects_file: str) -> int:
-    from lvsbus.paths import StateDirs
-    from lvsbus.runtime import ServiceRuntime
+    from lvsbus.host.paths import StateDirs
+    from lvsbus.runtime.engine import ServiceRuntime
 
     fd = os.open(effects_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 

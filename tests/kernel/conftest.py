@@ -1,5 +1,5 @@
 """The kernel tier (marker ``kernel``): ``pytest tests/kernel`` on the host boots qemu VMs with a
-Debian kernel that has IPVS (``lvsbus/kit.py``).
+Debian kernel that has IPVS (``lvsbus/demo/qemu.py``).
 
 * ``test_host_*.py`` run on the host: ``test_host_tier.py`` boots ONE VM that runs every in-VM test
   below and fails with their failures; ``test_host_demo.py`` runs ``lvsbus demo --vm`` (the README's
@@ -64,7 +64,7 @@ def kit():
     """The kit, built or reused (host). Needs root, qemu-system-x86 (installed here with apt-get when
     missing), busybox-static, and the Debian archive the first time; skips, loudly, only when qemu
     cannot be installed or this is not root."""
-    from lvsbus import kit as kitmod
+    from lvsbus.demo import qemu as kitmod
 
     if os.geteuid() != 0:
         pytest.skip("KERNEL TIER NOT RUN: needs root (apt-get download, dpkg -x, qemu with 9p of /)")

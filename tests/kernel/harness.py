@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from lvsbus import catalog  # noqa: F401
+from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.bus import BusClient
 from lvsbus.config import load, to_dict
-from lvsbus.events import decode
-from lvsbus.ipvs_table import Table
+from lvsbus.wire.events import decode
+from lvsbus.ipvs.table import Table
 from lvsbus.log import LogReader
 from tests.helpers.procs import BrokerProc
 

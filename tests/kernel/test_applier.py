@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
 
 from .conftest import ipvsadm
 from .harness import Router, kernel_table

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from lvsbus.ipvs_table import ServiceKey
+from lvsbus.ipvs.table import ServiceKey
 
 from .conftest import ipvsadm
 from .topology import CONFIG, RS, VIP, requests, sh, topology  # noqa: F401  (topology: the fixture)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lvsbus.cli import main
-from lvsbus.ipvs_table import ServiceKey
+from lvsbus.ipvs.table import ServiceKey
 
 from .conftest import ipvsadm
 from .harness import Router, kernel_table

@@ -1,6 +1,6 @@
 """The README's main job through the real IPVS datapath (host side of the kernel tier).
 
-``lvsbus demo cluster --vm --quick`` boots the qemu kernel (lvsbus/kit.py) and runs the whole demo
+``lvsbus demo cluster --vm --quick`` boots the qemu kernel (lvsbus/demo/qemu.py) and runs the whole demo
 cluster inside it (namespaces, both routers, three real servers, the client), shortened by
 ``--quick`` (no replay --verify). Its lines stream back to this side; the client's requests are
 answered by the real servers through r1's IPVS, spread by rr; the stopped s2 leaves r1's kernel

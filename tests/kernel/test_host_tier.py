@@ -1,10 +1,10 @@
-"""The kernel tier, from the host: boot ONE VM with a Debian kernel that has IPVS (lvsbus/kit.py)
+"""The kernel tier, from the host: boot ONE VM with a Debian kernel that has IPVS (lvsbus/demo/qemu.py)
 and run every in-VM test (tests/kernel/test_*.py but test_host_*) inside it; fail here with the
 in-VM failures.
 
 The in-VM tests run from a copy of this checkout under /tmp, which newcomers often clone to: the VM
 covers /tmp with its own tmpfs, so the kit binds the host paths it needs back over it
-(``lvsbus.kit.hidden_by_vm_tmp``). One boot shows both (it was a second VM for the /tmp case).
+(``lvsbus.demo.qemu.hidden_by_vm_tmp``). One boot shows both (it was a second VM for the /tmp case).
 
 Needs root, qemu-system-x86 (installed here with apt-get when missing), busybox-static and
 network access to the Debian archive the first time (the kit is cached in /var/cache/lvsbus-kit;
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsbus import kit as kitmod
+from lvsbus.demo import qemu as kitmod
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lvsbus.ipvs_table import Dest, Service, ServiceKey, Table
+from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
 from lvsbus_services.ipvs.core import plan, save_lines
 from lvsbus_services.ipvs.netlink import IpvsError
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from lvsbus.ipvs_stats import figures_from_sample, fold_events, listing
-from lvsbus.ipvs_table import ServiceKey
+from lvsbus.ipvs.stats import figures_from_sample, fold_events, listing
+from lvsbus.ipvs.table import ServiceKey
 
 from .conftest import ipvsadm
 from .harness import ROOT, Router

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import structlog
 
-from lvsbus import logs
-from lvsbus.runtime import service_arguments, service_config
+from lvsbus.host import logs
+from lvsbus.runtime.engine import service_arguments, service_config
 
 from .auth import PasswdError, read_passwd
 from .main import run

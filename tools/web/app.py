@@ -28,8 +28,8 @@ from typing import Any, Callable
 import structlog
 from aiohttp import web
 
-from lvsbus.events import Event, matches
-from lvsbus.operator import ANSWERS
+from lvsbus.wire.events import Event, matches
+from lvsbus.router.operator import ANSWERS
 from lvsbus_tools.timeline import Filters, describe, log_dir, render_html, timeline
 
 from . import auth, configedit

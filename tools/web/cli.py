@@ -8,8 +8,8 @@ import sys
 
 import re
 
-from lvsbus.argtypes import existing_dir, existing_file, file_to_write
-from lvsbus.paths import DEFAULT_STATE_DIR
+from lvsbus.host.argtypes import existing_dir, existing_file, file_to_write
+from lvsbus.host.paths import DEFAULT_STATE_DIR
 
 DEFAULT_PASSWD = "/etc/lvsbus/web.passwd"
 
@@ -81,10 +81,10 @@ def cmd_passwd(args) -> int:
 
 
 def cmd_web(args) -> int:
-    from lvsbus import logs
+    from lvsbus.host import logs
     from lvsbus.config import from_dict
     from lvsbus.config.model import Web
-    from lvsbus.routercli import read_status
+    from lvsbus.router.status import read_status
 
     from . import auth
     from .main import run
@@ -121,10 +121,10 @@ def cmd_web(args) -> int:
 
 def _web_in_force(state_dir: str, run_start: int, from_dict):
     """The [web] section of the last config.loaded of the run (None: no section)."""
-    from lvsbus import catalog  # noqa: F401
-    from lvsbus.events import decodable
+    from lvsbus.wire import catalog  # noqa: F401
+    from lvsbus.wire.events import decodable
     from lvsbus.log import LogReader
-    from lvsbus.paths import StateDirs
+    from lvsbus.host.paths import StateDirs
 
     last = None
     for ev in decodable(LogReader(StateDirs(state_dir).log, skip_corrupt=True).read(run_start), []):

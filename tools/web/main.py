@@ -8,7 +8,7 @@ import signal
 import structlog
 
 from lvsbus.bus import AsyncBusClient
-from lvsbus.paths import StateDirs
+from lvsbus.host.paths import StateDirs
 
 from .app import Console, serve
 
@@ -17,7 +17,7 @@ log = structlog.get_logger("lvsbus.web")
 
 def _supervisor_pid(state_dir: str) -> int | None:
     """The router's supervisor as its run's log says (its last hello)."""
-    from lvsbus.routercli import current_run
+    from lvsbus.router.status import current_run
 
     try:
         return current_run(state_dir)[1]

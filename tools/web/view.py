@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from lvsbus.config import ConfigError, from_dict
-from lvsbus.events import Event
-from lvsbus.ipvs_stats import FIELDS, Figures, fold
-from lvsbus.peerlinks import PeerLinks
+from lvsbus.wire.events import Event
+from lvsbus.ipvs.stats import FIELDS, Figures, fold
+from lvsbus.router.peerlinks import PeerLinks
 from lvsbus_services.lvsd.core import service_key
 
 HISTORY = 8  # health changes kept per real server

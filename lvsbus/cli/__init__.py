@@ -1,0 +1,61 @@
+"""The ``lvsbus`` command: one entry point, subcommands registered by the modules that own them.
+
+Each module that provides subcommands exposes ``add_commands(subparsers)``; it adds its parsers and
+sets ``func`` on each, a callable ``func(args) -> int`` (the exit status). Modules are listed in
+``COMMAND_MODULES`` and imported lazily, so ``lvsbus --help`` stays fast and a missing optional
+dependency breaks only its own subcommand.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "lvsbus.cli.bus",
+    "lvsbus.cli.config",
+    "lvsbus.cli.router",  # router, status, fsm
+    "lvsbus.cli.ipvs",  # ipvs save / show
+    "lvsbus_tools.replay",  # replay
+    "lvsbus_tools.simulate",  # simulate
+    "lvsbus.cli.demo",  # demo
+    "lvsbus.cli.operator",  # server drain|disable|enable, handover, bgp drain|resume
+    "lvsbus_tools.web.cli",  # web, web passwd
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lvsbus",
+        description="lvsbus: a Linux Virtual Server control plane (pulse, lvsd, nanny, IPVS applier) "
+        "on a recorded, replayable event bus.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a module not written yet, or a dependency missing
+            if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
+                continue
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

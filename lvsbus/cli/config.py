@@ -1,0 +1,330 @@
+"""``lvsbus check-config``, ``lvsbus config convert`` and ``lvsbus config diff``."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from typing import TextIO
+
+from lvsbus.config import load
+from lvsbus.config.diff import diff
+from lvsbus.config.model import (
+    Check,
+    CheckKind,
+    Config,
+    ConfigError,
+    FailoverService,
+    Heartbeat,
+    Issue,
+    LoadedConfig,
+    Router,
+    VirtualService,
+    server_port,
+)
+from lvsbus.config.native import render_toml
+
+__all__ = ["add_commands", "describe"]
+
+_FORMATS = ("auto", "lvscf", "toml")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    fmt_help = "file format: lvscf (Piranha lvs.cf), toml (native), or auto (default: .toml " \
+               "extension or TOML content means native, anything else lvs.cf)"
+
+    p = subparsers.add_parser(
+        "check-config",
+        help="validate a config file and print what would run",
+        description="Read FILE (Piranha lvs.cf or native TOML), validate it, and print the routers, "
+                    "heartbeat, virtual services, real servers and health checks it would run, then "
+                    "any warnings (obsolete lvs.cf keywords, advice). Exits 0 when the file is "
+                    "valid, 1 with every error listed as FILE:LINE: KEY: MESSAGE when it is not "
+                    "(like keepalived -t).",
+    )
+    p.add_argument("file", metavar="FILE", help="the config file, e.g. /etc/sysconfig/ha/lvs.cf")
+    p.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
+    p.add_argument("--json", action="store_true",
+                   help="print the validated model as JSON (the config-loaded event payload) "
+                        "instead of the summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+    p.set_defaults(func=_cmd_check)
+
+    cfg = subparsers.add_parser(
+        "config", help="convert lvs.cf to TOML, diff two configs",
+        description="Configuration tools. See 'lvsbus config COMMAND --help'.",
+    )
+    sub = cfg.add_subparsers(dest="config_command", metavar="COMMAND")
+    cfg.set_defaults(func=lambda args: (cfg.print_help(), 2)[1])
+
+    c = sub.add_parser(
+        "convert", help="print the native TOML equivalent of a config file",
+        description="Read FILE (usually a Piranha lvs.cf), validate it, and print the equivalent "
+                    "native TOML on standard output. Loading the printed TOML gives exactly the "
+                    "same settings. Warnings go to standard error.",
+    )
+    c.add_argument("file", metavar="FILE", help="the config file to convert")
+    c.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
+    c.set_defaults(func=_cmd_convert)
+
+    d = sub.add_parser(
+        "diff", help="show what reloading NEW over OLD would change",
+        description="Validate OLD and NEW and print the reload diff: virtual services and real "
+                    "servers added (+), removed (-), changed (~, with the fields) and unchanged "
+                    "(=, they keep their health state and kernel entries), heartbeat and global "
+                    "changes, and VIPs to add or remove. Exits 0 when both files are valid.",
+    )
+    d.add_argument("old", metavar="OLD", help="the running config file")
+    d.add_argument("new", metavar="NEW", help="the new config file")
+    d.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
+    d.add_argument("--json", action="store_true", help="print the diff as JSON (the event payload)")
+    d.set_defaults(func=_cmd_diff)
+
+
+def _load(path: str, fmt: str, err: TextIO) -> LoadedConfig | None:
+    try:
+        return load(path, None if fmt == "auto" else fmt)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {_issue(issue)}", file=err)
+        n = len(exc.issues)
+        if n > 1:  # one error is its own one line
+            print(f"{path}: invalid, {n} errors", file=err)
+        return None
+
+
+def _issue(i: Issue) -> str:
+    return str(i)
+
+
+def _print_warnings(loaded: LoadedConfig, out: TextIO) -> None:
+    for w in loaded.warnings:
+        print(f"warning: {_issue(w)}", file=out)
+
+
+def _router_host_problems(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
+    """(errors, notes) about this host as a router of ``loaded``: on a host that is one of the
+    config's routers, what ``lvsbus router`` would refuse at start (the heartbeat key file)."""
+    from lvsbus.host import netutil
+    from lvsbus.host.keyfile import key_file_problem
+    from lvsbus.config.model import identify_local_router
+
+    cfg = loaded.config
+    try:
+        me = identify_local_router(cfg, netutil.local_addresses())
+    except ConfigError:
+        return [], []  # not a router host (a workstation checking a file): nothing local to check
+    notes: list[str] = []
+    if cfg.scaleout is not None and cfg.scaleout.speaker == "bird" and shutil.which("bird") is None:
+        notes.append(f"{loaded.source}: scaleout.speaker: BIRD 2 is not installed on this router (apt-get install "
+                     f"bird2): the bgp service could not start (this host is router {me.name})")
+    if not cfg.heartbeat.enabled:
+        return [], notes
+    problem, certain = key_file_problem(cfg.heartbeat.key_file)
+    if problem is None:
+        return [], notes
+    text = f"{loaded.source}: heartbeat.key_file: {problem} (this host is router {me.name}: 'lvsbus router' would refuse to start)"
+    return ([text], notes) if certain else ([], [text, *notes])
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.file, args.format, sys.stderr)
+    if loaded is None:
+        return 1
+    errors, notes = _router_host_problems(loaded)
+    if errors:
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        print(f"{loaded.source}: the file is valid, but this router cannot start with it", file=sys.stderr)
+        return 1
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    if args.json:
+        from lvsbus.config.model import to_dict
+
+        print(json.dumps(to_dict(loaded.config), indent=2))
+    elif not args.quiet:
+        print(describe(loaded))
+    _print_warnings(loaded, sys.stdout if not args.json else sys.stderr)
+    if not args.json:
+        count = len(loaded.warnings)
+        print(f"{loaded.source}: valid ({count} warning{'s' if count != 1 else ''})")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    loaded = _load(args.file, args.format, sys.stderr)
+    if loaded is None:
+        return 1
+    _print_warnings(loaded, sys.stderr)
+    header = (f"lvsbus native configuration, converted from {loaded.source}\n"
+              "by 'lvsbus config convert'. Times are in seconds. See docs/config.md.")
+    sys.stdout.write(render_toml(loaded.config, header=header))
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    old = _load(args.old, args.format, sys.stderr)
+    new = _load(args.new, args.format, sys.stderr)
+    if old is None or new is None:
+        return 1
+    d = diff(old.config, new.config)
+    if args.json:
+        print(json.dumps(d.to_dict(), indent=2))
+    elif d.is_empty:
+        print("no changes")
+    else:
+        print("\n".join(d.lines()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _secs(x: float) -> str:
+    return f"{x:g}s"
+
+
+def _describe_check(chk: Check) -> str:
+    parts = [chk.kind.value, f"every {_secs(chk.interval)}", f"timeout {_secs(chk.timeout)}",
+             f"rise {chk.rise}" + (f" ({chk.initial_rise} at first start)" if chk.initial_rise != chk.rise else ""),
+             f"fall {chk.fall}"]
+    if chk.port is not None:
+        parts.append(f"port {chk.port}")
+    k = chk.kind
+    if k is CheckKind.TCP_SEND_EXPECT:
+        parts += [f"send {chk.send!r}", f"expect {chk.expect!r}" + (" (regex)" if chk.regex else "")]
+    elif k in (CheckKind.HTTP, CheckKind.HTTPS):
+        parts += [f"GET {chk.path}", "status " + "/".join(map(str, chk.status))]
+        if chk.body_regex:
+            parts.append(f"body ~ {chk.body_regex!r}")
+        if chk.host:
+            parts.append(f"Host {chk.host}")
+    elif k is CheckKind.UDP:
+        parts += [f"payload {chk.payload!r}", f"expect {chk.expect!r}"]
+    elif k is CheckKind.PROGRAM:
+        parts.append(f"run {chk.command!r}")
+        if chk.expect:
+            parts.append(f"output ~ {chk.expect!r}")
+        if chk.exit_code is not None or not chk.expect:
+            parts.append(f"exit {chk.exit_code or 0}")
+    return ", ".join(parts)
+
+
+def _addr(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def describe(loaded: LoadedConfig) -> str:
+    """What would run, for people: routers, heartbeat, virtual services, real servers, checks."""
+    cfg: Config = loaded.config
+    fos = cfg.service.value == "fos"
+    out = [f"{loaded.source}: {loaded.format} file, service {cfg.service.value}, "
+           f"serial {cfg.serial_no}"]
+    out.append("routers:")
+    out += [_describe_router(r) for r in cfg.routers]
+    out.append(_describe_heartbeat(cfg.heartbeat))
+    out += _describe_options(cfg)
+    out.append(f"virtual services: {len(cfg.virtual_services)}"
+               + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))
+    for vs in cfg.virtual_services:
+        out += _describe_virtual(vs)
+    if cfg.failover_services:
+        out.append(f"failover services: {len(cfg.failover_services)}"
+                   + ("" if fos else " [ignored: service = lvs]"))
+        for fs in cfg.failover_services:
+            out += _describe_failover(fs, fos, cfg.heartbeat.keepalive)
+    return "\n".join(out)
+
+
+def _describe_router(r: Router) -> str:
+    line = f"  {r.name}: {r.address}"
+    if r.device:
+        line += f" dev {r.device}"
+    if r.private_address:
+        line += f", private {r.private_address}" + (f" dev {r.private_device}"
+                                                      if r.private_device else "")
+    if r.shared_address:
+        line += f", shared {r.shared_address}"
+    return line + f", priority {r.priority}"
+
+
+def _describe_heartbeat(hb: Heartbeat) -> str:
+    return (f"heartbeat: {'on' if hb.enabled else 'off'}, udp port {hb.port}, keepalive "
+            f"{_secs(hb.keepalive)}, deadtime {_secs(hb.deadtime)}, "
+            f"{'preempt' + (f' after {_secs(hb.preempt_delay)}' if hb.preempt_delay else '') if hb.preempt else 'no preempt'}, "
+            f"gratuitous ARP x{hb.garp_repeat}"
+            + (f" every {_secs(hb.garp_refresh)}" if hb.garp_refresh else "")
+            + f", key {hb.key_file}")
+
+
+def _describe_options(cfg: Config) -> list[str]:
+    """A line for each optional part that is on: nat router, sync daemon, metrics, web console,
+    scale-out."""
+    out = []
+    if cfg.nat_router:
+        nr = cfg.nat_router
+        out.append(f"nat router: {nr.address}" + (f"/{nr.prefixlen}" if nr.prefixlen is not None else "")
+                   + (f" dev {nr.label or nr.device}" if nr.device else ""))
+    if cfg.sync_daemon.enabled:
+        out.append(f"sync daemon: {cfg.sync_daemon.interface}, id {cfg.sync_daemon.sync_id}")
+    if cfg.metrics_address:
+        out.append(f"metrics: {cfg.metrics_address}")
+    if cfg.web is not None:
+        w = cfg.web
+        out.append(f"web console: {'https' if w.tls_cert else 'http'}://{w.address}, passwords {w.password_file}")
+    if cfg.scaleout is not None:
+        so = cfg.scaleout
+        out.append(f"scale-out: active/active, BGP AS {so.local_as} to {', '.join(so.peers)} (AS {so.peer_as}) "
+                   f"through {so.speaker}, hold {so.hold_time}s{', BFD' if so.bfd else ''}, drain {so.drain_time:g}s")
+    return out
+
+
+def _describe_virtual(vs: VirtualService) -> list[str]:
+    """The virtual service's line, its check, and each real server with its own check if any."""
+    if vs.fwmark is not None:
+        key = f"fwmark {vs.fwmark} (VIP {vs.address})"
+    else:
+        key = f"{_addr(vs.address, vs.port)}/{vs.protocol.value}"
+    line = f"  {vs.name}: {key}"
+    if vs.device:
+        line += f" dev {vs.label or vs.device}"
+    line += f", {vs.scheduler}, {vs.forwarding.value}"
+    if vs.persistence:
+        line += f", persistent {vs.persistence}s"
+        if vs.persistence_prefixlen is not None:
+            line += f" /{vs.persistence_prefixlen}"
+    if vs.quiesce:
+        line += ", quiesce"
+    if vs.inhibit_on_failure:
+        line += ", inhibit_on_failure"
+    if vs.sorry_server:
+        line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
+                                     if vs.sorry_server_port else vs.sorry_server)
+    if vs.quorum != 1 or vs.hysteresis:
+        line += f", quorum {vs.quorum}±{vs.hysteresis}"
+    if not vs.active:
+        line += " [inactive]"
+    out = [line, f"    check: {_describe_check(vs.check)}"]
+    for rs in vs.servers:
+        sl = f"    server {rs.name}: {_addr(rs.address, server_port(vs, rs))}, weight {rs.weight}"
+        if rs.upper_threshold or rs.lower_threshold:
+            sl += f", thresholds {rs.lower_threshold}..{rs.upper_threshold}"
+        if not rs.active:
+            sl += " [inactive]"
+        out.append(sl)
+        if rs.check is not None:
+            out.append(f"      check: {_describe_check(rs.check)}")
+    return out
+
+
+def _describe_failover(fs: FailoverService, fos: bool, keepalive: float) -> list[str]:
+    """A failover service's line, and (with service = fos, when active) its check and commands."""
+    out = [f"  {fs.name}: {_addr(fs.address, fs.port)}"
+           + (f" dev {fs.label or fs.device}" if fs.device else "")
+           + f", timeout {_secs(fs.timeout)}, reentry {_secs(fs.reentry)}"
+           + ("" if fs.active else " [inactive]")]
+    if fos and fs.active:
+        check = "send/expect" if (fs.send or fs.expect) else "connect"
+        out.append(f"    check: tcp {check} every keepalive ({_secs(keepalive)}); "
+                   f"start_cmd {fs.start_cmd!r}, stop_cmd {fs.stop_cmd!r} on the active router")
+    return out

@@ -1,0 +1,1 @@
+"""The IPVS table and its traffic figures as data (pure)."""
