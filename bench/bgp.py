@@ -2,7 +2,7 @@
 
     sudo python bench/bgp.py [--runs 5]
 
-Topology: tests/netns.py with three routers and the client namespace as the upstream router:
+Topology: lvsbus/demo/netns.py with three routers and the client namespace as the upstream router:
 BIRD 2 there with ``merge paths`` into its kernel table and the GRACEFUL_SHUTDOWN filter, and one
 BIRD a router driven by lvsbus's driver (services/bgp/speaker.py). For each run, on router r3, the
 time from the action to the upstream kernel's route to the VIP gaining or losing r3's nexthop

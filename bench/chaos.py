@@ -4,7 +4,7 @@
                                [--interval 2.0] [--mix service=60,broker=20,router=10,link=10,flap=10,reload=25]
     sudo python bench/chaos.py --disk-full [--fill-hold 5]
 
-Setup, faults and windows: tests/chaos.py's docstring (and docs/router.md, "Chaos: what the
+Setup, faults and windows: tests/helpers/chaos.py's docstring (and docs/router.md, "Chaos: what the
 bench injects and what must hold"). In short: two routers (r1 preferred, preempt off) and two
 real servers s1, s2 in namespaces, a client requesting the VIP every 100 ms; one fault at a time
 against the ACTIVE router: SIGKILL of one of its services (pulse, nanny, lvsd, ipvs), of its
@@ -21,7 +21,7 @@ Exit 1 when a goal is missed.
 
 --disk-full: r1's log directory on an 8 MiB tmpfs, filled while the pair runs, then freed: r1
 keeps its role, reports log.write_failed, writes the backlog on recovery (log.write_recovered);
-log check and replay verify on its log (tests/chaos.py ``disk_full``).
+log check and replay verify on its log (tests/helpers/chaos.py ``disk_full``).
 
 --slow-disk: r1's log directory on ext4 on a loop device, r1's processes in a cgroup v1 blkio
 group throttled to --slow-iops writes/s for --slow-hold s (each fsync ~1-2 s; device-mapper's
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lvsbus.demo.netns import Topology, netns_available  # noqa: E402
-from tests.chaos import DEFAULT_MIX, KINDS, as_lines, chaos, disk_full, slow_disk  # noqa: E402
+from tests.helpers.chaos import DEFAULT_MIX, KINDS, as_lines, chaos, disk_full, slow_disk  # noqa: E402
 
 
 def _mix(text: str) -> dict:

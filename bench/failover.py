@@ -2,7 +2,7 @@
 
     sudo python bench/failover.py [--runs 5] [--keepalive 0.1] [--deadtime 0.25] [--saturate 15]
 
-Topology: tests/netns.py (client, two routers on a public and a private bridge, VIP 10.99.1.50).
+Topology: lvsbus/demo/netns.py (client, two routers on a public and a private bridge, VIP 10.99.1.50).
 A UDP responder on each router answers with its name; the client probes the VIP every
 ``--probe-ms`` ms and we time, from the fault, the first answer from the backup:
 
@@ -37,7 +37,7 @@ from lvsbus.wire import catalog  # noqa: E402,F401
 from lvsbus.wire.events import decode  # noqa: E402
 from lvsbus.log import LogReader  # noqa: E402
 from tests.helpers.routers import start_responders  # noqa: E402
-from tests.netns import CLIENT, VIP, Topology, netns_available, router_toml, write_key  # noqa: E402
+from lvsbus.demo.netns import CLIENT, VIP, Topology, netns_available, router_toml, write_key  # noqa: E402
 
 
 KEEPALIVED_CONF = """

@@ -2,7 +2,7 @@
 
 One function a target (``fuzz_bus``, ``fuzz_pulse``), each returning its counts; other targets
 (config readers, log segments) live in their own modules (bench/fuzz_config.py, bench/fuzz_log.py).
-tests/test_bus_input.py runs the same generators at a bounded size.
+tests/process/test_bus_input.py runs the same generators at a bounded size.
 
 bus: a broker process (``lvsbus broker``) and raw ZeroMQ sockets that send seeded malformed messages
 (type and version of every msgpack kind, wrong arity, bad causes, payloads with a field of the wrong
@@ -441,7 +441,7 @@ def _pulse_shell(tmp: str):
     from lvsbus.config import loads
     from lvsbus_services.pulse import shell
     from lvsbus_services.pulse.core import _settings_from_model
-    from tests.netns import router_toml
+    from lvsbus.demo.netns import router_toml
 
     class T:  # enough of a Topology for router_toml
         n_routers, private = 2, True

@@ -17,7 +17,7 @@ crash). For each input:
 Prints ``name=value`` lines: ``logs=`` (inputs run), ``corruption_detected=`` (found / inputs that
 changed a record), ``tracebacks=``, ``acked_lost=``, ``seq_reused=``, ``undetected=``, ``rate=``.
 Run: ``python bench/fuzz_log.py --inputs 1000000 [--seed 1] [--recover-every 1]``. Temporary files
-go under /dev/shm when it exists (a tmpfs), deleted at the end. tests/test_log_fuzz.py runs a
+go under /dev/shm when it exists (a tmpfs), deleted at the end. tests/unit/test_log_fuzz.py runs a
 bounded number of inputs.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     sudo python bench/restarts.py [--pulse-kills 100] [--broker-kills 100] [--keepalive 0.1] [--deadtime 0.3]
 
-Two routers in network namespaces (tests/netns.py); r1 ACTIVE. pulse and the broker on r1 are
+Two routers in network namespaces (lvsbus/demo/netns.py); r1 ACTIVE. pulse and the broker on r1 are
 SIGKILLed alternately, each kill once the service's warm spare is waiting (lvsbus/router/supervisor.py,
 "Warm spares"). Printed: the kills, the takeovers by the backup (r2 becoming ACTIVE), and the
 longest gap between r1's heartbeats as recorded by r2 (any link), then per link.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lvsbus.demo.netns import Topology, netns_available  # noqa: E402
-from tests.restarts import campaign  # noqa: E402
+from tests.helpers.restarts import campaign  # noqa: E402
 
 
 def main() -> int:

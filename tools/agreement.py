@@ -23,7 +23,7 @@ from __future__ import annotations
 if __name__ == "__main__":  # run as a script by mistake: say so rather than exit 0 having done nothing
     import sys
 
-    sys.exit("lvsbus_tools.agreement is a library (tests/test_sim_agreement.py uses it); it has no command line")
+    sys.exit("lvsbus_tools.agreement is a library (tests/netns/test_sim_agreement.py uses it); it has no command line")
 
 import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.wire.events import decode

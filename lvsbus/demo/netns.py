@@ -13,7 +13,7 @@ still inside a namespace (``ip netns pids``, by PID), then the namespaces. MACs 
 can assert neighbour entries: router i has ``02:99:0L:00:00:1i`` on link L (1 public, 2 private,
 3 nat), the client ``02:99:01:00:01:00``.
 
-Used by the tests (through the ``netns`` fixture in ``tests/netns.py``) and by ``lvsbus demo``::
+Used by the tests (through the ``netns`` fixture in ``tests/conftest.py``) and by ``lvsbus demo``::
 
     topo = Topology(routers=2, servers=3).build()
     try:

@@ -297,7 +297,7 @@ def compile_check(field: Field):
 
     Straight-line Python generated from the declaration (no error paths built): the fast path of
     every validation. It may answer False where ``check`` passes (e.g. an optional field left
-    out); callers then run ``check`` for the verdict and the error. ``tests/test_replay.py``
+    out); callers then run ``check`` for the verdict and the error. ``tests/process/test_replay.py``
     checks on real and mutated events that it is never more lenient than ``check``."""
     env: dict[str, Any] = {"_SE": SchemaError}
     lines = ["def check(v0):"]

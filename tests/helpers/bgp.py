@@ -1,7 +1,7 @@
-"""Scale-out's BGP in a tests/netns.py topology (docs/scaleout.md): the client namespace as the
+"""Scale-out's BGP in a lvsbus/demo/netns.py topology (docs/scaleout.md): the client namespace as the
 upstream router (BIRD 2 with ``merge paths`` into its kernel table and the GRACEFUL_SHUTDOWN
 filter), routers' BIRDs driven by lvsbus's driver, and the upstream's ECMP nexthops to a VIP.
-Shared by tests/test_bgp_netns.py and bench/bgp.py.
+Shared by tests/netns/test_bgp_netns.py and bench/bgp.py.
 
     from tests.helpers.bgp import UPSTREAM, VIP, nexthops, router_speaker, start_upstream, upstream_conf
 """

@@ -1,6 +1,6 @@
 """A seeded mutator over the config fixtures, and the oracle every outcome is judged by.
 
-Used by tests/test_config_limits.py (a bounded run) and bench/fuzz_config.py (a long one). Each input
+Used by tests/unit/test_config_limits.py (a bounded run) and bench/fuzz_config.py (a long one). Each input
 is a fixture (tests/fixtures/lvscf, tests/fixtures/toml, or a ``to_dict`` payload for
 ``from_dict``) with one to three mutations: byte flips, line deletions/duplications/swaps,
 numeric extremes, non-ASCII digits, deep nesting, long dotted keys, huge inputs, truncation.

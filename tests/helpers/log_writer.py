@@ -3,7 +3,7 @@
 Run as a script: ``python tests/helpers/log_writer.py DIR --durability group``. After each
 record is durable (per ``EventLog.durable_seq``) its seq is written to stdout, one a line, flushed.
 Bodies are derived from the seq (``body_for``), so a reader can check every byte.
-Used by tests/test_log_crash.py (killed with SIGKILL at random points) and by the follow test.
+Used by tests/process/test_log_crash.py (killed with SIGKILL at random points) and by the follow test.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The small native TOML config the scale-out tests share (docs/scaleout.md): service = lvs, routers
 r1 (10.99.1.11, priority 200) and r2 (10.99.1.12, priority 100), virtual service ``web`` at
 10.200.0.1 (direct routing) with real server s1 (10.99.3.101), and its ``[scaleout]`` block (AS 65001
-to the upstream 10.99.1.100, AS 65000). The addresses are tests/netns.py's topology's.
+to the upstream 10.99.1.100, AS 65000). The addresses are lvsbus/demo/netns.py's topology's.
 
     from tests.helpers.lvs_config import lvs_toml, scaleout_toml
 

@@ -165,3 +165,17 @@ def task_sets(pid: int) -> list:
         with open(f"/proc/{pid}/task/{tid}/status") as fh:
             out.append(parse_status(fh.read()))
     return out
+
+
+def json_lines(path) -> list[dict]:
+    """The JSON lines of a process's stderr (LVSBUS_LOG_FORMAT=json), other lines skipped."""
+    import json
+
+    out = []
+    for line in open(path, errors="replace").read().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out

@@ -1,4 +1,4 @@
-"""Real ``lvsbus router`` processes in a tests/netns.py topology, and the UDP responders that show
+"""Real ``lvsbus router`` processes in a lvsbus/demo/netns.py topology, and the UDP responders that show
 which router holds the VIP. Shared by the netns tests (router, write-ahead, fos, privileges).
 
     from tests.helpers.routers import Cluster, start_responders
@@ -18,7 +18,8 @@ from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.wire.events import decode
 from lvsbus.log import LogReader
 from lvsbus_services.pulse import wire
-from tests.netns import CLIENT, VIP, json_lines, router_toml, write_key
+from lvsbus.demo.netns import CLIENT, VIP, router_toml, write_key
+from tests.helpers.procs import json_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 #: short timers for speed

@@ -1,5 +1,5 @@
 """A toy service and a broker that knows its event types, as separate processes, for the
-write-ahead crash tests (tests/test_write_ahead.py).
+write-ahead crash tests (tests/process/test_write_ahead.py).
 
     python -m tests.helpers.toy_service broker STATE_DIR
     python -m tests.helpers.toy_service service STATE_DIR EFFECTS_FILE

@@ -46,7 +46,7 @@ def test_kernel_tier_in_vm(kit, tmp_path):
     clone = Path("/tmp") / f"lvsbus-tmp-checkout-{tmp_path.name}"
     # the in-VM tests, and the applier under the router's privilege drop against the real IPVS
     args = os.environ.get("LVSBUS_KERNEL_TESTS",
-                          "tests/kernel tests/test_privileges.py::test_applier_with_net_admin_only_in_the_vm")
+                          "tests/kernel tests/process/test_privileges.py::test_applier_with_net_admin_only_in_the_vm")
     cmd = (f"{sys.executable} -c 'import lvsbus, pathlib; print(lvsbus.__file__); print(pathlib.Path(\"MARK\").read_text())'"
            " > /mnt/out/where.txt 2>&1; "
            f"{sys.executable} -m pytest -q -p no:cacheprovider --color=no -rA --durations=5 "

@@ -1,0 +1,1 @@
+"""Real processes on this host (the broker, services, the CLI): loopback and files only."""

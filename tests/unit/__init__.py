@@ -1,0 +1,1 @@
+"""Unit and property tests: in-process, no root, no network."""
