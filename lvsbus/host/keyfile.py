@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 
+from lvsbus.host.files import write_atomically
 from lvsbus.config.keyrules import GENERATED_BYTES, MIN_SECRET, create_hint, mode_problem, secret_problem  # noqa: F401
 
 
@@ -43,7 +43,7 @@ def key_file_problem(path: str) -> tuple[str | None, bool]:
 def write_heartbeat_key(path: str, force: bool = False) -> str:
     """Write a fresh random key (hex, one line) to ``path`` with mode 0600; returns the text.
     Refuses (FileExistsError) to replace an existing file unless ``force``; a replacement is
-    atomic (a 0600 temporary file renamed over it). A missing parent directory is made 0755."""
+    atomic (``lvsbus.host.files.write_atomically``). A missing parent directory is made 0755."""
     text = secrets.token_hex(GENERATED_BYTES) + "\n"
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, mode=0o755, exist_ok=True)
@@ -56,16 +56,5 @@ def write_heartbeat_key(path: str, force: bool = False) -> str:
         finally:
             os.close(fd)
         return text
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".heartbeat-key-")  # created 0600
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, text, 0o600)
     return text

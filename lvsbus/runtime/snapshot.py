@@ -28,7 +28,7 @@ import msgpack
 import structlog
 
 from lvsbus.runtime.core import Core
-from lvsbus.log.segments import _fsync_dir
+from lvsbus.host.files import write_atomically
 
 __all__ = ["SnapshotStore", "SnapshotCorrupt", "SnapshotVersionError", "SNAPSHOT_MAGIC", "encode_state", "decode_state"]
 
@@ -107,26 +107,8 @@ class SnapshotStore:
         d = self._dir(name)
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, f"{seq:020d}.snap")
-        tmp = os.path.join(d, f".{seq:020d}.snap.tmp.{os.getpid()}")
         header = _HEADER.pack(SNAPSHOT_MAGIC, file_format, zlib.crc32(body), seq, len(body))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            try:
-                data = memoryview(header + bytes(body))
-                while data:
-                    n = os.write(fd, data)
-                    data = data[n:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        _fsync_dir(d)
+        write_atomically(path, header + bytes(body))  # .<name>.tmp.<pid> until the rename: _prune
         self._prune(d)
         return path
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from lvsbus.host.files import write_atomically
+
 GRACEFUL_SHUTDOWN = (65535, 0)
 STATIC4, STATIC6 = "lvsbus_vips4", "lvsbus_vips6"
 
@@ -217,12 +219,7 @@ class BirdSpeaker:
         self.adopted: int | None = None  # a BIRD started by an earlier run, not our child
 
     def _write(self, path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(str(path), text)
 
     def _running(self) -> int | None:
         """The pid of a BIRD this driver started earlier with this config (a bgp service that

@@ -37,9 +37,11 @@ from typing import Any
 
 import structlog
 
+from lvsbus.bus.stats import ReportLimit
 from lvsbus.host import logs
 from lvsbus.host import netutil
 from lvsbus.host import servicelock
+from lvsbus.host.files import write_atomically
 from lvsbus.config import ConfigError, identify_local_router, load
 from lvsbus.runtime.core import Effect
 from lvsbus.wire.events import Event, decode
@@ -90,14 +92,7 @@ def next_epoch(state_dir: str, now: float | None = None) -> int:
     except (OSError, ValueError):
         last = 0
     epoch = max(last + 1, int(now if now is not None else time.time()))
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, f"{epoch}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomically(path, f"{epoch}\n", 0o600)
     dfd = os.open(state_dir, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -123,7 +118,7 @@ class PulseShell:
         self.socks: dict[str, socket.socket] = {}
         self.devices: dict[str, str | None] = {}  # link -> device
         self.rejected = 0
-        self._reject_window = (0.0, 0)
+        self._reject_limit = ReportLimit(REJECT_EVENTS_PER_S)
         self._bg: set[asyncio.Task] = set()
         self._fos_last: dict[str, asyncio.Task] = {}  # each failover service's last command
         self._garp_tasks: set[asyncio.Task] = set()
@@ -379,14 +374,8 @@ class PulseShell:
 
     def _reject(self, reason: str, link: str, src: str, size: int, detail: str) -> None:
         self.rejected += 1
-        now = time.monotonic()
-        start, n = self._reject_window
-        if now - start >= 1.0:
-            start, n = now, 0
-        if n >= REJECT_EVENTS_PER_S:
-            self._reject_window = (start, n)
+        if not self._reject_limit.admit(time.monotonic())[0]:
             return
-        self._reject_window = (start, n + 1)
         log.warning("datagram_rejected", reason=reason, link=link, address=src, size=size, count=self.rejected)
         self.runtime.publish("pulse.datagram_rejected", {
             "reason": reason, "link": link, "address": src[:64], "size": size, "detail": detail[:512],

@@ -29,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from lvsbus.wire.events import Event, matches
+from lvsbus.host.files import write_atomically
 from lvsbus.router.operator import ANSWERS
 from lvsbus_tools.timeline import Filters, describe, log_dir, render_html, timeline
 
@@ -464,7 +465,7 @@ async def config_apply(request: web.Request, c: Console, s: auth.Session) -> web
         new_digest = configedit.digest(text)
         record = {"by": s.user, "via": "web", "path": cfg["path"][:4096], "digest": new_digest,
                   "previous_digest": configedit.digest(old), "restored": "no"}
-        await asyncio.get_running_loop().run_in_executor(None, configedit.write_atomically, cfg["path"], text)
+        await asyncio.get_running_loop().run_in_executor(None, write_atomically, cfg["path"], text)
         await c.bus.publish_durable([("operator.config_written", record, None)])
         fut = asyncio.get_running_loop().create_future()
         c.reloads.append((fut, new_digest))
@@ -479,7 +480,7 @@ async def config_apply(request: web.Request, c: Console, s: auth.Session) -> web
         if answer is not None and answer.type == "config.loaded":
             return web.json_response({"applied": True, "seq": answer.seq, "digest": new_digest}, headers=HEADERS)
         # refused by the router (or no answer): put the previous text back, so file and router agree
-        await asyncio.get_running_loop().run_in_executor(None, configedit.write_atomically, cfg["path"], old)
+        await asyncio.get_running_loop().run_in_executor(None, write_atomically, cfg["path"], old)
         c.bus.publish_nowait("operator.config_written", {**record, "digest": record["previous_digest"],
                                                          "previous_digest": new_digest, "restored": "yes"})
         errors = answer.payload["errors"] if answer is not None else [problem]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .configedit import write_atomically
+from lvsbus.host.files import write_atomically
 
 ROLES = ("viewer", "admin")
 USER_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")

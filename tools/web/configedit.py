@@ -2,9 +2,9 @@
 
 * ``check(text, path, fmt, running)``: what ``check-config`` says of an edited text (errors and
   warnings with their lines), the model diff against the config in force, and the text diff.
-* ``write_atomically(path, text)``: a temporary file in the same directory, fsynced, renamed over
-  the file (its mode kept), the directory fsynced: a reader sees the old text or the new, never a
-  part. Applying is that, then SIGHUP to the router (its supervisor), exactly what an operator's
+* Applying writes the file with ``lvsbus.host.files.write_atomically`` (a temporary file in the same
+  directory, fsynced, renamed over the file, its mode kept, the directory fsynced: a reader sees the
+  old text or the new, never a part), then SIGHUP to the router (its supervisor), exactly what an operator's
   ``kill -HUP`` does; the router validates again and records ``config.loaded`` or
   ``config.reload_refused`` (then the console puts the previous text back).
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
-import tempfile
 
 from lvsbus.config import ConfigError, Severity, diff, from_dict, loads
 
@@ -46,27 +44,3 @@ def text_diff(old: str, new: str, path: str) -> str:
                                         f"{path} (edited)"))
 
 
-def write_atomically(path: str, text: str, mode: int | None = None) -> None:
-    """``text`` to ``path`` atomically, with ``mode`` (None: the file's own, or 0644 for a new one)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if mode is None:
-        mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".lvsbus-edit.", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
