@@ -10,7 +10,7 @@ answers with the whole route set. It carries out ``bgp.set_routes`` (rewrites th
 ``configure`` over the control socket) and reports ``bgp.routes_applied``. Every 0.5 s it reads
 the sessions and publishes each change as ``bgp.session_changed``; a BIRD that died is started
 again (1 s later, then 2, 4... at most 30) and announced again by ``bgp.speaker_started``; so is
-one that runs but has not answered for ``HUNG_S`` (killed first). A
+one that runs but has not answered for 10 s (killed first): when, ``services/bgp/watch.py``. A
 reload that changes ``[scaleout]`` rewrites ``bird.conf`` and reconfigures BIRD. On stop it stops
 BIRD: the sessions close and the upstream drops this router's routes (a planned stop drains
 first: the core re-announces with GRACEFUL_SHUTDOWN on ``router.shutdown_requested``, for
@@ -37,12 +37,10 @@ from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_con
 
 from .core import BgpCore
 from .speaker import BgpSettings, BirdSpeaker, Route, SpeakerError
+from .watch import SpeakerWatch
 
 log = structlog.get_logger("bgp")
 POLL_S = 0.5
-#: a BIRD that runs but has not answered on its control socket for this long is hung: stopped
-#: (SIGKILL after 1 s) and started again like one that died
-HUNG_S = 10.0
 
 
 def settings_of(cfg: Config, local: str) -> BgpSettings:
@@ -66,12 +64,10 @@ class BgpShell:
                                    stderr=sys.stderr)
         self.stop = asyncio.Event()
         self.sessions: dict[str, tuple[str, str]] = {}
-        self.backoff = 1.0
-        self.restart_at = 0.0
+        self.watch_policy = SpeakerWatch()  # when to start BIRD again, when it is hung
         self.started = False
         self.digest = ""
         self.watcher: asyncio.Future | None = None
-        self.silent_since: float | None = None  # the first unanswered poll of a running BIRD
 
     # -- speaker -----------------------------------------------------------------------------
 
@@ -79,11 +75,10 @@ class BgpShell:
         try:
             version, pid = await asyncio.to_thread(self.speaker.start)
         except SpeakerError as exc:
-            log.error("speaker_start_failed", error=str(exc), retry_in_s=self.backoff)
-            self.restart_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, 30.0)
+            log.error("speaker_start_failed", error=str(exc), retry_in_s=self.watch_policy.not_running(time.monotonic()))
             return
-        self.started, self.silent_since = True, None
+        self.started = True
+        self.watch_policy.started()
         log.info("speaker_started", speaker=self.speaker.name, version=version, pid=pid)
         self.runtime.publish("bgp.speaker_started", {"speaker": self.speaker.name, "version": version[:128],
                                                      "pid": pid, "epoch": time.monotonic_ns()})
@@ -121,16 +116,14 @@ class BgpShell:
                 pass
             if not self.speaker.alive():
                 if self.started:
-                    log.error("speaker_died", retry_in_s=self.backoff)
+                    log.error("speaker_died", retry_in_s=self.watch_policy.not_running(time.monotonic()))
                     self.started = False
                     for peer, (state, _info) in sorted(self.sessions.items()):
                         if state == "up":  # its sessions died with it
                             self.runtime.publish("bgp.session_changed",
                                                  {"peer": peer, "state": "down", "info": "the speaker died"})
                         self.sessions[peer] = ("down", "the speaker died")
-                    self.restart_at = time.monotonic() + self.backoff
-                    self.backoff = min(self.backoff * 2, 30.0)
-                if time.monotonic() >= self.restart_at:
+                if self.watch_policy.start_due(time.monotonic()):
                     await self._start_speaker()
                 continue
             await self._follow_config()
@@ -139,16 +132,12 @@ class BgpShell:
                 sessions = await asyncio.to_thread(self.speaker.sessions)
             except SpeakerError as exc:
                 log.warning("sessions_unreadable", error=str(exc))
-                now = time.monotonic()
-                if self.silent_since is None:
-                    self.silent_since = asked
-                if now - self.silent_since >= HUNG_S:
-                    log.error("speaker_hung", silent_s=round(now - self.silent_since, 1))
-                    self.silent_since = None
+                silent = self.watch_policy.unanswered(asked, time.monotonic())
+                if silent is not None:
+                    log.error("speaker_hung", silent_s=round(silent, 1))
                     await asyncio.to_thread(self.speaker.stop, 1.0)  # not alive: restarted at the next poll
                 continue
-            self.silent_since = None
-            self.backoff = 1.0
+            self.watch_policy.answered()
             for s in sessions:
                 if self.sessions.get(s.peer, ("", ""))[0] != s.state:
                     log.info("session_changed", peer=s.peer, state=s.state, info=s.info)
