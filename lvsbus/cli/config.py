@@ -106,7 +106,7 @@ def _router_host_problems(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
     """(errors, notes) about this host as a router of ``loaded``: on a host that is one of the
     config's routers, what ``lvsbus router`` would refuse at start (the heartbeat key file)."""
     from lvsbus.host import netutil
-    from lvsbus.host.keyfile import key_file_problem
+    from lvsbus.host.keyfile import load_key
     from lvsbus.config.model import identify_local_router
 
     cfg = loaded.config
@@ -120,7 +120,7 @@ def _router_host_problems(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
                      f"bird2): the bgp service could not start (this host is router {me.name})")
     if not cfg.heartbeat.enabled:
         return [], notes
-    problem, certain = key_file_problem(cfg.heartbeat.key_file)
+    _, problem, certain = load_key(cfg.heartbeat.key_file)
     if problem is None:
         return [], notes
     text = f"{loaded.source}: heartbeat.key_file: {problem} (this host is router {me.name}: 'lvsbus router' would refuse to start)"

@@ -4,40 +4,61 @@ pulse authenticates every heartbeat and fence with an HMAC keyed from this file'
 (``lvsbus_services.pulse.wire.key_from_secret``: surrounding whitespace ignored, at least
 ``MIN_SECRET`` bytes), so every router of a cluster needs the same file, readable by root only.
 The router refuses to start without a usable one; ``lvsbus check-config`` on a router host says
-so before; ``lvsbus keys heartbeat`` writes a fresh one.
+so before; ``lvsbus keys heartbeat`` writes a fresh one. ``load_key`` is the one reader of the file
+for all of them (the rules themselves are pure, in ``lvsbus.config.keyrules``).
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+from typing import NamedTuple
 
 from lvsbus.host.files import write_atomically
 from lvsbus.config.keyrules import GENERATED_BYTES, MIN_SECRET, create_hint, mode_problem, secret_problem  # noqa: F401
 
 
-def key_file_problem(path: str) -> tuple[str | None, bool]:
-    """(why the heartbeat key file at ``path`` is not usable, or None; whether that is certain).
+class KeyFile(NamedTuple):
+    """What ``load_key`` found: the file's ``secret`` (its whole content) when usable, else None and
+    the ``problem`` (a line that starts with the file's path and says what to do); ``certain`` is
+    False only when this user may not read the file (check-config as a non-root user), so whether
+    root could use it is not known."""
 
-    Missing, group- or other-accessible, or too short: certain. A file this user may not read
-    (check-config as a non-root user) is only stat'ed: its length is not known (not certain)."""
+    secret: bytes | None
+    problem: str | None
+    certain: bool = True
+
+
+def load_key(path: str) -> KeyFile:
+    """Read the heartbeat key file at ``path`` and judge it with ``lvsbus.config.keyrules``: the
+    one reader of it (pulse keys its HMAC from the secret, the router's start and reload checks and
+    ``check-config`` report the problem). Missing, group- or other-accessible, too short: a problem
+    with the command that mends it."""
+    what = f"{path}: heartbeat key file"
     try:
         st = os.stat(path)
     except OSError as exc:
-        return f"heartbeat key file {path}: {exc.strerror}; {create_hint(path)}", True
+        if exc.errno == errno.ENOENT:
+            return KeyFile(None, f"{what}: {exc.strerror}; {create_hint(path)}")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return KeyFile(None, f"{what}: not reachable by this user ({exc.strerror}), its mode and content "
+                                 "were not checked (run as root)", certain=False)
+        return KeyFile(None, f"{what}: {exc.strerror}")
     bad_mode = mode_problem(st.st_mode)
     if bad_mode:
-        return f"heartbeat key file {path} {bad_mode} (chmod 600 {path})", True
+        return KeyFile(None, f"{what} {bad_mode} (chmod 600 {path})")
     try:
         with open(path, "rb") as fh:
-            secret = fh.read(1 << 20)
+            secret = fh.read()
     except PermissionError:
-        return f"heartbeat key file {path}: not readable by this user, its content was not checked (run as root)", False
+        return KeyFile(None, f"{what}: not readable by this user, its content was not checked (run as root)",
+                       certain=False)
     except OSError as exc:
-        return f"heartbeat key file {path}: {exc.strerror}", True
+        return KeyFile(None, f"{what}: {exc.strerror}")
     bad_secret = secret_problem(secret)
     if bad_secret:
-        return f"heartbeat key file {path} {bad_secret}; {create_hint(path, exists=True)}", True
-    return None, True
+        return KeyFile(None, f"{what} {bad_secret}; {create_hint(path, exists=True)}")
+    return KeyFile(secret, None)
 
 
 def write_heartbeat_key(path: str, force: bool = False) -> str:

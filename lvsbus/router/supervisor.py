@@ -74,8 +74,9 @@ import structlog
 from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.host import privileges
 from lvsbus.host import servicelock
-from lvsbus.config import ConfigError, LoadedConfig, derive, diff, identify_local_router, load, to_dict
+from lvsbus.config import ConfigError, Issue, LoadedConfig, derive, diff, identify_local_router, load, to_dict
 from lvsbus.config.derive import loaded_payload
+from lvsbus.host.keyfile import load_key
 from lvsbus.host.paths import StateDirs
 from lvsbus.router import supervision
 from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, RestartLimits, Supervision
@@ -186,22 +187,13 @@ def config_payload(loaded: LoadedConfig, local: str, reload: bool, diff_: dict) 
                           loaded.warnings, local, reload, diff_)
 
 
-def check_key_file(path: str) -> str | None:
-    """None when the heartbeat key file is usable, else why not (a line that starts with its path)."""
-    issue = key_file_issue(path)
-    return None if issue is None else str(issue)
-
-
-def key_file_issue(path: str):
-    """The key file's problem as an Issue of that file (``PATH: heartbeat key file ...``, with the
-    command that makes one), or None."""
-    from lvsbus.config import Issue
-    from lvsbus.host.keyfile import key_file_problem
-
-    problem = key_file_problem(path)[0]
+def key_file_issue(path: str) -> Issue | None:
+    """The key file's problem (``load_key``: a line that starts with its path, with the command
+    that mends it) as an Issue of that file for ``config.reload_refused``, or None."""
+    problem = load_key(path).problem
     if problem is None:
         return None
-    return Issue(key="", message=problem.replace(f"heartbeat key file {path}", "heartbeat key file", 1), file=path)
+    return Issue(key="", message=problem.removeprefix(f"{path}: "), file=path)
 
 
 def config_vips(cfg, local: str | None = None) -> list[tuple[str, int, str | None]]:
@@ -432,7 +424,7 @@ class Router:
             return 1
         self.local = me.name
         if cfg.heartbeat.enabled:
-            problem = check_key_file(cfg.heartbeat.key_file)
+            problem = load_key(cfg.heartbeat.key_file).problem
             if problem:
                 print(f"lvsbus router: {problem}", file=sys.stderr)
                 return 1

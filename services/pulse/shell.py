@@ -64,22 +64,14 @@ class KeyFileError(RuntimeError):
 
 
 def read_key(path: str) -> bytes:
-    """The HMAC key from the heartbeat key file; refuses a file group or others may read."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        hint = f"; create one with: lvsbus keys heartbeat --out {path}" if exc.errno == errno.ENOENT else ""
-        raise KeyFileError(f"{path}: heartbeat key file: {exc.strerror}{hint}") from None
-    try:
-        wire.check_key_mode(st.st_mode)
-    except ValueError as exc:
-        raise KeyFileError(f"{path}: {exc} (chmod 600 {path})") from None
-    with open(path, "rb") as fh:
-        secret = fh.read()
-    try:
-        return wire.key_from_secret(secret)
-    except ValueError as exc:
-        raise KeyFileError(f"{path}: {exc}") from None
+    """The HMAC key from the heartbeat key file (``lvsbus.host.keyfile.load_key``, the reader the
+    router's checks use: mode 0600 or stricter, at least 16 bytes); KeyFileError says why not."""
+    from lvsbus.host.keyfile import load_key
+
+    secret, problem, _ = load_key(path)
+    if secret is None:
+        raise KeyFileError(problem)
+    return wire.key_from_secret(secret)
 
 
 def next_epoch(state_dir: str, now: float | None = None) -> int:

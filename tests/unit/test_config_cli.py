@@ -127,7 +127,7 @@ def test_check_config_on_a_router_host_reports_a_missing_short_or_readable_key_f
     cfg = _router_host_config(tmp_path, key)
     assert main(["check-config", str(cfg)]) == 1
     err = capsys.readouterr().err
-    assert f"heartbeat key file {key}: No such file or directory" in err
+    assert f"heartbeat.key_file: {key}: heartbeat key file: No such file or directory" in err
     assert f"lvsbus keys heartbeat --out {key}" in err and "router lvs1" in err
     # the router's own refusal names the same command
     assert main(["router", "--config", str(cfg), "--state-dir", str(tmp_path / "state")]) == 1
