@@ -1,6 +1,6 @@
 """The heartbeat key file's rules, pure (no file access): what mode and content make one usable.
-The router's start check and ``check-config`` (``lvsbus.host.keyfile``, which does the I/O) and pulse's
-key reading (``lvsbus_services.pulse.wire``) all decide with these."""
+``lvsbus.host.keyfile.load_key`` (the I/O: pulse's key reading, the router's start and reload checks,
+``check-config``) and pulse's ``key_from_secret`` (``lvsbus_services.pulse.wire``) decide with these."""
 from __future__ import annotations
 
 #: bytes a secret must hold after stripping whitespace (lvsbus_services.pulse.wire.key_from_secret)
@@ -21,8 +21,7 @@ def create_hint(path: str, exists: bool = False) -> str:
 
 def mode_problem(mode: int) -> str | None:
     """Why a key file with this st_mode is not usable (group or others may access it), or None.
-    Pure: the router's start check (``key_file_problem``) and pulse's key reading
-    (``lvsbus_services.pulse.wire.check_key_mode``) both decide with it."""
+    Pure: ``lvsbus.host.keyfile.load_key`` decides with it."""
     if mode & 0o077:
         return f"has mode {mode & 0o777:04o}: it must be 0600 or stricter"
     return None
@@ -30,7 +29,8 @@ def mode_problem(mode: int) -> str | None:
 
 def secret_problem(secret: bytes) -> str | None:
     """Why a key file's content is not a usable secret (fewer than ``MIN_SECRET`` bytes once
-    surrounding whitespace is stripped), or None. Pure, shared as ``mode_problem`` is."""
+    surrounding whitespace is stripped), or None. Pure: ``load_key`` and pulse's ``key_from_secret``
+    decide with it."""
     n = len(secret.strip())
     if n < MIN_SECRET:
         return f"holds {n} bytes: at least {MIN_SECRET} bytes are needed"

@@ -15,8 +15,8 @@ magic, version, MAC (``hmac.compare_digest``), then the body; anything wrong rai
 ``wrong_version``, ``bad_mac``. Sequence numbers and epochs are not checked here: the core does
 that, so that the decision is recorded and replayable.
 
-The key is derived from the secret file's content (``key_from_secret``); the shell reads the file
-and refuses it unless its mode is 0600 or stricter (``check_key_mode``).
+The key is derived from the secret file's content (``key_from_secret``); the file is read, and refused
+unless its mode is 0600 or stricter, by ``lvsbus.host.keyfile.load_key`` (the router's checks use it too).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from lvsbus.config.keyrules import mode_problem, secret_problem
+from lvsbus.config.keyrules import secret_problem
 
 MAGIC = b"LVSP"
 VERSION = 1
@@ -99,17 +99,10 @@ FENCE_FIELDS = {
 def key_from_secret(secret: bytes) -> bytes:
     """The HMAC key from the secret file's bytes (surrounding whitespace ignored, so a trailing
     newline from an editor does not split a cluster). Raises ValueError for an empty secret."""
-    problem = secret_problem(secret)  # the rule the router checks at start (lvsbus.host.keyfile)
+    problem = secret_problem(secret)  # the rule load_key applies (lvsbus.host.keyfile)
     if problem:
         raise ValueError(f"the heartbeat secret {problem}")
     return hashlib.sha256(b"lvsbus-pulse-v1\0" + secret.strip()).digest()
-
-
-def check_key_mode(mode: int) -> None:
-    """Raise ValueError when a key file's st_mode lets group or others read or write it."""
-    problem = mode_problem(mode)
-    if problem:
-        raise ValueError(f"heartbeat key file {problem}")
 
 
 def _seal(key: bytes, kind: int, body: dict) -> bytes:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lvsbus_services.pulse import wire
 from lvsbus_services.pulse.wire import (
-    MAX_DATAGRAM, Fence, Heartbeat, WireError, check_key_mode, decode_datagram, encode_fence,
+    MAX_DATAGRAM, Fence, Heartbeat, WireError, decode_datagram, encode_fence,
     encode_heartbeat, key_from_secret,
 )
 
@@ -95,11 +95,6 @@ def test_key_handling():
     assert key_from_secret(b"0123456789abcdef") != key_from_secret(b"0123456789abcdeF")
     with pytest.raises(ValueError):
         key_from_secret(b"short\n")
-    check_key_mode(0o100600)
-    check_key_mode(0o100400)
-    for bad in (0o100640, 0o100604, 0o100660, 0o100644):
-        with pytest.raises(ValueError):
-            check_key_mode(bad)
 
 
 VALID = [encode_heartbeat(KEY, HB), encode_fence(KEY, FENCE)]
@@ -159,9 +154,10 @@ def test_keyed_garbage_bodies_are_rejected_cleanly(body, kind):
 
 
 def test_pulse_and_the_routers_start_check_apply_one_key_rule():
-    """lvsbus.host.keyfile's mode_problem/secret_problem decide for both (pulse's wire and the router's
-    key_file_problem): a file the router accepts is one pulse can use, and the other way round."""
-    from lvsbus.host.keyfile import mode_problem, secret_problem
+    """key_from_secret refuses exactly the secrets lvsbus.config.keyrules' secret_problem refuses (the
+    rule lvsbus.host.keyfile.load_key checks for pulse and the router): a file the router accepts is
+    one pulse can use, and the other way round."""
+    from lvsbus.config.keyrules import secret_problem
 
     for secret in (b"", b"x" * 15, b"  " + b"x" * 15 + b"\n", b"x" * 16, b"\n" + b"y" * 16 + b"  \n"):
         try:
@@ -170,13 +166,6 @@ def test_pulse_and_the_routers_start_check_apply_one_key_rule():
         except ValueError:
             usable = False
         assert usable == (secret_problem(secret) is None), secret
-    for mode in (0o100600, 0o100400, 0o100640, 0o100604, 0o100700):
-        try:
-            wire.check_key_mode(mode)
-            ok = True
-        except ValueError:
-            ok = False
-        assert ok == (mode_problem(mode) is None), oct(mode)
 
 
 def test_an_effect_sent_arrives_as_the_event_the_core_reads():
