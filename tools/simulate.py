@@ -32,8 +32,8 @@ What is simulated (everything a core does not see directly):
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
   what the kernel refuses: EEXIST, ENOENT);
-* timers exactly as ``lvsbus.runtime.engine`` arms them: after every event the core's ``next_deadline`` is
-  (re)armed, and when it passes a ``timer.fired`` is published through the bus;
+* timers exactly as ``lvsbus.runtime.engine`` arms them (``lvsbus.runtime.timer``): after every event the
+  core's ``next_deadline`` is (re)armed, and when it passes a ``timer.fired`` is published through the bus;
 * clients: they send to the VIP's ARP owner, and are served when it runs, holds the VIP and has a
   healthy real server in its kernel table; ``SimResult.outage_ns`` is the time they were not,
   after the cluster first served.
@@ -105,6 +105,7 @@ from lvsbus.wire.events import REGISTRY, Event, encode
 from lvsbus.ipvs.table import Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
+from lvsbus.runtime.timer import TimerState
 from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
@@ -369,14 +370,14 @@ class SimCheck:
 
 
 class SimService:
-    __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog", "owed")
+    __slots__ = ("name", "core", "state", "up", "timer", "timer_gen", "starts", "backlog", "owed")
 
     def __init__(self, core: Core) -> None:
         self.name = core.name
         self.core = core
         self.state = core.initial()
         self.up = False
-        self.armed: int | None = None  # the deadline the runtime's timer is set for
+        self.timer = TimerState()  # the runtime's timer (lvsbus.runtime.timer): armed and published deadlines
         self.timer_gen = 0
         self.starts = 0
         self.backlog: list[Event] = []  # inputs logged while the service was down
@@ -783,10 +784,9 @@ class Cluster:
 
     def _arm(self, r: SimRouter, svc: SimService) -> None:
         d = svc.core.next_deadline(svc.state)
-        if d == svc.armed:
+        if not svc.timer.arm(d):
             return
-        svc.armed = d
-        svc.timer_gen += 1
+        svc.timer_gen += 1  # the timer set before is cancelled
         if d is not None:
             self._at(r.clock.global_time(d, self.t), "timer", r.name, svc.name, d, svc.timer_gen)
 
@@ -1021,7 +1021,7 @@ class Cluster:
             svc.state = decode_state(svc.core, encode_state(svc.core, svc.state))
         svc.up = True
         svc.starts += 1
-        svc.armed = None
+        svc.timer = TimerState()  # a new process: a new runtime
         svc.timer_gen += 1
         backlog, svc.backlog = svc.backlog, []
         answers, svc.owed = svc.owed, []  # first the inputs it had answered with nothing recorded
@@ -1315,6 +1315,8 @@ class Cluster:
             return
         if r.clock.mono(self.t) < args[2]:  # the clock's rate changed since it was armed
             self._at(r.clock.global_time(args[2], self.t), kind, *args)
+            return
+        if not svc.timer.fire(args[2]):  # a deadline is published once (D, E, then D again: not twice)
             return
         self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
         self.drain(r)
