@@ -108,7 +108,7 @@ from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus.runtime.timer import TimerState
 from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
-from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
+from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, checks_for, next_flush, phase_of, wake_delay
 from lvsbus_services.pulse import wire
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
@@ -116,6 +116,7 @@ from lvsbus_tools.timeline import render_text, timeline
 S = 1_000_000_000
 MS = 1_000_000
 NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
+NANNY_TICK = int(TICK * S)  # ... and wakes at least a tick ahead
 SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
 LINKS = ("public", "private")
 SIM_KEY = wire.key_from_secret(b"lvsbus simulated cluster")  # every router's heartbeat key
@@ -418,6 +419,7 @@ class SimRouter:
         self.wake_gen = 0  # the schedule's wake-up armed last (older ones are stale)
         self.flush_armed = False
         self.nanny_started = 0
+        self.nanny_digest = ""  # the config digest its schedule was planned under
         # the supervisor's decisions (lvsbus.router.supervision, as lvsbus/router/supervisor.py): a new one each boot
         self.supervision = Supervision()
         self.crashed: dict[str, Decision] = {}  # services killed and not restarted yet: the policy's decision
@@ -556,13 +558,6 @@ class Cluster:
         # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
         self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
         self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
-        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
-        self.check_plan: list[tuple[str, str, float, int]] = []
-        if "nanny" in cores_by_name:
-            from lvsbus_services.nanny.core import plan
-
-            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
-                               for pc in plan(self.config) if pc.enabled]
 
     def _init_network(self) -> None:
         # network: (frozenset pair, link) -> state
@@ -696,6 +691,8 @@ class Cluster:
                 for svc.state, step in run_core(svc.core, svc.state, (ev,)):
                     if step.effects:
                         self.answer(r, svc, [(ev.seq, eff) for eff in step.effects])
+                if svc.name == "nanny" and ev.type == "config.loaded":  # the shell's on_event
+                    self._nanny_replan(r)
         for svc in services:
             if svc.up:
                 self._arm(r, svc)
@@ -864,7 +861,8 @@ class Cluster:
         if due is None:
             return
         r.wake_gen += 1
-        mono = max(int(due * S), r.clock.mono(self.t) + int(TICK * S))
+        now = r.clock.mono(self.t)
+        mono = now + wake_delay(int(due * S), now, NANNY_TICK)
         self._at(r.clock.global_time(mono, self.t), "shell", r.name, "nanny", r.shell_gen["nanny"], "wake", r.wake_gen)
 
     def start_check(self, r: SimRouter, chk: "SimCheck", late_us: int) -> None:
@@ -897,9 +895,7 @@ class Cluster:
             self._check_result(r, *p)
         elif what == "flush":
             r.flush_armed = False
-            payload = r.batch.take(self.digest)
-            if payload is not None:
-                self.publish(r, "nanny", "health.check_results", payload)
+            self._nanny_flush(r)
         elif what == "read":
             from lvsbus_services.ipvs.core import table_read_payload
 
@@ -907,6 +903,11 @@ class Cluster:
                 p["request"], r.kernel, dict(r.timeouts), [dict(d) for d in r.daemons], 800))
         elif what == "apply":
             self._apply(r, p)
+
+    def _nanny_flush(self, r: SimRouter) -> None:
+        payload = r.batch.take(r.nanny_digest)
+        if payload is not None:
+            self.publish(r, "nanny", "health.check_results", payload)
 
     def _check_result(self, r: SimRouter, chk: Any, res: tuple) -> None:
         chk.running = False
@@ -1065,8 +1066,21 @@ class Cluster:
         # the shell's schedule and batches (services/nanny/schedule.py, on this router's
         # monotonic clock): each check every interval, at a phase from the crc32 of its id;
         # results leave in batches every 50 ms
-        r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
-        r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
+        r.schedule, r.batch, r.flush_armed, r.nanny_started, r.nanny_digest = Schedule(), ResultBatch(), False, self.t, ""
+        self._nanny_replan(r)
+
+    def _nanny_replan(self, r: SimRouter) -> None:
+        """The shell's ``replan`` (services/nanny/shell.py), at its start and on every ``config.loaded``
+        its core folds: the checks of the config the core is under, unless planned already; the
+        results of the old plan leave first, tagged with its digest."""
+        nanny = r.services["nanny"]
+        planned = checks_for(nanny.state, r.nanny_digest)
+        if planned is None:
+            return
+        self._nanny_flush(r)
+        r.nanny_digest = nanny.state.digest
+        r.schedule.set_checks([SimCheck(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
+                               for pc in planned], r.clock.mono(self.t) / S)
         self._nanny_wake(r)
 
     def stop_service(self, r: SimRouter, svc: SimService) -> None:
