@@ -31,7 +31,7 @@ What is simulated (everything a core does not see directly):
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
-  what the kernel refuses: EEXIST, ENOENT);
+  what the kernel refuses, with its errno: ``lvsbus.ipvs.table.Refused``);
 * timers exactly as ``lvsbus.runtime.engine`` arms them (``lvsbus.runtime.timer``): after every event the
   core's ``next_deadline`` is (re)armed, and when it passes a ``timer.fired`` is published through the bus;
 * clients: they send to the VIP's ARP owner, and are served when it runs, holds the VIP and has a
@@ -102,7 +102,7 @@ from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router
 from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.runtime.core import Core, Effect, run_core
 from lvsbus.wire.events import REGISTRY, Event, encode
-from lvsbus.ipvs.table import Table
+from lvsbus.ipvs.table import Refused, Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus.runtime.timer import TimerState
@@ -922,7 +922,7 @@ class Cluster:
 
     def _apply(self, r: SimRouter, p: dict) -> None:
         """The simulated kernel answers each op of a batch; the shell reports as the real one."""
-        from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+        from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops, batch_applied
 
         ops = p["ops"]
         results: list[tuple[int | None, str, int]] = []
@@ -933,20 +933,16 @@ class Cluster:
                     r.timeouts, r.daemons = timeouts or {}, daemons or []
                 else:
                     r.kernel = apply_ops(r.kernel, [op], strict=True)
-            except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
-                results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
+            except Refused as exc:  # the kernel refuses (lvsbus.ipvs.table: its errno)
+                results.append((exc.errno, str(exc), 0))
                 continue
             results.append((None, "", 40))
-        applied = failed = 0
+        reported: list[tuple[str, dict]] = []
         for i in range(0, len(ops), CHUNK):
             for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
-                if type_ == "ipvs.op_failed":
-                    failed += 1
-                else:
-                    applied += payload["count"]
                 self.publish(r, "ipvs", type_, payload)
-        self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
-                                                       "duration_us": 40 * (applied + failed)})
+                reported.append((type_, payload))
+        self.publish(r, "ipvs", "ipvs.batch_applied", batch_applied(p["batch"], reported, 40 * len(ops)))
 
     def _fos_answers(self, r: SimRouter, fs: FailoverService) -> bool:
         """A check of a failover service from ``r`` goes to its address: ``r`` itself when it holds
