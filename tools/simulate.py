@@ -106,7 +106,7 @@ from lvsbus.ipvs.table import Refused, Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus.runtime.timer import TimerState
-from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
+from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, ROUTER_SUBS, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, checks_for, next_flush, phase_of, wake_delay
 from lvsbus_services.pulse import wire
@@ -993,8 +993,7 @@ class Cluster:
         self.publish(r, "broker", "bus.broker_started", {
             "epoch": f"{self.seed:x}-{r.name}-{r.broker_runs}", "resumed_from": r.next_seq - 1, "recovery": "",
         })
-        self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips",
-                                 "pulse.release_vips"], 900)
+        self.hello(r, "router", list(ROUTER_SUBS), 900)
         self.publish(r, "router", "config.loaded", config_payload(self.model, r.name, self.digest))
         for name in r.supervision.starts(configured=configured_services(self.config)):
             if name in r.services:
