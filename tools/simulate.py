@@ -31,9 +31,9 @@ What is simulated (everything a core does not see directly):
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
-  what the kernel refuses: EEXIST, ENOENT);
-* timers exactly as ``lvsbus.runtime.engine`` arms them: after every event the core's ``next_deadline`` is
-  (re)armed, and when it passes a ``timer.fired`` is published through the bus;
+  what the kernel refuses, with its errno: ``lvsbus.ipvs.table.Refused``);
+* timers exactly as ``lvsbus.runtime.engine`` arms them (``lvsbus.runtime.timer``): after every event the
+  core's ``next_deadline`` is (re)armed, and when it passes a ``timer.fired`` is published through the bus;
 * clients: they send to the VIP's ARP owner, and are served when it runs, holds the VIP and has a
   healthy real server in its kernel table; ``SimResult.outage_ns`` is the time they were not,
   after the cluster first served.
@@ -102,12 +102,13 @@ from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router
 from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.runtime.core import Core, Effect, run_core
 from lvsbus.wire.events import REGISTRY, Event, encode
-from lvsbus.ipvs.table import Table
+from lvsbus.ipvs.table import Refused, Table
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
-from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
+from lvsbus.runtime.timer import TimerState
+from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, ROUTER_SUBS, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
 from lvsbus_services.cores import available
-from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
+from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, checks_for, next_flush, phase_of, wake_delay
 from lvsbus_services.pulse import wire
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
@@ -115,6 +116,7 @@ from lvsbus_tools.timeline import render_text, timeline
 S = 1_000_000_000
 MS = 1_000_000
 NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
+NANNY_TICK = int(TICK * S)  # ... and wakes at least a tick ahead
 SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
 LINKS = ("public", "private")
 SIM_KEY = wire.key_from_secret(b"lvsbus simulated cluster")  # every router's heartbeat key
@@ -369,14 +371,14 @@ class SimCheck:
 
 
 class SimService:
-    __slots__ = ("name", "core", "state", "up", "armed", "timer_gen", "starts", "backlog", "owed")
+    __slots__ = ("name", "core", "state", "up", "timer", "timer_gen", "starts", "backlog", "owed")
 
     def __init__(self, core: Core) -> None:
         self.name = core.name
         self.core = core
         self.state = core.initial()
         self.up = False
-        self.armed: int | None = None  # the deadline the runtime's timer is set for
+        self.timer = TimerState()  # the runtime's timer (lvsbus.runtime.timer): armed and published deadlines
         self.timer_gen = 0
         self.starts = 0
         self.backlog: list[Event] = []  # inputs logged while the service was down
@@ -417,6 +419,7 @@ class SimRouter:
         self.wake_gen = 0  # the schedule's wake-up armed last (older ones are stale)
         self.flush_armed = False
         self.nanny_started = 0
+        self.nanny_digest = ""  # the config digest its schedule was planned under
         # the supervisor's decisions (lvsbus.router.supervision, as lvsbus/router/supervisor.py): a new one each boot
         self.supervision = Supervision()
         self.crashed: dict[str, Decision] = {}  # services killed and not restarted yet: the policy's decision
@@ -555,13 +558,6 @@ class Cluster:
         # asked for (router -> service -> last command: "start"/"stop"), for the pairing invariant
         self.fos_running: dict[str, dict[str, bool]] = {n: {} for n in names}
         self.fos_asked: dict[str, dict[str, str]] = {n: {} for n in names}
-        #: nanny's checks: (check id, real server, interval s, timeout us), in nanny's plan order
-        self.check_plan: list[tuple[str, str, float, int]] = []
-        if "nanny" in cores_by_name:
-            from lvsbus_services.nanny.core import plan
-
-            self.check_plan = [(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
-                               for pc in plan(self.config) if pc.enabled]
 
     def _init_network(self) -> None:
         # network: (frozenset pair, link) -> state
@@ -695,6 +691,8 @@ class Cluster:
                 for svc.state, step in run_core(svc.core, svc.state, (ev,)):
                     if step.effects:
                         self.answer(r, svc, [(ev.seq, eff) for eff in step.effects])
+                if svc.name == "nanny" and ev.type == "config.loaded":  # the shell's on_event
+                    self._nanny_replan(r)
         for svc in services:
             if svc.up:
                 self._arm(r, svc)
@@ -783,10 +781,9 @@ class Cluster:
 
     def _arm(self, r: SimRouter, svc: SimService) -> None:
         d = svc.core.next_deadline(svc.state)
-        if d == svc.armed:
+        if not svc.timer.arm(d):
             return
-        svc.armed = d
-        svc.timer_gen += 1
+        svc.timer_gen += 1  # the timer set before is cancelled
         if d is not None:
             self._at(r.clock.global_time(d, self.t), "timer", r.name, svc.name, d, svc.timer_gen)
 
@@ -864,7 +861,8 @@ class Cluster:
         if due is None:
             return
         r.wake_gen += 1
-        mono = max(int(due * S), r.clock.mono(self.t) + int(TICK * S))
+        now = r.clock.mono(self.t)
+        mono = now + wake_delay(int(due * S), now, NANNY_TICK)
         self._at(r.clock.global_time(mono, self.t), "shell", r.name, "nanny", r.shell_gen["nanny"], "wake", r.wake_gen)
 
     def start_check(self, r: SimRouter, chk: "SimCheck", late_us: int) -> None:
@@ -897,9 +895,7 @@ class Cluster:
             self._check_result(r, *p)
         elif what == "flush":
             r.flush_armed = False
-            payload = r.batch.take(self.digest)
-            if payload is not None:
-                self.publish(r, "nanny", "health.check_results", payload)
+            self._nanny_flush(r)
         elif what == "read":
             from lvsbus_services.ipvs.core import table_read_payload
 
@@ -907,6 +903,11 @@ class Cluster:
                 p["request"], r.kernel, dict(r.timeouts), [dict(d) for d in r.daemons], 800))
         elif what == "apply":
             self._apply(r, p)
+
+    def _nanny_flush(self, r: SimRouter) -> None:
+        payload = r.batch.take(r.nanny_digest)
+        if payload is not None:
+            self.publish(r, "nanny", "health.check_results", payload)
 
     def _check_result(self, r: SimRouter, chk: Any, res: tuple) -> None:
         chk.running = False
@@ -921,7 +922,7 @@ class Cluster:
 
     def _apply(self, r: SimRouter, p: dict) -> None:
         """The simulated kernel answers each op of a batch; the shell reports as the real one."""
-        from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops
+        from lvsbus_services.ipvs.core import CHUNK, GLOBAL_OPS, applied_events, apply_global, apply_ops, batch_applied
 
         ops = p["ops"]
         results: list[tuple[int | None, str, int]] = []
@@ -932,20 +933,16 @@ class Cluster:
                     r.timeouts, r.daemons = timeouts or {}, daemons or []
                 else:
                     r.kernel = apply_ops(r.kernel, [op], strict=True)
-            except KeyError as exc:  # the kernel refuses: EEXIST or ENOENT
-                results.append((17 if "exists" in str(exc) else 2, str(exc), 0))
+            except Refused as exc:  # the kernel refuses (lvsbus.ipvs.table: its errno)
+                results.append((exc.errno, str(exc), 0))
                 continue
             results.append((None, "", 40))
-        applied = failed = 0
+        reported: list[tuple[str, dict]] = []
         for i in range(0, len(ops), CHUNK):
             for type_, payload in applied_events(p["batch"], i, ops[i:i + CHUNK], results[i:i + CHUNK]):
-                if type_ == "ipvs.op_failed":
-                    failed += 1
-                else:
-                    applied += payload["count"]
                 self.publish(r, "ipvs", type_, payload)
-        self.publish(r, "ipvs", "ipvs.batch_applied", {"batch": p["batch"], "applied": applied, "failed": failed,
-                                                       "duration_us": 40 * (applied + failed)})
+                reported.append((type_, payload))
+        self.publish(r, "ipvs", "ipvs.batch_applied", batch_applied(p["batch"], reported, 40 * len(ops)))
 
     def _fos_answers(self, r: SimRouter, fs: FailoverService) -> bool:
         """A check of a failover service from ``r`` goes to its address: ``r`` itself when it holds
@@ -996,8 +993,7 @@ class Cluster:
         self.publish(r, "broker", "bus.broker_started", {
             "epoch": f"{self.seed:x}-{r.name}-{r.broker_runs}", "resumed_from": r.next_seq - 1, "recovery": "",
         })
-        self.hello(r, "router", ["pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips",
-                                 "pulse.release_vips"], 900)
+        self.hello(r, "router", list(ROUTER_SUBS), 900)
         self.publish(r, "router", "config.loaded", config_payload(self.model, r.name, self.digest))
         for name in r.supervision.starts(configured=configured_services(self.config)):
             if name in r.services:
@@ -1021,7 +1017,7 @@ class Cluster:
             svc.state = decode_state(svc.core, encode_state(svc.core, svc.state))
         svc.up = True
         svc.starts += 1
-        svc.armed = None
+        svc.timer = TimerState()  # a new process: a new runtime
         svc.timer_gen += 1
         backlog, svc.backlog = svc.backlog, []
         answers, svc.owed = svc.owed, []  # first the inputs it had answered with nothing recorded
@@ -1065,8 +1061,21 @@ class Cluster:
         # the shell's schedule and batches (services/nanny/schedule.py, on this router's
         # monotonic clock): each check every interval, at a phase from the crc32 of its id;
         # results leave in batches every 50 ms
-        r.schedule, r.batch, r.flush_armed, r.nanny_started = Schedule(), ResultBatch(), False, self.t
-        r.schedule.set_checks([SimCheck(*c) for c in self.check_plan], r.clock.mono(self.t) / S)
+        r.schedule, r.batch, r.flush_armed, r.nanny_started, r.nanny_digest = Schedule(), ResultBatch(), False, self.t, ""
+        self._nanny_replan(r)
+
+    def _nanny_replan(self, r: SimRouter) -> None:
+        """The shell's ``replan`` (services/nanny/shell.py), at its start and on every ``config.loaded``
+        its core folds: the checks of the config the core is under, unless planned already; the
+        results of the old plan leave first, tagged with its digest."""
+        nanny = r.services["nanny"]
+        planned = checks_for(nanny.state, r.nanny_digest)
+        if planned is None:
+            return
+        self._nanny_flush(r)
+        r.nanny_digest = nanny.state.digest
+        r.schedule.set_checks([SimCheck(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
+                               for pc in planned], r.clock.mono(self.t) / S)
         self._nanny_wake(r)
 
     def stop_service(self, r: SimRouter, svc: SimService) -> None:
@@ -1315,6 +1324,8 @@ class Cluster:
             return
         if r.clock.mono(self.t) < args[2]:  # the clock's rate changed since it was armed
             self._at(r.clock.global_time(args[2], self.t), kind, *args)
+            return
+        if not svc.timer.fire(args[2]):  # a deadline is published once (D, E, then D again: not twice)
             return
         self.publish(r, svc.name, "timer.fired", {"service": svc.name, "deadline_ns": args[2]})
         self.drain(r)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass, field, replace
+from errno import EEXIST, ENOENT, ESRCH
 from typing import Iterable, Mapping
 
 FAMILIES = ("inet", "inet6")
@@ -318,10 +319,20 @@ def entry_ops(key: ServiceKey, old: Entry | None, new: Entry | None) -> list[dic
     return ops
 
 
+class Refused(KeyError):
+    """An op the kernel refuses, with its errno as the kernel's IPVS netlink answers it: EEXIST for
+    an add of a service or destination present, ESRCH for any other op on a service absent, ENOENT
+    for an edit or delete of a destination absent."""
+
+    def __init__(self, message: str, errno: int) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 def apply_ops(table: Table, ops: Iterable[dict], strict: bool = True) -> Table:
     """The pure simulator: ``ops`` folded into ``table`` as the kernel would. ``strict``: an add of
-    something present, or an edit/delete of something absent, raises ``KeyError`` (as the kernel
-    refuses it with EEXIST/ENOENT); otherwise such an op is skipped."""
+    something present, or an edit/delete of something absent, raises ``Refused`` (a ``KeyError``:
+    the kernel's refusal and its errno); otherwise such an op is skipped."""
     entries = dict(table.items())
     for op in ops:
         try:
@@ -340,13 +351,15 @@ def _apply_one(entries: dict, op: dict) -> None:
     a = op["attrs"]
     if kind == "add_service" or kind == "edit_service":
         if (kind == "add_service") == (key in entries):
-            raise KeyError(f"{kind} {key}: {'exists' if key in entries else 'no such service'}")
+            if key in entries:
+                raise Refused(f"{kind} {key}: exists", EEXIST)
+            raise Refused(f"{kind} {key}: no such service", ESRCH)
         svc = service_from_attrs(key, a)
         old = entries.get(key)
         entries[key] = Entry(svc, old.dests if old else {})
         return
     if key not in entries:
-        raise KeyError(f"{kind} {key}: no such service")
+        raise Refused(f"{kind} {key}: no such service", ESRCH)
     if kind == "del_service":
         del entries[key]
         return
@@ -355,11 +368,13 @@ def _apply_one(entries: dict, op: dict) -> None:
     d = dict(e.dests)
     if kind == "del_dest":
         if dk not in d:
-            raise KeyError(f"del_dest {key} {dk}: no such destination")
+            raise Refused(f"del_dest {key} {dk}: no such destination", ENOENT)
         del d[dk]
     else:
         if (kind == "add_dest") == (dk in d):
-            raise KeyError(f"{kind} {key} {dk}: {'exists' if dk in d else 'no such destination'}")
+            if dk in d:
+                raise Refused(f"{kind} {key} {dk}: exists", EEXIST)
+            raise Refused(f"{kind} {key} {dk}: no such destination", ENOENT)
         host, port = parse_dest_key(dk)
         nd = Dest(host, port, a["forwarding"], a["weight"], a.get("upper", 0), a.get("lower", 0))
         d[nd.key] = nd
@@ -368,5 +383,5 @@ def _apply_one(entries: dict, op: dict) -> None:
 
 __all__ = [
     "ServiceKey", "Service", "Dest", "Entry", "Table", "SCHEDULERS", "FORWARDING", "PROTOCOLS", "replace",
-    "SERVICE_OPS", "DEST_OPS", "SERVICE_FLAGS", "PERSISTENCE_ENGINES", "service_attrs", "service_from_attrs", "dest_attrs", "parse_dest_key", "entry_ops", "apply_ops",
+    "SERVICE_OPS", "DEST_OPS", "SERVICE_FLAGS", "PERSISTENCE_ENGINES", "service_attrs", "service_from_attrs", "dest_attrs", "parse_dest_key", "entry_ops", "apply_ops", "Refused",
 ]

@@ -49,6 +49,9 @@ WHEN = dict(SERVICES)
 ABANDONABLE = ("nanny",)
 #: services whose restart loop never steps the router down: the router serves without them
 OPTIONAL = ("web",)
+#: what the router's own bus client subscribes to: pulse's lvsd orders (it starts and stops lvsd),
+#: the role and pulse's VIP effects (its status)
+ROUTER_SUBS = ("pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips", "pulse.release_vips")
 
 
 #: what in a config (``lvsbus.config.Config``) turns each CONFIGURED service on; a change of it

@@ -79,7 +79,7 @@ from lvsbus.config.derive import loaded_payload
 from lvsbus.host.keyfile import load_key
 from lvsbus.host.paths import StateDirs
 from lvsbus.router import supervision
-from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, RestartLimits, Supervision
+from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, ROUTER_SUBS, RestartLimits, Supervision
 
 log = structlog.get_logger("lvsbus.router.supervisor")
 
@@ -589,7 +589,7 @@ class Router:
 
         self.client = BusClient(
             self.dirs.run, "router",
-            subs=("pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips", "pulse.release_vips"),
+            subs=ROUTER_SUBS,
             log_dir=self.dirs.log,
         )
         assert self.loaded is not None

@@ -44,6 +44,7 @@ from lvsbus.wire.events import Event, decodable, decode
 from lvsbus.log import LogReader
 from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.snapshot import SnapshotStore, SnapshotVersionError, decode_state, encode_state
+from lvsbus.runtime.timer import TimerState
 
 log = structlog.get_logger("lvsbus.runtime.engine")
 
@@ -75,8 +76,7 @@ class ServiceRuntime:
         # no snapshot may be taken past their inputs, or a restart could never recompute them
         self._owed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: int | None = None
-        self._published_deadline: int | None = None
+        self._timers = TimerState()
         self.subs = tuple(dict.fromkeys(core.inputs + ("timer.fired",) + extra_subs))
         self.client: AsyncBusClient | None = None
         self.on_event: Callable[[Event], None] | None = None  # shells may watch every input too
@@ -325,22 +325,20 @@ class ServiceRuntime:
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline(self.state)
-        if deadline == self._timer_deadline:
+        if not self._timers.arm(deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_deadline = deadline
         if deadline is None:
             return
         delay = max(0.0, (deadline - time.monotonic_ns()) / 1e9)
         self._timer = asyncio.get_running_loop().call_later(delay, self._fire, deadline)
 
     def _fire(self, deadline: int) -> None:
-        self._timer = None  # _timer_deadline stays: this deadline is done until the core asks for another
-        if self._published_deadline == deadline or self.client is None:
+        self._timer = None  # still armed for this deadline: done until the core asks for another
+        if self.client is None or not self._timers.fire(deadline):
             return
-        self._published_deadline = deadline
         self.client.publish_nowait("timer.fired", {"service": self.core.name, "deadline_ns": deadline})
 
     def publish(self, type_: str, payload: dict) -> None:

@@ -178,6 +178,18 @@ def applied_events(batch: int, first: int, ops: list[Op], results: list[tuple[in
     return out
 
 
+def batch_applied(batch: int, reported: list[tuple[str, dict]], duration_us: int) -> dict:
+    """``ipvs.batch_applied``, the end of a batch whose chunks were reported as ``reported`` (every
+    ``applied_events`` of the batch, in order): how many ops the kernel accepted and refused."""
+    applied = failed = 0
+    for type_, p in reported:
+        if type_ == "ipvs.op_failed":
+            failed += 1
+        else:
+            applied += p["count"]
+    return {"batch": batch, "applied": applied, "failed": failed, "duration_us": duration_us}
+
+
 def _daemon_differs(a: dict, b: dict) -> bool:
     return (a.get("ifname"), a.get("syncid")) != (b.get("ifname"), b.get("syncid"))
 

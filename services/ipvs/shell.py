@@ -44,7 +44,7 @@ from lvsbus.ipvs.stats import Sampler
 from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
-from .core import CHUNK, ApplierCore, applied_events, table_read_payload
+from .core import CHUNK, ApplierCore, applied_events, batch_applied, table_read_payload
 
 log = structlog.get_logger("ipvs")
 
@@ -165,7 +165,7 @@ class ApplierShell:
     async def _apply(self, payload: dict) -> None:
         batch = payload["batch"]
         ops = payload["ops"]
-        applied = failed = 0
+        reported: list[tuple[str, dict]] = []
         t0 = time.monotonic_ns()
         publish = self.runtime.publish
         for i in range(0, len(ops), CHUNK):
@@ -177,16 +177,14 @@ class ApplierShell:
                 self._urgent -= 1
             for type_, p in applied_events(batch, i, chunk, results):
                 if type_ == "ipvs.op_failed":
-                    failed += 1
                     op = p["op"]
                     log.warning("op_failed", batch=batch, op=op["op"], service=op["service"], dest=op["dest"],
                                 errno=p["errno"], error=p["error"])
-                else:
-                    applied += p["count"]
                 publish(type_, p)
-        publish("ipvs.batch_applied", {"batch": batch, "applied": applied, "failed": failed,
-                                       "duration_us": (time.monotonic_ns() - t0) // 1000})
-        log.info("batch_applied", batch=batch, applied=applied, failed=failed, reason=payload["reason"])
+                reported.append((type_, p))
+        done = batch_applied(batch, reported, (time.monotonic_ns() - t0) // 1000)
+        publish("ipvs.batch_applied", done)
+        log.info("batch_applied", batch=batch, applied=done["applied"], failed=done["failed"], reason=payload["reason"])
 
     # -- traffic figures -------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Callable
 
 from lvsbus.config.model import Check
 
-from .schedule import TICK, Schedule, phase_of
+from .schedule import Schedule, phase_of, wake_delay
 
 READ_LIMIT = 1 << 20  # bytes read from a reply at most (http body, expect search)
 OUTPUT_LIMIT = 1 << 16  # program output kept
@@ -289,8 +289,6 @@ class Scheduler:
     """Runs the checks when ``schedule.Schedule`` says (its decisions are pure: the clock is read
     here, and given to it)."""
 
-    TICK = TICK
-
     def __init__(self, on_result: OnResult, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.on_result = on_result
         self.loop = loop or asyncio.get_event_loop()
@@ -333,7 +331,7 @@ class Scheduler:
         due = self.schedule.next_deadline()
         if due is None or not self.running:
             return
-        self._wake = self.loop.call_later(max(due - time.monotonic(), self.TICK), self._tick)
+        self._wake = self.loop.call_later(wake_delay(due, time.monotonic()), self._tick)
 
     def _tick(self) -> None:
         self._wake = None

@@ -10,6 +10,8 @@ The real shell (``checks.Scheduler`` on an asyncio loop, ``shell.NannyShell``) a
   resumes at its schedule rather than bursting; a check still running when it is due again is
   skipped (counted), never run twice at once. ``set_checks`` keeps the schedule of a check whose
   settings did not change.
+* ``checks_for``: what to schedule, from the config the core is under (at the shell's start and on
+  every ``config.loaded``); ``wake_delay``: when the shell's scheduler wakes next.
 * ``ResultBatch``: results leave as one ``health.check_results`` payload every ``FLUSH_S`` seconds,
   or as soon as ``FLUSH_N`` are waiting, tagged with the config digest they were scheduled under.
 """
@@ -19,6 +21,8 @@ import heapq
 import zlib
 from typing import Any
 
+from .core import NannyState, PlannedCheck, plan
+
 TICK = 0.002  # seconds: checks due within a tick start together
 FLUSH_S = 0.05  # results leave every 50 ms...
 FLUSH_N = 2000  # ... or as soon as this many wait
@@ -27,6 +31,23 @@ FLUSH_N = 2000  # ... or as soon as this many wait
 def phase_of(check_id: str, interval: float) -> float:
     """Where in its interval a check runs: the crc32 of its id, spread over the interval."""
     return (zlib.crc32(check_id.encode()) / 2**32) * interval
+
+
+def checks_for(state: NannyState | None, planned_digest: str) -> list[PlannedCheck] | None:
+    """The checks the shell is to schedule now: the enabled checks of nanny's plan of the config its
+    core is under, or None when there is nothing to plan again: no config yet, or
+    the one whose ``digest`` was planned already (``planned_digest``). Asked at the shell's start
+    and on every ``config.loaded``; before the new plan, the results of the old one leave tagged
+    with its digest."""
+    if state is None or state.config is None or state.digest == planned_digest:
+        return None
+    return [pc for pc in plan(state.config) if pc.enabled]
+
+
+def wake_delay(due: float, now: float, tick: float = TICK) -> float:
+    """How long the shell's scheduler sleeps before it asks ``take_due`` again: until the next check
+    is due, at least a tick (``tick``: in the unit of ``due`` and ``now``)."""
+    return max(due - now, tick)
 
 
 def first_due(phase: float, interval: float, now: float) -> float:

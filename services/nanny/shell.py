@@ -32,8 +32,8 @@ from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
 from .checks import Scheduler, new_loop, raise_nofile
-from .core import NannyCore, plan
-from .schedule import FLUSH_S, ResultBatch
+from .core import NannyCore
+from .schedule import FLUSH_S, ResultBatch, checks_for
 
 log = structlog.get_logger("nanny")
 
@@ -77,17 +77,14 @@ class NannyShell:
     # -- the schedule, from the core's config -----------------------------------------------
 
     def replan(self) -> None:
-        st = self.runtime.state
-        if st is None or st.config is None or self.sched is None:
-            return
-        if st.digest == self.digest:
+        if self.sched is None or (planned := checks_for(self.runtime.state, self.digest)) is None:
             return
         self.flush()  # results scheduled under the previous config leave tagged with it
-        self.digest = st.digest
-        specs = [(pc.id, pc.address, pc.probe, pc.check) for pc in plan(st.config) if pc.enabled]
+        self.digest = self.runtime.state.digest
+        specs = [(pc.id, pc.address, pc.probe, pc.check) for pc in planned]
         raise_nofile(2 * len(specs) + 256)
         self.sched.set_checks(specs)
-        log.info("checks_planned", checks=len(specs), digest=st.digest[:12])
+        log.info("checks_planned", checks=len(specs), digest=self.digest[:12])
 
     def on_event(self, ev) -> None:
         if ev.type == "config.loaded":

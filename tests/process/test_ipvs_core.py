@@ -491,7 +491,7 @@ def test_planned_result_is_the_plan_folded(seed):
 
 def test_the_shells_report_of_a_chunk_runs_of_accepted_ops_and_each_refused_op_in_its_place():
     """The real shell and the simulator report a batch with this one function (services/ipvs/core.py)."""
-    from lvsbus_services.ipvs.core import applied_events
+    from lvsbus_services.ipvs.core import applied_events, batch_applied
 
     ops = [{"op": "add_dest", "service": "tcp:10.0.0.1:80", "dest": f"192.168.0.{i}:80", "attrs": {}} for i in range(5)]
     ok, eexist = (None, "", 10), (17, "File exists", 0)
@@ -503,6 +503,36 @@ def test_the_shells_report_of_a_chunk_runs_of_accepted_ops_and_each_refused_op_i
     ]
     assert applied_events(1, 0, ops[:1], [eexist]) == [("ipvs.op_failed", {"batch": 1, "op": ops[0], "errno": 17,
                                                                           "error": "File exists"})]
+    second = applied_events(7, 261, ops[:2], [eexist, ok])
+    assert batch_applied(7, got + second, 900) == {"batch": 7, "applied": 5, "failed": 2, "duration_us": 900}
+    assert batch_applied(8, [], 0) == {"batch": 8, "applied": 0, "failed": 0, "duration_us": 0}
+
+
+def test_the_simulated_kernel_refuses_with_the_kernels_errno():
+    """EEXIST for an add of something present, ESRCH for any other op on a service absent, ENOENT
+    for a destination absent (as ip_vs_ctl.c answers; tests/kernel/test_netlink.py asks the real one)."""
+    import errno
+
+    from lvsbus.ipvs.table import Refused
+
+    svc = {"op": "add_service", "service": "tcp:10.0.0.1:80", "dest": None,
+           "attrs": {"scheduler": "rr", "persistence": 0, "netmask": 32, "flags": []}}
+    dest = {"op": "add_dest", "service": "tcp:10.0.0.1:80", "dest": "192.168.0.1:80",
+            "attrs": {"forwarding": "direct", "weight": 1}}
+    t = apply_ops(Table(), [svc, dest])
+
+    def refusal(table, op):
+        with pytest.raises(Refused) as ei:
+            apply_ops(table, [op], strict=True)
+        return ei.value.errno
+
+    assert refusal(t, svc) == errno.EEXIST and refusal(t, dest) == errno.EEXIST
+    for kind in ("edit_service", "del_service"):
+        assert refusal(Table(), {**svc, "op": kind}) == errno.ESRCH
+    assert refusal(Table(), dest) == errno.ESRCH  # a destination of a service absent
+    for kind in ("edit_dest", "del_dest"):
+        assert refusal(t, {**dest, "op": kind, "dest": "192.168.0.9:80"}) == errno.ENOENT
+    assert apply_ops(t, [svc, dest], strict=False) == t  # not strict: refused ops are skipped
 
 
 def test_global_ops_fold_as_the_kernel_applies_them():

@@ -275,3 +275,21 @@ def test_history_survives_a_snapshot_and_an_old_snapshot_without_it_is_read():
     for row in data["machines"]:
         del row[5:]  # the form written before history was kept
     assert core.restore(data).machines["web/s0"].fresh is False  # DOWN: it has history
+
+
+def test_the_shell_plans_the_checks_of_the_config_its_core_is_under_once_a_digest():
+    from lvsbus_services.nanny.schedule import TICK, checks_for, wake_delay
+
+    assert checks_for(NannyCore().initial(), "") is None  # no config yet: nothing to check
+    cfg = make_config(3)
+    f = Feed(cfg)
+    planned = checks_for(f.st, "")
+    assert [pc.id for pc in planned] == ["web/s0", "web/s1", "web/s2"]
+    assert checks_for(f.st, f.digest) is None  # planned already under this digest
+    vs = cfg.virtual_services[0]
+    off = dataclasses.replace(vs.servers[1], active=False)
+    f.config(dataclasses.replace(cfg, virtual_services=(dataclasses.replace(vs, servers=(vs.servers[0], off, vs.servers[2])),)),
+             digest="d-new")
+    assert [pc.id for pc in checks_for(f.st, "d0")] == ["web/s0", "web/s2"]  # a new digest: planned again, enabled only
+    assert wake_delay(10.5, 10.0) == 0.5 and wake_delay(10.0, 10.0) == TICK and wake_delay(9.0, 10.0) == TICK
+    assert wake_delay(1_000, 990, 2) == 10 and wake_delay(1_000, 999, 2) == 2  # any unit: the simulator's ns

@@ -269,7 +269,7 @@ def test_a_core_left_without_its_timer_is_caught(monkeypatch):
 
     def forgetful(self, r, svc):
         if svc.name == "pulse" and self.t > 8 * S:  # nobody's heartbeat timer fires any more
-            svc.armed = svc.core.next_deadline(svc.state)  # thinks it armed it, never fires
+            svc.timer.armed = svc.core.next_deadline(svc.state)  # thinks it armed it, never fires
             return
         return real(self, r, svc)
 
