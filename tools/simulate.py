@@ -109,6 +109,7 @@ from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WH
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
 from lvsbus_services.pulse import wire
+from lvsbus_services.pulse.core import grow_epoch
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
 
@@ -393,7 +394,7 @@ class SimRouter:
         self.services = {c.name: SimService(c) for c in cores}
         self.up = False
         self.frozen_until = 0
-        self.epoch = 0  # pulse's persisted boot epoch counter
+        self.epoch = 0  # pulse's persisted boot epoch counter (STATE_DIR/pulse.epoch: kept across host crashes)
         self.broker_runs = 0
         self.vips: dict[str, dict] = {}  # address -> vip payload
         self.nic_up = {link: True for link in LINKS}
@@ -1047,7 +1048,7 @@ class Cluster:
                 r.reconcile_due = True
 
     def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
-        r.epoch += 1
+        r.epoch = grow_epoch(r.epoch, r.clock.wall(self.t) // S)  # the shell's next_epoch, on this router's wall clock
         self.publish(r, "pulse", "pulse.started", {
             "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
             "key_loaded": True, "listen": True,

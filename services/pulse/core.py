@@ -281,6 +281,13 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
 TAKE, RELEASE = "take", "release"
 
 
+def grow_epoch(last: int, wall_s: float) -> int:
+    """pulse's boot epoch for a new start (``pulse.started``), from the last one stored and the
+    wall clock (seconds): ``max(last + 1, wall seconds)``. It always grows, even when the wall clock
+    went back; and it starts above every epoch the peers heard when the stored one was lost."""
+    return max(last + 1, int(wall_s))
+
+
 def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tuple[Vip, ...]] | None:
     """What a restarted pulse does with the VIPs once the answers it owed are recorded and run
     (``on_caught_up``): ACTIVE, make sure they are there and announce them once (a takeover

@@ -11,7 +11,8 @@ subscribes to those effect events and starts or stops lvsd and the applier itsel
 processes).
 
 The boot epoch grows on every start: ``STATE_DIR/pulse.epoch`` holds the last one, and the new one
-is ``max(last + 1, wall-clock seconds)``, written (fsync, rename) before ``pulse.started`` goes out.
+is ``grow_epoch(last, wall-clock seconds)`` (the core's: ``max(last + 1, wall seconds)``, as the
+simulator's), written (fsync, rename) before ``pulse.started`` goes out.
 
 Effects run only once their records are durable in the log (``lvsbus.runtime.engine``: write-ahead).
 
@@ -50,7 +51,9 @@ from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments
 
 from . import wire
-from .core import TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, link_changes, reconcile_vips
+from .core import (
+    TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, grow_epoch, link_changes, reconcile_vips,
+)
 
 log = structlog.get_logger("pulse")
 
@@ -83,7 +86,7 @@ def read_key(path: str) -> bytes:
 
 
 def next_epoch(state_dir: str, now: float | None = None) -> int:
-    """Read, grow and durably store the boot epoch counter: ``max(last + 1, wall seconds)``."""
+    """Read, grow (``grow_epoch``) and durably store the boot epoch counter."""
     path = os.path.join(state_dir, EPOCH_FILE)
     last = 0
     try:
@@ -91,13 +94,8 @@ def next_epoch(state_dir: str, now: float | None = None) -> int:
             last = int(fh.read().strip() or 0)
     except (OSError, ValueError):
         last = 0
-    epoch = max(last + 1, int(now if now is not None else time.time()))
-    write_atomically(path, f"{epoch}\n", 0o600)
-    dfd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    epoch = grow_epoch(last, now if now is not None else time.time())
+    write_atomically(path, f"{epoch}\n", 0o600)  # (the directory fsynced too)
     return epoch
 
 

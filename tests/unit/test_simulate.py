@@ -211,6 +211,23 @@ def test_more_routers_a_backups_pulse_restart_never_fails_over(name, tmp_path):
     assert [e.payload["peer"] for e in events["lvs1"] if e.type == "pulse.peer_restarted"] == [restarted]
 
 
+def test_pulse_epochs_grow_from_the_routers_wall_clock(tmp_path):
+    """pulse.started's epoch is the real shell's ``grow_epoch(last, wall seconds)`` on the router's
+    own wall clock: wall seconds when those are higher (lvs1's restart), the last one + 1 when the
+    wall clock went back (lvs2's, an hour back, then a host crash and a pulse crash)."""
+    from lvsbus_tools.timeline import read_events
+
+    faults = [Fault(7 * S, "wall_step", "lvs2", 0, -3_600_000), Fault(8 * S, "router_crash", "lvs2", 2 * S),
+              Fault(9 * S, "service_crash", "lvs1/pulse", 1 * S), Fault(14 * S, "service_crash", "lvs2/pulse", 1 * S)]
+    res = run_seed(3, log_root=str(tmp_path), faults=faults, verify=True)
+    assert res.ok, res.summary()
+    started = {n: [e for e in read_events(path) if e.type == "pulse.started"] for n, path in res.logs.items()}
+    one, two = ([e.payload["epoch"] for e in started[n]] for n in ("lvs1", "lvs2"))
+    assert len(one) == 2 and len(two) == 3
+    assert one == [e.wall_ns // S for e in started["lvs1"]] and one[1] > one[0] + 1
+    assert two == [started["lvs2"][0].wall_ns // S, two[0] + 1, two[0] + 2]
+
+
 def test_three_routers_late_news_of_two_peers_within_a_deadtime(tmp_path):
     """Simulator seed 12442 of --routers 3 (found by the sweep of 10000-12499), shrunk: lvs2 and then
     lvs3 stall for ~3 s. Each resumes believing lvs1 dead, takes over (clients move to it), hears
