@@ -109,7 +109,7 @@ from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WH
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, next_flush, phase_of
 from lvsbus_services.pulse import wire
-from lvsbus_services.pulse.core import grow_epoch
+from lvsbus_services.pulse.core import grow_epoch, started_payload
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
 
@@ -1049,10 +1049,8 @@ class Cluster:
 
     def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
         r.epoch = grow_epoch(r.epoch, r.clock.wall(self.t) // S)  # the shell's next_epoch, on this router's wall clock
-        self.publish(r, "pulse", "pulse.started", {
-            "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
-            "key_loaded": True, "listen": True,
-        })
+        self.publish(r, "pulse", "pulse.started", started_payload(
+            r.epoch, r.name, [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"], key_loaded=True))
         # the shell's link watch starts from what the core believes (services/pulse/shell.py
         # _watch_links): a NIC that changed while pulse was down is reported at its first poll
         from lvsbus_services.pulse.core import link_changes

@@ -17,6 +17,7 @@ The state is mutated in place and returned (the core loop owns it); ``snapshot``
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -286,6 +287,14 @@ def grow_epoch(last: int, wall_s: float) -> int:
     wall clock (seconds): ``max(last + 1, wall seconds)``. It always grows, even when the wall clock
     went back; and it starts above every epoch the peers heard when the stored one was lost."""
     return max(last + 1, int(wall_s))
+
+
+def started_payload(epoch: int, hostname: str, addresses: Iterable[str], key_loaded: bool) -> dict:
+    """``pulse.started``, as the shell publishes it once its sockets are bound (the real shell and
+    the simulator): its boot epoch, the host's name and addresses (sorted, as many as the event
+    holds), whether the heartbeat key was read; ``listen``: it heard nothing while it was down."""
+    return {"epoch": epoch, "hostname": hostname[:256], "addresses": sorted(addresses)[:1024],
+            "key_loaded": key_loaded, "listen": True}
 
 
 def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tuple[Vip, ...]] | None:

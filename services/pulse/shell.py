@@ -53,6 +53,7 @@ from lvsbus.runtime.engine import ServiceRuntime, service_arguments
 from . import wire
 from .core import (
     TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, grow_epoch, link_changes, reconcile_vips,
+    started_payload,
 )
 
 log = structlog.get_logger("pulse")
@@ -238,11 +239,8 @@ class PulseShell:
         # a backup took over there (peer_dead) before it could learn it had restarted and listen
         await self._open_sockets(read=False)
         epoch = self._epoch if self._epoch is not None else next_epoch(self.dirs.root)
-        addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
-        self.runtime.publish("pulse.started", {
-            "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
-            "key_loaded": self.key is not None, "listen": True,
-        })
+        addresses = await self._nl(netutil.local_addresses)
+        self.runtime.publish("pulse.started", started_payload(epoch, socket.gethostname(), addresses, self.key is not None))
         self._read_sockets()
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
         if self.monitor_links:

@@ -1096,3 +1096,16 @@ def test_the_shells_vip_reconciliation_and_link_watch_decide_in_pure_code():
     assert link_changes(known, {"public": False, "private": True}) == []  # never reported: up
     assert link_changes(known, {"public": True, "private": False}) == [("public", True), ("private", False)]
     assert known == {"public": True, "private": False}
+
+
+def test_pulse_started_is_built_once_for_the_shell_and_the_simulator():
+    """started_payload: the real shell's and the simulator's pulse.started (a valid event, the
+    addresses sorted, both cut to what the event holds)."""
+    from lvsbus.wire.events import REGISTRY
+    from lvsbus_services.pulse.core import started_payload
+
+    p = started_payload(1_767_225_600, "h" * 300, {"10.0.0.2", "10.0.0.1", "::1"}, key_loaded=False)
+    REGISTRY.validate("pulse.started", REGISTRY.latest("pulse.started").version, p)
+    assert p == {"epoch": 1_767_225_600, "hostname": "h" * 256, "addresses": ["10.0.0.1", "10.0.0.2", "::1"],
+                 "key_loaded": False, "listen": True}
+    assert len(started_payload(1, "h", [f"10.1.{i // 256}.{i % 256}" for i in range(2000)], True)["addresses"]) == 1024
