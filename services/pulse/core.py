@@ -312,6 +312,36 @@ def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tupl
     return None
 
 
+#: the link watch polls no more often than this, whatever the keepalive
+LINK_POLL_MIN_NS = 20_000_000
+
+
+def link_poll_interval(keepalive_ns: int) -> int:
+    """How often (ns) the shell's link watch polls the links: every keepalive, at least 20 ms apart."""
+    return max(LINK_POLL_MIN_NS, keepalive_ns)
+
+
+def configured_devices(model: dict, local: str) -> dict[str, str | None]:
+    """This router's heartbeat links (public; private when it has a private address) and the
+    device the config names for each (``routers[].device``, ``private_device``; None: the shell
+    uses the device holding the link's address). ``model``: a ``config.loaded`` model."""
+    for r in model["routers"]:
+        if r["name"] == local:
+            out = {"public": r.get("device")}
+            if r.get("private_address"):
+                out["private"] = r.get("private_device")
+            return out
+    return {}
+
+
+def link_devices(model: dict, local: str) -> dict[str, str | None]:
+    """The links the shell's link watch polls, with their configured devices
+    (``configured_devices``): none unless ``heartbeat.monitor_links``."""
+    if not model["heartbeat"].get("monitor_links"):
+        return {}
+    return configured_devices(model, local)
+
+
 def link_changes(known: dict[str, bool], observed: dict[str, bool]) -> list[tuple[str, bool]]:
     """The ``pulse.link_changed`` to publish for a poll of the links: each link whose state differs
     from what is known (a link never reported counts as up); ``known`` is updated. The shell's

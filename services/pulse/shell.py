@@ -2,7 +2,8 @@
 
     UDP datagrams on each link --decode + MAC--> pulse.heartbeat_received / pulse.fence_received
                                   (anything bad: pulse.datagram_rejected, counted, never the core)
-    link state (netlink, polled every keepalive when monitor_links) --> pulse.link_changed
+    link state (netlink: the links of link_devices, only with monitor_links, polled every
+                link_poll_interval) --> pulse.link_changed
     effects of the core --> UDP sends, VIPs (pyroute2), gratuitous ARP / unsolicited NA (raw
     sockets, in background tasks), notify commands (asyncio subprocesses)
 
@@ -43,7 +44,7 @@ from lvsbus.host import logs
 from lvsbus.host import netutil
 from lvsbus.host import servicelock
 from lvsbus.host.files import write_atomically
-from lvsbus.config import ConfigError, identify_local_router, load
+from lvsbus.config import ConfigError, identify_local_router, load, to_dict
 from lvsbus.runtime.core import Effect
 from lvsbus.wire.events import Event, decode
 from lvsbus.log import LogReader
@@ -52,8 +53,8 @@ from lvsbus.runtime.engine import ServiceRuntime, service_arguments
 
 from . import wire
 from .core import (
-    TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, grow_epoch, link_changes, reconcile_vips,
-    started_payload,
+    TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, configured_devices, grow_epoch,
+    link_changes, link_devices, link_poll_interval, reconcile_vips, started_payload,
 )
 
 log = structlog.get_logger("pulse")
@@ -112,7 +113,7 @@ class PulseShell:
         self.stop = asyncio.Event()
         self.key: bytes | None = None
         self.key_file: str | None = None
-        self.monitor_links = False
+        self.watched: dict[str, str | None] = {}  # link -> configured device: the link watch's (link_devices)
         self.settings: PulseSettings | None = None
         self.socks: dict[str, socket.socket] = {}
         self.devices: dict[str, str | None] = {}  # link -> device
@@ -180,15 +181,15 @@ class PulseShell:
         if payload is not None:
             model = payload["model"]
             self.key_file = model["heartbeat"]["key_file"]
-            self.monitor_links = bool(model["heartbeat"].get("monitor_links"))
             self.settings = _settings_from_config(payload)
         else:
             loaded = load(self.config_path)
             cfg = loaded.config
             local = identify_local_router(cfg, netutil.local_addresses())
             self.key_file = cfg.heartbeat.key_file
-            self.monitor_links = cfg.heartbeat.monitor_links
             self.settings = _settings_from_model(cfg, local.name)
+            model = to_dict(cfg)
+        self.watched = link_devices(model, self.settings.local)
         self.key = read_key(self.key_file)
 
     async def _open_sockets(self, read: bool = True) -> None:
@@ -222,10 +223,7 @@ class PulseShell:
         payload = self._config_payload()
         if payload is None:
             return None
-        for r in payload["model"]["routers"]:
-            if r["name"] == self.settings.local:  # type: ignore[union-attr]
-                return r.get("device") if link == "public" else r.get("private_device")
-        return None
+        return configured_devices(payload["model"], self.settings.local).get(link)  # type: ignore[union-attr]
 
     async def on_start(self) -> None:
         if self.spare:
@@ -243,7 +241,7 @@ class PulseShell:
         self.runtime.publish("pulse.started", started_payload(epoch, socket.gethostname(), addresses, self.key is not None))
         self._read_sockets()
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
-        if self.monitor_links:
+        if self.watched:
             self._watch_task = asyncio.ensure_future(self._watch_links())
 
     async def on_caught_up(self) -> None:
@@ -385,7 +383,7 @@ class PulseShell:
         assert s is not None
         st = self.runtime.state
         known = dict(getattr(st, "links_up", {}) or {})
-        interval = max(0.02, s.keepalive_ns / 1e9)
+        interval = link_poll_interval(s.keepalive_ns) / 1e9
         while not self.stop.is_set():
             try:
                 info = await self._nl(netutil.links)
@@ -393,9 +391,10 @@ class PulseShell:
                 log.warning("link_poll_failed", error=str(exc))
                 info = None
             if info is not None:
-                observed = {link: netutil.link_up(info.get(dev)) for link, dev in self.devices.items() if dev is not None}
+                devices = {link: dev or self.devices.get(link) for link, dev in self.watched.items()}
+                observed = {link: netutil.link_up(info.get(dev)) for link, dev in devices.items() if dev is not None}
                 for link, up in link_changes(known, observed):
-                    dev = self.devices[link]
+                    dev = devices[link]
                     log.info("link_changed", link=link, device=dev, up=up)
                     self.runtime.publish("pulse.link_changed", {"link": link, "up": up, "device": dev})
             await asyncio.sleep(interval)

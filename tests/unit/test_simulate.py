@@ -7,6 +7,7 @@ cores), and every simulated log must pass ``replay --verify``. A longer sweep is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -279,6 +280,35 @@ def test_each_fault_kind_alone(kind):
     duration = {"wall_step": 0, "broker_crash": 300 * MS}.get(kind, 5 * S)
     res = run_seed(31, faults=[Fault(8 * S, kind, target, duration, value)], verify=True)
     assert res.ok, res.summary()
+
+
+def test_pulse_sees_a_nic_at_its_link_watchs_polls_and_only_with_monitor_links(tmp_path):
+    """The simulated shell watches links as the real one (link_devices, link_poll_interval): the
+    configured devices, polled every keepalive from pulse's start, so a NIC that goes down is
+    reported at the next poll (and one down for less than a poll may go unseen); with
+    monitor_links off, never."""
+    from lvsbus_tools.simulate import make_config
+    from lvsbus_tools.timeline import read_events
+
+    config = make_config()
+    config = dataclasses.replace(config, routers=tuple(
+        dataclasses.replace(r, private_device="ens4") if r.name == "lvs2" else r for r in config.routers))
+    faults = [Fault(8_300 * MS, "nic_down", "lvs2/private", 2 * S), Fault(13_100 * MS, "nic_down", "lvs2/private", 400 * MS)]
+    sim = Cluster(5, faults=faults, config=config, log_root=str(tmp_path / "on"))
+    res = sim.run(verify=True)
+    assert res.ok, res.summary()
+    events = list(read_events(res.logs["lvs2"]))
+    started = next(e for e in events if e.type == "pulse.started")
+    changed = [e for e in events if e.type == "pulse.link_changed"]
+    assert [(e.payload["link"], e.payload["up"], e.payload["device"]) for e in changed] == \
+        [("private", False, "ens4"), ("private", True, "ens4")]  # the second NIC down fell between two polls
+    wall = sim.routers["lvs2"].clock.wall_offset
+    for e, fault_at in zip(changed, (8_300 * MS, 10_300 * MS)):
+        assert (e.mono_ns - started.mono_ns) % S == 0  # a poll: keepalive (1 s) apart from the start
+        assert fault_at < e.wall_ns - wall <= fault_at + S
+    res = run_seed(5, faults=faults, config=make_config(monitor_links=False), log_root=str(tmp_path / "off"))
+    assert res.ok, res.summary()
+    assert not [e for e in read_events(res.logs["lvs2"]) if e.type == "pulse.link_changed"]
 
 
 def test_a_core_left_without_its_timer_is_caught(monkeypatch):
