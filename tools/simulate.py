@@ -25,9 +25,9 @@ What is simulated (everything a core does not see directly):
   (every decision a shell makes is pure code both call: nanny's ``schedule``, the applier's
   ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips``, its link
   watch's ``link_devices``/``link_poll_interval``/``link_changes``, pulse's wire format
-  ``datagram_of``/``decode_datagram``/``received``; this module keeps the simulated I/O): pulse's
+  ``datagram_of``/``accept``; this module keeps the simulated I/O): pulse's
   ``send_heartbeat`` and ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay, reordering), the receiving router's
-  shell decodes them and publishes ``pulse.heartbeat_received`` / ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
+  shell accepts them (or rejects them: ``pulse.datagram_rejected``) and publishes ``pulse.heartbeat_received`` / ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
@@ -103,6 +103,7 @@ from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.runtime.core import Core, Effect, run_core
 from lvsbus.wire.events import REGISTRY, Event, encode
 from lvsbus.ipvs.table import Table
+from lvsbus.bus.stats import ReportLimit
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
@@ -405,6 +406,8 @@ class SimRouter:
         self.watched: dict[str, str | None] = {}
         self.links_known: dict[str, bool] = {}
         self.link_poll_ns = 0
+        self.rejected = 0  # datagrams pulse's shell rejected (wire.accept), and its report limit
+        self.reject_limit = ReportLimit(wire.REJECT_EVENTS_PER_S)
         self.log_dir = log_dir
         self.log: EventLog | None = None
         self.next_seq = 1
@@ -1055,6 +1058,7 @@ class Cluster:
                 r.reconcile_due = True
 
     def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
+        r.rejected, r.reject_limit = 0, ReportLimit(wire.REJECT_EVENTS_PER_S)  # a new shell's counts
         r.epoch = grow_epoch(r.epoch, r.clock.wall(self.t) // S)  # the shell's next_epoch, on this router's wall clock
         self.publish(r, "pulse", "pulse.started", started_payload(
             r.epoch, r.name, [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"], key_loaded=True))
@@ -1310,10 +1314,16 @@ class Cluster:
         if self._frozen(r, kind, args):  # in the socket buffer until the router runs again
             return
         pulse = r.services.get("pulse")
-        if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
-            type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
-            self.heard[(r.name, payload["peer"])] = self.t
-            self.publish(r, "pulse", type_, payload)
+        if r.up and pulse is not None and pulse.up:  # pulse's shell: accepted (decoded, checked) or rejected
+            _name, link, src, data = args
+            got = wire.accept(SIM_KEY, data, link, src, pulse.state.settings)
+            if isinstance(got, wire.Rejected):
+                r.rejected += 1  # counted, reported at most REJECT_EVENTS_PER_S a second (as the shell)
+                if r.reject_limit.admit(r.clock.mono(self.t) / S)[0]:
+                    self.publish(r, "pulse", "pulse.datagram_rejected", got.payload(link, src, len(data), r.rejected))
+            else:
+                self.heard[(r.name, got[1]["peer"])] = self.t
+                self.publish(r, "pulse", *got)
             self.drain(r)
 
     def _on_links(self, kind: str, args: tuple) -> None:

@@ -1,7 +1,8 @@
 """pulse's I/O shell: runs ``PulseCore`` on the bus and connects it to the world.
 
-    UDP datagrams on each link --decode + MAC--> pulse.heartbeat_received / pulse.fence_received
-                                  (anything bad: pulse.datagram_rejected, counted, never the core)
+    UDP datagrams on each link --wire.accept: decode, MAC, source address--> pulse.heartbeat_received /
+                                  pulse.fence_received (anything bad: pulse.datagram_rejected, counted,
+                                  never the core)
     link state (netlink: the links of link_devices, only with monitor_links, polled every
                 link_poll_interval) --> pulse.link_changed
     effects of the core --> UDP sends, VIPs (pyroute2), gratuitous ARP / unsolicited NA (raw
@@ -60,8 +61,6 @@ from .core import (
 log = structlog.get_logger("pulse")
 
 EPOCH_FILE = "pulse.epoch"
-#: at most this many pulse.datagram_rejected events a second (the rest are counted in the next one)
-REJECT_EVENTS_PER_S = 50
 
 
 class KeyFileError(RuntimeError):
@@ -118,7 +117,7 @@ class PulseShell:
         self.socks: dict[str, socket.socket] = {}
         self.devices: dict[str, str | None] = {}  # link -> device
         self.rejected = 0
-        self._reject_limit = ReportLimit(REJECT_EVENTS_PER_S)
+        self._reject_limit = ReportLimit(wire.REJECT_EVENTS_PER_S)
         self._bg: set[asyncio.Task] = set()
         self._fos_last: dict[str, asyncio.Task] = {}  # each failover service's last command
         self._garp_tasks: set[asyncio.Task] = set()
@@ -347,34 +346,23 @@ class PulseShell:
             self._datagram(link, data, addr[0])
 
     def _datagram(self, link: str, data: bytes, src: str) -> None:
-        try:
-            msg = wire.decode_datagram(self.key, data)  # type: ignore[arg-type]
-        except wire.WireError as exc:
-            self._reject(exc.reason, link, src, len(data), exc.detail)
+        got = wire.accept(self.key, data, link, src, self.settings)  # type: ignore[arg-type]
+        if isinstance(got, wire.Rejected):
+            self._reject(got, link, src, len(data))
             return
-        s = self.settings
-        peer = s.router(msg.node) if s else None
-        if peer is not None:
-            expected = peer.address_on(link)
-            if expected is not None and _norm(src) != expected:
-                self._reject("address_mismatch", link, src, len(data),
-                             f"{msg.node} sends from {expected} on {link}, not {src}")
-                return
-        if isinstance(msg, wire.Heartbeat):
-            log.debug("heartbeat_in", link=link, peer=msg.node, seq=msg.seq, role=msg.role)
+        type_, p = got
+        if type_ == "pulse.heartbeat_received":
+            log.debug("heartbeat_in", link=link, peer=p["peer"], seq=p["seq"], role=p["role"])
         else:
-            log.info("fence_in", link=link, peer=msg.node, target=msg.target, seq=msg.seq)
-        self.runtime.publish(*wire.received(msg, link, _norm(src)))
+            log.info("fence_in", link=link, peer=p["peer"], target=p["target"], seq=p["seq"])
+        self.runtime.publish(type_, p)
 
-    def _reject(self, reason: str, link: str, src: str, size: int, detail: str) -> None:
+    def _reject(self, rejected: wire.Rejected, link: str, src: str, size: int) -> None:
         self.rejected += 1
         if not self._reject_limit.admit(time.monotonic())[0]:
             return
-        log.warning("datagram_rejected", reason=reason, link=link, address=src, size=size, count=self.rejected)
-        self.runtime.publish("pulse.datagram_rejected", {
-            "reason": reason, "link": link, "address": src[:64], "size": size, "detail": detail[:512],
-            "count": self.rejected,
-        })
+        log.warning("datagram_rejected", reason=rejected.reason, link=link, address=src, size=size, count=self.rejected)
+        self.runtime.publish("pulse.datagram_rejected", rejected.payload(link, src, size, self.rejected))
 
     # -- link state --------------------------------------------------------------------------
 
@@ -670,15 +658,6 @@ def _log_failure(fut) -> None:
 
 def _bindings(s: PulseSettings) -> tuple:
     return (s.port, tuple((link, s.me.address_on(link)) for link in s.local_links()))
-
-
-def _norm(address: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(address.split("%")[0]))
-    except ValueError:
-        return address
 
 
 def main(argv: list[str] | None = None) -> int:

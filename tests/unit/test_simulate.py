@@ -311,6 +311,26 @@ def test_pulse_sees_a_nic_at_its_link_watchs_polls_and_only_with_monitor_links(t
     assert not [e for e in read_events(res.logs["lvs2"]) if e.type == "pulse.link_changed"]
 
 
+def test_the_simulated_shell_rejects_datagrams_as_the_real_one(tmp_path):
+    """Every datagram the simulator delivers goes through wire.accept, pulse's shell's: a forged one
+    (lvs1's heartbeat from another address) and garbage become pulse.datagram_rejected, never an
+    input of the core."""
+    from lvsbus_services.pulse import wire
+    from lvsbus_tools.simulate import SIM_KEY
+    from lvsbus_tools.timeline import read_events
+
+    sim = Cluster(9, faults=[], log_root=str(tmp_path), duration=12 * S)
+    hb = {"node": "lvs1", "role": "ACTIVE", "priority": 200, "epoch": 2**40, "seq": 1, "leaving": False}
+    sim._at(8 * S, "dgram", "lvs2", "public", "10.0.0.7", wire.datagram_of(SIM_KEY, "pulse.send_heartbeat", hb))
+    sim._at(9 * S, "dgram", "lvs2", "private", "192.168.0.1", b"garbage")
+    res = sim.run(verify=True)
+    assert res.ok, res.summary()
+    events = list(read_events(res.logs["lvs2"]))
+    assert [(e.payload["reason"], e.payload["address"], e.payload["count"]) for e in events
+            if e.type == "pulse.datagram_rejected"] == [("address_mismatch", "10.0.0.7", 1), ("malformed", "192.168.0.1", 2)]
+    assert not [e for e in events if e.type.startswith("pulse.heartbeat_") and e.payload["epoch"] == 2**40]
+
+
 def test_a_core_left_without_its_timer_is_caught(monkeypatch):
     real = Cluster._arm
 
