@@ -23,11 +23,11 @@ What is simulated (everything a core does not see directly):
   as ``lvsbus.runtime.engine`` does;
 * a simulated shell per core, which executes its effects with the real shells' decision code
   (every decision a shell makes is pure code both call: nanny's ``schedule``, the applier's
-  ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips`` and
-  ``link_changes``, pulse's wire format ``datagram_of``/``decode_datagram``/``received``; this
-  module keeps the simulated I/O): pulse's ``send_heartbeat`` and ``send_fence`` become datagrams
-  on simulated links (both links, per pair: cut, loss, delay, reordering), the receiving router's
-  shell decodes them and publishes ``pulse.heartbeat_received`` / ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
+  ``apply_global``/``applied_events``/``table_read_payload``, pulse's ``reconcile_vips``, its link
+  watch's ``link_devices``/``link_poll_interval``/``link_changes``, pulse's wire format
+  ``datagram_of``/``accept``; this module keeps the simulated I/O): pulse's
+  ``send_heartbeat`` and ``send_fence`` become datagrams on simulated links (both links, per pair: cut, loss, delay, reordering), the receiving router's
+  shell accepts them (or rejects them: ``pulse.datagram_rejected``) and publishes ``pulse.heartbeat_received`` / ``pulse.fence_received``; ``take_vips``/``release_vips`` add and remove the VIPs on the router;
   ``send_garp`` moves the clients' ARP entry; notify commands finish after a few ms; nanny's shell
   runs its check schedule on the router's monotonic clock and publishes the results in 50 ms
   batches; the applier's ``read_table``/``apply`` hit a simulated kernel IPVS table (which refuses
@@ -44,8 +44,8 @@ and are fed through ``lvsbus.runtime.core.run_core``, the one loop the runtime a
 Faults (``Fault``), scheduled from the seed by ``generate_faults``: router crash (a host crash:
 VIPs and IPVS table gone, monotonic clock restarts) and restart, service crash and restart (the
 core is restored from its snapshot; VIPs stay), link cut and heal per (pair, link), a NIC down
-(``pulse.link_changed``), packet loss, delay and reordering per link, a router stall (GC/VM
-pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
+(pulse's link watch polls it, with monitor_links), packet loss, delay and reordering per link, a
+router stall (GC/VM pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
 flapping, answering too slowly (checks time out), and broker crashes at any instant (between two
 messages it receives, having written what it had received or not; restarted after the fault's
 duration). Services run write-ahead, as ``lvsbus.runtime.engine``: a step's outputs are recorded, then
@@ -103,6 +103,7 @@ from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.runtime.core import Core, Effect, run_core
 from lvsbus.wire.events import REGISTRY, Event, encode
 from lvsbus.ipvs.table import Refused, Table
+from lvsbus.bus.stats import ReportLimit
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus.runtime.timer import TimerState
@@ -110,6 +111,9 @@ from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, ROUTER_SUBS,
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, checks_for, next_flush, phase_of, wake_delay
 from lvsbus_services.pulse import wire
+from lvsbus_services.pulse.core import (
+    _settings_from_model, grow_epoch, link_changes, link_devices, link_poll_interval, started_payload,
+)
 from lvsbus_tools.replay import verify as replay_verify
 from lvsbus_tools.timeline import render_text, timeline
 
@@ -185,7 +189,8 @@ FAULT_KINDS = (
     "service_crash",  # target "router/service"; the process dies, can start again after duration, when the
     # supervisor's restart policy (lvsbus.router.supervision) says (VIPs stay)
     "link_cut",  # target "a-b/link"; no datagram passes for duration
-    "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse.link_changed)
+    "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse's link watch, with
+    # monitor_links, publishes pulse.link_changed at its next poll)
     "loss",  # target "a-b/link"; value: permille of datagrams lost, for duration
     "delay",  # target "a-b/link"; value: extra delay up to this many ms (reorders), for duration
     "stall",  # target router; the router freezes for duration (GC/VM pause), then catches up
@@ -395,10 +400,16 @@ class SimRouter:
         self.services = {c.name: SimService(c) for c in cores}
         self.up = False
         self.frozen_until = 0
-        self.epoch = 0  # pulse's persisted boot epoch counter
+        self.epoch = 0  # pulse's persisted boot epoch counter (STATE_DIR/pulse.epoch: kept across host crashes)
         self.broker_runs = 0
         self.vips: dict[str, dict] = {}  # address -> vip payload
         self.nic_up = {link: True for link in LINKS}
+        # pulse's link watch: the links it polls and their devices (link_devices), what it last saw
+        self.watched: dict[str, str | None] = {}
+        self.links_known: dict[str, bool] = {}
+        self.link_poll_ns = 0
+        self.rejected = 0  # datagrams pulse's shell rejected (wire.accept), and its report limit
+        self.reject_limit = ReportLimit(wire.REJECT_EVENTS_PER_S)
         self.log_dir = log_dir
         self.log: EventLog | None = None
         self.next_seq = 1
@@ -1043,19 +1054,27 @@ class Cluster:
                 r.reconcile_due = True
 
     def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
-        r.epoch += 1
-        self.publish(r, "pulse", "pulse.started", {
-            "epoch": r.epoch, "hostname": r.name, "addresses": [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"],
-            "key_loaded": True, "listen": True,
-        })
-        # the shell's link watch starts from what the core believes (services/pulse/shell.py
-        # _watch_links): a NIC that changed while pulse was down is reported at its first poll
-        from lvsbus_services.pulse.core import link_changes
+        r.rejected, r.reject_limit = 0, ReportLimit(wire.REJECT_EVENTS_PER_S)  # a new shell's counts
+        r.epoch = grow_epoch(r.epoch, r.clock.wall(self.t) // S)  # the shell's next_epoch, on this router's wall clock
+        self.publish(r, "pulse", "pulse.started", started_payload(
+            r.epoch, r.name, [f"10.0.0.{r.index + 1}", f"192.168.0.{r.index + 1}"], key_loaded=True))
+        # the shell's link watch (services/pulse/shell.py _watch_links): only with monitor_links, the
+        # configured links, polled now and every link_poll_interval after on this router's monotonic
+        # clock; it starts from what the core believes (a NIC that changed while pulse was down is
+        # reported at its first poll)
+        r.watched = link_devices(self.model, r.name)
+        if r.watched:
+            r.links_known = dict(getattr(svc.state, "links_up", None) or {})
+            r.link_poll_ns = link_poll_interval(_settings_from_model(self.config, r.name).keepalive_ns)
+            self._poll_links(r)
 
-        believed = dict(getattr(svc.state, "links_up", None) or {})
-        for link, up in link_changes(believed, dict(sorted(r.nic_up.items()))):
-            self.publish(r, "pulse", "pulse.link_changed",
-                         {"link": link, "up": up, "device": "eth0" if link == "public" else "eth1"})
+    def _poll_links(self, r: SimRouter) -> None:
+        """One poll of pulse's link watch: a pulse.link_changed for each link whose NIC changed since
+        the last poll (``link_changes``), and the next poll armed."""
+        for link, up in link_changes(r.links_known, {link: r.nic_up[link] for link in r.watched}):
+            self.publish(r, "pulse", "pulse.link_changed", {"link": link, "up": up, "device": r.watched[link]})
+        mono = r.clock.mono(self.t) + r.link_poll_ns
+        self._at(r.clock.global_time(mono, self.t), "links", r.name, r.shell_gen["pulse"])
 
     def _nanny_shell_started(self, r: SimRouter) -> None:
         # the shell's schedule and batches (services/nanny/schedule.py, on this router's
@@ -1209,12 +1228,7 @@ class Cluster:
 
     def _nic_down(self, f: Fault, begin: bool) -> None:
         rname, link = f.target.split("/")
-        r = self.routers[rname]
-        r.nic_up[link] = not begin
-        if r.up and r.services.get("pulse") is not None and r.services["pulse"].up:
-            self.publish(r, "pulse", "pulse.link_changed",
-                         {"link": link, "up": not begin, "device": "eth0" if link == "public" else "eth1"})
-            self.drain(r)
+        self.routers[rname].nic_up[link] = not begin  # pulse's link watch (monitor_links) sees it at its next poll
 
     def _server_fault(self, f: Fault, begin: bool) -> None:
         """server_fail, server_flap, slow_check: what a real server's checks find."""
@@ -1309,11 +1323,27 @@ class Cluster:
         if self._frozen(r, kind, args):  # in the socket buffer until the router runs again
             return
         pulse = r.services.get("pulse")
-        if r.up and pulse is not None and pulse.up:  # pulse's shell: decoded, checked, published
-            type_, payload = wire.received(wire.decode_datagram(SIM_KEY, args[3]), args[1], args[2])
-            self.heard[(r.name, payload["peer"])] = self.t
-            self.publish(r, "pulse", type_, payload)
+        if r.up and pulse is not None and pulse.up:  # pulse's shell: accepted (decoded, checked) or rejected
+            _name, link, src, data = args
+            got = wire.accept(SIM_KEY, data, link, src, pulse.state.settings)
+            if isinstance(got, wire.Rejected):
+                r.rejected += 1  # counted, reported at most REJECT_EVENTS_PER_S a second (as the shell)
+                if r.reject_limit.admit(r.clock.mono(self.t) / S)[0]:
+                    self.publish(r, "pulse", "pulse.datagram_rejected", got.payload(link, src, len(data), r.rejected))
+            else:
+                self.heard[(r.name, got[1]["peer"])] = self.t
+                self.publish(r, "pulse", *got)
             self.drain(r)
+
+    def _on_links(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        pulse = r.services.get("pulse")
+        if not (r.up and pulse is not None and pulse.up and r.shell_gen.get("pulse") == args[1]):
+            return  # that shell run is gone
+        if self._frozen(r, kind, args):
+            return
+        self._poll_links(r)
+        self.drain(r)
 
     def _on_timer(self, kind: str, args: tuple) -> None:
         r = self.routers[args[0]]
@@ -1390,7 +1420,7 @@ class Cluster:
     EVENT_HANDLERS: dict[str, Callable[[Cluster, str, tuple], None]] = {
         "dgram": _on_dgram, "timer": _on_timer, "fault": _on_fault, "broker_up": _on_broker_up, "boot": _on_boot,
         "start": _on_supervisor, "stop": _on_supervisor, "restart": _on_supervisor, "shell": _on_shell,
-        "fos_cmd": _on_fos_cmd, "notify": _on_notify,
+        "fos_cmd": _on_fos_cmd, "notify": _on_notify, "links": _on_links,
     }
 
     def _serving_now(self) -> bool:

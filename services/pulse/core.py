@@ -17,6 +17,7 @@ The state is mutated in place and returned (the core loop owns it); ``snapshot``
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -281,6 +282,21 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
 TAKE, RELEASE = "take", "release"
 
 
+def grow_epoch(last: int, wall_s: float) -> int:
+    """pulse's boot epoch for a new start (``pulse.started``), from the last one stored and the
+    wall clock (seconds): ``max(last + 1, wall seconds)``. It always grows, even when the wall clock
+    went back; and it starts above every epoch the peers heard when the stored one was lost."""
+    return max(last + 1, int(wall_s))
+
+
+def started_payload(epoch: int, hostname: str, addresses: Iterable[str], key_loaded: bool) -> dict:
+    """``pulse.started``, as the shell publishes it once its sockets are bound (the real shell and
+    the simulator): its boot epoch, the host's name and addresses (sorted, as many as the event
+    holds), whether the heartbeat key was read; ``listen``: it heard nothing while it was down."""
+    return {"epoch": epoch, "hostname": hostname[:256], "addresses": sorted(addresses)[:1024],
+            "key_loaded": key_loaded, "listen": True}
+
+
 def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tuple[Vip, ...]] | None:
     """What a restarted pulse does with the VIPs once the answers it owed are recorded and run
     (``on_caught_up``): ACTIVE, make sure they are there and announce them once (a takeover
@@ -294,6 +310,36 @@ def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tupl
     if role != INIT:
         return RELEASE, settings.vips
     return None
+
+
+#: the link watch polls no more often than this, whatever the keepalive
+LINK_POLL_MIN_NS = 20_000_000
+
+
+def link_poll_interval(keepalive_ns: int) -> int:
+    """How often (ns) the shell's link watch polls the links: every keepalive, at least 20 ms apart."""
+    return max(LINK_POLL_MIN_NS, keepalive_ns)
+
+
+def configured_devices(model: dict, local: str) -> dict[str, str | None]:
+    """This router's heartbeat links (public; private when it has a private address) and the
+    device the config names for each (``routers[].device``, ``private_device``; None: the shell
+    uses the device holding the link's address). ``model``: a ``config.loaded`` model."""
+    for r in model["routers"]:
+        if r["name"] == local:
+            out = {"public": r.get("device")}
+            if r.get("private_address"):
+                out["private"] = r.get("private_device")
+            return out
+    return {}
+
+
+def link_devices(model: dict, local: str) -> dict[str, str | None]:
+    """The links the shell's link watch polls, with their configured devices
+    (``configured_devices``): none unless ``heartbeat.monitor_links``."""
+    if not model["heartbeat"].get("monitor_links"):
+        return {}
+    return configured_devices(model, local)
 
 
 def link_changes(known: dict[str, bool], observed: dict[str, bool]) -> list[tuple[str, bool]]:

@@ -1,8 +1,10 @@
 """pulse's I/O shell: runs ``PulseCore`` on the bus and connects it to the world.
 
-    UDP datagrams on each link --decode + MAC--> pulse.heartbeat_received / pulse.fence_received
-                                  (anything bad: pulse.datagram_rejected, counted, never the core)
-    link state (netlink, polled every keepalive when monitor_links) --> pulse.link_changed
+    UDP datagrams on each link --wire.accept: decode, MAC, source address--> pulse.heartbeat_received /
+                                  pulse.fence_received (anything bad: pulse.datagram_rejected, counted,
+                                  never the core)
+    link state (netlink: the links of link_devices, only with monitor_links, polled every
+                link_poll_interval) --> pulse.link_changed
     effects of the core --> UDP sends, VIPs (pyroute2), gratuitous ARP / unsolicited NA (raw
     sockets, in background tasks), notify commands (asyncio subprocesses)
 
@@ -11,7 +13,8 @@ subscribes to those effect events and starts or stops lvsd and the applier itsel
 processes).
 
 The boot epoch grows on every start: ``STATE_DIR/pulse.epoch`` holds the last one, and the new one
-is ``max(last + 1, wall-clock seconds)``, written (fsync, rename) before ``pulse.started`` goes out.
+is ``grow_epoch(last, wall-clock seconds)`` (the core's: ``max(last + 1, wall seconds)``, as the
+simulator's), written (fsync, rename) before ``pulse.started`` goes out.
 
 Effects run only once their records are durable in the log (``lvsbus.runtime.engine``: write-ahead).
 
@@ -42,7 +45,7 @@ from lvsbus.host import logs
 from lvsbus.host import netutil
 from lvsbus.host import servicelock
 from lvsbus.host.files import write_atomically
-from lvsbus.config import ConfigError, identify_local_router, load
+from lvsbus.config import ConfigError, identify_local_router, load, to_dict
 from lvsbus.runtime.core import Effect
 from lvsbus.wire.events import Event, decode
 from lvsbus.log import LogReader
@@ -50,13 +53,14 @@ from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments
 
 from . import wire
-from .core import TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, link_changes, reconcile_vips
+from .core import (
+    TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, configured_devices, grow_epoch,
+    link_changes, link_devices, link_poll_interval, reconcile_vips, started_payload,
+)
 
 log = structlog.get_logger("pulse")
 
 EPOCH_FILE = "pulse.epoch"
-#: at most this many pulse.datagram_rejected events a second (the rest are counted in the next one)
-REJECT_EVENTS_PER_S = 50
 
 
 class KeyFileError(RuntimeError):
@@ -75,7 +79,7 @@ def read_key(path: str) -> bytes:
 
 
 def next_epoch(state_dir: str, now: float | None = None) -> int:
-    """Read, grow and durably store the boot epoch counter: ``max(last + 1, wall seconds)``."""
+    """Read, grow (``grow_epoch``) and durably store the boot epoch counter."""
     path = os.path.join(state_dir, EPOCH_FILE)
     last = 0
     try:
@@ -83,13 +87,8 @@ def next_epoch(state_dir: str, now: float | None = None) -> int:
             last = int(fh.read().strip() or 0)
     except (OSError, ValueError):
         last = 0
-    epoch = max(last + 1, int(now if now is not None else time.time()))
-    write_atomically(path, f"{epoch}\n", 0o600)
-    dfd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    epoch = grow_epoch(last, now if now is not None else time.time())
+    write_atomically(path, f"{epoch}\n", 0o600)  # (the directory fsynced too)
     return epoch
 
 
@@ -105,12 +104,12 @@ class PulseShell:
         self.stop = asyncio.Event()
         self.key: bytes | None = None
         self.key_file: str | None = None
-        self.monitor_links = False
+        self.watched: dict[str, str | None] = {}  # link -> configured device: the link watch's (link_devices)
         self.settings: PulseSettings | None = None
         self.socks: dict[str, socket.socket] = {}
         self.devices: dict[str, str | None] = {}  # link -> device
         self.rejected = 0
-        self._reject_limit = ReportLimit(REJECT_EVENTS_PER_S)
+        self._reject_limit = ReportLimit(wire.REJECT_EVENTS_PER_S)
         self._bg: set[asyncio.Task] = set()
         self._fos_last: dict[str, asyncio.Task] = {}  # each failover service's last command
         self._garp_tasks: set[asyncio.Task] = set()
@@ -173,15 +172,15 @@ class PulseShell:
         if payload is not None:
             model = payload["model"]
             self.key_file = model["heartbeat"]["key_file"]
-            self.monitor_links = bool(model["heartbeat"].get("monitor_links"))
             self.settings = _settings_from_config(payload)
         else:
             loaded = load(self.config_path)
             cfg = loaded.config
             local = identify_local_router(cfg, netutil.local_addresses())
             self.key_file = cfg.heartbeat.key_file
-            self.monitor_links = cfg.heartbeat.monitor_links
             self.settings = _settings_from_model(cfg, local.name)
+            model = to_dict(cfg)
+        self.watched = link_devices(model, self.settings.local)
         self.key = read_key(self.key_file)
 
     async def _open_sockets(self, read: bool = True) -> None:
@@ -215,10 +214,7 @@ class PulseShell:
         payload = self._config_payload()
         if payload is None:
             return None
-        for r in payload["model"]["routers"]:
-            if r["name"] == self.settings.local:  # type: ignore[union-attr]
-                return r.get("device") if link == "public" else r.get("private_device")
-        return None
+        return configured_devices(payload["model"], self.settings.local).get(link)  # type: ignore[union-attr]
 
     async def on_start(self) -> None:
         if self.spare:
@@ -232,14 +228,11 @@ class PulseShell:
         # a backup took over there (peer_dead) before it could learn it had restarted and listen
         await self._open_sockets(read=False)
         epoch = self._epoch if self._epoch is not None else next_epoch(self.dirs.root)
-        addresses = sorted(await self._nl(netutil.local_addresses))[:1024]
-        self.runtime.publish("pulse.started", {
-            "epoch": epoch, "hostname": socket.gethostname()[:256], "addresses": addresses,
-            "key_loaded": self.key is not None, "listen": True,
-        })
+        addresses = await self._nl(netutil.local_addresses)
+        self.runtime.publish("pulse.started", started_payload(epoch, socket.gethostname(), addresses, self.key is not None))
         self._read_sockets()
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
-        if self.monitor_links:
+        if self.watched:
             self._watch_task = asyncio.ensure_future(self._watch_links())
 
     async def on_caught_up(self) -> None:
@@ -345,34 +338,23 @@ class PulseShell:
             self._datagram(link, data, addr[0])
 
     def _datagram(self, link: str, data: bytes, src: str) -> None:
-        try:
-            msg = wire.decode_datagram(self.key, data)  # type: ignore[arg-type]
-        except wire.WireError as exc:
-            self._reject(exc.reason, link, src, len(data), exc.detail)
+        got = wire.accept(self.key, data, link, src, self.settings)  # type: ignore[arg-type]
+        if isinstance(got, wire.Rejected):
+            self._reject(got, link, src, len(data))
             return
-        s = self.settings
-        peer = s.router(msg.node) if s else None
-        if peer is not None:
-            expected = peer.address_on(link)
-            if expected is not None and _norm(src) != expected:
-                self._reject("address_mismatch", link, src, len(data),
-                             f"{msg.node} sends from {expected} on {link}, not {src}")
-                return
-        if isinstance(msg, wire.Heartbeat):
-            log.debug("heartbeat_in", link=link, peer=msg.node, seq=msg.seq, role=msg.role)
+        type_, p = got
+        if type_ == "pulse.heartbeat_received":
+            log.debug("heartbeat_in", link=link, peer=p["peer"], seq=p["seq"], role=p["role"])
         else:
-            log.info("fence_in", link=link, peer=msg.node, target=msg.target, seq=msg.seq)
-        self.runtime.publish(*wire.received(msg, link, _norm(src)))
+            log.info("fence_in", link=link, peer=p["peer"], target=p["target"], seq=p["seq"])
+        self.runtime.publish(type_, p)
 
-    def _reject(self, reason: str, link: str, src: str, size: int, detail: str) -> None:
+    def _reject(self, rejected: wire.Rejected, link: str, src: str, size: int) -> None:
         self.rejected += 1
         if not self._reject_limit.admit(time.monotonic())[0]:
             return
-        log.warning("datagram_rejected", reason=reason, link=link, address=src, size=size, count=self.rejected)
-        self.runtime.publish("pulse.datagram_rejected", {
-            "reason": reason, "link": link, "address": src[:64], "size": size, "detail": detail[:512],
-            "count": self.rejected,
-        })
+        log.warning("datagram_rejected", reason=rejected.reason, link=link, address=src, size=size, count=self.rejected)
+        self.runtime.publish("pulse.datagram_rejected", rejected.payload(link, src, size, self.rejected))
 
     # -- link state --------------------------------------------------------------------------
 
@@ -381,7 +363,7 @@ class PulseShell:
         assert s is not None
         st = self.runtime.state
         known = dict(getattr(st, "links_up", {}) or {})
-        interval = max(0.02, s.keepalive_ns / 1e9)
+        interval = link_poll_interval(s.keepalive_ns) / 1e9
         while not self.stop.is_set():
             try:
                 info = await self._nl(netutil.links)
@@ -389,9 +371,10 @@ class PulseShell:
                 log.warning("link_poll_failed", error=str(exc))
                 info = None
             if info is not None:
-                observed = {link: netutil.link_up(info.get(dev)) for link, dev in self.devices.items() if dev is not None}
+                devices = {link: dev or self.devices.get(link) for link, dev in self.watched.items()}
+                observed = {link: netutil.link_up(info.get(dev)) for link, dev in devices.items() if dev is not None}
                 for link, up in link_changes(known, observed):
-                    dev = self.devices[link]
+                    dev = devices[link]
                     log.info("link_changed", link=link, device=dev, up=up)
                     self.runtime.publish("pulse.link_changed", {"link": link, "up": up, "device": dev})
             await asyncio.sleep(interval)
@@ -667,15 +650,6 @@ def _log_failure(fut) -> None:
 
 def _bindings(s: PulseSettings) -> tuple:
     return (s.port, tuple((link, s.me.address_on(link)) for link in s.local_links()))
-
-
-def _norm(address: str) -> str:
-    import ipaddress
-
-    try:
-        return str(ipaddress.ip_address(address.split("%")[0]))
-    except ValueError:
-        return address
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,10 @@ magic, version, MAC (``hmac.compare_digest``), then the body; anything wrong rai
 ``wrong_version``, ``bad_mac``. Sequence numbers and epochs are not checked here: the core does
 that, so that the decision is recorded and replayable.
 
+``accept`` is what pulse's shell (and the simulator) does with each datagram that arrives: the
+event it becomes, or a ``Rejected`` (also ``address_mismatch``: a known router's datagram from an
+address it does not have on that link) that becomes ``pulse.datagram_rejected``.
+
 The key is derived from the secret file's content (``key_from_secret``); the file is read, and refused
 unless its mode is 0600 or stricter, by ``lvsbus.host.keyfile.load_key`` (the router's checks use it too).
 """
@@ -22,12 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import struct
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
 from lvsbus.config.keyrules import secret_problem
+
+if TYPE_CHECKING:
+    from .core import PulseSettings
 
 MAGIC = b"LVSP"
 VERSION = 1
@@ -41,6 +49,8 @@ MAX_DATAGRAM = 1024
 MAX_NAME = 64
 
 ROLES = frozenset({"INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"})
+#: at most this many pulse.datagram_rejected events a second (the rest are counted in the next one)
+REJECT_EVENTS_PER_S = 50
 
 
 class WireError(ValueError):
@@ -191,3 +201,42 @@ def decode_datagram(key: bytes, data: bytes) -> Heartbeat | Fence:
         if not ok(body[k]):
             raise WireError("malformed", f"bad field {k}")
     return cls(**body)
+
+
+class Rejected(NamedTuple):
+    """A datagram not passed on to the core: ``reason`` (a ``WireError``'s, or address_mismatch)
+    and what was wrong."""
+
+    reason: str
+    detail: str
+
+    def payload(self, link: str, address: str, size: int, count: int) -> dict:
+        """Its ``pulse.datagram_rejected`` (``count``: the rejections so far, this one included)."""
+        return {"reason": self.reason, "link": link, "address": address[:64], "size": size,
+                "detail": self.detail[:512], "count": count}
+
+
+def normalize_address(address: str) -> str:
+    """A source address as the config writes addresses (``fe80::1%eth0`` -> ``fe80::1``), or as it is."""
+    try:
+        return str(ipaddress.ip_address(address.split("%")[0]))
+    except ValueError:
+        return address
+
+
+def accept(key: bytes, data: bytes, link: str, src: str, settings: PulseSettings | None) -> tuple[str, dict] | Rejected:
+    """A datagram arrived on ``link`` from ``src``: the event it becomes (``received``: type,
+    payload), or why it is rejected: anything ``decode_datagram`` refuses, or a configured router's
+    datagram from another address than its own on that link (address_mismatch). ``settings``:
+    pulse's (None: no address is checked)."""
+    try:
+        msg = decode_datagram(key, data)
+    except WireError as exc:
+        return Rejected(exc.reason, exc.detail)
+    address = normalize_address(src)
+    peer = settings.router(msg.node) if settings is not None else None
+    if peer is not None:
+        expected = peer.address_on(link)
+        if expected is not None and address != expected:
+            return Rejected("address_mismatch", f"{msg.node} sends from {expected} on {link}, not {src}")
+    return received(msg, link, address)

@@ -181,7 +181,7 @@ def test_a_flood_of_bad_datagrams_is_counted_but_rate_limited(tmp_path):
     for _ in range(500):
         sh._datagram("public", b"garbage", "10.99.1.100")
     assert sh.rejected == 500
-    assert len(sh.runtime.published) == shell.REJECT_EVENTS_PER_S
+    assert len(sh.runtime.published) == wire.REJECT_EVENTS_PER_S
 
 
 def test_status_folds_the_current_run_from_the_log(tmp_path):

@@ -1096,3 +1096,32 @@ def test_the_shells_vip_reconciliation_and_link_watch_decide_in_pure_code():
     assert link_changes(known, {"public": False, "private": True}) == []  # never reported: up
     assert link_changes(known, {"public": True, "private": False}) == [("public", True), ("private", False)]
     assert known == {"public": True, "private": False}
+
+
+def test_the_link_watch_polls_the_configured_links_every_keepalive_only_with_monitor_links():
+    """link_devices / link_poll_interval: what the real shell's link watch and the simulator's poll."""
+    from lvsbus_services.pulse.core import link_devices, link_poll_interval
+
+    model = make_model()
+    model["heartbeat"]["monitor_links"] = True
+    model["routers"][0].update(device="ens3", private_device=None)
+    model["routers"][1]["private_address"] = None
+    assert link_devices(model, "lvs1") == {"public": "ens3", "private": None}  # None: the shell finds it
+    assert link_devices(model, "lvs2") == {"public": model["routers"][1]["device"]}  # no private link
+    assert link_devices(model, "nobody") == {}
+    model["heartbeat"]["monitor_links"] = False
+    assert link_devices(model, "lvs1") == {}
+    assert link_poll_interval(1 * S) == 1 * S and link_poll_interval(5 * MS) == 20 * MS
+
+
+def test_pulse_started_is_built_once_for_the_shell_and_the_simulator():
+    """started_payload: the real shell's and the simulator's pulse.started (a valid event, the
+    addresses sorted, both cut to what the event holds)."""
+    from lvsbus.wire.events import REGISTRY
+    from lvsbus_services.pulse.core import started_payload
+
+    p = started_payload(1_767_225_600, "h" * 300, {"10.0.0.2", "10.0.0.1", "::1"}, key_loaded=False)
+    REGISTRY.validate("pulse.started", REGISTRY.latest("pulse.started").version, p)
+    assert p == {"epoch": 1_767_225_600, "hostname": "h" * 256, "addresses": ["10.0.0.1", "10.0.0.2", "::1"],
+                 "key_loaded": False, "listen": True}
+    assert len(started_payload(1, "h", [f"10.1.{i // 256}.{i % 256}" for i in range(2000)], True)["addresses"]) == 1024

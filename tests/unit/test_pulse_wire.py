@@ -188,3 +188,28 @@ def test_an_effect_sent_arrives_as_the_event_the_core_reads():
         assert {k: payload[k] for k in sent if k in payload and k != "reason"} == \
             {k: sent[k] for k in sent if k in payload and k != "reason"}
     assert payload["reason"] == "x" * 64  # a fence's reason is cut to the wire's 64 characters
+
+
+def test_accept_passes_a_datagram_on_or_says_why_not():
+    """wire.accept, what pulse's shell and the simulator do with each datagram: the event it becomes,
+    or a Rejected (the decoder's reasons, and a known router's datagram from an address it does not
+    have on that link) whose payload is a valid pulse.datagram_rejected."""
+    import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
+    from lvsbus.wire.events import REGISTRY
+    from lvsbus_services.pulse.core import PulseSettings, RouterInfo
+
+    settings = PulseSettings("lvs2", (RouterInfo("lvs1", "10.0.0.1", "fe80::1", 200), RouterInfo("lvs2", "10.0.0.2", None, 100)), ())
+    data = encode_heartbeat(KEY, HB)
+    assert wire.accept(KEY, data, "public", "10.0.0.1", settings) == wire.received(HB, "public", "10.0.0.1")
+    assert wire.accept(KEY, data, "private", "fe80::1%eth1", settings)[1]["address"] == "fe80::1"  # normalised
+    assert wire.accept(KEY, data, "public", "10.0.0.9", None)[1]["address"] == "10.0.0.9"  # no settings: not checked
+    fence = encode_fence(KEY, Fence(node="lvs9", target="lvs2", epoch=1, seq=1))
+    assert wire.accept(KEY, fence, "public", "10.0.0.9", settings)[0] == "pulse.fence_received"  # not a router we know
+    rejected = [wire.accept(KEY, data, "public", "10.0.0.9", settings), wire.accept(KEY, data, "private", "10.0.0.1", settings),
+                wire.accept(OTHER, data, "public", "10.0.0.1", settings), wire.accept(KEY, b"x" * 2000, "public", "10.0.0.1", settings)]
+    assert [r.reason for r in rejected] == ["address_mismatch", "address_mismatch", "bad_mac", "too_large"]
+    assert rejected[0].detail == "lvs1 sends from 10.0.0.1 on public, not 10.0.0.9"
+    p = rejected[0].payload("public", "10.0.0.9", len(data), 3)
+    REGISTRY.validate("pulse.datagram_rejected", REGISTRY.latest("pulse.datagram_rejected").version, p)
+    assert p == {"reason": "address_mismatch", "link": "public", "address": "10.0.0.9", "size": len(data),
+                 "detail": rejected[0].detail, "count": 3}

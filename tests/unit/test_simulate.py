@@ -7,6 +7,7 @@ cores), and every simulated log must pass ``replay --verify``. A longer sweep is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -211,6 +212,23 @@ def test_more_routers_a_backups_pulse_restart_never_fails_over(name, tmp_path):
     assert [e.payload["peer"] for e in events["lvs1"] if e.type == "pulse.peer_restarted"] == [restarted]
 
 
+def test_pulse_epochs_grow_from_the_routers_wall_clock(tmp_path):
+    """pulse.started's epoch is the real shell's ``grow_epoch(last, wall seconds)`` on the router's
+    own wall clock: wall seconds when those are higher (lvs1's restart), the last one + 1 when the
+    wall clock went back (lvs2's, an hour back, then a host crash and a pulse crash)."""
+    from lvsbus_tools.timeline import read_events
+
+    faults = [Fault(7 * S, "wall_step", "lvs2", 0, -3_600_000), Fault(8 * S, "router_crash", "lvs2", 2 * S),
+              Fault(9 * S, "service_crash", "lvs1/pulse", 1 * S), Fault(14 * S, "service_crash", "lvs2/pulse", 1 * S)]
+    res = run_seed(3, log_root=str(tmp_path), faults=faults, verify=True)
+    assert res.ok, res.summary()
+    started = {n: [e for e in read_events(path) if e.type == "pulse.started"] for n, path in res.logs.items()}
+    one, two = ([e.payload["epoch"] for e in started[n]] for n in ("lvs1", "lvs2"))
+    assert len(one) == 2 and len(two) == 3
+    assert one == [e.wall_ns // S for e in started["lvs1"]] and one[1] > one[0] + 1
+    assert two == [started["lvs2"][0].wall_ns // S, two[0] + 1, two[0] + 2]
+
+
 def test_three_routers_late_news_of_two_peers_within_a_deadtime(tmp_path):
     """Simulator seed 12442 of --routers 3 (found by the sweep of 10000-12499), shrunk: lvs2 and then
     lvs3 stall for ~3 s. Each resumes believing lvs1 dead, takes over (clients move to it), hears
@@ -262,6 +280,55 @@ def test_each_fault_kind_alone(kind):
     duration = {"wall_step": 0, "broker_crash": 300 * MS}.get(kind, 5 * S)
     res = run_seed(31, faults=[Fault(8 * S, kind, target, duration, value)], verify=True)
     assert res.ok, res.summary()
+
+
+def test_pulse_sees_a_nic_at_its_link_watchs_polls_and_only_with_monitor_links(tmp_path):
+    """The simulated shell watches links as the real one (link_devices, link_poll_interval): the
+    configured devices, polled every keepalive from pulse's start, so a NIC that goes down is
+    reported at the next poll (and one down for less than a poll may go unseen); with
+    monitor_links off, never."""
+    from lvsbus_tools.simulate import make_config
+    from lvsbus_tools.timeline import read_events
+
+    config = make_config()
+    config = dataclasses.replace(config, routers=tuple(
+        dataclasses.replace(r, private_device="ens4") if r.name == "lvs2" else r for r in config.routers))
+    faults = [Fault(8_300 * MS, "nic_down", "lvs2/private", 2 * S), Fault(13_100 * MS, "nic_down", "lvs2/private", 400 * MS)]
+    sim = Cluster(5, faults=faults, config=config, log_root=str(tmp_path / "on"))
+    res = sim.run(verify=True)
+    assert res.ok, res.summary()
+    events = list(read_events(res.logs["lvs2"]))
+    started = next(e for e in events if e.type == "pulse.started")
+    changed = [e for e in events if e.type == "pulse.link_changed"]
+    assert [(e.payload["link"], e.payload["up"], e.payload["device"]) for e in changed] == \
+        [("private", False, "ens4"), ("private", True, "ens4")]  # the second NIC down fell between two polls
+    wall = sim.routers["lvs2"].clock.wall_offset
+    for e, fault_at in zip(changed, (8_300 * MS, 10_300 * MS)):
+        assert (e.mono_ns - started.mono_ns) % S == 0  # a poll: keepalive (1 s) apart from the start
+        assert fault_at < e.wall_ns - wall <= fault_at + S
+    res = run_seed(5, faults=faults, config=make_config(monitor_links=False), log_root=str(tmp_path / "off"))
+    assert res.ok, res.summary()
+    assert not [e for e in read_events(res.logs["lvs2"]) if e.type == "pulse.link_changed"]
+
+
+def test_the_simulated_shell_rejects_datagrams_as_the_real_one(tmp_path):
+    """Every datagram the simulator delivers goes through wire.accept, pulse's shell's: a forged one
+    (lvs1's heartbeat from another address) and garbage become pulse.datagram_rejected, never an
+    input of the core."""
+    from lvsbus_services.pulse import wire
+    from lvsbus_tools.simulate import SIM_KEY
+    from lvsbus_tools.timeline import read_events
+
+    sim = Cluster(9, faults=[], log_root=str(tmp_path), duration=12 * S)
+    hb = {"node": "lvs1", "role": "ACTIVE", "priority": 200, "epoch": 2**40, "seq": 1, "leaving": False}
+    sim._at(8 * S, "dgram", "lvs2", "public", "10.0.0.7", wire.datagram_of(SIM_KEY, "pulse.send_heartbeat", hb))
+    sim._at(9 * S, "dgram", "lvs2", "private", "192.168.0.1", b"garbage")
+    res = sim.run(verify=True)
+    assert res.ok, res.summary()
+    events = list(read_events(res.logs["lvs2"]))
+    assert [(e.payload["reason"], e.payload["address"], e.payload["count"]) for e in events
+            if e.type == "pulse.datagram_rejected"] == [("address_mismatch", "10.0.0.7", 1), ("malformed", "192.168.0.1", 2)]
+    assert not [e for e in events if e.type.startswith("pulse.heartbeat_") and e.payload["epoch"] == 2**40]
 
 
 def test_a_core_left_without_its_timer_is_caught(monkeypatch):
