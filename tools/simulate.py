@@ -21,7 +21,8 @@ What is simulated (everything a core does not see directly):
   down, or abandons nanny under ``hard_shutdown = false``), the broker's among them, and the broker
   and pulse keep a warm spare (a process already up, waiting) that takes over at once when the live
   one dies, the policy's delay then being for the next spare (``Supervision.on_death``, as
-  ``Router._died``); a service that starts again is restored
+  ``Router._died``); lvsd's deaths are forgotten when it is stopped (``Supervision.lvsd_started``:
+  the real router starts its standby then); a service that starts again is restored
   from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
   as ``lvsbus.runtime.engine`` does;
 * a simulated shell per core, which executes its effects with the real shells' decision code
@@ -1395,6 +1396,8 @@ class Cluster:
             if svc.up:
                 self.stop_service(r, svc)
             r.crashed.pop(args[1], None)  # Child.terminate: no restart due any more
+            if args[1] == "lvsd":
+                r.supervision.lvsd_started()  # the standby started once it is gone (Router._start_lvsd)
 
     def _on_shell(self, kind: str, args: tuple) -> None:
         r = self.routers[args[0]]

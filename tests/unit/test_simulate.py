@@ -444,3 +444,19 @@ def test_a_nanny_restart_loop_under_hard_shutdown_false_is_abandoned_and_the_rou
     down = Cluster(6, faults=faults, log_root=str(tmp_path / "down")).run(verify=True)  # hard_shutdown = true
     assert down.ok, down.summary()
     assert down.roles == {"lvs1": "DOWN", "lvs2": "ACTIVE"}
+
+
+def test_an_lvsd_stop_forgets_its_deaths_as_the_real_router_does():
+    """The real router starts lvsd's standby once a stopped lvsd is gone, and every start of lvsd on
+    an order forgets its deaths (Supervision.lvsd_started): five deaths while active, a stop order,
+    and the next death is the first of a new history (before: the sixth, a restart loop)."""
+    c = Cluster(6, faults=[])
+    r = c.routers["lvs1"]
+    c.boot(r)
+    r.supervision.lvsd_order("pulse.start_lvsd")
+    for k in range(5):
+        assert r.supervision.on_death("lvsd", float(k)).action == "restart"
+    r.supervision.lvsd_order("pulse.stop_lvsd")
+    c._on_supervisor("stop", ("lvs1", "lvsd", r.broker_runs))
+    d = r.supervision.on_death("lvsd", 5.0)
+    assert d.action == "restart" and d.decision.recent == 1 and d.decision.attempt == 6
