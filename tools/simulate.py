@@ -16,7 +16,7 @@ What is simulated (everything a core does not see directly):
 * the router's lifecycle as ``lvsbus router`` runs it, its decisions taken by the supervisor's
   own code (``lvsbus.router.supervision.Supervision``): broker, ``config.loaded`` (the run start: every
   core starts from ``initial()`` there), pulse, nanny and the applier always, lvsd started on
-  ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; every
+  ``pulse.start_lvsd`` (its standby told to go: no process start) and stopped on ``pulse.stop_lvsd``; every
   service death goes through the restart policy (attempt, backoff; a restart loop steps the router
   down, or abandons nanny under ``hard_shutdown = false``), the broker's among them, and the broker
   and pulse keep a warm spare (a process already up, waiting) that takes over at once when the live
@@ -122,7 +122,7 @@ from lvsbus_tools.timeline import render_text, timeline
 S = 1_000_000_000
 MS = 1_000_000
 NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
-SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
+GO = 1 * MS  # lvsd's standby (started, recovered, following the bus) told to go on its stdin
 LINKS = ("public", "private")
 SIM_KEY = wire.key_from_secret(b"lvsbus simulated cluster")  # every router's heartbeat key
 
@@ -846,13 +846,14 @@ class Cluster:
     def supervise(self, r: SimRouter, type_: str) -> None:
         """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``: the
         services that run only while pulse is ACTIVE (lvsd) are started (the real router's standby
-        told to go: modelled as a start from the log after ``SPAWN``) or stopped."""
+        told to go on its stdin, ``GO`` later: it has started and recovered already, so no process
+        start; modelled as a start from the log) or stopped."""
         order = r.supervision.lvsd_order(type_)
         for name, when in SERVICES:
             if when != WHILE_ACTIVE or name not in r.services:
                 continue
             if order == LVSD_START and not r.services[name].up:
-                self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
+                self._at(self.t + GO, "start", r.name, name, r.broker_runs)
             elif order != LVSD_START:
                 self._at(self.t, "stop", r.name, name, r.broker_runs)
 
