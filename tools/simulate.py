@@ -16,9 +16,13 @@ What is simulated (everything a core does not see directly):
 * the router's lifecycle as ``lvsbus router`` runs it, its decisions taken by the supervisor's
   own code (``lvsbus.router.supervision.Supervision``): broker, ``config.loaded`` (the run start: every
   core starts from ``initial()`` there), pulse, nanny and the applier always, lvsd started on
-  ``pulse.start_lvsd`` (after a process start delay) and stopped on ``pulse.stop_lvsd``; every
+  ``pulse.start_lvsd`` (its standby told to go: no process start) and stopped on ``pulse.stop_lvsd``; every
   service death goes through the restart policy (attempt, backoff; a restart loop steps the router
-  down, or abandons nanny under ``hard_shutdown = false``); a service that starts again is restored
+  down, or abandons nanny under ``hard_shutdown = false``), the broker's among them, and the broker
+  and pulse keep a warm spare (a process already up, waiting) that takes over at once when the live
+  one dies, the policy's delay then being for the next spare (``Supervision.on_death``, as
+  ``Router._died``); lvsd's deaths are forgotten when it is stopped (``Supervision.lvsd_started``:
+  the real router starts its standby then); a service that starts again is restored
   from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
   as ``lvsbus.runtime.engine`` does;
 * a simulated shell per core, which executes its effects with the real shells' decision code
@@ -47,9 +51,11 @@ core is restored from its snapshot; VIPs stay), link cut and heal per (pair, lin
 (pulse's link watch polls it, with monitor_links), packet loss, delay and reordering per link, a
 router stall (GC/VM pause), wall-clock steps, monotonic drift, real servers failing (for a while or for good),
 flapping, answering too slowly (checks time out), and broker crashes at any instant (between two
-messages it receives, having written what it had received or not; restarted after the fault's
-duration). Services run write-ahead, as ``lvsbus.runtime.engine``: a step's outputs are recorded, then
-its effects run; with no broker they wait, the lost ones are sent again and the written ones found
+messages it receives, having written what it had received or not). After a service's or the
+broker's crash, the process the supervisor's decision brings in (the spare, at once, or a new one,
+after the policy's delay) serves the fault's duration later. Services run write-ahead, as
+``lvsbus.runtime.engine``: a step's outputs are recorded, then its effects run; with no broker
+they wait, the lost ones are sent again and the written ones found
 (``lvsbus.bus.AsyncBusClient``), and a service that dies meanwhile answers those inputs again.
 
 Invariants, checked after every simulated instant (``Cluster.violations``):
@@ -107,7 +113,8 @@ from lvsbus.bus.stats import ReportLimit
 from lvsbus.log import Durability, EventLog, LogReader
 from lvsbus.runtime.snapshot import decode_state, encode_state
 from lvsbus.runtime.timer import TimerState
-from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, ROUTER_SUBS, SERVICES, WHILE_ACTIVE, Decision, Supervision, configured_services
+from lvsbus.router.supervision import (ABANDON, GIVE_UP, LVSD_START, ROUTER_SUBS, SERVICES, SPARES, WHILE_ACTIVE, Death,
+                                       Supervision, configured_services)
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, checks_for, next_flush, phase_of, wake_delay
 from lvsbus_services.pulse import wire
@@ -121,7 +128,7 @@ S = 1_000_000_000
 MS = 1_000_000
 NANNY_FLUSH = int(FLUSH_S * S)  # nanny's shell flushes its results every 50 ms
 NANNY_TICK = int(TICK * S)  # ... and wakes at least a tick ahead
-SPAWN = 150 * MS  # a service process starting (python, imports) before its runtime runs
+GO = 1 * MS  # lvsd's standby (started, recovered, following the bus) told to go on its stdin
 LINKS = ("public", "private")
 SIM_KEY = wire.key_from_secret(b"lvsbus simulated cluster")  # every router's heartbeat key
 
@@ -186,8 +193,9 @@ def config_payload(model: dict, local: str, digest: str, reload: bool = False) -
 
 FAULT_KINDS = (
     "router_crash",  # target router; the host goes down for duration (VIPs gone), then boots
-    "service_crash",  # target "router/service"; the process dies, can start again after duration, when the
-    # supervisor's restart policy (lvsbus.router.supervision) says (VIPs stay)
+    "service_crash",  # target "router/service"; the process dies (VIPs stay); the supervisor's decision
+    # (lvsbus.router.supervision) brings its spare in at once or starts a new one after the policy's
+    # delay; that process serves duration later
     "link_cut",  # target "a-b/link"; no datagram passes for duration
     "nic_down",  # target "router/link"; the router's NIC on that link is down (pulse's link watch, with
     # monitor_links, publishes pulse.link_changed at its next poll)
@@ -201,7 +209,8 @@ FAULT_KINDS = (
     "slow_check",  # target real server; it answers too late (checks time out), for duration
     # target router; its broker is SIGKILLed before the (value // 2)-th message it receives from then
     # on (in the middle of whatever the router is doing), having written what it had received
-    # (odd value) or not (even); the supervisor restarts it after duration
+    # (odd value) or not (even); the supervisor's decision brings in its spare (or a new one after
+    # the policy's delay), serving duration later
     "broker_crash",
 )
 #: service = fos (``Cluster(fos=True)``): no real server; the failover service can be killed
@@ -232,7 +241,7 @@ class Fault:
                                  f"{' (what it received written)' if self.value % 2 else ''}"}.get(self.kind, "")
         dur = f" for {self.duration / S:g}s" if self.duration else ""
         if self.kind == "broker_crash":
-            dur = f", restarted after {self.duration / S:g}s"
+            dur = f", the next one serving after {self.duration / S:g}s"
         return f"t={self.at / S:g}s {self.kind} {self.target}{extra}{dur}"
 
 
@@ -433,7 +442,11 @@ class SimRouter:
         self.nanny_digest = ""  # the config digest its schedule was planned under
         # the supervisor's decisions (lvsbus.router.supervision, as lvsbus/router/supervisor.py): a new one each boot
         self.supervision = Supervision()
-        self.crashed: dict[str, Decision] = {}  # services killed and not restarted yet: the policy's decision
+        self.crashed: dict[str, Death] = {}  # services dead, waiting for the policy's delay (Death.start_at)
+        # warm spares (broker, pulse): a spare is a process already up, waiting; it is started when
+        # due (spare_at, ns) once the live process runs, and takes over when the live one dies
+        self.spare: set[str] = set()
+        self.spare_at: dict[str, int] = {}
         self.abandoned: set[str] = set()  # a restart loop under hard_shutdown = false: not restarted
         self.stepped_down = False  # a restart loop made the router step down (it stays down)
         # the broker and write-ahead: a record is written (durable) when the broker forwards it;
@@ -549,7 +562,7 @@ class Cluster:
         self.check = check_invariants
         self.validate = validate
         self.rng = random.Random(seed)  # the network's dice (loss, delay), never the fault schedule's
-        self.broker_restart_ns = 300 * MS  # a broker crash's restart time (its fault's duration)
+        self.broker_restart_ns = 300 * MS  # after a broker crash, the next broker serves this much later (its fault's duration)
         self.t = 0
         self.heap: list = []
         self._order = 0
@@ -744,7 +757,8 @@ class Cluster:
         """The broker dies (SIGKILL) between two messages: what it had received and not written is
         lost (its publishers send it again to the next broker, effects held meanwhile), or, after
         writing it (``crash_written``), it is in the log and not acknowledged (effects held until the
-        publishers find it in the log at the next broker's start). The supervisor restarts it."""
+        publishers find it in the log at the next broker's start). The supervisor decides as for any
+        service (``died``): its spare takes over, or a new broker starts after the policy's delay."""
         r.broker_up = False
         r.crash_in = None
         if r.crash_written:
@@ -756,7 +770,7 @@ class Cluster:
             r.pending, r.pending_items = [], []
             r.next_seq = r.written_seq + 1
             r.queue = deque(ev for ev in r.queue if ev.seq <= r.written_seq)  # written: delivered after the restart
-        self._at(self.t + self.broker_restart_ns, "broker_up", r.name, r.broker_runs)
+        self.died(r, "broker", self.broker_restart_ns)
 
     def broker_up(self, r: SimRouter) -> None:
         """The new broker: resumes from the log; each client says hello again, finds what the old
@@ -788,6 +802,7 @@ class Cluster:
         if r.reconcile_due and pulse is not None and pulse.up:  # its answers were waiting for this broker
             self.reconcile_vips(r, pulse)
         r.reconcile_due = False
+        self._spares(r)
         self.drain(r)
 
     def _arm(self, r: SimRouter, svc: SimService) -> None:
@@ -839,13 +854,14 @@ class Cluster:
     def supervise(self, r: SimRouter, type_: str) -> None:
         """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``: the
         services that run only while pulse is ACTIVE (lvsd) are started (the real router's standby
-        told to go: modelled as a start from the log after ``SPAWN``) or stopped."""
+        told to go on its stdin, ``GO`` later: it has started and recovered already, so no process
+        start; modelled as a start from the log) or stopped."""
         order = r.supervision.lvsd_order(type_)
         for name, when in SERVICES:
             if when != WHILE_ACTIVE or name not in r.services:
                 continue
             if order == LVSD_START and not r.services[name].up:
-                self._at(self.t + SPAWN, "start", r.name, name, r.broker_runs)
+                self._at(self.t + GO, "start", r.name, name, r.broker_runs)
             elif order != LVSD_START:
                 self._at(self.t, "stop", r.name, name, r.broker_runs)
 
@@ -989,6 +1005,7 @@ class Cluster:
         r.up = True
         r.supervision = Supervision()
         r.crashed, r.abandoned, r.stepped_down = {}, set(), False
+        r.spare, r.spare_at = set(), {name: self.t for name in SPARES}  # once the live one runs (Router.run)
         r.broker_runs += 1
         r.open_log()
         r.broker_up = True
@@ -1009,6 +1026,7 @@ class Cluster:
         for name in r.supervision.starts(configured=configured_services(self.config)):
             if name in r.services:
                 self.start_service(r, r.services[name])
+        self._spares(r)
         self.drain(r)
 
     def hello(self, r: SimRouter, client: str, subs: list[str], pid: int) -> None:
@@ -1052,6 +1070,7 @@ class Cluster:
                 self.reconcile_vips(r, svc)
             else:
                 r.reconcile_due = True
+        self._spares(r)
 
     def _pulse_shell_started(self, r: SimRouter, svc: SimService) -> None:
         r.rejected, r.reject_limit = 0, ReportLimit(wire.REJECT_EVENTS_PER_S)  # a new shell's counts
@@ -1107,30 +1126,63 @@ class Cluster:
             svc.owed.extend((i[3], i[5]) for i in owed)
             r.outbox = [i for i in r.outbox if i[0] != svc.name]
 
-    def died(self, r: SimRouter, sname: str) -> None:
-        """A service's process died: the supervisor's policy (``lvsbus.router.supervision``, with the
-        router's monotonic clock) decides, as ``Router._died`` does."""
-        d = r.supervision.died(sname, r.clock.mono(self.t) / S, hard_shutdown=self.config.hard_shutdown)
+    def died(self, r: SimRouter, sname: str, startup_ns: int) -> None:
+        """A service's process died (the broker's too): the supervisor's decision
+        (``Supervision.on_death``, on the router's monotonic clock), as ``Router._died`` takes it:
+        its warm spare takes over at once, or a new process starts after the policy's delay, or a
+        restart loop abandons it or steps the router down. The process that takes over serves
+        ``startup_ns`` later (the fault's duration: a spare's takeover, a new process's start)."""
+        now = r.clock.mono(self.t) / S
+        d = r.supervision.on_death(sname, now, spare_alive=sname in r.spare, exit_="killed by SIGKILL",
+                                   hard_shutdown=self.config.hard_shutdown)
+        if d.action == GIVE_UP:
+            self.step_down(r, d.reason)
+            return
+        for type_, payload in d.events:
+            self.publish(r, "router", type_, payload)
         if d.action == ABANDON:
             r.abandoned.add(sname)
-            self.publish(r, "router", "router.service_abandoned",
-                         {"service": sname, "restarts": d.recent - 1, "exit": "killed by SIGKILL"})
-            self.drain(r)
-        elif d.action == GIVE_UP:
-            self.step_down(r, f"restart loop: {sname}")
-        else:
+        if d.spare_at is not None:
+            self._spare_due(r, sname, d.spare_at - now)
+        if d.promote:
+            r.spare.discard(sname)
+            self._up_after(r, sname, startup_ns)
+        elif d.start_at is not None:
             r.crashed[sname] = d
-
-    def restart(self, r: SimRouter, sname: str) -> None:
-        """The supervisor starts a new process of a service that died, if it still wants it."""
-        d = r.crashed.pop(sname, None)
-        svc = r.services[sname]
-        if d is None or svc.up or not r.supervision.wanted(sname, configured_services(self.config)):
-            return
-        self.publish(r, "router", "router.service_restarted",
-                     {"service": sname, "attempt": d.attempt, "exit": "killed by SIGKILL"})
-        self.start_service(r, svc)
+            self._at(self.t + round((d.start_at - now) * S), "restart", r.name, sname, r.broker_runs, startup_ns)
         self.drain(r)
+
+    def restart(self, r: SimRouter, sname: str, startup_ns: int) -> None:
+        """The policy's delay is over (``Death.start_at``): the supervisor starts a new process, if it
+        still wants it, and records ``router.service_restarted``; it serves ``startup_ns`` later."""
+        d = r.crashed.pop(sname, None)
+        if d is None or d.restarted is None:
+            return
+        if sname != "broker" and (r.services[sname].up or not r.supervision.wanted(sname, configured_services(self.config))):
+            return
+        self.publish(r, "router", "router.service_restarted", d.restarted)
+        if sname in SPARES:
+            r.spare_at.setdefault(sname, self.t)  # its next spare, once it runs
+        self._up_after(r, sname, startup_ns)
+        self.drain(r)
+
+    def _up_after(self, r: SimRouter, sname: str, startup_ns: int) -> None:
+        if sname == "broker":
+            self._at(self.t + startup_ns, "broker_up", r.name, r.broker_runs)
+        else:
+            self._at(self.t + startup_ns, "start", r.name, sname, r.broker_runs)
+
+    def _spare_due(self, r: SimRouter, sname: str, delay_s: float) -> None:
+        r.spare_at[sname] = at = self.t + round(delay_s * S)
+        self._at(at, "spare", r.name, r.broker_runs)
+
+    def _spares(self, r: SimRouter) -> None:
+        """A spare due is started once its live process runs (holds the lock): up at once, waiting."""
+        for name, at in list(r.spare_at.items()):
+            live = r.broker_up if name == "broker" else name in r.services and r.services[name].up
+            if at <= self.t and live:
+                del r.spare_at[name]
+                r.spare.add(name)
 
     def step_down(self, r: SimRouter, reason: str) -> None:
         """A restart loop (``Router._shutdown(graceful=False)``): ``router.shutdown_requested``,
@@ -1190,20 +1242,13 @@ class Cluster:
             self.boot(r)
 
     def _service_crash(self, f: Fault, begin: bool) -> None:
+        """The process dies; whatever takes over serves the fault's duration later (``died``)."""
         rname, sname = f.target.split("/")
         r = self.routers[rname]
         svc = r.services.get(sname)
-        if svc is None or not r.up:
-            return
-        if begin and svc.up:
+        if begin and svc is not None and r.up and svc.up:
             self.stop_service(r, svc)
-            self.died(r, sname)
-        elif not begin and sname in r.crashed:  # the process could start again (duration)
-            d = r.crashed[sname]
-            if d.delay_s:  # ... and the supervisor's backoff says when it does
-                self._at(self.t + int(d.delay_s * S), "restart", r.name, sname, r.broker_runs)
-            else:
-                self.restart(r, sname)
+            self.died(r, sname, f.duration)
 
     def _broker_crash(self, f: Fault, begin: bool) -> None:
         r = self.routers[f.target]
@@ -1368,23 +1413,33 @@ class Cluster:
         if r.up and r.broker_runs == args[1] and not r.broker_up:
             self.broker_up(r)
 
+    def _on_spare(self, kind: str, args: tuple) -> None:
+        r = self.routers[args[0]]
+        if r.up and r.broker_runs == args[1]:
+            self._spares(r)
+
     def _on_boot(self, kind: str, args: tuple) -> None:
         self.boot(self.routers[args[0]])
 
     def _on_supervisor(self, kind: str, args: tuple) -> None:
         """start, stop, restart of a service, in the router run (broker_runs) that queued it."""
         r = self.routers[args[0]]
-        svc = r.services[args[1]]
         if not r.up or r.broker_runs != args[2]:
             return
+        if kind == "restart":  # a service's, or the broker's
+            self.restart(r, args[1], args[3])
+            return
+        svc = r.services[args[1]]
         wanted = r.supervision.wanted(args[1], configured_services(self.config))
-        if kind == "restart":
-            self.restart(r, args[1])
-        elif kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
+        if kind == "start" and wanted and not svc.up and args[1] not in r.crashed:
             self.start_service(r, svc)
             self.drain(r)
-        elif kind == "stop" and not wanted and svc.up:
-            self.stop_service(r, svc)
+        elif kind == "stop" and not wanted:
+            if svc.up:
+                self.stop_service(r, svc)
+            r.crashed.pop(args[1], None)  # Child.terminate: no restart due any more
+            if args[1] == "lvsd":
+                r.supervision.lvsd_started()  # the standby started once it is gone (Router._start_lvsd)
 
     def _on_shell(self, kind: str, args: tuple) -> None:
         r = self.routers[args[0]]
@@ -1420,7 +1475,7 @@ class Cluster:
     EVENT_HANDLERS: dict[str, Callable[[Cluster, str, tuple], None]] = {
         "dgram": _on_dgram, "timer": _on_timer, "fault": _on_fault, "broker_up": _on_broker_up, "boot": _on_boot,
         "start": _on_supervisor, "stop": _on_supervisor, "restart": _on_supervisor, "shell": _on_shell,
-        "fos_cmd": _on_fos_cmd, "notify": _on_notify, "links": _on_links,
+        "fos_cmd": _on_fos_cmd, "notify": _on_notify, "links": _on_links, "spare": _on_spare,
     }
 
     def _serving_now(self) -> bool:

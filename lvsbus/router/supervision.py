@@ -52,6 +52,8 @@ OPTIONAL = ("web",)
 #: what the router's own bus client subscribes to: pulse's lvsd orders (it starts and stops lvsd),
 #: the role and pulse's VIP effects (its status)
 ROUTER_SUBS = ("pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips", "pulse.release_vips")
+#: services that keep a warm spare (a second process blocked on the service's lock; see ``on_death``)
+SPARES = ("broker", "pulse")
 
 
 #: what in a config (``lvsbus.config.Config``) turns each CONFIGURED service on; a change of it
@@ -115,11 +117,48 @@ class RestartPolicy:
         self._deaths.pop(service, None)
 
 
+def restarted_payload(service: str, attempt: int, exit_: str) -> dict:
+    """``router.service_restarted``: the service is back (its spare took over, or a new process started)."""
+    return {"service": service, "attempt": attempt, "exit": exit_[:256]}
+
+
+def abandoned_payload(service: str, restarts: int, exit_: str) -> dict:
+    """``router.service_abandoned``: a restart loop of a service the router runs on without."""
+    return {"service": service, "restarts": restarts, "exit": exit_[:256]}
+
+
+@dataclass(frozen=True)
+class Death:
+    """What the supervisor does about one death of a service's process (``Supervision.on_death``).
+
+    RESTART: ``promote``: the live process died and its warm spare takes over now; ``start_at``: no
+    spare took over, a new live process starts at this time, and ``restarted`` is recorded then;
+    ``spare_at``: the next spare starts at this time (once the live process holds the lock).
+    ``events`` are recorded now (``router.service_restarted`` when a spare took over or a spare
+    died; ``router.service_abandoned`` for ABANDON). GIVE_UP: the router steps down, ``reason``.
+    """
+
+    decision: Decision
+    promote: bool = False
+    start_at: float | None = None
+    spare_at: float | None = None
+    events: tuple[tuple[str, dict], ...] = ()
+    restarted: dict | None = None
+    reason: str = ""
+
+    @property
+    def action(self) -> str:
+        return self.decision.action
+
+
 class Supervision:
     """The supervisor's decisions, pure: the restart policy, which services run, lvsd following pulse.
 
     ``died(service, now, hard_shutdown)``: RESTART (after ``delay_s``), GIVE_UP (step down) or
     ABANDON (nanny under ``hard_shutdown = false``, or the console: not restarted, the router stays up).
+    ``on_death(service, now, spare_alive, of_spare, exit_, hard_shutdown)``: all of it for one
+    death (``Death``: promote the spare, when to start a new process or the next spare, the events).
+    ``lvsd_started()``: lvsd was started on an order, not as a restart: a new history.
     ``lvsd_order(type)``: on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``, LVSD_START or
     LVSD_STOP (``active`` follows). ``wanted(service, configured)``: whether the service's process
     should be running now (a dead one is restarted only then).
@@ -152,3 +191,25 @@ class Supervision:
         if d.action == GIVE_UP and (service in OPTIONAL or (service in ABANDONABLE and not hard_shutdown)):
             return Decision(ABANDON, 0.0, d.attempt, d.recent)
         return d
+
+    def on_death(self, service: str, now: float, *, spare_alive: bool = False, of_spare: bool = False,
+                 exit_: str = "", hard_shutdown: bool = True) -> Death:
+        """One death of ``service``'s live process (``of_spare``: of its warm spare, waiting), at
+        ``now`` (the router's monotonic seconds). A live one whose spare is alive is replaced by it
+        at once and the policy's delay is when the next spare starts; with no spare, a new process
+        starts after the delay. ``exit_``: how it ended (``exit 3``, ``killed by SIGKILL``)."""
+        d = self.died(service, now, hard_shutdown)
+        if d.action == ABANDON:
+            return Death(d, events=(("router.service_abandoned", abandoned_payload(service, d.recent - 1, exit_)),))
+        if d.action == GIVE_UP:
+            return Death(d, reason=f"restart loop: {service}")
+        restarted = restarted_payload(service, d.attempt, exit_)
+        promote = spare_alive and not of_spare
+        if promote or of_spare:
+            return Death(d, promote=promote, spare_at=now + d.delay_s, events=(("router.service_restarted", restarted),))
+        return Death(d, start_at=now + d.delay_s, restarted=restarted)
+
+    def lvsd_started(self) -> None:
+        """lvsd was started on an order (the standby after a stop, or an active one with no
+        standby to tell), not restarted after a death: its deaths so far no longer count."""
+        self.restarts.forget("lvsd")

@@ -79,15 +79,14 @@ from lvsbus.config.derive import loaded_payload
 from lvsbus.host.keyfile import load_key
 from lvsbus.host.paths import StateDirs
 from lvsbus.router import supervision
-from lvsbus.router.supervision import ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, ROUTER_SUBS, RestartLimits, Supervision
+from lvsbus.router.supervision import (ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, ROUTER_SUBS, SPARES, RestartLimits,
+                                       Supervision, restarted_payload)
 
 log = structlog.get_logger("lvsbus.router.supervisor")
 
 #: the restart policy's defaults (lvsbus.router.supervision; ``lvsbus router --max-restarts/--restart-window``)
 MAX_RESTARTS = RestartLimits().max_restarts
 RESTART_WINDOW = RestartLimits().window_s
-#: services that keep a warm spare (a second process blocked on the service's lock)
-SPARES = ("broker", "pulse")
 #: the heartbeat's path (pulse, and the broker its timers go through) runs at this nice value, so
 #: that a busy host (a spare importing, a check storm) delays heartbeats less; a spare waits at 0
 #: and is raised when it takes over
@@ -223,7 +222,7 @@ class Child:
         self.uses_spare = spare
         self.spare: subprocess.Popen | None = None
         self.spare_at: float | None = None  # start a new spare at this time (once the live one holds the lock)
-        self.pending_attempt = 0  # the restart scheduled at start_at is this service's attempt N
+        self.pending_restart: dict | None = None  # router.service_restarted, recorded when start_at comes
         self.nice: int | None = HEARTBEAT_NICE if name in SPARES else None  # the live process's nice value
         self._spawn_nice: int | None = None
 
@@ -562,7 +561,7 @@ class Router:
             return
         c.argv = self._lvsd_argv(standby)
         c.stdin_pipe = standby
-        self.policy.forget("lvsd")
+        self.supervision.lvsd_started()
         c.start()
         self.lvsd_standby = standby
 
@@ -723,7 +722,8 @@ class Router:
                     return False
             if c.start_at is not None and now >= c.start_at:  # no spare took over: start one now
                 c.start()
-                self._restarted(c)
+                if c.pending_restart is not None:
+                    self._publish("router.service_restarted", c.pending_restart)
                 if c.uses_spare and c.spare_at is None:
                     c.spare_at = now
             if (c.uses_spare and c.spare is None and c.spare_at is not None and now >= c.spare_at
@@ -732,40 +732,41 @@ class Router:
         return True
 
     def _died(self, c: Child, exit_: str, now: float, spare: bool) -> bool:
-        """One death of service ``c`` (its live process, or its spare): the policy decides."""
+        """One death of service ``c`` (its live process, or its spare): ``Supervision.on_death`` decides."""
         c.last_exit = exit_
-        d = self.supervision.died(c.name, now, hard_shutdown=self.loaded is None or self.loaded.config.hard_shutdown)
-        if d.action == ABANDON:
-            self._abandon(c, d.recent)
-            return True
+        d = self.supervision.on_death(c.name, now, spare_alive=not spare and c.spare_alive(), of_spare=spare,
+                                      exit_=exit_, hard_shutdown=self.loaded is None or self.loaded.config.hard_shutdown)
         if d.action == GIVE_UP:
             lim = self.policy.limits
-            log.error("restart_loop", service=c.name, restarts=d.recent - 1, window_s=lim.window_s, last_exit=exit_)
-            print(f"lvsbus router: {c.name} died {d.recent} times within "
+            log.error("restart_loop", service=c.name, restarts=d.decision.recent - 1, window_s=lim.window_s,
+                      last_exit=exit_)
+            print(f"lvsbus router: {c.name} died {d.decision.recent} times within "
                   f"{lim.window_s:g} s (last: {exit_}); stepping down", file=sys.stderr)
             c.wanted = False
             self.exit_code = 1
-            self._shutdown(f"restart loop: {c.name}", graceful=False)
+            self._shutdown(d.reason, graceful=False)
             return False
-        took_over = False
-        if not spare and c.spare_alive():
-            c.promote_spare()  # it has the lock by now, or within a few ms
-            took_over = True
-        log.warning("service_died", service=c.name, exit=exit_, attempt=d.attempt, recent=d.recent,
-                    **({"spare_took_over": c.pid} if took_over else {}),
-                    **({"spare_in_s": d.delay_s} if c.uses_spare and (took_over or spare) else {"restart_in_s": d.delay_s}))
-        if took_over or spare:
-            c.spare_at = now + d.delay_s
-            self._restarted(c, attempt=d.attempt)
+        if d.action == ABANDON:
+            self._abandon(c, d.decision.recent)
         else:
-            c.start_at = now + d.delay_s
-            c.pending_attempt = d.attempt
+            if d.promote:
+                c.promote_spare()  # it has the lock by now, or within a few ms
+            delay = d.decision.delay_s
+            log.warning("service_died", service=c.name, exit=exit_, attempt=d.decision.attempt, recent=d.decision.recent,
+                        **({"spare_took_over": c.pid} if d.promote else {}),
+                        **({"spare_in_s": delay} if c.uses_spare and d.spare_at is not None else {"restart_in_s": delay}))
+            if d.spare_at is not None:
+                c.spare_at = d.spare_at
+            if d.start_at is not None:
+                c.start_at, c.pending_restart = d.start_at, d.restarted
+        for type_, payload in d.events:
+            self._publish(type_, payload)
         return True
 
     def _abandon(self, c: Child, deaths: int) -> None:
         """A restart loop of nanny under ``hard_shutdown = false``, or of the console
-        (``Supervision.died`` says ABANDON): stop restarting it and stay up (Piranha's lvsd:
-        "nanny died! manual action needed!")."""
+        (``Supervision.on_death`` says ABANDON, and records ``router.service_abandoned``): stop
+        restarting it and stay up (Piranha's lvsd: "nanny died! manual action needed!")."""
         console = c.name == "web"
         window = self.policy.limits.window_s
         log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window, last_exit=c.last_exit,
@@ -778,13 +779,6 @@ class Router:
         c.wanted = False
         c.abandoned = True
         c.start_at = None
-        self._publish("router.service_abandoned", {"service": c.name, "restarts": deaths - 1,
-                                                   "exit": c.last_exit[:256]})
-
-    def _restarted(self, c: Child, attempt: int | None = None) -> None:
-        if attempt is None:
-            attempt = c.pending_attempt
-        self._publish("router.service_restarted", {"service": c.name, "attempt": attempt, "exit": c.last_exit[:256]})
 
     def _renew_spare(self, c: Child) -> None:
         """The spare was started with an older command line or privileges: a new one."""
@@ -842,7 +836,8 @@ class Router:
                 c.wanted = True
                 self.policy.forget(c.name)
                 c.start()
-                self._restarted(c, attempt=self.policy.attempts(c.name))
+                self._publish("router.service_restarted",
+                              restarted_payload(c.name, self.policy.attempts(c.name), c.last_exit))
         return True
 
     def _follow_metrics(self, old_cfg, new_cfg) -> None:

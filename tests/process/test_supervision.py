@@ -262,3 +262,41 @@ def test_a_restart_loop_steps_down_unless_nanny_may_be_abandoned():
         ds = [s.died(service, float(t), hard_shutdown=hard) for t in range(6)]
         assert [d.action for d in ds] == [RESTART] * 5 + [last]
         assert ds[-1].recent == 6
+
+
+def test_on_death_promotes_a_live_spare_at_once_and_delays_the_next_spare():
+    from lvsbus.router.supervision import Supervision
+
+    s = Supervision()
+    d = s.on_death("pulse", 10.0, spare_alive=True, exit_="killed by SIGKILL")
+    assert d.promote and d.start_at is None and d.spare_at == 10.0 and d.restarted is None
+    assert d.events == (("router.service_restarted", {"service": "pulse", "attempt": 1, "exit": "killed by SIGKILL"}),)
+    d = s.on_death("pulse", 11.0, spare_alive=True)
+    assert d.promote and d.spare_at == pytest.approx(11.2)  # the policy's delay: for the next spare
+    # no spare alive (deaths faster than spares): a new process after the delay, recorded then
+    d = s.on_death("pulse", 11.1, spare_alive=False, exit_="exit 3")
+    assert not d.promote and d.spare_at is None and d.start_at == pytest.approx(11.5) and d.events == ()
+    assert d.restarted == {"service": "pulse", "attempt": 3, "exit": "exit 3"}
+    # a spare that dies while it waits: a death of the service, the next spare after the delay
+    d = s.on_death("pulse", 12.0, spare_alive=True, of_spare=True, exit_="spare: exit 3")
+    assert not d.promote and d.start_at is None and d.spare_at == pytest.approx(12.8)
+    assert d.events[0][1]["exit"] == "spare: exit 3"
+    s.on_death("pulse", 12.1)
+    d = s.on_death("pulse", 12.2)
+    assert d.action == GIVE_UP and d.reason == "restart loop: pulse" and d.events == ()
+
+
+def test_on_death_abandons_with_the_event_and_lvsd_started_forgets_its_deaths():
+    from lvsbus.router.supervision import ABANDON, Supervision
+
+    s = Supervision()
+    for t in range(5):
+        assert s.on_death("nanny", float(t), hard_shutdown=False).action == RESTART
+    d = s.on_death("nanny", 5.0, hard_shutdown=False, exit_="x" * 300)
+    assert d.action == ABANDON and d.events == (("router.service_abandoned",
+                                                 {"service": "nanny", "restarts": 5, "exit": "x" * 256}),)
+    for t in (0.0, 0.1, 0.2):
+        s.on_death("lvsd", t)
+    s.lvsd_started()  # the standby after a stop: a new history, the run's count stays
+    d = s.on_death("lvsd", 0.3)
+    assert d.start_at == 0.3 and d.restarted is not None and d.restarted["attempt"] == 4

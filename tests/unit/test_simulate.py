@@ -452,9 +452,10 @@ def _router_events(log_dir: str) -> list:
 
 
 def test_the_supervisors_restart_policy_decides_in_the_simulator_too(tmp_path):
-    """The simulated supervisor asks lvsbus.router.supervision, as lvsbus/router/supervisor.py does: each death of
-    pulse counts, the restarts back off (0, 0.2, 0.4, 0.8 s after the process could start), and the
-    sixth death within 60 s is a restart loop: lvs1 steps down, and lvs2 takes over."""
+    """The simulated supervisor takes lvsbus.router.supervision's decisions (Supervision.on_death), as
+    lvsbus/router/supervisor.py does: each death of pulse counts, pulse's warm spare takes over at
+    once (recorded at the death: the policy's delay is for the next spare), and the sixth death
+    within 60 s is a restart loop: lvs1 steps down, and lvs2 takes over."""
     faults = [Fault((8 + 2 * k) * S, "service_crash", "lvs1/pulse", 300 * MS) for k in range(6)]
     res = Cluster(6, faults=faults, log_root=str(tmp_path)).run(verify=True)
     assert res.ok, res.summary()
@@ -463,9 +464,35 @@ def test_the_supervisors_restart_policy_decides_in_the_simulator_too(tmp_path):
     restarts = [ev for ev in evs if ev.type == "router.service_restarted"]
     assert [ev.payload["attempt"] for ev in restarts] == [1, 2, 3, 4, 5]
     gaps = [(b.mono_ns - a.mono_ns) / S for a, b in zip(restarts, restarts[1:])]
-    assert gaps == pytest.approx([2.2, 2.2, 2.4, 2.8], abs=0.001)
+    assert gaps == pytest.approx([2.0, 2.0, 2.0, 2.0], abs=0.001)  # was death + fault + delay: 2.2, 2.2, 2.4, 2.8
     assert (evs[-1].type, evs[-1].payload) == ("router.shutdown_requested",
                                                {"reason": "restart loop: pulse", "graceful": False})
+
+
+def test_deaths_faster_than_the_spares_wait_for_the_policys_delay(tmp_path):
+    """pulse dies at 8.0 s and 8.1 s: its spares take over at once (the second is the one started
+    at once after the first death); at 8.2 s the next spare is not due yet (8.1 + 0.2 s): a new
+    pulse starts after the policy's delay, 8.2 + 0.4 s, recorded then (Router._died's start_at)."""
+    faults = [Fault(8 * S + k * 100 * MS, "service_crash", "lvs1/pulse", 50 * MS) for k in range(3)]
+    res = Cluster(6, faults=faults, log_root=str(tmp_path)).run(verify=True)
+    assert res.ok, res.summary()
+    evs = _router_events(res.logs["lvs1"])
+    restarts = [ev for ev in evs if ev.type == "router.service_restarted"]
+    assert [ev.payload["attempt"] for ev in restarts] == [1, 2, 3]
+    gaps = [(b.mono_ns - a.mono_ns) / S for a, b in zip(restarts, restarts[1:])]
+    assert gaps == pytest.approx([0.1, 0.5], abs=0.001)
+
+
+def test_broker_deaths_count_in_the_restart_policy(tmp_path):
+    """A broker crash is a death of the broker for the supervisor's policy, as on the real router:
+    router.service_restarted {service: broker} for each, and the sixth within 60 s steps lvs1 down
+    (its router.shutdown_requested is not recorded: no broker is left to record it)."""
+    faults = [Fault((8 + 2 * k) * S, "broker_crash", "lvs1", 100 * MS, 2) for k in range(6)]
+    res = Cluster(6, faults=faults, log_root=str(tmp_path)).run(verify=True)
+    assert res.ok, res.summary()
+    assert res.roles == {"lvs1": "DOWN", "lvs2": "ACTIVE"}
+    restarts = [ev.payload for ev in _router_events(res.logs["lvs1"]) if ev.type == "router.service_restarted"]
+    assert restarts == [{"service": "broker", "attempt": n, "exit": "killed by SIGKILL"} for n in range(1, 6)]
 
 
 def test_a_nanny_restart_loop_under_hard_shutdown_false_is_abandoned_and_the_router_stays(tmp_path):
@@ -484,3 +511,19 @@ def test_a_nanny_restart_loop_under_hard_shutdown_false_is_abandoned_and_the_rou
     down = Cluster(6, faults=faults, log_root=str(tmp_path / "down")).run(verify=True)  # hard_shutdown = true
     assert down.ok, down.summary()
     assert down.roles == {"lvs1": "DOWN", "lvs2": "ACTIVE"}
+
+
+def test_an_lvsd_stop_forgets_its_deaths_as_the_real_router_does():
+    """The real router starts lvsd's standby once a stopped lvsd is gone, and every start of lvsd on
+    an order forgets its deaths (Supervision.lvsd_started): five deaths while active, a stop order,
+    and the next death is the first of a new history (before: the sixth, a restart loop)."""
+    c = Cluster(6, faults=[])
+    r = c.routers["lvs1"]
+    c.boot(r)
+    r.supervision.lvsd_order("pulse.start_lvsd")
+    for k in range(5):
+        assert r.supervision.on_death("lvsd", float(k)).action == "restart"
+    r.supervision.lvsd_order("pulse.stop_lvsd")
+    c._on_supervisor("stop", ("lvs1", "lvsd", r.broker_runs))
+    d = r.supervision.on_death("lvsd", 5.0)
+    assert d.action == "restart" and d.decision.recent == 1 and d.decision.attempt == 6
