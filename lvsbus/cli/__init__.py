@@ -2,8 +2,8 @@
 
 Each module that provides subcommands exposes ``add_commands(subparsers)``; it adds its parsers and
 sets ``func`` on each, a callable ``func(args) -> int`` (the exit status). Modules are listed in
-``COMMAND_MODULES`` and imported lazily, so ``lvsbus --help`` stays fast and a missing optional
-dependency breaks only its own subcommand.
+``COMMAND_MODULES``; each keeps its heavy imports inside its commands, so ``lvsbus --help`` stays
+fast. A module that cannot be imported is an error, never a subcommand silently missing.
 """
 from __future__ import annotations
 
@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a module not written yet, or a dependency missing
-            if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
-                continue
-            raise
-        module.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -311,3 +311,13 @@ def test_bad_value_is_a_one_line_error(sandbox, cmd, dest, opt, value):
     elif status is not None and status != 0 and len(error_lines(err)) != 1:
         problems.append(f"not one line of error: {error_lines(err)[:6]}")
     assert not problems, f"lvsbus {' '.join(argv)}: " + "; ".join(problems)
+
+
+def test_a_command_module_that_cannot_be_imported_is_an_error_not_a_missing_subcommand(monkeypatch):
+    """The parser used to skip a listed module it could not find, so a subcommand could vanish
+    from ``lvsbus --help`` without a word."""
+    import lvsbus.cli as cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "lvsbus.cli.no_such_module"))
+    with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+        cli.build_parser()
