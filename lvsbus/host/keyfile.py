@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 from typing import NamedTuple
 
 from lvsbus.host.files import write_atomically
@@ -27,6 +28,8 @@ class KeyFile(NamedTuple):
     secret: bytes | None
     problem: str | None
     certain: bool = True
+
+_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
 
 
 def load_key(path: str) -> KeyFile:
@@ -44,6 +47,9 @@ def load_key(path: str) -> KeyFile:
             return KeyFile(None, f"{what}: not reachable by this user ({exc.strerror}), its mode and content "
                                  "were not checked (run as root)", certain=False)
         return KeyFile(None, f"{what}: {exc.strerror}")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # a FIFO would block the read forever
+        return KeyFile(None, f"{what}: not a regular file (a {_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')}); "
+                             f"{create_hint(path, exists=True)}")
     bad_mode = mode_problem(st.st_mode)
     if bad_mode:
         return KeyFile(None, f"{what} {bad_mode} (chmod 600 {path})")

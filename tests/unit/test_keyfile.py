@@ -94,3 +94,13 @@ def test_a_file_this_user_may_not_read_or_reach_is_not_judged():
                                     "was not checked (run as root)"), False)
     assert got[1] == KeyFile(None, (f"{shut}/hb.key: heartbeat key file: not reachable by this user (Permission "
                                     "denied), its mode and content were not checked (run as root)"), False)
+
+
+def test_a_fifo_is_refused_at_once_instead_of_blocking_the_read(tmp_path):
+    """A FIFO would block ``open``/``read`` forever: router start, pulse and check-config would hang."""
+    path = tmp_path / "hb.key"
+    os.mkfifo(path, 0o600)
+    k = load_key(str(path))
+    assert k.secret is None and k.problem == (
+        f"{path}: heartbeat key file: not a regular file (a FIFO); replace it with: lvsbus keys heartbeat "
+        f"--force --out {path} (then copy that same file to every router)")
