@@ -33,6 +33,10 @@ from lvsbus.wire.events import Event
 
 INIT, BACKUP, ACTIVE, FAULT, STOPPED = "INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"
 ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
+#: the decision rules this code runs, recorded in ``pulse.started`` (v3) so that a log replays under
+#: the rules it was decided by: 2, every record before the field; 3, a router leaving ACTIVE for
+#: FAULT tells its peers at once with a FAULT heartbeat (``_step_down``)
+RULES = 3
 
 #: (trigger, sources, dest, conditions (model method names, all must hold), what fires it)
 ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
@@ -292,9 +296,10 @@ def grow_epoch(last: int, wall_s: float) -> int:
 def started_payload(epoch: int, hostname: str, addresses: Iterable[str], key_loaded: bool) -> dict:
     """``pulse.started``, as the shell publishes it once its sockets are bound (the real shell and
     the simulator): its boot epoch, the host's name and addresses (sorted, as many as the event
-    holds), whether the heartbeat key was read; ``listen``: it heard nothing while it was down."""
+    holds), whether the heartbeat key was read; ``listen``: it heard nothing while it was down;
+    ``rules``: the decision rules this code runs (``RULES``)."""
     return {"epoch": epoch, "hostname": hostname[:256], "addresses": sorted(addresses)[:1024],
-            "key_loaded": key_loaded, "listen": True}
+            "key_loaded": key_loaded, "listen": True, "rules": RULES}
 
 
 def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tuple[Vip, ...]] | None:
@@ -411,7 +416,7 @@ class PulseState:
     _PLAIN = (
         "role", "epoch", "hostname", "seq", "now", "next_hb", "listen_until", "preempt_since",
         "preempt_hold_until", "garp_next", "links_up", "last_active", "ignored", "rejected_configs",
-        "own_clock", "heard_from",
+        "own_clock", "heard_from", "rules",
     )
 
     def __init__(self) -> None:
@@ -446,6 +451,8 @@ class PulseState:
         # (pulse.started v2) heard nothing while it was down, so what it last heard of its peers
         # before then is no verdict on them (0: from the peer's last heartbeat, as a v1 run did)
         self.heard_from = 0
+        # the decision rules of the shell that started this run (pulse.started v3; 2 before it)
+        self.rules = 2
 
     @property
     def cfg(self) -> PulseSettings:
@@ -530,8 +537,8 @@ class PulseCore(Core[PulseState]):
     # the state's fields alone, every one present
     # version 3: fos_health, active_since, gave_up_until (service = fos); version 4:
     # reannounce_after per peer (one bound for every peer before); version 5: own_clock; version 6:
-    # heard_from
-    snapshot_version = 6
+    # heard_from; version 7: rules
+    snapshot_version = 7
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
@@ -539,6 +546,7 @@ class PulseCore(Core[PulseState]):
                                                       if data["reannounce_after"] else {})},
         4: lambda data: {**data, "own_clock": False},
         5: lambda data: {**data, "heard_from": 0},
+        6: lambda data: {**data, "rules": 2},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -620,6 +628,7 @@ class PulseCore(Core[PulseState]):
             # a restarted shell (the core restored from a snapshot) brings a new epoch: adopt it
             st.epoch = p["epoch"]
             st.own_clock = p["listen"]
+            st.rules = p["rules"]
             if p["listen"]:
                 st.heard_from = st.now
             st.hostname = p["hostname"]
@@ -671,6 +680,7 @@ class PulseCore(Core[PulseState]):
         fresh.epoch = event.payload["epoch"]
         fresh.hostname = event.payload["hostname"]
         fresh.own_clock = event.payload["listen"]
+        fresh.rules = event.payload["rules"]
         fresh.heard_from = event.mono_ns if event.payload["listen"] else 0
         self._try_start(fresh, out)
         if fresh.role != INIT:
@@ -1095,7 +1105,9 @@ class PulseCore(Core[PulseState]):
         self._role_changed(st, ACTIVE, dest, reason, peer, out)
         st.garp_next = None
         st.preempt_since = None
-        if heartbeat and dest == BACKUP:
+        if heartbeat and (dest == BACKUP or (dest == FAULT and st.rules >= 3)):
+            # tell the peers at once (over the links still up): a backup hears the role it left
+            # ACTIVE for and takes over as peer_stepped_down, without waiting for deadtime
             self._heartbeat_now(st, out)
 
     def _role_changed(

@@ -589,6 +589,33 @@ def test_fault_in_a_pair_moves_the_vips_to_the_other():
     assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
 
 
+
+@pytest.mark.parametrize("rules", [3, 2])
+def test_an_active_that_goes_fault_tells_the_backup_at_once(rules):
+    """The active's public link goes down while the private one still works: it steps down to
+    FAULT and (rules 3) sends one heartbeat saying FAULT over the links still up, and the backup
+    takes over at once (peer_stepped_down). Under rules 2 (a log from before pulse.started v3) no
+    heartbeat went out: the backup waited for deadtime, and replay keeps that decision."""
+    c = steady_pair()
+    for n in ("lvs1", "lvs2"):
+        c.nodes[n].state.rules = rules
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    t0 = c.now
+    c._push(t0, "lvs1", "pulse.link_changed", {"link": "public", "up": False, "device": None})
+    c.cut_link("lvs1", "lvs2", "public")
+    c.run_until(t0 + 50 * MS)
+    sent = [p for (t, n, typ, p) in c.trace
+            if t >= t0 and n == "lvs1" and typ == "pulse.send_heartbeat" and p["role"] == FAULT]
+    if rules == 3:
+        assert len(sent) == 1
+        assert c.roles() == {"lvs1": FAULT, "lvs2": ACTIVE}
+        took = [p for (t, n, typ, p) in c.trace if t >= t0 and n == "lvs2" and typ == "router.role_changed"]
+        assert took[0]["reason"] == "peer_stepped_down"
+    else:
+        assert sent == [] and c.roles() == {"lvs1": FAULT, "lvs2": BACKUP}
+        c.run_until(t0 + 2 * DEADTIME)
+        assert c.roles() == {"lvs1": FAULT, "lvs2": ACTIVE}
+
 # ---------------------------------------------------------------------------------------------
 # snapshots, replay, determinism
 
@@ -722,7 +749,7 @@ def test_a_backups_pulse_restarted_after_deadtime_listens_before_it_takes_over(l
     assert n.role == BACKUP
     down = 500 * MS + 3 * DEADTIME  # pulse down three deadtimes (a crash, the supervisor's backoff)
     n2 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))
-    eff = n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen}, down)
+    eff = n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen, "rules": 3 if listen else 2}, down)
     if not listen:
         assert n2.role == ACTIVE and n2.role_changes()[-1] == (BACKUP, ACTIVE, "peer_dead")
         return
@@ -740,7 +767,7 @@ def test_a_backups_pulse_restarted_after_deadtime_listens_before_it_takes_over(l
     assert not of(n2.all_effects(), "pulse.peer_dead")
     # with the active really gone, the listen ends in its death and a takeover as at any start
     n3 = Node("lvs2", state=n.core.restore(n.core.snapshot(n.state)))
-    n3.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True}, down)
+    n3.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True, "rules": 3}, down)
     eff = n3.timer(down + DEADTIME)
     assert n3.role == ACTIVE and [p["peer"] for p in of(eff, "pulse.peer_dead")] == ["lvs1"]
 
@@ -756,7 +783,7 @@ def test_an_input_recorded_while_pulse_was_down_judges_no_peer(listen):
 
     n = Node("lvs2")
     n.configure(make_model())
-    n.feed("pulse.started", {"epoch": 1, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen}, 0)
+    n.feed("pulse.started", {"epoch": 1, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": listen, "rules": 3 if listen else 2}, 0)
     n.hb("lvs1", 100 * MS, 1, ACTIVE)
     n.timer(DEADTIME)
     assert n.role == BACKUP and n.state.own_clock is listen
@@ -767,7 +794,7 @@ def test_an_input_recorded_while_pulse_was_down_judges_no_peer(listen):
         assert n2.role == ACTIVE and [p["peer"] for p in of(eff, "pulse.peer_dead")] == ["lvs1"]
         return
     assert n2.role == BACKUP and not of(eff, "pulse.peer_dead") and not of(eff, "pulse.take_vips")
-    n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True}, down)
+    n2.feed("pulse.started", {"epoch": 2, "hostname": "lvs2", "addresses": [], "key_loaded": True, "listen": True, "rules": 3}, down)
     n2.hb("lvs1", down + KEEPALIVE, 40, ACTIVE)
     n2.timer(down + DEADTIME)
     assert n2.role == BACKUP and not n2.role_changes()
@@ -1123,5 +1150,5 @@ def test_pulse_started_is_built_once_for_the_shell_and_the_simulator():
     p = started_payload(1_767_225_600, "h" * 300, {"10.0.0.2", "10.0.0.1", "::1"}, key_loaded=False)
     REGISTRY.validate("pulse.started", REGISTRY.latest("pulse.started").version, p)
     assert p == {"epoch": 1_767_225_600, "hostname": "h" * 256, "addresses": ["10.0.0.1", "10.0.0.2", "::1"],
-                 "key_loaded": False, "listen": True}
+                 "key_loaded": False, "listen": True, "rules": 3}
     assert len(started_payload(1, "h", [f"10.1.{i // 256}.{i % 256}" for i in range(2000)], True)["addresses"]) == 1024

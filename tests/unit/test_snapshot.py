@@ -114,7 +114,7 @@ def test_a_snapshot_round_trips_with_its_core_and_version(tmp_path):
     core, state = _pulse_with_state()
     body = encode_state(core, state)
     env = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 6
+    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 7
     assert core.snapshot(decode_state(core, body)) == core.snapshot(state)
 
 
@@ -133,11 +133,12 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
     seq, fmt, body = next(store.valid("pulse"))
     assert (seq, fmt) == (9, 1)
     restored = decode_state(core, body, fmt)
-    assert core.snapshot(restored) == {**d, "reannounce_after": {}, "own_clock": False}  # (v5 added own_clock)
+    # (v5 added own_clock, v7 the rules: an old snapshot is of a run under rules 2)
+    assert core.snapshot(restored) == {**d, "reannounce_after": {}, "own_clock": False, "rules": 2}
 
 
 @pytest.mark.parametrize("env, why", [
-    ({"core": "pulse", "v": 7, "state": {}}, "version 7"),
+    ({"core": "pulse", "v": 8, "state": {}}, "version 8"),
     ({"core": "pulse", "v": 0, "state": {}}, "version 0"),
     ({"core": "pulse", "v": True, "state": {}}, "not an integer"),
     ({"core": "nanny", "v": 1, "state": {}}, "not of 'pulse'"),

@@ -87,7 +87,7 @@ _PULSE_STARTED_1 = declare(
     },
     doc="pulse's shell started: its boot epoch (which must grow on every start) and the host's addresses.",
 )
-declare(
+_PULSE_STARTED_2 = declare(
     "pulse.started", 2,
     {
         **_PULSE_STARTED_1.payload.fields,
@@ -101,6 +101,19 @@ declare(
     "had heard before it went down and took over at once when that was more than deadtime ago, on its own "
     "inputs or on one another service had recorded while pulse was down.",
     upcast=lambda p: {**p, "listen": False},
+)
+declare(
+    "pulse.started", 3,
+    {
+        **_PULSE_STARTED_2.payload.fields,
+        "rules": Int(min=2, max=1000, doc="the decision rules of the pulse that started: 2 for every record "
+                     "before this field; 3: a router leaving ACTIVE for FAULT (a link down) tells its peers at "
+                     "once with a FAULT heartbeat, so that a backup takes over without waiting for deadtime"),
+    },
+    doc="pulse's shell started: its boot epoch (which must grow on every start), the host's addresses, "
+    "whether it listens first, and the decision rules it runs (v3: an older record replays under the rules "
+    "it was decided by).",
+    upcast=lambda p: {**p, "rules": 2},
 )
 declare(
     "pulse.heartbeat_received", 1,
