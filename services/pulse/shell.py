@@ -232,7 +232,12 @@ class PulseShell:
         self.runtime.publish("pulse.started", started_payload(epoch, socket.gethostname(), addresses, self.key is not None))
         self._read_sockets()
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
-        if self.watched:
+        self._start_link_watch()
+
+    def _start_link_watch(self) -> None:
+        """Poll the watched links (``link_devices``), unless a watch already runs or none is watched
+        (``monitor_links`` off). The watch ends by itself when a reload leaves nothing to watch."""
+        if self.watched and (self._watch_task is None or self._watch_task.done()):
             self._watch_task = asyncio.ensure_future(self._watch_links())
 
     async def on_caught_up(self) -> None:
@@ -359,12 +364,12 @@ class PulseShell:
     # -- link state --------------------------------------------------------------------------
 
     async def _watch_links(self) -> None:
-        s = self.settings
-        assert s is not None
         st = self.runtime.state
         known = dict(getattr(st, "links_up", {}) or {})
-        interval = link_poll_interval(s.keepalive_ns) / 1e9
-        while not self.stop.is_set():
+        while not self.stop.is_set() and self.watched:
+            s = self.settings  # a reload may change the keepalive and the links watched
+            assert s is not None
+            interval = link_poll_interval(s.keepalive_ns) / 1e9
             try:
                 info = await self._nl(netutil.links)
             except Exception as exc:  # netlink trouble: try again next time
@@ -394,6 +399,9 @@ class PulseShell:
             self.config_seq = ev.seq  # devices of a rebind come from this one
             if old is None or _bindings(old) != _bindings(new):
                 self._spawn(self._rebind())
+            # monitor_links or a link's device may have changed: the watch follows the reload
+            self.watched = link_devices(ev.payload["model"], new.local)
+            self._start_link_watch()
         elif ev.type == "router.shutdown_requested":
             self._spawn(self._finish(ev.seq))
 

@@ -141,9 +141,33 @@ def test_public_link_cut_of_the_active_fails_over(topo, cluster, private_link):
     assert time.monotonic() - t0 < DEADTIME * 6
     assert not topo.has_address("r1", VIP)
     assert topo.neigh_mac("c", VIP) == router_mac(2, 1)
+    took = [e for e in c.events("r2", ("router.role_changed",)) if e.payload["new"] == "ACTIVE"][-1]
+    # with a private link r1's FAULT heartbeat reaches r2, which takes over at once; without one,
+    # r2 hears nothing and waits deadtime for r1's silence
+    assert took.payload["reason"] == ("peer_stepped_down" if private_link else "peer_dead"), took.payload
     topo.heal("r1", "public")  # back: r1 listens, then takes back (preempt)
     c.wait_steady("r1", timeout=10)
     c.wait_answer("r1")
+
+
+def test_a_reload_that_turns_monitor_links_on_starts_the_link_watch(topo, cluster):
+    """pulse chose the links it watches once, at start: a reload that turned monitor_links on did
+    not reach the watch, and the active's cut public link went unseen."""
+    c = cluster(monitor_links=False)
+    c.start()
+    c.wait_steady("r1")
+    text = c.config.read_text()
+    assert "monitor_links = false" in text
+    c.config.write_text(text.replace("monitor_links = false", "monitor_links = true"))
+    for r in ("r1", "r2"):
+        c.procs[r].send_signal(signal.SIGHUP)
+    c.wait(lambda: [e for e in c.events("r1", ("config.loaded",)) if e.payload["reload"]], 5.0, "r1's reload")
+    time.sleep(0.2)  # pulse has the reload (its watch polls every keepalive)
+    topo.cut("r1", "public")
+    c.wait(lambda: c.role("r1") == "FAULT", 3.0, "r1 FAULT on its cut public link")
+    c.wait_answer("r2", timeout=5.0)
+    topo.heal("r1", "public")
+    c.wait_steady("r1", timeout=10)
 
 
 def test_both_links_cut_then_healed_exactly_one_active(topo, cluster):
