@@ -17,6 +17,7 @@ import structlog
 import zmq
 
 from lvsbus.wire.events import REGISTRY, DecodeError, decode, matches
+from lvsbus.host.files import write_atomically
 from lvsbus.log import CorruptRecord, Durability, EventLog, LogWriteError, frame, frame_batch
 from lvsbus.bus.protocol import (
     HELLO_FORMAT,
@@ -544,23 +545,9 @@ class Broker:
             return
         first, last = self._unrecorded[0][0], self._unrecorded[-1][0]
         self.log.note_assigned(last, sync=True)
-        tmp = self.spill_path + ".tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                data = frame_batch(self._unrecorded)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.spill_path)
+            write_atomically(self.spill_path, frame_batch(self._unrecorded), 0o600)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             log.error("log_backlog_lost_at_stop", first_seq=first, last_seq=last, records=len(self._unrecorded),
                       error=str(exc), note="the next start declares these seqs lost (log.gap); never reused")
             return

@@ -176,14 +176,6 @@ def _cut_file(path: str, size: int, then: bytes = b"") -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 SUM_ENTRY = struct.Struct("<4sQI")  # magic, segment size, crc32 of the whole segment file
 SUM_MAGIC = b"LSUM"
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from lvsbus.host.files import fsync_dir
 from lvsbus.log.check import _check_data, check_segment
 from lvsbus.log.framing import (
     _NONZERO,
@@ -43,7 +44,6 @@ from lvsbus.log.segments import (
     _cut_copy_name,
     _cut_file,
     _file_crc,
-    _fsync_dir,
     _index_path,
     _pack_hwm,
     _read_hwm,
@@ -641,7 +641,7 @@ class EventLog:
             finally:
                 os.close(fd)
             if self.durability.mode != "none":
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except OSError:
             try:
                 os.unlink(copy)
@@ -659,7 +659,7 @@ class EventLog:
             idx_fd = os.open(_index_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             if self.durability.mode != "none":
                 os.fsync(fd)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
             if idx_fd is not None:
