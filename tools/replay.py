@@ -60,7 +60,7 @@ if __name__ == "__main__":  # ``python tools/replay.py``: this checkout's packag
 import msgpack
 
 import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
-from lvsbus.host.argtypes import existing_dir, file_to_write, int_range
+from lvsbus.host.argtypes import run_one, existing_dir, file_to_write, int_range
 from lvsbus.host.argtypes import name as name_arg
 from lvsbus.runtime.core import Core, run_core
 from lvsbus.wire.events import REGISTRY, DecodeError, Event, decode_records
@@ -780,15 +780,7 @@ def _cmd_replay_read(args, out, problems: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python tools/replay.py ARGS`` is ``lvsbus replay ARGS`` (the design's entry point): the same
     parser, built here, so the tools layer does not import the command line above it."""
-    sub = argparse.ArgumentParser(prog="lvsbus").add_subparsers()
-    add_commands(sub)
-    args = sub.choices["replay"].parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return run_one(add_commands, "replay", sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,6 @@ reproduces it, ``--faults FILE`` replays a given (e.g. shrunk) schedule.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import heapq
@@ -103,7 +102,7 @@ if __name__ == "__main__":  # ``python tools/simulate.py``: this checkout's pack
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
-from lvsbus.host.argtypes import SEED_MAX, dir_to_write, existing_file, int_range, seed_range
+from lvsbus.host.argtypes import run_one, SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
 from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.runtime.core import Core, Effect, run_core
@@ -1853,15 +1852,7 @@ def _report_failure(args, seed: int, res: SimResult, logs: str | None, faults: l
 def main(argv: list[str] | None = None) -> int:
     """``python tools/simulate.py ARGS`` is ``lvsbus simulate ARGS``, with the same parser (as
     tools/replay.py is replay)."""
-    sub = argparse.ArgumentParser(prog="lvsbus").add_subparsers()
-    add_commands(sub)
-    args = sub.choices["simulate"].parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return run_one(add_commands, "simulate", sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from lvsbus.host.argtypes import run_parsed
+
 COMMAND_MODULES = (
     "lvsbus.cli.bus",
     "lvsbus.cli.config",
@@ -43,12 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    try:
-        return int(func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return run_parsed(args)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,22 @@ def seed_range(text: str) -> range:
     if b - a + 1 > 1_000_000:
         raise argparse.ArgumentTypeError(f"{text!r}: at most 1,000,000 seeds a run")
     return range(a, b + 1)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command (its ``func``) as every lvsbus command runs: its exit status, 130 on
+    Ctrl-C, 0 when whoever read the output went away (a closed pipe: ``lvsbus events tail | head``)."""
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def run_one(add_commands, name: str, argv: list[str]) -> int:
+    """``python tools/<name>.py ARGS`` as ``lvsbus <name> ARGS``: the module's own subcommand
+    (``add_commands``), parsed and run alone, so a tool needs no import of the command line above it."""
+    sub = argparse.ArgumentParser(prog="lvsbus").add_subparsers()
+    add_commands(sub)
+    return run_parsed(sub.choices[name].parse_args(argv))
