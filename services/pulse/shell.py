@@ -300,13 +300,7 @@ class PulseShell:
                 if self.core.is_output(ev) and ev.cause is not None:
                     answered = max(answered, ev.cause)
                 elif ev.type == "config.loaded" and ev.payload.get("reload") and seq > self.config_seq:
-                    try:
-                        self.settings = _settings_from_config(ev.payload)
-                        self.key_file = ev.payload["model"]["heartbeat"]["key_file"]
-                        self.key = read_key(self.key_file)  # type: ignore[arg-type]
-                        self.config_seq = seq
-                    except Exception as exc:
-                        log.warning("reload_not_applied_to_shell", error=str(exc))
+                    self._apply_reload(ev, rebind=False)  # (this spare binds its sockets when it goes)
         except Exception as exc:
             log.warning("spare_scan_failed", error=str(exc))
         self.runtime.answered_upto = answered
@@ -386,22 +380,29 @@ class PulseShell:
 
     # -- effects -----------------------------------------------------------------------------
 
-    def on_event(self, ev: Event) -> None:
-        if ev.type == "config.loaded" and ev.payload.get("reload"):
-            try:
-                new = _settings_from_config(ev.payload)
-                key = read_key(ev.payload["model"]["heartbeat"]["key_file"])
-            except Exception as exc:  # the core reports an unusable config; keep the old key
-                log.warning("reload_not_applied_to_shell", error=str(exc))
-                return
-            old, self.settings = self.settings, new
-            self.key_file, self.key = ev.payload["model"]["heartbeat"]["key_file"], key
-            self.config_seq = ev.seq  # devices of a rebind come from this one
+    def _apply_reload(self, ev: Event, rebind: bool) -> None:
+        """A reload the router accepted, as the shell follows it (the live pulse on the bus, a spare
+        when it scans the log): the settings, the key, the links watched; new sockets if the port or
+        the addresses changed (``rebind``: the live one; a spare binds when it goes)."""
+        try:
+            new = _settings_from_config(ev.payload)
+            key = read_key(ev.payload["model"]["heartbeat"]["key_file"])
+        except Exception as exc:  # the core reports an unusable config; keep the old key
+            log.warning("reload_not_applied_to_shell", error=str(exc))
+            return
+        old, self.settings = self.settings, new
+        self.key_file, self.key = ev.payload["model"]["heartbeat"]["key_file"], key
+        self.config_seq = ev.seq  # devices of a rebind come from this one
+        # monitor_links or a link's device may have changed: the watch follows the reload
+        self.watched = link_devices(ev.payload["model"], new.local)
+        if rebind:
             if old is None or _bindings(old) != _bindings(new):
                 self._spawn(self._rebind())
-            # monitor_links or a link's device may have changed: the watch follows the reload
-            self.watched = link_devices(ev.payload["model"], new.local)
             self._start_link_watch()
+
+    def on_event(self, ev: Event) -> None:
+        if ev.type == "config.loaded" and ev.payload.get("reload"):
+            self._apply_reload(ev, rebind=True)
         elif ev.type == "router.shutdown_requested":
             self._spawn(self._finish(ev.seq))
 
