@@ -41,6 +41,8 @@ __all__ = [
     "RealServer",
     "VirtualService",
     "FailoverService",
+    "TrackKind",
+    "Track",
     "Router",
     "Heartbeat",
     "IpvsTimeouts",
@@ -97,6 +99,14 @@ class CheckKind(str, enum.Enum):
     HTTPS = "https"
     UDP = "udp"
     PROGRAM = "program"
+
+
+class TrackKind(str, enum.Enum):
+    """What a ``[track.NAME]`` item watches (keepalived's track_interface, track_script, track_file)."""
+
+    INTERFACE = "interface"
+    SCRIPT = "script"
+    FILE = "file"
 
 
 class Severity(str, enum.Enum):
@@ -340,6 +350,41 @@ class FailoverService:
 
 
 @dataclass(frozen=True, slots=True)
+class Track:
+    """One tracked item (``[track.NAME]``; docs/config.md "Tracking"): it moves this router's
+    priority, or puts it in FAULT, as keepalived's track_interface / track_script / track_file do.
+
+    ``weight`` 0: the item failing (interface down, script failed, file value not 0) puts the
+    router in FAULT. ``weight`` > 0: added to the priority while the item is fine; < 0: added while
+    it fails (``reverse`` swaps fine and failed). A file's value is multiplied by ``weight`` (a
+    value of -254 or less, or any non-zero value with weight 0, is FAULT). The effective priority,
+    clamped to 1..254 once any weight applies, travels in the heartbeat and drives the election.
+    """
+
+    name: str
+    kind: TrackKind
+    weight: int = 0
+    reverse: bool = False
+    #: interface: the device whose link (carrier and admin state) is watched
+    device: str | None = None
+    #: script: the command run (by /bin/sh) every ``interval`` s, failed if it exits non-zero or
+    #: runs longer than ``timeout`` s; ``rise`` passes in a row make it fine again, ``fall``
+    #: failures in a row make it failed
+    command: str | None = None
+    interval: float = 1.0
+    timeout: float = 1.0
+    rise: int = 1
+    fall: int = 1
+    #: file: read every heartbeat keepalive; an integer (missing, empty or unreadable: 0)
+    path: str | None = None
+    #: the routers that track this item (empty: every router)
+    on_routers: tuple[str, ...] = ()
+
+    def applies_to(self, router: str) -> bool:
+        return not self.on_routers or router in self.on_routers
+
+
+@dataclass(frozen=True, slots=True)
 class Router:
     """One LVS router. The same file serves every router; ``identify_local_router`` picks ours."""
 
@@ -472,6 +517,12 @@ class Config:
     reservation_conflict_action: str | None = None
     virtual_services: tuple[VirtualService, ...] = ()
     failover_services: tuple[FailoverService, ...] = ()
+    #: tracked interfaces, scripts and files (``[track.NAME]``): they move every router's priority
+    tracks: tuple[Track, ...] = ()
+
+    def tracks_of(self, router: str) -> tuple[Track, ...]:
+        """The items ``router`` tracks."""
+        return tuple(t for t in self.tracks if t.applies_to(router))
 
     def lvs_services(self) -> tuple[VirtualService, ...]:
         """The virtual services the routers run: all of them with ``service = lvs``, none with

@@ -10,6 +10,7 @@ Layout of a native file (every key optional unless said; see docs/config.md)::
     [virtual.NAME.server.NAME]       # one table a real server
     [virtual.NAME.server.NAME.check] # per-server override, merged over the virtual's check
     [failover.NAME]
+    [track.NAME]                     # a tracked interface, script or file (kind = ...)
 
 ``config_from_mapping`` builds and validates a Config from that shape or from ``to_dict`` output
 (lists under ``routers``/``virtual_services``/``servers``/``failover_services``).
@@ -49,6 +50,8 @@ from lvsbus.config.model import (
     ServiceType,
     Severity,
     SyncDaemon,
+    Track,
+    TrackKind,
     VirtualService,
     Web,
     size_issue,
@@ -63,6 +66,7 @@ Locate = Callable[[str], tuple["int | None", str]]
 
 _ENUMS: dict[str, type[enum.Enum]] = {
     "ServiceType": ServiceType, "Protocol": Protocol, "Forwarding": Forwarding, "CheckKind": CheckKind,
+    "TrackKind": TrackKind,
 }
 _NESTED: dict[str, type] = {
     "Heartbeat": Heartbeat, "IpvsTimeouts": IpvsTimeouts, "SyncDaemon": SyncDaemon,
@@ -75,6 +79,7 @@ _LISTS: dict[str, tuple[str, type]] = {
     "virtual_services": ("virtual", VirtualService),
     "failover_services": ("failover", FailoverService),
     "servers": ("server", RealServer),
+    "tracks": ("track", Track),
 }
 _TABLE_TO_LIST = {v[0]: k for k, v in _LISTS.items()}
 _ADDRESS_FIELDS = {"address", "private_address", "shared_address", "sorry_server"}
@@ -341,10 +346,13 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                 for vname, vt in b.items(data.get("virtual_services", {}), "virtual_services", "")]
     failovers = [b.build(FailoverService, t, f"failover.{n}", extra={"name": n})
                  for n, t in b.items(data.get("failover_services", {}), "failover_services", "")]
+    tracks = [b.build(Track, t, f"track.{n}", extra={"name": n})
+              for n, t in b.items(data.get("tracks", {}), "tracks", "")]
     top = {k: v for k, v in data.items() if k not in _LISTS}
     cfg = b.build(Config, top, "", extra={"routers": tuple(routers),
                                           "virtual_services": tuple(virtuals),
-                                          "failover_services": tuple(failovers)})
+                                          "failover_services": tuple(failovers),
+                                          "tracks": tuple(tracks)})
     errors, warnings = _validated(b, cfg, filename, locate, failed, dialect)
     if errors:
         raise ConfigError(errors)
@@ -692,6 +700,16 @@ def _override_table(base: dict[str, Any], check: dict[str, Any]) -> dict[str, An
     return {"kind": check["kind"], **changed}
 
 
+_TRACK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Track) if f.name != "name"}
+
+
+def _track_table(t: dict[str, Any]) -> dict[str, Any]:
+    """A tracked item's keys for writing: its kind and weight, and every other key not at its default."""
+    keep = ("kind", "weight")
+    return {k: v for k, v in t.items()
+            if k != "name" and (k in keep or v != _TRACK_DEFAULTS.get(k) and not (k == "on_routers" and not v))}
+
+
 def _table(out: list[str], header: list[str], d: dict[str, Any], comment: str | None = None) -> None:
     if not any(v is not None for v in d.values()):
         return
@@ -734,4 +752,6 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
                        _override_table(vs["check"], rs["check"]))
     for fs in d["failover_services"]:
         _table(out, ["failover", fs["name"]], {k: v for k, v in fs.items() if k != "name"})
+    for t in d["tracks"]:
+        _table(out, ["track", t["name"]], _track_table(t))
     return "\n".join(out).lstrip("\n") + "\n"

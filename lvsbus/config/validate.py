@@ -24,6 +24,8 @@ from lvsbus.config.model import (
     Scaleout,
     ServiceType,
     Severity,
+    Track,
+    TrackKind,
     VirtualService,
 )
 
@@ -65,6 +67,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "as_number": (1, 4294967295),
     "hold_time": (0, 65535),
     "drain_time": (0, 3600),
+    "track_weight": (-254, 254),
 }
 
 
@@ -98,6 +101,11 @@ FIELD_LIMITS: dict[tuple[str, str], str] = {
     ("RealServer", "upper_threshold"): "threshold",
     ("RealServer", "lower_threshold"): "threshold",
     ("FailoverService", "port"): "port",
+    ("Track", "weight"): "track_weight",
+    ("Track", "interval"): "interval",
+    ("Track", "timeout"): "timeout",
+    ("Track", "rise"): "rise_fall",
+    ("Track", "fall"): "rise_fall",
     ("FailoverService", "timeout"): "fos_time",
     ("FailoverService", "reentry"): "fos_time",
     ("Scaleout", "local_as"): "as_number",
@@ -242,6 +250,7 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
     any_nat = _virtual_services(o, cfg, router_devices, dialect)
     _service_mode(o, cfg, any_nat)
     _failover_services(o, cfg)
+    _tracks(o, cfg)
     return o.issues
 
 
@@ -488,6 +497,54 @@ def _failover_services(o: _Out, cfg: Config) -> None:
         for fname in ("start_cmd", "stop_cmd"):
             if len(getattr(fs, fname) or "") > 4096:  # pulse.run_failover carries at most 4096 characters
                 o.err(f"{p}.{fname}", "is longer than 4096 characters: put it in a script")
+
+
+#: the keys each kind of tracked item uses (besides weight, reverse and on_routers)
+_TRACK_KEYS: dict[TrackKind, tuple[str, ...]] = {
+    TrackKind.INTERFACE: ("device",),
+    TrackKind.SCRIPT: ("command", "interval", "timeout", "rise", "fall"),
+    TrackKind.FILE: ("path",),
+}
+_TRACK_DEFAULTS = Track(name="x", kind=TrackKind.FILE)
+
+
+def _tracks(o: _Out, cfg: Config) -> None:
+    """Tracked items: what each kind needs, a key that another kind uses (an error: it would be
+    ignored), the routers named, and weights in keepalived's range."""
+    names: set[str] = set()
+    routers = {r.name for r in cfg.routers}
+    for t in cfg.tracks:
+        p = f"track.{t.name}"
+        o.named(p, t.name, names, "tracked item")
+        o.range(f"{p}.weight", t.weight, "track_weight")
+        used = _TRACK_KEYS.get(t.kind, ())
+        for fname in ("device", "command", "path", "interval", "timeout", "rise", "fall"):
+            if fname not in used and getattr(t, fname) != getattr(_TRACK_DEFAULTS, fname):
+                o.err(f"{p}.{fname}", f"is not used by kind = {t.kind.value!r} (it uses "
+                                      f"{', '.join(used)}): remove it, or change the kind")
+        if t.kind is TrackKind.INTERFACE:
+            if not t.device:
+                o.err(f"{p}.device", "kind = 'interface' needs the device to watch, e.g. device = \"eth1\"")
+            else:
+                o.device(f"{p}.device", t.device, None)
+        elif t.kind is TrackKind.SCRIPT:
+            if not (t.command or "").strip():
+                o.err(f"{p}.command", "kind = 'script' needs the command to run")
+            elif len(t.command or "") > 4096:
+                o.err(f"{p}.command", "is longer than 4096 characters: put it in a script")
+            o.range(f"{p}.interval", t.interval, "interval")
+            o.range(f"{p}.timeout", t.timeout, "timeout")
+            o.range(f"{p}.rise", t.rise, "rise_fall")
+            o.range(f"{p}.fall", t.fall, "rise_fall")
+        elif t.kind is TrackKind.FILE:
+            if not t.path:
+                o.err(f"{p}.path", "kind = 'file' needs the path of the file to read")
+            elif not t.path.startswith("/") or "\0" in t.path or len(t.path) > 4096:
+                o.err(f"{p}.path", f"{_shown(t.path)} must be an absolute path")
+        for r in t.on_routers:
+            if r not in routers:
+                o.err(f"{p}.on_routers", f"{_shown(r)} is not a configured router "
+                                      f"({', '.join(sorted(routers)) or 'none'})")
 
 
 def _ipvs_options(o: _Out, p: str, vs) -> None:

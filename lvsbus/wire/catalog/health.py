@@ -2,7 +2,8 @@
 
 * observation, published by nanny's shell: ``health.check_results`` (a batch of check outcomes,
   columnar, every ~50 ms or every N results: 10,000 checks/s are ~20 events/s, not 10,000);
-* decisions of nanny's core: ``health.failover_changed`` (a failover service's machine, service = fos); ``health.real_server_up``, ``health.real_server_down`` (the verdicts
+* decisions of nanny's core: ``health.failover_changed`` (a failover service's machine, service = fos);
+  ``health.track_changed`` (a tracked script's machine); ``health.real_server_up``, ``health.real_server_down`` (the verdicts
   lvsd acts on) and ``health.state_changed`` (every other change of the machine: RISING, FALLING,
   INIT, DISABLED). See docs/nanny-lvsd.md.
 """
@@ -115,4 +116,18 @@ declare(
     },
     doc="A failover service's health machine moved (service = fos: nanny checks address:port every "
     "keepalive; DOWN after timeout seconds unreachable). pulse gives up the active role on DOWN.",
+)
+declare(
+    "health.track_changed", 1,
+    {
+        "track": Str(max_len=64, min_len=1, doc="the tracked script's name ([track.NAME], kind = script)"),
+        "old": Nullable(STATE, doc="None when the machine was just created"),
+        "new": STATE,
+        "reason": REASON,
+        "detail": Nullable(DETAIL, doc="the last run's outcome"),
+        "count": Int(min=0, doc="runs passed (new UP/RISING) or failed (DOWN/FALLING) in a row"),
+    },
+    doc="A tracked script's machine moved: nanny runs it every interval (its exit status 0 passes, "
+    "timeout fails); rise passes in a row make it UP, fall failures DOWN. pulse counts it failed while "
+    "DOWN or RISING (docs/pulse.md, tracking).",
 )

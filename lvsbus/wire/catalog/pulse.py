@@ -53,6 +53,15 @@ ROLE_REASONS_2 = Enum(
     doc="why the role changed (stable, for alerting)",
 )
 
+#: version 3 (router.role_changed, pulse.release_vips, pulse.stop_lvsd v3): tracking
+ROLE_REASONS_3 = Enum(
+    *ROLE_REASONS_2.values,
+    "track_failed",  # -> FAULT: a tracked item with weight 0 failed ([track.NAME], docs/pulse.md)
+    "track_recovered",  # FAULT -> BACKUP: every weight-0 tracked item is fine again (and the links are up)
+    doc="why the role changed (stable, for alerting)",
+)
+TRACK = Str(max_len=64, min_len=1, doc="the tracked item's name ([track.NAME])")
+
 VIP = Struct(
     {
         "address": ADDRESS,
@@ -148,6 +157,19 @@ declare(
     doc="A heartbeat link's carrier or address went up or down (only when monitor_links is on).",
 )
 declare(
+    "pulse.track_observed", 1,
+    {
+        "track": TRACK,
+        "kind": Enum("interface", "file", doc="a tracked interface's link, or a tracked file's number"),
+        "value": Int(min=-(2**31), max=2**31 - 1,
+                     doc="interface: 1 up (carrier and admin up), 0 down; file: the integer it holds "
+                     "(0 when missing, empty or not a number)"),
+        "detail": Str(max_len=128, doc="what was seen, for people: 'up', 'down', 'missing', 'not a number'..."),
+    },
+    doc="pulse's shell saw a tracked interface or file change (and every one once when it starts or "
+    "a reload adds one). Tracked scripts are run by nanny: health.track_changed.",
+)
+declare(
     "pulse.datagram_rejected", 1,
     {
         "reason": Enum(
@@ -210,6 +232,13 @@ declare(
     upcast=lambda p: p,
 )
 declare(
+    "router.role_changed", 3,
+    {**_ROLE_CHANGED_1.payload.fields, "reason": ROLE_REASONS_3},
+    doc="This router's role changed. v3: the reasons track_failed and track_recovered; ``priority`` is "
+    "the effective priority (tracking applied).",
+    upcast=lambda p: p,
+)
+declare(
     "pulse.peer_alive", 1,
     {"peer": NAME, "link": LINK, "role": ROLE, "priority": PRIORITY, "epoch": EPOCH},
     doc="A peer was heard for the first time, or again after it was declared dead or left.",
@@ -249,6 +278,22 @@ declare(
         "this_router_stays": Bool(doc="true on the winner (it re-announces its VIPs), false on the loser"),
     },
     doc="Two routers were active at once (a healed partition); the lower (priority, then address) steps down.",
+)
+declare(
+    "pulse.priority_changed", 1,
+    {
+        "old": PRIORITY,
+        "new": PRIORITY,
+        "base": PRIORITY,
+        "items": List(Struct({
+            "track": TRACK,
+            "failed": Bool(doc="the item is failed (interface down, script failed, file value not 0)"),
+            "effect": Int(min=-(2**31), max=2**31 - 1, doc="what it adds to the priority now (0 for a weight-0 item)"),
+        }), max_items=256, doc="every tracked item of this router, with what it does now"),
+        "fault": Nullable(TRACK, doc="a failed weight-0 item (it holds the router in FAULT), if any"),
+    },
+    doc="This router's effective priority (its own plus every tracked item's effect, clamped to 1..254 "
+    "once an effect applies) or tracking fault changed: the heartbeats carry the new priority from now on.",
 )
 declare(
     "pulse.heartbeat_ignored", 1,
@@ -320,6 +365,13 @@ declare(
     "v2: the reason failover_service_failed.",
     upcast=lambda p: p,
 )
+declare(
+    "pulse.release_vips", 3,
+    {**_RELEASE_VIPS_1.payload.fields, "reason": ROLE_REASONS_3},
+    doc="Remove each VIP from its interface. Idempotent: an address already gone is fine. "
+    "v3: the reason track_failed.",
+    upcast=lambda p: p,
+)
 _GARP_REASONS = Enum("takeover", "refresh", "split_brain", "config", "peer_returned", "restarted", "peer_was_active")
 _SEND_GARP_1 = declare(
     "pulse.send_garp", 1,
@@ -356,6 +408,12 @@ declare(
     upcast=lambda p: p,
 )
 declare(
+    "pulse.stop_lvsd", 3,
+    {"reason": ROLE_REASONS_3},
+    doc="Stop the lvs daemon on this router. v3: the reason track_failed.",
+    upcast=lambda p: p,
+)
+_RUN_FAILOVER_1 = declare(
     "pulse.run_failover", 1,
     {
         "service": NAME,
@@ -366,6 +424,13 @@ declare(
     },
     doc="Run a failover service's start_cmd or stop_cmd (service = fos) in the background; the shell "
     "publishes pulse.failover_cmd_finished with its result. Start commands run after the VIPs are added.",
+)
+declare(
+    "pulse.run_failover", 2,
+    {**_RUN_FAILOVER_1.payload.fields, "reason": ROLE_REASONS_3},
+    doc="Run a failover service's start_cmd or stop_cmd (service = fos) in the background. v2: the "
+    "reason track_failed.",
+    upcast=lambda p: p,
 )
 declare(
     "pulse.run_notify", 1,
