@@ -27,6 +27,8 @@ from lvsbus.config import Config, from_dict
 from lvsbus.config.derive import config_vips
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
+from lvsbus_services.pulse import tracking
+from lvsbus_services.pulse.tracking import TrackSpec
 
 # ---------------------------------------------------------------------------------------------
 # the role FSM, as data: the one place the transition table lives
@@ -48,10 +50,11 @@ ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], 
     ("step_down", (ACTIVE,), BACKUP, (),
      "valid fence received, split brain lost to a higher (priority, address), "
      "or a failover service failed here (service = fos)"),
-    ("fault", (BACKUP, ACTIVE), FAULT, ("link_fault",),
-     "the public link (where the VIPs live) is down, or every heartbeat link is"),
+    ("fault", (BACKUP, ACTIVE), FAULT, ("faulty",),
+     "the public link (where the VIPs live) is down, or every heartbeat link is, or a tracked item "
+     "with weight 0 failed"),
     ("recover", (FAULT,), BACKUP, ("can_serve",),
-     "the public link is up again; listen for deadtime again"),
+     "the links are up and every weight-0 tracked item is fine again; listen for deadtime again"),
     ("stop", (INIT, BACKUP, ACTIVE, FAULT), STOPPED, (),
      "router.shutdown_requested (a final leaving heartbeat hands over at once)"),
     ("restart", (BACKUP, ACTIVE, FAULT, STOPPED), INIT, (),
@@ -152,6 +155,8 @@ class PulseSettings:
     notify_timeout_ms: int = 30_000
     #: service = fos: the active failover services, (name, start_cmd, stop_cmd, timeout_ns, reentry_ns)
     failover: tuple[tuple[str, str, str, int, int], ...] = ()
+    #: this router's tracked items ([track.NAME]): services/pulse/tracking.py
+    tracks: tuple[TrackSpec, ...] = ()
     # derived once (settings are immutable): asked for on every event and every heartbeat
     _me: RouterInfo | None = field(default=None, init=False, repr=False, compare=False)
     _dests: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -214,6 +219,7 @@ class PulseSettings:
         d["routers"] = tuple(RouterInfo(*r) for r in d["routers"])
         d["vips"] = tuple(Vip(*v) for v in d["vips"])
         d["failover"] = tuple(tuple(f) for f in d.get("failover", ()))
+        d["tracks"] = tuple(TrackSpec(*t) for t in d.get("tracks", ()))
         return cls(**d)
 
 
@@ -278,6 +284,7 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
              _ns(fs.reentry, f"failover.{fs.name}.reentry"))
             for fs in cfg.fos_services() if fs.active
         ),
+        tracks=tracking.specs(cfg.tracks, local),
     )
 
 
@@ -416,7 +423,7 @@ class PulseState:
     _PLAIN = (
         "role", "epoch", "hostname", "seq", "now", "next_hb", "listen_until", "preempt_since",
         "preempt_hold_until", "garp_next", "links_up", "last_active", "ignored", "rejected_configs",
-        "own_clock", "heard_from", "rules",
+        "own_clock", "heard_from", "rules", "eff_priority", "track_fault", "fault_cause",
     )
 
     def __init__(self) -> None:
@@ -453,6 +460,14 @@ class PulseState:
         self.heard_from = 0
         # the decision rules of the shell that started this run (pulse.started v3; 2 before it)
         self.rules = 2
+        # tracking (services/pulse/tracking.py): what is known of each tracked item (an interface's
+        # or a file's value, a script's health state), the effective priority (None: no tracked
+        # item, the configured priority), the weight-0 item holding the router in FAULT, and why
+        # the router is in FAULT ("link" or "track": the reason it gives when it recovers)
+        self.track_seen: dict[str, int | str] = {}
+        self.eff_priority: int | None = None
+        self.track_fault: str | None = None
+        self.fault_cause: str | None = None
 
     @property
     def cfg(self) -> PulseSettings:
@@ -482,8 +497,12 @@ class PulseState:
         not a fault (keepalived's FAULT on a tracked interface)."""
         return not self.links_up.get("public", True) or self.all_links_down()
 
+    def faulty(self) -> bool:
+        """This router must not serve: a link fault, or a tracked item with weight 0 failed."""
+        return self.link_fault() or self.track_fault is not None
+
     def can_serve(self) -> bool:
-        return not self.link_fault()
+        return not self.faulty()
 
     def __repr__(self) -> str:
         return f"<PulseState {self.role} peers={list(self.peers)}>"
@@ -503,7 +522,7 @@ def _fire(state: PulseState, trigger: str) -> bool:
 OUTPUTS = frozenset({
     "router.role_changed", "pulse.peer_alive", "pulse.peer_dead", "pulse.peer_restarted",
     "pulse.link_degraded", "pulse.link_restored", "pulse.split_brain_resolved", "pulse.heartbeat_ignored",
-    "pulse.config_rejected", "pulse.handover_refused",
+    "pulse.config_rejected", "pulse.handover_refused", "pulse.priority_changed",
     "pulse.send_heartbeat", "pulse.send_fence", "pulse.take_vips", "pulse.release_vips", "pulse.send_garp",
     "pulse.start_lvsd", "pulse.stop_lvsd", "pulse.run_notify", "pulse.run_failover",
 })
@@ -514,7 +533,7 @@ OUTPUTS = frozenset({
 #: leaving them out of other services' inputs delays a verdict by the timer's latency at most, and
 #: an input recorded while pulse was down cannot judge a peer by a silence nobody listened to
 OWN_CLOCK = frozenset({"pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
-                       "pulse.link_changed", "timer.fired"})
+                       "pulse.link_changed", "pulse.track_observed", "timer.fired"})
 
 
 class PulseCore(Core[PulseState]):
@@ -522,7 +541,7 @@ class PulseCore(Core[PulseState]):
     inputs: ClassVar[tuple[str, ...]] = (
         "config.loaded", "pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
         "pulse.link_changed", "router.shutdown_requested", "timer.fired", "health.failover_changed",
-        "operator.handover_requested",
+        "operator.handover_requested", "pulse.track_observed", "health.track_changed",
     )
     outputs: ClassVar[frozenset[str]] = OUTPUTS
     #: a heartbeat changes nothing in the world: a tick's heartbeats go out at once, their records
@@ -537,8 +556,9 @@ class PulseCore(Core[PulseState]):
     # the state's fields alone, every one present
     # version 3: fos_health, active_since, gave_up_until (service = fos); version 4:
     # reannounce_after per peer (one bound for every peer before); version 5: own_clock; version 6:
-    # heard_from; version 7: rules
-    snapshot_version = 7
+    # heard_from; version 7: rules; version 8: tracking (track_seen, eff_priority, track_fault,
+    # fault_cause)
+    snapshot_version = 8
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
@@ -547,6 +567,7 @@ class PulseCore(Core[PulseState]):
         4: lambda data: {**data, "own_clock": False},
         5: lambda data: {**data, "heard_from": 0},
         6: lambda data: {**data, "rules": 2},
+        7: lambda data: {**data, "track_seen": {}, "eff_priority": None, "track_fault": None, "fault_cause": None},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -554,6 +575,7 @@ class PulseCore(Core[PulseState]):
         d["links_up"] = dict(state.links_up)
         d["reannounce_after"] = dict(state.reannounce_after)
         d["fos_health"] = dict(state.fos_health)
+        d["track_seen"] = dict(state.track_seen)
         d["active_since"] = state.active_since
         d["gave_up_until"] = state.gave_up_until
         d["settings"] = state.settings.to_plain() if state.settings else None
@@ -567,6 +589,7 @@ class PulseCore(Core[PulseState]):
         st.links_up = dict(d["links_up"])
         st.reannounce_after = dict(d["reannounce_after"])
         st.fos_health = dict(d["fos_health"])
+        st.track_seen = dict(d["track_seen"])
         st.active_since = d["active_since"]
         st.gave_up_until = d["gave_up_until"]
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
@@ -650,6 +673,10 @@ class PulseCore(Core[PulseState]):
             return st, out
         elif t == "health.failover_changed":
             st.fos_health[p["service"]] = p["new"]
+        elif t == "pulse.track_observed" or t == "health.track_changed":
+            st.track_seen[p["track"]] = p["value"] if t == "pulse.track_observed" else p["new"]
+            if st.settings is not None and st.role != INIT:
+                self._retrack(st, out)
         elif t == "operator.handover_requested":
             self._handover(st, p, out)
         else:
@@ -673,6 +700,8 @@ class PulseCore(Core[PulseState]):
         fresh.settings, fresh.ignored, fresh.rejected_configs = st.settings, st.ignored, st.rejected_configs
         fresh.seq = st.seq  # peers compare seqs per epoch; keeping ours growing costs nothing
         fresh.fos_health = dict(st.fos_health)  # nanny's verdicts stand until it says otherwise
+        fresh.track_seen = dict(st.track_seen)  # as what was seen of the tracked items
+        fresh.eff_priority, fresh.track_fault = st.eff_priority, st.track_fault
         if fresh.settings is not None:
             fresh.peers = {r.name: Peer(r.priority, fresh.settings.pair_links(r))
                            for r in fresh.settings.routers if r.name != fresh.settings.local}
@@ -870,6 +899,7 @@ class PulseCore(Core[PulseState]):
         if st.last_active not in peers:
             st.last_active = None
         st.fos_health = {k: v for k, v in st.fos_health.items() if any(f[0] == k for f in new.failover)}
+        st.track_seen = {k: v for k, v in st.track_seen.items() if any(t.name == k for t in new.tracks)}
         if st.role == ACTIVE and old is not None and old.failover != new.failover:
             self._failover_reload(st, old, new, out)
         if st.role == INIT:
@@ -885,7 +915,7 @@ class PulseCore(Core[PulseState]):
                 out.append(Effect("pulse.take_vips", {"vips": added, "reason": "config"}))
                 out.append(self._garp(new, added, new.garp_repeat, "config"))
         if st.role != INIT:
-            self._check_links(st, out)
+            self._retrack(st, out)
 
     def _try_start(self, st: PulseState, out: list) -> None:
         if not (st.has_config() and st.has_started()) or not _fire(st, "start"):
@@ -898,21 +928,49 @@ class PulseCore(Core[PulseState]):
         if s.vips:
             out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in s.vips], "reason": "started"}))
         self._role_changed(st, INIT, BACKUP, "started", None, out)
-        self._check_links(st, out)
+        self._retrack(st, out)
 
     def _check_links(self, st: PulseState, out: list) -> None:
-        if st.role in (BACKUP, ACTIVE) and st.link_fault():
+        """FAULT when this router must not serve (``faulty``: a link fault, or a failed weight-0
+        tracked item), back to BACKUP when it may again."""
+        if st.role in (BACKUP, ACTIVE) and st.faulty():
             old = st.role
-            reason = "all_links_down" if st.all_links_down() else "public_link_down"
+            if st.link_fault():
+                reason = "all_links_down" if st.all_links_down() else "public_link_down"
+                st.fault_cause = "link"
+            else:
+                reason = "track_failed"
+                st.fault_cause = "track"
             if old == ACTIVE:
                 self._step_down(st, "fault", FAULT, reason, None, out)
             elif _fire(st, "fault"):
                 self._role_changed(st, old, FAULT, reason, None, out)
             st.preempt_since = None
+        elif st.role == FAULT and st.faulty():
+            st.fault_cause = "link" if st.link_fault() else "track"  # what holds it there now
         elif st.role == FAULT and _fire(st, "recover"):
             st.listen_until = st.now + st.cfg.deadtime_ns
             st.next_hb = st.now
-            self._role_changed(st, FAULT, BACKUP, "link_up", None, out)
+            reason = "track_recovered" if st.fault_cause == "track" else "link_up"
+            st.fault_cause = None
+            self._role_changed(st, FAULT, BACKUP, reason, None, out)
+
+    def _retrack(self, st: PulseState, out: list) -> None:
+        """Assess the tracked items (services/pulse/tracking.py): a change of the effective
+        priority or of the item holding the router in FAULT is a decision (``pulse.priority_changed``;
+        the heartbeats carry the new priority from now on); then FAULT or recovery as it says."""
+        s = st.cfg
+        if s.tracks or st.eff_priority is not None or st.track_fault is not None:
+            a = tracking.assess(s.me.priority, s.tracks, st.track_seen)
+            new_eff = a.priority if s.tracks else None
+            if (new_eff, a.fault) != (st.eff_priority, st.track_fault):
+                out.append(Effect("pulse.priority_changed", {
+                    "old": self._tracked_priority(st), "new": a.priority, "base": s.me.priority,
+                    "items": [{"track": i.track, "failed": i.failed, "effect": i.effect} for i in a.items],
+                    "fault": a.fault,
+                }))
+                st.eff_priority, st.track_fault = new_eff, a.fault
+        self._check_links(st, out)
 
     def _shutdown(self, st: PulseState, p: dict, out: list) -> None:
         old = st.role
@@ -996,12 +1054,17 @@ class PulseCore(Core[PulseState]):
         return self.rank(self._my_priority(st), me.address)
 
     @staticmethod
-    def _my_priority(st: PulseState) -> int:
-        """The priority this router advertises and elects with: its own, or 0 for reentry seconds
-        after it gave up the active role because a failover service failed here (so that the peer
-        takes over and this router does not preempt it back at once; with no other candidate it
-        still takes over, see docs/pulse.md)."""
-        return 0 if st.now < st.gave_up_until else st.cfg.me.priority
+    def _tracked_priority(st: PulseState) -> int:
+        """This router's priority with tracking applied: its own when it tracks nothing."""
+        return st.cfg.me.priority if st.eff_priority is None else st.eff_priority
+
+    @classmethod
+    def _my_priority(cls, st: PulseState) -> int:
+        """The priority this router advertises and elects with: its own moved by tracking, or 0 for
+        reentry seconds after it gave up the active role because a failover service failed here (so
+        that the peer takes over and this router does not preempt it back at once; with no other
+        candidate it still takes over, see docs/pulse.md)."""
+        return 0 if st.now < st.gave_up_until else cls._tracked_priority(st)
 
     def _elect(self, st: PulseState, out: list) -> None:
         """A BACKUP takes over when it is the best live candidate and no live peer is active, or
@@ -1049,7 +1112,8 @@ class PulseCore(Core[PulseState]):
         me = s.me
         lost = self._peer_rank(st, name, peer) > self._my_rank(st)
         winner, loser = (name, me.name) if lost else (me.name, name)
-        wp, lp = (peer.priority, me.priority) if lost else (me.priority, peer.priority)
+        mine = self._tracked_priority(st)
+        wp, lp = (peer.priority, mine) if lost else (mine, peer.priority)
         out.append(Effect("pulse.split_brain_resolved", {
             "winner": winner, "loser": loser, "winner_priority": wp, "loser_priority": lp,
             "this_router_stays": not lost,
@@ -1117,7 +1181,7 @@ class PulseCore(Core[PulseState]):
         out.append(Effect("router.role_changed", {
             "node": s.local if s else (st.hostname or "unknown")[:64],
             "old": old, "new": new, "reason": reason,
-            "priority": s.me.priority if s else 0, "epoch": st.epoch or 0, "peer": peer,
+            "priority": self._tracked_priority(st) if s else 0, "epoch": st.epoch or 0, "peer": peer,
         }))
         if notify:
             self._notify(st, old, new, out)
@@ -1132,7 +1196,7 @@ class PulseCore(Core[PulseState]):
         if old == ACTIVE and new != ACTIVE and s.inactive_cmd:
             out.append(Effect("pulse.run_notify", {"kind": "inactive_cmd", "command": s.inactive_cmd, "args": [], **common}))
         if s.notify_cmd and new in _NOTIFY_STATE:
-            args = ["INSTANCE", s.local, _NOTIFY_STATE[new], str(s.me.priority)]
+            args = ["INSTANCE", s.local, _NOTIFY_STATE[new], str(self._tracked_priority(st))]
             out.append(Effect("pulse.run_notify", {"kind": "notify", "command": s.notify_cmd, "args": args, **common}))
 
     # -- failover services (service = fos) --------------------------------------------------

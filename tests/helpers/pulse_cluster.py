@@ -171,6 +171,17 @@ class Cluster:
         self._push(at, name, "config.loaded", config_payload(name, self.model))
         self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True, "listen": True, "rules": 3})
 
+    def observe(self, name: str, track: str, value: int, at: int | None = None) -> None:
+        """pulse's shell on ``name`` sees a tracked interface or file at ``value``."""
+        self._push(self.now if at is None else at, name, "pulse.track_observed",
+                   {"track": track, "kind": "interface", "value": value, "detail": "test"})
+
+    def script(self, name: str, track: str, new: str, old: str = "UP", at: int | None = None) -> None:
+        """nanny on ``name`` moves a tracked script's machine to ``new``."""
+        self._push(self.now if at is None else at, name, "health.track_changed",
+                   {"track": track, "old": old, "new": new, "reason": "checks_failed" if new == "DOWN" else "checks_passed",
+                    "detail": "ok" if new == "UP" else "exit_code", "count": 1})
+
     def cut_link(self, a: str, b: str, link: str) -> None:
         self.cut.add((frozenset((a, b)), link))
 
@@ -184,7 +195,8 @@ class Cluster:
         heapq.heappush(self.queue, (at, next(self.counter), node, type_, payload))
 
     def _deliver(self, node: Node, type_: str, payload: dict) -> None:
-        source = {"config.loaded": "config", "router.shutdown_requested": "supervisor"}.get(type_, "pulse")
+        source = {"config.loaded": "config", "router.shutdown_requested": "supervisor",
+                  "health.track_changed": "nanny"}.get(type_, "pulse")
         effects = node.feed(type_, payload, self.now, source=source)
         for e in effects:
             self.trace.append((self.now, node.name, e.type, e.payload))
