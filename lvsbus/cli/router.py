@@ -100,6 +100,7 @@ def _status_lines(st: dict) -> list[str]:
     services), VIPs, peers and their links, scale-out, counters and services given up on."""
     out = [f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}",
            f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else "")]
+    out += _priority_lines(st)
     if st["service"] == "fos":
         out.append("lvsd     none (service = fos: no IPVS table)")
         out += [_failover_line(name, f) for name, f in sorted(st["failover"].items())]
@@ -113,6 +114,18 @@ def _status_lines(st: dict) -> list[str]:
                f"reloads refused {st['reload_refused']}, restarts {st['service_restarts'] or 0}")
     out += [f"  {name} NOT RUNNING: it died in a restart loop and hard_shutdown is 0; manual action needed "
             "(fix it, then reload)" for name in st["abandoned"]]
+    return out
+
+
+def _priority_lines(st: dict) -> list[str]:
+    """The priority this router elects with, and each tracked item with what it does to it."""
+    if st.get("priority") is None:
+        return []
+    moved = "" if st["priority"] == st["base_priority"] else f" (configured {st['base_priority']})"
+    out = [f"priority {st['priority']}{moved}"]
+    for name, t in sorted(st["tracking"].items()):
+        what = ("FAULT" if st["track_fault"] == name else f"{t['effect']:+d}" if t["effect"] else "no effect")
+        out.append(f"track    {name}: {'FAILED' if t['failed'] else 'ok'}, {what}")
     return out
 
 

@@ -83,6 +83,9 @@ def _fold_run(events: list[Event], now: int) -> dict:
         "lvsd": False, "deadtime_s": None, "keepalive_s": None, "datagrams_rejected": 0,
         "heartbeats_ignored": 0, "service_restarts": {}, "abandoned": [], "config_digest": None, "reload_refused": 0,
         "service": "lvs", "failover": {},
+        # this router's configured and effective priority, and each tracked item ([track.NAME]):
+        # {failed, effect} as pulse last assessed it; the weight-0 item holding it in FAULT
+        "priority": None, "base_priority": None, "tracking": {}, "track_fault": None,
         "bgp": None,  # scale-out ([scaleout]): {"sessions", "announced", "drained"} (docs/scaleout.md)
     }
     from lvsbus.router.peerlinks import UP, PeerLinks
@@ -137,6 +140,10 @@ def _config_loaded(st: dict, p: dict, e: Event) -> None:
                         "address": f["address"], "port": f["port"], "active": f["active"]}
             for f in model.get("failover_services", [])}
     for r in model["routers"]:
+        if r["name"] == p["local_router"]:
+            if st["base_priority"] != r["priority"] or st["priority"] is None:
+                st["priority"] = r["priority"]  # until pulse assesses its tracked items
+            st["base_priority"] = r["priority"]
         if r["name"] != p["local_router"]:
             st["peers"].setdefault(r["name"], {
                 "address": r["address"], "private_address": r.get("private_address"),
@@ -151,7 +158,12 @@ def _role_changed(st: dict, p: dict, e: Event) -> None:
 def _heartbeat_received(st: dict, p: dict, e: Event) -> None:
     peer = st["peers"].get(p["peer"])
     if peer is not None:
-        peer["role"] = p["role"]
+        peer["role"], peer["priority"] = p["role"], p["priority"]
+
+
+def _priority_changed(st: dict, p: dict, e: Event) -> None:
+    st["priority"], st["base_priority"], st["track_fault"] = p["new"], p["base"], p["fault"]
+    st["tracking"] = {i["track"]: {"failed": i["failed"], "effect": i["effect"]} for i in p["items"]}
 
 
 def _peer_alive_or_dead(st: dict, p: dict, e: Event) -> None:
@@ -242,6 +254,7 @@ _FOLD: dict[str, Callable[[dict, dict, Event], None]] = {
     "config.loaded": _config_loaded,
     "router.role_changed": _role_changed,
     "pulse.heartbeat_received": _heartbeat_received,
+    "pulse.priority_changed": _priority_changed,
     "pulse.peer_alive": _peer_alive_or_dead,
     "pulse.peer_dead": _peer_alive_or_dead,
     "pulse.take_vips": _take_vips,
