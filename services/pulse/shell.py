@@ -5,6 +5,8 @@
                                   never the core)
     link state (netlink: the links of link_devices, only with monitor_links, polled every
                 link_poll_interval) --> pulse.link_changed
+    tracked interfaces and files of this router ([track.NAME], watch.watched_items; polled every
+                link_poll_interval, whatever monitor_links says) --> pulse.track_observed
     effects of the core --> UDP sends, VIPs (pyroute2), gratuitous ARP / unsolicited NA (raw
     sockets, in background tasks), notify commands (asyncio subprocesses)
 
@@ -53,6 +55,7 @@ from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments
 
 from . import wire
+from .watch import FILE_READ_MAX, Watched, file_observation, interface_observation, track_changes, watched_items
 from .core import (
     TAKE, PulseCore, PulseSettings, _settings_from_config, _settings_from_model, configured_devices, grow_epoch,
     link_changes, link_devices, link_poll_interval, reconcile_vips, started_payload,
@@ -105,6 +108,7 @@ class PulseShell:
         self.key: bytes | None = None
         self.key_file: str | None = None
         self.watched: dict[str, str | None] = {}  # link -> configured device: the link watch's (link_devices)
+        self.tracked: tuple[Watched, ...] = ()  # the track watch's (watch.watched_items)
         self.settings: PulseSettings | None = None
         self.socks: dict[str, socket.socket] = {}
         self.devices: dict[str, str | None] = {}  # link -> device
@@ -116,6 +120,9 @@ class PulseShell:
         self._send_errors = 0
         self._stopping = False
         self._watch_task: asyncio.Task | None = None
+        self._track_task: asyncio.Task | None = None
+        # tracked files are read on a thread of their own (a slow file system stalls only the watch)
+        self._files = ThreadPoolExecutor(1, thread_name_prefix="trackfiles")
         # netlink calls run on one thread of their own (pyroute2's sync API cannot run on the loop's)
         self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
         # work queued on the netlink thread and not done yet: submitted - done (each counter is
@@ -181,6 +188,7 @@ class PulseShell:
             self.settings = _settings_from_model(cfg, local.name)
             model = to_dict(cfg)
         self.watched = link_devices(model, self.settings.local)
+        self.tracked = watched_items(model, self.settings.local)
         self.key = read_key(self.key_file)
 
     async def _open_sockets(self, read: bool = True) -> None:
@@ -233,12 +241,19 @@ class PulseShell:
         self._read_sockets()
         log.info("pulse_started", epoch=epoch, run_start_seq=self.run_start_seq, role=getattr(st, "role", None))
         self._start_link_watch()
+        self._start_track_watch()
 
     def _start_link_watch(self) -> None:
         """Poll the watched links (``link_devices``), unless a watch already runs or none is watched
         (``monitor_links`` off). The watch ends by itself when a reload leaves nothing to watch."""
         if self.watched and (self._watch_task is None or self._watch_task.done()):
             self._watch_task = asyncio.ensure_future(self._watch_links())
+
+    def _start_track_watch(self) -> None:
+        """Poll the tracked interfaces and files (``watch.watched_items``), unless that watch already
+        runs or nothing is tracked here. It ends by itself when a reload leaves nothing to watch."""
+        if self.tracked and (self._track_task is None or self._track_task.done()):
+            self._track_task = asyncio.ensure_future(self._watch_tracks())
 
     async def on_caught_up(self) -> None:
         """Reconcile the VIPs with the role the log records (a restart under a running router),
@@ -378,6 +393,36 @@ class PulseShell:
                     self.runtime.publish("pulse.link_changed", {"link": link, "up": up, "device": dev})
             await asyncio.sleep(interval)
 
+    async def _watch_tracks(self) -> None:
+        """Every ``link_poll_interval``: each tracked interface's link (up: 1) and file's number,
+        published as ``pulse.track_observed`` when it changed, and every item once at the first poll
+        (the core learns every item's state; after a restart the core ignores an unchanged value)."""
+        known: dict[Watched, tuple[int, str]] = {}
+        loop = asyncio.get_running_loop()
+        while not self.stop.is_set() and self.tracked:
+            s = self.settings  # a reload may change the keepalive and the items watched
+            assert s is not None
+            interval = link_poll_interval(s.keepalive_ns) / 1e9
+            items = self.tracked
+            observed: dict[Watched, tuple[int, str]] = {}
+            if any(w.kind == "interface" for w in items):
+                try:
+                    info = await self._nl(netutil.links)
+                except Exception as exc:  # netlink trouble: the interfaces are read next time
+                    log.warning("track_poll_failed", error=str(exc))
+                    info = None
+                if info is not None:
+                    for w in items:
+                        if w.kind == "interface":
+                            observed[w] = interface_observation(w.target in info, netutil.link_up(info.get(w.target)))
+            for w in items:
+                if w.kind == "file":
+                    observed[w] = file_observation(*await loop.run_in_executor(self._files, read_track_file, w.target))
+            for p in track_changes(known, items, observed):
+                log.info("track_observed", **p)
+                self.runtime.publish("pulse.track_observed", p)
+            await asyncio.sleep(interval)
+
     # -- effects -----------------------------------------------------------------------------
 
     def _apply_reload(self, ev: Event, rebind: bool) -> None:
@@ -395,10 +440,13 @@ class PulseShell:
         self.config_seq = ev.seq  # devices of a rebind come from this one
         # monitor_links or a link's device may have changed: the watch follows the reload
         self.watched = link_devices(ev.payload["model"], new.local)
+        # and the tracked items (added ones are published at the watch's next poll)
+        self.tracked = watched_items(ev.payload["model"], new.local)
         if rebind:
             if old is None or _bindings(old) != _bindings(new):
                 self._spawn(self._rebind())
             self._start_link_watch()
+            self._start_track_watch()
 
     def on_event(self, ev: Event) -> None:
         if ev.type == "config.loaded" and ev.payload.get("reload"):
@@ -640,13 +688,34 @@ class PulseShell:
         try:
             await self.runtime.run(self.stop, on_start=self.on_start, go=go, on_caught_up=self.on_caught_up)
         finally:
-            for task in [*self._bg, *([self._watch_task] if self._watch_task else [])]:
+            for task in [*self._bg, *(t for t in (self._watch_task, self._track_task) if t)]:
                 task.cancel()
             self._netlink.shutdown(wait=False)
+            self._files.shutdown(wait=False)
             for link, sock in self.socks.items():
                 loop.remove_reader(sock.fileno())
                 sock.close()
         return 0
+
+
+def read_track_file(path: str) -> tuple[bytes | None, str | None]:
+    """A tracked file's first bytes (one more than ``FILE_READ_MAX``: a longer file is not a
+    number), for ``watch.file_observation``: (bytes, None); (None, None) when it does not exist;
+    (None, why) when it cannot be read. Opened non-blocking: a FIFO without a writer reads empty."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    try:
+        return os.read(fd, FILE_READ_MAX + 1), None
+    except BlockingIOError:
+        return b"", None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    finally:
+        os.close(fd)
 
 
 def _log_failure(fut) -> None:

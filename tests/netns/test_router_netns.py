@@ -170,6 +170,57 @@ def test_a_reload_that_turns_monitor_links_on_starts_the_link_watch(topo, cluste
     c.wait_steady("r1", timeout=10)
 
 
+def test_pulse_watches_tracked_interfaces_and_files(topo, cluster, tmp_path):
+    """A tracked interface (a veth in r1's namespace: its peer set down, then up) and a tracked file
+    (rewritten, removed): r1's pulse publishes pulse.track_observed with what it saw, once per
+    change and each item once at start, with monitor_links off; a reload adding an item is followed.
+    (Whether the priority moves is the core's: not asserted here.)"""
+    adjust = tmp_path / "adjust"
+    adjust.write_text("5\n")
+    topo.run("r1", "ip", "link", "del", "trk0", check=False)
+    topo.run("r1", "ip", "link", "add", "trk0", "type", "veth", "peer", "name", "trk0p")  # (no dummy module here)
+    for dev in ("trk0", "trk0p"):
+        topo.run("r1", "ip", "link", "set", dev, "up")
+    tracks = (f'\n[track.uplink]\nkind = "interface"\ndevice = "trk0"\nweight = -10\non_routers = ["r1"]\n'
+              f'\n[track.adjust]\nkind = "file"\npath = "{adjust}"\nweight = 1\n')
+    c = cluster(monitor_links=False, extra=tracks)
+    try:
+        c.start()
+
+        def seen(r):
+            return [(e.payload["track"], e.payload["kind"], e.payload["value"], e.payload["detail"])
+                    for e in c.events(r, ("pulse.track_observed",))]
+
+        def wait_seen(want, what):
+            c.wait(lambda: seen("r1")[-len(want):] == want, 5.0, what)
+
+        c.wait(lambda: len(seen("r1")) >= 2, 10.0, "r1's first observations")
+        assert seen("r1") == [("uplink", "interface", 1, "up"), ("adjust", "file", 5, "5")]  # config order
+        c.wait(lambda: seen("r2"), 5.0, "r2's first observation")
+        assert seen("r2") == [("adjust", "file", 5, "5")]  # uplink is r1's only
+        topo.run("r1", "ip", "link", "set", "trk0p", "down")  # trk0 loses its carrier
+        wait_seen([("uplink", "interface", 0, "down")], "trk0 seen down")
+        adjust.write_text("-3\n")
+        wait_seen([("adjust", "file", -3, "-3")], "the file's -3")
+        adjust.unlink()
+        wait_seen([("adjust", "file", 0, "missing")], "the file gone")
+        topo.run("r1", "ip", "link", "set", "trk0p", "up")
+        wait_seen([("uplink", "interface", 1, "up")], "trk0 up again")
+        # a reload adding an item: published once at the watch's next poll
+        c.config.write_text(c.config.read_text() + '\n[track.spare]\nkind = "file"\npath = "/nonexistent/x"\n'
+                            'weight = 1\non_routers = ["r1"]\n')
+        c.procs["r1"].send_signal(signal.SIGHUP)
+        wait_seen([("spare", "file", 0, "missing")], "the added item")
+        time.sleep(0.3)  # a few more polls: nothing new (only changes are published)
+        later = seen("r1")
+        assert later == [("uplink", "interface", 1, "up"), ("adjust", "file", 5, "5"),
+                         ("uplink", "interface", 0, "down"), ("adjust", "file", -3, "-3"),
+                         ("adjust", "file", 0, "missing"), ("uplink", "interface", 1, "up"),
+                         ("spare", "file", 0, "missing")], later
+    finally:
+        topo.run("r1", "ip", "link", "del", "trk0", check=False)
+
+
 def test_both_links_cut_then_healed_exactly_one_active(topo, cluster):
     c = cluster(monitor_links=False)  # r1 does not see its links go: a true split brain
     c.start()
