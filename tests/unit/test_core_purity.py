@@ -37,7 +37,7 @@ def reachable(start: str) -> dict[str, str]:
 
 PURE = [CORES[n].split(":")[0] for n in CORES] + [
     "lvsbus.runtime.core", "lvsbus.runtime.timer", "lvsbus.wire.events", "lvsbus.wire.schema", "lvsbus.ipvs.table", "lvsbus.ipvs.stats", "lvsbus.config.model",
-    "lvsbus_services.metrics.fold", "lvsbus.router.supervision", "lvsbus_services.nanny.schedule", "lvsbus_services.bgp.watch", "lvsbus_services.pulse.watch", "lvsbus.config.derive",
+    "lvsbus_services.metrics.fold", "lvsbus.router.supervision", "lvsbus_services.nanny.schedule", "lvsbus_services.bgp.watch", "lvsbus_services.pulse.watch", "lvsbus_services.pulse.tracking", "lvsbus.config.derive",
     # the config package (parsers, validation, diff) and pulse's wire format (were file-local checks in
     # test_config_model and test_pulse_core)
     "lvsbus.config", "lvsbus.config.validate", "lvsbus.config.native", "lvsbus.config.lvscf", "lvsbus.config.diff",
