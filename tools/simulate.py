@@ -103,7 +103,8 @@ if __name__ == "__main__":  # ``python tools/simulate.py``: this checkout's pack
 
 import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.host.argtypes import run_one, SEED_MAX, dir_to_write, existing_file, int_range, seed_range
-from lvsbus.config import Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, VirtualService, to_dict
+from lvsbus.config import (Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, Track, TrackKind,
+                           VirtualService, to_dict)
 from lvsbus.config.derive import config_vips, loaded_payload
 from lvsbus.runtime.core import Core, Effect, run_core
 from lvsbus.wire.events import REGISTRY, Event, encode
@@ -117,6 +118,7 @@ from lvsbus.router.supervision import (ABANDON, GIVE_UP, LVSD_START, ROUTER_SUBS
 from lvsbus_services.cores import available
 from lvsbus_services.nanny.schedule import FLUSH_S, TICK, ResultBatch, Schedule, checks_for, next_flush, phase_of, wake_delay
 from lvsbus_services.pulse import wire
+from lvsbus_services.pulse.watch import file_observation, interface_observation, track_changes, watched_items
 from lvsbus_services.pulse.core import (
     _settings_from_model, grow_epoch, link_changes, link_devices, link_poll_interval, started_payload,
 )
@@ -182,6 +184,25 @@ def make_fos_config(routers: int = 2, keepalive: float = 1.0, deadtime: float = 
     ))
 
 
+#: the tracked items of ``make_tracking_config``: name -> kind (what its faults do: docs/replay.md)
+TRACKED_INTERFACES = ("uplink", "gw")
+TRACKED_SCRIPTS = ("svc",)
+
+
+def make_tracking_config(routers: int = 2, servers: int = 3, **kw: Any) -> Config:
+    """``make_config`` with tracking ([track.NAME]) on every router: ``uplink`` (an interface,
+    weight -120: the active router drops below the next one, which preempts), ``gw`` (an interface,
+    weight 0: FAULT while down) and ``svc`` (a script run by nanny every second, rise 2, fall 2,
+    weight -120)."""
+    base = make_config(routers, servers, **kw)
+    return dataclasses.replace(base, tracks=(
+        Track("uplink", TrackKind.INTERFACE, weight=-120, device="eth2"),
+        Track("gw", TrackKind.INTERFACE, device="eth3"),
+        Track("svc", TrackKind.SCRIPT, weight=-120, command="/usr/local/bin/check-svc", interval=1.0, timeout=0.5,
+              rise=2, fall=2),
+    ))
+
+
 def config_payload(model: dict, local: str, digest: str, reload: bool = False) -> dict:
     """``config.loaded`` as the router publishes it (``lvsbus.config.derive.loaded_payload``)."""
     return loaded_payload("/etc/lvsbus/lvs.toml", "toml", digest, model, [], local, reload, {})
@@ -215,6 +236,10 @@ FAULT_KINDS = (
 #: service = fos (``Cluster(fos=True)``): no real server; the failover service can be killed
 FOS_KILL = "fos_kill"  # target router; its failover service process dies (until its next start_cmd)
 FOS_FAULT_KINDS = tuple(k for k in FAULT_KINDS if k not in ("server_fail", "server_flap", "slow_check")) + (FOS_KILL,)
+#: tracking (``Cluster(tracking=True)``, ``make_tracking_config``): two more kinds
+TRACK_DOWN = "track_down"  # target "router/item": a tracked interface of that router is down, for duration
+TRACK_FAIL = "track_fail"  # target "router/item": a tracked script fails on that router, for duration
+TRACK_FAULT_KINDS = FAULT_KINDS + (TRACK_DOWN, TRACK_FAIL)
 SERVER_FAULTS = ("server_fail", "server_flap", "slow_check")
 
 
@@ -275,7 +300,7 @@ def _targets_a_pair(kind: str) -> bool:
     """A fault on the link between two routers (``lvs1-lvs2/public``): the kinds ``_draw_fault``
     gives a pair of routers as their target."""
     return kind not in ("router_crash", "stall", "wall_step", "drift", FOS_KILL, "service_crash", "nic_down",
-                        "broker_crash", *SERVER_FAULTS)
+                        "broker_crash", TRACK_DOWN, TRACK_FAIL, *SERVER_FAULTS)
 
 
 def _draw_fault(rng: random.Random, kind: str, names: list[str], pairs: list[str], servers: int,
@@ -291,6 +316,10 @@ def _draw_fault(rng: random.Random, kind: str, names: list[str], pairs: list[str
         duration = min(rng.randrange(S // 10, 3 * S, MS * 10), end - at)
     elif kind == "nic_down":
         target = f"{rng.choice(names)}/{rng.choice(LINKS)}"
+    elif kind == TRACK_DOWN:
+        target = f"{rng.choice(names)}/{rng.choice(TRACKED_INTERFACES)}"
+    elif kind == TRACK_FAIL:
+        target = f"{rng.choice(names)}/{rng.choice(TRACKED_SCRIPTS)}"
     elif kind in SERVER_FAULTS:
         target = f"rs{rng.randrange(servers) + 1}"
         if kind == "server_fail" and rng.random() < 0.3:
@@ -416,6 +445,12 @@ class SimRouter:
         self.watched: dict[str, str | None] = {}
         self.links_known: dict[str, bool] = {}
         self.link_poll_ns = 0
+        # pulse's track watch (services/pulse/watch.py): the items it polls, what it last published;
+        # the simulated world: tracked interfaces down, tracked scripts failing (track_* faults)
+        self.tracked: tuple = ()
+        self.tracks_known: dict = {}
+        self.track_down: set[str] = set()
+        self.script_failing: set[str] = set()
         self.rejected = 0  # datagrams pulse's shell rejected (wire.accept), and its report limit
         self.reject_limit = ReportLimit(wire.REJECT_EVENTS_PER_S)
         self.log_dir = log_dir
@@ -545,11 +580,14 @@ class Cluster:
         fencing_window_ns: int | None = None,
         fos: bool = False,
         boot_at: dict[str, int] | None = None,
+        tracking: bool = False,
     ) -> None:
         self.seed = seed
         self.boot_at = dict(boot_at or {})  # router -> when it boots (ns); the others at a seeded time
+        self.tracking = tracking
         if config is None:
-            config = make_fos_config(routers) if fos else make_config(routers, servers)
+            config = (make_fos_config(routers) if fos else make_tracking_config(routers, servers) if tracking
+                      else make_config(routers, servers))
         self.config = config
         self.model = to_dict(self.config)
         self.digest = hashlib.sha256(json.dumps(self.model, sort_keys=True).encode()).hexdigest()
@@ -606,7 +644,8 @@ class Cluster:
             return sorted(faults)
         if self.fos:
             return generate_faults(seed, routers, kinds=FOS_FAULT_KINDS, servers=0)
-        return generate_faults(seed, routers, servers=sum(len(vs.servers) for vs in self.config.virtual_services))
+        return generate_faults(seed, routers, kinds=TRACK_FAULT_KINDS if self.tracking else FAULT_KINDS,
+                               servers=sum(len(vs.servers) for vs in self.config.virtual_services))
 
     def _set_timers(self, fencing_window_ns: int | None, settle: int | None, duration: int | None) -> None:
         """The heartbeat's timers, and from them and the faults: the fencing window, how long the
@@ -897,6 +936,8 @@ class Cluster:
         mode = self.server_mode.get(server, "up")
         if server in self.fos and cid.startswith("fos/"):
             mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
+        elif cid.startswith("track/"):  # a tracked script of this router (a track_fail fault)
+            mode = "script_failed" if server in r.script_failing else "up"
         if mode == "flap":
             n = r.flap[server] = r.flap.get(server, 0) + 1
             mode = "up" if n % 2 else "down"
@@ -904,6 +945,8 @@ class Cluster:
             res = (cid, True, 200 + self.rng.randrange(800), "ok", late_us)
         elif mode == "down":
             res = (cid, False, 150, "refused", late_us)
+        elif mode == "script_failed":
+            res = (cid, False, 2000, "exit_code", late_us)
         else:
             res = (cid, False, timeout_us, "timeout", late_us)
         self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", r.shell_gen["nanny"], "result", (chk, res))
@@ -1081,7 +1124,10 @@ class Cluster:
         # clock; it starts from what the core believes (a NIC that changed while pulse was down is
         # reported at its first poll)
         r.watched = link_devices(self.model, r.name)
-        if r.watched:
+        # and its track watch (_watch_tracks): this router's tracked interfaces and files, every
+        # link_poll_interval whatever monitor_links says, each published once at its first poll
+        r.tracked, r.tracks_known = watched_items(self.model, r.name), {}
+        if r.watched or r.tracked:
             r.links_known = dict(getattr(svc.state, "links_up", None) or {})
             r.link_poll_ns = link_poll_interval(_settings_from_model(self.config, r.name).keepalive_ns)
             self._poll_links(r)
@@ -1091,6 +1137,11 @@ class Cluster:
         the last poll (``link_changes``), and the next poll armed."""
         for link, up in link_changes(r.links_known, {link: r.nic_up[link] for link in r.watched}):
             self.publish(r, "pulse", "pulse.link_changed", {"link": link, "up": up, "device": r.watched[link]})
+        if r.tracked:  # no file exists in the simulated world: a tracked file reads as missing (0)
+            observed = {w: interface_observation(True, w.name not in r.track_down) if w.kind == "interface"
+                        else file_observation(None) for w in r.tracked}
+            for p in track_changes(r.tracks_known, r.tracked, observed):
+                self.publish(r, "pulse", "pulse.track_observed", p)
         mono = r.clock.mono(self.t) + r.link_poll_ns
         self._at(r.clock.global_time(mono, self.t), "links", r.name, r.shell_gen["pulse"])
 
@@ -1274,6 +1325,15 @@ class Cluster:
         rname, link = f.target.split("/")
         self.routers[rname].nic_up[link] = not begin  # pulse's link watch (monitor_links) sees it at its next poll
 
+    def _track_fault(self, f: Fault, begin: bool) -> None:
+        """track_down, track_fail: a tracked interface down, a tracked script failing, on one router."""
+        rname, item = f.target.split("/")
+        held = self.routers[rname].track_down if f.kind == TRACK_DOWN else self.routers[rname].script_failing
+        if begin:
+            held.add(item)
+        else:
+            held.discard(item)
+
     def _server_fault(self, f: Fault, begin: bool) -> None:
         """server_fail, server_flap, slow_check: what a real server's checks find."""
         mode = {"server_fail": "down", "server_flap": "flap", "slow_check": "slow"}[f.kind]
@@ -1303,7 +1363,7 @@ class Cluster:
         "link_cut": _link_fault, "loss": _link_fault, "delay": _link_fault, "nic_down": _nic_down,
         "server_fail": _server_fault, "server_flap": _server_fault,
         "slow_check": _server_fault, "stall": _stall, "wall_step": _wall_step,
-        FOS_KILL: _fos_kill, "drift": _drift,
+        FOS_KILL: _fos_kill, "drift": _drift, TRACK_DOWN: _track_fault, TRACK_FAIL: _track_fault,
     }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -1748,6 +1808,9 @@ def add_commands(subparsers) -> None:
                    help="real servers of the virtual service, 1..100 (default 3)")
     s.add_argument("--fos", action="store_true",
                    help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
+    s.add_argument("--tracking", action="store_true",
+                   help="every router tracks two interfaces (weight -120, and 0: FAULT) and a script (weight "
+                   "-120), failed by track_down / track_fail faults (docs/config.md, Tracking)")
     s.add_argument("--faults", metavar="FILE", type=existing_file,
                    help="a JSON fault schedule (as printed for a shrunk failure)")
     s.add_argument("--logs", metavar="DIR", type=dir_to_write,
@@ -1783,6 +1846,9 @@ def _cmd_simulate(args) -> int:
     if args.fos:
         kw["fos"] = True
         again += " --fos"
+    if args.tracking:
+        kw["tracking"] = True
+        again += " --tracking"
     for seed in seeds:
         logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
         res = run_seed(seed, log_root=logs, faults=faults, **kw)

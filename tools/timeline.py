@@ -119,6 +119,8 @@ CATEGORY = {
     "pulse.send_fence": "fence", "pulse.fence_received": "fence",
     "pulse.take_vips": "vip", "pulse.release_vips": "vip",
     "pulse.link_changed": "link", "pulse.config_rejected": "config",
+    # tracking ([track.NAME]): what was seen of each item, and what pulse made of it
+    "pulse.track_observed": "track", "health.track_changed": "track", "pulse.priority_changed": "track",
     "pulse.start_lvsd": "lvsd", "pulse.stop_lvsd": "lvsd",
     "bus.broker_started": "router", "pulse.started": "router", "router.service_restarted": "router", "router.service_abandoned": "router",
     "router.shutdown_requested": "router", "bus.client_joined": "bus",
@@ -188,6 +190,15 @@ def describe(ev: Event) -> str:
         return f"release VIPs {vips()} ({p['reason']})"
     if t == "pulse.link_changed":
         return f"{p['link']} link {'up' if p['up'] else 'DOWN'}"
+    if t == "pulse.track_observed":
+        return f"tracked {p['kind']} {p['track']}: {p['detail']}" + (f" ({p['value']})" if p["kind"] == "file" else "")
+    if t == "health.track_changed":
+        return f"tracked script {p['track']} {p['old']} -> {p['new']} ({p['reason']}: {p['detail']})"
+    if t == "pulse.priority_changed":
+        why = ", ".join(f"{i['track']} {i['effect']:+d}" for i in p["items"] if i["effect"])
+        moved = f"{p['old']} -> {p['new']}" if p["old"] != p["new"] else f"{p['new']} (configured {p['base']})"
+        return (f"priority {moved}" + (f" ({why})" if why else "")
+                + (f", FAULT held by {p['fault']}" if p["fault"] else ""))
     if t in ("pulse.start_lvsd", "pulse.stop_lvsd"):
         return f"{t.split('_')[0].split('.')[1]} lvsd ({p['reason']})"
     if t == "bus.broker_started":
@@ -329,7 +340,7 @@ _MARK = {"role": ("#000000", "diamond"), "heartbeat": ("#756bb1", "circle"), "fe
          "vip": ("#e6a700", "triangle"), "health": ("#3182bd", "square"), "ipvs": ("#8c564b", "square"),
          "router": ("#252525", "bar"), "link": ("#d62728", "circle"), "lvsd": ("#17becf", "circle"),
          "config": ("#7f7f7f", "bar"), "bus": ("#bdbdbd", "bar"), "fos": ("#2ca02c", "triangle"),
-         "operator": ("#d62728", "diamond"), "bgp": ("#9467bd", "triangle")}
+         "operator": ("#d62728", "diamond"), "bgp": ("#9467bd", "triangle"), "track": ("#ff7f0e", "circle")}
 
 
 def render_html(rows: list[Row] | Timeline, title: str = "lvsbus incident timeline") -> str:

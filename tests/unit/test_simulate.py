@@ -527,3 +527,29 @@ def test_an_lvsd_stop_forgets_its_deaths_as_the_real_router_does():
     c._on_supervisor("stop", ("lvs1", "lvsd", r.broker_runs))
     d = r.supervision.on_death("lvsd", 5.0)
     assert d.action == "restart" and d.decision.recent == 1 and d.decision.attempt == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# tracking ([track.NAME], Cluster(tracking=True)): the product's own pulse and nanny code decide
+
+
+def test_tracking_sweep_holds_every_invariant_and_every_log_replays():
+    results = [run_seed(s, tracking=True, verify=True) for s in range(0, 120)]
+    failed = [r.summary() for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
+    kinds = {f.kind for r in results for f in r.faults}
+    assert {"track_down", "track_fail"} <= kinds
+
+
+@pytest.mark.parametrize("fault,outage_under", [
+    # weight 0: FAULT at the watch's next poll; the FAULT heartbeat hands over at once
+    (Fault(10 * S, "track_down", "lvs1/gw", 6 * S), 1.5 * S),
+    # weight -120: lvs1 (200) drops to 80 under lvs2 (150), which preempts at its next heartbeat
+    (Fault(10 * S, "track_down", "lvs1/uplink", 6 * S), 2.5 * S),
+])
+def test_a_tracked_interface_moves_the_role_and_it_comes_back(fault, outage_under):
+    res = Cluster(5, tracking=True, faults=[fault], duration=30 * S).run(verify=True)
+    assert res.ok, res.summary()
+    assert res.failovers == 2, res.summary()  # away, then back when the interface is up again
+    assert res.roles == {"lvs1": "ACTIVE", "lvs2": "BACKUP"}
+    assert res.outage_ns < outage_under, res.summary()  # well under deadtime (3 s) plus a start
