@@ -513,6 +513,7 @@ def _tracks(o: _Out, cfg: Config) -> None:
     ignored), the routers named, and weights in keepalived's range."""
     names: set[str] = set()
     routers = {r.name for r in cfg.routers}
+    track_servers = {rs.name for vs in cfg.lvs_services() if vs.name == "track" for rs in vs.servers}
     for t in cfg.tracks:
         p = f"track.{t.name}"
         o.named(p, t.name, names, "tracked item")
@@ -532,6 +533,9 @@ def _tracks(o: _Out, cfg: Config) -> None:
                 o.err(f"{p}.command", "kind = 'script' needs the command to run")
             elif len(t.command or "") > 4096:
                 o.err(f"{p}.command", "is longer than 4096 characters: put it in a script")
+            if t.name in track_servers:  # nanny's machine ids: "track/NAME" for both
+                o.err(p, f"virtual service 'track' has a real server named {_shown(t.name)}: nanny's "
+                         f"check ids would collide (track/{t.name}); rename the script or the server")
             o.range(f"{p}.interval", t.interval, "interval")
             o.range(f"{p}.timeout", t.timeout, "timeout")
             o.range(f"{p}.rise", t.rise, "rise_fall")

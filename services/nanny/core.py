@@ -1,4 +1,6 @@
-"""nanny's pure core: one health machine per (virtual service, real server), fed only by recorded
+"""nanny's pure core: one health machine per (virtual service, real server), per failover service
+(``fos/NAME``) and per tracked script of this router (``track/NAME``: ``[track.NAME]`` kind =
+script, run as a program check; its moves are ``health.track_changed``), fed only by recorded
 events: ``config.loaded`` and ``health.check_results`` batches.
 
 Sans-IO: no socket, no clock, no randomness, no logging. The shell schedules and runs the checks
@@ -30,7 +32,7 @@ from typing import Any, NamedTuple
 from transitions import Machine
 
 from lvsbus.config import Config, ConfigError, check_port, effective_check, from_dict, server_port
-from lvsbus.config.model import Check, CheckKind, FailoverService
+from lvsbus.config.model import Check, CheckKind, FailoverService, Track, TrackKind
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
 
@@ -164,23 +166,41 @@ def fos_check(cfg: Config, fs: FailoverService) -> Check:
                  send=fs.send, expect=fs.expect)
 
 
-class PlannedCheck(NamedTuple):
-    """One health check nanny runs: a (virtual service, real server) pair, or a failover service."""
+#: the ``virtual`` of a tracked script's machine (its id is ``track/NAME``); the validator refuses a
+#: virtual service named ``track`` with a server of a tracked script's name, so ids never collide
+TRACK = "track"
 
-    id: str  # check_id(virtual, server): "VIRTUAL/SERVER", or "fos/NAME"
-    virtual: str  # the virtual service's name (FOS for a failover service)
-    server: str  # the real server's (or failover service's) name
-    address: str  # what is checked
+
+def track_check(t: Track) -> Check:
+    """How a tracked script (``[track.NAME]``, kind = script) is run: a program check of its command
+    (by /bin/sh, no ``%h``/``%p`` to fill: it has no address) every ``interval`` s, each run given at
+    most ``timeout`` s, passed when it exits 0; ``rise`` passes / ``fall`` failures in a row, and one
+    pass for a script that has never failed since the router started (initial_rise 1; its first
+    failure is DOWN at once, see docs/config.md "Tracking")."""
+    return Check(kind=CheckKind.PROGRAM, interval=float(t.interval), timeout=float(t.timeout), rise=t.rise,
+                 fall=t.fall, initial_rise=1, command=t.command or "", exit_code=0)
+
+
+class PlannedCheck(NamedTuple):
+    """One health check nanny runs: a (virtual service, real server) pair, a failover service, or a
+    tracked script of this router."""
+
+    id: str  # check_id(virtual, server): "VIRTUAL/SERVER", "fos/NAME" or "track/NAME"
+    virtual: str  # the virtual service's name (FOS for a failover service, TRACK for a tracked script)
+    server: str  # the real server's (or failover service's, or tracked script's) name
+    address: str  # what is checked ("" for a tracked script)
     port: int  # the real server's port in the IPVS table (0: the client's)
     probe: int  # the port the check connects to
     check: Check  # the check, the virtual's merged with the server's override
     enabled: bool  # both the virtual service and the server are active
 
 
-def plan(cfg: Config) -> list[PlannedCheck]:
+def plan(cfg: Config, local: str | None = None) -> list[PlannedCheck]:
     """Every (virtual service, real server) pair of ``cfg`` (``service = lvs``) or every failover
-    service (``service = fos``, id ``fos/NAME``): what the core tracks and the shell checks. Pure and
-    deterministic (config order)."""
+    service (``service = fos``, id ``fos/NAME``), then, when ``local`` names this router, every
+    tracked script it runs (``[track.NAME]`` kind = script that applies to it, id ``track/NAME``):
+    what the core tracks and the shell checks. Pure and deterministic (config order). lvsd plans
+    without ``local``: it has no use for tracked scripts."""
     out = []
     for vs in cfg.lvs_services():
         for rs in vs.servers:
@@ -189,15 +209,20 @@ def plan(cfg: Config) -> list[PlannedCheck]:
     for fs in cfg.fos_services():
         out.append(PlannedCheck(check_id(FOS, fs.name), FOS, fs.name, fs.address, fs.port, fs.port,
                                 fos_check(cfg, fs), fs.active))
+    if local is not None:
+        for t in cfg.tracks_of(local):
+            if t.kind is TrackKind.SCRIPT:
+                out.append(PlannedCheck(check_id(TRACK, t.name), TRACK, t.name, "", 0, 0, track_check(t), True))
     return out
 
 
 class NannyState:
-    __slots__ = ("digest", "model", "config", "machines", "bad_config", "stale_results", "unknown_results",
-                 "results")
+    __slots__ = ("digest", "model", "local", "config", "machines", "bad_config", "stale_results",
+                 "unknown_results", "results")
 
     def __init__(self) -> None:
         self.digest = ""
+        self.local: str | None = None  # config.loaded's local_router: which tracked scripts are ours
         self.model: dict | None = None
         self.config: Config | None = None
         self.machines: dict[str, Health] = {}
@@ -226,6 +251,11 @@ def _change(h: Health, trigger: str, out: list) -> None:
             "service": h.server, "address": h.address, "port": h.port, "old": old, "new": new, "reason": reason,
             "detail": h.detail, "count": h.passes if new in (UP, RISING) else h.fails,
         }))
+    elif h.virtual == TRACK:  # a tracked script of this router: pulse reads it (docs/pulse.md, tracking)
+        out.append(Effect("health.track_changed", {
+            "track": h.server, "old": old, "new": new, "reason": reason, "detail": h.detail,
+            "count": h.passes if new in (UP, RISING) else h.fails,
+        }))
     elif new == UP:
         out.append(Effect("health.real_server_up", {**_server(h), "reason": reason, "previous": old,
                                                      "passes": h.passes, "detail": h.detail}))
@@ -241,7 +271,7 @@ class NannyCore(Core[NannyState]):
     name = "nanny"
     inputs = ("config.loaded", "health.check_results")
     outputs = frozenset({"health.real_server_up", "health.real_server_down", "health.state_changed",
-                         "health.config_rejected", "health.failover_changed"})
+                         "health.config_rejected", "health.failover_changed", "health.track_changed"})
 
     def initial(self) -> NannyState:
         return NannyState()
@@ -287,12 +317,13 @@ class NannyCore(Core[NannyState]):
             st.bad_config += 1
             out.append(Effect("health.config_rejected", {"error": str(exc)[:1024], "count": st.bad_config}))
             return
-        self._apply_config(st, cfg, p["model"], p["digest"], out)
+        self._apply_config(st, cfg, p["model"], p["digest"], p.get("local_router"), out)
 
-    def _apply_config(self, st: NannyState, cfg: Config, model: dict, digest: str, out: list | None) -> None:
+    def _apply_config(self, st: NannyState, cfg: Config, model: dict, digest: str, local: str | None,
+                      out: list | None) -> None:
         old = st.machines
         new: dict[str, Health] = {}
-        for pc in plan(cfg):
+        for pc in plan(cfg, local):
             id_, chk, enabled = pc.id, pc.check, pc.enabled
             key = (pc.address, pc.probe, chk)
             h = old.get(id_)
@@ -315,7 +346,7 @@ class NannyCore(Core[NannyState]):
                     self._emit(h, "enable", out)
             new[id_] = h
         st.machines = new
-        st.config, st.model, st.digest = cfg, model, digest
+        st.config, st.model, st.digest, st.local = cfg, model, digest, local
 
     @staticmethod
     def _emit(h: Health, trigger: str, out: list | None) -> None:
@@ -328,7 +359,7 @@ class NannyCore(Core[NannyState]):
 
     def snapshot(self, st: NannyState) -> Any:
         return {
-            "digest": st.digest, "model": st.model,
+            "digest": st.digest, "model": st.model, "local": st.local,
             "counts": [st.bad_config, st.stale_results, st.unknown_results, st.results],
             "machines": [[h.id, h.state, h.passes, h.fails, h.detail, h.fresh] for h in st.machines.values()],
         }
@@ -337,7 +368,8 @@ class NannyCore(Core[NannyState]):
         st = NannyState()
         st.bad_config, st.stale_results, st.unknown_results, st.results = data["counts"]
         if data["model"] is not None:
-            self._apply_config(st, from_dict(data["model"]), data["model"], data["digest"], None)
+            # a snapshot from before tracking has no "local": it planned no tracked script either
+            self._apply_config(st, from_dict(data["model"]), data["model"], data["digest"], data.get("local"), None)
         for id_, state, passes, fails, detail, *rest in data["machines"]:
             h = st.machines.get(id_)
             if h is not None:

@@ -41,7 +41,7 @@ def checks_for(state: NannyState | None, planned_digest: str) -> list[PlannedChe
     with its digest."""
     if state is None or state.config is None or state.digest == planned_digest:
         return None
-    return [pc for pc in plan(state.config) if pc.enabled]
+    return [pc for pc in plan(state.config, state.local) if pc.enabled]
 
 
 def wake_delay(due: float, now: float, tick: float = TICK) -> float:
