@@ -65,6 +65,8 @@ class Metrics:
     servers: dict = field(default_factory=dict)  # (virtual, server) -> "up" / "down"
     failover_health: dict = field(default_factory=dict)  # failover service -> nanny's state (service = fos)
     failover_cmds: Counter = field(default_factory=Counter)  # (service, action, "ok"/"failed") -> count
+    priority: int | None = None  # the effective priority, once pulse assessed tracking (pulse.priority_changed)
+    tracks: dict = field(default_factory=dict)  # tracked item -> (failed, effect)
     ipvs_ops: int = 0
     ipvs_failures: Counter = field(default_factory=Counter)  # errno -> count
     ipvs_unavailable: int = 0
@@ -113,6 +115,9 @@ class Metrics:
             self.servers[(p["virtual"], p["server"])] = "down"
         elif t == "health.failover_changed":
             self.failover_health[p["service"]] = p["new"]
+        elif t == "pulse.priority_changed":
+            self.priority = p["new"]
+            self.tracks = {i["track"]: (i["failed"], i["effect"]) for i in p["items"]}
         elif t == "pulse.failover_cmd_finished":
             ok = p["exit_code"] == 0 and not p["error"]
             self.failover_cmds[(p["service"], p["action"], "ok" if ok else "failed")] += 1
@@ -168,6 +173,11 @@ class Metrics:
 
         for role in ("INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"):
             add("lvsbus_role", "gauge", "1 for the router's current role", 1 if self.role == role else 0, role=role)
+        if self.priority is not None:
+            add("lvsbus_priority", "gauge", "the priority this router elects with (tracking applied)", self.priority)
+        for name, (failed, effect) in sorted(self.tracks.items()):
+            add("lvsbus_track_failed", "gauge", "1 while the tracked item is failed", 1 if failed else 0, track=name)
+            add("lvsbus_track_effect", "gauge", "what the tracked item adds to the priority now", effect, track=name)
         add("lvsbus_became_active_total", "counter", "times this router took the VIPs", self.failovers)
         for reason, n in sorted(self.role_changes.items()):
             add("lvsbus_role_changes_total", "counter", "role changes by reason", n, reason=reason)

@@ -11,12 +11,16 @@ DOC = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
 
 
 def test_toml_example_loads():
-    (example,) = re.findall(r"```toml\n(.*?)```", DOC, re.S)
+    example, *fragments = re.findall(r"```toml\n(.*?)```", DOC, re.S)
     loaded = loads_toml(example, "docs/config.md")
     cfg = loaded.config
     assert cfg.virtual("web").server("web1").check.path == "/web1/healthz"
     assert cfg.virtual("web").server("web1").check.status == (200, 204)  # merged
     assert loads_toml(render_toml(cfg)).config == cfg
+    # the other examples are fragments (tables) of that file: each loads added to it
+    assert fragments
+    for fragment in fragments:
+        assert loads_toml(example + "\n" + fragment, "docs/config.md").config != cfg
 
 
 def test_every_lvscf_keyword_is_documented():

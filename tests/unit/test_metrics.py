@@ -94,3 +94,14 @@ def test_fold_bgp_sessions_and_announcements():
     assert 'lvsbus_bgp_vip_draining{vip="10.200.0.1"} 1.0' in text
     assert 'lvsbus_bgp_vip_announced{vip="10.200.0.2"} 0.0' in text
     assert 'lvsbus_bgp_vip_changes_total{reason="quorum_lost",state="withdraw"} 1.0' in text
+
+
+def test_fold_tracking_priority_and_items():
+    m = Metrics()
+    assert "lvsbus_priority" not in render(m.samples())  # nothing tracked: no gauge
+    m.apply(ev(1, "pulse.priority_changed", {"old": 200, "new": 80, "base": 200, "fault": None, "items": [
+        {"track": "uplink", "failed": True, "effect": -120}, {"track": "gw", "failed": False, "effect": 0}]}))
+    text = render(m.samples())
+    assert "lvsbus_priority 80.0" in text
+    assert 'lvsbus_track_failed{track="uplink"} 1.0' in text and 'lvsbus_track_failed{track="gw"} 0.0' in text
+    assert 'lvsbus_track_effect{track="uplink"} -120.0' in text
