@@ -37,8 +37,10 @@ INIT, BACKUP, ACTIVE, FAULT, STOPPED = "INIT", "BACKUP", "ACTIVE", "FAULT", "STO
 ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
 #: the decision rules this code runs, recorded in ``pulse.started`` (v3) so that a log replays under
 #: the rules it was decided by: 2, every record before the field; 3, a router leaving ACTIVE for
-#: FAULT tells its peers at once with a FAULT heartbeat (``_step_down``)
-RULES = 3
+#: FAULT tells its peers at once with a FAULT heartbeat (``_step_down``); 4, a split brain is
+#: resolved again when a router's rank changes during it (tracking moves priorities at run time:
+#: two routers that resolved it with different views of each other's priority both stayed active)
+RULES = 4
 
 #: (trigger, sources, dest, conditions (model method names, all must hold), what fires it)
 ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
@@ -826,7 +828,7 @@ class PulseCore(Core[PulseState]):
             if not peer.left:  # a peer that said goodbye stays gone for the rest of its epoch
                 self._mark_alive(st, name, peer, p["link"], out)
             return
-        was, was_alive = peer.role, peer.alive
+        was, was_alive, was_priority = peer.role, peer.alive, peer.priority
         peer.priority = p["priority"]
         peer.role = p["role"]
         if p["leaving"]:
@@ -849,7 +851,8 @@ class PulseCore(Core[PulseState]):
         if st.role != ACTIVE:
             st.last_active = name
             return
-        if not peer.split:  # both active: resolve once per episode
+        # both active: resolve once per episode, and again when the peer's rank changed (rules 4)
+        if not peer.split or (st.rules >= 4 and peer.priority != was_priority):
             peer.split = True
             self._split_brain(st, name, peer, out)
 
@@ -970,6 +973,10 @@ class PulseCore(Core[PulseState]):
                     "fault": a.fault,
                 }))
                 st.eff_priority, st.track_fault = new_eff, a.fault
+                if st.role == ACTIVE and st.rules >= 4:  # our rank changed during a split brain: again
+                    for name, peer in st.peers.items():
+                        if st.role == ACTIVE and peer.alive and peer.role == ACTIVE and peer.split:
+                            self._split_brain(st, name, peer, out)
         self._check_links(st, out)
 
     def _shutdown(self, st: PulseState, p: dict, out: list) -> None:

@@ -21,7 +21,7 @@ from lvsbus.config import (
 from lvsbus.runtime.core import Effect
 from lvsbus.wire.events import REGISTRY, Event
 from lvsbus_services.pulse import wire
-from lvsbus_services.pulse.core import ACTIVE, BACKUP, PulseCore
+from lvsbus_services.pulse.core import ACTIVE, BACKUP, RULES, PulseCore
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -114,7 +114,7 @@ class Node:
         return self.feed("config.loaded", config_payload(self.name, model), now, source="config")
 
     def start(self, now: int = 0, epoch: int = 1) -> list[Effect]:
-        return self.feed("pulse.started", {"epoch": epoch, "hostname": self.name, "addresses": [], "key_loaded": True, "listen": True, "rules": 3}, now)
+        return self.feed("pulse.started", {"epoch": epoch, "hostname": self.name, "addresses": [], "key_loaded": True, "listen": True, "rules": RULES}, now)
 
     def timer(self, now: int) -> list[Effect]:
         return self.feed("timer.fired", {"service": "pulse", "deadline_ns": now}, now, source="pulse")
@@ -169,7 +169,7 @@ class Cluster:
     def start(self, name: str, at: int | None = None, epoch: int = 1) -> None:
         at = self.now if at is None else at
         self._push(at, name, "config.loaded", config_payload(name, self.model))
-        self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True, "listen": True, "rules": 3})
+        self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True, "listen": True, "rules": RULES})
 
     def observe(self, name: str, track: str, value: int, at: int | None = None) -> None:
         """pulse's shell on ``name`` sees a tracked interface or file at ``value``."""

@@ -1150,5 +1150,5 @@ def test_pulse_started_is_built_once_for_the_shell_and_the_simulator():
     p = started_payload(1_767_225_600, "h" * 300, {"10.0.0.2", "10.0.0.1", "::1"}, key_loaded=False)
     REGISTRY.validate("pulse.started", REGISTRY.latest("pulse.started").version, p)
     assert p == {"epoch": 1_767_225_600, "hostname": "h" * 256, "addresses": ["10.0.0.1", "10.0.0.2", "::1"],
-                 "key_loaded": False, "listen": True, "rules": 3}
+                 "key_loaded": False, "listen": True, "rules": 4}
     assert len(started_payload(1, "h", [f"10.1.{i // 256}.{i % 256}" for i in range(2000)], True)["addresses"]) == 1024

@@ -183,3 +183,31 @@ def test_snapshot_keeps_the_tracking_state_and_an_old_snapshot_upcasts():
         del old[k]
     up = core.restore(core.upcast_snapshot(7, old) if hasattr(core, "upcast_snapshot") else core.snapshot_upcasters[7](old))
     assert up.track_seen == {} and up.eff_priority is None
+
+
+def test_a_split_brain_is_resolved_again_when_a_rank_changes_during_it():
+    """The simulator's find (seed 1407 of --tracking): lvs1 took over while lvs2 was frozen, its
+    first ACTIVE heartbeat still carrying 80 (a tracked uplink down), then the uplink came back
+    (200). lvs2, back, resolved the split brain on 80 (it stays), lvs1 on lvs2's 150 (it stays):
+    both active for good. Rules 4: a changed rank resolves it again."""
+    c = tracked_cluster(Track("uplink", TrackKind.INTERFACE, weight=-120, device="eth2"))
+    c.observe("lvs1", "uplink", 0)
+    c.run_until(12 * S)
+    assert c.roles() == {"lvs1": BACKUP, "lvs2": ACTIVE}
+    c.crash("lvs2")  # frozen: lvs1 declares it dead and takes over with priority 80
+    c.run_until(16 * S)
+    assert c.nodes["lvs1"].role == ACTIVE
+    c.observe("lvs1", "uplink", 1)
+    c.run_until(17 * S)
+    # lvs2 resumes: it first hears lvs1's old ACTIVE heartbeat (80), then the new ones (200)
+    c.crashed.discard("lvs2")
+    n2 = c.nodes["lvs2"]
+    base = c.now
+    for i, prio in enumerate((80, 200, 200)):
+        c._push(base + i * S // 10, "lvs2", "pulse.heartbeat_received", {
+            "link": "public", "peer": "lvs1", "address": "10.0.0.1", "role": ACTIVE, "priority": prio,
+            "epoch": 1, "seq": 10_000 + i, "leaving": False})
+    c.run_until(25 * S)
+    assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
+    assert [p["winner"] for _t, p in c.outputs_of("lvs2", "pulse.split_brain_resolved")][-2:] == ["lvs2", "lvs1"]
+    del n2

@@ -117,7 +117,8 @@ declare(
         **_PULSE_STARTED_2.payload.fields,
         "rules": Int(min=2, max=1000, doc="the decision rules of the pulse that started: 2 for every record "
                      "before this field; 3: a router leaving ACTIVE for FAULT (a link down) tells its peers at "
-                     "once with a FAULT heartbeat, so that a backup takes over without waiting for deadtime"),
+                     "once with a FAULT heartbeat, so that a backup takes over without waiting for deadtime; 4: a split "
+                     "brain is resolved again when a router's priority changes during it (tracking)"),
     },
     doc="pulse's shell started: its boot epoch (which must grow on every start), the host's addresses, "
     "whether it listens first, and the decision rules it runs (v3: an older record replays under the rules "
