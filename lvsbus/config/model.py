@@ -43,6 +43,8 @@ __all__ = [
     "FailoverService",
     "TrackKind",
     "Track",
+    "Group",
+    "DEFAULT_GROUP",
     "Router",
     "Heartbeat",
     "IpvsTimeouts",
@@ -313,6 +315,8 @@ class VirtualService:
     #: minimum total weight of healthy servers for the service to be up (keepalived's quorum)
     quorum: int = 1
     hysteresis: int = 0
+    #: the failover group whose VIPs include this one (None: the default group)
+    group: str | None = None
     check: Check = field(default_factory=Check)
     servers: tuple[RealServer, ...] = ()
 
@@ -347,6 +351,8 @@ class FailoverService:
     expect: str = ""
     start_cmd: str | None = None
     stop_cmd: str | None = None
+    #: the failover group that holds its VIP (None: the default group)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,9 +385,45 @@ class Track:
     path: str | None = None
     #: the routers that track this item (empty: every router)
     on_routers: tuple[str, ...] = ()
+    #: the failover groups whose priority (or FAULT) it moves (empty: every group)
+    groups: tuple[str, ...] = ()
 
     def applies_to(self, router: str) -> bool:
         return not self.on_routers or router in self.on_routers
+
+
+#: the group of every VIP whose service names none (``[group.NAME]``): with no group declared, the
+#: one group of the cluster, as before groups existed
+DEFAULT_GROUP = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A failover group (``[group.NAME]``; keepalived's VRRP instance): a set of VIPs (those of the
+    virtual services, failover services and nat_router that name it) that one router at a time
+    holds, elected on its own, so two routers can each be active for a different group (the
+    active/active pair). Groups with the same ``sync_group`` are elected as one (keepalived's
+    vrrp_sync_group). docs/config.md "Failover groups"."""
+
+    name: str
+    #: this group's priority on each router (``priority = {r1 = 200, r2 = 100}``); a router not
+    #: named has its own (``[router.NAME] priority``)
+    priority: tuple[tuple[str, int], ...] = ()
+    #: None: ``[heartbeat]``'s
+    preempt: bool | None = None
+    preempt_delay: float | None = None
+    #: groups with the same name here are elected as one: they move together
+    sync_group: str | None = None
+    #: commands on this group's role changes (as ``[notify]``'s, which apply when these are unset)
+    active_cmd: str | None = None
+    inactive_cmd: str | None = None
+    notify: str | None = None
+
+    def priority_on(self, router: "Router") -> int:
+        for name, prio in self.priority:
+            if name == router.name:
+                return prio
+        return router.priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +493,8 @@ class NatRouter:
     device: str | None = None
     label: str | None = None
     prefixlen: int | None = None
+    #: the failover group it moves with (None: the default group)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +563,26 @@ class Config:
     failover_services: tuple[FailoverService, ...] = ()
     #: tracked interfaces, scripts and files (``[track.NAME]``): they move every router's priority
     tracks: tuple[Track, ...] = ()
+    #: failover groups (``[group.NAME]``); none: one default group holds every VIP
+    groups: tuple[Group, ...] = ()
+
+    def group_names(self) -> tuple[str, ...]:
+        """The failover groups in force, in config order: the declared ones, and ``default`` first
+        when a VIP names no group (always, with none declared)."""
+        declared = tuple(g.name for g in self.groups)
+        used = [s.group for s in (*self.lvs_services(), *self.fos_services())]
+        if self.nat_router is not None and self.service is ServiceType.LVS:
+            used.append(self.nat_router.group)
+        if not declared or None in used or DEFAULT_GROUP in used:
+            return (DEFAULT_GROUP, *(n for n in declared if n != DEFAULT_GROUP))
+        return declared
+
+    def group(self, name: str) -> Group:
+        """A group's settings (the default group's, when it is not declared: every field unset)."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        return Group(name)
 
     def tracks_of(self, router: str) -> tuple[Track, ...]:
         """The items ``router`` tracks."""

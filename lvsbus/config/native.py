@@ -11,6 +11,7 @@ Layout of a native file (every key optional unless said; see docs/config.md)::
     [virtual.NAME.server.NAME.check] # per-server override, merged over the virtual's check
     [failover.NAME]
     [track.NAME]                     # a tracked interface, script or file (kind = ...)
+    [group.NAME]                     # a failover group (priority = {ROUTER = N, ...})
 
 ``config_from_mapping`` builds and validates a Config from that shape or from ``to_dict`` output
 (lists under ``routers``/``virtual_services``/``servers``/``failover_services``).
@@ -50,6 +51,7 @@ from lvsbus.config.model import (
     ServiceType,
     Severity,
     SyncDaemon,
+    Group,
     Track,
     TrackKind,
     VirtualService,
@@ -80,6 +82,7 @@ _LISTS: dict[str, tuple[str, type]] = {
     "failover_services": ("failover", FailoverService),
     "servers": ("server", RealServer),
     "tracks": ("track", Track),
+    "groups": ("group", Group),
 }
 _TABLE_TO_LIST = {v[0]: k for k, v in _LISTS.items()}
 _ADDRESS_FIELDS = {"address", "private_address", "shared_address", "sorry_server"}
@@ -165,6 +168,18 @@ def _to_strings(value: Any, fieldname: str, limit: str | None) -> tuple[str, ...
     raise _Refused(f"{_shown(value)} must be a list of strings, like [\"sh-port\"]")
 
 
+def _to_priorities(value: Any, fieldname: str, limit: str | None) -> tuple[tuple[str, int], ...]:
+    """Router name -> integer: a table (``{r1 = 200, r2 = 100}``) or, from ``to_dict``, pairs."""
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if isinstance(pairs, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
+            and isinstance(p[1], int) and not isinstance(p[1], bool) for p in pairs):
+        for name, n in pairs:
+            _to_int(n, fieldname, limit)
+        return tuple((name, n) for name, n in pairs)
+    raise _Refused(f"{_shown(value)} must be a table of router names and integers, like {{r1 = 200, r2 = 100}}")
+
+
 def _to_ints(value: Any, fieldname: str, limit: str | None) -> tuple[int, ...]:
     """A list of integers, or one integer as a list of one."""
     if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -178,6 +193,7 @@ def _to_ints(value: Any, fieldname: str, limit: str | None) -> tuple[int, ...]:
 _SCALARS: dict[str, Callable[[Any, str, "str | None"], Any]] = {
     "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str,
     "tuple[str, ...]": _to_strings, "tuple[int, ...]": _to_ints,
+    "tuple[tuple[str, int], ...]": _to_priorities,
 }
 
 
@@ -307,11 +323,13 @@ def _placeholder(tname: str) -> Any:
     return {"str": "", "int": 0, "float": 0.0, "bool": False}.get(tname)
 
 
-def _normalise_native(data: dict[str, Any]) -> dict[str, Any]:
-    """TOML table names (router, virtual, server, failover) -> model list keys."""
+def _normalise_native(data: dict[str, Any], tables: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """TOML table names (router, virtual, server, failover, track, group) -> model list keys;
+    ``tables``: only these (inside a virtual service only ``server`` is a table: its ``group`` is
+    a key)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _TABLE_TO_LIST:
+        if key in _TABLE_TO_LIST and (tables is None or key in tables):
             out[_TABLE_TO_LIST[key]] = value
         else:
             out[key] = value
@@ -348,11 +366,14 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
                  for n, t in b.items(data.get("failover_services", {}), "failover_services", "")]
     tracks = [b.build(Track, t, f"track.{n}", extra={"name": n})
               for n, t in b.items(data.get("tracks", {}), "tracks", "")]
+    groups = [b.build(Group, t, f"group.{n}", extra={"name": n})
+              for n, t in b.items(data.get("groups", {}), "groups", "")]
     top = {k: v for k, v in data.items() if k not in _LISTS}
     cfg = b.build(Config, top, "", extra={"routers": tuple(routers),
                                           "virtual_services": tuple(virtuals),
                                           "failover_services": tuple(failovers),
-                                          "tracks": tuple(tracks)})
+                                          "tracks": tuple(tracks),
+                                          "groups": tuple(groups)})
     errors, warnings = _validated(b, cfg, filename, locate, failed, dialect)
     if errors:
         raise ConfigError(errors)
@@ -362,7 +383,7 @@ def config_from_mapping(data: dict[str, Any], *, filename: str = "<config>",
 def _virtual_service(b: _Builder, vname: str, vt: Any) -> VirtualService:
     """A virtual service with its check and its real servers."""
     vp = f"virtual.{vname}"
-    vt = _normalise_native(vt) if isinstance(vt, dict) else vt
+    vt = _normalise_native(vt, ("server",)) if isinstance(vt, dict) else vt
     check = b.build(Check, vt.get("check") or {}, f"{vp}.check") if isinstance(vt, dict) else Check()
     servers = []
     if isinstance(vt, dict):
@@ -710,14 +731,18 @@ def _track_table(t: dict[str, Any]) -> dict[str, Any]:
             if k != "name" and (k in keep or v != _TRACK_DEFAULTS.get(k) and not (k == "on_routers" and not v))}
 
 
-def _table(out: list[str], header: list[str], d: dict[str, Any], comment: str | None = None) -> None:
-    if not any(v is not None for v in d.values()):
+def _table(out: list[str], header: list[str], d: dict[str, Any], comment: str | None = None,
+           inline: dict[str, dict[str, Any]] | None = None) -> None:
+    """``[header]`` and its scalars; ``inline``: keys written as inline tables (``k = {a = 1}``)."""
+    if not any(v is not None for v in d.values()) and not inline:
         return
     out.append("")
     if comment:
         out.append(f"# {comment}")
     out.append("[" + ".".join(_toml_key(h) for h in header) + "]")
     out.extend(_scalars(d))
+    for key, table in (inline or {}).items():
+        out.append(f"{_toml_key(key)} = {{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()) + "}")
 
 
 def render_toml(cfg: Config, header: str | None = None) -> str:
@@ -754,4 +779,7 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
         _table(out, ["failover", fs["name"]], {k: v for k, v in fs.items() if k != "name"})
     for t in d["tracks"]:
         _table(out, ["track", t["name"]], _track_table(t))
+    for g in d["groups"]:
+        _table(out, ["group", g["name"]], {k: v for k, v in g.items() if k not in ("name", "priority")},
+               inline={"priority": dict(g["priority"])} if g["priority"] else None)
     return "\n".join(out).lstrip("\n") + "\n"
