@@ -570,7 +570,7 @@ class Config:
         """The failover groups in force, in config order: the declared ones, and ``default`` first
         when a VIP names no group (always, with none declared)."""
         declared = tuple(g.name for g in self.groups)
-        used = [s.group for s in (*self.lvs_services(), *self.fos_services())]
+        used: list[str | None] = [s.group for s in self.lvs_services()] + [s.group for s in self.fos_services()]
         if self.nat_router is not None and self.service is ServiceType.LVS:
             used.append(self.nat_router.group)
         if not declared or None in used or DEFAULT_GROUP in used:
