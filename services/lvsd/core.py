@@ -13,6 +13,13 @@ inputs recorded while the service was down; while this router was the backup (lv
 are hours of health events, and a replay of them as deltas would walk the kernel through history.
 Not live, they only update the state, and the start answers with one full table: a warm start.
 
+Failover groups (issue 14): ``pulse.start_lvsd`` (v2) names the groups this router now holds, and
+pulse sends it again whenever that set changes while it holds one. The desired table (full tables
+and deltas alike) has only the virtual services of the groups held (a service naming no group is
+in ``default``); ``groups`` null (a v1 record, or lvsd started without an order) holds every one.
+Each start_lvsd answers with the whole table, so a changed set adds and removes whole services at
+once; a health event or operator action on a service not held is folded and publishes nothing.
+
 Policy (keepalived's ipwrapper layer; the applier only translates to netlink):
 
 * a virtual service is in the table when it is active; its real servers are the active ones;
@@ -40,7 +47,7 @@ from __future__ import annotations
 from typing import Any
 
 from lvsbus.config import Config, ConfigError, from_dict
-from lvsbus.config.model import VirtualService, ip_family
+from lvsbus.config.model import DEFAULT_GROUP, VirtualService, ip_family
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
 from lvsbus.ipvs.table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
@@ -62,10 +69,11 @@ class Layout:
     """What the config says about one active virtual service, precomputed once a config (the
     Dest values are built here, so a health event costs dict work, not validation)."""
 
-    __slots__ = ("name", "key", "service", "servers", "sorry", "quiesce", "inhibit", "quorum", "hysteresis")
+    __slots__ = ("name", "group", "key", "service", "servers", "sorry", "quiesce", "inhibit", "quorum", "hysteresis")
 
     def __init__(self, vs: VirtualService) -> None:
         self.name = vs.name
+        self.group = vs.group or DEFAULT_GROUP
         self.key = service_key(vs)
         netmask = vs.persistence_prefixlen
         if netmask is None:
@@ -128,7 +136,7 @@ def table_ops(old: Table, new: Table) -> list[dict]:
 
 class LvsdState:
     __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config",
-                 "live", "been_in", "admin")
+                 "live", "been_in", "admin", "groups")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -143,6 +151,12 @@ class LvsdState:
         self.live = False  # lvsd.started / pulse.start_lvsd seen, pulse.stop_lvsd not since
         self.been_in: set[str] = set()  # health ids in service at least once since their health (re)started
         self.admin: dict[str, str] = {}  # health id -> "drained" | "disabled" (operator.server_action)
+        #: the failover groups held (the latest pulse.start_lvsd's): only their services are desired;
+        #: None: every virtual service (a v1 start_lvsd, or none yet)
+        self.groups: frozenset[str] | None = None
+
+    def holds(self, lay: "Layout") -> bool:
+        return self.groups is None or lay.group in self.groups
 
     def __repr__(self) -> str:
         return f"LvsdState(v{self.version} {self.table!r})"
@@ -174,6 +188,8 @@ class LvsdCore(Core[LvsdState]):
             self._full(state, "started", out)
         elif t == "pulse.start_lvsd":
             state.live = True
+            groups = p.get("groups")
+            state.groups = None if groups is None else frozenset(groups)
             self._full(state, "start_lvsd", out)
         elif t == "pulse.stop_lvsd":
             state.live = False
@@ -203,8 +219,8 @@ class LvsdCore(Core[LvsdState]):
         was = st.quorum.get(lay.name)
         up = lay.quorum_up(st.health, was, st.admin)
         st.quorum[lay.name] = up
-        if not st.live:
-            return  # folded (health, quorum); the next start builds and publishes the whole table
+        if not st.live or not st.holds(lay):
+            return  # folded (health, quorum); the next start (or the next start_lvsd holding its group) publishes it
         old = st.table.get(lay.key)
         entry = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
         ops = entry_ops(lay.key, old, entry)
@@ -276,7 +292,8 @@ class LvsdCore(Core[LvsdState]):
         for lay in st.layouts.values():
             up = lay.quorum_up(st.health, st.quorum.get(lay.name), st.admin)
             st.quorum[lay.name] = up
-            entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
+            if st.holds(lay):
+                entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
         return Table(entries)
 
     def _full(self, st: LvsdState, reason: str, out: list) -> None:
@@ -293,14 +310,16 @@ class LvsdCore(Core[LvsdState]):
 
     # -- snapshots --------------------------------------------------------------------------------
     # version 2: "admin" (operator drains and disables); a version-1 snapshot had none
+    # version 3: "groups" (the failover groups held); an older snapshot held every one (None)
 
-    snapshot_version = 2
-    snapshot_upcasters = {1: lambda data: {**data, "admin": {}}}
+    snapshot_version = 3
+    snapshot_upcasters = {1: lambda data: {**data, "admin": {}}, 2: lambda data: {**data, "groups": None}}
 
     def snapshot(self, st: LvsdState) -> Any:
         return {"digest": st.digest, "model": st.model, "health": dict(st.health), "quorum": dict(st.quorum),
                 "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config, "live": st.live,
-                "been_in": sorted(st.been_in), "admin": dict(st.admin)}
+                "been_in": sorted(st.been_in), "admin": dict(st.admin),
+                "groups": None if st.groups is None else sorted(st.groups)}
 
     def restore(self, data: Any) -> LvsdState:
         st = LvsdState()
@@ -313,4 +332,5 @@ class LvsdCore(Core[LvsdState]):
         # a snapshot from before been_in was kept: a server in service now has been in
         st.been_in = set(data.get("been_in", (i for i, s in st.health.items() if s in IN_SERVICE)))
         st.admin = {i: a for i, a in data["admin"].items() if i in st.checks}
+        st.groups = None if data["groups"] is None else frozenset(data["groups"])
         return st

@@ -233,3 +233,61 @@ def test_config_loaded_v1_is_upcast_to_what_its_cores_did():
     v = p["model"]["virtual_services"][0]
     assert version == 2 and v["check"]["initial_rise"] == 7 and v["inhibit_on_failure"] is True and v["quiesce"] is False
     assert REGISTRY.upcast("config.loaded", 1, {"model": {"virtual_services": 3}})[1]["model"] == {"virtual_services": 3}
+
+
+def _two_groups():
+    """web (group web, 192.0.2.80) and mail (group mail, 192.0.2.25:25), two servers each."""
+    from lvsbus.config.model import Group
+
+    cfg = config(vs(2, group="web"), vs(2, name="mail", address="192.0.2.25", port=25, group="mail"))
+    return dataclasses.replace(cfg, groups=(Group(name="web"), Group(name="mail")))
+
+
+MAIL = "tcp:192.0.2.25:25"
+
+
+def test_failover_groups_only_the_services_of_the_groups_held_are_desired():
+    l = Lvsd(_two_groups(), start=False)
+    l.up("s0")
+    l.up("s0", "mail")
+    out = l.feed("pulse.start_lvsd", {"reason": "no_active", "groups": ["web"]})
+    assert [e.type for e in out] == ["lvsd.table_desired"]
+    assert [str(k) for k in l.table.keys()] == [KEY] and l.dests() == {"10.0.0.1:80": 1}
+    # a server of a group not held: folded, nothing published
+    assert l.up("s1", "mail") == [] and l.down("s0", "mail") == []
+    assert l.feed("operator.server_action", {"virtual": "mail", "server": "s1", "action": "drain", "by": "op",
+                                             "via": "cli"})[0].payload["outcome"] == "applied"
+    assert MAIL not in {str(k) for k in l.st.table.keys()}
+    assert l.up("s1")[0].type == "lvsd.table_delta"  # the group held: deltas as before
+    # the set held grows: the whole table, mail in with the health folded meanwhile
+    out = l.feed("pulse.start_lvsd", {"reason": "no_active", "groups": ["web", "mail"]})
+    assert [e.type for e in out] == ["lvsd.table_desired"] and out[0].payload["reason"] == "start_lvsd"
+    assert l.dests(MAIL) == {"10.0.0.2:25": 0}  # s1 up and drained, s0 down
+    assert l.down("s1", "mail")[0].payload["ops"] == [{"op": "del_dest", "service": MAIL, "dest": "10.0.0.2:25",
+                                                       "attrs": {}}]
+    # shrinks: web out of the table
+    l.feed("pulse.start_lvsd", {"reason": "no_active", "groups": ["mail"]})
+    assert [str(k) for k in l.table.keys()] == [MAIL]
+    assert l.down("s0") == []
+    # null (a v1 record, or pulse without groups): every virtual service
+    l.feed("pulse.start_lvsd", {"reason": "peer_dead", "groups": None})
+    assert sorted(str(k) for k in l.table.keys()) == sorted([KEY, MAIL]) and l.dests() == {"10.0.0.2:80": 1}
+    l.feed("pulse.start_lvsd", {"reason": "peer_dead", "groups": ["web"]})
+    l.feed("pulse.start_lvsd", {"reason": "peer_dead"})  # v1: every one
+    assert len(l.table) == 2
+
+
+def test_failover_groups_held_survive_a_snapshot_and_an_old_snapshot_holds_every_group():
+    from lvsbus.runtime import snapshot as snap
+
+    l = Lvsd(_two_groups(), start=False)
+    l.feed("pulse.start_lvsd", {"reason": "no_active", "groups": ["mail"]})
+    data = msgpack.unpackb(msgpack.packb(l.core.snapshot(l.st)), raw=False, strict_map_key=False)
+    st = l.core.restore(data)
+    assert st.groups == frozenset({"mail"}) and st.table == l.st.table
+    l.st = st
+    assert l.up("s0") == [] and l.up("s0", "mail")[0].type == "lvsd.table_delta"
+    # a version-2 snapshot (before groups) is read as holding every group
+    old = {k: v for k, v in data.items() if k != "groups"}
+    body = msgpack.packb({"core": "lvsd", "v": 2, "state": old}, use_bin_type=True)
+    assert snap.decode_state(l.core, body).groups is None

@@ -175,6 +175,30 @@ def test_the_backup_keeps_a_standby_lvsd_that_a_takeover_tells_to_go(tmp_path, m
     assert r._supervise() and len(lvsd.starts) == 3
 
 
+def test_a_start_lvsd_again_while_lvsd_runs_leaves_it_alone(tmp_path, monkeypatch):
+    """Failover groups (issue 14): pulse sends start_lvsd again whenever the groups it holds change;
+    the running lvsd is neither restarted, told again nor stopped (its core publishes the new table)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(netutil, "local_addresses", lambda: {"127.0.0.1"})
+    path = tmp_path / "lvs.toml"
+    path.write_text(CONFIG.format(key=write_key(tmp_path / "hb.key"), garp=3))
+    r = Router(str(path), str(tmp_path / "s"))
+    assert r.prepare() == 0
+    r.client = FakeClient()
+    r.run_start_seq = r.config_seq = 40
+    lvsd = r.children["lvsd"] = FakeLvsd(r._service_argv("lvsbus_services.lvsd"))
+    r._start_lvsd(standby=True)
+    start = lambda groups: SimpleNamespace(type="pulse.start_lvsd", seq=50,  # noqa: E731
+                                           payload={"reason": "no_active", "groups": groups})
+    r._on_event(start(["web"]))
+    assert lvsd.told == [b"go\n"] and len(lvsd.starts) == 1 and lvsd.alive()
+    for groups in (["web", "mail"], ["mail"], None):
+        r._on_event(start(groups))
+        assert r._supervise()
+        assert lvsd.told == [b"go\n"] and len(lvsd.starts) == 1 and lvsd.alive() and lvsd.wanted and r.active
+
+
 # -- a real router in a namespace -------------------------------------------------------------
 
 
