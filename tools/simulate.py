@@ -203,6 +203,21 @@ def make_tracking_config(routers: int = 2, servers: int = 3, **kw: Any) -> Confi
     ))
 
 
+def with_groups(base: Config) -> Config:
+    """``base`` with two failover groups, the active/active pair: ``web`` (its virtual service, and
+    nat_router) where the first router ranks highest, ``mail`` (a second virtual service on
+    10.0.0.101:25, the same real servers) where the last one does; tracked items move both."""
+    from lvsbus.config.model import Group
+
+    names = [r.name for r in base.routers]
+    web = Group("web", priority=tuple((n, 200 - 50 * i) for i, n in enumerate(names)))
+    mail = Group("mail", priority=tuple((n, 200 - 50 * i) for i, n in enumerate(reversed(names))))
+    vs = [dataclasses.replace(v, group="web") for v in base.virtual_services]
+    if vs:
+        vs.append(dataclasses.replace(vs[0], name="mail", address="10.0.0.101", label="eth0:2", port=25, group="mail"))
+    return dataclasses.replace(base, groups=(web, mail), virtual_services=tuple(vs))
+
+
 def config_payload(model: dict, local: str, digest: str, reload: bool = False) -> dict:
     """``config.loaded`` as the router publishes it (``lvsbus.config.derive.loaded_payload``)."""
     return loaded_payload("/etc/lvsbus/lvs.toml", "toml", digest, model, [], local, reload, {})
@@ -493,7 +508,7 @@ class SimRouter:
         self.outbox: list[tuple] = []  # published while no broker runs: sent again when one does
         self.held: list[tuple] = []  # written, effect not run: the broker died before acknowledging
         self.reconcile_due = False  # pulse restarted with no broker: it reconciles once one runs
-        self.role_run = "INIT"  # the role of the last router.role_changed whose effects ran
+        self.role_run: dict[str, str] = {}  # group -> the role of its last router.role_changed whose effects ran
         self.executed: list[tuple] = []  # (service, cause, type, packed payload) of every effect run
 
     def open_log(self) -> None:
@@ -581,6 +596,7 @@ class Cluster:
         fos: bool = False,
         boot_at: dict[str, int] | None = None,
         tracking: bool = False,
+        groups: bool = False,
     ) -> None:
         self.seed = seed
         self.boot_at = dict(boot_at or {})  # router -> when it boots (ns); the others at a seeded time
@@ -588,6 +604,9 @@ class Cluster:
         if config is None:
             config = (make_fos_config(routers) if fos else make_tracking_config(routers, servers) if tracking
                       else make_config(routers, servers))
+            if groups:
+                config = with_groups(config)
+        self.grouped = bool(config.groups)
         self.config = config
         self.model = to_dict(self.config)
         self.digest = hashlib.sha256(json.dumps(self.model, sort_keys=True).encode()).hexdigest()
@@ -883,7 +902,7 @@ class Cluster:
         elif t == "ipvs.apply":
             self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "apply", p)
         elif t == "router.role_changed":
-            r.role_run = p["new"]
+            r.role_run[p["group"]] = p["new"]
         if t == "router.role_changed" and p["new"] == "ACTIVE":
             if self._elected:
                 self.failovers += 1
@@ -909,16 +928,14 @@ class Cluster:
         from lvsbus_services.pulse.core import TAKE, reconcile_vips
 
         st = svc.state
-        r.role_run = st.role
-        todo = reconcile_vips(st.role, st.settings)
-        if todo is None:
-            return
-        for v in todo[1]:
-            if todo[0] == TAKE:
-                r.vips[v.address] = v.payload()
-                self.arp_owner[v.address] = r.name
-            else:
-                r.vips.pop(v.address, None)
+        r.role_run = {u.name: u.role for u in st.units.values()}
+        for todo, vips in reconcile_vips(st):
+            for v in vips:
+                if todo == TAKE:
+                    r.vips[v.address] = v.payload()
+                    self.arp_owner[v.address] = r.name
+                else:
+                    r.vips.pop(v.address, None)
 
     def _nanny_wake(self, r: SimRouter) -> None:
         """Arm the shell's next wake-up as ``checks.Scheduler._arm`` does (at least a tick ahead)."""
@@ -1053,7 +1070,7 @@ class Cluster:
         r.broker_up = True
         r.crash_in = None
         r.outbox, r.held, r.pending_items, r.reconcile_due = [], [], [], False
-        r.role_run = "INIT"
+        r.role_run = {}
         for svc in r.services.values():
             svc.state = svc.core.initial()
             svc.backlog = []
@@ -1595,13 +1612,19 @@ class Cluster:
                 continue
             pulse = r.services.get("pulse")
             role = pulse.state.role if pulse is not None else None
-            if pulse is not None and self.effects_held(r, pulse):
-                role = r.role_run  # its decisions wait for a broker: the world is as the last one run left it
-            if r.vips and role != "ACTIVE":
+            if pulse is not None and pulse.state.settings is not None:
+                units = {u.name: (u.role, u.cfg.vips) for u in pulse.state.units.values()}
+                if self.effects_held(r, pulse):  # its decisions wait for a broker: the world is as the last one run left it
+                    units = {n: (r.role_run.get(n, "INIT"), vips) for n, (_role, vips) in units.items()}
+                    role = "ACTIVE" if any(x == "ACTIVE" for x, _v in units.values()) else role
+                for name, (urole, vips) in units.items():
+                    held = [v.address for v in vips if v.address in r.vips]
+                    if held and urole != "ACTIVE":
+                        self.violation(f"{r.name} holds {sorted(held)} of group {name} but is {urole} there")
+                    elif urole == "ACTIVE" and len(held) != len(vips):
+                        self.violation(f"{r.name} is ACTIVE for group {name} but holds {sorted(r.vips)}")
+            elif r.vips:
                 self.violation(f"{r.name} holds {sorted(r.vips)} but is {role}")
-            elif role == "ACTIVE" and pulse is not None and pulse.state.settings is not None and \
-                    len(r.vips) != len(pulse.state.settings.vips):
-                self.violation(f"{r.name} is ACTIVE but holds {sorted(r.vips)}")
             for a in r.vips:
                 holders.setdefault(a, []).append(r)
             if self.fos and role is not None and role != "ACTIVE":
@@ -1627,17 +1650,33 @@ class Cluster:
         return bool(svc.owed or (svc.name == "pulse" and r.reconcile_due) or any(
             i[0] == svc.name and i[5] is not None for i in (*r.outbox, *r.held)))
 
+    def unit_roles(self) -> dict[str, dict[str, str]]:
+        """Each election unit (failover group) -> each router's role in it (DOWN: the host is)."""
+        roles = self.roles()
+        units = [u.name for u in _settings_from_model(self.config, next(iter(self.routers))).units]
+        out: dict[str, dict[str, str]] = {u: {} for u in units}
+        for n, r in self.routers.items():
+            svc = r.services.get("pulse")
+            configured = r.up and svc is not None and svc.state.settings is not None
+            for u in units:
+                out[u][n] = svc.state.units[u].role if configured and u in svc.state.units else roles[n]
+        return out
+
     def check_settled(self) -> None:
         if self.duration - self.faults_end < self.settle:
             return
         roles = self.roles()
-        active = [n for n, role in roles.items() if role == "ACTIVE"]
-        # a router that stepped down after a restart loop is out until someone starts it again
-        others = {n: role for n, role in roles.items() if role != "ACTIVE" and
-                  not (role == "DOWN" and self.routers[n].stepped_down)}
-        if len(active) != 1 or any(role != "BACKUP" for role in others.values()):
-            self.violation(f"not settled after the faults stopped: roles {roles}")
-            return
+        holders: dict[str, str] = {}  # unit -> its active router
+        for unit, by_router in sorted(self.unit_roles().items()):
+            active = [n for n, role in by_router.items() if role == "ACTIVE"]
+            # a router that stepped down after a restart loop is out until someone starts it again
+            others = {n: role for n, role in by_router.items() if role != "ACTIVE" and
+                      not (role == "DOWN" and self.routers[n].stepped_down)}
+            if len(active) != 1 or any(role != "BACKUP" for role in others.values()):
+                self.violation(f"not settled after the faults stopped: roles {roles}"
+                               + (f" (group {unit}: {by_router})" if self.grouped else ""))
+                return
+            holders[unit] = active[0]
         for r in self.routers.values():  # liveness: after settling, every router hears every other one
             pulse = r.services.get("pulse")
             if not r.up or pulse is None:
@@ -1646,7 +1685,14 @@ class Cluster:
                     (not peer.alive or self.t - self.heard.get((r.name, n), -self.deadtime) > self.deadtime)]
             if deaf:
                 self.violation(f"{r.name} does not hear {deaf} after the faults stopped")
-        holder = self.routers[active[0]]
+        for unit, name in holders.items():
+            self._check_holder(unit, self.routers[name])
+
+    def _check_holder(self, unit: str, holder: SimRouter) -> None:
+        """After settling: what the active router of ``unit`` must run, announce and program."""
+        pulse = holder.services["pulse"].state
+        vips = {v.address for v in pulse.units[unit].cfg.vips}
+        groups = set(pulse.units[unit].cfg.groups)
         for name in self.fos:  # a killed failover service made its router give up: it runs again
             if not self.fos_running[holder.name].get(name, False):
                 self.violation(f"the active router {holder.name} does not run failover service {name} "
@@ -1654,7 +1700,7 @@ class Cluster:
             for other in self.routers.values():
                 if other is not holder and self.fos_running[other.name].get(name, False):
                     self.violation(f"failover service {name} runs on {other.name} too (not active)")
-        for vip in holder.vips:  # once an advisory; an invariant since pulse re-announces on late news
+        for vip in sorted(vips & set(holder.vips)):  # once an advisory; an invariant since pulse re-announces on late news
             if self.arp_owner.get(vip) != holder.name:
                 self.violation(f"clients send {vip} to {self.arp_owner.get(vip)} (its last gratuitous ARP) "
                                f"after the faults stopped, the active router is {holder.name}")
@@ -1665,7 +1711,7 @@ class Cluster:
         healthy = {n for n, mode in self.server_mode.items() if mode == "up"}
         for r in (holder,):  # the backup's table is left as it was (lvsd stopped there)
             for vs in self.config.virtual_services:
-                if not vs.active:
+                if not vs.active or (vs.group or "default") not in groups:
                     continue
                 entry = r.kernel.get(service_key(vs))
                 have = sorted(d.address for d in entry.dests.values() if d.weight > 0) if entry is not None else None
@@ -1808,6 +1854,9 @@ def add_commands(subparsers) -> None:
                    help="real servers of the virtual service, 1..100 (default 3)")
     s.add_argument("--fos", action="store_true",
                    help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
+    s.add_argument("--groups", action="store_true",
+                   help="two failover groups, web (the first router ranks highest) and mail (the last one "
+                   "does): the active/active pair; invariants hold per group")
     s.add_argument("--tracking", action="store_true",
                    help="every router tracks two interfaces (weight -120, and 0: FAULT) and a script (weight "
                    "-120), failed by track_down / track_fail faults (docs/config.md, Tracking)")
@@ -1849,6 +1898,9 @@ def _cmd_simulate(args) -> int:
     if args.tracking:
         kw["tracking"] = True
         again += " --tracking"
+    if args.groups:
+        kw["groups"] = True
+        again += " --groups"
     for seed in seeds:
         logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
         res = run_seed(seed, log_root=logs, faults=faults, **kw)

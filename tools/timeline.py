@@ -167,7 +167,8 @@ def describe(ev: Event) -> str:
     if t == "bgp.drain_taken":
         return f"BGP {p['action']} by {p['by']}: {p['outcome']}"
     if t == "router.role_changed":
-        return f"{p['old']} -> {p['new']} ({p['reason']}{', peer ' + p['peer'] if p.get('peer') else ''})"
+        group = "" if p.get("group", "default") == "default" else f"[{p['group']}] "
+        return f"{group}{p['old']} -> {p['new']} ({p['reason']}{', peer ' + p['peer'] if p.get('peer') else ''})"
     if t == "pulse.peer_dead":
         return f"peer {p['peer']} dead ({p['cause']}, was {p['role']})"
     if t == "pulse.peer_alive":
@@ -179,7 +180,8 @@ def describe(ev: Event) -> str:
     if t == "pulse.link_restored":
         return f"{p['link']} link to {p['peer']} restored"
     if t == "pulse.split_brain_resolved":
-        return f"split brain: {p['winner']} stays active, {p['loser']} steps down"
+        group = "" if p.get("group", "default") == "default" else f"[{p['group']}] "
+        return f"{group}split brain: {p['winner']} stays active, {p['loser']} steps down"
     if t == "pulse.send_fence":
         return f"fence {p['target']} ({p['reason']}) over {len(p['destinations'])} link(s)"
     if t == "pulse.fence_received":
@@ -194,6 +196,8 @@ def describe(ev: Event) -> str:
         return f"tracked {p['kind']} {p['track']}: {p['detail']}" + (f" ({p['value']})" if p["kind"] == "file" else "")
     if t == "health.track_changed":
         return f"tracked script {p['track']} {p['old']} -> {p['new']} ({p['reason']}: {p['detail']})"
+    if t == "pulse.priority_changed" and p["group"] != "default":
+        return f"[{p['group']}] " + describe(ev._replace(payload={**p, "group": "default"}))
     if t == "pulse.priority_changed":
         why = ", ".join(f"{i['track']} {i['effect']:+d}" for i in p["items"] if i["effect"])
         moved = f"{p['old']} -> {p['new']}" if p["old"] != p["new"] else f"{p['new']} (configured {p['base']})"

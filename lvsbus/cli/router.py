@@ -100,6 +100,8 @@ def _status_lines(st: dict) -> list[str]:
     services), VIPs, peers and their links, scale-out, counters and services given up on."""
     out = [f"router   {st['router']}  ({'running' if st['running'] else 'stopped'}), run from seq {st['run_start_seq']}, last seq {st['last_seq']}",
            f"role     {st['role']}" + (f" ({st['role_reason']})" if st["role_reason"] else "")]
+    if set(st.get("groups", {})) - {"default"}:  # failover groups: each one's role here
+        out += [f"group    {name}: {g['role']} ({g['reason']})" for name, g in st["groups"].items()]
     out += _priority_lines(st)
     if st["service"] == "fos":
         out.append("lvsd     none (service = fos: no IPVS table)")

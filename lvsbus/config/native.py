@@ -85,6 +85,9 @@ _LISTS: dict[str, tuple[str, type]] = {
     "groups": ("group", Group),
 }
 _TABLE_TO_LIST = {v[0]: k for k, v in _LISTS.items()}
+#: the classes whose list fields are tables of their own (built by the caller): elsewhere a field
+#: named like one (a tracked item's ``groups``) is a plain value
+_LIST_OWNERS = frozenset({"Config", "VirtualService"})
 _ADDRESS_FIELDS = {"address", "private_address", "shared_address", "sorry_server"}
 
 
@@ -256,8 +259,9 @@ class _Builder:
                 if key in extra and key not in _LISTS:
                     self.issue(kp, "is set by the table header, not a key")
                 else:
-                    shown = {_LISTS[k][0] if k in _LISTS else k
-                             for k in known | (skip & set(fields)) | (set(extra) & set(_LISTS))}
+                    tables = _LISTS if cls.__name__ in _LIST_OWNERS else {}
+                    shown = {tables[k][0] if k in tables else k
+                             for k in known | (skip & set(fields)) | (set(extra) & set(tables))}
                     self.issue(kp, f"unknown key {_what(path)}: allowed keys are "
                                    f"{', '.join(sorted(shown))}", self.hint(str(key), shown))
         for name, f in fields.items():
@@ -274,7 +278,7 @@ class _Builder:
             if tname in _NESTED:
                 kwargs[name] = self.build(_NESTED[tname], value, p)
                 continue
-            if name in _LISTS:
+            if name in _LISTS and cls.__name__ in _LIST_OWNERS:
                 continue  # handled by the caller
             ok, conv = self.scalar(p, tname, value, name, cls.__name__)
             if ok:

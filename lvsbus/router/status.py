@@ -86,6 +86,9 @@ def _fold_run(events: list[Event], now: int) -> dict:
         # this router's configured and effective priority, and each tracked item ([track.NAME]):
         # {failed, effect} as pulse last assessed it; the weight-0 item holding it in FAULT
         "priority": None, "base_priority": None, "tracking": {}, "track_fault": None,
+        # failover groups ([group.NAME]): each group's role here (the router's "role": ACTIVE when it
+        # is active for one, else BACKUP, else FAULT)
+        "groups": {},
         "bgp": None,  # scale-out ([scaleout]): {"sessions", "announced", "drained"} (docs/scaleout.md)
     }
     from lvsbus.router.peerlinks import UP, PeerLinks
@@ -151,8 +154,17 @@ def _config_loaded(st: dict, p: dict, e: Event) -> None:
             })
 
 
+_SUMMARY = ("ACTIVE", "BACKUP", "FAULT")
+
+
 def _role_changed(st: dict, p: dict, e: Event) -> None:
-    st["role"], st["role_reason"], st["role_since_wall_ns"] = p["new"], p["reason"], e.wall_ns
+    group = p.get("group", "default")
+    st["groups"][group] = {"role": p["new"], "reason": p["reason"], "since_wall_ns": e.wall_ns}
+    roles = [g["role"] for g in st["groups"].values()]
+    summary = next((r for r in _SUMMARY if r in roles), p["new"])
+    if summary != st["role"] or group == "default":
+        st["role_since_wall_ns"] = e.wall_ns
+    st["role"], st["role_reason"] = summary, p["reason"]
 
 
 def _heartbeat_received(st: dict, p: dict, e: Event) -> None:

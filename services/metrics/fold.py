@@ -65,6 +65,7 @@ class Metrics:
     servers: dict = field(default_factory=dict)  # (virtual, server) -> "up" / "down"
     failover_health: dict = field(default_factory=dict)  # failover service -> nanny's state (service = fos)
     failover_cmds: Counter = field(default_factory=Counter)  # (service, action, "ok"/"failed") -> count
+    group_roles: dict = field(default_factory=dict)  # failover group -> this router's role in it
     priority: int | None = None  # the effective priority, once pulse assessed tracking (pulse.priority_changed)
     tracks: dict = field(default_factory=dict)  # tracked item -> (failed, effect)
     ipvs_ops: int = 0
@@ -105,7 +106,9 @@ class Metrics:
                 else:
                     buckets[-1] += 1
         elif t == "router.role_changed":
-            self.role = p["new"]
+            self.group_roles[p.get("group", "default")] = p["new"]
+            roles = set(self.group_roles.values())
+            self.role = next((r for r in ("ACTIVE", "BACKUP", "FAULT") if r in roles), p["new"])
             self.role_changes[p["reason"]] += 1
             if p["new"] == "ACTIVE":
                 self.failovers += 1
@@ -178,6 +181,11 @@ class Metrics:
         for name, (failed, effect) in sorted(self.tracks.items()):
             add("lvsbus_track_failed", "gauge", "1 while the tracked item is failed", 1 if failed else 0, track=name)
             add("lvsbus_track_effect", "gauge", "what the tracked item adds to the priority now", effect, track=name)
+        if set(self.group_roles) - {"default"}:
+            for group, grole in sorted(self.group_roles.items()):
+                for role in ("BACKUP", "ACTIVE", "FAULT"):
+                    add("lvsbus_group_role", "gauge", "1 for the router's role in each failover group",
+                        1 if grole == role else 0, group=group, role=role)
         add("lvsbus_became_active_total", "counter", "times this router took the VIPs", self.failovers)
         for reason, n in sorted(self.role_changes.items()):
             add("lvsbus_role_changes_total", "counter", "role changes by reason", n, reason=reason)

@@ -1,5 +1,13 @@
-"""pulse's pure core: the router role FSM (INIT, BACKUP, ACTIVE, FAULT, STOPPED), peer tracking
-per (peer, link), the election among N routers, fencing, split-brain resolution and preemption.
+"""pulse's pure core: the role FSM (INIT, BACKUP, ACTIVE, FAULT, STOPPED) of each failover group,
+peer tracking per (peer, link), the election among N routers, fencing, split-brain resolution and
+preemption.
+
+Failover groups (``[group.NAME]``, keepalived's VRRP instances): each election UNIT (a group, or the
+groups of one sync group, elected as one) has its own role machine (``Unit``), priorities,
+preemption, tracking, VIPs and failover services, so two routers can each be active for a
+different group. What is about the peer itself (is it alive, on which links, its epoch and
+sequence numbers) is shared by the units; one heartbeat carries every group's role and priority. A
+config without groups has one unit, ``default``, holding every VIP: the router of before groups.
 
 Sans-IO: no socket, no clock, no randomness, no logging. "Now" is ``event.mono_ns``; the core asks
 for a ``timer.fired`` with ``next_deadline``. Inputs (recorded events): ``config.loaded``,
@@ -18,12 +26,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from transitions import Machine, MachineError
 
 from lvsbus.config import Config, from_dict
+from lvsbus.config.model import DEFAULT_GROUP
 from lvsbus.config.derive import config_vips
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
@@ -41,6 +51,8 @@ ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
 #: resolved again when a router's rank changes during it (tracking moves priorities at run time:
 #: two routers that resolved it with different views of each other's priority both stayed active)
 RULES = 4
+#: the unit of a config without failover groups, and the group of every VIP naming none
+DEFAULT = DEFAULT_GROUP
 
 #: (trigger, sources, dest, conditions (model method names, all must hold), what fires it)
 ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
@@ -138,27 +150,56 @@ class Vip:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitSettings:
+    """One election unit: a failover group, or the groups of one sync group (elected as one). Its
+    name is its first group's."""
+
+    name: str
+    groups: tuple[str, ...]
+    vips: tuple[Vip, ...]
+    #: the unit's configured priority on each router (a sync group's: its lowest member's)
+    priorities: tuple[tuple[str, int], ...]
+    preempt: bool = True
+    preempt_delay_ns: int = 0
+    active_cmd: str | None = None
+    inactive_cmd: str | None = None
+    notify_cmd: str | None = None
+    #: service = fos: its active failover services, (name, start_cmd, stop_cmd, timeout_ns, reentry_ns)
+    failover: tuple[tuple[str, str, str, int, int], ...] = ()
+    #: this router's tracked items that move this unit ([track.NAME]): services/pulse/tracking.py
+    tracks: tuple[TrackSpec, ...] = ()
+
+    def priority_of(self, router: str) -> int:
+        for name, prio in self.priorities:
+            if name == router:
+                return prio
+        raise KeyError(router)
+
+    def to_plain(self) -> list:
+        return [self.name, list(self.groups), [[v.address, v.prefixlen, v.family, v.device, v.label, v.owner]
+                                               for v in self.vips],
+                [list(p) for p in self.priorities], self.preempt, self.preempt_delay_ns, self.active_cmd,
+                self.inactive_cmd, self.notify_cmd, [list(f) for f in self.failover], [list(t) for t in self.tracks]]
+
+    @classmethod
+    def from_plain(cls, d: list) -> UnitSettings:
+        return cls(d[0], tuple(d[1]), tuple(Vip(*v) for v in d[2]), tuple((p[0], p[1]) for p in d[3]), d[4], d[5],
+                   d[6], d[7], d[8], tuple(tuple(f) for f in d[9]), tuple(TrackSpec(*t) for t in d[10]))  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
 class PulseSettings:
     local: str
     routers: tuple[RouterInfo, ...]
-    vips: tuple[Vip, ...]
+    units: tuple[UnitSettings, ...]
     port: int = 539
     heartbeat_enabled: bool = True
     keepalive_ns: int = 2 * _NS
     deadtime_ns: int = 5 * _NS
-    preempt: bool = True
-    preempt_delay_ns: int = 0
     garp_repeat: int = 5
     garp_refresh_ns: int = 0
     garp_interval_ms: int = 200
-    active_cmd: str | None = None
-    inactive_cmd: str | None = None
-    notify_cmd: str | None = None
     notify_timeout_ms: int = 30_000
-    #: service = fos: the active failover services, (name, start_cmd, stop_cmd, timeout_ns, reentry_ns)
-    failover: tuple[tuple[str, str, str, int, int], ...] = ()
-    #: this router's tracked items ([track.NAME]): services/pulse/tracking.py
-    tracks: tuple[TrackSpec, ...] = ()
     # derived once (settings are immutable): asked for on every event and every heartbeat
     _me: RouterInfo | None = field(default=None, init=False, repr=False, compare=False)
     _dests: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -173,6 +214,22 @@ class PulseSettings:
         if self._me is None:  # pragma: no cover - the adapter guarantees it
             raise KeyError(self.local)
         return self._me
+
+    @property
+    def vips(self) -> tuple[Vip, ...]:
+        """Every VIP of every unit (a restarted shell's reconciliation, tests)."""
+        return tuple(v for u in self.units for v in u.vips)
+
+    @property
+    def grouped(self) -> bool:
+        """More than the default group: heartbeats and fences name the groups (wire version 2)."""
+        return not (len(self.units) == 1 and self.units[0].groups == (DEFAULT,))
+
+    def unit(self, name: str) -> UnitSettings | None:
+        for u in self.units:
+            if u.name == name:
+                return u
+        return None
 
     def router(self, name: str) -> RouterInfo | None:
         for r in self.routers:
@@ -212,17 +269,26 @@ class PulseSettings:
     def to_plain(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         d["routers"] = [[r.name, r.address, r.private_address, r.priority] for r in self.routers]
-        d["vips"] = [[v.address, v.prefixlen, v.family, v.device, v.label, v.owner] for v in self.vips]
+        d["units"] = [u.to_plain() for u in self.units]
         return d
 
     @classmethod
     def from_plain(cls, d: dict) -> PulseSettings:
         d = dict(d)
         d["routers"] = tuple(RouterInfo(*r) for r in d["routers"])
-        d["vips"] = tuple(Vip(*v) for v in d["vips"])
-        d["failover"] = tuple(tuple(f) for f in d.get("failover", ()))
-        d["tracks"] = tuple(TrackSpec(*t) for t in d.get("tracks", ()))
+        d["units"] = tuple(UnitSettings.from_plain(u) for u in d["units"])
         return cls(**d)
+
+
+def _upcast_settings_8(d: dict) -> dict:
+    """A snapshot's settings from before failover groups (one set of VIPs, failover services and
+    tracked items, the heartbeat's preemption and notify commands): one ``default`` unit."""
+    d = dict(d)
+    unit = [DEFAULT, [DEFAULT], d.pop("vips"), [[r[0], r[3]] for r in d["routers"]], d.pop("preempt"),
+            d.pop("preempt_delay_ns"), d.pop("active_cmd"), d.pop("inactive_cmd"), d.pop("notify_cmd"),
+            d.pop("failover", []), d.pop("tracks", [])]
+    d["units"] = [unit]
+    return d
 
 
 def _ns(seconds: Any, what: str, minimum: float = 0.0) -> int:
@@ -238,12 +304,68 @@ def _settings_from_config(payload: dict) -> PulseSettings:
     return _settings_from_model(from_dict(payload["model"]), payload["local_router"])
 
 
+def _in_group(group: str | None, name: str) -> bool:
+    return (group or DEFAULT) == name
+
+
+def _unit_vips(cfg: Config, groups: tuple[str, ...], device: str | None) -> tuple[Vip, ...]:
+    """The VIPs of the services (and nat_router) of ``groups``, as ``config_vips`` derives them."""
+    part = dataclasses.replace(
+        cfg,
+        virtual_services=tuple(v for v in cfg.virtual_services if (v.group or DEFAULT) in groups),
+        failover_services=tuple(f for f in cfg.failover_services if (f.group or DEFAULT) in groups),
+        nat_router=cfg.nat_router if cfg.nat_router is not None and (cfg.nat_router.group or DEFAULT) in groups
+        else None,
+    )
+    return tuple(Vip(v.address, v.prefixlen, v.family, v.device, v.label, ",".join(v.owners)[:256])
+                 for v in config_vips(part, device))
+
+
+def _units(cfg: Config, local: str, device: str | None) -> tuple[UnitSettings, ...]:
+    """The election units, in the order of the groups (``Config.group_names``): a group alone, or
+    the groups of one sync group together (at its first member's place)."""
+    hb, nt = cfg.heartbeat, cfg.notify
+    members: dict[str, list[str]] = {}  # unit name -> its groups
+    by_sync: dict[str, str] = {}
+    for name in cfg.group_names():
+        sync = cfg.group(name).sync_group
+        if sync is not None and sync in by_sync:
+            members[by_sync[sync]].append(name)
+            continue
+        if sync is not None:
+            by_sync[sync] = name
+        members[name] = [name]
+    units = []
+    for name, groups in members.items():
+        gs = [cfg.group(g) for g in groups]
+        first = gs[0]
+        prios = tuple((r.name, min(g.priority_on(r) for g in gs)) for r in cfg.routers)
+        fos = tuple(
+            (fs.name, fs.start_cmd or "", fs.stop_cmd or "", _ns(fs.timeout, f"failover.{fs.name}.timeout"),
+             _ns(fs.reentry, f"failover.{fs.name}.reentry"))
+            for fs in cfg.fos_services() if fs.active and (fs.group or DEFAULT) in groups
+        )
+        tracks = tracking.specs([t for t in cfg.tracks if not t.groups or set(t.groups) & set(groups)], local)
+        preempt = first.preempt if first.preempt is not None else hb.preempt
+        delay = first.preempt_delay if first.preempt_delay is not None else hb.preempt_delay
+        units.append(UnitSettings(
+            name=name, groups=tuple(groups), vips=_unit_vips(cfg, tuple(groups), device), priorities=prios,
+            preempt=bool(preempt), preempt_delay_ns=_ns(delay, f"group.{name}.preempt_delay"),
+            active_cmd=next((g.active_cmd for g in gs if g.active_cmd), None) or nt.active_cmd or None,
+            inactive_cmd=next((g.inactive_cmd for g in gs if g.inactive_cmd), None) or nt.inactive_cmd or None,
+            notify_cmd=next((g.notify for g in gs if g.notify), None) or nt.notify or None,
+            failover=fos, tracks=tracks,
+        ))
+    return tuple(units)
+
+
 def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
     """What pulse reads of the model: ``routers[].{name, address, private_address, priority,
     device}``, ``heartbeat.{enabled, port, keepalive, deadtime, preempt, preempt_delay, garp_repeat,
     garp_refresh}``, ``notify.{active_cmd, inactive_cmd, notify}``, the active
     ``virtual_services[]`` and ``failover_services[]`` ``.{name, address, device, label,
-    vip_prefixlen}`` and ``nat_router.{address, device, label, prefixlen}``."""
+    vip_prefixlen, group}``, ``nat_router.{address, device, label, prefixlen, group}``, ``groups[]``
+    and ``tracks[]``."""
     me = cfg.router(local)
     if me is None:
         raise ValueError(f"local router {local!r} is not among the configured routers "
@@ -255,9 +377,6 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
     )
     if len({r.name for r in routers}) != len(routers):
         raise ValueError("a router is listed twice")
-    # service = lvs: the virtual services' VIPs and nat_router's; service = fos: the failover services'
-    vip_list = tuple(Vip(v.address, v.prefixlen, v.family, v.device, v.label, ",".join(v.owners)[:256])
-                     for v in config_vips(cfg, me.device))
     hb, nt = cfg.heartbeat, cfg.notify
     keepalive = _ns(hb.keepalive, "heartbeat.keepalive", 0.001)
     deadtime = _ns(hb.deadtime, "heartbeat.deadtime", 0.001)
@@ -266,27 +385,17 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
     return PulseSettings(
         local=local,
         routers=routers,
-        vips=vip_list,
+        # service = lvs: the virtual services' VIPs and nat_router's; service = fos: the failover services'
+        units=_units(cfg, local, me.device),
         port=int(hb.port),
         heartbeat_enabled=bool(hb.enabled),
         keepalive_ns=keepalive,
         deadtime_ns=deadtime,
-        preempt=bool(hb.preempt),
-        preempt_delay_ns=_ns(hb.preempt_delay, "heartbeat.preempt_delay"),
         garp_repeat=max(1, int(hb.garp_repeat)),
         garp_refresh_ns=_ns(hb.garp_refresh or 0.0, "heartbeat.garp_refresh"),
         # not in the model (yet): the pause between repeated ARPs and the notify timeout
         garp_interval_ms=_ns(getattr(hb, "garp_interval", 0.2), "heartbeat.garp_interval") // 1_000_000,
-        active_cmd=nt.active_cmd or None,
-        inactive_cmd=nt.inactive_cmd or None,
-        notify_cmd=nt.notify or None,
         notify_timeout_ms=_ns(getattr(nt, "timeout", 30.0), "notify.timeout") // 1_000_000,
-        failover=tuple(
-            (fs.name, fs.start_cmd or "", fs.stop_cmd or "", _ns(fs.timeout, f"failover.{fs.name}.timeout"),
-             _ns(fs.reentry, f"failover.{fs.name}.reentry"))
-            for fs in cfg.fos_services() if fs.active
-        ),
-        tracks=tracking.specs(cfg.tracks, local),
     )
 
 
@@ -311,19 +420,21 @@ def started_payload(epoch: int, hostname: str, addresses: Iterable[str], key_loa
             "key_loaded": key_loaded, "listen": True, "rules": RULES}
 
 
-def reconcile_vips(role: str, settings: PulseSettings | None) -> tuple[str, tuple[Vip, ...]] | None:
+def reconcile_vips(st: PulseState) -> list[tuple[str, tuple[Vip, ...]]]:
     """What a restarted pulse does with the VIPs once the answers it owed are recorded and run
-    (``on_caught_up``): ACTIVE, make sure they are there and announce them once (a takeover
-    recorded whose effects did not all run has not told the clients); any other role but INIT,
-    make sure they are not; INIT (a fresh run: its first decision releases them) or no settings,
-    nothing."""
-    if settings is None:
-        return None
-    if role == ACTIVE:
-        return TAKE, settings.vips
-    if role != INIT:
-        return RELEASE, settings.vips
-    return None
+    (``on_caught_up``), unit by unit: ACTIVE, make sure its VIPs are there and announce them once
+    (a takeover recorded whose effects did not all run has not told the clients); any other role
+    but INIT, make sure they are not; INIT (a fresh run: its first decision releases them) or no
+    settings, nothing."""
+    if st.settings is None:
+        return []
+    out = []
+    for u in st.units.values():
+        if u.role == ACTIVE:
+            out.append((TAKE, u.cfg.vips))
+        elif u.role != INIT:
+            out.append((RELEASE, u.cfg.vips))
+    return out
 
 
 #: the link watch polls no more often than this, whatever the keepalive
@@ -382,12 +493,12 @@ class PeerLink:
 
 
 class Peer:
-    """What this router knows about one peer."""
+    """What this router knows about one peer itself (its role in each unit: ``Unit.views``)."""
 
-    __slots__ = ("role", "priority", "epoch", "newest", "alive", "left", "alive_since", "last_heard", "split", "links")
+    __slots__ = ("role", "priority", "epoch", "newest", "alive", "left", "alive_since", "last_heard", "links")
 
     def __init__(self, priority: int, links: tuple[str, ...]):
-        self.role: str = INIT  # as last reported
+        self.role: str = INIT  # as last reported (its first group's: the heartbeat's own role)
         self.priority = priority  # as last reported (config until heard)
         self.epoch: int | None = None
         self.newest: int | None = None  # the highest seq accepted in this epoch, over every link
@@ -395,7 +506,6 @@ class Peer:
         self.left = False  # sent a leaving heartbeat (graceful shutdown)
         self.alive_since = 0
         self.last_heard: int | None = None
-        self.split = False  # seen ACTIVE while we were ACTIVE (resolved once per episode)
         self.links: dict[str, PeerLink] = {link: PeerLink() for link in links}
 
     @property
@@ -408,50 +518,126 @@ class Peer:
     def to_plain(self) -> list:
         return [
             self.role, self.priority, self.epoch, self.newest, self.alive, self.left, self.alive_since,
-            self.last_heard, self.split, {k: [v.last_heard, v.last_seq, v.degraded] for k, v in self.links.items()},
+            self.last_heard, {k: [v.last_heard, v.last_seq, v.degraded] for k, v in self.links.items()},
         ]
 
     @classmethod
     def from_plain(cls, d: list) -> Peer:
         p = cls(d[1], ())
-        p.role, p.priority, p.epoch, p.newest, p.alive, p.left, p.alive_since, p.last_heard, p.split = d[:9]
-        p.links = {k: PeerLink(*v) for k, v in d[9].items()}
+        p.role, p.priority, p.epoch, p.newest, p.alive, p.left, p.alive_since, p.last_heard = d[:8]
+        p.links = {k: PeerLink(*v) for k, v in d[8].items()}
         return p
 
 
+class View:
+    """A peer's role and priority in one unit, as its heartbeats say (config until heard), and
+    whether a split brain with it is being resolved (seen ACTIVE while this unit was ACTIVE)."""
+
+    __slots__ = ("role", "priority", "split")
+
+    def __init__(self, role: str, priority: int, split: bool = False) -> None:
+        self.role, self.priority, self.split = role, priority, split
+
+
+class Unit:
+    """One election unit's role machine (the model of the shared Machine: ``role``) and what it
+    alone decides by: listening, preemption, announcements, failover services, tracking, and each
+    peer's role and priority in it (``views``). ``st``: the router's state (links, clock, peers)."""
+
+    _PLAIN = ("role", "listen_until", "preempt_since", "preempt_hold_until", "garp_next", "last_active",
+              "active_since", "gave_up_until", "eff_priority", "track_fault", "fault_cause")
+
+    def __init__(self, st: PulseState, cfg: UnitSettings | None, name: str = DEFAULT) -> None:
+        self.st = st
+        self.cfg_ = cfg
+        self.name = cfg.name if cfg is not None else name
+        self.role = INIT
+        self.listen_until: int | None = None
+        self.preempt_since: int | None = None
+        self.preempt_hold_until = 0
+        self.garp_next: int | None = None
+        self.last_active: str | None = None  # the peer last known to be active
+        self.reannounce_after: dict[str, int] = {}  # peer -> no re-announcement for its late news before
+        # service = fos (see _check_failover): when this unit last became ACTIVE, and until when a
+        # unit that gave up (a failover service failed here) advertises priority 0
+        self.active_since: int | None = None
+        self.gave_up_until = 0
+        # tracking (services/pulse/tracking.py): the effective priority (None: no tracked item, the
+        # configured one), the weight-0 item holding the unit in FAULT, and why it is in FAULT
+        # ("link" or "track": the reason it gives when it recovers)
+        self.eff_priority: int | None = None
+        self.track_fault: str | None = None
+        self.fault_cause: str | None = None
+        self.views: dict[str, View] = {}
+
+    @property
+    def cfg(self) -> UnitSettings:
+        if self.cfg_ is None:
+            raise RuntimeError("pulse: unit settings used before any config.loaded")
+        return self.cfg_
+
+    # FSM conditions (named in ROLE_TRANSITIONS)
+    def has_config(self) -> bool:
+        return self.st.settings is not None
+
+    def has_started(self) -> bool:
+        return self.st.epoch is not None
+
+    def done_listening(self) -> bool:
+        return self.listen_until is None or self.st.now >= self.listen_until
+
+    def faulty(self) -> bool:
+        """This unit must not serve: a link fault, or a tracked item with weight 0 failed."""
+        return self.st.link_fault() or self.track_fault is not None
+
+    def can_serve(self) -> bool:
+        return not self.faulty()
+
+    def to_plain(self) -> dict:
+        d: dict[str, Any] = {k: getattr(self, k) for k in self._PLAIN}
+        d["reannounce_after"] = dict(self.reannounce_after)
+        d["views"] = {n: [v.role, v.priority, v.split] for n, v in self.views.items()}
+        return d
+
+    def load(self, d: dict) -> None:
+        for k in self._PLAIN:
+            setattr(self, k, d[k])
+        self.reannounce_after = dict(d["reannounce_after"])
+        self.views = {n: View(*v) for n, v in d["views"].items()}
+
+    def __repr__(self) -> str:
+        return f"<Unit {self.name} {self.role}>"
+
+
+#: a summary of the units' roles, for the router as a whole: the first present of these
+_SUMMARY = (ACTIVE, BACKUP, FAULT)
+
+
 class PulseState:
-    """The model of the role FSM (``role`` is the Machine's attribute) plus what pulse knows."""
+    """What pulse knows: the router's own (links, clock, epoch, peers) and its units' role machines."""
 
     _PLAIN = (
-        "role", "epoch", "hostname", "seq", "now", "next_hb", "listen_until", "preempt_since",
-        "preempt_hold_until", "garp_next", "links_up", "last_active", "ignored", "rejected_configs",
-        "own_clock", "heard_from", "rules", "eff_priority", "track_fault", "fault_cause",
+        "epoch", "hostname", "seq", "now", "next_hb", "links_up", "ignored", "rejected_configs",
+        "own_clock", "heard_from", "rules",
     )
 
     def __init__(self) -> None:
-        self.role = INIT
         self.settings: PulseSettings | None = None
+        self.units: dict[str, Unit] = {DEFAULT: Unit(self, None)}  # a config's units (default until one)
         self.epoch: int | None = None  # ours, from pulse.started
         self.hostname = ""
         self.seq = 0  # our datagram sequence (heartbeats and fences)
         self.now = 0  # mono_ns of the event being decided
         self.next_hb: int | None = None
-        self.listen_until: int | None = None
-        self.preempt_since: int | None = None
-        self.preempt_hold_until = 0
-        self.garp_next: int | None = None
         self.links_up: dict[str, bool] = {}
         self.peers: dict[str, Peer] = {}
-        self.last_active: str | None = None  # the peer last known to be active
         self.ignored = 0
         self.rejected_configs = 0
-        self.reannounce_after: dict[str, int] = {}  # peer -> no re-announcement for its late news before
-        # service = fos (see _check_failover): each failover service's health as nanny last said
-        # (health.failover_changed), when this router last became ACTIVE, and until when a router
-        # that gave up (a failover service failed here) advertises priority 0
+        # service = fos: each failover service's health as nanny last said (health.failover_changed)
         self.fos_health: dict[str, str] = {}
-        self.active_since: int | None = None
-        self.gave_up_until = 0
+        # tracking: what is known of each tracked item (an interface's or a file's value, a script's
+        # health state)
+        self.track_seen: dict[str, int | str] = {}
         # peers' deaths are judged on pulse's own inputs only (OWN_CLOCK): an input another service
         # recorded while pulse was down is no evidence that pulse listened meanwhile. Set by a
         # pulse.started v2 (listen); a v1 run judged them on any input, and replays so
@@ -462,58 +648,50 @@ class PulseState:
         self.heard_from = 0
         # the decision rules of the shell that started this run (pulse.started v3; 2 before it)
         self.rules = 2
-        # tracking (services/pulse/tracking.py): what is known of each tracked item (an interface's
-        # or a file's value, a script's health state), the effective priority (None: no tracked
-        # item, the configured priority), the weight-0 item holding the router in FAULT, and why
-        # the router is in FAULT ("link" or "track": the reason it gives when it recovers)
-        self.track_seen: dict[str, int | str] = {}
-        self.eff_priority: int | None = None
-        self.track_fault: str | None = None
-        self.fault_cause: str | None = None
 
     @property
     def cfg(self) -> PulseSettings:
-        """The settings, where the role machine only goes once configured (INIT leaves only on a
+        """The settings, where the role machines only go once configured (INIT leaves only on a
         config): None there is a bug, said as one."""
         if self.settings is None:
             raise RuntimeError("pulse: settings used before any config.loaded")
         return self.settings
 
-    # FSM conditions (named in ROLE_TRANSITIONS)
-    def has_config(self) -> bool:
-        return self.settings is not None
+    @property
+    def role(self) -> str:
+        """The router's role as a whole: ACTIVE when it is active for some group, else BACKUP, else
+        FAULT; INIT or STOPPED when every unit is (with one unit, that unit's role)."""
+        roles = [u.role for u in self.units.values()]
+        for r in _SUMMARY:
+            if r in roles:
+                return r
+        return roles[0]
 
-    def has_started(self) -> bool:
-        return self.epoch is not None
-
-    def done_listening(self) -> bool:
-        return self.listen_until is None or self.now >= self.listen_until
+    def unit(self, name: str = DEFAULT) -> Unit:
+        return self.units[name]
 
     def all_links_down(self) -> bool:
         links = self.settings.local_links() if self.settings else LINKS
         return not any(self.links_up.get(link, True) for link in links)
 
     def link_fault(self) -> bool:
-        """This router cannot serve the VIPs: its public link (where they live and clients are)
+        """This router cannot serve any VIP: its public link (where they live and clients are)
         is down, or no heartbeat link is up. Losing only the private link is a degraded link,
         not a fault (keepalived's FAULT on a tracked interface)."""
         return not self.links_up.get("public", True) or self.all_links_down()
 
-    def faulty(self) -> bool:
-        """This router must not serve: a link fault, or a tracked item with weight 0 failed."""
-        return self.link_fault() or self.track_fault is not None
-
-    def can_serve(self) -> bool:
-        return not self.faulty()
+    def held(self) -> list[str]:
+        """The groups this router is active for, in config order."""
+        return [g for u in self.units.values() if u.role == ACTIVE for g in u.cfg.groups]
 
     def __repr__(self) -> str:
-        return f"<PulseState {self.role} peers={list(self.peers)}>"
+        return f"<PulseState {[(u.name, u.role) for u in self.units.values()]} peers={list(self.peers)}>"
 
 
-def _fire(state: PulseState, trigger: str) -> bool:
-    """Fire one trigger of the shared Machine on ``state``; False when not allowed (guards or source)."""
+def _fire(unit: Unit, trigger: str) -> bool:
+    """Fire one trigger of the shared Machine on ``unit``; False when not allowed (guards or source)."""
     try:
-        return MACHINE.events[trigger].trigger(state)
+        return MACHINE.events[trigger].trigger(unit)
     except MachineError:
         return False
 
@@ -538,6 +716,25 @@ OWN_CLOCK = frozenset({"pulse.started", "pulse.heartbeat_received", "pulse.fence
                        "pulse.link_changed", "pulse.track_observed", "timer.fired"})
 
 
+def _upcast_9(data: dict) -> dict:
+    """A snapshot from before failover groups: its role machine's fields and each peer's role,
+    priority and split flag become the ``default`` unit's; its settings one unit's."""
+    d = dict(data)
+    unit = {k: d.pop(k) for k in Unit._PLAIN}
+    unit["reannounce_after"] = d.pop("reannounce_after")
+    peers = {}
+    views = {}
+    for name, p in d["peers"].items():
+        views[name] = [p[0], p[1], p[8]]
+        peers[name] = p[:8] + [p[9]]
+    unit["views"] = views
+    d["peers"] = peers
+    d["units"] = {DEFAULT: unit}
+    if d["settings"] is not None:
+        d["settings"] = _upcast_settings_8(d["settings"])
+    return d
+
+
 class PulseCore(Core[PulseState]):
     name: ClassVar[str] = "pulse"
     inputs: ClassVar[tuple[str, ...]] = (
@@ -559,8 +756,9 @@ class PulseCore(Core[PulseState]):
     # version 3: fos_health, active_since, gave_up_until (service = fos); version 4:
     # reannounce_after per peer (one bound for every peer before); version 5: own_clock; version 6:
     # heard_from; version 7: rules; version 8: tracking (track_seen, eff_priority, track_fault,
-    # fault_cause)
-    snapshot_version = 8
+    # fault_cause); version 9: failover groups (each unit's role machine under "units", each
+    # peer's role and priority in it under the unit's "views"; the settings' units)
+    snapshot_version = 9
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
@@ -570,18 +768,17 @@ class PulseCore(Core[PulseState]):
         5: lambda data: {**data, "heard_from": 0},
         6: lambda data: {**data, "rules": 2},
         7: lambda data: {**data, "track_seen": {}, "eff_priority": None, "track_fault": None, "fault_cause": None},
+        8: _upcast_9,
     }
 
     def snapshot(self, state: PulseState) -> dict:
         d: dict[str, Any] = {k: getattr(state, k) for k in PulseState._PLAIN}
         d["links_up"] = dict(state.links_up)
-        d["reannounce_after"] = dict(state.reannounce_after)
         d["fos_health"] = dict(state.fos_health)
         d["track_seen"] = dict(state.track_seen)
-        d["active_since"] = state.active_since
-        d["gave_up_until"] = state.gave_up_until
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
+        d["units"] = {name: u.to_plain() for name, u in state.units.items()}
         return d
 
     def restore(self, d: dict) -> PulseState:
@@ -589,33 +786,37 @@ class PulseCore(Core[PulseState]):
         for k in PulseState._PLAIN:
             setattr(st, k, d[k])
         st.links_up = dict(d["links_up"])
-        st.reannounce_after = dict(d["reannounce_after"])
         st.fos_health = dict(d["fos_health"])
         st.track_seen = dict(d["track_seen"])
-        st.active_since = d["active_since"]
-        st.gave_up_until = d["gave_up_until"]
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
+        st.units = {}
+        for name, plain in d["units"].items():
+            u = Unit(st, st.settings.unit(name) if st.settings else None, name)
+            u.load(plain)
+            st.units[name] = u
         return st
 
     # -- deadlines -------------------------------------------------------------------------
     def next_deadline(self, st: PulseState) -> int | None:
         s = st.settings
-        if s is None or st.role in (INIT, STOPPED):
+        role = st.role
+        if s is None or role in (INIT, STOPPED):
             return None
         due: list[int] = []
-        if st.role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None:
+        if role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None:
             due.append(st.next_hb)
-        if st.role == BACKUP:
-            if st.listen_until is not None and st.listen_until > st.now:
-                due.append(st.listen_until)
-            if st.preempt_since is not None:
-                due.append(st.preempt_since + s.preempt_delay_ns)
-            if st.preempt_hold_until > st.now:
-                due.append(st.preempt_hold_until)
-        if st.role == ACTIVE and st.garp_next is not None:
-            due.append(st.garp_next)
-        due.extend(self._failover_deadlines(st))
+        for u in st.units.values():
+            if u.role == BACKUP:
+                if u.listen_until is not None and u.listen_until > st.now:
+                    due.append(u.listen_until)
+                if u.preempt_since is not None:
+                    due.append(u.preempt_since + u.cfg.preempt_delay_ns)
+                if u.preempt_hold_until > st.now:
+                    due.append(u.preempt_hold_until)
+            if u.role == ACTIVE and u.garp_next is not None:
+                due.append(u.garp_next)
+            due.extend(self._failover_deadlines(st, u))
         dt, ka = s.deadtime_ns, s.keepalive_ns
         for p in st.peers.values():
             if not p.alive:
@@ -650,26 +851,7 @@ class PulseCore(Core[PulseState]):
         elif t == "config.loaded":
             self._on_config(st, p, out)
         elif t == "pulse.started":
-            # a restarted shell (the core restored from a snapshot) brings a new epoch: adopt it
-            st.epoch = p["epoch"]
-            st.own_clock = p["listen"]
-            st.rules = p["rules"]
-            if p["listen"]:
-                st.heard_from = st.now
-            st.hostname = p["hostname"]
-            if st.role == INIT:
-                self._try_start(st, out)
-            elif st.role == BACKUP and p["listen"] and st.settings is not None:
-                # pulse was down a while and heard nothing meanwhile: what it last heard of its
-                # peers is old news. Listen for deadtime, as at a start, before it may take over: a
-                # restart alone must never fail over (a v1 record, listen false, took over at once
-                # when that news was more than deadtime old; replay keeps that decision)
-                st.listen_until = st.now + st.settings.deadtime_ns
-            elif st.role == ACTIVE and st.settings is not None and st.settings.vips:
-                # pulse was down a while (its shell keeps the VIPs): a peer may have taken over and
-                # moved the clients meanwhile, fences and heartbeats unheard: announce ours again
-                s = st.settings
-                out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "restarted"))
+            self._on_started(st, p, out)
         elif t == "router.shutdown_requested":
             self._shutdown(st, p, out)
             return st, out
@@ -686,27 +868,58 @@ class PulseCore(Core[PulseState]):
         if st.settings is not None and st.role not in (INIT, STOPPED):
             if t in OWN_CLOCK or not st.own_clock:
                 self._advance(st, out)
-            self._check_failover(st, out)
-            self._elect(st, out)
+            for u in list(st.units.values()):
+                self._check_failover(st, u, out)
+                self._elect(st, u, out)
             self._tick(st, out)
         return st, out
+
+    def _on_started(self, st: PulseState, p: dict, out: list) -> None:
+        # a restarted shell (the core restored from a snapshot) brings a new epoch: adopt it
+        st.epoch = p["epoch"]
+        st.own_clock = p["listen"]
+        st.rules = p["rules"]
+        if p["listen"]:
+            st.heard_from = st.now
+        st.hostname = p["hostname"]
+        if st.role == INIT:
+            self._try_start(st, out)
+            return
+        s = st.settings
+        for u in st.units.values():
+            if u.role == BACKUP and p["listen"] and s is not None:
+                # pulse was down a while and heard nothing meanwhile: what it last heard of its
+                # peers is old news. Listen for deadtime, as at a start, before it may take over: a
+                # restart alone must never fail over (a v1 record, listen false, took over at once
+                # when that news was more than deadtime old; replay keeps that decision)
+                u.listen_until = st.now + s.deadtime_ns
+            elif u.role == ACTIVE and s is not None and u.cfg.vips:
+                # pulse was down a while (its shell keeps the VIPs): a peer may have taken over and
+                # moved the clients meanwhile, fences and heartbeats unheard: announce ours again
+                out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "restarted"))
 
     def _restart(self, st: PulseState, event: Event) -> tuple[PulseState, list]:
         """A new run of the router: after a shutdown, or after a reboot (mono_ns went back, so every
         time this state holds is meaningless). Keep the settings and the counters, forget the rest."""
-        old = st.role
         out: list[Effect] = []
-        if old != INIT and _fire(st, "restart"):
-            self._role_changed(st, old, INIT, "started", None, out)
+        for u in st.units.values():
+            old = u.role
+            if old != INIT and _fire(u, "restart"):
+                self._role_changed(st, u, old, INIT, "started", None, out)
         fresh = PulseState()
         fresh.settings, fresh.ignored, fresh.rejected_configs = st.settings, st.ignored, st.rejected_configs
         fresh.seq = st.seq  # peers compare seqs per epoch; keeping ours growing costs nothing
         fresh.fos_health = dict(st.fos_health)  # nanny's verdicts stand until it says otherwise
         fresh.track_seen = dict(st.track_seen)  # as what was seen of the tracked items
-        fresh.eff_priority, fresh.track_fault = st.eff_priority, st.track_fault
         if fresh.settings is not None:
             fresh.peers = {r.name: Peer(r.priority, fresh.settings.pair_links(r))
                            for r in fresh.settings.routers if r.name != fresh.settings.local}
+            fresh.units = {}
+            for us in fresh.settings.units:
+                u = fresh.units[us.name] = self._new_unit(fresh, us)
+                was = st.units.get(us.name)
+                if was is not None:
+                    u.eff_priority, u.track_fault = was.eff_priority, was.track_fault
         fresh.now = event.mono_ns
         fresh.epoch = event.payload["epoch"]
         fresh.hostname = event.payload["hostname"]
@@ -716,9 +929,17 @@ class PulseCore(Core[PulseState]):
         self._try_start(fresh, out)
         if fresh.role != INIT:
             self._advance(fresh, out)
-            self._elect(fresh, out)
+            for u in list(fresh.units.values()):
+                self._elect(fresh, u, out)
             self._tick(fresh, out)
         return fresh, out
+
+    @staticmethod
+    def _new_unit(st: PulseState, us: UnitSettings) -> Unit:
+        u = Unit(st, us)
+        s = st.cfg
+        u.views = {r.name: View(INIT, us.priority_of(r.name)) for r in s.routers if r.name != s.local}
+        return u
 
     # -- inputs ----------------------------------------------------------------------------
     def _ignore(self, st: PulseState, kind: str, p: dict, reason: str, last_seq: int | None, out: list) -> None:
@@ -784,14 +1005,22 @@ class PulseCore(Core[PulseState]):
         means clients may have been sent its MAC while we hold the VIPs: announce ours again, at
         most once a deadtime per peer (a replayed old datagram can cost us no more than that). Per
         peer: with three routers or more, two peers may each have been active within a deadtime,
-        and the second one's late news is news of its own (simulator seed 12442 of --routers 3)."""
+        and the second one's late news is news of its own (simulator seed 12442 of --routers 3).
+        Per unit: the news is about the groups the datagram names."""
         s = st.settings
         name = p["peer"]
-        if st.role != ACTIVE or s is None or not s.vips or st.now < st.reannounce_after.get(name, 0):
+        if s is None:
             return
-        if kind == "fence" or p.get("role") == ACTIVE:
-            st.reannounce_after[name] = st.now + s.deadtime_ns
-            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_was_active"))
+        for u in st.units.values():
+            if u.role != ACTIVE or not u.cfg.vips or st.now < u.reannounce_after.get(name, 0):
+                continue
+            if kind == "fence":
+                was_active = bool(set(p["groups"]) & set(u.cfg.groups))
+            else:
+                was_active = any(g["role"] == ACTIVE for g in p["groups"] if g["group"] in u.cfg.groups)
+            if was_active:
+                u.reannounce_after[name] = st.now + s.deadtime_ns
+                out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_was_active"))
 
     def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
         if not peer.alive:
@@ -802,22 +1031,33 @@ class PulseCore(Core[PulseState]):
                 "peer": name, "link": link, "role": peer.role, "priority": peer.priority, "epoch": peer.epoch,
             }))
             s = st.settings
-            if st.role == ACTIVE and peer.role != ACTIVE and s is not None and s.vips:
-                # a peer back while we are active may have held our VIPs meanwhile (a partition
-                # that healed, its active spell ended before we heard it: no split brain to see)
-                # and left clients with its MAC: announce ours again. An active peer is the split
-                # brain's business (_on_heartbeat), which re-announces when we stay.
-                out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_returned"))
+            for u in st.units.values():
+                if u.role == ACTIVE and u.views[name].role != ACTIVE and s is not None and u.cfg.vips:
+                    # a peer back while we are active may have held our VIPs meanwhile (a partition
+                    # that healed, its active spell ended before we heard it: no split brain to see)
+                    # and left clients with its MAC: announce ours again. An active peer is the split
+                    # brain's business (_on_heartbeat), which re-announces when we stay.
+                    out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_returned"))
 
-    def _spell_ended(self, st: PulseState, out: list) -> None:
-        """A peer we knew as ACTIVE says it is not any more (its fresh heartbeat says BACKUP, or it
-        is leaving): its active spell is over, and while it lasted the peer may have announced the
-        VIPs at any time, after our own last announcement too (a split brain we won: the loser
-        heard a third router come back and re-announced before it heard us). Only now can our
-        announcement be the last one: make it."""
+    def _spell_ended(self, st: PulseState, u: Unit, out: list) -> None:
+        """A peer we knew as ACTIVE in this unit says it is not any more (its fresh heartbeat says
+        BACKUP, or it is leaving): its active spell is over, and while it lasted the peer may have
+        announced the VIPs at any time, after our own last announcement too (a split brain we won:
+        the loser heard a third router come back and re-announced before it heard us). Only now can
+        our announcement be the last one: make it."""
         s = st.settings
-        if st.role == ACTIVE and s is not None and s.vips:
-            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "peer_stepped_down"))
+        if u.role == ACTIVE and s is not None and u.cfg.vips:
+            out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_stepped_down"))
+
+    @staticmethod
+    def _unit_news(u: Unit, groups: list[dict]) -> tuple[str, int] | None:
+        """What a heartbeat's groups say of unit ``u``: the role of its first group there and the
+        lowest priority of its groups (a sync group is elected as one); None: the peer runs none of
+        them (a config being reloaded): no candidate for it."""
+        mine = [g for g in groups if g["group"] in u.cfg.groups]
+        if not mine:
+            return None
+        return mine[0]["role"], min(g["priority"] for g in mine)
 
     def _on_heartbeat(self, st: PulseState, p: dict, out: list) -> None:
         peer, fresh = self._accept(st, "heartbeat", p, out)
@@ -828,9 +1068,15 @@ class PulseCore(Core[PulseState]):
             if not peer.left:  # a peer that said goodbye stays gone for the rest of its epoch
                 self._mark_alive(st, name, peer, p["link"], out)
             return
-        was, was_alive, was_priority = peer.role, peer.alive, peer.priority
+        was_alive = peer.alive
         peer.priority = p["priority"]
         peer.role = p["role"]
+        before: dict[str, tuple[str, int]] = {}
+        for u in st.units.values():
+            v = u.views[name]
+            before[u.name] = (v.role, v.priority)
+            news = self._unit_news(u, p["groups"])
+            v.role, v.priority = news if news is not None else (INIT, 0)
         if p["leaving"]:
             if not peer.left:
                 peer.left = True
@@ -838,23 +1084,28 @@ class PulseCore(Core[PulseState]):
                 out.append(Effect("pulse.peer_dead", {
                     "peer": name, "cause": "left", "role": peer.role, "last_heard_ns": st.now,
                 }))
-                if was == ACTIVE or not was_alive:
-                    self._spell_ended(st, out)
-            peer.split = False
+                for u in st.units.values():
+                    if before[u.name][0] == ACTIVE or not was_alive:
+                        self._spell_ended(st, u, out)
+            for u in st.units.values():
+                u.views[name].split = False
             return
         self._mark_alive(st, name, peer, p["link"], out)
-        if peer.role != ACTIVE:
-            peer.split = False
-            if was == ACTIVE and was_alive:  # (a peer back from the dead: _mark_alive announced)
-                self._spell_ended(st, out)
-            return
-        if st.role != ACTIVE:
-            st.last_active = name
-            return
-        # both active: resolve once per episode, and again when the peer's rank changed (rules 4)
-        if not peer.split or (st.rules >= 4 and peer.priority != was_priority):
-            peer.split = True
-            self._split_brain(st, name, peer, out)
+        for u in list(st.units.values()):
+            v = u.views[name]
+            was, was_priority = before[u.name]
+            if v.role != ACTIVE:
+                v.split = False
+                if was == ACTIVE and was_alive:  # (a peer back from the dead: _mark_alive announced)
+                    self._spell_ended(st, u, out)
+                continue
+            if u.role != ACTIVE:
+                u.last_active = name
+                continue
+            # both active: resolve once per episode, and again when the peer's rank changed (rules 4)
+            if not v.split or (st.rules >= 4 and v.priority != was_priority):
+                v.split = True
+                self._split_brain(st, u, name, v, out)
 
     def _on_fence(self, st: PulseState, p: dict, out: list) -> None:
         peer, fresh = self._accept(st, "fence", p, out)
@@ -865,16 +1116,20 @@ class PulseCore(Core[PulseState]):
             if not peer.left:
                 self._mark_alive(st, name, peer, p["link"], out)
             return
-        # a valid fence is proof that its sender is alive and has taken over
+        # a valid fence is proof that its sender is alive and has taken over the groups it names
+        fenced = [u for u in st.units.values() if set(p["groups"]) & set(u.cfg.groups)]
         peer.role = ACTIVE
+        for u in fenced:
+            u.views[name].role = ACTIVE
         peer.left = False
         self._mark_alive(st, name, peer, p["link"], out)
-        st.last_active = name
-        if st.role == ACTIVE:
-            self._step_down(st, "step_down", BACKUP, "fenced", name, out)
-        # damping: after a valid fence, no preemption for deadtime, so that a one-way partition
-        # cannot make two routers fence each other at heartbeat speed
-        st.preempt_hold_until = st.now + st.cfg.deadtime_ns
+        for u in fenced:
+            u.last_active = name
+            if u.role == ACTIVE:
+                self._step_down(st, u, "step_down", BACKUP, "fenced", name, out)
+            # damping: after a valid fence, no preemption for deadtime, so that a one-way partition
+            # cannot make two routers fence each other at heartbeat speed
+            u.preempt_hold_until = st.now + st.cfg.deadtime_ns
 
     def _on_config(self, st: PulseState, p: dict, out: list) -> None:
         try:
@@ -899,111 +1154,167 @@ class PulseCore(Core[PulseState]):
                 peer.links = {link: peer.links.get(link) or PeerLink() for link in links}
             peers[r.name] = peer
         st.peers = peers
-        if st.last_active not in peers:
-            st.last_active = None
-        st.fos_health = {k: v for k, v in st.fos_health.items() if any(f[0] == k for f in new.failover)}
-        st.track_seen = {k: v for k, v in st.track_seen.items() if any(t.name == k for t in new.tracks)}
-        if st.role == ACTIVE and old is not None and old.failover != new.failover:
-            self._failover_reload(st, old, new, out)
-        if st.role == INIT:
+        st.fos_health = {k: v for k, v in st.fos_health.items()
+                         if any(f[0] == k for us in new.units for f in us.failover)}
+        st.track_seen = {k: v for k, v in st.track_seen.items()
+                         if any(t.name == k for us in new.units for t in us.tracks)}
+        running = st.role != INIT
+        units: dict[str, Unit] = {}
+        added: list[Unit] = []
+        for us in new.units:
+            u = st.units.get(us.name)
+            if u is None or u.cfg_ is None:
+                fresh_unit = self._new_unit(st, us)
+                if u is not None:  # the placeholder before any config (INIT): its role stays
+                    fresh_unit.role = u.role
+                u = fresh_unit
+                if running:
+                    added.append(u)
+            else:
+                old_us, u.cfg_ = u.cfg_, us
+                u.views = {n: u.views.get(n) or View(INIT, us.priority_of(n)) for n in peers}
+                if u.last_active not in peers:
+                    u.last_active = None
+                if u.role == ACTIVE and old_us.failover != us.failover:
+                    self._failover_reload(u, old_us, us, out)
+                if u.role == ACTIVE and old_us.vips != us.vips:
+                    old_set = {v.address: v for v in old_us.vips}
+                    new_set = {v.address: v for v in us.vips}
+                    gone = [v.payload() for a, v in old_set.items() if new_set.get(a) != v]
+                    more = [v.payload() for a, v in new_set.items() if old_set.get(a) != v]
+                    if gone:
+                        out.append(Effect("pulse.release_vips", {"vips": gone, "reason": "config"}))
+                    if more:
+                        out.append(Effect("pulse.take_vips", {"vips": more, "reason": "config"}))
+                        out.append(self._garp(new, more, new.garp_repeat, "config"))
+            units[us.name] = u
+        removed = [u for name, u in st.units.items() if name not in units and u.cfg_ is not None]
+        st.units = units
+        for u in removed:  # a group the reload took away: what it held goes
+            if u.role == ACTIVE:
+                for f in u.cfg.failover:
+                    self._run_failover(new, f, "stop", "config", out)
+                if u.cfg.vips:
+                    out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips],
+                                                             "reason": "config"}))
+                self._lvsd_follows(st, "config", out)
+        for u in added:  # a group the reload brought: it starts as the router did, listening first
+            if _fire(u, "start"):
+                u.listen_until = st.now + new.deadtime_ns
+                if u.cfg.vips:
+                    out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips],
+                                                             "reason": "started"}))
+                self._role_changed(st, u, INIT, BACKUP, "started", None, out)
+        if old is None or not running:
             self._try_start(st, out)
-        elif st.role == ACTIVE and old is not None and old.vips != new.vips:
-            old_set = {v.address: v for v in old.vips}
-            new_set = {v.address: v for v in new.vips}
-            gone = [v.payload() for a, v in old_set.items() if new_set.get(a) != v]
-            added = [v.payload() for a, v in new_set.items() if old_set.get(a) != v]
-            if gone:
-                out.append(Effect("pulse.release_vips", {"vips": gone, "reason": "config"}))
-            if added:
-                out.append(Effect("pulse.take_vips", {"vips": added, "reason": "config"}))
-                out.append(self._garp(new, added, new.garp_repeat, "config"))
-        if st.role != INIT:
+        else:
             self._retrack(st, out)
 
     def _try_start(self, st: PulseState, out: list) -> None:
-        if not (st.has_config() and st.has_started()) or not _fire(st, "start"):
+        if st.settings is None or st.epoch is None:
             return
         s = st.settings
-        assert s is not None
-        st.listen_until = st.now + s.deadtime_ns
-        st.next_hb = st.now
-        # a fresh start holds no VIP: remove any a crashed run left behind (idempotent)
-        if s.vips:
-            out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in s.vips], "reason": "started"}))
-        self._role_changed(st, INIT, BACKUP, "started", None, out)
-        self._retrack(st, out)
+        started = False
+        for u in st.units.values():
+            if not _fire(u, "start"):
+                continue
+            started = True
+            u.listen_until = st.now + s.deadtime_ns
+            # a fresh start holds no VIP: remove any a crashed run left behind (idempotent)
+            if u.cfg.vips:
+                out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips],
+                                                         "reason": "started"}))
+            self._role_changed(st, u, INIT, BACKUP, "started", None, out)
+        if started:
+            st.next_hb = st.now
+            self._retrack(st, out)
 
     def _check_links(self, st: PulseState, out: list) -> None:
-        """FAULT when this router must not serve (``faulty``: a link fault, or a failed weight-0
+        """Per unit: FAULT when it must not serve (``faulty``: a link fault, or a failed weight-0
         tracked item), back to BACKUP when it may again."""
-        if st.role in (BACKUP, ACTIVE) and st.faulty():
-            old = st.role
+        for u in list(st.units.values()):
+            self._check_unit(st, u, out)
+
+    def _check_unit(self, st: PulseState, u: Unit, out: list) -> None:
+        if u.role in (BACKUP, ACTIVE) and u.faulty():
+            old = u.role
             if st.link_fault():
                 reason = "all_links_down" if st.all_links_down() else "public_link_down"
-                st.fault_cause = "link"
+                u.fault_cause = "link"
             else:
                 reason = "track_failed"
-                st.fault_cause = "track"
+                u.fault_cause = "track"
             if old == ACTIVE:
-                self._step_down(st, "fault", FAULT, reason, None, out)
-            elif _fire(st, "fault"):
-                self._role_changed(st, old, FAULT, reason, None, out)
-            st.preempt_since = None
-        elif st.role == FAULT and st.faulty():
-            st.fault_cause = "link" if st.link_fault() else "track"  # what holds it there now
-        elif st.role == FAULT and _fire(st, "recover"):
-            st.listen_until = st.now + st.cfg.deadtime_ns
+                self._step_down(st, u, "fault", FAULT, reason, None, out)
+            elif _fire(u, "fault"):
+                self._role_changed(st, u, old, FAULT, reason, None, out)
+            u.preempt_since = None
+        elif u.role == FAULT and u.faulty():
+            u.fault_cause = "link" if st.link_fault() else "track"  # what holds it there now
+        elif u.role == FAULT and _fire(u, "recover"):
+            u.listen_until = st.now + st.cfg.deadtime_ns
             st.next_hb = st.now
-            reason = "track_recovered" if st.fault_cause == "track" else "link_up"
-            st.fault_cause = None
-            self._role_changed(st, FAULT, BACKUP, reason, None, out)
+            reason = "track_recovered" if u.fault_cause == "track" else "link_up"
+            u.fault_cause = None
+            self._role_changed(st, u, FAULT, BACKUP, reason, None, out)
 
     def _retrack(self, st: PulseState, out: list) -> None:
-        """Assess the tracked items (services/pulse/tracking.py): a change of the effective
-        priority or of the item holding the router in FAULT is a decision (``pulse.priority_changed``;
+        """Assess each unit's tracked items (services/pulse/tracking.py): a change of the effective
+        priority or of the item holding the unit in FAULT is a decision (``pulse.priority_changed``;
         the heartbeats carry the new priority from now on); then FAULT or recovery as it says."""
         s = st.cfg
-        if s.tracks or st.eff_priority is not None or st.track_fault is not None:
-            a = tracking.assess(s.me.priority, s.tracks, st.track_seen)
-            new_eff = a.priority if s.tracks else None
-            if (new_eff, a.fault) != (st.eff_priority, st.track_fault):
-                out.append(Effect("pulse.priority_changed", {
-                    "old": self._tracked_priority(st), "new": a.priority, "base": s.me.priority,
-                    "items": [{"track": i.track, "failed": i.failed, "effect": i.effect} for i in a.items],
-                    "fault": a.fault,
-                }))
-                st.eff_priority, st.track_fault = new_eff, a.fault
-                if st.role == ACTIVE and st.rules >= 4:  # our rank changed during a split brain: again
-                    for name, peer in st.peers.items():
-                        if st.role == ACTIVE and peer.alive and peer.role == ACTIVE and peer.split:
-                            self._split_brain(st, name, peer, out)
-        self._check_links(st, out)
+        for u in list(st.units.values()):
+            us = u.cfg
+            if us.tracks or u.eff_priority is not None or u.track_fault is not None:
+                base = us.priority_of(s.local)
+                a = tracking.assess(base, us.tracks, st.track_seen)
+                new_eff = a.priority if us.tracks else None
+                if (new_eff, a.fault) != (u.eff_priority, u.track_fault):
+                    out.append(Effect("pulse.priority_changed", {
+                        "group": u.name, "old": self._tracked_priority(st, u), "new": a.priority, "base": base,
+                        "items": [{"track": i.track, "failed": i.failed, "effect": i.effect} for i in a.items],
+                        "fault": a.fault,
+                    }))
+                    u.eff_priority, u.track_fault = new_eff, a.fault
+                    if u.role == ACTIVE and st.rules >= 4:  # our rank changed during a split brain: again
+                        for name, v in u.views.items():
+                            if u.role == ACTIVE and st.peers[name].alive and v.role == ACTIVE and v.split:
+                                self._split_brain(st, u, name, v, out)
+            self._check_unit(st, u, out)
 
     def _shutdown(self, st: PulseState, p: dict, out: list) -> None:
         old = st.role
         s = st.settings
-        if old == ACTIVE:
-            self._step_down(st, "stop", STOPPED, "shutdown", None, out, heartbeat=False)
-        elif _fire(st, "stop"):
-            self._role_changed(st, old, STOPPED, "shutdown", None, out)
+        for u in st.units.values():
+            was = u.role
+            if was == ACTIVE:
+                self._step_down(st, u, "stop", STOPPED, "shutdown", None, out, heartbeat=False)
+            elif _fire(u, "stop"):
+                self._role_changed(st, u, was, STOPPED, "shutdown", None, out)
         if s is not None and old in (BACKUP, ACTIVE) and s.heartbeat_enabled:
             # the final heartbeat: peers take over at once instead of waiting for deadtime
             out.append(self._heartbeat(st, leaving=True))
-        st.next_hb = st.listen_until = st.preempt_since = st.garp_next = None
+        st.next_hb = None
+        for u in st.units.values():
+            u.listen_until = u.preempt_since = u.garp_next = None
 
     def _handover(self, st: PulseState, p: dict, out: list) -> None:
-        """An operator's handover: step down as a failed failover service makes this router do
-        (stop lvsd, release the VIPs, tell the peers at once with a BACKUP heartbeat, so the best
-        live backup takes over as ``peer_stepped_down``) and advertise priority 0 for ``hold_s``
-        so as not to preempt the role back. Refused unless ACTIVE with a live BACKUP peer."""
-        if st.role != ACTIVE or st.settings is None:
+        """An operator's handover: every group this router is active for steps down as a failed
+        failover service makes it (stop lvsd, release the VIPs, tell the peers at once with a BACKUP
+        heartbeat, so the best live backup takes over as ``peer_stepped_down``) and advertises
+        priority 0 for ``hold_s`` so as not to preempt the role back. Refused unless ACTIVE with a
+        live BACKUP peer (for some group it holds)."""
+        active = [u for u in st.units.values() if u.role == ACTIVE]
+        if not active or st.settings is None:
             out.append(Effect("pulse.handover_refused", {"by": p["by"], "role": st.role, "reason": "not_active"}))
             return
-        if not any(peer.alive and peer.role == BACKUP for peer in st.peers.values()):
+        movable = [u for u in active if any(st.peers[n].alive and v.role == BACKUP for n, v in u.views.items())]
+        if not movable:
             out.append(Effect("pulse.handover_refused", {"by": p["by"], "role": st.role, "reason": "no_peer"}))
             return
-        st.gave_up_until = st.now + p["hold_s"] * _NS
-        self._step_down(st, "step_down", BACKUP, "handover", None, out)
+        for u in movable:
+            u.gave_up_until = st.now + p["hold_s"] * _NS
+            self._step_down(st, u, "step_down", BACKUP, "handover", None, out)
 
     # -- time ------------------------------------------------------------------------------
     def _advance(self, st: PulseState, out: list) -> None:
@@ -1016,7 +1327,8 @@ class PulseCore(Core[PulseState]):
                 continue
             if now - max(peer.heard_ns, st.heard_from) >= dt:
                 peer.alive = False
-                peer.split = False
+                for u in st.units.values():
+                    u.views[name].split = False
                 out.append(Effect("pulse.peer_dead", {
                     "peer": name, "cause": "silent", "role": peer.role, "last_heard_ns": peer.last_heard,
                 }))
@@ -1039,10 +1351,11 @@ class PulseCore(Core[PulseState]):
             out.append(self._heartbeat(st))
             nxt = st.next_hb + s.keepalive_ns
             st.next_hb = nxt if nxt > now else now + s.keepalive_ns
-        if st.role == ACTIVE and st.garp_next is not None and now >= st.garp_next:
-            out.append(self._garp(s, [v.payload() for v in s.vips], 1, "refresh"))
-            nxt = st.garp_next + s.garp_refresh_ns
-            st.garp_next = nxt if nxt > now else now + s.garp_refresh_ns
+        for u in st.units.values():
+            if u.role == ACTIVE and u.garp_next is not None and now >= u.garp_next:
+                out.append(self._garp(s, [v.payload() for v in u.cfg.vips], 1, "refresh"))
+                nxt = u.garp_next + s.garp_refresh_ns
+                u.garp_next = nxt if nxt > now else now + s.garp_refresh_ns
 
     # -- the election ----------------------------------------------------------------------
     @staticmethod
@@ -1050,59 +1363,61 @@ class PulseCore(Core[PulseState]):
         """Who wins: the higher priority, then the higher address (as VRRP)."""
         return (priority, _addr_key(address))
 
-    def _peer_rank(self, st: PulseState, name: str, peer: Peer) -> tuple:
+    def _peer_rank(self, st: PulseState, name: str, view: View) -> tuple:
         r = st.cfg.router(name)
         if r is None:  # peers are the config's routers: a heartbeat from another is refused first
             raise RuntimeError(f"pulse: peer {name!r} is not in the config")
-        return self.rank(peer.priority, r.address)
+        return self.rank(view.priority, r.address)
 
-    def _my_rank(self, st: PulseState) -> tuple:
-        me = st.cfg.me
-        return self.rank(self._my_priority(st), me.address)
+    def _my_rank(self, st: PulseState, u: Unit) -> tuple:
+        return self.rank(self._my_priority(st, u), st.cfg.me.address)
 
     @staticmethod
-    def _tracked_priority(st: PulseState) -> int:
-        """This router's priority with tracking applied: its own when it tracks nothing."""
-        return st.cfg.me.priority if st.eff_priority is None else st.eff_priority
+    def _tracked_priority(st: PulseState, u: Unit) -> int:
+        """This router's priority in unit ``u``, tracking applied: its configured one when it tracks
+        nothing (0 before any config)."""
+        if u.eff_priority is not None:
+            return u.eff_priority
+        return u.cfg.priority_of(st.cfg.local) if u.cfg_ is not None and st.settings is not None else 0
 
     @classmethod
-    def _my_priority(cls, st: PulseState) -> int:
-        """The priority this router advertises and elects with: its own moved by tracking, or 0 for
-        reentry seconds after it gave up the active role because a failover service failed here (so
-        that the peer takes over and this router does not preempt it back at once; with no other
-        candidate it still takes over, see docs/pulse.md)."""
-        return 0 if st.now < st.gave_up_until else cls._tracked_priority(st)
+    def _my_priority(cls, st: PulseState, u: Unit) -> int:
+        """The priority this router advertises and elects with in unit ``u``: its own moved by
+        tracking, or 0 for reentry seconds after it gave up the active role because a failover
+        service failed here (so that the peer takes over and this router does not preempt it back at
+        once; with no other candidate it still takes over, see docs/pulse.md)."""
+        return 0 if st.now < u.gave_up_until else cls._tracked_priority(st, u)
 
-    def _elect(self, st: PulseState, out: list) -> None:
-        """A BACKUP takes over when it is the best live candidate and no live peer is active, or
-        (preempt) when it outranks every live peer, an active one included, for preempt_delay."""
-        if st.role != BACKUP or not st.done_listening():
-            st.preempt_since = None
+    def _elect(self, st: PulseState, u: Unit, out: list) -> None:
+        """A BACKUP unit takes over when this router is its best live candidate and no live peer is
+        active for it, or (preempt) when it outranks every live peer, an active one included, for
+        preempt_delay."""
+        if u.role != BACKUP or not u.done_listening():
+            u.preempt_since = None
             return
-        s = st.settings
-        assert s is not None
-        mine = self._my_rank(st)
+        us = u.cfg
+        mine = self._my_rank(st, u)
         actives = []
-        for name, peer in st.peers.items():
-            if not peer.alive or peer.role not in (BACKUP, ACTIVE):
+        for name, v in u.views.items():
+            if not st.peers[name].alive or v.role not in (BACKUP, ACTIVE):
                 continue
-            if self._peer_rank(st, name, peer) > mine:
-                st.preempt_since = None
+            if self._peer_rank(st, name, v) > mine:
+                u.preempt_since = None
                 return  # a better live router: it is the one to be active
-            if peer.role == ACTIVE:
+            if v.role == ACTIVE:
                 actives.append(name)
         if actives:
-            if not s.preempt or st.now < st.preempt_hold_until:
-                st.preempt_since = None
+            if not us.preempt or st.now < u.preempt_hold_until:
+                u.preempt_since = None
                 return
-            if st.preempt_since is None:
-                st.preempt_since = st.now
-            if st.now - st.preempt_since < s.preempt_delay_ns:
+            if u.preempt_since is None:
+                u.preempt_since = st.now
+            if st.now - u.preempt_since < us.preempt_delay_ns:
                 return
-            self._take_over(st, "preempt", actives[0], actives, out)
+            self._take_over(st, u, "preempt", actives[0], actives, out)
             return
-        st.preempt_since = None
-        old = st.last_active
+        u.preempt_since = None
+        old = u.last_active
         old_peer = st.peers.get(old) if old else None
         if old_peer is None:
             reason, target = "no_active", None
@@ -1112,33 +1427,33 @@ class PulseCore(Core[PulseState]):
             reason, target = "peer_dead", old
         else:
             reason, target = "peer_stepped_down", old
-        self._take_over(st, reason, target, [target] if target else [], out)
+        self._take_over(st, u, reason, target, [target] if target else [], out)
 
-    def _split_brain(self, st: PulseState, name: str, peer: Peer, out: list) -> None:
+    def _split_brain(self, st: PulseState, u: Unit, name: str, v: View, out: list) -> None:
         s = st.cfg
         me = s.me
-        lost = self._peer_rank(st, name, peer) > self._my_rank(st)
+        lost = self._peer_rank(st, name, v) > self._my_rank(st, u)
         winner, loser = (name, me.name) if lost else (me.name, name)
-        mine = self._tracked_priority(st)
-        wp, lp = (peer.priority, mine) if lost else (mine, peer.priority)
+        mine = self._tracked_priority(st, u)
+        wp, lp = (v.priority, mine) if lost else (mine, v.priority)
         out.append(Effect("pulse.split_brain_resolved", {
             "winner": winner, "loser": loser, "winner_priority": wp, "loser_priority": lp,
-            "this_router_stays": not lost,
+            "this_router_stays": not lost, "group": u.name,
         }))
         if lost:
-            st.last_active = name
-            self._step_down(st, "step_down", BACKUP, "split_brain", name, out)
+            u.last_active = name
+            self._step_down(st, u, "step_down", BACKUP, "split_brain", name, out)
         else:  # re-announce at once so no client keeps the loser's MAC
-            out.append(self._garp(s, [v.payload() for v in s.vips], s.garp_repeat, "split_brain"))
+            out.append(self._garp(s, [x.payload() for x in u.cfg.vips], s.garp_repeat, "split_brain"))
 
     # -- role changes and their effects ----------------------------------------------------
-    def _take_over(self, st: PulseState, reason: str, peer: str | None, fence: list, out: list) -> None:
-        if not _fire(st, "take_over"):
+    def _take_over(self, st: PulseState, u: Unit, reason: str, peer: str | None, fence: list, out: list) -> None:
+        if not _fire(u, "take_over"):
             return
-        s = st.settings
-        assert s is not None
-        vips = [v.payload() for v in s.vips]
-        self._role_changed(st, BACKUP, ACTIVE, reason, peer, out, notify=False)
+        s = st.cfg
+        us = u.cfg
+        vips = [v.payload() for v in us.vips]
+        self._role_changed(st, u, BACKUP, ACTIVE, reason, peer, out, notify=False)
         out.append(Effect("pulse.take_vips", {"vips": vips, "reason": reason}))
         out.append(self._garp(s, vips, s.garp_repeat, "takeover"))
         for target in dict.fromkeys(fence):
@@ -1146,65 +1461,81 @@ class PulseCore(Core[PulseState]):
                 st.seq += 1
                 out.append(Effect("pulse.send_fence", {
                     "node": s.local, "target": target, "epoch": st.epoch, "seq": st.seq, "reason": reason,
-                    "port": s.port, "destinations": s.destinations(only=target),
+                    "port": s.port, "destinations": s.destinations(only=target), "groups": list(us.groups),
                 }))
-        out.append(Effect("pulse.start_lvsd", {"reason": reason}))
-        st.active_since = st.now
-        for f in s.failover:
+        out.append(Effect("pulse.start_lvsd", {"reason": reason, "groups": self._lvsd_groups(st)}))
+        u.active_since = st.now
+        for f in us.failover:
             self._run_failover(s, f, "start", reason, out)
-        self._notify(st, BACKUP, ACTIVE, out)
-        st.last_active = None
-        st.preempt_since = None
-        st.garp_next = st.now + s.garp_refresh_ns if s.garp_refresh_ns else None
-        for p in st.peers.values():
-            p.split = False
+        self._notify(st, u, BACKUP, ACTIVE, out)
+        u.last_active = None
+        u.preempt_since = None
+        u.garp_next = st.now + s.garp_refresh_ns if s.garp_refresh_ns else None
+        for v in u.views.values():
+            v.split = False
         self._heartbeat_now(st, out)
 
+    @staticmethod
+    def _lvsd_groups(st: PulseState) -> list[str] | None:
+        """The groups lvsd programs (``pulse.start_lvsd`` v2): those held; None, every virtual
+        service, when the config has no groups (as before them)."""
+        return st.held() if st.cfg.grouped else None
+
+    def _lvsd_follows(self, st: PulseState, reason: str, out: list) -> None:
+        """A unit left ACTIVE: lvsd stops when no group is held any more, else programs those left."""
+        if st.held():
+            out.append(Effect("pulse.start_lvsd", {"reason": reason, "groups": self._lvsd_groups(st)}))
+        else:
+            out.append(Effect("pulse.stop_lvsd", {"reason": reason}))
+
     def _step_down(
-        self, st: PulseState, trigger: str, dest: str, reason: str, peer: str | None, out: list,
+        self, st: PulseState, u: Unit, trigger: str, dest: str, reason: str, peer: str | None, out: list,
         heartbeat: bool = True,
     ) -> None:
-        if not _fire(st, trigger):
+        if not _fire(u, trigger):
             return
         s = st.settings
-        out.append(Effect("pulse.stop_lvsd", {"reason": reason}))
-        st.active_since = None
+        self._lvsd_follows(st, reason, out)
+        u.active_since = None
         if s is not None:
-            for f in s.failover:
+            for f in u.cfg.failover:
                 self._run_failover(s, f, "stop", reason, out)
-            out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in s.vips], "reason": reason}))
-        self._role_changed(st, ACTIVE, dest, reason, peer, out)
-        st.garp_next = None
-        st.preempt_since = None
+            out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips], "reason": reason}))
+        self._role_changed(st, u, ACTIVE, dest, reason, peer, out)
+        u.garp_next = None
+        u.preempt_since = None
         if heartbeat and (dest == BACKUP or (dest == FAULT and st.rules >= 3)):
             # tell the peers at once (over the links still up): a backup hears the role it left
             # ACTIVE for and takes over as peer_stepped_down, without waiting for deadtime
             self._heartbeat_now(st, out)
 
     def _role_changed(
-        self, st: PulseState, old: str, new: str, reason: str, peer: str | None, out: list, notify: bool = True,
+        self, st: PulseState, u: Unit, old: str, new: str, reason: str, peer: str | None, out: list,
+        notify: bool = True,
     ) -> None:
         s = st.settings
         out.append(Effect("router.role_changed", {
             "node": s.local if s else (st.hostname or "unknown")[:64],
             "old": old, "new": new, "reason": reason,
-            "priority": self._tracked_priority(st) if s else 0, "epoch": st.epoch or 0, "peer": peer,
+            "priority": self._tracked_priority(st, u), "epoch": st.epoch or 0, "peer": peer, "group": u.name,
         }))
         if notify:
-            self._notify(st, old, new, out)
+            self._notify(st, u, old, new, out)
 
-    def _notify(self, st: PulseState, old: str, new: str, out: list) -> None:
+    def _notify(self, st: PulseState, u: Unit, old: str, new: str, out: list) -> None:
         s = st.settings
-        if s is None:
+        if s is None or u.cfg_ is None:
             return
+        us = u.cfg
         common = {"role": new, "old_role": old, "timeout_ms": s.notify_timeout_ms}
-        if new == ACTIVE and s.active_cmd:
-            out.append(Effect("pulse.run_notify", {"kind": "active_cmd", "command": s.active_cmd, "args": [], **common}))
-        if old == ACTIVE and new != ACTIVE and s.inactive_cmd:
-            out.append(Effect("pulse.run_notify", {"kind": "inactive_cmd", "command": s.inactive_cmd, "args": [], **common}))
-        if s.notify_cmd and new in _NOTIFY_STATE:
-            args = ["INSTANCE", s.local, _NOTIFY_STATE[new], str(self._tracked_priority(st))]
-            out.append(Effect("pulse.run_notify", {"kind": "notify", "command": s.notify_cmd, "args": args, **common}))
+        if new == ACTIVE and us.active_cmd:
+            out.append(Effect("pulse.run_notify", {"kind": "active_cmd", "command": us.active_cmd, "args": [], **common}))
+        if old == ACTIVE and new != ACTIVE and us.inactive_cmd:
+            out.append(Effect("pulse.run_notify", {"kind": "inactive_cmd", "command": us.inactive_cmd, "args": [], **common}))
+        if us.notify_cmd and new in _NOTIFY_STATE:
+            # keepalived's "INSTANCE NAME STATE PRIORITY": the group's name (the router's without groups)
+            args = ["INSTANCE", u.name if s.grouped else s.local, _NOTIFY_STATE[new], str(self._tracked_priority(st, u))]
+            out.append(Effect("pulse.run_notify", {"kind": "notify", "command": us.notify_cmd, "args": args, **common}))
 
     # -- failover services (service = fos) --------------------------------------------------
     @staticmethod
@@ -1217,55 +1548,58 @@ class PulseCore(Core[PulseState]):
                 "timeout_ms": s.notify_timeout_ms,
             }))
 
-    def _failed_services(self, st: PulseState) -> list[tuple]:
-        """The failover services that failed on this ACTIVE router: nanny says DOWN (timeout seconds
+    def _failed_services(self, st: PulseState, u: Unit) -> list[tuple]:
+        """The failover services that failed on this ACTIVE unit: nanny says DOWN (timeout seconds
         of failed checks in a row) and it has been active for at least that service's timeout (a
         service that was DOWN when this router took over, e.g. seen through the VIP while the old
         active's copy was dying, gets timeout seconds to come up after its start_cmd)."""
-        s = st.settings
-        if st.role != ACTIVE or s is None or st.active_since is None:
+        if u.role != ACTIVE or u.cfg_ is None or u.active_since is None:
             return []
-        return [f for f in s.failover
-                if st.fos_health.get(f[0]) == "DOWN" and st.now - st.active_since >= f[3]]
+        since = u.active_since
+        return [f for f in u.cfg.failover if st.fos_health.get(f[0]) == "DOWN" and st.now - since >= f[3]]
 
-    def _check_failover(self, st: PulseState, out: list) -> None:
+    def _check_failover(self, st: PulseState, u: Unit, out: list) -> None:
         """Piranha's fos: a failed failover service on the active router makes it give up, so the
         backup takes over (VIPs, start_cmd). This router advertises priority 0 for the longest
         reentry of the failed services, so it does not preempt back at once (docs/pulse.md)."""
-        failed = self._failed_services(st)
+        failed = self._failed_services(st, u)
         if not failed:
             return
-        st.gave_up_until = st.now + max(f[4] for f in failed)
-        self._step_down(st, "step_down", BACKUP, "failover_service_failed", None, out)
+        u.gave_up_until = st.now + max(f[4] for f in failed)
+        self._step_down(st, u, "step_down", BACKUP, "failover_service_failed", None, out)
 
-    def _failover_deadlines(self, st: PulseState) -> list[int]:
-        s = st.settings
+    def _failover_deadlines(self, st: PulseState, u: Unit) -> list[int]:
         due: list[int] = []
-        if st.role == ACTIVE and s is not None and st.active_since is not None:
-            due.extend(st.active_since + f[3] for f in s.failover
-                       if st.fos_health.get(f[0]) == "DOWN" and st.now < st.active_since + f[3])
-        if st.role == BACKUP and st.gave_up_until > st.now:
-            due.append(st.gave_up_until)
+        if u.role == ACTIVE and u.cfg_ is not None and u.active_since is not None:
+            since = u.active_since
+            due.extend(since + f[3] for f in u.cfg.failover
+                       if st.fos_health.get(f[0]) == "DOWN" and st.now < since + f[3])
+        if u.role == BACKUP and u.gave_up_until > st.now:
+            due.append(u.gave_up_until)
         return due
 
-    def _failover_reload(self, st: PulseState, old: PulseSettings, new: PulseSettings, out: list) -> None:
+    def _failover_reload(self, u: Unit, old: UnitSettings, new: UnitSettings, out: list) -> None:
         """A reload while ACTIVE: stop what is gone or changed (its old stop_cmd), start what is new."""
+        s = u.st.cfg
         before = {f[0]: f for f in old.failover}
         after = {f[0]: f for f in new.failover}
         for name, f in before.items():
             if after.get(name, (None,) * 5)[:3] != f[:3]:
-                self._run_failover(new, f, "stop", "config", out)
+                self._run_failover(s, f, "stop", "config", out)
         for name, f in after.items():
             if before.get(name, (None,) * 5)[:3] != f[:3]:
-                self._run_failover(new, f, "start", "config", out)
+                self._run_failover(s, f, "start", "config", out)
 
     def _heartbeat(self, st: PulseState, leaving: bool = False) -> Effect:
-        s = st.settings
-        assert s is not None
+        s = st.cfg
         st.seq += 1
+        units = list(st.units.values())
+        first = units[0]
         return Effect("pulse.send_heartbeat", {
-            "node": s.local, "role": st.role, "priority": self._my_priority(st), "epoch": st.epoch, "seq": st.seq,
-            "leaving": leaving, "port": s.port, "destinations": s.destinations(),
+            "node": s.local, "role": first.role, "priority": self._my_priority(st, first), "epoch": st.epoch,
+            "seq": st.seq, "leaving": leaving, "port": s.port, "destinations": s.destinations(),
+            "groups": [{"group": g, "role": u.role, "priority": self._my_priority(st, u)}
+                       for u in units for g in u.cfg.groups],
         })
 
     def _heartbeat_now(self, st: PulseState, out: list) -> None:

@@ -259,19 +259,19 @@ class PulseShell:
         """Reconcile the VIPs with the role the log records (a restart under a running router),
         once the answers owed from the log are recorded and run: never ahead of the log."""
         st = self.runtime.state
-        todo = reconcile_vips(st.role, self.settings) if st is not None else None
-        if todo is not None and todo[0] == TAKE:
-            vips = [v.payload() for v in todo[1]]
-            added = await self._nl(self._take, vips)
-            # announced once: a takeover recorded whose effects did not all run (pulse died between
-            # the record and its gratuitous ARP) has not told the clients
-            errors = await self._nl(netutil.announce_once,
-                                    [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips])
-            log.info("reconciled_vips", role=st.role, action="added" if added else "kept", announced=not errors,
-                     errors=errors[:8])
-        elif todo is not None:
-            await self._nl(self._release, [v.payload() for v in todo[1]])
-            log.info("reconciled_vips", role=st.role, action="released")
+        for todo, unit_vips in (reconcile_vips(st) if st is not None else []):
+            vips = [v.payload() for v in unit_vips]
+            if todo == TAKE:
+                added = await self._nl(self._take, vips)
+                # announced once: a takeover recorded whose effects did not all run (pulse died
+                # between the record and its gratuitous ARP) has not told the clients
+                errors = await self._nl(netutil.announce_once,
+                                        [dict(v, device=v.get("device") or self.devices.get("public")) for v in vips])
+                log.info("reconciled_vips", role=st.role, action="added" if added else "kept", announced=not errors,
+                         errors=errors[:8])
+            else:
+                await self._nl(self._release, vips)
+                log.info("reconciled_vips", role=st.role, action="released")
 
     # -- a warm spare ------------------------------------------------------------------------
 

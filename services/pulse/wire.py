@@ -4,7 +4,7 @@ Layout of one UDP datagram::
 
     offset  size  field
     0       4     magic  b"LVSP"
-    4       1     version (1)
+    4       1     version (1; 2 with failover groups: the body's ``groups``)
     5       1     kind: 1 heartbeat, 2 fence
     6       n     body: a msgpack map (see HEARTBEAT_FIELDS / FENCE_FIELDS)
     6+n     32    HMAC-SHA256(key, bytes 0 .. 6+n)
@@ -38,14 +38,22 @@ if TYPE_CHECKING:
     from .core import PulseSettings
 
 MAGIC = b"LVSP"
-VERSION = 1
+#: the version this code writes when the config has failover groups (``groups`` in the body); a
+#: config with the default group alone writes version 1, which a router of an older release reads
+VERSION = 2
+VERSIONS = (1, 2)
+DEFAULT_GROUP = "default"
 KIND_HEARTBEAT = 1
 KIND_FENCE = 2
 _HEADER = struct.Struct("!4sBB")
 HEADER_LEN = _HEADER.size
 MAC_LEN = 32
-#: well under any MTU: a heartbeat is ~100 bytes
-MAX_DATAGRAM = 1024
+#: under an Ethernet MTU: a heartbeat is ~100 bytes, ~25 more a failover group (at most MAX_GROUPS)
+MAX_DATAGRAM = 1400
+#: the most failover groups a config may have, and the longest group name (the validator's limits):
+#: a heartbeat naming them all fits MAX_DATAGRAM
+MAX_GROUPS = 32
+MAX_GROUP_NAME = 24
 MAX_NAME = 64
 
 ROLES = frozenset({"INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"})
@@ -70,6 +78,9 @@ class Heartbeat(NamedTuple):
     epoch: int
     seq: int
     leaving: bool = False
+    #: version 2: each failover group's (name, role, priority); None: version 1 (the default group's
+    #: are role and priority)
+    groups: tuple[tuple[str, str, int], ...] | None = None
 
 
 class Fence(NamedTuple):
@@ -78,6 +89,8 @@ class Fence(NamedTuple):
     epoch: int
     seq: int
     reason: str = ""
+    #: version 2: the failover groups fenced; None: version 1 (the default group)
+    groups: tuple[str, ...] | None = None
 
 
 # name -> (type, check) ; every field is required, no other field is allowed
@@ -106,6 +119,21 @@ FENCE_FIELDS = {
 }
 
 
+def _group_states(v: Any) -> bool:
+    return (type(v) is list and 0 < len(v) <= MAX_GROUPS and all(
+        type(g) is list and len(g) == 3 and _name(g[0]) and HEARTBEAT_FIELDS["role"](g[1])
+        and HEARTBEAT_FIELDS["priority"](g[2]) for g in v))
+
+
+def _group_names(v: Any) -> bool:
+    return type(v) is list and 0 < len(v) <= MAX_GROUPS and all(_name(g) for g in v)
+
+
+#: version 2's bodies: version 1's and the groups
+HEARTBEAT_FIELDS_2 = {**HEARTBEAT_FIELDS, "groups": _group_states}
+FENCE_FIELDS_2 = {**FENCE_FIELDS, "groups": _group_names}
+
+
 def key_from_secret(secret: bytes) -> bytes:
     """The HMAC key from the secret file's bytes (surrounding whitespace ignored, so a trailing
     newline from an editor does not split a cluster). Raises ValueError for an empty secret."""
@@ -115,8 +143,8 @@ def key_from_secret(secret: bytes) -> bytes:
     return hashlib.sha256(b"lvsbus-pulse-v1\0" + secret.strip()).digest()
 
 
-def _seal(key: bytes, kind: int, body: dict) -> bytes:
-    msg = _HEADER.pack(MAGIC, VERSION, kind) + msgpack.packb(body, use_bin_type=True)
+def _seal(key: bytes, kind: int, body: dict, version: int = 1) -> bytes:
+    msg = _HEADER.pack(MAGIC, version, kind) + msgpack.packb(body, use_bin_type=True)
     out = msg + hmac.new(key, msg, hashlib.sha256).digest()
     if len(out) > MAX_DATAGRAM:
         raise WireError("too_large", f"{len(out)} bytes > {MAX_DATAGRAM}")
@@ -132,37 +160,65 @@ def _body(fields: dict, spec: dict, what: str) -> dict:
     return dict(fields)
 
 
+def _fields_of(fields: Heartbeat | Fence | dict) -> dict:
+    """The body's fields: version 1's without ``groups`` (None), version 2's with them (as lists)."""
+    d = dict(fields._asdict() if isinstance(fields, (Heartbeat, Fence)) else fields)
+    if d.get("groups") is None:
+        d.pop("groups", None)
+    else:
+        d["groups"] = [list(g) if isinstance(g, (list, tuple)) else g for g in d["groups"]]
+    return d
+
+
 def encode_heartbeat(key: bytes, fields: Heartbeat | dict) -> bytes:
-    """One heartbeat datagram. ``fields``: a Heartbeat or a dict with exactly its fields."""
-    d = fields._asdict() if isinstance(fields, Heartbeat) else fields
+    """One heartbeat datagram: version 1, or 2 when it carries ``groups``. ``fields``: a Heartbeat
+    or a dict with exactly its fields."""
+    d = _fields_of(fields)
+    if "groups" in d:
+        return _seal(key, KIND_HEARTBEAT, _body(d, HEARTBEAT_FIELDS_2, "heartbeat"), 2)
     return _seal(key, KIND_HEARTBEAT, _body(d, HEARTBEAT_FIELDS, "heartbeat"))
 
 
 def encode_fence(key: bytes, fields: Fence | dict) -> bytes:
-    """One fence datagram. ``fields``: a Fence or a dict with exactly its fields."""
-    d = fields._asdict() if isinstance(fields, Fence) else fields
+    """One fence datagram: version 1, or 2 when it names ``groups``. ``fields``: a Fence or a dict
+    with exactly its fields."""
+    d = _fields_of(fields)
+    if "groups" in d:
+        return _seal(key, KIND_FENCE, _body(d, FENCE_FIELDS_2, "fence"), 2)
     return _seal(key, KIND_FENCE, _body(d, FENCE_FIELDS, "fence"))
+
+
+def _only_default(groups: list) -> bool:
+    return len(groups) == 1 and (groups[0] if isinstance(groups[0], str) else groups[0]["group"]) == DEFAULT_GROUP
 
 
 def datagram_of(key: bytes, effect_type: str, p: dict) -> bytes:
     """The datagram a ``pulse.send_heartbeat`` or ``pulse.send_fence`` effect (payload ``p``) sends:
     pulse's shell sends it on its sockets, the simulator (tools/simulate.py) on its links."""
+    groups = p.get("groups")
     if effect_type == "pulse.send_heartbeat":
-        return encode_heartbeat(key, Heartbeat(p["node"], p["role"], p["priority"], p["epoch"], p["seq"], p["leaving"]))
-    return encode_fence(key, Fence(p["node"], p["target"], p["epoch"], p["seq"], p["reason"][:64]))
+        states = None if not groups or _only_default(groups) else tuple(
+            (g["group"], g["role"], g["priority"]) for g in groups)
+        return encode_heartbeat(key, Heartbeat(p["node"], p["role"], p["priority"], p["epoch"], p["seq"], p["leaving"],
+                                               states))
+    names = None if not groups or _only_default(groups) else tuple(groups)
+    return encode_fence(key, Fence(p["node"], p["target"], p["epoch"], p["seq"], p["reason"][:64], names))
 
 
 def received(msg: Heartbeat | Fence, link: str, address: str) -> tuple[str, dict]:
     """The event a decoded datagram becomes (type, payload), arrived on ``link`` from ``address``:
     ``pulse.heartbeat_received`` or ``pulse.fence_received`` (pulse's shell and the simulator)."""
     if isinstance(msg, Heartbeat):
+        groups = ([{"group": g, "role": r, "priority": p} for g, r, p in msg.groups] if msg.groups is not None
+                  else [{"group": DEFAULT_GROUP, "role": msg.role, "priority": msg.priority}])
         return "pulse.heartbeat_received", {
             "link": link, "peer": msg.node, "address": address, "role": msg.role, "priority": msg.priority,
-            "epoch": msg.epoch, "seq": msg.seq, "leaving": msg.leaving,
+            "epoch": msg.epoch, "seq": msg.seq, "leaving": msg.leaving, "groups": groups,
         }
     return "pulse.fence_received", {
         "link": link, "peer": msg.node, "address": address, "target": msg.target, "epoch": msg.epoch,
         "seq": msg.seq, "reason": msg.reason,
+        "groups": list(msg.groups) if msg.groups is not None else [DEFAULT_GROUP],
     }
 
 
@@ -176,22 +232,23 @@ def decode_datagram(key: bytes, data: bytes) -> Heartbeat | Fence:
     magic, version, kind = _HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise WireError("malformed", "bad magic")
-    if version != VERSION:
-        raise WireError("wrong_version", f"version {version}, this code reads {VERSION}")
+    if version not in VERSIONS:
+        raise WireError("wrong_version", f"version {version}, this code reads {', '.join(map(str, VERSIONS))}")
     msg, mac = data[:-MAC_LEN], data[-MAC_LEN:]
     if not hmac.compare_digest(hmac.new(key, msg, hashlib.sha256).digest(), mac):
         raise WireError("bad_mac", "the MAC does not match (wrong key, or altered)")
     cls: type[Heartbeat] | type[Fence]
     if kind == KIND_HEARTBEAT:
-        spec, cls = HEARTBEAT_FIELDS, Heartbeat
+        spec, cls = (HEARTBEAT_FIELDS if version == 1 else HEARTBEAT_FIELDS_2), Heartbeat
     elif kind == KIND_FENCE:
-        spec, cls = FENCE_FIELDS, Fence
+        spec, cls = (FENCE_FIELDS if version == 1 else FENCE_FIELDS_2), Fence
     else:
         raise WireError("malformed", f"unknown kind {kind}")
     try:
         body = msgpack.unpackb(
             msg[HEADER_LEN:], raw=False, strict_map_key=True, use_list=True,
-            max_str_len=MAX_DATAGRAM, max_bin_len=0, max_array_len=0, max_map_len=16, max_ext_len=0,
+            max_str_len=MAX_DATAGRAM, max_bin_len=0, max_array_len=0 if version == 1 else MAX_GROUPS,
+            max_map_len=16, max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many types for garbage
         raise WireError("malformed", f"body is not msgpack: {type(exc).__name__}") from None
@@ -200,6 +257,8 @@ def decode_datagram(key: bytes, data: bytes) -> Heartbeat | Fence:
     for k, ok in spec.items():
         if not ok(body[k]):
             raise WireError("malformed", f"bad field {k}")
+    if "groups" in body:
+        body["groups"] = tuple(tuple(g) if isinstance(g, list) else g for g in body["groups"])
     return cls(**body)
 
 

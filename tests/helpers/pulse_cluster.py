@@ -98,6 +98,10 @@ class Node:
         return self.state.role
 
     def feed(self, type_: str, payload: dict, now: int, source: str = "pulse") -> list[Effect]:
+        if type_ in ("pulse.heartbeat_received", "pulse.fence_received") and "groups" not in payload:
+            # a hand-built payload of before failover groups: as a recorded v1 event reads
+            REGISTRY.validate(type_, 1, payload)
+            payload = REGISTRY.upcast(type_, 1, payload)[1]
         check(type_, payload)
         ev = Event(next(self.seq), self.name, source, type_, 1, now, now, None, payload)
         assert self.core.accepts(ev), ev.short()
@@ -253,3 +257,24 @@ def steady_pair(**heartbeat) -> Cluster:
     c.run_until(10 * S)
     assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
     return c
+
+
+def v8_snapshot(snap: dict) -> dict:
+    """A pulse snapshot (version 9) as version 8 wrote it, before failover groups: the default
+    unit's fields at the top, each peer's role, priority and split flag in its list, the settings
+    with one set of VIPs (for tests of the older versions' upcasters)."""
+    d = dict(snap)
+    (unit,) = d.pop("units").values()
+    unit = dict(unit)
+    views = unit.pop("views")
+    d.update(unit)
+    d["peers"] = {n: p[:8] + [views[n][2], p[8]] for n, p in d["peers"].items()}
+    for n, p in d["peers"].items():
+        p[0], p[1] = views[n][0], views[n][1]
+    if d["settings"] is not None:
+        s = dict(d["settings"])
+        (u,) = s.pop("units")
+        s.update({"vips": u[2], "preempt": u[4], "preempt_delay_ns": u[5], "active_cmd": u[6],
+                  "inactive_cmd": u[7], "notify_cmd": u[8], "failover": u[9], "tracks": u[10]})
+        d["settings"] = s
+    return d

@@ -15,7 +15,7 @@ from lvsbus_services.lvsd.core import LvsdCore
 from lvsbus_services.nanny.core import FOS, NannyCore, plan
 from lvsbus_services.pulse.core import ACTIVE, BACKUP, PulseCore, _settings_from_config
 
-from tests.helpers.pulse_cluster import S, Cluster, config_payload, make_config
+from tests.helpers.pulse_cluster import S, Cluster, config_payload, make_config, v8_snapshot
 
 TIMEOUT, REENTRY = 4.0, 20.0
 
@@ -71,10 +71,10 @@ def cmds(c: Cluster, name: str) -> list[tuple[str, str, str]]:
 def test_settings_fos_mode_moves_only_the_failover_vips_and_knows_the_commands():
     s = _settings_from_config(config_payload("lvs1", to_dict(fos_config())))
     assert [v.address for v in s.vips] == ["10.0.0.150"]  # no virtual service VIP, no nat_router, no inactive one
-    assert s.failover == (("web1", "/etc/init.d/httpd start", "/etc/init.d/httpd stop", 4 * S, 20 * S),)
+    assert s.units[0].failover == (("web1", "/etc/init.d/httpd start", "/etc/init.d/httpd stop", 4 * S, 20 * S),)
     lvs = _settings_from_config(config_payload("lvs1", to_dict(dataclasses.replace(fos_config(),
                                                                                     service=ServiceType.LVS))))
-    assert "10.0.0.150" not in [v.address for v in lvs.vips] and lvs.failover == ()
+    assert "10.0.0.150" not in [v.address for v in lvs.vips] and lvs.units[0].failover == ()
 
 
 def test_start_cmd_on_the_active_only_and_stop_cmd_on_shutdown():
@@ -150,13 +150,15 @@ def test_snapshot_keeps_the_failover_state():
     core = PulseCore()
     st = c.nodes["lvs1"].state
     again = core.restore(core.snapshot(st))
-    assert again.fos_health == {"web1": "DOWN"} and again.gave_up_until == st.gave_up_until > 0
+    assert again.fos_health == {"web1": "DOWN"} and again.unit().gave_up_until == st.unit().gave_up_until > 0
     assert again.settings == st.settings
-    old = core.snapshot(st)
+    old = v8_snapshot(core.snapshot(st))
     for k in ("fos_health", "active_since", "gave_up_until"):
         del old[k]
-    v2 = core.restore(core.snapshot_upcasters[2](old))
-    assert v2.fos_health == {} and v2.gave_up_until == 0
+    for version in range(2, core.snapshot_version):  # upcast as the snapshot store does
+        old = core.snapshot_upcasters[version](old)
+    v2 = core.restore(old)
+    assert v2.fos_health == {} and v2.unit().gave_up_until == 0
 
 
 # -- nanny ---------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ def test_simulated_fos_sweep_holds_every_invariant():
 
 def test_an_active_that_does_not_give_up_is_caught(monkeypatch):
     sim = _sim()
-    monkeypatch.setattr(PulseCore, "_check_failover", lambda self, st, out: None)
+    monkeypatch.setattr(PulseCore, "_check_failover", lambda self, st, u, out: None)
     res = sim.Cluster(5, fos=True, faults=[sim.Fault(10 * S, sim.FOS_KILL, "lvs1")]).run()
     assert any("does not run failover service web" in v for v in res.violations), res.summary()
 

@@ -231,7 +231,7 @@ def test_fsm_router_prints_the_table_and_dot():
     assert r.returncode == 0 and r.stdout == role_fsm_dot()
     r = _cli("fsm", "router")
     assert r.returncode == 0
-    for word in ("take_over", "BACKUP", "ACTIVE", "link_fault", "router.shutdown_requested"):
+    for word in ("take_over", "BACKUP", "ACTIVE", "faulty", "router.shutdown_requested"):
         assert word in r.stdout
 
 

@@ -24,6 +24,7 @@ from lvsbus_services.pulse.core import (
 )
 from tests.helpers.pulse_cluster import (
     DEADTIME, KEEPALIVE, LATENCY, MS, S, Cluster, Node, config_payload, make_config, make_model, of, steady_pair,
+    v8_snapshot,
 )
 
 
@@ -103,6 +104,7 @@ def test_start_needs_config_and_started_in_either_order():
     assert types(eff)[:2] == ["pulse.release_vips", "router.role_changed"]
     assert of(eff, "router.role_changed")[0] | {} == {
         "node": "lvs1", "old": INIT, "new": BACKUP, "reason": "started", "priority": 200, "epoch": 1, "peer": None,
+        "group": "default",
     }
     hb = of(eff, "pulse.send_heartbeat")
     assert len(hb) == 1 and hb[0]["role"] == BACKUP and hb[0]["seq"] == 1
@@ -494,7 +496,7 @@ def test_healed_partition_leaves_exactly_one_active_which_reannounces():
     assert c.roles() == {"lvs1": ACTIVE, "lvs2": BACKUP}
     (t1, sb1), = c.outputs_of("lvs1", "pulse.split_brain_resolved")
     assert sb1 == {"winner": "lvs1", "loser": "lvs2", "winner_priority": 200, "loser_priority": 100,
-                   "this_router_stays": True}
+                   "this_router_stays": True, "group": "default"}
     garps = [(t, p) for t, p in c.outputs_of("lvs1", "pulse.send_garp") if p["reason"] == "split_brain"]
     assert [t for t, _ in garps] == [t1] and garps[0][1]["repeat"] == 3  # at once, on detection
     assert c.nodes["lvs2"].role_changes()[-1] == (ACTIVE, BACKUP, "split_brain")
@@ -808,7 +810,7 @@ def test_a_version_4_snapshot_restores_with_deaths_judged_on_any_input():
     from lvsbus.runtime.snapshot import decode_state
 
     n = _active_alone()
-    snap = n.core.snapshot(n.state)
+    snap = v8_snapshot(n.core.snapshot(n.state))
     assert snap.pop("own_clock") is True
     body = msgpack.packb({"core": "pulse", "v": 4, "state": snap}, use_bin_type=True)
     assert decode_state(n.core, body).own_clock is False
@@ -1102,11 +1104,11 @@ def test_late_news_is_rate_limited_per_peer_not_for_all():
 
     from lvsbus.runtime.snapshot import decode_state
 
-    snap = n.core.snapshot(n.state)
+    snap = v8_snapshot(n.core.snapshot(n.state))
     snap["reannounce_after"] = t + 2 * S  # snapshot version 3: one number
     body = msgpack.packb({"core": "pulse", "v": 3, "state": snap}, use_bin_type=True)
     st = decode_state(n.core, body)
-    assert st.reannounce_after == {p: t + 2 * S for p in n.state.peers}  # one bound for every peer
+    assert st.unit().reannounce_after == {p: t + 2 * S for p in n.state.peers}  # one bound for every peer
 
 
 def test_the_shells_vip_reconciliation_and_link_watch_decide_in_pure_code():
@@ -1114,11 +1116,15 @@ def test_the_shells_vip_reconciliation_and_link_watch_decide_in_pure_code():
     call them (on_caught_up after a restart; each poll of the links)."""
     from lvsbus_services.pulse.core import RELEASE, TAKE, _settings_from_model, link_changes, reconcile_vips
 
-    st = _settings_from_model(make_config(), "lvs1")
-    assert st.vips
-    assert reconcile_vips("ACTIVE", st) == (TAKE, st.vips)
-    assert reconcile_vips("BACKUP", st) == reconcile_vips("FAULT", st) == (RELEASE, st.vips)
-    assert reconcile_vips("INIT", st) is None and reconcile_vips("ACTIVE", None) is None
+    s = _settings_from_model(make_config(), "lvs1")
+    assert s.vips
+    n = Node("lvs1")
+    assert reconcile_vips(n.state) == []  # no config
+    n.configure(make_model())
+    assert reconcile_vips(n.state) == []  # INIT: a fresh run's first decision releases them
+    for role, todo in (("ACTIVE", TAKE), ("BACKUP", RELEASE), ("FAULT", RELEASE)):
+        n.state.unit().role = role
+        assert reconcile_vips(n.state) == [(todo, s.vips)]
     known = {"public": False}
     assert link_changes(known, {"public": False, "private": True}) == []  # never reported: up
     assert link_changes(known, {"public": True, "private": False}) == [("public", True), ("private", False)]

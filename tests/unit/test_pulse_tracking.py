@@ -10,7 +10,7 @@ import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
 from lvsbus.config import Track, TrackKind, to_dict
 from lvsbus_services.pulse.core import ACTIVE, BACKUP, FAULT, PulseCore
 from lvsbus_services.pulse.tracking import TrackSpec, assess, item_effect
-from tests.helpers.pulse_cluster import S, Cluster, make_config
+from tests.helpers.pulse_cluster import S, Cluster, make_config, v8_snapshot
 
 # ---------------------------------------------------------------------------------------------
 # the rules
@@ -176,13 +176,13 @@ def test_snapshot_keeps_the_tracking_state_and_an_old_snapshot_upcasts():
     core = PulseCore()
     st = c.nodes["lvs1"].state
     back = core.restore(core.snapshot(st))
-    assert back.track_seen == {"uplink": 0} and back.eff_priority == 50
+    assert back.track_seen == {"uplink": 0} and back.unit().eff_priority == 50
     assert core.snapshot(back) == core.snapshot(st)
-    old = core.snapshot(st)
+    old = v8_snapshot(core.snapshot(st))
     for k in ("track_seen", "eff_priority", "track_fault", "fault_cause"):
         del old[k]
-    up = core.restore(core.upcast_snapshot(7, old) if hasattr(core, "upcast_snapshot") else core.snapshot_upcasters[7](old))
-    assert up.track_seen == {} and up.eff_priority is None
+    up = core.restore(core.snapshot_upcasters[8](core.snapshot_upcasters[7](old)))
+    assert up.track_seen == {} and up.unit().eff_priority is None and up.unit().role == st.unit().role
 
 
 def test_a_split_brain_is_resolved_again_when_a_rank_changes_during_it():

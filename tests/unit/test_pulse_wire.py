@@ -22,8 +22,11 @@ HB = Heartbeat(node="lvs1", role="ACTIVE", priority=200, epoch=1_700_000_000, se
 FENCE = Fence(node="lvs2", target="lvs1", epoch=7, seq=9, reason="peer_dead")
 
 
-def _forge(kind: int, body: object, key: bytes = KEY, version: int = wire.VERSION, magic: bytes = wire.MAGIC) -> bytes:
-    """A correctly MACed datagram around an arbitrary body (what a buggy but keyed peer could send)."""
+def _forge(kind: int, body: object, key: bytes = KEY, version: int = 1, magic: bytes = wire.MAGIC) -> bytes:
+    """A correctly MACed datagram around an arbitrary body (what a buggy but keyed peer could send);
+    a ``groups`` of None is left out (a version 1 body has none)."""
+    if isinstance(body, dict) and body.get("groups", 0) is None:
+        body = {k: v for k, v in body.items() if k != "groups"}
     msg = wire._HEADER.pack(magic, version, kind) + msgpack.packb(body, use_bin_type=True)
     return msg + hmac.new(key, msg, hashlib.sha256).digest()
 
@@ -42,6 +45,34 @@ def test_fence_round_trip():
     assert isinstance(got, Fence) and got == FENCE
 
 
+def test_version_2_carries_the_failover_groups_and_version_1_is_written_without_them():
+    groups = (("web", "ACTIVE", 200), ("mail", "BACKUP", 100))
+    hb = HB._replace(groups=groups)
+    data = encode_heartbeat(KEY, hb)
+    assert data[4] == 2 and decode_datagram(KEY, data) == hb
+    fence = FENCE._replace(groups=("web",))
+    assert decode_datagram(KEY, encode_fence(KEY, fence)) == fence
+    # what the core's effects become: the default group alone is version 1 (an older router reads
+    # it), and what arrives becomes the event with every group (a version 1 one: the default group)
+    eff = {"node": "lvs1", "role": "ACTIVE", "priority": 200, "epoch": 1, "seq": 3, "leaving": False,
+           "groups": [{"group": "default", "role": "ACTIVE", "priority": 200}]}
+    one = wire.datagram_of(KEY, "pulse.send_heartbeat", eff)
+    assert one[4] == 1
+    _t, p = wire.received(decode_datagram(KEY, one), "public", "10.0.0.1")
+    assert p["groups"] == eff["groups"]
+    two = wire.datagram_of(KEY, "pulse.send_heartbeat", eff | {"groups": [
+        {"group": "web", "role": "ACTIVE", "priority": 200}, {"group": "mail", "role": "BACKUP", "priority": 100}]})
+    assert two[4] == 2
+    _t, p = wire.received(decode_datagram(KEY, two), "private", "10.0.0.1")
+    assert [g["group"] for g in p["groups"]] == ["web", "mail"]
+    f1 = wire.datagram_of(KEY, "pulse.send_fence", {"node": "lvs2", "target": "lvs1", "epoch": 1, "seq": 4,
+                                                    "reason": "peer_dead", "groups": ["default"]})
+    assert f1[4] == 1 and wire.received(decode_datagram(KEY, f1), "public", "x")[1]["groups"] == ["default"]
+    # the most groups a config may have, each with the longest name it may have, still fit
+    many = tuple((f"g{i:02d}".ljust(wire.MAX_GROUP_NAME, "x"), "BACKUP", 65535) for i in range(wire.MAX_GROUPS))
+    assert len(encode_heartbeat(KEY, HB._replace(node="n" * 64, epoch=2**63, seq=2**63, groups=many))) <= MAX_DATAGRAM
+
+
 def test_the_mac_covers_header_and_body():
     data = encode_heartbeat(KEY, HB)
     msg = data[:-32]
@@ -56,7 +87,13 @@ def test_the_mac_covers_header_and_body():
         (lambda: b"", "malformed"),
         (lambda: b"LVSP\x01\x01" + b"\0" * 20, "malformed"),
         (lambda: b"XXXX" + encode_heartbeat(KEY, HB)[4:], "malformed"),
-        (lambda: _forge(1, HB._asdict(), version=2), "wrong_version"),
+        (lambda: _forge(1, HB._asdict(), version=3), "wrong_version"),
+        (lambda: _forge(1, HB._asdict(), version=2), "malformed"),  # version 2 without its groups
+        (lambda: _forge(1, HB._asdict() | {"groups": []}, version=2), "malformed"),
+        (lambda: _forge(1, HB._asdict() | {"groups": [["web", "MASTER", 1]]}, version=2), "malformed"),
+        (lambda: _forge(1, HB._asdict() | {"groups": [["web", "ACTIVE", 1]] * 33}, version=2), "malformed"),
+        (lambda: _forge(2, FENCE._asdict() | {"groups": [""]}, version=2), "malformed"),
+        (lambda: _forge(1, HB._asdict() | {"groups": [["web", "ACTIVE", 1]]}, version=1), "malformed"),
         (lambda: b"\0" * (MAX_DATAGRAM + 1), "too_large"),
         (lambda: _forge(3, HB._asdict()), "malformed"),  # unknown kind
         (lambda: _forge(1, [1, 2, 3]), "malformed"),  # not a map

@@ -114,7 +114,7 @@ def test_a_snapshot_round_trips_with_its_core_and_version(tmp_path):
     core, state = _pulse_with_state()
     body = encode_state(core, state)
     env = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 7
+    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 9
     assert core.snapshot(decode_state(core, body)) == core.snapshot(state)
 
 
@@ -125,20 +125,23 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
 
     from lvsbus.runtime.snapshot import SnapshotStore, decode_state
 
+    from tests.helpers.pulse_cluster import v8_snapshot
+
     core, state = _pulse_with_state()
     d = core.snapshot(state)
-    old = {k: v for k, v in d.items() if k != "reannounce_after"}
+    old = {k: v for k, v in v8_snapshot(d).items() if k != "reannounce_after"}
     store = SnapshotStore(tmp_path)
     store.save("pulse", 9, msgpack.packb({"v": 1, "state": old}, use_bin_type=True), file_format=1)
     seq, fmt, body = next(store.valid("pulse"))
     assert (seq, fmt) == (9, 1)
     restored = decode_state(core, body, fmt)
     # (v5 added own_clock, v7 the rules: an old snapshot is of a run under rules 2)
-    assert core.snapshot(restored) == {**d, "reannounce_after": {}, "own_clock": False, "rules": 2}
+    units = {"default": {**d["units"]["default"], "reannounce_after": {}}}
+    assert core.snapshot(restored) == {**d, "units": units, "own_clock": False, "rules": 2}
 
 
 @pytest.mark.parametrize("env, why", [
-    ({"core": "pulse", "v": 8, "state": {}}, "version 8"),
+    ({"core": "pulse", "v": 10, "state": {}}, "version 10"),
     ({"core": "pulse", "v": 0, "state": {}}, "version 0"),
     ({"core": "pulse", "v": True, "state": {}}, "not an integer"),
     ({"core": "nanny", "v": 1, "state": {}}, "not of 'pulse'"),

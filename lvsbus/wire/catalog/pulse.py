@@ -61,6 +61,16 @@ ROLE_REASONS_3 = Enum(
     doc="why the role changed (stable, for alerting)",
 )
 TRACK = Str(max_len=64, min_len=1, doc="the tracked item's name ([track.NAME])")
+GROUP = Str(max_len=64, min_len=1, doc="a failover group's name ([group.NAME]; 'default' holds every VIP whose "
+            "service names no group, and all of them in a config without groups)")
+GROUP_STATE = Struct({"group": GROUP, "role": ROLE, "priority": PRIORITY},
+                     doc="one failover group's role and priority on the sender")
+GROUPS = List(GROUP_STATE, max_items=64, doc="every failover group of the sender: its role and priority there")
+
+
+def _default_group(p: dict) -> list[dict]:
+    """What a record from before failover groups says of the one group there was."""
+    return [{"group": "default", "role": p["role"], "priority": p["priority"]}]
 
 VIP = Struct(
     {
@@ -125,7 +135,7 @@ declare(
     "it was decided by).",
     upcast=lambda p: {**p, "rules": 2},
 )
-declare(
+_HB_RECEIVED_1 = declare(
     "pulse.heartbeat_received", 1,
     {
         "link": LINK,
@@ -140,6 +150,14 @@ declare(
     doc="An authenticated, well-formed heartbeat arrived. Sequence and epoch checks are the core's.",
 )
 declare(
+    "pulse.heartbeat_received", 2,
+    {**_HB_RECEIVED_1.payload.fields, "groups": GROUPS},
+    doc="An authenticated, well-formed heartbeat arrived. Sequence and epoch checks are the core's. v2: "
+    "each failover group's role and priority (role and priority: the default group's, or the first "
+    "group's); a v1 record (and a heartbeat of wire version 1) is the default group alone.",
+    upcast=lambda p: {**p, "groups": _default_group(p)},
+)
+_FENCE_RECEIVED_1 = declare(
     "pulse.fence_received", 1,
     {
         "link": LINK,
@@ -151,6 +169,13 @@ declare(
         "reason": Str(max_len=64),
     },
     doc="An authenticated fence arrived: the sender took over and tells the target to stop lvsd and release its VIPs.",
+)
+declare(
+    "pulse.fence_received", 2,
+    {**_FENCE_RECEIVED_1.payload.fields, "groups": List(GROUP, max_items=64, doc="the groups fenced")},
+    doc="An authenticated fence arrived: the sender took over these failover groups and tells the target "
+    "to release them. v2: the groups (a v1 record, and a fence of wire version 1, fences the default group).",
+    upcast=lambda p: {**p, "groups": ["default"]},
 )
 declare(
     "pulse.link_changed", 1,
@@ -240,6 +265,12 @@ declare(
     upcast=lambda p: p,
 )
 declare(
+    "router.role_changed", 4,
+    {**_ROLE_CHANGED_1.payload.fields, "reason": ROLE_REASONS_3, "group": GROUP},
+    doc="This router's role in a failover group changed. v4: the group (a v3 record is the default group's).",
+    upcast=lambda p: {**p, "group": "default"},
+)
+declare(
     "pulse.peer_alive", 1,
     {"peer": NAME, "link": LINK, "role": ROLE, "priority": PRIORITY, "epoch": EPOCH},
     doc="A peer was heard for the first time, or again after it was declared dead or left.",
@@ -269,7 +300,7 @@ declare(
     {"peer": NAME, "link": LINK},
     doc="A degraded link carries the peer's heartbeats again.",
 )
-declare(
+_SPLIT_1 = declare(
     "pulse.split_brain_resolved", 1,
     {
         "winner": NAME,
@@ -281,8 +312,16 @@ declare(
     doc="Two routers were active at once (a healed partition); the lower (priority, then address) steps down.",
 )
 declare(
+    "pulse.split_brain_resolved", 2,
+    {**_SPLIT_1.payload.fields, "group": GROUP},
+    doc="Two routers were active at once for a failover group; the lower (priority, then address) steps "
+    "down. v2: the group (a v1 record is the default group's).",
+    upcast=lambda p: {**p, "group": "default"},
+)
+declare(
     "pulse.priority_changed", 1,
     {
+        "group": GROUP,
         "old": PRIORITY,
         "new": PRIORITY,
         "base": PRIORITY,
@@ -322,7 +361,7 @@ declare(
 # ---------------------------------------------------------------------------------------------
 # effects (commands for pulse's shell)
 
-declare(
+_SEND_HB_1 = declare(
     "pulse.send_heartbeat", 1,
     {
         "node": NAME,
@@ -337,6 +376,14 @@ declare(
     doc="Send one heartbeat datagram (the same body, same seq) to every destination.",
 )
 declare(
+    "pulse.send_heartbeat", 2,
+    {**_SEND_HB_1.payload.fields, "groups": GROUPS},
+    doc="Send one heartbeat datagram (the same body, same seq) to every destination. v2: each failover "
+    "group's role and priority (wire version 2; version 1, without them, when the only group is the "
+    "default one, so that a router of an older release still hears it).",
+    upcast=lambda p: {**p, "groups": _default_group(p)},
+)
+_SEND_FENCE_1 = declare(
     "pulse.send_fence", 1,
     {
         "node": NAME,
@@ -348,6 +395,13 @@ declare(
         "destinations": List(DESTINATION, max_items=16, doc="the target's address on every link"),
     },
     doc="Send a fence ('stop your lvs daemon and release your VIPs') to the target over every link.",
+)
+declare(
+    "pulse.send_fence", 2,
+    {**_SEND_FENCE_1.payload.fields, "groups": List(GROUP, max_items=64, doc="the groups fenced")},
+    doc="Send a fence (release these failover groups) to the target over every link. v2: the groups "
+    "(wire version 1, without them, when the only group is the default one).",
+    upcast=lambda p: {**p, "groups": ["default"]},
 )
 declare(
     "pulse.take_vips", 1,
@@ -396,6 +450,16 @@ declare(
     "pulse.start_lvsd", 1,
     {"reason": ROLE_REASONS},
     doc="Start the lvs daemon (the desired IPVS table) on this router.",
+)
+declare(
+    "pulse.start_lvsd", 2,
+    {"reason": ROLE_REASONS_3,
+     "groups": Nullable(List(GROUP, max_items=64),
+                        doc="the failover groups this router now holds: lvsd programs their virtual services "
+                        "only (null, a v1 record: every virtual service)")},
+    doc="Start the lvs daemon (the desired IPVS table) on this router, or, running, change the failover "
+    "groups it programs (sent again whenever the groups held change while one is). v2: the groups.",
+    upcast=lambda p: {**p, "groups": None},
 )
 declare(
     "pulse.stop_lvsd", 1,
