@@ -10,6 +10,9 @@ A UDP responder on each router answers with its name; the client probes the VIP 
   linkcut   the active's public cable cut (heartbeats on the public link only, as VRRP)
   graceful  SIGTERM of the active router (it hands over with a leaving heartbeat / priority 0)
   takeback  the higher-priority router comes back (preempt): the longest answer gap seen
+  activeactive  two failover groups (keepalived: two VRRP instances), web on r1 and mail (VIP
+            10.99.1.51) on r2; SIGKILL r1: web's failover time, and the probes mail's clients
+            lost meanwhile (probed every --probe-ms throughout: must be 0)
 
 Then false failovers: both routers steady while two busy loops saturate both cores, for each
 (keepalive, deadtime) pair in ``--saturate-pairs``; any role change is a false failover.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import threading
 import shutil
 import signal
 import statistics
@@ -58,6 +62,43 @@ vrrp_instance VI_1 {{
         {vip}/32 dev eth0
     }}
 }}
+"""
+#: the active/active pair's second instance (mail: the other router ranks first)
+KEEPALIVED_MAIL = """
+vrrp_instance VI_2 {{
+    state BACKUP
+    interface eth0
+    virtual_router_id 52
+    priority {priority}
+    advert_int {advert}
+    virtual_ipaddress {{
+        {vip}/32 dev eth0
+    }}
+}}
+"""
+MAIL_VIP = "10.99.1.51"
+#: lvsbus's active/active config: the echo service in group web, a second one in group mail
+GROUPS_TOML = f"""
+[group.web]
+priority = {{r1 = 200, r2 = 100}}
+
+[group.mail]
+priority = {{r1 = 100, r2 = 200}}
+
+[virtual.mail]
+address = "{MAIL_VIP}"
+device = "eth0"
+port = 7
+protocol = "udp"
+scheduler = "rr"
+forwarding = "direct"
+group = "mail"
+
+[virtual.mail.check]
+kind = "udp"
+
+[virtual.mail.server.s1]
+address = "10.99.3.101"
 """
 
 
@@ -127,18 +168,26 @@ class Prober:
 class Pair:
     """Two routers of one kind (lvsbus or keepalived) in the topology."""
 
-    def __init__(self, topo: Topology, tmp: Path, kind: str, keepalive: float, deadtime: float, private_link: bool) -> None:
-        self.topo, self.tmp, self.kind = topo, tmp, kind
+    def __init__(self, topo: Topology, tmp: Path, kind: str, keepalive: float, deadtime: float, private_link: bool,
+                 groups: bool = False) -> None:
+        self.topo, self.tmp, self.kind, self.groups = topo, tmp, kind, groups
         self.keepalive, self.deadtime = keepalive, deadtime
         self.procs: dict[str, subprocess.Popen] = {}
         self.run = 0
+        self.mail_probes = (0, 0)  # activeactive: (sent, lost) to the undisturbed group in the last run
         self.kill_wall_ns = 0
         key = write_key(tmp / "hb.key")
         self.config = tmp / "lvs.toml"
         self.config.write_text(router_toml(topo, key, keepalive=keepalive, deadtime=deadtime, port=5391,
                                            private_link=private_link, garp_repeat=3))
+        if groups:
+            text = self.config.read_text().replace("[virtual.echo]\n", '[virtual.echo]\ngroup = "web"\n')
+            self.config.write_text(text + GROUPS_TOML)
         for r, prio in (("r1", 200), ("r2", 100)):
-            (tmp / f"ka-{r}.conf").write_text(KEEPALIVED_CONF.format(name=r, priority=prio, advert=keepalive, vip=VIP))
+            conf = KEEPALIVED_CONF.format(name=r, priority=prio, advert=keepalive, vip=VIP)
+            if groups:
+                conf += KEEPALIVED_MAIL.format(priority=300 - prio, advert=keepalive, vip=MAIL_VIP)
+            (tmp / f"ka-{r}.conf").write_text(conf)
 
     def state(self, r: str) -> Path:
         return self.tmp / f"{self.kind}-{r}-{self.run}"
@@ -171,7 +220,12 @@ class Pair:
     def steady(self, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.has_vip("r1") and not self.has_vip("r2"):
+            if self.groups:
+                if self.has_vip("r1") and self.topo.has_address("r2", MAIL_VIP) and not self.has_vip("r2") \
+                        and not self.topo.has_address("r1", MAIL_VIP):
+                    time.sleep(max(self.deadtime, 3.5 * self.keepalive) + 0.2)
+                    return
+            elif self.has_vip("r1") and not self.has_vip("r2"):
                 if self.kind != "lvsbus" or (self.lvsbus_role("r1") == "ACTIVE" and self.lvsbus_role("r2") == "BACKUP"):
                     time.sleep(self.deadtime)  # settle: the backup has heard the active for a while
                     return
@@ -183,6 +237,7 @@ class Pair:
         self.run += 1
         for r in ("r1", "r2"):
             self.topo.run(r, "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)
+            self.topo.run(r, "ip", "addr", "del", f"{MAIL_VIP}/32", "dev", "eth0", check=False)
             for link in ("public", "private"):
                 self.topo.heal(r, link)
         self.topo.run("c", "ip", "neigh", "flush", "all", check=False)
@@ -210,6 +265,42 @@ class Pair:
         self.procs.clear()
 
 
+class Undisturbed(threading.Thread):
+    """Probes the mail VIP every ``every`` s while the web group fails over: probes unanswered
+    within 50 ms are lost."""
+
+    def __init__(self, topo: Topology, every: float) -> None:
+        super().__init__(daemon=True)
+        self.sock = topo.socket("c")
+        self.sock.bind((CLIENT, 0))
+        self.sock.setblocking(False)
+        self.every, self.sent, self.lost, self.halt = every, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.sent += 1
+            tag = b"m%d" % self.sent
+            try:
+                self.sock.sendto(tag, (MAIL_VIP, 7))
+            except OSError:
+                pass
+            end, ok = time.monotonic() + 0.05, False
+            while not ok and time.monotonic() < end:
+                select.select([self.sock], [], [], 0.01)
+                try:
+                    ok = self.sock.recvfrom(2048)[0].endswith(b" " + tag)
+                except BlockingIOError:
+                    pass
+            self.lost += not ok
+            time.sleep(self.every)
+
+    def stop(self) -> tuple[int, int]:
+        self.halt.set()
+        self.join(5)
+        self.sock.close()
+        return self.sent, self.lost
+
+
 def scenario(pair: Pair, prober: Prober, name: str, every: float) -> float | None:
     topo = pair.topo
     pair.fresh()
@@ -228,6 +319,18 @@ def scenario(pair: Pair, prober: Prober, name: str, every: float) -> float | Non
         pair.kill_wall_ns = time.time_ns()
         pair.kill("r1", signal.SIGTERM)
         return prober.first_from("r2", t0, 10.0, every)
+    if name == "activeactive":
+        mail = Undisturbed(topo, every)
+        mail.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        pair.kill("r1", signal.SIGKILL)
+        pair.procs["r1"].wait(5)
+        topo.run("r1", "ip", "addr", "del", f"{VIP}/32", "dev", "eth0", check=False)
+        took = prober.first_from("r2", t0, 10.0, every)
+        time.sleep(0.5)
+        pair.mail_probes = mail.stop()
+        return took
     if name == "takeback":
         pair.kill("r1", signal.SIGTERM)
         pair.procs["r1"].wait(10)
@@ -314,7 +417,7 @@ def main() -> int:
                     help="lvsbus's deadtime (default %(default)s s: 2.5 intervals, no false failover under full CPU "
                     "load here); VRRP's master-down at 0.1 s is 3 intervals + skew, ~0.36 s")
     ap.add_argument("--probe-ms", type=float, default=5.0)
-    ap.add_argument("--scenarios", default="sigkill,linkcut,graceful,takeback")
+    ap.add_argument("--scenarios", default="sigkill,linkcut,graceful,takeback,activeactive")
     ap.add_argument("--saturate", type=float, default=15.0, help="seconds per pair under CPU load (0: skip)")
     ap.add_argument("--busy", type=int, default=2, help="busy loops started for the saturation runs")
     ap.add_argument("--saturate-pairs", default="0.1:0.35,0.1:0.5,0.2:1.0", help="keepalive:deadtime,...")
@@ -349,13 +452,18 @@ def main() -> int:
         for name in args.scenarios.split(","):
             for kind in kinds:
                 # link cut: heartbeats on the public link only (as VRRP): see docs/router.md
-                pair = Pair(topo, tmp, kind, args.keepalive, args.deadtime, private_link=(name != "linkcut"))
+                pair = Pair(topo, tmp, kind, args.keepalive, args.deadtime, private_link=(name != "linkcut"),
+                            groups=(name == "activeactive"))
                 times = []
+                mail_sent = mail_lost = 0
                 stages: dict[str, list[float]] = {}
                 for _ in range(args.runs):
                     t = scenario(pair, prober, name, every)
                     if t is not None:
                         times.append(t)
+                    if name == "activeactive":
+                        mail_sent += pair.mail_probes[0]
+                        mail_lost += pair.mail_probes[1]
                     if kind == "lvsbus" and name == "graceful":
                         for k, v in graceful_stages(pair).items():
                             stages.setdefault(k, []).append(v)
@@ -372,6 +480,9 @@ def main() -> int:
                     out(f"{kind}_{name}_median", f"{medians[(kind, name)] * 1000:.1f}", "ms")
                     out(f"{kind}_{name}_max", f"{max(times) * 1000:.1f}", "ms")
                 out(f"{kind}_{name}_failed_runs", args.runs - len(times))
+                if name == "activeactive":  # the other group's clients, over every run
+                    out(f"{kind}_activeactive_undisturbed_probes", mail_sent)
+                    out(f"{kind}_activeactive_undisturbed_lost_probes", mail_lost)
             if ("lvsbus", name) in medians and ("keepalived", name) in medians and medians[("keepalived", name)] > 0:
                 out(f"ratio_{name}_lvsbus_over_keepalived", f"{medians[('lvsbus', name)] / medians[('keepalived', name)]:.2f}")
         if args.saturate > 0:
