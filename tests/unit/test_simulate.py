@@ -553,3 +553,20 @@ def test_a_tracked_interface_moves_the_role_and_it_comes_back(fault, outage_unde
     assert res.failovers == 2, res.summary()  # away, then back when the interface is up again
     assert res.roles == {"lvs1": "ACTIVE", "lvs2": "BACKUP"}
     assert res.outage_ns < outage_under, res.summary()  # well under deadtime (3 s) plus a start
+
+
+# ---------------------------------------------------------------------------------------------
+# failover groups (Cluster(groups=True)): the active/active pair, invariants per group
+
+
+def test_groups_sweep_holds_every_invariant_per_group_and_every_log_replays():
+    results = [run_seed(s, groups=True, tracking=s % 2 == 1, verify=True) for s in range(0, 100)]
+    failed = [r.summary() for r in results if not r.ok]
+    assert not failed, "\n".join(failed)
+
+
+def test_the_active_active_pair_survives_a_router_crash_and_settles_back():
+    res = Cluster(7, groups=True, faults=[Fault(8 * S, "router_crash", "lvs1", 6 * S)], duration=30 * S).run(verify=True)
+    assert res.ok, res.summary()
+    assert res.roles == {"lvs1": "ACTIVE", "lvs2": "ACTIVE"}  # each for its own group again
+    assert res.failovers >= 2  # web to lvs2, and back
