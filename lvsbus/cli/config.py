@@ -233,7 +233,35 @@ def describe(loaded: LoadedConfig) -> str:
                    + ("" if fos else " [ignored: service = lvs]"))
         for fs in cfg.failover_services:
             out += _describe_failover(fs, fos, cfg.heartbeat.keepalive)
+    out += _describe_groups(cfg)
+    if cfg.tracks:
+        out.append(f"tracked: {len(cfg.tracks)}")
+        out += [_describe_track(t) for t in cfg.tracks]
     return "\n".join(out)
+
+
+def _describe_groups(cfg: Config) -> list[str]:
+    """The failover groups (each elected on its own) with their priorities and VIPs' services."""
+    if not cfg.groups:
+        return []
+    out = [f"failover groups: {len(cfg.group_names())}"]
+    services = [*cfg.lvs_services(), *cfg.fos_services()]
+    for name in cfg.group_names():
+        g = cfg.group(name)
+        prios = ", ".join(f"{r.name} {g.priority_on(r)}" for r in cfg.routers)
+        members = [s.name for s in services if (s.group or "default") == name]
+        extra = f", moves with sync group {g.sync_group}" if g.sync_group else ""
+        out.append(f"  {name}: priority {prios}; services {', '.join(members) or 'none'}{extra}")
+    return out
+
+
+def _describe_track(t) -> str:
+    what = {"interface": t.device, "script": t.command, "file": t.path}.get(t.kind.value, getattr(t, "virtual", None))
+    effect = "FAULT when failed" if t.weight == 0 else (f"{t.weight:+d} while fine" if t.weight > 0
+                                                        else f"{t.weight:+d} while failed")
+    where = f" on {', '.join(t.on_routers)}" if t.on_routers else ""
+    groups = f" for {', '.join(t.groups)}" if t.groups else ""
+    return f"  {t.name}: {t.kind.value} {what}: {effect}{' (reversed)' if t.reverse else ''}{where}{groups}"
 
 
 def _describe_router(r: Router) -> str:

@@ -251,9 +251,6 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
     _service_mode(o, cfg, any_nat)
     _failover_services(o, cfg)
     _tracks(o, cfg)
-    for g in cfg.groups:  # until pulse runs one role machine a group (issue 14)
-        o.warn(f"group.{g.name}", "failover groups are not acted on yet: every VIP moves with one role, "
-                                  "as without groups")
     return o.issues
 
 
