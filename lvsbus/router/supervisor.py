@@ -695,8 +695,10 @@ class Router:
                 c.terminate()  # a new standby is started once it is gone (_supervise)
         elif ev.type == "router.role_changed":
             p = ev.payload
-            log.info("role_changed", seq=ev.seq, old=p["old"], new=p["new"], reason=p["reason"])
-            sd_notify(f"STATUS=router {self.local}: {p['new']} ({p['reason']})")
+            group = p.get("group", "default")
+            log.info("role_changed", seq=ev.seq, group=group, old=p["old"], new=p["new"], reason=p["reason"])
+            where = "" if group == "default" else f" {group}"
+            sd_notify(f"STATUS=router {self.local}{where}: {p['new']} ({p['reason']})")
 
     def _supervise(self) -> bool:
         """Restart dead children (the decisions are lvsbus.router.supervision's); keep the warm spares;

@@ -285,7 +285,8 @@ class ApplierState:
     daemons_have: list | None = None
     timeouts_want: dict = field(default_factory=lambda: {"tcp": 0, "tcpfin": 0, "udp": 0})
     sync: dict | None = None  # config's sync daemon {ifname, syncid} when enabled
-    role: str = "INIT"
+    role: str = "INIT"  # the last role_changed's new role (any group): shown, not decided on
+    roles: dict = field(default_factory=dict)  # failover group -> this router's role in it
     managed: set = field(default_factory=set)  # ServiceKey
     flush_unmanaged: bool = False
     batch: int = 0  # last batch number emitted
@@ -354,6 +355,7 @@ class ApplierCore(Core[ApplierState]):
 
     def _on_role_changed(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
         st.role = p["new"]
+        st.roles[p.get("group", "default")] = p["new"]
         return self._reconcile(st, "role")
 
     def _on_started(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
@@ -431,11 +433,11 @@ class ApplierCore(Core[ApplierState]):
     def _want_daemons(self, st: ApplierState) -> list[dict]:
         if st.sync is None:
             return []
-        if st.role == "ACTIVE":
-            return [{"state": "master", **st.sync}]
-        if st.role == "BACKUP":
-            return [{"state": "backup", **st.sync}]
-        return []
+        # a router active for a group sends its connections (master); one backup for a group takes
+        # the peer's (backup); an active/active pair runs both, as the kernel allows
+        roles = set(st.roles.values())
+        return ([{"state": "master", **st.sync}] if "ACTIVE" in roles else []) + \
+            ([{"state": "backup", **st.sync}] if "BACKUP" in roles else [])
 
     def _reconcile(self, st: ApplierState, reason: str, only: set | None = None) -> list[Effect]:
         if st.idle or st.expected is None or st.reads:
@@ -461,9 +463,10 @@ class ApplierCore(Core[ApplierState]):
         return effects
 
     # snapshots: plain data. Version 1 lacked fail_streak before it existed; version 2 has it;
-    # version 3 has idle (service = fos)
-    snapshot_version = 3
-    snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}, 2: lambda d: {"idle": False, **d}}
+    # version 3 has idle (service = fos); version 4 has roles (one a failover group)
+    snapshot_version = 4
+    snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}, 2: lambda d: {"idle": False, **d},
+                          3: lambda d: {"roles": {"default": d["role"]} if d["role"] != "INIT" else {}, **d}}
 
     def snapshot(self, st: ApplierState) -> Any:
         return {
@@ -472,6 +475,7 @@ class ApplierCore(Core[ApplierState]):
             "expected": st.expected.to_dict() if st.expected is not None else None,
             "timeouts_have": st.timeouts_have, "daemons_have": st.daemons_have,
             "timeouts_want": st.timeouts_want, "sync": st.sync, "role": st.role,
+            "roles": dict(sorted(st.roles.items())),
             "managed": sorted(str(k) for k in st.managed), "flush_unmanaged": st.flush_unmanaged,
             "batch": st.batch, "request": st.request,
             "reads": [[k, v] for k, v in st.reads.items()],
@@ -486,7 +490,7 @@ class ApplierCore(Core[ApplierState]):
             version=d["version"],
             expected=Table.from_dict(d["expected"]) if d["expected"] is not None else None,
             timeouts_have=d["timeouts_have"], daemons_have=d["daemons_have"],
-            timeouts_want=d["timeouts_want"], sync=d["sync"], role=d["role"],
+            timeouts_want=d["timeouts_want"], sync=d["sync"], role=d["role"], roles=dict(d["roles"]),
             managed={ServiceKey.parse(k) for k in d["managed"]}, flush_unmanaged=d["flush_unmanaged"],
             batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
             pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],

@@ -92,10 +92,10 @@ def test_messy_start_one_reconcile_then_nothing(router):
     assert ipvsadm("-L", "--timeout").split()[-3:] == ["901", "61", "121"]
     # the role: master sync daemon on the active router
     router.publish("router.role_changed", {"node": "lvs1", "old": "BACKUP", "new": "ACTIVE", "reason": "peer_dead",
-                                          "priority": 100, "epoch": 1, "peer": None}, source="pulse")
+                                          "priority": 100, "epoch": 1, "peer": None, "group": "default"}, source="pulse")
     router.wait(lambda: "master sync daemon (mcast=sync0, syncid=7" in ipvsadm("-L", "--daemon"), 30, "master sync daemon")
     router.publish("router.role_changed", {"node": "lvs1", "old": "ACTIVE", "new": "BACKUP", "reason": "fenced",
-                                          "priority": 100, "epoch": 1, "peer": None}, source="pulse")
+                                          "priority": 100, "epoch": 1, "peer": None, "group": "default"}, source="pulse")
     router.wait(lambda: "backup sync daemon (mcast=sync0, syncid=7" in ipvsadm("-L", "--daemon")
                 and "master" not in ipvsadm("-L", "--daemon"), 30, "backup sync daemon only")
     # a second reconcile (restart) does nothing

@@ -161,7 +161,7 @@ def test_bgp_service_announces_withdraws_drains_and_restarts_bird(netns, tmp_pat
 
         def role(r, new):
             clients[r].publish_acked("router.role_changed", {"node": r, "old": "INIT", "new": new, "reason": "started",
-                                                             "priority": 100, "epoch": 1, "peer": None}, timeout=5.0)
+                                                             "priority": 100, "epoch": 1, "peer": None, "group": "default"}, timeout=5.0)
 
         def health(r, up):
             if up:

@@ -242,10 +242,10 @@ class Feed:
         self.state = self.core.initial()
         self.seq = 0
 
-    def __call__(self, type_, payload, source="x", mono=0):
+    def __call__(self, type_, payload, source="x", mono=0, version=1):
         self.seq += 1
-        REGISTRY.validate(type_, 1, payload)
-        ev = Event(self.seq, "n", source, type_, 1, mono, 0, None, payload)
+        REGISTRY.validate(type_, version, payload)
+        ev = Event(self.seq, "n", source, type_, version, mono, 0, None, payload)
         assert self.core.accepts(ev)
         self.state, effs = self.core.decide(self.state, ev)
         for e in effs:
@@ -294,6 +294,34 @@ def test_core_cycle():
     (eff,) = read(f, eff.payload["request"], Table(), daemons=[{"state": "master", "ifname": "eth1", "syncid": 4}],
                   timeouts={"tcp": 900, "tcpfin": 120, "udp": 60})
     assert apply_ops(Table(), eff.payload["ops"]) == want
+
+
+def test_sync_daemons_follow_the_roles_of_every_failover_group():
+    """Active/active: a router active for web and backup for mail runs the master sync daemon (its web
+    connections go out) and the backup one (the peer's mail connections come in); a lone group: one."""
+    f = Feed()
+    cfg = loads(CONFIG, "x.toml").config
+    f("config.loaded", {"path": "x", "format": "toml", "digest": "d", "model": to_dict(cfg), "warnings": [],
+                        "local_router": "lvs1", "reload": False, "diff": {}})
+    f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
+    read(f, 1, Table(), timeouts={"tcp": 900, "tcpfin": 120, "udp": 60})
+
+    def role(group, old, new):
+        effs = f("router.role_changed", {"node": "lvs1", "old": old, "new": new, "reason": "config", "priority": 100,
+                                         "epoch": 1, "peer": None, "group": group}, version=4)
+        return [(o["op"], o["attrs"]["state"]) for e in effs for o in e.payload["ops"]]
+
+    assert role("web", "INIT", "ACTIVE") == [("start_daemon", "master")]
+    assert role("mail", "INIT", "BACKUP") == [("start_daemon", "backup")]
+    assert f.state.roles == {"web": "ACTIVE", "mail": "BACKUP"}
+    assert role("mail", "BACKUP", "ACTIVE") == [("stop_daemon", "backup")]  # both active: master only
+    assert role("web", "ACTIVE", "BACKUP") == [("start_daemon", "backup")]
+    assert role("web", "BACKUP", "FAULT") == [("stop_daemon", "backup")]
+    # a version 3 snapshot (one role) reads as the default group's
+    snap = f.core.snapshot(f.state)
+    old = {k: v for k, v in snap.items() if k != "roles"}
+    old["role"] = "BACKUP"
+    assert f.core.snapshot_upcasters[3](old)["roles"] == {"default": "BACKUP"}
 
 
 def test_unavailable_backoff():

@@ -237,7 +237,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
         assert kernel_table() == want and not r.events("ipvs.op_failed") and not r.events("ipvs.unavailable")
         assert all(s == P.CapSets(0, 1 << 12, 1 << 12, 1 << 12, 0, True) for s in task_sets(r.procs["ipvs"].pid))
         r.publish("router.role_changed", {"node": "lvs1", "old": "BACKUP", "new": "ACTIVE", "reason": "peer_dead",
-                                          "priority": 100, "epoch": 1, "peer": None}, source="pulse")
+                                          "priority": 100, "epoch": 1, "peer": None, "group": "default"}, source="pulse")
         daemons = lambda: subprocess.run(["ipvsadm", "-L", "--daemon"], capture_output=True, text=True).stdout  # noqa: E731
         r.wait(lambda: "master sync daemon (mcast=sync1, syncid=9" in daemons(), 30, "the master sync daemon")
         r.verify_replay("ipvs")
