@@ -193,13 +193,15 @@ def make_tracking_config(routers: int = 2, servers: int = 3, **kw: Any) -> Confi
     """``make_config`` with tracking ([track.NAME]) on every router: ``uplink`` (an interface,
     weight -120: the active router drops below the next one, which preempts), ``gw`` (an interface,
     weight 0: FAULT while down) and ``svc`` (a script run by nanny every second, rise 2, fall 2,
-    weight -120)."""
+    weight -120) and ``websvc`` (the virtual service web's quorum, weight -120: server faults move
+    it, each router's nanny judging on its own)."""
     base = make_config(routers, servers, **kw)
     return dataclasses.replace(base, tracks=(
         Track("uplink", TrackKind.INTERFACE, weight=-120, device="eth2"),
         Track("gw", TrackKind.INTERFACE, device="eth3"),
         Track("svc", TrackKind.SCRIPT, weight=-120, command="/usr/local/bin/check-svc", interval=1.0, timeout=0.5,
               rise=2, fall=2),
+        Track("websvc", TrackKind.SERVICE, weight=-120, virtual="web"),
     ))
 
 

@@ -109,6 +109,8 @@ class TrackKind(str, enum.Enum):
     INTERFACE = "interface"
     SCRIPT = "script"
     FILE = "file"
+    #: a virtual service's quorum on this router (lvsbus's own: keepalived cannot)
+    SERVICE = "service"
 
 
 class Severity(str, enum.Enum):
@@ -383,9 +385,12 @@ class Track:
     fall: int = 1
     #: file: read every heartbeat keepalive; an integer (missing, empty or unreadable: 0)
     path: str | None = None
+    #: service: the virtual service whose quorum on this router is watched (failed while lost)
+    virtual: str | None = None
     #: the routers that track this item (empty: every router)
     on_routers: tuple[str, ...] = ()
-    #: the failover groups whose priority (or FAULT) it moves (empty: every group)
+    #: the failover groups whose priority (or FAULT) it moves (empty: every group; a service's:
+    #: its virtual service's group)
     groups: tuple[str, ...] = ()
 
     def applies_to(self, router: str) -> bool:
@@ -395,6 +400,10 @@ class Track:
 #: the group of every VIP whose service names none (``[group.NAME]``): with no group declared, the
 #: one group of the cluster, as before groups existed
 DEFAULT_GROUP = "default"
+#: the most failover groups a config may have, and the longest group name: a heartbeat naming every
+#: group fits one datagram under an Ethernet MTU (services/pulse/wire.py)
+MAX_GROUPS = 32
+MAX_GROUP_NAME = 24
 
 
 @dataclass(frozen=True, slots=True)

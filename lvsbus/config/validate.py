@@ -11,6 +11,9 @@ import re
 
 from lvsbus.config.model import shown as _shown
 from lvsbus.config.model import (
+    DEFAULT_GROUP,
+    MAX_GROUP_NAME,
+    MAX_GROUPS,
     PERSISTENCE_ENGINES,
     SCHEDULER_FLAGS,
     SCHEDULERS,
@@ -102,6 +105,7 @@ FIELD_LIMITS: dict[tuple[str, str], str] = {
     ("RealServer", "lower_threshold"): "threshold",
     ("FailoverService", "port"): "port",
     ("Track", "weight"): "track_weight",
+    ("Group", "preempt_delay"): "preempt_delay",
     ("Track", "interval"): "interval",
     ("Track", "timeout"): "timeout",
     ("Track", "rise"): "rise_fall",
@@ -251,6 +255,7 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
     _service_mode(o, cfg, any_nat)
     _failover_services(o, cfg)
     _tracks(o, cfg)
+    _groups(o, cfg)
     return o.issues
 
 
@@ -504,6 +509,7 @@ _TRACK_KEYS: dict[TrackKind, tuple[str, ...]] = {
     TrackKind.INTERFACE: ("device",),
     TrackKind.SCRIPT: ("command", "interval", "timeout", "rise", "fall"),
     TrackKind.FILE: ("path",),
+    TrackKind.SERVICE: ("virtual",),
 }
 _TRACK_DEFAULTS = Track(name="x", kind=TrackKind.FILE)
 
@@ -519,7 +525,7 @@ def _tracks(o: _Out, cfg: Config) -> None:
         o.named(p, t.name, names, "tracked item")
         o.range(f"{p}.weight", t.weight, "track_weight")
         used = _TRACK_KEYS.get(t.kind, ())
-        for fname in ("device", "command", "path", "interval", "timeout", "rise", "fall"):
+        for fname in ("device", "command", "path", "interval", "timeout", "rise", "fall", "virtual"):
             if fname not in used and getattr(t, fname) != getattr(_TRACK_DEFAULTS, fname):
                 o.err(f"{p}.{fname}", f"is not used by kind = {t.kind.value!r} (it uses "
                                       f"{', '.join(used)}): remove it, or change the kind")
@@ -545,10 +551,34 @@ def _tracks(o: _Out, cfg: Config) -> None:
                 o.err(f"{p}.path", "kind = 'file' needs the path of the file to read")
             elif not t.path.startswith("/") or "\0" in t.path or len(t.path) > 4096:
                 o.err(f"{p}.path", f"{_shown(t.path)} must be an absolute path")
+        elif t.kind is TrackKind.SERVICE:
+            _service_track(o, cfg, p, t)
         for r in t.on_routers:
             if r not in routers:
                 o.err(f"{p}.on_routers", f"{_shown(r)} is not a configured router "
                                       f"({', '.join(sorted(routers)) or 'none'})")
+
+
+def _service_track(o: _Out, cfg: Config, p: str, t: Track) -> None:
+    """A tracked service: an active virtual service, and a negative weight (its quorum lost here
+    lowers this router's priority, so a peer that still has quorum outranks it; FAULT would give
+    the VIPs up even when every router has lost the service)."""
+    virtuals = {vs.name: vs for vs in cfg.lvs_services()}
+    if not t.virtual:
+        o.err(f"{p}.virtual", "kind = 'service' needs the virtual service to watch, e.g. virtual = \"web\"")
+    elif t.virtual not in virtuals:
+        close = difflib.get_close_matches(t.virtual, list(virtuals), n=1, cutoff=0.6)
+        o.err(f"{p}.virtual", f"{_shown(t.virtual)} is not a virtual service the routers run"
+                              + (" (service = fos runs none)" if cfg.service is ServiceType.FOS else ""),
+              close[0] if close else None)
+    elif not virtuals[t.virtual].active:
+        o.err(f"{p}.virtual", f"virtual service {t.virtual!r} is not active: it has no quorum to watch")
+    if t.weight >= 0:
+        o.err(f"{p}.weight", f"{t.weight} for kind = 'service': give a negative weight, subtracted while "
+                             "the service has lost quorum on this router (a peer that still has it then "
+                             "outranks this router), larger than the priority gap between the routers")
+    if t.reverse:
+        o.err(f"{p}.reverse", "is not used by kind = 'service' (the item fails when the service loses quorum)")
 
 
 def _ipvs_options(o: _Out, p: str, vs) -> None:
@@ -764,3 +794,105 @@ def _metrics(o: _Out, value: str, key: str = "metrics_address", example: int = 9
         o.err(key, f"{_shown(value)} must be ADDRESS:PORT, like '127.0.0.1:{example}' or "
                    f"'[::1]:{example}'")
     return ip
+
+
+def _groups(o: _Out, cfg: Config) -> None:
+    """Failover groups: names (short enough for the heartbeat), the routers and priorities each
+    names, preemption, commands; every group a service, nat_router or tracked item names exists;
+    one VIP address belongs to one group (one router at a time holds it)."""
+    routers = {r.name: r for r in cfg.routers}
+    names: set[str] = set()
+    for g in cfg.groups:
+        p = f"group.{g.name}"
+        o.named(p, g.name, names, "failover group")
+        if len(g.name) > MAX_GROUP_NAME:
+            o.err(p, f"the name is {len(g.name)} characters: a failover group's name is at most "
+                     f"{MAX_GROUP_NAME} (every heartbeat carries it)")
+        seen: set[str] = set()
+        for rname, prio in g.priority:
+            k = f"{p}.priority.{rname}"
+            if rname in seen:
+                o.err(k, f"router {_shown(rname)} is given two priorities")
+            seen.add(rname)
+            if rname not in routers:
+                close = difflib.get_close_matches(rname, list(routers), n=1, cutoff=0.6)
+                o.err(k, f"{_shown(rname)} is not a configured router (routers: "
+                         f"{', '.join(routers) or 'none'})", close[0] if close else None)
+            o.range(k, prio, "priority")
+        effective: dict[int, str] = {}
+        for r in cfg.routers:
+            prio = g.priority_on(r)
+            if prio in effective:
+                o.err(f"{p}.priority", f"{r.name} and {effective[prio]} both have priority {prio} in "
+                                       f"this group: a group's router priorities must differ (give "
+                                       f"each router its own in priority = {{...}})")
+            effective.setdefault(prio, r.name)
+        if g.preempt_delay is not None:
+            o.range(f"{p}.preempt_delay", g.preempt_delay, "preempt_delay")
+        if g.sync_group is not None:
+            o.name(f"{p}.sync_group", g.sync_group)
+        for fname in ("active_cmd", "inactive_cmd", "notify"):
+            cmd = getattr(g, fname)
+            if cmd is not None and not cmd.strip():
+                o.err(f"{p}.{fname}", "is empty: give a command, or leave the key out")
+            elif cmd is not None and len(cmd) > 4096:
+                o.err(f"{p}.{fname}", "is longer than 4096 characters: put it in a script")
+    in_force = cfg.group_names()
+    if len(in_force) > MAX_GROUPS:
+        o.err("group", f"{len(in_force)} failover groups: at most {MAX_GROUPS} (every heartbeat "
+                       "carries each group's state)")
+    known = set(names) | {DEFAULT_GROUP}
+
+    def exists(key: str, group: str | None) -> None:
+        if group is None or group in known:
+            return
+        close = difflib.get_close_matches(group, sorted(names), n=1, cutoff=0.6)
+        o.err(key, f"failover group {_shown(group)} is not declared: add [group.{group}], or name "
+                   f"one of: {', '.join(sorted(known))}", close[0] if close else None)
+
+    # one VIP address, one group: the group decides which router holds the address
+    owner: dict[str, tuple[str, str]] = {}
+
+    def vip(key: str, what: str, address: str, group: str | None) -> None:
+        try:
+            addr = str(ipaddress.ip_address(address))
+        except ValueError:
+            return  # reported with the service
+        grp = group or DEFAULT_GROUP
+        first = owner.setdefault(addr, (grp, what))
+        if first[0] != grp:
+            o.err(key, f"VIP {addr} is in failover group {first[0]!r} ({first[1]}) and in {grp!r} "
+                       f"({what}): one router at a time holds an address, so all its services "
+                       "must be in one group")
+
+    for vs in cfg.lvs_services():
+        exists(f"virtual.{vs.name}.group", vs.group)
+        if vs.active:
+            vip(f"virtual.{vs.name}.group", f"virtual {vs.name}", vs.address, vs.group)
+    for fs in cfg.fos_services():
+        exists(f"failover.{fs.name}.group", fs.group)
+        if fs.active:
+            vip(f"failover.{fs.name}.group", f"failover {fs.name}", fs.address, fs.group)
+    if cfg.nat_router is not None and cfg.service is ServiceType.LVS:
+        exists("nat_router.group", cfg.nat_router.group)
+        vip("nat_router.group", "nat_router", cfg.nat_router.address, cfg.nat_router.group)
+    for t in cfg.tracks:
+        for gname in t.groups:
+            exists(f"track.{t.name}.groups", gname)
+    # declared, but holding nothing; a sync group of one
+    used = {v.group or DEFAULT_GROUP for v in cfg.lvs_services()} | {
+        f.group or DEFAULT_GROUP for f in cfg.fos_services()}
+    if cfg.nat_router is not None and cfg.service is ServiceType.LVS:
+        used.add(cfg.nat_router.group or DEFAULT_GROUP)
+    syncs: dict[str, list[str]] = {}
+    for g in cfg.groups:
+        if g.name not in used:
+            o.warn(f"group.{g.name}", "no virtual service, failover service or nat_router names this "
+                                      "group: it is elected, but holds no VIP")
+        if g.sync_group is not None:
+            syncs.setdefault(g.sync_group, []).append(g.name)
+    for sync, members in syncs.items():
+        if len(members) == 1:
+            o.warn(f"group.{members[0]}.sync_group", f"{_shown(sync)} has no other member: the group "
+                                                     "moves alone (name the same sync_group in the "
+                                                     "groups that must move together)")

@@ -48,6 +48,7 @@ from typing import Any
 
 from lvsbus.config import Config, ConfigError, from_dict
 from lvsbus.config.model import DEFAULT_GROUP, VirtualService, ip_family
+from lvsbus.config.quorum import IN_SERVICE, quorum_up, weight_in_service
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
 from lvsbus.ipvs.table import (  # noqa: F401  (apply_ops re-exported for lvsd's tests)
@@ -55,7 +56,6 @@ from lvsbus.ipvs.table import (  # noqa: F401  (apply_ops re-exported for lvsd's
 )
 from lvsbus_services.nanny.core import plan
 
-IN_SERVICE = frozenset({"UP", "FALLING"})
 
 
 def service_key(vs: VirtualService) -> ServiceKey:
@@ -100,15 +100,8 @@ class Layout:
     def quorum_up(self, health: dict[str, str], was_up: bool | None, admin: dict[str, str]) -> bool:
         """Whether the service is up: the weight in service (drained and disabled servers left out)
         against its quorum, with hysteresis around ``was_up``."""
-        total = 0
-        for id_, weight, _u, _z in self.servers:
-            if health.get(id_) in IN_SERVICE and id_ not in admin:
-                total += weight
-        if was_up is None:
-            return total >= self.quorum
-        if was_up:
-            return total >= self.quorum - self.hysteresis
-        return total >= self.quorum + self.hysteresis
+        total = weight_in_service(((id_, w) for id_, w, _u, _z in self.servers), health, admin)
+        return quorum_up(total, self.quorum, self.hysteresis, was_up)
 
     def dests(self, health: dict[str, str], up: bool, been_in: set[str], admin: dict[str, str]) -> dict[str, Dest]:
         use_sorry = not up and self.sorry is not None

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from transitions import Machine, MachineError
 
 from lvsbus.config import Config, from_dict
-from lvsbus.config.model import DEFAULT_GROUP
+from lvsbus.config.model import DEFAULT_GROUP, Track, TrackKind, VirtualService
 from lvsbus.config.derive import config_vips
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
@@ -184,7 +184,7 @@ class UnitSettings:
     @classmethod
     def from_plain(cls, d: list) -> UnitSettings:
         return cls(d[0], tuple(d[1]), tuple(Vip(*v) for v in d[2]), tuple((p[0], p[1]) for p in d[3]), d[4], d[5],
-                   d[6], d[7], d[8], tuple(tuple(f) for f in d[9]), tuple(TrackSpec(*t) for t in d[10]))  # type: ignore[misc]
+                   d[6], d[7], d[8], tuple(tuple(f) for f in d[9]), tuple(TrackSpec.from_plain(t) for t in d[10]))  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +321,17 @@ def _unit_vips(cfg: Config, groups: tuple[str, ...], device: str | None) -> tupl
                  for v in config_vips(part, device))
 
 
+def _moves(t: Track, groups: list[str], virtuals: dict[str, VirtualService]) -> bool:
+    """Whether tracked item ``t`` moves a unit of ``groups``: those it names; without, every group,
+    but a service's only its virtual service's group."""
+    if t.groups:
+        return bool(set(t.groups) & set(groups))
+    if t.kind is TrackKind.SERVICE:
+        vs = virtuals.get(t.virtual or "")
+        return vs is not None and (vs.group or DEFAULT) in groups
+    return True
+
+
 def _units(cfg: Config, local: str, device: str | None) -> tuple[UnitSettings, ...]:
     """The election units, in the order of the groups (``Config.group_names``): a group alone, or
     the groups of one sync group together (at its first member's place)."""
@@ -336,6 +347,7 @@ def _units(cfg: Config, local: str, device: str | None) -> tuple[UnitSettings, .
             by_sync[sync] = name
         members[name] = [name]
     units = []
+    virtuals = {vs.name: vs for vs in cfg.lvs_services()}
     for name, groups in members.items():
         gs = [cfg.group(g) for g in groups]
         first = gs[0]
@@ -345,7 +357,7 @@ def _units(cfg: Config, local: str, device: str | None) -> tuple[UnitSettings, .
              _ns(fs.reentry, f"failover.{fs.name}.reentry"))
             for fs in cfg.fos_services() if fs.active and (fs.group or DEFAULT) in groups
         )
-        tracks = tracking.specs([t for t in cfg.tracks if not t.groups or set(t.groups) & set(groups)], local)
+        tracks = tracking.specs([t for t in cfg.tracks if _moves(t, groups, virtuals)], local, virtuals)
         preempt = first.preempt if first.preempt is not None else hb.preempt
         delay = first.preempt_delay if first.preempt_delay is not None else hb.preempt_delay
         units.append(UnitSettings(
@@ -638,6 +650,9 @@ class PulseState:
         # tracking: what is known of each tracked item (an interface's or a file's value, a script's
         # health state)
         self.track_seen: dict[str, int | str] = {}
+        # nanny's verdicts on real servers (health id VIRTUAL/SERVER -> state), for the tracked
+        # services' quorum: a server is here once it has been UP or DOWN
+        self.server_health: dict[str, str] = {}
         # peers' deaths are judged on pulse's own inputs only (OWN_CLOCK): an input another service
         # recorded while pulse was down is no evidence that pulse listened meanwhile. Set by a
         # pulse.started v2 (listen); a v1 run judged them on any input, and replays so
@@ -712,6 +727,10 @@ OUTPUTS = frozenset({
 #: only (``PulseState.own_clock``): while the shell runs, its timer fires at every deadline, so
 #: leaving them out of other services' inputs delays a verdict by the timer's latency at most, and
 #: an input recorded while pulse was down cannot judge a peer by a silence nobody listened to
+#: nanny's verdicts on real servers: pulse reads them for the tracked services ([track.NAME] kind
+#: service)
+SERVER_HEALTH = frozenset({"health.real_server_up", "health.real_server_down", "health.state_changed"})
+
 OWN_CLOCK = frozenset({"pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
                        "pulse.link_changed", "pulse.track_observed", "timer.fired"})
 
@@ -741,6 +760,7 @@ class PulseCore(Core[PulseState]):
         "config.loaded", "pulse.started", "pulse.heartbeat_received", "pulse.fence_received",
         "pulse.link_changed", "router.shutdown_requested", "timer.fired", "health.failover_changed",
         "operator.handover_requested", "pulse.track_observed", "health.track_changed",
+        "health.real_server_up", "health.real_server_down", "health.state_changed",
     )
     outputs: ClassVar[frozenset[str]] = OUTPUTS
     #: a heartbeat changes nothing in the world: a tick's heartbeats go out at once, their records
@@ -757,8 +777,9 @@ class PulseCore(Core[PulseState]):
     # reannounce_after per peer (one bound for every peer before); version 5: own_clock; version 6:
     # heard_from; version 7: rules; version 8: tracking (track_seen, eff_priority, track_fault,
     # fault_cause); version 9: failover groups (each unit's role machine under "units", each
-    # peer's role and priority in it under the unit's "views"; the settings' units)
-    snapshot_version = 9
+    # peer's role and priority in it under the unit's "views"; the settings' units); version 10:
+    # server_health (tracked services)
+    snapshot_version = 10
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
@@ -769,6 +790,7 @@ class PulseCore(Core[PulseState]):
         6: lambda data: {**data, "rules": 2},
         7: lambda data: {**data, "track_seen": {}, "eff_priority": None, "track_fault": None, "fault_cause": None},
         8: _upcast_9,
+        9: lambda data: {**data, "server_health": {}},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -776,6 +798,7 @@ class PulseCore(Core[PulseState]):
         d["links_up"] = dict(state.links_up)
         d["fos_health"] = dict(state.fos_health)
         d["track_seen"] = dict(state.track_seen)
+        d["server_health"] = dict(state.server_health)
         d["settings"] = state.settings.to_plain() if state.settings else None
         d["peers"] = {name: p.to_plain() for name, p in state.peers.items()}
         d["units"] = {name: u.to_plain() for name, u in state.units.items()}
@@ -788,6 +811,7 @@ class PulseCore(Core[PulseState]):
         st.links_up = dict(d["links_up"])
         st.fos_health = dict(d["fos_health"])
         st.track_seen = dict(d["track_seen"])
+        st.server_health = dict(d["server_health"])
         st.settings = PulseSettings.from_plain(d["settings"]) if d["settings"] else None
         st.peers = {name: Peer.from_plain(p) for name, p in d["peers"].items()}
         st.units = {}
@@ -834,6 +858,8 @@ class PulseCore(Core[PulseState]):
             return self._restart(st, event)
         if st.role == STOPPED:
             return st, []
+        if event.type in SERVER_HEALTH and not self._server_health(st, event):
+            return st, []  # no tracked service moved: not even the clock (old logs replay as they were)
         if event.mono_ns > st.now:
             st.now = event.mono_ns
         out: list[Effect] = []
@@ -860,6 +886,9 @@ class PulseCore(Core[PulseState]):
         elif t == "pulse.track_observed" or t == "health.track_changed":
             st.track_seen[p["track"]] = p["value"] if t == "pulse.track_observed" else p["new"]
             if st.settings is not None and st.role != INIT:
+                self._retrack(st, out)
+        elif t in SERVER_HEALTH:  # a tracked service's quorum changed (_server_health)
+            if st.role != INIT:
                 self._retrack(st, out)
         elif t == "operator.handover_requested":
             self._handover(st, p, out)
@@ -1158,6 +1187,9 @@ class PulseCore(Core[PulseState]):
                          if any(f[0] == k for us in new.units for f in us.failover)}
         st.track_seen = {k: v for k, v in st.track_seen.items()
                          if any(t.name == k for us in new.units for t in us.tracks)}
+        names = {vs["name"] for vs in p["model"].get("virtual_services", ())}
+        st.server_health = {k: v for k, v in st.server_health.items() if k.split("/", 1)[0] in names}
+        self._services_seen(st, set())
         running = st.role != INIT
         units: dict[str, Unit] = {}
         added: list[Unit] = []
@@ -1257,6 +1289,39 @@ class PulseCore(Core[PulseState]):
             reason = "track_recovered" if u.fault_cause == "track" else "link_up"
             u.fault_cause = None
             self._role_changed(st, u, FAULT, BACKUP, reason, None, out)
+
+    def _server_health(self, st: PulseState, ev: Event) -> bool:
+        """Record nanny's verdict on a real server; whether a tracked service's quorum changed."""
+        p = ev.payload
+        id_ = f"{p['virtual']}/{p['server']}"
+        if ev.type == "health.state_changed":
+            new = p["new"]
+            if new == "INIT":  # a new machine (a reload changed the check): no verdict yet
+                st.server_health.pop(id_, None)
+            elif new == "DISABLED" or id_ in st.server_health:  # RISING, FALLING: after a verdict only
+                st.server_health[id_] = new
+        else:
+            st.server_health[id_] = "UP" if ev.type == "health.real_server_up" else "DOWN"
+        if st.settings is None:
+            return False
+        before = dict(st.track_seen)
+        self._services_seen(st, {p["virtual"]})
+        return st.track_seen != before
+
+    def _services_seen(self, st: PulseState, virtuals: set[str]) -> None:
+        """What is seen of the tracked services (of ``virtuals``; empty: all) from the verdicts."""
+        if st.settings is None:
+            return
+        done: set[str] = set()  # an item moving several units is one item
+        for us in st.settings.units:
+            for spec in us.tracks:
+                if spec.kind == tracking.SERVICE and spec.name not in done and (not virtuals or spec.virtual in virtuals):
+                    done.add(spec.name)
+                    seen = tracking.service_seen(spec, st.server_health, st.track_seen.get(spec.name))
+                    if seen is None:
+                        st.track_seen.pop(spec.name, None)
+                    else:
+                        st.track_seen[spec.name] = seen
 
     def _retrack(self, st: PulseState, out: list) -> None:
         """Assess each unit's tracked items (services/pulse/tracking.py): a change of the effective

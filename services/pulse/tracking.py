@@ -3,15 +3,19 @@ router's priority, and whether it holds the router in FAULT (keepalived's track_
 track_script, track_file).
 
 pulse's core calls ``assess`` on every change of what it knows of its items: an interface's or a
-file's value (``pulse.track_observed``, from pulse's shell) or a script's health state
-(``health.track_changed``, from nanny). No I/O, no clock: the simulator runs this same code.
+file's value (``pulse.track_observed``, from pulse's shell), a script's health state
+(``health.track_changed``, from nanny), or whether a virtual service has quorum on this router
+(``service_seen``, from nanny's verdicts on its real servers). No I/O, no clock: the simulator
+runs this same code.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-INTERFACE, SCRIPT, FILE = "interface", "script", "file"
+from lvsbus.config.quorum import quorum_up, weight_in_service
+
+INTERFACE, SCRIPT, FILE, SERVICE = "interface", "script", "file", "service"
 
 #: keepalived's range for a priority moved by tracking
 LOWEST, HIGHEST = 1, 254
@@ -25,10 +29,24 @@ class TrackSpec(NamedTuple):
     """What pulse needs of one tracked item of this router."""
 
     name: str
-    kind: str  # INTERFACE, SCRIPT or FILE
+    kind: str  # INTERFACE, SCRIPT, FILE or SERVICE
     weight: int
     reverse: bool
+    #: SERVICE: the virtual service, its quorum and hysteresis, its active real servers (health
+    #: id ``VIRTUAL/SERVER``, configured weight)
+    virtual: str | None = None
+    quorum: int = 1
+    hysteresis: int = 0
+    servers: tuple[tuple[str, int], ...] = ()
 
+    @classmethod
+    def from_plain(cls, t: list) -> TrackSpec:
+        """From ``list(spec)`` after a trip through msgpack or JSON (4 fields before SERVICE)."""
+        head = cls(*t[:4])
+        if len(t) == 4:
+            return head
+        return head._replace(virtual=t[4], quorum=t[5], hysteresis=t[6],
+                             servers=tuple((str(i), int(w)) for i, w in t[7]))
 
 class ItemEffect(NamedTuple):
     track: str
@@ -43,10 +61,37 @@ class Assessment(NamedTuple):
     items: tuple[ItemEffect, ...]
 
 
-def specs(tracks: Iterable, local: str) -> tuple[TrackSpec, ...]:
-    """This router's tracked items, from the config's ``tracks`` (``lvsbus.config.Track``)."""
-    return tuple(TrackSpec(t.name, t.kind.value, int(t.weight), bool(t.reverse))
-                 for t in tracks if t.applies_to(local))
+def specs(tracks: Iterable, local: str, virtuals: Mapping[str, Any] | None = None) -> tuple[TrackSpec, ...]:
+    """This router's tracked items, from the config's ``tracks`` (``lvsbus.config.Track``);
+    ``virtuals``: the virtual services by name (``lvsbus.config.VirtualService``), for SERVICE."""
+    out = []
+    for t in tracks:
+        if not t.applies_to(local):
+            continue
+        spec = TrackSpec(t.name, t.kind.value, int(t.weight), bool(t.reverse))
+        vs = (virtuals or {}).get(t.virtual) if spec.kind == SERVICE else None
+        if vs is not None:
+            spec = spec._replace(virtual=vs.name, quorum=int(vs.quorum), hysteresis=int(vs.hysteresis),
+                                 servers=tuple((f"{vs.name}/{rs.name}", int(rs.weight))
+                                               for rs in vs.servers if rs.active))
+        out.append(spec)
+    return tuple(out)
+
+
+#: the health states that are nanny's verdict on a real server (RISING and FALLING only after one)
+VERDICTS = frozenset({"UP", "DOWN"})
+
+
+def service_seen(spec: TrackSpec, health: Mapping[str, str], was: int | str | None) -> int | None:
+    """What is seen of a SERVICE item: 1 while its virtual service has quorum on this router, 0 once
+    lost (quorum and hysteresis as lvsd applies them, to nanny's verdicts; operator drains are not
+    health and do not count here); None, taken as fine, until nanny has given a verdict on every
+    real server (a router that just started does not give up a group on servers not yet checked).
+    ``health``: health id -> state, holding only servers that have had a verdict."""
+    if any(id_ not in health for id_, _w in spec.servers):
+        return None
+    was_up = None if was is None else bool(was)
+    return int(quorum_up(weight_in_service(spec.servers, health), spec.quorum, spec.hysteresis, was_up))
 
 
 def item_effect(spec: TrackSpec, seen: int | str | None) -> ItemEffect:

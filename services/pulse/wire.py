@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 
 from lvsbus.config.keyrules import secret_problem
+from lvsbus.config.model import MAX_GROUP_NAME as _MAX_GROUP_NAME
+from lvsbus.config.model import MAX_GROUPS as _MAX_GROUPS
 
 if TYPE_CHECKING:
     from .core import PulseSettings
@@ -52,8 +54,8 @@ MAC_LEN = 32
 MAX_DATAGRAM = 1400
 #: the most failover groups a config may have, and the longest group name (the validator's limits):
 #: a heartbeat naming them all fits MAX_DATAGRAM
-MAX_GROUPS = 32
-MAX_GROUP_NAME = 24
+MAX_GROUPS = _MAX_GROUPS
+MAX_GROUP_NAME = _MAX_GROUP_NAME
 MAX_NAME = 64
 
 ROLES = frozenset({"INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"})

@@ -186,6 +186,13 @@ class Cluster:
                    {"track": track, "old": old, "new": new, "reason": "checks_failed" if new == "DOWN" else "checks_passed",
                     "detail": "ok" if new == "UP" else "exit_code", "count": 1})
 
+    def server(self, name: str, virtual: str, server: str, up: bool, at: int | None = None) -> None:
+        """nanny on ``name`` gives its verdict on a real server (UP or DOWN)."""
+        self._push(self.now if at is None else at, name, "health.real_server_up" if up else "health.real_server_down",
+                   {"virtual": virtual, "server": server, "address": "192.168.100.10", "port": 80,
+                    "reason": "checks_passed" if up else "checks_failed", "previous": "DOWN" if up else "UP",
+                    **({"passes": 1} if up else {"failures": 1}), "detail": "ok" if up else "refused"})
+
     def cut_link(self, a: str, b: str, link: str) -> None:
         self.cut.add((frozenset((a, b)), link))
 
@@ -200,7 +207,8 @@ class Cluster:
 
     def _deliver(self, node: Node, type_: str, payload: dict) -> None:
         source = {"config.loaded": "config", "router.shutdown_requested": "supervisor",
-                  "health.track_changed": "nanny"}.get(type_, "pulse")
+                  "health.track_changed": "nanny", "health.real_server_up": "nanny",
+                  "health.real_server_down": "nanny", "health.state_changed": "nanny"}.get(type_, "pulse")
         effects = node.feed(type_, payload, self.now, source=source)
         for e in effects:
             self.trace.append((self.now, node.name, e.type, e.payload))
