@@ -164,6 +164,10 @@ class _Reader:
                     self.logical(part, path, line, stack, out, depth + 1)
                 return
             text = self._conditional_ok(text[:start] + value[0] + text[end:], path, line) or ""
+        if "${_RANDOM" in text:
+            self.err(path, line, "${_RANDOM} is not supported: lvsbus reads a config the same way every time "
+                                 "(replay and config diff depend on it); write the value")
+            return
         words = text.split(None, 1)
         if words[0] in INCLUDES:
             self.include(words[1] if len(words) > 1 else "", path, line, stack, out)

@@ -89,6 +89,7 @@ c ${_INSTANCE}
     assert "b $UNDEF ${UNDEF} cost$5\n" in out.replace('"', "")
     assert "priority 240" in out and "only_on_one" in out and "c lvs1" in out
     assert "priority 200" in dump(text, "lvs2") and "only_on_one" not in dump(text, "lvs2")
+    assert "${_RANDOM} is not supported" in errors("x ${_RANDOM 1 5}\n")[0]
     assert errors("$A=${A}x\nz ${A}\n")[0].startswith("k.conf:2: parameter substitution does not end")
 
 
