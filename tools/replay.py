@@ -612,7 +612,8 @@ def what_if(directory: str, config_path: str, cores: list[Core] | None = None,
     """Replay a log's observations under another config (every config.loaded carries it instead)
     and list the decisions that change, as Pacemaker's crm_simulate. Peers' behaviour is taken as
     recorded: their heartbeats arrive when they did, whatever this router now decides."""
-    from lvsbus.config import load, to_dict
+    from lvsbus.config import to_dict
+    from lvsbus.host.configfiles import load_config as load
 
     # lvsd's and the applier's shells run only while the router is active: what they observed
     # (their starts, the kernel's answers to the applier's own requests) follows from pulse's

@@ -7,7 +7,7 @@ import shutil
 import sys
 from typing import TextIO
 
-from lvsbus.config import load
+from lvsbus.host.configfiles import load_config as load
 from lvsbus.config.diff import diff
 from lvsbus.config.model import (
     Check,
@@ -26,19 +26,22 @@ from lvsbus.config.native import render_toml
 
 __all__ = ["add_commands", "describe"]
 
-_FORMATS = ("auto", "lvscf", "toml")
+_FORMATS = ("auto", "lvscf", "toml", "keepalived")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    fmt_help = "file format: lvscf (Piranha lvs.cf), toml (native), or auto (default: .toml " \
-               "extension or TOML content means native, anything else lvs.cf)"
+    fmt_help = "file format: lvscf (Piranha lvs.cf), toml (native), keepalived (keepalived.conf; " \
+               "@ID lines use $LVSBUS_CONFIG_ID, else the host name), or auto (default: .toml or " \
+               "TOML content means native, a keepalived block (vrrp_instance, virtual_server, " \
+               "global_defs...) keepalived.conf, anything else lvs.cf)"
 
     p = subparsers.add_parser(
         "check-config",
         help="validate a config file and print what would run",
-        description="Read FILE (Piranha lvs.cf or native TOML), validate it, and print the routers, "
+        description="Read FILE (Piranha lvs.cf, native TOML or keepalived.conf), validate it, and print the routers, "
                     "heartbeat, virtual services, real servers and health checks it would run, then "
-                    "any warnings (obsolete lvs.cf keywords, advice). Exits 0 when the file is "
+                    "any warnings (obsolete lvs.cf keywords, what lvsbus does not run of a "
+                    "keepalived.conf or runs differently, advice). Exits 0 when the file is "
                     "valid, 1 with every error listed as FILE:LINE: KEY: MESSAGE when it is not "
                     "(like keepalived -t).",
     )

@@ -121,7 +121,8 @@ def desired_with_age(state_dir: str):
 
 
 def cmd_save(args) -> int:
-    from lvsbus.config import ConfigError, load
+    from lvsbus.config import ConfigError
+    from lvsbus.host.configfiles import load_config as load
 
     from lvsbus_services.ipvs.core import desired_from_config, save_lines
 

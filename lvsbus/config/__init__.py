@@ -13,6 +13,8 @@ import dataclasses
 import hashlib
 
 from lvsbus.config.diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
+from lvsbus.config.kagrammar import Files
+from lvsbus.config.keepalived import loads_keepalived, looks_like_keepalived
 from lvsbus.config.lvscf import loads_lvscf
 from lvsbus.config.model import (
     MAX_CONFIG_BYTES,
@@ -61,14 +63,17 @@ __all__ = [
 
 
 def detect_format(path: str, text: str) -> str:
-    """``"toml"`` for a ``.toml`` file, ``"lvscf"`` for ``.cf``; otherwise by content: a TOML table
-    header (``[virtual.x]``, ``[heartbeat]``...) or a quoted value means TOML, an lvs.cf block
-    (``virtual NAME {``) or a bare value means lvs.cf."""
+    """``"toml"`` for a ``.toml`` file, ``"lvscf"`` for ``.cf``; otherwise by content: a block only
+    keepalived has (``vrrp_instance``, ``virtual_server``, ``global_defs``...) means keepalived.conf,
+    a TOML table header (``[virtual.x]``, ``[heartbeat]``...) or a quoted value means TOML, an
+    lvs.cf block (``virtual NAME {``) or a bare value means lvs.cf."""
     lower = path.lower()
     if lower.endswith(".toml"):
         return "toml"
     if lower.endswith(".cf"):
         return "lvscf"
+    if looks_like_keepalived(text):
+        return "keepalived"
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -84,18 +89,24 @@ def detect_format(path: str, text: str) -> str:
     return "lvscf"
 
 
-def loads(text: str, filename: str = "<config>", format: str | None = None) -> LoadedConfig:
-    """Parse and validate config text in either form (``format``: "toml", "lvscf" or None to detect)."""
+def loads(text: str, filename: str = "<config>", format: str | None = None, *, files: Files | None = None,
+          config_id: str = "") -> LoadedConfig:
+    """Parse and validate config text in any form (``format``: "toml", "lvscf", "keepalived" or None
+    to detect). A keepalived.conf's includes are read through ``files`` (none: an include is an
+    error), its ``@ID`` lines match ``config_id``; lvsbus/host/configfiles.py gives the host's."""
     too_big = size_issue(text, filename)
     if too_big is not None:
         raise ConfigError([too_big])
     fmt = format or detect_format(filename, text)
-    loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
+    if fmt == "keepalived":
+        loaded = loads_keepalived(text, filename, config_id, files)
+    else:
+        loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
     return dataclasses.replace(loaded, digest=hashlib.sha256(
         text.encode("utf-8", "surrogatepass")).hexdigest())
 
 
-def load(path: str, format: str | None = None) -> LoadedConfig:
+def load(path: str, format: str | None = None, *, files: Files | None = None, config_id: str = "") -> LoadedConfig:
     """Read, parse and validate a config file (``.toml`` -> native, else lvs.cf unless the content is
     TOML). Raises ConfigError (every error, with file and line); an unreadable file, a directory
     and a file over MAX_CONFIG_BYTES are ConfigErrors too."""
@@ -117,5 +128,5 @@ def load(path: str, format: str | None = None) -> LoadedConfig:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Issue(key="", message="the file is not UTF-8 text", file=path,
                                  line=line)]) from None
-    loaded = loads(text, path, format)
+    loaded = loads(text, path, format, files=files, config_id=config_id)
     return dataclasses.replace(loaded, digest=hashlib.sha256(raw).hexdigest())

@@ -29,14 +29,12 @@ nothing readable or loops, a bad ~SEQ) raise ConfigError naming the file and lin
 """
 from __future__ import annotations
 
-import glob
-import os
+import posixpath
 import re
-import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from lvsbus.config.model import MAX_CONFIG_BYTES, ConfigError, Issue, Severity
+from lvsbus.config.model import ConfigError, Issue, Severity
 
 #: include depth and the lines a config may expand to (~SEQ / ~LST / multi-line parameters)
 MAX_INCLUDE_DEPTH = 32
@@ -83,6 +81,41 @@ def _quote(word: str) -> str:
     return word if word and not re.search(r"[\s\"'{}#!\\]", word) else '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class Files(Protocol):
+    """The file system as the grammar sees it (injected: this module does no I/O, so its tests and
+    the console's editor run it on text alone). lvsbus/host/configfiles.py is the host's."""
+
+    def read(self, path: str) -> str:
+        """A file's text; OSError or ValueError (too big) when it cannot be read."""
+        ...
+
+    def glob(self, pattern: str) -> list[str]:
+        """The regular files an absolute pattern (no braces) names, any order."""
+        ...
+
+    def realpath(self, path: str) -> str:
+        ...
+
+    def env(self, name: str) -> str:
+        ...
+
+
+class NoFiles:
+    """Text alone (the console's editor, a test): an include is an error, ``${_ENV}`` empty."""
+
+    def read(self, path: str) -> str:
+        raise OSError(f"{path}: this text is read without files: includes are not followed here")
+
+    def glob(self, pattern: str) -> list[str]:
+        return [pattern] if not any(c in pattern for c in "*?[") else []
+
+    def realpath(self, path: str) -> str:
+        return posixpath.normpath(path)
+
+    def env(self, name: str) -> str:
+        return ""
+
+
 @dataclass
 class _Line:
     text: str
@@ -93,7 +126,7 @@ class _Line:
 @dataclass
 class _Reader:
     config_id: str
-    read: Callable[[str], str]
+    files: Files
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     params: dict[str, list[str]] = field(default_factory=dict)
@@ -186,12 +219,12 @@ class _Reader:
         if len(words) != 1:
             self.err(path, line, "include takes one file name or pattern")
             return
-        base = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
-        pattern = os.path.normpath(words[0] if os.path.isabs(words[0]) else os.path.join(base, words[0]))
+        base = posixpath.dirname(path) if path and not path.startswith("<") else "."
+        pattern = posixpath.normpath(words[0] if posixpath.isabs(words[0]) else posixpath.join(base, words[0]))
         found: list[str] = []
         for p in _braces(pattern):
-            found += glob.glob(p) if glob.has_magic(p) else ([p] if os.path.exists(p) else [])
-        files = sorted(dict.fromkeys(f for f in found if os.path.isfile(f)))
+            found += self.files.glob(p)
+        files = sorted(dict.fromkeys(found))
         if not files:
             # keepalived goes on without it; a missing file is more often a mistake: warn
             self.warn(path, line, f"include {words[0]}: no file matches (nothing included)")
@@ -200,12 +233,12 @@ class _Reader:
             self.err(path, line, f"includes nest deeper than {MAX_INCLUDE_DEPTH}")
             return
         for f in files:
-            real = os.path.realpath(f)
+            real = self.files.realpath(f)
             if real in stack:
                 self.err(path, line, f"include {f}: it includes itself (through {' -> '.join(stack)})")
                 continue
             try:
-                text = self.read(f)
+                text = self.files.read(f)
             except OSError as exc:
                 self.err(path, line, f"include {f}: cannot read it: {exc.strerror or exc}")
                 continue
@@ -213,7 +246,7 @@ class _Reader:
                 self.err(path, line, f"include {f}: {exc}")
                 continue
             saved = self.params.get("_PWD")
-            self.params["_PWD"] = [os.path.dirname(os.path.abspath(f))]
+            self.params["_PWD"] = [posixpath.dirname(f)]
             out.extend(self.lines_of(f, text, (*stack, real)))
             if saved is None:
                 self.params.pop("_PWD", None)
@@ -258,7 +291,7 @@ class _Reader:
         if name == "_INSTANCE":
             return [self.config_id]
         if name == "_ENV":
-            return [os.environ.get((arg or "").strip(), "")]
+            return [self.files.env((arg or "").strip())]
         if name == "_RANDOM":
             return None  # left as it is; the mapper's checks then name it
         return self.params.get(name) if arg is None else None
@@ -505,30 +538,16 @@ def _tree(lines: list[_Line], rd: _Reader) -> list[Statement]:
     return root
 
 
-def default_config_id() -> str:
-    """keepalived's default config id: the host name up to its first dot."""
-    return socket.gethostname().split(".", 1)[0]
-
-
-def _read_file(path: str) -> str:
-    with open(path, "rb") as fh:
-        raw = fh.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ValueError(f"larger than {MAX_CONFIG_BYTES:,} bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def parse(text: str, filename: str = "keepalived.conf", config_id: str | None = None,
-          read: Callable[[str], str] = _read_file) -> tuple[list[Statement], list[Issue]]:
-    """The statements of a keepalived.conf (includes read with ``read``), and the warnings. Raises
-    ConfigError with every error found (file and line)."""
-    rd = _Reader(config_id if config_id is not None else default_config_id(), read)
+def parse(text: str, filename: str = "keepalived.conf", config_id: str = "",
+          files: Files | None = None) -> tuple[list[Statement], list[Issue]]:
+    """The statements of a keepalived.conf (``filename`` absolute for relative includes; includes
+    read through ``files``), and the warnings. ``config_id``: what ``@ID`` lines match
+    (keepalived's ``-i``). Raises ConfigError with every error found (file and line)."""
+    fs: Files = files if files is not None else NoFiles()
+    rd = _Reader(config_id, fs)
     if filename and not filename.startswith("<"):
-        rd.params["_PWD"] = [os.path.dirname(os.path.abspath(filename))]
-    top = (os.path.realpath(filename),) if filename and not filename.startswith("<") else ()
+        rd.params["_PWD"] = [posixpath.dirname(filename)]
+    top = (fs.realpath(filename),) if filename and not filename.startswith("<") else ()
     lines = rd.lines_of(filename, text, top)
     tree = _tree(lines, rd)
     if rd.errors:

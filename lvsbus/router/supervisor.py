@@ -74,7 +74,8 @@ import structlog
 from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.host import privileges
 from lvsbus.host import servicelock
-from lvsbus.config import ConfigError, Issue, LoadedConfig, derive, diff, identify_local_router, load, to_dict
+from lvsbus.config import ConfigError, Issue, LoadedConfig, derive, diff, identify_local_router, to_dict
+from lvsbus.host.configfiles import load_config as load
 from lvsbus.config.derive import loaded_payload
 from lvsbus.host.keyfile import load_key
 from lvsbus.host.paths import StateDirs

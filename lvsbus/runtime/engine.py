@@ -444,7 +444,7 @@ def config_in_force(dirs: StateDirs, run_start_seq: int, config_seq: int | None,
     router refused stays on disk). Without ``config_seq``: the run start's. When the log holds no
     config.loaded there (a service started by hand on a bare bus), the file, read and validated.
     Raises ConfigError."""
-    from lvsbus.config import load
+    from lvsbus.host.configfiles import load_config as load
 
     seq = config_seq if config_seq is not None else run_start_seq
     payload = config_event(dirs, seq)

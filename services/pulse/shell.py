@@ -47,7 +47,8 @@ from lvsbus.host import logs
 from lvsbus.host import netutil
 from lvsbus.host import servicelock
 from lvsbus.host.files import write_atomically
-from lvsbus.config import ConfigError, identify_local_router, load, to_dict
+from lvsbus.config import ConfigError, identify_local_router, to_dict
+from lvsbus.host.configfiles import load_config as load
 from lvsbus.runtime.core import Effect
 from lvsbus.wire.events import Event, decode
 from lvsbus.log import LogReader

@@ -11,6 +11,7 @@ import pytest
 
 from lvsbus.config import ConfigError
 from lvsbus.config.kagrammar import Statement, parse
+from lvsbus.host.configfiles import HostFiles
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "keepalived"
 
@@ -132,6 +133,11 @@ def test_structure_errors_name_file_and_line():
     assert errors("{\n}\n")[0] == "k.conf:1: '{' opens a block, but no keyword comes before it"
 
 
+def test_text_alone_refuses_an_include():
+    assert errors("include other.conf\n") == [
+        "k.conf:1: include other.conf: cannot read it: other.conf: this text is read without files: includes are not followed here"]
+
+
 def test_includes_relative_globs_braces_loops(tmp_path):
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "b.conf").write_text("b_item 2\n")
@@ -141,19 +147,19 @@ def test_includes_relative_globs_braces_loops(tmp_path):
     (tmp_path / "more" / "y.conf").write_text("y_item\n")
     main = tmp_path / "keepalived.conf"
     main.write_text("top {\n  include conf.d/*.conf\n}\ninclude nothing/*.conf\n")
-    tree, warns = parse(main.read_text(), str(main), config_id="x")
+    tree, warns = parse(main.read_text(), str(main), config_id="x", files=HostFiles())
     top = tree[0]
     assert [s.keyword for s in top.block] == ["a_item", "x_item", "y_item", "b_item"]
     assert top.block[1].args == [str(tmp_path / "more")] and top.block[1].file == str(tmp_path / "more" / "x.conf")
     assert [str(w) for w in warns] == [f"{main}:4: include nothing/*.conf: no file matches (nothing included)"]
     (tmp_path / "more" / "y.conf").write_text("include ../keepalived.conf\n")
-    errs = errors(main.read_text(), str(main))
+    errs = errors(main.read_text(), str(main), files=HostFiles())
     assert any("it includes itself" in e and e.startswith(f"{tmp_path / 'more' / 'y.conf'}:1:") for e in errs)
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(str(FIXTURES / "keepalived.conf.*"))), ids=lambda p: Path(p).name)
 def test_every_sample_keepalived_ships_reads(path):
-    tree, warns = parse(Path(path).read_text(), path, config_id="high")
+    tree, warns = parse(Path(path).read_text(), path, config_id="high", files=HostFiles())
     assert tree and not warns
     for st in tree:  # top-level keywords are keepalived's block names
         assert st.keyword.replace("_", "").isalpha() and st.file == path

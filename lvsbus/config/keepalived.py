@@ -1,0 +1,547 @@
+"""keepalived.conf onto lvsbus's model (issue 15, step 2): what one router's keepalived.conf says,
+as lvsbus runs it, and a warning for everything it does not run or runs differently: nothing is
+dropped in silence (every statement not mapped here is named, with its file and line).
+
+The grammar is lvsbus/config/kagrammar.py. docs/keepalived.md is the operator's table of what
+maps to what. The mapping:
+
+- routers: a keepalived.conf describes one router; its peers are its ``unicast_peer`` addresses
+  (multicast VRRP has no lvsbus equivalent: lvsbus routers find each other by address). Every
+  router is named by its address (``lvs-10-0-0-1``), so the configs converted on each router name
+  them alike. This router's address is ``unicast_src_ip``. No vrrp_instance: one router alone
+  (127.0.0.1, heartbeat off), as a keepalived that only runs virtual servers.
+- ``vrrp_instance NAME`` -> failover group NAME: its priority is this router's; a peer's comes
+  from its heartbeats (until heard: a placeholder, below ours when ``state MASTER``, above when
+  BACKUP); ``nopreempt``, ``preempt_delay``, the notify commands; ``virtual_ipaddress`` (and
+  ``_excluded``): the VIPs of the virtual servers on them join the group; a VIP no virtual server
+  uses becomes the NAT gateway (nat_router) when the virtual servers use NAT, else is not held
+  (a warning). ``advert_int`` -> keepalive, and deadtime three adverts (VRRP's master down
+  interval); ``track_interface`` / ``track_script`` / ``track_file`` -> ``[track.NAME]`` items.
+- ``vrrp_sync_group`` -> the members' ``sync_group``; ``vrrp_script`` -> script tracks.
+- ``virtual_server IP PORT`` -> a virtual service (scheduler, forwarding, persistence, protocol,
+  quorum, hysteresis, sorry server, inhibit_on_failure), its ``real_server`` blocks -> real
+  servers, their first checker -> the check (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK).
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+
+from lvsbus.config.kagrammar import Files, Statement, parse
+from lvsbus.config.model import (
+    SCHEDULERS,
+    Check,
+    CheckKind,
+    Config,
+    ConfigError,
+    Forwarding,
+    Group,
+    Heartbeat,
+    Issue,
+    LoadedConfig,
+    NatRouter,
+    Protocol,
+    RealServer,
+    Router,
+    Severity,
+    Track,
+    TrackKind,
+    VirtualService,
+)
+from lvsbus.config.validate import validate
+
+#: keywords whose only meaning is VRRP on the wire or keepalived's own process: one warning each
+_WIRE = {
+    "virtual_router_id": "VRRP on the wire: lvsbus routers speak their own authenticated heartbeat "
+                         "(a keepalived and an lvsbus router cannot be peers); the group is named by the instance",
+    "authentication": "lvsbus authenticates every heartbeat with HMAC-SHA256 keyed by "
+                      "heartbeat.key_file (/etc/lvsbus/heartbeat.key), not a VRRP password",
+    "state": "lvsbus starts every router as backup, listens for a deadtime, then elects by priority "
+             "(as keepalived does after its first advert)",
+    "version": "VRRP on the wire: lvsbus routers speak their own protocol",
+    "garp_master_delay": "gratuitous ARPs: heartbeat.garp_repeat and garp_refresh apply to every group",
+    "dont_track_primary": "lvsbus always watches its heartbeat devices when monitor_links is on",
+}
+_SCHEDULER_ALIASES = {"wlc": "wlc"}
+_KINDS = {"NAT": Forwarding.NAT, "DR": Forwarding.DIRECT, "TUN": Forwarding.TUNNEL}
+
+
+def _name_of(address: str) -> str:
+    return "lvs-" + re.sub(r"[.:]", "-", address).strip("-")
+
+
+class _Map:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.issues: list[Issue] = []
+        self.used: set[int] = set()
+        self.where: dict[str, tuple[str, int]] = {}  # model key path -> (file, line)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def use(self, st: Statement, key: str | None = None) -> Statement:
+        self.used.add(id(st))
+        if key is not None:
+            self.where.setdefault(key, (st.file, st.line))
+        return st
+
+    def skip(self, st: Statement) -> None:
+        """``st`` and its whole block are accounted for (a warning said what happens to them)."""
+        self.used.add(id(st))
+        for child in st.block or ():
+            self.skip(child)
+
+    def err(self, st: Statement, msg: str) -> None:
+        self.issues.append(Issue(key="", message=msg, file=st.file, line=st.line))
+
+    def warn(self, st: Statement, msg: str) -> None:
+        self.issues.append(Issue(key="", message=msg, file=st.file, line=st.line, severity=Severity.WARNING))
+
+    def one(self, block: Statement, keyword: str, key: str | None = None) -> Statement | None:
+        found = block.find(keyword)
+        for extra in found[1:]:
+            self.skip(extra)
+            self.warn(extra, f"'{keyword}' is given again: the first (line {found[0].line}) is used")
+        return self.use(found[0], key) if found else None
+
+    def arg(self, st: Statement, n: int = 1) -> list[str] | None:
+        if len(st.args) < n:
+            self.err(st, f"'{st.keyword}' needs {n} value{'s' if n > 1 else ''}")
+            return None
+        return st.args
+
+    def num(self, st: Statement | None, conv: Callable[[str], Any] = int, default: Any = None) -> Any:
+        if st is None:
+            return default
+        if not st.args:
+            self.err(st, f"'{st.keyword}' needs a value")
+            return default
+        try:
+            return conv(st.args[0])
+        except ValueError:
+            self.err(st, f"'{st.keyword}': {st.args[0]!r} is not a number")
+            return default
+
+    def unused(self, tree: list[Statement]) -> None:
+        for st in tree:
+            if id(st) not in self.used:
+                self.warn(st, f"'{st.keyword}' is not run by lvsbus: ignored")
+                continue
+            if st.block is not None:
+                self.unused(st.block)
+
+    def locate(self, key: str) -> tuple[str | None, int | None]:
+        while key:
+            if key in self.where:
+                return self.where[key]
+            key = key.rsplit(".", 1)[0] if "." in key else ""
+        return None, None
+
+
+def _vip(m: _Map, st: Statement) -> tuple[str, int | None, str | None, str | None] | None:
+    """``ADDRESS[/PLEN] [dev DEV] [label LABEL] ...`` of a virtual_ipaddress line."""
+    words = [st.keyword, *st.args]
+    addr, _, plen = words[0].partition("/")
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        m.err(st, f"{words[0]!r} is not an IP address")
+        return None
+    opts = dict(zip(words[1::2], words[2::2]))
+    for k in opts:
+        if k not in ("dev", "label", "brd", "broadcast", "scope"):
+            m.warn(st, f"virtual_ipaddress option '{k}' is not run by lvsbus: ignored")
+    return str(ip), int(plen) if plen.isdigit() else None, opts.get("dev"), opts.get("label")
+
+
+def _notify(m: _Map, inst: Statement) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kw, field in (("notify_master", "active_cmd"), ("notify_backup", "inactive_cmd"), ("notify", "notify")):
+        st = m.one(inst, kw)
+        if st is not None and st.args:
+            out[field] = " ".join(st.args)
+    st = m.one(inst, "notify_fault")
+    if st is not None:
+        m.warn(st, "notify_fault: lvsbus runs notify (with FAULT) and inactive_cmd on leaving active; "
+                   "a command for FAULT alone is not run")
+    return out
+
+
+def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None) -> Check | None:
+    checkers = [s for s in rs.block or () if s.keyword.endswith("_CHECK") or s.keyword in ("HTTP_GET", "SSL_GET")]
+    if not checkers:
+        return None
+    c = m.use(checkers[0])
+    for extra in checkers[1:]:
+        m.skip(extra)
+        m.warn(extra, f"{extra.keyword}: lvsbus runs one check a real server: the first ({c.keyword}) is used")
+    interval = m.num(m.one(c, "delay_loop"), float, vs_interval)
+    timeout = m.num(m.one(c, "connect_timeout"), float, 5.0)
+    retry = m.one(c, "retry") or m.one(c, "nb_get_retry")
+    fall = m.num(retry, int, 0) + 1
+    dbr = m.one(c, "delay_before_retry")
+    if dbr is not None:
+        m.warn(dbr, "delay_before_retry: lvsbus checks every delay_loop; a failed check is retried at the next")
+    port = m.num(m.one(c, "connect_port"), int, None)
+    for kw in ("connect_ip", "bindto", "bind_port", "fwmark", "warmup"):
+        st = m.one(c, kw)
+        if st is not None:
+            m.skip(st)
+            m.warn(st, f"{kw}: not run by lvsbus yet: the check connects from the router to the real server's address")
+    base = dict(interval=interval, timeout=min(timeout, interval), rise=1, fall=fall, port=port)
+    if timeout > interval:
+        m.warn(c, f"connect_timeout {timeout:g} s is longer than delay_loop {interval:g} s: lvsbus uses {interval:g} s")
+    if c.keyword == "TCP_CHECK":
+        return Check(kind=CheckKind.TCP_CONNECT, **base)
+    if c.keyword in ("HTTP_GET", "SSL_GET"):
+        urls = c.find("url")
+        path: str = "/"
+        status: tuple[int, ...] = (200,)
+        host: str | None = vhost
+        if urls:
+            u = m.use(urls[0])
+            for extra in urls[1:]:
+                m.skip(extra)
+                m.warn(extra, "url: lvsbus checks one url a real server yet: the first is used")
+            p = m.one(u, "path")
+            if p is not None and p.args:
+                path = p.args[0]
+            sc = m.one(u, "status_code")
+            if sc is not None and sc.args:
+                codes: list[int] = []
+                for a in sc.args:
+                    lo, _, hi = a.partition("-")
+                    if lo.isdigit() and (not hi or hi.isdigit()):
+                        codes += range(int(lo), int(hi or lo) + 1)
+                    else:
+                        m.err(sc, f"status_code {a!r}: give codes or ranges (200-299)")
+                status = tuple(codes) or status
+            d = m.one(u, "digest")
+            if d is not None:
+                m.warn(d, "digest: lvsbus does not compare the body's MD5 yet: only the status is checked")
+        vh = m.one(c, "virtualhost")
+        if vh is not None and vh.args:
+            host = vh.args[0]
+        kind = CheckKind.HTTPS if c.keyword == "SSL_GET" else CheckKind.HTTP
+        return Check(kind=kind, path=path, status=status, host=host, **base)
+    if c.keyword == "MISC_CHECK":
+        mp = m.one(c, "misc_path")
+        mt = m.num(m.one(c, "misc_timeout"), float, None)
+        dyn = m.one(c, "misc_dynamic")
+        if dyn is not None:
+            m.warn(dyn, "misc_dynamic: lvsbus does not set the weight from the exit status yet: 0 passes, others fail")
+        if mp is None or not mp.args:
+            m.err(c, "MISC_CHECK needs misc_path")
+            return None
+        return Check(kind=CheckKind.PROGRAM, command=" ".join(mp.args), exit_code=0,
+                     **{**base, "timeout": min(mt or base["timeout"], interval)})
+    m.warn(c, f"{c.keyword}: lvsbus has no such check yet: the real server is checked by a TCP connect")
+    return Check(kind=CheckKind.TCP_CONNECT, **base)
+
+
+def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[int | None, str | None, str | None, str]]
+                    ) -> VirtualService | None:
+    if len(vs.args) < 2 or vs.args[0] in ("fwmark", "group"):
+        m.skip(vs)
+        m.warn(vs, f"virtual_server {' '.join(vs.args)}: fwmark and virtual_server_group services are not "
+                   "read yet: ignored")
+        return None
+    address, port_s = vs.args[0], vs.args[1]
+    try:
+        address = str(ipaddress.ip_address(address))
+        port = int(port_s)
+    except ValueError:
+        m.err(vs, f"virtual_server {address} {port_s}: give an IP address and a port")
+        return None
+    name = f"vs{index}"
+    key = f"virtual.{name}"
+    m.use(vs, key)
+    interval = m.num(m.one(vs, "delay_loop", f"{key}.check.interval"), float, 60.0)
+    kw: dict[str, Any] = {}
+    algo = m.one(vs, "lb_algo", f"{key}.scheduler")
+    if algo is not None and algo.args:
+        kw["scheduler"] = algo.args[0]
+        if algo.args[0] not in SCHEDULERS:
+            m.err(algo, f"lb_algo {algo.args[0]!r}: one of {', '.join(SCHEDULERS)}")
+            kw.pop("scheduler")
+    kind = m.one(vs, "lb_kind", f"{key}.forwarding") or m.one(vs, "lvs_method", f"{key}.forwarding")
+    if kind is not None and kind.args:
+        fwd = _KINDS.get(kind.args[0].upper())
+        if fwd is None:
+            m.err(kind, f"lb_kind {kind.args[0]!r}: NAT, DR or TUN")
+        else:
+            kw["forwarding"] = fwd
+    pt = m.one(vs, "persistence_timeout", f"{key}.persistence")
+    if pt is not None:
+        kw["persistence"] = m.num(pt, int, 360) if pt.args else 360
+    pg = m.one(vs, "persistence_granularity", f"{key}.persistence_prefixlen")
+    if pg is not None and pg.args:
+        try:
+            kw["persistence_prefixlen"] = ipaddress.ip_network(f"0.0.0.0/{pg.args[0]}").prefixlen \
+                if "." in pg.args[0] else int(pg.args[0])
+        except ValueError:
+            m.err(pg, f"persistence_granularity {pg.args[0]!r}: a netmask (255.255.255.0) or a prefix length")
+    proto = m.one(vs, "protocol", f"{key}.protocol")
+    if proto is not None and proto.args:
+        try:
+            kw["protocol"] = Protocol(proto.args[0].lower())
+        except ValueError:
+            m.err(proto, f"protocol {proto.args[0]!r}: TCP, UDP or SCTP")
+    for kwd, field in (("quorum", "quorum"), ("hysteresis", "hysteresis")):
+        st = m.one(vs, kwd, f"{key}.{field}")
+        if st is not None:
+            kw[field] = m.num(st, int, 1)
+    sorry = m.one(vs, "sorry_server", f"{key}.sorry_server")
+    if sorry is not None and m.arg(sorry, 1):
+        kw["sorry_server"] = sorry.args[0]
+        if len(sorry.args) > 1:
+            kw["sorry_server_port"] = m.num(dataclasses.replace(sorry, args=sorry.args[1:]), int, None)
+    if m.one(vs, "inhibit_on_failure") is not None:
+        kw["inhibit_on_failure"] = True
+    vhost = m.one(vs, "virtualhost")
+    for kwd in ("alpha", "omega", "quorum_up", "quorum_down", "ha_suspend", "ops"):
+        st = m.one(vs, kwd)
+        if st is not None:
+            m.warn(st, f"{kwd}: not run by lvsbus yet: ignored")
+    servers: list[RealServer] = []
+    check: Check | None = None
+    for i, rs in enumerate(vs.find("real_server"), 1):
+        if len(rs.args) < 2:
+            m.use(rs)
+            m.err(rs, "real_server needs an address and a port")
+            continue
+        rname = f"rs{i}"
+        rkey = f"{key}.server.{rname}"
+        m.use(rs, rkey)
+        w = m.num(m.one(rs, "weight", f"{rkey}.weight"), int, 1)
+        if m.one(rs, "inhibit_on_failure") is not None:
+            kw["inhibit_on_failure"] = True
+        for kwd in ("notify_up", "notify_down", "uthreshold", "lthreshold", "smtp_alert"):
+            st = m.one(rs, kwd)
+            if st is not None:
+                m.warn(st, f"{kwd}: not run by lvsbus yet: ignored")
+        chk = _check(m, rs, interval, vhost.args[0] if vhost is not None and vhost.args else None)
+        if check is None and chk is not None:
+            check = chk
+        try:
+            rport = int(rs.args[1])
+        except ValueError:
+            m.err(rs, f"real_server port {rs.args[1]!r} is not a number")
+            continue
+        servers.append(RealServer(rname, rs.args[0], port=rport if rport != port else None, weight=w,
+                                  check=chk if chk is not None and chk != check else None))
+    if check is not None:
+        kw["check"] = check
+    vip = vips.get(address)
+    if vip is not None:
+        kw.update(vip_prefixlen=vip[0], device=vip[1], label=vip[2], group=vip[3])
+    else:
+        m.warn(vs, f"{address} is in no vrrp_instance's virtual_ipaddress: lvsbus holds it as a VIP of the "
+                   "default group (keepalived expects it on the host already)")
+    return VirtualService(name, address, port=port, servers=tuple(servers), **kw)
+
+
+def map_keepalived(tree: list[Statement], filename: str, config_id: str) -> tuple[Config, _Map]:
+    m = _Map(filename)
+    top = Statement("", [], filename, 0, block=tree)
+    # global_defs
+    gd = m.one(top, "global_defs")
+    if gd is not None:
+        rid = m.one(gd, "router_id")
+        if rid is not None:
+            m.warn(rid, "router_id: lvsbus names each router by its address (lvs-10-0-0-1), so the configs "
+                        "converted on every router agree")
+        for st in gd.block or ():
+            if st.keyword in ("notification_email", "notification_email_from", "smtp_server", "smtp_connect_timeout"):
+                m.skip(st)
+                m.warn(st, f"{st.keyword}: lvsbus sends no mail: its alerts are events and metrics")
+    # scripts
+    tracks: list[Track] = []
+    scripts: dict[str, Statement] = {}
+    for sc in top.find("vrrp_script"):
+        if not sc.args:
+            m.use(sc)
+            m.err(sc, "vrrp_script needs a name")
+            continue
+        scripts[sc.args[0]] = m.use(sc, f"track.{sc.args[0]}")
+    # instances
+    sync_of: dict[str, str] = {}
+    for sg in top.find("vrrp_sync_group"):
+        m.use(sg)
+        grp = m.one(sg, "group")
+        for name in grp.words() if grp is not None else []:
+            sync_of[name] = sg.args[0] if sg.args else "sync"
+        for st in sg.block or ():
+            if st.keyword.startswith("notify") or st.keyword in ("smtp_alert", "global_tracking"):
+                m.skip(st)
+                m.warn(st, f"{st.keyword} of a sync group: lvsbus runs each member group's commands")
+    instances = top.find("vrrp_instance")
+    local_addr: str | None = None
+    peers: list[str] = []
+    groups: list[Group] = []
+    vips: dict[str, tuple[int | None, str | None, str | None, str]] = {}  # VIP -> prefixlen, device, label, group
+    spare_vips: list[tuple[str, int | None, str | None, str | None, str, Statement]] = []
+    adverts: list[float] = []
+    local_prio: int | None = None
+    master = False
+    for inst in instances:
+        name = inst.args[0] if inst.args else "VI"
+        gkey = f"group.{name}"
+        m.use(inst, gkey)
+        prio = m.num(m.one(inst, "priority", f"{gkey}.priority"), int, 100)
+        state = inst.find("state")
+        if local_prio is None:
+            local_prio = prio
+            master = bool(state) and bool(state[0].args) and state[0].args[0].upper() == "MASTER"
+        ifc = m.one(inst, "interface")
+        adv = m.one(inst, "advert_int")
+        if adv is not None:
+            adverts.append(m.num(adv, float, 1.0))
+        src = m.one(inst, "unicast_src_ip", "routers")
+        if src is not None and src.args:
+            local_addr = local_addr or src.args[0]
+        up = m.one(inst, "unicast_peer")
+        if up is not None:
+            m.skip(up)
+        for w in up.words() if up is not None else []:
+            if w not in peers:
+                peers.append(w)
+        for kw, why in _WIRE.items():
+            s = m.one(inst, kw)
+            if s is not None:
+                m.skip(s)
+                m.warn(s, f"{kw}: {why}")
+        pre = not any(m.one(inst, k) is not None for k in ("nopreempt",))
+        pdelay = m.num(m.one(inst, "preempt_delay", f"{gkey}.preempt_delay"), float, None)
+        for blk in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
+            vb = m.one(inst, blk)
+            for line in vb.block or () if vb is not None else ():
+                m.use(line)
+                vip = _vip(m, line)
+                if vip is not None:
+                    addr, plen, dev, label = vip
+                    dev = dev or (ifc.args[0] if ifc is not None and ifc.args else None)
+                    vips.setdefault(addr, (plen, dev, label, name))
+                    spare_vips.append((addr, plen, dev, label, name, line))
+        for tkind, kind in (("track_interface", TrackKind.INTERFACE), ("track_script", TrackKind.SCRIPT),
+                            ("track_file", TrackKind.FILE)):
+            tb = m.one(inst, tkind)
+            for line in tb.block or () if tb is not None else ():
+                m.use(line)
+                weight = 0
+                if len(line.args) >= 2 and line.args[0] == "weight":
+                    weight = m.num(dataclasses.replace(line, args=line.args[1:]), int, 0)
+                if kind is TrackKind.INTERFACE:
+                    tname = f"{name}-if-{line.keyword}"
+                    tracks.append(Track(tname, kind, weight=weight, device=line.keyword, groups=(name,)))
+                elif kind is TrackKind.SCRIPT:
+                    script = scripts.get(line.keyword)
+                    if script is None:
+                        m.err(line, f"track_script {line.keyword!r}: no vrrp_script of that name")
+                        continue
+                    tracks.append(_script_track(m, script, name, weight if len(line.args) >= 2 else None))
+                else:
+                    m.warn(line, "track_file: vrrp_track_file blocks are not read yet: ignored")
+        is_master = bool(state) and bool(state[0].args) and state[0].args[0].upper() == "MASTER"
+        groups.append(Group(name, priority=(("__local__", prio), ("__master__", int(is_master))), preempt=pre, preempt_delay=pdelay,
+                            sync_group=sync_of.get(name), **_notify(m, inst)))
+    # virtual servers
+    vss: list[VirtualService] = []
+    for i, vs in enumerate(top.find("virtual_server"), 1):
+        m.use(vs)
+        service = _virtual_server(m, vs, i, vips)
+        if service is not None:
+            vss.append(service)
+    for vsg in top.find("virtual_server_group"):
+        m.skip(vsg)
+        m.warn(vsg, "virtual_server_group: not read yet: its virtual servers are ignored")
+    # VIPs no virtual server uses: the NAT gateway, or not held
+    used = {v.address for v in vss}
+    nat: NatRouter | None = None
+    any_nat = any(v.forwarding is Forwarding.NAT for v in vss)
+    for addr, plen, dev, label, gname, line in spare_vips:
+        if addr in used:
+            continue
+        if nat is None and any_nat:
+            nat = NatRouter(addr, device=dev, label=label, prefixlen=plen, group=gname)
+            m.where.setdefault("nat_router", (line.file, line.line))
+        else:
+            m.warn(line, f"VIP {addr}: no virtual_server uses it: lvsbus holds the VIPs of its virtual "
+                         "services and one NAT gateway: not held")
+    # routers
+    if instances and (local_addr is None or not peers):
+        m.err(instances[0], "lvsbus routers find their peers by address: give unicast_src_ip and "
+                            "unicast_peer { ADDRESS ... } (multicast VRRP has no lvsbus equivalent)")
+    local = local_addr or "127.0.0.1"
+    lname = _name_of(local)
+    base = local_prio if local_prio is not None else 100
+    # no router device: keepalived puts each VIP on its own interface (dev, else the instance's)
+    routers = [Router(lname, local, priority=base)]
+    for i, p in enumerate(peers, 1):
+        pp = max(1, min(254, base - i if master else base + i))
+        routers.append(Router(_name_of(p), p, priority=pp))
+    # a peer's priority in each group: its heartbeats say it; until heard, a placeholder below ours
+    # where this router is the MASTER, above where it is the BACKUP
+    placed = []
+    for g in groups:
+        own, above = dict(g.priority)["__local__"], dict(g.priority)["__master__"]
+        prios = [(lname, own)] + [(_name_of(p), max(1, min(254, own - i if above else own + i)))
+                                  for i, p in enumerate(peers, 1)]
+        placed.append(dataclasses.replace(g, priority=tuple(prios)))
+    groups = placed
+    hb = Heartbeat(enabled=bool(instances))
+    if adverts:
+        ka = min(adverts)
+        hb = dataclasses.replace(hb, keepalive=ka, deadtime=3 * ka)
+    cfg = Config(routers=tuple(routers), heartbeat=hb, virtual_services=tuple(vss), tracks=tuple(tracks),
+                 groups=tuple(groups) if instances else (), nat_router=nat)
+    m.unused(tree)
+    return cfg, m
+
+
+def _script_track(m: _Map, sc: Statement, group: str, weight: int | None) -> Track:
+    script = m.one(sc, "script")
+    cmd = " ".join(script.args) if script is not None else ""
+    if script is None:
+        m.err(sc, "vrrp_script needs a script")
+    w = weight if weight is not None else m.num(m.one(sc, "weight"), int, 0)
+    for kw in ("user", "init_fail"):
+        st = m.one(sc, kw)
+        if st is not None:
+            m.warn(st, f"{kw}: lvsbus runs track scripts as its nanny does (root, started as fine until they fail)")
+    return Track(f"{sc.args[0]}-{group}", TrackKind.SCRIPT, weight=w, command=cmd,
+                 interval=m.num(m.one(sc, "interval"), float, 1.0), timeout=m.num(m.one(sc, "timeout"), float, 1.0),
+                 rise=m.num(m.one(sc, "rise"), int, 1), fall=m.num(m.one(sc, "fall"), int, 1), groups=(group,))
+
+
+def looks_like_keepalived(text: str) -> bool:
+    """Whether a config's text is keepalived's: a top-level block keepalived has and lvs.cf does not."""
+    return bool(re.search(r"^\s*(@\^?\S+\s+)?(global_defs|vrrp_instance|vrrp_script|vrrp_sync_group|"
+                          r"virtual_server|virtual_server_group|include)\b", text, re.M))
+
+
+def loads_keepalived(text: str, filename: str = "keepalived.conf", config_id: str = "",
+                     files: Files | None = None) -> LoadedConfig:
+    """Read a keepalived.conf (includes relative to ``filename``, read through ``files``: none, an
+    include is an error) as lvsbus runs it; ``config_id``: what ``@ID`` lines match. Raises
+    ConfigError with every error (file and line); the warnings say what lvsbus does not run or
+    runs differently."""
+    cid = config_id
+    tree, gram_warnings = parse(text, filename, config_id=cid, files=files)
+    cfg, m = map_keepalived(tree, filename, cid)
+    issues = list(gram_warnings) + m.issues
+    for issue in validate(cfg, "keepalived"):
+        f, line = m.locate(issue.key)
+        issues.append(dataclasses.replace(issue, file=f or filename, line=line))
+    errors = [i for i in issues if i.severity is Severity.ERROR]
+    warnings = [i for i in issues if i.severity is Severity.WARNING]
+    order = {filename: 0}
+
+    def key(i: Issue) -> tuple:
+        return (order.get(i.file or "", 1), i.file or "", i.line or 0)
+
+    if errors:
+        raise ConfigError(sorted(errors, key=key))
+    return LoadedConfig(config=cfg, warnings=tuple(sorted(warnings, key=key)), source=filename, format="keepalived")

@@ -1,0 +1,110 @@
+"""keepalived.conf as a config format (lvsbus/config/keepalived.py, docs/keepalived.md): one router's
+file of an active/active pair (tests/fixtures/keepalived-pair, written for lvsbus) maps onto groups,
+tracks, virtual services and checks; everything lvsbus does not run is a warning with its file
+and line; errors (here or in an included file) name theirs; check-config, convert and diff take it."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lvsbus.cli import main as cli
+from lvsbus.config import ConfigError, detect_format, loads
+from lvsbus.host.configfiles import load_config as load
+from lvsbus.config.model import CheckKind, Forwarding, TrackKind
+
+PAIR = Path(__file__).parents[1] / "fixtures" / "keepalived-pair"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Path:
+    shutil.copytree(PAIR, tmp_path / "k")
+    return tmp_path / "k" / "keepalived.conf"
+
+
+def test_the_pair_maps_onto_groups_tracks_services_and_checks(pair):
+    loaded = load(str(pair))
+    cfg = loaded.config
+    assert loaded.format == "keepalived"
+    assert [(r.name, r.address) for r in cfg.routers] == [("lvs-10-0-0-1", "10.0.0.1"), ("lvs-10-0-0-2", "10.0.0.2")]
+    assert cfg.heartbeat.keepalive == 1.0 and cfg.heartbeat.deadtime == 3.0  # advert_int, 3 adverts
+    web, mail = cfg.group("WEB"), cfg.group("MAIL")
+    # this router's priorities; the peer's a placeholder until its heartbeats say: below where
+    # this one is MASTER, above where it is BACKUP
+    assert dict(web.priority) == {"lvs-10-0-0-1": 150, "lvs-10-0-0-2": 149}
+    assert dict(mail.priority) == {"lvs-10-0-0-1": 100, "lvs-10-0-0-2": 101}
+    assert web.preempt is True and mail.preempt is False and web.active_cmd == "/usr/local/bin/master.sh"
+    vs1, vs2 = cfg.virtual_services
+    assert (vs1.address, vs1.port, vs1.group, vs1.device, vs1.label, vs1.vip_prefixlen) == \
+        ("192.0.2.10", 80, "WEB", "eth0", "eth0:1", 24)
+    assert (vs1.scheduler, vs1.forwarding, vs1.persistence, vs1.sorry_server, vs1.sorry_server_port) == \
+        ("wlc", Forwarding.NAT, 300, "10.1.0.99", 80)
+    assert vs1.check.kind is CheckKind.HTTP and vs1.check.path == "/healthz" and vs1.check.status == (200, 201, 202, 203, 204)
+    assert (vs1.check.interval, vs1.check.timeout, vs1.check.fall) == (6.0, 3.0, 3)  # retry 2: 3 failures
+    assert vs1.servers[0].weight == 2 and vs1.servers[1].check.kind is CheckKind.TCP_CONNECT
+    assert vs2.group == "MAIL" and vs2.check.kind is CheckKind.PROGRAM and vs2.check.command == "/usr/local/bin/check-smtp 10.1.0.21"
+    # a VIP no virtual server uses, with NAT services: the real servers' gateway
+    assert cfg.nat_router is not None and (cfg.nat_router.address, cfg.nat_router.device, cfg.nat_router.group) == \
+        ("10.1.0.254", "eth1", "WEB")
+    kinds = {t.name: (t.kind, t.weight, t.groups) for t in cfg.tracks}
+    assert kinds == {"WEB-if-eth1": (TrackKind.INTERFACE, -60, ("WEB",)),
+                     "chk_haproxy-WEB": (TrackKind.SCRIPT, -30, ("WEB",))}
+    script = [t for t in cfg.tracks if t.kind is TrackKind.SCRIPT][0]
+    assert (script.command, script.interval, script.rise, script.fall) == ("pidof haproxy", 2.0, 2, 2)
+
+
+def test_what_lvsbus_does_not_run_is_a_warning_with_its_line(pair):
+    shown = [str(w) for w in load(str(pair)).warnings]
+    assert f"{pair}:15: virtual_router_id: VRRP on the wire: lvsbus routers speak their own authenticated " \
+           "heartbeat (a keepalived and an lvsbus router cannot be peers); the group is named by the instance" in shown
+    assert any(s.startswith(f"{pair}:22: authentication:") for s in shown)
+    text = pair.read_text().replace("    nopreempt\n", "    nopreempt\n    use_vmac\n    smtp_alert\n")
+    pair.write_text(text)
+    shown = [str(w) for w in load(str(pair)).warnings]
+    assert f"{pair}:44: 'use_vmac' is not run by lvsbus: ignored" in shown
+    assert f"{pair}:45: 'smtp_alert' is not run by lvsbus: ignored" in shown
+
+
+def test_errors_name_the_file_and_line_also_in_an_included_file(pair):
+    web = pair.parent / "conf.d" / "web.conf"
+    web.write_text(web.read_text().replace("lb_algo rr", "lb_algo bogus").replace("quorum 1", "quorum -1"))
+    with pytest.raises(ConfigError) as ei:
+        load(str(pair))
+    shown = [str(i) for i in ei.value.issues]
+    assert f"{web}:29: lb_algo 'bogus': one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos" in shown
+    assert any(s.startswith(f"{web}:7: virtual.vs1.quorum: -1 is out of range") for s in shown), shown
+
+
+def test_multicast_vrrp_is_refused_with_the_reason(pair):
+    text = pair.read_text().replace("    unicast_src_ip 10.0.0.1\n", "")
+    with pytest.raises(ConfigError) as ei:
+        loads(text, str(pair))
+    assert "lvsbus routers find their peers by address: give unicast_src_ip and unicast_peer" in str(ei.value)
+    assert f"{pair}:12:" in str(ei.value)
+
+
+def test_conditional_lines_follow_the_config_id(pair, monkeypatch):
+    text = pair.read_text().replace("    priority 150\n", "@lvs1 priority 150\n@lvs2 priority 90\n")
+    pair.write_text(text)
+    monkeypatch.setenv("LVSBUS_CONFIG_ID", "lvs2")
+    assert dict(load(str(pair)).config.group("WEB").priority)["lvs-10-0-0-1"] == 90
+
+
+def test_the_format_is_detected_from_the_content():
+    assert detect_format("keepalived.conf", "! x\nglobal_defs {\n}\n") == "keepalived"
+    assert detect_format("lb.conf", "vrrp_instance VI_1 {\n}\n") == "keepalived"
+    assert detect_format("lvs.conf", "primary = 10.0.0.1\nvirtual web {\n}\n") == "lvscf"
+    assert detect_format("x.toml", "global_defs {\n") == "toml"
+
+
+def test_check_config_convert_and_diff_across_formats(pair, tmp_path, capsys):
+    assert cli(["check-config", str(pair)]) == 0
+    out = capsys.readouterr()
+    assert "keepalived file" in out.out and "WEB: priority lvs-10-0-0-1 150" in out.out
+    assert cli(["config", "convert", str(pair)]) == 0
+    toml = tmp_path / "lvsbus.toml"
+    toml.write_text(capsys.readouterr().out)
+    assert load(str(toml)).config == load(str(pair)).config
+    assert cli(["config", "diff", str(pair), str(toml)]) == 0
+    assert "no changes" in capsys.readouterr().out
