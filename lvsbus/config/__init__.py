@@ -90,23 +90,25 @@ def detect_format(path: str, text: str) -> str:
 
 
 def loads(text: str, filename: str = "<config>", format: str | None = None, *, files: Files | None = None,
-          config_id: str = "") -> LoadedConfig:
+          config_id: str = "", key_file: str | None = None) -> LoadedConfig:
     """Parse and validate config text in any form (``format``: "toml", "lvscf", "keepalived" or None
     to detect). A keepalived.conf's includes are read through ``files`` (none: an include is an
-    error), its ``@ID`` lines match ``config_id``; lvsbus/host/configfiles.py gives the host's."""
+    error), its ``@ID`` lines match ``config_id``, ``key_file`` is its heartbeat key (it has no
+    keyword for one); lvsbus/host/configfiles.py gives the host's."""
     too_big = size_issue(text, filename)
     if too_big is not None:
         raise ConfigError([too_big])
     fmt = format or detect_format(filename, text)
     if fmt == "keepalived":
-        loaded = loads_keepalived(text, filename, config_id, files)
+        loaded = loads_keepalived(text, filename, config_id, files, key_file)
     else:
         loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
     return dataclasses.replace(loaded, digest=hashlib.sha256(
         text.encode("utf-8", "surrogatepass")).hexdigest())
 
 
-def load(path: str, format: str | None = None, *, files: Files | None = None, config_id: str = "") -> LoadedConfig:
+def load(path: str, format: str | None = None, *, files: Files | None = None, config_id: str = "",
+         key_file: str | None = None) -> LoadedConfig:
     """Read, parse and validate a config file (``.toml`` -> native, else lvs.cf unless the content is
     TOML). Raises ConfigError (every error, with file and line); an unreadable file, a directory
     and a file over MAX_CONFIG_BYTES are ConfigErrors too."""
@@ -128,5 +130,5 @@ def load(path: str, format: str | None = None, *, files: Files | None = None, co
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Issue(key="", message="the file is not UTF-8 text", file=path,
                                  line=line)]) from None
-    loaded = loads(text, path, format, files=files, config_id=config_id)
+    loaded = loads(text, path, format, files=files, config_id=config_id, key_file=key_file)
     return dataclasses.replace(loaded, digest=hashlib.sha256(raw).hexdigest())

@@ -343,7 +343,8 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
     return VirtualService(name, address, port=port, servers=tuple(servers), **kw)
 
 
-def map_keepalived(tree: list[Statement], filename: str, config_id: str) -> tuple[Config, _Map]:
+def map_keepalived(tree: list[Statement], filename: str, config_id: str,
+                   key_file: str | None = None) -> tuple[Config, _Map]:
     m = _Map(filename)
     top = Statement("", [], filename, 0, block=tree)
     # global_defs
@@ -492,6 +493,8 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str) -> tupl
         placed.append(dataclasses.replace(g, priority=tuple(prios)))
     groups = placed
     hb = Heartbeat(enabled=bool(instances))
+    if key_file:
+        hb = dataclasses.replace(hb, key_file=key_file)
     if adverts:
         ka = min(adverts)
         hb = dataclasses.replace(hb, keepalive=ka, deadtime=3 * ka)
@@ -523,14 +526,15 @@ def looks_like_keepalived(text: str) -> bool:
 
 
 def loads_keepalived(text: str, filename: str = "keepalived.conf", config_id: str = "",
-                     files: Files | None = None) -> LoadedConfig:
+                     files: Files | None = None, key_file: str | None = None) -> LoadedConfig:
     """Read a keepalived.conf (includes relative to ``filename``, read through ``files``: none, an
     include is an error) as lvsbus runs it; ``config_id``: what ``@ID`` lines match. Raises
     ConfigError with every error (file and line); the warnings say what lvsbus does not run or
-    runs differently."""
+    runs differently. ``key_file``: the heartbeat key (keepalived.conf has no place for it; else
+    the default, /etc/lvsbus/heartbeat.key)."""
     cid = config_id
     tree, gram_warnings = parse(text, filename, config_id=cid, files=files)
-    cfg, m = map_keepalived(tree, filename, cid)
+    cfg, m = map_keepalived(tree, filename, cid, key_file)
     issues = list(gram_warnings) + m.issues
     for issue in validate(cfg, "keepalived"):
         f, line = m.locate(issue.key)

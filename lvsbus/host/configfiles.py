@@ -13,6 +13,8 @@ from lvsbus.config.model import MAX_CONFIG_BYTES
 
 #: keepalived's ``-i``: what ``@ID`` lines of a keepalived.conf match
 CONFIG_ID_ENV = "LVSBUS_CONFIG_ID"
+#: a keepalived.conf's heartbeat key file (it has no keyword for one; default /etc/lvsbus/heartbeat.key)
+KEY_FILE_ENV = "LVSBUS_HEARTBEAT_KEY_FILE"
 
 
 class HostFiles:
@@ -47,4 +49,5 @@ def config_id() -> str:
 def load_config(path: str, format: str | None = None) -> LoadedConfig:
     """``lvsbus.config.load`` with this host's files and config id (a keepalived.conf's includes and
     ``@ID`` lines; relative includes are relative to the file's directory)."""
-    return load(str(path), format, files=HostFiles(), config_id=config_id())
+    return load(str(path), format, files=HostFiles(), config_id=config_id(),
+                key_file=os.environ.get(KEY_FILE_ENV) or None)
