@@ -241,23 +241,67 @@ def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None)
     return Check(kind=CheckKind.TCP_CONNECT, **base)
 
 
-def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[int | None, str | None, str | None, str]]
-                    ) -> VirtualService | None:
-    if len(vs.args) < 2 or vs.args[0] in ("fwmark", "group"):
-        m.skip(vs)
-        m.warn(vs, f"virtual_server {' '.join(vs.args)}: fwmark and virtual_server_group services are not "
-                   "read yet: ignored")
-        return None
-    address, port_s = vs.args[0], vs.args[1]
+#: a virtual_server_group's address range expands to at most this many addresses
+MAX_RANGE = 256
+
+Member = tuple[str | None, int | None, int | None, Statement]  # address, port, fwmark, where
+
+
+def _member(m: _Map, words: list[str], st: Statement) -> list[Member]:
+    """``IP PORT``, ``IP-LAST PORT`` (the last part a range) or ``fwmark N``: the services it names
+    (address None for a fwmark: the caller gives it its VIP)."""
+    if len(words) == 2 and words[0] == "fwmark":
+        mark = m.num(dataclasses.replace(st, args=words[1:]), int, None)
+        return [] if mark is None else [(None, None, mark, st)]
+    if len(words) != 2 or not words[1].isdigit():
+        m.err(st, f"{' '.join(words)!r}: give IP PORT, IP-LAST PORT (a range) or fwmark N")
+        return []
+    first, _, last = words[0].partition("-")
     try:
-        address = str(ipaddress.ip_address(address))
-        port = int(port_s)
+        ip = ipaddress.ip_address(first)
     except ValueError:
-        m.err(vs, f"virtual_server {address} {port_s}: give an IP address and a port")
-        return None
+        m.err(st, f"{first!r} is not an IP address")
+        return []
+    count = 1
+    if last:
+        base = int(str(ip).split(":" if ip.version == 6 else ".")[-1] or "0", 16 if ip.version == 6 else 10)
+        try:
+            end = int(last, 16 if ip.version == 6 else 10)
+        except ValueError:
+            end = -1
+        count = end - base + 1
+        if not 1 <= count <= MAX_RANGE:
+            m.err(st, f"{words[0]!r}: the range's last part must follow the address's, at most {MAX_RANGE} addresses")
+            return []
+    return [(str(ip + i), int(words[1]), None, st) for i in range(count)]
+
+
+def _members(m: _Map, vs: Statement, vsgs: dict[str, Statement]) -> list[Member]:
+    if len(vs.args) == 2 and vs.args[0] == "group":
+        g = vsgs.get(vs.args[1])
+        if g is None:
+            m.err(vs, f"virtual_server group {vs.args[1]!r}: no virtual_server_group of that name")
+            return []
+        out: list[Member] = []
+        for st in g.block or ():
+            m.use(st)
+            out += _member(m, [st.keyword, *st.args], st)
+        return out
+    return _member(m, list(vs.args), vs)
+
+
+def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[int | None, str | None, str | None, str]],
+                    vsgs: dict[str, Statement], mark_vip: str | None) -> list[VirtualService]:
+    members = _members(m, vs, vsgs)
+    if not members:
+        m.skip(vs)
+        return []
     name = f"vs{index}"
     key = f"virtual.{name}"
     m.use(vs, key)
+    first_rs = vs.find("real_server")
+    rs_port = int(first_rs[0].args[1]) if first_rs and len(first_rs[0].args) > 1 and first_rs[0].args[1].isdigit() else 0
+    port = members[0][1] if members[0][1] is not None else rs_port  # a fwmark's: its first real server's
     interval = m.num(m.one(vs, "delay_loop", f"{key}.check.interval"), float, 60.0)
     kw: dict[str, Any] = {}
     algo = m.one(vs, "lb_algo", f"{key}.scheduler")
@@ -308,9 +352,10 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
     servers: list[RealServer] = []
     check: Check | None = None
     for i, rs in enumerate(vs.find("real_server"), 1):
-        if len(rs.args) < 2:
-            m.use(rs)
-            m.err(rs, "real_server needs an address and a port")
+        all_marks = all(mk is not None for _a, _p, mk, _w in members)
+        if not rs.args or (len(rs.args) < 2 and not all_marks):
+            m.skip(rs)
+            m.err(rs, "real_server needs an address and a port (a port only a fwmark service may leave out)")
             continue
         rname = f"rs{i}"
         rkey = f"{key}.server.{rname}"
@@ -326,7 +371,7 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
         if check is None and chk is not None:
             check = chk
         try:
-            rport = int(rs.args[1])
+            rport = int(rs.args[1]) if len(rs.args) > 1 else 0  # fwmark, no port: the client's (IPVS port 0)
         except ValueError:
             m.err(rs, f"real_server port {rs.args[1]!r} is not a number")
             continue
@@ -334,13 +379,32 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
                                   check=chk if chk is not None and chk != check else None))
     if check is not None:
         kw["check"] = check
-    vip = vips.get(address)
-    if vip is not None:
-        kw.update(vip_prefixlen=vip[0], device=vip[1], label=vip[2], group=vip[3])
-    else:
-        m.warn(vs, f"{address} is in no vrrp_instance's virtual_ipaddress: lvsbus holds it as a VIP of the "
-                   "default group (keepalived expects it on the host already)")
-    return VirtualService(name, address, port=port, servers=tuple(servers), **kw)
+    out = []
+    for j, (address, mport, mark, where) in enumerate(members, 1):
+        vname = name if len(members) == 1 else f"{name}-{j}"
+        m.where.setdefault(f"virtual.{vname}", (where.file, where.line))
+        if mark is not None:
+            if mark_vip is None:
+                m.err(where, f"fwmark {mark}: lvsbus holds a VIP for a fwmark service: list one in a "
+                             "vrrp_instance's virtual_ipaddress that no virtual_server names"
+                             + ("" if vips else " (this file has no vrrp_instance)"))
+                continue
+            address = mark_vip
+            m.warn(where, f"fwmark {mark}: lvsbus holds VIP {address} for it (the first VIP no virtual_server "
+                          "names); the packets are marked by your firewall rules, as with keepalived")
+        assert address is not None
+        extra = dict(kw)
+        vip = vips.get(address)
+        if vip is not None:
+            extra.update(vip_prefixlen=vip[0], device=vip[1], label=vip[2], group=vip[3])
+        else:
+            m.warn(where, f"{address} is in no vrrp_instance's virtual_ipaddress: lvsbus holds it as a VIP of "
+                          "the default group (keepalived expects it on the host already)")
+        svc_port = mport if mport is not None else rs_port  # a fwmark: its first real server's port (0: the client's)
+        out.append(VirtualService(vname, address, port=svc_port, fwmark=mark, servers=tuple(
+            dataclasses.replace(rs, port=None if (rs.port or port) == svc_port else (rs.port or port))
+            for rs in servers), **extra))
+    return out
 
 
 def map_keepalived(tree: list[Statement], filename: str, config_id: str,
@@ -448,16 +512,22 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         is_master = bool(state) and bool(state[0].args) and state[0].args[0].upper() == "MASTER"
         groups.append(Group(name, priority=(("__local__", prio), ("__master__", int(is_master))), preempt=pre, preempt_delay=pdelay,
                             sync_group=sync_of.get(name), **_notify(m, inst)))
-    # virtual servers
+    # virtual servers (a group's members and fwmarks each a virtual service of lvsbus)
+    vsgs = {g.args[0]: m.use(g) for g in top.find("virtual_server_group") if g.args}
+    named: set[str] = set()
+    for vs in top.find("virtual_server"):
+        for a in ([st.keyword for st in vsgs[vs.args[1]].block or ()] if len(vs.args) == 2 and vs.args[0] == "group"
+                  and vs.args[1] in vsgs else vs.args[:1]):
+            named.add(a.split("-")[0])
+    mark_vip = next((v[0] for v in spare_vips if v[0] not in named), None)
+    for gname, g in vsgs.items():
+        if not any(len(vs.args) == 2 and vs.args[0] == "group" and vs.args[1] == gname for vs in top.find("virtual_server")):
+            m.skip(g)
+            m.warn(g, f"virtual_server_group {gname}: no virtual_server names it (virtual_server group {gname})")
     vss: list[VirtualService] = []
     for i, vs in enumerate(top.find("virtual_server"), 1):
         m.use(vs)
-        service = _virtual_server(m, vs, i, vips)
-        if service is not None:
-            vss.append(service)
-    for vsg in top.find("virtual_server_group"):
-        m.skip(vsg)
-        m.warn(vsg, "virtual_server_group: not read yet: its virtual servers are ignored")
+        vss += _virtual_server(m, vs, i, vips, vsgs, mark_vip)
     # VIPs no virtual server uses: the NAT gateway, or not held
     used = {v.address for v in vss}
     nat: NatRouter | None = None
@@ -485,12 +555,12 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         routers.append(Router(_name_of(p), p, priority=pp))
     # a peer's priority in each group: its heartbeats say it; until heard, a placeholder below ours
     # where this router is the MASTER, above where it is the BACKUP
-    placed = []
-    for g in groups:
-        own, above = dict(g.priority)["__local__"], dict(g.priority)["__master__"]
+    placed: list[Group] = []
+    for fg in groups:
+        own, above = dict(fg.priority)["__local__"], dict(fg.priority)["__master__"]
         prios = [(lname, own)] + [(_name_of(p), max(1, min(254, own - i if above else own + i)))
                                   for i, p in enumerate(peers, 1)]
-        placed.append(dataclasses.replace(g, priority=tuple(prios)))
+        placed.append(dataclasses.replace(fg, priority=tuple(prios)))
     groups = placed
     hb = Heartbeat(enabled=bool(instances))
     if key_file:

@@ -108,3 +108,56 @@ def test_check_config_convert_and_diff_across_formats(pair, tmp_path, capsys):
     assert load(str(toml)).config == load(str(pair)).config
     assert cli(["config", "diff", str(pair), str(toml)]) == 0
     assert "no changes" in capsys.readouterr().out
+
+
+def test_virtual_server_groups_ranges_and_fwmarks(pair):
+    text = pair.read_text().replace("        192.0.2.20/24 dev eth0\n", "        192.0.2.20/24 dev eth0\n        192.0.2.30/24 dev eth0\n")
+    text += """
+virtual_server_group MAILS {
+    192.0.2.20 25
+    192.0.2.21-22 587
+    fwmark 7
+}
+virtual_server group MAILS {
+    lb_algo rr
+    lb_kind DR
+    real_server 10.1.0.21 25 {
+        TCP_CHECK {
+            connect_timeout 2
+        }
+    }
+}
+virtual_server fwmark 9 {
+    lb_kind NAT
+    persistence_timeout
+    real_server 10.1.0.31 {
+        TCP_CHECK {
+            connect_port 443
+        }
+    }
+}
+virtual_server_group UNUSED {
+    192.0.2.99 80
+}
+"""
+    pair.write_text(text.replace("include conf.d/*.conf\n", ""))
+    loaded = load(str(pair))
+    got = [(v.name, v.address, v.port, v.fwmark, v.group, [(s.address, s.port) for s in v.servers])
+           for v in loaded.config.virtual_services]
+    assert got == [
+        ("vs1-1", "192.0.2.20", 25, None, "MAIL", [("10.1.0.21", None)]),
+        ("vs1-2", "192.0.2.21", 587, None, None, [("10.1.0.21", 25)]),
+        ("vs1-3", "192.0.2.22", 587, None, None, [("10.1.0.21", 25)]),
+        # a fwmark holds the first VIP no virtual_server names
+        ("vs1-4", "192.0.2.10", 25, 7, "WEB", [("10.1.0.21", None)]),
+        # no port on a fwmark's real server: the client's (IPVS port 0)
+        ("vs2", "192.0.2.10", 0, 9, "WEB", [("10.1.0.31", None)]),
+    ]
+    assert loaded.config.virtual_services[4].persistence == 360 and loaded.config.virtual_services[4].check.port == 443
+    shown = [str(w) for w in loaded.warnings]
+    assert any("virtual_server_group UNUSED: no virtual_server names it" in s for s in shown)
+    assert any("fwmark 7: lvsbus holds VIP 192.0.2.10 for it" in s for s in shown)
+    assert any("VIP 192.0.2.30: no virtual_server uses it" in s for s in shown)
+    with pytest.raises(ConfigError) as ei:
+        loads(text.replace("192.0.2.21-22 587", "192.0.2.21-2 587").replace("include conf.d/*.conf\n", ""), str(pair))
+    assert "the range's last part must follow the address's" in str(ei.value)
