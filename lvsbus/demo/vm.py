@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lvsbus.demo import qemu as kitmod
 
-ROOT = Path(__file__).resolve().parent.parent  # where ``python -m lvsbus.cli`` is found without an install
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (lvsbus/demo/vm.py -> ../..): where ``python -m lvsbus.cli`` is found without an install
 KIT_FILES = ("env", "cmd", "rc")
 
 

@@ -18,3 +18,12 @@ def test_the_prelude_binds_each_path_from_under_the_tmpfs_then_cds():
     assert "mount --bind / /.lvsbus-under" in text
     assert "mkdir -p '/tmp/my clone' && mount --bind '/.lvsbus-under/tmp/my clone' '/tmp/my clone'" in text
     assert text.rstrip().endswith("cd '/tmp/my clone/sub' || exit 97")
+
+
+def test_the_demo_vm_runs_from_the_checkout_that_holds_every_package():
+    """The VM finds lvsbus, lvsbus_services and lvsbus_tools on PYTHONPATH=ROOT alone (no install in
+    the VM): ROOT must be the checkout, not the lvsbus package (the layout move once broke this)."""
+    from lvsbus.demo.vm import ROOT
+
+    for pkg in ("lvsbus/cli/__main__.py", "lvsbus_services/__init__.py", "lvsbus_tools/__init__.py", "services", "tools"):
+        assert (ROOT / pkg).exists(), (ROOT, pkg)
