@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-APT_PACKAGES=(iproute2 iputils-ping procps kmod busybox-static qemu-system-x86 ipvsadm curl chromium chromium-driver bird2)
+APT_PACKAGES=(iproute2 iputils-ping procps kmod busybox-static qemu-system-x86 ipvsadm curl chromium chromium-driver bird2 dnsmasq-base openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

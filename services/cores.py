@@ -15,6 +15,7 @@ CORES = {
     "lvsd": "lvsbus_services.lvsd.core:LvsdCore",
     "ipvs": "lvsbus_services.ipvs.core:ApplierCore",
     "bgp": "lvsbus_services.bgp.core:BgpCore",
+    "alerts": "lvsbus_services.alerts.core:AlertsCore",
 }
 
 

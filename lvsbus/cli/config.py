@@ -12,6 +12,7 @@ from lvsbus.config.diff import diff
 from lvsbus.config.model import (
     Check,
     CheckKind,
+    HttpUrl,
     Config,
     ConfigError,
     FailoverService,
@@ -197,19 +198,39 @@ def _describe_check(chk: Check) -> str:
     if k is CheckKind.TCP_SEND_EXPECT:
         parts += [f"send {chk.send!r}", f"expect {chk.expect!r}" + (" (regex)" if chk.regex else "")]
     elif k in (CheckKind.HTTP, CheckKind.HTTPS):
-        parts += [f"GET {chk.path}", "status " + "/".join(map(str, chk.status))]
-        if chk.body_regex:
-            parts.append(f"body ~ {chk.body_regex!r}")
+        for u in chk.urls or (HttpUrl(chk.path, chk.status, chk.digest, chk.body_regex),):
+            parts += [f"GET {u.path}", "status " + "/".join(map(str, u.status))]
+            if u.body_regex:
+                parts.append(f"body ~ {u.body_regex!r}")
+            if u.digest:
+                parts.append(f"MD5 {u.digest}")
         if chk.host:
             parts.append(f"Host {chk.host}")
+        if chk.http_version != "1.0":
+            parts.append(f"HTTP/{chk.http_version}")
+        if k is CheckKind.HTTPS and chk.tls_verify:
+            parts.append("certificate verified" + (f" against {chk.tls_ca}" if chk.tls_ca else ""))
+        if k is CheckKind.HTTPS and chk.tls_cert:
+            parts.append(f"client certificate {chk.tls_cert}")
+    elif k is CheckKind.SMTP:
+        parts.append(f"HELO {chk.helo_name}")
+    elif k is CheckKind.DNS:
+        parts.append(f"query {chk.dns_type} {chk.dns_name or '.'}")
+    elif k is CheckKind.FILE:
+        parts.append(f"file {chk.file} holds 0")
     elif k is CheckKind.UDP:
-        parts += [f"payload {chk.payload!r}", f"expect {chk.expect!r}"]
+        parts += [f"payload {chk.payload!r}", f"expect {chk.expect!r}" if chk.reply_required
+                  else "silence or a reply passes, an ICMP error fails"]
     elif k is CheckKind.PROGRAM:
         parts.append(f"run {chk.command!r}")
         if chk.expect:
             parts.append(f"output ~ {chk.expect!r}")
         if chk.exit_code is not None or not chk.expect:
             parts.append(f"exit {chk.exit_code or 0}")
+    if chk.connect_ip:
+        parts.append(f"to {chk.connect_ip}")
+    if chk.bind:
+        parts.append(f"from {chk.bind}")
     return ", ".join(parts)
 
 
@@ -307,6 +328,12 @@ def _describe_options(cfg: Config) -> list[str]:
         so = cfg.scaleout
         out.append(f"scale-out: active/active, BGP AS {so.local_as} to {', '.join(so.peers)} (AS {so.peer_as}) "
                    f"through {so.speaker}, hold {so.hold_time}s{', BFD' if so.bfd else ''}, drain {so.drain_time:g}s")
+    if cfg.alerts is not None:
+        al = cfg.alerts
+        mail = (f"mail {', '.join(al.on) or 'nothing'} by default to {', '.join(al.email)} via "
+                f"{al.smtp_server}:{al.smtp_port}" if al.email and al.smtp_server else "no mail")
+        fifos = [f for f in (al.notify_fifo, al.role_notify_fifo, al.lvs_notify_fifo) if f]
+        out.append(f"alerts: {mail}; notify FIFO {', '.join(fifos) if fifos else 'none'} (docs/alerts.md)")
     return out
 
 

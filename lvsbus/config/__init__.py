@@ -21,6 +21,7 @@ from lvsbus.config.model import (
     SCHEDULERS,
     Check,
     CheckKind,
+    HttpUrl,
     Config,
     ConfigError,
     FailoverService,
@@ -52,7 +53,7 @@ from lvsbus.config.native import from_dict, loads_toml, render_toml
 from lvsbus.config.validate import validate
 
 __all__ = [
-    "SCHEDULERS", "Check", "CheckKind", "Config", "ConfigDiff", "ConfigError", "FailoverService",
+    "SCHEDULERS", "Check", "CheckKind", "HttpUrl", "Config", "ConfigDiff", "ConfigError", "FailoverService",
     "Forwarding", "Heartbeat", "IpvsTimeouts", "Issue", "LoadedConfig", "NatRouter", "Notify",
     "Protocol", "RealServer", "RealServerChange", "Router", "ServiceType", "Severity", "SyncDaemon",
     "Track", "TrackKind",

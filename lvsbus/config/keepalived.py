@@ -33,9 +33,11 @@ from typing import Any
 from lvsbus.config.kagrammar import Files, Statement, parse
 from lvsbus.config.model import (
     SCHEDULERS,
+    Alerts,
     Check,
     CheckKind,
     Config,
+    HttpUrl,
     ConfigError,
     Forwarding,
     Group,
@@ -79,6 +81,11 @@ class _Map:
         self.issues: list[Issue] = []
         self.used: set[int] = set()
         self.where: dict[str, tuple[str, int]] = {}  # model key path -> (file, line)
+        #: track_file blocks: name -> (path, weight, reverse); the SSL block's files for SSL_GET
+        self.track_files: dict[str, tuple[str, int, bool]] = {}
+        self.tls: dict[str, str] = {}
+        #: SMTP_CHECK's HELO name when its helo_name is not given (keepalived's default)
+        self.helo = "smtpchecker.keepalived.org"
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def use(self, st: Statement, key: str | None = None) -> Statement:
@@ -169,8 +176,57 @@ def _notify(m: _Map, inst: Statement) -> dict[str, str]:
     return out
 
 
+_HTTP_VERSIONS = {"1.0": "1.0", "1.0C": "1.0", "1.0K": "1.0", "1.1": "1.1"}
+_CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "PING_CHECK",
+             "UDP_CHECK", "FILE_CHECK", "BFD_CHECK")
+
+
+def _hex(m: _Map, st: Statement) -> str | None:
+    """keepalived's hex string (``payload``, ``require_reply``): digits, spaces ignored, as bytes
+    in a latin-1 str (one character a byte)."""
+    text = "".join(st.args).replace(" ", "")
+    if text.lower().startswith("0x"):
+        text = text[2:]
+    try:
+        return bytes.fromhex(text).decode("latin-1")
+    except ValueError:
+        m.err(st, f"{st.keyword}: {' '.join(st.args)!r} is not a hex string (like 0a1b2c)")
+        return None
+
+
+def _url(m: _Map, u: Statement, vhost: str | None) -> HttpUrl:
+    path = "/"
+    p = m.one(u, "path")
+    if p is not None and p.args:
+        path = p.args[0]
+    status: tuple[int, ...] = (200,)
+    sc = m.one(u, "status_code")
+    if sc is not None and sc.args:
+        codes: list[int] = []
+        for a in sc.args:
+            lo, _, hi = a.partition("-")
+            if lo.isdigit() and (not hi or hi.isdigit()):
+                codes += range(int(lo), int(hi or lo) + 1)
+            else:
+                m.err(sc, f"status_code {a!r}: give codes or ranges (200-299)")
+        status = tuple(codes) or status
+    d = m.one(u, "digest")
+    digest = d.args[0].lower() if d is not None and d.args else None
+    rx = m.one(u, "regex")
+    body_regex = " ".join(rx.args) if rx is not None and rx.args else None
+    for kw in ("regex_no_match", "regex_options", "regex_min_offset", "regex_max_offset", "regex_stack",
+               "tls_compliant"):
+        st = m.one(u, kw)
+        if st is not None:
+            m.warn(st, f"{kw}: not run by lvsbus: the url's regex (if any) is searched in the whole body")
+    uv = m.one(u, "virtualhost")
+    if uv is not None and uv.args and uv.args[0] != vhost:
+        m.warn(uv, "virtualhost of one url: lvsbus sends the checker's virtualhost (else the address) for every url")
+    return HttpUrl(path=path, status=status, digest=digest, body_regex=body_regex)
+
+
 def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None) -> Check | None:
-    checkers = [s for s in rs.block or () if s.keyword.endswith("_CHECK") or s.keyword in ("HTTP_GET", "SSL_GET")]
+    checkers = [s for s in rs.block or () if s.keyword in _CHECKERS or s.keyword.endswith("_CHECK")]
     if not checkers:
         return None
     c = m.use(checkers[0])
@@ -185,60 +241,166 @@ def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None)
     if dbr is not None:
         m.warn(dbr, "delay_before_retry: lvsbus checks every delay_loop; a failed check is retried at the next")
     port = m.num(m.one(c, "connect_port"), int, None)
-    for kw in ("connect_ip", "bindto", "bind_port", "fwmark", "warmup"):
-        st = m.one(c, kw)
+    base: dict[str, Any] = dict(interval=interval, timeout=min(timeout, interval), rise=1, fall=fall, port=port)
+    for word, field in (("connect_ip", "connect_ip"), ("bindto", "bind")):
+        st = m.one(c, word)
+        if st is not None and m.arg(st):
+            base[field] = st.args[0]
+    for word in ("bind_port", "bind_if", "fwmark", "warmup", "log_all_failures"):
+        st = m.one(c, word)
         if st is not None:
             m.skip(st)
-            m.warn(st, f"{kw}: not run by lvsbus yet: the check connects from the router to the real server's address")
-    base = dict(interval=interval, timeout=min(timeout, interval), rise=1, fall=fall, port=port)
+            m.warn(st, f"{word}: not run by lvsbus: ignored")
     if timeout > interval:
         m.warn(c, f"connect_timeout {timeout:g} s is longer than delay_loop {interval:g} s: lvsbus uses {interval:g} s")
     if c.keyword == "TCP_CHECK":
         return Check(kind=CheckKind.TCP_CONNECT, **base)
     if c.keyword in ("HTTP_GET", "SSL_GET"):
-        urls = c.find("url")
-        path: str = "/"
-        status: tuple[int, ...] = (200,)
         host: str | None = vhost
-        if urls:
-            u = m.use(urls[0])
-            for extra in urls[1:]:
-                m.skip(extra)
-                m.warn(extra, "url: lvsbus checks one url a real server yet: the first is used")
-            p = m.one(u, "path")
-            if p is not None and p.args:
-                path = p.args[0]
-            sc = m.one(u, "status_code")
-            if sc is not None and sc.args:
-                codes: list[int] = []
-                for a in sc.args:
-                    lo, _, hi = a.partition("-")
-                    if lo.isdigit() and (not hi or hi.isdigit()):
-                        codes += range(int(lo), int(hi or lo) + 1)
-                    else:
-                        m.err(sc, f"status_code {a!r}: give codes or ranges (200-299)")
-                status = tuple(codes) or status
-            d = m.one(u, "digest")
-            if d is not None:
-                m.warn(d, "digest: lvsbus does not compare the body's MD5 yet: only the status is checked")
         vh = m.one(c, "virtualhost")
         if vh is not None and vh.args:
             host = vh.args[0]
+        urls = [_url(m, m.use(u), host) for u in c.find("url")]
+        kw: dict[str, Any] = {}
+        if len(urls) == 1:
+            kw.update(path=urls[0].path, status=urls[0].status, digest=urls[0].digest, body_regex=urls[0].body_regex)
+        elif urls:
+            kw["urls"] = tuple(urls)
+        hp = m.one(c, "http_protocol")
+        if hp is not None and hp.args:
+            if hp.args[0] in _HTTP_VERSIONS:
+                kw["http_version"] = _HTTP_VERSIONS[hp.args[0]]
+            else:
+                m.err(hp, f"http_protocol {hp.args[0]!r}: 1.0, 1.0C, 1.0K or 1.1")
+        if c.keyword == "SSL_GET":
+            kw.update(m.tls)
+            sni = m.one(c, "enable_sni")
+            kw["tls_sni"] = sni is not None
+            sn = m.one(c, "sni_name")
+            if sn is not None:
+                m.warn(sn, "sni_name: lvsbus sends the virtualhost as the server name (SNI)")
+        for kwd in ("fast_recovery", "tls_compliant"):
+            st = m.one(c, kwd)
+            if st is not None:
+                m.warn(st, f"{kwd}: not run by lvsbus: ignored")
         kind = CheckKind.HTTPS if c.keyword == "SSL_GET" else CheckKind.HTTP
-        return Check(kind=kind, path=path, status=status, host=host, **base)
+        return Check(kind=kind, host=host, **kw, **base)
     if c.keyword == "MISC_CHECK":
         mp = m.one(c, "misc_path")
         mt = m.num(m.one(c, "misc_timeout"), float, None)
         dyn = m.one(c, "misc_dynamic")
         if dyn is not None:
-            m.warn(dyn, "misc_dynamic: lvsbus does not set the weight from the exit status yet: 0 passes, others fail")
+            m.warn(dyn, "misc_dynamic: lvsbus does not set the weight from the exit status: 0 passes, others fail")
+        user = m.one(c, "user")
+        if user is not None:
+            m.warn(user, "user: lvsbus runs check programs as root with CAP_NET_RAW only (docs/router.md)")
         if mp is None or not mp.args:
             m.err(c, "MISC_CHECK needs misc_path")
             return None
         return Check(kind=CheckKind.PROGRAM, command=" ".join(mp.args), exit_code=0,
                      **{**base, "timeout": min(mt or base["timeout"], interval)})
-    m.warn(c, f"{c.keyword}: lvsbus has no such check yet: the real server is checked by a TCP connect")
+    if c.keyword == "SMTP_CHECK":
+        helo = m.one(c, "helo_name")
+        hosts = c.find("host")  # keepalived's older form: one checker per host block
+        if hosts:
+            first = m.use(hosts[0])
+            for word, field in (("connect_ip", "connect_ip"), ("bindto", "bind")):
+                st = m.one(first, word)
+                if st is not None and m.arg(st):
+                    base[field] = st.args[0]
+            cp = m.one(first, "connect_port")
+            if cp is not None:
+                port = m.num(cp, int, None)
+            for extra in hosts[1:]:
+                m.skip(extra)
+                m.warn(extra, f"host: lvsbus runs one check a real server: the first host block (line {first.line}) "
+                              "is checked, this one is not")
+        return Check(kind=CheckKind.SMTP, helo_name=helo.args[0] if helo is not None and helo.args else m.helo,
+                     **{**base, "port": port if port is not None else 25})
+    if c.keyword == "DNS_CHECK":
+        t = m.one(c, "type")
+        n = m.one(c, "name")
+        return Check(kind=CheckKind.DNS, dns_type=t.args[0].upper() if t is not None and t.args else "SOA",
+                     dns_name=n.args[0] if n is not None and n.args else "", **base)
+    if c.keyword == "PING_CHECK":
+        return Check(kind=CheckKind.PING, **base)
+    if c.keyword == "UDP_CHECK":
+        kw = {}
+        pl = m.one(c, "payload")
+        if pl is not None and m.arg(pl):
+            kw["payload"] = _hex(m, pl) or ""
+        rr = m.one(c, "require_reply")
+        kw["reply_required"] = rr is not None
+        if rr is not None and rr.args:
+            want = _hex(m, rr)
+            if want:
+                kw.update(expect="\\A" + re.escape(want), regex=True)  # keepalived: the reply starts with it
+        for kwd in ("min_reply_length", "max_reply_length"):
+            st = m.one(c, kwd)
+            if st is not None:
+                m.warn(st, f"{kwd}: not run by lvsbus: ignored")
+        return Check(kind=CheckKind.UDP, encoding="latin-1", **kw, **base)
+    if c.keyword == "FILE_CHECK":
+        tf = m.one(c, "track_file")
+        if tf is None or not tf.args:
+            m.err(c, "FILE_CHECK needs track_file NAME (a track_file block at the top)")
+            return None
+        found = m.track_files.get(tf.args[0])
+        if found is None:
+            m.err(tf, f"track_file {tf.args[0]!r}: no track_file block of that name")
+            return None
+        w = m.one(c, "weight")
+        weight = m.num(w, int, found[1]) if w is not None else found[1]
+        if weight:
+            m.warn(w or c, f"FILE_CHECK weight {weight}: lvsbus does not set the weight from the file: "
+                           "0 in the file passes, another number takes the server out (keepalived's weight 0)")
+        return Check(kind=CheckKind.FILE, file=found[0], **base)
+    m.warn(c, f"{c.keyword}: lvsbus has no such check: the real server is checked by a TCP connect")
     return Check(kind=CheckKind.TCP_CONNECT, **base)
+
+
+def _ssl_block(m: _Map, top: Statement) -> dict[str, str]:
+    """The top-level ``SSL { ca; certificate; key; password }`` of SSL_GET: the client certificate
+    presented and the CA (keepalived loads it but does not verify the server: nor does lvsbus,
+    unless the native ``tls_verify`` is set)."""
+    ssl_st = m.one(top, "SSL")
+    out: dict[str, str] = {}
+    if ssl_st is None:
+        return out
+    for kw, field in (("ca", "tls_ca"), ("certificate", "tls_cert"), ("key", "tls_key")):
+        st = m.one(ssl_st, kw)
+        if st is not None and m.arg(st):
+            out[field] = st.args[0]
+    pw = m.one(ssl_st, "password")
+    if pw is not None:
+        m.err(pw, "password: lvsbus reads only unencrypted client keys (openssl pkey -in KEY -out PLAIN)")
+    if "tls_key" in out and "tls_cert" not in out:
+        m.err(ssl_st, "SSL: a key without its certificate")
+    return out
+
+
+def _track_files(m: _Map, top: list[Statement]) -> dict[str, tuple[str, int, bool]]:
+    """The ``track_file NAME {file PATH; weight W [reverse]}`` blocks (also ``vrrp_track_file``):
+    name -> (path, weight, reverse)."""
+    out: dict[str, tuple[str, int, bool]] = {}
+    for st in [*(s for s in top if s.keyword == "track_file" and s.block is not None),
+               *(s for s in top if s.keyword == "vrrp_track_file")]:
+        m.use(st)
+        if not st.args:
+            m.err(st, f"{st.keyword} needs a name")
+            continue
+        f = m.one(st, "file")
+        if f is None or not f.args:
+            m.err(st, f"{st.keyword} {st.args[0]}: needs file PATH")
+            continue
+        w = m.one(st, "weight")
+        weight = m.num(w, int, 0) if w is not None else 0
+        reverse = w is not None and len(w.args) > 1 and w.args[1] == "reverse"
+        init = m.one(st, "init_file")
+        if init is not None:
+            m.warn(init, "init_file: lvsbus does not create the file: a missing file reads as 0")
+        out[st.args[0]] = (f.args[0], weight, reverse)
+    return out
 
 
 #: a virtual_server_group's address range expands to at most this many addresses
@@ -363,7 +525,7 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
         w = m.num(m.one(rs, "weight", f"{rkey}.weight"), int, 1)
         if m.one(rs, "inhibit_on_failure") is not None:
             kw["inhibit_on_failure"] = True
-        for kwd in ("notify_up", "notify_down", "uthreshold", "lthreshold", "smtp_alert"):
+        for kwd in ("notify_up", "notify_down", "uthreshold", "lthreshold"):  # smtp_alert: map_keepalived
             st = m.one(rs, kwd)
             if st is not None:
                 m.warn(st, f"{kwd}: not run by lvsbus yet: ignored")
@@ -411,17 +573,24 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
                    key_file: str | None = None) -> tuple[Config, _Map]:
     m = _Map(filename)
     top = Statement("", [], filename, 0, block=tree)
+    m.track_files = _track_files(m, tree)
+    m.tls = _ssl_block(m, top)
     # global_defs
     gd = m.one(top, "global_defs")
     if gd is not None:
         rid = m.one(gd, "router_id")
-        if rid is not None:
+        alerting = _global_alerts(m, gd)
+        if rid is not None and alerting is not None and rid.args:
+            alerting["router_id"] = rid.args[0]
+            m.where.setdefault("alerts.router_id", (rid.file, rid.line))
+            m.warn(rid, "router_id: the [ID] of every alert's subject ([alerts] router_id); lvsbus names each "
+                        "router by its address (lvs-10-0-0-1), so the configs converted on every router agree")
+        elif rid is not None:
             m.warn(rid, "router_id: lvsbus names each router by its address (lvs-10-0-0-1), so the configs "
                         "converted on every router agree")
-        for st in gd.block or ():
-            if st.keyword in ("notification_email", "notification_email_from", "smtp_server", "smtp_connect_timeout"):
-                m.skip(st)
-                m.warn(st, f"{st.keyword}: lvsbus sends no mail: its alerts are events and metrics")
+    else:
+        alerting = None
+    marks: dict[str, bool] = {}  # smtp_alert of a vrrp_instance, sync group, virtual_server, real_server
     # scripts
     tracks: list[Track] = []
     scripts: dict[str, Statement] = {}
@@ -438,8 +607,9 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         grp = m.one(sg, "group")
         for name in grp.words() if grp is not None else []:
             sync_of[name] = sg.args[0] if sg.args else "sync"
+        _smtp_alert(m, sg, [f"group:{sg.args[0] if sg.args else 'sync'}"], marks)
         for st in sg.block or ():
-            if st.keyword.startswith("notify") or st.keyword in ("smtp_alert", "global_tracking"):
+            if st.keyword.startswith("notify") or st.keyword == "global_tracking":
                 m.skip(st)
                 m.warn(st, f"{st.keyword} of a sync group: lvsbus runs each member group's commands")
     instances = top.find("vrrp_instance")
@@ -455,6 +625,7 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         name = inst.args[0] if inst.args else "VI"
         gkey = f"group.{name}"
         m.use(inst, gkey)
+        _smtp_alert(m, inst, [f"group:{name}"], marks)
         prio = m.num(m.one(inst, "priority", f"{gkey}.priority"), int, 100)
         state = inst.find("state")
         if local_prio is None:
@@ -508,7 +679,15 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
                         continue
                     tracks.append(_script_track(m, script, name, weight if len(line.args) >= 2 else None))
                 else:
-                    m.warn(line, "track_file: vrrp_track_file blocks are not read yet: ignored")
+                    tfile = m.track_files.get(line.keyword)
+                    if tfile is None:
+                        m.err(line, f"track_file {line.keyword!r}: no track_file block of that name")
+                        continue
+                    rev = tfile[2]
+                    if len(line.args) >= 3:
+                        rev = line.args[2] == "reverse"
+                    tracks.append(Track(f"{name}-file-{line.keyword}", kind, weight=weight if len(line.args) >= 2
+                                        else tfile[1], reverse=rev, path=tfile[0], groups=(name,)))
         is_master = bool(state) and bool(state[0].args) and state[0].args[0].upper() == "MASTER"
         groups.append(Group(name, priority=(("__local__", prio), ("__master__", int(is_master))), preempt=pre, preempt_delay=pdelay,
                             sync_group=sync_of.get(name), **_notify(m, inst)))
@@ -527,7 +706,12 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
     vss: list[VirtualService] = []
     for i, vs in enumerate(top.find("virtual_server"), 1):
         m.use(vs)
-        vss += _virtual_server(m, vs, i, vips, vsgs, mark_vip)
+        made = _virtual_server(m, vs, i, vips, vsgs, mark_vip)
+        vss += made
+        _smtp_alert(m, vs, [f"virtual:{v.name}" for v in made], marks)
+        for j, rs in enumerate(vs.find("real_server"), 1):  # named rs1, rs2... as _virtual_server names them
+            _smtp_alert(m, rs, [f"server:{v.name}/rs{j}" for v in made if any(r.name == f"rs{j}" for r in v.servers)],
+                        marks)
     # VIPs no virtual server uses: the NAT gateway, or not held
     used = {v.address for v in vss}
     nat: NatRouter | None = None
@@ -569,9 +753,112 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         ka = min(adverts)
         hb = dataclasses.replace(hb, keepalive=ka, deadtime=3 * ka)
     cfg = Config(routers=tuple(routers), heartbeat=hb, virtual_services=tuple(vss), tracks=tuple(tracks),
-                 groups=tuple(groups) if instances else (), nat_router=nat)
+                 groups=tuple(groups) if instances else (), nat_router=nat, alerts=_alerts(m, alerting, marks))
     m.unused(tree)
     return cfg, m
+
+
+_TRUE, _FALSE = ("true", "on", "yes"), ("false", "off", "no")
+
+
+def _bool(m: _Map, st: Statement) -> bool | None:
+    """keepalived's ``[<BOOL>]``: no value is true; true/on/yes, false/off/no."""
+    if not st.args:
+        return True
+    word = st.args[0].lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    m.err(st, f"{st.keyword}: {st.args[0]!r} is not true or false (on/off, yes/no)")
+    return None
+
+
+#: global_defs keywords of alerts that lvsbus does not run, and why
+_ALERTS_NOT_RUN = {
+    "notify_fifo_script": "lvsbus writes the FIFO and does not start its reader: run your reader as a service of its own",
+    "vrrp_notify_fifo_script": "lvsbus writes the FIFO and does not start its reader: run your reader as a service of its own",
+    "lvs_notify_fifo_script": "lvsbus writes the FIFO and does not start its reader: run your reader as a service of its own",
+    "no_email_faults": "lvsbus mails a FAULT as any other role change (leave 'role' out of [alerts] on to mail none)",
+    "no_checker_emails": "lvsbus mails a real server's verdict when it changes (keepalived's no_checker_emails behaviour)",
+}
+
+
+def _global_alerts(m: _Map, gd: Statement) -> dict[str, Any] | None:
+    """global_defs' mail and notify FIFO keywords as ``[alerts]`` settings (docs/keepalived.md);
+    None when they ask for nothing (no relay with recipients, no FIFO)."""
+    kw: dict[str, Any] = {}
+    glob: dict[str, bool | None] = {}
+    email = m.one(gd, "notification_email", "alerts.email")
+    if email is not None:
+        m.skip(email)
+        kw["email"] = tuple(email.words())
+    for keyword, field in (("notification_email_from", "email_from"), ("smtp_helo_name", "smtp_helo_name"),
+                           ("notify_fifo", "notify_fifo"), ("vrrp_notify_fifo", "role_notify_fifo"),
+                           ("lvs_notify_fifo", "lvs_notify_fifo")):
+        st = m.one(gd, keyword, f"alerts.{field}")
+        if st is not None and m.arg(st, 1):
+            kw[field] = st.args[0]
+            if keyword.endswith("fifo") and len(st.args) > 1:
+                m.warn(st, f"{keyword}: the FIFO lvsbus makes is root's, mode 0600 (user and group not applied): "
+                           "make it yourself with the owner you need, lvsbus opens an existing one")
+    server = m.one(gd, "smtp_server", "alerts.smtp_server")
+    if server is not None and m.arg(server, 1):
+        kw["smtp_server"] = server.args[0]
+        if len(server.args) > 1:
+            kw["smtp_port"] = m.num(dataclasses.replace(server, args=server.args[1:]), int, 25)
+            m.where.setdefault("alerts.smtp_port", (server.file, server.line))
+    timeout = m.one(gd, "smtp_connect_timeout", "alerts.smtp_timeout")
+    if timeout is not None:
+        kw["smtp_timeout"] = m.num(timeout, float, 30.0)
+    for keyword in ("smtp_alert", "smtp_alert_vrrp", "smtp_alert_checker"):
+        st = m.one(gd, keyword, "alerts.on")
+        if st is not None:
+            glob[keyword] = _bool(m, st)
+    for keyword, why in _ALERTS_NOT_RUN.items():
+        st = m.one(gd, keyword)
+        if st is not None:
+            m.skip(st)
+            m.warn(st, f"{keyword}: {why}")
+    if kw.get("email") and "smtp_server" not in kw:
+        m.warn(email, "notification_email without smtp_server: no mail is sent (as keepalived)")  # type: ignore[arg-type]
+        kw.pop("email")
+    elif "smtp_server" in kw and not kw.get("email"):
+        m.warn(server, "smtp_server without notification_email: no mail is sent (as keepalived)")  # type: ignore[arg-type]
+        for k in ("smtp_server", "smtp_port"):
+            kw.pop(k, None)
+    if not kw.get("email") and not any(kw.get(f) for f in ("notify_fifo", "role_notify_fifo", "lvs_notify_fifo")):
+        return None
+    default = glob.get("smtp_alert")
+    role = glob.get("smtp_alert_vrrp") if glob.get("smtp_alert_vrrp") is not None else default
+    checker = glob.get("smtp_alert_checker") if glob.get("smtp_alert_checker") is not None else default
+    kw["on"] = (("role",) if role else ()) + (("real_server", "virtual_service") if checker else ())
+    return kw
+
+
+def _smtp_alert(m: _Map, block: Statement, targets: list[str], marks: dict[str, bool]) -> None:
+    """A vrrp_instance's, sync group's, virtual_server's or real_server's ``smtp_alert [<BOOL>]``:
+    its targets go to ``[alerts] mail`` (true) or ``no_mail`` (false)."""
+    st = m.one(block, "smtp_alert")
+    if st is None:
+        return
+    on = _bool(m, st)
+    if on is None:
+        return
+    for target in targets:
+        marks[target] = on
+        m.where.setdefault(f"alerts.{'mail' if on else 'no_mail'}", (st.file, st.line))
+
+
+def _alerts(m: _Map, kw: dict[str, Any] | None, marks: dict[str, bool]) -> Alerts | None:
+    if kw is None:
+        if marks:
+            where = m.where.get("alerts.mail") or m.where.get("alerts.no_mail")
+            if where is not None:
+                m.issues.append(Issue(key="", message="smtp_alert: no mail relay and recipients (global_defs "
+                                      "smtp_server, notification_email): nothing is mailed", file=where[0],
+                                      line=where[1], severity=Severity.WARNING))
+        return None
+    return Alerts(**kw, mail=tuple(t for t, on in marks.items() if on),
+                  no_mail=tuple(t for t, on in marks.items() if not on))
 
 
 def _script_track(m: _Map, sc: Statement, group: str, weight: int | None) -> Track:

@@ -52,6 +52,8 @@ __all__ = [
     "Notify",
     "NatRouter",
     "Scaleout",
+    "Alerts",
+    "ALERT_KINDS",
     "Config",
     "LoadedConfig",
     "to_dict",
@@ -101,6 +103,14 @@ class CheckKind(str, enum.Enum):
     HTTPS = "https"
     UDP = "udp"
     PROGRAM = "program"
+    #: keepalived's SMTP_CHECK: the 220 banner, HELO ``helo_name`` answered 250, QUIT
+    SMTP = "smtp"
+    #: keepalived's DNS_CHECK: one query (``dns_type`` ``dns_name``) over UDP, answered NOERROR
+    DNS = "dns"
+    #: keepalived's PING_CHECK: an ICMP (v4) or ICMPv6 echo answered
+    PING = "ping"
+    #: keepalived's FILE_CHECK: a number read from ``path``; 0 passes (keepalived's weight 0)
+    FILE = "file"
 
 
 class TrackKind(str, enum.Enum):
@@ -218,6 +228,21 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class HttpUrl:
+    """One URL an http(s) check fetches (keepalived's ``url`` block): all must pass."""
+
+    path: str = "/"
+    status: tuple[int, ...] = (200,)
+    #: MD5 of the body, lower-case hex (as keepalived's ``genhash`` prints it); None = not compared
+    digest: str | None = None
+    body_regex: str | None = None
+
+
+#: the DNS query types a dns check may ask (keepalived's DNS_CHECK ``type``)
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33}
+
+
+@dataclass(frozen=True, slots=True)
 class Check:
     """How nanny probes a real server.
 
@@ -258,6 +283,35 @@ class Check:
     #: U+0000..U+00FF is one byte: binary protocols; lvs.cf's \xHH / octal escapes that are not
     #: UTF-8 give this)
     encoding: str = "utf-8"
+    #: probe this address instead of the real server's (keepalived ``connect_ip``)
+    connect_ip: str | None = None
+    #: the probe's source address (keepalived ``bindto``); None = the kernel's choice
+    bind: str | None = None
+    #: http(s): MD5 of the body for ``path`` (lower-case hex, keepalived ``digest``)
+    digest: str | None = None
+    #: http(s): several URLs, each fetched and all must pass (replaces path/status/digest/body_regex)
+    urls: tuple[HttpUrl, ...] = ()
+    #: http(s): "1.0" or "1.1" (with Host and Connection: close)
+    http_version: str = "1.0"
+    #: https: verify the certificate chain and name (against ``host``, else the address)
+    tls_verify: bool = False
+    #: https: CA bundle file for ``tls_verify`` (None = the system's)
+    tls_ca: str | None = None
+    #: https: a client certificate (PEM) and its key file, presented when the server asks
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: https: send ``host`` (else nothing) as the TLS server name (SNI)
+    tls_sni: bool = True
+    #: smtp: the name said in HELO
+    helo_name: str = "smtpchecker.keepalived.org"
+    #: dns: the query type and name ("" = the root)
+    dns_type: str = "SOA"
+    dns_name: str = ""
+    #: udp: false = a datagram answered by silence passes, only an ICMP error fails (keepalived's
+    #: UDP_CHECK without require_reply); true = a reply must come (and contain ``expect``)
+    reply_required: bool = True
+    #: file: the file whose number is read (0 passes, any other number or no number fails)
+    file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +595,45 @@ class Scaleout:
     drain_time: float = 5.0
 
 
+#: what ``[alerts]`` can mail about (keepalived's smtp_alert_vrrp: role; smtp_alert_checker: the two others)
+ALERT_KINDS: tuple[str, ...] = ("role", "real_server", "virtual_service")
+
+
+@dataclass(frozen=True, slots=True)
+class Alerts:
+    """Alerts as keepalived sends them (``[alerts]``; docs/alerts.md): a mail per role change,
+    real server up/down and virtual service quorum change, and the notify FIFO lines. Off without
+    the section; mails only with ``email`` and ``smtp_server``, FIFO lines only with a FIFO."""
+
+    #: the recipients (keepalived's notification_email)
+    email: tuple[str, ...] = ()
+    #: the sender (notification_email_from); None: ``lvsbus@`` and the host's name
+    email_from: str | None = None
+    #: the mail relay, an address or a host name (smtp_server); None: no mail
+    smtp_server: str | None = None
+    smtp_port: int = 25
+    #: the name said in HELO (smtp_helo_name); None: the host's name
+    smtp_helo_name: str | None = None
+    #: seconds for the whole exchange with the relay (smtp_connect_timeout)
+    smtp_timeout: float = 30.0
+    #: the ``[ID]`` that starts every subject (keepalived's router_id); None: this router's name
+    router_id: str | None = None
+    #: the kinds of event mailed by default (ALERT_KINDS; keepalived's smtp_alert[_vrrp|_checker])
+    on: tuple[str, ...] = ALERT_KINDS
+    #: mailed whatever ``on`` says: ``group:NAME``, ``virtual:NAME``, ``server:VIRTUAL/NAME``
+    #: (keepalived's smtp_alert in a vrrp_instance, virtual_server, real_server)
+    mail: tuple[str, ...] = ()
+    #: never mailed, in the same form (smtp_alert false there); the most precise entry wins
+    no_mail: tuple[str, ...] = ()
+    #: FIFOs that get keepalived's lines: every line (notify_fifo), role lines only
+    #: (vrrp_notify_fifo), virtual service and real server lines only (lvs_notify_fifo)
+    notify_fifo: str | None = None
+    role_notify_fifo: str | None = None
+    lvs_notify_fifo: str | None = None
+    #: mails waiting at most; one more while the relay is slow or away is dropped (counted)
+    queue_size: int = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     service: ServiceType = ServiceType.LVS
@@ -561,6 +654,8 @@ class Config:
     web: Web | None = None
     #: active/active scale-out by BGP (``[scaleout]``, docs/scaleout.md); None = active/backup
     scaleout: Scaleout | None = None
+    #: mail and notify FIFO alerts (``[alerts]``, docs/alerts.md); None = off
+    alerts: Alerts | None = None
     #: seconds between two reads of the IPVS traffic figures by the applier (``ipvs.stats``); 0 = off.
     #: 5 s by measurement (bench/stats.py, docs/ipvs.md): 100 services x 10 real servers all busy
     #: add ~59 MB/hour to the log at 5 s, ~147 MB/hour at 2 s.

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from lvsbus.config.model import shown as _shown
 from lvsbus.config.model import (
     MAX_KEY_PARTS,
+    Alerts,
     MAX_NESTING,
     MAX_NUMBER_CHARS,
     Check,
@@ -39,6 +40,7 @@ from lvsbus.config.model import (
     FailoverService,
     Forwarding,
     Heartbeat,
+    HttpUrl,
     IpvsTimeouts,
     Issue,
     LoadedConfig,
@@ -73,7 +75,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
 _NESTED: dict[str, type] = {
     "Heartbeat": Heartbeat, "IpvsTimeouts": IpvsTimeouts, "SyncDaemon": SyncDaemon,
     "Notify": Notify, "NatRouter": NatRouter, "Check": Check, "Web": Web,
-    "Scaleout": Scaleout,
+    "Scaleout": Scaleout, "Alerts": Alerts,
 }
 #: list-valued fields: dict-form key -> (native table name, item class)
 _LISTS: dict[str, tuple[str, type]] = {
@@ -88,7 +90,7 @@ _TABLE_TO_LIST = {v[0]: k for k, v in _LISTS.items()}
 #: the classes whose list fields are tables of their own (built by the caller): elsewhere a field
 #: named like one (a tracked item's ``groups``) is a plain value
 _LIST_OWNERS = frozenset({"Config", "VirtualService"})
-_ADDRESS_FIELDS = {"address", "private_address", "shared_address", "sorry_server"}
+_ADDRESS_FIELDS = {"address", "private_address", "shared_address", "sorry_server", "connect_ip", "bind"}
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -192,11 +194,40 @@ def _to_ints(value: Any, fieldname: str, limit: str | None) -> tuple[int, ...]:
     raise _Refused(f"{_shown(value)} must be a list of integers, like [200, 301]")
 
 
+_URL_KEYS = ("path", "status", "digest", "body_regex")
+
+
+def _to_urls(value: Any, fieldname: str, limit: str | None) -> tuple[HttpUrl, ...]:
+    """An http check's URLs: a list of tables ``{path = "/", status = [200], digest = "...",
+    body_regex = "..."}`` (TOML ``[[virtual.NAME.check.urls]]``), each key but path optional."""
+    if not isinstance(value, (list, tuple)):
+        raise _Refused(f"{_shown(value)} must be a list of tables, like [{{path = \"/health\", status = [200]}}]")
+    out = []
+    for i, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            raise _Refused(f"item {i}: {_shown(item)} must be a table, like {{path = \"/health\"}}")
+        unknown = sorted(set(item) - set(_URL_KEYS))
+        if unknown:
+            raise _Refused(f"item {i}: unknown key {unknown[0]!r}: allowed keys are {', '.join(_URL_KEYS)}")
+        path = item.get("path", "/")
+        if not isinstance(path, str):
+            raise _Refused(f"item {i}: path {_shown(path)} must be a string")
+        status = _to_ints(item.get("status", [200]), "status", None)
+        extra: dict[str, str | None] = {}
+        for key in ("digest", "body_regex"):
+            v = item.get(key)
+            if v is not None and not isinstance(v, str):
+                raise _Refused(f"item {i}: {key} {_shown(v)} must be a string")
+            extra[key] = v
+        out.append(HttpUrl(path=path, status=status, **extra))
+    return tuple(out)
+
+
 #: the model's scalar field types (as annotated) -> converter(value, field name, its LIMITS entry)
 _SCALARS: dict[str, Callable[[Any, str, "str | None"], Any]] = {
     "bool": _to_bool, "int": _to_int, "float": _to_float, "str": _to_str,
     "tuple[str, ...]": _to_strings, "tuple[int, ...]": _to_ints,
-    "tuple[tuple[str, int], ...]": _to_priorities,
+    "tuple[tuple[str, int], ...]": _to_priorities, "tuple[HttpUrl, ...]": _to_urls,
 }
 
 
@@ -443,6 +474,8 @@ def to_dict_check(chk: Check) -> dict[str, Any]:
     d = {f.name: getattr(chk, f.name) for f in dataclasses.fields(chk)}
     d["kind"] = chk.kind.value
     d["status"] = list(chk.status)
+    d["urls"] = [{"path": u.path, "status": list(u.status), **({"digest": u.digest} if u.digest else {}),
+                  **({"body_regex": u.body_regex} if u.body_regex is not None else {})} for u in chk.urls]
     return d
 
 
@@ -683,6 +716,8 @@ def _toml_value(v: Any) -> str:
         return _toml_str(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (a check's urls); None values left out
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
@@ -692,8 +727,12 @@ def _toml_key(k: str) -> str:
 
 def _scalars(d: dict[str, Any]) -> list[str]:
     return [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items()
-            if v is not None and not isinstance(v, dict) and not (
-                isinstance(v, list) and v and isinstance(v[0], dict))]
+            if v is not None and not isinstance(v, dict) and (k in _INLINE_LISTS or not (
+                isinstance(v, list) and v and isinstance(v[0], dict)))]
+
+
+#: list-of-tables values written inline (``urls = [{path = "/a"}, ...]``), not as tables of their own
+_INLINE_LISTS = frozenset({"urls"})
 
 
 _CHECK_COMMON = ("kind", "interval", "timeout", "rise", "fall")
@@ -702,8 +741,12 @@ _CHECK_RELEVANT = {
     "tcp_send_expect": ("send", "expect", "regex"),
     "http": ("path", "status", "body_regex", "host"),
     "https": ("path", "status", "body_regex", "host"),
-    "udp": ("payload", "expect", "regex"),
+    "udp": ("payload", "expect", "regex", "reply_required"),
     "program": ("command", "expect", "regex", "exit_code"),
+    "smtp": ("helo_name",),
+    "dns": ("dns_type", "dns_name"),
+    "ping": (),
+    "file": ("file",),
 }
 _CHECK_DEFAULTS = to_dict_check(Check())
 
@@ -765,7 +808,8 @@ def render_toml(cfg: Config, header: str | None = None) -> str:
                           ("notify", "commands run on role changes"),
                           ("nat_router", "gateway of the real servers in NAT, moves with the VIPs"),
                           ("web", "the web console (docs/console.md)"),
-                          ("scaleout", "active/active routers announcing the VIPs by BGP (docs/scaleout.md)")):
+                          ("scaleout", "active/active routers announcing the VIPs by BGP (docs/scaleout.md)"),
+                          ("alerts", "mail and notify FIFO alerts, as keepalived sends them (docs/alerts.md)")):
         if d.get(name) is not None:
             _table(out, [name], d[name], comment)
     for vs in d["virtual_services"]:

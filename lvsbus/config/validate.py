@@ -19,6 +19,7 @@ from lvsbus.config.model import (
     SCHEDULERS,
     Check,
     CheckKind,
+    DNS_TYPES,
     Config,
     Heartbeat,
     Forwarding,
@@ -71,6 +72,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "hold_time": (0, 65535),
     "drain_time": (0, 3600),
     "track_weight": (-254, 254),
+    "smtp_timeout": (0.1, 3600),
+    "alert_queue": (1, 100000),
 }
 
 
@@ -116,6 +119,9 @@ FIELD_LIMITS: dict[tuple[str, str], str] = {
     ("Scaleout", "peer_as"): "as_number",
     ("Scaleout", "hold_time"): "hold_time",
     ("Scaleout", "drain_time"): "drain_time",
+    ("Alerts", "smtp_port"): "port",
+    ("Alerts", "smtp_timeout"): "smtp_timeout",
+    ("Alerts", "queue_size"): "alert_queue",
 }
 
 
@@ -239,6 +245,56 @@ def _check(o: _Out, path: str, chk: Check) -> None:
             o.range(f"{path}.exit_code", chk.exit_code, "exit_code")
     if chk.host is not None and (not chk.host or any(c.isspace() for c in chk.host)):
         o.err(f"{path}.host", f"{_shown(chk.host)} is not a valid Host header value")
+    _check_more(o, path, chk)
+
+
+_MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _check_more(o: _Out, path: str, chk: Check) -> None:
+    """The keys of the keepalived check kinds: addresses, URLs and digests, smtp/dns/file."""
+    for key in ("connect_ip", "bind"):
+        v = getattr(chk, key)
+        if v is not None:
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                o.err(f"{path}.{key}", f"{_shown(v)} is not an IP address")
+    if chk.digest is not None and not _MD5_HEX.fullmatch(chk.digest):
+        o.err(f"{path}.digest", f"{_shown(chk.digest)} is not an MD5 digest: 32 hex digits, as genhash prints")
+    for i, u in enumerate(chk.urls, 1):
+        up = f"{path}.urls"
+        if not u.path.startswith("/"):
+            o.err(up, f"URL {i}: {_shown(u.path)} must be an absolute URL path starting with '/'")
+        if not u.status or any(not 100 <= c <= 599 for c in u.status):
+            o.err(up, f"URL {i}: status must list HTTP status codes (100..599)")
+        if u.digest is not None and not _MD5_HEX.fullmatch(u.digest):
+            o.err(up, f"URL {i}: digest {_shown(u.digest)} is not an MD5 digest: 32 hex digits")
+        if u.body_regex:
+            try:
+                re.compile(u.body_regex)
+            except re.error as exc:
+                o.err(up, f"URL {i}: body_regex {_shown(u.body_regex)} is not a valid regular expression: {exc}")
+    if chk.urls and chk.kind not in (CheckKind.HTTP, CheckKind.HTTPS):
+        o.warn(f"{path}.urls", f"only http and https checks fetch URLs: a {chk.kind.value} check ignores them")
+    if chk.http_version not in ("1.0", "1.1"):
+        o.err(f"{path}.http_version", f"{_shown(chk.http_version)} must be \"1.0\" or \"1.1\"")
+    if chk.kind is not CheckKind.HTTPS and (chk.tls_verify or chk.tls_ca or chk.tls_cert or chk.tls_key):
+        o.warn(f"{path}.kind", f"tls_* settings apply to https checks only: a {chk.kind.value} check ignores them")
+    if chk.tls_key and not chk.tls_cert:
+        o.err(f"{path}.tls_key", "a client key needs its certificate: set tls_cert too")
+    if chk.kind is CheckKind.SMTP and (not chk.helo_name or any(c.isspace() for c in chk.helo_name)):
+        o.err(f"{path}.helo_name", f"{_shown(chk.helo_name)} must be a host name (no spaces)")
+    if chk.kind is CheckKind.DNS:
+        if chk.dns_type.upper() not in DNS_TYPES:
+            o.err(f"{path}.dns_type", f"{_shown(chk.dns_type)} is not allowed: one of {', '.join(DNS_TYPES)}")
+        name = chk.dns_name.rstrip(".")
+        if name and (len(name) > 253 or not all(_DNS_LABEL.fullmatch(x) for x in name.split("."))):
+            o.err(f"{path}.dns_name", f"{_shown(chk.dns_name)} is not a DNS name (labels of letters, digits, "
+                                      "- and _, at most 63 each)")
+    if chk.kind is CheckKind.FILE and not chk.file.startswith("/"):
+        o.err(f"{path}.file", f"{_shown(chk.file)}: a file check needs the file's absolute path")
 
 
 def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
@@ -256,6 +312,8 @@ def validate(cfg: Config, dialect: str = "toml") -> list[Issue]:
     _failover_services(o, cfg)
     _tracks(o, cfg)
     _groups(o, cfg)
+    if cfg.alerts is not None:
+        _alerts(o, cfg)
     return o.issues
 
 
@@ -896,3 +954,86 @@ def _groups(o: _Out, cfg: Config) -> None:
             o.warn(f"group.{members[0]}.sync_group", f"{_shown(sync)} has no other member: the group "
                                                      "moves alone (name the same sync_group in the "
                                                      "groups that must move together)")
+
+
+#: an address as a mail relay takes it in RCPT TO / MAIL FROM: local@domain, no spaces, quotes or
+#: angle brackets (no display names: ``"Ops" <ops@example.org>`` is refused)
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+#: a host name (smtp_server, smtp_helo_name): DNS labels
+_HOST = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
+_ALERT_TARGETS = ("group", "virtual", "server")
+
+
+def _alerts(o: _Out, cfg: Config) -> None:
+    """``[alerts]`` (docs/alerts.md): addresses, the relay, the FIFOs, and the names ``mail`` and
+    ``no_mail`` give (each must exist in the config)."""
+    from lvsbus.config.model import ALERT_KINDS
+
+    al = cfg.alerts
+    assert al is not None
+    for i, addr in enumerate(al.email):
+        if not _EMAIL.fullmatch(addr):
+            o.err("alerts.email", f"{_shown(addr)} (item {i + 1}) is not a mail address like ops@example.org")
+    if len(set(al.email)) != len(al.email):
+        o.warn("alerts.email", "an address is listed twice: it gets each mail once")
+    if al.email_from is not None and not _EMAIL.fullmatch(al.email_from):
+        o.err("alerts.email_from", f"{_shown(al.email_from)} is not a mail address like lvsbus@router1.example.org")
+    if al.smtp_server is not None:
+        try:
+            ipaddress.ip_address(al.smtp_server)
+        except ValueError:
+            if not _HOST.fullmatch(al.smtp_server):
+                o.err("alerts.smtp_server", f"{_shown(al.smtp_server)} is not an IP address or a host name")
+    if al.smtp_helo_name is not None and not _HOST.fullmatch(al.smtp_helo_name):
+        o.err("alerts.smtp_helo_name", f"{_shown(al.smtp_helo_name)} is not a host name")
+    o.range("alerts.smtp_port", al.smtp_port, "port")
+    o.range("alerts.smtp_timeout", al.smtp_timeout, "smtp_timeout")
+    o.range("alerts.queue_size", al.queue_size, "alert_queue")
+    if al.router_id is not None and (not al.router_id.strip() or len(al.router_id) > 64
+                                     or any(ord(c) < 0x20 or ord(c) == 0x7F for c in al.router_id)):
+        o.err("alerts.router_id", f"{_shown(al.router_id)}: 1..64 printable characters")
+    if al.email and al.smtp_server is None:
+        o.err("alerts.smtp_server", "alerts.email needs a mail relay to send through: set smtp_server")
+    elif al.smtp_server is not None and not al.email:
+        o.warn("alerts.email", "no recipient: smtp_server is set but nothing is mailed (give email = [...])")
+    for kind in al.on:
+        if kind not in ALERT_KINDS:
+            o.err("alerts.on", f"{_shown(kind)} is not allowed: any of {', '.join(ALERT_KINDS)}",
+                  _suggest(kind, ALERT_KINDS))
+    groups = set(cfg.group_names()) | {g.sync_group for g in cfg.groups if g.sync_group}
+    virtuals = {vs.name: {rs.name for rs in vs.servers} for vs in cfg.virtual_services}
+    seen: dict[str, str] = {}
+    for key in ("mail", "no_mail"):
+        for entry in getattr(al, key):
+            what, _, name = entry.partition(":")
+            if what not in _ALERT_TARGETS or not name:
+                o.err(f"alerts.{key}", f"{_shown(entry)}: give group:NAME, virtual:NAME or server:VIRTUAL/NAME")
+                continue
+            if what == "group" and name not in groups:
+                o.err(f"alerts.{key}", f"{_shown(entry)}: no failover group or sync group {name} "
+                                       f"(groups: {', '.join(sorted(groups))})")
+            elif what == "virtual" and name not in virtuals:
+                o.err(f"alerts.{key}", f"{_shown(entry)}: no virtual service {name}")
+            elif what == "server":
+                vname, _, sname = name.partition("/")
+                if sname not in virtuals.get(vname, ()):
+                    o.err(f"alerts.{key}", f"{_shown(entry)}: no real server {sname or '?'} in a virtual service "
+                                           f"{vname} (server:VIRTUAL/NAME)")
+            if seen.get(entry, key) != key:
+                o.err(f"alerts.{key}", f"{_shown(entry)} is in both mail and no_mail")
+            seen[entry] = key
+    fifos: dict[str, str] = {}
+    for key in ("notify_fifo", "role_notify_fifo", "lvs_notify_fifo"):
+        path = getattr(al, key)
+        if path is None:
+            continue
+        if not path.startswith("/") or path.endswith("/") or "\0" in path:
+            o.err(f"alerts.{key}", f"{_shown(path)} must be the absolute path of a FIFO")
+        elif path in fifos:
+            o.err(f"alerts.{key}", f"{_shown(path)} is also {fifos[path]}: each line would be written twice")
+        fifos.setdefault(path, key)
+
+
+def _suggest(word: str, choices) -> str | None:
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None

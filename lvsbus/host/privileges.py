@@ -12,8 +12,10 @@ pulse         CAP_NET_ADMIN, CAP_NET_RAW,                 VIPs (rtnetlink); grat
               CAP_NET_BIND_SERVICE                        and neighbour advertisements (raw ICMPv6);
                                                           the heartbeat port 539, bound again when a
                                                           reload changes the port or the addresses
-nanny         nothing (CAP_NET_RAW when a check runs a        TCP/HTTP/UDP checks need no privilege;
-              program)                                    check programs often ping (file caps)
+nanny         nothing (CAP_NET_RAW when a check runs a        TCP/HTTP/UDP/SMTP/DNS checks need no
+              program or pings)                           privilege; check programs often ping (file
+                                                          caps); a ping check opens a raw ICMP
+                                                          socket when ping sockets are not allowed
 lvsd          nothing                                     (pure decisions on the bus)
 ipvs          CAP_NET_ADMIN                               IPVS (generic netlink, GENL_ADMIN_PERM)
 metrics       nothing (CAP_NET_BIND_SERVICE when          the HTTP port
@@ -123,10 +125,12 @@ def service_caps(service: str, config=None) -> tuple[str, ...]:
 
 
 def has_program_checks(config) -> bool:
-    """Does any real server's check run a program (Piranha's send_program, keepalived's MISC_CHECK)?"""
+    """Does any real server's check run a program (Piranha's send_program, keepalived's MISC_CHECK)
+    or ping (keepalived's PING_CHECK: a raw ICMP socket unless net.ipv4.ping_group_range lets
+    nanny's group open a ping socket)?"""
     for vs in config.virtual_services:
         for check in (vs.check, *(rs.check for rs in vs.servers)):
-            if check is not None and getattr(check.kind, "value", check.kind) == "program":
+            if check is not None and getattr(check.kind, "value", check.kind) in ("program", "ping"):
                 return True
     return False
 

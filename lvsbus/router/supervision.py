@@ -33,7 +33,8 @@ GIVE_UP = "give_up"  # a restart loop: the router steps down
 ABANDON = "abandon"  # a restart loop of a service the router runs on without (nanny, hard_shutdown = false)
 
 #: when a service runs: from the start on, only while pulse is ACTIVE (lvsd: a silent standby
-#: meanwhile on the real router), or when the config asks for it (metrics: ``metrics_address``)
+#: meanwhile on the real router), or when the config asks for it (metrics: ``metrics_address``;
+#: alerts: ``[alerts]``, whose change restarts it with the new settings)
 ALWAYS, WHILE_ACTIVE, CONFIGURED = "always", "active", "configured"
 #: the router's services, in start order (the broker comes before them all)
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -43,12 +44,13 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("ipvs", ALWAYS),  # both roles: it runs the connection sync daemon as master or backup
     ("metrics", CONFIGURED),  # with metrics_address
     ("web", CONFIGURED),  # with a [web] section (the console, docs/console.md)
+    ("alerts", CONFIGURED),  # with an [alerts] section (mail and notify FIFO alerts, docs/alerts.md)
 )
 WHEN = dict(SERVICES)
 #: services whose restart loop need not step the router down (``hard_shutdown = false``)
 ABANDONABLE = ("nanny",)
 #: services whose restart loop never steps the router down: the router serves without them
-OPTIONAL = ("web",)
+OPTIONAL = ("web", "alerts")
 #: what the router's own bus client subscribes to: pulse's lvsd orders (it starts and stops lvsd),
 #: the role and pulse's VIP effects (its status)
 ROUTER_SUBS = ("pulse.start_lvsd", "pulse.stop_lvsd", "router.role_changed", "pulse.take_vips", "pulse.release_vips")
@@ -58,7 +60,8 @@ SPARES = ("broker", "pulse")
 
 #: what in a config (``lvsbus.config.Config``) turns each CONFIGURED service on; a change of it
 #: restarts the service (a new address)
-CONFIGURED_BY: dict[str, Callable[[Any], Any]] = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web}
+CONFIGURED_BY: dict[str, Callable[[Any], Any]] = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web,
+                                                   "alerts": lambda cfg: cfg.alerts}
 
 
 def configured_services(cfg: Any) -> frozenset[str]:

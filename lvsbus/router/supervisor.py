@@ -98,7 +98,8 @@ BROKER_READY_TIMEOUT = 15.0
 
 #: services started as children, in order: (name, module, when); when (lvsbus.router.supervision.SERVICES
 #: decides): "always", "active" (only while pulse is ACTIVE; lvsd waits as a --standby meanwhile),
-#: or "configured" (metrics: when an address is set; web: with a [web] section, docs/console.md)
+#: or "configured" (metrics: when an address is set; web: with a [web] section, docs/console.md;
+#: alerts: with an [alerts] section, docs/alerts.md)
 MODULES = {"web": "lvsbus_tools.web"}  # the console draws timelines, so it lives with the tools
 SERVICES = tuple((name, MODULES.get(name, f"lvsbus_services.{name}"), when) for name, when in supervision.SERVICES)
 
@@ -770,12 +771,12 @@ class Router:
         """A restart loop of nanny under ``hard_shutdown = false``, or of the console
         (``Supervision.on_death`` says ABANDON, and records ``router.service_abandoned``): stop
         restarting it and stay up (Piranha's lvsd: "nanny died! manual action needed!")."""
-        console = c.name == "web"
+        without = {"web": "the web console", "alerts": "alerts (no mail, no notify FIFO lines)"}.get(c.name)
         window = self.policy.limits.window_s
         log.error("service_abandoned", service=c.name, restarts=deaths - 1, window_s=window, last_exit=c.last_exit,
-                  hint="no web console" if console else "hard_shutdown = false: no health checks; the IPVS table stays as it is")
+                  hint=f"no {without}" if without else "hard_shutdown = false: no health checks; the IPVS table stays as it is")
         print(f"lvsbus router: {c.name} died {deaths} times within {window:g} s (last: {c.last_exit}); "
-              + ("staying up without the web console. " if console else
+              + (f"staying up without {without}. " if without else
                  "hard_shutdown = 0: staying up without health checks, the IPVS table stays as it is. ") +
               "Manual action needed: fix the cause (see its log), then reload (kill -HUP) to start it again",
               file=sys.stderr)
@@ -894,7 +895,7 @@ class Router:
                 log.error("vip_release_failed", address=address, error=str(exc))
 
     def _stop_all(self) -> None:
-        for name in ("web", "metrics", "ipvs", "lvsd", "nanny", "pulse"):
+        for name in ("web", "metrics", "ipvs", "lvsd", "nanny", "pulse", "alerts"):  # alerts last: pulse's STOP
             c = self.children.get(name)
             if c is not None:
                 c.stop()

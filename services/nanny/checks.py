@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 import re
 import shlex
@@ -26,7 +27,7 @@ import struct
 import time
 from typing import Callable
 
-from lvsbus.config.model import Check
+from lvsbus.config.model import DNS_TYPES, Check, HttpUrl
 
 from .schedule import Schedule, phase_of, wake_delay
 
@@ -80,7 +81,7 @@ class Matcher:
 
 
 async def tcp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
-    reader, writer = await asyncio.open_connection(address, port)
+    reader, writer = await asyncio.open_connection(address, port, local_addr=_local(chk))
     try:
         if chk.send:
             writer.write(chk.send.encode(chk.encoding))
@@ -122,16 +123,53 @@ def _dechunk(body: bytes) -> bytes | None:
             return None
 
 
+_TLS_CONTEXTS: dict[tuple, ssl.SSLContext] = {}
+
+
+def tls_context(chk: Check) -> ssl.SSLContext:
+    """One context per TLS setting (loading a CA bundle per probe would cost more than the probe)."""
+    key = (chk.tls_verify, chk.tls_ca, chk.tls_cert, chk.tls_key)
+    ctx = _TLS_CONTEXTS.get(key)
+    if ctx is None:
+        ctx = ssl.create_default_context(cafile=chk.tls_ca) if chk.tls_verify else ssl.create_default_context()
+        if not chk.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # as keepalived's SSL_GET: no verification unless asked
+        if chk.tls_cert:
+            ctx.load_cert_chain(chk.tls_cert, chk.tls_key)
+        _TLS_CONTEXTS[key] = ctx
+    return ctx
+
+
+def _local(chk: Check) -> tuple[str, int] | None:
+    return (chk.bind, 0) if chk.bind else None
+
+
+def http_urls(chk: Check) -> tuple[HttpUrl, ...]:
+    """What an http(s) check fetches: its ``urls``, else its one path."""
+    return chk.urls or (HttpUrl(chk.path, chk.status, chk.digest, chk.body_regex),)
+
+
 async def http_get(address: str, port: int, chk: Check, tls: bool) -> tuple[bool, str]:
-    ctx = None
-    if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE  # a health check, as keepalived's SSL_GET: no verification
+    """Every URL of the check in turn, each on its own connection (as keepalived); the first
+    failure is the verdict."""
+    for url in http_urls(chk):
+        ok, detail = await _http_one(address, port, chk, tls, url)
+        if not ok:
+            return ok, detail
+    return True, "ok"
+
+
+async def _http_one(address: str, port: int, chk: Check, tls: bool, url: HttpUrl) -> tuple[bool, str]:
     host = chk.host or (f"[{address}]" if ":" in address else address)
-    reader, writer = await asyncio.open_connection(address, port, ssl=ctx, server_hostname=(chk.host or None) if tls else None)
+    ctx = tls_context(chk) if tls else None
+    sni = None
+    if tls:
+        sni = (chk.host or address) if chk.tls_verify else (chk.host if chk.tls_sni and chk.host else None)
+    reader, writer = await asyncio.open_connection(address, port, ssl=ctx, server_hostname=sni,
+                                                   local_addr=_local(chk))
     try:
-        writer.write(f"GET {chk.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lvsbus-nanny\r\n"
+        writer.write(f"GET {url.path} HTTP/{chk.http_version}\r\nHost: {host}\r\nUser-Agent: lvsbus-nanny\r\n"
                      "Accept: */*\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         buf = b""
@@ -145,9 +183,9 @@ async def http_get(address: str, port: int, chk: Check, tls: bool) -> tuple[bool
         m = _STATUS.match(buf)
         if m is None:
             return False, "bad_response"
-        if int(m.group(3)) not in chk.status:
+        if int(m.group(3)) not in url.status:
             return False, "bad_status"
-        if chk.body_regex is None:
+        if url.body_regex is None and url.digest is None:
             return True, "ok"
         sep = buf.find(b"\r\n\r\n")
         head, body = (buf[:sep], buf[sep + 4:]) if sep >= 0 else buf.split(b"\n\n", 1)
@@ -160,7 +198,11 @@ async def http_get(address: str, port: int, chk: Check, tls: bool) -> tuple[bool
             body = _dechunk(body)
             if body is None:
                 return False, "bad_response"
-        return (True, "ok") if re.search(chk.body_regex.encode(), body) else (False, "bad_body")
+        if url.body_regex is not None and not re.search(url.body_regex.encode(), body):
+            return False, "bad_body"
+        if url.digest is not None and hashlib.md5(body).hexdigest() != url.digest.lower():
+            return False, "bad_digest"
+        return True, "ok"
     finally:
         writer.transport.abort()
 
@@ -184,6 +226,8 @@ async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tu
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if chk.bind:
+            sock.bind((chk.bind, 0))
         sock.connect((address, port))
         # sent by the socket itself: asyncio's transport silently drops an empty datagram, and with
         # no payload configured every check timed out (found by a real router pair in namespaces)
@@ -193,10 +237,162 @@ async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tu
         raise
     transport, proto = await loop.create_datagram_endpoint(_Udp, sock=sock)
     try:
+        if not chk.reply_required:
+            # keepalived's UDP_CHECK without require_reply: silence passes, an ICMP error fails;
+            # the verdict is taken a little before the check's hard timeout
+            try:
+                data = await asyncio.wait_for(proto.reply, chk.timeout * 0.9)
+            except (TimeoutError, asyncio.TimeoutError):
+                return True, "ok"
+            return (True, "ok") if not chk.expect or m(data) else (False, "no_match")
         data = await proto.reply
         return (True, "ok") if m(data) else (False, "no_match")
     finally:
         transport.close()
+
+
+async def smtp(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
+    """keepalived's SMTP_CHECK: the banner is 220, ``HELO helo_name`` is answered 250, then QUIT
+    (its answer read but not judged, as keepalived)."""
+    reader, writer = await asyncio.open_connection(address, port, local_addr=_local(chk))
+    try:
+        if await _smtp_reply(reader) != 220:
+            return False, "bad_status"
+        writer.write(f"HELO {chk.helo_name}\r\n".encode())
+        await writer.drain()
+        if await _smtp_reply(reader) != 250:
+            return False, "bad_status"
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        try:
+            await _smtp_reply(reader)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        return True, "ok"
+    finally:
+        writer.transport.abort()
+
+
+async def _smtp_reply(reader: asyncio.StreamReader) -> int:
+    """The code of one SMTP reply (its continuation lines ``250-...`` read through); -1 when it is
+    not a reply."""
+    for _ in range(100):
+        line = await reader.readuntil(b"\n")
+        if len(line) < 4 or not line[:3].isdigit():
+            return -1
+        if line[3:4] != b"-":
+            return int(line[:3])
+    return -1
+
+
+def dns_query(qid: int, name: str, qtype: str) -> bytes:
+    """A DNS query, recursion desired (as keepalived's DNS_CHECK), one question, class IN."""
+    q = b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.rstrip(".").split(".") if label)
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + q + b"\0" + struct.pack("!HH", DNS_TYPES[qtype.upper()], 1)
+
+
+def dns_verdict(query: bytes, reply: bytes) -> tuple[bool, str]:
+    """keepalived's: the reply has the query's id, is a response, and its rcode is NOERROR."""
+    if len(reply) < 12 or reply[:2] != query[:2] or not reply[2] & 0x80:
+        return False, "bad_response"
+    return (True, "ok") if reply[3] & 0x0F == 0 else (False, "bad_status")
+
+
+async def dns(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
+    loop = asyncio.get_running_loop()
+    query = dns_query(int.from_bytes(os.urandom(2), "big"), chk.dns_name, chk.dns_type)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if chk.bind:
+            sock.bind((chk.bind, 0))
+        sock.connect((address, port))
+        sock.send(query)
+    except OSError:
+        sock.close()
+        raise
+    transport, proto = await loop.create_datagram_endpoint(_Udp, sock=sock)
+    try:
+        return dns_verdict(query, await proto.reply)
+    finally:
+        transport.close()
+
+
+def _inet_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def icmp_socket(v6: bool) -> tuple[socket.socket, bool]:
+    """A ping socket (no privilege, when net.ipv4.ping_group_range holds our group), else a raw
+    one (CAP_NET_RAW): (socket, raw?)."""
+    family, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET, socket.IPPROTO_ICMP)
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, proto), False
+    except PermissionError:
+        return socket.socket(family, socket.SOCK_RAW, proto), True
+
+
+def echo_request(v6: bool, ident: int, seq: int, payload: bytes) -> bytes:
+    head = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, seq)
+    if v6:
+        return head + payload  # the kernel sums ICMPv6 (it needs the addresses)
+    csum = _inet_checksum(head + payload)
+    return struct.pack("!BBHHH", 8, 0, csum, ident, seq) + payload
+
+
+def echo_reply_of(data: bytes, v6: bool, raw: bool, ident: int | None, seq: int, payload: bytes) -> bool:
+    """Is ``data`` the answer to our request? (A raw IPv4 socket sees the IP header and every ICMP
+    message to this host; a ping socket only its own replies, the id rewritten by the kernel.)"""
+    if raw and not v6:
+        data = data[(data[0] & 0x0F) * 4:] if data else data
+    if len(data) < 8:
+        return False
+    typ, _code, _c, rid, rseq = struct.unpack("!BBHHH", data[:8])
+    if typ != (129 if v6 else 0) or rseq != seq or data[8:] != payload:
+        return False
+    return ident is None or rid == ident
+
+
+async def ping(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
+    """keepalived's PING_CHECK: one ICMP echo (ICMPv6 for a v6 address), answered in time."""
+    loop = asyncio.get_running_loop()
+    v6 = ":" in address
+    sock, raw = icmp_socket(v6)
+    try:
+        sock.setblocking(False)
+        if chk.bind:
+            sock.bind((chk.bind, 0))
+        ident = int.from_bytes(os.urandom(2), "big")
+        seq = int.from_bytes(os.urandom(2), "big")
+        payload = b"lvsbus-nanny" + os.urandom(8)
+        await loop.sock_sendto(sock, echo_request(v6, ident, seq, payload), (address, 0))
+        while True:
+            data, peer = await loop.sock_recvfrom(sock, 65536)
+            if peer[0] == address and echo_reply_of(data, v6, raw, ident if raw else None, seq, payload):
+                return True, "ok"
+    finally:
+        sock.close()
+
+
+def file_verdict(text: str) -> tuple[bool, str]:
+    """keepalived's FILE_CHECK with weight 0: the file's number 0 passes, another number fails."""
+    try:
+        value = int(text.split()[0]) if text.split() else 0
+    except ValueError:
+        return False, "bad_response"
+    return (True, "ok") if value == 0 else (False, "nonzero")
+
+
+async def file_check(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
+    with open(chk.file, "rb") as f:  # a small local file: read at once, as keepalived
+        text = f.read(4096).decode("ascii", "replace")
+    return file_verdict(text)
 
 
 async def program(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
@@ -230,7 +426,9 @@ async def program(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool
 
 
 async def tcp_connect(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
-    _r, writer = await asyncio.open_connection(address, port)
+    """The coroutine form (the scheduler's fast path does the same without a task): a check with
+    ``bind`` comes here."""
+    _r, writer = await asyncio.open_connection(address, port, local_addr=_local(chk))
     writer.transport.abort()
     return True, "ok"
 
@@ -251,6 +449,14 @@ async def run_check(address: str, port: int, chk: Check, matcher: Matcher | None
                 return await udp_send_expect(address, port, chk, m)
             if kind == "program":
                 return await program(address, port, chk, m)
+            if kind == "smtp":
+                return await smtp(address, port, chk, m)
+            if kind == "dns":
+                return await dns(address, port, chk, m)
+            if kind == "ping":
+                return await ping(address, port, chk, m)
+            if kind == "file":
+                return await file_check(address, port, chk, m)
             return False, "error"
     except asyncio.CancelledError:
         raise
@@ -272,7 +478,8 @@ class Spec:
                  "family")
 
     def __init__(self, id: str, address: str, port: int, check: Check) -> None:
-        self.id, self.address, self.port, self.check = id, address, port, check
+        # keepalived's connect_ip: probe another address than the one IPVS forwards to
+        self.id, self.address, self.port, self.check = id, check.connect_ip or address, port, check
         self.matcher = Matcher(check.expect, check.regex, check.encoding)
         self.interval = check.interval
         self.phase = phase_of(id, check.interval)
@@ -347,7 +554,7 @@ class Scheduler:
         self.started += 1
         self.inflight += 1
         s.running = True
-        if s.check.kind.value == "tcp_connect":
+        if s.check.kind.value == "tcp_connect" and not s.check.bind:
             self._tcp_connect(s, now, late)
         else:
             self.loop.create_task(self._coro(s, now, late))

@@ -12,6 +12,7 @@ from lvsbus.config import (
     SCHEDULERS,
     Check,
     CheckKind,
+    HttpUrl,
     Config,
     FailoverService,
     Forwarding,
@@ -61,7 +62,23 @@ def checks(draw) -> Check:
     if kind in (CheckKind.HTTP, CheckKind.HTTPS):
         kw.update(path="/" + draw(TEXT), status=tuple(draw(st.lists(st.integers(100, 599), min_size=1,
                                                                     max_size=3))),
-                  body_regex=draw(st.none() | WORD), host=draw(st.none() | st.just("www.example.org")))
+                  body_regex=draw(st.none() | WORD), host=draw(st.none() | st.just("www.example.org")),
+                  digest=draw(st.none() | st.just("0123456789abcdef0123456789abcdef")),
+                  http_version=draw(st.sampled_from(["1.0", "1.1"])),
+                  urls=tuple(HttpUrl("/" + draw(TEXT), tuple(draw(st.lists(st.integers(100, 599), min_size=1,
+                                                                           max_size=2))),
+                                     draw(st.none() | st.just("0" * 32)), draw(st.none() | WORD))
+                             for _ in range(draw(st.integers(0, 2)))))
+    if kind is CheckKind.UDP:
+        kw.update(reply_required=draw(st.booleans()))
+    if kind is CheckKind.SMTP:
+        kw.update(helo_name=draw(st.sampled_from(["mx.example.org", "lvs1"])))
+    if kind is CheckKind.DNS:
+        kw.update(dns_type=draw(st.sampled_from(["A", "SOA", "AAAA"])), dns_name=draw(st.sampled_from(["", "example.org."])))
+    if kind is CheckKind.FILE:
+        kw.update(file="/run/" + draw(WORD))
+    if draw(st.booleans()):
+        kw.update(connect_ip=draw(st.sampled_from(["10.9.9.9", "fd00::9"])), bind=draw(st.none() | st.just("10.0.0.1")))
     if kind is CheckKind.PROGRAM:
         kw.update(command="/bin/check " + draw(TEXT), exit_code=draw(st.none() | st.integers(0, 255)))
     return Check(**kw)

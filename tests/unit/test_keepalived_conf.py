@@ -63,7 +63,8 @@ def test_what_lvsbus_does_not_run_is_a_warning_with_its_line(pair):
     pair.write_text(text)
     shown = [str(w) for w in load(str(pair)).warnings]
     assert f"{pair}:44: 'use_vmac' is not run by lvsbus: ignored" in shown
-    assert f"{pair}:45: 'smtp_alert' is not run by lvsbus: ignored" in shown
+    assert f"{pair}:45: smtp_alert: no mail relay and recipients (global_defs smtp_server, notification_email): " \
+           "nothing is mailed" in shown  # the file has none (tests/unit/test_keepalived_alerts.py: with them)
 
 
 def test_errors_name_the_file_and_line_also_in_an_included_file(pair):

@@ -13,7 +13,7 @@ from importlib import import_module
 
 from lvsbus.wire.events import REGISTRY
 
-MODULES = ("bus", "timer", "config", "supervisor", "pulse", "health", "lvsd", "ipvs", "operator", "web", "bgp")
+MODULES = ("bus", "timer", "config", "supervisor", "pulse", "health", "lvsd", "ipvs", "operator", "web", "bgp", "alerts")
 
 for _name in MODULES:  # every one exists: a missing module is an error, not an absent concern
     import_module(f"{__name__}.{_name}")

@@ -20,13 +20,15 @@ DETAIL = Enum(
     "timeout",  # no verdict within the check's total timeout (silent or trickling server)
     "reset",  # the connection was reset or closed before the reply was complete
     "unreachable",  # no route, host or network unreachable
-    "bad_status",  # http(s): a status code not in the expected list
+    "bad_status",  # http(s): a status code not in the expected list; smtp: not 220/250; dns: not NOERROR
     "bad_body",  # http(s): the body does not match body_regex
     "no_match",  # tcp_send_expect / udp / program: the reply or output lacks `expect`
-    "bad_response",  # http(s): not a well-formed HTTP response
+    "bad_response",  # http(s): not a well-formed HTTP response; smtp/dns/file: not a reply or number
     "exit_code",  # program: a wrong exit status
     "tls_error",  # https: the TLS handshake failed
     "error",  # any other local error (out of sockets, program not found...)
+    "bad_digest",  # http(s): the body's MD5 is not the url's digest
+    "nonzero",  # file: the file holds a number other than 0
     doc="outcome of one check",
 )
 REASON = Enum(

@@ -1,0 +1,318 @@
+"""The alerts service for real (docs/alerts.md): a broker, nanny checking a real server on loopback,
+the alerts shell (``python -m lvsbus_services.alerts``), and on the relay's side a local SMTP sink
+(aiosmtpd on 127.0.0.1): the mails keepalived would send on a role change and a real server
+going down; a relay that accepts and never answers delays nothing (FIFO lines keep coming, mails
+beyond the queue are dropped and counted); a real FIFO gets keepalived's exact lines."""
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsbus.bus import BusClient
+from lvsbus.config import load, to_dict
+from lvsbus.log import LogReader
+from lvsbus.wire import catalog  # noqa: F401
+from lvsbus.wire.events import decode
+from tests.helpers.procs import BrokerProc
+from tests.process.test_nanny_e2e import Listener
+
+aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """A local SMTP server (aiosmtpd) keeping every mail it is given."""
+
+    def __init__(self) -> None:
+        self.mails: list[dict] = []
+        self.port = free_port()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+                sink.mails.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                                   "helo": session.host_name, "data": envelope.content.decode("utf-8", "replace")})
+                return "250 OK"
+
+        self.controller = aiosmtpd.Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> "Sink":
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()
+
+    def subjects(self) -> list[str]:
+        return [str(email.message_from_string(m["data"], policy=email.policy.default)["Subject"]) for m in self.mails]
+
+
+class Mute:
+    """A 'relay' that accepts connections and never says a word (a hung mail server)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def write_config(path: Path, server_port: int, alerts: str) -> Path:
+    path.write_text(f"""
+[router.lvs1]
+address = "127.0.0.1"
+
+[virtual.web]
+address = "10.9.0.1"
+port = 80
+
+[virtual.web.check]
+kind = "tcp_connect"
+interval = 0.2
+timeout = 0.2
+rise = 1
+fall = 1
+
+[virtual.web.server.s1]
+address = "127.0.0.1"
+port = {server_port}
+
+[alerts]
+router_id = "LVS_TEST"
+{alerts}
+""")
+    return path
+
+
+class Router:
+    """A broker with the run's config.loaded, and the services this test starts (by PID)."""
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.tmp = tmp
+        self.config = config
+        self.broker = BrokerProc(tmp / "state").start()
+        self.dirs = self.broker.dirs
+        loaded = load(str(config))
+        self.client = BusClient(self.dirs.run, "supervisor")
+        self.run_start = self.client.publish_acked("config.loaded", {
+            "path": str(config), "format": loaded.format, "digest": loaded.digest, "model": to_dict(loaded.config),
+            "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
+             "--run-start-seq", str(self.run_start)],
+            cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"),
+            env={**os.environ, "PYTHONPATH": str(ROOT), "LVSBUS_LOG_FORMAT": "json"})
+
+    def role(self, new: str, old: str = "BACKUP", priority: int = 100, group: str = "default") -> int:
+        return self.client.publish_acked("router.role_changed", {
+            "node": "lvs1", "old": old, "new": new, "reason": "peer_dead", "priority": priority, "epoch": 1,
+            "peer": None, "group": group}, version=4)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int | None:
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            p.send_signal(sig)
+            p.wait(10)
+        return p.returncode
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, signal.SIGKILL)
+        self.client.close()
+        self.broker.kill()
+
+    def events(self, prefix: str = ""):
+        return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(1)) if e.type.startswith(prefix)]
+
+    def wait(self, pred, timeout: float, what: str) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if pred():
+                return time.monotonic() - t0
+            time.sleep(0.02)
+        errs = "".join((self.tmp / f"{n}.err").read_text()[-2000:] for n in ("nanny", "alerts")
+                       if (self.tmp / f"{n}.err").exists())
+        raise AssertionError(f"timed out waiting for {what}\n{errs}")
+
+
+@pytest.fixture
+def router(tmp_path):
+    made: list[Router] = []
+
+    def make(config: Path) -> Router:
+        r = Router(tmp_path, config)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.mark.slow
+def test_mails_on_a_role_change_and_a_real_server_down(tmp_path, router):
+    s1 = Listener().start()
+    with Sink() as sink:
+        cfg = write_config(tmp_path / "lvs.toml", s1.port, f"""
+email = ["ops@example.org", "noc@example.org"]
+email_from = "lvsbus@lvs1.example.org"
+smtp_server = "127.0.0.1"
+smtp_port = {sink.port}
+smtp_helo_name = "lvs1.example.org"
+smtp_timeout = 5.0
+""")
+        r = router(cfg)
+        r.start("nanny")
+        r.start("alerts")
+        r.wait(lambda: r.events("health.real_server_up"), 10, "s1 UP")
+        r.role("ACTIVE", priority=150)
+        r.wait(lambda: len(sink.mails) >= 1, 10, "the role change's mail")
+        s1.stop()
+        r.wait(lambda: len(sink.mails) >= 3, 10, "the real server's and the virtual service's mails")
+        assert sink.subjects() == [
+            "[LVS_TEST] VRRP Instance default - Entering MASTER state",
+            f"[LVS_TEST] Realserver [127.0.0.1]:tcp:{s1.port} of virtual server [10.9.0.1]:tcp:80 - DOWN",
+            "[LVS_TEST] Virtualserver [10.9.0.1]:tcp:80 - DOWN",
+        ]
+        first = sink.mails[0]
+        assert first["from"] == "lvsbus@lvs1.example.org" and first["to"] == ["ops@example.org", "noc@example.org"]
+        assert first["helo"] == "lvs1.example.org"
+        assert "=> VRRP Instance is now owning VRRP VIPs <=" in first["data"]
+        assert "To: ops@example.org, noc@example.org" in first["data"] and "X-Mailer: lvsbus" in first["data"]
+        assert "=> CHECK failed on service : refused <=" in sink.mails[1]["data"]
+        r.wait(lambda: len(r.events("alerts.mail_result")) == 3, 5, "three mail results")
+        assert [e.payload["outcome"] for e in r.events("alerts.mail_result")] == ["sent"] * 3
+        # each mail was decided by the core (recorded, with its cause) before the shell sent it
+        sent = r.events("alerts.send_mail")
+        assert [e.payload["id"] for e in sent] == [1, 2, 3] and all(e.source == "alerts" for e in sent)
+        assert r.stop("alerts") == 0
+
+
+@pytest.mark.slow
+def test_a_dead_relay_delays_nothing(tmp_path, router):
+    mute = Mute()
+    fifo = tmp_path / "notify.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        cfg = write_config(tmp_path / "lvs.toml", 9, f"""
+email = ["ops@example.org"]
+smtp_server = "127.0.0.1"
+smtp_port = {mute.port}
+smtp_timeout = 30.0
+queue_size = 1
+notify_fifo = "{fifo}"
+""")
+        r = router(cfg)
+        r.start("alerts")
+        r.wait(lambda: (tmp_path / "alerts.err").exists() and "alerts_started" in (tmp_path / "alerts.err").read_text(),
+               10, "the alerts service")
+        got = b""
+        roles = ["ACTIVE", "BACKUP"] * 3
+        took = []
+        for i, new in enumerate(roles):
+            t0 = time.monotonic()
+            r.role(new, old="BACKUP" if new == "ACTIVE" else "ACTIVE", priority=100 + i)
+            want = f'INSTANCE "default" {"MASTER" if new == "ACTIVE" else "BACKUP"} {100 + i}\n'.encode()
+            while want not in got:
+                assert time.monotonic() - t0 < 5, (got, (tmp_path / "alerts.err").read_text()[-2000:])
+                try:
+                    got += os.read(reader, 4096)
+                except BlockingIOError:
+                    time.sleep(0.005)
+            took.append(time.monotonic() - t0)
+        # every line came at once although the relay has held the first mail all along (30 s timeout)
+        assert max(took) < 1.0, took
+        assert len(mute.conns) == 1  # the sender is stuck on the first mail
+        # one mail with the sender, one in the queue (queue_size 1), the other four dropped and counted
+        r.wait(lambda: len(r.events("alerts.mail_result")) == 4, 5, "four drops recorded")
+        results = [e.payload for e in r.events("alerts.mail_result")]
+        assert [p["outcome"] for p in results] == ["dropped"] * 4
+        assert [p["dropped"] for p in results] == [1, 2, 3, 4] and [p["id"] for p in results] == [3, 4, 5, 6]
+        assert len(r.events("alerts.send_mail")) == 6 and len(r.events("alerts.write_fifo")) == 6
+        t0 = time.monotonic()
+        assert r.stop("alerts") == 0  # a stop does not wait for the relay either (2 s grace at most)
+        assert time.monotonic() - t0 < 5
+        log = (tmp_path / "alerts.err").read_text()
+        assert '"mail_dropped"' in log and '"mails_not_sent"' in log
+    finally:
+        os.close(reader)
+        mute.close()
+
+
+@pytest.mark.slow
+def test_notify_fifo_lines_are_keepalived_s(tmp_path, router):
+    s1 = Listener().start()
+    fifo = tmp_path / "notify.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    made = tmp_path / "role.fifo"  # absent: the service makes it, and removes it when it stops
+    try:
+        cfg = write_config(tmp_path / "lvs.toml", s1.port, f'notify_fifo = "{fifo}"\nrole_notify_fifo = "{made}"\n')
+        r = router(cfg)
+        r.start("nanny")
+        r.start("alerts")
+        r.wait(lambda: r.events("health.real_server_up"), 10, "s1 UP")
+        r.role("ACTIVE", priority=150)
+        r.wait(made.exists, 5, "the role FIFO made")
+        assert stat.S_ISFIFO(os.stat(made).st_mode) and stat.S_IMODE(os.stat(made).st_mode) == 0o600
+        s1.stop()
+        r.wait(lambda: len(r.events("alerts.write_fifo")) == 3, 10, "three lines")
+        s1 = Listener(s1.port).start()
+        r.wait(lambda: len(r.events("alerts.write_fifo")) == 5, 10, "five lines")
+        got = b""
+        deadline = time.monotonic() + 5
+        while got.count(b"\n") < 5 and time.monotonic() < deadline:
+            try:
+                got += os.read(reader, 4096)
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert got.decode().splitlines() == [
+            'INSTANCE "default" MASTER 150',
+            f"RS [127.0.0.1]:tcp:{s1.port} [10.9.0.1]:tcp:80 DOWN",
+            "VS [10.9.0.1]:tcp:80 DOWN",
+            f"RS [127.0.0.1]:tcp:{s1.port} [10.9.0.1]:tcp:80 UP",
+            "VS [10.9.0.1]:tcp:80 UP",
+        ]
+        # the role FIFO had no reader: its line waits in the pipe, as with keepalived's O_RDWR open
+        assert r.stop("alerts") == 0
+        assert not made.exists() and fifo.exists()  # the one it made is gone; the operator's stays
+    finally:
+        os.close(reader)
+        s1.stop()
