@@ -9,8 +9,11 @@ pure cores may import this package and ``lvsbus.config.model``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
+from collections.abc import Iterator
 
 from lvsbus.config.diff import ConfigDiff, RealServerChange, VirtualServiceChange, diff
 from lvsbus.config.kagrammar import Files
@@ -90,6 +93,21 @@ def detect_format(path: str, text: str) -> str:
     return "lvscf"
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while a config is read: a large config makes some
+    hundred thousand objects that form no cycles, and the collector's passes over them were a third
+    of the load time of bench/keepalived_load.py (1,000 virtual servers x 10 real servers).
+    Reference counting still frees everything; the collector resumes as it was."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def loads(text: str, filename: str = "<config>", format: str | None = None, *, files: Files | None = None,
           config_id: str = "", key_file: str | None = None) -> LoadedConfig:
     """Parse and validate config text in any form (``format``: "toml", "lvscf", "keepalived" or None
@@ -100,10 +118,11 @@ def loads(text: str, filename: str = "<config>", format: str | None = None, *, f
     if too_big is not None:
         raise ConfigError([too_big])
     fmt = format or detect_format(filename, text)
-    if fmt == "keepalived":
-        loaded = loads_keepalived(text, filename, config_id, files, key_file)
-    else:
-        loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
+    with _no_cyclic_gc():
+        if fmt == "keepalived":
+            loaded = loads_keepalived(text, filename, config_id, files, key_file)
+        else:
+            loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
     return dataclasses.replace(loaded, digest=hashlib.sha256(
         text.encode("utf-8", "surrogatepass")).hexdigest())
 

@@ -62,7 +62,19 @@ class Statement:
     block: list[Statement] | None = None
 
     def find(self, keyword: str) -> list[Statement]:
-        return [s for s in self.block or () if s.keyword == keyword]
+        return list(self.by_keyword().get(keyword, ()))
+
+    def by_keyword(self) -> dict[str, list[Statement]]:
+        """The block's statements by keyword, in order (built once the block is whole: a mapping
+        asks a block for some thirty keywords; do not change the lists)."""
+        block = self.block or ()
+        index = self.__dict__.get("_index")
+        if index is None or index[0] != len(block):
+            by: dict[str, list[Statement]] = {}
+            for s in block:
+                by.setdefault(s.keyword, []).append(s)
+            index = self.__dict__["_index"] = (len(block), by)
+        return index[1]
 
     def words(self) -> list[str]:
         """Every word of the block's statements, in order (a list block: ``{ a b }`` or one a line)."""
@@ -174,11 +186,11 @@ class _Reader:
         while True:
             if not text.strip():
                 return
-            d = _DEFINE.match(text)
+            d = _DEFINE.match(text) if "$" in text else None
             if d is not None:
                 self.params[d.group(1)] = [d.group(2).strip()]
                 return
-            if _BLOCK_OP.match(text) is not None:
+            if "~" in text and _BLOCK_OP.match(text) is not None:
                 self._repeat(text, path, line, stack, out)
                 return
             m = self._next_param(text)
@@ -269,6 +281,8 @@ class _Reader:
 
     def _next_param(self, text: str) -> tuple[int, int, list[str]] | None:
         """The first replaceable parameter in ``text``: (start, end, its value's lines)."""
+        if "$" not in text:
+            return None
         best: tuple[int, int, list[str]] | None = None
         for m in _BRACED.finditer(text):
             value = self._value(m.group(1), m.group(2))
@@ -329,12 +343,19 @@ class _Reader:
 
 
 def _continued(line: str) -> bool:
+    if "\\" not in line:
+        return False
     s = line.rstrip()
     return s.endswith("\\") and not s.endswith("\\\\")
 
 
 def _strip_comment(text: str) -> str:
     """``text`` up to its first ``#`` or ``!`` outside quotes."""
+    if '"' not in text and "'" not in text:  # the usual line: no quotes, the first mark ends it
+        h, b = text.find("#"), text.find("!")
+        if h < 0 and b < 0:
+            return text
+        return text[:b if h < 0 else h if b < 0 else min(h, b)]
     quote = None
     i = 0
     while i < len(text):
@@ -439,6 +460,8 @@ _ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", 
 def _words(text: str, path: str, line: int, rd: _Reader | None) -> list[str]:
     """Split a line into words: whitespace separates, quotes group (removed), ``{`` and ``}`` stand
     alone outside quotes, escapes as the shell's inside quotes."""
+    if '"' not in text and "'" not in text:
+        return text.split()  # no quotes, no escapes: whitespace alone separates ("{" alone is a word)
     out: list[str] = []
     cur: list[str] = []
     has = False
@@ -503,6 +526,11 @@ def _tree(lines: list[_Line], rd: _Reader) -> list[Statement]:
     last: Statement | None = None  # the statement a following "{" opens
     for ln in lines:
         words = _words(ln.text, ln.file, ln.line, rd)
+        if "{" not in words and "}" not in words:  # most lines: one statement, no block opened or closed
+            if words:
+                last = Statement(words[0], words[1:], ln.file, ln.line)
+                stack[-1][0].append(last)
+            continue
         cur: list[str] = []
 
         def flush() -> None:

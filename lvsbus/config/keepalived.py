@@ -107,11 +107,13 @@ class _Map:
         self.issues.append(Issue(key="", message=msg, file=st.file, line=st.line, severity=Severity.WARNING))
 
     def one(self, block: Statement, keyword: str, key: str | None = None) -> Statement | None:
-        found = block.find(keyword)
+        found = block.by_keyword().get(keyword)
+        if not found:
+            return None
         for extra in found[1:]:
             self.skip(extra)
             self.warn(extra, f"'{keyword}' is given again: the first (line {found[0].line}) is used")
-        return self.use(found[0], key) if found else None
+        return self.use(found[0], key)
 
     def arg(self, st: Statement, n: int = 1) -> list[str] | None:
         if len(st.args) < n:

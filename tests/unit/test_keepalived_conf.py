@@ -162,3 +162,27 @@ virtual_server_group UNUSED {
     with pytest.raises(ConfigError) as ei:
         loads(text.replace("192.0.2.21-22 587", "192.0.2.21-2 587").replace("include conf.d/*.conf\n", ""), str(pair))
     assert "the range's last part must follow the address's" in str(ei.value)
+
+
+def test_the_load_bench_runs_and_its_config_maps_every_server():
+    """bench/keepalived_load.py (1,000 x 10 under 1 s: README's bench table), small: its config
+    loads with every virtual and real server, nothing in it ignored, and it prints its figures."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "bench" / "keepalived_load.py"), "--services", "30",
+                          "--servers", "4", "--runs", "1"], capture_output=True, text=True, timeout=120, check=True).stdout
+    figures = dict(line.split("=", 1) for line in out.splitlines())
+    assert figures["real_servers"] == "120 servers"
+    assert {"parse_s", "load_s", "load_max_s", "toml_load_s", "target_met"} <= figures.keys()
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        from keepalived_load import make
+    finally:
+        sys.path.remove(str(root / "bench"))
+    loaded = loads(make(30, 4), "keepalived.conf", format="keepalived")
+    assert len(loaded.config.virtual_services) == 30
+    assert sum(len(v.servers) for v in loaded.config.virtual_services) == 120
+    assert not [w for w in loaded.warnings if "ignored" in w.message], loaded.warnings  # every keyword is run
