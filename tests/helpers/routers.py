@@ -133,13 +133,13 @@ class Cluster:
                 since = self.events(r, ("router.role_changed",))[-1].wall_ns / 1e9
                 time.sleep(max(0.0, since + self.cfg["deadtime"] + 0.05 - time.time()))
 
-    def probe(self, timeout: float = 0.2) -> str | None:
-        """Ask the VIP who answers; the router's name or None."""
+    def probe(self, timeout: float = 0.2, vip: str = VIP) -> str | None:
+        """Ask the VIP (``vip``) who answers; the router's name or None."""
         self.nonce += 1
         msg = f"p{self.nonce}".encode()
         self.client.settimeout(timeout)
         try:
-            self.client.sendto(msg, (VIP, 7))
+            self.client.sendto(msg, (vip, 7))
             end = time.monotonic() + timeout
             while time.monotonic() < end:
                 data, _ = self.client.recvfrom(2048)
