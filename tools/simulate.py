@@ -416,17 +416,19 @@ class SimClock:
 class SimCheck:
     """One of nanny's checks as its schedule (services/nanny/schedule.py) sees it."""
 
-    __slots__ = ("id", "server", "interval", "timeout_us", "phase", "due", "running", "alive")
+    __slots__ = ("id", "server", "interval", "timeout_us", "phase", "due", "running", "alive", "retry_delay")
 
-    def __init__(self, id_: str, server: str, interval: float, timeout_us: int) -> None:
+    def __init__(self, id_: str, server: str, interval: float, timeout_us: int, retry_delay: float | None = None) -> None:
         self.id, self.server, self.interval, self.timeout_us = id_, server, interval, timeout_us
+        self.retry_delay = retry_delay
         self.phase = phase_of(id_, interval)
         self.due = 0.0
         self.running = False
         self.alive = True
 
     def same(self, other: "SimCheck") -> bool:
-        return (self.server, self.interval, self.timeout_us) == (other.server, other.interval, other.timeout_us)
+        return ((self.server, self.interval, self.timeout_us, self.retry_delay)
+                == (other.server, other.interval, other.timeout_us, other.retry_delay))
 
 
 class SimService:
@@ -998,7 +1000,9 @@ class Cluster:
             self.publish(r, "nanny", "health.check_results", payload)
 
     def _check_result(self, r: SimRouter, chk: Any, res: tuple) -> None:
-        chk.running = False
+        r.schedule.finished(chk, res[1], r.clock.mono(self.t) / S)  # as checks.Scheduler._done
+        if not res[1] and chk.retry_delay is not None:
+            self._nanny_wake(r)
         if not chk.alive:
             return
         if r.batch.add(*res):
@@ -1181,8 +1185,8 @@ class Cluster:
             return
         self._nanny_flush(r)
         r.nanny_digest = nanny.state.digest
-        r.schedule.set_checks([SimCheck(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000))
-                               for pc in planned], r.clock.mono(self.t) / S)
+        r.schedule.set_checks([SimCheck(pc.id, pc.server, pc.check.interval, int(pc.check.timeout * 1_000_000),
+                                        pc.check.retry_delay) for pc in planned], r.clock.mono(self.t) / S)
         self._nanny_wake(r)
 
     def stop_service(self, r: SimRouter, svc: SimService) -> None:

@@ -360,9 +360,11 @@ def _describe_virtual(vs: VirtualService) -> list[str]:
                                      if vs.sorry_server_port else vs.sorry_server)
     if vs.quorum != 1 or vs.hysteresis:
         line += f", quorum {vs.quorum}±{vs.hysteresis}"
+    line += "".join(f", {flag}" for flag in ("alpha", "omega") if getattr(vs, flag))
     if not vs.active:
         line += " [inactive]"
     out = [line, f"    check: {_describe_check(vs.check)}"]
+    out += [f"    {kw}: {getattr(vs, kw)}" for kw in ("quorum_up", "quorum_down") if getattr(vs, kw)]
     for rs in vs.servers:
         sl = f"    server {rs.name}: {_addr(rs.address, server_port(vs, rs))}, weight {rs.weight}"
         if rs.upper_threshold or rs.lower_threshold:
@@ -370,6 +372,7 @@ def _describe_virtual(vs: VirtualService) -> list[str]:
         if not rs.active:
             sl += " [inactive]"
         out.append(sl)
+        out += [f"      {kw}: {getattr(rs, kw)}" for kw in ("notify_up", "notify_down") if getattr(rs, kw)]
         if rs.check is not None:
             out.append(f"      check: {_describe_check(rs.check)}")
     return out

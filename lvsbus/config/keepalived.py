@@ -64,8 +64,27 @@ _WIRE = {
     "state": "lvsbus starts every router as backup, listens for a deadtime, then elects by priority "
              "(as keepalived does after its first advert)",
     "version": "VRRP on the wire: lvsbus routers speak their own protocol",
-    "garp_master_delay": "gratuitous ARPs: heartbeat.garp_repeat and garp_refresh apply to every group",
+    "garp_master_delay": "lvsbus sends its garp_repeat gratuitous ARPs at once on taking the VIPs (no delayed "
+                         "second set); garp_master_repeat and garp_master_refresh are read",
+    "garp_interval": "lvsbus spaces its gratuitous ARPs itself",
+    "gna_interval": "lvsbus spaces its unsolicited neighbour advertisements itself",
+    "garp_lower_prio_delay": "lvsbus sends no gratuitous ARPs on hearing a lower priority",
+    "garp_lower_prio_repeat": "lvsbus sends no gratuitous ARPs on hearing a lower priority",
+    "garp_master_refresh_repeat": "lvsbus re-sends one round every garp_refresh s",
     "dont_track_primary": "lvsbus always watches its heartbeat devices when monitor_links is on",
+}
+#: gratuitous ARP settings (global_defs, or without the vrrp_ prefix in a vrrp_instance) -> heartbeat
+_GARP = (("vrrp_garp_master_repeat", "garp_repeat", int), ("vrrp_garp_master_refresh", "garp_refresh", float))
+#: the other gratuitous ARP timings of global_defs (one warning each)
+_GARP_NOT_RUN = ("vrrp_garp_master_delay", "vrrp_garp_interval", "vrrp_gna_interval", "vrrp_garp_lower_prio_delay",
+                 "vrrp_garp_lower_prio_repeat", "vrrp_garp_master_refresh_repeat")
+#: global_defs' script security: what lvsbus does instead (one warning each)
+_SCRIPT_SECURITY = {
+    "script_user": "lvsbus runs track scripts, MISC_CHECK programs and notify commands as the service "
+                   "that runs them (the router's user, each service with only its capabilities: "
+                   "docs/router.md), not as this user",
+    "enable_script_security": "lvsbus does not refuse scripts that a non-root user could change: keep "
+                              "them and their directories writable by root only",
 }
 _SCHEDULER_ALIASES = {"wlc": "wlc"}
 _KINDS = {"NAT": Forwarding.NAT, "DR": Forwarding.DIRECT, "TUN": Forwarding.TUNNEL}
@@ -178,6 +197,17 @@ def _notify(m: _Map, inst: Statement) -> dict[str, str]:
     return out
 
 
+def _command(m: _Map, st: Statement | None) -> str | None:
+    """A checker notify command (``notify_up``, ``quorum_down``...): keepalived's
+    ``<STRING>|<QUOTED-STRING> [username [groupname]]``, run by a shell."""
+    if st is None or not m.arg(st):
+        return None
+    if len(st.args) > 1:
+        m.warn(st, f"{st.keyword}: lvsbus runs {st.args[0]!r} as the alerts service's user, not as "
+                   f"{' '.join(st.args[1:])!r} (keepalived's username and group: quote a command with arguments)")
+    return st.args[0]
+
+
 _HTTP_VERSIONS = {"1.0": "1.0", "1.0C": "1.0", "1.0K": "1.0", "1.1": "1.1"}
 _CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "SMTP_CHECK", "DNS_CHECK", "PING_CHECK",
              "UDP_CHECK", "FILE_CHECK", "BFD_CHECK")
@@ -239,11 +269,12 @@ def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None)
     timeout = m.num(m.one(c, "connect_timeout"), float, 5.0)
     retry = m.one(c, "retry") or m.one(c, "nb_get_retry")
     fall = m.num(retry, int, 0) + 1
-    dbr = m.one(c, "delay_before_retry")
-    if dbr is not None:
-        m.warn(dbr, "delay_before_retry: lvsbus checks every delay_loop; a failed check is retried at the next")
+    # a failure is retried delay_before_retry later (keepalived's default: 1 s), not at the next delay_loop
+    retry_delay = m.num(m.one(c, "delay_before_retry"), float, 1.0 if fall > 1 else None)
     port = m.num(m.one(c, "connect_port"), int, None)
     base: dict[str, Any] = dict(interval=interval, timeout=min(timeout, interval), rise=1, fall=fall, port=port)
+    if retry_delay is not None and fall > 1 and retry_delay < interval:
+        base["retry_delay"] = retry_delay
     for word, field in (("connect_ip", "connect_ip"), ("bindto", "bind")):
         st = m.one(c, word)
         if st is not None and m.arg(st):
@@ -509,7 +540,14 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
     if m.one(vs, "inhibit_on_failure") is not None:
         kw["inhibit_on_failure"] = True
     vhost = m.one(vs, "virtualhost")
-    for kwd in ("alpha", "omega", "quorum_up", "quorum_down", "ha_suspend", "ops"):
+    for kwd in ("quorum_up", "quorum_down"):
+        cmd = _command(m, m.one(vs, kwd, f"{key}.{kwd}"))
+        if cmd is not None:
+            kw[kwd] = cmd
+    for kwd in ("alpha", "omega"):
+        if m.one(vs, kwd, f"{key}.{kwd}") is not None:
+            kw[kwd] = True
+    for kwd in ("ha_suspend", "ops"):
         st = m.one(vs, kwd)
         if st is not None:
             m.warn(st, f"{kwd}: not run by lvsbus yet: ignored")
@@ -527,10 +565,11 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
         w = m.num(m.one(rs, "weight", f"{rkey}.weight"), int, 1)
         if m.one(rs, "inhibit_on_failure") is not None:
             kw["inhibit_on_failure"] = True
-        for kwd in ("notify_up", "notify_down", "uthreshold", "lthreshold"):  # smtp_alert: map_keepalived
-            st = m.one(rs, kwd)
-            if st is not None:
-                m.warn(st, f"{kwd}: not run by lvsbus yet: ignored")
+        commands: dict[str, Any] = {kwd: _command(m, m.one(rs, kwd, f"{rkey}.{kwd}")) for kwd in ("notify_up", "notify_down")}
+        for kwd, fname in (("uthreshold", "upper_threshold"), ("lthreshold", "lower_threshold")):  # IPVS -x / -y
+            n = m.num(m.one(rs, kwd, f"{rkey}.{fname}"), int, None)
+            if n is not None:
+                commands[fname] = n  # smtp_alert: map_keepalived
         chk = _check(m, rs, interval, vhost.args[0] if vhost is not None and vhost.args else None)
         if check is None and chk is not None:
             check = chk
@@ -540,7 +579,8 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
             m.err(rs, f"real_server port {rs.args[1]!r} is not a number")
             continue
         servers.append(RealServer(rname, rs.args[0], port=rport if rport != port else None, weight=w,
-                                  check=chk if chk is not None and chk != check else None))
+                                  check=chk if chk is not None and chk != check else None,
+                                  **{k: v for k, v in commands.items() if v is not None}))
     if check is not None:
         kw["check"] = check
     out = []
@@ -621,6 +661,23 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
     vips: dict[str, tuple[int | None, str | None, str | None, str]] = {}  # VIP -> prefixlen, device, label, group
     spare_vips: list[tuple[str, int | None, str | None, str | None, str, Statement]] = []
     adverts: list[float] = []
+    # heartbeat field -> (value, where): the instances' (the first used), global_defs' when none has it
+    garp: dict[str, list[tuple[Any, Statement]]] = {}
+    garp_defaults: dict[str, tuple[Any, Statement]] = {}
+    if gd is not None:
+        for kw, field, conv in _GARP:
+            gst = m.one(gd, kw, f"heartbeat.{field}")
+            if gst is not None:
+                garp_defaults[field] = (m.num(gst, conv, None), gst)
+        for kw, why in _SCRIPT_SECURITY.items():
+            gst = m.one(gd, kw)
+            if gst is not None:
+                m.warn(gst, f"{kw}: {why}")
+        for kw in _GARP_NOT_RUN:
+            gst = m.one(gd, kw)
+            if gst is not None:
+                m.warn(gst, f"{kw}: lvsbus sends its garp_repeat gratuitous ARPs at once on taking the VIPs "
+                           "(and every garp_refresh s): no delayed second set, no other spacing")
     local_prio: int | None = None
     master = False
     for inst in instances:
@@ -637,6 +694,10 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         adv = m.one(inst, "advert_int")
         if adv is not None:
             adverts.append(m.num(adv, float, 1.0))
+        for kw, field, conv in _GARP:
+            gst = m.one(inst, kw.removeprefix("vrrp_"), f"heartbeat.{field}")
+            if gst is not None:
+                garp.setdefault(field, []).append((m.num(gst, conv, None), gst))
         src = m.one(inst, "unicast_src_ip", "routers")
         if src is not None and src.args:
             local_addr = local_addr or src.args[0]
@@ -754,6 +815,21 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
     if adverts:
         ka = min(adverts)
         hb = dataclasses.replace(hb, keepalive=ka, deadtime=3 * ka)
+    for field, default in garp_defaults.items():
+        garp.setdefault(field, []).append(default)
+    for field, found in garp.items():  # gratuitous ARPs: one setting for every group
+        values = [(v, st) for v, st in found if v is not None]
+        if not values:
+            continue
+        value, first = values[0]
+        if field == "garp_repeat" and not 1 <= value <= 100:
+            m.err(first, f"{first.keyword} {value}: 1..100")
+            continue
+        hb = dataclasses.replace(hb, **{field: value})
+        for other, st in values[1:]:
+            if other != value:
+                m.warn(st, f"{st.keyword} {other}: lvsbus has one {field} for every group: "
+                           f"{value} (line {first.line}) is used")
     cfg = Config(routers=tuple(routers), heartbeat=hb, virtual_services=tuple(vss), tracks=tuple(tracks),
                  groups=tuple(groups) if instances else (), nat_router=nat, alerts=_alerts(m, alerting, marks))
     m.unused(tree)

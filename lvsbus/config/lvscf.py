@@ -62,7 +62,8 @@ OBSOLETE = {
 #: native (TOML) keys of a virtual service that lvs.cf has no keyword for (Piranha had none):
 #: written in lvs.cf, the error says how to get them instead of suggesting a look-alike keyword
 NATIVE_ONLY = {"virtual": ("scheduler_flags", "ops", "persistence_engine", "inhibit_on_failure",
-                           "quorum", "hysteresis")}
+                           "quorum", "hysteresis", "quorum_up", "quorum_down", "alpha", "omega"),
+               "server": ("notify_up", "notify_down")}
 
 _STRING_KEYS = {"send", "expect", "send_program", "active_cmd", "inactive_cmd", "start_cmd",
                 "stop_cmd", "debug_level", "rsh_command", "ipvsadm", "client_monitor",

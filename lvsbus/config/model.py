@@ -260,6 +260,10 @@ class Check:
     fall: int = 3
     #: passes in a row that bring in a server with no health history (no failure seen yet)
     initial_rise: int = 1
+    #: after a failed probe, the next one starts this many seconds later instead of at the next
+    #: interval (keepalived's ``delay_before_retry``: the ``fall`` failures come faster); None: at
+    #: the interval
+    retry_delay: float | None = None
     #: probe this port instead of the real server's port
     port: int | None = None
     #: tcp_send_expect: bytes sent (a str, encoded UTF-8); program: unused
@@ -330,6 +334,10 @@ class RealServer:
     lower_threshold: int = 0
     #: None = the virtual service's check
     check: Check | None = None
+    #: shell commands run (by the alerts service, on every router) when nanny's verdict on this
+    #: server turns UP / DOWN (keepalived's ``notify_up`` / ``notify_down``; docs/alerts.md)
+    notify_up: str | None = None
+    notify_down: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +379,17 @@ class VirtualService:
     #: minimum total weight of healthy servers for the service to be up (keepalived's quorum)
     quorum: int = 1
     hysteresis: int = 0
+    #: shell commands run (by the alerts service, on every router) when the service gains / loses
+    #: its quorum (keepalived's ``quorum_up`` / ``quorum_down``; docs/alerts.md)
+    quorum_up: str | None = None
+    quorum_down: str | None = None
+    #: keepalived's ``alpha``: for alerts and commands, a real server is down until its first
+    #: verdict (its first UP is an alert); without it, up until then (its first DOWN is). The table
+    #: is the same either way: a server enters it once a check has passed (docs/nanny-lvsd.md)
+    alpha: bool = False
+    #: keepalived's ``omega``: when this router stops, the notify_down of every server still up
+    #: and the quorum_down of a service still up are run (and alerted)
+    omega: bool = False
     #: the failover group whose VIPs include this one (None: the default group)
     group: str | None = None
     check: Check = field(default_factory=Check)
@@ -691,6 +710,17 @@ class Config:
     def tracks_of(self, router: str) -> tuple[Track, ...]:
         """The items ``router`` tracks."""
         return tuple(t for t in self.tracks if t.applies_to(router))
+
+    def alerts_wanted(self) -> Any:
+        """What runs the alerts service (None: nothing): ``[alerts]``, or else True when a virtual
+        service has a quorum_up / quorum_down or a real server a notify_up / notify_down command."""
+        if self.alerts is not None:
+            return self.alerts
+        for vs in self.lvs_services():
+            if vs.active and (vs.quorum_up or vs.quorum_down
+                              or any(rs.active and (rs.notify_up or rs.notify_down) for rs in vs.servers)):
+                return True
+        return None
 
     def lvs_services(self) -> tuple[VirtualService, ...]:
         """The virtual services the routers run: all of them with ``service = lvs``, none with

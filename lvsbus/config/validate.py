@@ -97,6 +97,7 @@ FIELD_LIMITS: dict[tuple[str, str], str] = {
     ("VirtualService", "sorry_server_port"): "port",
     ("VirtualService", "quorum"): "quorum",
     ("Check", "interval"): "interval",
+    ("Check", "retry_delay"): "interval",
     ("Check", "timeout"): "timeout",
     ("Check", "rise"): "rise_fall",
     ("Check", "fall"): "rise_fall",
@@ -211,6 +212,11 @@ def _check(o: _Out, path: str, chk: Check) -> None:
     o.range(f"{path}.rise", chk.rise, "rise_fall")
     o.range(f"{path}.fall", chk.fall, "rise_fall")
     o.range(f"{path}.initial_rise", chk.initial_rise, "rise_fall")
+    if chk.retry_delay is not None:
+        o.range(f"{path}.retry_delay", chk.retry_delay, "interval")
+        if chk.retry_delay >= chk.interval:
+            o.warn(f"{path}.retry_delay", f"{chk.retry_delay:g} s is not shorter than the interval "
+                                          f"({chk.interval:g} s): a failed probe is retried at the interval")
     if chk.encoding not in ("utf-8", "latin-1"):
         o.err(f"{path}.encoding", f"{chk.encoding!r} must be \"utf-8\" or \"latin-1\" (one character a byte)")
     elif chk.encoding == "latin-1":
@@ -428,6 +434,8 @@ def _virtual(o: _Out, vs: VirtualService, router_devices: set[str], names: set[s
     vip = _vip(o, p, vs, router_devices)
     fam = vip.version if vip else None
     _port_and_fwmark(o, p, vs)
+    for fname in ("quorum_up", "quorum_down"):
+        _command(o, f"{p}.{fname}", getattr(vs, fname))
     if vs.scheduler not in SCHEDULERS:
         close = difflib.get_close_matches(vs.scheduler, SCHEDULERS, n=1, cutoff=0.6)
         o.err(f"{p}.scheduler", f"{_shown(vs.scheduler)} is not an IPVS scheduler: one of "
@@ -673,6 +681,14 @@ def _ipvs_options(o: _Out, p: str, vs) -> None:
                                                  "only: set protocol = \"udp\"")
 
 
+def _command(o: _Out, key: str, cmd: str | None) -> None:
+    """A shell command a service runs (notify_up, quorum_down...): not empty, not huge."""
+    if cmd is not None and not cmd.strip():
+        o.err(key, "is empty: give a command, or leave the key out")
+    elif cmd is not None and len(cmd) > 4096:
+        o.err(key, "is longer than 4096 characters: put it in a script")
+
+
 def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> None:
     seen: set[str] = set()
     endpoints: dict[tuple, str] = {}
@@ -696,6 +712,8 @@ def _servers(o: _Out, p: str, vs, fam: int | None, dialect: str = "toml") -> Non
                                            f"({rs.upper_threshold})")
         if rs.check is not None:
             _check(o, f"{rp}.check", rs.check)
+        for fname in ("notify_up", "notify_down"):
+            _command(o, f"{rp}.{fname}", getattr(rs, fname))
         _port_to_check(o, rp, rs, vs, dialect)
         if ip is not None:
             ep = (str(ip), rs.port if rs.port is not None else vs.port)

@@ -34,7 +34,8 @@ ABANDON = "abandon"  # a restart loop of a service the router runs on without (n
 
 #: when a service runs: from the start on, only while pulse is ACTIVE (lvsd: a silent standby
 #: meanwhile on the real router), or when the config asks for it (metrics: ``metrics_address``;
-#: alerts: ``[alerts]``, whose change restarts it with the new settings)
+#: alerts: ``[alerts]`` or a checker notify command, ``Config.alerts_wanted``; a change of [alerts]
+#: restarts it with the new settings)
 ALWAYS, WHILE_ACTIVE, CONFIGURED = "always", "active", "configured"
 #: the router's services, in start order (the broker comes before them all)
 SERVICES: tuple[tuple[str, str], ...] = (
@@ -61,7 +62,7 @@ SPARES = ("broker", "pulse")
 #: what in a config (``lvsbus.config.Config``) turns each CONFIGURED service on; a change of it
 #: restarts the service (a new address)
 CONFIGURED_BY: dict[str, Callable[[Any], Any]] = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web,
-                                                   "alerts": lambda cfg: cfg.alerts}
+                                                   "alerts": lambda cfg: cfg.alerts_wanted()}
 
 
 def configured_services(cfg: Any) -> frozenset[str]:

@@ -19,11 +19,16 @@ Outputs, each an effect the shell carries out (nothing here waits for a mail rel
   ``[ROUTER_ID] Realserver [ADDR]:tcp:PORT of virtual server [VIP]:tcp:PORT - DOWN``,
   ``[ROUTER_ID] Virtualserver [VIP]:tcp:PORT - UP``...), with the relay's settings, for the
   events ``[alerts]`` mails (``on``, ``mail``, ``no_mail``);
+* ``alerts.run_command``: a real server's ``notify_up`` / ``notify_down`` on its verdict, a
+  virtual service's ``quorum_up`` / ``quorum_down`` on its quorum change (keepalived's checker
+  notify commands; with or without ``[alerts]``), and with ``omega`` the down ones of what is
+  still up when the router stops;
 * ``alerts.config_rejected``: a ``config.loaded`` this core could not use (the previous settings stay).
 
-As keepalived starts (without ``alpha``): a real server is taken as up until nanny's first verdict,
-so a first UP says nothing and a first DOWN is an alert; a virtual service's quorum starts from
-that too, and only a change of it is an alert.
+As keepalived starts without ``alpha``: a real server is taken as up until nanny's first verdict,
+so a first UP says nothing and a first DOWN is an alert; with ``alpha`` (the virtual service's),
+down until then: a first UP is an alert and a first DOWN says nothing. A virtual service's quorum
+starts from that too, and only a change of it is an alert.
 
 Sans-IO, deterministic: no clock, no socket; the state is mutated in place and returned.
 """
@@ -53,6 +58,9 @@ GROUP_MAIL = {
     "STOP": ("Stopping", "=> All VRRP group instances are now stopping <="),
 }
 MAX_LINE = 1024
+#: a notify_up / quorum_down... command still running after this is killed (keepalived sets no
+#: bound; a hung script must not pile up processes)
+COMMAND_TIMEOUT_MS = 60_000
 __all__ = ["AlertsCore", "AlertsState", "vs_text", "rs_text"]
 
 
@@ -77,7 +85,8 @@ def rs_text(vs, rs) -> str:
 class _Virtual:
     """One active virtual service as the alerts need it."""
 
-    __slots__ = ("name", "text", "servers", "quorum", "hysteresis", "group")
+    __slots__ = ("name", "text", "servers", "quorum", "hysteresis", "group", "commands", "quorum_cmds", "alpha",
+                 "omega")
 
     def __init__(self, vs) -> None:
         self.name = vs.name
@@ -85,12 +94,17 @@ class _Virtual:
         self.group = vs.group or DEFAULT_GROUP
         #: health id -> (server name, its text, weight)
         self.servers = {f"{vs.name}/{rs.name}": (rs.name, rs_text(vs, rs), rs.weight) for rs in vs.servers if rs.active}
+        #: health id -> {"UP": notify_up, "DOWN": notify_down} (None: no command)
+        self.commands = {f"{vs.name}/{rs.name}": {"UP": rs.notify_up, "DOWN": rs.notify_down}
+                         for rs in vs.servers if rs.active}
+        self.quorum_cmds = {"UP": vs.quorum_up, "DOWN": vs.quorum_down}
         self.quorum, self.hysteresis = vs.quorum, vs.hysteresis
+        self.alpha, self.omega = vs.alpha, vs.omega
 
 
 class AlertsState:
     __slots__ = ("model", "digest", "local", "settings", "router_id", "sync", "virtuals", "roles", "sync_roles",
-                 "health", "verdicts", "admin", "quorum", "mails", "lines", "bad_config")
+                 "health", "verdicts", "admin", "quorum", "mails", "lines", "commands", "bad_config")
 
     def __init__(self) -> None:
         self.model: dict | None = None
@@ -108,6 +122,7 @@ class AlertsState:
         self.quorum: dict[str, bool] = {}  # virtual name -> quorum up
         self.mails = 0  # mails decided so far: each mail's id
         self.lines = 0  # FIFO lines decided so far
+        self.commands = 0  # commands decided so far: each one's id
         self.bad_config = 0
 
 
@@ -115,7 +130,7 @@ class AlertsCore(Core[AlertsState]):
     name = "alerts"
     inputs = ("config.loaded", "router.role_changed", "health.real_server_up", "health.real_server_down",
               "health.state_changed", "operator.server_action")
-    outputs = frozenset({"alerts.send_mail", "alerts.write_fifo", "alerts.config_rejected"})
+    outputs = frozenset({"alerts.send_mail", "alerts.write_fifo", "alerts.run_command", "alerts.config_rejected"})
 
     def initial(self) -> AlertsState:
         return AlertsState()
@@ -154,6 +169,8 @@ class AlertsCore(Core[AlertsState]):
             return
         group = p["group"]
         st.roles[group] = new
+        if new == "STOP":
+            self._omega(st, group, out)
         self._fifo(st, "role", f'INSTANCE "{group}" {new} {p["priority"]}', out)
         if self._mailed(st, "role", (f"group:{group}",)):
             subject, body = INSTANCE_MAIL[new]
@@ -179,19 +196,41 @@ class AlertsCore(Core[AlertsState]):
         before = st.verdicts.get(id_)
         st.verdicts[id_] = verdict
         st.health[id_] = verdict
-        if before == verdict or (before is None and verdict == "UP"):
-            return  # as keepalived without alpha: a server is up until its first failure
+        if before == verdict or (before is None and verdict == ("DOWN" if v.alpha else "UP")):
+            return  # as keepalived: a server is up (alpha: down) until its first verdict
+        self._server_alert(st, v, id_, verdict, p["detail"], out)
+        self._quorum(st, vname, out)
+
+    def _server_alert(self, st: AlertsState, v: _Virtual, id_: str, verdict: str, detail: str,
+                      out: list[Effect]) -> None:
         _name, text, _w = v.servers[id_]
         self._fifo(st, "lvs", f"RS {text} {v.text} {verdict}", out)
-        if self._mailed(st, "real_server", (f"server:{id_}", f"virtual:{vname}")):
+        if self._mailed(st, "real_server", (f"server:{id_}", f"virtual:{v.name}")):
             body = ("=> CHECK succeed on service <=" if verdict == "UP"
-                    else f"=> CHECK failed on service : {p['detail']} <=")
+                    else f"=> CHECK failed on service : {detail} <=")
             self._mail(st, "real_server", f"Realserver {text} of virtual server {v.text} - {verdict}", body, out)
-        self._quorum(st, vname, out)  # as keepalived: the server's alerts, then its service's quorum
+        self._command(st, f"notify_{verdict.lower()}", v.commands[id_][verdict], v.name, _name, out)
+
+    def _omega(self, st: AlertsState, group: str, out: list[Effect]) -> None:
+        """keepalived's ``omega``: the group stops on this router (its services with it): the
+        servers still up go down, then their service's quorum."""
+        for v in st.virtuals.values():
+            if not v.omega or v.group != group:
+                continue
+            for id_ in v.servers:
+                if self._is_up(st, v, id_) and st.admin.get(id_) is None:
+                    st.verdicts[id_] = st.health[id_] = "DOWN"
+                    self._server_alert(st, v, id_, "DOWN", "stopping", out)
+            self._quorum(st, v.name, out)  # as keepalived: the server's alerts, then its service's quorum
+
+    @staticmethod
+    def _is_up(st: AlertsState, v: _Virtual, id_: str) -> bool:
+        return st.health.get(id_, "DOWN" if v.alpha else "UP") == "UP"  # no verdict yet: up (alpha: down)
 
     @staticmethod
     def _weight(st: AlertsState, v: _Virtual) -> int:
-        health = {id_: st.health.get(id_, "UP") for id_ in v.servers}  # no verdict yet: up
+        unknown = "DOWN" if v.alpha else "UP"  # no verdict yet: up (alpha: down)
+        health = {id_: st.health.get(id_, unknown) for id_ in v.servers}
         return weight_in_service(((id_, w) for id_, (_n, _t, w) in v.servers.items()), health, st.admin)
 
     def _quorum(self, st: AlertsState, vname: str, out: list[Effect]) -> None:
@@ -210,6 +249,7 @@ class AlertsCore(Core[AlertsState]):
             threshold = v.quorum + (v.hysteresis if up else -v.hysteresis)
             body = f"=> {'Gained quorum' if up else 'Lost quorum'} {v.quorum}+{v.hysteresis}={threshold} <= {weight} <="
             self._mail(st, "virtual_service", f"Virtualserver {v.text} - {word}", body, out)
+        self._command(st, f"quorum_{word.lower()}", v.quorum_cmds[word], v.name, None, out)
 
     # -- what to do about it -----------------------------------------------------------------
 
@@ -226,6 +266,17 @@ class AlertsCore(Core[AlertsState]):
             if target in s["no_mail"]:
                 return False
         return kind in s["on"]
+
+    @staticmethod
+    def _command(st: AlertsState, kind: str, command: str | None, virtual: str, server: str | None,
+                 out: list[Effect]) -> None:
+        if command is None:
+            return
+        st.commands += 1
+        out.append(Effect("alerts.run_command", {
+            "id": st.commands, "kind": kind, "command": command, "virtual": virtual, "server": server,
+            "timeout_ms": COMMAND_TIMEOUT_MS,
+        }))
 
     @staticmethod
     def _fifo(st: AlertsState, kind: str, line: str, out: list[Effect]) -> None:
@@ -295,7 +346,7 @@ class AlertsCore(Core[AlertsState]):
         return {"model": st.model, "digest": st.digest, "local": st.local, "roles": dict(st.roles),
                 "sync_roles": dict(st.sync_roles), "health": dict(st.health), "verdicts": dict(st.verdicts),
                 "admin": dict(st.admin), "quorum": dict(st.quorum), "mails": st.mails, "lines": st.lines,
-                "bad_config": st.bad_config}
+                "commands": st.commands, "bad_config": st.bad_config}
 
     def restore(self, data: Any) -> AlertsState:
         st = AlertsState()
@@ -305,5 +356,6 @@ class AlertsCore(Core[AlertsState]):
         st.health, st.verdicts, st.admin = dict(data["health"]), dict(data["verdicts"]), dict(data["admin"])
         st.quorum = dict(data["quorum"])
         st.mails, st.lines, st.bad_config = data["mails"], data["lines"], data["bad_config"]
+        st.commands = data.get("commands", 0)  # snapshots before the commands have none
         return st
 

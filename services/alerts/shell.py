@@ -16,7 +16,13 @@ two effects, and neither can hold the bus loop, whatever the relay or the FIFO's
   to 64 KiB for a reader that comes later) and a full pipe drops the line (logged, counted). A
   path that exists and is not a FIFO is never written.
 
-On stop (SIGTERM), mails still queued get up to ``STOP_GRACE_S`` to go; the rest are logged as lost.
+* ``alerts.run_command``: the command run by ``/bin/sh -c`` in its own session, in the background
+  (a task on the loop; the step goes on at once), stdin, stdout and stderr to /dev/null, with
+  LVSBUS_ALERT (notify_up...), LVSBUS_VIRTUAL and LVSBUS_SERVER in its environment; killed (its
+  process group) at ``timeout_ms``; its exit is published as ``alerts.command_finished``.
+
+On stop (SIGTERM), mails still queued get up to ``STOP_GRACE_S`` to go, and commands still running
+the same time to end; the rest are logged as lost.
 """
 from __future__ import annotations
 
@@ -222,6 +228,7 @@ class AlertsShell:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.mail = MailSender(self._report)
         self.fifos = Fifos()
+        self.commands: set[asyncio.Task] = set()
 
     def _report(self, id_: int, outcome: str, error: str, seconds: float, dropped: int) -> None:
         """From any thread: the mail's fate, published on the bus by the loop."""
@@ -245,6 +252,40 @@ class AlertsShell:
         elif eff.type == "alerts.write_fifo":
             for path in p["paths"]:
                 self.fifos.write(path, p["line"])
+        elif eff.type == "alerts.run_command":
+            task = asyncio.get_running_loop().create_task(self._run_command(p))
+            self.commands.add(task)
+            task.add_done_callback(self.commands.discard)
+
+    async def _run_command(self, p: dict) -> None:
+        start = time.monotonic()
+        exit_code, error = None, ""
+        env = {**os.environ, "LVSBUS_ALERT": p["kind"], "LVSBUS_VIRTUAL": p["virtual"],
+               "LVSBUS_SERVER": p["server"] or ""}
+        try:
+            proc = await asyncio.create_subprocess_shell(
+                p["command"], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, env=env)
+            try:
+                exit_code = await asyncio.wait_for(proc.wait(), timeout=p["timeout_ms"] / 1000)
+            except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+                error = (f"timed out after {p['timeout_ms']} ms: killed" if isinstance(exc, asyncio.TimeoutError)
+                         else "the alerts service stopped: killed")
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+        except OSError as exc:
+            error = f"could not run: {exc}"
+        ms = int((time.monotonic() - start) * 1000)
+        log.info("command_finished", id=p["id"], kind=p["kind"], virtual=p["virtual"], server=p["server"],
+                 exit_code=exit_code, duration_ms=ms, error=error)
+        try:
+            self.runtime.publish("alerts.command_finished", {
+                "id": p["id"], "kind": p["kind"], "exit_code": exit_code, "duration_ms": ms, "error": error[:1024]})
+        except Exception as exc:  # stopping: the bus client is gone (the log line above says it all)
+            log.warning("command_result_not_published", id=p["id"], error=str(exc) or type(exc).__name__)
 
     def on_start(self) -> None:
         st = self.runtime.state
@@ -259,6 +300,12 @@ class AlertsShell:
         try:
             await self.runtime.run(self.stop, on_start=self.on_start)
         finally:
+            if self.commands:
+                _done, running = await asyncio.wait(set(self.commands), timeout=STOP_GRACE_S)
+                for task in running:
+                    task.cancel()
+                if running:
+                    await asyncio.wait(running)
             left = await asyncio.to_thread(self.mail.stop, STOP_GRACE_S)
             if left:
                 log.warning("mails_not_sent", count=left, reason="stopping: the relay did not take them in time")
@@ -274,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     sc = service_config("alerts", args)
     if sc is None:
         return 2
-    if sc.config.alerts is None:
+    if sc.config.alerts_wanted() is None:
         log.info("alerts_not_configured")
         return 0
     return asyncio.run(AlertsShell(args.state_dir, args.run_start_seq).main())

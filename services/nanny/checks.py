@@ -475,13 +475,14 @@ class Spec:
     """One check to run: id, address, probed port, Check."""
 
     __slots__ = ("id", "address", "port", "check", "matcher", "interval", "phase", "due", "running", "alive",
-                 "family")
+                 "family", "retry_delay")
 
     def __init__(self, id: str, address: str, port: int, check: Check) -> None:
         # keepalived's connect_ip: probe another address than the one IPVS forwards to
         self.id, self.address, self.port, self.check = id, check.connect_ip or address, port, check
         self.matcher = Matcher(check.expect, check.regex, check.encoding)
         self.interval = check.interval
+        self.retry_delay = check.retry_delay
         self.phase = phase_of(id, check.interval)
         self.due = 0.0
         self.running = False
@@ -560,7 +561,9 @@ class Scheduler:
             self.loop.create_task(self._coro(s, now, late))
 
     def _done(self, s: Spec, started: float, late: float, ok: bool, detail: str) -> None:
-        s.running = False
+        self.schedule.finished(s, ok, time.monotonic())  # a failure may be retried sooner
+        if self.running and not ok and s.retry_delay is not None:
+            self._arm()
         self.inflight -= 1
         if s.alive:
             self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6))

@@ -60,7 +60,8 @@ class Schedule:
     (with how late each is); ``next_deadline()`` is when to call it again.
 
     A check is any object with ``id``, ``interval``, ``phase``, ``due``, ``running`` (its run under
-    way: set and cleared by whoever runs it), ``alive`` and ``same(other)`` (the same settings):
+    way: set by whoever runs it, cleared by ``finished``), ``alive``, ``same(other)`` (the same
+    settings) and optionally ``retry_delay`` (seconds, or None):
     ``checks.Spec`` in the real shell, a small record in the simulator."""
 
     def __init__(self) -> None:
@@ -109,7 +110,7 @@ class Schedule:
         pop = heapq.heappop
         while heap and heap[0][0] <= horizon:
             due, _n, s = pop(heap)
-            if not s.alive:
+            if not s.alive or due != s.due:  # dropped, or moved earlier by a retry (``finished``)
                 continue
             late = now - due
             if late > s.interval:  # fell behind (a stall): resume at the schedule, don't burst
@@ -122,6 +123,20 @@ class Schedule:
                 continue
             out.append((s, late if late > 0 else 0.0))
         return out
+
+
+    def finished(self, s: Any, ok: bool, now: float) -> None:
+        """A run of ``s`` ended (``ok``: it passed) at ``now``: a failed one is tried again
+        ``retry_delay`` seconds later when that comes before its next run (keepalived's
+        ``delay_before_retry``), and from there on every interval."""
+        s.running = False
+        delay = getattr(s, "retry_delay", None)
+        if ok or delay is None or not s.alive:
+            return
+        due = now + delay
+        if due < s.due:
+            s.due = due
+            self._push(s)
 
 
 class ResultBatch:

@@ -316,3 +316,42 @@ def test_notify_fifo_lines_are_keepalived_s(tmp_path, router):
     finally:
         os.close(reader)
         s1.stop()
+
+
+@pytest.mark.slow
+def test_notify_and_quorum_commands_run_in_the_background_without_an_alerts_section(tmp_path, router):
+    """keepalived's checker notify commands: no [alerts] (no mail, no FIFO), yet the alerts service
+    runs; s1 goes down: its notify_down (which then hangs) and its service's quorum_down run, neither
+    waiting for the other; s1 back: notify_up and quorum_up. Each command recorded before it runs,
+    its end after; a command still running at the stop is killed and said so."""
+    s1 = Listener().start()
+    out = tmp_path / "commands.log"
+    line = f'echo "$LVSBUS_ALERT $LVSBUS_VIRTUAL $LVSBUS_SERVER" >> {out}'
+    cfg = write_config(tmp_path / "lvs.toml", s1.port, "")
+    text = cfg.read_text().replace("\n[alerts]\nrouter_id = \"LVS_TEST\"\n", "\n")
+    text = text.replace("[virtual.web.check]", f"quorum_up = '{line}'\nquorum_down = '{line}'\n\n[virtual.web.check]")
+    text += f"notify_up = '{line}'\nnotify_down = '{line}; exec sleep 60'\n"
+    cfg.write_text(text)
+    assert "[alerts]" not in text
+    r = router(cfg)
+    r.start("nanny")
+    r.start("alerts")
+    r.wait(lambda: r.events("health.real_server_up"), 10, "s1 UP")
+    port = s1.port
+    s1.stop()
+    r.wait(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, 10, "notify_down and quorum_down")
+    assert sorted(out.read_text().splitlines()) == ["notify_down web s1", "quorum_down web "]
+    s1 = Listener(port).start()
+    try:
+        r.wait(lambda: len(out.read_text().splitlines()) >= 4, 10, "notify_up and quorum_up")
+        assert sorted(out.read_text().splitlines()[2:]) == ["notify_up web s1", "quorum_up web "]
+        r.wait(lambda: len(r.events("alerts.command_finished")) >= 3, 5, "three commands finished")
+        runs = {e.payload["id"]: e for e in r.events("alerts.run_command")}
+        assert [runs[i].payload["kind"] for i in sorted(runs)] == ["notify_down", "quorum_down", "notify_up", "quorum_up"]
+        assert all(e.source == "alerts" for e in runs.values())
+        assert not r.events("alerts.send_mail") and not r.events("alerts.write_fifo")
+        assert r.stop("alerts") == 0  # notify_down still sleeps: killed at the stop
+        err = (tmp_path / "alerts.err").read_text()
+        assert '"error": "the alerts service stopped: killed"' in err and '"kind": "notify_down"' in err
+    finally:
+        s1.stop()

@@ -292,6 +292,32 @@ def test_schedule_skips_a_check_still_running_and_resumes_at_its_phase_after_a_s
     assert sch.next_deadline() == pytest.approx(first + 13.0)
 
 
+def test_a_failed_probe_is_retried_after_retry_delay_then_every_interval():
+    """keepalived's delay_before_retry (``retry_delay``): a failure is probed again sooner; a pass
+    is not; the retry's old slot does not run twice."""
+    sch = Schedule()
+    s = Spec("v/a", "127.0.0.1", 80, Check(interval=5.0, timeout=1.0, fall=3, retry_delay=0.5))
+    sch.set_checks([s], now=0.0)
+    first = sch.next_deadline()
+    assert sch.take_due(first) == [(s, 0.0)]
+    s.running = True
+    sch.finished(s, False, first + 0.1)  # failed: again at +0.6, not at +5
+    assert not s.running and sch.next_deadline() == pytest.approx(first + 0.6)
+    assert sch.take_due(first + 0.6) == [(s, 0.0)]
+    sch.finished(s, True, first + 0.7)  # passed: the interval from the retry on
+    runs = []
+    now = first + 0.7
+    while now < first + 12:
+        runs += [now for _s, _late in sch.take_due(now)]
+        now = max(sch.next_deadline(), now + TICK)
+    assert runs == [pytest.approx(first + 5.6), pytest.approx(first + 10.6)]  # the old slot (first + 5) is gone
+    plain = Spec("v/b", "127.0.0.1", 80, Check(interval=5.0, timeout=1.0))
+    sch.set_checks([plain], now=0.0)
+    due = plain.due
+    sch.finished(plain, False, 0.1)
+    assert sch.next_deadline() == due  # no retry_delay: at its interval
+
+
 def test_set_checks_keeps_the_schedule_of_unchanged_checks_and_drops_the_rest():
     sch = Schedule()
     a, b = Spec("v/a", "10.0.0.1", 80, Check(interval=1.0)), Spec("v/b", "10.0.0.2", 80, Check(interval=1.0))
@@ -336,6 +362,28 @@ def test_scheduler_never_runs_a_check_twice_at_once_and_keeps_unchanged_schedule
     assert sched.skipped >= 2
     a = [x for x in seen if x[0] == "v/a"]
     assert a and all(x[3] == "timeout" for x in a)
+
+
+def test_the_scheduler_retries_a_refused_server_after_retry_delay():
+    """The real scheduler on a real refused connection: with retry_delay 0.1 s the three failures of
+    fall = 3 come within a few tenths of a second, at an interval of 5 s (keepalived's retry and
+    delay_before_retry)."""
+    async def go():
+        with socket.socket() as probe:  # a port nobody listens on: connections refused
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        seen: list[float] = []
+        sched = Scheduler(lambda *a: seen.append(time.monotonic()) if not a[1] else None)
+        sched.set_checks([("v/a", "127.0.0.1", port, Check(interval=5.0, timeout=1.0, fall=3, retry_delay=0.1))])
+        sched.start()
+        deadline = time.monotonic() + 12
+        while len(seen) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        sched.stop()
+        return seen
+    seen = run(go())
+    assert len(seen) >= 3
+    assert seen[2] - seen[0] < 1.0, seen  # retried, not at the 5 s interval
 
 
 # -- binary protocols: lvs.cf escapes reach the wire byte for byte -----------------------------

@@ -171,3 +171,50 @@ def test_a_bad_model_is_rejected_and_the_settings_stay():
                                    "warnings": [], "local_router": "r1", "reload": True, "diff": {}}, 2)
     assert [e.type for e in out] == ["alerts.config_rejected"]
     assert lines(a.role("ACTIVE")) == ['INSTANCE "default" MASTER 100']
+
+
+def commands(out):
+    return [(e.payload["kind"], e.payload["command"], e.payload["server"]) for e in out if e.type == "alerts.run_command"]
+
+
+def with_commands(cfg: Config, alpha=False, omega=False) -> Config:
+    (web,) = cfg.virtual_services
+    servers = tuple(dataclasses.replace(rs, notify_up=f"up {rs.name}", notify_down=f"down {rs.name}") for rs in web.servers)
+    web = dataclasses.replace(web, servers=servers, quorum_up="vs up", quorum_down="vs down", alpha=alpha, omega=omega)
+    return dataclasses.replace(cfg, virtual_services=(web,))
+
+
+def test_notify_and_quorum_commands_run_on_the_verdicts_that_alert_also_without_alerts_section():
+    cfg = with_commands(config(alerts=None, quorum=3))
+    assert cfg.alerts_wanted() is True and config(alerts=None).alerts_wanted() is None
+    a = Alerter(cfg)
+    assert a.verdict("s1", True) == [] and a.verdict("s2", True) == []  # as keepalived: up until a failure
+    out = a.verdict("s1", False)
+    assert lines(out) == [] and mails(out) == []  # no [alerts]: no FIFO, no mail, the commands only
+    assert commands(out) == [("notify_down", "down s1", "s1"), ("quorum_down", "vs down", None)]
+    assert a.verdict("s1", False) == []
+    out = a.verdict("s1", True)
+    assert commands(out) == [("notify_up", "up s1", "s1"), ("quorum_up", "vs up", None)]
+    ids = [e.payload["id"] for e in out]
+    assert ids == [3, 4]  # counted across the run (alerts.command_finished names them)
+
+
+def test_alpha_a_server_is_down_until_its_first_verdict():
+    a = Alerter(with_commands(config(quorum=1), alpha=True))
+    assert a.verdict("s2", False) == []  # down already: a first DOWN says nothing
+    out = a.verdict("s1", True)  # a first UP is an alert, and the service gains its quorum
+    assert lines(out) == ["RS [10.0.0.11]:tcp:8080 [192.0.2.80]:tcp:80 UP", "VS [192.0.2.80]:tcp:80 UP"]
+    assert commands(out) == [("notify_up", "up s1", "s1"), ("quorum_up", "vs up", None)]
+
+
+def test_omega_the_servers_still_up_go_down_when_the_group_stops():
+    a = Alerter(with_commands(config(quorum=1), omega=True))
+    a.verdict("s1", True)
+    a.verdict("s2", False)
+    out = a.role("STOPPED", old="ACTIVE")
+    assert commands(out) == [("notify_down", "down s1", "s1"), ("quorum_down", "vs down", None)]
+    assert "RS [10.0.0.11]:tcp:8080 [192.0.2.80]:tcp:80 DOWN" in lines(out)
+    assert a.role("STOPPED", old="STOPPED") == [] or not commands(a.role("STOPPED", old="STOPPED"))
+    b = Alerter(with_commands(config(quorum=1)))  # without omega: nothing runs at a stop
+    b.verdict("s1", True)
+    assert commands(b.role("STOPPED", old="ACTIVE")) == []

@@ -114,3 +114,36 @@ def test_bad_values_are_errors_with_their_lines():
     assert "keepalived.conf:5: alerts.smtp_port: 99999 is out of range: must be 1..65535" in text, text
     assert "keepalived.conf:7: alerts.notify_fifo: 'relative.fifo' must be the absolute path of a FIFO" in text, text
     assert "smtp_alert: 'maybe' is not true or false" in text, text
+
+
+CHECKER_COMMANDS = """
+virtual_server 192.0.2.80 80 {
+    lb_kind DR
+    alpha
+    omega
+    quorum 2
+    quorum_up "/usr/local/bin/vs-up web"
+    quorum_down /usr/local/bin/vs-down root
+    real_server 10.0.0.11 80 {
+        uthreshold 100
+        lthreshold 10
+        notify_up "/bin/logger up"
+        notify_down /bin/rs-down
+        TCP_CHECK {
+        }
+    }
+}
+"""
+
+
+def test_checker_commands_alpha_omega_and_thresholds_map_onto_the_model():
+    loaded = loads(CHECKER_COMMANDS, "keepalived.conf", format="keepalived")
+    (vs,) = loaded.config.virtual_services
+    assert (vs.quorum_up, vs.quorum_down, vs.alpha, vs.omega) == ("/usr/local/bin/vs-up web", "/usr/local/bin/vs-down",
+                                                                  True, True)
+    (rs,) = vs.servers
+    assert (rs.notify_up, rs.notify_down, rs.upper_threshold, rs.lower_threshold) == ("/bin/logger up", "/bin/rs-down", 100, 10)
+    assert loaded.config.alerts_wanted() is True  # the alerts service runs them, no [alerts] needed
+    (warn,) = [w for w in loaded.warnings if "quorum_down" in w.message]
+    assert warn.line == 8 and "'root'" in warn.message
+    assert not [w for w in loaded.warnings if "ignored" in w.message]

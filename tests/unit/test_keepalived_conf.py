@@ -186,3 +186,41 @@ def test_the_load_bench_runs_and_its_config_maps_every_server():
     assert len(loaded.config.virtual_services) == 30
     assert sum(len(v.servers) for v in loaded.config.virtual_services) == 120
     assert not [w for w in loaded.warnings if "ignored" in w.message], loaded.warnings  # every keyword is run
+
+
+GARP = """
+global_defs {
+    vrrp_garp_master_repeat 3
+    vrrp_garp_master_refresh 60
+    vrrp_garp_master_delay 10
+    script_user nobody
+    enable_script_security
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    priority 150
+    garp_master_repeat 4
+    unicast_src_ip 10.0.0.1
+    unicast_peer {
+        10.0.0.2
+    }
+    virtual_ipaddress {
+        192.0.2.80/32 dev eth0
+    }
+}
+"""
+
+
+def test_garp_settings_map_the_instance_s_first_and_script_security_is_said():
+    loaded = loads(GARP, "keepalived.conf", format="keepalived")
+    hb = loaded.config.heartbeat
+    assert (hb.garp_repeat, hb.garp_refresh) == (4, 60.0)  # the instance's repeat, global_defs' refresh
+    said = {w.line: w.message for w in loaded.warnings}
+    assert "4 (line 13) is used" in said[3]
+    assert said[5].startswith("vrrp_garp_master_delay:") and said[6].startswith("script_user:")
+    assert said[7].startswith("enable_script_security:")
+    assert not [w for w in loaded.warnings if "ignored" in w.message]
+    with pytest.raises(ConfigError, match=r"keepalived.conf:3: vrrp_garp_master_repeat 0: 1..100"):
+        loads(GARP.replace("repeat 3", "repeat 0").replace("    garp_master_repeat 4\n", ""), "keepalived.conf",
+              format="keepalived")

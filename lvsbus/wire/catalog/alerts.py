@@ -2,11 +2,13 @@
 
 * effects of the alerts core (what to send, in keepalived's words, decided from the bus):
   ``alerts.send_mail`` (one mail, with the relay's settings) and ``alerts.write_fifo`` (one line
-  for the notify FIFOs it goes to);
+  for the notify FIFOs it goes to), ``alerts.run_command`` (a notify_up, notify_down, quorum_up or
+  quorum_down command);
 * decision: ``alerts.config_rejected``;
 * observation, published by the alerts shell: ``alerts.mail_result`` (a mail was sent, failed, or
-  was dropped because the queue of mails waiting for the relay was full). No core acts on it:
-  status, metrics and the timeline read it from the log.
+  was dropped because the queue of mails waiting for the relay was full) and
+  ``alerts.command_finished``. No core acts on them: status, metrics and the timeline read them
+  from the log.
 """
 from lvsbus.wire.events import declare
 from lvsbus.wire.schema import Enum, Float, Int, List, Nullable, Str
@@ -58,6 +60,32 @@ declare(
         "dropped": Int(min=0, doc="mails dropped so far by this shell (queue full)"),
     },
     doc="What became of one alert mail (the alerts shell's observation).",
+)
+COMMAND_KIND = Enum("notify_up", "notify_down", "quorum_up", "quorum_down",
+                    doc="keepalived's keyword: a real server's verdict, a virtual service's quorum")
+declare(
+    "alerts.run_command", 1,
+    {
+        "id": Int(min=1, doc="this core's commands, counted from 1 (alerts.command_finished names it)"),
+        "kind": COMMAND_KIND,
+        "command": Str(max_len=4096, min_len=1, doc="run by /bin/sh, as the alerts service's user"),
+        "virtual": Str(max_len=64, min_len=1, doc="the virtual service"),
+        "server": Nullable(Str(max_len=64, min_len=1), doc="the real server (None for quorum_up / quorum_down)"),
+        "timeout_ms": Int(min=1, doc="killed (its process group) when still running after this"),
+    },
+    doc="Run a checker notify command (keepalived's notify_up, notify_down, quorum_up, quorum_down) in the "
+    "background; its environment names the virtual service, the server and the kind.",
+)
+declare(
+    "alerts.command_finished", 1,
+    {
+        "id": Int(min=1, doc="the alerts.run_command it is about"),
+        "kind": COMMAND_KIND,
+        "exit_code": Nullable(Int(), doc="None when it could not run or was killed at its timeout"),
+        "duration_ms": Int(min=0),
+        "error": Str(max_len=1024, doc="empty when it ran to its end; otherwise why not (not found, timed out...)"),
+    },
+    doc="A checker notify command the alerts shell ran has finished (the shell's observation).",
 )
 declare(
     "alerts.config_rejected", 1,
