@@ -191,9 +191,11 @@ def _secs(x: float) -> str:
 def _describe_check(chk: Check) -> str:
     parts = [chk.kind.value, f"every {_secs(chk.interval)}", f"timeout {_secs(chk.timeout)}",
              f"rise {chk.rise}" + (f" ({chk.initial_rise} at first start)" if chk.initial_rise != chk.rise else ""),
-             f"fall {chk.fall}"]
+             f"fall {chk.fall}" + (f" (retried after {_secs(chk.retry_delay)})" if chk.retry_delay is not None else "")]
     if chk.port is not None:
         parts.append(f"port {chk.port}")
+    if chk.dynamic_weight:
+        parts.append("weight from the exit status")
     k = chk.kind
     if k is CheckKind.TCP_SEND_EXPECT:
         parts += [f"send {chk.send!r}", f"expect {chk.expect!r}" + (" (regex)" if chk.regex else "")]

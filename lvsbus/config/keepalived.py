@@ -322,15 +322,13 @@ def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None)
         mp = m.one(c, "misc_path")
         mt = m.num(m.one(c, "misc_timeout"), float, None)
         dyn = m.one(c, "misc_dynamic")
-        if dyn is not None:
-            m.warn(dyn, "misc_dynamic: lvsbus does not set the weight from the exit status: 0 passes, others fail")
         user = m.one(c, "user")
         if user is not None:
             m.warn(user, "user: lvsbus runs check programs as root with CAP_NET_RAW only (docs/router.md)")
         if mp is None or not mp.args:
             m.err(c, "MISC_CHECK needs misc_path")
             return None
-        return Check(kind=CheckKind.PROGRAM, command=" ".join(mp.args), exit_code=0,
+        return Check(kind=CheckKind.PROGRAM, command=" ".join(mp.args), exit_code=0, dynamic_weight=dyn is not None,
                      **{**base, "timeout": min(mt or base["timeout"], interval)})
     if c.keyword == "SMTP_CHECK":
         helo = m.one(c, "helo_name")

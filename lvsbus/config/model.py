@@ -283,6 +283,9 @@ class Check:
     command: str = ""
     #: program: required exit status; None = 0 when ``expect`` is empty, not checked otherwise
     exit_code: int | None = None
+    #: program: keepalived's ``misc_dynamic``: exit status 0 passes (the weight as it is), 1 fails,
+    #: 2..255 passes and sets the real server's weight to the status minus 2 (lvsd programs it)
+    dynamic_weight: bool = False
     #: how ``send``, ``expect`` and ``payload`` become bytes: "utf-8", or "latin-1" (each character
     #: U+0000..U+00FF is one byte: binary protocols; lvs.cf's \xHH / octal escapes that are not
     #: UTF-8 give this)

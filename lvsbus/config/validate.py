@@ -212,6 +212,8 @@ def _check(o: _Out, path: str, chk: Check) -> None:
     o.range(f"{path}.rise", chk.rise, "rise_fall")
     o.range(f"{path}.fall", chk.fall, "rise_fall")
     o.range(f"{path}.initial_rise", chk.initial_rise, "rise_fall")
+    if chk.dynamic_weight and chk.kind is not CheckKind.PROGRAM:
+        o.err(f"{path}.dynamic_weight", "sets the weight from a program's exit status: only with kind = \"program\"")
     if chk.retry_delay is not None:
         o.range(f"{path}.retry_delay", chk.retry_delay, "interval")
         if chk.retry_delay >= chk.interval:

@@ -296,8 +296,8 @@ def compile_check(field: Field):
     """A predicate ``value -> bool``: True only where ``field.check`` would not raise.
 
     Straight-line Python generated from the declaration (no error paths built): the fast path of
-    every validation. It may answer False where ``check`` passes (e.g. an optional field left
-    out); callers then run ``check`` for the verdict and the error. ``tests/process/test_replay.py``
+    every validation. It may answer False where ``check`` passes; callers then run ``check`` for
+    the verdict and the error. ``tests/process/test_replay.py``
     checks on real and mutated events that it is never more lenient than ``check``."""
     env: dict[str, Any] = {"_SE": SchemaError}
     lines = ["def check(v0):"]
@@ -339,15 +339,25 @@ def compile_check(field: Field):
             lines.append(f"{ind} if type({key}) is not str: return False")
             emit(f.value, item, ind + " ")
         elif t is Struct:
-            # the fast path takes a payload with exactly the declared keys (every optional one
-            # present); anything else is left to the catalog's validator
+            # the declared keys, an optional one present or not; anything else (an unknown key) is
+            # left to the catalog's validator
             allowed = new("A")
             env[allowed] = f._allowed
-            lines.append(f"{ind}if type({var}) is not dict or {var}.keys() != {allowed}: return False")
+            if not f.optional:
+                lines.append(f"{ind}if type({var}) is not dict or {var}.keys() != {allowed}: return False")
+            else:
+                required = new("R")
+                env[required] = frozenset(f.fields.keys() - f.optional)
+                lines.append(f"{ind}if type({var}) is not dict or not {required} <= {var}.keys() <= {allowed}: return False")
             for key, sub in f.fields.items():
                 val = new("v")
-                lines.append(f"{ind}{val} = {var}[{key!r}]")
-                emit(sub, val, ind)
+                if key in f.optional:
+                    lines.append(f"{ind}if {key!r} in {var}:")
+                    lines.append(f"{ind} {val} = {var}[{key!r}]")
+                    emit(sub, val, ind + " ")
+                else:
+                    lines.append(f"{ind}{val} = {var}[{key!r}]")
+                    emit(sub, val, ind)
         else:  # any other field type (Json, Float, Bytes, a new one): its own check
             name = new("F")
             env[name] = f.check

@@ -44,6 +44,8 @@ Sans-IO, deterministic; the state is mutated in place and returned (snapshot/res
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 from lvsbus.config import Config, ConfigError, from_dict
@@ -103,7 +105,10 @@ class Layout:
         total = weight_in_service(((id_, w) for id_, w, _u, _z in self.servers), health, admin)
         return quorum_up(total, self.quorum, self.hysteresis, was_up)
 
-    def dests(self, health: dict[str, str], up: bool, been_in: set[str], admin: dict[str, str]) -> dict[str, Dest]:
+    def dests(self, health: dict[str, str], up: bool, been_in: set[str], admin: dict[str, str],
+              weights: dict[str, int] | None = None) -> dict[str, Dest]:
+        """The service's real servers as IPVS destinations (``weights``: the dynamic weights
+        nanny's programs gave, in place of the configured ones)."""
         use_sorry = not up and self.sorry is not None
         out: dict[str, Dest] = {}
         for id_, _w, d_up, d_zero in self.servers:
@@ -111,6 +116,8 @@ class Layout:
             if held == "disabled":
                 continue
             if not use_sorry and health.get(id_) in IN_SERVICE:
+                if weights and id_ in weights and held != "drained":
+                    d_up = dataclasses.replace(d_up, weight=weights[id_])
                 out[d_up.key] = d_zero if held == "drained" else d_up
             elif self.inhibit or (self.quiesce and id_ in been_in):
                 out[d_zero.key] = d_zero
@@ -129,7 +136,7 @@ def table_ops(old: Table, new: Table) -> list[dict]:
 
 class LvsdState:
     __slots__ = ("digest", "model", "layouts", "checks", "health", "quorum", "table", "version", "bad_config",
-                 "live", "been_in", "admin", "groups")
+                 "live", "been_in", "admin", "groups", "weights")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -144,6 +151,7 @@ class LvsdState:
         self.live = False  # lvsd.started / pulse.start_lvsd seen, pulse.stop_lvsd not since
         self.been_in: set[str] = set()  # health ids in service at least once since their health (re)started
         self.admin: dict[str, str] = {}  # health id -> "drained" | "disabled" (operator.server_action)
+        self.weights: dict[str, int] = {}  # health id -> the weight its program gave (health.weight_changed)
         #: the failover groups held (the latest pulse.start_lvsd's): only their services are desired;
         #: None: every virtual service (a v1 start_lvsd, or none yet)
         self.groups: frozenset[str] | None = None
@@ -158,7 +166,7 @@ class LvsdState:
 class LvsdCore(Core[LvsdState]):
     name = "lvsd"
     inputs = ("config.loaded", "health.real_server_up", "health.real_server_down", "health.state_changed",
-              "lvsd.started", "pulse.start_lvsd", "pulse.stop_lvsd", "operator.server_action")
+              "health.weight_changed", "lvsd.started", "pulse.start_lvsd", "pulse.stop_lvsd", "operator.server_action")
     outputs = frozenset({"lvsd.table_desired", "lvsd.table_delta", "lvsd.config_rejected", "lvsd.server_action_taken"})
 
     def initial(self) -> LvsdState:
@@ -174,6 +182,8 @@ class LvsdCore(Core[LvsdState]):
             self._health(state, p, "DOWN", f"{p['virtual']}/{p['server']} down ({p['reason']}: {p['detail']})", out)
         elif t == "health.state_changed":
             self._health(state, p, p["new"], f"{p['virtual']}/{p['server']} {p['new']} ({p['reason']})", out)
+        elif t == "health.weight_changed":
+            self._weight(state, p, out)
         elif t == "config.loaded":
             self._config(state, p, out)
         elif t == "lvsd.started":
@@ -206,6 +216,21 @@ class LvsdCore(Core[LvsdState]):
             return  # an inactive virtual service
         self._update(st, lay, p, reason, out)
 
+    def _weight(self, st: LvsdState, p: dict, out: list) -> None:
+        """A dynamic_weight program set a server's weight (None: back to the configured one); the
+        quorum still counts the configured weights (docs/nanny-lvsd.md)."""
+        id_ = f"{p['virtual']}/{p['server']}"
+        if id_ not in st.checks:
+            return
+        if p["weight"] is None:
+            st.weights.pop(id_, None)
+        else:
+            st.weights[id_] = p["weight"]
+        lay = st.layouts.get(p["virtual"])
+        if lay is not None:
+            shown = "the configured one" if p["weight"] is None else str(p["weight"])
+            self._update(st, lay, p, f"{id_} weight {shown} (its check program)", out)
+
     def _update(self, st: LvsdState, lay: Layout, p: dict, reason: str, out: list) -> None:
         """The service ``lay`` after a change of one of its servers (health or operator): quorum
         folded; while live, the delta of its table entry."""
@@ -215,7 +240,7 @@ class LvsdCore(Core[LvsdState]):
         if not st.live or not st.holds(lay):
             return  # folded (health, quorum); the next start (or the next start_lvsd holding its group) publishes it
         old = st.table.get(lay.key)
-        entry = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
+        entry = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin, st.weights))
         ops = entry_ops(lay.key, old, entry)
         if not ops:
             return
@@ -272,6 +297,7 @@ class LvsdCore(Core[LvsdState]):
         # a pair whose check changed starts over in nanny (INIT): forget its health here too
         health = {i: s for i, s in st.health.items() if i in checks and st.checks.get(i) == checks[i]}
         st.checks, st.health = checks, health
+        st.weights = {i: w for i, w in st.weights.items() if i in health}  # nanny drops it with the old check
         st.been_in = {i for i in st.been_in if i in health}
         # an operator's drain or disable outlives a reload while the server is still configured
         st.admin = {i: a for i, a in st.admin.items() if i in checks}
@@ -286,7 +312,7 @@ class LvsdCore(Core[LvsdState]):
             up = lay.quorum_up(st.health, st.quorum.get(lay.name), st.admin)
             st.quorum[lay.name] = up
             if st.holds(lay):
-                entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin))
+                entries[lay.key] = Entry(lay.service, lay.dests(st.health, up, st.been_in, st.admin, st.weights))
         return Table(entries)
 
     def _full(self, st: LvsdState, reason: str, out: list) -> None:
@@ -304,15 +330,17 @@ class LvsdCore(Core[LvsdState]):
     # -- snapshots --------------------------------------------------------------------------------
     # version 2: "admin" (operator drains and disables); a version-1 snapshot had none
     # version 3: "groups" (the failover groups held); an older snapshot held every one (None)
+    # version 4: "weights" (dynamic weights from nanny's programs); an older snapshot had none
 
-    snapshot_version = 3
-    snapshot_upcasters = {1: lambda data: {**data, "admin": {}}, 2: lambda data: {**data, "groups": None}}
+    snapshot_version = 4
+    snapshot_upcasters = {1: lambda data: {**data, "admin": {}}, 2: lambda data: {**data, "groups": None},
+                          3: lambda data: {**data, "weights": {}}}
 
     def snapshot(self, st: LvsdState) -> Any:
         return {"digest": st.digest, "model": st.model, "health": dict(st.health), "quorum": dict(st.quorum),
                 "table": st.table.to_dict(), "version": st.version, "bad_config": st.bad_config, "live": st.live,
                 "been_in": sorted(st.been_in), "admin": dict(st.admin),
-                "groups": None if st.groups is None else sorted(st.groups)}
+                "groups": None if st.groups is None else sorted(st.groups), "weights": dict(st.weights)}
 
     def restore(self, data: Any) -> LvsdState:
         st = LvsdState()
@@ -326,4 +354,5 @@ class LvsdCore(Core[LvsdState]):
         st.been_in = set(data.get("been_in", (i for i, s in st.health.items() if s in IN_SERVICE)))
         st.admin = {i: a for i, a in data["admin"].items() if i in st.checks}
         st.groups = None if data["groups"] is None else frozenset(data["groups"])
+        st.weights = {i: w for i, w in data["weights"].items() if i in st.checks}
         return st

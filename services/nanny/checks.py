@@ -422,6 +422,8 @@ async def program(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool
         if chk.exit_code is not None and code != chk.exit_code:
             return False, "exit_code"
         return True, "ok"
+    if chk.dynamic_weight and 2 <= code <= 255:  # keepalived's misc_dynamic: passes, weight = status - 2
+        return True, "ok", code - 2  # type: ignore[return-value]  (run_check's callers read a third value)
     return (True, "ok") if code == (chk.exit_code or 0) else (False, "exit_code")
 
 
@@ -560,17 +562,21 @@ class Scheduler:
         else:
             self.loop.create_task(self._coro(s, now, late))
 
-    def _done(self, s: Spec, started: float, late: float, ok: bool, detail: str) -> None:
+    def _done(self, s: Spec, started: float, late: float, ok: bool, detail: str, weight: int | None = None) -> None:
         self.schedule.finished(s, ok, time.monotonic())  # a failure may be retried sooner
         if self.running and not ok and s.retry_delay is not None:
             self._arm()
         self.inflight -= 1
         if s.alive:
-            self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6))
+            if weight is None:
+                self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6))
+            else:
+                self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6), weight)
 
     async def _coro(self, s: Spec, started: float, late: float) -> None:
-        ok, detail = await run_check(s.address, s.port, s.check, s.matcher)
-        self._done(s, started, late, ok, detail)
+        res = await run_check(s.address, s.port, s.check, s.matcher)
+        # a program check with dynamic_weight may give a weight too (keepalived's misc_dynamic)
+        self._done(s, started, late, res[0], res[1], res[2] if len(res) > 2 else None)  # type: ignore[misc]
 
     # -- the TCP connect fast path ---------------------------------------------------------------
 

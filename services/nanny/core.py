@@ -90,7 +90,7 @@ class Health:
     """One (virtual service, real server) machine: its state and its counts. Small on purpose."""
 
     __slots__ = ("id", "virtual", "server", "address", "port", "check", "rise", "fall", "initial_rise", "state",
-                 "passes", "fails", "detail", "fresh")
+                 "passes", "fails", "detail", "fresh", "weight")
 
     def __init__(self, id: str, virtual: str, server: str, address: str, port: int, check: tuple,
                  rise: int, fall: int, state: str = INIT, initial_rise: int = 1) -> None:
@@ -101,6 +101,7 @@ class Health:
         self.fails = 0
         self.detail = "ok"
         self.fresh = True  # no health history: no failure seen since INIT (initial_rise applies)
+        self.weight: int | None = None  # the weight a dynamic_weight program gave (None: the configured)
 
     def step(self, ok: bool) -> str | None:
         """Count one result; the trigger to fire, or None when the state stays (the fast path)."""
@@ -267,11 +268,17 @@ def _change(h: Health, trigger: str, out: list) -> None:
                                                     "detail": h.detail if trigger in ("pass_first", "fail_first") else None}))
 
 
+def _weight(h: Health, weight: int | None, out: list) -> None:
+    previous, h.weight = h.weight, weight
+    out.append(Effect("health.weight_changed", {**_server(h), "weight": weight, "previous": previous}))
+
+
 class NannyCore(Core[NannyState]):
     name = "nanny"
     inputs = ("config.loaded", "health.check_results")
     outputs = frozenset({"health.real_server_up", "health.real_server_down", "health.state_changed",
-                         "health.config_rejected", "health.failover_changed", "health.track_changed"})
+                         "health.config_rejected", "health.failover_changed", "health.track_changed",
+                         "health.weight_changed"})
 
     def initial(self) -> NannyState:
         return NannyState()
@@ -294,6 +301,12 @@ class NannyCore(Core[NannyState]):
             return
         machines = st.machines
         st.results += len(ids)
+        weights = p.get("weights")
+        if weights:  # before the verdicts: a server coming up is programmed with its weight at once
+            for hid, w in weights.items():
+                h = machines.get(hid)
+                if h is not None and h.weight != w and h.virtual not in (FOS, TRACK):
+                    _weight(h, w, out)
         for hid, ok, detail in zip(ids, p["ok"], p["detail"]):
             h = machines.get(hid)
             if h is None:
@@ -336,6 +349,11 @@ class NannyCore(Core[NannyState]):
                     h.check, h.rise, h.fall, h.initial_rise = key, chk.rise, chk.fall, chk.initial_rise
                     h.passes = h.fails = 0
                     h.fresh = True
+                    if h.weight is not None:  # its dynamic weight goes with the old check
+                        if out is None:
+                            h.weight = None
+                        else:
+                            _weight(h, None, out)
                     if h.state not in (INIT, DISABLED):
                         self._emit(h, "reset", out)
                 if not enabled and h.state != DISABLED:
@@ -361,7 +379,7 @@ class NannyCore(Core[NannyState]):
         return {
             "digest": st.digest, "model": st.model, "local": st.local,
             "counts": [st.bad_config, st.stale_results, st.unknown_results, st.results],
-            "machines": [[h.id, h.state, h.passes, h.fails, h.detail, h.fresh] for h in st.machines.values()],
+            "machines": [[h.id, h.state, h.passes, h.fails, h.detail, h.fresh, h.weight] for h in st.machines.values()],
         }
 
     def restore(self, data: Any) -> NannyState:
@@ -376,6 +394,7 @@ class NannyCore(Core[NannyState]):
                 h.state, h.passes, h.fails, h.detail = state, passes, fails, detail
                 # a snapshot from before ``fresh`` was kept: only a machine still in INIT has no history
                 h.fresh = bool(rest[0]) if rest else state == INIT
+                h.weight = rest[1] if len(rest) > 1 else None  # older snapshots: no dynamic weights
         return st
 
 

@@ -148,12 +148,16 @@ class ResultBatch:
         self.latency_us: list[int] = []
         self.detail: list[str] = []
         self.late_us = 0
+        self.weights: dict[str, int] = {}  # id -> the weight a dynamic_weight program check gave
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, id_: str, ok: bool, latency_us: int, detail: str, late_us: int) -> bool:
-        """Keep one result; True when the batch is full (it should leave now)."""
+    def add(self, id_: str, ok: bool, latency_us: int, detail: str, late_us: int, weight: int | None = None) -> bool:
+        """Keep one result (``weight``: a program check's dynamic weight); True when the batch is
+        full (it should leave now)."""
+        if weight is not None:
+            self.weights[id_] = weight
         self.ids.append(id_)
         self.ok.append(ok)
         self.latency_us.append(latency_us)
@@ -168,6 +172,9 @@ class ResultBatch:
             return None
         payload = {"digest": digest, "ids": self.ids, "ok": self.ok, "latency_us": self.latency_us,
                    "detail": self.detail, "late_us": self.late_us}
+        if self.weights:  # only when a dynamic_weight check gave one: the usual batch stays as it was
+            payload["weights"] = self.weights
+            self.weights = {}
         self.ids, self.ok, self.latency_us, self.detail, self.late_us = [], [], [], [], 0
         return payload
 

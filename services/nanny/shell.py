@@ -54,8 +54,8 @@ class NannyShell:
 
     # -- results -> batches ------------------------------------------------------------------
 
-    def on_result(self, id_: str, ok: bool, latency_us: int, detail: str, late_us: int) -> None:
-        if self.batch.add(id_, ok, latency_us, detail, late_us):
+    def on_result(self, id_: str, ok: bool, latency_us: int, detail: str, late_us: int, weight: int | None = None) -> None:
+        if self.batch.add(id_, ok, latency_us, detail, late_us, weight):
             self.flush()
 
     def flush(self) -> None:

@@ -320,3 +320,46 @@ def test_piranha_timing_one_pass_at_start_reentry_after_a_failure_and_quiesce(tm
     assert back.payload["passes"] == rise and back.payload["previous"] == "RISING", time.monotonic() - t0
     for s in (s1, s2):
         s.stop()
+
+
+@pytest.mark.slow
+def test_a_dynamic_weight_program_sets_the_weight_lvsd_programs(tmp_path, router):
+    """keepalived's misc_dynamic (``dynamic_weight``) with real processes: s1's program exits with
+    the status in a file; 7 (weight 5) puts s1 in the table at weight 5; 2 sets weight 0; 1 takes it
+    out; 0 brings it back with its last weight. nanny's and lvsd's decisions replay."""
+    s1, s2 = Listener().start(), Listener().start()
+    status = tmp_path / "status"
+    status.write_text("7")
+    cfg = write_config(tmp_path / "lvs.toml", s1.port, s2.port, 9, rise=1, initial_rise=1)
+    cfg.write_text(cfg.read_text() + f"""
+[virtual.web.server.s1.check]
+kind = "program"
+command = "exit $(cat {status})"
+dynamic_weight = true
+""")
+    k1, k2 = f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}"
+    r = router(cfg)
+    r.start("nanny")
+    r.start("lvsd")
+    try:
+        r.wait(lambda: r.dests() == {k1: 5, k2: 1}, 10, "s1 at its program's weight 5")
+        ups = [e for e in r.events("health.") if e.type in ("health.weight_changed", "health.real_server_up")
+               and e.payload["server"] == "s1"]
+        assert [e.type for e in ups][:2] == ["health.weight_changed", "health.real_server_up"]  # weight first
+        status.write_text("2")
+        r.wait(lambda: r.dests() == {k1: 0, k2: 1}, 10, "weight 0 (status 2)")
+        status.write_text("1")
+        r.wait(lambda: r.dests() == {k2: 1}, 10, "s1 out (status 1 fails)")
+        status.write_text("0")
+        r.wait(lambda: r.dests() == {k1: 0, k2: 1}, 10, "s1 back with the weight it had (status 0)")
+        changes = [(e.payload["previous"], e.payload["weight"]) for e in r.events("health.weight_changed")]
+        assert changes == [(None, 5), (5, 0)]
+    finally:
+        for s in (s1, s2):
+            s.stop()
+    r.kill("nanny", signal.SIGTERM)
+    r.kill("lvsd", signal.SIGTERM)
+    from lvsbus_tools.replay import make_cores, verify
+
+    rep = verify(r.dirs.root, cores=make_cores(("nanny", "lvsd")))
+    assert rep.ok, rep.format()

@@ -107,8 +107,17 @@ def test_options_lvsbus_does_not_run_are_warned_with_their_line():
     _, warns = load(vs("TCP_CHECK {\n bind_port 5000\n warmup 3\n}"))
     assert any(":15: bind_port: not run by lvsbus" in w for w in warns), warns
     assert any(":16: warmup: not run by lvsbus" in w for w in warns), warns
-    _, warns = load(vs("MISC_CHECK {\n misc_path /bin/true\n misc_dynamic\n user nobody\n}"))
-    assert any("misc_dynamic: lvsbus does not set the weight" in w for w in warns)
+    c, warns = load(vs("MISC_CHECK {\n misc_path /bin/true\n misc_dynamic\n user nobody\n}"))
+    assert c.kind is CheckKind.PROGRAM and c.dynamic_weight and not any("misc_dynamic" in w for w in warns)
     assert any("user: lvsbus runs check programs as root" in w for w in warns)
     c, warns = load(vs("BFD_CHECK {\n}"))
     assert c.kind is CheckKind.TCP_CONNECT and any("BFD_CHECK: lvsbus has no such check" in w for w in warns)
+
+
+def test_dynamic_weight_is_a_program_check_s_only():
+    base = ('[router.r1]\naddress = "10.0.0.1"\n\n[virtual.web]\naddress = "10.0.0.80"\n\n[virtual.web.check]\n'
+            'kind = "{kind}"\n{extra}dynamic_weight = true\n\n[virtual.web.server.s1]\naddress = "10.0.0.11"\n')
+    ok = loads(base.format(kind="program", extra='command = "exit 2"\n'), "lvs.toml").config
+    assert ok.virtual_services[0].check.dynamic_weight
+    with pytest.raises(ConfigError, match=r"lvs.toml:\d+: virtual.web.check.dynamic_weight: .*only with kind"):
+        loads(base.format(kind="tcp_connect", extra=""), "lvs.toml")

@@ -293,3 +293,38 @@ def test_the_shell_plans_the_checks_of_the_config_its_core_is_under_once_a_diges
     assert [pc.id for pc in checks_for(f.st, "d0")] == ["web/s0", "web/s2"]  # a new digest: planned again, enabled only
     assert wake_delay(10.5, 10.0) == 0.5 and wake_delay(10.0, 10.0) == TICK and wake_delay(9.0, 10.0) == TICK
     assert wake_delay(1_000, 990, 2) == 10 and wake_delay(1_000, 999, 2) == 2  # any unit: the simulator's ns
+
+
+def test_dynamic_weights_come_before_the_verdict_once_each_and_go_with_a_changed_check():
+    """keepalived's misc_dynamic: a batch's ``weights`` set the servers' weights (one
+    health.weight_changed per change, before the verdicts of the batch); a changed check drops it;
+    the snapshot keeps it; a v1 batch without ``weights`` changes nothing."""
+    from lvsbus.wire.catalog import REGISTRY
+
+    f = Feed(make_config(n=2, rise=1, initial_rise=1))
+
+    def batch(weights, *rows):
+        payload = {"digest": f.digest, "ids": [f"web/{r[0]}" for r in rows], "ok": [r[1] for r in rows],
+                   "latency_us": [10] * len(rows), "detail": ["ok"] * len(rows), "late_us": 0}
+        if weights is not None:
+            payload["weights"] = weights
+        REGISTRY.validate("health.check_results", 1, payload)
+        f.st, out = f.core.decide(f.st, f.ev("health.check_results", payload))
+        for e in out:
+            REGISTRY.validate(e.type, 1, e.payload)
+        return out
+
+    out = batch({"web/s0": 5}, ("s0", True), ("s1", True))
+    assert [(e.type, e.payload["server"]) for e in out][:1] == [("health.weight_changed", "s0")]
+    assert out[0].payload["weight"] == 5 and out[0].payload["previous"] is None
+    assert [e.type for e in out].count("health.real_server_up") == 2
+    assert batch({"web/s0": 5}, ("s0", True)) == []  # the same weight: nothing
+    assert batch(None, ("s0", True)) == []
+    data = msgpack.unpackb(msgpack.packb(f.core.snapshot(f.st)), strict_map_key=False)
+    assert f.core.restore(data).machines["web/s0"].weight == 5
+    cfg = make_config(n=2, rise=1, initial_rise=1)
+    changed = dataclasses.replace(cfg, virtual_services=(dataclasses.replace(
+        cfg.virtual_services[0], check=dataclasses.replace(cfg.virtual_services[0].check, port=81)),))
+    out = f.config(changed)
+    dropped = [e for e in out if e.type == "health.weight_changed"]
+    assert [(e.payload["server"], e.payload["weight"], e.payload["previous"]) for e in dropped] == [("s0", None, 5)]

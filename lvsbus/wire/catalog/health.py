@@ -4,11 +4,11 @@
   columnar, every ~50 ms or every N results: 10,000 checks/s are ~20 events/s, not 10,000);
 * decisions of nanny's core: ``health.failover_changed`` (a failover service's machine, service = fos);
   ``health.track_changed`` (a tracked script's machine); ``health.real_server_up``, ``health.real_server_down`` (the verdicts
-  lvsd acts on) and ``health.state_changed`` (every other change of the machine: RISING, FALLING,
+  lvsd acts on), ``health.weight_changed`` (a dynamic weight) and ``health.state_changed`` (every other change of the machine: RISING, FALLING,
   INIT, DISABLED). See docs/nanny-lvsd.md.
 """
 from lvsbus.wire.events import declare
-from lvsbus.wire.schema import Bool, Enum, Int, List, Nullable, Str
+from lvsbus.wire.schema import Bool, Dict, Enum, Int, List, Nullable, Str
 
 NAME = Str(max_len=64, min_len=1)
 CHECK_ID = Str(max_len=160, min_len=3, doc="VIRTUAL/SERVER: the virtual service's and the real server's names")
@@ -54,7 +54,11 @@ declare(
         "latency_us": List(Int(min=0), max_items=20000, doc="time from the check's start to its verdict"),
         "detail": List(DETAIL, max_items=20000),
         "late_us": Int(min=0, doc="the largest lateness of a check start in this batch against its schedule"),
+        "weights": Dict(Int(min=0, max=253), max_items=20000,
+                        doc="check id -> the weight its program gave (dynamic_weight, keepalived's misc_dynamic: "
+                            "exit status minus 2); only the checks that gave one, absent when none did"),
     },
+    optional=("weights",),
     doc="A batch of check outcomes, in the order the checks finished (nanny's shell, every ~50 ms or N results).",
 )
 
@@ -65,6 +69,16 @@ _SERVER = {
     "port": Int(min=0, max=65535, doc="the port IPVS forwards to"),
 }
 
+declare(
+    "health.weight_changed", 1,
+    {
+        **_SERVER,
+        "weight": Nullable(Int(min=0, max=253), doc="the weight its program gave; None: back to the configured one"),
+        "previous": Nullable(Int(min=0, max=253)),
+    },
+    doc="A dynamic_weight program check (keepalived's misc_dynamic) set a real server's weight; lvsd "
+    "programs it in place of the configured one while the server is in service.",
+)
 declare(
     "health.real_server_up", 1,
     {
