@@ -2,7 +2,7 @@
 as lvsbus runs it, and a warning for everything it does not run or runs differently: nothing is
 dropped in silence (every statement not mapped here is named, with its file and line).
 
-The grammar is lvsbus/config/kagrammar.py. docs/keepalived.md is the operator's table of what
+The grammar is lvsbus/config/kagrammar.py. docs/config.md ("keepalived.conf keywords") is the operator's table of what
 maps to what. The mapping:
 
 - routers: a keepalived.conf describes one router; its peers are its ``unicast_peer`` addresses
@@ -380,12 +380,10 @@ def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None)
         if found is None:
             m.err(tf, f"track_file {tf.args[0]!r}: no track_file block of that name")
             return None
-        w = m.one(c, "weight")
-        weight = m.num(w, int, found[1]) if w is not None else found[1]
-        if weight:
-            m.warn(w or c, f"FILE_CHECK weight {weight}: lvsbus does not set the weight from the file: "
-                           "0 in the file passes, another number takes the server out (keepalived's weight 0)")
-        return Check(kind=CheckKind.FILE, file=found[0], **base)
+        w = m.one(c, "weight")  # the FILE_CHECK's own weight, else its track_file block's
+        weight, reverse = (m.num(w, int, 0), len(w.args) > 1 and w.args[1] == "reverse") if w is not None \
+            else (found[1], found[2])
+        return Check(kind=CheckKind.FILE, file=found[0], file_weight=-weight if reverse else weight, **base)
     m.warn(c, f"{c.keyword}: lvsbus has no such check: the real server is checked by a TCP connect")
     return Check(kind=CheckKind.TCP_CONNECT, **base)
 

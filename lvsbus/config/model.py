@@ -319,6 +319,10 @@ class Check:
     reply_required: bool = True
     #: file: the file whose number is read (0 passes, any other number or no number fails)
     file: str = ""
+    #: file: keepalived's FILE_CHECK ``weight`` (negative: ``reverse``). 0: the number must be 0;
+    #: otherwise any number passes and the real server's weight is its configured one plus the
+    #: number times this, within 0..65535 (lvsd programs it)
+    file_weight: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,6 +212,10 @@ def _check(o: _Out, path: str, chk: Check) -> None:
     o.range(f"{path}.rise", chk.rise, "rise_fall")
     o.range(f"{path}.fall", chk.fall, "rise_fall")
     o.range(f"{path}.initial_rise", chk.initial_rise, "rise_fall")
+    if chk.file_weight and chk.kind is not CheckKind.FILE:
+        o.err(f"{path}.file_weight", "weights a file's number: only with kind = \"file\"")
+    elif chk.file_weight and not -65535 <= chk.file_weight <= 65535:
+        o.err(f"{path}.file_weight", f"{chk.file_weight}: -65535..65535")
     if chk.dynamic_weight and chk.kind is not CheckKind.PROGRAM:
         o.err(f"{path}.dynamic_weight", "sets the weight from a program's exit status: only with kind = \"program\"")
     if chk.retry_delay is not None:

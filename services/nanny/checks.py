@@ -380,19 +380,23 @@ async def ping(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, s
         sock.close()
 
 
-def file_verdict(text: str) -> tuple[bool, str]:
-    """keepalived's FILE_CHECK with weight 0: the file's number 0 passes, another number fails."""
+def file_verdict(text: str, weight: int = 0) -> tuple:
+    """keepalived's FILE_CHECK: with weight 0 the file's number 0 passes, another number fails;
+    with a weight any number passes, and the number times the weight is the third value (an offset
+    to the real server's configured weight: nanny's core adds it)."""
     try:
         value = int(text.split()[0]) if text.split() else 0
     except ValueError:
         return False, "bad_response"
+    if weight:
+        return True, "ok", max(-(2**31), min(2**31 - 1, value * weight))
     return (True, "ok") if value == 0 else (False, "nonzero")
 
 
-async def file_check(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
+async def file_check(address: str, port: int, chk: Check, m: Matcher) -> tuple:
     with open(chk.file, "rb") as f:  # a small local file: read at once, as keepalived
         text = f.read(4096).decode("ascii", "replace")
-    return file_verdict(text)
+    return file_verdict(text, chk.file_weight)
 
 
 async def program(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:

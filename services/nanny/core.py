@@ -194,6 +194,7 @@ class PlannedCheck(NamedTuple):
     probe: int  # the port the check connects to
     check: Check  # the check, the virtual's merged with the server's override
     enabled: bool  # both the virtual service and the server are active
+    weight: int = 1  # the real server's configured weight (a file check's number is added to it)
 
 
 def plan(cfg: Config, local: str | None = None) -> list[PlannedCheck]:
@@ -206,7 +207,7 @@ def plan(cfg: Config, local: str | None = None) -> list[PlannedCheck]:
     for vs in cfg.lvs_services():
         for rs in vs.servers:
             out.append(PlannedCheck(check_id(vs.name, rs.name), vs.name, rs.name, rs.address, server_port(vs, rs),
-                                    check_port(vs, rs), effective_check(vs, rs), vs.active and rs.active))
+                                    check_port(vs, rs), effective_check(vs, rs), vs.active and rs.active, rs.weight))
     for fs in cfg.fos_services():
         out.append(PlannedCheck(check_id(FOS, fs.name), FOS, fs.name, fs.address, fs.port, fs.port,
                                 fos_check(cfg, fs), fs.active))
@@ -219,7 +220,7 @@ def plan(cfg: Config, local: str | None = None) -> list[PlannedCheck]:
 
 class NannyState:
     __slots__ = ("digest", "model", "local", "config", "machines", "bad_config", "stale_results",
-                 "unknown_results", "results")
+                 "unknown_results", "results", "configured")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -231,6 +232,7 @@ class NannyState:
         self.stale_results = 0  # results scheduled under another config (a reload in between)
         self.unknown_results = 0  # ids not in the config (a removed server)
         self.results = 0
+        self.configured: dict[str, int] = {}  # check id -> the real server's configured weight
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -305,7 +307,11 @@ class NannyCore(Core[NannyState]):
         if weights:  # before the verdicts: a server coming up is programmed with its weight at once
             for hid, w in weights.items():
                 h = machines.get(hid)
-                if h is not None and h.weight != w and h.virtual not in (FOS, TRACK):
+                if h is None or h.virtual in (FOS, TRACK):
+                    continue
+                if h.check[2].kind is CheckKind.FILE:  # the file's number x its weight: added to the configured
+                    w = max(0, min(65535, st.configured.get(hid, 1) + w))
+                if h.weight != w:
                     _weight(h, w, out)
         for hid, ok, detail in zip(ids, p["ok"], p["detail"]):
             h = machines.get(hid)
@@ -336,6 +342,7 @@ class NannyCore(Core[NannyState]):
                       out: list | None) -> None:
         old = st.machines
         new: dict[str, Health] = {}
+        configured: dict[str, int] = {}
         for pc in plan(cfg, local):
             id_, chk, enabled = pc.id, pc.check, pc.enabled
             key = (pc.address, pc.probe, chk)
@@ -363,7 +370,9 @@ class NannyCore(Core[NannyState]):
                     h.fresh = True
                     self._emit(h, "enable", out)
             new[id_] = h
+            configured[id_] = pc.weight
         st.machines = new
+        st.configured = configured
         st.config, st.model, st.digest, st.local = cfg, model, digest, local
 
     @staticmethod

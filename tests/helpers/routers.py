@@ -158,6 +158,15 @@ class Cluster:
     def err_lines(self, r: str) -> list[dict]:
         return json_lines(self.tmp / f"{r}.err")
 
+    def wait_lvsd_standby(self, r: str, timeout: float = 5.0) -> None:
+        """Until router ``r``'s lvsd is a standby waiting for "go" (a router that was active a moment
+        at the start, before its peer came up, has just had its active lvsd replaced by one)."""
+        def standby() -> bool:
+            said = [l["event"] for l in self.err_lines(r) if l.get("service") == "lvsd"
+                    and l.get("event") in ("standby", "standby_go", "lvsd_started")]
+            return bool(said) and said[-1] == "standby"
+        self.wait(standby, timeout, f"{r}'s lvsd a standby")
+
     def started(self, r: str, service: str) -> int:
         return sum(1 for l in self.err_lines(r) if l.get("event") == "service_started" and l.get("service") == service)
 

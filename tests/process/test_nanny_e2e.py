@@ -363,3 +363,31 @@ dynamic_weight = true
 
     rep = verify(r.dirs.root, cores=make_cores(("nanny", "lvsd")))
     assert rep.ok, rep.format()
+
+
+@pytest.mark.slow
+def test_a_file_check_s_weight_is_added_to_the_configured_weight(tmp_path, router):
+    """keepalived's FILE_CHECK with a weight (``file_weight``): s2 (configured weight 3) reads a
+    number from a file; 2 x weight 4 puts it in at 3 + 8 = 11; -1 gives 3 - 4, clamped to 0."""
+    s1, s2 = Listener().start(), Listener().start()
+    state = tmp_path / "s2.state"
+    state.write_text("2\n")
+    cfg = write_config(tmp_path / "lvs.toml", s1.port, s2.port, 9, rise=1, initial_rise=1)
+    cfg.write_text(cfg.read_text() + f"""weight = 3
+
+[virtual.web.server.s2.check]
+kind = "file"
+file = "{state}"
+file_weight = 4
+""")
+    k1, k2 = f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}"
+    r = router(cfg)
+    r.start("nanny")
+    r.start("lvsd")
+    try:
+        r.wait(lambda: r.dests() == {k1: 1, k2: 11}, 10, "s2 at 3 + 2 x 4")
+        state.write_text("-1\n")
+        r.wait(lambda: r.dests() == {k1: 1, k2: 0}, 10, "s2 at 3 - 4, clamped to 0")
+    finally:
+        for s in (s1, s2):
+            s.stop()

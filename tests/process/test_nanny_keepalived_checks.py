@@ -354,6 +354,11 @@ def test_file_check(tmp_path):
         f.write_text(text)
         assert check("10.9.9.9", 80, c) == want, text
     assert file_verdict("12 extra words") == (False, "nonzero")
+    # a FILE_CHECK weight: any number passes, times the weight (nanny's core adds the configured weight)
+    assert file_verdict("3\n", 5) == (True, "ok", 15) and file_verdict("-2", -10) == (True, "ok", 20)
+    assert file_verdict("x", 5) == (False, "bad_response")
+    f.write_text("7")
+    assert check("10.9.9.9", 80, chk("file", file=str(f), file_weight=2)) == (True, "ok", 14)
 
 
 def test_connect_ip_probes_another_address_and_bind_sets_the_source():

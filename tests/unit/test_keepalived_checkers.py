@@ -91,8 +91,11 @@ def test_file_check_and_vrrp_track_file():
     top = "track_file state {\n file /run/lvs/state\n weight 0\n}\nvrrp_track_file prio {\n file /run/lvs/prio\n weight -10 reverse\n}\n"
     c, warns = load(vs("FILE_CHECK {\n track_file state\n}", top))
     assert (c.kind, c.file) == (CheckKind.FILE, "/run/lvs/state")
-    c, warns = load(vs("FILE_CHECK {\n track_file prio\n}", top))
-    assert c.file == "/run/lvs/prio" and any("FILE_CHECK weight -10: lvsbus does not set the weight" in w for w in warns)
+    assert c.file_weight == 0
+    c, warns = load(vs("FILE_CHECK {\n track_file prio\n}", top))  # the block's weight, reversed
+    assert (c.file, c.file_weight) == ("/run/lvs/prio", 10) and not [w for w in warns if "FILE_CHECK" in w]
+    c, warns = load(vs("FILE_CHECK {\n track_file prio\n weight 4\n}", top))  # its own weight first
+    assert c.file_weight == 4
     with pytest.raises(ConfigError, match="track_file 'nope': no track_file block of that name"):
         load(vs("FILE_CHECK {\n track_file nope\n}", top))
     text = top + HEAD.replace("    virtual_ipaddress", "    track_file {\n        prio\n        state weight 5\n    }\n"

@@ -9,6 +9,7 @@ import pytest
 from transitions import MachineError
 
 from lvsbus.config import Check, Config, RealServer, Router, VirtualService, diff, to_dict
+from lvsbus.config.model import CheckKind
 from lvsbus.wire.events import Event
 from lvsbus_services.nanny.core import (
     DISABLED, DOWN, FALLING, HEALTH_STATES, HEALTH_TRANSITIONS, INIT, RISING, UP, Health, NannyCore, fire,
@@ -328,3 +329,21 @@ def test_dynamic_weights_come_before_the_verdict_once_each_and_go_with_a_changed
     out = f.config(changed)
     dropped = [e for e in out if e.type == "health.weight_changed"]
     assert [(e.payload["server"], e.payload["weight"], e.payload["previous"]) for e in dropped] == [("s0", None, 5)]
+
+
+def test_a_file_check_s_number_is_added_to_the_configured_weight_within_0_65535():
+    cfg = make_config(n=1, rise=1, initial_rise=1)
+    vs = cfg.virtual_services[0]
+    vs = dataclasses.replace(vs, check=Check(kind=CheckKind.FILE, file="/run/w", file_weight=3, rise=1, initial_rise=1),
+                             servers=(dataclasses.replace(vs.servers[0], weight=10),))
+    f = Feed(dataclasses.replace(cfg, virtual_services=(vs,)))
+
+    def batch(offset):
+        payload = {"digest": f.digest, "ids": ["web/s0"], "ok": [True], "latency_us": [10], "detail": ["ok"],
+                   "late_us": 0, "weights": {"web/s0": offset}}
+        f.st, out = f.core.decide(f.st, f.ev("health.check_results", payload))
+        return [e.payload["weight"] for e in out if e.type == "health.weight_changed"]
+
+    assert batch(6) == [16]  # 10 + 2 x 3
+    assert batch(-30) == [0]  # clamped
+    assert batch(70000) == [65535]

@@ -54,9 +54,11 @@ declare(
         "latency_us": List(Int(min=0), max_items=20000, doc="time from the check's start to its verdict"),
         "detail": List(DETAIL, max_items=20000),
         "late_us": Int(min=0, doc="the largest lateness of a check start in this batch against its schedule"),
-        "weights": Dict(Int(min=0, max=253), max_items=20000,
-                        doc="check id -> the weight its program gave (dynamic_weight, keepalived's misc_dynamic: "
-                            "exit status minus 2); only the checks that gave one, absent when none did"),
+        "weights": Dict(Int(min=-(2**31), max=2**31 - 1), max_items=20000,
+                        doc="check id -> what its check said of the weight: a program with dynamic_weight "
+                            "(keepalived's misc_dynamic) the weight, exit status minus 2; a file check with a "
+                            "file_weight the file's number times it (added to the configured weight); only "
+                            "the checks that gave one, absent when none did"),
     },
     optional=("weights",),
     doc="A batch of check outcomes, in the order the checks finished (nanny's shell, every ~50 ms or N results).",
@@ -73,10 +75,12 @@ declare(
     "health.weight_changed", 1,
     {
         **_SERVER,
-        "weight": Nullable(Int(min=0, max=253), doc="the weight its program gave; None: back to the configured one"),
-        "previous": Nullable(Int(min=0, max=253)),
+        "weight": Nullable(Int(min=0, max=65535),
+                           doc="the weight its check gave (a program's) or made (a file's number times its "
+                               "file_weight plus the configured weight); None: back to the configured one"),
+        "previous": Nullable(Int(min=0, max=65535)),
     },
-    doc="A dynamic_weight program check (keepalived's misc_dynamic) set a real server's weight; lvsd "
+    doc="A check set a real server's weight (keepalived's misc_dynamic, a FILE_CHECK's weight); lvsd "
     "programs it in place of the configured one while the server is in service.",
 )
 declare(
