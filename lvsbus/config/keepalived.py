@@ -191,9 +191,8 @@ def _notify(m: _Map, inst: Statement) -> dict[str, str]:
         if st is not None and st.args:
             out[field] = " ".join(st.args)
     st = m.one(inst, "notify_fault")
-    if st is not None:
-        m.warn(st, "notify_fault: lvsbus runs notify (with FAULT) and inactive_cmd on leaving active; "
-                   "a command for FAULT alone is not run")
+    if st is not None and st.args:
+        out["fault_cmd"] = " ".join(st.args)
     return out
 
 

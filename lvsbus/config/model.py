@@ -507,6 +507,8 @@ class Group:
     active_cmd: str | None = None
     inactive_cmd: str | None = None
     notify: str | None = None
+    #: run when this group enters FAULT on this router (keepalived's ``notify_fault``)
+    fault_cmd: str | None = None
 
     def priority_on(self, router: "Router") -> int:
         for name, prio in self.priority:

@@ -913,7 +913,7 @@ def _groups(o: _Out, cfg: Config) -> None:
             o.range(f"{p}.preempt_delay", g.preempt_delay, "preempt_delay")
         if g.sync_group is not None:
             o.name(f"{p}.sync_group", g.sync_group)
-        for fname in ("active_cmd", "inactive_cmd", "notify"):
+        for fname in ("active_cmd", "inactive_cmd", "notify", "fault_cmd"):
             cmd = getattr(g, fname)
             if cmd is not None and not cmd.strip():
                 o.err(f"{p}.{fname}", "is empty: give a command, or leave the key out")

@@ -168,6 +168,8 @@ class UnitSettings:
     failover: tuple[tuple[str, str, str, int, int], ...] = ()
     #: this router's tracked items that move this unit ([track.NAME]): services/pulse/tracking.py
     tracks: tuple[TrackSpec, ...] = ()
+    #: run on entering FAULT (keepalived's notify_fault)
+    fault_cmd: str | None = None
 
     def priority_of(self, router: str) -> int:
         for name, prio in self.priorities:
@@ -179,12 +181,14 @@ class UnitSettings:
         return [self.name, list(self.groups), [[v.address, v.prefixlen, v.family, v.device, v.label, v.owner]
                                                for v in self.vips],
                 [list(p) for p in self.priorities], self.preempt, self.preempt_delay_ns, self.active_cmd,
-                self.inactive_cmd, self.notify_cmd, [list(f) for f in self.failover], [list(t) for t in self.tracks]]
+                self.inactive_cmd, self.notify_cmd, [list(f) for f in self.failover], [list(t) for t in self.tracks],
+                self.fault_cmd]
 
     @classmethod
     def from_plain(cls, d: list) -> UnitSettings:
         return cls(d[0], tuple(d[1]), tuple(Vip(*v) for v in d[2]), tuple((p[0], p[1]) for p in d[3]), d[4], d[5],
-                   d[6], d[7], d[8], tuple(tuple(f) for f in d[9]), tuple(TrackSpec.from_plain(t) for t in d[10]))  # type: ignore[misc]
+                   d[6], d[7], d[8], tuple(tuple(f) for f in d[9]), tuple(TrackSpec.from_plain(t) for t in d[10]),  # type: ignore[misc]
+                   d[11] if len(d) > 11 else None)  # settings from before fault_cmd have none
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +370,7 @@ def _units(cfg: Config, local: str, device: str | None) -> tuple[UnitSettings, .
             active_cmd=next((g.active_cmd for g in gs if g.active_cmd), None) or nt.active_cmd or None,
             inactive_cmd=next((g.inactive_cmd for g in gs if g.inactive_cmd), None) or nt.inactive_cmd or None,
             notify_cmd=next((g.notify for g in gs if g.notify), None) or nt.notify or None,
-            failover=fos, tracks=tracks,
+            failover=fos, tracks=tracks, fault_cmd=next((g.fault_cmd for g in gs if g.fault_cmd), None),
         ))
     return tuple(units)
 
@@ -1597,6 +1601,8 @@ class PulseCore(Core[PulseState]):
             out.append(Effect("pulse.run_notify", {"kind": "active_cmd", "command": us.active_cmd, "args": [], **common}))
         if old == ACTIVE and new != ACTIVE and us.inactive_cmd:
             out.append(Effect("pulse.run_notify", {"kind": "inactive_cmd", "command": us.inactive_cmd, "args": [], **common}))
+        if new == FAULT and old != FAULT and us.fault_cmd:
+            out.append(Effect("pulse.run_notify", {"kind": "fault_cmd", "command": us.fault_cmd, "args": [], **common}))
         if us.notify_cmd and new in _NOTIFY_STATE:
             # keepalived's "INSTANCE NAME STATE PRIORITY": the group's name (the router's without groups)
             args = ["INSTANCE", u.name if s.grouped else s.local, _NOTIFY_STATE[new], str(self._tracked_priority(st, u))]

@@ -224,3 +224,11 @@ def test_garp_settings_map_the_instance_s_first_and_script_security_is_said():
     with pytest.raises(ConfigError, match=r"keepalived.conf:3: vrrp_garp_master_repeat 0: 1..100"):
         loads(GARP.replace("repeat 3", "repeat 0").replace("    garp_master_repeat 4\n", ""), "keepalived.conf",
               format="keepalived")
+
+
+def test_notify_fault_is_the_group_s_fault_cmd():
+    text = GARP.replace("    garp_master_repeat 4\n", '    notify_fault "/usr/local/bin/vrrp.fault arg1"\n    notify_master /bin/up\n')
+    loaded = loads(text, "keepalived.conf", format="keepalived")
+    (g,) = loaded.config.groups
+    assert (g.fault_cmd, g.active_cmd) == ("/usr/local/bin/vrrp.fault arg1", "/bin/up")
+    assert not [w for w in loaded.warnings if "notify_fault" in w.message]

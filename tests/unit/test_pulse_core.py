@@ -257,6 +257,31 @@ def test_timers_late_early_or_twice_do_only_what_is_due():
     assert n.core.next_deadline(n.state) == KEEPALIVE + 2 * S + 500 * MS + KEEPALIVE
 
 
+def test_a_group_s_fault_cmd_runs_on_entering_fault_only():
+    """keepalived's notify_fault (a group's ``fault_cmd``): run once on entering FAULT, after the
+    inactive_cmd of leaving ACTIVE; not again while in FAULT, not on leaving it; snapshots keep it."""
+    from lvsbus.config.model import Group
+    from tests.helpers.pulse_cluster import make_config
+
+    cfg = make_config()
+    cfg = dataclasses.replace(cfg, groups=(Group("default", priority=tuple((r.name, r.priority) for r in cfg.routers),
+                                                 inactive_cmd="down", fault_cmd="/usr/local/bin/fault"),))
+    n = Node("lvs1")
+    n.configure(to_dict(cfg))
+    n.start(0)
+    n.timer(DEADTIME)
+    assert n.role == ACTIVE
+    n.link("private", False, 3 * S)
+    eff = n.link("public", False, 4 * S)
+    assert n.role == FAULT
+    assert [(p["kind"], p["command"]) for p in of(eff, "pulse.run_notify") if p["kind"] != "notify"] == [
+        ("inactive_cmd", "down"), ("fault_cmd", "/usr/local/bin/fault")]
+    restored = n.core.restore(msgpack.unpackb(msgpack.packb(n.core.snapshot(n.state)), strict_map_key=False))
+    assert restored.units["default"].cfg.fault_cmd == "/usr/local/bin/fault"
+    eff = n.link("public", True, 20 * S)
+    assert n.role == BACKUP and "fault_cmd" not in [p["kind"] for p in of(eff, "pulse.run_notify")]
+
+
 def test_garp_refresh_while_active():
     n = Node("lvs1")
     n.configure(make_model(garp_refresh=10.0))

@@ -213,7 +213,7 @@ declare(
 declare(
     "pulse.notify_finished", 1,
     {
-        "kind": Enum("active_cmd", "inactive_cmd", "notify"),
+        "kind": Enum("active_cmd", "inactive_cmd", "notify", "fault_cmd"),
         "command": Str(max_len=4096),
         "exit_code": Nullable(Int()),
         "duration_ms": Int(min=0),
@@ -500,7 +500,7 @@ declare(
 declare(
     "pulse.run_notify", 1,
     {
-        "kind": Enum("active_cmd", "inactive_cmd", "notify"),
+        "kind": Enum("active_cmd", "inactive_cmd", "notify", "fault_cmd"),
         "command": Str(max_len=4096, doc="the configured command line, run with /bin/sh -c"),
         "args": List(Str(max_len=256), max_items=8, doc="appended, shell-quoted: notify gets INSTANCE NAME STATE PRIORITY"),
         "role": ROLE,
