@@ -542,10 +542,27 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
     for kwd in ("alpha", "omega"):
         if m.one(vs, kwd, f"{key}.{kwd}") is not None:
             kw[kwd] = True
-    for kwd in ("ha_suspend", "ops"):
-        st = m.one(vs, kwd)
-        if st is not None:
-            m.warn(st, f"{kwd}: not run by lvsbus yet: ignored")
+    if m.one(vs, "ops", f"{key}.ops") is not None:  # one-packet scheduling (ipvsadm -o)
+        kw["ops"] = True
+    flags: list[str] = []
+    sched = kw.get("scheduler", "wlc")
+    for kwd in ("sh-fallback", "sh-port", "mh-fallback", "mh-port", "flag-1", "flag-2", "flag-3"):
+        st = m.one(vs, kwd, f"{key}.scheduler_flags")
+        if st is None:
+            continue
+        if kwd.startswith("flag-"):  # keepalived's generic flags: 1 fallback, 2 port (sh and mh)
+            if kwd == "flag-3" or sched not in ("sh", "mh"):
+                m.warn(st, f"{kwd}: IPVS gives it no meaning for scheduler {sched}: ignored")
+                continue
+            kwd = f"{sched}-{'fallback' if kwd == 'flag-1' else 'port'}"
+        if kwd not in flags:
+            flags.append(kwd)
+    if flags:
+        kw["scheduler_flags"] = tuple(flags)
+    st = m.one(vs, "ha_suspend")
+    if st is not None:
+        m.warn(st, "ha_suspend: lvsbus checks the real servers on every router, active or not (a warm "
+                   "backup's table is ready at takeover): not suspended")
     servers: list[RealServer] = []
     check: Check | None = None
     for i, rs in enumerate(vs.find("real_server"), 1):

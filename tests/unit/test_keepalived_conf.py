@@ -232,3 +232,25 @@ def test_notify_fault_is_the_group_s_fault_cmd():
     (g,) = loaded.config.groups
     assert (g.fault_cmd, g.active_cmd) == ("/usr/local/bin/vrrp.fault arg1", "/bin/up")
     assert not [w for w in loaded.warnings if "notify_fault" in w.message]
+
+
+def test_scheduler_flags_and_ops():
+    text = """
+virtual_server 192.0.2.80 5060 {
+    lb_algo sh
+    sh-port
+    flag-1
+    ops
+    ha_suspend
+    protocol UDP
+    real_server 10.0.0.11 5060 {
+    }
+}
+"""
+    loaded = loads(text, "keepalived.conf", format="keepalived")
+    (vs,) = loaded.config.virtual_services
+    assert (vs.scheduler, vs.scheduler_flags, vs.ops) == ("sh", ("sh-port", "sh-fallback"), True)
+    said = {w.line: w.message for w in loaded.warnings}
+    assert said[7].startswith("ha_suspend: lvsbus checks the real servers on every router")
+    with pytest.raises(ConfigError, match=r"keepalived.conf:4: .*sh-port is a flag of the sh scheduler"):
+        loads(text.replace("lb_algo sh", "lb_algo rr").replace("    flag-1\n", ""), "keepalived.conf", format="keepalived")
