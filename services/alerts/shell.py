@@ -42,6 +42,7 @@ from email.utils import formatdate, make_msgid
 import structlog
 
 from lvsbus.host import logs
+from lvsbus.host.commands import run_shell
 from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.core import Effect
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
@@ -258,27 +259,9 @@ class AlertsShell:
             task.add_done_callback(self.commands.discard)
 
     async def _run_command(self, p: dict) -> None:
-        start = time.monotonic()
-        exit_code, error = None, ""
         env = {**os.environ, "LVSBUS_ALERT": p["kind"], "LVSBUS_VIRTUAL": p["virtual"],
                "LVSBUS_SERVER": p["server"] or ""}
-        try:
-            proc = await asyncio.create_subprocess_shell(
-                p["command"], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, env=env)
-            try:
-                exit_code = await asyncio.wait_for(proc.wait(), timeout=p["timeout_ms"] / 1000)
-            except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-                error = (f"timed out after {p['timeout_ms']} ms: killed" if isinstance(exc, asyncio.TimeoutError)
-                         else "the alerts service stopped: killed")
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                await proc.wait()
-        except OSError as exc:
-            error = f"could not run: {exc}"
-        ms = int((time.monotonic() - start) * 1000)
+        exit_code, error, ms = await run_shell(p["command"], p["timeout_ms"] / 1000, env=env, kill_on_cancel=True)
         log.info("command_finished", id=p["id"], kind=p["kind"], virtual=p["virtual"], server=p["server"],
                  exit_code=exit_code, duration_ms=ms, error=error)
         try:

@@ -220,8 +220,10 @@ class _Udp(asyncio.DatagramProtocol):
             self.reply.set_exception(exc)
 
 
-async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
-    loop = asyncio.get_running_loop()
+async def _udp_sent(address: str, port: int, chk: Check, data: bytes) -> tuple[asyncio.DatagramTransport, _Udp]:
+    """A UDP socket connected to the server (bound to ``chk.bind`` when set) that has sent ``data``,
+    and the protocol whose ``reply`` is the first answer (or the ICMP error). The caller closes the
+    transport."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -231,11 +233,15 @@ async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tu
         sock.connect((address, port))
         # sent by the socket itself: asyncio's transport silently drops an empty datagram, and with
         # no payload configured every check timed out (found by a real router pair in namespaces)
-        sock.send((chk.payload or chk.send).encode(chk.encoding))
+        sock.send(data)
     except OSError:
         sock.close()
         raise
-    transport, proto = await loop.create_datagram_endpoint(_Udp, sock=sock)
+    return await asyncio.get_running_loop().create_datagram_endpoint(_Udp, sock=sock)  # type: ignore[return-value]
+
+
+async def udp_send_expect(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
+    transport, proto = await _udp_sent(address, port, chk, (chk.payload or chk.send).encode(chk.encoding))
     try:
         if not chk.reply_required:
             # keepalived's UDP_CHECK without require_reply: silence passes, an ICMP error fails;
@@ -299,20 +305,8 @@ def dns_verdict(query: bytes, reply: bytes) -> tuple[bool, str]:
 
 
 async def dns(address: str, port: int, chk: Check, m: Matcher) -> tuple[bool, str]:
-    loop = asyncio.get_running_loop()
     query = dns_query(int.from_bytes(os.urandom(2), "big"), chk.dns_name, chk.dns_type)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        if chk.bind:
-            sock.bind((chk.bind, 0))
-        sock.connect((address, port))
-        sock.send(query)
-    except OSError:
-        sock.close()
-        raise
-    transport, proto = await loop.create_datagram_endpoint(_Udp, sock=sock)
+    transport, proto = await _udp_sent(address, port, chk, query)
     try:
         return dns_verdict(query, await proto.reply)
     finally:

@@ -46,6 +46,7 @@ from lvsbus.bus.stats import ReportLimit
 from lvsbus.host import logs
 from lvsbus.host import netutil
 from lvsbus.host import servicelock
+from lvsbus.host.commands import run_shell
 from lvsbus.host.files import write_atomically
 from lvsbus.config import ConfigError, identify_local_router, to_dict
 from lvsbus.host.configfiles import load_config as load
@@ -587,25 +588,7 @@ class PulseShell:
 
     async def _notify(self, p: dict) -> None:
         cmd = p["command"] + ("" if not p["args"] else " " + shlex.join(p["args"]))
-        start = time.monotonic()
-        exit_code, error = None, ""
-        try:
-            proc = await asyncio.create_subprocess_shell(
-                cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-            )
-            try:
-                exit_code = await asyncio.wait_for(proc.wait(), timeout=max(0.001, p["timeout_ms"] / 1000))
-            except asyncio.TimeoutError:
-                error = f"timed out after {p['timeout_ms']} ms: killed"
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                await proc.wait()
-        except OSError as exc:
-            error = f"could not run: {exc}"
-        ms = int((time.monotonic() - start) * 1000)
+        exit_code, error, ms = await run_shell(cmd, p["timeout_ms"] / 1000)
         log.info("notify_finished", kind=p["kind"], exit_code=exit_code, duration_ms=ms, error=error)
         if self.runtime.client is not None:
             self.runtime.publish("pulse.notify_finished", {
@@ -621,34 +604,17 @@ class PulseShell:
         if prev is not None:
             await asyncio.wait([prev])
         await after
-        start = time.monotonic()
-        exit_code, error, tail = None, "", b""
+        tail = b""
         with tempfile.TemporaryFile() as err:
-            try:
-                env = {**os.environ, "LVSBUS_FAILOVER": p["service"], "LVSBUS_ACTION": p["action"],
-                       "LVSBUS_ROUTER": self.settings.local if self.settings is not None else ""}
-                proc = await asyncio.create_subprocess_shell(
-                    p["command"], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=err, start_new_session=True, env=env,
-                )
-                try:
-                    exit_code = await asyncio.wait_for(proc.wait(), timeout=max(0.001, p["timeout_ms"] / 1000))
-                except asyncio.TimeoutError:
-                    error = f"timed out after {p['timeout_ms']} ms: killed"
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    await proc.wait()
-            except OSError as exc:
-                error = f"could not run: {exc}"
+            env = {**os.environ, "LVSBUS_FAILOVER": p["service"], "LVSBUS_ACTION": p["action"],
+                   "LVSBUS_ROUTER": self.settings.local if self.settings is not None else ""}
+            exit_code, error, ms = await run_shell(p["command"], p["timeout_ms"] / 1000, env=env, stderr=err)
             try:
                 size = err.seek(0, os.SEEK_END)
                 err.seek(max(0, size - 1024))
                 tail = err.read(1024)
             except OSError:
                 pass
-        ms = int((time.monotonic() - start) * 1000)
         stderr_tail = tail.decode("utf-8", "replace")[-1024:]
         log.info("failover_cmd_finished", service=p["service"], action=p["action"], exit_code=exit_code,
                  duration_ms=ms, error=error)

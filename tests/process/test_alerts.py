@@ -352,6 +352,6 @@ def test_notify_and_quorum_commands_run_in_the_background_without_an_alerts_sect
         assert not r.events("alerts.send_mail") and not r.events("alerts.write_fifo")
         assert r.stop("alerts") == 0  # notify_down still sleeps: killed at the stop
         err = (tmp_path / "alerts.err").read_text()
-        assert '"error": "the alerts service stopped: killed"' in err and '"kind": "notify_down"' in err
+        assert '"error": "the service stopped: killed"' in err and '"kind": "notify_down"' in err
     finally:
         s1.stop()
