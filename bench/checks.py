@@ -164,7 +164,7 @@ def run(args, cfg: Config, kb_core: float, kb_model: float) -> int:
     counts = {"results": 0, "failed": 0, "events": 0, "batches": 0}
     max_late = [0]
 
-    def on_result(id_, ok, latency_us, detail, late_us):
+    def on_result(id_, ok, latency_us, detail, late_us, weight=None):
         batch["ids"].append(id_)
         batch["ok"].append(ok)
         batch["latency_us"].append(latency_us)

@@ -468,7 +468,8 @@ async def run_check(address: str, port: int, chk: Check, matcher: Matcher | None
 # the scheduler
 
 #: on_result(id, ok, latency_us, detail, late_us)
-OnResult = Callable[[str, bool, int, str, int], None]
+#: (id, ok, latency_us, detail, late_us, weight): weight None unless the check gave one
+OnResult = Callable[[str, bool, int, str, int, "int | None"], None]
 
 
 class Spec:
@@ -566,10 +567,7 @@ class Scheduler:
             self._arm()
         self.inflight -= 1
         if s.alive:
-            if weight is None:
-                self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6))
-            else:
-                self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6), weight)
+            self.on_result(s.id, ok, int((time.monotonic() - started) * 1e6), detail, int(late * 1e6), weight)
 
     async def _coro(self, s: Spec, started: float, late: float) -> None:
         res = await run_check(s.address, s.port, s.check, s.matcher)

@@ -90,7 +90,7 @@ class Health:
     """One (virtual service, real server) machine: its state and its counts. Small on purpose."""
 
     __slots__ = ("id", "virtual", "server", "address", "port", "check", "rise", "fall", "initial_rise", "state",
-                 "passes", "fails", "detail", "fresh", "weight")
+                 "passes", "fails", "detail", "fresh", "weight", "configured_weight")
 
     def __init__(self, id: str, virtual: str, server: str, address: str, port: int, check: tuple,
                  rise: int, fall: int, state: str = INIT, initial_rise: int = 1) -> None:
@@ -102,6 +102,7 @@ class Health:
         self.detail = "ok"
         self.fresh = True  # no health history: no failure seen since INIT (initial_rise applies)
         self.weight: int | None = None  # the weight a dynamic_weight program gave (None: the configured)
+        self.configured_weight = 1  # the real server's, from the config (a file check's number adds to it)
 
     def step(self, ok: bool) -> str | None:
         """Count one result; the trigger to fire, or None when the state stays (the fast path)."""
@@ -220,7 +221,7 @@ def plan(cfg: Config, local: str | None = None) -> list[PlannedCheck]:
 
 class NannyState:
     __slots__ = ("digest", "model", "local", "config", "machines", "bad_config", "stale_results",
-                 "unknown_results", "results", "configured")
+                 "unknown_results", "results")
 
     def __init__(self) -> None:
         self.digest = ""
@@ -232,7 +233,6 @@ class NannyState:
         self.stale_results = 0  # results scheduled under another config (a reload in between)
         self.unknown_results = 0  # ids not in the config (a removed server)
         self.results = 0
-        self.configured: dict[str, int] = {}  # check id -> the real server's configured weight
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -310,7 +310,7 @@ class NannyCore(Core[NannyState]):
                 if h is None or h.virtual in (FOS, TRACK):
                     continue
                 if h.check[2].kind is CheckKind.FILE:  # the file's number x its weight: added to the configured
-                    w = max(0, min(65535, st.configured.get(hid, 1) + w))
+                    w = max(0, min(65535, h.configured_weight + w))
                 if h.weight != w:
                     _weight(h, w, out)
         for hid, ok, detail in zip(ids, p["ok"], p["detail"]):
@@ -342,7 +342,6 @@ class NannyCore(Core[NannyState]):
                       out: list | None) -> None:
         old = st.machines
         new: dict[str, Health] = {}
-        configured: dict[str, int] = {}
         for pc in plan(cfg, local):
             id_, chk, enabled = pc.id, pc.check, pc.enabled
             key = (pc.address, pc.probe, chk)
@@ -369,10 +368,9 @@ class NannyCore(Core[NannyState]):
                     h.passes = h.fails = 0
                     h.fresh = True
                     self._emit(h, "enable", out)
+            h.configured_weight = pc.weight
             new[id_] = h
-            configured[id_] = pc.weight
         st.machines = new
-        st.configured = configured
         st.config, st.model, st.digest, st.local = cfg, model, digest, local
 
     @staticmethod
