@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lvsbus.demo.netns import Topology, netns_available
+from tests.helpers.procs import rigs  # noqa: F401  (the fixture: a broker and services by PID)
 
 _HERE = Path(__file__).resolve().parent
 

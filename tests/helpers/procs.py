@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -179,3 +180,106 @@ def json_lines(path) -> list[dict]:
             except ValueError:
                 pass
     return out
+
+
+class Listener:
+    """A real server: a TCP listener on 127.0.0.1 that accepts and closes; stop() closes it."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+
+    def start(self) -> "Listener":
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.port = s.getsockname()[1]
+        self.sock = s
+        threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        return self
+
+    def _serve(self, s: socket.socket) -> None:
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            c.close()
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class ServiceRig:
+    """A broker whose log starts with the run's ``config.loaded`` (as the supervisor publishes it),
+    and services the test starts with ``python -m lvsbus_services.NAME`` (stopped by their PIDs);
+    the test plays the rest of the router. Each service's stderr is ``tmp/NAME.err``."""
+
+    #: the services whose stderr tails a timed-out wait shows
+    shown = ("nanny", "lvsd", "alerts")
+
+    def __init__(self, tmp: Path, config: Path, local: str = "lvs1") -> None:
+        from lvsbus.config import load, to_dict
+
+        self.tmp, self.config = tmp, config
+        self.broker = BrokerProc(tmp / "state").start()
+        self.dirs = self.broker.dirs
+        loaded = load(str(config))
+        self.client = BusClient(self.dirs.run, "supervisor")
+        self.run_start = self.client.publish_acked("config.loaded", {
+            "path": str(config), "format": loaded.format, "digest": loaded.digest, "model": to_dict(loaded.config),
+            "warnings": [], "local_router": local, "reload": False, "diff": {}})
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
+             "--run-start-seq", str(self.run_start)],
+            cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"),
+            env={**os.environ, "PYTHONPATH": ROOT, "LVSBUS_LOG_FORMAT": "json"})
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int | None:
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            p.send_signal(sig)
+            p.wait(10)
+        return p.returncode
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, signal.SIGKILL)
+        self.client.close()
+        self.broker.kill()
+
+    def events(self, prefix: str = "") -> list:
+        return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(1)) if e.type.startswith(prefix)]
+
+    def describe(self) -> str:
+        """What a timed-out wait adds to its message (the services' stderr tails)."""
+        return "".join((self.tmp / f"{n}.err").read_text()[-1500:] for n in self.shown if (self.tmp / f"{n}.err").exists())
+
+    def wait(self, pred, timeout: float, what: str) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if pred():
+                return time.monotonic() - t0
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}\n{self.describe()}")
+
+
+@pytest.fixture
+def rigs(tmp_path):
+    """``make(config, cls=ServiceRig)``: a rig closed (its processes killed by PID) at the test's end."""
+    made: list[ServiceRig] = []
+
+    def make(config: Path, cls: type = ServiceRig) -> ServiceRig:
+        r = cls(tmp_path, config)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

@@ -8,24 +8,16 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import signal
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from lvsbus.bus import BusClient
-from lvsbus.config import load, to_dict
-from lvsbus.log import LogReader
 from lvsbus.wire import catalog  # noqa: F401
-from lvsbus.wire.events import decode
-from tests.helpers.procs import BrokerProc
-from tests.process.test_nanny_e2e import Listener
+from tests.helpers.procs import Listener, ServiceRig
 
 aiosmtpd = pytest.importorskip("aiosmtpd.controller")
 
@@ -117,72 +109,18 @@ router_id = "LVS_TEST"
     return path
 
 
-class Router:
-    """A broker with the run's config.loaded, and the services this test starts (by PID)."""
-
-    def __init__(self, tmp: Path, config: Path) -> None:
-        self.tmp = tmp
-        self.config = config
-        self.broker = BrokerProc(tmp / "state").start()
-        self.dirs = self.broker.dirs
-        loaded = load(str(config))
-        self.client = BusClient(self.dirs.run, "supervisor")
-        self.run_start = self.client.publish_acked("config.loaded", {
-            "path": str(config), "format": loaded.format, "digest": loaded.digest, "model": to_dict(loaded.config),
-            "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
-             "--run-start-seq", str(self.run_start)],
-            cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"),
-            env={**os.environ, "PYTHONPATH": str(ROOT), "LVSBUS_LOG_FORMAT": "json"})
+class Router(ServiceRig):
+    """The rig (tests/helpers/procs.py), and the role changes pulse would publish."""
 
     def role(self, new: str, old: str = "BACKUP", priority: int = 100, group: str = "default") -> int:
         return self.client.publish_acked("router.role_changed", {
             "node": "lvs1", "old": old, "new": new, "reason": "peer_dead", "priority": priority, "epoch": 1,
             "peer": None, "group": group}, version=4)
 
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> int | None:
-        p = self.procs.pop(name)
-        if p.poll() is None:
-            p.send_signal(sig)
-            p.wait(10)
-        return p.returncode
-
-    def close(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, signal.SIGKILL)
-        self.client.close()
-        self.broker.kill()
-
-    def events(self, prefix: str = ""):
-        return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(1)) if e.type.startswith(prefix)]
-
-    def wait(self, pred, timeout: float, what: str) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if pred():
-                return time.monotonic() - t0
-            time.sleep(0.02)
-        errs = "".join((self.tmp / f"{n}.err").read_text()[-2000:] for n in ("nanny", "alerts")
-                       if (self.tmp / f"{n}.err").exists())
-        raise AssertionError(f"timed out waiting for {what}\n{errs}")
-
 
 @pytest.fixture
-def router(tmp_path):
-    made: list[Router] = []
-
-    def make(config: Path) -> Router:
-        r = Router(tmp_path, config)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+def router(rigs):
+    return lambda config: rigs(config, Router)
 
 
 @pytest.mark.slow

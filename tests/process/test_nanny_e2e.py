@@ -4,12 +4,7 @@ start it: back after rise x interval; all down: the sorry server; nanny SIGKILLe
 no flap; lvsd restarted: the same table, warm."""
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,46 +13,13 @@ import pytest
 from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.bus import BusClient
 from lvsbus.config import load, to_dict
-from lvsbus.wire.events import decode
 from lvsbus.ipvs.table import ServiceKey, Table
-from lvsbus.log import LogReader
 from lvsbus_services.lvsd.core import apply_ops
-from tests.helpers.procs import BrokerProc
+from tests.helpers.procs import Listener, ServiceRig
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = 0.2
 RISE, FALL = 2, 2
-
-
-class Listener:
-    """A real server: a TCP listener on 127.0.0.1 that accepts and closes; stop() closes it."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.port = port
-        self.sock: socket.socket | None = None
-
-    def start(self) -> "Listener":
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
-        s.listen(64)
-        self.port = s.getsockname()[1]
-        self.sock = s
-        threading.Thread(target=self._serve, args=(s,), daemon=True).start()
-        return self
-
-    def _serve(self, s: socket.socket) -> None:
-        while True:
-            try:
-                c, _ = s.accept()
-            except OSError:
-                return
-            c.close()
-
-    def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 def write_config(path: Path, p1: int, p2: int, sorry: int, rise: int = RISE, initial_rise: int = RISE,
@@ -91,38 +53,11 @@ port = {p2}
     return path
 
 
-class Router:
-    def __init__(self, tmp: Path, config: Path) -> None:
-        self.tmp, self.config = tmp, config
-        self.broker = BrokerProc(tmp / "state").start()
-        self.dirs = self.broker.dirs
-        loaded = load(str(config))
-        c = BusClient(self.dirs.run, "supervisor")
-        self.run_start = c.publish_acked("config.loaded", {
-            "path": str(config), "format": loaded.format, "digest": loaded.digest, "model": to_dict(loaded.config),
-            "warnings": [], "local_router": "lvs1", "reload": False, "diff": {}})
-        c.close()
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"lvsbus_services.{name}", "--state-dir", self.dirs.root, "--config", str(self.config),
-             "--run-start-seq", str(self.run_start)],
-            cwd=ROOT, stderr=open(self.tmp / f"{name}.err", "ab"), env={**os.environ, "LVSBUS_LOG_FORMAT": "json"})
+class Router(ServiceRig):
+    """The rig (tests/helpers/procs.py), and lvsd's table folded from its log."""
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        p = self.procs.pop(name)
-        if p.poll() is None:
-            p.send_signal(sig)
-            p.wait(10)
-
-    def close(self) -> None:
-        for name in list(self.procs):
-            self.kill(name, signal.SIGTERM)
-        self.broker.kill()
-
-    def events(self, prefix: str = ""):
-        return [e for e in (decode(b, s) for s, b in LogReader(self.dirs.log).read(1)) if e.type.startswith(prefix)]
+        self.stop(name, sig)
 
     def table(self) -> tuple[Table | None, int]:
         t, version = None, 0
@@ -140,28 +75,13 @@ class Router:
             return {}
         return {k: d.weight for k, d in t[ServiceKey.tcp("10.9.0.1", 80)].dests.items()}
 
-    def wait(self, pred, timeout: float, what: str) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if pred():
-                return time.monotonic() - t0
-            time.sleep(0.02)
-        errs = "".join((self.tmp / f"{n}.err").read_text()[-1500:] for n in ("nanny", "lvsd") if (self.tmp / f"{n}.err").exists())
-        raise AssertionError(f"timed out waiting for {what}; dests={self.dests()}\n{errs}")
+    def describe(self) -> str:
+        return f"dests={self.dests()}\n" + super().describe()
 
 
 @pytest.fixture
-def router(tmp_path):
-    made = []
-
-    def make(config):
-        r = Router(tmp_path, config)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+def router(rigs):
+    return lambda config: rigs(config, Router)
 
 
 @pytest.mark.slow
