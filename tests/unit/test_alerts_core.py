@@ -218,3 +218,13 @@ def test_omega_the_servers_still_up_go_down_when_the_group_stops():
     b = Alerter(with_commands(config(quorum=1)))  # without omega: nothing runs at a stop
     b.verdict("s1", True)
     assert commands(b.role("STOPPED", old="ACTIVE")) == []
+
+
+def test_the_router_runs_the_alerts_service_for_alerts_or_a_checker_command():
+    """lvsbus.router.supervision decides which configured services run: [alerts], or a notify_up /
+    quorum_down... command without it; neither: no alerts service."""
+    from lvsbus.router.supervision import configured_services
+
+    assert "alerts" in configured_services(config())
+    assert "alerts" not in configured_services(config(alerts=None))
+    assert "alerts" in configured_services(with_commands(config(alerts=None)))
