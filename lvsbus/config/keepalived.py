@@ -105,6 +105,8 @@ class _Map:
         self.tls: dict[str, str] = {}
         #: SMTP_CHECK's HELO name when its helo_name is not given (keepalived's default)
         self.helo = "smtpchecker.keepalived.org"
+        #: checked virtual_servers without ``alpha`` (one warning names the first and counts the rest)
+        self.no_alpha: list[Statement] = []
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def use(self, st: Statement, key: str | None = None) -> Statement:
@@ -190,6 +192,9 @@ def _notify(m: _Map, inst: Statement) -> dict[str, str]:
         st = m.one(inst, kw)
         if st is not None and st.args:
             out[field] = " ".join(st.args)
+            if kw == "notify_backup":
+                m.warn(st, "notify_backup: lvsbus runs it when this router leaves MASTER for the group (its "
+                           "inactive_cmd), not at start in BACKUP as keepalived does")
     st = m.one(inst, "notify_fault")
     if st is not None and st.args:
         out["fault_cmd"] = " ".join(st.args)
@@ -382,6 +387,9 @@ def _check(m: _Map, rs: Statement, vs_interval: float, vhost: str | None = None)
         w = m.one(c, "weight")  # the FILE_CHECK's own weight, else its track_file block's
         weight, reverse = (m.num(w, int, 0), len(w.args) > 1 and w.args[1] == "reverse") if w is not None \
             else (found[1], found[2])
+        if weight:
+            m.warn(w if w is not None else c, "FILE_CHECK weight: a number that takes the real server's weight "
+                   "below 0 leaves it in the table at weight 0 (keepalived takes it out below its fault bound)")
         return Check(kind=CheckKind.FILE, file=found[0], file_weight=-weight if reverse else weight, **base)
     m.warn(c, f"{c.keyword}: lvsbus has no such check: the real server is checked by a TCP connect")
     return Check(kind=CheckKind.TCP_CONNECT, **base)
@@ -480,6 +488,11 @@ def _members(m: _Map, vs: Statement, vsgs: dict[str, Statement]) -> list[Member]
     return _member(m, list(vs.args), vs)
 
 
+def _dynamic(check: Check | None) -> bool:
+    """Whether a check sets the real server's weight (misc_dynamic, a FILE_CHECK weight)."""
+    return check is not None and (check.dynamic_weight or bool(check.file_weight))
+
+
 def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[int | None, str | None, str | None, str]],
                     vsgs: dict[str, Statement], mark_vip: str | None) -> list[VirtualService]:
     members = _members(m, vs, vsgs)
@@ -523,10 +536,12 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
             kw["protocol"] = Protocol(proto.args[0].lower())
         except ValueError:
             m.err(proto, f"protocol {proto.args[0]!r}: TCP, UDP or SCTP")
+    quorum_st = None
     for kwd, field in (("quorum", "quorum"), ("hysteresis", "hysteresis")):
         st = m.one(vs, kwd, f"{key}.{field}")
         if st is not None:
             kw[field] = m.num(st, int, 1)
+            quorum_st = quorum_st or (st if kwd == "quorum" else None)
     sorry = m.one(vs, "sorry_server", f"{key}.sorry_server")
     if sorry is not None and m.arg(sorry, 1):
         kw["sorry_server"] = sorry.args[0]
@@ -595,6 +610,11 @@ def _virtual_server(m: _Map, vs: Statement, index: int, vips: dict[str, tuple[in
                                   **{k: v for k, v in commands.items() if v is not None}))
     if check is not None:
         kw["check"] = check
+    if quorum_st is not None and any(_dynamic(c) for c in [check] + [rs.check for rs in servers]):
+        m.warn(quorum_st, "quorum: lvsbus counts the real servers' configured weights; keepalived counts the "
+                          "ones misc_dynamic or a FILE_CHECK weight set")
+    if check is not None and "alpha" not in kw:
+        m.no_alpha.append(vs)
     out = []
     for j, (address, mport, mark, where) in enumerate(members, 1):
         vname = name if len(members) == 1 else f"{name}-{j}"
@@ -787,6 +807,11 @@ def map_keepalived(tree: list[Statement], filename: str, config_id: str,
         for j, rs in enumerate(vs.find("real_server"), 1):  # named rs1, rs2... as _virtual_server names them
             _smtp_alert(m, rs, [f"server:{v.name}/rs{j}" for v in made if any(r.name == f"rs{j}" for r in v.servers)],
                         marks)
+    if m.no_alpha:
+        more = len(m.no_alpha) - 1
+        m.warn(m.no_alpha[0], "virtual_server without alpha" + (f" (and {more} more)" if more else "")
+               + ": keepalived puts every real server in the table at start; lvsbus adds one after its first "
+               "passed check (as keepalived with alpha), one delay_loop at most")
     # VIPs no virtual server uses: the NAT gateway, or not held
     used = {v.address for v in vss}
     nat: NatRouter | None = None

@@ -108,3 +108,97 @@ def test_keepalived_checkers_against_real_servers_in_namespaces(netns, tmp_path)
     topo.run("s1", "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0")
     results, raw = run_checks(topo, [ping4, ping6])
     assert raw is False and results == [(True, "ok"), (True, "ok")]
+
+
+# keepalived's HTTP_GET (two urls, an MD5 digest as genhash prints it, a 404 expected) and its
+# UDP_CHECK (a DNS query as payload, the reply's first bytes, the query's ID, required), as an
+# operator writes them, against a real HTTP server (Python's http.server) and a real resolver (dnsmasq)
+KA_CHECKS = """vrrp_instance VI_1 {{
+    interface eth1
+    priority 150
+    unicast_src_ip 10.99.1.11
+    unicast_peer {{ 10.99.1.12 }}
+    virtual_ipaddress {{ 10.99.2.100/24 }}
+}}
+virtual_server 10.99.2.100 80 {{
+    lb_kind NAT
+    delay_loop 2
+    real_server {s1} 80 {{
+        HTTP_GET {{
+            url {{
+                path /health
+                digest {digest}
+            }}
+            url {{
+                path /nothing-here
+                status_code 404
+            }}
+            connect_timeout 1
+        }}
+    }}
+}}
+virtual_server 10.99.2.100 53 {{
+    protocol UDP
+    lb_kind NAT
+    delay_loop 2
+    real_server {s2} 53 {{
+        UDP_CHECK {{
+            payload {query}
+            require_reply {reply}
+            connect_timeout 1
+        }}
+    }}
+}}
+"""
+
+
+def dns_query(qid: bytes, name: str) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return qid + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + labels + b"\x00\x00\x01\x00\x01"
+
+
+@pytest.mark.netns
+def test_keepalived_http_get_and_udp_check_from_a_keepalived_conf_against_real_servers(netns, tmp_path):
+    import dataclasses
+    import hashlib
+
+    from lvsbus.config import loads
+
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is not installed (scripts/setup.sh installs it)")
+    topo = netns(routers=1, servers=2, private=False)
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "health").write_bytes(b"healthy\n")
+    http = topo.popen("s1", [sys.executable, "-m", "http.server", "--bind", S1, "--directory", str(www), "80"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dns = topo.popen("s2", ["dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                            f"--listen-address={S2}", "--pid-file=", "--user=root", "--address=/ok.test/10.1.2.3"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def checks(digest: str, reply: bytes) -> list:
+        text = KA_CHECKS.format(s1=S1, s2=S2, digest=digest, query=dns_query(b"\xbe\xef", "ok.test").hex(),
+                                reply=reply.hex())
+        cfg = loads(text, "keepalived.conf", format="keepalived").config
+        return [[vs.servers[0].address, vs.port, dataclasses.asdict(vs.check)] for vs in cfg.virtual_services]
+
+    good = checks(hashlib.md5(b"healthy\n").hexdigest(), b"\xbe\xef")
+    assert [c[2]["kind"] for c in good] == ["http", "udp"] and len(good[0][2]["urls"]) == 2
+    deadline = time.monotonic() + 15  # the servers start
+    while True:
+        results, _ = run_checks(topo, good)
+        if all(ok for ok, _ in results) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert results == [(True, "ok"), (True, "ok")]
+
+    # what each is there to find: a page that changed, a reply that is not the answer to the query
+    bad = checks(hashlib.md5(b"sick\n").hexdigest(), b"\xde\xad")
+    assert run_checks(topo, bad)[0] == [(False, "bad_digest"), (False, "no_match")]
+    (www / "health").unlink()  # the page gone: 404 where 200 is wanted
+    assert run_checks(topo, good)[0][0] == (False, "bad_status")
+    # and the servers gone: refused, and ICMP port unreachable for the datagram
+    for p in (http, dns):
+        p.kill()
+        p.wait()
+    assert run_checks(topo, good)[0] == [(False, "refused"), (False, "refused")]

@@ -91,11 +91,14 @@ def test_file_check_and_vrrp_track_file():
     top = "track_file state {\n file /run/lvs/state\n weight 0\n}\nvrrp_track_file prio {\n file /run/lvs/prio\n weight -10 reverse\n}\n"
     c, warns = load(vs("FILE_CHECK {\n track_file state\n}", top))
     assert (c.kind, c.file) == (CheckKind.FILE, "/run/lvs/state")
-    assert c.file_weight == 0
+    assert c.file_weight == 0 and not [w for w in warns if "FILE_CHECK" in w]  # weight 0: nothing differs
     c, warns = load(vs("FILE_CHECK {\n track_file prio\n}", top))  # the block's weight, reversed
-    assert (c.file, c.file_weight) == ("/run/lvs/prio", 10) and not [w for w in warns if "FILE_CHECK" in w]
+    assert (c.file, c.file_weight) == ("/run/lvs/prio", 10)
+    # a weight that can take the server below 0: keepalived takes it out, lvsbus leaves it at 0 (said)
+    assert [w for w in warns if "FILE_CHECK weight" in w and "keepalived takes it out" in w]
     c, warns = load(vs("FILE_CHECK {\n track_file prio\n weight 4\n}", top))  # its own weight first
     assert c.file_weight == 4
+    assert [w.split(":")[1] for w in warns if "FILE_CHECK weight" in w] == ["24"]  # at its weight line
     with pytest.raises(ConfigError, match="track_file 'nope': no track_file block of that name"):
         load(vs("FILE_CHECK {\n track_file nope\n}", top))
     text = top + HEAD.replace("    virtual_ipaddress", "    track_file {\n        prio\n        state weight 5\n    }\n"
@@ -124,3 +127,35 @@ def test_dynamic_weight_is_a_program_check_s_only():
     assert ok.virtual_services[0].check.dynamic_weight
     with pytest.raises(ConfigError, match=r"lvs.toml:\d+: virtual.web.check.dynamic_weight: .*only with kind"):
         loads(base.format(kind="tcp_connect", extra=""), "lvs.toml")
+
+
+def _vss(n: int, extra: str = "", checker: str = "TCP_CHECK {\n}") -> str:
+    body = "".join(f"virtual_server 192.0.2.10 {80 + i} {{\n    lb_kind DR\n{extra}    real_server 10.1.0.11 80 {{\n"
+                   f"{checker}\n    }}\n}}\n" for i in range(n))
+    return HEAD + body
+
+
+def test_what_lvsbus_does_differently_is_a_warning_where_the_keyword_is():
+    # no alpha: one warning for the file, at the first such virtual_server, counting the others
+    loaded = loads(_vss(3), "keepalived.conf", format="keepalived")
+    alpha = [str(w) for w in loaded.warnings if "without alpha" in str(w)]
+    assert alpha == [f"keepalived.conf:{HEAD.count(chr(10)) + 1}: virtual_server without alpha (and 2 more): keepalived"
+                     " puts every real server in the table at start; lvsbus adds one after its first passed check (as"
+                     " keepalived with alpha), one delay_loop at most"]
+    loaded = loads(_vss(2, "    alpha\n"), "keepalived.conf", format="keepalived")
+    assert not [w for w in loaded.warnings if "alpha" in str(w)]
+    # a quorum beside weights a check sets: lvsbus counts the configured ones
+    dyn = "MISC_CHECK {\n misc_path /bin/true\n misc_dynamic\n}"
+    loaded = loads(_vss(1, "    alpha\n    quorum 2\n", dyn), "keepalived.conf", format="keepalived")
+    assert [str(w).split(":")[1] for w in loaded.warnings if "counts the real servers' configured weights" in str(w)] \
+        == [str(HEAD.count("\n") + 4)]
+    loaded = loads(_vss(1, "    alpha\n    quorum 2\n"), "keepalived.conf", format="keepalived")  # static weights
+    assert not [w for w in loaded.warnings if "quorum" in str(w)]
+    # notify_backup runs on leaving MASTER
+    text = HEAD.replace("    virtual_ipaddress", "    notify_backup /usr/local/bin/backup\n    notify_master /bin/m\n"
+                                                "    virtual_ipaddress")
+    loaded = loads(text, "keepalived.conf", format="keepalived")
+    assert [str(w) for w in loaded.warnings if "notify" in str(w)] == [
+        "keepalived.conf:8: notify_backup: lvsbus runs it when this router leaves MASTER for the group (its "
+        "inactive_cmd), not at start in BACKUP as keepalived does"]
+    assert loaded.config.groups[0].inactive_cmd == "/usr/local/bin/backup"
