@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import pytest
@@ -603,3 +604,152 @@ def test_served_over_tls_the_cookie_is_secure_and_plain_http_gets_nothing(passwd
             stop.set()
             await server
     asyncio.run(main())
+
+
+def two_groups_loaded() -> Event:
+    """config.loaded of an active/active pair seen from lvs1: groups web (192.0.2.80) and mail (192.0.2.25)."""
+    from lvsbus.config import Config, Router
+    from lvsbus.config.model import Group
+
+    routers = (Router(name="lvs1", address="192.0.2.1"), Router(name="lvs2", address="192.0.2.2", priority=50))
+    cfg = Config(routers=routers, groups=(Group("web"), Group("mail")),
+                 virtual_services=(vs(1, group="web"), vs(1, name="mail", address="192.0.2.25", port=25, group="mail")))
+    return ev(1, "config.loaded", {"path": "x", "format": "toml", "digest": "d", "model": to_dict(cfg), "warnings": [],
+                                   "local_router": "lvs1", "reload": False, "diff": {}})
+
+
+def group_role(seq, group, old, new, reason):
+    return ev(seq, "router.role_changed", {"node": "lvs1", "old": old, "new": new, "reason": reason, "priority": 100,
+                                           "epoch": 1, "peer": None, "group": group}, wall_ns=seq)
+
+
+def peer_groups(seq, web, mail):
+    """A heartbeat from lvs2 with its role in web and in mail."""
+    return ev(seq, "pulse.heartbeat_received", {
+        "link": "public", "peer": "lvs2", "address": "192.0.2.2", "role": web, "priority": 50, "epoch": 1,
+        "seq": seq, "leaving": False, "groups": [{"group": "web", "role": web, "priority": 50},
+                                                  {"group": "mail", "role": mail, "priority": 50}]})
+
+
+WEB_VIP_TAKEN = {"vips": [{"address": "192.0.2.80", "prefixlen": 32, "family": "ipv4", "device": None, "label": None,
+                           "owner": "web"}], "reason": "no_active"}
+LVS2_ALIVE = {"peer": "lvs2", "link": "public", "role": "BACKUP", "priority": 50, "epoch": 1}
+
+
+def test_the_view_shows_each_failover_group_its_role_here_its_vips_and_each_peers_role_in_it():
+    """An active/active pair (web on lvs1, mail on lvs2): the overview has a row per group, the
+    router's role is ACTIVE while it holds one, each VIP's holder is the peer active for its group,
+    and a heartbeat that changes only a peer's groups is pushed."""
+    v = View()
+    v.apply(two_groups_loaded())
+    r = v.state()["router"]
+    assert r["groups"] == {"web": {"role": "INIT", "reason": None, "since_ns": None, "vips": ["192.0.2.80"],
+                                   "peers": {"lvs2": None}},
+                           "mail": {"role": "INIT", "reason": None, "since_ns": None, "vips": ["192.0.2.25"],
+                                    "peers": {"lvs2": None}}}
+    assert [s["group"] for s in v.state()["services"]] == ["web", "mail"]
+
+    v.apply(group_role(2, "web", "INIT", "BACKUP", "started"))
+    v.apply(group_role(3, "mail", "INIT", "BACKUP", "started"))
+    out = v.apply(group_role(4, "web", "BACKUP", "ACTIVE", "no_active"))
+    assert out[0]["role"] == "ACTIVE" and out[0]["groups"]["web"]["role"] == "ACTIVE"
+    assert out[0]["groups"]["mail"]["role"] == "BACKUP"
+    v.apply(group_role(5, "mail", "BACKUP", "BACKUP", "started"))  # a change in the other group: still ACTIVE
+    assert v.state()["router"]["role"] == "ACTIVE"
+    v.apply(ev(6, "pulse.take_vips", WEB_VIP_TAKEN))
+
+    v.apply(peer_groups(7, "BACKUP", "ACTIVE"))
+    v.apply(ev(8, "pulse.peer_alive", LVS2_ALIVE))
+    r = v.state()["router"]
+    assert r["holders"] == {"192.0.2.25": "lvs2", "192.0.2.80": "lvs1"}  # mail's VIP: lvs2, active for mail
+    assert {g: x["peers"] for g, x in r["groups"].items()} == {"web": {"lvs2": "BACKUP"}, "mail": {"lvs2": "ACTIVE"}}
+    assert r["peers"]["lvs2"]["role"] == "ACTIVE"  # active for one group (its heartbeat's role is its first group's)
+    assert v.apply(peer_groups(9, "BACKUP", "ACTIVE")) == []  # chatter
+    out = v.apply(peer_groups(10, "BACKUP", "BACKUP"))  # only a group's role changed: pushed
+    assert out and out[0]["groups"]["mail"]["peers"] == {"lvs2": "BACKUP"} and out[0]["holders"]["192.0.2.25"] is None
+    v.apply(ev(11, "pulse.peer_dead", {"peer": "lvs2", "cause": "silent", "role": "BACKUP", "last_heard_ns": 1}))
+    assert v.state()["router"]["groups"]["mail"]["peers"] == {"lvs2": None}  # dead: its roles are not known
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
+def test_the_failover_groups_in_a_browser_live(passwd, tmp_path):
+    """The overview's failover groups in headless Chromium, served on a loopback port: a row per
+    group with its role here, its VIPs and the peer's role in it; a service names its group; a
+    peer's takeover of mail shows live, without reloading the page."""
+    import threading
+
+    from aiohttp import web as aioweb
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    console = Console(passwd, bus=FakeBus(), node="lvs1", clock=Clock())
+    console.fold([two_groups_loaded(), group_role(2, "web", "INIT", "BACKUP", "started"),
+                  group_role(3, "mail", "INIT", "BACKUP", "started"), group_role(4, "web", "BACKUP", "ACTIVE", "no_active"),
+                  ev(5, "pulse.take_vips", WEB_VIP_TAKEN), peer_groups(6, "BACKUP", "BACKUP"),
+                  ev(7, "pulse.peer_alive", LVS2_ALIVE)])
+    loop = asyncio.new_event_loop()
+    started: list = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        async def main():
+            runner = aioweb.AppRunner(make_app(console), access_log=None, shutdown_timeout=2.0)
+            await runner.setup()
+            site = aioweb.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            started.append(runner.addresses[0][1])
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            for q in console.streams:  # as the console's serve() ends its open streams
+                q.put_nowait([{"kind": "bye"}])
+            await runner.cleanup()
+        loop.run_until_complete(main())
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    opts = Options()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,700",
+              f"--user-data-dir={tmp_path}/profile", "--no-proxy-server"):
+        opts.add_argument(a)
+    driver = None
+    try:
+        end = time.monotonic() + 10
+        while not started and time.monotonic() < end:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{started[0]}"
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+        driver.get(url + "/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "login"))
+        driver.find_element(By.ID, "user").send_keys("vic")  # a viewer sees it all
+        driver.find_element(By.ID, "password").send_keys("battery staple")
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "live").text == "live")
+        text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
+        assert driver.find_element(By.ID, "groupsbox").is_displayed()
+        assert text("role") == "ACTIVE"
+        assert text("group-web").startswith("web ACTIVE (no_active") and text("group-web").endswith("192.0.2.80; lvs2 BACKUP")
+        assert text("group-mail").startswith("mail BACKUP (started") and text("group-mail").endswith("192.0.2.25; lvs2 BACKUP")
+        assert "group mail" in text("svc-tcp:192.0.2.25:25") and "group web" in text("svc-tcp:192.0.2.80:80")
+        assert "192.0.2.25: nobody" in text("vips")
+        driver.execute_script("window.__same_page = 'yes';")
+        loop.call_soon_threadsafe(console.fold, [peer_groups(8, "BACKUP", "ACTIVE")])  # lvs2 takes mail
+        WebDriverWait(driver, 10, poll_frequency=0.02).until(lambda d: text("group-mail").endswith("lvs2 ACTIVE"))
+        assert text("peers").startswith("lvs2 ACTIVE")  # active for one of the groups
+        assert "192.0.2.25: lvs2" in text("vips")
+        assert driver.execute_script("return window.__same_page || null;") == "yes"  # live: never reloaded
+        driver.save_screenshot(str(tmp_path / "groups.png"))
+        if os.environ.get("LVSBUS_SHOT"):
+            driver.save_screenshot(os.environ["LVSBUS_SHOT"])
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop.set()
+        server.join(20)
+        if not server.is_alive():
+            loop.close()

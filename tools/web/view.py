@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lvsbus.config import ConfigError, from_dict
+from lvsbus.config.model import DEFAULT_GROUP
 from lvsbus.wire.events import Event
 from lvsbus.ipvs.stats import FIELDS, Figures, fold
 from lvsbus.router.peerlinks import PeerLinks
@@ -20,6 +21,13 @@ HISTORY = 8  # health changes kept per real server
 HEARD_EVERY_NS = 1_000_000_000  # while no link changes state, heartbeats refresh the page's ages at most this often
 
 
+def summary_role(roles: Any, default: str | None) -> str | None:
+    """A router's role over its failover groups (as `lvsbus status` says it): ACTIVE when it is
+    active for one, else BACKUP, else FAULT; ``default`` with none of these."""
+    roles = list(roles)
+    return next((r for r in ("ACTIVE", "BACKUP", "FAULT") if r in roles), default)
+
+
 class View:
     def __init__(self) -> None:
         self.seq = 0
@@ -27,7 +35,10 @@ class View:
         self.role = "UNKNOWN"
         self.role_reason: str | None = None
         self.role_since_ns: int | None = None
-        self.peers: dict[str, dict] = {}  # name -> {"role"}: configured or heard of
+        self.peers: dict[str, dict] = {}  # name -> {"role", "groups": {group: role}}: configured or heard of
+        #: failover groups in force, in config order: group -> {role, reason, since_ns} on this router
+        self.groups: dict[str, dict] = {}
+        self.vip_group: dict[str, str] = {}  # every VIP of the config -> its failover group
         self.peer_links = PeerLinks()  # their heartbeat links: state and last heard (shared with `lvsbus status`)
         self.now_mono_ns: int | None = None  # the latest event's time: what the ages are counted to
         self.heard_pushed_ns = 0  # the event time of the last router patch (it carries the ages)
@@ -53,21 +64,35 @@ class View:
         return {"kind": "router", "router": self.router, "role": self.role, "reason": self.role_reason,
                 "since_ns": self.role_since_ns, "peers": self.peer_state(), "vips": sorted(self.vips),
                 "holders": self.holders(), "links": self.links, "monitor_links": self.monitor_links,
-                "deadtime_s": None if self.deadtime_ns is None else self.deadtime_ns / 1e9}
+                "deadtime_s": None if self.deadtime_ns is None else self.deadtime_ns / 1e9,
+                "groups": self.group_state()}
+
+    def group_state(self) -> dict[str, dict]:
+        """Each failover group (config order): its role here, why and since when, its VIPs, and
+        each peer's role in it as its heartbeats last said (None: not heard, or dead)."""
+        alive = self.peer_links.alive
+        return {g: {**st, "vips": sorted(v for v, vg in self.vip_group.items() if vg == g),
+                    "peers": {n: (p.get("groups", {}).get(g) if alive.get(n) else None)
+                              for n, p in sorted(self.peers.items())}}
+                for g, st in self.groups.items()}
 
     def peer_state(self) -> dict[str, dict]:
         pl = self.peer_links
-        return {name: {"alive": bool(pl.alive.get(name)), "role": p["role"],
+        return {name: {"alive": bool(pl.alive.get(name)), "role": summary_role(p.get("groups", {}).values(), p["role"]),
                        "links": {ln: {k: d[k] for k in ("state", "age_s", "heard_ns")}
                                  for ln, d in pl.describe(name, self.now_mono_ns, self.deadtime_ns).items()}}
                 for name, p in sorted(self.peers.items())}
 
     def holders(self) -> dict[str, str | None]:
         """Each configured VIP -> who holds it as this router sees it: itself when it added the
-        address, else the peer heard ACTIVE (None: nobody known)."""
-        active = [n for n, p in sorted(self.peers.items()) if self.peer_links.alive.get(n) and p["role"] == "ACTIVE"]
-        return {v: (self.router or "this router") if v in self.vips else (active[0] if active else None)
-                for v in self.config_vips}
+        address, else a live peer heard ACTIVE for the VIP's failover group (None: nobody known)."""
+        def holder(v: str) -> str | None:
+            if v in self.vips:
+                return self.router or "this router"
+            g = self.vip_group.get(v, DEFAULT_GROUP)
+            return next((n for n, p in sorted(self.peers.items()) if self.peer_links.alive.get(n)
+                         and p.get("groups", {}).get(g, p["role"]) == "ACTIVE"), None)
+        return {v: holder(v) for v in self.config_vips}
 
     def state(self) -> dict:
         return {"seq": self.seq, "fields": FIELDS, "router": self.router_state(), "services": self.services}
@@ -95,7 +120,13 @@ class View:
                 self.router_pid = p["pid"]
             return []
         if t == "router.role_changed":
-            self.role, self.role_reason, self.role_since_ns = p["new"], p["reason"], ev.wall_ns
+            group = p.get("group", DEFAULT_GROUP)
+            self.groups[group] = {"role": p["new"], "reason": p["reason"], "since_ns": ev.wall_ns}
+            # the router's role: ACTIVE when active for a group, else BACKUP, else FAULT (as `lvsbus status`)
+            summary = summary_role([g["role"] for g in self.groups.values()], p["new"])
+            if summary != self.role or group == DEFAULT_GROUP:
+                self.role_since_ns = ev.wall_ns
+            self.role, self.role_reason = summary, p["reason"]
             return [self.router_state()]
         if t in ("pulse.peer_alive", "pulse.peer_dead"):
             self.peers.setdefault(p["peer"], {})["role"] = p["role"]
@@ -110,9 +141,11 @@ class View:
             peer = self.peers.get(p["peer"])
             if peer is None:
                 return []
-            role_changed = self.peer_links.alive.get(p["peer"], False) and peer["role"] != p["role"]
-            if role_changed:
-                peer["role"] = p["role"]
+            groups = {g["group"]: g["role"] for g in p["groups"]}
+            role_changed = self.peer_links.alive.get(p["peer"], False) and \
+                (peer["role"] != p["role"] or peer.get("groups") != groups)
+            if role_changed or "groups" not in peer:
+                peer["role"], peer["groups"] = p["role"], groups
             # chatter (every keepalive, on every link of every peer): a role or link state change
             # shows at once; otherwise the last-heard ages at most once a HEARD_EVERY_NS, and the
             # page counts them on in between
@@ -177,12 +210,20 @@ class View:
         self.links = {ln: self.links.get(ln, {"up": True, "device": dev, "since_ns": None}) for ln, dev in local.items()}
         self.config_vips = sorted({vs.address for vs in cfg.lvs_services() if vs.active and not vs.fwmark}
                                   | ({cfg.nat_router.address} if cfg.nat_router else set()))
+        self.vip_group = {vs.address: vs.group or DEFAULT_GROUP for vs in cfg.lvs_services()
+                          if vs.active and not vs.fwmark}
+        if cfg.nat_router is not None:
+            self.vip_group[cfg.nat_router.address] = cfg.nat_router.group or DEFAULT_GROUP
+        # a group not yet reported is INIT here (pulse's role before its first role_changed)
+        self.groups = {g: self.groups.get(g, {"role": "INIT", "reason": None, "since_ns": None})
+                       for g in cfg.group_names()}
         old = self.rows
         self.services, self.rows, self.by_dest, self.by_key = [], {}, {}, {}
         for vs in cfg.lvs_services():
             key = str(service_key(vs))
             svc: dict[str, Any] = {
                 "name": vs.name, "key": key, "active": vs.active, "address": vs.address, "port": vs.port,
+                "group": vs.group or DEFAULT_GROUP,
                 "protocol": vs.protocol.value, "scheduler": vs.scheduler, "forwarding": vs.forwarding.value,
                 "stats": None, "servers": [],
             }

@@ -34,11 +34,14 @@ function statCells(tr, stats) {
   for (const f of ["active", "inactive", "conns", "cps", "inpps", "outpps", "inbps", "outbps"]) cell(tr, "", stat(stats, f));
 }
 
+let showGroups = false; // failover groups are shown once the config declares one ([group.NAME])
+
 function serviceRow(svc) {
   const tr = document.createElement("tr");
   tr.className = "svc";
   tr.id = "svc-" + svc.key;
-  cell(tr, "", `${svc.name}  ${svc.protocol}/${svc.address}:${svc.port}  ${svc.scheduler} ${svc.forwarding}`);
+  cell(tr, "", `${svc.name}  ${svc.protocol}/${svc.address}:${svc.port}  ${svc.scheduler} ${svc.forwarding}` +
+    (showGroups ? `  group ${svc.group}` : ""));
   for (let i = 0; i < 6; i++) cell(tr, "", "");
   statCells(tr, svc.stats);
   cell(tr, "admin", "");
@@ -85,6 +88,7 @@ function fillServer(tr, s) {
 
 function render(state) {
   fields = state.fields;
+  showGroups = Object.keys(state.router.groups || {}).some((g) => g !== "default");
   routerPatch(state.router);
   const body = $("rows");
   body.textContent = "";
@@ -101,12 +105,33 @@ function routerPatch(r) {
   $("role-reason").textContent = r.reason ? `(${r.reason} ${fmtTime(r.since_ns)})` : "";
   if (r.router) $("router").textContent = r.router;
   peersPatch(r.peers, r.deadtime_s);
+  groupsPatch(r.groups || {});
   const held = Object.entries(r.holders).map(([v, h]) => `${v}: ${h || "nobody"}`);
   $("vips").textContent = held.length ? held.join(", ") : "none";
   const links = Object.entries(r.links).map(([l, x]) =>
     `${l} ${x.up ? "up" : "DOWN"}${x.device ? " (" + x.device + ")" : ""}${x.since_ns ? " since " + fmtTime(x.since_ns) : ""}`);
   $("links").textContent = (links.length ? links.join(", ") : "none") + (r.monitor_links ? "" : " (not monitored)");
   $("links").className = Object.values(r.links).some((x) => !x.up) ? "l-down" : "";
+}
+
+// Each failover group: its role on this router (why, since when), its VIPs, and each live peer's
+// role in it as its heartbeats say. Hidden with the one default group (the header's role is it).
+function groupsPatch(groups) {
+  $("groupsbox").hidden = !showGroups;
+  const box = $("groups");
+  box.textContent = "";
+  for (const [name, g] of Object.entries(groups)) {
+    const span = document.createElement("span");
+    span.className = "group";
+    span.id = "group-" + name;
+    const role = document.createElement("span");
+    role.className = "role " + g.role;
+    role.textContent = g.role;
+    const peers = Object.entries(g.peers).map(([n, r]) => `${n} ${r || "?"}`).join(", ");
+    span.append(`${name} `, role, ` ${g.reason ? "(" + g.reason + " " + fmtTime(g.since_ns) + ") " : ""}` +
+      `${g.vips.join(" ") || "no VIP"}${peers ? "; " + peers : ""}`);
+    box.appendChild(span);
+  }
 }
 
 // Each peer's heartbeat links: state, and the age of the last heartbeat as of the view's latest
