@@ -50,15 +50,25 @@ def vip_spec(address: str, prefixlen: int | None, device: str | None, label: str
     return VipSpec(str(ip), plen, f"ipv{ip.version}", device or default_device, label or None, ())
 
 
+#: where a scale-out router holds its VIPs: the loopback device, so the router accepts their
+#: traffic (IPVS sees it on LOCAL_IN) without answering ARP on a LAN for them (docs/scaleout.md)
+SCALEOUT_DEVICE = "lo"
+
+
 def config_vips(cfg: Config, default_device: str | None) -> list[VipSpec]:
     """Every VIP the active router holds under ``cfg``, once each (the first service's settings):
     service = lvs, the active virtual services' and nat_router's; service = fos, the active
-    failover services'. ``default_device``: the local router's device."""
+    failover services'. ``default_device``: the local router's device. In scale-out
+    (``[scaleout]``) every router holds the virtual services' VIPs as full-length addresses on
+    ``SCALEOUT_DEVICE``, without label, and no nat_router (a gateway cannot be on every router)."""
     vips: dict[str, VipSpec] = {}
     owners: dict[str, list[str]] = {}
     services: list[VirtualService | FailoverService] = [*cfg.lvs_services(), *cfg.fos_services()]
-    items = [(s.name, s.address, s.vip_prefixlen, s.device, s.label) for s in services if s.active]
-    if cfg.nat_router is not None and cfg.service.value == "lvs":
+    if cfg.scaleout is not None:
+        items = [(s.name, s.address, None, SCALEOUT_DEVICE, None) for s in services if s.active]
+    else:
+        items = [(s.name, s.address, s.vip_prefixlen, s.device, s.label) for s in services if s.active]
+    if cfg.nat_router is not None and cfg.service.value == "lvs" and cfg.scaleout is None:
         n = cfg.nat_router
         items.append(("nat_router", n.address, n.prefixlen, n.device, n.label))
     for owner, address, plen, device, label in items:

@@ -612,7 +612,8 @@ class Scaleout:
     peers: tuple[str, ...]
     #: the BGP speaker: "bird" (BIRD 2); the others (GoBGP, ExaBGP, FRR) fit behind the same driver
     speaker: str = "bird"
-    #: BIRD's control socket, created by the BIRD that lvsbus starts (one a router)
+    #: BIRD's control socket, created by the BIRD that lvsbus starts (one a router); a relative
+    #: path is relative to the router's state directory
     control_socket: str = "/run/lvsbus/bird.ctl"
     #: BGP hold time, seconds (keepalives every third of it); 0 = none
     hold_time: int = 9

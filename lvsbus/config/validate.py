@@ -785,9 +785,9 @@ def _scaleout(o: _Out, cfg: Config) -> None:
     for vs in cfg.lvs_services():
         if vs.active:
             _scaleout_service(o, vs, families, cfg.sync_daemon.enabled)
-    o.warn("scaleout", "lvsbus router does not run scale-out yet: pulse still keeps one active router and "
-                       "moves the VIPs; the BGP announcements come from the bgp service (python -m "
-                       "lvsbus_services.bgp), which the router does not start yet (docs/scaleout.md)")
+    if cfg.nat_router is not None:
+        o.warn("nat_router", "nat_router with [scaleout]: not held (a gateway address cannot live on every "
+                             "router); scale-out routers hold only the virtual services' VIPs, on lo")
 
 
 def _scaleout_settings(o: _Out, so: Scaleout) -> None:
@@ -802,8 +802,9 @@ def _scaleout_settings(o: _Out, so: Scaleout) -> None:
     if o.range("scaleout.hold_time", so.hold_time, "hold_time") and 0 < so.hold_time < 3:
         o.err("scaleout.hold_time", f"{so.hold_time} s: BGP allows 0 (no hold timer) or 3 s and more (RFC 4271)")
     o.range("scaleout.drain_time", so.drain_time, "drain_time")
-    if not so.control_socket.startswith("/"):
-        o.err("scaleout.control_socket", f"{_shown(so.control_socket)} must be an absolute path")
+    if not so.control_socket or so.control_socket.endswith("/") or len(so.control_socket) > 100:
+        o.err("scaleout.control_socket", f"{_shown(so.control_socket)}: a socket's path (absolute, or relative "
+                                         "to the router's state directory), at most 100 characters")
 
 
 def _scaleout_peers(o: _Out, cfg: Config, so: Scaleout) -> set[int]:

@@ -89,6 +89,10 @@ SERVICE_CAPS: dict[str, tuple[str, ...]] = {
     "ipvs": (NET_ADMIN,),
     "metrics": (),
     "web": (),
+    "alerts": (),
+    # BIRD, which it starts, binds port 179 (and BFD's 3784), reads interfaces and sets socket
+    # options: the set BIRD's documentation names for running it without root
+    "bgp": (NET_BIND_SERVICE, "CAP_NET_BROADCAST", NET_ADMIN, NET_RAW),
 }
 
 # prctl(2) / capget(2) constants

@@ -46,6 +46,7 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("metrics", CONFIGURED),  # with metrics_address
     ("web", CONFIGURED),  # with a [web] section (the console, docs/console.md)
     ("alerts", CONFIGURED),  # with an [alerts] section (mail and notify FIFO alerts, docs/alerts.md)
+    ("bgp", CONFIGURED),  # with [scaleout]: BIRD announces the VIPs (docs/scaleout.md); stopped last
 )
 WHEN = dict(SERVICES)
 #: services whose restart loop need not step the router down (``hard_shutdown = false``)
@@ -62,7 +63,8 @@ SPARES = ("broker", "pulse")
 #: what in a config (``lvsbus.config.Config``) turns each CONFIGURED service on; a change of it
 #: restarts the service (a new address)
 CONFIGURED_BY: dict[str, Callable[[Any], Any]] = {"metrics": lambda cfg: cfg.metrics_address, "web": lambda cfg: cfg.web,
-                                                   "alerts": lambda cfg: cfg.alerts_wanted()}
+                                                   "alerts": lambda cfg: cfg.alerts_wanted(),
+                                                   "bgp": lambda cfg: cfg.scaleout}
 
 
 def configured_services(cfg: Any) -> frozenset[str]:

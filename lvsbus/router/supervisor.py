@@ -874,11 +874,14 @@ class Router:
             pulse.kill_spare()  # else it would take pulse's place as pulse hands over and exits
         if pulse is not None and pulse.alive():
             pulse.wanted = False
+            scaleout = self.loaded.config.scaleout if self.loaded is not None else None
+            # scale-out: pulse serves on while the bgp core drains and withdraws the VIPs
+            wait = HANDOVER_TIMEOUT + (scaleout.drain_time + 1.0 if scaleout is not None and graceful else 0.0)
             try:
-                pulse.proc.wait(HANDOVER_TIMEOUT)  # type: ignore[union-attr]
+                pulse.proc.wait(wait)  # type: ignore[union-attr]
                 log.info("pulse_handed_over", exit=_exit_text(pulse.proc.returncode))  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:
-                log.warning("pulse_handover_timeout", timeout_s=HANDOVER_TIMEOUT)
+                log.warning("pulse_handover_timeout", timeout_s=wait)
         self._release_vips()
 
     def _release_vips(self) -> None:
@@ -895,7 +898,8 @@ class Router:
                 log.error("vip_release_failed", address=address, error=str(exc))
 
     def _stop_all(self) -> None:
-        for name in ("web", "metrics", "ipvs", "lvsd", "nanny", "pulse", "alerts"):  # alerts last: pulse's STOP
+        # alerts after pulse: pulse's STOP lines; bgp last: BIRD withdraws what is left as it stops
+        for name in ("web", "metrics", "ipvs", "lvsd", "nanny", "pulse", "alerts", "bgp"):
             c = self.children.get(name)
             if c is not None:
                 c.stop()

@@ -60,7 +60,9 @@ class BgpShell:
         self.local = local
         self.settings = settings_of(cfg, local)
         assert cfg.scaleout is not None
-        self.speaker = BirdSpeaker(self.settings, os.path.join(state_dir, "bgp"), cfg.scaleout.control_socket,
+        # a relative control socket: in the state directory (several routers on one host, tests)
+        self.speaker = BirdSpeaker(self.settings, os.path.join(state_dir, "bgp"),
+                                   os.path.join(os.path.abspath(state_dir), cfg.scaleout.control_socket),
                                    stderr=sys.stderr)
         self.stop = asyncio.Event()
         self.sessions: dict[str, tuple[str, str]] = {}

@@ -53,6 +53,9 @@ ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
 RULES = 4
 #: the unit of a config without failover groups, and the group of every VIP naming none
 DEFAULT = DEFAULT_GROUP
+#: scale-out's graceful stop: after the bgp core's drain_time it withdraws the VIPs; pulse keeps
+#: them (and lvsd) this much longer, for the withdrawal to reach the upstream and its last packets
+SCALEOUT_WITHDRAW_S = 1.0
 
 #: (trigger, sources, dest, conditions (model method names, all must hold), what fires it)
 ROLE_TRANSITIONS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...], str], ...] = (
@@ -204,6 +207,11 @@ class PulseSettings:
     garp_refresh_ns: int = 0
     garp_interval_ms: int = 200
     notify_timeout_ms: int = 30_000
+    #: scale-out ([scaleout], docs/scaleout.md): every router active for every unit, no election,
+    #: no fence, no ARP; a graceful stop keeps the VIPs and lvsd this long (the bgp core's
+    #: drain_time and a second for the withdrawal to reach the upstream) before it releases them
+    scaleout: bool = False
+    scaleout_stop_ns: int = 0
     # derived once (settings are immutable): asked for on every event and every heartbeat
     _me: RouterInfo | None = field(default=None, init=False, repr=False, compare=False)
     _dests: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -412,6 +420,9 @@ def _settings_from_model(cfg: Config, local: str) -> PulseSettings:
         # not in the model (yet): the pause between repeated ARPs and the notify timeout
         garp_interval_ms=_ns(getattr(hb, "garp_interval", 0.2), "heartbeat.garp_interval") // 1_000_000,
         notify_timeout_ms=_ns(getattr(nt, "timeout", 30.0), "notify.timeout") // 1_000_000,
+        scaleout=cfg.scaleout is not None,
+        scaleout_stop_ns=_ns(cfg.scaleout.drain_time + SCALEOUT_WITHDRAW_S, "scaleout.drain_time")
+        if cfg.scaleout is not None else 0,
     )
 
 
@@ -634,7 +645,7 @@ class PulseState:
 
     _PLAIN = (
         "epoch", "hostname", "seq", "now", "next_hb", "links_up", "ignored", "rejected_configs",
-        "own_clock", "heard_from", "rules",
+        "own_clock", "heard_from", "rules", "stop_at",
     )
 
     def __init__(self) -> None:
@@ -667,6 +678,8 @@ class PulseState:
         self.heard_from = 0
         # the decision rules of the shell that started this run (pulse.started v3; 2 before it)
         self.rules = 2
+        # scale-out's graceful stop: when the VIPs are released and the router stops (None: not stopping)
+        self.stop_at: int | None = None
 
     @property
     def cfg(self) -> PulseSettings:
@@ -782,8 +795,8 @@ class PulseCore(Core[PulseState]):
     # heard_from; version 7: rules; version 8: tracking (track_seen, eff_priority, track_fault,
     # fault_cause); version 9: failover groups (each unit's role machine under "units", each
     # peer's role and priority in it under the unit's "views"; the settings' units); version 10:
-    # server_health (tracked services)
-    snapshot_version = 10
+    # server_health (tracked services); version 11: stop_at (scale-out's graceful stop)
+    snapshot_version = 11
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
@@ -795,6 +808,7 @@ class PulseCore(Core[PulseState]):
         7: lambda data: {**data, "track_seen": {}, "eff_priority": None, "track_fault": None, "fault_cause": None},
         8: _upcast_9,
         9: lambda data: {**data, "server_health": {}},
+        10: lambda data: {**data, "stop_at": None},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -832,6 +846,8 @@ class PulseCore(Core[PulseState]):
         if s is None or role in (INIT, STOPPED):
             return None
         due: list[int] = []
+        if st.stop_at is not None:
+            due.append(st.stop_at)
         if role in (BACKUP, ACTIVE) and s.heartbeat_enabled and st.next_hb is not None:
             due.append(st.next_hb)
         for u in st.units.values():
@@ -884,7 +900,8 @@ class PulseCore(Core[PulseState]):
             self._on_started(st, p, out)
         elif t == "router.shutdown_requested":
             self._shutdown(st, p, out)
-            return st, out
+            if st.stop_at is None:
+                return st, out
         elif t == "health.failover_changed":
             st.fos_health[p["service"]] = p["new"]
         elif t == "pulse.track_observed" or t == "health.track_changed":
@@ -898,6 +915,9 @@ class PulseCore(Core[PulseState]):
             self._handover(st, p, out)
         else:
             return st, []
+        if st.stop_at is not None and st.now >= st.stop_at:
+            self._stop(st, out)  # scale-out's graceful stop: the drain is over
+            return st, out
         if st.settings is not None and st.role not in (INIT, STOPPED):
             if t in OWN_CLOCK or not st.own_clock:
                 self._advance(st, out)
@@ -929,7 +949,7 @@ class PulseCore(Core[PulseState]):
             elif u.role == ACTIVE and s is not None and u.cfg.vips:
                 # pulse was down a while (its shell keeps the VIPs): a peer may have taken over and
                 # moved the clients meanwhile, fences and heartbeats unheard: announce ours again
-                out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "restarted"))
+                self._announce(out, s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "restarted")
 
     def _restart(self, st: PulseState, event: Event) -> tuple[PulseState, list]:
         """A new run of the router: after a shutdown, or after a reboot (mono_ns went back, so every
@@ -1053,7 +1073,7 @@ class PulseCore(Core[PulseState]):
                 was_active = any(g["role"] == ACTIVE for g in p["groups"] if g["group"] in u.cfg.groups)
             if was_active:
                 u.reannounce_after[name] = st.now + s.deadtime_ns
-                out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_was_active"))
+                self._announce(out, s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_was_active")
 
     def _mark_alive(self, st: PulseState, name: str, peer: Peer, link: str, out: list) -> None:
         if not peer.alive:
@@ -1070,7 +1090,7 @@ class PulseCore(Core[PulseState]):
                     # that healed, its active spell ended before we heard it: no split brain to see)
                     # and left clients with its MAC: announce ours again. An active peer is the split
                     # brain's business (_on_heartbeat), which re-announces when we stay.
-                    out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_returned"))
+                    self._announce(out, s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_returned")
 
     def _spell_ended(self, st: PulseState, u: Unit, out: list) -> None:
         """A peer we knew as ACTIVE in this unit says it is not any more (its fresh heartbeat says
@@ -1080,7 +1100,7 @@ class PulseCore(Core[PulseState]):
         our announcement be the last one: make it."""
         s = st.settings
         if u.role == ACTIVE and s is not None and u.cfg.vips:
-            out.append(self._garp(s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_stepped_down"))
+            self._announce(out, s, [v.payload() for v in u.cfg.vips], s.garp_repeat, "peer_stepped_down")
 
     @staticmethod
     def _unit_news(u: Unit, groups: list[dict]) -> tuple[str, int] | None:
@@ -1135,6 +1155,8 @@ class PulseCore(Core[PulseState]):
             if u.role != ACTIVE:
                 u.last_active = name
                 continue
+            if st.cfg.scaleout:
+                continue  # both active is scale-out's normal state
             # both active: resolve once per episode, and again when the peer's rank changed (rules 4)
             if not v.split or (st.rules >= 4 and v.priority != was_priority):
                 v.split = True
@@ -1148,6 +1170,9 @@ class PulseCore(Core[PulseState]):
         if not fresh:  # the other link's copy, or older than what the peer has said since
             if not peer.left:
                 self._mark_alive(st, name, peer, p["link"], out)
+            return
+        if st.cfg.scaleout:  # nobody takes a VIP from a scale-out router (a peer not in scale-out: a config rollout)
+            self._mark_alive(st, name, peer, p["link"], out)
             return
         # a valid fence is proof that its sender is alive and has taken over the groups it names
         fenced = [u for u in st.units.values() if set(p["groups"]) & set(u.cfg.groups)]
@@ -1222,7 +1247,7 @@ class PulseCore(Core[PulseState]):
                         out.append(Effect("pulse.release_vips", {"vips": gone, "reason": "config"}))
                     if more:
                         out.append(Effect("pulse.take_vips", {"vips": more, "reason": "config"}))
-                        out.append(self._garp(new, more, new.garp_repeat, "config"))
+                        self._announce(out, new, more, new.garp_repeat, "config")
             units[us.name] = u
         removed = [u for name, u in st.units.items() if name not in units and u.cfg_ is not None]
         st.units = units
@@ -1255,9 +1280,11 @@ class PulseCore(Core[PulseState]):
             if not _fire(u, "start"):
                 continue
             started = True
-            u.listen_until = st.now + s.deadtime_ns
+            # scale-out: nothing to listen for (no election), and the VIPs a crashed run left on the
+            # loopback stay (every router holds them; traffic comes only while the bgp core announces)
+            u.listen_until = None if s.scaleout else st.now + s.deadtime_ns
             # a fresh start holds no VIP: remove any a crashed run left behind (idempotent)
-            if u.cfg.vips:
+            if u.cfg.vips and not s.scaleout:
                 out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips],
                                                          "reason": "started"}))
             self._role_changed(st, u, INIT, BACKUP, "started", None, out)
@@ -1288,7 +1315,7 @@ class PulseCore(Core[PulseState]):
         elif u.role == FAULT and u.faulty():
             u.fault_cause = "link" if st.link_fault() else "track"  # what holds it there now
         elif u.role == FAULT and _fire(u, "recover"):
-            u.listen_until = st.now + st.cfg.deadtime_ns
+            u.listen_until = None if st.cfg.scaleout else st.now + st.cfg.deadtime_ns
             st.next_hb = st.now
             reason = "track_recovered" if u.fault_cause == "track" else "link_up"
             u.fault_cause = None
@@ -1352,8 +1379,19 @@ class PulseCore(Core[PulseState]):
             self._check_unit(st, u, out)
 
     def _shutdown(self, st: PulseState, p: dict, out: list) -> None:
+        s = st.settings
+        if s is not None and s.scaleout and p["graceful"] and st.role == ACTIVE:
+            # scale-out: the bgp core drains the VIPs (GRACEFUL_SHUTDOWN) for drain_time, then
+            # withdraws them; meanwhile the upstream still sends flows here: keep serving them
+            if st.stop_at is None:
+                st.stop_at = st.now + s.scaleout_stop_ns
+            return
+        self._stop(st, out)
+
+    def _stop(self, st: PulseState, out: list) -> None:
         old = st.role
         s = st.settings
+        st.stop_at = None
         for u in st.units.values():
             was = u.role
             if was == ACTIVE:
@@ -1374,6 +1412,9 @@ class PulseCore(Core[PulseState]):
         priority 0 for ``hold_s`` so as not to preempt the role back. Refused unless ACTIVE with a
         live BACKUP peer (for some group it holds)."""
         active = [u for u in st.units.values() if u.role == ACTIVE]
+        if st.settings is not None and st.settings.scaleout:
+            out.append(Effect("pulse.handover_refused", {"by": p["by"], "role": st.role, "reason": "scale_out"}))
+            return
         if not active or st.settings is None:
             out.append(Effect("pulse.handover_refused", {"by": p["by"], "role": st.role, "reason": "not_active"}))
             return
@@ -1422,7 +1463,7 @@ class PulseCore(Core[PulseState]):
             st.next_hb = nxt if nxt > now else now + s.keepalive_ns
         for u in st.units.values():
             if u.role == ACTIVE and u.garp_next is not None and now >= u.garp_next:
-                out.append(self._garp(s, [v.payload() for v in u.cfg.vips], 1, "refresh"))
+                self._announce(out, s, [v.payload() for v in u.cfg.vips], 1, "refresh")
                 nxt = u.garp_next + s.garp_refresh_ns
                 u.garp_next = nxt if nxt > now else now + s.garp_refresh_ns
 
@@ -1463,6 +1504,9 @@ class PulseCore(Core[PulseState]):
         preempt_delay."""
         if u.role != BACKUP or not u.done_listening():
             u.preempt_since = None
+            return
+        if st.cfg.scaleout:  # every router serves: none is elected, none fenced
+            self._take_over(st, u, "scale_out", None, [], out)
             return
         us = u.cfg
         mine = self._my_rank(st, u)
@@ -1513,7 +1557,7 @@ class PulseCore(Core[PulseState]):
             u.last_active = name
             self._step_down(st, u, "step_down", BACKUP, "split_brain", name, out)
         else:  # re-announce at once so no client keeps the loser's MAC
-            out.append(self._garp(s, [x.payload() for x in u.cfg.vips], s.garp_repeat, "split_brain"))
+            self._announce(out, s, [x.payload() for x in u.cfg.vips], s.garp_repeat, "split_brain")
 
     # -- role changes and their effects ----------------------------------------------------
     def _take_over(self, st: PulseState, u: Unit, reason: str, peer: str | None, fence: list, out: list) -> None:
@@ -1524,7 +1568,7 @@ class PulseCore(Core[PulseState]):
         vips = [v.payload() for v in us.vips]
         self._role_changed(st, u, BACKUP, ACTIVE, reason, peer, out, notify=False)
         out.append(Effect("pulse.take_vips", {"vips": vips, "reason": reason}))
-        out.append(self._garp(s, vips, s.garp_repeat, "takeover"))
+        self._announce(out, s, vips, s.garp_repeat, "takeover")
         for target in dict.fromkeys(fence):
             if target and target != s.local and s.router(target) is not None:
                 st.seq += 1
@@ -1539,7 +1583,7 @@ class PulseCore(Core[PulseState]):
         self._notify(st, u, BACKUP, ACTIVE, out)
         u.last_active = None
         u.preempt_since = None
-        u.garp_next = st.now + s.garp_refresh_ns if s.garp_refresh_ns else None
+        u.garp_next = st.now + s.garp_refresh_ns if s.garp_refresh_ns and not s.scaleout else None
         for v in u.views.values():
             v.split = False
         self._heartbeat_now(st, out)
@@ -1680,7 +1724,11 @@ class PulseCore(Core[PulseState]):
             st.next_hb = st.now + s.keepalive_ns
 
     @staticmethod
-    def _garp(s: PulseSettings, vips: list, repeat: int, reason: str) -> Effect:
-        return Effect("pulse.send_garp", {
+    def _announce(out: list, s: PulseSettings, vips: list, repeat: int, reason: str) -> None:
+        """Gratuitous ARP for ``vips``; none in scale-out (the VIPs are on every router's loopback
+        device, reached by routing, never by ARP)."""
+        if s.scaleout:
+            return
+        out.append(Effect("pulse.send_garp", {
             "vips": vips, "repeat": max(1, repeat), "interval_ms": s.garp_interval_ms, "reason": reason,
-        })
+        }))

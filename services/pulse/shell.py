@@ -459,8 +459,16 @@ class PulseShell:
     async def _finish(self, seq: int) -> None:
         """After a shutdown request: let this batch's effects run (the VIP release, the leaving
         heartbeat: they run once their records are durable, so none of them is lost when pulse
-        exits), let notify commands finish, then stop."""
+        exits), let notify commands finish, then stop. In scale-out the core first keeps serving
+        while the bgp core drains and withdraws the VIPs (``stop_at``): wait for that, then for
+        the effects of the step that ended it."""
         await asyncio.sleep(0.05)
+        drained = False
+        while getattr(self.runtime.state, "stop_at", None) is not None and not self.stop.is_set():
+            await asyncio.sleep(0.02)
+            drained = True
+        if drained:
+            seq = max(seq, self.runtime.last_seq)
         deadline = time.monotonic() + 1.0
         while self.runtime.executed_upto < seq and time.monotonic() < deadline:
             await asyncio.sleep(0.005)

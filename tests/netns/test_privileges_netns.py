@@ -97,7 +97,8 @@ def test_routers_services_keep_exactly_their_capabilities_and_fail_over(topo, cl
         line = [l for l in c.err_lines(r) if l.get("event") == "privileges_dropped"][-1]
         assert line["kept"] == {"broker": "none", "pulse": "CAP_NET_BIND_SERVICE CAP_NET_ADMIN CAP_NET_RAW",
                                 "nanny": "none", "lvsd": "none", "ipvs": "CAP_NET_ADMIN", "metrics": "none",
-                                "web": "none", "alerts": "none"}
+                                "web": "none", "alerts": "none",
+                                "bgp": "CAP_NET_BIND_SERVICE CAP_NET_BROADCAST CAP_NET_ADMIN CAP_NET_RAW"}
         assert line["bounding_set"] == "lowered to the kept set"
     # pulse bound the privileged heartbeat port (CAP_NET_BIND_SERVICE kept)
     assert ":539 " in topo.run("r1", "ss", "-uln").stdout

@@ -339,7 +339,15 @@ def test_what_if_covers_the_bgp_core(tmp_path):
     texts = [d.text for d in added]
     assert len(added) >= 3, rep.format()
     assert "announce" in texts[0] and any("quorum_lost" in t for t in texts), texts
-    assert not [c for c in rep.changes if c["change"] == "removed"], rep.format()
+    # and pulse runs the mode: active at once (not after listening), nothing released at the start,
+    # and the graceful stop keeps the VIP and lvsd through the drain (released after the log's end)
+    pulse = [(c["change"], c["before" if c["change"] == "removed" else "after"]) for c in rep.changes
+             if (c.get("before") or c.get("after")).core == "pulse"]
+    texts = [(ch, d.text) for ch, d in pulse]
+    assert ("added", "take VIPs 10.99.1.50 (scale_out)") in texts and ("removed", "take VIPs 10.99.1.50 (no_active)") in texts
+    assert ("removed", "release VIPs 10.99.1.50 (started)") in texts
+    assert ("removed", "release VIPs 10.99.1.50 (shutdown)") in texts, rep.format()
+    assert {c["before"].core for c in rep.changes if c["change"] == "removed"} <= {"pulse", "lvsd"}, rep.format()
 
 
 def drain(b, action="drain"):

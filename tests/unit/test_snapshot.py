@@ -114,7 +114,7 @@ def test_a_snapshot_round_trips_with_its_core_and_version(tmp_path):
     core, state = _pulse_with_state()
     body = encode_state(core, state)
     env = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 10
+    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 11
     assert core.snapshot(decode_state(core, body)) == core.snapshot(state)
 
 
@@ -141,7 +141,7 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
 
 
 @pytest.mark.parametrize("env, why", [
-    ({"core": "pulse", "v": 11, "state": {}}, "version 11"),
+    ({"core": "pulse", "v": 12, "state": {}}, "version 12"),
     ({"core": "pulse", "v": 0, "state": {}}, "version 0"),
     ({"core": "pulse", "v": True, "state": {}}, "not an integer"),
     ({"core": "nanny", "v": 1, "state": {}}, "not of 'pulse'"),

@@ -70,6 +70,18 @@ declare(
     doc="pulse did not hand over as operator.handover_requested (its cause) asked.",
 )
 declare(
+    "pulse.handover_refused", 2,
+    {
+        "by": BY,
+        "role": Enum("INIT", "BACKUP", "ACTIVE", "FAULT", "STOPPED"),
+        "reason": Enum("not_active", "no_peer", "scale_out",
+                       doc="not_active: this router is not ACTIVE; no_peer: no live peer (BACKUP) would take "
+                       "over; scale_out: every router is active ([scaleout]): drain it instead (lvsbus bgp drain)"),
+    },
+    doc="pulse did not hand over as operator.handover_requested (its cause) asked. v2: the reason scale_out.",
+    upcast=lambda p: p,
+)
+declare(
     "operator.config_written", 1,
     {
         "by": BY,

@@ -60,6 +60,12 @@ ROLE_REASONS_3 = Enum(
     "track_recovered",  # FAULT -> BACKUP: every weight-0 tracked item is fine again (and the links are up)
     doc="why the role changed (stable, for alerting)",
 )
+#: version 4 (router.role_changed v5, pulse.take_vips v2, pulse.start_lvsd v3): scale-out
+ROLE_REASONS_4 = Enum(
+    *ROLE_REASONS_3.values,
+    "scale_out",  # BACKUP -> ACTIVE: scale-out ([scaleout]): every router serves every VIP, none is elected
+    doc="why the role changed (stable, for alerting)",
+)
 TRACK = Str(max_len=64, min_len=1, doc="the tracked item's name ([track.NAME])")
 GROUP = Str(max_len=64, min_len=1, doc="a failover group's name ([group.NAME]; 'default' holds every VIP whose "
             "service names no group, and all of them in a config without groups)")
@@ -271,6 +277,13 @@ declare(
     upcast=lambda p: {**p, "group": "default"},
 )
 declare(
+    "router.role_changed", 5,
+    {**_ROLE_CHANGED_1.payload.fields, "reason": ROLE_REASONS_4, "group": GROUP},
+    doc="This router's role in a failover group changed. v5: the reason scale_out (every router active, "
+    "docs/scaleout.md).",
+    upcast=lambda p: p,
+)
+declare(
     "pulse.peer_alive", 1,
     {"peer": NAME, "link": LINK, "role": ROLE, "priority": PRIORITY, "epoch": EPOCH},
     doc="A peer was heard for the first time, or again after it was declared dead or left.",
@@ -403,10 +416,17 @@ declare(
     "(wire version 1, without them, when the only group is the default one).",
     upcast=lambda p: {**p, "groups": ["default"]},
 )
-declare(
+_TAKE_VIPS_1 = declare(
     "pulse.take_vips", 1,
     {"vips": List(VIP, max_items=4096), "reason": ROLE_REASONS},
     doc="Add each VIP to its interface (with its label). Idempotent: an address already there is fine.",
+)
+declare(
+    "pulse.take_vips", 2,
+    {**_TAKE_VIPS_1.payload.fields, "reason": ROLE_REASONS_4},
+    doc="Add each VIP to its interface (with its label). Idempotent: an address already there is fine. "
+    "v2: the reasons of role changes since v1 (scale_out: on the loopback device, no ARP).",
+    upcast=lambda p: p,
 )
 _RELEASE_VIPS_1 = declare(
     "pulse.release_vips", 1,
@@ -460,6 +480,16 @@ declare(
     doc="Start the lvs daemon (the desired IPVS table) on this router, or, running, change the failover "
     "groups it programs (sent again whenever the groups held change while one is). v2: the groups.",
     upcast=lambda p: {**p, "groups": None},
+)
+declare(
+    "pulse.start_lvsd", 3,
+    {"reason": ROLE_REASONS_4,
+     "groups": Nullable(List(GROUP, max_items=64),
+                        doc="the failover groups this router now holds: lvsd programs their virtual services "
+                        "only (null: every virtual service)")},
+    doc="Start the lvs daemon (the desired IPVS table) on this router, or, running, change the failover "
+    "groups it programs. v3: the reason scale_out.",
+    upcast=lambda p: p,
 )
 declare(
     "pulse.stop_lvsd", 1,
