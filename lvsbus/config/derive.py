@@ -64,6 +64,7 @@ def config_vips(cfg: Config, default_device: str | None) -> list[VipSpec]:
     vips: dict[str, VipSpec] = {}
     owners: dict[str, list[str]] = {}
     services: list[VirtualService | FailoverService] = [*cfg.lvs_services(), *cfg.fos_services()]
+    items: list[tuple[str, str, int | None, str | None, str | None]]
     if cfg.scaleout is not None:
         items = [(s.name, s.address, None, SCALEOUT_DEVICE, None) for s in services if s.active]
     else:

@@ -22,7 +22,7 @@ import pytest
 
 from lvsbus.demo.netns import NAT, write_key
 from tests.helpers.bgp import UPSTREAM, VIP, nexthops, start_upstream, upstream_conf
-from tests.helpers.routers import RESPONDER, ROOT, Cluster
+from tests.helpers.routers import RESPONDER, Cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bird") is None, reason="BIRD 2 is not installed (apt-get install bird2)")]
