@@ -50,6 +50,9 @@ from lvsbus_services.lvsd.core import IN_SERVICE, Layout
 SERVING_ROLES = frozenset({"ACTIVE", "BACKUP"})
 RETRY_NS = 1_000_000_000  # the first retry of a refused route set; doubling to RETRY_MAX_NS
 RETRY_MAX_NS = 30_000_000_000
+#: a speaker adopted from an earlier run keeps its routes at most this long while this run's
+#: decision is not known yet (a router restart must not take it out of the upstream's set)
+SETTLE_NS = 10_000_000_000
 __all__ = ["BgpCore", "BgpState", "IN_SERVICE"]
 
 
@@ -61,7 +64,7 @@ def _host_prefix(address: str) -> int:
 class BgpState:
     __slots__ = ("enabled", "drain_ns", "vips", "layouts", "health", "admin", "quorum", "role", "stopping",
                  "drain_until", "routes", "version", "retry_at", "bad_config", "digest", "model",
-                 "drained", "failures")
+                 "drained", "failures", "settle_until")
 
     def __init__(self) -> None:
         self.enabled = False  # [scaleout] in the config in force
@@ -82,6 +85,9 @@ class BgpState:
         self.digest = ""
         self.model: dict | None = None
         self.drained = False  # an operator's drain (operator.bgp_drain), until resume or a router restart
+        # an adopted speaker's routes are left as they are until this run's decision is known (the
+        # role and every VIP's quorum) or until this time: no route set is sent meanwhile
+        self.settle_until: int | None = None
 
 
 class BgpCore(Core[BgpState]):
@@ -95,7 +101,7 @@ class BgpCore(Core[BgpState]):
         return BgpState()
 
     def next_deadline(self, state: BgpState) -> int | None:
-        times = [t for t in (state.drain_until, state.retry_at) if t is not None]
+        times = [t for t in (state.drain_until, state.retry_at, state.settle_until) if t is not None]
         return min(times) if times else None
 
     def decide(self, state: BgpState, event: Event) -> tuple[BgpState, list[Effect]]:
@@ -139,6 +145,8 @@ class BgpCore(Core[BgpState]):
                 why = "shutdown"
         elif t == "timer.fired":
             now = event.mono_ns
+            if st.settle_until is not None and now >= st.settle_until:
+                why = "adopted speaker: settling time over"
             if st.drain_until is not None and now >= st.drain_until:
                 st.stopping, st.drain_until = "stop", None
                 why = "shutdown: drained"
@@ -148,8 +156,14 @@ class BgpCore(Core[BgpState]):
                 why = why or "retry"
         elif t == "bgp.speaker_started":
             st.retry_at, st.failures = None, 0
-            resend = True
             why = f"speaker started ({p['speaker']} {p['version']})"
+            if p.get("adopted", False) and st.version == 0:  # (a v1 record: not adopted)
+                # a new run found the speaker an earlier run left announcing: keep its routes until
+                # this run knows what to announce (_settled), not an empty set at once
+                st.settle_until = event.mono_ns + SETTLE_NS
+                why = f"speaker adopted ({p['speaker']} {p['version']})"
+            else:
+                resend = True
         elif t == "operator.bgp_drain":
             want = p["action"] == "drain"
             outcome = "not_scaleout" if not st.enabled else ("unchanged" if st.drained == want else "applied")
@@ -167,7 +181,7 @@ class BgpCore(Core[BgpState]):
                 st.retry_at = event.mono_ns + min(RETRY_NS << min(st.failures, 5), RETRY_MAX_NS)
                 st.failures += 1
             return st, out
-        self._decide(st, why, resend, out)
+        self._decide(st, why, resend, out, event.mono_ns)
         return st, out
 
     # -- the decision ------------------------------------------------------------------------
@@ -201,7 +215,22 @@ class BgpCore(Core[BgpState]):
                 out[addr] = ("withdraw", "config", [])
         return out
 
-    def _decide(self, st: BgpState, why: str, resend: bool, out: list[Effect]) -> None:
+    def _settled(self, st: BgpState, now: int) -> bool:
+        """Whether this run knows what to announce: pulse's role is known and every VIP's quorum
+        is (up, or every real server of its services has a verdict); or it is stopping; or the
+        settling time is over."""
+        if st.stopping is not None or st.settle_until is None or now >= st.settle_until:
+            return True
+        if st.role is None:
+            return False
+        for names in st.vips.values():
+            for name in names:
+                lay = st.layouts[name]
+                if not self._quorum(st, name) and any(s[0] not in st.health for s in lay.servers):
+                    return False
+        return True
+
+    def _decide(self, st: BgpState, why: str, resend: bool, out: list[Effect], now: int = 0) -> None:
         changed = False
         for addr, (new, reason, names) in self.wanted(st).items():
             old = st.routes.get(addr, "withdraw")
@@ -214,6 +243,12 @@ class BgpCore(Core[BgpState]):
             else:
                 st.routes[addr] = new
             changed = True
+        if st.settle_until is not None:
+            if not self._settled(st, now):
+                return  # the adopted speaker keeps its routes meanwhile
+            st.settle_until = None
+            resend = True
+            why = f"settled: {why}"
         if not (changed or (resend and (st.enabled or st.version))):
             return
         st.version += 1
@@ -253,15 +288,16 @@ class BgpCore(Core[BgpState]):
 
     # -- snapshots ---------------------------------------------------------------------------
 
-    snapshot_version = 2
-    snapshot_upcasters = {1: lambda data: {k: v for k, v in data.items() if k != "sessions"}}  # was dead state
+    snapshot_version = 3
+    snapshot_upcasters = {1: lambda data: {k: v for k, v in data.items() if k != "sessions"},  # was dead state
+                          2: lambda data: {**data, "settle_until": None}}
 
     def snapshot(self, st: BgpState) -> Any:
         return {"model": st.model, "digest": st.digest, "health": dict(st.health), "admin": dict(st.admin),
                 "quorum": dict(st.quorum), "role": st.role, "stopping": st.stopping,
                 "drain_until": st.drain_until, "routes": dict(st.routes), "version": st.version,
                 "retry_at": st.retry_at, "bad_config": st.bad_config,
-                "drained": st.drained, "failures": st.failures}
+                "drained": st.drained, "failures": st.failures, "settle_until": st.settle_until}
 
     def restore(self, data: Any) -> BgpState:
         st = BgpState()
@@ -271,5 +307,5 @@ class BgpCore(Core[BgpState]):
         st.role, st.stopping, st.drain_until = data["role"], data["stopping"], data["drain_until"]
         st.routes, st.version = dict(data["routes"]), data["version"]
         st.retry_at, st.bad_config, st.drained = data["retry_at"], data["bad_config"], data["drained"]
-        st.failures = data["failures"]
+        st.failures, st.settle_until = data["failures"], data["settle_until"]
         return st

@@ -83,7 +83,8 @@ class BgpShell:
         self.watch_policy.started()
         log.info("speaker_started", speaker=self.speaker.name, version=version, pid=pid)
         self.runtime.publish("bgp.speaker_started", {"speaker": self.speaker.name, "version": version[:128],
-                                                     "pid": pid, "epoch": time.monotonic_ns()})
+                                                     "pid": pid, "epoch": time.monotonic_ns(),
+                                                     "adopted": self.speaker.adopted is not None})
 
     async def on_start(self) -> None:
         """On the bus: start BIRD, then watch it (the watcher's restarts never race this first start)."""

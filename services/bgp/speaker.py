@@ -251,6 +251,7 @@ class BirdSpeaker:
                 return self.version, pid
             except SpeakerError:
                 self._kill(pid)  # running but not answering: replaced below
+        self.adopted = None  # a BIRD of our own from here
         self._write(self.routes_file, render_routes([]))
         self._write(self.conf, render_bird_conf(self.settings, str(self.routes_file)))
         try:

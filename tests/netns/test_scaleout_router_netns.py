@@ -2,7 +2,9 @@
 network namespaces, every one active at once with the VIP on its loopback device, each announcing
 it by BGP through the BIRD its router started, to an upstream namespace running BIRD with ECMP
 (multipath, layer-4 hashing) into its kernel. The client on the upstream reaches the VIP through
-all three (a UDP echo on each router says which one answered). A router lost whole (its processes
+all three (a UDP echo on each router says which one answered). A router whose processes crash
+and start again, its BIRD running on, never leaves the upstream's set (the new run's bgp core keeps
+the adopted BIRD's routes until it knows what to announce). A router lost whole (its processes
 and its BIRD SIGKILLed) leaves the upstream's set when its BGP session closes, and the others do not
 move; a router stopped by SIGTERM drains (GRACEFUL_SHUTDOWN: out of the ECMP set while still
 announced and still serving), then withdraws and only then releases its VIP. Every log replays.
@@ -90,6 +92,28 @@ def test_three_routers_all_active_behind_ecmp_lose_one_and_drain_one(netns, tmp_
         c.wait(lambda: nexthops(topo) == all3, 30.0, "the upstream's route to the VIP through all three")
         spread = who_answers(topo)
         assert set(spread) == set(addrs), spread  # new flows spread over the three (ECMP, L4 hash)
+
+        # r1's router crashes and is started again; its BIRD runs on: the restart moves no traffic --
+        mark1 = len(c.events("r1"))
+        os.killpg(c.procs["r1"].pid, signal.SIGKILL)
+        c.procs["r1"].wait(5)
+        c.start("r1")
+        absent = 0
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:  # sampled every ~20 ms until the new run has sent its route set
+            absent += addrs["r1"] not in nexthops(topo)
+            sets = [e for e in c.events("r1")[mark1:] if e.type == "bgp.set_routes"]
+            if sets:
+                break
+            time.sleep(0.02)
+        assert sets and sets[0].payload["reason"].startswith("settled: "), sets
+        assert [r["state"] for r in sets[0].payload["routes"]] == ["announce"]
+        assert absent == 0  # never out of the upstream's set
+        adopted = [e for e in c.events("r1")[mark1:] if e.type == "bgp.speaker_started"]
+        assert adopted and adopted[0].payload["adopted"] is True
+        c.wait(lambda: c.role("r1") == "ACTIVE", 10.0, "r1 active again")
+        c.wait(lambda: {e.payload["peer"] for e in c.events("r1")[mark1:] if e.type == "pulse.peer_alive"} == {"r2", "r3"},
+               5.0, "r1 hears its peers again")
 
         # r2 lost whole: its router's processes and its BIRD (a host that died) -------------------
         marks = {r: len(c.events(r)) for r in ("r1", "r3")}

@@ -389,3 +389,49 @@ def test_the_timeline_shows_the_announcements_with_their_own_mark(tmp_path):
     assert "BGP session to 10.99.1.100 up (Established)" in bgp, bgp
     color, _shape = _MARK["bgp"]
     assert f'<span class="sw" style="background:{color}"></span>bgp' in render_html(tl)  # in the legend
+
+
+def started(b, adopted, version=2):
+    p = {"speaker": "bird", "version": "2.0.12", "pid": 7, "epoch": 1}
+    return b.feed("bgp.speaker_started", {**p, "adopted": adopted} if version == 2 else p, version)
+
+
+def test_a_new_run_leaves_an_adopted_speakers_routes_until_it_knows_what_to_announce():
+    """A router restarted (its BIRD kept running, still announcing): no empty route set at the
+    adoption, which would take the router out of the upstream's set until its health is known
+    again; the whole set once the role and every VIP's quorum are known."""
+    b = Bgp(config(vs("web", "10.200.0.1"), vs("dns", "10.200.0.2", port=53, n=1)))
+    out = started(b, adopted=True)
+    assert "bgp.set_routes" not in types(out) and b.core.next_deadline(b.st) == b.now + 10_000_000_000
+    assert "bgp.set_routes" not in types(b.role("BACKUP"))
+    assert "bgp.set_routes" not in types(b.health("web", "s0"))  # web has quorum; dns not known yet
+    out = b.health("dns", "s0", up=False)  # every VIP's quorum known: the whole set, dns withdrawn
+    assert types(out)[-1] == "bgp.set_routes" and out[-1].payload["reason"].startswith("settled: ")
+    assert b.routes == {"10.200.0.1": "announce"} and b.core.next_deadline(b.st) is None
+
+
+def test_an_adopted_speaker_gets_a_route_set_after_the_settling_time_at_the_latest():
+    b = Bgp(config(vs("web", "10.200.0.1")))
+    started(b, adopted=True)
+    b.role("BACKUP")  # the health never comes (nanny slow to start)
+    b.now += 10_000_000_000
+    out = b.timer()
+    assert types(out)[-1] == "bgp.set_routes" and b.routes == {}  # what it knows: no quorum, withdrawn
+
+
+def test_a_fresh_speaker_or_one_adopted_mid_run_gets_the_set_at_once():
+    b = Bgp(config(vs("web", "10.200.0.1")))
+    assert types(started(b, adopted=False)) == ["bgp.set_routes"]  # a BIRD of its own: nothing to keep
+    b = serving(vs("web", "10.200.0.1"))
+    # the bgp service restarted mid-run (the core knows its decisions): the set at once
+    assert types(started(b, adopted=True)) == ["bgp.set_routes"] and b.routes == {"10.200.0.1": "announce"}
+    # a v1 record (before adoption was said) decides as it did: the set at once
+    b = Bgp(config(vs("web", "10.200.0.1")))
+    assert types(started(b, adopted=False, version=1)) == ["bgp.set_routes"]
+
+
+def test_a_stop_during_the_settling_sends_the_set():
+    b = Bgp(config(vs("web", "10.200.0.1")))
+    started(b, adopted=True)
+    out = b.feed("router.shutdown_requested", {"reason": "SIGTERM", "graceful": False})
+    assert types(out)[-1] == "bgp.set_routes" and b.routes == {}

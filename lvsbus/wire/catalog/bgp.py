@@ -21,7 +21,7 @@ STATE = Enum("announce", "drain", "withdraw",
              doc="announce: a plain route; drain: announced with GRACEFUL_SHUTDOWN (65535:0), so the upstream "
                  "prefers the other routers; withdraw: not announced")
 
-declare(
+_SPEAKER_STARTED_1 = declare(
     "bgp.speaker_started", 1,
     {
         "speaker": Str(max_len=32, min_len=1, doc="which speaker: bird"),
@@ -31,6 +31,16 @@ declare(
     },
     doc="The BGP speaker runs and answers on its control socket (started by the bgp shell, or found running). "
     "The core answers with the whole route set.",
+)
+declare(
+    "bgp.speaker_started", 2,
+    {**_SPEAKER_STARTED_1.payload.fields,
+     "adopted": Bool(doc="found running, started by an earlier run of the bgp service: it may announce routes "
+                         "this run of the core has not decided (a v1 record: false)")},
+    doc="The BGP speaker runs and answers on its control socket (started by the bgp shell, or found running). "
+    "The core answers with the whole route set; v2: an adopted speaker in a run that has decided nothing yet "
+    "keeps its routes until the run's decision is known (the role and each VIP's quorum, or 10 s).",
+    upcast=lambda p: {**p, "adopted": False},
 )
 declare(
     "bgp.session_changed", 1,
