@@ -5,6 +5,7 @@ recorded; the actions as operator events; the live stream; the view folded from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -42,6 +43,11 @@ class FakeBus:
             self.published.append((type_, payload))
             self.seq += 1
         fut.set_result((self.seq, self.seq))
+        if self.answer and items[0][0] == "operator.bgp_drain":
+            p = items[0][1]
+            ans = {"action": p["action"], "by": p["by"], "outcome": "applied", "vips": 1}
+            seq = self.seq
+            asyncio.get_running_loop().call_later(0.01, lambda: self.console.fold([ev(seq + 1, "bgp.drain_taken", ans, cause=seq)]))
         if self.answer and items[0][0] == "operator.server_action":
             p = items[0][1]
             ans = {"virtual": p["virtual"], "server": p["server"], "action": p["action"], "by": p["by"],
@@ -671,13 +677,15 @@ def test_the_view_shows_each_failover_group_its_role_here_its_vips_and_each_peer
     assert v.state()["router"]["groups"]["mail"]["peers"] == {"lvs2": None}  # dead: its roles are not known
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")),
-                    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
-def test_the_failover_groups_in_a_browser_live(passwd, tmp_path):
-    """The overview's failover groups in headless Chromium, served on a loopback port: a row per
-    group with its role here, its VIPs and the peer's role in it; a service names its group; a
-    peer's takeover of mail shows live, without reloading the page."""
+CHROMIUM = pytest.mark.skipif(not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")),
+                              reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
+
+
+@contextlib.contextmanager
+def browser_on(console, tmp_path, user=("vic", "battery staple")):
+    """The console served on a loopback port (its own event loop on a thread) and headless Chromium
+    logged in to it: yields (driver, fold), ``fold(events)`` folding events into the console on its
+    loop; everything stopped at the end, also on failure."""
     import threading
 
     from aiohttp import web as aioweb
@@ -687,11 +695,6 @@ def test_the_failover_groups_in_a_browser_live(passwd, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    console = Console(passwd, bus=FakeBus(), node="lvs1", clock=Clock())
-    console.fold([two_groups_loaded(), group_role(2, "web", "INIT", "BACKUP", "started"),
-                  group_role(3, "mail", "INIT", "BACKUP", "started"), group_role(4, "web", "BACKUP", "ACTIVE", "no_active"),
-                  ev(5, "pulse.take_vips", WEB_VIP_TAKEN), peer_groups(6, "BACKUP", "BACKUP"),
-                  ev(7, "pulse.peer_alive", LVS2_ALIVE)])
     loop = asyncio.new_event_loop()
     started: list = []
     stop = threading.Event()
@@ -722,30 +725,14 @@ def test_the_failover_groups_in_a_browser_live(passwd, tmp_path):
         end = time.monotonic() + 10
         while not started and time.monotonic() < end:
             time.sleep(0.05)
-        url = f"http://127.0.0.1:{started[0]}"
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-        driver.get(url + "/")
+        driver.get(f"http://127.0.0.1:{started[0]}/")
         WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "login"))
-        driver.find_element(By.ID, "user").send_keys("vic")  # a viewer sees it all
-        driver.find_element(By.ID, "password").send_keys("battery staple")
+        driver.find_element(By.ID, "user").send_keys(user[0])
+        driver.find_element(By.ID, "password").send_keys(user[1])
         driver.find_element(By.ID, "submit").click()
         WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "live").text == "live")
-        text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
-        assert driver.find_element(By.ID, "groupsbox").is_displayed()
-        assert text("role") == "ACTIVE"
-        assert text("group-web").startswith("web ACTIVE (no_active") and text("group-web").endswith("192.0.2.80; lvs2 BACKUP")
-        assert text("group-mail").startswith("mail BACKUP (started") and text("group-mail").endswith("192.0.2.25; lvs2 BACKUP")
-        assert "group mail" in text("svc-tcp:192.0.2.25:25") and "group web" in text("svc-tcp:192.0.2.80:80")
-        assert "192.0.2.25: nobody" in text("vips")
-        driver.execute_script("window.__same_page = 'yes';")
-        loop.call_soon_threadsafe(console.fold, [peer_groups(8, "BACKUP", "ACTIVE")])  # lvs2 takes mail
-        WebDriverWait(driver, 10, poll_frequency=0.02).until(lambda d: text("group-mail").endswith("lvs2 ACTIVE"))
-        assert text("peers").startswith("lvs2 ACTIVE")  # active for one of the groups
-        assert "192.0.2.25: lvs2" in text("vips")
-        assert driver.execute_script("return window.__same_page || null;") == "yes"  # live: never reloaded
-        driver.save_screenshot(str(tmp_path / "groups.png"))
-        if os.environ.get("LVSBUS_SHOT"):
-            driver.save_screenshot(os.environ["LVSBUS_SHOT"])
+        yield driver, lambda events: loop.call_soon_threadsafe(console.fold, events)
     finally:
         if driver is not None:
             driver.quit()
@@ -753,3 +740,131 @@ def test_the_failover_groups_in_a_browser_live(passwd, tmp_path):
         server.join(20)
         if not server.is_alive():
             loop.close()
+
+
+@pytest.mark.slow
+@CHROMIUM
+def test_the_failover_groups_in_a_browser_live(passwd, tmp_path):
+    """The overview's failover groups in headless Chromium, served on a loopback port: a row per
+    group with its role here, its VIPs and the peer's role in it; a service names its group; a
+    peer's takeover of mail shows live, without reloading the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    console = Console(passwd, bus=FakeBus(), node="lvs1", clock=Clock())
+    console.fold([two_groups_loaded(), group_role(2, "web", "INIT", "BACKUP", "started"),
+                  group_role(3, "mail", "INIT", "BACKUP", "started"), group_role(4, "web", "BACKUP", "ACTIVE", "no_active"),
+                  ev(5, "pulse.take_vips", WEB_VIP_TAKEN), peer_groups(6, "BACKUP", "BACKUP"),
+                  ev(7, "pulse.peer_alive", LVS2_ALIVE)])
+    with browser_on(console, tmp_path) as (driver, fold):  # a viewer sees it all
+        text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
+        assert driver.find_element(By.ID, "groupsbox").is_displayed()
+        assert not driver.find_element(By.ID, "bgpbox").is_displayed()  # no [scaleout]
+        assert not driver.find_element(By.ID, "handover").is_displayed()  # a viewer: no actions
+        assert text("role") == "ACTIVE"
+        assert text("group-web").startswith("web ACTIVE (no_active") and text("group-web").endswith("192.0.2.80; lvs2 BACKUP")
+        assert text("group-mail").startswith("mail BACKUP (started") and text("group-mail").endswith("192.0.2.25; lvs2 BACKUP")
+        assert "group mail" in text("svc-tcp:192.0.2.25:25") and "group web" in text("svc-tcp:192.0.2.80:80")
+        assert "192.0.2.25: nobody" in text("vips")
+        driver.execute_script("window.__same_page = 'yes';")
+        fold([peer_groups(8, "BACKUP", "ACTIVE")])  # lvs2 takes mail
+        WebDriverWait(driver, 10, poll_frequency=0.02).until(lambda d: text("group-mail").endswith("lvs2 ACTIVE"))
+        assert text("peers").startswith("lvs2 ACTIVE")  # active for one of the groups
+        assert "192.0.2.25: lvs2" in text("vips")
+        assert driver.execute_script("return window.__same_page || null;") == "yes"  # live: never reloaded
+        driver.save_screenshot(str(tmp_path / "groups.png"))
+        if os.environ.get("LVSBUS_SHOT"):
+            driver.save_screenshot(os.environ["LVSBUS_SHOT"])
+
+
+def scaleout_loaded(seq=1) -> Event:
+    """config.loaded of a scale-out router (one service, one BGP peer)."""
+    import dataclasses
+
+    from lvsbus.config.model import Scaleout
+
+    cfg = dataclasses.replace(config(vs(1, scheduler="mh")), scaleout=Scaleout(local_as=65001, peer_as=65000,
+                                                                               peers=("192.0.2.254",)))
+    return ev(seq, "config.loaded", {"path": "x", "format": "toml", "digest": "d", "model": to_dict(cfg), "warnings": [],
+                                     "local_router": "lvs1", "reload": False, "diff": {}})
+
+
+def test_the_view_shows_scaleouts_bgp_sessions_announcements_and_drain():
+    v = View()
+    v.apply(model_event())
+    assert v.state()["router"]["bgp"] is None  # no [scaleout]
+    v.apply(scaleout_loaded(2))
+    assert v.state()["router"]["bgp"] == {"sessions": {"192.0.2.254": {"state": "down", "info": "not heard"}},
+                                          "vips": {}, "drained": False}
+    out = v.apply(ev(3, "bgp.session_changed", {"peer": "192.0.2.254", "state": "up", "info": "Established"}))
+    assert out[0]["bgp"]["sessions"]["192.0.2.254"] == {"state": "up", "info": "Established"}
+    out = v.apply(ev(4, "bgp.vip_changed", {"address": "192.0.2.80", "prefixlen": 32, "old": "withdraw",
+                                            "new": "announce", "reason": "serving", "virtuals": ["web"]}))
+    assert out[0]["bgp"]["vips"] == {"192.0.2.80": {"state": "announce", "reason": "serving"}}
+    out = v.apply(ev(5, "bgp.drain_taken", {"action": "drain", "by": "ada", "outcome": "applied", "vips": 1}))
+    assert out[0]["bgp"]["drained"] is True
+    assert v.apply(ev(6, "bgp.drain_taken", {"action": "resume", "by": "ada", "outcome": "unchanged", "vips": 1})) == []
+    assert v.apply(ev(7, "bgp.routes_applied", {"version": 3, "ok": True, "error": ""})) == []  # not shown
+    v.apply(model_event(8))  # a reload without [scaleout]
+    assert v.state()["router"]["bgp"] is None
+
+
+def test_an_admin_drains_the_router_by_bgp_and_a_viewer_cannot(passwd):
+    async def t(client, console, bus, clock):
+        console.fold([scaleout_loaded()])
+        await login(client)
+        csrf = await csrf_of(client)
+        r = await client.post("/api/bgp", json={"action": "drain", "reason": "kernel upgrade"},
+                              headers={**origin(client), "X-CSRF-Token": csrf})
+        assert r.status == 200
+        a = await r.json()
+        assert a["answered"] and (a["outcome"], a["action"], a["vips"]) == ("applied", "drain", 1)
+        (req,) = [p for t, p in bus.published if t == "operator.bgp_drain"]
+        assert req == {"action": "drain", "by": "ada", "via": "web", "reason": "kernel upgrade"}
+        assert console.view.state()["router"]["bgp"]["drained"] is True
+        r = await client.post("/api/bgp", json={"action": "flap"}, headers={**origin(client), "X-CSRF-Token": csrf})
+        assert r.status == 400
+        await client.post("/logout", data={"csrf": csrf}, headers=origin(client), allow_redirects=False)
+        await login(client, "vic", "battery staple")
+        csrf = await csrf_of(client)
+        r = await client.post("/api/bgp", json={"action": "resume"}, headers={**origin(client), "X-CSRF-Token": csrf})
+        assert r.status == 403 and len([p for t, p in bus.published if t == "operator.bgp_drain"]) == 1
+    run(t, passwd)
+
+
+@pytest.mark.slow
+@CHROMIUM
+def test_scaleouts_bgp_line_and_drain_button_in_a_browser(passwd, tmp_path):
+    """Scale-out in headless Chromium: the BGP line (session, the VIP's announcement) follows the
+    bgp core live; an admin's Drain (confirmed) is an operator.bgp_drain naming the admin, and the
+    answer shows the router drained with Resume offered instead."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    bus = FakeBus()
+    console = Console(passwd, bus=bus, node="lvs1", clock=Clock())
+    bus.console = console
+    console.fold([scaleout_loaded()])
+    with browser_on(console, tmp_path, user=("ada", "correct horse")) as (driver, fold):
+        text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
+        assert driver.find_element(By.ID, "bgpbox").is_displayed()
+        assert not driver.find_element(By.ID, "handover").is_displayed()  # every router active: drain instead
+        assert "192.0.2.254 down (not heard)" in text("bgp")
+        fold([ev(2, "bgp.session_changed", {"peer": "192.0.2.254", "state": "up", "info": "Established"}),
+              ev(3, "bgp.vip_changed", {"address": "192.0.2.80", "prefixlen": 32, "old": "withdraw", "new": "announce",
+                                        "reason": "serving", "virtuals": ["web"]})])
+        WebDriverWait(driver, 10, poll_frequency=0.02).until(
+            lambda d: text("bgp") == "sessions: 192.0.2.254 up; VIPs: 192.0.2.80 announce (serving)")
+        assert driver.find_element(By.ID, "bgp-drain").is_displayed()
+        assert not driver.find_element(By.ID, "bgp-resume").is_displayed()
+        driver.find_element(By.ID, "bgp-drain").click()
+        driver.switch_to.alert.accept()
+        WebDriverWait(driver, 10).until(lambda d: "now drained (1 VIPs)" in text("message"))
+        WebDriverWait(driver, 10).until(lambda d: "DRAINED by an operator" in text("bgp"))
+        assert driver.find_element(By.ID, "bgp-resume").is_displayed()
+        assert not driver.find_element(By.ID, "bgp-drain").is_displayed()
+        (req,) = [p for t, p in bus.published if t == "operator.bgp_drain"]
+        assert (req["action"], req["by"], req["via"]) == ("drain", "ada", "web")
+        driver.save_screenshot(str(tmp_path / "bgp.png"))
+        if os.environ.get("LVSBUS_SHOT2"):
+            driver.save_screenshot(os.environ["LVSBUS_SHOT2"])

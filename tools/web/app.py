@@ -574,6 +574,25 @@ async def handover(request: web.Request, c: Console, s: auth.Session) -> web.Res
     return web.json_response({"seq": seq, "answered": True, "type": ev.type, **ev.payload}, headers=HEADERS)
 
 
+@guarded(admin=True, post=True)
+async def bgp_drain(request: web.Request, c: Console, s: auth.Session) -> web.Response:
+    """Scale-out: drain this router's BGP announcements (GRACEFUL_SHUTDOWN) or resume them, as
+    ``lvsbus bgp drain|resume`` does; the bgp core answers with bgp.drain_taken."""
+    try:
+        body = await request.json()
+        action, reason = str(body["action"]), str(body.get("reason", ""))
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "bad_request"}, status=400, headers=HEADERS)
+    if action not in ("drain", "resume") or len(reason) > 256:
+        return web.json_response({"error": "bad_request"}, status=400, headers=HEADERS)
+    if c.bus is None:
+        return web.json_response({"error": "no_router"}, status=503, headers=HEADERS)
+    seq, ev = await c.ask("operator.bgp_drain", {"action": action, "by": s.user, "via": "web", "reason": reason})
+    if ev is None:
+        return web.json_response({"seq": seq, "answered": False}, headers=HEADERS)
+    return web.json_response({"seq": seq, "answered": True, **ev.payload}, headers=HEADERS)
+
+
 CONSOLE = web.AppKey("console", Console)
 
 
@@ -588,7 +607,7 @@ def make_app(console: Console) -> web.Application:
         web.get("/timeline", timeline_page),
         web.get("/config", config_page), web.get("/api/config", config_get),
         web.post("/api/config/check", config_check), web.post("/api/config/apply", config_apply),
-        web.post("/api/server", server_action), web.post("/api/handover", handover),
+        web.post("/api/server", server_action), web.post("/api/handover", handover), web.post("/api/bgp", bgp_drain),
     ])
     return app
 

@@ -54,6 +54,9 @@ class View:
         self.figures = Figures()
         self.weights: dict[str, dict[str, int]] = {}  # desired table: service key -> {dest key: weight}
         self.config: dict | None = None  # the config in force: {path, format, digest, model, seq}
+        #: scale-out ([scaleout]): {"sessions": {peer: {state, info}}, "vips": {address: {state,
+        #: reason}}, "drained": bool}; None without it
+        self.bgp: dict | None = None
         self.router_pid: int | None = None  # the router's supervisor (it says hello on the bus)
 
     # -- the whole view ---------------------------------------------------------------------
@@ -65,7 +68,7 @@ class View:
                 "since_ns": self.role_since_ns, "peers": self.peer_state(), "vips": sorted(self.vips),
                 "holders": self.holders(), "links": self.links, "monitor_links": self.monitor_links,
                 "deadtime_s": None if self.deadtime_ns is None else self.deadtime_ns / 1e9,
-                "groups": self.group_state()}
+                "groups": self.group_state(), "bgp": self.bgp}
 
     def group_state(self) -> dict[str, dict]:
         """Each failover group (config order): its role here, why and since when, its VIPs, and
@@ -190,6 +193,16 @@ class View:
         if t == "ipvs.stats":
             fold(self.figures, p)
             return self._stats(p)
+        if self.bgp is not None and t.startswith("bgp."):
+            if t == "bgp.session_changed":
+                self.bgp["sessions"][p["peer"]] = {"state": p["state"], "info": p["info"]}
+            elif t == "bgp.vip_changed":
+                self.bgp["vips"][p["address"]] = {"state": p["new"], "reason": p["reason"]}
+            elif t == "bgp.drain_taken" and p["outcome"] == "applied":
+                self.bgp["drained"] = p["action"] == "drain"
+            else:
+                return []
+            return [self.router_state()]
         return []
 
     def _config(self, p: dict) -> None:
@@ -198,6 +211,11 @@ class View:
         except (ConfigError, KeyError, TypeError, ValueError):
             return
         self.router = p["local_router"]
+        if cfg.scaleout is None:
+            self.bgp = None
+        elif self.bgp is None:  # (kept across a reload that keeps [scaleout]: the speaker's state goes on)
+            self.bgp = {"sessions": {peer: {"state": "down", "info": "not heard"} for peer in cfg.scaleout.peers},
+                        "vips": {}, "drained": False}
         self.deadtime_ns = int(cfg.heartbeat.deadtime * 1e9)
         self.monitor_links = cfg.heartbeat.monitor_links
         for r in cfg.routers:

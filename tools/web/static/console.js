@@ -106,12 +106,28 @@ function routerPatch(r) {
   if (r.router) $("router").textContent = r.router;
   peersPatch(r.peers, r.deadtime_s);
   groupsPatch(r.groups || {});
+  bgpPatch(r.bgp);
   const held = Object.entries(r.holders).map(([v, h]) => `${v}: ${h || "nobody"}`);
   $("vips").textContent = held.length ? held.join(", ") : "none";
   const links = Object.entries(r.links).map(([l, x]) =>
     `${l} ${x.up ? "up" : "DOWN"}${x.device ? " (" + x.device + ")" : ""}${x.since_ns ? " since " + fmtTime(x.since_ns) : ""}`);
   $("links").textContent = (links.length ? links.join(", ") : "none") + (r.monitor_links ? "" : " (not monitored)");
   $("links").className = Object.values(r.links).some((x) => !x.up) ? "l-down" : "";
+}
+
+// Scale-out ([scaleout]): each BGP session to the upstream, each VIP's announcement (announce,
+// drain, withdraw, and why), and whether an operator drained this router. Hidden without it.
+function bgpPatch(b) {
+  $("bgpbox").hidden = !b;
+  $("handover").hidden = !!b; // scale-out: every router is active, nothing to hand over (drain instead)
+  if (!b) return;
+  const sessions = Object.entries(b.sessions).map(([p, x]) => `${p} ${x.state}${x.state === "up" ? "" : " (" + x.info + ")"}`);
+  const vips = Object.entries(b.vips).map(([v, x]) => `${v} ${x.state} (${x.reason})`);
+  $("bgp").textContent = `sessions: ${sessions.join(", ") || "none"}; VIPs: ${vips.join(", ") || "none announced"}` +
+    (b.drained ? "; DRAINED by an operator" : "");
+  $("bgp").className = b.drained ? "l-down" : "";
+  $("bgp-drain").hidden = b.drained;
+  $("bgp-resume").hidden = !b.drained;
 }
 
 // Each failover group: its role on this router (why, since when), its VIPs, and each live peer's
@@ -237,6 +253,18 @@ $("handover").addEventListener("click", async () => {
   $("message").textContent = status !== 200 ? `refused: ${a.error}` : !a.answered ? `#${a.seq}: recorded, no answer yet` :
     a.type === "pulse.handover_refused" ? `#${a.seq}: handover refused: ${a.reason}` : `#${a.seq}: ${a.old} -> ${a.new} (handover)`;
 });
+
+for (const action of ["drain", "resume"]) {
+  $("bgp-" + action).addEventListener("click", async () => {
+    if (action === "drain" && !confirm("Drain this router's BGP announcements (new flows go to the other routers)?")) return;
+    const res = await post("/api/bgp", {action, reason: ""});
+    if (!res) return;
+    const [status, a] = res;
+    $("message").textContent = status !== 200 ? `refused: ${a.error}` : !a.answered ? `#${a.seq}: recorded, the bgp service has not answered` :
+      a.outcome === "not_scaleout" ? `#${a.seq}: no [scaleout] in force` :
+      `#${a.seq}: ${a.outcome === "applied" ? "now" : "already"} ${action === "drain" ? "drained" : "announced plainly"} (${a.vips} VIPs)`;
+  });
+}
 
 function connect() {
   const es = new EventSource("/api/stream");
