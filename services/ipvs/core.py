@@ -43,7 +43,9 @@ from lvsbus.ipvs.table import (  # noqa: F401  (re-exported: the applier's tests
 
 Op = dict  # {"op": kind, "service": key string, "dest": dest key | None, "attrs": {...}}
 
-GLOBAL_OPS = ("set_timeouts", "start_daemon", "stop_daemon")
+GLOBAL_OPS = ("set_timeouts", "start_daemon", "stop_daemon", "set_sysctl")
+#: the IPVS sysctls (/proc/sys/net/ipv4/vs/NAME) the applier reads and may set
+SYSCTLS = ("sloppy_tcp", "sloppy_sctp")
 _PHASE = {"del_dest": 0, "del_service": 1, "add_service": 2, "edit_service": 2, "add_dest": 3, "edit_dest": 3}
 OP_KINDS = SERVICE_OPS + DEST_OPS + GLOBAL_OPS
 #: service attributes that IPVS cannot edit in place (a change means delete + add). None today.
@@ -112,9 +114,15 @@ def planned_result(actual: Table, desired: Table, ops: list[Op]) -> Table:
 
 
 def plan_globals(actual_timeouts: dict | None, want_timeouts: dict, actual_daemons: list[dict] | None,
-                 want_daemons: list[dict]) -> list[Op]:
-    """Ops for the IPVS timeouts (0 = leave the kernel's value) and the sync daemons."""
+                 want_daemons: list[dict], actual_sysctls: dict | None = None,
+                 want_sysctls: dict | None = None) -> list[Op]:
+    """Ops for the IPVS sysctls (those wanted, when they could be read), the timeouts (0 = leave
+    the kernel's value) and the sync daemons."""
     ops: list[Op] = []
+    if actual_sysctls is not None:
+        for name, value in sorted((want_sysctls or {}).items()):
+            if actual_sysctls.get(name) != value:
+                ops.append({"op": "set_sysctl", "service": "", "dest": None, "attrs": {"name": name, "value": value}})
     if any(want_timeouts.values()):
         have = actual_timeouts or {}
         if any(v and have.get(k) != v for k, v in want_timeouts.items()):
@@ -128,6 +136,13 @@ def plan_globals(actual_timeouts: dict | None, want_timeouts: dict, actual_daemo
         if w is not None and (h is None or _daemon_differs(h, w)):
             ops.append({"op": "start_daemon", "service": "", "dest": None, "attrs": dict(w)})
     return ops
+
+
+def sysctls_after(sysctls: dict | None, op: Op) -> dict | None:
+    """The IPVS sysctls once ``op`` is applied (a set_sysctl sets one; anything else: unchanged)."""
+    if op["op"] == "set_sysctl":
+        return {**(sysctls or {}), op["attrs"]["name"]: op["attrs"]["value"]}
+    return sysctls
 
 
 def apply_global(timeouts: dict | None, daemons: list[dict] | None, op: Op) -> tuple[dict | None, list[dict] | None]:
@@ -150,10 +165,12 @@ def apply_global(timeouts: dict | None, daemons: list[dict] | None, op: Op) -> t
 CHUNK = 256
 
 
-def table_read_payload(request: int, table: Table, timeouts: dict, daemons: list[dict], duration_us: int) -> dict:
+def table_read_payload(request: int, table: Table, timeouts: dict, daemons: list[dict], duration_us: int,
+                       sysctls: dict | None = None) -> dict:
     """``ipvs.table_read``: what a dump of the kernel found (the real shell's and the simulated kernel's)."""
     return {"request": request, "table": table.to_dict(), "timeouts": timeouts, "daemons": daemons,
-            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": duration_us}
+            "services": len(table), "dests": sum(len(e.dests) for _k, e in table.items()), "duration_us": duration_us,
+            "sysctls": sysctls}
 
 
 def applied_events(batch: int, first: int, ops: list[Op], results: list[tuple[int | None, str, int]]) -> list[tuple[str, dict]]:
@@ -285,6 +302,10 @@ class ApplierState:
     daemons_have: list | None = None
     timeouts_want: dict = field(default_factory=lambda: {"tcp": 0, "tcpfin": 0, "udp": 0})
     sync: dict | None = None  # config's sync daemon {ifname, syncid} when enabled
+    sysctls_have: dict | None = None  # the IPVS sysctls as last read (and set since); None: unknown
+    #: what the config wants of them: scale-out, sloppy TCP and SCTP (a router takes the middle of a
+    #: flow another router saw start); otherwise nothing (the kernel's are left as they are)
+    sysctls_want: dict = field(default_factory=dict)
     role: str = "INIT"  # the last role_changed's new role (any group): shown, not decided on
     roles: dict = field(default_factory=dict)  # failover group -> this router's role in it
     managed: set = field(default_factory=set)  # ServiceKey
@@ -349,6 +370,7 @@ class ApplierCore(Core[ApplierState]):
         st.timeouts_want = {"tcp": to.tcp, "tcpfin": to.tcpfin, "udp": to.udp}
         sd = cfg.sync_daemon
         st.sync = {"ifname": sd.interface, "syncid": sd.sync_id} if sd.enabled else None
+        st.sysctls_want = dict.fromkeys(SYSCTLS, 1) if cfg.scaleout is not None else {}
         if was_idle and st.started and not st.reads:  # back from fos mode: look at the kernel first
             return [self._read(st, "config")]
         return self._reconcile(st, "config")
@@ -381,6 +403,8 @@ class ApplierCore(Core[ApplierState]):
         st.expected = exp
         st.timeouts_have = dict(p["timeouts"]) if p["timeouts"] is not None else None
         st.daemons_have = list(p["daemons"])
+        sysctls = p.get("sysctls")  # (a v1 record: not read)
+        st.sysctls_have = dict(sysctls) if sysctls is not None else None
         return self._reconcile(st, "reconcile")
 
     def _on_batch_applied(self, st: ApplierState, p: dict, ev: Event) -> list[Effect]:
@@ -442,7 +466,8 @@ class ApplierCore(Core[ApplierState]):
     def _reconcile(self, st: ApplierState, reason: str, only: set | None = None) -> list[Effect]:
         if st.idle or st.expected is None or st.reads:
             return []  # no dump yet, or one on its way: plan when it arrives
-        ops = plan_globals(st.timeouts_have, st.timeouts_want, st.daemons_have, self._want_daemons(st))
+        ops = plan_globals(st.timeouts_have, st.timeouts_want, st.daemons_have, self._want_daemons(st),
+                           st.sysctls_have, st.sysctls_want)
         if st.desired is not None:
             managed = st.managed
             ops += plan(st.expected, st.desired, lambda k: k in managed, st.flush_unmanaged, only=only)
@@ -454,6 +479,7 @@ class ApplierCore(Core[ApplierState]):
         for op in ops:
             if op["op"] in GLOBAL_OPS:
                 st.timeouts_have, st.daemons_have = apply_global(st.timeouts_have, st.daemons_have, op)
+                st.sysctls_have = sysctls_after(st.sysctls_have, op)
         effects = []
         for i in range(0, len(ops), MAX_BATCH_OPS):
             chunk = ops[i:i + MAX_BATCH_OPS]
@@ -463,10 +489,12 @@ class ApplierCore(Core[ApplierState]):
         return effects
 
     # snapshots: plain data. Version 1 lacked fail_streak before it existed; version 2 has it;
-    # version 3 has idle (service = fos); version 4 has roles (one a failover group)
-    snapshot_version = 4
+    # version 3 has idle (service = fos); version 4 has roles (one a failover group); version 5
+    # the IPVS sysctls (sysctls_have, sysctls_want)
+    snapshot_version = 5
     snapshot_upcasters = {1: lambda d: {"fail_streak": 0, **d}, 2: lambda d: {"idle": False, **d},
-                          3: lambda d: {"roles": {"default": d["role"]} if d["role"] != "INIT" else {}, **d}}
+                          3: lambda d: {"roles": {"default": d["role"]} if d["role"] != "INIT" else {}, **d},
+                          4: lambda d: {"sysctls_have": None, "sysctls_want": {}, **d}}
 
     def snapshot(self, st: ApplierState) -> Any:
         return {
@@ -475,6 +503,7 @@ class ApplierCore(Core[ApplierState]):
             "expected": st.expected.to_dict() if st.expected is not None else None,
             "timeouts_have": st.timeouts_have, "daemons_have": st.daemons_have,
             "timeouts_want": st.timeouts_want, "sync": st.sync, "role": st.role,
+            "sysctls_have": st.sysctls_have, "sysctls_want": dict(st.sysctls_want),
             "roles": dict(sorted(st.roles.items())),
             "managed": sorted(str(k) for k in st.managed), "flush_unmanaged": st.flush_unmanaged,
             "batch": st.batch, "request": st.request,
@@ -491,6 +520,7 @@ class ApplierCore(Core[ApplierState]):
             expected=Table.from_dict(d["expected"]) if d["expected"] is not None else None,
             timeouts_have=d["timeouts_have"], daemons_have=d["daemons_have"],
             timeouts_want=d["timeouts_want"], sync=d["sync"], role=d["role"], roles=dict(d["roles"]),
+            sysctls_have=d["sysctls_have"], sysctls_want=dict(d["sysctls_want"]),
             managed={ServiceKey.parse(k) for k in d["managed"]}, flush_unmanaged=d["flush_unmanaged"],
             batch=d["batch"], request=d["request"], reads={k: v for k, v in d["reads"]},
             pending=[(b, ops) for b, ops in d["pending"]], started=d["started"], available=d["available"],

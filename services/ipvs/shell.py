@@ -26,6 +26,7 @@ router accepted (``--config-seq``), not ``FILE`` (read only when the log holds n
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -44,11 +45,41 @@ from lvsbus.ipvs.stats import Sampler
 from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
-from .core import CHUNK, ApplierCore, applied_events, batch_applied, table_read_payload
+from .core import CHUNK, SYSCTLS, ApplierCore, applied_events, batch_applied, table_read_payload
 
 log = structlog.get_logger("ipvs")
 
 DEFAULT_STATS_INTERVAL = Config().ipvs_stats_interval  # a config.loaded of a version before the key
+
+
+#: where the kernel's IPVS sysctls are (present once ip_vs is loaded)
+SYSCTL_DIR = "/proc/sys/net/ipv4/vs"
+
+
+def read_sysctls(root: str = SYSCTL_DIR) -> dict | None:
+    """The IPVS sysctls the applier manages, as the kernel has them; None when they cannot be read
+    (no ip_vs)."""
+    out = {}
+    try:
+        for name in SYSCTLS:
+            with open(os.path.join(root, name)) as f:
+                out[name] = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return out
+
+
+def write_sysctl(name: str, value: int, root: str = SYSCTL_DIR) -> tuple[int | None, str, int]:
+    """Set one IPVS sysctl: (None, "", duration_us) done, or (errno, error, 0)."""
+    t0 = time.monotonic_ns()
+    if name not in SYSCTLS:  # the op names a file: only those the applier manages
+        return errno.EINVAL, f"{name}: not an IPVS sysctl lvsbus manages", 0
+    try:
+        with open(os.path.join(root, name), "w") as f:
+            f.write(f"{int(value)}\n")
+    except OSError as exc:
+        return exc.errno or 0, f"{os.path.join(root, name)}: {exc.strerror or exc}", 0
+    return None, "", (time.monotonic_ns() - t0) // 1000
 
 
 class ApplierShell:
@@ -113,13 +144,13 @@ class ApplierShell:
 
     def _dump(self) -> tuple:
         ipvs = self._open()
-        return ipvs.dump(), ipvs.timeouts(), ipvs.daemons()
+        return ipvs.dump(), ipvs.timeouts(), ipvs.daemons(), read_sysctls()
 
     async def read_table(self, request: int) -> None:
         t0 = time.monotonic_ns()
         self._urgent += 1
         try:
-            table, timeouts, daemons = await self._call(self._dump)
+            table, timeouts, daemons, sysctls = await self._call(self._dump)
         except Exception as exc:  # IpvsError, OSError, anything pyroute2 raises: IPVS is not usable
             await self._call(self._close)
             code = getattr(exc, "errno", 0) or 0
@@ -130,10 +161,27 @@ class ApplierShell:
         finally:
             self._urgent -= 1
         self.runtime.publish("ipvs.table_read", table_read_payload(request, table, timeouts, daemons,
-                                                                   (time.monotonic_ns() - t0) // 1000))
+                                                                   (time.monotonic_ns() - t0) // 1000, sysctls))
 
     def _apply_chunk(self, ops: list) -> list:
-        """Runs on the netlink thread: [(errno or None, error, duration_us)] per op."""
+        """Runs on the netlink thread: [(errno or None, error, duration_us)] per op. The IPVS
+        sysctls are files, not netlink: each run of netlink ops goes in one send, in order."""
+        if any(op["op"] == "set_sysctl" for op in ops):
+            results: list = []
+            run: list = []
+            for op in [*ops, None]:
+                if op is None or op["op"] == "set_sysctl":
+                    if run:
+                        results += self._netlink_chunk(run)
+                        run = []
+                    if op is not None:
+                        results.append(write_sysctl(op["attrs"]["name"], op["attrs"]["value"]))
+                else:
+                    run.append(op)
+            return results
+        return self._netlink_chunk(ops)
+
+    def _netlink_chunk(self, ops: list) -> list:
         try:
             ipvs = self._open()
         except Exception as exc:

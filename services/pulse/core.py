@@ -940,7 +940,7 @@ class PulseCore(Core[PulseState]):
             return
         s = st.settings
         for u in st.units.values():
-            if u.role == BACKUP and p["listen"] and s is not None:
+            if u.role == BACKUP and p["listen"] and s is not None and not s.scaleout:
                 # pulse was down a while and heard nothing meanwhile: what it last heard of its
                 # peers is old news. Listen for deadtime, as at a start, before it may take over: a
                 # restart alone must never fail over (a v1 record, listen false, took over at once

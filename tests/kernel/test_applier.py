@@ -213,3 +213,52 @@ def test_scheduler_flags_ops_and_sip_engine_from_the_config_to_the_kernel(tmp_pa
         r.verify_replay("lvsd", "ipvs")
     finally:
         r.close()
+
+
+SCALEOUT = """
+[router.lvs1]
+address = "127.0.0.1"
+
+[virtual.web]
+address = "10.0.0.9"
+port = 80
+scheduler = "mh"
+forwarding = "direct"
+
+[virtual.web.server.a]
+address = "192.168.1.1"
+
+[scaleout]
+local_as = 65001
+peer_as = 65000
+peers = ["192.0.2.254"]
+"""
+
+
+def test_scaleout_makes_ipvs_sloppy(tmp_path, ipvs):
+    """Scale-out (docs/scaleout.md): the applier sets net.ipv4.vs.sloppy_tcp and sloppy_sctp, so a
+    router takes the middle of a flow another router saw start; once, and it replays."""
+    def sysctls():
+        return {n: open(f"/proc/sys/net/ipv4/vs/{n}").read().strip() for n in ("sloppy_tcp", "sloppy_sctp")}
+
+    for n in ("sloppy_tcp", "sloppy_sctp"):
+        with open(f"/proc/sys/net/ipv4/vs/{n}", "w") as f:
+            f.write("0\n")
+    cfg = tmp_path / "lvs.toml"
+    cfg.write_text(SCALEOUT)
+    r = Router(tmp_path, cfg)
+    try:
+        r.start("ipvs")
+        r.wait(lambda: sysctls() == {"sloppy_tcp": "1", "sloppy_sctp": "1"}, 60, "sloppy TCP and SCTP on")
+        ops = [o for e in r.events("ipvs.apply") for o in e.payload["ops"] if o["op"] == "set_sysctl"]
+        assert sorted(o["attrs"]["name"] for o in ops) == ["sloppy_sctp", "sloppy_tcp"]
+        reads = [e.payload["sysctls"] for e in r.events("ipvs.table_read")]
+        assert reads and reads[0] == {"sloppy_tcp": 0, "sloppy_sctp": 0}
+        assert not r.events("ipvs.op_failed")
+        r.stop_and_settle("ipvs")
+        r.verify_replay("ipvs")
+    finally:
+        r.close()
+        for n in ("sloppy_tcp", "sloppy_sctp"):
+            with open(f"/proc/sys/net/ipv4/vs/{n}", "w") as f:
+                f.write("0\n")

@@ -249,7 +249,7 @@ class Feed:
         assert self.core.accepts(ev)
         self.state, effs = self.core.decide(self.state, ev)
         for e in effs:
-            REGISTRY.validate(e.type, 1, e.payload)
+            REGISTRY.validate(e.type, REGISTRY.latest(e.type).version, e.payload)  # as the runtime records it
         snap = self.core.restore(self.core.snapshot(self.state))  # snapshots round-trip
         assert self.core.snapshot(snap) == self.core.snapshot(self.state)
         return effs
@@ -574,3 +574,68 @@ def test_global_ops_fold_as_the_kernel_applies_them():
     assert daemons == [{"state": "backup"}, master]
     stop = {"op": "stop_daemon", "service": "", "dest": None, "attrs": {"state": "backup"}}
     assert apply_global(None, daemons, stop)[1] == [master]
+
+
+SCALEOUT = """
+[router.lvs1]
+address = "192.0.2.1"
+
+[virtual.web]
+address = "10.200.0.1"
+port = 80
+scheduler = "mh"
+forwarding = "direct"
+
+[virtual.web.server.s1]
+address = "10.0.1.1"
+
+[scaleout]
+local_as = 65001
+peer_as = 65000
+peers = ["192.0.2.254"]
+"""
+
+
+def test_scaleout_sets_the_sloppy_sysctls_once_and_only_with_scaleout():
+    """A scale-out router takes the middle of a flow another router saw start (the upstream moved it):
+    IPVS's sloppy_tcp and sloppy_sctp, set by the applier once read and found otherwise; not touched
+    without [scaleout], nor when they cannot be read (a v1 dump)."""
+    def run(text, sysctls, version=2):
+        f = Feed()
+        cfg = loads(text, "x.toml").config
+        f("config.loaded", {"path": "x", "format": "toml", "digest": "d", "model": to_dict(cfg), "warnings": [],
+                            "local_router": "lvs1", "reload": False, "diff": {}})
+        f("ipvs.started", {"pid": 1, "flush_unmanaged": False, "kernel": "6.1"})
+        p = {"request": 1, "table": Table().to_dict(), "timeouts": {"tcp": 900, "tcpfin": 120, "udp": 300},
+             "daemons": [], "services": 0, "dests": 0, "duration_us": 1}
+        if version == 2:
+            p["sysctls"] = sysctls
+        effs = f("ipvs.table_read", p, version=version)
+        return f, [o for e in effs for o in e.payload["ops"] if o["op"] == "set_sysctl"]
+
+    f, ops = run(SCALEOUT, {"sloppy_tcp": 0, "sloppy_sctp": 0})
+    assert ops == [{"op": "set_sysctl", "service": "", "dest": None, "attrs": {"name": "sloppy_sctp", "value": 1}},
+                   {"op": "set_sysctl", "service": "", "dest": None, "attrs": {"name": "sloppy_tcp", "value": 1}}]
+    REGISTRY.validate("ipvs.apply", 2, {"batch": 1, "ops": ops, "reason": "reconcile", "version": 0})
+    assert f.state.sysctls_have == {"sloppy_tcp": 1, "sloppy_sctp": 1}  # as once applied: not planned again
+    # a snapshot of version 4 reads as none known, none wanted
+    old = {k: v for k, v in f.core.snapshot(f.state).items() if not k.startswith("sysctls_")}
+    st = f.core.restore(f.core.snapshot_upcasters[4](old))
+    assert (st.sysctls_have, st.sysctls_want) == (None, {})
+    assert run(SCALEOUT, {"sloppy_tcp": 1, "sloppy_sctp": 1})[1] == []  # already so
+    assert run(SCALEOUT, None)[1] == []  # not readable: nothing to write to
+    assert run(SCALEOUT, None, version=1)[1] == []  # a record from before: as it decided then
+    assert run(CONFIG, {"sloppy_tcp": 0, "sloppy_sctp": 0})[1] == []  # no scale-out: the kernel's are left
+
+
+def test_the_shell_reads_and_writes_the_ipvs_sysctls_and_runs_them_in_order(tmp_path):
+    from lvsbus_services.ipvs import shell
+
+    assert shell.read_sysctls(str(tmp_path)) is None  # no ip_vs: not readable
+    for name in ("sloppy_tcp", "sloppy_sctp"):
+        (tmp_path / name).write_text("0\n")
+    assert shell.read_sysctls(str(tmp_path)) == {"sloppy_tcp": 0, "sloppy_sctp": 0}
+    code, err, _us = shell.write_sysctl("sloppy_tcp", 1, str(tmp_path))
+    assert (code, err) == (None, "") and (tmp_path / "sloppy_tcp").read_text() == "1\n"
+    assert shell.write_sysctl("conntrack", 1, str(tmp_path))[0] == 22  # only those it manages: EINVAL
+    assert shell.write_sysctl("sloppy_sctp", 1, str(tmp_path / "nope"))[0] == 2  # ENOENT, said with its path

@@ -17,12 +17,11 @@ See docs/ipvs.md.
 from lvsbus.wire.events import declare
 from lvsbus.wire.schema import Bool, Dict, Enum, Int, Json, List, Nullable, Str, Struct
 
+OP_KINDS_1 = ("add_service", "edit_service", "del_service", "add_dest", "edit_dest", "del_dest",
+              "set_timeouts", "start_daemon", "stop_daemon")
 OP = Struct(
     {
-        "op": Enum(
-            "add_service", "edit_service", "del_service", "add_dest", "edit_dest", "del_dest",
-            "set_timeouts", "start_daemon", "stop_daemon",
-        ),
+        "op": Enum(*OP_KINDS_1),
         "service": Str(max_len=80, doc="ServiceKey string (tcp:10.0.0.1:80, udp:[2001:db8::1]:53, fwm:inet:5); '' for global ops"),
         "dest": Nullable(Str(max_len=64, min_len=3), doc="Dest key ADDRESS:PORT ([v6]:PORT); None for service and global ops"),
         "attrs": Json(doc="service {scheduler, persistence, netmask, flags (onepacket, sh-/mh- scheduler flags), pe (persistence engine, only when set)}; dest {forwarding, weight, upper, lower}; "
@@ -31,6 +30,16 @@ OP = Struct(
     },
     doc="one IPVS operation (the same shape as lvsd's delta ops, plus the global ones)",
 )
+#: version 2 of an op (ipvs.apply v2, ipvs.op_failed v2): set_sysctl
+OP_2 = Struct(
+    {**OP.fields,
+     "op": Enum(*OP_KINDS_1, "set_sysctl"),
+     "attrs": Json(doc="as OP's; set_sysctl {name, value}: /proc/sys/net/ipv4/vs/NAME (sloppy_tcp, sloppy_sctp)")},
+    doc="one IPVS operation; v2: set_sysctl (an IPVS sysctl, written to /proc/sys/net/ipv4/vs)",
+)
+#: the IPVS sysctls the applier manages, as it read them (None: not readable)
+SYSCTLS = Nullable(Dict(Int(min=0), max_items=16),
+                   doc="IPVS sysctls the applier manages (sloppy_tcp, sloppy_sctp) and their values")
 BATCH = Int(min=1, doc="the core's batch number (grows by one per ipvs.apply)")
 REQUEST = Int(min=1, doc="the core's read request number (grows by one per ipvs.read_table)")
 ERRNO = Int(min=0, doc="the kernel's errno (0 when the error was not an OS error)")
@@ -54,7 +63,7 @@ declare(
     {"request": REQUEST, "reason": Enum("started", "op_failed", "retry")},
     doc="Dump the kernel's IPVS table (services, destinations, timeouts, sync daemons) and publish ipvs.table_read.",
 )
-declare(
+_TABLE_READ_1 = declare(
     "ipvs.table_read", 1,
     {
         "request": REQUEST,
@@ -68,6 +77,13 @@ declare(
     doc="The kernel's IPVS table as dumped by netlink, in answer to ipvs.read_table.",
 )
 declare(
+    "ipvs.table_read", 2,
+    {**_TABLE_READ_1.payload.fields, "sysctls": SYSCTLS},
+    doc="The kernel's IPVS table as dumped by netlink, in answer to ipvs.read_table. v2: the IPVS sysctls "
+    "the applier manages (a v1 record: null, not read).",
+    upcast=lambda p: {**p, "sysctls": None},
+)
+_APPLY_1 = declare(
     "ipvs.apply", 1,
     {
         "batch": BATCH,
@@ -76,6 +92,13 @@ declare(
         "version": Int(min=0, doc="the lvsd table version the batch makes the kernel equal to"),
     },
     doc="Carry out these IPVS operations in order (the minimal diff from the kernel table to the desired one).",
+)
+declare(
+    "ipvs.apply", 2,
+    {**_APPLY_1.payload.fields, "ops": List(OP_2, max_items=1_000_000)},
+    doc="Carry out these IPVS operations in order (the minimal diff from the kernel table to the desired one). "
+    "v2: the op set_sysctl.",
+    upcast=lambda p: p,
 )
 declare(
     "ipvs.op_applied", 1,
@@ -93,6 +116,13 @@ declare(
     "ipvs.op_failed", 1,
     {"batch": BATCH, "op": OP, "errno": ERRNO, "error": Str(max_len=1024)},
     doc="The kernel refused one operation (EEXIST, ENOENT, ESRCH...); the applier dumps and reconciles after the batch.",
+)
+declare(
+    "ipvs.op_failed", 2,
+    {"batch": BATCH, "op": OP_2, "errno": ERRNO, "error": Str(max_len=1024)},
+    doc="The kernel refused one operation (EEXIST, ENOENT, ESRCH...); the applier dumps and reconciles after the "
+    "batch. v2: the op set_sysctl.",
+    upcast=lambda p: p,
 )
 declare(
     "ipvs.batch_applied", 1,
