@@ -141,14 +141,14 @@ def in_vm(args) -> int:
 
 
 def through_applier(full, nops: int, changes: int):
-    from tests.kernel.harness import Router
+    from tests.kernel.harness import KernelRig
     from lvsbus.bus import BusClient
     from lvsbus_services.ipvs.netlink import Ipvs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-apply-"))
     cfg = tmp / "lvs.toml"
     cfg.write_text('[router.lvs1]\naddress = "127.0.0.1"\n')
-    r = Router(tmp, cfg)
+    r = KernelRig(tmp, cfg)
     try:
         r.start("ipvs")
         r.wait(lambda: r.events("ipvs.table_read"), 120, "the applier's first dump", every=0.2)

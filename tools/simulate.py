@@ -21,7 +21,7 @@ What is simulated (everything a core does not see directly):
   down, or abandons nanny under ``hard_shutdown = false``), the broker's among them, and the broker
   and pulse keep a warm spare (a process already up, waiting) that takes over at once when the live
   one dies, the policy's delay then being for the next spare (``Supervision.on_death``, as
-  ``Router._died``); lvsd's deaths are forgotten when it is stopped (``Supervision.lvsd_started``:
+  ``Supervisor._died``); lvsd's deaths are forgotten when it is stopped (``Supervision.lvsd_started``:
   the real router starts its standby then); a service that starts again is restored
   from its snapshot (through the snapshot format) and answers the inputs logged while it was down,
   as ``lvsbus.runtime.engine`` does;
@@ -1070,7 +1070,7 @@ class Cluster:
         r.up = True
         r.supervision = Supervision()
         r.crashed, r.abandoned, r.stepped_down = {}, set(), False
-        r.spare, r.spare_at = set(), {name: self.t for name in SPARES}  # once the live one runs (Router.run)
+        r.spare, r.spare_at = set(), {name: self.t for name in SPARES}  # once the live one runs (Supervisor.run)
         r.broker_runs += 1
         r.open_log()
         r.broker_up = True
@@ -1201,7 +1201,7 @@ class Cluster:
 
     def died(self, r: SimRouter, sname: str, startup_ns: int) -> None:
         """A service's process died (the broker's too): the supervisor's decision
-        (``Supervision.on_death``, on the router's monotonic clock), as ``Router._died`` takes it:
+        (``Supervision.on_death``, on the router's monotonic clock), as ``Supervisor._died`` takes it:
         its warm spare takes over at once, or a new process starts after the policy's delay, or a
         restart loop abandons it or steps the router down. The process that takes over serves
         ``startup_ns`` later (the fault's duration: a spare's takeover, a new process's start)."""
@@ -1258,14 +1258,14 @@ class Cluster:
                 r.spare.add(name)
 
     def step_down(self, r: SimRouter, reason: str) -> None:
-        """A restart loop (``Router._shutdown(graceful=False)``): ``router.shutdown_requested``,
+        """A restart loop (``Supervisor._shutdown(graceful=False)``): ``router.shutdown_requested``,
         pulse hands over (its leaving heartbeat, VIPs released), the supervisor releases what VIPs
         are left and the router exits; it stays down (the kernel's IPVS table as it was)."""
         self.publish(r, "router", "router.shutdown_requested", {"reason": reason[:256], "graceful": False})
         self.drain(r)
         me = self.config.router(r.name)
         for v in config_vips(self.config, me.device if me else None):  # the supervisor's last resort
-            r.vips.pop(v.address, None)  # (Router._release_vips)
+            r.vips.pop(v.address, None)  # (Supervisor._release_vips)
         r.up = False
         r.stepped_down = True
         for svc in r.services.values():
@@ -1521,7 +1521,7 @@ class Cluster:
                 self.stop_service(r, svc)
             r.crashed.pop(args[1], None)  # Child.terminate: no restart due any more
             if args[1] == "lvsd":
-                r.supervision.lvsd_started()  # the standby started once it is gone (Router._start_lvsd)
+                r.supervision.lvsd_started()  # the standby started once it is gone (Supervisor._start_lvsd)
 
     def _on_shell(self, kind: str, args: tuple) -> None:
         r = self.routers[args[0]]

@@ -19,7 +19,7 @@ failover to the peer is then the right outcome.
 ``pulse.start_lvsd`` / ``pulse.stop_lvsd``, and what a restart loop does (step down, or, for nanny
 under ``hard_shutdown = false``, abandon it and stay up).
 
-The router's shell (``Router._supervise``) does only the I/O: it reports deaths, starts what this
+The router's shell (``Supervisor._supervise``) does only the I/O: it reports deaths, starts what this
 says when it says, and steps down when told.
 """
 from __future__ import annotations

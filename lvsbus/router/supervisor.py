@@ -370,7 +370,7 @@ class _FailedStart:
 _FAILED_START: Any = _FailedStart()
 
 
-class Router:
+class Supervisor:
     def __init__(self, config_path: str, state_dir: str, python: str = sys.executable,
                  keep_privileges: bool = False, limits: RestartLimits | None = None,
                  spares: bool = True) -> None:
@@ -916,4 +916,4 @@ def main(config: str, state_dir: str, keep_privileges: bool = False, limits: Res
     from lvsbus.host import logs
 
     logs.setup(service="router")
-    return Router(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares).run()
+    return Supervisor(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares).run()

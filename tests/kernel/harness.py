@@ -26,7 +26,7 @@ def kernel_table() -> Table:
         return x.dump()
 
 
-class Router:
+class KernelRig:
     """A broker plus services started with ``python -m lvsbus_services.NAME``; the test plays the rest."""
 
     def __init__(self, tmp: Path, config: Path, local_router: str = "lvs1") -> None:

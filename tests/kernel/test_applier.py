@@ -11,7 +11,7 @@ import pytest
 from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
 
 from .conftest import ipvsadm
-from .harness import Router, kernel_table
+from .harness import KernelRig, kernel_table
 
 CONFIG = """
 [router.lvs1]
@@ -60,7 +60,7 @@ def router(tmp_path, ipvs):
     subprocess.run(["ip", "link", "set", "sync0", "up", "multicast", "on"], check=True)
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(CONFIG)
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     yield r
     r.close()
     for s in ("master", "backup"):
@@ -187,7 +187,7 @@ def test_scheduler_flags_ops_and_sip_engine_from_the_config_to_the_kernel(tmp_pa
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(OPTIONS)
     want = desired_from_config(loads_toml(OPTIONS, "lvs.toml").config)
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     try:
         r.start("ipvs")
         r.start("lvsd")  # no nanny: no real server is in service, the services alone
@@ -246,7 +246,7 @@ def test_scaleout_makes_ipvs_sloppy(tmp_path, ipvs):
             f.write("0\n")
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(SCALEOUT)
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     try:
         r.start("ipvs")
         r.wait(lambda: sysctls() == {"sloppy_tcp": "1", "sloppy_sctp": "1"}, 60, "sloppy TCP and SCTP on")

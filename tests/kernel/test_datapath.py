@@ -17,13 +17,13 @@ from lvsbus.ipvs.table import ServiceKey
 
 from .conftest import ipvsadm
 from .topology import CONFIG, RS, VIP, requests, sh, topology  # noqa: F401  (topology: the fixture)
-from .harness import Router, kernel_table
+from .harness import KernelRig, kernel_table
 
 def test_spread_down_removed_no_traffic(tmp_path, topology, ipvs):
     forwarding, httpd = topology
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(CONFIG.replace("FORWARDING", forwarding))
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     try:
         r.start("ipvs")
         r.start("nanny")
@@ -148,7 +148,7 @@ def fwmark_nat(tmp_path):
 def test_fwmark_nat_keeps_each_connections_port(tmp_path, fwmark_nat, ipvs):
     cfg = tmp_path / "lvs.cf"
     cfg.write_text(FW_LVSCF)
-    r = Router(tmp_path, cfg, local_router="primary")
+    r = KernelRig(tmp_path, cfg, local_router="primary")
     try:
         r.start("ipvs")
         r.start("nanny")

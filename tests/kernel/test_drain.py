@@ -15,7 +15,7 @@ from lvsbus.cli import main
 from lvsbus.ipvs.table import ServiceKey
 
 from .conftest import ipvsadm
-from .harness import Router, kernel_table
+from .harness import KernelRig, kernel_table
 from .topology import CONFIG, RS, VIP, requests, topology  # noqa: F401  (topology: the fixture)
 
 KEY = ServiceKey.tcp(VIP, 80)
@@ -42,7 +42,7 @@ def test_drain_disable_enable_in_the_kernel(tmp_path, topology, ipvs, capsys):  
         config = config.replace(f'address = "{a}"\n', f'address = "{a}"\nweight = {WEIGHTS[n]}\n')
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(config)
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     try:
         r.start("ipvs")
         r.start("nanny")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .conftest import ipvsadm
-from .harness import ROOT, Router
+from .harness import ROOT, KernelRig
 
 CONF = Path(__file__).resolve().parent.parent / "fixtures" / "keepalived-save" / "vsg_fwmark_granularity.conf"
 
@@ -28,7 +28,7 @@ def test_ipvs_save_of_a_keepalived_conf_is_what_the_applier_programs(tmp_path, i
     want = sorted(x.strip() for x in saved.split("\n") if x.strip())
     assert len([x for x in want if x.startswith("-A")]) == 6  # 4 addresses + fwmark 7 (the group), fwmark 9
     assert "-A -f 9 -s rr -p 60 -M 255.255.255.0" in want and "-a -f 9 -r 192.168.1.3:0 -m -w 1" in want
-    r = Router(tmp_path, conf, local_router="lvs-10-0-0-1")  # a keepalived.conf names routers by address
+    r = KernelRig(tmp_path, conf, local_router="lvs-10-0-0-1")  # a keepalived.conf names routers by address
     try:
         r.start("ipvs")
         r.start("nanny")

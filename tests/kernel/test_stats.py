@@ -15,7 +15,7 @@ from lvsbus.ipvs.stats import figures_from_sample, fold_events, listing
 from lvsbus.ipvs.table import ServiceKey
 
 from .conftest import ipvsadm
-from .harness import ROOT, Router
+from .harness import ROOT, KernelRig
 from .topology import CONFIG, VIP, requests, topology  # noqa: F401  (topology: the fixture)
 
 KEY = str(ServiceKey.tcp(VIP, 80))
@@ -46,7 +46,7 @@ def test_figures_match_ipvsadm_after_traffic(tmp_path, topology, ipvs, capsys): 
 
     cfg = tmp_path / "lvs.toml"
     cfg.write_text("ipvs_stats_interval = 0.5\n" + CONFIG.replace("FORWARDING", "nat"))
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     try:
         r.start("ipvs")
         r.publish_table(desired_from_config(load(str(cfg)).config))

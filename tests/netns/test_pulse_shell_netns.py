@@ -26,8 +26,8 @@ def test_a_restart_loop_steps_the_router_down(netns, tmp_path):
     fake.chmod(0o755)
     topo.run("r1", "ip", "addr", "add", "10.99.1.50/32", "dev", "eth0")  # left behind by a crash
     code = (
-        "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Router; logs.setup(); "
-        f"sys.exit(Router({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
+        "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Supervisor; logs.setup(); "
+        f"sys.exit(Supervisor({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
     )
     r = topo.run("r1", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)
     assert r.returncode == 1, r.stderr[-2000:]

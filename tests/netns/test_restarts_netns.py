@@ -43,8 +43,8 @@ def test_a_crash_looping_broker_backs_off_counts_and_steps_the_router_down(netns
                     f"exec {sys.executable} \"$@\"\n")
     fake.chmod(0o755)
     code = (
-        "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Router; logs.setup(json=True); "
-        f"sys.exit(Router({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
+        "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Supervisor; logs.setup(json=True); "
+        f"sys.exit(Supervisor({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
     )
     r = topo.run("r1", "timeout", "60", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)
     assert r.returncode == 1, r.stderr[-3000:]

@@ -109,7 +109,7 @@ router_id = "LVS_TEST"
     return path
 
 
-class Router(ServiceRig):
+class AlertsRig(ServiceRig):
     """The rig (tests/helpers/procs.py), and the role changes pulse would publish."""
 
     def role(self, new: str, old: str = "BACKUP", priority: int = 100, group: str = "default") -> int:
@@ -120,7 +120,7 @@ class Router(ServiceRig):
 
 @pytest.fixture
 def router(rigs):
-    return lambda config: rigs(config, Router)
+    return lambda config: rigs(config, AlertsRig)
 
 
 @pytest.mark.slow

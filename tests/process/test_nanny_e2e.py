@@ -53,7 +53,7 @@ port = {p2}
     return path
 
 
-class Router(ServiceRig):
+class NannyRig(ServiceRig):
     """The rig (tests/helpers/procs.py), and lvsd's table folded from its log."""
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -81,7 +81,7 @@ class Router(ServiceRig):
 
 @pytest.fixture
 def router(rigs):
-    return lambda config: rigs(config, Router)
+    return lambda config: rigs(config, NannyRig)
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.process.test_nanny_e2e import Router, router  # noqa: F401  (the fixture)
+from tests.helpers.procs import ServiceRig
 
 INTERVAL = 0.1
 
@@ -36,12 +36,12 @@ priority = 50
     return path
 
 
-def test_a_real_script_goes_down_when_it_fails_and_up_after_rise_passes(tmp_path, router):
+def test_a_real_script_goes_down_when_it_fails_and_up_after_rise_passes(tmp_path, rigs):
     flag = tmp_path / "fail"
     script = tmp_path / "probe.sh"
     script.write_text(f'#!/bin/sh\n[ -e "{flag}" ] && exit 1\nexit 0\n')
     script.chmod(0o755)
-    r: Router = router(write_config(tmp_path / "lvs.toml", script))
+    r: ServiceRig = rigs(write_config(tmp_path / "lvs.toml", script))
     r.start("nanny")
 
     def moves():

@@ -208,7 +208,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
     """The applier under the router's drop (CAP_NET_ADMIN, nothing else, no_new_privs) dumps,
     reconciles and runs the sync daemon on a real IPVS; without CAP_NET_ADMIN IPVS refuses it."""
     from lvsbus.ipvs.table import Dest, Service, ServiceKey, Table
-    from tests.kernel.harness import Router, kernel_table
+    from tests.kernel.harness import KernelRig, kernel_table
 
     subprocess.run(["modprobe", "ip_vs"], check=True)
     subprocess.run(["ip", "link", "add", "sync1", "type", "dummy"], capture_output=True)
@@ -223,7 +223,7 @@ def test_applier_with_net_admin_only_in_the_vm(tmp_path):
 
     cfg = tmp_path / "lvs.toml"
     cfg.write_text(APPLIER_CONFIG)
-    r = Router(tmp_path, cfg)
+    r = KernelRig(tmp_path, cfg)
     try:
         web = ServiceKey.tcp("10.0.0.1", 80)
         want = Table().with_service(Service(web, "wlc"), [Dest("192.168.1.1", 80, "nat", 1), Dest("192.168.1.2", 80, "nat", 3)])

@@ -164,7 +164,7 @@ def _router(monkeypatch, tmp_path, clock):
     monkeypatch.setattr(R.Child, "_spawn", lambda self, what: FakeProc())
     monkeypatch.setattr(R, "_renice", lambda pid, nice: None)  # fake PIDs: never touch a real process
     monkeypatch.setattr(R.time, "monotonic", lambda: clock[0])
-    r = R.Router(str(tmp_path / "none.toml"), str(tmp_path / "s"))
+    r = R.Supervisor(str(tmp_path / "none.toml"), str(tmp_path / "s"))
     r.client = FakeBus()
     holders = {}
     monkeypatch.setattr(R.servicelock, "holder", lambda run, name: holders.get(name))

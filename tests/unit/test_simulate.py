@@ -472,7 +472,7 @@ def test_the_supervisors_restart_policy_decides_in_the_simulator_too(tmp_path):
 def test_deaths_faster_than_the_spares_wait_for_the_policys_delay(tmp_path):
     """pulse dies at 8.0 s and 8.1 s: its spares take over at once (the second is the one started
     at once after the first death); at 8.2 s the next spare is not due yet (8.1 + 0.2 s): a new
-    pulse starts after the policy's delay, 8.2 + 0.4 s, recorded then (Router._died's start_at)."""
+    pulse starts after the policy's delay, 8.2 + 0.4 s, recorded then (Supervisor._died's start_at)."""
     faults = [Fault(8 * S + k * 100 * MS, "service_crash", "lvs1/pulse", 50 * MS) for k in range(3)]
     res = Cluster(6, faults=faults, log_root=str(tmp_path)).run(verify=True)
     assert res.ok, res.summary()
