@@ -610,7 +610,10 @@ class Scaleout:
     peer_as: int
     #: the upstream routers' addresses (one BGP session each, from every lvsbus router)
     peers: tuple[str, ...]
-    #: the BGP speaker: "bird" (BIRD 2); the others (GoBGP, ExaBGP, FRR) fit behind the same driver
+    #: the BGP speaker: "bird" (BIRD 2, started by lvsbus), "bird-running" (the operator's running
+    #: BIRD 2: lvsbus writes ``routes_file``, which its config includes, and reconfigures it over
+    #: ``control_socket``; it neither starts nor stops it); the others (GoBGP, ExaBGP, FRR) fit
+    #: behind the same driver
     speaker: str = "bird"
     #: BIRD's control socket, created by the BIRD that lvsbus starts (one a router); a relative
     #: path is relative to the router's state directory
@@ -622,6 +625,9 @@ class Scaleout:
     #: a planned stop first re-announces every VIP with the GRACEFUL_SHUTDOWN community (65535:0,
     #: RFC 8326) this many seconds, then withdraws it
     drain_time: float = 5.0
+    #: with speaker = "bird-running": the file lvsbus writes the VIPs' static routes to (protocols
+    #: ``lvsbus_vips4`` / ``lvsbus_vips6``), included by the operator's bird.conf
+    routes_file: str | None = None
 
 
 #: what ``[alerts]`` can mail about (keepalived's smtp_alert_vrrp: role; smtp_alert_checker: the two others)

@@ -762,7 +762,7 @@ def _port_to_check(o: _Out, rp: str, rs, vs, dialect: str) -> None:
 
 #: schedulers that map a flow to the same real server on every router with the same real servers
 CONSISTENT_SCHEDULERS = ("mh",)
-SPEAKERS = ("bird",)
+SPEAKERS = ("bird", "bird-running")
 
 
 def _scaleout(o: _Out, cfg: Config) -> None:
@@ -802,6 +802,12 @@ def _scaleout_settings(o: _Out, so: Scaleout) -> None:
     if o.range("scaleout.hold_time", so.hold_time, "hold_time") and 0 < so.hold_time < 3:
         o.err("scaleout.hold_time", f"{so.hold_time} s: BGP allows 0 (no hold timer) or 3 s and more (RFC 4271)")
     o.range("scaleout.drain_time", so.drain_time, "drain_time")
+    if so.speaker == "bird-running" and not (so.routes_file or "").startswith("/"):
+        o.err("scaleout.routes_file", "speaker = \"bird-running\" needs routes_file: the absolute path of the file "
+                                      "lvsbus writes the VIPs' routes to, which your bird.conf includes")
+    elif so.speaker != "bird-running" and so.routes_file is not None:
+        o.err("scaleout.routes_file", "only with speaker = \"bird-running\" (lvsbus's own BIRD keeps its routes "
+                                      "in its state directory)")
     if not so.control_socket or so.control_socket.endswith("/") or len(so.control_socket) > 100:
         o.err("scaleout.control_socket", f"{_shown(so.control_socket)}: a socket's path (absolute, or relative "
                                          "to the router's state directory), at most 100 characters")

@@ -123,6 +123,8 @@ def service_caps(service: str, config=None) -> tuple[str, ...]:
             port = 0
         if 0 < port < 1024:
             caps = (*caps, NET_BIND_SERVICE)
+    if service == "bgp" and getattr(getattr(config, "scaleout", None), "speaker", "") == "bird-running":
+        caps = ()  # the operator's BIRD: a file to write, a socket to talk to; no BIRD of its own to start
     if service == "nanny" and has_program_checks(config):
         caps = (*caps, NET_RAW)
     return caps

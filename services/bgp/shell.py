@@ -36,7 +36,7 @@ from lvsbus.host.paths import StateDirs
 from lvsbus.runtime.engine import ServiceRuntime, service_arguments, service_config
 
 from .core import BgpCore
-from .speaker import BgpSettings, BirdSpeaker, Route, SpeakerError
+from .speaker import BgpSettings, BirdSpeaker, Route, RunningBird, SpeakerError
 from .watch import SpeakerWatch
 
 log = structlog.get_logger("bgp")
@@ -61,9 +61,13 @@ class BgpShell:
         self.settings = settings_of(cfg, local)
         assert cfg.scaleout is not None
         # a relative control socket: in the state directory (several routers on one host, tests)
-        self.speaker = BirdSpeaker(self.settings, os.path.join(state_dir, "bgp"),
-                                   os.path.join(os.path.abspath(state_dir), cfg.scaleout.control_socket),
-                                   stderr=sys.stderr)
+        ctl = os.path.join(os.path.abspath(state_dir), cfg.scaleout.control_socket)
+        self.speaker: BirdSpeaker | RunningBird
+        if cfg.scaleout.speaker == "bird-running":  # the operator's BIRD: neither started nor stopped
+            assert cfg.scaleout.routes_file is not None  # (check-config's)
+            self.speaker = RunningBird(self.settings, cfg.scaleout.routes_file, ctl)
+        else:
+            self.speaker = BirdSpeaker(self.settings, os.path.join(state_dir, "bgp"), ctl, stderr=sys.stderr)
         self.stop = asyncio.Event()
         self.sessions: dict[str, tuple[str, str]] = {}
         self.watch_policy = SpeakerWatch()  # when to start BIRD again, when it is hung

@@ -359,3 +359,88 @@ class BirdSpeaker:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout)
+
+
+class RunningBird:
+    """The operator's running BIRD 2 (``speaker = "bird-running"``): lvsbus neither starts nor
+    stops it. Its bird.conf includes ``routes_file``, where lvsbus writes the VIPs' static routes
+    (protocols ``lvsbus_vips4`` / ``lvsbus_vips6``, as for its own BIRD), and has its own BGP
+    sessions exporting them (``export where proto ~ "lvsbus_vips*"``); lvsbus reconfigures it
+    over its control socket and reads its BGP sessions (those to ``peers``) from ``show protocols
+    all``. Stopping withdraws lvsbus's routes (an empty routes file) and leaves BIRD running."""
+
+    name = "bird-running"
+
+    def __init__(self, settings: BgpSettings, routes_file: str, control_socket: str) -> None:
+        self.settings = settings
+        self.routes_file = Path(routes_file)
+        self.control = BirdControl(control_socket)
+        self.version = ""
+        self.adopted: int | None = None  # set by start: it is always someone else's BIRD
+        self._up = False
+
+    def start(self) -> tuple[str, int]:
+        """Connect: BIRD answers on its control socket; a routes file that is not there yet is
+        written empty and BIRD reconfigured (one already there, an earlier run's, stays: a
+        restart moves no traffic). (version, 0: not lvsbus's process)."""
+        reply = self.control.check("show status")
+        self.version = next((t for c, t in reply if c == 1000), "BIRD").replace("BIRD ", "", 1)
+        if not self.routes_file.exists():
+            write_atomically(str(self.routes_file), render_routes([]))
+            self._configure()
+        self.adopted = 0
+        self._up = True
+        return self.version, 0
+
+    def _configure(self) -> None:
+        reply = self.control.check("configure")
+        if not any(c in (3, 4, 5) for c, _t in reply):
+            raise SpeakerError(f"BIRD did not reconfigure: {reply!r}"[:1000])
+
+    def reconfigure(self, settings: BgpSettings) -> None:
+        """New settings: only the peers matter here (the sessions are the operator's config)."""
+        self.settings = settings
+
+    def set_routes(self, routes: list[Route]) -> None:
+        write_atomically(str(self.routes_file), render_routes(routes))
+        self._configure()
+
+    def sessions(self) -> list[Session]:
+        """The BGP sessions to ``peers``, whatever the operator named the protocols."""
+        peers = {str(ipaddress.ip_address(p)): p for p in self.settings.peers}
+        out = []
+        name, state, info = "", "", ""
+        for code, text in self.control.check("show protocols all") + [(0, "")]:
+            if code == 1002 or code == 0:  # a protocol's line (Name Proto Table State Since Info), or the end
+                name, state, info = "", "", ""
+                parts = text.split(None, 5)
+                if len(parts) >= 5 and parts[1] == "BGP":
+                    name, state, info = parts[0], parts[3], (parts[5].strip() if len(parts) > 5 else "")
+            elif name and code == 1006 and text.strip().startswith("Neighbor address:"):
+                addr = text.split(":", 1)[1].strip().split("%")[0]
+                try:
+                    peer = peers.get(str(ipaddress.ip_address(addr)))
+                except ValueError:
+                    peer = None
+                if peer is not None:
+                    up = state == "up" and info.startswith("Established")
+                    out.append(Session(peer, "up" if up else "down", f"{name}: {state} {info}".strip()[:256]))
+        return out
+
+    def alive(self) -> bool:
+        """It answers (lvsbus did not start it, so there is no process of ours to watch)."""
+        if not self._up:
+            return False
+        try:
+            self.control.check("show status")
+        except SpeakerError:
+            self._up = False  # reconnected by start(), as the shell does for a BIRD of its own that died
+        return self._up
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Withdraw lvsbus's routes; the operator's BIRD and its sessions go on."""
+        self._up = False
+        try:
+            self.set_routes([])
+        except (SpeakerError, OSError):
+            pass  # not answering: it keeps what it had (its operator's business), said by the shell

@@ -342,3 +342,63 @@ def test_ipv6_vip_over_ipv6_sessions(netns, tmp_path):  # noqa: F811
     finally:
         for sp in speakers:
             sp.stop()
+
+
+def test_the_operators_running_bird_is_driven_not_started_or_stopped(netns, tmp_path):  # noqa: F811
+    """speaker = "bird-running": the operator's own BIRD on the router, its own config (its own BGP
+    session to the upstream, and a route of its own) including lvsbus's routes file. lvsbus
+    announces and withdraws the VIP through it; stopping lvsbus's side withdraws the VIP only: the
+    operator's BIRD, its session and its own route stay."""
+    from lvsbus_services.bgp.speaker import BgpSettings, RunningBird, render_routes
+
+    topo = netns(routers=1, private=False)
+    r1 = topo.router_address(1)
+    start_upstream(topo, tmp_path, upstream_conf({"r1": r1}))
+    routes = tmp_path / "lvsbus-routes.conf"
+    routes.write_text(render_routes([]))  # the operator creates it empty, so that BIRD starts before lvsbus
+    (tmp_path / "ops.conf").write_text(f"""
+router id {r1};
+protocol device {{}}
+include "{routes}";
+protocol static ops_own {{ ipv4; route 10.250.0.0/24 blackhole; }}
+protocol bgp to_upstream {{
+  local as 65001; neighbor {UPSTREAM} as 65000; hold time 9;
+  connect delay time 1; connect retry time 2; error wait time 1, 10;
+  ipv4 {{ import none; next hop self; export where proto ~ "lvsbus_vips*" || proto = "ops_own"; }};
+}}
+""")
+    ctl = str(tmp_path / "ops.ctl")
+    ops = topo.popen("r1", ["bird", "-f", "-c", str(tmp_path / "ops.conf"), "-s", ctl, "-P", str(tmp_path / "ops.pid")],
+                     stderr=open(tmp_path / "ops.log", "w"))
+    wait_for("the operator's BIRD", lambda: os.path.exists(ctl))
+    sp = RunningBird(BgpSettings(router_id=r1, local_as=65001, peer_as=65000, peers=(UPSTREAM,)), str(routes), ctl)
+    version, pid = sp.start()
+    assert version.startswith("2.") and pid == 0 and sp.alive()
+    wait_for("the session", lambda: [s for s in sp.sessions() if s.state == "up"])
+    (s,) = sp.sessions()
+    assert s.peer == UPSTREAM and s.info.startswith("to_upstream: up")  # found by its neighbour, whatever its name
+
+    def own_route() -> bool:
+        return bool(topo.run("c", "ip", "route", "show", "10.250.0.0/24", check=False).stdout.strip())
+
+    wait_for("the operator's own route at the upstream", own_route)
+    assert nexthops(topo) == set()
+    sp.set_routes([Route(VIP, 32, "announce")])
+    wait_for("the VIP through r1", lambda: nexthops(topo) == {r1})
+    sp.stop()
+    wait_for("the VIP withdrawn", lambda: nexthops(topo) == set())
+    assert ops.poll() is None and own_route() and not sp.alive()  # BIRD, its session and its route go on
+    assert [x.state for x in sp.sessions()] == ["up"]
+    # lvsbus's side again: the routes file kept as it is (an earlier run's routes stay until decided)
+    sp.set_routes([Route(VIP, 32, "announce")])
+    wait_for("announced again", lambda: nexthops(topo) == {r1})
+    before = routes.read_text()
+    sp2 = RunningBird(BgpSettings(router_id=r1, local_as=65001, peer_as=65000, peers=(UPSTREAM,)), str(routes), ctl)
+    sp2.start()
+    assert routes.read_text() == before and nexthops(topo) == {r1}
+    # a BIRD that does not answer: not alive, and start says why
+    ops.kill()
+    ops.wait()
+    assert not sp2.alive()
+    with pytest.raises(SpeakerError, match="control socket"):
+        sp2.start()

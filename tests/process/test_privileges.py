@@ -92,6 +92,12 @@ def test_what_each_service_keeps():
     assert P.service_caps("nanny", _config(kinds=("http", "program"))) == ("CAP_NET_RAW",)
     assert P.service_caps("nanny", _config(server_kinds=("program",))) == ("CAP_NET_RAW",)
     assert P.service_caps("pulse", _config(kinds=("program",))) == P.service_caps("pulse")
+    # bgp: what the BIRD it starts needs; nothing when it drives the operator's running BIRD
+    bird = ("CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW")
+    so = SimpleNamespace(**vars(_config()), scaleout=SimpleNamespace(speaker="bird"))
+    assert P.service_caps("bgp", so) == bird
+    so.scaleout.speaker = "bird-running"
+    assert P.service_caps("bgp", so) == ()
 
 
 def test_program_checks_of_a_real_config(tmp_path):

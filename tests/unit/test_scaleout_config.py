@@ -48,6 +48,9 @@ def test_connection_sync_allows_another_scheduler():
     ('local_as = 65001\nspeaker = "gobgp"\n', "scaleout.speaker", "not supported"),
     ('local_as = 65001\nhold_time = 2\n', "scaleout.hold_time", "3 s"),
     ('local_as = 65001\ncontrol_socket = "run/"\n', "scaleout.control_socket", "a socket's path"),
+    ('local_as = 65001\nspeaker = "bird-running"\n', "scaleout.routes_file", "needs routes_file"),
+    ('local_as = 65001\nspeaker = "bird-running"\nroutes_file = "routes.conf"\n', "scaleout.routes_file", "absolute"),
+    ('local_as = 65001\nroutes_file = "/etc/bird/lvsbus.conf"\n', "scaleout.routes_file", "only with speaker"),
 ])
 def test_bad_settings(extra, key, words):
     text = lvs_toml(scheduler="mh") + scaleout_toml(local_as=None) + extra
@@ -100,3 +103,9 @@ def test_each_mistake_is_said_once(old, new, issues):
 def test_an_inactive_service_is_not_held_to_scaleout():
     loaded = load(lvs_toml(scheduler="wlc").replace('"direct"', '"nat"\nactive = false') + scaleout_toml())
     assert not loaded.warnings  # its nat forwarding is not warned about: it does not run
+
+
+def test_the_operators_running_bird():
+    so = load(lvs_toml(scheduler="mh") + scaleout_toml(speaker="bird-running", routes_file="/etc/bird/lvsbus.conf")
+              ).config.scaleout
+    assert so is not None and (so.speaker, so.routes_file) == ("bird-running", "/etc/bird/lvsbus.conf")
