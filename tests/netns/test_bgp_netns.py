@@ -402,3 +402,74 @@ protocol bgp to_upstream {{
     assert not sp2.alive()
     with pytest.raises(SpeakerError, match="control socket"):
         sp2.start()
+
+
+def test_the_bgp_service_drives_the_operators_running_bird(netns, tmp_path):  # noqa: F811
+    """The bgp service (python -m lvsbus_services.bgp) with speaker = "bird-running": it connects to
+    the operator's BIRD (started before it, with the routes file included), announces once the role
+    and the health are known, and on SIGTERM withdraws the VIP and leaves BIRD and its session up."""
+    import sys
+    import threading
+
+    from lvsbus.bus import Broker, BusClient
+    from lvsbus.config import load
+    from lvsbus.host.paths import StateDirs
+    from lvsbus.log import Durability
+    from lvsbus.router.supervisor import config_payload
+    from lvsbus_services.bgp.speaker import BgpSettings, RunningBird, render_routes
+
+    topo = netns(routers=1, private=False)
+    r1 = topo.router_address(1)
+    start_upstream(topo, tmp_path, upstream_conf({"r1": r1}))
+    routes = tmp_path / "lvsbus-routes.conf"
+    routes.write_text(render_routes([]))
+    (tmp_path / "ops.conf").write_text(f"""
+router id {r1};
+protocol device {{}}
+include "{routes}";
+protocol bgp to_upstream {{
+  local as 65001; neighbor {UPSTREAM} as 65000; connect delay time 1; connect retry time 2;
+  ipv4 {{ import none; next hop self; export where proto ~ "lvsbus_vips*"; }};
+}}
+""")
+    ctl = str(tmp_path / "ops.ctl")
+    ops = topo.popen("r1", ["bird", "-f", "-c", str(tmp_path / "ops.conf"), "-s", ctl, "-P", str(tmp_path / "ops.pid")],
+                     stderr=open(tmp_path / "ops.log", "w"))
+    wait_for("the operator's BIRD", lambda: os.path.exists(ctl))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root}
+    d = StateDirs(str(tmp_path / "state")).make()
+    broker = Broker("r1", d.run, d.log, Durability("group"))
+    threading.Thread(target=broker.run, daemon=True).start()
+    client = None
+    try:
+        cfg = tmp_path / "lvsbus.toml"
+        cfg.write_text(lvs_toml(routers=1) + scaleout_toml(speaker="bird-running", routes_file=str(routes),
+                                                           control_socket=ctl, drain_time=0.0))
+        client = BusClient(d.run, "router")
+        seq = client.publish_acked("config.loaded", config_payload(load(str(cfg)), "r1", False, {}), timeout=10.0)
+        svc = topo.popen("r1", [sys.executable, "-m", "lvsbus_services.bgp", "--state-dir", d.root, "--config", str(cfg),
+                                "--run-start-seq", str(seq)], env=env, stderr=open(tmp_path / "bgp.log", "w"))
+        wait_for("connected", lambda: _events(d.log, "bgp.speaker_started"))
+        started = _events(d.log, "bgp.speaker_started")[0].payload
+        assert started["speaker"] == "bird-running" and started["pid"] == 0 and started["adopted"] is True
+        wait_for("the session reported", lambda: [e for e in _events(d.log, "bgp.session_changed")
+                                                   if e.payload["state"] == "up"])
+        client.publish_acked("router.role_changed", {"node": "r1", "old": "INIT", "new": "ACTIVE", "reason": "scale_out",
+                                                     "priority": 100, "epoch": 1, "peer": None, "group": "default"},
+                             timeout=5.0)
+        client.publish_acked("health.real_server_up", {
+            "virtual": "web", "server": "s1", "address": "10.99.3.101", "port": 80, "reason": "checks_passed",
+            "previous": "RISING", "passes": 2, "detail": "ok"}, timeout=5.0)
+        wait_for("the VIP through r1", lambda: nexthops(topo) == {r1})
+        svc.send_signal(signal.SIGTERM)
+        svc.wait(15)
+        wait_for("the VIP withdrawn", lambda: nexthops(topo) == set())
+        assert ops.poll() is None  # the operator's BIRD runs on, its session up
+        sp = RunningBird(BgpSettings(router_id=r1, local_as=65001, peer_as=65000, peers=(UPSTREAM,)), str(routes), ctl)
+        assert [s.state for s in sp.sessions()] == ["up"]
+    finally:
+        if client is not None:
+            client.close()
+        topo.destroy()
+        broker.stop()
