@@ -1506,7 +1506,8 @@ class PulseCore(Core[PulseState]):
             u.preempt_since = None
             return
         if st.cfg.scaleout:  # every router serves: none is elected, none fenced
-            self._take_over(st, u, "scale_out", None, [], out)
+            if st.stop_at is None:  # (not while a graceful stop drains: it is leaving)
+                self._take_over(st, u, "scale_out", None, [], out)
             return
         us = u.cfg
         mine = self._my_rank(st, u)

@@ -104,6 +104,18 @@ def test_a_graceful_stop_serves_through_the_drain_then_releases():
     assert c2.nodes["lvs2"].role == STOPPED and of(out, "pulse.release_vips")
 
 
+def test_a_unit_back_from_fault_during_the_drain_stays_out():
+    c = cluster(scaleout(drain_time=5.0))
+    node = c.nodes["lvs1"]
+    node.shutdown(11 * S)
+    node.link("public", False, 12 * S)
+    assert node.role == FAULT
+    out = node.link("public", True, 13 * S)  # leaving: not active again, nothing taken
+    assert node.role == BACKUP and not of(out, "pulse.take_vips")
+    node.timer(17 * S)  # drain_time 5 s + 1 after the request
+    assert node.role == STOPPED
+
+
 def test_a_stop_during_the_drain_that_is_not_graceful_stops_at_once():
     c = cluster(scaleout(drain_time=5.0))
     node = c.nodes["lvs3"]
