@@ -2,7 +2,7 @@
 holds now: an operator's typo whose reload was refused stays on disk, and a service restarted
 later (a crash, SIGKILL, lvsd on a takeover, nanny after a capability change) must not read it.
 
-* ``Router.reload`` moves ``--config-seq`` (every service's command line, restarts included) to the
+* ``Supervisor.reload`` moves ``--config-seq`` (every service's command line, restarts included) to the
   seq of the ``config.loaded`` it accepted, and only then (no fake processes: a fake bus client);
 * a real ``lvsbus router`` in a network namespace: an accepted reload (new key file, the old one
   removed; a new metrics port), then a broken file refused on SIGHUP, then SIGKILL of every
@@ -14,7 +14,7 @@ import os
 
 from lvsbus.wire import catalog  # noqa: F401
 from lvsbus.host import netutil
-from lvsbus.router.supervisor import SERVICES, Child, Router
+from lvsbus.router.supervisor import SERVICES, Child, Supervisor
 from lvsbus.demo.netns import write_key
 
 CONFIG = """
@@ -61,7 +61,7 @@ def test_reload_moves_every_services_config_seq_only_when_accepted_and_recorded(
     key = write_key(tmp_path / "hb.key")
     path = tmp_path / "lvs.toml"
     path.write_text(CONFIG.format(key=key, garp=3))
-    r = Router(str(path), str(tmp_path / "s"))
+    r = Supervisor(str(path), str(tmp_path / "s"))
     assert r.prepare() == 0
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40  # as run() does after publishing the run's config.loaded
@@ -96,7 +96,7 @@ def test_a_missing_key_file_is_named_first_with_the_command_that_makes_one(tmp_p
     key = write_key(tmp_path / "hb.key")
     path = tmp_path / "lvs.toml"
     path.write_text(CONFIG.format(key=key, garp=3))
-    r = Router(str(path), str(tmp_path / "s"))
+    r = Supervisor(str(path), str(tmp_path / "s"))
     assert r.prepare() == 0
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40
@@ -107,7 +107,7 @@ def test_a_missing_key_file_is_named_first_with_the_command_that_makes_one(tmp_p
     assert not r.reload()
     kind, payload = r.client.published[-1]
     assert kind == "config.reload_refused" and payload["errors"] == [want]
-    assert Router(str(path), str(tmp_path / "s2")).prepare() == 1
+    assert Supervisor(str(path), str(tmp_path / "s2")).prepare() == 1
     assert capsys.readouterr().err.strip() == f"lvsbus router: {want}"
     gone.write_bytes(b"x" * 32)
     os.chmod(gone, 0o644)
@@ -151,7 +151,7 @@ def test_the_backup_keeps_a_standby_lvsd_that_a_takeover_tells_to_go(tmp_path, m
     monkeypatch.setattr(netutil, "local_addresses", lambda: {"127.0.0.1"})
     path = tmp_path / "lvs.toml"
     path.write_text(CONFIG.format(key=write_key(tmp_path / "hb.key"), garp=3))
-    r = Router(str(path), str(tmp_path / "s"))
+    r = Supervisor(str(path), str(tmp_path / "s"))
     assert r.prepare() == 0
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40
@@ -183,7 +183,7 @@ def test_a_start_lvsd_again_while_lvsd_runs_leaves_it_alone(tmp_path, monkeypatc
     monkeypatch.setattr(netutil, "local_addresses", lambda: {"127.0.0.1"})
     path = tmp_path / "lvs.toml"
     path.write_text(CONFIG.format(key=write_key(tmp_path / "hb.key"), garp=3))
-    r = Router(str(path), str(tmp_path / "s"))
+    r = Supervisor(str(path), str(tmp_path / "s"))
     assert r.prepare() == 0
     r.client = FakeClient()
     r.run_start_seq = r.config_seq = 40
