@@ -248,7 +248,7 @@ def describe(loaded: LoadedConfig) -> str:
            f"serial {cfg.serial_no}"]
     out.append("routers:")
     out += [_describe_router(r) for r in cfg.routers]
-    out.append(_describe_heartbeat(cfg.heartbeat))
+    out.append(_describe_heartbeat(cfg.heartbeat, cfg.scaleout is not None))
     out += _describe_options(cfg)
     out.append(f"virtual services: {len(cfg.virtual_services)}"
                + (" [ignored: service = fos, no IPVS table]" if fos and cfg.virtual_services else ""))
@@ -302,7 +302,11 @@ def _describe_router(r: Router) -> str:
     return line + f", priority {r.priority}"
 
 
-def _describe_heartbeat(hb: Heartbeat) -> str:
+def _describe_heartbeat(hb: Heartbeat, scaleout: bool = False) -> str:
+    if scaleout:  # every router active: heartbeats only to know the peers; no election, no ARP
+        return (f"heartbeat: {'on' if hb.enabled else 'off'}, udp port {hb.port}, keepalive "
+                f"{_secs(hb.keepalive)}, deadtime {_secs(hb.deadtime)}, peers only (scale-out: no election, "
+                f"no gratuitous ARP), key {hb.key_file}")
     return (f"heartbeat: {'on' if hb.enabled else 'off'}, udp port {hb.port}, keepalive "
             f"{_secs(hb.keepalive)}, deadtime {_secs(hb.deadtime)}, "
             f"{'preempt' + (f' after {_secs(hb.preempt_delay)}' if hb.preempt_delay else '') if hb.preempt else 'no preempt'}, "
@@ -328,8 +332,11 @@ def _describe_options(cfg: Config) -> list[str]:
         out.append(f"web console: {'https' if w.tls_cert else 'http'}://{w.address}, passwords {w.password_file}")
     if cfg.scaleout is not None:
         so = cfg.scaleout
-        out.append(f"scale-out: active/active, BGP AS {so.local_as} to {', '.join(so.peers)} (AS {so.peer_as}) "
-                   f"through {so.speaker}, hold {so.hold_time}s{', BFD' if so.bfd else ''}, drain {so.drain_time:g}s")
+        speaker = (f"the running BIRD at {so.control_socket} (routes in {so.routes_file})" if so.speaker == "bird-running"
+                   else f"a BIRD of its own (control socket {so.control_socket}), hold {so.hold_time}s"
+                   + (", BFD" if so.bfd else ""))
+        out.append(f"scale-out: every router active, VIPs on lo, BGP AS {so.local_as} to {', '.join(so.peers)} "
+                   f"(AS {so.peer_as}) through {speaker}, drain {so.drain_time:g}s")
     if cfg.alerts is not None:
         al = cfg.alerts
         mail = (f"mail {', '.join(al.on) or 'nothing'} by default to {', '.join(al.email)} via "

@@ -127,6 +127,8 @@ active = false
 
 #: scale-out (BGP) with its consistent scheduler
 SCALEOUT = lvs_toml("mh") + scaleout_toml(peers=["10.99.1.100", "10.99.1.101"], bfd=True)
+RUNNING_BIRD = lvs_toml("mh") + scaleout_toml(speaker="bird-running", routes_file="/etc/bird/lvsbus-routes.conf",
+                                              control_socket="/run/bird/bird.ctl")
 
 #: service = fos: failover services active and not, virtual services ignored
 FOS = lvs_toml("rr", service="fos", routers=1) + """[failover.ftp]
@@ -158,7 +160,8 @@ def _inputs() -> list[tuple[str, str]]:
     for sub in ("lvscf", "toml"):
         for p in sorted((ROOT / "tests" / "fixtures" / sub).iterdir()):
             out.append((f"{sub}/{p.name}", p.read_text(encoding="utf-8")))
-    out += [("everything.toml", EVERYTHING), ("scaleout.toml", SCALEOUT), ("fos.toml", FOS)]
+    out += [("everything.toml", EVERYTHING), ("scaleout.toml", SCALEOUT), ("running-bird.toml", RUNNING_BIRD),
+            ("fos.toml", FOS)]
     return out
 
 
@@ -176,7 +179,7 @@ def _described() -> str:
 
 def test_describe_is_as_pinned():
     got = _described()
-    assert got.count("=== ") == 11  # the fixtures but the broken ones, and the three above
+    assert got.count("=== ") == 12  # the fixtures but the broken ones, and the four above
     assert got == GOLDEN.read_text(encoding="utf-8")
 
 
