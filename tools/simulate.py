@@ -91,18 +91,17 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import msgpack
 
-if __name__ == "__main__":  # ``python tools/simulate.py``: this checkout's packages, not the tools/ directory
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # run as a script by mistake: say so rather than exit 0 having done nothing
+    sys.exit("lvsbus_tools.simulate is a library; its command line is: lvsbus simulate "
+             "(or python tools/simulate_cli.py)")
 
 import lvsbus.wire.catalog  # noqa: F401  (fills the registry)
-from lvsbus.host.argtypes import run_one, SEED_MAX, dir_to_write, existing_file, int_range, seed_range
 from lvsbus.config import (Config, FailoverService, Heartbeat, RealServer, Router, ServiceType, Track, TrackKind,
                            VirtualService, to_dict)
 from lvsbus.config.derive import config_vips, loaded_payload
@@ -123,7 +122,6 @@ from lvsbus_services.pulse.core import (
     _settings_from_model, grow_epoch, link_changes, link_devices, link_poll_interval, started_payload,
 )
 from lvsbus_tools.replay import verify as replay_verify
-from lvsbus_tools.timeline import render_text, timeline
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -627,7 +625,10 @@ class Cluster:
         self.heap: list = []
         self._order = 0
         cores_by_name = available()
-        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs") if n in cores_by_name]
+        # the bgp core with [scaleout] (tools/simulate_scaleout.py simulates its speaker and upstream)
+        self.scaleout = config.scaleout is not None
+        self.core_names = [n for n in ("pulse", "nanny", "lvsd", "ipvs", "bgp") if n in cores_by_name
+                           and (n != "bgp" or self.scaleout)]
         self.log_root = log_root
         self.routers = self._make_routers(seed, names, cores_by_name)
         self._init_network()
@@ -907,10 +908,19 @@ class Cluster:
             self._at(self.t + MS, "shell", r.name, "ipvs", r.shell_gen.get("ipvs", 0), "apply", p)
         elif t == "router.role_changed":
             r.role_run[p["group"]] = p["new"]
+        else:
+            self.execute_other(r, svc, eff)
         if t == "router.role_changed" and p["new"] == "ACTIVE":
             if self._elected:
                 self.failovers += 1
             self._elected = True
+
+    def shell_started(self, r: SimRouter, svc: SimService, pid: int) -> None:
+        """The start of a shell this module does not simulate (a subclass does: the bgp service's)."""
+
+    def execute_other(self, r: SimRouter, svc: SimService, eff: Effect) -> None:
+        """An effect no shell above runs: a report that is only recorded, or the bgp service's
+        (``tools/simulate_scaleout.py`` runs those)."""
 
     def supervise(self, r: SimRouter, type_: str) -> None:
         """The router's supervisor, on a delivered ``pulse.start_lvsd`` / ``pulse.stop_lvsd``: the
@@ -954,7 +964,7 @@ class Cluster:
     def start_check(self, r: SimRouter, chk: "SimCheck", late_us: int) -> None:
         """One check starts; its result comes back after its latency."""
         cid, server, timeout_us = chk.id, chk.server, chk.timeout_us
-        mode = self.server_mode.get(server, "up")
+        mode = self.server_seen(r, server)
         if server in self.fos and cid.startswith("fos/"):
             mode = "up" if self._fos_answers(r, self.fos[server]) else "down"
         elif cid.startswith("track/"):  # a tracked script of this router (a track_fail fault)
@@ -971,6 +981,11 @@ class Cluster:
         else:
             res = (cid, False, timeout_us, "timeout", late_us)
         self._at(self.t + res[2] * 1000, "shell", r.name, "nanny", r.shell_gen["nanny"], "result", (chk, res))
+
+    def server_seen(self, r: SimRouter, server: str) -> str:
+        """What a real server's checks from ``r`` find: up, down, flap or slow (the same from every
+        router here; scale-out's path faults make it differ)."""
+        return self.server_mode.get(server, "up")
 
     def shell(self, r: SimRouter, what: str, p: Any) -> None:
         """nanny's checks and the applier's netlink, simulated."""
@@ -1117,7 +1132,7 @@ class Cluster:
         answers, svc.owed = svc.owed, []  # first the inputs it had answered with nothing recorded
         for svc.state, step in run_core(svc.core, svc.state, backlog):
             answers.extend((step.event.seq, eff) for eff in step.effects)
-        pid = {"pulse": 1000, "nanny": 1500, "lvsd": 2000, "ipvs": 3000}.get(svc.name, 4000) + r.broker_runs * 10 + svc.starts
+        pid = {"pulse": 1000, "nanny": 1500, "lvsd": 2000, "ipvs": 3000, "bgp": 5000}.get(svc.name, 4000) + r.broker_runs * 10 + svc.starts
         self.hello(r, svc.name, list(dict.fromkeys(svc.core.inputs + ("timer.fired",))), pid)
         r.shell_gen[svc.name] = r.shell_gen.get(svc.name, 0) + 1
         if svc.name == "pulse":
@@ -1128,6 +1143,8 @@ class Cluster:
             self.publish(r, "lvsd", "lvsd.started", {"pid": pid, "epoch": r.clock.mono(self.t)})
         elif svc.name == "ipvs":
             self.publish(r, "ipvs", "ipvs.started", {"pid": pid, "flush_unmanaged": False, "kernel": "6.1.0-sim"})
+        else:
+            self.shell_started(r, svc, pid)
         if answers:
             self.answer(r, svc, answers)
         if svc.name == "pulse" and svc.starts > 1:  # on_caught_up: once its answers are recorded and run
@@ -1637,6 +1654,8 @@ class Cluster:
                 started = sorted(n for n, a in self.fos_asked[r.name].items() if a == "start")
                 if started:
                     self.violation(f"{r.name} is {role} but its start_cmd of {started} has no stop_cmd")
+        if self.scaleout:
+            return  # every router holds every VIP: scale-out's own invariants (tools/simulate_scaleout.py)
         for vip, rs in holders.items():
             if len(rs) < 2:
                 self._dual_since.pop(vip, None)
@@ -1759,11 +1778,13 @@ class Cluster:
 
 
 def run_seed(seed: int, log_root: str | None = None, faults: list[Fault] | None = None,
-             verify: bool = True, **kw: Any) -> SimResult:
+             verify: bool = True, cluster: Callable[..., Cluster] | None = None, **kw: Any) -> SimResult:
+    """One seed's run (``cluster``: the Cluster class, ``Cluster`` unless given: scale-out's is
+    ``lvsbus_tools.simulate_scaleout.ScaleoutCluster``)."""
     keep = log_root is not None
     root = log_root if keep else tempfile.mkdtemp(prefix=f"lvsbus-sim-{seed}-")
     try:
-        res = Cluster(seed, faults=faults, log_root=root, **kw).run(verify=verify)
+        res = (cluster or Cluster)(seed, faults=faults, log_root=root, **kw).run(verify=verify)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -1843,141 +1864,3 @@ def write_golden(name: str, root: str) -> SimResult:
         if os.path.exists(lock):
             os.unlink(lock)
     return res
-
-
-# --------------------------------------------------------------------------------------------
-# the command line: ``lvsbus simulate`` (lvsbus.cli's COMMAND_MODULES)
-
-
-def add_commands(subparsers) -> None:
-    s = subparsers.add_parser("simulate", help="run simulated clusters with seeded faults (tools/simulate.py)")
-    s.add_argument("--seed", type=int_range(0, SEED_MAX),
-                   help=f"one seed, 0..{SEED_MAX} (reproduces a failing one exactly)")
-    s.add_argument("--seeds", metavar="A-B", type=seed_range,
-                   help="a sweep of seeds, e.g. 0-999 (at most 1,000,000)")
-    s.add_argument("--routers", type=int_range(1, 5), default=2, help="routers in the cluster, 1..5 (default 2)")
-    s.add_argument("--servers", type=int_range(1, 100), default=3,
-                   help="real servers of the virtual service, 1..100 (default 3)")
-    s.add_argument("--fos", action="store_true",
-                   help="service = fos: one failover service (start_cmd/stop_cmd, killed by fos_kill faults), no IPVS")
-    s.add_argument("--groups", action="store_true",
-                   help="two failover groups, web (the first router ranks highest) and mail (the last one "
-                   "does): the active/active pair; invariants hold per group")
-    s.add_argument("--tracking", action="store_true",
-                   help="every router tracks two interfaces (weight -120, and 0: FAULT) and a script (weight "
-                   "-120), failed by track_down / track_fail faults (docs/config.md, Tracking)")
-    s.add_argument("--faults", metavar="FILE", type=existing_file,
-                   help="a JSON fault schedule (as printed for a shrunk failure)")
-    s.add_argument("--logs", metavar="DIR", type=dir_to_write,
-                   help="keep the logs here (one directory per seed and router)")
-    s.add_argument("--no-shrink", action="store_true", help="do not shrink a failing schedule")
-    s.add_argument("--golden", metavar="DIR", type=dir_to_write, help="(re)write the golden incident logs and timelines into DIR")
-    s.add_argument("--json", action="store_true", help="one JSON object a seed (failing ones with their shrunk schedule)")
-    s.set_defaults(func=_cmd_simulate)
-
-
-def _sim_json(res) -> dict:
-    return {"seed": res.seed, "ok": res.ok, "violations": res.violations, "replay_errors": res.replay_errors,
-            "advisories": res.advisories, "faults": [f.to_json() for f in res.faults], "logs": res.logs,
-            "events": res.events, "failovers": res.failovers, "outage_ns": res.outage_ns, "roles": res.roles}
-
-
-def _cmd_simulate(args) -> int:
-    if args.golden:
-        return _write_golden_all(args.golden)
-    faults = None
-    if args.faults:
-        faults = _read_faults(args.faults)
-        if faults is None:
-            return 1
-    if args.seeds:
-        seeds = list(args.seeds)
-    else:
-        seeds = [args.seed if args.seed is not None else 0]
-    failed = 0
-    t0 = time.perf_counter()
-    kw = {"routers": args.routers, "servers": args.servers}
-    again = "".join(f" --{k} {v}" for k, v in kw.items() if v != {"routers": 2, "servers": 3}[k])
-    if args.fos:
-        kw["fos"] = True
-        again += " --fos"
-    if args.tracking:
-        kw["tracking"] = True
-        again += " --tracking"
-    if args.groups:
-        kw["groups"] = True
-        again += " --groups"
-    for seed in seeds:
-        logs = os.path.join(args.logs, f"seed-{seed}") if args.logs else None
-        res = run_seed(seed, log_root=logs, faults=faults, **kw)
-        if res.ok:
-            if args.json:
-                print(json.dumps(_sim_json(res)))
-            elif len(seeds) == 1:
-                print(res.summary())
-            continue
-        failed += 1
-        _report_failure(args, seed, res, logs, faults, kw, again)
-    if len(seeds) > 1 and not args.json:
-        el = time.perf_counter() - t0
-        print(f"{len(seeds)} seeds, {failed} failed, {el:.1f}s ({len(seeds) / el * 60:,.0f} scenarios/min)")
-    return 1 if failed else 0
-
-
-def _write_golden_all(root: str) -> int:
-    """--golden: every golden scenario's logs and its timeline.txt under ``root``."""
-    for name in GOLDEN:
-        res = write_golden(name, root)
-        logs = [res.logs[n] for n in sorted(res.logs)]
-        with open(os.path.join(root, name, "timeline.txt"), "w", encoding="utf-8") as fh:
-            fh.write(render_text(timeline(logs)))
-        print(f"{name}: {'ok' if res.ok else 'FAILED'} ({res.events} events) -> {os.path.join(root, name)}")
-    return 0
-
-
-def _read_faults(path: str) -> list[Fault] | None:
-    """--faults FILE: its schedule, or None (said on stderr) when it cannot be read as one."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return [Fault.from_json(d) for d in json.load(fh)]
-    except OSError as exc:
-        print(f"lvsbus simulate: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, or not faults
-        print(f"lvsbus simulate: {path}: not a fault schedule (a JSON list of faults, "
-              f"as printed for a shrunk failure): {type(exc).__name__}: {str(exc)[:200]}",
-              file=sys.stderr)
-        return None
-
-
-def _report_failure(args, seed: int, res: SimResult, logs: str | None, faults: list[Fault] | None,
-                    kw: dict, again: str) -> None:
-    """A failing seed: its logs kept, its schedule shrunk (unless --no-shrink), and how to run both again."""
-    if not logs:  # run it again keeping the logs, for the report (the same run: deterministic)
-        logs = os.path.join(tempfile.gettempdir(), f"lvsbus-sim-seed-{seed}")
-        shutil.rmtree(logs, ignore_errors=True)
-        res = run_seed(seed, log_root=logs, faults=faults, **kw)
-    small = None
-    if not args.no_shrink and res.faults:
-        small = shrink(seed, res.faults, **kw)
-        path = os.path.join(logs, "shrunk-faults.json")
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump([f.to_json() for f in small], fh, indent=1)
-    if args.json:
-        print(json.dumps({**_sim_json(res), "shrunk": [f.to_json() for f in small] if small is not None else None}))
-        return
-    print(res.summary())
-    print(f"  reproduce: lvsbus simulate --seed {seed}{again}{' --faults FILE' if faults else ''} --logs DIR")
-    if small is not None:
-        print(f"  shrunk to {len(small)} fault(s): " + "; ".join(f.describe() for f in small))
-        print(f"  reproduce the shrunk schedule: lvsbus simulate --seed {seed}{again} --faults {path} --logs DIR")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python tools/simulate.py ARGS`` is ``lvsbus simulate ARGS``, with the same parser (as
-    tools/replay.py is replay)."""
-    return run_one(add_commands, "simulate", sys.argv[1:] if argv is None else argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

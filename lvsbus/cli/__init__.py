@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "lvsbus.cli.router",  # router, status, fsm
     "lvsbus.cli.ipvs",  # ipvs save / show
     "lvsbus_tools.replay",  # replay
-    "lvsbus_tools.simulate",  # simulate
+    "lvsbus_tools.simulate_cli",  # simulate
     "lvsbus.cli.demo",  # demo
     "lvsbus.cli.operator",  # server drain|disable|enable, handover, bgp drain|resume
     "lvsbus_tools.web.cli",  # web, web passwd

@@ -606,8 +606,8 @@ def test_verify_of_a_live_log_counts_only_what_was_written_before_it_read(tmp_pa
 
 
 def test_the_other_tools_scripts_run_their_cli_or_say_they_have_none(tmp_path):
-    """tools/simulate.py is ``lvsbus simulate``; timeline.py and agreement.py are libraries: run as
-    scripts they say so and fail (all three exited 0 doing nothing). Also: the console's
+    """tools/simulate_cli.py is ``lvsbus simulate``; simulate.py, timeline.py and agreement.py are
+    libraries: run as scripts they say so and fail (they exited 0 doing nothing). Also: the console's
     ``--help`` names its own module (it said lvsbus_services.web)."""
     import subprocess
     import sys
@@ -618,11 +618,12 @@ def test_the_other_tools_scripts_run_their_cli_or_say_they_have_none(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, env=env)
 
-    r = run(str(tools / "simulate.py"), "--help")
+    r = run(str(tools / "simulate_cli.py"), "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: lvsbus simulate"), r.stderr[-2000:]
-    r = run(str(tools / "simulate.py"), "--seed", "1", "--routers", "9")
+    r = run(str(tools / "simulate_cli.py"), "--seed", "1", "--routers", "9")
     assert r.returncode == 2 and "--routers" in r.stderr
-    for name, says in (("timeline", "lvsbus replay LOG... --timeline"), ("agreement", "is a library")):
+    for name, says in (("timeline", "lvsbus replay LOG... --timeline"), ("agreement", "is a library"),
+                       ("simulate", "its command line is: lvsbus simulate")):
         r = run(str(tools / f"{name}.py"))
         assert r.returncode == 1 and says in r.stderr, (name, r.stderr[-2000:])
     r = subprocess.run([sys.executable, "-m", "lvsbus_tools.web", "--help"], capture_output=True, text=True,
