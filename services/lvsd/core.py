@@ -25,7 +25,8 @@ Policy (keepalived's ipwrapper layer; the applier only translates to netlink):
 * a virtual service is in the table when it is active; its real servers are the active ones;
 * a real server is *in service* when nanny says UP or FALLING (not yet fall failures in a row);
   one that is not is removed, or kept with weight 0: with ``inhibit_on_failure`` (keepalived's)
-  always, also before it ever passed a check; with ``quiesce`` (lvs.cf ``quiesce_server``,
+  always, also before it ever passed a check (and in scale-out with scheduler mh, docs/scaleout.md);
+  with ``quiesce`` (lvs.cf ``quiesce_server``,
   Piranha's nanny -q) once it has been in service since lvsd's core last saw its health start
   over (a server never in the table is not added at weight 0, as Piranha's nanny did not);
 * quorum: the service is *up* while the total configured weight of its in-service servers is at
@@ -73,7 +74,7 @@ class Layout:
 
     __slots__ = ("name", "group", "key", "service", "servers", "sorry", "quiesce", "inhibit", "quorum", "hysteresis")
 
-    def __init__(self, vs: VirtualService) -> None:
+    def __init__(self, vs: VirtualService, scaleout: bool = False) -> None:
         self.name = vs.name
         self.group = vs.group or DEFAULT_GROUP
         self.key = service_key(vs)
@@ -96,7 +97,12 @@ class Layout:
         if vs.sorry_server:
             port = vs.sorry_server_port if vs.sorry_server_port is not None else vs.port
             self.sorry = Dest(vs.sorry_server, port, fwd, 1)
-        self.quiesce, self.inhibit = vs.quiesce, vs.inhibit_on_failure
+        # scale-out with mh: a failed real server keeps its place at weight 0 (as inhibit_on_failure).
+        # IPVS mh fills its lookup table walking the real servers in the order they were added, so
+        # one removed and added again on one router alone would map flows differently there than on
+        # the others: every router keeps every configured server, in the config's order
+        self.quiesce = vs.quiesce
+        self.inhibit = vs.inhibit_on_failure or (scaleout and vs.scheduler == "mh")
         self.quorum, self.hysteresis = vs.quorum, vs.hysteresis
 
     def quorum_up(self, health: dict[str, str], was_up: bool | None, admin: dict[str, str]) -> bool:
@@ -302,7 +308,7 @@ class LvsdCore(Core[LvsdState]):
         # an operator's drain or disable outlives a reload while the server is still configured
         st.admin = {i: a for i, a in st.admin.items() if i in checks}
         # service = fos: no virtual service is used, the desired table is empty (no IPVS at all)
-        st.layouts = {vs.name: Layout(vs) for vs in cfg.lvs_services() if vs.active}
+        st.layouts = {vs.name: Layout(vs, cfg.scaleout is not None) for vs in cfg.lvs_services() if vs.active}
         st.quorum = {n: q for n, q in st.quorum.items() if n in st.layouts}
         st.model, st.digest = model, digest
 

@@ -53,7 +53,7 @@ def test_kernel_tier_in_vm(kit, tmp_path):
            f"--junitxml=/mnt/out/junit.xml {args} > /mnt/out/pytest.log 2>&1")
     try:
         _copy_checkout(clone)
-        res = kitmod.run(kit, cmd, str(out), cwd=str(clone), timeout=1800)
+        res = kitmod.run(kit, cmd, str(out), cwd=str(clone), timeout=1800, memory_mb=2048, cpus=2)
     finally:
         shutil.rmtree(clone, ignore_errors=True)
     where = (out / "where.txt").read_text(errors="replace") if (out / "where.txt").exists() else ""

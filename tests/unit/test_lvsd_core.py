@@ -51,6 +51,33 @@ def test_inhibit_on_failure_keeps_every_server_not_in_service_at_weight_zero():
     assert l.dests() == {"10.0.0.1:80": 0, "10.0.0.2:80": 0}
 
 
+def test_scale_out_with_mh_keeps_every_configured_server_in_order_at_weight_zero_when_down():
+    """IPVS mh fills its lookup table walking the real servers in the order they were added: a
+    server removed and added again on one router alone would map flows differently there. In
+    scale-out with mh every configured server stays, in the config's order, at weight 0 when down;
+    without scale-out (or with another scheduler and connection sync) a failed server is removed."""
+    from lvsbus.config.model import Scaleout
+
+    so = Scaleout(local_as=65001, peer_as=65000, peers=("192.0.2.254",))
+    l = Lvsd(dataclasses.replace(config(vs(3, scheduler="mh", scheduler_flags=("mh-port",))), scaleout=so))
+    assert list(l.dests()) == ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] and set(l.dests().values()) == {0}
+    for s in ("s2", "s0", "s1"):
+        l.up(s)
+    assert list(l.dests().items()) == [("10.0.0.1:80", 1), ("10.0.0.2:80", 1), ("10.0.0.3:80", 1)]
+    out = l.down("s1")
+    assert [o["op"] for o in out[0].payload["ops"]] == ["edit_dest"]
+    assert list(l.dests().items()) == [("10.0.0.1:80", 1), ("10.0.0.2:80", 0), ("10.0.0.3:80", 1)]
+    from lvsbus.config.model import SyncDaemon
+
+    synced = dataclasses.replace(config(vs(3, scheduler="wlc")), scaleout=so, sync_daemon=SyncDaemon(enabled=True))
+    for plain in (config(vs(3, scheduler="mh")), synced):
+        l = Lvsd(plain)
+        l.up("s0")
+        l.up("s1")
+        l.down("s1")
+        assert l.dests() == {"10.0.0.1:80": 1}
+
+
 def test_quiesce_is_piranhas_weight_zero_only_for_a_server_that_was_in():
     """Piranha's nanny -q: the first time a server comes up it is added; when it fails it is set to
     weight 0 (connections drain); when it comes back its weight is set again. A server never up is
