@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 from lvsbus.host.configfiles import load_config as load
+from lvsbus.config.consistency import compare_routers
 from lvsbus.config.diff import diff
 from lvsbus.config.model import (
     Check,
@@ -38,19 +39,28 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "check-config",
-        help="validate a config file and print what would run",
+        help="validate a config file (or a scale-out group's, one per router) and print what would run",
         description="Read FILE (Piranha lvs.cf, native TOML or keepalived.conf), validate it, and print the routers, "
                     "heartbeat, virtual services, real servers and health checks it would run, then "
                     "any warnings (obsolete lvs.cf keywords, what lvsbus does not run of a "
                     "keepalived.conf or runs differently, advice). Exits 0 when the file is "
                     "valid, 1 with every error listed as FILE:LINE: KEY: MESSAGE when it is not "
-                    "(like keepalived -t).",
+                    "(like keepalived -t). With several FILEs, one per router of a scale-out group "
+                    "([scaleout]), each is checked so, then they are compared: every router must have "
+                    "the same virtual services (by protocol, address and port, or fwmark), with the same "
+                    "scheduler and flags, forwarding method, real servers and weights (for mh in the same "
+                    "order) and the same VIPs, or mh would map a flow to another real server on another "
+                    "router; each difference is an error naming both files and lines, and the exit is 1. "
+                    "A file with [scaleout] beside one without is an error too; files without [scaleout] "
+                    "are not compared. See docs/scaleout.md.",
     )
-    p.add_argument("file", metavar="FILE", help="the config file, e.g. /etc/sysconfig/ha/lvs.cf")
+    p.add_argument("file", metavar="FILE", nargs="+",
+                   help="the config file, e.g. /etc/sysconfig/ha/lvs.cf; several: one per router of a "
+                        "scale-out group, compared")
     p.add_argument("--format", choices=_FORMATS, default="auto", help=fmt_help)
     p.add_argument("--json", action="store_true",
                    help="print the validated model as JSON (the config-loaded event payload) "
-                        "instead of the summary")
+                        "instead of the summary; with several FILEs, a JSON array of them, in order")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
     p.set_defaults(func=_cmd_check)
 
@@ -85,9 +95,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_cmd_diff)
 
 
-def _load(path: str, fmt: str, err: TextIO) -> LoadedConfig | None:
+def _load(path: str, fmt: str, err: TextIO, locations: bool = False) -> LoadedConfig | None:
     try:
-        return load(path, None if fmt == "auto" else fmt)
+        return load(path, None if fmt == "auto" else fmt, locations=locations)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"error: {_issue(issue)}", file=err)
@@ -132,27 +142,71 @@ def _router_host_problems(loaded: LoadedConfig) -> tuple[list[str], list[str]]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    loaded = _load(args.file, args.format, sys.stderr)
+    """Each FILE checked on its own; several are then compared (lvsbus/config/consistency.py)."""
+    files: list[str] = args.file
+    several = len(files) > 1
+    checked = [_check_one(path, args, several) for path in files]
+    valid = [loaded for _, loaded in checked if loaded is not None]
+    models = [loaded for ok, loaded in checked if ok and loaded is not None]
+    code = 0 if len(models) == len(files) else 1
+    if several:
+        code = max(code, _compare(valid, files, json_out=args.json))
+        if args.json and code == 0:
+            from lvsbus.config.model import to_dict
+
+            print(json.dumps([to_dict(m.config) for m in models], indent=2))
+    return code
+
+
+def _check_one(path: str, args: argparse.Namespace, several: bool) -> tuple[bool, LoadedConfig | None]:
+    """One file checked as check-config always has: (passed, the loaded file if it is valid: it
+    can be compared even when this host could not run it). With several files the JSON is printed
+    once, after the comparison."""
+    loaded = _load(path, args.format, sys.stderr, locations=several)
     if loaded is None:
-        return 1
+        return False, None
     errors, notes = _router_host_problems(loaded)
     if errors:
         for e in errors:
             print(f"error: {e}", file=sys.stderr)
         print(f"{loaded.source}: the file is valid, but this router cannot start with it", file=sys.stderr)
-        return 1
+        return False, loaded
     for n in notes:
         print(f"warning: {n}", file=sys.stderr)
     if args.json:
-        from lvsbus.config.model import to_dict
+        if not several:
+            from lvsbus.config.model import to_dict
 
-        print(json.dumps(to_dict(loaded.config), indent=2))
+            print(json.dumps(to_dict(loaded.config), indent=2))
     elif not args.quiet:
         print(describe(loaded))
     _print_warnings(loaded, sys.stdout if not args.json else sys.stderr)
     if not args.json:
         count = len(loaded.warnings)
         print(f"{loaded.source}: valid ({count} warning{'s' if count != 1 else ''})")
+    return True, loaded
+
+
+def _compare(valid: list[LoadedConfig], files: list[str], json_out: bool) -> int:
+    """The routers' files compared (the valid ones): every difference an error on stderr, 1 if any."""
+    result = compare_routers(valid)
+    out = sys.stderr if json_out else sys.stdout
+    names = ", ".join(v.source for v in valid)
+    skipped = len(files) - len(valid)
+    left_out = f"; {skipped} invalid file{'s' if skipped != 1 else ''} not compared" if skipped else ""
+    if result.issues:
+        for issue in result.issues:
+            print(f"error: {_issue(issue)}", file=sys.stderr)
+        n = len(result.issues)
+        print(f"{names}: the routers' configs differ, {n} error{'s' if n != 1 else ''}{left_out}", file=sys.stderr)
+        return 1
+    if not result.compared:
+        if len(valid) > 1:
+            print(f"{names}: not compared (no [scaleout]: only a scale-out group's routers must have the "
+                  f"same virtual services){left_out}", file=out)
+        return 0
+    print(f"{names}: the same on {len(valid)} routers (virtual services, schedulers, forwarding, real servers, "
+          f"weights and order, VIPs){left_out}", file=out)
     return 0
 
 

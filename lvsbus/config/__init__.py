@@ -109,11 +109,12 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def loads(text: str, filename: str = "<config>", format: str | None = None, *, files: Files | None = None,
-          config_id: str = "", key_file: str | None = None) -> LoadedConfig:
+          config_id: str = "", key_file: str | None = None, locations: bool = False) -> LoadedConfig:
     """Parse and validate config text in any form (``format``: "toml", "lvscf", "keepalived" or None
     to detect). A keepalived.conf's includes are read through ``files`` (none: an include is an
     error), its ``@ID`` lines match ``config_id``, ``key_file`` is its heartbeat key (it has no
-    keyword for one); lvsbus/host/configfiles.py gives the host's."""
+    keyword for one); lvsbus/host/configfiles.py gives the host's. ``locations``: keep the reader's
+    line index (``LoadedConfig.locate``), dropped otherwise."""
     too_big = size_issue(text, filename)
     if too_big is not None:
         raise ConfigError([too_big])
@@ -124,14 +125,14 @@ def loads(text: str, filename: str = "<config>", format: str | None = None, *, f
         else:
             loaded = loads_toml(text, filename) if fmt == "toml" else loads_lvscf(text, filename)
     return dataclasses.replace(loaded, digest=hashlib.sha256(
-        text.encode("utf-8", "surrogatepass")).hexdigest())
+        text.encode("utf-8", "surrogatepass")).hexdigest(), locate=loaded.locate if locations else None)
 
 
 def load(path: str, format: str | None = None, *, files: Files | None = None, config_id: str = "",
-         key_file: str | None = None) -> LoadedConfig:
+         key_file: str | None = None, locations: bool = False) -> LoadedConfig:
     """Read, parse and validate a config file (``.toml`` -> native, else lvs.cf unless the content is
     TOML). Raises ConfigError (every error, with file and line); an unreadable file, a directory
-    and a file over MAX_CONFIG_BYTES are ConfigErrors too."""
+    and a file over MAX_CONFIG_BYTES are ConfigErrors too. ``locations``: as ``loads``."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
@@ -150,5 +151,5 @@ def load(path: str, format: str | None = None, *, files: Files | None = None, co
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Issue(key="", message="the file is not UTF-8 text", file=path,
                                  line=line)]) from None
-    loaded = loads(text, path, format, files=files, config_id=config_id, key_file=key_file)
+    loaded = loads(text, path, format, files=files, config_id=config_id, key_file=key_file, locations=locations)
     return dataclasses.replace(loaded, digest=hashlib.sha256(raw).hexdigest())

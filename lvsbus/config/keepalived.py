@@ -1020,4 +1020,5 @@ def loads_keepalived(text: str, filename: str = "keepalived.conf", config_id: st
 
     if errors:
         raise ConfigError(sorted(errors, key=key))
-    return LoadedConfig(config=cfg, warnings=tuple(sorted(warnings, key=key)), source=filename, format="keepalived")
+    return LoadedConfig(config=cfg, warnings=tuple(sorted(warnings, key=key)), source=filename, format="keepalived",
+                        locate=m.locate)

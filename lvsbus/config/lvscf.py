@@ -445,7 +445,7 @@ def loads_lvscf(text: str, filename: str = "lvs.cf") -> LoadedConfig:
     if errors:
         raise ConfigError(_sorted(errors))
     return LoadedConfig(config=cfg, warnings=tuple(_sorted(warnings + more)), source=filename,
-                        format="lvscf")
+                        format="lvscf", locate=lambda path: (filename, locate(path)[0]))
 
 
 def _put(r: _Reader, path: str, target: dict, key: str, value: Any, e: _Entry, shown: str) -> None:

@@ -18,7 +18,7 @@ import dataclasses
 import enum
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "SCHEDULERS",
@@ -772,6 +772,12 @@ class LoadedConfig:
     format: str = "toml"
     #: sha256 (hex) of the file's bytes as read (of the UTF-8 text for ``loads``)
     digest: str = ""
+    #: where a model key path (``virtual.web.server.s1.weight``) is written: (file, line), the line
+    #: of the key or of its nearest table or block, (None, None) when unknown; what the readers place
+    #: their errors with. Kept only when asked (``load(..., locations=True)``: check-config comparing
+    #: the routers' files, lvsbus/config/consistency.py): a large config's line index is not held
+    #: by every process for nothing
+    locate: Callable[[str], tuple[str | None, int | None]] | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------------

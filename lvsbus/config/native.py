@@ -675,9 +675,10 @@ def loads_toml(text: str, filename: str = "<toml>") -> LoadedConfig:
         problem = _toml_limit_issue(text, filename) or Issue(
             key="", message=f"arrays or tables nested more than {MAX_NESTING} deep", file=filename)
         raise ConfigError([problem])
-    cfg, warnings = config_from_mapping(data, filename=filename, locate=TomlLocator(text),
-                                        return_warnings=True)
-    return LoadedConfig(config=cfg, warnings=tuple(warnings), source=filename, format="toml")
+    locator = TomlLocator(text)
+    cfg, warnings = config_from_mapping(data, filename=filename, locate=locator, return_warnings=True)
+    return LoadedConfig(config=cfg, warnings=tuple(warnings), source=filename, format="toml",
+                        locate=lambda path: (filename, locator(path)[0]))
 
 
 # ---------------------------------------------------------------------------------------------

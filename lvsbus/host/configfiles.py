@@ -46,8 +46,9 @@ def config_id() -> str:
     return os.environ.get(CONFIG_ID_ENV) or socket.gethostname().split(".", 1)[0]
 
 
-def load_config(path: str, format: str | None = None) -> LoadedConfig:
+def load_config(path: str, format: str | None = None, *, locations: bool = False) -> LoadedConfig:
     """``lvsbus.config.load`` with this host's files and config id (a keepalived.conf's includes and
-    ``@ID`` lines; relative includes are relative to the file's directory)."""
+    ``@ID`` lines; relative includes are relative to the file's directory). ``locations``: keep
+    the file's line index (``LoadedConfig.locate``)."""
     return load(str(path), format, files=HostFiles(), config_id=config_id(),
-                key_file=os.environ.get(KEY_FILE_ENV) or None)
+                key_file=os.environ.get(KEY_FILE_ENV) or None, locations=locations)

@@ -97,6 +97,78 @@ def test_diff(capsys, tmp_path):
     assert capsys.readouterr().out.strip() == "no changes"
 
 
+# -- several files: one per router of a scale-out group, compared ------------------------------
+
+
+def _group(tmp_path, **changes: str) -> list[str]:
+    """r1.toml and r2.toml, a scale-out group's two routers' files (tests/helpers/lvs_config.py's,
+    real server s1 with weight 2 at line 15, [scaleout] at line 17); ``weight``: r2's weight line."""
+    from tests.helpers.lvs_config import lvs_toml, scaleout_toml
+
+    base = lvs_toml("mh") + "weight = 2\n" + scaleout_toml()
+    paths = []
+    for name, text in (("r1.toml", base), ("r2.toml", base.replace("weight = 2", changes.get("weight", "weight = 2")))):
+        (tmp_path / name).write_text(text)
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def test_check_config_several_routers_the_same(capsys, tmp_path):
+    r1, r2 = _group(tmp_path)
+    assert main(["check-config", r1, r2]) == 0
+    out = capsys.readouterr().out
+    assert f"{r1}: valid (0 warnings)" in out and f"{r2}: valid (0 warnings)" in out
+    assert out.count("  web: 10.200.0.1:80/tcp, mh, direct") == 2  # each file described as on its own
+    assert out.rstrip().endswith(f"{r1}, {r2}: the same on 2 routers (virtual services, schedulers, forwarding, "
+                                 "real servers, weights and order, VIPs)")
+
+
+def test_check_config_several_routers_that_differ(capsys, tmp_path):
+    r1, r2 = _group(tmp_path, weight="weight = 3")
+    assert main(["check-config", "-q", r1, r2]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"{r1}: valid (0 warnings)", f"{r2}: valid (0 warnings)"]
+    assert captured.err.splitlines() == [
+        f"error: {r2}:15: virtual.web.server.s1.weight: real server 10.99.3.101:80: weight 3 here, 2 in {r1}:15: mh "
+        "sends a flow to the same real server on every router only when the weights are the same",
+        f"{r1}, {r2}: the routers' configs differ, 1 error"]
+
+
+def test_check_config_several_json_is_an_array_and_only_when_they_agree(capsys, tmp_path):
+    r1, r2 = _group(tmp_path)
+    assert main(["check-config", "--json", r1, r2]) == 0
+    captured = capsys.readouterr()
+    assert [m["scaleout"]["local_as"] for m in json.loads(captured.out)] == [65001, 65001]
+    assert "the same on 2 routers" in captured.err
+    r1, r2 = _group(tmp_path, weight="weight = 3")
+    assert main(["check-config", "--json", r1, r2]) == 1
+    assert capsys.readouterr().out == ""
+
+
+def test_check_config_scaleout_beside_a_file_without(capsys, tmp_path):
+    r1, _ = _group(tmp_path)
+    cf = str(LVSCF / "nat_router.cf")
+    assert main(["check-config", "-q", r1, cf]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {cf}: no [scaleout], but {r1}:17 has it" in err
+
+
+def test_check_config_several_without_scaleout_are_each_checked_not_compared(capsys):
+    files = [str(LVSCF / "nat_router.cf"), str(LVSCF / "fwmark.cf")]
+    assert main(["check-config", "-q", *files]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{', '.join(files)}: not compared (no [scaleout]: only a " \
+                                                      "scale-out group's routers must have the same virtual services)"
+
+
+def test_check_config_several_with_an_invalid_one(capsys, tmp_path):
+    r1, r2 = _group(tmp_path)
+    missing = str(tmp_path / "nope.toml")
+    assert main(["check-config", "-q", r1, missing, r2]) == 1
+    captured = capsys.readouterr()
+    assert "cannot read the file" in captured.err
+    assert f"{r1}, {r2}: the same on 2 routers" in captured.out and "1 invalid file not compared" in captured.out
+
+
 @pytest.mark.parametrize("argv", [["check-config", "--help"], ["config", "convert", "--help"],
                                   ["config", "diff", "--help"]])
 def test_help(argv, capsys):
