@@ -91,6 +91,8 @@ def service_of(cmd: str) -> str:
     for word in cmd.split():
         if word.startswith("lvsbus_services.") or word.startswith("lvsbus_tools."):
             return word.split(".")[1]
+    if "lvsbus.router.zygote" in cmd:
+        return "zygote"
     if " broker " in f" {cmd} ":
         return "broker"
     if " router " in f" {cmd} ":
@@ -122,6 +124,9 @@ def main() -> int:
     ap.add_argument("--services", type=int, default=100)
     ap.add_argument("--servers", type=int, default=10)
     ap.add_argument("--settle", type=float, default=15.0, help="seconds of steady state before measuring")
+    ap.add_argument("--spawn", default="zygote,exec",
+                    help="lvsbus router --spawn modes to measure, in turn (default %(default)s): lvsbus_* "
+                         "figures are the zygote's, lvsbus_exec_* exec's; the ratio is the first mode's")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("memory: needs root (network namespaces)", file=sys.stderr)
@@ -136,21 +141,26 @@ def main() -> int:
         key = write_key(tmp / "hb.key")
         # lvsbus on r1, on the keepalived.conf itself
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LVSBUS_HEARTBEAT_KEY_FILE": str(key), "LVSBUS_LOG_FORMAT": "json"}
-        p = topo.popen("r1", [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(conf),
-                              "--state-dir", str(tmp / "state")],
-                       stdout=subprocess.DEVNULL, stderr=open(tmp / "lvsbus.err", "w"), env=env, cwd=str(ROOT))
-        time.sleep(args.settle)
-        if p.poll() is not None:
-            print(f"memory: lvsbus router exited ({p.returncode}):\n{(tmp / 'lvsbus.err').read_text()[-3000:]}",
-                  file=sys.stderr)
-            return 1
-        total, n, per = sample(topo, "r1")
-        out("lvsbus_pss_mb", f"{total:.1f}", "MB")
-        out("lvsbus_processes", n)
-        for name, mb in sorted(per.items(), key=lambda x: -x[1]):
-            out(f"lvsbus_pss_mb_{name}", f"{mb:.1f}", "MB")
-        p.terminate()
-        p.wait(30)
+        total = 0.0
+        for mode in args.spawn.split(","):
+            # lvsbus_* figures: services forked from the zygote (the default); lvsbus_exec_*: --spawn exec
+            tag = "lvsbus" if mode == "zygote" else f"lvsbus_{mode}"
+            p = topo.popen("r1", [sys.executable, "-m", "lvsbus.cli", "router", "--config", str(conf),
+                                  "--state-dir", str(tmp / f"state-{mode}"), "--spawn", mode],
+                           stdout=subprocess.DEVNULL, stderr=open(tmp / "lvsbus.err", "w"), env=env, cwd=str(ROOT))
+            time.sleep(args.settle)
+            if p.poll() is not None:
+                print(f"memory: lvsbus router exited ({p.returncode}):\n{(tmp / 'lvsbus.err').read_text()[-3000:]}",
+                      file=sys.stderr)
+                return 1
+            mtotal, n, per = sample(topo, "r1")
+            total = mtotal if mode == "zygote" or not total else total
+            out(f"{tag}_pss_mb", f"{mtotal:.1f}", "MB")
+            out(f"{tag}_processes", n)
+            for name, mb in sorted(per.items(), key=lambda x: -x[1]):
+                out(f"{tag}_pss_mb_{name}", f"{mb:.1f}", "MB")
+            p.terminate()
+            p.wait(30)
         # keepalived on r2, the same file (its own address is the unicast source there)
         if shutil.which("keepalived") is None:
             out("keepalived", "not_installed")

@@ -33,6 +33,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="the window of --max-restarts and of the restart backoff (default %(default)s)")
     r.add_argument("--no-spares", action="store_true",
                    help="no warm spare for the broker and pulse: a dead one is started anew (0.3-0.5 s)")
+    r.add_argument("--spawn", choices=("zygote", "exec"), default="zygote",
+                   help="how services start: zygote (default): forked from one pre-loaded parent that "
+                   "imported everything once (a start takes ms, pages are shared; ps still shows each "
+                   "service's command line); exec: each a python -m of its own (0.3-0.5 s of imports "
+                   "each). docs/router.md")
     r.set_defaults(func=cmd_router)
 
     s = sub.add_parser(
@@ -61,7 +66,7 @@ def cmd_router(args) -> int:
         return 2
     return main(args.config, args.state_dir, keep_privileges=args.keep_privileges,
                 limits=RestartLimits(max_restarts=args.max_restarts, window_s=args.restart_window),
-                spares=not args.no_spares)
+                spares=not args.no_spares, spawn=args.spawn)
 
 
 def cmd_fsm_router(args) -> int:

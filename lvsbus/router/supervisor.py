@@ -80,6 +80,7 @@ from lvsbus.config.derive import loaded_payload
 from lvsbus.host.keyfile import load_key
 from lvsbus.host.paths import StateDirs
 from lvsbus.router import supervision
+from lvsbus.router import zygote
 from lvsbus.router.supervision import (ABANDON, GIVE_UP, LVSD_START, LVSD_STOP, ROUTER_SUBS, SPARES, RestartLimits,
                                        Supervision, restarted_payload)
 
@@ -206,13 +207,15 @@ def config_vips(cfg, local: str | None = None) -> list[tuple[str, int, str | Non
 
 class Child:
     def __init__(self, name: str, argv: list[str], capture: bool = False,
-                 dropper: privileges.Dropper | None = None, spare: bool = False) -> None:
+                 dropper: privileges.Dropper | None = None, spare: bool = False,
+                 launcher: zygote.Launcher | None = None) -> None:
         self.name = name
+        self.launcher = launcher  # the zygote its processes are forked from; None: exec
         self.argv = argv
         self.capture = capture
         self.stdin_pipe = False  # a pipe to the child's stdin (lvsd's standby waits there for "go")
         self.dropper = dropper  # None: the child runs with the supervisor's privileges
-        self.proc: subprocess.Popen | None = None
+        self.proc: Any = None  # subprocess.Popen or zygote.ForkedProcess (the same use)
         self.wanted = False
         self.start_at: float | None = None  # a restart scheduled at this monotonic time
         self.last_exit = ""
@@ -222,7 +225,7 @@ class Child:
         # warm spare (broker, pulse): a second process, started and imported, blocked on the
         # service's lock (lvsbus.host.servicelock) until the live one dies; see "Warm spares"
         self.uses_spare = spare
-        self.spare: subprocess.Popen | None = None
+        self.spare: Any = None  # subprocess.Popen or zygote.ForkedProcess
         self.spare_at: float | None = None  # start a new spare at this time (once the live one holds the lock)
         self.pending_restart: dict | None = None  # router.service_restarted, recorded when start_at comes
         self.nice: int | None = HEARTBEAT_NICE if name in SPARES else None  # the live process's nice value
@@ -248,9 +251,27 @@ class Child:
         if self.dropper is not None:
             self.dropper()  # raises when it cannot drop: the child does not run
 
-    def _spawn(self, what: str) -> subprocess.Popen | None:
+    def _spawn(self, what: str) -> Any:
         self.start_error = None
         self._spawn_nice = self.nice if what == "service" else None
+        if self.launcher is not None:
+            try:
+                proc = self.launcher.spawn(
+                    self.argv, keep=self.dropper.keep_names if self.dropper is not None else None,
+                    nice=self._spawn_nice, stdin_pipe=self.stdin_pipe,
+                    stderr_pipe=self.capture and what == "service")
+            except zygote.DropFailed as exc:
+                self.start_error = f"could not start: dropping privileges failed ({exc})"
+                log.error("service_start_failed", service=self.name, error=self.start_error, process=what,
+                          capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
+                return None
+            except zygote.ZygoteDown as exc:
+                log.warning("zygote_unavailable", service=self.name, error=str(exc), fallback="exec")
+            else:
+                log.info("service_started" if what == "service" else "spare_started", service=self.name,
+                         pid=proc.pid, forked=True,
+                         capabilities=privileges.describe(self.dropper.plan.keep) if self.dropper else "the supervisor's")
+                return proc
         try:
             proc = subprocess.Popen(
                 self.argv,
@@ -373,8 +394,11 @@ _FAILED_START: Any = _FailedStart()
 class Supervisor:
     def __init__(self, config_path: str, state_dir: str, python: str = sys.executable,
                  keep_privileges: bool = False, limits: RestartLimits | None = None,
-                 spares: bool = True) -> None:
+                 spares: bool = True, spawn: str = "zygote") -> None:
         self.config_path = config_path
+        #: how services start: "zygote" (forked from a pre-loaded parent, lvsbus/router/zygote.py)
+        #: or "exec" (each a python -m of its own)
+        self.launcher: zygote.Launcher | None = zygote.Launcher(python) if spawn == "zygote" else None
         self.dirs = StateDirs(state_dir)
         self.python = python
         self.keep_privileges = keep_privileges
@@ -517,7 +541,7 @@ class Supervisor:
         and passed on line by line). Later ones (spares, restarts) are not waited for: they take
         the broker's lock, then bind; the clients reconnect by themselves."""
         b = Child("broker", self._broker_argv(), capture=True, dropper=self._dropper("broker"),
-                  spare=self.spares)
+                  spare=self.spares, launcher=self.launcher)
         b.start()
         self.broker = b
         deadline = time.monotonic() + BROKER_READY_TIMEOUT
@@ -569,13 +593,14 @@ class Supervisor:
 
     def _service_child(self, name: str, module: str) -> Child:
         return Child(name, self._service_argv(module), dropper=self._dropper(name),
-                     spare=self.spares and name in SPARES)
+                     spare=self.spares and name in SPARES, launcher=self.launcher)
 
     def run(self) -> int:
         code = self.prepare()
         if code:
             return code
         self.dirs.make()
+        self._start_zygote()
         self._plan_privileges()
         self._check_priority()
         if self.drop:
@@ -669,6 +694,45 @@ class Supervisor:
             for ev in self.client.recv_batch(0.001):  # type: ignore[union-attr]
                 self._on_event(ev)
 
+    def _start_zygote(self) -> None:
+        """The pre-loaded parent the services are forked from (lvsbus/router/zygote.py); it
+        imports while the supervisor goes on. Without a subreaper (an old kernel) or when it cannot
+        start, services start by exec."""
+        if self.launcher is None:
+            return
+        if not zygote.become_subreaper(_LIBC):
+            log.warning("zygote_unavailable", error="PR_SET_CHILD_SUBREAPER refused", fallback="exec")
+            self.launcher = None
+            return
+        try:
+            self.launcher.start()
+        except OSError as exc:
+            log.warning("zygote_unavailable", error=str(exc), fallback="exec")
+            self.launcher = None
+            return
+        log.info("zygote_started", pid=self.launcher.pid)
+
+    def _reap_orphans(self) -> None:
+        """As a subreaper, this process also inherits the orphans of its services' own children (a
+        check program whose nanny died, a daemon that forked): reap them, never one of ours (their
+        ``poll`` reaps those)."""
+        ours = {p.pid for c in self._all_children() for p in (c.proc, c.spare)
+                if p is not None and p is not _FAILED_START and p.poll() is None}
+        if self.launcher is not None and self.launcher.proc is not None and self.launcher.proc.poll() is None:
+            ours.add(self.launcher.proc.pid)
+        for _ in range(64):
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid in ours or info.si_pid == 0:
+                return
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                return
+            log.info("orphan_reaped", pid=info.si_pid, status=info.si_status)
+
     def _all_children(self) -> list[Child]:
         return ([self.broker] if self.broker else []) + list(self.children.values())
 
@@ -733,6 +797,7 @@ class Supervisor:
             if (c.uses_spare and c.spare is None and c.spare_at is not None and now >= c.spare_at
                     and c.alive() and servicelock.holder(self.dirs.run, c.name) == c.pid):
                 c.start_spare()  # only once the live one holds the lock: never two racing for it
+        self._reap_orphans()
         return True
 
     def _died(self, c: Child, exit_: str, now: float, spare: bool) -> bool:
@@ -908,12 +973,15 @@ class Supervisor:
             self.client = None
         if self.broker is not None:
             self.broker.stop()
+        if self.launcher is not None:
+            self.launcher.close()
         log.info("router_stopped", router=self.local, exit_code=self.exit_code)
 
 
 def main(config: str, state_dir: str, keep_privileges: bool = False, limits: RestartLimits | None = None,
-         spares: bool = True) -> int:
+         spares: bool = True, spawn: str = "zygote") -> int:
     from lvsbus.host import logs
 
     logs.setup(service="router")
-    return Supervisor(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares).run()
+    return Supervisor(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares,
+                      spawn=spawn).run()

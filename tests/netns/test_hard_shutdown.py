@@ -52,7 +52,7 @@ def test_hard_shutdown_decides_what_a_nanny_restart_loop_does(netns, tmp_path): 
 
     def start(cfg: Path, state: Path) -> subprocess.Popen:
         code = ("import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Supervisor; logs.setup(); "
-                f"sys.exit(Supervisor({str(cfg)!r}, {str(state)!r}, python={str(fake)!r}).run())")
+                f"sys.exit(Supervisor({str(cfg)!r}, {str(state)!r}, python={str(fake)!r}, spawn='exec').run())")
         return topo.popen("r1", [sys.executable, "-c", code], stdout=subprocess.DEVNULL,
                           stderr=open(tmp_path / f"{state.name}.err", "ab"), cwd=str(ROOT),
                           env={**os.environ, "PYTHONPATH": str(ROOT), "LVSBUS_LOG_FORMAT": "json"})

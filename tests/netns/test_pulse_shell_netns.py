@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.netns
 def test_a_restart_loop_steps_the_router_down(netns, tmp_path):
-    """pulse dies at once on every start (a fake interpreter): after MAX_RESTARTS within the
+    """pulse dies at once on every start (a fake interpreter, so services start by exec): after MAX_RESTARTS within the
     window the router publishes router.shutdown_requested {graceful: false}, releases the VIP it
     finds and exits 1."""
     topo = netns(routers=1, private=False)
@@ -27,7 +27,7 @@ def test_a_restart_loop_steps_the_router_down(netns, tmp_path):
     topo.run("r1", "ip", "addr", "add", "10.99.1.50/32", "dev", "eth0")  # left behind by a crash
     code = (
         "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Supervisor; logs.setup(); "
-        f"sys.exit(Supervisor({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
+        f"sys.exit(Supervisor({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}, spawn='exec').run())"
     )
     r = topo.run("r1", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)
     assert r.returncode == 1, r.stderr[-2000:]

@@ -32,7 +32,8 @@ def test_a_crash_looping_broker_backs_off_counts_and_steps_the_router_down(netns
     upgrade. Each death is the broker's, whatever the process: the next spare comes after 0, 0.2,
     0.4, 0.8, 1.6 s; the 6th death within 60 s steps the router down (exit 1), and the log and
     ``lvsbus status`` count 5 restarts. Before: each broker was a new child record, so every death
-    was 'attempt 1, restart in 0.0 s' and status said 1."""
+    was 'attempt 1, restart in 0.0 s' and status said 1. (Services started by exec: a forked broker
+    would not go through the broken interpreter.)"""
     topo = netns(routers=1, private=False)
     key = write_key(tmp_path / "hb.key")
     cfg = tmp_path / "lvs.toml"
@@ -44,7 +45,7 @@ def test_a_crash_looping_broker_backs_off_counts_and_steps_the_router_down(netns
     fake.chmod(0o755)
     code = (
         "import sys; from lvsbus.host import logs; from lvsbus.router.supervisor import Supervisor; logs.setup(json=True); "
-        f"sys.exit(Supervisor({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}).run())"
+        f"sys.exit(Supervisor({str(cfg)!r}, {str(tmp_path / 's')!r}, python={str(fake)!r}, spawn='exec').run())"
     )
     r = topo.run("r1", "timeout", "60", "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, check=False)
     assert r.returncode == 1, r.stderr[-3000:]

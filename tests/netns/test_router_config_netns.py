@@ -84,8 +84,10 @@ class RouterProc:
 
 
 def _cmdline(pid: int) -> list[str]:
+    """A service's command line: NUL-separated when exec'd, one title with spaces when forked from
+    the router's zygote (setproctitle; lvsbus/router/zygote.py)."""
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
-        return fh.read().decode().split("\0")
+        return fh.read().decode().rstrip("\0").replace("\0", " ").split()
 
 
 @pytest.mark.netns
