@@ -88,11 +88,11 @@ def cmdline(pid: int) -> str:
 
 
 def service_of(cmd: str) -> str:
+    if "lvsbus.router.zygote" in cmd:  # (its argv names the modules it preloads)
+        return "zygote"
     for word in cmd.split():
         if word.startswith("lvsbus_services.") or word.startswith("lvsbus_tools."):
             return word.split(".")[1]
-    if "lvsbus.router.zygote" in cmd:
-        return "zygote"
     if " broker " in f" {cmd} ":
         return "broker"
     if " router " in f" {cmd} ":

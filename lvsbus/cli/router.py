@@ -57,16 +57,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_router(args) -> int:
+    if args.max_restarts < 0 or not args.restart_window > 0:
+        print("lvsbus router: --max-restarts must be 0 or more and --restart-window above 0", file=sys.stderr)
+        return 2
+    launcher = None
+    if args.spawn == "zygote":  # first: it imports while this process imports and reads its config
+        from lvsbus.router import zygote
+
+        launcher = zygote.start_early()
     from lvsbus.router.supervisor import main
 
     from lvsbus.router.supervision import RestartLimits
 
-    if args.max_restarts < 0 or not args.restart_window > 0:
-        print("lvsbus router: --max-restarts must be 0 or more and --restart-window above 0", file=sys.stderr)
-        return 2
     return main(args.config, args.state_dir, keep_privileges=args.keep_privileges,
                 limits=RestartLimits(max_restarts=args.max_restarts, window_s=args.restart_window),
-                spares=not args.no_spares, spawn=args.spawn)
+                spares=not args.no_spares, spawn=args.spawn, launcher=launcher)
 
 
 def cmd_fsm_router(args) -> int:

@@ -394,11 +394,12 @@ _FAILED_START: Any = _FailedStart()
 class Supervisor:
     def __init__(self, config_path: str, state_dir: str, python: str = sys.executable,
                  keep_privileges: bool = False, limits: RestartLimits | None = None,
-                 spares: bool = True, spawn: str = "zygote") -> None:
+                 spares: bool = True, spawn: str = "zygote", launcher: zygote.Launcher | None = None) -> None:
         self.config_path = config_path
         #: how services start: "zygote" (forked from a pre-loaded parent, lvsbus/router/zygote.py)
-        #: or "exec" (each a python -m of its own)
-        self.launcher: zygote.Launcher | None = zygote.Launcher(python) if spawn == "zygote" else None
+        #: or "exec" (each a python -m of its own); ``launcher``: a zygote already started (``lvsbus
+        #: router`` starts it first thing, so that it imports while this process does)
+        self.launcher: zygote.Launcher | None = (launcher or zygote.Launcher(python)) if spawn == "zygote" else None
         self.dirs = StateDirs(state_dir)
         self.python = python
         self.keep_privileges = keep_privileges
@@ -596,6 +597,13 @@ class Supervisor:
                      spare=self.spares and name in SPARES, launcher=self.launcher)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            if self.launcher is not None:
+                self.launcher.close()
+
+    def _run(self) -> int:
         code = self.prepare()
         if code:
             return code
@@ -699,6 +707,9 @@ class Supervisor:
         imports while the supervisor goes on. Without a subreaper (an old kernel) or when it cannot
         start, services start by exec."""
         if self.launcher is None:
+            return
+        if self.launcher.proc is not None:  # started early (lvsbus.cli.router), this process a subreaper
+            log.info("zygote_started", pid=self.launcher.pid, early=True)
             return
         if not zygote.become_subreaper(_LIBC):
             log.warning("zygote_unavailable", error="PR_SET_CHILD_SUBREAPER refused", fallback="exec")
@@ -979,9 +990,9 @@ class Supervisor:
 
 
 def main(config: str, state_dir: str, keep_privileges: bool = False, limits: RestartLimits | None = None,
-         spares: bool = True, spawn: str = "zygote") -> int:
+         spares: bool = True, spawn: str = "zygote", launcher: zygote.Launcher | None = None) -> int:
     from lvsbus.host import logs
 
     logs.setup(service="router")
     return Supervisor(config, state_dir, keep_privileges=keep_privileges, limits=limits, spares=spares,
-                      spawn=spawn).run()
+                      spawn=spawn, launcher=launcher).run()
