@@ -5,10 +5,13 @@ stopped, links degraded and restored, real servers up and down, the desired tabl
 same, timings aside (``lvsbus_tools.agreement``). A divergence names the first differing decision.
 
 The schedule: a real server's service stops and comes back, r1's private cable is cut and
-mended, then r1 (the active router) is SIGKILLed as a host crash would (its VIP gone with it).
+mended, r2's pulse (the backup's) and r1's nanny (the active's) are SIGKILLed and come back (the
+pulse spare, a nanny restart), then r1 (the active router) is SIGKILLed as a host crash would (its
+VIP gone with it).
 """
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -67,6 +70,16 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
         t.heal("r1", "private")
         c.wait(lambda: c.events("r2", ("pulse.link_restored",)), 5.0, "r2 sees the private link restored")
         time.sleep(1.0)
+        # a service killed: the backup's pulse (its warm spare takes over), then the active's nanny
+        for mark, r, service in (("pulse_kill", "r2", "pulse"), ("nanny_kill", "r1", "nanny")):
+            def ready(r=r, service=service) -> list[dict]:  # the service's "started" log lines
+                return [ln for ln in c.err_lines(r) if ln.get("event") == f"{service}_started"]
+            before = len(ready())
+            marks[mark] = time.time()
+            os.kill(c.pid_of(r, service), signal.SIGKILL)  # by PID: a process of the router this test started
+            c.wait(lambda ready=ready, before=before: len(ready()) > before, 10.0, f"{r}'s {service} back")
+            marks[mark + "_back"] = datetime.datetime.fromisoformat(ready()[-1]["ts"].replace("Z", "+00:00")).timestamp()
+            time.sleep(1.0)
         marks["kill"] = time.time()
         os.killpg(c.procs["r1"].pid, signal.SIGKILL)  # the whole router: its children die with it
         c.procs["r1"].wait(5)
@@ -75,6 +88,8 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
                "r2 active with a desired table")
         time.sleep(1.0)
         real = {r: decisions(str(c.state(r) / "log")) for r in t.routers}
+        restarted = {(r, e.payload["service"]) for r in t.routers for e in c.events(r, ("router.service_restarted",))}
+        assert restarted == {("r2", "pulse"), ("r1", "nanny")}, restarted  # the kills happened, nothing else died
         started = {r: c.events(r, ("pulse.started",))[0].wall_ns / 1e9 for r in t.routers}
     finally:
         c.stop()
@@ -93,6 +108,8 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
     faults = [
         Fault(at("server_stop"), "server_fail", "s1", at("server_back") - at("server_stop")),
         Fault(at("cut"), "nic_down", "r1/private", at("mend") - at("cut")),
+        Fault(at("pulse_kill"), "service_crash", "r2/pulse", max(1, at("pulse_kill_back") - at("pulse_kill"))),
+        Fault(at("nanny_kill"), "service_crash", "r1/nanny", max(1, at("nanny_kill_back") - at("nanny_kill"))),
         Fault(at("kill"), "router_crash", "r1", 3600 * S),
     ]
     sim = SimCluster(1, config=load(str(c.config)).config, faults=faults, log_root=str(tmp_path / "sim"),
