@@ -71,7 +71,8 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
         c.wait(lambda: c.events("r2", ("pulse.link_restored",)), 5.0, "r2 sees the private link restored")
         time.sleep(1.0)
         # a service killed: the backup's pulse (its warm spare takes over), then the active's nanny
-        for mark, r, service in (("pulse_kill", "r2", "pulse"), ("nanny_kill", "r1", "nanny")):
+        for mark, r, service in (("pulse_kill", "r2", "pulse"), ("nanny_kill", "r1", "nanny"),
+                                 ("broker_kill", "r1", "broker")):
             def ready(r=r, service=service) -> list[dict]:  # the service's "started" log lines
                 return [ln for ln in c.err_lines(r) if ln.get("event") == f"{service}_started"]
             before = len(ready())
@@ -89,7 +90,7 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
         time.sleep(1.0)
         real = {r: decisions(str(c.state(r) / "log")) for r in t.routers}
         restarted = {(r, e.payload["service"]) for r in t.routers for e in c.events(r, ("router.service_restarted",))}
-        assert restarted == {("r2", "pulse"), ("r1", "nanny")}, restarted  # the kills happened, nothing else died
+        assert restarted == {("r2", "pulse"), ("r1", "nanny"), ("r1", "broker")}, restarted  # the kills happened, nothing else died
         started = {r: c.events(r, ("pulse.started",))[0].wall_ns / 1e9 for r in t.routers}
     finally:
         c.stop()
@@ -110,6 +111,8 @@ def test_the_simulator_decides_as_real_routers_do(netns, tmp_path):  # noqa: F81
         Fault(at("cut"), "nic_down", "r1/private", at("mend") - at("cut")),
         Fault(at("pulse_kill"), "service_crash", "r2/pulse", max(1, at("pulse_kill_back") - at("pulse_kill"))),
         Fault(at("nanny_kill"), "service_crash", "r1/nanny", max(1, at("nanny_kill_back") - at("nanny_kill"))),
+        # the broker dies before the next message it receives, unwritten (its clients send it again)
+        Fault(at("broker_kill"), "broker_crash", "r1", max(1, at("broker_kill_back") - at("broker_kill")), value=2),
         Fault(at("kill"), "router_crash", "r1", 3600 * S),
     ]
     sim = SimCluster(1, config=load(str(c.config)).config, faults=faults, log_root=str(tmp_path / "sim"),
