@@ -49,7 +49,9 @@ from typing import Any, Sequence
 #: packages' ``__main__`` are not imported: importing one would run it; runpy runs it in the child)
 PRELOAD = ("lvsbus.cli", "lvsbus.cli.bus", "lvsbus.bus.broker", "lvsbus_services.pulse.shell",  # in start order
            "lvsbus_services.nanny.shell", "lvsbus_services.lvsd.shell", "lvsbus_services.ipvs.shell",
-           "lvsbus_services.bgp.shell", "lvsbus_services.alerts.shell", "lvsbus_services.metrics.shell")
+           "lvsbus_services.bgp.shell", "lvsbus_services.alerts.shell", "lvsbus_services.metrics.fold",
+           "prometheus_client")
+#: (the web console, only with [web], imports aiohttp itself: not every router should hold it)
 #: a request and its answer are one datagram each (SOCK_SEQPACKET keeps the boundaries)
 MAX_MESSAGE = 65536
 READY_TIMEOUT = 60.0  # the zygote's imports (seconds in an emulated VM)
@@ -124,8 +126,9 @@ def become_subreaper(libc: Any) -> bool:
 
 def start_early(python: str = sys.executable) -> Launcher | None:
     """For ``lvsbus router`` before it imports the supervisor and reads its config: this process
-    becomes a subreaper and the zygote starts importing on the other core meanwhile (about a third
-    of a second saved on a start). None when that cannot be (the supervisor then says why)."""
+    becomes a subreaper and the zygote starts importing on the other core meanwhile (its imports
+    overlap the supervisor's; on a 2-core machine with another router running the gain measured
+    was within noise). None when that cannot be (the supervisor then says why)."""
     import ctypes
 
     try:
