@@ -619,3 +619,39 @@ def test_three_routers_a_split_brain_loser_that_announces_last_is_followed(topo3
     for r in topo3.routers:
         rep = verify(str(c.state(r) / "log"))
         assert rep.ok, rep.format()
+
+
+def test_the_zygotes_death_stops_no_service_and_restarts_still_happen(topo, cluster):
+    """The router's zygote (lvsbus/router/zygote.py) SIGKILLed under a running router: every
+    service runs on (they are the supervisor's children, not the zygote's), no role changes; then
+    nanny is SIGKILLed: it comes back (by exec while the zygote died less than RESTART_AFTER ago,
+    else forked from a new one), and a later kill's nanny is forked from a new zygote."""
+    c = cluster()
+    c.start()
+    c.wait_steady("r1")
+    zygotes = [ln["pid"] for ln in c.err_lines("r1") if ln.get("event") == "zygote_started"]
+    assert zygotes, "no zygote_started line"
+    zygote = zygotes[-1]
+    assert b"lvsbus.router.zygote" in Path(f"/proc/{zygote}/cmdline").read_bytes()
+    sup = c.procs["r1"].pid
+    services = {s: c.pid_of("r1", s) for s in ("broker", "pulse", "nanny", "ipvs")}
+    for pid in services.values():  # each service is the supervisor's child, with its own title
+        assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(sup)
+    assert b"lvsbus_services.pulse" in Path(f"/proc/{services['pulse']}/cmdline").read_bytes()
+    roles_before = len(c.events("r1", ("router.role_changed",)))
+    os.kill(zygote, signal.SIGKILL)  # by PID: the zygote of the router this test started
+    time.sleep(1.0)
+    for s, pid in services.items():
+        assert os.path.exists(f"/proc/{pid}"), f"{s} died with the zygote"
+    for n in (1, 2):
+        before = c.started("r1", "nanny")
+        os.kill(c.pid_of("r1", "nanny"), signal.SIGKILL)
+        c.wait(lambda before=before: c.started("r1", "nanny") > before, 10.0, f"nanny back ({n})")
+        time.sleep(0.5)
+        assert os.path.exists(f"/proc/{c.pid_of('r1', 'nanny')}"), f"nanny ({n}) is not running"
+        if n == 1:
+            time.sleep(5.5)  # past the zygote's restart window (Launcher.RESTART_AFTER) before the second kill
+    started = [ln for ln in c.err_lines("r1") if ln.get("event") == "service_started" and ln.get("service") == "nanny"]
+    assert started[-1].get("forked") is True, started[-2:]  # the second from a new zygote
+    assert len(c.events("r1", ("router.role_changed",))) == roles_before
+    assert c.role("r1") == "ACTIVE" and c.probe(1.0) == "r1"
