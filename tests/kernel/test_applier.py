@@ -113,16 +113,20 @@ def test_messy_start_one_reconcile_then_nothing(router):
 
 
 def test_sigkill_midway_then_exact(router):
+    # 370 services x 10 real servers (4,070 ops, one batch: MAX_BATCH_OPS is 4,096), so that the
+    # kill lands mid-way (with 200 x 10 the VM's second vCPU let the applier finish between the
+    # first chunk's record and the kill, once in CI); the first chunk is looked for every 10 ms
     big = Table()
-    for i in range(200):
+    for i in range(370):
         k = ServiceKey.tcp(f"10.10.{i // 250}.{i % 250 + 1}", 80)
         big = big.with_service(Service(k, "wrr"), [Dest(f"192.168.{j}.{i % 250 + 1}", 80, "nat", j + 1) for j in range(10)])
     router.publish_table(big)
     router.start("ipvs")
-    router.wait(lambda: router.events("ipvs.ops_applied"), 120, "the batch under way (its first chunk of 256 ops)", every=0.05)
+    router.wait(lambda: router.events("ipvs.ops_applied"), 120, "the batch under way (its first chunk of 256 ops)", every=0.01)
     router.kill("ipvs")  # SIGKILL mid-way
     part = kernel_table()
-    assert 0 < sum(len(e.dests) for _k, e in part.items()) < 2000, "killed mid-way"
+    done = len(part) + sum(len(e.dests) for _k, e in part.items())  # services first, then their dests
+    assert 0 < done < 370 + 3700, f"killed mid-way ({done} of 4,070 ops in the kernel)"
     mark = router.events()[-1].seq
     router.start("ipvs")
     router.wait(lambda: router.events("ipvs.batch_applied", after=mark), 300, "the restart's batch done", every=0.5)
