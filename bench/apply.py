@@ -23,6 +23,7 @@ TCG emulates the CPU (roughly 5-20x slower than native): compare ratios, not abs
 from __future__ import annotations
 
 import argparse
+import shutil
 import os
 import resource
 import statistics
@@ -241,6 +242,7 @@ def main() -> int:
     text = Path(out, "bench.txt").read_text() if Path(out, "bench.txt").exists() else res.console[-3000:]
     print(text, end="")
     print(f"vm_seconds={res.seconds:.0f} s (qemu {kitmod.accel(kit).upper()}, 1 vCPU)")
+    shutil.rmtree(out, ignore_errors=True)  # this run's VM output, read above
     return 0 if res.rc == 0 else 1
 
 

@@ -141,7 +141,7 @@ def main() -> int:
         key = write_key(tmp / "hb.key")
         # lvsbus on r1, on the keepalived.conf itself
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LVSBUS_HEARTBEAT_KEY_FILE": str(key), "LVSBUS_LOG_FORMAT": "json"}
-        total = 0.0
+        totals: dict[str, float] = {}
         for mode in args.spawn.split(","):
             # lvsbus_* figures: services forked from the zygote (the default); lvsbus_exec_*: --spawn exec
             tag = "lvsbus" if mode == "zygote" else f"lvsbus_{mode}"
@@ -154,7 +154,7 @@ def main() -> int:
                       file=sys.stderr)
                 return 1
             mtotal, n, per = sample(topo, "r1")
-            total = mtotal if mode == "zygote" or not total else total
+            totals[mode] = mtotal
             out(f"{tag}_pss_mb", f"{mtotal:.1f}", "MB")
             out(f"{tag}_processes", n)
             for name, mb in sorted(per.items(), key=lambda x: -x[1]):
@@ -181,6 +181,7 @@ def main() -> int:
             print(f"memory: keepalived exited ({k.returncode}):\n{(tmp / 'keepalived.err').read_text()[-3000:]}",
                   file=sys.stderr)
             return 1
+        total = next(iter(totals.values()))  # the first mode's (the zygote's by default)
         ktotal, kn, _ = sample(topo, "r2")
         out("keepalived_pss_mb", f"{ktotal:.1f}", "MB")
         out("keepalived_processes", kn)

@@ -27,6 +27,7 @@ figures that are times are an upper bound of what a real router does.
 from __future__ import annotations
 
 import argparse
+import shutil
 import json
 import statistics
 import subprocess
@@ -101,6 +102,7 @@ def main() -> int:
     if args.raw and Path(out, "raw.jsonl").exists():
         Path(args.raw).write_text(Path(out, "raw.jsonl").read_text())
     print(f"vm_seconds={res.seconds:.0f} s (qemu {kitmod.accel(kit).upper()}, 2 vCPUs)")
+    shutil.rmtree(out, ignore_errors=True)  # this run's VM output, read above
     return 0 if res.rc == 0 else 1
 
 

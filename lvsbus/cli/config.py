@@ -22,6 +22,7 @@ from lvsbus.config.model import (
     LoadedConfig,
     Router,
     VirtualService,
+    host_port,
     server_port,
 )
 from lvsbus.config.native import render_toml
@@ -290,10 +291,6 @@ def _describe_check(chk: Check) -> str:
     return ", ".join(parts)
 
 
-def _addr(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def describe(loaded: LoadedConfig) -> str:
     """What would run, for people: routers, heartbeat, virtual services, real servers, checks."""
     cfg: Config = loaded.config
@@ -405,7 +402,7 @@ def _describe_virtual(vs: VirtualService) -> list[str]:
     if vs.fwmark is not None:
         key = f"fwmark {vs.fwmark} (VIP {vs.address})"
     else:
-        key = f"{_addr(vs.address, vs.port)}/{vs.protocol.value}"
+        key = f"{host_port(vs.address, vs.port)}/{vs.protocol.value}"
     line = f"  {vs.name}: {key}"
     if vs.device:
         line += f" dev {vs.label or vs.device}"
@@ -419,7 +416,7 @@ def _describe_virtual(vs: VirtualService) -> list[str]:
     if vs.inhibit_on_failure:
         line += ", inhibit_on_failure"
     if vs.sorry_server:
-        line += ", sorry server " + (_addr(vs.sorry_server, vs.sorry_server_port)
+        line += ", sorry server " + (host_port(vs.sorry_server, vs.sorry_server_port)
                                      if vs.sorry_server_port else vs.sorry_server)
     if vs.quorum != 1 or vs.hysteresis:
         line += f", quorum {vs.quorum}±{vs.hysteresis}"
@@ -429,7 +426,7 @@ def _describe_virtual(vs: VirtualService) -> list[str]:
     out = [line, f"    check: {_describe_check(vs.check)}"]
     out += [f"    {kw}: {getattr(vs, kw)}" for kw in ("quorum_up", "quorum_down") if getattr(vs, kw)]
     for rs in vs.servers:
-        sl = f"    server {rs.name}: {_addr(rs.address, server_port(vs, rs))}, weight {rs.weight}"
+        sl = f"    server {rs.name}: {host_port(rs.address, server_port(vs, rs))}, weight {rs.weight}"
         if rs.upper_threshold or rs.lower_threshold:
             sl += f", thresholds {rs.lower_threshold}..{rs.upper_threshold}"
         if not rs.active:
@@ -443,7 +440,7 @@ def _describe_virtual(vs: VirtualService) -> list[str]:
 
 def _describe_failover(fs: FailoverService, fos: bool, keepalive: float) -> list[str]:
     """A failover service's line, and (with service = fos, when active) its check and commands."""
-    out = [f"  {fs.name}: {_addr(fs.address, fs.port)}"
+    out = [f"  {fs.name}: {host_port(fs.address, fs.port)}"
            + (f" dev {fs.label or fs.device}" if fs.device else "")
            + f", timeout {_secs(fs.timeout)}, reentry {_secs(fs.reentry)}"
            + ("" if fs.active else " [inactive]")]

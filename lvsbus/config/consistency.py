@@ -26,15 +26,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lvsbus.config.model import Issue, LoadedConfig, RealServer, VirtualService, ip_family, server_port
+from lvsbus.config.model import (ORDERED_SCHEDULERS, Issue, LoadedConfig, RealServer, VirtualService, host_port,
+                                 ip_family, server_port)
 from lvsbus.ipvs.table import ServiceKey
 
 __all__ = ["Comparison", "compare_routers", "service_key_text"]
-
-#: schedulers whose mapping depends on the order the real servers were added (IPVS fills mh's
-#: lookup table walking them in that order)
-ORDERED_SCHEDULERS = ("mh",)
-
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
@@ -107,10 +103,6 @@ def _rs_key(vs: VirtualService, rs: RealServer) -> str:
     return f"virtual.{vs.name}.server.{rs.name}"
 
 
-def _addr(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def _named(vs: VirtualService, other: VirtualService) -> str:
     """How a message names ``other`` beside ``vs``: nothing when the name is the same."""
     return "" if vs.name == other.name else f" (virtual {other.name})"
@@ -123,7 +115,7 @@ def _flags(vs: VirtualService) -> tuple[str, ...]:
 
 def _servers(vs: VirtualService) -> list[tuple[str, RealServer]]:
     """The active real servers as IPVS has them, in the config's order: ((address, port), server)."""
-    return [(_addr(rs.address, server_port(vs, rs)), rs) for rs in vs.servers if rs.active]
+    return [(host_port(rs.address, server_port(vs, rs)), rs) for rs in vs.servers if rs.active]
 
 
 def _compare(a_loaded: LoadedConfig, b_loaded: LoadedConfig) -> list[Issue]:
@@ -186,7 +178,7 @@ def _compare_service(a: _File, va: VirtualService, b: _File, vb: VirtualService)
     for dest, ra in sa:
         rb = by_b.get(dest)
         if rb is None:
-            off = next((r for r in vb.servers if not r.active and _addr(r.address, server_port(vb, r)) == dest), None)
+            off = next((r for r in vb.servers if not r.active and host_port(r.address, server_port(vb, r)) == dest), None)
             note = f" (inactive at {b.at(_rs_key(vb, off))})" if off is not None else ""
             out.append(b.issue(pb, f"real server {dest} ({ra.name} at {a.at(_rs_key(va, ra))}) is not in "
                                    f"this virtual service{note}: every router needs the same real servers"))
@@ -197,7 +189,7 @@ def _compare_service(a: _File, va: VirtualService, b: _File, vb: VirtualService)
                                "server on every router only when the weights are the same"))
     for dest, rb in sb:
         if dest not in by_a:
-            off = next((r for r in va.servers if not r.active and _addr(r.address, server_port(va, r)) == dest), None)
+            off = next((r for r in va.servers if not r.active and host_port(r.address, server_port(va, r)) == dest), None)
             note = f", inactive at {a.at(_rs_key(va, off))}" if off is not None else ""
             out.append(b.issue(_rs_key(vb, rb), f"real server {dest} is not in {a.source}'s {va.name} "
                                                  f"({a.at(pa)}{note}): every router needs the same real servers"))

@@ -65,6 +65,17 @@ __all__ = [
 ]
 
 #: IPVS schedulers the kernel ships (``twos`` since Linux 5.5, ``mh`` since 4.18).
+#: schedulers whose mapping depends on the order the real servers were added (IPVS fills mh's
+#: lookup table walking them in that order): lvsd keeps their order (scale-out), check-config
+#: compares it across routers
+ORDERED_SCHEDULERS: tuple[str, ...] = ("mh",)
+
+
+def host_port(address: str, port: int) -> str:
+    """``ADDRESS:PORT``, an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 SCHEDULERS: tuple[str, ...] = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )

@@ -138,15 +138,6 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-def _pdeathsig() -> None:
-    """In the child: die with the supervisor (a SIGKILLed supervisor leaves no orphan)."""
-    try:
-        _LIBC.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-_LIBC = privileges._lib()  # loaded here, not in the child between fork and exec
 
 
 def _renice(pid: int, nice: int) -> None:
@@ -242,7 +233,7 @@ class Child:
         return self.spare is not None and self.spare.poll() is None
 
     def _preexec(self) -> None:
-        _pdeathsig()
+        zygote.die_with_parent()  # a SIGKILLed supervisor leaves no orphan
         if self._spawn_nice is not None:
             try:
                 os.setpriority(os.PRIO_PROCESS, 0, self._spawn_nice)  # before the drop: CAP_SYS_NICE
@@ -711,7 +702,7 @@ class Supervisor:
         if self.launcher.proc is not None:  # started early (lvsbus.cli.router), this process a subreaper
             log.info("zygote_started", pid=self.launcher.pid, early=True)
             return
-        if not zygote.become_subreaper(_LIBC):
+        if not zygote.become_subreaper():
             log.warning("zygote_unavailable", error="PR_SET_CHILD_SUBREAPER refused", fallback="exec")
             self.launcher = None
             return
@@ -984,8 +975,6 @@ class Supervisor:
             self.client = None
         if self.broker is not None:
             self.broker.stop()
-        if self.launcher is not None:
-            self.launcher.close()
         log.info("router_stopped", router=self.local, exit_code=self.exit_code)
 
 

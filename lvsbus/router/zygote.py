@@ -45,6 +45,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from lvsbus.host import privileges
+
 #: modules the zygote imports: the services' shells and the broker's command line (the service
 #: packages' ``__main__`` are not imported: importing one would run it; runpy runs it in the child)
 PRELOAD = ("lvsbus.cli", "lvsbus.cli.bus", "lvsbus.bus.broker", "lvsbus_services.pulse.shell",  # in start order
@@ -58,6 +60,7 @@ READY_TIMEOUT = 60.0  # the zygote's imports (seconds in an emulated VM)
 SPAWN_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+_LIBC = privileges._lib()  # loaded here, not in a child between fork and exec
 
 
 class ZygoteDown(Exception):
@@ -115,11 +118,11 @@ class ForkedProcess:
         self.send_signal(signal.SIGTERM)
 
 
-def become_subreaper(libc: Any) -> bool:
+def become_subreaper() -> bool:
     """This process adopts its descendants' orphans (Linux 3.4): the zygote's grandchildren are
     its children. False when the kernel refuses (the zygote is not used then)."""
     try:
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except Exception:
         return False
 
@@ -129,10 +132,8 @@ def start_early(python: str = sys.executable) -> Launcher | None:
     becomes a subreaper and the zygote starts importing on the other core meanwhile (its imports
     overlap the supervisor's; on a 2-core machine with another router running the gain measured
     was within noise). None when that cannot be (the supervisor then says why)."""
-    import ctypes
-
     try:
-        if not become_subreaper(ctypes.CDLL(None, use_errno=True)):
+        if not become_subreaper():
             return None
         launcher = Launcher(python)
         launcher.start()
@@ -155,7 +156,6 @@ class Launcher:
         self.sock: socket.socket | None = None
         self.ready = False
         self._started_at = 0.0
-        self.starts = 0
 
     @property
     def pid(self) -> int | None:
@@ -169,7 +169,7 @@ class Launcher:
                 [self.python, "-m", "lvsbus.router.zygote", "--fd", str(theirs.fileno()),
                  "--parent", str(os.getpid()), *self.preload],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), close_fds=True,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                start_new_session=True, preexec_fn=die_with_parent)
         except OSError:
             ours.close()
             raise
@@ -178,7 +178,6 @@ class Launcher:
         self.sock = ours
         self.ready = False
         self._started_at = time.monotonic()
-        self.starts += 1
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -269,11 +268,11 @@ class Launcher:
         return ForkedProcess(int(answer["pid"]), argv, stdin=stdin, stderr=stderr)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child: SIGKILL when the parent dies (PR_SET_PDEATHSIG). Safe between fork and exec:
+    libc is loaded in the parent, at import."""
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except Exception:
         pass
 
@@ -281,18 +280,16 @@ def _die_with_parent() -> None:
 # -- the zygote's side -------------------------------------------------------------------------
 
 
-def _import(name: str) -> bool:
+def _import(name: str) -> None:
     import importlib
 
     try:
         importlib.import_module(name)
-        return True
     except Exception as exc:  # a module this install lacks: its service imports what it needs itself
         print(f"lvsbus zygote: not preloaded: {name}: {exc}", file=sys.stderr)
-        return False
 
 
-def _serve(sock: socket.socket, parent: int, libc: Any, pending: list[str]) -> None:
+def _serve(sock: socket.socket, parent: int, pending: list[str]) -> None:
     """Answer requests; between them, import what is ``pending`` one module at a time (a request
     first imports the modules of its own service that are still pending), then freeze the heap."""
     import select
@@ -323,7 +320,7 @@ def _serve(sock: socket.socket, parent: int, libc: Any, pending: list[str]) -> N
                 pending.remove(name)
                 _import(name)
             gc.freeze()  # (what is imported so far: shared with this child)
-            answer = _fork(req, fds, parent, sock, libc)
+            answer = _fork(req, fds, parent, sock)
         except Exception as exc:
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -335,7 +332,7 @@ def _serve(sock: socket.socket, parent: int, libc: Any, pending: list[str]) -> N
         sock.send(json.dumps(answer).encode())
 
 
-def _fork(req: dict, fds: list[int], parent: int, sock: socket.socket, libc: Any) -> dict:
+def _fork(req: dict, fds: list[int], parent: int, sock: socket.socket) -> dict:
     """A forks B and exits; B reports on ``status`` (its PID, then "ok" once it dropped its
     privileges, or the error) and runs the service."""
     status_r, status_w = os.pipe()
@@ -346,17 +343,14 @@ def _fork(req: dict, fds: list[int], parent: int, sock: socket.socket, libc: Any
             b = os.fork()
             if b == 0:  # B
                 os.close(status_r)
-                _child(req, fds, parent, sock, status_w, libc, a_pid)
+                _child(req, fds, parent, sock, status_w, a_pid)
             os._exit(0)
         except BaseException:
             os._exit(1)
     os.close(status_w)
-    try:
-        os.waitpid(a, 0)
-        with os.fdopen(status_r, "rb") as fh:
-            lines = fh.read().decode(errors="replace").splitlines()
-    except BaseException:
-        raise
+    os.waitpid(a, 0)
+    with os.fdopen(status_r, "rb") as fh:
+        lines = fh.read().decode(errors="replace").splitlines()
     if not lines or not lines[0].isdigit():
         return {"error": "the child did not start: " + " ".join(lines)[:500]}
     pid = int(lines[0])
@@ -365,8 +359,7 @@ def _fork(req: dict, fds: list[int], parent: int, sock: socket.socket, libc: Any
     return {"error": " ".join(lines[1:])[:500] or "the child died before it ran", "drop": True, "pid": pid}
 
 
-def _child(req: dict, fds: list[int], parent: int, sock: socket.socket, status_w: int, libc: Any,
-           a_pid: int) -> None:
+def _child(req: dict, fds: list[int], parent: int, sock: socket.socket, status_w: int, a_pid: int) -> None:
     """B: becomes the service (never returns)."""
     code = 1
     try:
@@ -374,7 +367,7 @@ def _child(req: dict, fds: list[int], parent: int, sock: socket.socket, status_w
         sock.close()
         while os.getppid() == a_pid:  # A is exiting: wait to be the supervisor's child
             time.sleep(0.0002)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        die_with_parent()
         if os.getppid() != parent:  # not adopted by the supervisor (it died, or is no subreaper)
             os._exit(1)
         os.setsid()
@@ -403,8 +396,6 @@ def _child(req: dict, fds: list[int], parent: int, sock: socket.socket, status_w
             except OSError:
                 pass
         if req.get("keep") is not None:
-            from lvsbus.host import privileges
-
             try:
                 privileges.Dropper(req["keep"])()
             except OSError as exc:
@@ -412,9 +403,7 @@ def _child(req: dict, fds: list[int], parent: int, sock: socket.socket, status_w
                 os._exit(1)
         os.write(status_w, b"ok\n")
         os.close(status_w)
-        code = _run(req["argv"], req["module"])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = _run(req["argv"], req["module"])  # (its SystemExit is its exit status)
     except BaseException:
         import traceback
 
@@ -489,16 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us by PID
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
     try:
         import setproctitle  # noqa: F401  (set up before the first fork: it moves environ once)
     except ImportError:
         pass
     # ready at once: the imports go on between requests (a request imports its own service's first)
     sock.send(json.dumps({"ready": True}).encode())
-    _serve(sock, args.parent, libc, list(args.modules))
+    _serve(sock, args.parent, list(args.modules))
     return 0
 
 

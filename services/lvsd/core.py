@@ -50,7 +50,7 @@ import dataclasses
 from typing import Any
 
 from lvsbus.config import Config, ConfigError, from_dict
-from lvsbus.config.model import DEFAULT_GROUP, VirtualService, ip_family
+from lvsbus.config.model import DEFAULT_GROUP, ORDERED_SCHEDULERS, VirtualService, ip_family
 from lvsbus.config.quorum import IN_SERVICE, quorum_up, weight_in_service
 from lvsbus.runtime.core import Core, Effect
 from lvsbus.wire.events import Event
@@ -102,7 +102,7 @@ class Layout:
         # one removed and added again on one router alone would map flows differently there than on
         # the others: every router keeps every configured server, in the config's order
         self.quiesce = vs.quiesce
-        self.inhibit = vs.inhibit_on_failure or (scaleout and vs.scheduler == "mh")
+        self.inhibit = vs.inhibit_on_failure or (scaleout and vs.scheduler in ORDERED_SCHEDULERS)
         self.quorum, self.hysteresis = vs.quorum, vs.hysteresis
 
     def quorum_up(self, health: dict[str, str], was_up: bool | None, admin: dict[str, str]) -> bool:

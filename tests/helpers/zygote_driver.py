@@ -1,7 +1,6 @@
 """``python -m tests.helpers.zygote_driver DIR``: plays a supervisor to the router's zygote (a child
 subreaper with a ``zygote.Launcher``) in a process of its own, so the test runner adopts no orphan;
 prints one JSON object of what it saw (tests/process/test_zygote.py)."""
-import ctypes
 import json
 import os
 import signal
@@ -26,8 +25,7 @@ def wait_file(path: str, timeout: float = 10.0) -> dict:
 def main() -> int:
     d = sys.argv[1]
     res: dict = {"me": os.getpid()}
-    libc = ctypes.CDLL(None, use_errno=True)
-    res["subreaper"] = zygote.become_subreaper(libc)
+    res["subreaper"] = zygote.become_subreaper()
     launcher = zygote.Launcher(preload=("lvsbus.cli",))  # (a module run by runpy is not preloaded: runpy warns)
     launcher.start()
     argv = lambda mode, name: [sys.executable, "-m", CHILD, mode, os.path.join(d, name)]  # noqa: E731
