@@ -161,10 +161,10 @@ def one_run(pair: Kind, prober, sniffer: Sniffer, every: float) -> dict[str, flo
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--keepalive", type=float, default=0.1)
-    ap.add_argument("--deadtime", type=float, default=0.3)
-    ap.add_argument("--probe-ms", type=float, default=2.0)
+    ap.add_argument("--runs", type=int, default=5, help="starts per kind, interleaved; medians printed (default %(default)s)")
+    ap.add_argument("--keepalive", type=float, default=0.1, help="heartbeat / VRRP advert interval, s (default %(default)s)")
+    ap.add_argument("--deadtime", type=float, default=0.3, help="lvsbus's deadtime, s (default %(default)s)")
+    ap.add_argument("--probe-ms", type=float, default=2.0, help="the client's probe interval (default %(default)s)")
     ap.add_argument("--kinds", default="zygote,exec,keepalived",
                     help="comma-separated: zygote, exec (lvsbus --spawn), keepalived (default %(default)s)")
     args = ap.parse_args()
@@ -173,6 +173,11 @@ def main() -> int:
         print(f"bench/startup.py: {why}", file=sys.stderr)
         return 2
     kinds = [k for k in args.kinds.split(",") if k]
+    unknown = [k for k in kinds if k not in ("zygote", "exec", "keepalived")]
+    if unknown or not kinds or args.runs < 1:
+        print(f"bench/startup.py: --kinds takes zygote, exec, keepalived (got {args.kinds!r}); --runs at least 1",
+              file=sys.stderr)
+        return 2
     if "keepalived" in kinds and not shutil.which("keepalived"):
         print("# keepalived not installed: skipped", file=sys.stderr)
         kinds.remove("keepalived")

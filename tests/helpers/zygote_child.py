@@ -19,6 +19,7 @@ def main() -> int:
     mode, out = sys.argv[1], sys.argv[2]
     seen = {"pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "argv": sys.argv, "caps": caps(),
             "nice": os.getpriority(os.PRIO_PROCESS, 0), "name": __name__,
+            "preloaded": "lvsbus.cli" in sys.modules,  # imported by the zygote, not by this module
             "sigpipe": signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN,
             "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
             "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))}
