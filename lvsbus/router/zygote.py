@@ -48,11 +48,17 @@ from typing import Any, Sequence
 from lvsbus.host import privileges
 
 #: modules the zygote imports: the services' shells and the broker's command line (the service
-#: packages' ``__main__`` are not imported: importing one would run it; runpy runs it in the child)
-PRELOAD = ("lvsbus.cli", "lvsbus.cli.bus", "lvsbus.bus.broker", "lvsbus_services.pulse.shell",  # in start order
+#: packages' ``__main__`` are not imported: importing one would run it; runpy runs it in the child).
+#: ``@MODULE`` is a barrier: the imports after it wait until the service run as ``python -m MODULE``
+#: has been forked (or ``HOLD_MAX`` s have passed). A router's start is the broker, then pulse
+#: (its heartbeat, its takeover): the zygote imports what each needs just before it is asked for it,
+#: and the rest only once pulse runs, so that its imports take no CPU from that path on two cores
+PRELOAD = ("lvsbus.cli", "lvsbus.cli.bus", "lvsbus.bus.broker", "@lvsbus.cli",  # in start order
+           "lvsbus_services.pulse.shell", "@lvsbus_services.pulse",
            "lvsbus_services.nanny.shell", "lvsbus_services.lvsd.shell", "lvsbus_services.ipvs.shell",
            "lvsbus_services.bgp.shell", "lvsbus_services.alerts.shell", "lvsbus_services.metrics.fold",
            "prometheus_client")
+HOLD_MAX = 3.0
 #: (the web console, only with [web], imports aiohttp itself: not every router should hold it)
 #: a request and its answer are one datagram each (SOCK_SEQPACKET keeps the boundaries)
 MAX_MESSAGE = 65536
@@ -289,18 +295,27 @@ def _import(name: str) -> None:
         print(f"lvsbus zygote: not preloaded: {name}: {exc}", file=sys.stderr)
 
 
-def _serve(sock: socket.socket, parent: int, pending: list[str]) -> None:
+def _serve(sock: socket.socket, parent: int, pending: list[str], hold_max: float = HOLD_MAX) -> None:
     """Answer requests; between them, import what is ``pending`` one module at a time (a request
-    first imports the modules of its own service that are still pending), then freeze the heap."""
+    first imports the modules of its own service that are still pending), then freeze the heap. A
+    barrier (``@MODULE``, see PRELOAD) holds the imports after it until MODULE's service has been
+    forked, or ``hold_max`` s after the start."""
     import select
 
+    hold_until = time.monotonic() + hold_max
+    forked: set[str] = set()
     while True:
-        if pending and not select.select([sock], [], [], 0)[0]:
+        while pending and pending[0].startswith("@") and (pending[0][1:] in forked or time.monotonic() >= hold_until):
+            pending.pop(0)  # a barrier passed
+        held = bool(pending) and pending[0].startswith("@")
+        if pending and not held and not select.select([sock], [], [], 0)[0]:
             _import(pending.pop(0))
             if not pending:
                 gc.collect()
                 gc.freeze()  # the collector no longer touches (so copies) what every service shares
             continue
+        if held and not select.select([sock], [], [], max(0.0, hold_until - time.monotonic()))[0]:
+            continue  # held until a request, or the barrier's time is up
         try:
             raw, anc, _flags, _addr = sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(16 * 4))
         except InterruptedError:
@@ -321,6 +336,8 @@ def _serve(sock: socket.socket, parent: int, pending: list[str]) -> None:
                 _import(name)
             gc.freeze()  # (what is imported so far: shared with this child)
             answer = _fork(req, fds, parent, sock)
+            if "pid" in answer:
+                forked.add(module)
         except Exception as exc:
             answer = {"error": f"{type(exc).__name__}: {exc}"}
         finally:

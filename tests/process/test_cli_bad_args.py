@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -321,3 +322,27 @@ def test_a_command_module_that_cannot_be_imported_is_an_error_not_a_missing_subc
     monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "lvsbus.cli.no_such_module"))
     with pytest.raises(ModuleNotFoundError, match="no_such_module"):
         cli.build_parser()
+
+
+def test_the_command_owners_table_is_what_each_module_adds():
+    """``lvsbus COMMAND`` imports only COMMAND's module (lvsbus.cli.OWNER): the table must say
+    exactly what each module's ``add_commands`` adds, or a command would be missing from its own
+    parser (or taken by the wrong module)."""
+    import lvsbus.cli as cli
+
+    for module, cmds in cli.COMMANDS.items():
+        parser = cli.build_parser(only=module)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert tuple(sub.choices) == cmds, module
+    full = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(full.choices) == sorted(cli.OWNER)
+
+
+def test_a_router_start_imports_neither_the_simulator_nor_the_replay_tool():
+    """Every router and broker start goes through ``lvsbus.cli.main``: it must not import the
+    other commands' modules (the simulator alone took ~0.16 s; issue 18 goal 2)."""
+    code = ("import sys; from lvsbus.cli import main\n"
+            "try:\n    main(['router', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('lvsbus_tools', 'lvsbus.cli.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['lvsbus.cli.router']"
