@@ -50,7 +50,9 @@ ROLE_STATES: tuple[str, ...] = (INIT, BACKUP, ACTIVE, FAULT, STOPPED)
 #: FAULT tells its peers at once with a FAULT heartbeat (``_step_down``); 4, a split brain is
 #: resolved again when a router's rank changes during it (tracking moves priorities at run time:
 #: two routers that resolved it with different views of each other's priority both stayed active)
-RULES = 4
+#: 5, a listen ends early once every peer has been heard since it began (each peer's role and
+#: priority in the unit are known then: waiting the rest of deadtime learns nothing more)
+RULES = 5
 #: the unit of a config without failover groups, and the group of every VIP naming none
 DEFAULT = DEFAULT_GROUP
 #: scale-out's graceful stop: after the bgp core's drain_time it withdraws the VIPs; pulse keeps
@@ -522,7 +524,8 @@ class PeerLink:
 class Peer:
     """What this router knows about one peer itself (its role in each unit: ``Unit.views``)."""
 
-    __slots__ = ("role", "priority", "epoch", "newest", "alive", "left", "alive_since", "last_heard", "links")
+    __slots__ = ("role", "priority", "epoch", "newest", "alive", "left", "alive_since", "last_heard", "links",
+                 "told_at")
 
     def __init__(self, priority: int, links: tuple[str, ...]):
         self.role: str = INIT  # as last reported (its first group's: the heartbeat's own role)
@@ -534,6 +537,7 @@ class Peer:
         self.alive_since = 0
         self.last_heard: int | None = None
         self.links: dict[str, PeerLink] = {link: PeerLink() for link in links}
+        self.told_at: int | None = None  # when its newest heartbeat said its role and priority per unit
 
     @property
     def heard_ns(self) -> int:
@@ -546,6 +550,7 @@ class Peer:
         return [
             self.role, self.priority, self.epoch, self.newest, self.alive, self.left, self.alive_since,
             self.last_heard, {k: [v.last_heard, v.last_seq, v.degraded] for k, v in self.links.items()},
+            self.told_at,
         ]
 
     @classmethod
@@ -553,6 +558,7 @@ class Peer:
         p = cls(d[1], ())
         p.role, p.priority, p.epoch, p.newest, p.alive, p.left, p.alive_since, p.last_heard = d[:8]
         p.links = {k: PeerLink(*v) for k, v in d[8].items()}
+        p.told_at = d[9]
         return p
 
 
@@ -571,7 +577,7 @@ class Unit:
     alone decides by: listening, preemption, announcements, failover services, tracking, and each
     peer's role and priority in it (``views``). ``st``: the router's state (links, clock, peers)."""
 
-    _PLAIN = ("role", "listen_until", "preempt_since", "preempt_hold_until", "garp_next", "last_active",
+    _PLAIN = ("role", "listen_since", "listen_until", "preempt_since", "preempt_hold_until", "garp_next", "last_active",
               "active_since", "gave_up_until", "eff_priority", "track_fault", "fault_cause")
 
     def __init__(self, st: PulseState, cfg: UnitSettings | None, name: str = DEFAULT) -> None:
@@ -579,6 +585,7 @@ class Unit:
         self.cfg_ = cfg
         self.name = cfg.name if cfg is not None else name
         self.role = INIT
+        self.listen_since: int | None = None  # when the listen began (rules 5: heard from since)
         self.listen_until: int | None = None
         self.preempt_since: int | None = None
         self.preempt_hold_until = 0
@@ -610,8 +617,22 @@ class Unit:
     def has_started(self) -> bool:
         return self.st.epoch is not None
 
+    def listen(self, now: int, deadtime_ns: int | None) -> None:
+        """Listen before this unit may take over: for deadtime, or (None) not at all (scale-out)."""
+        self.listen_since = None if deadtime_ns is None else now
+        self.listen_until = None if deadtime_ns is None else now + deadtime_ns
+
     def done_listening(self) -> bool:
-        return self.listen_until is None or self.st.now >= self.listen_until
+        """Deadtime has passed since the listen began, or (rules 5) every peer has been heard since:
+        a heartbeat says the peer's role and priority in every unit, so this unit knows all it would
+        know at the end (a peer not heard keeps it listening for the whole deadtime)."""
+        if self.listen_until is None or self.st.now >= self.listen_until:
+            return True
+        if self.st.rules < 5 or self.listen_since is None or not self.views:
+            return False
+        since = self.listen_since
+        return all((p := self.st.peers.get(name)) is not None and p.told_at is not None and p.told_at >= since
+                   for name in self.views)
 
     def faulty(self) -> bool:
         """This unit must not serve: a link fault, or a tracked item with weight 0 failed."""
@@ -752,11 +773,16 @@ OWN_CLOCK = frozenset({"pulse.started", "pulse.heartbeat_received", "pulse.fence
                        "pulse.link_changed", "pulse.track_observed", "timer.fired"})
 
 
+#: a unit's fields in snapshot version 9 (listen_since came in 12): what _upcast_9 moves into it
+_UNIT_PLAIN_V9 = ("role", "listen_until", "preempt_since", "preempt_hold_until", "garp_next", "last_active",
+                  "active_since", "gave_up_until", "eff_priority", "track_fault", "fault_cause")
+
+
 def _upcast_9(data: dict) -> dict:
     """A snapshot from before failover groups: its role machine's fields and each peer's role,
     priority and split flag become the ``default`` unit's; its settings one unit's."""
     d = dict(data)
-    unit = {k: d.pop(k) for k in Unit._PLAIN}
+    unit = {k: d.pop(k) for k in _UNIT_PLAIN_V9}
     unit["reannounce_after"] = d.pop("reannounce_after")
     peers = {}
     views = {}
@@ -795,8 +821,9 @@ class PulseCore(Core[PulseState]):
     # heard_from; version 7: rules; version 8: tracking (track_seen, eff_priority, track_fault,
     # fault_cause); version 9: failover groups (each unit's role machine under "units", each
     # peer's role and priority in it under the unit's "views"; the settings' units); version 10:
-    # server_health (tracked services); version 11: stop_at (scale-out's graceful stop)
-    snapshot_version = 11
+    # server_health (tracked services); version 11: stop_at (scale-out's graceful stop); version
+    # 12: each unit's listen_since and each peer's told_at (rules 5)
+    snapshot_version = 12
     snapshot_upcasters = {
         1: lambda data: {"reannounce_after": 0, **data["state"]},
         2: lambda data: {"fos_health": {}, "active_since": None, "gave_up_until": 0, **data},
@@ -809,6 +836,8 @@ class PulseCore(Core[PulseState]):
         8: _upcast_9,
         9: lambda data: {**data, "server_health": {}},
         10: lambda data: {**data, "stop_at": None},
+        11: lambda data: {**data, "units": {n: {**u, "listen_since": None} for n, u in data["units"].items()},
+                          "peers": {n: [*p, None] for n, p in data["peers"].items()}},
     }
 
     def snapshot(self, state: PulseState) -> dict:
@@ -945,7 +974,7 @@ class PulseCore(Core[PulseState]):
                 # peers is old news. Listen for deadtime, as at a start, before it may take over: a
                 # restart alone must never fail over (a v1 record, listen false, took over at once
                 # when that news was more than deadtime old; replay keeps that decision)
-                u.listen_until = st.now + s.deadtime_ns
+                u.listen(st.now, s.deadtime_ns)
             elif u.role == ACTIVE and s is not None and u.cfg.vips:
                 # pulse was down a while (its shell keeps the VIPs): a peer may have taken over and
                 # moved the clients meanwhile, fences and heartbeats unheard: announce ours again
@@ -1130,6 +1159,7 @@ class PulseCore(Core[PulseState]):
             before[u.name] = (v.role, v.priority)
             news = self._unit_news(u, p["groups"])
             v.role, v.priority = news if news is not None else (INIT, 0)
+        peer.told_at = st.now
         if p["leaving"]:
             if not peer.left:
                 peer.left = True
@@ -1261,7 +1291,7 @@ class PulseCore(Core[PulseState]):
                 self._lvsd_follows(st, "config", out)
         for u in added:  # a group the reload brought: it starts as the router did, listening first
             if _fire(u, "start"):
-                u.listen_until = st.now + new.deadtime_ns
+                u.listen(st.now, new.deadtime_ns)
                 if u.cfg.vips:
                     out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips],
                                                              "reason": "started"}))
@@ -1282,7 +1312,7 @@ class PulseCore(Core[PulseState]):
             started = True
             # scale-out: nothing to listen for (no election), and the VIPs a crashed run left on the
             # loopback stay (every router holds them; traffic comes only while the bgp core announces)
-            u.listen_until = None if s.scaleout else st.now + s.deadtime_ns
+            u.listen(st.now, None if s.scaleout else s.deadtime_ns)
             # a fresh start holds no VIP: remove any a crashed run left behind (idempotent)
             if u.cfg.vips and not s.scaleout:
                 out.append(Effect("pulse.release_vips", {"vips": [v.payload() for v in u.cfg.vips],
@@ -1315,7 +1345,7 @@ class PulseCore(Core[PulseState]):
         elif u.role == FAULT and u.faulty():
             u.fault_cause = "link" if st.link_fault() else "track"  # what holds it there now
         elif u.role == FAULT and _fire(u, "recover"):
-            u.listen_until = None if st.cfg.scaleout else st.now + st.cfg.deadtime_ns
+            u.listen(st.now, None if st.cfg.scaleout else st.cfg.deadtime_ns)
             st.next_hb = st.now
             reason = "track_recovered" if u.fault_cause == "track" else "link_up"
             u.fault_cause = None
@@ -1403,7 +1433,7 @@ class PulseCore(Core[PulseState]):
             out.append(self._heartbeat(st, leaving=True))
         st.next_hb = None
         for u in st.units.values():
-            u.listen_until = u.preempt_since = u.garp_next = None
+            u.listen_since = u.listen_until = u.preempt_since = u.garp_next = None
 
     def _handover(self, st: PulseState, p: dict, out: list) -> None:
         """An operator's handover: every group this router is active for steps down as a failed

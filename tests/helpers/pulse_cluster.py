@@ -117,8 +117,8 @@ class Node:
     def configure(self, model: dict, now: int = 0) -> list[Effect]:
         return self.feed("config.loaded", config_payload(self.name, model), now, source="config")
 
-    def start(self, now: int = 0, epoch: int = 1) -> list[Effect]:
-        return self.feed("pulse.started", {"epoch": epoch, "hostname": self.name, "addresses": [], "key_loaded": True, "listen": True, "rules": RULES}, now)
+    def start(self, now: int = 0, epoch: int = 1, rules: int = RULES) -> list[Effect]:
+        return self.feed("pulse.started", {"epoch": epoch, "hostname": self.name, "addresses": [], "key_loaded": True, "listen": True, "rules": rules}, now)
 
     def timer(self, now: int) -> list[Effect]:
         return self.feed("timer.fired", {"service": "pulse", "deadline_ns": now}, now, source="pulse")
@@ -154,8 +154,9 @@ class Node:
 class Cluster:
     """Cores wired over an in-memory network with a fake clock."""
 
-    def __init__(self, names=("lvs1", "lvs2"), model: dict | None = None, **heartbeat):
+    def __init__(self, names=("lvs1", "lvs2"), model: dict | None = None, rules: int = RULES, **heartbeat):
         self.model = model or make_model(names, **heartbeat)
+        self.rules = rules  # the decision rules each pulse.started says (RULES: this code's)
         self.nodes = {n: Node(n) for n in names}
         self.now = 0
         self.queue: list = []
@@ -173,7 +174,7 @@ class Cluster:
     def start(self, name: str, at: int | None = None, epoch: int = 1) -> None:
         at = self.now if at is None else at
         self._push(at, name, "config.loaded", config_payload(name, self.model))
-        self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True, "listen": True, "rules": RULES})
+        self._push(at, name, "pulse.started", {"epoch": epoch, "hostname": name, "addresses": [], "key_loaded": True, "listen": True, "rules": self.rules})
 
     def observe(self, name: str, track: str, value: int, at: int | None = None) -> None:
         """pulse's shell on ``name`` sees a tracked interface or file at ``value``."""
@@ -268,12 +269,15 @@ def steady_pair(**heartbeat) -> Cluster:
 
 
 def v8_snapshot(snap: dict) -> dict:
-    """A pulse snapshot (version 9) as version 8 wrote it, before failover groups: the default
-    unit's fields at the top, each peer's role, priority and split flag in its list, the settings
-    with one set of VIPs (for tests of the older versions' upcasters)."""
+    """A pulse snapshot (version 9 and later) as version 8 wrote it, before failover groups: the
+    default unit's fields at the top, each peer's role, priority and split flag in its list, the
+    settings with one set of VIPs (for tests of the older versions' upcasters). Fields of versions
+    10-12 stay where they are (their upcasters overwrite them) but version 12's unit field and
+    peer element, which the version-9 upcaster would misplace."""
     d = dict(snap)
     (unit,) = d.pop("units").values()
     unit = dict(unit)
+    unit.pop("listen_since")
     views = unit.pop("views")
     d.update(unit)
     d["peers"] = {n: p[:8] + [views[n][2], p[8]] for n, p in d["peers"].items()}

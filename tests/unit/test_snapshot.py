@@ -114,7 +114,7 @@ def test_a_snapshot_round_trips_with_its_core_and_version(tmp_path):
     core, state = _pulse_with_state()
     body = encode_state(core, state)
     env = msgpack.unpackb(body, raw=False, strict_map_key=False)
-    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 11
+    assert env["core"] == "pulse" and env["v"] == core.snapshot_version == 12
     assert core.snapshot(decode_state(core, body)) == core.snapshot(state)
 
 
@@ -135,13 +135,15 @@ def test_a_snapshot_of_the_release_before_versioning_is_upcast(tmp_path):
     seq, fmt, body = next(store.valid("pulse"))
     assert (seq, fmt) == (9, 1)
     restored = decode_state(core, body, fmt)
-    # (v5 added own_clock, v7 the rules: an old snapshot is of a run under rules 2)
-    units = {"default": {**d["units"]["default"], "reannounce_after": {}}}
-    assert core.snapshot(restored) == {**d, "units": units, "own_clock": False, "rules": 2}
+    # (v5 added own_clock, v7 the rules: an old snapshot is of a run under rules 2; v12 when a
+    # listen began and when each peer last told its roles, unknown in an old one)
+    units = {"default": {**d["units"]["default"], "reannounce_after": {}, "listen_since": None}}
+    peers = {n: [*p[:9], None] for n, p in d["peers"].items()}
+    assert core.snapshot(restored) == {**d, "units": units, "peers": peers, "own_clock": False, "rules": 2}
 
 
 @pytest.mark.parametrize("env, why", [
-    ({"core": "pulse", "v": 12, "state": {}}, "version 12"),
+    ({"core": "pulse", "v": 13, "state": {}}, "version 13"),
     ({"core": "pulse", "v": 0, "state": {}}, "version 0"),
     ({"core": "pulse", "v": True, "state": {}}, "not an integer"),
     ({"core": "nanny", "v": 1, "state": {}}, "not of 'pulse'"),
