@@ -626,29 +626,37 @@ def run(args, cfg: Config, lst: Listener, keepalived: str | None, tmp: Path, kb_
                 out("keepalived_ipvs=stubbed (no IPVS in this kernel: its IPVS socket options answered by an "
                     "LD_PRELOAD stub; none are used per check)")
 
-    kres = None
-    if keepalived is not None:
-        try:
-            kres = run_keepalived(args, keepalived, cfg, lst, tmp, stub, "tcp")
-        except RuntimeError as exc:
-            note(f"keepalived (TCP): {exc}")
-            rc = 1
-    if kres is not None:
-        kw, kn = kres["wall"], kres["listener"][0]
-        out(f"keepalived_checks_per_s={kn / kw:.0f} checks/s (connections the listener accepted)")
-        out(f"keepalived_cpu_share={100 * kres['cpu'] / kw:.1f} % of one core (its checker process)")
-        out(f"keepalived_parent_cpu_share={100 * kres['parent_cpu'] / kw:.1f} % of one core")
-        out(f"keepalived_rs_removed={removed(tmp, 'tcp')} count")
-    lv_us = per_check(cpu, seen)
-    out(f"lvsbus_cpu_us_per_check={lv_us:.1f} us")
-    if kres is not None:
-        ka_us = per_check(kres["cpu"], kres["listener"][0])
-        out(f"keepalived_cpu_us_per_check={ka_us:.1f} us")
-        out(f"cpu_ratio_lvsbus_over_keepalived={lv_us / ka_us:.2f}")
-    out(f"lvsbus_listener_cpu_us_per_check={per_check(res['listener'][3], seen):.1f} us (the real servers' side)")
-    if kres is not None:
-        out(f"keepalived_listener_cpu_us_per_check={per_check(kres['listener'][3], kres['listener'][0]):.1f} us")
+    def side_by_side(kind: str, cfg, lv_cpu: float, lv_seen: int, lv_listener_cpu: float) -> int:
+        """keepalived on ``cfg`` (``kind``: tcp or http), then both sides' figures, per check counted
+        at the listener (connections accepted for TCP, requests answered for HTTP). 1: it failed."""
+        p = "" if kind == "tcp" else f"{kind}_"
+        counted = 0 if kind == "tcp" else 2  # the listener's counter of this kind
+        kres, failed = None, 0
+        if keepalived is not None:
+            try:
+                kres = run_keepalived(args, keepalived, cfg, lst, tmp, stub, kind)
+            except RuntimeError as exc:
+                note(f"keepalived ({kind.upper()}): {exc}")
+                failed = 1
+        if kres is not None:
+            kw, kn = kres["wall"], kres["listener"][counted]
+            out(f"keepalived_{p}checks_per_s={kn / kw:.0f} checks/s (counted by the listener)")
+            out(f"keepalived_{p}cpu_share={100 * kres['cpu'] / kw:.1f} % of one core (its checker process)")
+            out(f"keepalived_{p}parent_cpu_share={100 * kres['parent_cpu'] / kw:.1f} % of one core")
+            out(f"keepalived_{p}rs_removed={removed(tmp, kind)} count")
+        lv_us = per_check(lv_cpu, lv_seen)
+        out(f"lvsbus_{p}cpu_us_per_check={lv_us:.1f} us")
+        if kres is not None:
+            ka_us = per_check(kres["cpu"], kres["listener"][counted])
+            out(f"keepalived_{p}cpu_us_per_check={ka_us:.1f} us")
+            out(f"{p}cpu_ratio_lvsbus_over_keepalived={lv_us / ka_us:.2f}")
+        out(f"lvsbus_{p}listener_cpu_us_per_check={per_check(lv_listener_cpu, lv_seen):.1f} us (the real servers' side)")
+        if kres is not None:
+            out(f"keepalived_{p}listener_cpu_us_per_check="
+                f"{per_check(kres['listener'][3], kres['listener'][counted]):.1f} us")
+        return failed
 
+    rc |= side_by_side("tcp", cfg, cpu, seen, res["listener"][3])
     if args.http_servers > 0:
         hcfg = make_config(args.http_servers, args.ports, args.interval, multi, CheckKind.HTTP, BASE_PORT + args.ports)
         hres = run_lvsbus(args, hcfg, lst)
@@ -659,29 +667,7 @@ def run(args, cfg: Config, lst: Listener, keepalived: str | None, tmp: Path, kb_
         out(f"lvsbus_http_listener_checks_per_s={hseen / hw:.0f} checks/s (requests the listener answered)")
         out(f"lvsbus_http_cpu_share={100 * hcpu / hw:.1f} % of one core")
         out(f"lvsbus_http_failed={hres['failed']} checks")
-        khres = None
-        if keepalived is not None:
-            try:
-                khres = run_keepalived(args, keepalived, hcfg, lst, tmp, stub, "http")
-            except RuntimeError as exc:
-                note(f"keepalived (HTTP): {exc}")
-                rc = 1
-        if khres is not None:
-            kw, kn = khres["wall"], khres["listener"][2]
-            out(f"keepalived_http_checks_per_s={kn / kw:.0f} checks/s (requests the listener answered)")
-            out(f"keepalived_http_cpu_share={100 * khres['cpu'] / kw:.1f} % of one core (its checker process)")
-            out(f"keepalived_http_parent_cpu_share={100 * khres['parent_cpu'] / kw:.1f} % of one core")
-            out(f"keepalived_http_rs_removed={removed(tmp, 'http')} count")
-        lh_us = per_check(hcpu, hseen)
-        out(f"lvsbus_http_cpu_us_per_check={lh_us:.1f} us")
-        if khres is not None:
-            kh_us = per_check(khres["cpu"], khres["listener"][2])
-            out(f"keepalived_http_cpu_us_per_check={kh_us:.1f} us")
-            out(f"http_cpu_ratio_lvsbus_over_keepalived={lh_us / kh_us:.2f}")
-        out(f"lvsbus_http_listener_cpu_us_per_check={per_check(hres['listener'][3], hseen):.1f} us")
-        if khres is not None:
-            out(f"keepalived_http_listener_cpu_us_per_check="
-                f"{per_check(khres['listener'][3], khres['listener'][2]):.1f} us")
+        rc |= side_by_side("http", hcfg, hcpu, hseen, hres["listener"][3])
     out(f"loadavg_1m={os.getloadavg()[0]:.2f} (the machine's: other work competes for its {os.cpu_count()} cores)")
     return rc
 

@@ -64,7 +64,6 @@ __all__ = [
     "ip_family",
 ]
 
-#: IPVS schedulers the kernel ships (``twos`` since Linux 5.5, ``mh`` since 4.18).
 #: schedulers whose mapping depends on the order the real servers were added (IPVS fills mh's
 #: lookup table walking them in that order): lvsd keeps their order (scale-out), check-config
 #: compares it across routers
@@ -76,6 +75,7 @@ def host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+#: IPVS schedulers the kernel ships (``twos`` since Linux 5.5, ``mh`` since 4.18).
 SCHEDULERS: tuple[str, ...] = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 )

@@ -536,9 +536,8 @@ class Supervisor:
         b.start()
         self.broker = b
         deadline = time.monotonic() + BROKER_READY_TIMEOUT
-        # the bus client's modules (the event catalog, pyzmq: ~40 ms) load while the broker starts
+        # the bus client's modules (pyzmq, the event catalog: ~40 ms) load while the broker starts
         from lvsbus.bus import BusClient  # noqa: F401
-        from lvsbus.wire import catalog  # noqa: F401
 
         if b.proc is None or b.proc.stderr is None:
             raise RuntimeError("the broker did not start (see service_start_failed)")
