@@ -20,6 +20,7 @@ def main() -> int:
     seen = {"pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "argv": sys.argv, "caps": caps(),
             "nice": os.getpriority(os.PRIO_PROCESS, 0), "name": __name__,
             "preloaded": "lvsbus.cli" in sys.modules,  # imported by the zygote, not by this module
+            "after_barrier": "xml.dom.minidom" in sys.modules,  # (test_zygote's barrier test preloads it)
             "sigpipe": signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN,
             "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
             "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))}

@@ -95,3 +95,34 @@ def test_the_supervisor_reaps_the_orphans_it_adopts_as_a_subreaper():
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines()[-1].split() == ["1", "0"], r.stdout  # a zombie of ours, then reaped
     assert "orphan_reaped" in r.stdout
+
+
+BARRIER_DRIVER = r'''
+import json, os, sys, time
+from lvsbus.router import zygote
+d = sys.argv[1]
+assert zygote.become_subreaper()
+launcher = zygote.Launcher(preload=("lvsbus.cli", "@tests.helpers.zygote_child", "xml.dom.minidom"))
+launcher.start()
+seen = {}
+time.sleep(1.0)  # without the barrier, the zygote would have imported everything by now (HOLD_MAX is 3 s)
+try:
+    for name in ("first", "second"):
+        p = launcher.spawn([sys.executable, "-m", "tests.helpers.zygote_child", "report", os.path.join(d, name)])
+        assert p.wait(10) == 0
+        with open(os.path.join(d, name)) as fh:
+            seen[name] = json.load(fh)["after_barrier"]
+        time.sleep(1.0)  # (the zygote imports what the barrier held, between requests)
+finally:
+    launcher.close()
+print(json.dumps(seen))
+'''
+
+
+def test_a_barrier_holds_the_imports_after_it_until_its_service_was_forked(tmp_path):
+    """PRELOAD's ``@MODULE``: what comes after it is imported only once MODULE's service has been
+    forked (a router's start: broker, then pulse, the rest after), and then without a request."""
+    r = subprocess.run([sys.executable, "-c", BARRIER_DRIVER, str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"first": False, "second": True}
